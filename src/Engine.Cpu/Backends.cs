@@ -1,0 +1,76 @@
+using GpuCnn.Ilgpu;
+
+namespace GpuCnn.Cpu;
+
+/// <summary>
+/// Device selection by name. This lives in GpuCnn.Engine.Cpu because it is the one assembly that sees every
+/// backend (the ILGPU ones through GpuCnn.Engine and the CPU ones here).
+/// </summary>
+public static class Backends
+{
+    /// <summary>The names <see cref="Open"/> accepts.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["auto", "reference", "ilgpu-cpu", "cuda", "opencl"];
+
+    /// <summary>Every device this machine could offer, with the reason where one is unavailable.</summary>
+    public static IReadOnlyList<DeviceInfo> List() =>
+    [
+        IlgpuDevices.DescribeCuda(),
+        IlgpuDevices.DescribeOpenCL(),
+        new DeviceInfo("reference", "cpu", "naive C# reference (1 thread)", 0, true, null),
+        IlgpuDevices.DescribeCpuAccelerator(),
+    ];
+
+    /// <summary>
+    /// The device <c>auto</c> picks: CUDA, then OpenCL, then the fastest CPU implementation present (the reference
+    /// for now; ILGPU's CPU accelerator emulates GPU threads and is for tests).
+    /// </summary>
+    public static string AutoChoice(IReadOnlyList<DeviceInfo> devices)
+    {
+        ArgumentNullException.ThrowIfNull(devices);
+        foreach (string name in (string[])["cuda", "opencl"])
+        {
+            if (devices.Any(d => d.Name == name && d.Available))
+            {
+                return name;
+            }
+        }
+
+        return "reference";
+    }
+
+    /// <summary>
+    /// Opens a backend by name. An explicit device that is absent throws <see cref="DeviceUnavailableException"/>
+    /// with the reason; only <c>auto</c> chooses.
+    /// </summary>
+    public static Backend Open(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return name.Trim().ToLowerInvariant() switch
+        {
+            "auto" => OpenAuto(),
+            "reference" => new ReferenceBackend(),
+            "ilgpu-cpu" => IlgpuDevices.OpenCpuAccelerator(),
+            "cuda" => IlgpuDevices.OpenCuda(),
+            "opencl" => IlgpuDevices.OpenOpenCL(),
+            _ => throw new ArgumentException(
+                $"Unknown device '{name}'; expected one of: {string.Join(", ", Names)}.", nameof(name)),
+        };
+    }
+
+    private static Backend OpenAuto()
+    {
+        foreach (var open in (Func<Backend>[])[IlgpuDevices.OpenCuda, IlgpuDevices.OpenOpenCL])
+        {
+            try
+            {
+                return open();
+            }
+            catch (DeviceUnavailableException)
+            {
+                // auto moves on to the next kind; explicit names never do.
+            }
+        }
+
+        return new ReferenceBackend();
+    }
+}

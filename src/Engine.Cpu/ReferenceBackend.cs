@@ -1,0 +1,133 @@
+using GpuCnn.Kernels;
+
+namespace GpuCnn.Cpu;
+
+/// <summary>
+/// The reference backend: <see cref="ReferenceMath"/> in float on host arrays, one thread, synchronous. It defines
+/// what every other backend must compute; it is deliberately slow.
+/// </summary>
+public sealed class ReferenceBackend : Backend
+{
+    private long _bytes;
+
+    /// <inheritdoc/>
+    public override string Name => "reference";
+
+    /// <inheritdoc/>
+    public override string DeviceName => "naive C# reference (host memory, 1 thread)";
+
+    /// <inheritdoc/>
+    public override long BytesAllocated => Interlocked.Read(ref _bytes);
+
+    /// <inheritdoc/>
+    public override void Synchronize()
+    {
+    }
+
+    /// <inheritdoc/>
+    protected override DeviceTensor<T> AllocateCore<T>(Shape shape)
+    {
+        var tensor = new HostTensor<T>(this, shape);
+        Interlocked.Add(ref _bytes, tensor.Bytes);
+        return tensor;
+    }
+
+    internal void OnReleased(long bytes) => Interlocked.Add(ref _bytes, -bytes);
+
+    /// <inheritdoc/>
+    protected override void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination) => source.CopyTo(Data(destination));
+
+    /// <inheritdoc/>
+    protected override void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination) => Data(source).CopyTo(destination);
+
+    /// <inheritdoc/>
+    protected override void FillCore(DeviceTensor<float> tensor, float value) => Data(tensor).AsSpan().Fill(value);
+
+    /// <inheritdoc/>
+    protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
+        DeviceTensor<float>? b, DeviceTensor<float> y) =>
+        ReferenceMath.Conv2dForward<float>(g, Data(x), Data(w), b is null ? [] : Data(b), Data(y));
+
+    /// <inheritdoc/>
+    protected override void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w,
+        DeviceTensor<float> dx) =>
+        ReferenceMath.Conv2dBackwardData<float>(g, Data(dy), Data(w), Data(dx));
+
+    /// <inheritdoc/>
+    protected override void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy,
+        DeviceTensor<float> dw, DeviceTensor<float>? db) =>
+        ReferenceMath.Conv2dBackwardFilter<float>(g, Data(x), Data(dy), Data(dw), db is null ? [] : Data(db));
+
+    /// <inheritdoc/>
+    protected override void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<int> switches) =>
+        ReferenceMath.MaxPool2dForward<float>(g, Data(x), Data(y), Data(switches));
+
+    /// <inheritdoc/>
+    protected override void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches,
+        DeviceTensor<float> dx) =>
+        ReferenceMath.MaxPool2dBackward<float>(g, Data(dy), Data(switches), Data(dx));
+
+    /// <inheritdoc/>
+    protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y) =>
+        ReferenceMath.AvgPool2dForward<float>(g, Data(x), Data(y));
+
+    /// <inheritdoc/>
+    protected override void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx) =>
+        ReferenceMath.AvgPool2dBackward<float>(g, Data(dy), Data(dx));
+
+    /// <inheritdoc/>
+    protected override void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c) =>
+        ReferenceMath.Gemm<float>(shape.TransposeA != 0, shape.TransposeB != 0, shape.M, shape.N, shape.K, shape.Alpha,
+            Data(a), Data(b), shape.Beta, Data(c));
+
+    /// <inheritdoc/>
+    protected override void BiasAddCore(DeviceTensor<float> y, DeviceTensor<float> b, int batch, int channels, int inner) =>
+        ReferenceMath.BiasAdd<float>(Data(y), Data(b), batch, channels, inner);
+
+    /// <inheritdoc/>
+    protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels,
+        int inner) =>
+        ReferenceMath.BiasGradient<float>(Data(dy), Data(db), batch, channels, inner);
+
+    /// <inheritdoc/>
+    protected override void ActivationForwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y) =>
+        ReferenceMath.ActivationForward<float>(f, alpha, Data(x), Data(y));
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<float> dy, DeviceTensor<float> dx) =>
+        ReferenceMath.ActivationBackward<float>(f, alpha, Data(x), Data(y), Data(dy), Data(dx));
+
+    /// <inheritdoc/>
+    protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
+        DeviceTensor<float> dlogits, DeviceTensor<float> loss) =>
+        Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits), Data(labels), Data(dlogits),
+            logits.Shape[0], logits.Shape[1]);
+
+    /// <inheritdoc/>
+    protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
+        DeviceTensor<float> velocity) =>
+        ReferenceMath.SgdUpdate<float>(h.LearningRate, h.Momentum, h.Dampening, h.WeightDecay, h.Nesterov != 0,
+            h.FirstStep != 0, Data(parameter), Data(gradient), Data(velocity));
+
+    /// <inheritdoc/>
+    protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
+        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
+        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay,
+            Data(parameter), Data(gradient), Data(firstMoment), Data(secondMoment));
+
+    private static T[] Data<T>(DeviceTensor<T> tensor)
+        where T : unmanaged => ((HostTensor<T>)tensor).Values;
+}
+
+/// <summary>A "device" tensor of a host backend: a plain array.</summary>
+internal sealed class HostTensor<T>(ReferenceBackend backend, Shape shape) : DeviceTensor<T>(backend, shape)
+    where T : unmanaged
+{
+    public T[] Values { get; } = new T[shape.Size];
+
+    public long Bytes => (long)Values.Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+
+    protected override void Release() => backend.OnReleased(Bytes);
+}

@@ -1,0 +1,479 @@
+using System.Numerics;
+using CommunityToolkit.HighPerformance;
+
+namespace GpuCnn.Cpu;
+
+/// <summary>
+/// The naive reference: every operation as nested loops over flat row-major arrays, mirroring the formulas of
+/// docs/02-convolution.md … docs/05-optimizers.md. Generic over the number type so the same code runs in float
+/// (the reference backend) and in double (the finite-difference gradient checks). Slow by design; read, don't time.
+/// </summary>
+public static class ReferenceMath
+{
+    // ------------------------------------------------------------------ convolution
+
+    /// <summary>x (N,C,H,W), w (K,C,R,S), b (K) or empty -> y (N,K,P,Q): y = b + Σ_{c,r,s} x[.., p·Sh+r−Ph, q·Sw+s−Pw]·w.</summary>
+    public static void Conv2dForward<T>(Conv2dGeometry g, ReadOnlySpan<T> x, ReadOnlySpan<T> w, ReadOnlySpan<T> b, Span<T> y)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int n = 0; n < g.N; n++)
+        {
+            for (int k = 0; k < g.K; k++)
+            {
+                for (int p = 0; p < g.P; p++)
+                {
+                    for (int q = 0; q < g.Q; q++)
+                    {
+                        T sum = b.IsEmpty ? T.Zero : b[k];
+                        for (int c = 0; c < g.C; c++)
+                        {
+                            for (int r = 0; r < g.R; r++)
+                            {
+                                for (int s = 0; s < g.S; s++)
+                                {
+                                    int h = p * g.StrideH + r - g.PadH;
+                                    int col = q * g.StrideW + s - g.PadW;
+                                    if (h >= 0 && h < g.H && col >= 0 && col < g.W)
+                                    {
+                                        sum += x[Index4(n, c, h, col, g.C, g.H, g.W)] * w[Index4(k, c, r, s, g.C, g.R, g.S)];
+                                    }
+                                }
+                            }
+                        }
+
+                        y[Index4(n, k, p, q, g.K, g.P, g.Q)] = sum;
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// dy (N,K,P,Q) -> E (N,K,H+R−1,W+S−1): dy dilated by the stride (Sh−1 zero rows between rows, Sw−1 zero
+    /// columns between columns), then placed R−1−Ph rows down and S−1−Pw columns right in a zero field.
+    /// </summary>
+    public static T[] DilateAndPad<T>(Conv2dGeometry g, ReadOnlySpan<T> dy)
+        where T : IFloatingPointIeee754<T>
+    {
+        int eh = g.H + g.R - 1, ew = g.W + g.S - 1;
+        var e = new T[g.N * g.K * eh * ew];
+        Array.Fill(e, T.Zero);
+        for (int n = 0; n < g.N; n++)
+        {
+            for (int k = 0; k < g.K; k++)
+            {
+                for (int p = 0; p < g.P; p++)
+                {
+                    for (int q = 0; q < g.Q; q++)
+                    {
+                        int i = p * g.StrideH + (g.R - 1 - g.PadH);
+                        int j = q * g.StrideW + (g.S - 1 - g.PadW);
+                        if (i >= 0 && i < eh && j >= 0 && j < ew)
+                        {
+                            e[Index4(n, k, i, j, g.K, eh, ew)] = dy[Index4(n, k, p, q, g.K, g.P, g.Q)];
+                        }
+                    }
+                }
+            }
+        }
+
+        return e;
+    }
+
+    /// <summary>w (K,C,R,S) -> wrot (C,K,R,S): the kernel rotated by 180°, wrot[c,k,r,s] = w[k,c,R−1−r,S−1−s].</summary>
+    public static T[] RotateKernel180<T>(Conv2dGeometry g, ReadOnlySpan<T> w)
+        where T : IFloatingPointIeee754<T>
+    {
+        var rotated = new T[g.WeightSize];
+        for (int k = 0; k < g.K; k++)
+        {
+            for (int c = 0; c < g.C; c++)
+            {
+                for (int r = 0; r < g.R; r++)
+                {
+                    for (int s = 0; s < g.S; s++)
+                    {
+                        rotated[Index4(c, k, r, s, g.K, g.R, g.S)] = w[Index4(k, c, g.R - 1 - r, g.S - 1 - s, g.C, g.R, g.S)];
+                    }
+                }
+            }
+        }
+
+        return rotated;
+    }
+
+    /// <summary>
+    /// dy (N,K,P,Q), w (K,C,R,S) -> dx (N,C,H,W): the full convolution of the dilated, padded dy with the rotated
+    /// kernel, dx[n,c,h,x] = Σ_{k,r,s} E[n,k,h+r,x+s]·wrot[c,k,r,s].
+    /// </summary>
+    public static void Conv2dBackwardData<T>(Conv2dGeometry g, ReadOnlySpan<T> dy, ReadOnlySpan<T> w, Span<T> dx)
+        where T : IFloatingPointIeee754<T>
+    {
+        T[] e = DilateAndPad(g, dy);
+        T[] rotated = RotateKernel180(g, w);
+        int eh = g.H + g.R - 1, ew = g.W + g.S - 1;
+        for (int n = 0; n < g.N; n++)
+        {
+            for (int c = 0; c < g.C; c++)
+            {
+                for (int h = 0; h < g.H; h++)
+                {
+                    for (int col = 0; col < g.W; col++)
+                    {
+                        T sum = T.Zero;
+                        for (int k = 0; k < g.K; k++)
+                        {
+                            for (int r = 0; r < g.R; r++)
+                            {
+                                for (int s = 0; s < g.S; s++)
+                                {
+                                    sum += e[Index4(n, k, h + r, col + s, g.K, eh, ew)] * rotated[Index4(c, k, r, s, g.K, g.R, g.S)];
+                                }
+                            }
+                        }
+
+                        dx[Index4(n, c, h, col, g.C, g.H, g.W)] = sum;
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// x (N,C,H,W), dy (N,K,P,Q) -> dw (K,C,R,S) = Σ_{n,p,q} x[n,c,p·Sh+r−Ph,q·Sw+s−Pw]·dy[n,k,p,q]
+    /// (valid correlation of x with dy); db (K) = Σ_{n,p,q} dy, when db is not empty.
+    /// </summary>
+    public static void Conv2dBackwardFilter<T>(Conv2dGeometry g, ReadOnlySpan<T> x, ReadOnlySpan<T> dy, Span<T> dw, Span<T> db)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int k = 0; k < g.K; k++)
+        {
+            for (int c = 0; c < g.C; c++)
+            {
+                for (int r = 0; r < g.R; r++)
+                {
+                    for (int s = 0; s < g.S; s++)
+                    {
+                        T sum = T.Zero;
+                        for (int n = 0; n < g.N; n++)
+                        {
+                            for (int p = 0; p < g.P; p++)
+                            {
+                                for (int q = 0; q < g.Q; q++)
+                                {
+                                    int h = p * g.StrideH + r - g.PadH;
+                                    int col = q * g.StrideW + s - g.PadW;
+                                    if (h >= 0 && h < g.H && col >= 0 && col < g.W)
+                                    {
+                                        sum += x[Index4(n, c, h, col, g.C, g.H, g.W)] * dy[Index4(n, k, p, q, g.K, g.P, g.Q)];
+                                    }
+                                }
+                            }
+                        }
+
+                        dw[Index4(k, c, r, s, g.C, g.R, g.S)] = sum;
+                    }
+                }
+            }
+        }
+
+        if (!db.IsEmpty)
+        {
+            BiasGradient(dy, db, g.N, g.K, g.P * g.Q);
+        }
+    }
+
+    // ------------------------------------------------------------------ pooling
+
+    /// <summary>
+    /// x (N,C,H,W) -> y, switches (N,C,P,Q): the window maximum and its flat index h·W + w in the input plane.
+    /// Ties keep the first maximum in row-major window order; NaN wins. Padding never wins.
+    /// </summary>
+    public static void MaxPool2dForward<T>(Pool2dGeometry g, ReadOnlySpan<T> x, Span<T> y, Span<int> switches)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int plane = 0; plane < g.N * g.C; plane++)
+        {
+            for (int p = 0; p < g.P; p++)
+            {
+                for (int q = 0; q < g.Q; q++)
+                {
+                    T best = T.NegativeInfinity;
+                    int bestAt = -1;
+                    for (int r = 0; r < g.KernelH; r++)
+                    {
+                        for (int s = 0; s < g.KernelW; s++)
+                        {
+                            int h = p * g.StrideH + r - g.PadH;
+                            int col = q * g.StrideW + s - g.PadW;
+                            if (h < 0 || h >= g.H || col < 0 || col >= g.W)
+                            {
+                                continue;
+                            }
+
+                            T v = x[(plane * g.H + h) * g.W + col];
+                            if (bestAt < 0 || v > best || (T.IsNaN(v) && !T.IsNaN(best)))
+                            {
+                                best = v;
+                                bestAt = h * g.W + col;
+                            }
+                        }
+                    }
+
+                    y[(plane * g.P + p) * g.Q + q] = best;
+                    switches[(plane * g.P + p) * g.Q + q] = bestAt;
+                }
+            }
+        }
+    }
+
+    /// <summary>dy, switches (N,C,P,Q) -> dx (N,C,H,W): dx[plane, switch] += dy for every output (scatter form).</summary>
+    public static void MaxPool2dBackward<T>(Pool2dGeometry g, ReadOnlySpan<T> dy, ReadOnlySpan<int> switches, Span<T> dx)
+        where T : IFloatingPointIeee754<T>
+    {
+        dx.Fill(T.Zero);
+        for (int plane = 0; plane < g.N * g.C; plane++)
+        {
+            for (int o = 0; o < g.P * g.Q; o++)
+            {
+                dx[plane * g.H * g.W + switches[plane * g.P * g.Q + o]] += dy[plane * g.P * g.Q + o];
+            }
+        }
+    }
+
+    /// <summary>x (N,C,H,W) -> y (N,C,P,Q): the window sum / (KernelH·KernelW), padding counted as zeros.</summary>
+    public static void AvgPool2dForward<T>(Pool2dGeometry g, ReadOnlySpan<T> x, Span<T> y)
+        where T : IFloatingPointIeee754<T>
+    {
+        T area = T.CreateChecked(g.KernelH * g.KernelW);
+        for (int plane = 0; plane < g.N * g.C; plane++)
+        {
+            for (int p = 0; p < g.P; p++)
+            {
+                for (int q = 0; q < g.Q; q++)
+                {
+                    T sum = T.Zero;
+                    for (int r = 0; r < g.KernelH; r++)
+                    {
+                        for (int s = 0; s < g.KernelW; s++)
+                        {
+                            int h = p * g.StrideH + r - g.PadH;
+                            int col = q * g.StrideW + s - g.PadW;
+                            if (h >= 0 && h < g.H && col >= 0 && col < g.W)
+                            {
+                                sum += x[(plane * g.H + h) * g.W + col];
+                            }
+                        }
+                    }
+
+                    y[(plane * g.P + p) * g.Q + q] = sum / area;
+                }
+            }
+        }
+    }
+
+    /// <summary>dy (N,C,P,Q) -> dx (N,C,H,W): every window position receives dy / (KernelH·KernelW) (scatter form).</summary>
+    public static void AvgPool2dBackward<T>(Pool2dGeometry g, ReadOnlySpan<T> dy, Span<T> dx)
+        where T : IFloatingPointIeee754<T>
+    {
+        T area = T.CreateChecked(g.KernelH * g.KernelW);
+        dx.Fill(T.Zero);
+        for (int plane = 0; plane < g.N * g.C; plane++)
+        {
+            for (int p = 0; p < g.P; p++)
+            {
+                for (int q = 0; q < g.Q; q++)
+                {
+                    T share = dy[(plane * g.P + p) * g.Q + q] / area;
+                    for (int r = 0; r < g.KernelH; r++)
+                    {
+                        for (int s = 0; s < g.KernelW; s++)
+                        {
+                            int h = p * g.StrideH + r - g.PadH;
+                            int col = q * g.StrideW + s - g.PadW;
+                            if (h >= 0 && h < g.H && col >= 0 && col < g.W)
+                            {
+                                dx[(plane * g.H + h) * g.W + col] += share;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ dense algebra
+
+    /// <summary>A (M×K or K×M), B (K×N or N×K) -> C (M×N) = α·op(A)·op(B) + β·C; with β = 0, C is not read.</summary>
+    public static void Gemm<T>(bool transposeA, bool transposeB, int m, int n, int k, T alpha, ReadOnlySpan<T> a,
+        ReadOnlySpan<T> b, T beta, Span<T> c)
+        where T : IFloatingPointIeee754<T>
+    {
+        var matrixA = transposeA ? ReadOnlySpan2D<T>.DangerousCreate(a[0], k, m, 0) : ReadOnlySpan2D<T>.DangerousCreate(a[0], m, k, 0);
+        var matrixB = transposeB ? ReadOnlySpan2D<T>.DangerousCreate(b[0], n, k, 0) : ReadOnlySpan2D<T>.DangerousCreate(b[0], k, n, 0);
+        var matrixC = Span2D<T>.DangerousCreate(ref c[0], m, n, 0);
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                T sum = T.Zero;
+                for (int l = 0; l < k; l++)
+                {
+                    T av = transposeA ? matrixA[l, i] : matrixA[i, l];
+                    T bv = transposeB ? matrixB[j, l] : matrixB[l, j];
+                    sum += av * bv;
+                }
+
+                matrixC[i, j] = T.IsZero(beta) ? alpha * sum : alpha * sum + beta * matrixC[i, j];
+            }
+        }
+    }
+
+    /// <summary>y (N, C, L) += b (C).</summary>
+    public static void BiasAdd<T>(Span<T> y, ReadOnlySpan<T> b, int batch, int channels, int inner)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int n = 0; n < batch; n++)
+        {
+            for (int c = 0; c < channels; c++)
+            {
+                for (int l = 0; l < inner; l++)
+                {
+                    y[(n * channels + c) * inner + l] += b[c];
+                }
+            }
+        }
+    }
+
+    /// <summary>dy (N, C, L) -> db (C) = Σ_{n,l} dy[n,c,l].</summary>
+    public static void BiasGradient<T>(ReadOnlySpan<T> dy, Span<T> db, int batch, int channels, int inner)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int c = 0; c < channels; c++)
+        {
+            T sum = T.Zero;
+            for (int n = 0; n < batch; n++)
+            {
+                for (int l = 0; l < inner; l++)
+                {
+                    sum += dy[(n * channels + c) * inner + l];
+                }
+            }
+
+            db[c] = sum;
+        }
+    }
+
+    // ------------------------------------------------------------------ activations and loss
+
+    /// <summary>y = f(x) elementwise.</summary>
+    public static void ActivationForward<T>(Activation f, T alpha, ReadOnlySpan<T> x, Span<T> y)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < x.Length; i++)
+        {
+            T v = x[i];
+            y[i] = f switch
+            {
+                Activation.Relu => v > T.Zero ? v : T.Zero,
+                Activation.LeakyRelu => v > T.Zero ? v : alpha * v,
+                Activation.Sigmoid => T.One / (T.One + T.Exp(-v)),
+                _ => T.Tanh(v),
+            };
+        }
+    }
+
+    /// <summary>dx = dy·f′: ReLU 1[x&gt;0], LeakyReLU 1 or α, Sigmoid y(1−y), Tanh 1−y².</summary>
+    public static void ActivationBackward<T>(Activation f, T alpha, ReadOnlySpan<T> x, ReadOnlySpan<T> y, ReadOnlySpan<T> dy,
+        Span<T> dx)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < x.Length; i++)
+        {
+            dx[i] = f switch
+            {
+                Activation.Relu => x[i] > T.Zero ? dy[i] : T.Zero,
+                Activation.LeakyRelu => x[i] > T.Zero ? dy[i] : alpha * dy[i],
+                Activation.Sigmoid => dy[i] * y[i] * (T.One - y[i]),
+                _ => dy[i] * (T.One - y[i] * y[i]),
+            };
+        }
+    }
+
+    /// <summary>
+    /// logits (N, classes), labels (N) -> dlogits (N, classes), returns the mean loss:
+    /// loss = (1/N) Σ_n (logsumexp(z_n) − z_n[t_n]); dz = (softmax(z) − onehot(t)) / N. Max-shifted for stability.
+    /// </summary>
+    public static T SoftmaxCrossEntropy<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> labels, Span<T> dlogits, int batch, int classes)
+        where T : IFloatingPointIeee754<T>
+    {
+        T total = T.Zero;
+        T count = T.CreateChecked(batch);
+        for (int n = 0; n < batch; n++)
+        {
+            var z = logits.Slice(n * classes, classes);
+            T max = z[0];
+            for (int j = 1; j < classes; j++)
+            {
+                max = T.Max(max, z[j]);
+            }
+
+            T sumExp = T.Zero;
+            for (int j = 0; j < classes; j++)
+            {
+                sumExp += T.Exp(z[j] - max);
+            }
+
+            T logSumExp = max + T.Log(sumExp);
+            for (int j = 0; j < classes; j++)
+            {
+                T softmax = T.Exp(z[j] - logSumExp);
+                dlogits[n * classes + j] = ((j == labels[n]) ? softmax - T.One : softmax) / count;
+            }
+
+            total += logSumExp - z[labels[n]];
+        }
+
+        return total / count;
+    }
+
+    // ------------------------------------------------------------------ optimizers
+
+    /// <summary>torch.optim.SGD on one tensor: g = grad + λp; v = g (first step) or μv + (1−d)g; p −= lr·(g + μv or v).</summary>
+    public static void SgdUpdate<T>(T lr, T momentum, T dampening, T weightDecay, bool nesterov, bool firstStep,
+        Span<T> parameter, ReadOnlySpan<T> gradient, Span<T> velocity)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < parameter.Length; i++)
+        {
+            T g = gradient[i] + weightDecay * parameter[i];
+            if (!T.IsZero(momentum))
+            {
+                velocity[i] = firstStep ? g : momentum * velocity[i] + (T.One - dampening) * g;
+                g = nesterov ? g + momentum * velocity[i] : velocity[i];
+            }
+
+            parameter[i] -= lr * g;
+        }
+    }
+
+    /// <summary>
+    /// torch.optim.Adam on one tensor: m = β1m + (1−β1)g; v = β2v + (1−β2)g²; p −= stepSize·m / (√v / √c2 + ε)
+    /// with stepSize = lr / (1 − β1^t), c2 = 1 − β2^t.
+    /// </summary>
+    public static void AdamUpdate<T>(T stepSize, T sqrtCorrection2, T beta1, T beta2, T epsilon, T weightDecay,
+        Span<T> parameter, ReadOnlySpan<T> gradient, Span<T> m, Span<T> v)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < parameter.Length; i++)
+        {
+            T g = gradient[i] + weightDecay * parameter[i];
+            m[i] = beta1 * m[i] + (T.One - beta1) * g;
+            v[i] = beta2 * v[i] + (T.One - beta2) * g * g;
+            parameter[i] -= stepSize * m[i] / (T.Sqrt(v[i]) / sqrtCorrection2 + epsilon);
+        }
+    }
+
+    private static int Index4(int a, int b, int c, int d, int bSize, int cSize, int dSize) =>
+        ((a * bSize + b) * cSize + c) * dSize + d;
+}

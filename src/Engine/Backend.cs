@@ -1,0 +1,385 @@
+using GpuCnn.Kernels;
+
+namespace GpuCnn;
+
+/// <summary>
+/// The one abstraction layers call: coarse CNN operations on device-resident tensors. Each public method checks its
+/// arguments (shapes, ownership, hyperparameters) with messages that name the operation and argument, then calls
+/// the backend's core implementation. Implementations: the naive reference (GpuCnn.Engine.Cpu) and the ILGPU
+/// backend (CUDA, OpenCL, ILGPU's CPU accelerator). Operations may run asynchronously; <see cref="Download{T}"/>
+/// and <see cref="Synchronize"/> wait for them.
+/// </summary>
+public abstract class Backend : IDisposable
+{
+    /// <summary>The selection name: "reference", "ilgpu-cpu", "cuda", "opencl".</summary>
+    public abstract string Name { get; }
+
+    /// <summary>A human-readable device description.</summary>
+    public abstract string DeviceName { get; }
+
+    /// <summary>Bytes of device memory currently held by tensors and workspaces of this backend.</summary>
+    public abstract long BytesAllocated { get; }
+
+    // ---------------------------------------------------------------- memory
+
+    /// <summary>Allocates an uninitialised tensor (contents unspecified).</summary>
+    public DeviceTensor<T> Allocate<T>(Shape shape)
+        where T : unmanaged
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (shape.Rank == 0)
+        {
+            throw new ArgumentException("Allocate: shape must have at least one dimension.", nameof(shape));
+        }
+
+        return AllocateCore<T>(shape);
+    }
+
+    /// <summary>Allocates a tensor holding a copy of <paramref name="values"/>.</summary>
+    public DeviceTensor<T> Upload<T>(Shape shape, ReadOnlySpan<T> values)
+        where T : unmanaged
+    {
+        var tensor = Allocate<T>(shape);
+        Upload(values, tensor);
+        return tensor;
+    }
+
+    /// <summary>Allocates a tensor holding a copy of the host tensor.</summary>
+    public DeviceTensor<float> Upload(Tensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        return Upload<float>(tensor.Shape, tensor.Data);
+    }
+
+    /// <summary>Copies host values into an existing device tensor of the same length.</summary>
+    public void Upload<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination)
+        where T : unmanaged
+    {
+        Checks.Length("Upload", nameof(destination), destination, this, source.Length);
+        UploadCore(source, destination);
+    }
+
+    /// <summary>Waits for pending work and copies the device tensor into <paramref name="destination"/>.</summary>
+    public void Download<T>(DeviceTensor<T> source, Span<T> destination)
+        where T : unmanaged
+    {
+        Checks.Owned("Download", nameof(source), source, this);
+        if (destination.Length != source.Length)
+        {
+            throw new ArgumentException($"Download: destination holds {destination.Length} elements, source {source.Shape} holds {source.Length}.", nameof(destination));
+        }
+
+        DownloadCore(source, destination);
+    }
+
+    /// <summary>Downloads a float tensor into a new host tensor of the same shape.</summary>
+    public Tensor Download(DeviceTensor<float> source)
+    {
+        Checks.Owned("Download", nameof(source), source, this);
+        var host = new Tensor(source.Shape);
+        DownloadCore(source, host.Data);
+        return host;
+    }
+
+    /// <summary>Downloads a tensor into a new array.</summary>
+    public T[] DownloadArray<T>(DeviceTensor<T> source)
+        where T : unmanaged
+    {
+        Checks.Owned("Download", nameof(source), source, this);
+        var values = new T[source.Length];
+        DownloadCore<T>(source, values);
+        return values;
+    }
+
+    /// <summary>Sets every element to <paramref name="value"/>.</summary>
+    public void Fill(DeviceTensor<float> tensor, float value)
+    {
+        Checks.Owned("Fill", nameof(tensor), tensor, this);
+        FillCore(tensor, value);
+    }
+
+    /// <summary>Waits until all queued work has finished.</summary>
+    public abstract void Synchronize();
+
+    // ---------------------------------------------------------------- convolution
+
+    /// <summary>y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C,R,S)) + b (K); PyTorch's cross-correlation. b may be null.</summary>
+    public void Conv2dForward(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b,
+        DeviceTensor<float> y)
+    {
+        const string op = "Conv2dForward";
+        g.Validate(op);
+        Checks.Tensor(op, nameof(x), x, this, g.InputShape);
+        Checks.Tensor(op, nameof(w), w, this, g.WeightShape);
+        if (b is not null)
+        {
+            Checks.Tensor(op, nameof(b), b, this, new Shape(g.K));
+        }
+
+        Checks.Tensor(op, nameof(y), y, this, g.OutputShape);
+        Conv2dForwardCore(g, x, w, b, y);
+    }
+
+    /// <summary>
+    /// dx (N,C,H,W) = full convolution of dy (N,K,P,Q), dilated by the stride and padded, with the 180°-rotated
+    /// kernel w (K,C,R,S).
+    /// </summary>
+    public void Conv2dBackwardData(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w, DeviceTensor<float> dx)
+    {
+        const string op = "Conv2dBackwardData";
+        g.Validate(op);
+        Checks.Tensor(op, nameof(dy), dy, this, g.OutputShape);
+        Checks.Tensor(op, nameof(w), w, this, g.WeightShape);
+        Checks.Tensor(op, nameof(dx), dx, this, g.InputShape);
+        Conv2dBackwardDataCore(g, dy, w, dx);
+    }
+
+    /// <summary>
+    /// dw (K,C,R,S) = valid correlation of x (N,C,H,W) with dy (N,K,P,Q), summed over the batch; db (K) = Σ dy over
+    /// n, p, q when db is not null. Both are overwritten, not accumulated.
+    /// </summary>
+    public void Conv2dBackwardFilter(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy,
+        DeviceTensor<float> dw, DeviceTensor<float>? db)
+    {
+        const string op = "Conv2dBackwardFilter";
+        g.Validate(op);
+        Checks.Tensor(op, nameof(x), x, this, g.InputShape);
+        Checks.Tensor(op, nameof(dy), dy, this, g.OutputShape);
+        Checks.Tensor(op, nameof(dw), dw, this, g.WeightShape);
+        if (db is not null)
+        {
+            Checks.Tensor(op, nameof(db), db, this, new Shape(g.K));
+        }
+
+        Conv2dBackwardFilterCore(g, x, dy, dw, db);
+    }
+
+    // ---------------------------------------------------------------- pooling
+
+    /// <summary>y (N,C,P,Q) = window max of x (N,C,H,W); switches (N,C,P,Q) = the arg-max's index h·W + w in its plane.</summary>
+    public void MaxPool2dForward(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<int> switches)
+    {
+        const string op = "MaxPool2dForward";
+        g.Validate(op);
+        Checks.Tensor(op, nameof(x), x, this, g.InputShape);
+        Checks.Tensor(op, nameof(y), y, this, g.OutputShape);
+        Checks.Tensor(op, nameof(switches), switches, this, g.OutputShape);
+        MaxPool2dForwardCore(g, x, y, switches);
+    }
+
+    /// <summary>dx (N,C,H,W) = each dy (N,C,P,Q) routed to its switch; overlapping windows add up.</summary>
+    public void MaxPool2dBackward(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches, DeviceTensor<float> dx)
+    {
+        const string op = "MaxPool2dBackward";
+        g.Validate(op);
+        Checks.Tensor(op, nameof(dy), dy, this, g.OutputShape);
+        Checks.Tensor(op, nameof(switches), switches, this, g.OutputShape);
+        Checks.Tensor(op, nameof(dx), dx, this, g.InputShape);
+        MaxPool2dBackwardCore(g, dy, switches, dx);
+    }
+
+    /// <summary>y (N,C,P,Q) = window mean of x (N,C,H,W), zero padding counted.</summary>
+    public void AvgPool2dForward(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y)
+    {
+        const string op = "AvgPool2dForward";
+        g.Validate(op);
+        Checks.Tensor(op, nameof(x), x, this, g.InputShape);
+        Checks.Tensor(op, nameof(y), y, this, g.OutputShape);
+        AvgPool2dForwardCore(g, x, y);
+    }
+
+    /// <summary>dx (N,C,H,W) = Σ over the windows containing each element of dy / window area.</summary>
+    public void AvgPool2dBackward(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx)
+    {
+        const string op = "AvgPool2dBackward";
+        g.Validate(op);
+        Checks.Tensor(op, nameof(dy), dy, this, g.OutputShape);
+        Checks.Tensor(op, nameof(dx), dx, this, g.InputShape);
+        AvgPool2dBackwardCore(g, dy, dx);
+    }
+
+    // ---------------------------------------------------------------- dense algebra
+
+    /// <summary>
+    /// C (M×N) = α·op(A)·op(B) + β·C on row-major data: A holds M×K values (K×M when <paramref name="transposeA"/>),
+    /// B holds K×N (N×K when <paramref name="transposeB"/>). With β = 0, C's old values are never read.
+    /// </summary>
+    public void Gemm(bool transposeA, bool transposeB, int m, int n, int k, float alpha, DeviceTensor<float> a,
+        DeviceTensor<float> b, float beta, DeviceTensor<float> c)
+    {
+        const string op = "Gemm";
+        Checks.Positive(op, nameof(m), m);
+        Checks.Positive(op, nameof(n), n);
+        Checks.Positive(op, nameof(k), k);
+        Checks.Length(op, nameof(a), a, this, checked(m * k));
+        Checks.Length(op, nameof(b), b, this, checked(k * n));
+        Checks.Length(op, nameof(c), c, this, checked(m * n));
+        if (!float.IsFinite(alpha) || !float.IsFinite(beta))
+        {
+            throw new ArgumentOutOfRangeException(nameof(alpha), $"{op}: alpha and beta must be finite, got {alpha} and {beta}.");
+        }
+
+        GemmCore(new GemmShape(m, n, k, transposeA ? 1 : 0, transposeB ? 1 : 0, alpha, beta), a, b, c);
+    }
+
+    /// <summary>y (N, C, …) += b (C): the bias broadcast over the batch and every position after axis 1.</summary>
+    public void BiasAdd(DeviceTensor<float> y, DeviceTensor<float> b)
+    {
+        const string op = "BiasAdd";
+        Checks.Owned(op, nameof(y), y, this);
+        RequireRank(op, nameof(y), y.Shape, 2);
+        Checks.Tensor(op, nameof(b), b, this, new Shape(y.Shape[1]));
+        BiasAddCore(y, b, y.Shape[0], y.Shape[1], y.Shape.SizeFrom(2));
+    }
+
+    /// <summary>db (C) = Σ dy (N, C, …) over the batch and every position after axis 1.</summary>
+    public void BiasGradient(DeviceTensor<float> dy, DeviceTensor<float> db)
+    {
+        const string op = "BiasGradient";
+        Checks.Owned(op, nameof(dy), dy, this);
+        RequireRank(op, nameof(dy), dy.Shape, 2);
+        Checks.Tensor(op, nameof(db), db, this, new Shape(dy.Shape[1]));
+        BiasGradientCore(dy, db, dy.Shape[0], dy.Shape[1], dy.Shape.SizeFrom(2));
+    }
+
+    /// <summary>y = f(x) elementwise; y may be x. <paramref name="alpha"/> is LeakyReLU's negative slope.</summary>
+    public void ActivationForward(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y)
+    {
+        const string op = "ActivationForward";
+        CheckActivation(op, f, alpha);
+        Checks.Owned(op, nameof(x), x, this);
+        Checks.Tensor(op, nameof(y), y, this, x.Shape);
+        ActivationForwardCore(f, alpha, x, y);
+    }
+
+    /// <summary>dx = dy·f′(x), with f′ taken from x (ReLU family) or y = f(x) (Sigmoid, Tanh); dx may be dy.</summary>
+    public void ActivationBackward(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<float> dy, DeviceTensor<float> dx)
+    {
+        const string op = "ActivationBackward";
+        CheckActivation(op, f, alpha);
+        Checks.Owned(op, nameof(x), x, this);
+        Checks.Tensor(op, nameof(y), y, this, x.Shape);
+        Checks.Tensor(op, nameof(dy), dy, this, x.Shape);
+        Checks.Tensor(op, nameof(dx), dx, this, x.Shape);
+        ActivationBackwardCore(f, alpha, x, y, dy, dx);
+    }
+
+    /// <summary>
+    /// Fused softmax + cross-entropy over logits (N, classes) and labels (N): loss (1) = mean over the batch of
+    /// −log softmax(z)[label]; dlogits (N, classes) = (softmax − onehot) / N. Labels must lie in [0, classes).
+    /// </summary>
+    public void SoftmaxCrossEntropy(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits,
+        DeviceTensor<float> loss)
+    {
+        const string op = "SoftmaxCrossEntropy";
+        Checks.Owned(op, nameof(logits), logits, this);
+        if (logits.Shape.Rank != 2)
+        {
+            throw new ArgumentException($"{op}: logits must be (N, classes), got {logits.Shape}.", nameof(logits));
+        }
+
+        Checks.Tensor(op, nameof(labels), labels, this, new Shape(logits.Shape[0]));
+        Checks.Tensor(op, nameof(dlogits), dlogits, this, logits.Shape);
+        Checks.Tensor(op, nameof(loss), loss, this, new Shape(1));
+        SoftmaxCrossEntropyCore(logits, labels, dlogits, loss);
+    }
+
+    // ---------------------------------------------------------------- optimizers
+
+    /// <summary>One torch.optim.SGD step on one parameter tensor; <paramref name="velocity"/> is its momentum buffer.</summary>
+    public void SgdUpdate(SgdOptions options, bool firstStep, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
+        DeviceTensor<float> velocity)
+    {
+        const string op = "SgdUpdate";
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Checks.Owned(op, nameof(parameter), parameter, this);
+        Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
+        Checks.Tensor(op, nameof(velocity), velocity, this, parameter.Shape);
+        SgdUpdateCore(new SgdParams(options.LearningRate, options.Momentum, options.Dampening, options.WeightDecay,
+            options.Nesterov ? 1 : 0, firstStep ? 1 : 0), parameter, gradient, velocity);
+    }
+
+    /// <summary>One torch.optim.Adam step (<paramref name="step"/> counts from 1) on one parameter tensor.</summary>
+    public void AdamUpdate(AdamOptions options, int step, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
+        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment)
+    {
+        const string op = "AdamUpdate";
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Checks.Positive(op, nameof(step), step);
+        Checks.Owned(op, nameof(parameter), parameter, this);
+        Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
+        Checks.Tensor(op, nameof(firstMoment), firstMoment, this, parameter.Shape);
+        Checks.Tensor(op, nameof(secondMoment), secondMoment, this, parameter.Shape);
+        AdamUpdateCore(AdamParams.ForStep(options.LearningRate, options.Beta1, options.Beta2, options.Epsilon,
+            options.WeightDecay, step), parameter, gradient, firstMoment, secondMoment);
+    }
+
+    // ---------------------------------------------------------------- core implementations (arguments already checked)
+
+#pragma warning disable CS1591 // The cores mirror the documented public methods above.
+    protected abstract DeviceTensor<T> AllocateCore<T>(Shape shape) where T : unmanaged;
+    protected abstract void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination) where T : unmanaged;
+    protected abstract void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination) where T : unmanaged;
+    protected abstract void FillCore(DeviceTensor<float> tensor, float value);
+    protected abstract void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b, DeviceTensor<float> y);
+    protected abstract void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w, DeviceTensor<float> dx);
+    protected abstract void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy, DeviceTensor<float> dw, DeviceTensor<float>? db);
+    protected abstract void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<int> switches);
+    protected abstract void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches, DeviceTensor<float> dx);
+    protected abstract void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y);
+    protected abstract void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx);
+    protected abstract void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c);
+    protected abstract void BiasAddCore(DeviceTensor<float> y, DeviceTensor<float> b, int batch, int channels, int inner);
+    protected abstract void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels, int inner);
+    protected abstract void ActivationForwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y);
+    protected abstract void ActivationBackwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx);
+    protected abstract void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits, DeviceTensor<float> loss);
+    protected abstract void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> velocity);
+    protected abstract void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment);
+#pragma warning restore CS1591
+
+    private bool _disposed;
+
+    /// <summary>Releases the device and everything allocated on it.</summary>
+    public void Dispose()
+    {
+        if (!_disposed)
+        {
+            _disposed = true;
+            Dispose(true);
+            GC.SuppressFinalize(this);
+        }
+    }
+
+    /// <summary>Releases resources.</summary>
+    protected virtual void Dispose(bool disposing)
+    {
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Name} ({DeviceName})";
+
+    private static void RequireRank(string op, string argument, Shape shape, int minimum)
+    {
+        if (shape.Rank < minimum)
+        {
+            throw new ArgumentException($"{op}: {argument} must have at least {minimum} dimensions (N, C, …), got {shape}.", argument);
+        }
+    }
+
+    private static void CheckActivation(string op, Activation f, float alpha)
+    {
+        if (!Enum.IsDefined(f))
+        {
+            throw new ArgumentOutOfRangeException(nameof(f), f, $"{op}: unknown activation {(int)f}.");
+        }
+
+        if (!float.IsFinite(alpha))
+        {
+            throw new ArgumentOutOfRangeException(nameof(alpha), alpha, $"{op}: alpha must be finite, got {alpha}.");
+        }
+    }
+}

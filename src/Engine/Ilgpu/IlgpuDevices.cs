@@ -1,0 +1,202 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+
+namespace GpuCnn.Ilgpu;
+
+/// <summary>
+/// Finds and opens ILGPU accelerators, working around ILGPU 1.5.3's known traps (docs/01-architecture.md):
+/// it probes libcuda.so but never libcuda.so.1, swallows CUDA detection errors, and lists OpenCL devices it
+/// then cannot use. Each open creates its own ILGPU context; nothing falls back silently.
+/// </summary>
+public static class IlgpuDevices
+{
+    private static readonly object ResolverLock = new();
+    private static bool _resolverInstalled;
+
+    /// <summary>Describes the CUDA device (index 0), or why there is none.</summary>
+    public static DeviceInfo DescribeCuda() => Describe("cuda", "gpu", OpenCudaCore);
+
+    /// <summary>Describes the first usable OpenCL device, or why there is none.</summary>
+    public static DeviceInfo DescribeOpenCL() => Describe("opencl", "gpu", OpenOpenCLCore);
+
+    /// <summary>Describes ILGPU's CPU accelerator (always present; for testing kernels, not for speed).</summary>
+    public static DeviceInfo DescribeCpuAccelerator() => Describe("ilgpu-cpu", "cpu", OpenCpuAcceleratorCore);
+
+    /// <summary>Opens the first CUDA device, or throws <see cref="DeviceUnavailableException"/> saying why not.</summary>
+    public static IlgpuBackend OpenCuda() => OpenCudaCore();
+
+    /// <summary>Opens the first usable OpenCL device, or throws <see cref="DeviceUnavailableException"/>.</summary>
+    public static IlgpuBackend OpenOpenCL() => OpenOpenCLCore();
+
+    /// <summary>Opens ILGPU's CPU accelerator, which emulates GPU threads; use it to test kernels on tiny shapes.</summary>
+    public static IlgpuBackend OpenCpuAccelerator() => OpenCpuAcceleratorCore();
+
+    private static DeviceInfo Describe(string name, string kind, Func<IlgpuBackend> open)
+    {
+        try
+        {
+            using var backend = open();
+            return new DeviceInfo(name, kind, backend.DeviceName, backend.DeviceMemoryBytes, true, null);
+        }
+        catch (DeviceUnavailableException e)
+        {
+            return new DeviceInfo(name, kind, "-", 0, false, e.Message);
+        }
+    }
+
+    private static IlgpuBackend OpenCudaCore()
+    {
+        InstallNativeResolver();
+        var context = CreateContext(b => b.Cuda());
+        try
+        {
+            if (context.GetCudaDevices().Count == 0)
+            {
+                throw new DeviceUnavailableException("cuda: no CUDA device found. " + CudaDiagnosis());
+            }
+
+            return new IlgpuBackend("cuda", context, context.CreateCudaAccelerator(0));
+        }
+        catch (Exception e) when (e is not DeviceUnavailableException)
+        {
+            context.Dispose();
+            throw new DeviceUnavailableException($"cuda: the CUDA device failed to start: {e.Message}", e);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    private static IlgpuBackend OpenOpenCLCore()
+    {
+        InstallNativeResolver();
+        var context = CreateContext(b => b.OpenCL());
+        try
+        {
+            var devices = context.GetCLDevices();
+            if (devices.Count == 0)
+            {
+                throw new DeviceUnavailableException(
+                    "opencl: no OpenCL device that ILGPU 1.5.3 can use (it needs OpenCL 2.0, or 3.0 with the generic address space).");
+            }
+
+            return new IlgpuBackend("opencl", context, devices[0].CreateAccelerator(context));
+        }
+        catch (Exception e) when (e is not DeviceUnavailableException)
+        {
+            context.Dispose();
+            throw new DeviceUnavailableException($"opencl: the OpenCL device failed to start: {e.Message}", e);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    private static IlgpuBackend OpenCpuAcceleratorCore()
+    {
+        var context = CreateContext(b => b.CPU(CPUDeviceKind.Default));
+        try
+        {
+            return new IlgpuBackend("ilgpu-cpu", context, context.CreateCPUAccelerator(0));
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    private static Context CreateContext(Action<Context.Builder> addDevices)
+    {
+        try
+        {
+            return Context.Create(builder =>
+            {
+                addDevices(builder);
+                builder.EnableAlgorithms().Optimize(OptimizationLevel.O2);
+            });
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new DeviceUnavailableException($"ILGPU could not create a context: {e.Message}", e);
+        }
+    }
+
+    /// <summary>ILGPU hides why CUDA detection failed; say what we can see from here.</summary>
+    private static string CudaDiagnosis()
+    {
+        foreach (string library in CudaLibraryNames())
+        {
+            if (NativeLibrary.TryLoad(library, out var handle))
+            {
+                NativeLibrary.Free(handle);
+                return $"The driver library {library} loads, but it reports no usable device (check nvidia-smi and the driver version).";
+            }
+        }
+
+        return OperatingSystem.IsLinux()
+            ? "No NVIDIA driver library (libcuda.so.1) was found on this machine."
+            : "No NVIDIA driver library (nvcuda) was found on this machine.";
+    }
+
+    private static string[] CudaLibraryNames() =>
+        OperatingSystem.IsWindows() ? ["nvcuda.dll"] : ["libcuda.so.1", "libcuda.so"];
+
+    /// <summary>
+    /// ILGPU imports "cuda" and "OpenCL" by bare name; on Linux driver-only machines ship only the ".so.1" files.
+    /// Map the names to whichever file exists. WSL's ILGPU installs its own resolver; then we leave it alone.
+    /// </summary>
+    private static void InstallNativeResolver()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        lock (ResolverLock)
+        {
+            if (_resolverInstalled)
+            {
+                return;
+            }
+
+            _resolverInstalled = true;
+            try
+            {
+                NativeLibrary.SetDllImportResolver(typeof(Context).Assembly, ResolveNative);
+            }
+            catch (InvalidOperationException)
+            {
+                // A resolver is already set for ILGPU's assembly (ILGPU's WSL support); keep it.
+            }
+        }
+    }
+
+    private static IntPtr ResolveNative(string name, Assembly assembly, DllImportSearchPath? searchPath)
+    {
+        string[] candidates = name switch
+        {
+            "cuda" or "nvcuda" => ["libcuda.so", "libcuda.so.1"],
+            "OpenCL" => ["libOpenCL.so", "libOpenCL.so.1"],
+            _ => [],
+        };
+        foreach (string candidate in candidates)
+        {
+            if (NativeLibrary.TryLoad(candidate, assembly, searchPath, out var handle))
+            {
+                return handle;
+            }
+        }
+
+        return IntPtr.Zero;
+    }
+}

@@ -1,0 +1,58 @@
+using GpuCnn.Kernels;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuCnn.Ilgpu;
+
+/// <summary>
+/// The kernels of one accelerator, each compiled on first use and then reused for the accelerator's lifetime.
+/// </summary>
+internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter counter)
+{
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, int> ConvForward { get; } =
+        new(accelerator, counter, ConvolutionKernels.Forward);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry> DilatePad { get; } = new(accelerator, counter, ConvolutionKernels.DilatePad);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry> RotateKernel { get; } = new(accelerator, counter, ConvolutionKernels.RotateKernel);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry> FullConvolution { get; } =
+        new(accelerator, counter, ConvolutionKernels.FullConvolution);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry> ConvBackwardFilter { get; } =
+        new(accelerator, counter, ConvolutionKernels.BackwardFilter);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, Pool2dGeometry> MaxPoolForward { get; } =
+        new(accelerator, counter, PoolingKernels.MaxForward);
+
+    public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, Pool2dGeometry> MaxPoolBackward { get; } =
+        new(accelerator, counter, PoolingKernels.MaxBackward);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, Pool2dGeometry> AvgPoolForward { get; } = new(accelerator, counter, PoolingKernels.AverageForward);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, Pool2dGeometry> AvgPoolBackward { get; } = new(accelerator, counter, PoolingKernels.AverageBackward);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Gemm { get; } = new(accelerator, counter, GemmKernels.Naive);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, int, int> BiasAdd { get; } = new(accelerator, counter, ElementwiseKernels.BiasAdd);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, int, int, int> BiasGradient { get; } = new(accelerator, counter, ElementwiseKernels.BiasGradient);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, int, float> ActivationForward { get; } =
+        new(accelerator, counter, ElementwiseKernels.ActivationForward);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> ActivationBackward { get; } =
+        new(accelerator, counter, ElementwiseKernels.ActivationBackward);
+
+    public Kernel<ArrayView<float>, float> Fill { get; } = new(accelerator, counter, ElementwiseKernels.Fill);
+
+    public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> SoftmaxCrossEntropyRows { get; } =
+        new(accelerator, counter, LossKernels.SoftmaxCrossEntropyRows);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, int> MeanInOrder { get; } = new(accelerator, counter, LossKernels.MeanInOrder);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, SgdParams> Sgd { get; } = new(accelerator, counter, OptimizerKernels.Sgd);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamParams> Adam { get; } =
+        new(accelerator, counter, OptimizerKernels.Adam);
+}

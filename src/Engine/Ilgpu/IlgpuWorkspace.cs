@@ -1,0 +1,44 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuCnn.Ilgpu;
+
+/// <summary>
+/// Scratch buffers reused across calls: each slot grows to the largest size asked of it and is then kept, so a
+/// training loop allocates nothing after its first step.
+/// </summary>
+internal sealed class IlgpuWorkspace(Accelerator accelerator) : IDisposable
+{
+    public enum Slot
+    {
+        DilatedGradient,
+        RotatedKernel,
+        PerSampleLoss,
+    }
+
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>?[] _buffers = new MemoryBuffer1D<float, Stride1D.Dense>?[3];
+
+    public long Bytes => _buffers.Sum(b => b?.LengthInBytes ?? 0);
+
+    public ArrayView<float> Get(Slot slot, int length)
+    {
+        ref var buffer = ref _buffers[(int)slot];
+        if (buffer is null || buffer.Length < length)
+        {
+            // Earlier launches on the stream may still read the old buffer.
+            accelerator.Synchronize();
+            buffer?.Dispose();
+            buffer = accelerator.Allocate1D<float>(length);
+        }
+
+        return buffer.View.SubView(0, length);
+    }
+
+    public void Dispose()
+    {
+        foreach (var buffer in _buffers)
+        {
+            buffer?.Dispose();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+using ILGPU;
+
+namespace GpuCnn.Kernels;
+
+/// <summary>
+/// Direct convolution kernels, one thread per output element (the first rung of the kernel ladder).
+/// Every sum is accumulated by one thread in a fixed order, so results are bitwise reproducible.
+/// Shapes: x (N,C,H,W), w (K,C,R,S), b (K), y/dy (N,K,P,Q). See docs/02-convolution.md.
+/// </summary>
+public static class ConvolutionKernels
+{
+    /// <summary>y[n,k,p,q] = b[k] + Σ_{c,r,s} x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] · w[k,c,r,s] (zero outside x).</summary>
+    public static void Forward(Index1D index, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
+        ArrayView<float> y, Conv2dGeometry g, int hasBias)
+    {
+        int p = g.P, q = g.Q;
+        int oq = index % q;
+        int op = index / q % p;
+        int k = index / (q * p) % g.K;
+        int n = index / (q * p * g.K);
+        float sum = hasBias != 0 ? b[k] : 0f;
+        for (int c = 0; c < g.C; c++)
+        {
+            for (int r = 0; r < g.R; r++)
+            {
+                int h = op * g.StrideH + r - g.PadH;
+                if (h < 0 || h >= g.H)
+                {
+                    continue;
+                }
+
+                for (int s = 0; s < g.S; s++)
+                {
+                    int col = oq * g.StrideW + s - g.PadW;
+                    if (col < 0 || col >= g.W)
+                    {
+                        continue;
+                    }
+
+                    sum += x[((n * g.C + c) * g.H + h) * g.W + col] * w[((k * g.C + c) * g.R + r) * g.S + s];
+                }
+            }
+        }
+
+        y[index] = sum;
+    }
+
+    /// <summary>
+    /// Backward-data step 1: E (N,K,H+R−1,W+S−1) holds dy dilated by the stride (Sh−1 zeros between rows) and
+    /// shifted by R−1−Ph rows / S−1−Pw columns, zeros elsewhere: E[n,k,i,j] = dy[n,k,(i−R+1+Ph)/Sh,(j−S+1+Pw)/Sw]
+    /// where those divisions are exact and in range.
+    /// </summary>
+    public static void DilatePad(Index1D index, ArrayView<float> dy, ArrayView<float> e, Conv2dGeometry g)
+    {
+        int eh = g.H + g.R - 1, ew = g.W + g.S - 1;
+        int j = index % ew;
+        int i = index / ew % eh;
+        int nk = index / (ew * eh);
+        int di = i - (g.R - 1 - g.PadH);
+        int dj = j - (g.S - 1 - g.PadW);
+        float value = 0f;
+        if (di >= 0 && dj >= 0 && di % g.StrideH == 0 && dj % g.StrideW == 0)
+        {
+            int p = di / g.StrideH, q = dj / g.StrideW;
+            if (p < g.P && q < g.Q)
+            {
+                value = dy[(nk * g.P + p) * g.Q + q];
+            }
+        }
+
+        e[index] = value;
+    }
+
+    /// <summary>Backward-data step 2: the 180°-rotated kernel with C and K swapped, wrot[c,k,r,s] = w[k,c,R−1−r,S−1−s].</summary>
+    public static void RotateKernel(Index1D index, ArrayView<float> w, ArrayView<float> wrot, Conv2dGeometry g)
+    {
+        int s = index % g.S;
+        int r = index / g.S % g.R;
+        int k = index / (g.S * g.R) % g.K;
+        int c = index / (g.S * g.R * g.K);
+        wrot[index] = w[((k * g.C + c) * g.R + (g.R - 1 - r)) * g.S + (g.S - 1 - s)];
+    }
+
+    /// <summary>
+    /// Backward-data step 3, the full convolution: dx[n,c,h,x] = Σ_{k,r,s} E[n,k,h+r,x+s] · wrot[c,k,r,s],
+    /// a valid correlation of the dilated, padded output gradient with the rotated kernel.
+    /// </summary>
+    public static void FullConvolution(Index1D index, ArrayView<float> e, ArrayView<float> wrot, ArrayView<float> dx,
+        Conv2dGeometry g)
+    {
+        int eh = g.H + g.R - 1, ew = g.W + g.S - 1;
+        int col = index % g.W;
+        int h = index / g.W % g.H;
+        int c = index / (g.W * g.H) % g.C;
+        int n = index / (g.W * g.H * g.C);
+        float sum = 0f;
+        for (int k = 0; k < g.K; k++)
+        {
+            for (int r = 0; r < g.R; r++)
+            {
+                for (int s = 0; s < g.S; s++)
+                {
+                    sum += e[((n * g.K + k) * eh + h + r) * ew + col + s] * wrot[((c * g.K + k) * g.R + r) * g.S + s];
+                }
+            }
+        }
+
+        dx[index] = sum;
+    }
+
+    /// <summary>dw[k,c,r,s] = Σ_{n,p,q} x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] · dy[n,k,p,q]: valid correlation of x with dy.</summary>
+    public static void BackwardFilter(Index1D index, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw,
+        Conv2dGeometry g)
+    {
+        int s = index % g.S;
+        int r = index / g.S % g.R;
+        int c = index / (g.S * g.R) % g.C;
+        int k = index / (g.S * g.R * g.C);
+        int pp = g.P, qq = g.Q;
+        float sum = 0f;
+        for (int n = 0; n < g.N; n++)
+        {
+            for (int p = 0; p < pp; p++)
+            {
+                int h = p * g.StrideH + r - g.PadH;
+                if (h < 0 || h >= g.H)
+                {
+                    continue;
+                }
+
+                for (int q = 0; q < qq; q++)
+                {
+                    int col = q * g.StrideW + s - g.PadW;
+                    if (col < 0 || col >= g.W)
+                    {
+                        continue;
+                    }
+
+                    sum += x[((n * g.C + c) * g.H + h) * g.W + col] * dy[((n * g.K + k) * pp + p) * qq + q];
+                }
+            }
+        }
+
+        dw[index] = sum;
+    }
+}

@@ -1,0 +1,60 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace GpuCnn.Kernels;
+
+/// <summary>Bias, activation and fill kernels, one thread per element. Layout (N, C, L): L = H·W, or 1 for dense.</summary>
+public static class ElementwiseKernels
+{
+    /// <summary>y[n,c,l] += b[c].</summary>
+    public static void BiasAdd(Index1D index, ArrayView<float> y, ArrayView<float> b, int channels, int inner)
+    {
+        y[index] += b[index / inner % channels];
+    }
+
+    /// <summary>db[c] = Σ_{n,l} dy[n,c,l], one thread per channel summing in a fixed order.</summary>
+    public static void BiasGradient(Index1D c, ArrayView<float> dy, ArrayView<float> db, int batch, int channels, int inner)
+    {
+        float sum = 0f;
+        for (int n = 0; n < batch; n++)
+        {
+            int start = (n * channels + c) * inner;
+            for (int l = 0; l < inner; l++)
+            {
+                sum += dy[start + l];
+            }
+        }
+
+        db[c] = sum;
+    }
+
+    /// <summary>y = f(x) for the activation f; x and y may be the same buffer.</summary>
+    public static void ActivationForward(Index1D index, ArrayView<float> x, ArrayView<float> y, int activation, float alpha)
+    {
+        float v = x[index];
+        y[index] = activation switch
+        {
+            (int)Activation.Relu => v > 0f ? v : 0f,
+            (int)Activation.LeakyRelu => v > 0f ? v : alpha * v,
+            (int)Activation.Sigmoid => 1f / (1f + XMath.Exp(-v)),
+            _ => XMath.Tanh(v),
+        };
+    }
+
+    /// <summary>dx = dy · f′, where f′ is computed from x (ReLU, LeakyReLU) or from y = f(x) (Sigmoid, Tanh).</summary>
+    public static void ActivationBackward(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<float> dy,
+        ArrayView<float> dx, int activation, float alpha)
+    {
+        float g = dy[index];
+        dx[index] = activation switch
+        {
+            (int)Activation.Relu => x[index] > 0f ? g : 0f,
+            (int)Activation.LeakyRelu => x[index] > 0f ? g : alpha * g,
+            (int)Activation.Sigmoid => g * y[index] * (1f - y[index]),
+            _ => g * (1f - y[index] * y[index]),
+        };
+    }
+
+    /// <summary>buffer[i] = value.</summary>
+    public static void Fill(Index1D index, ArrayView<float> buffer, float value) => buffer[index] = value;
+}

@@ -1,0 +1,165 @@
+namespace GpuCnn;
+
+/// <summary>
+/// The shape of one 2-D convolution in PyTorch's conventions: input x (N, C, H, W), weights (K, C, R, S),
+/// output y (N, K, P, Q) with P = ⌊(H + 2·PadH − R) / StrideH⌋ + 1 and Q likewise.
+/// </summary>
+/// <remarks>
+/// A plain value shared by the reference, the ILGPU kernels and the layers; it holds no ILGPU type so the
+/// kernels can take it as a parameter directly. Check it with <see cref="Validate"/> before use.
+/// </remarks>
+public readonly record struct Conv2dGeometry(
+    int N, int C, int H, int W,
+    int K, int R, int S,
+    int StrideH = 1, int StrideW = 1,
+    int PadH = 0, int PadW = 0)
+{
+    /// <summary>Output height P = ⌊(H + 2·PadH − R) / StrideH⌋ + 1.</summary>
+    public int P => (H + 2 * PadH - R) / StrideH + 1;
+
+    /// <summary>Output width Q = ⌊(W + 2·PadW − S) / StrideW⌋ + 1.</summary>
+    public int Q => (W + 2 * PadW - S) / StrideW + 1;
+
+    /// <summary>Input element count N·C·H·W.</summary>
+    public int InputSize => N * C * H * W;
+
+    /// <summary>Weight element count K·C·R·S.</summary>
+    public int WeightSize => K * C * R * S;
+
+    /// <summary>Output element count N·K·P·Q.</summary>
+    public int OutputSize => N * K * P * Q;
+
+    /// <summary>Input shape (N, C, H, W).</summary>
+    public int[] InputShape => [N, C, H, W];
+
+    /// <summary>Weight shape (K, C, R, S).</summary>
+    public int[] WeightShape => [K, C, R, S];
+
+    /// <summary>Output shape (N, K, P, Q).</summary>
+    public int[] OutputShape => [N, K, P, Q];
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming <paramref name="operation"/> and the bad field.</summary>
+    public void Validate(string operation)
+    {
+        GeometryChecks.Positive(operation, ("N", N), ("C", C), ("H", H), ("W", W), ("K", K), ("R", R), ("S", S),
+            ("stride height", StrideH), ("stride width", StrideW));
+        GeometryChecks.NonNegative(operation, ("padding height", PadH), ("padding width", PadW));
+        GeometryChecks.WindowFits(operation, "kernel", R, S, H, W, PadH, PadW);
+        GeometryChecks.FitsInt(operation, "input", (long)N * C * H * W);
+        GeometryChecks.FitsInt(operation, "weights", (long)K * C * R * S);
+        GeometryChecks.FitsInt(operation, "output", (long)N * K * P * Q);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"x ({N},{C},{H},{W}), w ({K},{C},{R},{S}), stride {StrideH}x{StrideW}, pad {PadH}x{PadW}";
+}
+
+/// <summary>
+/// The shape of one 2-D pooling: input x (N, C, H, W), a KernelH×KernelW window moved by the stride over the
+/// input zero-padded by PadH/PadW on each side, output y (N, C, P, Q) with P = ⌊(H + 2·PadH − KernelH) / StrideH⌋ + 1.
+/// </summary>
+public readonly record struct Pool2dGeometry(
+    int N, int C, int H, int W,
+    int KernelH, int KernelW,
+    int StrideH, int StrideW,
+    int PadH = 0, int PadW = 0)
+{
+    /// <summary>Output height P.</summary>
+    public int P => (H + 2 * PadH - KernelH) / StrideH + 1;
+
+    /// <summary>Output width Q.</summary>
+    public int Q => (W + 2 * PadW - KernelW) / StrideW + 1;
+
+    /// <summary>Input element count N·C·H·W.</summary>
+    public int InputSize => N * C * H * W;
+
+    /// <summary>Output element count N·C·P·Q.</summary>
+    public int OutputSize => N * C * P * Q;
+
+    /// <summary>Input shape (N, C, H, W).</summary>
+    public int[] InputShape => [N, C, H, W];
+
+    /// <summary>Output shape (N, C, P, Q).</summary>
+    public int[] OutputShape => [N, C, P, Q];
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming <paramref name="operation"/> and the bad field.</summary>
+    public void Validate(string operation)
+    {
+        GeometryChecks.Positive(operation, ("N", N), ("C", C), ("H", H), ("W", W),
+            ("kernel height", KernelH), ("kernel width", KernelW), ("stride height", StrideH), ("stride width", StrideW));
+        GeometryChecks.NonNegative(operation, ("padding height", PadH), ("padding width", PadW));
+        // PyTorch's rule: a pad larger than half the window would create windows that see only padding.
+        if (2 * PadH > KernelH || 2 * PadW > KernelW)
+        {
+            throw new ArgumentException(
+                $"{operation}: padding {PadH}x{PadW} must be at most half the window {KernelH}x{KernelW}.");
+        }
+
+        GeometryChecks.WindowFits(operation, "window", KernelH, KernelW, H, W, PadH, PadW);
+        GeometryChecks.FitsInt(operation, "input", (long)N * C * H * W);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"x ({N},{C},{H},{W}), window {KernelH}x{KernelW}, stride {StrideH}x{StrideW}, pad {PadH}x{PadW}";
+}
+
+internal static class GeometryChecks
+{
+    public static void Positive(string operation, params (string Name, int Value)[] fields)
+    {
+        foreach (var (name, value) in fields)
+        {
+            if (value <= 0)
+            {
+                throw new ArgumentOutOfRangeException(name, value, $"{operation}: {name} must be positive, got {value}.");
+            }
+        }
+    }
+
+    public static void NonNegative(string operation, params (string Name, int Value)[] fields)
+    {
+        foreach (var (name, value) in fields)
+        {
+            if (value < 0)
+            {
+                throw new ArgumentOutOfRangeException(name, value, $"{operation}: {name} must not be negative, got {value}.");
+            }
+        }
+    }
+
+    public static void WindowFits(string operation, string what, int kh, int kw, int h, int w, int padH, int padW)
+    {
+        if (kh > h + 2 * padH || kw > w + 2 * padW)
+        {
+            throw new ArgumentException(
+                $"{operation}: {what} {kh}x{kw} is larger than the padded input {h + 2 * padH}x{w + 2 * padW} " +
+                $"(input {h}x{w}, padding {padH}x{padW}).", what);
+        }
+    }
+
+    public static void FitsInt(string operation, string what, long count)
+    {
+        if (count > int.MaxValue)
+        {
+            throw new ArgumentException($"{operation}: the {what} would hold {count} elements, more than {int.MaxValue}.", what);
+        }
+    }
+}
+
+/// <summary>An elementwise nonlinearity applied by the activation kernels and the reference.</summary>
+public enum Activation
+{
+    /// <summary>y = max(x, 0).</summary>
+    Relu = 0,
+
+    /// <summary>y = x for x &gt; 0, α·x otherwise.</summary>
+    LeakyRelu = 1,
+
+    /// <summary>y = 1 / (1 + e^−x).</summary>
+    Sigmoid = 2,
+
+    /// <summary>y = tanh x.</summary>
+    Tanh = 3,
+}

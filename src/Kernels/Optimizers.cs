@@ -1,0 +1,59 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace GpuCnn.Kernels;
+
+/// <summary>SGD hyperparameters in PyTorch's terms (torch.optim.SGD).</summary>
+public readonly record struct SgdParams(float LearningRate, float Momentum, float Dampening, float WeightDecay,
+    int Nesterov, int FirstStep);
+
+/// <summary>
+/// One Adam step in PyTorch's terms (torch.optim.Adam). StepSize = lr / (1 − β1^t) and
+/// SqrtCorrection2 = √(1 − β2^t) are computed once on the host in double, as PyTorch does.
+/// </summary>
+public readonly record struct AdamParams(float StepSize, float SqrtCorrection2, float Beta1, float Beta2, float Epsilon,
+    float WeightDecay)
+{
+    /// <summary>The parameters of step <paramref name="step"/> (counting from 1).</summary>
+    public static AdamParams ForStep(double learningRate, double beta1, double beta2, double epsilon, double weightDecay,
+        int step) =>
+        new((float)(learningRate / (1 - Math.Pow(beta1, step))), (float)Math.Sqrt(1 - Math.Pow(beta2, step)),
+            (float)beta1, (float)beta2, (float)epsilon, (float)weightDecay);
+}
+
+/// <summary>Parameter updates, one thread per parameter, with PyTorch's formulas. See docs/05-optimizers.md.</summary>
+public static class OptimizerKernels
+{
+    /// <summary>
+    /// g = grad + λ·p; v = g on the first step, else μ·v + (1 − dampening)·g; d = g + μ·v (Nesterov) or v;
+    /// p −= lr·d. Without momentum, p −= lr·g and v is untouched.
+    /// </summary>
+    public static void Sgd(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, SgdParams h)
+    {
+        float g = grad[i] + h.WeightDecay * param[i];
+        if (h.Momentum != 0f)
+        {
+            float v = h.FirstStep != 0 ? g : h.Momentum * velocity[i] + (1f - h.Dampening) * g;
+            velocity[i] = v;
+            g = h.Nesterov != 0 ? g + h.Momentum * v : v;
+        }
+
+        param[i] -= h.LearningRate * g;
+    }
+
+    /// <summary>
+    /// g = grad + λ·p; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
+    /// p −= StepSize · m / (√v / SqrtCorrection2 + ε).
+    /// </summary>
+    public static void Adam(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m,
+        ArrayView<float> v, AdamParams h)
+    {
+        float g = grad[i] + h.WeightDecay * param[i];
+        float mi = h.Beta1 * m[i] + (1f - h.Beta1) * g;
+        float vi = h.Beta2 * v[i] + (1f - h.Beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float denominator = XMath.Sqrt(vi) / h.SqrtCorrection2 + h.Epsilon;
+        param[i] -= h.StepSize * mi / denominator;
+    }
+}

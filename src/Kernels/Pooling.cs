@@ -1,0 +1,140 @@
+using ILGPU;
+
+namespace GpuCnn.Kernels;
+
+/// <summary>
+/// Max and average pooling, one thread per output (forward) or per input element (backward: a gather over the
+/// windows that contain the element, so overlapping windows add up without atomics, in a fixed order).
+/// Shapes: x/dx (N,C,H,W), y/dy/switches (N,C,P,Q). See docs/03-pooling.md.
+/// </summary>
+public static class PoolingKernels
+{
+    /// <summary>
+    /// y = max over the window; switches = the arg-max's flat index h·W + w in its input plane (PyTorch's
+    /// return_indices). Ties keep the first maximum in row-major window order; a NaN wins and propagates.
+    /// </summary>
+    public static void MaxForward(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<int> switches,
+        Pool2dGeometry g)
+    {
+        int q = index % g.Q;
+        int p = index / g.Q % g.P;
+        int plane = index / (g.Q * g.P);
+        int h0 = p * g.StrideH - g.PadH, w0 = q * g.StrideW - g.PadW;
+        float best = float.NegativeInfinity;
+        int bestAt = -1;
+        for (int r = 0; r < g.KernelH; r++)
+        {
+            int h = h0 + r;
+            if (h < 0 || h >= g.H)
+            {
+                continue;
+            }
+
+            for (int s = 0; s < g.KernelW; s++)
+            {
+                int col = w0 + s;
+                if (col < 0 || col >= g.W)
+                {
+                    continue;
+                }
+
+                float v = x[(plane * g.H + h) * g.W + col];
+                if (bestAt < 0 || v > best || (float.IsNaN(v) && !float.IsNaN(best)))
+                {
+                    best = v;
+                    bestAt = h * g.W + col;
+                }
+            }
+        }
+
+        y[index] = best;
+        switches[index] = bestAt;
+    }
+
+    /// <summary>dx[n,c,h,w] = Σ dy[n,c,p,q] over the windows (p,q) that contain (h,w) and whose switch is h·W + w.</summary>
+    public static void MaxBackward(Index1D index, ArrayView<float> dy, ArrayView<int> switches, ArrayView<float> dx,
+        Pool2dGeometry g)
+    {
+        int col = index % g.W;
+        int h = index / g.W % g.H;
+        int plane = index / (g.W * g.H);
+        int self = h * g.W + col;
+        WindowRange(h + g.PadH, g.KernelH, g.StrideH, g.P, out int p0, out int p1);
+        WindowRange(col + g.PadW, g.KernelW, g.StrideW, g.Q, out int q0, out int q1);
+        float sum = 0f;
+        for (int p = p0; p <= p1; p++)
+        {
+            for (int q = q0; q <= q1; q++)
+            {
+                int o = (plane * g.P + p) * g.Q + q;
+                if (switches[o] == self)
+                {
+                    sum += dy[o];
+                }
+            }
+        }
+
+        dx[index] = sum;
+    }
+
+    /// <summary>y = the window's sum / (KernelH·KernelW), zero padding counted (PyTorch's count_include_pad).</summary>
+    public static void AverageForward(Index1D index, ArrayView<float> x, ArrayView<float> y, Pool2dGeometry g)
+    {
+        int q = index % g.Q;
+        int p = index / g.Q % g.P;
+        int plane = index / (g.Q * g.P);
+        int h0 = p * g.StrideH - g.PadH, w0 = q * g.StrideW - g.PadW;
+        float sum = 0f;
+        for (int r = 0; r < g.KernelH; r++)
+        {
+            int h = h0 + r;
+            if (h < 0 || h >= g.H)
+            {
+                continue;
+            }
+
+            for (int s = 0; s < g.KernelW; s++)
+            {
+                int col = w0 + s;
+                if (col >= 0 && col < g.W)
+                {
+                    sum += x[(plane * g.H + h) * g.W + col];
+                }
+            }
+        }
+
+        y[index] = sum / (g.KernelH * g.KernelW);
+    }
+
+    /// <summary>dx[n,c,h,w] = Σ dy[n,c,p,q] / (KernelH·KernelW) over the windows (p,q) that contain (h,w).</summary>
+    public static void AverageBackward(Index1D index, ArrayView<float> dy, ArrayView<float> dx, Pool2dGeometry g)
+    {
+        int col = index % g.W;
+        int h = index / g.W % g.H;
+        int plane = index / (g.W * g.H);
+        WindowRange(h + g.PadH, g.KernelH, g.StrideH, g.P, out int p0, out int p1);
+        WindowRange(col + g.PadW, g.KernelW, g.StrideW, g.Q, out int q0, out int q1);
+        float sum = 0f;
+        for (int p = p0; p <= p1; p++)
+        {
+            for (int q = q0; q <= q1; q++)
+            {
+                sum += dy[(plane * g.P + p) * g.Q + q];
+            }
+        }
+
+        dx[index] = sum / (g.KernelH * g.KernelW);
+    }
+
+    /// <summary>The output positions o with o·stride ≤ padded ≤ o·stride + kernel − 1, clipped to [0, outSize).</summary>
+    private static void WindowRange(int padded, int kernel, int stride, int outSize, out int first, out int last)
+    {
+        int lowest = padded - kernel + 1;
+        first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
+        last = padded / stride;
+        if (last > outSize - 1)
+        {
+            last = outSize - 1;
+        }
+    }
+}
