@@ -1,6 +1,9 @@
+using System.Runtime.CompilerServices;
+
 namespace GpuCnn;
 
-/// <summary>An immutable tensor shape, outermost dimension first (NCHW for images).</summary>
+/// <summary>An immutable tensor shape, outermost dimension first (NCHW for images). Write it as <c>[n, c, h, w]</c>.</summary>
+[CollectionBuilder(typeof(Shape), nameof(Create))]
 public readonly struct Shape : IEquatable<Shape>
 {
     private readonly int[]? _dims;
@@ -27,6 +30,12 @@ public readonly struct Shape : IEquatable<Shape>
         _dims = (int[])dims.Clone();
         Size = (int)size;
     }
+
+    /// <summary>Builds a shape from a collection expression such as <c>[2, 3]</c>.</summary>
+    public static Shape Create(ReadOnlySpan<int> dims) => new(dims.ToArray());
+
+    /// <summary>Enumerates the dimensions.</summary>
+    public ReadOnlySpan<int>.Enumerator GetEnumerator() => new ReadOnlySpan<int>(_dims ?? []).GetEnumerator();
 
     /// <summary>The number of dimensions.</summary>
     public int Rank => _dims?.Length ?? 0;

@@ -1,0 +1,389 @@
+using GpuCnn.Cpu;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>
+/// One test body per operation, run once per backend by the subclasses at the end of this file. Each body runs the
+/// operation on the backend (outputs poisoned with NaN first, so an unwritten element fails) and compares it with
+/// <see cref="ReferenceMath"/> evaluated in double on the same float inputs.
+/// </summary>
+/// <remarks>
+/// Tolerances: every output here is a float32 sum of at most ~250 products of values in [−2, 2]; float rounding
+/// then stays below ~250 · 6e-8 · 4 ≈ 6e-5 absolute, so atol 1e-4 with rtol 1e-4 leaves no room for a wrong index.
+/// </remarks>
+public abstract class BackendOpsTests(BackendFixture fixture)
+{
+    private const double Atol = 1e-4;
+    private const double Rtol = 1e-4;
+
+    protected Backend Backend => fixture.Require();
+
+    [SkippableTheory]
+    [Trait("Category", "CrossCheck")]
+    [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
+    public void Conv2dForward_matches_reference(string name)
+    {
+        var g = Cases.Convolutions[name];
+        foreach (bool withBias in (bool[])[true, false])
+        {
+            float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
+            var expected = new double[g.OutputSize];
+            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), withBias ? TestData.Widen(b) : [], expected);
+
+            using var dx = Put(x, g.InputShape);
+            using var dw = Put(w, g.WeightShape);
+            using var db = Put(b, [g.K]);
+            using var dy = Poisoned(g.OutputShape);
+            Backend.Conv2dForward(g, dx, dw, withBias ? db : null, dy);
+            TensorAssert.Close(expected, Backend.DownloadArray(dy), g.OutputShape, Atol, Rtol, $"{Backend.Name} conv forward {name} bias={withBias}");
+        }
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "GradientCheck")]
+    [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
+    public void Conv2dBackwardData_matches_reference(string name)
+    {
+        var g = Cases.Convolutions[name];
+        float[] gy = TestData.Uniform(g.OutputSize, 4), w = TestData.Uniform(g.WeightSize, 5);
+        var expected = new double[g.InputSize];
+        ReferenceMath.Conv2dBackwardData<double>(g, TestData.Widen(gy), TestData.Widen(w), expected);
+
+        using var dgy = Put(gy, g.OutputShape);
+        using var dw = Put(w, g.WeightShape);
+        using var dgx = Poisoned(g.InputShape);
+        Backend.Conv2dBackwardData(g, dgy, dw, dgx);
+        TensorAssert.Close(expected, Backend.DownloadArray(dgx), g.InputShape, Atol, Rtol, $"{Backend.Name} conv backward-data {name}");
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "GradientCheck")]
+    [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
+    public void Conv2dBackwardFilter_matches_reference(string name)
+    {
+        var g = Cases.Convolutions[name];
+        float[] x = TestData.Uniform(g.InputSize, 6), gy = TestData.Uniform(g.OutputSize, 7);
+        var expectedW = new double[g.WeightSize];
+        var expectedB = new double[g.K];
+        ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(gy), expectedW, expectedB);
+
+        using var dx = Put(x, g.InputShape);
+        using var dgy = Put(gy, g.OutputShape);
+        using var dgw = Poisoned(g.WeightShape);
+        using var dgb = Poisoned([g.K]);
+        Backend.Conv2dBackwardFilter(g, dx, dgy, dgw, dgb);
+        TensorAssert.Close(expectedW, Backend.DownloadArray(dgw), g.WeightShape, Atol, Rtol, $"{Backend.Name} conv backward-filter {name}");
+        TensorAssert.Close(expectedB, Backend.DownloadArray(dgb), new Shape(g.K), Atol, Rtol, $"{Backend.Name} conv bias gradient {name}");
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "CrossCheck")]
+    [MemberData(nameof(Cases.PoolNames), MemberType = typeof(Cases))]
+    public void MaxPool2d_forward_and_switches_match_reference(string name)
+    {
+        var g = Cases.Pools[name];
+        float[] x = TestData.Distinct(g.InputSize, 8);
+        var expected = new double[g.OutputSize];
+        var expectedSwitches = new int[g.OutputSize];
+        ReferenceMath.MaxPool2dForward<double>(g, TestData.Widen(x), expected, expectedSwitches);
+
+        using var dx = Put(x, g.InputShape);
+        using var dy = Poisoned(g.OutputShape);
+        using var switches = PoisonedSwitches(g.OutputShape);
+        Backend.MaxPool2dForward(g, dx, dy, switches);
+        TensorAssert.Close(expected, Backend.DownloadArray(dy), g.OutputShape, 0, 0, $"{Backend.Name} max pool {name}");
+        Assert.Equal(expectedSwitches, Backend.DownloadArray(switches));
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "GradientCheck")]
+    [MemberData(nameof(Cases.PoolNames), MemberType = typeof(Cases))]
+    public void MaxPool2dBackward_matches_reference(string name)
+    {
+        var g = Cases.Pools[name];
+        float[] x = TestData.Distinct(g.InputSize, 9), gy = TestData.Uniform(g.OutputSize, 10);
+        var y = new double[g.OutputSize];
+        var switches = new int[g.OutputSize];
+        ReferenceMath.MaxPool2dForward<double>(g, TestData.Widen(x), y, switches);
+        var expected = new double[g.InputSize];
+        ReferenceMath.MaxPool2dBackward<double>(g, TestData.Widen(gy), switches, expected);
+
+        using var dgy = Put(gy, g.OutputShape);
+        using var dswitches = Backend.Upload<int>(g.OutputShape, switches);
+        using var dgx = Poisoned(g.InputShape);
+        Backend.MaxPool2dBackward(g, dgy, dswitches, dgx);
+        TensorAssert.Close(expected, Backend.DownloadArray(dgx), g.InputShape, Atol, Rtol, $"{Backend.Name} max pool backward {name}");
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "GradientCheck")]
+    [MemberData(nameof(Cases.PoolNames), MemberType = typeof(Cases))]
+    public void AvgPool2d_forward_and_backward_match_reference(string name)
+    {
+        var g = Cases.Pools[name];
+        float[] x = TestData.Uniform(g.InputSize, 11), gy = TestData.Uniform(g.OutputSize, 12);
+        var expectedY = new double[g.OutputSize];
+        var expectedGx = new double[g.InputSize];
+        ReferenceMath.AvgPool2dForward<double>(g, TestData.Widen(x), expectedY);
+        ReferenceMath.AvgPool2dBackward<double>(g, TestData.Widen(gy), expectedGx);
+
+        using var dx = Put(x, g.InputShape);
+        using var dy = Poisoned(g.OutputShape);
+        using var dgy = Put(gy, g.OutputShape);
+        using var dgx = Poisoned(g.InputShape);
+        Backend.AvgPool2dForward(g, dx, dy);
+        Backend.AvgPool2dBackward(g, dgy, dgx);
+        TensorAssert.Close(expectedY, Backend.DownloadArray(dy), g.OutputShape, Atol, Rtol, $"{Backend.Name} avg pool {name}");
+        TensorAssert.Close(expectedGx, Backend.DownloadArray(dgx), g.InputShape, Atol, Rtol, $"{Backend.Name} avg pool backward {name}");
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "CrossCheck")]
+    [InlineData(1, 1, 1)]
+    [InlineData(7, 5, 3)]
+    [InlineData(17, 33, 9)]
+    [InlineData(3, 1, 20)]
+    public void Gemm_matches_reference_for_every_transpose(int m, int n, int k)
+    {
+        foreach (var (ta, tb) in (ValueTuple<bool, bool>[])[(false, false), (true, false), (false, true), (true, true)])
+        {
+            float[] a = TestData.Uniform(m * k, 13), b = TestData.Uniform(k * n, 14), c = TestData.Uniform(m * n, 15);
+
+            // β = 0: C is poisoned and must be overwritten, not read.
+            var expected = new double[m * n];
+            ReferenceMath.Gemm<double>(ta, tb, m, n, k, 1.0, TestData.Widen(a), TestData.Widen(b), 0.0, expected);
+            using var da = Put(a, [m * k]);
+            using var db = Put(b, [k * n]);
+            using var dc = Poisoned([m * n]);
+            Backend.Gemm(ta, tb, m, n, k, 1f, da, db, 0f, dc);
+            TensorAssert.Close(expected, Backend.DownloadArray(dc), new Shape(m, n), Atol, Rtol, $"{Backend.Name} gemm {m}x{n}x{k} tA={ta} tB={tb} beta=0");
+
+            // α = −1.5, β = 0.5: C accumulates.
+            var expectedAcc = TestData.Widen(c);
+            ReferenceMath.Gemm<double>(ta, tb, m, n, k, -1.5, TestData.Widen(a), TestData.Widen(b), 0.5, expectedAcc);
+            Backend.Upload<float>(c, dc);
+            Backend.Gemm(ta, tb, m, n, k, -1.5f, da, db, 0.5f, dc);
+            TensorAssert.Close(expectedAcc, Backend.DownloadArray(dc), new Shape(m, n), Atol, Rtol, $"{Backend.Name} gemm {m}x{n}x{k} tA={ta} tB={tb} beta=0.5");
+        }
+    }
+
+    [SkippableFact]
+    [Trait("Category", "GradientCheck")]
+    public void BiasAdd_and_BiasGradient_match_reference()
+    {
+        Shape shape = new(3, 4, 2, 5);
+        float[] y = TestData.Uniform(shape.Size, 16), b = TestData.Uniform(4, 17);
+        var expected = TestData.Widen(y);
+        ReferenceMath.BiasAdd<double>(expected, TestData.Widen(b), 3, 4, 10);
+        var expectedGrad = new double[4];
+        ReferenceMath.BiasGradient<double>(TestData.Widen(y), expectedGrad, 3, 4, 10);
+
+        using var dy = Put(y, shape);
+        using var dbias = Put(b, [4]);
+        using var dgrad = Poisoned([4]);
+        Backend.BiasGradient(dy, dgrad);
+        Backend.BiasAdd(dy, dbias);
+        TensorAssert.Close(expected, Backend.DownloadArray(dy), shape, Atol, Rtol, $"{Backend.Name} bias add");
+        TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(4), Atol, Rtol, $"{Backend.Name} bias gradient");
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "GradientCheck")]
+    [InlineData(Activation.Relu)]
+    [InlineData(Activation.LeakyRelu)]
+    [InlineData(Activation.Sigmoid)]
+    [InlineData(Activation.Tanh)]
+    public void Activation_forward_and_backward_match_reference(Activation f)
+    {
+        Shape shape = new(2, 3, 5);
+        const float alpha = 0.1f;
+        float[] x = TestData.AwayFromZero(shape.Size, 18), gy = TestData.Uniform(shape.Size, 19);
+        var expectedY = new double[shape.Size];
+        ReferenceMath.ActivationForward<double>(f, alpha, TestData.Widen(x), expectedY);
+
+        using var dx = Put(x, shape);
+        using var dy = Poisoned(shape);
+        Backend.ActivationForward(f, alpha, dx, dy);
+        float[] y = Backend.DownloadArray(dy);
+        TensorAssert.Close(expectedY, y, shape, 1e-6, 1e-6, $"{Backend.Name} {f} forward");
+
+        // The backward takes the float y the backend produced, as a layer would.
+        var expectedGx = new double[shape.Size];
+        ReferenceMath.ActivationBackward<double>(f, alpha, TestData.Widen(x), TestData.Widen(y), TestData.Widen(gy), expectedGx);
+        using var dgy = Put(gy, shape);
+        using var dgx = Poisoned(shape);
+        Backend.ActivationBackward(f, alpha, dx, dy, dgy, dgx);
+        TensorAssert.Close(expectedGx, Backend.DownloadArray(dgx), shape, 1e-6, 1e-6, $"{Backend.Name} {f} backward");
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "GradientCheck")]
+    [InlineData(1, 1, 1f)]
+    [InlineData(5, 10, 3f)]
+    [InlineData(4, 7, 1000f)] // logits near ±1000: a naive exp overflows; the max shift must keep it finite
+    public void SoftmaxCrossEntropy_matches_reference(int batch, int classes, float scale)
+    {
+        float[] z = TestData.Uniform(batch * classes, 20, -scale, scale);
+        int[] labels = TestData.Labels(batch, classes, 21);
+        var expectedGrad = new double[z.Length];
+        double expectedLoss = ReferenceMath.SoftmaxCrossEntropy<double>(TestData.Widen(z), labels, expectedGrad, batch, classes);
+
+        using var dz = Put(z, [batch, classes]);
+        using var dlabels = Backend.Upload<int>([batch], labels);
+        using var dgrad = Poisoned([batch, classes]);
+        using var dloss = Poisoned([1]);
+        Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss);
+        TensorAssert.Close([expectedLoss], Backend.DownloadArray(dloss), new Shape(1), 1e-5 * scale, 1e-5, $"{Backend.Name} loss");
+        TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(batch, classes), 1e-6, 1e-4, $"{Backend.Name} dlogits");
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "CrossCheck")]
+    [InlineData(0f, 0f, false)]
+    [InlineData(0.9f, 0f, false)]
+    [InlineData(0.9f, 0.01f, true)]
+    public void Sgd_matches_reference_over_three_steps(float momentum, float weightDecay, bool nesterov)
+    {
+        var options = new SgdOptions(0.05f, momentum, 0f, weightDecay, nesterov);
+        Shape shape = new(3, 7);
+        float[] p = TestData.Uniform(shape.Size, 22);
+        double[] expectedP = TestData.Widen(p), expectedV = new double[shape.Size];
+        using var dp = Put(p, shape);
+        using var dv = Poisoned(shape);
+        if (momentum == 0f)
+        {
+            Backend.Fill(dv, 0f); // untouched without momentum
+        }
+
+        for (int step = 1; step <= 3; step++)
+        {
+            float[] grad = TestData.Uniform(shape.Size, 30 + step);
+            ReferenceMath.SgdUpdate<double>(options.LearningRate, momentum, 0, weightDecay, nesterov, step == 1, expectedP, TestData.Widen(grad), expectedV);
+            using var dgrad = Put(grad, shape);
+            Backend.SgdUpdate(options, step == 1, dp, dgrad, dv);
+        }
+
+        TensorAssert.Close(expectedP, Backend.DownloadArray(dp), shape, 1e-6, 1e-5, $"{Backend.Name} SGD parameters");
+        TensorAssert.Close(expectedV, Backend.DownloadArray(dv), shape, 1e-6, 1e-5, $"{Backend.Name} SGD velocity");
+    }
+
+    [SkippableFact]
+    [Trait("Category", "CrossCheck")]
+    public void Adam_matches_reference_over_three_steps()
+    {
+        var options = new AdamOptions(LearningRate: 0.01f, WeightDecay: 0.001f);
+        Shape shape = new(11);
+        float[] p = TestData.Uniform(shape.Size, 40);
+        double[] expectedP = TestData.Widen(p), expectedM = new double[shape.Size], expectedV = new double[shape.Size];
+        using var dp = Put(p, shape);
+        using var dm = Put(new float[shape.Size], shape);
+        using var dv = Put(new float[shape.Size], shape);
+        for (int step = 1; step <= 3; step++)
+        {
+            float[] grad = TestData.Uniform(shape.Size, 40 + step);
+            double stepSize = options.LearningRate / (1 - Math.Pow(options.Beta1, step));
+            double sqrtC2 = Math.Sqrt(1 - Math.Pow(options.Beta2, step));
+            ReferenceMath.AdamUpdate<double>(stepSize, sqrtC2, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay,
+                expectedP, TestData.Widen(grad), expectedM, expectedV);
+            using var dgrad = Put(grad, shape);
+            Backend.AdamUpdate(options, step, dp, dgrad, dm, dv);
+        }
+
+        TensorAssert.Close(expectedP, Backend.DownloadArray(dp), shape, 1e-6, 1e-5, $"{Backend.Name} Adam parameters");
+        TensorAssert.Close(expectedM, Backend.DownloadArray(dm), shape, 1e-6, 1e-5, $"{Backend.Name} Adam first moment");
+    }
+
+    [SkippableFact]
+    [Trait("Category", "CrossCheck")]
+    public void Backward_passes_are_bitwise_reproducible()
+    {
+        var g = Cases.Convolutions["batch2 stride2 pad1 odd"];
+        var pool = Cases.Pools["overlap 3x3 s2"];
+        float[] Run()
+        {
+            using var x = Put(TestData.Uniform(g.InputSize, 50), g.InputShape);
+            using var gy = Put(TestData.Uniform(g.OutputSize, 51), g.OutputShape);
+            using var w = Put(TestData.Uniform(g.WeightSize, 52), g.WeightShape);
+            using var gw = Poisoned(g.WeightShape);
+            using var gb = Poisoned([g.K]);
+            using var gx = Poisoned(g.InputShape);
+            Backend.Conv2dBackwardFilter(g, x, gy, gw, gb);
+            Backend.Conv2dBackwardData(g, gy, w, gx);
+            using var px = Put(TestData.Uniform(pool.InputSize, 53), pool.InputShape);
+            using var py = Poisoned(pool.OutputShape);
+            using var sw = PoisonedSwitches(pool.OutputShape);
+            using var pgy = Put(TestData.Uniform(pool.OutputSize, 54), pool.OutputShape);
+            using var pgx = Poisoned(pool.InputShape);
+            Backend.MaxPool2dForward(pool, px, py, sw);
+            Backend.MaxPool2dBackward(pool, pgy, sw, pgx);
+            return [.. Backend.DownloadArray(gw), .. Backend.DownloadArray(gb), .. Backend.DownloadArray(gx), .. Backend.DownloadArray(pgx)];
+        }
+
+        TensorAssert.Identical<float>(Run(), Run(), $"{Backend.Name} backward passes");
+    }
+
+    [SkippableFact]
+    [Trait("Category", "Validation")]
+    public void Bad_arguments_name_the_operation_argument_and_shapes()
+    {
+        var g = new Conv2dGeometry(N: 1, C: 2, H: 5, W: 5, K: 3, R: 3, S: 3);
+        using var x = Backend.Allocate<float>(new Shape(1, 2, 5, 4));
+        using var w = Backend.Allocate<float>(g.WeightShape);
+        using var y = Backend.Allocate<float>(g.OutputShape);
+        var mismatch = Assert.Throws<ArgumentException>(() => Backend.Conv2dForward(g, x, w, null, y));
+        Assert.Contains("Conv2dForward", mismatch.Message, StringComparison.Ordinal);
+        Assert.Contains("x has shape (1,2,5,4), expected (1,2,5,5)", mismatch.Message, StringComparison.Ordinal);
+
+        var zeroStride = Assert.Throws<ArgumentOutOfRangeException>(() => Backend.Conv2dForward(g with { StrideH = 0 }, x, w, null, y));
+        Assert.Contains("Conv2dForward: stride height must be positive, got 0", zeroStride.Message, StringComparison.Ordinal);
+
+        var tooLarge = Assert.Throws<ArgumentException>(() => Backend.Conv2dBackwardData(g with { R = 8, S = 8 }, y, w, x));
+        Assert.Contains("Conv2dBackwardData: kernel 8x8 is larger than the padded input 5x5", tooLarge.Message, StringComparison.Ordinal);
+
+        var pool = new Pool2dGeometry(N: 1, C: 2, H: 5, W: 4, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2);
+        using var switches = Backend.Allocate<int>(new Shape(1, 2, 3, 2));
+        var poolShape = Assert.Throws<ArgumentException>(() => Backend.MaxPool2dForward(pool, x, y, switches));
+        Assert.Contains("MaxPool2dForward: y has shape (1,3,3,3), expected (1,2,2,2)", poolShape.Message, StringComparison.Ordinal);
+
+        using var a = Backend.Allocate<float>(new Shape(6));
+        var gemm = Assert.Throws<ArgumentException>(() => Backend.Gemm(false, false, 2, 3, 4, 1f, a, a, 0f, a));
+        Assert.Contains("Gemm: a has shape (6) (6 elements), expected 8 elements", gemm.Message, StringComparison.Ordinal);
+
+        var lr = Assert.Throws<ArgumentOutOfRangeException>(() => Backend.SgdUpdate(new SgdOptions(-1f), true, a, a, a));
+        Assert.Contains("SGD: learning rate must be a finite number ≥ 0, got -1", lr.Message, StringComparison.Ordinal);
+
+        using var other = new ReferenceBackend();
+        using var foreign = other.Allocate<float>(new Shape(6));
+        if (Backend is not ReferenceBackend)
+        {
+            var wrongDevice = Assert.Throws<ArgumentException>(() => Backend.Fill(foreign, 0f));
+            Assert.Contains("lives on backend 'reference'", wrongDevice.Message, StringComparison.Ordinal);
+        }
+    }
+
+    protected DeviceTensor<float> Put(float[] values, Shape shape) => Backend.Upload<float>(shape, values);
+
+    /// <summary>An output tensor filled with NaN, so any element the operation fails to write shows up.</summary>
+    protected DeviceTensor<float> Poisoned(Shape shape)
+    {
+        var tensor = Backend.Allocate<float>(shape);
+        Backend.Fill(tensor, float.NaN);
+        return tensor;
+    }
+
+    private DeviceTensor<int> PoisonedSwitches(Shape shape)
+    {
+        var values = new int[shape.Size];
+        Array.Fill(values, -7);
+        return Backend.Upload<int>(shape, values);
+    }
+}
+
+public sealed class ReferenceBackendOps(ReferenceFixture fixture) : BackendOpsTests(fixture), IClassFixture<ReferenceFixture>;
+
+public sealed class IlgpuCpuBackendOps(IlgpuCpuFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFixture>;
+
+public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;
+
+public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fixture), IClassFixture<OpenCLFixture>;

@@ -1,0 +1,50 @@
+using GpuCnn.Cpu;
+
+namespace GpuCnn.Tests.Support;
+
+/// <summary>
+/// Owns one backend for a test class, opened once. A device this machine lacks leaves <see cref="Backend"/> null
+/// and <see cref="SkipReason"/> set, and every test of that class reports as skipped with that reason.
+/// </summary>
+public abstract class BackendFixture : IDisposable
+{
+    protected BackendFixture(string name)
+    {
+        Name = name;
+        try
+        {
+            Backend = Backends.Open(name);
+        }
+        catch (DeviceUnavailableException e)
+        {
+            SkipReason = $"{name} is not available on this machine: {e.Message}";
+        }
+    }
+
+    public string Name { get; }
+
+    public Backend? Backend { get; }
+
+    public string? SkipReason { get; }
+
+    /// <summary>The backend, or a skip (never a pass) when the device is absent.</summary>
+    public Backend Require()
+    {
+        Skip.If(Backend is null, SkipReason);
+        return Backend!;
+    }
+
+    public void Dispose()
+    {
+        Backend?.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
+
+public sealed class ReferenceFixture() : BackendFixture("reference");
+
+public sealed class IlgpuCpuFixture() : BackendFixture("ilgpu-cpu");
+
+public sealed class CudaFixture() : BackendFixture("cuda");
+
+public sealed class OpenCLFixture() : BackendFixture("opencl");

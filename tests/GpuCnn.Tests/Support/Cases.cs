@@ -1,0 +1,27 @@
+namespace GpuCnn.Tests.Support;
+
+/// <summary>Awkward shapes shared by the backend and gradient tests: batch 1, odd sizes, 1×1 and 5×1 kernels, stride 2 with padding.</summary>
+public static class Cases
+{
+    public static readonly IReadOnlyDictionary<string, Conv2dGeometry> Convolutions = new Dictionary<string, Conv2dGeometry>
+    {
+        ["6x6 3x3"] = new(N: 1, C: 1, H: 6, W: 6, K: 1, R: 3, S: 3),
+        ["batch2 stride2 pad1 odd"] = new(N: 2, C: 3, H: 7, W: 5, K: 4, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
+        ["1x1"] = new(N: 1, C: 2, H: 5, W: 5, K: 3, R: 1, S: 1),
+        ["5x1 pad 2x0"] = new(N: 2, C: 2, H: 9, W: 6, K: 2, R: 5, S: 1, PadH: 2),
+        ["2x3 stride 2x1 pad 1x0"] = new(N: 1, C: 1, H: 5, W: 6, K: 2, R: 2, S: 3, StrideH: 2, StrideW: 1, PadH: 1),
+        ["stride3 leaves rows unused"] = new(N: 1, C: 2, H: 8, W: 8, K: 2, R: 3, S: 3, StrideH: 3, StrideW: 3),
+    };
+
+    public static readonly IReadOnlyDictionary<string, Pool2dGeometry> Pools = new Dictionary<string, Pool2dGeometry>
+    {
+        ["4x4 2x2 s2"] = new(N: 1, C: 1, H: 4, W: 4, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2),
+        ["overlap 3x3 s2"] = new(N: 2, C: 2, H: 7, W: 5, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2),
+        ["3x2 s1 pad1"] = new(N: 1, C: 3, H: 6, W: 5, KernelH: 3, KernelW: 2, StrideH: 1, StrideW: 1, PadH: 1, PadW: 1),
+        ["odd 2x2 s2 drops edge"] = new(N: 1, C: 2, H: 5, W: 5, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2),
+    };
+
+    public static TheoryData<string> ConvolutionNames => new(Convolutions.Keys);
+
+    public static TheoryData<string> PoolNames => new(Pools.Keys);
+}
