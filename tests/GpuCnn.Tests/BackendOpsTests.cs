@@ -12,7 +12,7 @@ namespace GpuCnn.Tests;
 /// Tolerances: every output here is a float32 sum of at most ~250 products of values in [−2, 2]; float rounding
 /// then stays below ~250 · 6e-8 · 4 ≈ 6e-5 absolute, so atol 1e-4 with rtol 1e-4 leaves no room for a wrong index.
 /// </remarks>
-public abstract class BackendOpsTests(BackendFixture fixture)
+public abstract partial class BackendOpsTests(BackendFixture fixture)
 {
     private const double Atol = 1e-4;
     private const double Rtol = 1e-4;
