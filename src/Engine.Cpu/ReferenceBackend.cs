@@ -106,6 +106,27 @@ public sealed class ReferenceBackend : Backend
             logits.Shape[0], logits.Shape[1]);
 
     /// <inheritdoc/>
+    protected override void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset,
+        DeviceTensor<T> destination, int rows, int rowLength) =>
+        ReferenceMath.GatherRows<T>(Data(source), Data(indices), offset, Data(destination), rows, rowLength);
+
+    /// <inheritdoc/>
+    protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
+        ReferenceMath.Argmax<float>(Data(logits), Data(predictions).AsSpan(offset), logits.Shape[0], logits.Shape[1]);
+
+    /// <inheritdoc/>
+    protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
+        DeviceTensor<float> loss, DeviceTensor<float> metrics)
+    {
+        int batch = logits.Shape[0];
+        var predictions = new int[batch];
+        ReferenceMath.Argmax<float>(Data(logits), predictions, batch, logits.Shape[1]);
+        var metricValues = Data(metrics);
+        metricValues[0] += Data(loss)[0] * batch;
+        metricValues[1] += predictions.Where((p, n) => p == Data(labels)[n]).Count();
+    }
+
+    /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> velocity) =>
         ReferenceMath.SgdUpdate<float>(h.LearningRate, h.Momentum, h.Dampening, h.WeightDecay, h.Nesterov != 0,
@@ -122,10 +143,13 @@ public sealed class ReferenceBackend : Backend
 }
 
 /// <summary>A "device" tensor of a host backend: a plain array.</summary>
-internal sealed class HostTensor<T>(ReferenceBackend backend, Shape shape) : DeviceTensor<T>(backend, shape)
+internal sealed class HostTensor<T>(ReferenceBackend backend, Shape shape, HostTensor<T>? viewOf = null)
+    : DeviceTensor<T>(backend, shape, viewOf)
     where T : unmanaged
 {
-    public T[] Values { get; } = new T[shape.Size];
+    public T[] Values { get; } = viewOf?.Values ?? new T[shape.Size];
+
+    protected override DeviceTensor<T> CreateView(Shape shape) => new HostTensor<T>(backend, shape, this);
 
     public long Bytes => (long)Values.Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
 

@@ -437,6 +437,48 @@ public static class ReferenceMath
         return total / count;
     }
 
+    // ------------------------------------------------------------------ batches
+
+    /// <summary>source (rows, L), indices -> destination (M, L): destination[i] = source[indices[offset + i]]; bad indices give zeros.</summary>
+    public static void GatherRows<T>(ReadOnlySpan<T> source, ReadOnlySpan<int> indices, int offset, Span<T> destination,
+        int rows, int rowLength)
+        where T : unmanaged
+    {
+        int sourceRows = source.Length / rowLength;
+        for (int i = 0; i < rows; i++)
+        {
+            int from = indices[offset + i];
+            var target = destination.Slice(i * rowLength, rowLength);
+            if (from >= 0 && from < sourceRows)
+            {
+                source.Slice(from * rowLength, rowLength).CopyTo(target);
+            }
+            else
+            {
+                target.Clear();
+            }
+        }
+    }
+
+    /// <summary>logits (N, classes) -> predictions (N): the first index of each row's maximum.</summary>
+    public static void Argmax<T>(ReadOnlySpan<T> logits, Span<int> predictions, int batch, int classes)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int n = 0; n < batch; n++)
+        {
+            int best = 0;
+            for (int j = 1; j < classes; j++)
+            {
+                if (logits[n * classes + j] > logits[n * classes + best])
+                {
+                    best = j;
+                }
+            }
+
+            predictions[n] = best;
+        }
+    }
+
     // ------------------------------------------------------------------ optimizers
 
     /// <summary>torch.optim.SGD on one tensor: g = grad + λp; v = g (first step) or μv + (1−d)g; p −= lr·(g + μv or v).</summary>

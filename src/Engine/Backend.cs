@@ -274,15 +274,68 @@ public abstract class Backend : IDisposable
     {
         const string op = "SoftmaxCrossEntropy";
         Checks.Owned(op, nameof(logits), logits, this);
-        if (logits.Shape.Rank != 2)
-        {
-            throw new ArgumentException($"{op}: logits must be (N, classes), got {logits.Shape}.", nameof(logits));
-        }
+        RequireMatrix(op, logits);
 
         Checks.Tensor(op, nameof(labels), labels, this, new Shape(logits.Shape[0]));
         Checks.Tensor(op, nameof(dlogits), dlogits, this, logits.Shape);
         Checks.Tensor(op, nameof(loss), loss, this, new Shape(1));
         SoftmaxCrossEntropyCore(logits, labels, dlogits, loss);
+    }
+
+    // ---------------------------------------------------------------- batches and metrics
+
+    /// <summary>
+    /// destination (M, …) = rows indices[offset … offset+M) of source (rows, …), row shapes equal. Indices outside
+    /// [0, rows) are a caller error; the device writes zeros for them rather than fault.
+    /// </summary>
+    public void GatherRows<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset, DeviceTensor<T> destination)
+        where T : unmanaged
+    {
+        const string op = "GatherRows";
+        Checks.Owned(op, nameof(source), source, this);
+        Checks.Owned(op, nameof(indices), indices, this);
+        Checks.Owned(op, nameof(destination), destination, this);
+        int rowLength = source.Shape.SizeFrom(1);
+        if (destination.Shape.SizeFrom(1) != rowLength)
+        {
+            throw new ArgumentException($"{op}: destination rows {destination.Shape} do not match source rows {source.Shape}.", nameof(destination));
+        }
+
+        int rows = destination.Shape[0];
+        if (offset < 0 || offset > indices.Length - rows)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"{op}: rows {offset}…{offset + rows} lie outside the {indices.Length} indices.");
+        }
+
+        GatherRowsCore(source, indices, offset, destination, rows, rowLength);
+    }
+
+    /// <summary>predictions[offset + n] = arg-max over classes of logits (N, classes) (the first, on ties).</summary>
+    public void Argmax(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset)
+    {
+        const string op = "Argmax";
+        Checks.Owned(op, nameof(logits), logits, this);
+        Checks.Owned(op, nameof(predictions), predictions, this);
+        RequireMatrix(op, logits);
+        if (offset < 0 || offset > predictions.Length - logits.Shape[0])
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"{op}: rows {offset}…{offset + logits.Shape[0]} lie outside predictions {predictions.Shape}.");
+        }
+
+        ArgmaxCore(logits, predictions, offset);
+    }
+
+    /// <summary>metrics (2) += (loss·N, number of rows of logits (N, classes) whose arg-max equals the label).</summary>
+    public void AccumulateMetrics(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss,
+        DeviceTensor<float> metrics)
+    {
+        const string op = "AccumulateMetrics";
+        Checks.Owned(op, nameof(logits), logits, this);
+        RequireMatrix(op, logits);
+        Checks.Tensor(op, nameof(labels), labels, this, new Shape(logits.Shape[0]));
+        Checks.Tensor(op, nameof(loss), loss, this, new Shape(1));
+        Checks.Tensor(op, nameof(metrics), metrics, this, new Shape(2));
+        AccumulateMetricsCore(logits, labels, loss, metrics);
     }
 
     // ---------------------------------------------------------------- optimizers
@@ -339,6 +392,9 @@ public abstract class Backend : IDisposable
     protected abstract void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits, DeviceTensor<float> loss);
     protected abstract void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> velocity);
     protected abstract void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment);
+    protected abstract void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset, DeviceTensor<T> destination, int rows, int rowLength) where T : unmanaged;
+    protected abstract void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset);
+    protected abstract void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss, DeviceTensor<float> metrics);
 #pragma warning restore CS1591
 
     private bool _disposed;
@@ -367,6 +423,14 @@ public abstract class Backend : IDisposable
         if (shape.Rank < minimum)
         {
             throw new ArgumentException($"{op}: {argument} must have at least {minimum} dimensions (N, C, …), got {shape}.", argument);
+        }
+    }
+
+    private static void RequireMatrix(string op, DeviceTensor<float> logits)
+    {
+        if (logits.Shape.Rank != 2)
+        {
+            throw new ArgumentException($"{op}: logits must be (N, classes), got {logits.Shape}.", nameof(logits));
         }
     }
 

@@ -8,49 +8,64 @@ namespace GpuCnn;
 public abstract class DeviceTensor<T> : IDisposable
     where T : unmanaged
 {
-    /// <summary>Creates the handle; backends call this.</summary>
-    protected DeviceTensor(Backend backend, Shape shape)
+    private readonly DeviceTensor<T>? _viewOf;
+    private bool _disposed;
+
+    /// <summary>Creates the handle; backends call this. <paramref name="viewOf"/> is the owner of shared storage.</summary>
+    protected DeviceTensor(Backend backend, Shape shape, DeviceTensor<T>? viewOf = null)
     {
         Backend = backend;
         Shape = shape;
+        _viewOf = viewOf?._viewOf ?? viewOf;
     }
 
     /// <summary>The backend that owns the storage.</summary>
     public Backend Backend { get; }
 
     /// <summary>The shape.</summary>
-    public Shape Shape { get; private set; }
+    public Shape Shape { get; }
 
     /// <summary>The element count.</summary>
     public int Length => Shape.Size;
 
-    /// <summary>Whether <see cref="Dispose()"/> has run.</summary>
-    public bool IsDisposed { get; private set; }
+    /// <summary>Whether this tensor, or the tensor whose storage it views, has been disposed.</summary>
+    public bool IsDisposed => _disposed || (_viewOf?.IsDisposed ?? false);
 
-    /// <summary>Reinterprets the same storage with another shape of the same size (no copy), as PyTorch's view.</summary>
-    public void Reshape(Shape shape)
+    /// <summary>
+    /// A view of the same storage with another shape of the same size (no copy), as PyTorch's view. Disposing the
+    /// view frees nothing; disposing the owner invalidates its views.
+    /// </summary>
+    public DeviceTensor<T> View(Shape shape)
     {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         if (shape.Size != Shape.Size)
         {
-            throw new ArgumentException($"Reshape: cannot view {Shape} ({Shape.Size} elements) as {shape} ({shape.Size} elements).", nameof(shape));
+            throw new ArgumentException($"View: cannot view {Shape} ({Shape.Size} elements) as {shape} ({shape.Size} elements).", nameof(shape));
         }
 
-        Shape = shape;
+        return CreateView(shape);
     }
 
-    /// <summary>Frees the device storage.</summary>
+    /// <summary>Frees the device storage (a view frees nothing).</summary>
     public void Dispose()
     {
-        if (!IsDisposed)
+        if (!_disposed)
         {
-            IsDisposed = true;
-            Release();
+            _disposed = true;
+            if (_viewOf is null)
+            {
+                Release();
+            }
+
             GC.SuppressFinalize(this);
         }
     }
 
-    /// <summary>Frees the storage; called once.</summary>
+    /// <summary>Frees the storage; called once, for owners only.</summary>
     protected abstract void Release();
+
+    /// <summary>A tensor object sharing this storage with another shape.</summary>
+    protected abstract DeviceTensor<T> CreateView(Shape shape);
 
     /// <inheritdoc/>
     public override string ToString() => $"{typeof(T).Name}{Shape} on {Backend.Name}";

@@ -155,6 +155,36 @@ public sealed class IlgpuBackend : Backend
     }
 
     /// <inheritdoc/>
+    protected override void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset,
+        DeviceTensor<T> destination, int rows, int rowLength)
+    {
+        if (typeof(T) == typeof(float))
+        {
+            _kernels.GatherFloatRows.Launch(destination.Length, View((DeviceTensor<float>)(object)source), View(indices),
+                View((DeviceTensor<float>)(object)destination), offset, rowLength, source.Shape[0]);
+        }
+        else if (typeof(T) == typeof(int))
+        {
+            _kernels.GatherIntRows.Launch(destination.Length, View((DeviceTensor<int>)(object)source), View(indices),
+                View((DeviceTensor<int>)(object)destination), offset, rowLength, source.Shape[0]);
+        }
+        else
+        {
+            throw new NotSupportedException($"GatherRows: element type {typeof(T).Name} is not supported on {Name}; use float or int.");
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
+        _kernels.Argmax.Launch(logits.Shape[0], View(logits), View(predictions), offset, logits.Shape[1]);
+
+    /// <inheritdoc/>
+    protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
+        DeviceTensor<float> loss, DeviceTensor<float> metrics) =>
+        _kernels.AccumulateMetrics.Launch(1, View(logits), View(labels), View(loss), View(metrics), logits.Shape[0],
+            logits.Shape[1]);
+
+    /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> velocity) =>
         _kernels.Sgd.Launch(parameter.Length, View(parameter), View(gradient), View(velocity), h);
@@ -178,5 +208,5 @@ public sealed class IlgpuBackend : Backend
     }
 
     private static ArrayView<T> View<T>(DeviceTensor<T> tensor)
-        where T : unmanaged => ((IlgpuTensor<T>)tensor).View;
+        where T : unmanaged => ((IlgpuTensor<T>)tensor).Memory;
 }

@@ -55,4 +55,15 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
 
     public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamParams> Adam { get; } =
         new(accelerator, counter, OptimizerKernels.Adam);
+
+    public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int> GatherFloatRows { get; } =
+        new(accelerator, counter, DataKernels.GatherRows<float>);
+
+    public Kernel<ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int, int> GatherIntRows { get; } =
+        new(accelerator, counter, DataKernels.GatherRows<int>);
+
+    public Kernel<ArrayView<float>, ArrayView<int>, int, int> Argmax { get; } = new(accelerator, counter, DataKernels.Argmax);
+
+    public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> AccumulateMetrics { get; } =
+        new(accelerator, counter, DataKernels.AccumulateMetrics);
 }

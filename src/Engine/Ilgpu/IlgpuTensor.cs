@@ -9,15 +9,17 @@ internal sealed class IlgpuTensor<T> : DeviceTensor<T>
 {
     private readonly MemoryBuffer1D<T, Stride1D.Dense> _buffer;
 
-    public IlgpuTensor(IlgpuBackend backend, Shape shape, MemoryBuffer1D<T, Stride1D.Dense> buffer)
-        : base(backend, shape)
+    public IlgpuTensor(IlgpuBackend backend, Shape shape, MemoryBuffer1D<T, Stride1D.Dense> buffer, IlgpuTensor<T>? viewOf = null)
+        : base(backend, shape, viewOf)
     {
         _buffer = buffer;
     }
 
-    public ArrayView<T> View => _buffer.View;
+    public ArrayView<T> Memory => _buffer.View;
 
     public long Bytes => _buffer.LengthInBytes;
+
+    protected override DeviceTensor<T> CreateView(Shape shape) => new IlgpuTensor<T>((IlgpuBackend)Backend, shape, _buffer, this);
 
     protected override void Release()
     {

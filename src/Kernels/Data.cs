@@ -1,0 +1,64 @@
+using ILGPU;
+
+namespace GpuCnn.Kernels;
+
+/// <summary>Batch assembly and metrics kernels that keep a training epoch on the device.</summary>
+public static class DataKernels
+{
+    /// <summary>
+    /// destination[i, j] = source[indices[offset + i], j] for rows of <paramref name="rowLength"/> values. An index
+    /// outside [0, sourceRows) yields zeros instead of a fault (the host validates indices before upload).
+    /// </summary>
+    public static void GatherRows<T>(Index1D index, ArrayView<T> source, ArrayView<int> indices, ArrayView<T> destination,
+        int offset, int rowLength, int sourceRows)
+        where T : unmanaged
+    {
+        int row = index / rowLength, column = index % rowLength;
+        int from = indices[offset + row];
+        destination[index] = from >= 0 && from < sourceRows ? source[from * rowLength + column] : default;
+    }
+
+    /// <summary>predictions[offset + n] = the first j maximising logits[n, j].</summary>
+    public static void Argmax(Index1D n, ArrayView<float> logits, ArrayView<int> predictions, int offset, int classes)
+    {
+        int best = 0;
+        for (int j = 1; j < classes; j++)
+        {
+            if (logits[n * classes + j] > logits[n * classes + best])
+            {
+                best = j;
+            }
+        }
+
+        predictions[offset + n] = best;
+    }
+
+    /// <summary>
+    /// One thread: metrics[0] += loss[0]·N (the batch's summed loss); metrics[1] += the number of rows whose first
+    /// arg-max equals the label.
+    /// </summary>
+    public static void AccumulateMetrics(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> loss,
+        ArrayView<float> metrics, int batch, int classes)
+    {
+        int correct = 0;
+        for (int n = 0; n < batch; n++)
+        {
+            int best = 0;
+            for (int j = 1; j < classes; j++)
+            {
+                if (logits[n * classes + j] > logits[n * classes + best])
+                {
+                    best = j;
+                }
+            }
+
+            if (best == labels[n])
+            {
+                correct++;
+            }
+        }
+
+        metrics[0] += loss[0] * batch;
+        metrics[1] += correct;
+    }
+}

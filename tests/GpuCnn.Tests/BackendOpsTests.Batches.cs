@@ -1,0 +1,65 @@
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>The operations that keep a training epoch on the device: batch gathering and metrics.</summary>
+public abstract partial class BackendOpsTests
+{
+    [SkippableFact]
+    [Trait("Category", "CrossCheck")]
+    public void GatherRows_copies_the_indexed_rows_for_floats_and_ints()
+    {
+        Shape source = new(5, 2, 3);
+        float[] images = TestData.Uniform(source.Size, 70);
+        int[] labels = [10, 11, 12, 13, 14];
+        int[] order = [4, 0, 3, 1, 2];
+        using var dimages = Put(images, source);
+        using var dlabels = Backend.Upload<int>([5], labels);
+        using var dorder = Backend.Upload<int>([5], order);
+        using var batch = Poisoned([2, 2, 3]);
+        using var batchLabels = Backend.Upload<int>([2], [-1, -1]);
+        Backend.GatherRows(dimages, dorder, 2, batch);
+        Backend.GatherRows(dlabels, dorder, 2, batchLabels);
+
+        double[] expected = [.. images.Skip(3 * 6).Take(6).Select(v => (double)v), .. images.Skip(1 * 6).Take(6).Select(v => (double)v)];
+        TensorAssert.Close(expected, Backend.DownloadArray(batch), new Shape(2, 2, 3), 0, 0, $"{Backend.Name} gathered rows");
+        Assert.Equal([13, 11], Backend.DownloadArray(batchLabels));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.GatherRows(dimages, dorder, 4, batch));
+    }
+
+    [SkippableFact]
+    [Trait("Category", "CrossCheck")]
+    public void Argmax_and_metrics_count_correct_rows_on_the_device()
+    {
+        float[] logits = [0.1f, 0.9f, 0.0f, /**/ 2f, 2f, 1f, /**/ -1f, -3f, -0.5f, /**/ 0f, 5f, 1f];
+        int[] labels = [1, 1, 2, 0];
+        using var dlogits = Put(logits, [4, 3]);
+        using var dlabels = Backend.Upload<int>([4], labels);
+        using var predictions = Backend.Upload<int>([6], [-1, -1, -1, -1, -1, -1]);
+        Backend.Argmax(dlogits, predictions, 1);
+        Assert.Equal([-1, 1, 0, 2, 1, -1], Backend.DownloadArray(predictions)); // ties: the first maximum
+
+        using var loss = Put([0.5f], [1]);
+        using var metrics = Put([1f, 2f], [2]);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics);
+        Assert.Equal([1f + 0.5f * 4, 2f + 2], Backend.DownloadArray(metrics)); // rows 0 and 2 are right
+    }
+
+    [SkippableFact]
+    [Trait("Category", "CrossCheck")]
+    public void Views_share_storage_and_die_with_their_owner()
+    {
+        var owner = Put([1, 2, 3, 4, 5, 6], [1, 2, 3]);
+        var view = owner.View([2, 3]);
+        Backend.ActivationForward(Activation.Relu, 0f, view, view);
+        Backend.Fill(view, 7f);
+        Assert.Equal(Enumerable.Repeat(7f, 6), Backend.DownloadArray(owner));
+        Assert.Throws<ArgumentException>(() => owner.View([4, 2]));
+        view.Dispose();
+        Assert.False(owner.IsDisposed);
+        var second = owner.View([6]);
+        owner.Dispose();
+        Assert.True(second.IsDisposed);
+        Assert.Throws<ObjectDisposedException>(() => Backend.Fill(second, 0f));
+    }
+}
