@@ -1,0 +1,172 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using GpuCnn.Models;
+
+namespace GpuCnn.IO;
+
+/// <summary>
+/// The IDX format of MNIST (big-endian: 0, 0, type, rank, then rank uint32 dimensions, then the data), raw or
+/// gzip-compressed. Only unsigned bytes (type 0x08), the type MNIST uses, are accepted.
+/// </summary>
+public static class Idx
+{
+    private const long MaximumDecompressedBytes = 1L << 31;
+
+    /// <summary>An IDX array of unsigned bytes with its dimensions.</summary>
+    public sealed record Array(int[] Dimensions, byte[] Data);
+
+    /// <summary>Reads an IDX file (".gz" names are decompressed). Throws <see cref="FileFormatException"/> on any defect.</summary>
+    public static Array Read(string path)
+    {
+        byte[] bytes = FileUtil.ReadAll(path, "IDX file");
+        if (path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase))
+        {
+            bytes = Gunzip(bytes, path);
+        }
+
+        return Parse(bytes, path);
+    }
+
+    /// <summary>Parses IDX bytes, checking the header against the data length before allocating.</summary>
+    public static Array Parse(ReadOnlySpan<byte> bytes, string name)
+    {
+        if (bytes.Length < 4 || bytes[0] != 0 || bytes[1] != 0)
+        {
+            throw new FileFormatException($"IDX file '{name}': missing the 0x0000 magic number; not an IDX file.");
+        }
+
+        if (bytes[2] != 0x08)
+        {
+            throw new FileFormatException($"IDX file '{name}': element type 0x{bytes[2]:X2} is not supported; expected 0x08 (unsigned byte).");
+        }
+
+        int rank = bytes[3];
+        if (rank is < 1 or > 4)
+        {
+            throw new FileFormatException($"IDX file '{name}': {rank} dimensions; expected 1 to 4.");
+        }
+
+        int headerLength = 4 + 4 * rank;
+        if (bytes.Length < headerLength)
+        {
+            throw new FileFormatException($"IDX file '{name}': truncated header ({bytes.Length} bytes, {headerLength} needed).");
+        }
+
+        var dimensions = new int[rank];
+        long count = 1;
+        for (int i = 0; i < rank; i++)
+        {
+            uint dimension = BinaryPrimitives.ReadUInt32BigEndian(bytes[(4 + 4 * i)..]);
+            if (dimension is 0 or > int.MaxValue)
+            {
+                throw new FileFormatException($"IDX file '{name}': dimension {i} is {dimension}.");
+            }
+
+            dimensions[i] = (int)dimension;
+            count *= dimension;
+            if (count > bytes.Length)
+            {
+                break; // the length check below reports it; stop before the product can overflow
+            }
+        }
+
+        long available = bytes.Length - headerLength;
+        if (count != available)
+        {
+            throw new FileFormatException(count > available
+                ? $"IDX file '{name}': the header promises {string.Join("x", dimensions)} values but only {available} bytes follow (truncated)."
+                : $"IDX file '{name}': {available - count} bytes of trailing data after {string.Join("x", dimensions)} values.");
+        }
+
+        return new Array(dimensions, bytes[headerLength..].ToArray());
+    }
+
+    /// <summary>
+    /// Loads the four standard MNIST files from a folder (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+    /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz). Pixels are scaled to [0, 1].
+    /// </summary>
+    public static (Dataset Train, Dataset Test) ReadMnist(string folder)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        if (!Directory.Exists(folder))
+        {
+            throw new DirectoryNotFoundException($"MNIST folder '{folder}' does not exist.");
+        }
+
+        return (ReadPair(folder, "train"), ReadPair(folder, "t10k"));
+    }
+
+    /// <summary>Images (N, H, W) as a float tensor (N, 1, H, W) scaled to [0, 1] and labels (N) as ints.</summary>
+    public static Dataset ToDataset(Array images, Array labels, string name)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        ArgumentNullException.ThrowIfNull(labels);
+        if (images.Dimensions.Length != 3)
+        {
+            throw new FileFormatException($"{name}: images must be (N, H, W), got {images.Dimensions.Length} dimensions.");
+        }
+
+        if (labels.Dimensions.Length != 1)
+        {
+            throw new FileFormatException($"{name}: labels must be (N), got {labels.Dimensions.Length} dimensions.");
+        }
+
+        if (images.Dimensions[0] != labels.Dimensions[0])
+        {
+            throw new FileFormatException($"{name}: {images.Dimensions[0]} images but {labels.Dimensions[0]} labels.");
+        }
+
+        var pixels = new float[images.Data.Length];
+        for (int i = 0; i < pixels.Length; i++)
+        {
+            pixels[i] = images.Data[i] / 255f;
+        }
+
+        var shape = new Shape(images.Dimensions[0], 1, images.Dimensions[1], images.Dimensions[2]);
+        return new Dataset(new Tensor(shape, pixels), System.Array.ConvertAll(labels.Data, b => (int)b));
+    }
+
+    private static Dataset ReadPair(string folder, string prefix) =>
+        ToDataset(Read(Locate(folder, $"{prefix}-images-idx3-ubyte")), Read(Locate(folder, $"{prefix}-labels-idx1-ubyte")),
+            Path.Combine(folder, prefix));
+
+    private static string Locate(string folder, string stem)
+    {
+        foreach (string candidate in (string[])[stem, stem + ".gz", stem.Replace("-idx", ".idx", StringComparison.Ordinal)])
+        {
+            string path = Path.Combine(folder, candidate);
+            if (File.Exists(path))
+            {
+                return path;
+            }
+        }
+
+        throw new FileNotFoundException($"MNIST folder '{folder}' has no {stem} (or {stem}.gz).", Path.Combine(folder, stem));
+    }
+
+    private static byte[] Gunzip(byte[] compressed, string name)
+    {
+        try
+        {
+            using var input = new GZipStream(new MemoryStream(compressed), CompressionMode.Decompress);
+            using var output = new MemoryStream();
+            var buffer = new byte[81920];
+            int read;
+            while ((read = input.Read(buffer)) > 0)
+            {
+                if (output.Length + read > MaximumDecompressedBytes)
+                {
+                    throw new FileFormatException($"IDX file '{name}': decompresses to more than {MaximumDecompressedBytes} bytes.");
+                }
+
+                output.Write(buffer, 0, read);
+            }
+
+            return output.ToArray();
+        }
+        catch (InvalidDataException e)
+        {
+            throw new FileFormatException($"IDX file '{name}': corrupt gzip data ({e.Message}).", e);
+        }
+    }
+}

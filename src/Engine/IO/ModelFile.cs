@@ -1,0 +1,72 @@
+using GpuCnn.Models;
+
+namespace GpuCnn.IO;
+
+/// <summary>
+/// Models as safetensors files: PyTorch nn.Sequential state_dict names and layouts, with the architecture spec and
+/// per-sample input shape in __metadata__ ("arch", "input" such as "1x28x28"). A state_dict that PyTorch saved
+/// with safetensors loads here given the spec, and files written here load in PyTorch.
+/// </summary>
+public static class ModelFile
+{
+    /// <summary>Saves the model's parameters and description (atomically).</summary>
+    public static void Save(Sequential model, string path)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        Safetensors.Write(path, model.StateDict(), new Dictionary<string, string>
+        {
+            ["format"] = "pt",
+            ["arch"] = model.Spec,
+            ["input"] = FormatShape(model.InputShape),
+        });
+    }
+
+    /// <summary>
+    /// Loads a model onto <paramref name="backend"/>. The spec and input shape come from the file's metadata unless
+    /// given (a PyTorch-written file has neither).
+    /// </summary>
+    public static Sequential Load(string path, Backend backend, string? arch = null, Shape? inputShape = null)
+    {
+        var contents = Safetensors.Read(path);
+        arch ??= contents.Metadata.GetValueOrDefault("arch")
+            ?? throw new ArgumentException($"model file '{path}' has no \"arch\" in its metadata; give the architecture spec (--arch).");
+        if (inputShape is null)
+        {
+            string input = contents.Metadata.GetValueOrDefault("input")
+                ?? throw new ArgumentException($"model file '{path}' has no \"input\" shape in its metadata; give the input shape.");
+            inputShape = ParseShape(input, $"model file '{path}' input");
+        }
+
+        var model = Sequential.Create(arch, inputShape.Value, backend);
+        try
+        {
+            model.LoadStateDict(contents.Tensors);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>"1x28x28" for (1,28,28).</summary>
+    public static string FormatShape(Shape shape) => string.Join("x", shape.ToArray());
+
+    /// <summary>Parses "1x28x28".</summary>
+    public static Shape ParseShape(string text, string what)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var parts = text.Split('x', 'X');
+        var dims = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out dims[i]) || dims[i] <= 0)
+            {
+                throw new ArgumentException($"{what} '{text}' is not a shape such as 1x28x28.");
+            }
+        }
+
+        return new Shape(dims);
+    }
+}

@@ -1,0 +1,243 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace GpuCnn.IO;
+
+/// <summary>
+/// NumPy's .npy format, versions 1.0–3.0, C order, little-endian float32, float64, uint8, int32 and int64.
+/// Reading checks the header against the file's length before allocating; writing produces version 1.0.
+/// </summary>
+public static partial class Npy
+{
+    private static readonly byte[] Magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
+
+    /// <summary>An array read from .npy: its shape, element type ("f4", "f8", "u1", "i4", "i8") and raw values.</summary>
+    public sealed record Array(int[] Shape, string Type, byte[] Data)
+    {
+        /// <summary>The element count.</summary>
+        public int Count => Data.Length / ElementSize(Type);
+
+        /// <summary>The values as float32 (converted from any supported type).</summary>
+        public float[] ToSingle()
+        {
+            var values = new float[Count];
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = (float)Element(i);
+            }
+
+            return values;
+        }
+
+        /// <summary>The values as int32; non-integers or values outside int32 are an error naming the first one.</summary>
+        public int[] ToInt32(string what)
+        {
+            var values = new int[Count];
+            for (int i = 0; i < values.Length; i++)
+            {
+                double v = Element(i);
+                if (v != Math.Floor(v) || v < int.MinValue || v > int.MaxValue)
+                {
+                    throw new FileFormatException($"{what}: element {i} is {v}, not an integer label.");
+                }
+
+                values[i] = (int)v;
+            }
+
+            return values;
+        }
+
+        private double Element(int i) => Type switch
+        {
+            "f4" => BinaryPrimitives.ReadSingleLittleEndian(Data.AsSpan(i * 4)),
+            "f8" => BinaryPrimitives.ReadDoubleLittleEndian(Data.AsSpan(i * 8)),
+            "u1" => Data[i],
+            "i4" => BinaryPrimitives.ReadInt32LittleEndian(Data.AsSpan(i * 4)),
+            _ => BinaryPrimitives.ReadInt64LittleEndian(Data.AsSpan(i * 8)),
+        };
+    }
+
+    /// <summary>Reads a .npy file; throws <see cref="FileFormatException"/> naming the defect.</summary>
+    public static Array Read(string path) => Parse(FileUtil.ReadAll(path, "npy file"), path);
+
+    /// <summary>Reads a float tensor (any supported dtype, converted), e.g. images (N, C, H, W).</summary>
+    public static Tensor ReadTensor(string path)
+    {
+        var array = Read(path);
+        if (array.Shape.Length == 0)
+        {
+            throw new FileFormatException($"npy file '{path}': a scalar, not an array.");
+        }
+
+        return new Tensor(new Shape(array.Shape), array.ToSingle());
+    }
+
+    /// <summary>Reads integer labels (N) from any supported dtype.</summary>
+    public static int[] ReadLabels(string path)
+    {
+        var array = Read(path);
+        if (array.Shape.Length != 1)
+        {
+            throw new FileFormatException($"npy file '{path}': labels must be one-dimensional (N), got shape ({string.Join(",", array.Shape)}).");
+        }
+
+        return array.ToInt32($"npy file '{path}'");
+    }
+
+    /// <summary>Parses .npy bytes.</summary>
+    public static Array Parse(ReadOnlySpan<byte> bytes, string name)
+    {
+        if (bytes.Length < 10 || !bytes[..6].SequenceEqual(Magic))
+        {
+            throw new FileFormatException($"npy file '{name}': missing the \\x93NUMPY magic; not a .npy file.");
+        }
+
+        byte major = bytes[6];
+        int lengthSize = major switch
+        {
+            1 => 2,
+            2 or 3 => 4,
+            _ => throw new FileFormatException($"npy file '{name}': format version {major}.{bytes[7]} is not supported (1.0 to 3.0)."),
+        };
+        if (bytes.Length < 8 + lengthSize)
+        {
+            throw new FileFormatException($"npy file '{name}': truncated header.");
+        }
+
+        long headerLength = lengthSize == 2 ? BinaryPrimitives.ReadUInt16LittleEndian(bytes[8..]) : BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]);
+        long dataStart = 8 + lengthSize + headerLength;
+        if (headerLength > 1 << 20 || dataStart > bytes.Length)
+        {
+            throw new FileFormatException($"npy file '{name}': header length {headerLength} runs past the end of the {bytes.Length}-byte file.");
+        }
+
+        string header;
+        try
+        {
+            header = new UTF8Encoding(false, true).GetString(bytes[(8 + lengthSize)..(int)dataStart]);
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw new FileFormatException($"npy file '{name}': the header is not valid text.", e);
+        }
+
+        var (type, shape) = ParseHeader(header, name);
+        long count = 1;
+        foreach (int d in shape)
+        {
+            count *= d;
+            if (count > bytes.Length)
+            {
+                break;
+            }
+        }
+
+        long expected = count * ElementSize(type);
+        long available = bytes.Length - dataStart;
+        if (expected != available)
+        {
+            throw new FileFormatException(expected > available
+                ? $"npy file '{name}': shape ({string.Join(",", shape)}) needs {expected} data bytes but only {available} follow (truncated)."
+                : $"npy file '{name}': {available - expected} bytes of trailing data after shape ({string.Join(",", shape)}).");
+        }
+
+        return new Array(shape, type, bytes[(int)dataStart..].ToArray());
+    }
+
+    /// <summary>Writes float32 values with the given shape (version 1.0, C order).</summary>
+    public static void Write(string path, Tensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        var data = new byte[tensor.Data.Length * 4];
+        for (int i = 0; i < tensor.Data.Length; i++)
+        {
+            BinaryPrimitives.WriteSingleLittleEndian(data.AsSpan(i * 4), tensor.Data[i]);
+        }
+
+        Write(path, new Array(tensor.Shape.ToArray(), "f4", data));
+    }
+
+    /// <summary>Writes an array of any supported type (version 1.0, C order), atomically.</summary>
+    public static void Write(string path, Array array)
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        string descr = array.Type == "u1" ? "|u1" : "<" + array.Type;
+        string shape = array.Shape.Length == 1 ? $"({array.Shape[0]},)" : $"({string.Join(", ", array.Shape)})";
+        string dict = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}";
+        int unpadded = 6 + 2 + 2 + dict.Length + 1;
+        string header = dict + new string(' ', (64 - unpadded % 64) % 64) + "\n";
+        FileUtil.WriteAtomically(path, stream =>
+        {
+            stream.Write(Magic);
+            stream.Write([1, 0]);
+            Span<byte> length = stackalloc byte[2];
+            BinaryPrimitives.WriteUInt16LittleEndian(length, checked((ushort)header.Length));
+            stream.Write(length);
+            stream.Write(Encoding.ASCII.GetBytes(header));
+            stream.Write(array.Data);
+        });
+    }
+
+    private static (string Type, int[] Shape) ParseHeader(string header, string name)
+    {
+        var descr = DescrPattern().Match(header);
+        var order = OrderPattern().Match(header);
+        var shape = ShapePattern().Match(header);
+        if (!descr.Success || !order.Success || !shape.Success)
+        {
+            throw new FileFormatException($"npy file '{name}': the header lacks 'descr', 'fortran_order' or 'shape': {header.Trim()}");
+        }
+
+        if (order.Groups[1].Value != "False")
+        {
+            throw new FileFormatException($"npy file '{name}': Fortran-ordered arrays are not supported; save with C order.");
+        }
+
+        string d = descr.Groups[1].Value;
+        string type = d switch
+        {
+            "<f4" => "f4",
+            "<f8" => "f8",
+            "|u1" or "<u1" or "u1" => "u1",
+            "<i4" => "i4",
+            "<i8" => "i8",
+            _ => throw new FileFormatException($"npy file '{name}': dtype '{d}' is not supported; expected <f4, <f8, |u1, <i4 or <i8."),
+        };
+
+        var dims = new List<int>();
+        foreach (string part in shape.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int dim) || dim <= 0)
+            {
+                throw new FileFormatException($"npy file '{name}': shape entry '{part}' is not a positive integer.");
+            }
+
+            dims.Add(dim);
+        }
+
+        if (dims.Count > 8)
+        {
+            throw new FileFormatException($"npy file '{name}': {dims.Count} dimensions; at most 8 are supported.");
+        }
+
+        return (type, [.. dims]);
+    }
+
+    private static int ElementSize(string type) => type switch
+    {
+        "u1" => 1,
+        "f4" or "i4" => 4,
+        _ => 8,
+    };
+
+    [GeneratedRegex(@"'descr'\s*:\s*'([^']*)'")]
+    private static partial Regex DescrPattern();
+
+    [GeneratedRegex(@"'fortran_order'\s*:\s*(True|False)")]
+    private static partial Regex OrderPattern();
+
+    [GeneratedRegex(@"'shape'\s*:\s*\(([^)]*)\)")]
+    private static partial Regex ShapePattern();
+}

@@ -1,0 +1,135 @@
+using System.Globalization;
+
+namespace GpuCnn.Models;
+
+/// <summary>An elementwise activation layer: ReLU, LeakyReLU(α), Sigmoid or Tanh.</summary>
+public sealed class ActivationLayer(Activation function, float alpha = 0.01f) : Layer
+{
+    private DeviceTensor<float>? _input, _output;
+
+    /// <summary>The function.</summary>
+    public Activation Function { get; } = function;
+
+    /// <summary>LeakyReLU's negative slope.</summary>
+    public float Alpha { get; } = alpha;
+
+    /// <inheritdoc/>
+    public override string Spec => Function switch
+    {
+        Activation.Relu => "relu",
+        Activation.LeakyRelu => $"leakyrelu({Alpha.ToString("R", CultureInfo.InvariantCulture)})",
+        Activation.Sigmoid => "sigmoid",
+        _ => "tanh",
+    };
+
+    /// <inheritdoc/>
+    protected override Shape InferOutputShape(Shape input) => input;
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
+    {
+        _input = x;
+        _output = OutputBuffer(x.Shape[0]);
+        Backend.ActivationForward(Function, Alpha, x, _output);
+        return _output;
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
+    {
+        if (!needInputGradient)
+        {
+            return null;
+        }
+
+        var x = _input ?? throw new InvalidOperationException($"{Spec}: backward before forward.");
+        var dx = InputGradientBuffer(x.Shape[0]);
+        Backend.ActivationBackward(Function, Alpha, x, _output!, dy, dx);
+        return dx;
+    }
+}
+
+/// <summary>PyTorch's Flatten: (N, C, H, W) → (N, C·H·W), a view without a copy.</summary>
+public sealed class Flatten : Layer
+{
+    private Shape _batchedInput;
+
+    /// <inheritdoc/>
+    public override string Spec => "flatten";
+
+    /// <inheritdoc/>
+    protected override Shape InferOutputShape(Shape input) => new(input.Size);
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
+    {
+        _batchedInput = x.Shape;
+        return x.View(Batched(x.Shape[0], OutputShape));
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient) =>
+        needInputGradient ? dy.View(_batchedInput) : null;
+}
+
+/// <summary>PyTorch's Linear: y = x·Wᵀ + b with weight (out, in), bias (out); input features inferred.</summary>
+public sealed class Dense(int outFeatures) : Layer
+{
+    private Parameter? _weight, _bias;
+    private DeviceTensor<float>? _input;
+
+    /// <summary>Output features.</summary>
+    public int OutFeatures { get; } = outFeatures;
+
+    /// <inheritdoc/>
+    public override string Spec => $"dense({OutFeatures})";
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<Parameter> Parameters => _weight is null ? [] : [_weight, _bias!];
+
+    /// <inheritdoc/>
+    protected override Shape InferOutputShape(Shape input)
+    {
+        if (input.Rank != 1)
+        {
+            throw new ArgumentException($"needs a flat (features) input, got {input}; add 'flatten' before it");
+        }
+
+        return new Shape(OutFeatures);
+    }
+
+    /// <inheritdoc/>
+    protected override void CreateParameters(Random init)
+    {
+        _weight = CreateParameter("weight", new Shape(OutFeatures, InputShape[0]), InputShape[0], init);
+        _bias = CreateParameter("bias", new Shape(OutFeatures), InputShape[0], init);
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
+    {
+        _input = x;
+        int batch = x.Shape[0];
+        var y = OutputBuffer(batch);
+        Backend.Gemm(false, true, batch, OutFeatures, InputShape[0], 1f, x, _weight!.Value, 0f, y); // x·Wᵀ
+        Backend.BiasAdd(y, _bias!.Value);
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
+    {
+        var x = _input ?? throw new InvalidOperationException($"{Spec}: backward before forward.");
+        int batch = x.Shape[0], inFeatures = InputShape[0];
+        Backend.Gemm(true, false, OutFeatures, inFeatures, batch, 1f, dy, x, 0f, _weight!.Gradient); // dW = dyᵀ·x
+        Backend.BiasGradient(dy, _bias!.Gradient);
+        if (!needInputGradient)
+        {
+            return null;
+        }
+
+        var dx = InputGradientBuffer(batch);
+        Backend.Gemm(false, false, batch, inFeatures, OutFeatures, 1f, dy, _weight.Value, 0f, dx); // dx = dy·W
+        return dx;
+    }
+}

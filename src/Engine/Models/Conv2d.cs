@@ -1,0 +1,77 @@
+namespace GpuCnn.Models;
+
+/// <summary>PyTorch's Conv2d: weight (K, C, R, S), bias (K); input channels inferred from the input shape.</summary>
+public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W) stride, (int H, int W) padding) : Layer
+{
+    private Parameter? _weight, _bias;
+    private DeviceTensor<float>? _input;
+
+    /// <summary>Output channels K.</summary>
+    public int OutChannels { get; } = outChannels;
+
+    /// <summary>Kernel R×S.</summary>
+    public (int H, int W) Kernel { get; } = kernel;
+
+    /// <summary>Stride.</summary>
+    public (int H, int W) Stride { get; } = stride;
+
+    /// <summary>Zero padding on each side.</summary>
+    public (int H, int W) Padding { get; } = padding;
+
+    /// <inheritdoc/>
+    public override string Spec =>
+        $"conv({OutChannels},{SpecText.Pair(Kernel)}{(Stride == (1, 1) ? "" : ",stride=" + SpecText.Pair(Stride))}" +
+        $"{(Padding == (0, 0) ? "" : ",pad=" + SpecText.Pair(Padding))})";
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<Parameter> Parameters => _weight is null ? [] : [_weight, _bias!];
+
+    /// <inheritdoc/>
+    protected override Shape InferOutputShape(Shape input)
+    {
+        if (input.Rank != 3)
+        {
+            throw new ArgumentException($"needs a (C,H,W) input, got {input}");
+        }
+
+        var g = Geometry(1, input);
+        g.Validate("conv");
+        return new Shape(OutChannels, g.P, g.Q);
+    }
+
+    /// <inheritdoc/>
+    protected override void CreateParameters(Random init)
+    {
+        int fanIn = InputShape[0] * Kernel.H * Kernel.W;
+        _weight = CreateParameter("weight", new Shape(OutChannels, InputShape[0], Kernel.H, Kernel.W), fanIn, init);
+        _bias = CreateParameter("bias", new Shape(OutChannels), fanIn, init);
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
+    {
+        _input = x;
+        var y = OutputBuffer(x.Shape[0]);
+        Backend.Conv2dForward(Geometry(x.Shape[0], InputShape), x, _weight!.Value, _bias!.Value, y);
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
+    {
+        var x = _input ?? throw new InvalidOperationException($"{Spec}: backward before forward.");
+        var g = Geometry(x.Shape[0], InputShape);
+        Backend.Conv2dBackwardFilter(g, x, dy, _weight!.Gradient, _bias!.Gradient);
+        if (!needInputGradient)
+        {
+            return null;
+        }
+
+        var dx = InputGradientBuffer(x.Shape[0]);
+        Backend.Conv2dBackwardData(g, dy, _weight.Value, dx);
+        return dx;
+    }
+
+    private Conv2dGeometry Geometry(int batch, Shape input) =>
+        new(batch, input[0], input[1], input[2], OutChannels, Kernel.H, Kernel.W, Stride.H, Stride.W, Padding.H, Padding.W);
+}

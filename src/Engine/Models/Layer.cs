@@ -1,0 +1,135 @@
+namespace GpuCnn.Models;
+
+/// <summary>A trainable tensor of a layer with its gradient, both on the layer's backend.</summary>
+public sealed class Parameter : IDisposable
+{
+    internal Parameter(string name, DeviceTensor<float> value, DeviceTensor<float> gradient)
+    {
+        Name = name;
+        Value = value;
+        Gradient = gradient;
+    }
+
+    /// <summary>"weight" or "bias", as in PyTorch's state_dict.</summary>
+    public string Name { get; }
+
+    /// <summary>The values.</summary>
+    public DeviceTensor<float> Value { get; }
+
+    /// <summary>∂loss/∂value after the last backward pass.</summary>
+    public DeviceTensor<float> Gradient { get; }
+
+    /// <summary>The shape, in PyTorch's layout.</summary>
+    public Shape Shape => Value.Shape;
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Value.Dispose();
+        Gradient.Dispose();
+    }
+}
+
+/// <summary>
+/// One layer of a <see cref="Sequential"/> model. Layers call only <see cref="GpuCnn.Backend"/> operations; they never
+/// see a device type. Shapes are per sample (C,H,W) or (features); tensors carry the batch as their first axis.
+/// </summary>
+public abstract class Layer : IDisposable
+{
+    private readonly Dictionary<int, DeviceTensor<float>> _outputs = [];
+    private readonly Dictionary<int, DeviceTensor<float>> _inputGradients = [];
+    private Backend? _backend;
+
+    /// <summary>The layer as written in an architecture spec, e.g. <c>conv(6,5,pad=2)</c>.</summary>
+    public abstract string Spec { get; }
+
+    /// <summary>The per-sample input shape, known after the model is built.</summary>
+    public Shape InputShape { get; private set; }
+
+    /// <summary>The per-sample output shape, known after the model is built.</summary>
+    public Shape OutputShape { get; private set; }
+
+    /// <summary>The trainable parameters (weight first, then bias), empty for parameter-free layers.</summary>
+    public virtual IReadOnlyList<Parameter> Parameters => [];
+
+    /// <summary>The backend the layer was built on.</summary>
+    protected Backend Backend => _backend ?? throw new InvalidOperationException($"{Spec}: the layer has not been built.");
+
+    /// <summary>Infers shapes and creates parameters. Throws <see cref="ArgumentException"/> when the input does not fit.</summary>
+    internal void Build(Backend backend, Shape input, Random init)
+    {
+        _backend = backend;
+        InputShape = input;
+        OutputShape = InferOutputShape(input);
+        CreateParameters(init);
+    }
+
+    /// <summary>Runs the layer on x (N, input…) and returns y (N, output…), a buffer the layer owns until its next call.</summary>
+    public abstract DeviceTensor<float> Forward(DeviceTensor<float> x);
+
+    /// <summary>
+    /// From dy (N, output…) of the last forward, writes the parameter gradients and returns dx (N, input…) when
+    /// <paramref name="needInputGradient"/> (the first layer skips it), otherwise null.
+    /// </summary>
+    public abstract DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient);
+
+    /// <summary>The per-sample output shape for a per-sample input shape.</summary>
+    protected abstract Shape InferOutputShape(Shape input);
+
+    /// <summary>Creates and initialises the parameters.</summary>
+    protected virtual void CreateParameters(Random init)
+    {
+    }
+
+    /// <summary>The output buffer for a batch of <paramref name="batch"/>, allocated once per batch size.</summary>
+    protected DeviceTensor<float> OutputBuffer(int batch) => Buffer(_outputs, batch, OutputShape);
+
+    /// <summary>The input-gradient buffer for a batch of <paramref name="batch"/>, allocated once per batch size.</summary>
+    protected DeviceTensor<float> InputGradientBuffer(int batch) => Buffer(_inputGradients, batch, InputShape);
+
+    /// <summary>A parameter initialised like PyTorch's default (kaiming_uniform with a = √5): U(−1/√fanIn, 1/√fanIn).</summary>
+    protected Parameter CreateParameter(string name, Shape shape, int fanIn, Random init)
+    {
+        double bound = 1.0 / Math.Sqrt(fanIn);
+        var values = new float[shape.Size];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = (float)((init.NextDouble() * 2 - 1) * bound);
+        }
+
+        return new Parameter(name, Backend.Upload<float>(shape, values), Backend.Allocate<float>(shape));
+    }
+
+    /// <summary>Prepends the batch to a per-sample shape.</summary>
+    protected static Shape Batched(int batch, Shape sample) => new([batch, .. sample.ToArray()]);
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var tensor in _outputs.Values.Concat(_inputGradients.Values))
+        {
+            tensor.Dispose();
+        }
+
+        foreach (var parameter in Parameters)
+        {
+            parameter.Dispose();
+        }
+
+        GC.SuppressFinalize(this);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => Spec;
+
+    private DeviceTensor<float> Buffer(Dictionary<int, DeviceTensor<float>> cache, int batch, Shape sample)
+    {
+        if (!cache.TryGetValue(batch, out var tensor))
+        {
+            tensor = Backend.Allocate<float>(Batched(batch, sample));
+            cache[batch] = tensor;
+        }
+
+        return tensor;
+    }
+}

@@ -1,0 +1,125 @@
+namespace GpuCnn.Models;
+
+/// <summary>Updates parameters from their gradients; its state (momentum, moments) stays on the device.</summary>
+public abstract class Optimizer : IDisposable
+{
+    /// <summary>Takes the parameters to update, with their state_dict keys.</summary>
+    protected Optimizer(Backend backend, IEnumerable<(string Key, Parameter Parameter)> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(parameters);
+        Backend = backend;
+        Parameters = [.. parameters];
+    }
+
+    /// <summary>The parameters in update order.</summary>
+    public IReadOnlyList<(string Key, Parameter Parameter)> Parameters { get; }
+
+    /// <summary>Steps taken so far.</summary>
+    public int StepCount { get; protected set; }
+
+    /// <summary>The backend.</summary>
+    protected Backend Backend { get; }
+
+    /// <summary>Applies one update to every parameter from its current gradient.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1716", Justification = "PyTorch's name for it.")]
+    public abstract void Step();
+
+    /// <summary>A state buffer shaped like <paramref name="parameter"/>, zero-filled.</summary>
+    protected DeviceTensor<float> ZeroState(Parameter parameter)
+    {
+        var state = Backend.Allocate<float>(parameter.Shape);
+        Backend.Fill(state, 0f);
+        return state;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Frees the state buffers.</summary>
+    protected abstract void Dispose(bool disposing);
+}
+
+/// <summary>torch.optim.SGD: momentum, dampening, weight decay, Nesterov (docs/05-optimizers.md).</summary>
+public sealed class Sgd : Optimizer
+{
+    private readonly DeviceTensor<float>[] _velocity;
+
+    /// <summary>Creates the optimizer; its momentum buffers start at zero.</summary>
+    public Sgd(Backend backend, IEnumerable<(string Key, Parameter Parameter)> parameters, SgdOptions options)
+        : base(backend, parameters)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Options = options;
+        _velocity = [.. Parameters.Select(p => ZeroState(p.Parameter))];
+    }
+
+    /// <summary>The hyperparameters.</summary>
+    public SgdOptions Options { get; }
+
+    /// <inheritdoc/>
+    public override void Step()
+    {
+        for (int i = 0; i < Parameters.Count; i++)
+        {
+            var p = Parameters[i].Parameter;
+            Backend.SgdUpdate(Options, StepCount == 0, p.Value, p.Gradient, _velocity[i]);
+        }
+
+        StepCount++;
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        foreach (var v in _velocity)
+        {
+            v.Dispose();
+        }
+    }
+}
+
+/// <summary>torch.optim.Adam with bias correction (docs/05-optimizers.md).</summary>
+public sealed class Adam : Optimizer
+{
+    private readonly DeviceTensor<float>[] _m, _v;
+
+    /// <summary>Creates the optimizer; its moments start at zero.</summary>
+    public Adam(Backend backend, IEnumerable<(string Key, Parameter Parameter)> parameters, AdamOptions options)
+        : base(backend, parameters)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Options = options;
+        _m = [.. Parameters.Select(p => ZeroState(p.Parameter))];
+        _v = [.. Parameters.Select(p => ZeroState(p.Parameter))];
+    }
+
+    /// <summary>The hyperparameters.</summary>
+    public AdamOptions Options { get; }
+
+    /// <inheritdoc/>
+    public override void Step()
+    {
+        StepCount++;
+        for (int i = 0; i < Parameters.Count; i++)
+        {
+            var p = Parameters[i].Parameter;
+            Backend.AdamUpdate(Options, StepCount, p.Value, p.Gradient, _m[i], _v[i]);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        foreach (var t in _m.Concat(_v))
+        {
+            t.Dispose();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+namespace GpuCnn.Models;
+
+/// <summary>Shared shape logic of the pooling layers: window, stride (defaults to the window), padding.</summary>
+public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride, (int H, int W) padding) : Layer
+{
+    /// <summary>The window.</summary>
+    public (int H, int W) Kernel { get; } = kernel;
+
+    /// <summary>The stride (the window when not given, as in PyTorch).</summary>
+    public (int H, int W) Stride { get; } = stride ?? kernel;
+
+    /// <summary>Padding on each side.</summary>
+    public (int H, int W) Padding { get; } = padding;
+
+    /// <summary>The spec name: maxpool or avgpool.</summary>
+    protected abstract string Kind { get; }
+
+    /// <inheritdoc/>
+    public override string Spec =>
+        $"{Kind}({SpecText.Pair(Kernel)}{(Stride == Kernel ? "" : ",stride=" + SpecText.Pair(Stride))}" +
+        $"{(Padding == (0, 0) ? "" : ",pad=" + SpecText.Pair(Padding))})";
+
+    /// <inheritdoc/>
+    protected override Shape InferOutputShape(Shape input)
+    {
+        if (input.Rank != 3)
+        {
+            throw new ArgumentException($"needs a (C,H,W) input, got {input}");
+        }
+
+        var g = Geometry(1);
+        g.Validate(Kind);
+        return new Shape(input[0], g.P, g.Q);
+    }
+
+    /// <summary>The geometry for a batch.</summary>
+    protected Pool2dGeometry Geometry(int batch) =>
+        new(batch, InputShape[0], InputShape[1], InputShape[2], Kernel.H, Kernel.W, Stride.H, Stride.W, Padding.H, Padding.W);
+}
+
+/// <summary>PyTorch's MaxPool2d; keeps the switch mask of its last forward for the backward.</summary>
+public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default)
+    : Pool2dLayer(kernel, stride, padding)
+{
+    private readonly Dictionary<int, DeviceTensor<int>> _switches = [];
+    private int _batch;
+
+    /// <inheritdoc/>
+    protected override string Kind => "maxpool";
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
+    {
+        _batch = x.Shape[0];
+        if (!_switches.TryGetValue(_batch, out var switches))
+        {
+            switches = Backend.Allocate<int>(Batched(_batch, OutputShape));
+            _switches[_batch] = switches;
+        }
+
+        var y = OutputBuffer(_batch);
+        Backend.MaxPool2dForward(Geometry(_batch), x, y, switches);
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
+    {
+        if (!needInputGradient)
+        {
+            return null;
+        }
+
+        var dx = InputGradientBuffer(_batch);
+        Backend.MaxPool2dBackward(Geometry(_batch), dy, _switches[_batch], dx);
+        return dx;
+    }
+}
+
+/// <summary>PyTorch's AvgPool2d (zero padding counted in the mean).</summary>
+public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default)
+    : Pool2dLayer(kernel, stride, padding)
+{
+    private int _batch;
+
+    /// <inheritdoc/>
+    protected override string Kind => "avgpool";
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
+    {
+        _batch = x.Shape[0];
+        var y = OutputBuffer(_batch);
+        Backend.AvgPool2dForward(Geometry(_batch), x, y);
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
+    {
+        if (!needInputGradient)
+        {
+            return null;
+        }
+
+        var dx = InputGradientBuffer(_batch);
+        Backend.AvgPool2dBackward(Geometry(_batch), dy, dx);
+        return dx;
+    }
+}
