@@ -1,0 +1,54 @@
+using System.CommandLine;
+using GpuCnn.IO;
+using GpuCnn.Models;
+
+namespace GpuCnn.Cli;
+
+/// <summary><c>gpucnn eval --model M --data DIR</c>: accuracy and confusion matrix on the test split.</summary>
+internal static class EvalCommand
+{
+    public static Command Create(CliIo io)
+    {
+        var model = new Option<string>("--model") { Description = "Model file (.safetensors).", Required = true };
+        var data = new Option<string?>("--data") { Description = "MNIST folder (default: the bundled sample); its t10k files are evaluated." };
+        var device = CommonOptions.Device();
+        var batchSize = CommonOptions.BatchSize(256);
+        var command = new Command("eval", "Evaluate a model: accuracy and confusion matrix.") { model, data, device, batchSize };
+        command.SetAction(parse =>
+        {
+            int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
+            string path = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
+            var (_, test) = Idx.ReadMnist(parse.GetValue(data) ?? CommonOptions.BundledSample());
+            using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
+            using var network = ModelFile.Load(path, backend);
+            var result = Trainer.Evaluate(network, test, batch);
+            WriteConfusion(io.Out, result);
+            io.Out.WriteLine($"loss: {result.Loss:F4}");
+            io.Out.WriteLine($"accuracy: {result.Accuracy * 100:F2}% ({result.Count} samples)");
+            return 0;
+        });
+        return command;
+    }
+
+    public static void WriteConfusion(TextWriter output, Evaluation result)
+    {
+        output.WriteLine("confusion matrix (rows: true class, columns: predicted):");
+        output.Write("      ");
+        for (int j = 0; j < result.Classes; j++)
+        {
+            output.Write($"{j,6}");
+        }
+
+        output.WriteLine();
+        for (int i = 0; i < result.Classes; i++)
+        {
+            output.Write($"{i,6}");
+            for (int j = 0; j < result.Classes; j++)
+            {
+                output.Write($"{result.Confusion[i, j],6}");
+            }
+
+            output.WriteLine();
+        }
+    }
+}

@@ -1,0 +1,61 @@
+using System.CommandLine;
+using GpuCnn.Models;
+
+namespace GpuCnn.Cli;
+
+/// <summary>A mistake in the command line itself (exit code 2).</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>
+/// The gpucnn command line: devices, train, eval, predict. Exit code 0 on success, 2 on a usage error, 1 on any
+/// other failure; errors are one "error:" line on stderr, with the stack trace only under --verbose.
+/// </summary>
+internal static class GpuCnnCli
+{
+    public static int Run(string[] args, TextWriter output, TextWriter error)
+    {
+        var verbose = new Option<bool>("--verbose") { Description = "Show stack traces on errors.", Recursive = true };
+        var root = new RootCommand("GpuCnn: train and run convolutional networks on CUDA, OpenCL or the CPU.");
+        root.Options.Add(verbose);
+        var io = new CliIo(output, error);
+        root.Subcommands.Add(DevicesCommand.Create(io));
+        root.Subcommands.Add(TrainCommand.Create(io));
+        root.Subcommands.Add(EvalCommand.Create(io));
+        root.Subcommands.Add(PredictCommand.Create(io));
+
+        ParseResult parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            error.WriteLine($"error: {parse.Errors[0].Message}");
+            return 2;
+        }
+
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e)
+        {
+            error.WriteLine($"error: {Describe(e)}");
+            if (parse.GetValue(verbose))
+            {
+                error.WriteLine(e.ToString());
+            }
+
+            return IsUsage(e) ? 2 : 1;
+        }
+    }
+
+    private static bool IsUsage(Exception e) => e is UsageException or SpecException;
+
+    private static string Describe(Exception e)
+    {
+        string message = e is OperationCanceledException ? "interrupted" : e.Message;
+        int note = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
+        message = note > 0 ? message[..note] : message;
+        return message.ReplaceLineEndings(" ");
+    }
+}
+
+/// <summary>Where commands write.</summary>
+internal sealed record CliIo(TextWriter Out, TextWriter Error);

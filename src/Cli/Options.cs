@@ -1,0 +1,59 @@
+using System.CommandLine;
+using GpuCnn.Cpu;
+
+namespace GpuCnn.Cli;
+
+/// <summary>Options shared by several commands, and value checks that raise usage errors.</summary>
+internal static class CommonOptions
+{
+    public static Option<string> Device() => new("--device")
+    {
+        Description = $"Where to compute: {string.Join(", ", Backends.Names)}.",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    public static Option<int> BatchSize(int fallback) => new("--batch-size")
+    {
+        Description = "Samples per batch.",
+        DefaultValueFactory = _ => fallback,
+    };
+
+    public static Backend OpenDevice(string name, TextWriter error)
+    {
+        if (!Backends.Names.Contains(name.Trim().ToLowerInvariant()))
+        {
+            throw new UsageException($"unknown device '{name}'; expected one of: {string.Join(", ", Backends.Names)}.");
+        }
+
+        var backend = Backends.Open(name);
+        if (name.Equals("auto", StringComparison.OrdinalIgnoreCase))
+        {
+            error.WriteLine($"device: {backend.Name} ({backend.DeviceName})");
+        }
+
+        return backend;
+    }
+
+    public static int Positive(string option, int value) =>
+        value > 0 ? value : throw new UsageException($"{option} must be a positive integer, got {value}.");
+
+    public static float NonNegative(string option, float value) =>
+        float.IsFinite(value) && value >= 0 ? value : throw new UsageException($"{option} must be a finite number ≥ 0, got {value}.");
+
+    public static string ExistingFile(string option, string path) =>
+        File.Exists(path) ? path : throw new FileNotFoundException($"{option}: file '{path}' does not exist.", path);
+
+    /// <summary>The bundled MNIST sample, next to the program (or in the repository when run from source).</summary>
+    public static string BundledSample()
+    {
+        foreach (string folder in (string[])[Path.Combine(AppContext.BaseDirectory, "data", "mnist-sample"), Path.Combine("data", "mnist-sample")])
+        {
+            if (Directory.Exists(folder))
+            {
+                return folder;
+            }
+        }
+
+        throw new DirectoryNotFoundException("the bundled MNIST sample (data/mnist-sample) is missing; give --data DIR.");
+    }
+}

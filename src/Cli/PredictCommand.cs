@@ -1,0 +1,39 @@
+using System.CommandLine;
+using GpuCnn.IO;
+
+namespace GpuCnn.Cli;
+
+/// <summary><c>gpucnn predict --model M --input X.npy --output Y.npy</c>: logits (N, classes) as float32.</summary>
+internal static class PredictCommand
+{
+    public static Command Create(CliIo io)
+    {
+        var model = new Option<string>("--model") { Description = "Model file (.safetensors).", Required = true };
+        var input = new Option<string>("--input") { Description = "Images (N, C, H, W) as .npy.", Required = true };
+        var output = new Option<string>("--output") { Description = "Where to write the logits (N, classes) as float32 .npy.", Required = true };
+        var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch)." };
+        var device = CommonOptions.Device();
+        var batchSize = CommonOptions.BatchSize(256);
+        var command = new Command("predict", "Write a model's logits for images in a .npy file.") { model, input, output, arch, device, batchSize };
+        command.SetAction(parse =>
+        {
+            int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
+            string modelPath = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
+            var images = Npy.ReadTensor(CommonOptions.ExistingFile("--input", parse.GetValue(input)!));
+            if (images.Shape.Rank < 2)
+            {
+                throw new UsageException($"--input: images must be (N, C, H, W), got shape {images.Shape}.");
+            }
+
+            using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
+            var sample = new Shape(images.Shape.ToArray()[1..]);
+            string? spec = parse.GetValue(arch);
+            using var network = ModelFile.Load(modelPath, backend, spec, spec is null ? (Shape?)null : sample);
+            var logits = network.Predict(images, batch);
+            Npy.Write(parse.GetValue(output)!, logits);
+            io.Out.WriteLine($"wrote {parse.GetValue(output)}: logits {logits.Shape}");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,159 @@
+using System.CommandLine;
+using System.Globalization;
+using GpuCnn.IO;
+using GpuCnn.Models;
+
+namespace GpuCnn.Cli;
+
+/// <summary>
+/// <c>gpucnn train</c>: with no options, trains LeNet-5 on the bundled MNIST sample and writes lenet5.safetensors,
+/// lenet5.png (loss and accuracy per epoch) and lenet5.metrics.json; the last line is "test accuracy: NN.NN%".
+/// </summary>
+internal static class TrainCommand
+{
+    public static Command Create(CliIo io)
+    {
+        var arch = new Option<string>("--arch") { Description = "Architecture spec.", DefaultValueFactory = _ => ArchitectureSpec.LeNet5 };
+        var data = new Option<string?>("--data") { Description = "MNIST folder with the four standard IDX files (default: the bundled sample)." };
+        var images = new Option<string?>("--images") { Description = "Training images (N, C, H, W) as .npy (with --labels)." };
+        var labels = new Option<string?>("--labels") { Description = "Training labels (N) as .npy." };
+        var testImages = new Option<string?>("--test-images") { Description = "Test images as .npy (with --test-labels)." };
+        var testLabels = new Option<string?>("--test-labels") { Description = "Test labels as .npy." };
+        var init = new Option<string?>("--init") { Description = "Start from these weights (.safetensors, PyTorch state_dict names)." };
+        var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 4 };
+        var batchSize = CommonOptions.BatchSize(64);
+        var lr = new Option<float?>("--lr") { Description = "Learning rate (default 0.05 for sgd, 0.001 for adam)." };
+        var optimizer = new Option<string>("--optimizer") { Description = "sgd or adam.", DefaultValueFactory = _ => "sgd" };
+        var momentum = new Option<float>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9f };
+        var weightDecay = new Option<float>("--weight-decay") { Description = "L2 weight decay (PyTorch's weight_decay).", DefaultValueFactory = _ => 0f };
+        var seed = new Option<int>("--seed") { Description = "Seed for initialisation and shuffling.", DefaultValueFactory = _ => 1 };
+        var device = CommonOptions.Device();
+        var output = new Option<string>("--out") { Description = "Model file to write.", DefaultValueFactory = _ => "lenet5.safetensors" };
+
+        var command = new Command("train", "Train a network (default: LeNet-5 on the bundled MNIST sample).")
+        {
+            arch, data, images, labels, testImages, testLabels, init, epochs, batchSize, lr, optimizer, momentum, weightDecay,
+            seed, device, output,
+        };
+        command.SetAction(parse =>
+        {
+            var settings = new TrainSettings(
+                Arch: parse.GetValue(arch)!,
+                Epochs: CommonOptions.Positive("--epochs", parse.GetValue(epochs)),
+                BatchSize: CommonOptions.Positive("--batch-size", parse.GetValue(batchSize)),
+                Optimizer: parse.GetValue(optimizer)!.ToLowerInvariant() is "sgd" or "adam"
+                    ? parse.GetValue(optimizer)!.ToLowerInvariant()
+                    : throw new UsageException($"--optimizer must be sgd or adam, got '{parse.GetValue(optimizer)}'."),
+                LearningRate: CommonOptions.NonNegative("--lr", parse.GetValue(lr) ?? (parse.GetValue(optimizer)!.Equals("adam", StringComparison.OrdinalIgnoreCase) ? 1e-3f : 0.05f)),
+                Momentum: CommonOptions.NonNegative("--momentum", parse.GetValue(momentum)),
+                WeightDecay: CommonOptions.NonNegative("--weight-decay", parse.GetValue(weightDecay)),
+                Seed: parse.GetValue(seed),
+                Out: parse.GetValue(output)!);
+            _ = ArchitectureSpec.Parse(settings.Arch); // a bad spec is a usage error before any data is read
+            var (train, test) = LoadData(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels),
+                parse.GetValue(testImages), parse.GetValue(testLabels));
+            using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
+            return Train(io, settings, train, test, backend, parse.GetValue(init));
+        });
+        return command;
+    }
+
+    private static int Train(CliIo io, TrainSettings settings, Dataset train, Dataset? test, Backend backend, string? initPath)
+    {
+        var sample = new Shape(train.Images.Shape.ToArray()[1..]);
+        using var model = Sequential.Create(settings.Arch, sample, backend, settings.Seed);
+        if (initPath is not null)
+        {
+            var contents = Safetensors.Read(CommonOptions.ExistingFile("--init", initPath));
+            model.LoadStateDict(contents.Tensors);
+        }
+
+        using Optimizer optimizer = settings.Optimizer == "adam"
+            ? new Adam(backend, model.NamedParameters(), new AdamOptions(settings.LearningRate, WeightDecay: settings.WeightDecay))
+            : new Sgd(backend, model.NamedParameters(), new SgdOptions(settings.LearningRate, settings.Momentum, 0f, settings.WeightDecay));
+        var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed));
+
+        io.Error.WriteLine($"training {model.Spec} on {train.Count} samples ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
+        using var progress = new ProgressDisplay(io.Error);
+        var history = trainer.Fit(train, test, epoch =>
+        {
+            progress.Clear();
+            io.Out.WriteLine(FormatEpoch(epoch));
+        }, progress);
+
+        ModelFile.Save(model, settings.Out);
+        string stem = Path.ChangeExtension(settings.Out, null);
+        TrainingPlot.Write(stem + ".png", history);
+        Evaluation? final = test is null ? null : Trainer.Evaluate(model, test, settings.BatchSize);
+        MetricsFile.Write(stem + ".metrics.json", settings, backend, history, final);
+        io.Out.WriteLine($"wrote {settings.Out}, {stem}.png, {stem}.metrics.json");
+        if (final is not null)
+        {
+            io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"test accuracy: {final.Accuracy * 100:F2}%"));
+        }
+
+        return 0;
+    }
+
+    private static string FormatEpoch(EpochMetrics e)
+    {
+        var c = CultureInfo.InvariantCulture;
+        string test = e.TestAccuracy is { } acc
+            ? string.Create(c, $", test loss {e.TestLoss:F4}, test accuracy {acc * 100:F2}%")
+            : "";
+        return string.Create(c, $"epoch {e.Epoch}: loss {e.TrainLoss:F4}, accuracy {e.TrainAccuracy * 100:F2}%{test} ({e.Elapsed.TotalSeconds:F1} s)");
+    }
+
+    private static (Dataset Train, Dataset? Test) LoadData(string? folder, string? images, string? labels, string? testImages, string? testLabels)
+    {
+        if (images is not null || labels is not null)
+        {
+            if (folder is not null)
+            {
+                throw new UsageException("give either --data or --images/--labels, not both.");
+            }
+
+            if (images is null || labels is null)
+            {
+                throw new UsageException("--images and --labels go together.");
+            }
+
+            if ((testImages is null) != (testLabels is null))
+            {
+                throw new UsageException("--test-images and --test-labels go together.");
+            }
+
+            var train = NpyDataset(images, labels, "--images/--labels");
+            return (train, testImages is null ? null : NpyDataset(testImages, testLabels!, "--test-images/--test-labels"));
+        }
+
+        if (testImages is not null || testLabels is not null)
+        {
+            throw new UsageException("--test-images/--test-labels need --images/--labels.");
+        }
+
+        var (mnistTrain, mnistTest) = Idx.ReadMnist(folder ?? CommonOptions.BundledSample());
+        return (mnistTrain, mnistTest);
+    }
+
+    private static Dataset NpyDataset(string imagesPath, string labelsPath, string what)
+    {
+        var images = Npy.ReadTensor(CommonOptions.ExistingFile(what.Split('/')[0], imagesPath));
+        int[] labels = Npy.ReadLabels(CommonOptions.ExistingFile(what.Split('/')[1], labelsPath));
+        if (images.Shape.Rank != 4)
+        {
+            throw new UsageException($"{what}: images must be (N, C, H, W), got {images.Shape}.");
+        }
+
+        if (images.Shape[0] != labels.Length)
+        {
+            throw new UsageException($"{what}: {images.Shape[0]} images but {labels.Length} labels; the counts must match.");
+        }
+
+        return new Dataset(images, labels);
+    }
+}
+
+/// <summary>What a training run was asked to do.</summary>
+internal sealed record TrainSettings(string Arch, int Epochs, int BatchSize, string Optimizer, float LearningRate, float Momentum,
+    float WeightDecay, int Seed, string Out);

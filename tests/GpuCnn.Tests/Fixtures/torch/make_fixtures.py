@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""Generates the PyTorch fixtures the C# tests check (commit the output; CI never runs this).
+
+Run from this folder with Debian's PyTorch:  /usr/bin/python3 make_fixtures.py
+Writes, per case, <case>.weights.safetensors (a PyTorch nn.Sequential state_dict), <case>.input.npy and the
+expected outputs, plus manifest.json describing every case. Safetensors files are written here by hand from the
+format's definition (8-byte little-endian header length, JSON header, raw little-endian data) so no extra
+package is needed; the files are what safetensors.torch.save_file would produce, minus its key ordering.
+"""
+import json
+import struct
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+torch.manual_seed(1234)
+torch.set_num_threads(1)
+
+
+def pair(v):
+    return tuple(int(p) for p in v.split("x")) if "x" in v else int(v)
+
+
+def build(spec, in_shape):
+    """nn.Sequential for a gpucnn spec, inferring channels/features like the engine does."""
+    layers, shape = [], list(in_shape)
+    for text in split_top(spec):
+        name, args = (text.split("(", 1)[0], text[text.index("(") + 1:-1].split(",")) if "(" in text else (text, [])
+        pos = [a for a in args if "=" not in a]
+        named = dict(a.split("=") for a in args if "=" in a)
+        if name == "conv":
+            layer = nn.Conv2d(shape[0], int(pos[0]), pair(pos[1]), stride=pair(named.get("stride", "1")),
+                              padding=pair(named.get("pad", "0")))
+        elif name in ("maxpool", "avgpool"):
+            k = pair(pos[0])
+            cls = nn.MaxPool2d if name == "maxpool" else nn.AvgPool2d
+            layer = cls(k, stride=pair(named["stride"]) if "stride" in named else None, padding=pair(named.get("pad", "0")))
+        elif name == "relu":
+            layer = nn.ReLU()
+        elif name == "leakyrelu":
+            layer = nn.LeakyReLU(float(pos[0]) if pos else 0.01)
+        elif name == "sigmoid":
+            layer = nn.Sigmoid()
+        elif name == "tanh":
+            layer = nn.Tanh()
+        elif name == "flatten":
+            layer = nn.Flatten()
+        elif name == "dense":
+            layer = nn.Linear(shape[0], int(pos[0]))
+        else:
+            raise ValueError(name)
+        layers.append(layer)
+        with torch.no_grad():
+            shape = list(layer(torch.zeros([1] + shape)).shape[1:])
+    return nn.Sequential(*layers)
+
+
+def split_top(spec):
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(spec):
+        depth += c == "("
+        depth -= c == ")"
+        if c == "," and depth == 0:
+            parts.append(spec[start:i])
+            start = i + 1
+    parts.append(spec[start:])
+    return parts
+
+
+def save_safetensors(path, tensors, metadata=None):
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for key, t in tensors.items():
+        data = t.detach().contiguous().numpy().astype("<f4").tobytes()
+        header[key] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+PREDICT_CASES = {
+    "lenet5": ("conv(6,5,pad=2),relu,maxpool(2),conv(16,5),relu,maxpool(2),flatten,dense(120),relu,dense(84),relu,dense(10)", [1, 28, 28], 3),
+    "strided": ("conv(4,3x1,stride=2,pad=1x0),leakyrelu(0.2),avgpool(2,stride=1),conv(3,1),tanh,flatten,dense(5)", [2, 9, 7], 2),
+    "overlap": ("conv(3,3,pad=1),sigmoid,maxpool(3,stride=2),flatten,dense(6),relu,dense(4)", [3, 11, 10], 4),
+    "pads": ("maxpool(3,stride=1,pad=1),conv(2,2x3,stride=1x2),relu,avgpool(2,pad=1),flatten,dense(3),sigmoid,dense(2)", [1, 8, 9], 2),
+}
+
+TRAIN_CASES = {
+    "sgd": ("conv(4,3,pad=1),relu,maxpool(2),conv(6,3),tanh,flatten,dense(8),relu,dense(5)", [1, 10, 10], 6,
+            dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
+    "adam": ("conv(3,3),leakyrelu(0.1),avgpool(2),flatten,dense(7),sigmoid,dense(4)", [2, 8, 8], 5,
+             dict(optimizer="adam", lr=0.01, weight_decay=0.001)),
+}
+
+manifest = {"torch": torch.__version__, "predict": {}, "train": {}}
+for name, (spec, shape, n) in PREDICT_CASES.items():
+    model = build(spec, shape)
+    x = torch.randn([n] + shape)
+    with torch.no_grad():
+        logits = model(x)
+    save_safetensors(f"{name}.weights.safetensors", model.state_dict(), {"format": "pt"})
+    np.save(f"{name}.input.npy", x.numpy().astype(np.float32))
+    np.save(f"{name}.logits.npy", logits.numpy().astype(np.float32))
+    manifest["predict"][name] = {"arch": spec, "input": "x".join(map(str, shape))}
+
+for name, (spec, shape, n, hp) in TRAIN_CASES.items():
+    model = build(spec, shape)
+    x = torch.randn([n] + shape)
+    classes = model[-1].out_features
+    y = torch.randint(0, classes, (n,))
+    save_safetensors(f"{name}.init.safetensors", model.state_dict(), {"format": "pt"})
+    np.save(f"{name}.images.npy", x.numpy().astype(np.float32))
+    np.save(f"{name}.labels.npy", y.numpy().astype(np.int64))
+    if hp["optimizer"] == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    save_safetensors(f"{name}.after.safetensors", model.state_dict(), {"format": "pt"})
+    manifest["train"][name] = {"arch": spec, "input": "x".join(map(str, shape)), "count": n, "loss": loss.item(), **hp}
+
+with open("manifest.json", "w") as f:
+    json.dump(manifest, f, indent=2)
+print("wrote", len(PREDICT_CASES), "predict and", len(TRAIN_CASES), "train fixtures")
