@@ -15,7 +15,7 @@ internal static class DevicesCommand
             io.Out.WriteLine($"{"name",-10} {"kind",-4} {"memory",-10} {"status",-11} description");
             foreach (var d in devices)
             {
-                string memory = d.MemoryBytes > 0 ? $"{d.MemoryBytes / (1 << 20)} MiB" : "host";
+                string memory = d.MemoryBytes > 0 ? $"{d.MemoryBytes / (1 << 20)} MiB" : d.Available ? "host" : "-";
                 string status = d.Available ? "available" : "absent";
                 io.Out.WriteLine($"{d.Name,-10} {d.Kind,-4} {memory,-10} {status,-11} {(d.Available ? d.Description : d.Reason)}");
             }

@@ -7,7 +7,7 @@ namespace GpuCnn.Cli;
 /// <summary>The metrics file a training run leaves: settings, device, per-epoch metrics, final test results.</summary>
 internal static class MetricsFile
 {
-    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() } };
 
     public static void Write(string path, TrainSettings settings, Backend backend, IReadOnlyList<EpochMetrics> history, Evaluation? final)
     {

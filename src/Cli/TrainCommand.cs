@@ -20,7 +20,8 @@ internal static class TrainCommand
         var testImages = new Option<string?>("--test-images") { Description = "Test images as .npy (with --test-labels)." };
         var testLabels = new Option<string?>("--test-labels") { Description = "Test labels as .npy." };
         var init = new Option<string?>("--init") { Description = "Start from these weights (.safetensors, PyTorch state_dict names)." };
-        var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 4 };
+        var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 8 };
+        var schedule = new Option<string>("--schedule") { Description = "Learning-rate schedule over epochs: cosine or constant.", DefaultValueFactory = _ => "cosine" };
         var batchSize = CommonOptions.BatchSize(64);
         var lr = new Option<float?>("--lr") { Description = "Learning rate (default 0.05 for sgd, 0.001 for adam)." };
         var optimizer = new Option<string>("--optimizer") { Description = "sgd or adam.", DefaultValueFactory = _ => "sgd" };
@@ -33,7 +34,7 @@ internal static class TrainCommand
         var command = new Command("train", "Train a network (default: LeNet-5 on the bundled MNIST sample).")
         {
             arch, data, images, labels, testImages, testLabels, init, epochs, batchSize, lr, optimizer, momentum, weightDecay,
-            seed, device, output,
+            schedule, seed, device, output,
         };
         command.SetAction(parse =>
         {
@@ -47,6 +48,12 @@ internal static class TrainCommand
                 LearningRate: CommonOptions.NonNegative("--lr", parse.GetValue(lr) ?? (parse.GetValue(optimizer)!.Equals("adam", StringComparison.OrdinalIgnoreCase) ? 1e-3f : 0.05f)),
                 Momentum: CommonOptions.NonNegative("--momentum", parse.GetValue(momentum)),
                 WeightDecay: CommonOptions.NonNegative("--weight-decay", parse.GetValue(weightDecay)),
+                Schedule: parse.GetValue(schedule)!.ToLowerInvariant() switch
+                {
+                    "cosine" => LearningRateSchedule.Cosine,
+                    "constant" => LearningRateSchedule.Constant,
+                    _ => throw new UsageException($"--schedule must be cosine or constant, got '{parse.GetValue(schedule)}'."),
+                },
                 Seed: parse.GetValue(seed),
                 Out: parse.GetValue(output)!);
             _ = ArchitectureSpec.Parse(settings.Arch); // a bad spec is a usage error before any data is read
@@ -71,7 +78,7 @@ internal static class TrainCommand
         using Optimizer optimizer = settings.Optimizer == "adam"
             ? new Adam(backend, model.NamedParameters(), new AdamOptions(settings.LearningRate, WeightDecay: settings.WeightDecay))
             : new Sgd(backend, model.NamedParameters(), new SgdOptions(settings.LearningRate, settings.Momentum, 0f, settings.WeightDecay));
-        var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed));
+        var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed, Schedule: settings.Schedule));
 
         io.Error.WriteLine($"training {model.Spec} on {train.Count} samples ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
         using var progress = new ProgressDisplay(io.Error);
@@ -156,4 +163,4 @@ internal static class TrainCommand
 
 /// <summary>What a training run was asked to do.</summary>
 internal sealed record TrainSettings(string Arch, int Epochs, int BatchSize, string Optimizer, float LearningRate, float Momentum,
-    float WeightDecay, int Seed, string Out);
+    float WeightDecay, LearningRateSchedule Schedule, int Seed, string Out);

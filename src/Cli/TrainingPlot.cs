@@ -42,7 +42,8 @@ internal static class TrainingPlot
         }
 
         double pad = (high - low) * 0.08;
-        (low, high) = (low - pad, high + pad);
+        bool nonNegative = values.Min() >= 0;
+        (low, high) = (nonNegative ? Math.Max(0, low - pad) : low - pad, percent ? Math.Min(100, high + pad) : high + pad);
         double xLow = x.Length > 0 ? x.Min() : 0, xHigh = x.Length > 1 ? x.Max() : xLow + 1;
         int Px(double v) => x0 + (int)Math.Round((v - xLow) / (xHigh - xLow) * width);
         int Py(double v) => top + height - (int)Math.Round((v - low) / (high - low) * height);

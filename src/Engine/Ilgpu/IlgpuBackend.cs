@@ -32,7 +32,9 @@ public sealed class IlgpuBackend : Backend
     public override string Name { get; }
 
     /// <inheritdoc/>
-    public override string DeviceName => $"{_accelerator.Name} ({_accelerator.AcceleratorType}, {_accelerator.MemorySize / (1024 * 1024)} MiB)";
+    public override string DeviceName => _accelerator.AcceleratorType == AcceleratorType.CPU
+        ? $"ILGPU {_accelerator.Name} (emulates GPU threads; for testing kernels)"
+        : $"{_accelerator.Name} ({_accelerator.AcceleratorType}, {_accelerator.MemorySize / (1024 * 1024)} MiB)";
 
     /// <inheritdoc/>
     public override long BytesAllocated => Interlocked.Read(ref _tensorBytes) + _workspace.Bytes;

@@ -18,6 +18,9 @@ public abstract class Optimizer : IDisposable
     /// <summary>Steps taken so far.</summary>
     public int StepCount { get; protected set; }
 
+    /// <summary>The learning rate the next step uses (a schedule may change it between epochs).</summary>
+    public abstract float LearningRate { get; set; }
+
     /// <summary>The backend.</summary>
     protected Backend Backend { get; }
 
@@ -31,6 +34,13 @@ public abstract class Optimizer : IDisposable
         var state = Backend.Allocate<float>(parameter.Shape);
         Backend.Fill(state, 0f);
         return state;
+    }
+
+    /// <summary>Checks a new learning rate.</summary>
+    protected static float Checked(float learningRate)
+    {
+        Checks.FiniteNonNegative("Optimizer", "learning rate", learningRate);
+        return learningRate;
     }
 
     /// <inheritdoc/>
@@ -59,8 +69,15 @@ public sealed class Sgd : Optimizer
         _velocity = [.. Parameters.Select(p => ZeroState(p.Parameter))];
     }
 
-    /// <summary>The hyperparameters.</summary>
-    public SgdOptions Options { get; }
+    /// <summary>The hyperparameters (with the current learning rate).</summary>
+    public SgdOptions Options { get; private set; }
+
+    /// <inheritdoc/>
+    public override float LearningRate
+    {
+        get => Options.LearningRate;
+        set => Options = Options with { LearningRate = Checked(value) };
+    }
 
     /// <inheritdoc/>
     public override void Step()
@@ -100,8 +117,15 @@ public sealed class Adam : Optimizer
         _v = [.. Parameters.Select(p => ZeroState(p.Parameter))];
     }
 
-    /// <summary>The hyperparameters.</summary>
-    public AdamOptions Options { get; }
+    /// <summary>The hyperparameters (with the current learning rate).</summary>
+    public AdamOptions Options { get; private set; }
+
+    /// <inheritdoc/>
+    public override float LearningRate
+    {
+        get => Options.LearningRate;
+        set => Options = Options with { LearningRate = Checked(value) };
+    }
 
     /// <inheritdoc/>
     public override void Step()

@@ -44,9 +44,25 @@ public sealed class Dataset
     }
 }
 
-/// <summary>Trainer settings: epochs, batch size, the shuffling seed.</summary>
-public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int Seed = 0, bool Shuffle = true)
+/// <summary>How the learning rate changes over epochs.</summary>
+public enum LearningRateSchedule
 {
+    /// <summary>The optimizer's learning rate throughout.</summary>
+    Constant,
+
+    /// <summary>lr·½(1 + cos(π·(epoch − 1)/epochs)) in each epoch: full at the start, small at the end (PyTorch's CosineAnnealingLR stepped per epoch).</summary>
+    Cosine,
+}
+
+/// <summary>Trainer settings: epochs, batch size, the shuffling seed, the learning-rate schedule.</summary>
+public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int Seed = 0, bool Shuffle = true,
+    LearningRateSchedule Schedule = LearningRateSchedule.Constant)
+{
+    /// <summary>The learning rate of <paramref name="epoch"/> (1-based) for a base rate.</summary>
+    public float LearningRateAt(float baseRate, int epoch) => Schedule == LearningRateSchedule.Cosine
+        ? (float)(baseRate * 0.5 * (1 + Math.Cos(Math.PI * (epoch - 1) / Epochs)))
+        : baseRate;
+
     /// <summary>Throws naming the bad setting.</summary>
     public void Validate()
     {
@@ -103,12 +119,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var metrics = backend.Allocate<float>([2]);
         using var loss = backend.Allocate<float>([1]);
         var batches = new BatchBuffers(backend, Model);
+        float baseRate = Optimizer.LearningRate;
         try
         {
             int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
             for (int epoch = firstEpoch; epoch <= Options.Epochs; epoch++)
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();
+                Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch);
                 backend.Upload<int>(EpochOrder(train.Count, epoch), data.Order);
                 backend.Fill(metrics, 0f);
                 for (int b = 0; b < batchCount; b++)
@@ -128,7 +146,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
 
                 float[] sums = backend.DownloadArray(metrics);
                 var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss);
-                var result = new EpochMetrics(epoch, sums[0] / train.Count, sums[1] / train.Count, evaluation?.Loss,
+                var result = new EpochMetrics(epoch, (double)sums[0] / train.Count, (double)sums[1] / train.Count, evaluation?.Loss,
                     evaluation?.Accuracy, clock.Elapsed);
                 history.Add(result);
                 onEpoch?.Invoke(result);
@@ -136,6 +154,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         }
         finally
         {
+            Optimizer.LearningRate = baseRate;
             batches.Dispose();
         }
 
@@ -202,7 +221,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             confusion[data.HostLabels[i], predicted[i]]++;
         }
 
-        return new Evaluation(sums[0] / data.Count, sums[1] / data.Count, data.Count, confusion);
+        return new Evaluation((double)sums[0] / data.Count, (double)sums[1] / data.Count, data.Count, confusion);
     }
 
     private static void CheckData(Sequential model, Dataset data, string what)

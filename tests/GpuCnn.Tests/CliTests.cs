@@ -1,0 +1,140 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using GpuCnn.Cpu;
+using GpuCnn.IO;
+using GpuCnn.Models;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>The gpucnn command line, run in-process: outputs, files, exit codes and one-line errors.</summary>
+public sealed partial class CliTests
+{
+    [Fact]
+    public void Devices_lists_every_kind_and_the_auto_choice()
+    {
+        var result = CliRunner.Run("devices");
+        Assert.Equal(0, result.ExitCode);
+        foreach (string name in (string[])["cuda", "opencl", "reference", "ilgpu-cpu"])
+        {
+            Assert.Contains(name, result.Out, StringComparison.Ordinal);
+        }
+
+        Assert.Equal($"auto picks: {Backends.AutoChoice(Backends.List())}", result.LastLine);
+    }
+
+    [Fact]
+    public void Train_on_npy_data_writes_model_plot_and_metrics_and_ends_with_test_accuracy()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 48, 1);
+        WriteQuadrants(temp, "test", 16, 2);
+        var result = CliRunner.Run("train", "--arch", "conv(4,3,pad=1),relu,maxpool(2),flatten,dense(4)",
+            "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"),
+            "--test-images", temp.File("test-x.npy"), "--test-labels", temp.File("test-y.npy"),
+            "--epochs", "3", "--batch-size", "8", "--lr", "0.1", "--device", "reference", "--out", temp.File("quad.safetensors"));
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Matches(TestAccuracyLine(), result.LastLine);
+        Assert.Equal(3, result.Out.Split('\n').Count(l => l.StartsWith("epoch ", StringComparison.Ordinal)));
+        Assert.Equal("conv(4,3,pad=1),relu,maxpool(2),flatten,dense(4)", Safetensors.Read(temp.File("quad.safetensors")).Metadata["arch"]);
+        Assert.Equal("1x8x8", Safetensors.Read(temp.File("quad.safetensors")).Metadata["input"]);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(temp.File("quad.png"))[..4]);
+        using var metrics = JsonDocument.Parse(File.ReadAllText(temp.File("quad.metrics.json")));
+        Assert.Equal(3, metrics.RootElement.GetProperty("epochs").GetArrayLength());
+        double accuracy = metrics.RootElement.GetProperty("test").GetProperty("accuracy").GetDouble();
+        Assert.EndsWith($"{accuracy * 100:F2}%", result.LastLine, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Eval_prints_the_confusion_matrix_and_accuracy_of_a_saved_model()
+    {
+        using var temp = Fixtures.TempFolder();
+        using (var backend = new ReferenceBackend())
+        using (var model = Sequential.Create(ArchitectureSpec.LeNet5, [1, 28, 28], backend, seed: 1))
+        {
+            ModelFile.Save(model, temp.File("lenet.safetensors"));
+        }
+
+        var result = CliRunner.Run("eval", "--model", temp.File("lenet.safetensors"), "--data", Fixtures.MnistSample, "--device", "reference");
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("confusion matrix", result.Out, StringComparison.Ordinal);
+        Assert.Matches(@"^accuracy: \d{1,3}\.\d\d% \(2000 samples\)$", result.LastLine);
+    }
+
+    [Theory]
+    [InlineData(2, "error: unknown device 'tpu'", "train", "--device", "tpu")]
+    [InlineData(2, "error: --lr must be a finite number ≥ 0, got -1", "train", "--lr", "-1")]
+    [InlineData(2, "error: --batch-size must be a positive integer, got 0", "train", "--batch-size", "0")]
+    [InlineData(2, "error: --epochs must be a positive integer, got 0", "train", "--epochs", "0")]
+    [InlineData(2, "error: --optimizer must be sgd or adam, got 'rmsprop'", "train", "--optimizer", "rmsprop")]
+    [InlineData(2, "error: layer 2 'dance(10)': unknown layer 'dance'", "train", "--arch", "flatten,dance(10)")]
+    [InlineData(2, "error: layer 3 'conv(16,40)' on input (6,14,14): kernel 40x40 is larger than the padded input 14x14", "train", "--arch", "conv(6,5,pad=2),maxpool(2),conv(16,40),flatten,dense(10)", "--epochs", "1")]
+    [InlineData(2, "error: --images and --labels go together", "train", "--images", "x.npy")]
+    [InlineData(1, "error: MNIST folder 'no/such/folder' does not exist", "train", "--data", "no/such/folder")]
+    [InlineData(1, "error: --model: file 'missing.safetensors' does not exist", "eval", "--model", "missing.safetensors")]
+    [InlineData(2, "error: Unrecognized command or argument '--frobnicate'", "train", "--frobnicate")]
+    [InlineData(2, "error: Option '--model' is required", "predict", "--input", "x.npy", "--output", "y.npy")]
+    public void Bad_input_is_one_error_line_with_the_right_exit_code(int exitCode, string message, params string[] args)
+    {
+        var result = CliRunner.Run(args);
+        Assert.Equal(exitCode, result.ExitCode);
+        Assert.StartsWith(message, result.ErrorLine, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void Cuda_without_a_gpu_is_an_error_not_a_fallback()
+    {
+        Skip.If(Backends.List().Single(d => d.Name == "cuda").Available, "this machine has CUDA");
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 8, 1);
+        var result = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"),
+            "--arch", "flatten,dense(4)", "--device", "cuda", "--out", temp.File("m.safetensors"));
+        Assert.Equal(1, result.ExitCode);
+        Assert.StartsWith("error: cuda: no CUDA device found.", result.ErrorLine, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("m.safetensors")));
+    }
+
+    [Fact]
+    public void Init_weights_that_do_not_fit_the_spec_name_the_tensor_and_verbose_adds_the_trace()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 8, 1);
+        string[] args = ["train", "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"),
+            "--arch", "conv(3,3),relu,flatten,dense(4)", "--init", Fixtures.Torch("sgd.init.safetensors"), "--device", "reference",
+            "--out", temp.File("m.safetensors")];
+        var result = CliRunner.Run(args);
+        Assert.Equal(1, result.ExitCode);
+        Assert.StartsWith("error: weights: tensor '0.weight' has shape (4,1,3,3), the model needs (3,1,3,3).", result.ErrorLine, StringComparison.Ordinal);
+
+        var verbose = CliRunner.Run([.. args, "--verbose"]);
+        Assert.Contains("   at GpuCnn.", verbose.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Labels_outside_the_class_count_and_count_mismatches_are_refused()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 8, 1);
+        Npy.Write(temp.File("bad-y.npy"), new Npy.Array([8], "i4", [.. Enumerable.Range(0, 8).SelectMany(i => BitConverter.GetBytes(i == 3 ? 9 : 0))]));
+        var outside = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("bad-y.npy"),
+            "--arch", "flatten,dense(4)", "--device", "reference", "--out", temp.File("m.safetensors"));
+        Assert.Equal(1, outside.ExitCode);
+        Assert.StartsWith("error: training data: label 9 of sample 3 is outside the model's 4 classes", outside.ErrorLine, StringComparison.Ordinal);
+
+        Npy.Write(temp.File("short-y.npy"), new Npy.Array([3], "i4", new byte[12]));
+        var mismatch = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("short-y.npy"), "--device", "reference");
+        Assert.Equal(2, mismatch.ExitCode);
+        Assert.StartsWith("error: --images/--labels: 8 images but 3 labels", mismatch.ErrorLine, StringComparison.Ordinal);
+    }
+
+    private static void WriteQuadrants(TempFolder temp, string prefix, int count, int seed)
+    {
+        var data = TrainingTests.QuadrantData(count, seed);
+        Npy.Write(temp.File($"{prefix}-x.npy"), data.Images);
+        Npy.Write(temp.File($"{prefix}-y.npy"), new Npy.Array([count], "i8", [.. data.Labels.SelectMany(l => BitConverter.GetBytes((long)l))]));
+    }
+
+    [GeneratedRegex(@"^test accuracy: \d{1,3}\.\d\d%$")]
+    private static partial Regex TestAccuracyLine();
+}

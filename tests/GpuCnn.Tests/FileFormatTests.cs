@@ -1,0 +1,170 @@
+using System.Buffers.Binary;
+using System.Text;
+using GpuCnn.IO;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+public sealed class FileFormatTests
+{
+    [Fact]
+    public void Bundled_mnist_sample_reads_with_the_documented_counts()
+    {
+        var (train, test) = Idx.ReadMnist(Fixtures.MnistSample);
+        Assert.Equal(new Shape(8000, 1, 28, 28), train.Images.Shape);
+        Assert.Equal(new Shape(2000, 1, 28, 28), test.Images.Shape);
+
+        // Per-class counts from data/mnist-sample/README.md.
+        Assert.Equal([801, 902, 793, 826, 784, 690, 811, 856, 755, 782], Enumerable.Range(0, 10).Select(c => train.Labels.Count(l => l == c)));
+        Assert.Equal([200, 225, 198, 206, 196, 173, 203, 214, 189, 196], Enumerable.Range(0, 10).Select(c => test.Labels.Count(l => l == c)));
+        Assert.InRange(train.Images.Data.Max(), 0.99f, 1f);
+        Assert.Equal(0f, train.Images.Data.Min());
+    }
+
+    [Fact]
+    public void Idx_parses_raw_bytes_and_rejects_bad_headers()
+    {
+        byte[] good = [0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6];
+        var array = Idx.Parse(good, "t");
+        Assert.Equal([2, 3], array.Dimensions);
+        Assert.Equal([1, 2, 3, 4, 5, 6], array.Data);
+
+        Assert.Contains("magic", Assert.Throws<FileFormatException>(() => Idx.Parse([1, 0, 8, 1, 0, 0, 0, 1, 9], "t")).Message, StringComparison.Ordinal);
+        Assert.Contains("element type 0x0D", Assert.Throws<FileFormatException>(() => Idx.Parse([0, 0, 13, 1, 0, 0, 0, 1, 9], "t")).Message, StringComparison.Ordinal);
+        Assert.Contains("truncated", Assert.Throws<FileFormatException>(() => Idx.Parse(good.AsSpan(0, good.Length - 1), "t")).Message, StringComparison.Ordinal);
+        Assert.Contains("trailing", Assert.Throws<FileFormatException>(() => Idx.Parse([.. good, 7], "t")).Message, StringComparison.Ordinal);
+        Assert.Contains("dimension 0 is 4294967295", Assert.Throws<FileFormatException>(() => Idx.Parse([0, 0, 8, 1, 255, 255, 255, 255, 1], "t")).Message, StringComparison.Ordinal);
+
+        // Huge dimensions whose product overflows: rejected against the file size, before any allocation.
+        Assert.Contains("truncated", Assert.Throws<FileFormatException>(() => Idx.Parse([0, 0, 8, 3, 127, 255, 255, 255, 127, 255, 255, 255, 127, 255, 255, 255, 1], "t")).Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("f4")]
+    [InlineData("f8")]
+    [InlineData("u1")]
+    [InlineData("i4")]
+    [InlineData("i8")]
+    public void Npy_round_trips_every_supported_dtype(string type)
+    {
+        using var temp = Fixtures.TempFolder();
+        int size = type switch { "u1" => 1, "f4" or "i4" => 4, _ => 8 };
+        var data = new byte[6 * size];
+        for (int i = 0; i < 6; i++)
+        {
+            switch (type)
+            {
+                case "f4": BinaryPrimitives.WriteSingleLittleEndian(data.AsSpan(i * 4), i * 1.5f); break;
+                case "f8": BinaryPrimitives.WriteDoubleLittleEndian(data.AsSpan(i * 8), i * 1.5); break;
+                case "u1": data[i] = (byte)(i * 40); break;
+                case "i4": BinaryPrimitives.WriteInt32LittleEndian(data.AsSpan(i * 4), i - 3); break;
+                default: BinaryPrimitives.WriteInt64LittleEndian(data.AsSpan(i * 8), i - 3); break;
+            }
+        }
+
+        Npy.Write(temp.File("a.npy"), new Npy.Array([2, 3], type, data));
+        var read = Npy.Read(temp.File("a.npy"));
+        Assert.Equal([2, 3], read.Shape);
+        Assert.Equal(type, read.Type);
+        Assert.Equal(data, read.Data);
+        Assert.Equal(0, (new FileInfo(temp.File("a.npy")).Length - data.Length) % 64); // header padded to 64 bytes, as numpy does
+    }
+
+    [Fact]
+    public void Npy_reads_numpy_written_files_and_converts_labels()
+    {
+        // Written by numpy 1.24 (make_fixtures.py): int64 labels and float32 images.
+        int[] labels = Npy.ReadLabels(Fixtures.Torch("sgd.labels.npy"));
+        Assert.Equal(6, labels.Length);
+        Assert.All(labels, l => Assert.InRange(l, 0, 4));
+        Assert.Equal(new Shape(6, 1, 10, 10), Npy.ReadTensor(Fixtures.Torch("sgd.images.npy")).Shape);
+    }
+
+    [Fact]
+    public void Npy_rejects_fortran_order_unknown_dtypes_and_truncation()
+    {
+        byte[] Header(string dict)
+        {
+            string h = dict + new string(' ', 3) + "\n";
+            return [0x93, .. "NUMPY"u8, 1, 0, (byte)h.Length, 0, .. Encoding.ASCII.GetBytes(h)];
+        }
+
+        Assert.Contains("Fortran", Assert.Throws<FileFormatException>(() =>
+            Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }"), 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
+        Assert.Contains("dtype '<c8'", Assert.Throws<FileFormatException>(() =>
+            Npy.Parse([.. Header("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }"), 0, 0, 0, 0, 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
+        Assert.Contains("truncated", Assert.Throws<FileFormatException>(() =>
+            Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"), 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
+        Assert.Contains("truncated", Assert.Throws<FileFormatException>(() =>
+            Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100000), }"), 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Safetensors_round_trips_tensors_and_metadata()
+    {
+        using var temp = Fixtures.TempFolder();
+        var tensors = new Dictionary<string, Tensor>
+        {
+            ["0.weight"] = Tensor.Random([2, 1, 3, 3], 1),
+            ["0.bias"] = Tensor.Random([2], 2),
+        };
+        Safetensors.Write(temp.File("m.safetensors"), tensors, new Dictionary<string, string> { ["arch"] = "conv(2,3)" });
+        var read = Safetensors.Read(temp.File("m.safetensors"));
+        Assert.Equal("conv(2,3)", read.Metadata["arch"]);
+        foreach (var (key, tensor) in tensors)
+        {
+            Assert.Equal(tensor.Shape, read.Tensors[key].Shape);
+            Assert.Equal(tensor.Data, read.Tensors[key].Data);
+        }
+
+        byte[] bytes = File.ReadAllBytes(temp.File("m.safetensors"));
+        Assert.Equal(0, (8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes)) % 8); // data aligned as the reference writer does
+    }
+
+    [Theory]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 12, "overlaps")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "gap of 4 bytes")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "truncated")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, "trailing")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "needs 12 bytes")]
+    [InlineData("{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "dtype I8 is not supported")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "not a positive integer")]
+    [InlineData("[1,2]", 0, "not a JSON object")]
+    [InlineData("{\"a\":", 0, "not valid JSON")]
+    public void Safetensors_rejects_inconsistent_headers(string header, int dataBytes, string message)
+    {
+        byte[] json = Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + json.Length + dataBytes];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)json.Length);
+        json.CopyTo(bytes, 8);
+        var error = Assert.Throws<FileFormatException>(() => Safetensors.Parse(bytes, "t"));
+        Assert.Contains(message, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Safetensors_caps_the_header_before_reading_it()
+    {
+        var bytes = new byte[16];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, 200_000_000);
+        Assert.Contains("exceeds the 100000000-byte limit", Assert.Throws<FileFormatException>(() => Safetensors.Parse(bytes, "t")).Message, StringComparison.Ordinal);
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, 9);
+        Assert.Contains("runs past the end", Assert.Throws<FileFormatException>(() => Safetensors.Parse(bytes, "t")).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Writes_replace_the_target_atomically_and_leave_no_temporary_files()
+    {
+        using var temp = Fixtures.TempFolder();
+        string path = temp.File("out.npy");
+        File.WriteAllText(path, "old");
+        Assert.Throws<InvalidOperationException>(() => FileUtil.WriteAtomically(path, s =>
+        {
+            s.WriteByte(1);
+            throw new InvalidOperationException("crash mid-write");
+        }));
+        Assert.Equal("old", File.ReadAllText(path));
+        Npy.Write(path, new Tensor([2], [1f, 2f]));
+        Assert.Equal([1f, 2f], Npy.ReadTensor(path).Data);
+        Assert.Single(Directory.GetFiles(temp.Path));
+    }
+}
