@@ -12,12 +12,12 @@ internal sealed class UsageException(string message) : Exception(message);
 /// </summary>
 internal static class GpuCnnCli
 {
-    public static int Run(string[] args, TextWriter output, TextWriter error)
+    public static int Run(string[] args, TextWriter output, TextWriter error, CancellationToken cancel = default)
     {
         var verbose = new Option<bool>("--verbose") { Description = "Show stack traces on errors.", Recursive = true };
         var root = new RootCommand("GpuCnn: train and run convolutional networks on CUDA, OpenCL or the CPU.");
         root.Options.Add(verbose);
-        var io = new CliIo(output, error);
+        var io = new CliIo(output, error, cancel);
         root.Subcommands.Add(DevicesCommand.Create(io));
         root.Subcommands.Add(TrainCommand.Create(io));
         root.Subcommands.Add(EvalCommand.Create(io));
@@ -50,12 +50,12 @@ internal static class GpuCnnCli
 
     private static string Describe(Exception e)
     {
-        string message = e is OperationCanceledException ? "interrupted" : e.Message;
+        string message = e.Message;
         int note = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
         message = note > 0 ? message[..note] : message;
         return message.ReplaceLineEndings(" ");
     }
 }
 
-/// <summary>Where commands write.</summary>
-internal sealed record CliIo(TextWriter Out, TextWriter Error);
+/// <summary>Where commands write, and the token that Ctrl+C cancels.</summary>
+internal sealed record CliIo(TextWriter Out, TextWriter Error, CancellationToken Cancel);

@@ -25,7 +25,7 @@ internal static class CommonOptions
             throw new UsageException($"unknown device '{name}'; expected one of: {string.Join(", ", Backends.Names)}.");
         }
 
-        var backend = Backends.Open(name);
+        var backend = Backends.Open(name, warning => error.WriteLine($"warning: {warning}"));
         if (name.Equals("auto", StringComparison.OrdinalIgnoreCase))
         {
             error.WriteLine($"device: {backend.Name} ({backend.DeviceName})");

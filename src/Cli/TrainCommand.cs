@@ -30,11 +30,13 @@ internal static class TrainCommand
         var seed = new Option<int>("--seed") { Description = "Seed for initialisation and shuffling.", DefaultValueFactory = _ => 1 };
         var device = CommonOptions.Device();
         var output = new Option<string>("--out") { Description = "Model file to write.", DefaultValueFactory = _ => "lenet5.safetensors" };
+        var checkpoint = new Option<string?>("--checkpoint") { Description = "Write a checkpoint (weights, optimizer state, position) here after every epoch." };
+        var resume = new Option<string?>("--resume") { Description = "Continue from this checkpoint (--epochs counts the total)." };
 
         var command = new Command("train", "Train a network (default: LeNet-5 on the bundled MNIST sample).")
         {
             arch, data, images, labels, testImages, testLabels, init, epochs, batchSize, lr, optimizer, momentum, weightDecay,
-            schedule, seed, device, output,
+            schedule, seed, device, output, checkpoint, resume,
         };
         command.SetAction(parse =>
         {
@@ -55,23 +57,36 @@ internal static class TrainCommand
                     _ => throw new UsageException($"--schedule must be cosine or constant, got '{parse.GetValue(schedule)}'."),
                 },
                 Seed: parse.GetValue(seed),
-                Out: parse.GetValue(output)!);
+                Out: parse.GetValue(output)!,
+                Init: parse.GetValue(init),
+                Checkpoint: parse.GetValue(checkpoint),
+                Resume: parse.GetValue(resume));
             _ = ArchitectureSpec.Parse(settings.Arch); // a bad spec is a usage error before any data is read
             var (train, test) = LoadData(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels),
                 parse.GetValue(testImages), parse.GetValue(testLabels));
-            using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
-            return Train(io, settings, train, test, backend, parse.GetValue(init));
+            string deviceName = parse.GetValue(device)!;
+            using var backend = CommonOptions.OpenDevice(deviceName, io.Error);
+            try
+            {
+                return Train(io, settings, train, test, backend);
+            }
+            catch (DeviceFaultException e) when (deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase) && backend.Name is "cuda" or "opencl")
+            {
+                io.Error.WriteLine($"warning: {e.Message}; falling back to the CPU");
+                using var cpu = Cpu.Backends.OpenCpuFallback();
+                return Train(io, settings, train, test, cpu);
+            }
         });
         return command;
     }
 
-    private static int Train(CliIo io, TrainSettings settings, Dataset train, Dataset? test, Backend backend, string? initPath)
+    private static int Train(CliIo io, TrainSettings settings, Dataset train, Dataset? test, Backend backend)
     {
         var sample = new Shape(train.Images.Shape.ToArray()[1..]);
         using var model = Sequential.Create(settings.Arch, sample, backend, settings.Seed);
-        if (initPath is not null)
+        if (settings.Init is not null)
         {
-            var contents = Safetensors.Read(CommonOptions.ExistingFile("--init", initPath));
+            var contents = Safetensors.Read(CommonOptions.ExistingFile("--init", settings.Init));
             model.LoadStateDict(contents.Tensors);
         }
 
@@ -80,13 +95,49 @@ internal static class TrainCommand
             : new Sgd(backend, model.NamedParameters(), new SgdOptions(settings.LearningRate, settings.Momentum, 0f, settings.WeightDecay));
         var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed, Schedule: settings.Schedule));
 
-        io.Error.WriteLine($"training {model.Spec} on {train.Count} samples ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
-        using var progress = new ProgressDisplay(io.Error);
-        var history = trainer.Fit(train, test, epoch =>
+        var checkpointSettings = CheckpointSettings(settings, train);
+        TrainingState? start = null;
+        if (settings.Resume is not null)
         {
-            progress.Clear();
-            io.Out.WriteLine(FormatEpoch(epoch));
-        }, progress);
+            start = CheckpointFile.Restore(CommonOptions.ExistingFile("--resume", settings.Resume), model, optimizer, checkpointSettings);
+            io.Error.WriteLine($"resuming from {settings.Resume}: epoch {start.Epoch}, after batch {start.Batch}");
+        }
+
+        string interruptPath = settings.Checkpoint ?? settings.Resume ?? Path.ChangeExtension(settings.Out, null) + ".checkpoint.safetensors";
+        void SaveCheckpoint(TrainingState state)
+        {
+            bool interrupted = io.Cancel.IsCancellationRequested;
+            if (settings.Checkpoint is not null || interrupted)
+            {
+                CheckpointFile.Save(interrupted ? interruptPath : settings.Checkpoint!, model, optimizer, state, checkpointSettings);
+            }
+        }
+
+        io.Error.WriteLine($"training {model.Spec} on {train.Count} samples ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
+        IReadOnlyList<EpochMetrics> history;
+        using (var progress = new ProgressDisplay(io.Error))
+        {
+            try
+            {
+                history = trainer.Fit(train, test, epoch =>
+                {
+                    progress.Clear();
+                    io.Out.WriteLine(FormatEpoch(epoch));
+                }, progress, start, SaveCheckpoint, io.Cancel);
+            }
+            catch (TrainingInterruptedException e)
+            {
+                progress.Clear();
+                io.Error.WriteLine($"interrupted at epoch {e.State.Epoch}, after batch {e.State.Batch}: checkpoint written to {interruptPath}.");
+                io.Error.WriteLine($"resume with the same command plus: --resume {interruptPath}");
+                return 130; // the shell convention for a run ended by SIGINT
+            }
+            catch (TrainingDivergedException e)
+            {
+                string kept = settings.Checkpoint is null ? "" : $" The last good checkpoint {settings.Checkpoint} is intact;";
+                throw new InvalidOperationException($"{e.Message}{kept} {settings.Out} was not written.", e);
+            }
+        }
 
         ModelFile.Save(model, settings.Out);
         string stem = Path.ChangeExtension(settings.Out, null);
@@ -100,6 +151,23 @@ internal static class TrainCommand
         }
 
         return 0;
+    }
+
+    /// <summary>What a resumed run must share with the run that wrote the checkpoint, for a bitwise continuation.</summary>
+    private static Dictionary<string, string> CheckpointSettings(TrainSettings s, Dataset train)
+    {
+        var c = CultureInfo.InvariantCulture;
+        return new Dictionary<string, string>
+        {
+            ["optimizer"] = s.Optimizer,
+            ["lr"] = s.LearningRate.ToString("R", c),
+            ["momentum"] = s.Optimizer == "sgd" ? s.Momentum.ToString("R", c) : "-",
+            ["weight_decay"] = s.WeightDecay.ToString("R", c),
+            ["batch_size"] = s.BatchSize.ToString(c),
+            ["seed"] = s.Seed.ToString(c),
+            ["schedule"] = s.Schedule.ToString().ToLowerInvariant(),
+            ["train_samples"] = train.Count.ToString(c),
+        };
     }
 
     private static string FormatEpoch(EpochMetrics e)
@@ -163,4 +231,4 @@ internal static class TrainCommand
 
 /// <summary>What a training run was asked to do.</summary>
 internal sealed record TrainSettings(string Arch, int Epochs, int BatchSize, string Optimizer, float LearningRate, float Momentum,
-    float WeightDecay, LearningRateSchedule Schedule, int Seed, string Out);
+    float WeightDecay, LearningRateSchedule Schedule, int Seed, string Out, string? Init, string? Checkpoint, string? Resume);

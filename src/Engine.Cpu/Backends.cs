@@ -40,14 +40,15 @@ public static class Backends
 
     /// <summary>
     /// Opens a backend by name. An explicit device that is absent throws <see cref="DeviceUnavailableException"/>
-    /// with the reason; only <c>auto</c> chooses.
+    /// with the reason; only <c>auto</c> chooses, and it tells <paramref name="warn"/> when a GPU that is present
+    /// fails to start and it falls back.
     /// </summary>
-    public static Backend Open(string name)
+    public static Backend Open(string name, Action<string>? warn = null)
     {
         ArgumentNullException.ThrowIfNull(name);
         return name.Trim().ToLowerInvariant() switch
         {
-            "auto" => OpenAuto(),
+            "auto" => OpenAuto(warn),
             "reference" => new ReferenceBackend(),
             "ilgpu-cpu" => IlgpuDevices.OpenCpuAccelerator(),
             "cuda" => IlgpuDevices.OpenCuda(),
@@ -57,7 +58,10 @@ public static class Backends
         };
     }
 
-    private static Backend OpenAuto()
+    /// <summary>The CPU backend auto falls back to.</summary>
+    public static Backend OpenCpuFallback() => new ReferenceBackend();
+
+    private static Backend OpenAuto(Action<string>? warn)
     {
         foreach (var open in (Func<Backend>[])[IlgpuDevices.OpenCuda, IlgpuDevices.OpenOpenCL])
         {
@@ -65,12 +69,16 @@ public static class Backends
             {
                 return open();
             }
-            catch (DeviceUnavailableException)
+            catch (DeviceUnavailableException e)
             {
-                // auto moves on to the next kind; explicit names never do.
+                // auto moves on to the next kind (explicit names never do), saying so when a device was there.
+                if (e.DeviceFound)
+                {
+                    warn?.Invoke($"{e.Message}; falling back");
+                }
             }
         }
 
-        return new ReferenceBackend();
+        return OpenCpuFallback();
     }
 }

@@ -116,7 +116,7 @@ public sealed class ReferenceBackend : Backend
 
     /// <inheritdoc/>
     protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> loss, DeviceTensor<float> metrics)
+        DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex)
     {
         int batch = logits.Shape[0];
         var predictions = new int[batch];
@@ -124,6 +124,10 @@ public sealed class ReferenceBackend : Backend
         var metricValues = Data(metrics);
         metricValues[0] += Data(loss)[0] * batch;
         metricValues[1] += predictions.Where((p, n) => p == Data(labels)[n]).Count();
+        if (metricValues[2] < 0 && !float.IsFinite(Data(loss)[0]))
+        {
+            metricValues[2] = batchIndex;
+        }
     }
 
     /// <inheritdoc/>

@@ -20,6 +20,12 @@ public abstract class Backend : IDisposable
     /// <summary>Bytes of device memory currently held by tensors and workspaces of this backend.</summary>
     public abstract long BytesAllocated { get; }
 
+    /// <summary>
+    /// A cap on <see cref="BytesAllocated"/> for tensors (like PyTorch's per-process memory fraction); an allocation
+    /// past it throws <see cref="DeviceOutOfMemoryException"/>. Unlimited by default.
+    /// </summary>
+    public long MemoryLimitBytes { get; set; } = long.MaxValue;
+
     // ---------------------------------------------------------------- memory
 
     /// <summary>Allocates an uninitialised tensor (contents unspecified).</summary>
@@ -30,6 +36,14 @@ public abstract class Backend : IDisposable
         if (shape.Rank == 0)
         {
             throw new ArgumentException("Allocate: shape must have at least one dimension.", nameof(shape));
+        }
+
+        long bytes = (long)shape.Size * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        if (BytesAllocated + bytes > MemoryLimitBytes)
+        {
+            throw new DeviceOutOfMemoryException(
+                $"{Name}: out of device memory allocating {typeof(T).Name}{shape} ({FormatBytes(bytes)}) with {FormatBytes(BytesAllocated)} " +
+                $"already in use and a limit of {FormatBytes(MemoryLimitBytes)}; try a smaller --batch-size.");
         }
 
         return AllocateCore<T>(shape);
@@ -325,17 +339,20 @@ public abstract class Backend : IDisposable
         ArgmaxCore(logits, predictions, offset);
     }
 
-    /// <summary>metrics (2) += (loss·N, number of rows of logits (N, classes) whose arg-max equals the label).</summary>
+    /// <summary>
+    /// metrics (3): [0] += loss·N, [1] += the number of rows of logits (N, classes) whose arg-max equals the label,
+    /// [2] = <paramref name="batchIndex"/> when [2] &lt; 0 and the loss is NaN or infinite (start it at −1).
+    /// </summary>
     public void AccumulateMetrics(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss,
-        DeviceTensor<float> metrics)
+        DeviceTensor<float> metrics, int batchIndex)
     {
         const string op = "AccumulateMetrics";
         Checks.Owned(op, nameof(logits), logits, this);
         RequireMatrix(op, logits);
         Checks.Tensor(op, nameof(labels), labels, this, new Shape(logits.Shape[0]));
         Checks.Tensor(op, nameof(loss), loss, this, new Shape(1));
-        Checks.Tensor(op, nameof(metrics), metrics, this, new Shape(2));
-        AccumulateMetricsCore(logits, labels, loss, metrics);
+        Checks.Tensor(op, nameof(metrics), metrics, this, new Shape(3));
+        AccumulateMetricsCore(logits, labels, loss, metrics, batchIndex);
     }
 
     // ---------------------------------------------------------------- optimizers
@@ -394,7 +411,7 @@ public abstract class Backend : IDisposable
     protected abstract void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment);
     protected abstract void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset, DeviceTensor<T> destination, int rows, int rowLength) where T : unmanaged;
     protected abstract void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset);
-    protected abstract void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss, DeviceTensor<float> metrics);
+    protected abstract void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex);
 #pragma warning restore CS1591
 
     private bool _disposed;
@@ -424,6 +441,21 @@ public abstract class Backend : IDisposable
         {
             throw new ArgumentException($"{op}: {argument} must have at least {minimum} dimensions (N, C, …), got {shape}.", argument);
         }
+    }
+
+    /// <summary>"1000 B", "1.5 KiB", "3.2 MiB", "1.1 GiB".</summary>
+    protected static string FormatBytes(long bytes)
+    {
+        string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];
+        double value = bytes;
+        int unit = 0;
+        while (value >= 1024 && unit < units.Length - 1)
+        {
+            value /= 1024;
+            unit++;
+        }
+
+        return value.ToString(unit == 0 ? "0" : "0.#", System.Globalization.CultureInfo.InvariantCulture) + " " + units[unit];
     }
 
     private static void RequireMatrix(string op, DeviceTensor<float> logits)

@@ -9,9 +9,54 @@ namespace GpuCnn;
 /// <param name="Reason">Why it cannot, when <paramref name="Available"/> is false.</param>
 public sealed record DeviceInfo(string Name, string Kind, string Description, long MemoryBytes, bool Available, string? Reason);
 
+/// <summary>A device failed while in use (out of memory, a driver or launch error); the message says which and why.</summary>
+public class DeviceFaultException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public DeviceFaultException(string message, Exception? inner = null)
+        : base(message, inner)
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public DeviceFaultException()
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public DeviceFaultException(string message)
+        : base(message)
+    {
+    }
+}
+
+/// <summary>An allocation did not fit in the device's memory (or the backend's <see cref="Backend.MemoryLimitBytes"/>).</summary>
+public sealed class DeviceOutOfMemoryException : DeviceFaultException
+{
+    /// <summary>Creates the exception.</summary>
+    public DeviceOutOfMemoryException(string message, Exception? inner = null)
+        : base(message, inner)
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public DeviceOutOfMemoryException()
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public DeviceOutOfMemoryException(string message)
+        : base(message)
+    {
+    }
+}
+
 /// <summary>A requested device is absent or failed to start; the message says which and why.</summary>
 public sealed class DeviceUnavailableException : Exception
 {
+    /// <summary>True when the device exists but failed to start (as opposed to being absent).</summary>
+    public bool DeviceFound { get; init; }
+
     /// <summary>Creates the exception.</summary>
     public DeviceUnavailableException(string message, Exception? inner = null)
         : base(message, inner)

@@ -35,10 +35,11 @@ public static class DataKernels
 
     /// <summary>
     /// One thread: metrics[0] += loss[0]·N (the batch's summed loss); metrics[1] += the number of rows whose first
-    /// arg-max equals the label.
+    /// arg-max equals the label; metrics[2] = <paramref name="batchIndex"/> if it is still negative and the loss is
+    /// not finite (so the host learns where training diverged without a per-batch download).
     /// </summary>
     public static void AccumulateMetrics(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> loss,
-        ArrayView<float> metrics, int batch, int classes)
+        ArrayView<float> metrics, int batch, int classes, int batchIndex)
     {
         int correct = 0;
         for (int n = 0; n < batch; n++)
@@ -60,5 +61,9 @@ public static class DataKernels
 
         metrics[0] += loss[0] * batch;
         metrics[1] += correct;
+        if (metrics[2] < 0f && !float.IsFinite(loss[0]))
+        {
+            metrics[2] = batchIndex;
+        }
     }
 }

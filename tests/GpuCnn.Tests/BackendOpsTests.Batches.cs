@@ -40,9 +40,16 @@ public abstract partial class BackendOpsTests
         Assert.Equal([-1, 1, 0, 2, 1, -1], Backend.DownloadArray(predictions)); // ties: the first maximum
 
         using var loss = Put([0.5f], [1]);
-        using var metrics = Put([1f, 2f], [2]);
-        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics);
-        Assert.Equal([1f + 0.5f * 4, 2f + 2], Backend.DownloadArray(metrics)); // rows 0 and 2 are right
+        using var metrics = Put([1f, 2f, -1f], [3]);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, 7);
+        Assert.Equal([1f + 0.5f * 4, 2f + 2, -1f], Backend.DownloadArray(metrics)); // rows 0 and 2 are right; loss finite
+
+        // A non-finite loss records the first batch it happened in, and only the first.
+        Backend.Upload<float>([float.NaN], loss);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, 8);
+        Backend.Upload<float>([float.PositiveInfinity], loss);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, 9);
+        Assert.Equal(8f, Backend.DownloadArray(metrics)[2]);
     }
 
     [SkippableFact]

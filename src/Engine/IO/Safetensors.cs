@@ -41,6 +41,11 @@ public static class Safetensors
         }
 
         var data = bytes[(8 + (int)headerLength)..];
+        if (!System.Text.Unicode.Utf8.IsValid(bytes.Slice(8, (int)headerLength)))
+        {
+            throw new FileFormatException($"safetensors file '{name}': the header is not valid UTF-8.");
+        }
+
         JsonDocument document;
         try
         {

@@ -46,15 +46,32 @@ public sealed class IlgpuBackend : Backend
     public long LaunchCount => _launches.Count;
 
     /// <inheritdoc/>
-    public override void Synchronize() => _accelerator.Synchronize();
+    public override void Synchronize() => Guard("synchronize", _accelerator.Synchronize);
 
     /// <inheritdoc/>
     protected override DeviceTensor<T> AllocateCore<T>(Shape shape)
     {
-        var tensor = new IlgpuTensor<T>(this, shape, _accelerator.Allocate1D<T>(shape.Size));
+        MemoryBuffer1D<T, Stride1D.Dense> buffer;
+        try
+        {
+            buffer = _accelerator.Allocate1D<T>(shape.Size);
+        }
+        catch (Exception e) when (e is not DeviceFaultException and not ArgumentException)
+        {
+            long bytes = (long)shape.Size * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+            throw IsOutOfMemory(e)
+                ? new DeviceOutOfMemoryException($"{Name}: out of device memory allocating {typeof(T).Name}{shape} ({FormatBytes(bytes)}) with {FormatBytes(BytesAllocated)} in use; try a smaller --batch-size.", e)
+                : new DeviceFaultException($"{Name}: allocating {typeof(T).Name}{shape} failed: {e.Message}", e);
+        }
+
+        var tensor = new IlgpuTensor<T>(this, shape, buffer);
         Interlocked.Add(ref _tensorBytes, tensor.Bytes);
         return tensor;
     }
+
+    private static bool IsOutOfMemory(Exception e) =>
+        e is OutOfMemoryException || e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase) ||
+        e.Message.Contains("OutOfMemory", StringComparison.Ordinal);
 
     internal void OnReleased(long bytes) => Interlocked.Add(ref _tensorBytes, -bytes);
 
@@ -65,8 +82,23 @@ public sealed class IlgpuBackend : Backend
     /// <inheritdoc/>
     protected override void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination)
     {
-        _accelerator.Synchronize();
+        Synchronize(); // a failed launch surfaces here, as a DeviceFaultException
         View(source).CopyToCPU(destination);
+    }
+
+    /// <summary>Runs a device call, turning driver errors (which surface at synchronisation) into <see cref="DeviceFaultException"/>.</summary>
+    private void Guard(string what, Action action)
+    {
+        try
+        {
+            action();
+        }
+        catch (Exception e) when (e is not DeviceFaultException and not ArgumentException and not ObjectDisposedException)
+        {
+            throw IsOutOfMemory(e)
+                ? new DeviceOutOfMemoryException($"{Name}: out of device memory ({what}): {e.Message}", e)
+                : new DeviceFaultException($"{Name}: the device failed ({what}): {e.Message}", e);
+        }
     }
 
     /// <inheritdoc/>
@@ -182,9 +214,9 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> loss, DeviceTensor<float> metrics) =>
+        DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex) =>
         _kernels.AccumulateMetrics.Launch(1, View(logits), View(labels), View(loss), View(metrics), logits.Shape[0],
-            logits.Shape[1]);
+            logits.Shape[1], batchIndex);
 
     /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,

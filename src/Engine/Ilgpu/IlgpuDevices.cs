@@ -65,7 +65,7 @@ public static class IlgpuDevices
         catch (Exception e) when (e is not DeviceUnavailableException)
         {
             context.Dispose();
-            throw new DeviceUnavailableException($"cuda: the CUDA device failed to start: {e.Message}", e);
+            throw new DeviceUnavailableException($"cuda: the CUDA device failed to start: {e.Message}", e) { DeviceFound = true };
         }
         catch
         {
@@ -92,7 +92,7 @@ public static class IlgpuDevices
         catch (Exception e) when (e is not DeviceUnavailableException)
         {
             context.Dispose();
-            throw new DeviceUnavailableException($"opencl: the OpenCL device failed to start: {e.Message}", e);
+            throw new DeviceUnavailableException($"opencl: the OpenCL device failed to start: {e.Message}", e) { DeviceFound = true };
         }
         catch
         {

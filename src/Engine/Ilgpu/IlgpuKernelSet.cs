@@ -64,6 +64,6 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
 
     public Kernel<ArrayView<float>, ArrayView<int>, int, int> Argmax { get; } = new(accelerator, counter, DataKernels.Argmax);
 
-    public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> AccumulateMetrics { get; } =
+    public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int> AccumulateMetrics { get; } =
         new(accelerator, counter, DataKernels.AccumulateMetrics);
 }

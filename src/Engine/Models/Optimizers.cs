@@ -24,6 +24,19 @@ public abstract class Optimizer : IDisposable
     /// <summary>The backend.</summary>
     protected Backend Backend { get; }
 
+    /// <summary>Sets the step count, when resuming from a checkpoint.</summary>
+    public void RestoreStepCount(int steps)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(steps);
+        StepCount = steps;
+    }
+
+    /// <summary>
+    /// The state tensors, named "{parameter key}.{slot}" with PyTorch's slot names (momentum_buffer; exp_avg,
+    /// exp_avg_sq), for checkpoints. Writing into them restores the state.
+    /// </summary>
+    public abstract IEnumerable<(string Name, DeviceTensor<float> Tensor)> StateTensors();
+
     /// <summary>Applies one update to every parameter from its current gradient.</summary>
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1716", Justification = "PyTorch's name for it.")]
     public abstract void Step();
@@ -80,6 +93,10 @@ public sealed class Sgd : Optimizer
     }
 
     /// <inheritdoc/>
+    public override IEnumerable<(string Name, DeviceTensor<float> Tensor)> StateTensors() =>
+        Parameters.Select((p, i) => ($"{p.Key}.momentum_buffer", _velocity[i]));
+
+    /// <inheritdoc/>
     public override void Step()
     {
         for (int i = 0; i < Parameters.Count; i++)
@@ -126,6 +143,10 @@ public sealed class Adam : Optimizer
         get => Options.LearningRate;
         set => Options = Options with { LearningRate = Checked(value) };
     }
+
+    /// <inheritdoc/>
+    public override IEnumerable<(string Name, DeviceTensor<float> Tensor)> StateTensors() =>
+        Parameters.SelectMany((p, i) => new[] { ($"{p.Key}.exp_avg", _m[i]), ($"{p.Key}.exp_avg_sq", _v[i]) });
 
     /// <inheritdoc/>
     public override void Step()

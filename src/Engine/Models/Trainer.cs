@@ -86,6 +86,36 @@ public sealed record Evaluation(double Loss, double Accuracy, int Count, int[,] 
 }
 
 /// <summary>
+/// Where a training run stands: the epoch in progress (1-based), batches of it already done, optimizer steps, and
+/// the epoch's metric sums so far. A run resumed from it continues bitwise as if never stopped (same backend).
+/// </summary>
+public sealed record TrainingState(int Epoch, int Batch, int OptimizerSteps, float LossSum, float CorrectSum)
+{
+    /// <summary>The state before anything ran.</summary>
+    public static TrainingState Start { get; } = new(1, 0, 0, 0f, 0f);
+}
+
+/// <summary>Training stopped on request (e.g. Ctrl+C) after finishing a batch; <see cref="State"/> says where.</summary>
+public sealed class TrainingInterruptedException(TrainingState state)
+    : OperationCanceledException($"training interrupted at epoch {state.Epoch}, after batch {state.Batch}")
+{
+    /// <summary>Where training stopped.</summary>
+    public TrainingState State { get; } = state;
+}
+
+/// <summary>The loss became NaN or infinite; the message names the epoch and batch and suggests a remedy.</summary>
+public sealed class TrainingDivergedException(int epoch, int batch, float learningRate)
+    : Exception($"the loss became NaN or infinite at epoch {epoch}, batch {batch}; training stopped. " +
+        $"Try a lower learning rate than {learningRate.ToString("G", System.Globalization.CultureInfo.InvariantCulture)}.")
+{
+    /// <summary>The epoch (1-based).</summary>
+    public int Epoch { get; } = epoch;
+
+    /// <summary>The batch within the epoch (1-based).</summary>
+    public int Batch { get; } = batch;
+}
+
+/// <summary>
 /// Mini-batch training on one backend. The dataset is uploaded once; batches are gathered on the device from a
 /// per-epoch permutation; loss and correct counts accumulate on the device and come back once per epoch.
 /// </summary>
@@ -100,9 +130,16 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// <summary>The settings.</summary>
     public TrainingOptions Options { get; } = options ?? throw new ArgumentNullException(nameof(options));
 
-    /// <summary>Trains for the configured epochs; <paramref name="onEpoch"/> sees each epoch's metrics.</summary>
+    /// <summary>
+    /// Trains until epoch <see cref="TrainingOptions.Epochs"/> (counted in total, from <paramref name="resume"/> if
+    /// given). <paramref name="onEpoch"/> sees each epoch's metrics; <paramref name="onCheckpoint"/> receives the
+    /// state after every finished epoch and, when <paramref name="cancel"/> fires, after the current batch, before
+    /// <see cref="TrainingInterruptedException"/> is thrown. A NaN or infinite loss throws
+    /// <see cref="TrainingDivergedException"/> at the end of its epoch, before any checkpoint of that epoch.
+    /// </summary>
     public IReadOnlyList<EpochMetrics> Fit(Dataset train, Dataset? test = null, Action<EpochMetrics>? onEpoch = null,
-        IProgress<TrainingProgress>? progress = null, int firstEpoch = 1, CancellationToken cancel = default)
+        IProgress<TrainingProgress>? progress = null, TrainingState? resume = null, Action<TrainingState>? onCheckpoint = null,
+        CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(train);
         Options.Validate();
@@ -112,50 +149,65 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             CheckData(Model, test, "test data");
         }
 
+        var state = resume ?? TrainingState.Start;
+        int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
+        if (state.Epoch < 1 || state.Batch < 0 || state.Batch > batchCount)
+        {
+            throw new ArgumentException($"Fit: resume state (epoch {state.Epoch}, batch {state.Batch}) does not fit {batchCount} batches per epoch.", nameof(resume));
+        }
+
         var backend = Model.Backend;
         var history = new List<EpochMetrics>();
         using var data = new DeviceDataset(backend, train);
         using var testData = test is null ? null : new DeviceDataset(backend, test);
-        using var metrics = backend.Allocate<float>([2]);
+        using var metrics = backend.Allocate<float>([3]);
         using var loss = backend.Allocate<float>([1]);
-        var batches = new BatchBuffers(backend, Model);
+        using var batches = new BatchBuffers(backend, Model);
         float baseRate = Optimizer.LearningRate;
+        Optimizer.RestoreStepCount(state.OptimizerSteps);
         try
         {
-            int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
-            for (int epoch = firstEpoch; epoch <= Options.Epochs; epoch++)
+            for (int epoch = state.Epoch; epoch <= Options.Epochs; epoch++)
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();
+                bool resumed = epoch == state.Epoch;
                 Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch);
                 backend.Upload<int>(EpochOrder(train.Count, epoch), data.Order);
-                backend.Fill(metrics, 0f);
-                for (int b = 0; b < batchCount; b++)
+                backend.Upload<float>(resumed ? [state.LossSum, state.CorrectSum, -1f] : [0f, 0f, -1f], metrics);
+                for (int b = resumed ? state.Batch : 0; b < batchCount; b++)
                 {
-                    cancel.ThrowIfCancellationRequested();
+                    if (cancel.IsCancellationRequested)
+                    {
+                        float[] partial = CheckFinite(backend.DownloadArray(metrics), epoch);
+                        var stopped = new TrainingState(epoch, b, Optimizer.StepCount, partial[0], partial[1]);
+                        onCheckpoint?.Invoke(stopped);
+                        throw new TrainingInterruptedException(stopped);
+                    }
+
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
                     var (x, y, dlogits) = batches.For(size);
                     backend.GatherRows(data.Images, data.Order, start, x);
                     backend.GatherRows(data.Labels, data.Order, start, y);
                     var logits = Model.Forward(x);
                     backend.SoftmaxCrossEntropy(logits, y, dlogits, loss);
-                    backend.AccumulateMetrics(logits, y, loss, metrics);
+                    backend.AccumulateMetrics(logits, y, loss, metrics, b + 1);
                     Model.Backward(dlogits);
                     Optimizer.Step();
                     progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount));
                 }
 
-                float[] sums = backend.DownloadArray(metrics);
+                float[] sums = CheckFinite(backend.DownloadArray(metrics), epoch);
                 var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss);
                 var result = new EpochMetrics(epoch, (double)sums[0] / train.Count, (double)sums[1] / train.Count, evaluation?.Loss,
                     evaluation?.Accuracy, clock.Elapsed);
                 history.Add(result);
                 onEpoch?.Invoke(result);
+                onCheckpoint?.Invoke(new TrainingState(epoch + 1, 0, Optimizer.StepCount, 0f, 0f));
             }
         }
         finally
         {
             Optimizer.LearningRate = baseRate;
-            batches.Dispose();
         }
 
         return history;
@@ -169,17 +221,10 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         Checks.Positive("Evaluate", nameof(batchSize), batchSize);
         CheckData(model, dataset, "evaluation data");
         using var data = new DeviceDataset(model.Backend, dataset);
-        using var metrics = model.Backend.Allocate<float>([2]);
+        using var metrics = model.Backend.Allocate<float>([3]);
         using var loss = model.Backend.Allocate<float>([1]);
-        var batches = new BatchBuffers(model.Backend, model);
-        try
-        {
-            return Evaluate(model, batchSize, data, batches, metrics, loss);
-        }
-        finally
-        {
-            batches.Dispose();
-        }
+        using var batches = new BatchBuffers(model.Backend, model);
+        return Evaluate(model, batchSize, data, batches, metrics, loss);
     }
 
     /// <summary>The sample order of an epoch: a seeded shuffle that depends only on (seed, epoch), so a resumed run repeats it.</summary>
@@ -194,12 +239,22 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         return order;
     }
 
+    private float[] CheckFinite(float[] sums, int epoch)
+    {
+        if (sums[2] >= 0f)
+        {
+            throw new TrainingDivergedException(epoch, (int)sums[2], Optimizer.LearningRate);
+        }
+
+        return sums;
+    }
+
     private static Evaluation Evaluate(Sequential model, int batchSize, DeviceDataset data, BatchBuffers batches,
         DeviceTensor<float> metrics, DeviceTensor<float> loss)
     {
         var backend = model.Backend;
         backend.Upload<int>(Enumerable.Range(0, data.Count).ToArray(), data.Order);
-        backend.Fill(metrics, 0f);
+        backend.Upload<float>([0f, 0f, -1f], metrics);
         using var predictions = backend.Allocate<int>([data.Count]);
         for (int start = 0; start < data.Count; start += batchSize)
         {
@@ -209,7 +264,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             backend.GatherRows(data.Labels, data.Order, start, y);
             var logits = model.Forward(x);
             backend.SoftmaxCrossEntropy(logits, y, dlogits, loss);
-            backend.AccumulateMetrics(logits, y, loss, metrics);
+            backend.AccumulateMetrics(logits, y, loss, metrics, start / batchSize + 1);
             backend.Argmax(logits, predictions, start);
         }
 

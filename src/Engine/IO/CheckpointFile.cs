@@ -1,0 +1,108 @@
+using System.Globalization;
+using GpuCnn.Models;
+
+namespace GpuCnn.IO;
+
+/// <summary>
+/// Training checkpoints as safetensors: the weights ("model.{key}"), the optimizer state ("optimizer.{key}.{slot}"),
+/// and in __metadata__ the architecture, the training position (epoch, batch, optimizer steps, partial metric sums)
+/// and the settings a resumed run must share (optimizer, batch size, seed) so that it continues bitwise.
+/// </summary>
+public static class CheckpointFile
+{
+    private const string Kind = "gpucnn-checkpoint";
+
+    /// <summary>Writes a checkpoint atomically.</summary>
+    public static void Save(string path, Sequential model, Optimizer optimizer, TrainingState state,
+        IReadOnlyDictionary<string, string> settings)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(optimizer);
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(settings);
+        var backend = model.Backend;
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (key, tensor) in model.StateDict())
+        {
+            tensors["model." + key] = tensor;
+        }
+
+        foreach (var (name, tensor) in optimizer.StateTensors())
+        {
+            tensors["optimizer." + name] = backend.Download(tensor);
+        }
+
+        var metadata = new Dictionary<string, string>(settings, StringComparer.Ordinal)
+        {
+            ["kind"] = Kind,
+            ["arch"] = model.Spec,
+            ["input"] = ModelFile.FormatShape(model.InputShape),
+            ["epoch"] = Text(state.Epoch),
+            ["batch"] = Text(state.Batch),
+            ["steps"] = Text(state.OptimizerSteps),
+            ["loss_sum"] = state.LossSum.ToString("R", CultureInfo.InvariantCulture),
+            ["correct_sum"] = state.CorrectSum.ToString("R", CultureInfo.InvariantCulture),
+        };
+        Safetensors.Write(path, tensors, metadata);
+    }
+
+    /// <summary>
+    /// Restores weights and optimizer state from a checkpoint written for the same spec and settings, and returns
+    /// where training stood. Any mismatch is an error naming what differs; nothing is changed then.
+    /// </summary>
+    public static TrainingState Restore(string path, Sequential model, Optimizer optimizer, IReadOnlyDictionary<string, string> settings)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(optimizer);
+        ArgumentNullException.ThrowIfNull(settings);
+        var contents = Safetensors.Read(path);
+        var meta = contents.Metadata;
+        if (meta.GetValueOrDefault("kind") != Kind)
+        {
+            throw new FileFormatException($"checkpoint '{path}' is not a gpucnn checkpoint (a model file? use --init for weights).");
+        }
+
+        foreach (var (key, value) in settings.Append(new("arch", model.Spec)))
+        {
+            string saved = meta.GetValueOrDefault(key) ?? "(none)";
+            if (saved != value)
+            {
+                throw new ArgumentException($"checkpoint '{path}' was written with {key} {saved}, this run has {value}; resume with the same settings.");
+            }
+        }
+
+        var weights = contents.Tensors.Where(t => t.Key.StartsWith("model.", StringComparison.Ordinal))
+            .ToDictionary(t => t.Key["model.".Length..], t => t.Value, StringComparer.Ordinal);
+        var state = optimizer.StateTensors().ToList();
+        foreach (var (name, tensor) in state)
+        {
+            if (!contents.Tensors.TryGetValue("optimizer." + name, out var saved) || saved.Shape != tensor.Shape)
+            {
+                throw new FileFormatException($"checkpoint '{path}': optimizer state '{name}' is missing or has the wrong shape.");
+            }
+        }
+
+        var position = new TrainingState(Integer(meta, "epoch", path), Integer(meta, "batch", path), Integer(meta, "steps", path),
+            Single(meta, "loss_sum", path), Single(meta, "correct_sum", path));
+        model.LoadStateDict(weights);
+        foreach (var (name, tensor) in state)
+        {
+            model.Backend.Upload<float>(contents.Tensors["optimizer." + name].Data, tensor);
+        }
+
+        optimizer.RestoreStepCount(position.OptimizerSteps);
+        return position;
+    }
+
+    private static string Text(int value) => value.ToString(CultureInfo.InvariantCulture);
+
+    private static int Integer(IReadOnlyDictionary<string, string> meta, string key, string path) =>
+        int.TryParse(meta.GetValueOrDefault(key), NumberStyles.None, CultureInfo.InvariantCulture, out int value)
+            ? value
+            : throw new FileFormatException($"checkpoint '{path}': metadata '{key}' is missing or not a non-negative integer.");
+
+    private static float Single(IReadOnlyDictionary<string, string> meta, string key, string path) =>
+        float.TryParse(meta.GetValueOrDefault(key), NumberStyles.Float, CultureInfo.InvariantCulture, out float value) && float.IsFinite(value)
+            ? value
+            : throw new FileFormatException($"checkpoint '{path}': metadata '{key}' is missing or not a number.");
+}

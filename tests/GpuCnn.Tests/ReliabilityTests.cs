@@ -1,0 +1,201 @@
+using System.Diagnostics;
+using GpuCnn.Cpu;
+using GpuCnn.Ilgpu;
+using GpuCnn.IO;
+using GpuCnn.Models;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>Checkpoints and resume, interruption, divergence, device memory limits and leaks.</summary>
+public sealed class ReliabilityTests
+{
+    private const string Spec = "conv(4,3,pad=1),relu,maxpool(2),flatten,dense(4)";
+
+    [Theory]
+    [InlineData("reference")]
+    [InlineData("ilgpu-cpu")]
+    public void Two_epochs_straight_equal_one_epoch_plus_resume_bitwise(string device)
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 40);
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--batch-size", "8",
+            "--optimizer", "adam", "--device", device];
+        Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "2", "--out", temp.File("straight.safetensors")]).ExitCode);
+
+        var first = CliRunner.Run([.. common, "--epochs", "1", "--checkpoint", temp.File("c.safetensors"), "--out", temp.File("one.safetensors")]);
+        Assert.True(first.ExitCode == 0, first.Error);
+        var resumed = CliRunner.Run([.. common, "--epochs", "2", "--checkpoint", temp.File("c.safetensors"), "--resume", temp.File("c.safetensors"), "--out", temp.File("resumed.safetensors")]);
+        Assert.True(resumed.ExitCode == 0, resumed.Error);
+        Assert.Contains("resuming from", resumed.Error, StringComparison.Ordinal);
+        Assert.Single(resumed.Out.Split('\n'), l => l.StartsWith("epoch ", StringComparison.Ordinal)); // only epoch 2 ran
+
+        AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
+    }
+
+    [Fact]
+    public void Resuming_with_different_settings_is_refused()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 16);
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--device", "reference", "--out", temp.File("m.safetensors")];
+        Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "1", "--checkpoint", temp.File("c.safetensors")]).ExitCode);
+        var result = CliRunner.Run([.. common, "--epochs", "2", "--lr", "0.5", "--resume", temp.File("c.safetensors")]);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("was written with lr 0.05, this run has 0.5", result.ErrorLine, StringComparison.Ordinal);
+
+        var notCheckpoint = CliRunner.Run([.. common, "--epochs", "2", "--resume", temp.File("m.safetensors")]);
+        Assert.Contains("is not a gpucnn checkpoint", notCheckpoint.ErrorLine, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_interruption_mid_epoch_resumes_bitwise()
+    {
+        using var temp = Fixtures.TempFolder();
+        var data = TrainingTests.QuadrantData(40, seed: 1);
+        var options = new TrainingOptions(Epochs: 3, BatchSize: 8, Seed: 2, Schedule: LearningRateSchedule.Cosine);
+        var settings = new Dictionary<string, string> { ["test"] = "1" };
+        using var backend = IlgpuDevices.OpenCpuAccelerator();
+
+        float[] straight = Weights(Train(backend, data, options, null, null, null));
+
+        // Stop after batch 3 of epoch 2 (as Ctrl+C does): the trainer finishes the batch and hands over its state.
+        using var cancel = new CancellationTokenSource();
+        var interrupted = Assert.Throws<TrainingInterruptedException>(() => Train(backend, data, options, null,
+            (model, optimizer, state) => CheckpointFile.Save(temp.File("c.safetensors"), model, optimizer, state, settings),
+            (epoch, batch) => { if (epoch == 2 && batch == 3) { cancel.Cancel(); } }, cancel.Token));
+        Assert.Equal(new TrainingState(2, 3, 5 + 3, interrupted.State.LossSum, interrupted.State.CorrectSum), interrupted.State);
+
+        float[] resumed = Weights(Train(backend, data, options, temp.File("c.safetensors"), null, null));
+        TensorAssert.Identical<float>(straight, resumed, "straight vs interrupted and resumed");
+
+        Sequential Train(Backend on, Dataset d, TrainingOptions o, string? resumeFrom, Action<Sequential, Optimizer, TrainingState>? save,
+            Action<int, int>? afterBatch, CancellationToken token = default)
+        {
+            var model = Sequential.Create(Spec, [1, 8, 8], on, seed: 3);
+            using var optimizer = new Sgd(on, model.NamedParameters(), new SgdOptions(0.1f, 0.9f, WeightDecay: 0.01f, Nesterov: true));
+            var start = resumeFrom is null ? null : CheckpointFile.Restore(resumeFrom, model, optimizer, settings);
+            new Trainer(model, optimizer, o).Fit(d, null, null, afterBatch is null ? null : new SyncProgress(p => afterBatch(p.Epoch, p.Batch)),
+                start, save is null ? null : s => save(model, optimizer, s), token);
+            return model;
+        }
+    }
+
+    [Fact]
+    public void A_diverging_loss_stops_naming_epoch_and_batch_and_keeps_the_last_good_checkpoint()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 32);
+        File.WriteAllText(temp.File("m.safetensors"), "an earlier model");
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--device", "reference",
+            "--batch-size", "8", "--momentum", "0", "--schedule", "constant", "--out", temp.File("m.safetensors"), "--checkpoint", temp.File("c.safetensors")];
+
+        var result = CliRunner.Run([.. common, "--lr", "1e30", "--epochs", "2"]);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Matches(@"^error: the loss became NaN or infinite at epoch 1, batch \d; training stopped\. Try a lower learning rate than 1E\+30\.", result.ErrorLine);
+        Assert.Equal("an earlier model", File.ReadAllText(temp.File("m.safetensors")));
+        Assert.False(File.Exists(temp.File("c.safetensors"))); // no checkpoint of a diverged epoch
+
+        // With a good epoch behind it, a later divergence leaves that epoch's checkpoint as it was.
+        using var backend = new ReferenceBackend();
+        var data = TrainingTests.QuadrantData(32, seed: 4);
+        using var model = Sequential.Create(Spec, [1, 8, 8], backend, seed: 5);
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
+        var settings = new Dictionary<string, string>();
+        new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 8)).Fit(data, onCheckpoint: s => CheckpointFile.Save(temp.File("good.safetensors"), model, sgd, s, settings));
+        byte[] good = File.ReadAllBytes(temp.File("good.safetensors"));
+        sgd.LearningRate = 1e30f;
+        var diverged = Assert.Throws<TrainingDivergedException>(() => new Trainer(model, sgd, new TrainingOptions(Epochs: 2, BatchSize: 8))
+            .Fit(data, resume: new TrainingState(2, 0, sgd.StepCount, 0, 0), onCheckpoint: s => CheckpointFile.Save(temp.File("good.safetensors"), model, sgd, s, settings)));
+        Assert.Equal(2, diverged.Epoch);
+        Assert.Equal(good, File.ReadAllBytes(temp.File("good.safetensors")));
+    }
+
+    [Fact]
+    public void Device_memory_is_flat_over_hundreds_of_training_steps()
+    {
+        using var backend = IlgpuDevices.OpenCpuAccelerator();
+        var data = TrainingTests.QuadrantData(60, seed: 6);
+        using var model = Sequential.Create(Spec, [1, 8, 8], backend, seed: 7);
+        using var adam = new Adam(backend, model.NamedParameters(), new AdamOptions(0.01f));
+        var bytes = new List<long>();
+        new Trainer(model, adam, new TrainingOptions(Epochs: 16, BatchSize: 4)).Fit(data, TrainingTests.QuadrantData(12, seed: 8),
+            progress: new SyncProgress(_ => bytes.Add(backend.BytesAllocated)));
+        Assert.Equal(240, bytes.Count);
+        Assert.All(bytes.Skip(1), b => Assert.Equal(bytes[0], b));
+    }
+
+    [Fact]
+    public void Running_out_of_device_memory_is_a_clear_error()
+    {
+        using var backend = IlgpuDevices.OpenCpuAccelerator();
+        backend.MemoryLimitBytes = 1000;
+        var error = Assert.Throws<DeviceOutOfMemoryException>(() => Sequential.Create(ArchitectureSpec.LeNet5, [1, 28, 28], backend));
+        Assert.Matches(@"^ilgpu-cpu: out of device memory allocating Single\(\d+(,\d+)*\) \([\d.]+ [KMG]?i?B\) with [\d.]+ [KMG]?i?B already in use and a limit of 1000 B", error.Message);
+        Assert.Contains("try a smaller --batch-size", error.Message, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void Ctrl_c_writes_a_checkpoint_and_says_how_to_resume()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 3000);
+        string dll = Path.Combine(AppContext.BaseDirectory, "gpucnn.dll");
+        string[] common = ["train", "--arch", "conv(8,3,pad=1),relu,conv(8,3,pad=1),relu,flatten,dense(4)", "--images", temp.File("x.npy"),
+            "--labels", temp.File("y.npy"), "--device", "reference", "--epochs", "3", "--batch-size", "16"];
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in (string[])[dll, .. common, "--out", temp.File("m.safetensors")])
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(start)!;
+        string? firstEpoch = process.StandardOutput.ReadLine(); // epoch 1 done: now stop epoch 2 part-way
+        Assert.StartsWith("epoch 1:", firstEpoch, StringComparison.Ordinal);
+        Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        Assert.True(process.WaitForExit(60_000), "the process did not stop after SIGINT");
+        string stderr = process.StandardError.ReadToEnd();
+        Assert.Equal(130, process.ExitCode);
+        string checkpoint = temp.File("m.checkpoint.safetensors");
+        Assert.Contains($"resume with the same command plus: --resume {checkpoint}", stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("m.safetensors")));
+
+        var resumed = CliRunner.Run([.. common, "--resume", checkpoint, "--out", temp.File("resumed.safetensors")]);
+        Assert.True(resumed.ExitCode == 0, resumed.Error);
+        Assert.Equal(0, CliRunner.Run([.. common, "--out", temp.File("straight.safetensors")]).ExitCode);
+        AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
+    }
+
+    private static void AssertSameWeights(string expectedPath, string actualPath)
+    {
+        var expected = Safetensors.Read(expectedPath).Tensors;
+        var actual = Safetensors.Read(actualPath).Tensors;
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        foreach (var (key, tensor) in expected)
+        {
+            TensorAssert.Identical<float>(tensor.Data, actual[key].Data, key);
+        }
+    }
+
+    private static float[] Weights(Sequential model)
+    {
+        using (model)
+        {
+            return [.. model.StateDict().OrderBy(p => p.Key, StringComparer.Ordinal).SelectMany(p => p.Value.Data)];
+        }
+    }
+
+    private static void WriteQuadrants(TempFolder temp, int count)
+    {
+        var data = TrainingTests.QuadrantData(count, seed: 1);
+        Npy.Write(temp.File("x.npy"), data.Images);
+        Npy.Write(temp.File("y.npy"), new Npy.Array([count], "i4", [.. data.Labels.SelectMany(BitConverter.GetBytes)]));
+    }
+
+    /// <summary>IProgress that runs on the reporting thread (Progress&lt;T&gt; posts to the thread pool).</summary>
+    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}
