@@ -1,3 +1,4 @@
+using GpuCnn.Cpu.Fast;
 using GpuCnn.Ilgpu;
 
 namespace GpuCnn.Cpu;
@@ -9,20 +10,21 @@ namespace GpuCnn.Cpu;
 public static class Backends
 {
     /// <summary>The names <see cref="Open"/> accepts.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["auto", "reference", "ilgpu-cpu", "cuda", "opencl"];
+    public static IReadOnlyList<string> Names { get; } = ["auto", "cpu", "reference", "ilgpu-cpu", "cuda", "opencl"];
 
     /// <summary>Every device this machine could offer, with the reason where one is unavailable.</summary>
     public static IReadOnlyList<DeviceInfo> List() =>
     [
         IlgpuDevices.DescribeCuda(),
         IlgpuDevices.DescribeOpenCL(),
+        new DeviceInfo("cpu", "cpu", $"fast CPU backend: {Environment.ProcessorCount} threads, {Simd.Best}", 0, true, null),
         new DeviceInfo("reference", "cpu", "naive C# reference (1 thread)", 0, true, null),
         IlgpuDevices.DescribeCpuAccelerator(),
     ];
 
     /// <summary>
-    /// The device <c>auto</c> picks: CUDA, then OpenCL, then the fastest CPU implementation present (the reference
-    /// for now; ILGPU's CPU accelerator emulates GPU threads and is for tests).
+    /// The device <c>auto</c> picks: CUDA, then OpenCL, then the fast CPU backend (ILGPU's CPU accelerator emulates
+    /// GPU threads and is for tests; the reference is for checking).
     /// </summary>
     public static string AutoChoice(IReadOnlyList<DeviceInfo> devices)
     {
@@ -35,7 +37,7 @@ public static class Backends
             }
         }
 
-        return "reference";
+        return "cpu";
     }
 
     /// <summary>
@@ -49,6 +51,7 @@ public static class Backends
         return name.Trim().ToLowerInvariant() switch
         {
             "auto" => OpenAuto(warn),
+            "cpu" => new CpuBackend(),
             "reference" => new ReferenceBackend(),
             "ilgpu-cpu" => IlgpuDevices.OpenCpuAccelerator(),
             "cuda" => IlgpuDevices.OpenCuda(),
@@ -59,7 +62,7 @@ public static class Backends
     }
 
     /// <summary>The CPU backend auto falls back to.</summary>
-    public static Backend OpenCpuFallback() => new ReferenceBackend();
+    public static Backend OpenCpuFallback() => new CpuBackend();
 
     private static Backend OpenAuto(Action<string>? warn)
     {

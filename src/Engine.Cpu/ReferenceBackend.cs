@@ -6,42 +6,13 @@ namespace GpuCnn.Cpu;
 /// The reference backend: <see cref="ReferenceMath"/> in float on host arrays, one thread, synchronous. It defines
 /// what every other backend must compute; it is deliberately slow.
 /// </summary>
-public sealed class ReferenceBackend : Backend
+public sealed class ReferenceBackend : HostBackend
 {
-    private long _bytes;
-
     /// <inheritdoc/>
     public override string Name => "reference";
 
     /// <inheritdoc/>
     public override string DeviceName => "naive C# reference (host memory, 1 thread)";
-
-    /// <inheritdoc/>
-    public override long BytesAllocated => Interlocked.Read(ref _bytes);
-
-    /// <inheritdoc/>
-    public override void Synchronize()
-    {
-    }
-
-    /// <inheritdoc/>
-    protected override DeviceTensor<T> AllocateCore<T>(Shape shape)
-    {
-        var tensor = new HostTensor<T>(this, shape);
-        Interlocked.Add(ref _bytes, tensor.Bytes);
-        return tensor;
-    }
-
-    internal void OnReleased(long bytes) => Interlocked.Add(ref _bytes, -bytes);
-
-    /// <inheritdoc/>
-    protected override void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination) => source.CopyTo(Data(destination));
-
-    /// <inheritdoc/>
-    protected override void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination) => Data(source).CopyTo(destination);
-
-    /// <inheritdoc/>
-    protected override void FillCore(DeviceTensor<float> tensor, float value) => Data(tensor).AsSpan().Fill(value);
 
     /// <inheritdoc/>
     protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
@@ -106,11 +77,6 @@ public sealed class ReferenceBackend : Backend
             logits.Shape[0], logits.Shape[1]);
 
     /// <inheritdoc/>
-    protected override void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset,
-        DeviceTensor<T> destination, int rows, int rowLength) =>
-        ReferenceMath.GatherRows<T>(Data(source), Data(indices), offset, Data(destination), rows, rowLength);
-
-    /// <inheritdoc/>
     protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
         ReferenceMath.Argmax<float>(Data(logits), Data(predictions).AsSpan(offset), logits.Shape[0], logits.Shape[1]);
 
@@ -141,21 +107,4 @@ public sealed class ReferenceBackend : Backend
         DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
         ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay,
             Data(parameter), Data(gradient), Data(firstMoment), Data(secondMoment));
-
-    private static T[] Data<T>(DeviceTensor<T> tensor)
-        where T : unmanaged => ((HostTensor<T>)tensor).Values;
-}
-
-/// <summary>A "device" tensor of a host backend: a plain array.</summary>
-internal sealed class HostTensor<T>(ReferenceBackend backend, Shape shape, HostTensor<T>? viewOf = null)
-    : DeviceTensor<T>(backend, shape, viewOf)
-    where T : unmanaged
-{
-    public T[] Values { get; } = viewOf?.Values ?? new T[shape.Size];
-
-    protected override DeviceTensor<T> CreateView(Shape shape) => new HostTensor<T>(backend, shape, this);
-
-    public long Bytes => (long)Values.Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-
-    protected override void Release() => backend.OnReleased(Bytes);
 }

@@ -382,6 +382,8 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
 
 public sealed class ReferenceBackendOps(ReferenceFixture fixture) : BackendOpsTests(fixture), IClassFixture<ReferenceFixture>;
 
+public sealed class CpuBackendOps(CpuFixture fixture) : BackendOpsTests(fixture), IClassFixture<CpuFixture>;
+
 public sealed class IlgpuCpuBackendOps(IlgpuCpuFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFixture>;
 
 public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;

@@ -8,7 +8,8 @@ public sealed class DeviceSelectionTests
     public void Listing_shows_every_kind_with_a_reason_for_the_absent_ones()
     {
         var devices = Backends.List();
-        Assert.Equal(["cuda", "opencl", "reference", "ilgpu-cpu"], devices.Select(d => d.Name));
+        Assert.Equal(["cuda", "opencl", "cpu", "reference", "ilgpu-cpu"], devices.Select(d => d.Name));
+        Assert.True(devices.Single(d => d.Name == "cpu").Available);
         Assert.True(devices.Single(d => d.Name == "reference").Available);
         Assert.True(devices.Single(d => d.Name == "ilgpu-cpu").Available);
         Assert.All(devices.Where(d => !d.Available), d => Assert.False(string.IsNullOrWhiteSpace(d.Reason)));
@@ -23,12 +24,12 @@ public sealed class DeviceSelectionTests
     }
 
     [Fact]
-    public void Auto_order_is_cuda_then_opencl_then_reference()
+    public void Auto_order_is_cuda_then_opencl_then_the_fast_cpu_backend()
     {
         static DeviceInfo Device(string name, bool available) => new(name, "gpu", "-", 0, available, available ? null : "absent");
         Assert.Equal("cuda", Backends.AutoChoice([Device("cuda", true), Device("opencl", true)]));
         Assert.Equal("opencl", Backends.AutoChoice([Device("cuda", false), Device("opencl", true)]));
-        Assert.Equal("reference", Backends.AutoChoice([Device("cuda", false), Device("opencl", false), Device("ilgpu-cpu", true)]));
+        Assert.Equal("cpu", Backends.AutoChoice([Device("cuda", false), Device("opencl", false), Device("ilgpu-cpu", true)]));
     }
 
     [SkippableFact]
@@ -45,7 +46,7 @@ public sealed class DeviceSelectionTests
     public void Unknown_device_names_list_the_valid_ones()
     {
         var error = Assert.Throws<ArgumentException>(() => Backends.Open("tpu"));
-        Assert.Contains("Unknown device 'tpu'; expected one of: auto, reference, ilgpu-cpu, cuda, opencl", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Unknown device 'tpu'; expected one of: auto, cpu, reference, ilgpu-cpu, cuda, opencl", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -76,6 +76,8 @@ public abstract class TorchParityTests(BackendFixture fixture)
 
 public sealed class ReferenceTorchParity(ReferenceFixture fixture) : TorchParityTests(fixture), IClassFixture<ReferenceFixture>;
 
+public sealed class CpuTorchParity(CpuFixture fixture) : TorchParityTests(fixture), IClassFixture<CpuFixture>;
+
 public sealed class IlgpuCpuTorchParity(IlgpuCpuFixture fixture) : TorchParityTests(fixture), IClassFixture<IlgpuCpuFixture>;
 
 public sealed class CudaTorchParity(CudaFixture fixture) : TorchParityTests(fixture), IClassFixture<CudaFixture>;

@@ -43,6 +43,8 @@ public abstract class BackendFixture : IDisposable
 
 public sealed class ReferenceFixture() : BackendFixture("reference");
 
+public sealed class CpuFixture() : BackendFixture("cpu");
+
 public sealed class IlgpuCpuFixture() : BackendFixture("ilgpu-cpu");
 
 public sealed class CudaFixture() : BackendFixture("cuda");

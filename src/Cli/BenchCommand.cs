@@ -1,0 +1,58 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using GpuCnn.Cli.Bench;
+using GpuCnn.IO;
+
+namespace GpuCnn.Cli;
+
+/// <summary>
+/// <c>gpucnn bench [--device D] [--quick] [--json FILE] [--only PREFIX]</c>: the fixed suite as a table (median ms,
+/// GFLOP/s) and optionally a JSON array of {"name", "device", "ms", "gflops"} rows.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create(CliIo io)
+    {
+        var device = CommonOptions.Device();
+        var quick = new Option<bool>("--quick") { Description = "Small shapes (rows named …-quick); under a minute even on the ILGPU CPU accelerator." };
+        var json = new Option<string?>("--json") { Description = "Also write the rows as a JSON array to this file." };
+        var only = new Option<string[]>("--only") { Description = "Run only rows whose name starts with one of these prefixes.", AllowMultipleArgumentsPerToken = true };
+        var command = new Command("bench", "Time the fixed benchmark suite on one device.") { device, quick, json, only };
+        command.SetAction(parse =>
+        {
+            using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
+            string[] prefixes = parse.GetValue(only) ?? [];
+            var cases = BenchSuite.Cases(parse.GetValue(quick)).Where(c => prefixes.Length == 0 || prefixes.Any(p => c.Name.StartsWith(p, StringComparison.Ordinal))).ToList();
+            if (cases.Count == 0)
+            {
+                throw new UsageException($"--only {string.Join(" ", prefixes)} matches no benchmark row.");
+            }
+
+            io.Out.WriteLine($"device: {backend.Name} ({backend.DeviceName})");
+            io.Out.WriteLine($"{"name",-24} {"median ms",12} {"GFLOP/s",10} {"runs",5}");
+            var results = new List<BenchResult>();
+            foreach (var benchCase in cases)
+            {
+                io.Cancel.ThrowIfCancellationRequested();
+                var result = BenchSuite.Measure(backend, benchCase);
+                results.Add(result);
+                io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{result.Name,-24} {result.Ms,12:F3} {(result.Gflops is { } g ? g.ToString("F1", CultureInfo.InvariantCulture) : "-"),10} {result.Repetitions,5}"));
+            }
+
+            if (parse.GetValue(json) is { } path)
+            {
+                var rows = results.Select(r => new { name = r.Name, device = r.Device, ms = Math.Round(r.Ms, 4), gflops = r.Gflops is { } g ? Math.Round(g, 2) : (double?)null });
+                byte[] bytes = JsonSerializer.SerializeToUtf8Bytes(rows, JsonOptions);
+                FileUtil.WriteAtomically(path, s => s.Write(bytes));
+                io.Out.WriteLine($"wrote {path}");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+}

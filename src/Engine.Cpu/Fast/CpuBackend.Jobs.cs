@@ -1,0 +1,320 @@
+using System.Runtime.CompilerServices;
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>The parallel jobs of the CPU backend: reusable objects whose fields are set per call (no allocation).</summary>
+public sealed unsafe partial class CpuBackend
+{
+    private readonly ConvForwardJob _convForward;
+    private readonly ConvBackwardDataJob _convBackwardData;
+    private readonly ConvBackwardFilterJob _convBackwardFilter;
+    private readonly GemmJob _gemm;
+    private readonly PlaneJob _planes;
+
+    /// <summary>Whether a convolution's column matrix is the input itself (1×1 kernel, stride 1, no padding).</summary>
+    private static bool IsPointwise(in Conv2dGeometry g) =>
+        g.R == 1 && g.S == 1 && g.StrideH == 1 && g.StrideW == 1 && g.PadH == 0 && g.PadW == 0;
+
+    /// <summary>Columns [chunk] of a GEMM.</summary>
+    private sealed class GemmJob(CpuBackend owner) : IParallelJob
+    {
+        public GemmArgs Args;
+        public int Parts;
+
+        public void Run(int part, int worker)
+        {
+            int chunk = (Args.N + Parts - 1) / Parts;
+            chunk = (chunk + 31) / 32 * 32;
+            int first = part * chunk, count = Math.Min(chunk, Args.N - first);
+            if (count > 0)
+            {
+                owner._workers.Gemm(worker).Run(Args.Columns(first, count));
+            }
+        }
+    }
+
+    /// <summary>y_n (K × P·Q) = W (K × C·R·S) · cols(x_n) + b, one image per part.</summary>
+    private sealed class ConvForwardJob(CpuBackend owner) : IParallelJob
+    {
+        private Conv2dGeometry _g;
+        private float* _x, _w, _b, _y;
+
+        public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y)
+        {
+            _g = g;
+            _x = x;
+            _w = w;
+            _b = b;
+            _y = y;
+        }
+
+        public void Run(int n, int worker)
+        {
+            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
+            float* x = _x + (long)n * _g.C * _g.H * _g.W;
+            float* y = _y + (long)n * _g.K * pq;
+            if (DirectConvolution.SuitsForward(_g))
+            {
+                float* scratch = owner._scratch[worker].Columns(DirectConvolution.ScratchLength(_g, (int)owner.Width));
+                DirectConvolution.Forward(owner.Width, _g, x, _w, _b, y, scratch);
+                return;
+            }
+
+            float* cols = x;
+            if (!IsPointwise(_g))
+            {
+                cols = owner._scratch[worker].Columns(crs * pq);
+                Im2Col.Expand(_g, x, cols);
+            }
+
+            float beta = 0f;
+            if (_b != null)
+            {
+                for (int k = 0; k < _g.K; k++)
+                {
+                    new Span<float>(y + (long)k * pq, pq).Fill(_b[k]);
+                }
+
+                beta = 1f;
+            }
+
+            owner._workers.Gemm(worker).Run(new GemmArgs(false, false, _g.K, pq, crs, 1f, _w, crs, cols, pq, beta, y, pq));
+        }
+    }
+
+    /// <summary>
+    /// dx_n = col2im(Wᵀ · dy_n): the GEMM form of the full convolution of the dilated, padded dy with the rotated
+    /// kernel (docs/02-convolution.md), one image per part.
+    /// </summary>
+    private sealed class ConvBackwardDataJob(CpuBackend owner) : IParallelJob
+    {
+        private Conv2dGeometry _g;
+        private float* _dy, _w, _dx;
+
+        public void Set(in Conv2dGeometry g, float* dy, float* w, float* dx)
+        {
+            _g = g;
+            _dy = dy;
+            _w = w;
+            _dx = dx;
+        }
+
+        public void Run(int n, int worker)
+        {
+            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q, chw = _g.C * _g.H * _g.W;
+            float* dy = _dy + (long)n * _g.K * pq;
+            float* dx = _dx + (long)n * chw;
+            if (IsPointwise(_g))
+            {
+                owner._workers.Gemm(worker).Run(new GemmArgs(true, false, crs, pq, _g.K, 1f, _w, crs, dy, pq, 0f, dx, pq));
+                return;
+            }
+
+            float* cols = owner._scratch[worker].Columns(crs * pq);
+            owner._workers.Gemm(worker).Run(new GemmArgs(true, false, crs, pq, _g.K, 1f, _w, crs, dy, pq, 0f, cols, pq));
+            new Span<float>(dx, chw).Clear();
+            Im2Col.Accumulate(_g, cols, dx);
+        }
+    }
+
+    /// <summary>Worker w's partial dW = Σ over its images of dy_n (K × P·Q) · cols(x_n)ᵀ; images split in fixed contiguous ranges.</summary>
+    private sealed class ConvBackwardFilterJob(CpuBackend owner) : IParallelJob
+    {
+        private Conv2dGeometry _g;
+        private float* _x, _dy;
+        private int _parts;
+
+        public void Set(in Conv2dGeometry g, float* x, float* dy, int parts)
+        {
+            _g = g;
+            _x = x;
+            _dy = dy;
+            _parts = parts;
+        }
+
+        public void Run(int part, int worker)
+        {
+            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
+            float* partial = owner._scratch[part].Partial(_g.WeightSize);
+            int first = (int)((long)_g.N * part / _parts), last = (int)((long)_g.N * (part + 1) / _parts);
+            new Span<float>(partial, _g.WeightSize).Clear();
+            for (int n = first; n < last; n++)
+            {
+                float* x = _x + (long)n * _g.C * _g.H * _g.W;
+                if (DirectConvolution.SuitsFilterGradient(_g))
+                {
+                    float* scratch = owner._scratch[part].Columns(DirectConvolution.ScratchLength(_g, (int)owner.Width));
+                    DirectConvolution.AccumulateFilterGradient(owner.Width, _g, x, _dy + (long)n * _g.K * pq, partial, scratch);
+                    continue;
+                }
+
+                float* cols = x;
+                if (!IsPointwise(_g))
+                {
+                    cols = owner._scratch[part].Columns(crs * pq);
+                    Im2Col.Expand(_g, x, cols);
+                }
+
+                owner._workers.Gemm(worker).Run(new GemmArgs(false, true, _g.K, crs, pq, 1f, _dy + (long)n * _g.K * pq, pq, cols, pq, 1f, partial, crs));
+            }
+        }
+    }
+
+    /// <summary>Pooling over planes (N·C of them), a contiguous range of planes per part.</summary>
+    private sealed class PlaneJob(CpuBackend owner) : IParallelJob
+    {
+        public enum Op
+        {
+            MaxForward,
+            MaxBackward,
+            AvgForward,
+            AvgBackward,
+        }
+
+        private Op _op;
+        private Pool2dGeometry _g;
+        private float* _in, _out;
+        private int* _switches;
+
+        public int Parts { get; set; }
+
+        public void Set(Op op, in Pool2dGeometry g, float* input, float* output, int* switches)
+        {
+            _op = op;
+            _g = g;
+            _in = input;
+            _out = output;
+            _switches = switches;
+        }
+
+        public void Run(int part, int worker)
+        {
+            _ = owner;
+            int planes = _g.N * _g.C;
+            int first = (int)((long)planes * part / Parts), last = (int)((long)planes * (part + 1) / Parts);
+            int hw = _g.H * _g.W, pq = _g.P * _g.Q;
+            for (int plane = first; plane < last; plane++)
+            {
+                switch (_op)
+                {
+                    case Op.MaxForward when MaxPool2x2.Suits(_g):
+                        MaxPool2x2.Plane(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq, _g.W, _g.P, _g.Q);
+                        break;
+                    case Op.MaxForward: MaxForward(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq); break;
+                    case Op.MaxBackward: MaxBackward(_in + (long)plane * pq, _switches + (long)plane * pq, _out + (long)plane * hw); break;
+                    case Op.AvgForward: AvgForward(_in + (long)plane * hw, _out + (long)plane * pq); break;
+                    default: AvgBackward(_in + (long)plane * pq, _out + (long)plane * hw); break;
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
+        private void MaxForward(float* x, float* y, int* switches)
+        {
+            // Geometry in locals: P and Q are computed properties (a division each), and the JIT cannot keep fields
+            // in registers across stores through pointers.
+            int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
+            int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
+            for (int p = 0; p < outH; p++)
+            {
+                for (int q = 0; q < outW; q++)
+                {
+                    float best = float.NegativeInfinity;
+                    int at = -1;
+                    for (int r = 0; r < kh; r++)
+                    {
+                        int h = p * sh + r - ph;
+                        if ((uint)h >= (uint)height)
+                        {
+                            continue;
+                        }
+
+                        for (int s = 0; s < kw; s++)
+                        {
+                            int w = q * sw + s - pw;
+                            if ((uint)w >= (uint)width)
+                            {
+                                continue;
+                            }
+
+                            MaxPool2x2.TakeScalar(ref best, ref at, x[h * width + w], h * width + w);
+                        }
+                    }
+
+                    y[p * outW + q] = best;
+                    switches[p * outW + q] = at;
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void MaxBackward(float* dy, int* switches, float* dx)
+        {
+            int outputs = _g.P * _g.Q;
+            new Span<float>(dx, _g.H * _g.W).Clear();
+            for (int o = 0; o < outputs; o++)
+            {
+                dx[switches[o]] += dy[o];
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
+        private void AvgForward(float* x, float* y)
+        {
+            int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
+            int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
+            float scale = 1f / (kh * kw);
+            for (int p = 0; p < outH; p++)
+            {
+                for (int q = 0; q < outW; q++)
+                {
+                    float sum = 0f;
+                    for (int r = 0; r < kh; r++)
+                    {
+                        int h = p * sh + r - ph;
+                        for (int s = 0; (uint)h < (uint)height && s < kw; s++)
+                        {
+                            int w = q * sw + s - pw;
+                            if ((uint)w < (uint)width)
+                            {
+                                sum += x[h * width + w];
+                            }
+                        }
+                    }
+
+                    y[p * outW + q] = sum * scale;
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
+        private void AvgBackward(float* dy, float* dx)
+        {
+            int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
+            int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
+            float scale = 1f / (kh * kw);
+            new Span<float>(dx, height * width).Clear();
+            for (int p = 0; p < outH; p++)
+            {
+                for (int q = 0; q < outW; q++)
+                {
+                    float share = dy[p * outW + q] * scale;
+                    for (int r = 0; r < kh; r++)
+                    {
+                        int h = p * sh + r - ph;
+                        for (int s = 0; (uint)h < (uint)height && s < kw; s++)
+                        {
+                            int w = q * sw + s - pw;
+                            if ((uint)w < (uint)width)
+                            {
+                                dx[h * width + w] += share;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

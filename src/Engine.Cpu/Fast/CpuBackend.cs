@@ -1,0 +1,408 @@
+using System.Runtime.CompilerServices;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using GpuCnn.Kernels;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// The fast CPU backend: a packed, cache-blocked GEMM with AVX-512 / AVX2 / 128-bit / scalar micro-kernels,
+/// convolution as im2col + GEMM per image, pooling and elementwise work split across cores by a fixed thread
+/// team, and grow-only scratch so a training loop allocates nothing after its first step. Results are bitwise
+/// reproducible run after run on the same machine (static work split, ordered reductions).
+/// </summary>
+public sealed unsafe partial class CpuBackend : HostBackend
+{
+    private readonly CpuWorkers _workers;
+    private readonly Scratch[] _scratch;
+
+    /// <summary>Creates the backend with one thread per core and the widest SIMD the machine accelerates.</summary>
+    public CpuBackend()
+        : this(Environment.ProcessorCount, Simd.Best)
+    {
+    }
+
+    /// <summary>Creates the backend with a given thread count and SIMD width (tests use this to cover every width).</summary>
+    public CpuBackend(int threads, SimdWidth width)
+    {
+        Checks.Positive("CpuBackend", nameof(threads), threads);
+        Width = width;
+        _workers = new CpuWorkers(threads, width);
+        _scratch = [.. Enumerable.Range(0, _workers.Count).Select(_ => new Scratch())];
+        _convForward = new ConvForwardJob(this);
+        _convBackwardData = new ConvBackwardDataJob(this);
+        _convBackwardFilter = new ConvBackwardFilterJob(this);
+        _gemm = new GemmJob(this);
+        _planes = new PlaneJob(this);
+    }
+
+    /// <summary>The SIMD width in use.</summary>
+    public SimdWidth Width { get; }
+
+    /// <summary>Threads in use.</summary>
+    public int Threads => _workers.Count;
+
+    /// <inheritdoc/>
+    public override string Name => "cpu";
+
+    /// <inheritdoc/>
+    public override string DeviceName => $"{Threads} threads, {Width} ({RuntimeInformation.ProcessArchitecture})";
+
+    /// <inheritdoc/>
+    protected override long ScratchBytes => _workers.ScratchBytes + _scratch.Sum(s => s.Bytes);
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _workers.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    // ------------------------------------------------------------------ GEMM
+
+    /// <inheritdoc/>
+    protected override void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c)
+    {
+        fixed (float* pa = Data(a), pb = Data(b), pc = Data(c))
+        {
+            var args = new GemmArgs(shape.TransposeA != 0, shape.TransposeB != 0, shape.M, shape.N, shape.K, shape.Alpha,
+                pa, shape.TransposeA != 0 ? shape.M : shape.K, pb, shape.TransposeB != 0 ? shape.K : shape.N, shape.Beta, pc, shape.N);
+            Gemm(args);
+        }
+    }
+
+    /// <summary>A GEMM split by columns across the team when it is big enough to pay for the split.</summary>
+    private void Gemm(in GemmArgs args)
+    {
+        long work = (long)args.M * args.N * args.K;
+        int parts = work < 1 << 18 ? 1 : Math.Min(_workers.Count, (args.N + 31) / 32);
+        if (parts <= 1)
+        {
+            _workers.Gemm(0).Run(args);
+            return;
+        }
+
+        _gemm.Args = args;
+        _gemm.Parts = parts;
+        _workers.Run(_gemm, parts);
+    }
+
+    // ------------------------------------------------------------------ convolution
+
+    /// <inheritdoc/>
+    protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
+        DeviceTensor<float>? b, DeviceTensor<float> y)
+    {
+        fixed (float* px = Data(x), pw = Data(w), py = Data(y), pb = b is null ? null : Data(b))
+        {
+            _convForward.Set(g, px, pw, pb, py);
+            _workers.Run(_convForward, g.N);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w,
+        DeviceTensor<float> dx)
+    {
+        fixed (float* pdy = Data(dy), pw = Data(w), pdx = Data(dx))
+        {
+            _convBackwardData.Set(g, pdy, pw, pdx);
+            _workers.Run(_convBackwardData, g.N);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy,
+        DeviceTensor<float> dw, DeviceTensor<float>? db)
+    {
+        fixed (float* px = Data(x), pdy = Data(dy), pdw = Data(dw))
+        {
+            int parts = Math.Min(g.N, _workers.Count);
+            _convBackwardFilter.Set(g, px, pdy, parts);
+            _workers.Run(_convBackwardFilter, parts);
+
+            // dw = the workers' partial sums, added in worker order.
+            int size = g.WeightSize;
+            new Span<float>(_scratch[0].Partial(size), size).CopyTo(new Span<float>(pdw, size));
+            for (int worker = 1; worker < parts; worker++)
+            {
+                Add(new Span<float>(_scratch[worker].Partial(size), size), new Span<float>(pdw, size));
+            }
+        }
+
+        if (db is not null)
+        {
+            BiasGradientCore(dy, db, g.N, g.K, g.P * g.Q);
+        }
+    }
+
+    // ------------------------------------------------------------------ pooling
+
+    /// <inheritdoc/>
+    protected override void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<int> switches) => RunPlanes(PlaneJob.Op.MaxForward, g, Data(x), Data(y), Data(switches));
+
+    /// <inheritdoc/>
+    protected override void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches,
+        DeviceTensor<float> dx) => RunPlanes(PlaneJob.Op.MaxBackward, g, Data(dy), Data(dx), Data(switches));
+
+    /// <inheritdoc/>
+    protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y) =>
+        RunPlanes(PlaneJob.Op.AvgForward, g, Data(x), Data(y), null);
+
+    /// <inheritdoc/>
+    protected override void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx) =>
+        RunPlanes(PlaneJob.Op.AvgBackward, g, Data(dy), Data(dx), null);
+
+    private void RunPlanes(PlaneJob.Op op, Pool2dGeometry g, float[] input, float[] output, int[]? switches)
+    {
+        fixed (float* pin = input, pout = output)
+        fixed (int* psw = switches)
+        {
+            _planes.Set(op, g, pin, pout, psw);
+            int planes = g.N * g.C;
+            int parts = (long)g.InputSize < 1 << 15 ? 1 : Math.Min(planes, _workers.Count * 4);
+            _planes.Parts = parts;
+            _workers.Run(_planes, parts);
+        }
+    }
+
+    // ------------------------------------------------------------------ elementwise
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    protected override void BiasAddCore(DeviceTensor<float> y, DeviceTensor<float> b, int batch, int channels, int inner)
+    {
+        var values = Data(y).AsSpan(0, y.Length);
+        var bias = Data(b);
+        for (int n = 0; n < batch; n++)
+        {
+            for (int c = 0; c < channels; c++)
+            {
+                AddScalar(values.Slice((n * channels + c) * inner, inner), bias[c]);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels, int inner)
+    {
+        var values = Data(dy).AsSpan(0, dy.Length);
+        var grad = Data(db);
+        for (int c = 0; c < channels; c++)
+        {
+            float sum = 0f;
+            for (int n = 0; n < batch; n++)
+            {
+                sum += Sum(values.Slice((n * channels + c) * inner, inner));
+            }
+
+            grad[c] = sum;
+        }
+    }
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    protected override void ActivationForwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y)
+    {
+        var input = Data(x).AsSpan(0, x.Length);
+        var output = Data(y).AsSpan(0, y.Length);
+        if (f == Activation.Relu)
+        {
+            int i = 0;
+            for (; i <= input.Length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                Vector.Max(new Vector<float>(input[i..]), Vector<float>.Zero).CopyTo(output[i..]);
+            }
+
+            for (; i < input.Length; i++)
+            {
+                output[i] = input[i] > 0f ? input[i] : 0f;
+            }
+
+            return;
+        }
+
+        ReferenceMath.ActivationForward<float>(f, alpha, input, output);
+    }
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    protected override void ActivationBackwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<float> dy, DeviceTensor<float> dx)
+    {
+        var input = Data(x).AsSpan(0, x.Length);
+        var gradient = Data(dy).AsSpan(0, dy.Length);
+        var result = Data(dx).AsSpan(0, dx.Length);
+        if (f == Activation.Relu)
+        {
+            int i = 0;
+            for (; i <= input.Length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                var mask = Vector.GreaterThan(new Vector<float>(input[i..]), Vector<float>.Zero);
+                Vector.ConditionalSelect(mask, new Vector<float>(gradient[i..]), Vector<float>.Zero).CopyTo(result[i..]);
+            }
+
+            for (; i < input.Length; i++)
+            {
+                result[i] = input[i] > 0f ? gradient[i] : 0f;
+            }
+
+            return;
+        }
+
+        ReferenceMath.ActivationBackward<float>(f, alpha, input, Data(y).AsSpan(0, y.Length), gradient, result);
+    }
+
+    // ------------------------------------------------------------------ loss, metrics, optimizers (small: one thread)
+
+    /// <inheritdoc/>
+    protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
+        DeviceTensor<float> dlogits, DeviceTensor<float> loss) =>
+        Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits).AsSpan(0, logits.Length), Data(labels),
+            Data(dlogits), logits.Shape[0], logits.Shape[1]);
+
+    /// <inheritdoc/>
+    protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
+        ReferenceMath.Argmax<float>(Data(logits), Data(predictions).AsSpan(offset), logits.Shape[0], logits.Shape[1]);
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
+        DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex)
+    {
+        int batch = logits.Shape[0], classes = logits.Shape[1], correct = 0;
+        float[] z = Data(logits);
+        int[] truth = Data(labels);
+        for (int n = 0; n < batch; n++)
+        {
+            int best = 0;
+            for (int j = 1; j < classes; j++)
+            {
+                if (z[n * classes + j] > z[n * classes + best])
+                {
+                    best = j;
+                }
+            }
+
+            correct += best == truth[n] ? 1 : 0;
+        }
+
+        float[] m = Data(metrics);
+        float value = Data(loss)[0];
+        m[0] += value * batch;
+        m[1] += correct;
+        if (m[2] < 0f && !float.IsFinite(value))
+        {
+            m[2] = batchIndex;
+        }
+    }
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
+        DeviceTensor<float> velocity)
+    {
+        float[] p = Data(parameter), g = Data(gradient), v = Data(velocity);
+        for (int i = 0; i < parameter.Length; i++)
+        {
+            float d = g[i] + h.WeightDecay * p[i];
+            if (h.Momentum != 0f)
+            {
+                v[i] = h.FirstStep != 0 ? d : h.Momentum * v[i] + (1f - h.Dampening) * d;
+                d = h.Nesterov != 0 ? d + h.Momentum * v[i] : v[i];
+            }
+
+            p[i] -= h.LearningRate * d;
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
+        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
+        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay,
+            Data(parameter).AsSpan(0, parameter.Length), Data(gradient), Data(firstMoment), Data(secondMoment));
+
+    // ------------------------------------------------------------------ vector helpers
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
+    private static void Add(ReadOnlySpan<float> source, Span<float> target)
+    {
+        int i = 0;
+        for (; i <= source.Length - Vector<float>.Count; i += Vector<float>.Count)
+        {
+            (new Vector<float>(target[i..]) + new Vector<float>(source[i..])).CopyTo(target[i..]);
+        }
+
+        for (; i < source.Length; i++)
+        {
+            target[i] += source[i];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
+    private static void AddScalar(Span<float> target, float value)
+    {
+        var v = new Vector<float>(value);
+        int i = 0;
+        for (; i <= target.Length - Vector<float>.Count; i += Vector<float>.Count)
+        {
+            (new Vector<float>(target[i..]) + v).CopyTo(target[i..]);
+        }
+
+        for (; i < target.Length; i++)
+        {
+            target[i] += value;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
+    private static float Sum(ReadOnlySpan<float> values)
+    {
+        var acc = Vector<float>.Zero;
+        int i = 0;
+        for (; i <= values.Length - Vector<float>.Count; i += Vector<float>.Count)
+        {
+            acc += new Vector<float>(values[i..]);
+        }
+
+        float sum = Vector.Sum(acc);
+        for (; i < values.Length; i++)
+        {
+            sum += values[i];
+        }
+
+        return sum;
+    }
+
+    /// <summary>Per-worker grow-only scratch: im2col columns and partial filter gradients.</summary>
+    private sealed class Scratch
+    {
+        private float[] _columns = [];
+        private float[] _partial = [];
+
+        public long Bytes => ((long)_columns.Length + _partial.Length) * sizeof(float);
+
+        public float* Columns(int length) => Pin(ref _columns, length);
+
+        public float* Partial(int length) => Pin(ref _partial, length);
+
+        private static float* Pin(ref float[] buffer, int length)
+        {
+            if (buffer.Length < length)
+            {
+                buffer = GC.AllocateUninitializedArray<float>(length, pinned: true);
+            }
+
+            return (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+        }
+    }
+}

@@ -1,0 +1,194 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>Work split into numbered parts; <see cref="Run"/> is called once per part.</summary>
+internal interface IParallelJob
+{
+    /// <summary>Does part <paramref name="part"/> on worker <paramref name="worker"/> (whose scratch it may use).</summary>
+    void Run(int part, int worker);
+}
+
+/// <summary>
+/// A fixed team of threads (the caller plus Count − 1 workers) that runs jobs with a static assignment: part p
+/// always goes to worker p mod Count, so per-worker partial sums are combined in the same order every run
+/// (bitwise reproducible). Each worker owns a <see cref="PackedGemm"/>. Running a job allocates nothing.
+/// </summary>
+/// <remarks>
+/// Training issues a job every few hundred microseconds, so idle workers spin (pause instructions only) for a
+/// while before blocking: a blocked thread — on a virtual machine, a halted vCPU — can take a millisecond to wake,
+/// and the usual SpinWait escalates to Sleep(1). The caller spins likewise while waiting for the team.
+/// </remarks>
+internal sealed class CpuWorkers : IDisposable
+{
+    private static readonly long SpinTicks = Stopwatch.Frequency / 2000; // 0.5 ms of spinning before a worker blocks
+
+    private readonly Thread[] _threads;
+    private readonly ManualResetEventSlim[] _wake;
+    private readonly PackedGemm[] _gemms;
+    private IParallelJob? _job;
+    private int _parts;
+    private long _generation;
+    private int _remaining;
+    private volatile bool _stopping;
+    private Exception? _failure;
+
+    public CpuWorkers(int count, SimdWidth width)
+    {
+        Count = Math.Max(1, count);
+        _gemms = [.. Enumerable.Range(0, Count).Select(_ => new PackedGemm(width))];
+        _wake = [.. Enumerable.Range(0, Count).Select(_ => new ManualResetEventSlim(false, spinCount: 0))];
+        _threads = new Thread[Count - 1];
+        for (int i = 1; i < Count; i++)
+        {
+            int worker = i;
+            _threads[i - 1] = new Thread(() => Loop(worker)) { IsBackground = true, Name = $"gpucnn-cpu-{worker}" };
+            _threads[i - 1].Start();
+        }
+    }
+
+    /// <summary>Threads in the team, the caller included.</summary>
+    public int Count { get; }
+
+    /// <summary>Bytes of per-worker scratch (GEMM packing buffers).</summary>
+    public long ScratchBytes => Count * PackedGemm.BufferBytes;
+
+    /// <summary>The GEMM engine of a worker.</summary>
+    public PackedGemm Gemm(int worker) => _gemms[worker];
+
+    /// <summary>Runs parts 0 … parts − 1 of the job across the team and returns when all are done.</summary>
+    public void Run(IParallelJob job, int parts)
+    {
+        if (parts <= 1 || Count == 1)
+        {
+            for (int p = 0; p < parts; p++)
+            {
+                job.Run(p, 0);
+            }
+
+            return;
+        }
+
+        _job = job;
+        _parts = parts;
+        _failure = null;
+        Volatile.Write(ref _remaining, Count - 1);
+        Interlocked.Increment(ref _generation);
+        for (int w = 1; w < Count; w++)
+        {
+            _wake[w].Set();
+        }
+
+        try
+        {
+            RunShare(0);
+        }
+        finally
+        {
+            for (int spins = 0; Volatile.Read(ref _remaining) > 0; spins++)
+            {
+                Thread.SpinWait(30);
+                if (spins > 100_000)
+                {
+                    Thread.Yield(); // the team is slow (a descheduled thread); stop hogging the core
+                }
+            }
+
+            _job = null;
+        }
+
+        if (_failure is not null)
+        {
+            ExceptionDispatchInfo.Throw(_failure);
+        }
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        Interlocked.Increment(ref _generation);
+        for (int w = 1; w < Count; w++)
+        {
+            _wake[w].Set();
+        }
+
+        foreach (var thread in _threads)
+        {
+            thread.Join();
+        }
+
+        foreach (var gemm in _gemms)
+        {
+            gemm.Dispose();
+        }
+
+        foreach (var e in _wake)
+        {
+            e.Dispose();
+        }
+    }
+
+    private void RunShare(int worker)
+    {
+        for (int p = worker; p < _parts; p += Count)
+        {
+            _job!.Run(p, worker);
+        }
+    }
+
+    private void Loop(int worker)
+    {
+        long seen = 0;
+        while (true)
+        {
+            seen = AwaitGeneration(worker, seen);
+            if (_stopping)
+            {
+                return;
+            }
+
+            try
+            {
+                RunShare(worker);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _failure, e, null);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _remaining);
+            }
+        }
+    }
+
+    /// <summary>Spins, then blocks, until a job newer than <paramref name="seen"/> is posted; returns its generation.</summary>
+    private long AwaitGeneration(int worker, long seen)
+    {
+        long start = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            long current = Volatile.Read(ref _generation);
+            if (current != seen)
+            {
+                return current;
+            }
+
+            if (Stopwatch.GetTimestamp() - start < SpinTicks)
+            {
+                Thread.SpinWait(20);
+                continue;
+            }
+
+            // Reset before the final check, so a Set that races with it is never lost.
+            _wake[worker].Reset();
+            if (Volatile.Read(ref _generation) == seen)
+            {
+                _wake[worker].Wait();
+            }
+
+            start = Stopwatch.GetTimestamp();
+        }
+    }
+}

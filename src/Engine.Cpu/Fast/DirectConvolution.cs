@@ -1,0 +1,207 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// Direct stride-1 convolution for layers with few input channels (LeNet's first layer: C = 1), where im2col +
+/// GEMM would spend its time copying. The image is zero-padded once into scratch; each output row is then a sum of
+/// shifted input rows scaled by broadcast weights, vectorised along the row. The filter gradient is the matching
+/// sum of row products, reduced per weight.
+/// </summary>
+internal static unsafe class DirectConvolution
+{
+    /// <summary>
+    /// Whether the direct forward suits this shape better than im2col + GEMM: stride 1 and few input channels
+    /// (measured on LeNet: 3.5× faster for C = 1 and C = 6).
+    /// </summary>
+    public static bool SuitsForward(in Conv2dGeometry g) => g.StrideH == 1 && g.StrideW == 1 && g.C <= 8;
+
+    /// <summary>
+    /// Whether the direct filter gradient suits this shape: stride 1 and very few input channels (its per-weight
+    /// horizontal sums cost more than GEMM's packing once C·R·S grows: slower than GEMM at C = 6).
+    /// </summary>
+    public static bool SuitsFilterGradient(in Conv2dGeometry g) => g.StrideH == 1 && g.StrideW == 1 && g.C <= 4;
+
+    /// <summary>Floats of scratch one image needs: the padded input, then the row-padded output gradient.</summary>
+    public static int ScratchLength(in Conv2dGeometry g, int width)
+    {
+        var (rowLength, paddedHeight, vectorQ) = Layout(g, width);
+        return g.C * paddedHeight * rowLength + g.K * g.P * vectorQ;
+    }
+
+    /// <summary>y_n (K,P,Q) = b + conv(x_n) for one image.</summary>
+    public static void Forward(SimdWidth width, in Conv2dGeometry g, float* x, float* w, float* b, float* y, float* scratch)
+    {
+        switch (width)
+        {
+            case SimdWidth.Vector512: Forward<Vec512, Vector512<float>>(g, x, w, b, y, scratch); break;
+            case SimdWidth.Vector256: Forward<Vec256, Vector256<float>>(g, x, w, b, y, scratch); break;
+            case SimdWidth.Vector128: Forward<Vec128, Vector128<float>>(g, x, w, b, y, scratch); break;
+            default: Forward<Scalar, float>(g, x, w, b, y, scratch); break;
+        }
+    }
+
+    /// <summary>dw (K,C,R,S) += Σ_{p,q} dy_n[k,p,q]·x_n[c,p+r−Ph,q+s−Pw] for one image.</summary>
+    public static void AccumulateFilterGradient(SimdWidth width, in Conv2dGeometry g, float* x, float* dy, float* dw, float* scratch)
+    {
+        switch (width)
+        {
+            case SimdWidth.Vector512: FilterGradient<Vec512, Vector512<float>>(g, x, dy, dw, scratch); break;
+            case SimdWidth.Vector256: FilterGradient<Vec256, Vector256<float>>(g, x, dy, dw, scratch); break;
+            case SimdWidth.Vector128: FilterGradient<Vec128, Vector128<float>>(g, x, dy, dw, scratch); break;
+            default: FilterGradient<Scalar, float>(g, x, dy, dw, scratch); break;
+        }
+    }
+
+    /// <summary>Row length of the padded input (room for the last vector's overrun), its height, and Q rounded up to vectors.</summary>
+    private static (int RowLength, int PaddedHeight, int VectorQ) Layout(in Conv2dGeometry g, int width)
+    {
+        int vectorQ = (g.Q + width - 1) / width * width;
+        return (vectorQ + g.S + 3, g.H + 2 * g.PadH, vectorQ); // +3: the filter gradient reads four columns at a time
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
+    private static float* PadInput<TOps, TVec>(in Conv2dGeometry g, float* x, float* scratch)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        var (rowLength, paddedHeight, _) = Layout(g, TOps.Width);
+        new Span<float>(scratch, g.C * paddedHeight * rowLength).Clear();
+        for (int c = 0; c < g.C; c++)
+        {
+            for (int h = 0; h < g.H; h++)
+            {
+                Buffer.MemoryCopy(x + ((long)c * g.H + h) * g.W, scratch + ((long)c * paddedHeight + h + g.PadH) * rowLength + g.PadW,
+                    g.W * sizeof(float), g.W * sizeof(float));
+            }
+        }
+
+        return scratch;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Forward<TOps, TVec>(in Conv2dGeometry g, float* x, float* w, float* b, float* y, float* scratch)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int width = TOps.Width;
+        var (rowLength, paddedHeight, vectorQ) = Layout(g, width);
+        float* padded = PadInput<TOps, TVec>(g, x, scratch);
+        float* rows = stackalloc float[4 * vectorQ];
+        int outH = g.P, outW = g.Q, channels = g.C, kernelH = g.R, kernelW = g.S, crs = channels * kernelH * kernelW;
+        for (int k0 = 0; k0 < g.K; k0 += 4)
+        {
+            // Four output channels at once: four independent FMA chains that share every input load.
+            int kb = Math.Min(4, g.K - k0);
+            float* w0 = w + (long)k0 * crs;
+            float* w1 = kb > 1 ? w0 + crs : w0;
+            float* w2 = kb > 2 ? w0 + 2 * crs : w0;
+            float* w3 = kb > 3 ? w0 + 3 * crs : w0;
+            TVec b0 = TOps.Broadcast(b == null ? 0f : b[k0]);
+            TVec b1 = TOps.Broadcast(b == null || kb < 2 ? 0f : b[k0 + 1]);
+            TVec b2 = TOps.Broadcast(b == null || kb < 3 ? 0f : b[k0 + 2]);
+            TVec b3 = TOps.Broadcast(b == null || kb < 4 ? 0f : b[k0 + 3]);
+            for (int p = 0; p < outH; p++)
+            {
+                for (int q = 0; q < vectorQ; q += width)
+                {
+                    TVec acc0 = b0, acc1 = b1, acc2 = b2, acc3 = b3;
+                    int weight = 0;
+                    for (int c = 0; c < channels; c++)
+                    {
+                        float* input = padded + ((long)c * paddedHeight + p) * rowLength + q;
+                        for (int r = 0; r < kernelH; r++, input += rowLength)
+                        {
+                            for (int s = 0; s < kernelW; s++, weight++)
+                            {
+                                TVec v = TOps.Load(input + s);
+                                acc0 = TOps.MultiplyAdd(TOps.Broadcast(w0[weight]), v, acc0);
+                                acc1 = TOps.MultiplyAdd(TOps.Broadcast(w1[weight]), v, acc1);
+                                acc2 = TOps.MultiplyAdd(TOps.Broadcast(w2[weight]), v, acc2);
+                                acc3 = TOps.MultiplyAdd(TOps.Broadcast(w3[weight]), v, acc3);
+                            }
+                        }
+                    }
+
+                    TOps.Store(rows + q, acc0);
+                    TOps.Store(rows + vectorQ + q, acc1);
+                    TOps.Store(rows + 2 * vectorQ + q, acc2);
+                    TOps.Store(rows + 3 * vectorQ + q, acc3);
+                }
+
+                for (int kk = 0; kk < kb; kk++)
+                {
+                    Buffer.MemoryCopy(rows + kk * vectorQ, y + ((long)(k0 + kk) * outH + p) * outW, outW * sizeof(float), outW * sizeof(float));
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FilterGradient<TOps, TVec>(in Conv2dGeometry g, float* x, float* dy, float* dw, float* scratch)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int width = TOps.Width;
+        var (rowLength, paddedHeight, vectorQ) = Layout(g, width);
+        float* padded = PadInput<TOps, TVec>(g, x, scratch);
+
+        // dy rows padded with zeros to whole vectors, so the lanes past Q add nothing.
+        float* gradient = scratch + (long)g.C * paddedHeight * rowLength;
+        for (int kp = 0; kp < g.K * g.P; kp++)
+        {
+            float* target = gradient + (long)kp * vectorQ;
+            Buffer.MemoryCopy(dy + (long)kp * g.Q, target, g.Q * sizeof(float), g.Q * sizeof(float));
+            new Span<float>(target + g.Q, vectorQ - g.Q).Clear();
+        }
+
+        int outH = g.P, kernelW = g.S;
+        for (int k = 0; k < g.K; k++)
+        {
+            for (int c = 0; c < g.C; c++)
+            {
+                for (int r = 0; r < g.R; r++)
+                {
+                    float* target = dw + ((k * g.C + c) * g.R + r) * kernelW;
+                    for (int s0 = 0; s0 < kernelW; s0 += 4)
+                    {
+                        // Four kernel columns at once: four chains sharing each gradient load. Columns past S read
+                        // valid padded memory and are discarded.
+                        TVec acc0 = TOps.Zero, acc1 = TOps.Zero, acc2 = TOps.Zero, acc3 = TOps.Zero;
+                        for (int p = 0; p < outH; p++)
+                        {
+                            float* gradRow = gradient + ((long)k * outH + p) * vectorQ;
+                            float* inputRow = padded + ((long)c * paddedHeight + p + r) * rowLength + s0;
+                            for (int q = 0; q < vectorQ; q += width)
+                            {
+                                TVec d = TOps.Load(gradRow + q);
+                                acc0 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q), acc0);
+                                acc1 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q + 1), acc1);
+                                acc2 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q + 2), acc2);
+                                acc3 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q + 3), acc3);
+                            }
+                        }
+
+                        target[s0] += TOps.Sum(acc0);
+                        if (s0 + 1 < kernelW)
+                        {
+                            target[s0 + 1] += TOps.Sum(acc1);
+                        }
+
+                        if (s0 + 2 < kernelW)
+                        {
+                            target[s0 + 2] += TOps.Sum(acc2);
+                        }
+
+                        if (s0 + 3 < kernelW)
+                        {
+                            target[s0 + 3] += TOps.Sum(acc3);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// Max pooling for the common 2×2 window, stride 2, no padding, vectorised: the even and odd columns of both input
+/// rows are split apart with shuffles, then compared lane by lane with the same rule as the reference (first
+/// maximum in row-major order, NaN wins), selecting values and switch indices without branches.
+/// </summary>
+internal static class MaxPool2x2
+{
+    public static bool Suits(in Pool2dGeometry g) =>
+        g.KernelH == 2 && g.KernelW == 2 && g.StrideH == 2 && g.StrideW == 2 && g.PadH == 0 && g.PadW == 0;
+
+    /// <summary>One plane: x (H,W) → y, switches (P,Q).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Plane(float* x, float* y, int* switches, int width, int outH, int outW)
+    {
+        int vectorEnd = Vector512.IsHardwareAccelerated ? outW / 16 * 16 : 0;
+        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var split = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+        for (int p = 0; p < outH; p++)
+        {
+            float* row0 = x + (long)2 * p * width, row1 = row0 + width;
+            int baseIndex = 2 * p * width;
+            for (int q = 0; q < vectorEnd; q += 16)
+            {
+                // Columns 2q … 2q+31 of each row: evens are the window's left column, odds its right.
+                var (left0, right0) = Deinterleave(Vector512.Load(row0 + 2 * q), Vector512.Load(row0 + 2 * q + 16), split);
+                var (left1, right1) = Deinterleave(Vector512.Load(row1 + 2 * q), Vector512.Load(row1 + 2 * q + 16), split);
+                var index = Vector512.Create(baseIndex + 2 * q) + (lane * 2);
+                var best = left0;
+                var at = index;
+                Take(ref best, ref at, right0, index + Vector512<int>.One);
+                Take(ref best, ref at, left1, index + Vector512.Create(width));
+                Take(ref best, ref at, right1, index + Vector512.Create(width + 1));
+                best.Store(y + (long)p * outW + q);
+                at.Store(switches + (long)p * outW + q);
+            }
+
+            for (int q = vectorEnd; q < outW; q++)
+            {
+                int i0 = baseIndex + 2 * q;
+                float best = x[i0];
+                int at = i0;
+                TakeScalar(ref best, ref at, x[i0 + 1], i0 + 1);
+                TakeScalar(ref best, ref at, x[i0 + width], i0 + width);
+                TakeScalar(ref best, ref at, x[i0 + width + 1], i0 + width + 1);
+                y[(long)p * outW + q] = best;
+                switches[(long)p * outW + q] = at;
+            }
+        }
+    }
+
+    /// <summary>
+    /// best, at = v, index where v &gt; best, or nothing was taken yet (at &lt; 0), or v is NaN and best is not —
+    /// without a branch: the comparison is a coin flip on real data, and the JIT does not turn branches inside
+    /// loops into conditional moves.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void TakeScalar(ref float best, ref int at, float v, int index)
+    {
+        int take = Unsafe.BitCast<bool, byte>(v > best) | Unsafe.BitCast<bool, byte>(at < 0) |
+            (Unsafe.BitCast<bool, byte>(float.IsNaN(v)) & Unsafe.BitCast<bool, byte>(!float.IsNaN(best)));
+        int mask = -take;
+        at ^= (at ^ index) & mask;
+        int bits = BitConverter.SingleToInt32Bits(best);
+        best = BitConverter.Int32BitsToSingle(bits ^ ((bits ^ BitConverter.SingleToInt32Bits(v)) & mask));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<float> Even, Vector512<float> Odd) Deinterleave(Vector512<float> a, Vector512<float> b, Vector512<int> split)
+    {
+        var sa = Vector512.Shuffle(a, split);
+        var sb = Vector512.Shuffle(b, split);
+        return (Vector512.Create(sa.GetLower(), sb.GetLower()), Vector512.Create(sa.GetUpper(), sb.GetUpper()));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Take(ref Vector512<float> best, ref Vector512<int> at, Vector512<float> v, Vector512<int> index)
+    {
+        var nanOverNumber = ~Vector512.Equals(v, v) & Vector512.Equals(best, best);
+        var take = Vector512.GreaterThan(v, best) | nanOverNumber;
+        best = Vector512.ConditionalSelect(take, v, best);
+        at = Vector512.ConditionalSelect(take.AsInt32(), index, at);
+    }
+}

@@ -1,0 +1,269 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// C (M×N) = α·op(A)·op(B) + β·C on row-major data with leading dimensions, op = identity or transpose.
+/// With β = 0, C is only written.
+/// </summary>
+internal readonly unsafe struct GemmArgs(
+    bool transposeA, bool transposeB, int m, int n, int k, float alpha,
+    float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
+{
+    public readonly bool TransposeA = transposeA, TransposeB = transposeB;
+    public readonly int M = m, N = n, K = k, Lda = lda, Ldb = ldb, Ldc = ldc;
+    public readonly float Alpha = alpha, Beta = beta;
+    public readonly float* A = a, B = b, C = c;
+
+    /// <summary>The same product restricted to columns [first, first + count) of C.</summary>
+    public GemmArgs Columns(int first, int count) =>
+        new(TransposeA, TransposeB, M, count, K, Alpha, A, Lda, TransposeB ? B + (long)first * Ldb : B + first, Ldb, Beta, C + first, Ldc);
+}
+
+/// <summary>
+/// A cache-blocked GEMM in the BLIS style: op(B) is packed into KC×NR panels, op(A) into MC×KC blocks of MR-row
+/// panels, and a register-blocked MR×NR micro-kernel (6 rows × 2 vectors: 12 accumulators) runs over them. One
+/// instance owns its packing buffers and runs on one thread; <see cref="CpuWorkers"/> runs several side by side.
+/// </summary>
+internal sealed unsafe class PackedGemm : IDisposable
+{
+    public const int MR = 6;
+    private const int KC = 256;
+    private const int MC = 96;
+    private const int NC = 2048;
+
+    private readonly SimdWidth _width;
+    private readonly float* _packA;
+    private readonly float* _packB;
+
+    public PackedGemm(SimdWidth width)
+    {
+        _width = width;
+        _packA = (float*)NativeMemory.AlignedAlloc((nuint)(MC * KC * sizeof(float)), 64);
+        _packB = (float*)NativeMemory.AlignedAlloc((nuint)(KC * (NC + 32) * sizeof(float)), 64);
+    }
+
+    /// <summary>Bytes of packing buffers held.</summary>
+    public static long BufferBytes => (MC * KC + KC * (NC + 32)) * sizeof(float);
+
+    public void Run(in GemmArgs g)
+    {
+        if (g.M <= 0 || g.N <= 0)
+        {
+            return;
+        }
+
+        switch (_width)
+        {
+            case SimdWidth.Vector512: Run<Vec512, Vector512<float>>(g); break;
+            case SimdWidth.Vector256: Run<Vec256, Vector256<float>>(g); break;
+            case SimdWidth.Vector128: Run<Vec128, Vector128<float>>(g); break;
+            default: Run<Scalar, float>(g); break;
+        }
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(_packA);
+        NativeMemory.AlignedFree(_packB);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+
+    private void Run<TOps, TVec>(in GemmArgs g)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int nr = 2 * TOps.Width;
+        if (g.K == 0)
+        {
+            ScaleC(g);
+            return;
+        }
+
+        for (int jc = 0; jc < g.N; jc += NC)
+        {
+            int nc = Math.Min(NC, g.N - jc);
+            for (int pc = 0; pc < g.K; pc += KC)
+            {
+                int kc = Math.Min(KC, g.K - pc);
+                PackB(g, pc, kc, jc, nc, nr);
+                bool first = pc == 0;
+                for (int ic = 0; ic < g.M; ic += MC)
+                {
+                    int mc = Math.Min(MC, g.M - ic);
+                    PackA(g, ic, mc, pc, kc);
+                    for (int jr = 0; jr < nc; jr += nr)
+                    {
+                        float* b = _packB + (long)jr * kc;
+                        for (int ir = 0; ir < mc; ir += MR)
+                        {
+                            float* c = g.C + (long)(ic + ir) * g.Ldc + jc + jr;
+                            MicroKernel<TOps, TVec>(kc, _packA + (long)ir * kc, b, c, g.Ldc, g.Alpha, first ? g.Beta : 1f,
+                                Math.Min(MR, mc - ir), Math.Min(nr, nc - jr));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>op(B)[pc.., jc..] (kc × nc) → panels of nr columns, row by row, zero-padded: panel p at _packB + p·nr·kc.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void PackB(in GemmArgs g, int pc, int kc, int jc, int nc, int nr)
+    {
+        for (int jr = 0; jr < nc; jr += nr)
+        {
+            int cols = Math.Min(nr, nc - jr);
+            float* panel = _packB + (long)jr * kc;
+            for (int k = 0; k < kc; k++)
+            {
+                float* row = panel + (long)k * nr;
+                if (!g.TransposeB)
+                {
+                    Buffer.MemoryCopy(g.B + (long)(pc + k) * g.Ldb + jc + jr, row, cols * sizeof(float), cols * sizeof(float));
+                }
+                else
+                {
+                    float* source = g.B + (long)(jc + jr) * g.Ldb + pc + k;
+                    for (int j = 0; j < cols; j++)
+                    {
+                        row[j] = source[(long)j * g.Ldb];
+                    }
+                }
+
+                for (int j = cols; j < nr; j++)
+                {
+                    row[j] = 0f;
+                }
+            }
+        }
+    }
+
+    /// <summary>op(A)[ic.., pc..] (mc × kc) → panels of MR rows, column by column, zero-padded.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void PackA(in GemmArgs g, int ic, int mc, int pc, int kc)
+    {
+        for (int ir = 0; ir < mc; ir += MR)
+        {
+            int rows = Math.Min(MR, mc - ir);
+            float* panel = _packA + (long)ir * kc;
+            for (int k = 0; k < kc; k++)
+            {
+                float* column = panel + (long)k * MR;
+                for (int i = 0; i < rows; i++)
+                {
+                    int row = ic + ir + i, depth = pc + k;
+                    column[i] = g.TransposeA ? g.A[(long)depth * g.Lda + row] : g.A[(long)row * g.Lda + depth];
+                }
+
+                for (int i = rows; i < MR; i++)
+                {
+                    column[i] = 0f;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The MR×NR tile of C at <paramref name="c"/> = α·Σ_k a[k]·b[k] + β·C (β = 1 after the first K block), where a
+    /// holds MR values and b NR values per k. Only the top-left rows × cols of the tile are stored.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MicroKernel<TOps, TVec>(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta, int rows, int cols)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int w = TOps.Width;
+        TVec c00 = TOps.Zero, c01 = TOps.Zero, c10 = TOps.Zero, c11 = TOps.Zero, c20 = TOps.Zero, c21 = TOps.Zero;
+        TVec c30 = TOps.Zero, c31 = TOps.Zero, c40 = TOps.Zero, c41 = TOps.Zero, c50 = TOps.Zero, c51 = TOps.Zero;
+        for (int k = 0; k < kc; k++)
+        {
+            TVec b0 = TOps.Load(b), b1 = TOps.Load(b + w);
+            TVec a0 = TOps.Broadcast(a[0]);
+            c00 = TOps.MultiplyAdd(a0, b0, c00);
+            c01 = TOps.MultiplyAdd(a0, b1, c01);
+            TVec a1 = TOps.Broadcast(a[1]);
+            c10 = TOps.MultiplyAdd(a1, b0, c10);
+            c11 = TOps.MultiplyAdd(a1, b1, c11);
+            TVec a2 = TOps.Broadcast(a[2]);
+            c20 = TOps.MultiplyAdd(a2, b0, c20);
+            c21 = TOps.MultiplyAdd(a2, b1, c21);
+            TVec a3 = TOps.Broadcast(a[3]);
+            c30 = TOps.MultiplyAdd(a3, b0, c30);
+            c31 = TOps.MultiplyAdd(a3, b1, c31);
+            TVec a4 = TOps.Broadcast(a[4]);
+            c40 = TOps.MultiplyAdd(a4, b0, c40);
+            c41 = TOps.MultiplyAdd(a4, b1, c41);
+            TVec a5 = TOps.Broadcast(a[5]);
+            c50 = TOps.MultiplyAdd(a5, b0, c50);
+            c51 = TOps.MultiplyAdd(a5, b1, c51);
+            a += MR;
+            b += 2 * w;
+        }
+
+        if (rows == MR && cols == 2 * w)
+        {
+            TVec va = TOps.Broadcast(alpha);
+            StoreRow<TOps, TVec>(c, w, c00, c01, va, beta);
+            StoreRow<TOps, TVec>(c + ldc, w, c10, c11, va, beta);
+            StoreRow<TOps, TVec>(c + 2 * ldc, w, c20, c21, va, beta);
+            StoreRow<TOps, TVec>(c + 3 * ldc, w, c30, c31, va, beta);
+            StoreRow<TOps, TVec>(c + 4 * ldc, w, c40, c41, va, beta);
+            StoreRow<TOps, TVec>(c + 5 * ldc, w, c50, c51, va, beta);
+            return;
+        }
+
+        // An edge tile: spill the accumulators and store what lies inside C.
+        float* tile = stackalloc float[MR * 2 * 16];
+        int nr = 2 * w;
+        TOps.Store(tile, c00); TOps.Store(tile + w, c01);
+        TOps.Store(tile + nr, c10); TOps.Store(tile + nr + w, c11);
+        TOps.Store(tile + 2 * nr, c20); TOps.Store(tile + 2 * nr + w, c21);
+        TOps.Store(tile + 3 * nr, c30); TOps.Store(tile + 3 * nr + w, c31);
+        TOps.Store(tile + 4 * nr, c40); TOps.Store(tile + 4 * nr + w, c41);
+        TOps.Store(tile + 5 * nr, c50); TOps.Store(tile + 5 * nr + w, c51);
+        for (int i = 0; i < rows; i++)
+        {
+            float* row = c + (long)i * ldc;
+            for (int j = 0; j < cols; j++)
+            {
+                float value = alpha * tile[i * nr + j];
+                row[j] = beta == 0f ? value : value + beta * row[j];
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<TOps, TVec>(float* c, int w, TVec acc0, TVec acc1, TVec alpha, float beta)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        TVec r0 = TOps.Multiply(alpha, acc0), r1 = TOps.Multiply(alpha, acc1);
+        if (beta != 0f)
+        {
+            TVec vb = TOps.Broadcast(beta);
+            r0 = TOps.MultiplyAdd(vb, TOps.Load(c), r0);
+            r1 = TOps.MultiplyAdd(vb, TOps.Load(c + w), r1);
+        }
+
+        TOps.Store(c, r0);
+        TOps.Store(c + w, r1);
+    }
+
+    /// <summary>K = 0: C = β·C.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScaleC(in GemmArgs g)
+    {
+        for (int i = 0; i < g.M; i++)
+        {
+            for (int j = 0; j < g.N; j++)
+            {
+                float* c = g.C + (long)i * g.Ldc + j;
+                *c = g.Beta == 0f ? 0f : g.Beta * *c;
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// The vector operations the micro-kernels need, as static members of op structs so that one generic kernel is
+/// compiled (and fully specialised by the JIT) for each width: AVX-512, AVX2/NEON-256, 128-bit, and scalar.
+/// </summary>
+internal unsafe interface IVectorOps<TVector>
+    where TVector : unmanaged
+{
+    static abstract int Width { get; }
+
+    static abstract TVector Zero { get; }
+
+    static abstract TVector Load(float* source);
+
+    static abstract void Store(float* destination, TVector value);
+
+    static abstract TVector Broadcast(float value);
+
+    /// <summary>a·b + c.</summary>
+    static abstract TVector MultiplyAdd(TVector a, TVector b, TVector c);
+
+    static abstract TVector Multiply(TVector a, TVector b);
+
+    static abstract TVector Add(TVector a, TVector b);
+
+    static abstract TVector Max(TVector a, TVector b);
+
+    /// <summary>The sum of the lanes.</summary>
+    static abstract float Sum(TVector value);
+}
+
+internal readonly unsafe struct Vec512 : IVectorOps<Vector512<float>>
+{
+    public static int Width => Vector512<float>.Count;
+
+    public static Vector512<float> Zero => Vector512<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load(float* source) => Vector512.Load(source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(float* destination, Vector512<float> value) => value.Store(destination);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Broadcast(float value) => Vector512.Create(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> MultiplyAdd(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector512<float> value) => Vector512.Sum(value);
+}
+
+internal readonly unsafe struct Vec256 : IVectorOps<Vector256<float>>
+{
+    public static int Width => Vector256<float>.Count;
+
+    public static Vector256<float> Zero => Vector256<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load(float* source) => Vector256.Load(source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(float* destination, Vector256<float> value) => value.Store(destination);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Broadcast(float value) => Vector256.Create(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> MultiplyAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector256<float> value) => Vector256.Sum(value);
+}
+
+internal readonly unsafe struct Vec128 : IVectorOps<Vector128<float>>
+{
+    public static int Width => Vector128<float>.Count;
+
+    public static Vector128<float> Zero => Vector128<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Load(float* source) => Vector128.Load(source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(float* destination, Vector128<float> value) => value.Store(destination);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Broadcast(float value) => Vector128.Create(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> MultiplyAdd(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Add(Vector128<float> a, Vector128<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector128<float> value) => Vector128.Sum(value);
+}
+
+/// <summary>One float per "vector": the fallback for machines without SIMD (and the reference point in tests).</summary>
+internal readonly unsafe struct Scalar : IVectorOps<float>
+{
+    public static int Width => 1;
+
+    public static float Zero => 0f;
+
+    public static float Load(float* source) => *source;
+
+    public static void Store(float* destination, float value) => *destination = value;
+
+    public static float Broadcast(float value) => value;
+
+    public static float MultiplyAdd(float a, float b, float c) => MathF.FusedMultiplyAdd(a, b, c);
+
+    public static float Multiply(float a, float b) => a * b;
+
+    public static float Add(float a, float b) => a + b;
+
+    public static float Max(float a, float b) => MathF.Max(a, b);
+
+    public static float Sum(float value) => value;
+}
+
+/// <summary>The widest vector this machine accelerates, chosen once.</summary>
+public enum SimdWidth
+{
+    /// <summary>No SIMD: one float at a time.</summary>
+    Scalar = 1,
+
+    /// <summary>128-bit vectors (SSE, NEON).</summary>
+    Vector128 = 4,
+
+    /// <summary>256-bit vectors (AVX2 + FMA).</summary>
+    Vector256 = 8,
+
+    /// <summary>512-bit vectors (AVX-512).</summary>
+    Vector512 = 16,
+}
+
+/// <summary>Which width to use.</summary>
+public static class Simd
+{
+    /// <summary>The widest hardware-accelerated width (what the CPU backend uses unless told otherwise).</summary>
+    public static SimdWidth Best { get; } =
+        Vector512.IsHardwareAccelerated ? SimdWidth.Vector512 :
+        Vector256.IsHardwareAccelerated ? SimdWidth.Vector256 :
+        Vector128.IsHardwareAccelerated ? SimdWidth.Vector128 : SimdWidth.Scalar;
+}

@@ -1,0 +1,63 @@
+namespace GpuCnn.Cpu;
+
+/// <summary>
+/// The memory side shared by the backends whose "device" is host memory (the reference and the fast CPU
+/// backend): tensors are plain arrays, every operation is synchronous, batch gathering is a row copy.
+/// </summary>
+public abstract class HostBackend : Backend
+{
+    private long _bytes;
+
+    /// <inheritdoc/>
+    public override long BytesAllocated => Interlocked.Read(ref _bytes) + ScratchBytes;
+
+    /// <summary>Bytes of scratch memory (workspaces) the backend holds besides tensors.</summary>
+    protected virtual long ScratchBytes => 0;
+
+    /// <inheritdoc/>
+    public override void Synchronize()
+    {
+    }
+
+    internal void OnReleased(long bytes) => Interlocked.Add(ref _bytes, -bytes);
+
+    /// <inheritdoc/>
+    protected override DeviceTensor<T> AllocateCore<T>(Shape shape)
+    {
+        var tensor = new HostTensor<T>(this, shape);
+        Interlocked.Add(ref _bytes, tensor.Bytes);
+        return tensor;
+    }
+
+    /// <inheritdoc/>
+    protected override void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination) => source.CopyTo(Data(destination));
+
+    /// <inheritdoc/>
+    protected override void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination) => Data(source).CopyTo(destination);
+
+    /// <inheritdoc/>
+    protected override void FillCore(DeviceTensor<float> tensor, float value) => Data(tensor).AsSpan().Fill(value);
+
+    /// <inheritdoc/>
+    protected override void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset,
+        DeviceTensor<T> destination, int rows, int rowLength) =>
+        ReferenceMath.GatherRows<T>(Data(source), Data(indices), offset, Data(destination), rows, rowLength);
+
+    /// <summary>The array behind a tensor of this backend.</summary>
+    protected static T[] Data<T>(DeviceTensor<T> tensor)
+        where T : unmanaged => ((HostTensor<T>)tensor).Values;
+}
+
+/// <summary>A "device" tensor of a host backend: a plain array (views share it).</summary>
+internal sealed class HostTensor<T>(HostBackend backend, Shape shape, HostTensor<T>? viewOf = null)
+    : DeviceTensor<T>(backend, shape, viewOf)
+    where T : unmanaged
+{
+    public T[] Values { get; } = viewOf?.Values ?? GC.AllocateUninitializedArray<T>(shape.Size);
+
+    public long Bytes => (long)Values.Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+
+    protected override DeviceTensor<T> CreateView(Shape shape) => new HostTensor<T>(backend, shape, this);
+
+    protected override void Release() => backend.OnReleased(Bytes);
+}

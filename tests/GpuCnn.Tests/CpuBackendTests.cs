@@ -1,0 +1,101 @@
+using GpuCnn.Cpu;
+using GpuCnn.Cpu.Fast;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>
+/// The fast CPU backend beyond the shared backend tests: every SIMD width (so the AVX-512, AVX2, 128-bit and scalar
+/// micro-kernels all run here), shapes that cross every cache block (K &gt; KC, M &gt; MC, N &gt; NC) and the
+/// column split across threads, and allocation-free steady-state training.
+/// </summary>
+public sealed class CpuBackendTests
+{
+    public static TheoryData<SimdWidth> Widths => new(Enum.GetValues<SimdWidth>().Where(w => w <= Simd.Best));
+
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void Gemm_crosses_every_block_boundary_at_every_width(SimdWidth width)
+    {
+        using var backend = new CpuBackend(threads: 2, width);
+        foreach (var (m, n, k, ta, tb) in (ValueTuple<int, int, int, bool, bool>[])[(200, 2100, 600, false, false), (97, 131, 257, true, true), (7, 3000, 5, false, true), (1, 1, 1, true, false)])
+        {
+            float[] a = TestData.Uniform(m * k, 1), b = TestData.Uniform(k * n, 2), c = TestData.Uniform(m * n, 3);
+            var expected = TestData.Widen(c);
+            ReferenceMath.Gemm<double>(ta, tb, m, n, k, 0.5, TestData.Widen(a), TestData.Widen(b), -2.0, expected);
+            using var da = backend.Upload<float>([m * k], a);
+            using var db = backend.Upload<float>([k * n], b);
+            using var dc = backend.Upload<float>([m * n], c);
+            backend.Gemm(ta, tb, m, n, k, 0.5f, da, db, -2f, dc);
+            // Sums of up to 600 products of values in [−1, 1]: float rounding stays well below 1e-3.
+            TensorAssert.Close(expected, backend.DownloadArray(dc), new Shape(m, n), 1e-3, 1e-4, $"{width} gemm {m}x{n}x{k} tA={ta} tB={tb}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void Convolutions_match_the_reference_at_every_width(SimdWidth width)
+    {
+        using var backend = new CpuBackend(threads: 3, width);
+        foreach (var g in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1)))
+        {
+            float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
+            var y = new double[g.OutputSize];
+            var dx = new double[g.InputSize];
+            var dw = new double[g.WeightSize];
+            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), [], y);
+            ReferenceMath.Conv2dBackwardData<double>(g, TestData.Widen(dy), TestData.Widen(w), dx);
+            ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(dy), dw, []);
+
+            using var tx = backend.Upload<float>(g.InputShape, x);
+            using var tw = backend.Upload<float>(g.WeightShape, w);
+            using var tdy = backend.Upload<float>(g.OutputShape, dy);
+            using var ty = backend.Allocate<float>(g.OutputShape);
+            using var tdx = backend.Allocate<float>(g.InputShape);
+            using var tdw = backend.Allocate<float>(g.WeightShape);
+            backend.Conv2dForward(g, tx, tw, null, ty);
+            backend.Conv2dBackwardData(g, tdy, tw, tdx);
+            backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
+            TensorAssert.Close(y, backend.DownloadArray(ty), g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");
+            TensorAssert.Close(dx, backend.DownloadArray(tdx), g.InputShape, 1e-4, 1e-4, $"{width} conv backward-data {g}");
+            TensorAssert.Close(dw, backend.DownloadArray(tdw), g.WeightShape, 1e-4, 1e-4, $"{width} conv backward-filter {g}");
+        }
+    }
+
+    [Fact]
+    public void Vectorised_2x2_max_pooling_keeps_the_reference_rules_for_ties_and_nan()
+    {
+        // Output rows of 21: 16 vector lanes plus a scalar tail; values in eighths so ties are common.
+        var g = new Pool2dGeometry(N: 2, C: 3, H: 6, W: 42, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2);
+        float[] x = TestData.Uniform(g.InputSize, 9).Select(v => MathF.Round(v * 4) / 8).ToArray();
+        x[5] = float.NaN;
+        x[42 + 17] = float.NaN;
+        x[100] = float.NegativeInfinity;
+        var expected = new double[g.OutputSize];
+        var expectedSwitches = new int[g.OutputSize];
+        ReferenceMath.MaxPool2dForward<double>(g, TestData.Widen(x), expected, expectedSwitches);
+        using var backend = new CpuBackend();
+        using var tx = backend.Upload<float>(g.InputShape, x);
+        using var ty = backend.Allocate<float>(g.OutputShape);
+        using var switches = backend.Allocate<int>(g.OutputShape);
+        backend.MaxPool2dForward(g, tx, ty, switches);
+        Assert.Equal(expectedSwitches, backend.DownloadArray(switches));
+        TensorAssert.Close(expected, backend.DownloadArray(ty), g.OutputShape, 0, 0, "2x2 max pool values");
+    }
+
+    [Fact]
+    public void Large_convolution_backward_matches_the_reference()
+    {
+        // Enough images and channels that every worker takes several images and the GEMMs span several blocks.
+        var g = new Conv2dGeometry(N: 7, C: 20, H: 12, W: 10, K: 24, R: 3, S: 3, PadH: 1, PadW: 1);
+        using var backend = new CpuBackend();
+        float[] x = TestData.Uniform(g.InputSize, 7), dy = TestData.Uniform(g.OutputSize, 8);
+        var dw = new double[g.WeightSize];
+        ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(dy), dw, []);
+        using var tx = backend.Upload<float>(g.InputShape, x);
+        using var tdy = backend.Upload<float>(g.OutputShape, dy);
+        using var tdw = backend.Allocate<float>(g.WeightShape);
+        backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
+        TensorAssert.Close(dw, backend.DownloadArray(tdw), g.WeightShape, 1e-3, 1e-4, "large backward-filter");
+    }
+}
