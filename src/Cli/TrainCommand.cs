@@ -142,7 +142,8 @@ internal static class TrainCommand
         ModelFile.Save(model, settings.Out);
         string stem = Path.ChangeExtension(settings.Out, null);
         TrainingPlot.Write(stem + ".png", history);
-        Evaluation? final = test is null ? null : Trainer.Evaluate(model, test, settings.BatchSize);
+        // The last epoch already evaluated the final weights; a run resumed past its last epoch has no such epoch.
+        Evaluation? final = test is null ? null : history.Count > 0 ? history[^1].Test : Trainer.Evaluate(model, test, settings.BatchSize);
         MetricsFile.Write(stem + ".metrics.json", settings, backend, history, final);
         io.Out.WriteLine($"wrote {settings.Out}, {stem}.png, {stem}.metrics.json");
         if (final is not null)

@@ -36,10 +36,12 @@ public sealed unsafe partial class CpuBackend
     private sealed class ConvForwardJob(CpuBackend owner) : IParallelJob
     {
         private Conv2dGeometry _g;
+        private bool _direct;
         private float* _x, _w, _b, _y;
 
-        public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y)
+        public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, bool direct = false)
         {
+            _direct = direct || DirectConvolution.SuitsForward(g);
             _g = g;
             _x = x;
             _w = w;
@@ -52,7 +54,7 @@ public sealed unsafe partial class CpuBackend
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
             float* x = _x + (long)n * _g.C * _g.H * _g.W;
             float* y = _y + (long)n * _g.K * pq;
-            if (DirectConvolution.SuitsForward(_g))
+            if (_direct)
             {
                 float* scratch = owner._scratch[worker].Columns(DirectConvolution.ScratchLength(_g, (int)owner.Width));
                 DirectConvolution.Forward(owner.Width, _g, x, _w, _b, y, scratch);

@@ -110,6 +110,16 @@ public sealed unsafe partial class CpuBackend : HostBackend
     {
         fixed (float* pdy = Data(dy), pw = Data(w), pdx = Data(dx))
         {
+            if (DirectConvolution.SuitsBackwardData(g))
+            {
+                // The full convolution of the padded dy with the rotated kernel, as a direct forward pass.
+                float* rotated = _scratch[0].Rotated(g.WeightSize);
+                DirectConvolution.RotateKernel(g, pw, rotated);
+                _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, direct: true);
+                _workers.Run(_convForward, g.N);
+                return;
+            }
+
             _convBackwardData.Set(g, pdy, pw, pdx);
             _workers.Run(_convBackwardData, g.N);
         }
@@ -388,8 +398,11 @@ public sealed unsafe partial class CpuBackend : HostBackend
     {
         private float[] _columns = [];
         private float[] _partial = [];
+        private float[] _rotated = [];
 
-        public long Bytes => ((long)_columns.Length + _partial.Length) * sizeof(float);
+        public long Bytes => ((long)_columns.Length + _partial.Length + _rotated.Length) * sizeof(float);
+
+        public float* Rotated(int length) => Pin(ref _rotated, length);
 
         public float* Columns(int length) => Pin(ref _columns, length);
 

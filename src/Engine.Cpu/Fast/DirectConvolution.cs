@@ -23,6 +23,35 @@ internal static unsafe class DirectConvolution
     /// </summary>
     public static bool SuitsFilterGradient(in Conv2dGeometry g) => g.StrideH == 1 && g.StrideW == 1 && g.C <= 4;
 
+    /// <summary>
+    /// Whether backward-data suits the direct route: the full convolution of dy, padded by R−1−Ph and S−1−Pw, with
+    /// the 180°-rotated kernel, computed by <see cref="Forward"/> (stride 1; few output channels to read back).
+    /// </summary>
+    public static bool SuitsBackwardData(in Conv2dGeometry g) =>
+        g.StrideH == 1 && g.StrideW == 1 && g.PadH <= g.R - 1 && g.PadW <= g.S - 1 && g.K <= 16;
+
+    /// <summary>The forward geometry of backward-data's full convolution: dy (N,K,P,Q) in, dx (N,C,H,W) out.</summary>
+    public static Conv2dGeometry FullConvolution(in Conv2dGeometry g) =>
+        new(g.N, g.K, g.P, g.Q, g.C, g.R, g.S, 1, 1, g.R - 1 - g.PadH, g.S - 1 - g.PadW);
+
+    /// <summary>w (K,C,R,S) → wrot (C,K,R,S), wrot[c,k,r,s] = w[k,c,R−1−r,S−1−s].</summary>
+    public static void RotateKernel(in Conv2dGeometry g, float* w, float* rotated)
+    {
+        int rs = g.R * g.S;
+        for (int k = 0; k < g.K; k++)
+        {
+            for (int c = 0; c < g.C; c++)
+            {
+                float* source = w + ((long)k * g.C + c) * rs;
+                float* target = rotated + ((long)c * g.K + k) * rs;
+                for (int i = 0; i < rs; i++)
+                {
+                    target[i] = source[rs - 1 - i];
+                }
+            }
+        }
+    }
+
     /// <summary>Floats of scratch one image needs: the padded input, then the row-padded output gradient.</summary>
     public static int ScratchLength(in Conv2dGeometry g, int width)
     {

@@ -71,9 +71,9 @@ public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int See
     }
 }
 
-/// <summary>One epoch's results.</summary>
+/// <summary>One epoch's results; <paramref name="Test"/> holds the test evaluation (with its confusion matrix) when there is test data.</summary>
 public sealed record EpochMetrics(int Epoch, double TrainLoss, double TrainAccuracy, double? TestLoss, double? TestAccuracy,
-    TimeSpan Elapsed);
+    TimeSpan Elapsed, Evaluation? Test = null);
 
 /// <summary>Where training is, reported after each batch (the values are host-side counters; nothing is synchronised).</summary>
 public readonly record struct TrainingProgress(int Epoch, int Epochs, int Batch, int Batches);
@@ -199,7 +199,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 float[] sums = CheckFinite(backend.DownloadArray(metrics), epoch);
                 var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss);
                 var result = new EpochMetrics(epoch, (double)sums[0] / train.Count, (double)sums[1] / train.Count, evaluation?.Loss,
-                    evaluation?.Accuracy, clock.Elapsed);
+                    evaluation?.Accuracy, clock.Elapsed, evaluation);
                 history.Add(result);
                 onEpoch?.Invoke(result);
                 onCheckpoint?.Invoke(new TrainingState(epoch + 1, 0, Optimizer.StepCount, 0f, 0f));
