@@ -149,14 +149,11 @@ public sealed unsafe partial class CpuBackend
                     continue;
                 }
 
-                float* cols = x;
-                if (!IsPointwise(_g))
-                {
-                    cols = owner._scratch[part].Columns(crs * pq);
-                    Im2Col.Expand(_g, x, cols);
-                }
-
-                owner._workers.Gemm(worker).Run(new GemmArgs(false, true, _g.K, crs, pq, 1f, _dy + (long)n * _g.K * pq, pq, cols, pq, 1f, partial, crs));
+                // dW (K × C·R·S) += dy_n (K × P·Q) · colsᵀ (P·Q × C·R·S), with colsᵀ built directly: no operand
+                // is transposed, so both pack contiguously (a strided pack of cols was 2× slower on 3×3 layers).
+                float* colsT = owner._scratch[part].Columns(crs * pq);
+                Im2Col.ExpandTransposed(_g, x, colsT);
+                owner._workers.Gemm(worker).Run(new GemmArgs(false, false, _g.K, crs, pq, 1f, _dy + (long)n * _g.K * pq, pq, colsT, crs, 1f, partial, crs));
             }
         }
     }

@@ -24,11 +24,11 @@ internal static unsafe class DirectConvolution
     public static bool SuitsFilterGradient(in Conv2dGeometry g) => g.StrideH == 1 && g.StrideW == 1 && g.C <= 4;
 
     /// <summary>
-    /// Whether backward-data suits the direct route: the full convolution of dy, padded by R−1−Ph and S−1−Pw, with
-    /// the 180°-rotated kernel, computed by <see cref="Forward"/> (stride 1; few output channels to read back).
+    /// Whether backward-data can run as a forward convolution: the full convolution of dy, padded by R−1−Ph and
+    /// S−1−Pw, with the 180°-rotated kernel (stride 1, padding below the kernel size).
     /// </summary>
-    public static bool SuitsBackwardData(in Conv2dGeometry g) =>
-        g.StrideH == 1 && g.StrideW == 1 && g.PadH <= g.R - 1 && g.PadW <= g.S - 1 && g.K <= 16;
+    public static bool SuitsFullConvolution(in Conv2dGeometry g) =>
+        g.StrideH == 1 && g.StrideW == 1 && g.PadH <= g.R - 1 && g.PadW <= g.S - 1;
 
     /// <summary>The forward geometry of backward-data's full convolution: dy (N,K,P,Q) in, dx (N,C,H,W) out.</summary>
     public static Conv2dGeometry FullConvolution(in Conv2dGeometry g) =>

@@ -95,6 +95,52 @@ internal static unsafe class Im2Col
         }
     }
 
+    /// <summary>
+    /// x (C,H,W) of one image → colsᵀ (P·Q, C·R·S): for each output pixel, its receptive field in (c, r, s) order.
+    /// The filter gradient dy · colsᵀ then needs no transposed operand, and this layout writes contiguously.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ExpandTransposed(in Conv2dGeometry g, float* x, float* colsT)
+    {
+        int outH = g.P, outW = g.Q, channels = g.C, kernelH = g.R, kernelW = g.S, height = g.H, width = g.W;
+        int crs = channels * kernelH * kernelW;
+        for (int p = 0; p < outH; p++)
+        {
+            for (int q = 0; q < outW; q++)
+            {
+                float* target = colsT + ((long)p * outW + q) * crs;
+                int h0 = p * g.StrideH - g.PadH, w0 = q * g.StrideW - g.PadW;
+                bool inside = h0 >= 0 && w0 >= 0 && h0 + kernelH <= height && w0 + kernelW <= width;
+                for (int c = 0; c < channels; c++)
+                {
+                    float* plane = x + (long)c * height * width;
+                    for (int r = 0; r < kernelH; r++)
+                    {
+                        int h = h0 + r;
+                        float* row = plane + (long)h * width + w0;
+                        if (inside)
+                        {
+                            for (int s = 0; s < kernelW; s++)
+                            {
+                                target[s] = row[s];
+                            }
+                        }
+                        else
+                        {
+                            for (int s = 0; s < kernelW; s++)
+                            {
+                                int w = w0 + s;
+                                target[s] = (uint)h < (uint)height && (uint)w < (uint)width ? row[s] : 0f;
+                            }
+                        }
+
+                        target += kernelW;
+                    }
+                }
+            }
+        }
+    }
+
     /// <summary>The output columns [first, last) whose input column oq·stride + offset lies inside [0, width).</summary>
     private static void ValidRange(int width, int stride, int offset, int outputs, out int first, out int last)
     {

@@ -1,0 +1,152 @@
+#!/usr/bin/python3
+"""PyTorch timings of the `gpucnn bench` rows, on the CPU or a CUDA GPU, for side-by-side ratios.
+
+    /usr/bin/python3 perf/torch/baseline.py --device cpu  [--quick] [--json torch.json] [--ours gpucnn.json]
+    python3 perf/torch/baseline.py --device cuda [--ours gpucnn.json]
+
+Same shapes, names and FLOP counts as src/Cli/Bench/BenchSuite.cs. float32; on CUDA TF32 is disabled,
+cudnn.benchmark = True and times come from CUDA events; on the CPU torch.set_num_threads(cores) (oneDNN for
+convolutions, the system BLAS — OpenBLAS on Debian when libopenblas0 is installed — for matmul). Each row: warm-up,
+then the median of repeated runs. With --ours, also prints our time over PyTorch's per row (below 1 = we are faster).
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def timer(device):
+    if device == "cuda":
+        def run(fn, reps):
+            times = []
+            for _ in range(reps):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end))
+            return times
+    else:
+        def run(fn, reps):
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t) * 1e3)
+            return times
+    return run
+
+
+def measure(fn, device):
+    run = timer(device)
+    warm = run(fn, 2)
+    reps = int(min(20, max(3, 500 / max(min(warm), 1e-3))))
+    times = sorted(run(fn, reps))
+    return times[len(times) // 2], reps
+
+
+def rows(quick, device):
+    s = "-quick" if quick else ""
+    out = []
+    for n in (256, 1024, 4096):
+        size = n // 8 if quick else n
+        a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+        out.append((f"gemm-{n}{s}", 2.0 * size ** 3, lambda a=a, b=b: torch.mm(a, b)))
+    convs = [
+        (f"conv-lenet1{s}", (4 if quick else 64, 1, 28, 28, 6, 5, 2)),
+        (f"conv-lenet2{s}", (4 if quick else 64, 6, 14, 14, 16, 5, 0)),
+        (f"conv3x3-64{s}", (2, 16, 16, 16, 16, 3, 1) if quick else (64, 64, 32, 32, 64, 3, 1)),
+        (f"conv3x3-128{s}", (2, 32, 8, 8, 32, 3, 1) if quick else (32, 128, 16, 16, 128, 3, 1)),
+    ]
+    for name, (n, c, h, w, k, r, pad) in convs:
+        x = torch.randn(n, c, h, w, device=device, requires_grad=True)
+        weight = torch.randn(k, c, r, r, device=device, requires_grad=True) * 0.1
+        weight = weight.detach().requires_grad_(True)
+        bias = torch.randn(k, device=device, requires_grad=True)
+        p = (h + 2 * pad - r) + 1
+        flops = 2.0 * n * k * p * p * c * r * r
+        y = F.conv2d(x, weight, bias, padding=pad)
+        dy = torch.randn_like(y)
+
+        def forward(x=x, weight=weight, bias=bias, pad=pad):
+            with torch.no_grad():
+                F.conv2d(x, weight, bias, padding=pad)
+
+        def backward(y=y, x=x, weight=weight, bias=bias, dy=dy):
+            # backward-data + backward-filter + bias gradient, as the gpucnn row (the graph is kept, so no forward)
+            torch.autograd.grad(y, (x, weight, bias), dy, retain_graph=True)
+
+        out.append((f"{name}-fwd", flops, forward))
+        out.append((f"{name}-bwd", 2 * flops, backward))
+    shape = (4, 8, 16, 16) if quick else (64, 64, 32, 32)
+    x = torch.randn(*shape, device=device, requires_grad=True)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    dy = torch.randn_like(y)
+    out.append((f"maxpool2x2-fwd{s}", None, lambda x=x: F.max_pool2d(x.detach(), 2, return_indices=True)))
+    out.append((f"maxpool2x2-bwd{s}", None, lambda dy=dy, idx=idx, x=x: F.max_unpool2d(dy, idx, 2, output_size=x.shape[2:])))
+    for batch in (64, 256):
+        size = batch // 16 if quick else batch
+        model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                              nn.Linear(84, 10)).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+        xb = torch.rand(size, 1, 28, 28, device=device)
+        yb = torch.arange(size, device=device) % 10
+
+        def step(model=model, opt=opt, xb=xb, yb=yb):
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        conv1, conv2 = 2.0 * size * 6 * 784 * 25, 2.0 * size * 16 * 100 * 150
+        dense = 2.0 * size * (400 * 120 + 120 * 84 + 84 * 10)
+        out.append((f"lenet-step-{batch}{s}", conv1 * 2 + conv2 * 3 + dense * 3, step))
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--json")
+    p.add_argument("--ours", help="gpucnn bench --json output to compare against")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+        print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+    else:
+        print(f"device: cpu, {a.threads} threads, torch {torch.__version__}")
+    results = []
+    print(f"{'name':<24} {'median ms':>12} {'GFLOP/s':>10}")
+    for row in rows(a.quick, a.device):
+        name, flops, fn = row[0], row[1], row[2]
+        ms, _ = measure(fn, a.device)
+        gflops = flops / (ms * 1e6) if flops else None
+        results.append({"name": name, "device": f"torch-{a.device}", "ms": round(ms, 4), "gflops": round(gflops, 2) if gflops else None})
+        print(f"{name:<24} {ms:>12.3f} {gflops if gflops else '-':>10}" if not gflops else f"{name:<24} {ms:>12.3f} {gflops:>10.1f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if a.ours:
+        with open(a.ours) as f:
+            ours = {r["name"]: r for r in json.load(f)}
+        print()
+        print(f"{'name':<24} {'gpucnn ms':>10} {'torch ms':>10} {'ours/torch':>11}")
+        for r in results:
+            if r["name"] in ours:
+                o = ours[r["name"]]
+                print(f"{r['name']:<24} {o['ms']:>10.3f} {r['ms']:>10.3f} {o['ms'] / r['ms']:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
