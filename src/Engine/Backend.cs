@@ -123,14 +123,14 @@ public abstract class Backend : IDisposable
     {
         const string op = "Conv2dForward";
         g.Validate(op);
-        Checks.Tensor(op, nameof(x), x, this, g.InputShape);
-        Checks.Tensor(op, nameof(w), w, this, g.WeightShape);
+        Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
+        Checks.Dims(op, nameof(w), w, this, g.K, g.C, g.R, g.S);
         if (b is not null)
         {
-            Checks.Tensor(op, nameof(b), b, this, new Shape(g.K));
+            Checks.Dims(op, nameof(b), b, this, g.K);
         }
 
-        Checks.Tensor(op, nameof(y), y, this, g.OutputShape);
+        Checks.Dims(op, nameof(y), y, this, g.N, g.K, g.P, g.Q);
         Conv2dForwardCore(g, x, w, b, y);
     }
 
@@ -142,9 +142,9 @@ public abstract class Backend : IDisposable
     {
         const string op = "Conv2dBackwardData";
         g.Validate(op);
-        Checks.Tensor(op, nameof(dy), dy, this, g.OutputShape);
-        Checks.Tensor(op, nameof(w), w, this, g.WeightShape);
-        Checks.Tensor(op, nameof(dx), dx, this, g.InputShape);
+        Checks.Dims(op, nameof(dy), dy, this, g.N, g.K, g.P, g.Q);
+        Checks.Dims(op, nameof(w), w, this, g.K, g.C, g.R, g.S);
+        Checks.Dims(op, nameof(dx), dx, this, g.N, g.C, g.H, g.W);
         Conv2dBackwardDataCore(g, dy, w, dx);
     }
 
@@ -157,12 +157,12 @@ public abstract class Backend : IDisposable
     {
         const string op = "Conv2dBackwardFilter";
         g.Validate(op);
-        Checks.Tensor(op, nameof(x), x, this, g.InputShape);
-        Checks.Tensor(op, nameof(dy), dy, this, g.OutputShape);
-        Checks.Tensor(op, nameof(dw), dw, this, g.WeightShape);
+        Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
+        Checks.Dims(op, nameof(dy), dy, this, g.N, g.K, g.P, g.Q);
+        Checks.Dims(op, nameof(dw), dw, this, g.K, g.C, g.R, g.S);
         if (db is not null)
         {
-            Checks.Tensor(op, nameof(db), db, this, new Shape(g.K));
+            Checks.Dims(op, nameof(db), db, this, g.K);
         }
 
         Conv2dBackwardFilterCore(g, x, dy, dw, db);
@@ -175,9 +175,9 @@ public abstract class Backend : IDisposable
     {
         const string op = "MaxPool2dForward";
         g.Validate(op);
-        Checks.Tensor(op, nameof(x), x, this, g.InputShape);
-        Checks.Tensor(op, nameof(y), y, this, g.OutputShape);
-        Checks.Tensor(op, nameof(switches), switches, this, g.OutputShape);
+        Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
+        Checks.Dims(op, nameof(y), y, this, g.N, g.C, g.P, g.Q);
+        Checks.Dims(op, nameof(switches), switches, this, g.N, g.C, g.P, g.Q);
         MaxPool2dForwardCore(g, x, y, switches);
     }
 
@@ -186,9 +186,9 @@ public abstract class Backend : IDisposable
     {
         const string op = "MaxPool2dBackward";
         g.Validate(op);
-        Checks.Tensor(op, nameof(dy), dy, this, g.OutputShape);
-        Checks.Tensor(op, nameof(switches), switches, this, g.OutputShape);
-        Checks.Tensor(op, nameof(dx), dx, this, g.InputShape);
+        Checks.Dims(op, nameof(dy), dy, this, g.N, g.C, g.P, g.Q);
+        Checks.Dims(op, nameof(switches), switches, this, g.N, g.C, g.P, g.Q);
+        Checks.Dims(op, nameof(dx), dx, this, g.N, g.C, g.H, g.W);
         MaxPool2dBackwardCore(g, dy, switches, dx);
     }
 
@@ -197,8 +197,8 @@ public abstract class Backend : IDisposable
     {
         const string op = "AvgPool2dForward";
         g.Validate(op);
-        Checks.Tensor(op, nameof(x), x, this, g.InputShape);
-        Checks.Tensor(op, nameof(y), y, this, g.OutputShape);
+        Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
+        Checks.Dims(op, nameof(y), y, this, g.N, g.C, g.P, g.Q);
         AvgPool2dForwardCore(g, x, y);
     }
 
@@ -207,8 +207,8 @@ public abstract class Backend : IDisposable
     {
         const string op = "AvgPool2dBackward";
         g.Validate(op);
-        Checks.Tensor(op, nameof(dy), dy, this, g.OutputShape);
-        Checks.Tensor(op, nameof(dx), dx, this, g.InputShape);
+        Checks.Dims(op, nameof(dy), dy, this, g.N, g.C, g.P, g.Q);
+        Checks.Dims(op, nameof(dx), dx, this, g.N, g.C, g.H, g.W);
         AvgPool2dBackwardCore(g, dy, dx);
     }
 
@@ -242,7 +242,7 @@ public abstract class Backend : IDisposable
         const string op = "BiasAdd";
         Checks.Owned(op, nameof(y), y, this);
         RequireRank(op, nameof(y), y.Shape, 2);
-        Checks.Tensor(op, nameof(b), b, this, new Shape(y.Shape[1]));
+        Checks.Dims(op, nameof(b), b, this, y.Shape[1]);
         BiasAddCore(y, b, y.Shape[0], y.Shape[1], y.Shape.SizeFrom(2));
     }
 
@@ -252,7 +252,7 @@ public abstract class Backend : IDisposable
         const string op = "BiasGradient";
         Checks.Owned(op, nameof(dy), dy, this);
         RequireRank(op, nameof(dy), dy.Shape, 2);
-        Checks.Tensor(op, nameof(db), db, this, new Shape(dy.Shape[1]));
+        Checks.Dims(op, nameof(db), db, this, dy.Shape[1]);
         BiasGradientCore(dy, db, dy.Shape[0], dy.Shape[1], dy.Shape.SizeFrom(2));
     }
 
@@ -290,9 +290,9 @@ public abstract class Backend : IDisposable
         Checks.Owned(op, nameof(logits), logits, this);
         RequireMatrix(op, logits);
 
-        Checks.Tensor(op, nameof(labels), labels, this, new Shape(logits.Shape[0]));
+        Checks.Dims(op, nameof(labels), labels, this, logits.Shape[0]);
         Checks.Tensor(op, nameof(dlogits), dlogits, this, logits.Shape);
-        Checks.Tensor(op, nameof(loss), loss, this, new Shape(1));
+        Checks.Dims(op, nameof(loss), loss, this, 1);
         SoftmaxCrossEntropyCore(logits, labels, dlogits, loss);
     }
 
@@ -349,9 +349,9 @@ public abstract class Backend : IDisposable
         const string op = "AccumulateMetrics";
         Checks.Owned(op, nameof(logits), logits, this);
         RequireMatrix(op, logits);
-        Checks.Tensor(op, nameof(labels), labels, this, new Shape(logits.Shape[0]));
-        Checks.Tensor(op, nameof(loss), loss, this, new Shape(1));
-        Checks.Tensor(op, nameof(metrics), metrics, this, new Shape(3));
+        Checks.Dims(op, nameof(labels), labels, this, logits.Shape[0]);
+        Checks.Dims(op, nameof(loss), loss, this, 1);
+        Checks.Dims(op, nameof(metrics), metrics, this, 3);
         AccumulateMetricsCore(logits, labels, loss, metrics, batchIndex);
     }
 

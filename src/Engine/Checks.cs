@@ -14,6 +14,27 @@ public static class Checks
         }
     }
 
+    /// <summary>
+    /// The tensor must live on <paramref name="backend"/>, be undisposed, and have exactly the dimensions
+    /// <paramref name="expected"/> (no allocation unless it fails: this runs on every operation).
+    /// </summary>
+    public static void Dims<T>(string operation, string argument, DeviceTensor<T>? tensor, Backend backend, params ReadOnlySpan<int> expected)
+        where T : unmanaged
+    {
+        Owned(operation, argument, tensor, backend);
+        var shape = tensor!.Shape;
+        bool same = shape.Rank == expected.Length;
+        for (int i = 0; same && i < expected.Length; i++)
+        {
+            same = shape[i] == expected[i];
+        }
+
+        if (!same)
+        {
+            throw new ArgumentException($"{operation}: {argument} has shape {shape}, expected ({string.Join(",", expected.ToArray())}).", argument);
+        }
+    }
+
     /// <summary>The tensor must live on <paramref name="backend"/>, be undisposed, and hold <paramref name="length"/> elements.</summary>
     public static void Length<T>(string operation, string argument, DeviceTensor<T>? tensor, Backend backend, int length)
         where T : unmanaged

@@ -41,9 +41,17 @@ public readonly record struct Conv2dGeometry(
     /// <summary>Throws <see cref="ArgumentException"/> naming <paramref name="operation"/> and the bad field.</summary>
     public void Validate(string operation)
     {
-        GeometryChecks.Positive(operation, ("N", N), ("C", C), ("H", H), ("W", W), ("K", K), ("R", R), ("S", S),
-            ("stride height", StrideH), ("stride width", StrideW));
-        GeometryChecks.NonNegative(operation, ("padding height", PadH), ("padding width", PadW));
+        GeometryChecks.Positive(operation, "N", N);
+        GeometryChecks.Positive(operation, "C", C);
+        GeometryChecks.Positive(operation, "H", H);
+        GeometryChecks.Positive(operation, "W", W);
+        GeometryChecks.Positive(operation, "K", K);
+        GeometryChecks.Positive(operation, "R", R);
+        GeometryChecks.Positive(operation, "S", S);
+        GeometryChecks.Positive(operation, "stride height", StrideH);
+        GeometryChecks.Positive(operation, "stride width", StrideW);
+        GeometryChecks.NonNegative(operation, "padding height", PadH);
+        GeometryChecks.NonNegative(operation, "padding width", PadW);
         GeometryChecks.WindowFits(operation, "kernel", R, S, H, W, PadH, PadW);
         GeometryChecks.FitsInt(operation, "input", (long)N * C * H * W);
         GeometryChecks.FitsInt(operation, "weights", (long)K * C * R * S);
@@ -86,9 +94,16 @@ public readonly record struct Pool2dGeometry(
     /// <summary>Throws <see cref="ArgumentException"/> naming <paramref name="operation"/> and the bad field.</summary>
     public void Validate(string operation)
     {
-        GeometryChecks.Positive(operation, ("N", N), ("C", C), ("H", H), ("W", W),
-            ("kernel height", KernelH), ("kernel width", KernelW), ("stride height", StrideH), ("stride width", StrideW));
-        GeometryChecks.NonNegative(operation, ("padding height", PadH), ("padding width", PadW));
+        GeometryChecks.Positive(operation, "N", N);
+        GeometryChecks.Positive(operation, "C", C);
+        GeometryChecks.Positive(operation, "H", H);
+        GeometryChecks.Positive(operation, "W", W);
+        GeometryChecks.Positive(operation, "kernel height", KernelH);
+        GeometryChecks.Positive(operation, "kernel width", KernelW);
+        GeometryChecks.Positive(operation, "stride height", StrideH);
+        GeometryChecks.Positive(operation, "stride width", StrideW);
+        GeometryChecks.NonNegative(operation, "padding height", PadH);
+        GeometryChecks.NonNegative(operation, "padding width", PadW);
         // PyTorch's rule: a pad larger than half the window would create windows that see only padding.
         if (2 * PadH > KernelH || 2 * PadW > KernelW)
         {
@@ -107,25 +122,19 @@ public readonly record struct Pool2dGeometry(
 
 internal static class GeometryChecks
 {
-    public static void Positive(string operation, params (string Name, int Value)[] fields)
+    public static void Positive(string operation, string name, int value)
     {
-        foreach (var (name, value) in fields)
+        if (value <= 0)
         {
-            if (value <= 0)
-            {
-                throw new ArgumentOutOfRangeException(name, value, $"{operation}: {name} must be positive, got {value}.");
-            }
+            throw new ArgumentOutOfRangeException(name, value, $"{operation}: {name} must be positive, got {value}.");
         }
     }
 
-    public static void NonNegative(string operation, params (string Name, int Value)[] fields)
+    public static void NonNegative(string operation, string name, int value)
     {
-        foreach (var (name, value) in fields)
+        if (value < 0)
         {
-            if (value < 0)
-            {
-                throw new ArgumentOutOfRangeException(name, value, $"{operation}: {name} must not be negative, got {value}.");
-            }
+            throw new ArgumentOutOfRangeException(name, value, $"{operation}: {name} must not be negative, got {value}.");
         }
     }
 

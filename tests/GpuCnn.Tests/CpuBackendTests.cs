@@ -1,5 +1,6 @@
 using GpuCnn.Cpu;
 using GpuCnn.Cpu.Fast;
+using GpuCnn.Models;
 using GpuCnn.Tests.Support;
 
 namespace GpuCnn.Tests;
@@ -84,6 +85,29 @@ public sealed class CpuBackendTests
     }
 
     [Fact]
+    public void Steady_state_training_batches_allocate_nothing()
+    {
+        // LeNet-5 through the trainer: after the first epoch (buffers, kernels and views created), a batch — gather,
+        // forward, loss, metrics, backward, SGD step — allocates no memory at all on the training thread.
+        using var backend = new CpuBackend();
+        var images = Tensor.Random([96, 1, 28, 28], 1, 0f, 1f);
+        var data = new Dataset(images, Enumerable.Range(0, 96).Select(i => i % 10).ToArray());
+        using var model = Sequential.Create(ArchitectureSpec.LeNet5, [1, 28, 28], backend, seed: 1);
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.01f, 0.9f, WeightDecay: 1e-4f));
+        var perBatch = new List<(int Epoch, int Batch, long Bytes)>(capacity: 16); // sized up front: growing it would allocate
+        long last = 0;
+        new Trainer(model, sgd, new TrainingOptions(Epochs: 3, BatchSize: 32)).Fit(data, progress: new BatchProbe(p =>
+        {
+            long now = GC.GetAllocatedBytesForCurrentThread();
+            perBatch.Add((p.Epoch, p.Batch, now - last));
+            last = now;
+        }));
+
+        // Batch 1 of an epoch follows the per-epoch work (shuffled order upload, metrics download); the rest are pure steps.
+        Assert.All(perBatch.Where(b => b.Epoch > 1 && b.Batch > 1), b => Assert.True(b.Bytes == 0, $"epoch {b.Epoch} batch {b.Batch} allocated {b.Bytes} bytes"));
+    }
+
+    [Fact]
     public void Large_convolution_backward_matches_the_reference()
     {
         // Enough images and channels that every worker takes several images and the GEMMs span several blocks.
@@ -97,5 +121,10 @@ public sealed class CpuBackendTests
         using var tdw = backend.Allocate<float>(g.WeightShape);
         backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
         TensorAssert.Close(dw, backend.DownloadArray(tdw), g.WeightShape, 1e-3, 1e-4, "large backward-filter");
+    }
+
+    private sealed class BatchProbe(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
     }
 }

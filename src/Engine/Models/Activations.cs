@@ -52,7 +52,8 @@ public sealed class ActivationLayer(Activation function, float alpha = 0.01f) : 
 /// <summary>PyTorch's Flatten: (N, C, H, W) → (N, C·H·W), a view without a copy.</summary>
 public sealed class Flatten : Layer
 {
-    private Shape _batchedInput;
+    // The tensors flowing through are the neighbours' per-batch-size buffers, so their views are made once.
+    private readonly Dictionary<DeviceTensor<float>, DeviceTensor<float>> _views = new(ReferenceEqualityComparer.Instance);
 
     /// <inheritdoc/>
     public override string Spec => "flatten";
@@ -61,15 +62,22 @@ public sealed class Flatten : Layer
     protected override Shape InferOutputShape(Shape input) => new(input.Size);
 
     /// <inheritdoc/>
-    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
-    {
-        _batchedInput = x.Shape;
-        return x.View(Batched(x.Shape[0], OutputShape));
-    }
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x) => ViewOf(x, OutputShape);
 
     /// <inheritdoc/>
     public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient) =>
-        needInputGradient ? dy.View(_batchedInput) : null;
+        needInputGradient ? ViewOf(dy, InputShape) : null;
+
+    private DeviceTensor<float> ViewOf(DeviceTensor<float> tensor, Shape sample)
+    {
+        if (!_views.TryGetValue(tensor, out var view) || view.IsDisposed)
+        {
+            view = tensor.View(Batched(tensor.Shape[0], sample));
+            _views[tensor] = view;
+        }
+
+        return view;
+    }
 }
 
 /// <summary>PyTorch's Linear: y = x·Wᵀ + b with weight (out, in), bias (out); input features inferred.</summary>

@@ -78,15 +78,20 @@ public sealed class Sequential : IDisposable
     public DeviceTensor<float> Forward(DeviceTensor<float> x)
     {
         ArgumentNullException.ThrowIfNull(x);
-        var expected = new Shape([x.Shape[0], .. InputShape.ToArray()]);
-        if (x.Shape != expected)
+        bool fits = x.Shape.Rank == InputShape.Rank + 1;
+        for (int i = 0; fits && i < InputShape.Rank; i++)
+        {
+            fits = x.Shape[i + 1] == InputShape[i];
+        }
+
+        if (!fits)
         {
             throw new ArgumentException($"Sequential.Forward: input has shape {x.Shape}, the model expects (N,{string.Join(",", InputShape.ToArray())}).", nameof(x));
         }
 
-        foreach (var layer in Layers)
+        for (int i = 0; i < Layers.Count; i++)
         {
-            x = layer.Forward(x);
+            x = Layers[i].Forward(x); // indexed: a foreach over the interface would allocate an enumerator per batch
         }
 
         return x;
