@@ -386,6 +386,8 @@ public sealed class CpuBackendOps(CpuFixture fixture) : BackendOpsTests(fixture)
 
 public sealed class IlgpuCpuBackendOps(IlgpuCpuFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFixture>;
 
+public sealed class IlgpuCpuTiledBackendOps(IlgpuCpuTiledFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuTiledFixture>;
+
 public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;
 
 public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fixture), IClassFixture<OpenCLFixture>;

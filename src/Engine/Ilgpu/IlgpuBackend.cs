@@ -26,7 +26,27 @@ public sealed class IlgpuBackend : Backend
         _accelerator = accelerator;
         _kernels = new IlgpuKernelSet(accelerator, _launches);
         _workspace = new IlgpuWorkspace(accelerator);
+
+        // 16×16 groups (64×64 GEMM tiles) where the device allows; the CPU accelerator's default device runs at most
+        // 16 threads per group (and one OS thread per simulated thread).
+        bool large = accelerator.MaxNumThreadsPerGroup >= 256;
+        _gemmGroup = large ? new Index2D(16, 16) : new Index2D(4, 4);
+        _gemmTileK = large ? 16 : 8;
     }
+
+    private readonly Index2D _gemmGroup;
+    private readonly int _gemmTileK;
+
+    /// <summary>Which GEMM kernel runs (Auto: tiled on GPUs, the simple kernel on the CPU accelerator).</summary>
+    public GemmAlgorithm GemmAlgorithm { get; set; }
+
+    /// <summary>Which convolution kernels run (Auto: direct for ≤ 32 weights per filter or on the CPU accelerator, im2col + tiled GEMM otherwise).</summary>
+    public ConvolutionAlgorithm ConvolutionAlgorithm { get; set; }
+
+    /// <summary>Floats of workspace the im2col route may use per chunk of images (default 64 Mi floats = 256 MiB).</summary>
+    public long ConvolutionWorkspaceFloats { get; set; } = 64L << 20;
+
+    private bool IsCpuAccelerator => _accelerator.AcceleratorType == AcceleratorType.CPU;
 
     /// <inheritdoc/>
     public override string Name { get; }
@@ -109,15 +129,48 @@ public sealed class IlgpuBackend : Backend
     protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
         DeviceTensor<float>? b, DeviceTensor<float> y)
     {
-        // Without a bias the kernel never reads b; any valid view stands in for it.
+        // Without a bias the kernels never read b; any valid view stands in for it.
         var bias = b is null ? View(w) : View(b);
-        _kernels.ConvForward.Launch(g.OutputSize, View(x), View(w), bias, View(y), g, b is null ? 0 : 1);
+        if (!UseIm2Col(g))
+        {
+            _kernels.ConvForward.Launch(g.OutputSize, View(x), View(w), bias, View(y), g, b is null ? 0 : 1);
+            return;
+        }
+
+        // y = W (K × C·R·S) · cols (C·R·S × n·P·Q) per chunk of images, permuted to NCHW with the bias added.
+        int crs = g.C * g.R * g.S, pq = g.P * g.Q, chunk = ChunkImages(g);
+        for (int first = 0; first < g.N; first += chunk)
+        {
+            int count = Math.Min(chunk, g.N - first);
+            var cols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
+            var product = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
+            _kernels.Im2Col.Launch(crs * count * pq, View(x), cols, g, first, count);
+            RunGemm(new GemmShape(g.K, count * pq, crs, 0, 0, 1f, 0f), View(w), cols, product);
+            _kernels.ToNchwWithBias.Launch(g.K * count * pq, product, bias, View(y), g, first, count, b is null ? 0 : 1);
+        }
     }
 
     /// <inheritdoc/>
     protected override void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w,
         DeviceTensor<float> dx)
     {
+        if (UseIm2Col(g))
+        {
+            // dx = col2im(Wᵀ · dy): the GEMM form of the same full convolution (docs/02-convolution.md).
+            int crs = g.C * g.R * g.S, pq = g.P * g.Q, chunk = ChunkImages(g);
+            for (int first = 0; first < g.N; first += chunk)
+            {
+                int count = Math.Min(chunk, g.N - first);
+                var dyT = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
+                var dcols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
+                _kernels.FromNchw.Launch(g.K * count * pq, View(dy), dyT, g, first, count);
+                RunGemm(new GemmShape(crs, count * pq, g.K, 1, 0, 1f, 0f), View(w), dyT, dcols);
+                _kernels.Col2Im.Launch(count * g.C * g.H * g.W, dcols, View(dx), g, first, count);
+            }
+
+            return;
+        }
+
         // The full convolution in three visible steps: dilate + pad dy, rotate the kernel, correlate.
         int paddedSize = g.N * g.K * (g.H + g.R - 1) * (g.W + g.S - 1);
         var padded = _workspace.Get(IlgpuWorkspace.Slot.DilatedGradient, paddedSize);
@@ -131,7 +184,25 @@ public sealed class IlgpuBackend : Backend
     protected override void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy,
         DeviceTensor<float> dw, DeviceTensor<float>? db)
     {
-        _kernels.ConvBackwardFilter.Launch(g.WeightSize, View(x), View(dy), View(dw), g);
+        if (UseIm2Col(g))
+        {
+            // dW (K × C·R·S) = Σ over chunks of dyᵀ (K × n·P·Q) · colsᵀ, accumulated in chunk order.
+            int crs = g.C * g.R * g.S, pq = g.P * g.Q, chunk = ChunkImages(g);
+            for (int first = 0; first < g.N; first += chunk)
+            {
+                int count = Math.Min(chunk, g.N - first);
+                var cols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
+                var dyT = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
+                _kernels.Im2Col.Launch(crs * count * pq, View(x), cols, g, first, count);
+                _kernels.FromNchw.Launch(g.K * count * pq, View(dy), dyT, g, first, count);
+                RunGemm(new GemmShape(g.K, crs, count * pq, 0, 1, 1f, first == 0 ? 0f : 1f), dyT, cols, View(dw));
+            }
+        }
+        else
+        {
+            _kernels.ConvBackwardFilter.Launch(g.WeightSize, View(x), View(dy), View(dw), g);
+        }
+
         if (db is not null)
         {
             _kernels.BiasGradient.Launch(g.K, View(dy), View(db), g.N, g.K, g.P * g.Q);
@@ -158,7 +229,39 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c) =>
-        _kernels.Gemm.Launch(shape.M * shape.N, View(a), View(b), View(c), shape);
+        RunGemm(shape, View(a), View(b), View(c));
+
+    private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    {
+        bool tiled = GemmAlgorithm switch
+        {
+            GemmAlgorithm.Tiled => true,
+            GemmAlgorithm.Naive => false,
+            _ => !IsCpuAccelerator && (long)shape.M * shape.N * shape.K >= 32 * 32 * 32,
+        };
+        if (tiled)
+        {
+            _kernels.GemmTiled.Launch(GemmTiledKernels.Config(shape, _gemmGroup, _gemmTileK), a, b, c, shape, _gemmTileK);
+        }
+        else
+        {
+            _kernels.Gemm.Launch(shape.M * shape.N, a, b, c, shape);
+        }
+    }
+
+    private bool UseIm2Col(Conv2dGeometry g) => ConvolutionAlgorithm switch
+    {
+        ConvolutionAlgorithm.Im2ColGemm => true,
+        ConvolutionAlgorithm.Direct => false,
+        _ => !IsCpuAccelerator && g.C * g.R * g.S > 32,
+    };
+
+    /// <summary>Images per im2col chunk: as many as fit the workspace budget (at least one).</summary>
+    private int ChunkImages(Conv2dGeometry g)
+    {
+        long perImage = (long)(g.C * g.R * g.S + g.K) * g.P * g.Q;
+        return (int)Math.Clamp(ConvolutionWorkspaceFloats / perImage, 1, g.N);
+    }
 
     /// <inheritdoc/>
     protected override void BiasAddCore(DeviceTensor<float> y, DeviceTensor<float> b, int batch, int channels, int inner) =>
@@ -243,4 +346,30 @@ public sealed class IlgpuBackend : Backend
 
     private static ArrayView<T> View<T>(DeviceTensor<T> tensor)
         where T : unmanaged => ((IlgpuTensor<T>)tensor).Memory;
+}
+
+/// <summary>The GEMM kernel an <see cref="IlgpuBackend"/> runs.</summary>
+public enum GemmAlgorithm
+{
+    /// <summary>Tiled on GPUs for products of at least 32³ multiply-adds; the simple kernel otherwise.</summary>
+    Auto,
+
+    /// <summary>One thread per element of C (the first rung).</summary>
+    Naive,
+
+    /// <summary>Shared-memory tiles with 4×4 register blocking.</summary>
+    Tiled,
+}
+
+/// <summary>The convolution kernels an <see cref="IlgpuBackend"/> runs.</summary>
+public enum ConvolutionAlgorithm
+{
+    /// <summary>Direct for filters of at most 32 weights (LeNet's first layer) and on the CPU accelerator; im2col + GEMM otherwise.</summary>
+    Auto,
+
+    /// <summary>One thread per output element; backward-data as the explicit rotated-kernel full convolution.</summary>
+    Direct,
+
+    /// <summary>im2col into a reusable workspace, then the tiled GEMM, in chunks of images.</summary>
+    Im2ColGemm,
 }

@@ -66,4 +66,19 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
 
     public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int> AccumulateMetrics { get; } =
         new(accelerator, counter, DataKernels.AccumulateMetrics);
+
+    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, int> GemmTiled { get; } =
+        new(accelerator, counter, GemmTiledKernels.Tiled);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> Im2Col { get; } =
+        new(accelerator, counter, ConvolutionGemmKernels.Im2Col);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int, int> ToNchwWithBias { get; } =
+        new(accelerator, counter, ConvolutionGemmKernels.ToNchwWithBias);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> FromNchw { get; } =
+        new(accelerator, counter, ConvolutionGemmKernels.FromNchw);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> Col2Im { get; } =
+        new(accelerator, counter, ConvolutionGemmKernels.Col2Im);
 }

@@ -14,9 +14,11 @@ internal sealed class IlgpuWorkspace(Accelerator accelerator) : IDisposable
         DilatedGradient,
         RotatedKernel,
         PerSampleLoss,
+        Columns,
+        Product,
     }
 
-    private readonly MemoryBuffer1D<float, Stride1D.Dense>?[] _buffers = new MemoryBuffer1D<float, Stride1D.Dense>?[3];
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>?[] _buffers = new MemoryBuffer1D<float, Stride1D.Dense>?[5];
 
     public long Bytes => _buffers.Sum(b => b?.LengthInBytes ?? 0);
 

@@ -106,6 +106,24 @@ internal sealed class Kernel<T1, T2, T3, T4, T5, T6, T7>(Accelerator accelerator
     }
 }
 
+/// <summary>An explicitly grouped kernel (shared memory, barriers): compiled on first launch, launched with a <see cref="KernelConfig"/>.</summary>
+internal sealed class GroupedKernel<T1, T2, T3, T4, T5>(Accelerator accelerator, LaunchCounter counter, Action<T1, T2, T3, T4, T5> method)
+    where T1 : struct
+    where T2 : struct
+    where T3 : struct
+    where T4 : struct
+    where T5 : struct
+{
+    private Action<KernelConfig, T1, T2, T3, T4, T5>? _loaded;
+
+    public void Launch(KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5)
+    {
+        _loaded ??= accelerator.LoadStreamKernel(method);
+        counter.Increment();
+        _loaded(config, a1, a2, a3, a4, a5);
+    }
+}
+
 /// <summary>Counts kernel launches of one accelerator.</summary>
 internal sealed class LaunchCounter
 {

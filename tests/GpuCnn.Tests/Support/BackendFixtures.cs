@@ -8,12 +8,13 @@ namespace GpuCnn.Tests.Support;
 /// </summary>
 public abstract class BackendFixture : IDisposable
 {
-    protected BackendFixture(string name)
+    protected BackendFixture(string name, Action<Backend>? configure = null)
     {
         Name = name;
         try
         {
             Backend = Backends.Open(name);
+            configure?.Invoke(Backend);
         }
         catch (DeviceUnavailableException e)
         {
@@ -46,6 +47,15 @@ public sealed class ReferenceFixture() : BackendFixture("reference");
 public sealed class CpuFixture() : BackendFixture("cpu");
 
 public sealed class IlgpuCpuFixture() : BackendFixture("ilgpu-cpu");
+
+/// <summary>ILGPU's CPU accelerator forced onto the fast kernels: tiled GEMM and im2col + GEMM convolution.</summary>
+public sealed class IlgpuCpuTiledFixture() : BackendFixture("ilgpu-cpu", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.Im2ColGemm;
+    ilgpu.ConvolutionWorkspaceFloats = 300; // tiny, so the test shapes run in several chunks of images
+});
 
 public sealed class CudaFixture() : BackendFixture("cuda");
 
