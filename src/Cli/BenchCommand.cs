@@ -41,6 +41,11 @@ internal static class BenchCommand
                     $"{result.Name,-24} {result.Ms,12:F3} {(result.Gflops is { } g ? g.ToString("F1", CultureInfo.InvariantCulture) : "-"),10} {result.Repetitions,5}"));
             }
 
+            if (backend is Ilgpu.IlgpuBackend ilgpu)
+            {
+                io.Out.WriteLine($"kernel launches per LeNet-5 training step: {BenchSuite.LaunchesPerLeNetStep(ilgpu, parse.GetValue(quick) ? 4 : 64)}");
+            }
+
             if (parse.GetValue(json) is { } path)
             {
                 var rows = results.Select(r => new { name = r.Name, device = r.Device, ms = Math.Round(r.Ms, 4), gflops = r.Gflops is { } g ? Math.Round(g, 2) : (double?)null });

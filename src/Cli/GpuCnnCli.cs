@@ -23,6 +23,7 @@ internal static class GpuCnnCli
         root.Subcommands.Add(EvalCommand.Create(io));
         root.Subcommands.Add(PredictCommand.Create(io));
         root.Subcommands.Add(BenchCommand.Create(io));
+        root.Subcommands.Add(SelfTestCommand.Create(io));
 
         ParseResult parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -41,6 +41,25 @@ public static class LossKernels
         perSample[n] = lse - logits[row + label];
     }
 
+    /// <summary>
+    /// The whole fused loss in one launch of one group: thread t handles rows t, t + T, …, writing each row's loss
+    /// and gradient; after a barrier, thread 0 sums the per-sample losses in index order (no atomics) into loss[0].
+    /// </summary>
+    public static void SoftmaxCrossEntropyBatch(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> dlogits,
+        ArrayView<float> perSample, ArrayView<float> loss, int classes, int batch)
+    {
+        for (int n = Group.IdxX; n < batch; n += Group.DimX)
+        {
+            SoftmaxCrossEntropyRows(n, logits, labels, dlogits, perSample, classes, batch);
+        }
+
+        Group.Barrier();
+        if (Group.IdxX == 0)
+        {
+            MeanInOrder(0, perSample, loss, batch);
+        }
+    }
+
     /// <summary>loss[0] = Σ_n perSample[n] / N, summed in index order by a single thread.</summary>
     public static void MeanInOrder(Index1D index, ArrayView<float> perSample, ArrayView<float> loss, int batch)
     {

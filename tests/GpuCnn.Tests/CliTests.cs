@@ -46,6 +46,36 @@ public sealed partial class CliTests
         Assert.EndsWith($"{accuracy * 100:F2}%", result.LastLine, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void Selftest_passes_every_check_on_the_device(string device)
+    {
+        var result = CliRunner.Run("selftest", "--device", device);
+        Assert.True(result.ExitCode == 0, result.Out);
+        Assert.Matches(@"^(\d+) of \1 checks passed$", result.LastLine);
+        if (device == "ilgpu-cpu")
+        {
+            Assert.Contains("tiled/gemm", result.Out, StringComparison.Ordinal); // both kernel ladders ran
+            Assert.Contains("simple/conv2d backward-data", result.Out, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Bench_quick_writes_rows_with_exactly_the_agreed_fields()
+    {
+        using var temp = Fixtures.TempFolder();
+        var result = CliRunner.Run("bench", "--device", "cpu", "--quick", "--only", "gemm-256", "conv-lenet1", "maxpool2x2-fwd", "--json", temp.File("bench.json"));
+        Assert.True(result.ExitCode == 0, result.Error);
+        using var json = JsonDocument.Parse(File.ReadAllText(temp.File("bench.json")));
+        var rows = json.RootElement.EnumerateArray().ToList();
+        Assert.Equal(["gemm-256-quick", "conv-lenet1-fwd-quick", "conv-lenet1-bwd-quick", "maxpool2x2-fwd-quick"], rows.Select(r => r.GetProperty("name").GetString()));
+        Assert.All(rows, r => Assert.Equal(["name", "device", "ms", "gflops"], r.EnumerateObject().Select(p => p.Name)));
+        Assert.All(rows, r => Assert.True(r.GetProperty("ms").GetDouble() > 0));
+        Assert.Equal(JsonValueKind.Null, rows[^1].GetProperty("gflops").ValueKind); // pooling is about bandwidth
+        Assert.Equal("cpu", rows[0].GetProperty("device").GetString());
+    }
+
     [Fact]
     public void Eval_prints_the_confusion_matrix_and_accuracy_of_a_saved_model()
     {

@@ -32,12 +32,12 @@ internal static class BenchSuite
             cases.Add(new($"gemm-{n}{suffix}", 2.0 * size * size * size, b => new GemmBody(b, size)));
         }
 
-        AddConvolution(cases, $"conv-lenet1{suffix}", new(N: quick ? 4 : 64, C: 1, H: 28, W: 28, K: 6, R: 5, S: 5, PadH: 2, PadW: 2));
-        AddConvolution(cases, $"conv-lenet2{suffix}", new(N: quick ? 4 : 64, C: 6, H: 14, W: 14, K: 16, R: 5, S: 5));
-        AddConvolution(cases, $"conv3x3-64{suffix}", quick
+        AddConvolution(cases, "conv-lenet1", suffix, new(N: quick ? 4 : 64, C: 1, H: 28, W: 28, K: 6, R: 5, S: 5, PadH: 2, PadW: 2));
+        AddConvolution(cases, "conv-lenet2", suffix, new(N: quick ? 4 : 64, C: 6, H: 14, W: 14, K: 16, R: 5, S: 5));
+        AddConvolution(cases, "conv3x3-64", suffix, quick
             ? new(N: 2, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, PadH: 1, PadW: 1)
             : new(N: 64, C: 64, H: 32, W: 32, K: 64, R: 3, S: 3, PadH: 1, PadW: 1));
-        AddConvolution(cases, $"conv3x3-128{suffix}", quick
+        AddConvolution(cases, "conv3x3-128", suffix, quick
             ? new(N: 2, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, PadH: 1, PadW: 1)
             : new(N: 32, C: 128, H: 16, W: 16, K: 128, R: 3, S: 3, PadH: 1, PadW: 1));
 
@@ -76,11 +76,21 @@ internal static class BenchSuite
         return new BenchResult(benchCase.Name, backend.Name, median, benchCase.Flops / (median * 1e6), repetitions);
     }
 
-    private static void AddConvolution(List<BenchCase> cases, string name, Conv2dGeometry g)
+    private static void AddConvolution(List<BenchCase> cases, string name, string suffix, Conv2dGeometry g)
     {
         double forward = 2.0 * g.N * g.K * g.P * g.Q * g.C * g.R * g.S;
-        cases.Add(new($"{name}-fwd", forward, b => new ConvBody(b, g, backward: false)));
-        cases.Add(new($"{name}-bwd", 2 * forward, b => new ConvBody(b, g, backward: true)));
+        cases.Add(new($"{name}-fwd{suffix}", forward, b => new ConvBody(b, g, backward: false)));
+        cases.Add(new($"{name}-bwd{suffix}", 2 * forward, b => new ConvBody(b, g, backward: true)));
+    }
+
+    /// <summary>Kernel launches of one LeNet-5 training step at batch 64 (after a warm-up step), for ILGPU backends.</summary>
+    public static long LaunchesPerLeNetStep(Ilgpu.IlgpuBackend backend, int batch)
+    {
+        using var body = new LeNetStepBody(backend, batch);
+        body.Run();
+        long before = backend.LaunchCount;
+        body.Run();
+        return backend.LaunchCount - before;
     }
 
     /// <summary>Forward, backward and update FLOPs of one LeNet-5 step (the first layer needs no input gradient).</summary>

@@ -287,6 +287,15 @@ public sealed class IlgpuBackend : Backend
     {
         int batch = logits.Shape[0], classes = logits.Shape[1];
         var perSample = _workspace.Get(IlgpuWorkspace.Slot.PerSampleLoss, batch);
+        if (batch <= 4096)
+        {
+            // One launch: a single group does the rows, then one thread sums them in order.
+            int threads = Math.Min(Math.Min(256, _accelerator.MaxNumThreadsPerGroup), batch);
+            _kernels.SoftmaxCrossEntropyBatch.Launch(new KernelConfig(1, threads), View(logits), View(labels), View(dlogits),
+                perSample, View(loss), classes, batch);
+            return;
+        }
+
         _kernels.SoftmaxCrossEntropyRows.Launch(batch, View(logits), View(labels), View(dlogits), perSample, classes, batch);
         _kernels.MeanInOrder.Launch(1, perSample, View(loss), batch);
     }

@@ -81,4 +81,7 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
 
     public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> Col2Im { get; } =
         new(accelerator, counter, ConvolutionGemmKernels.Col2Im);
+
+    public GroupedKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> SoftmaxCrossEntropyBatch { get; } =
+        new(accelerator, counter, LossKernels.SoftmaxCrossEntropyBatch);
 }
