@@ -1,4 +1,3 @@
-using System.Globalization;
 using GpuCnn.Cpu;
 
 namespace GpuCnn.Cli;
@@ -178,7 +177,7 @@ internal static class SelfTest
             var db = new double[g.K];
             ReferenceMath.Conv2dBackwardData<double>(g, probe, w, dx);
             ReferenceMath.Conv2dBackwardFilter<double>(g, x, probe, dw, db);
-            double diff = Math.Max(MaxDiff(Numeric(x, Loss), dx), Math.Max(MaxDiff(Numeric(w, Loss), dw), MaxDiff(Numeric(b, Loss), db)));
+            double diff = Math.Max(MaxDiff(FiniteDifferences.Central(x, Loss), dx), Math.Max(MaxDiff(FiniteDifferences.Central(w, Loss), dw), MaxDiff(FiniteDifferences.Central(b, Loss), db)));
             yield return new SelfTestResult("gradient check: conv2d (reference)", $"x({g.N},{g.C},{g.H},{g.W}) w({g.K},{g.C},{g.R},{g.S}) s{g.StrideH} p{g.PadH}", diff, diff < 1e-6);
         }
 
@@ -201,7 +200,7 @@ internal static class SelfTest
             var davg = new double[p.InputSize];
             ReferenceMath.MaxPool2dBackward<double>(p, probe, switches, dmax);
             ReferenceMath.AvgPool2dBackward<double>(p, probe, davg);
-            double diff = MaxDiff(Numeric(x, Loss), dmax.Zip(davg, (u, v) => u + v).ToArray());
+            double diff = MaxDiff(FiniteDifferences.Central(x, Loss), dmax.Zip(davg, (u, v) => u + v).ToArray());
             yield return new SelfTestResult("gradient check: max+avg pool (reference)", $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}", diff, diff < 1e-6);
         }
 
@@ -211,7 +210,7 @@ internal static class SelfTest
             int[] labels = Enumerable.Range(0, batch).Select(_ => random.Next(classes)).ToArray();
             var dz = new double[z.Length];
             ReferenceMath.SoftmaxCrossEntropy<double>(z, labels, dz, batch, classes);
-            double diff = MaxDiff(Numeric(z, () => ReferenceMath.SoftmaxCrossEntropy<double>(z, labels, new double[z.Length], batch, classes)), dz);
+            double diff = MaxDiff(FiniteDifferences.Central(z, () => ReferenceMath.SoftmaxCrossEntropy<double>(z, labels, new double[z.Length], batch, classes)), dz);
             yield return new SelfTestResult("gradient check: softmax cross-entropy", "(5,7)", diff, diff < 1e-6);
         }
     }
@@ -284,25 +283,5 @@ internal static class SelfTest
         return tensor;
     }
 
-    private static double[] Numeric(double[] values, Func<double> loss)
-    {
-        const double epsilon = 1e-6;
-        var gradient = new double[values.Length];
-        for (int i = 0; i < values.Length; i++)
-        {
-            double saved = values[i];
-            values[i] = saved + epsilon;
-            double plus = loss();
-            values[i] = saved - epsilon;
-            double minus = loss();
-            values[i] = saved;
-            gradient[i] = (plus - minus) / (2 * epsilon);
-        }
-
-        return gradient;
-    }
-
     private static double MaxDiff(double[] a, double[] b) => a.Zip(b, (u, v) => Math.Abs(u - v)).DefaultIfEmpty(0).Max();
-
-    private static string Text(double value) => value.ToString("G3", CultureInfo.InvariantCulture);
 }

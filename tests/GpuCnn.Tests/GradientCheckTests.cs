@@ -14,7 +14,6 @@ namespace GpuCnn.Tests;
 [Trait("Category", "GradientCheck")]
 public sealed class GradientCheckTests
 {
-    private const double Epsilon = 1e-6;
     private const double Atol = 1e-7;
     private const double Rtol = 1e-6;
 
@@ -39,9 +38,9 @@ public sealed class GradientCheckTests
         var db = new double[g.K];
         ReferenceMath.Conv2dBackwardData<double>(g, probe, w, dx);
         ReferenceMath.Conv2dBackwardFilter<double>(g, x, probe, dw, db);
-        TensorAssert.Close(Numeric(x, Loss), dx, g.InputShape, Atol, Rtol, $"∂L/∂x {name}");
-        TensorAssert.Close(Numeric(w, Loss), dw, g.WeightShape, Atol, Rtol, $"∂L/∂w {name}");
-        TensorAssert.Close(Numeric(b, Loss), db, new Shape(g.K), Atol, Rtol, $"∂L/∂b {name}");
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, g.InputShape, Atol, Rtol, $"∂L/∂x {name}");
+        TensorAssert.Close(FiniteDifferences.Central(w, Loss), dw, g.WeightShape, Atol, Rtol, $"∂L/∂w {name}");
+        TensorAssert.Close(FiniteDifferences.Central(b, Loss), db, new Shape(g.K), Atol, Rtol, $"∂L/∂b {name}");
     }
 
     [Theory]
@@ -64,7 +63,7 @@ public sealed class GradientCheckTests
         ReferenceMath.MaxPool2dForward<double>(g, x, new double[g.OutputSize], switches);
         var dx = new double[g.InputSize];
         ReferenceMath.MaxPool2dBackward<double>(g, probe, switches, dx);
-        TensorAssert.Close(Numeric(x, Loss), dx, g.InputShape, Atol, Rtol, $"max pool ∂L/∂x {name}");
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, g.InputShape, Atol, Rtol, $"max pool ∂L/∂x {name}");
     }
 
     [Theory]
@@ -83,7 +82,7 @@ public sealed class GradientCheckTests
 
         var dx = new double[g.InputSize];
         ReferenceMath.AvgPool2dBackward<double>(g, probe, dx);
-        TensorAssert.Close(Numeric(x, Loss), dx, g.InputShape, Atol, Rtol, $"avg pool ∂L/∂x {name}");
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, g.InputShape, Atol, Rtol, $"avg pool ∂L/∂x {name}");
     }
 
     [Theory]
@@ -106,7 +105,7 @@ public sealed class GradientCheckTests
         Loss();
         var dx = new double[24];
         ReferenceMath.ActivationBackward<double>(f, alpha, x, y, probe, dx);
-        TensorAssert.Close(Numeric(x, Loss), dx, new Shape(24), Atol, Rtol, $"{f} ∂L/∂x");
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, new Shape(24), Atol, Rtol, $"{f} ∂L/∂x");
     }
 
     [Theory]
@@ -120,7 +119,7 @@ public sealed class GradientCheckTests
 
         var dz = new double[z.Length];
         ReferenceMath.SoftmaxCrossEntropy<double>(z, labels, dz, batch, classes);
-        TensorAssert.Close(Numeric(z, Loss), dz, new Shape(batch, classes), Atol, Rtol, "softmax cross-entropy ∂L/∂z");
+        TensorAssert.Close(FiniteDifferences.Central(z, Loss), dz, new Shape(batch, classes), Atol, Rtol, "softmax cross-entropy ∂L/∂z");
     }
 
     [Theory]
@@ -162,8 +161,8 @@ public sealed class GradientCheckTests
             ReferenceMath.Gemm<double>(!transposeA, false, k, n, m, 1.0, a, probe, 0.0, db);
         }
 
-        TensorAssert.Close(Numeric(a, Loss), da, new Shape(m * k), Atol, Rtol, "gemm ∂L/∂A");
-        TensorAssert.Close(Numeric(b, Loss), db, new Shape(k * n), Atol, Rtol, "gemm ∂L/∂B");
+        TensorAssert.Close(FiniteDifferences.Central(a, Loss), da, new Shape(m * k), Atol, Rtol, "gemm ∂L/∂A");
+        TensorAssert.Close(FiniteDifferences.Central(b, Loss), db, new Shape(k * n), Atol, Rtol, "gemm ∂L/∂B");
     }
 
     [Fact]
@@ -182,25 +181,7 @@ public sealed class GradientCheckTests
 
         var db = new double[channels];
         ReferenceMath.BiasGradient<double>(probe, db, batch, channels, inner);
-        TensorAssert.Close(Numeric(bias, Loss), db, new Shape(channels), Atol, Rtol, "bias ∂L/∂b");
-    }
-
-    /// <summary>Central differences (L(v+ε) − L(v−ε)) / 2ε for every element of <paramref name="values"/>, in place.</summary>
-    private static double[] Numeric(double[] values, Func<double> loss)
-    {
-        var gradient = new double[values.Length];
-        for (int i = 0; i < values.Length; i++)
-        {
-            double saved = values[i];
-            values[i] = saved + Epsilon;
-            double plus = loss();
-            values[i] = saved - Epsilon;
-            double minus = loss();
-            values[i] = saved;
-            gradient[i] = (plus - minus) / (2 * Epsilon);
-        }
-
-        return gradient;
+        TensorAssert.Close(FiniteDifferences.Central(bias, Loss), db, new Shape(channels), Atol, Rtol, "bias ∂L/∂b");
     }
 
     private static double Dot(double[] a, double[] b)
