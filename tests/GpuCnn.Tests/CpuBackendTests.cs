@@ -38,7 +38,9 @@ public sealed class CpuBackendTests
     public void Convolutions_match_the_reference_at_every_width(SimdWidth width)
     {
         using var backend = new CpuBackend(threads: 3, width);
-        foreach (var g in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1)))
+        // Plus a 1×1 layer, and one whose P·Q (323) spans two K blocks of the GEMM with C > 4 (the packed-im2col filter route).
+        foreach (var g in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1))
+                     .Append(new Conv2dGeometry(N: 2, C: 5, H: 19, W: 17, K: 3, R: 3, S: 3, PadH: 1, PadW: 1)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             var y = new double[g.OutputSize];

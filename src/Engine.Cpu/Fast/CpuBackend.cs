@@ -406,6 +406,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
         public float* Rotated(int length) => Pin(ref _rotated, length);
 
+        public TransposedColumns TransposedColumns { get; } = new();
+
         public float* Columns(int length) => Pin(ref _columns, length);
 
         public float* Partial(int length) => Pin(ref _partial, length);

@@ -2,6 +2,83 @@ using System.Runtime.CompilerServices;
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
+/// colsᵀ (P·Q × C·R·S) of one image produced straight into the GEMM's packed panels (implicit im2col): the filter
+/// gradient dy · colsᵀ reads the image once instead of writing colsᵀ and then copying it into panels.
+/// </summary>
+internal sealed unsafe class TransposedColumns : IPanelSource
+{
+    private int[] _offset = [], _r = [], _s = [];
+    private Conv2dGeometry _g;
+    private float* _x;
+
+    /// <summary>Points the source at one image; the per-column tables are rebuilt only when the geometry changes.</summary>
+    public void Set(in Conv2dGeometry g, float* x)
+    {
+        _x = x;
+        if (g == _g)
+        {
+            return;
+        }
+
+        _g = g;
+        int crs = g.C * g.R * g.S;
+        if (_offset.Length < crs)
+        {
+            (_offset, _r, _s) = (new int[crs], new int[crs], new int[crs]);
+        }
+
+        for (int i = 0; i < crs; i++)
+        {
+            int c = i / (g.R * g.S), r = i / g.S % g.R, s = i % g.S;
+            (_offset[i], _r[i], _s[i]) = ((c * g.H + r) * g.W + s, r, s);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Pack(int pc, int kc, int jc, int nc, int nr, float* destination)
+    {
+        var g = _g;
+        int outW = g.Q, height = g.H, width = g.W;
+        fixed (int* offset = _offset, rs = _r, ss = _s)
+        {
+            for (int jr = 0; jr < nc; jr += nr)
+            {
+                int cols = Math.Min(nr, nc - jr);
+                float* panel = destination + (long)jr * kc;
+                int* off = offset + jc + jr, rr = rs + jc + jr, sc = ss + jc + jr;
+                for (int k = 0; k < kc; k++)
+                {
+                    int pq = pc + k, p = pq / outW, q = pq - p * outW;
+                    int h0 = p * g.StrideH - g.PadH, w0 = q * g.StrideW - g.PadW;
+                    float* row = panel + (long)k * nr;
+                    float* origin = _x + (long)h0 * width + w0;
+                    if (h0 >= 0 && w0 >= 0 && h0 + g.R <= height && w0 + g.S <= width)
+                    {
+                        for (int j = 0; j < cols; j++)
+                        {
+                            row[j] = origin[off[j]];
+                        }
+                    }
+                    else
+                    {
+                        for (int j = 0; j < cols; j++)
+                        {
+                            int h = h0 + rr[j], w = w0 + sc[j];
+                            row[j] = (uint)h < (uint)height && (uint)w < (uint)width ? origin[off[j]] : 0f;
+                        }
+                    }
+
+                    for (int j = cols; j < nr; j++)
+                    {
+                        row[j] = 0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
 /// The column matrix of one image: cols[(c·R + r)·S + s, p·Q + q] = x[c, p·Sh + r − Ph, q·Sw + s − Pw] (0 outside),
 /// so that convolution is W (K × C·R·S) · cols (C·R·S × P·Q). <see cref="Accumulate"/> is its transpose (col2im).
 /// </summary>
@@ -89,52 +166,6 @@ internal static unsafe class Im2Col
                         {
                             target[oq * g.StrideW] += source[oq];
                         }
-                    }
-                }
-            }
-        }
-    }
-
-    /// <summary>
-    /// x (C,H,W) of one image → colsᵀ (P·Q, C·R·S): for each output pixel, its receptive field in (c, r, s) order.
-    /// The filter gradient dy · colsᵀ then needs no transposed operand, and this layout writes contiguously.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void ExpandTransposed(in Conv2dGeometry g, float* x, float* colsT)
-    {
-        int outH = g.P, outW = g.Q, channels = g.C, kernelH = g.R, kernelW = g.S, height = g.H, width = g.W;
-        int crs = channels * kernelH * kernelW;
-        for (int p = 0; p < outH; p++)
-        {
-            for (int q = 0; q < outW; q++)
-            {
-                float* target = colsT + ((long)p * outW + q) * crs;
-                int h0 = p * g.StrideH - g.PadH, w0 = q * g.StrideW - g.PadW;
-                bool inside = h0 >= 0 && w0 >= 0 && h0 + kernelH <= height && w0 + kernelW <= width;
-                for (int c = 0; c < channels; c++)
-                {
-                    float* plane = x + (long)c * height * width;
-                    for (int r = 0; r < kernelH; r++)
-                    {
-                        int h = h0 + r;
-                        float* row = plane + (long)h * width + w0;
-                        if (inside)
-                        {
-                            for (int s = 0; s < kernelW; s++)
-                            {
-                                target[s] = row[s];
-                            }
-                        }
-                        else
-                        {
-                            for (int s = 0; s < kernelW; s++)
-                            {
-                                int w = w0 + s;
-                                target[s] = (uint)h < (uint)height && (uint)w < (uint)width ? row[s] : 0f;
-                            }
-                        }
-
-                        target += kernelW;
                     }
                 }
             }

@@ -22,6 +22,16 @@ internal readonly unsafe struct GemmArgs(
         new(TransposeA, TransposeB, M, count, K, Alpha, A, Lda, TransposeB ? B + (long)first * Ldb : B + first, Ldb, Beta, C + first, Ldc);
 }
 
+/// <summary>Produces packed panels of op(B) itself (implicit im2col), instead of the GEMM copying them from a matrix.</summary>
+internal unsafe interface IPanelSource
+{
+    /// <summary>
+    /// Writes op(B)[pc … pc+kc, jc … jc+nc] as panels of <paramref name="nr"/> columns, row by row, zero-padded past
+    /// nc: panel p (columns jc + p·nr …) starts at destination + p·nr·kc.
+    /// </summary>
+    void Pack(int pc, int kc, int jc, int nc, int nr, float* destination);
+}
+
 /// <summary>
 /// A cache-blocked GEMM in the BLIS style: op(B) is packed into KC×NR panels, op(A) into MC×KC blocks of MR-row
 /// panels, and a register-blocked MR×NR micro-kernel (6 rows × 2 vectors: 12 accumulators) runs over them. One
@@ -48,7 +58,8 @@ internal sealed unsafe class PackedGemm : IDisposable
     /// <summary>Bytes of packing buffers held.</summary>
     public static long BufferBytes => (MC * KC + KC * (NC + 32)) * sizeof(float);
 
-    public void Run(in GemmArgs g)
+    /// <summary>Runs the product; with <paramref name="panels"/>, op(B) comes from it and g.B is not read.</summary>
+    public void Run(in GemmArgs g, IPanelSource? panels = null)
     {
         if (g.M <= 0 || g.N <= 0)
         {
@@ -57,10 +68,10 @@ internal sealed unsafe class PackedGemm : IDisposable
 
         switch (_width)
         {
-            case SimdWidth.Vector512: Run<Vec512, Vector512<float>>(g); break;
-            case SimdWidth.Vector256: Run<Vec256, Vector256<float>>(g); break;
-            case SimdWidth.Vector128: Run<Vec128, Vector128<float>>(g); break;
-            default: Run<Scalar, float>(g); break;
+            case SimdWidth.Vector512: Run<Vec512, Vector512<float>>(g, panels); break;
+            case SimdWidth.Vector256: Run<Vec256, Vector256<float>>(g, panels); break;
+            case SimdWidth.Vector128: Run<Vec128, Vector128<float>>(g, panels); break;
+            default: Run<Scalar, float>(g, panels); break;
         }
     }
 
@@ -72,7 +83,7 @@ internal sealed unsafe class PackedGemm : IDisposable
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
 
-    private void Run<TOps, TVec>(in GemmArgs g)
+    private void Run<TOps, TVec>(in GemmArgs g, IPanelSource? panels)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
@@ -89,7 +100,14 @@ internal sealed unsafe class PackedGemm : IDisposable
             for (int pc = 0; pc < g.K; pc += KC)
             {
                 int kc = Math.Min(KC, g.K - pc);
-                PackB(g, pc, kc, jc, nc, nr);
+                if (panels is null)
+                {
+                    PackB(g, pc, kc, jc, nc, nr);
+                }
+                else
+                {
+                    panels.Pack(pc, kc, jc, nc, nr, _packB);
+                }
                 bool first = pc == 0;
                 for (int ic = 0; ic < g.M; ic += MC)
                 {
