@@ -12,7 +12,7 @@ gpucnn=src/Cli/bin/Release/net10.0/gpucnn
 
 echo "== machine"
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%F); commit $(git rev-parse --short HEAD)"
-$python -c "import torch; print('torch', torch.__version__, 'threads', torch.get_num_threads())"
+$python -c "import torch; print('torch', torch.__version__)"
 
 echo "== kernels: gpucnn bench --device cpu, then PyTorch on the same shapes"
 $gpucnn bench --device cpu --json "$out/gpucnn-cpu.json"
