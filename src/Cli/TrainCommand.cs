@@ -66,18 +66,27 @@ internal static class TrainCommand
                 parse.GetValue(testImages), parse.GetValue(testLabels));
             string deviceName = parse.GetValue(device)!;
             using var backend = CommonOptions.OpenDevice(deviceName, io.Error);
-            try
-            {
-                return Train(io, settings, train, test, backend);
-            }
-            catch (DeviceFaultException e) when (deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase) && backend.Name is "cuda" or "opencl")
-            {
-                io.Error.WriteLine($"warning: {e.Message}; falling back to the CPU");
-                using var cpu = Cpu.Backends.OpenCpuFallback();
-                return Train(io, settings, train, test, cpu);
-            }
+            return TrainWithFallback(io, settings, train, test, backend, auto: deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase));
         });
         return command;
+    }
+
+    /// <summary>
+    /// Trains on <paramref name="backend"/>; when the device was chosen by <c>auto</c> and it is an accelerator that
+    /// faults (out of memory, a driver error), says so on stderr and trains again from the start on the CPU.
+    /// </summary>
+    internal static int TrainWithFallback(CliIo io, TrainSettings settings, Dataset train, Dataset? test, Backend backend, bool auto)
+    {
+        try
+        {
+            return Train(io, settings, train, test, backend);
+        }
+        catch (DeviceFaultException e) when (auto && backend is Ilgpu.IlgpuBackend)
+        {
+            io.Error.WriteLine($"warning: {e.Message}; falling back to the CPU");
+            using var cpu = Cpu.Backends.OpenCpuFallback();
+            return Train(io, settings, train, test, cpu);
+        }
     }
 
     private static int Train(CliIo io, TrainSettings settings, Dataset train, Dataset? test, Backend backend)

@@ -135,6 +135,31 @@ public sealed class ReliabilityTests
         Assert.Contains("try a smaller --batch-size", error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void An_accelerator_fault_under_auto_falls_back_to_the_cpu_with_a_warning()
+    {
+        // The fault a GPU raises when it runs out of memory, provoked on ILGPU's CPU accelerator by a memory cap.
+        using var temp = Fixtures.TempFolder();
+        var data = TrainingTests.QuadrantData(16, seed: 1);
+        var settings = new Cli.TrainSettings(Spec, Epochs: 1, BatchSize: 8, "sgd", 0.05f, 0.9f, 0f, LearningRateSchedule.Constant,
+            Seed: 1, Out: temp.File("m.safetensors"), Init: null, Checkpoint: null, Resume: null);
+        var output = new StringWriter();
+        var error = new StringWriter();
+        using var accelerator = IlgpuDevices.OpenCpuAccelerator();
+        accelerator.MemoryLimitBytes = 4096;
+
+        int code = Cli.TrainCommand.TrainWithFallback(new Cli.CliIo(output, error, default), settings, data, null, accelerator, auto: true);
+        Assert.Equal(0, code);
+        Assert.Matches(@"warning: ilgpu-cpu: out of device memory allocating .*; falling back to the CPU", error.ToString());
+        Assert.True(File.Exists(temp.File("m.safetensors")));
+
+        // Asked for by name, the same fault is an error, not a fallback.
+        using var named = IlgpuDevices.OpenCpuAccelerator();
+        named.MemoryLimitBytes = 4096;
+        Assert.Throws<DeviceOutOfMemoryException>(() =>
+            Cli.TrainCommand.TrainWithFallback(new Cli.CliIo(output, error, default), settings, data, null, named, auto: false));
+    }
+
     [SkippableFact]
     public void Ctrl_c_writes_a_checkpoint_and_says_how_to_resume()
     {

@@ -87,12 +87,7 @@ internal sealed unsafe class PackedGemm : IDisposable
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
-        int nr = 2 * TOps.Width;
-        if (g.K == 0)
-        {
-            ScaleC(g);
-            return;
-        }
+        int nr = 2 * TOps.Width; // K ≥ 1: every caller multiplies something
 
         for (int jc = 0; jc < g.N; jc += NC)
         {
@@ -269,19 +264,5 @@ internal sealed unsafe class PackedGemm : IDisposable
 
         TOps.Store(c, r0);
         TOps.Store(c + w, r1);
-    }
-
-    /// <summary>K = 0: C = β·C.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ScaleC(in GemmArgs g)
-    {
-        for (int i = 0; i < g.M; i++)
-        {
-            for (int j = 0; j < g.N; j++)
-            {
-                float* c = g.C + (long)i * g.Ldc + j;
-                *c = g.Beta == 0f ? 0f : g.Beta * *c;
-            }
-        }
     }
 }
