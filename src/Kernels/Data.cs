@@ -61,7 +61,7 @@ public static class DataKernels
 
         metrics[0] += loss[0] * batch;
         metrics[1] += correct;
-        if (metrics[2] < 0f && !float.IsFinite(loss[0]))
+        if (metrics[2] < 0f && (float.IsNaN(loss[0]) || float.IsInfinity(loss[0]))) // IsNaN and IsInfinity are ILGPU intrinsics
         {
             metrics[2] = batchIndex;
         }
