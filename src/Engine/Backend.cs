@@ -236,6 +236,34 @@ public abstract class Backend : IDisposable
         GemmCore(new GemmShape(m, n, k, transposeA ? 1 : 0, transposeB ? 1 : 0, alpha, beta), a, b, c);
     }
 
+    /// <summary>
+    /// A dense layer, fused: y (N, out) = f(x · Wᵀ + b) with x holding N·in values, w (out, in) as PyTorch's Linear,
+    /// b (out), and f = <paramref name="activation"/> (null for none; LeakyReLU's slope <paramref name="alpha"/>).
+    /// Backends may compute it in one pass (the ILGPU GEMM applies bias and activation in its epilogue).
+    /// </summary>
+    public void LinearForward(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b, DeviceTensor<float> y,
+        Activation? activation, float alpha)
+    {
+        const string op = "LinearForward";
+        Checks.Owned(op, nameof(w), w, this);
+        if (w.Shape.Rank != 2)
+        {
+            throw new ArgumentException($"{op}: w must be (out, in), got {w.Shape}.", nameof(w));
+        }
+
+        int outFeatures = w.Shape[0], inFeatures = w.Shape[1];
+        Checks.Owned(op, nameof(y), y, this);
+        Checks.Dims(op, nameof(y), y, this, y.Shape[0], outFeatures);
+        Checks.Length(op, nameof(x), x, this, checked(y.Shape[0] * inFeatures));
+        Checks.Dims(op, nameof(b), b, this, outFeatures);
+        if (activation is { } f)
+        {
+            CheckActivation(op, f, alpha);
+        }
+
+        LinearForwardCore(x, w, b, y, activation, alpha);
+    }
+
     /// <summary>y (N, C, …) += b (C): the bias broadcast over the batch and every position after axis 1.</summary>
     public void BiasAdd(DeviceTensor<float> y, DeviceTensor<float> b)
     {
@@ -412,6 +440,19 @@ public abstract class Backend : IDisposable
     protected abstract void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset, DeviceTensor<T> destination, int rows, int rowLength) where T : unmanaged;
     protected abstract void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset);
     protected abstract void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex);
+
+    /// <summary>The fused dense layer; by default a GEMM, a bias add and an activation in turn.</summary>
+    protected virtual void LinearForwardCore(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b, DeviceTensor<float> y,
+        Activation? activation, float alpha)
+    {
+        int batch = y.Shape[0], outFeatures = w.Shape[0], inFeatures = w.Shape[1];
+        GemmCore(new GemmShape(batch, outFeatures, inFeatures, 0, 1, 1f, 0f), x, w, y);
+        BiasAddCore(y, b, batch, outFeatures, 1);
+        if (activation is { } f)
+        {
+            ActivationForwardCore(f, alpha, y, y);
+        }
+    }
 #pragma warning restore CS1591
 
     private bool _disposed;

@@ -29,17 +29,18 @@ public static class ElementwiseKernels
     }
 
     /// <summary>y = f(x) for the activation f; x and y may be the same buffer.</summary>
-    public static void ActivationForward(Index1D index, ArrayView<float> x, ArrayView<float> y, int activation, float alpha)
+    public static void ActivationForward(Index1D index, ArrayView<float> x, ArrayView<float> y, int activation, float alpha) =>
+        y[index] = Apply(activation, alpha, x[index]);
+
+    /// <summary>f(v) for an <see cref="Activation"/> code; a negative code is the identity (no activation).</summary>
+    public static float Apply(int activation, float alpha, float v) => activation switch
     {
-        float v = x[index];
-        y[index] = activation switch
-        {
-            (int)Activation.Relu => v > 0f ? v : 0f,
-            (int)Activation.LeakyRelu => v > 0f ? v : alpha * v,
-            (int)Activation.Sigmoid => 1f / (1f + XMath.Exp(-v)),
-            _ => XMath.Tanh(v),
-        };
-    }
+        < 0 => v,
+        (int)Activation.Relu => v > 0f ? v : 0f,
+        (int)Activation.LeakyRelu => v > 0f ? v : alpha * v,
+        (int)Activation.Sigmoid => 1f / (1f + XMath.Exp(-v)),
+        _ => XMath.Tanh(v),
+    };
 
     /// <summary>dx = dy · f′, where f′ is computed from x (ReLU, LeakyReLU) or from y = f(x) (Sigmoid, Tanh).</summary>
     public static void ActivationBackward(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<float> dy,

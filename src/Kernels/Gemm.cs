@@ -5,14 +5,30 @@ namespace GpuCnn.Kernels;
 /// <summary>The sizes and flags of C (M×N) = α·op(A)·op(B) + β·C over row-major buffers, op(A) M×K, op(B) K×N.</summary>
 public readonly record struct GemmShape(int M, int N, int K, int TransposeA, int TransposeB, float Alpha, float Beta);
 
+/// <summary>
+/// What a GEMM kernel does to each result before storing it: add bias[column] (a dense layer's bias, one per output
+/// feature) and apply an activation — the fused epilogue of a dense layer. Activation −1 means none.
+/// </summary>
+public readonly record struct GemmEpilogue(int HasBias, int Activation, float Alpha)
+{
+    /// <summary>Store the plain product.</summary>
+    public static GemmEpilogue None => new(0, -1, 0f);
+
+    /// <summary>f(value + bias[column]).</summary>
+    public float Apply(float value, ArrayView<float> bias, int column) =>
+        ElementwiseKernels.Apply(Activation, Alpha, HasBias != 0 ? value + bias[column] : value);
+}
+
 /// <summary>GEMM kernels, one thread per element of C (the first rung of the kernel ladder).</summary>
 public static class GemmKernels
 {
     /// <summary>
-    /// C[i,j] = α·Σ_l op(A)[i,l]·op(B)[l,j] + β·C[i,j]; A is M×K (K×M when transposed), B is K×N (N×K when
-    /// transposed). With β = 0, C is only written, never read (BLAS semantics: NaN in C does not leak).
+    /// C[i,j] = f(α·Σ_l op(A)[i,l]·op(B)[l,j] + β·C[i,j] + bias[j]) with the epilogue's bias and f; A is M×K (K×M
+    /// when transposed), B is K×N (N×K when transposed). With β = 0, C is only written, never read (BLAS semantics:
+    /// NaN in C does not leak).
     /// </summary>
-    public static void Naive(Index1D index, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s)
+    public static void Naive(Index1D index, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s,
+        ArrayView<float> bias, GemmEpilogue epilogue)
     {
         int i = index / s.N, j = index % s.N;
         float sum = 0f;
@@ -23,6 +39,7 @@ public static class GemmKernels
             sum += av * bv;
         }
 
-        c[index] = s.Beta == 0f ? s.Alpha * sum : s.Alpha * sum + s.Beta * c[index];
+        float value = s.Beta == 0f ? s.Alpha * sum : s.Alpha * sum + s.Beta * c[index];
+        c[index] = epilogue.Apply(value, bias, j);
     }
 }

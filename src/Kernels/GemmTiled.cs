@@ -8,8 +8,9 @@ namespace GpuCnn.Kernels;
 /// computes a (4·Ty) × (4·Tx) tile of C; thread (tx, ty) owns rows ty + i·Ty and columns tx + j·Tx (i, j &lt; 4),
 /// so shared-memory reads are broadcasts along a warp's rows and consecutive along its columns (no bank
 /// conflicts) and stores to C are coalesced. Tiles of op(A) and op(B), TileK deep, are staged through dynamic
-/// shared memory; out-of-range elements load as zero, so any M, N, K and both transposes work. ILGPU 1.5.3 does
-/// not unroll loops: the 4×4 update is written out.
+/// shared memory; out-of-range elements load as zero, so any M, N, K and both transposes work. The store applies
+/// the <see cref="GemmEpilogue"/> (a dense layer's bias and activation). ILGPU 1.5.3 does not unroll loops: the 4×4
+/// update is written out.
 /// </summary>
 public static class GemmTiledKernels
 {
@@ -17,7 +18,8 @@ public static class GemmTiledKernels
     public const int Block = 4;
 
     /// <summary>Launch: grid (⌈N / (4·Tx)⌉, ⌈M / (4·Ty)⌉), group (Tx, Ty), dynamic shared memory TileK·4·(Tx + Ty) floats.</summary>
-    public static void Tiled(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s, int tileK)
+    public static void Tiled(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s, int tileK,
+        ArrayView<float> bias, GemmEpilogue epilogue)
     {
         int tx = Group.IdxX, ty = Group.IdxY, threadsX = Group.DimX, threadsY = Group.DimY;
         int tileM = threadsY * Block, tileN = threadsX * Block;
@@ -74,10 +76,10 @@ public static class GemmTiledKernels
         }
 
         int r0 = row0 + ty, q0 = col0 + tx;
-        Store(c, s, r0, q0, threadsX, c00, c01, c02, c03);
-        Store(c, s, r0 + threadsY, q0, threadsX, c10, c11, c12, c13);
-        Store(c, s, r0 + 2 * threadsY, q0, threadsX, c20, c21, c22, c23);
-        Store(c, s, r0 + 3 * threadsY, q0, threadsX, c30, c31, c32, c33);
+        Store(c, s, r0, q0, threadsX, c00, c01, c02, c03, bias, epilogue);
+        Store(c, s, r0 + threadsY, q0, threadsX, c10, c11, c12, c13, bias, epilogue);
+        Store(c, s, r0 + 2 * threadsY, q0, threadsX, c20, c21, c22, c23, bias, epilogue);
+        Store(c, s, r0 + 3 * threadsY, q0, threadsX, c30, c31, c32, c33, bias, epilogue);
     }
 
     /// <summary>The launch shape for a GEMM with groups of <paramref name="threads"/>.</summary>
@@ -88,25 +90,27 @@ public static class GemmTiledKernels
         return new KernelConfig(grid, threads, SharedMemoryConfig.RequestDynamic<float>(tileK * (tileM + tileN)));
     }
 
-    private static void Store(ArrayView<float> c, GemmShape s, int row, int col, int step, float v0, float v1, float v2, float v3)
+    private static void Store(ArrayView<float> c, GemmShape s, int row, int col, int step, float v0, float v1, float v2, float v3,
+        ArrayView<float> bias, GemmEpilogue epilogue)
     {
         if (row >= s.M)
         {
             return;
         }
 
-        StoreOne(c, s, row, col, v0);
-        StoreOne(c, s, row, col + step, v1);
-        StoreOne(c, s, row, col + 2 * step, v2);
-        StoreOne(c, s, row, col + 3 * step, v3);
+        StoreOne(c, s, row, col, v0, bias, epilogue);
+        StoreOne(c, s, row, col + step, v1, bias, epilogue);
+        StoreOne(c, s, row, col + 2 * step, v2, bias, epilogue);
+        StoreOne(c, s, row, col + 3 * step, v3, bias, epilogue);
     }
 
-    private static void StoreOne(ArrayView<float> c, GemmShape s, int row, int col, float value)
+    private static void StoreOne(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, GemmEpilogue epilogue)
     {
         if (col < s.N)
         {
             int at = row * s.N + col;
-            c[at] = s.Beta == 0f ? s.Alpha * value : s.Alpha * value + s.Beta * c[at];
+            float result = s.Beta == 0f ? s.Alpha * value : s.Alpha * value + s.Beta * c[at];
+            c[at] = epilogue.Apply(result, bias, col);
         }
     }
 }

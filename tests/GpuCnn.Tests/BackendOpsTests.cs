@@ -168,6 +168,33 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         }
     }
 
+    [SkippableTheory]
+    [Trait("Category", "CrossCheck")]
+    [InlineData(null)]
+    [InlineData(Activation.Relu)]
+    [InlineData(Activation.LeakyRelu)]
+    [InlineData(Activation.Sigmoid)]
+    [InlineData(Activation.Tanh)]
+    public void LinearForward_fuses_gemm_bias_and_activation(Activation? f)
+    {
+        const int batch = 5, inFeatures = 37, outFeatures = 19;
+        float[] x = TestData.Uniform(batch * inFeatures, 23), w = TestData.Uniform(outFeatures * inFeatures, 24), b = TestData.Uniform(outFeatures, 25);
+        var expected = new double[batch * outFeatures];
+        ReferenceMath.Gemm<double>(false, true, batch, outFeatures, inFeatures, 1.0, TestData.Widen(x), TestData.Widen(w), 0.0, expected);
+        ReferenceMath.BiasAdd<double>(expected, TestData.Widen(b), batch, outFeatures, 1);
+        if (f is { } activation)
+        {
+            ReferenceMath.ActivationForward<double>(activation, 0.1, (double[])expected.Clone(), expected);
+        }
+
+        using var dx = Put(x, [batch, inFeatures]);
+        using var dw = Put(w, [outFeatures, inFeatures]);
+        using var db = Put(b, [outFeatures]);
+        using var dy = Poisoned([batch, outFeatures]);
+        Backend.LinearForward(dx, dw, db, dy, f, 0.1f);
+        TensorAssert.Close(expected, Backend.DownloadArray(dy), new Shape(batch, outFeatures), Atol, Rtol, $"{Backend.Name} linear {f}");
+    }
+
     [SkippableFact]
     [Trait("Category", "GradientCheck")]
     public void BiasAdd_and_BiasGradient_match_reference()

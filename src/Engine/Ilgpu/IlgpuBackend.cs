@@ -231,7 +231,20 @@ public sealed class IlgpuBackend : Backend
     protected override void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c) =>
         RunGemm(shape, View(a), View(b), View(c));
 
-    private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    /// <inheritdoc/>
+    protected override void LinearForwardCore(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b,
+        DeviceTensor<float> y, Activation? activation, float alpha)
+    {
+        // One launch: y = x · Wᵀ with the bias and the activation applied as each element is stored.
+        var shape = new GemmShape(y.Shape[0], w.Shape[0], w.Shape[1], 0, 1, 1f, 0f);
+        RunGemm(shape, View(x), View(w), View(y), View(b), new GemmEpilogue(1, activation is { } f ? (int)f : -1, alpha));
+    }
+
+    private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c) =>
+        RunGemm(shape, a, b, c, a, GemmEpilogue.None); // without a bias the kernels never read it; any view stands in
+
+    private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias,
+        GemmEpilogue epilogue)
     {
         bool tiled = GemmAlgorithm switch
         {
@@ -241,11 +254,11 @@ public sealed class IlgpuBackend : Backend
         };
         if (tiled)
         {
-            _kernels.GemmTiled.Launch(GemmTiledKernels.Config(shape, _gemmGroup, _gemmTileK), a, b, c, shape, _gemmTileK);
+            _kernels.GemmTiled.Launch(GemmTiledKernels.Config(shape, _gemmGroup, _gemmTileK), a, b, c, shape, _gemmTileK, bias, epilogue);
         }
         else
         {
-            _kernels.Gemm.Launch(shape.M * shape.N, a, b, c, shape);
+            _kernels.Gemm.Launch(shape.M * shape.N, a, b, c, shape, bias, epilogue);
         }
     }
 

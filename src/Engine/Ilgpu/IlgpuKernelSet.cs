@@ -32,7 +32,8 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
 
     public Kernel<ArrayView<float>, ArrayView<float>, Pool2dGeometry> AvgPoolBackward { get; } = new(accelerator, counter, PoolingKernels.AverageBackward);
 
-    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Gemm { get; } = new(accelerator, counter, GemmKernels.Naive);
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, ArrayView<float>, GemmEpilogue> Gemm { get; } =
+        new(accelerator, counter, GemmKernels.Naive);
 
     public Kernel<ArrayView<float>, ArrayView<float>, int, int> BiasAdd { get; } = new(accelerator, counter, ElementwiseKernels.BiasAdd);
 
@@ -67,7 +68,7 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
     public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int> AccumulateMetrics { get; } =
         new(accelerator, counter, DataKernels.AccumulateMetrics);
 
-    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, int> GemmTiled { get; } =
+    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, int, ArrayView<float>, GemmEpilogue> GemmTiled { get; } =
         new(accelerator, counter, GemmTiledKernels.Tiled);
 
     public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> Im2Col { get; } =

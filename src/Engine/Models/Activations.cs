@@ -13,6 +13,16 @@ public sealed class ActivationLayer(Activation function, float alpha = 0.01f) : 
     /// <summary>LeakyReLU's negative slope.</summary>
     public float Alpha { get; } = alpha;
 
+    /// <summary>
+    /// Set by <see cref="Sequential"/> when the dense layer before applies this function in its own epilogue: the
+    /// forward pass then hands its input on unchanged, and the backward derives f′ from the output alone (valid for
+    /// ReLU, LeakyReLU with α ≥ 0, Sigmoid and Tanh, whose f′ is a function of f(x)).
+    /// </summary>
+    internal bool FusedIntoPrevious { get; set; }
+
+    /// <summary>Whether a preceding dense layer may apply this function for it.</summary>
+    internal bool CanFuse => Function != Activation.LeakyRelu || Alpha >= 0f;
+
     /// <inheritdoc/>
     public override string Spec => Function switch
     {
@@ -28,6 +38,12 @@ public sealed class ActivationLayer(Activation function, float alpha = 0.01f) : 
     /// <inheritdoc/>
     public override DeviceTensor<float> Forward(DeviceTensor<float> x)
     {
+        if (FusedIntoPrevious)
+        {
+            _input = _output = x; // x is already f(z)
+            return x;
+        }
+
         _input = x;
         _output = OutputBuffer(x.Shape[0]);
         Backend.ActivationForward(Function, Alpha, x, _output);
@@ -44,7 +60,9 @@ public sealed class ActivationLayer(Activation function, float alpha = 0.01f) : 
 
         var x = _input ?? throw new InvalidOperationException($"{Spec}: backward before forward.");
         var dx = InputGradientBuffer(x.Shape[0]);
-        Backend.ActivationBackward(Function, Alpha, x, _output!, dy, dx);
+
+        // Fused: only y = f(z) exists; the sign tests of ReLU and LeakyReLU read the same on y as on z.
+        Backend.ActivationBackward(Function, Alpha, FusedIntoPrevious ? _output! : x, _output!, dy, dx);
         return dx;
     }
 }
@@ -89,6 +107,9 @@ public sealed class Dense(int outFeatures) : Layer
     /// <summary>Output features.</summary>
     public int OutFeatures { get; } = outFeatures;
 
+    /// <summary>The activation of the next layer, applied here in the GEMM's epilogue (set by <see cref="Sequential"/>).</summary>
+    internal ActivationLayer? FusedActivation { get; set; }
+
     /// <inheritdoc/>
     public override string Spec => $"dense({OutFeatures})";
 
@@ -119,8 +140,7 @@ public sealed class Dense(int outFeatures) : Layer
         _input = x;
         int batch = x.Shape[0];
         var y = OutputBuffer(batch);
-        Backend.Gemm(false, true, batch, OutFeatures, InputShape[0], 1f, x, _weight!.Value, 0f, y); // x·Wᵀ
-        Backend.BiasAdd(y, _bias!.Value);
+        Backend.LinearForward(x, _weight!.Value, _bias!.Value, y, FusedActivation?.Function, FusedActivation?.Alpha ?? 0f); // f(x·Wᵀ + b)
         return y;
     }
 

@@ -46,6 +46,16 @@ public sealed class Sequential : IDisposable
         }
 
         OutputShape = shape;
+
+        // Dense → activation pairs run as one fused operation (bias and activation in the GEMM's epilogue).
+        for (int i = 0; i + 1 < Layers.Count; i++)
+        {
+            if (Layers[i] is Dense dense && Layers[i + 1] is ActivationLayer { CanFuse: true } activation)
+            {
+                dense.FusedActivation = activation;
+                activation.FusedIntoPrevious = true;
+            }
+        }
     }
 
     /// <summary>Parses <paramref name="spec"/> and builds it (see <see cref="ArchitectureSpec"/>).</summary>
