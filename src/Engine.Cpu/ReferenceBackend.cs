@@ -16,8 +16,14 @@ public sealed class ReferenceBackend : HostBackend
 
     /// <inheritdoc/>
     protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
-        DeviceTensor<float>? b, DeviceTensor<float> y) =>
+        DeviceTensor<float>? b, DeviceTensor<float> y, Activation? activation, float alpha)
+    {
         ReferenceMath.Conv2dForward<float>(g, Data(x), Data(w), b is null ? [] : Data(b), Data(y));
+        if (activation is { } f)
+        {
+            ReferenceMath.ActivationForward<float>(f, alpha, Data(y), Data(y));
+        }
+    }
 
     /// <inheritdoc/>
     protected override void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w,

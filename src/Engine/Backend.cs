@@ -119,7 +119,14 @@ public abstract class Backend : IDisposable
 
     /// <summary>y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C,R,S)) + b (K); PyTorch's cross-correlation. b may be null.</summary>
     public void Conv2dForward(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b,
-        DeviceTensor<float> y)
+        DeviceTensor<float> y) => Conv2dForward(g, x, w, b, y, null, 0f);
+
+    /// <summary>
+    /// y = f(conv(x, w) + b): a convolution layer with the activation after it, fused (the ILGPU kernels and the CPU
+    /// backend apply bias and activation as each output is stored). <paramref name="activation"/> null: none.
+    /// </summary>
+    public void Conv2dForward(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b,
+        DeviceTensor<float> y, Activation? activation, float alpha)
     {
         const string op = "Conv2dForward";
         g.Validate(op);
@@ -131,7 +138,12 @@ public abstract class Backend : IDisposable
         }
 
         Checks.Dims(op, nameof(y), y, this, g.N, g.K, g.P, g.Q);
-        Conv2dForwardCore(g, x, w, b, y);
+        if (activation is { } f)
+        {
+            CheckActivation(op, f, alpha);
+        }
+
+        Conv2dForwardCore(g, x, w, b, y, activation, alpha);
     }
 
     /// <summary>
@@ -422,7 +434,7 @@ public abstract class Backend : IDisposable
     protected abstract void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination) where T : unmanaged;
     protected abstract void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination) where T : unmanaged;
     protected abstract void FillCore(DeviceTensor<float> tensor, float value);
-    protected abstract void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b, DeviceTensor<float> y);
+    protected abstract void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b, DeviceTensor<float> y, Activation? activation, float alpha);
     protected abstract void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w, DeviceTensor<float> dx);
     protected abstract void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy, DeviceTensor<float> dw, DeviceTensor<float>? db);
     protected abstract void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<int> switches);

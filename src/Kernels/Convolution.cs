@@ -9,16 +9,19 @@ namespace GpuCnn.Kernels;
 /// </summary>
 public static class ConvolutionKernels
 {
-    /// <summary>y[n,k,p,q] = b[k] + Σ_{c,r,s} x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] · w[k,c,r,s] (zero outside x).</summary>
+    /// <summary>
+    /// y[n,k,p,q] = f(b[k] + Σ_{c,r,s} x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] · w[k,c,r,s]) (zero outside x), with the bias and
+    /// activation f of the epilogue.
+    /// </summary>
     public static void Forward(Index1D index, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
-        ArrayView<float> y, Conv2dGeometry g, int hasBias)
+        ArrayView<float> y, Conv2dGeometry g, Epilogue epilogue)
     {
         int p = g.P, q = g.Q;
         int oq = index % q;
         int op = index / q % p;
         int k = index / (q * p) % g.K;
         int n = index / (q * p * g.K);
-        float sum = hasBias != 0 ? b[k] : 0f;
+        float sum = 0f;
         for (int c = 0; c < g.C; c++)
         {
             for (int r = 0; r < g.R; r++)
@@ -42,7 +45,7 @@ public static class ConvolutionKernels
             }
         }
 
-        y[index] = sum;
+        y[index] = epilogue.Apply(sum, b, k);
     }
 
     /// <summary>

@@ -21,14 +21,14 @@ public static class ConvolutionGemmKernels
         cols[index] = h >= 0 && h < g.H && w >= 0 && w < g.W ? x[((n * g.C + c) * g.H + h) * g.W + w] : 0f;
     }
 
-    /// <summary>y[n, k, pq] = product[k, (n − first)·P·Q + pq] + b[k] (bias fused into the permute); one thread per output.</summary>
+    /// <summary>y[n, k, pq] = f(product[k, (n − first)·P·Q + pq] + b[k]) (bias and activation fused into the permute).</summary>
     public static void ToNchwWithBias(Index1D index, ArrayView<float> product, ArrayView<float> b, ArrayView<float> y,
-        Conv2dGeometry g, int first, int count, int hasBias)
+        Conv2dGeometry g, int first, int count, Epilogue epilogue)
     {
         int pq = g.P * g.Q, width = count * pq;
         int j = index % width, k = index / width;
         int n = first + j / pq, spatial = j % pq;
-        y[(n * g.K + k) * pq + spatial] = product[index] + (hasBias != 0 ? b[k] : 0f);
+        y[(n * g.K + k) * pq + spatial] = epilogue.Apply(product[index], b, k);
     }
 
     /// <summary>dyT[k, (n − first)·P·Q + pq] = dy[n, k, pq]; one thread per element.</summary>

@@ -59,3 +59,17 @@ public static class ElementwiseKernels
     /// <summary>buffer[i] = value.</summary>
     public static void Fill(Index1D index, ArrayView<float> buffer, float value) => buffer[index] = value;
 }
+
+/// <summary>
+/// What a GEMM or convolution kernel does to each result before storing it: add the bias of its output feature or
+/// channel and apply an activation — the fused epilogue of a dense or convolution layer. Activation −1 means none.
+/// </summary>
+public readonly record struct Epilogue(int HasBias, int Activation, float Alpha)
+{
+    /// <summary>Store the plain product.</summary>
+    public static Epilogue None => new(0, -1, 0f);
+
+    /// <summary>f(value + bias[feature]).</summary>
+    public float Apply(float value, ArrayView<float> bias, int feature) =>
+        ElementwiseKernels.Apply(Activation, Alpha, HasBias != 0 ? value + bias[feature] : value);
+}

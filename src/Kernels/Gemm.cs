@@ -5,20 +5,6 @@ namespace GpuCnn.Kernels;
 /// <summary>The sizes and flags of C (M×N) = α·op(A)·op(B) + β·C over row-major buffers, op(A) M×K, op(B) K×N.</summary>
 public readonly record struct GemmShape(int M, int N, int K, int TransposeA, int TransposeB, float Alpha, float Beta);
 
-/// <summary>
-/// What a GEMM kernel does to each result before storing it: add bias[column] (a dense layer's bias, one per output
-/// feature) and apply an activation — the fused epilogue of a dense layer. Activation −1 means none.
-/// </summary>
-public readonly record struct GemmEpilogue(int HasBias, int Activation, float Alpha)
-{
-    /// <summary>Store the plain product.</summary>
-    public static GemmEpilogue None => new(0, -1, 0f);
-
-    /// <summary>f(value + bias[column]).</summary>
-    public float Apply(float value, ArrayView<float> bias, int column) =>
-        ElementwiseKernels.Apply(Activation, Alpha, HasBias != 0 ? value + bias[column] : value);
-}
-
 /// <summary>GEMM kernels, one thread per element of C (the first rung of the kernel ladder).</summary>
 public static class GemmKernels
 {
@@ -28,7 +14,7 @@ public static class GemmKernels
     /// NaN in C does not leak).
     /// </summary>
     public static void Naive(Index1D index, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s,
-        ArrayView<float> bias, GemmEpilogue epilogue)
+        ArrayView<float> bias, Epilogue epilogue)
     {
         int i = index / s.N, j = index % s.N;
         float sum = 0f;

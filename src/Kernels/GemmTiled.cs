@@ -9,7 +9,7 @@ namespace GpuCnn.Kernels;
 /// so shared-memory reads are broadcasts along a warp's rows and consecutive along its columns (no bank
 /// conflicts) and stores to C are coalesced. Tiles of op(A) and op(B), TileK deep, are staged through dynamic
 /// shared memory; out-of-range elements load as zero, so any M, N, K and both transposes work. The store applies
-/// the <see cref="GemmEpilogue"/> (a dense layer's bias and activation). ILGPU 1.5.3 does not unroll loops: the 4×4
+/// the <see cref="Epilogue"/> (a dense layer's bias and activation). ILGPU 1.5.3 does not unroll loops: the 4×4
 /// update is written out.
 /// </summary>
 public static class GemmTiledKernels
@@ -19,7 +19,7 @@ public static class GemmTiledKernels
 
     /// <summary>Launch: grid (⌈N / (4·Tx)⌉, ⌈M / (4·Ty)⌉), group (Tx, Ty), dynamic shared memory TileK·4·(Tx + Ty) floats.</summary>
     public static void Tiled(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s, int tileK,
-        ArrayView<float> bias, GemmEpilogue epilogue)
+        ArrayView<float> bias, Epilogue epilogue)
     {
         int tx = Group.IdxX, ty = Group.IdxY, threadsX = Group.DimX, threadsY = Group.DimY;
         int tileM = threadsY * Block, tileN = threadsX * Block;
@@ -91,7 +91,7 @@ public static class GemmTiledKernels
     }
 
     private static void Store(ArrayView<float> c, GemmShape s, int row, int col, int step, float v0, float v1, float v2, float v3,
-        ArrayView<float> bias, GemmEpilogue epilogue)
+        ArrayView<float> bias, Epilogue epilogue)
     {
         if (row >= s.M)
         {
@@ -104,7 +104,7 @@ public static class GemmTiledKernels
         StoreOne(c, s, row, col + 3 * step, v3, bias, epilogue);
     }
 
-    private static void StoreOne(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, GemmEpilogue epilogue)
+    private static void StoreOne(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, Epilogue epilogue)
     {
         if (col < s.N)
         {

@@ -170,6 +170,30 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
 
     [SkippableTheory]
     [Trait("Category", "CrossCheck")]
+    [InlineData(Activation.Relu)]
+    [InlineData(Activation.LeakyRelu)]
+    [InlineData(Activation.Sigmoid)]
+    [InlineData(Activation.Tanh)]
+    public void Conv2dForward_fuses_bias_and_activation(Activation f)
+    {
+        foreach (var g in Cases.Convolutions.Values)
+        {
+            float[] x = TestData.Uniform(g.InputSize, 26), w = TestData.Uniform(g.WeightSize, 27), b = TestData.Uniform(g.K, 28);
+            var expected = new double[g.OutputSize];
+            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), TestData.Widen(b), expected);
+            ReferenceMath.ActivationForward<double>(f, 0.1, (double[])expected.Clone(), expected);
+
+            using var dx = Put(x, g.InputShape);
+            using var dw = Put(w, g.WeightShape);
+            using var db = Put(b, [g.K]);
+            using var dy = Poisoned(g.OutputShape);
+            Backend.Conv2dForward(g, dx, dw, db, dy, f, 0.1f);
+            TensorAssert.Close(expected, Backend.DownloadArray(dy), g.OutputShape, Atol, Rtol, $"{Backend.Name} conv + {f} {g}");
+        }
+    }
+
+    [SkippableTheory]
+    [Trait("Category", "CrossCheck")]
     [InlineData(null)]
     [InlineData(Activation.Relu)]
     [InlineData(Activation.LeakyRelu)]

@@ -37,6 +37,11 @@ public sealed unsafe partial class CpuBackend
     {
         private Conv2dGeometry _g;
         private bool _direct;
+
+        /// <summary>Applied to each image's output while it is still in cache (the fused activation of the layer).</summary>
+        public Activation? Activation { get; set; }
+
+        public float Alpha { get; set; }
         private float* _x, _w, _b, _y;
 
         public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, bool direct = false)
@@ -58,6 +63,7 @@ public sealed unsafe partial class CpuBackend
             {
                 float* scratch = owner._scratch[worker].Columns(DirectConvolution.ScratchLength(_g, (int)owner.Width));
                 DirectConvolution.Forward(owner.Width, _g, x, _w, _b, y, scratch);
+                Activate(y, _g.K * pq);
                 return;
             }
 
@@ -80,6 +86,23 @@ public sealed unsafe partial class CpuBackend
             }
 
             owner._workers.Gemm(worker).Run(new GemmArgs(false, false, _g.K, pq, crs, 1f, _w, crs, cols, pq, beta, y, pq));
+            Activate(y, _g.K * pq);
+        }
+
+        private void Activate(float* y, int count)
+        {
+            if (Activation is { } f)
+            {
+                var values = new Span<float>(y, count);
+                if (f == GpuCnn.Activation.Relu)
+                {
+                    Relu(values, values);
+                }
+                else
+                {
+                    ReferenceMath.ActivationForward<float>(f, Alpha, values, values);
+                }
+            }
         }
     }
 

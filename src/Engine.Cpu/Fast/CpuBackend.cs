@@ -95,11 +95,13 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     /// <inheritdoc/>
     protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
-        DeviceTensor<float>? b, DeviceTensor<float> y)
+        DeviceTensor<float>? b, DeviceTensor<float> y, Activation? activation, float alpha)
     {
         fixed (float* px = Data(x), pw = Data(w), py = Data(y), pb = b is null ? null : Data(b))
         {
             _convForward.Set(g, px, pw, pb, py);
+            _convForward.Activation = activation;
+            _convForward.Alpha = alpha;
             _workers.Run(_convForward, g.N);
         }
     }
@@ -117,6 +119,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
                 float* rotated = _scratch[0].Rotated(g.WeightSize);
                 DirectConvolution.RotateKernel(g, pw, rotated);
                 _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, direct: g.K <= 16);
+                _convForward.Activation = null;
                 _workers.Run(_convForward, g.N);
                 return;
             }
@@ -226,21 +229,26 @@ public sealed unsafe partial class CpuBackend : HostBackend
         var output = Data(y).AsSpan(0, y.Length);
         if (f == Activation.Relu)
         {
-            int i = 0;
-            for (; i <= input.Length - Vector<float>.Count; i += Vector<float>.Count)
-            {
-                Vector.Max(new Vector<float>(input[i..]), Vector<float>.Zero).CopyTo(output[i..]);
-            }
-
-            for (; i < input.Length; i++)
-            {
-                output[i] = input[i] > 0f ? input[i] : 0f;
-            }
-
+            Relu(input, output);
             return;
         }
 
         ReferenceMath.ActivationForward<float>(f, alpha, input, output);
+    }
+
+    /// <summary>output = max(input, 0), vectorised; the spans may be the same.</summary>
+    private static void Relu(ReadOnlySpan<float> input, Span<float> output)
+    {
+        int i = 0;
+        for (; i <= input.Length - Vector<float>.Count; i += Vector<float>.Count)
+        {
+            Vector.Max(new Vector<float>(input[i..]), Vector<float>.Zero).CopyTo(output[i..]);
+        }
+
+        for (; i < input.Length; i++)
+        {
+            output[i] = input[i] > 0f ? input[i] : 0f;
+        }
     }
 
     /// <inheritdoc/>

@@ -127,17 +127,18 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
-        DeviceTensor<float>? b, DeviceTensor<float> y)
+        DeviceTensor<float>? b, DeviceTensor<float> y, Activation? activation, float alpha)
     {
+        var epilogue = new Epilogue(b is null ? 0 : 1, activation is { } f ? (int)f : -1, alpha);
         // Without a bias the kernels never read b; any valid view stands in for it.
         var bias = b is null ? View(w) : View(b);
         if (!UseIm2Col(g))
         {
-            _kernels.ConvForward.Launch(g.OutputSize, View(x), View(w), bias, View(y), g, b is null ? 0 : 1);
+            _kernels.ConvForward.Launch(g.OutputSize, View(x), View(w), bias, View(y), g, epilogue);
             return;
         }
 
-        // y = W (K × C·R·S) · cols (C·R·S × n·P·Q) per chunk of images, permuted to NCHW with the bias added.
+        // y = f(W (K × C·R·S) · cols (C·R·S × n·P·Q) + b) per chunk of images, permuted to NCHW as bias and f apply.
         int crs = g.C * g.R * g.S, pq = g.P * g.Q, chunk = ChunkImages(g);
         for (int first = 0; first < g.N; first += chunk)
         {
@@ -146,7 +147,7 @@ public sealed class IlgpuBackend : Backend
             var product = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
             _kernels.Im2Col.Launch(crs * count * pq, View(x), cols, g, first, count);
             RunGemm(new GemmShape(g.K, count * pq, crs, 0, 0, 1f, 0f), View(w), cols, product);
-            _kernels.ToNchwWithBias.Launch(g.K * count * pq, product, bias, View(y), g, first, count, b is null ? 0 : 1);
+            _kernels.ToNchwWithBias.Launch(g.K * count * pq, product, bias, View(y), g, first, count, epilogue);
         }
     }
 
@@ -237,14 +238,14 @@ public sealed class IlgpuBackend : Backend
     {
         // One launch: y = x · Wᵀ with the bias and the activation applied as each element is stored.
         var shape = new GemmShape(y.Shape[0], w.Shape[0], w.Shape[1], 0, 1, 1f, 0f);
-        RunGemm(shape, View(x), View(w), View(y), View(b), new GemmEpilogue(1, activation is { } f ? (int)f : -1, alpha));
+        RunGemm(shape, View(x), View(w), View(y), View(b), new Epilogue(1, activation is { } f ? (int)f : -1, alpha));
     }
 
     private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c) =>
-        RunGemm(shape, a, b, c, a, GemmEpilogue.None); // without a bias the kernels never read it; any view stands in
+        RunGemm(shape, a, b, c, a, Epilogue.None); // without a bias the kernels never read it; any view stands in
 
     private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias,
-        GemmEpilogue epilogue)
+        Epilogue epilogue)
     {
         bool tiled = GemmAlgorithm switch
         {

@@ -9,7 +9,7 @@ namespace GpuCnn.Ilgpu;
 /// </summary>
 internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter counter)
 {
-    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, int> ConvForward { get; } =
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, Epilogue> ConvForward { get; } =
         new(accelerator, counter, ConvolutionKernels.Forward);
 
     public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry> DilatePad { get; } = new(accelerator, counter, ConvolutionKernels.DilatePad);
@@ -32,7 +32,7 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
 
     public Kernel<ArrayView<float>, ArrayView<float>, Pool2dGeometry> AvgPoolBackward { get; } = new(accelerator, counter, PoolingKernels.AverageBackward);
 
-    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, ArrayView<float>, GemmEpilogue> Gemm { get; } =
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, ArrayView<float>, Epilogue> Gemm { get; } =
         new(accelerator, counter, GemmKernels.Naive);
 
     public Kernel<ArrayView<float>, ArrayView<float>, int, int> BiasAdd { get; } = new(accelerator, counter, ElementwiseKernels.BiasAdd);
@@ -68,13 +68,13 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
     public Kernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int> AccumulateMetrics { get; } =
         new(accelerator, counter, DataKernels.AccumulateMetrics);
 
-    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, int, ArrayView<float>, GemmEpilogue> GemmTiled { get; } =
+    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, int, ArrayView<float>, Epilogue> GemmTiled { get; } =
         new(accelerator, counter, GemmTiledKernels.Tiled);
 
     public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> Im2Col { get; } =
         new(accelerator, counter, ConvolutionGemmKernels.Im2Col);
 
-    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int, int> ToNchwWithBias { get; } =
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int, Epilogue> ToNchwWithBias { get; } =
         new(accelerator, counter, ConvolutionGemmKernels.ToNchwWithBias);
 
     public Kernel<ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> FromNchw { get; } =

@@ -14,13 +14,13 @@ public sealed class ActivationLayer(Activation function, float alpha = 0.01f) : 
     public float Alpha { get; } = alpha;
 
     /// <summary>
-    /// Set by <see cref="Sequential"/> when the dense layer before applies this function in its own epilogue: the
+    /// Set by <see cref="Sequential"/> when the dense or convolution layer before applies this function as it stores: the
     /// forward pass then hands its input on unchanged, and the backward derives f′ from the output alone (valid for
     /// ReLU, LeakyReLU with α ≥ 0, Sigmoid and Tanh, whose f′ is a function of f(x)).
     /// </summary>
     internal bool FusedIntoPrevious { get; set; }
 
-    /// <summary>Whether a preceding dense layer may apply this function for it.</summary>
+    /// <summary>Whether a preceding dense or convolution layer may apply this function for it.</summary>
     internal bool CanFuse => Function != Activation.LeakyRelu || Alpha >= 0f;
 
     /// <inheritdoc/>

@@ -18,6 +18,9 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
     /// <summary>Zero padding on each side.</summary>
     public (int H, int W) Padding { get; } = padding;
 
+    /// <summary>The activation of the next layer, applied here as outputs are stored (set by <see cref="Sequential"/>).</summary>
+    internal ActivationLayer? FusedActivation { get; set; }
+
     /// <inheritdoc/>
     public override string Spec =>
         $"conv({OutChannels},{SpecText.Pair(Kernel)}{(Stride == (1, 1) ? "" : ",stride=" + SpecText.Pair(Stride))}" +
@@ -52,7 +55,8 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
     {
         _input = x;
         var y = OutputBuffer(x.Shape[0]);
-        Backend.Conv2dForward(Geometry(x.Shape[0], InputShape), x, _weight!.Value, _bias!.Value, y);
+        Backend.Conv2dForward(Geometry(x.Shape[0], InputShape), x, _weight!.Value, _bias!.Value, y,
+            FusedActivation?.Function, FusedActivation?.Alpha ?? 0f);
         return y;
     }
 

@@ -47,12 +47,23 @@ public sealed class Sequential : IDisposable
 
         OutputShape = shape;
 
-        // Dense → activation pairs run as one fused operation (bias and activation in the GEMM's epilogue).
+        // Dense → activation and conv → activation pairs run as one fused operation: the bias and the activation
+        // are applied as each output is stored.
         for (int i = 0; i + 1 < Layers.Count; i++)
         {
-            if (Layers[i] is Dense dense && Layers[i + 1] is ActivationLayer { CanFuse: true } activation)
+            if (Layers[i + 1] is not ActivationLayer { CanFuse: true } activation)
+            {
+                continue;
+            }
+
+            if (Layers[i] is Dense dense)
             {
                 dense.FusedActivation = activation;
+                activation.FusedIntoPrevious = true;
+            }
+            else if (Layers[i] is Conv2d conv)
+            {
+                conv.FusedActivation = activation;
                 activation.FusedIntoPrevious = true;
             }
         }
