@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>The parallel jobs of the CPU backend: reusable objects whose fields are set per call (no allocation).</summary>
@@ -37,16 +38,19 @@ public sealed unsafe partial class CpuBackend
     {
         private Conv2dGeometry _g;
         private bool _direct;
-
-        /// <summary>Applied to each image's output while it is still in cache (the fused activation of the layer).</summary>
-        public Activation? Activation { get; set; }
-
-        public float Alpha { get; set; }
+        private Activation? _activation;
+        private float _alpha;
         private float* _x, _w, _b, _y;
 
-        public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, bool direct = false)
+        /// <summary>
+        /// Sets up y = f(conv(x, w) + b); f (the layer's fused activation, or none) is applied to each image's output
+        /// while it is still in cache. <paramref name="direct"/> forces the direct kernel.
+        /// </summary>
+        public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, Activation? activation, float alpha, bool direct = false)
         {
             _direct = direct || DirectConvolution.SuitsForward(g);
+            _activation = activation;
+            _alpha = alpha;
             _g = g;
             _x = x;
             _w = w;
@@ -91,16 +95,16 @@ public sealed unsafe partial class CpuBackend
 
         private void Activate(float* y, int count)
         {
-            if (Activation is { } f)
+            if (_activation is { } f)
             {
                 var values = new Span<float>(y, count);
-                if (f == GpuCnn.Activation.Relu)
+                if (f == Activation.Relu)
                 {
                     Relu(values, values);
                 }
                 else
                 {
-                    ReferenceMath.ActivationForward<float>(f, Alpha, values, values);
+                    ReferenceMath.ActivationForward<float>(f, _alpha, values, values);
                 }
             }
         }

@@ -99,9 +99,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
     {
         fixed (float* px = Data(x), pw = Data(w), py = Data(y), pb = b is null ? null : Data(b))
         {
-            _convForward.Set(g, px, pw, pb, py);
-            _convForward.Activation = activation;
-            _convForward.Alpha = alpha;
+            _convForward.Set(g, px, pw, pb, py, activation, alpha);
             _workers.Run(_convForward, g.N);
         }
     }
@@ -118,8 +116,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
                 // for up to 16 channels of dy (LeNet: 1.4× faster than GEMM + col2im), im2col + GEMM beyond.
                 float* rotated = _scratch[0].Rotated(g.WeightSize);
                 DirectConvolution.RotateKernel(g, pw, rotated);
-                _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, direct: g.K <= 16);
-                _convForward.Activation = null;
+                _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, null, 0f, direct: g.K <= 16);
                 _workers.Run(_convForward, g.N);
                 return;
             }
