@@ -45,6 +45,23 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void Disposing_a_model_returns_all_of_its_device_memory()
+    {
+        using var backend = IlgpuDevices.OpenCpuAccelerator();
+        long before = backend.BytesAllocated;
+        using (var model = Sequential.Create(ArchitectureSpec.LeNet5, [1, 28, 28], backend, seed: 1))
+        using (var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f, 0.9f)))
+        {
+            var data = new Dataset(Tensor.Random([10, 1, 28, 28], 2, 0f, 1f), Enumerable.Range(0, 10).ToArray());
+            new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 4)).Fit(data, data);
+            Assert.True(backend.BytesAllocated > before);
+        }
+
+        // Workspaces (grow-only scratch) stay with the backend; every tensor the model and optimizer made is gone.
+        Assert.Equal(0, backend.BytesAllocated - before - backend.WorkspaceBytes);
+    }
+
+    [Fact]
     public void Evaluation_gives_a_consistent_confusion_matrix()
     {
         using var backend = new ReferenceBackend();

@@ -59,6 +59,9 @@ public sealed class IlgpuBackend : Backend
     /// <inheritdoc/>
     public override long BytesAllocated => Interlocked.Read(ref _tensorBytes) + _workspace.Bytes;
 
+    /// <summary>The part of <see cref="BytesAllocated"/> held by the grow-only scratch workspaces.</summary>
+    public long WorkspaceBytes => _workspace.Bytes;
+
     /// <summary>The accelerator's memory in bytes.</summary>
     public long DeviceMemoryBytes => _accelerator.AcceleratorType == AcceleratorType.CPU ? 0 : _accelerator.MemorySize;
 

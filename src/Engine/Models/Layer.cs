@@ -116,7 +116,13 @@ public abstract class Layer : IDisposable
             parameter.Dispose();
         }
 
+        ReleaseBuffers();
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Frees device buffers a layer keeps beyond its outputs and gradients (max pooling's switches).</summary>
+    protected virtual void ReleaseBuffers()
+    {
     }
 
     /// <inheritdoc/>

@@ -49,6 +49,17 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
     protected override string Kind => "maxpool";
 
     /// <inheritdoc/>
+    protected override void ReleaseBuffers()
+    {
+        foreach (var switches in _switches.Values)
+        {
+            switches.Dispose();
+        }
+
+        _switches.Clear();
+    }
+
+    /// <inheritdoc/>
     public override DeviceTensor<float> Forward(DeviceTensor<float> x)
     {
         _batch = x.Shape[0];
