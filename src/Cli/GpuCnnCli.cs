@@ -28,7 +28,7 @@ internal static class GpuCnnCli
         ParseResult parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            error.WriteLine($"error: {parse.Errors[0].Message}");
+            error.WriteLine($"error: {Readable(parse.Errors[0].Message)}");
             return 2;
         }
 
@@ -49,6 +49,10 @@ internal static class GpuCnnCli
     }
 
     private static bool IsUsage(Exception e) => e is UsageException or SpecException;
+
+    /// <summary>System.CommandLine names .NET types in its messages ("System.Nullable`1[System.Single]"); say what a user types.</summary>
+    private static string Readable(string message) => System.Text.RegularExpressions.Regex.Replace(message,
+        @"as expected type '([^']*)'", m => m.Groups[1].Value.Contains("Int32", StringComparison.Ordinal) ? "as an integer" : "as a number");
 
     private static string Describe(Exception e)
     {

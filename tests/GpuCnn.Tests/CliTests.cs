@@ -104,6 +104,8 @@ public sealed partial class CliTests
     [InlineData(1, "error: MNIST folder 'no/such/folder' does not exist", "train", "--data", "no/such/folder")]
     [InlineData(1, "error: --model: file 'missing.safetensors' does not exist", "eval", "--model", "missing.safetensors")]
     [InlineData(2, "error: Unrecognized command or argument '--frobnicate'", "train", "--frobnicate")]
+    [InlineData(2, "error: Cannot parse argument 'abc' for option '--lr' as a number.", "train", "--lr", "abc")]
+    [InlineData(2, "error: Cannot parse argument '2.5' for option '--epochs' as an integer.", "train", "--epochs", "2.5")]
     [InlineData(2, "error: Option '--model' is required", "predict", "--input", "x.npy", "--output", "y.npy")]
     public void Bad_input_is_one_error_line_with_the_right_exit_code(int exitCode, string message, params string[] args)
     {
