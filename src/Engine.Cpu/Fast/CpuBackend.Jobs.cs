@@ -93,6 +93,7 @@ public sealed unsafe partial class CpuBackend
             Activate(y, _g.K * pq);
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Activate(float* y, int count)
         {
             if (_activation is { } f)

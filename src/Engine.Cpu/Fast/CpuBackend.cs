@@ -234,6 +234,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
     }
 
     /// <summary>output = max(input, 0), vectorised; the spans may be the same.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Relu(ReadOnlySpan<float> input, Span<float> output)
     {
         int i = 0;
