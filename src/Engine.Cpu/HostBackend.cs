@@ -1,8 +1,11 @@
+using GpuCnn.Kernels;
+
 namespace GpuCnn.Cpu;
 
 /// <summary>
-/// The memory side shared by the backends whose "device" is host memory (the reference and the fast CPU
-/// backend): tensors are plain arrays, every operation is synchronous, batch gathering is a row copy.
+/// What the backends whose "device" is host memory share (the reference and the fast CPU backend): tensors are
+/// plain arrays, every operation is synchronous, batch gathering is a row copy, and the small per-batch loops
+/// (loss, metrics, arg-max, Adam — a few thousand elements) run the reference's code in both.
 /// </summary>
 public abstract class HostBackend : Backend
 {
@@ -42,6 +45,27 @@ public abstract class HostBackend : Backend
     protected override void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset,
         DeviceTensor<T> destination, int rows, int rowLength) =>
         ReferenceMath.GatherRows<T>(Data(source), Data(indices), offset, Data(destination), rows, rowLength);
+
+    /// <inheritdoc/>
+    protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
+        DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex) =>
+        ReferenceMath.AccumulateMetrics(Data(logits), Data(labels), Data(loss)[0], Data(metrics), logits.Shape[0], logits.Shape[1], batchIndex);
+
+    /// <inheritdoc/>
+    protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
+        DeviceTensor<float> dlogits, DeviceTensor<float> loss) =>
+        Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits), Data(labels), Data(dlogits),
+            logits.Shape[0], logits.Shape[1]);
+
+    /// <inheritdoc/>
+    protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
+        ReferenceMath.Argmax<float>(Data(logits), Data(predictions).AsSpan(offset), logits.Shape[0], logits.Shape[1]);
+
+    /// <inheritdoc/>
+    protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
+        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
+        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay,
+            Data(parameter), Data(gradient), Data(firstMoment), Data(secondMoment));
 
     /// <summary>The array behind a tensor of this backend.</summary>
     protected static T[] Data<T>(DeviceTensor<T> tensor)

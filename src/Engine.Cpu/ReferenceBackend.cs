@@ -77,40 +77,8 @@ public sealed class ReferenceBackend : HostBackend
         ReferenceMath.ActivationBackward<float>(f, alpha, Data(x), Data(y), Data(dy), Data(dx));
 
     /// <inheritdoc/>
-    protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> dlogits, DeviceTensor<float> loss) =>
-        Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits), Data(labels), Data(dlogits),
-            logits.Shape[0], logits.Shape[1]);
-
-    /// <inheritdoc/>
-    protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
-        ReferenceMath.Argmax<float>(Data(logits), Data(predictions).AsSpan(offset), logits.Shape[0], logits.Shape[1]);
-
-    /// <inheritdoc/>
-    protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex)
-    {
-        int batch = logits.Shape[0];
-        var predictions = new int[batch];
-        ReferenceMath.Argmax<float>(Data(logits), predictions, batch, logits.Shape[1]);
-        var metricValues = Data(metrics);
-        metricValues[0] += Data(loss)[0] * batch;
-        metricValues[1] += predictions.Where((p, n) => p == Data(labels)[n]).Count();
-        if (metricValues[2] < 0 && !float.IsFinite(Data(loss)[0]))
-        {
-            metricValues[2] = batchIndex;
-        }
-    }
-
-    /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> velocity) =>
         ReferenceMath.SgdUpdate<float>(h.LearningRate, h.Momentum, h.Dampening, h.WeightDecay, h.Nesterov != 0,
             h.FirstStep != 0, Data(parameter), Data(gradient), Data(velocity));
-
-    /// <inheritdoc/>
-    protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
-        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
-        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay,
-            Data(parameter), Data(gradient), Data(firstMoment), Data(secondMoment));
 }

@@ -479,6 +479,36 @@ public static class ReferenceMath
         }
     }
 
+    /// <summary>
+    /// logits (N, classes), labels (N), loss (1) -> metrics (3): [0] += loss·N; [1] += rows whose first arg-max equals
+    /// the label; [2] = batchIndex if still negative and the loss is not finite.
+    /// </summary>
+    public static void AccumulateMetrics(ReadOnlySpan<float> logits, ReadOnlySpan<int> labels, float loss, Span<float> metrics,
+        int batch, int classes, int batchIndex)
+    {
+        int correct = 0;
+        for (int n = 0; n < batch; n++)
+        {
+            int best = 0;
+            for (int j = 1; j < classes; j++)
+            {
+                if (logits[n * classes + j] > logits[n * classes + best])
+                {
+                    best = j;
+                }
+            }
+
+            correct += best == labels[n] ? 1 : 0;
+        }
+
+        metrics[0] += loss * batch;
+        metrics[1] += correct;
+        if (metrics[2] < 0f && !float.IsFinite(loss))
+        {
+            metrics[2] = batchIndex;
+        }
+    }
+
     // ------------------------------------------------------------------ optimizers
 
     /// <summary>torch.optim.SGD on one tensor: g = grad + λp; v = g (first step) or μv + (1−d)g; p −= lr·(g + μv or v).</summary>

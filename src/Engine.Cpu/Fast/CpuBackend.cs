@@ -277,49 +277,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
         ReferenceMath.ActivationBackward<float>(f, alpha, input, Data(y).AsSpan(0, y.Length), gradient, result);
     }
 
-    // ------------------------------------------------------------------ loss, metrics, optimizers (small: one thread)
-
-    /// <inheritdoc/>
-    protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> dlogits, DeviceTensor<float> loss) =>
-        Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits).AsSpan(0, logits.Length), Data(labels),
-            Data(dlogits), logits.Shape[0], logits.Shape[1]);
-
-    /// <inheritdoc/>
-    protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
-        ReferenceMath.Argmax<float>(Data(logits), Data(predictions).AsSpan(offset), logits.Shape[0], logits.Shape[1]);
-
-    /// <inheritdoc/>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex)
-    {
-        int batch = logits.Shape[0], classes = logits.Shape[1], correct = 0;
-        float[] z = Data(logits);
-        int[] truth = Data(labels);
-        for (int n = 0; n < batch; n++)
-        {
-            int best = 0;
-            for (int j = 1; j < classes; j++)
-            {
-                if (z[n * classes + j] > z[n * classes + best])
-                {
-                    best = j;
-                }
-            }
-
-            correct += best == truth[n] ? 1 : 0;
-        }
-
-        float[] m = Data(metrics);
-        float value = Data(loss)[0];
-        m[0] += value * batch;
-        m[1] += correct;
-        if (m[2] < 0f && !float.IsFinite(value))
-        {
-            m[2] = batchIndex;
-        }
-    }
+    // ------------------------------------------------------------------ SGD (loss, metrics and Adam: HostBackend)
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -339,12 +297,6 @@ public sealed unsafe partial class CpuBackend : HostBackend
             p[i] -= h.LearningRate * d;
         }
     }
-
-    /// <inheritdoc/>
-    protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
-        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
-        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay,
-            Data(parameter).AsSpan(0, parameter.Length), Data(gradient), Data(firstMoment), Data(secondMoment));
 
     // ------------------------------------------------------------------ vector helpers
 

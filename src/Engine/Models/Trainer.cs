@@ -185,12 +185,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     }
 
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
-                    var (x, y, dlogits) = batches.For(size);
-                    backend.GatherRows(data.Images, data.Order, start, x);
-                    backend.GatherRows(data.Labels, data.Order, start, y);
-                    var logits = Model.Forward(x);
-                    backend.SoftmaxCrossEntropy(logits, y, dlogits, loss);
-                    backend.AccumulateMetrics(logits, y, loss, metrics, b + 1);
+                    var (_, dlogits) = ForwardBatch(Model, data, batches, start, size, metrics, loss, b + 1);
                     Model.Backward(dlogits);
                     Optimizer.Step();
                     progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount));
@@ -259,12 +254,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         for (int start = 0; start < data.Count; start += batchSize)
         {
             int size = Math.Min(batchSize, data.Count - start);
-            var (x, y, dlogits) = batches.For(size);
-            backend.GatherRows(data.Images, data.Order, start, x);
-            backend.GatherRows(data.Labels, data.Order, start, y);
-            var logits = model.Forward(x);
-            backend.SoftmaxCrossEntropy(logits, y, dlogits, loss);
-            backend.AccumulateMetrics(logits, y, loss, metrics, start / batchSize + 1);
+            var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1);
             backend.Argmax(logits, predictions, start);
         }
 
@@ -277,6 +267,23 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         }
 
         return new Evaluation((double)sums[0] / data.Count, (double)sums[1] / data.Count, data.Count, confusion);
+    }
+
+    /// <summary>
+    /// Samples order[start … start+size) through the model on the device: gather, forward, loss and its gradient,
+    /// metrics. Returns the logits and the loss gradient (both owned by the model and the batch buffers).
+    /// </summary>
+    private static (DeviceTensor<float> Logits, DeviceTensor<float> DLogits) ForwardBatch(Sequential model, DeviceDataset data,
+        BatchBuffers batches, int start, int size, DeviceTensor<float> metrics, DeviceTensor<float> loss, int batchIndex)
+    {
+        var backend = model.Backend;
+        var (x, y, dlogits) = batches.For(size);
+        backend.GatherRows(data.Images, data.Order, start, x);
+        backend.GatherRows(data.Labels, data.Order, start, y);
+        var logits = model.Forward(x);
+        backend.SoftmaxCrossEntropy(logits, y, dlogits, loss);
+        backend.AccumulateMetrics(logits, y, loss, metrics, batchIndex);
+        return (logits, dlogits);
     }
 
     private static void CheckData(Sequential model, Dataset data, string what)
