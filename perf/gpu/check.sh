@@ -1,38 +1,78 @@
 #!/usr/bin/env bash
 # The GPU check, run from the repository root on a lent GPU machine after perf/gpu/publish.sh here:
-#   device tool: run(command="bash perf/gpu/check.sh", carry=[".gpu"], timeout_s=420)
-# 1. what the machine is; 2. ILGPU finds the device; 3. selftest on CUDA (both kernel ladders vs the reference);
-# 4. the benchmark suite on CUDA; 5. PyTorch/cuDNN on the same shapes and GPU, with our time over theirs per row;
-# 6. a short end-to-end training run. Everything is logged to $OUT (when set) for docs/benchmarks.md.
+#   device tool: run(command="bash perf/gpu/check.sh", carry=[".gpu"], timeout_s=480)
+# In order, each step under its own time limit, everything logged to $OUT/check.log (or /tmp/gpucnn-check):
+#  1. the machine; 2. `gpucnn devices` (auto must pick cuda); 3. `selftest --device cuda --verbose`;
+#  4. `bench --device cuda --json`; 5. PyTorch/cuDNN on the same rows and GPU (TF32 off, cudnn.benchmark on);
+#  6. LeNet-5 on the full MNIST, 2 epochs, ours then PyTorch CUDA with the same settings (per-epoch wall time and
+#     test accuracy); 7. bitwise reproducibility (two identical training runs, same hashes);
+#  8. auto's fall-back to the CPU after a real CUDA fault (GPUCNN_INJECT_FAULT_AT_LAUNCH); 9. an ncu profile of the
+#     tiled GEMM kernel at gemm-4096. At most 8 files come back, so only the log, the two bench tables and the
+#     profile go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpucnn-check}
-mkdir -p "$out"
+work=/tmp/gpucnn-work
+mkdir -p "$out" "$work"
 exec > >(tee "$out/check.log") 2>&1
 gpucnn=./.gpu/gpucnn
 chmod +x "$gpucnn" 2>/dev/null || true
+data=.gpu/data
+failures=()
 step() { echo; echo "== $1 ($(date -u +%T))"; }
+check() { # check NAME SECONDS COMMAND...: runs under a time limit, records a failure by name
+  local name=$1 limit=$2; shift 2
+  timeout -k 5 "$limit" "$@"
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "!! $name: exit code $rc$([ $rc -eq 124 ] && echo " (timed out after ${limit} s)")"; failures+=("$name"); fi
+  return $rc
+}
 
 step "machine"
-date -u +%F; git rev-parse --short HEAD 2>/dev/null || true
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
-ls -la /usr/lib/x86_64-linux-gnu/libcuda.so* 2>/dev/null | head -3
+date -u +%F; cat .gpu/COMMIT 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | head -3
+ldconfig -p | grep -E "libcuda\.so" | head -3; echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+grep -m1 "model name" /proc/cpuinfo; nproc
 
 step "gpucnn devices"
-timeout 120 "$gpucnn" devices
+check devices 60 "$gpucnn" devices | tee "$work/devices.txt"
+grep -q "auto picks: cuda" "$work/devices.txt" && echo "ok: auto picks cuda" || { echo "!! auto does not pick cuda"; failures+=("auto-picks-cuda"); }
 
-step "gpucnn selftest --device cuda"
-timeout 180 "$gpucnn" selftest --device cuda | tee "$out/selftest.txt"
-selftest=${PIPESTATUS[0]}
+step "gpucnn selftest --device cuda --verbose"
+check selftest 150 "$gpucnn" selftest --device cuda --verbose
 
 step "gpucnn bench --device cuda"
-timeout 240 "$gpucnn" bench --device cuda --json "$out/gpucnn-cuda.json"
+check bench 180 "$gpucnn" bench --device cuda --json "$out/gpucnn-cuda.json"
 
-step "PyTorch on the same shapes (TF32 off, cudnn.benchmark, CUDA events)"
-timeout 180 python3 perf/gpu/torch_baseline.py --json "$out/torch-cuda.json" --ours "$out/gpucnn-cuda.json"
+step "PyTorch on the same rows (TF32 off, cudnn.benchmark, CUDA events)"
+check torch-bench 150 python3 perf/gpu/torch_baseline.py --json "$out/torch-cuda.json" --ours "$out/gpucnn-cuda.json"
 
-step "train LeNet-5, 2 epochs, on cuda"
-timeout 120 "$gpucnn" train --device cuda --epochs 2 --out "$out/lenet5.safetensors" --data .gpu/data/mnist-sample
+step "LeNet-5, full MNIST, 2 epochs, lr 0.05 momentum 0.9 batch 64 constant: ours on cuda"
+check lenet-ours 150 "$gpucnn" train --device cuda --epochs 2 --schedule constant --data "$data/mnist" --out "$work/lenet-full.safetensors"
 
-step "done: selftest exit code $selftest; logs in $out"
-exit "$selftest"
+step "LeNet-5, full MNIST, 2 epochs, same settings: PyTorch CUDA"
+check lenet-torch 120 python3 perf/torch/lenet_mnist.py --device cuda --epochs 2 --data "$data/mnist"
+
+step "bitwise reproducibility: the same training twice on cuda"
+for run in 1 2; do
+  check "reproducible-$run" 90 "$gpucnn" train --device cuda --epochs 2 --data "$data/mnist-sample" --out "$work/repeat-$run.safetensors" >/dev/null
+done
+sha256sum "$work"/repeat-*.safetensors
+if [ "$(sha256sum "$work"/repeat-*.safetensors | cut -d' ' -f1 | sort -u | wc -l)" = 1 ]; then echo "ok: identical models"; else echo "!! the two runs differ"; failures+=("reproducible"); fi
+
+step "auto falls back to the CPU after a real CUDA fault (an illegal-address write at launch 300)"
+check fallback 120 env GPUCNN_INJECT_FAULT_AT_LAUNCH=300 "$gpucnn" train --device auto --epochs 1 --data "$data/mnist-sample" --out "$work/fallback.safetensors" --verbose 2>&1 | tee "$work/fallback.txt"
+grep -q "falling back to the CPU" "$work/fallback.txt" && grep -q "test accuracy" "$work/fallback.txt" && echo "ok: fell back and finished on the CPU" || { echo "!! no fall-back seen"; failures+=("fallback-seen"); }
+
+step "ncu: the tiled GEMM kernel at gemm-4096 (clock control off)"
+if command -v ncu >/dev/null; then
+  check ncu 120 ncu --clock-control none -k regex:Kernel_Tiled -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$gpucnn" bench --device cuda --only gemm-4096 > "$out/ncu-gemm.txt" 2>&1
+  tail -n 80 "$out/ncu-gemm.txt"
+else
+  echo "ncu not found"
+fi
+
+step "done"
+if [ ${#failures[@]} -eq 0 ]; then echo "all steps passed"; exit 0; fi
+echo "failed steps: ${failures[*]}"; exit 1

@@ -16,7 +16,7 @@ public sealed class IlgpuBackend : Backend
     private readonly Accelerator _accelerator;
     private readonly IlgpuKernelSet _kernels;
     private readonly IlgpuWorkspace _workspace;
-    private readonly LaunchCounter _launches = new();
+    private readonly DeviceGuard _guard;
     private long _tensorBytes;
 
     internal IlgpuBackend(string name, Context context, Accelerator accelerator)
@@ -24,8 +24,10 @@ public sealed class IlgpuBackend : Backend
         Name = name;
         _context = context;
         _accelerator = accelerator;
-        _kernels = new IlgpuKernelSet(accelerator, _launches);
+        _guard = new DeviceGuard(name);
+        _kernels = new IlgpuKernelSet(accelerator, _guard);
         _workspace = new IlgpuWorkspace(accelerator);
+        InjectFaultIfAsked();
 
         // 16×16 groups (64×64 GEMM tiles) where the device allows; the CPU accelerator's default device runs at most
         // 16 threads per group (and one OS thread per simulated thread).
@@ -66,7 +68,7 @@ public sealed class IlgpuBackend : Backend
     public long DeviceMemoryBytes => _accelerator.AcceleratorType == AcceleratorType.CPU ? 0 : _accelerator.MemorySize;
 
     /// <summary>The number of kernel launches issued so far (for counting launches per training step).</summary>
-    public long LaunchCount => _launches.Count;
+    public long LaunchCount => _guard.Count;
 
     /// <inheritdoc/>
     public override void Synchronize() => Guard("synchronize", _accelerator.Synchronize);
@@ -79,12 +81,12 @@ public sealed class IlgpuBackend : Backend
         {
             buffer = _accelerator.Allocate1D<T>(shape.Size);
         }
-        catch (Exception e) when (e is not DeviceFaultException and not ArgumentException)
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
             long bytes = (long)shape.Size * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-            throw IsOutOfMemory(e)
-                ? new DeviceOutOfMemoryException($"{Name}: out of device memory allocating {typeof(T).Name}{shape} ({FormatBytes(bytes)}) with {FormatBytes(BytesAllocated)} in use; try a smaller --batch-size.", e)
-                : new DeviceFaultException($"{Name}: allocating {typeof(T).Name}{shape} failed: {e.Message}", e);
+            throw DeviceGuard.IsOutOfMemory(e)
+                ? new DeviceOutOfMemoryException($"{Name}: out of device memory allocating {typeof(T).Name}{shape} ({FormatBytes(bytes)}) with {FormatBytes(BytesAllocated)} in use; use smaller batches.", e)
+                : _guard.Fail($"allocating {typeof(T).Name}{shape}", e);
         }
 
         var tensor = new IlgpuTensor<T>(this, shape, buffer);
@@ -92,21 +94,33 @@ public sealed class IlgpuBackend : Backend
         return tensor;
     }
 
-    private static bool IsOutOfMemory(Exception e) =>
-        e is OutOfMemoryException || e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase) ||
-        e.Message.Contains("OutOfMemory", StringComparison.Ordinal);
-
     internal void OnReleased(long bytes) => Interlocked.Add(ref _tensorBytes, -bytes);
 
     /// <inheritdoc/>
-    protected override void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination) =>
-        View(destination).CopyFromCPU(source);
+    protected override void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination)
+    {
+        try
+        {
+            View(destination).CopyFromCPU(source);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw _guard.Fail($"uploading {typeof(T).Name}{destination.Shape}", e);
+        }
+    }
 
     /// <inheritdoc/>
     protected override void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination)
     {
         Synchronize(); // a failed launch surfaces here, as a DeviceFaultException
-        View(source).CopyToCPU(destination);
+        try
+        {
+            View(source).CopyToCPU(destination);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw _guard.Fail($"downloading {typeof(T).Name}{source.Shape}", e);
+        }
     }
 
     /// <summary>Runs a device call, turning driver errors (which surface at synchronisation) into <see cref="DeviceFaultException"/>.</summary>
@@ -116,12 +130,30 @@ public sealed class IlgpuBackend : Backend
         {
             action();
         }
-        catch (Exception e) when (e is not DeviceFaultException and not ArgumentException and not ObjectDisposedException)
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
-            throw IsOutOfMemory(e)
-                ? new DeviceOutOfMemoryException($"{Name}: out of device memory ({what}): {e.Message}", e)
-                : new DeviceFaultException($"{Name}: the device failed ({what}): {e.Message}", e);
+            throw _guard.Fail(what, e);
         }
+    }
+
+    /// <summary>Whether a device call has failed: the context may be unusable, so releasing memory must not throw.</summary>
+    internal bool Faulted => _guard.Faulted;
+
+    /// <summary>
+    /// The test hook behind GPUCNN_INJECT_FAULT_AT_LAUNCH=N (GPUs only): launch N first runs a kernel that writes far
+    /// outside its buffer, a real illegal-address fault, to exercise the recovery path (auto's fallback to the CPU) on
+    /// real hardware. ILGPU's CPU accelerator would crash the process instead, so it ignores the variable.
+    /// </summary>
+    private void InjectFaultIfAsked()
+    {
+        string? setting = Environment.GetEnvironmentVariable("GPUCNN_INJECT_FAULT_AT_LAUNCH");
+        if (setting is null || IsCpuAccelerator || !long.TryParse(setting, out long launch) || launch <= 0)
+        {
+            return;
+        }
+
+        var target = _accelerator.Allocate1D<float>(1);
+        _guard.InjectFault(launch, () => _kernels.WriteOutOfBounds.Launch(1, target.View, 1L << 40));
     }
 
     /// <inheritdoc/>
@@ -362,9 +394,17 @@ public sealed class IlgpuBackend : Backend
     {
         if (disposing)
         {
-            _workspace.Dispose();
-            _accelerator.Dispose();
-            _context.Dispose();
+            foreach (var release in (Action[])[_workspace.Dispose, _accelerator.Dispose, _context.Dispose])
+            {
+                try
+                {
+                    release();
+                }
+                catch (Exception) when (Faulted)
+                {
+                    // The driver refuses calls on a faulted context; the process can go on without that memory.
+                }
+            }
         }
 
         base.Dispose(disposing);

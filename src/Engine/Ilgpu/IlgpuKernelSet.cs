@@ -7,7 +7,7 @@ namespace GpuCnn.Ilgpu;
 /// <summary>
 /// The kernels of one accelerator, each compiled on first use and then reused for the accelerator's lifetime.
 /// </summary>
-internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter counter)
+internal sealed class IlgpuKernelSet(Accelerator accelerator, DeviceGuard counter)
 {
     public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, Epilogue> ConvForward { get; } =
         new(accelerator, counter, ConvolutionKernels.Forward);
@@ -85,4 +85,6 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, LaunchCounter coun
 
     public GroupedKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> SoftmaxCrossEntropyBatch { get; } =
         new(accelerator, counter, LossKernels.SoftmaxCrossEntropyBatch);
+
+    public Kernel<ArrayView<float>, long> WriteOutOfBounds { get; } = new(accelerator, counter, DiagnosticKernels.WriteOutOfBounds);
 }

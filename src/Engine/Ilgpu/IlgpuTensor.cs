@@ -23,7 +23,15 @@ internal sealed class IlgpuTensor<T> : DeviceTensor<T>
 
     protected override void Release()
     {
-        ((IlgpuBackend)Backend).OnReleased(Bytes);
-        _buffer.Dispose();
+        var backend = (IlgpuBackend)Backend;
+        backend.OnReleased(Bytes);
+        try
+        {
+            _buffer.Dispose();
+        }
+        catch (Exception) when (backend.Faulted)
+        {
+            // A faulted CUDA context refuses to free memory; the driver reclaims it with the context.
+        }
     }
 }
