@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Algorithms;
 
 namespace GpuCnn.Kernels;
 
@@ -145,5 +146,63 @@ public static class ConvolutionKernels
         }
 
         dw[index] = sum;
+    }
+
+    /// <summary>
+    /// One chunk of the filter (and bias) gradient: the same sums as <see cref="BackwardFilter"/>, split so that every
+    /// weight gets many threads. Thread (chunk, i) sums over the output rows (n, p) of its chunk, rows
+    /// chunk·rowsPerChunk … (chunk + 1)·rowsPerChunk − 1 of the N·P: partial[chunk, i] = Σ x·dy for a weight
+    /// (i &lt; WeightSize) or Σ dy for the bias of channel i − WeightSize. <see cref="ReductionKernels.SumChunks"/> adds
+    /// the chunks in order, so the result is the same on every run.
+    /// </summary>
+    public static void BackwardFilterChunk(Index1D index, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> partial,
+        Conv2dGeometry g, int outputs, int rowsPerChunk)
+    {
+        int chunk = index / outputs, i = index - (chunk * outputs);
+        int first = chunk * rowsPerChunk, last = XMath.Min(first + rowsPerChunk, g.N * g.P);
+        int pp = g.P, qq = g.Q;
+        float sum = 0f;
+        if (i >= g.WeightSize)
+        {
+            int channel = i - g.WeightSize;
+            for (int row = first; row < last; row++)
+            {
+                int n = row / pp, p = row - (n * pp);
+                int start = ((n * g.K + channel) * pp + p) * qq;
+                for (int q = 0; q < qq; q++)
+                {
+                    sum += dy[start + q];
+                }
+            }
+
+            partial[index] = sum;
+            return;
+        }
+
+        int s = i % g.S;
+        int r = i / g.S % g.R;
+        int c = i / (g.S * g.R) % g.C;
+        int k = i / (g.S * g.R * g.C);
+        for (int row = first; row < last; row++)
+        {
+            int n = row / pp, p = row - (n * pp);
+            int h = p * g.StrideH + r - g.PadH;
+            if (h < 0 || h >= g.H)
+            {
+                continue;
+            }
+
+            int xRow = ((n * g.C + c) * g.H + h) * g.W, dyRow = ((n * g.K + k) * pp + p) * qq;
+            for (int q = 0; q < qq; q++)
+            {
+                int col = q * g.StrideW + s - g.PadW;
+                if (col >= 0 && col < g.W)
+                {
+                    sum += x[xRow + col] * dy[dyRow + q];
+                }
+            }
+        }
+
+        partial[index] = sum;
     }
 }

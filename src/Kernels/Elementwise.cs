@@ -28,6 +28,26 @@ public static class ElementwiseKernels
         db[c] = sum;
     }
 
+    /// <summary>
+    /// One chunk of the bias gradient, for many threads per channel: partial[chunk, c] = Σ dy[n, c, l] over the
+    /// flattened positions m = n·L + l of chunk·perChunk … (chunk + 1)·perChunk − 1. <see cref="ReductionKernels.SumChunks"/>
+    /// adds the chunks in order.
+    /// </summary>
+    public static void BiasGradientChunk(Index1D index, ArrayView<float> dy, ArrayView<float> partial, int batch, int channels,
+        int inner, int perChunk)
+    {
+        int chunk = index / channels, c = index - (chunk * channels);
+        int first = chunk * perChunk, last = XMath.Min(first + perChunk, batch * inner);
+        float sum = 0f;
+        for (int m = first; m < last; m++)
+        {
+            int n = m / inner;
+            sum += dy[((n * channels + c) * inner) + m - (n * inner)];
+        }
+
+        partial[index] = sum;
+    }
+
     /// <summary>y = f(x) for the activation f; x and y may be the same buffer.</summary>
     public static void ActivationForward(Index1D index, ArrayView<float> x, ArrayView<float> y, int activation, float alpha) =>
         y[index] = Apply(activation, alpha, x[index]);

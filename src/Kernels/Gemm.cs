@@ -3,7 +3,15 @@ using ILGPU;
 namespace GpuCnn.Kernels;
 
 /// <summary>The sizes and flags of C (M×N) = α·op(A)·op(B) + β·C over row-major buffers, op(A) M×K, op(B) K×N.</summary>
-public readonly record struct GemmShape(int M, int N, int K, int TransposeA, int TransposeB, float Alpha, float Beta);
+public readonly record struct GemmShape(int M, int N, int K, int TransposeA, int TransposeB, float Alpha, float Beta)
+{
+    /// <summary>
+    /// Split-K for the tiled kernel: when positive, group z of the grid sums only depths z·DepthPerSplit …
+    /// (z + 1)·DepthPerSplit − 1 and stores its raw partial product at z·M·N of the output, for
+    /// <see cref="GemmTiledKernels.SumSplits"/> to combine. Zero: the whole depth, α, β and the epilogue in one pass.
+    /// </summary>
+    public int DepthPerSplit { get; init; }
+}
 
 /// <summary>GEMM kernels, one thread per element of C (the first rung of the kernel ladder).</summary>
 public static class GemmKernels

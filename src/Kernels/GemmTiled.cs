@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Algorithms;
 using ILGPU.Runtime;
 
 namespace GpuCnn.Kernels;
@@ -29,9 +30,12 @@ public static class GemmTiledKernels
         var tileB = shared.SubView(tileK * tileM, tileK * tileN);
         int thread = ty * threadsX + tx, threads = threadsX * threadsY;
 
+        bool split = s.DepthPerSplit > 0;
+        int kBegin = split ? Grid.IdxZ * s.DepthPerSplit : 0;
+        int kEnd = split ? XMath.Min(s.K, kBegin + s.DepthPerSplit) : s.K;
         float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f;
         float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f;
-        for (int k0 = 0; k0 < s.K; k0 += tileK)
+        for (int k0 = kBegin; k0 < kEnd; k0 += tileK)
         {
             // Stage tileA[kk, mm] = op(A)[row0 + mm, k0 + kk] and tileB[kk, nn] = op(B)[k0 + kk, col0 + nn].
             for (int i = thread; i < tileK * tileM; i += threads)
@@ -39,7 +43,7 @@ public static class GemmTiledKernels
                 int kk = i / tileM, mm = i - kk * tileM;
                 int row = row0 + mm, depth = k0 + kk;
                 float v = 0f;
-                if (row < s.M && depth < s.K)
+                if (row < s.M && depth < kEnd)
                 {
                     v = s.TransposeA != 0 ? a[depth * s.M + row] : a[row * s.K + depth];
                 }
@@ -52,7 +56,7 @@ public static class GemmTiledKernels
                 int kk = i / tileN, nn = i - kk * tileN;
                 int col = col0 + nn, depth = k0 + kk;
                 float v = 0f;
-                if (col < s.N && depth < s.K)
+                if (col < s.N && depth < kEnd)
                 {
                     v = s.TransposeB != 0 ? b[col * s.K + depth] : b[depth * s.N + col];
                 }
@@ -76,18 +80,58 @@ public static class GemmTiledKernels
         }
 
         int r0 = row0 + ty, q0 = col0 + tx;
+        if (split)
+        {
+            // A raw partial product in this split's slice; SumSplits applies α, β and the epilogue.
+            var slice = c.SubView((long)Grid.IdxZ * s.M * s.N, (long)s.M * s.N);
+            var raw = new GemmShape(s.M, s.N, s.K, 0, 0, 1f, 0f);
+            Store(slice, raw, r0, q0, threadsX, c00, c01, c02, c03, bias, Epilogue.None);
+            Store(slice, raw, r0 + threadsY, q0, threadsX, c10, c11, c12, c13, bias, Epilogue.None);
+            Store(slice, raw, r0 + 2 * threadsY, q0, threadsX, c20, c21, c22, c23, bias, Epilogue.None);
+            Store(slice, raw, r0 + 3 * threadsY, q0, threadsX, c30, c31, c32, c33, bias, Epilogue.None);
+            return;
+        }
+
         Store(c, s, r0, q0, threadsX, c00, c01, c02, c03, bias, epilogue);
         Store(c, s, r0 + threadsY, q0, threadsX, c10, c11, c12, c13, bias, epilogue);
         Store(c, s, r0 + 2 * threadsY, q0, threadsX, c20, c21, c22, c23, bias, epilogue);
         Store(c, s, r0 + 3 * threadsY, q0, threadsX, c30, c31, c32, c33, bias, epilogue);
     }
 
-    /// <summary>The launch shape for a GEMM with groups of <paramref name="threads"/>.</summary>
-    public static KernelConfig Config(GemmShape s, Index2D threads, int tileK)
+    /// <summary>
+    /// The launch shape for a GEMM with groups of <paramref name="threads"/>: one group per tile of C, times
+    /// <paramref name="splits"/> along z when the depth is split (<see cref="GemmShape.DepthPerSplit"/>).
+    /// </summary>
+    public static KernelConfig Config(GemmShape s, Index2D threads, int tileK, int splits = 1)
+    {
+        var grid = Tiles(s, threads);
+        return new KernelConfig(new Index3D(grid.X, grid.Y, splits), new Index3D(threads.X, threads.Y, 1),
+            SharedMemoryConfig.RequestDynamic<float>(tileK * Block * (threads.X + threads.Y)));
+    }
+
+    /// <summary>Tiles of C along N (x) and M (y) for groups of <paramref name="threads"/>.</summary>
+    public static Index2D Tiles(GemmShape s, Index2D threads)
     {
         int tileM = threads.Y * Block, tileN = threads.X * Block;
-        var grid = new Index2D((s.N + tileN - 1) / tileN, (s.M + tileM - 1) / tileM);
-        return new KernelConfig(grid, threads, SharedMemoryConfig.RequestDynamic<float>(tileK * (tileM + tileN)));
+        return new Index2D((s.N + tileN - 1) / tileN, (s.M + tileM - 1) / tileM);
+    }
+
+    /// <summary>
+    /// Combines split-K partial products in split order (the same result every run): C[i] = f(α·Σ_z partial[z·M·N + i]
+    /// + β·C[i] + bias), with C only written when β = 0.
+    /// </summary>
+    public static void SumSplits(Index1D i, ArrayView<float> partial, ArrayView<float> c, GemmShape s, int splits,
+        ArrayView<float> bias, Epilogue epilogue)
+    {
+        long size = (long)s.M * s.N;
+        float sum = 0f;
+        for (int z = 0; z < splits; z++)
+        {
+            sum += partial[(z * size) + i];
+        }
+
+        float result = s.Beta == 0f ? s.Alpha * sum : (s.Alpha * sum) + (s.Beta * c[i]);
+        c[i] = epilogue.Apply(result, bias, i % s.N);
     }
 
     private static void Store(ArrayView<float> c, GemmShape s, int row, int col, int step, float v0, float v1, float v2, float v3,

@@ -439,6 +439,8 @@ public sealed class IlgpuCpuBackendOps(IlgpuCpuFixture fixture) : BackendOpsTest
 
 public sealed class IlgpuCpuTiledBackendOps(IlgpuCpuTiledFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuTiledFixture>;
 
+public sealed class IlgpuCpuSplitBackendOps(IlgpuCpuSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
+
 public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;
 
 public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fixture), IClassFixture<OpenCLFixture>;

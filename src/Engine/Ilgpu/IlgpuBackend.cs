@@ -236,13 +236,45 @@ public sealed class IlgpuBackend : Backend
         }
         else
         {
+            // Direct: a split reduction over the output rows (n, p), so that every weight gets many threads (one
+            // thread per weight left LeNet's first layer with 150 threads), the bias gradient riding along.
+            int outputs = g.WeightSize + (db is null ? 0 : g.K);
+            var (chunks, rowsPerChunk) = SplitReduction(outputs, g.N * g.P, g.Q);
+            if (chunks > 1)
+            {
+                var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * outputs);
+                _kernels.ConvBackwardFilterChunk.Launch(chunks * outputs, View(x), View(dy), partial, g, outputs, rowsPerChunk);
+                _kernels.SumChunks.Launch(outputs, partial, View(dw), db is null ? View(dw) : View(db), outputs, g.WeightSize, chunks);
+                return;
+            }
+
             _kernels.ConvBackwardFilter.Launch(g.WeightSize, View(x), View(dy), View(dw), g);
         }
 
         if (db is not null)
         {
-            _kernels.BiasGradient.Launch(g.K, View(dy), View(db), g.N, g.K, g.P * g.Q);
+            BiasGradientCore(dy, db, g.N, g.K, g.P * g.Q);
         }
+    }
+
+    /// <summary>Threads that fill the device (a few on ILGPU's CPU accelerator, where each is an OS thread).</summary>
+    private long FillThreads => IsCpuAccelerator ? 64 : (long)_accelerator.NumMultiprocessors * _accelerator.MaxNumThreadsPerMultiprocessor;
+
+    /// <summary>
+    /// How to split <paramref name="outputs"/> sums of <paramref name="length"/> terms each (of about
+    /// <paramref name="termCost"/> operations) into chunks: enough threads to fill the device, at most 256 chunks (the
+    /// second pass adds them one after another), and one chunk when the work is too small to pay for a second launch.
+    /// </summary>
+    private (int Chunks, int PerChunk) SplitReduction(int outputs, int length, int termCost)
+    {
+        if (ReductionChunks is null && (length <= 1 || (long)outputs * length * termCost < 1 << 16))
+        {
+            return (1, length);
+        }
+
+        int chunks = (int)Math.Clamp(ReductionChunks ?? (FillThreads / outputs), 1, Math.Min(256, length));
+        int perChunk = (length + chunks - 1) / chunks;
+        return ((length + perChunk - 1) / perChunk, perChunk);
     }
 
     /// <inheritdoc/>
@@ -290,12 +322,51 @@ public sealed class IlgpuBackend : Backend
         };
         if (tiled)
         {
+            int splits = DepthSplits(shape);
+            if (splits > 1)
+            {
+                // Split-K: few tiles of C over a long depth would leave most of the device idle.
+                int depth = (shape.K + splits - 1) / splits;
+                depth = (depth + _gemmTileK - 1) / _gemmTileK * _gemmTileK;
+                splits = (shape.K + depth - 1) / depth;
+                var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * shape.M * shape.N);
+                var part = shape with { DepthPerSplit = depth };
+                _kernels.GemmTiled.Launch(GemmTiledKernels.Config(part, _gemmGroup, _gemmTileK, splits), a, b, partial, part, _gemmTileK, bias, Epilogue.None);
+                _kernels.GemmSumSplits.Launch(shape.M * shape.N, partial, c, shape, splits, bias, epilogue);
+                return;
+            }
+
             _kernels.GemmTiled.Launch(GemmTiledKernels.Config(shape, _gemmGroup, _gemmTileK), a, b, c, shape, _gemmTileK, bias, epilogue);
         }
         else
         {
             _kernels.Gemm.Launch(shape.M * shape.N, a, b, c, shape, bias, epilogue);
         }
+    }
+
+    /// <summary>Forces the number of chunks of split reductions (filter and bias gradients; tests); null: chosen by size.</summary>
+    public int? ReductionChunks { get; set; }
+
+    /// <summary>Forces the number of depth splits of tiled GEMMs (tests); null: chosen by <see cref="DepthSplits"/>.</summary>
+    public int? GemmDepthSplits { get; set; }
+
+    /// <summary>Splits of the depth so that a GEMM with fewer tiles of C than the device has multiprocessors fills it.</summary>
+    private int DepthSplits(GemmShape shape)
+    {
+        if (GemmDepthSplits is { } forced)
+        {
+            return Math.Clamp(forced, 1, Math.Max(1, shape.K));
+        }
+
+        var tiles = GemmTiledKernels.Tiles(shape, _gemmGroup);
+        long count = (long)tiles.X * tiles.Y;
+        int multiprocessors = _accelerator.NumMultiprocessors;
+        if (IsCpuAccelerator || count >= multiprocessors || shape.K < 2048)
+        {
+            return 1;
+        }
+
+        return (int)Math.Min((2L * multiprocessors + count - 1) / count, shape.K / 512);
     }
 
     private bool UseIm2Col(Conv2dGeometry g) => ConvolutionAlgorithm switch
@@ -318,8 +389,19 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels,
-        int inner) =>
-        _kernels.BiasGradient.Launch(channels, View(dy), View(db), batch, channels, inner);
+        int inner)
+    {
+        var (chunks, perChunk) = SplitReduction(channels, batch * inner, 1);
+        if (chunks == 1)
+        {
+            _kernels.BiasGradient.Launch(channels, View(dy), View(db), batch, channels, inner);
+            return;
+        }
+
+        var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * channels);
+        _kernels.BiasGradientChunk.Launch(chunks * channels, View(dy), partial, batch, channels, inner, perChunk);
+        _kernels.SumChunks.Launch(channels, partial, View(db), View(db), channels, channels, chunks);
+    }
 
     /// <inheritdoc/>
     protected override void ActivationForwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y) =>

@@ -87,4 +87,16 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, DeviceGuard counte
         new(accelerator, counter, LossKernels.SoftmaxCrossEntropyBatch);
 
     public Kernel<ArrayView<float>, long> WriteOutOfBounds { get; } = new(accelerator, counter, DiagnosticKernels.WriteOutOfBounds);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> ConvBackwardFilterChunk { get; } =
+        new(accelerator, counter, ConvolutionKernels.BackwardFilterChunk);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, int, int, int, int> BiasGradientChunk { get; } =
+        new(accelerator, counter, ElementwiseKernels.BiasGradientChunk);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> SumChunks { get; } =
+        new(accelerator, counter, ReductionKernels.SumChunks);
+
+    public Kernel<ArrayView<float>, ArrayView<float>, GemmShape, int, ArrayView<float>, Epilogue> GemmSumSplits { get; } =
+        new(accelerator, counter, GemmTiledKernels.SumSplits);
 }

@@ -16,9 +16,11 @@ internal sealed class IlgpuWorkspace(Accelerator accelerator) : IDisposable
         PerSampleLoss,
         Columns,
         Product,
+        Partials,
+        GemmSplits,
     }
 
-    private readonly MemoryBuffer1D<float, Stride1D.Dense>?[] _buffers = new MemoryBuffer1D<float, Stride1D.Dense>?[5];
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>?[] _buffers = new MemoryBuffer1D<float, Stride1D.Dense>?[Enum.GetValues<Slot>().Length];
 
     public long Bytes => _buffers.Sum(b => b?.LengthInBytes ?? 0);
 

@@ -57,6 +57,19 @@ public sealed class IlgpuCpuTiledFixture() : BackendFixture("ilgpu-cpu", backend
     ilgpu.ConvolutionWorkspaceFloats = 300; // tiny, so the test shapes run in several chunks of images
 });
 
+/// <summary>
+/// ILGPU's CPU accelerator forced onto the split reductions a GPU takes for big shapes: tiled GEMMs with the depth
+/// split in three (partial products summed by a second kernel) and filter and bias gradients summed in three chunks.
+/// </summary>
+public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.Direct;
+    ilgpu.GemmDepthSplits = 3;
+    ilgpu.ReductionChunks = 3;
+});
+
 public sealed class CudaFixture() : BackendFixture("cuda");
 
 public sealed class OpenCLFixture() : BackendFixture("opencl");
