@@ -3,7 +3,7 @@
 #   device tool: run(command="bash perf/gpu/check.sh", carry=[".gpu"], timeout_s=480)
 # In order, each step under its own time limit, everything logged to $OUT/check.log (or /tmp/gpucnn-check):
 #  1. the machine; 2. `gpucnn devices` (auto must pick cuda); 3. `selftest --device cuda --verbose`;
-#  4. `bench --device cuda --json`; 5. PyTorch/cuDNN on the same rows and GPU (TF32 off, cudnn.benchmark on);
+#  4. `bench --device cuda --json`, then the GEMM-heavy rows once per GEMM kernel; 5. PyTorch/cuDNN on the same rows and GPU (TF32 off, cudnn.benchmark on);
 #  6. LeNet-5 on the full MNIST, 2 epochs, ours then PyTorch CUDA with the same settings (per-epoch wall time and
 #     test accuracy); 7. bitwise reproducibility (two identical training runs, same hashes);
 #  8. auto's fall-back to the CPU after a real CUDA fault (GPUCNN_INJECT_FAULT_AT_LAUNCH); 9. an ncu profile of the
@@ -44,6 +44,12 @@ check selftest 150 "$gpucnn" selftest --device cuda --verbose
 step "gpucnn bench --device cuda"
 check bench 180 "$gpucnn" bench --device cuda --json "$out/gpucnn-cuda.json"
 
+step "the GEMM ladder on the GEMM-heavy rows: 4x4 blocks (Tiled) against 8x8 blocks (Tiled8x8), same run"
+for algorithm in Tiled Tiled8x8; do
+  echo "-- GPUCNN_GEMM_ALGORITHM=$algorithm"
+  check "bench-$algorithm" 90 env GPUCNN_GEMM_ALGORITHM=$algorithm "$gpucnn" bench --device cuda --only gemm conv3x3
+done
+
 step "PyTorch on the same rows (TF32 off, cudnn.benchmark, CUDA events)"
 check torch-bench 150 python3 perf/gpu/torch_baseline.py --json "$out/torch-cuda.json" --ours "$out/gpucnn-cuda.json"
 
@@ -64,9 +70,9 @@ step "auto falls back to the CPU after a real CUDA fault (an illegal-address wri
 check fallback 120 env GPUCNN_INJECT_FAULT_AT_LAUNCH=300 "$gpucnn" train --device auto --epochs 1 --data "$data/mnist-sample" --out "$work/fallback.safetensors" --verbose 2>&1 | tee "$work/fallback.txt"
 grep -q "falling back to the CPU" "$work/fallback.txt" && grep -q "test accuracy" "$work/fallback.txt" && echo "ok: fell back and finished on the CPU" || { echo "!! no fall-back seen"; failures+=("fallback-seen"); }
 
-step "ncu: the tiled GEMM kernel at gemm-4096 (clock control off)"
+step "ncu: the 8x8-blocked GEMM kernel at gemm-4096 (clock control off)"
 if command -v ncu >/dev/null; then
-  check ncu 120 ncu --clock-control none -k regex:Kernel_Tiled -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
+  check ncu 120 env GPUCNN_GEMM_ALGORITHM=Tiled8x8 ncu --clock-control none -k regex:Kernel_Tiled -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$gpucnn" bench --device cuda --only gemm-4096 > "$out/ncu-gemm.txt" 2>&1
   tail -n 80 "$out/ncu-gemm.txt"
 else

@@ -30,7 +30,9 @@ internal static class BenchCommand
             }
 
             io.Out.WriteLine($"device: {backend.Name} ({backend.DeviceName})");
-            io.Out.WriteLine($"{"name",-24} {"median ms",12} {"GFLOP/s",10} {"runs",5}");
+            bool events = backend is Ilgpu.IlgpuBackend { IsGpu: true };
+            io.Out.WriteLine(events ? "median ms: device events around each run (wall ms: host clock with a synchronisation)" : "median ms: host clock around each run and a synchronisation");
+            io.Out.WriteLine($"{"name",-24} {"median ms",12} {"GFLOP/s",10} {"runs",5} {"wall ms",10}");
             var results = new List<BenchResult>();
             foreach (var benchCase in cases)
             {
@@ -38,7 +40,7 @@ internal static class BenchCommand
                 var result = BenchSuite.Measure(backend, benchCase);
                 results.Add(result);
                 io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{result.Name,-24} {result.Ms,12:F3} {(result.Gflops is { } g ? g.ToString("F1", CultureInfo.InvariantCulture) : "-"),10} {result.Repetitions,5}"));
+                    $"{result.Name,-24} {result.Ms,12:F3} {(result.Gflops is { } g ? g.ToString("F1", CultureInfo.InvariantCulture) : "-"),10} {result.Repetitions,5} {result.WallMs,10:F3}"));
             }
 
             if (backend is Ilgpu.IlgpuBackend ilgpu)

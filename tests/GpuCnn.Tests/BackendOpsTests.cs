@@ -144,6 +144,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     [InlineData(7, 5, 3)]
     [InlineData(17, 33, 9)]
     [InlineData(3, 1, 20)]
+    [InlineData(9, 35, 70)]
     public void Gemm_matches_reference_for_every_transpose(int m, int n, int k)
     {
         foreach (var (ta, tb) in (ValueTuple<bool, bool>[])[(false, false), (true, false), (false, true), (true, true)])
@@ -438,6 +439,8 @@ public sealed class CpuBackendOps(CpuFixture fixture) : BackendOpsTests(fixture)
 public sealed class IlgpuCpuBackendOps(IlgpuCpuFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFixture>;
 
 public sealed class IlgpuCpuTiledBackendOps(IlgpuCpuTiledFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuTiledFixture>;
+
+public sealed class IlgpuCpuTiled8x8BackendOps(IlgpuCpuTiled8x8Fixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuTiled8x8Fixture>;
 
 public sealed class IlgpuCpuSplitBackendOps(IlgpuCpuSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 

@@ -43,6 +43,23 @@ public sealed class DeviceSelectionTests
     }
 
     [Fact]
+    public void Device_event_timing_covers_the_work_it_wraps()
+    {
+        // The bench's GPU timer, on ILGPU's CPU accelerator (whose markers are host timestamps): it must time the
+        // work inside, synchronise, and not throw; on CUDA the same calls record and read CUDA events.
+        using var backend = Ilgpu.IlgpuDevices.OpenCpuAccelerator();
+        using var x = backend.Upload(Tensor.Random([64, 64], 1));
+        using var y = backend.Allocate<float>([64, 64]);
+        double ms = backend.DeviceMilliseconds(() =>
+        {
+            backend.ActivationForward(Activation.Tanh, 0f, x, y);
+            Thread.Sleep(20);
+        });
+        Assert.InRange(ms, 15, 10_000);
+        Assert.Equal(MathF.Tanh(Tensor.Random([64, 64], 1).Data[5]), backend.Download(y).Data[5], 6);
+    }
+
+    [Fact]
     public void Unknown_device_names_list_the_valid_ones()
     {
         var error = Assert.Throws<ArgumentException>(() => Backends.Open("tpu"));

@@ -12,8 +12,12 @@ internal interface IBenchBody : IDisposable
     void Run();
 }
 
-/// <summary>A measured row: median milliseconds over the repetitions, and GFLOP/s where FLOPs are defined.</summary>
-internal sealed record BenchResult(string Name, string Device, double Ms, double? Gflops, int Repetitions);
+/// <summary>
+/// A measured row: median milliseconds over the repetitions (device events on GPUs, as PyTorch's CUDA events; the
+/// host clock around the work and a synchronisation elsewhere), the host-clock median too, and GFLOP/s where FLOPs
+/// are defined.
+/// </summary>
+internal sealed record BenchResult(string Name, string Device, double Ms, double? Gflops, int Repetitions, double WallMs);
 
 /// <summary>
 /// The fixed suite of `gpucnn bench`: GEMM, the LeNet and VGG-like convolution layers forward and backward, max
@@ -62,18 +66,32 @@ internal static class BenchSuite
         backend.Synchronize();
         double warmup = clock.Elapsed.TotalMilliseconds;
         int repetitions = (int)Math.Clamp(500 / Math.Max(warmup, 1e-3), 3, 20);
-        var times = new double[repetitions];
+        var wall = new double[repetitions];
+        var device = new double[repetitions];
+        var gpu = backend as Ilgpu.IlgpuBackend is { IsGpu: true } ilgpu ? ilgpu : null;
         for (int i = 0; i < repetitions; i++)
         {
             clock.Restart();
-            body.Run();
+            device[i] = gpu?.DeviceMilliseconds(body.Run) ?? 0;
+            if (gpu is null)
+            {
+                body.Run();
+            }
+
             backend.Synchronize();
-            times[i] = clock.Elapsed.TotalMilliseconds;
+            wall[i] = clock.Elapsed.TotalMilliseconds;
         }
 
-        Array.Sort(times);
-        double median = repetitions % 2 == 1 ? times[repetitions / 2] : (times[repetitions / 2 - 1] + times[repetitions / 2]) / 2;
-        return new BenchResult(benchCase.Name, backend.Name, median, benchCase.Flops / (median * 1e6), repetitions);
+        double wallMedian = Median(wall);
+        double median = gpu is null ? wallMedian : Median(device);
+        return new BenchResult(benchCase.Name, backend.Name, median, benchCase.Flops / (median * 1e6), repetitions, wallMedian);
+    }
+
+    private static double Median(double[] values)
+    {
+        Array.Sort(values);
+        int n = values.Length;
+        return n % 2 == 1 ? values[n / 2] : (values[(n / 2) - 1] + values[n / 2]) / 2;
     }
 
     private static void AddConvolution(List<BenchCase> cases, string name, string suffix, Conv2dGeometry g)

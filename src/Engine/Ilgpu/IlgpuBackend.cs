@@ -28,6 +28,10 @@ public sealed class IlgpuBackend : Backend
         _kernels = new IlgpuKernelSet(accelerator, _guard);
         _workspace = new IlgpuWorkspace(accelerator);
         InjectFaultIfAsked();
+        if (Enum.TryParse<GemmAlgorithm>(Environment.GetEnvironmentVariable("GPUCNN_GEMM_ALGORITHM"), ignoreCase: true, out var gemm))
+        {
+            GemmAlgorithm = gemm; // for measuring one kernel against another (gpucnn bench)
+        }
 
         // 16×16 groups (64×64 GEMM tiles) where the device allows; the CPU accelerator's default device runs at most
         // 16 threads per group (and one OS thread per simulated thread).
@@ -72,6 +76,38 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     public override void Synchronize() => Guard("synchronize", _accelerator.Synchronize);
+
+    /// <summary>Whether this is a real accelerator (not ILGPU's CPU emulation), where device events time work.</summary>
+    public bool IsGpu => !IsCpuAccelerator;
+
+    /// <summary>
+    /// Milliseconds the device spent from before to after the work <paramref name="body"/> issues, measured with
+    /// device events on the stream (as CUDA events time PyTorch), so host-side launch cost before the first kernel
+    /// is left out but gaps between kernels count. Synchronises.
+    /// </summary>
+    public double DeviceMilliseconds(Action body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        ProfilingMarker? start = null, end = null;
+        try
+        {
+            Guard("recording a start event", () => start = _accelerator.AddProfilingMarker());
+            body();
+            Guard("recording an end event", () => end = _accelerator.AddProfilingMarker());
+            double ms = 0;
+            Guard("reading device events", () =>
+            {
+                end!.Synchronize();
+                ms = end.MeasureFrom(start!).TotalMilliseconds;
+            });
+            return ms;
+        }
+        finally
+        {
+            start?.Dispose();
+            end?.Dispose();
+        }
+    }
 
     /// <inheritdoc/>
     protected override DeviceTensor<T> AllocateCore<T>(Shape shape)
@@ -314,34 +350,61 @@ public sealed class IlgpuBackend : Backend
     private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias,
         Epilogue epilogue)
     {
-        bool tiled = GemmAlgorithm switch
+        var algorithm = ChooseGemm(shape);
+        if (algorithm == GemmAlgorithm.Naive)
         {
-            GemmAlgorithm.Tiled => true,
-            GemmAlgorithm.Naive => false,
-            _ => !IsCpuAccelerator && (long)shape.M * shape.N * shape.K >= 32 * 32 * 32,
-        };
-        if (tiled)
-        {
-            int splits = DepthSplits(shape);
-            if (splits > 1)
-            {
-                // Split-K: few tiles of C over a long depth would leave most of the device idle.
-                int depth = (shape.K + splits - 1) / splits;
-                depth = (depth + _gemmTileK - 1) / _gemmTileK * _gemmTileK;
-                splits = (shape.K + depth - 1) / depth;
-                var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * shape.M * shape.N);
-                var part = shape with { DepthPerSplit = depth };
-                _kernels.GemmTiled.Launch(GemmTiledKernels.Config(part, _gemmGroup, _gemmTileK, splits), a, b, partial, part, _gemmTileK, bias, Epilogue.None);
-                _kernels.GemmSumSplits.Launch(shape.M * shape.N, partial, c, shape, splits, bias, epilogue);
-                return;
-            }
+            _kernels.Gemm.Launch(shape.M * shape.N, a, b, c, shape, bias, epilogue);
+            return;
+        }
 
-            _kernels.GemmTiled.Launch(GemmTiledKernels.Config(shape, _gemmGroup, _gemmTileK), a, b, c, shape, _gemmTileK, bias, epilogue);
+        bool large = algorithm == GemmAlgorithm.Tiled8x8;
+        var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, _gemmGroup) : GemmTiledKernels.Tiles(shape, _gemmGroup);
+        // Split-K when few tiles of C over a long depth would leave most of the device idle; each split a whole
+        // number of staged tiles of either kernel.
+        int splits = DepthSplits(shape, (long)tiles.X * tiles.Y);
+        int depth = ((shape.K + splits - 1) / splits + 15) / 16 * 16;
+        splits = (shape.K + depth - 1) / depth;
+        var target = c;
+        var part = shape;
+        if (splits > 1)
+        {
+            target = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * shape.M * shape.N);
+            part = shape with { DepthPerSplit = depth };
+        }
+
+        if (large)
+        {
+            _kernels.GemmTiled8x8.Launch(GemmTiled8x8Kernels.Config(part, _gemmGroup, splits), a, b, target, part, bias, epilogue);
         }
         else
         {
-            _kernels.Gemm.Launch(shape.M * shape.N, a, b, c, shape, bias, epilogue);
+            _kernels.GemmTiled.Launch(GemmTiledKernels.Config(part, _gemmGroup, _gemmTileK, splits), a, b, target, part, _gemmTileK, bias, epilogue);
         }
+
+        if (splits > 1)
+        {
+            _kernels.GemmSumSplits.Launch(shape.M * shape.N, target, c, shape, splits, bias, epilogue);
+        }
+    }
+
+    /// <summary>
+    /// Auto: the simple kernel for tiny products and on ILGPU's CPU accelerator; on GPUs 8×8 register blocks (128×128
+    /// tiles) when C has at least a wave of such tiles, 4×4 blocks (64×64 tiles, four times as many groups) below that.
+    /// </summary>
+    private GemmAlgorithm ChooseGemm(GemmShape shape)
+    {
+        if (GemmAlgorithm != GemmAlgorithm.Auto)
+        {
+            return GemmAlgorithm;
+        }
+
+        if (IsCpuAccelerator || (long)shape.M * shape.N * shape.K < 32 * 32 * 32)
+        {
+            return GemmAlgorithm.Naive;
+        }
+
+        var large = GemmTiled8x8Kernels.Tiles(shape, _gemmGroup);
+        return (long)large.X * large.Y >= _accelerator.NumMultiprocessors ? GemmAlgorithm.Tiled8x8 : GemmAlgorithm.Tiled;
     }
 
     /// <summary>Forces the number of chunks of split reductions (filter and bias gradients; tests); null: chosen by size.</summary>
@@ -351,22 +414,20 @@ public sealed class IlgpuBackend : Backend
     public int? GemmDepthSplits { get; set; }
 
     /// <summary>Splits of the depth so that a GEMM with fewer tiles of C than the device has multiprocessors fills it.</summary>
-    private int DepthSplits(GemmShape shape)
+    private int DepthSplits(GemmShape shape, long tiles)
     {
         if (GemmDepthSplits is { } forced)
         {
             return Math.Clamp(forced, 1, Math.Max(1, shape.K));
         }
 
-        var tiles = GemmTiledKernels.Tiles(shape, _gemmGroup);
-        long count = (long)tiles.X * tiles.Y;
         int multiprocessors = _accelerator.NumMultiprocessors;
-        if (IsCpuAccelerator || count >= multiprocessors || shape.K < 2048)
+        if (IsCpuAccelerator || tiles >= multiprocessors || shape.K < 2048)
         {
             return 1;
         }
 
-        return (int)Math.Min((2L * multiprocessors + count - 1) / count, shape.K / 512);
+        return (int)Math.Min((2L * multiprocessors + tiles - 1) / tiles, shape.K / 512);
     }
 
     private bool UseIm2Col(Conv2dGeometry g) => ConvolutionAlgorithm switch
@@ -499,7 +560,7 @@ public sealed class IlgpuBackend : Backend
 /// <summary>The GEMM kernel an <see cref="IlgpuBackend"/> runs.</summary>
 public enum GemmAlgorithm
 {
-    /// <summary>Tiled on GPUs for products of at least 32³ multiply-adds; the simple kernel otherwise.</summary>
+    /// <summary>On GPUs, products of at least 32³ multiply-adds run tiled (8×8 blocks when C has a wave of 128×128 tiles); the simple kernel otherwise.</summary>
     Auto,
 
     /// <summary>One thread per element of C (the first rung).</summary>
@@ -507,6 +568,9 @@ public enum GemmAlgorithm
 
     /// <summary>Shared-memory tiles with 4×4 register blocking.</summary>
     Tiled,
+
+    /// <summary>Shared-memory tiles with 8×8 register blocking (128×128 tiles on GPUs).</summary>
+    Tiled8x8,
 }
 
 /// <summary>The convolution kernels an <see cref="IlgpuBackend"/> runs.</summary>

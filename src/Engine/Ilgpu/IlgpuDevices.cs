@@ -122,7 +122,7 @@ public static class IlgpuDevices
             return Context.Create(builder =>
             {
                 addDevices(builder);
-                builder.EnableAlgorithms().Optimize(OptimizationLevel.O2);
+                builder.EnableAlgorithms().Optimize(OptimizationLevel.O2).Profiling(); // profiling: device-event timing for bench
             });
         }
         catch (Exception e) when (e is not OutOfMemoryException)

@@ -173,6 +173,32 @@ internal sealed class GroupedKernel<T1, T2, T3, T4, T5>(Accelerator accelerator,
     }
 }
 
+/// <summary>An explicitly grouped kernel of six parameters.</summary>
+internal sealed class GroupedKernel<T1, T2, T3, T4, T5, T6>(Accelerator accelerator, DeviceGuard counter, Action<T1, T2, T3, T4, T5, T6> method)
+    where T1 : struct
+    where T2 : struct
+    where T3 : struct
+    where T4 : struct
+    where T5 : struct
+    where T6 : struct
+{
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6>? _loaded;
+
+    public void Launch(KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6)
+    {
+        try
+        {
+            _loaded ??= accelerator.LoadStreamKernel(method);
+            counter.Increment();
+            _loaded(config, a1, a2, a3, a4, a5, a6);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw counter.Fail(_loaded is null ? $"compiling kernel {method.Method.Name}" : $"launching kernel {method.Method.Name} ({config.GridDim} groups of {config.GroupDim})", e);
+        }
+    }
+}
+
 /// <summary>An explicitly grouped kernel of seven parameters.</summary>
 internal sealed class GroupedKernel<T1, T2, T3, T4, T5, T6, T7>(Accelerator accelerator, DeviceGuard counter, Action<T1, T2, T3, T4, T5, T6, T7> method)
     where T1 : struct

@@ -57,14 +57,22 @@ public sealed class IlgpuCpuTiledFixture() : BackendFixture("ilgpu-cpu", backend
     ilgpu.ConvolutionWorkspaceFloats = 300; // tiny, so the test shapes run in several chunks of images
 });
 
+/// <summary>ILGPU's CPU accelerator on the 8×8-blocked GEMM (32×32 tiles here, 128×128 on GPUs) and im2col + GEMM convolution.</summary>
+public sealed class IlgpuCpuTiled8x8Fixture() : BackendFixture("ilgpu-cpu", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled8x8;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.Im2ColGemm;
+});
+
 /// <summary>
-/// ILGPU's CPU accelerator forced onto the split reductions a GPU takes for big shapes: tiled GEMMs with the depth
-/// split in three (partial products summed by a second kernel) and filter and bias gradients summed in three chunks.
+/// ILGPU's CPU accelerator forced onto the split reductions a GPU takes for big shapes: 8×8-blocked GEMMs with the
+/// depth split in three (partial products summed by a second kernel) and filter and bias gradients in three chunks.
 /// </summary>
 public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu", backend =>
 {
     var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled;
+    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled8x8;
     ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.Direct;
     ilgpu.GemmDepthSplits = 3;
     ilgpu.ReductionChunks = 3;
