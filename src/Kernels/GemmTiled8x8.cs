@@ -5,82 +5,61 @@ using ILGPU.Runtime;
 namespace GpuCnn.Kernels;
 
 /// <summary>
-/// The third rung of the GEMM ladder: 8×8 register blocking. A group of Tx × Ty threads (powers of two; 16 × 16 on
-/// GPUs) computes an (8·Ty) × (8·Tx) tile of C, so each pair of values read from shared memory feeds 4 multiply-adds
-/// instead of the 4×4 kernel's 2. Thread (tx, ty) owns rows ty + i·Ty and columns tx + j·Tx (i, j &lt; 8): shared
-/// reads are broadcasts along a warp's rows and consecutive along its columns, stores to C are coalesced. Tiles of
-/// op(A) and op(B), 8 deep, are staged through shared memory with global reads that run along each matrix's
-/// contiguous axis and index arithmetic of shifts and masks only; rows are padded by one float so the transposing
-/// stores avoid bank conflicts. Out-of-range elements load as zero, so any M, N, K and both transposes work; the
-/// store applies the <see cref="Epilogue"/>, or writes a raw partial product for split-K
-/// (<see cref="GemmShape.DepthPerSplit"/>, combined by <see cref="GemmTiledKernels.SumSplits"/>).
+/// The third rung of the GEMM ladder: 8×8 register blocking with double-buffered staging. A square group of T × T
+/// threads (a power of two; 16 × 16 on GPUs) computes an 8T × 8T tile of C, so each pair of values read from shared
+/// memory feeds 4 multiply-adds instead of the 4×4 kernel's 2. Thread (tx, ty) owns rows ty + i·T and columns
+/// tx + j·T (i, j &lt; 8): shared reads are broadcasts along a warp's rows and consecutive along its columns, stores
+/// to C are coalesced. Tiles of op(A) and op(B), T/2 deep (4T·T values each, four per thread), go through two
+/// shared-memory buffers: each thread loads its values of the next tile into registers, computes the current tile,
+/// then stores them into the other buffer, so the global-memory latency hides behind the arithmetic and one barrier
+/// per tile suffices. Global reads run along each matrix's contiguous axis; index arithmetic is shifts and masks;
+/// rows are padded by one float so the transposing stores avoid bank conflicts. Out-of-range elements load as zero,
+/// so any M, N, K and both transposes work; the store applies the <see cref="Epilogue"/>, or writes a raw partial
+/// product for split-K (<see cref="GemmShape.DepthPerSplit"/>, combined by <see cref="GemmTiledKernels.SumSplits"/>).
 /// </summary>
 public static class GemmTiled8x8Kernels
 {
     /// <summary>Register block per thread (rows and columns).</summary>
     public const int Block = 8;
 
-    /// <summary>Depth of a staged tile.</summary>
-    public const int TileK = 8;
-
     /// <summary>
-    /// Launch: grid (⌈N / (8·Tx)⌉, ⌈M / (8·Ty)⌉, splits), group (Tx, Ty), dynamic shared memory
-    /// 8·(8·Tx + 1 + 8·Ty + 1) floats (<see cref="Config"/>).
+    /// Launch: grid (⌈N / 8T⌉, ⌈M / 8T⌉, splits), group (T, T), dynamic shared memory for two stages of two
+    /// (T/2) × (8T + 1) tiles (<see cref="Config"/>).
     /// </summary>
     public static void Tiled(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s,
         ArrayView<float> bias, Epilogue epilogue)
     {
-        int tx = Group.IdxX, ty = Group.IdxY, threadsX = Group.DimX, threadsY = Group.DimY;
-        int tileM = threadsY * Block, tileN = threadsX * Block;
-        int logTileM = Log2(tileM), logTileN = Log2(tileN);
-        int strideA = tileM + 1, strideB = tileN + 1;
-        int row0 = Grid.IdxY * tileM, col0 = Grid.IdxX * tileN;
+        int tx = Group.IdxX, ty = Group.IdxY, side = Group.DimX;
+        var t = new Tiling(side);
+        int row0 = Grid.IdxY * t.Tile, col0 = Grid.IdxX * t.Tile;
         var shared = SharedMemory.GetDynamic<float>();
-        var tileA = shared.SubView(0, TileK * strideA);
-        var tileB = shared.SubView(TileK * strideA, TileK * strideB);
-        int thread = (ty * threadsX) + tx, threads = threadsX * threadsY;
+        int thread = (ty * side) + tx;
 
         bool split = s.DepthPerSplit > 0;
         int kBegin = split ? Grid.IdxZ * s.DepthPerSplit : 0;
         int kEnd = split ? XMath.Min(s.K, kBegin + s.DepthPerSplit) : s.K;
+        var nextA = FetchA(a, s, t, thread, row0, kBegin, kEnd);
+        var nextB = FetchB(b, s, t, thread, col0, kBegin, kEnd);
+        Put(shared, 0, nextA, t, thread, s.TransposeA == 0);
+        Put(shared, t.Depth * t.Stride, nextB, t, thread, s.TransposeB != 0);
+        Group.Barrier();
+
         Row8 c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
-        for (int k0 = kBegin; k0 < kEnd; k0 += TileK)
+        int stage = 0;
+        for (int k0 = kBegin; k0 < kEnd; k0 += t.Depth)
         {
-            // tileA[kk, mm] = op(A)[row0 + mm, k0 + kk]; consecutive threads read consecutive addresses of A.
-            for (int i = thread; i < TileK * tileM; i += threads)
+            bool more = k0 + t.Depth < kEnd;
+            if (more)
             {
-                int kk = s.TransposeA != 0 ? i >> logTileM : i & (TileK - 1);
-                int mm = s.TransposeA != 0 ? i & (tileM - 1) : i >> 3;
-                int row = row0 + mm, depth = k0 + kk;
-                float v = 0f;
-                if (row < s.M && depth < kEnd)
-                {
-                    v = s.TransposeA != 0 ? a[(depth * s.M) + row] : a[(row * s.K) + depth];
-                }
-
-                tileA[(kk * strideA) + mm] = v;
+                nextA = FetchA(a, s, t, thread, row0, k0 + t.Depth, kEnd);
+                nextB = FetchB(b, s, t, thread, col0, k0 + t.Depth, kEnd);
             }
 
-            // tileB[kk, nn] = op(B)[k0 + kk, col0 + nn], likewise along B's contiguous axis.
-            for (int i = thread; i < TileK * tileN; i += threads)
+            int tileA = stage * t.StageSize, tileB = tileA + (t.Depth * t.Stride);
+            for (int kk = 0; kk < t.Depth; kk++)
             {
-                int kk = s.TransposeB != 0 ? i & (TileK - 1) : i >> logTileN;
-                int nn = s.TransposeB != 0 ? i >> 3 : i & (tileN - 1);
-                int col = col0 + nn, depth = k0 + kk;
-                float v = 0f;
-                if (col < s.N && depth < kEnd)
-                {
-                    v = s.TransposeB != 0 ? b[(col * s.K) + depth] : b[(depth * s.N) + col];
-                }
-
-                tileB[(kk * strideB) + nn] = v;
-            }
-
-            Group.Barrier();
-            for (int kk = 0; kk < TileK; kk++)
-            {
-                var av = Row8.Load(tileA, (kk * strideA) + ty, threadsY);
-                var bv = Row8.Load(tileB, (kk * strideB) + tx, threadsX);
+                var av = Row8.Load(shared, tileA + (kk * t.Stride) + ty, side);
+                var bv = Row8.Load(shared, tileB + (kk * t.Stride) + tx, side);
                 c0 = Row8.MultiplyAdd(c0, av.V0, bv);
                 c1 = Row8.MultiplyAdd(c1, av.V1, bv);
                 c2 = Row8.MultiplyAdd(c2, av.V2, bv);
@@ -91,7 +70,16 @@ public static class GemmTiled8x8Kernels
                 c7 = Row8.MultiplyAdd(c7, av.V7, bv);
             }
 
+            if (more)
+            {
+                // The other buffer: every thread finished reading it before the previous barrier.
+                int other = (stage ^ 1) * t.StageSize;
+                Put(shared, other, nextA, t, thread, s.TransposeA == 0);
+                Put(shared, other + (t.Depth * t.Stride), nextB, t, thread, s.TransposeB != 0);
+            }
+
             Group.Barrier();
+            stage ^= 1;
         }
 
         // A split stores its raw partial product in its own slice; SumSplits applies α, β and the epilogue.
@@ -99,29 +87,83 @@ public static class GemmTiled8x8Kernels
         var store = split ? new GemmShape(s.M, s.N, s.K, 0, 0, 1f, 0f) : s;
         var apply = split ? Epilogue.None : epilogue;
         int r = row0 + ty, q = col0 + tx;
-        StoreRow(target, store, r, q, threadsX, c0, bias, apply);
-        StoreRow(target, store, r + threadsY, q, threadsX, c1, bias, apply);
-        StoreRow(target, store, r + (2 * threadsY), q, threadsX, c2, bias, apply);
-        StoreRow(target, store, r + (3 * threadsY), q, threadsX, c3, bias, apply);
-        StoreRow(target, store, r + (4 * threadsY), q, threadsX, c4, bias, apply);
-        StoreRow(target, store, r + (5 * threadsY), q, threadsX, c5, bias, apply);
-        StoreRow(target, store, r + (6 * threadsY), q, threadsX, c6, bias, apply);
-        StoreRow(target, store, r + (7 * threadsY), q, threadsX, c7, bias, apply);
+        StoreRow(target, store, r, q, side, c0, bias, apply);
+        StoreRow(target, store, r + side, q, side, c1, bias, apply);
+        StoreRow(target, store, r + (2 * side), q, side, c2, bias, apply);
+        StoreRow(target, store, r + (3 * side), q, side, c3, bias, apply);
+        StoreRow(target, store, r + (4 * side), q, side, c4, bias, apply);
+        StoreRow(target, store, r + (5 * side), q, side, c5, bias, apply);
+        StoreRow(target, store, r + (6 * side), q, side, c6, bias, apply);
+        StoreRow(target, store, r + (7 * side), q, side, c7, bias, apply);
     }
 
-    /// <summary>The launch shape for groups of <paramref name="threads"/> (powers of two), times <paramref name="splits"/> along z.</summary>
-    public static KernelConfig Config(GemmShape s, Index2D threads, int splits = 1)
+    /// <summary>The launch shape for square groups of <paramref name="side"/>² threads (a power of two, at least 2), times <paramref name="splits"/> along z.</summary>
+    public static KernelConfig Config(GemmShape s, int side, int splits = 1)
     {
-        var grid = Tiles(s, threads);
-        return new KernelConfig(new Index3D(grid.X, grid.Y, splits), new Index3D(threads.X, threads.Y, 1),
-            SharedMemoryConfig.RequestDynamic<float>(TileK * ((Block * threads.X) + 1 + (Block * threads.Y) + 1)));
+        var grid = Tiles(s, side);
+        return new KernelConfig(new Index3D(grid.X, grid.Y, splits), new Index3D(side, side, 1),
+            SharedMemoryConfig.RequestDynamic<float>(new Tiling(side).StageSize * 2));
     }
 
-    /// <summary>Tiles of C along N (x) and M (y) for groups of <paramref name="threads"/>.</summary>
-    public static Index2D Tiles(GemmShape s, Index2D threads)
+    /// <summary>Tiles of C along N (x) and M (y) for square groups of <paramref name="side"/>² threads.</summary>
+    public static Index2D Tiles(GemmShape s, int side)
     {
-        int tileM = threads.Y * Block, tileN = threads.X * Block;
-        return new Index2D((s.N + tileN - 1) / tileN, (s.M + tileM - 1) / tileM);
+        int tile = side * Block;
+        return new Index2D((s.N + tile - 1) / tile, (s.M + tile - 1) / tile);
+    }
+
+    /// <summary>
+    /// A thread's four values of the next tile of op(A), tile[kk, mm] = op(A)[row0 + mm, k0 + kk], in the order the
+    /// group reads A's memory contiguously: along k for row-major A, along m for transposed A.
+    /// </summary>
+    private static Row4 FetchA(ArrayView<float> a, GemmShape s, Tiling t, int thread, int row0, int k0, int kEnd) => new()
+    {
+        V0 = LoadA(a, s, t, thread, row0, k0, kEnd),
+        V1 = LoadA(a, s, t, thread + t.Threads, row0, k0, kEnd),
+        V2 = LoadA(a, s, t, thread + (2 * t.Threads), row0, k0, kEnd),
+        V3 = LoadA(a, s, t, thread + (3 * t.Threads), row0, k0, kEnd),
+    };
+
+    /// <summary>The same for op(B): tile[kk, nn] = op(B)[k0 + kk, col0 + nn], along n for row-major B, along k for transposed B.</summary>
+    private static Row4 FetchB(ArrayView<float> b, GemmShape s, Tiling t, int thread, int col0, int k0, int kEnd) => new()
+    {
+        V0 = LoadB(b, s, t, thread, col0, k0, kEnd),
+        V1 = LoadB(b, s, t, thread + t.Threads, col0, k0, kEnd),
+        V2 = LoadB(b, s, t, thread + (2 * t.Threads), col0, k0, kEnd),
+        V3 = LoadB(b, s, t, thread + (3 * t.Threads), col0, k0, kEnd),
+    };
+
+    private static float LoadA(ArrayView<float> a, GemmShape s, Tiling t, int i, int row0, int k0, int kEnd)
+    {
+        bool alongK = s.TransposeA == 0;
+        int row = row0 + t.PositionOf(i, alongK), depth = k0 + t.DepthOf(i, alongK);
+        if (row >= s.M || depth >= kEnd)
+        {
+            return 0f;
+        }
+
+        return alongK ? a[(row * s.K) + depth] : a[(depth * s.M) + row];
+    }
+
+    private static float LoadB(ArrayView<float> b, GemmShape s, Tiling t, int i, int col0, int k0, int kEnd)
+    {
+        bool alongK = s.TransposeB != 0;
+        int col = col0 + t.PositionOf(i, alongK), depth = k0 + t.DepthOf(i, alongK);
+        if (col >= s.N || depth >= kEnd)
+        {
+            return 0f;
+        }
+
+        return alongK ? b[(col * s.K) + depth] : b[(depth * s.N) + col];
+    }
+
+    /// <summary>Stores a thread's four fetched values at tile[kk, position] of the tile starting at <paramref name="at"/>.</summary>
+    private static void Put(ArrayView<float> shared, int at, Row4 v, Tiling t, int thread, bool alongK)
+    {
+        shared[at + t.Slot(thread, alongK)] = v.V0;
+        shared[at + t.Slot(thread + t.Threads, alongK)] = v.V1;
+        shared[at + t.Slot(thread + (2 * t.Threads), alongK)] = v.V2;
+        shared[at + t.Slot(thread + (3 * t.Threads), alongK)] = v.V3;
     }
 
     /// <summary>log₂ of a power of two (once per thread; the staging loops then shift and mask instead of dividing).</summary>
@@ -162,6 +204,49 @@ public static class GemmTiled8x8Kernels
             float result = s.Beta == 0f ? s.Alpha * value : (s.Alpha * value) + (s.Beta * c[at]);
             c[at] = epilogue.Apply(result, bias, col);
         }
+    }
+
+    /// <summary>
+    /// The tile geometry of a square group of Side² threads: 8·Side × 8·Side tiles of C, staged Side/2 deep, rows
+    /// padded by one float, and where staged value number i (0 … 4·Side² − 1) goes, by shifts and masks.
+    /// </summary>
+    private readonly struct Tiling
+    {
+        public Tiling(int side)
+        {
+            Side = side;
+            LogSide = Log2(side);
+        }
+
+        public int Side { get; }
+
+        public int LogSide { get; }
+
+        public int Threads => Side * Side;
+
+        public int Tile => Side * Block;
+
+        public int Depth => Side >> 1;
+
+        public int Stride => Tile + 1;
+
+        /// <summary>Floats of one stage: a tile of op(A) and a tile of op(B).</summary>
+        public int StageSize => 2 * Depth * Stride;
+
+        /// <summary>The row (of op(A)) or column (of op(B)) of staged value i; <paramref name="alongK"/>: consecutive values run along k.</summary>
+        public int PositionOf(int i, bool alongK) => alongK ? i >> (LogSide - 1) : i & (Tile - 1);
+
+        /// <summary>The depth (kk) of staged value i.</summary>
+        public int DepthOf(int i, bool alongK) => alongK ? i & (Depth - 1) : i >> (LogSide + 3);
+
+        /// <summary>Where staged value i lives in its tile: tile[kk, position].</summary>
+        public int Slot(int i, bool alongK) => (DepthOf(i, alongK) * Stride) + PositionOf(i, alongK);
+    }
+
+    /// <summary>Four floats a thread keeps in registers: its share of the next staged tile.</summary>
+    private struct Row4
+    {
+        public float V0, V1, V2, V3;
     }
 
     /// <summary>Eight floats a thread keeps in registers (ILGPU 1.5.3 neither unrolls loops nor keeps indexed arrays in registers).</summary>

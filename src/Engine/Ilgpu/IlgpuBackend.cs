@@ -358,7 +358,7 @@ public sealed class IlgpuBackend : Backend
         }
 
         bool large = algorithm == GemmAlgorithm.Tiled8x8;
-        var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, _gemmGroup) : GemmTiledKernels.Tiles(shape, _gemmGroup);
+        var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, _gemmGroup.X) : GemmTiledKernels.Tiles(shape, _gemmGroup);
         // Split-K when few tiles of C over a long depth would leave most of the device idle; each split a whole
         // number of staged tiles of either kernel.
         int splits = DepthSplits(shape, (long)tiles.X * tiles.Y);
@@ -374,7 +374,7 @@ public sealed class IlgpuBackend : Backend
 
         if (large)
         {
-            _kernels.GemmTiled8x8.Launch(GemmTiled8x8Kernels.Config(part, _gemmGroup, splits), a, b, target, part, bias, epilogue);
+            _kernels.GemmTiled8x8.Launch(GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, bias, epilogue);
         }
         else
         {
@@ -389,7 +389,8 @@ public sealed class IlgpuBackend : Backend
 
     /// <summary>
     /// Auto: the simple kernel for tiny products and on ILGPU's CPU accelerator; on GPUs 8×8 register blocks (128×128
-    /// tiles) when C has at least a wave of such tiles, 4×4 blocks (64×64 tiles, four times as many groups) below that.
+    /// tiles) when C is at least 128 × 128 and has a wave of such tiles, 4×4 blocks (64×64 tiles, four times as many
+    /// groups) below that (measured on an H200: docs/benchmarks.md).
     /// </summary>
     private GemmAlgorithm ChooseGemm(GemmShape shape)
     {
@@ -403,8 +404,9 @@ public sealed class IlgpuBackend : Backend
             return GemmAlgorithm.Naive;
         }
 
-        var large = GemmTiled8x8Kernels.Tiles(shape, _gemmGroup);
-        return (long)large.X * large.Y >= _accelerator.NumMultiprocessors ? GemmAlgorithm.Tiled8x8 : GemmAlgorithm.Tiled;
+        var large = GemmTiled8x8Kernels.Tiles(shape, _gemmGroup.X);
+        bool fills = shape.M >= 128 && shape.N >= 128 && (long)large.X * large.Y >= _accelerator.NumMultiprocessors;
+        return fills ? GemmAlgorithm.Tiled8x8 : GemmAlgorithm.Tiled;
     }
 
     /// <summary>Forces the number of chunks of split reductions (filter and bias gradients; tests); null: chosen by size.</summary>
