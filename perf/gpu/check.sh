@@ -75,6 +75,10 @@ if command -v ncu >/dev/null; then
   check ncu 120 env GPUCNN_GEMM_ALGORITHM=Tiled8x8 ncu --clock-control none -k regex:Kernel_Tiled -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$gpucnn" bench --device cuda --only gemm-4096 > "$out/ncu-gemm.txt" 2>&1
   tail -n 80 "$out/ncu-gemm.txt"
+  step "ncu: where a 3x3 convolution's time goes, kernel by kernel (conv3x3-64, forward and backward)"
+  check ncu-conv 120 ncu --clock-control none -c 40 --section SpeedOfLight --print-summary per-kernel \
+    "$gpucnn" bench --device cuda --only conv3x3-64 > "$out/ncu-conv.txt" 2>&1
+  grep -A4 -E "^  Kernel_|Duration" "$out/ncu-conv.txt" | grep -E "Kernel_|Duration|Compute \(SM\)|Memory Throughput" | head -n 60
 else
   echo "ncu not found"
 fi

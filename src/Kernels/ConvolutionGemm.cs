@@ -9,16 +9,30 @@ namespace GpuCnn.Kernels;
 /// </summary>
 public static class ConvolutionGemmKernels
 {
-    /// <summary>cols[crs, j] = x[n, c, p·Sh + r − Ph, q·Sw + s − Pw] (0 outside); one thread per element of cols.</summary>
+    /// <summary>
+    /// cols[crs, j] = x[n, c, p·Sh + r − Ph, q·Sw + s − Pw] (0 outside). One thread per (c, j) writes the R·S rows of
+    /// its channel, so the index arithmetic (divisions) is paid once per R·S elements; consecutive threads write
+    /// consecutive columns. Launch C·count·P·Q threads.
+    /// </summary>
     public static void Im2Col(Index1D index, ArrayView<float> x, ArrayView<float> cols, Conv2dGeometry g, int first, int count)
     {
         int pq = g.P * g.Q, width = count * pq;
-        int j = index % width, crs = index / width;
-        int n = first + j / pq, spatial = j % pq;
-        int p = spatial / g.Q, q = spatial % g.Q;
-        int s = crs % g.S, r = crs / g.S % g.R, c = crs / (g.S * g.R);
-        int h = p * g.StrideH + r - g.PadH, w = q * g.StrideW + s - g.PadW;
-        cols[index] = h >= 0 && h < g.H && w >= 0 && w < g.W ? x[((n * g.C + c) * g.H + h) * g.W + w] : 0f;
+        int c = index / width, j = index - (c * width);
+        int local = j / pq, spatial = j - (local * pq);
+        int p = spatial / g.Q, q = spatial - (p * g.Q);
+        int plane = ((first + local) * g.C + c) * g.H;
+        int row = c * g.R * g.S;
+        for (int r = 0; r < g.R; r++)
+        {
+            int h = p * g.StrideH + r - g.PadH;
+            bool inside = h >= 0 && h < g.H;
+            for (int s = 0; s < g.S; s++)
+            {
+                int w = q * g.StrideW + s - g.PadW;
+                cols[((long)row * width) + j] = inside && w >= 0 && w < g.W ? x[((plane + h) * g.W) + w] : 0f;
+                row++;
+            }
+        }
     }
 
     /// <summary>y[n, k, pq] = f(product[k, (n − first)·P·Q + pq] + b[k]) (bias and activation fused into the permute).</summary>
@@ -49,10 +63,17 @@ public static class ConvolutionGemmKernels
         int w = index % g.W, h = index / g.W % g.H, c = index / (g.W * g.H) % g.C, local = index / (g.W * g.H * g.C);
         int pq = g.P * g.Q, width = count * pq;
         float sum = 0f;
+        bool unitStride = g.StrideH == 1 && g.StrideW == 1; // the same for every thread: no divisions in the loop
         for (int r = 0; r < g.R; r++)
         {
             int ph = h + g.PadH - r;
-            if (ph < 0 || ph % g.StrideH != 0 || ph / g.StrideH >= g.P)
+            if (ph < 0 || (!unitStride && ph % g.StrideH != 0))
+            {
+                continue;
+            }
+
+            int p = unitStride ? ph : ph / g.StrideH;
+            if (p >= g.P)
             {
                 continue;
             }
@@ -60,12 +81,16 @@ public static class ConvolutionGemmKernels
             for (int s = 0; s < g.S; s++)
             {
                 int qw = w + g.PadW - s;
-                if (qw < 0 || qw % g.StrideW != 0 || qw / g.StrideW >= g.Q)
+                if (qw < 0 || (!unitStride && qw % g.StrideW != 0))
                 {
                     continue;
                 }
 
-                sum += dcols[((c * g.R + r) * g.S + s) * width + local * pq + ph / g.StrideH * g.Q + qw / g.StrideW];
+                int q = unitStride ? qw : qw / g.StrideW;
+                if (q < g.Q)
+                {
+                    sum += dcols[(((c * g.R) + r) * g.S + s) * width + (local * pq) + (p * g.Q) + q];
+                }
             }
         }
 

@@ -12,40 +12,26 @@ public static class ElementwiseKernels
         y[index] += b[index / inner % channels];
     }
 
-    /// <summary>db[c] = Σ_{n,l} dy[n,c,l], one thread per channel summing in a fixed order.</summary>
-    public static void BiasGradient(Index1D c, ArrayView<float> dy, ArrayView<float> db, int batch, int channels, int inner)
-    {
-        float sum = 0f;
-        for (int n = 0; n < batch; n++)
-        {
-            int start = (n * channels + c) * inner;
-            for (int l = 0; l < inner; l++)
-            {
-                sum += dy[start + l];
-            }
-        }
-
-        db[c] = sum;
-    }
-
     /// <summary>
-    /// One chunk of the bias gradient, for many threads per channel: partial[chunk, c] = Σ dy[n, c, l] over the
-    /// flattened positions m = n·L + l of chunk·perChunk … (chunk + 1)·perChunk − 1. <see cref="ReductionKernels.SumChunks"/>
-    /// adds the chunks in order.
+    /// db[c] = Σ_{n,l} dy[n,c,l]: group c (of a power-of-two size, with that many floats of dynamic shared memory)
+    /// strides over the batch and positions, consecutive threads reading consecutive positions, then sums its
+    /// threads in a fixed tree (<see cref="ReductionKernels.GroupSum"/>).
     /// </summary>
-    public static void BiasGradientChunk(Index1D index, ArrayView<float> dy, ArrayView<float> partial, int batch, int channels,
-        int inner, int perChunk)
+    public static void BiasGradient(ArrayView<float> dy, ArrayView<float> db, int batch, int channels, int inner)
     {
-        int chunk = index / channels, c = index - (chunk * channels);
-        int first = chunk * perChunk, last = XMath.Min(first + perChunk, batch * inner);
+        int c = Grid.IdxX;
         float sum = 0f;
-        for (int m = first; m < last; m++)
+        for (int m = Group.IdxX; m < batch * inner; m += Group.DimX)
         {
             int n = m / inner;
-            sum += dy[((n * channels + c) * inner) + m - (n * inner)];
+            sum += dy[(((n * channels) + c) * inner) + m - (n * inner)];
         }
 
-        partial[index] = sum;
+        sum = ReductionKernels.GroupSum(sum);
+        if (Group.IdxX == 0)
+        {
+            db[c] = sum;
+        }
     }
 
     /// <summary>y = f(x) for the activation f; x and y may be the same buffer.</summary>

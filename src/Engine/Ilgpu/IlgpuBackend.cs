@@ -216,7 +216,7 @@ public sealed class IlgpuBackend : Backend
             int count = Math.Min(chunk, g.N - first);
             var cols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
             var product = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
-            _kernels.Im2Col.Launch(crs * count * pq, View(x), cols, g, first, count);
+            _kernels.Im2Col.Launch(g.C * count * pq, View(x), cols, g, first, count);
             RunGemm(new GemmShape(g.K, count * pq, crs, 0, 0, 1f, 0f), View(w), cols, product);
             _kernels.ToNchwWithBias.Launch(g.K * count * pq, product, bias, View(y), g, first, count, epilogue);
         }
@@ -265,7 +265,7 @@ public sealed class IlgpuBackend : Backend
                 int count = Math.Min(chunk, g.N - first);
                 var cols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
                 var dyT = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
-                _kernels.Im2Col.Launch(crs * count * pq, View(x), cols, g, first, count);
+                _kernels.Im2Col.Launch(g.C * count * pq, View(x), cols, g, first, count);
                 _kernels.FromNchw.Launch(g.K * count * pq, View(dy), dyT, g, first, count);
                 RunGemm(new GemmShape(g.K, crs, count * pq, 0, 1, 1f, first == 0 ? 0f : 1f), dyT, cols, View(dw));
             }
@@ -280,7 +280,7 @@ public sealed class IlgpuBackend : Backend
             {
                 var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * outputs);
                 _kernels.ConvBackwardFilterChunk.Launch(chunks * outputs, View(x), View(dy), partial, g, outputs, rowsPerChunk);
-                _kernels.SumChunks.Launch(outputs, partial, View(dw), db is null ? View(dw) : View(db), outputs, g.WeightSize, chunks);
+                _kernels.SumChunks.Launch(Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db), outputs, g.WeightSize, chunks);
                 return;
             }
 
@@ -374,7 +374,7 @@ public sealed class IlgpuBackend : Backend
 
         if (large)
         {
-            _kernels.GemmTiled8x8.Launch(GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, bias, epilogue);
+            _kernels.GemmTiled8x8.Launch(GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, SpecializedValue.New(_gemmGroup.X), bias, epilogue);
         }
         else
         {
@@ -389,8 +389,8 @@ public sealed class IlgpuBackend : Backend
 
     /// <summary>
     /// Auto: the simple kernel for tiny products and on ILGPU's CPU accelerator; on GPUs 8×8 register blocks (128×128
-    /// tiles) when C is at least 128 × 128 and has a wave of such tiles, 4×4 blocks (64×64 tiles, four times as many
-    /// groups) below that (measured on an H200: docs/benchmarks.md).
+    /// tiles) from 2²⁶ multiply-adds up, 4×4 blocks (64×64 tiles) below. On an H200 the 8×8 kernel was the faster on
+    /// every bench row from gemm-1024 and the 3×3 convolutions up, the 4×4 one on gemm-256 (docs/benchmarks.md).
     /// </summary>
     private GemmAlgorithm ChooseGemm(GemmShape shape)
     {
@@ -404,9 +404,7 @@ public sealed class IlgpuBackend : Backend
             return GemmAlgorithm.Naive;
         }
 
-        var large = GemmTiled8x8Kernels.Tiles(shape, _gemmGroup.X);
-        bool fills = shape.M >= 128 && shape.N >= 128 && (long)large.X * large.Y >= _accelerator.NumMultiprocessors;
-        return fills ? GemmAlgorithm.Tiled8x8 : GemmAlgorithm.Tiled;
+        return (long)shape.M * shape.N * shape.K >= 1L << 26 ? GemmAlgorithm.Tiled8x8 : GemmAlgorithm.Tiled;
     }
 
     /// <summary>Forces the number of chunks of split reductions (filter and bias gradients; tests); null: chosen by size.</summary>
@@ -452,18 +450,22 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels,
-        int inner)
+        int inner) =>
+        _kernels.BiasGradient.Launch(Reduction(channels, batch * inner), View(dy), View(db), batch, channels, inner);
+
+    /// <summary>
+    /// A launch of one group per output for sums of <paramref name="terms"/> terms: a power-of-two group of up to 256
+    /// threads (fewer for short sums and on ILGPU's CPU accelerator), with a float of shared memory per thread.
+    /// </summary>
+    private KernelConfig Reduction(int outputs, int terms)
     {
-        var (chunks, perChunk) = SplitReduction(channels, batch * inner, 1);
-        if (chunks == 1)
+        int threads = 1;
+        while (threads < Math.Min(terms, Math.Min(256, _accelerator.MaxNumThreadsPerGroup)) && threads * 2 <= _accelerator.MaxNumThreadsPerGroup)
         {
-            _kernels.BiasGradient.Launch(channels, View(dy), View(db), batch, channels, inner);
-            return;
+            threads *= 2;
         }
 
-        var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * channels);
-        _kernels.BiasGradientChunk.Launch(chunks * channels, View(dy), partial, batch, channels, inner, perChunk);
-        _kernels.SumChunks.Launch(channels, partial, View(db), View(db), channels, channels, chunks);
+        return new KernelConfig(outputs, threads, SharedMemoryConfig.RequestDynamic<float>(threads));
     }
 
     /// <inheritdoc/>
@@ -562,7 +564,7 @@ public sealed class IlgpuBackend : Backend
 /// <summary>The GEMM kernel an <see cref="IlgpuBackend"/> runs.</summary>
 public enum GemmAlgorithm
 {
-    /// <summary>On GPUs, products of at least 32³ multiply-adds run tiled (8×8 blocks when C has a wave of 128×128 tiles); the simple kernel otherwise.</summary>
+    /// <summary>On GPUs, products of at least 32³ multiply-adds run tiled (8×8 blocks from 2²⁶ multiply-adds up); the simple kernel otherwise.</summary>
     Auto,
 
     /// <summary>One thread per element of C (the first rung).</summary>

@@ -37,7 +37,7 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, DeviceGuard counte
 
     public Kernel<ArrayView<float>, ArrayView<float>, int, int> BiasAdd { get; } = new(accelerator, counter, ElementwiseKernels.BiasAdd);
 
-    public Kernel<ArrayView<float>, ArrayView<float>, int, int, int> BiasGradient { get; } = new(accelerator, counter, ElementwiseKernels.BiasGradient);
+    public GroupedKernel<ArrayView<float>, ArrayView<float>, int, int, int> BiasGradient { get; } = new(accelerator, counter, ElementwiseKernels.BiasGradient);
 
     public Kernel<ArrayView<float>, ArrayView<float>, int, float> ActivationForward { get; } =
         new(accelerator, counter, ElementwiseKernels.ActivationForward);
@@ -91,15 +91,12 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, DeviceGuard counte
     public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Conv2dGeometry, int, int> ConvBackwardFilterChunk { get; } =
         new(accelerator, counter, ConvolutionKernels.BackwardFilterChunk);
 
-    public Kernel<ArrayView<float>, ArrayView<float>, int, int, int, int> BiasGradientChunk { get; } =
-        new(accelerator, counter, ElementwiseKernels.BiasGradientChunk);
-
-    public Kernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> SumChunks { get; } =
+    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> SumChunks { get; } =
         new(accelerator, counter, ReductionKernels.SumChunks);
 
     public Kernel<ArrayView<float>, ArrayView<float>, GemmShape, int, ArrayView<float>, Epilogue> GemmSumSplits { get; } =
         new(accelerator, counter, GemmTiledKernels.SumSplits);
 
-    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, ArrayView<float>, Epilogue> GemmTiled8x8 { get; } =
+    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, SpecializedValue<int>, ArrayView<float>, Epilogue> GemmTiled8x8 { get; } =
         new(accelerator, counter, GemmTiled8x8Kernels.Tiled);
 }
