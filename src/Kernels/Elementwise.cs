@@ -19,19 +19,35 @@ public static class ElementwiseKernels
     /// </summary>
     public static void BiasGradient(ArrayView<float> dy, ArrayView<float> db, int batch, int channels, int inner)
     {
-        int c = Grid.IdxX;
-        float sum = 0f;
-        for (int m = Group.IdxX; m < batch * inner; m += Group.DimX)
+        int c = Grid.IdxX, step = Group.DimX, total = batch * inner, m = Group.IdxX;
+
+        // Four independent sums keep four loads in flight (ILGPU does not unroll; one sum waits on every load).
+        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+        for (; m + (3 * step) < total; m += 4 * step)
         {
-            int n = m / inner;
-            sum += dy[(((n * channels) + c) * inner) + m - (n * inner)];
+            s0 += ChannelValue(dy, m, channels, inner, c);
+            s1 += ChannelValue(dy, m + step, channels, inner, c);
+            s2 += ChannelValue(dy, m + (2 * step), channels, inner, c);
+            s3 += ChannelValue(dy, m + (3 * step), channels, inner, c);
         }
 
-        sum = ReductionKernels.GroupSum(sum);
+        for (; m < total; m += step)
+        {
+            s0 += ChannelValue(dy, m, channels, inner, c);
+        }
+
+        float sum = ReductionKernels.GroupSum((s0 + s1) + (s2 + s3));
         if (Group.IdxX == 0)
         {
             db[c] = sum;
         }
+    }
+
+    /// <summary>dy[n, c, l] for the flattened position m = n·L + l.</summary>
+    private static float ChannelValue(ArrayView<float> dy, int m, int channels, int inner, int c)
+    {
+        int n = m / inner;
+        return dy[(((n * channels) + c) * inner) + m - (n * inner)];
     }
 
     /// <summary>y = f(x) for the activation f; x and y may be the same buffer.</summary>

@@ -374,7 +374,7 @@ public sealed class IlgpuBackend : Backend
 
         if (large)
         {
-            _kernels.GemmTiled8x8.Launch(GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, SpecializedValue.New(_gemmGroup.X), bias, epilogue);
+            _kernels.GemmTiled8x8.Launch(GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, bias, epilogue);
         }
         else
         {

@@ -97,6 +97,6 @@ internal sealed class IlgpuKernelSet(Accelerator accelerator, DeviceGuard counte
     public Kernel<ArrayView<float>, ArrayView<float>, GemmShape, int, ArrayView<float>, Epilogue> GemmSumSplits { get; } =
         new(accelerator, counter, GemmTiledKernels.SumSplits);
 
-    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, SpecializedValue<int>, ArrayView<float>, Epilogue> GemmTiled8x8 { get; } =
+    public GroupedKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, ArrayView<float>, Epilogue> GemmTiled8x8 { get; } =
         new(accelerator, counter, GemmTiled8x8Kernels.Tiled);
 }
