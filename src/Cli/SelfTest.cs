@@ -1,4 +1,5 @@
 using GpuCnn.Cpu;
+using GpuCnn.Models;
 
 namespace GpuCnn.Cli;
 
@@ -91,17 +92,18 @@ internal static class SelfTest
             });
         }
 
-        foreach (var f in Enum.GetValues<Activation>())
+        foreach (string name in LayerRegistry.ActivationNames)
         {
+            var f = LayerRegistry.CreateActivation(name);
             float[] x = Values(random, 300), dy = Values(random, 300);
-            yield return Compare($"{f.ToString().ToLowerInvariant()} forward, backward", "(3,100)", device, reference, be =>
+            yield return Compare($"{f.Spec} forward, backward", "(3,100)", device, reference, be =>
             {
                 using var tx = be.Upload<float>([3, 100], x);
                 using var ty = Poisoned(be, [3, 100]);
                 using var tdy = be.Upload<float>([3, 100], dy);
                 using var tdx = Poisoned(be, [3, 100]);
-                be.ActivationForward(f, 0.1f, tx, ty);
-                be.ActivationBackward(f, 0.1f, tx, ty, tdy, tdx);
+                f.Apply(be, tx, ty);
+                f.ApplyBackward(be, tx, ty, tdy, tdx);
                 return [.. be.DownloadArray(ty), .. be.DownloadArray(tdx)];
             });
         }

@@ -15,14 +15,11 @@ public sealed class ReferenceBackend : HostBackend
     public override string DeviceName => "naive C# reference (host memory, 1 thread)";
 
     /// <inheritdoc/>
-    protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
-        DeviceTensor<float>? b, DeviceTensor<float> y, Activation? activation, float alpha)
+    protected override void Conv2dForwardCore<TF>(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
+        DeviceTensor<float>? b, DeviceTensor<float> y, TF activation)
     {
         ReferenceMath.Conv2dForward<float>(g, Data(x), Data(w), b is null ? [] : Data(b), Data(y));
-        if (activation is { } f)
-        {
-            ReferenceMath.ActivationForward<float>(f, alpha, Data(y), Data(y));
-        }
+        ReferenceMath.ActivationForward<float, TF>(activation, Data(y), Data(y));
     }
 
     /// <inheritdoc/>
@@ -68,13 +65,22 @@ public sealed class ReferenceBackend : HostBackend
         ReferenceMath.BiasGradient<float>(Data(dy), Data(db), batch, channels, inner);
 
     /// <inheritdoc/>
-    protected override void ActivationForwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y) =>
-        ReferenceMath.ActivationForward<float>(f, alpha, Data(x), Data(y));
+    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y) =>
+        ReferenceMath.Add<float>(Data(a), Data(b), Data(y));
 
     /// <inheritdoc/>
-    protected override void ActivationBackwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y,
+    protected override void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) =>
+        ReferenceMath.ActivationForward<float, TF>(f, Data(x), Data(y));
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y,
         DeviceTensor<float> dy, DeviceTensor<float> dx) =>
-        ReferenceMath.ActivationBackward<float>(f, alpha, Data(x), Data(y), Data(dy), Data(dx));
+        ReferenceMath.ActivationBackward<float, TF>(f, Data(x), Data(y), Data(dy), Data(dx));
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardFromOutputCore<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy,
+        DeviceTensor<float> dx) =>
+        ReferenceMath.ActivationBackwardFromOutput<float, TF>(f, Data(y), Data(dy), Data(dx));
 
     /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,

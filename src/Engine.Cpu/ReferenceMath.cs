@@ -1,3 +1,4 @@
+using GpuCnn.Kernels;
 using System.Numerics;
 using CommunityToolkit.HighPerformance;
 
@@ -366,37 +367,46 @@ public static class ReferenceMath
 
     // ------------------------------------------------------------------ activations and loss
 
-    /// <summary>y = f(x) elementwise.</summary>
-    public static void ActivationForward<T>(Activation f, T alpha, ReadOnlySpan<T> x, Span<T> y)
+    /// <summary>y = a + b elementwise (shapes equal; y may be a or b).</summary>
+    public static void Add<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y)
         where T : IFloatingPointIeee754<T>
     {
-        for (int i = 0; i < x.Length; i++)
+        for (int i = 0; i < a.Length; i++)
         {
-            T v = x[i];
-            y[i] = f switch
-            {
-                Activation.Relu => v > T.Zero ? v : T.Zero,
-                Activation.LeakyRelu => v > T.Zero ? v : alpha * v,
-                Activation.Sigmoid => T.One / (T.One + T.Exp(-v)),
-                _ => T.Tanh(v),
-            };
+            y[i] = a[i] + b[i];
         }
     }
 
-    /// <summary>dx = dy·f′: ReLU 1[x&gt;0], LeakyReLU 1 or α, Sigmoid y(1−y), Tanh 1−y².</summary>
-    public static void ActivationBackward<T>(Activation f, T alpha, ReadOnlySpan<T> x, ReadOnlySpan<T> y, ReadOnlySpan<T> dy,
-        Span<T> dx)
+    /// <summary>y = f(x) elementwise, f evaluated in double (for T = float the result is f rounded once).</summary>
+    public static void ActivationForward<T, TF>(TF f, ReadOnlySpan<T> x, Span<T> y)
         where T : IFloatingPointIeee754<T>
+        where TF : struct, IActivationFunction
     {
         for (int i = 0; i < x.Length; i++)
         {
-            dx[i] = f switch
-            {
-                Activation.Relu => x[i] > T.Zero ? dy[i] : T.Zero,
-                Activation.LeakyRelu => x[i] > T.Zero ? dy[i] : alpha * dy[i],
-                Activation.Sigmoid => dy[i] * y[i] * (T.One - y[i]),
-                _ => dy[i] * (T.One - y[i] * y[i]),
-            };
+            y[i] = T.CreateChecked(f.Forward(double.CreateChecked(x[i])));
+        }
+    }
+
+    /// <summary>dx = dy·f′(x), from the input x and the output y = f(x).</summary>
+    public static void ActivationBackward<T, TF>(TF f, ReadOnlySpan<T> x, ReadOnlySpan<T> y, ReadOnlySpan<T> dy, Span<T> dx)
+        where T : IFloatingPointIeee754<T>
+        where TF : struct, IActivationFunction
+    {
+        for (int i = 0; i < x.Length; i++)
+        {
+            dx[i] = T.CreateChecked(f.Backward(double.CreateChecked(x[i]), double.CreateChecked(y[i]), double.CreateChecked(dy[i])));
+        }
+    }
+
+    /// <summary>dx = dy·f′ from the output y alone.</summary>
+    public static void ActivationBackwardFromOutput<T, TF>(TF f, ReadOnlySpan<T> y, ReadOnlySpan<T> dy, Span<T> dx)
+        where T : IFloatingPointIeee754<T>
+        where TF : struct, IDerivativeFromOutput
+    {
+        for (int i = 0; i < y.Length; i++)
+        {
+            dx[i] = T.CreateChecked(f.BackwardFromOutput(double.CreateChecked(y[i]), double.CreateChecked(dy[i])));
         }
     }
 

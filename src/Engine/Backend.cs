@@ -119,14 +119,15 @@ public abstract class Backend : IDisposable
 
     /// <summary>y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C,R,S)) + b (K); PyTorch's cross-correlation. b may be null.</summary>
     public void Conv2dForward(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b,
-        DeviceTensor<float> y) => Conv2dForward(g, x, w, b, y, null, 0f);
+        DeviceTensor<float> y) => Conv2dForward(g, x, w, b, y, default(Identity));
 
     /// <summary>
     /// y = f(conv(x, w) + b): a convolution layer with the activation after it, fused (the ILGPU kernels and the CPU
-    /// backend apply bias and activation as each output is stored). <paramref name="activation"/> null: none.
+    /// backend apply bias and activation as each output is stored).
     /// </summary>
-    public void Conv2dForward(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b,
-        DeviceTensor<float> y, Activation? activation, float alpha)
+    public void Conv2dForward<TF>(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b,
+        DeviceTensor<float> y, TF activation)
+        where TF : struct, IActivationFunction
     {
         const string op = "Conv2dForward";
         g.Validate(op);
@@ -138,12 +139,7 @@ public abstract class Backend : IDisposable
         }
 
         Checks.Dims(op, nameof(y), y, this, g.N, g.K, g.P, g.Q);
-        if (activation is { } f)
-        {
-            CheckActivation(op, f, alpha);
-        }
-
-        Conv2dForwardCore(g, x, w, b, y, activation, alpha);
+        Conv2dForwardCore(g, x, w, b, y, activation);
     }
 
     /// <summary>
@@ -250,11 +246,12 @@ public abstract class Backend : IDisposable
 
     /// <summary>
     /// A dense layer, fused: y (N, out) = f(x · Wᵀ + b) with x holding N·in values, w (out, in) as PyTorch's Linear,
-    /// b (out), and f = <paramref name="activation"/> (null for none; LeakyReLU's slope <paramref name="alpha"/>).
-    /// Backends may compute it in one pass (the ILGPU GEMM applies bias and activation in its epilogue).
+    /// b (out), and f = <paramref name="activation"/> (<see cref="Identity"/> for none). Backends may compute it in one
+    /// pass (the ILGPU GEMM applies bias and activation in its epilogue).
     /// </summary>
-    public void LinearForward(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b, DeviceTensor<float> y,
-        Activation? activation, float alpha)
+    public void LinearForward<TF>(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b, DeviceTensor<float> y,
+        TF activation)
+        where TF : struct, IActivationFunction
     {
         const string op = "LinearForward";
         Checks.Owned(op, nameof(w), w, this);
@@ -268,12 +265,7 @@ public abstract class Backend : IDisposable
         Checks.Dims(op, nameof(y), y, this, y.Shape[0], outFeatures);
         Checks.Length(op, nameof(x), x, this, checked(y.Shape[0] * inFeatures));
         Checks.Dims(op, nameof(b), b, this, outFeatures);
-        if (activation is { } f)
-        {
-            CheckActivation(op, f, alpha);
-        }
-
-        LinearForwardCore(x, w, b, y, activation, alpha);
+        LinearForwardCore(x, w, b, y, activation);
     }
 
     /// <summary>y (N, C, …) += b (C): the bias broadcast over the batch and every position after axis 1.</summary>
@@ -296,27 +288,56 @@ public abstract class Backend : IDisposable
         BiasGradientCore(dy, db, dy.Shape[0], dy.Shape[1], dy.Shape.SizeFrom(2));
     }
 
-    /// <summary>y = f(x) elementwise; y may be x. <paramref name="alpha"/> is LeakyReLU's negative slope.</summary>
-    public void ActivationForward(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y)
+    /// <summary>y = a + b elementwise (a residual block's join, and its gradient's); y may be a or b.</summary>
+    public void Add(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y)
     {
-        const string op = "ActivationForward";
-        CheckActivation(op, f, alpha);
-        Checks.Owned(op, nameof(x), x, this);
-        Checks.Tensor(op, nameof(y), y, this, x.Shape);
-        ActivationForwardCore(f, alpha, x, y);
+        const string op = "Add";
+        Checks.Owned(op, nameof(a), a, this);
+        Checks.Tensor(op, nameof(b), b, this, a.Shape);
+        Checks.Tensor(op, nameof(y), y, this, a.Shape);
+        AddCore(a, b, y);
     }
 
-    /// <summary>dx = dy·f′(x), with f′ taken from x (ReLU family) or y = f(x) (Sigmoid, Tanh); dx may be dy.</summary>
-    public void ActivationBackward(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y,
-        DeviceTensor<float> dy, DeviceTensor<float> dx)
+    /// <summary>y = f(x) elementwise; y may be x.</summary>
+    public void ActivationForward<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y)
+        where TF : struct, IActivationFunction
+    {
+        const string op = "ActivationForward";
+        Checks.Owned(op, nameof(x), x, this);
+        Checks.Tensor(op, nameof(y), y, this, x.Shape);
+        ActivationForwardCore(f, x, y);
+    }
+
+    /// <summary>dx = dy·f′(x), from the input x and the output y = f(x); dx may be dy.</summary>
+    public void ActivationBackward<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> dy,
+        DeviceTensor<float> dx)
+        where TF : struct, IActivationFunction
     {
         const string op = "ActivationBackward";
-        CheckActivation(op, f, alpha);
         Checks.Owned(op, nameof(x), x, this);
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
         Checks.Tensor(op, nameof(dy), dy, this, x.Shape);
         Checks.Tensor(op, nameof(dx), dx, this, x.Shape);
-        ActivationBackwardCore(f, alpha, x, y, dy, dx);
+        ActivationBackwardCore(f, x, y, dy, dx);
+    }
+
+    /// <summary>
+    /// dx = dy·f′ from the output y = f(x) alone, for functions that allow it (what remains of a layer that applied
+    /// f as it stored); dx may be dy.
+    /// </summary>
+    public void ActivationBackwardFromOutput<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx)
+        where TF : struct, IDerivativeFromOutput
+    {
+        const string op = "ActivationBackwardFromOutput";
+        if (!f.DerivableFromOutput)
+        {
+            throw new ArgumentException($"{op}: {f.Spec} has no derivative from its output alone.", nameof(f));
+        }
+
+        Checks.Owned(op, nameof(y), y, this);
+        Checks.Tensor(op, nameof(dy), dy, this, y.Shape);
+        Checks.Tensor(op, nameof(dx), dx, this, y.Shape);
+        ActivationBackwardFromOutputCore(f, y, dy, dx);
     }
 
     /// <summary>
@@ -434,7 +455,7 @@ public abstract class Backend : IDisposable
     protected abstract void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination) where T : unmanaged;
     protected abstract void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination) where T : unmanaged;
     protected abstract void FillCore(DeviceTensor<float> tensor, float value);
-    protected abstract void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b, DeviceTensor<float> y, Activation? activation, float alpha);
+    protected abstract void Conv2dForwardCore<TF>(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b, DeviceTensor<float> y, TF activation) where TF : struct, IActivationFunction;
     protected abstract void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w, DeviceTensor<float> dx);
     protected abstract void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy, DeviceTensor<float> dw, DeviceTensor<float>? db);
     protected abstract void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<int> switches);
@@ -444,8 +465,10 @@ public abstract class Backend : IDisposable
     protected abstract void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c);
     protected abstract void BiasAddCore(DeviceTensor<float> y, DeviceTensor<float> b, int batch, int channels, int inner);
     protected abstract void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels, int inner);
-    protected abstract void ActivationForwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y);
-    protected abstract void ActivationBackwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx);
+    protected abstract void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y);
+    protected abstract void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) where TF : struct, IActivationFunction;
+    protected abstract void ActivationBackwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx) where TF : struct, IActivationFunction;
+    protected abstract void ActivationBackwardFromOutputCore<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx) where TF : struct, IDerivativeFromOutput;
     protected abstract void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits, DeviceTensor<float> loss);
     protected abstract void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> velocity);
     protected abstract void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment);
@@ -454,15 +477,16 @@ public abstract class Backend : IDisposable
     protected abstract void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex);
 
     /// <summary>The fused dense layer; by default a GEMM, a bias add and an activation in turn.</summary>
-    protected virtual void LinearForwardCore(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b, DeviceTensor<float> y,
-        Activation? activation, float alpha)
+    protected virtual void LinearForwardCore<TF>(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b, DeviceTensor<float> y,
+        TF activation)
+        where TF : struct, IActivationFunction
     {
         int batch = y.Shape[0], outFeatures = w.Shape[0], inFeatures = w.Shape[1];
         GemmCore(new GemmShape(batch, outFeatures, inFeatures, 0, 1, 1f, 0f), x, w, y);
         BiasAddCore(y, b, batch, outFeatures, 1);
-        if (activation is { } f)
+        if (typeof(TF) != typeof(Identity))
         {
-            ActivationForwardCore(f, alpha, y, y);
+            ActivationForwardCore(activation, y, y);
         }
     }
 #pragma warning restore CS1591
@@ -516,21 +540,6 @@ public abstract class Backend : IDisposable
         if (logits.Shape.Rank != 2)
         {
             throw new ArgumentException($"{op}: logits must be (N, classes), got {logits.Shape}.", nameof(logits));
-        }
-    }
-
-    private static void CheckActivation(string op, Activation f, float alpha)
-    {
-        // A range test, not Enum.IsDefined: that rebuilds the runtime's enum cache (248 bytes) after every full GC,
-        // because the cache is held weakly, and this check runs on every training step.
-        if (f is < Activation.Relu or > Activation.Tanh)
-        {
-            throw new ArgumentOutOfRangeException(nameof(f), f, $"{op}: unknown activation {(int)f}.");
-        }
-
-        if (!float.IsFinite(alpha))
-        {
-            throw new ArgumentOutOfRangeException(nameof(alpha), alpha, $"{op}: alpha must be finite, got {alpha}.");
         }
     }
 }

@@ -14,8 +14,9 @@ public static class ConvolutionKernels
     /// y[n,k,p,q] = f(b[k] + Σ_{c,r,s} x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] · w[k,c,r,s]) (zero outside x), with the bias and
     /// activation f of the epilogue.
     /// </summary>
-    public static void Forward(Index1D index, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
-        ArrayView<float> y, Conv2dGeometry g, Epilogue epilogue)
+    public static void Forward<TF>(Index1D index, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
+        ArrayView<float> y, Conv2dGeometry g, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         int p = g.P, q = g.Q;
         int oq = index % q;

@@ -36,8 +36,9 @@ public static class ConvolutionGemmKernels
     }
 
     /// <summary>y[n, k, pq] = f(product[k, (n − first)·P·Q + pq] + b[k]) (bias and activation fused into the permute).</summary>
-    public static void ToNchwWithBias(Index1D index, ArrayView<float> product, ArrayView<float> b, ArrayView<float> y,
-        Conv2dGeometry g, int first, int count, Epilogue epilogue)
+    public static void ToNchwWithBias<TF>(Index1D index, ArrayView<float> product, ArrayView<float> b, ArrayView<float> y,
+        Conv2dGeometry g, int first, int count, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         int pq = g.P * g.Q, width = count * pq;
         int j = index % width, k = index / width;

@@ -50,60 +50,24 @@ public static class ElementwiseKernels
         return dy[(((n * channels) + c) * inner) + m - (n * inner)];
     }
 
-    /// <summary>y = f(x) for the activation f; x and y may be the same buffer.</summary>
-    public static void ActivationForward(Index1D index, ArrayView<float> x, ArrayView<float> y, int activation, float alpha) =>
-        y[index] = Apply(activation, alpha, x[index]);
+    /// <summary>y = a + b; y may be a or b.</summary>
+    public static void Add(Index1D index, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y) => y[index] = a[index] + b[index];
 
-    /// <summary>f(v) for an <see cref="Activation"/> code; a negative code is the identity (no activation).</summary>
-    public static float Apply(int activation, float alpha, float v) => activation switch
-    {
-        < 0 => v,
-        (int)Activation.Relu => v > 0f ? v : 0f,
-        (int)Activation.LeakyRelu => v > 0f ? v : alpha * v,
-        (int)Activation.Sigmoid => 1f / (1f + XMath.Exp(-v)),
-        _ => Tanh(v),
-    };
+    /// <summary>y = f(x); x and y may be the same buffer. One compiled kernel per activation type.</summary>
+    public static void ActivationForward<TF>(Index1D index, ArrayView<float> x, ArrayView<float> y, TF f)
+        where TF : struct, IActivationFunction =>
+        y[index] = f.Forward(x[index]);
 
-    /// <summary>
-    /// tanh to within a few float ulp on every backend. XMath.Tanh compiles to PTX <c>tanh.approx.f32</c> on CUDA
-    /// (relative error up to 2⁻¹¹), which PyTorch's tanh and our 1e-6 tests would not accept. Near 0 the Taylor series
-    /// (through x¹⁷; the next term is below 5e-8 relative at 0.55) avoids the cancellation of the exponential form.
-    /// </summary>
-    public static float Tanh(float v)
-    {
-        float a = XMath.Abs(v);
-        if (a < 0.55f)
-        {
-            float z = v * v;
-            float series = 6404582f / 10854718875f;
-            series = (series * z) - (929569f / 638512875f);
-            series = (series * z) + (21844f / 6081075f);
-            series = (series * z) - (1382f / 155925f);
-            series = (series * z) + (62f / 2835f);
-            series = (series * z) - (17f / 315f);
-            series = (series * z) + (2f / 15f);
-            series = (series * z) - (1f / 3f);
-            return v * (1f + (z * series)); // not v + v·z·series, which turns −0 into +0
-        }
+    /// <summary>dx = dy · f′, from the input x and the output y = f(x).</summary>
+    public static void ActivationBackward<TF>(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<float> dy,
+        ArrayView<float> dx, TF f)
+        where TF : struct, IActivationFunction =>
+        dx[index] = f.Backward(x[index], y[index], dy[index]);
 
-        // tanh a = 1 − 2 / (e^{2a} + 1): exact limits at ±∞ (e^{2a} overflows to ∞), NaN stays NaN.
-        float t = 1f - (2f / (XMath.Exp(2f * a) + 1f));
-        return v < 0f ? -t : t;
-    }
-
-    /// <summary>dx = dy · f′, where f′ is computed from x (ReLU, LeakyReLU) or from y = f(x) (Sigmoid, Tanh).</summary>
-    public static void ActivationBackward(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<float> dy,
-        ArrayView<float> dx, int activation, float alpha)
-    {
-        float g = dy[index];
-        dx[index] = activation switch
-        {
-            (int)Activation.Relu => x[index] > 0f ? g : 0f,
-            (int)Activation.LeakyRelu => x[index] > 0f ? g : alpha * g,
-            (int)Activation.Sigmoid => g * y[index] * (1f - y[index]),
-            _ => g * (1f - y[index] * y[index]),
-        };
-    }
+    /// <summary>dx = dy · f′ from the output y alone (after a layer applied f as it stored).</summary>
+    public static void ActivationBackwardFromOutput<TF>(Index1D index, ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, TF f)
+        where TF : struct, IDerivativeFromOutput =>
+        dx[index] = f.BackwardFromOutput(y[index], dy[index]);
 
     /// <summary>buffer[i] = value.</summary>
     public static void Fill(Index1D index, ArrayView<float> buffer, float value) => buffer[index] = value;
@@ -111,14 +75,26 @@ public static class ElementwiseKernels
 
 /// <summary>
 /// What a GEMM or convolution kernel does to each result before storing it: add the bias of its output feature or
-/// channel and apply an activation — the fused epilogue of a dense or convolution layer. Activation −1 means none.
+/// channel and apply the activation f — the fused epilogue of a dense or convolution layer. Kernels are generic over
+/// f, so each activation compiles into its own kernel and <see cref="Identity"/> costs nothing.
 /// </summary>
-public readonly record struct Epilogue(int HasBias, int Activation, float Alpha)
+public readonly struct Epilogue<TF>(int hasBias, TF function)
+    where TF : struct, IActivationFunction
 {
-    /// <summary>Store the plain product.</summary>
-    public static Epilogue None => new(0, -1, 0f);
+    /// <summary>1 to add bias[feature], 0 for none.</summary>
+    public int HasBias { get; } = hasBias;
+
+    /// <summary>The activation.</summary>
+    public TF Function { get; } = function;
 
     /// <summary>f(value + bias[feature]).</summary>
     public float Apply(float value, ArrayView<float> bias, int feature) =>
-        ElementwiseKernels.Apply(Activation, Alpha, HasBias != 0 ? value + bias[feature] : value);
+        Function.Forward(HasBias != 0 ? value + bias[feature] : value);
+}
+
+/// <summary>The plain store: no bias, no activation.</summary>
+public static class Epilogue
+{
+    /// <summary>Store the value as it is.</summary>
+    public static Epilogue<Identity> None => new(0, default);
 }

@@ -21,8 +21,9 @@ public static class GemmKernels
     /// when transposed), B is K×N (N×K when transposed). With β = 0, C is only written, never read (BLAS semantics:
     /// NaN in C does not leak).
     /// </summary>
-    public static void Naive(Index1D index, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s,
-        ArrayView<float> bias, Epilogue epilogue)
+    public static void Naive<TF>(Index1D index, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s,
+        ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         int i = index / s.N, j = index % s.N;
         float sum = 0f;

@@ -19,8 +19,9 @@ public static class GemmTiledKernels
     public const int Block = 4;
 
     /// <summary>Launch: grid (⌈N / (4·Tx)⌉, ⌈M / (4·Ty)⌉), group (Tx, Ty), dynamic shared memory TileK·4·(Tx + Ty) floats.</summary>
-    public static void Tiled(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s, int tileK,
-        ArrayView<float> bias, Epilogue epilogue)
+    public static void Tiled<TF>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s, int tileK,
+        ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         int tx = Group.IdxX, ty = Group.IdxY, threadsX = Group.DimX, threadsY = Group.DimY;
         int tileM = threadsY * Block, tileN = threadsX * Block;
@@ -120,8 +121,9 @@ public static class GemmTiledKernels
     /// Combines split-K partial products in split order (the same result every run): C[i] = f(α·Σ_z partial[z·M·N + i]
     /// + β·C[i] + bias), with C only written when β = 0.
     /// </summary>
-    public static void SumSplits(Index1D i, ArrayView<float> partial, ArrayView<float> c, GemmShape s, int splits,
-        ArrayView<float> bias, Epilogue epilogue)
+    public static void SumSplits<TF>(Index1D i, ArrayView<float> partial, ArrayView<float> c, GemmShape s, int splits,
+        ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         long size = (long)s.M * s.N;
         float sum = 0f;
@@ -134,8 +136,9 @@ public static class GemmTiledKernels
         c[i] = epilogue.Apply(result, bias, i % s.N);
     }
 
-    private static void Store(ArrayView<float> c, GemmShape s, int row, int col, int step, float v0, float v1, float v2, float v3,
-        ArrayView<float> bias, Epilogue epilogue)
+    private static void Store<TF>(ArrayView<float> c, GemmShape s, int row, int col, int step, float v0, float v1, float v2, float v3,
+        ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         if (row >= s.M)
         {
@@ -148,7 +151,8 @@ public static class GemmTiledKernels
         StoreOne(c, s, row, col + 3 * step, v3, bias, epilogue);
     }
 
-    private static void StoreOne(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, Epilogue epilogue)
+    private static void StoreOne<TF>(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         if (col < s.N)
         {

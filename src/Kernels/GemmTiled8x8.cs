@@ -26,8 +26,9 @@ public static class GemmTiled8x8Kernels
     /// Launch: grid (⌈N / 8T⌉, ⌈M / 8T⌉, splits), group (T, T), dynamic shared memory for two stages of two
     /// (T/2) × (8T + 1) tiles (<see cref="Config"/>).
     /// </summary>
-    public static void Tiled(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s,
-        ArrayView<float> bias, Epilogue epilogue)
+    public static void Tiled<TF>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s,
+        ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         // The group's side is read at run time: passing it as an ILGPU SpecializedValue (a compile-time constant)
         // measured 12% slower on an H200 (docs/benchmarks.md).
@@ -85,18 +86,16 @@ public static class GemmTiled8x8Kernels
         }
 
         // A split stores its raw partial product in its own slice; SumSplits applies α, β and the epilogue.
-        var target = split ? c.SubView((long)Grid.IdxZ * s.M * s.N, (long)s.M * s.N) : c;
-        var store = split ? new GemmShape(s.M, s.N, s.K, 0, 0, 1f, 0f) : s;
-        var apply = split ? Epilogue.None : epilogue;
-        int r = row0 + ty, q = col0 + tx;
-        StoreRow(target, store, r, q, side, c0, bias, apply);
-        StoreRow(target, store, r + side, q, side, c1, bias, apply);
-        StoreRow(target, store, r + (2 * side), q, side, c2, bias, apply);
-        StoreRow(target, store, r + (3 * side), q, side, c3, bias, apply);
-        StoreRow(target, store, r + (4 * side), q, side, c4, bias, apply);
-        StoreRow(target, store, r + (5 * side), q, side, c5, bias, apply);
-        StoreRow(target, store, r + (6 * side), q, side, c6, bias, apply);
-        StoreRow(target, store, r + (7 * side), q, side, c7, bias, apply);
+        var block = new Block8x8(c0, c1, c2, c3, c4, c5, c6, c7);
+        if (split)
+        {
+            var slice = c.SubView((long)Grid.IdxZ * s.M * s.N, (long)s.M * s.N);
+            StoreBlock(slice, new GemmShape(s.M, s.N, s.K, 0, 0, 1f, 0f), row0 + ty, col0 + tx, side, block, bias, Epilogue.None);
+        }
+        else
+        {
+            StoreBlock(c, s, row0 + ty, col0 + tx, side, block, bias, epilogue);
+        }
     }
 
     /// <summary>The launch shape for square groups of <paramref name="side"/>² threads (a power of two, at least 2), times <paramref name="splits"/> along z.</summary>
@@ -180,8 +179,24 @@ public static class GemmTiled8x8Kernels
         return log;
     }
 
-    private static void StoreRow(ArrayView<float> c, GemmShape s, int row, int col, int step, Row8 v, ArrayView<float> bias,
-        Epilogue epilogue)
+    /// <summary>Stores a thread's 8×8 results: rows r + i·step, columns q + j·step.</summary>
+    private static void StoreBlock<TF>(ArrayView<float> c, GemmShape s, int r, int q, int step, Block8x8 v, ArrayView<float> bias,
+        Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
+    {
+        StoreRow(c, s, r, q, step, v.R0, bias, epilogue);
+        StoreRow(c, s, r + step, q, step, v.R1, bias, epilogue);
+        StoreRow(c, s, r + (2 * step), q, step, v.R2, bias, epilogue);
+        StoreRow(c, s, r + (3 * step), q, step, v.R3, bias, epilogue);
+        StoreRow(c, s, r + (4 * step), q, step, v.R4, bias, epilogue);
+        StoreRow(c, s, r + (5 * step), q, step, v.R5, bias, epilogue);
+        StoreRow(c, s, r + (6 * step), q, step, v.R6, bias, epilogue);
+        StoreRow(c, s, r + (7 * step), q, step, v.R7, bias, epilogue);
+    }
+
+    private static void StoreRow<TF>(ArrayView<float> c, GemmShape s, int row, int col, int step, Row8 v, ArrayView<float> bias,
+        Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         if (row >= s.M)
         {
@@ -198,7 +213,8 @@ public static class GemmTiled8x8Kernels
         StoreOne(c, s, row, col + (7 * step), v.V7, bias, epilogue);
     }
 
-    private static void StoreOne(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, Epilogue epilogue)
+    private static void StoreOne<TF>(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         if (col < s.N)
         {
@@ -249,6 +265,26 @@ public static class GemmTiled8x8Kernels
     private struct Row4
     {
         public float V0, V1, V2, V3;
+    }
+
+    /// <summary>A thread's 64 results, row by row.</summary>
+    private readonly struct Block8x8(Row8 r0, Row8 r1, Row8 r2, Row8 r3, Row8 r4, Row8 r5, Row8 r6, Row8 r7)
+    {
+        public Row8 R0 { get; } = r0;
+
+        public Row8 R1 { get; } = r1;
+
+        public Row8 R2 { get; } = r2;
+
+        public Row8 R3 { get; } = r3;
+
+        public Row8 R4 { get; } = r4;
+
+        public Row8 R5 { get; } = r5;
+
+        public Row8 R6 { get; } = r6;
+
+        public Row8 R7 { get; } = r7;
     }
 
     /// <summary>Eight floats a thread keeps in registers (ILGPU 1.5.3 neither unrolls loops nor keeps indexed arrays in registers).</summary>

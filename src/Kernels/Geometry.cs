@@ -156,19 +156,3 @@ internal static class GeometryChecks
         }
     }
 }
-
-/// <summary>An elementwise nonlinearity applied by the activation kernels and the reference.</summary>
-public enum Activation
-{
-    /// <summary>y = max(x, 0).</summary>
-    Relu = 0,
-
-    /// <summary>y = x for x &gt; 0, α·x otherwise.</summary>
-    LeakyRelu = 1,
-
-    /// <summary>y = 1 / (1 + e^−x).</summary>
-    Sigmoid = 2,
-
-    /// <summary>y = tanh x.</summary>
-    Tanh = 3,
-}

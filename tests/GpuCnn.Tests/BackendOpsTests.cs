@@ -171,53 +171,56 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
 
     [SkippableTheory]
     [Trait("Category", "CrossCheck")]
-    [InlineData(Activation.Relu)]
-    [InlineData(Activation.LeakyRelu)]
-    [InlineData(Activation.Sigmoid)]
-    [InlineData(Activation.Tanh)]
-    public void Conv2dForward_fuses_bias_and_activation(Activation f)
+    [MemberData(nameof(Cases.ActivationSpecs), MemberType = typeof(Cases))]
+    public void Conv2dForward_fuses_bias_and_activation(string spec)
     {
+        var f = Cases.Activation(spec);
         foreach (var g in Cases.Convolutions.Values)
         {
             float[] x = TestData.Uniform(g.InputSize, 26), w = TestData.Uniform(g.WeightSize, 27), b = TestData.Uniform(g.K, 28);
             var expected = new double[g.OutputSize];
             ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), TestData.Widen(b), expected);
-            ReferenceMath.ActivationForward<double>(f, 0.1, (double[])expected.Clone(), expected);
+            expected = [.. expected.Select(f.Evaluate)];
 
             using var dx = Put(x, g.InputShape);
             using var dw = Put(w, g.WeightShape);
             using var db = Put(b, [g.K]);
             using var dy = Poisoned(g.OutputShape);
-            Backend.Conv2dForward(g, dx, dw, db, dy, f, 0.1f);
-            TensorAssert.Close(expected, Backend.DownloadArray(dy), g.OutputShape, Atol, Rtol, $"{Backend.Name} conv + {f} {g}");
+            f.Conv2dForward(Backend, g, dx, dw, db, dy);
+            TensorAssert.Close(expected, Backend.DownloadArray(dy), g.OutputShape, Atol, Rtol, $"{Backend.Name} conv + {spec} {g}");
         }
     }
 
     [SkippableTheory]
     [Trait("Category", "CrossCheck")]
-    [InlineData(null)]
-    [InlineData(Activation.Relu)]
-    [InlineData(Activation.LeakyRelu)]
-    [InlineData(Activation.Sigmoid)]
-    [InlineData(Activation.Tanh)]
-    public void LinearForward_fuses_gemm_bias_and_activation(Activation? f)
+    [MemberData(nameof(Cases.ActivationSpecsAndNone), MemberType = typeof(Cases))]
+    public void LinearForward_fuses_gemm_bias_and_activation(string spec)
     {
         const int batch = 5, inFeatures = 37, outFeatures = 19;
         float[] x = TestData.Uniform(batch * inFeatures, 23), w = TestData.Uniform(outFeatures * inFeatures, 24), b = TestData.Uniform(outFeatures, 25);
         var expected = new double[batch * outFeatures];
         ReferenceMath.Gemm<double>(false, true, batch, outFeatures, inFeatures, 1.0, TestData.Widen(x), TestData.Widen(w), 0.0, expected);
         ReferenceMath.BiasAdd<double>(expected, TestData.Widen(b), batch, outFeatures, 1);
-        if (f is { } activation)
+        var f = spec == "none" ? null : Cases.Activation(spec);
+        if (f is not null)
         {
-            ReferenceMath.ActivationForward<double>(activation, 0.1, (double[])expected.Clone(), expected);
+            expected = [.. expected.Select(f.Evaluate)];
         }
 
         using var dx = Put(x, [batch, inFeatures]);
         using var dw = Put(w, [outFeatures, inFeatures]);
         using var db = Put(b, [outFeatures]);
         using var dy = Poisoned([batch, outFeatures]);
-        Backend.LinearForward(dx, dw, db, dy, f, 0.1f);
-        TensorAssert.Close(expected, Backend.DownloadArray(dy), new Shape(batch, outFeatures), Atol, Rtol, $"{Backend.Name} linear {f}");
+        if (f is null)
+        {
+            Backend.LinearForward(dx, dw, db, dy, default(Kernels.Identity));
+        }
+        else
+        {
+            f.LinearForward(Backend, dx, dw, db, dy);
+        }
+
+        TensorAssert.Close(expected, Backend.DownloadArray(dy), new Shape(batch, outFeatures), Atol, Rtol, $"{Backend.Name} linear {spec}");
     }
 
     [SkippableFact]
@@ -242,31 +245,34 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
 
     [SkippableTheory]
     [Trait("Category", "GradientCheck")]
-    [InlineData(Activation.Relu)]
-    [InlineData(Activation.LeakyRelu)]
-    [InlineData(Activation.Sigmoid)]
-    [InlineData(Activation.Tanh)]
-    public void Activation_forward_and_backward_match_reference(Activation f)
+    [MemberData(nameof(Cases.ActivationSpecs), MemberType = typeof(Cases))]
+    public void Activation_forward_and_backward_match_reference(string spec)
     {
+        var f = Cases.Activation(spec);
         Shape shape = new(2, 3, 5);
-        const float alpha = 0.1f;
         float[] x = TestData.AwayFromZero(shape.Size, 18), gy = TestData.Uniform(shape.Size, 19);
-        var expectedY = new double[shape.Size];
-        ReferenceMath.ActivationForward<double>(f, alpha, TestData.Widen(x), expectedY);
+        double[] expectedY = [.. TestData.Widen(x).Select(f.Evaluate)];
 
         using var dx = Put(x, shape);
         using var dy = Poisoned(shape);
-        Backend.ActivationForward(f, alpha, dx, dy);
+        f.Apply(Backend, dx, dy);
         float[] y = Backend.DownloadArray(dy);
-        TensorAssert.Close(expectedY, y, shape, 1e-6, 1e-6, $"{Backend.Name} {f} forward");
+        TensorAssert.Close(expectedY, y, shape, 1e-6, 1e-6, $"{Backend.Name} {spec} forward");
 
         // The backward takes the float y the backend produced, as a layer would.
-        var expectedGx = new double[shape.Size];
-        ReferenceMath.ActivationBackward<double>(f, alpha, TestData.Widen(x), TestData.Widen(y), TestData.Widen(gy), expectedGx);
+        double[] expectedGx = [.. Enumerable.Range(0, shape.Size).Select(i => f.EvaluateBackward(x[i], y[i], gy[i]))];
         using var dgy = Put(gy, shape);
         using var dgx = Poisoned(shape);
-        Backend.ActivationBackward(f, alpha, dx, dy, dgy, dgx);
-        TensorAssert.Close(expectedGx, Backend.DownloadArray(dgx), shape, 1e-6, 1e-6, $"{Backend.Name} {f} backward");
+        f.ApplyBackward(Backend, dx, dy, dgy, dgx);
+        TensorAssert.Close(expectedGx, Backend.DownloadArray(dgx), shape, 1e-6, 1e-6, $"{Backend.Name} {spec} backward");
+
+        // A fusable function gives the same gradient from its output alone (what remains after fusion).
+        if (f.CanFuse)
+        {
+            using var fromOutput = Poisoned(shape);
+            f.ApplyBackwardFromOutput(Backend, dy, dgy, fromOutput);
+            TensorAssert.Close(expectedGx, Backend.DownloadArray(fromOutput), shape, 1e-6, 1e-6, $"{Backend.Name} {spec} backward from the output");
+        }
     }
 
     [SkippableTheory]

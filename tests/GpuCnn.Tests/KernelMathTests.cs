@@ -20,7 +20,7 @@ public sealed class KernelMathTests
         foreach (float v in points)
         {
             double expected = Math.Tanh(v);
-            double relative = Math.Abs(ElementwiseKernels.Tanh(v) - expected) / Math.Max(Math.Abs(expected), 1e-30);
+            double relative = Math.Abs(Tanh.Evaluate(v) - expected) / Math.Max(Math.Abs(expected), 1e-30);
             if (relative > worst)
             {
                 (worst, worstAt) = (relative, v);
@@ -36,12 +36,36 @@ public sealed class KernelMathTests
     [InlineData(0f, 0f)]
     [InlineData(100f, 1f)]
     [InlineData(-100f, -1f)]
-    public void Tanh_keeps_the_limits(float v, float expected) => Assert.Equal(expected, ElementwiseKernels.Tanh(v));
+    public void Tanh_keeps_the_limits(float v, float expected) => Assert.Equal(expected, Tanh.Evaluate(v));
 
     [Fact]
     public void Tanh_of_nan_is_nan_and_keeps_the_sign_of_zero()
     {
-        Assert.True(float.IsNaN(ElementwiseKernels.Tanh(float.NaN)));
-        Assert.True(float.IsNegative(ElementwiseKernels.Tanh(-0f)));
+        Assert.True(float.IsNaN(Tanh.Evaluate(float.NaN)));
+        Assert.True(float.IsNegative(Tanh.Evaluate(-0f)));
+    }
+
+    [Fact]
+    public void Float_erf_is_within_its_documented_bound_and_double_erf_within_1e_14()
+    {
+        // References: erf at points where it is known exactly or to many digits (erf 0.5, 1, 2, 3 from tables).
+        (double X, double Erf)[] known = [(0, 0), (0.5, 0.5204998778130465), (1, 0.8427007929497149), (2, 0.9953222650189527),
+            (3, 0.9999779095030014), (-1, -0.8427007929497149), (6, 1)];
+        foreach (var (x, expected) in known)
+        {
+            Assert.InRange(Math.Abs(SpecialFunctions.Erf(x) - expected), 0, 1e-14);
+            Assert.InRange(Math.Abs(SpecialFunctions.Erf((float)x) - expected), 0, 2.5e-7); // 1.5e-7 plus float rounding
+        }
+
+        // Everywhere on a fine grid the float version stays within 2.5e-7 (1.5e-7 plus float rounding) of the double one.
+        for (int i = -6000; i <= 6000; i++)
+        {
+            double x = i / 1000.0;
+            Assert.InRange(Math.Abs(SpecialFunctions.Erf((float)x) - SpecialFunctions.Erf((double)(float)x)), 0, 2.5e-7);
+        }
+
+        Assert.True(double.IsNaN(SpecialFunctions.Erf(double.NaN)));
+        Assert.Equal(1.0, SpecialFunctions.Erf(double.PositiveInfinity));
+        Assert.Equal(-1f, SpecialFunctions.Erf(float.NegativeInfinity));
     }
 }

@@ -1,4 +1,5 @@
 using System.Reflection;
+using GpuCnn.Kernels;
 using ILGPU;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
@@ -15,13 +16,13 @@ namespace GpuCnn.Tests;
 [Trait("Category", "Ptx")]
 public sealed class PtxCompilationTests
 {
-    public static TheoryData<string> Kernels => new(KernelMethods().Select(m => $"{m.DeclaringType!.Name}.{m.Name}"));
+    public static TheoryData<string> Kernels => new(KernelMethods().Select(Name));
 
     [Theory]
     [MemberData(nameof(Kernels))]
     public void Kernel_compiles_to_ptx(string name)
     {
-        var method = KernelMethods().Single(m => $"{m.DeclaringType!.Name}.{m.Name}" == name);
+        var method = KernelMethods().Single(m => Name(m) == name);
         using var context = Context.Create(b => b.Cuda().EnableAlgorithms().Optimize(OptimizationLevel.O2));
         var architecture = new CudaArchitecture(8, 0);
         using var backend = new PTXBackend(context, new CudaCapabilityContext(architecture), architecture, new CudaInstructionSet(8, 0), null!);
@@ -38,14 +39,38 @@ public sealed class PtxCompilationTests
     {
         Assert.True(KernelMethods().Count() >= 28);
         Assert.Contains(KernelMethods(), m => m.Name == "Tiled");
+        Assert.Contains(KernelMethods(), m => Name(m) == "ElementwiseKernels.ActivationForward<Gelu>");
+        Assert.Contains(KernelMethods(), m => Name(m) == "GemmTiled8x8Kernels.Tiled<Silu>");
     }
 
-    /// <summary>The public static kernel entry points of GpuCnn.Kernels (generic ones instantiated for float).</summary>
+    /// <summary>
+    /// The public static kernel entry points of GpuCnn.Kernels. Generic ones are instantiated for every type they are
+    /// launched with: element types with float, activation-generic kernels with every activation function struct in
+    /// the assembly (so a new activation is compiled to PTX with every kernel that can apply it).
+    /// </summary>
     private static IEnumerable<MethodInfo> KernelMethods() =>
         typeof(Kernels.ConvolutionKernels).Assembly.GetTypes()
             .Where(t => t.Namespace == "GpuCnn.Kernels" && t.IsAbstract && t.IsSealed)
             .SelectMany(t => t.GetMethods(BindingFlags.Public | BindingFlags.Static))
             .Where(m => m.ReturnType == typeof(void) && m.GetParameters().Any(p => p.ParameterType.Name.StartsWith("ArrayView", StringComparison.Ordinal)))
-            .Select(m => m.IsGenericMethodDefinition ? m.MakeGenericMethod(typeof(float)) : m)
-            .OrderBy(m => m.DeclaringType!.Name, StringComparer.Ordinal).ThenBy(m => m.Name, StringComparer.Ordinal);
+            .SelectMany(Instantiations)
+            .OrderBy(Name, StringComparer.Ordinal);
+
+    private static IEnumerable<MethodInfo> Instantiations(MethodInfo method)
+    {
+        if (!method.IsGenericMethodDefinition)
+        {
+            return [method];
+        }
+
+        var constraints = method.GetGenericArguments()[0].GetGenericParameterConstraints();
+        var functions = typeof(IActivationFunction).Assembly.GetTypes()
+            .Where(t => t.IsValueType && constraints.All(c => c.IsAssignableFrom(t)) && typeof(IActivationFunction).IsAssignableFrom(t));
+        return constraints.Any(c => typeof(IActivationFunction).IsAssignableFrom(c))
+            ? functions.Select(f => method.MakeGenericMethod(f))
+            : [method.MakeGenericMethod(typeof(float))];
+    }
+
+    private static string Name(MethodInfo m) =>
+        $"{m.DeclaringType!.Name}.{m.Name}{(m.IsGenericMethod ? $"<{m.GetGenericArguments()[0].Name}>" : "")}";
 }

@@ -38,19 +38,17 @@ public sealed unsafe partial class CpuBackend
     {
         private Conv2dGeometry _g;
         private bool _direct;
-        private Activation? _activation;
-        private float _alpha;
+        private FusedActivation? _activation;
         private float* _x, _w, _b, _y;
 
         /// <summary>
         /// Sets up y = f(conv(x, w) + b); f (the layer's fused activation, or none) is applied to each image's output
         /// while it is still in cache. <paramref name="direct"/> forces the direct kernel.
         /// </summary>
-        public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, Activation? activation, float alpha, bool direct = false)
+        public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, FusedActivation? activation, bool direct = false)
         {
             _direct = direct || DirectConvolution.SuitsForward(g);
             _activation = activation;
-            _alpha = alpha;
             _g = g;
             _x = x;
             _w = w;
@@ -93,22 +91,7 @@ public sealed unsafe partial class CpuBackend
             Activate(y, _g.K * pq);
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Activate(float* y, int count)
-        {
-            if (_activation is { } f)
-            {
-                var values = new Span<float>(y, count);
-                if (f == Activation.Relu)
-                {
-                    Relu(values, values);
-                }
-                else
-                {
-                    ReferenceMath.ActivationForward<float>(f, _alpha, values, values);
-                }
-            }
-        }
+        private void Activate(float* y, int count) => _activation?.Apply(new Span<float>(y, count));
     }
 
     /// <summary>

@@ -36,6 +36,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
         _planes = new PlaneJob(this);
     }
 
+    private readonly Dictionary<Type, FusedActivation> _fused = [];
+
     /// <summary>The SIMD width in use.</summary>
     public SimdWidth Width { get; }
 
@@ -94,12 +96,12 @@ public sealed unsafe partial class CpuBackend : HostBackend
     // ------------------------------------------------------------------ convolution
 
     /// <inheritdoc/>
-    protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
-        DeviceTensor<float>? b, DeviceTensor<float> y, Activation? activation, float alpha)
+    protected override void Conv2dForwardCore<TF>(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
+        DeviceTensor<float>? b, DeviceTensor<float> y, TF activation)
     {
         fixed (float* px = Data(x), pw = Data(w), py = Data(y), pb = b is null ? null : Data(b))
         {
-            _convForward.Set(g, px, pw, pb, py, activation, alpha);
+            _convForward.Set(g, px, pw, pb, py, Fused(activation));
             _workers.Run(_convForward, g.N);
         }
     }
@@ -116,7 +118,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
                 // for up to 16 channels of dy (LeNet: 1.4× faster than GEMM + col2im), im2col + GEMM beyond.
                 float* rotated = _scratch[0].Rotated(g.WeightSize);
                 DirectConvolution.RotateKernel(g, pw, rotated);
-                _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, null, 0f, direct: g.K <= 16);
+                _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, null, direct: g.K <= 16);
                 _workers.Run(_convForward, g.N);
                 return;
             }
@@ -220,61 +222,55 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override void ActivationForwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y)
+    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y)
     {
-        var input = Data(x).AsSpan(0, x.Length);
-        var output = Data(y).AsSpan(0, y.Length);
-        if (f == Activation.Relu)
-        {
-            Relu(input, output);
-            return;
-        }
-
-        ReferenceMath.ActivationForward<float>(f, alpha, input, output);
-    }
-
-    /// <summary>output = max(input, 0), vectorised; the spans may be the same.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Relu(ReadOnlySpan<float> input, Span<float> output)
-    {
+        var left = Data(a).AsSpan(0, a.Length);
+        var right = Data(b).AsSpan(0, b.Length);
+        var sum = Data(y).AsSpan(0, y.Length);
         int i = 0;
-        for (; i <= input.Length - Vector<float>.Count; i += Vector<float>.Count)
+        for (; i <= sum.Length - Vector<float>.Count; i += Vector<float>.Count)
         {
-            Vector.Max(new Vector<float>(input[i..]), Vector<float>.Zero).CopyTo(output[i..]);
+            (new Vector<float>(left[i..]) + new Vector<float>(right[i..])).CopyTo(sum[i..]);
         }
 
-        for (; i < input.Length; i++)
+        for (; i < sum.Length; i++)
         {
-            output[i] = input[i] > 0f ? input[i] : 0f;
+            sum[i] = left[i] + right[i];
         }
     }
 
     /// <inheritdoc/>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override void ActivationBackwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y,
-        DeviceTensor<float> dy, DeviceTensor<float> dx)
+    protected override void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) =>
+        ActivationLoops.Forward(f, Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length));
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<float> dy, DeviceTensor<float> dx) =>
+        ActivationLoops.Backward(f, Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length), Data(dy).AsSpan(0, dy.Length),
+            Data(dx).AsSpan(0, dx.Length));
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardFromOutputCore<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy,
+        DeviceTensor<float> dx) =>
+        ActivationLoops.BackwardFromOutput(f, Data(y).AsSpan(0, y.Length), Data(dy).AsSpan(0, dy.Length), Data(dx).AsSpan(0, dx.Length));
+
+    /// <summary>The reusable fused-activation object for <typeparamref name="TF"/> set to <paramref name="f"/>; null for none.</summary>
+    private FusedActivation? Fused<TF>(TF f)
+        where TF : struct, IActivationFunction
     {
-        var input = Data(x).AsSpan(0, x.Length);
-        var gradient = Data(dy).AsSpan(0, dy.Length);
-        var result = Data(dx).AsSpan(0, dx.Length);
-        if (f == Activation.Relu)
+        if (typeof(TF) == typeof(Identity))
         {
-            int i = 0;
-            for (; i <= input.Length - Vector<float>.Count; i += Vector<float>.Count)
-            {
-                var mask = Vector.GreaterThan(new Vector<float>(input[i..]), Vector<float>.Zero);
-                Vector.ConditionalSelect(mask, new Vector<float>(gradient[i..]), Vector<float>.Zero).CopyTo(result[i..]);
-            }
-
-            for (; i < input.Length; i++)
-            {
-                result[i] = input[i] > 0f ? gradient[i] : 0f;
-            }
-
-            return;
+            return null;
         }
 
-        ReferenceMath.ActivationBackward<float>(f, alpha, input, Data(y).AsSpan(0, y.Length), gradient, result);
+        if (!_fused.TryGetValue(typeof(TF), out var fused))
+        {
+            fused = new FusedActivation<TF>();
+            _fused[typeof(TF)] = fused;
+        }
+
+        ((FusedActivation<TF>)fused).Function = f;
+        return fused;
     }
 
     // ------------------------------------------------------------------ SGD (loss, metrics and Adam: HostBackend)

@@ -14,7 +14,7 @@ public sealed class IlgpuBackend : Backend
 {
     private readonly Context _context;
     private readonly Accelerator _accelerator;
-    private readonly IlgpuKernelSet _kernels;
+    private readonly KernelLauncher _launch;
     private readonly IlgpuWorkspace _workspace;
     private readonly DeviceGuard _guard;
     private long _tensorBytes;
@@ -25,7 +25,7 @@ public sealed class IlgpuBackend : Backend
         _context = context;
         _accelerator = accelerator;
         _guard = new DeviceGuard(name);
-        _kernels = new IlgpuKernelSet(accelerator, _guard);
+        _launch = new KernelLauncher(accelerator, _guard);
         _workspace = new IlgpuWorkspace(accelerator);
         InjectFaultIfAsked();
         if (Enum.TryParse<GemmAlgorithm>(Environment.GetEnvironmentVariable("GPUCNN_GEMM_ALGORITHM"), ignoreCase: true, out var gemm))
@@ -188,24 +188,24 @@ public sealed class IlgpuBackend : Backend
             return;
         }
 
-        var target = _accelerator.Allocate1D<float>(1);
-        _guard.InjectFault(launch, () => _kernels.WriteOutOfBounds.Launch(1, target.View, 1L << 40));
+        ArrayView<float> target = _accelerator.Allocate1D<float>(1).View;
+        _guard.InjectFault(launch, () => _launch.Run(DiagnosticKernels.WriteOutOfBounds, 1, target, 1L << 40));
     }
 
     /// <inheritdoc/>
     protected override void FillCore(DeviceTensor<float> tensor, float value) =>
-        _kernels.Fill.Launch(tensor.Length, View(tensor), value);
+        _launch.Run(ElementwiseKernels.Fill, tensor.Length, View(tensor), value);
 
     /// <inheritdoc/>
-    protected override void Conv2dForwardCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
-        DeviceTensor<float>? b, DeviceTensor<float> y, Activation? activation, float alpha)
+    protected override void Conv2dForwardCore<TF>(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w,
+        DeviceTensor<float>? b, DeviceTensor<float> y, TF activation)
     {
-        var epilogue = new Epilogue(b is null ? 0 : 1, activation is { } f ? (int)f : -1, alpha);
+        var epilogue = new Epilogue<TF>(b is null ? 0 : 1, activation);
         // Without a bias the kernels never read b; any valid view stands in for it.
         var bias = b is null ? View(w) : View(b);
         if (!UseIm2Col(g))
         {
-            _kernels.ConvForward.Launch(g.OutputSize, View(x), View(w), bias, View(y), g, epilogue);
+            _launch.Run(ConvolutionKernels.Forward, g.OutputSize, View(x), View(w), bias, View(y), g, epilogue);
             return;
         }
 
@@ -216,9 +216,9 @@ public sealed class IlgpuBackend : Backend
             int count = Math.Min(chunk, g.N - first);
             var cols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
             var product = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
-            _kernels.Im2Col.Launch(g.C * count * pq, View(x), cols, g, first, count);
+            _launch.Run(ConvolutionGemmKernels.Im2Col, g.C * count * pq, View(x), cols, g, first, count);
             RunGemm(new GemmShape(g.K, count * pq, crs, 0, 0, 1f, 0f), View(w), cols, product);
-            _kernels.ToNchwWithBias.Launch(g.K * count * pq, product, bias, View(y), g, first, count, epilogue);
+            _launch.Run(ConvolutionGemmKernels.ToNchwWithBias, g.K * count * pq, product, bias, View(y), g, first, count, epilogue);
         }
     }
 
@@ -235,9 +235,9 @@ public sealed class IlgpuBackend : Backend
                 int count = Math.Min(chunk, g.N - first);
                 var dyT = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
                 var dcols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
-                _kernels.FromNchw.Launch(g.K * count * pq, View(dy), dyT, g, first, count);
+                _launch.Run(ConvolutionGemmKernels.FromNchw, g.K * count * pq, View(dy), dyT, g, first, count);
                 RunGemm(new GemmShape(crs, count * pq, g.K, 1, 0, 1f, 0f), View(w), dyT, dcols);
-                _kernels.Col2Im.Launch(count * g.C * g.H * g.W, dcols, View(dx), g, first, count);
+                _launch.Run(ConvolutionGemmKernels.Col2Im, count * g.C * g.H * g.W, dcols, View(dx), g, first, count);
             }
 
             return;
@@ -247,9 +247,9 @@ public sealed class IlgpuBackend : Backend
         int paddedSize = g.N * g.K * (g.H + g.R - 1) * (g.W + g.S - 1);
         var padded = _workspace.Get(IlgpuWorkspace.Slot.DilatedGradient, paddedSize);
         var rotated = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
-        _kernels.DilatePad.Launch(paddedSize, View(dy), padded, g);
-        _kernels.RotateKernel.Launch(g.WeightSize, View(w), rotated, g);
-        _kernels.FullConvolution.Launch(g.InputSize, padded, rotated, View(dx), g);
+        _launch.Run(ConvolutionKernels.DilatePad, paddedSize, View(dy), padded, g);
+        _launch.Run(ConvolutionKernels.RotateKernel, g.WeightSize, View(w), rotated, g);
+        _launch.Run(ConvolutionKernels.FullConvolution, g.InputSize, padded, rotated, View(dx), g);
     }
 
     /// <inheritdoc/>
@@ -265,8 +265,8 @@ public sealed class IlgpuBackend : Backend
                 int count = Math.Min(chunk, g.N - first);
                 var cols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
                 var dyT = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
-                _kernels.Im2Col.Launch(g.C * count * pq, View(x), cols, g, first, count);
-                _kernels.FromNchw.Launch(g.K * count * pq, View(dy), dyT, g, first, count);
+                _launch.Run(ConvolutionGemmKernels.Im2Col, g.C * count * pq, View(x), cols, g, first, count);
+                _launch.Run(ConvolutionGemmKernels.FromNchw, g.K * count * pq, View(dy), dyT, g, first, count);
                 RunGemm(new GemmShape(g.K, crs, count * pq, 0, 1, 1f, first == 0 ? 0f : 1f), dyT, cols, View(dw));
             }
         }
@@ -279,12 +279,12 @@ public sealed class IlgpuBackend : Backend
             if (chunks > 1)
             {
                 var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * outputs);
-                _kernels.ConvBackwardFilterChunk.Launch(chunks * outputs, View(x), View(dy), partial, g, outputs, rowsPerChunk);
-                _kernels.SumChunks.Launch(Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db), outputs, g.WeightSize, chunks);
+                _launch.Run(ConvolutionKernels.BackwardFilterChunk, chunks * outputs, View(x), View(dy), partial, g, outputs, rowsPerChunk);
+                _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db), outputs, g.WeightSize, chunks);
                 return;
             }
 
-            _kernels.ConvBackwardFilter.Launch(g.WeightSize, View(x), View(dy), View(dw), g);
+            _launch.Run(ConvolutionKernels.BackwardFilter, g.WeightSize, View(x), View(dy), View(dw), g);
         }
 
         if (db is not null)
@@ -316,44 +316,45 @@ public sealed class IlgpuBackend : Backend
     /// <inheritdoc/>
     protected override void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y,
         DeviceTensor<int> switches) =>
-        _kernels.MaxPoolForward.Launch(g.OutputSize, View(x), View(y), View(switches), g);
+        _launch.Run(PoolingKernels.MaxForward, g.OutputSize, View(x), View(y), View(switches), g);
 
     /// <inheritdoc/>
     protected override void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches,
         DeviceTensor<float> dx) =>
-        _kernels.MaxPoolBackward.Launch(g.InputSize, View(dy), View(switches), View(dx), g);
+        _launch.Run(PoolingKernels.MaxBackward, g.InputSize, View(dy), View(switches), View(dx), g);
 
     /// <inheritdoc/>
     protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y) =>
-        _kernels.AvgPoolForward.Launch(g.OutputSize, View(x), View(y), g);
+        _launch.Run(PoolingKernels.AverageForward, g.OutputSize, View(x), View(y), g);
 
     /// <inheritdoc/>
     protected override void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx) =>
-        _kernels.AvgPoolBackward.Launch(g.InputSize, View(dy), View(dx), g);
+        _launch.Run(PoolingKernels.AverageBackward, g.InputSize, View(dy), View(dx), g);
 
     /// <inheritdoc/>
     protected override void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c) =>
         RunGemm(shape, View(a), View(b), View(c));
 
     /// <inheritdoc/>
-    protected override void LinearForwardCore(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b,
-        DeviceTensor<float> y, Activation? activation, float alpha)
+    protected override void LinearForwardCore<TF>(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b,
+        DeviceTensor<float> y, TF activation)
     {
         // One launch: y = x · Wᵀ with the bias and the activation applied as each element is stored.
         var shape = new GemmShape(y.Shape[0], w.Shape[0], w.Shape[1], 0, 1, 1f, 0f);
-        RunGemm(shape, View(x), View(w), View(y), View(b), new Epilogue(1, activation is { } f ? (int)f : -1, alpha));
+        RunGemm(shape, View(x), View(w), View(y), View(b), new Epilogue<TF>(1, activation));
     }
 
     private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c) =>
         RunGemm(shape, a, b, c, a, Epilogue.None); // without a bias the kernels never read it; any view stands in
 
-    private void RunGemm(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias,
-        Epilogue epilogue)
+    private void RunGemm<TF>(GemmShape shape, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias,
+        Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
     {
         var algorithm = ChooseGemm(shape);
         if (algorithm == GemmAlgorithm.Naive)
         {
-            _kernels.Gemm.Launch(shape.M * shape.N, a, b, c, shape, bias, epilogue);
+            _launch.Run(GemmKernels.Naive, shape.M * shape.N, a, b, c, shape, bias, epilogue);
             return;
         }
 
@@ -374,16 +375,16 @@ public sealed class IlgpuBackend : Backend
 
         if (large)
         {
-            _kernels.GemmTiled8x8.Launch(GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, bias, epilogue);
+            _launch.Run(GemmTiled8x8Kernels.Tiled, GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, bias, epilogue);
         }
         else
         {
-            _kernels.GemmTiled.Launch(GemmTiledKernels.Config(part, _gemmGroup, _gemmTileK, splits), a, b, target, part, _gemmTileK, bias, epilogue);
+            _launch.Run(GemmTiledKernels.Tiled, GemmTiledKernels.Config(part, _gemmGroup, _gemmTileK, splits), a, b, target, part, _gemmTileK, bias, epilogue);
         }
 
         if (splits > 1)
         {
-            _kernels.GemmSumSplits.Launch(shape.M * shape.N, target, c, shape, splits, bias, epilogue);
+            _launch.Run(GemmTiledKernels.SumSplits, shape.M * shape.N, target, c, shape, splits, bias, epilogue);
         }
     }
 
@@ -446,12 +447,12 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void BiasAddCore(DeviceTensor<float> y, DeviceTensor<float> b, int batch, int channels, int inner) =>
-        _kernels.BiasAdd.Launch(y.Length, View(y), View(b), channels, inner);
+        _launch.Run(ElementwiseKernels.BiasAdd, y.Length, View(y), View(b), channels, inner);
 
     /// <inheritdoc/>
     protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels,
         int inner) =>
-        _kernels.BiasGradient.Launch(Reduction(channels, batch * inner), View(dy), View(db), batch, channels, inner);
+        _launch.Run(ElementwiseKernels.BiasGradient, Reduction(channels, batch * inner), View(dy), View(db), batch, channels, inner);
 
     /// <summary>
     /// A launch of one group per output for sums of <paramref name="terms"/> terms: a power-of-two group of up to 256
@@ -469,13 +470,22 @@ public sealed class IlgpuBackend : Backend
     }
 
     /// <inheritdoc/>
-    protected override void ActivationForwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y) =>
-        _kernels.ActivationForward.Launch(x.Length, View(x), View(y), (int)f, alpha);
+    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y) =>
+        _launch.Run(ElementwiseKernels.Add, y.Length, View(a), View(b), View(y));
 
     /// <inheritdoc/>
-    protected override void ActivationBackwardCore(Activation f, float alpha, DeviceTensor<float> x, DeviceTensor<float> y,
+    protected override void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) =>
+        _launch.Run(ElementwiseKernels.ActivationForward, x.Length, View(x), View(y), f);
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y,
         DeviceTensor<float> dy, DeviceTensor<float> dx) =>
-        _kernels.ActivationBackward.Launch(x.Length, View(x), View(y), View(dy), View(dx), (int)f, alpha);
+        _launch.Run(ElementwiseKernels.ActivationBackward, x.Length, View(x), View(y), View(dy), View(dx), f);
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardFromOutputCore<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy,
+        DeviceTensor<float> dx) =>
+        _launch.Run(ElementwiseKernels.ActivationBackwardFromOutput, y.Length, View(y), View(dy), View(dx), f);
 
     /// <inheritdoc/>
     protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
@@ -487,13 +497,13 @@ public sealed class IlgpuBackend : Backend
         {
             // One launch: a single group does the rows, then one thread sums them in order.
             int threads = Math.Min(Math.Min(256, _accelerator.MaxNumThreadsPerGroup), batch);
-            _kernels.SoftmaxCrossEntropyBatch.Launch(new KernelConfig(1, threads), View(logits), View(labels), View(dlogits),
+            _launch.Run(LossKernels.SoftmaxCrossEntropyBatch, new KernelConfig(1, threads), View(logits), View(labels), View(dlogits),
                 perSample, View(loss), classes, batch);
             return;
         }
 
-        _kernels.SoftmaxCrossEntropyRows.Launch(batch, View(logits), View(labels), View(dlogits), perSample, classes, batch);
-        _kernels.MeanInOrder.Launch(1, perSample, View(loss), batch);
+        _launch.Run(LossKernels.SoftmaxCrossEntropyRows, batch, View(logits), View(labels), View(dlogits), perSample, classes, batch);
+        _launch.Run(LossKernels.MeanInOrder, 1, perSample, View(loss), batch);
     }
 
     /// <inheritdoc/>
@@ -502,12 +512,12 @@ public sealed class IlgpuBackend : Backend
     {
         if (typeof(T) == typeof(float))
         {
-            _kernels.GatherFloatRows.Launch(destination.Length, View((DeviceTensor<float>)(object)source), View(indices),
+            _launch.Run(DataKernels.GatherRows<float>, destination.Length, View((DeviceTensor<float>)(object)source), View(indices),
                 View((DeviceTensor<float>)(object)destination), offset, rowLength, source.Shape[0]);
         }
         else if (typeof(T) == typeof(int))
         {
-            _kernels.GatherIntRows.Launch(destination.Length, View((DeviceTensor<int>)(object)source), View(indices),
+            _launch.Run(DataKernels.GatherRows<int>, destination.Length, View((DeviceTensor<int>)(object)source), View(indices),
                 View((DeviceTensor<int>)(object)destination), offset, rowLength, source.Shape[0]);
         }
         else
@@ -518,23 +528,23 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
-        _kernels.Argmax.Launch(logits.Shape[0], View(logits), View(predictions), offset, logits.Shape[1]);
+        _launch.Run(DataKernels.Argmax, logits.Shape[0], View(logits), View(predictions), offset, logits.Shape[1]);
 
     /// <inheritdoc/>
     protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
         DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex) =>
-        _kernels.AccumulateMetrics.Launch(1, View(logits), View(labels), View(loss), View(metrics), logits.Shape[0],
+        _launch.Run(DataKernels.AccumulateMetrics, 1, View(logits), View(labels), View(loss), View(metrics), logits.Shape[0],
             logits.Shape[1], batchIndex);
 
     /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> velocity) =>
-        _kernels.Sgd.Launch(parameter.Length, View(parameter), View(gradient), View(velocity), h);
+        _launch.Run(OptimizerKernels.Sgd, parameter.Length, View(parameter), View(gradient), View(velocity), h);
 
     /// <inheritdoc/>
     protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
-        _kernels.Adam.Launch(parameter.Length, View(parameter), View(gradient), View(firstMoment), View(secondMoment), h);
+        _launch.Run(OptimizerKernels.Adam, parameter.Length, View(parameter), View(gradient), View(firstMoment), View(secondMoment), h);
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)

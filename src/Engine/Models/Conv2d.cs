@@ -1,8 +1,13 @@
 namespace GpuCnn.Models;
 
 /// <summary>PyTorch's Conv2d: weight (K, C, R, S), bias (K); input channels inferred from the input shape.</summary>
-public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W) stride, (int H, int W) padding) : Layer
+public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W) stride, (int H, int W) padding) : Layer, IActivationHost
 {
+    /// <summary>The layer for <c>conv(OUT,K[,stride=S][,pad=P])</c>.</summary>
+    public static Conv2d Parse(LayerArguments args) =>
+        new(args.PositiveInt(0, "output channels"), args.Pair(1, "kernel"),
+            args.NamedPair("stride", (1, 1), positive: true), args.NamedPair("pad", (0, 0), positive: false));
+
     private Parameter? _weight, _bias;
     private DeviceTensor<float>? _input;
 
@@ -18,8 +23,8 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
     /// <summary>Zero padding on each side.</summary>
     public (int H, int W) Padding { get; } = padding;
 
-    /// <summary>The activation of the next layer, applied here as outputs are stored (set by <see cref="Sequential"/>).</summary>
-    internal ActivationLayer? FusedActivation { get; set; }
+    /// <inheritdoc/>
+    public ActivationLayer? FusedActivation { get; set; }
 
     /// <inheritdoc/>
     public override string Spec =>
@@ -55,8 +60,15 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
     {
         _input = x;
         var y = OutputBuffer(x.Shape[0]);
-        Backend.Conv2dForward(Geometry(x.Shape[0], InputShape), x, _weight!.Value, _bias!.Value, y,
-            FusedActivation?.Function, FusedActivation?.Alpha ?? 0f);
+        var g = Geometry(x.Shape[0], InputShape);
+        if (FusedActivation is { } f)
+        {
+            f.Conv2dForward(Backend, g, x, _weight!.Value, _bias!.Value, y); // f(conv + b) as outputs are stored
+        }
+        else
+        {
+            Backend.Conv2dForward(g, x, _weight!.Value, _bias!.Value, y);
+        }
         return y;
     }
 

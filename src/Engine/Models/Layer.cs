@@ -52,6 +52,28 @@ public abstract class Layer : IDisposable
     /// <summary>The trainable parameters (weight first, then bias), empty for parameter-free layers.</summary>
     public virtual IReadOnlyList<Parameter> Parameters => [];
 
+    /// <summary>
+    /// Whether the layer is in training mode (the default) or evaluation mode, as PyTorch's <c>module.training</c>;
+    /// containers pass <see cref="SetTraining"/> on to their children. Layers whose behaviour depends on the mode
+    /// (dropout, batch normalisation) read it.
+    /// </summary>
+    public bool Training { get; private set; } = true;
+
+    /// <summary>Training or evaluation mode for this layer and everything inside it.</summary>
+    public virtual void SetTraining(bool training) => Training = training;
+
+    /// <summary>
+    /// The trainable parameters with their state-dict names relative to this layer ("weight"; a container prefixes
+    /// its children's names, e.g. "body.0.weight"). Optimizers see these and nothing else.
+    /// </summary>
+    public virtual IEnumerable<(string Name, Parameter Parameter)> NamedParameters() => Parameters.Select(p => (p.Name, p));
+
+    /// <summary>
+    /// State that is saved and loaded with the parameters but not trained (running statistics), with relative names
+    /// as <see cref="NamedParameters"/>; none by default.
+    /// </summary>
+    public virtual IEnumerable<(string Name, DeviceTensor<float> Buffer)> NamedBuffers() => [];
+
     /// <summary>The backend the layer was built on.</summary>
     protected Backend Backend => _backend ?? throw new InvalidOperationException($"{Spec}: the layer has not been built.");
 
@@ -60,9 +82,12 @@ public abstract class Layer : IDisposable
     {
         _backend = backend;
         InputShape = input;
-        OutputShape = InferOutputShape(input);
+        OutputShape = BuildOutput(input, init);
         CreateParameters(init);
     }
+
+    /// <summary>Builds what the layer contains (a container builds its children here) and returns the output shape.</summary>
+    private protected virtual Shape BuildOutput(Shape input, Random init) => InferOutputShape(input);
 
     /// <summary>Runs the layer on x (N, input…) and returns y (N, output…), a buffer the layer owns until its next call.</summary>
     public abstract DeviceTensor<float> Forward(DeviceTensor<float> x);

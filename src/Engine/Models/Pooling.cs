@@ -42,6 +42,10 @@ public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride,
 public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default)
     : Pool2dLayer(kernel, stride, padding)
 {
+    /// <summary>The layer for <c>maxpool(K[,stride=S][,pad=P])</c>.</summary>
+    public static MaxPool2d Parse(LayerArguments args) =>
+        new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false));
+
     private readonly Dictionary<int, DeviceTensor<int>> _switches = [];
     private int _batch;
 
@@ -92,6 +96,10 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
 public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default)
     : Pool2dLayer(kernel, stride, padding)
 {
+    /// <summary>The layer for <c>avgpool(K[,stride=S][,pad=P])</c>.</summary>
+    public static AvgPool2d Parse(LayerArguments args) =>
+        new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false));
+
     private int _batch;
 
     /// <inheritdoc/>

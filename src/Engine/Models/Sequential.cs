@@ -2,19 +2,20 @@ namespace GpuCnn.Models;
 
 /// <summary>
 /// A stack of layers whose channel and feature counts are inferred from the input shape, as PyTorch's
-/// nn.Sequential with Lazy modules. Parameter names are PyTorch state_dict keys, "{layer index}.weight" /
-/// "{layer index}.bias", counting every layer of the spec.
+/// nn.Sequential with Lazy modules. State-dict names are PyTorch's: "{layer index}.weight" / "{layer index}.bias",
+/// counting every layer of the spec, with containers nesting theirs ("3.body.0.weight").
 /// </summary>
 public sealed class Sequential : IDisposable
 {
     private readonly Dictionary<int, DeviceTensor<float>> _inputs = [];
+    private readonly LayerChain _chain;
 
     /// <summary>Builds the layers for per-sample inputs of <paramref name="inputShape"/> (e.g. (1,28,28)), seeded.</summary>
     public Sequential(IEnumerable<Layer> layers, Shape inputShape, Backend backend, int seed = 0)
     {
         ArgumentNullException.ThrowIfNull(layers);
         ArgumentNullException.ThrowIfNull(backend);
-        Layers = [.. layers];
+        _chain = new LayerChain([.. layers]);
         if (Layers.Count == 0)
         {
             throw new ArgumentException("Sequential: a model needs at least one layer.", nameof(layers));
@@ -22,21 +23,15 @@ public sealed class Sequential : IDisposable
 
         Backend = backend;
         InputShape = inputShape;
-        var init = new Random(seed);
-        Shape shape = inputShape;
-        for (int i = 0; i < Layers.Count; i++)
+        Shape shape;
+        try
         {
-            try
-            {
-                Layers[i].Build(backend, shape, init);
-            }
-            catch (ArgumentException e)
-            {
-                Dispose();
-                throw new SpecException($"layer {i + 1} '{Layers[i].Spec}' on input {shape}: {Unprefixed(e.Message)}");
-            }
-
-            shape = Layers[i].OutputShape;
+            shape = _chain.Build(backend, inputShape, new Random(seed), "layer");
+        }
+        catch (SpecException)
+        {
+            Dispose();
+            throw;
         }
 
         if (shape.Rank != 1)
@@ -46,27 +41,6 @@ public sealed class Sequential : IDisposable
         }
 
         OutputShape = shape;
-
-        // Dense → activation and conv → activation pairs run as one fused operation: the bias and the activation
-        // are applied as each output is stored.
-        for (int i = 0; i + 1 < Layers.Count; i++)
-        {
-            if (Layers[i + 1] is not ActivationLayer { CanFuse: true } activation)
-            {
-                continue;
-            }
-
-            if (Layers[i] is Dense dense)
-            {
-                dense.FusedActivation = activation;
-                activation.FusedIntoPrevious = true;
-            }
-            else if (Layers[i] is Conv2d conv)
-            {
-                conv.FusedActivation = activation;
-                activation.FusedIntoPrevious = true;
-            }
-        }
     }
 
     /// <summary>Parses <paramref name="spec"/> and builds it (see <see cref="ArchitectureSpec"/>).</summary>
@@ -74,7 +48,7 @@ public sealed class Sequential : IDisposable
         new(ArchitectureSpec.Parse(spec), inputShape, backend, seed);
 
     /// <summary>The layers in order.</summary>
-    public IReadOnlyList<Layer> Layers { get; }
+    public IReadOnlyList<Layer> Layers => _chain.Layers;
 
     /// <summary>The backend everything lives on.</summary>
     public Backend Backend { get; }
@@ -89,11 +63,28 @@ public sealed class Sequential : IDisposable
     public int Classes => OutputShape[0];
 
     /// <summary>The canonical architecture spec.</summary>
-    public string Spec => ArchitectureSpec.Format(Layers);
+    public string Spec => _chain.Spec;
 
-    /// <summary>Every parameter with its state_dict key, in layer order.</summary>
-    public IEnumerable<(string Key, Parameter Parameter)> NamedParameters() =>
-        Layers.SelectMany((layer, index) => layer.Parameters.Select(p => ($"{index}.{p.Name}", p)));
+    /// <summary>Whether the model is in training mode (see <see cref="Train"/> and <see cref="Eval"/>).</summary>
+    public bool Training { get; private set; } = true;
+
+    /// <summary>Every trainable parameter with its state-dict key, in layer order (what optimizers take).</summary>
+    public IEnumerable<(string Key, Parameter Parameter)> NamedParameters() => _chain.NamedParameters();
+
+    /// <summary>Every buffer (saved, not trained: running statistics) with its state-dict key.</summary>
+    public IEnumerable<(string Key, DeviceTensor<float> Buffer)> NamedBuffers() => _chain.NamedBuffers();
+
+    /// <summary>Training mode for every layer, as PyTorch's <c>model.train()</c>.</summary>
+    public void Train() => SetTraining(true);
+
+    /// <summary>Evaluation mode for every layer, as PyTorch's <c>model.eval()</c>.</summary>
+    public void Eval() => SetTraining(false);
+
+    private void SetTraining(bool training)
+    {
+        Training = training;
+        _chain.SetTraining(training);
+    }
 
     /// <summary>logits (N, classes) for x (N, C, H, W) on the device; the result is owned by the last layer.</summary>
     public DeviceTensor<float> Forward(DeviceTensor<float> x)
@@ -110,23 +101,11 @@ public sealed class Sequential : IDisposable
             throw new ArgumentException($"Sequential.Forward: input has shape {x.Shape}, the model expects (N,{string.Join(",", InputShape.ToArray())}).", nameof(x));
         }
 
-        for (int i = 0; i < Layers.Count; i++)
-        {
-            x = Layers[i].Forward(x); // indexed: a foreach over the interface would allocate an enumerator per batch
-        }
-
-        return x;
+        return _chain.Forward(x);
     }
 
     /// <summary>Back-propagates dlogits through every layer, leaving each parameter's gradient.</summary>
-    public void Backward(DeviceTensor<float> dlogits)
-    {
-        DeviceTensor<float>? gradient = dlogits;
-        for (int i = Layers.Count - 1; i >= 0 && gradient is not null; i--)
-        {
-            gradient = Layers[i].Backward(gradient, needInputGradient: i > 0);
-        }
-    }
+    public void Backward(DeviceTensor<float> dlogits) => _chain.Backward(dlogits, needInputGradient: false);
 
     /// <summary>Logits (N, classes) for host images (N, C, H, W), computed in batches on the device.</summary>
     public Tensor Predict(Tensor images, int batchSize = 256)
@@ -140,62 +119,70 @@ public sealed class Sequential : IDisposable
         }
 
         var logits = new Tensor(new Shape(count, Classes));
-        for (int start = 0; start < count; start += batchSize)
+        bool training = Training;
+        Eval(); // inference, as PyTorch's model.eval(); the mode is restored after
+        try
         {
-            int batch = Math.Min(batchSize, count - start);
-            var input = InputBuffer(batch);
-            Backend.Upload<float>(images.Data.AsSpan(start * sample, batch * sample), input);
-            Backend.Download<float>(Forward(input), logits.Data.AsSpan(start * Classes, batch * Classes));
+            for (int start = 0; start < count; start += batchSize)
+            {
+                int batch = Math.Min(batchSize, count - start);
+                var input = InputBuffer(batch);
+                Backend.Upload<float>(images.Data.AsSpan(start * sample, batch * sample), input);
+                Backend.Download<float>(Forward(input), logits.Data.AsSpan(start * Classes, batch * Classes));
+            }
+        }
+        finally
+        {
+            SetTraining(training);
         }
 
         return logits;
     }
 
-    /// <summary>Copies the parameters to host tensors keyed by state_dict name.</summary>
-    public Dictionary<string, Tensor> StateDict() =>
-        NamedParameters().ToDictionary(p => p.Key, p => Backend.Download(p.Parameter.Value));
+    /// <summary>Copies the parameters and buffers to host tensors keyed by state-dict name.</summary>
+    public Dictionary<string, Tensor> StateDict() => State().ToDictionary(p => p.Key, p => Backend.Download(p.Tensor));
 
     /// <summary>
-    /// Loads parameters by state_dict name. Strict, as PyTorch's load_state_dict: every key must be present with
-    /// exactly the model's shape, and no key may be left over; on any mismatch nothing is changed.
+    /// Loads parameters and buffers by state-dict name. Strict, as PyTorch's load_state_dict: every key must be
+    /// present with exactly the model's shape, and no key may be left over; on any mismatch nothing is changed.
     /// </summary>
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
     {
         ArgumentNullException.ThrowIfNull(state);
-        var named = NamedParameters().ToList();
-        foreach (var (key, parameter) in named)
+        var named = State().ToList();
+        foreach (var (key, tensor) in named)
         {
-            if (!state.TryGetValue(key, out var tensor))
+            if (!state.TryGetValue(key, out var value))
             {
-                throw new ArgumentException($"weights: tensor '{key}' is missing; the model needs it with shape {parameter.Shape}.", nameof(state));
+                throw new ArgumentException($"weights: tensor '{key}' is missing; the model needs it with shape {tensor.Shape}.", nameof(state));
             }
 
-            if (tensor.Shape != parameter.Shape)
+            if (value.Shape != tensor.Shape)
             {
-                throw new ArgumentException($"weights: tensor '{key}' has shape {tensor.Shape}, the model needs {parameter.Shape}.", nameof(state));
+                throw new ArgumentException($"weights: tensor '{key}' has shape {value.Shape}, the model needs {tensor.Shape}.", nameof(state));
             }
         }
 
         string? extra = state.Keys.Except(named.Select(n => n.Key)).Order(StringComparer.Ordinal).FirstOrDefault();
         if (extra is not null)
         {
-            throw new ArgumentException($"weights: tensor '{extra}' does not belong to this model (its parameters are {string.Join(", ", named.Select(n => n.Key))}).", nameof(state));
+            throw new ArgumentException($"weights: tensor '{extra}' does not belong to this model (its tensors are {string.Join(", ", named.Select(n => n.Key))}).", nameof(state));
         }
 
-        foreach (var (key, parameter) in named)
+        foreach (var (key, tensor) in named)
         {
-            Backend.Upload<float>(state[key].Data, parameter.Value);
+            Backend.Upload<float>(state[key].Data, tensor);
         }
     }
+
+    /// <summary>Parameters then buffers, each with its state-dict key.</summary>
+    private IEnumerable<(string Key, DeviceTensor<float> Tensor)> State() =>
+        NamedParameters().Select(p => (p.Key, p.Parameter.Value)).Concat(NamedBuffers());
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (var layer in Layers)
-        {
-            layer.Dispose();
-        }
-
+        _chain.Dispose();
         foreach (var input in _inputs.Values)
         {
             input.Dispose();
@@ -211,14 +198,5 @@ public sealed class Sequential : IDisposable
         }
 
         return tensor;
-    }
-
-    private static string Unprefixed(string message)
-    {
-        // Geometry checks say "conv: kernel …"; the layer context already names the layer.
-        int colon = message.IndexOf(": ", StringComparison.Ordinal);
-        string text = colon is > 0 and < 12 ? message[(colon + 2)..] : message;
-        int paramNote = text.IndexOf(" (Parameter '", StringComparison.Ordinal);
-        return paramNote > 0 ? text[..paramNote] : text;
     }
 }

@@ -1,8 +1,22 @@
+using GpuCnn.Models;
+
 namespace GpuCnn.Tests.Support;
 
 /// <summary>Awkward shapes shared by the backend and gradient tests: batch 1, odd sizes, 1×1 and 5×1 kernels, stride 2 with padding.</summary>
 public static class Cases
 {
+    /// <summary>
+    /// Every registered activation (from the layer registry, so a new one is tested without touching the tests),
+    /// plus LeakyReLU with the slope the older tests used and with a negative slope (which must not fuse).
+    /// </summary>
+    public static TheoryData<string> ActivationSpecs => new([.. LayerRegistry.ActivationNames, "leakyrelu(0.1)", "leakyrelu(-0.2)"]);
+
+    /// <summary>The same, plus "none" for operations whose activation is optional.</summary>
+    public static TheoryData<string> ActivationSpecsAndNone => new(["none", .. LayerRegistry.ActivationNames, "leakyrelu(0.1)"]);
+
+    /// <summary>A fresh activation layer for a spec such as "gelu" or "leakyrelu(0.1)".</summary>
+    public static ActivationLayer Activation(string spec) => (ActivationLayer)ArchitectureSpec.Parse(spec).Single();
+
     public static readonly IReadOnlyDictionary<string, Conv2dGeometry> Convolutions = new Dictionary<string, Conv2dGeometry>
     {
         ["6x6 3x3"] = new(N: 1, C: 1, H: 6, W: 6, K: 1, R: 3, S: 3),

@@ -1,0 +1,110 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using GpuCnn.Kernels;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// The activations over float spans, specialised by the JIT for each function struct (no call per element once
+/// inlined); ReLU, the common case, takes a vectorised path.
+/// </summary>
+internal static class ActivationLoops
+{
+    /// <summary>y = f(x); the spans may be the same.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Forward<TF>(TF f, ReadOnlySpan<float> x, Span<float> y)
+        where TF : struct, IActivationFunction
+    {
+        if (typeof(TF) == typeof(Relu))
+        {
+            int i = 0;
+            for (; i <= x.Length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                Vector.Max(new Vector<float>(x[i..]), Vector<float>.Zero).CopyTo(y[i..]);
+            }
+
+            for (; i < x.Length; i++)
+            {
+                y[i] = x[i] > 0f ? x[i] : 0f;
+            }
+
+            return;
+        }
+
+        for (int i = 0; i < x.Length; i++)
+        {
+            y[i] = f.Forward(x[i]);
+        }
+    }
+
+    /// <summary>dx = dy·f′ from x and y = f(x).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Backward<TF>(TF f, ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx)
+        where TF : struct, IActivationFunction
+    {
+        if (typeof(TF) == typeof(Relu))
+        {
+            ReluMask(x, dy, dx);
+            return;
+        }
+
+        for (int i = 0; i < x.Length; i++)
+        {
+            dx[i] = f.Backward(x[i], y[i], dy[i]);
+        }
+    }
+
+    /// <summary>dx = dy·f′ from y = f(x) alone.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void BackwardFromOutput<TF>(TF f, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx)
+        where TF : struct, IDerivativeFromOutput
+    {
+        if (typeof(TF) == typeof(Relu))
+        {
+            ReluMask(y, dy, dx); // y > 0 exactly where x > 0
+            return;
+        }
+
+        for (int i = 0; i < y.Length; i++)
+        {
+            dx[i] = f.BackwardFromOutput(y[i], dy[i]);
+        }
+    }
+
+    /// <summary>dx = dy where sign &gt; 0, else 0, vectorised.</summary>
+    private static void ReluMask(ReadOnlySpan<float> sign, ReadOnlySpan<float> dy, Span<float> dx)
+    {
+        int i = 0;
+        for (; i <= sign.Length - Vector<float>.Count; i += Vector<float>.Count)
+        {
+            var mask = Vector.GreaterThan(new Vector<float>(sign[i..]), Vector<float>.Zero);
+            Vector.ConditionalSelect(mask, new Vector<float>(dy[i..]), Vector<float>.Zero).CopyTo(dx[i..]);
+        }
+
+        for (; i < sign.Length; i++)
+        {
+            dx[i] = sign[i] > 0f ? dy[i] : 0f;
+        }
+    }
+}
+
+/// <summary>
+/// A convolution's fused activation, held by the job across worker threads: one reusable object per function type
+/// and backend (the function's parameters are set per call), so a training step allocates nothing.
+/// </summary>
+internal abstract class FusedActivation
+{
+    /// <summary>values = f(values).</summary>
+    public abstract void Apply(Span<float> values);
+}
+
+/// <summary>The fused activation for one function type.</summary>
+internal sealed class FusedActivation<TF> : FusedActivation
+    where TF : struct, IActivationFunction
+{
+    /// <summary>The function, with its parameters for the current call.</summary>
+    public TF Function { get; set; }
+
+    /// <inheritdoc/>
+    public override void Apply(Span<float> values) => ActivationLoops.Forward(Function, values, values);
+}

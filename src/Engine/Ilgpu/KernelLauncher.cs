@@ -1,0 +1,212 @@
+using System.Reflection;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuCnn.Ilgpu;
+
+/// <summary>
+/// Launches the kernels of one accelerator: <c>Run(ElementwiseKernels.Fill, n, view, value)</c> names the kernel
+/// method itself, so no signature is restated anywhere. Each kernel (each generic instantiation, e.g. one per
+/// activation) is compiled on its first launch and kept; failures to compile or launch become a
+/// <see cref="DeviceFaultException"/> naming the kernel. The overloads differ only in arity because ILGPU's typed
+/// launchers do (one delegate type per parameter count); implicitly grouped kernels take a thread count, explicitly
+/// grouped ones (shared memory, barriers) a <see cref="KernelConfig"/>.
+/// </summary>
+#pragma warning disable SA1402, CS1591 // The overloads are one method per arity; each is documented above.
+internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
+{
+    private readonly Dictionary<MethodInfo, Delegate> _loaded = [];
+
+    public void Run<T1, T2>(Action<Index1D, T1, T2> kernel, long threads, T1 a1, T2 a2)
+        where T1 : struct
+        where T2 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(checked((int)threads), a1, a2);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({threads} threads)", e);
+        }
+    }
+
+    public void Run<T1, T2, T3>(Action<Index1D, T1, T2, T3> kernel, long threads, T1 a1, T2 a2, T3 a3)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(checked((int)threads), a1, a2, a3);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({threads} threads)", e);
+        }
+    }
+
+    public void Run<T1, T2, T3, T4>(Action<Index1D, T1, T2, T3, T4> kernel, long threads, T1 a1, T2 a2, T3 a3, T4 a4)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(checked((int)threads), a1, a2, a3, a4);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({threads} threads)", e);
+        }
+    }
+
+    public void Run<T1, T2, T3, T4, T5>(Action<Index1D, T1, T2, T3, T4, T5> kernel, long threads, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(checked((int)threads), a1, a2, a3, a4, a5);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({threads} threads)", e);
+        }
+    }
+
+    public void Run<T1, T2, T3, T4, T5, T6>(Action<Index1D, T1, T2, T3, T4, T5, T6> kernel, long threads, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+        where T6 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(checked((int)threads), a1, a2, a3, a4, a5, a6);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({threads} threads)", e);
+        }
+    }
+
+    public void Run<T1, T2, T3, T4, T5, T6, T7>(Action<Index1D, T1, T2, T3, T4, T5, T6, T7> kernel, long threads, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6, T7 a7)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+        where T6 : struct
+        where T7 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(checked((int)threads), a1, a2, a3, a4, a5, a6, a7);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({threads} threads)", e);
+        }
+    }
+
+    public void Run<T1, T2, T3, T4, T5>(Action<T1, T2, T3, T4, T5> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(config, a1, a2, a3, a4, a5);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({config.GridDim} groups of {config.GroupDim})", e);
+        }
+    }
+
+    public void Run<T1, T2, T3, T4, T5, T6>(Action<T1, T2, T3, T4, T5, T6> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+        where T6 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(config, a1, a2, a3, a4, a5, a6);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({config.GridDim} groups of {config.GroupDim})", e);
+        }
+    }
+
+    public void Run<T1, T2, T3, T4, T5, T6, T7>(Action<T1, T2, T3, T4, T5, T6, T7> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6, T7 a7)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+        where T6 : struct
+        where T7 : struct
+    {
+        var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(config, a1, a2, a3, a4, a5, a6, a7);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({config.GridDim} groups of {config.GroupDim})", e);
+        }
+    }
+
+    /// <summary>The launcher of <paramref name="kernel"/>, compiled on first use.</summary>
+    private TLauncher Load<TKernel, TLauncher>(TKernel kernel, Func<Accelerator, TKernel, TLauncher> load)
+        where TKernel : Delegate
+        where TLauncher : Delegate
+    {
+        if (_loaded.TryGetValue(kernel.Method, out var launcher))
+        {
+            return (TLauncher)launcher;
+        }
+
+        try
+        {
+            var loaded = load(accelerator, kernel);
+            _loaded[kernel.Method] = loaded;
+            return loaded;
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"compiling kernel {kernel.Method.Name}", e);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+using System.Globalization;
+
+namespace GpuCnn.Models;
+
+/// <summary>The positional and name=value arguments of one layer in a spec, parsed on first use.</summary>
+public sealed class LayerArguments
+{
+    private readonly List<string> _positional = [];
+    private readonly Dictionary<string, string> _named = new(StringComparer.OrdinalIgnoreCase);
+    private readonly HashSet<string> _used = [];
+    private int _positionalUsed;
+
+    private readonly string? _text;
+    private bool _parsed, _rawUsed;
+
+    /// <summary>The arguments between a layer's parentheses (null: none given).</summary>
+    public LayerArguments(string? text)
+    {
+        _text = text;
+    }
+
+    /// <summary>The text between the parentheses, for layers with their own grammar (residual); counts as all used.</summary>
+    public string Raw()
+    {
+        _rawUsed = true;
+        return _text ?? "";
+    }
+
+    private void Parse()
+    {
+        if (_parsed || _text is null)
+        {
+            _parsed = true;
+            return;
+        }
+
+        _parsed = true;
+        foreach (string raw in _text.Split(','))
+        {
+            string part = raw.Trim();
+            int eq = part.IndexOf('=', StringComparison.Ordinal);
+            if (eq < 0)
+            {
+                if (_named.Count > 0)
+                {
+                    throw new SpecException($"positional argument '{part}' after a named one.");
+                }
+
+                _positional.Add(part);
+            }
+            else if (!_named.TryAdd(part[..eq].Trim(), part[(eq + 1)..].Trim()))
+            {
+                throw new SpecException($"'{part[..eq].Trim()}' given twice.");
+            }
+        }
+    }
+
+    /// <summary>Positional argument <paramref name="index"/> as a positive integer.</summary>
+    public int PositiveInt(int index, string what) => ParseInt(Positional(index, what), what, positive: true);
+
+    /// <summary>Positional argument <paramref name="index"/> as an integer or HxW pair.</summary>
+    public (int, int) Pair(int index, string what) => ParsePair(Positional(index, what), what, positive: true);
+
+    /// <summary>Positional argument <paramref name="index"/> as a finite number, or <paramref name="fallback"/> when absent.</summary>
+    public float OptionalFloat(int index, string what, float fallback)
+    {
+        Parse();
+        if (index >= _positional.Count)
+        {
+            return fallback;
+        }
+
+        string text = Positional(index, what);
+        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float value) || !float.IsFinite(value))
+        {
+            throw new SpecException($"{what} '{text}' is not a number.");
+        }
+
+        return value;
+    }
+
+    /// <summary>The name=value argument as a pair, or <paramref name="fallback"/>.</summary>
+    public (int, int) NamedPair(string name, (int, int) fallback, bool positive) =>
+        Named(name) is { } text && _used.Add(name) ? ParsePair(text, name, positive) : fallback;
+
+    /// <summary>The name=value argument as a positive pair, or null.</summary>
+    public (int, int)? OptionalNamedPair(string name) =>
+        Named(name) is { } text && _used.Add(name) ? ParsePair(text, name, positive: true) : null;
+
+    private string? Named(string name)
+    {
+        Parse();
+        return _named.TryGetValue(name, out string? text) ? text : null;
+    }
+
+    /// <summary>Throws when an argument was given that the layer did not read.</summary>
+    public void RequireAllUsed(string layer)
+    {
+        if (_rawUsed)
+        {
+            return;
+        }
+
+        Parse();
+        if (_positional.Count > _positionalUsed)
+        {
+            throw new SpecException($"{layer} takes {_positionalUsed} positional argument(s), got {_positional.Count}.");
+        }
+
+        string? unknown = _named.Keys.FirstOrDefault(k => !_used.Contains(k));
+        if (unknown is not null)
+        {
+            throw new SpecException($"{layer} has no option '{unknown}'.");
+        }
+    }
+
+    private string Positional(int index, string what)
+    {
+        Parse();
+        if (index >= _positional.Count || _positional[index].Length == 0)
+        {
+            throw new SpecException($"missing {what}.");
+        }
+
+        _positionalUsed = Math.Max(_positionalUsed, index + 1);
+        return _positional[index];
+    }
+
+    private static (int, int) ParsePair(string text, string what, bool positive)
+    {
+        string[] parts = text.Split('x', 'X');
+        if (parts.Length > 2)
+        {
+            throw new SpecException($"{what} '{text}' is not an integer or HxW.");
+        }
+
+        int h = ParseInt(parts[0], what, positive);
+        return parts.Length == 1 ? (h, h) : (h, ParseInt(parts[1], what, positive));
+    }
+
+    private static int ParseInt(string text, string what, bool positive)
+    {
+        if (!int.TryParse(text.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int value) ||
+            (positive && value == 0) || value > 1_000_000)
+        {
+            throw new SpecException($"{what} '{text}' is not {(positive ? "a positive" : "a non-negative")} integer (or HxW).");
+        }
+
+        return value;
+    }
+}

@@ -1,0 +1,109 @@
+namespace GpuCnn.Models;
+
+/// <summary>
+/// A layer that can apply the activation after it as it stores its output (dense and convolution layers): the chain
+/// hands it a fusable activation, which then passes its input on.
+/// </summary>
+public interface IActivationHost
+{
+    /// <summary>The activation applied as outputs are stored; null for none.</summary>
+    ActivationLayer? FusedActivation { get; set; }
+}
+
+/// <summary>
+/// Layers applied one after another: shape inference, activation fusion, forward, backward, modes and state-dict
+/// names ("{index}.{name}"). <see cref="Sequential"/> is one chain; a residual block holds two.
+/// </summary>
+internal sealed class LayerChain(IReadOnlyList<Layer> layers) : IDisposable
+{
+    public IReadOnlyList<Layer> Layers { get; } = layers;
+
+    /// <summary>
+    /// Builds every layer in turn from <paramref name="input"/> and returns the output shape; a layer that does not
+    /// fit throws an <see cref="ArgumentException"/> naming it ("{what} 2 'conv(4,3)' on input (3,8,8): …").
+    /// </summary>
+    public Shape Build(Backend backend, Shape input, Random init, string what)
+    {
+        Shape shape = input;
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            try
+            {
+                Layers[i].Build(backend, shape, init);
+            }
+            catch (Exception e) when (e is ArgumentException or SpecException)
+            {
+                throw new SpecException($"{what} {i + 1} '{Layers[i].Spec}' on input {shape}: {Unprefixed(e.Message)}");
+            }
+
+            shape = Layers[i].OutputShape;
+        }
+
+        // A dense or convolution layer followed by a fusable activation runs as one operation.
+        for (int i = 0; i + 1 < Layers.Count; i++)
+        {
+            if (Layers[i] is IActivationHost host && Layers[i + 1] is ActivationLayer { CanFuse: true } activation)
+            {
+                host.FusedActivation = activation;
+                activation.FusedIntoPrevious = true;
+            }
+        }
+
+        return shape;
+    }
+
+    public DeviceTensor<float> Forward(DeviceTensor<float> x)
+    {
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            x = Layers[i].Forward(x); // indexed: a foreach over the interface would allocate an enumerator per batch
+        }
+
+        return x;
+    }
+
+    /// <summary>Back-propagates dy, leaving every parameter's gradient; returns dx when asked (dy itself for an empty chain).</summary>
+    public DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
+    {
+        DeviceTensor<float>? gradient = dy;
+        for (int i = Layers.Count - 1; i >= 0 && gradient is not null; i--)
+        {
+            gradient = Layers[i].Backward(gradient, needInputGradient: i > 0 || needInputGradient);
+        }
+
+        return needInputGradient ? gradient : null;
+    }
+
+    public void SetTraining(bool training)
+    {
+        foreach (var layer in Layers)
+        {
+            layer.SetTraining(training);
+        }
+    }
+
+    public IEnumerable<(string Name, Parameter Parameter)> NamedParameters() =>
+        Layers.SelectMany((layer, index) => layer.NamedParameters().Select(p => ($"{index}.{p.Name}", p.Parameter)));
+
+    public IEnumerable<(string Name, DeviceTensor<float> Buffer)> NamedBuffers() =>
+        Layers.SelectMany((layer, index) => layer.NamedBuffers().Select(b => ($"{index}.{b.Name}", b.Buffer)));
+
+    public string Spec => string.Join(",", Layers.Select(l => l.Spec));
+
+    public void Dispose()
+    {
+        foreach (var layer in Layers)
+        {
+            layer.Dispose();
+        }
+    }
+
+    private static string Unprefixed(string message)
+    {
+        // Geometry checks say "conv: kernel …"; the layer context already names the layer.
+        int colon = message.IndexOf(": ", StringComparison.Ordinal);
+        string text = colon is > 0 and < 12 ? message[(colon + 2)..] : message;
+        int paramNote = text.IndexOf(" (Parameter '", StringComparison.Ordinal);
+        return paramNote > 0 ? text[..paramNote] : text;
+    }
+}
