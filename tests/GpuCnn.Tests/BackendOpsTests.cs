@@ -224,6 +224,23 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     }
 
     [SkippableFact]
+    [Trait("Category", "CrossCheck")]
+    public void Add_matches_reference_also_in_place()
+    {
+        Shape shape = new(3, 2, 7, 5); // 210 values: whole vectors and a tail on every SIMD width
+        float[] a = TestData.Uniform(shape.Size, 60), b = TestData.Uniform(shape.Size, 61);
+        double[] expected = [.. a.Select((v, i) => (double)v + b[i])];
+        using var da = Put(a, shape);
+        using var db = Put(b, shape);
+        using var dy = Poisoned(shape);
+        Backend.Add(da, db, dy);
+        TensorAssert.Close(expected, Backend.DownloadArray(dy), shape, 0, 0, $"{Backend.Name} add");
+        Backend.Add(da, db, da);
+        TensorAssert.Close(expected, Backend.DownloadArray(da), shape, 0, 0, $"{Backend.Name} add in place");
+        Assert.Throws<ArgumentException>(() => Backend.Add(da, Put(b[..10], [10]), dy));
+    }
+
+    [SkippableFact]
     [Trait("Category", "GradientCheck")]
     public void BiasAdd_and_BiasGradient_match_reference()
     {

@@ -108,6 +108,56 @@ public sealed class GradientCheckTests
         TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, new Shape(24), Atol, Rtol, $"{spec} ∂L/∂x");
     }
 
+    [Fact]
+    public void Residual_block_gradients_add_up_over_both_branches()
+    {
+        // y = conv2(gelu(conv1(x))) + convS(x) with a strided 1×1 shortcut, as residual(conv,gelu,conv; conv) computes it;
+        // the backward is what Residual.Backward composes: each branch's chain rule, then dx = dx_body + dx_shortcut.
+        var g1 = new Conv2dGeometry(N: 2, C: 2, H: 6, W: 6, K: 3, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1);
+        var g2 = new Conv2dGeometry(N: 2, C: 3, H: 3, W: 3, K: 3, R: 3, S: 3, PadH: 1, PadW: 1);
+        var gs = new Conv2dGeometry(N: 2, C: 2, H: 6, W: 6, K: 3, R: 1, S: 1, StrideH: 2, StrideW: 2);
+        var gelu = Cases.Activation("gelu");
+        double[] x = TestData.Widen(TestData.Uniform(g1.InputSize, 40)), w1 = TestData.Widen(TestData.Uniform(g1.WeightSize, 41));
+        double[] w2 = TestData.Widen(TestData.Uniform(g2.WeightSize, 42)), ws = TestData.Widen(TestData.Uniform(gs.WeightSize, 43));
+        double[] probe = TestData.Widen(TestData.Uniform(g2.OutputSize, 44));
+        var z1 = new double[g1.OutputSize];
+        var a1 = new double[g1.OutputSize];
+        double Loss()
+        {
+            var y = new double[g2.OutputSize];
+            var shortcut = new double[gs.OutputSize];
+            ReferenceMath.Conv2dForward<double>(g1, x, w1, [], z1);
+            for (int i = 0; i < z1.Length; i++)
+            {
+                a1[i] = gelu.Evaluate(z1[i]);
+            }
+
+            ReferenceMath.Conv2dForward<double>(g2, a1, w2, [], y);
+            ReferenceMath.Conv2dForward<double>(gs, x, ws, [], shortcut);
+            ReferenceMath.Add<double>(y, shortcut, y);
+            return Dot(y, probe);
+        }
+
+        Loss();
+        var da1 = new double[g1.OutputSize];
+        ReferenceMath.Conv2dBackwardData<double>(g2, probe, w2, da1);
+        double[] dz1 = [.. Enumerable.Range(0, z1.Length).Select(i => gelu.EvaluateBackward(z1[i], a1[i], da1[i]))];
+        var dxBody = new double[g1.InputSize];
+        var dxShortcut = new double[gs.InputSize];
+        ReferenceMath.Conv2dBackwardData<double>(g1, dz1, w1, dxBody);
+        ReferenceMath.Conv2dBackwardData<double>(gs, probe, ws, dxShortcut);
+        var dx = new double[g1.InputSize];
+        ReferenceMath.Add<double>(dxBody, dxShortcut, dx);
+        var dw1 = new double[g1.WeightSize];
+        var dws = new double[gs.WeightSize];
+        ReferenceMath.Conv2dBackwardFilter<double>(g1, x, dz1, dw1, []);
+        ReferenceMath.Conv2dBackwardFilter<double>(gs, x, probe, dws, []);
+
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, g1.InputShape, Atol, Rtol, "residual ∂L/∂x");
+        TensorAssert.Close(FiniteDifferences.Central(w1, Loss), dw1, g1.WeightShape, Atol, Rtol, "residual ∂L/∂w_body");
+        TensorAssert.Close(FiniteDifferences.Central(ws, Loss), dws, gs.WeightShape, Atol, Rtol, "residual ∂L/∂w_shortcut");
+    }
+
     [Theory]
     [InlineData(1, 3)]
     [InlineData(6, 10)]

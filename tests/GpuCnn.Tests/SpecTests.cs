@@ -29,6 +29,101 @@ public sealed class SpecTests
         Assert.Equal(spec, ArchitectureSpec.Format(layers));
     }
 
+    [Theory]
+    [InlineData("conv(4,3,pad=1),gelu,silu,flatten,dense(5)")]
+    [InlineData("conv(32,3,pad=1),residual(conv(32,3,stride=2,pad=1),relu,conv(32,3,pad=1); conv(32,1,stride=2)),flatten,dense(10)")]
+    [InlineData("residual(conv(3,3,pad=1)),residual(residual(relu),tanh; maxpool(1)),flatten,dense(2)")]
+    public void New_layers_and_nested_residual_blocks_round_trip(string spec) =>
+        Assert.Equal(spec, ArchitectureSpec.Format(ArchitectureSpec.Parse(spec)));
+
+    [Fact]
+    public void Residual_blocks_name_their_tensors_as_a_pytorch_module_with_body_and_shortcut()
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create(
+            "conv(4,3,pad=1),relu,flatten,dense(4),residual(dense(4),relu,dense(4)),residual(dense(3); dense(3)),dense(2)", [1, 5, 5], backend);
+        Assert.Equal(
+            ["0.weight", "0.bias", "3.weight", "3.bias", "4.body.0.weight", "4.body.0.bias", "4.body.2.weight", "4.body.2.bias",
+             "5.body.0.weight", "5.body.0.bias", "5.shortcut.0.weight", "5.shortcut.0.bias", "6.weight", "6.bias"],
+            model.NamedParameters().Select(p => p.Key));
+        Assert.Equal(new Shape(3, 4), model.NamedParameters().Single(p => p.Key == "5.shortcut.0.weight").Parameter.Shape);
+    }
+
+    [Theory]
+    [InlineData("conv(4,3,pad=1),residual(conv(8,3,stride=2,pad=1); conv(4,1)),flatten,dense(10)",
+        "layer 2 'residual(conv(8,3,stride=2,pad=1); conv(4,1))' on input (4,8,8): the body gives (8,4,4) but the shortcut gives (4,8,8)")]
+    [InlineData("residual(conv(2,3)),flatten,dense(3)", "the body gives (2,6,6) but the shortcut gives (4,8,8)")]
+    [InlineData("residual(conv(4,9)),flatten,dense(3)", "layer 1 'residual(conv(4,9))' on input (4,8,8): body layer 1 'conv(4,9)' on input (4,8,8): kernel 9x9")]
+    public void Residual_shape_mismatches_are_one_line_naming_both_shapes(string spec, string message)
+    {
+        using var backend = new ReferenceBackend();
+        var error = Assert.Throws<SpecException>(() => Sequential.Create(spec, [4, 8, 8], backend));
+        Assert.Contains(message, error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Theory]
+    [InlineData("residual(conv(2,3); conv(2,3); conv(2,3))", "expected residual(BODY) or residual(BODY; SHORTCUT)")]
+    [InlineData("residual()", "expected residual(BODY) or residual(BODY; SHORTCUT)")]
+    [InlineData("residual(conv(2,3),dance)", "layer 1 'residual(conv(2,3),dance)': body: layer 2 'dance': unknown layer 'dance'")]
+    public void Bad_residual_specs_say_what_is_wrong(string spec, string message)
+    {
+        var error = Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(spec));
+        Assert.Contains(message, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Train_and_eval_reach_every_layer_inside_containers()
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create("conv(2,3,pad=1),residual(conv(2,3,pad=1),relu; conv(2,1)),flatten,dense(3)", [1, 4, 4], backend);
+        var residual = (Residual)model.Layers[1];
+        IEnumerable<Layer> Every() => model.Layers.Concat(residual.Body).Concat(residual.Shortcut);
+        Assert.All(Every(), l => Assert.True(l.Training));
+        model.Eval();
+        Assert.False(model.Training);
+        Assert.All(Every(), l => Assert.False(l.Training));
+        model.Train();
+        Assert.All(Every(), l => Assert.True(l.Training));
+    }
+
+    [Fact]
+    public void Buffers_are_saved_and_loaded_with_the_parameters_but_never_trained()
+    {
+        using var backend = new ReferenceBackend();
+        using var model = new Sequential([new Flatten(), new CountingLayer(), new Dense(2)], [1, 2, 2], backend);
+        Assert.Equal(["2.weight", "2.bias"], model.NamedParameters().Select(p => p.Key));
+        Assert.Equal(["1.seen"], model.NamedBuffers().Select(b => b.Key));
+        Assert.Equal(["2.weight", "2.bias", "1.seen"], model.StateDict().Keys);
+
+        var state = model.StateDict();
+        state["1.seen"] = new Tensor(new Shape(1), [41f]);
+        model.LoadStateDict(state);
+        Assert.Equal(41f, model.StateDict()["1.seen"].Data[0]);
+        state.Remove("1.seen");
+        Assert.Contains("tensor '1.seen' is missing", Assert.Throws<ArgumentException>(() => model.LoadStateDict(state)).Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>A pass-through layer with one buffer, standing in for running statistics.</summary>
+    private sealed class CountingLayer : Layer
+    {
+        private DeviceTensor<float>? _seen;
+
+        public override string Spec => "counting";
+
+        public override IEnumerable<(string Name, DeviceTensor<float> Buffer)> NamedBuffers() => [("seen", _seen!)];
+
+        public override DeviceTensor<float> Forward(DeviceTensor<float> x) => x;
+
+        public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient) => needInputGradient ? dy : null;
+
+        protected override Shape InferOutputShape(Shape input) => input;
+
+        protected override void CreateParameters(Random init) => _seen = Backend.Allocate<float>([1]);
+
+        protected override void ReleaseBuffers() => _seen?.Dispose();
+    }
+
     [Fact]
     public void Whitespace_case_and_defaults_are_normalised()
     {

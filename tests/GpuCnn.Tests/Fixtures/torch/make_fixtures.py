@@ -23,10 +23,23 @@ def pair(v):
     return tuple(int(p) for p in v.split("x")) if "x" in v else int(v)
 
 
+class Residual(nn.Module):
+    """y = body(x) + shortcut(x): the engine's residual(BODY; SHORTCUT), state-dict names body.* and shortcut.*."""
+
+    def __init__(self, body, shortcut):
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
 def build(spec, in_shape):
     """nn.Sequential for a gpucnn spec, inferring channels/features like the engine does."""
     layers, shape = [], list(in_shape)
     for text in split_top(spec):
+        text = text.strip()
         name, args = (text.split("(", 1)[0], text[text.index("(") + 1:-1].split(",")) if "(" in text else (text, [])
         pos = [a for a in args if "=" not in a]
         named = dict(a.split("=") for a in args if "=" in a)
@@ -45,6 +58,16 @@ def build(spec, in_shape):
             layer = nn.Sigmoid()
         elif name == "tanh":
             layer = nn.Tanh()
+        elif name == "gelu":
+            layer = nn.GELU()
+        elif name == "silu":
+            layer = nn.SiLU()
+        elif name == "residual":
+            inner = text[text.index("(") + 1:-1]
+            branches = split_top(inner, ";")
+            body = build(branches[0], shape)
+            shortcut = build(branches[1], shape) if len(branches) > 1 else nn.Sequential()
+            layer = Residual(body, shortcut)
         elif name == "flatten":
             layer = nn.Flatten()
         elif name == "dense":
@@ -57,12 +80,12 @@ def build(spec, in_shape):
     return nn.Sequential(*layers)
 
 
-def split_top(spec):
+def split_top(spec, separator=","):
     parts, depth, start = [], 0, 0
     for i, c in enumerate(spec):
         depth += c == "("
         depth -= c == ")"
-        if c == "," and depth == 0:
+        if c == separator and depth == 0:
             parts.append(spec[start:i])
             start = i + 1
     parts.append(spec[start:])
@@ -92,6 +115,9 @@ PREDICT_CASES = {
     "strided": ("conv(4,3x1,stride=2,pad=1x0),leakyrelu(0.2),avgpool(2,stride=1),conv(3,1),tanh,flatten,dense(5)", [2, 9, 7], 2),
     "overlap": ("conv(3,3,pad=1),sigmoid,maxpool(3,stride=2),flatten,dense(6),relu,dense(4)", [3, 11, 10], 4),
     "pads": ("maxpool(3,stride=1,pad=1),conv(2,2x3,stride=1x2),relu,avgpool(2,pad=1),flatten,dense(3),sigmoid,dense(2)", [1, 8, 9], 2),
+    "gelu_silu": ("conv(4,3,pad=1),gelu,maxpool(2),conv(5,3),silu,flatten,dense(6),gelu,dense(4),silu,dense(3)", [2, 10, 10], 3),
+    "residual": ("conv(4,3,pad=1),relu,residual(conv(4,3,pad=1),relu,conv(4,3,pad=1)),relu,"
+                 "residual(conv(6,3,stride=2,pad=1),gelu,conv(6,3,pad=1); conv(6,1,stride=2)),silu,flatten,dense(5)", [3, 8, 8], 2),
 }
 
 TRAIN_CASES = {
@@ -99,6 +125,9 @@ TRAIN_CASES = {
             dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
     "adam": ("conv(3,3),leakyrelu(0.1),avgpool(2),flatten,dense(7),sigmoid,dense(4)", [2, 8, 8], 5,
              dict(optimizer="adam", lr=0.01, weight_decay=0.001)),
+    "residual_sgd": ("conv(3,3,pad=1),gelu,residual(conv(3,3,pad=1),silu,conv(3,3,pad=1)),relu,"
+                     "residual(conv(4,3,stride=2,pad=1),relu,conv(4,1); conv(4,1,stride=2)),flatten,dense(6),silu,dense(4)",
+                     [2, 8, 8], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
 }
 
 manifest = {"torch": torch.__version__, "predict": {}, "train": {}}
