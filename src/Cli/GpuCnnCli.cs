@@ -59,6 +59,14 @@ internal static class GpuCnnCli
         string message = e.Message;
         int note = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
         message = note > 0 ? message[..note] : message;
+        // The engine's messages name no flag; the command line adds the one that helps.
+        message += e switch
+        {
+            DeviceOutOfMemoryException => " (--batch-size)",
+            GpuCnn.IO.FileFormatException when message.Contains("not a gpucnn checkpoint", StringComparison.Ordinal) => " (--init)",
+            ArgumentException when message.Contains("no \"arch\" in its metadata", StringComparison.Ordinal) => " (--arch)",
+            _ => "",
+        };
         return message.ReplaceLineEndings(" ");
     }
 }

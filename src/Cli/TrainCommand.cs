@@ -84,7 +84,7 @@ internal static class TrainCommand
         catch (DeviceFaultException e) when (auto && backend is Ilgpu.IlgpuBackend)
         {
             io.Error.WriteLine($"warning: {e.Message}; falling back to the CPU");
-            using var cpu = Cpu.Backends.OpenCpuFallback();
+            using var cpu = Backends.OpenCpuFallback();
             return Train(io, settings, train, test, cpu);
         }
     }

@@ -48,8 +48,8 @@ public abstract class HostBackend : Backend
 
     /// <inheritdoc/>
     protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex) =>
-        ReferenceMath.AccumulateMetrics(Data(logits), Data(labels), Data(loss)[0], Data(metrics), logits.Shape[0], logits.Shape[1], batchIndex);
+        DeviceTensor<float> loss, DeviceTensor<float> metrics, MetricSlots slots, int batchIndex) =>
+        ReferenceMath.AccumulateMetrics(Data(logits), Data(labels), Data(loss)[0], Data(metrics), slots, logits.Shape[0], logits.Shape[1], batchIndex);
 
     /// <inheritdoc/>
     protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,

@@ -490,11 +490,11 @@ public static class ReferenceMath
     }
 
     /// <summary>
-    /// logits (N, classes), labels (N), loss (1) -> metrics (3): [0] += loss·N; [1] += rows whose first arg-max equals
-    /// the label; [2] = batchIndex if still negative and the loss is not finite.
+    /// logits (N, classes), labels (N), loss (1) -> metrics at the caller's slots: LossSum += loss·N; Correct += rows
+    /// whose first arg-max equals the label; FirstNonFinite = batchIndex if still negative and the loss is not finite.
     /// </summary>
     public static void AccumulateMetrics(ReadOnlySpan<float> logits, ReadOnlySpan<int> labels, float loss, Span<float> metrics,
-        int batch, int classes, int batchIndex)
+        MetricSlots slots, int batch, int classes, int batchIndex)
     {
         int correct = 0;
         for (int n = 0; n < batch; n++)
@@ -511,11 +511,11 @@ public static class ReferenceMath
             correct += best == labels[n] ? 1 : 0;
         }
 
-        metrics[0] += loss * batch;
-        metrics[1] += correct;
-        if (metrics[2] < 0f && !float.IsFinite(loss))
+        metrics[slots.LossSum] += loss * batch;
+        metrics[slots.Correct] += correct;
+        if (metrics[slots.FirstNonFinite] < 0f && !float.IsFinite(loss))
         {
-            metrics[2] = batchIndex;
+            metrics[slots.FirstNonFinite] = batchIndex;
         }
     }
 

@@ -43,7 +43,7 @@ public abstract class Backend : IDisposable
         {
             throw new DeviceOutOfMemoryException(
                 $"{Name}: out of device memory allocating {typeof(T).Name}{shape} ({FormatBytes(bytes)}) with {FormatBytes(BytesAllocated)} " +
-                $"already in use and a limit of {FormatBytes(MemoryLimitBytes)}; try a smaller --batch-size.");
+                $"already in use and a limit of {FormatBytes(MemoryLimitBytes)}; use smaller batches.");
         }
 
         return AllocateCore<T>(shape);
@@ -401,19 +401,25 @@ public abstract class Backend : IDisposable
     }
 
     /// <summary>
-    /// metrics (3): [0] += loss·N, [1] += the number of rows of logits (N, classes) whose arg-max equals the label,
-    /// [2] = <paramref name="batchIndex"/> when [2] &lt; 0 and the loss is NaN or infinite (start it at −1).
+    /// Running sums in the slots of <paramref name="metrics"/> that <paramref name="slots"/> names: LossSum += loss·N,
+    /// Correct += the number of rows of logits (N, classes) whose arg-max equals the label, FirstNonFinite =
+    /// <paramref name="batchIndex"/> when it is still negative and the loss is NaN or infinite (start it at −1).
     /// </summary>
     public void AccumulateMetrics(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss,
-        DeviceTensor<float> metrics, int batchIndex)
+        DeviceTensor<float> metrics, MetricSlots slots, int batchIndex)
     {
         const string op = "AccumulateMetrics";
         Checks.Owned(op, nameof(logits), logits, this);
         RequireMatrix(op, logits);
         Checks.Dims(op, nameof(labels), labels, this, logits.Shape[0]);
         Checks.Dims(op, nameof(loss), loss, this, 1);
-        Checks.Dims(op, nameof(metrics), metrics, this, 3);
-        AccumulateMetricsCore(logits, labels, loss, metrics, batchIndex);
+        Checks.Owned(op, nameof(metrics), metrics, this);
+        if (Math.Min(slots.LossSum, Math.Min(slots.Correct, slots.FirstNonFinite)) < 0 || slots.Length > metrics.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(slots), slots, $"{op}: slots {slots} do not fit metrics {metrics.Shape}.");
+        }
+
+        AccumulateMetricsCore(logits, labels, loss, metrics, slots, batchIndex);
     }
 
     // ---------------------------------------------------------------- optimizers
@@ -474,7 +480,7 @@ public abstract class Backend : IDisposable
     protected abstract void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment);
     protected abstract void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset, DeviceTensor<T> destination, int rows, int rowLength) where T : unmanaged;
     protected abstract void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset);
-    protected abstract void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex);
+    protected abstract void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss, DeviceTensor<float> metrics, MetricSlots slots, int batchIndex);
 
     /// <summary>The fused dense layer; by default a GEMM, a bias add and an activation in turn.</summary>
     protected virtual void LinearForwardCore<TF>(DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b, DeviceTensor<float> y,

@@ -34,13 +34,15 @@ public static class DataKernels
     }
 
     /// <summary>
-    /// One thread: metrics[0] += loss[0]·N (the batch's summed loss); metrics[1] += the number of rows whose first
-    /// arg-max equals the label; metrics[2] = <paramref name="batchIndex"/> if it is still negative and the loss is
-    /// not finite (so the host learns where training diverged without a per-batch download).
+    /// One thread: metrics[slots.LossSum] += loss[0]·N (the batch's summed loss); metrics[slots.Correct] += the number
+    /// of rows whose first arg-max equals the label; metrics[slots.FirstNonFinite] = <paramref name="batchIndex"/> if
+    /// it is still negative and the loss is not finite (so the host learns where training diverged without a
+    /// per-batch download).
     /// </summary>
     public static void AccumulateMetrics(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> loss,
-        ArrayView<float> metrics, int batch, int classes, int batchIndex)
+        ArrayView<float> metrics, MetricSlots slots, int batchIndex)
     {
+        int batch = labels.IntLength, classes = logits.IntLength / batch;
         int correct = 0;
         for (int n = 0; n < batch; n++)
         {
@@ -59,11 +61,21 @@ public static class DataKernels
             }
         }
 
-        metrics[0] += loss[0] * batch;
-        metrics[1] += correct;
-        if (metrics[2] < 0f && (float.IsNaN(loss[0]) || float.IsInfinity(loss[0]))) // IsNaN and IsInfinity are ILGPU intrinsics
+        metrics[slots.LossSum] += loss[0] * batch;
+        metrics[slots.Correct] += correct;
+        if (metrics[slots.FirstNonFinite] < 0f && (float.IsNaN(loss[0]) || float.IsInfinity(loss[0]))) // ILGPU intrinsics
         {
-            metrics[2] = batchIndex;
+            metrics[slots.FirstNonFinite] = batchIndex;
         }
     }
+}
+
+/// <summary>
+/// Where <see cref="DataKernels.AccumulateMetrics"/> keeps its running sums in a metrics buffer: the caller (the
+/// trainer) owns the layout and passes it with every call.
+/// </summary>
+public readonly record struct MetricSlots(int LossSum, int Correct, int FirstNonFinite)
+{
+    /// <summary>The largest slot index plus one: the buffer length these slots need.</summary>
+    public int Length => Math.Max(LossSum, Math.Max(Correct, FirstNonFinite)) + 1;
 }

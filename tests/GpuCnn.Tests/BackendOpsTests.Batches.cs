@@ -39,17 +39,21 @@ public abstract partial class BackendOpsTests
         Backend.Argmax(dlogits, predictions, 1);
         Assert.Equal([-1, 1, 0, 2, 1, -1], Backend.DownloadArray(predictions)); // ties: the first maximum
 
+        // The caller owns the layout: here the sums sit in slots 3 (loss), 0 (correct) and 4 (first non-finite batch);
+        // slots 1 and 2 belong to nobody and must stay untouched.
+        var slots = new Kernels.MetricSlots(LossSum: 3, Correct: 0, FirstNonFinite: 4);
         using var loss = Put([0.5f], [1]);
-        using var metrics = Put([1f, 2f, -1f], [3]);
-        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, 7);
-        Assert.Equal([1f + 0.5f * 4, 2f + 2, -1f], Backend.DownloadArray(metrics)); // rows 0 and 2 are right; loss finite
+        using var metrics = Put([2f, 42f, 43f, 1f, -1f], [5]);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, slots, 7);
+        Assert.Equal([2f + 2, 42f, 43f, 1f + 0.5f * 4, -1f], Backend.DownloadArray(metrics)); // rows 0 and 2 are right; loss finite
 
         // A non-finite loss records the first batch it happened in, and only the first.
         Backend.Upload<float>([float.NaN], loss);
-        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, 8);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, slots, 8);
         Backend.Upload<float>([float.PositiveInfinity], loss);
-        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, 9);
-        Assert.Equal(8f, Backend.DownloadArray(metrics)[2]);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, slots, 9);
+        Assert.Equal(8f, Backend.DownloadArray(metrics)[4]);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, slots with { Correct = 5 }, 10));
     }
 
     [SkippableFact]

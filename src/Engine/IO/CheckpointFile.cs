@@ -59,7 +59,7 @@ public static class CheckpointFile
         var meta = contents.Metadata;
         if (meta.GetValueOrDefault("kind") != Kind)
         {
-            throw new FileFormatException($"checkpoint '{path}' is not a gpucnn checkpoint (a model file? use --init for weights).");
+            throw new FileFormatException($"checkpoint '{path}' is not a gpucnn checkpoint (a model file? load it as initial weights instead).");
         }
 
         foreach (var (key, value) in settings.Append(new("arch", model.Spec)))

@@ -29,7 +29,7 @@ public static class ModelFile
     {
         var contents = Safetensors.Read(path);
         arch ??= contents.Metadata.GetValueOrDefault("arch")
-            ?? throw new ArgumentException($"model file '{path}' has no \"arch\" in its metadata; give the architecture spec (--arch).");
+            ?? throw new ArgumentException($"model file '{path}' has no \"arch\" in its metadata; give the architecture spec.");
         if (inputShape is null)
         {
             string input = contents.Metadata.GetValueOrDefault("input")

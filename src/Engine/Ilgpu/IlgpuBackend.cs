@@ -532,9 +532,8 @@ public sealed class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> loss, DeviceTensor<float> metrics, int batchIndex) =>
-        _launch.Run(DataKernels.AccumulateMetrics, 1, View(logits), View(labels), View(loss), View(metrics), logits.Shape[0],
-            logits.Shape[1], batchIndex);
+        DeviceTensor<float> loss, DeviceTensor<float> metrics, MetricSlots slots, int batchIndex) =>
+        _launch.Run(DataKernels.AccumulateMetrics, 1, View(logits), View(labels), View(loss), View(metrics), slots, batchIndex);
 
     /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,

@@ -1,120 +1,5 @@
 namespace GpuCnn.Models;
 
-/// <summary>Images (N, C, H, W) with integer class labels (N).</summary>
-public sealed class Dataset
-{
-    /// <summary>Pairs images with labels; their counts must agree.</summary>
-    public Dataset(Tensor images, int[] labels)
-    {
-        ArgumentNullException.ThrowIfNull(images);
-        ArgumentNullException.ThrowIfNull(labels);
-        if (images.Shape.Rank < 2)
-        {
-            throw new ArgumentException($"Dataset: images must be (N, …), got {images.Shape}.", nameof(images));
-        }
-
-        if (images.Shape[0] != labels.Length)
-        {
-            throw new ArgumentException($"Dataset: {images.Shape[0]} images but {labels.Length} labels; the counts must match.", nameof(labels));
-        }
-
-        Images = images;
-        Labels = labels;
-    }
-
-    /// <summary>The images.</summary>
-    public Tensor Images { get; }
-
-    /// <summary>The labels.</summary>
-    public int[] Labels { get; }
-
-    /// <summary>The number of samples.</summary>
-    public int Count => Labels.Length;
-
-    /// <summary>Throws when a label lies outside [0, classes), naming the first bad sample.</summary>
-    public void ValidateLabels(int classes, string what)
-    {
-        for (int i = 0; i < Labels.Length; i++)
-        {
-            if ((uint)Labels[i] >= (uint)classes)
-            {
-                throw new ArgumentException($"{what}: label {Labels[i]} of sample {i} is outside the model's {classes} classes (0…{classes - 1}).");
-            }
-        }
-    }
-}
-
-/// <summary>How the learning rate changes over epochs.</summary>
-public enum LearningRateSchedule
-{
-    /// <summary>The optimizer's learning rate throughout.</summary>
-    Constant,
-
-    /// <summary>lr·½(1 + cos(π·(epoch − 1)/epochs)) in each epoch: full at the start, small at the end (PyTorch's CosineAnnealingLR stepped per epoch).</summary>
-    Cosine,
-}
-
-/// <summary>Trainer settings: epochs, batch size, the shuffling seed, the learning-rate schedule.</summary>
-public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int Seed = 0, bool Shuffle = true,
-    LearningRateSchedule Schedule = LearningRateSchedule.Constant)
-{
-    /// <summary>The learning rate of <paramref name="epoch"/> (1-based) for a base rate.</summary>
-    public float LearningRateAt(float baseRate, int epoch) => Schedule == LearningRateSchedule.Cosine
-        ? (float)(baseRate * 0.5 * (1 + Math.Cos(Math.PI * (epoch - 1) / Epochs)))
-        : baseRate;
-
-    /// <summary>Throws naming the bad setting.</summary>
-    public void Validate()
-    {
-        Checks.Positive("Training", "epochs", Epochs);
-        Checks.Positive("Training", "batch size", BatchSize);
-    }
-}
-
-/// <summary>One epoch's results; <paramref name="Test"/> holds the test evaluation (with its confusion matrix) when there is test data.</summary>
-public sealed record EpochMetrics(int Epoch, double TrainLoss, double TrainAccuracy, double? TestLoss, double? TestAccuracy,
-    TimeSpan Elapsed, Evaluation? Test = null);
-
-/// <summary>Where training is, reported after each batch (the values are host-side counters; nothing is synchronised).</summary>
-public readonly record struct TrainingProgress(int Epoch, int Epochs, int Batch, int Batches);
-
-/// <summary>Loss, accuracy and the confusion matrix over a dataset.</summary>
-public sealed record Evaluation(double Loss, double Accuracy, int Count, int[,] Confusion)
-{
-    /// <summary>Rows are true classes, columns predicted classes.</summary>
-    public int Classes => Confusion.GetLength(0);
-}
-
-/// <summary>
-/// Where a training run stands: the epoch in progress (1-based), batches of it already done, optimizer steps, and
-/// the epoch's metric sums so far. A run resumed from it continues bitwise as if never stopped (same backend).
-/// </summary>
-public sealed record TrainingState(int Epoch, int Batch, int OptimizerSteps, float LossSum, float CorrectSum)
-{
-    /// <summary>The state before anything ran.</summary>
-    public static TrainingState Start { get; } = new(1, 0, 0, 0f, 0f);
-}
-
-/// <summary>Training stopped on request (e.g. Ctrl+C) after finishing a batch; <see cref="State"/> says where.</summary>
-public sealed class TrainingInterruptedException(TrainingState state)
-    : OperationCanceledException($"training interrupted at epoch {state.Epoch}, after batch {state.Batch}")
-{
-    /// <summary>Where training stopped.</summary>
-    public TrainingState State { get; } = state;
-}
-
-/// <summary>The loss became NaN or infinite; the message names the epoch and batch and suggests a remedy.</summary>
-public sealed class TrainingDivergedException(int epoch, int batch, float learningRate)
-    : Exception($"the loss became NaN or infinite at epoch {epoch}, batch {batch}; training stopped. " +
-        $"Try a lower learning rate than {learningRate.ToString("G", System.Globalization.CultureInfo.InvariantCulture)}.")
-{
-    /// <summary>The epoch (1-based).</summary>
-    public int Epoch { get; } = epoch;
-
-    /// <summary>The batch within the epoch (1-based).</summary>
-    public int Batch { get; } = batch;
-}
-
 /// <summary>
 /// Mini-batch training on one backend. The dataset is uploaded once; batches are gathered on the device from a
 /// per-epoch permutation; loss and correct counts accumulate on the device and come back once per epoch.
@@ -160,7 +45,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         var history = new List<EpochMetrics>();
         using var data = new DeviceDataset(backend, train);
         using var testData = test is null ? null : new DeviceDataset(backend, test);
-        using var metrics = backend.Allocate<float>([3]);
+        using var metrics = new RunningMetrics(backend);
         using var loss = backend.Allocate<float>([1]);
         using var batches = new BatchBuffers(backend, Model);
         float baseRate = Optimizer.LearningRate;
@@ -173,13 +58,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 bool resumed = epoch == state.Epoch;
                 Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch);
                 backend.Upload<int>(EpochOrder(train.Count, epoch), data.Order);
-                backend.Upload<float>(resumed ? [state.LossSum, state.CorrectSum, -1f] : [0f, 0f, -1f], metrics);
+                Model.Train();
+                metrics.Reset(resumed ? state.LossSum : 0f, resumed ? state.CorrectSum : 0f);
                 for (int b = resumed ? state.Batch : 0; b < batchCount; b++)
                 {
                     if (cancel.IsCancellationRequested)
                     {
-                        float[] partial = CheckFinite(backend.DownloadArray(metrics), epoch);
-                        var stopped = new TrainingState(epoch, b, Optimizer.StepCount, partial[0], partial[1]);
+                        var partial = CheckFinite(metrics.Read(), epoch);
+                        var stopped = new TrainingState(epoch, b, Optimizer.StepCount, partial.LossSum, partial.Correct);
                         onCheckpoint?.Invoke(stopped);
                         throw new TrainingInterruptedException(stopped);
                     }
@@ -191,9 +77,9 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount));
                 }
 
-                float[] sums = CheckFinite(backend.DownloadArray(metrics), epoch);
+                var sums = CheckFinite(metrics.Read(), epoch);
                 var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss);
-                var result = new EpochMetrics(epoch, (double)sums[0] / train.Count, (double)sums[1] / train.Count, evaluation?.Loss,
+                var result = new EpochMetrics(epoch, (double)sums.LossSum / train.Count, (double)sums.Correct / train.Count, evaluation?.Loss,
                     evaluation?.Accuracy, clock.Elapsed, evaluation);
                 history.Add(result);
                 onEpoch?.Invoke(result);
@@ -216,7 +102,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         Checks.Positive("Evaluate", nameof(batchSize), batchSize);
         CheckData(model, dataset, "evaluation data");
         using var data = new DeviceDataset(model.Backend, dataset);
-        using var metrics = model.Backend.Allocate<float>([3]);
+        using var metrics = new RunningMetrics(model.Backend);
         using var loss = model.Backend.Allocate<float>([1]);
         using var batches = new BatchBuffers(model.Backend, model);
         return Evaluate(model, batchSize, data, batches, metrics, loss);
@@ -234,31 +120,36 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         return order;
     }
 
-    private float[] CheckFinite(float[] sums, int epoch)
-    {
-        if (sums[2] >= 0f)
-        {
-            throw new TrainingDivergedException(epoch, (int)sums[2], Optimizer.LearningRate);
-        }
-
-        return sums;
-    }
+    private RunningMetrics.Sums CheckFinite(RunningMetrics.Sums sums, int epoch) =>
+        sums.DivergedAtBatch is { } batch ? throw new TrainingDivergedException(epoch, batch, Optimizer.LearningRate) : sums;
 
     private static Evaluation Evaluate(Sequential model, int batchSize, DeviceDataset data, BatchBuffers batches,
-        DeviceTensor<float> metrics, DeviceTensor<float> loss)
+        RunningMetrics metrics, DeviceTensor<float> loss)
     {
         var backend = model.Backend;
         backend.Upload<int>(Enumerable.Range(0, data.Count).ToArray(), data.Order);
-        backend.Upload<float>([0f, 0f, -1f], metrics);
+        metrics.Reset(0f, 0f);
         using var predictions = backend.Allocate<int>([data.Count]);
-        for (int start = 0; start < data.Count; start += batchSize)
+        bool training = model.Training;
+        model.Eval();
+        try
         {
-            int size = Math.Min(batchSize, data.Count - start);
-            var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1);
-            backend.Argmax(logits, predictions, start);
+            for (int start = 0; start < data.Count; start += batchSize)
+            {
+                int size = Math.Min(batchSize, data.Count - start);
+                var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1);
+                backend.Argmax(logits, predictions, start);
+            }
+        }
+        finally
+        {
+            if (training)
+            {
+                model.Train();
+            }
         }
 
-        float[] sums = backend.DownloadArray(metrics);
+        var sums = metrics.Read();
         int[] predicted = backend.DownloadArray(predictions);
         var confusion = new int[model.Classes, model.Classes];
         for (int i = 0; i < data.Count; i++)
@@ -266,7 +157,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             confusion[data.HostLabels[i], predicted[i]]++;
         }
 
-        return new Evaluation((double)sums[0] / data.Count, (double)sums[1] / data.Count, data.Count, confusion);
+        return new Evaluation((double)sums.LossSum / data.Count, (double)sums.Correct / data.Count, data.Count, confusion);
     }
 
     /// <summary>
@@ -274,7 +165,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// metrics. Returns the logits and the loss gradient (both owned by the model and the batch buffers).
     /// </summary>
     private static (DeviceTensor<float> Logits, DeviceTensor<float> DLogits) ForwardBatch(Sequential model, DeviceDataset data,
-        BatchBuffers batches, int start, int size, DeviceTensor<float> metrics, DeviceTensor<float> loss, int batchIndex)
+        BatchBuffers batches, int start, int size, RunningMetrics metrics, DeviceTensor<float> loss, int batchIndex)
     {
         var backend = model.Backend;
         var (x, y, dlogits) = batches.For(size);
@@ -282,7 +173,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         backend.GatherRows(data.Labels, data.Order, start, y);
         var logits = model.Forward(x);
         backend.SoftmaxCrossEntropy(logits, y, dlogits, loss);
-        backend.AccumulateMetrics(logits, y, loss, metrics, batchIndex);
+        metrics.Accumulate(logits, y, loss, batchIndex);
         return (logits, dlogits);
     }
 

@@ -1,11 +1,12 @@
+using GpuCnn.Cpu;
 using GpuCnn.Cpu.Fast;
 using GpuCnn.Ilgpu;
 
-namespace GpuCnn.Cpu;
+namespace GpuCnn;
 
 /// <summary>
-/// Device selection by name. This lives in GpuCnn.Engine.Cpu because it is the one assembly that sees every
-/// backend (the ILGPU ones through GpuCnn.Engine and the CPU ones here).
+/// Device selection by name, in its own assembly (GpuCnn.Devices) because it is the one place that sees every
+/// backend: the ILGPU ones of GpuCnn.Engine and the CPU ones of GpuCnn.Engine.Cpu.
 /// </summary>
 public static class Backends
 {

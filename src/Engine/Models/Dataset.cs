@@ -1,0 +1,45 @@
+namespace GpuCnn.Models;
+
+/// <summary>Images (N, C, H, W) with integer class labels (N).</summary>
+public sealed class Dataset
+{
+    /// <summary>Pairs images with labels; their counts must agree.</summary>
+    public Dataset(Tensor images, int[] labels)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        ArgumentNullException.ThrowIfNull(labels);
+        if (images.Shape.Rank < 2)
+        {
+            throw new ArgumentException($"Dataset: images must be (N, …), got {images.Shape}.", nameof(images));
+        }
+
+        if (images.Shape[0] != labels.Length)
+        {
+            throw new ArgumentException($"Dataset: {images.Shape[0]} images but {labels.Length} labels; the counts must match.", nameof(labels));
+        }
+
+        Images = images;
+        Labels = labels;
+    }
+
+    /// <summary>The images.</summary>
+    public Tensor Images { get; }
+
+    /// <summary>The labels.</summary>
+    public int[] Labels { get; }
+
+    /// <summary>The number of samples.</summary>
+    public int Count => Labels.Length;
+
+    /// <summary>Throws when a label lies outside [0, classes), naming the first bad sample.</summary>
+    public void ValidateLabels(int classes, string what)
+    {
+        for (int i = 0; i < Labels.Length; i++)
+        {
+            if ((uint)Labels[i] >= (uint)classes)
+            {
+                throw new ArgumentException($"{what}: label {Labels[i]} of sample {i} is outside the model's {classes} classes (0…{classes - 1}).");
+            }
+        }
+    }
+}
