@@ -223,6 +223,22 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expected, Backend.DownloadArray(dy), new Shape(batch, outFeatures), Atol, Rtol, $"{Backend.Name} linear {spec}");
     }
 
+    /// <summary>The shared operation catalogue, the same cases `gpucnn selftest` runs, as "index: name shape".</summary>
+    public static TheoryData<string> CatalogueCases => new(OperationCases.CrossChecks(CatalogueSeed).Select((c, i) => $"{i}: {c}"));
+
+    private const int CatalogueSeed = 5;
+
+    [SkippableTheory]
+    [Trait("Category", "CrossCheck")]
+    [MemberData(nameof(CatalogueCases))]
+    public void Catalogue_case_matches_the_reference(string name)
+    {
+        var operation = OperationCases.CrossChecks(CatalogueSeed).ElementAt(int.Parse(name[..name.IndexOf(':', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture));
+        using var reference = new ReferenceBackend();
+        var (diff, passed) = operation.Compare(Backend, reference);
+        Assert.True(passed, $"{Backend.Name} {operation}: max |diff| {diff:G3}");
+    }
+
     [SkippableFact]
     [Trait("Category", "CrossCheck")]
     public void Add_matches_reference_also_in_place()

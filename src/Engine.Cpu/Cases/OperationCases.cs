@@ -1,0 +1,502 @@
+using GpuCnn.Kernels;
+using GpuCnn.Models;
+
+namespace GpuCnn.Cpu;
+
+/// <summary>One operation run prepared on one backend: inputs uploaded, outputs allocated and poisoned with NaN.</summary>
+public interface IPreparedCase : IDisposable
+{
+    /// <summary>Runs the operation (what a benchmark times).</summary>
+    void Run();
+
+    /// <summary>Downloads everything the operation wrote, in a fixed order (what a cross-check compares).</summary>
+    float[] Outputs();
+}
+
+/// <summary>
+/// One operation with its inputs and FLOPs: the single description that `gpucnn selftest` cross-checks against the
+/// reference, `gpucnn bench` times, and the tests run on every backend. Inputs come from a seed, so every backend
+/// sees the same values.
+/// </summary>
+public sealed record OperationCase(string Name, string Shape, double? Flops, Func<Backend, IPreparedCase> Prepare)
+{
+    /// <summary>
+    /// Runs on <paramref name="device"/> and <paramref name="reference"/> and compares every output:
+    /// |d − r| ≤ 1e-3·(1 + |r|) (float sums of a few hundred terms, in any order); NaN only where the reference has NaN.
+    /// </summary>
+    public (double MaxDiff, bool Passed) Compare(Backend device, Backend reference)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(reference);
+        float[] expected = RunOnce(reference), actual = RunOnce(device);
+        double worst = 0;
+        bool passed = expected.Length == actual.Length;
+        for (int i = 0; passed && i < expected.Length; i++)
+        {
+            double diff = Math.Abs((double)expected[i] - actual[i]);
+            passed = !double.IsNaN(diff) || (float.IsNaN(expected[i]) && float.IsNaN(actual[i]));
+            diff = double.IsNaN(diff) ? 0 : diff;
+            passed &= diff <= 1e-3 * (1 + Math.Abs(expected[i]));
+            worst = Math.Max(worst, diff);
+        }
+
+        return (worst, passed);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Name} {Shape}";
+
+    private float[] RunOnce(Backend backend)
+    {
+        using var run = Prepare(backend);
+        run.Run();
+        return run.Outputs();
+    }
+}
+
+/// <summary>
+/// The catalogue of operation cases: one factory per operation family, and the two lists built from them — random
+/// small shapes for cross-checks (<see cref="CrossChecks"/>) and the fixed benchmark suite (<see cref="Benchmarks"/>).
+/// </summary>
+public static class OperationCases
+{
+    /// <summary>Random shapes per family in <see cref="CrossChecks"/>.</summary>
+    public const int ShapesPerFamily = 3;
+
+    /// <summary>Every operation at random small shapes (deterministic for a seed): what selftest and the tests compare.</summary>
+    public static IEnumerable<OperationCase> CrossChecks(int seed)
+    {
+        var random = new Random(seed);
+        for (int i = 0; i < ShapesPerFamily; i++)
+        {
+            var g = RandomConvolution(random);
+            yield return ConvolutionForward("conv2d forward", g, random.Next());
+            yield return ConvolutionBackwardData("conv2d backward-data", g, random.Next());
+            yield return ConvolutionBackwardFilter("conv2d backward-filter + bias", g, random.Next());
+        }
+
+        for (int i = 0; i < ShapesPerFamily; i++)
+        {
+            var p = RandomPool(random);
+            yield return MaxPool("maxpool forward + switches, backward", p, backward: true, random.Next());
+            yield return AvgPool("avgpool forward, backward", p, backward: true, random.Next());
+        }
+
+        for (int i = 0; i < ShapesPerFamily; i++)
+        {
+            yield return Gemm("gemm", random.Next(1, 90), random.Next(1, 90), random.Next(1, 90), random.Next(2) == 0, random.Next(2) == 0,
+                1.5f, 0.5f, random.Next());
+        }
+
+        foreach (string name in LayerRegistry.ActivationNames)
+        {
+            yield return Activation(name, 300, random.Next());
+        }
+
+        yield return SoftmaxCrossEntropy(random.Next(1, 300), random.Next(2, 20), random.Next());
+        yield return Bias(2, 7, 30, random.Next());
+        yield return Add(3 * 101, random.Next());
+        yield return Optimizers(500, random.Next());
+    }
+
+    /// <summary>
+    /// The fixed suite of `gpucnn bench`: GEMM, the LeNet and VGG-like convolution layers forward and backward, max
+    /// pooling with switches, and whole LeNet-5 training steps. Names are stable so runs on different machines and
+    /// days compare row by row; <paramref name="quick"/> shrinks every shape and appends "-quick".
+    /// </summary>
+    public static IEnumerable<OperationCase> Benchmarks(bool quick)
+    {
+        string suffix = quick ? "-quick" : "";
+        foreach (int n in (int[])[256, 1024, 4096])
+        {
+            int size = quick ? n / 8 : n;
+            yield return Gemm($"gemm-{n}{suffix}", size, size, size, false, false, 1f, 0f, 1);
+        }
+
+        foreach (var (name, g) in (ValueTuple<string, Conv2dGeometry>[])[
+            ("conv-lenet1", new(N: quick ? 4 : 64, C: 1, H: 28, W: 28, K: 6, R: 5, S: 5, PadH: 2, PadW: 2)),
+            ("conv-lenet2", new(N: quick ? 4 : 64, C: 6, H: 14, W: 14, K: 16, R: 5, S: 5)),
+            ("conv3x3-64", quick ? new(N: 2, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, PadH: 1, PadW: 1)
+                                 : new(N: 64, C: 64, H: 32, W: 32, K: 64, R: 3, S: 3, PadH: 1, PadW: 1)),
+            ("conv3x3-128", quick ? new(N: 2, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, PadH: 1, PadW: 1)
+                                  : new(N: 32, C: 128, H: 16, W: 16, K: 128, R: 3, S: 3, PadH: 1, PadW: 1))])
+        {
+            yield return ConvolutionForward($"{name}-fwd{suffix}", g, 1);
+            yield return ConvolutionBackward($"{name}-bwd{suffix}", g, 1);
+        }
+
+        var pool = quick ? new Pool2dGeometry(4, 8, 16, 16, 2, 2, 2, 2) : new Pool2dGeometry(64, 64, 32, 32, 2, 2, 2, 2);
+        yield return MaxPool($"maxpool2x2-fwd{suffix}", pool, backward: false, 1);
+        yield return MaxPool($"maxpool2x2-bwd{suffix}", pool, backward: true, 1, timeBackwardOnly: true);
+        foreach (int batch in (int[])[64, 256])
+        {
+            yield return LeNetStep($"lenet-step-{batch}{suffix}", quick ? batch / 16 : batch);
+        }
+    }
+
+    /// <summary>y = conv(x, w) + b.</summary>
+    public static OperationCase ConvolutionForward(string name, Conv2dGeometry g, int seed) =>
+        new(name, Describe(g), ConvolutionFlops(g), backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var x = run.Input(g.InputShape, random);
+            var w = run.Input(g.WeightShape, random, 0.1f);
+            var b = run.Input([g.K], random);
+            var y = run.Output(g.OutputShape);
+            return run.Does(() => backend.Conv2dForward(g, x, w, b, y));
+        });
+
+    /// <summary>dx from dy and w (the full convolution with the rotated kernel).</summary>
+    public static OperationCase ConvolutionBackwardData(string name, Conv2dGeometry g, int seed) =>
+        new(name, Describe(g), ConvolutionFlops(g), backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var dy = run.Input(g.OutputShape, random);
+            var w = run.Input(g.WeightShape, random);
+            var dx = run.Output(g.InputShape);
+            return run.Does(() => backend.Conv2dBackwardData(g, dy, w, dx));
+        });
+
+    /// <summary>dw and db from x and dy.</summary>
+    public static OperationCase ConvolutionBackwardFilter(string name, Conv2dGeometry g, int seed) =>
+        new(name, Describe(g), ConvolutionFlops(g), backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var x = run.Input(g.InputShape, random);
+            var dy = run.Input(g.OutputShape, random);
+            var dw = run.Output(g.WeightShape);
+            var db = run.Output([g.K]);
+            return run.Does(() => backend.Conv2dBackwardFilter(g, x, dy, dw, db));
+        });
+
+    /// <summary>A layer's whole backward: backward-data, then backward-filter with the bias gradient.</summary>
+    public static OperationCase ConvolutionBackward(string name, Conv2dGeometry g, int seed) =>
+        new(name, Describe(g), 2 * ConvolutionFlops(g), backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var x = run.Input(g.InputShape, random);
+            var w = run.Input(g.WeightShape, random, 0.1f);
+            var dy = run.Input(g.OutputShape, random);
+            var dx = run.Output(g.InputShape);
+            var dw = run.Output(g.WeightShape);
+            var db = run.Output([g.K]);
+            return run.Does(() =>
+            {
+                backend.Conv2dBackwardData(g, dy, w, dx);
+                backend.Conv2dBackwardFilter(g, x, dy, dw, db);
+            });
+        });
+
+    /// <summary>
+    /// Max pooling with switches, and with <paramref name="backward"/> its gradient through them; inputs are distinct
+    /// (no ties), so any order of comparison picks the same switch. <paramref name="timeBackwardOnly"/>: the forward
+    /// runs once while preparing and <see cref="IPreparedCase.Run"/> is the backward alone.
+    /// </summary>
+    public static OperationCase MaxPool(string name, Pool2dGeometry g, bool backward, int seed, bool timeBackwardOnly = false) =>
+        new(name, Describe(g), null, backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var x = run.Input(g.InputShape, Distinct(random, g.InputSize));
+            var y = run.Output(g.OutputShape);
+            var switches = run.Switches(g.OutputShape);
+            var dy = run.Input(g.OutputShape, random);
+            var dx = backward ? run.Output(g.InputShape) : null;
+            if (timeBackwardOnly)
+            {
+                backend.MaxPool2dForward(g, x, y, switches);
+                return run.Does(() => backend.MaxPool2dBackward(g, dy, switches, dx!));
+            }
+
+            return run.Does(() =>
+            {
+                backend.MaxPool2dForward(g, x, y, switches);
+                if (dx is not null)
+                {
+                    backend.MaxPool2dBackward(g, dy, switches, dx);
+                }
+            });
+        });
+
+    /// <summary>Average pooling (zero padding counted), and with <paramref name="backward"/> its gradient.</summary>
+    public static OperationCase AvgPool(string name, Pool2dGeometry g, bool backward, int seed) =>
+        new(name, Describe(g), null, backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var x = run.Input(g.InputShape, random);
+            var y = run.Output(g.OutputShape);
+            var dy = run.Input(g.OutputShape, random);
+            var dx = backward ? run.Output(g.InputShape) : null;
+            return run.Does(() =>
+            {
+                backend.AvgPool2dForward(g, x, y);
+                if (dx is not null)
+                {
+                    backend.AvgPool2dBackward(g, dy, dx);
+                }
+            });
+        });
+
+    /// <summary>C = α·op(A)·op(B) + β·C.</summary>
+    public static OperationCase Gemm(string name, int m, int n, int k, bool transposeA, bool transposeB, float alpha, float beta, int seed) =>
+        new(name, $"{m}x{n}x{k} tA={transposeA} tB={transposeB} a={alpha} b={beta}", 2.0 * m * n * k, backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var a = run.Input([m * k], random);
+            var b = run.Input([k * n], random);
+            var c = beta == 0f ? run.Output([m * n]) : run.Input([m * n], random, written: true);
+            return run.Does(() => backend.Gemm(transposeA, transposeB, m, n, k, alpha, a, b, beta, c));
+        });
+
+    /// <summary>A registered activation (by spec) forward, then backward from the output it produced.</summary>
+    public static OperationCase Activation(string spec, int count, int seed) =>
+        new($"{spec} forward, backward", $"({count})", null, backend =>
+        {
+            var f = LayerRegistry.CreateActivation(spec);
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var x = run.Input([count], random);
+            var dy = run.Input([count], random);
+            var y = run.Output([count]);
+            var dx = run.Output([count]);
+            return run.Does(() =>
+            {
+                f.Apply(backend, x, y);
+                f.ApplyBackward(backend, x, y, dy, dx);
+            });
+        });
+
+    /// <summary>Fused softmax + cross-entropy: the loss and dlogits, on logits spread over ±30.</summary>
+    public static OperationCase SoftmaxCrossEntropy(int batch, int classes, int seed) =>
+        new("softmax cross-entropy", $"({batch},{classes})", null, backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var z = run.Input([batch, classes], [.. Values(random, batch * classes).Select(v => v * 30)]);
+            var labels = run.Labels([.. Enumerable.Range(0, batch).Select(_ => random.Next(classes))]);
+            var dz = run.Output([batch, classes]);
+            var loss = run.Output([1]);
+            return run.Does(() => backend.SoftmaxCrossEntropy(z, labels, dz, loss));
+        });
+
+    /// <summary>The bias gradient of y, then y += b.</summary>
+    public static OperationCase Bias(int batch, int channels, int inner, int seed) =>
+        new("bias add, bias gradient", $"({batch},{channels},{inner})", null, backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var y = run.Input([batch, channels, inner], random, written: true);
+            var b = run.Input([channels], random);
+            var db = run.Output([channels]);
+            return run.Does(() =>
+            {
+                backend.BiasGradient(y, db);
+                backend.BiasAdd(y, b);
+            });
+        });
+
+    /// <summary>y = a + b (a residual block's join).</summary>
+    public static OperationCase Add(int count, int seed) =>
+        new("add", $"({count})", null, backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var a = run.Input([count], random);
+            var b = run.Input([count], random);
+            var y = run.Output([count]);
+            return run.Does(() => backend.Add(a, b, y));
+        });
+
+    /// <summary>Two steps of SGD (momentum, Nesterov, weight decay) and of Adam on the same parameters.</summary>
+    public static OperationCase Optimizers(int count, int seed) =>
+        new("sgd (momentum, nesterov, decay), adam", $"({count}) x 2 steps", null, backend =>
+        {
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            float[] start = Values(random, count);
+            var p = run.Input([count], start, written: true);
+            var q = run.Input([count], start, written: true);
+            var v = run.Input([count], new float[count]);
+            var m = run.Input([count], new float[count]);
+            var s = run.Input([count], new float[count]);
+            var g1 = run.Input([count], random);
+            var g2 = run.Input([count], random);
+            var sgd = new SgdOptions(0.1f, 0.9f, 0f, 0.01f, Nesterov: true);
+            var adam = new AdamOptions(0.01f, WeightDecay: 0.001f);
+            return run.Does(() =>
+            {
+                foreach (var (grad, step) in (ValueTuple<DeviceTensor<float>, int>[])[(g1, 1), (g2, 2)])
+                {
+                    backend.SgdUpdate(sgd, step == 1, p, grad, v);
+                    backend.AdamUpdate(adam, step, q, grad, m, s);
+                }
+            });
+        });
+
+    /// <summary>One LeNet-5 SGD-with-momentum step (rate 0, so every repetition sees the same weights) on a resident batch.</summary>
+    public static OperationCase LeNetStep(string name, int batch) =>
+        new(name, $"batch {batch}", LeNetStepFlops(batch), backend => new LeNetStepRun(backend, batch));
+
+    /// <summary>Forward, backward and update FLOPs of one LeNet-5 step (the first layer needs no input gradient).</summary>
+    public static double LeNetStepFlops(int batch)
+    {
+        double conv1 = 2.0 * batch * 6 * 28 * 28 * 1 * 25, conv2 = 2.0 * batch * 16 * 10 * 10 * 6 * 25;
+        double dense = 2.0 * batch * (400 * 120 + 120 * 84 + 84 * 10);
+        return (conv1 * 2) + (conv2 * 3) + (dense * 3);
+    }
+
+    private static double ConvolutionFlops(Conv2dGeometry g) => 2.0 * g.N * g.K * g.P * g.Q * g.C * g.R * g.S;
+
+    private static string Describe(Conv2dGeometry g) =>
+        $"x({g.N},{g.C},{g.H},{g.W}) w({g.K},{g.C},{g.R},{g.S}) s{g.StrideH}x{g.StrideW} p{g.PadH}x{g.PadW}";
+
+    private static string Describe(Pool2dGeometry p) =>
+        $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}x{p.StrideW} p{p.PadH}x{p.PadW}";
+
+    private static Conv2dGeometry RandomConvolution(Random random)
+    {
+        while (true)
+        {
+            int r = random.Next(1, 6), s = random.Next(1, 6), stride = random.Next(1, 3);
+            var g = new Conv2dGeometry(random.Next(1, 4), random.Next(1, 6), random.Next(4, 13), random.Next(4, 13), random.Next(1, 7),
+                r, s, stride, stride, random.Next(0, r), random.Next(0, s));
+            if (g.R <= g.H + (2 * g.PadH) && g.S <= g.W + (2 * g.PadW))
+            {
+                return g;
+            }
+        }
+    }
+
+    private static Pool2dGeometry RandomPool(Random random)
+    {
+        int k = random.Next(1, 4), stride = random.Next(1, k + 1);
+        return new Pool2dGeometry(random.Next(1, 3), random.Next(1, 4), random.Next(k + 2, 11), random.Next(k + 2, 11), k, k, stride, stride,
+            random.Next(0, (k / 2) + 1), random.Next(0, (k / 2) + 1));
+    }
+
+    private static float[] Values(Random random, int count, float scale = 1f) =>
+        [.. Enumerable.Range(0, count).Select(_ => ((random.NextSingle() * 2) - 1) * scale)];
+
+    /// <summary>Distinct values at least 4/count apart, so no pooling window has a tie.</summary>
+    private static float[] Distinct(Random random, int count)
+    {
+        float[] values = [.. Enumerable.Range(0, count).Select(i => ((float)i / count * 4) - 2)];
+        random.Shuffle(values);
+        return values;
+    }
+
+    /// <summary>The tensors of one prepared run: inputs, and outputs poisoned with NaN so an unwritten element fails.</summary>
+    private sealed class PreparedRun(Backend backend) : IPreparedCase
+    {
+        private readonly List<IDisposable> _owned = [];
+        private readonly List<DeviceTensor<float>> _outputs = [];
+        private readonly List<DeviceTensor<int>> _intOutputs = [];
+        private Action _body = () => { };
+
+        public DeviceTensor<float> Input(Shape shape, Random random, float scale = 1f, bool written = false) =>
+            Input(shape, Values(random, shape.Size, scale), written);
+
+        public DeviceTensor<float> Input(Shape shape, float[] values, bool written = false)
+        {
+            var tensor = backend.Upload<float>(shape, values);
+            _owned.Add(tensor);
+            if (written)
+            {
+                _outputs.Add(tensor);
+            }
+
+            return tensor;
+        }
+
+        public DeviceTensor<int> Labels(int[] values)
+        {
+            var tensor = backend.Upload<int>([values.Length], values);
+            _owned.Add(tensor);
+            return tensor;
+        }
+
+        public DeviceTensor<float> Output(Shape shape)
+        {
+            var tensor = backend.Allocate<float>(shape);
+            backend.Fill(tensor, float.NaN);
+            _owned.Add(tensor);
+            _outputs.Add(tensor);
+            return tensor;
+        }
+
+        public DeviceTensor<int> Switches(Shape shape)
+        {
+            var tensor = backend.Allocate<int>(shape);
+            _owned.Add(tensor);
+            _intOutputs.Add(tensor);
+            return tensor;
+        }
+
+        public PreparedRun Does(Action body)
+        {
+            _body = body;
+            return this;
+        }
+
+        public void Run() => _body();
+
+        public float[] Outputs() =>
+            [.. _outputs.SelectMany(backend.DownloadArray), .. _intOutputs.SelectMany(t => backend.DownloadArray(t).Select(v => (float)v))];
+
+        public void Dispose()
+        {
+            foreach (var tensor in _owned)
+            {
+                tensor.Dispose();
+            }
+        }
+    }
+
+    /// <summary>A LeNet-5 training step on a resident batch; its outputs are the logits of the last forward pass.</summary>
+    private sealed class LeNetStepRun : IPreparedCase
+    {
+        private readonly Backend _backend;
+        private readonly Sequential _model;
+        private readonly Sgd _sgd;
+        private readonly DeviceTensor<float> _x, _dlogits, _loss;
+        private readonly DeviceTensor<int> _labels;
+        private DeviceTensor<float>? _logits;
+
+        public LeNetStepRun(Backend backend, int batch)
+        {
+            _backend = backend;
+            _model = Sequential.Create(ArchitectureSpec.LeNet5, [1, 28, 28], backend, seed: 1);
+            _sgd = new Sgd(backend, _model.NamedParameters(), new SgdOptions(0f, 0.9f));
+            _x = backend.Upload(Tensor.Random([batch, 1, 28, 28], 2, 0f, 1f));
+            _labels = backend.Upload<int>([batch], [.. Enumerable.Range(0, batch).Select(i => i % 10)]);
+            _dlogits = backend.Allocate<float>([batch, 10]);
+            _loss = backend.Allocate<float>([1]);
+        }
+
+        public void Run()
+        {
+            _logits = _model.Forward(_x);
+            _backend.SoftmaxCrossEntropy(_logits, _labels, _dlogits, _loss);
+            _model.Backward(_dlogits);
+            _sgd.Step();
+        }
+
+        public float[] Outputs() => _logits is null ? [] : _backend.DownloadArray(_logits);
+
+        public void Dispose()
+        {
+            _sgd.Dispose();
+            _model.Dispose();
+            _x.Dispose();
+            _labels.Dispose();
+            _dlogits.Dispose();
+            _loss.Dispose();
+        }
+    }
+}
