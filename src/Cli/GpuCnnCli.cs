@@ -54,7 +54,7 @@ internal static class GpuCnnCli
     private static string Readable(string message) => System.Text.RegularExpressions.Regex.Replace(message,
         @"as expected type '([^']*)'", m => m.Groups[1].Value.Contains("Int32", StringComparison.Ordinal) ? "as an integer" : "as a number");
 
-    private static string Describe(Exception e)
+    internal static string Describe(Exception e)
     {
         string message = e.Message;
         int note = message.IndexOf(" (Parameter '", StringComparison.Ordinal);

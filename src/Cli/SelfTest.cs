@@ -41,7 +41,7 @@ internal static class SelfTest
         var random = new Random(seed + 1);
         for (int i = 0; i < ShapesPerCheck; i++)
         {
-            var g = RandomConvolution(random, small: true);
+            var g = OperationCases.RandomConvolution(random, small: true);
             double[] x = Doubles(random, g.InputSize), w = Doubles(random, g.WeightSize), b = Doubles(random, g.K), probe = Doubles(random, g.OutputSize);
             double Loss()
             {
@@ -61,8 +61,8 @@ internal static class SelfTest
 
         for (int i = 0; i < ShapesPerCheck; i++)
         {
-            var p = RandomPool(random);
-            double[] x = Distinct(random, p.InputSize).Select(v => (double)v).ToArray(), probe = Doubles(random, p.OutputSize);
+            var p = OperationCases.RandomPool(random);
+            double[] x = OperationCases.Distinct(random, p.InputSize).Select(v => (double)v).ToArray(), probe = Doubles(random, p.OutputSize);
             double Loss()
             {
                 var y = new double[p.OutputSize];
@@ -93,38 +93,7 @@ internal static class SelfTest
         }
     }
 
-    private static Conv2dGeometry RandomConvolution(Random random, bool small = false)
-    {
-        while (true)
-        {
-            int r = random.Next(1, 6), s = random.Next(1, 6), stride = random.Next(1, 3);
-            var g = new Conv2dGeometry(random.Next(1, small ? 3 : 4), random.Next(1, small ? 3 : 6), random.Next(4, small ? 8 : 13),
-                random.Next(4, small ? 8 : 13), random.Next(1, small ? 4 : 7), r, s, stride, stride, random.Next(0, r), random.Next(0, s));
-            if (g.R <= g.H + 2 * g.PadH && g.S <= g.W + 2 * g.PadW)
-            {
-                return g;
-            }
-        }
-    }
-
-    private static Pool2dGeometry RandomPool(Random random)
-    {
-        int k = random.Next(1, 4), stride = random.Next(1, k + 1);
-        return new Pool2dGeometry(random.Next(1, 3), random.Next(1, 4), random.Next(k + 2, 11), random.Next(k + 2, 11), k, k, stride, stride,
-            random.Next(0, k / 2 + 1), random.Next(0, k / 2 + 1));
-    }
-
-    private static float[] Values(Random random, int count) => Enumerable.Range(0, count).Select(_ => random.NextSingle() * 2 - 1).ToArray();
-
-    private static double[] Doubles(Random random, int count) => Values(random, count).Select(v => (double)v).ToArray();
-
-    /// <summary>Distinct values at least 1/count apart, so no pooling window has a tie and ±1e-6 keeps every arg-max.</summary>
-    private static float[] Distinct(Random random, int count)
-    {
-        var values = Enumerable.Range(0, count).Select(i => (float)i / count * 4 - 2).ToArray();
-        random.Shuffle(values);
-        return values;
-    }
+    private static double[] Doubles(Random random, int count) => [.. OperationCases.Values(random, count).Select(v => (double)v)];
 
     private static double MaxDiff(double[] a, double[] b) => a.Zip(b, (u, v) => Math.Abs(u - v)).DefaultIfEmpty(0).Max();
 }

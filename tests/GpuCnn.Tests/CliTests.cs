@@ -115,6 +115,16 @@ public sealed partial class CliTests
         Assert.StartsWith(message, result.ErrorLine, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void The_command_line_adds_the_flag_that_helps_to_engine_messages_that_name_none()
+    {
+        Assert.Equal("cuda: out of device memory allocating Single(64,6,28,28) (1.2 MiB); use smaller batches. (--batch-size)",
+            Cli.GpuCnnCli.Describe(new DeviceOutOfMemoryException("cuda: out of device memory allocating Single(64,6,28,28) (1.2 MiB); use smaller batches.")));
+        Assert.EndsWith("give the architecture spec. (--arch)",
+            Cli.GpuCnnCli.Describe(new ArgumentException("model file 'm' has no \"arch\" in its metadata; give the architecture spec.", "path")), StringComparison.Ordinal);
+        Assert.Equal("plain failure", Cli.GpuCnnCli.Describe(new InvalidOperationException("plain failure")));
+    }
+
     [SkippableFact]
     public void Cuda_without_a_gpu_is_an_error_not_a_fallback()
     {

@@ -359,13 +359,15 @@ public static class OperationCases
     private static string Describe(Pool2dGeometry p) =>
         $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}x{p.StrideW} p{p.PadH}x{p.PadW}";
 
-    private static Conv2dGeometry RandomConvolution(Random random)
+    /// <summary>A random valid convolution; <paramref name="small"/> keeps it small enough for finite differences.</summary>
+    public static Conv2dGeometry RandomConvolution(Random random, bool small = false)
     {
+        ArgumentNullException.ThrowIfNull(random);
         while (true)
         {
             int r = random.Next(1, 6), s = random.Next(1, 6), stride = random.Next(1, 3);
-            var g = new Conv2dGeometry(random.Next(1, 4), random.Next(1, 6), random.Next(4, 13), random.Next(4, 13), random.Next(1, 7),
-                r, s, stride, stride, random.Next(0, r), random.Next(0, s));
+            var g = new Conv2dGeometry(random.Next(1, small ? 3 : 4), random.Next(1, small ? 3 : 6), random.Next(4, small ? 8 : 13),
+                random.Next(4, small ? 8 : 13), random.Next(1, small ? 4 : 7), r, s, stride, stride, random.Next(0, r), random.Next(0, s));
             if (g.R <= g.H + (2 * g.PadH) && g.S <= g.W + (2 * g.PadW))
             {
                 return g;
@@ -373,19 +375,26 @@ public static class OperationCases
         }
     }
 
-    private static Pool2dGeometry RandomPool(Random random)
+    /// <summary>A random valid pooling window.</summary>
+    public static Pool2dGeometry RandomPool(Random random)
     {
+        ArgumentNullException.ThrowIfNull(random);
         int k = random.Next(1, 4), stride = random.Next(1, k + 1);
         return new Pool2dGeometry(random.Next(1, 3), random.Next(1, 4), random.Next(k + 2, 11), random.Next(k + 2, 11), k, k, stride, stride,
             random.Next(0, (k / 2) + 1), random.Next(0, (k / 2) + 1));
     }
 
-    private static float[] Values(Random random, int count, float scale = 1f) =>
-        [.. Enumerable.Range(0, count).Select(_ => ((random.NextSingle() * 2) - 1) * scale)];
-
-    /// <summary>Distinct values at least 4/count apart, so no pooling window has a tie.</summary>
-    private static float[] Distinct(Random random, int count)
+    /// <summary>Uniform values in [−scale, scale].</summary>
+    public static float[] Values(Random random, int count, float scale = 1f)
     {
+        ArgumentNullException.ThrowIfNull(random);
+        return [.. Enumerable.Range(0, count).Select(_ => ((random.NextSingle() * 2) - 1) * scale)];
+    }
+
+    /// <summary>Distinct values at least 4/count apart, shuffled, so no pooling window has a tie.</summary>
+    public static float[] Distinct(Random random, int count)
+    {
+        ArgumentNullException.ThrowIfNull(random);
         float[] values = [.. Enumerable.Range(0, count).Select(i => ((float)i / count * 4) - 2)];
         random.Shuffle(values);
         return values;
