@@ -2,7 +2,8 @@
 # The GPU check, run from the repository root on a lent GPU machine after perf/gpu/publish.sh here:
 #   device tool: run(command="bash perf/gpu/check.sh", carry=[".gpu"], timeout_s=480)
 # In order, each step under its own time limit, everything logged to $OUT/check.log (or /tmp/gpucnn-check):
-#  1. the machine; 2. `gpucnn devices` (auto must pick cuda); 3. `selftest --device cuda --verbose`;
+#  1. the machine; 2. `gpucnn devices` (auto must pick cuda); 3. `selftest --device cuda --verbose` and the
+#     PyTorch parity fixtures through the CLI (perf/gpu/torch_parity.py);
 #  4. `bench --device cuda --json`, then the GEMM-heavy rows once per GEMM kernel; 5. PyTorch/cuDNN on the same rows and GPU (TF32 off, cudnn.benchmark on);
 #  6. LeNet-5 on the full MNIST, 2 epochs, ours then PyTorch CUDA with the same settings (per-epoch wall time and
 #     test accuracy); 7. bitwise reproducibility (two identical training runs, same hashes);
@@ -40,6 +41,9 @@ grep -q "auto picks: cuda" "$work/devices.txt" && echo "ok: auto picks cuda" || 
 
 step "gpucnn selftest --device cuda --verbose"
 check selftest 150 "$gpucnn" selftest --device cuda --verbose
+
+step "PyTorch parity fixtures on cuda (predict and one training step; gelu, silu and residual blocks included)"
+check torch-parity 120 python3 perf/gpu/torch_parity.py "$gpucnn" --device cuda
 
 step "gpucnn bench --device cuda"
 check bench 180 "$gpucnn" bench --device cuda --json "$out/gpucnn-cuda.json"
