@@ -6,7 +6,7 @@ namespace GpuCnn.Cpu;
 /// The reference backend: <see cref="ReferenceMath"/> in float on host arrays, one thread, synchronous. It defines
 /// what every other backend must compute; it is deliberately slow.
 /// </summary>
-public sealed class ReferenceBackend : HostBackend
+public sealed partial class ReferenceBackend : HostBackend
 {
     /// <inheritdoc/>
     public override string Name => "reference";
@@ -63,10 +63,6 @@ public sealed class ReferenceBackend : HostBackend
     protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels,
         int inner) =>
         ReferenceMath.BiasGradient<float>(Data(dy), Data(db), batch, channels, inner);
-
-    /// <inheritdoc/>
-    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y) =>
-        ReferenceMath.Add<float>(Data(a), Data(b), Data(y));
 
     /// <inheritdoc/>
     protected override void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) =>

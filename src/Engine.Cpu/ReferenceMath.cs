@@ -9,7 +9,7 @@ namespace GpuCnn.Cpu;
 /// docs/02-convolution.md … docs/05-optimizers.md. Generic over the number type so the same code runs in float
 /// (the reference backend) and in double (the finite-difference gradient checks). Slow by design; read, don't time.
 /// </summary>
-public static class ReferenceMath
+public static partial class ReferenceMath
 {
     // ------------------------------------------------------------------ convolution
 
@@ -366,16 +366,6 @@ public static class ReferenceMath
     }
 
     // ------------------------------------------------------------------ activations and loss
-
-    /// <summary>y = a + b elementwise (shapes equal; y may be a or b).</summary>
-    public static void Add<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y)
-        where T : IFloatingPointIeee754<T>
-    {
-        for (int i = 0; i < a.Length; i++)
-        {
-            y[i] = a[i] + b[i];
-        }
-    }
 
     /// <summary>y = f(x) elementwise, f evaluated in double (for T = float the result is f rounded once).</summary>
     public static void ActivationForward<T, TF>(TF f, ReadOnlySpan<T> x, Span<T> y)

@@ -9,7 +9,7 @@ namespace GpuCnn;
 /// backend (CUDA, OpenCL, ILGPU's CPU accelerator). Operations may run asynchronously; <see cref="Download{T}"/>
 /// and <see cref="Synchronize"/> wait for them.
 /// </summary>
-public abstract class Backend : IDisposable
+public abstract partial class Backend : IDisposable
 {
     /// <summary>The selection name: "reference", "ilgpu-cpu", "cuda", "opencl".</summary>
     public abstract string Name { get; }
@@ -288,16 +288,6 @@ public abstract class Backend : IDisposable
         BiasGradientCore(dy, db, dy.Shape[0], dy.Shape[1], dy.Shape.SizeFrom(2));
     }
 
-    /// <summary>y = a + b elementwise (a residual block's join, and its gradient's); y may be a or b.</summary>
-    public void Add(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y)
-    {
-        const string op = "Add";
-        Checks.Owned(op, nameof(a), a, this);
-        Checks.Tensor(op, nameof(b), b, this, a.Shape);
-        Checks.Tensor(op, nameof(y), y, this, a.Shape);
-        AddCore(a, b, y);
-    }
-
     /// <summary>y = f(x) elementwise; y may be x.</summary>
     public void ActivationForward<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y)
         where TF : struct, IActivationFunction
@@ -471,7 +461,6 @@ public abstract class Backend : IDisposable
     protected abstract void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c);
     protected abstract void BiasAddCore(DeviceTensor<float> y, DeviceTensor<float> b, int batch, int channels, int inner);
     protected abstract void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels, int inner);
-    protected abstract void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y);
     protected abstract void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) where TF : struct, IActivationFunction;
     protected abstract void ActivationBackwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx) where TF : struct, IActivationFunction;
     protected abstract void ActivationBackwardFromOutputCore<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx) where TF : struct, IDerivativeFromOutput;

@@ -50,9 +50,6 @@ public static class ElementwiseKernels
         return dy[(((n * channels) + c) * inner) + m - (n * inner)];
     }
 
-    /// <summary>y = a + b; y may be a or b.</summary>
-    public static void Add(Index1D index, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y) => y[index] = a[index] + b[index];
-
     /// <summary>y = f(x); x and y may be the same buffer. One compiled kernel per activation type.</summary>
     public static void ActivationForward<TF>(Index1D index, ArrayView<float> x, ArrayView<float> y, TF f)
         where TF : struct, IActivationFunction =>

@@ -58,7 +58,7 @@ public sealed record OperationCase(string Name, string Shape, double? Flops, Fun
 /// The catalogue of operation cases: one factory per operation family, and the two lists built from them — random
 /// small shapes for cross-checks (<see cref="CrossChecks"/>) and the fixed benchmark suite (<see cref="Benchmarks"/>).
 /// </summary>
-public static class OperationCases
+public static partial class OperationCases
 {
     /// <summary>Random shapes per family in <see cref="CrossChecks"/>.</summary>
     public const int ShapesPerFamily = 3;
@@ -299,18 +299,6 @@ public static class OperationCases
                 backend.BiasGradient(y, db);
                 backend.BiasAdd(y, b);
             });
-        });
-
-    /// <summary>y = a + b (a residual block's join).</summary>
-    public static OperationCase Add(int count, int seed) =>
-        new("add", $"({count})", null, backend =>
-        {
-            var random = new Random(seed);
-            var run = new PreparedRun(backend);
-            var a = run.Input([count], random);
-            var b = run.Input([count], random);
-            var y = run.Output([count]);
-            return run.Does(() => backend.Add(a, b, y));
         });
 
     /// <summary>Two steps of SGD (momentum, Nesterov, weight decay) and of Adam on the same parameters.</summary>

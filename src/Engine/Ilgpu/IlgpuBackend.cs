@@ -10,7 +10,7 @@ namespace GpuCnn.Ilgpu;
 /// accelerator's default stream, so operations run in issue order; only downloads and <see cref="Synchronize"/> wait.
 /// Create instances through <see cref="IlgpuDevices"/>.
 /// </summary>
-public sealed class IlgpuBackend : Backend
+public sealed partial class IlgpuBackend : Backend
 {
     private readonly Context _context;
     private readonly Accelerator _accelerator;
@@ -408,7 +408,7 @@ public sealed class IlgpuBackend : Backend
         return (long)shape.M * shape.N * shape.K >= 1L << 26 ? GemmAlgorithm.Tiled8x8 : GemmAlgorithm.Tiled;
     }
 
-    /// <summary>Forces the number of chunks of split reductions (filter and bias gradients; tests); null: chosen by size.</summary>
+    /// <summary>Forces the number of chunks of the direct filter gradient's split reduction (tests); null: chosen by size.</summary>
     public int? ReductionChunks { get; set; }
 
     /// <summary>Forces the number of depth splits of tiled GEMMs (tests); null: chosen by <see cref="DepthSplits"/>.</summary>
@@ -468,10 +468,6 @@ public sealed class IlgpuBackend : Backend
 
         return new KernelConfig(outputs, threads, SharedMemoryConfig.RequestDynamic<float>(threads));
     }
-
-    /// <inheritdoc/>
-    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y) =>
-        _launch.Run(ElementwiseKernels.Add, y.Length, View(a), View(b), View(y));
 
     /// <inheritdoc/>
     protected override void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) =>

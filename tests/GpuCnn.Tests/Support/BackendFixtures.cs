@@ -67,7 +67,7 @@ public sealed class IlgpuCpuTiled8x8Fixture() : BackendFixture("ilgpu-cpu", back
 
 /// <summary>
 /// ILGPU's CPU accelerator forced onto the split reductions a GPU takes for big shapes: 8×8-blocked GEMMs with the
-/// depth split in three (partial products summed by a second kernel) and filter and bias gradients in three chunks.
+/// depth split in three (partial products summed by a second kernel) and direct filter gradients (with their bias) in three chunks.
 /// </summary>
 public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu", backend =>
 {

@@ -1,0 +1,25 @@
+using System.Numerics;
+
+namespace GpuCnn.Cpu;
+
+/// <summary>The naive Add (compiled into GpuCnn.Engine.Cpu).</summary>
+public static partial class ReferenceMath
+{
+    /// <summary>y = a + b elementwise (shapes equal; y may be a or b).</summary>
+    public static void Add<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < a.Length; i++)
+        {
+            y[i] = a[i] + b[i];
+        }
+    }
+}
+
+/// <summary>Add on the reference backend.</summary>
+public sealed partial class ReferenceBackend
+{
+    /// <inheritdoc/>
+    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y) =>
+        ReferenceMath.Add<float>(Data(a), Data(b), Data(y));
+}
