@@ -185,7 +185,7 @@ public static class IlgpuDevices
     {
         string[] candidates = name switch
         {
-            "cuda" or "nvcuda" => ["libcuda.so", "libcuda.so.1"],
+            "cuda" or "nvcuda" => ["libcuda.so.1", "libcuda.so"], // .so.1 first: a CUDA toolkit's stub libcuda.so reports no device
             "OpenCL" => ["libOpenCL.so", "libOpenCL.so.1"],
             _ => [],
         };

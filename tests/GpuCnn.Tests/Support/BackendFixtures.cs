@@ -16,9 +16,14 @@ public abstract class BackendFixture : IDisposable
             Backend = Backends.Open(name);
             configure?.Invoke(Backend);
         }
-        catch (DeviceUnavailableException e)
+        catch (DeviceUnavailableException e) when (!e.DeviceFound)
         {
             SkipReason = $"{name} is not available on this machine: {e.Message}";
+        }
+        catch (DeviceUnavailableException e)
+        {
+            // The device is there but failed to start: that is a failure to report, not a reason to skip.
+            FailureReason = $"{name} was found but failed to start: {e.Message}";
         }
     }
 
@@ -28,9 +33,13 @@ public abstract class BackendFixture : IDisposable
 
     public string? SkipReason { get; }
 
-    /// <summary>The backend, or a skip (never a pass) when the device is absent.</summary>
+    /// <summary>Why a device that is present could not be used; its tests fail with this.</summary>
+    public string? FailureReason { get; }
+
+    /// <summary>The backend, or a skip (never a pass) when the device is absent, or a failure when it would not start.</summary>
     public Backend Require()
     {
+        Assert.True(FailureReason is null, FailureReason);
         Skip.If(Backend is null, SkipReason);
         return Backend!;
     }
