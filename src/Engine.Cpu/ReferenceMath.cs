@@ -188,7 +188,7 @@ public static partial class ReferenceMath
 
     /// <summary>
     /// x (N,C,H,W) -> y, switches (N,C,P,Q): the window maximum and its flat index h·W + w in the input plane.
-    /// Ties keep the first maximum in row-major window order; NaN wins. Padding never wins.
+    /// Ties keep the first maximum in row-major window order; every NaN is taken, so the last NaN wins (PyTorch's max_pool2d). Padding never wins.
     /// </summary>
     public static void MaxPool2dForward<T>(Pool2dGeometry g, ReadOnlySpan<T> x, Span<T> y, Span<int> switches)
         where T : IFloatingPointIeee754<T>
@@ -213,7 +213,7 @@ public static partial class ReferenceMath
                             }
 
                             T v = x[(plane * g.H + h) * g.W + col];
-                            if (bestAt < 0 || v > best || (T.IsNaN(v) && !T.IsNaN(best)))
+                            if (bestAt < 0 || v > best || T.IsNaN(v)) // PyTorch: every NaN is taken, so the last one wins
                             {
                                 best = v;
                                 bestAt = h * g.W + col;

@@ -11,7 +11,7 @@ public static class PoolingKernels
 {
     /// <summary>
     /// y = max over the window; switches = the arg-max's flat index h·W + w in its input plane (PyTorch's
-    /// return_indices). Ties keep the first maximum in row-major window order; a NaN wins and propagates.
+    /// return_indices). Ties keep the first maximum in row-major window order; every NaN is taken, so the last NaN of a window wins (PyTorch's rule) and propagates.
     /// </summary>
     public static void MaxForward(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<int> switches,
         Pool2dGeometry g)
@@ -39,7 +39,7 @@ public static class PoolingKernels
                 }
 
                 float v = x[(plane * g.H + h) * g.W + col];
-                if (bestAt < 0 || v > best || (float.IsNaN(v) && !float.IsNaN(best)))
+                if (bestAt < 0 || v > best || float.IsNaN(v)) // PyTorch: every NaN is taken, so the last one wins
                 {
                     best = v;
                     bestAt = h * g.W + col;

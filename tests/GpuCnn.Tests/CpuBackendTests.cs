@@ -86,6 +86,32 @@ public sealed class CpuBackendTests
         TensorAssert.Close(expected, backend.DownloadArray(ty), g.OutputShape, 0, 0, "2x2 max pool values");
     }
 
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void Nan_and_infinity_in_a_convolution_follow_pytorch_at_every_width(SimdWidth width)
+    {
+        // The direct filter gradient reads whole vectors past the end of a row; a NaN or ∞ there must not leak in.
+        var t = IO.Safetensors.Read(Path.Combine(AppContext.BaseDirectory, "Fixtures", "torch", "nonfinite", "conv2d.safetensors")).Tensors;
+        Shape xs = t["x"].Shape, ws = t["w"].Shape;
+        var g = new Conv2dGeometry(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], PadH: 1, PadW: 1);
+        using var backend = new CpuBackend(threads: 2, width);
+        using var x = backend.Upload(t["x"]);
+        using var w = backend.Upload(t["w"]);
+        using var b = backend.Upload(t["b"]);
+        using var dy = backend.Upload(t["dy"]);
+        using var y = backend.Allocate<float>(g.OutputShape);
+        using var dx = backend.Allocate<float>(g.InputShape);
+        using var dw = backend.Allocate<float>(g.WeightShape);
+        using var db = backend.Allocate<float>([g.K]);
+        backend.Conv2dForward(g, x, w, b, y);
+        backend.Conv2dBackwardData(g, dy, w, dx);
+        backend.Conv2dBackwardFilter(g, x, dy, dw, db);
+        NonFiniteParityTests.AssertSameNonFinite(t["y"].Data, backend.DownloadArray(y), $"{width} y");
+        NonFiniteParityTests.AssertSameNonFinite(t["dx"].Data, backend.DownloadArray(dx), $"{width} dx");
+        NonFiniteParityTests.AssertSameNonFinite(t["dw"].Data, backend.DownloadArray(dw), $"{width} dw");
+        NonFiniteParityTests.AssertSameNonFinite(t["db"].Data, backend.DownloadArray(db), $"{width} db");
+    }
+
     [Fact]
     public void Steady_state_training_batches_allocate_nothing()
     {

@@ -20,12 +20,14 @@ internal static class ActivationLoops
             int i = 0;
             for (; i <= x.Length - Vector<float>.Count; i += Vector<float>.Count)
             {
-                Vector.Max(new Vector<float>(x[i..]), Vector<float>.Zero).CopyTo(y[i..]);
+                // Not Vector.Max, which returns 0 for NaN: a NaN must stay NaN (PyTorch's relu).
+                var v = new Vector<float>(x[i..]);
+                Vector.ConditionalSelect(Vector.LessThan(v, Vector<float>.Zero), Vector<float>.Zero, v).CopyTo(y[i..]);
             }
 
             for (; i < x.Length; i++)
             {
-                y[i] = x[i] > 0f ? x[i] : 0f;
+                y[i] = f.Forward(x[i]);
             }
 
             return;
@@ -44,7 +46,7 @@ internal static class ActivationLoops
     {
         if (typeof(TF) == typeof(Relu))
         {
-            ReluMask(x, dy, dx);
+            ReluMask(y, dy, dx); // on the output, as PyTorch's threshold_backward
             return;
         }
 
@@ -61,7 +63,7 @@ internal static class ActivationLoops
     {
         if (typeof(TF) == typeof(Relu))
         {
-            ReluMask(y, dy, dx); // y > 0 exactly where x > 0
+            ReluMask(y, dy, dx);
             return;
         }
 
@@ -71,19 +73,19 @@ internal static class ActivationLoops
         }
     }
 
-    /// <summary>dx = dy where sign &gt; 0, else 0, vectorised.</summary>
-    private static void ReluMask(ReadOnlySpan<float> sign, ReadOnlySpan<float> dy, Span<float> dx)
+    /// <summary>dx = 0 where y ≤ 0, else dy (so a NaN output passes dy through, as in PyTorch), vectorised.</summary>
+    private static void ReluMask(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx)
     {
         int i = 0;
-        for (; i <= sign.Length - Vector<float>.Count; i += Vector<float>.Count)
+        for (; i <= y.Length - Vector<float>.Count; i += Vector<float>.Count)
         {
-            var mask = Vector.GreaterThan(new Vector<float>(sign[i..]), Vector<float>.Zero);
-            Vector.ConditionalSelect(mask, new Vector<float>(dy[i..]), Vector<float>.Zero).CopyTo(dx[i..]);
+            var blocked = Vector.LessThanOrEqual(new Vector<float>(y[i..]), Vector<float>.Zero);
+            Vector.ConditionalSelect(blocked, Vector<float>.Zero, new Vector<float>(dy[i..])).CopyTo(dx[i..]);
         }
 
-        for (; i < sign.Length; i++)
+        for (; i < y.Length; i++)
         {
-            dx[i] = sign[i] > 0f ? dy[i] : 0f;
+            dx[i] = default(Relu).BackwardFromOutput(y[i], dy[i]);
         }
     }
 }

@@ -177,7 +177,7 @@ internal static unsafe class DirectConvolution
         var (rowLength, paddedHeight, vectorQ) = Layout(g, width);
         float* padded = PadInput<TOps, TVec>(g, x, scratch);
 
-        // dy rows padded with zeros to whole vectors, so the lanes past Q add nothing.
+        // dy rows padded with zeros to whole vectors (the tail's input lanes past Q are zeroed too, below).
         float* gradient = scratch + (long)g.C * paddedHeight * rowLength;
         for (int kp = 0; kp < g.K * g.P; kp++)
         {
@@ -203,13 +203,26 @@ internal static unsafe class DirectConvolution
                         {
                             float* gradRow = gradient + ((long)k * outH + p) * vectorQ;
                             float* inputRow = padded + ((long)c * paddedHeight + p + r) * rowLength + s0;
-                            for (int q = 0; q < vectorQ; q += width)
+                            int q = 0;
+                            for (; q + width <= g.Q; q += width)
                             {
                                 TVec d = TOps.Load(gradRow + q);
                                 acc0 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q), acc0);
                                 acc1 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q + 1), acc1);
                                 acc2 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q + 2), acc2);
                                 acc3 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q + 3), acc3);
+                            }
+
+                            if (q < g.Q)
+                            {
+                                // The tail: lanes past Q read real pixels of the row (or of the next kernel column);
+                                // zero them rather than rely on dy's zero lanes, since 0·NaN and 0·∞ are NaN.
+                                int valid = g.Q - q;
+                                TVec d = TOps.Load(gradRow + q);
+                                acc0 = TOps.MultiplyAdd(d, TOps.KeepFirst(TOps.Load(inputRow + q), valid), acc0);
+                                acc1 = TOps.MultiplyAdd(d, TOps.KeepFirst(TOps.Load(inputRow + q + 1), valid), acc1);
+                                acc2 = TOps.MultiplyAdd(d, TOps.KeepFirst(TOps.Load(inputRow + q + 2), valid), acc2);
+                                acc3 = TOps.MultiplyAdd(d, TOps.KeepFirst(TOps.Load(inputRow + q + 3), valid), acc3);
                             }
                         }
 

@@ -5,8 +5,9 @@ namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
 /// Max pooling for the common 2×2 window, stride 2, no padding, vectorised: the even and odd columns of both input
-/// rows are split apart with shuffles, then compared lane by lane with the same rule as the reference (first
-/// maximum in row-major order, NaN wins), selecting values and switch indices without branches.
+/// rows are split apart with shuffles, then compared lane by lane with the same rule as the reference and PyTorch
+/// (first maximum in row-major order, but every NaN is taken, so the last NaN wins), selecting values and switch
+/// indices without branches.
 /// </summary>
 internal static class MaxPool2x2
 {
@@ -54,15 +55,15 @@ internal static class MaxPool2x2
     }
 
     /// <summary>
-    /// best, at = v, index where v &gt; best, or nothing was taken yet (at &lt; 0), or v is NaN and best is not —
+    /// best, at = v, index where v &gt; best, or nothing was taken yet (at &lt; 0), or v is NaN (PyTorch's rule: the last
+    /// NaN of a window wins) —
     /// without a branch: the comparison is a coin flip on real data, and the JIT does not turn branches inside
     /// loops into conditional moves.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void TakeScalar(ref float best, ref int at, float v, int index)
     {
-        int take = Unsafe.BitCast<bool, byte>(v > best) | Unsafe.BitCast<bool, byte>(at < 0) |
-            (Unsafe.BitCast<bool, byte>(float.IsNaN(v)) & Unsafe.BitCast<bool, byte>(!float.IsNaN(best)));
+        int take = Unsafe.BitCast<bool, byte>(v > best) | Unsafe.BitCast<bool, byte>(at < 0) | Unsafe.BitCast<bool, byte>(float.IsNaN(v));
         int mask = -take;
         at ^= (at ^ index) & mask;
         int bits = BitConverter.SingleToInt32Bits(best);
@@ -80,8 +81,7 @@ internal static class MaxPool2x2
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Take(ref Vector512<float> best, ref Vector512<int> at, Vector512<float> v, Vector512<int> index)
     {
-        var nanOverNumber = ~Vector512.Equals(v, v) & Vector512.Equals(best, best);
-        var take = Vector512.GreaterThan(v, best) | nanOverNumber;
+        var take = Vector512.GreaterThan(v, best) | ~Vector512.Equals(v, v); // every NaN is taken: the last one wins
         best = Vector512.ConditionalSelect(take, v, best);
         at = Vector512.ConditionalSelect(take.AsInt32(), index, at);
     }

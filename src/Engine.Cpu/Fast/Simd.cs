@@ -31,6 +31,12 @@ internal unsafe interface IVectorOps<TVector>
 
     /// <summary>The sum of the lanes.</summary>
     static abstract float Sum(TVector value);
+
+    /// <summary>
+    /// The first <paramref name="count"/> lanes of <paramref name="value"/>, zeros after: for tails read past the data,
+    /// where multiplying by a zero would still turn a NaN or ∞ into NaN.
+    /// </summary>
+    static abstract TVector KeepFirst(TVector value, int count);
 }
 
 internal readonly unsafe struct Vec512 : IVectorOps<Vector512<float>>
@@ -59,6 +65,10 @@ internal readonly unsafe struct Vec512 : IVectorOps<Vector512<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> KeepFirst(Vector512<float> value, int count) =>
+        Vector512.ConditionalSelect(Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(count)).AsSingle(), value, Vector512<float>.Zero);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector512<float> value) => Vector512.Sum(value);
@@ -92,6 +102,10 @@ internal readonly unsafe struct Vec256 : IVectorOps<Vector256<float>>
     public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> KeepFirst(Vector256<float> value, int count) =>
+        Vector256.ConditionalSelect(Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(count)).AsSingle(), value, Vector256<float>.Zero);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector256<float> value) => Vector256.Sum(value);
 }
 
@@ -123,6 +137,10 @@ internal readonly unsafe struct Vec128 : IVectorOps<Vector128<float>>
     public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> KeepFirst(Vector128<float> value, int count) =>
+        Vector128.ConditionalSelect(Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(count)).AsSingle(), value, Vector128<float>.Zero);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector128<float> value) => Vector128.Sum(value);
 }
 
@@ -146,6 +164,9 @@ internal readonly unsafe struct Scalar : IVectorOps<float>
     public static float Add(float a, float b) => a + b;
 
     public static float Max(float a, float b) => MathF.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float KeepFirst(float value, int count) => count > 0 ? value : 0f;
 
     public static float Sum(float value) => value;
 }

@@ -130,36 +130,41 @@ TRAIN_CASES = {
                      [2, 8, 8], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
 }
 
-manifest = {"torch": torch.__version__, "predict": {}, "train": {}}
-for name, (spec, shape, n) in PREDICT_CASES.items():
-    model = build(spec, shape)
-    x = torch.randn([n] + shape)
-    with torch.no_grad():
-        logits = model(x)
-    save_safetensors(f"{name}.weights.safetensors", model.state_dict(), {"format": "pt"})
-    np.save(f"{name}.input.npy", x.numpy().astype(np.float32))
-    np.save(f"{name}.logits.npy", logits.numpy().astype(np.float32))
-    manifest["predict"][name] = {"arch": spec, "input": "x".join(map(str, shape))}
+def main():
+    manifest = {"torch": torch.__version__, "predict": {}, "train": {}}
+    for name, (spec, shape, n) in PREDICT_CASES.items():
+        model = build(spec, shape)
+        x = torch.randn([n] + shape)
+        with torch.no_grad():
+            logits = model(x)
+        save_safetensors(f"{name}.weights.safetensors", model.state_dict(), {"format": "pt"})
+        np.save(f"{name}.input.npy", x.numpy().astype(np.float32))
+        np.save(f"{name}.logits.npy", logits.numpy().astype(np.float32))
+        manifest["predict"][name] = {"arch": spec, "input": "x".join(map(str, shape))}
 
-for name, (spec, shape, n, hp) in TRAIN_CASES.items():
-    model = build(spec, shape)
-    x = torch.randn([n] + shape)
-    classes = model[-1].out_features
-    y = torch.randint(0, classes, (n,))
-    save_safetensors(f"{name}.init.safetensors", model.state_dict(), {"format": "pt"})
-    np.save(f"{name}.images.npy", x.numpy().astype(np.float32))
-    np.save(f"{name}.labels.npy", y.numpy().astype(np.int64))
-    if hp["optimizer"] == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    save_safetensors(f"{name}.after.safetensors", model.state_dict(), {"format": "pt"})
-    manifest["train"][name] = {"arch": spec, "input": "x".join(map(str, shape)), "count": n, "loss": loss.item(), **hp}
+    for name, (spec, shape, n, hp) in TRAIN_CASES.items():
+        model = build(spec, shape)
+        x = torch.randn([n] + shape)
+        classes = model[-1].out_features
+        y = torch.randint(0, classes, (n,))
+        save_safetensors(f"{name}.init.safetensors", model.state_dict(), {"format": "pt"})
+        np.save(f"{name}.images.npy", x.numpy().astype(np.float32))
+        np.save(f"{name}.labels.npy", y.numpy().astype(np.int64))
+        if hp["optimizer"] == "sgd":
+            opt = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+        else:
+            opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        save_safetensors(f"{name}.after.safetensors", model.state_dict(), {"format": "pt"})
+        manifest["train"][name] = {"arch": spec, "input": "x".join(map(str, shape)), "count": n, "loss": loss.item(), **hp}
 
-with open("manifest.json", "w") as f:
-    json.dump(manifest, f, indent=2)
-print("wrote", len(PREDICT_CASES), "predict and", len(TRAIN_CASES), "train fixtures")
+    with open("manifest.json", "w") as f:
+        json.dump(manifest, f, indent=2)
+    print("wrote", len(PREDICT_CASES), "predict and", len(TRAIN_CASES), "train fixtures")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""NaN and ±∞ fixtures: every operation on inputs, weights and gradients holding NaN, +∞ and −∞, with PyTorch's
+results (commit the output; CI never runs this). Run from this folder: /usr/bin/python3 make_nonfinite_fixtures.py
+
+Writes nonfinite/<case>.safetensors, each holding the inputs and PyTorch's outputs under fixed names, and
+nonfinite/manifest.json with each case's operation and parameters; NonFiniteParityTests runs every case on every
+backend. Float32 throughout; PyTorch 1.13 CPU, one thread.
+"""
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+
+from make_fixtures import save_safetensors
+
+torch.manual_seed(4321)
+torch.set_num_threads(1)
+NAN, INF = float("nan"), float("inf")
+OUT = "nonfinite"
+os.makedirs(OUT, exist_ok=True)
+manifest = {"torch": torch.__version__, "cases": {}}
+
+
+def spiked(shape, spikes):
+    """Random values with NaN, +∞ and −∞ placed at the given flat positions."""
+    t = torch.randn(shape)
+    flat = t.view(-1)
+    for i, v in spikes:
+        flat[i] = v
+    return t
+
+
+def case(name, op, tensors, **params):
+    save_safetensors(f"{OUT}/{name}.safetensors", {k: v.detach().contiguous().float() for k, v in tensors.items()})
+    manifest["cases"][name] = {"op": op, **params}
+
+
+# Activations: y = f(x), dx = dy·f′ from autograd; x holds NaN, ±∞, ±0 and ordinary values, dy a NaN and an ∞ too.
+x0 = torch.tensor([NAN, INF, -INF, 0.0, -0.0, 1.5, -1.5, 30.0, -30.0, 0.25, -0.25, 100.0])
+dy0 = torch.tensor([1.0, 2.0, -1.0, 0.5, 0.5, NAN, 1.0, INF, 1.0, -2.0, 3.0, 1.0])
+for spec, fn in [("relu", F.relu), ("leakyrelu(0.1)", lambda t: F.leaky_relu(t, 0.1)), ("sigmoid", torch.sigmoid),
+                 ("tanh", torch.tanh), ("gelu", F.gelu), ("silu", F.silu)]:
+    x = x0.clone().requires_grad_(True)
+    y = fn(x)
+    y.backward(dy0)
+    case("act_" + spec.split("(")[0], "activation", {"x": x0, "dy": dy0, "y": y, "dx": x.grad}, spec=spec)
+
+# Max pooling with switches: NaN in windows (two in one), ±∞, padding; then the backward through the switches.
+x = spiked([1, 2, 6, 7], [(0, NAN), (8, NAN), (9, INF), (16, -INF), (30, NAN), (31, NAN), (50, INF), (60, -INF), (61, -INF), (67, -INF), (68, -INF)])
+for name, k, s, p in [("maxpool_2x2", 2, 2, 0), ("maxpool_3s2p1", 3, 2, 1)]:
+    xr = x.clone().requires_grad_(True)
+    y, idx = F.max_pool2d(xr, k, stride=s, padding=p, return_indices=True)
+    dy = torch.randn_like(y)
+    dy.view(-1)[1] = NAN
+    y.backward(dy)
+    case(name, "maxpool", {"x": x, "y": y, "switches": idx.float(), "dy": dy, "dx": xr.grad}, kernel=k, stride=s, pad=p)
+
+# Average pooling (zero padding counted, as ours).
+xr = x.clone().requires_grad_(True)
+y = F.avg_pool2d(xr, 3, stride=2, padding=1, count_include_pad=True)
+dy = torch.randn_like(y)
+dy.view(-1)[2] = INF
+y.backward(dy)
+case("avgpool_3s2p1", "avgpool", {"x": x, "y": y, "dy": dy, "dx": xr.grad}, kernel=3, stride=2, pad=1)
+
+# Convolution: NaN and ±∞ in x (borders included), NaN in dy at an interior position; forward, backward-data,
+# backward-filter and bias. Weights stay finite and dy's NaN away from the border on purpose: a non-finite value
+# meeting zero padding is 0·∞ or 0·NaN, which PyTorch's own algorithms resolve differently (a direct convolution
+# skips the padding, an im2col one multiplies it); that case is not pinned.
+x = spiked([2, 2, 6, 6], [(5, NAN), (40, INF), (100, -INF)]).requires_grad_(True)
+w = torch.randn(3, 2, 3, 3, requires_grad=True)
+b = torch.randn(3, requires_grad=True)
+y = F.conv2d(x, w, b, stride=1, padding=1)
+dy = torch.randn_like(y)
+dy.view(-1)[51] = NAN
+y.backward(dy)
+case("conv2d", "conv2d", {"x": x, "w": w, "b": b, "y": y, "dy": dy, "dx": x.grad, "dw": w.grad, "db": b.grad}, stride=1, pad=1)
+
+# GEMM: C = A·B with NaN and ∞ in A and B.
+a = spiked([5, 7], [(3, NAN), (10, INF), (20, -INF)])
+bm = spiked([7, 4], [(5, INF), (9, NAN)])
+case("gemm", "gemm", {"a": a, "b": bm, "c": a @ bm})
+
+# Softmax cross-entropy: a row with a NaN logit, one with +∞, one with −∞, and ordinary rows.
+z = torch.randn(6, 5)
+z[1, 2], z[2, 0], z[3, 4] = NAN, INF, -INF
+labels = torch.tensor([0, 1, 0, 2, 4, 3])
+zr = z.clone().requires_grad_(True)
+loss = F.cross_entropy(zr, labels)
+loss.backward()
+case("softmax_ce", "softmax_ce", {"z": z, "labels": labels.float(), "loss": loss.reshape(1), "dz": zr.grad})
+
+# Optimizers: one step from a gradient holding NaN and ∞ (SGD with momentum and weight decay; Adam).
+p0 = torch.randn(8)
+g = torch.randn(8)
+g[1], g[4], g[6] = NAN, INF, -INF
+for name, make, params in [("sgd", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01), dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
+                           ("adam", lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.001), dict(lr=0.01, weight_decay=0.001))]:
+    p = p0.clone().requires_grad_(True)
+    opt = make([p])
+    p.grad = g.clone()
+    opt.step()
+    case("opt_" + name, name, {"p": p0, "g": g, "after": p.detach()}, **params)
+
+with open(f"{OUT}/manifest.json", "w") as f:
+    json.dump(manifest, f, indent=2)
+print("wrote", len(manifest["cases"]), "non-finite fixtures")
