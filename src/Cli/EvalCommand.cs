@@ -18,7 +18,9 @@ internal static class EvalCommand
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
             string path = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
-            var (_, test) = Idx.ReadMnist(parse.GetValue(data) ?? CommonOptions.BundledSample());
+            string folder = parse.GetValue(data) ?? CommonOptions.BundledSample();
+            var (_, test) = Idx.ReadMnist(folder);
+            DataChecks.RequireFinite(test.Images, folder); // IDX pixels are bytes; checked all the same, as every loader is
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
             using var network = ModelFile.Load(path, backend);
             var result = Trainer.Evaluate(network, test, batch);

@@ -14,12 +14,21 @@ internal static class PredictCommand
         var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch)." };
         var device = CommonOptions.Device();
         var batchSize = CommonOptions.BatchSize(256);
-        var command = new Command("predict", "Write a model's logits for images in a .npy file.") { model, input, output, arch, device, batchSize };
+        var allowNonFinite = new Option<bool>("--allow-nonfinite")
+        {
+            Description = "Let images with NaN or ±∞ through (their logits then hold NaN, as in PyTorch); rejected by default.",
+        };
+        var command = new Command("predict", "Write a model's logits for images in a .npy file.") { model, input, output, arch, device, batchSize, allowNonFinite };
         command.SetAction(parse =>
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
             string modelPath = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
             var images = Npy.ReadTensor(CommonOptions.ExistingFile("--input", parse.GetValue(input)!));
+            if (!parse.GetValue(allowNonFinite))
+            {
+                DataChecks.RequireFinite(images, parse.GetValue(input)!);
+            }
+
             if (images.Shape.Rank < 2)
             {
                 throw new UsageException($"--input: images must be (N, C, H, W), got shape {images.Shape}.");

@@ -224,6 +224,7 @@ internal static class TrainCommand
     private static Dataset NpyDataset(string imagesPath, string labelsPath, string what)
     {
         var images = Npy.ReadTensor(CommonOptions.ExistingFile(what.Split('/')[0], imagesPath));
+        DataChecks.RequireFinite(images, imagesPath);
         int[] labels = Npy.ReadLabels(CommonOptions.ExistingFile(what.Split('/')[1], labelsPath));
         if (images.Shape.Rank != 4)
         {

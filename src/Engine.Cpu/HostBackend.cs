@@ -7,7 +7,7 @@ namespace GpuCnn.Cpu;
 /// plain arrays, every operation is synchronous, batch gathering is a row copy, and the small per-batch loops
 /// (loss, metrics, arg-max, Adam — a few thousand elements) run the reference's code in both.
 /// </summary>
-public abstract class HostBackend : Backend
+public abstract partial class HostBackend : Backend
 {
     private long _bytes;
 

@@ -32,6 +32,8 @@ public static class CheckpointFile
             tensors["optimizer." + name] = backend.Download(tensor);
         }
 
+        ModelFile.RequireFinite(tensors, path);
+
         var metadata = new Dictionary<string, string>(settings, StringComparer.Ordinal)
         {
             ["kind"] = Kind,

@@ -9,16 +9,32 @@ namespace GpuCnn.IO;
 /// </summary>
 public static class ModelFile
 {
-    /// <summary>Saves the model's parameters and description (atomically).</summary>
+    /// <summary>Saves the model's parameters and description (atomically); refuses weights that are not all finite.</summary>
     public static void Save(Sequential model, string path)
     {
         ArgumentNullException.ThrowIfNull(model);
-        Safetensors.Write(path, model.StateDict(), new Dictionary<string, string>
+        var state = model.StateDict();
+        RequireFinite(state, path);
+        Safetensors.Write(path, state, new Dictionary<string, string>
         {
             ["format"] = "pt",
             ["arch"] = model.Spec,
             ["input"] = FormatShape(model.InputShape),
         });
+    }
+
+    /// <summary>Throws, naming the tensor, when any of <paramref name="tensors"/> holds NaN or ±∞: such a file would load as a broken model.</summary>
+    internal static void RequireFinite(IReadOnlyDictionary<string, Tensor> tensors, string path)
+    {
+        foreach (var (key, tensor) in tensors.OrderBy(t => t.Key, StringComparer.Ordinal))
+        {
+            int bad = Array.FindIndex(tensor.Data, v => !float.IsFinite(v));
+            if (bad >= 0)
+            {
+                throw new InvalidOperationException(
+                    $"not writing '{path}': tensor '{key}' holds {(float.IsNaN(tensor.Data[bad]) ? "NaN" : tensor.Data[bad] > 0 ? "+∞" : "−∞")} at element {bad}; a model with NaN or infinite weights is not saved.");
+            }
+        }
     }
 
     /// <summary>

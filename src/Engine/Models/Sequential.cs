@@ -139,6 +139,24 @@ public sealed class Sequential : IDisposable
         return logits;
     }
 
+    /// <summary>
+    /// The state-dict name of the first parameter holding NaN or ±∞, or null: checked on the device (one flag per
+    /// parameter, one small download), so a trainer can look every epoch without copying the weights.
+    /// </summary>
+    public string? FirstNonFiniteParameter()
+    {
+        var named = NamedParameters().ToList();
+        using var flags = Backend.Upload<float>([named.Count], new float[named.Count]);
+        for (int i = 0; i < named.Count; i++)
+        {
+            Backend.FlagNonFinite(named[i].Parameter.Value, flags, i);
+        }
+
+        float[] raised = Backend.DownloadArray(flags);
+        int first = Array.FindIndex(raised, f => f != 0f);
+        return first < 0 ? null : named[first].Key;
+    }
+
     /// <summary>Copies the parameters and buffers to host tensors keyed by state-dict name.</summary>
     public Dictionary<string, Tensor> StateDict() => State().ToDictionary(p => p.Key, p => Backend.Download(p.Tensor));
 

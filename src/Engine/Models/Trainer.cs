@@ -78,6 +78,11 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 }
 
                 var sums = CheckFinite(metrics.Read(), epoch);
+                if (Model.FirstNonFiniteParameter() is { } spoiled)
+                {
+                    throw new TrainingDivergedException(epoch, spoiled, Optimizer.LearningRate);
+                }
+
                 var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss);
                 var result = new EpochMetrics(epoch, (double)sums.LossSum / train.Count, (double)sums.Correct / train.Count, evaluation?.Loss,
                     evaluation?.Accuracy, clock.Elapsed, evaluation);
