@@ -2,8 +2,8 @@
 # The GPU check, run from the repository root on a lent GPU machine after perf/gpu/publish.sh here:
 #   device tool: run(command="bash perf/gpu/check.sh", carry=[".gpu"], timeout_s=480)
 # In order, each step under its own time limit, everything logged to $OUT/check.log (or /tmp/gpucnn-check):
-#  1. the machine; 2. `gpucnn devices` (auto must pick cuda); 3. `selftest --device cuda --verbose` and the
-#     PyTorch parity fixtures through the CLI (perf/gpu/torch_parity.py);
+#  1. the machine; 2. `gpucnn devices` (auto must pick cuda); 3. `selftest --device cuda --verbose`, the whole
+#     xunit test suite (its CUDA classes run here) and the PyTorch parity fixtures through the CLI;
 #  4. `bench --device cuda --json`, then the GEMM-heavy rows once per GEMM kernel; 5. PyTorch/cuDNN on the same rows and GPU (TF32 off, cudnn.benchmark on);
 #  6. LeNet-5 on the full MNIST, 2 epochs, ours then PyTorch CUDA with the same settings (per-epoch wall time and
 #     test accuracy); 7. bitwise reproducibility (two identical training runs, same hashes);
@@ -16,8 +16,9 @@ out=${OUT:-/tmp/gpucnn-check}
 work=/tmp/gpucnn-work
 mkdir -p "$out" "$work"
 exec > >(tee "$out/check.log") 2>&1
-gpucnn=./.gpu/gpucnn
-chmod +x "$gpucnn" 2>/dev/null || true
+bundle=/tmp/gpucnn-bundle
+rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.xz
+gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
 step() { echo; echo "== $1 ($(date -u +%T))"; }
@@ -41,6 +42,11 @@ grep -q "auto picks: cuda" "$work/devices.txt" && echo "ok: auto picks cuda" || 
 
 step "gpucnn selftest --device cuda --verbose"
 check selftest 150 "$gpucnn" selftest --device cuda --verbose
+
+step "the test suite, self-contained (no .NET here): every class, the CUDA ones included"
+check test-suite 300 "$bundle/GpuCnn.Tests" -parallel all -noColor -ctrf "$out/tests.ctrf.json" > "$work/tests.txt" 2>&1
+grep -E "\[FAIL\]|Total:" "$work/tests.txt" | tail -n 40
+grep -A6 "\[FAIL\]" "$work/tests.txt" | head -n 120
 
 step "PyTorch parity fixtures on cuda (predict and one training step; gelu, silu and residual blocks included)"
 check torch-parity 120 python3 perf/gpu/torch_parity.py "$gpucnn" --device cuda

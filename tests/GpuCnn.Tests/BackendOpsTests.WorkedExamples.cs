@@ -5,7 +5,7 @@ namespace GpuCnn.Tests;
 /// <summary>The seed's worked examples and the pinned pooling rules, with answers worked out by hand.</summary>
 public abstract partial class BackendOpsTests
 {
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "CrossCheck")]
     public void Worked_example_6x6_input_3x3_filter_gives_4x4_edge_map()
     {
@@ -30,7 +30,7 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(expected, Backend.DownloadArray(dy), g.OutputShape, 0, 0, $"{Backend.Name} 6x6 * 3x3");
     }
 
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "CrossCheck")]
     public void Worked_example_4x4_map_2x2_pool_stride_2_gives_2x2_with_switches()
     {
@@ -50,7 +50,7 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close([0, 0, 0, 0, 0, 1, 0, 2, 3, 0, 0, 0, 0, 0, 0, 4], Backend.DownloadArray(dgx), g.InputShape, 0, 0, $"{Backend.Name} 4x4 max pool backward");
     }
 
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "CrossCheck")]
     public void Max_pool_tie_goes_to_the_first_maximum_in_row_major_order()
     {
@@ -64,7 +64,7 @@ public abstract partial class BackendOpsTests
         Assert.Equal([1, 2], Backend.DownloadArray(switches));
     }
 
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "GradientCheck")]
     public void Overlapping_max_pool_windows_add_their_gradients()
     {
@@ -81,7 +81,7 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close([0, 11, 0], Backend.DownloadArray(dgx), g.InputShape, 0, 0, $"{Backend.Name} overlapping max pool backward");
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "GradientCheck")]
     [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
     public void Backward_data_equals_the_transpose_of_the_forward_scatter(string name)

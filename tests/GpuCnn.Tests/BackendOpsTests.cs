@@ -19,7 +19,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
 
     protected Backend Backend => fixture.Require();
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "CrossCheck")]
     [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
     public void Conv2dForward_matches_reference(string name)
@@ -40,7 +40,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         }
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "GradientCheck")]
     [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
     public void Conv2dBackwardData_matches_reference(string name)
@@ -57,7 +57,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expected, Backend.DownloadArray(dgx), g.InputShape, Atol, Rtol, $"{Backend.Name} conv backward-data {name}");
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "GradientCheck")]
     [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
     public void Conv2dBackwardFilter_matches_reference(string name)
@@ -77,7 +77,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedB, Backend.DownloadArray(dgb), new Shape(g.K), Atol, Rtol, $"{Backend.Name} conv bias gradient {name}");
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "CrossCheck")]
     [MemberData(nameof(Cases.PoolNames), MemberType = typeof(Cases))]
     public void MaxPool2d_forward_and_switches_match_reference(string name)
@@ -96,7 +96,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         Assert.Equal(expectedSwitches, Backend.DownloadArray(switches));
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "GradientCheck")]
     [MemberData(nameof(Cases.PoolNames), MemberType = typeof(Cases))]
     public void MaxPool2dBackward_matches_reference(string name)
@@ -116,7 +116,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expected, Backend.DownloadArray(dgx), g.InputShape, Atol, Rtol, $"{Backend.Name} max pool backward {name}");
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "GradientCheck")]
     [MemberData(nameof(Cases.PoolNames), MemberType = typeof(Cases))]
     public void AvgPool2d_forward_and_backward_match_reference(string name)
@@ -138,7 +138,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedGx, Backend.DownloadArray(dgx), g.InputShape, Atol, Rtol, $"{Backend.Name} avg pool backward {name}");
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "CrossCheck")]
     [InlineData(1, 1, 1)]
     [InlineData(7, 5, 3)]
@@ -169,7 +169,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         }
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "CrossCheck")]
     [MemberData(nameof(Cases.ActivationSpecs), MemberType = typeof(Cases))]
     public void Conv2dForward_fuses_bias_and_activation(string spec)
@@ -191,7 +191,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         }
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "CrossCheck")]
     [MemberData(nameof(Cases.ActivationSpecsAndNone), MemberType = typeof(Cases))]
     public void LinearForward_fuses_gemm_bias_and_activation(string spec)
@@ -228,7 +228,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
 
     private const int CatalogueSeed = 5;
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "CrossCheck")]
     [MemberData(nameof(CatalogueCases))]
     public void Catalogue_case_matches_the_reference(string name)
@@ -239,7 +239,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         Assert.True(passed, $"{Backend.Name} {operation}: max |diff| {diff:G3}");
     }
 
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "CrossCheck")]
     public void Add_matches_reference_also_in_place()
     {
@@ -256,7 +256,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         Assert.Throws<ArgumentException>(() => Backend.Add(da, Put(b[..10], [10]), dy));
     }
 
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "GradientCheck")]
     public void BiasAdd_and_BiasGradient_match_reference()
     {
@@ -276,7 +276,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(4), Atol, Rtol, $"{Backend.Name} bias gradient");
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "GradientCheck")]
     [MemberData(nameof(Cases.ActivationSpecs), MemberType = typeof(Cases))]
     public void Activation_forward_and_backward_match_reference(string spec)
@@ -308,7 +308,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         }
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "GradientCheck")]
     [InlineData(1, 1, 1f)]
     [InlineData(5, 10, 3f)]
@@ -329,7 +329,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(batch, classes), 1e-6, 1e-4, $"{Backend.Name} dlogits");
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "CrossCheck")]
     [InlineData(0f, 0f, false)]
     [InlineData(0.9f, 0f, false)]
@@ -359,7 +359,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedV, Backend.DownloadArray(dv), shape, 1e-6, 1e-5, $"{Backend.Name} SGD velocity");
     }
 
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "CrossCheck")]
     public void Adam_matches_reference_over_three_steps()
     {
@@ -385,7 +385,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedM, Backend.DownloadArray(dm), shape, 1e-6, 1e-5, $"{Backend.Name} Adam first moment");
     }
 
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "CrossCheck")]
     public void Backward_passes_are_bitwise_reproducible()
     {
@@ -414,7 +414,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Identical<float>(Run(), Run(), $"{Backend.Name} backward passes");
     }
 
-    [SkippableFact]
+    [Fact]
     [Trait("Category", "Validation")]
     public void Bad_arguments_name_the_operation_argument_and_shapes()
     {

@@ -125,10 +125,10 @@ public sealed partial class CliTests
         Assert.Equal("plain failure", Cli.GpuCnnCli.Describe(new InvalidOperationException("plain failure")));
     }
 
-    [SkippableFact]
+    [Fact]
     public void Cuda_without_a_gpu_is_an_error_not_a_fallback()
     {
-        Skip.If(Backends.List().Single(d => d.Name == "cuda").Available, "this machine has CUDA");
+        Assert.SkipWhen(Backends.List().Single(d => d.Name == "cuda").Available, "this machine has CUDA");
         using var temp = Fixtures.TempFolder();
         WriteQuadrants(temp, "train", 8, 1);
         var result = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"),

@@ -18,7 +18,7 @@ public abstract class NonFiniteParityTests(BackendFixture fixture)
 
     public static TheoryData<string> Cases => new(Manifest.GetProperty("cases").EnumerateObject().Select(c => c.Name));
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "Torch")]
     [MemberData(nameof(Cases))]
     public void Nan_and_infinity_follow_pytorch(string name)

@@ -160,10 +160,10 @@ public sealed class ReliabilityTests
             Cli.TrainCommand.TrainWithFallback(new Cli.CliIo(output, error, default), settings, data, null, named, auto: false));
     }
 
-    [SkippableFact]
+    [Fact]
     public void Ctrl_c_writes_a_checkpoint_and_says_how_to_resume()
     {
-        Skip.IfNot(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");
         using var temp = Fixtures.TempFolder();
         WriteQuadrants(temp, 3000);
         string dll = Path.Combine(AppContext.BaseDirectory, "gpucnn.dll");

@@ -14,7 +14,7 @@ namespace GpuCnn.Tests;
 /// </remarks>
 public abstract class TorchParityTests(BackendFixture fixture)
 {
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "Torch")]
     [MemberData(nameof(Fixtures.PredictCases), MemberType = typeof(Fixtures))]
     public void Predict_matches_pytorch_logits(string name)
@@ -33,7 +33,7 @@ public abstract class TorchParityTests(BackendFixture fixture)
         TensorAssert.Close(Array.ConvertAll(expected.Data, v => (double)v), actual.Data, actual.Shape, 1e-5, 1e-4, $"{backend.Name} {name} logits");
     }
 
-    [SkippableTheory]
+    [Theory]
     [Trait("Category", "Torch")]
     [MemberData(nameof(Fixtures.TrainCases), MemberType = typeof(Fixtures))]
     public void One_training_step_matches_pytorch(string name)

@@ -40,7 +40,7 @@ public abstract class BackendFixture : IDisposable
     public Backend Require()
     {
         Assert.True(FailureReason is null, FailureReason);
-        Skip.If(Backend is null, SkipReason);
+        Assert.SkipWhen(Backend is null, SkipReason ?? "");
         return Backend!;
     }
 
