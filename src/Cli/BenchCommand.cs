@@ -18,7 +18,12 @@ internal static class BenchCommand
         var quick = new Option<bool>("--quick") { Description = "Small shapes (rows named …-quick); under a minute even on the ILGPU CPU accelerator." };
         var json = new Option<string?>("--json") { Description = "Also write the rows as a JSON array to this file." };
         var only = new Option<string[]>("--only") { Description = "Run only rows whose name starts with one of these prefixes.", AllowMultipleArgumentsPerToken = true };
-        var command = new Command("bench", "Time the fixed benchmark suite on one device.") { device, quick, json, only };
+        var launches = new Option<bool>("--launches")
+        {
+            Description = "Instead of timing, list each row's kernel launches (grid, group, shared memory, longest serial loop per thread) " +
+                "as an ILGPU device would make them; on ILGPU's CPU accelerator, as for a 132-SM H100/H200 (nothing runs).",
+        };
+        var command = new Command("bench", "Time the fixed benchmark suite on one device.") { device, quick, json, only, launches };
         command.SetAction(parse =>
         {
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
@@ -30,6 +35,12 @@ internal static class BenchCommand
             }
 
             io.Out.WriteLine($"device: {backend.Name} ({backend.DeviceName})");
+            if (parse.GetValue(launches))
+            {
+                var ilgpuBackend = backend as Ilgpu.IlgpuBackend ?? throw new UsageException("--launches needs an ILGPU device: cuda, opencl or ilgpu-cpu.");
+                return LaunchReport.Print(io.Out, ilgpuBackend, cases);
+            }
+
             bool events = backend is Ilgpu.IlgpuBackend { IsGpu: true };
             io.Out.WriteLine(events ? "median ms: device events around each run (wall ms: host clock with a synchronisation)" : "median ms: host clock around each run and a synchronisation");
             io.Out.WriteLine($"{"name",-24} {"median ms",12} {"GFLOP/s",10} {"runs",5} {"wall ms",10}");

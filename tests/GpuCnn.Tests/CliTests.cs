@@ -116,6 +116,19 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void Bench_launches_plans_every_row_for_a_hopper_gpu_without_running_it()
+    {
+        var result = CliRunner.Run("bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet1", "gemm-1024");
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("planned for 132 multiprocessors", result.Out, StringComparison.Ordinal);
+        // LeNet's first-layer filter gradient: split into chunks of output rows so that it fills 132 multiprocessors.
+        Assert.Matches(@"conv-lenet1-bwd\s+BackwardFilterChunk\s+546\s+256\s+0\s+56\s+dominant, ok", result.Out);
+        Assert.Matches(@"gemm-1024\s+Tiled\s+448\s+256\s+\d+\s+160\s+dominant, ok", result.Out); // 64 tiles, depth split 7 ways
+        Assert.Contains("3 of 3 rows meet the goal", result.Out, StringComparison.Ordinal);
+        Assert.Equal(2, CliRunner.Run("bench", "--device", "cpu", "--launches").ExitCode);
+    }
+
+    [Fact]
     public void The_command_line_adds_the_flag_that_helps_to_engine_messages_that_name_none()
     {
         Assert.Equal("cuda: out of device memory allocating Single(64,6,28,28) (1.2 MiB); use smaller batches. (--batch-size)",

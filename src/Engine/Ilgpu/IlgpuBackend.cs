@@ -24,6 +24,8 @@ public sealed partial class IlgpuBackend : Backend
         Name = name;
         _context = context;
         _accelerator = accelerator;
+        _profile = new DeviceProfile(accelerator.AcceleratorType != AcceleratorType.CPU, accelerator.NumMultiprocessors,
+            accelerator.MaxNumThreadsPerMultiprocessor, accelerator.MaxNumThreadsPerGroup);
         _guard = new DeviceGuard(name);
         _launch = new KernelLauncher(accelerator, _guard);
         _workspace = new IlgpuWorkspace(accelerator);
@@ -32,16 +34,51 @@ public sealed partial class IlgpuBackend : Backend
         {
             GemmAlgorithm = gemm; // for measuring one kernel against another (gpucnn bench)
         }
-
-        // 16×16 groups (64×64 GEMM tiles) where the device allows; the CPU accelerator's default device runs at most
-        // 16 threads per group (and one OS thread per simulated thread).
-        bool large = accelerator.MaxNumThreadsPerGroup >= 256;
-        _gemmGroup = large ? new Index2D(16, 16) : new Index2D(4, 4);
-        _gemmTileK = large ? 16 : 8;
     }
 
-    private readonly Index2D _gemmGroup;
-    private readonly int _gemmTileK;
+    private DeviceProfile _profile;
+
+    // 16×16 groups (64×64 GEMM tiles, 128×128 for the 8×8 kernel) where the device allows; the CPU accelerator's
+    // default device runs at most 16 threads per group (and one OS thread per simulated thread).
+    private Index2D _gemmGroup => _profile.MaxGroupThreads >= 256 ? new Index2D(16, 16) : new Index2D(4, 4);
+
+    private int _gemmTileK => _profile.MaxGroupThreads >= 256 ? 16 : 8;
+
+    /// <summary>The group size the launch report assumes for implicitly grouped kernels (ILGPU picks its own per device).</summary>
+    public const int AutoGroupAssumed = KernelLauncher.AutoGroup;
+
+    /// <summary>The device the launch decisions are made for (this accelerator's own properties).</summary>
+    public DeviceProfile Profile => _profile;
+
+    /// <summary>What the launch decisions (groups, splits, chunks, kernel choice) are made for.</summary>
+    public readonly record struct DeviceProfile(bool IsGpu, int Multiprocessors, int ThreadsPerMultiprocessor, int MaxGroupThreads)
+    {
+        /// <summary>An NVIDIA H100/H200: 132 multiprocessors of 2,048 threads, groups of up to 1,024.</summary>
+        public static DeviceProfile Hopper => new(true, 132, 2048, 1024);
+    }
+
+    /// <summary>
+    /// Records every launch that <paramref name="body"/> would make on a device of <paramref name="profile"/> — grid,
+    /// group, shared memory, longest serial loop per thread — without running a kernel (the launch report of
+    /// `gpucnn bench --launches`). The outputs of the body are left unwritten.
+    /// </summary>
+    public IReadOnlyList<LaunchRecord> PlanLaunches(DeviceProfile profile, Action body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var saved = _profile;
+        var records = new List<LaunchRecord>();
+        (_profile, _launch.Recorder, _launch.DryRun) = (profile, records, true);
+        try
+        {
+            body();
+        }
+        finally
+        {
+            (_profile, _launch.Recorder, _launch.DryRun) = (saved, null, false);
+        }
+
+        return records;
+    }
 
     /// <summary>Which GEMM kernel runs (Auto: tiled on GPUs, the simple kernel on the CPU accelerator).</summary>
     public GemmAlgorithm GemmAlgorithm { get; set; }
@@ -52,7 +89,7 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>Floats of workspace the im2col route may use per chunk of images (default 64 Mi floats = 256 MiB).</summary>
     public long ConvolutionWorkspaceFloats { get; set; } = 64L << 20;
 
-    private bool IsCpuAccelerator => _accelerator.AcceleratorType == AcceleratorType.CPU;
+    private bool IsCpuAccelerator => !_profile.IsGpu;
 
     /// <inheritdoc/>
     public override string Name { get; }
@@ -78,7 +115,7 @@ public sealed partial class IlgpuBackend : Backend
     public override void Synchronize() => Guard("synchronize", _accelerator.Synchronize);
 
     /// <summary>Whether this is a real accelerator (not ILGPU's CPU emulation), where device events time work.</summary>
-    public bool IsGpu => !IsCpuAccelerator;
+    public bool IsGpu => _accelerator.AcceleratorType != AcceleratorType.CPU;
 
     /// <summary>
     /// Milliseconds the device spent from before to after the work <paramref name="body"/> issues, measured with
@@ -183,7 +220,7 @@ public sealed partial class IlgpuBackend : Backend
     private void InjectFaultIfAsked()
     {
         string? setting = Environment.GetEnvironmentVariable("GPUCNN_INJECT_FAULT_AT_LAUNCH");
-        if (setting is null || IsCpuAccelerator || !long.TryParse(setting, out long launch) || launch <= 0)
+        if (setting is null || !IsGpu || !long.TryParse(setting, out long launch) || launch <= 0)
         {
             return;
         }
@@ -205,6 +242,7 @@ public sealed partial class IlgpuBackend : Backend
         var bias = b is null ? View(w) : View(b);
         if (!UseIm2Col(g))
         {
+            _launch.NextSerial(g.C * g.R * g.S);
             _launch.Run(ConvolutionKernels.Forward, g.OutputSize, View(x), View(w), bias, View(y), g, epilogue);
             return;
         }
@@ -216,6 +254,7 @@ public sealed partial class IlgpuBackend : Backend
             int count = Math.Min(chunk, g.N - first);
             var cols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
             var product = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
+            _launch.NextSerial(g.R * g.S);
             _launch.Run(ConvolutionGemmKernels.Im2Col, g.C * count * pq, View(x), cols, g, first, count);
             RunGemm(new GemmShape(g.K, count * pq, crs, 0, 0, 1f, 0f), View(w), cols, product);
             _launch.Run(ConvolutionGemmKernels.ToNchwWithBias, g.K * count * pq, product, bias, View(y), g, first, count, epilogue);
@@ -237,6 +276,7 @@ public sealed partial class IlgpuBackend : Backend
                 var dcols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
                 _launch.Run(ConvolutionGemmKernels.FromNchw, g.K * count * pq, View(dy), dyT, g, first, count);
                 RunGemm(new GemmShape(crs, count * pq, g.K, 1, 0, 1f, 0f), View(w), dyT, dcols);
+                _launch.NextSerial(g.R * g.S);
                 _launch.Run(ConvolutionGemmKernels.Col2Im, count * g.C * g.H * g.W, dcols, View(dx), g, first, count);
             }
 
@@ -249,6 +289,7 @@ public sealed partial class IlgpuBackend : Backend
         var rotated = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
         _launch.Run(ConvolutionKernels.DilatePad, paddedSize, View(dy), padded, g);
         _launch.Run(ConvolutionKernels.RotateKernel, g.WeightSize, View(w), rotated, g);
+        _launch.NextSerial((long)g.K * g.R * g.S);
         _launch.Run(ConvolutionKernels.FullConvolution, g.InputSize, padded, rotated, View(dx), g);
     }
 
@@ -265,6 +306,7 @@ public sealed partial class IlgpuBackend : Backend
                 int count = Math.Min(chunk, g.N - first);
                 var cols = _workspace.Get(IlgpuWorkspace.Slot.Columns, crs * count * pq);
                 var dyT = _workspace.Get(IlgpuWorkspace.Slot.Product, g.K * count * pq);
+                _launch.NextSerial(g.R * g.S);
                 _launch.Run(ConvolutionGemmKernels.Im2Col, g.C * count * pq, View(x), cols, g, first, count);
                 _launch.Run(ConvolutionGemmKernels.FromNchw, g.K * count * pq, View(dy), dyT, g, first, count);
                 RunGemm(new GemmShape(g.K, crs, count * pq, 0, 1, 1f, first == 0 ? 0f : 1f), dyT, cols, View(dw));
@@ -279,11 +321,14 @@ public sealed partial class IlgpuBackend : Backend
             if (chunks > 1)
             {
                 var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * outputs);
+                _launch.NextSerial((long)rowsPerChunk * g.Q);
                 _launch.Run(ConvolutionKernels.BackwardFilterChunk, chunks * outputs, View(x), View(dy), partial, g, outputs, rowsPerChunk);
+                _launch.NextSerial((chunks + 255) / 256);
                 _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db), outputs, g.WeightSize, chunks);
                 return;
             }
 
+            _launch.NextSerial((long)g.N * g.P * g.Q);
             _launch.Run(ConvolutionKernels.BackwardFilter, g.WeightSize, View(x), View(dy), View(dw), g);
         }
 
@@ -294,12 +339,12 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <summary>Threads that fill the device (a few on ILGPU's CPU accelerator, where each is an OS thread).</summary>
-    private long FillThreads => IsCpuAccelerator ? 64 : (long)_accelerator.NumMultiprocessors * _accelerator.MaxNumThreadsPerMultiprocessor;
+    private long FillThreads => IsCpuAccelerator ? 64 : (long)_profile.Multiprocessors * _profile.ThreadsPerMultiprocessor;
 
     /// <summary>
     /// How to split <paramref name="outputs"/> sums of <paramref name="length"/> terms each (of about
-    /// <paramref name="termCost"/> operations) into chunks: enough threads to fill the device, at most 256 chunks (the
-    /// second pass adds them one after another), and one chunk when the work is too small to pay for a second launch.
+    /// <paramref name="termCost"/> operations) into chunks: enough threads to fill the device, at most 1,024 chunks (the
+    /// second pass's groups add them in a fixed tree), and one chunk when the work is too small to pay for a second launch.
     /// </summary>
     private (int Chunks, int PerChunk) SplitReduction(int outputs, int length, int termCost)
     {
@@ -308,15 +353,18 @@ public sealed partial class IlgpuBackend : Backend
             return (1, length);
         }
 
-        int chunks = (int)Math.Clamp(ReductionChunks ?? (FillThreads / outputs), 1, Math.Min(256, length));
+        int chunks = (int)Math.Clamp(ReductionChunks ?? (FillThreads / outputs), 1, Math.Min(1024, length));
         int perChunk = (length + chunks - 1) / chunks;
         return ((length + perChunk - 1) / perChunk, perChunk);
     }
 
     /// <inheritdoc/>
     protected override void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y,
-        DeviceTensor<int> switches) =>
+        DeviceTensor<int> switches)
+    {
+        _launch.NextSerial(g.KernelH * g.KernelW);
         _launch.Run(PoolingKernels.MaxForward, g.OutputSize, View(x), View(y), View(switches), g);
+    }
 
     /// <inheritdoc/>
     protected override void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches,
@@ -324,12 +372,18 @@ public sealed partial class IlgpuBackend : Backend
         _launch.Run(PoolingKernels.MaxBackward, g.InputSize, View(dy), View(switches), View(dx), g);
 
     /// <inheritdoc/>
-    protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y) =>
+    protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y)
+    {
+        _launch.NextSerial(g.KernelH * g.KernelW);
         _launch.Run(PoolingKernels.AverageForward, g.OutputSize, View(x), View(y), g);
+    }
 
     /// <inheritdoc/>
-    protected override void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx) =>
+    protected override void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx)
+    {
+        _launch.NextSerial(g.KernelH * g.KernelW);
         _launch.Run(PoolingKernels.AverageBackward, g.InputSize, View(dy), View(dx), g);
+    }
 
     /// <inheritdoc/>
     protected override void GemmCore(GemmShape shape, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> c) =>
@@ -354,6 +408,7 @@ public sealed partial class IlgpuBackend : Backend
         var algorithm = ChooseGemm(shape);
         if (algorithm == GemmAlgorithm.Naive)
         {
+            _launch.NextSerial(shape.K);
             _launch.Run(GemmKernels.Naive, shape.M * shape.N, a, b, c, shape, bias, epilogue);
             return;
         }
@@ -375,15 +430,18 @@ public sealed partial class IlgpuBackend : Backend
 
         if (large)
         {
+            _launch.NextSerial(splits > 1 ? part.DepthPerSplit : shape.K);
             _launch.Run(GemmTiled8x8Kernels.Tiled, GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, bias, epilogue);
         }
         else
         {
+            _launch.NextSerial(splits > 1 ? part.DepthPerSplit : shape.K);
             _launch.Run(GemmTiledKernels.Tiled, GemmTiledKernels.Config(part, _gemmGroup, _gemmTileK, splits), a, b, target, part, _gemmTileK, bias, epilogue);
         }
 
         if (splits > 1)
         {
+            _launch.NextSerial(splits);
             _launch.Run(GemmTiledKernels.SumSplits, shape.M * shape.N, target, c, shape, splits, bias, epilogue);
         }
     }
@@ -422,13 +480,15 @@ public sealed partial class IlgpuBackend : Backend
             return Math.Clamp(forced, 1, Math.Max(1, shape.K));
         }
 
-        int multiprocessors = _accelerator.NumMultiprocessors;
-        if (IsCpuAccelerator || tiles >= multiprocessors || shape.K < 2048)
+        // Aim at three groups per multiprocessor, each split at least two staged tiles deep: the launch report's goal
+        // (docs/benchmarks.md) is two groups per multiprocessor for every row's dominant kernel.
+        long target = 3L * _profile.Multiprocessors;
+        if (IsCpuAccelerator || tiles >= 2L * _profile.Multiprocessors || shape.K < 64)
         {
             return 1;
         }
 
-        return (int)Math.Min((2L * multiprocessors + tiles - 1) / tiles, shape.K / 512);
+        return (int)Math.Max(1, Math.Min((target + tiles - 1) / tiles, shape.K / 32));
     }
 
     private bool UseIm2Col(Conv2dGeometry g) => ConvolutionAlgorithm switch
@@ -451,8 +511,11 @@ public sealed partial class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels,
-        int inner) =>
+        int inner)
+    {
+        _launch.NextSerial(((long)batch * inner + 255) / 256);
         _launch.Run(ElementwiseKernels.BiasGradient, Reduction(channels, batch * inner), View(dy), View(db), batch, channels, inner);
+    }
 
     /// <summary>
     /// A launch of one group per output for sums of <paramref name="terms"/> terms: a power-of-two group of up to 256
@@ -461,7 +524,7 @@ public sealed partial class IlgpuBackend : Backend
     private KernelConfig Reduction(int outputs, int terms)
     {
         int threads = 1;
-        while (threads < Math.Min(terms, Math.Min(256, _accelerator.MaxNumThreadsPerGroup)) && threads * 2 <= _accelerator.MaxNumThreadsPerGroup)
+        while (threads < Math.Min(terms, Math.Min(256, _profile.MaxGroupThreads)) && threads * 2 <= _profile.MaxGroupThreads)
         {
             threads *= 2;
         }
@@ -492,13 +555,16 @@ public sealed partial class IlgpuBackend : Backend
         if (batch <= 4096)
         {
             // One launch: a single group does the rows, then one thread sums them in order.
-            int threads = Math.Min(Math.Min(256, _accelerator.MaxNumThreadsPerGroup), batch);
+            int threads = Math.Min(Math.Min(256, _profile.MaxGroupThreads), batch);
+            _launch.NextSerial((long)((batch + threads - 1) / threads) * classes * 3);
             _launch.Run(LossKernels.SoftmaxCrossEntropyBatch, new KernelConfig(1, threads), View(logits), View(labels), View(dlogits),
                 perSample, View(loss), classes, batch);
             return;
         }
 
+        _launch.NextSerial(classes * 3);
         _launch.Run(LossKernels.SoftmaxCrossEntropyRows, batch, View(logits), View(labels), View(dlogits), perSample, classes, batch);
+        _launch.NextSerial(batch);
         _launch.Run(LossKernels.MeanInOrder, 1, perSample, View(loss), batch);
     }
 
@@ -523,13 +589,19 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <inheritdoc/>
-    protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
+    protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset)
+    {
+        _launch.NextSerial(logits.Shape[1]);
         _launch.Run(DataKernels.Argmax, logits.Shape[0], View(logits), View(predictions), offset, logits.Shape[1]);
+    }
 
     /// <inheritdoc/>
     protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> loss, DeviceTensor<float> metrics, MetricSlots slots, int batchIndex) =>
+        DeviceTensor<float> loss, DeviceTensor<float> metrics, MetricSlots slots, int batchIndex)
+    {
+        _launch.NextSerial((long)logits.Shape[0] * logits.Shape[1]);
         _launch.Run(DataKernels.AccumulateMetrics, 1, View(logits), View(labels), View(loss), View(metrics), slots, batchIndex);
+    }
 
     /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,

@@ -16,11 +16,35 @@ namespace GpuCnn.Ilgpu;
 internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
 {
     private readonly Dictionary<MethodInfo, Delegate> _loaded = [];
+    private long _serial = 1;
+
+    /// <summary>When set, every launch is described here (kernel, grid, group, shared memory, serial loop).</summary>
+    public List<LaunchRecord>? Recorder { get; set; }
+
+    /// <summary>Record launches without running them (planning a launch report for another device).</summary>
+    public bool DryRun { get; set; }
+
+    /// <summary>The longest serial loop of one thread of the next launch (for the launch report; 1 when not said).</summary>
+    public void NextSerial(long elements) => _serial = Math.Max(1, elements);
+
+    /// <summary>Records a launch; false when it must not run (dry run).</summary>
+    private bool Note(string kernel, long groups, long groupSize, long sharedBytes)
+    {
+        long serial = _serial;
+        _serial = 1;
+        Recorder?.Add(new LaunchRecord(kernel, groups, groupSize, sharedBytes, serial));
+        return !DryRun;
+    }
 
     public void Run<T1, T2>(Action<Index1D, T1, T2> kernel, long threads, T1 a1, T2 a2)
         where T1 : struct
         where T2 : struct
     {
+        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
         try
         {
@@ -38,6 +62,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T2 : struct
         where T3 : struct
     {
+        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
         try
         {
@@ -56,6 +85,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T3 : struct
         where T4 : struct
     {
+        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
         try
         {
@@ -75,6 +109,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T4 : struct
         where T5 : struct
     {
+        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
         try
         {
@@ -95,6 +134,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T5 : struct
         where T6 : struct
     {
+        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
         try
         {
@@ -116,6 +160,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T6 : struct
         where T7 : struct
     {
+        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
         try
         {
@@ -135,6 +184,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T4 : struct
         where T5 : struct
     {
+        if (!Note(kernel.Method.Name, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
         try
         {
@@ -155,6 +209,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T5 : struct
         where T6 : struct
     {
+        if (!Note(kernel.Method.Name, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
         try
         {
@@ -176,6 +235,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T6 : struct
         where T7 : struct
     {
+        if (!Note(kernel.Method.Name, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        {
+            return;
+        }
+
         var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
         try
         {
@@ -187,6 +251,9 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
             throw guard.Fail($"launching kernel {kernel.Method.Name} ({config.GridDim} groups of {config.GroupDim})", e);
         }
     }
+
+    /// <summary>The group size the launch report assumes for implicitly grouped kernels (ILGPU picks its own per device).</summary>
+    public const int AutoGroup = 256;
 
     /// <summary>The launcher of <paramref name="kernel"/>, compiled on first use.</summary>
     private TLauncher Load<TKernel, TLauncher>(TKernel kernel, Func<Accelerator, TKernel, TLauncher> load)
@@ -210,3 +277,6 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         }
     }
 }
+
+/// <summary>One kernel launch as the launch report shows it.</summary>
+public sealed record LaunchRecord(string Kernel, long Groups, long GroupSize, long SharedBytes, long SerialLoop);
