@@ -28,11 +28,11 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
     public void NextSerial(long elements) => _serial = Math.Max(1, elements);
 
     /// <summary>Records a launch; false when it must not run (dry run).</summary>
-    private bool Note(string kernel, long groups, long groupSize, long sharedBytes)
+    private bool Note(Delegate kernel, long groups, long groupSize, long sharedBytes)
     {
         long serial = _serial;
         _serial = 1;
-        Recorder?.Add(new LaunchRecord(kernel, groups, groupSize, sharedBytes, serial));
+        Recorder?.Add(new LaunchRecord(kernel.Method.Name, groups, groupSize, sharedBytes, serial));
         return !DryRun;
     }
 
@@ -40,7 +40,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T1 : struct
         where T2 : struct
     {
-        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
         }
@@ -62,7 +62,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T2 : struct
         where T3 : struct
     {
-        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
         }
@@ -85,7 +85,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T3 : struct
         where T4 : struct
     {
-        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
         }
@@ -109,7 +109,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T4 : struct
         where T5 : struct
     {
-        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
         }
@@ -134,7 +134,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T5 : struct
         where T6 : struct
     {
-        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
         }
@@ -160,7 +160,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T6 : struct
         where T7 : struct
     {
-        if (!Note(kernel.Method.Name, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
         }
@@ -184,7 +184,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T4 : struct
         where T5 : struct
     {
-        if (!Note(kernel.Method.Name, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        if (!Note(kernel, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
         {
             return;
         }
@@ -209,7 +209,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T5 : struct
         where T6 : struct
     {
-        if (!Note(kernel.Method.Name, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        if (!Note(kernel, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
         {
             return;
         }
@@ -235,7 +235,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T6 : struct
         where T7 : struct
     {
-        if (!Note(kernel.Method.Name, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        if (!Note(kernel, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
         {
             return;
         }
