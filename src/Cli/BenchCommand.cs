@@ -8,7 +8,8 @@ namespace GpuCnn.Cli;
 
 /// <summary>
 /// <c>gpucnn bench [--device D] [--quick] [--json FILE] [--only PREFIX]</c>: the fixed suite as a table (median ms,
-/// GFLOP/s) and optionally a JSON array of {"name", "device", "ms", "gflops"} rows.
+/// GFLOP/s; on the CPU backend also each row's share of the measured FMA peak) and optionally a JSON array of
+/// {"name", "device", "ms", "gflops"} rows (the agreed fields other programs read).
 /// </summary>
 internal static class BenchCommand
 {
@@ -43,15 +44,22 @@ internal static class BenchCommand
 
             bool events = backend is Ilgpu.IlgpuBackend { IsGpu: true };
             io.Out.WriteLine(events ? "median ms: device events around each run (wall ms: host clock with a synchronisation)" : "median ms: host clock around each run and a synchronisation");
-            io.Out.WriteLine($"{"name",-24} {"median ms",12} {"GFLOP/s",10} {"runs",5} {"wall ms",10}");
+            double? peak = backend is Cpu.Fast.CpuBackend cpu ? cpu.MeasurePeakGflops() : null;
+            if (peak is { } p)
+            {
+                io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"measured FMA peak: {p:F1} GFLOP/s (% peak: each row's GFLOP/s against it)"));
+            }
+
+            io.Out.WriteLine($"{"name",-24} {"median ms",12} {"GFLOP/s",10} {"% peak",7} {"runs",5} {"wall ms",10}");
             var results = new List<BenchResult>();
             foreach (var benchCase in cases)
             {
                 io.Cancel.ThrowIfCancellationRequested();
                 var result = BenchSuite.Measure(backend, benchCase);
                 results.Add(result);
+                string share = result.Gflops is { } rowGflops && peak is { } ceiling ? (100 * rowGflops / ceiling).ToString("F1", CultureInfo.InvariantCulture) : "-";
                 io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{result.Name,-24} {result.Ms,12:F3} {(result.Gflops is { } g ? g.ToString("F1", CultureInfo.InvariantCulture) : "-"),10} {result.Repetitions,5} {result.WallMs,10:F3}"));
+                    $"{result.Name,-24} {result.Ms,12:F3} {(result.Gflops is { } g ? g.ToString("F1", CultureInfo.InvariantCulture) : "-"),10} {share,7} {result.Repetitions,5} {result.WallMs,10:F3}"));
             }
 
             if (backend is Ilgpu.IlgpuBackend ilgpu)

@@ -1,5 +1,7 @@
 using System.CommandLine;
+using System.Globalization;
 using GpuCnn.Cpu;
+using GpuCnn.Cpu.Fast;
 
 namespace GpuCnn.Cli;
 
@@ -20,6 +22,9 @@ internal static class DevicesCommand
                 io.Out.WriteLine($"{d.Name,-10} {d.Kind,-4} {memory,-10} {status,-11} {(d.Available ? d.Description : d.Reason)}");
             }
 
+            using var cpu = new CpuBackend();
+            io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"cpu path: {cpu.Width} on {cpu.Threads} threads (instruction sets: {Simd.InstructionSets}); measured FMA peak {cpu.MeasurePeakGflops():F1} GFLOP/s"));
             io.Out.WriteLine($"auto picks: {Backends.AutoChoice(devices)}");
             return 0;
         });

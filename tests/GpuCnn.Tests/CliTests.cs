@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using GpuCnn.Cpu;
@@ -21,6 +22,9 @@ public sealed partial class CliTests
         }
 
         Assert.Equal($"auto picks: {Backends.AutoChoice(Backends.List())}", result.LastLine);
+        var path = Assert.Single(result.Out.Split('\n'), l => l.StartsWith("cpu path: ", StringComparison.Ordinal));
+        Assert.Matches(@"^cpu path: (Vector512|Vector256|Vector128|Scalar) on \d+ threads \(instruction sets: [^)]+\); measured FMA peak \d+\.\d GFLOP/s", path);
+        Assert.True(double.Parse(path.Split("peak ")[1].Split(' ')[0], CultureInfo.InvariantCulture) > 0, path);
     }
 
     [Fact]
@@ -74,6 +78,8 @@ public sealed partial class CliTests
         Assert.All(rows, r => Assert.True(r.GetProperty("ms").GetDouble() > 0));
         Assert.Equal(JsonValueKind.Null, rows[^1].GetProperty("gflops").ValueKind); // pooling is about bandwidth
         Assert.Equal("cpu", rows[0].GetProperty("device").GetString());
+        Assert.Contains("measured FMA peak: ", result.Out, StringComparison.Ordinal);
+        Assert.Matches(@"(?m)^gemm-256-quick +\d+\.\d+ +\d+\.\d +\d+\.\d ", result.Out); // ms, GFLOP/s, % of peak
     }
 
     [Fact]

@@ -169,8 +169,10 @@ public sealed class ReliabilityTests
         string dll = Path.Combine(AppContext.BaseDirectory, "gpucnn.dll");
         string[] common = ["train", "--arch", "conv(8,3,pad=1),relu,conv(8,3,pad=1),relu,flatten,dense(4)", "--images", temp.File("x.npy"),
             "--labels", temp.File("y.npy"), "--device", "reference", "--epochs", "3", "--batch-size", "16"];
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in (string[])[dll, .. common, "--out", temp.File("m.safetensors")])
+        // A job started in the background by a non-interactive shell (`dotnet test … &`, nohup) inherits SIGINT as
+        // ignored, and .NET, as Unix programs do, then leaves it ignored: the child gets SIGINT's default disposition.
+        var start = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in (string[])["--default-signal=INT", "dotnet", dll, .. common, "--out", temp.File("m.safetensors")])
         {
             start.ArgumentList.Add(arg);
         }
@@ -180,8 +182,8 @@ public sealed class ReliabilityTests
         Assert.StartsWith("epoch 1:", firstEpoch, StringComparison.Ordinal);
         Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
         Assert.True(process.WaitForExit(60_000), "the process did not stop after SIGINT");
-        string stderr = process.StandardError.ReadToEnd();
-        Assert.Equal(130, process.ExitCode);
+        string stderr = process.StandardError.ReadToEnd(), stdout = process.StandardOutput.ReadToEnd();
+        Assert.True(process.ExitCode == 130, $"exit code {process.ExitCode}, not 130; output after epoch 1:\n{stdout}\nerrors:\n{stderr}");
         string checkpoint = temp.File("m.checkpoint.safetensors");
         Assert.Contains($"resume with the same command plus: --resume {checkpoint}", stderr, StringComparison.Ordinal);
         Assert.False(File.Exists(temp.File("m.safetensors")));

@@ -44,6 +44,12 @@ public sealed unsafe partial class CpuBackend : HostBackend
     /// <summary>Threads in use.</summary>
     public int Threads => _workers.Count;
 
+    /// <summary>
+    /// Measures the team's peak single-precision FMA throughput at <see cref="Width"/> in GFLOP/s (about a quarter
+    /// of a second): the ceiling that benchmark rows are reported against. Not cached: clocks and neighbours change.
+    /// </summary>
+    public double MeasurePeakGflops() => new FmaPeak(_workers, Width).MeasureGflops();
+
     /// <inheritdoc/>
     public override string Name => "cpu";
 

@@ -89,6 +89,11 @@ internal sealed unsafe class PackedGemm : IDisposable
     {
         int nr = 2 * TOps.Width; // K ≥ 1: every caller multiplies something
 
+        // α and β reach the micro-kernel through memory: as float arguments they would hold two vector registers
+        // through its loop, and with 16 (AVX2) one accumulator would live on the stack instead.
+        float* scale = stackalloc float[2];
+        scale[0] = g.Alpha;
+
         for (int jc = 0; jc < g.N; jc += NC)
         {
             int nc = Math.Min(NC, g.N - jc);
@@ -103,7 +108,7 @@ internal sealed unsafe class PackedGemm : IDisposable
                 {
                     panels.Pack(pc, kc, jc, nc, nr, _packB);
                 }
-                bool first = pc == 0;
+                scale[1] = pc == 0 ? g.Beta : 1f;
                 for (int ic = 0; ic < g.M; ic += MC)
                 {
                     int mc = Math.Min(MC, g.M - ic);
@@ -114,7 +119,7 @@ internal sealed unsafe class PackedGemm : IDisposable
                         for (int ir = 0; ir < mc; ir += MR)
                         {
                             float* c = g.C + (long)(ic + ir) * g.Ldc + jc + jr;
-                            MicroKernel<TOps, TVec>(kc, _packA + (long)ir * kc, b, c, g.Ldc, g.Alpha, first ? g.Beta : 1f,
+                            MicroKernel<TOps, TVec>(kc, _packA + (long)ir * kc, b, c, g.Ldc, scale,
                                 Math.Min(MR, mc - ir), Math.Min(nr, nc - jr));
                         }
                     }
@@ -181,11 +186,12 @@ internal sealed unsafe class PackedGemm : IDisposable
     }
 
     /// <summary>
-    /// The MR×NR tile of C at <paramref name="c"/> = α·Σ_k a[k]·b[k] + β·C (β = 1 after the first K block), where a
-    /// holds MR values and b NR values per k. Only the top-left rows × cols of the tile are stored.
+    /// The MR×NR tile of C at <paramref name="c"/> = α·Σ_k a[k]·b[k] + β·C, with α = scale[0] and β = scale[1] (1
+    /// after the first K block), where a holds MR values and b NR values per k. Only the top-left rows × cols of the
+    /// tile are stored.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void MicroKernel<TOps, TVec>(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta, int rows, int cols)
+    private static void MicroKernel<TOps, TVec>(int kc, float* a, float* b, float* c, int ldc, float* scale, int rows, int cols)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
@@ -217,6 +223,7 @@ internal sealed unsafe class PackedGemm : IDisposable
             b += 2 * w;
         }
 
+        float alpha = scale[0], beta = scale[1];
         if (rows == MR && cols == 2 * w)
         {
             TVec va = TOps.Broadcast(alpha);

@@ -190,6 +190,23 @@ public enum SimdWidth
 /// <summary>Which width to use.</summary>
 public static class Simd
 {
+    /// <summary>
+    /// The vector instruction sets the runtime uses on this machine, e.g. "AVX-512F AVX2 FMA". .NET 10 turns
+    /// AVX-512 off with <c>DOTNET_EnableAVX512=0</c> (the AVX2 path on an AVX-512 machine).
+    /// </summary>
+    public static string InstructionSets
+    {
+        get
+        {
+            var names = new List<string>();
+            if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported) { names.Add("AVX-512F"); }
+            if (System.Runtime.Intrinsics.X86.Avx2.IsSupported) { names.Add("AVX2"); }
+            if (System.Runtime.Intrinsics.X86.Fma.IsSupported) { names.Add("FMA"); }
+            if (System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported) { names.Add("NEON"); }
+            return names.Count > 0 ? string.Join(' ', names) : "none";
+        }
+    }
+
     /// <summary>The widest hardware-accelerated width (what the CPU backend uses unless told otherwise).</summary>
     public static SimdWidth Best { get; } =
         Vector512.IsHardwareAccelerated ? SimdWidth.Vector512 :
