@@ -14,6 +14,7 @@ trap 'git worktree remove --force "$work/base"' EXIT
 dotnet build "$work/base/src/Cli" -c Release -v quiet -nologo > /dev/null
 dotnet build src/Cli -c Release -v quiet -nologo > /dev/null
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(grep -o -m1 'avx512f' /proc/cpuinfo || echo 'no avx512'); $(date -u +%F)"
+src/Cli/bin/Release/net10.0/gpucnn devices | grep '^cpu path:' # DOTNET_EnableAVX512=0 selects the AVX2 path
 echo "this tree: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + changes'); base: $(git -C "$work/base" rev-parse --short HEAD)"
 for i in $(seq "$runs"); do
   "$work/base/src/Cli/bin/Release/net10.0/gpucnn" bench --device cpu --json "$work/base-$i.json" "$@" > /dev/null

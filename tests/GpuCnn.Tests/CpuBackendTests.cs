@@ -8,7 +8,7 @@ namespace GpuCnn.Tests;
 /// <summary>
 /// The fast CPU backend beyond the shared backend tests: every SIMD width (so the AVX-512, AVX2, 128-bit and scalar
 /// micro-kernels all run here), shapes that cross every cache block (K &gt; KC, M &gt; MC, N &gt; NC) and the
-/// column split across threads, and allocation-free steady-state training.
+/// column split across threads. (Allocation-free training: <see cref="AllocationTests"/>.)
 /// </summary>
 public sealed class CpuBackendTests
 {
@@ -113,34 +113,6 @@ public sealed class CpuBackendTests
     }
 
     [Fact]
-    public void Steady_state_training_batches_allocate_nothing()
-    {
-        // LeNet-5 through the trainer: after the first epoch (buffers, kernels and views created), a batch — gather,
-        // forward, loss, metrics, backward, SGD step — allocates no memory at all on the training thread. A full GC
-        // before every batch clears what the runtime caches only weakly (reflection and enum caches), so a batch that
-        // leans on such a cache fails here every time instead of only when other tests happen to trigger a GC.
-        using var backend = new CpuBackend();
-        var images = Tensor.Random([96, 1, 28, 28], 1, 0f, 1f);
-        var data = new Dataset(images, Enumerable.Range(0, 96).Select(i => i % 10).ToArray());
-        using var model = Sequential.Create(ArchitectureSpec.LeNet5, [1, 28, 28], backend, seed: 1);
-        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.01f, 0.9f, WeightDecay: 1e-4f));
-        var perBatch = new List<(int Epoch, int Batch, long Bytes, long Jitted)>(capacity: 32); // sized up front: growing it would allocate
-        long lastBytes = 0, lastJitted = 0;
-        new Trainer(model, sgd, new TrainingOptions(Epochs: 6, BatchSize: 32)).Fit(data, progress: new BatchProbe(p =>
-        {
-            long bytes = GC.GetAllocatedBytesForCurrentThread(), jitted = System.Runtime.JitInfo.GetCompiledMethodCount(currentThread: true);
-            perBatch.Add((p.Epoch, p.Batch, bytes - lastBytes, jitted - lastJitted));
-            GC.Collect();
-            lastBytes = GC.GetAllocatedBytesForCurrentThread();
-            lastJitted = System.Runtime.JitInfo.GetCompiledMethodCount(currentThread: true);
-        }));
-
-        // Batch 1 of an epoch follows the per-epoch work (shuffled order upload, metrics download); the rest are pure steps.
-        var steady = perBatch.Where(b => b.Epoch > 1 && b.Batch > 1).ToList();
-        Assert.All(steady, b => Assert.True(b.Bytes == 0, $"epoch {b.Epoch} batch {b.Batch} allocated {b.Bytes} bytes ({b.Jitted} methods compiled on this thread meanwhile)"));
-    }
-
-    [Fact]
     public void Large_convolution_backward_matches_the_reference()
     {
         // Enough images and channels that every worker takes several images and the GEMMs span several blocks.
@@ -154,10 +126,5 @@ public sealed class CpuBackendTests
         using var tdw = backend.Allocate<float>(g.WeightShape);
         backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
         TensorAssert.Close(dw, backend.DownloadArray(tdw), g.WeightShape, 1e-3, 1e-4, "large backward-filter");
-    }
-
-    private sealed class BatchProbe(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
     }
 }

@@ -74,6 +74,7 @@ internal static class ActivationLoops
     }
 
     /// <summary>dx = 0 where y ≤ 0, else dy (so a NaN output passes dy through, as in PyTorch), vectorised.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ReluMask(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx)
     {
         int i = 0;

@@ -56,6 +56,7 @@ public sealed unsafe partial class CpuBackend
             _y = y;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int n, int worker)
         {
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
@@ -144,6 +145,7 @@ public sealed unsafe partial class CpuBackend
             _parts = parts;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int part, int worker)
         {
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
@@ -197,6 +199,7 @@ public sealed unsafe partial class CpuBackend
             _switches = switches;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int part, int worker)
         {
             _ = owner;

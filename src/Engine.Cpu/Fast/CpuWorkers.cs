@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 
 namespace GpuCnn.Cpu.Fast;
@@ -19,6 +20,9 @@ internal interface IParallelJob
 /// Training issues a job every few hundred microseconds, so idle workers spin (pause instructions only) for a
 /// while before blocking: a blocked thread — on a virtual machine, a halted vCPU — can take a millisecond to wake,
 /// and the usual SpinWait escalates to Sleep(1). The caller spins likewise while waiting for the team.
+/// The per-job methods here and the kernels they run are optimised at their first call: a tier-0 loop whose trip
+/// count depends on timing (a spin) reaches the runtime's on-stack-replacement compile at an unpredictable batch, and
+/// that compile runs — and sometimes allocates — on the training thread.
 /// </remarks>
 internal sealed class CpuWorkers : IDisposable
 {
@@ -58,6 +62,7 @@ internal sealed class CpuWorkers : IDisposable
     public PackedGemm Gemm(int worker) => _gemms[worker];
 
     /// <summary>Runs parts 0 … parts − 1 of the job across the team and returns when all are done.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Run(IParallelJob job, int parts)
     {
         if (parts <= 1 || Count == 1)
@@ -129,6 +134,7 @@ internal sealed class CpuWorkers : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RunShare(int worker)
     {
         for (int p = worker; p < _parts; p += Count)
@@ -137,6 +143,7 @@ internal sealed class CpuWorkers : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Loop(int worker)
     {
         long seen = 0;
@@ -164,6 +171,7 @@ internal sealed class CpuWorkers : IDisposable
     }
 
     /// <summary>Spins, then blocks, until a job newer than <paramref name="seen"/> is posted; returns its generation.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private long AwaitGeneration(int worker, long seen)
     {
         long start = Stopwatch.GetTimestamp();

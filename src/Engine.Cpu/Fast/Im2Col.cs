@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
@@ -12,6 +13,7 @@ internal sealed unsafe class TransposedColumns : IPanelSource
     private float* _x;
 
     /// <summary>Points the source at one image; the per-column tables are rebuilt only when the geometry changes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Set(in Conv2dGeometry g, float* x)
     {
         _x = x;
