@@ -21,8 +21,8 @@ internal interface IParallelJob
 /// while before blocking: a blocked thread — on a virtual machine, a halted vCPU — can take a millisecond to wake,
 /// and the usual SpinWait escalates to Sleep(1). The caller spins likewise while waiting for the team.
 /// The per-job methods here and the kernels they run are optimised at their first call: a tier-0 loop whose trip
-/// count depends on timing (a spin) reaches the runtime's on-stack-replacement compile at an unpredictable batch, and
-/// that compile runs — and sometimes allocates — on the training thread.
+/// count depends on timing (a spin) reaches the runtime's on-stack-replacement compile at an unpredictable batch,
+/// and that compile runs on the caller's thread, in the middle of training.
 /// </remarks>
 internal sealed class CpuWorkers : IDisposable
 {

@@ -37,8 +37,7 @@ internal static unsafe class DirectConvolution
     /// <summary>w (K,C,R,S) → wrot (C,K,R,S), wrot[c,k,r,s] = w[k,c,R−1−r,S−1−s].</summary>
     /// <remarks>
     /// Optimised at its first call: run once per layer and batch, it would otherwise stay in tier-0 code with loop
-    /// patchpoints until the runtime compiled an on-stack-replacement copy on the training thread in the middle of
-    /// epoch 2 — where that compile allocated managed memory in some runs.
+    /// patchpoints until the runtime compiled an on-stack-replacement copy on the training thread, in epoch 2.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RotateKernel(in Conv2dGeometry g, float* w, float* rotated)
