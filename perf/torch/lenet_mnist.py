@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""LeNet-5 on the bundled MNIST sample in PyTorch, with the same pipeline as `gpucnn train`:
+"""LeNet-5 (or, with --net convnet, a two-conv net of 32 and 64 3×3 channels) on the bundled MNIST sample in PyTorch, with the same pipeline as `gpucnn train`:
 pixels / 255 normalised with MNIST's mean 0.1307 and std 0.3081, PyTorch default init, SGD (lr, momentum), batch 64, shuffled each epoch, cross-entropy.
 Prints per-epoch test accuracy and the whole process wall time, for side-by-side comparison.
 On CUDA (`--device cuda`: TF32 off, cudnn.benchmark on) the dataset lives on the GPU, as in `gpucnn train`, and each
@@ -40,6 +40,8 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--raw", action="store_true", help="pixels / 255 only, without the MNIST mean/std normalisation")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--net", default="lenet", choices=["lenet", "convnet"],
+                   help="convnet: gpucnn's conv(32,3,pad=1),relu,maxpool(2),conv(64,3,pad=1),relu,maxpool(2),flatten,dense(128),relu,dense(10)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -59,9 +61,14 @@ def main():
 
     xtr, ytr = load("train")
     xte, yte = load("t10k")
-    model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                          nn.Linear(84, 10)).to(device)
+    if a.net == "lenet":
+        model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                              nn.Linear(84, 10)).to(device)
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
+                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
+                              nn.Linear(128, 10)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
     for epoch in range(1, a.epochs + 1):
         t0 = time.perf_counter()
