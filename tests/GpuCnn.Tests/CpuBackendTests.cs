@@ -106,10 +106,10 @@ public sealed class CpuBackendTests
         backend.Conv2dForward(g, x, w, b, y);
         backend.Conv2dBackwardData(g, dy, w, dx);
         backend.Conv2dBackwardFilter(g, x, dy, dw, db);
-        NonFiniteParityTests.AssertSameNonFinite(t["y"].Data, backend.DownloadArray(y), $"{width} y");
-        NonFiniteParityTests.AssertSameNonFinite(t["dx"].Data, backend.DownloadArray(dx), $"{width} dx");
-        NonFiniteParityTests.AssertSameNonFinite(t["dw"].Data, backend.DownloadArray(dw), $"{width} dw");
-        NonFiniteParityTests.AssertSameNonFinite(t["db"].Data, backend.DownloadArray(db), $"{width} db");
+        TensorAssert.Close(t["y"].Data, backend.DownloadArray(y), t["y"].Shape, NonFiniteParityTests.Atol, NonFiniteParityTests.Rtol, $"{width} y");
+        TensorAssert.Close(t["dx"].Data, backend.DownloadArray(dx), t["dx"].Shape, NonFiniteParityTests.Atol, NonFiniteParityTests.Rtol, $"{width} dx");
+        TensorAssert.Close(t["dw"].Data, backend.DownloadArray(dw), t["dw"].Shape, NonFiniteParityTests.Atol, NonFiniteParityTests.Rtol, $"{width} dw");
+        TensorAssert.Close(t["db"].Data, backend.DownloadArray(db), t["db"].Shape, NonFiniteParityTests.Atol, NonFiniteParityTests.Rtol, $"{width} db");
     }
 
     [Fact]

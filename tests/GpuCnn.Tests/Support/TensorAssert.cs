@@ -4,7 +4,10 @@ using Xunit.Sdk;
 
 namespace GpuCnn.Tests.Support;
 
-/// <summary>The one tolerance-aware tensor comparer: |expected − actual| ≤ atol + rtol·|expected| everywhere.</summary>
+/// <summary>
+/// The one tolerance-aware tensor comparer: |expected − actual| ≤ atol + rtol·|expected| everywhere, where NaN
+/// matches only NaN and an infinity only the same infinity.
+/// </summary>
 public static class TensorAssert
 {
     /// <summary>Fails with the max abs/rel difference, the worst index as a multi-index and the first mismatches.</summary>
@@ -18,6 +21,19 @@ public static class TensorAssert
         }
 
         Close(expected, widened, shape, atol, rtol, what);
+    }
+
+    /// <summary>As above, for float expectations (PyTorch fixtures).</summary>
+    public static void Close(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, Shape shape, double atol, double rtol,
+        string what)
+    {
+        var widened = new double[expected.Length];
+        for (int i = 0; i < expected.Length; i++)
+        {
+            widened[i] = expected[i];
+        }
+
+        Close(widened, actual, shape, atol, rtol, what);
     }
 
     /// <summary>As above, for double results (finite-difference gradient checks).</summary>
@@ -35,9 +51,10 @@ public static class TensorAssert
         for (int i = 0; i < expected.Length; i++)
         {
             double e = expected[i], a = actual[i];
-            bool bothNaN = double.IsNaN(e) && double.IsNaN(a);
-            double diff = bothNaN ? 0 : Math.Abs(e - a);
-            bool ok = bothNaN || (!double.IsNaN(a) && !double.IsNaN(e) && diff <= atol + rtol * Math.Abs(e));
+            // NaN matches NaN and ∞ the same ∞ (PyTorch's non-finite results); anything else must be close.
+            bool same = (double.IsNaN(e) && double.IsNaN(a)) || (double.IsInfinity(e) && e == a);
+            double diff = same ? 0 : Math.Abs(e - a);
+            bool ok = same || (!double.IsNaN(a) && !double.IsNaN(e) && diff <= atol + rtol * Math.Abs(e));
             if (!ok && (worst < 0 || double.IsNaN(diff) || diff > maxAbs))
             {
                 worst = i;
