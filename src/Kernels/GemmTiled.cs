@@ -151,7 +151,8 @@ public static class GemmTiledKernels
         StoreOne(c, s, row, col + 3 * step, v3, bias, epilogue);
     }
 
-    private static void StoreOne<TF>(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, Epilogue<TF> epilogue)
+    /// <summary>c[row, col] = epilogue(α·value + β·c[row, col]) where col lies inside C (shared by the 8×8 rung).</summary>
+    internal static void StoreOne<TF>(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, Epilogue<TF> epilogue)
         where TF : struct, IActivationFunction
     {
         if (col < s.N)

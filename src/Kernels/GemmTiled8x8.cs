@@ -203,25 +203,14 @@ public static class GemmTiled8x8Kernels
             return;
         }
 
-        StoreOne(c, s, row, col, v.V0, bias, epilogue);
-        StoreOne(c, s, row, col + step, v.V1, bias, epilogue);
-        StoreOne(c, s, row, col + (2 * step), v.V2, bias, epilogue);
-        StoreOne(c, s, row, col + (3 * step), v.V3, bias, epilogue);
-        StoreOne(c, s, row, col + (4 * step), v.V4, bias, epilogue);
-        StoreOne(c, s, row, col + (5 * step), v.V5, bias, epilogue);
-        StoreOne(c, s, row, col + (6 * step), v.V6, bias, epilogue);
-        StoreOne(c, s, row, col + (7 * step), v.V7, bias, epilogue);
-    }
-
-    private static void StoreOne<TF>(ArrayView<float> c, GemmShape s, int row, int col, float value, ArrayView<float> bias, Epilogue<TF> epilogue)
-        where TF : struct, IActivationFunction
-    {
-        if (col < s.N)
-        {
-            int at = (row * s.N) + col;
-            float result = s.Beta == 0f ? s.Alpha * value : (s.Alpha * value) + (s.Beta * c[at]);
-            c[at] = epilogue.Apply(result, bias, col);
-        }
+        GemmTiledKernels.StoreOne(c, s, row, col, v.V0, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + step, v.V1, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + (2 * step), v.V2, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + (3 * step), v.V3, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + (4 * step), v.V4, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + (5 * step), v.V5, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + (6 * step), v.V6, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + (7 * step), v.V7, bias, epilogue);
     }
 
     /// <summary>

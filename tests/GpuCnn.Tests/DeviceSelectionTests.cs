@@ -43,7 +43,7 @@ public sealed class DeviceSelectionTests
     }
 
     [Fact]
-    public void Device_event_timing_covers_the_work_it_wraps()
+    public void Device_event_timing_covers_the_work_it_wraps_on_the_cpu_accelerator()
     {
         // The bench's GPU timer, on ILGPU's CPU accelerator (whose markers are host timestamps): it must time the
         // work inside, synchronise, and not throw; on CUDA the same calls record and read CUDA events.

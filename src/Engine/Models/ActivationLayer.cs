@@ -117,7 +117,7 @@ public class ActivationLayer<TF>(TF function) : ActivationLayer
         var dx = InputGradientBuffer(x.Shape[0]);
         if (FusedIntoPrevious)
         {
-            BackwardFromOutput(_output!, dy, dx);
+            ApplyBackwardFromOutput(Backend, _output!, dy, dx);
         }
         else
         {
@@ -126,10 +126,6 @@ public class ActivationLayer<TF>(TF function) : ActivationLayer
 
         return dx;
     }
-
-    /// <summary>dx = dy·f′ from the output alone; only fusable functions get here.</summary>
-    private protected virtual void BackwardFromOutput(DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx) =>
-        throw new InvalidOperationException($"{Spec} was fused but has no derivative from its output.");
 }
 
 /// <summary>The activation layer of a function whose derivative can be taken from its output: it may be fused.</summary>
@@ -145,8 +141,4 @@ public sealed class FusableActivationLayer<TF>(TF function) : ActivationLayer<TF
         ArgumentNullException.ThrowIfNull(backend);
         backend.ActivationBackwardFromOutput(Function, y, dy, dx);
     }
-
-    /// <inheritdoc/>
-    private protected override void BackwardFromOutput(DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx) =>
-        Backend.ActivationBackwardFromOutput(Function, y, dy, dx);
 }

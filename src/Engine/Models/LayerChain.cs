@@ -88,7 +88,7 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers) : IDisposable
     public IEnumerable<(string Name, DeviceTensor<float> Buffer)> NamedBuffers() =>
         Layers.SelectMany((layer, index) => layer.NamedBuffers().Select(b => ($"{index}.{b.Name}", b.Buffer)));
 
-    public string Spec => string.Join(",", Layers.Select(l => l.Spec));
+    public string Spec => ArchitectureSpec.Format(Layers);
 
     public void Dispose()
     {

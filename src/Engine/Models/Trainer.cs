@@ -132,7 +132,6 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         RunningMetrics metrics, DeviceTensor<float> loss)
     {
         var backend = model.Backend;
-        backend.Upload<int>(Enumerable.Range(0, data.Count).ToArray(), data.Order);
         metrics.Reset(0f, 0f);
         using var predictions = backend.Allocate<int>([data.Count]);
         bool training = model.Training;
@@ -198,14 +197,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         data.ValidateLabels(model.Classes, what);
     }
 
-    /// <summary>A dataset resident on the device, plus a device buffer for the sample order.</summary>
+    /// <summary>A dataset resident on the device, plus the sample order (in file order until training shuffles it).</summary>
     private sealed class DeviceDataset(Backend backend, Dataset dataset) : IDisposable
     {
         public DeviceTensor<float> Images { get; } = backend.Upload(dataset.Images);
 
         public DeviceTensor<int> Labels { get; } = backend.Upload<int>([dataset.Count], dataset.Labels);
 
-        public DeviceTensor<int> Order { get; } = backend.Allocate<int>([dataset.Count]);
+        public DeviceTensor<int> Order { get; } = backend.Upload<int>([dataset.Count], Enumerable.Range(0, dataset.Count).ToArray());
 
         public int Count => dataset.Count;
 
