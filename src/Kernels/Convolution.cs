@@ -115,39 +115,8 @@ public static class ConvolutionKernels
 
     /// <summary>dw[k,c,r,s] = Σ_{n,p,q} x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] · dy[n,k,p,q]: valid correlation of x with dy.</summary>
     public static void BackwardFilter(Index1D index, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw,
-        Conv2dGeometry g)
-    {
-        int s = index % g.S;
-        int r = index / g.S % g.R;
-        int c = index / (g.S * g.R) % g.C;
-        int k = index / (g.S * g.R * g.C);
-        int pp = g.P, qq = g.Q;
-        float sum = 0f;
-        for (int n = 0; n < g.N; n++)
-        {
-            for (int p = 0; p < pp; p++)
-            {
-                int h = p * g.StrideH + r - g.PadH;
-                if (h < 0 || h >= g.H)
-                {
-                    continue;
-                }
-
-                for (int q = 0; q < qq; q++)
-                {
-                    int col = q * g.StrideW + s - g.PadW;
-                    if (col < 0 || col >= g.W)
-                    {
-                        continue;
-                    }
-
-                    sum += x[((n * g.C + c) * g.H + h) * g.W + col] * dy[((n * g.K + k) * pp + p) * qq + q];
-                }
-            }
-        }
-
-        dw[index] = sum;
-    }
+        Conv2dGeometry g) =>
+        dw[index] = FilterSum(x, dy, g, index, 0, g.N * g.P);
 
     /// <summary>
     /// One chunk of the filter (and bias) gradient: the same sums as <see cref="BackwardFilter"/>, split so that every
@@ -180,6 +149,14 @@ public static class ConvolutionKernels
             return;
         }
 
+        partial[index] = FilterSum(x, dy, g, i, first, last);
+    }
+
+    /// <summary>Σ x·dy for weight <paramref name="i"/> over the output rows (n, p) first … last − 1 of the N·P.</summary>
+    private static float FilterSum(ArrayView<float> x, ArrayView<float> dy, Conv2dGeometry g, int i, int first, int last)
+    {
+        int pp = g.P, qq = g.Q;
+        float sum = 0f;
         int s = i % g.S;
         int r = i / g.S % g.R;
         int c = i / (g.S * g.R) % g.C;
@@ -204,6 +181,6 @@ public static class ConvolutionKernels
             }
         }
 
-        partial[index] = sum;
+        return sum;
     }
 }

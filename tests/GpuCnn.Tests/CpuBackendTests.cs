@@ -92,8 +92,7 @@ public sealed class CpuBackendTests
     {
         // The direct filter gradient reads whole vectors past the end of a row; a NaN or ∞ there must not leak in.
         var t = IO.Safetensors.Read(Path.Combine(AppContext.BaseDirectory, "Fixtures", "torch", "nonfinite", "conv2d.safetensors")).Tensors;
-        Shape xs = t["x"].Shape, ws = t["w"].Shape;
-        var g = new Conv2dGeometry(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], PadH: 1, PadW: 1);
+        var g = NonFiniteParityTests.ConvolutionGeometry(t, NonFiniteParityTests.CaseInfo("conv2d"));
         using var backend = new CpuBackend(threads: 2, width);
         using var x = backend.Upload(t["x"]);
         using var w = backend.Upload(t["w"]);

@@ -24,7 +24,7 @@ public abstract class NonFiniteParityTests(BackendFixture fixture)
     public void Nan_and_infinity_follow_pytorch(string name)
     {
         var backend = fixture.Require();
-        var info = Manifest.GetProperty("cases").GetProperty(name);
+        var info = CaseInfo(name);
         var t = Safetensors.Read(Path.Combine(AppContext.BaseDirectory, "Fixtures", "torch", "nonfinite", $"{name}.safetensors")).Tensors;
         var results = new List<(string Output, float[] Actual)>();
         var owned = new List<IDisposable>();
@@ -97,9 +97,7 @@ public abstract class NonFiniteParityTests(BackendFixture fixture)
 
                 case "conv2d":
                 {
-                    Shape xs = t["x"].Shape, ws = t["w"].Shape;
-                    int s = Int(info, "stride"), pad = Int(info, "pad");
-                    var g = new Conv2dGeometry(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], s, s, pad, pad);
+                    var g = ConvolutionGeometry(t, info);
                     var x = Put("x");
                     var w = Put("w");
                     var b = Put("b");
@@ -174,6 +172,17 @@ public abstract class NonFiniteParityTests(BackendFixture fixture)
         {
             TensorAssert.Close(t[output].Data, actual, t[output].Shape, Atol, Rtol, $"{backend.Name} {name} {output}");
         }
+    }
+
+    /// <summary>The manifest entry of one fixture case (its parameters).</summary>
+    internal static JsonElement CaseInfo(string name) => Manifest.GetProperty("cases").GetProperty(name);
+
+    /// <summary>The geometry of a convolution case: shapes from its tensors, stride and padding from the manifest.</summary>
+    internal static Conv2dGeometry ConvolutionGeometry(IReadOnlyDictionary<string, Tensor> t, JsonElement info)
+    {
+        Shape xs = t["x"].Shape, ws = t["w"].Shape;
+        int s = Int(info, "stride"), pad = Int(info, "pad");
+        return new Conv2dGeometry(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], s, s, pad, pad);
     }
 
     private static int Int(JsonElement info, string key) => info.GetProperty(key).GetInt32();
