@@ -12,7 +12,7 @@ namespace GpuCnn.Tests;
 /// is ~0 and its rounding error ~1e-16·|L|/ε ≈ 1e-9; atol 1e-7 with rtol 1e-6 is far below any real mistake.
 /// </remarks>
 [Trait("Category", "GradientCheck")]
-public sealed class GradientCheckTests
+public sealed partial class GradientCheckTests
 {
     private const double Atol = 1e-7;
     private const double Rtol = 1e-6;

@@ -45,7 +45,7 @@ public static class CheckpointFile
             ["loss_sum"] = state.LossSum.ToString("R", CultureInfo.InvariantCulture),
             ["correct_sum"] = state.CorrectSum.ToString("R", CultureInfo.InvariantCulture),
         };
-        Safetensors.Write(path, tensors, metadata);
+        Safetensors.Write(path, tensors, metadata, model.CounterKeys.Select(key => "model." + key).ToHashSet(StringComparer.Ordinal));
     }
 
     /// <summary>

@@ -20,7 +20,7 @@ public static class ModelFile
             ["format"] = "pt",
             ["arch"] = model.Spec,
             ["input"] = FormatShape(model.InputShape),
-        });
+        }, model.CounterKeys);
     }
 
     /// <summary>Throws, naming the tensor, when any of <paramref name="tensors"/> holds NaN or ±∞: such a file would load as a broken model.</summary>

@@ -8,7 +8,8 @@ namespace GpuCnn.IO;
 /// The safetensors format: an 8-byte little-endian header length, a JSON header mapping tensor names to
 /// {dtype, shape, data_offsets} plus an optional "__metadata__" string map, then the tensor bytes. Reading
 /// treats the file as hostile (header capped at 100 MB, offsets checked to be in range, non-overlapping and
-/// covering the data); F32, F64, F16 and BF16 tensors are read as float32. Writing produces F32.
+/// covering the data); F32, F64, F16 and BF16 tensors are read as float32, and I64 ones (counters such as
+/// PyTorch's num_batches_tracked) too, exactly up to 2^24. Writing produces F32, and I64 for the keys named as counters.
 /// </summary>
 public static class Safetensors
 {
@@ -88,10 +89,23 @@ public static class Safetensors
         }
     }
 
-    /// <summary>Writes float32 tensors (sorted by name) and metadata, atomically.</summary>
-    public static void Write(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <summary>
+    /// Writes float32 tensors (sorted by name) and metadata, atomically; the tensors named in
+    /// <paramref name="counters"/> hold whole numbers and are written as int64, as PyTorch writes its counters.
+    /// </summary>
+    public static void Write(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null,
+        IReadOnlySet<string>? counters = null)
     {
         ArgumentNullException.ThrowIfNull(tensors);
+        counters ??= new HashSet<string>();
+        foreach (string key in counters.Where(tensors.ContainsKey))
+        {
+            if (tensors[key].Data.Any(v => v != MathF.Round(v) || !float.IsFinite(v)))
+            {
+                throw new ArgumentException($"safetensors: counter '{key}' holds a value that is not a whole number.", nameof(tensors));
+            }
+        }
+
         var header = new Dictionary<string, object>(StringComparer.Ordinal);
         if (metadata is { Count: > 0 })
         {
@@ -102,10 +116,11 @@ public static class Safetensors
         var ordered = tensors.OrderBy(t => t.Key, StringComparer.Ordinal).ToList();
         foreach (var (key, tensor) in ordered)
         {
-            long length = tensor.Data.LongLength * 4;
+            bool counter = counters.Contains(key);
+            long length = tensor.Data.LongLength * (counter ? 8 : 4);
             header[key] = new Dictionary<string, object>
             {
-                ["dtype"] = "F32",
+                ["dtype"] = counter ? "I64" : "F32",
                 ["shape"] = tensor.Shape.ToArray(),
                 ["data_offsets"] = new[] { offset, offset + length },
             };
@@ -121,13 +136,22 @@ public static class Safetensors
             stream.Write(length);
             stream.Write(json);
             stream.Write(Encoding.ASCII.GetBytes(new string(' ', padding)));
-            var buffer = new byte[4];
-            foreach (var (_, tensor) in ordered)
+            var buffer = new byte[8];
+            foreach (var (key, tensor) in ordered)
             {
+                bool counter = counters.Contains(key);
                 foreach (float v in tensor.Data)
                 {
-                    BinaryPrimitives.WriteSingleLittleEndian(buffer, v);
-                    stream.Write(buffer);
+                    if (counter)
+                    {
+                        BinaryPrimitives.WriteInt64LittleEndian(buffer, (long)v);
+                    }
+                    else
+                    {
+                        BinaryPrimitives.WriteSingleLittleEndian(buffer, v);
+                    }
+
+                    stream.Write(buffer.AsSpan(0, counter ? 8 : 4));
                 }
             }
         });
@@ -168,9 +192,9 @@ public static class Safetensors
         int size = type switch
         {
             "F32" => 4,
-            "F64" => 8,
+            "F64" or "I64" => 8,
             "F16" or "BF16" => 2,
-            _ => throw new FileFormatException($"{where}: dtype {type} is not supported; expected F32, F64, F16 or BF16."),
+            _ => throw new FileFormatException($"{where}: dtype {type} is not supported; expected F32, F64, F16, BF16 or I64."),
         };
         if (shape.GetArrayLength() > 8)
         {
@@ -228,7 +252,7 @@ public static class Safetensors
 
     private static float[] Decode(ReadOnlySpan<byte> bytes, string type)
     {
-        int size = type switch { "F32" => 4, "F64" => 8, _ => 2 };
+        int size = type switch { "F32" => 4, "F64" or "I64" => 8, _ => 2 };
         var values = new float[bytes.Length / size];
         for (int i = 0; i < values.Length; i++)
         {
@@ -237,6 +261,7 @@ public static class Safetensors
             {
                 "F32" => BinaryPrimitives.ReadSingleLittleEndian(item),
                 "F64" => (float)BinaryPrimitives.ReadDoubleLittleEndian(item),
+                "I64" => BinaryPrimitives.ReadInt64LittleEndian(item),
                 "F16" => (float)BinaryPrimitives.ReadHalfLittleEndian(item),
                 _ => BitConverter.Int32BitsToSingle(BinaryPrimitives.ReadUInt16LittleEndian(item) << 16), // BF16
             };

@@ -18,6 +18,7 @@ internal sealed class IlgpuWorkspace(Accelerator accelerator) : IDisposable
         Product,
         Partials,
         GemmSplits,
+        BatchNormCoefficients,
     }
 
     private readonly MemoryBuffer1D<float, Stride1D.Dense>?[] _buffers = new MemoryBuffer1D<float, Stride1D.Dense>?[Enum.GetValues<Slot>().Length];

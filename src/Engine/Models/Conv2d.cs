@@ -1,12 +1,16 @@
 namespace GpuCnn.Models;
 
-/// <summary>PyTorch's Conv2d: weight (K, C, R, S), bias (K); input channels inferred from the input shape.</summary>
-public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W) stride, (int H, int W) padding) : Layer, IActivationHost
+/// <summary>
+/// PyTorch's Conv2d: weight (K, C, R, S) and, unless <c>bias=false</c> (as PyTorch's <c>bias=False</c>, the usual
+/// choice before batchnorm), bias (K); input channels inferred from the input shape.
+/// </summary>
+public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W) stride, (int H, int W) padding, bool hasBias = true)
+    : Layer, IActivationHost
 {
-    /// <summary>The layer for <c>conv(OUT,K[,stride=S][,pad=P])</c>.</summary>
+    /// <summary>The layer for <c>conv(OUT,K[,stride=S][,pad=P][,bias=false])</c>.</summary>
     public static Conv2d Parse(LayerArguments args) =>
         new(args.PositiveInt(0, "output channels"), args.Pair(1, "kernel"),
-            args.NamedPair("stride", (1, 1), positive: true), args.NamedPair("pad", (0, 0), positive: false));
+            args.NamedPair("stride", (1, 1), positive: true), args.NamedPair("pad", (0, 0), positive: false), args.NamedBool("bias", true));
 
     private Parameter? _weight, _bias;
     private DeviceTensor<float>? _input;
@@ -23,16 +27,19 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
     /// <summary>Zero padding on each side.</summary>
     public (int H, int W) Padding { get; } = padding;
 
+    /// <summary>Whether the layer adds a trained bias.</summary>
+    public bool HasBias { get; } = hasBias;
+
     /// <inheritdoc/>
     public ActivationLayer? FusedActivation { get; set; }
 
     /// <inheritdoc/>
     public override string Spec =>
         $"conv({OutChannels},{SpecText.Pair(Kernel)}{(Stride == (1, 1) ? "" : ",stride=" + SpecText.Pair(Stride))}" +
-        $"{(Padding == (0, 0) ? "" : ",pad=" + SpecText.Pair(Padding))})";
+        $"{(Padding == (0, 0) ? "" : ",pad=" + SpecText.Pair(Padding))}{(HasBias ? "" : ",bias=false")})";
 
     /// <inheritdoc/>
-    public override IReadOnlyList<Parameter> Parameters => _weight is null ? [] : [_weight, _bias!];
+    public override IReadOnlyList<Parameter> Parameters => _weight is null ? [] : _bias is null ? [_weight] : [_weight, _bias];
 
     /// <inheritdoc/>
     protected override Shape InferOutputShape(Shape input)
@@ -52,7 +59,7 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
     {
         int fanIn = InputShape[0] * Kernel.H * Kernel.W;
         _weight = CreateParameter("weight", new Shape(OutChannels, InputShape[0], Kernel.H, Kernel.W), fanIn, init);
-        _bias = CreateParameter("bias", new Shape(OutChannels), fanIn, init);
+        _bias = HasBias ? CreateParameter("bias", new Shape(OutChannels), fanIn, init) : null;
     }
 
     /// <inheritdoc/>
@@ -63,11 +70,11 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
         var g = Geometry(x.Shape[0], InputShape);
         if (FusedActivation is { } f)
         {
-            f.Conv2dForward(Backend, g, x, _weight!.Value, _bias!.Value, y); // f(conv + b) as outputs are stored
+            f.Conv2dForward(Backend, g, x, _weight!.Value, _bias?.Value, y); // f(conv + b) as outputs are stored
         }
         else
         {
-            Backend.Conv2dForward(g, x, _weight!.Value, _bias!.Value, y);
+            Backend.Conv2dForward(g, x, _weight!.Value, _bias?.Value, y);
         }
         return y;
     }
@@ -77,7 +84,7 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
     {
         var x = _input ?? throw new InvalidOperationException($"{Spec}: backward before forward.");
         var g = Geometry(x.Shape[0], InputShape);
-        Backend.Conv2dBackwardFilter(g, x, dy, _weight!.Gradient, _bias!.Gradient);
+        Backend.Conv2dBackwardFilter(g, x, dy, _weight!.Gradient, _bias?.Gradient);
         if (!needInputGradient)
         {
             return null;

@@ -31,6 +31,16 @@ public sealed class Parameter : IDisposable
 }
 
 /// <summary>
+/// A whole number a layer keeps on the host and saves beside its tensors as an int64 scalar (PyTorch's
+/// num_batches_tracked).
+/// </summary>
+public sealed class Counter
+{
+    /// <summary>The count.</summary>
+    public long Value { get; set; }
+}
+
+/// <summary>
 /// One layer of a <see cref="Sequential"/> model. Layers call only <see cref="GpuCnn.Backend"/> operations; they never
 /// see a device type. Shapes are per sample (C,H,W) or (features); tensors carry the batch as their first axis.
 /// </summary>
@@ -73,6 +83,9 @@ public abstract class Layer : IDisposable
     /// as <see cref="NamedParameters"/>; none by default.
     /// </summary>
     public virtual IEnumerable<(string Name, DeviceTensor<float> Buffer)> NamedBuffers() => [];
+
+    /// <summary>Counters saved with the buffers (int64 scalars in files), with relative names; none by default.</summary>
+    public virtual IEnumerable<(string Name, Counter Counter)> NamedCounters() => [];
 
     /// <summary>The backend the layer was built on.</summary>
     protected Backend Backend => _backend ?? throw new InvalidOperationException($"{Spec}: the layer has not been built.");
@@ -123,6 +136,14 @@ public abstract class Layer : IDisposable
         }
 
         return new Parameter(name, Backend.Upload<float>(shape, values), Backend.Allocate<float>(shape));
+    }
+
+    /// <summary>A parameter with every element <paramref name="value"/> (batch norm's weight 1 and bias 0).</summary>
+    protected Parameter ConstantParameter(string name, Shape shape, float value)
+    {
+        var tensor = Backend.Allocate<float>(shape);
+        Backend.Fill(tensor, value);
+        return new Parameter(name, tensor, Backend.Allocate<float>(shape));
     }
 
     /// <summary>Prepends the batch to a per-sample shape.</summary>

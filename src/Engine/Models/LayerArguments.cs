@@ -70,13 +70,31 @@ public sealed class LayerArguments
             return fallback;
         }
 
-        string text = Positional(index, what);
-        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float value) || !float.IsFinite(value))
+        return ParseFloat(Positional(index, what), what);
+    }
+
+    /// <summary>The name=value argument as a finite number, or <paramref name="fallback"/>.</summary>
+    public float NamedFloat(string name, float fallback) =>
+        Named(name) is { } text && _used.Add(name) ? ParseFloat(text, name) : fallback;
+
+    /// <summary>The name=value argument as a positive integer, or <paramref name="fallback"/>.</summary>
+    public int NamedPositiveInt(string name, int fallback) =>
+        Named(name) is { } text && _used.Add(name) ? ParseInt(text, name, positive: true) : fallback;
+
+    /// <summary>The name=value argument as true or false, or <paramref name="fallback"/>.</summary>
+    public bool NamedBool(string name, bool fallback)
+    {
+        if (Named(name) is not { } text || !_used.Add(name))
         {
-            throw new SpecException($"{what} '{text}' is not a number.");
+            return fallback;
         }
 
-        return value;
+        return text.ToLowerInvariant() switch
+        {
+            "true" => true,
+            "false" => false,
+            _ => throw new SpecException($"{name} '{text}' is not true or false."),
+        };
     }
 
     /// <summary>The name=value argument as a pair, or <paramref name="fallback"/>.</summary>
@@ -124,6 +142,16 @@ public sealed class LayerArguments
 
         _positionalUsed = Math.Max(_positionalUsed, index + 1);
         return _positional[index];
+    }
+
+    private static float ParseFloat(string text, string what)
+    {
+        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float value) || !float.IsFinite(value))
+        {
+            throw new SpecException($"{what} '{text}' is not a number.");
+        }
+
+        return value;
     }
 
     private static (int, int) ParsePair(string text, string what, bool positive)

@@ -88,6 +88,9 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers) : IDisposable
     public IEnumerable<(string Name, DeviceTensor<float> Buffer)> NamedBuffers() =>
         Layers.SelectMany((layer, index) => layer.NamedBuffers().Select(b => ($"{index}.{b.Name}", b.Buffer)));
 
+    public IEnumerable<(string Name, Counter Counter)> NamedCounters() =>
+        Layers.SelectMany((layer, index) => layer.NamedCounters().Select(c => ($"{index}.{c.Name}", c.Counter)));
+
     public string Spec => ArchitectureSpec.Format(Layers);
 
     public void Dispose()

@@ -127,3 +127,45 @@ public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = nu
         return dx;
     }
 }
+
+/// <summary>
+/// PyTorch's AdaptiveAvgPool2d(1): (C,H,W) → (C,1,1), each plane's mean — an average pool whose window is the whole
+/// plane, so it runs on the average-pooling kernels. Spec: <c>globalavgpool</c>.
+/// </summary>
+public sealed class GlobalAvgPool2d : Layer
+{
+    private int _batch;
+
+    /// <inheritdoc/>
+    public override string Spec => "globalavgpool";
+
+    /// <inheritdoc/>
+    protected override Shape InferOutputShape(Shape input) => input.Rank == 3
+        ? new Shape(input[0], 1, 1)
+        : throw new ArgumentException($"needs a (C,H,W) input, got {input}; global pooling averages each channel's plane");
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
+    {
+        _batch = x.Shape[0];
+        var y = OutputBuffer(_batch);
+        Backend.AvgPool2dForward(Geometry(_batch), x, y);
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
+    {
+        if (!needInputGradient)
+        {
+            return null;
+        }
+
+        var dx = InputGradientBuffer(_batch);
+        Backend.AvgPool2dBackward(Geometry(_batch), dy, dx);
+        return dx;
+    }
+
+    private Pool2dGeometry Geometry(int batch) =>
+        new(batch, InputShape[0], InputShape[1], InputShape[2], InputShape[1], InputShape[2], InputShape[1], InputShape[2]);
+}

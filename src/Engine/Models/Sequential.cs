@@ -74,6 +74,12 @@ public sealed class Sequential : IDisposable
     /// <summary>Every buffer (saved, not trained: running statistics) with its state-dict key.</summary>
     public IEnumerable<(string Key, DeviceTensor<float> Buffer)> NamedBuffers() => _chain.NamedBuffers();
 
+    /// <summary>Every counter (num_batches_tracked) with its state-dict key; a state dict holds each as a scalar.</summary>
+    public IEnumerable<(string Key, Counter Counter)> NamedCounters() => _chain.NamedCounters();
+
+    /// <summary>The state-dict keys that hold counters: files store them as int64, as PyTorch does.</summary>
+    public IReadOnlySet<string> CounterKeys => NamedCounters().Select(c => c.Key).ToHashSet(StringComparer.Ordinal);
+
     /// <summary>Training mode for every layer, as PyTorch's <c>model.train()</c>.</summary>
     public void Train() => SetTraining(true);
 
@@ -157,8 +163,20 @@ public sealed class Sequential : IDisposable
         return first < 0 ? null : named[first].Key;
     }
 
-    /// <summary>Copies the parameters and buffers to host tensors keyed by state-dict name.</summary>
-    public Dictionary<string, Tensor> StateDict() => State().ToDictionary(p => p.Key, p => Backend.Download(p.Tensor));
+    /// <summary>Copies the parameters, buffers and counters (as scalars) to host tensors keyed by state-dict name.</summary>
+    public Dictionary<string, Tensor> StateDict()
+    {
+        var state = State().ToDictionary(p => p.Key, p => Backend.Download(p.Tensor));
+        foreach (var (key, counter) in NamedCounters())
+        {
+            state[key] = new Tensor(Scalar, [counter.Value]);
+        }
+
+        return state;
+    }
+
+    /// <summary>A counter's shape in a state dict: a scalar, as PyTorch's num_batches_tracked.</summary>
+    private static Shape Scalar => new(Array.Empty<int>());
 
     /// <summary>
     /// Loads parameters and buffers by state-dict name. Strict, as PyTorch's load_state_dict: every key must be
@@ -168,28 +186,44 @@ public sealed class Sequential : IDisposable
     {
         ArgumentNullException.ThrowIfNull(state);
         var named = State().ToList();
-        foreach (var (key, tensor) in named)
+        var counters = NamedCounters().ToList();
+        var expected = named.Select(n => (n.Key, n.Tensor.Shape)).Concat(counters.Select(c => (c.Key, Scalar))).ToList();
+        foreach (var (key, shape) in expected)
         {
             if (!state.TryGetValue(key, out var value))
             {
-                throw new ArgumentException($"weights: tensor '{key}' is missing; the model needs it with shape {tensor.Shape}.", nameof(state));
+                throw new ArgumentException($"weights: tensor '{key}' is missing; the model needs it with shape {shape}.", nameof(state));
             }
 
-            if (value.Shape != tensor.Shape)
+            if (value.Shape != shape)
             {
-                throw new ArgumentException($"weights: tensor '{key}' has shape {value.Shape}, the model needs {tensor.Shape}.", nameof(state));
+                throw new ArgumentException($"weights: tensor '{key}' has shape {value.Shape}, the model needs {shape}.", nameof(state));
             }
         }
 
-        string? extra = state.Keys.Except(named.Select(n => n.Key)).Order(StringComparer.Ordinal).FirstOrDefault();
+        string? extra = state.Keys.Except(expected.Select(n => n.Key)).Order(StringComparer.Ordinal).FirstOrDefault();
         if (extra is not null)
         {
-            throw new ArgumentException($"weights: tensor '{extra}' does not belong to this model (its tensors are {string.Join(", ", named.Select(n => n.Key))}).", nameof(state));
+            throw new ArgumentException($"weights: tensor '{extra}' does not belong to this model (its tensors are {string.Join(", ", expected.Select(n => n.Key))}).", nameof(state));
+        }
+
+        foreach (var (key, counter) in counters)
+        {
+            float count = state[key].Data[0];
+            if (count < 0 || count != MathF.Round(count))
+            {
+                throw new ArgumentException($"weights: counter '{key}' is {count}, not a whole number of batches.", nameof(state));
+            }
         }
 
         foreach (var (key, tensor) in named)
         {
             Backend.Upload<float>(state[key].Data, tensor);
+        }
+
+        foreach (var (key, counter) in counters)
+        {
+            counter.Value = (long)state[key].Data[0];
         }
     }
 

@@ -55,6 +55,11 @@ public sealed class Residual : Layer
             .Concat(_shortcut.NamedBuffers().Select(b => ("shortcut." + b.Name, b.Buffer)));
 
     /// <inheritdoc/>
+    public override IEnumerable<(string Name, Counter Counter)> NamedCounters() =>
+        _body.NamedCounters().Select(c => ("body." + c.Name, c.Counter))
+            .Concat(_shortcut.NamedCounters().Select(c => ("shortcut." + c.Name, c.Counter)));
+
+    /// <inheritdoc/>
     public override void SetTraining(bool training)
     {
         base.SetTraining(training);

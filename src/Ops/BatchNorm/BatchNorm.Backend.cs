@@ -1,0 +1,94 @@
+using GpuCnn.Kernels;
+
+namespace GpuCnn;
+
+/// <summary>Batch normalisation's public operations and cores (compiled into GpuCnn.Engine).</summary>
+public abstract partial class Backend
+{
+    /// <summary>
+    /// PyTorch's batch_norm over x (N, C, …) per channel c. Training: mean and invStd (C) are the batch's mean and
+    /// 1/√(biased variance + ε) over N and every position after axis 1, and the running statistics move towards
+    /// them: r ← (1 − momentum)·r + momentum·s, with the unbiased variance for runningVar. Evaluation: mean and
+    /// invStd come from the running statistics, which stay. Both: y = (x − mean)·invStd·weight + bias. mean and
+    /// invStd are what <see cref="BatchNormBackward"/> needs.
+    /// </summary>
+    public void BatchNormForward(bool training, DeviceTensor<float> x, DeviceTensor<float> weight, DeviceTensor<float> bias,
+        DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, float momentum, float epsilon, DeviceTensor<float> y,
+        DeviceTensor<float> mean, DeviceTensor<float> invStd)
+    {
+        const string op = "BatchNormForward";
+        var shape = BatchNormShapeOf(op, x, training, momentum, epsilon);
+        foreach (var (name, tensor) in (ReadOnlySpan<(string, DeviceTensor<float>)>)[(nameof(weight), weight), (nameof(bias), bias),
+            (nameof(runningMean), runningMean), (nameof(runningVar), runningVar), (nameof(mean), mean), (nameof(invStd), invStd)])
+        {
+            Checks.Dims(op, name, tensor, this, shape.Channels);
+        }
+
+        Checks.Tensor(op, nameof(y), y, this, x.Shape);
+        BatchNormForwardCore(shape, x, weight, bias, runningMean, runningVar, y, mean, invStd);
+    }
+
+    /// <summary>
+    /// The gradients of <see cref="BatchNormForward"/> from dy, given the forward's x, mean and invStd: with
+    /// x̂ = (x − mean)·invStd and M = N·positions, dbias = Σ dy, dweight = Σ dy·x̂ (per channel), and dx =
+    /// weight·invStd·(dy − dbias/M − x̂·dweight/M) in training (the batch statistics depend on x) or
+    /// weight·invStd·dy in evaluation. dx may be null (a first layer needs none).
+    /// </summary>
+    public void BatchNormBackward(bool training, DeviceTensor<float> x, DeviceTensor<float> dy, DeviceTensor<float> weight,
+        DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx, DeviceTensor<float> dweight,
+        DeviceTensor<float> dbias)
+    {
+        const string op = "BatchNormBackward";
+        var shape = BatchNormShapeOf(op, x, training, 0.1f, 1e-5f);
+        Checks.Tensor(op, nameof(dy), dy, this, x.Shape);
+        foreach (var (name, tensor) in (ReadOnlySpan<(string, DeviceTensor<float>)>)[(nameof(weight), weight), (nameof(mean), mean),
+            (nameof(invStd), invStd), (nameof(dweight), dweight), (nameof(dbias), dbias)])
+        {
+            Checks.Dims(op, name, tensor, this, shape.Channels);
+        }
+
+        if (dx is not null)
+        {
+            Checks.Tensor(op, nameof(dx), dx, this, x.Shape);
+        }
+
+        BatchNormBackwardCore(shape, x, dy, weight, mean, invStd, dx, dweight, dbias);
+    }
+
+    /// <summary>The forward; arguments already checked.</summary>
+    protected abstract void BatchNormForwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
+        DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, DeviceTensor<float> y,
+        DeviceTensor<float> mean, DeviceTensor<float> invStd);
+
+    /// <summary>The backward; arguments already checked.</summary>
+    protected abstract void BatchNormBackwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> dy,
+        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
+        DeviceTensor<float> dweight, DeviceTensor<float> dbias);
+
+    private BatchNormShape BatchNormShapeOf(string op, DeviceTensor<float> x, bool training, float momentum, float epsilon)
+    {
+        Checks.Owned(op, nameof(x), x, this);
+        if (x.Shape.Rank < 2)
+        {
+            throw new ArgumentException($"{op}: x must be (N, C, …), got {x.Shape}.", nameof(x));
+        }
+
+        if (!(momentum > 0f && momentum <= 1f))
+        {
+            throw new ArgumentOutOfRangeException(nameof(momentum), momentum, $"{op}: momentum must lie in (0, 1], got {momentum}.");
+        }
+
+        if (!(epsilon > 0f) || !float.IsFinite(epsilon))
+        {
+            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, $"{op}: epsilon must be positive and finite, got {epsilon}.");
+        }
+
+        var shape = new BatchNormShape(x.Shape[1], x.Shape.SizeFrom(2), x.Shape[0] * x.Shape.SizeFrom(2), momentum, epsilon, training ? 1 : 0);
+        if (training && shape.Count < 2)
+        {
+            throw new ArgumentException($"{op}: training needs more than one value per channel (x is {x.Shape}), as PyTorch's batch_norm.", nameof(x));
+        }
+
+        return shape;
+    }
+}

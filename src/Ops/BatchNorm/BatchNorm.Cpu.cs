@@ -1,0 +1,246 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using GpuCnn.Kernels;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// Batch normalisation on the fast CPU backend (compiled into GpuCnn.Engine.Cpu): channels split across the team,
+/// each channel's N runs of <c>inner</c> contiguous values summed and scaled with vectors.
+/// </summary>
+public sealed unsafe partial class CpuBackend
+{
+    private readonly BatchNormJob _batchNorm = new();
+
+    /// <inheritdoc/>
+    protected override void BatchNormForwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
+        DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, DeviceTensor<float> y,
+        DeviceTensor<float> mean, DeviceTensor<float> invStd)
+    {
+        fixed (float* px = Data(x), pw = Data(weight), pb = Data(bias), prm = Data(runningMean), prv = Data(runningVar))
+        fixed (float* py = Data(y), pmean = Data(mean), pinv = Data(invStd))
+        {
+            _batchNorm.Set(shape, forward: true, px, py, pw, pb, prm, prv, pmean, pinv, null, null, null);
+            RunBatchNorm(shape);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void BatchNormBackwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> dy,
+        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
+        DeviceTensor<float> dweight, DeviceTensor<float> dbias)
+    {
+        fixed (float* px = Data(x), pdy = Data(dy), pw = Data(weight), pmean = Data(mean), pinv = Data(invStd))
+        fixed (float* pdx = dx is null ? null : Data(dx), pdw = Data(dweight), pdb = Data(dbias))
+        {
+            _batchNorm.Set(shape, forward: false, px, pdy, pw, null, null, null, pmean, pinv, pdx, pdw, pdb);
+            RunBatchNorm(shape);
+        }
+    }
+
+    private void RunBatchNorm(BatchNormShape shape)
+    {
+        // A channel per part; small tensors stay on the caller (waking the team costs more than the work).
+        int parts = (long)shape.Count * shape.Channels < 1 << 15 ? 1 : Math.Min(shape.Channels, _workers.Count * 4);
+        _batchNorm.Parts = parts;
+        _workers.Run(_batchNorm, parts);
+    }
+
+    /// <summary>One channel range of a batch-norm forward or backward.</summary>
+    private sealed class BatchNormJob : IParallelJob
+    {
+        private BatchNormShape _s;
+        private bool _forward;
+        private float* _x, _yOrDy, _weight, _bias, _runningMean, _runningVar, _mean, _invStd, _dx, _dweight, _dbias;
+
+        public int Parts { get; set; }
+
+        public void Set(in BatchNormShape s, bool forward, float* x, float* yOrDy, float* weight, float* bias, float* runningMean,
+            float* runningVar, float* mean, float* invStd, float* dx, float* dweight, float* dbias)
+        {
+            _s = s;
+            _forward = forward;
+            _x = x;
+            _yOrDy = yOrDy;
+            _weight = weight;
+            _bias = bias;
+            _runningMean = runningMean;
+            _runningVar = runningVar;
+            _mean = mean;
+            _invStd = invStd;
+            _dx = dx;
+            _dweight = dweight;
+            _dbias = dbias;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(int part, int worker)
+        {
+            int first = (int)((long)_s.Channels * part / Parts), last = (int)((long)_s.Channels * (part + 1) / Parts);
+            for (int c = first; c < last; c++)
+            {
+                if (_forward)
+                {
+                    Forward(c);
+                }
+                else
+                {
+                    Backward(c);
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Forward(int c)
+        {
+            int batch = _s.Count / _s.Inner, inner = _s.Inner, stride = _s.Channels * inner;
+            float* x = _x + ((long)c * inner), y = _yOrDy + ((long)c * inner);
+            float mean, invStd;
+            if (_s.Training != 0)
+            {
+                float sum = 0f;
+                for (int n = 0; n < batch; n++)
+                {
+                    sum += Sum(x + ((long)n * stride), inner);
+                }
+
+                mean = sum / _s.Count;
+                float squares = 0f;
+                for (int n = 0; n < batch; n++)
+                {
+                    squares += SquaredDeviations(x + ((long)n * stride), inner, mean);
+                }
+
+                invStd = 1f / MathF.Sqrt((squares / _s.Count) + _s.Epsilon);
+                _runningMean[c] = ((1f - _s.Momentum) * _runningMean[c]) + (_s.Momentum * mean);
+                _runningVar[c] = ((1f - _s.Momentum) * _runningVar[c]) + (_s.Momentum * squares / (_s.Count - 1));
+            }
+            else
+            {
+                mean = _runningMean[c];
+                invStd = 1f / MathF.Sqrt(_runningVar[c] + _s.Epsilon);
+            }
+
+            _mean[c] = mean;
+            _invStd[c] = invStd;
+            float scale = invStd * _weight[c], shift = _bias[c] - (mean * scale);
+            for (int n = 0; n < batch; n++)
+            {
+                Affine(x + ((long)n * stride), null, y + ((long)n * stride), inner, 0f, scale, shift);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Backward(int c)
+        {
+            int batch = _s.Count / _s.Inner, inner = _s.Inner, stride = _s.Channels * inner;
+            float* x = _x + ((long)c * inner), dy = _yOrDy + ((long)c * inner);
+            float mean = _mean[c], invStd = _invStd[c], sumDy = 0f, sumDyCentred = 0f;
+            for (int n = 0; n < batch; n++)
+            {
+                var (a, b) = GradientSums(x + ((long)n * stride), dy + ((long)n * stride), inner, mean);
+                sumDy += a;
+                sumDyCentred += b;
+            }
+
+            float dweight = sumDyCentred * invStd;
+            _dbias[c] = sumDy;
+            _dweight[c] = dweight;
+            if (_dx is null)
+            {
+                return;
+            }
+
+            // dx = a·dy + b·x + d (see BatchNormKernels.InputGradientCoefficients).
+            float scale = _weight[c] * invStd;
+            float slope = _s.Training != 0 ? -scale * invStd * dweight / _s.Count : 0f;
+            float shift = _s.Training != 0 ? (-scale * sumDy / _s.Count) - (slope * mean) : 0f;
+            for (int n = 0; n < batch; n++)
+            {
+                Affine(dy + ((long)n * stride), x + ((long)n * stride), _dx + (c * inner) + ((long)n * stride), inner, slope, scale, shift);
+            }
+        }
+
+        private static float Sum(float* x, int length)
+        {
+            var acc = Vector<float>.Zero;
+            int i = 0;
+            for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                acc += Vector.Load(x + i);
+            }
+
+            float sum = Vector.Sum(acc);
+            for (; i < length; i++)
+            {
+                sum += x[i];
+            }
+
+            return sum;
+        }
+
+        private static float SquaredDeviations(float* x, int length, float mean)
+        {
+            var acc = Vector<float>.Zero;
+            var mu = new Vector<float>(mean);
+            int i = 0;
+            for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                var d = Vector.Load(x + i) - mu;
+                acc += d * d;
+            }
+
+            float sum = Vector.Sum(acc);
+            for (; i < length; i++)
+            {
+                sum += (x[i] - mean) * (x[i] - mean);
+            }
+
+            return sum;
+        }
+
+        /// <summary>(Σ dy, Σ dy·(x − mean)) over one run.</summary>
+        private static (float SumDy, float SumDyCentred) GradientSums(float* x, float* dy, int length, float mean)
+        {
+            Vector<float> sumDy = Vector<float>.Zero, sumCentred = Vector<float>.Zero, mu = new(mean);
+            int i = 0;
+            for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                var g = Vector.Load(dy + i);
+                sumDy += g;
+                sumCentred += g * (Vector.Load(x + i) - mu);
+            }
+
+            float a = Vector.Sum(sumDy), b = Vector.Sum(sumCentred);
+            for (; i < length; i++)
+            {
+                a += dy[i];
+                b += dy[i] * (x[i] - mean);
+            }
+
+            return (a, b);
+        }
+
+        /// <summary>target = scale·source + slope·other + shift (other may be null: no term).</summary>
+        private static void Affine(float* source, float* other, float* target, int length, float slope, float scale, float shift)
+        {
+            Vector<float> a = new(scale), b = new(slope), d = new(shift);
+            int i = 0;
+            for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                var value = (a * Vector.Load(source + i)) + d;
+                if (other is not null)
+                {
+                    value += b * Vector.Load(other + i);
+                }
+
+                value.Store(target + i);
+            }
+
+            for (; i < length; i++)
+            {
+                target[i] = (scale * source[i]) + (other is null ? 0f : slope * other[i]) + shift;
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+using System.Numerics;
+using GpuCnn.Kernels;
+
+namespace GpuCnn.Cpu;
+
+/// <summary>The naive batch normalisation (compiled into GpuCnn.Engine.Cpu).</summary>
+public static partial class ReferenceMath
+{
+    /// <summary>
+    /// y (N,C,inner) = (x − mean)·invStd·weight + bias per channel. Training: mean and invStd (C) from the batch
+    /// (biased variance, summed around the mean), running statistics updated with momentum (unbiased variance);
+    /// evaluation: from the running statistics.
+    /// </summary>
+    public static void BatchNormForward<T>(BatchNormShape s, ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
+        Span<T> runningMean, Span<T> runningVar, Span<T> y, Span<T> mean, Span<T> invStd)
+        where T : IFloatingPointIeee754<T>
+    {
+        T count = T.CreateChecked(s.Count), momentum = T.CreateChecked(s.Momentum), epsilon = T.CreateChecked(s.Epsilon);
+        for (int c = 0; c < s.Channels; c++)
+        {
+            if (s.Training != 0)
+            {
+                T sum = T.Zero;
+                for (int e = 0; e < s.Count; e++)
+                {
+                    sum += x[s.Index(c, e)];
+                }
+
+                T mu = sum / count, squares = T.Zero;
+                for (int e = 0; e < s.Count; e++)
+                {
+                    T d = x[s.Index(c, e)] - mu;
+                    squares += d * d;
+                }
+
+                T variance = squares / count;
+                mean[c] = mu;
+                invStd[c] = T.One / T.Sqrt(variance + epsilon);
+                runningMean[c] = ((T.One - momentum) * runningMean[c]) + (momentum * mu);
+                runningVar[c] = ((T.One - momentum) * runningVar[c]) + (momentum * squares / (count - T.One));
+            }
+            else
+            {
+                mean[c] = runningMean[c];
+                invStd[c] = T.One / T.Sqrt(runningVar[c] + epsilon);
+            }
+
+            for (int e = 0; e < s.Count; e++)
+            {
+                int i = s.Index(c, e);
+                y[i] = ((x[i] - mean[c]) * invStd[c] * weight[c]) + bias[c];
+            }
+        }
+    }
+
+    /// <summary>
+    /// dbias = Σ dy, dweight = Σ dy·x̂ per channel (x̂ = (x − mean)·invStd); dx = weight·invStd·(dy − dbias/M −
+    /// x̂·dweight/M) in training, weight·invStd·dy in evaluation (M = N·inner). dx may be empty (not wanted).
+    /// </summary>
+    public static void BatchNormBackward<T>(BatchNormShape s, ReadOnlySpan<T> x, ReadOnlySpan<T> dy, ReadOnlySpan<T> weight,
+        ReadOnlySpan<T> mean, ReadOnlySpan<T> invStd, Span<T> dx, Span<T> dweight, Span<T> dbias)
+        where T : IFloatingPointIeee754<T>
+    {
+        T count = T.CreateChecked(s.Count);
+        for (int c = 0; c < s.Channels; c++)
+        {
+            T sumDy = T.Zero, sumDyXhat = T.Zero;
+            for (int e = 0; e < s.Count; e++)
+            {
+                int i = s.Index(c, e);
+                sumDy += dy[i];
+                sumDyXhat += dy[i] * (x[i] - mean[c]) * invStd[c];
+            }
+
+            dbias[c] = sumDy;
+            dweight[c] = sumDyXhat;
+            if (dx.IsEmpty)
+            {
+                continue;
+            }
+
+            for (int e = 0; e < s.Count; e++)
+            {
+                int i = s.Index(c, e);
+                T xhat = (x[i] - mean[c]) * invStd[c];
+                T batchShare = s.Training != 0 ? (sumDy / count) + (xhat * sumDyXhat / count) : T.Zero;
+                dx[i] = weight[c] * invStd[c] * (dy[i] - batchShare);
+            }
+        }
+    }
+}
+
+/// <summary>Batch normalisation on the reference backend.</summary>
+public sealed partial class ReferenceBackend
+{
+    /// <inheritdoc/>
+    protected override void BatchNormForwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
+        DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, DeviceTensor<float> y,
+        DeviceTensor<float> mean, DeviceTensor<float> invStd) =>
+        ReferenceMath.BatchNormForward<float>(shape, Data(x), Data(weight), Data(bias), Data(runningMean), Data(runningVar), Data(y),
+            Data(mean), Data(invStd));
+
+    /// <inheritdoc/>
+    protected override void BatchNormBackwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> dy,
+        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
+        DeviceTensor<float> dweight, DeviceTensor<float> dbias) =>
+        ReferenceMath.BatchNormBackward<float>(shape, Data(x), Data(dy), Data(weight), Data(mean), Data(invStd),
+            dx is null ? [] : Data(dx), Data(dweight), Data(dbias));
+}

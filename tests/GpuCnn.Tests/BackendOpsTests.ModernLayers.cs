@@ -1,0 +1,73 @@
+using GpuCnn.Cpu;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>The modern layers' operations on every backend against the reference in double.</summary>
+public abstract partial class BackendOpsTests
+{
+    public static TheoryData<bool, int[]> BatchNormCases => new()
+    {
+        { true, [2, 3, 4, 5] },
+        { true, [7, 5] },
+        { false, [2, 3, 4, 5] },
+        { false, [7, 5] },
+    };
+
+    [Theory]
+    [Trait("Category", "CrossCheck")]
+    [MemberData(nameof(BatchNormCases))]
+    public void BatchNorm_forward_and_backward_match_reference(bool training, int[] dims)
+    {
+        var shape = new Shape(dims);
+        var s = GradientCheckTests.BatchNormShapeOf(shape, training);
+        var channels = new Shape(s.Channels);
+        float[] x = TestData.Uniform(shape.Size, 31, -2f, 3f), dy = TestData.Uniform(shape.Size, 32);
+        float[] weight = TestData.Uniform(s.Channels, 33), bias = TestData.Uniform(s.Channels, 34);
+        float[] runningMean = TestData.Uniform(s.Channels, 35), runningVar = TestData.Uniform(s.Channels, 36, 0.5f, 2f);
+        double[] expectedMean = TestData.Widen(runningMean), expectedVar = TestData.Widen(runningVar);
+        double[] y = new double[shape.Size], mean = new double[s.Channels], invStd = new double[s.Channels];
+        double[] dx = new double[shape.Size], dweight = new double[s.Channels], dbias = new double[s.Channels];
+        ReferenceMath.BatchNormForward<double>(s, TestData.Widen(x), TestData.Widen(weight), TestData.Widen(bias), expectedMean, expectedVar,
+            y, mean, invStd);
+        ReferenceMath.BatchNormBackward<double>(s, TestData.Widen(x), TestData.Widen(dy), TestData.Widen(weight), mean, invStd, dx, dweight, dbias);
+
+        using var tx = Put(x, shape);
+        using var tdy = Put(dy, shape);
+        using var tw = Put(weight, channels);
+        using var tb = Put(bias, channels);
+        using var trm = Put(runningMean, channels);
+        using var trv = Put(runningVar, channels);
+        using var ty = Poisoned(shape);
+        using var tmean = Poisoned(channels);
+        using var tinv = Poisoned(channels);
+        using var tdx = Poisoned(shape);
+        using var tdw = Poisoned(channels);
+        using var tdb = Poisoned(channels);
+        Backend.BatchNormForward(training, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
+        Backend.BatchNormBackward(training, tx, tdy, tw, tmean, tinv, tdx, tdw, tdb);
+        string what = $"{Backend.Name} batch norm {(training ? "training" : "evaluation")} {shape}";
+        TensorAssert.Close(y, Backend.DownloadArray(ty), shape, Atol, Rtol, $"{what} y");
+        TensorAssert.Close(mean, Backend.DownloadArray(tmean), channels, Atol, Rtol, $"{what} mean");
+        TensorAssert.Close(invStd, Backend.DownloadArray(tinv), channels, Atol, Rtol, $"{what} invStd");
+        TensorAssert.Close(expectedMean, Backend.DownloadArray(trm), channels, Atol, Rtol, $"{what} running mean");
+        TensorAssert.Close(expectedVar, Backend.DownloadArray(trv), channels, Atol, Rtol, $"{what} running var");
+        TensorAssert.Close(dx, Backend.DownloadArray(tdx), shape, Atol, Rtol, $"{what} dx");
+        TensorAssert.Close(dweight, Backend.DownloadArray(tdw), channels, Atol, Rtol, $"{what} dweight");
+        TensorAssert.Close(dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
+    }
+
+    [Fact]
+    public void BatchNorm_rejects_what_cannot_work()
+    {
+        using var x = Backend.Allocate<float>(new Shape(1, 3));
+        using var c = Backend.Allocate<float>(new Shape(3));
+        var single = Assert.Throws<ArgumentException>(() => Backend.BatchNormForward(true, x, c, c, c, c, 0.1f, 1e-5f, x, c, c));
+        Assert.Contains("BatchNormForward: training needs more than one value per channel (x is (1,3))", single.Message, StringComparison.Ordinal);
+        var momentum = Assert.Throws<ArgumentOutOfRangeException>(() => Backend.BatchNormForward(false, x, c, c, c, c, 1.5f, 1e-5f, x, c, c));
+        Assert.Contains("momentum must lie in (0, 1], got 1.5", momentum.Message, StringComparison.Ordinal);
+        using var wrong = Backend.Allocate<float>(new Shape(4));
+        var channels = Assert.Throws<ArgumentException>(() => Backend.BatchNormForward(false, x, wrong, c, c, c, 0.1f, 1e-5f, x, c, c));
+        Assert.Contains("BatchNormForward: weight has shape (4), expected (3)", channels.Message, StringComparison.Ordinal);
+    }
+}

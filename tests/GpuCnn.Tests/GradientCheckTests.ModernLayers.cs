@@ -1,0 +1,69 @@
+using GpuCnn.Cpu;
+using GpuCnn.Kernels;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>The gradient checks of the modern layers' operations (batch norm …), in double as the rest.</summary>
+public sealed partial class GradientCheckTests
+{
+    /// <summary>(N, C, inner…) shapes: BatchNorm2d's and BatchNorm1d's, batch 1 included (the positions still vary).</summary>
+    public static TheoryData<bool, int[]> BatchNormCases => new()
+    {
+        { true, [3, 2, 2, 3] },
+        { true, [1, 3, 2, 2] },
+        { true, [5, 4] },
+        { false, [3, 2, 2, 3] },
+        { false, [5, 4] },
+    };
+
+    [Theory]
+    [MemberData(nameof(BatchNormCases))]
+    public void Batch_norm_gradients_match_finite_differences(bool training, int[] dims)
+    {
+        var shape = new Shape(dims);
+        var s = BatchNormShapeOf(shape, training);
+        double[] x = TestData.Widen(TestData.Uniform(shape.Size, 21, -2f, 2f));
+        double[] weight = TestData.Widen(TestData.Uniform(s.Channels, 22, 0.5f, 1.5f));
+        double[] bias = TestData.Widen(TestData.Uniform(s.Channels, 23));
+        double[] runningMean = TestData.Widen(TestData.Uniform(s.Channels, 24));
+        double[] runningVar = TestData.Widen(TestData.Uniform(s.Channels, 25, 0.5f, 2f));
+        double[] probe = TestData.Widen(TestData.Uniform(shape.Size, 26));
+        double[] mean = new double[s.Channels], invStd = new double[s.Channels];
+        double Loss()
+        {
+            var y = new double[shape.Size];
+            ReferenceMath.BatchNormForward<double>(s, x, weight, bias, (double[])runningMean.Clone(), (double[])runningVar.Clone(), y, mean, invStd);
+            return Dot(y, probe);
+        }
+
+        Loss(); // mean and invStd of the unperturbed input, as the forward leaves them for the backward
+        var dx = new double[shape.Size];
+        var dweight = new double[s.Channels];
+        var dbias = new double[s.Channels];
+        ReferenceMath.BatchNormBackward<double>(s, x, probe, weight, mean, invStd, dx, dweight, dbias);
+        string what = $"batch norm {(training ? "training" : "evaluation")} {shape}";
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, shape, Atol, Rtol, $"{what} ∂L/∂x");
+        TensorAssert.Close(FiniteDifferences.Central(weight, Loss), dweight, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂weight");
+        TensorAssert.Close(FiniteDifferences.Central(bias, Loss), dbias, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂bias");
+    }
+
+    [Fact]
+    public void Batch_norm_running_statistics_follow_pytorch_formulas()
+    {
+        // Channel 0 holds 1, 2, 3, 6 over two samples: mean 3, biased variance 3.5, unbiased 14/3.
+        var s = new BatchNormShape(Channels: 2, Inner: 2, Count: 4, Momentum: 0.25f, Epsilon: 1e-5f, Training: 1);
+        double[] x = [1, 2, 10, 10, 3, 6, 10, 10];
+        double[] runningMean = [1, 0], runningVar = [2, 1], mean = new double[2], invStd = new double[2], y = new double[8];
+        ReferenceMath.BatchNormForward<double>(s, x, [1, 1], [0, 0], runningMean, runningVar, y, mean, invStd);
+        Assert.Equal(3.0, mean[0], 12);
+        Assert.Equal(1 / Math.Sqrt(3.5 + 1e-5), invStd[0], 9);
+        Assert.Equal((0.75 * 1) + (0.25 * 3), runningMean[0], 7);
+        Assert.Equal((0.75 * 2) + (0.25 * 14 / 3.0), runningVar[0], 7);
+        Assert.Equal(0.75, runningVar[1], 7); // a constant channel: variance 0
+        Assert.Equal((1 - 3) / Math.Sqrt(3.5 + 1e-5), y[0], 9);
+    }
+
+    internal static BatchNormShape BatchNormShapeOf(Shape shape, bool training) =>
+        new(shape[1], shape.SizeFrom(2), shape[0] * shape.SizeFrom(2), 0.1f, 1e-5f, training ? 1 : 0);
+}
