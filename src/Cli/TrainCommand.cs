@@ -13,7 +13,11 @@ internal static class TrainCommand
 {
     public static Command Create(CliIo io)
     {
-        var arch = new Option<string>("--arch") { Description = "Architecture spec.", DefaultValueFactory = _ => ArchitectureSpec.LeNet5 };
+        var arch = new Option<string>("--arch")
+        {
+            Description = "Architecture spec, or a built-in architecture: lenet5 or resnet8.",
+            DefaultValueFactory = _ => "lenet5",
+        };
         var data = new Option<string?>("--data") { Description = "MNIST folder with the four standard IDX files (default: the bundled sample)." };
         var images = new Option<string?>("--images") { Description = "Training images (N, C, H, W) as .npy (with --labels)." };
         var labels = new Option<string?>("--labels") { Description = "Training labels (N) as .npy." };
@@ -29,7 +33,7 @@ internal static class TrainCommand
         var weightDecay = new Option<float>("--weight-decay") { Description = "L2 weight decay (PyTorch's weight_decay).", DefaultValueFactory = _ => 0f };
         var seed = new Option<int>("--seed") { Description = "Seed for initialisation and shuffling.", DefaultValueFactory = _ => 1 };
         var device = CommonOptions.Device();
-        var output = new Option<string>("--out") { Description = "Model file to write.", DefaultValueFactory = _ => "lenet5.safetensors" };
+        var output = new Option<string?>("--out") { Description = "Model file to write (default: the built-in architecture's name, or lenet5, .safetensors)." };
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Write a checkpoint (weights, optimizer state, position) here after every epoch." };
         var resume = new Option<string?>("--resume") { Description = "Continue from this checkpoint (--epochs counts the total)." };
 
@@ -57,7 +61,7 @@ internal static class TrainCommand
                     _ => throw new UsageException($"--schedule must be cosine or constant, got '{parse.GetValue(schedule)}'."),
                 },
                 Seed: parse.GetValue(seed),
-                Out: parse.GetValue(output)!,
+                Out: parse.GetValue(output) ?? DefaultOutput(parse.GetValue(arch)!),
                 Init: parse.GetValue(init),
                 Checkpoint: parse.GetValue(checkpoint),
                 Resume: parse.GetValue(resume));
@@ -70,6 +74,10 @@ internal static class TrainCommand
         });
         return command;
     }
+
+    /// <summary>"resnet8.safetensors" for --arch resnet8; "lenet5.safetensors" for LeNet-5 and for a spec written out.</summary>
+    private static string DefaultOutput(string arch) =>
+        (ArchitectureSpec.Named.ContainsKey(arch.Trim()) ? arch.Trim().ToLowerInvariant() : "lenet5") + ".safetensors";
 
     /// <summary>
     /// Trains on <paramref name="backend"/>; when the device was chosen by <c>auto</c> and it is an accelerator that

@@ -82,7 +82,7 @@ public static class Safetensors
             foreach (var (key, type, shape, begin, end) in entries)
             {
                 var values = Decode(data[(int)begin..(int)end], type);
-                tensors[key] = new Tensor(shape.Length == 0 ? new Shape(1) : new Shape(shape), values);
+                tensors[key] = new Tensor(new Shape(shape), values); // a scalar (shape []) stays rank 0, as PyTorch's num_batches_tracked
             }
 
             return new Contents(tensors, metadata);

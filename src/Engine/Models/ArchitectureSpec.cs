@@ -26,10 +26,12 @@ public sealed class SpecException : FormatException
 /// <summary>
 /// Parses architecture specs: layers separated by top-level commas, e.g. LeNet-5's
 /// <c>conv(6,5,pad=2),relu,maxpool(2),conv(16,5),relu,maxpool(2),flatten,dense(120),relu,dense(84),relu,dense(10)</c>.
-/// Grammar: <c>conv(OUT,K[,stride=S][,pad=P])</c>, <c>maxpool(K[,stride=S][,pad=P])</c>, <c>avgpool(…)</c>,
-/// <c>relu</c>, <c>leakyrelu[(A)]</c>, <c>sigmoid</c>, <c>tanh</c>, <c>gelu</c>, <c>silu</c>, <c>flatten</c>,
-/// <c>dense(OUT)</c>, <c>residual(BODY[; SHORTCUT])</c>; K, S, P are an integer or HxW such as 3x1. The names and
-/// their parsers live in <see cref="LayerRegistry"/>; each layer formats its own spec.
+/// Grammar: <c>conv(OUT,K[,stride=S][,pad=P][,bias=false])</c>, <c>maxpool(K[,stride=S][,pad=P])</c>,
+/// <c>avgpool(…)</c>, <c>globalavgpool</c>, <c>batchnorm[(momentum=M,eps=E)]</c>, <c>relu</c>,
+/// <c>leakyrelu[(A)]</c>, <c>sigmoid</c>, <c>tanh</c>, <c>gelu</c>, <c>silu</c>, <c>flatten</c>, <c>dense(OUT)</c>,
+/// <c>residual(BODY[; SHORTCUT])</c>; K, S, P are an integer or HxW such as 3x1. The names and their parsers live
+/// in <see cref="LayerRegistry"/>; each layer formats its own spec. A whole spec may instead be the name of a
+/// built-in architecture (<see cref="Named"/>): <c>lenet5</c>, <c>resnet8</c>.
 /// </summary>
 public static class ArchitectureSpec
 {
@@ -37,7 +39,32 @@ public static class ArchitectureSpec
     public const string LeNet5 =
         "conv(6,5,pad=2),relu,maxpool(2),conv(16,5),relu,maxpool(2),flatten,dense(120),relu,dense(84),relu,dense(10)";
 
-    /// <summary>Parses a spec into fresh, unbuilt layers.</summary>
+    /// <summary>
+    /// A small ResNet for 28×28×1 and 32×32×3 inputs: a conv-bn-relu stem at 16 channels, three stages of one basic
+    /// residual block each (16, 32, 64 channels; the second and third halve the resolution with a stride-2 first
+    /// convolution and a 1×1 stride-2 projection shortcut with batch norm), global average pooling and a dense
+    /// classifier. Convolutions before batch norm have no bias, as in torchvision's ResNets. 77,754 parameters on
+    /// 1×28×28 inputs (78,042 on 3×32×32).
+    /// </summary>
+    public const string ResNet8 =
+        "conv(16,3,pad=1,bias=false),batchnorm,relu," +
+        "residual(conv(16,3,pad=1,bias=false),batchnorm,relu,conv(16,3,pad=1,bias=false),batchnorm),relu," +
+        "residual(conv(32,3,stride=2,pad=1,bias=false),batchnorm,relu,conv(32,3,pad=1,bias=false),batchnorm; conv(32,1,stride=2,bias=false),batchnorm),relu," +
+        "residual(conv(64,3,stride=2,pad=1,bias=false),batchnorm,relu,conv(64,3,pad=1,bias=false),batchnorm; conv(64,1,stride=2,bias=false),batchnorm),relu," +
+        "globalavgpool,flatten,dense(10)";
+
+    /// <summary>The built-in architectures that <c>--arch</c> and <see cref="Parse"/> accept by name.</summary>
+    public static IReadOnlyDictionary<string, string> Named { get; } = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["lenet5"] = LeNet5,
+        ["resnet8"] = ResNet8,
+    };
+
+    /// <summary>The spec itself, or the spec of the built-in architecture it names.</summary>
+    public static string Resolve(string spec) =>
+        spec is not null && Named.TryGetValue(spec.Trim(), out string? named) ? named : spec!;
+
+    /// <summary>Parses a spec (or the name of a built-in architecture) into fresh, unbuilt layers.</summary>
     public static IReadOnlyList<Layer> Parse(string spec)
     {
         if (string.IsNullOrWhiteSpace(spec))
@@ -45,6 +72,7 @@ public static class ArchitectureSpec
             throw new SpecException("architecture spec is empty.");
         }
 
+        spec = Resolve(spec);
         var parts = SplitTopLevel(spec);
         var layers = new List<Layer>(parts.Count);
         for (int i = 0; i < parts.Count; i++)

@@ -1,0 +1,86 @@
+using GpuCnn.Cpu;
+using GpuCnn.IO;
+using GpuCnn.Models;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>The modern layers' grammar, the named architectures, and what their state dicts hold.</summary>
+public sealed class ModernLayerSpecTests
+{
+    [Theory]
+    [InlineData("conv(8,3,pad=1,bias=false),batchnorm,relu,batchnorm(momentum=0.01,eps=0.001),globalavgpool,flatten,dense(10),batchnorm")]
+    [InlineData("conv(4,3),batchnorm(eps=0.01),flatten,dense(3)")]
+    public void Modern_layers_round_trip(string spec) =>
+        Assert.Equal(spec, ArchitectureSpec.Format(ArchitectureSpec.Parse(spec)));
+
+    [Theory]
+    [InlineData(1, 28, 77_754)]
+    [InlineData(3, 32, 78_042)]
+    public void ResNet8_builds_for_mnist_and_cifar_shapes_with_the_documented_parameter_count(int channels, int size, int parameters)
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create("resnet8", [channels, size, size], backend);
+        Assert.Equal(ArchitectureSpec.ResNet8, model.Spec);
+        Assert.Equal(parameters, model.NamedParameters().Sum(p => p.Parameter.Shape.Size));
+        Assert.Equal(10, model.Classes);
+        var state = model.StateDict();
+        Assert.Equal(new Shape(16, channels, 3, 3), state["0.weight"].Shape);
+        Assert.DoesNotContain("0.bias", state.Keys);
+        Assert.Equal(new Shape(16), state["1.running_var"].Shape);
+        Assert.Equal(new Shape(Array.Empty<int>()), state["1.num_batches_tracked"].Shape);
+        Assert.Equal(new Shape(64, 32, 1, 1), state["7.shortcut.0.weight"].Shape);
+        Assert.Equal(new Shape(64), state["7.shortcut.1.running_mean"].Shape);
+        Assert.Equal(new Shape(10, 64), state["11.weight"].Shape);
+    }
+
+    [Theory]
+    [InlineData("batchnorm(momentum=1.5)", "layer 1 'batchnorm(momentum=1.5)': batchnorm: momentum 1.5 lies outside (0, 1].")]
+    [InlineData("batchnorm(momentum=0)", "batchnorm: momentum 0 lies outside (0, 1].")]
+    [InlineData("batchnorm(eps=-1)", "batchnorm: eps -1 is not positive.")]
+    [InlineData("batchnorm(decay=0.1)", "batchnorm has no option 'decay'")]
+    [InlineData("conv(4,3,bias=maybe)", "bias 'maybe' is not true or false.")]
+    public void Bad_modern_layer_arguments_say_what_is_wrong(string spec, string message) =>
+        Assert.Contains(message, Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(spec)).Message, StringComparison.Ordinal);
+
+    [Fact]
+    public void Global_pooling_after_a_flat_tensor_names_the_layer_and_shape()
+    {
+        using var backend = new ReferenceBackend();
+        var error = Assert.Throws<SpecException>(() => Sequential.Create("flatten,globalavgpool,dense(2)", [2, 3, 3], backend));
+        Assert.Equal("layer 2 'globalavgpool' on input (18): needs a (C,H,W) input, got (18); global pooling averages each channel's plane", error.Message);
+    }
+
+    [Fact]
+    public void Batch_norm_counts_training_batches_only_and_saves_the_count_as_int64()
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create("conv(2,3,bias=false),batchnorm,flatten,dense(3),batchnorm", [1, 5, 5], backend);
+        using var x = backend.Upload<float>([4, 1, 5, 5], TestData.Uniform(100, 1));
+        model.Forward(x);
+        model.Forward(x);
+        model.Eval();
+        model.Forward(x);
+        Assert.All(model.NamedCounters(), c => Assert.Equal(2, c.Counter.Value));
+        Assert.Equal(["1.num_batches_tracked", "4.num_batches_tracked"], model.NamedCounters().Select(c => c.Key));
+
+        string path = Path.Combine(Path.GetTempPath(), $"gpucnn-bn-{Guid.NewGuid():N}.safetensors");
+        try
+        {
+            ModelFile.Save(model, path);
+            string header = System.Text.Encoding.UTF8.GetString(File.ReadAllBytes(path));
+            Assert.Contains("\"1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[]", header, StringComparison.Ordinal);
+            using var loaded = ModelFile.Load(path, backend);
+            Assert.Equal(2, loaded.NamedCounters().First().Counter.Value);
+            var saved = model.StateDict();
+            foreach (var (key, tensor) in loaded.StateDict())
+            {
+                TensorAssert.Identical<float>(saved[key].Data, tensor.Data, key);
+            }
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}
