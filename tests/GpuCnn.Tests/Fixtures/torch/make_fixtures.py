@@ -9,6 +9,7 @@ package is needed; the files are what safetensors.torch.save_file would produce,
 """
 import json
 import struct
+import zlib
 
 import numpy as np
 import torch
@@ -45,7 +46,15 @@ def build(spec, in_shape):
         named = dict(a.split("=") for a in args if "=" in a)
         if name == "conv":
             layer = nn.Conv2d(shape[0], int(pos[0]), pair(pos[1]), stride=pair(named.get("stride", "1")),
-                              padding=pair(named.get("pad", "0")))
+                              padding=pair(named.get("pad", "0")), dilation=pair(named.get("dilation", "1")),
+                              groups=int(named.get("groups", "1")), bias=named.get("bias", "true") == "true")
+        elif name == "batchnorm":
+            cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+            layer = cls(shape[0], momentum=float(named.get("momentum", "0.1")), eps=float(named.get("eps", "1e-5")))
+        elif name == "globalavgpool":
+            layer = nn.AdaptiveAvgPool2d(1)
+        elif name == "dropout":
+            layer = nn.Dropout(float(pos[0]))
         elif name in ("maxpool", "avgpool"):
             k = pair(pos[0])
             cls = nn.MaxPool2d if name == "maxpool" else nn.AvgPool2d
@@ -76,7 +85,9 @@ def build(spec, in_shape):
             raise ValueError(name)
         layers.append(layer)
         with torch.no_grad():
+            layer.eval()  # shape inference only: batch norm in training mode would need more than one value
             shape = list(layer(torch.zeros([1] + shape)).shape[1:])
+            layer.train()
     return nn.Sequential(*layers)
 
 
@@ -97,8 +108,9 @@ def save_safetensors(path, tensors, metadata=None):
     if metadata:
         header["__metadata__"] = metadata
     for key, t in tensors.items():
-        data = t.detach().contiguous().numpy().astype("<f4").tobytes()
-        header[key] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        counter = t.dtype == torch.int64  # num_batches_tracked: PyTorch keeps it as an int64 scalar
+        data = t.detach().contiguous().numpy().astype("<i8" if counter else "<f4").tobytes()
+        header[key] = {"dtype": "I64" if counter else "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -118,7 +130,15 @@ PREDICT_CASES = {
     "gelu_silu": ("conv(4,3,pad=1),gelu,maxpool(2),conv(5,3),silu,flatten,dense(6),gelu,dense(4),silu,dense(3)", [2, 10, 10], 3),
     "residual": ("conv(4,3,pad=1),relu,residual(conv(4,3,pad=1),relu,conv(4,3,pad=1)),relu,"
                  "residual(conv(6,3,stride=2,pad=1),gelu,conv(6,3,pad=1); conv(6,1,stride=2)),silu,flatten,dense(5)", [3, 8, 8], 2),
+    # Evaluation mode with running statistics that a few training batches moved (PREDICT_WARMUP).
+    "batchnorm": ("conv(4,3,pad=1,bias=false),batchnorm,relu,residual(conv(4,3,pad=1,bias=false),batchnorm(momentum=0.3),relu,"
+                  "conv(4,3,pad=1,bias=false),batchnorm; conv(4,1,bias=false),batchnorm(eps=0.001)),relu,globalavgpool,flatten,"
+                  "dense(6),batchnorm,relu,dense(3)", [2, 7, 7], 3),
 }
+
+# Training batches run through a predict case before its weights are saved, so its running statistics are not the
+# initial ones (and num_batches_tracked counts them).
+PREDICT_WARMUP = {"batchnorm": 3}
 
 TRAIN_CASES = {
     "sgd": ("conv(4,3,pad=1),relu,maxpool(2),conv(6,3),tanh,flatten,dense(8),relu,dense(5)", [1, 10, 10], 6,
@@ -128,14 +148,23 @@ TRAIN_CASES = {
     "residual_sgd": ("conv(3,3,pad=1),gelu,residual(conv(3,3,pad=1),silu,conv(3,3,pad=1)),relu,"
                      "residual(conv(4,3,stride=2,pad=1),relu,conv(4,1); conv(4,1,stride=2)),flatten,dense(6),silu,dense(4)",
                      [2, 8, 8], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
+    # Training mode: batch statistics normalise, running statistics and num_batches_tracked move.
+    "batchnorm_sgd": ("conv(4,3,pad=1,bias=false),batchnorm,relu,residual(conv(4,3,stride=2,pad=1,bias=false),batchnorm,relu,"
+                      "conv(4,3,pad=1,bias=false),batchnorm(momentum=0.5); conv(4,1,stride=2,bias=false),batchnorm),relu,"
+                      "globalavgpool,flatten,dense(5),batchnorm,dense(3)", [1, 8, 8], 6,
+                      dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
 }
 
 def main():
     manifest = {"torch": torch.__version__, "predict": {}, "train": {}}
     for name, (spec, shape, n) in PREDICT_CASES.items():
+        torch.manual_seed(zlib.crc32(name.encode()))  # per case: a new case leaves the others' files as they were
         model = build(spec, shape)
         x = torch.randn([n] + shape)
         with torch.no_grad():
+            for _ in range(PREDICT_WARMUP.get(name, 0)):
+                model(torch.randn([n] + shape) * 2 + 0.5)
+            model.eval()
             logits = model(x)
         save_safetensors(f"{name}.weights.safetensors", model.state_dict(), {"format": "pt"})
         np.save(f"{name}.input.npy", x.numpy().astype(np.float32))
@@ -143,6 +172,7 @@ def main():
         manifest["predict"][name] = {"arch": spec, "input": "x".join(map(str, shape))}
 
     for name, (spec, shape, n, hp) in TRAIN_CASES.items():
+        torch.manual_seed(zlib.crc32(name.encode()))
         model = build(spec, shape)
         x = torch.randn([n] + shape)
         classes = model[-1].out_features
