@@ -25,12 +25,16 @@ internal static class TrainCommand
         var testLabels = new Option<string?>("--test-labels") { Description = "Test labels as .npy." };
         var init = new Option<string?>("--init") { Description = "Start from these weights (.safetensors, PyTorch state_dict names)." };
         var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 8 };
-        var schedule = new Option<string>("--schedule") { Description = "Learning-rate schedule over epochs: cosine or constant.", DefaultValueFactory = _ => "cosine" };
+        var schedule = new Option<string>("--schedule") { Description = "Learning-rate schedule over epochs: cosine, step or constant.", DefaultValueFactory = _ => "cosine" };
+        var stepSize = new Option<int>("--step-size") { Description = "With --schedule step: epochs between multiplications by --gamma.", DefaultValueFactory = _ => 1 };
+        var gamma = new Option<float>("--gamma") { Description = "With --schedule step: the factor applied every --step-size epochs.", DefaultValueFactory = _ => 0.1f };
+        var warmup = new Option<int>("--warmup") { Description = "Linear warm-up over the first N optimizer steps (batches), then the schedule.", DefaultValueFactory = _ => 0 };
+        var labelSmoothing = new Option<float>("--label-smoothing") { Description = "PyTorch's cross_entropy label_smoothing for the training loss, in [0, 1].", DefaultValueFactory = _ => 0f };
         var batchSize = CommonOptions.BatchSize(64);
-        var lr = new Option<float?>("--lr") { Description = "Learning rate (default 0.05 for sgd, 0.001 for adam)." };
-        var optimizer = new Option<string>("--optimizer") { Description = "sgd or adam.", DefaultValueFactory = _ => "sgd" };
+        var lr = new Option<float?>("--lr") { Description = "Learning rate (default 0.05 for sgd, 0.001 for adam and adamw)." };
+        var optimizer = new Option<string>("--optimizer") { Description = "sgd, adam or adamw (decoupled weight decay).", DefaultValueFactory = _ => "sgd" };
         var momentum = new Option<float>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9f };
-        var weightDecay = new Option<float>("--weight-decay") { Description = "L2 weight decay (PyTorch's weight_decay).", DefaultValueFactory = _ => 0f };
+        var weightDecay = new Option<float?>("--weight-decay") { Description = "PyTorch's weight_decay: L2 for sgd and adam (default 0), decoupled for adamw (default 0.01)." };
         var seed = new Option<int>("--seed") { Description = "Seed for initialisation and shuffling.", DefaultValueFactory = _ => 1 };
         var device = CommonOptions.Device();
         var output = new Option<string?>("--out") { Description = "Model file to write (default: the built-in architecture's name, or lenet5, .safetensors)." };
@@ -40,26 +44,33 @@ internal static class TrainCommand
         var command = new Command("train", "Train a network (default: LeNet-5 on the bundled MNIST sample).")
         {
             arch, data, images, labels, testImages, testLabels, init, epochs, batchSize, lr, optimizer, momentum, weightDecay,
-            schedule, seed, device, output, checkpoint, resume,
+            schedule, stepSize, gamma, warmup, labelSmoothing, seed, device, output, checkpoint, resume,
         };
         command.SetAction(parse =>
         {
+            string optimizerName = parse.GetValue(optimizer)!.ToLowerInvariant() is "sgd" or "adam" or "adamw"
+                ? parse.GetValue(optimizer)!.ToLowerInvariant()
+                : throw new UsageException($"--optimizer must be sgd, adam or adamw, got '{parse.GetValue(optimizer)}'.");
+            float smoothing = parse.GetValue(labelSmoothing);
             var settings = new TrainSettings(
                 Arch: parse.GetValue(arch)!,
                 Epochs: CommonOptions.Positive("--epochs", parse.GetValue(epochs)),
                 BatchSize: CommonOptions.Positive("--batch-size", parse.GetValue(batchSize)),
-                Optimizer: parse.GetValue(optimizer)!.ToLowerInvariant() is "sgd" or "adam"
-                    ? parse.GetValue(optimizer)!.ToLowerInvariant()
-                    : throw new UsageException($"--optimizer must be sgd or adam, got '{parse.GetValue(optimizer)}'."),
-                LearningRate: CommonOptions.NonNegative("--lr", parse.GetValue(lr) ?? (parse.GetValue(optimizer)!.Equals("adam", StringComparison.OrdinalIgnoreCase) ? 1e-3f : 0.05f)),
+                Optimizer: optimizerName,
+                LearningRate: CommonOptions.NonNegative("--lr", parse.GetValue(lr) ?? (optimizerName == "sgd" ? 0.05f : 1e-3f)),
                 Momentum: CommonOptions.NonNegative("--momentum", parse.GetValue(momentum)),
-                WeightDecay: CommonOptions.NonNegative("--weight-decay", parse.GetValue(weightDecay)),
+                WeightDecay: CommonOptions.NonNegative("--weight-decay", parse.GetValue(weightDecay) ?? (optimizerName == "adamw" ? 0.01f : 0f)),
                 Schedule: parse.GetValue(schedule)!.ToLowerInvariant() switch
                 {
                     "cosine" => LearningRateSchedule.Cosine,
+                    "step" => LearningRateSchedule.Step,
                     "constant" => LearningRateSchedule.Constant,
-                    _ => throw new UsageException($"--schedule must be cosine or constant, got '{parse.GetValue(schedule)}'."),
+                    _ => throw new UsageException($"--schedule must be cosine, step or constant, got '{parse.GetValue(schedule)}'."),
                 },
+                StepSize: CommonOptions.Positive("--step-size", parse.GetValue(stepSize)),
+                Gamma: CommonOptions.NonNegative("--gamma", parse.GetValue(gamma)),
+                Warmup: parse.GetValue(warmup) >= 0 ? parse.GetValue(warmup) : throw new UsageException($"--warmup must be ≥ 0, got {parse.GetValue(warmup)}."),
+                LabelSmoothing: smoothing is >= 0f and <= 1f ? smoothing : throw new UsageException($"--label-smoothing must lie in [0, 1], got {smoothing.ToString(CultureInfo.InvariantCulture)}."),
                 Seed: parse.GetValue(seed),
                 Out: parse.GetValue(output) ?? DefaultOutput(parse.GetValue(arch)!),
                 Init: parse.GetValue(init),
@@ -107,10 +118,12 @@ internal static class TrainCommand
             model.LoadStateDict(contents.Tensors);
         }
 
-        using Optimizer optimizer = settings.Optimizer == "adam"
-            ? new Adam(backend, model.NamedParameters(), new AdamOptions(settings.LearningRate, WeightDecay: settings.WeightDecay))
-            : new Sgd(backend, model.NamedParameters(), new SgdOptions(settings.LearningRate, settings.Momentum, 0f, settings.WeightDecay));
-        var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed, Schedule: settings.Schedule));
+        using Optimizer optimizer = settings.Optimizer == "sgd"
+            ? new Sgd(backend, model.NamedParameters(), new SgdOptions(settings.LearningRate, settings.Momentum, 0f, settings.WeightDecay))
+            : new Adam(backend, model.NamedParameters(), new AdamOptions(settings.LearningRate, WeightDecay: settings.WeightDecay,
+                DecoupledWeightDecay: settings.Optimizer == "adamw"));
+        var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed, Schedule: settings.Schedule,
+            StepSize: settings.StepSize, Gamma: settings.Gamma, WarmupSteps: settings.Warmup, LabelSmoothing: settings.LabelSmoothing));
 
         var checkpointSettings = CheckpointSettings(settings, train);
         TrainingState? start = null;
@@ -184,6 +197,10 @@ internal static class TrainCommand
             ["batch_size"] = s.BatchSize.ToString(c),
             ["seed"] = s.Seed.ToString(c),
             ["schedule"] = s.Schedule.ToString().ToLowerInvariant(),
+            ["step_size"] = s.Schedule == LearningRateSchedule.Step ? s.StepSize.ToString(c) : "-",
+            ["gamma"] = s.Schedule == LearningRateSchedule.Step ? s.Gamma.ToString("R", c) : "-",
+            ["warmup"] = s.Warmup.ToString(c),
+            ["label_smoothing"] = s.LabelSmoothing.ToString("R", c),
             ["train_samples"] = train.Count.ToString(c),
         };
     }
@@ -250,4 +267,5 @@ internal static class TrainCommand
 
 /// <summary>What a training run was asked to do.</summary>
 internal sealed record TrainSettings(string Arch, int Epochs, int BatchSize, string Optimizer, float LearningRate, float Momentum,
-    float WeightDecay, LearningRateSchedule Schedule, int Seed, string Out, string? Init, string? Checkpoint, string? Resume);
+    float WeightDecay, LearningRateSchedule Schedule, int StepSize, float Gamma, int Warmup, float LabelSmoothing, int Seed, string Out,
+    string? Init, string? Checkpoint, string? Resume);

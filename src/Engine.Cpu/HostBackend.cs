@@ -53,9 +53,9 @@ public abstract partial class HostBackend : Backend
 
     /// <inheritdoc/>
     protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> dlogits, DeviceTensor<float> loss) =>
+        DeviceTensor<float> dlogits, DeviceTensor<float> loss, float labelSmoothing) =>
         Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits), Data(labels), Data(dlogits),
-            logits.Shape[0], logits.Shape[1]);
+            logits.Shape[0], logits.Shape[1], labelSmoothing);
 
     /// <inheritdoc/>
     protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
@@ -64,7 +64,7 @@ public abstract partial class HostBackend : Backend
     /// <inheritdoc/>
     protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
-        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay,
+        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay, h.DecayFactor,
             Data(parameter), Data(gradient), Data(firstMoment), Data(secondMoment));
 
     /// <summary>The array behind a tensor of this backend.</summary>

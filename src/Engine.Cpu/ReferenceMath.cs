@@ -401,12 +401,15 @@ public static partial class ReferenceMath
     }
 
     /// <summary>
-    /// logits (N, classes), labels (N) -> dlogits (N, classes), returns the mean loss:
-    /// loss = (1/N) Σ_n (logsumexp(z_n) − z_n[t_n]); dz = (softmax(z) − onehot(t)) / N. Max-shifted for stability.
+    /// logits (N, K classes), labels (N) -> dlogits (N, K), returns the mean loss against the smoothed target
+    /// q = (1 − ε)·onehot(t) + ε/K (PyTorch's label_smoothing; ε = 0 is plain cross-entropy):
+    /// loss = (1/N) Σ_n Σ_j q_j·(logsumexp(z_n) − z_n[j]); dz = (softmax(z) − q) / N. Max-shifted for stability.
     /// </summary>
-    public static T SoftmaxCrossEntropy<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> labels, Span<T> dlogits, int batch, int classes)
+    public static T SoftmaxCrossEntropy<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> labels, Span<T> dlogits, int batch, int classes,
+        double labelSmoothing = 0)
         where T : IFloatingPointIeee754<T>
     {
+        T smoothing = T.CreateChecked(labelSmoothing), spread = smoothing / T.CreateChecked(classes);
         T total = T.Zero;
         T count = T.CreateChecked(batch);
         for (int n = 0; n < batch; n++)
@@ -427,11 +430,14 @@ public static partial class ReferenceMath
             T logSumExp = max + T.Log(sumExp);
             for (int j = 0; j < classes; j++)
             {
+                T target = (j == labels[n] ? T.One - smoothing : T.Zero) + spread;
                 T softmax = T.Exp(z[j] - logSumExp);
-                dlogits[n * classes + j] = ((j == labels[n]) ? softmax - T.One : softmax) / count;
+                dlogits[n * classes + j] = (softmax - target) / count;
+                if (target != T.Zero)
+                {
+                    total += target * (logSumExp - z[j]); // skipped at 0: without smoothing, only the label's term (an infinite logit elsewhere gives no NaN)
+                }
             }
-
-            total += logSumExp - z[labels[n]];
         }
 
         return total / count;
@@ -530,15 +536,17 @@ public static partial class ReferenceMath
     }
 
     /// <summary>
-    /// torch.optim.Adam on one tensor: m = β1m + (1−β1)g; v = β2v + (1−β2)g²; p −= stepSize·m / (√v / √c2 + ε)
-    /// with stepSize = lr / (1 − β1^t), c2 = 1 − β2^t.
+    /// torch.optim.Adam / AdamW on one tensor: p ← decayFactor·p (AdamW's decoupled decay, 1 − lr·λ; 1 for Adam);
+    /// g = grad + weightDecay·p (Adam's L2 term; 0 for AdamW); m = β1m + (1−β1)g; v = β2v + (1−β2)g²;
+    /// p −= stepSize·m / (√v / √c2 + ε) with stepSize = lr / (1 − β1^t), c2 = 1 − β2^t.
     /// </summary>
-    public static void AdamUpdate<T>(T stepSize, T sqrtCorrection2, T beta1, T beta2, T epsilon, T weightDecay,
+    public static void AdamUpdate<T>(T stepSize, T sqrtCorrection2, T beta1, T beta2, T epsilon, T weightDecay, T decayFactor,
         Span<T> parameter, ReadOnlySpan<T> gradient, Span<T> m, Span<T> v)
         where T : IFloatingPointIeee754<T>
     {
         for (int i = 0; i < parameter.Length; i++)
         {
+            parameter[i] *= decayFactor;
             T g = gradient[i] + weightDecay * parameter[i];
             m[i] = beta1 * m[i] + (T.One - beta1) * g;
             v[i] = beta2 * v[i] + (T.One - beta2) * g * g;

@@ -331,20 +331,26 @@ public abstract partial class Backend : IDisposable
     }
 
     /// <summary>
-    /// Fused softmax + cross-entropy over logits (N, classes) and labels (N): loss (1) = mean over the batch of
-    /// −log softmax(z)[label]; dlogits (N, classes) = (softmax − onehot) / N. Labels must lie in [0, classes).
+    /// Fused softmax + cross-entropy over logits (N, K classes) and labels (N): loss (1) = mean over the batch of
+    /// −Σ_j q_j·log softmax(z)_j with q = (1 − ε)·onehot(label) + ε/K, ε = <paramref name="labelSmoothing"/> as
+    /// PyTorch's cross_entropy(label_smoothing=ε); dlogits (N, K) = (softmax − q) / N. Labels must lie in [0, K).
     /// </summary>
     public void SoftmaxCrossEntropy(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits,
-        DeviceTensor<float> loss)
+        DeviceTensor<float> loss, float labelSmoothing = 0f)
     {
         const string op = "SoftmaxCrossEntropy";
+        if (!(labelSmoothing >= 0f && labelSmoothing <= 1f))
+        {
+            throw new ArgumentOutOfRangeException(nameof(labelSmoothing), labelSmoothing, $"{op}: label smoothing must lie in [0, 1], got {labelSmoothing}.");
+        }
+
         Checks.Owned(op, nameof(logits), logits, this);
         RequireMatrix(op, logits);
 
         Checks.Dims(op, nameof(labels), labels, this, logits.Shape[0]);
         Checks.Tensor(op, nameof(dlogits), dlogits, this, logits.Shape);
         Checks.Dims(op, nameof(loss), loss, this, 1);
-        SoftmaxCrossEntropyCore(logits, labels, dlogits, loss);
+        SoftmaxCrossEntropyCore(logits, labels, dlogits, loss, labelSmoothing);
     }
 
     // ---------------------------------------------------------------- batches and metrics
@@ -428,7 +434,7 @@ public abstract partial class Backend : IDisposable
             options.Nesterov ? 1 : 0, firstStep ? 1 : 0), parameter, gradient, velocity);
     }
 
-    /// <summary>One torch.optim.Adam step (<paramref name="step"/> counts from 1) on one parameter tensor.</summary>
+    /// <summary>One torch.optim.Adam or AdamW step (<paramref name="step"/> counts from 1) on one parameter tensor.</summary>
     public void AdamUpdate(AdamOptions options, int step, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment)
     {
@@ -441,7 +447,7 @@ public abstract partial class Backend : IDisposable
         Checks.Tensor(op, nameof(firstMoment), firstMoment, this, parameter.Shape);
         Checks.Tensor(op, nameof(secondMoment), secondMoment, this, parameter.Shape);
         AdamUpdateCore(AdamParams.ForStep(options.LearningRate, options.Beta1, options.Beta2, options.Epsilon,
-            options.WeightDecay, step), parameter, gradient, firstMoment, secondMoment);
+            options.WeightDecay, step, options.DecoupledWeightDecay), parameter, gradient, firstMoment, secondMoment);
     }
 
     // ---------------------------------------------------------------- core implementations (arguments already checked)
@@ -464,7 +470,7 @@ public abstract partial class Backend : IDisposable
     protected abstract void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) where TF : struct, IActivationFunction;
     protected abstract void ActivationBackwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx) where TF : struct, IActivationFunction;
     protected abstract void ActivationBackwardFromOutputCore<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx) where TF : struct, IDerivativeFromOutput;
-    protected abstract void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits, DeviceTensor<float> loss);
+    protected abstract void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits, DeviceTensor<float> loss, float labelSmoothing);
     protected abstract void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> velocity);
     protected abstract void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient, DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment);
     protected abstract void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset, DeviceTensor<T> destination, int rows, int rowLength) where T : unmanaged;

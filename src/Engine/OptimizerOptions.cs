@@ -18,10 +18,18 @@ public sealed record SgdOptions(float LearningRate, float Momentum = 0f, float D
     }
 }
 
-/// <summary>torch.optim.Adam's hyperparameters; the defaults are PyTorch's.</summary>
+/// <summary>
+/// torch.optim.Adam's hyperparameters, or torch.optim.AdamW's with <paramref name="DecoupledWeightDecay"/> (the
+/// decay shrinks the parameters directly, p ← (1 − lr·λ)·p, instead of adding λ·p to the gradient); the defaults
+/// are PyTorch's Adam's (AdamW's default weight decay is 0.01: see <see cref="AdamW"/>).
+/// </summary>
 public sealed record AdamOptions(float LearningRate = 1e-3f, float Beta1 = 0.9f, float Beta2 = 0.999f,
-    float Epsilon = 1e-8f, float WeightDecay = 0f)
+    float Epsilon = 1e-8f, float WeightDecay = 0f, bool DecoupledWeightDecay = false)
 {
+    /// <summary>torch.optim.AdamW's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 0.01.</summary>
+    public static AdamOptions AdamW(float learningRate = 1e-3f, float weightDecay = 0.01f) =>
+        new(learningRate, WeightDecay: weightDecay, DecoupledWeightDecay: true);
+
     /// <summary>Throws naming the bad hyperparameter.</summary>
     public void Validate()
     {

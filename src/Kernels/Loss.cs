@@ -3,6 +3,9 @@ using ILGPU.Algorithms;
 
 namespace GpuCnn.Kernels;
 
+/// <summary>The loss's sizes and PyTorch's label_smoothing ε (0: plain cross-entropy).</summary>
+public readonly record struct LossShape(int Classes, int Batch, float LabelSmoothing);
+
 /// <summary>
 /// Fused softmax + cross-entropy, mean over the batch. One thread per sample writes that sample's loss and its
 /// row of the logits gradient; one thread then sums the per-sample losses in order (no atomics). See docs/04-loss.md.
@@ -10,12 +13,14 @@ namespace GpuCnn.Kernels;
 public static class LossKernels
 {
     /// <summary>
-    /// For row n of logits z (N, classes) with label t: m = max z, lse = m + log Σ e^(z−m),
-    /// perSample[n] = lse − z[t], dz[n,j] = (e^(z_j − lse) − [j = t]) / N.
+    /// For row n of logits z (N, K classes) with label t and target q_j = (1 − ε)·[j = t] + ε/K: m = max z,
+    /// lse = m + log Σ e^(z−m), perSample[n] = Σ_j q_j·(lse − z_j) = lse − (1 − ε)·z_t − (ε/K)·Σ_j z_j,
+    /// dz[n,j] = (e^(z_j − lse) − q_j) / N.
     /// </summary>
     public static void SoftmaxCrossEntropyRows(Index1D n, ArrayView<float> logits, ArrayView<int> labels,
-        ArrayView<float> dlogits, ArrayView<float> perSample, int classes, int batch)
+        ArrayView<float> dlogits, ArrayView<float> perSample, LossShape s)
     {
+        int classes = s.Classes;
         int row = n * classes;
         float max = logits[row];
         for (int j = 1; j < classes; j++)
@@ -23,22 +28,25 @@ public static class LossKernels
             max = XMath.Max(max, logits[row + j]);
         }
 
-        float total = 0f;
+        float total = 0f, logitSum = 0f;
         for (int j = 0; j < classes; j++)
         {
             total += XMath.Exp(logits[row + j] - max);
+            logitSum += logits[row + j];
         }
 
         float lse = max + XMath.Log(total);
         int label = labels[n];
-        float scale = 1f / batch;
+        float scale = 1f / s.Batch, spread = s.LabelSmoothing / classes, onLabel = 1f - s.LabelSmoothing + spread;
         for (int j = 0; j < classes; j++)
         {
             float softmax = XMath.Exp(logits[row + j] - lse);
-            dlogits[row + j] = (j == label ? softmax - 1f : softmax) * scale;
+            dlogits[row + j] = (softmax - (j == label ? onLabel : spread)) * scale;
         }
 
-        perSample[n] = lse - logits[row + label];
+        perSample[n] = s.LabelSmoothing == 0f
+            ? lse - logits[row + label]
+            : lse - ((1f - s.LabelSmoothing) * logits[row + label]) - (spread * logitSum);
     }
 
     /// <summary>
@@ -46,17 +54,17 @@ public static class LossKernels
     /// and gradient; after a barrier, thread 0 sums the per-sample losses in index order (no atomics) into loss[0].
     /// </summary>
     public static void SoftmaxCrossEntropyBatch(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> dlogits,
-        ArrayView<float> perSample, ArrayView<float> loss, int classes, int batch)
+        ArrayView<float> perSample, ArrayView<float> loss, LossShape s)
     {
-        for (int n = Group.IdxX; n < batch; n += Group.DimX)
+        for (int n = Group.IdxX; n < s.Batch; n += Group.DimX)
         {
-            SoftmaxCrossEntropyRows(n, logits, labels, dlogits, perSample, classes, batch);
+            SoftmaxCrossEntropyRows(n, logits, labels, dlogits, perSample, s);
         }
 
         Group.Barrier();
         if (Group.IdxX == 0)
         {
-            MeanInOrder(0, perSample, loss, batch);
+            MeanInOrder(0, perSample, loss, s.Batch);
         }
     }
 

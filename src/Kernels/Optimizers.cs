@@ -8,17 +8,20 @@ public readonly record struct SgdParams(float LearningRate, float Momentum, floa
     int Nesterov, int FirstStep);
 
 /// <summary>
-/// One Adam step in PyTorch's terms (torch.optim.Adam). StepSize = lr / (1 − β1^t) and
-/// SqrtCorrection2 = √(1 − β2^t) are computed once on the host in double, as PyTorch does.
+/// One Adam or AdamW step in PyTorch's terms (torch.optim.Adam, torch.optim.AdamW). StepSize = lr / (1 − β1^t) and
+/// SqrtCorrection2 = √(1 − β2^t) are computed once on the host in double, as PyTorch does. Adam's weight decay is
+/// L2 (WeightDecay·p added to the gradient, DecayFactor 1); AdamW's is decoupled (WeightDecay 0, the parameter first
+/// scaled by DecayFactor = 1 − lr·λ).
 /// </summary>
 public readonly record struct AdamParams(float StepSize, float SqrtCorrection2, float Beta1, float Beta2, float Epsilon,
-    float WeightDecay)
+    float WeightDecay, float DecayFactor)
 {
     /// <summary>The parameters of step <paramref name="step"/> (counting from 1).</summary>
     public static AdamParams ForStep(double learningRate, double beta1, double beta2, double epsilon, double weightDecay,
-        int step) =>
+        int step, bool decoupled = false) =>
         new((float)(learningRate / (1 - Math.Pow(beta1, step))), (float)Math.Sqrt(1 - Math.Pow(beta2, step)),
-            (float)beta1, (float)beta2, (float)epsilon, (float)weightDecay);
+            (float)beta1, (float)beta2, (float)epsilon, decoupled ? 0f : (float)weightDecay,
+            decoupled ? (float)(1 - (learningRate * weightDecay)) : 1f);
 }
 
 /// <summary>Parameter updates, one thread per parameter, with PyTorch's formulas. See docs/05-optimizers.md.</summary>
@@ -42,18 +45,19 @@ public static class OptimizerKernels
     }
 
     /// <summary>
-    /// g = grad + λ·p; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
+    /// p ← DecayFactor·p (AdamW); g = grad + λ·p (Adam); m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
     /// p −= StepSize · m / (√v / SqrtCorrection2 + ε).
     /// </summary>
     public static void Adam(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m,
         ArrayView<float> v, AdamParams h)
     {
-        float g = grad[i] + h.WeightDecay * param[i];
+        float p = param[i] * h.DecayFactor;
+        float g = grad[i] + h.WeightDecay * p;
         float mi = h.Beta1 * m[i] + (1f - h.Beta1) * g;
         float vi = h.Beta2 * v[i] + (1f - h.Beta2) * g * g;
         m[i] = mi;
         v[i] = vi;
         float denominator = XMath.Sqrt(vi) / h.SqrtCorrection2 + h.Epsilon;
-        param[i] -= h.StepSize * mi / denominator;
+        param[i] = p - (h.StepSize * mi / denominator);
     }
 }

@@ -310,21 +310,23 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
 
     [Theory]
     [Trait("Category", "GradientCheck")]
-    [InlineData(1, 1, 1f)]
-    [InlineData(5, 10, 3f)]
-    [InlineData(4, 7, 1000f)] // logits near ±1000: a naive exp overflows; the max shift must keep it finite
-    public void SoftmaxCrossEntropy_matches_reference(int batch, int classes, float scale)
+    [InlineData(1, 1, 1f, 0f)]
+    [InlineData(5, 10, 3f, 0f)]
+    [InlineData(4, 7, 1000f, 0f)] // logits near ±1000: a naive exp overflows; the max shift must keep it finite
+    [InlineData(5, 10, 3f, 0.1f)]
+    [InlineData(3, 4, 2f, 1f)]
+    public void SoftmaxCrossEntropy_matches_reference(int batch, int classes, float scale, float smoothing)
     {
         float[] z = TestData.Uniform(batch * classes, 20, -scale, scale);
         int[] labels = TestData.Labels(batch, classes, 21);
         var expectedGrad = new double[z.Length];
-        double expectedLoss = ReferenceMath.SoftmaxCrossEntropy<double>(TestData.Widen(z), labels, expectedGrad, batch, classes);
+        double expectedLoss = ReferenceMath.SoftmaxCrossEntropy<double>(TestData.Widen(z), labels, expectedGrad, batch, classes, smoothing);
 
         using var dz = Put(z, [batch, classes]);
         using var dlabels = Backend.Upload<int>([batch], labels);
         using var dgrad = Poisoned([batch, classes]);
         using var dloss = Poisoned([1]);
-        Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss);
+        Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss, smoothing);
         TensorAssert.Close([expectedLoss], Backend.DownloadArray(dloss), new Shape(1), 1e-5 * scale, 1e-5, $"{Backend.Name} loss");
         TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(batch, classes), 1e-6, 1e-4, $"{Backend.Name} dlogits");
     }
@@ -359,11 +361,13 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedV, Backend.DownloadArray(dv), shape, 1e-6, 1e-5, $"{Backend.Name} SGD velocity");
     }
 
-    [Fact]
+    [Theory]
     [Trait("Category", "CrossCheck")]
-    public void Adam_matches_reference_over_three_steps()
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Adam_matches_reference_over_three_steps(bool decoupled)
     {
-        var options = new AdamOptions(LearningRate: 0.01f, WeightDecay: 0.001f);
+        var options = new AdamOptions(LearningRate: 0.01f, WeightDecay: decoupled ? 0.1f : 0.001f, DecoupledWeightDecay: decoupled);
         Shape shape = new(11);
         float[] p = TestData.Uniform(shape.Size, 40);
         double[] expectedP = TestData.Widen(p), expectedM = new double[shape.Size], expectedV = new double[shape.Size];
@@ -375,13 +379,13 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
             float[] grad = TestData.Uniform(shape.Size, 40 + step);
             double stepSize = options.LearningRate / (1 - Math.Pow(options.Beta1, step));
             double sqrtC2 = Math.Sqrt(1 - Math.Pow(options.Beta2, step));
-            ReferenceMath.AdamUpdate<double>(stepSize, sqrtC2, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay,
-                expectedP, TestData.Widen(grad), expectedM, expectedV);
+            ReferenceMath.AdamUpdate<double>(stepSize, sqrtC2, options.Beta1, options.Beta2, options.Epsilon, decoupled ? 0 : options.WeightDecay,
+                decoupled ? 1 - (options.LearningRate * (double)options.WeightDecay) : 1, expectedP, TestData.Widen(grad), expectedM, expectedV);
             using var dgrad = Put(grad, shape);
             Backend.AdamUpdate(options, step, dp, dgrad, dm, dv);
         }
 
-        TensorAssert.Close(expectedP, Backend.DownloadArray(dp), shape, 1e-6, 1e-5, $"{Backend.Name} Adam parameters");
+        TensorAssert.Close(expectedP, Backend.DownloadArray(dp), shape, 1e-6, 1e-5, $"{Backend.Name} Adam parameters decoupled={decoupled}");
         TensorAssert.Close(expectedM, Backend.DownloadArray(dm), shape, 1e-6, 1e-5, $"{Backend.Name} Adam first moment");
     }
 

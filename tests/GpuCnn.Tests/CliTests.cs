@@ -103,7 +103,7 @@ public sealed partial class CliTests
     [InlineData(2, "error: --lr must be a finite number ≥ 0, got -1", "train", "--lr", "-1")]
     [InlineData(2, "error: --batch-size must be a positive integer, got 0", "train", "--batch-size", "0")]
     [InlineData(2, "error: --epochs must be a positive integer, got 0", "train", "--epochs", "0")]
-    [InlineData(2, "error: --optimizer must be sgd or adam, got 'rmsprop'", "train", "--optimizer", "rmsprop")]
+    [InlineData(2, "error: --optimizer must be sgd, adam or adamw, got 'rmsprop'", "train", "--optimizer", "rmsprop")]
     [InlineData(2, "error: layer 2 'dance(10)': unknown layer 'dance'", "train", "--arch", "flatten,dance(10)")]
     [InlineData(2, "error: layer 3 'conv(16,40)' on input (6,14,14): kernel 40x40 is larger than the padded input 14x14", "train", "--arch", "conv(6,5,pad=2),maxpool(2),conv(16,40),flatten,dense(10)", "--epochs", "1")]
     [InlineData(2, "error: layer 2 'residual(conv(8,3,stride=2,pad=1); conv(4,1))' on input (4,28,28): the body gives (8,14,14) but the shortcut gives (4,28,28); they must match to be added.", "train", "--arch", "conv(4,3,pad=1),residual(conv(8,3,stride=2,pad=1); conv(4,1)),flatten,dense(10)", "--epochs", "1")]

@@ -159,16 +159,18 @@ public sealed partial class GradientCheckTests
     }
 
     [Theory]
-    [InlineData(1, 3)]
-    [InlineData(6, 10)]
-    public void Softmax_cross_entropy_gradient_matches_finite_differences(int batch, int classes)
+    [InlineData(1, 3, 0)]
+    [InlineData(6, 10, 0)]
+    [InlineData(6, 10, 0.1)]
+    [InlineData(2, 5, 1)]
+    public void Softmax_cross_entropy_gradient_matches_finite_differences(int batch, int classes, double smoothing)
     {
         double[] z = TestData.Widen(TestData.Uniform(batch * classes, 11, -4f, 4f));
         int[] labels = TestData.Labels(batch, classes, 12);
-        double Loss() => ReferenceMath.SoftmaxCrossEntropy<double>(z, labels, new double[z.Length], batch, classes);
+        double Loss() => ReferenceMath.SoftmaxCrossEntropy<double>(z, labels, new double[z.Length], batch, classes, smoothing);
 
         var dz = new double[z.Length];
-        ReferenceMath.SoftmaxCrossEntropy<double>(z, labels, dz, batch, classes);
+        ReferenceMath.SoftmaxCrossEntropy<double>(z, labels, dz, batch, classes, smoothing);
         TensorAssert.Close(FiniteDifferences.Central(z, Loss), dz, new Shape(batch, classes), Atol, Rtol, "softmax cross-entropy ∂L/∂z");
     }
 

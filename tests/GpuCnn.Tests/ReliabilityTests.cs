@@ -48,12 +48,16 @@ public sealed class ReliabilityTests
         Assert.EndsWith("is not a gpucnn checkpoint (a model file? load it as initial weights instead). (--init)", notCheckpoint.ErrorLine, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void An_interruption_mid_epoch_resumes_bitwise()
+    [Theory]
+    [InlineData(LearningRateSchedule.Cosine, 0, Spec)]
+    [InlineData(LearningRateSchedule.Step, 11, Spec)] // the interruption (step 8) falls inside the warm-up
+    [InlineData(LearningRateSchedule.Constant, 3, "conv(4,3,pad=1,bias=false),batchnorm,relu,maxpool(2),flatten,dense(4),batchnorm")] // running statistics too
+    public void An_interruption_mid_epoch_resumes_bitwise(LearningRateSchedule schedule, int warmup, string spec)
     {
         using var temp = Fixtures.TempFolder();
         var data = TrainingTests.QuadrantData(40, seed: 1);
-        var options = new TrainingOptions(Epochs: 3, BatchSize: 8, Seed: 2, Schedule: LearningRateSchedule.Cosine);
+        var options = new TrainingOptions(Epochs: 3, BatchSize: 8, Seed: 2, Schedule: schedule, StepSize: 1, Gamma: 0.5f, WarmupSteps: warmup,
+            LabelSmoothing: 0.05f);
         var settings = new Dictionary<string, string> { ["test"] = "1" };
         using var backend = IlgpuDevices.OpenCpuAccelerator();
 
@@ -72,7 +76,7 @@ public sealed class ReliabilityTests
         Sequential Train(Backend on, Dataset d, TrainingOptions o, string? resumeFrom, Action<Sequential, Optimizer, TrainingState>? save,
             Action<int, int>? afterBatch, CancellationToken token = default)
         {
-            var model = Sequential.Create(Spec, [1, 8, 8], on, seed: 3);
+            var model = Sequential.Create(spec, [1, 8, 8], on, seed: 3);
             using var optimizer = new Sgd(on, model.NamedParameters(), new SgdOptions(0.1f, 0.9f, WeightDecay: 0.01f, Nesterov: true));
             var start = resumeFrom is null ? null : CheckpointFile.Restore(resumeFrom, model, optimizer, settings);
             new Trainer(model, optimizer, o).Fit(d, null, null, afterBatch is null ? null : new SyncProgress(p => afterBatch(p.Epoch, p.Batch)),
@@ -142,6 +146,7 @@ public sealed class ReliabilityTests
         using var temp = Fixtures.TempFolder();
         var data = TrainingTests.QuadrantData(16, seed: 1);
         var settings = new Cli.TrainSettings(Spec, Epochs: 1, BatchSize: 8, "sgd", 0.05f, 0.9f, 0f, LearningRateSchedule.Constant,
+            StepSize: 1, Gamma: 0.1f, Warmup: 0, LabelSmoothing: 0f,
             Seed: 1, Out: temp.File("m.safetensors"), Init: null, Checkpoint: null, Resume: null);
         var output = new StringWriter();
         var error = new StringWriter();

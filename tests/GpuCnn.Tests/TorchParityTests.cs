@@ -46,7 +46,8 @@ public abstract class TorchParityTests(BackendFixture fixture)
         {
             "train", "--arch", info.GetProperty("arch").GetString()!, "--init", Fixtures.Torch($"{name}.init.safetensors"),
             "--images", Fixtures.Torch($"{name}.images.npy"), "--labels", Fixtures.Torch($"{name}.labels.npy"),
-            "--epochs", "1", "--batch-size", info.GetProperty("count").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--epochs", info.TryGetProperty("epochs", out var epochs) ? epochs.GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture) : "1",
+            "--batch-size", info.GetProperty("count").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--optimizer", optimizer, "--lr", info.GetProperty("lr").GetDouble().ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--weight-decay", info.GetProperty("weight_decay").GetDouble().ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--device", backend.Name, "--out", temp.File("after.safetensors"),
@@ -54,6 +55,17 @@ public abstract class TorchParityTests(BackendFixture fixture)
         if (optimizer == "sgd")
         {
             args.AddRange(["--momentum", info.GetProperty("momentum").GetDouble().ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
+        }
+
+        // Several full-batch steps (one per epoch) under a schedule with warm-up, and label smoothing, where the case has them.
+        foreach (var (key, option) in (ReadOnlySpan<(string, string)>)[("schedule", "--schedule"), ("step_size", "--step-size"),
+            ("gamma", "--gamma"), ("warmup", "--warmup"), ("label_smoothing", "--label-smoothing")])
+        {
+            if (info.TryGetProperty(key, out var value))
+            {
+                args.AddRange([option, value.ValueKind == System.Text.Json.JsonValueKind.String
+                    ? value.GetString()! : value.GetDouble().ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
+            }
         }
 
         var result = CliRunner.Run([.. args]);
@@ -71,6 +83,32 @@ public abstract class TorchParityTests(BackendFixture fixture)
         string epochLine = result.Out.Split('\n').First(l => l.StartsWith("epoch 1:", StringComparison.Ordinal));
         double loss = double.Parse(epochLine.Split("loss ")[1].Split(',')[0], System.Globalization.CultureInfo.InvariantCulture);
         Assert.Equal(info.GetProperty("loss").GetDouble(), loss, 4);
+    }
+}
+
+/// <summary>The learning rate of every step against PyTorch's own schedulers (StepLR, CosineAnnealingLR, LinearLR warm-up).</summary>
+public sealed class TorchScheduleParityTests
+{
+    [Theory]
+    [InlineData("step")]
+    [InlineData("cosine")]
+    [InlineData("constant")]
+    public void Learning_rates_match_pytorch_schedulers_step_by_step(string name)
+    {
+        var s = Fixtures.Manifest.GetProperty("schedules").GetProperty(name);
+        int epochs = s.GetProperty("epochs").GetInt32(), perEpoch = s.GetProperty("steps_per_epoch").GetInt32();
+        var options = new Models.TrainingOptions(Epochs: epochs,
+            Schedule: Enum.Parse<Models.LearningRateSchedule>(s.GetProperty("schedule").GetString()!, ignoreCase: true),
+            StepSize: s.TryGetProperty("step_size", out var size) ? size.GetInt32() : 1,
+            Gamma: s.TryGetProperty("gamma", out var gamma) ? gamma.GetSingle() : 0.1f, WarmupSteps: s.GetProperty("warmup").GetInt32());
+        double[] expected = [.. s.GetProperty("rates").EnumerateArray().Select(r => r.GetDouble())];
+        var actual = new float[expected.Length];
+        for (int step = 0; step < expected.Length; step++)
+        {
+            actual[step] = options.LearningRateAt(s.GetProperty("lr").GetSingle(), (step / perEpoch) + 1, step);
+        }
+
+        TensorAssert.Close(expected, actual, new Shape(expected.Length), 1e-9, 1e-6, $"{name} learning rates");
     }
 }
 

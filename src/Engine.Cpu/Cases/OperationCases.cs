@@ -94,6 +94,7 @@ public static partial class OperationCases
         }
 
         yield return SoftmaxCrossEntropy(random.Next(1, 300), random.Next(2, 20), random.Next());
+        yield return SoftmaxCrossEntropy(random.Next(1, 300), random.Next(2, 20), random.Next(), labelSmoothing: 0.1f);
         yield return Bias(2, 7, 30, random.Next());
         yield return Add(3 * 101, random.Next());
         yield return BatchNorm([random.Next(1, 5), random.Next(1, 9), random.Next(1, 7), random.Next(2, 7)], random.Next());
@@ -276,8 +277,8 @@ public static partial class OperationCases
         });
 
     /// <summary>Fused softmax + cross-entropy: the loss and dlogits, on logits spread over ±30.</summary>
-    public static OperationCase SoftmaxCrossEntropy(int batch, int classes, int seed) =>
-        new("softmax cross-entropy", $"({batch},{classes})", null, backend =>
+    public static OperationCase SoftmaxCrossEntropy(int batch, int classes, int seed, float labelSmoothing = 0f) =>
+        new(labelSmoothing == 0f ? "softmax cross-entropy" : $"softmax cross-entropy, label smoothing {labelSmoothing}", $"({batch},{classes})", null, backend =>
         {
             var random = new Random(seed);
             var run = new PreparedRun(backend);
@@ -285,7 +286,7 @@ public static partial class OperationCases
             var labels = run.Labels([.. Enumerable.Range(0, batch).Select(_ => random.Next(classes))]);
             var dz = run.Output([batch, classes]);
             var loss = run.Output([1]);
-            return run.Does(() => backend.SoftmaxCrossEntropy(z, labels, dz, loss));
+            return run.Does(() => backend.SoftmaxCrossEntropy(z, labels, dz, loss, labelSmoothing));
         });
 
     /// <summary>The bias gradient of y, then y += b.</summary>

@@ -548,9 +548,10 @@ public sealed partial class IlgpuBackend : Backend
 
     /// <inheritdoc/>
     protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> dlogits, DeviceTensor<float> loss)
+        DeviceTensor<float> dlogits, DeviceTensor<float> loss, float labelSmoothing)
     {
         int batch = logits.Shape[0], classes = logits.Shape[1];
+        var shape = new LossShape(classes, batch, labelSmoothing);
         var perSample = _workspace.Get(IlgpuWorkspace.Slot.PerSampleLoss, batch);
         if (batch <= 4096)
         {
@@ -558,12 +559,12 @@ public sealed partial class IlgpuBackend : Backend
             int threads = Math.Min(Math.Min(256, _profile.MaxGroupThreads), batch);
             _launch.NextSerial((long)((batch + threads - 1) / threads) * classes * 3);
             _launch.Run(LossKernels.SoftmaxCrossEntropyBatch, new KernelConfig(1, threads), View(logits), View(labels), View(dlogits),
-                perSample, View(loss), classes, batch);
+                perSample, View(loss), shape);
             return;
         }
 
         _launch.NextSerial(classes * 3);
-        _launch.Run(LossKernels.SoftmaxCrossEntropyRows, batch, View(logits), View(labels), View(dlogits), perSample, classes, batch);
+        _launch.Run(LossKernels.SoftmaxCrossEntropyRows, batch, View(logits), View(labels), View(dlogits), perSample, shape);
         _launch.NextSerial(batch);
         _launch.Run(LossKernels.MeanInOrder, 1, perSample, View(loss), batch);
     }

@@ -56,7 +56,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 bool resumed = epoch == state.Epoch;
-                Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch);
+                Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch, Optimizer.StepCount);
                 backend.Upload<int>(EpochOrder(train.Count, epoch), data.Order);
                 Model.Train();
                 metrics.Reset(resumed ? state.LossSum : 0f, resumed ? state.CorrectSum : 0f);
@@ -70,8 +70,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                         throw new TrainingInterruptedException(stopped);
                     }
 
+                    if (Options.WarmupSteps > 0 && Optimizer.StepCount <= Options.WarmupSteps)
+                    {
+                        // Per batch while warming up, and once more for the first step after it.
+                        Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch, Optimizer.StepCount);
+                    }
+
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
-                    var (_, dlogits) = ForwardBatch(Model, data, batches, start, size, metrics, loss, b + 1);
+                    var (_, dlogits) = ForwardBatch(Model, data, batches, start, size, metrics, loss, b + 1, Options.LabelSmoothing);
                     Model.Backward(dlogits);
                     Optimizer.Step();
                     progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount));
@@ -141,7 +147,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             for (int start = 0; start < data.Count; start += batchSize)
             {
                 int size = Math.Min(batchSize, data.Count - start);
-                var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1);
+                var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1, labelSmoothing: 0f);
                 backend.Argmax(logits, predictions, start);
             }
         }
@@ -166,17 +172,18 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
 
     /// <summary>
     /// Samples order[start … start+size) through the model on the device: gather, forward, loss and its gradient,
-    /// metrics. Returns the logits and the loss gradient (both owned by the model and the batch buffers).
+    /// metrics. Returns the logits and the loss gradient (both owned by the model and the batch buffers). Label
+    /// smoothing applies to the training loss only: evaluation reports plain cross-entropy.
     /// </summary>
     private static (DeviceTensor<float> Logits, DeviceTensor<float> DLogits) ForwardBatch(Sequential model, DeviceDataset data,
-        BatchBuffers batches, int start, int size, RunningMetrics metrics, DeviceTensor<float> loss, int batchIndex)
+        BatchBuffers batches, int start, int size, RunningMetrics metrics, DeviceTensor<float> loss, int batchIndex, float labelSmoothing)
     {
         var backend = model.Backend;
         var (x, y, dlogits) = batches.For(size);
         backend.GatherRows(data.Images, data.Order, start, x);
         backend.GatherRows(data.Labels, data.Order, start, y);
         var logits = model.Forward(x);
-        backend.SoftmaxCrossEntropy(logits, y, dlogits, loss);
+        backend.SoftmaxCrossEntropy(logits, y, dlogits, loss, labelSmoothing);
         metrics.Accumulate(logits, y, loss, batchIndex);
         return (logits, dlogits);
     }

@@ -8,21 +8,56 @@ public enum LearningRateSchedule
 
     /// <summary>lr·½(1 + cos(π·(epoch − 1)/epochs)) in each epoch: full at the start, small at the end (PyTorch's CosineAnnealingLR stepped per epoch).</summary>
     Cosine,
+
+    /// <summary>lr·γ^⌊(epoch − 1)/stepSize⌋: multiplied by γ every stepSize epochs (PyTorch's StepLR stepped per epoch).</summary>
+    Step,
 }
 
-/// <summary>Trainer settings: epochs, batch size, the shuffling seed, the learning-rate schedule.</summary>
+/// <summary>
+/// Trainer settings: epochs, batch size, the shuffling seed, the learning-rate schedule (with <see cref="StepSize"/>
+/// and <see cref="Gamma"/> for <see cref="LearningRateSchedule.Step"/>), a linear warm-up over the first
+/// <see cref="WarmupSteps"/> optimizer steps, and PyTorch's label smoothing for the training loss.
+/// </summary>
 public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int Seed = 0, bool Shuffle = true,
-    LearningRateSchedule Schedule = LearningRateSchedule.Constant)
+    LearningRateSchedule Schedule = LearningRateSchedule.Constant, int StepSize = 1, float Gamma = 0.1f, int WarmupSteps = 0,
+    float LabelSmoothing = 0f)
 {
-    /// <summary>The learning rate of <paramref name="epoch"/> (1-based) for a base rate.</summary>
-    public float LearningRateAt(float baseRate, int epoch) => Schedule == LearningRateSchedule.Cosine
-        ? (float)(baseRate * 0.5 * (1 + Math.Cos(Math.PI * (epoch - 1) / Epochs)))
-        : baseRate;
+    /// <summary>
+    /// The learning rate of <paramref name="epoch"/> (1-based) for a base rate, at optimizer step
+    /// <paramref name="step"/> (0-based: steps taken before this one; warm-up over by default): the schedule's
+    /// per-epoch factor, times min(1, (step + 1)/warm-up) while warming up — PyTorch's LambdaLR stepped per batch.
+    /// </summary>
+    public float LearningRateAt(float baseRate, int epoch, int step = int.MaxValue)
+    {
+        double factor = Schedule switch
+        {
+            LearningRateSchedule.Cosine => 0.5 * (1 + Math.Cos(Math.PI * (epoch - 1) / Epochs)),
+            LearningRateSchedule.Step => Math.Pow(Gamma, (epoch - 1) / StepSize),
+            _ => 1,
+        };
+        if (step < WarmupSteps)
+        {
+            factor *= (step + 1.0) / WarmupSteps;
+        }
+
+        return (float)(baseRate * factor);
+    }
 
     /// <summary>Throws naming the bad setting.</summary>
     public void Validate()
     {
         Checks.Positive("Training", "epochs", Epochs);
         Checks.Positive("Training", "batch size", BatchSize);
+        Checks.Positive("Training", "step size", StepSize);
+        Checks.FiniteNonNegative("Training", "gamma", Gamma);
+        if (WarmupSteps < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"Training: warm-up steps must be ≥ 0, got {WarmupSteps}.");
+        }
+
+        if (!(LabelSmoothing >= 0f && LabelSmoothing <= 1f))
+        {
+            throw new ArgumentOutOfRangeException(nameof(LabelSmoothing), LabelSmoothing, $"Training: label smoothing must lie in [0, 1], got {LabelSmoothing}.");
+        }
     }
 }

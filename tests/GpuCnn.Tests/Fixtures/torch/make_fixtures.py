@@ -153,7 +153,45 @@ TRAIN_CASES = {
                       "conv(4,3,pad=1,bias=false),batchnorm(momentum=0.5); conv(4,1,stride=2,bias=false),batchnorm),relu,"
                       "globalavgpool,flatten,dense(5),batchnorm,dense(3)", [1, 8, 8], 6,
                       dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
+    "adamw": ("conv(3,3),relu,flatten,dense(4)", [1, 6, 6], 5, dict(optimizer="adamw", lr=0.01, weight_decay=0.1)),
+    # Four full-batch steps (one per epoch): StepLR (per epoch) after a linear warm-up (per step), label smoothing.
+    "smoothing_schedule": ("conv(4,3,pad=1,bias=false),batchnorm,relu,globalavgpool,flatten,dense(3)", [2, 6, 6], 6,
+                           dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, label_smoothing=0.1, epochs=4,
+                                schedule="step", step_size=2, gamma=0.5, warmup=3)),
 }
+
+# Learning rates per optimizer step from PyTorch's own schedulers: the epoch schedule (StepLR or CosineAnnealingLR,
+# stepped per epoch) times the warm-up (LinearLR from 1/N to 1 over N steps, stepped per batch).
+SCHEDULES = {
+    "step": dict(lr=0.1, epochs=6, steps_per_epoch=3, schedule="step", step_size=2, gamma=0.3, warmup=5),
+    "cosine": dict(lr=0.05, epochs=5, steps_per_epoch=2, schedule="cosine", warmup=3),
+    "constant": dict(lr=0.01, epochs=2, steps_per_epoch=4, schedule="constant", warmup=6),
+}
+
+
+def schedule_rates(s):
+    """lr of every optimizer step under PyTorch's schedulers, as the engine's --schedule/--warmup define them."""
+    epoch_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=s["lr"])
+    if s["schedule"] == "step":
+        epoch_sched = torch.optim.lr_scheduler.StepLR(epoch_opt, step_size=s["step_size"], gamma=s["gamma"])
+    elif s["schedule"] == "cosine":
+        epoch_sched = torch.optim.lr_scheduler.CosineAnnealingLR(epoch_opt, T_max=s["epochs"])
+    else:
+        epoch_sched = torch.optim.lr_scheduler.ConstantLR(epoch_opt, factor=1.0)
+    warm_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    n = s["warmup"]
+    warm_sched = torch.optim.lr_scheduler.LinearLR(warm_opt, start_factor=1.0 / n, end_factor=1.0, total_iters=n - 1) if n > 0 else None
+    rates = []
+    for _ in range(s["epochs"]):
+        for _ in range(s["steps_per_epoch"]):
+            factor = warm_opt.param_groups[0]["lr"] if warm_sched else 1.0
+            rates.append(epoch_opt.param_groups[0]["lr"] * factor)
+            if warm_sched:
+                warm_opt.step()
+                warm_sched.step()
+        epoch_opt.step()
+        epoch_sched.step()
+    return rates
 
 def main():
     manifest = {"torch": torch.__version__, "predict": {}, "train": {}}
@@ -182,15 +220,26 @@ def main():
         np.save(f"{name}.labels.npy", y.numpy().astype(np.int64))
         if hp["optimizer"] == "sgd":
             opt = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+        elif hp["optimizer"] == "adamw":
+            opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
         else:
             opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        epochs = hp.get("epochs", 1)
+        rates = schedule_rates(dict(hp, steps_per_epoch=1, epochs=epochs)) if "schedule" in hp else [hp["lr"]] * epochs
+        first_loss = None
+        for rate in rates:  # one full-batch step per epoch
+            for group in opt.param_groups:
+                group["lr"] = rate
+            loss = F.cross_entropy(model(x), y, label_smoothing=hp.get("label_smoothing", 0.0))
+            first_loss = loss.item() if first_loss is None else first_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        loss = torch.tensor(first_loss)
         save_safetensors(f"{name}.after.safetensors", model.state_dict(), {"format": "pt"})
         manifest["train"][name] = {"arch": spec, "input": "x".join(map(str, shape)), "count": n, "loss": loss.item(), **hp}
 
+    manifest["schedules"] = {name: dict(s, rates=schedule_rates(s)) for name, s in SCHEDULES.items()}
     with open("manifest.json", "w") as f:
         json.dump(manifest, f, indent=2)
     print("wrote", len(PREDICT_CASES), "predict and", len(TRAIN_CASES), "train fixtures")
