@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""LeNet-5 (or, with --net convnet, a two-conv net of 32 and 64 3×3 channels) on the bundled MNIST sample in PyTorch, with the same pipeline as `gpucnn train`:
+"""LeNet-5 (or, with --net convnet, a two-conv net of 32 and 64 3×3 channels; with --net resnet8, gpucnn's resnet8) on the bundled MNIST sample in PyTorch, with the same pipeline as `gpucnn train`:
 pixels / 255 normalised with MNIST's mean 0.1307 and std 0.3081, PyTorch default init, SGD (lr, momentum), batch 64, shuffled each epoch, cross-entropy.
 Prints per-epoch test accuracy and the whole process wall time, for side-by-side comparison.
 On CUDA (`--device cuda`: TF32 off, cudnn.benchmark on) the dataset lives on the GPU, as in `gpucnn train`, and each
@@ -29,6 +29,32 @@ def idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank).reshape(dims)
 
 
+class Residual(nn.Module):
+    """gpucnn's residual(BODY; SHORTCUT): body(x) + shortcut(x), an empty shortcut being the identity."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut if shortcut is not None else nn.Sequential()
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
+def resnet8(channels):
+    """gpucnn's ArchitectureSpec.ResNet8 (`--arch resnet8`), module for module, so state-dict keys match too."""
+    def conv(cin, cout, k, stride=1):
+        return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+
+    def block(cin, cout, stride):
+        body = nn.Sequential(conv(cin, cout, 3, stride), nn.BatchNorm2d(cout), nn.ReLU(), conv(cout, cout, 3), nn.BatchNorm2d(cout))
+        shortcut = nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout)) if stride != 1 else None
+        return [Residual(body, shortcut), nn.ReLU()]
+
+    return nn.Sequential(conv(channels, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), *block(16, 16, 1), *block(16, 32, 2), *block(32, 64, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "data", "mnist-sample"))
@@ -40,7 +66,12 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--raw", action="store_true", help="pixels / 255 only, without the MNIST mean/std normalisation")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--net", default="lenet", choices=["lenet", "convnet"],
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    p.add_argument("--weight-decay", type=float, default=None, help="default 0 for sgd, 0.01 for adamw (PyTorch's)")
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"], help="per epoch, as gpucnn's --schedule")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--augment-crop", type=int, default=0, help="random crop after zero padding by this much (gpucnn's --augment crop=PAD)")
+    p.add_argument("--net", default="lenet", choices=["lenet", "convnet", "resnet8"],
                    help="convnet: gpucnn's conv(32,3,pad=1),relu,maxpool(2),conv(64,3,pad=1),relu,maxpool(2),flatten,dense(128),relu,dense(10)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -65,24 +96,38 @@ def main():
         model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
                               nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                               nn.Linear(84, 10)).to(device)
+    elif a.net == "resnet8":
+        model = resnet8(1).to(device)
     else:
         model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
                               nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
                               nn.Linear(128, 10)).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
+    if a.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay or 0.0)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01 if a.weight_decay is None else a.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs) if a.schedule == "cosine" else None
+    pad = a.augment_crop
     for epoch in range(1, a.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(len(xtr), device=device)
         for i in range(0, len(xtr), a.batch_size):
             idx_ = perm[i:i + a.batch_size]
-            loss = F.cross_entropy(model(xtr[idx_]), ytr[idx_])
+            x = xtr[idx_]
+            if pad:  # a random crop of the zero-padded image per sample, as gpucnn's --augment crop=PAD
+                padded = F.pad(x, (pad, pad, pad, pad))
+                offsets = torch.randint(0, 2 * pad + 1, (len(x), 2))
+                x = torch.stack([padded[n, :, dy:dy + x.shape[2], dx:dx + x.shape[3]] for n, (dy, dx) in enumerate(offsets.tolist())])
+            loss = F.cross_entropy(model(x), ytr[idx_], label_smoothing=a.label_smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item()  # .item() synchronises
+        if sched:
+            sched.step()
         print(f"epoch {epoch}: test accuracy {acc * 100:.2f}% ({time.perf_counter() - t0:.2f} s)")
     print(f"test accuracy: {acc * 100:.2f}%")
     print(f"wall time: {time.perf_counter() - START:.2f} s (threads {a.threads})")

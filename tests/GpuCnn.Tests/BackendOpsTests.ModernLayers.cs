@@ -70,4 +70,53 @@ public abstract partial class BackendOpsTests
         var channels = Assert.Throws<ArgumentException>(() => Backend.BatchNormForward(false, x, wrong, c, c, c, 0.1f, 1e-5f, x, c, c));
         Assert.Contains("BatchNormForward: weight has shape (4), expected (3)", channels.Message, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [Trait("Category", "CrossCheck")]
+    [InlineData(0f)]
+    [InlineData(0.3f)]
+    [InlineData(0.9f)]
+    public void Dropout_matches_reference_and_pytorch_semantics(float p)
+    {
+        const int count = 20_000;
+        const uint key = 12345;
+        float[] x = TestData.Uniform(count, 41, 0.5f, 2f);
+        var expected = new double[count];
+        ReferenceMath.Dropout<double>(TestData.Widen(x), expected, p, 1f / (1f - p), key);
+
+        using var tx = Put(x, [count]);
+        using var ty = Poisoned([count]);
+        Backend.Dropout(tx, ty, p, key);
+        float[] y = Backend.DownloadArray(ty);
+        TensorAssert.Close(expected, y, new Shape(count), 0, 1e-7, $"{Backend.Name} dropout({p})");
+
+        // PyTorch's inverted dropout: a kept element is x·(1/(1 − p)) in float; about a fraction p is zeroed.
+        float scale = 1f / (1f - p);
+        int dropped = 0;
+        for (int i = 0; i < count; i++)
+        {
+            Assert.True(y[i] == 0f || y[i] == x[i] * scale, $"element {i}: {y[i]} is neither 0 nor x·{scale}");
+            dropped += y[i] == 0f ? 1 : 0;
+        }
+
+        Assert.InRange(dropped / (double)count, p - 0.015, p + 0.015); // 5σ of a binomial fraction over 20,000 draws is < 0.015
+
+        // The same key gives the same mask; another key another one.
+        using var again = Poisoned([count]);
+        Backend.Dropout(tx, again, p, key);
+        TensorAssert.Identical<float>(y, Backend.DownloadArray(again), "same key");
+        if (p > 0f)
+        {
+            Backend.Dropout(tx, again, p, key + 1);
+            Assert.NotEqual(y, Backend.DownloadArray(again));
+        }
+    }
+
+    [Fact]
+    public void Dropout_rejects_p_outside_zero_to_one()
+    {
+        using var x = Backend.Allocate<float>(new Shape(4));
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => Backend.Dropout(x, x, 1f, 0));
+        Assert.Contains("Dropout: p must lie in [0, 1), got 1", error.Message, StringComparison.Ordinal);
+    }
 }

@@ -66,4 +66,24 @@ public sealed partial class GradientCheckTests
 
     internal static BatchNormShape BatchNormShapeOf(Shape shape, bool training) =>
         new(shape[1], shape.SizeFrom(2), shape[0] * shape.SizeFrom(2), 0.1f, 1e-5f, training ? 1 : 0);
+
+    [Fact]
+    public void Dropout_gradient_is_the_same_mask_applied_to_dy()
+    {
+        const int count = 40;
+        const float p = 0.4f;
+        double[] x = TestData.Widen(TestData.Uniform(count, 27));
+        double[] probe = TestData.Widen(TestData.Uniform(count, 28));
+        double scale = 1 / (1 - (double)p);
+        double Loss()
+        {
+            var y = new double[count];
+            ReferenceMath.Dropout<double>(x, y, p, scale, 77);
+            return Dot(y, probe);
+        }
+
+        var dx = new double[count];
+        ReferenceMath.Dropout<double>(probe, dx, p, scale, 77);
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, new Shape(count), Atol, Rtol, "dropout ∂L/∂x");
+    }
 }

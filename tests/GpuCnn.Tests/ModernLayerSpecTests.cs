@@ -83,4 +83,36 @@ public sealed class ModernLayerSpecTests
             File.Delete(path);
         }
     }
+
+    [Theory]
+    [InlineData("dropout(1)", "dropout: p 1 lies outside [0, 1).")]
+    [InlineData("dropout(-0.1)", "dropout: p -0.1 lies outside [0, 1).")]
+    [InlineData("dropout", "missing p: write dropout(P), e.g. dropout(0.5).")]
+    public void Bad_dropout_probabilities_are_refused(string spec, string message) =>
+        Assert.Contains(message, Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(spec)).Message, StringComparison.Ordinal);
+
+    [Fact]
+    public void Dropout_is_the_identity_in_evaluation_and_draws_a_new_mask_each_training_batch()
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create("flatten,dropout(0.5),dense(3)", [1, 4, 4], backend);
+        var dropout = (Dropout)model.Layers[1];
+        using var x = backend.Upload<float>([2, 1, 4, 4], TestData.Uniform(32, 3, 0.5f, 1f));
+        float[] Masked() => backend.DownloadArray(dropout.Forward(model.Layers[0].Forward(x)));
+
+        model.Eval();
+        Assert.Equal(backend.DownloadArray(x), Masked());
+
+        model.Train();
+        model.SetRandomKey(7);
+        model.Forward(x);
+        float[] first = backend.DownloadArray(dropout.Forward(model.Layers[0].Forward(x)));
+        model.Forward(x); // no key set: the model advances its stream
+        float[] second = backend.DownloadArray(dropout.Forward(model.Layers[0].Forward(x)));
+        Assert.NotEqual(first, second);
+        Assert.Contains(0f, first);
+        model.SetRandomKey(7);
+        model.Forward(x);
+        TensorAssert.Identical<float>(first, backend.DownloadArray(dropout.Forward(model.Layers[0].Forward(x))), "the same key again");
+    }
 }

@@ -51,7 +51,7 @@ public sealed class ReliabilityTests
     [Theory]
     [InlineData(LearningRateSchedule.Cosine, 0, Spec)]
     [InlineData(LearningRateSchedule.Step, 11, Spec)] // the interruption (step 8) falls inside the warm-up
-    [InlineData(LearningRateSchedule.Constant, 3, "conv(4,3,pad=1,bias=false),batchnorm,relu,maxpool(2),flatten,dense(4),batchnorm")] // running statistics too
+    [InlineData(LearningRateSchedule.Constant, 3, "conv(4,3,pad=1,bias=false),batchnorm,relu,maxpool(2),flatten,dropout(0.3),dense(4),batchnorm")] // running statistics and dropout masks too
     public void An_interruption_mid_epoch_resumes_bitwise(LearningRateSchedule schedule, int warmup, string spec)
     {
         using var temp = Fixtures.TempFolder();

@@ -73,6 +73,14 @@ public abstract class Layer : IDisposable
     public virtual void SetTraining(bool training) => Training = training;
 
     /// <summary>
+    /// The key of the random stream for the next forward pass (dropout's mask); containers derive a distinct key for
+    /// each child. Layers without randomness ignore it.
+    /// </summary>
+    public virtual void SetRandomKey(uint key)
+    {
+    }
+
+    /// <summary>
     /// The trainable parameters with their state-dict names relative to this layer ("weight"; a container prefixes
     /// its children's names, e.g. "body.0.weight"). Optimizers see these and nothing else.
     /// </summary>

@@ -74,6 +74,14 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers) : IDisposable
         return needInputGradient ? gradient : null;
     }
 
+    public void SetRandomKey(uint key)
+    {
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            Layers[i].SetRandomKey(Kernels.CounterRandom.Derive(key, (uint)i));
+        }
+    }
+
     public void SetTraining(bool training)
     {
         foreach (var layer in Layers)

@@ -19,6 +19,7 @@ public static class LayerRegistry
         ["dense"] = Dense.Parse,
         ["residual"] = Residual.Parse,
         ["batchnorm"] = BatchNorm.Parse,
+        ["dropout"] = Dropout.Parse,
         ["relu"] = Activation(default(Relu)),
         ["leakyrelu"] = args => ActivationLayer.Create(new LeakyRelu(args.OptionalFloat(0, "negative slope", 0.01f))),
         ["sigmoid"] = Activation(default(Sigmoid)),

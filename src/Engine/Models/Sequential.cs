@@ -9,6 +9,8 @@ public sealed class Sequential : IDisposable
 {
     private readonly Dictionary<int, DeviceTensor<float>> _inputs = [];
     private readonly LayerChain _chain;
+    private uint _randomKey;
+    private bool _randomKeyFresh;
 
     /// <summary>Builds the layers for per-sample inputs of <paramref name="inputShape"/> (e.g. (1,28,28)), seeded.</summary>
     public Sequential(IEnumerable<Layer> layers, Shape inputShape, Backend backend, int seed = 0)
@@ -23,6 +25,7 @@ public sealed class Sequential : IDisposable
 
         Backend = backend;
         InputShape = inputShape;
+        _randomKey = Kernels.CounterRandom.Hash(0xD5A61266u, unchecked((uint)seed));
         Shape shape;
         try
         {
@@ -80,6 +83,17 @@ public sealed class Sequential : IDisposable
     /// <summary>The state-dict keys that hold counters: files store them as int64, as PyTorch does.</summary>
     public IReadOnlySet<string> CounterKeys => NamedCounters().Select(c => c.Key).ToHashSet(StringComparer.Ordinal);
 
+    /// <summary>
+    /// The random stream of the next training forward pass (dropout's masks): the trainer sets it for every batch
+    /// from the seed, epoch and batch, so a run repeats, and a resumed run continues, bitwise. When it is not set,
+    /// each training forward advances it (different masks every batch, repeatable from the model's seed).
+    /// </summary>
+    public void SetRandomKey(uint key)
+    {
+        _randomKey = key;
+        _randomKeyFresh = true;
+    }
+
     /// <summary>Training mode for every layer, as PyTorch's <c>model.train()</c>.</summary>
     public void Train() => SetTraining(true);
 
@@ -105,6 +119,17 @@ public sealed class Sequential : IDisposable
         if (!fits)
         {
             throw new ArgumentException($"Sequential.Forward: input has shape {x.Shape}, the model expects (N,{string.Join(",", InputShape.ToArray())}).", nameof(x));
+        }
+
+        if (Training)
+        {
+            if (!_randomKeyFresh)
+            {
+                _randomKey = Kernels.CounterRandom.Derive(_randomKey, 0x9E37u);
+            }
+
+            _randomKeyFresh = false;
+            _chain.SetRandomKey(_randomKey);
         }
 
         return _chain.Forward(x);

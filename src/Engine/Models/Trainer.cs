@@ -77,6 +77,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     }
 
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
+                    Model.SetRandomKey(BatchKey(epoch, b));
                     var (_, dlogits) = ForwardBatch(Model, data, batches, start, size, metrics, loss, b + 1, Options.LabelSmoothing);
                     Model.Backward(dlogits);
                     Optimizer.Step();
@@ -118,6 +119,10 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var batches = new BatchBuffers(model.Backend, model);
         return Evaluate(model, batchSize, data, batches, metrics, loss);
     }
+
+    /// <summary>The random key of training batch <paramref name="batch"/> (0-based) of <paramref name="epoch"/>: it depends only on (seed, epoch, batch).</summary>
+    public uint BatchKey(int epoch, int batch) =>
+        Kernels.CounterRandom.Derive(Kernels.CounterRandom.Derive(Kernels.CounterRandom.Hash(0x7F4A7C15u, unchecked((uint)Options.Seed)), (uint)epoch), (uint)batch);
 
     /// <summary>The sample order of an epoch: a seeded shuffle that depends only on (seed, epoch), so a resumed run repeats it.</summary>
     public int[] EpochOrder(int count, int epoch)

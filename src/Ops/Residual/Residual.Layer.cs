@@ -60,6 +60,13 @@ public sealed class Residual : Layer
             .Concat(_shortcut.NamedCounters().Select(c => ("shortcut." + c.Name, c.Counter)));
 
     /// <inheritdoc/>
+    public override void SetRandomKey(uint key)
+    {
+        _body.SetRandomKey(Kernels.CounterRandom.Derive(key, 1));
+        _shortcut.SetRandomKey(Kernels.CounterRandom.Derive(key, 2));
+    }
+
+    /// <inheritdoc/>
     public override void SetTraining(bool training)
     {
         base.SetTraining(training);

@@ -134,6 +134,8 @@ PREDICT_CASES = {
     "batchnorm": ("conv(4,3,pad=1,bias=false),batchnorm,relu,residual(conv(4,3,pad=1,bias=false),batchnorm(momentum=0.3),relu,"
                   "conv(4,3,pad=1,bias=false),batchnorm; conv(4,1,bias=false),batchnorm(eps=0.001)),relu,globalavgpool,flatten,"
                   "dense(6),batchnorm,relu,dense(3)", [2, 7, 7], 3),
+    # Evaluation mode: dropout is the identity.
+    "dropout": ("conv(3,3),relu,dropout(0.25),flatten,dense(8),dropout(0.5),relu,dense(3)", [1, 6, 6], 4),
 }
 
 # Training batches run through a predict case before its weights are saved, so its running statistics are not the

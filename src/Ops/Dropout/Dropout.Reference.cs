@@ -1,0 +1,26 @@
+using System.Numerics;
+using GpuCnn.Kernels;
+
+namespace GpuCnn.Cpu;
+
+/// <summary>The naive dropout (compiled into GpuCnn.Engine.Cpu).</summary>
+public static partial class ReferenceMath
+{
+    /// <summary>y[i] = x[i]·scale where uniform(key, i) ≥ p, else 0 (inverted dropout, scale = 1/(1 − p)).</summary>
+    public static void Dropout<T>(ReadOnlySpan<T> x, Span<T> y, float p, T scale, uint key)
+        where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < x.Length; i++)
+        {
+            y[i] = CounterRandom.Uniform(key, (uint)i) >= p ? x[i] * scale : T.Zero;
+        }
+    }
+}
+
+/// <summary>Dropout on the reference backend.</summary>
+public sealed partial class ReferenceBackend
+{
+    /// <inheritdoc/>
+    protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key) =>
+        ReferenceMath.Dropout<float>(Data(x).AsSpan(0, x.Length), Data(y), p, scale, key);
+}
