@@ -29,6 +29,8 @@ internal static class TrainCommand
         var stepSize = new Option<int>("--step-size") { Description = "With --schedule step: epochs between multiplications by --gamma.", DefaultValueFactory = _ => 1 };
         var gamma = new Option<float>("--gamma") { Description = "With --schedule step: the factor applied every --step-size epochs.", DefaultValueFactory = _ => 0.1f };
         var warmup = new Option<int>("--warmup") { Description = "Linear warm-up over the first N optimizer steps (batches), then the schedule.", DefaultValueFactory = _ => 0 };
+        var augment = new Option<string?>("--augment") { Description = "Augment training batches on the device: crop=PAD (random crop after zero padding), flip (horizontal), or both: crop=2,flip." };
+        var normalize = new Option<string?>("--normalize") { Description = "Normalise inputs per channel, (x - MEAN) / STD, in training, testing and in the saved model: MEAN,STD or C means then C stds." };
         var labelSmoothing = new Option<float>("--label-smoothing") { Description = "PyTorch's cross_entropy label_smoothing for the training loss, in [0, 1].", DefaultValueFactory = _ => 0f };
         var batchSize = CommonOptions.BatchSize(64);
         var lr = new Option<float?>("--lr") { Description = "Learning rate (default 0.05 for sgd, 0.001 for adam and adamw)." };
@@ -44,7 +46,7 @@ internal static class TrainCommand
         var command = new Command("train", "Train a network (default: LeNet-5 on the bundled MNIST sample).")
         {
             arch, data, images, labels, testImages, testLabels, init, epochs, batchSize, lr, optimizer, momentum, weightDecay,
-            schedule, stepSize, gamma, warmup, labelSmoothing, seed, device, output, checkpoint, resume,
+            schedule, stepSize, gamma, warmup, labelSmoothing, augment, normalize, seed, device, output, checkpoint, resume,
         };
         command.SetAction(parse =>
         {
@@ -71,6 +73,8 @@ internal static class TrainCommand
                 Gamma: CommonOptions.NonNegative("--gamma", parse.GetValue(gamma)),
                 Warmup: parse.GetValue(warmup) >= 0 ? parse.GetValue(warmup) : throw new UsageException($"--warmup must be ≥ 0, got {parse.GetValue(warmup)}."),
                 LabelSmoothing: smoothing is >= 0f and <= 1f ? smoothing : throw new UsageException($"--label-smoothing must lie in [0, 1], got {smoothing.ToString(CultureInfo.InvariantCulture)}."),
+                Augment: parse.GetValue(augment) is { } augmentText ? Usage(() => Augmentation.Parse(augmentText)) : null,
+                Normalize: parse.GetValue(normalize),
                 Seed: parse.GetValue(seed),
                 Out: parse.GetValue(output) ?? DefaultOutput(parse.GetValue(arch)!),
                 Init: parse.GetValue(init),
@@ -84,6 +88,19 @@ internal static class TrainCommand
             return TrainWithFallback(io, settings, train, test, backend, auto: deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase));
         });
         return command;
+    }
+
+    /// <summary>Runs a parser whose <see cref="ArgumentException"/> is a usage error (exit 2).</summary>
+    private static T Usage<T>(Func<T> parse)
+    {
+        try
+        {
+            return parse();
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
     }
 
     /// <summary>"resnet8.safetensors" for --arch resnet8; "lenet5.safetensors" for LeNet-5 and for a spec written out.</summary>
@@ -112,6 +129,11 @@ internal static class TrainCommand
     {
         var sample = new Shape(train.Images.Shape.ToArray()[1..]);
         using var model = Sequential.Create(settings.Arch, sample, backend, settings.Seed);
+        if (settings.Normalize is not null)
+        {
+            model.Normalization = Usage(() => ChannelNormalization.Parse(settings.Normalize, sample[0]));
+        }
+
         if (settings.Init is not null)
         {
             var contents = Safetensors.Read(CommonOptions.ExistingFile("--init", settings.Init));
@@ -123,7 +145,8 @@ internal static class TrainCommand
             : new Adam(backend, model.NamedParameters(), new AdamOptions(settings.LearningRate, WeightDecay: settings.WeightDecay,
                 DecoupledWeightDecay: settings.Optimizer == "adamw"));
         var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed, Schedule: settings.Schedule,
-            StepSize: settings.StepSize, Gamma: settings.Gamma, WarmupSteps: settings.Warmup, LabelSmoothing: settings.LabelSmoothing));
+            StepSize: settings.StepSize, Gamma: settings.Gamma, WarmupSteps: settings.Warmup, LabelSmoothing: settings.LabelSmoothing,
+            Augment: settings.Augment));
 
         var checkpointSettings = CheckpointSettings(settings, train);
         TrainingState? start = null;
@@ -201,6 +224,8 @@ internal static class TrainCommand
             ["gamma"] = s.Schedule == LearningRateSchedule.Step ? s.Gamma.ToString("R", c) : "-",
             ["warmup"] = s.Warmup.ToString(c),
             ["label_smoothing"] = s.LabelSmoothing.ToString("R", c),
+            ["augment"] = s.Augment?.ToString() ?? "-",
+            ["normalize"] = s.Normalize ?? "-",
             ["train_samples"] = train.Count.ToString(c),
         };
     }
@@ -267,5 +292,5 @@ internal static class TrainCommand
 
 /// <summary>What a training run was asked to do.</summary>
 internal sealed record TrainSettings(string Arch, int Epochs, int BatchSize, string Optimizer, float LearningRate, float Momentum,
-    float WeightDecay, LearningRateSchedule Schedule, int StepSize, float Gamma, int Warmup, float LabelSmoothing, int Seed, string Out,
-    string? Init, string? Checkpoint, string? Resume);
+    float WeightDecay, LearningRateSchedule Schedule, int StepSize, float Gamma, int Warmup, float LabelSmoothing, Augmentation? Augment,
+    string? Normalize, int Seed, string Out, string? Init, string? Checkpoint, string? Resume);

@@ -119,4 +119,30 @@ public abstract partial class BackendOpsTests
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => Backend.Dropout(x, x, 1f, 0));
         Assert.Contains("Dropout: p must lie in [0, 1), got 1", error.Message, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [Trait("Category", "CrossCheck")]
+    [InlineData(0, false)]
+    [InlineData(2, true)]
+    [InlineData(5, true)] // padding larger than the image: some samples are all zeros
+    public void RandomCropFlip_and_normalization_match_reference(int padding, bool flip)
+    {
+        Shape shape = new(9, 2, 4, 5);
+        float[] x = TestData.Uniform(shape.Size, 51);
+        var crop = new Kernels.CropFlip(2, 4, 5, padding, flip ? 1 : 0, Key: 99);
+        var expected = new double[shape.Size];
+        ReferenceMath.RandomCropFlip<double>(crop, TestData.Widen(x), expected, 9);
+        using var tx = Put(x, shape);
+        using var ty = Poisoned(shape);
+        Backend.RandomCropFlip(tx, ty, padding, flip, 99);
+        TensorAssert.Close(expected, Backend.DownloadArray(ty), shape, 0, 0, $"{Backend.Name} crop {padding} flip {flip}");
+
+        float[] mean = [0.25f, -1f], std = [0.5f, 3f];
+        var normalized = new double[shape.Size];
+        ReferenceMath.NormalizeChannels<double>(expected, normalized, TestData.Widen(mean), TestData.Widen(std), 2, 20);
+        using var tmean = Put(mean, [2]);
+        using var tstd = Put(std, [2]);
+        Backend.NormalizeChannels(ty, ty, tmean, tstd);
+        TensorAssert.Close(normalized, Backend.DownloadArray(ty), shape, 1e-6, 1e-6, $"{Backend.Name} normalize");
+    }
 }

@@ -50,14 +50,14 @@ public sealed class ReliabilityTests
 
     [Theory]
     [InlineData(LearningRateSchedule.Cosine, 0, Spec)]
-    [InlineData(LearningRateSchedule.Step, 11, Spec)] // the interruption (step 8) falls inside the warm-up
+    [InlineData(LearningRateSchedule.Step, 11, Spec)] // the interruption (step 8) falls inside the warm-up; crops and flips too
     [InlineData(LearningRateSchedule.Constant, 3, "conv(4,3,pad=1,bias=false),batchnorm,relu,maxpool(2),flatten,dropout(0.3),dense(4),batchnorm")] // running statistics and dropout masks too
     public void An_interruption_mid_epoch_resumes_bitwise(LearningRateSchedule schedule, int warmup, string spec)
     {
         using var temp = Fixtures.TempFolder();
         var data = TrainingTests.QuadrantData(40, seed: 1);
         var options = new TrainingOptions(Epochs: 3, BatchSize: 8, Seed: 2, Schedule: schedule, StepSize: 1, Gamma: 0.5f, WarmupSteps: warmup,
-            LabelSmoothing: 0.05f);
+            LabelSmoothing: 0.05f, Augment: schedule == LearningRateSchedule.Step ? new Augmentation(1, true) : null);
         var settings = new Dictionary<string, string> { ["test"] = "1" };
         using var backend = IlgpuDevices.OpenCpuAccelerator();
 
@@ -146,7 +146,7 @@ public sealed class ReliabilityTests
         using var temp = Fixtures.TempFolder();
         var data = TrainingTests.QuadrantData(16, seed: 1);
         var settings = new Cli.TrainSettings(Spec, Epochs: 1, BatchSize: 8, "sgd", 0.05f, 0.9f, 0f, LearningRateSchedule.Constant,
-            StepSize: 1, Gamma: 0.1f, Warmup: 0, LabelSmoothing: 0f,
+            StepSize: 1, Gamma: 0.1f, Warmup: 0, LabelSmoothing: 0f, Augment: null, Normalize: null,
             Seed: 1, Out: temp.File("m.safetensors"), Init: null, Checkpoint: null, Resume: null);
         var output = new StringWriter();
         var error = new StringWriter();

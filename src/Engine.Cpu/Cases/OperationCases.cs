@@ -100,6 +100,7 @@ public static partial class OperationCases
         yield return BatchNorm([random.Next(1, 5), random.Next(1, 9), random.Next(1, 7), random.Next(2, 7)], random.Next());
         yield return BatchNorm([random.Next(2, 40), random.Next(1, 20)], random.Next());
         yield return Dropout(random.Next(1, 1000), 0.3f, random.Next());
+        yield return CropFlipNormalize([random.Next(1, 9), random.Next(1, 4), random.Next(1, 12), random.Next(1, 12)], random.Next(0, 5), random.Next());
         yield return FlagNonFinite(1000, random.Next());
         yield return Optimizers(500, random.Next());
     }

@@ -3,8 +3,9 @@ using GpuCnn.Models;
 namespace GpuCnn.IO;
 
 /// <summary>
-/// Models as safetensors files: PyTorch nn.Sequential state_dict names and layouts, with the architecture spec and
-/// per-sample input shape in __metadata__ ("arch", "input" such as "1x28x28"). A state_dict that PyTorch saved
+/// Models as safetensors files: PyTorch nn.Sequential state_dict names and layouts, with the architecture spec,
+/// per-sample input shape and, when the model has one, input normalisation in __metadata__ ("arch", "input" such as
+/// "1x28x28", "normalize" such as "0.1307,0.3081"). A state_dict that PyTorch saved
 /// with safetensors loads here given the spec, and files written here load in PyTorch.
 /// </summary>
 public static class ModelFile
@@ -15,12 +16,18 @@ public static class ModelFile
         ArgumentNullException.ThrowIfNull(model);
         var state = model.StateDict();
         RequireFinite(state, path);
-        Safetensors.Write(path, state, new Dictionary<string, string>
+        var metadata = new Dictionary<string, string>
         {
             ["format"] = "pt",
             ["arch"] = model.Spec,
             ["input"] = FormatShape(model.InputShape),
-        }, model.CounterKeys);
+        };
+        if (model.Normalization is { } normalization)
+        {
+            metadata["normalize"] = normalization.ToString();
+        }
+
+        Safetensors.Write(path, state, metadata, model.CounterKeys);
     }
 
     /// <summary>Throws, naming the tensor, when any of <paramref name="tensors"/> holds NaN or ±∞: such a file would load as a broken model.</summary>
@@ -57,6 +64,11 @@ public static class ModelFile
         try
         {
             model.LoadStateDict(contents.Tensors);
+            if (contents.Metadata.GetValueOrDefault("normalize") is { } normalize)
+            {
+                model.Normalization = ChannelNormalization.Parse(normalize, inputShape.Value[0]);
+            }
+
             return model;
         }
         catch

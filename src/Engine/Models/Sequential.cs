@@ -9,8 +9,11 @@ public sealed class Sequential : IDisposable
 {
     private readonly Dictionary<int, DeviceTensor<float>> _inputs = [];
     private readonly LayerChain _chain;
+    private readonly Dictionary<int, DeviceTensor<float>> _normalized = [];
     private uint _randomKey;
     private bool _randomKeyFresh;
+    private ChannelNormalization? _normalization;
+    private DeviceTensor<float>? _mean, _std;
 
     /// <summary>Builds the layers for per-sample inputs of <paramref name="inputShape"/> (e.g. (1,28,28)), seeded.</summary>
     public Sequential(IEnumerable<Layer> layers, Shape inputShape, Backend backend, int seed = 0)
@@ -64,6 +67,27 @@ public sealed class Sequential : IDisposable
 
     /// <summary>The number of output classes (logits per sample).</summary>
     public int Classes => OutputShape[0];
+
+    /// <summary>
+    /// The input normalisation applied on the device before the first layer (null: none); its channels must be the
+    /// input's.
+    /// </summary>
+    public ChannelNormalization? Normalization
+    {
+        get => _normalization;
+        set
+        {
+            if (value is not null && (InputShape.Rank < 1 || value.Channels != InputShape[0]))
+            {
+                throw new ArgumentException($"normalize: {value.Channels} channel(s) given, the model's input {InputShape} has {(InputShape.Rank < 1 ? 0 : InputShape[0])}.");
+            }
+
+            _mean?.Dispose();
+            _std?.Dispose();
+            (_mean, _std) = value is null ? (null, null) : (Backend.Upload<float>([value.Channels], [.. value.Mean]), Backend.Upload<float>([value.Channels], [.. value.Std]));
+            _normalization = value;
+        }
+    }
 
     /// <summary>The canonical architecture spec.</summary>
     public string Spec => _chain.Spec;
@@ -119,6 +143,18 @@ public sealed class Sequential : IDisposable
         if (!fits)
         {
             throw new ArgumentException($"Sequential.Forward: input has shape {x.Shape}, the model expects (N,{string.Join(",", InputShape.ToArray())}).", nameof(x));
+        }
+
+        if (_mean is not null)
+        {
+            if (!_normalized.TryGetValue(x.Shape[0], out var normalized))
+            {
+                normalized = Backend.Allocate<float>(x.Shape);
+                _normalized[x.Shape[0]] = normalized;
+            }
+
+            Backend.NormalizeChannels(x, normalized, _mean, _std!);
+            x = normalized;
         }
 
         if (Training)
@@ -260,10 +296,13 @@ public sealed class Sequential : IDisposable
     public void Dispose()
     {
         _chain.Dispose();
-        foreach (var input in _inputs.Values)
+        foreach (var input in _inputs.Values.Concat(_normalized.Values))
         {
             input.Dispose();
         }
+
+        _mean?.Dispose();
+        _std?.Dispose();
     }
 
     private DeviceTensor<float> InputBuffer(int batch)

@@ -34,6 +34,11 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             CheckData(Model, test, "test data");
         }
 
+        if (Options.Augment is { } augment && Model.InputShape.Rank != 3)
+        {
+            throw new ArgumentException($"augment {augment}: crops and flips need (C,H,W) images, the model's input is {Model.InputShape}.");
+        }
+
         var state = resume ?? TrainingState.Start;
         int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
         if (state.Epoch < 1 || state.Batch < 0 || state.Batch > batchCount)
@@ -77,8 +82,10 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     }
 
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
-                    Model.SetRandomKey(BatchKey(epoch, b));
-                    var (_, dlogits) = ForwardBatch(Model, data, batches, start, size, metrics, loss, b + 1, Options.LabelSmoothing);
+                    uint key = BatchKey(epoch, b);
+                    Model.SetRandomKey(Kernels.CounterRandom.Derive(key, 1));
+                    var (_, dlogits) = ForwardBatch(Model, data, batches, start, size, metrics, loss, b + 1, Options.LabelSmoothing,
+                        Options.Augment, Kernels.CounterRandom.Derive(key, 2));
                     Model.Backward(dlogits);
                     Optimizer.Step();
                     progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount));
@@ -152,7 +159,8 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             for (int start = 0; start < data.Count; start += batchSize)
             {
                 int size = Math.Min(batchSize, data.Count - start);
-                var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1, labelSmoothing: 0f);
+                var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1, labelSmoothing: 0f,
+                    augment: null, augmentKey: 0);
                 backend.Argmax(logits, predictions, start);
             }
         }
@@ -178,15 +186,24 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// <summary>
     /// Samples order[start … start+size) through the model on the device: gather, forward, loss and its gradient,
     /// metrics. Returns the logits and the loss gradient (both owned by the model and the batch buffers). Label
-    /// smoothing applies to the training loss only: evaluation reports plain cross-entropy.
+    /// smoothing and augmentation apply to training batches only: evaluation sees the images as they are and reports
+    /// plain cross-entropy.
     /// </summary>
     private static (DeviceTensor<float> Logits, DeviceTensor<float> DLogits) ForwardBatch(Sequential model, DeviceDataset data,
-        BatchBuffers batches, int start, int size, RunningMetrics metrics, DeviceTensor<float> loss, int batchIndex, float labelSmoothing)
+        BatchBuffers batches, int start, int size, RunningMetrics metrics, DeviceTensor<float> loss, int batchIndex, float labelSmoothing,
+        Augmentation? augment, uint augmentKey)
     {
         var backend = model.Backend;
         var (x, y, dlogits) = batches.For(size);
         backend.GatherRows(data.Images, data.Order, start, x);
         backend.GatherRows(data.Labels, data.Order, start, y);
+        if (augment is not null)
+        {
+            var augmented = batches.Augmented(size);
+            backend.RandomCropFlip(x, augmented, augment.CropPadding, augment.HorizontalFlip, augmentKey);
+            x = augmented;
+        }
+
         var logits = model.Forward(x);
         backend.SoftmaxCrossEntropy(logits, y, dlogits, loss, labelSmoothing);
         metrics.Accumulate(logits, y, loss, batchIndex);
@@ -234,6 +251,18 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     private sealed class BatchBuffers(Backend backend, Sequential model) : IDisposable
     {
         private readonly Dictionary<int, (DeviceTensor<float> X, DeviceTensor<int> Y, DeviceTensor<float> DLogits)> _buffers = [];
+        private readonly Dictionary<int, DeviceTensor<float>> _augmented = [];
+
+        public DeviceTensor<float> Augmented(int size)
+        {
+            if (!_augmented.TryGetValue(size, out var buffer))
+            {
+                buffer = backend.Allocate<float>(new Shape([size, .. model.InputShape.ToArray()]));
+                _augmented[size] = buffer;
+            }
+
+            return buffer;
+        }
 
         public (DeviceTensor<float> X, DeviceTensor<int> Y, DeviceTensor<float> DLogits) For(int size)
         {
@@ -254,6 +283,11 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 x.Dispose();
                 y.Dispose();
                 d.Dispose();
+            }
+
+            foreach (var buffer in _augmented.Values)
+            {
+                buffer.Dispose();
             }
         }
     }

@@ -16,11 +16,12 @@ public enum LearningRateSchedule
 /// <summary>
 /// Trainer settings: epochs, batch size, the shuffling seed, the learning-rate schedule (with <see cref="StepSize"/>
 /// and <see cref="Gamma"/> for <see cref="LearningRateSchedule.Step"/>), a linear warm-up over the first
-/// <see cref="WarmupSteps"/> optimizer steps, and PyTorch's label smoothing for the training loss.
+/// <see cref="WarmupSteps"/> optimizer steps, PyTorch's label smoothing for the training loss, and augmentation of
+/// the training batches on the device.
 /// </summary>
 public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int Seed = 0, bool Shuffle = true,
     LearningRateSchedule Schedule = LearningRateSchedule.Constant, int StepSize = 1, float Gamma = 0.1f, int WarmupSteps = 0,
-    float LabelSmoothing = 0f)
+    float LabelSmoothing = 0f, Augmentation? Augment = null)
 {
     /// <summary>
     /// The learning rate of <paramref name="epoch"/> (1-based) for a base rate, at optimizer step

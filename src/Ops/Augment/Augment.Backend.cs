@@ -1,0 +1,58 @@
+using GpuCnn.Kernels;
+
+namespace GpuCnn;
+
+/// <summary>Data augmentation's and input normalisation's public operations and cores (compiled into GpuCnn.Engine).</summary>
+public abstract partial class Backend
+{
+    /// <summary>
+    /// y (N,C,H,W) = each sample of x randomly cropped from its copy zero-padded by <paramref name="padding"/> on every
+    /// side and, with <paramref name="flip"/>, mirrored left to right with probability ½ (torchvision's
+    /// RandomCrop(padding=…) then RandomHorizontalFlip); the draws depend only on <paramref name="key"/> and the sample.
+    /// </summary>
+    public void RandomCropFlip(DeviceTensor<float> x, DeviceTensor<float> y, int padding, bool flip, uint key)
+    {
+        const string op = "RandomCropFlip";
+        Checks.Owned(op, nameof(x), x, this);
+        if (x.Shape.Rank != 4)
+        {
+            throw new ArgumentException($"{op}: x must be (N, C, H, W), got {x.Shape}.", nameof(x));
+        }
+
+        if (padding < 0 || padding > 1000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(padding), padding, $"{op}: padding must lie in [0, 1000], got {padding}.");
+        }
+
+        Checks.Tensor(op, nameof(y), y, this, x.Shape);
+        if (ReferenceEquals(x, y))
+        {
+            throw new ArgumentException($"{op}: y must not be x (the crop reads neighbours of the element it writes).", nameof(y));
+        }
+
+        RandomCropFlipCore(x, y, new CropFlip(x.Shape[1], x.Shape[2], x.Shape[3], padding, flip ? 1 : 0, key));
+    }
+
+    /// <summary>y = (x − mean[c]) / std[c] over x (N, C, …) per channel c, as torchvision's Normalize; y may be x.</summary>
+    public void NormalizeChannels(DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> mean, DeviceTensor<float> std)
+    {
+        const string op = "NormalizeChannels";
+        Checks.Owned(op, nameof(x), x, this);
+        if (x.Shape.Rank < 2)
+        {
+            throw new ArgumentException($"{op}: x must be (N, C, …), got {x.Shape}.", nameof(x));
+        }
+
+        Checks.Tensor(op, nameof(y), y, this, x.Shape);
+        Checks.Dims(op, nameof(mean), mean, this, x.Shape[1]);
+        Checks.Dims(op, nameof(std), std, this, x.Shape[1]);
+        NormalizeChannelsCore(x, y, mean, std, x.Shape[1], x.Shape.SizeFrom(2));
+    }
+
+    /// <summary>The crop and flip; arguments already checked.</summary>
+    protected abstract void RandomCropFlipCore(DeviceTensor<float> x, DeviceTensor<float> y, CropFlip crop);
+
+    /// <summary>The normalisation; arguments already checked.</summary>
+    protected abstract void NormalizeChannelsCore(DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> mean,
+        DeviceTensor<float> std, int channels, int inner);
+}
