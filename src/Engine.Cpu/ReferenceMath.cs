@@ -13,7 +13,10 @@ public static partial class ReferenceMath
 {
     // ------------------------------------------------------------------ convolution
 
-    /// <summary>x (N,C,H,W), w (K,C,R,S), b (K) or empty -> y (N,K,P,Q): y = b + Σ_{c,r,s} x[.., p·Sh+r−Ph, q·Sw+s−Pw]·w.</summary>
+    /// <summary>
+    /// x (N,C,H,W), w (K,C/G,R,S), b (K) or empty -> y (N,K,P,Q): y = b + Σ_{c,r,s} x[.., p·Sh+r·Dh−Ph, q·Sw+s·Dw−Pw]·w,
+    /// c over the input channels of k's group.
+    /// </summary>
     public static void Conv2dForward<T>(Conv2dGeometry g, ReadOnlySpan<T> x, ReadOnlySpan<T> w, ReadOnlySpan<T> b, Span<T> y)
         where T : IFloatingPointIeee754<T>
     {
@@ -26,17 +29,18 @@ public static partial class ReferenceMath
                     for (int q = 0; q < g.Q; q++)
                     {
                         T sum = b.IsEmpty ? T.Zero : b[k];
-                        for (int c = 0; c < g.C; c++)
+                        int first = k / g.GroupFilters * g.GroupChannels; // the group's first input channel
+                        for (int c = 0; c < g.GroupChannels; c++)
                         {
                             for (int r = 0; r < g.R; r++)
                             {
                                 for (int s = 0; s < g.S; s++)
                                 {
-                                    int h = p * g.StrideH + r - g.PadH;
-                                    int col = q * g.StrideW + s - g.PadW;
+                                    int h = p * g.StrideH + r * g.DilationH - g.PadH;
+                                    int col = q * g.StrideW + s * g.DilationW - g.PadW;
                                     if (h >= 0 && h < g.H && col >= 0 && col < g.W)
                                     {
-                                        sum += x[Index4(n, c, h, col, g.C, g.H, g.W)] * w[Index4(k, c, r, s, g.C, g.R, g.S)];
+                                        sum += x[Index4(n, first + c, h, col, g.C, g.H, g.W)] * w[Index4(k, c, r, s, g.GroupChannels, g.R, g.S)];
                                     }
                                 }
                             }
@@ -50,13 +54,14 @@ public static partial class ReferenceMath
     }
 
     /// <summary>
-    /// dy (N,K,P,Q) -> E (N,K,H+R−1,W+S−1): dy dilated by the stride (Sh−1 zero rows between rows, Sw−1 zero
-    /// columns between columns), then placed R−1−Ph rows down and S−1−Pw columns right in a zero field.
+    /// dy (N,K,P,Q) -> E (N,K,H+ExtentH−1,W+ExtentW−1): dy dilated by the stride (Sh−1 zero rows between rows, Sw−1
+    /// zero columns between columns), then placed ExtentH−1−Ph rows down and ExtentW−1−Pw columns right in a zero
+    /// field (ExtentH = Dh·(R−1)+1, the rows the dilated kernel spans; R for an undilated one).
     /// </summary>
     public static T[] DilateAndPad<T>(Conv2dGeometry g, ReadOnlySpan<T> dy)
         where T : IFloatingPointIeee754<T>
     {
-        int eh = g.H + g.R - 1, ew = g.W + g.S - 1;
+        int eh = g.H + g.ExtentH - 1, ew = g.W + g.ExtentW - 1;
         var e = new T[g.N * g.K * eh * ew];
         Array.Fill(e, T.Zero);
         for (int n = 0; n < g.N; n++)
@@ -67,8 +72,8 @@ public static partial class ReferenceMath
                 {
                     for (int q = 0; q < g.Q; q++)
                     {
-                        int i = p * g.StrideH + (g.R - 1 - g.PadH);
-                        int j = q * g.StrideW + (g.S - 1 - g.PadW);
+                        int i = p * g.StrideH + (g.ExtentH - 1 - g.PadH);
+                        int j = q * g.StrideW + (g.ExtentW - 1 - g.PadW);
                         if (i >= 0 && i < eh && j >= 0 && j < ew)
                         {
                             e[Index4(n, k, i, j, g.K, eh, ew)] = dy[Index4(n, k, p, q, g.K, g.P, g.Q)];
@@ -81,20 +86,26 @@ public static partial class ReferenceMath
         return e;
     }
 
-    /// <summary>w (K,C,R,S) -> wrot (C,K,R,S): the kernel rotated by 180°, wrot[c,k,r,s] = w[k,c,R−1−r,S−1−s].</summary>
+    /// <summary>
+    /// w (K,C/G,R,S) -> wrot (C,K/G,R,S): the kernel rotated by 180° with the channel roles swapped within each group,
+    /// wrot[c,j,r,s] = w[k,c′,R−1−r,S−1−s] for k = the group's j-th output channel and c′ = c's index in the group
+    /// (plain: wrot[c,k,r,s] = w[k,c,R−1−r,S−1−s]).
+    /// </summary>
     public static T[] RotateKernel180<T>(Conv2dGeometry g, ReadOnlySpan<T> w)
         where T : IFloatingPointIeee754<T>
     {
         var rotated = new T[g.WeightSize];
         for (int k = 0; k < g.K; k++)
         {
-            for (int c = 0; c < g.C; c++)
+            int group = k / g.GroupFilters, j = k % g.GroupFilters;
+            for (int c = 0; c < g.GroupChannels; c++)
             {
                 for (int r = 0; r < g.R; r++)
                 {
                     for (int s = 0; s < g.S; s++)
                     {
-                        rotated[Index4(c, k, r, s, g.K, g.R, g.S)] = w[Index4(k, c, g.R - 1 - r, g.S - 1 - s, g.C, g.R, g.S)];
+                        rotated[Index4((group * g.GroupChannels) + c, j, r, s, g.GroupFilters, g.R, g.S)] =
+                            w[Index4(k, c, g.R - 1 - r, g.S - 1 - s, g.GroupChannels, g.R, g.S)];
                     }
                 }
             }
@@ -104,31 +115,33 @@ public static partial class ReferenceMath
     }
 
     /// <summary>
-    /// dy (N,K,P,Q), w (K,C,R,S) -> dx (N,C,H,W): the full convolution of the dilated, padded dy with the rotated
-    /// kernel, dx[n,c,h,x] = Σ_{k,r,s} E[n,k,h+r,x+s]·wrot[c,k,r,s].
+    /// dy (N,K,P,Q), w (K,C/G,R,S) -> dx (N,C,H,W): the full convolution of the dilated, padded dy with the rotated
+    /// kernel, dx[n,c,h,x] = Σ_{j,r,s} E[n,k_j,h+r·Dh,x+s·Dw]·wrot[c,j,r,s] over the output channels k_j of c's group.
     /// </summary>
     public static void Conv2dBackwardData<T>(Conv2dGeometry g, ReadOnlySpan<T> dy, ReadOnlySpan<T> w, Span<T> dx)
         where T : IFloatingPointIeee754<T>
     {
         T[] e = DilateAndPad(g, dy);
         T[] rotated = RotateKernel180(g, w);
-        int eh = g.H + g.R - 1, ew = g.W + g.S - 1;
+        int eh = g.H + g.ExtentH - 1, ew = g.W + g.ExtentW - 1;
         for (int n = 0; n < g.N; n++)
         {
             for (int c = 0; c < g.C; c++)
             {
+                int first = c / g.GroupChannels * g.GroupFilters; // the group's first output channel
                 for (int h = 0; h < g.H; h++)
                 {
                     for (int col = 0; col < g.W; col++)
                     {
                         T sum = T.Zero;
-                        for (int k = 0; k < g.K; k++)
+                        for (int j = 0; j < g.GroupFilters; j++)
                         {
                             for (int r = 0; r < g.R; r++)
                             {
                                 for (int s = 0; s < g.S; s++)
                                 {
-                                    sum += e[Index4(n, k, h + r, col + s, g.K, eh, ew)] * rotated[Index4(c, k, r, s, g.K, g.R, g.S)];
+                                    sum += e[Index4(n, first + j, h + (r * g.DilationH), col + (s * g.DilationW), g.K, eh, ew)] *
+                                        rotated[Index4(c, j, r, s, g.GroupFilters, g.R, g.S)];
                                 }
                             }
                         }
@@ -141,15 +154,16 @@ public static partial class ReferenceMath
     }
 
     /// <summary>
-    /// x (N,C,H,W), dy (N,K,P,Q) -> dw (K,C,R,S) = Σ_{n,p,q} x[n,c,p·Sh+r−Ph,q·Sw+s−Pw]·dy[n,k,p,q]
-    /// (valid correlation of x with dy); db (K) = Σ_{n,p,q} dy, when db is not empty.
+    /// x (N,C,H,W), dy (N,K,P,Q) -> dw (K,C/G,R,S) = Σ_{n,p,q} x[n,c,p·Sh+r·Dh−Ph,q·Sw+s·Dw−Pw]·dy[n,k,p,q]
+    /// (valid correlation of x with dy; c the group's input channel); db (K) = Σ_{n,p,q} dy, when db is not empty.
     /// </summary>
     public static void Conv2dBackwardFilter<T>(Conv2dGeometry g, ReadOnlySpan<T> x, ReadOnlySpan<T> dy, Span<T> dw, Span<T> db)
         where T : IFloatingPointIeee754<T>
     {
         for (int k = 0; k < g.K; k++)
         {
-            for (int c = 0; c < g.C; c++)
+            int first = k / g.GroupFilters * g.GroupChannels; // the group's first input channel
+            for (int c = 0; c < g.GroupChannels; c++)
             {
                 for (int r = 0; r < g.R; r++)
                 {
@@ -162,17 +176,17 @@ public static partial class ReferenceMath
                             {
                                 for (int q = 0; q < g.Q; q++)
                                 {
-                                    int h = p * g.StrideH + r - g.PadH;
-                                    int col = q * g.StrideW + s - g.PadW;
+                                    int h = p * g.StrideH + r * g.DilationH - g.PadH;
+                                    int col = q * g.StrideW + s * g.DilationW - g.PadW;
                                     if (h >= 0 && h < g.H && col >= 0 && col < g.W)
                                     {
-                                        sum += x[Index4(n, c, h, col, g.C, g.H, g.W)] * dy[Index4(n, k, p, q, g.K, g.P, g.Q)];
+                                        sum += x[Index4(n, first + c, h, col, g.C, g.H, g.W)] * dy[Index4(n, k, p, q, g.K, g.P, g.Q)];
                                     }
                                 }
                             }
                         }
 
-                        dw[Index4(k, c, r, s, g.C, g.R, g.S)] = sum;
+                        dw[Index4(k, c, r, s, g.GroupChannels, g.R, g.S)] = sum;
                     }
                 }
             }

@@ -132,7 +132,7 @@ public abstract partial class Backend : IDisposable
         const string op = "Conv2dForward";
         g.Validate(op);
         Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
-        Checks.Dims(op, nameof(w), w, this, g.K, g.C, g.R, g.S);
+        Checks.Dims(op, nameof(w), w, this, g.K, g.GroupChannels, g.R, g.S);
         if (b is not null)
         {
             Checks.Dims(op, nameof(b), b, this, g.K);
@@ -151,7 +151,7 @@ public abstract partial class Backend : IDisposable
         const string op = "Conv2dBackwardData";
         g.Validate(op);
         Checks.Dims(op, nameof(dy), dy, this, g.N, g.K, g.P, g.Q);
-        Checks.Dims(op, nameof(w), w, this, g.K, g.C, g.R, g.S);
+        Checks.Dims(op, nameof(w), w, this, g.K, g.GroupChannels, g.R, g.S);
         Checks.Dims(op, nameof(dx), dx, this, g.N, g.C, g.H, g.W);
         Conv2dBackwardDataCore(g, dy, w, dx);
     }
@@ -167,7 +167,7 @@ public abstract partial class Backend : IDisposable
         g.Validate(op);
         Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
         Checks.Dims(op, nameof(dy), dy, this, g.N, g.K, g.P, g.Q);
-        Checks.Dims(op, nameof(dw), dw, this, g.K, g.C, g.R, g.S);
+        Checks.Dims(op, nameof(dw), dw, this, g.K, g.GroupChannels, g.R, g.S);
         if (db is not null)
         {
             Checks.Dims(op, nameof(db), db, this, g.K);

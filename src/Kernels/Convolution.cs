@@ -6,13 +6,14 @@ namespace GpuCnn.Kernels;
 /// <summary>
 /// Direct convolution kernels, one thread per output element (the first rung of the kernel ladder).
 /// Every sum is accumulated by one thread in a fixed order, so results are bitwise reproducible.
-/// Shapes: x (N,C,H,W), w (K,C,R,S), b (K), y/dy (N,K,P,Q). See docs/02-convolution.md.
+/// Shapes: x (N,C,H,W), w (K,C/G,R,S), b (K), y/dy (N,K,P,Q). These kernels also take grouped and dilated
+/// geometries (the GEMM paths take plain ones). See docs/02-convolution.md.
 /// </summary>
 public static class ConvolutionKernels
 {
     /// <summary>
-    /// y[n,k,p,q] = f(b[k] + Σ_{c,r,s} x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] · w[k,c,r,s]) (zero outside x), with the bias and
-    /// activation f of the epilogue.
+    /// y[n,k,p,q] = f(b[k] + Σ_{c,r,s} x[n,c,p·Sh+r·Dh−Ph, q·Sw+s·Dw−Pw] · w[k,c′,r,s]) (zero outside x; c over k's
+    /// group, c′ its index there), with the bias and activation f of the epilogue.
     /// </summary>
     public static void Forward<TF>(Index1D index, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
         ArrayView<float> y, Conv2dGeometry g, Epilogue<TF> epilogue)
@@ -23,12 +24,13 @@ public static class ConvolutionKernels
         int op = index / q % p;
         int k = index / (q * p) % g.K;
         int n = index / (q * p * g.K);
+        int channels = g.GroupChannels, first = k / g.GroupFilters * channels;
         float sum = 0f;
-        for (int c = 0; c < g.C; c++)
+        for (int c = 0; c < channels; c++)
         {
             for (int r = 0; r < g.R; r++)
             {
-                int h = op * g.StrideH + r - g.PadH;
+                int h = op * g.StrideH + r * g.DilationH - g.PadH;
                 if (h < 0 || h >= g.H)
                 {
                     continue;
@@ -36,13 +38,13 @@ public static class ConvolutionKernels
 
                 for (int s = 0; s < g.S; s++)
                 {
-                    int col = oq * g.StrideW + s - g.PadW;
+                    int col = oq * g.StrideW + s * g.DilationW - g.PadW;
                     if (col < 0 || col >= g.W)
                     {
                         continue;
                     }
 
-                    sum += x[((n * g.C + c) * g.H + h) * g.W + col] * w[((k * g.C + c) * g.R + r) * g.S + s];
+                    sum += x[((n * g.C + first + c) * g.H + h) * g.W + col] * w[((k * channels + c) * g.R + r) * g.S + s];
                 }
             }
         }
@@ -51,18 +53,18 @@ public static class ConvolutionKernels
     }
 
     /// <summary>
-    /// Backward-data step 1: E (N,K,H+R−1,W+S−1) holds dy dilated by the stride (Sh−1 zeros between rows) and
-    /// shifted by R−1−Ph rows / S−1−Pw columns, zeros elsewhere: E[n,k,i,j] = dy[n,k,(i−R+1+Ph)/Sh,(j−S+1+Pw)/Sw]
-    /// where those divisions are exact and in range.
+    /// Backward-data step 1: E (N,K,H+Eh−1,W+Ew−1) holds dy dilated by the stride (Sh−1 zeros between rows) and
+    /// shifted by Eh−1−Ph rows / Ew−1−Pw columns, zeros elsewhere (Eh = Dh·(R−1)+1, the rows the dilated kernel
+    /// spans): E[n,k,i,j] = dy[n,k,(i−Eh+1+Ph)/Sh,(j−Ew+1+Pw)/Sw] where those divisions are exact and in range.
     /// </summary>
     public static void DilatePad(Index1D index, ArrayView<float> dy, ArrayView<float> e, Conv2dGeometry g)
     {
-        int eh = g.H + g.R - 1, ew = g.W + g.S - 1;
+        int eh = g.H + g.ExtentH - 1, ew = g.W + g.ExtentW - 1;
         int j = index % ew;
         int i = index / ew % eh;
         int nk = index / (ew * eh);
-        int di = i - (g.R - 1 - g.PadH);
-        int dj = j - (g.S - 1 - g.PadW);
+        int di = i - (g.ExtentH - 1 - g.PadH);
+        int dj = j - (g.ExtentW - 1 - g.PadW);
         float value = 0f;
         if (di >= 0 && dj >= 0 && di % g.StrideH == 0 && dj % g.StrideW == 0)
         {
@@ -76,36 +78,44 @@ public static class ConvolutionKernels
         e[index] = value;
     }
 
-    /// <summary>Backward-data step 2: the 180°-rotated kernel with C and K swapped, wrot[c,k,r,s] = w[k,c,R−1−r,S−1−s].</summary>
+    /// <summary>
+    /// Backward-data step 2: the 180°-rotated kernel with the channel roles swapped within each group, wrot (C,K/G,R,S):
+    /// wrot[c,j,r,s] = w[k,c′,R−1−r,S−1−s] for k the j-th output channel of c's group and c′ c's index in it.
+    /// </summary>
     public static void RotateKernel(Index1D index, ArrayView<float> w, ArrayView<float> wrot, Conv2dGeometry g)
     {
+        int filters = g.GroupFilters, channels = g.GroupChannels;
         int s = index % g.S;
         int r = index / g.S % g.R;
-        int k = index / (g.S * g.R) % g.K;
-        int c = index / (g.S * g.R * g.K);
-        wrot[index] = w[((k * g.C + c) * g.R + (g.R - 1 - r)) * g.S + (g.S - 1 - s)];
+        int j = index / (g.S * g.R) % filters;
+        int c = index / (g.S * g.R * filters);
+        int k = (c / channels * filters) + j;
+        wrot[index] = w[((k * channels + (c % channels)) * g.R + (g.R - 1 - r)) * g.S + (g.S - 1 - s)];
     }
 
     /// <summary>
-    /// Backward-data step 3, the full convolution: dx[n,c,h,x] = Σ_{k,r,s} E[n,k,h+r,x+s] · wrot[c,k,r,s],
-    /// a valid correlation of the dilated, padded output gradient with the rotated kernel.
+    /// Backward-data step 3, the full convolution: dx[n,c,h,x] = Σ_{j,r,s} E[n,k_j,h+r·Dh,x+s·Dw] · wrot[c,j,r,s]
+    /// over the output channels k_j of c's group, a valid correlation of the dilated, padded output gradient with the
+    /// rotated kernel.
     /// </summary>
     public static void FullConvolution(Index1D index, ArrayView<float> e, ArrayView<float> wrot, ArrayView<float> dx,
         Conv2dGeometry g)
     {
-        int eh = g.H + g.R - 1, ew = g.W + g.S - 1;
+        int eh = g.H + g.ExtentH - 1, ew = g.W + g.ExtentW - 1, filters = g.GroupFilters;
         int col = index % g.W;
         int h = index / g.W % g.H;
         int c = index / (g.W * g.H) % g.C;
         int n = index / (g.W * g.H * g.C);
+        int first = c / g.GroupChannels * filters;
         float sum = 0f;
-        for (int k = 0; k < g.K; k++)
+        for (int j = 0; j < filters; j++)
         {
             for (int r = 0; r < g.R; r++)
             {
                 for (int s = 0; s < g.S; s++)
                 {
-                    sum += e[((n * g.K + k) * eh + h + r) * ew + col + s] * wrot[((c * g.K + k) * g.R + r) * g.S + s];
+                    sum += e[((n * g.K + first + j) * eh + h + r * g.DilationH) * ew + col + s * g.DilationW] *
+                        wrot[((c * filters + j) * g.R + r) * g.S + s];
                 }
             }
         }
@@ -113,7 +123,7 @@ public static class ConvolutionKernels
         dx[index] = sum;
     }
 
-    /// <summary>dw[k,c,r,s] = Σ_{n,p,q} x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] · dy[n,k,p,q]: valid correlation of x with dy.</summary>
+    /// <summary>dw[k,c′,r,s] = Σ_{n,p,q} x[n,c,p·Sh+r·Dh−Ph, q·Sw+s·Dw−Pw] · dy[n,k,p,q]: valid correlation of x with dy (c′ = c's index in k's group).</summary>
     public static void BackwardFilter(Index1D index, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw,
         Conv2dGeometry g) =>
         dw[index] = FilterSum(x, dy, g, index, 0, g.N * g.P);
@@ -157,14 +167,15 @@ public static class ConvolutionKernels
     {
         int pp = g.P, qq = g.Q;
         float sum = 0f;
+        int channels = g.GroupChannels;
         int s = i % g.S;
         int r = i / g.S % g.R;
-        int c = i / (g.S * g.R) % g.C;
-        int k = i / (g.S * g.R * g.C);
+        int k = i / (g.S * g.R * channels);
+        int c = (k / g.GroupFilters * channels) + (i / (g.S * g.R) % channels);
         for (int row = first; row < last; row++)
         {
             int n = row / pp, p = row - (n * pp);
-            int h = p * g.StrideH + r - g.PadH;
+            int h = p * g.StrideH + r * g.DilationH - g.PadH;
             if (h < 0 || h >= g.H)
             {
                 continue;
@@ -173,7 +184,7 @@ public static class ConvolutionKernels
             int xRow = ((n * g.C + c) * g.H + h) * g.W, dyRow = ((n * g.K + k) * pp + p) * qq;
             for (int q = 0; q < qq; q++)
             {
-                int col = q * g.StrideW + s - g.PadW;
+                int col = q * g.StrideW + s * g.DilationW - g.PadW;
                 if (col >= 0 && col < g.W)
                 {
                     sum += x[xRow + col] * dy[dyRow + q];

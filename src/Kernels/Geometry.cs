@@ -1,8 +1,10 @@
 namespace GpuCnn;
 
 /// <summary>
-/// The shape of one 2-D convolution in PyTorch's conventions: input x (N, C, H, W), weights (K, C, R, S),
-/// output y (N, K, P, Q) with P = ⌊(H + 2·PadH − R) / StrideH⌋ + 1 and Q likewise.
+/// The shape of one 2-D convolution in PyTorch's conventions: input x (N, C, H, W), weights (K, C/G, R, S) for
+/// G = <see cref="Groups"/>, output y (N, K, P, Q) with P = ⌊(H + 2·PadH − DilationH·(R − 1) − 1) / StrideH⌋ + 1
+/// and Q likewise. Kernel taps are DilationH rows (DilationW columns) apart; output channel k sees only the input
+/// channels of its group, k / (K/G), i.e. channels [g·C/G, (g + 1)·C/G).
 /// </summary>
 /// <remarks>
 /// A plain value shared by the reference, the ILGPU kernels and the layers; it holds no ILGPU type so the
@@ -12,19 +14,36 @@ public readonly record struct Conv2dGeometry(
     int N, int C, int H, int W,
     int K, int R, int S,
     int StrideH = 1, int StrideW = 1,
-    int PadH = 0, int PadW = 0)
+    int PadH = 0, int PadW = 0,
+    int DilationH = 1, int DilationW = 1,
+    int Groups = 1)
 {
-    /// <summary>Output height P = ⌊(H + 2·PadH − R) / StrideH⌋ + 1.</summary>
-    public int P => (H + 2 * PadH - R) / StrideH + 1;
+    /// <summary>The rows the dilated kernel spans, DilationH·(R − 1) + 1.</summary>
+    public int ExtentH => DilationH * (R - 1) + 1;
 
-    /// <summary>Output width Q = ⌊(W + 2·PadW − S) / StrideW⌋ + 1.</summary>
-    public int Q => (W + 2 * PadW - S) / StrideW + 1;
+    /// <summary>The columns the dilated kernel spans, DilationW·(S − 1) + 1.</summary>
+    public int ExtentW => DilationW * (S - 1) + 1;
+
+    /// <summary>Output height P = ⌊(H + 2·PadH − ExtentH) / StrideH⌋ + 1.</summary>
+    public int P => (H + 2 * PadH - ExtentH) / StrideH + 1;
+
+    /// <summary>Output width Q = ⌊(W + 2·PadW − ExtentW) / StrideW⌋ + 1.</summary>
+    public int Q => (W + 2 * PadW - ExtentW) / StrideW + 1;
+
+    /// <summary>Input channels per group, C/G (each weight's second dimension).</summary>
+    public int GroupChannels => C / Groups;
+
+    /// <summary>Output channels per group, K/G.</summary>
+    public int GroupFilters => K / Groups;
+
+    /// <summary>Whether the convolution is ungrouped and undilated (what the GEMM and tiled kernels handle).</summary>
+    public bool IsPlain => DilationH == 1 && DilationW == 1 && Groups == 1;
 
     /// <summary>Input element count N·C·H·W.</summary>
     public int InputSize => N * C * H * W;
 
-    /// <summary>Weight element count K·C·R·S.</summary>
-    public int WeightSize => K * C * R * S;
+    /// <summary>Weight element count K·(C/G)·R·S.</summary>
+    public int WeightSize => K * GroupChannels * R * S;
 
     /// <summary>Output element count N·K·P·Q.</summary>
     public int OutputSize => N * K * P * Q;
@@ -32,8 +51,8 @@ public readonly record struct Conv2dGeometry(
     /// <summary>Input shape (N, C, H, W).</summary>
     public int[] InputShape => [N, C, H, W];
 
-    /// <summary>Weight shape (K, C, R, S).</summary>
-    public int[] WeightShape => [K, C, R, S];
+    /// <summary>Weight shape (K, C/G, R, S).</summary>
+    public int[] WeightShape => [K, GroupChannels, R, S];
 
     /// <summary>Output shape (N, K, P, Q).</summary>
     public int[] OutputShape => [N, K, P, Q];
@@ -52,15 +71,26 @@ public readonly record struct Conv2dGeometry(
         GeometryChecks.Positive(operation, "stride width", StrideW);
         GeometryChecks.NonNegative(operation, "padding height", PadH);
         GeometryChecks.NonNegative(operation, "padding width", PadW);
-        GeometryChecks.WindowFits(operation, "kernel", R, S, H, W, PadH, PadW);
+        GeometryChecks.Positive(operation, "dilation height", DilationH);
+        GeometryChecks.Positive(operation, "dilation width", DilationW);
+        GeometryChecks.Positive(operation, "groups", Groups);
+        if (C % Groups != 0 || K % Groups != 0)
+        {
+            throw new ArgumentException(
+                $"{operation}: groups {Groups} must divide both the {C} input channels and the {K} output channels.");
+        }
+
+        GeometryChecks.WindowFits(operation, DilationH == 1 && DilationW == 1 ? "kernel" : $"kernel {R}x{S} at dilation {DilationH}x{DilationW} spans",
+            (long)DilationH * (R - 1) + 1, (long)DilationW * (S - 1) + 1, H, W, PadH, PadW);
         GeometryChecks.FitsInt(operation, "input", (long)N * C * H * W);
-        GeometryChecks.FitsInt(operation, "weights", (long)K * C * R * S);
+        GeometryChecks.FitsInt(operation, "weights", (long)K * (C / Groups) * R * S);
         GeometryChecks.FitsInt(operation, "output", (long)N * K * P * Q);
     }
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"x ({N},{C},{H},{W}), w ({K},{C},{R},{S}), stride {StrideH}x{StrideW}, pad {PadH}x{PadW}";
+        $"x ({N},{C},{H},{W}), w ({K},{C / Math.Max(1, Groups)},{R},{S}), stride {StrideH}x{StrideW}, pad {PadH}x{PadW}" +
+        (DilationH == 1 && DilationW == 1 ? "" : $", dilation {DilationH}x{DilationW}") + (Groups == 1 ? "" : $", groups {Groups}");
 }
 
 /// <summary>
@@ -138,13 +168,13 @@ internal static class GeometryChecks
         }
     }
 
-    public static void WindowFits(string operation, string what, int kh, int kw, int h, int w, int padH, int padW)
+    public static void WindowFits(string operation, string what, long kh, long kw, int h, int w, int padH, int padW)
     {
-        if (kh > h + 2 * padH || kw > w + 2 * padW)
+        if (kh > h + 2L * padH || kw > w + 2L * padW)
         {
             throw new ArgumentException(
-                $"{operation}: {what} {kh}x{kw} is larger than the padded input {h + 2 * padH}x{w + 2 * padW} " +
-                $"(input {h}x{w}, padding {padH}x{padW}).", what);
+                $"{operation}: {what} {kh}x{kw}{(what.EndsWith("spans", StringComparison.Ordinal) ? ", which" : "")} is larger than the padded input " +
+                $"{h + 2 * padH}x{w + 2 * padW} (input {h}x{w}, padding {padH}x{padW}).", what.Split(' ')[0]);
         }
     }
 

@@ -87,7 +87,7 @@ public abstract partial class BackendOpsTests
     public void Backward_data_equals_the_transpose_of_the_forward_scatter(string name)
     {
         // The rotated-kernel full convolution must equal the direct chain rule: every dy[n,k,p,q] sends
-        // dy·w[k,c,r,s] back to the input pixel x[n,c,p·Sh+r−Ph, q·Sw+s−Pw] it came from.
+        // dy·w[k,c,r,s] back to the input pixel x[n,c,p·Sh+r·Dh−Ph, q·Sw+s·Dw−Pw] it came from (c over k's group).
         var g = Cases.Convolutions[name];
         float[] gy = TestData.Uniform(g.OutputSize, 60), w = TestData.Uniform(g.WeightSize, 61);
         var expected = new double[g.InputSize];
@@ -99,17 +99,18 @@ public abstract partial class BackendOpsTests
                 {
                     for (int q = 0; q < g.Q; q++)
                     {
-                        for (int c = 0; c < g.C; c++)
+                        int cg = g.C / g.Groups, first = k / (g.K / g.Groups) * cg;
+                        for (int c = 0; c < cg; c++)
                         {
                             for (int r = 0; r < g.R; r++)
                             {
                                 for (int s = 0; s < g.S; s++)
                                 {
-                                    int h = p * g.StrideH + r - g.PadH, col = q * g.StrideW + s - g.PadW;
+                                    int h = p * g.StrideH + r * g.DilationH - g.PadH, col = q * g.StrideW + s * g.DilationW - g.PadW;
                                     if (h >= 0 && h < g.H && col >= 0 && col < g.W)
                                     {
-                                        expected[((n * g.C + c) * g.H + h) * g.W + col] +=
-                                            (double)gy[((n * g.K + k) * g.P + p) * g.Q + q] * w[((k * g.C + c) * g.R + r) * g.S + s];
+                                        expected[((n * g.C + first + c) * g.H + h) * g.W + col] +=
+                                            (double)gy[((n * g.K + k) * g.P + p) * g.Q + q] * w[((k * cg + c) * g.R + r) * g.S + s];
                                     }
                                 }
                             }

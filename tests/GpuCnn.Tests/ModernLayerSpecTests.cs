@@ -115,4 +115,29 @@ public sealed class ModernLayerSpecTests
         model.Forward(x);
         TensorAssert.Identical<float>(first, backend.DownloadArray(dropout.Forward(model.Layers[0].Forward(x))), "the same key again");
     }
+
+    [Theory]
+    [InlineData("conv(6,3,dilation=2,groups=3,bias=false),conv(6,3x1,pad=1,dilation=2x1,groups=6),flatten,dense(2)")]
+    public void Grouped_and_dilated_convolutions_round_trip_and_shape_their_weights_as_pytorch(string spec)
+    {
+        Assert.Equal(spec, ArchitectureSpec.Format(ArchitectureSpec.Parse(spec)));
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create(spec, [3, 9, 9], backend);
+        var state = model.StateDict();
+        Assert.Equal(new Shape(6, 1, 3, 3), state["0.weight"].Shape); // groups 3 of 1 input channel each
+        Assert.Equal(new Shape(6, 1, 3, 1), state["1.weight"].Shape); // depthwise
+        Assert.Equal(new Shape(6, 5, 5), model.Layers[0].OutputShape); // 9 − 2·(3 − 1) = 5
+        Assert.Equal(new Shape(6, 3, 7), model.Layers[1].OutputShape); // rows 5 + 2·1 − (2·2 + 1) + 1 = 3, columns 5 + 2 − 1 + 1 = 7
+    }
+
+    [Theory]
+    [InlineData("conv(4,3,groups=2)", "layer 1 'conv(4,3,groups=2)' on input (3,8,8): groups 2 must divide both the 3 input channels and the 4 output channels.")]
+    [InlineData("conv(3,3,groups=3,dilation=4)", "layer 1 'conv(3,3,dilation=4,groups=3)' on input (3,8,8): kernel 3x3 at dilation 4x4 spans 9x9, which is larger than the padded input 8x8 (input 8x8, padding 0x0).")]
+    [InlineData("conv(3,3,groups=0)", "groups '0' is not a positive integer")]
+    public void Impossible_groups_and_dilations_name_the_layer_and_the_numbers(string spec, string message)
+    {
+        using var backend = new ReferenceBackend();
+        var error = Assert.ThrowsAny<Exception>(() => Sequential.Create(spec + ",flatten,dense(2)", [3, 8, 8], backend));
+        Assert.Contains(message, error.Message, StringComparison.Ordinal);
+    }
 }

@@ -135,7 +135,7 @@ public sealed class SpecTests
     [InlineData("conv(6,5),relu,maxpool(0)", "layer 3 'maxpool(0)': kernel '0' is not a positive integer")]
     [InlineData("conv(6),relu", "layer 1 'conv(6)': missing kernel")]
     [InlineData("conv(6,5),softmax", "layer 2 'softmax': unknown layer 'softmax'")]
-    [InlineData("conv(6,5,dilation=2)", "layer 1 'conv(6,5,dilation=2)': conv has no option 'dilation'")]
+    [InlineData("conv(6,5,padding_mode=zeros)", "layer 1 'conv(6,5,padding_mode=zeros)': conv has no option 'padding_mode'")]
     [InlineData("conv(6,5),,relu", "layer 2 '': empty layer")]
     [InlineData("conv(6,5", "unbalanced '('")]
     [InlineData("dense(10,3)", "layer 1 'dense(10,3)': dense takes 1 positional argument(s), got 2")]

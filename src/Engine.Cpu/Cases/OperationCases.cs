@@ -75,6 +75,11 @@ public static partial class OperationCases
             yield return ConvolutionBackwardFilter("conv2d backward-filter + bias", g, random.Next());
         }
 
+        var grouped = RandomGroupedConvolution(random);
+        yield return ConvolutionForward("grouped dilated conv2d forward", grouped, random.Next());
+        yield return ConvolutionBackwardData("grouped dilated conv2d backward-data", grouped, random.Next());
+        yield return ConvolutionBackwardFilter("grouped dilated conv2d backward-filter + bias", grouped, random.Next());
+
         for (int i = 0; i < ShapesPerFamily; i++)
         {
             var p = RandomPool(random);
@@ -345,10 +350,11 @@ public static partial class OperationCases
         return (conv1 * 2) + (conv2 * 3) + (dense * 3);
     }
 
-    private static double ConvolutionFlops(Conv2dGeometry g) => 2.0 * g.N * g.K * g.P * g.Q * g.C * g.R * g.S;
+    private static double ConvolutionFlops(Conv2dGeometry g) => 2.0 * g.N * g.K * g.P * g.Q * g.GroupChannels * g.R * g.S;
 
     private static string Describe(Conv2dGeometry g) =>
-        $"x({g.N},{g.C},{g.H},{g.W}) w({g.K},{g.C},{g.R},{g.S}) s{g.StrideH}x{g.StrideW} p{g.PadH}x{g.PadW}";
+        $"x({g.N},{g.C},{g.H},{g.W}) w({g.K},{g.GroupChannels},{g.R},{g.S}) s{g.StrideH}x{g.StrideW} p{g.PadH}x{g.PadW}" +
+        (g.IsPlain ? "" : $" d{g.DilationH}x{g.DilationW} g{g.Groups}");
 
     private static string Describe(Pool2dGeometry p) =>
         $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}x{p.StrideW} p{p.PadH}x{p.PadW}";
@@ -363,6 +369,22 @@ public static partial class OperationCases
             var g = new Conv2dGeometry(random.Next(1, small ? 3 : 4), random.Next(1, small ? 3 : 6), random.Next(4, small ? 8 : 13),
                 random.Next(4, small ? 8 : 13), random.Next(1, small ? 4 : 7), r, s, stride, stride, random.Next(0, r), random.Next(0, s));
             if (g.R <= g.H + (2 * g.PadH) && g.S <= g.W + (2 * g.PadW))
+            {
+                return g;
+            }
+        }
+    }
+
+    /// <summary>A random valid convolution with 2 or 3 groups and a dilation of 1 or 2 per axis.</summary>
+    public static Conv2dGeometry RandomGroupedConvolution(Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        while (true)
+        {
+            int groups = random.Next(2, 4), r = random.Next(1, 4), s = random.Next(1, 4), stride = random.Next(1, 3);
+            var g = new Conv2dGeometry(random.Next(1, 3), groups * random.Next(1, 3), random.Next(5, 11), random.Next(5, 11),
+                groups * random.Next(1, 3), r, s, stride, stride, random.Next(0, r), random.Next(0, s), random.Next(1, 3), random.Next(1, 3), groups);
+            if (g.ExtentH <= g.H + (2 * g.PadH) && g.ExtentW <= g.W + (2 * g.PadW))
             {
                 return g;
             }

@@ -107,10 +107,61 @@ public sealed unsafe partial class CpuBackend : HostBackend
     {
         fixed (float* px = Data(x), pw = Data(w), py = Data(y), pb = b is null ? null : Data(b))
         {
-            _convForward.Set(g, px, pw, pb, py, Fused(activation));
-            _workers.Run(_convForward, g.N);
+            var fused = Fused(activation);
+            if (g.Groups == 1)
+            {
+                ConvForward(g, px, pw, pb, py, fused);
+                return;
+            }
+
+            // Each group an ungrouped convolution of its channels, gathered into contiguous scratch and scattered back.
+            var group = GroupGeometry(g);
+            fixed (float* input = Grow(ref _groupInput, g.N * group.C * g.H * g.W), output = Grow(ref _groupOutput, g.N * group.K * g.P * g.Q))
+            {
+                for (int i = 0; i < g.Groups; i++)
+                {
+                    CopyChannels(px, g.C, input, group.C, i * group.C, g.N, g.H * g.W, gather: true);
+                    ConvForward(group, input, pw + ((long)i * group.WeightSize), pb == null ? null : pb + (i * group.K), output, fused);
+                    CopyChannels(py, g.K, output, group.K, i * group.K, g.N, g.P * g.Q, gather: false);
+                }
+            }
         }
     }
+
+    private void ConvForward(in Conv2dGeometry g, float* px, float* pw, float* pb, float* py, FusedActivation? fused)
+    {
+        _convForward.Set(g, px, pw, pb, py, fused);
+        _workers.Run(_convForward, g.N);
+    }
+
+    /// <summary>The geometry of one group of a grouped convolution: its channels, ungrouped.</summary>
+    private static Conv2dGeometry GroupGeometry(in Conv2dGeometry g) => g with { C = g.GroupChannels, K = g.GroupFilters, Groups = 1 };
+
+    /// <summary>
+    /// Between tensor (N, channels, plane) and a group's contiguous copy (N, groupChannels, plane) of its channels
+    /// first … first + groupChannels − 1: gather copies into the group buffer, scatter back out of it.
+    /// </summary>
+    private static void CopyChannels(float* tensor, int channels, float* group, int groupChannels, int first, int batch, int plane, bool gather)
+    {
+        long length = (long)groupChannels * plane;
+        for (int n = 0; n < batch; n++)
+        {
+            float* outer = tensor + ((((long)n * channels) + first) * plane), inner = group + (n * length);
+            Buffer.MemoryCopy(gather ? outer : inner, gather ? inner : outer, length * sizeof(float), length * sizeof(float));
+        }
+    }
+
+    private static float[] Grow(ref float[] buffer, int length)
+    {
+        if (buffer.Length < length)
+        {
+            buffer = new float[length];
+        }
+
+        return buffer;
+    }
+
+    private float[] _groupInput = [], _groupOutput = [];
 
     /// <inheritdoc/>
     protected override void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w,
@@ -118,20 +169,40 @@ public sealed unsafe partial class CpuBackend : HostBackend
     {
         fixed (float* pdy = Data(dy), pw = Data(w), pdx = Data(dx))
         {
-            if (DirectConvolution.SuitsFullConvolution(g))
+            if (g.Groups == 1)
             {
-                // The full convolution of the padded dy with the rotated kernel, run as a forward convolution: direct
-                // for up to 16 channels of dy (LeNet: 1.4× faster than GEMM + col2im), im2col + GEMM beyond.
-                float* rotated = _scratch[0].Rotated(g.WeightSize);
-                DirectConvolution.RotateKernel(g, pw, rotated);
-                _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, null, direct: g.K <= 16);
-                _workers.Run(_convForward, g.N);
+                ConvBackwardData(g, pdy, pw, pdx);
                 return;
             }
 
-            _convBackwardData.Set(g, pdy, pw, pdx);
-            _workers.Run(_convBackwardData, g.N);
+            var group = GroupGeometry(g);
+            fixed (float* output = Grow(ref _groupOutput, g.N * group.K * g.P * g.Q), input = Grow(ref _groupInput, g.N * group.C * g.H * g.W))
+            {
+                for (int i = 0; i < g.Groups; i++)
+                {
+                    CopyChannels(pdy, g.K, output, group.K, i * group.K, g.N, g.P * g.Q, gather: true);
+                    ConvBackwardData(group, output, pw + ((long)i * group.WeightSize), input);
+                    CopyChannels(pdx, g.C, input, group.C, i * group.C, g.N, g.H * g.W, gather: false);
+                }
+            }
         }
+    }
+
+    private void ConvBackwardData(in Conv2dGeometry g, float* pdy, float* pw, float* pdx)
+    {
+        if (DirectConvolution.SuitsFullConvolution(g))
+        {
+            // The full convolution of the padded dy with the rotated kernel, run as a forward convolution: direct
+            // for up to 16 channels of dy (LeNet: 1.4× faster than GEMM + col2im), im2col + GEMM beyond.
+            float* rotated = _scratch[0].Rotated(g.WeightSize);
+            DirectConvolution.RotateKernel(g, pw, rotated);
+            _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, null, direct: g.K <= 16);
+            _workers.Run(_convForward, g.N);
+            return;
+        }
+
+        _convBackwardData.Set(g, pdy, pw, pdx);
+        _workers.Run(_convBackwardData, g.N);
     }
 
     /// <inheritdoc/>
@@ -140,23 +211,44 @@ public sealed unsafe partial class CpuBackend : HostBackend
     {
         fixed (float* px = Data(x), pdy = Data(dy), pdw = Data(dw))
         {
-            int parts = Math.Min(g.N, _workers.Count);
-            _convBackwardFilter.Set(g, px, pdy, parts);
-            _workers.Run(_convBackwardFilter, parts);
-
-            // dw = the workers' partial sums, added in worker order.
-            int size = g.WeightSize;
-            var total = new Span<float>(pdw, size);
-            new Span<float>(_scratch[0].Partial(size), size).CopyTo(total);
-            for (int worker = 1; worker < parts; worker++)
+            if (g.Groups == 1)
             {
-                Add(new Span<float>(_scratch[worker].Partial(size), size), total);
+                ConvBackwardFilter(g, px, pdy, pdw);
+            }
+            else
+            {
+                var group = GroupGeometry(g);
+                fixed (float* input = Grow(ref _groupInput, g.N * group.C * g.H * g.W), output = Grow(ref _groupOutput, g.N * group.K * g.P * g.Q))
+                {
+                    for (int i = 0; i < g.Groups; i++)
+                    {
+                        CopyChannels(px, g.C, input, group.C, i * group.C, g.N, g.H * g.W, gather: true);
+                        CopyChannels(pdy, g.K, output, group.K, i * group.K, g.N, g.P * g.Q, gather: true);
+                        ConvBackwardFilter(group, input, output, pdw + ((long)i * group.WeightSize));
+                    }
+                }
             }
         }
 
         if (db is not null)
         {
             BiasGradientCore(dy, db, g.N, g.K, g.P * g.Q);
+        }
+    }
+
+    private void ConvBackwardFilter(in Conv2dGeometry g, float* px, float* pdy, float* pdw)
+    {
+        int parts = Math.Min(g.N, _workers.Count);
+        _convBackwardFilter.Set(g, px, pdy, parts);
+        _workers.Run(_convBackwardFilter, parts);
+
+        // dw = the workers' partial sums, added in worker order.
+        int size = g.WeightSize;
+        var total = new Span<float>(pdw, size);
+        new Span<float>(_scratch[0].Partial(size), size).CopyTo(total);
+        for (int worker = 1; worker < parts; worker++)
+        {
+            Add(new Span<float>(_scratch[worker].Partial(size), size), total);
         }
     }
 

@@ -15,20 +15,20 @@ internal static unsafe class DirectConvolution
     /// Whether the direct forward suits this shape better than im2col + GEMM: stride 1 and few input channels
     /// (measured on LeNet: 3.5× faster for C = 1 and C = 6).
     /// </summary>
-    public static bool SuitsForward(in Conv2dGeometry g) => g.StrideH == 1 && g.StrideW == 1 && g.C <= 8;
+    public static bool SuitsForward(in Conv2dGeometry g) => g.IsPlain && g.StrideH == 1 && g.StrideW == 1 && g.C <= 8;
 
     /// <summary>
     /// Whether the direct filter gradient suits this shape: stride 1 and very few input channels (its per-weight
     /// horizontal sums cost more than GEMM's packing once C·R·S grows: slower than GEMM at C = 6).
     /// </summary>
-    public static bool SuitsFilterGradient(in Conv2dGeometry g) => g.StrideH == 1 && g.StrideW == 1 && g.C <= 4;
+    public static bool SuitsFilterGradient(in Conv2dGeometry g) => g.IsPlain && g.StrideH == 1 && g.StrideW == 1 && g.C <= 4;
 
     /// <summary>
     /// Whether backward-data can run as a forward convolution: the full convolution of dy, padded by R−1−Ph and
     /// S−1−Pw, with the 180°-rotated kernel (stride 1, padding below the kernel size).
     /// </summary>
     public static bool SuitsFullConvolution(in Conv2dGeometry g) =>
-        g.StrideH == 1 && g.StrideW == 1 && g.PadH <= g.R - 1 && g.PadW <= g.S - 1;
+        g.IsPlain && g.StrideH == 1 && g.StrideW == 1 && g.PadH <= g.R - 1 && g.PadW <= g.S - 1;
 
     /// <summary>The forward geometry of backward-data's full convolution: dy (N,K,P,Q) in, dx (N,C,H,W) out.</summary>
     public static Conv2dGeometry FullConvolution(in Conv2dGeometry g) =>

@@ -32,7 +32,7 @@ internal sealed unsafe class TransposedColumns : IPanelSource
         for (int i = 0; i < crs; i++)
         {
             int c = i / (g.R * g.S), r = i / g.S % g.R, s = i % g.S;
-            (_offset[i], _r[i], _s[i]) = ((c * g.H + r) * g.W + s, r, s);
+            (_offset[i], _r[i], _s[i]) = ((c * g.H + (r * g.DilationH)) * g.W + (s * g.DilationW), r * g.DilationH, s * g.DilationW);
         }
     }
 
@@ -54,7 +54,7 @@ internal sealed unsafe class TransposedColumns : IPanelSource
                     int h0 = p * g.StrideH - g.PadH, w0 = q * g.StrideW - g.PadW;
                     float* row = panel + (long)k * nr;
                     float* origin = _x + (long)h0 * width + w0;
-                    if (h0 >= 0 && w0 >= 0 && h0 + g.R <= height && w0 + g.S <= width)
+                    if (h0 >= 0 && w0 >= 0 && h0 + g.ExtentH <= height && w0 + g.ExtentW <= width)
                     {
                         for (int j = 0; j < cols; j++)
                         {
@@ -81,7 +81,7 @@ internal sealed unsafe class TransposedColumns : IPanelSource
 }
 
 /// <summary>
-/// The column matrix of one image: cols[(c·R + r)·S + s, p·Q + q] = x[c, p·Sh + r − Ph, q·Sw + s − Pw] (0 outside),
+/// The column matrix of one image: cols[(c·R + r)·S + s, p·Q + q] = x[c, p·Sh + r·Dh − Ph, q·Sw + s·Dw − Pw] (0 outside),
 /// so that convolution is W (K × C·R·S) · cols (C·R·S × P·Q). <see cref="Accumulate"/> is its transpose (col2im).
 /// </summary>
 internal static unsafe class Im2Col
@@ -100,7 +100,7 @@ internal static unsafe class Im2Col
                     float* row = cols + (long)((c * g.R + r) * g.S + s) * p * q;
                     for (int op = 0; op < p; op++)
                     {
-                        int h = op * g.StrideH + r - g.PadH;
+                        int h = op * g.StrideH + (r * g.DilationH) - g.PadH;
                         float* target = row + (long)op * q;
                         if (h < 0 || h >= g.H)
                         {
@@ -109,7 +109,8 @@ internal static unsafe class Im2Col
                         }
 
                         float* source = x + ((long)c * g.H + h) * g.W;
-                        ValidRange(g.W, g.StrideW, s - g.PadW, q, out int first, out int last);
+                        int offset = (s * g.DilationW) - g.PadW;
+                        ValidRange(g.W, g.StrideW, offset, q, out int first, out int last);
                         for (int oq = 0; oq < first; oq++)
                         {
                             target[oq] = 0f;
@@ -120,14 +121,14 @@ internal static unsafe class Im2Col
                             int count = last - first;
                             if (count > 0)
                             {
-                                Buffer.MemoryCopy(source + first + s - g.PadW, target + first, count * sizeof(float), count * sizeof(float));
+                                Buffer.MemoryCopy(source + first + offset, target + first, count * sizeof(float), count * sizeof(float));
                             }
                         }
                         else
                         {
                             for (int oq = first; oq < last; oq++)
                             {
-                                target[oq] = source[oq * g.StrideW + s - g.PadW];
+                                target[oq] = source[oq * g.StrideW + offset];
                             }
                         }
 
@@ -155,15 +156,16 @@ internal static unsafe class Im2Col
                     float* row = cols + (long)((c * g.R + r) * g.S + s) * p * q;
                     for (int op = 0; op < p; op++)
                     {
-                        int h = op * g.StrideH + r - g.PadH;
+                        int h = op * g.StrideH + (r * g.DilationH) - g.PadH;
                         if (h < 0 || h >= g.H)
                         {
                             continue;
                         }
 
                         float* source = row + (long)op * q;
-                        float* target = dx + ((long)c * g.H + h) * g.W + s - g.PadW;
-                        ValidRange(g.W, g.StrideW, s - g.PadW, q, out int first, out int last);
+                        int offset = (s * g.DilationW) - g.PadW;
+                        float* target = dx + ((long)c * g.H + h) * g.W + offset;
+                        ValidRange(g.W, g.StrideW, offset, q, out int first, out int last);
                         for (int oq = first; oq < last; oq++)
                         {
                             target[oq * g.StrideW] += source[oq];

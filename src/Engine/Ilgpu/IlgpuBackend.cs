@@ -242,7 +242,7 @@ public sealed partial class IlgpuBackend : Backend
         var bias = b is null ? View(w) : View(b);
         if (!UseIm2Col(g))
         {
-            _launch.NextSerial(g.C * g.R * g.S);
+            _launch.NextSerial(g.GroupChannels * g.R * g.S);
             _launch.Run(ConvolutionKernels.Forward, g.OutputSize, View(x), View(w), bias, View(y), g, epilogue);
             return;
         }
@@ -284,7 +284,7 @@ public sealed partial class IlgpuBackend : Backend
         }
 
         // The full convolution in three visible steps: dilate + pad dy, rotate the kernel, correlate.
-        int paddedSize = g.N * g.K * (g.H + g.R - 1) * (g.W + g.S - 1);
+        int paddedSize = g.N * g.K * (g.H + g.ExtentH - 1) * (g.W + g.ExtentW - 1);
         var padded = _workspace.Get(IlgpuWorkspace.Slot.DilatedGradient, paddedSize);
         var rotated = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
         _launch.Run(ConvolutionKernels.DilatePad, paddedSize, View(dy), padded, g);
@@ -491,7 +491,7 @@ public sealed partial class IlgpuBackend : Backend
         return (int)Math.Max(1, Math.Min((target + tiles - 1) / tiles, shape.K / 32));
     }
 
-    private bool UseIm2Col(Conv2dGeometry g) => ConvolutionAlgorithm switch
+    private bool UseIm2Col(Conv2dGeometry g) => g.IsPlain && ConvolutionAlgorithm switch
     {
         ConvolutionAlgorithm.Im2ColGemm => true,
         ConvolutionAlgorithm.Direct => false,

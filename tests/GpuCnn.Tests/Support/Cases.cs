@@ -25,6 +25,10 @@ public static class Cases
         ["5x1 pad 2x0"] = new(N: 2, C: 2, H: 9, W: 6, K: 2, R: 5, S: 1, PadH: 2),
         ["2x3 stride 2x1 pad 1x0"] = new(N: 1, C: 1, H: 5, W: 6, K: 2, R: 2, S: 3, StrideH: 2, StrideW: 1, PadH: 1),
         ["stride3 leaves rows unused"] = new(N: 1, C: 2, H: 8, W: 8, K: 2, R: 3, S: 3, StrideH: 3, StrideW: 3),
+        ["dilation 2 pad 2"] = new(N: 2, C: 3, H: 7, W: 6, K: 4, R: 3, S: 3, PadH: 2, PadW: 2, DilationH: 2, DilationW: 2),
+        ["groups 2 stride 2 pad 1"] = new(N: 2, C: 4, H: 6, W: 5, K: 6, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 2),
+        ["depthwise dilation 2x1"] = new(N: 2, C: 3, H: 7, W: 6, K: 3, R: 3, S: 2, PadH: 1, DilationH: 2, DilationW: 1, Groups: 3),
+        ["groups 2 of 1x1, 2 filters each"] = new(N: 1, C: 2, H: 4, W: 3, K: 4, R: 1, S: 1, Groups: 2),
     };
 
     public static readonly IReadOnlyDictionary<string, Pool2dGeometry> Pools = new Dictionary<string, Pool2dGeometry>

@@ -136,6 +136,8 @@ PREDICT_CASES = {
                   "dense(6),batchnorm,relu,dense(3)", [2, 7, 7], 3),
     # Evaluation mode: dropout is the identity.
     "dropout": ("conv(3,3),relu,dropout(0.25),flatten,dense(8),dropout(0.5),relu,dense(3)", [1, 6, 6], 4),
+    "grouped": ("conv(6,3,pad=2,dilation=2,groups=3),relu,conv(6,3x2,dilation=1x2,groups=6,bias=false),batchnorm,relu,"
+                "conv(4,1,groups=2),flatten,dense(3)", [3, 9, 9], 2),
 }
 
 # Training batches run through a predict case before its weights are saved, so its running statistics are not the
@@ -156,6 +158,8 @@ TRAIN_CASES = {
                       "globalavgpool,flatten,dense(5),batchnorm,dense(3)", [1, 8, 8], 6,
                       dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
     "adamw": ("conv(3,3),relu,flatten,dense(4)", [1, 6, 6], 5, dict(optimizer="adamw", lr=0.01, weight_decay=0.1)),
+    "grouped_sgd": ("conv(4,3,pad=1,groups=2),relu,conv(4,3,stride=2,dilation=2,groups=4,bias=false),relu,flatten,dense(3)",
+                    [2, 9, 9], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
     # Four full-batch steps (one per epoch): StepLR (per epoch) after a linear warm-up (per step), label smoothing.
     "smoothing_schedule": ("conv(4,3,pad=1,bias=false),batchnorm,relu,globalavgpool,flatten,dense(3)", [2, 6, 6], 6,
                            dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, label_smoothing=0.1, epochs=4,
