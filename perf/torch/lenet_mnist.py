@@ -115,10 +115,12 @@ def main():
         for i in range(0, len(xtr), a.batch_size):
             idx_ = perm[i:i + a.batch_size]
             x = xtr[idx_]
-            if pad:  # a random crop of the zero-padded image per sample, as gpucnn's --augment crop=PAD
+            if pad:  # a random crop of the zero-padded image per sample, as gpucnn's --augment crop=PAD (one gather)
                 padded = F.pad(x, (pad, pad, pad, pad))
-                offsets = torch.randint(0, 2 * pad + 1, (len(x), 2))
-                x = torch.stack([padded[n, :, dy:dy + x.shape[2], dx:dx + x.shape[3]] for n, (dy, dx) in enumerate(offsets.tolist())])
+                count, height, width = len(x), x.shape[2], x.shape[3]
+                rows = torch.randint(0, 2 * pad + 1, (count, 1), device=device) + torch.arange(height, device=device)
+                cols = torch.randint(0, 2 * pad + 1, (count, 1), device=device) + torch.arange(width, device=device)
+                x = padded[torch.arange(count, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
             loss = F.cross_entropy(model(x), ytr[idx_], label_smoothing=a.label_smoothing)
             opt.zero_grad()
             loss.backward()
