@@ -37,7 +37,7 @@ public sealed unsafe partial class CpuBackend
     private sealed class ConvForwardJob(CpuBackend owner) : IParallelJob
     {
         private Conv2dGeometry _g;
-        private bool _direct;
+        private bool _direct, _blocked;
         private FusedActivation? _activation;
         private float* _x, _w, _b, _y;
 
@@ -47,7 +47,8 @@ public sealed unsafe partial class CpuBackend
         /// </summary>
         public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, FusedActivation? activation, bool direct = false)
         {
-            _direct = direct || DirectConvolution.SuitsForward(g);
+            _blocked = BlockedConvolution.Suits(g);
+            _direct = !_blocked && (direct || DirectConvolution.SuitsForward(g));
             _activation = activation;
             _g = g;
             _x = x;
@@ -62,6 +63,14 @@ public sealed unsafe partial class CpuBackend
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
             float* x = _x + (long)n * _g.C * _g.H * _g.W;
             float* y = _y + (long)n * _g.K * pq;
+            if (_blocked)
+            {
+                float* scratch = owner._scratch[worker].Columns(BlockedConvolution.ScratchLength(_g, (int)owner.Width));
+                BlockedConvolution.Forward(owner.Width, _g, x, _w, _b, y, scratch);
+                Activate(y, _g.K * pq);
+                return;
+            }
+
             if (_direct)
             {
                 float* scratch = owner._scratch[worker].Columns(DirectConvolution.ScratchLength(_g, (int)owner.Width));
@@ -155,6 +164,13 @@ public sealed unsafe partial class CpuBackend
             for (int n = first; n < last; n++)
             {
                 float* x = _x + (long)n * _g.C * _g.H * _g.W;
+                if (BlockedConvolution.SuitsFilterGradient(_g, x))
+                {
+                    float* scratch = owner._scratch[part].Columns(BlockedConvolution.ScratchLength(_g, (int)owner.Width));
+                    BlockedConvolution.AccumulateFilterGradient(owner.Width, _g, x, _dy + (long)n * _g.K * pq, partial, scratch);
+                    continue;
+                }
+
                 if (DirectConvolution.SuitsFilterGradient(_g))
                 {
                     float* scratch = owner._scratch[part].Columns(DirectConvolution.ScratchLength(_g, (int)owner.Width));
