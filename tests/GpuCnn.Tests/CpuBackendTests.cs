@@ -38,11 +38,23 @@ public sealed class CpuBackendTests
     public void Convolutions_match_the_reference_at_every_width(SimdWidth width)
     {
         using var backend = new CpuBackend(threads: 3, width);
-        // Plus a 1×1 layer, and one whose P·Q (323) spans two K blocks of the GEMM with C > 4 (the packed-im2col filter route).
-        foreach (var g in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1))
-                     .Append(new Conv2dGeometry(N: 2, C: 5, H: 19, W: 17, K: 3, R: 3, S: 3, PadH: 1, PadW: 1)))
+        // Plus a 1×1 layer, one whose P·Q (323) spans two K blocks of the GEMM with C > 4 (the packed-im2col filter
+        // route), two with planes large enough for the blocked filter gradient (K not a multiple of its 4 filters, 15
+        // taps not of its 3), and the first of those again with a NaN pixel (which must take the GEMM route).
+        var large = new Conv2dGeometry(N: 2, C: 3, H: 26, W: 23, K: 10, R: 3, S: 3, PadH: 1, PadW: 1);
+        foreach (var (g, nan) in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1))
+                     .Append(new Conv2dGeometry(N: 2, C: 5, H: 19, W: 17, K: 3, R: 3, S: 3, PadH: 1, PadW: 1))
+                     .Append(large).Append(new Conv2dGeometry(N: 1, C: 2, H: 24, W: 30, K: 5, R: 5, S: 3, PadH: 2))
+                     .Select(g => (g, false)).Append((large, true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
+            if (nan)
+            {
+                // Channel 1, row 1, last column: no output reads it through the kernel's first column, so the reference's
+                // dw[·,1,·,0] stay finite; a path that multiplied it by a zero gradient would turn them into NaN.
+                x[(g.H * g.W) + g.W + (g.W - 1)] = float.NaN;
+            }
+
             var y = new double[g.OutputSize];
             var dx = new double[g.InputSize];
             var dw = new double[g.WeightSize];
