@@ -4,44 +4,80 @@ using System.Runtime.Intrinsics;
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
-/// Direct stride-1 convolution of one image as a register-blocked micro-kernel that reads the zero-padded image in
-/// place — an implicit GEMM with nothing packed. Outputs are computed in the padded image's row layout: output
-/// (p, q) sits at o = p·L + q, where L = W + 2·Pw is the padded row length, and tap (r, s) of every output reads
-/// input o + r·L + s of the padded plane, so a vector of consecutive o is one contiguous load per tap. The last
-/// S − 1 columns of each row of o are not outputs (they read across the row's end) and are dropped when the rows are
-/// copied out. Each step multiplies two vectors of o by eight output channels: 2 loads and 8 broadcasts feed 16
-/// FMAs into 16 accumulators, against 5 loads per 4 FMAs in <see cref="DirectConvolution"/>, and nothing is written
-/// twice as in im2col + GEMM. For the few-channel layers of small ResNets, where im2col's data movement outweighs
-/// its arithmetic.
+/// Direct convolution of one image as a register-blocked micro-kernel that reads the zero-padded image in place — an
+/// implicit GEMM with nothing packed. Outputs are computed in the padded image's row layout: output (p, q) sits at
+/// o = p·L + q, where L is the padded row length, and tap (r, s) of every output reads input o + r·L + s of the
+/// padded plane, so a vector of consecutive o is one contiguous load per tap. A stride-2 axis is first split into
+/// its even and odd phases (polyphase): then tap r reads phase r mod 2 at row p + ⌊r/2⌋, again one contiguous load.
+/// The columns of o past Q in each row are not outputs (they read across the row's end) and are dropped when the
+/// rows are copied out. Each step multiplies two vectors of o by eight output channels: 2 loads and 8 broadcasts
+/// feed 16 FMAs into 16 accumulators, against 5 loads per 4 FMAs in <see cref="DirectConvolution"/>, and nothing is
+/// written twice as in im2col + GEMM. For the few-channel layers of small ResNets, where im2col's data movement
+/// outweighs its arithmetic.
 /// </summary>
 internal static unsafe class BlockedConvolution
 {
     private const int Filters = 8; // output channels per block: 16 accumulators with two vectors of o
 
-    /// <summary>Plain stride-1 convolutions whose padded image is small enough to stay in cache while all K filters pass over it.</summary>
+    /// <summary>
+    /// Plain convolutions with strides of 1 or 2 and a kernel larger than 1×1 (a 1×1 layer is a GEMM as it stands)
+    /// whose padded image is small enough to stay in cache while all K filters pass over it.
+    /// </summary>
     public static bool Suits(in Conv2dGeometry g) =>
-        g.IsPlain && g.StrideH == 1 && g.StrideW == 1 && g.K <= 64 && (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 16;
+        g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.R * g.S > 1 && g.K <= 64 && g.C * g.R * g.S <= 4096 &&
+        (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 16;
 
     /// <summary>
-    /// Floats of scratch one image needs: the padded planes (with slack for the last vectors' reads), then one block
-    /// of output rows (forward) or the output gradient in the padded row layout (filter gradient).
+    /// Floats of scratch one image needs: the padded phase planes (with slack for the last vectors' reads), then one
+    /// block of output rows (forward) or the output gradient in the padded row layout (filter gradient).
     /// </summary>
     public static int ScratchLength(in Conv2dGeometry g, int width)
     {
-        var (plane, span) = Layout(g, width);
-        return PaddedLength(g, width, plane) + (Math.Max(Filters, g.K) * span);
+        var layout = new Layout(g, width);
+        return layout.PaddedLength + (Math.Max(Filters, g.K) * layout.Span);
     }
 
-    private static int PaddedLength(in Conv2dGeometry g, int width, int plane) => (g.C * plane) + (2 * width) + (g.R * (g.W + 2 * g.PadW));
+    /// <summary>
+    /// The padded image's layout: per channel StrideH·StrideW phase planes of Rows × RowLength, and the span of o (P
+    /// rows of RowLength, rounded up to whole steps of two vectors).
+    /// </summary>
+    private readonly struct Layout
+    {
+        public Layout(in Conv2dGeometry g, int width)
+        {
+            Rows = (g.H + 2 * g.PadH + g.StrideH - 1) / g.StrideH;
+            RowLength = (g.W + 2 * g.PadW + g.StrideW - 1) / g.StrideW;
+            Plane = Rows * RowLength;
+            ChannelFloats = g.StrideH * g.StrideW * Plane;
+            Span = (g.P * RowLength + 2 * width - 1) / (2 * width) * (2 * width);
+            PaddedLength = (g.C * ChannelFloats) + (2 * width) + (g.R * RowLength);
+        }
+
+        public int Rows { get; }
+
+        public int RowLength { get; }
+
+        public int Plane { get; }
+
+        public int ChannelFloats { get; }
+
+        public int Span { get; }
+
+        public int PaddedLength { get; }
+
+        /// <summary>Where tap (c, r, s) of output o = 0 reads: its phase plane, then ⌊r/Sh⌋ rows and ⌊s/Sw⌋ columns in.</summary>
+        public int Offset(in Conv2dGeometry g, int c, int r, int s) =>
+            (c * ChannelFloats) + ((((r % g.StrideH) * g.StrideW) + (s % g.StrideW)) * Plane) + (r / g.StrideH * RowLength) + (s / g.StrideW);
+    }
 
     /// <summary>
-    /// Whether the filter gradient of this image may run here: a tap of an output column past Q reads a pixel with a
-    /// zero output gradient, and 0 · NaN or 0 · ∞ would put a NaN where PyTorch has none, so an image holding either
-    /// takes the GEMM path instead.
+    /// Whether the filter gradient of this image may run here: stride 1 on a plane large enough for long sums; and a
+    /// tap of an output column past Q reads a pixel with a zero output gradient, where 0 · NaN or 0 · ∞ would put a
+    /// NaN where PyTorch has none, so an image holding either takes the GEMM path instead.
     /// </summary>
     public static bool SuitsFilterGradient(in Conv2dGeometry g, float* x)
     {
-        if (!Suits(g) || g.R * g.S < 4 || g.P * (g.W + 2 * g.PadW) < 512)
+        if (!Suits(g) || g.StrideH != 1 || g.StrideW != 1 || g.R * g.S < 4 || g.P * (g.W + 2 * g.PadW) < 512)
         {
             return false;
         }
@@ -82,26 +118,31 @@ internal static unsafe class BlockedConvolution
         }
     }
 
-    /// <summary>A padded plane's floats, and the output rows' span in the padded layout rounded up to whole steps of two vectors.</summary>
-    private static (int Plane, int Span) Layout(in Conv2dGeometry g, int width)
-    {
-        int rowLength = g.W + 2 * g.PadW;
-        int span = (g.P * rowLength + 2 * width - 1) / (2 * width) * (2 * width);
-        return ((g.H + 2 * g.PadH) * rowLength, span);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Forward<TOps, TVec>(in Conv2dGeometry g, float* x, float* w, float* b, float* y, float* scratch)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
         int width = TOps.Width;
-        var (plane, span) = Layout(g, width);
-        int rowLength = g.W + 2 * g.PadW, channels = g.C, kernelH = g.R, kernelW = g.S, crs = channels * kernelH * kernelW;
+        var layout = new Layout(g, width);
+        int span = layout.Span, rowLength = layout.RowLength, crs = g.C * g.R * g.S;
         int outH = g.P, outW = g.Q, filters = g.K;
+        float* padded = Pad(g, layout, x, scratch);
+        float* rows = padded + layout.PaddedLength;
 
-        float* padded = Pad(g, x, scratch, PaddedLength(g, width, plane), plane, rowLength);
-        float* rows = padded + PaddedLength(g, width, plane);
+        // Where each tap reads, in the weights' (c, r, s) order.
+        int* offsets = stackalloc int[crs];
+        for (int c = 0, t = 0; c < g.C; c++)
+        {
+            for (int r = 0; r < g.R; r++)
+            {
+                for (int s = 0; s < g.S; s++, t++)
+                {
+                    offsets[t] = layout.Offset(g, c, r, s);
+                }
+            }
+        }
+
         for (int k0 = 0; k0 < filters; k0 += Filters)
         {
             int kb = Math.Min(Filters, filters - k0);
@@ -115,41 +156,35 @@ internal static unsafe class BlockedConvolution
             {
                 TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero, a5 = TOps.Zero, a6 = TOps.Zero, a7 = TOps.Zero;
                 TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero, c4 = TOps.Zero, c5 = TOps.Zero, c6 = TOps.Zero, c7 = TOps.Zero;
-                int tap = 0;
-                for (int c = 0; c < channels; c++)
+                float* origin = padded + o;
+                for (int tap = 0; tap < crs; tap++)
                 {
-                    float* input = padded + (long)c * plane + o;
-                    for (int r = 0; r < kernelH; r++, input += rowLength)
-                    {
-                        for (int s = 0; s < kernelW; s++, tap++)
-                        {
-                            TVec v = TOps.Load(input + s), u = TOps.Load(input + s + width);
-                            TVec f = TOps.Broadcast(w0[tap]);
-                            a0 = TOps.MultiplyAdd(f, v, a0);
-                            c0 = TOps.MultiplyAdd(f, u, c0);
-                            f = TOps.Broadcast(w1[tap]);
-                            a1 = TOps.MultiplyAdd(f, v, a1);
-                            c1 = TOps.MultiplyAdd(f, u, c1);
-                            f = TOps.Broadcast(w2[tap]);
-                            a2 = TOps.MultiplyAdd(f, v, a2);
-                            c2 = TOps.MultiplyAdd(f, u, c2);
-                            f = TOps.Broadcast(w3[tap]);
-                            a3 = TOps.MultiplyAdd(f, v, a3);
-                            c3 = TOps.MultiplyAdd(f, u, c3);
-                            f = TOps.Broadcast(w4[tap]);
-                            a4 = TOps.MultiplyAdd(f, v, a4);
-                            c4 = TOps.MultiplyAdd(f, u, c4);
-                            f = TOps.Broadcast(w5[tap]);
-                            a5 = TOps.MultiplyAdd(f, v, a5);
-                            c5 = TOps.MultiplyAdd(f, u, c5);
-                            f = TOps.Broadcast(w6[tap]);
-                            a6 = TOps.MultiplyAdd(f, v, a6);
-                            c6 = TOps.MultiplyAdd(f, u, c6);
-                            f = TOps.Broadcast(w7[tap]);
-                            a7 = TOps.MultiplyAdd(f, v, a7);
-                            c7 = TOps.MultiplyAdd(f, u, c7);
-                        }
-                    }
+                    float* input = origin + offsets[tap];
+                    TVec v = TOps.Load(input), u = TOps.Load(input + width);
+                    TVec f = TOps.Broadcast(w0[tap]);
+                    a0 = TOps.MultiplyAdd(f, v, a0);
+                    c0 = TOps.MultiplyAdd(f, u, c0);
+                    f = TOps.Broadcast(w1[tap]);
+                    a1 = TOps.MultiplyAdd(f, v, a1);
+                    c1 = TOps.MultiplyAdd(f, u, c1);
+                    f = TOps.Broadcast(w2[tap]);
+                    a2 = TOps.MultiplyAdd(f, v, a2);
+                    c2 = TOps.MultiplyAdd(f, u, c2);
+                    f = TOps.Broadcast(w3[tap]);
+                    a3 = TOps.MultiplyAdd(f, v, a3);
+                    c3 = TOps.MultiplyAdd(f, u, c3);
+                    f = TOps.Broadcast(w4[tap]);
+                    a4 = TOps.MultiplyAdd(f, v, a4);
+                    c4 = TOps.MultiplyAdd(f, u, c4);
+                    f = TOps.Broadcast(w5[tap]);
+                    a5 = TOps.MultiplyAdd(f, v, a5);
+                    c5 = TOps.MultiplyAdd(f, u, c5);
+                    f = TOps.Broadcast(w6[tap]);
+                    a6 = TOps.MultiplyAdd(f, v, a6);
+                    c6 = TOps.MultiplyAdd(f, u, c6);
+                    f = TOps.Broadcast(w7[tap]);
+                    a7 = TOps.MultiplyAdd(f, v, a7);
+                    c7 = TOps.MultiplyAdd(f, u, c7);
                 }
 
                 float* row = rows + o;
@@ -188,16 +223,31 @@ internal static unsafe class BlockedConvolution
         }
     }
 
-    /// <summary>The zero-padded image, plane after plane, then slack that the last vectors of o may read past the last plane.</summary>
-    private static float* Pad(in Conv2dGeometry g, float* x, float* padded, int paddedLength, int plane, int rowLength)
+    /// <summary>
+    /// The zero-padded image in phase planes (one plane per channel at stride 1), then slack that the last vectors of
+    /// o may read past the last plane.
+    /// </summary>
+    private static float* Pad(in Conv2dGeometry g, in Layout layout, float* x, float* padded)
     {
-        new Span<float>(padded, paddedLength).Clear();
+        new Span<float>(padded, layout.PaddedLength).Clear();
         for (int c = 0; c < g.C; c++)
         {
             for (int h = 0; h < g.H; h++)
             {
-                Buffer.MemoryCopy(x + ((long)c * g.H + h) * g.W, padded + (long)c * plane + (h + g.PadH) * rowLength + g.PadW,
-                    g.W * sizeof(float), g.W * sizeof(float));
+                float* source = x + ((long)c * g.H + h) * g.W;
+                float* target = padded + layout.Offset(g, c, h + g.PadH, 0); // the row in its even-column phase plane
+                if (g.StrideW == 1)
+                {
+                    Buffer.MemoryCopy(source, target + g.PadW, g.W * sizeof(float), g.W * sizeof(float));
+                    continue;
+                }
+
+                // Stride 2: padded column j goes to column j/2 of the even (j even) or odd phase plane.
+                float* odd = target + layout.Plane;
+                for (int col = 0, j = g.PadW; col < g.W; col++, j++)
+                {
+                    ((j & 1) == 0 ? target : odd)[j >> 1] = source[col];
+                }
             }
         }
 
@@ -215,11 +265,10 @@ internal static unsafe class BlockedConvolution
         where TVec : unmanaged
     {
         int width = TOps.Width;
-        var (plane, span) = Layout(g, width);
-        int rowLength = g.W + 2 * g.PadW, channels = g.C, kernelW = g.S, taps = g.R * g.S, filters = g.K;
-        int paddedLength = PaddedLength(g, width, plane);
-        float* padded = Pad(g, x, scratch, paddedLength, plane, rowLength);
-        float* gradient = padded + paddedLength;
+        var layout = new Layout(g, width);
+        int span = layout.Span, plane = layout.Plane, rowLength = layout.RowLength, channels = g.C, kernelW = g.S, taps = g.R * g.S, filters = g.K;
+        float* padded = Pad(g, layout, x, scratch);
+        float* gradient = padded + layout.PaddedLength;
         new Span<float>(gradient, filters * span).Clear();
         for (int k = 0; k < filters; k++)
         {
