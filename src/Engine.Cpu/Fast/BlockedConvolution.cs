@@ -71,13 +71,14 @@ internal static unsafe class BlockedConvolution
     }
 
     /// <summary>
-    /// Whether the filter gradient of this image may run here: stride 1 on a plane large enough for long sums; and a
+    /// Whether the filter gradient of this image may run here: stride 1 (stride 2 measured no faster than the GEMM)
+    /// on a plane large enough for long sums; and a
     /// tap of an output column past Q reads a pixel with a zero output gradient, where 0 · NaN or 0 · ∞ would put a
     /// NaN where PyTorch has none, so an image holding either takes the GEMM path instead.
     /// </summary>
     public static bool SuitsFilterGradient(in Conv2dGeometry g, float* x)
     {
-        if (!Suits(g) || g.StrideH != 1 || g.StrideW != 1 || g.R * g.S < 4 || g.P * (g.W + 2 * g.PadW) < 512)
+        if (!Suits(g) || g.StrideH != 1 || g.StrideW != 1 || g.R * g.S < 4 || g.P * new Layout(g, 1).RowLength < 192)
         {
             return false;
         }
@@ -227,6 +228,7 @@ internal static unsafe class BlockedConvolution
     /// The zero-padded image in phase planes (one plane per channel at stride 1), then slack that the last vectors of
     /// o may read past the last plane.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float* Pad(in Conv2dGeometry g, in Layout layout, float* x, float* padded)
     {
         new Span<float>(padded, layout.PaddedLength).Clear();
@@ -266,7 +268,7 @@ internal static unsafe class BlockedConvolution
     {
         int width = TOps.Width;
         var layout = new Layout(g, width);
-        int span = layout.Span, plane = layout.Plane, rowLength = layout.RowLength, channels = g.C, kernelW = g.S, taps = g.R * g.S, filters = g.K;
+        int span = layout.Span, rowLength = layout.RowLength, channels = g.C, taps = g.R * g.S, filters = g.K;
         float* padded = Pad(g, layout, x, scratch);
         float* gradient = padded + layout.PaddedLength;
         new Span<float>(gradient, filters * span).Clear();
@@ -286,10 +288,10 @@ internal static unsafe class BlockedConvolution
             float* e1p = k0 + 1 < filters ? e0p + span : e0p, e2p = k0 + 2 < filters ? e0p + 2 * span : e0p, e3p = k0 + 3 < filters ? e0p + 3 * span : e0p;
             for (int c = 0; c < channels; c++)
             {
-                float* input = padded + (long)c * plane;
+                float* input = padded + (long)c * layout.ChannelFloats;
                 for (int t0 = 0; t0 < taps; t0 += 3)
                 {
-                    int o0 = Offset(t0, taps, kernelW, rowLength), o1 = Offset(t0 + 1, taps, kernelW, rowLength), o2 = Offset(t0 + 2, taps, kernelW, rowLength);
+                    int o0 = TapOffset(g, layout, t0), o1 = TapOffset(g, layout, t0 + 1), o2 = TapOffset(g, layout, t0 + 2);
                     TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero;
                     TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero;
                     for (int o = 0; o < span; o += width)
@@ -335,9 +337,9 @@ internal static unsafe class BlockedConvolution
         }
     }
 
-    /// <summary>Tap t's offset in a padded plane (tap 0's past the last tap).</summary>
-    private static int Offset(int tap, int taps, int kernelW, int rowLength) =>
-        tap < taps ? (tap / kernelW * rowLength) + (tap % kernelW) : 0;
+    /// <summary>Where tap t = r·S + s reads within a channel's phase planes (tap 0's place past the last tap).</summary>
+    private static int TapOffset(in Conv2dGeometry g, in Layout layout, int tap) =>
+        tap < g.R * g.S ? layout.Offset(g, 0, tap / g.S, tap % g.S) : 0;
 
     private static void AddSums<TOps, TVec>(float* target, int count, TVec s0, TVec s1, TVec s2)
         where TOps : struct, IVectorOps<TVec>

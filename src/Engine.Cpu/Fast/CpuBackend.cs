@@ -318,21 +318,6 @@ public sealed unsafe partial class CpuBackend : HostBackend
         }
     }
 
-    /// <inheritdoc/>
-    protected override void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y) =>
-        ActivationLoops.Forward(f, Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length));
-
-    /// <inheritdoc/>
-    protected override void ActivationBackwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y,
-        DeviceTensor<float> dy, DeviceTensor<float> dx) =>
-        ActivationLoops.Backward(f, Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length), Data(dy).AsSpan(0, dy.Length),
-            Data(dx).AsSpan(0, dx.Length));
-
-    /// <inheritdoc/>
-    protected override void ActivationBackwardFromOutputCore<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy,
-        DeviceTensor<float> dx) =>
-        ActivationLoops.BackwardFromOutput(f, Data(y).AsSpan(0, y.Length), Data(dy).AsSpan(0, dy.Length), Data(dx).AsSpan(0, dx.Length));
-
     /// <summary>The reusable fused-activation object for <typeparamref name="TF"/> set to <paramref name="f"/>; null for none.</summary>
     private FusedActivation? Fused<TF>(TF f)
         where TF : struct, IActivationFunction

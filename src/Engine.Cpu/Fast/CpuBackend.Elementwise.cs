@@ -1,0 +1,138 @@
+using System.Runtime.CompilerServices;
+using GpuCnn.Kernels;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// Elementwise operations split across the team: activations forward and backward (and the residual add, in
+/// src/Ops/Residual/Add.Cpu.cs) run over
+/// contiguous ranges, one per worker, so a memory-bound pass uses both cores' bandwidth. Work objects are reused per
+/// activation type, so a call allocates nothing.
+/// </summary>
+public sealed partial class CpuBackend
+{
+    private readonly SplitJob _split = new();
+    private readonly Dictionary<Type, object> _activationWork = [];
+
+    /// <summary>Splits [0, length) into one contiguous range per worker (one range for short tensors).</summary>
+    private void RunSplit(ISplitWork work, int length)
+    {
+        int parts = length < 1 << 15 ? 1 : _workers.Count;
+        _split.Work = work;
+        _split.Length = length;
+        _split.Parts = parts;
+        _workers.Run(_split, parts);
+    }
+
+    /// <inheritdoc/>
+    protected override void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y)
+    {
+        var work = Work<ActivationWork<TF>>(typeof(ActivationWork<TF>));
+        (work.Function, work.Backward, work.X, work.Y) = (f, false, Data(x), Data(y));
+        RunSplit(work, x.Length);
+    }
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<float> dy, DeviceTensor<float> dx)
+    {
+        var work = Work<ActivationWork<TF>>(typeof(ActivationWork<TF>));
+        (work.Function, work.Backward, work.X, work.Y, work.Dy, work.Dx) = (f, true, Data(x), Data(y), Data(dy), Data(dx));
+        RunSplit(work, x.Length);
+    }
+
+    /// <inheritdoc/>
+    protected override void ActivationBackwardFromOutputCore<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy,
+        DeviceTensor<float> dx)
+    {
+        var work = Work<FromOutputWork<TF>>(typeof(FromOutputWork<TF>));
+        (work.Function, work.Y, work.Dy, work.Dx) = (f, Data(y), Data(dy), Data(dx));
+        RunSplit(work, y.Length);
+    }
+
+    /// <summary>The reusable work object of a type (one per activation function type).</summary>
+    private T Work<T>(Type type)
+        where T : class, new()
+    {
+        if (!_activationWork.TryGetValue(type, out var work))
+        {
+            work = new T();
+            _activationWork[type] = work;
+        }
+
+        return (T)work;
+    }
+
+    /// <summary>A range of an elementwise operation.</summary>
+    private interface ISplitWork
+    {
+        void Run(int start, int count);
+    }
+
+    /// <summary>Contiguous ranges of whole cache lines (16 floats), one per part.</summary>
+    private sealed class SplitJob : IParallelJob
+    {
+        public ISplitWork? Work { get; set; }
+
+        public int Length { get; set; }
+
+        public int Parts { get; set; }
+
+        public void Run(int part, int worker)
+        {
+            int chunk = (((Length + Parts - 1) / Parts) + 15) & ~15;
+            int start = part * chunk, count = Math.Min(chunk, Length - start);
+            if (count > 0)
+            {
+                Work!.Run(start, count);
+            }
+        }
+    }
+
+    /// <summary>An activation's forward or backward over a range.</summary>
+    private sealed class ActivationWork<TF> : ISplitWork
+        where TF : struct, IActivationFunction
+    {
+        public TF Function { get; set; }
+
+        public bool Backward { get; set; }
+
+        public float[] X { get; set; } = [];
+
+        public float[] Y { get; set; } = [];
+
+        public float[] Dy { get; set; } = [];
+
+        public float[] Dx { get; set; } = [];
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(int start, int count)
+        {
+            if (Backward)
+            {
+                ActivationLoops.Backward(Function, X.AsSpan(start, count), Y.AsSpan(start, count), Dy.AsSpan(start, count), Dx.AsSpan(start, count));
+            }
+            else
+            {
+                ActivationLoops.Forward(Function, X.AsSpan(start, count), Y.AsSpan(start, count));
+            }
+        }
+    }
+
+    /// <summary>An activation's backward from its output alone over a range.</summary>
+    private sealed class FromOutputWork<TF> : ISplitWork
+        where TF : struct, IDerivativeFromOutput
+    {
+        public TF Function { get; set; }
+
+        public float[] Y { get; set; } = [];
+
+        public float[] Dy { get; set; } = [];
+
+        public float[] Dx { get; set; } = [];
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(int start, int count) =>
+            ActivationLoops.BackwardFromOutput(Function, Y.AsSpan(start, count), Dy.AsSpan(start, count), Dx.AsSpan(start, count));
+    }
+}
