@@ -124,10 +124,9 @@ internal static unsafe class BlockedConvolution
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
-        int width = TOps.Width;
-        var layout = new Layout(g, width);
+        var layout = new Layout(g, TOps.Width);
         int span = layout.Span, rowLength = layout.RowLength, crs = g.C * g.R * g.S;
-        int outH = g.P, outW = g.Q, filters = g.K;
+        int outH = g.P, outW = g.Q;
         float* padded = Pad(g, layout, x, scratch);
         float* rows = padded + layout.PaddedLength;
 
@@ -144,68 +143,10 @@ internal static unsafe class BlockedConvolution
             }
         }
 
-        for (int k0 = 0; k0 < filters; k0 += Filters)
+        for (int k0 = 0; k0 < g.K; k0 += Filters)
         {
-            int kb = Math.Min(Filters, filters - k0);
-
-            // Filters past K repeat the block's first one; their rows are never copied out.
-            float* w0 = w + (long)k0 * crs;
-            float* w1 = kb > 1 ? w0 + crs : w0, w2 = kb > 2 ? w0 + 2 * crs : w0, w3 = kb > 3 ? w0 + 3 * crs : w0;
-            float* w4 = kb > 4 ? w0 + 4 * crs : w0, w5 = kb > 5 ? w0 + 5 * crs : w0, w6 = kb > 6 ? w0 + 6 * crs : w0;
-            float* w7 = kb > 7 ? w0 + 7 * crs : w0;
-            for (int o = 0; o < span; o += 2 * width)
-            {
-                TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero, a5 = TOps.Zero, a6 = TOps.Zero, a7 = TOps.Zero;
-                TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero, c4 = TOps.Zero, c5 = TOps.Zero, c6 = TOps.Zero, c7 = TOps.Zero;
-                float* origin = padded + o;
-                for (int tap = 0; tap < crs; tap++)
-                {
-                    float* input = origin + offsets[tap];
-                    TVec v = TOps.Load(input), u = TOps.Load(input + width);
-                    TVec f = TOps.Broadcast(w0[tap]);
-                    a0 = TOps.MultiplyAdd(f, v, a0);
-                    c0 = TOps.MultiplyAdd(f, u, c0);
-                    f = TOps.Broadcast(w1[tap]);
-                    a1 = TOps.MultiplyAdd(f, v, a1);
-                    c1 = TOps.MultiplyAdd(f, u, c1);
-                    f = TOps.Broadcast(w2[tap]);
-                    a2 = TOps.MultiplyAdd(f, v, a2);
-                    c2 = TOps.MultiplyAdd(f, u, c2);
-                    f = TOps.Broadcast(w3[tap]);
-                    a3 = TOps.MultiplyAdd(f, v, a3);
-                    c3 = TOps.MultiplyAdd(f, u, c3);
-                    f = TOps.Broadcast(w4[tap]);
-                    a4 = TOps.MultiplyAdd(f, v, a4);
-                    c4 = TOps.MultiplyAdd(f, u, c4);
-                    f = TOps.Broadcast(w5[tap]);
-                    a5 = TOps.MultiplyAdd(f, v, a5);
-                    c5 = TOps.MultiplyAdd(f, u, c5);
-                    f = TOps.Broadcast(w6[tap]);
-                    a6 = TOps.MultiplyAdd(f, v, a6);
-                    c6 = TOps.MultiplyAdd(f, u, c6);
-                    f = TOps.Broadcast(w7[tap]);
-                    a7 = TOps.MultiplyAdd(f, v, a7);
-                    c7 = TOps.MultiplyAdd(f, u, c7);
-                }
-
-                float* row = rows + o;
-                TOps.Store(row, a0);
-                TOps.Store(row + width, c0);
-                TOps.Store(row + span, a1);
-                TOps.Store(row + span + width, c1);
-                TOps.Store(row + 2 * span, a2);
-                TOps.Store(row + 2 * span + width, c2);
-                TOps.Store(row + 3 * span, a3);
-                TOps.Store(row + 3 * span + width, c3);
-                TOps.Store(row + 4 * span, a4);
-                TOps.Store(row + 4 * span + width, c4);
-                TOps.Store(row + 5 * span, a5);
-                TOps.Store(row + 5 * span + width, c5);
-                TOps.Store(row + 6 * span, a6);
-                TOps.Store(row + 6 * span + width, c6);
-                TOps.Store(row + 7 * span, a7);
-                TOps.Store(row + 7 * span + width, c7);
-            }
+            int kb = Math.Min(Filters, g.K - k0);
+            Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, rows);
 
             // Copy out the real outputs of each row (the first Q of its L), adding the bias.
             for (int kk = 0; kk < kb; kk++)
@@ -221,6 +162,76 @@ internal static unsafe class BlockedConvolution
                     }
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// The micro-kernel: rows[f·span + o] = Σ_t weights[f·taps + t] · padded[o + offsets[t]] for up to eight filters f
+    /// and every o in [0, span), two vectors of o at a time. Filters past <paramref name="filters"/> repeat the first
+    /// and their rows are written but never read.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Correlate<TOps, TVec>(float* padded, int* offsets, int taps, float* weights, int filters, int span, float* rows)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int width = TOps.Width;
+        float* w0 = weights;
+        float* w1 = filters > 1 ? w0 + taps : w0, w2 = filters > 2 ? w0 + 2 * taps : w0, w3 = filters > 3 ? w0 + 3 * taps : w0;
+        float* w4 = filters > 4 ? w0 + 4 * taps : w0, w5 = filters > 5 ? w0 + 5 * taps : w0, w6 = filters > 6 ? w0 + 6 * taps : w0;
+        float* w7 = filters > 7 ? w0 + 7 * taps : w0;
+        for (int o = 0; o < span; o += 2 * width)
+        {
+            TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero, a5 = TOps.Zero, a6 = TOps.Zero, a7 = TOps.Zero;
+            TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero, c4 = TOps.Zero, c5 = TOps.Zero, c6 = TOps.Zero, c7 = TOps.Zero;
+            float* origin = padded + o;
+            for (int tap = 0; tap < taps; tap++)
+            {
+                float* input = origin + offsets[tap];
+                TVec v = TOps.Load(input), u = TOps.Load(input + width);
+                TVec f = TOps.Broadcast(w0[tap]);
+                a0 = TOps.MultiplyAdd(f, v, a0);
+                c0 = TOps.MultiplyAdd(f, u, c0);
+                f = TOps.Broadcast(w1[tap]);
+                a1 = TOps.MultiplyAdd(f, v, a1);
+                c1 = TOps.MultiplyAdd(f, u, c1);
+                f = TOps.Broadcast(w2[tap]);
+                a2 = TOps.MultiplyAdd(f, v, a2);
+                c2 = TOps.MultiplyAdd(f, u, c2);
+                f = TOps.Broadcast(w3[tap]);
+                a3 = TOps.MultiplyAdd(f, v, a3);
+                c3 = TOps.MultiplyAdd(f, u, c3);
+                f = TOps.Broadcast(w4[tap]);
+                a4 = TOps.MultiplyAdd(f, v, a4);
+                c4 = TOps.MultiplyAdd(f, u, c4);
+                f = TOps.Broadcast(w5[tap]);
+                a5 = TOps.MultiplyAdd(f, v, a5);
+                c5 = TOps.MultiplyAdd(f, u, c5);
+                f = TOps.Broadcast(w6[tap]);
+                a6 = TOps.MultiplyAdd(f, v, a6);
+                c6 = TOps.MultiplyAdd(f, u, c6);
+                f = TOps.Broadcast(w7[tap]);
+                a7 = TOps.MultiplyAdd(f, v, a7);
+                c7 = TOps.MultiplyAdd(f, u, c7);
+            }
+
+            float* row = rows + o;
+            TOps.Store(row, a0);
+            TOps.Store(row + width, c0);
+            TOps.Store(row + span, a1);
+            TOps.Store(row + span + width, c1);
+            TOps.Store(row + 2 * span, a2);
+            TOps.Store(row + 2 * span + width, c2);
+            TOps.Store(row + 3 * span, a3);
+            TOps.Store(row + 3 * span + width, c3);
+            TOps.Store(row + 4 * span, a4);
+            TOps.Store(row + 4 * span + width, c4);
+            TOps.Store(row + 5 * span, a5);
+            TOps.Store(row + 5 * span + width, c5);
+            TOps.Store(row + 6 * span, a6);
+            TOps.Store(row + 6 * span + width, c6);
+            TOps.Store(row + 7 * span, a7);
+            TOps.Store(row + 7 * span + width, c7);
         }
     }
 
@@ -354,6 +365,197 @@ internal static unsafe class BlockedConvolution
         if (count > 2)
         {
             target[2] += TOps.Sum(s2);
+        }
+    }
+
+    /// <summary>Whether a strided layer's backward-data may run as <see cref="BackwardData"/>: strides of 1 or 2, at least one of them 2.</summary>
+    public static bool SuitsBackwardData(in Conv2dGeometry g) =>
+        g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && (g.StrideH == 2 || g.StrideW == 2) && g.R * g.S > 1 &&
+        g.K * ((g.R + 1) / 2) * ((g.S + 1) / 2) <= 4096 && (long)g.K * (g.H + g.R) * (g.W + g.S) <= 1 << 16;
+
+    /// <summary>dx_n (C,H,W) = the input gradient of one image from dy_n (K,P,Q), phase by phase (see <see cref="TransposedPlan"/>).</summary>
+    public static void BackwardData(SimdWidth width, TransposedPlan plan, float* dy, float* dx, float* scratch)
+    {
+        switch (width)
+        {
+            case SimdWidth.Vector512: BackwardData<Vec512, Vector512<float>>(plan, dy, dx, scratch); break;
+            case SimdWidth.Vector256: BackwardData<Vec256, Vector256<float>>(plan, dy, dx, scratch); break;
+            case SimdWidth.Vector128: BackwardData<Vec128, Vector128<float>>(plan, dy, dx, scratch); break;
+            default: BackwardData<Scalar, float>(plan, dy, dx, scratch); break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void BackwardData<TOps, TVec>(TransposedPlan plan, float* dy, float* dx, float* scratch)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        var g = plan.Geometry;
+        int rowLength = plan.RowLength, span = plan.Span;
+
+        // dy in its padded layout: row p at row p + JmaxH − 1, column q at column q + JmaxW − 1.
+        float* padded = scratch;
+        new Span<float>(padded, plan.PaddedLength).Clear();
+        for (int k = 0; k < g.K; k++)
+        {
+            for (int p = 0; p < g.P; p++)
+            {
+                Buffer.MemoryCopy(dy + ((long)k * g.P + p) * g.Q, padded + (long)k * plan.Plane + (p + plan.TapsH - 1) * rowLength + plan.TapsW - 1,
+                    g.Q * sizeof(float), g.Q * sizeof(float));
+            }
+        }
+
+        float* rows = padded + plan.PaddedLength;
+        fixed (float* weights = plan.Weights)
+        {
+            foreach (var phase in plan.Phases)
+            {
+                fixed (int* offsets = phase.Offsets)
+                {
+                    for (int c0 = 0; c0 < g.C; c0 += Filters)
+                    {
+                        int cb = Math.Min(Filters, g.C - c0);
+                        if (phase.Taps > 0)
+                        {
+                            Correlate<TOps, TVec>(padded, offsets, phase.Taps, weights + phase.WeightStart + (long)c0 * phase.Taps, cb, span, rows);
+                        }
+
+                        // Each dx element belongs to exactly one phase: row h = Sh·i + φh − Ph, column x = Sw·j + φw − Pw.
+                        for (int cc = 0; cc < cb; cc++)
+                        {
+                            for (int i = 0; i < plan.RowsOut; i++)
+                            {
+                                int h = (g.StrideH * i) + phase.RowPhase - g.PadH;
+                                if ((uint)h >= (uint)g.H)
+                                {
+                                    continue;
+                                }
+
+                                float* source = rows + (long)cc * span + i * rowLength;
+                                float* target = dx + ((long)(c0 + cc) * g.H + h) * g.W;
+                                for (int j = 0; j < plan.ColumnsOut; j++)
+                                {
+                                    int x = (g.StrideW * j) + phase.ColumnPhase - g.PadW;
+                                    if ((uint)x < (uint)g.W)
+                                    {
+                                        target[x] = phase.Taps > 0 ? source[j] : 0f;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
+/// A strided layer's backward-data as Sh·Sw stride-1 correlations. Input row h takes dy[p]·w[r] for
+/// Sh·p + r − Ph = h, so only the taps r ≡ h + Ph (mod Sh) reach it: with φ = (h + Ph) mod Sh and
+/// i = (h + Ph − φ)/Sh, dx[h] = Σ_j dy[i − j]·w[φ + Sh·j] — a stride-1 correlation of dy (padded by J − 1 in
+/// front, J = ⌈R/Sh⌉) with the phase's taps reversed, the same for columns. Each phase (φh, φw) is one
+/// <see cref="BlockedConvolution"/> correlation over the padded dy: no zeros of the stride-dilated dy are
+/// multiplied, and no columns are packed. Offsets depend on the geometry only; the weights are regrouped per call.
+/// </summary>
+internal sealed class TransposedPlan
+{
+    /// <summary>Plans a geometry for vectors of <paramref name="width"/> lanes.</summary>
+    public TransposedPlan(in Conv2dGeometry g, int width)
+    {
+        Geometry = g;
+        TapsH = (g.R + g.StrideH - 1) / g.StrideH;
+        TapsW = (g.S + g.StrideW - 1) / g.StrideW;
+        RowsOut = ((g.H - 1 + g.PadH) / g.StrideH) + 1;
+        ColumnsOut = ((g.W - 1 + g.PadW) / g.StrideW) + 1;
+        int rows = Math.Max(RowsOut, g.P) + TapsH;
+        RowLength = Math.Max(ColumnsOut, g.Q) + TapsW;
+        Plane = rows * RowLength;
+        Span = (RowsOut * RowLength + 2 * width - 1) / (2 * width) * (2 * width);
+        PaddedLength = (g.K * Plane) + (2 * width) + (TapsH * RowLength);
+        var phases = new List<Phase>();
+        int weightStart = 0;
+        for (int a = 0; a < g.StrideH; a++)
+        {
+            for (int b = 0; b < g.StrideW; b++)
+            {
+                int jh = a < g.R ? (g.R - a + g.StrideH - 1) / g.StrideH : 0, jw = b < g.S ? (g.S - b + g.StrideW - 1) / g.StrideW : 0;
+                var offsets = new int[g.K * jh * jw];
+                for (int k = 0, t = 0; k < g.K; k++)
+                {
+                    for (int i = 0; i < jh; i++)
+                    {
+                        for (int j = 0; j < jw; j++, t++)
+                        {
+                            offsets[t] = (k * Plane) + ((TapsH - 1 - i) * RowLength) + (TapsW - 1 - j);
+                        }
+                    }
+                }
+
+                phases.Add(new Phase(a, b, jh, jw, offsets, weightStart));
+                weightStart += g.C * offsets.Length;
+            }
+        }
+
+        Phases = phases;
+        Weights = new float[weightStart];
+    }
+
+    /// <summary>One phase's taps: their reads in the padded dy, and where its weights start in <see cref="Weights"/>.</summary>
+    public sealed record Phase(int RowPhase, int ColumnPhase, int TapsH, int TapsW, int[] Offsets, int WeightStart)
+    {
+        /// <summary>K·TapsH·TapsW taps (0 when the kernel has no tap of this phase).</summary>
+        public int Taps => Offsets.Length;
+    }
+
+    public Conv2dGeometry Geometry { get; }
+
+    public IReadOnlyList<Phase> Phases { get; }
+
+    /// <summary>Per phase, per input channel c, its taps' weights: w[k, c, φh + Sh·i, φw + Sw·j] at tap (k, i, j).</summary>
+    public float[] Weights { get; }
+
+    /// <summary>⌈R/Sh⌉ and ⌈S/Sw⌉: the most taps of a phase per axis, and dy's padding in front.</summary>
+    public int TapsH { get; }
+
+    public int TapsW { get; }
+
+    /// <summary>The output rows i and columns j computed per phase (some map outside dx and are skipped).</summary>
+    public int RowsOut { get; }
+
+    public int ColumnsOut { get; }
+
+    public int RowLength { get; }
+
+    public int Plane { get; }
+
+    public int Span { get; }
+
+    public int PaddedLength { get; }
+
+    /// <summary>Floats of scratch per image: padded dy and one block of output rows.</summary>
+    public int ScratchLength(int filters) => PaddedLength + (filters * Span);
+
+    /// <summary>Regroups w (K,C,R,S) into <see cref="Weights"/> for this call.</summary>
+    public unsafe void SetWeights(float* w)
+    {
+        var g = Geometry;
+        foreach (var phase in Phases)
+        {
+            for (int c = 0; c < g.C; c++)
+            {
+                int t = phase.WeightStart + (c * phase.Taps);
+                for (int k = 0; k < g.K; k++)
+                {
+                    for (int i = 0; i < phase.TapsH; i++)
+                    {
+                        for (int j = 0; j < phase.TapsW; j++, t++)
+                        {
+                            Weights[t] = w[((((k * g.C) + c) * g.R) + phase.RowPhase + (g.StrideH * i)) * g.S + phase.ColumnPhase + (g.StrideW * j)];
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -34,6 +34,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
         _convBackwardFilter = new ConvBackwardFilterJob(this);
         _gemm = new GemmJob(this);
         _planes = new PlaneJob(this);
+        _transposedJob.Owner = this;
     }
 
     private readonly Dictionary<Type, FusedActivation> _fused = [];
@@ -201,8 +202,51 @@ public sealed unsafe partial class CpuBackend : HostBackend
             return;
         }
 
+        if (BlockedConvolution.SuitsBackwardData(g))
+        {
+            // Strided: one stride-1 correlation per phase of dx (TransposedPlan), the plan kept per layer shape.
+            var shape = g with { N = 1 };
+            if (!_transposedPlans.TryGetValue(shape, out var plan))
+            {
+                plan = new TransposedPlan(shape, (int)Width);
+                _transposedPlans[shape] = plan;
+            }
+
+            plan.SetWeights(pw);
+            _transposedJob.Set(plan, pdy, pdx);
+            _workers.Run(_transposedJob, g.N);
+            return;
+        }
+
         _convBackwardData.Set(g, pdy, pw, pdx);
         _workers.Run(_convBackwardData, g.N);
+    }
+
+    private readonly Dictionary<Conv2dGeometry, TransposedPlan> _transposedPlans = [];
+    private readonly TransposedJob _transposedJob = new();
+
+    /// <summary>The phase-by-phase backward-data of one image per part.</summary>
+    private sealed class TransposedJob : IParallelJob
+    {
+        private TransposedPlan? _plan;
+        private float* _dy, _dx;
+
+        public CpuBackend? Owner { get; set; }
+
+        public void Set(TransposedPlan plan, float* dy, float* dx)
+        {
+            _plan = plan;
+            _dy = dy;
+            _dx = dx;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(int n, int worker)
+        {
+            var g = _plan!.Geometry;
+            float* scratch = Owner!._scratch[worker].Columns(_plan.ScratchLength(8));
+            BlockedConvolution.BackwardData(Owner.Width, _plan, _dy + (long)n * g.K * g.P * g.Q, _dx + (long)n * g.C * g.H * g.W, scratch);
+        }
     }
 
     /// <inheritdoc/>
