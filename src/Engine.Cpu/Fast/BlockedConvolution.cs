@@ -408,8 +408,9 @@ internal static unsafe class BlockedConvolution
         float* rows = padded + plan.PaddedLength;
         fixed (float* weights = plan.Weights)
         {
-            foreach (var phase in plan.Phases)
+            for (int index = 0; index < plan.Phases.Length; index++) // indexed: a foreach over an interface would allocate per image
             {
+                var phase = plan.Phases[index];
                 fixed (int* offsets = phase.Offsets)
                 {
                     for (int c0 = 0; c0 < g.C; c0 += Filters)
@@ -497,7 +498,7 @@ internal sealed class TransposedPlan
             }
         }
 
-        Phases = phases;
+        Phases = [.. phases];
         Weights = new float[weightStart];
     }
 
@@ -510,7 +511,8 @@ internal sealed class TransposedPlan
 
     public Conv2dGeometry Geometry { get; }
 
-    public IReadOnlyList<Phase> Phases { get; }
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1819", Justification = "Indexed in the per-image loop without an enumerator.")]
+    public Phase[] Phases { get; }
 
     /// <summary>Per phase, per input channel c, its taps' weights: w[k, c, φh + Sh·i, φw + Sw·j] at tap (k, i, j).</summary>
     public float[] Weights { get; }
