@@ -20,11 +20,13 @@ internal static unsafe class BlockedConvolution
     private const int Filters = 8; // output channels per block: 16 accumulators with two vectors of o
 
     /// <summary>
-    /// Plain convolutions with strides of 1 or 2 and a kernel larger than 1×1 (a 1×1 layer is a GEMM as it stands)
-    /// whose padded image is small enough to stay in cache while all K filters pass over it.
+    /// Plain convolutions with strides of 1 or 2, a kernel larger than 1×1 (a 1×1 layer is a GEMM as it stands) and
+    /// 4 to 64 output channels (with fewer, most of the eight filter lanes would idle: LeNet's one-channel
+    /// backward-data ran 15 % slower than the direct kernel), whose padded image is small enough to stay in cache
+    /// while all K filters pass over it.
     /// </summary>
     public static bool Suits(in Conv2dGeometry g) =>
-        g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.R * g.S > 1 && g.K <= 64 && g.C * g.R * g.S <= 4096 &&
+        g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.R * g.S > 1 && g.K is >= 4 and <= 64 && g.C * g.R * g.S <= 4096 &&
         (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 16;
 
     /// <summary>
@@ -71,14 +73,15 @@ internal static unsafe class BlockedConvolution
     }
 
     /// <summary>
-    /// Whether the filter gradient of this image may run here: stride 1 (stride 2 measured no faster than the GEMM)
-    /// on a plane large enough for long sums; and a
+    /// Whether the filter gradient of this image may run here: stride 1 (stride 2 measured no faster than the GEMM),
+    /// more than 4 input channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), on a plane large
+    /// enough for long sums; and a
     /// tap of an output column past Q reads a pixel with a zero output gradient, where 0 · NaN or 0 · ∞ would put a
     /// NaN where PyTorch has none, so an image holding either takes the GEMM path instead.
     /// </summary>
     public static bool SuitsFilterGradient(in Conv2dGeometry g, float* x)
     {
-        if (!Suits(g) || g.StrideH != 1 || g.StrideW != 1 || g.R * g.S < 4 || g.P * new Layout(g, 1).RowLength < 192)
+        if (!Suits(g) || g.StrideH != 1 || g.StrideW != 1 || g.C <= 4 || g.R * g.S < 4 || g.P * new Layout(g, 1).RowLength < 192)
         {
             return false;
         }
@@ -368,9 +371,12 @@ internal static unsafe class BlockedConvolution
         }
     }
 
-    /// <summary>Whether a strided layer's backward-data may run as <see cref="BackwardData"/>: strides of 1 or 2, at least one of them 2.</summary>
+    /// <summary>
+    /// Whether a strided layer's backward-data may run as <see cref="BackwardData"/>: strides of 1 or 2, at least one
+    /// of them 2, and at least 4 input channels (the correlation's filters).
+    /// </summary>
     public static bool SuitsBackwardData(in Conv2dGeometry g) =>
-        g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && (g.StrideH == 2 || g.StrideW == 2) && g.R * g.S > 1 &&
+        g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && (g.StrideH == 2 || g.StrideW == 2) && g.R * g.S > 1 && g.C >= 4 &&
         g.K * ((g.R + 1) / 2) * ((g.S + 1) / 2) <= 4096 && (long)g.K * (g.H + g.R) * (g.W + g.S) <= 1 << 16;
 
     /// <summary>dx_n (C,H,W) = the input gradient of one image from dy_n (K,P,Q), phase by phase (see <see cref="TransposedPlan"/>).</summary>
