@@ -184,14 +184,14 @@ internal static unsafe class DirectConvolution
 
         // dy rows padded with zeros to whole vectors (the tail's input lanes past Q are zeroed too, below).
         float* gradient = scratch + (long)g.C * paddedHeight * rowLength;
-        for (int kp = 0; kp < g.K * g.P; kp++)
+        int outH = g.P, outW = g.Q, kernelW = g.S; // locals: P and Q are computed (a division each), and g is read through a reference
+        for (int kp = 0; kp < g.K * outH; kp++)
         {
             float* target = gradient + (long)kp * vectorQ;
-            Buffer.MemoryCopy(dy + (long)kp * g.Q, target, g.Q * sizeof(float), g.Q * sizeof(float));
-            new Span<float>(target + g.Q, vectorQ - g.Q).Clear();
+            Buffer.MemoryCopy(dy + (long)kp * outW, target, outW * sizeof(float), outW * sizeof(float));
+            new Span<float>(target + outW, vectorQ - outW).Clear();
         }
 
-        int outH = g.P, kernelW = g.S;
         for (int k = 0; k < g.K; k++)
         {
             for (int c = 0; c < g.C; c++)
@@ -209,7 +209,7 @@ internal static unsafe class DirectConvolution
                             float* gradRow = gradient + ((long)k * outH + p) * vectorQ;
                             float* inputRow = padded + ((long)c * paddedHeight + p + r) * rowLength + s0;
                             int q = 0;
-                            for (; q + width <= g.Q; q += width)
+                            for (; q + width <= outW; q += width)
                             {
                                 TVec d = TOps.Load(gradRow + q);
                                 acc0 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q), acc0);
@@ -218,11 +218,11 @@ internal static unsafe class DirectConvolution
                                 acc3 = TOps.MultiplyAdd(d, TOps.Load(inputRow + q + 3), acc3);
                             }
 
-                            if (q < g.Q)
+                            if (q < outW)
                             {
                                 // The tail: lanes past Q read real pixels of the row (or of the next kernel column);
                                 // zero them rather than rely on dy's zero lanes, since 0·NaN and 0·∞ are NaN.
-                                int valid = g.Q - q;
+                                int valid = outW - q;
                                 TVec d = TOps.Load(gradRow + q);
                                 acc0 = TOps.MultiplyAdd(d, TOps.KeepFirst(TOps.Load(inputRow + q), valid), acc0);
                                 acc1 = TOps.MultiplyAdd(d, TOps.KeepFirst(TOps.Load(inputRow + q + 1), valid), acc1);
