@@ -282,15 +282,16 @@ internal static unsafe class BlockedConvolution
     {
         int width = TOps.Width;
         var layout = new Layout(g, width);
-        int span = layout.Span, rowLength = layout.RowLength, channels = g.C, taps = g.R * g.S, filters = g.K;
+        int span = layout.Span, rowLength = layout.RowLength, plane = layout.ChannelFloats, channels = g.C, kernelW = g.S, taps = g.R * g.S;
+        int filters = g.K, outH = g.P, outW = g.Q;
         float* padded = Pad(g, layout, x, scratch);
         float* gradient = padded + layout.PaddedLength;
         new Span<float>(gradient, filters * span).Clear();
         for (int k = 0; k < filters; k++)
         {
-            for (int p = 0; p < g.P; p++)
+            for (int p = 0; p < outH; p++)
             {
-                Buffer.MemoryCopy(dy + ((long)k * g.P + p) * g.Q, gradient + (long)k * span + p * rowLength, g.Q * sizeof(float), g.Q * sizeof(float));
+                Buffer.MemoryCopy(dy + ((long)k * outH + p) * outW, gradient + (long)k * span + p * rowLength, outW * sizeof(float), outW * sizeof(float));
             }
         }
 
@@ -302,10 +303,10 @@ internal static unsafe class BlockedConvolution
             float* e1p = k0 + 1 < filters ? e0p + span : e0p, e2p = k0 + 2 < filters ? e0p + 2 * span : e0p, e3p = k0 + 3 < filters ? e0p + 3 * span : e0p;
             for (int c = 0; c < channels; c++)
             {
-                float* input = padded + (long)c * layout.ChannelFloats;
+                float* input = padded + (long)c * plane;
                 for (int t0 = 0; t0 < taps; t0 += 3)
                 {
-                    int o0 = TapOffset(g, layout, t0), o1 = TapOffset(g, layout, t0 + 1), o2 = TapOffset(g, layout, t0 + 2);
+                    int o0 = TapOffset(t0, taps, kernelW, rowLength), o1 = TapOffset(t0 + 1, taps, kernelW, rowLength), o2 = TapOffset(t0 + 2, taps, kernelW, rowLength);
                     TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero;
                     TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero;
                     for (int o = 0; o < span; o += width)
@@ -351,9 +352,9 @@ internal static unsafe class BlockedConvolution
         }
     }
 
-    /// <summary>Where tap t = r·S + s reads within a channel's phase planes (tap 0's place past the last tap).</summary>
-    private static int TapOffset(in Conv2dGeometry g, in Layout layout, int tap) =>
-        tap < g.R * g.S ? layout.Offset(g, 0, tap / g.S, tap % g.S) : 0;
+    /// <summary>Where tap t = r·S + s reads within a stride-1 channel plane (tap 0's place past the last tap).</summary>
+    private static int TapOffset(int tap, int taps, int kernelW, int rowLength) =>
+        tap < taps ? (tap / kernelW * rowLength) + (tap % kernelW) : 0;
 
     private static void AddSums<TOps, TVec>(float* target, int count, TVec s0, TVec s1, TVec s2)
         where TOps : struct, IVectorOps<TVec>
