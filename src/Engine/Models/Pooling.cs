@@ -130,14 +130,23 @@ public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = nu
 
 /// <summary>
 /// PyTorch's AdaptiveAvgPool2d(1): (C,H,W) → (C,1,1), each plane's mean — an average pool whose window is the whole
-/// plane, so it runs on the average-pooling kernels. Spec: <c>globalavgpool</c>.
+/// plane, built as one for the input it gets. Spec: <c>globalavgpool</c>.
 /// </summary>
 public sealed class GlobalAvgPool2d : Layer
 {
-    private int _batch;
+    private AvgPool2d? _pool;
 
     /// <inheritdoc/>
     public override string Spec => "globalavgpool";
+
+    /// <inheritdoc/>
+    private protected override Shape BuildOutput(Shape input, Random init)
+    {
+        var output = InferOutputShape(input);
+        _pool = new AvgPool2d((input[1], input[2]));
+        _pool.Build(Backend, input, init);
+        return output;
+    }
 
     /// <inheritdoc/>
     protected override Shape InferOutputShape(Shape input) => input.Rank == 3
@@ -145,27 +154,11 @@ public sealed class GlobalAvgPool2d : Layer
         : throw new ArgumentException($"needs a (C,H,W) input, got {input}; global pooling averages each channel's plane");
 
     /// <inheritdoc/>
-    public override DeviceTensor<float> Forward(DeviceTensor<float> x)
-    {
-        _batch = x.Shape[0];
-        var y = OutputBuffer(_batch);
-        Backend.AvgPool2dForward(Geometry(_batch), x, y);
-        return y;
-    }
+    public override DeviceTensor<float> Forward(DeviceTensor<float> x) => _pool!.Forward(x);
 
     /// <inheritdoc/>
-    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
-    {
-        if (!needInputGradient)
-        {
-            return null;
-        }
+    public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient) => _pool!.Backward(dy, needInputGradient);
 
-        var dx = InputGradientBuffer(_batch);
-        Backend.AvgPool2dBackward(Geometry(_batch), dy, dx);
-        return dx;
-    }
-
-    private Pool2dGeometry Geometry(int batch) =>
-        new(batch, InputShape[0], InputShape[1], InputShape[2], InputShape[1], InputShape[2], InputShape[1], InputShape[2]);
+    /// <inheritdoc/>
+    protected override void ReleaseBuffers() => _pool?.Dispose();
 }
