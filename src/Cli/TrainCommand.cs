@@ -225,7 +225,7 @@ internal static class TrainCommand
             ["warmup"] = s.Warmup.ToString(c),
             ["label_smoothing"] = s.LabelSmoothing.ToString("R", c),
             ["augment"] = s.Augment?.ToString() ?? "-",
-            ["normalize"] = s.Normalize ?? "-",
+            ["normalize"] = s.Normalize is null ? "-" : ChannelNormalization.Parse(s.Normalize, train.Images.Shape[1]).ToString(), // canonical: "0.1, 0.2" resumes "0.1,0.2"
             ["train_samples"] = train.Count.ToString(c),
         };
     }

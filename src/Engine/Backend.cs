@@ -420,33 +420,43 @@ public abstract partial class Backend : IDisposable
 
     // ---------------------------------------------------------------- optimizers
 
-    /// <summary>One torch.optim.SGD step on one parameter tensor; <paramref name="velocity"/> is its momentum buffer.</summary>
+    /// <summary>
+    /// One torch.optim.SGD step on one parameter tensor; <paramref name="velocity"/> is its momentum buffer.
+    /// <paramref name="learningRate"/>, when given, is this step's rate in place of the options' (a schedule's).
+    /// </summary>
     public void SgdUpdate(SgdOptions options, bool firstStep, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
-        DeviceTensor<float> velocity)
+        DeviceTensor<float> velocity, float? learningRate = null)
     {
         const string op = "SgdUpdate";
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        float lr = learningRate ?? options.LearningRate;
+        Checks.FiniteNonNegative("SGD", "learning rate", lr);
         Checks.Owned(op, nameof(parameter), parameter, this);
         Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
         Checks.Tensor(op, nameof(velocity), velocity, this, parameter.Shape);
-        SgdUpdateCore(new SgdParams(options.LearningRate, options.Momentum, options.Dampening, options.WeightDecay,
+        SgdUpdateCore(new SgdParams(lr, options.Momentum, options.Dampening, options.WeightDecay,
             options.Nesterov ? 1 : 0, firstStep ? 1 : 0), parameter, gradient, velocity);
     }
 
-    /// <summary>One torch.optim.Adam or AdamW step (<paramref name="step"/> counts from 1) on one parameter tensor.</summary>
+    /// <summary>
+    /// One torch.optim.Adam or AdamW step (<paramref name="step"/> counts from 1) on one parameter tensor;
+    /// <paramref name="learningRate"/>, when given, is this step's rate in place of the options' (a schedule's).
+    /// </summary>
     public void AdamUpdate(AdamOptions options, int step, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
-        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment)
+        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment, float? learningRate = null)
     {
         const string op = "AdamUpdate";
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        float lr = learningRate ?? options.LearningRate;
+        Checks.FiniteNonNegative("Adam", "learning rate", lr);
         Checks.Positive(op, nameof(step), step);
         Checks.Owned(op, nameof(parameter), parameter, this);
         Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
         Checks.Tensor(op, nameof(firstMoment), firstMoment, this, parameter.Shape);
         Checks.Tensor(op, nameof(secondMoment), secondMoment, this, parameter.Shape);
-        AdamUpdateCore(AdamParams.ForStep(options.LearningRate, options.Beta1, options.Beta2, options.Epsilon,
+        AdamUpdateCore(AdamParams.ForStep(lr, options.Beta1, options.Beta2, options.Epsilon,
             options.WeightDecay, step, options.DecoupledWeightDecay), parameter, gradient, firstMoment, secondMoment);
     }
 

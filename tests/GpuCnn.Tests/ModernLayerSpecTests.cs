@@ -37,7 +37,7 @@ public sealed class ModernLayerSpecTests
     [Theory]
     [InlineData("batchnorm(momentum=1.5)", "layer 1 'batchnorm(momentum=1.5)': batchnorm: momentum 1.5 lies outside (0, 1].")]
     [InlineData("batchnorm(momentum=0)", "batchnorm: momentum 0 lies outside (0, 1].")]
-    [InlineData("batchnorm(eps=-1)", "batchnorm: eps -1 is not positive.")]
+    [InlineData("batchnorm(eps=-1)", "batchnorm: eps -1 is not a positive finite number.")]
     [InlineData("batchnorm(decay=0.1)", "batchnorm has no option 'decay'")]
     [InlineData("conv(4,3,bias=maybe)", "bias 'maybe' is not true or false.")]
     public void Bad_modern_layer_arguments_say_what_is_wrong(string spec, string message) =>

@@ -88,6 +88,23 @@ public sealed class NonFiniteTrainingTests
     }
 
     [Fact]
+    public void Training_stops_when_a_running_statistic_goes_bad_even_if_the_loss_stays_finite()
+    {
+        // Training mode normalises with batch statistics, so an infinite running variance never reaches the loss;
+        // the end-of-epoch check names the buffer instead of leaving it to fail the save after the run.
+        using var backend = new CpuBackend();
+        using var model = Sequential.Create("conv(2,3,bias=false),batchnorm,relu,flatten,dense(10)", [1, 6, 6], backend, seed: 1);
+        var state = model.StateDict();
+        state["1.running_var"].Data[1] = float.PositiveInfinity;
+        model.LoadStateDict(state);
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
+        var data = new Dataset(Tensor.Random([16, 1, 6, 6], 3), [.. Enumerable.Range(0, 16).Select(i => i % 10)]);
+        var error = Assert.Throws<TrainingDivergedException>(() => new Trainer(model, sgd, new TrainingOptions(Epochs: 2, BatchSize: 8)).Fit(data));
+        Assert.Equal("1.running_var", error.Parameter);
+        Assert.StartsWith("buffer '1.running_var' became NaN or infinite in epoch 1; training stopped.", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Model_files_and_checkpoints_with_non_finite_weights_are_never_written()
     {
         using var temp = Fixtures.TempFolder();

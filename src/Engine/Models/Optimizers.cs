@@ -78,18 +78,22 @@ public sealed class Sgd : Optimizer
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        Options = options;
+        _options = options;
+        _learningRate = options.LearningRate;
         _velocity = [.. Parameters.Select(p => ZeroState(p.Parameter))];
     }
 
+    private readonly SgdOptions _options;
+    private float _learningRate;
+
     /// <summary>The hyperparameters (with the current learning rate).</summary>
-    public SgdOptions Options { get; private set; }
+    public SgdOptions Options => _learningRate == _options.LearningRate ? _options : _options with { LearningRate = _learningRate };
 
     /// <inheritdoc/>
     public override float LearningRate
     {
-        get => Options.LearningRate;
-        set => Options = Options with { LearningRate = Checked(value) };
+        get => _learningRate;
+        set => _learningRate = Checked(value); // a field, not a new options record: a warm-up sets it every batch
     }
 
     /// <inheritdoc/>
@@ -102,7 +106,7 @@ public sealed class Sgd : Optimizer
         for (int i = 0; i < Parameters.Count; i++)
         {
             var p = Parameters[i].Parameter;
-            Backend.SgdUpdate(Options, StepCount == 0, p.Value, p.Gradient, _velocity[i]);
+            Backend.SgdUpdate(_options, StepCount == 0, p.Value, p.Gradient, _velocity[i], _learningRate);
         }
 
         StepCount++;
@@ -129,19 +133,23 @@ public sealed class Adam : Optimizer
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        Options = options;
+        _options = options;
+        _learningRate = options.LearningRate;
         _m = [.. Parameters.Select(p => ZeroState(p.Parameter))];
         _v = [.. Parameters.Select(p => ZeroState(p.Parameter))];
     }
 
+    private readonly AdamOptions _options;
+    private float _learningRate;
+
     /// <summary>The hyperparameters (with the current learning rate).</summary>
-    public AdamOptions Options { get; private set; }
+    public AdamOptions Options => _learningRate == _options.LearningRate ? _options : _options with { LearningRate = _learningRate };
 
     /// <inheritdoc/>
     public override float LearningRate
     {
-        get => Options.LearningRate;
-        set => Options = Options with { LearningRate = Checked(value) };
+        get => _learningRate;
+        set => _learningRate = Checked(value); // a field, not a new options record: a warm-up sets it every batch
     }
 
     /// <inheritdoc/>
@@ -155,7 +163,7 @@ public sealed class Adam : Optimizer
         for (int i = 0; i < Parameters.Count; i++)
         {
             var p = Parameters[i].Parameter;
-            Backend.AdamUpdate(Options, StepCount, p.Value, p.Gradient, _m[i], _v[i]);
+            Backend.AdamUpdate(_options, StepCount, p.Value, p.Gradient, _m[i], _v[i], _learningRate);
         }
     }
 

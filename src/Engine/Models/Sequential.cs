@@ -207,16 +207,17 @@ public sealed class Sequential : IDisposable
     }
 
     /// <summary>
-    /// The state-dict name of the first parameter holding NaN or ±∞, or null: checked on the device (one flag per
-    /// parameter, one small download), so a trainer can look every epoch without copying the weights.
+    /// The state-dict name of the first parameter or buffer (batch norm's running statistics) holding NaN or ±∞, or
+    /// null: checked on the device (one flag per tensor, one small download), so a trainer can look every epoch
+    /// without copying the weights.
     /// </summary>
     public string? FirstNonFiniteParameter()
     {
-        var named = NamedParameters().ToList();
+        var named = State().ToList();
         using var flags = Backend.Upload<float>([named.Count], new float[named.Count]);
         for (int i = 0; i < named.Count; i++)
         {
-            Backend.FlagNonFinite(named[i].Parameter.Value, flags, i);
+            Backend.FlagNonFinite(named[i].Tensor, flags, i);
         }
 
         float[] raised = Backend.DownloadArray(flags);
@@ -236,7 +237,11 @@ public sealed class Sequential : IDisposable
         return state;
     }
 
-    /// <summary>A counter's shape in a state dict: a scalar, as PyTorch's num_batches_tracked.</summary>
+    /// <summary>
+    /// A counter's shape in a state dict: a scalar, as PyTorch's num_batches_tracked. State dicts hold float32, so a
+    /// count is exact up to 2²⁴ (16,777,216 batches) in them and in files; past that it is rounded to float precision
+    /// (PyTorch reads the counter only for momentum=None, which the engine does not offer).
+    /// </summary>
     private static Shape Scalar => new(Array.Empty<int>());
 
     /// <summary>

@@ -94,7 +94,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 var sums = CheckFinite(metrics.Read(), epoch);
                 if (Model.FirstNonFiniteParameter() is { } spoiled)
                 {
-                    throw new TrainingDivergedException(epoch, spoiled, Optimizer.LearningRate);
+                    throw new TrainingDivergedException(epoch, spoiled, Optimizer.LearningRate, buffer: !Model.NamedParameters().Any(p => p.Key == spoiled));
                 }
 
                 var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss);

@@ -21,9 +21,12 @@ public sealed class TrainingDivergedException : Exception
         (Epoch, Batch) = (epoch, batch);
     }
 
-    /// <summary>Parameter <paramref name="parameter"/> held NaN or ±∞ at the end of <paramref name="epoch"/>.</summary>
-    public TrainingDivergedException(int epoch, string parameter, float learningRate)
-        : base($"parameter '{parameter}' became NaN or infinite in epoch {epoch}; training stopped. {Remedy(learningRate)}")
+    /// <summary>
+    /// Parameter <paramref name="parameter"/> (or, with <paramref name="buffer"/>, a buffer such as batch norm's
+    /// running variance) held NaN or ±∞ at the end of <paramref name="epoch"/>.
+    /// </summary>
+    public TrainingDivergedException(int epoch, string parameter, float learningRate, bool buffer = false)
+        : base($"{(buffer ? "buffer" : "parameter")} '{parameter}' became NaN or infinite in epoch {epoch}; training stopped. {Remedy(learningRate)}")
     {
         (Epoch, Parameter) = (epoch, parameter);
     }

@@ -22,9 +22,9 @@ public sealed class BatchNorm : Layer
             throw new SpecException($"batchnorm: momentum {Text(momentum)} lies outside (0, 1].");
         }
 
-        if (!(epsilon > 0f))
+        if (!(epsilon > 0f) || !float.IsFinite(epsilon))
         {
-            throw new SpecException($"batchnorm: eps {Text(epsilon)} is not positive.");
+            throw new SpecException($"batchnorm: eps {Text(epsilon)} is not a positive finite number.");
         }
 
         Momentum = momentum;
