@@ -115,8 +115,9 @@ def main():
         for i in range(0, len(xtr), a.batch_size):
             idx_ = perm[i:i + a.batch_size]
             x = xtr[idx_]
-            if pad:  # a random crop of the zero-padded image per sample, as gpucnn's --augment crop=PAD (one gather)
-                padded = F.pad(x, (pad, pad, pad, pad))
+            if pad:  # a random crop of the zero-padded image per sample, as gpucnn's --augment crop=PAD (one gather);
+                # gpucnn pads the raw pixels with 0 and normalises after, so here the padding is 0 in normalised terms
+                padded = F.pad(x, (pad, pad, pad, pad), value=0.0 if a.raw else -0.1307 / 0.3081)
                 count, height, width = len(x), x.shape[2], x.shape[3]
                 rows = torch.randint(0, 2 * pad + 1, (count, 1), device=device) + torch.arange(height, device=device)
                 cols = torch.randint(0, 2 * pad + 1, (count, 1), device=device) + torch.arange(width, device=device)
