@@ -42,10 +42,12 @@ public sealed class CpuBackendTests
         // route), two with planes large enough for the blocked filter gradient (K not a multiple of its 4 filters, 15
         // taps not of its 3), one of small planes with more than 4 channels (blocked forward, GEMM filter gradient), a
         // large stride-2 layer (phase planes forward, phase-by-phase backward-data), strides 2×1, an even 4×4 kernel
-        // at stride 2 (phases of unequal tap counts) and a 1×3 kernel at stride 2 (row phases without taps), and the
-        // first and the small one again with a NaN pixel.
+        // at stride 2 (phases of unequal tap counts), a 1×3 kernel at stride 2 (row phases without taps), one whose
+        // blocked filter gradient sums several images at once, and the first, the small and the summed ones again with
+        // a NaN pixel.
         var large = new Conv2dGeometry(N: 2, C: 5, H: 26, W: 23, K: 10, R: 3, S: 3, PadH: 1, PadW: 1);
         var small = new Conv2dGeometry(N: 7, C: 6, H: 7, W: 6, K: 5, R: 3, S: 3, PadH: 1, PadW: 1);
+        var summed = new Conv2dGeometry(N: 7, C: 6, H: 14, W: 13, K: 5, R: 3, S: 3, PadH: 1, PadW: 1); // 2–3 images a worker, summed together
         foreach (var (g, nan) in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 5, H: 19, W: 17, K: 3, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(large).Append(new Conv2dGeometry(N: 1, C: 6, H: 24, W: 30, K: 5, R: 5, S: 3, PadH: 2))
@@ -54,7 +56,7 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 2, C: 4, H: 9, W: 8, K: 5, R: 2, S: 3, StrideH: 2, StrideW: 1, PadH: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 5, H: 10, W: 9, K: 4, R: 4, S: 4, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 4, H: 8, W: 9, K: 4, R: 1, S: 3, StrideH: 2, StrideW: 2, PadW: 1))
-                     .Select(g => (g, false)).Append((large, true)).Append((small, true)))
+                     .Append(summed).Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             if (nan)

@@ -73,21 +73,37 @@ internal static unsafe class BlockedConvolution
     }
 
     /// <summary>
-    /// Whether the filter gradient of this image may run here: stride 1 (stride 2 measured no faster than the GEMM),
-    /// more than 4 input channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), on a plane large
-    /// enough for long sums; and a
-    /// tap of an output column past Q reads a pixel with a zero output gradient, where 0 · NaN or 0 · ∞ would put a
-    /// NaN where PyTorch has none, so an image holding either takes the GEMM path instead.
+    /// How many images the blocked filter gradient sums together (0: it does not suit this layer): stride 1 (stride 2
+    /// measured no faster than the GEMM), more than 4 input channels (fewer keep <see cref="DirectConvolution"/>'s
+    /// filter gradient), a kernel of at least 4 taps, planes of at least 192 outputs (ResNet-8's 7×7 planes measured
+    /// 8 % slower than the GEMM even summed 8 at a time), and enough images that the sums over o are long (~1,024
+    /// outputs) before their lanes are added — at most 8, and 1 MB of scratch.
     /// </summary>
-    public static bool SuitsFilterGradient(in Conv2dGeometry g, float* x)
+    public static int FilterGradientGroup(in Conv2dGeometry g, int width)
     {
-        if (!Suits(g) || g.StrideH != 1 || g.StrideW != 1 || g.C <= 4 || g.R * g.S < 4 || g.P * new Layout(g, 1).RowLength < 192)
+        var layout = new Layout(g, width);
+        if (!Suits(g) || g.StrideH != 1 || g.StrideW != 1 || g.C <= 4 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
         {
-            return false;
+            return 0;
         }
 
-        int length = g.C * g.H * g.W;
-        for (int i = 0; i < length; i++)
+        return Math.Clamp(Math.Min((1024 + layout.Span - 1) / layout.Span, (1 << 18) / ImageFloats(g, layout)), 1, 8);
+    }
+
+    /// <summary>Floats of filter-gradient scratch per image: its padded planes, then its dy in the same row layout.</summary>
+    private static int ImageFloats(in Conv2dGeometry g, in Layout layout) => layout.PaddedLength + (g.K * layout.Span);
+
+    /// <summary>Floats of scratch for a filter gradient over <paramref name="images"/> images.</summary>
+    public static int FilterGradientScratch(in Conv2dGeometry g, int width, int images) => images * ImageFloats(g, new Layout(g, width));
+
+    /// <summary>
+    /// Whether all values are finite: a tap of an output column past Q reads a pixel with a zero output gradient, and
+    /// 0 · NaN or 0 · ∞ would put a NaN where PyTorch has none, so images holding either take the GEMM path instead.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static bool AllFinite(float* x, long length)
+    {
+        for (long i = 0; i < length; i++)
         {
             if (!float.IsFinite(x[i]))
             {
@@ -98,15 +114,18 @@ internal static unsafe class BlockedConvolution
         return true;
     }
 
-    /// <summary>dw (K,C,R,S) += Σ_{p,q} dy_n[k,p,q]·x_n[c,p+r−Ph,q+s−Pw] for one image with finite values.</summary>
-    public static void AccumulateFilterGradient(SimdWidth width, in Conv2dGeometry g, float* x, float* dy, float* dw, float* scratch)
+    /// <summary>
+    /// dw (K,C,R,S) += Σ_n Σ_{p,q} dy_n[k,p,q]·x_n[c,p+r−Ph,q+s−Pw] over <paramref name="images"/> consecutive images
+    /// with finite values.
+    /// </summary>
+    public static void AccumulateFilterGradient(SimdWidth width, in Conv2dGeometry g, float* x, float* dy, int images, float* dw, float* scratch)
     {
         switch (width)
         {
-            case SimdWidth.Vector512: FilterGradient<Vec512, Vector512<float>>(g, x, dy, dw, scratch); break;
-            case SimdWidth.Vector256: FilterGradient<Vec256, Vector256<float>>(g, x, dy, dw, scratch); break;
-            case SimdWidth.Vector128: FilterGradient<Vec128, Vector128<float>>(g, x, dy, dw, scratch); break;
-            default: FilterGradient<Scalar, float>(g, x, dy, dw, scratch); break;
+            case SimdWidth.Vector512: FilterGradient<Vec512, Vector512<float>>(g, x, dy, images, dw, scratch); break;
+            case SimdWidth.Vector256: FilterGradient<Vec256, Vector256<float>>(g, x, dy, images, dw, scratch); break;
+            case SimdWidth.Vector128: FilterGradient<Vec128, Vector128<float>>(g, x, dy, images, dw, scratch); break;
+            default: FilterGradient<Scalar, float>(g, x, dy, images, dw, scratch); break;
         }
     }
 
@@ -276,57 +295,70 @@ internal static unsafe class BlockedConvolution
     /// per image; the sums over o are long only for large planes, so the caller keeps small ones on the GEMM path.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FilterGradient<TOps, TVec>(in Conv2dGeometry g, float* x, float* dy, float* dw, float* scratch)
+    private static void FilterGradient<TOps, TVec>(in Conv2dGeometry g, float* x, float* dy, int images, float* dw, float* scratch)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
         int width = TOps.Width;
         var layout = new Layout(g, width);
         int span = layout.Span, rowLength = layout.RowLength, plane = layout.ChannelFloats, channels = g.C, kernelW = g.S, taps = g.R * g.S;
-        int filters = g.K, outH = g.P, outW = g.Q;
-        float* padded = Pad(g, layout, x, scratch);
-        float* gradient = padded + layout.PaddedLength;
-        new Span<float>(gradient, filters * span).Clear();
-        for (int k = 0; k < filters; k++)
+        int filters = g.K, outH = g.P, outW = g.Q, paddedLength = layout.PaddedLength, imageFloats = ImageFloats(g, layout);
+
+        // Per image: its padded planes, then its dy in the same row layout with zeros past Q.
+        for (int n = 0; n < images; n++)
         {
-            for (int p = 0; p < outH; p++)
+            float* block = scratch + (long)n * imageFloats;
+            Pad(g, layout, x + (long)n * channels * g.H * g.W, block);
+            float* gradient = block + paddedLength;
+            new Span<float>(gradient, filters * span).Clear();
+            float* source = dy + (long)n * filters * outH * outW;
+            for (int k = 0; k < filters; k++)
             {
-                Buffer.MemoryCopy(dy + ((long)k * outH + p) * outW, gradient + (long)k * span + p * rowLength, outW * sizeof(float), outW * sizeof(float));
+                for (int p = 0; p < outH; p++)
+                {
+                    Buffer.MemoryCopy(source + ((long)k * outH + p) * outW, gradient + (long)k * span + p * rowLength, outW * sizeof(float), outW * sizeof(float));
+                }
             }
         }
 
-        // Three taps of one channel times four filters in twelve vector accumulators (4 + 3 loads per 12 FMAs); a
-        // chunk past the last tap repeats tap 0 and a filter past K repeats the block's first, neither stored.
+        // Three taps of one channel times four filters in twelve vector accumulators (4 + 3 loads per 12 FMAs), summed
+        // over the group's images before their lanes are added; a chunk past the last tap repeats tap 0 and a filter
+        // past K repeats the block's first, neither stored.
         for (int k0 = 0; k0 < filters; k0 += 4)
         {
-            float* e0p = gradient + (long)k0 * span;
-            float* e1p = k0 + 1 < filters ? e0p + span : e0p, e2p = k0 + 2 < filters ? e0p + 2 * span : e0p, e3p = k0 + 3 < filters ? e0p + 3 * span : e0p;
+            long f1 = k0 + 1 < filters ? span : 0, f2 = k0 + 2 < filters ? 2L * span : 0, f3 = k0 + 3 < filters ? 3L * span : 0;
             for (int c = 0; c < channels; c++)
             {
-                float* input = padded + (long)c * plane;
                 for (int t0 = 0; t0 < taps; t0 += 3)
                 {
                     int o0 = TapOffset(t0, taps, kernelW, rowLength), o1 = TapOffset(t0 + 1, taps, kernelW, rowLength), o2 = TapOffset(t0 + 2, taps, kernelW, rowLength);
                     TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero;
                     TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero;
-                    for (int o = 0; o < span; o += width)
+                    for (int n = 0; n < images; n++)
                     {
-                        TVec e0 = TOps.Load(e0p + o), e1 = TOps.Load(e1p + o), e2 = TOps.Load(e2p + o), e3 = TOps.Load(e3p + o);
-                        TVec v = TOps.Load(input + o + o0);
-                        a0 = TOps.MultiplyAdd(e0, v, a0);
-                        b0 = TOps.MultiplyAdd(e1, v, b0);
-                        c0 = TOps.MultiplyAdd(e2, v, c0);
-                        d0 = TOps.MultiplyAdd(e3, v, d0);
-                        v = TOps.Load(input + o + o1);
-                        a1 = TOps.MultiplyAdd(e0, v, a1);
-                        b1 = TOps.MultiplyAdd(e1, v, b1);
-                        c1 = TOps.MultiplyAdd(e2, v, c1);
-                        d1 = TOps.MultiplyAdd(e3, v, d1);
-                        v = TOps.Load(input + o + o2);
-                        a2 = TOps.MultiplyAdd(e0, v, a2);
-                        b2 = TOps.MultiplyAdd(e1, v, b2);
-                        c2 = TOps.MultiplyAdd(e2, v, c2);
-                        d2 = TOps.MultiplyAdd(e3, v, d2);
+                        float* block = scratch + (long)n * imageFloats;
+                        float* input = block + (long)c * plane;
+                        float* e0p = block + paddedLength + (long)k0 * span;
+                        float* e1p = e0p + f1, e2p = e0p + f2, e3p = e0p + f3;
+                        for (int o = 0; o < span; o += width)
+                        {
+                            TVec e0 = TOps.Load(e0p + o), e1 = TOps.Load(e1p + o), e2 = TOps.Load(e2p + o), e3 = TOps.Load(e3p + o);
+                            TVec v = TOps.Load(input + o + o0);
+                            a0 = TOps.MultiplyAdd(e0, v, a0);
+                            b0 = TOps.MultiplyAdd(e1, v, b0);
+                            c0 = TOps.MultiplyAdd(e2, v, c0);
+                            d0 = TOps.MultiplyAdd(e3, v, d0);
+                            v = TOps.Load(input + o + o1);
+                            a1 = TOps.MultiplyAdd(e0, v, a1);
+                            b1 = TOps.MultiplyAdd(e1, v, b1);
+                            c1 = TOps.MultiplyAdd(e2, v, c1);
+                            d1 = TOps.MultiplyAdd(e3, v, d1);
+                            v = TOps.Load(input + o + o2);
+                            a2 = TOps.MultiplyAdd(e0, v, a2);
+                            b2 = TOps.MultiplyAdd(e1, v, b2);
+                            c2 = TOps.MultiplyAdd(e2, v, c2);
+                            d2 = TOps.MultiplyAdd(e3, v, d2);
+                        }
                     }
 
                     int count = Math.Min(3, taps - t0);

@@ -157,17 +157,21 @@ public sealed unsafe partial class CpuBackend
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int part, int worker)
         {
-            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
+            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q, chw = _g.C * _g.H * _g.W;
             float* partial = owner._scratch[part].Partial(_g.WeightSize);
             int first = (int)((long)_g.N * part / _parts), last = (int)((long)_g.N * (part + 1) / _parts);
             new Span<float>(partial, _g.WeightSize).Clear();
+            int group = BlockedConvolution.FilterGradientGroup(_g, (int)owner.Width);
             for (int n = first; n < last; n++)
             {
-                float* x = _x + (long)n * _g.C * _g.H * _g.W;
-                if (BlockedConvolution.SuitsFilterGradient(_g, x))
+                float* x = _x + (long)n * chw;
+                int count = Math.Min(group, last - n);
+                if (count > 0 && BlockedConvolution.AllFinite(x, (long)count * chw))
                 {
-                    float* scratch = owner._scratch[part].Columns(BlockedConvolution.ScratchLength(_g, (int)owner.Width));
-                    BlockedConvolution.AccumulateFilterGradient(owner.Width, _g, x, _dy + (long)n * _g.K * pq, partial, scratch);
+                    // A group of images summed in the blocked kernel's accumulators; n moves past the group.
+                    float* scratch = owner._scratch[part].Columns(BlockedConvolution.FilterGradientScratch(_g, (int)owner.Width, count));
+                    BlockedConvolution.AccumulateFilterGradient(owner.Width, _g, x, _dy + (long)n * _g.K * pq, count, partial, scratch);
+                    n += count - 1;
                     continue;
                 }
 
