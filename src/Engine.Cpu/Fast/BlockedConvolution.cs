@@ -73,16 +73,15 @@ internal static unsafe class BlockedConvolution
     }
 
     /// <summary>
-    /// How many images the blocked filter gradient sums together (0: it does not suit this layer): stride 1 (stride 2
-    /// measured no faster than the GEMM), more than 4 input channels (fewer keep <see cref="DirectConvolution"/>'s
-    /// filter gradient), a kernel of at least 4 taps, planes of at least 192 outputs (ResNet-8's 7×7 planes measured
+    /// How many images the blocked filter gradient sums together (0: it does not suit this layer): more than 4 input
+    /// channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), a kernel of at least 4 taps, planes of at least 192 outputs (ResNet-8's 7×7 planes measured
     /// 8 % slower than the GEMM even summed 8 at a time), and enough images that the sums over o are long (~1,024
     /// outputs) before their lanes are added — at most 8, and 1 MB of scratch.
     /// </summary>
     public static int FilterGradientGroup(in Conv2dGeometry g, int width)
     {
         var layout = new Layout(g, width);
-        if (!Suits(g) || g.StrideH != 1 || g.StrideW != 1 || g.C <= 4 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
+        if (!Suits(g) || g.C <= 4 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
         {
             return 0;
         }
@@ -290,9 +289,9 @@ internal static unsafe class BlockedConvolution
     }
 
     /// <summary>
-    /// The filter gradient in the same layout: dy is copied into the padded row layout with zeros in the columns past
-    /// Q, and dw[k,c,r,s] accumulates Σ_o dy[k,o]·x[c,o + r·L + s] in vector accumulators summed across lanes once
-    /// per image; the sums over o are long only for large planes, so the caller keeps small ones on the GEMM path.
+    /// The filter gradient in the same layout (phase planes at stride 2): dy is copied into the padded row layout with
+    /// zeros in the columns past Q, and dw[k,c,r,s] accumulates Σ_n Σ_o dy_n[k,o]·x_n[c,o + offset(r,s)] in vector
+    /// accumulators over a group of images, summed across lanes once per group.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FilterGradient<TOps, TVec>(in Conv2dGeometry g, float* x, float* dy, int images, float* dw, float* scratch)
@@ -321,6 +320,13 @@ internal static unsafe class BlockedConvolution
             }
         }
 
+        // Where tap t = r·S + s reads within a channel's (phase) planes; past the last tap, tap 0's place.
+        int* offsets = stackalloc int[taps + 3];
+        for (int t = 0; t < taps + 3; t++)
+        {
+            offsets[t] = t < taps ? layout.Offset(g, 0, t / kernelW, t % kernelW) : 0;
+        }
+
         // Three taps of one channel times four filters in twelve vector accumulators (4 + 3 loads per 12 FMAs), summed
         // over the group's images before their lanes are added; a chunk past the last tap repeats tap 0 and a filter
         // past K repeats the block's first, neither stored.
@@ -331,7 +337,7 @@ internal static unsafe class BlockedConvolution
             {
                 for (int t0 = 0; t0 < taps; t0 += 3)
                 {
-                    int o0 = TapOffset(t0, taps, kernelW, rowLength), o1 = TapOffset(t0 + 1, taps, kernelW, rowLength), o2 = TapOffset(t0 + 2, taps, kernelW, rowLength);
+                    int o0 = offsets[t0], o1 = offsets[t0 + 1], o2 = offsets[t0 + 2];
                     TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero;
                     TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero;
                     for (int n = 0; n < images; n++)
@@ -383,10 +389,6 @@ internal static unsafe class BlockedConvolution
             }
         }
     }
-
-    /// <summary>Where tap t = r·S + s reads within a stride-1 channel plane (tap 0's place past the last tap).</summary>
-    private static int TapOffset(int tap, int taps, int kernelW, int rowLength) =>
-        tap < taps ? (tap / kernelW * rowLength) + (tap % kernelW) : 0;
 
     private static void AddSums<TOps, TVec>(float* target, int count, TVec s0, TVec s1, TVec s2)
         where TOps : struct, IVectorOps<TVec>
