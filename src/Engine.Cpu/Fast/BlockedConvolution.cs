@@ -462,7 +462,21 @@ internal static unsafe class BlockedConvolution
                             Correlate<TOps, TVec>(padded, offsets, phase.Taps, weights + phase.WeightStart + (long)c0 * phase.Taps, cb, span, rows);
                         }
 
-                        // Each dx element belongs to exactly one phase: row h = Sh·i + φh − Ph, column x = Sw·j + φw − Pw.
+                        // Each dx element belongs to exactly one phase: row h = Sh·i + φh − Ph, column x = Sw·j + φw − Pw;
+                        // the j whose x lies in [0, W) are a contiguous range, found once.
+                        int strideW = g.StrideW, firstJ = 0;
+                        while (firstJ < plan.ColumnsOut && (strideW * firstJ) + phase.ColumnPhase - g.PadW < 0)
+                        {
+                            firstJ++;
+                        }
+
+                        int lastJ = firstJ;
+                        while (lastJ < plan.ColumnsOut && (strideW * lastJ) + phase.ColumnPhase - g.PadW < g.W)
+                        {
+                            lastJ++;
+                        }
+
+                        int firstX = (strideW * firstJ) + phase.ColumnPhase - g.PadW;
                         for (int cc = 0; cc < cb; cc++)
                         {
                             for (int i = 0; i < plan.RowsOut; i++)
@@ -475,13 +489,19 @@ internal static unsafe class BlockedConvolution
 
                                 float* source = rows + (long)cc * span + i * rowLength;
                                 float* target = dx + ((long)(c0 + cc) * g.H + h) * g.W;
-                                for (int j = 0; j < plan.ColumnsOut; j++)
+                                if (phase.Taps == 0)
                                 {
-                                    int x = (g.StrideW * j) + phase.ColumnPhase - g.PadW;
-                                    if ((uint)x < (uint)g.W)
+                                    for (int j = firstJ, x = firstX; j < lastJ; j++, x += strideW)
                                     {
-                                        target[x] = phase.Taps > 0 ? source[j] : 0f;
+                                        target[x] = 0f;
                                     }
+
+                                    continue;
+                                }
+
+                                for (int j = firstJ, x = firstX; j < lastJ; j++, x += strideW)
+                                {
+                                    target[x] = source[j];
                                 }
                             }
                         }
