@@ -80,8 +80,16 @@ public readonly record struct Conv2dGeometry(
                 $"{operation}: groups {Groups} must divide both the {C} input channels and the {K} output channels.");
         }
 
-        GeometryChecks.WindowFits(operation, DilationH == 1 && DilationW == 1 ? "kernel" : $"kernel {R}x{S} at dilation {DilationH}x{DilationW} spans",
-            (long)DilationH * (R - 1) + 1, (long)DilationW * (S - 1) + 1, H, W, PadH, PadW);
+        if (DilationH == 1 && DilationW == 1)
+        {
+            GeometryChecks.WindowFits(operation, "kernel", R, S, H, W, PadH, PadW);
+        }
+        else if ((long)DilationH * (R - 1) + 1 > H + 2L * PadH || (long)DilationW * (S - 1) + 1 > W + 2L * PadW)
+        {
+            throw new ArgumentException(
+                $"{operation}: kernel {R}x{S} at dilation {DilationH}x{DilationW} spans {(long)DilationH * (R - 1) + 1}x{(long)DilationW * (S - 1) + 1}, " +
+                $"which is larger than the padded input {H + 2 * PadH}x{W + 2 * PadW} (input {H}x{W}, padding {PadH}x{PadW}).");
+        }
         GeometryChecks.FitsInt(operation, "input", (long)N * C * H * W);
         GeometryChecks.FitsInt(operation, "weights", (long)K * (C / Groups) * R * S);
         GeometryChecks.FitsInt(operation, "output", (long)N * K * P * Q);
@@ -168,13 +176,13 @@ internal static class GeometryChecks
         }
     }
 
-    public static void WindowFits(string operation, string what, long kh, long kw, int h, int w, int padH, int padW)
+    public static void WindowFits(string operation, string what, int kh, int kw, int h, int w, int padH, int padW)
     {
-        if (kh > h + 2L * padH || kw > w + 2L * padW)
+        if (kh > h + 2 * padH || kw > w + 2 * padW)
         {
             throw new ArgumentException(
-                $"{operation}: {what} {kh}x{kw}{(what.EndsWith("spans", StringComparison.Ordinal) ? ", which" : "")} is larger than the padded input " +
-                $"{h + 2 * padH}x{w + 2 * padW} (input {h}x{w}, padding {padH}x{padW}).", what.Split(' ')[0]);
+                $"{operation}: {what} {kh}x{kw} is larger than the padded input {h + 2 * padH}x{w + 2 * padW} " +
+                $"(input {h}x{w}, padding {padH}x{padW}).", what);
         }
     }
 

@@ -87,7 +87,7 @@ public sealed class ModernLayerSpecTests
     [Theory]
     [InlineData("dropout(1)", "dropout: p 1 lies outside [0, 1).")]
     [InlineData("dropout(-0.1)", "dropout: p -0.1 lies outside [0, 1).")]
-    [InlineData("dropout", "missing p: write dropout(P), e.g. dropout(0.5).")]
+    [InlineData("dropout", "layer 1 'dropout': missing p.")]
     public void Bad_dropout_probabilities_are_refused(string spec, string message) =>
         Assert.Contains(message, Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(spec)).Message, StringComparison.Ordinal);
 

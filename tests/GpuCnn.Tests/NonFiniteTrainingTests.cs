@@ -63,12 +63,12 @@ public sealed class NonFiniteTrainingTests
     {
         using var backend = Backends.Open(device);
         using var model = Sequential.Create(Spec, [1, 12, 12], backend, seed: 1);
-        Assert.Null(model.FirstNonFiniteParameter());
+        Assert.Null(model.FirstNonFiniteTensor());
         var state = model.StateDict();
         state["4.weight"].Data[123] = float.NegativeInfinity;
         state["0.bias"].Data[2] = float.NaN;
         model.LoadStateDict(state);
-        Assert.Equal("0.bias", model.FirstNonFiniteParameter());
+        Assert.Equal("0.bias", model.FirstNonFiniteTensor());
     }
 
     [Fact]

@@ -30,13 +30,13 @@ internal static unsafe class BlockedConvolution
         (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 16;
 
     /// <summary>
-    /// Floats of scratch one image needs: the padded phase planes (with slack for the last vectors' reads), then one
-    /// block of output rows (forward) or the output gradient in the padded row layout (filter gradient).
+    /// Floats of scratch one image's forward pass needs: the padded phase planes (with slack for the last vectors'
+    /// reads), then one block of output rows.
     /// </summary>
     public static int ScratchLength(in Conv2dGeometry g, int width)
     {
         var layout = new Layout(g, width);
-        return layout.PaddedLength + (Math.Max(Filters, g.K) * layout.Span);
+        return layout.PaddedLength + (Filters * layout.Span);
     }
 
     /// <summary>

@@ -34,7 +34,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
         _convBackwardFilter = new ConvBackwardFilterJob(this);
         _gemm = new GemmJob(this);
         _planes = new PlaneJob(this);
-        _transposedJob.Owner = this;
+        _transposedJob = new TransposedJob(this);
     }
 
     private readonly Dictionary<Type, FusedActivation> _fused = [];
@@ -223,15 +223,13 @@ public sealed unsafe partial class CpuBackend : HostBackend
     }
 
     private readonly Dictionary<Conv2dGeometry, TransposedPlan> _transposedPlans = [];
-    private readonly TransposedJob _transposedJob = new();
+    private readonly TransposedJob _transposedJob;
 
     /// <summary>The phase-by-phase backward-data of one image per part.</summary>
-    private sealed class TransposedJob : IParallelJob
+    private sealed class TransposedJob(CpuBackend owner) : IParallelJob
     {
         private TransposedPlan? _plan;
         private float* _dy, _dx;
-
-        public CpuBackend? Owner { get; set; }
 
         public void Set(TransposedPlan plan, float* dy, float* dx)
         {
@@ -244,8 +242,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
         public void Run(int n, int worker)
         {
             var g = _plan!.Geometry;
-            float* scratch = Owner!._scratch[worker].Columns(_plan.ScratchLength(8));
-            BlockedConvolution.BackwardData(Owner.Width, _plan, _dy + (long)n * g.K * g.P * g.Q, _dx + (long)n * g.C * g.H * g.W, scratch);
+            float* scratch = owner._scratch[worker].Columns(_plan.ScratchLength(8));
+            BlockedConvolution.BackwardData(owner.Width, _plan, _dy + (long)n * g.K * g.P * g.Q, _dx + (long)n * g.C * g.H * g.W, scratch);
         }
     }
 

@@ -73,6 +73,9 @@ public sealed class LayerArguments
         return ParseFloat(Positional(index, what), what);
     }
 
+    /// <summary>Positional argument <paramref name="index"/> as a finite number.</summary>
+    public float Number(int index, string what) => ParseFloat(Positional(index, what), what);
+
     /// <summary>The name=value argument as a finite number, or <paramref name="fallback"/>.</summary>
     public float NamedFloat(string name, float fallback) =>
         Named(name) is { } text && _used.Add(name) ? ParseFloat(text, name) : fallback;

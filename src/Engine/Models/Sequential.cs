@@ -211,7 +211,7 @@ public sealed class Sequential : IDisposable
     /// null: checked on the device (one flag per tensor, one small download), so a trainer can look every epoch
     /// without copying the weights.
     /// </summary>
-    public string? FirstNonFiniteParameter()
+    public string? FirstNonFiniteTensor()
     {
         var named = State().ToList();
         using var flags = Backend.Upload<float>([named.Count], new float[named.Count]);

@@ -61,7 +61,6 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 bool resumed = epoch == state.Epoch;
-                Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch, Optimizer.StepCount);
                 backend.Upload<int>(EpochOrder(train.Count, epoch), data.Order);
                 Model.Train();
                 metrics.Reset(resumed ? state.LossSum : 0f, resumed ? state.CorrectSum : 0f);
@@ -75,11 +74,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                         throw new TrainingInterruptedException(stopped);
                     }
 
-                    if (Options.WarmupSteps > 0 && Optimizer.StepCount <= Options.WarmupSteps)
-                    {
-                        // Per batch while warming up, and once more for the first step after it.
-                        Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch, Optimizer.StepCount);
-                    }
+                    Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch, Optimizer.StepCount); // a field: no allocation
 
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
                     uint key = BatchKey(epoch, b);
@@ -92,7 +87,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 }
 
                 var sums = CheckFinite(metrics.Read(), epoch);
-                if (Model.FirstNonFiniteParameter() is { } spoiled)
+                if (Model.FirstNonFiniteTensor() is { } spoiled)
                 {
                     throw new TrainingDivergedException(epoch, spoiled, Optimizer.LearningRate, buffer: !Model.NamedParameters().Any(p => p.Key == spoiled));
                 }

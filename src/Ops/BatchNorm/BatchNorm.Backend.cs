@@ -17,7 +17,17 @@ public abstract partial class Backend
         DeviceTensor<float> mean, DeviceTensor<float> invStd)
     {
         const string op = "BatchNormForward";
-        var shape = BatchNormShapeOf(op, x, training, momentum, epsilon);
+        if (!(momentum > 0f && momentum <= 1f))
+        {
+            throw new ArgumentOutOfRangeException(nameof(momentum), momentum, $"{op}: momentum must lie in (0, 1], got {momentum}.");
+        }
+
+        if (!(epsilon > 0f) || !float.IsFinite(epsilon))
+        {
+            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, $"{op}: epsilon must be positive and finite, got {epsilon}.");
+        }
+
+        var shape = BatchNormShapeOf(op, x, training) with { Momentum = momentum, Epsilon = epsilon };
         foreach (var (name, tensor) in (ReadOnlySpan<(string, DeviceTensor<float>)>)[(nameof(weight), weight), (nameof(bias), bias),
             (nameof(runningMean), runningMean), (nameof(runningVar), runningVar), (nameof(mean), mean), (nameof(invStd), invStd)])
         {
@@ -39,7 +49,7 @@ public abstract partial class Backend
         DeviceTensor<float> dbias)
     {
         const string op = "BatchNormBackward";
-        var shape = BatchNormShapeOf(op, x, training, 0.1f, 1e-5f);
+        var shape = BatchNormShapeOf(op, x, training); // the backward needs neither momentum nor epsilon: invStd holds ε
         Checks.Tensor(op, nameof(dy), dy, this, x.Shape);
         foreach (var (name, tensor) in (ReadOnlySpan<(string, DeviceTensor<float>)>)[(nameof(weight), weight), (nameof(mean), mean),
             (nameof(invStd), invStd), (nameof(dweight), dweight), (nameof(dbias), dbias)])
@@ -65,7 +75,7 @@ public abstract partial class Backend
         DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
         DeviceTensor<float> dweight, DeviceTensor<float> dbias);
 
-    private BatchNormShape BatchNormShapeOf(string op, DeviceTensor<float> x, bool training, float momentum, float epsilon)
+    private BatchNormShape BatchNormShapeOf(string op, DeviceTensor<float> x, bool training)
     {
         Checks.Owned(op, nameof(x), x, this);
         if (x.Shape.Rank < 2)
@@ -73,17 +83,7 @@ public abstract partial class Backend
             throw new ArgumentException($"{op}: x must be (N, C, …), got {x.Shape}.", nameof(x));
         }
 
-        if (!(momentum > 0f && momentum <= 1f))
-        {
-            throw new ArgumentOutOfRangeException(nameof(momentum), momentum, $"{op}: momentum must lie in (0, 1], got {momentum}.");
-        }
-
-        if (!(epsilon > 0f) || !float.IsFinite(epsilon))
-        {
-            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, $"{op}: epsilon must be positive and finite, got {epsilon}.");
-        }
-
-        var shape = new BatchNormShape(x.Shape[1], x.Shape.SizeFrom(2), x.Shape[0] * x.Shape.SizeFrom(2), momentum, epsilon, training ? 1 : 0);
+        var shape = new BatchNormShape(x.Shape[1], x.Shape.SizeFrom(2), x.Shape[0] * x.Shape.SizeFrom(2), 0f, 0f, training ? 1 : 0);
         if (training && shape.Count < 2)
         {
             throw new ArgumentException($"{op}: training needs more than one value per channel (x is {x.Shape}), as PyTorch's batch_norm.", nameof(x));

@@ -30,9 +30,7 @@ public sealed class Dropout : Layer
     public static Dropout Parse(LayerArguments args)
     {
         ArgumentNullException.ThrowIfNull(args);
-        return new Dropout(args.OptionalFloat(0, "p", float.NaN) is var p && float.IsNaN(p)
-            ? throw new SpecException("missing p: write dropout(P), e.g. dropout(0.5).")
-            : p);
+        return new Dropout(args.Number(0, "p"));
     }
 
     /// <summary>The probability of zeroing an element.</summary>
