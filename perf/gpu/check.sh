@@ -10,6 +10,10 @@
 #  8. auto's fall-back to the CPU after a real CUDA fault (GPUCNN_INJECT_FAULT_AT_LAUNCH); 9. an ncu profile of the
 #     tiled GEMM kernel at gemm-4096. At most 8 files come back, so only the log, the two bench tables and the
 #     profile go to $OUT.
+# ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
+# Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
+# (names: machine devices selftest tests parity bench ladder torch-bench lenet resnet repro fallback ncu; default:
+# all but ladder and ncu, whose results are recorded in docs/benchmarks.md; `all` runs every one).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpucnn-check}
@@ -21,6 +25,11 @@ rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.
 gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
+default_steps="machine devices selftest tests parity bench torch-bench lenet resnet repro fallback"
+all_steps="machine devices selftest tests parity bench ladder torch-bench lenet resnet repro fallback ncu"
+if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
+for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
+wanted() { [[ "$chosen" == *" $1 "* ]]; }
 step() { echo; echo "== $1 ($(date -u +%T))"; }
 check() { # check NAME SECONDS COMMAND...: runs under a time limit, records a failure by name
   local name=$1 limit=$2; shift 2
@@ -30,67 +39,100 @@ check() { # check NAME SECONDS COMMAND...: runs under a time limit, records a fa
   return $rc
 }
 
-step "machine"
-date -u +%F; cat .gpu/COMMIT 2>/dev/null
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | head -3
-ldconfig -p | grep -E "libcuda\.so" | head -3; echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
-grep -m1 "model name" /proc/cpuinfo; nproc
+if wanted machine; then
+  step "machine"
+  date -u +%F; cat .gpu/COMMIT 2>/dev/null
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | head -3
+  ldconfig -p | grep -E "libcuda\.so" | head -3; echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+  grep -m1 "model name" /proc/cpuinfo; nproc
+fi
 
-step "gpucnn devices"
-check devices 60 "$gpucnn" devices | tee "$work/devices.txt"
-grep -q "auto picks: cuda" "$work/devices.txt" && echo "ok: auto picks cuda" || { echo "!! auto does not pick cuda"; failures+=("auto-picks-cuda"); }
+if wanted devices; then
+  step "gpucnn devices"
+  check devices 60 "$gpucnn" devices | tee "$work/devices.txt"
+  grep -q "auto picks: cuda" "$work/devices.txt" && echo "ok: auto picks cuda" || { echo "!! auto does not pick cuda"; failures+=("auto-picks-cuda"); }
+fi
 
-step "gpucnn selftest --device cuda --verbose"
-check selftest 150 "$gpucnn" selftest --device cuda --verbose
+if wanted selftest; then
+  step "gpucnn selftest --device cuda --verbose"
+  check selftest 150 "$gpucnn" selftest --device cuda --verbose
+fi
 
-step "the test suite, self-contained (no .NET here): every class, the CUDA ones included"
-check test-suite 300 "$bundle/GpuCnn.Tests" -parallel all -noColor -ctrf "$out/tests.ctrf.json" > "$work/tests.txt" 2>&1
-grep -E "\[FAIL\]|Total:" "$work/tests.txt" | tail -n 40
-grep -A6 "\[FAIL\]" "$work/tests.txt" | head -n 120
+if wanted tests; then
+  step "the test suite, self-contained (no .NET here): every class, the CUDA ones included"
+  check test-suite 300 "$bundle/GpuCnn.Tests" -parallel all -noColor -ctrf "$out/tests.ctrf.json" > "$work/tests.txt" 2>&1
+  grep -E "\[FAIL\]|Total:" "$work/tests.txt" | tail -n 40
+  grep -A6 "\[FAIL\]" "$work/tests.txt" | head -n 120
+fi
 
-step "PyTorch parity fixtures on cuda (predict and one training step; gelu, silu and residual blocks included)"
-check torch-parity 120 python3 perf/gpu/torch_parity.py "$gpucnn" --device cuda
+if wanted parity; then
+  step "PyTorch parity fixtures on cuda (predict and one training step; gelu, silu and residual blocks included)"
+  check torch-parity 120 python3 perf/gpu/torch_parity.py "$gpucnn" --device cuda
+fi
 
-step "gpucnn bench --device cuda"
-check bench 180 "$gpucnn" bench --device cuda --json "$out/gpucnn-cuda.json"
+if wanted bench; then
+  step "gpucnn bench --device cuda"
+  check bench 180 "$gpucnn" bench --device cuda --json "$out/gpucnn-cuda.json"
+fi
 
-step "the GEMM ladder on the GEMM-heavy rows: 4x4 blocks (Tiled) against 8x8 blocks (Tiled8x8), same run"
-for algorithm in Tiled Tiled8x8; do
-  echo "-- GPUCNN_GEMM_ALGORITHM=$algorithm"
-  check "bench-$algorithm" 90 env GPUCNN_GEMM_ALGORITHM=$algorithm "$gpucnn" bench --device cuda --only gemm conv3x3
-done
+if wanted ladder; then
+  step "the GEMM ladder on the GEMM-heavy rows: 4x4 blocks (Tiled) against 8x8 blocks (Tiled8x8), same run"
+  for algorithm in Tiled Tiled8x8; do
+    echo "-- GPUCNN_GEMM_ALGORITHM=$algorithm"
+    check "bench-$algorithm" 90 env GPUCNN_GEMM_ALGORITHM=$algorithm "$gpucnn" bench --device cuda --only gemm conv3x3
+  done
+fi
 
-step "PyTorch on the same rows (TF32 off, cudnn.benchmark, CUDA events)"
-check torch-bench 150 python3 perf/gpu/torch_baseline.py --json "$out/torch-cuda.json" --ours "$out/gpucnn-cuda.json"
+if wanted torch-bench; then
+  step "PyTorch on the same rows (TF32 off, cudnn.benchmark, CUDA events)"
+  check torch-bench 150 python3 perf/gpu/torch_baseline.py --json "$out/torch-cuda.json" $([ -f "$out/gpucnn-cuda.json" ] && echo --ours "$out/gpucnn-cuda.json")
+fi
 
-step "LeNet-5, full MNIST, 2 epochs, lr 0.05 momentum 0.9 batch 64 constant: ours on cuda"
-check lenet-ours 150 "$gpucnn" train --device cuda --epochs 2 --schedule constant --data "$data/mnist" --out "$work/lenet-full.safetensors"
+if wanted lenet; then
+  step "LeNet-5, full MNIST, 2 epochs, lr 0.05 momentum 0.9 batch 64 constant: ours on cuda"
+  check lenet-ours 150 "$gpucnn" train --device cuda --epochs 2 --schedule constant --data "$data/mnist" --out "$work/lenet-full.safetensors"
 
-step "LeNet-5, full MNIST, 2 epochs, same settings: PyTorch CUDA"
-check lenet-torch 120 python3 perf/torch/lenet_mnist.py --device cuda --epochs 2 --data "$data/mnist"
+  step "LeNet-5, full MNIST, 2 epochs, same settings: PyTorch CUDA"
+  check lenet-torch 120 python3 perf/torch/lenet_mnist.py --device cuda --epochs 2 --data "$data/mnist"
+fi
 
-step "bitwise reproducibility: the same training twice on cuda"
-for run in 1 2; do
-  check "reproducible-$run" 90 "$gpucnn" train --device cuda --epochs 2 --data "$data/mnist-sample" --out "$work/repeat-$run.safetensors" >/dev/null
-done
-sha256sum "$work"/repeat-*.safetensors
-if [ "$(sha256sum "$work"/repeat-*.safetensors | cut -d' ' -f1 | sort -u | wc -l)" = 1 ]; then echo "ok: identical models"; else echo "!! the two runs differ"; failures+=("reproducible"); fi
+if wanted resnet; then
+  step "ResNet-8 (batch norm, residual blocks, crop augmentation), full MNIST, 2 epochs, batch 128, cosine: ours on cuda"
+  check resnet-ours 150 "$gpucnn" train --device cuda --arch resnet8 --epochs 2 --batch-size 128 --lr 0.1 --momentum 0.9 \
+    --weight-decay 5e-4 --schedule cosine --augment crop=2 --normalize 0.1307,0.3081 --seed 1 --data "$data/mnist" --out "$work/resnet8.safetensors"
+  step "ResNet-8, full MNIST, 2 epochs, same settings: PyTorch CUDA"
+  check resnet-torch 120 python3 perf/torch/lenet_mnist.py --net resnet8 --device cuda --epochs 2 --batch-size 128 --lr 0.1 --momentum 0.9 \
+    --weight-decay 5e-4 --schedule cosine --augment-crop 2 --seed 1 --data "$data/mnist"
+fi
 
-step "auto falls back to the CPU after a real CUDA fault (an illegal-address write at launch 300)"
-check fallback 120 env GPUCNN_INJECT_FAULT_AT_LAUNCH=300 "$gpucnn" train --device auto --epochs 1 --data "$data/mnist-sample" --out "$work/fallback.safetensors" --verbose 2>&1 | tee "$work/fallback.txt"
-grep -q "falling back to the CPU" "$work/fallback.txt" && grep -q "test accuracy" "$work/fallback.txt" && echo "ok: fell back and finished on the CPU" || { echo "!! no fall-back seen"; failures+=("fallback-seen"); }
+if wanted repro; then
+  step "bitwise reproducibility: the same training twice on cuda"
+  for run in 1 2; do
+    check "reproducible-$run" 90 "$gpucnn" train --device cuda --epochs 2 --data "$data/mnist-sample" --out "$work/repeat-$run.safetensors" >/dev/null
+  done
+  sha256sum "$work"/repeat-*.safetensors
+  if [ "$(sha256sum "$work"/repeat-*.safetensors | cut -d' ' -f1 | sort -u | wc -l)" = 1 ]; then echo "ok: identical models"; else echo "!! the two runs differ"; failures+=("reproducible"); fi
+fi
 
-step "ncu: the 8x8-blocked GEMM kernel at gemm-4096 (clock control off)"
-if command -v ncu >/dev/null; then
-  check ncu 120 env GPUCNN_GEMM_ALGORITHM=Tiled8x8 ncu --clock-control none -k regex:Kernel_Tiled -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
-    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$gpucnn" bench --device cuda --only gemm-4096 > "$out/ncu-gemm.txt" 2>&1
-  tail -n 80 "$out/ncu-gemm.txt"
-  step "ncu: where a 3x3 convolution's time goes, kernel by kernel (conv3x3-64, forward and backward)"
-  check ncu-conv 120 ncu --clock-control none -c 40 --section SpeedOfLight --print-summary per-kernel \
-    "$gpucnn" bench --device cuda --only conv3x3-64 > "$out/ncu-conv.txt" 2>&1
-  grep -A4 -E "^  Kernel_|Duration" "$out/ncu-conv.txt" | grep -E "Kernel_|Duration|Compute \(SM\)|Memory Throughput" | head -n 60
-else
-  echo "ncu not found"
+if wanted fallback; then
+  step "auto falls back to the CPU after a real CUDA fault (an illegal-address write at launch 300)"
+  check fallback 120 env GPUCNN_INJECT_FAULT_AT_LAUNCH=300 "$gpucnn" train --device auto --epochs 1 --data "$data/mnist-sample" --out "$work/fallback.safetensors" --verbose 2>&1 | tee "$work/fallback.txt"
+  grep -q "falling back to the CPU" "$work/fallback.txt" && grep -q "test accuracy" "$work/fallback.txt" && echo "ok: fell back and finished on the CPU" || { echo "!! no fall-back seen"; failures+=("fallback-seen"); }
+fi
+
+if wanted ncu; then
+  step "ncu: the 8x8-blocked GEMM kernel at gemm-4096 (clock control off)"
+  if command -v ncu >/dev/null; then
+    check ncu 120 env GPUCNN_GEMM_ALGORITHM=Tiled8x8 ncu --clock-control none -k regex:Kernel_Tiled -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$gpucnn" bench --device cuda --only gemm-4096 > "$out/ncu-gemm.txt" 2>&1
+    tail -n 80 "$out/ncu-gemm.txt"
+    step "ncu: where a 3x3 convolution's time goes, kernel by kernel (conv3x3-64, forward and backward)"
+    check ncu-conv 120 ncu --clock-control none -c 40 --section SpeedOfLight --print-summary per-kernel \
+      "$gpucnn" bench --device cuda --only conv3x3-64 > "$out/ncu-conv.txt" 2>&1
+    grep -A4 -E "^  Kernel_|Duration" "$out/ncu-conv.txt" | grep -E "Kernel_|Duration|Compute \(SM\)|Memory Throughput" | head -n 60
+  else
+    echo "ncu not found"
+  fi
 fi
 
 step "done"
