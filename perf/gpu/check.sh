@@ -12,8 +12,10 @@
 #     profile go to $OUT.
 # ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench ladder torch-bench lenet resnet repro fallback ncu; default:
-# all but ladder and ncu, whose results are recorded in docs/benchmarks.md; `all` runs every one).
+# (names: machine devices selftest tests parity bench ladder conv-ladder torch-bench lenet resnet repro fallback ptx
+# opencl ncu; default: all but ladder, ptx, opencl and ncu, whose results are recorded in docs/benchmarks.md; `all` runs
+# every one). TEST_ARGS narrows the test suite (e.g. "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the
+# convolution routes the conv-ladder step compares (default: Im2ColGemm ImplicitGemm).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpucnn-check}
@@ -25,8 +27,8 @@ rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.
 gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
-default_steps="machine devices selftest tests parity bench torch-bench lenet resnet repro fallback"
-all_steps="machine devices selftest tests parity bench ladder torch-bench lenet resnet repro fallback ncu"
+default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback"
+all_steps="machine devices selftest tests parity bench ladder conv-ladder torch-bench lenet resnet repro fallback ptx opencl ncu"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -60,7 +62,8 @@ fi
 
 if wanted tests; then
   step "the test suite, self-contained (no .NET here): every class, the CUDA ones included"
-  check test-suite 300 "$bundle/GpuCnn.Tests" -parallel all -noColor -ctrf "$out/tests.ctrf.json" > "$work/tests.txt" 2>&1
+  # shellcheck disable=SC2086 # TEST_ARGS is a list of runner options
+  check test-suite 300 "$bundle/GpuCnn.Tests" -parallel all -noColor -ctrf "$out/tests.ctrf.json" ${TEST_ARGS:-} > "$work/tests.txt" 2>&1
   grep -E "\[FAIL\]|Total:" "$work/tests.txt" | tail -n 40
   grep -A6 "\[FAIL\]" "$work/tests.txt" | head -n 120
 fi
@@ -80,6 +83,14 @@ if wanted ladder; then
   for algorithm in Tiled Tiled8x8; do
     echo "-- GPUCNN_GEMM_ALGORITHM=$algorithm"
     check "bench-$algorithm" 90 env GPUCNN_GEMM_ALGORITHM=$algorithm "$gpucnn" bench --device cuda --only gemm conv3x3
+  done
+fi
+
+if wanted conv-ladder; then
+  step "the convolution routes on the convolution rows and the LeNet step, same run (GPUCNN_CONV_ALGORITHM)"
+  for algorithm in ${CONV_ALGORITHMS:-Im2ColGemm ImplicitGemm}; do
+    echo "-- GPUCNN_CONV_ALGORITHM=$algorithm"
+    check "conv-$algorithm" 90 env GPUCNN_CONV_ALGORITHM=$algorithm "$gpucnn" bench --device cuda --only conv lenet-step
   done
 fi
 
@@ -118,6 +129,20 @@ if wanted fallback; then
   step "auto falls back to the CPU after a real CUDA fault (an illegal-address write at launch 300)"
   check fallback 120 env GPUCNN_INJECT_FAULT_AT_LAUNCH=300 "$gpucnn" train --device auto --epochs 1 --data "$data/mnist-sample" --out "$work/fallback.safetensors" --verbose 2>&1 | tee "$work/fallback.txt"
   grep -q "falling back to the CPU" "$work/fallback.txt" && grep -q "test accuracy" "$work/fallback.txt" && echo "ok: fell back and finished on the CPU" || { echo "!! no fall-back seen"; failures+=("fallback-seen"); }
+fi
+
+if wanted ptx; then
+  step "ptxas: registers, spills and shared memory of the GEMM and convolution kernels for sm_90"
+  GPUCNN_PTX_DUMP="$work/ptx" check ptx-dump 120 "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.PtxCompilationTests -noColor > "$work/ptx.txt" 2>&1
+  for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_Forward_Relu_; do
+    echo "-- $kernel"; ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o /dev/null 2>&1 | grep -E "registers|spill|error" | head -4
+  done
+fi
+
+if wanted opencl; then
+  step "OpenCL on this machine (the test suite found a device there): devices, then selftest --device opencl --verbose"
+  clinfo -l 2>/dev/null | head -5
+  check opencl-selftest 150 "$gpucnn" selftest --device opencl --verbose
 fi
 
 if wanted ncu; then

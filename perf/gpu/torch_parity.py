@@ -25,7 +25,8 @@ def safetensors(path):
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
         data = f.read()
-    return {k: np.frombuffer(data[v["data_offsets"][0]:v["data_offsets"][1]], dtype="<f4").reshape(v["shape"])
+    dtypes = {"F32": "<f4", "I64": "<i8"}  # float tensors, and batch norm's num_batches_tracked counter
+    return {k: np.frombuffer(data[v["data_offsets"][0]:v["data_offsets"][1]], dtype=dtypes[v["dtype"]]).reshape(v["shape"])
             for k, v in header.items() if k != "__metadata__"}
 
 
@@ -54,10 +55,14 @@ def main():
         out = os.path.join(tmp, f"{name}.after.safetensors")
         args = [a.gpucnn, "train", "--arch", case["arch"], "--init", os.path.join(HERE, f"{name}.init.safetensors"),
                 "--images", os.path.join(HERE, f"{name}.images.npy"), "--labels", os.path.join(HERE, f"{name}.labels.npy"),
-                "--epochs", "1", "--batch-size", str(case["count"]), "--optimizer", case["optimizer"], "--lr", repr(case["lr"]),
+                "--epochs", str(case.get("epochs", 1)), "--batch-size", str(case["count"]), "--optimizer", case["optimizer"], "--lr", repr(case["lr"]),
                 "--weight-decay", repr(case["weight_decay"]), "--device", a.device, "--out", out]
         if case["optimizer"] == "sgd":
             args += ["--momentum", repr(case["momentum"])]
+        # Several full-batch steps (one per epoch) under a schedule with warm-up, and label smoothing, where the case has them.
+        for key in ("schedule", "step_size", "gamma", "warmup", "label_smoothing"):
+            if key in case:
+                args += ["--" + key.replace("_", "-"), str(case[key])]
         run = subprocess.run(args, capture_output=True, text=True)
         ok, worst = False, float("nan")
         if run.returncode == 0:

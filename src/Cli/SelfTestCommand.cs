@@ -61,6 +61,7 @@ internal static class SelfTestCommand
 
         yield return ("simple/", () => (ilgpu.GemmAlgorithm, ilgpu.ConvolutionAlgorithm) = (GemmAlgorithm.Naive, ConvolutionAlgorithm.Direct));
         yield return ("tiled/", () => (ilgpu.GemmAlgorithm, ilgpu.ConvolutionAlgorithm) = (GemmAlgorithm.Tiled, ConvolutionAlgorithm.Im2ColGemm));
+        yield return ("implicit/", () => (ilgpu.GemmAlgorithm, ilgpu.ConvolutionAlgorithm) = (GemmAlgorithm.Tiled8x8, ConvolutionAlgorithm.ImplicitGemm));
         yield return ("auto/", () => (ilgpu.GemmAlgorithm, ilgpu.ConvolutionAlgorithm) = (GemmAlgorithm.Auto, ConvolutionAlgorithm.Auto));
     }
 }

@@ -257,7 +257,7 @@ public static class GemmTiled8x8Kernels
     }
 
     /// <summary>A thread's 64 results, row by row.</summary>
-    private readonly struct Block8x8(Row8 r0, Row8 r1, Row8 r2, Row8 r3, Row8 r4, Row8 r5, Row8 r6, Row8 r7)
+    internal readonly struct Block8x8(Row8 r0, Row8 r1, Row8 r2, Row8 r3, Row8 r4, Row8 r5, Row8 r6, Row8 r7)
     {
         public Row8 R0 { get; } = r0;
 
@@ -277,7 +277,7 @@ public static class GemmTiled8x8Kernels
     }
 
     /// <summary>Eight floats a thread keeps in registers (ILGPU 1.5.3 neither unrolls loops nor keeps indexed arrays in registers).</summary>
-    private struct Row8
+    internal struct Row8
     {
         public float V0, V1, V2, V3, V4, V5, V6, V7;
 

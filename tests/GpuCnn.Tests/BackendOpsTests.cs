@@ -487,6 +487,12 @@ public sealed class IlgpuCpuTiled8x8BackendOps(IlgpuCpuTiled8x8Fixture fixture) 
 
 public sealed class IlgpuCpuSplitBackendOps(IlgpuCpuSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 
+public sealed class IlgpuCpuImplicitBackendOps(IlgpuCpuImplicitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitFixture>;
+
+public sealed class IlgpuCpuImplicitSplitBackendOps(IlgpuCpuImplicitSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
+
 public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;
+
+public sealed class CudaImplicitBackendOps(CudaImplicitFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitFixture>;
 
 public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fixture), IClassFixture<OpenCLFixture>;

@@ -203,6 +203,10 @@ public sealed class IlgpuCpuTiled8x8NonFiniteParity(IlgpuCpuTiled8x8Fixture fixt
 
 public sealed class IlgpuCpuSplitNonFiniteParity(IlgpuCpuSplitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 
+public sealed class IlgpuCpuImplicitNonFiniteParity(IlgpuCpuImplicitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuImplicitFixture>;
+
+public sealed class IlgpuCpuImplicitSplitNonFiniteParity(IlgpuCpuImplicitSplitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
+
 public sealed class CudaNonFiniteParity(CudaFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaFixture>;
 
 public sealed class OpenCLNonFiniteParity(OpenCLFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<OpenCLFixture>;

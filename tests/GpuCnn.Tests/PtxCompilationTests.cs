@@ -32,6 +32,12 @@ public sealed class PtxCompilationTests
         var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
         Assert.Contains(".entry", compiled.PTXAssembly, StringComparison.Ordinal);
         Assert.Contains(".target sm_80", compiled.PTXAssembly, StringComparison.Ordinal);
+        if (Environment.GetEnvironmentVariable("GPUCNN_PTX_DUMP") is { Length: > 0 } folder)
+        {
+            // For ptxas's register and spill report on a machine with the CUDA toolkit (perf/gpu/check.sh).
+            Directory.CreateDirectory(folder);
+            File.WriteAllText(Path.Combine(folder, new string([.. name.Select(c => char.IsLetterOrDigit(c) ? c : '_')]) + ".ptx"), compiled.PTXAssembly);
+        }
     }
 
     [Fact]

@@ -171,13 +171,15 @@ public sealed class ReliabilityTests
         Assert.SkipUnless(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");
         using var temp = Fixtures.TempFolder();
         WriteQuadrants(temp, 3000);
-        string dll = Path.Combine(AppContext.BaseDirectory, "gpucnn.dll");
+        // The CLI's own launcher where the build left one (a self-contained bundle has no `dotnet` to run the dll with).
+        string launcher = Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "gpucnn.exe" : "gpucnn");
+        string[] cli = File.Exists(launcher) ? [launcher] : ["dotnet", Path.Combine(AppContext.BaseDirectory, "gpucnn.dll")];
         string[] common = ["train", "--arch", "conv(8,3,pad=1),relu,conv(8,3,pad=1),relu,flatten,dense(4)", "--images", temp.File("x.npy"),
             "--labels", temp.File("y.npy"), "--device", "reference", "--epochs", "3", "--batch-size", "16"];
         // A job started in the background by a non-interactive shell (`dotnet test … &`, nohup) inherits SIGINT as
         // ignored, and .NET, as Unix programs do, then leaves it ignored: the child gets SIGINT's default disposition.
         var start = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in (string[])["--default-signal=INT", "dotnet", dll, .. common, "--out", temp.File("m.safetensors")])
+        foreach (string arg in (string[])["--default-signal=INT", .. cli, .. common, "--out", temp.File("m.safetensors")])
         {
             start.ArgumentList.Add(arg);
         }

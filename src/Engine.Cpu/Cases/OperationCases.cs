@@ -80,6 +80,12 @@ public static partial class OperationCases
         yield return ConvolutionBackwardData("grouped dilated conv2d backward-data", grouped, random.Next());
         yield return ConvolutionBackwardFilter("grouped dilated conv2d backward-filter + bias", grouped, random.Next());
 
+        // More filters than one 64-filter tile of the implicit GEMM, and its backward data 630 taps deep (fixed seeds:
+        // the random shapes after these stay as they were).
+        var wide = new Conv2dGeometry(N: 2, C: 3, H: 5, W: 4, K: 70, R: 3, S: 3, PadH: 1, PadW: 1);
+        yield return ConvolutionForward("conv2d forward, 70 filters", wide, 70);
+        yield return ConvolutionBackwardData("conv2d backward-data, 70 filters", wide, 71);
+
         for (int i = 0; i < ShapesPerFamily; i++)
         {
             var p = RandomPool(random);

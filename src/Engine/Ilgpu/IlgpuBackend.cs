@@ -34,6 +34,11 @@ public sealed partial class IlgpuBackend : Backend
         {
             GemmAlgorithm = gemm; // for measuring one kernel against another (gpucnn bench)
         }
+
+        if (Enum.TryParse<ConvolutionAlgorithm>(Environment.GetEnvironmentVariable("GPUCNN_CONV_ALGORITHM"), ignoreCase: true, out var conv))
+        {
+            ConvolutionAlgorithm = conv;
+        }
     }
 
     private DeviceProfile _profile;
@@ -240,6 +245,12 @@ public sealed partial class IlgpuBackend : Backend
         var epilogue = new Epilogue<TF>(b is null ? 0 : 1, activation);
         // Without a bias the kernels never read b; any valid view stands in for it.
         var bias = b is null ? View(w) : View(b);
+        if (UseImplicitGemm(g))
+        {
+            RunImplicitGemm(g, View(x), View(w), View(y), bias, epilogue);
+            return;
+        }
+
         if (!UseIm2Col(g))
         {
             _launch.NextSerial(g.GroupChannels * g.R * g.S);
@@ -265,6 +276,15 @@ public sealed partial class IlgpuBackend : Backend
     protected override void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w,
         DeviceTensor<float> dx)
     {
+        if (UseImplicitGemm(g) && ConvolutionImplicitGemmKernels.RunsBackwardData(g))
+        {
+            // dx = the stride-1 convolution of dy with the rotated, channel-swapped kernel (C, K, R, S).
+            var swapped = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
+            _launch.Run(ConvolutionKernels.RotateKernel, g.WeightSize, View(w), swapped, g);
+            RunImplicitGemm(ConvolutionImplicitGemmKernels.BackwardDataGeometry(g), View(dy), swapped, View(dx), swapped, Epilogue.None);
+            return;
+        }
+
         if (UseIm2Col(g))
         {
             // dx = col2im(Wᵀ · dy): the GEMM form of the same full convolution (docs/02-convolution.md).
@@ -469,7 +489,7 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>Forces the number of chunks of the direct filter gradient's split reduction (tests); null: chosen by size.</summary>
     public int? ReductionChunks { get; set; }
 
-    /// <summary>Forces the number of depth splits of tiled GEMMs (tests); null: chosen by <see cref="DepthSplits"/>.</summary>
+    /// <summary>Forces the number of depth splits of tiled GEMMs and of the implicit-GEMM convolution (tests); null: chosen by <see cref="DepthSplits"/>.</summary>
     public int? GemmDepthSplits { get; set; }
 
     /// <summary>Splits of the depth so that a GEMM with fewer tiles of C than the device has multiprocessors fills it.</summary>
@@ -491,12 +511,53 @@ public sealed partial class IlgpuBackend : Backend
         return (int)Math.Max(1, Math.Min((target + tiles - 1) / tiles, shape.K / 32));
     }
 
+    /// <summary>im2col + GEMM: the filter gradient whenever GEMMs are chosen (the implicit GEMM has no filter-gradient form), and whatever the implicit GEMM does not run.</summary>
     private bool UseIm2Col(Conv2dGeometry g) => g.IsPlain && ConvolutionAlgorithm switch
     {
-        ConvolutionAlgorithm.Im2ColGemm => true,
+        ConvolutionAlgorithm.Im2ColGemm or ConvolutionAlgorithm.ImplicitGemm => true,
         ConvolutionAlgorithm.Direct => false,
         _ => !IsCpuAccelerator && g.C * g.R * g.S > 32,
     };
+
+    /// <summary>The implicit GEMM for ungrouped forward passes (and stride-1 backward data) where GEMMs are chosen.</summary>
+    private bool UseImplicitGemm(Conv2dGeometry g) => g.Groups == 1 && ConvolutionAlgorithm switch
+    {
+        ConvolutionAlgorithm.ImplicitGemm => true,
+        ConvolutionAlgorithm.Auto => !IsCpuAccelerator && g.C * g.R * g.S > 32,
+        _ => false,
+    };
+
+    /// <summary>Threads per row of an implicit-GEMM group (8 rows): 32 on GPUs, 2 on the CPU accelerator's 16-thread groups.</summary>
+    private int ImplicitGemmThreadsX => _profile.MaxGroupThreads >= 256 ? 32 : 2;
+
+    /// <summary>
+    /// y = f(conv(x, w) + b) by the implicit GEMM, its depth split (partial NCHW slices summed in order) when too few
+    /// tiles would leave the device idle, as for the tiled GEMMs.
+    /// </summary>
+    private void RunImplicitGemm<TF>(Conv2dGeometry g, ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, ArrayView<float> bias,
+        Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
+    {
+        int depth = g.C * g.R * g.S, threadsX = ImplicitGemmThreadsX;
+        var tiles = ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
+        int splits = DepthSplits(new GemmShape(g.K, g.N * g.P * g.Q, depth, 0, 0, 1f, 0f), (long)tiles.X * tiles.Y);
+        int perSplit = ((depth + splits - 1) / splits + ConvolutionImplicitGemmKernels.Depth - 1) / ConvolutionImplicitGemmKernels.Depth
+            * ConvolutionImplicitGemmKernels.Depth;
+        splits = (depth + perSplit - 1) / perSplit;
+        if (splits == 1)
+        {
+            _launch.NextSerial(depth);
+            _launch.Run(ConvolutionImplicitGemmKernels.Forward, ConvolutionImplicitGemmKernels.Config(g, threadsX), x, w, y, g, 0, bias, epilogue);
+            return;
+        }
+
+        var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * g.OutputSize);
+        _launch.NextSerial(perSplit);
+        _launch.Run(ConvolutionImplicitGemmKernels.Forward, ConvolutionImplicitGemmKernels.Config(g, threadsX, splits), x, w, partial, g,
+            perSplit, bias, epilogue);
+        _launch.NextSerial(splits);
+        _launch.Run(ConvolutionImplicitGemmKernels.SumSplits, g.OutputSize, partial, y, g, splits, bias, epilogue);
+    }
 
     /// <summary>Images per im2col chunk: as many as fit the workspace budget (at least one).</summary>
     private int ChunkImages(Conv2dGeometry g)
@@ -658,7 +719,10 @@ public enum GemmAlgorithm
 /// <summary>The convolution kernels an <see cref="IlgpuBackend"/> runs.</summary>
 public enum ConvolutionAlgorithm
 {
-    /// <summary>Direct for filters of at most 32 weights (LeNet's first layer) and on the CPU accelerator; im2col + GEMM otherwise.</summary>
+    /// <summary>
+    /// Direct for filters of at most 32 weights (LeNet's first layer) and on the CPU accelerator; otherwise the implicit
+    /// GEMM for ungrouped forward and stride-1 backward-data passes, im2col + GEMM for the rest.
+    /// </summary>
     Auto,
 
     /// <summary>One thread per output element; backward-data as the explicit rotated-kernel full convolution.</summary>
@@ -666,4 +730,10 @@ public enum ConvolutionAlgorithm
 
     /// <summary>im2col into a reusable workspace, then the tiled GEMM, in chunks of images.</summary>
     Im2ColGemm,
+
+    /// <summary>
+    /// Forward (and stride-1 backward-data) as an implicit GEMM that gathers the column tiles into shared memory
+    /// itself; the filter gradient as <see cref="Im2ColGemm"/>. Ungrouped convolutions only (grouped ones run direct).
+    /// </summary>
+    ImplicitGemm,
 }

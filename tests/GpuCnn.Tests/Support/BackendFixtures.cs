@@ -87,6 +87,29 @@ public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu", backend
     ilgpu.ReductionChunks = 3;
 });
 
+/// <summary>
+/// ILGPU's CPU accelerator on the implicit-GEMM convolution (forward and stride-1 backward data; 64-filter × 16-pixel
+/// tiles here, 64 × 256 on GPUs), the filter gradient by im2col + GEMM.
+/// </summary>
+public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu", backend =>
+    ((GpuCnn.Ilgpu.IlgpuBackend)backend).ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm);
+
+/// <summary>The implicit-GEMM convolution with its depth split in three (partial NCHW slices summed by a second kernel), as GPUs run few-tile layers.</summary>
+public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
+    ilgpu.GemmDepthSplits = 3;
+});
+
 public sealed class CudaFixture() : BackendFixture("cuda");
+
+/// <summary>CUDA forced onto the implicit-GEMM convolution and the 8×8 GEMM, whatever the shape (Auto keeps small shapes on the simple kernels).</summary>
+public sealed class CudaImplicitFixture() : BackendFixture("cuda", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled8x8;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
+});
 
 public sealed class OpenCLFixture() : BackendFixture("opencl");

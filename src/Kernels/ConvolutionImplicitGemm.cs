@@ -1,0 +1,340 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using Row8 = GpuCnn.Kernels.GemmTiled8x8Kernels.Row8;
+
+namespace GpuCnn.Kernels;
+
+/// <summary>
+/// Convolution as an implicit GEMM: y (K × N·P·Q) = W (K × C·R·S) · cols (C·R·S × N·P·Q), where the column matrix
+/// of im2col is never written — each group gathers its tile of it straight from x into shared memory — and the
+/// product is stored in NCHW with the bias and activation applied (no permute pass). The im2col route writes and
+/// reads the columns through device memory, R·S times the input: on an H200 that costs as much as cuDNN's whole
+/// 3×3 layer (docs/benchmarks.md).
+/// <para>
+/// A group of Tx × 8 threads computes a tile of 64 filters × 8·Tx output pixels with the 8×8 register blocks of
+/// <see cref="GemmTiled8x8Kernels"/> (thread (tx, ty) owns filters ty + 8i and pixels tx + Tx·j); 64 filters fit
+/// 64- and 128-channel layers without idle rows. Each thread gathers one pixel's column of the tile, 8 taps deep
+/// per stage, so its window position is computed once and consecutive threads read consecutive x values; the tap
+/// (c, r, s) advances by steps, without divisions. Two shared-memory stages: the next stage's gathered values
+/// wait in registers while the current one is multiplied, so one barrier per stage suffices. With
+/// <c>depthPerSplit</c> &gt; 0, split z of the grid sums taps [z·depthPerSplit, (z + 1)·depthPerSplit) into its own
+/// NCHW slice of y, raw, and <see cref="SumSplits"/> adds the slices in order (deterministic, no atomics).
+/// </para>
+/// <para>
+/// Stride-1 backward-data is the same kernel on the rotated, channel-swapped kernel (docs/02-convolution.md:
+/// dx = the full convolution of dy with the 180°-rotated kernel, i.e. a convolution with padding R − 1 − PadH).
+/// Groups are not handled here (the callers take the other routes for grouped convolutions).
+/// </para>
+/// </summary>
+public static class ConvolutionImplicitGemmKernels
+{
+    /// <summary>Filters per tile: 8 rows of threads with 8 filters each.</summary>
+    public const int TileFilters = 64;
+
+    /// <summary>Taps (depth of the GEMM) per shared-memory stage.</summary>
+    public const int Depth = 8;
+
+    /// <summary>Rows of threads in a group (the group is Tx × 8).</summary>
+    public const int ThreadRows = 8;
+
+    /// <summary>
+    /// Launch: grid (⌈N·P·Q / 8Tx⌉, ⌈K / 64⌉, splits), group (Tx, 8), dynamic shared memory for two stages
+    /// (<see cref="Config"/>). <paramref name="y"/> is the output, or the split slices when depthPerSplit &gt; 0.
+    /// </summary>
+    public static void Forward<TF>(ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, Conv2dGeometry g, int depthPerSplit,
+        ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
+    {
+        int tx = Group.IdxX, ty = Group.IdxY, threadsX = Group.DimX;
+        int threads = threadsX * ThreadRows, thread = (ty * threadsX) + tx;
+        int depth = g.C * g.R * g.S, pq = g.P * g.Q, columns = g.N * pq;
+        int filter0 = Grid.IdxY * TileFilters, column0 = Grid.IdxX * threads;
+        bool split = depthPerSplit > 0;
+        int kBegin = split ? Grid.IdxZ * depthPerSplit : 0;
+        int kEnd = split ? XMath.Min(depth, kBegin + depthPerSplit) : depth;
+
+        // The column this thread gathers: output pixel (n, p, q), whose window starts at (top, left) of image n.
+        var window = Window.Of(column0 + thread, g);
+        var shared = SharedMemory.GetDynamic<float>();
+        int stageSize = Depth * (TileFilters + threads), tileBOffset = Depth * TileFilters;
+
+        var tap = Tap.At(kBegin, g);
+        var staged = Gather(x, g, window, tap, kBegin, kEnd);
+        PutColumn(shared, tileBOffset, threads, thread, staged.Values);
+        StageFilters(w, shared, 0, g.K, depth, filter0, kBegin, kEnd, thread, threads);
+        tap = staged.Next;
+        Group.Barrier();
+
+        Row8 c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        int stage = 0;
+        for (int k0 = kBegin; k0 < kEnd; k0 += Depth)
+        {
+            bool more = k0 + Depth < kEnd;
+            if (more)
+            {
+                staged = Gather(x, g, window, tap, k0 + Depth, kEnd);
+                tap = staged.Next;
+            }
+
+            int tileA = stage * stageSize, tileB = tileA + tileBOffset;
+            for (int kk = 0; kk < Depth; kk++)
+            {
+                var av = Row8.Load(shared, tileA + (kk * TileFilters) + ty, ThreadRows);
+                var bv = Row8.Load(shared, tileB + (kk * threads) + tx, threadsX);
+                c0 = Row8.MultiplyAdd(c0, av.V0, bv);
+                c1 = Row8.MultiplyAdd(c1, av.V1, bv);
+                c2 = Row8.MultiplyAdd(c2, av.V2, bv);
+                c3 = Row8.MultiplyAdd(c3, av.V3, bv);
+                c4 = Row8.MultiplyAdd(c4, av.V4, bv);
+                c5 = Row8.MultiplyAdd(c5, av.V5, bv);
+                c6 = Row8.MultiplyAdd(c6, av.V6, bv);
+                c7 = Row8.MultiplyAdd(c7, av.V7, bv);
+            }
+
+            if (more)
+            {
+                // The other stage: every thread finished reading it before the previous barrier.
+                int other = (stage ^ 1) * stageSize;
+                PutColumn(shared, other + tileBOffset, threads, thread, staged.Values);
+                StageFilters(w, shared, other, g.K, depth, filter0, k0 + Depth, kEnd, thread, threads);
+            }
+
+            Group.Barrier();
+            stage ^= 1;
+        }
+
+        // Output offsets of this thread's eight pixels (columns tx + Tx·j); −1 past the last pixel.
+        var pixels = new Offsets8
+        {
+            V0 = OutputOffset(column0 + tx, g),
+            V1 = OutputOffset(column0 + tx + threadsX, g),
+            V2 = OutputOffset(column0 + tx + (2 * threadsX), g),
+            V3 = OutputOffset(column0 + tx + (3 * threadsX), g),
+            V4 = OutputOffset(column0 + tx + (4 * threadsX), g),
+            V5 = OutputOffset(column0 + tx + (5 * threadsX), g),
+            V6 = OutputOffset(column0 + tx + (6 * threadsX), g),
+            V7 = OutputOffset(column0 + tx + (7 * threadsX), g),
+        };
+        var target = split ? y.SubView((long)Grid.IdxZ * g.OutputSize, g.OutputSize) : y;
+        bool raw = split; // a split's slice holds the raw partial sum; SumSplits applies the bias and activation
+        StoreRow(target, g, filter0 + ty, pixels, c0, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 8, pixels, c1, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 16, pixels, c2, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 24, pixels, c3, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 32, pixels, c4, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 40, pixels, c5, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 48, pixels, c6, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 56, pixels, c7, bias, epilogue, raw);
+    }
+
+    /// <summary>The launch shape for groups of <paramref name="threadsX"/> × 8 threads, times <paramref name="splits"/> along z.</summary>
+    public static KernelConfig Config(Conv2dGeometry g, int threadsX, int splits = 1)
+    {
+        var tiles = Tiles(g, threadsX);
+        int threads = threadsX * ThreadRows;
+        return new KernelConfig(new Index3D(tiles.X, tiles.Y, splits), new Index3D(threadsX, ThreadRows, 1),
+            SharedMemoryConfig.RequestDynamic<float>(2 * Depth * (TileFilters + threads)));
+    }
+
+    /// <summary>Tiles along the output pixels (x) and the filters (y).</summary>
+    public static Index2D Tiles(Conv2dGeometry g, int threadsX)
+    {
+        int pixels = threadsX * ThreadRows;
+        return new Index2D(((g.N * g.P * g.Q) + pixels - 1) / pixels, (g.K + TileFilters - 1) / TileFilters);
+    }
+
+    /// <summary>y[i] = f(Σ_z partial[z·|y| + i] + b[k]) for i in NCHW with k its channel; slices summed in split order.</summary>
+    public static void SumSplits<TF>(Index1D i, ArrayView<float> partial, ArrayView<float> y, Conv2dGeometry g, int splits,
+        ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
+    {
+        int size = g.OutputSize;
+        float sum = 0f;
+        for (int z = 0; z < splits; z++)
+        {
+            sum += partial[((long)z * size) + i];
+        }
+
+        y[i] = epilogue.Apply(sum, bias, i / (g.P * g.Q) % g.K);
+    }
+
+    /// <summary>
+    /// The stride-1 backward-data geometry: dx (N, C, H, W) = the convolution of dy (N, K, P, Q) with the rotated
+    /// kernel (C, K, R, S) at padding R − 1 − PadH (S − 1 − PadW), whose output is H × W.
+    /// </summary>
+    public static Conv2dGeometry BackwardDataGeometry(Conv2dGeometry g) =>
+        new(g.N, g.K, g.P, g.Q, g.C, g.R, g.S, 1, 1, g.R - 1 - g.PadH, g.S - 1 - g.PadW);
+
+    /// <summary>Whether the backward data of <paramref name="g"/> is a forward convolution this kernel runs.</summary>
+    public static bool RunsBackwardData(Conv2dGeometry g) =>
+        g.IsPlain && g.StrideH == 1 && g.StrideW == 1 && g.PadH <= g.R - 1 && g.PadW <= g.S - 1;
+
+    /// <summary>The eight taps of one stage of this thread's column, and the tap after them.</summary>
+    private static Staged Gather(ArrayView<float> x, Conv2dGeometry g, Window window, Tap tap, int k0, int kEnd)
+    {
+        var t1 = tap.Next(g);
+        var t2 = t1.Next(g);
+        var t3 = t2.Next(g);
+        var t4 = t3.Next(g);
+        var t5 = t4.Next(g);
+        var t6 = t5.Next(g);
+        var t7 = t6.Next(g);
+        return new Staged
+        {
+            Values = new Row8
+            {
+                V0 = Load(x, g, window, tap, k0 < kEnd),
+                V1 = Load(x, g, window, t1, k0 + 1 < kEnd),
+                V2 = Load(x, g, window, t2, k0 + 2 < kEnd),
+                V3 = Load(x, g, window, t3, k0 + 3 < kEnd),
+                V4 = Load(x, g, window, t4, k0 + 4 < kEnd),
+                V5 = Load(x, g, window, t5, k0 + 5 < kEnd),
+                V6 = Load(x, g, window, t6, k0 + 6 < kEnd),
+                V7 = Load(x, g, window, t7, k0 + 7 < kEnd),
+            },
+            Next = t7.Next(g),
+        };
+    }
+
+    /// <summary>x[n, c, top + r·Dh, left + s·Dw] for the window's pixel and the tap; 0 in the padding and past the ends.</summary>
+    private static float Load(ArrayView<float> x, Conv2dGeometry g, Window window, Tap tap, bool inDepth)
+    {
+        int h = window.Top + (tap.R * g.DilationH), col = window.Left + (tap.S * g.DilationW);
+        if (!inDepth || window.Image < 0 || (uint)h >= (uint)g.H || (uint)col >= (uint)g.W)
+        {
+            return 0f;
+        }
+
+        return x[((((window.Image * g.C) + tap.C) * g.H) + h) * g.W + col];
+    }
+
+    /// <summary>Stores a thread's eight gathered taps in its column of the tile: tile[kk, thread].</summary>
+    private static void PutColumn(ArrayView<float> shared, int at, int threads, int thread, Row8 v)
+    {
+        shared[at + thread] = v.V0;
+        shared[at + threads + thread] = v.V1;
+        shared[at + (2 * threads) + thread] = v.V2;
+        shared[at + (3 * threads) + thread] = v.V3;
+        shared[at + (4 * threads) + thread] = v.V4;
+        shared[at + (5 * threads) + thread] = v.V5;
+        shared[at + (6 * threads) + thread] = v.V6;
+        shared[at + (7 * threads) + thread] = v.V7;
+    }
+
+    /// <summary>
+    /// tile[kk, m] = W[filter0 + m, k0 + kk] (0 outside), 64 × 8 values shared by the group's threads; consecutive
+    /// threads read consecutive taps of one filter (W is row-major, K × C·R·S).
+    /// </summary>
+    private static void StageFilters(ArrayView<float> w, ArrayView<float> shared, int at, int filters, int depth, int filter0, int k0,
+        int kEnd, int thread, int threads)
+    {
+        for (int i = thread; i < Depth * TileFilters; i += threads)
+        {
+            int m = i >> 3, kk = i & (Depth - 1);
+            int filter = filter0 + m, tap = k0 + kk;
+            shared[at + (kk * TileFilters) + m] = filter < filters && tap < kEnd ? w[(filter * depth) + tap] : 0f;
+        }
+    }
+
+    /// <summary>Where output pixel <paramref name="column"/> (n·P·Q + p·Q + q) of channel 0 lives in NCHW y; −1 past the last pixel.</summary>
+    private static int OutputOffset(int column, Conv2dGeometry g)
+    {
+        int pq = g.P * g.Q;
+        if (column >= g.N * pq)
+        {
+            return -1;
+        }
+
+        int n = column / pq;
+        return (n * g.K * pq) + (column - (n * pq));
+    }
+
+    private static void StoreRow<TF>(ArrayView<float> y, Conv2dGeometry g, int filter, Offsets8 pixels, Row8 v, ArrayView<float> bias,
+        Epilogue<TF> epilogue, bool raw)
+        where TF : struct, IActivationFunction
+    {
+        if (filter >= g.K)
+        {
+            return;
+        }
+
+        int channel = filter * g.P * g.Q;
+        StoreOne(y, pixels.V0, channel, v.V0, bias, filter, epilogue, raw);
+        StoreOne(y, pixels.V1, channel, v.V1, bias, filter, epilogue, raw);
+        StoreOne(y, pixels.V2, channel, v.V2, bias, filter, epilogue, raw);
+        StoreOne(y, pixels.V3, channel, v.V3, bias, filter, epilogue, raw);
+        StoreOne(y, pixels.V4, channel, v.V4, bias, filter, epilogue, raw);
+        StoreOne(y, pixels.V5, channel, v.V5, bias, filter, epilogue, raw);
+        StoreOne(y, pixels.V6, channel, v.V6, bias, filter, epilogue, raw);
+        StoreOne(y, pixels.V7, channel, v.V7, bias, filter, epilogue, raw);
+    }
+
+    private static void StoreOne<TF>(ArrayView<float> y, int pixel, int channel, float value, ArrayView<float> bias, int filter,
+        Epilogue<TF> epilogue, bool raw)
+        where TF : struct, IActivationFunction
+    {
+        if (pixel >= 0)
+        {
+            y[pixel + channel] = raw ? value : epilogue.Apply(value, bias, filter);
+        }
+    }
+
+    /// <summary>One column of the implicit im2col matrix: image n (−1 past the last pixel) and its window's top-left corner.</summary>
+    private readonly struct Window(int image, int top, int left)
+    {
+        public int Image { get; } = image;
+
+        public int Top { get; } = top;
+
+        public int Left { get; } = left;
+
+        public static Window Of(int column, Conv2dGeometry g)
+        {
+            int pq = g.P * g.Q;
+            if (column >= g.N * pq)
+            {
+                return new Window(-1, 0, 0);
+            }
+
+            int n = column / pq, spatial = column - (n * pq);
+            int p = spatial / g.Q, q = spatial - (p * g.Q);
+            return new Window(n, (p * g.StrideH) - g.PadH, (q * g.StrideW) - g.PadW);
+        }
+    }
+
+    /// <summary>A tap (c, r, s) of the depth index (c·R + r)·S + s, stepped without divisions.</summary>
+    private readonly struct Tap(int c, int r, int s)
+    {
+        public int C { get; } = c;
+
+        public int R { get; } = r;
+
+        public int S { get; } = s;
+
+        public static Tap At(int index, Conv2dGeometry g)
+        {
+            int rs = g.R * g.S, c = index / rs, rest = index - (c * rs);
+            int r = rest / g.S;
+            return new Tap(c, r, rest - (r * g.S));
+        }
+
+        public Tap Next(Conv2dGeometry g)
+        {
+            bool rowEnd = S + 1 == g.S;
+            bool channelEnd = rowEnd && R + 1 == g.R;
+            return new Tap(channelEnd ? C + 1 : C, channelEnd ? 0 : rowEnd ? R + 1 : R, rowEnd ? 0 : S + 1);
+        }
+    }
+
+    private struct Staged
+    {
+        public Row8 Values;
+        public Tap Next;
+    }
+
+    private struct Offsets8
+    {
+        public int V0, V1, V2, V3, V4, V5, V6, V7;
+    }
+}
