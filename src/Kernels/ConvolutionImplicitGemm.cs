@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
+using Block8x8 = GpuCnn.Kernels.GemmTiled8x8Kernels.Block8x8;
 using Row8 = GpuCnn.Kernels.GemmTiled8x8Kernels.Row8;
 
 namespace GpuCnn.Kernels;
@@ -24,7 +25,12 @@ namespace GpuCnn.Kernels;
 /// <para>
 /// Stride-1 backward-data is the same kernel on the rotated, channel-swapped kernel (docs/02-convolution.md:
 /// dx = the full convolution of dy with the 180°-rotated kernel, i.e. a convolution with padding R − 1 − PadH).
-/// Groups are not handled here (the callers take the other routes for grouped convolutions).
+/// </para>
+/// <para>
+/// The filter gradient is the other product of the same two matrices, dW (K × C·R·S) = dy (K × N·P·Q) · colsᵀ,
+/// its depth the N·P·Q output pixels (<see cref="FilterGradient"/>): each thread owns one tap (c, r, s) of the tile
+/// and gathers 8 pixels per stage; the pixels are split across the grid's z and the partial dW summed in order.
+/// Groups are handled by neither kernel (the callers take the other routes for grouped convolutions).
 /// </para>
 /// </summary>
 public static class ConvolutionImplicitGemmKernels
@@ -66,7 +72,7 @@ public static class ConvolutionImplicitGemmKernels
         tap = staged.Next;
         Group.Barrier();
 
-        Row8 c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Block8x8 c = default;
         int stage = 0;
         for (int k0 = kBegin; k0 < kEnd; k0 += Depth)
         {
@@ -77,21 +83,7 @@ public static class ConvolutionImplicitGemmKernels
                 tap = staged.Next;
             }
 
-            int tileA = stage * stageSize, tileB = tileA + tileBOffset;
-            for (int kk = 0; kk < Depth; kk++)
-            {
-                var av = Row8.Load(shared, tileA + (kk * TileFilters) + ty, ThreadRows);
-                var bv = Row8.Load(shared, tileB + (kk * threads) + tx, threadsX);
-                c0 = Row8.MultiplyAdd(c0, av.V0, bv);
-                c1 = Row8.MultiplyAdd(c1, av.V1, bv);
-                c2 = Row8.MultiplyAdd(c2, av.V2, bv);
-                c3 = Row8.MultiplyAdd(c3, av.V3, bv);
-                c4 = Row8.MultiplyAdd(c4, av.V4, bv);
-                c5 = Row8.MultiplyAdd(c5, av.V5, bv);
-                c6 = Row8.MultiplyAdd(c6, av.V6, bv);
-                c7 = Row8.MultiplyAdd(c7, av.V7, bv);
-            }
-
+            c = MultiplyStage(c, shared, stage * stageSize, tileBOffset, tx, ty, threadsX);
             if (more)
             {
                 // The other stage: every thread finished reading it before the previous barrier.
@@ -118,14 +110,95 @@ public static class ConvolutionImplicitGemmKernels
         };
         var target = split ? y.SubView((long)Grid.IdxZ * g.OutputSize, g.OutputSize) : y;
         bool raw = split; // a split's slice holds the raw partial sum; SumSplits applies the bias and activation
-        StoreRow(target, g, filter0 + ty, pixels, c0, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 8, pixels, c1, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 16, pixels, c2, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 24, pixels, c3, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 32, pixels, c4, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 40, pixels, c5, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 48, pixels, c6, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 56, pixels, c7, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty, pixels, c.R0, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 8, pixels, c.R1, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 16, pixels, c.R2, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 24, pixels, c.R3, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 32, pixels, c.R4, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 40, pixels, c.R5, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 48, pixels, c.R6, bias, epilogue, raw);
+        StoreRow(target, g, filter0 + ty + 56, pixels, c.R7, bias, epilogue, raw);
+    }
+
+    /// <summary>
+    /// Launch: grid (⌈C·R·S / 8Tx⌉, ⌈K / 64⌉, splits), group (Tx, 8), the shared memory of <see cref="Config"/>. dW
+    /// (K × C·R·S) = Σ over pixels j of dy[k, j]·cols[(c, r, s), j]; with pixelsPerSplit &gt; 0 split z sums pixels
+    /// [z·pixelsPerSplit, (z + 1)·pixelsPerSplit) into slice z of <paramref name="dw"/> (K·C·R·S floats each), for
+    /// <see cref="GemmTiledKernels.SumSplits"/>.
+    /// </summary>
+    public static void FilterGradient(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, Conv2dGeometry g, int pixelsPerSplit)
+    {
+        int tx = Group.IdxX, ty = Group.IdxY, threadsX = Group.DimX;
+        int threads = threadsX * ThreadRows, thread = (ty * threadsX) + tx;
+        int taps = g.C * g.R * g.S, pq = g.P * g.Q, pixels = g.N * pq;
+        int filter0 = Grid.IdxY * TileFilters, tap0 = Grid.IdxX * threads;
+        bool split = pixelsPerSplit > 0;
+        int jBegin = split ? Grid.IdxZ * pixelsPerSplit : 0;
+        int jEnd = split ? XMath.Min(pixels, jBegin + pixelsPerSplit) : pixels;
+
+        // This thread's tap (its column of the tile) and, for staging dy, the pixel it reads in each stage: j0 + (thread & 7).
+        int ownTap = tap0 + thread;
+        var tap = ownTap < taps ? Tap.At(ownTap, g) : new Tap(-1, 0, 0);
+        var shared = SharedMemory.GetDynamic<float>();
+        int stageSize = Depth * (TileFilters + threads), tileBOffset = Depth * TileFilters;
+        var cursor = Pixel.At(jBegin, g);
+        var dyPixel = Pixel.At(jBegin + (thread & (Depth - 1)), g);
+
+        var staged = GatherPixels(x, g, tap, cursor, jBegin, jEnd);
+        PutColumn(shared, tileBOffset, threads, thread, staged.Values);
+        StageGradients(dy, shared, 0, g, filter0, dyPixel, jBegin + (thread & (Depth - 1)) < jEnd, thread, threads);
+        cursor = staged.Next;
+        Group.Barrier();
+
+        Block8x8 c = default;
+        int stage = 0;
+        for (int j0 = jBegin; j0 < jEnd; j0 += Depth)
+        {
+            bool more = j0 + Depth < jEnd;
+            if (more)
+            {
+                staged = GatherPixels(x, g, tap, cursor, j0 + Depth, jEnd);
+                cursor = staged.Next;
+            }
+
+            c = MultiplyStage(c, shared, stage * stageSize, tileBOffset, tx, ty, threadsX);
+            if (more)
+            {
+                int other = (stage ^ 1) * stageSize;
+                PutColumn(shared, other + tileBOffset, threads, thread, staged.Values);
+                dyPixel = dyPixel.Advance(Depth, g);
+                StageGradients(dy, shared, other, g, filter0, dyPixel, j0 + Depth + (thread & (Depth - 1)) < jEnd, thread, threads);
+            }
+
+            Group.Barrier();
+            stage ^= 1;
+        }
+
+        var target = split ? dw.SubView((long)Grid.IdxZ * g.K * taps, g.K * taps) : dw;
+        int column = tap0 + tx;
+        StoreTaps(target, g, filter0 + ty, column, threadsX, c.R0);
+        StoreTaps(target, g, filter0 + ty + 8, column, threadsX, c.R1);
+        StoreTaps(target, g, filter0 + ty + 16, column, threadsX, c.R2);
+        StoreTaps(target, g, filter0 + ty + 24, column, threadsX, c.R3);
+        StoreTaps(target, g, filter0 + ty + 32, column, threadsX, c.R4);
+        StoreTaps(target, g, filter0 + ty + 40, column, threadsX, c.R5);
+        StoreTaps(target, g, filter0 + ty + 48, column, threadsX, c.R6);
+        StoreTaps(target, g, filter0 + ty + 56, column, threadsX, c.R7);
+    }
+
+    /// <summary>Filter-gradient tiles along the taps (x) and the filters (y).</summary>
+    public static Index2D FilterGradientTiles(Conv2dGeometry g, int threadsX)
+    {
+        int taps = threadsX * ThreadRows;
+        return new Index2D(((g.C * g.R * g.S) + taps - 1) / taps, (g.K + TileFilters - 1) / TileFilters);
+    }
+
+    /// <summary>The launch shape of <see cref="FilterGradient"/>.</summary>
+    public static KernelConfig FilterGradientConfig(Conv2dGeometry g, int threadsX, int splits = 1)
+    {
+        var tiles = FilterGradientTiles(g, threadsX);
+        return new KernelConfig(new Index3D(tiles.X, tiles.Y, splits), new Index3D(threadsX, ThreadRows, 1),
+            SharedMemoryConfig.RequestDynamic<float>(2 * Depth * (TileFilters + (threadsX * ThreadRows))));
     }
 
     /// <summary>The launch shape for groups of <paramref name="threadsX"/> × 8 threads, times <paramref name="splits"/> along z.</summary>
@@ -169,6 +242,102 @@ public static class ConvolutionImplicitGemmKernels
     /// <summary>Whether the backward data of <paramref name="g"/> is a forward convolution this kernel runs.</summary>
     public static bool RunsBackwardData(Conv2dGeometry g) =>
         g.IsPlain && g.StrideH == 1 && g.StrideW == 1 && g.PadH <= g.R - 1 && g.PadW <= g.S - 1;
+
+    /// <summary>
+    /// One stage of the product: acc[i][j] += Σ_kk tileA[kk, ty + 8i] · tileB[kk, tx + Tx·j] (rows of A are 64
+    /// filters, columns of B the group's 8·Tx pixels or taps).
+    /// </summary>
+    private static Block8x8 MultiplyStage(Block8x8 acc, ArrayView<float> shared, int tileA, int tileBOffset, int tx, int ty, int threadsX)
+    {
+        Row8 c0 = acc.R0, c1 = acc.R1, c2 = acc.R2, c3 = acc.R3, c4 = acc.R4, c5 = acc.R5, c6 = acc.R6, c7 = acc.R7;
+        int threads = threadsX * ThreadRows, tileB = tileA + tileBOffset;
+        for (int kk = 0; kk < Depth; kk++)
+        {
+            var av = Row8.Load(shared, tileA + (kk * TileFilters) + ty, ThreadRows);
+            var bv = Row8.Load(shared, tileB + (kk * threads) + tx, threadsX);
+            c0 = Row8.MultiplyAdd(c0, av.V0, bv);
+            c1 = Row8.MultiplyAdd(c1, av.V1, bv);
+            c2 = Row8.MultiplyAdd(c2, av.V2, bv);
+            c3 = Row8.MultiplyAdd(c3, av.V3, bv);
+            c4 = Row8.MultiplyAdd(c4, av.V4, bv);
+            c5 = Row8.MultiplyAdd(c5, av.V5, bv);
+            c6 = Row8.MultiplyAdd(c6, av.V6, bv);
+            c7 = Row8.MultiplyAdd(c7, av.V7, bv);
+        }
+
+        return new Block8x8(c0, c1, c2, c3, c4, c5, c6, c7);
+    }
+
+    /// <summary>This thread's tap at the 8 pixels j0 … j0 + 7 (cols[(c, r, s), j]), and the pixel after them.</summary>
+    private static StagedPixels GatherPixels(ArrayView<float> x, Conv2dGeometry g, Tap tap, Pixel at, int j0, int jEnd)
+    {
+        var p1 = at.Next(g);
+        var p2 = p1.Next(g);
+        var p3 = p2.Next(g);
+        var p4 = p3.Next(g);
+        var p5 = p4.Next(g);
+        var p6 = p5.Next(g);
+        var p7 = p6.Next(g);
+        return new StagedPixels
+        {
+            Values = new Row8
+            {
+                V0 = Load(x, g, at.Window(g), tap, j0 < jEnd && tap.C >= 0),
+                V1 = Load(x, g, p1.Window(g), tap, j0 + 1 < jEnd && tap.C >= 0),
+                V2 = Load(x, g, p2.Window(g), tap, j0 + 2 < jEnd && tap.C >= 0),
+                V3 = Load(x, g, p3.Window(g), tap, j0 + 3 < jEnd && tap.C >= 0),
+                V4 = Load(x, g, p4.Window(g), tap, j0 + 4 < jEnd && tap.C >= 0),
+                V5 = Load(x, g, p5.Window(g), tap, j0 + 5 < jEnd && tap.C >= 0),
+                V6 = Load(x, g, p6.Window(g), tap, j0 + 6 < jEnd && tap.C >= 0),
+                V7 = Load(x, g, p7.Window(g), tap, j0 + 7 < jEnd && tap.C >= 0),
+            },
+            Next = p7.Next(g),
+        };
+    }
+
+    /// <summary>
+    /// tile[kk, m] = dy[n, filter0 + m, p, q] for the pixel j0 + kk (0 outside), 64 × 8 values; a thread's values all
+    /// share kk = thread mod 8 (the group has a multiple of 8 threads), so it tracks that one pixel, <paramref name="pixel"/>.
+    /// </summary>
+    private static void StageGradients(ArrayView<float> dy, ArrayView<float> shared, int at, Conv2dGeometry g, int filter0, Pixel pixel,
+        bool inDepth, int thread, int threads)
+    {
+        int pq = g.P * g.Q, spatial = (pixel.P * g.Q) + pixel.Q;
+        for (int i = thread; i < Depth * TileFilters; i += threads)
+        {
+            int m = i >> 3, kk = i & (Depth - 1);
+            int filter = filter0 + m;
+            shared[at + (kk * TileFilters) + m] = inDepth && filter < g.K ? dy[(((pixel.N * g.K) + filter) * pq) + spatial] : 0f;
+        }
+    }
+
+    /// <summary>dW[filter, column + j·step] for j &lt; 8 (row-major K × C·R·S), within range.</summary>
+    private static void StoreTaps(ArrayView<float> dw, Conv2dGeometry g, int filter, int column, int step, Row8 v)
+    {
+        int taps = g.C * g.R * g.S;
+        if (filter >= g.K)
+        {
+            return;
+        }
+
+        int row = filter * taps;
+        StoreTap(dw, row, column, taps, v.V0);
+        StoreTap(dw, row, column + step, taps, v.V1);
+        StoreTap(dw, row, column + (2 * step), taps, v.V2);
+        StoreTap(dw, row, column + (3 * step), taps, v.V3);
+        StoreTap(dw, row, column + (4 * step), taps, v.V4);
+        StoreTap(dw, row, column + (5 * step), taps, v.V5);
+        StoreTap(dw, row, column + (6 * step), taps, v.V6);
+        StoreTap(dw, row, column + (7 * step), taps, v.V7);
+    }
+
+    private static void StoreTap(ArrayView<float> dw, int row, int column, int taps, float value)
+    {
+        if (column < taps)
+        {
+            dw[row + column] = value;
+        }
+    }
 
     /// <summary>The eight taps of one stage of this thread's column, and the tap after them.</summary>
     private static Staged Gather(ArrayView<float> x, Conv2dGeometry g, Window window, Tap tap, int k0, int kEnd)
@@ -325,6 +494,57 @@ public static class ConvolutionImplicitGemmKernels
             bool channelEnd = rowEnd && R + 1 == g.R;
             return new Tap(channelEnd ? C + 1 : C, channelEnd ? 0 : rowEnd ? R + 1 : R, rowEnd ? 0 : S + 1);
         }
+    }
+
+    /// <summary>An output pixel (n, p, q), stepped along n·P·Q + p·Q + q without divisions.</summary>
+    private readonly struct Pixel(int n, int p, int q)
+    {
+        public int N { get; } = n;
+
+        public int P { get; } = p;
+
+        public int Q { get; } = q;
+
+        public static Pixel At(int index, Conv2dGeometry g)
+        {
+            int pq = g.P * g.Q, n = index / pq, rest = index - (n * pq);
+            int p = rest / g.Q;
+            return new Pixel(n, p, rest - (p * g.Q));
+        }
+
+        public Pixel Next(Conv2dGeometry g)
+        {
+            bool rowEnd = Q + 1 == g.Q;
+            bool imageEnd = rowEnd && P + 1 == g.P;
+            return new Pixel(imageEnd ? N + 1 : N, imageEnd ? 0 : rowEnd ? P + 1 : P, rowEnd ? 0 : Q + 1);
+        }
+
+        /// <summary>The pixel <paramref name="steps"/> further on (a few row wraps per stage at most).</summary>
+        public Pixel Advance(int steps, Conv2dGeometry g)
+        {
+            int n = N, p = P, q = Q + steps;
+            while (q >= g.Q)
+            {
+                q -= g.Q;
+                p++;
+                if (p == g.P)
+                {
+                    p = 0;
+                    n++;
+                }
+            }
+
+            return new Pixel(n, p, q);
+        }
+
+        /// <summary>The window of this pixel (image −1 past the last image: loads then read as zero).</summary>
+        public Window Window(Conv2dGeometry g) => new(N < g.N ? N : -1, (P * g.StrideH) - g.PadH, (Q * g.StrideW) - g.PadW);
+    }
+
+    private struct StagedPixels
+    {
+        public Row8 Values;
+        public Pixel Next;
     }
 
     private struct Staged

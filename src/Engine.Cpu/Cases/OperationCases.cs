@@ -85,6 +85,7 @@ public static partial class OperationCases
         var wide = new Conv2dGeometry(N: 2, C: 3, H: 5, W: 4, K: 70, R: 3, S: 3, PadH: 1, PadW: 1);
         yield return ConvolutionForward("conv2d forward, 70 filters", wide, 70);
         yield return ConvolutionBackwardData("conv2d backward-data, 70 filters", wide, 71);
+        yield return ConvolutionBackwardFilter("conv2d backward-filter + bias, 70 filters", wide, 72);
 
         for (int i = 0; i < ShapesPerFamily; i++)
         {

@@ -39,6 +39,11 @@ public sealed partial class IlgpuBackend : Backend
         {
             ConvolutionAlgorithm = conv;
         }
+
+        if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_DEPTH_SPLITS"), out int splits) && splits > 0)
+        {
+            GemmDepthSplits = splits;
+        }
     }
 
     private DeviceProfile _profile;
@@ -317,7 +322,11 @@ public sealed partial class IlgpuBackend : Backend
     protected override void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy,
         DeviceTensor<float> dw, DeviceTensor<float>? db)
     {
-        if (UseIm2Col(g))
+        if (UseImplicitGemm(g))
+        {
+            RunImplicitFilterGradient(g, View(x), View(dy), View(dw));
+        }
+        else if (UseIm2Col(g))
         {
             // dW (K × C·R·S) = Σ over chunks of dyᵀ (K × n·P·Q) · colsᵀ, accumulated in chunk order.
             int crs = g.C * g.R * g.S, pq = g.P * g.Q, chunk = ChunkImages(g);
@@ -511,7 +520,7 @@ public sealed partial class IlgpuBackend : Backend
         return (int)Math.Max(1, Math.Min((target + tiles - 1) / tiles, shape.K / 32));
     }
 
-    /// <summary>im2col + GEMM: the filter gradient whenever GEMMs are chosen (the implicit GEMM has no filter-gradient form), and whatever the implicit GEMM does not run.</summary>
+    /// <summary>im2col + GEMM: chosen, or the strided backward data that the implicit GEMM leaves to it.</summary>
     private bool UseIm2Col(Conv2dGeometry g) => g.IsPlain && ConvolutionAlgorithm switch
     {
         ConvolutionAlgorithm.Im2ColGemm or ConvolutionAlgorithm.ImplicitGemm => true,
@@ -519,7 +528,7 @@ public sealed partial class IlgpuBackend : Backend
         _ => !IsCpuAccelerator && g.C * g.R * g.S > 32,
     };
 
-    /// <summary>The implicit GEMM for ungrouped forward passes (and stride-1 backward data) where GEMMs are chosen.</summary>
+    /// <summary>The implicit GEMM for ungrouped forward passes, filter gradients and stride-1 backward data where GEMMs are chosen.</summary>
     private bool UseImplicitGemm(Conv2dGeometry g) => g.Groups == 1 && ConvolutionAlgorithm switch
     {
         ConvolutionAlgorithm.ImplicitGemm => true,
@@ -540,10 +549,7 @@ public sealed partial class IlgpuBackend : Backend
     {
         int depth = g.C * g.R * g.S, threadsX = ImplicitGemmThreadsX;
         var tiles = ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
-        int splits = DepthSplits(new GemmShape(g.K, g.N * g.P * g.Q, depth, 0, 0, 1f, 0f), (long)tiles.X * tiles.Y);
-        int perSplit = ((depth + splits - 1) / splits + ConvolutionImplicitGemmKernels.Depth - 1) / ConvolutionImplicitGemmKernels.Depth
-            * ConvolutionImplicitGemmKernels.Depth;
-        splits = (depth + perSplit - 1) / perSplit;
+        var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y);
         if (splits == 1)
         {
             _launch.NextSerial(depth);
@@ -557,6 +563,41 @@ public sealed partial class IlgpuBackend : Backend
             perSplit, bias, epilogue);
         _launch.NextSerial(splits);
         _launch.Run(ConvolutionImplicitGemmKernels.SumSplits, g.OutputSize, partial, y, g, splits, bias, epilogue);
+    }
+
+    /// <summary>dW = dy · colsᵀ by the implicit GEMM over the N·P·Q output pixels, split across the grid and summed in order.</summary>
+    private void RunImplicitFilterGradient(Conv2dGeometry g, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw)
+    {
+        int pixels = g.N * g.P * g.Q, threadsX = ImplicitGemmThreadsX;
+        var tiles = ConvolutionImplicitGemmKernels.FilterGradientTiles(g, threadsX);
+        var (splits, perSplit) = ImplicitGemmSplits(pixels, (long)tiles.X * tiles.Y);
+        if (splits == 1)
+        {
+            _launch.NextSerial(pixels);
+            _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX), x, dy, dw, g, 0);
+            return;
+        }
+
+        int weights = g.K * g.C * g.R * g.S;
+        var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * weights);
+        _launch.NextSerial(perSplit);
+        _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX, splits), x, dy,
+            partial, g, perSplit);
+        _launch.NextSerial(splits);
+        _launch.Run(GemmTiledKernels.SumSplits, weights, partial, dw, new GemmShape(g.K, g.C * g.R * g.S, pixels, 0, 0, 1f, 0f), splits, dw,
+            Epilogue.None);
+    }
+
+    /// <summary>
+    /// Depth splits of an implicit-GEMM launch by the tiled GEMMs' rule (<see cref="DepthSplits"/>), each a whole
+    /// number of 8-deep stages.
+    /// </summary>
+    private (int Splits, int PerSplit) ImplicitGemmSplits(int depth, long tiles)
+    {
+        const int stage = ConvolutionImplicitGemmKernels.Depth;
+        int splits = DepthSplits(new GemmShape(1, 1, depth, 0, 0, 1f, 0f), tiles);
+        int perSplit = ((depth + splits - 1) / splits + stage - 1) / stage * stage;
+        return ((depth + perSplit - 1) / perSplit, perSplit);
     }
 
     /// <summary>Images per im2col chunk: as many as fit the workspace budget (at least one).</summary>
