@@ -134,7 +134,7 @@ fi
 if wanted ptx; then
   step "ptxas: registers, spills and shared memory of the GEMM and convolution kernels for sm_90"
   GPUCNN_PTX_DUMP="$work/ptx" check ptx-dump 120 "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.PtxCompilationTests -noColor > "$work/ptx.txt" 2>&1
-  for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_Forward_Relu_; do
+  for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_FilterGradient; do
     echo "-- $kernel"; ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o /dev/null 2>&1 | grep -E "registers|spill|error" | head -4
   done
 fi
