@@ -184,10 +184,29 @@ public sealed unsafe partial class CpuBackend
 
                 // dW (K × C·R·S) += dy_n (K × P·Q) · colsᵀ (P·Q × C·R·S), with colsᵀ packed straight from the image
                 // (implicit im2col): a strided pack of cols was 2× slower on 3×3 layers, and an explicit colsᵀ
-                // costs a pass over memory.
+                // costs a pass over memory. Small planes stack several images along the depth (up to the GEMM's
+                // 256-deep blocks), their dy rows side by side: one product then adds into dW once per group instead of
+                // once per image (a 7×7 plane is only 49 deep).
+                int stacked = Math.Clamp(256 / pq, 1, last - n);
+                float* dy = _dy + (long)n * _g.K * pq;
+                if (stacked > 1)
+                {
+                    float* side = owner._scratch[part].Columns(_g.K * stacked * pq);
+                    for (int k = 0; k < _g.K; k++)
+                    {
+                        for (int i = 0; i < stacked; i++)
+                        {
+                            new Span<float>(dy + ((long)((i * _g.K) + k) * pq), pq).CopyTo(new Span<float>(side + ((long)((k * stacked) + i) * pq), pq));
+                        }
+                    }
+
+                    dy = side;
+                }
+
                 var columns = owner._scratch[part].TransposedColumns;
                 columns.Set(_g, x);
-                owner._workers.Gemm(worker).Run(new GemmArgs(false, false, _g.K, crs, pq, 1f, _dy + (long)n * _g.K * pq, pq, null, crs, 1f, partial, crs), columns);
+                owner._workers.Gemm(worker).Run(new GemmArgs(false, false, _g.K, crs, stacked * pq, 1f, dy, stacked * pq, null, crs, 1f, partial, crs), columns);
+                n += stacked - 1;
             }
         }
     }

@@ -1,10 +1,13 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
-/// colsᵀ (P·Q × C·R·S) of one image produced straight into the GEMM's packed panels (implicit im2col): the filter
-/// gradient dy · colsᵀ reads the image once instead of writing colsᵀ and then copying it into panels.
+/// colsᵀ (P·Q × C·R·S) of consecutive images, stacked along the depth (image i's rows at i·P·Q), produced straight
+/// into the GEMM's packed panels (implicit im2col): the filter gradient dy · colsᵀ reads each image once instead of
+/// writing colsᵀ and then copying it into panels, and small planes sum several images in one product.
 /// </summary>
 internal sealed unsafe class TransposedColumns : IPanelSource
 {
@@ -12,7 +15,7 @@ internal sealed unsafe class TransposedColumns : IPanelSource
     private Conv2dGeometry _g;
     private float* _x;
 
-    /// <summary>Points the source at one image; the per-column tables are rebuilt only when the geometry changes.</summary>
+    /// <summary>Points the source at the images from <paramref name="x"/> on; the per-column tables are rebuilt only when the geometry changes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Set(in Conv2dGeometry g, float* x)
     {
@@ -40,7 +43,8 @@ internal sealed unsafe class TransposedColumns : IPanelSource
     public void Pack(int pc, int kc, int jc, int nc, int nr, float* destination)
     {
         var g = _g;
-        int outW = g.Q, height = g.H, width = g.W;
+        int outW = g.Q, height = g.H, width = g.W, plane = g.P * g.Q;
+        long imageLength = (long)g.C * g.H * g.W;
         fixed (int* offset = _offset, rs = _r, ss = _s)
         {
             for (int jr = 0; jr < nc; jr += nr)
@@ -48,18 +52,29 @@ internal sealed unsafe class TransposedColumns : IPanelSource
                 int cols = Math.Min(nr, nc - jr);
                 float* panel = destination + (long)jr * kc;
                 int* off = offset + jc + jr, rr = rs + jc + jr, sc = ss + jc + jr;
+                var gather = Gather.For(nr, cols, off, rr, sc);
                 for (int k = 0; k < kc; k++)
                 {
-                    int pq = pc + k, p = pq / outW, q = pq - p * outW;
+                    int depth = pc + k, image = depth / plane, pq = depth - (image * plane), p = pq / outW, q = pq - p * outW;
                     int h0 = p * g.StrideH - g.PadH, w0 = q * g.StrideW - g.PadW;
                     float* row = panel + (long)k * nr;
-                    float* origin = _x + (long)h0 * width + w0;
+                    float* origin = _x + (image * imageLength) + (long)h0 * width + w0;
                     if (h0 >= 0 && w0 >= 0 && h0 + g.ExtentH <= height && w0 + g.ExtentW <= width)
                     {
+                        if (gather.Active)
+                        {
+                            gather.Run(origin, row);
+                            continue;
+                        }
+
                         for (int j = 0; j < cols; j++)
                         {
                             row[j] = origin[off[j]];
                         }
+                    }
+                    else if (gather.Active)
+                    {
+                        gather.RunMasked(origin, row, h0, w0, height, width);
                     }
                     else
                     {
@@ -77,6 +92,73 @@ internal sealed unsafe class TransposedColumns : IPanelSource
                 }
             }
         }
+    }
+}
+
+/// <summary>
+/// A whole panel row of the pack as AVX2 gathers (8 lanes each, 2 or 4 of them for panels of 16 or 32 columns; .NET
+/// exposes no 16-lane gather), the tables loaded once per panel; at the border the taps outside the image are masked
+/// to zero. The scalar copy of scattered floats was most of a small plane's filter gradient (a 7×7 plane is half border).
+/// </summary>
+internal readonly unsafe struct Gather
+{
+    private readonly int _vectors;
+    private readonly Vector256<int> _o0, _o1, _o2, _o3, _r0, _r1, _r2, _r3, _s0, _s1, _s2, _s3;
+
+    private Gather(int vectors, int* offsets, int* rows, int* columns)
+    {
+        _vectors = vectors;
+        (_o0, _r0, _s0) = (Vector256.Load(offsets), Vector256.Load(rows), Vector256.Load(columns));
+        (_o1, _r1, _s1) = (Vector256.Load(offsets + 8), Vector256.Load(rows + 8), Vector256.Load(columns + 8));
+        if (vectors == 4)
+        {
+            (_o2, _r2, _s2) = (Vector256.Load(offsets + 16), Vector256.Load(rows + 16), Vector256.Load(columns + 16));
+            (_o3, _r3, _s3) = (Vector256.Load(offsets + 24), Vector256.Load(rows + 24), Vector256.Load(columns + 24));
+        }
+    }
+
+    /// <summary>Gathers for full panels of 16 or 32 columns where AVX2 has them; none (scalar copies) otherwise.</summary>
+    public static Gather For(int nr, int cols, int* offsets, int* rows, int* columns) =>
+        cols == nr && nr is 16 or 32 && Avx2.IsSupported ? new Gather(nr / 8, offsets, rows, columns) : default;
+
+    /// <summary>Whether there are gathers for this panel.</summary>
+    public bool Active => _vectors != 0;
+
+    /// <summary>row[j] = origin[offset j] for the panel's columns, every tap inside the image.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Run(float* origin, float* row)
+    {
+        Avx2.GatherVector256(origin, _o0, 4).Store(row);
+        Avx2.GatherVector256(origin, _o1, 4).Store(row + 8);
+        if (_vectors == 4)
+        {
+            Avx2.GatherVector256(origin, _o2, 4).Store(row + 16);
+            Avx2.GatherVector256(origin, _o3, 4).Store(row + 24);
+        }
+    }
+
+    /// <summary>The same at the border: row[j] = origin[offset j] where tap j's pixel (h0 + r_j, w0 + s_j) is inside height × width, else 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void RunMasked(float* origin, float* row, int h0, int w0, int height, int width)
+    {
+        var (top, left, bottom, right) = (Vector256.Create(h0), Vector256.Create(w0), Vector256.Create(height - h0), Vector256.Create(width - w0));
+        Masked(origin, row, _o0, _r0, _s0, top, left, bottom, right);
+        Masked(origin, row + 8, _o1, _r1, _s1, top, left, bottom, right);
+        if (_vectors == 4)
+        {
+            Masked(origin, row + 16, _o2, _r2, _s2, top, left, bottom, right);
+            Masked(origin, row + 24, _o3, _r3, _s3, top, left, bottom, right);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Masked(float* origin, float* row, Vector256<int> offsets, Vector256<int> r, Vector256<int> s,
+        Vector256<int> top, Vector256<int> left, Vector256<int> bottom, Vector256<int> right)
+    {
+        // Inside: 0 ≤ h0 + r < height and 0 ≤ w0 + s < width, i.e. −h0 ≤ r < height − h0 (likewise for s).
+        var inside = Vector256.GreaterThanOrEqual(r, -top) & Vector256.LessThan(r, bottom) &
+            Vector256.GreaterThanOrEqual(s, -left) & Vector256.LessThan(s, right);
+        Avx2.GatherMaskVector256(Vector256<float>.Zero, origin, offsets, inside.AsSingle(), 4).Store(row);
     }
 }
 
