@@ -27,6 +27,11 @@ internal static class BenchCommand
         var command = new Command("bench", "Time the fixed benchmark suite on one device.") { device, quick, json, only, launches };
         command.SetAction(parse =>
         {
+            if (parse.GetValue(json) is { } target)
+            {
+                CommonOptions.WritableFile("--json", target); // before minutes of timing
+            }
+
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
             string[] prefixes = parse.GetValue(only) ?? [];
             var cases = BenchSuite.Cases(parse.GetValue(quick)).Where(c => prefixes.Length == 0 || prefixes.Any(p => c.Name.StartsWith(p, StringComparison.Ordinal))).ToList();
@@ -71,7 +76,7 @@ internal static class BenchCommand
             {
                 var rows = results.Select(r => new { name = r.Name, device = r.Device, ms = Math.Round(r.Ms, 4), gflops = r.Gflops is { } g ? Math.Round(g, 2) : (double?)null });
                 byte[] bytes = JsonSerializer.SerializeToUtf8Bytes(rows, JsonOptions);
-                FileUtil.WriteAtomically(path, s => s.Write(bytes));
+                CommonOptions.WriteOutput("--json", path, () => FileUtil.WriteAtomically(path, s => s.Write(bytes)));
                 io.Out.WriteLine($"wrote {path}");
             }
 

@@ -1,3 +1,4 @@
+using GpuCnn.IO;
 using System.CommandLine;
 using GpuCnn.Cpu;
 
@@ -39,6 +40,40 @@ internal static class CommonOptions
 
     public static float NonNegative(string option, float value) =>
         float.IsFinite(value) && value >= 0 ? value : throw new UsageException($"{option} must be a finite number ≥ 0, got {value}.");
+
+    /// <summary>
+    /// An output checked before any data is read or any batch runs: its folder exists or can be created and a file can
+    /// be created there; otherwise one error naming the option, the path and the operating system's reason.
+    /// </summary>
+    public static string WritableFile(string option, string path)
+    {
+        try
+        {
+            FileUtil.RequireWritable(path);
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or NotSupportedException)
+        {
+            throw new IOException($"{option} '{path}': {e.Message}", e);
+        }
+
+        return path;
+    }
+
+    /// <summary>
+    /// Writes an output through <paramref name="write"/>; an I/O failure becomes one error naming the option, the path
+    /// and the reason, followed by what is still intact (<paramref name="kept"/>).
+    /// </summary>
+    public static void WriteOutput(string option, string path, Action write, string kept = "")
+    {
+        try
+        {
+            write();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"{option} '{path}' could not be written: {FileUtil.Reason(e)}.{kept}", e);
+        }
+    }
 
     public static string ExistingFile(string option, string path) =>
         File.Exists(path) ? path : throw new FileNotFoundException($"{option}: file '{path}' does not exist.", path);

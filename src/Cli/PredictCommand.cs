@@ -23,6 +23,7 @@ internal static class PredictCommand
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
             string modelPath = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
+            string outputPath = CommonOptions.WritableFile("--output", parse.GetValue(output)!);
             var images = Npy.ReadTensor(CommonOptions.ExistingFile("--input", parse.GetValue(input)!));
             if (!parse.GetValue(allowNonFinite))
             {
@@ -39,7 +40,7 @@ internal static class PredictCommand
             string? spec = parse.GetValue(arch);
             using var network = ModelFile.Load(modelPath, backend, spec, spec is null ? (Shape?)null : sample);
             var logits = network.Predict(images, batch);
-            Npy.Write(parse.GetValue(output)!, logits);
+            CommonOptions.WriteOutput("--output", outputPath, () => Npy.Write(outputPath, logits));
             io.Out.WriteLine($"wrote {parse.GetValue(output)}: logits {logits.Shape}");
             return 0;
         });

@@ -81,6 +81,7 @@ internal static class TrainCommand
                 Checkpoint: parse.GetValue(checkpoint),
                 Resume: parse.GetValue(resume));
             _ = ArchitectureSpec.Parse(settings.Arch); // a bad spec is a usage error before any data is read
+            CheckOutputs(settings, io);
             var (train, test) = LoadData(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels),
                 parse.GetValue(testImages), parse.GetValue(testLabels));
             string deviceName = parse.GetValue(device)!;
@@ -88,6 +89,29 @@ internal static class TrainCommand
             return TrainWithFallback(io, settings, train, test, backend, auto: deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase));
         });
         return command;
+    }
+
+    /// <summary>
+    /// Every file the run will write, checked before any data is read (a bad path must not cost a whole run), and
+    /// hyperparameters that cannot be meant, warned about.
+    /// </summary>
+    private static void CheckOutputs(TrainSettings settings, CliIo io)
+    {
+        string stem = Path.ChangeExtension(settings.Out, null);
+        CommonOptions.WritableFile("--out", settings.Out);
+        CommonOptions.WritableFile("--out (its plot)", stem + ".png");
+        CommonOptions.WritableFile("--out (its metrics)", stem + ".metrics.json");
+        if (settings.Checkpoint is not null)
+        {
+            CommonOptions.WritableFile("--checkpoint", settings.Checkpoint);
+        }
+
+        if (settings.Optimizer == "sgd" && settings.Momentum >= 1f)
+        {
+            // PyTorch accepts it too, so a warning: the velocity then never decays and training almost surely diverges.
+            io.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"warning: --momentum {settings.Momentum} is ≥ 1: SGD's velocity never decays and training will almost surely diverge (0.9 is usual)."));
+        }
     }
 
     /// <summary>Runs a parser whose <see cref="ArgumentException"/> is a usage error (exit 2).</summary>
@@ -162,7 +186,10 @@ internal static class TrainCommand
             bool interrupted = io.Cancel.IsCancellationRequested;
             if (settings.Checkpoint is not null || interrupted)
             {
-                CheckpointFile.Save(interrupted ? interruptPath : settings.Checkpoint!, model, optimizer, state, checkpointSettings);
+                string path = interrupted ? interruptPath : settings.Checkpoint!;
+                CommonOptions.WriteOutput(interrupted && settings.Checkpoint is null ? "the interrupt checkpoint" : "--checkpoint", path,
+                    () => CheckpointFile.Save(path, model, optimizer, state, checkpointSettings),
+                    File.Exists(path) ? " The previous checkpoint there is intact." : "");
             }
         }
 
@@ -172,10 +199,17 @@ internal static class TrainCommand
         {
             try
             {
+                bool first = true;
                 history = trainer.Fit(train, test, epoch =>
                 {
                     progress.Clear();
                     io.Out.WriteLine(FormatEpoch(epoch));
+                    if (first && DivergenceWarning(epoch, model.Classes, settings) is { } warning)
+                    {
+                        io.Error.WriteLine(warning);
+                    }
+
+                    first = false;
                 }, progress, start, SaveCheckpoint, io.Cancel);
             }
             catch (TrainingInterruptedException e)
@@ -192,12 +226,13 @@ internal static class TrainCommand
             }
         }
 
-        ModelFile.Save(model, settings.Out);
+        string saved = settings.Checkpoint is null ? "" : $" The checkpoint {settings.Checkpoint} holds the weights of the last epoch.";
+        CommonOptions.WriteOutput("--out", settings.Out, () => ModelFile.Save(model, settings.Out), saved);
         string stem = Path.ChangeExtension(settings.Out, null);
-        TrainingPlot.Write(stem + ".png", history);
+        CommonOptions.WriteOutput("--out (its plot)", stem + ".png", () => TrainingPlot.Write(stem + ".png", history));
         // The last epoch already evaluated the final weights; a run resumed past its last epoch has no such epoch.
         Evaluation? final = test is null ? null : history.Count > 0 ? history[^1].Test : Trainer.Evaluate(model, test, settings.BatchSize);
-        MetricsFile.Write(stem + ".metrics.json", settings, backend, history, final);
+        CommonOptions.WriteOutput("--out (its metrics)", stem + ".metrics.json", () => MetricsFile.Write(stem + ".metrics.json", settings, backend, history, final));
         io.Out.WriteLine($"wrote {settings.Out}, {stem}.png, {stem}.metrics.json");
         if (final is not null)
         {
@@ -228,6 +263,20 @@ internal static class TrainCommand
             ["normalize"] = s.Normalize is null ? "-" : ChannelNormalization.Parse(s.Normalize, train.Images.Shape[1]).ToString(), // canonical: "0.1, 0.2" resumes "0.1,0.2"
             ["train_samples"] = train.Count.ToString(c),
         };
+    }
+
+    /// <summary>
+    /// A warning when the first epoch's mean training loss ended far above that of guessing, ln(classes): the learning
+    /// rate (or momentum) blew the weights up in the first batches. A warning, not an error: PyTorch trains on, and a
+    /// loss can recover; non-finite weights stop the run anyway (TrainingDivergedException).
+    /// </summary>
+    private static string? DivergenceWarning(EpochMetrics epoch, int classes, TrainSettings settings)
+    {
+        double guessing = Math.Log(Math.Max(2, classes));
+        return epoch.TrainLoss > 10 * guessing
+            ? string.Create(CultureInfo.InvariantCulture,
+                $"warning: the mean training loss of epoch {epoch.Epoch} is {epoch.TrainLoss:G3}, far above ln({classes}) = {guessing:F2} for guessing: the weights diverged in the first batches; lower --lr ({settings.LearningRate}).")
+            : null;
     }
 
     private static string FormatEpoch(EpochMetrics e)

@@ -171,20 +171,11 @@ public sealed class ReliabilityTests
         Assert.SkipUnless(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");
         using var temp = Fixtures.TempFolder();
         WriteQuadrants(temp, 3000);
-        // The CLI's own launcher where the build left one (a self-contained bundle has no `dotnet` to run the dll with).
-        string launcher = Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "gpucnn.exe" : "gpucnn");
-        string[] cli = File.Exists(launcher) ? [launcher] : ["dotnet", Path.Combine(AppContext.BaseDirectory, "gpucnn.dll")];
         string[] common = ["train", "--arch", "conv(8,3,pad=1),relu,conv(8,3,pad=1),relu,flatten,dense(4)", "--images", temp.File("x.npy"),
             "--labels", temp.File("y.npy"), "--device", "reference", "--epochs", "3", "--batch-size", "16"];
         // A job started in the background by a non-interactive shell (`dotnet test … &`, nohup) inherits SIGINT as
         // ignored, and .NET, as Unix programs do, then leaves it ignored: the child gets SIGINT's default disposition.
-        var start = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in (string[])["--default-signal=INT", .. cli, .. common, "--out", temp.File("m.safetensors")])
-        {
-            start.ArgumentList.Add(arg);
-        }
-
-        using var process = Process.Start(start)!;
+        using var process = CliProcess.Start(["env", "--default-signal=INT"], [.. common, "--out", temp.File("m.safetensors")]);
         string? firstEpoch = process.StandardOutput.ReadLine(); // epoch 1 done: now stop epoch 2 part-way
         Assert.StartsWith("epoch 1:", firstEpoch, StringComparison.Ordinal);
         Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
@@ -201,7 +192,7 @@ public sealed class ReliabilityTests
         AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
     }
 
-    private static void AssertSameWeights(string expectedPath, string actualPath)
+    internal static void AssertSameWeights(string expectedPath, string actualPath)
     {
         var expected = Safetensors.Read(expectedPath).Tensors;
         var actual = Safetensors.Read(actualPath).Tensors;
@@ -220,7 +211,7 @@ public sealed class ReliabilityTests
         }
     }
 
-    private static void WriteQuadrants(TempFolder temp, int count)
+    internal static void WriteQuadrants(TempFolder temp, int count)
     {
         var data = TrainingTests.QuadrantData(count, seed: 1);
         Npy.Write(temp.File("x.npy"), data.Images);

@@ -1,4 +1,7 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
 using GpuCnn.Models;
 
 namespace GpuCnn.IO;
@@ -6,7 +9,9 @@ namespace GpuCnn.IO;
 /// <summary>
 /// Training checkpoints as safetensors: the weights ("model.{key}"), the optimizer state ("optimizer.{key}.{slot}"),
 /// and in __metadata__ the architecture, the training position (epoch, batch, optimizer steps, partial metric sums)
-/// and the settings a resumed run must share (optimizer, batch size, seed) so that it continues bitwise.
+/// and the settings a resumed run must share (optimizer, batch size, seed) so that it continues bitwise. A SHA-256 of
+/// the metadata and every tensor ("checksum") is checked before anything is restored, so a torn or corrupted
+/// checkpoint is reported and never loaded (files written before checksums existed carry none and are not checked).
 /// </summary>
 public static class CheckpointFile
 {
@@ -45,6 +50,7 @@ public static class CheckpointFile
             ["loss_sum"] = state.LossSum.ToString("R", CultureInfo.InvariantCulture),
             ["correct_sum"] = state.CorrectSum.ToString("R", CultureInfo.InvariantCulture),
         };
+        metadata[ChecksumKey] = Checksum(tensors, metadata);
         Safetensors.Write(path, tensors, metadata, model.CounterKeys.Select(key => "model." + key).ToHashSet(StringComparer.Ordinal));
     }
 
@@ -62,6 +68,12 @@ public static class CheckpointFile
         if (meta.GetValueOrDefault("kind") != Kind)
         {
             throw new FileFormatException($"checkpoint '{path}' is not a gpucnn checkpoint (a model file? load it as initial weights instead).");
+        }
+
+        if (meta.TryGetValue(ChecksumKey, out string? written) && written != Checksum(contents.Tensors, meta))
+        {
+            throw new FileFormatException($"checkpoint '{path}' is damaged: its contents do not match the checksum written with it " +
+                "(changed on disk after it was written); nothing was loaded. Resume from another checkpoint or train from the start.");
         }
 
         foreach (var (key, value) in settings.Append(new("arch", model.Spec)))
@@ -94,6 +106,26 @@ public static class CheckpointFile
 
         optimizer.RestoreStepCount(position.OptimizerSteps);
         return position;
+    }
+
+    private const string ChecksumKey = "checksum";
+
+    /// <summary>"sha256:…" over the metadata (but the checksum itself) and every tensor's name, shape and float values, in name order.</summary>
+    private static string Checksum(IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string> metadata)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var (key, value) in metadata.Where(m => m.Key != ChecksumKey).OrderBy(m => m.Key, StringComparer.Ordinal))
+        {
+            hash.AppendData(Encoding.UTF8.GetBytes($"{key}={value}\n"));
+        }
+
+        foreach (var (key, tensor) in tensors.OrderBy(t => t.Key, StringComparer.Ordinal))
+        {
+            hash.AppendData(Encoding.UTF8.GetBytes($"{key}:{tensor.Shape}\n"));
+            hash.AppendData(MemoryMarshal.AsBytes(tensor.Data.AsSpan()));
+        }
+
+        return "sha256:" + Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
     private static string Text(int value) => value.ToString(CultureInfo.InvariantCulture);

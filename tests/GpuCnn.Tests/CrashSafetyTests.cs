@@ -1,0 +1,212 @@
+using System.Diagnostics;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>
+/// What a training run promises when things go wrong: outputs checked before any data is read, one error line that
+/// names the option and the path, checkpoints that survive SIGKILL at any moment and a full disk, and damaged
+/// checkpoints reported instead of loaded.
+/// </summary>
+public sealed class CrashSafetyTests
+{
+    private const string Spec = "conv(4,3,pad=1),relu,flatten,dense(64),relu,dense(4)";
+
+    [Fact]
+    public void Outputs_are_checked_before_any_data_is_read()
+    {
+        using var temp = Fixtures.TempFolder();
+        File.WriteAllText(temp.File("blocker"), "a file where a folder would have to be");
+        string blocked = temp.File("blocker/sub/m.safetensors"), missing = temp.File("missing.npy");
+
+        // The images do not exist: an error about them would mean the data was read before the outputs were checked.
+        var train = CliRunner.Run("train", "--images", missing, "--labels", missing, "--out", blocked);
+        Assert.Equal(1, train.ExitCode);
+        Assert.StartsWith($"error: --out '{blocked}': its folder '{temp.File("blocker/sub")}' cannot be created", train.ErrorLine, StringComparison.Ordinal);
+
+        var checkpoint = CliRunner.Run("train", "--images", missing, "--labels", missing, "--out", temp.File("m.safetensors"), "--checkpoint", blocked);
+        Assert.Equal(1, checkpoint.ExitCode);
+        Assert.StartsWith($"error: --checkpoint '{blocked}':", checkpoint.ErrorLine, StringComparison.Ordinal);
+
+        var folder = CliRunner.Run("train", "--images", missing, "--labels", missing, "--out", temp.Path);
+        Assert.Equal($"error: --out '{temp.Path}': '{temp.Path}' is a folder, not a file.", folder.ErrorLine);
+
+        var predict = CliRunner.Run("predict", "--model", temp.File("blocker"), "--input", missing, "--output", blocked);
+        Assert.Equal(1, predict.ExitCode);
+        Assert.StartsWith($"error: --output '{blocked}':", predict.ErrorLine, StringComparison.Ordinal);
+
+        var bench = CliRunner.Run("bench", "--device", "reference", "--json", blocked);
+        Assert.Equal(1, bench.ExitCode);
+        Assert.StartsWith($"error: --json '{blocked}':", bench.ErrorLine, StringComparison.Ordinal);
+        Assert.False(Directory.EnumerateFiles(temp.Path, "*.tmp", SearchOption.AllDirectories).Any(), "a probe file was left behind");
+    }
+
+    [Fact]
+    public void Hyperparameters_that_cannot_be_meant_are_warned_about_by_value()
+    {
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 16);
+        var run = CliRunner.Run("train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1",
+            "--batch-size", "8", "--momentum", "1.5", "--device", "reference", "--out", temp.File("m.safetensors"));
+        Assert.True(run.ExitCode == 0, run.Error);
+        Assert.Contains("warning: --momentum 1.5 is ≥ 1", run.Error, StringComparison.Ordinal);
+        var sensible = CliRunner.Run("train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1",
+            "--batch-size", "8", "--device", "reference", "--out", temp.File("m.safetensors"));
+        Assert.DoesNotContain("warning:", sensible.Error, StringComparison.Ordinal);
+
+        // A learning rate that blows the weights up in the first batches (the loss stays finite, so nothing stops the run).
+        var diverging = CliRunner.Run("train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1",
+            "--batch-size", "8", "--lr", "100", "--device", "reference", "--out", temp.File("m.safetensors"));
+        Assert.True(diverging.ExitCode == 0, diverging.Error);
+        Assert.Contains("far above ln(4) = 1.39 for guessing: the weights diverged in the first batches; lower --lr (100).", diverging.Error,
+            StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_damaged_or_torn_checkpoint_is_reported_and_never_loaded()
+    {
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 32);
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--batch-size", "8",
+            "--device", "reference", "--out", temp.File("m.safetensors")];
+        string checkpoint = temp.File("c.safetensors");
+        Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "1", "--checkpoint", checkpoint]).ExitCode);
+        common = [.. common, "--epochs", "2"];
+        byte[] good = File.ReadAllBytes(checkpoint);
+
+        // One bit of one weight flipped, as a failing disk would.
+        byte[] flipped = (byte[])good.Clone();
+        flipped[^3] ^= 0x10;
+        File.WriteAllBytes(checkpoint, flipped);
+        var damaged = CliRunner.Run([.. common, "--resume", checkpoint]);
+        Assert.Equal(1, damaged.ExitCode);
+        Assert.Contains($"checkpoint '{checkpoint}' is damaged", damaged.ErrorLine, StringComparison.Ordinal);
+
+        // The training position in the metadata changed (the epoch to continue from, by one): the header is covered too.
+        byte[] moved = (byte[])good.Clone();
+        int at = IndexOf(moved, "\"epoch\":\"") + "\"epoch\":\"".Length;
+        moved[at] ^= 1; // '2' ↔ '3'
+
+        File.WriteAllBytes(checkpoint, moved);
+        Assert.Contains("is damaged", CliRunner.Run([.. common, "--resume", checkpoint]).ErrorLine, StringComparison.Ordinal);
+
+        // Cut short, as a write that never completed on a file system without atomic renames would leave it.
+        File.WriteAllBytes(checkpoint, good[..(good.Length / 2)]);
+        var torn = CliRunner.Run([.. common, "--resume", checkpoint]);
+        Assert.Equal(1, torn.ExitCode);
+        Assert.Contains(checkpoint, torn.ErrorLine, StringComparison.Ordinal);
+
+        File.WriteAllBytes(checkpoint, good);
+        Assert.Equal(0, CliRunner.Run([.. common, "--resume", checkpoint]).ExitCode);
+    }
+
+    [Fact]
+    public void Stale_temporaries_of_a_killed_writer_are_removed_by_the_next_write()
+    {
+        using var temp = Fixtures.TempFolder();
+        using var finished = Process.Start(new ProcessStartInfo("true") { UseShellExecute = false })!;
+        finished.WaitForExit(); // a process id that no longer runs
+        string stale = temp.File($".m.npy.{finished.Id}.0123456789abcdef0123456789abcdef.tmp");
+        string alive = temp.File($".m.npy.{Environment.ProcessId}.fedcba9876543210fedcba9876543210.tmp");
+        File.WriteAllText(stale, "half a file");
+        File.WriteAllText(alive, "another writer's file in progress");
+        GpuCnn.IO.Npy.Write(temp.File("m.npy"), new Tensor([2], [1f, 2f]));
+        Assert.False(File.Exists(stale));
+        Assert.True(File.Exists(alive), "a temporary of a running process was deleted");
+    }
+
+    /// <summary>
+    /// SIGKILL at random moments of a run that checkpoints every epoch (20 trials; writes held 25 ms between the
+    /// temporary and the rename, so many kills land inside one): every time, the run resumed from what is on disk (or
+    /// started again when no checkpoint was written yet) ends bitwise equal to an uninterrupted run, and leaves no
+    /// temporary file behind.
+    /// </summary>
+    [Fact]
+    public void Sigkill_at_any_moment_leaves_a_checkpoint_that_resumes_bitwise()
+    {
+        Assert.SkipUnless(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS(), "kills a child process; the launcher paths are Unix ones");
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 96);
+        string[] Command(string folder) => ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--device",
+            "cpu", "--epochs", "8", "--batch-size", "16", "--seed", "3", "--checkpoint", Path.Combine(folder, "c.safetensors"), "--out",
+            Path.Combine(folder, "m.safetensors")];
+        var pause = new Dictionary<string, string> { ["GPUCNN_TEST_PAUSE_IN_WRITE_MS"] = "25" };
+
+        Directory.CreateDirectory(temp.File("straight"));
+        var timer = Stopwatch.StartNew();
+        using (var straight = CliProcess.Start(["env"], Command(temp.File("straight")), pause))
+        {
+            string errors = straight.StandardError.ReadToEnd();
+            straight.WaitForExit();
+            Assert.True(straight.ExitCode == 0, errors);
+        }
+
+        double runMs = timer.Elapsed.TotalMilliseconds;
+        var random = new Random(20261126);
+        int killedMidWrite = 0, resumed = 0;
+        for (int trial = 0; trial < 20; trial++)
+        {
+            string folder = temp.File($"trial{trial}");
+            Directory.CreateDirectory(folder);
+            using (var run = CliProcess.Start(["env"], Command(folder), pause))
+            {
+                Thread.Sleep(random.Next((int)runMs));
+                run.Kill(entireProcessTree: true);
+                run.WaitForExit();
+            }
+
+            killedMidWrite += Directory.EnumerateFiles(folder, ".*.tmp").Any() ? 1 : 0;
+            bool hasCheckpoint = File.Exists(Path.Combine(folder, "c.safetensors"));
+            resumed += hasCheckpoint ? 1 : 0;
+            string[] again = hasCheckpoint ? [.. Command(folder), "--resume", Path.Combine(folder, "c.safetensors")] : Command(folder);
+            var result = CliRunner.Run(again);
+            Assert.True(result.ExitCode == 0, $"trial {trial}: {result.Error}");
+            ReliabilityTests.AssertSameWeights(temp.File("straight/m.safetensors"), Path.Combine(folder, "m.safetensors"));
+            Assert.False(Directory.EnumerateFiles(folder, ".*.tmp").Any(), $"trial {trial}: a temporary file was left behind");
+        }
+
+        TestContext.Current.TestOutputHelper?.WriteLine($"{killedMidWrite} of 20 kills inside a write, {resumed} resumed from a checkpoint");
+        Assert.True(killedMidWrite > 0, "no kill landed inside a write; the test did not test that");
+        Assert.True(resumed > 0, "no trial resumed from a checkpoint");
+    }
+
+    /// <summary>
+    /// A full disk, as a file-size limit (RLIMIT_FSIZE via ulimit -f, with SIGXFSZ ignored so the write fails with EFBIG
+    /// instead of killing the process): one error naming --checkpoint and the path, the previous checkpoint and model
+    /// byte for byte intact, no temporary left.
+    /// </summary>
+    [Fact]
+    public void A_full_disk_ends_the_run_with_the_option_named_and_nothing_previous_lost()
+    {
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "uses bash's ulimit -f and env --ignore-signal");
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 32);
+        string checkpoint = temp.File("c.safetensors"), model = temp.File("m.safetensors");
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--batch-size", "8",
+            "--device", "reference", "--checkpoint", checkpoint, "--out", model];
+        Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "1"]).ExitCode);
+        byte[] previousCheckpoint = File.ReadAllBytes(checkpoint), previousModel = File.ReadAllBytes(model);
+        Assert.True(previousCheckpoint.Length > 16 * 1024, "the checkpoint must exceed the 16 KiB limit below");
+
+        // W^X double-maps code through a file that the limit would stop the runtime from sizing: off for this process.
+        using var run = CliProcess.Start(["bash", "-c", "ulimit -f 16 && exec env --ignore-signal=XFSZ \"$@\"", "bash"], [.. common, "--epochs", "2"],
+            new Dictionary<string, string> { ["DOTNET_EnableWriteXorExecute"] = "0" });
+        string errors = run.StandardError.ReadToEnd();
+        run.WaitForExit();
+        Assert.True(run.ExitCode == 1, $"exit code {run.ExitCode}: {errors}");
+        string error = Assert.Single(errors.Split('\n'), l => l.StartsWith("error:", StringComparison.Ordinal));
+        Assert.StartsWith($"error: --checkpoint '{checkpoint}' could not be written: File too large. The previous checkpoint there is intact.", error,
+            StringComparison.Ordinal);
+        Assert.Equal(previousCheckpoint, File.ReadAllBytes(checkpoint));
+        Assert.Equal(previousModel, File.ReadAllBytes(model));
+        Assert.False(Directory.EnumerateFiles(temp.Path, ".*.tmp").Any(), "a temporary file was left behind");
+    }
+
+    private static int IndexOf(byte[] bytes, string text)
+    {
+        byte[] pattern = System.Text.Encoding.ASCII.GetBytes(text);
+        int at = bytes.AsSpan().IndexOf(pattern);
+        Assert.True(at >= 0, $"'{text}' not found");
+        return at;
+    }
+}

@@ -1,0 +1,40 @@
+using System.Diagnostics;
+
+namespace GpuCnn.Tests.Support;
+
+/// <summary>The gpucnn CLI as a process of its own, for the tests that signal, kill or limit it.</summary>
+public static class CliProcess
+{
+    /// <summary>
+    /// The command that runs the CLI: its own launcher where the build left one (a self-contained bundle has no
+    /// `dotnet` to run the dll with), else `dotnet gpucnn.dll`.
+    /// </summary>
+    public static string[] Command
+    {
+        get
+        {
+            string launcher = Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "gpucnn.exe" : "gpucnn");
+            return File.Exists(launcher) ? [launcher] : ["dotnet", Path.Combine(AppContext.BaseDirectory, "gpucnn.dll")];
+        }
+    }
+
+    /// <summary>
+    /// Starts <paramref name="wrapper"/> + the CLI + <paramref name="args"/> with redirected output;
+    /// <paramref name="environment"/> adds variables.
+    /// </summary>
+    public static Process Start(IEnumerable<string> wrapper, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var start = new ProcessStartInfo(wrapper.First()) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in wrapper.Skip(1).Concat(Command).Concat(args))
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
+
+        return Process.Start(start)!;
+    }
+}
