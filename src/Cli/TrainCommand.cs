@@ -199,18 +199,12 @@ internal static class TrainCommand
         {
             try
             {
-                bool first = true;
+                var watched = new DivergenceWatch(progress, io.Error, model.Classes, settings.LearningRate);
                 history = trainer.Fit(train, test, epoch =>
                 {
                     progress.Clear();
                     io.Out.WriteLine(FormatEpoch(epoch));
-                    if (first && DivergenceWarning(epoch, model.Classes, settings) is { } warning)
-                    {
-                        io.Error.WriteLine(warning);
-                    }
-
-                    first = false;
-                }, progress, start, SaveCheckpoint, io.Cancel);
+                }, watched, start, SaveCheckpoint, io.Cancel);
             }
             catch (TrainingInterruptedException e)
             {
@@ -263,20 +257,6 @@ internal static class TrainCommand
             ["normalize"] = s.Normalize is null ? "-" : ChannelNormalization.Parse(s.Normalize, train.Images.Shape[1]).ToString(), // canonical: "0.1, 0.2" resumes "0.1,0.2"
             ["train_samples"] = train.Count.ToString(c),
         };
-    }
-
-    /// <summary>
-    /// A warning when the first epoch's mean training loss ended far above that of guessing, ln(classes): the learning
-    /// rate (or momentum) blew the weights up in the first batches. A warning, not an error: PyTorch trains on, and a
-    /// loss can recover; non-finite weights stop the run anyway (TrainingDivergedException).
-    /// </summary>
-    private static string? DivergenceWarning(EpochMetrics epoch, int classes, TrainSettings settings)
-    {
-        double guessing = Math.Log(Math.Max(2, classes));
-        return epoch.TrainLoss > 10 * guessing
-            ? string.Create(CultureInfo.InvariantCulture,
-                $"warning: the mean training loss of epoch {epoch.Epoch} is {epoch.TrainLoss:G3}, far above ln({classes}) = {guessing:F2} for guessing: the weights diverged in the first batches; lower --lr ({settings.LearningRate}).")
-            : null;
     }
 
     private static string FormatEpoch(EpochMetrics e)
@@ -343,3 +323,25 @@ internal static class TrainCommand
 internal sealed record TrainSettings(string Arch, int Epochs, int BatchSize, string Optimizer, float LearningRate, float Momentum,
     float WeightDecay, LearningRateSchedule Schedule, int StepSize, float Gamma, int Warmup, float LabelSmoothing, Augmentation? Augment,
     string? Normalize, int Seed, string Out, string? Init, string? Checkpoint, string? Resume);
+
+/// <summary>
+/// Passes progress on to the display, and warns when the mean training loss after the first batches
+/// (<see cref="TrainingProgress.MeanLoss"/>) is far above that of guessing, ln(classes): the learning rate (or
+/// momentum) blew the weights up at once. A warning, not an error: PyTorch trains on, and a loss can recover;
+/// non-finite weights stop the run anyway (<see cref="TrainingDivergedException"/>).
+/// </summary>
+internal sealed class DivergenceWatch(ProgressDisplay display, TextWriter error, int classes, float learningRate) : IProgress<TrainingProgress>
+{
+    public void Report(TrainingProgress value)
+    {
+        double guessing = Math.Log(Math.Max(2, classes));
+        if (value.MeanLoss is { } loss && loss > 10 * guessing)
+        {
+            display.Clear();
+            error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"warning: the mean training loss of the first {value.Batch} batches is {loss:G3}, far above ln({classes}) = {guessing:F2} for guessing: the weights are diverging; lower --lr ({learningRate})."));
+        }
+
+        display.Report(value);
+    }
+}

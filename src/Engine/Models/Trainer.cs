@@ -6,6 +6,9 @@ namespace GpuCnn.Models;
 /// </summary>
 public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptions options)
 {
+    /// <summary>Batches of epoch 1 after which <see cref="TrainingProgress.MeanLoss"/> is reported once.</summary>
+    public const int EarlyCheckBatches = 10;
+
     /// <summary>The model.</summary>
     public Sequential Model { get; } = model ?? throw new ArgumentNullException(nameof(model));
 
@@ -83,7 +86,13 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                         Options.Augment, Kernels.CounterRandom.Derive(key, 2));
                     Model.Backward(dlogits);
                     Optimizer.Step();
-                    progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount));
+                    double? early = null;
+                    if (epoch == 1 && b + 1 == Math.Min(EarlyCheckBatches, batchCount) && progress is not null)
+                    {
+                        early = metrics.Read().LossSum / (double)Math.Min((b + 1) * Options.BatchSize, train.Count);
+                    }
+
+                    progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount, early));
                 }
 
                 var sums = CheckFinite(metrics.Read(), epoch);

@@ -4,8 +4,12 @@ namespace GpuCnn.Models;
 public sealed record EpochMetrics(int Epoch, double TrainLoss, double TrainAccuracy, double? TestLoss, double? TestAccuracy,
     TimeSpan Elapsed, Evaluation? Test = null);
 
-/// <summary>Where training is, reported after each batch (the values are host-side counters; nothing is synchronised).</summary>
-public readonly record struct TrainingProgress(int Epoch, int Epochs, int Batch, int Batches);
+/// <summary>
+/// Where training is, reported after each batch (host-side counters; nothing is synchronised), and once, after the
+/// first <see cref="Trainer.EarlyCheckBatches"/> batches of epoch 1, <paramref name="MeanLoss"/>: the mean training
+/// loss so far (one synchronisation), so that a start that diverges is seen at once rather than after an epoch.
+/// </summary>
+public readonly record struct TrainingProgress(int Epoch, int Epochs, int Batch, int Batches, double? MeanLoss = null);
 
 /// <summary>Loss, accuracy and the confusion matrix over a dataset.</summary>
 public sealed record Evaluation(double Loss, double Accuracy, int Count, int[,] Confusion)
