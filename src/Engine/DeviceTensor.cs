@@ -46,9 +46,36 @@ public abstract class DeviceTensor<T> : IDisposable
         return CreateView(shape);
     }
 
-    /// <summary>Frees the device storage (a view frees nothing).</summary>
+    /// <summary>
+    /// Whether the tensor is lent by a model or optimizer that owns it — a layer's output or input gradient, a
+    /// parameter, a buffer, an optimizer's state — and reuses it: <see cref="Dispose"/> then does nothing (so
+    /// <c>using var y = model.Forward(x)</c> is harmless), the owner frees it when it is disposed, and its values hold
+    /// until the owner's next call (copy them with Download to keep them).
+    /// </summary>
+    public bool IsLent { get; private set; }
+
+    /// <summary>Marks the tensor as lent by its owner (see <see cref="IsLent"/>); returns it.</summary>
+    internal DeviceTensor<T> Lend()
+    {
+        IsLent = true;
+        return this;
+    }
+
+    /// <summary>The owner frees a tensor it lent.</summary>
+    internal void Reclaim()
+    {
+        IsLent = false;
+        Dispose();
+    }
+
+    /// <summary>Frees the device storage (a view frees nothing; a lent tensor is freed by its owner, not here).</summary>
     public void Dispose()
     {
+        if (IsLent)
+        {
+            return;
+        }
+
         if (!_disposed)
         {
             _disposed = true;

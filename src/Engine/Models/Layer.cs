@@ -1,13 +1,16 @@
 namespace GpuCnn.Models;
 
-/// <summary>A trainable tensor of a layer with its gradient, both on the layer's backend.</summary>
-public sealed class Parameter : IDisposable
+/// <summary>
+/// A trainable tensor of a layer with its gradient, both on the layer's backend and lent by it
+/// (<see cref="DeviceTensor{T}.IsLent"/>): the model that holds the layer frees them.
+/// </summary>
+public sealed class Parameter
 {
     internal Parameter(string name, DeviceTensor<float> value, DeviceTensor<float> gradient)
     {
         Name = name;
-        Value = value;
-        Gradient = gradient;
+        Value = value.Lend();
+        Gradient = gradient.Lend();
     }
 
     /// <summary>"weight" or "bias", as in PyTorch's state_dict.</summary>
@@ -22,11 +25,11 @@ public sealed class Parameter : IDisposable
     /// <summary>The shape, in PyTorch's layout.</summary>
     public Shape Shape => Value.Shape;
 
-    /// <inheritdoc/>
-    public void Dispose()
+    /// <summary>Frees both tensors (the owning layer, when its model is disposed).</summary>
+    internal void Release()
     {
-        Value.Dispose();
-        Gradient.Dispose();
+        Value.Reclaim();
+        Gradient.Reclaim();
     }
 }
 
@@ -44,7 +47,7 @@ public sealed class Counter
 /// One layer of a <see cref="Sequential"/> model. Layers call only <see cref="GpuCnn.Backend"/> operations; they never
 /// see a device type. Shapes are per sample (C,H,W) or (features); tensors carry the batch as their first axis.
 /// </summary>
-public abstract class Layer : IDisposable
+public abstract class Layer
 {
     private readonly Dictionary<int, DeviceTensor<float>> _outputs = [];
     private readonly Dictionary<int, DeviceTensor<float>> _inputGradients = [];
@@ -101,11 +104,24 @@ public abstract class Layer : IDisposable
     /// <summary>Infers shapes and creates parameters. Throws <see cref="ArgumentException"/> when the input does not fit.</summary>
     internal void Build(Backend backend, Shape input, Random init)
     {
+        if (IsBuilt)
+        {
+            // Building again would re-initialise the weights of the model that holds the layer and leak its buffers.
+            throw AlreadyBuilt();
+        }
+
         _backend = backend;
         InputShape = input;
         OutputShape = BuildOutput(input, init);
         CreateParameters(init);
     }
+
+    /// <summary>Whether the layer has been built into a model (it then belongs to that model).</summary>
+    internal bool IsBuilt => _backend is not null;
+
+    /// <summary>The error for a layer given to a second model.</summary>
+    internal InvalidOperationException AlreadyBuilt() =>
+        new($"{Spec}: this layer already belongs to a model; give each model its own layers (parse the spec again: ArchitectureSpec.Parse).");
 
     /// <summary>Builds what the layer contains (a container builds its children here) and returns the output shape.</summary>
     private protected virtual Shape BuildOutput(Shape input, Random init) => InferOutputShape(input);
@@ -157,21 +173,20 @@ public abstract class Layer : IDisposable
     /// <summary>Prepends the batch to a per-sample shape.</summary>
     protected static Shape Batched(int batch, Shape sample) => new([batch, .. sample.ToArray()]);
 
-    /// <inheritdoc/>
-    public void Dispose()
+    /// <summary>Frees the layer's device memory (its model, when the model is disposed; layers are not the caller's to free).</summary>
+    internal void Release()
     {
         foreach (var tensor in _outputs.Values.Concat(_inputGradients.Values))
         {
-            tensor.Dispose();
+            tensor.Reclaim();
         }
 
         foreach (var parameter in Parameters)
         {
-            parameter.Dispose();
+            parameter.Release();
         }
 
         ReleaseBuffers();
-        GC.SuppressFinalize(this);
     }
 
     /// <summary>Frees device buffers a layer keeps beyond its outputs and gradients (max pooling's switches).</summary>
@@ -186,7 +201,7 @@ public abstract class Layer : IDisposable
     {
         if (!cache.TryGetValue(batch, out var tensor))
         {
-            tensor = Backend.Allocate<float>(Batched(batch, sample));
+            tensor = Backend.Allocate<float>(Batched(batch, sample)).Lend();
             cache[batch] = tensor;
         }
 

@@ -14,7 +14,7 @@ public interface IActivationHost
 /// Layers applied one after another: shape inference, activation fusion, forward, backward, modes and state-dict
 /// names ("{index}.{name}"). <see cref="Sequential"/> is one chain; a residual block holds two.
 /// </summary>
-internal sealed class LayerChain(IReadOnlyList<Layer> layers) : IDisposable
+internal sealed class LayerChain(IReadOnlyList<Layer> layers)
 {
     public IReadOnlyList<Layer> Layers { get; } = layers;
 
@@ -24,6 +24,12 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers) : IDisposable
     /// </summary>
     public Shape Build(Backend backend, Shape input, Random init, string what)
     {
+        // Before building anything: a failure half-way would leave the layers built so far allocated.
+        if (Layers.FirstOrDefault(layer => layer.IsBuilt) is { } taken)
+        {
+            throw taken.AlreadyBuilt();
+        }
+
         Shape shape = input;
         for (int i = 0; i < Layers.Count; i++)
         {
@@ -101,11 +107,12 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers) : IDisposable
 
     public string Spec => ArchitectureSpec.Format(Layers);
 
-    public void Dispose()
+    /// <summary>Frees every layer's device memory (the owning model or residual block, when it is freed).</summary>
+    public void Release()
     {
         foreach (var layer in Layers)
         {
-            layer.Dispose();
+            layer.Release();
         }
     }
 

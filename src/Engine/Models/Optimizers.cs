@@ -46,7 +46,7 @@ public abstract class Optimizer : IDisposable
     {
         var state = Backend.Allocate<float>(parameter.Shape);
         Backend.Fill(state, 0f);
-        return state;
+        return state.Lend(); // StateTensors hands it out; Dispose frees it
     }
 
     /// <summary>Checks a new learning rate.</summary>
@@ -117,7 +117,7 @@ public sealed class Sgd : Optimizer
     {
         foreach (var v in _velocity)
         {
-            v.Dispose();
+            v.Reclaim();
         }
     }
 }
@@ -172,7 +172,7 @@ public sealed class Adam : Optimizer
     {
         foreach (var t in _m.Concat(_v))
         {
-            t.Dispose();
+            t.Reclaim();
         }
     }
 }

@@ -160,5 +160,5 @@ public sealed class GlobalAvgPool2d : Layer
     public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient) => _pool!.Backward(dy, needInputGradient);
 
     /// <inheritdoc/>
-    protected override void ReleaseBuffers() => _pool?.Dispose();
+    protected override void ReleaseBuffers() => _pool?.Release();
 }

@@ -300,7 +300,7 @@ public sealed class Sequential : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        _chain.Dispose();
+        _chain.Release();
         foreach (var input in _inputs.Values.Concat(_normalized.Values))
         {
             input.Dispose();

@@ -88,12 +88,12 @@ public sealed class BatchNorm : Layer
         var channels = new Shape(InputShape[0]);
         _weight = ConstantParameter("weight", channels, 1f);
         _bias = ConstantParameter("bias", channels, 0f);
-        _runningMean = Backend.Allocate<float>(channels);
+        _runningMean = Backend.Allocate<float>(channels).Lend();
         Backend.Fill(_runningMean, 0f);
-        _runningVar = Backend.Allocate<float>(channels);
+        _runningVar = Backend.Allocate<float>(channels).Lend();
         Backend.Fill(_runningVar, 1f);
-        _mean = Backend.Allocate<float>(channels);
-        _invStd = Backend.Allocate<float>(channels);
+        _mean = Backend.Allocate<float>(channels).Lend();
+        _invStd = Backend.Allocate<float>(channels).Lend();
     }
 
     /// <inheritdoc/>
@@ -123,10 +123,10 @@ public sealed class BatchNorm : Layer
     /// <inheritdoc/>
     protected override void ReleaseBuffers()
     {
-        _runningMean?.Dispose();
-        _runningVar?.Dispose();
-        _mean?.Dispose();
-        _invStd?.Dispose();
+        _runningMean?.Reclaim();
+        _runningVar?.Reclaim();
+        _mean?.Reclaim();
+        _invStd?.Reclaim();
     }
 
     private static string Text(float value) => value.ToString("R", CultureInfo.InvariantCulture);

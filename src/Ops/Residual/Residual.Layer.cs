@@ -130,7 +130,7 @@ public sealed class Residual : Layer
     /// <inheritdoc/>
     protected override void ReleaseBuffers()
     {
-        _body.Dispose();
-        _shortcut.Dispose();
+        _body.Release();
+        _shortcut.Release();
     }
 }
