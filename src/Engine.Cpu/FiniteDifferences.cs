@@ -1,7 +1,7 @@
 namespace GpuCnn.Cpu;
 
 /// <summary>Numerical gradients for checking the analytic backward passes (in double: float32 differences are too noisy).</summary>
-public static class FiniteDifferences
+internal static class FiniteDifferences
 {
     /// <summary>
     /// ∂loss/∂values[i] ≈ (loss(v + ε) − loss(v − ε)) / 2ε for every element, perturbing <paramref name="values"/> in

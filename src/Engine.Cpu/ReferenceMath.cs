@@ -9,7 +9,7 @@ namespace GpuCnn.Cpu;
 /// docs/02-convolution.md … docs/05-optimizers.md. Generic over the number type so the same code runs in float
 /// (the reference backend) and in double (the finite-difference gradient checks). Slow by design; read, don't time.
 /// </summary>
-public static partial class ReferenceMath
+internal static partial class ReferenceMath
 {
     // ------------------------------------------------------------------ convolution
 

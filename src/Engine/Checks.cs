@@ -1,7 +1,7 @@
 namespace GpuCnn;
 
 /// <summary>Argument checks whose messages name the operation, the argument, what was expected and what came.</summary>
-public static class Checks
+internal static class Checks
 {
     /// <summary>The tensor must live on <paramref name="backend"/>, be undisposed, and have exactly <paramref name="expected"/>.</summary>
     public static void Tensor<T>(string operation, string argument, DeviceTensor<T>? tensor, Backend backend, Shape expected)

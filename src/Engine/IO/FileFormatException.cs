@@ -22,7 +22,7 @@ public sealed class FileFormatException : IOException
 }
 
 /// <summary>File helpers shared by the readers and writers.</summary>
-public static class FileUtil
+internal static class FileUtil
 {
     /// <summary>
     /// Writes <paramref name="path"/> through a temporary file in the same folder that is flushed to disk and then

@@ -4,7 +4,7 @@ using GpuCnn.Kernels;
 namespace GpuCnn.Cpu;
 
 /// <summary>The naive augmentation and normalisation (compiled into GpuCnn.Engine.Cpu).</summary>
-public static partial class ReferenceMath
+internal static partial class ReferenceMath
 {
     /// <summary>
     /// y (N,C,H,W): sample n is the window at (ShiftY(n), ShiftX(n)) of x zero-padded by the crop's padding, mirrored

@@ -4,7 +4,7 @@ using GpuCnn.Kernels;
 namespace GpuCnn.Cpu;
 
 /// <summary>The naive batch normalisation (compiled into GpuCnn.Engine.Cpu).</summary>
-public static partial class ReferenceMath
+internal static partial class ReferenceMath
 {
     /// <summary>
     /// y (N,C,inner) = (x − mean)·invStd·weight + bias per channel. Training: mean and invStd (C) from the batch

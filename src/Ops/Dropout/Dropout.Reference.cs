@@ -4,7 +4,7 @@ using GpuCnn.Kernels;
 namespace GpuCnn.Cpu;
 
 /// <summary>The naive dropout (compiled into GpuCnn.Engine.Cpu).</summary>
-public static partial class ReferenceMath
+internal static partial class ReferenceMath
 {
     /// <summary>y[i] = x[i]·scale where uniform(key, i) ≥ p, else 0 (inverted dropout, scale = 1/(1 − p)).</summary>
     public static void Dropout<T>(ReadOnlySpan<T> x, Span<T> y, float p, T scale, uint key)

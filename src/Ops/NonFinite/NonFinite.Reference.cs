@@ -3,7 +3,7 @@ using System.Numerics;
 namespace GpuCnn.Cpu;
 
 /// <summary>The naive FlagNonFinite (compiled into GpuCnn.Engine.Cpu).</summary>
-public static partial class ReferenceMath
+internal static partial class ReferenceMath
 {
     /// <summary>flags[slot] = 1 if any x is NaN or ±∞.</summary>
     public static void FlagNonFinite<T>(ReadOnlySpan<T> x, Span<T> flags, int slot)

@@ -3,7 +3,7 @@ using System.Numerics;
 namespace GpuCnn.Cpu;
 
 /// <summary>The naive Add (compiled into GpuCnn.Engine.Cpu).</summary>
-public static partial class ReferenceMath
+internal static partial class ReferenceMath
 {
     /// <summary>y = a + b elementwise (shapes equal; y may be a or b).</summary>
     public static void Add<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y)
