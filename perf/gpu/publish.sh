@@ -14,6 +14,9 @@ for project in src/Cli tests/GpuCnn.Tests; do
     -p:GenerateDocumentationFile=false -o "$stage" -nologo -v quiet
 done
 mkdir -p .gpu/data
+# ONNX Runtime's native library (the ONNX export tests' only need; ~20 MiB) stays behind so the bundle fits the device
+# tool's 64 MiB: those tests report themselves skipped there, with that reason.
+rm -f "$stage"/libonnxruntime*.so
 tar -C "$stage" -cf - . | xz -T0 -6 > .gpu/bundle.tar.xz
 cp -r data/mnist-sample .gpu/data/
 mnist=${MNIST_DIR:-../shared/data/mnist}

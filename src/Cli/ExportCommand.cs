@@ -1,0 +1,33 @@
+using System.CommandLine;
+using GpuCnn.IO;
+using GpuCnn.Onnx;
+
+namespace GpuCnn.Cli;
+
+/// <summary><c>gpucnn export --model M.safetensors --output M.onnx</c>: the model as ONNX (opset 17), for ONNX Runtime and other tools.</summary>
+internal static class ExportCommand
+{
+    public static Command Create(CliIo io)
+    {
+        var model = new Option<string>("--model") { Description = "Model file (.safetensors).", Required = true };
+        var output = new Option<string>("--output") { Description = "Where to write the ONNX model (.onnx).", Required = true };
+        var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch)." };
+        var inputShape = new Option<string?>("--input-shape") { Description = "Per-sample input shape C,H,W, for files without one in their metadata." };
+        var command = new Command("export", "Write a model as ONNX (opset 17): Conv, Gemm, pooling, activations, BatchNormalization, Add.")
+        {
+            model, output, arch, inputShape,
+        };
+        command.SetAction(parse =>
+        {
+            string modelPath = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
+            string outputPath = CommonOptions.WritableFile("--output", parse.GetValue(output)!);
+            Shape? sample = parse.GetValue(inputShape) is { } text ? ModelFile.ParseShape(text, "--input-shape") : (Shape?)null;
+            using var backend = Backends.Open("reference");
+            using var network = ModelFile.Load(modelPath, backend, parse.GetValue(arch), sample);
+            CommonOptions.WriteOutput("--output", outputPath, () => OnnxModel.Export(network, outputPath));
+            io.Out.WriteLine($"wrote {outputPath}: ONNX opset {OnnxModel.Opset}, input (N,{string.Join(",", network.InputShape.ToArray())}), output (N,{network.Classes})");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,84 @@
+using GpuCnn.Models;
+using GpuCnn.Onnx;
+using GpuCnn.Tests.Support;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace GpuCnn.Tests;
+
+/// <summary>
+/// Exported models run in ONNX Runtime and give our predict's logits: every layer kind, residual blocks, batch norm
+/// with moved running statistics, input normalisation; through the CLI too.
+/// </summary>
+public sealed class OnnxExportTests
+{
+    public static TheoryData<string, string> Models => new()
+    {
+        { "lenet5", "1x28x28" },
+        { "resnet8", "1x28x28" },
+        {
+            "conv(6,3,pad=1),leakyrelu(0.1),conv(6,3,pad=2,dilation=2,groups=3,bias=false),batchnorm,sigmoid,maxpool(2)," +
+            "residual(conv(6,3,pad=1),gelu,conv(6,1)),silu,avgpool(3,stride=2),dropout(0.3),residual(conv(8,3,pad=1),relu; conv(8,1))," +
+            "globalavgpool,flatten,dense(8),batchnorm,tanh,dense(4)", "3x12x12"
+        },
+    };
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Onnx_runtime_gives_our_logits(string spec, string input)
+    {
+        SkipWithoutOnnxRuntime();
+        using var backend = Backends.Open("cpu");
+        var sample = new Shape([.. input.Split('x').Select(int.Parse)]);
+        using var model = Sequential.Create(spec, sample, backend, seed: 5);
+        model.Normalization = new ChannelNormalization([.. Enumerable.Repeat(0.2f, sample[0])], [.. Enumerable.Repeat(0.7f, sample[0])]);
+        var random = new Random(7);
+        var images = new Tensor(new Shape([5, .. sample.ToArray()]), [.. Enumerable.Range(0, 5 * sample.Size).Select(_ => random.NextSingle())]);
+        using (var batch = backend.Upload<float>(images.Shape, images.Data))
+        {
+            model.Forward(batch); // training mode: batch norm moves its running statistics off their initial 0 and 1
+            model.Forward(batch);
+        }
+
+        Assert.True(!spec.Contains("batchnorm", StringComparison.Ordinal) && spec != "resnet8" || model.StateDict().Any(p => p.Key.EndsWith("running_var", StringComparison.Ordinal) && p.Value.Data.Any(v => v != 1f)), "the running statistics did not move");
+        model.Eval();
+        float[] ours = model.Predict(images).Data;
+
+        using var session = new InferenceSession(OnnxModel.ToBytes(model));
+        var feed = NamedOnnxValue.CreateFromTensor("input", new DenseTensor<float>(images.Data, [5, .. sample.ToArray()]));
+        using var results = session.Run([feed]);
+        float[] theirs = [.. results.Single(r => r.Name == "logits").AsEnumerable<float>()];
+        TensorAssert.Close(ours, theirs, new Shape([5, model.Classes]), 1e-5, 1e-4, $"{spec}: ONNX Runtime against predict");
+    }
+
+    [Fact]
+    public void Gpucnn_export_writes_what_onnx_runtime_runs()
+    {
+        SkipWithoutOnnxRuntime();
+        using var temp = Fixtures.TempFolder();
+        var train = CliRunner.Run("train", "--epochs", "1", "--data", Fixtures.MnistSample, "--device", "cpu", "--out", temp.File("m.safetensors"));
+        Assert.True(train.ExitCode == 0, train.Error);
+        var export = CliRunner.Run("export", "--model", temp.File("m.safetensors"), "--output", temp.File("m.onnx"));
+        Assert.True(export.ExitCode == 0, export.Error);
+        Assert.Equal($"wrote {temp.File("m.onnx")}: ONNX opset 17, input (N,1,28,28), output (N,10)", export.LastLine);
+        using var session = new InferenceSession(temp.File("m.onnx"));
+        Assert.Equal("input", session.InputMetadata.Keys.Single());
+        Assert.Equal("logits", session.OutputMetadata.Keys.Single());
+    }
+
+    /// <summary>The GPU machine's test bundle leaves ONNX Runtime's native library out (perf/gpu/publish.sh): skip there, saying so.</summary>
+    private static void SkipWithoutOnnxRuntime()
+    {
+        bool present;
+        try
+        {
+            present = OrtEnv.Instance() is not null; // loads the native library
+        }
+        catch (TypeInitializationException e) when (e.InnerException is DllNotFoundException)
+        {
+            present = false;
+        }
+
+        Assert.SkipUnless(present, "ONNX Runtime's native library is not in this build (the GPU bundle leaves it out to fit 64 MiB)");
+    }
+}
