@@ -160,8 +160,11 @@ internal static class TrainCommand
 
         if (settings.Init is not null)
         {
-            var contents = Safetensors.Read(CommonOptions.ExistingFile("--init", settings.Init));
-            model.LoadStateDict(contents.Tensors);
+            string initPath = CommonOptions.ExistingFile("--init", settings.Init);
+            var weights = initPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
+                ? WithCounters(Onnx.OnnxModel.Parse(File.ReadAllBytes(initPath), initPath).Weights, model)
+                : Safetensors.Read(initPath).Tensors;
+            model.LoadStateDict(weights);
         }
 
         using Optimizer optimizer = settings.Optimizer == "sgd"
@@ -234,6 +237,18 @@ internal static class TrainCommand
         }
 
         return 0;
+    }
+
+    /// <summary>ONNX keeps no batch-norm counters: they start at 0.</summary>
+    private static Dictionary<string, Tensor> WithCounters(IReadOnlyDictionary<string, Tensor> weights, Sequential model)
+    {
+        var all = new Dictionary<string, Tensor>(weights, StringComparer.Ordinal);
+        foreach (var (key, _) in model.NamedCounters())
+        {
+            all.TryAdd(key, new Tensor([], [0f]));
+        }
+
+        return all;
     }
 
     /// <summary>What a resumed run must share with the run that wrote the checkpoint, for a bitwise continuation.</summary>

@@ -5,7 +5,7 @@ using GpuCnn.Tests.Support;
 namespace GpuCnn.Tests;
 
 /// <summary>
-/// Mutates valid IDX, npy and safetensors files thousands of times (truncation, bit flips, byte overwrites, huge
+/// Mutates valid IDX, npy, safetensors and ONNX files thousands of times (truncation, bit flips, byte overwrites, huge
 /// lengths, splices) and requires every attempt to either parse or end in the parsers' own
 /// <see cref="FileFormatException"/> — never another exception, a hang, or a huge allocation.
 /// </summary>
@@ -25,6 +25,10 @@ public sealed class ParserFuzzTests
     [Fact]
     public void Safetensors_parser_survives_mutations() =>
         Fuzz(File.ReadAllBytes(Fixtures.Torch("pads.weights.safetensors")), bytes => Safetensors.Parse(bytes, "fuzz"), seed: 3, lengthFields: [0]);
+
+    [Fact]
+    public void Onnx_parser_survives_mutations() =>
+        Fuzz(File.ReadAllBytes(Fixtures.Torch("torch_cnn.onnx")), bytes => GpuCnn.Onnx.OnnxModel.Parse(bytes, "fuzz"), seed: 4, lengthFields: [1, 4, 12]);
 
     private static byte[] ValidIdx()
     {

@@ -50,6 +50,12 @@ public static class ModelFile
     /// </summary>
     public static Sequential Load(string path, Backend backend, string? arch = null, Shape? inputShape = null)
     {
+        ArgumentNullException.ThrowIfNull(path);
+        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            return Onnx.OnnxModel.Load(path, backend); // the graph is the architecture
+        }
+
         var contents = Safetensors.Read(path);
         arch ??= contents.Metadata.GetValueOrDefault("arch")
             ?? throw new ArgumentException($"model file '{path}' has no \"arch\" in its metadata; give the architecture spec.");

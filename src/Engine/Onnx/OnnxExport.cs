@@ -17,7 +17,7 @@ namespace GpuCnn.Onnx;
 /// GlobalAveragePool, BatchNormalization with the running statistics (evaluation mode), Flatten, Add for residual
 /// blocks; dropout is the identity in evaluation and writes nothing; a model's input normalisation becomes Sub and Div.
 /// </summary>
-public static class OnnxModel
+public static partial class OnnxModel
 {
     /// <summary>The operator-set version written.</summary>
     public const int Opset = 17;

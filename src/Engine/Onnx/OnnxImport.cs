@@ -1,0 +1,584 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Google.Protobuf;
+using GpuCnn.IO;
+using GpuCnn.Models;
+using GpuCnn.Onnx.Proto;
+
+namespace GpuCnn.Onnx;
+
+/// <summary>
+/// What an ONNX file holds once read: the network as a spec, its per-sample input shape, its weights under the spec's
+/// state-dict names, and the input normalisation when the graph starts with one (<see cref="OnnxModel.Parse"/>).
+/// </summary>
+public sealed record OnnxContents(string Spec, Shape InputShape, IReadOnlyDictionary<string, Tensor> Weights, ChannelNormalization? Normalization);
+
+public static partial class OnnxModel
+{
+    /// <summary>Files larger than this are refused before they are read.</summary>
+    public const long MaximumBytes = 1L << 31;
+
+    private const long MaximumElements = 1L << 28; // per tensor: 1 GiB of float32
+
+    /// <summary>
+    /// Loads an ONNX file as a model on <paramref name="backend"/> (see <see cref="Parse"/> for what it accepts);
+    /// batch-norm counters start at 0 (ONNX keeps none).
+    /// </summary>
+    public static Sequential Load(string path, Backend backend)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(backend);
+        var contents = Parse(FileUtil.ReadAll(path, "ONNX file", MaximumBytes), path);
+        var model = Sequential.Create(contents.Spec, contents.InputShape, backend);
+        try
+        {
+            var weights = new Dictionary<string, Tensor>(contents.Weights, StringComparer.Ordinal);
+            foreach (var (key, _) in model.NamedCounters())
+            {
+                weights[key] = new Tensor([], [0f]);
+            }
+
+            model.LoadStateDict(weights);
+            model.Normalization = contents.Normalization;
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Reads an ONNX model made of the operators <see cref="OnnxModel"/> writes, and of what PyTorch's
+    /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1)),
+    /// MaxPool, AveragePool, GlobalAveragePool, Relu, LeakyRelu, Sigmoid, Tanh, Gelu (or its erf formula), SiLU as
+    /// x·σ(x), BatchNormalization, Dropout, Identity and a Pad of nothing (dropped), Constant nodes, Add of two branches
+    /// from one tensor (a residual block), and Sub + Div by per-channel constants first (the input normalisation). Anything else — another
+    /// operator or attribute, a graph that is not such a chain, external data, a tensor whose data does not match its
+    /// dims — is a <see cref="FileFormatException"/> naming the node.
+    /// </summary>
+    public static OnnxContents Parse(ReadOnlySpan<byte> bytes, string name)
+    {
+        ModelProto model;
+        try
+        {
+            model = ModelProto.Parser.ParseFrom(bytes);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new FileFormatException($"ONNX file '{name}' is not a valid ONNX model: {e.Message}", e);
+        }
+
+        if (model.Graph is not { } graph)
+        {
+            throw new FileFormatException($"ONNX file '{name}' has no graph.");
+        }
+
+        return new GraphReader(graph, name).Read();
+    }
+
+    /// <summary>Walks the graph from its input to its output, turning chains of nodes into layers.</summary>
+    private sealed class GraphReader
+    {
+        private readonly string _name;
+        private readonly Dictionary<string, TensorProto> _initializers = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, List<NodeProto>> _consumers = new(StringComparer.Ordinal);
+        private readonly HashSet<NodeProto> _visited = [];
+        private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
+        private readonly GraphProto _graph;
+
+        public GraphReader(GraphProto graph, string name)
+        {
+            _graph = graph;
+            _name = name;
+            foreach (var tensor in graph.Initializer)
+            {
+                _initializers[tensor.Name] = tensor;
+            }
+
+            // Constant nodes (what exporters write for small tensors such as Pad's pads) are initializers by another name.
+            foreach (var node in graph.Node.Where(n => n.OpType == "Constant"))
+            {
+                if (node.Output.Count != 1 || node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is not { } value)
+                {
+                    throw Error(node, "only a Constant with one tensor 'value' is supported");
+                }
+
+                _initializers[node.Output[0]] = value;
+                _visited.Add(node);
+            }
+
+            var produced = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var node in graph.Node.Where(n => n.OpType != "Constant"))
+            {
+                if (node.Output.Count == 0 || node.Output.Any(o => o.Length == 0))
+                {
+                    throw Error(node, "it has no output");
+                }
+
+                foreach (string output in node.Output)
+                {
+                    if (!produced.Add(output))
+                    {
+                        throw Error(node, $"its output '{output}' is also another node's output");
+                    }
+                }
+
+                foreach (string input in node.Input.Where(i => i.Length > 0 && !_initializers.ContainsKey(i)))
+                {
+                    if (!_consumers.TryGetValue(input, out var list))
+                    {
+                        _consumers[input] = list = [];
+                    }
+
+                    list.Add(node);
+                }
+            }
+
+            var sources = produced.Concat(graph.Input.Select(i => i.Name)).ToHashSet(StringComparer.Ordinal);
+            foreach (var node in graph.Node)
+            {
+                if (node.Input.FirstOrDefault(i => i.Length > 0 && !_initializers.ContainsKey(i) && !sources.Contains(i)) is { } missing)
+                {
+                    throw Error(node, $"its input '{missing}' is neither a graph input, an initializer nor another node's output");
+                }
+            }
+        }
+
+        public OnnxContents Read()
+        {
+            var inputs = _graph.Input.Where(i => !_initializers.ContainsKey(i.Name)).ToList();
+            if (inputs.Count != 1 || _graph.Output.Count != 1)
+            {
+                throw new FileFormatException($"ONNX file '{_name}': the graph has {inputs.Count} inputs and {_graph.Output.Count} outputs besides its weights; one of each is supported.");
+            }
+
+            var sample = SampleShape(inputs[0]);
+            string x = inputs[0].Name;
+            ChannelNormalization? normalization = null;
+            if (Single(x) is { OpType: "Sub" } sub && Single(sub.Output[0]) is { OpType: "Div" } div)
+            {
+                float[] mean = Constant(sub, 1), std = Constant(div, 1);
+                if (mean.Length == sample[0] && std.Length == sample[0])
+                {
+                    try
+                    {
+                        normalization = new ChannelNormalization(mean, std);
+                    }
+                    catch (ArgumentException e)
+                    {
+                        throw Error(div, e.Message);
+                    }
+
+                    Visit(sub);
+                    Visit(div);
+                    x = div.Output[0];
+                }
+            }
+
+            var layers = new List<string>();
+            x = Chain(x, _graph.Output[0].Name, layers, "");
+            if (x != _graph.Output[0].Name)
+            {
+                throw new FileFormatException($"ONNX file '{_name}': the chain from the input ends at '{x}', not at the output '{_graph.Output[0].Name}'.");
+            }
+
+            if (_visited.Count != _graph.Node.Count)
+            {
+                var stray = _graph.Node.First(n => !_visited.Contains(n));
+                throw Error(stray, "it is not on the path from the input to the output");
+            }
+
+            return new OnnxContents(string.Join(",", layers), sample, _weights, normalization);
+        }
+
+        /// <summary>Follows single-consumer nodes from <paramref name="x"/> until <paramref name="end"/> or a node with several inputs from the chain.</summary>
+        private string Chain(string x, string end, List<string> layers, string prefix)
+        {
+            while (x != end && _consumers.TryGetValue(x, out var next))
+            {
+                if (next.Count == 2 && Pattern(x, next) is { } fused)
+                {
+                    layers.Add(fused.Spec);
+                    x = fused.Output;
+                    continue;
+                }
+
+                if (next.Count == 2)
+                {
+                    // A residual block: two branches from x that meet in an Add.
+                    var join = Join(x, next);
+                    var body = new List<string>();
+                    var shortcut = new List<string>();
+                    string left = Branch(next[0], x, join, body, $"{prefix}{layers.Count}.body.");
+                    string right = Branch(next[1], x, join, shortcut, $"{prefix}{layers.Count}.shortcut.");
+                    if (!join.Input.Contains(left) || !join.Input.Contains(right))
+                    {
+                        throw Error(join, "its inputs are not the ends of the two branches that start at the same tensor");
+                    }
+
+                    Visit(join);
+                    layers.Add(shortcut.Count == 0 ? $"residual({string.Join(",", body)})" : $"residual({string.Join(",", body)}; {string.Join(",", shortcut)})");
+                    x = join.Output[0];
+                    continue;
+                }
+
+                if (next.Count != 1)
+                {
+                    throw Error(next[0], $"'{x}' feeds {next.Count} nodes; a chain, or two branches that meet in an Add, is supported");
+                }
+
+                var node = next[0];
+                if (node.OpType == "Add" && node.Input.Count(i => !_initializers.ContainsKey(i)) == 2)
+                {
+                    return x; // the end of a branch: the caller's residual block takes the Add
+                }
+
+                Visit(node);
+                if (Layer(node, $"{prefix}{layers.Count}.") is { } spec)
+                {
+                    layers.Add(spec);
+                }
+
+                x = node.Output[0];
+            }
+
+            return x;
+        }
+
+        /// <summary>One branch of a residual block: the layers from <paramref name="first"/> (or none, when it is the Add itself) to the join.</summary>
+        private string Branch(NodeProto first, string x, NodeProto join, List<string> layers, string prefix)
+        {
+            if (first == join)
+            {
+                return x; // the identity shortcut
+            }
+
+            Visit(first);
+            if (Layer(first, $"{prefix}{layers.Count}.") is { } spec)
+            {
+                layers.Add(spec);
+            }
+
+            return Chain(first.Output[0], "", layers, prefix);
+        }
+
+        /// <summary>The Add where two branches from <paramref name="x"/> meet (the first Add reached along the first branch).</summary>
+        private NodeProto Join(string x, List<NodeProto> next)
+        {
+            if (next.FirstOrDefault(n => n.OpType == "Add") is { } direct)
+            {
+                return direct;
+            }
+
+            var seen = new HashSet<NodeProto>();
+            var node = next[0];
+            while (seen.Add(node))
+            {
+                if (!_consumers.TryGetValue(node.Output[0], out var after) || after.Count != 1)
+                {
+                    break;
+                }
+
+                node = after[0];
+                if (node.OpType == "Add")
+                {
+                    return node;
+                }
+            }
+
+            throw Error(next[0], $"'{x}' feeds two branches that do not meet in an Add");
+        }
+
+        /// <summary>x·σ(x) (SiLU) and x·½(1 + erf(x/√2)) (GELU), as two consumers of x; null when it is neither.</summary>
+        private (string Spec, string Output)? Pattern(string x, List<NodeProto> next)
+        {
+            var sigmoid = next.FirstOrDefault(n => n.OpType == "Sigmoid");
+            var mul = next.FirstOrDefault(n => n.OpType == "Mul");
+            if (sigmoid is not null && mul is not null && mul.Input.Contains(sigmoid.Output[0]))
+            {
+                Visit(sigmoid);
+                Visit(mul);
+                return ("silu", mul.Output[0]);
+            }
+
+            var div = next.FirstOrDefault(n => n.OpType == "Div");
+            if (div is not null && mul is not null && Single(div.Output[0]) is { OpType: "Erf" } erf && Single(erf.Output[0]) is { OpType: "Add" } add &&
+                mul.Input.Contains(add.Output[0]) && Single(mul.Output[0]) is { OpType: "Mul" } half)
+            {
+                foreach (var node in (NodeProto[])[div, erf, add, mul, half])
+                {
+                    Visit(node);
+                }
+
+                return ("gelu", half.Output[0]);
+            }
+
+            return null;
+        }
+
+        /// <summary>The spec of the layer <paramref name="node"/> is, its weights stored under <paramref name="key"/>; null for nodes that are dropped.</summary>
+        private string? Layer(NodeProto node, string key)
+        {
+            switch (node.OpType)
+            {
+                case "Conv":
+                {
+                    Allow(node, "kernel_shape", "strides", "pads", "dilations", "group");
+                    var weight = Weight(node, 1, key + "weight", rank: 4);
+                    int[] kernel = Ints(node, "kernel_shape", [weight.Shape[2], weight.Shape[3]], 2);
+                    int[] stride = Ints(node, "strides", [1, 1], 2), pads = Ints(node, "pads", [0, 0, 0, 0], 4), dilation = Ints(node, "dilations", [1, 1], 2);
+                    if (pads[0] != pads[2] || pads[1] != pads[3])
+                    {
+                        throw Error(node, "its padding is not the same on both sides of each axis");
+                    }
+
+                    bool bias = node.Input.Count > 2 && node.Input[2].Length > 0;
+                    if (bias)
+                    {
+                        Weight(node, 2, key + "bias", rank: 1);
+                    }
+
+                    int groups = Int(node, "group", 1);
+                    string noBias = bias ? "" : ",bias=false";
+                    return Text($"conv({weight.Shape[0]},{kernel[0]}x{kernel[1]},stride={stride[0]}x{stride[1]},pad={pads[0]}x{pads[1]},dilation={dilation[0]}x{dilation[1]},groups={groups}{noBias})");
+                }
+
+                case "Gemm":
+                {
+                    Allow(node, "transA", "transB", "alpha", "beta");
+                    if (Int(node, "transA", 0) != 0 || Float(node, "alpha", 1f) != 1f || Float(node, "beta", 1f) != 1f)
+                    {
+                        throw Error(node, "transA, alpha and beta other than 0, 1 and 1 are not supported");
+                    }
+
+                    var weight = Weight(node, 1, key + "weight", rank: 2, transpose: Int(node, "transB", 0) == 0);
+                    if (node.Input.Count > 2 && node.Input[2].Length > 0)
+                    {
+                        Weight(node, 2, key + "bias", rank: 1);
+                    }
+                    else
+                    {
+                        _weights[key + "bias"] = new Tensor([weight.Shape[0]]);
+                    }
+
+                    return Text($"dense({weight.Shape[0]})");
+                }
+
+                case "MatMul":
+                {
+                    // torch's Linear without Gemm: MatMul by Wᵀ, then Add of the bias.
+                    var weight = Weight(node, 1, key + "weight", rank: 2, transpose: true);
+                    if (Single(node.Output[0]) is { OpType: "Add" } add && add.Input.Any(_initializers.ContainsKey))
+                    {
+                        Visit(add);
+                        Weight(add, add.Input.ToList().FindIndex(_initializers.ContainsKey), key + "bias", rank: 1);
+                        node.Output[0] = add.Output[0]; // the chain continues after the Add
+                    }
+                    else
+                    {
+                        _weights[key + "bias"] = new Tensor([weight.Shape[0]]);
+                    }
+
+                    return Text($"dense({weight.Shape[0]})");
+                }
+
+                case "Flatten":
+                    Allow(node, "axis");
+                    return Int(node, "axis", 1) == 1 ? "flatten" : throw Error(node, "only axis 1 is supported");
+                case "Reshape":
+                {
+                    float[] shape = Constant(node, 1);
+                    return shape.Length == 2 && shape[1] == -1 && shape[0] is 0 or -1 ? "flatten" : throw Error(node, "only a reshape to (N, −1) is supported");
+                }
+
+                case "MaxPool":
+                case "AveragePool":
+                {
+                    Allow(node, "kernel_shape", "strides", "pads", "ceil_mode", "count_include_pad");
+                    int[] kernel = Ints(node, "kernel_shape", null, 2), stride = Ints(node, "strides", kernel, 2), pads = Ints(node, "pads", [0, 0, 0, 0], 4);
+                    bool average = node.OpType == "AveragePool";
+                    if (Int(node, "ceil_mode", 0) != 0 || pads[0] != pads[2] || pads[1] != pads[3] ||
+                        (average && pads.Any(p => p != 0) && Int(node, "count_include_pad", 0) != 1))
+                    {
+                        throw Error(node, "ceil_mode, one-sided padding and padded averages without count_include_pad are not supported");
+                    }
+
+                    string kind = average ? "avgpool" : "maxpool";
+                    return Text($"{kind}({kernel[0]}x{kernel[1]},stride={stride[0]}x{stride[1]},pad={pads[0]}x{pads[1]})");
+                }
+
+                case "GlobalAveragePool":
+                    return "globalavgpool";
+                case "BatchNormalization":
+                {
+                    Allow(node, "epsilon", "momentum", "training_mode");
+                    if (node.Output.Count > 1 || Int(node, "training_mode", 0) != 0)
+                    {
+                        throw Error(node, "only evaluation mode (one output) is supported");
+                    }
+
+                    Weight(node, 1, key + "weight", rank: 1);
+                    Weight(node, 2, key + "bias", rank: 1);
+                    Weight(node, 3, key + "running_mean", rank: 1);
+                    Weight(node, 4, key + "running_var", rank: 1);
+                    return Text($"batchnorm(eps={Float(node, "epsilon", 1e-5f).ToString("R", CultureInfo.InvariantCulture)})");
+                }
+
+                case "Relu":
+                case "Sigmoid":
+                case "Tanh":
+                case "Gelu":
+                    return node.OpType.ToLowerInvariant();
+                case "LeakyRelu":
+                    Allow(node, "alpha");
+                    return Text($"leakyrelu({Float(node, "alpha", 0.01f).ToString("R", CultureInfo.InvariantCulture)})");
+                case "Dropout":
+                case "Identity":
+                    return null; // evaluation: the identity
+                case "Pad":
+                {
+                    // PyTorch writes AvgPool2d as a Pad (of nothing) and an AveragePool.
+                    Allow(node, "mode");
+                    var mode = node.Attribute.FirstOrDefault(a => a.Name == "mode");
+                    if ((mode is not null && mode.S.ToStringUtf8() != "constant") || Constant(node, 1).Any(p => p != 0f) ||
+                        (node.Input.Count > 2 && node.Input[2].Length > 0 && Constant(node, 2).Any(v => v != 0f)))
+                    {
+                        throw Error(node, "only a Pad that adds nothing is supported (padding belongs in the Conv or pooling node)");
+                    }
+
+                    return null;
+                }
+                default:
+                    throw Error(node, $"operator {node.OpType} is not supported (supported: Conv, Gemm, MatMul + Add, Flatten, Reshape to (N, −1), MaxPool, " +
+                        "AveragePool, GlobalAveragePool, BatchNormalization, Relu, LeakyRelu, Sigmoid, Tanh, Gelu, SiLU and GELU formulas, Dropout, Identity, " +
+                        "a Pad of nothing, Constant, Add of two branches)");
+            }
+        }
+
+        private void Visit(NodeProto node)
+        {
+            if (!_visited.Add(node))
+            {
+                throw Error(node, "it is reached twice: the graph has a cycle");
+            }
+        }
+
+        private NodeProto? Single(string tensor) => _consumers.TryGetValue(tensor, out var list) && list.Count == 1 ? list[0] : null;
+
+        /// <summary>Input <paramref name="index"/> of <paramref name="node"/> as a weight of the given rank, stored under <paramref name="key"/>.</summary>
+        private Tensor Weight(NodeProto node, int index, string key, int rank, bool transpose = false)
+        {
+            if (index < 0 || index >= node.Input.Count || !_initializers.TryGetValue(node.Input[index], out var proto))
+            {
+                throw Error(node, $"its input {index} is not a constant tensor (an initializer)");
+            }
+
+            var tensor = Decode(proto, node);
+            if (tensor.Shape.Rank != rank)
+            {
+                throw Error(node, $"its tensor '{proto.Name}' has shape {tensor.Shape}, not rank {rank}");
+            }
+
+            if (transpose)
+            {
+                int rows = tensor.Shape[0], columns = tensor.Shape[1];
+                var data = new float[tensor.Data.Length];
+                for (int i = 0; i < rows; i++)
+                {
+                    for (int j = 0; j < columns; j++)
+                    {
+                        data[(j * rows) + i] = tensor.Data[(i * columns) + j];
+                    }
+                }
+
+                tensor = new Tensor([columns, rows], data);
+            }
+
+            _weights[key] = tensor;
+            return tensor;
+        }
+
+        private float[] Constant(NodeProto node, int index) =>
+            index < node.Input.Count && _initializers.TryGetValue(node.Input[index], out var proto)
+                ? Decode(proto, node).Data
+                : throw Error(node, $"its input {index} is not a constant tensor (an initializer)");
+
+        /// <summary>A float or int64 initializer as floats; its element count checked against its data before anything is allocated.</summary>
+        private Tensor Decode(TensorProto proto, NodeProto node)
+        {
+            long count = 1;
+            foreach (long d in proto.Dims)
+            {
+                if (d <= 0 || d > int.MaxValue || (count *= d) > MaximumElements)
+                {
+                    throw Error(node, $"tensor '{proto.Name}' declares dims ({string.Join(",", proto.Dims)}): not positive, or more than {MaximumElements} elements");
+                }
+            }
+
+            var shape = new Shape([.. proto.Dims.Select(d => (int)d)]);
+            float[] values = proto.DataType switch
+            {
+                (int)TensorProto.Types.DataType.Float when proto.RawData.Length > 0 && proto.RawData.Length == count * 4 =>
+                    MemoryMarshal.Cast<byte, float>(proto.RawData.Span).ToArray(),
+                (int)TensorProto.Types.DataType.Float when proto.RawData.Length == 0 && proto.FloatData.Count == count => [.. proto.FloatData],
+                (int)TensorProto.Types.DataType.Int64 when proto.RawData.Length > 0 && proto.RawData.Length == count * 8 =>
+                    [.. MemoryMarshal.Cast<byte, long>(proto.RawData.Span).ToArray().Select(v => (float)v)],
+                (int)TensorProto.Types.DataType.Int64 when proto.RawData.Length == 0 && proto.Int64Data.Count == count => [.. proto.Int64Data.Select(v => (float)v)],
+                (int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Int64 =>
+                    throw Error(node, $"tensor '{proto.Name}' holds no data for its {count} elements in the file (external data is not supported)"),
+                _ => throw Error(node, $"tensor '{proto.Name}' has data type {proto.DataType}; float32 and int64 are supported"),
+            };
+            return new Tensor(shape, values);
+        }
+
+        private Shape SampleShape(ValueInfoProto input)
+        {
+            var dims = input.Type?.TensorType?.Shape?.Dim;
+            if (dims is null || dims.Count < 2 || dims.Skip(1).Any(d => d.ValueCase != TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue || d.DimValue is <= 0 or > 1 << 20))
+            {
+                throw new FileFormatException($"ONNX file '{_name}': input '{input.Name}' has no fixed shape after its batch axis (N, C, H, W) or (N, features).");
+            }
+
+            return new Shape([.. dims.Skip(1).Select(d => (int)d.DimValue)]);
+        }
+
+        private void Allow(NodeProto node, params string[] names)
+        {
+            if (node.Attribute.FirstOrDefault(a => !names.Contains(a.Name)) is { } other)
+            {
+                throw Error(node, $"attribute '{other.Name}' is not supported (supported: {string.Join(", ", names)})");
+            }
+        }
+
+        private int[] Ints(NodeProto node, string name, int[]? fallback, int count)
+        {
+            var attribute = node.Attribute.FirstOrDefault(a => a.Name == name);
+            if (attribute is null)
+            {
+                return fallback ?? throw Error(node, $"it has no '{name}'");
+            }
+
+            if (attribute.Ints.Count != count || attribute.Ints.Any(v => v is < 0 or > 1 << 16))
+            {
+                throw Error(node, $"'{name}' is ({string.Join(",", attribute.Ints)}); {count} values in 0 … 65536 are supported (2-D layers only)");
+            }
+
+            return [.. attribute.Ints.Select(v => (int)v)];
+        }
+
+        private int Int(NodeProto node, string name, int fallback)
+        {
+            var attribute = node.Attribute.FirstOrDefault(a => a.Name == name);
+            return attribute is null ? fallback : attribute.I is >= 0 and <= 1 << 16 ? (int)attribute.I : throw Error(node, $"'{name}' is {attribute.I}");
+        }
+
+        private static float Float(NodeProto node, string name, float fallback) => node.Attribute.FirstOrDefault(a => a.Name == name)?.F ?? fallback;
+
+        private static string Text(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+
+        private FileFormatException Error(NodeProto node, string what) =>
+            new($"ONNX file '{_name}': node '{node.Name}' ({node.OpType}): {what}.");
+    }
+}
