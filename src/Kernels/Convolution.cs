@@ -9,7 +9,7 @@ namespace GpuCnn.Kernels;
 /// Shapes: x (N,C,H,W), w (K,C/G,R,S), b (K), y/dy (N,K,P,Q). These kernels also take grouped and dilated
 /// geometries (the GEMM paths take plain ones). See docs/02-convolution.md.
 /// </summary>
-public static class ConvolutionKernels
+internal static class ConvolutionKernels
 {
     /// <summary>
     /// y[n,k,p,q] = f(b[k] + Σ_{c,r,s} x[n,c,p·Sh+r·Dh−Ph, q·Sw+s·Dw−Pw] · w[k,c′,r,s]) (zero outside x; c over k's

@@ -7,7 +7,7 @@ namespace GpuCnn.Kernels;
 /// Column matrix: cols[(c·R + r)·S + s, j] with j = (n − first)·P·Q + p·Q + q, so that y = W · cols is laid out
 /// (K, count·P·Q); the permute kernels move between that layout and NCHW. See docs/02-convolution.md.
 /// </summary>
-public static class ConvolutionGemmKernels
+internal static class ConvolutionGemmKernels
 {
     /// <summary>
     /// cols[crs, j] = x[n, c, p·Sh + r − Ph, q·Sw + s − Pw] (0 outside). One thread per (c, j) writes the R·S rows of

@@ -33,7 +33,7 @@ namespace GpuCnn.Kernels;
 /// Groups are handled by neither kernel (the callers take the other routes for grouped convolutions).
 /// </para>
 /// </summary>
-public static class ConvolutionImplicitGemmKernels
+internal static class ConvolutionImplicitGemmKernels
 {
     /// <summary>Filters per tile: 8 rows of threads with 8 filters each.</summary>
     public const int TileFilters = 64;

@@ -3,7 +3,7 @@ using ILGPU;
 namespace GpuCnn.Kernels;
 
 /// <summary>Batch assembly and metrics kernels that keep a training epoch on the device.</summary>
-public static class DataKernels
+internal static class DataKernels
 {
     /// <summary>
     /// destination[i, j] = source[indices[offset + i], j] for rows of <paramref name="rowLength"/> values. An index

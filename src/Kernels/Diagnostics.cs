@@ -3,7 +3,7 @@ using ILGPU;
 namespace GpuCnn.Kernels;
 
 /// <summary>Kernels that exist to test how the engine survives a device fault; training never launches them.</summary>
-public static class DiagnosticKernels
+internal static class DiagnosticKernels
 {
     /// <summary>
     /// Writes 1 at <paramref name="offset"/> elements past the start of <paramref name="buffer"/>, far outside it: on a

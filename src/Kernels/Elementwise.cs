@@ -4,7 +4,7 @@ using ILGPU.Algorithms;
 namespace GpuCnn.Kernels;
 
 /// <summary>Bias, activation and fill kernels, one thread per element. Layout (N, C, L): L = H·W, or 1 for dense.</summary>
-public static class ElementwiseKernels
+internal static class ElementwiseKernels
 {
     /// <summary>y[n,c,l] += b[c].</summary>
     public static void BiasAdd(Index1D index, ArrayView<float> y, ArrayView<float> b, int channels, int inner)

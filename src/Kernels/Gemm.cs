@@ -14,7 +14,7 @@ public readonly record struct GemmShape(int M, int N, int K, int TransposeA, int
 }
 
 /// <summary>GEMM kernels, one thread per element of C (the first rung of the kernel ladder).</summary>
-public static class GemmKernels
+internal static class GemmKernels
 {
     /// <summary>
     /// C[i,j] = f(α·Σ_l op(A)[i,l]·op(B)[l,j] + β·C[i,j] + bias[j]) with the epilogue's bias and f; A is M×K (K×M

@@ -13,7 +13,7 @@ namespace GpuCnn.Kernels;
 /// the <see cref="Epilogue"/> (a dense layer's bias and activation). ILGPU 1.5.3 does not unroll loops: the 4×4
 /// update is written out.
 /// </summary>
-public static class GemmTiledKernels
+internal static class GemmTiledKernels
 {
     /// <summary>Register block per thread (rows and columns).</summary>
     public const int Block = 4;

@@ -17,7 +17,7 @@ namespace GpuCnn.Kernels;
 /// so any M, N, K and both transposes work; the store applies the <see cref="Epilogue"/>, or writes a raw partial
 /// product for split-K (<see cref="GemmShape.DepthPerSplit"/>, combined by <see cref="GemmTiledKernels.SumSplits"/>).
 /// </summary>
-public static class GemmTiled8x8Kernels
+internal static class GemmTiled8x8Kernels
 {
     /// <summary>Register block per thread (rows and columns).</summary>
     public const int Block = 8;

@@ -10,7 +10,7 @@ public readonly record struct LossShape(int Classes, int Batch, float LabelSmoot
 /// Fused softmax + cross-entropy, mean over the batch. One thread per sample writes that sample's loss and its
 /// row of the logits gradient; one thread then sums the per-sample losses in order (no atomics). See docs/04-loss.md.
 /// </summary>
-public static class LossKernels
+internal static class LossKernels
 {
     /// <summary>
     /// For row n of logits z (N, K classes) with label t and target q_j = (1 − ε)·[j = t] + ε/K: m = max z,

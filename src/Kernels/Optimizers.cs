@@ -25,7 +25,7 @@ public readonly record struct AdamParams(float StepSize, float SqrtCorrection2, 
 }
 
 /// <summary>Parameter updates, one thread per parameter, with PyTorch's formulas. See docs/05-optimizers.md.</summary>
-public static class OptimizerKernels
+internal static class OptimizerKernels
 {
     /// <summary>
     /// g = grad + λ·p; v = g on the first step, else μ·v + (1 − dampening)·g; d = g + μ·v (Nesterov) or v;

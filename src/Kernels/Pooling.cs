@@ -7,7 +7,7 @@ namespace GpuCnn.Kernels;
 /// windows that contain the element, so overlapping windows add up without atomics, in a fixed order).
 /// Shapes: x/dx (N,C,H,W), y/dy/switches (N,C,P,Q). See docs/03-pooling.md.
 /// </summary>
-public static class PoolingKernels
+internal static class PoolingKernels
 {
     /// <summary>
     /// y = max over the window; switches = the arg-max's flat index h·W + w in its input plane (PyTorch's

@@ -7,7 +7,7 @@ namespace GpuCnn.Kernels;
 /// the terms (consecutive threads read consecutive terms), then a tree over the group in shared memory. The order of
 /// additions depends only on the sizes and the group size, so the result is bitwise the same on every run.
 /// </summary>
-public static class ReductionKernels
+internal static class ReductionKernels
 {
     /// <summary>
     /// The second half of a split reduction: earlier threads each summed one chunk of a long sum into

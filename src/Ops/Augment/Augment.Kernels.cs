@@ -32,7 +32,7 @@ public readonly record struct CropFlip(int Channels, int Height, int Width, int 
 }
 
 /// <summary>The ILGPU kernels of data augmentation and input normalisation (compiled into GpuCnn.Kernels; see src/Ops/README.md).</summary>
-public static class AugmentKernels
+internal static class AugmentKernels
 {
     /// <summary>y (N,C,H,W) = x cropped from its zero padding and maybe mirrored, one output element per thread.</summary>
     public static void CropFlip(Index1D i, ArrayView<float> x, ArrayView<float> y, CropFlip s)

@@ -25,7 +25,7 @@ public readonly record struct BatchNormShape(int Channels, int Inner, int Count,
 /// use one group per channel and <see cref="ReductionKernels.GroupSum"/> (no atomics: the same bits every run); the
 /// per-element work is a separate, fully parallel launch.
 /// </summary>
-public static class BatchNormKernels
+internal static class BatchNormKernels
 {
     /// <summary>
     /// Training statistics of channel Grid.IdxX: mean, invStd = 1/√(biased variance + ε) (two passes: the variance

@@ -28,7 +28,7 @@ public static class CounterRandom
 }
 
 /// <summary>The ILGPU kernel of <c>Backend.Dropout</c> (compiled into GpuCnn.Kernels; see src/Ops/README.md).</summary>
-public static class DropoutKernels
+internal static class DropoutKernels
 {
     /// <summary>y = x·scale where uniform(key, i) ≥ p, else 0 (scale = 1/(1 − p)); y may be x.</summary>
     public static void Dropout(Index1D i, ArrayView<float> x, ArrayView<float> y, float p, float scale, uint key) =>

@@ -3,7 +3,7 @@ using ILGPU;
 namespace GpuCnn.Kernels;
 
 /// <summary>The ILGPU kernel of <c>Backend.FlagNonFinite</c> (compiled into GpuCnn.Kernels; see src/Ops/README.md).</summary>
-public static class NonFiniteKernels
+internal static class NonFiniteKernels
 {
     /// <summary>
     /// flags[slot] = 1 where x[i] is NaN or ±∞. Every such thread stores the same value, so the result does not
