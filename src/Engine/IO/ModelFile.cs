@@ -85,10 +85,10 @@ public static class ModelFile
     }
 
     /// <summary>"1x28x28" for (1,28,28).</summary>
-    public static string FormatShape(Shape shape) => string.Join("x", shape.ToArray());
+    internal static string FormatShape(Shape shape) => string.Join("x", shape.ToArray());
 
     /// <summary>Parses "1x28x28".</summary>
-    public static Shape ParseShape(string text, string what)
+    internal static Shape ParseShape(string text, string what)
     {
         ArgumentNullException.ThrowIfNull(text);
         var parts = text.Split('x', 'X');

@@ -61,7 +61,7 @@ public static class ArchitectureSpec
     };
 
     /// <summary>The spec itself, or the spec of the built-in architecture it names.</summary>
-    public static string Resolve(string spec) =>
+    internal static string Resolve(string spec) =>
         spec is not null && Named.TryGetValue(spec.Trim(), out string? named) ? named : spec!;
 
     /// <summary>Parses a spec (or the name of a built-in architecture) into fresh, unbuilt layers.</summary>

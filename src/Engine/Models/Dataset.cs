@@ -32,7 +32,7 @@ public sealed class Dataset
     public int Count => Labels.Length;
 
     /// <summary>Throws when a label lies outside [0, classes), naming the first bad sample.</summary>
-    public void ValidateLabels(int classes, string what)
+    internal void ValidateLabels(int classes, string what)
     {
         for (int i = 0; i < Labels.Length; i++)
         {

@@ -132,11 +132,11 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     }
 
     /// <summary>The random key of training batch <paramref name="batch"/> (0-based) of <paramref name="epoch"/>: it depends only on (seed, epoch, batch).</summary>
-    public uint BatchKey(int epoch, int batch) =>
+    internal uint BatchKey(int epoch, int batch) =>
         Kernels.CounterRandom.Derive(Kernels.CounterRandom.Derive(Kernels.CounterRandom.Hash(0x7F4A7C15u, unchecked((uint)Options.Seed)), (uint)epoch), (uint)batch);
 
     /// <summary>The sample order of an epoch: a seeded shuffle that depends only on (seed, epoch), so a resumed run repeats it.</summary>
-    public int[] EpochOrder(int count, int epoch)
+    internal int[] EpochOrder(int count, int epoch)
     {
         int[] order = Enumerable.Range(0, count).ToArray();
         if (Options.Shuffle)
