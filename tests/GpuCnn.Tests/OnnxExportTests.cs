@@ -29,23 +29,13 @@ public sealed class OnnxExportTests
     {
         SkipWithoutOnnxRuntime();
         using var backend = Backends.Open("cpu");
-        var sample = new Shape([.. input.Split('x').Select(int.Parse)]);
-        using var model = Sequential.Create(spec, sample, backend, seed: 5);
-        model.Normalization = new ChannelNormalization([.. Enumerable.Repeat(0.2f, sample[0])], [.. Enumerable.Repeat(0.7f, sample[0])]);
-        var random = new Random(7);
-        var images = new Tensor(new Shape([5, .. sample.ToArray()]), [.. Enumerable.Range(0, 5 * sample.Size).Select(_ => random.NextSingle())]);
-        using (var batch = backend.Upload<float>(images.Shape, images.Data))
-        {
-            model.Forward(batch); // training mode: batch norm moves its running statistics off their initial 0 and 1
-            model.Forward(batch);
-        }
-
-        Assert.True(!spec.Contains("batchnorm", StringComparison.Ordinal) && spec != "resnet8" || model.StateDict().Any(p => p.Key.EndsWith("running_var", StringComparison.Ordinal) && p.Value.Data.Any(v => v != 1f)), "the running statistics did not move");
+        var (model, images) = ModelWithMovedStatistics(backend, spec, input, seed: 5);
+        using var owned = model;
         model.Eval();
         float[] ours = model.Predict(images).Data;
 
         using var session = new InferenceSession(OnnxModel.ToBytes(model));
-        var feed = NamedOnnxValue.CreateFromTensor("input", new DenseTensor<float>(images.Data, [5, .. sample.ToArray()]));
+        var feed = NamedOnnxValue.CreateFromTensor("input", new DenseTensor<float>(images.Data, images.Shape.ToArray()));
         using var results = session.Run([feed]);
         float[] theirs = [.. results.Single(r => r.Name == "logits").AsEnumerable<float>()];
         TensorAssert.Close(ours, theirs, new Shape([5, model.Classes]), 1e-5, 1e-4, $"{spec}: ONNX Runtime against predict");
@@ -64,6 +54,29 @@ public sealed class OnnxExportTests
         using var session = new InferenceSession(temp.File("m.onnx"));
         Assert.Equal("input", session.InputMetadata.Keys.Single());
         Assert.Equal("logits", session.OutputMetadata.Keys.Single());
+    }
+
+    /// <summary>
+    /// A model of <paramref name="spec"/> on inputs <paramref name="input"/> ("CxHxW") with an input normalisation,
+    /// whose batch norms have moved their running statistics off 0 and 1 (two training-mode passes), and its 5 images.
+    /// </summary>
+    internal static (Sequential Model, Tensor Images) ModelWithMovedStatistics(Backend backend, string spec, string input, int seed)
+    {
+        var sample = new Shape([.. input.Split('x').Select(int.Parse)]);
+        var model = Sequential.Create(spec, sample, backend, seed);
+        model.Normalization = new ChannelNormalization([.. Enumerable.Repeat(0.2f, sample[0])], [.. Enumerable.Repeat(0.7f, sample[0])]);
+        var random = new Random(seed);
+        var images = new Tensor(new Shape([5, .. sample.ToArray()]), [.. Enumerable.Range(0, 5 * sample.Size).Select(_ => random.NextSingle())]);
+        using (var batch = backend.Upload<float>(images.Shape, images.Data))
+        {
+            model.Forward(batch);
+            model.Forward(batch);
+        }
+
+        bool hasBatchNorm = spec.Contains("batchnorm", StringComparison.Ordinal) || spec == "resnet8";
+        Assert.True(!hasBatchNorm || model.StateDict().Any(p => p.Key.EndsWith("running_var", StringComparison.Ordinal) && p.Value.Data.Any(v => v != 1f)),
+            "the running statistics did not move");
+        return (model, images);
     }
 
     /// <summary>The GPU machine's test bundle leaves ONNX Runtime's native library out (perf/gpu/publish.sh): skip there, saying so.</summary>

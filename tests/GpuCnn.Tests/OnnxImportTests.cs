@@ -19,16 +19,8 @@ public sealed class OnnxImportTests
     {
         using var backend = Backends.Open("cpu");
         using var temp = Fixtures.TempFolder();
-        var sample = new Shape([.. input.Split('x').Select(int.Parse)]);
-        using var model = Sequential.Create(spec, sample, backend, seed: 9);
-        model.Normalization = new ChannelNormalization([.. Enumerable.Repeat(0.1f, sample[0])], [.. Enumerable.Repeat(0.9f, sample[0])]);
-        var random = new Random(3);
-        var images = new Tensor(new Shape([4, .. sample.ToArray()]), [.. Enumerable.Range(0, 4 * sample.Size).Select(_ => random.NextSingle())]);
-        using (var batch = backend.Upload<float>(images.Shape, images.Data))
-        {
-            model.Forward(batch); // move batch norm's running statistics
-        }
-
+        var (model, images) = OnnxExportTests.ModelWithMovedStatistics(backend, spec, input, seed: 9);
+        using var owned = model;
         OnnxModel.Export(model, temp.File("m.onnx"));
         using var loaded = OnnxModel.Load(temp.File("m.onnx"), backend);
         TensorAssert.Identical<float>(model.Predict(images).Data, loaded.Predict(images).Data, spec);
