@@ -1,4 +1,5 @@
 using System.CommandLine;
+using GpuCnn.Distributed;
 using System.Globalization;
 using GpuCnn.IO;
 using GpuCnn.Models;
@@ -42,11 +43,15 @@ internal static class TrainCommand
         var output = new Option<string?>("--out") { Description = "Model file to write (default: the built-in architecture's name, or lenet5, .safetensors)." };
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Write a checkpoint (weights, optimizer state, position) here after every epoch." };
         var resume = new Option<string?>("--resume") { Description = "Continue from this checkpoint (--epochs counts the total)." };
+        var distributed = new Option<bool>("--distributed")
+        {
+            Description = "Data-parallel over the ranks of `mpirun -np N` (Open MPI): --batch-size is the global batch; rank 0 prints and writes.",
+        };
 
         var command = new Command("train", "Train a network (default: LeNet-5 on the bundled MNIST sample).")
         {
             arch, data, images, labels, testImages, testLabels, init, epochs, batchSize, lr, optimizer, momentum, weightDecay,
-            schedule, stepSize, gamma, warmup, labelSmoothing, augment, normalize, seed, device, output, checkpoint, resume,
+            schedule, stepSize, gamma, warmup, labelSmoothing, augment, normalize, seed, device, output, checkpoint, resume, distributed,
         };
         command.SetAction(parse =>
         {
@@ -81,12 +86,27 @@ internal static class TrainCommand
                 Checkpoint: parse.GetValue(checkpoint),
                 Resume: parse.GetValue(resume));
             _ = ArchitectureSpec.Parse(settings.Arch); // a bad spec is a usage error before any data is read
-            CheckOutputs(settings, io);
+            using ICommunicator ranks = parse.GetValue(distributed) ? MpiCommunicator.Start() : SingleProcess.Instance;
+            if (settings.BatchSize % ranks.Size != 0)
+            {
+                throw new UsageException($"--batch-size {settings.BatchSize} is the global batch: the {ranks.Size} ranks must divide it.");
+            }
+
+            var rankIo = ranks.Rank == 0 ? io : io with { Out = TextWriter.Null, Error = TextWriter.Null }; // rank 0 speaks for the job; failures still reach stderr
+            if (ranks.Rank == 0)
+            {
+                CheckOutputs(settings, io);
+            }
+
             var (train, test) = LoadData(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels),
                 parse.GetValue(testImages), parse.GetValue(testLabels));
             string deviceName = parse.GetValue(device)!;
-            using var backend = CommonOptions.OpenDevice(deviceName, io.Error);
-            return TrainWithFallback(io, settings, train, test, backend, auto: deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase));
+            using var backend = ranks.Size > 1 && deviceName.Trim().ToLowerInvariant() is "cpu" or "auto" && !Backends.List().Any(d => d.Kind == "gpu" && d.Available)
+                ? new GpuCnn.Cpu.Fast.CpuBackend(Math.Max(1, Environment.ProcessorCount / MpiCommunicator.LocalSize), GpuCnn.Cpu.Fast.Simd.Best) // the cores shared among the ranks here
+                : CommonOptions.OpenDevice(deviceName, rankIo.Error);
+            return ranks.Size > 1
+                ? Train(rankIo, settings, train, test, backend, ranks)
+                : TrainWithFallback(io, settings, train, test, backend, auto: deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase));
         });
         return command;
     }
@@ -149,8 +169,10 @@ internal static class TrainCommand
         }
     }
 
-    private static int Train(CliIo io, TrainSettings settings, Dataset train, Dataset? test, Backend backend)
+    private static int Train(CliIo io, TrainSettings settings, Dataset train, Dataset? test, Backend backend, ICommunicator? ranks = null)
     {
+        ranks ??= SingleProcess.Instance;
+        bool writes = ranks.Rank == 0;
         var sample = new Shape(train.Images.Shape.ToArray()[1..]);
         using var model = Sequential.Create(settings.Arch, sample, backend, settings.Seed);
         if (settings.Normalize is not null)
@@ -173,7 +195,7 @@ internal static class TrainCommand
                 DecoupledWeightDecay: settings.Optimizer == "adamw"));
         var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed, Schedule: settings.Schedule,
             StepSize: settings.StepSize, Gamma: settings.Gamma, WarmupSteps: settings.Warmup, LabelSmoothing: settings.LabelSmoothing,
-            Augment: settings.Augment));
+            Augment: settings.Augment), ranks);
 
         var checkpointSettings = CheckpointSettings(settings, train);
         TrainingState? start = null;
@@ -187,7 +209,7 @@ internal static class TrainCommand
         void SaveCheckpoint(TrainingState state)
         {
             bool interrupted = io.Cancel.IsCancellationRequested;
-            if (settings.Checkpoint is not null || interrupted)
+            if (writes && (settings.Checkpoint is not null || interrupted))
             {
                 string path = interrupted ? interruptPath : settings.Checkpoint!;
                 CommonOptions.WriteOutput(interrupted && settings.Checkpoint is null ? "the interrupt checkpoint" : "--checkpoint", path,
@@ -221,6 +243,11 @@ internal static class TrainCommand
                 string kept = settings.Checkpoint is null ? "" : $" The last good checkpoint {settings.Checkpoint} is intact;";
                 throw new InvalidOperationException($"{e.Message}{kept} {settings.Out} was not written.", e);
             }
+        }
+
+        if (!writes)
+        {
+            return 0;
         }
 
         string saved = settings.Checkpoint is null ? "" : $" The checkpoint {settings.Checkpoint} holds the weights of the last epoch.";

@@ -1,10 +1,21 @@
+using GpuCnn.Distributed;
+
 namespace GpuCnn.Models;
 
 /// <summary>
 /// Mini-batch training on one backend. The dataset is uploaded once; batches are gathered on the device from a
 /// per-epoch permutation; loss and correct counts accumulate on the device and come back once per epoch.
 /// </summary>
-public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptions options)
+/// <remarks>
+/// With a <see cref="ICommunicator"/> of several ranks (data parallelism, as DistributedDataParallel): every rank holds
+/// the same model, takes its contiguous share of each global batch of <see cref="TrainingOptions.BatchSize"/> samples
+/// (which the ranks must divide), and before each optimizer step the gradients — each rank's mean, weighted by its share
+/// — are summed over the ranks in one call on one flat buffer, so every rank applies the same step. Buffers (batch
+/// norm's running statistics) are broadcast from rank 0 before each step, as DDP's broadcast_buffers does, so batch
+/// norm normalises with each rank's own batch statistics (no SyncBN). Evaluation splits the test set across the ranks
+/// and sums the counts. Ctrl+C is not caught per rank (mpirun ends the job); resume from the last epoch's checkpoint.
+/// </remarks>
+public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptions options, ICommunicator? communicator = null)
 {
     /// <summary>Batches of epoch 1 after which <see cref="TrainingProgress.MeanLoss"/> is reported once.</summary>
     public const int EarlyCheckBatches = 10;
@@ -17,6 +28,9 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
 
     /// <summary>The settings.</summary>
     public TrainingOptions Options { get; } = options ?? throw new ArgumentNullException(nameof(options));
+
+    /// <summary>The ranks training together (<see cref="SingleProcess"/> unless given).</summary>
+    public ICommunicator Communicator { get; } = communicator ?? SingleProcess.Instance;
 
     /// <summary>
     /// Trains until epoch <see cref="TrainingOptions.Epochs"/> (counted in total, from <paramref name="resume"/> if
@@ -42,6 +56,12 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             throw new ArgumentException($"augment {augment}: crops and flips need (C,H,W) images, the model's input is {Model.InputShape}.");
         }
 
+        int ranks = Communicator.Size;
+        if (Options.BatchSize % ranks != 0)
+        {
+            throw new ArgumentException($"Fit: the batch size {Options.BatchSize} is the global batch; the {ranks} ranks must divide it.");
+        }
+
         var state = resume ?? TrainingState.Start;
         int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
         if (state.Epoch < 1 || state.Batch < 0 || state.Batch > batchCount)
@@ -58,6 +78,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var batches = new BatchBuffers(backend, Model);
         float baseRate = Optimizer.LearningRate;
         Optimizer.RestoreStepCount(state.OptimizerSteps);
+        var ranked = ranks > 1 ? new RankSync(Model, Communicator) : null;
         try
         {
             for (int epoch = state.Epoch; epoch <= Options.Epochs; epoch++)
@@ -69,7 +90,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 metrics.Reset(resumed ? state.LossSum : 0f, resumed ? state.CorrectSum : 0f);
                 for (int b = resumed ? state.Batch : 0; b < batchCount; b++)
                 {
-                    if (cancel.IsCancellationRequested)
+                    if (ranked is null && cancel.IsCancellationRequested)
                     {
                         var partial = CheckFinite(metrics.Read(), epoch);
                         var stopped = new TrainingState(epoch, b, Optimizer.StepCount, partial.LossSum, partial.Correct);
@@ -82,9 +103,16 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
                     uint key = BatchKey(epoch, b);
                     Model.SetRandomKey(Kernels.CounterRandom.Derive(key, 1));
-                    var (_, dlogits) = ForwardBatch(Model, data, batches, start, size, metrics, loss, b + 1, Options.LabelSmoothing,
-                        Options.Augment, Kernels.CounterRandom.Derive(key, 2));
-                    Model.Backward(dlogits);
+                    var (begin, count) = ranked is null ? (start, size) : ranked.Share(start, size);
+                    ranked?.BroadcastBuffers();
+                    if (count > 0)
+                    {
+                        var (_, dlogits) = ForwardBatch(Model, data, batches, begin, count, metrics, loss, b + 1, Options.LabelSmoothing,
+                            Options.Augment, Kernels.CounterRandom.Derive(key, 2));
+                        Model.Backward(dlogits);
+                    }
+
+                    ranked?.SumGradients(count > 0 ? (float)count / size : 0f);
                     Optimizer.Step();
                     double? early = null;
                     if (epoch == 1 && b + 1 == Math.Min(EarlyCheckBatches, batchCount) && progress is not null)
@@ -95,13 +123,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount, early));
                 }
 
-                var sums = CheckFinite(metrics.Read(), epoch);
+                var sums = CheckFinite(ranked is null ? metrics.Read() : ranked.Sum(metrics.Read()), epoch);
                 if (Model.FirstNonFiniteTensor() is { } spoiled)
                 {
                     throw new TrainingDivergedException(epoch, spoiled, Optimizer.LearningRate, buffer: !Model.NamedParameters().Any(p => p.Key == spoiled));
                 }
 
-                var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss);
+                ranked?.BroadcastBuffers(); // every rank evaluates with rank 0's running statistics, as it saves them
+                var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss, Communicator);
                 var result = new EpochMetrics(epoch, (double)sums.LossSum / train.Count, (double)sums.Correct / train.Count, evaluation?.Loss,
                     evaluation?.Accuracy, clock.Elapsed, evaluation);
                 history.Add(result);
@@ -128,7 +157,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var metrics = new RunningMetrics(model.Backend);
         using var loss = model.Backend.Allocate<float>([1]);
         using var batches = new BatchBuffers(model.Backend, model);
-        return Evaluate(model, batchSize, data, batches, metrics, loss);
+        return Evaluate(model, batchSize, data, batches, metrics, loss, SingleProcess.Instance);
     }
 
     /// <summary>The random key of training batch <paramref name="batch"/> (0-based) of <paramref name="epoch"/>: it depends only on (seed, epoch, batch).</summary>
@@ -150,19 +179,21 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     private RunningMetrics.Sums CheckFinite(RunningMetrics.Sums sums, int epoch) =>
         sums.DivergedAtBatch is { } batch ? throw new TrainingDivergedException(epoch, batch, Optimizer.LearningRate) : sums;
 
+    /// <summary>The evaluation of this rank's share of the samples, summed over the ranks.</summary>
     private static Evaluation Evaluate(Sequential model, int batchSize, DeviceDataset data, BatchBuffers batches,
-        RunningMetrics metrics, DeviceTensor<float> loss)
+        RunningMetrics metrics, DeviceTensor<float> loss, ICommunicator ranks)
     {
         var backend = model.Backend;
         metrics.Reset(0f, 0f);
         using var predictions = backend.Allocate<int>([data.Count]);
         bool training = model.Training;
+        int first = (int)((long)data.Count * ranks.Rank / ranks.Size), last = (int)((long)data.Count * (ranks.Rank + 1) / ranks.Size);
         model.Eval();
         try
         {
-            for (int start = 0; start < data.Count; start += batchSize)
+            for (int start = first; start < last; start += batchSize)
             {
-                int size = Math.Min(batchSize, data.Count - start);
+                int size = Math.Min(batchSize, last - start);
                 var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1, labelSmoothing: 0f,
                     augment: null, augmentKey: 0);
                 backend.Argmax(logits, predictions, start);
@@ -179,9 +210,34 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         var sums = metrics.Read();
         int[] predicted = backend.DownloadArray(predictions);
         var confusion = new int[model.Classes, model.Classes];
-        for (int i = 0; i < data.Count; i++)
+        for (int i = first; i < last; i++)
         {
             confusion[data.HostLabels[i], predicted[i]]++;
+        }
+
+        if (ranks.Size > 1)
+        {
+            // Loss, correct and the confusion counts, summed over the ranks (whole numbers: exact in float up to 2^24).
+            int classes = model.Classes;
+            var all = new float[2 + (classes * classes)];
+            (all[0], all[1]) = (sums.LossSum, sums.Correct);
+            for (int t = 0; t < classes; t++)
+            {
+                for (int p = 0; p < classes; p++)
+                {
+                    all[2 + (t * classes) + p] = confusion[t, p];
+                }
+            }
+
+            ranks.AllReduceSum(all);
+            sums = sums with { LossSum = all[0], Correct = all[1] };
+            for (int t = 0; t < classes; t++)
+            {
+                for (int p = 0; p < classes; p++)
+                {
+                    confusion[t, p] = (int)all[2 + (t * classes) + p];
+                }
+            }
         }
 
         return new Evaluation((double)sums.LossSum / data.Count, (double)sums.Correct / data.Count, data.Count, confusion);
@@ -228,6 +284,92 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         }
 
         data.ValidateLabels(model.Classes, what);
+    }
+
+    /// <summary>What the ranks exchange each step: gradients as one flat buffer, buffers from rank 0, the epoch's sums.</summary>
+    private sealed class RankSync(Sequential model, ICommunicator ranks)
+    {
+        private readonly List<Parameter> _parameters = [.. model.NamedParameters().Select(p => p.Parameter)];
+        private readonly List<DeviceTensor<float>> _buffers = [.. model.NamedBuffers().Select(b => b.Buffer)];
+        private readonly float[] _gradients = new float[model.NamedParameters().Sum(p => p.Parameter.Shape.Size)];
+        private readonly float[] _bufferValues = new float[model.NamedBuffers().Sum(b => b.Buffer.Length)];
+
+        /// <summary>
+        /// This rank's contiguous share [begin, begin + count) of the global batch [start, start + size), rounded so that
+        /// rank 0 has samples whenever the batch has any (its running statistics are the ones broadcast).
+        /// </summary>
+        public (int Begin, int Count) Share(int start, int size)
+        {
+            int begin = start + (int)(((long)size * ranks.Rank + ranks.Size - 1) / ranks.Size);
+            int end = start + (int)(((long)size * (ranks.Rank + 1) + ranks.Size - 1) / ranks.Size);
+            return (begin, end - begin);
+        }
+
+        /// <summary>Each gradient ← Σ over ranks of weight_r · gradient_r (weight: the rank's share of the batch; the mean over it).</summary>
+        public void SumGradients(float weight)
+        {
+            var backend = model.Backend;
+            int at = 0;
+            foreach (var parameter in _parameters)
+            {
+                var slice = _gradients.AsSpan(at, parameter.Shape.Size);
+                if (weight == 0f)
+                {
+                    slice.Clear(); // no samples here this step: nothing to add
+                }
+                else
+                {
+                    backend.Download(parameter.Gradient, slice);
+                    foreach (ref float g in slice)
+                    {
+                        g *= weight;
+                    }
+                }
+
+                at += slice.Length;
+            }
+
+            ranks.AllReduceSum(_gradients);
+            at = 0;
+            foreach (var parameter in _parameters)
+            {
+                backend.Upload<float>(_gradients.AsSpan(at, parameter.Shape.Size), parameter.Gradient);
+                at += parameter.Shape.Size;
+            }
+        }
+
+        /// <summary>Every rank takes rank 0's buffers (batch norm's running statistics).</summary>
+        public void BroadcastBuffers()
+        {
+            if (_bufferValues.Length == 0)
+            {
+                return;
+            }
+
+            var backend = model.Backend;
+            int at = 0;
+            foreach (var buffer in _buffers)
+            {
+                backend.Download(buffer, _bufferValues.AsSpan(at, buffer.Length));
+                at += buffer.Length;
+            }
+
+            ranks.Broadcast(_bufferValues, 0);
+            at = 0;
+            foreach (var buffer in _buffers)
+            {
+                backend.Upload<float>(_bufferValues.AsSpan(at, buffer.Length), buffer);
+                at += buffer.Length;
+            }
+        }
+
+        /// <summary>The epoch's loss and correct sums over the ranks; diverged if any rank diverged.</summary>
+        public RunningMetrics.Sums Sum(RunningMetrics.Sums local)
+        {
+            float[] all = [local.LossSum, local.Correct, local.DivergedAtBatch is null ? 0f : 1f];
+            ranks.AllReduceSum(all);
+            return new RunningMetrics.Sums(all[0], all[1], all[2] > 0f ? local.DivergedAtBatch ?? 0 : null);
+        }
     }
 
     /// <summary>A dataset resident on the device, plus the sample order (in file order until training shuffles it).</summary>

@@ -1,0 +1,74 @@
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>
+/// Data-parallel training over Open MPI ranks (`mpirun -np 2 gpucnn train --distributed`) against one process with the
+/// same global batch; skipped, saying so, where mpirun is not installed.
+/// </summary>
+public sealed class DistributedTests
+{
+    private const string Spec = "conv(4,3,pad=1),relu,maxpool(2),flatten,dense(4)";
+
+    [Fact]
+    public void Two_ranks_train_as_one_process_and_repeat_bitwise()
+    {
+        SkipWithoutMpirun();
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 200);
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "2", "--batch-size", "20",
+            "--device", "cpu"];
+        Assert.Equal(0, CliRunner.Run([.. common, "--out", temp.File("one.safetensors")]).ExitCode);
+        Mpirun(2, [.. common, "--distributed", "--out", temp.File("two.safetensors")]);
+        Mpirun(2, [.. common, "--distributed", "--out", temp.File("again.safetensors")]);
+
+        // The same mean gradient summed in another order: the weights agree to float rounding (6e-8 absolute after 20 steps).
+        var one = GpuCnn.IO.Safetensors.Read(temp.File("one.safetensors")).Tensors;
+        var two = GpuCnn.IO.Safetensors.Read(temp.File("two.safetensors")).Tensors;
+        foreach (var (key, tensor) in one)
+        {
+            TensorAssert.Close(tensor.Data, two[key].Data, tensor.Shape, 1e-6, 1e-5, key);
+        }
+
+        ReliabilityTests.AssertSameWeights(temp.File("two.safetensors"), temp.File("again.safetensors")); // reruns: bitwise
+    }
+
+    [Fact]
+    public void Checkpoint_and_resume_work_with_two_ranks()
+    {
+        SkipWithoutMpirun();
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 96);
+        string[] common = ["train", "--arch", "conv(4,3,pad=1),batchnorm,relu,maxpool(2),flatten,dense(4)", "--images", temp.File("x.npy"), "--labels",
+            temp.File("y.npy"), "--batch-size", "16", "--device", "cpu", "--distributed"];
+        Mpirun(2, [.. common, "--epochs", "2", "--out", temp.File("straight.safetensors")]);
+        Mpirun(2, [.. common, "--epochs", "1", "--checkpoint", temp.File("c.safetensors"), "--out", temp.File("first.safetensors")]);
+        string resumed = Mpirun(2, [.. common, "--epochs", "2", "--resume", temp.File("c.safetensors"), "--out", temp.File("resumed.safetensors")]);
+        Assert.Single(resumed.Split('\n'), l => l.Contains("epoch 2:", StringComparison.Ordinal)); // rank 0 alone prints (and only epoch 2 ran)
+        ReliabilityTests.AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
+    }
+
+    [Fact]
+    public void Distributed_without_mpirun_says_what_to_do()
+    {
+        Assert.SkipWhen(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null, "this process runs under mpirun");
+        var run = CliRunner.Run("train", "--distributed", "--epochs", "1", "--out", Path.Combine(Path.GetTempPath(), "unused.safetensors"));
+        Assert.Equal(1, run.ExitCode);
+        Assert.Equal("error: --distributed needs mpirun: start the ranks with `mpirun -np N gpucnn train --distributed …` (Open MPI).", run.ErrorLine);
+    }
+
+    /// <summary>Runs the CLI as <paramref name="ranks"/> ranks and returns rank 0's output; fails with every rank's errors.</summary>
+    private static string Mpirun(int ranks, string[] args)
+    {
+        using var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture)], args);
+        var errors = run.StandardError.ReadToEndAsync();
+        string output = run.StandardOutput.ReadToEnd();
+        Assert.True(run.WaitForExit(120_000), "mpirun did not finish in 2 minutes");
+        Assert.True(run.ExitCode == 0, $"mpirun exit code {run.ExitCode}:\n{output}\n{errors.Result}");
+        return output;
+    }
+
+    private static void SkipWithoutMpirun() =>
+        Assert.SkipUnless((Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator).Any(d => File.Exists(Path.Combine(d, "mpirun"))),
+            "mpirun (Open MPI) is not installed; .ci/run installs openmpi-bin");
+}
