@@ -101,14 +101,30 @@ internal static class TrainCommand
             var (train, test) = LoadData(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels),
                 parse.GetValue(testImages), parse.GetValue(testLabels));
             string deviceName = parse.GetValue(device)!;
-            using var backend = ranks.Size > 1 && deviceName.Trim().ToLowerInvariant() is "cpu" or "auto" && !Backends.List().Any(d => d.Kind == "gpu" && d.Available)
-                ? new GpuCnn.Cpu.Fast.CpuBackend(Math.Max(1, Environment.ProcessorCount / MpiCommunicator.LocalSize), GpuCnn.Cpu.Fast.Simd.Best) // the cores shared among the ranks here
-                : CommonOptions.OpenDevice(deviceName, rankIo.Error);
+            using var backend = ranks.Size > 1 ? RankDevice(deviceName, rankIo) : CommonOptions.OpenDevice(deviceName, rankIo.Error);
             return ranks.Size > 1
                 ? Train(rankIo, settings, train, test, backend, ranks)
                 : TrainWithFallback(io, settings, train, test, backend, auto: deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase));
         });
         return command;
+    }
+
+    /// <summary>
+    /// A rank's device: its own GPU (the rank's index on its machine, modulo the GPUs) for cuda, and auto where CUDA
+    /// is there; otherwise its share of the machine's cores for cpu and auto.
+    /// </summary>
+    private static Backend RankDevice(string name, CliIo io)
+    {
+        string device = name.Trim().ToLowerInvariant();
+        bool cuda = device == "cuda" || (device == "auto" && Backends.List().Any(d => d.Name == "cuda" && d.Available));
+        if (cuda)
+        {
+            return Ilgpu.IlgpuDevices.OpenCuda(MpiCommunicator.LocalRank);
+        }
+
+        return device is "cpu" or "auto"
+            ? new GpuCnn.Cpu.Fast.CpuBackend(Math.Max(1, Environment.ProcessorCount / MpiCommunicator.LocalSize), GpuCnn.Cpu.Fast.Simd.Best)
+            : CommonOptions.OpenDevice(name, io.Error);
     }
 
     /// <summary>

@@ -49,6 +49,26 @@ public sealed class DistributedTests
     }
 
     [Fact]
+    public async Task A_hung_rank_makes_the_others_stop_the_job_in_bounded_time()
+    {
+        SkipWithoutMpirun();
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 40);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"],
+            ["train", "--distributed", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1", "--batch-size", "8",
+                "--device", "cpu", "--out", temp.File("m.safetensors")],
+            new Dictionary<string, string> { ["GPUCNN_TEST_HANG_RANK"] = "1", ["GPUCNN_MPI_TIMEOUT_S"] = "3" });
+        var output = run.StandardOutput.ReadToEndAsync();
+        var errors = run.StandardError.ReadToEndAsync();
+        Assert.True(run.WaitForExit(90_000), "the job did not stop");
+        Assert.NotEqual(0, run.ExitCode);
+        Assert.Contains("rank 0 of 2: no answer from the other ranks for 3 s", await errors + await output, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"took {clock.Elapsed}");
+        Assert.False(File.Exists(temp.File("m.safetensors")));
+    }
+
+    [Fact]
     public void Distributed_without_mpirun_says_what_to_do()
     {
         Assert.SkipWhen(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null, "this process runs under mpirun");

@@ -56,7 +56,9 @@ public sealed class SingleProcess : ICommunicator
 /// The ranks of an Open MPI job (<c>mpirun -np N …</c>), through libmpi.so.40. Open MPI's handles are pointers to
 /// exported objects (MPI_COMM_WORLD is &amp;ompi_mpi_comm_world), which is why MPI.NET's integer handles do not work
 /// with it. The sum is a gather to rank 0, a sum in rank order there and a broadcast: Open MPI's own all-reduce picks
-/// its algorithm by size and rank count and changes the last bits with it.
+/// its algorithm by size and rank count and changes the last bits with it. Collectives are started non-blocking and
+/// waited on with a deadline (<see cref="Timeout"/>): a rank that hangs makes the others abort the job with a message
+/// saying so, instead of waiting for ever (a rank that dies is mpirun's to handle: it ends the job).
 /// </summary>
 public sealed class MpiCommunicator : ICommunicator
 {
@@ -90,6 +92,13 @@ public sealed class MpiCommunicator : ICommunicator
     public int Size { get; }
 
     /// <summary>
+    /// How long a collective may wait for the other ranks before this rank aborts the job: 10 minutes, or
+    /// GPUCNN_MPI_TIMEOUT_S seconds (a slow first step — compiling GPU kernels, loading data — must fit in it).
+    /// </summary>
+    public static TimeSpan Timeout =>
+        TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("GPUCNN_MPI_TIMEOUT_S"), out double s) && s > 0 ? s : 600);
+
+    /// <summary>
     /// Initialises MPI. Throws <see cref="InvalidOperationException"/> saying what to do when the process was not
     /// started by mpirun or Open MPI is not installed.
     /// </summary>
@@ -111,7 +120,13 @@ public sealed class MpiCommunicator : ICommunicator
         }
 
         Check(NativeMethods.MPI_Init(IntPtr.Zero, IntPtr.Zero), "MPI_Init");
-        return new MpiCommunicator(NativeLibrary.GetExport(library, "ompi_mpi_comm_world"), NativeLibrary.GetExport(library, "ompi_mpi_float"));
+        var communicator = new MpiCommunicator(NativeLibrary.GetExport(library, "ompi_mpi_comm_world"), NativeLibrary.GetExport(library, "ompi_mpi_float"));
+        if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_TEST_HANG_RANK"), out int hang) && hang == communicator.Rank)
+        {
+            Thread.Sleep(System.Threading.Timeout.Infinite); // the hang test: this rank never reaches a collective
+        }
+
+        return communicator;
     }
 
     /// <inheritdoc/>
@@ -123,7 +138,20 @@ public sealed class MpiCommunicator : ICommunicator
             _gathered = new float[values.Length * Size];
         }
 
-        Check(NativeMethods.MPI_Gather(values, values.Length, _float, Rank == 0 ? _gathered : null, values.Length, _float, 0, _world), "MPI_Gather");
+        var send = GCHandle.Alloc(values, GCHandleType.Pinned);
+        var receive = GCHandle.Alloc(_gathered, GCHandleType.Pinned);
+        try
+        {
+            Check(NativeMethods.MPI_Igather(send.AddrOfPinnedObject(), values.Length, _float, Rank == 0 ? receive.AddrOfPinnedObject() : IntPtr.Zero,
+                values.Length, _float, 0, _world, out IntPtr request), "MPI_Igather");
+            Wait(request, "summing over the ranks (MPI_Igather)");
+        }
+        finally
+        {
+            send.Free();
+            receive.Free();
+        }
+
         if (Rank == 0)
         {
             Array.Clear(values);
@@ -144,7 +172,42 @@ public sealed class MpiCommunicator : ICommunicator
     public void Broadcast(float[] values, int root)
     {
         ArgumentNullException.ThrowIfNull(values);
-        Check(NativeMethods.MPI_Bcast(values, values.Length, _float, root, _world), "MPI_Bcast");
+        var buffer = GCHandle.Alloc(values, GCHandleType.Pinned);
+        try
+        {
+            Check(NativeMethods.MPI_Ibcast(buffer.AddrOfPinnedObject(), values.Length, _float, root, _world, out IntPtr request), "MPI_Ibcast");
+            Wait(request, "a broadcast (MPI_Ibcast)");
+        }
+        finally
+        {
+            buffer.Free();
+        }
+    }
+
+    /// <summary>Waits for a non-blocking collective; past <see cref="Timeout"/>, says so on stderr and aborts the whole job.</summary>
+    private void Wait(IntPtr request, string what)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var timeout = Timeout;
+        var spin = new SpinWait();
+        while (true)
+        {
+            Check(NativeMethods.MPI_Test(ref request, out int done, IntPtr.Zero), "MPI_Test");
+            if (done != 0)
+            {
+                return;
+            }
+
+            if (clock.Elapsed > timeout)
+            {
+                Console.Error.WriteLine($"error: rank {Rank} of {Size}: no answer from the other ranks for {timeout.TotalSeconds:F0} s while {what}: " +
+                    "a rank hung or stopped; aborting the job (GPUCNN_MPI_TIMEOUT_S sets the limit).");
+                Console.Error.Flush();
+                _ = NativeMethods.MPI_Abort(_world, 1);
+            }
+
+            spin.SpinOnce(sleep1Threshold: 20);
+        }
     }
 
     /// <summary>Finalises MPI (every rank must).</summary>
@@ -177,11 +240,17 @@ public sealed class MpiCommunicator : ICommunicator
         internal static extern int MPI_Comm_size(IntPtr comm, out int size);
 
         [DllImport(Library)]
-        internal static extern int MPI_Gather(float[] send, int sendCount, IntPtr sendType, float[]? receive, int receiveCount, IntPtr receiveType,
-            int root, IntPtr comm);
+        internal static extern int MPI_Igather(IntPtr send, int sendCount, IntPtr sendType, IntPtr receive, int receiveCount, IntPtr receiveType,
+            int root, IntPtr comm, out IntPtr request);
 
         [DllImport(Library)]
-        internal static extern int MPI_Bcast(float[] buffer, int count, IntPtr type, int root, IntPtr comm);
+        internal static extern int MPI_Ibcast(IntPtr buffer, int count, IntPtr type, int root, IntPtr comm, out IntPtr request);
+
+        [DllImport(Library)]
+        internal static extern int MPI_Test(ref IntPtr request, out int flag, IntPtr status);
+
+        [DllImport(Library)]
+        internal static extern int MPI_Abort(IntPtr comm, int code);
 
         [DllImport(Library)]
         internal static extern int MPI_Finalize();

@@ -30,6 +30,12 @@ public static class IlgpuDevices
     /// <summary>Opens the first CUDA device, or throws <see cref="DeviceUnavailableException"/> saying why not.</summary>
     public static IlgpuBackend OpenCuda() => OpenCudaCore();
 
+    /// <summary>
+    /// Opens CUDA device <paramref name="index"/> modulo the devices there are (one rank per GPU: the rank's index on
+    /// its machine), or throws <see cref="DeviceUnavailableException"/> saying why not.
+    /// </summary>
+    public static IlgpuBackend OpenCuda(int index) => OpenCudaCore(index);
+
     /// <summary>Opens the first usable OpenCL device, or throws <see cref="DeviceUnavailableException"/>.</summary>
     public static IlgpuBackend OpenOpenCL() => OpenOpenCLCore();
 
@@ -49,18 +55,22 @@ public static class IlgpuDevices
         }
     }
 
-    private static IlgpuBackend OpenCudaCore()
+    private static IlgpuBackend OpenCudaCore() => OpenCudaCore(0);
+
+    private static IlgpuBackend OpenCudaCore(int index)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
         InstallNativeResolver();
         var context = CreateContext(b => b.Cuda());
         try
         {
-            if (context.GetCudaDevices().Count == 0)
+            int count = context.GetCudaDevices().Count;
+            if (count == 0)
             {
                 throw new DeviceUnavailableException("cuda: no CUDA device found. " + CudaDiagnosis());
             }
 
-            return new IlgpuBackend("cuda", context, context.CreateCudaAccelerator(0));
+            return new IlgpuBackend("cuda", context, context.CreateCudaAccelerator(index % count));
         }
         catch (Exception e) when (e is not DeviceUnavailableException)
         {
