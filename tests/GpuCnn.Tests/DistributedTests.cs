@@ -48,8 +48,10 @@ public sealed class DistributedTests
         ReliabilityTests.AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
     }
 
-    [Fact]
-    public async Task A_hung_rank_makes_the_others_stop_the_job_in_bounded_time()
+    [Theory]
+    [InlineData("GPUCNN_TEST_HANG_RANK", "rank 0 of 2: no answer from the other ranks for 3 s")]
+    [InlineData("GPUCNN_TEST_DIE_RANK", "mpirun detected that one or more processes exited with non-zero status")]
+    public async Task A_hung_or_dead_rank_stops_the_job_in_bounded_time(string fault, string said)
     {
         SkipWithoutMpirun();
         using var temp = Fixtures.TempFolder();
@@ -58,14 +60,45 @@ public sealed class DistributedTests
         using var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"],
             ["train", "--distributed", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1", "--batch-size", "8",
                 "--device", "cpu", "--out", temp.File("m.safetensors")],
-            new Dictionary<string, string> { ["GPUCNN_TEST_HANG_RANK"] = "1", ["GPUCNN_MPI_TIMEOUT_S"] = "3" });
+            new Dictionary<string, string> { [fault] = "1", ["GPUCNN_MPI_TIMEOUT_S"] = "3" });
         var output = run.StandardOutput.ReadToEndAsync();
         var errors = run.StandardError.ReadToEndAsync();
         Assert.True(run.WaitForExit(90_000), "the job did not stop");
         Assert.NotEqual(0, run.ExitCode);
-        Assert.Contains("rank 0 of 2: no answer from the other ranks for 3 s", await errors + await output, StringComparison.Ordinal);
+        Assert.Contains(said, await errors + await output, StringComparison.Ordinal);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"took {clock.Elapsed}");
         Assert.False(File.Exists(temp.File("m.safetensors")));
+    }
+
+    /// <summary>
+    /// Batch norm under data parallelism, without MPI (ranks as threads): each rank normalises with its own batch's
+    /// statistics, rank 0's running statistics are broadcast before every step and before evaluation, so at the end
+    /// every rank holds the same parameters and buffers, and the evaluation counts every test sample once.
+    /// </summary>
+    [Fact]
+    public void Ranks_agree_on_every_parameter_and_buffer_with_batch_norm()
+    {
+        var data = TrainingTests.QuadrantData(64, seed: 2);
+        var test = TrainingTests.QuadrantData(30, seed: 3);
+        var ranks = ThreadCommunicator.Create(2);
+        var results = new (Dictionary<string, float[]> State, GpuCnn.Models.Evaluation? Test)[2];
+        Parallel.For(0, 2, new ParallelOptions { MaxDegreeOfParallelism = 2 }, rank =>
+        {
+            using var backend = new GpuCnn.Cpu.Fast.CpuBackend(1, GpuCnn.Cpu.Fast.Simd.Best);
+            using var model = GpuCnn.Models.Sequential.Create("conv(4,3,pad=1,bias=false),batchnorm,relu,flatten,dense(4)", [1, 8, 8], backend, seed: 4);
+            using var sgd = new GpuCnn.Models.Sgd(backend, model.NamedParameters(), new GpuCnn.SgdOptions(0.1f, 0.9f));
+            var history = new GpuCnn.Models.Trainer(model, sgd, new GpuCnn.Models.TrainingOptions(2, 16, Seed: 1), ranks[rank]).Fit(data, test);
+            results[rank] = (model.StateDict().ToDictionary(p => p.Key, p => p.Value.Data), history[^1].Test);
+        });
+
+        Assert.Contains(results[0].State, p => p.Key.EndsWith("running_mean", StringComparison.Ordinal) && p.Value.Any(v => v != 0f));
+        foreach (var (key, values) in results[0].State)
+        {
+            TensorAssert.Identical<float>(values, results[1].State[key], key);
+        }
+
+        Assert.Equal(30, results[0].Test!.Confusion.Cast<int>().Sum());
+        Assert.Equal(results[0].Test!.Accuracy, results[1].Test!.Accuracy);
     }
 
     [Fact]

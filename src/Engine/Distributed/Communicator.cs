@@ -121,9 +121,15 @@ public sealed class MpiCommunicator : ICommunicator
 
         Check(NativeMethods.MPI_Init(IntPtr.Zero, IntPtr.Zero), "MPI_Init");
         var communicator = new MpiCommunicator(NativeLibrary.GetExport(library, "ompi_mpi_comm_world"), NativeLibrary.GetExport(library, "ompi_mpi_float"));
+        // The fault tests: this rank never reaches a collective, or dies.
         if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_TEST_HANG_RANK"), out int hang) && hang == communicator.Rank)
         {
-            Thread.Sleep(System.Threading.Timeout.Infinite); // the hang test: this rank never reaches a collective
+            Thread.Sleep(System.Threading.Timeout.Infinite);
+        }
+
+        if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_TEST_DIE_RANK"), out int die) && die == communicator.Rank)
+        {
+            Environment.Exit(3);
         }
 
         return communicator;
