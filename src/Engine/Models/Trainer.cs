@@ -88,6 +88,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 backend.Upload<int>(EpochOrder(train.Count, epoch), data.Order);
                 Model.Train();
                 metrics.Reset(resumed ? state.LossSum : 0f, resumed ? state.CorrectSum : 0f);
+                int local = 0; // samples this rank has seen this epoch (its shares, when several ranks train)
                 for (int b = resumed ? state.Batch : 0; b < batchCount; b++)
                 {
                     if (ranked is null && cancel.IsCancellationRequested)
@@ -113,11 +114,12 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     }
 
                     ranked?.SumGradients(count > 0 ? (float)count / size : 0f);
+                    local += count;
                     Optimizer.Step();
                     double? early = null;
                     if (epoch == 1 && b + 1 == Math.Min(EarlyCheckBatches, batchCount) && progress is not null)
                     {
-                        early = metrics.Read().LossSum / (double)Math.Min((b + 1) * Options.BatchSize, train.Count);
+                        early = metrics.Read().LossSum / (double)(ranked is null ? Math.Min((b + 1) * Options.BatchSize, train.Count) : Math.Max(1, local));
                     }
 
                     progress?.Report(new TrainingProgress(epoch, Options.Epochs, b + 1, batchCount, early));
