@@ -16,7 +16,7 @@ done
 mkdir -p .gpu/data
 # ONNX Runtime's native library (the ONNX export tests' only need; ~20 MiB) stays behind so the bundle fits the device
 # tool's 64 MiB: those tests report themselves skipped there, with that reason.
-rm -f "$stage"/libonnxruntime*.so
+rm -f "$stage"/libonnxruntime*.so "$stage"/onnxruntime*.dll # (the package also drops its Windows DLLs into a Linux publish)
 tar -C "$stage" -cf - . | xz -T0 -6 > .gpu/bundle.tar.xz
 cp -r data/mnist-sample .gpu/data/
 mnist=${MNIST_DIR:-../shared/data/mnist}
