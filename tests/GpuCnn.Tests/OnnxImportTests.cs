@@ -28,6 +28,22 @@ public sealed class OnnxImportTests
     }
 
     [Fact]
+    public void A_residual_block_reads_the_same_whichever_branch_comes_first()
+    {
+        using var backend = Backends.Open("cpu");
+        using var model = Sequential.Create("conv(4,3,pad=1),relu,residual(conv(4,3,pad=1),tanh),flatten,dense(3)", [1, 6, 6], backend, seed: 2);
+        byte[] reordered = Edit(OnnxModel.ToBytes(model), m =>
+        {
+            var add = m.Graph.Node.Single(n => n.OpType == "Add");
+            m.Graph.Node.Remove(add);
+            m.Graph.Node.Insert(m.Graph.Node.IndexOf(m.Graph.Node.First(n => n.OpType == "Relu")) + 1, add); // the identity branch first
+        });
+        var contents = OnnxModel.Parse(reordered, "reordered");
+        using var loaded = Sequential.Create(contents.Spec, contents.InputShape, backend);
+        Assert.Equal(model.Spec, loaded.Spec);
+    }
+
+    [Fact]
     public void A_pytorch_export_gives_pytorchs_logits()
     {
         using var backend = Backends.Open("cpu");

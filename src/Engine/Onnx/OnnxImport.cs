@@ -211,8 +211,10 @@ public static partial class OnnxModel
                     var join = Join(x, next);
                     var body = new List<string>();
                     var shortcut = new List<string>();
-                    string left = Branch(next[0], x, join, body, $"{prefix}{layers.Count}.body.");
-                    string right = Branch(next[1], x, join, shortcut, $"{prefix}{layers.Count}.shortcut.");
+                    // An identity branch (x straight into the Add) is the shortcut, whichever order the nodes come in.
+                    var (first, second) = next[0] == join ? (next[1], next[0]) : (next[0], next[1]);
+                    string left = Branch(first, x, join, body, $"{prefix}{layers.Count}.body.");
+                    string right = Branch(second, x, join, shortcut, $"{prefix}{layers.Count}.shortcut.");
                     if (!join.Input.Contains(left) || !join.Input.Contains(right))
                     {
                         throw Error(join, "its inputs are not the ends of the two branches that start at the same tensor");
