@@ -110,6 +110,20 @@ public sealed class DistributedTests
         Assert.Equal("error: --distributed needs mpirun: start the ranks with `mpirun -np N gpucnn train --distributed …` (Open MPI).", run.ErrorLine);
     }
 
+    [Fact]
+    public void Without_open_mpi_the_error_says_what_to_install()
+    {
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "libmpi.so.40 is a Linux library name");
+        // As under mpirun, but with the library pointed somewhere empty (GPUCNN_MPI_LIBRARY): what a machine without Open MPI sees.
+        using var run = CliProcess.Start(["env"], ["train", "--distributed", "--epochs", "1", "--out", Path.Combine(Path.GetTempPath(), "unused.safetensors")],
+            new Dictionary<string, string> { ["OMPI_COMM_WORLD_SIZE"] = "1", ["GPUCNN_MPI_LIBRARY"] = "/nonexistent/libmpi.so.40" });
+        string errors = run.StandardError.ReadToEnd();
+        run.WaitForExit();
+        Assert.Equal(1, run.ExitCode);
+        Assert.Equal("error: --distributed needs Open MPI's libmpi.so.40, which was not found at /nonexistent/libmpi.so.40 (Debian/Ubuntu: apt-get install openmpi-bin).",
+            Assert.Single(errors.Split('\n'), l => l.StartsWith("error:", StringComparison.Ordinal)).TrimEnd());
+    }
+
     /// <summary>Runs the CLI as <paramref name="ranks"/> ranks and returns rank 0's output; fails with every rank's errors.</summary>
     private static string Mpirun(int ranks, string[] args)
     {

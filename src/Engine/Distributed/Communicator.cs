@@ -109,15 +109,20 @@ public sealed class MpiCommunicator : ICommunicator
             throw new InvalidOperationException("--distributed needs mpirun: start the ranks with `mpirun -np N gpucnn train --distributed …` (Open MPI).");
         }
 
+        // GPUCNN_MPI_LIBRARY names another libmpi.so.40 (an Open MPI outside the loader's path, as cluster modules install it).
+        string path = Environment.GetEnvironmentVariable("GPUCNN_MPI_LIBRARY") is { Length: > 0 } custom ? custom : Library;
         IntPtr library;
         try
         {
-            library = NativeLibrary.Load(Library);
+            library = NativeLibrary.Load(path);
         }
         catch (DllNotFoundException e)
         {
-            throw new InvalidOperationException($"--distributed needs Open MPI's {Library}, which is not installed (Debian/Ubuntu: apt-get install openmpi-bin).", e);
+            throw new InvalidOperationException(
+                $"--distributed needs Open MPI's {Library}, which was not found{(path == Library ? "" : $" at {path}")} (Debian/Ubuntu: apt-get install openmpi-bin).", e);
         }
+
+        InstallResolver(library);
 
         Check(NativeMethods.MPI_Init(IntPtr.Zero, IntPtr.Zero), "MPI_Init");
         var communicator = new MpiCommunicator(NativeLibrary.GetExport(library, "ompi_mpi_comm_world"), NativeLibrary.GetExport(library, "ompi_mpi_float"));
@@ -134,6 +139,23 @@ public sealed class MpiCommunicator : ICommunicator
 
         return communicator;
     }
+
+    /// <summary>Binds this class's MPI imports to the library that was loaded (once per process).</summary>
+    private static void InstallResolver(IntPtr library)
+    {
+        lock (ResolverLock)
+        {
+            if (!_resolverInstalled)
+            {
+                NativeLibrary.SetDllImportResolver(typeof(MpiCommunicator).Assembly,
+                    (name, _, _) => name == Library ? library : IntPtr.Zero);
+                _resolverInstalled = true;
+            }
+        }
+    }
+
+    private static readonly object ResolverLock = new();
+    private static bool _resolverInstalled;
 
     /// <inheritdoc/>
     public void AllReduceSum(float[] values)
