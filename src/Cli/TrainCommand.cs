@@ -200,7 +200,7 @@ internal static class TrainCommand
         {
             string initPath = CommonOptions.ExistingFile("--init", settings.Init);
             var weights = initPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
-                ? WithCounters(Onnx.OnnxModel.Parse(File.ReadAllBytes(initPath), initPath).Weights, model)
+                ? Onnx.OnnxModel.StateDict(Onnx.OnnxModel.Read(initPath), model)
                 : Safetensors.Read(initPath).Tensors;
             model.LoadStateDict(weights);
         }
@@ -280,18 +280,6 @@ internal static class TrainCommand
         }
 
         return 0;
-    }
-
-    /// <summary>ONNX keeps no batch-norm counters: they start at 0.</summary>
-    private static Dictionary<string, Tensor> WithCounters(IReadOnlyDictionary<string, Tensor> weights, Sequential model)
-    {
-        var all = new Dictionary<string, Tensor>(weights, StringComparer.Ordinal);
-        foreach (var (key, _) in model.NamedCounters())
-        {
-            all.TryAdd(key, new Tensor([], [0f]));
-        }
-
-        return all;
     }
 
     /// <summary>What a resumed run must share with the run that wrote the checkpoint, for a bitwise continuation.</summary>

@@ -61,7 +61,7 @@ internal static class ConvolutionImplicitGemmKernels
         int kEnd = split ? XMath.Min(depth, kBegin + depthPerSplit) : depth;
 
         // The column this thread gathers: output pixel (n, p, q), whose window starts at (top, left) of image n.
-        var window = Window.Of(column0 + thread, g);
+        var window = Pixel.At(column0 + thread, g).Window(g);
         var shared = SharedMemory.GetDynamic<float>();
         int stageSize = Depth * (TileFilters + threads), tileBOffset = Depth * TileFilters;
 
@@ -449,7 +449,7 @@ internal static class ConvolutionImplicitGemmKernels
         }
     }
 
-    /// <summary>One column of the implicit im2col matrix: image n (−1 past the last pixel) and its window's top-left corner.</summary>
+    /// <summary>One column of the implicit im2col matrix: image n (−1 past the last image) and its window's top-left corner.</summary>
     private readonly struct Window(int image, int top, int left)
     {
         public int Image { get; } = image;
@@ -457,19 +457,6 @@ internal static class ConvolutionImplicitGemmKernels
         public int Top { get; } = top;
 
         public int Left { get; } = left;
-
-        public static Window Of(int column, Conv2dGeometry g)
-        {
-            int pq = g.P * g.Q;
-            if (column >= g.N * pq)
-            {
-                return new Window(-1, 0, 0);
-            }
-
-            int n = column / pq, spatial = column - (n * pq);
-            int p = spatial / g.Q, q = spatial - (p * g.Q);
-            return new Window(n, (p * g.StrideH) - g.PadH, (q * g.StrideW) - g.PadW);
-        }
     }
 
     /// <summary>A tap (c, r, s) of the depth index (c·R + r)·S + s, stepped without divisions.</summary>

@@ -19,7 +19,7 @@ public sealed class OnnxExportTests
         {
             "conv(6,3,pad=1),leakyrelu(0.1),conv(6,3,pad=2,dilation=2,groups=3,bias=false),batchnorm,sigmoid,maxpool(2)," +
             "residual(conv(6,3,pad=1),gelu,conv(6,1)),silu,avgpool(3,stride=2),dropout(0.3),residual(conv(8,3,pad=1),relu; conv(8,1))," +
-            "globalavgpool,flatten,dense(8),batchnorm,tanh,dense(4)", "3x12x12"
+            "globalavgpool,flatten,dense(8),batchnorm(momentum=0.01,eps=0.001),tanh,dense(4)", "3x12x12"
         },
     };
 

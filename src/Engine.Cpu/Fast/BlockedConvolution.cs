@@ -17,7 +17,7 @@ namespace GpuCnn.Cpu.Fast;
 /// </summary>
 internal static unsafe class BlockedConvolution
 {
-    private const int Filters = 8; // output channels per block: 16 accumulators with two vectors of o
+    internal const int Filters = 8; // output channels per block: 16 accumulators with two vectors of o
 
     /// <summary>
     /// Plain convolutions with strides of 1 or 2, a kernel larger than 1×1 (a 1×1 layer is a GEMM as it stands) and

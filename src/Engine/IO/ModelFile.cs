@@ -53,7 +53,9 @@ public static class ModelFile
         ArgumentNullException.ThrowIfNull(path);
         if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
         {
-            return Onnx.OnnxModel.Load(path, backend); // the graph is the architecture
+            return arch is null && inputShape is null
+                ? Onnx.OnnxModel.Load(path, backend)
+                : throw new ArgumentException($"model file '{path}' is ONNX: its graph is the architecture and its input shape; give neither.");
         }
 
         var contents = Safetensors.Read(path);

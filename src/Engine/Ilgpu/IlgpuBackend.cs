@@ -764,7 +764,8 @@ public enum ConvolutionAlgorithm
 {
     /// <summary>
     /// Direct for filters of at most 32 weights (LeNet's first layer) and on the CPU accelerator; otherwise the implicit
-    /// GEMM for ungrouped forward and stride-1 backward-data passes, im2col + GEMM for the rest.
+    /// GEMM for ungrouped layers (forward, filter gradient and stride-1 backward data), im2col + GEMM for strided
+    /// backward data.
     /// </summary>
     Auto,
 
@@ -775,8 +776,9 @@ public enum ConvolutionAlgorithm
     Im2ColGemm,
 
     /// <summary>
-    /// Forward (and stride-1 backward-data) as an implicit GEMM that gathers the column tiles into shared memory
-    /// itself; the filter gradient as <see cref="Im2ColGemm"/>. Ungrouped convolutions only (grouped ones run direct).
+    /// Forward, filter gradient and stride-1 backward data as implicit GEMMs that gather their column tiles into shared
+    /// memory themselves; strided backward data as <see cref="Im2ColGemm"/>. Ungrouped convolutions only (grouped ones
+    /// run direct).
     /// </summary>
     ImplicitGemm,
 }

@@ -28,17 +28,11 @@ public static partial class OnnxModel
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(backend);
-        var contents = Parse(FileUtil.ReadAll(path, "ONNX file", MaximumBytes), path);
+        var contents = Read(path);
         var model = Sequential.Create(contents.Spec, contents.InputShape, backend);
         try
         {
-            var weights = new Dictionary<string, Tensor>(contents.Weights, StringComparer.Ordinal);
-            foreach (var (key, _) in model.NamedCounters())
-            {
-                weights[key] = new Tensor([], [0f]);
-            }
-
-            model.LoadStateDict(weights);
+            model.LoadStateDict(StateDict(contents, model));
             model.Normalization = contents.Normalization;
             return model;
         }
@@ -47,6 +41,30 @@ public static partial class OnnxModel
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Reads and parses an ONNX file (at most <see cref="MaximumBytes"/>).</summary>
+    public static OnnxContents Read(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return Parse(FileUtil.ReadAll(path, "ONNX file", MaximumBytes), path);
+    }
+
+    /// <summary>
+    /// The file's weights as a state dict for <paramref name="model"/> (one of the same layers, as `--init` loads):
+    /// batch-norm counters, which ONNX keeps none of, start at 0.
+    /// </summary>
+    public static IReadOnlyDictionary<string, Tensor> StateDict(OnnxContents contents, Sequential model)
+    {
+        ArgumentNullException.ThrowIfNull(contents);
+        ArgumentNullException.ThrowIfNull(model);
+        var weights = new Dictionary<string, Tensor>(contents.Weights, StringComparer.Ordinal);
+        foreach (var (key, _) in model.NamedCounters())
+        {
+            weights.TryAdd(key, new Tensor([], [0f]));
+        }
+
+        return weights;
     }
 
     /// <summary>
@@ -237,16 +255,22 @@ public static partial class OnnxModel
                     return x; // the end of a branch: the caller's residual block takes the Add
                 }
 
-                Visit(node);
-                if (Layer(node, $"{prefix}{layers.Count}.") is { } spec)
-                {
-                    layers.Add(spec);
-                }
-
-                x = node.Output[0];
+                x = Step(node, layers, prefix);
             }
 
             return x;
+        }
+
+        /// <summary>Takes <paramref name="node"/> as the next layer (none for the nodes evaluation drops) and returns the tensor the chain continues from.</summary>
+        private string Step(NodeProto node, List<string> layers, string prefix)
+        {
+            Visit(node);
+            if (Layer(node, $"{prefix}{layers.Count}.", out string output) is { } spec)
+            {
+                layers.Add(spec);
+            }
+
+            return output;
         }
 
         /// <summary>One branch of a residual block: the layers from <paramref name="first"/> (or none, when it is the Add itself) to the join.</summary>
@@ -257,13 +281,7 @@ public static partial class OnnxModel
                 return x; // the identity shortcut
             }
 
-            Visit(first);
-            if (Layer(first, $"{prefix}{layers.Count}.") is { } spec)
-            {
-                layers.Add(spec);
-            }
-
-            return Chain(first.Output[0], "", layers, prefix);
+            return Chain(Step(first, layers, prefix), "", layers, prefix);
         }
 
         /// <summary>The Add where two branches from <paramref name="x"/> meet (the first Add reached along the first branch).</summary>
@@ -321,8 +339,9 @@ public static partial class OnnxModel
         }
 
         /// <summary>The spec of the layer <paramref name="node"/> is, its weights stored under <paramref name="key"/>; null for nodes that are dropped.</summary>
-        private string? Layer(NodeProto node, string key)
+        private string? Layer(NodeProto node, string key, out string output)
         {
+            output = node.Output[0];
             switch (node.OpType)
             {
                 case "Conv":
@@ -376,7 +395,7 @@ public static partial class OnnxModel
                     {
                         Visit(add);
                         Weight(add, add.Input.ToList().FindIndex(_initializers.ContainsKey), key + "bias", rank: 1);
-                        node.Output[0] = add.Output[0]; // the chain continues after the Add
+                        output = add.Output[0]; // the chain continues after the Add
                     }
                     else
                     {
@@ -425,7 +444,11 @@ public static partial class OnnxModel
                     Weight(node, 2, key + "bias", rank: 1);
                     Weight(node, 3, key + "running_mean", rank: 1);
                     Weight(node, 4, key + "running_var", rank: 1);
-                    return Text($"batchnorm(eps={Float(node, "epsilon", 1e-5f).ToString("R", CultureInfo.InvariantCulture)})");
+                    // ONNX's momentum is the running statistics' weight, PyTorch's and ours the new batch's: 1 − it, rounded
+                    // to 7 decimals (a float near 1 resolves 6e-8) so that 0.1, written as 0.9, reads back as 0.1.
+                    string momentum = Math.Round(1.0 - Float(node, "momentum", 0.9f), 7).ToString(CultureInfo.InvariantCulture);
+                    string epsilon = Float(node, "epsilon", 1e-5f).ToString("R", CultureInfo.InvariantCulture);
+                    return Text($"batchnorm(momentum={momentum},eps={epsilon})");
                 }
 
                 case "Relu":

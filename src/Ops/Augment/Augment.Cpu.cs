@@ -47,17 +47,7 @@ public sealed partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override void NormalizeChannelsCore(DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> mean,
-        DeviceTensor<float> std, int channels, int inner)
-    {
-        var input = Data(x).AsSpan(0, x.Length);
-        var output = Data(y).AsSpan(0, y.Length);
-        float[] mu = Data(mean), sigma = Data(std);
-        for (int i = 0; i < input.Length; i++)
-        {
-            int c = i / inner % channels;
-            output[i] = (input[i] - mu[c]) / sigma[c];
-        }
-    }
+        DeviceTensor<float> std, int channels, int inner) =>
+        ReferenceMath.NormalizeChannels<float>(Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length), Data(mean), Data(std), channels, inner);
 }

@@ -161,35 +161,7 @@ public sealed unsafe partial class CpuBackend
             }
         }
 
-        // The sums below keep four independent vector accumulators: one would chain every add on the last, and the
-        // adds' latency, not memory, would set the pace (a quarter of it with four).
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static float Sum(float* x, int length)
-        {
-            int n = Vector<float>.Count, i = 0;
-            Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
-            for (; i <= length - (4 * n); i += 4 * n)
-            {
-                s0 += Vector.Load(x + i);
-                s1 += Vector.Load(x + i + n);
-                s2 += Vector.Load(x + i + (2 * n));
-                s3 += Vector.Load(x + i + (3 * n));
-            }
-
-            for (; i <= length - n; i += n)
-            {
-                s0 += Vector.Load(x + i);
-            }
-
-            float sum = Vector.Sum((s0 + s1) + (s2 + s3));
-            for (; i < length; i++)
-            {
-                sum += x[i];
-            }
-
-            return sum;
-        }
-
+        // SquaredDeviations keeps four independent vector accumulators, as CpuBackend.Sum does, for the same reason.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static float SquaredDeviations(float* x, int length, float mean)
         {

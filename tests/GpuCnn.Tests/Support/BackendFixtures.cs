@@ -88,8 +88,8 @@ public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu", backend
 });
 
 /// <summary>
-/// ILGPU's CPU accelerator on the implicit-GEMM convolution (forward and stride-1 backward data; 64-filter × 16-pixel
-/// tiles here, 64 × 256 on GPUs), the filter gradient by im2col + GEMM.
+/// ILGPU's CPU accelerator on the implicit-GEMM convolution (forward, filter gradient and stride-1 backward data;
+/// 64-filter × 16-pixel tiles here, 64 × 256 on GPUs), strided backward data by im2col + GEMM.
 /// </summary>
 public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu", backend =>
     ((GpuCnn.Ilgpu.IlgpuBackend)backend).ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm);

@@ -1,0 +1,227 @@
+namespace GpuCnn.IO;
+
+/// <summary>File helpers shared by the readers and writers.</summary>
+internal static class FileUtil
+{
+    /// <summary>
+    /// Writes <paramref name="path"/> through a temporary file in the same folder that is flushed to disk and then
+    /// renamed over the target, so a crash never leaves a half-written or clobbered file.
+    /// </summary>
+    /// <remarks>
+    /// Temporaries that a killed process left for the same file (named after a process that no longer runs) are
+    /// deleted first. <c>GPUCNN_TEST_PAUSE_IN_WRITE_MS</c> holds every write that long between writing its temporary
+    /// and renaming it (the crash tests kill processes inside that window).
+    /// </remarks>
+    public static void WriteAtomically(string path, Action<Stream> write)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(write);
+        string full = Path.GetFullPath(path);
+        string folder = Path.GetDirectoryName(full) ?? ".";
+        Directory.CreateDirectory(folder);
+        DeleteStaleTemporaries(full);
+        string temporary = TemporaryFor(full, Environment.ProcessId);
+        try
+        {
+            try
+            {
+                using var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None);
+                write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            catch (ArgumentOutOfRangeException e) when (e.ParamName == "value")
+            {
+                // .NET reports EFBIG (past the file-size limit) from a file write as this; it is an I/O failure.
+                throw new IOException("File too large", e);
+            }
+
+            if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_TEST_PAUSE_IN_WRITE_MS"), out int pause) && pause > 0)
+            {
+                Thread.Sleep(pause);
+            }
+
+            File.Move(temporary, full, overwrite: true);
+        }
+        catch
+        {
+            TryDelete(temporary);
+            throw;
+        }
+
+        SyncFolder(folder);
+    }
+
+    /// <summary>
+    /// Flushes the folder's entry for the renamed file to disk (POSIX: the rename is durable only once its directory
+    /// is synced, so a power cut right after cannot bring back the old file or none). Best effort; not on Windows.
+    /// </summary>
+    private static void SyncFolder(string folder)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return;
+        }
+
+        try
+        {
+            int descriptor = NativeMethods.Open(System.Text.Encoding.UTF8.GetBytes(folder + "\0"), 0); // O_RDONLY
+            if (descriptor >= 0)
+            {
+                _ = NativeMethods.Fsync(descriptor);
+                _ = NativeMethods.Close(descriptor);
+            }
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            // No libc by that name (an unusual platform): the file itself was flushed; only the rename's durability is weaker.
+        }
+    }
+
+    /// <summary>
+    /// Checks, without writing it, that <paramref name="path"/> can be written: its folder exists or is created, and a
+    /// file can be created (and is removed again) in it. Throws an <see cref="IOException"/> saying why not.
+    /// </summary>
+    public static void RequireWritable(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path);
+        if (Directory.Exists(full))
+        {
+            throw new IOException($"'{path}' is a folder, not a file.");
+        }
+
+        string folder = Path.GetDirectoryName(full) ?? ".";
+        try
+        {
+            Directory.CreateDirectory(folder);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"its folder '{folder}' cannot be created: {Reason(e)}.", e);
+        }
+
+        string probe = TemporaryFor(full, Environment.ProcessId);
+        try
+        {
+            new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None).Dispose();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"no file can be created in '{folder}': {Reason(e)}.", e);
+        }
+
+        TryDelete(probe);
+    }
+
+    /// <summary>
+    /// The operating system's reason in an I/O exception, without the path .NET appends (which may name one of our
+    /// temporaries): "Permission denied", "No space left on device", "File too large".
+    /// </summary>
+    public static string Reason(Exception e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        string message = e.Message;
+        int path = message.IndexOf(" : '", StringComparison.Ordinal);
+        return e switch
+        {
+            UnauthorizedAccessException => "Permission denied",
+            DirectoryNotFoundException => "a folder on the way does not exist",
+            FileNotFoundException => "No such file or directory",
+            _ when path > 0 => message[..path],
+            _ => message,
+        };
+    }
+
+    /// <summary>".{name}.{pid}.{random}.tmp" beside the target: one process's temporary for it.</summary>
+    private static string TemporaryFor(string full, int processId) =>
+        Path.Combine(Path.GetDirectoryName(full) ?? ".", $".{Path.GetFileName(full)}.{processId}.{Guid.NewGuid():N}.tmp");
+
+    /// <summary>Deletes temporaries of <paramref name="full"/> whose writing process no longer runs (a crash or kill left them).</summary>
+    private static void DeleteStaleTemporaries(string full)
+    {
+        string folder = Path.GetDirectoryName(full) ?? ".", prefix = $".{Path.GetFileName(full)}.";
+        IEnumerable<string> candidates;
+        try
+        {
+            candidates = Directory.EnumerateFiles(folder, prefix + "*.tmp").ToList();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return; // the write itself will say what is wrong with the folder
+        }
+
+        foreach (string candidate in candidates)
+        {
+            string[] parts = Path.GetFileName(candidate)[prefix.Length..].Split('.');
+            if (parts.Length == 3 && int.TryParse(parts[0], out int pid) && pid != Environment.ProcessId && !IsRunning(pid))
+            {
+                TryDelete(candidate);
+            }
+        }
+    }
+
+    private static bool IsRunning(int processId)
+    {
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(processId);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false; // no such process
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Reads a whole file, or fails with a message naming it when it is missing.</summary>
+    public static byte[] ReadAll(string path, string what, long maximumBytes = int.MaxValue)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{what} '{path}' does not exist.", path);
+        }
+
+        long length = new FileInfo(path).Length;
+        if (length > maximumBytes)
+        {
+            throw new FileFormatException($"{what} '{path}' is {length} bytes, more than the {maximumBytes} this reader accepts.");
+        }
+
+        return File.ReadAllBytes(path);
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+            // Best effort: the temporary file is ours and harmless.
+        }
+        catch (UnauthorizedAccessException)
+        {
+            // As above.
+        }
+    }
+}
+
+/// <summary>The three libc calls that sync a folder (.NET opens no directory as a file).</summary>
+internal static class NativeMethods
+{
+    /// <summary>open(2) on a NUL-terminated UTF-8 path.</summary>
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "open")]
+    internal static extern int Open(byte[] path, int flags);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "fsync")]
+    internal static extern int Fsync(int descriptor);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close")]
+    internal static extern int Close(int descriptor);
+}
