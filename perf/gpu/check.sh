@@ -9,7 +9,7 @@
 #     test accuracy); 7. bitwise reproducibility (two identical training runs, same hashes);
 #  8. auto's fall-back to the CPU after a real CUDA fault (GPUCNN_INJECT_FAULT_AT_LAUNCH); 9. an ncu profile of the
 #     tiled GEMM kernel at gemm-4096. At most 8 files come back, so only the log, the two bench tables and the
-#     profile go to $OUT.
+#     profile go to $OUT (ncu: the GEMM at gemm-4096, the kernels of conv3x3-64, the filter gradient of conv3x3-128-bwd).
 # ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench ladder conv-ladder torch-bench lenet resnet repro fallback ptx
@@ -155,6 +155,11 @@ if wanted ncu; then
     check ncu-conv 120 ncu --clock-control none -c 40 --section SpeedOfLight --print-summary per-kernel \
       "$gpucnn" bench --device cuda --only conv3x3-64 > "$out/ncu-conv.txt" 2>&1
     grep -A4 -E "^  Kernel_|Duration" "$out/ncu-conv.txt" | grep -E "Kernel_|Duration|Compute \(SM\)|Memory Throughput" | head -n 60
+    step "ncu: the implicit-GEMM filter gradient of conv3x3-128-bwd (the row furthest from cuDNN)"
+    check ncu-filter-gradient 120 ncu --clock-control none -k regex:FilterGradient -c 1 --section SpeedOfLight --section LaunchStats \
+      --section Occupancy --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+      "$gpucnn" bench --device cuda --only conv3x3-128-bwd > "$out/ncu-filter-gradient.txt" 2>&1
+    tail -n 100 "$out/ncu-filter-gradient.txt"
   else
     echo "ncu not found"
   fi
