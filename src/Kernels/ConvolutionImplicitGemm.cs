@@ -2,6 +2,7 @@ using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using Block8x8 = GpuCnn.Kernels.GemmTiled8x8Kernels.Block8x8;
+using Float4 = GpuCnn.Kernels.GemmTiled8x8Kernels.Float4;
 using Row8 = GpuCnn.Kernels.GemmTiled8x8Kernels.Row8;
 
 namespace GpuCnn.Kernels;
@@ -14,7 +15,8 @@ namespace GpuCnn.Kernels;
 /// 3×3 layer (docs/benchmarks.md).
 /// <para>
 /// A group of Tx × 8 threads computes a tile of 64 filters × 8·Tx output pixels with the 8×8 register blocks of
-/// <see cref="GemmTiled8x8Kernels"/> (thread (tx, ty) owns filters ty + 8i and pixels tx + Tx·j); 64 filters fit
+/// <see cref="GemmTiled8x8Kernels"/> (thread (tx, ty) owns filters 4ty + i and 32 + 4ty + i, pixels 4tx + j and
+/// 4Tx + 4tx + j, i, j &lt; 4, read from shared memory as 16-byte loads); 64 filters fit
 /// 64- and 128-channel layers without idle rows. Each thread gathers one pixel's column of the tile, 8 taps deep
 /// per stage, so its window position is computed once and consecutive threads read consecutive x values; the tap
 /// (c, r, s) advances by steps, without divisions. Two shared-memory stages: the next stage's gathered values
@@ -45,6 +47,15 @@ internal static class ConvolutionImplicitGemmKernels
     public const int ThreadRows = 8;
 
     /// <summary>
+    /// Floats per depth row of the filter tile: 64 padded by 4, which keeps rows 16-byte aligned and puts the eight
+    /// depths that consecutive threads stage for one filter in eight different banks.
+    /// </summary>
+    private const int FilterRow = TileFilters + 4;
+
+    /// <summary>A thread's second run of four filters starts this far after its first.</summary>
+    private const int HalfFilters = TileFilters / 2;
+
+    /// <summary>
     /// Launch: grid (⌈N·P·Q / 8Tx⌉, ⌈K / 64⌉, splits), group (Tx, 8), dynamic shared memory for two stages
     /// (<see cref="Config"/>). <paramref name="y"/> is the output, or the split slices when depthPerSplit &gt; 0.
     /// </summary>
@@ -62,8 +73,9 @@ internal static class ConvolutionImplicitGemmKernels
 
         // The column this thread gathers: output pixel (n, p, q), whose window starts at (top, left) of image n.
         var window = Pixel.At(column0 + thread, g).Window(g);
-        var shared = SharedMemory.GetDynamic<float>();
-        int stageSize = Depth * (TileFilters + threads), tileBOffset = Depth * TileFilters;
+        var shared4 = SharedMemory.GetDynamic<Float4>();
+        var shared = shared4.Cast<float>();
+        int stageSize = Depth * (FilterRow + threads), tileBOffset = Depth * FilterRow;
 
         var tap = Tap.At(kBegin, g);
         var staged = Gather(x, g, window, tap, kBegin, kEnd);
@@ -83,7 +95,7 @@ internal static class ConvolutionImplicitGemmKernels
                 tap = staged.Next;
             }
 
-            c = MultiplyStage(c, shared, stage * stageSize, tileBOffset, tx, ty, threadsX);
+            c = MultiplyStage(c, shared4, stage * stageSize, tileBOffset, tx, ty, threadsX);
             if (more)
             {
                 // The other stage: every thread finished reading it before the previous barrier.
@@ -96,28 +108,30 @@ internal static class ConvolutionImplicitGemmKernels
             stage ^= 1;
         }
 
-        // Output offsets of this thread's eight pixels (columns tx + Tx·j); −1 past the last pixel.
+        // Output offsets of this thread's eight pixels (columns 4tx + j and 4Tx + 4tx + j); −1 past the last pixel.
+        int low = column0 + (4 * tx), high = low + (4 * threadsX);
         var pixels = new Offsets8
         {
-            V0 = OutputOffset(column0 + tx, g),
-            V1 = OutputOffset(column0 + tx + threadsX, g),
-            V2 = OutputOffset(column0 + tx + (2 * threadsX), g),
-            V3 = OutputOffset(column0 + tx + (3 * threadsX), g),
-            V4 = OutputOffset(column0 + tx + (4 * threadsX), g),
-            V5 = OutputOffset(column0 + tx + (5 * threadsX), g),
-            V6 = OutputOffset(column0 + tx + (6 * threadsX), g),
-            V7 = OutputOffset(column0 + tx + (7 * threadsX), g),
+            V0 = OutputOffset(low, g),
+            V1 = OutputOffset(low + 1, g),
+            V2 = OutputOffset(low + 2, g),
+            V3 = OutputOffset(low + 3, g),
+            V4 = OutputOffset(high, g),
+            V5 = OutputOffset(high + 1, g),
+            V6 = OutputOffset(high + 2, g),
+            V7 = OutputOffset(high + 3, g),
         };
         var target = split ? y.SubView((long)Grid.IdxZ * g.OutputSize, g.OutputSize) : y;
         bool raw = split; // a split's slice holds the raw partial sum; SumSplits applies the bias and activation
-        StoreRow(target, g, filter0 + ty, pixels, c.R0, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 8, pixels, c.R1, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 16, pixels, c.R2, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 24, pixels, c.R3, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 32, pixels, c.R4, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 40, pixels, c.R5, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 48, pixels, c.R6, bias, epilogue, raw);
-        StoreRow(target, g, filter0 + ty + 56, pixels, c.R7, bias, epilogue, raw);
+        int filter = filter0 + (4 * ty);
+        StoreRow(target, g, filter, pixels, c.R0, bias, epilogue, raw);
+        StoreRow(target, g, filter + 1, pixels, c.R1, bias, epilogue, raw);
+        StoreRow(target, g, filter + 2, pixels, c.R2, bias, epilogue, raw);
+        StoreRow(target, g, filter + 3, pixels, c.R3, bias, epilogue, raw);
+        StoreRow(target, g, filter + HalfFilters, pixels, c.R4, bias, epilogue, raw);
+        StoreRow(target, g, filter + HalfFilters + 1, pixels, c.R5, bias, epilogue, raw);
+        StoreRow(target, g, filter + HalfFilters + 2, pixels, c.R6, bias, epilogue, raw);
+        StoreRow(target, g, filter + HalfFilters + 3, pixels, c.R7, bias, epilogue, raw);
     }
 
     /// <summary>
@@ -139,8 +153,9 @@ internal static class ConvolutionImplicitGemmKernels
         // This thread's tap (its column of the tile) and, for staging dy, the pixel it reads in each stage: j0 + (thread & 7).
         int ownTap = tap0 + thread;
         var tap = ownTap < taps ? Tap.At(ownTap, g) : new Tap(-1, 0, 0);
-        var shared = SharedMemory.GetDynamic<float>();
-        int stageSize = Depth * (TileFilters + threads), tileBOffset = Depth * TileFilters;
+        var shared4 = SharedMemory.GetDynamic<Float4>();
+        var shared = shared4.Cast<float>();
+        int stageSize = Depth * (FilterRow + threads), tileBOffset = Depth * FilterRow;
         var cursor = Pixel.At(jBegin, g);
         var dyPixel = Pixel.At(jBegin + (thread & (Depth - 1)), g);
 
@@ -161,7 +176,7 @@ internal static class ConvolutionImplicitGemmKernels
                 cursor = staged.Next;
             }
 
-            c = MultiplyStage(c, shared, stage * stageSize, tileBOffset, tx, ty, threadsX);
+            c = MultiplyStage(c, shared4, stage * stageSize, tileBOffset, tx, ty, threadsX);
             if (more)
             {
                 int other = (stage ^ 1) * stageSize;
@@ -175,15 +190,15 @@ internal static class ConvolutionImplicitGemmKernels
         }
 
         var target = split ? dw.SubView((long)Grid.IdxZ * g.K * taps, g.K * taps) : dw;
-        int column = tap0 + tx;
-        StoreTaps(target, g, filter0 + ty, column, threadsX, c.R0);
-        StoreTaps(target, g, filter0 + ty + 8, column, threadsX, c.R1);
-        StoreTaps(target, g, filter0 + ty + 16, column, threadsX, c.R2);
-        StoreTaps(target, g, filter0 + ty + 24, column, threadsX, c.R3);
-        StoreTaps(target, g, filter0 + ty + 32, column, threadsX, c.R4);
-        StoreTaps(target, g, filter0 + ty + 40, column, threadsX, c.R5);
-        StoreTaps(target, g, filter0 + ty + 48, column, threadsX, c.R6);
-        StoreTaps(target, g, filter0 + ty + 56, column, threadsX, c.R7);
+        int column = tap0 + (4 * tx), half = 4 * threadsX, filter = filter0 + (4 * ty);
+        StoreTaps(target, g, filter, column, half, c.R0);
+        StoreTaps(target, g, filter + 1, column, half, c.R1);
+        StoreTaps(target, g, filter + 2, column, half, c.R2);
+        StoreTaps(target, g, filter + 3, column, half, c.R3);
+        StoreTaps(target, g, filter + HalfFilters, column, half, c.R4);
+        StoreTaps(target, g, filter + HalfFilters + 1, column, half, c.R5);
+        StoreTaps(target, g, filter + HalfFilters + 2, column, half, c.R6);
+        StoreTaps(target, g, filter + HalfFilters + 3, column, half, c.R7);
     }
 
     /// <summary>Filter-gradient tiles along the taps (x) and the filters (y).</summary>
@@ -197,18 +212,19 @@ internal static class ConvolutionImplicitGemmKernels
     public static KernelConfig FilterGradientConfig(Conv2dGeometry g, int threadsX, int splits = 1)
     {
         var tiles = FilterGradientTiles(g, threadsX);
-        return new KernelConfig(new Index3D(tiles.X, tiles.Y, splits), new Index3D(threadsX, ThreadRows, 1),
-            SharedMemoryConfig.RequestDynamic<float>(2 * Depth * (TileFilters + (threadsX * ThreadRows))));
+        return new KernelConfig(new Index3D(tiles.X, tiles.Y, splits), new Index3D(threadsX, ThreadRows, 1), StageMemory(threadsX));
     }
 
     /// <summary>The launch shape for groups of <paramref name="threadsX"/> × 8 threads, times <paramref name="splits"/> along z.</summary>
     public static KernelConfig Config(Conv2dGeometry g, int threadsX, int splits = 1)
     {
         var tiles = Tiles(g, threadsX);
-        int threads = threadsX * ThreadRows;
-        return new KernelConfig(new Index3D(tiles.X, tiles.Y, splits), new Index3D(threadsX, ThreadRows, 1),
-            SharedMemoryConfig.RequestDynamic<float>(2 * Depth * (TileFilters + threads)));
+        return new KernelConfig(new Index3D(tiles.X, tiles.Y, splits), new Index3D(threadsX, ThreadRows, 1), StageMemory(threadsX));
     }
+
+    /// <summary>Two stages of a filter tile (64 filters, rows padded) and a pixel or tap tile (8·Tx), <see cref="Depth"/> deep.</summary>
+    private static SharedMemoryConfig StageMemory(int threadsX) =>
+        SharedMemoryConfig.RequestDynamic<Float4>(2 * Depth * (FilterRow + (threadsX * ThreadRows)) / 4);
 
     /// <summary>Tiles along the output pixels (x) and the filters (y).</summary>
     public static Index2D Tiles(Conv2dGeometry g, int threadsX)
@@ -244,25 +260,30 @@ internal static class ConvolutionImplicitGemmKernels
         g.IsPlain && g.StrideH == 1 && g.StrideW == 1 && g.PadH <= g.R - 1 && g.PadW <= g.S - 1;
 
     /// <summary>
-    /// One stage of the product: acc[i][j] += Σ_kk tileA[kk, ty + 8i] · tileB[kk, tx + Tx·j] (rows of A are 64
-    /// filters, columns of B the group's 8·Tx pixels or taps).
+    /// One stage of the product: acc[i][j] += Σ_kk tileA[kk, filter i] · tileB[kk, column j] for this thread's filters
+    /// 4ty + i, 32 + 4ty + i and columns 4tx + j, 4Tx + 4tx + j (i, j &lt; 4) of the group's 64 filters and 8·Tx pixels
+    /// or taps; <paramref name="tileA"/> and <paramref name="tileBOffset"/> in floats.
     /// </summary>
-    private static Block8x8 MultiplyStage(Block8x8 acc, ArrayView<float> shared, int tileA, int tileBOffset, int tx, int ty, int threadsX)
+    private static Block8x8 MultiplyStage(Block8x8 acc, ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threadsX)
     {
         Row8 c0 = acc.R0, c1 = acc.R1, c2 = acc.R2, c3 = acc.R3, c4 = acc.R4, c5 = acc.R5, c6 = acc.R6, c7 = acc.R7;
-        int threads = threadsX * ThreadRows, tileB = tileA + tileBOffset;
+        int rowB = threadsX * ThreadRows / 4; // Float4s per depth row of the pixel tile
+        int filters = (tileA / 4) + ty, columns = ((tileA + tileBOffset) / 4) + tx;
         for (int kk = 0; kk < Depth; kk++)
         {
-            var av = Row8.Load(shared, tileA + (kk * TileFilters) + ty, ThreadRows);
-            var bv = Row8.Load(shared, tileB + (kk * threads) + tx, threadsX);
-            c0 = Row8.MultiplyAdd(c0, av.V0, bv);
-            c1 = Row8.MultiplyAdd(c1, av.V1, bv);
-            c2 = Row8.MultiplyAdd(c2, av.V2, bv);
-            c3 = Row8.MultiplyAdd(c3, av.V3, bv);
-            c4 = Row8.MultiplyAdd(c4, av.V4, bv);
-            c5 = Row8.MultiplyAdd(c5, av.V5, bv);
-            c6 = Row8.MultiplyAdd(c6, av.V6, bv);
-            c7 = Row8.MultiplyAdd(c7, av.V7, bv);
+            var a0 = shared[filters];
+            var a1 = shared[filters + (HalfFilters / 4)];
+            var bv = Row8.Of(shared[columns], shared[columns + threadsX]);
+            c0 = Row8.MultiplyAdd(c0, a0.X, bv);
+            c1 = Row8.MultiplyAdd(c1, a0.Y, bv);
+            c2 = Row8.MultiplyAdd(c2, a0.Z, bv);
+            c3 = Row8.MultiplyAdd(c3, a0.W, bv);
+            c4 = Row8.MultiplyAdd(c4, a1.X, bv);
+            c5 = Row8.MultiplyAdd(c5, a1.Y, bv);
+            c6 = Row8.MultiplyAdd(c6, a1.Z, bv);
+            c7 = Row8.MultiplyAdd(c7, a1.W, bv);
+            filters += FilterRow / 4;
+            columns += rowB;
         }
 
         return new Block8x8(c0, c1, c2, c3, c4, c5, c6, c7);
@@ -307,12 +328,12 @@ internal static class ConvolutionImplicitGemmKernels
         {
             int m = i >> 3, kk = i & (Depth - 1);
             int filter = filter0 + m;
-            shared[at + (kk * TileFilters) + m] = inDepth && filter < g.K ? dy[(((pixel.N * g.K) + filter) * pq) + spatial] : 0f;
+            shared[at + (kk * FilterRow) + m] = inDepth && filter < g.K ? dy[(((pixel.N * g.K) + filter) * pq) + spatial] : 0f;
         }
     }
 
-    /// <summary>dW[filter, column + j·step] for j &lt; 8 (row-major K × C·R·S), within range.</summary>
-    private static void StoreTaps(ArrayView<float> dw, Conv2dGeometry g, int filter, int column, int step, Row8 v)
+    /// <summary>dW[filter, column + j] and dW[filter, column + half + j] for j &lt; 4 (row-major K × C·R·S), within range.</summary>
+    private static void StoreTaps(ArrayView<float> dw, Conv2dGeometry g, int filter, int column, int half, Row8 v)
     {
         int taps = g.C * g.R * g.S;
         if (filter >= g.K)
@@ -322,13 +343,13 @@ internal static class ConvolutionImplicitGemmKernels
 
         int row = filter * taps;
         StoreTap(dw, row, column, taps, v.V0);
-        StoreTap(dw, row, column + step, taps, v.V1);
-        StoreTap(dw, row, column + (2 * step), taps, v.V2);
-        StoreTap(dw, row, column + (3 * step), taps, v.V3);
-        StoreTap(dw, row, column + (4 * step), taps, v.V4);
-        StoreTap(dw, row, column + (5 * step), taps, v.V5);
-        StoreTap(dw, row, column + (6 * step), taps, v.V6);
-        StoreTap(dw, row, column + (7 * step), taps, v.V7);
+        StoreTap(dw, row, column + 1, taps, v.V1);
+        StoreTap(dw, row, column + 2, taps, v.V2);
+        StoreTap(dw, row, column + 3, taps, v.V3);
+        StoreTap(dw, row, column + half, taps, v.V4);
+        StoreTap(dw, row, column + half + 1, taps, v.V5);
+        StoreTap(dw, row, column + half + 2, taps, v.V6);
+        StoreTap(dw, row, column + half + 3, taps, v.V7);
     }
 
     private static void StoreTap(ArrayView<float> dw, int row, int column, int taps, float value)
@@ -402,7 +423,7 @@ internal static class ConvolutionImplicitGemmKernels
         {
             int m = i >> 3, kk = i & (Depth - 1);
             int filter = filter0 + m, tap = k0 + kk;
-            shared[at + (kk * TileFilters) + m] = filter < filters && tap < kEnd ? w[(filter * depth) + tap] : 0f;
+            shared[at + (kk * FilterRow) + m] = filter < filters && tap < kEnd ? w[(filter * depth) + tap] : 0f;
         }
     }
 

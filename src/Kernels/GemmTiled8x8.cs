@@ -7,13 +7,15 @@ namespace GpuCnn.Kernels;
 /// <summary>
 /// The third rung of the GEMM ladder: 8×8 register blocking with double-buffered staging. A square group of T × T
 /// threads (a power of two; 16 × 16 on GPUs) computes an 8T × 8T tile of C, so each pair of values read from shared
-/// memory feeds 4 multiply-adds instead of the 4×4 kernel's 2. Thread (tx, ty) owns rows ty + i·T and columns
-/// tx + j·T (i, j &lt; 8): shared reads are broadcasts along a warp's rows and consecutive along its columns, stores
-/// to C are coalesced. Tiles of op(A) and op(B), T/2 deep (4T·T values each, four per thread), go through two
-/// shared-memory buffers: each thread loads its values of the next tile into registers, computes the current tile,
-/// then stores them into the other buffer, so the global-memory latency hides behind the arithmetic and one barrier
-/// per tile suffices. Global reads run along each matrix's contiguous axis; index arithmetic is shifts and masks;
-/// rows are padded by one float so the transposing stores avoid bank conflicts. Out-of-range elements load as zero,
+/// memory feeds 4 multiply-adds instead of the 4×4 kernel's 2. Thread (tx, ty) owns rows 4ty + i and 4T + 4ty + i
+/// and columns 4tx + j and 4T + 4tx + j (i, j &lt; 4): its operands of one depth step are four runs of four
+/// consecutive floats, read from shared memory as four 16-byte loads (<see cref="Float4"/>; with scalar loads the
+/// address arithmetic of 16 loads per 64 multiply-adds kept the integer pipe the busiest on an H200). Tiles of op(A)
+/// and op(B), T/2 deep (4T·T values each, four per thread), go through two shared-memory buffers: each thread loads
+/// its values of the next tile into registers, computes the current tile, then stores them into the other buffer, so
+/// the global-memory latency hides behind the arithmetic and one barrier per tile suffices. Global reads run along
+/// each matrix's contiguous axis; index arithmetic is shifts and masks; rows are padded by four floats, which keeps
+/// them 16-byte aligned and the transposing stores free of bank conflicts. Out-of-range elements load as zero,
 /// so any M, N, K and both transposes work; the store applies the <see cref="Epilogue"/>, or writes a raw partial
 /// product for split-K (<see cref="GemmShape.DepthPerSplit"/>, combined by <see cref="GemmTiledKernels.SumSplits"/>).
 /// </summary>
@@ -35,16 +37,20 @@ internal static class GemmTiled8x8Kernels
         int tx = Group.IdxX, ty = Group.IdxY, side = Group.DimX;
         var t = new Tiling(side);
         int row0 = Grid.IdxY * t.Tile, col0 = Grid.IdxX * t.Tile;
-        var shared = SharedMemory.GetDynamic<float>();
+        var shared4 = SharedMemory.GetDynamic<Float4>();
+        var shared = shared4.Cast<float>();
         int thread = (ty * side) + tx;
 
         bool split = s.DepthPerSplit > 0;
         int kBegin = split ? Grid.IdxZ * s.DepthPerSplit : 0;
         int kEnd = split ? XMath.Min(s.K, kBegin + s.DepthPerSplit) : s.K;
-        var nextA = FetchA(a, s, t, thread, row0, kBegin, kEnd);
-        var nextB = FetchB(b, s, t, thread, col0, kBegin, kEnd);
-        Put(shared, 0, nextA, t, thread, s.TransposeA == 0);
-        Put(shared, t.Depth * t.Stride, nextB, t, thread, s.TransposeB != 0);
+        // op(A) is M × K, A stored row-major M × K (along k) or, transposed, K × M; likewise op(B) K × N from N × K or K × N.
+        var stagerA = new Stager(t, thread, s.TransposeA == 0, row0, s.M, s.TransposeA == 0 ? s.K : s.M);
+        var stagerB = new Stager(t, thread, s.TransposeB != 0, col0, s.N, s.TransposeB != 0 ? s.K : s.N);
+        var nextA = stagerA.Fetch(a, kBegin, kEnd);
+        var nextB = stagerB.Fetch(b, kBegin, kEnd);
+        stagerA.Put(shared, 0, nextA);
+        stagerB.Put(shared, t.Depth * t.Stride, nextB);
         Group.Barrier();
 
         Row8 c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
@@ -54,31 +60,35 @@ internal static class GemmTiled8x8Kernels
             bool more = k0 + t.Depth < kEnd;
             if (more)
             {
-                nextA = FetchA(a, s, t, thread, row0, k0 + t.Depth, kEnd);
-                nextB = FetchB(b, s, t, thread, col0, k0 + t.Depth, kEnd);
+                nextA = stagerA.Fetch(a, k0 + t.Depth, kEnd);
+                nextB = stagerB.Fetch(b, k0 + t.Depth, kEnd);
             }
 
-            int tileA = stage * t.StageSize, tileB = tileA + (t.Depth * t.Stride);
+            // In units of Float4: this thread's first four rows of op(A) and first four columns of op(B) at kk = 0.
+            int rowA = (stage * t.StageSize / 4) + ty, columnB = rowA - ty + (t.Depth * t.Stride / 4) + tx;
             for (int kk = 0; kk < t.Depth; kk++)
             {
-                var av = Row8.Load(shared, tileA + (kk * t.Stride) + ty, side);
-                var bv = Row8.Load(shared, tileB + (kk * t.Stride) + tx, side);
-                c0 = Row8.MultiplyAdd(c0, av.V0, bv);
-                c1 = Row8.MultiplyAdd(c1, av.V1, bv);
-                c2 = Row8.MultiplyAdd(c2, av.V2, bv);
-                c3 = Row8.MultiplyAdd(c3, av.V3, bv);
-                c4 = Row8.MultiplyAdd(c4, av.V4, bv);
-                c5 = Row8.MultiplyAdd(c5, av.V5, bv);
-                c6 = Row8.MultiplyAdd(c6, av.V6, bv);
-                c7 = Row8.MultiplyAdd(c7, av.V7, bv);
+                var a0 = shared4[rowA];
+                var a1 = shared4[rowA + side];
+                var bv = Row8.Of(shared4[columnB], shared4[columnB + side]);
+                c0 = Row8.MultiplyAdd(c0, a0.X, bv);
+                c1 = Row8.MultiplyAdd(c1, a0.Y, bv);
+                c2 = Row8.MultiplyAdd(c2, a0.Z, bv);
+                c3 = Row8.MultiplyAdd(c3, a0.W, bv);
+                c4 = Row8.MultiplyAdd(c4, a1.X, bv);
+                c5 = Row8.MultiplyAdd(c5, a1.Y, bv);
+                c6 = Row8.MultiplyAdd(c6, a1.Z, bv);
+                c7 = Row8.MultiplyAdd(c7, a1.W, bv);
+                rowA += t.Stride / 4;
+                columnB += t.Stride / 4;
             }
 
             if (more)
             {
                 // The other buffer: every thread finished reading it before the previous barrier.
                 int other = (stage ^ 1) * t.StageSize;
-                Put(shared, other, nextA, t, thread, s.TransposeA == 0);
-                Put(shared, other + (t.Depth * t.Stride), nextB, t, thread, s.TransposeB != 0);
+                stagerA.Put(shared, other, nextA);
+                stagerB.Put(shared, other + (t.Depth * t.Stride), nextB);
             }
 
             Group.Barrier();
@@ -90,11 +100,12 @@ internal static class GemmTiled8x8Kernels
         if (split)
         {
             var slice = c.SubView((long)Grid.IdxZ * s.M * s.N, (long)s.M * s.N);
-            StoreBlock(slice, new GemmShape(s.M, s.N, s.K, 0, 0, 1f, 0f), row0 + ty, col0 + tx, side, block, bias, Epilogue.None);
+            StoreBlock(slice, new GemmShape(s.M, s.N, s.K, 0, 0, 1f, 0f), row0 + (4 * ty), col0 + (4 * tx), 4 * side, block, bias,
+                Epilogue.None);
         }
         else
         {
-            StoreBlock(c, s, row0 + ty, col0 + tx, side, block, bias, epilogue);
+            StoreBlock(c, s, row0 + (4 * ty), col0 + (4 * tx), 4 * side, block, bias, epilogue);
         }
     }
 
@@ -103,7 +114,7 @@ internal static class GemmTiled8x8Kernels
     {
         var grid = Tiles(s, side);
         return new KernelConfig(new Index3D(grid.X, grid.Y, splits), new Index3D(side, side, 1),
-            SharedMemoryConfig.RequestDynamic<float>(new Tiling(side).StageSize * 2));
+            SharedMemoryConfig.RequestDynamic<Float4>(new Tiling(side).StageSize * 2 / 4));
     }
 
     /// <summary>Tiles of C along N (x) and M (y) for square groups of <paramref name="side"/>² threads.</summary>
@@ -114,57 +125,76 @@ internal static class GemmTiled8x8Kernels
     }
 
     /// <summary>
-    /// A thread's four values of the next tile of op(A), tile[kk, mm] = op(A)[row0 + mm, k0 + kk], in the order the
-    /// group reads A's memory contiguously: along k for row-major A, along m for transposed A.
+    /// Where a thread's four values of each staged tile of one operand come from and go, worked out once per thread:
+    /// tile[kk, position] = op(A)[start + position, k0 + kk] (or op(B)[k0 + kk, start + position]). The thread's values
+    /// share one depth kk and sit at positions p, p + 2T, p + 4T, p + 6T, so a value's global offset and shared slot
+    /// are the first one's plus a multiple of a per-thread constant. Consecutive threads read the stored matrix along
+    /// its contiguous axis: eight consecutive depths, then the next position, when it runs along k (row-major A,
+    /// transposed B); 2T consecutive positions, then the next depth, otherwise.
     /// </summary>
-    private static Row4 FetchA(ArrayView<float> a, GemmShape s, Tiling t, int thread, int row0, int k0, int kEnd) => new()
+    private readonly struct Stager
     {
-        V0 = LoadA(a, s, t, thread, row0, k0, kEnd),
-        V1 = LoadA(a, s, t, thread + t.Threads, row0, k0, kEnd),
-        V2 = LoadA(a, s, t, thread + (2 * t.Threads), row0, k0, kEnd),
-        V3 = LoadA(a, s, t, thread + (3 * t.Threads), row0, k0, kEnd),
-    };
-
-    /// <summary>The same for op(B): tile[kk, nn] = op(B)[k0 + kk, col0 + nn], along n for row-major B, along k for transposed B.</summary>
-    private static Row4 FetchB(ArrayView<float> b, GemmShape s, Tiling t, int thread, int col0, int k0, int kEnd) => new()
-    {
-        V0 = LoadB(b, s, t, thread, col0, k0, kEnd),
-        V1 = LoadB(b, s, t, thread + t.Threads, col0, k0, kEnd),
-        V2 = LoadB(b, s, t, thread + (2 * t.Threads), col0, k0, kEnd),
-        V3 = LoadB(b, s, t, thread + (3 * t.Threads), col0, k0, kEnd),
-    };
-
-    private static float LoadA(ArrayView<float> a, GemmShape s, Tiling t, int i, int row0, int k0, int kEnd)
-    {
-        bool alongK = s.TransposeA == 0;
-        int row = row0 + t.PositionOf(i, alongK), depth = k0 + t.DepthOf(i, alongK);
-        if (row >= s.M || depth >= kEnd)
+        public Stager(Tiling t, int thread, bool alongK, int start, int limit, int leadingDimension)
         {
-            return 0f;
+            Depth = alongK ? thread & (t.Depth - 1) : thread >> (t.LogSide + 1);
+            int position = alongK ? thread >> (t.LogSide - 1) : thread & ((2 * t.Side) - 1);
+            Spacing = 2 * t.Side;
+            Position = start + position;
+            Limit = limit;
+            Base = alongK ? (Position * leadingDimension) + Depth : (Depth * leadingDimension) + Position;
+            DepthStride = alongK ? 1 : leadingDimension;
+            OffsetSpacing = alongK ? Spacing * leadingDimension : Spacing;
+            Slot = (Depth * t.Stride) + position;
         }
 
-        return alongK ? a[(row * s.K) + depth] : a[(depth * s.M) + row];
-    }
+        /// <summary>This thread's depth kk within a tile.</summary>
+        private int Depth { get; }
 
-    private static float LoadB(ArrayView<float> b, GemmShape s, Tiling t, int i, int col0, int k0, int kEnd)
-    {
-        bool alongK = s.TransposeB != 0;
-        int col = col0 + t.PositionOf(i, alongK), depth = k0 + t.DepthOf(i, alongK);
-        if (col >= s.N || depth >= kEnd)
+        /// <summary>The row of op(A) or column of op(B) of the thread's first value; the others follow at multiples of <see cref="Spacing"/>.</summary>
+        private int Position { get; }
+
+        private int Spacing { get; }
+
+        /// <summary>M for op(A), N for op(B): positions from here on load as zero.</summary>
+        private int Limit { get; }
+
+        /// <summary>The stored offset of the first value at depth 0.</summary>
+        private int Base { get; }
+
+        /// <summary>Stored offset per unit of depth: 1 along k, the leading dimension otherwise.</summary>
+        private int DepthStride { get; }
+
+        /// <summary>Stored offset between the thread's consecutive values.</summary>
+        private int OffsetSpacing { get; }
+
+        /// <summary>Where the first value goes in a tile; the others follow at multiples of <see cref="Spacing"/>.</summary>
+        private int Slot { get; }
+
+        /// <summary>The thread's four values of the tile at depth <paramref name="k0"/>; zero past <paramref name="kEnd"/> or the last position.</summary>
+        public Row4 Fetch(ArrayView<float> m, int k0, int kEnd)
         {
-            return 0f;
+            bool inDepth = k0 + Depth < kEnd;
+            int at = Base + (k0 * DepthStride);
+            return new Row4
+            {
+                V0 = Load(m, inDepth && Position < Limit, at),
+                V1 = Load(m, inDepth && Position + Spacing < Limit, at + OffsetSpacing),
+                V2 = Load(m, inDepth && Position + (2 * Spacing) < Limit, at + (2 * OffsetSpacing)),
+                V3 = Load(m, inDepth && Position + (3 * Spacing) < Limit, at + (3 * OffsetSpacing)),
+            };
         }
 
-        return alongK ? b[(col * s.K) + depth] : b[(depth * s.N) + col];
-    }
+        /// <summary>Stores fetched values into the tile starting at <paramref name="at"/>.</summary>
+        public void Put(ArrayView<float> shared, int at, Row4 v)
+        {
+            int slot = at + Slot;
+            shared[slot] = v.V0;
+            shared[slot + Spacing] = v.V1;
+            shared[slot + (2 * Spacing)] = v.V2;
+            shared[slot + (3 * Spacing)] = v.V3;
+        }
 
-    /// <summary>Stores a thread's four fetched values at tile[kk, position] of the tile starting at <paramref name="at"/>.</summary>
-    private static void Put(ArrayView<float> shared, int at, Row4 v, Tiling t, int thread, bool alongK)
-    {
-        shared[at + t.Slot(thread, alongK)] = v.V0;
-        shared[at + t.Slot(thread + t.Threads, alongK)] = v.V1;
-        shared[at + t.Slot(thread + (2 * t.Threads), alongK)] = v.V2;
-        shared[at + t.Slot(thread + (3 * t.Threads), alongK)] = v.V3;
+        private static float Load(ArrayView<float> m, bool inRange, int at) => inRange ? m[at] : 0f;
     }
 
     /// <summary>log₂ of a power of two (once per thread; the staging loops then shift and mask instead of dividing).</summary>
@@ -179,22 +209,22 @@ internal static class GemmTiled8x8Kernels
         return log;
     }
 
-    /// <summary>Stores a thread's 8×8 results: rows r + i·step, columns q + j·step.</summary>
-    private static void StoreBlock<TF>(ArrayView<float> c, GemmShape s, int r, int q, int step, Block8x8 v, ArrayView<float> bias,
+    /// <summary>Stores a thread's 8×8 results: rows r + i and r + half + i, columns q + j and q + half + j (i, j &lt; 4).</summary>
+    private static void StoreBlock<TF>(ArrayView<float> c, GemmShape s, int r, int q, int half, Block8x8 v, ArrayView<float> bias,
         Epilogue<TF> epilogue)
         where TF : struct, IActivationFunction
     {
-        StoreRow(c, s, r, q, step, v.R0, bias, epilogue);
-        StoreRow(c, s, r + step, q, step, v.R1, bias, epilogue);
-        StoreRow(c, s, r + (2 * step), q, step, v.R2, bias, epilogue);
-        StoreRow(c, s, r + (3 * step), q, step, v.R3, bias, epilogue);
-        StoreRow(c, s, r + (4 * step), q, step, v.R4, bias, epilogue);
-        StoreRow(c, s, r + (5 * step), q, step, v.R5, bias, epilogue);
-        StoreRow(c, s, r + (6 * step), q, step, v.R6, bias, epilogue);
-        StoreRow(c, s, r + (7 * step), q, step, v.R7, bias, epilogue);
+        StoreRow(c, s, r, q, half, v.R0, bias, epilogue);
+        StoreRow(c, s, r + 1, q, half, v.R1, bias, epilogue);
+        StoreRow(c, s, r + 2, q, half, v.R2, bias, epilogue);
+        StoreRow(c, s, r + 3, q, half, v.R3, bias, epilogue);
+        StoreRow(c, s, r + half, q, half, v.R4, bias, epilogue);
+        StoreRow(c, s, r + half + 1, q, half, v.R5, bias, epilogue);
+        StoreRow(c, s, r + half + 2, q, half, v.R6, bias, epilogue);
+        StoreRow(c, s, r + half + 3, q, half, v.R7, bias, epilogue);
     }
 
-    private static void StoreRow<TF>(ArrayView<float> c, GemmShape s, int row, int col, int step, Row8 v, ArrayView<float> bias,
+    private static void StoreRow<TF>(ArrayView<float> c, GemmShape s, int row, int col, int half, Row8 v, ArrayView<float> bias,
         Epilogue<TF> epilogue)
         where TF : struct, IActivationFunction
     {
@@ -204,18 +234,18 @@ internal static class GemmTiled8x8Kernels
         }
 
         GemmTiledKernels.StoreOne(c, s, row, col, v.V0, bias, epilogue);
-        GemmTiledKernels.StoreOne(c, s, row, col + step, v.V1, bias, epilogue);
-        GemmTiledKernels.StoreOne(c, s, row, col + (2 * step), v.V2, bias, epilogue);
-        GemmTiledKernels.StoreOne(c, s, row, col + (3 * step), v.V3, bias, epilogue);
-        GemmTiledKernels.StoreOne(c, s, row, col + (4 * step), v.V4, bias, epilogue);
-        GemmTiledKernels.StoreOne(c, s, row, col + (5 * step), v.V5, bias, epilogue);
-        GemmTiledKernels.StoreOne(c, s, row, col + (6 * step), v.V6, bias, epilogue);
-        GemmTiledKernels.StoreOne(c, s, row, col + (7 * step), v.V7, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + 1, v.V1, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + 2, v.V2, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + 3, v.V3, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + half, v.V4, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + half + 1, v.V5, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + half + 2, v.V6, bias, epilogue);
+        GemmTiledKernels.StoreOne(c, s, row, col + half + 3, v.V7, bias, epilogue);
     }
 
     /// <summary>
     /// The tile geometry of a square group of Side² threads: 8·Side × 8·Side tiles of C, staged Side/2 deep, rows
-    /// padded by one float, and where staged value number i (0 … 4·Side² − 1) goes, by shifts and masks.
+    /// padded by four floats (16-byte aligned; a transposing store's eight depths land in eight different banks).
     /// </summary>
     private readonly struct Tiling
     {
@@ -229,25 +259,14 @@ internal static class GemmTiled8x8Kernels
 
         public int LogSide { get; }
 
-        public int Threads => Side * Side;
-
         public int Tile => Side * Block;
 
         public int Depth => Side >> 1;
 
-        public int Stride => Tile + 1;
+        public int Stride => Tile + 4;
 
         /// <summary>Floats of one stage: a tile of op(A) and a tile of op(B).</summary>
         public int StageSize => 2 * Depth * Stride;
-
-        /// <summary>The row (of op(A)) or column (of op(B)) of staged value i; <paramref name="alongK"/>: consecutive values run along k.</summary>
-        public int PositionOf(int i, bool alongK) => alongK ? i >> (LogSide - 1) : i & (Tile - 1);
-
-        /// <summary>The depth (kk) of staged value i.</summary>
-        public int DepthOf(int i, bool alongK) => alongK ? i & (Depth - 1) : i >> (LogSide + 3);
-
-        /// <summary>Where staged value i lives in its tile: tile[kk, position].</summary>
-        public int Slot(int i, bool alongK) => (DepthOf(i, alongK) * Stride) + PositionOf(i, alongK);
     }
 
     /// <summary>Four floats a thread keeps in registers: its share of the next staged tile.</summary>
@@ -276,22 +295,31 @@ internal static class GemmTiled8x8Kernels
         public Row8 R7 { get; } = r7;
     }
 
+    /// <summary>
+    /// Four consecutive floats of shared memory, loaded as one: ILGPU 1.5.3 emits a 16-byte load (<c>ld.shared.v4.f32</c>)
+    /// for a structure of four floats at a 16-byte-aligned address, which a shared-memory buffer of this type is.
+    /// </summary>
+    internal struct Float4
+    {
+        public float X, Y, Z, W;
+    }
+
     /// <summary>Eight floats a thread keeps in registers (ILGPU 1.5.3 neither unrolls loops nor keeps indexed arrays in registers).</summary>
     internal struct Row8
     {
         public float V0, V1, V2, V3, V4, V5, V6, V7;
 
-        /// <summary>tile[at + i·step] for i &lt; 8.</summary>
-        public static Row8 Load(ArrayView<float> tile, int at, int step) => new()
+        /// <summary>The eight floats of <paramref name="low"/> then <paramref name="high"/>.</summary>
+        public static Row8 Of(Float4 low, Float4 high) => new()
         {
-            V0 = tile[at],
-            V1 = tile[at + step],
-            V2 = tile[at + (2 * step)],
-            V3 = tile[at + (3 * step)],
-            V4 = tile[at + (4 * step)],
-            V5 = tile[at + (5 * step)],
-            V6 = tile[at + (6 * step)],
-            V7 = tile[at + (7 * step)],
+            V0 = low.X,
+            V1 = low.Y,
+            V2 = low.Z,
+            V3 = low.W,
+            V4 = high.X,
+            V5 = high.Y,
+            V6 = high.Z,
+            V7 = high.W,
         };
 
         /// <summary>acc + a·b, element by element.</summary>
