@@ -27,8 +27,8 @@ rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.
 gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
-default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback"
-all_steps="machine devices selftest tests parity bench ladder conv-ladder torch-bench lenet resnet repro fallback ptx opencl ncu"
+default_steps="machine devices selftest tests parity bench conv-ladder split-rule torch-bench lenet resnet repro fallback"
+all_steps="machine devices selftest tests parity bench ladder conv-ladder split-rule torch-bench lenet resnet repro fallback ptx opencl ncu"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -94,6 +94,14 @@ if wanted conv-ladder; then
   done
 fi
 
+if wanted split-rule; then
+  step "EXPERIMENT: depth splits counted in waves (default) against the earlier rule (GPUCNN_SPLIT_RULE=groups), same run"
+  for rule in groups waves groups waves; do
+    echo "-- split rule: $rule"
+    check "split-$rule" 60 env GPUCNN_SPLIT_RULE=$rule "$gpucnn" bench --device cuda --only gemm-1024 conv3x3 conv-lenet2
+  done
+fi
+
 if wanted torch-bench; then
   step "PyTorch on the same rows (TF32 off, cudnn.benchmark, CUDA events)"
   check torch-bench 150 python3 perf/gpu/torch_baseline.py --json "$out/torch-cuda.json" $([ -f "$out/gpucnn-cuda.json" ] && echo --ours "$out/gpucnn-cuda.json")
@@ -149,7 +157,8 @@ if wanted ncu; then
   step "ncu: the 8x8-blocked GEMM kernel at gemm-4096 (clock control off)"
   if command -v ncu >/dev/null; then
     check ncu 120 env GPUCNN_GEMM_ALGORITHM=Tiled8x8 ncu --clock-control none -k regex:Kernel_Tiled -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
-      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$gpucnn" bench --device cuda --only gemm-4096 > "$out/ncu-gemm.txt" 2>&1
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section InstructionStats \
+      "$gpucnn" bench --device cuda --only gemm-4096 > "$out/ncu-gemm.txt" 2>&1
     tail -n 80 "$out/ncu-gemm.txt"
     step "ncu: where a 3x3 convolution's time goes, kernel by kernel (conv3x3-64, forward and backward)"
     check ncu-conv 120 ncu --clock-control none -c 40 --section SpeedOfLight --print-summary per-kernel \

@@ -44,7 +44,12 @@ public sealed partial class IlgpuBackend : Backend
         {
             GemmDepthSplits = splits;
         }
+
+        // EXPERIMENT (removed after the next GPU run): the split rule before wave counting, for a same-run comparison.
+        _groupSplitRule = Environment.GetEnvironmentVariable("GPUCNN_SPLIT_RULE") == "groups";
     }
+
+    private readonly bool _groupSplitRule;
 
     private DeviceProfile _profile;
 
@@ -446,9 +451,18 @@ public sealed partial class IlgpuBackend : Backend
         var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, _gemmGroup.X) : GemmTiledKernels.Tiles(shape, _gemmGroup);
         // Split-K when few tiles of C over a long depth would leave most of the device idle; each split a whole
         // number of staged tiles of either kernel.
-        int splits = DepthSplits(shape, (long)tiles.X * tiles.Y);
-        int depth = ((shape.K + splits - 1) / splits + 15) / 16 * 16;
-        splits = (shape.K + depth - 1) / depth;
+        int splits, depth;
+        if (large && GemmDepthSplits is null && !_groupSplitRule)
+        {
+            (splits, depth) = WaveSplits(shape.K, 16, (long)tiles.X * tiles.Y);
+        }
+        else
+        {
+            splits = DepthSplits(shape, (long)tiles.X * tiles.Y);
+            depth = ((shape.K + splits - 1) / splits + 15) / 16 * 16;
+            splits = (shape.K + depth - 1) / depth;
+        }
+
         var target = c;
         var part = shape;
         if (splits > 1)
@@ -588,18 +602,56 @@ public sealed partial class IlgpuBackend : Backend
             Epilogue.None);
     }
 
-    /// <summary>
-    /// Depth splits of an implicit-GEMM launch, each a whole number of 8-deep stages: none once the tiles give every
-    /// multiprocessor a group — two groups of 256 threads at ~111 registers fit one, so the tiles then run as one
-    /// wave, and splitting only adds a second wave and the summing pass (conv3x3-64 forward on an H200: 0.299 ms
-    /// unsplit, 0.347 ms in 2 splits, 0.389 ms in 4, one run) — otherwise the tiled GEMMs' rule (<see cref="DepthSplits"/>).
-    /// </summary>
+    /// <summary>Depth splits of an implicit-GEMM launch, each a whole number of 8-deep stages (<see cref="WaveSplits"/>).</summary>
     private (int Splits, int PerSplit) ImplicitGemmSplits(int depth, long tiles)
     {
         const int stage = ConvolutionImplicitGemmKernels.Depth;
+        if (GemmDepthSplits is null && !_groupSplitRule)
+        {
+            return WaveSplits(depth, stage, tiles);
+        }
+
         int splits = GemmDepthSplits is null && tiles >= _profile.Multiprocessors ? 1 : DepthSplits(new GemmShape(1, 1, depth, 0, 0, 1f, 0f), tiles);
         int perSplit = ((depth + splits - 1) / splits + stage - 1) / stage * stage;
         return ((depth + perSplit - 1) / perSplit, perSplit);
+    }
+
+    /// <summary>
+    /// Splits of a depth for the kernels with 8×8 register blocks (the 8×8 GEMM, the implicit GEMM), each split a whole
+    /// number of <paramref name="stage"/>-deep stages and at least 32 deep (as <see cref="DepthSplits"/>): the count that
+    /// finishes soonest, counting time as waves × stages per split, where a wave is two groups per multiprocessor
+    /// (256 threads at 107–124 registers: two fit one). More splits must save at least 5 % of that time: each split's
+    /// partial result is written and summed again. A count that leaves a partial wave loses to one that fills whole waves:
+    /// conv3x3-128's filter gradient, 10 tiles over 1,024 stages on 132 multiprocessors, runs 26 splits of 40 stages
+    /// in one wave (cost 40) rather than the earlier rule's 40 splits of 26 stages in a wave and a half (52). No split
+    /// on the CPU accelerator.
+    /// </summary>
+    private (int Splits, int PerSplit) WaveSplits(int depth, int stage, long tiles)
+    {
+        int stages = (depth + stage - 1) / stage, fewestStages = Math.Max(2, 32 / stage);
+        long slots = 2L * _profile.Multiprocessors;
+        if (IsCpuAccelerator || stages < 2 * fewestStages)
+        {
+            return (1, depth);
+        }
+
+        // More splits than fill four waves never pay: the cost only falls while the waves stay few.
+        long mostSplits = Math.Min(stages / fewestStages, (4 * slots / tiles) + 1);
+        int bestPerSplit = stages;
+        long bestCost = Waves(tiles) * stages;
+        for (int splits = 2; splits <= mostSplits; splits++)
+        {
+            int perSplit = (stages + splits - 1) / splits;
+            long cost = Waves(tiles * ((stages + perSplit - 1) / perSplit)) * perSplit;
+            if (cost * 20 < bestCost * 19)
+            {
+                (bestCost, bestPerSplit) = (cost, perSplit);
+            }
+        }
+
+        return ((stages + bestPerSplit - 1) / bestPerSplit, bestPerSplit * stage);
+
+        long Waves(long groups) => (groups + slots - 1) / slots;
     }
 
     /// <summary>Images per im2col chunk: as many as fit the workspace budget (at least one).</summary>
