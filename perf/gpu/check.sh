@@ -27,8 +27,8 @@ rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.
 gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
-default_steps="machine devices selftest tests parity bench conv-ladder split-rule torch-bench lenet resnet repro fallback"
-all_steps="machine devices selftest tests parity bench ladder conv-ladder split-rule torch-bench lenet resnet repro fallback ptx opencl ncu"
+default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback"
+all_steps="machine devices selftest tests parity bench ladder conv-ladder torch-bench lenet resnet repro fallback ptx opencl ncu"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -91,14 +91,6 @@ if wanted conv-ladder; then
   for algorithm in ${CONV_ALGORITHMS:-Im2ColGemm ImplicitGemm}; do
     echo "-- GPUCNN_CONV_ALGORITHM=$algorithm"
     check "conv-$algorithm" 90 env GPUCNN_CONV_ALGORITHM=$algorithm "$gpucnn" bench --device cuda --only conv lenet-step
-  done
-fi
-
-if wanted split-rule; then
-  step "EXPERIMENT: depth splits counted in waves (default) against the earlier rule (GPUCNN_SPLIT_RULE=groups), same run"
-  for rule in groups waves groups waves; do
-    echo "-- split rule: $rule"
-    check "split-$rule" 60 env GPUCNN_SPLIT_RULE=$rule "$gpucnn" bench --device cuda --only gemm-1024 conv3x3 conv-lenet2
   done
 fi
 

@@ -44,12 +44,7 @@ public sealed partial class IlgpuBackend : Backend
         {
             GemmDepthSplits = splits;
         }
-
-        // EXPERIMENT (removed after the next GPU run): the split rule before wave counting, for a same-run comparison.
-        _groupSplitRule = Environment.GetEnvironmentVariable("GPUCNN_SPLIT_RULE") == "groups";
     }
-
-    private readonly bool _groupSplitRule;
 
     private DeviceProfile _profile;
 
@@ -452,7 +447,7 @@ public sealed partial class IlgpuBackend : Backend
         // Split-K when few tiles of C over a long depth would leave most of the device idle; each split a whole
         // number of staged tiles of either kernel.
         int splits, depth;
-        if (large && GemmDepthSplits is null && !_groupSplitRule)
+        if (large && GemmDepthSplits is null)
         {
             (splits, depth) = WaveSplits(shape.K, 16, (long)tiles.X * tiles.Y);
         }
@@ -512,10 +507,13 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>Forces the number of chunks of the direct filter gradient's split reduction (tests); null: chosen by size.</summary>
     public int? ReductionChunks { get; set; }
 
-    /// <summary>Forces the number of depth splits of tiled GEMMs and of the implicit-GEMM convolution (tests); null: chosen by <see cref="DepthSplits"/>.</summary>
+    /// <summary>
+    /// Forces the number of depth splits of tiled GEMMs and of the implicit-GEMM convolution (tests); null: chosen by
+    /// <see cref="WaveSplits"/> for the kernels with 8×8 register blocks, by <see cref="DepthSplits"/> for the 4×4 GEMM.
+    /// </summary>
     public int? GemmDepthSplits { get; set; }
 
-    /// <summary>Splits of the depth so that a GEMM with fewer tiles of C than the device has multiprocessors fills it.</summary>
+    /// <summary>Splits of the depth so that a 4×4-blocked GEMM with fewer tiles of C than the device has multiprocessors fills it.</summary>
     private int DepthSplits(GemmShape shape, long tiles)
     {
         if (GemmDepthSplits is { } forced)
@@ -602,16 +600,16 @@ public sealed partial class IlgpuBackend : Backend
             Epilogue.None);
     }
 
-    /// <summary>Depth splits of an implicit-GEMM launch, each a whole number of 8-deep stages (<see cref="WaveSplits"/>).</summary>
+    /// <summary>Depth splits of an implicit-GEMM launch, each a whole number of 8-deep stages: <see cref="WaveSplits"/>, or as forced.</summary>
     private (int Splits, int PerSplit) ImplicitGemmSplits(int depth, long tiles)
     {
         const int stage = ConvolutionImplicitGemmKernels.Depth;
-        if (GemmDepthSplits is null && !_groupSplitRule)
+        if (GemmDepthSplits is not { } forced)
         {
             return WaveSplits(depth, stage, tiles);
         }
 
-        int splits = GemmDepthSplits is null && tiles >= _profile.Multiprocessors ? 1 : DepthSplits(new GemmShape(1, 1, depth, 0, 0, 1f, 0f), tiles);
+        int splits = Math.Clamp(forced, 1, Math.Max(1, depth));
         int perSplit = ((depth + splits - 1) / splits + stage - 1) / stage * stage;
         return ((depth + perSplit - 1) / perSplit, perSplit);
     }
