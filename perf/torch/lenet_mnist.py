@@ -71,6 +71,8 @@ def main():
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"], help="per epoch, as gpucnn's --schedule")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--augment-crop", type=int, default=0, help="random crop after zero padding by this much (gpucnn's --augment crop=PAD)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run the model and its inputs in PyTorch's channels_last (NHWC) memory format; default: the contiguous NCHW format, as gpucnn")
     p.add_argument("--net", default="lenet", choices=["lenet", "convnet", "resnet8"],
                    help="convnet: gpucnn's conv(32,3,pad=1),relu,maxpool(2),conv(64,3,pad=1),relu,maxpool(2),flatten,dense(128),relu,dense(10)")
     a = p.parse_args()
@@ -102,6 +104,8 @@ def main():
         model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
                               nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
                               nn.Linear(128, 10)).to(device)
+    memory_format = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     if a.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay or 0.0)
     else:
@@ -122,13 +126,18 @@ def main():
                 rows = torch.randint(0, 2 * pad + 1, (count, 1), device=device) + torch.arange(height, device=device)
                 cols = torch.randint(0, 2 * pad + 1, (count, 1), device=device) + torch.arange(width, device=device)
                 x = padded[torch.arange(count, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+                # With one channel the gather's strides read as both layouts and PyTorch picks channels_last from them,
+                # which then runs the whole network in NHWC (25 % faster on the CPU for ResNet-8): back to NCHW unless asked.
+                x = x.clone(memory_format=memory_format)
+            elif a.channels_last:
+                x = x.contiguous(memory_format=memory_format)
             loss = F.cross_entropy(model(x), ytr[idx_], label_smoothing=a.label_smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
-            acc = (model(xte).argmax(1) == yte).float().mean().item()  # .item() synchronises
+            acc = (model(xte.contiguous(memory_format=memory_format)).argmax(1) == yte).float().mean().item()  # .item() synchronises
         if sched:
             sched.step()
         print(f"epoch {epoch}: test accuracy {acc * 100:.2f}% ({time.perf_counter() - t0:.2f} s)")
