@@ -20,14 +20,22 @@ internal static unsafe class BlockedConvolution
     internal const int Filters = 8; // output channels per block: 16 accumulators with two vectors of o
 
     /// <summary>
-    /// Plain convolutions with strides of 1 or 2, a kernel larger than 1×1 (a 1×1 layer is a GEMM as it stands) and
-    /// 4 to 64 output channels (with fewer, most of the eight filter lanes would idle: LeNet's one-channel
-    /// backward-data ran 15 % slower than the direct kernel), whose padded image is small enough to stay in cache
-    /// while all K filters pass over it.
+    /// Plain convolutions with strides of 1 or 2, a kernel larger than 1×1 (a 1×1 layer is a GEMM as it stands) and at
+    /// least 4 output channels (with fewer, most of the eight filter lanes would idle: LeNet's one-channel
+    /// backward-data ran 15 % slower than the direct kernel), whose padded image stays in the processor's caches
+    /// while the filters pass over it. With 512-bit vectors (<paramref name="width"/> 16) up to 256 output channels
+    /// and a padded image of 1 MB: measured against im2col + GEMM (2-core Zen 5, forward and stride-1 backward-data,
+    /// GFLOP/s) 418–448 against 221–311 up to 128 channels and 640 KB, 432 / 401 against 239 / 217 for 256 → 256,
+    /// 338 against 258 for an image of 860 KB (docs/benchmarks.md). Narrower vectors keep the earlier 64 channels and
+    /// 256 KB: there the same shapes ran at 58–148 GFLOP/s against the GEMM's 141–192 — the micro-kernel's 16
+    /// accumulators fill AVX2's 16 registers.
     /// </summary>
-    public static bool Suits(in Conv2dGeometry g) =>
-        g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.R * g.S > 1 && g.K is >= 4 and <= 64 && g.C * g.R * g.S <= 4096 &&
-        (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 16;
+    public static bool Suits(in Conv2dGeometry g, int width)
+    {
+        bool wide = width >= 16;
+        return g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.R * g.S > 1 && g.K >= 4 && g.K <= (wide ? 256 : 64) &&
+            g.C * g.R * g.S <= 4096 && (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= (wide ? 1 << 18 : 1 << 16);
+    }
 
     /// <summary>
     /// Floats of scratch one image's forward pass needs: the padded phase planes (with slack for the last vectors'
@@ -74,14 +82,16 @@ internal static unsafe class BlockedConvolution
 
     /// <summary>
     /// How many images the blocked filter gradient sums together (0: it does not suit this layer): more than 4 input
-    /// channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), a kernel of at least 4 taps, planes of at least 192 outputs (ResNet-8's 7×7 planes measured
+    /// channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), at most 128 output channels (with 256
+    /// the GEMM's filter gradient measured faster: 286 against 249 GFLOP/s for 256 → 256, 299 against 184 for
+    /// 128 → 256 stride 2), a kernel of at least 4 taps, planes of at least 192 outputs (ResNet-8's 7×7 planes measured
     /// 8 % slower than the GEMM even summed 8 at a time), and enough images that the sums over o are long (~1,024
     /// outputs) before their lanes are added — at most 8, and 1 MB of scratch.
     /// </summary>
     public static int FilterGradientGroup(in Conv2dGeometry g, int width)
     {
         var layout = new Layout(g, width);
-        if (!Suits(g) || g.C <= 4 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
+        if (!Suits(g, width) || g.C <= 4 || g.K > 128 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
         {
             return 0;
         }
