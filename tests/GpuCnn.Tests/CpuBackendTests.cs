@@ -44,7 +44,8 @@ public sealed class CpuBackendTests
         // large stride-2 layer (phase planes forward, phase-by-phase backward-data), strides 2×1, an even 4×4 kernel
         // at stride 2 (phases of unequal tap counts), a 1×3 kernel at stride 2 (row phases without taps), one whose
         // blocked filter gradient sums several images at once, and the first, the small and the summed ones again with
-        // a NaN pixel.
+        // a NaN pixel; and two past the blocked kernel's bounds of earlier sessions: 72 output channels (blocked forward
+        // everywhere, blocked filter gradient with 512-bit vectors only) and a padded image of 69,632 floats.
         var large = new Conv2dGeometry(N: 2, C: 5, H: 26, W: 23, K: 10, R: 3, S: 3, PadH: 1, PadW: 1);
         var small = new Conv2dGeometry(N: 7, C: 6, H: 7, W: 6, K: 5, R: 3, S: 3, PadH: 1, PadW: 1);
         var summed = new Conv2dGeometry(N: 7, C: 6, H: 14, W: 13, K: 5, R: 3, S: 3, PadH: 1, PadW: 1); // 2–3 images a worker, summed together
@@ -56,7 +57,10 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 2, C: 4, H: 9, W: 8, K: 5, R: 2, S: 3, StrideH: 2, StrideW: 1, PadH: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 5, H: 10, W: 9, K: 4, R: 4, S: 4, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 4, H: 8, W: 9, K: 4, R: 1, S: 3, StrideH: 2, StrideW: 2, PadW: 1))
-                     .Append(summed).Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)))
+                     .Append(summed)
+                     .Append(new Conv2dGeometry(N: 2, C: 6, H: 14, W: 13, K: 72, R: 3, S: 3, PadH: 1, PadW: 1))
+                     .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
+                     .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             if (nan)

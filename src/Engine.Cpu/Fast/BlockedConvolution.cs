@@ -20,22 +20,18 @@ internal static unsafe class BlockedConvolution
     internal const int Filters = 8; // output channels per block: 16 accumulators with two vectors of o
 
     /// <summary>
-    /// Plain convolutions with strides of 1 or 2, a kernel larger than 1×1 (a 1×1 layer is a GEMM as it stands) and at
-    /// least 4 output channels (with fewer, most of the eight filter lanes would idle: LeNet's one-channel
-    /// backward-data ran 15 % slower than the direct kernel), whose padded image stays in the processor's caches
-    /// while the filters pass over it. With 512-bit vectors (<paramref name="width"/> 16) up to 256 output channels
-    /// and a padded image of 1 MB: measured against im2col + GEMM (2-core Zen 5, forward and stride-1 backward-data,
-    /// GFLOP/s) 418–448 against 221–311 up to 128 channels and 640 KB, 432 / 401 against 239 / 217 for 256 → 256,
-    /// 338 against 258 for an image of 860 KB (docs/benchmarks.md). Narrower vectors keep the earlier 64 channels and
-    /// 256 KB: there the same shapes ran at 58–148 GFLOP/s against the GEMM's 141–192 — the micro-kernel's 16
-    /// accumulators fill AVX2's 16 registers.
+    /// Plain convolutions with strides of 1 or 2, a kernel larger than 1×1 (a 1×1 layer is a GEMM as it stands), 4 to
+    /// 256 output channels (with fewer, most of the eight filter lanes would idle: LeNet's one-channel backward-data
+    /// ran 15 % slower than the direct kernel) and a padded image of at most 1 MB, which stays in the processor's
+    /// caches while the filters pass over it. Until the third session the bounds were 64 channels and 256 KB; measured
+    /// beyond them against im2col + GEMM (2-core Zen 5, forward and stride-1 backward-data, GFLOP/s, AVX-512): 418–448
+    /// against 221–311 up to 128 channels and 640 KB, 432 / 401 against 239 / 217 for 256 → 256, 338 against 258 for
+    /// an image of 860 KB; on the AVX2 path, with <see cref="CorrelateFour"/>, conv3x3-64 and -128 forward 0.81–0.83×
+    /// the GEMM's time (docs/benchmarks.md).
     /// </summary>
-    public static bool Suits(in Conv2dGeometry g, int width)
-    {
-        bool wide = width >= 16;
-        return g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.R * g.S > 1 && g.K >= 4 && g.K <= (wide ? 256 : 64) &&
-            g.C * g.R * g.S <= 4096 && (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= (wide ? 1 << 18 : 1 << 16);
-    }
+    public static bool Suits(in Conv2dGeometry g) =>
+        g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.R * g.S > 1 && g.K is >= 4 and <= 256 && g.C * g.R * g.S <= 4096 &&
+        (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 18;
 
     /// <summary>
     /// Floats of scratch one image's forward pass needs: the padded phase planes (with slack for the last vectors'
@@ -84,14 +80,18 @@ internal static unsafe class BlockedConvolution
     /// How many images the blocked filter gradient sums together (0: it does not suit this layer): more than 4 input
     /// channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), at most 128 output channels (with 256
     /// the GEMM's filter gradient measured faster: 286 against 249 GFLOP/s for 256 → 256, 299 against 184 for
-    /// 128 → 256 stride 2), a kernel of at least 4 taps, planes of at least 192 outputs (ResNet-8's 7×7 planes measured
+    /// 128 → 256 stride 2) — on narrower vectors at most 64 and a padded image of at most 256 KB (its 12
+    /// accumulators and five loads spill on AVX2: conv3x3-64 and -128 backward ran 1.13–1.30× the GEMM's time past
+    /// those bounds) — a kernel of at least 4 taps, planes of at least 192 outputs (ResNet-8's 7×7 planes measured
     /// 8 % slower than the GEMM even summed 8 at a time), and enough images that the sums over o are long (~1,024
     /// outputs) before their lanes are added — at most 8, and 1 MB of scratch.
     /// </summary>
     public static int FilterGradientGroup(in Conv2dGeometry g, int width)
     {
         var layout = new Layout(g, width);
-        if (!Suits(g, width) || g.C <= 4 || g.K > 128 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
+        bool wide = width >= 16;
+        bool withinBounds = wide ? g.K <= 128 : g.K <= 64 && (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 16;
+        if (!Suits(g) || !withinBounds || g.C <= 4 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
         {
             return 0;
         }
@@ -199,7 +199,9 @@ internal static unsafe class BlockedConvolution
     /// <summary>
     /// The micro-kernel: rows[f·span + o] = Σ_t weights[f·taps + t] · padded[o + offsets[t]] for up to eight filters f
     /// and every o in [0, span), two vectors of o at a time. Filters past <paramref name="filters"/> repeat the first
-    /// and their rows are written but never read.
+    /// and their rows are written but never read. With 512-bit vectors all eight filters in one pass (16 accumulators
+    /// of the 32 registers); with narrower ones two passes of four (8 accumulators): AVX2 has 16 registers, and 16
+    /// accumulators with their two loads and a broadcast spilled, which ran 3×3 layers at half the GEMM's speed.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Correlate<TOps, TVec>(float* padded, int* offsets, int taps, float* weights, int filters, int span, float* rows)
@@ -211,6 +213,13 @@ internal static unsafe class BlockedConvolution
         float* w1 = filters > 1 ? w0 + taps : w0, w2 = filters > 2 ? w0 + 2 * taps : w0, w3 = filters > 3 ? w0 + 3 * taps : w0;
         float* w4 = filters > 4 ? w0 + 4 * taps : w0, w5 = filters > 5 ? w0 + 5 * taps : w0, w6 = filters > 6 ? w0 + 6 * taps : w0;
         float* w7 = filters > 7 ? w0 + 7 * taps : w0;
+        if (width < 16)
+        {
+            CorrelateFour<TOps, TVec>(padded, offsets, taps, w0, w1, w2, w3, span, rows);
+            CorrelateFour<TOps, TVec>(padded, offsets, taps, w4, w5, w6, w7, span, rows + 4L * span);
+            return;
+        }
+
         for (int o = 0; o < span; o += 2 * width)
         {
             TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero, a5 = TOps.Zero, a6 = TOps.Zero, a7 = TOps.Zero;
@@ -263,6 +272,49 @@ internal static unsafe class BlockedConvolution
             TOps.Store(row + 6 * span + width, c6);
             TOps.Store(row + 7 * span, a7);
             TOps.Store(row + 7 * span + width, c7);
+        }
+    }
+
+    /// <summary><see cref="Correlate"/> for four filters (weights <paramref name="w0"/> … <paramref name="w3"/>, rows f·span of <paramref name="rows"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void CorrelateFour<TOps, TVec>(float* padded, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, int span,
+        float* rows)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int width = TOps.Width;
+        for (int o = 0; o < span; o += 2 * width)
+        {
+            TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+            TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero;
+            float* origin = padded + o;
+            for (int tap = 0; tap < taps; tap++)
+            {
+                float* input = origin + offsets[tap];
+                TVec v = TOps.Load(input), u = TOps.Load(input + width);
+                TVec f = TOps.Broadcast(w0[tap]);
+                a0 = TOps.MultiplyAdd(f, v, a0);
+                c0 = TOps.MultiplyAdd(f, u, c0);
+                f = TOps.Broadcast(w1[tap]);
+                a1 = TOps.MultiplyAdd(f, v, a1);
+                c1 = TOps.MultiplyAdd(f, u, c1);
+                f = TOps.Broadcast(w2[tap]);
+                a2 = TOps.MultiplyAdd(f, v, a2);
+                c2 = TOps.MultiplyAdd(f, u, c2);
+                f = TOps.Broadcast(w3[tap]);
+                a3 = TOps.MultiplyAdd(f, v, a3);
+                c3 = TOps.MultiplyAdd(f, u, c3);
+            }
+
+            float* row = rows + o;
+            TOps.Store(row, a0);
+            TOps.Store(row + width, c0);
+            TOps.Store(row + span, a1);
+            TOps.Store(row + span + width, c1);
+            TOps.Store(row + 2 * span, a2);
+            TOps.Store(row + 2 * span + width, c2);
+            TOps.Store(row + 3 * span, a3);
+            TOps.Store(row + 3 * span + width, c3);
         }
     }
 

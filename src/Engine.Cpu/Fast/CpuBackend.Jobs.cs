@@ -47,7 +47,7 @@ public sealed unsafe partial class CpuBackend
         /// </summary>
         public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, FusedActivation? activation, bool direct = false)
         {
-            _blocked = BlockedConvolution.Suits(g, (int)owner.Width);
+            _blocked = BlockedConvolution.Suits(g);
             _direct = !_blocked && (direct || DirectConvolution.SuitsForward(g));
             _activation = activation;
             _g = g;
