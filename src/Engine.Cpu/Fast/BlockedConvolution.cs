@@ -80,18 +80,15 @@ internal static unsafe class BlockedConvolution
     /// How many images the blocked filter gradient sums together (0: it does not suit this layer): more than 4 input
     /// channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), at most 128 output channels (with 256
     /// the GEMM's filter gradient measured faster: 286 against 249 GFLOP/s for 256 → 256, 299 against 184 for
-    /// 128 → 256 stride 2) — on narrower vectors at most 64 and a padded image of at most 256 KB (its 12
-    /// accumulators and five loads spill on AVX2: conv3x3-64 and -128 backward ran 1.13–1.30× the GEMM's time past
-    /// those bounds) — a kernel of at least 4 taps, planes of at least 192 outputs (ResNet-8's 7×7 planes measured
-    /// 8 % slower than the GEMM even summed 8 at a time), and enough images that the sums over o are long (~1,024
+    /// 128 → 256 stride 2; below 512-bit vectors at most 64: with 128, conv3x3-128's backward ran 1.03× the GEMM
+    /// route's time on AVX2, with 64 conv3x3-64's 0.90×), a kernel of at least 4 taps, planes of at least 192
+    /// outputs (ResNet-8's 7×7 planes measured 8 % slower than the GEMM even summed 8 at a time), and enough images that the sums over o are long (~1,024
     /// outputs) before their lanes are added — at most 8, and 1 MB of scratch.
     /// </summary>
     public static int FilterGradientGroup(in Conv2dGeometry g, int width)
     {
         var layout = new Layout(g, width);
-        bool wide = width >= 16;
-        bool withinBounds = wide ? g.K <= 128 : g.K <= 64 && (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 16;
-        if (!Suits(g) || !withinBounds || g.C <= 4 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
+        if (!Suits(g) || g.K > (width >= 16 ? 128 : 64) || g.C <= 4 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
         {
             return 0;
         }
@@ -389,6 +386,12 @@ internal static unsafe class BlockedConvolution
             offsets[t] = t < taps ? layout.Offset(g, 0, t / kernelW, t % kernelW) : 0;
         }
 
+        if (width < 16)
+        {
+            FilterGradientTwoTaps<TOps, TVec>(g, layout, offsets, images, dw, scratch);
+            return;
+        }
+
         // Three taps of one channel times four filters in twelve vector accumulators (4 + 3 loads per 12 FMAs), summed
         // over the group's images before their lanes are added; a chunk past the last tap repeats tap 0 and a filter
         // past K repeats the block's first, neither stored.
@@ -446,6 +449,73 @@ internal static unsafe class BlockedConvolution
                     if (k0 + 3 < filters)
                     {
                         AddSums<TOps, TVec>(first + 3 * filterStride, count, d0, d1, d2);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The accumulation of <see cref="FilterGradient"/> below 512-bit vectors: two taps times four filters in eight
+    /// accumulators (4 + 2 loads per 8 FMAs), 13 registers of AVX2's 16 — three taps' twelve accumulators and five
+    /// loads spilled there.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FilterGradientTwoTaps<TOps, TVec>(in Conv2dGeometry g, in Layout layout, int* offsets, int images, float* dw, float* scratch)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int width = TOps.Width, span = layout.Span, plane = layout.ChannelFloats, channels = g.C, taps = g.R * g.S, filters = g.K;
+        int paddedLength = layout.PaddedLength, imageFloats = ImageFloats(g, layout);
+        long filterStride = (long)channels * taps;
+        for (int k0 = 0; k0 < filters; k0 += 4)
+        {
+            long f1 = k0 + 1 < filters ? span : 0, f2 = k0 + 2 < filters ? 2L * span : 0, f3 = k0 + 3 < filters ? 3L * span : 0;
+            for (int c = 0; c < channels; c++)
+            {
+                for (int t0 = 0; t0 < taps; t0 += 2)
+                {
+                    int o0 = offsets[t0], o1 = offsets[t0 + 1];
+                    TVec a0 = TOps.Zero, a1 = TOps.Zero, b0 = TOps.Zero, b1 = TOps.Zero;
+                    TVec c0 = TOps.Zero, c1 = TOps.Zero, d0 = TOps.Zero, d1 = TOps.Zero;
+                    for (int n = 0; n < images; n++)
+                    {
+                        float* block = scratch + (long)n * imageFloats;
+                        float* input = block + (long)c * plane;
+                        float* e0p = block + paddedLength + (long)k0 * span;
+                        float* e1p = e0p + f1, e2p = e0p + f2, e3p = e0p + f3;
+                        for (int o = 0; o < span; o += width)
+                        {
+                            TVec e0 = TOps.Load(e0p + o), e1 = TOps.Load(e1p + o), e2 = TOps.Load(e2p + o), e3 = TOps.Load(e3p + o);
+                            TVec v = TOps.Load(input + o + o0);
+                            a0 = TOps.MultiplyAdd(e0, v, a0);
+                            b0 = TOps.MultiplyAdd(e1, v, b0);
+                            c0 = TOps.MultiplyAdd(e2, v, c0);
+                            d0 = TOps.MultiplyAdd(e3, v, d0);
+                            v = TOps.Load(input + o + o1);
+                            a1 = TOps.MultiplyAdd(e0, v, a1);
+                            b1 = TOps.MultiplyAdd(e1, v, b1);
+                            c1 = TOps.MultiplyAdd(e2, v, c1);
+                            d1 = TOps.MultiplyAdd(e3, v, d1);
+                        }
+                    }
+
+                    int count = Math.Min(2, taps - t0);
+                    float* first = dw + ((long)k0 * channels + c) * taps + t0;
+                    AddSums<TOps, TVec>(first, count, a0, a1, TOps.Zero);
+                    if (k0 + 1 < filters)
+                    {
+                        AddSums<TOps, TVec>(first + filterStride, count, b0, b1, TOps.Zero);
+                    }
+
+                    if (k0 + 2 < filters)
+                    {
+                        AddSums<TOps, TVec>(first + 2 * filterStride, count, c0, c1, TOps.Zero);
+                    }
+
+                    if (k0 + 3 < filters)
+                    {
+                        AddSums<TOps, TVec>(first + 3 * filterStride, count, d0, d1, TOps.Zero);
                     }
                 }
             }
