@@ -266,27 +266,16 @@ internal static class ConvolutionImplicitGemmKernels
     /// </summary>
     private static Block8x8 MultiplyStage(Block8x8 acc, ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threadsX)
     {
-        Row8 c0 = acc.R0, c1 = acc.R1, c2 = acc.R2, c3 = acc.R3, c4 = acc.R4, c5 = acc.R5, c6 = acc.R6, c7 = acc.R7;
         int rowB = threadsX * ThreadRows / 4; // Float4s per depth row of the pixel tile
         int filters = (tileA / 4) + ty, columns = ((tileA + tileBOffset) / 4) + tx;
         for (int kk = 0; kk < Depth; kk++)
         {
-            var a0 = shared[filters];
-            var a1 = shared[filters + (HalfFilters / 4)];
-            var bv = Row8.Of(shared[columns], shared[columns + threadsX]);
-            c0 = Row8.MultiplyAdd(c0, a0.X, bv);
-            c1 = Row8.MultiplyAdd(c1, a0.Y, bv);
-            c2 = Row8.MultiplyAdd(c2, a0.Z, bv);
-            c3 = Row8.MultiplyAdd(c3, a0.W, bv);
-            c4 = Row8.MultiplyAdd(c4, a1.X, bv);
-            c5 = Row8.MultiplyAdd(c5, a1.Y, bv);
-            c6 = Row8.MultiplyAdd(c6, a1.Z, bv);
-            c7 = Row8.MultiplyAdd(c7, a1.W, bv);
+            acc = Block8x8.MultiplyAdd(acc, shared[filters], shared[filters + (HalfFilters / 4)], Row8.Of(shared[columns], shared[columns + threadsX]));
             filters += FilterRow / 4;
             columns += rowB;
         }
 
-        return new Block8x8(c0, c1, c2, c3, c4, c5, c6, c7);
+        return acc;
     }
 
     /// <summary>This thread's tap at the 8 pixels j0 … j0 + 7 (cols[(c, r, s), j]), and the pixel after them.</summary>

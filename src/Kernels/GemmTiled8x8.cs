@@ -53,7 +53,7 @@ internal static class GemmTiled8x8Kernels
         stagerB.Put(shared, t.Depth * t.Stride, nextB);
         Group.Barrier();
 
-        Row8 c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Block8x8 acc = default;
         int stage = 0;
         for (int k0 = kBegin; k0 < kEnd; k0 += t.Depth)
         {
@@ -68,17 +68,7 @@ internal static class GemmTiled8x8Kernels
             int rowA = (stage * t.StageSize / 4) + ty, columnB = rowA - ty + (t.Depth * t.Stride / 4) + tx;
             for (int kk = 0; kk < t.Depth; kk++)
             {
-                var a0 = shared4[rowA];
-                var a1 = shared4[rowA + side];
-                var bv = Row8.Of(shared4[columnB], shared4[columnB + side]);
-                c0 = Row8.MultiplyAdd(c0, a0.X, bv);
-                c1 = Row8.MultiplyAdd(c1, a0.Y, bv);
-                c2 = Row8.MultiplyAdd(c2, a0.Z, bv);
-                c3 = Row8.MultiplyAdd(c3, a0.W, bv);
-                c4 = Row8.MultiplyAdd(c4, a1.X, bv);
-                c5 = Row8.MultiplyAdd(c5, a1.Y, bv);
-                c6 = Row8.MultiplyAdd(c6, a1.Z, bv);
-                c7 = Row8.MultiplyAdd(c7, a1.W, bv);
+                acc = Block8x8.MultiplyAdd(acc, shared4[rowA], shared4[rowA + side], Row8.Of(shared4[columnB], shared4[columnB + side]));
                 rowA += t.Stride / 4;
                 columnB += t.Stride / 4;
             }
@@ -96,7 +86,7 @@ internal static class GemmTiled8x8Kernels
         }
 
         // A split stores its raw partial product in its own slice; SumSplits applies α, β and the epilogue.
-        var block = new Block8x8(c0, c1, c2, c3, c4, c5, c6, c7);
+        var block = acc;
         if (split)
         {
             var slice = c.SubView((long)Grid.IdxZ * s.M * s.N, (long)s.M * s.N);
@@ -293,6 +283,20 @@ internal static class GemmTiled8x8Kernels
         public Row8 R6 { get; } = r6;
 
         public Row8 R7 { get; } = r7;
+
+        /// <summary>
+        /// acc + a ⊗ b: row i of the block gains a_i · b, where the eight a_i come as two runs of four (a thread's rows
+        /// 4ty + i and 4T + 4ty + i) and b holds its eight columns.
+        /// </summary>
+        public static Block8x8 MultiplyAdd(Block8x8 acc, Float4 low, Float4 high, Row8 b) => new(
+            Row8.MultiplyAdd(acc.R0, low.X, b),
+            Row8.MultiplyAdd(acc.R1, low.Y, b),
+            Row8.MultiplyAdd(acc.R2, low.Z, b),
+            Row8.MultiplyAdd(acc.R3, low.W, b),
+            Row8.MultiplyAdd(acc.R4, high.X, b),
+            Row8.MultiplyAdd(acc.R5, high.Y, b),
+            Row8.MultiplyAdd(acc.R6, high.Z, b),
+            Row8.MultiplyAdd(acc.R7, high.W, b));
     }
 
     /// <summary>
