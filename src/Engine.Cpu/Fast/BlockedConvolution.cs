@@ -176,15 +176,22 @@ internal static unsafe class BlockedConvolution
             int kb = Math.Min(Filters, g.K - k0);
             Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, rows);
 
-            // Copy out the real outputs of each row (the first Q of its L), adding the bias.
+            // Copy out the real outputs of each row (the first Q of its L), adding the bias, whole vectors first.
             for (int kk = 0; kk < kb; kk++)
             {
                 float bias = b == null ? 0f : b[k0 + kk];
+                var biasVector = TOps.Broadcast(bias);
                 for (int p = 0; p < outH; p++)
                 {
                     float* source = rows + (long)kk * span + p * rowLength;
                     float* target = y + ((long)(k0 + kk) * outH + p) * outW;
-                    for (int q = 0; q < outW; q++)
+                    int q = 0;
+                    for (; q + TOps.Width <= outW; q += TOps.Width)
+                    {
+                        TOps.Store(target + q, TOps.Add(TOps.Load(source + q), biasVector));
+                    }
+
+                    for (; q < outW; q++)
                     {
                         target[q] = source[q] + bias;
                     }
