@@ -111,9 +111,11 @@ if wanted resnet; then
   step "ResNet-8 (batch norm, residual blocks, crop augmentation), full MNIST, 2 epochs, batch 128, cosine: ours on cuda"
   check resnet-ours 150 "$gpucnn" train --device cuda --arch resnet8 --epochs 2 --batch-size 128 --lr 0.1 --momentum 0.9 \
     --weight-decay 5e-4 --schedule cosine --augment crop=2 --normalize 0.1307,0.3081 --seed 1 --data "$data/mnist" --out "$work/resnet8.safetensors"
-  step "ResNet-8, full MNIST, 2 epochs, same settings: PyTorch CUDA"
+  step "ResNet-8, full MNIST, 2 epochs, same settings: PyTorch CUDA, NCHW (its default, and ours), then channels_last"
   check resnet-torch 120 python3 perf/torch/lenet_mnist.py --net resnet8 --device cuda --epochs 2 --batch-size 128 --lr 0.1 --momentum 0.9 \
     --weight-decay 5e-4 --schedule cosine --augment-crop 2 --seed 1 --data "$data/mnist"
+  check resnet-torch-channels-last 120 python3 perf/torch/lenet_mnist.py --net resnet8 --device cuda --epochs 2 --batch-size 128 --lr 0.1 \
+    --momentum 0.9 --weight-decay 5e-4 --schedule cosine --augment-crop 2 --seed 1 --channels-last --data "$data/mnist"
 fi
 
 if wanted repro; then
