@@ -446,17 +446,9 @@ public sealed partial class IlgpuBackend : Backend
         var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, _gemmGroup.X) : GemmTiledKernels.Tiles(shape, _gemmGroup);
         // Split-K when few tiles of C over a long depth would leave most of the device idle; each split a whole
         // number of staged tiles of either kernel.
-        int splits, depth;
-        if (large && GemmDepthSplits is null)
-        {
-            (splits, depth) = WaveSplits(shape.K, 16, (long)tiles.X * tiles.Y);
-        }
-        else
-        {
-            splits = DepthSplits(shape, (long)tiles.X * tiles.Y);
-            depth = ((shape.K + splits - 1) / splits + 15) / 16 * 16;
-            splits = (shape.K + depth - 1) / depth;
-        }
+        var (splits, depth) = large && GemmDepthSplits is null
+            ? WaveSplits(shape.K, 16, (long)tiles.X * tiles.Y)
+            : StagedSplits(shape.K, DepthSplits(shape, (long)tiles.X * tiles.Y), 16);
 
         var target = c;
         var part = shape;
@@ -604,12 +596,17 @@ public sealed partial class IlgpuBackend : Backend
     private (int Splits, int PerSplit) ImplicitGemmSplits(int depth, long tiles)
     {
         const int stage = ConvolutionImplicitGemmKernels.Depth;
-        if (GemmDepthSplits is not { } forced)
-        {
-            return WaveSplits(depth, stage, tiles);
-        }
+        return GemmDepthSplits is { } forced
+            ? StagedSplits(depth, Math.Clamp(forced, 1, Math.Max(1, depth)), stage)
+            : WaveSplits(depth, stage, tiles);
+    }
 
-        int splits = Math.Clamp(forced, 1, Math.Max(1, depth));
+    /// <summary>
+    /// About <paramref name="splits"/> splits of a depth, each a whole number of <paramref name="stage"/>-deep stages:
+    /// the depth per split, and how many splits that makes (rounding can leave fewer).
+    /// </summary>
+    private static (int Splits, int PerSplit) StagedSplits(int depth, int splits, int stage)
+    {
         int perSplit = ((depth + splits - 1) / splits + stage - 1) / stage * stage;
         return ((depth + perSplit - 1) / perSplit, perSplit);
     }
@@ -622,7 +619,8 @@ public sealed partial class IlgpuBackend : Backend
     /// partial result is written and summed again. A count that leaves a partial wave loses to one that fills whole waves:
     /// conv3x3-128's filter gradient, 10 tiles over 1,024 stages on 132 multiprocessors, runs 25 splits of 41 stages
     /// in one wave (cost 41) rather than the earlier rule's 40 splits of 26 stages in a wave and a half (52): the whole
-    /// conv3x3-128-bwd row took 0.36–0.37 ms against 0.43–0.44 in the same H100 run. No split on the CPU accelerator or for an empty product.
+    /// conv3x3-128-bwd row took 0.36–0.37 ms against 0.43–0.44 in the same H100 run. No split on the CPU accelerator
+    /// or for an empty product.
     /// </summary>
     private (int Splits, int PerSplit) WaveSplits(int depth, int stage, long tiles)
     {
@@ -647,7 +645,7 @@ public sealed partial class IlgpuBackend : Backend
             }
         }
 
-        return ((stages + bestPerSplit - 1) / bestPerSplit, bestPerSplit * stage);
+        return StagedSplits(depth, (stages + bestPerSplit - 1) / bestPerSplit, stage);
 
         long Waves(long groups) => (groups + slots - 1) / slots;
     }
