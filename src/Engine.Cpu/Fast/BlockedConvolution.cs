@@ -34,8 +34,8 @@ internal static unsafe class BlockedConvolution
         (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 18;
 
     /// <summary>
-    /// Floats of scratch one image's forward pass needs: the padded phase planes (with slack for the last vectors'
-    /// reads), then one block of output rows.
+    /// Floats of scratch one image's forward pass needs: the shifted planes (with slack for the last vectors' reads),
+    /// then one block of output rows.
     /// </summary>
     public static int ScratchLength(in Conv2dGeometry g, int width)
     {
@@ -44,36 +44,74 @@ internal static unsafe class BlockedConvolution
     }
 
     /// <summary>
-    /// The padded image's layout: per channel StrideH·StrideW phase planes of Rows × RowLength, and the span of o (P
-    /// rows of RowLength, rounded up to whole steps of two vectors).
+    /// The image's layout, in one of two forms. Output o = p·L + q for rows of length L, and tap (c, r, s) reads input
+    /// o + Offset(c, r, s), so a vector of consecutive o is one contiguous load per tap. Row strides of 2 split the
+    /// rows into even and odd phase planes: tap r then reads phase r mod 2 at row p + ⌊r/2⌋.
+    /// <list type="bullet">
+    /// <item><b>Padded</b>: one zero-padded copy of each channel (column strides of 2 split into phase planes too), L
+    /// the padded width; tap s reads ⌊s/Sw⌋ columns in. The L − Q columns of o past Q in each row are not outputs.</item>
+    /// <item><b>Shifted</b>: S copies of each channel, copy s holding padded column Sw·q + s at column q, so L = Q: no
+    /// column of o is wasted and with Q a multiple of the vector width every load is aligned, for S times the copying
+    /// and cache. Chosen when the padded form would waste at least a tenth of its columns: LeNet's 10-wide second layer
+    /// (37 %) ran 0.77×, conv3x3-128's 16 of 18 columns 0.91× the padded form's time; conv3x3-64's 32 of 34 ran
+    /// 1.05× slower shifted (its 836 KB of copies spill the 1 MB L2 the padded 296 KB fits in).</item>
+    /// </list>
+    /// Span is the extent of o (P·L) rounded up to whole steps of two vectors.
     /// </summary>
     private readonly struct Layout
     {
         public Layout(in Conv2dGeometry g, int width)
         {
+            PaddedWidth = g.W + 2 * g.PadW;
+            int paddedRow = (PaddedWidth + g.StrideW - 1) / g.StrideW;
+            Shifted = g.Q * 10 <= paddedRow * 9;
+            RowLength = Shifted ? g.Q : paddedRow;
+            ColumnPlanes = Shifted ? g.S : g.StrideW;
             Rows = (g.H + 2 * g.PadH + g.StrideH - 1) / g.StrideH;
-            RowLength = (g.W + 2 * g.PadW + g.StrideW - 1) / g.StrideW;
             Plane = Rows * RowLength;
-            ChannelFloats = g.StrideH * g.StrideW * Plane;
+            ChannelFloats = g.StrideH * ColumnPlanes * Plane;
+            Outputs = g.P * g.Q;
             Span = (g.P * RowLength + 2 * width - 1) / (2 * width) * (2 * width);
-            PaddedLength = (g.C * ChannelFloats) + (2 * width) + (g.R * RowLength);
+            Staging = (g.C * ChannelFloats) + (2 * width) + RowLength;
+            PaddedLength = Staging + ((g.H + 2 * g.PadH) * PaddedWidth) + width;
         }
 
-        public int Rows { get; }
+        public bool Shifted { get; }
 
+        /// <summary>L: the length of a plane's rows and of o's.</summary>
         public int RowLength { get; }
+
+        /// <summary>Planes per row phase: S shifted copies, or Sw column phases.</summary>
+        public int ColumnPlanes { get; }
+
+        public int Rows { get; }
 
         public int Plane { get; }
 
         public int ChannelFloats { get; }
 
+        public int Outputs { get; }
+
         public int Span { get; }
 
+        public int PaddedWidth { get; }
+
+        /// <summary>
+        /// Where one zero-padded channel is staged while its planes are cut from it: after the planes and their zeroed
+        /// slack (vectors past the last output read up to 2 vectors and a row beyond the last plane's rows).
+        /// </summary>
+        public int Staging { get; }
+
+        /// <summary>The planes, slack and staging area (with room for a vector read past its end).</summary>
         public int PaddedLength { get; }
 
-        /// <summary>Where tap (c, r, s) of output o = 0 reads: its phase plane, then ⌊r/Sh⌋ rows and ⌊s/Sw⌋ columns in.</summary>
+        /// <summary>Whether o's extent holds more than the outputs (columns past Q, or vectors past P·Q).</summary>
+        public bool HasSlack => Span != Outputs;
+
+        /// <summary>Where tap (c, r, s) of output o = 0 reads: its plane, ⌊r/Sh⌋ rows and (padded form) ⌊s/Sw⌋ columns in.</summary>
         public int Offset(in Conv2dGeometry g, int c, int r, int s) =>
-            (c * ChannelFloats) + ((((r % g.StrideH) * g.StrideW) + (s % g.StrideW)) * Plane) + (r / g.StrideH * RowLength) + (s / g.StrideW);
+            (c * ChannelFloats) + ((((r % g.StrideH) * ColumnPlanes) + (Shifted ? s : s % g.StrideW)) * Plane) + (r / g.StrideH * RowLength) +
+            (Shifted ? 0 : s / g.StrideW);
     }
 
     /// <summary>
@@ -88,12 +126,12 @@ internal static unsafe class BlockedConvolution
     public static int FilterGradientGroup(in Conv2dGeometry g, int width)
     {
         var layout = new Layout(g, width);
-        if (!Suits(g) || g.K > (width >= 16 ? 128 : 64) || g.C <= 4 || g.R * g.S < 4 || g.P * layout.RowLength < 192)
+        if (!Suits(g) || g.K > (width >= 16 ? 128 : 64) || g.C <= 4 || g.R * g.S < 4 || layout.Outputs < 192)
         {
             return 0;
         }
 
-        return Math.Clamp(Math.Min((1024 + layout.Span - 1) / layout.Span, (1 << 18) / ImageFloats(g, layout)), 1, 8);
+        return Math.Clamp(Math.Min((1024 + layout.Span - 1) / layout.Span, (1 << 17) / (g.K * layout.Span)), 1, 8);
     }
 
     /// <summary>Floats of filter-gradient scratch per image: its padded planes, then its dy in the same row layout.</summary>
@@ -103,9 +141,12 @@ internal static unsafe class BlockedConvolution
     public static int FilterGradientScratch(in Conv2dGeometry g, int width, int images) => images * ImageFloats(g, new Layout(g, width));
 
     /// <summary>
-    /// Whether all values are finite: a tap of an output column past Q reads a pixel with a zero output gradient, and
-    /// 0 · NaN or 0 · ∞ would put a NaN where PyTorch has none, so images holding either take the GEMM path instead.
+    /// Whether the filter gradient multiplies pixels by the zeros of o's slack (columns past Q, vectors past P·Q): then
+    /// 0 · NaN or 0 · ∞ would put a NaN where PyTorch has none, and images holding either must take the GEMM path.
     /// </summary>
+    public static bool ReadsPastOutputs(in Conv2dGeometry g, int width) => new Layout(g, width).HasSlack;
+
+    /// <summary>Whether all values are finite (see <see cref="ReadsPastOutputs"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool AllFinite(float* x, long length)
     {
@@ -153,9 +194,8 @@ internal static unsafe class BlockedConvolution
         where TVec : unmanaged
     {
         var layout = new Layout(g, TOps.Width);
-        int span = layout.Span, rowLength = layout.RowLength, crs = g.C * g.R * g.S;
-        int outH = g.P, outW = g.Q;
-        float* padded = Pad(g, layout, x, scratch);
+        int span = layout.Span, outputs = layout.Outputs, crs = g.C * g.R * g.S;
+        float* padded = Pad<TOps, TVec>(g, layout, x, scratch);
         float* rows = padded + layout.PaddedLength;
 
         // Where each tap reads, in the weights' (c, r, s) order.
@@ -176,24 +216,25 @@ internal static unsafe class BlockedConvolution
             int kb = Math.Min(Filters, g.K - k0);
             Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, rows);
 
-            // Copy out the real outputs of each row (the first Q of its L), adding the bias, whole vectors first.
+            // Copy out the real outputs (the first Q of each row of L; all P·Q at once when L = Q), adding the bias.
+            int runs = layout.Shifted ? 1 : g.P, run = layout.Shifted ? outputs : g.Q;
             for (int kk = 0; kk < kb; kk++)
             {
                 float bias = b == null ? 0f : b[k0 + kk];
                 var biasVector = TOps.Broadcast(bias);
-                for (int p = 0; p < outH; p++)
+                for (int p = 0; p < runs; p++)
                 {
-                    float* source = rows + (long)kk * span + p * rowLength;
-                    float* target = y + ((long)(k0 + kk) * outH + p) * outW;
-                    int q = 0;
-                    for (; q + TOps.Width <= outW; q += TOps.Width)
+                    float* source = rows + ((long)kk * span) + ((long)p * layout.RowLength);
+                    float* target = y + ((long)(k0 + kk) * outputs) + ((long)p * run);
+                    int o = 0;
+                    for (; o + TOps.Width <= run; o += TOps.Width)
                     {
-                        TOps.Store(target + q, TOps.Add(TOps.Load(source + q), biasVector));
+                        TOps.Store(target + o, TOps.Add(TOps.Load(source + o), biasVector));
                     }
 
-                    for (; q < outW; q++)
+                    for (; o < run; o++)
                     {
-                        target[q] = source[q] + bias;
+                        target[o] = source[o] + bias;
                     }
                 }
             }
@@ -323,41 +364,120 @@ internal static unsafe class BlockedConvolution
     }
 
     /// <summary>
-    /// The zero-padded image in phase planes (one plane per channel at stride 1), then slack that the last vectors of
-    /// o may read past the last plane.
+    /// The image in <see cref="Layout"/>'s shifted planes, zeros where a tap reads padding, then zeroed slack. A padded
+    /// layer's channel is first staged zero-padded (an unpadded one is read in place); the plane rows are then cut from
+    /// its rows in address order, whole vectors at a time: a vector past a row's end writes into the next row before
+    /// that row is written (or into the slack, cleared last). No call per row: a Buffer.MemoryCopy or
+    /// <see cref="Span{T}.Clear"/> per row of a few floats made this a fifth of LeNet's second layer's time.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float* Pad(in Conv2dGeometry g, in Layout layout, float* x, float* padded)
+    private static float* Pad<TOps, TVec>(in Conv2dGeometry g, in Layout layout, float* x, float* padded)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
     {
-        new Span<float>(padded, layout.PaddedLength).Clear();
+        int width = TOps.Width, rows = layout.Rows, rowLength = layout.RowLength, strideW = g.StrideW, paddedW = layout.PaddedWidth;
+        int paddedH = g.H + 2 * g.PadH;
+        long imageFloats = (long)g.C * g.H * g.W;
+        bool staged = g.PadH > 0 || g.PadW > 0;
+        float* staging = padded + layout.Staging;
+        if (staged)
+        {
+            new Span<float>(staging, paddedH * paddedW).Clear(); // the borders stay zero; every channel rewrites the interior
+        }
+
+        var zero = TOps.Zero;
         for (int c = 0; c < g.C; c++)
         {
-            for (int h = 0; h < g.H; h++)
+            float* channel = x + ((long)c * g.H * g.W);
+            long readable = imageFloats - ((long)c * g.H * g.W); // floats from the channel's start to the image's end
+            if (staged)
             {
-                float* source = x + ((long)c * g.H + h) * g.W;
-                float* target = padded + layout.Offset(g, c, h + g.PadH, 0); // the row in its even-column phase plane
-                if (g.StrideW == 1)
+                for (int h = 0; h < g.H; h++)
                 {
-                    Buffer.MemoryCopy(source, target + g.PadW, g.W * sizeof(float), g.W * sizeof(float));
-                    continue;
+                    CopyFloats(channel + ((long)h * g.W), staging + ((h + g.PadH) * paddedW) + g.PadW, g.W);
                 }
 
-                // Stride 2: padded column j goes to column j/2 of the even (j even) or odd phase plane.
-                float* odd = target + layout.Plane;
-                for (int col = 0, j = g.PadW; col < g.W; col++, j++)
+                channel = staging;
+                readable = ((long)paddedH * paddedW) + width;
+            }
+
+            // Plane (phase, j) row i: padded row Sh·i + phase from column j (the shift s, or the column phase), every Sw-th.
+            float* target = padded + (long)c * layout.ChannelFloats;
+            for (int phase = 0; phase < g.StrideH; phase++)
+            {
+                for (int j = 0; j < layout.ColumnPlanes; j++)
                 {
-                    ((j & 1) == 0 ? target : odd)[j >> 1] = source[col];
+                    for (int i = 0; i < rows; i++, target += rowLength)
+                    {
+                        int h = (g.StrideH * i) + phase;
+                        long start = ((long)h * paddedW) + j;
+                        if (h >= paddedH)
+                        {
+                            for (int q = 0; q < rowLength; q += width)
+                            {
+                                TOps.Store(target + q, zero);
+                            }
+                        }
+                        else if (strideW == 1 && start + ((rowLength + width - 1) / width * width) <= readable)
+                        {
+                            for (int q = 0; q < rowLength; q += width)
+                            {
+                                TOps.Store(target + q, TOps.Load(channel + start + q));
+                            }
+                        }
+                        else
+                        {
+                            // The last column phase of an odd padded width is one column short: zero there.
+                            for (int q = 0; q < rowLength; q++)
+                            {
+                                long column = j + ((long)strideW * q);
+                                target[q] = column < paddedW ? channel[start + (strideW * q)] : 0f;
+                            }
+                        }
+                    }
                 }
             }
         }
 
+        new Span<float>(padded + (long)g.C * layout.ChannelFloats, (2 * width) + rowLength).Clear();
         return padded;
     }
 
+    /// <summary>Copies <paramref name="count"/> floats in whole vectors, the last one overlapping, reading and writing nothing outside.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // never run unoptimised: a bench row of a few milliseconds ends before tiering
+    private static void CopyFloats(float* source, float* target, int count)
+    {
+        if (Vector512.IsHardwareAccelerated && count >= 16)
+        {
+            for (int i = 0; i < count - 16; i += 16)
+            {
+                Vector512.Store(Vector512.Load(source + i), target + i);
+            }
+
+            Vector512.Store(Vector512.Load(source + count - 16), target + count - 16);
+        }
+        else if (Vector256.IsHardwareAccelerated && count >= 8)
+        {
+            for (int i = 0; i < count - 8; i += 8)
+            {
+                Vector256.Store(Vector256.Load(source + i), target + i);
+            }
+
+            Vector256.Store(Vector256.Load(source + count - 8), target + count - 8);
+        }
+        else
+        {
+            for (int i = 0; i < count; i++)
+            {
+                target[i] = source[i];
+            }
+        }
+    }
+
     /// <summary>
-    /// The filter gradient in the same layout (phase planes at stride 2): dy is copied into the padded row layout with
-    /// zeros in the columns past Q, and dw[k,c,r,s] accumulates Σ_n Σ_o dy_n[k,o]·x_n[c,o + offset(r,s)] in vector
-    /// accumulators over a group of images, summed across lanes once per group.
+    /// The filter gradient in the same layout: dw[k,c,r,s] accumulates Σ_n Σ_o dy_n[k,o]·x_n[c,o + offset(r,s)] in
+    /// vector accumulators over a group of images, summed across lanes once per group. dy is read where it lies when
+    /// P·Q fills whole steps; otherwise it is copied with zeros up to Span.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FilterGradient<TOps, TVec>(in Conv2dGeometry g, float* x, float* dy, int images, float* dw, float* scratch)
@@ -366,25 +486,30 @@ internal static unsafe class BlockedConvolution
     {
         int width = TOps.Width;
         var layout = new Layout(g, width);
-        int span = layout.Span, rowLength = layout.RowLength, plane = layout.ChannelFloats, channels = g.C, kernelW = g.S, taps = g.R * g.S;
-        int filters = g.K, outH = g.P, outW = g.Q, paddedLength = layout.PaddedLength, imageFloats = ImageFloats(g, layout);
-
-        // Per image: its padded planes, then its dy in the same row layout with zeros past Q.
+        int span = layout.Span, outputs = layout.Outputs, plane = layout.ChannelFloats, channels = g.C, kernelW = g.S, taps = g.R * g.S;
+        int filters = g.K, paddedLength = layout.PaddedLength;
         for (int n = 0; n < images; n++)
         {
-            float* block = scratch + (long)n * imageFloats;
-            Pad(g, layout, x + (long)n * channels * g.H * g.W, block);
-            float* gradient = block + paddedLength;
-            new Span<float>(gradient, filters * span).Clear();
-            float* source = dy + (long)n * filters * outH * outW;
-            for (int k = 0; k < filters; k++)
+            Pad<TOps, TVec>(g, layout, x + (long)n * channels * g.H * g.W, scratch + (long)n * paddedLength);
+        }
+
+        // dy in o's row layout, zeros in the columns past Q and past the last row; read in place when that is dy's own.
+        float* gradients = dy;
+        if (layout.HasSlack)
+        {
+            gradients = scratch + (long)images * paddedLength;
+            new Span<float>(gradients, images * filters * span).Clear();
+            int rowLength = layout.RowLength, outW = g.Q;
+            for (long map = 0; map < (long)images * filters; map++)
             {
-                for (int p = 0; p < outH; p++)
+                for (int p = 0; p < g.P; p++)
                 {
-                    Buffer.MemoryCopy(source + ((long)k * outH + p) * outW, gradient + (long)k * span + p * rowLength, outW * sizeof(float), outW * sizeof(float));
+                    CopyFloats(dy + (map * outputs) + ((long)p * outW), gradients + (map * span) + ((long)p * rowLength), outW);
                 }
             }
         }
+
+        var planes = new Planes(scratch, paddedLength, gradients, (long)filters * span);
 
         // Where tap t = r·S + s reads within a channel's (phase) planes; past the last tap, tap 0's place.
         int* offsets = stackalloc int[taps + 3];
@@ -395,18 +520,18 @@ internal static unsafe class BlockedConvolution
 
         if (width < 16)
         {
-            FilterGradientTwoTaps<TOps, TVec>(g, layout, offsets, images, dw, scratch);
+            FilterGradientTwoTaps<TOps, TVec>(g, layout, offsets, images, dw, planes);
             return;
         }
 
         // Three taps of one channel times four filters in twelve vector accumulators (4 + 3 loads per 12 FMAs), summed
         // over the group's images before their lanes are added; a chunk past the last tap repeats tap 0 and a filter
         // past K repeats the block's first, neither stored.
-        for (int k0 = 0; k0 < filters; k0 += 4)
+        for (int c = 0; c < channels; c++)
         {
-            long f1 = k0 + 1 < filters ? span : 0, f2 = k0 + 2 < filters ? 2L * span : 0, f3 = k0 + 3 < filters ? 3L * span : 0;
-            for (int c = 0; c < channels; c++)
+            for (int k0 = 0; k0 < filters; k0 += 4)
             {
+                long f1 = k0 + 1 < filters ? span : 0, f2 = k0 + 2 < filters ? 2L * span : 0, f3 = k0 + 3 < filters ? 3L * span : 0;
                 for (int t0 = 0; t0 < taps; t0 += 3)
                 {
                     int o0 = offsets[t0], o1 = offsets[t0 + 1], o2 = offsets[t0 + 2];
@@ -414,9 +539,8 @@ internal static unsafe class BlockedConvolution
                     TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero;
                     for (int n = 0; n < images; n++)
                     {
-                        float* block = scratch + (long)n * imageFloats;
-                        float* input = block + (long)c * plane;
-                        float* e0p = block + paddedLength + (long)k0 * span;
+                        float* input = planes.Image(n) + (long)c * plane;
+                        float* e0p = planes.Gradient(n) + (long)k0 * span;
                         float* e1p = e0p + f1, e2p = e0p + f2, e3p = e0p + f3;
                         for (int o = 0; o < span; o += width)
                         {
@@ -468,18 +592,17 @@ internal static unsafe class BlockedConvolution
     /// loads spilled there.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FilterGradientTwoTaps<TOps, TVec>(in Conv2dGeometry g, in Layout layout, int* offsets, int images, float* dw, float* scratch)
+    private static void FilterGradientTwoTaps<TOps, TVec>(in Conv2dGeometry g, in Layout layout, int* offsets, int images, float* dw, Planes planes)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
         int width = TOps.Width, span = layout.Span, plane = layout.ChannelFloats, channels = g.C, taps = g.R * g.S, filters = g.K;
-        int paddedLength = layout.PaddedLength, imageFloats = ImageFloats(g, layout);
         long filterStride = (long)channels * taps;
-        for (int k0 = 0; k0 < filters; k0 += 4)
+        for (int c = 0; c < channels; c++)
         {
-            long f1 = k0 + 1 < filters ? span : 0, f2 = k0 + 2 < filters ? 2L * span : 0, f3 = k0 + 3 < filters ? 3L * span : 0;
-            for (int c = 0; c < channels; c++)
+            for (int k0 = 0; k0 < filters; k0 += 4)
             {
+                long f1 = k0 + 1 < filters ? span : 0, f2 = k0 + 2 < filters ? 2L * span : 0, f3 = k0 + 3 < filters ? 3L * span : 0;
                 for (int t0 = 0; t0 < taps; t0 += 2)
                 {
                     int o0 = offsets[t0], o1 = offsets[t0 + 1];
@@ -487,9 +610,8 @@ internal static unsafe class BlockedConvolution
                     TVec c0 = TOps.Zero, c1 = TOps.Zero, d0 = TOps.Zero, d1 = TOps.Zero;
                     for (int n = 0; n < images; n++)
                     {
-                        float* block = scratch + (long)n * imageFloats;
-                        float* input = block + (long)c * plane;
-                        float* e0p = block + paddedLength + (long)k0 * span;
+                        float* input = planes.Image(n) + (long)c * plane;
+                        float* e0p = planes.Gradient(n) + (long)k0 * span;
                         float* e1p = e0p + f1, e2p = e0p + f2, e3p = e0p + f3;
                         for (int o = 0; o < span; o += width)
                         {
@@ -527,6 +649,14 @@ internal static unsafe class BlockedConvolution
                 }
             }
         }
+    }
+
+    /// <summary>Where the filter gradient finds image n's shifted planes and its dy rows (Span apart).</summary>
+    private readonly struct Planes(float* images, long imageStride, float* gradients, long gradientStride)
+    {
+        public float* Image(int n) => images + (n * imageStride);
+
+        public float* Gradient(int n) => gradients + (n * gradientStride);
     }
 
     private static void AddSums<TOps, TVec>(float* target, int count, TVec s0, TVec s1, TVec s2)

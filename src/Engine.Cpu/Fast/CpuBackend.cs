@@ -493,14 +493,21 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
         public float* Partial(int length) => Pin(ref _partial, length);
 
+        /// <summary>
+        /// A pinned buffer of at least <paramref name="length"/> floats starting on a 64-byte cache line (an array's
+        /// data starts 16 bytes into its object): then the kernels' vector loads at multiples of 16 floats never split
+        /// a line.
+        /// </summary>
         private static float* Pin(ref float[] buffer, int length)
         {
-            if (buffer.Length < length)
+            const int LineFloats = 16;
+            if (buffer.Length < length + LineFloats)
             {
-                buffer = GC.AllocateUninitializedArray<float>(length, pinned: true);
+                buffer = GC.AllocateUninitializedArray<float>(length + LineFloats, pinned: true);
             }
 
-            return (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+            var start = (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+            return (float*)((start + 63) & ~(nint)63);
         }
     }
 }
