@@ -119,14 +119,16 @@ internal static unsafe class BlockedConvolution
     /// channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), at most 128 output channels (with 256
     /// the GEMM's filter gradient measured faster: 286 against 249 GFLOP/s for 256 → 256, 299 against 184 for
     /// 128 → 256 stride 2; below 512-bit vectors at most 64: with 128, conv3x3-128's backward ran 1.03× the GEMM
-    /// route's time on AVX2, with 64 conv3x3-64's 0.90×), a kernel of at least 4 taps, planes of at least 192
-    /// outputs (ResNet-8's 7×7 planes measured 8 % slower than the GEMM even summed 8 at a time), and enough images that the sums over o are long (~1,024
-    /// outputs) before their lanes are added — at most 8, and 1 MB of scratch.
+    /// route's time on AVX2, with 64 conv3x3-64's 0.90×; again 1.03× after the fourth session's changes), a kernel of
+    /// at least 4 taps, planes of at least 64 outputs (ResNet-8's 7×7 planes measured 8 % slower than the GEMM even
+    /// summed 8 at a time; LeNet's 10×10 second layer 0.72× the GEMM's time on AVX-512, 0.60× on AVX2), and enough
+    /// images that the sums over o are long (~1,024 outputs) before their lanes are added — at most 8, and their dy
+    /// at most 512 KB (read once per input channel, it should stay in L2).
     /// </summary>
     public static int FilterGradientGroup(in Conv2dGeometry g, int width)
     {
         var layout = new Layout(g, width);
-        if (!Suits(g) || g.K > (width >= 16 ? 128 : 64) || g.C <= 4 || g.R * g.S < 4 || layout.Outputs < 192)
+        if (!Suits(g) || g.K > (width >= 16 ? 128 : 64) || g.C <= 4 || g.R * g.S < 4 || layout.Outputs < 64)
         {
             return 0;
         }
