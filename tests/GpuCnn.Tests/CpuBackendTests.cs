@@ -45,7 +45,10 @@ public sealed class CpuBackendTests
         // at stride 2 (phases of unequal tap counts), a 1×3 kernel at stride 2 (row phases without taps), one whose
         // blocked filter gradient sums several images at once, and the first, the small and the summed ones again with
         // a NaN pixel; and two past the blocked kernel's bounds of earlier sessions: 72 output channels (blocked forward
-        // everywhere, blocked filter gradient with 512-bit vectors only) and a padded image of 69,632 floats.
+        // everywhere, blocked filter gradient with 512-bit vectors only) and a padded image of 69,632 floats. The filter
+        // gradient vectorised over filters (K ≥ 16) runs on the 72-channel layer, on 16 filters of a 5×5 kernel (256-bit
+        // vectors under 512-bit ones) and on 20 at stride 2 (filter lanes past K), the last also with a NaN pixel.
+        var byFilters = new Conv2dGeometry(N: 3, C: 5, H: 11, W: 12, K: 20, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1);
         var large = new Conv2dGeometry(N: 2, C: 5, H: 26, W: 23, K: 10, R: 3, S: 3, PadH: 1, PadW: 1);
         var small = new Conv2dGeometry(N: 7, C: 6, H: 7, W: 6, K: 5, R: 3, S: 3, PadH: 1, PadW: 1);
         var summed = new Conv2dGeometry(N: 7, C: 6, H: 14, W: 13, K: 5, R: 3, S: 3, PadH: 1, PadW: 1); // 2–3 images a worker, summed together
@@ -60,7 +63,8 @@ public sealed class CpuBackendTests
                      .Append(summed)
                      .Append(new Conv2dGeometry(N: 2, C: 6, H: 14, W: 13, K: 72, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
-                     .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)))
+                     .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters)
+                     .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             if (nan)

@@ -447,7 +447,7 @@ internal static unsafe class BlockedConvolution
 
     /// <summary>Copies <paramref name="count"/> floats in whole vectors, the last one overlapping, reading and writing nothing outside.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] // never run unoptimised: a bench row of a few milliseconds ends before tiering
-    private static void CopyFloats(float* source, float* target, int count)
+    internal static void CopyFloats(float* source, float* target, int count)
     {
         if (Vector512.IsHardwareAccelerated && count >= 16)
         {

@@ -161,6 +161,13 @@ public sealed unsafe partial class CpuBackend
             float* partial = owner._scratch[part].Partial(_g.WeightSize);
             int first = (int)((long)_g.N * part / _parts), last = (int)((long)_g.N * (part + 1) / _parts);
             new Span<float>(partial, _g.WeightSize).Clear();
+            if (FilterGradientByFilters.Suits(_g))
+            {
+                float* outer = owner._scratch[part].Columns(FilterGradientByFilters.ScratchLength(_g, owner.Width));
+                FilterGradientByFilters.Accumulate(owner.Width, _g, _x + (long)first * chw, _dy + (long)first * _g.K * pq, last - first, partial, outer);
+                return;
+            }
+
             int group = BlockedConvolution.FilterGradientGroup(_g, (int)owner.Width);
             for (int n = first; n < last; n++)
             {
