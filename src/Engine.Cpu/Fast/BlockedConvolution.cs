@@ -440,7 +440,7 @@ internal static unsafe class BlockedConvolution
             {
                 for (int h = 0; h < g.H; h++)
                 {
-                    CopyFloats(channel + ((long)h * g.W), staging + ((h + g.PadH) * paddedW) + g.PadW, g.W);
+                    Simd.CopyFloats(channel + ((long)h * g.W), staging + ((h + g.PadH) * paddedW) + g.PadW, g.W);
                 }
 
                 channel = staging;
@@ -489,37 +489,6 @@ internal static unsafe class BlockedConvolution
         return padded;
     }
 
-    /// <summary>Copies <paramref name="count"/> floats in whole vectors, the last one overlapping, reading and writing nothing outside.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] // never run unoptimised: a bench row of a few milliseconds ends before tiering
-    internal static void CopyFloats(float* source, float* target, int count)
-    {
-        if (Vector512.IsHardwareAccelerated && count >= 16)
-        {
-            for (int i = 0; i < count - 16; i += 16)
-            {
-                Vector512.Store(Vector512.Load(source + i), target + i);
-            }
-
-            Vector512.Store(Vector512.Load(source + count - 16), target + count - 16);
-        }
-        else if (Vector256.IsHardwareAccelerated && count >= 8)
-        {
-            for (int i = 0; i < count - 8; i += 8)
-            {
-                Vector256.Store(Vector256.Load(source + i), target + i);
-            }
-
-            Vector256.Store(Vector256.Load(source + count - 8), target + count - 8);
-        }
-        else
-        {
-            for (int i = 0; i < count; i++)
-            {
-                target[i] = source[i];
-            }
-        }
-    }
-
     /// <summary>
     /// The filter gradient in the same layout: dw[k,c,r,s] accumulates Σ_n Σ_o dy_n[k,o]·x_n[c,o + offset(r,s)] in
     /// vector accumulators over a group of images, summed across lanes once per group. dy is read where it lies when
@@ -550,7 +519,7 @@ internal static unsafe class BlockedConvolution
             {
                 for (int p = 0; p < g.P; p++)
                 {
-                    CopyFloats(dy + (map * outputs) + ((long)p * outW), gradients + (map * span) + ((long)p * rowLength), outW);
+                    Simd.CopyFloats(dy + (map * outputs) + ((long)p * outW), gradients + (map * span) + ((long)p * rowLength), outW);
                 }
             }
         }

@@ -110,7 +110,7 @@ internal static unsafe class FilterGradientByFilters
             {
                 for (int h = 0; h < g.H; h++)
                 {
-                    BlockedConvolution.CopyFloats(xn + (((long)c * g.H + h) * g.W), image + ((long)c * layout.ChannelFloats) + ((h + g.PadH) * paddedW) + g.PadW, g.W);
+                    Simd.CopyFloats(xn + (((long)c * g.H + h) * g.W), image + ((long)c * layout.ChannelFloats) + ((h + g.PadH) * paddedW) + g.PadW, g.W);
                 }
             }
 

@@ -136,6 +136,18 @@ internal sealed unsafe class PackedGemm : IDisposable
         {
             int cols = Math.Min(nr, nc - jr);
             float* panel = _packB + (long)jr * kc;
+            if (!g.TransposeB && cols == nr)
+            {
+                // A whole panel: two vectors per row of op(B), no call per 64 bytes.
+                float* source = g.B + (long)pc * g.Ldb + jc + jr;
+                for (int k = 0; k < kc; k++, source += g.Ldb)
+                {
+                    Simd.CopyFloats(source, panel + (long)k * nr, nr);
+                }
+
+                continue;
+            }
+
             for (int k = 0; k < kc; k++)
             {
                 float* row = panel + (long)k * nr;
@@ -168,6 +180,21 @@ internal sealed unsafe class PackedGemm : IDisposable
         {
             int rows = Math.Min(MR, mc - ir);
             float* panel = _packA + (long)ir * kc;
+            if (!g.TransposeA && rows == MR)
+            {
+                // Row by row: each row of op(A) read in order, written every MR floats (the panel stays in L1).
+                for (int i = 0; i < MR; i++)
+                {
+                    float* source = g.A + (long)(ic + ir + i) * g.Lda + pc;
+                    for (int k = 0; k < kc; k++)
+                    {
+                        panel[(k * MR) + i] = source[k];
+                    }
+                }
+
+                continue;
+            }
+
             for (int k = 0; k < kc; k++)
             {
                 float* column = panel + (long)k * MR;
@@ -198,7 +225,53 @@ internal sealed unsafe class PackedGemm : IDisposable
         int w = TOps.Width;
         TVec c00 = TOps.Zero, c01 = TOps.Zero, c10 = TOps.Zero, c11 = TOps.Zero, c20 = TOps.Zero, c21 = TOps.Zero;
         TVec c30 = TOps.Zero, c31 = TOps.Zero, c40 = TOps.Zero, c41 = TOps.Zero, c50 = TOps.Zero, c51 = TOps.Zero;
-        for (int k = 0; k < kc; k++)
+        int k = 0;
+        for (; k + 2 <= kc; k += 2)
+        {
+            TVec b0 = TOps.Load(b), b1 = TOps.Load(b + w);
+            TVec a0 = TOps.Broadcast(a[0]);
+            c00 = TOps.MultiplyAdd(a0, b0, c00);
+            c01 = TOps.MultiplyAdd(a0, b1, c01);
+            TVec a1 = TOps.Broadcast(a[1]);
+            c10 = TOps.MultiplyAdd(a1, b0, c10);
+            c11 = TOps.MultiplyAdd(a1, b1, c11);
+            TVec a2 = TOps.Broadcast(a[2]);
+            c20 = TOps.MultiplyAdd(a2, b0, c20);
+            c21 = TOps.MultiplyAdd(a2, b1, c21);
+            TVec a3 = TOps.Broadcast(a[3]);
+            c30 = TOps.MultiplyAdd(a3, b0, c30);
+            c31 = TOps.MultiplyAdd(a3, b1, c31);
+            TVec a4 = TOps.Broadcast(a[4]);
+            c40 = TOps.MultiplyAdd(a4, b0, c40);
+            c41 = TOps.MultiplyAdd(a4, b1, c41);
+            TVec a5 = TOps.Broadcast(a[5]);
+            c50 = TOps.MultiplyAdd(a5, b0, c50);
+            c51 = TOps.MultiplyAdd(a5, b1, c51);
+            b0 = TOps.Load(b + 2 * w);
+            b1 = TOps.Load(b + 3 * w);
+            a0 = TOps.Broadcast(a[MR]);
+            c00 = TOps.MultiplyAdd(a0, b0, c00);
+            c01 = TOps.MultiplyAdd(a0, b1, c01);
+            a1 = TOps.Broadcast(a[MR + 1]);
+            c10 = TOps.MultiplyAdd(a1, b0, c10);
+            c11 = TOps.MultiplyAdd(a1, b1, c11);
+            a2 = TOps.Broadcast(a[MR + 2]);
+            c20 = TOps.MultiplyAdd(a2, b0, c20);
+            c21 = TOps.MultiplyAdd(a2, b1, c21);
+            a3 = TOps.Broadcast(a[MR + 3]);
+            c30 = TOps.MultiplyAdd(a3, b0, c30);
+            c31 = TOps.MultiplyAdd(a3, b1, c31);
+            a4 = TOps.Broadcast(a[MR + 4]);
+            c40 = TOps.MultiplyAdd(a4, b0, c40);
+            c41 = TOps.MultiplyAdd(a4, b1, c41);
+            a5 = TOps.Broadcast(a[MR + 5]);
+            c50 = TOps.MultiplyAdd(a5, b0, c50);
+            c51 = TOps.MultiplyAdd(a5, b1, c51);
+            a += 2 * MR;
+            b += 4 * w;
+        }
+
+        for (; k < kc; k++)
         {
             TVec b0 = TOps.Load(b), b1 = TOps.Load(b + w);
             TVec a0 = TOps.Broadcast(a[0]);
