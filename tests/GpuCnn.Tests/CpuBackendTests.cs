@@ -49,6 +49,9 @@ public sealed class CpuBackendTests
         // gradient vectorised over filters (K ≥ 16) runs on the 72-channel layer, on 16 filters of a 5×5 kernel (256-bit
         // vectors under 512-bit ones) and on 20 at stride 2 (filter lanes past K), the last also with a NaN pixel.
         var byFilters = new Conv2dGeometry(N: 3, C: 5, H: 11, W: 12, K: 20, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1);
+        // An unpadded-rows 5×5 layer of 11 input channels: backward-data kernel column by kernel column (ShiftedPlan,
+        // one block of 8 channels and one of 3), also with a NaN pixel.
+        var columnShifted = new Conv2dGeometry(N: 3, C: 11, H: 14, W: 13, K: 7, R: 5, S: 5, PadW: 1);
         var large = new Conv2dGeometry(N: 2, C: 5, H: 26, W: 23, K: 10, R: 3, S: 3, PadH: 1, PadW: 1);
         var small = new Conv2dGeometry(N: 7, C: 6, H: 7, W: 6, K: 5, R: 3, S: 3, PadH: 1, PadW: 1);
         var summed = new Conv2dGeometry(N: 7, C: 6, H: 14, W: 13, K: 5, R: 3, S: 3, PadH: 1, PadW: 1); // 2–3 images a worker, summed together
@@ -63,8 +66,8 @@ public sealed class CpuBackendTests
                      .Append(summed)
                      .Append(new Conv2dGeometry(N: 2, C: 6, H: 14, W: 13, K: 72, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
-                     .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters)
-                     .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)))
+                     .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters).Append(columnShifted)
+                     .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             if (nan)

@@ -15,7 +15,7 @@ namespace GpuCnn.Cpu.Fast;
 /// written twice as in im2col + GEMM. For the few-channel layers of small ResNets, where im2col's data movement
 /// outweighs its arithmetic.
 /// </summary>
-internal static unsafe class BlockedConvolution
+internal static unsafe partial class BlockedConvolution
 {
     internal const int Filters = 8; // output channels per block: 16 accumulators with two vectors of o
 
@@ -804,7 +804,7 @@ internal static unsafe class BlockedConvolution
 /// <see cref="BlockedConvolution"/> correlation over the padded dy: no zeros of the stride-dilated dy are
 /// multiplied, and no columns are packed. Offsets depend on the geometry only; the weights are regrouped per call.
 /// </summary>
-internal sealed class TransposedPlan
+internal sealed class TransposedPlan : IBackwardDataPlan
 {
     /// <summary>Plans a geometry for vectors of <paramref name="width"/> lanes.</summary>
     public TransposedPlan(in Conv2dGeometry g, int width)
@@ -881,7 +881,9 @@ internal sealed class TransposedPlan
     public int PaddedLength { get; }
 
     /// <summary>Floats of scratch per image: padded dy and one block of output rows.</summary>
-    public int ScratchLength(int filters) => PaddedLength + (filters * Span);
+    public int ScratchFloats => PaddedLength + (BlockedConvolution.Filters * Span);
+
+    public unsafe void Run(SimdWidth width, float* dy, float* dx, float* scratch) => BlockedConvolution.BackwardData(width, this, dy, dx, scratch);
 
     /// <summary>Regroups w (K,C,R,S) into <see cref="Weights"/> for this call.</summary>
     public unsafe void SetWeights(float* w)

@@ -34,7 +34,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
         _convBackwardFilter = new ConvBackwardFilterJob(this);
         _gemm = new GemmJob(this);
         _planes = new PlaneJob(this);
-        _transposedJob = new TransposedJob(this);
+        _planJob = new PlanJob(this);
     }
 
     private readonly Dictionary<Type, FusedActivation> _fused = [];
@@ -191,6 +191,23 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     private void ConvBackwardData(in Conv2dGeometry g, float* pdy, float* pw, float* pdx)
     {
+        var shape = g with { N = 1 };
+        if (ShiftedPlan.Suits(g))
+        {
+            // Unpadded stride-1 layers: one correlation per kernel column over dy padded by rows only (ShiftedPlan).
+            if (!_plans.TryGetValue(shape, out var planned))
+            {
+                planned = new ShiftedPlan(shape, (int)Width);
+                _plans[shape] = planned;
+            }
+
+            var shifted = (ShiftedPlan)planned;
+            shifted.SetWeights(pw);
+            _planJob.Set(shifted, pdy, pdx);
+            _workers.Run(_planJob, g.N);
+            return;
+        }
+
         if (DirectConvolution.SuitsFullConvolution(g))
         {
             // The full convolution of the padded dy with the rotated kernel, run as a forward convolution: direct
@@ -205,16 +222,16 @@ public sealed unsafe partial class CpuBackend : HostBackend
         if (BlockedConvolution.SuitsBackwardData(g))
         {
             // Strided: one stride-1 correlation per phase of dx (TransposedPlan), the plan kept per layer shape.
-            var shape = g with { N = 1 };
-            if (!_transposedPlans.TryGetValue(shape, out var plan))
+            if (!_plans.TryGetValue(shape, out var planned))
             {
-                plan = new TransposedPlan(shape, (int)Width);
-                _transposedPlans[shape] = plan;
+                planned = new TransposedPlan(shape, (int)Width);
+                _plans[shape] = planned;
             }
 
-            plan.SetWeights(pw);
-            _transposedJob.Set(plan, pdy, pdx);
-            _workers.Run(_transposedJob, g.N);
+            var transposed = (TransposedPlan)planned;
+            transposed.SetWeights(pw);
+            _planJob.Set(transposed, pdy, pdx);
+            _workers.Run(_planJob, g.N);
             return;
         }
 
@@ -222,16 +239,17 @@ public sealed unsafe partial class CpuBackend : HostBackend
         _workers.Run(_convBackwardData, g.N);
     }
 
-    private readonly Dictionary<Conv2dGeometry, TransposedPlan> _transposedPlans = [];
-    private readonly TransposedJob _transposedJob;
+    /// <summary>Backward-data plans per layer shape (N = 1): a geometry always gets the same kind.</summary>
+    private readonly Dictionary<Conv2dGeometry, IBackwardDataPlan> _plans = [];
+    private readonly PlanJob _planJob;
 
-    /// <summary>The phase-by-phase backward-data of one image per part.</summary>
-    private sealed class TransposedJob(CpuBackend owner) : IParallelJob
+    /// <summary>A planned backward-data (phase by phase, or kernel column by column) of one image per part.</summary>
+    private sealed class PlanJob(CpuBackend owner) : IParallelJob
     {
-        private TransposedPlan? _plan;
+        private IBackwardDataPlan? _plan;
         private float* _dy, _dx;
 
-        public void Set(TransposedPlan plan, float* dy, float* dx)
+        public void Set(IBackwardDataPlan plan, float* dy, float* dx)
         {
             _plan = plan;
             _dy = dy;
@@ -242,8 +260,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
         public void Run(int n, int worker)
         {
             var g = _plan!.Geometry;
-            float* scratch = owner._scratch[worker].Columns(_plan.ScratchLength(BlockedConvolution.Filters));
-            BlockedConvolution.BackwardData(owner.Width, _plan, _dy + (long)n * g.K * g.P * g.Q, _dx + (long)n * g.C * g.H * g.W, scratch);
+            float* scratch = owner._scratch[worker].Columns(_plan.ScratchFloats);
+            _plan.Run(owner.Width, _dy + (long)n * g.K * g.P * g.Q, _dx + (long)n * g.C * g.H * g.W, scratch);
         }
     }
 
