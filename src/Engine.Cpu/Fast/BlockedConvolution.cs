@@ -448,37 +448,61 @@ internal static unsafe partial class BlockedConvolution
             }
 
             // Plane (phase, j) row i: padded row Sh·i + phase from column j (the shift s, or the column phase), every Sw-th.
+            // Rows are written whole vectors at a time while their reads stay inside the channel's floats; the rest
+            // (the image's last rows read in place, or a column phase) one float at a time; rows past the padded
+            // height (a row phase's last) are zero.
             float* target = padded + (long)c * layout.ChannelFloats;
+            int vectorLength = (rowLength + width - 1) / width * width;
+            long rowStep = (long)g.StrideH * paddedW;
             for (int phase = 0; phase < g.StrideH; phase++)
             {
-                for (int j = 0; j < layout.ColumnPlanes; j++)
+                int valid = Math.Min(rows, (paddedH - phase + g.StrideH - 1) / g.StrideH);
+                for (int j = 0; j < layout.ColumnPlanes; j++, target += (long)rows * rowLength)
                 {
-                    for (int i = 0; i < rows; i++, target += rowLength)
+                    float* source = channel + ((long)phase * paddedW) + j;
+                    int vectorRows = 0;
+                    if (strideW == 1)
                     {
-                        int h = (g.StrideH * i) + phase;
-                        long start = ((long)h * paddedW) + j;
-                        if (h >= paddedH)
+                        vectorRows = valid;
+                        while (vectorRows > 0 && ((long)phase * paddedW) + j + ((vectorRows - 1) * rowStep) + vectorLength > readable)
+                        {
+                            vectorRows--;
+                        }
+                    }
+
+                    int i = 0;
+                    if (vectorLength == width)
+                    {
+                        for (; i < vectorRows; i++)
+                        {
+                            TOps.Store(target + ((long)i * rowLength), TOps.Load(source + (i * rowStep)));
+                        }
+                    }
+                    else
+                    {
+                        for (; i < vectorRows; i++)
                         {
                             for (int q = 0; q < rowLength; q += width)
                             {
-                                TOps.Store(target + q, zero);
+                                TOps.Store(target + ((long)i * rowLength) + q, TOps.Load(source + (i * rowStep) + q));
                             }
                         }
-                        else if (strideW == 1 && start + ((rowLength + width - 1) / width * width) <= readable)
+                    }
+
+                    for (; i < valid; i++)
+                    {
+                        // The last column phase of an odd padded width is one column short: zero there.
+                        for (int q = 0; q < rowLength; q++)
                         {
-                            for (int q = 0; q < rowLength; q += width)
-                            {
-                                TOps.Store(target + q, TOps.Load(channel + start + q));
-                            }
+                            target[((long)i * rowLength) + q] = j + ((long)strideW * q) < paddedW ? source[(i * rowStep) + (strideW * q)] : 0f;
                         }
-                        else
+                    }
+
+                    for (; i < rows; i++)
+                    {
+                        for (int q = 0; q < rowLength; q += width)
                         {
-                            // The last column phase of an odd padded width is one column short: zero there.
-                            for (int q = 0; q < rowLength; q++)
-                            {
-                                long column = j + ((long)strideW * q);
-                                target[q] = column < paddedW ? channel[start + (strideW * q)] : 0f;
-                            }
+                            TOps.Store(target + ((long)i * rowLength) + q, zero);
                         }
                     }
                 }
