@@ -269,8 +269,12 @@ internal static unsafe partial class BlockedConvolution
 
         if (width < 16)
         {
-            CorrelateFour<TOps, TVec>(padded, offsets, taps, w0, w1, w2, w3, pairs, span, rows);
-            CorrelateFour<TOps, TVec>(padded, offsets, taps, w4, w5, w6, w7, pairs, span, rows + 4L * span);
+            // Three vectors of o at a time, then pairs (an even number of vectors: six at a time go to triples).
+            int triples = pairs / (6 * width) * (6 * width);
+            CorrelateFourTriples<TOps, TVec>(padded, offsets, taps, w0, w1, w2, w3, triples, span, rows);
+            CorrelateFourTriples<TOps, TVec>(padded, offsets, taps, w4, w5, w6, w7, triples, span, rows + 4L * span);
+            CorrelateFour<TOps, TVec>(padded + triples, offsets, taps, w0, w1, w2, w3, pairs - triples, span, rows + triples);
+            CorrelateFour<TOps, TVec>(padded + triples, offsets, taps, w4, w5, w6, w7, pairs - triples, span, rows + triples + 4L * span);
             return;
         }
 
@@ -361,6 +365,58 @@ internal static unsafe partial class BlockedConvolution
         TOps.Store(row + 5 * span, a5);
         TOps.Store(row + 6 * span, a6);
         TOps.Store(row + 7 * span, a7);
+    }
+
+    /// <summary><see cref="CorrelateFour"/> three vectors of o at a time: 12 accumulators, 3 loads and a broadcast.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void CorrelateFourTriples<TOps, TVec>(float* padded, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, int count,
+        int span, float* rows)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int width = TOps.Width;
+        for (int o = 0; o < count; o += 3 * width)
+        {
+            TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+            TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero;
+            TVec d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero, d3 = TOps.Zero;
+            float* origin = padded + o;
+            for (int tap = 0; tap < taps; tap++)
+            {
+                float* input = origin + offsets[tap];
+                TVec v = TOps.Load(input), u = TOps.Load(input + width), z = TOps.Load(input + 2 * width);
+                TVec f = TOps.Broadcast(w0[tap]);
+                a0 = TOps.MultiplyAdd(f, v, a0);
+                c0 = TOps.MultiplyAdd(f, u, c0);
+                d0 = TOps.MultiplyAdd(f, z, d0);
+                f = TOps.Broadcast(w1[tap]);
+                a1 = TOps.MultiplyAdd(f, v, a1);
+                c1 = TOps.MultiplyAdd(f, u, c1);
+                d1 = TOps.MultiplyAdd(f, z, d1);
+                f = TOps.Broadcast(w2[tap]);
+                a2 = TOps.MultiplyAdd(f, v, a2);
+                c2 = TOps.MultiplyAdd(f, u, c2);
+                d2 = TOps.MultiplyAdd(f, z, d2);
+                f = TOps.Broadcast(w3[tap]);
+                a3 = TOps.MultiplyAdd(f, v, a3);
+                c3 = TOps.MultiplyAdd(f, u, c3);
+                d3 = TOps.MultiplyAdd(f, z, d3);
+            }
+
+            float* row = rows + o;
+            TOps.Store(row, a0);
+            TOps.Store(row + width, c0);
+            TOps.Store(row + 2 * width, d0);
+            TOps.Store(row + span, a1);
+            TOps.Store(row + span + width, c1);
+            TOps.Store(row + span + 2 * width, d1);
+            TOps.Store(row + 2 * span, a2);
+            TOps.Store(row + 2 * span + width, c2);
+            TOps.Store(row + 2 * span + 2 * width, d2);
+            TOps.Store(row + 3 * span, a3);
+            TOps.Store(row + 3 * span + width, c3);
+            TOps.Store(row + 3 * span + 2 * width, d3);
+        }
     }
 
     /// <summary>
