@@ -99,10 +99,11 @@ public sealed class CpuBackendTests
         }
     }
 
-    [Fact]
-    public void Vectorised_2x2_max_pooling_keeps_the_reference_rules_for_ties_and_nan()
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void Vectorised_2x2_max_pooling_keeps_the_reference_rules_for_ties_and_nan(SimdWidth width)
     {
-        // Output rows of 21: 16 vector lanes plus a scalar tail; values in eighths so ties are common.
+        // Output rows of 21: 16 lanes (two steps of 8 with 256-bit vectors) plus a scalar tail; values in eighths so ties are common.
         var g = new Pool2dGeometry(N: 2, C: 3, H: 6, W: 42, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2);
         float[] x = TestData.Uniform(g.InputSize, 9).Select(v => MathF.Round(v * 4) / 8).ToArray();
         x[5] = float.NaN;
@@ -111,13 +112,13 @@ public sealed class CpuBackendTests
         var expected = new double[g.OutputSize];
         var expectedSwitches = new int[g.OutputSize];
         ReferenceMath.MaxPool2dForward<double>(g, TestData.Widen(x), expected, expectedSwitches);
-        using var backend = new CpuBackend();
+        using var backend = new CpuBackend(threads: 2, width);
         using var tx = backend.Upload<float>(g.InputShape, x);
         using var ty = backend.Allocate<float>(g.OutputShape);
         using var switches = backend.Allocate<int>(g.OutputShape);
         backend.MaxPool2dForward(g, tx, ty, switches);
         Assert.Equal(expectedSwitches, backend.DownloadArray(switches));
-        TensorAssert.Close(expected, backend.DownloadArray(ty), g.OutputShape, 0, 0, "2x2 max pool values");
+        TensorAssert.Close(expected, backend.DownloadArray(ty), g.OutputShape, 0, 0, $"{width} 2x2 max pool values");
     }
 
     [Theory]

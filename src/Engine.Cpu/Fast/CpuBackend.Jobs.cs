@@ -257,7 +257,7 @@ public sealed unsafe partial class CpuBackend
                 switch (_op)
                 {
                     case Op.MaxForward when MaxPool2x2.Suits(_g):
-                        MaxPool2x2.Plane(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq, _g.W, _g.P, _g.Q);
+                        MaxPool2x2.Plane(owner.Width, _in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq, _g.W, _g.P, _g.Q);
                         break;
                     case Op.MaxForward: MaxForward(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq); break;
                     case Op.MaxBackward: MaxBackward(_in + (long)plane * pq, _switches + (long)plane * pq, _out + (long)plane * hw); break;
