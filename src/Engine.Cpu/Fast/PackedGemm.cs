@@ -182,11 +182,28 @@ internal sealed unsafe class PackedGemm : IDisposable
             float* panel = _packA + (long)ir * kc;
             if (!g.TransposeA && rows == MR)
             {
-                // Row by row: each row of op(A) read in order, written every MR floats (the panel stays in L1).
+                // Sixteen columns at a time, row by row: each row's cache line read in order, the 96 floats written
+                // stay in L1. (Whole rows at a time ran gemm-4096 4 % slower: six rows 16 KB apart, each read to
+                // its end before the next; element by element, column-major, packing was a fifth of gemm-256.)
+                float* first = g.A + (long)(ic + ir) * g.Lda + pc;
+                int k0 = 0;
+                for (; k0 + 16 <= kc; k0 += 16)
+                {
+                    for (int i = 0; i < MR; i++)
+                    {
+                        float* source = first + (long)i * g.Lda + k0;
+                        float* target = panel + (k0 * MR) + i;
+                        for (int k = 0; k < 16; k++)
+                        {
+                            target[k * MR] = source[k];
+                        }
+                    }
+                }
+
                 for (int i = 0; i < MR; i++)
                 {
-                    float* source = g.A + (long)(ic + ir + i) * g.Lda + pc;
-                    for (int k = 0; k < kc; k++)
+                    float* source = first + (long)i * g.Lda;
+                    for (int k = k0; k < kc; k++)
                     {
                         panel[(k * MR) + i] = source[k];
                     }
