@@ -78,6 +78,9 @@ internal interface IBackwardDataPlan
     /// <summary>Floats of scratch one image needs.</summary>
     int ScratchFloats { get; }
 
+    /// <summary>Regroups w (K,C,R,S) for this call.</summary>
+    unsafe void SetWeights(float* w);
+
     /// <summary>dx_n (C,H,W) from dy_n (K,P,Q) with the weights last set.</summary>
     unsafe void Run(SimdWidth width, float* dy, float* dx, float* scratch);
 }

@@ -191,20 +191,10 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     private void ConvBackwardData(in Conv2dGeometry g, float* pdy, float* pw, float* pdx)
     {
-        var shape = g with { N = 1 };
         if (ShiftedPlan.Suits(g))
         {
             // Unpadded stride-1 layers: one correlation per kernel column over dy padded by rows only (ShiftedPlan).
-            if (!_plans.TryGetValue(shape, out var planned))
-            {
-                planned = new ShiftedPlan(shape, (int)Width);
-                _plans[shape] = planned;
-            }
-
-            var shifted = (ShiftedPlan)planned;
-            shifted.SetWeights(pw);
-            _planJob.Set(shifted, pdy, pdx);
-            _workers.Run(_planJob, g.N);
+            RunPlan(g, pdy, pw, pdx, static (shape, width) => new ShiftedPlan(shape, width));
             return;
         }
 
@@ -221,22 +211,28 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
         if (BlockedConvolution.SuitsBackwardData(g))
         {
-            // Strided: one stride-1 correlation per phase of dx (TransposedPlan), the plan kept per layer shape.
-            if (!_plans.TryGetValue(shape, out var planned))
-            {
-                planned = new TransposedPlan(shape, (int)Width);
-                _plans[shape] = planned;
-            }
-
-            var transposed = (TransposedPlan)planned;
-            transposed.SetWeights(pw);
-            _planJob.Set(transposed, pdy, pdx);
-            _workers.Run(_planJob, g.N);
+            // Strided: one stride-1 correlation per phase of dx (TransposedPlan).
+            RunPlan(g, pdy, pw, pdx, static (shape, width) => new TransposedPlan(shape, width));
             return;
         }
 
         _convBackwardData.Set(g, pdy, pw, pdx);
         _workers.Run(_convBackwardData, g.N);
+    }
+
+    /// <summary>A planned backward-data, the plan made once per layer shape (the lambdas are static: no allocation per call).</summary>
+    private void RunPlan(in Conv2dGeometry g, float* pdy, float* pw, float* pdx, Func<Conv2dGeometry, int, IBackwardDataPlan> create)
+    {
+        var shape = g with { N = 1 };
+        if (!_plans.TryGetValue(shape, out var plan))
+        {
+            plan = create(shape, (int)Width);
+            _plans[shape] = plan;
+        }
+
+        plan.SetWeights(pw);
+        _planJob.Set(plan, pdy, pdx);
+        _workers.Run(_planJob, g.N);
     }
 
     /// <summary>Backward-data plans per layer shape (N = 1): a geometry always gets the same kind.</summary>
