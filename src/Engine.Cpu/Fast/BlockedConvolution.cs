@@ -4,16 +4,15 @@ using System.Runtime.Intrinsics;
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
-/// Direct convolution of one image as a register-blocked micro-kernel that reads the zero-padded image in place — an
-/// implicit GEMM with nothing packed. Outputs are computed in the padded image's row layout: output (p, q) sits at
-/// o = p·L + q, where L is the padded row length, and tap (r, s) of every output reads input o + r·L + s of the
-/// padded plane, so a vector of consecutive o is one contiguous load per tap. A stride-2 axis is first split into
-/// its even and odd phases (polyphase): then tap r reads phase r mod 2 at row p + ⌊r/2⌋, again one contiguous load.
-/// The columns of o past Q in each row are not outputs (they read across the row's end) and are dropped when the
-/// rows are copied out. Each step multiplies two vectors of o by eight output channels: 2 loads and 8 broadcasts
-/// feed 16 FMAs into 16 accumulators, against 5 loads per 4 FMAs in <see cref="DirectConvolution"/>, and nothing is
-/// written twice as in im2col + GEMM. For the few-channel layers of small ResNets, where im2col's data movement
-/// outweighs its arithmetic.
+/// Direct convolution of one image as a register-blocked micro-kernel that reads the image in place — an implicit
+/// GEMM with nothing packed. Outputs are computed in rows of length L: output (p, q) sits at o = p·L + q, and tap
+/// (c, r, s) of every output reads input o + offset(c, r, s), so a vector of consecutive o is one contiguous load per
+/// tap — in the zero-padded image (L its padded width, the columns of o past Q dropped when the rows are copied out),
+/// or in S copies shifted by a column each (L = Q, nothing dropped); see <see cref="Layout"/>. A stride-2 axis is first
+/// split into its even and odd phases (polyphase): then tap r reads phase r mod 2 at row p + ⌊r/2⌋, again one
+/// contiguous load. Each step multiplies two vectors of o by eight output channels: 2 loads and 8 broadcasts feed 16
+/// FMAs into 16 accumulators, against 5 loads per 4 FMAs in <see cref="DirectConvolution"/>, and nothing is written
+/// twice as in im2col + GEMM.
 /// </summary>
 internal static unsafe partial class BlockedConvolution
 {
@@ -466,7 +465,7 @@ internal static unsafe partial class BlockedConvolution
     }
 
     /// <summary>
-    /// The image in <see cref="Layout"/>'s shifted planes, zeros where a tap reads padding, then zeroed slack. A padded
+    /// The image in <see cref="Layout"/>'s planes (padded or shifted), zeros where a tap reads padding, then zeroed slack. A padded
     /// layer's channel is first staged zero-padded (an unpadded one is read in place); the plane rows are then cut from
     /// its rows in address order, whole vectors at a time: a vector past a row's end writes into the next row before
     /// that row is written (or into the slack, cleared last). No call per row: a Buffer.MemoryCopy or
