@@ -161,7 +161,7 @@ public sealed unsafe partial class CpuBackend
             float* partial = owner._scratch[part].Partial(_g.WeightSize);
             int first = (int)((long)_g.N * part / _parts), last = (int)((long)_g.N * (part + 1) / _parts);
             new Span<float>(partial, _g.WeightSize).Clear();
-            if (FilterGradientByFilters.Suits(_g))
+            if (FilterGradientByFilters.Preferred(_g, owner.Width))
             {
                 float* outer = owner._scratch[part].Columns(FilterGradientByFilters.ScratchLength(_g, owner.Width));
                 FilterGradientByFilters.Accumulate(owner.Width, _g, _x + (long)first * chw, _dy + (long)first * _g.K * pq, last - first, partial, outer);
