@@ -45,7 +45,7 @@ public sealed class CpuBackendTests
         // at stride 2 (phases of unequal tap counts), a 1×3 kernel at stride 2 (row phases without taps), one whose
         // blocked filter gradient sums several images at once, and the first, the small and the summed ones again with
         // a NaN pixel; and two past the blocked kernel's bounds of earlier sessions: 72 output channels (blocked forward
-        // everywhere, blocked filter gradient with 512-bit vectors only) and a padded image of 69,632 floats. The filter
+        // everywhere) and a padded image of 69,632 floats. The filter
         // gradient vectorised over filters (K ≥ 16) runs on the 72-channel layer, on 16 filters of a 5×5 kernel (256-bit
         // vectors under 512-bit ones) and on 20 at stride 2 (filter lanes past K), the last also with a NaN pixel.
         var byFilters = new Conv2dGeometry(N: 3, C: 5, H: 11, W: 12, K: 20, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1);

@@ -33,7 +33,7 @@ internal static unsafe partial class BlockedConvolution
         (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 18;
 
     /// <summary>
-    /// Floats of scratch one image's forward pass needs: the shifted planes (with slack for the last vectors' reads),
+    /// Floats of scratch one image's forward pass needs: the image's planes (with slack for the last vectors' reads),
     /// then one block of output rows.
     /// </summary>
     public static int ScratchLength(in Conv2dGeometry g, int width)
@@ -52,7 +52,7 @@ internal static unsafe partial class BlockedConvolution
     /// <item><b>Shifted</b>: S copies of each channel, copy s holding padded column Sw·q + s at column q, so L = Q: no
     /// column of o is wasted and with Q a multiple of the vector width every load is aligned, for S times the copying
     /// and cache. Chosen when the padded form would waste at least a tenth of its columns: LeNet's 10-wide second layer
-    /// (37 %) ran 0.77×, conv3x3-128's 16 of 18 columns 0.91× the padded form's time; conv3x3-64's 32 of 34 ran
+    /// (37 %) ran 0.76×, conv3x3-128's 16 of 18 columns 0.89× the padded form's time; conv3x3-64's 32 of 34 ran
     /// 1.05× slower shifted (its 836 KB of copies spill the 1 MB L2 the padded 296 KB fits in).</item>
     /// </list>
     /// Span is the extent of o (P·L) rounded up to whole vectors.
@@ -115,10 +115,9 @@ internal static unsafe partial class BlockedConvolution
 
     /// <summary>
     /// How many images the blocked filter gradient sums together (0: it does not suit this layer): more than 4 input
-    /// channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), at most 128 output channels (with 256
-    /// the GEMM's filter gradient measured faster: 286 against 249 GFLOP/s for 256 → 256, 299 against 184 for
-    /// 128 → 256 stride 2; below 512-bit vectors at most 64: with 128, conv3x3-128's backward ran 1.03× the GEMM
-    /// route's time on AVX2, with 64 conv3x3-64's 0.90×; again 1.03× after the fourth session's changes), a kernel of
+    /// channels (fewer keep <see cref="DirectConvolution"/>'s filter gradient), at most 16 output channels (more always
+    /// take <see cref="FilterGradientByFilters"/>: conv3x3-128's filter gradient ran 7.6 ms here against 5.4 there, on
+    /// AVX-512; which of the two takes 16 is <see cref="FilterGradientByFilters.Preferred"/>'s choice), a kernel of
     /// at least 4 taps, planes of at least 64 outputs (ResNet-8's 7×7 planes measured 8 % slower than the GEMM even
     /// summed 8 at a time; LeNet's 10×10 second layer 0.72× the GEMM's time on AVX-512, 0.60× on AVX2), and enough
     /// images that the sums over o are long (~1,024 outputs) before their lanes are added — at most 8, and their dy
@@ -127,7 +126,7 @@ internal static unsafe partial class BlockedConvolution
     public static int FilterGradientGroup(in Conv2dGeometry g, int width)
     {
         var layout = new Layout(g, width);
-        if (!Suits(g) || g.K > (width >= 16 ? 128 : 64) || g.C <= 4 || g.R * g.S < 4 || layout.Outputs < 64)
+        if (!Suits(g) || g.K > 16 || g.C <= 4 || g.R * g.S < 4 || layout.Outputs < 64)
         {
             return 0;
         }

@@ -169,11 +169,12 @@ public sealed unsafe partial class CpuBackend
             }
 
             int group = BlockedConvolution.FilterGradientGroup(_g, (int)owner.Width);
+            bool checkFinite = BlockedConvolution.ReadsPastOutputs(_g, (int)owner.Width);
             for (int n = first; n < last; n++)
             {
                 float* x = _x + (long)n * chw;
                 int count = Math.Min(group, last - n);
-                if (count > 0 && (!BlockedConvolution.ReadsPastOutputs(_g, (int)owner.Width) || BlockedConvolution.AllFinite(x, (long)count * chw)))
+                if (count > 0 && (!checkFinite || BlockedConvolution.AllFinite(x, (long)count * chw)))
                 {
                     // A group of images summed in the blocked kernel's accumulators; n moves past the group.
                     float* scratch = owner._scratch[part].Columns(BlockedConvolution.FilterGradientScratch(_g, (int)owner.Width, count));
