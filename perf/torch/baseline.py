@@ -117,6 +117,7 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--json")
     p.add_argument("--ours", help="gpucnn bench --json output to compare against")
+    p.add_argument("--only", nargs="+", default=[], help="run only rows whose name starts with one of these prefixes, as gpucnn bench --only")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.device == "cuda":
@@ -130,6 +131,8 @@ def main():
     print(f"{'name':<24} {'median ms':>12} {'GFLOP/s':>10}")
     for row in rows(a.quick, a.device):
         name, flops, fn = row[0], row[1], row[2]
+        if a.only and not any(name.startswith(prefix) for prefix in a.only):
+            continue
         ms, _ = measure(fn, a.device)
         gflops = flops / (ms * 1e6) if flops else None
         results.append({"name": name, "device": f"torch-{a.device}", "ms": round(ms, 4), "gflops": round(gflops, 2) if gflops else None})
