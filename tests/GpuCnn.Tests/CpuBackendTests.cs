@@ -52,6 +52,9 @@ public sealed class CpuBackendTests
         // An unpadded-rows 5×5 layer of 11 input channels: backward-data kernel column by kernel column (ShiftedPlan,
         // one block of 8 channels and one of 3), also with a NaN pixel.
         var columnShifted = new Conv2dGeometry(N: 3, C: 11, H: 14, W: 13, K: 7, R: 5, S: 5, PadW: 1);
+        // Shifted copies with P·Q whole vectors at every width: a full block of 8 filters is written straight into y,
+        // the last 4 through the row scratch.
+        var straight = new Conv2dGeometry(N: 2, C: 3, H: 16, W: 16, K: 12, R: 3, S: 3, PadH: 1, PadW: 1);
         var large = new Conv2dGeometry(N: 2, C: 5, H: 26, W: 23, K: 10, R: 3, S: 3, PadH: 1, PadW: 1);
         var small = new Conv2dGeometry(N: 7, C: 6, H: 7, W: 6, K: 5, R: 3, S: 3, PadH: 1, PadW: 1);
         var summed = new Conv2dGeometry(N: 7, C: 6, H: 14, W: 13, K: 5, R: 3, S: 3, PadH: 1, PadW: 1); // 2–3 images a worker, summed together
@@ -67,9 +70,11 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 2, C: 6, H: 14, W: 13, K: 72, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters).Append(columnShifted)
+                     .Append(straight)
                      .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
+            float[] bias = TestData.Uniform(g.K, 7);
             if (nan)
             {
                 // Channel 1, row 1, last column: no output reads it through the kernel's first column, so the reference's
@@ -80,17 +85,18 @@ public sealed class CpuBackendTests
             var y = new double[g.OutputSize];
             var dx = new double[g.InputSize];
             var dw = new double[g.WeightSize];
-            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), [], y);
+            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), TestData.Widen(bias), y);
             ReferenceMath.Conv2dBackwardData<double>(g, TestData.Widen(dy), TestData.Widen(w), dx);
             ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(dy), dw, []);
 
             using var tx = backend.Upload<float>(g.InputShape, x);
             using var tw = backend.Upload<float>(g.WeightShape, w);
+            using var tb = backend.Upload<float>(new Shape(g.K), bias);
             using var tdy = backend.Upload<float>(g.OutputShape, dy);
             using var ty = backend.Allocate<float>(g.OutputShape);
             using var tdx = backend.Allocate<float>(g.InputShape);
             using var tdw = backend.Allocate<float>(g.WeightShape);
-            backend.Conv2dForward(g, tx, tw, null, ty);
+            backend.Conv2dForward(g, tx, tw, tb, ty);
             backend.Conv2dBackwardData(g, tdy, tw, tdx);
             backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
             TensorAssert.Close(y, backend.DownloadArray(ty), g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");

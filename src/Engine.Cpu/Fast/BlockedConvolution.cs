@@ -212,30 +212,44 @@ internal static unsafe partial class BlockedConvolution
             offsets[t] = offsets[t - kernelTaps] + layout.ChannelFloats;
         }
 
+        // The sums start at the bias. Where o's extent is exactly the outputs (shifted layout, P·Q whole vectors) a
+        // full block of filters writes its rows straight into y: no copy-out (conv3x3-128: 3 % of the forward).
+        float* bias = stackalloc float[Filters];
+        bool straight = !layout.HasSlack;
         for (int k0 = 0; k0 < g.K; k0 += Filters)
         {
             int kb = Math.Min(Filters, g.K - k0);
-            Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, rows);
+            for (int f = 0; f < Filters; f++)
+            {
+                bias[f] = b == null || f >= kb ? 0f : b[k0 + f];
+            }
 
-            // Copy out the real outputs (the first Q of each row of L; all P·Q at once when L = Q), adding the bias.
+            float* block = y + ((long)k0 * outputs);
+            if (straight && kb == Filters)
+            {
+                Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, block, bias);
+                continue;
+            }
+
+            Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, rows, bias);
+
+            // Copy out the real outputs: the first Q of each row of L (all P·Q at once when L = Q).
             int runs = layout.Shifted ? 1 : g.P, run = layout.Shifted ? outputs : g.Q;
             for (int kk = 0; kk < kb; kk++)
             {
-                float bias = b == null ? 0f : b[k0 + kk];
-                var biasVector = TOps.Broadcast(bias);
                 for (int p = 0; p < runs; p++)
                 {
                     float* source = rows + ((long)kk * span) + ((long)p * layout.RowLength);
-                    float* target = y + ((long)(k0 + kk) * outputs) + ((long)p * run);
+                    float* target = block + ((long)kk * outputs) + ((long)p * run);
                     int o = 0;
                     for (; o + TOps.Width <= run; o += TOps.Width)
                     {
-                        TOps.Store(target + o, TOps.Add(TOps.Load(source + o), biasVector));
+                        TOps.Store(target + o, TOps.Load(source + o));
                     }
 
                     for (; o < run; o++)
                     {
-                        target[o] = source[o] + bias;
+                        target[o] = source[o];
                     }
                 }
             }
@@ -250,7 +264,8 @@ internal static unsafe partial class BlockedConvolution
     /// accumulators with their two loads and a broadcast spilled, which ran 3×3 layers at half the GEMM's speed.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Correlate<TOps, TVec>(float* padded, int* offsets, int taps, float* weights, int filters, int span, float* rows)
+    private static void Correlate<TOps, TVec>(float* padded, int* offsets, int taps, float* weights, int filters, int span, float* rows,
+        float* initial = null)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
@@ -262,24 +277,27 @@ internal static unsafe partial class BlockedConvolution
         int pairs = span / (2 * width) * (2 * width);
         if (pairs < span)
         {
-            CorrelateLastVector<TOps, TVec>(padded + pairs, offsets, taps, w0, w1, w2, w3, w4, w5, w6, w7, span, rows + pairs);
+            CorrelateLastVector<TOps, TVec>(padded + pairs, offsets, taps, w0, w1, w2, w3, w4, w5, w6, w7, span, rows + pairs, initial);
         }
 
         if (width < 16)
         {
             // Three vectors of o at a time, then pairs (an even number of vectors: six at a time go to triples).
             int triples = pairs / (6 * width) * (6 * width);
-            CorrelateFourTriples<TOps, TVec>(padded, offsets, taps, w0, w1, w2, w3, triples, span, rows);
-            CorrelateFourTriples<TOps, TVec>(padded, offsets, taps, w4, w5, w6, w7, triples, span, rows + 4L * span);
-            CorrelateFour<TOps, TVec>(padded + triples, offsets, taps, w0, w1, w2, w3, pairs - triples, span, rows + triples);
-            CorrelateFour<TOps, TVec>(padded + triples, offsets, taps, w4, w5, w6, w7, pairs - triples, span, rows + triples + 4L * span);
+            float* upper = initial == null ? null : initial + 4;
+            CorrelateFourTriples<TOps, TVec>(padded, offsets, taps, w0, w1, w2, w3, triples, span, rows, initial);
+            CorrelateFourTriples<TOps, TVec>(padded, offsets, taps, w4, w5, w6, w7, triples, span, rows + 4L * span, upper);
+            CorrelateFour<TOps, TVec>(padded + triples, offsets, taps, w0, w1, w2, w3, pairs - triples, span, rows + triples, initial);
+            CorrelateFour<TOps, TVec>(padded + triples, offsets, taps, w4, w5, w6, w7, pairs - triples, span, rows + triples + 4L * span, upper);
             return;
         }
 
         for (int o = 0; o < pairs; o += 2 * width)
         {
-            TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero, a5 = TOps.Zero, a6 = TOps.Zero, a7 = TOps.Zero;
-            TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero, c4 = TOps.Zero, c5 = TOps.Zero, c6 = TOps.Zero, c7 = TOps.Zero;
+            TVec a0 = Initial<TOps, TVec>(initial, 0), a1 = Initial<TOps, TVec>(initial, 1), a2 = Initial<TOps, TVec>(initial, 2);
+            TVec a3 = Initial<TOps, TVec>(initial, 3), a4 = Initial<TOps, TVec>(initial, 4), a5 = Initial<TOps, TVec>(initial, 5);
+            TVec a6 = Initial<TOps, TVec>(initial, 6), a7 = Initial<TOps, TVec>(initial, 7);
+            TVec c0 = a0, c1 = a1, c2 = a2, c3 = a3, c4 = a4, c5 = a5, c6 = a6, c7 = a7;
             float* origin = padded + o;
             for (int tap = 0; tap < taps; tap++)
             {
@@ -331,17 +349,25 @@ internal static unsafe partial class BlockedConvolution
         }
     }
 
+    /// <summary>Where filter f's sums start: initial[f] in every lane (the bias), or zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TVec Initial<TOps, TVec>(float* initial, int f)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged => initial == null ? TOps.Zero : TOps.Broadcast(initial[f]);
+
     /// <summary>
     /// The last, odd vector of o for all eight filters (8 accumulators): Span is rounded to whole vectors, not pairs —
     /// LeNet's 100-output second layer computes 112 outputs instead of 128.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CorrelateLastVector<TOps, TVec>(float* origin, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, float* w4,
-        float* w5, float* w6, float* w7, int span, float* row)
+        float* w5, float* w6, float* w7, int span, float* row, float* initial)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
-        TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero, a5 = TOps.Zero, a6 = TOps.Zero, a7 = TOps.Zero;
+        TVec a0 = Initial<TOps, TVec>(initial, 0), a1 = Initial<TOps, TVec>(initial, 1), a2 = Initial<TOps, TVec>(initial, 2);
+        TVec a3 = Initial<TOps, TVec>(initial, 3), a4 = Initial<TOps, TVec>(initial, 4), a5 = Initial<TOps, TVec>(initial, 5);
+        TVec a6 = Initial<TOps, TVec>(initial, 6), a7 = Initial<TOps, TVec>(initial, 7);
         for (int tap = 0; tap < taps; tap++)
         {
             TVec v = TOps.Load(origin + offsets[tap]);
@@ -368,16 +394,17 @@ internal static unsafe partial class BlockedConvolution
     /// <summary><see cref="CorrelateFour"/> three vectors of o at a time: 12 accumulators, 3 loads and a broadcast.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CorrelateFourTriples<TOps, TVec>(float* padded, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, int count,
-        int span, float* rows)
+        int span, float* rows, float* initial)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
         int width = TOps.Width;
         for (int o = 0; o < count; o += 3 * width)
         {
-            TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
-            TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero;
-            TVec d0 = TOps.Zero, d1 = TOps.Zero, d2 = TOps.Zero, d3 = TOps.Zero;
+            TVec a0 = Initial<TOps, TVec>(initial, 0), a1 = Initial<TOps, TVec>(initial, 1);
+            TVec a2 = Initial<TOps, TVec>(initial, 2), a3 = Initial<TOps, TVec>(initial, 3);
+            TVec c0 = a0, c1 = a1, c2 = a2, c3 = a3;
+            TVec d0 = a0, d1 = a1, d2 = a2, d3 = a3;
             float* origin = padded + o;
             for (int tap = 0; tap < taps; tap++)
             {
@@ -423,15 +450,16 @@ internal static unsafe partial class BlockedConvolution
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CorrelateFour<TOps, TVec>(float* padded, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, int pairs,
-        int span, float* rows)
+        int span, float* rows, float* initial)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
         int width = TOps.Width;
         for (int o = 0; o < pairs; o += 2 * width)
         {
-            TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
-            TVec c0 = TOps.Zero, c1 = TOps.Zero, c2 = TOps.Zero, c3 = TOps.Zero;
+            TVec a0 = Initial<TOps, TVec>(initial, 0), a1 = Initial<TOps, TVec>(initial, 1);
+            TVec a2 = Initial<TOps, TVec>(initial, 2), a3 = Initial<TOps, TVec>(initial, 3);
+            TVec c0 = a0, c1 = a1, c2 = a2, c3 = a3;
             float* origin = padded + o;
             for (int tap = 0; tap < taps; tap++)
             {
