@@ -212,31 +212,35 @@ internal static unsafe partial class BlockedConvolution
             offsets[t] = offsets[t - kernelTaps] + layout.ChannelFloats;
         }
 
-        // The sums start at the bias. Where o's extent is exactly the outputs (shifted layout, P·Q whole vectors) a
-        // full block of filters writes its rows straight into y: no copy-out (conv3x3-128: 3 % of the forward).
+        // Where o's extent is exactly the outputs (shifted layout, P·Q whole vectors) a full block of filters writes
+        // straight into y, its sums starting at the bias: no copy-out (3 % of conv3x3-128's forward). Otherwise the
+        // rows are copied out with the bias added (starting short sums of 25 taps at the bias cost LeNet's first layer
+        // 7 %: 16 broadcasts per 400 multiply-adds).
         float* bias = stackalloc float[Filters];
         bool straight = !layout.HasSlack;
         for (int k0 = 0; k0 < g.K; k0 += Filters)
         {
             int kb = Math.Min(Filters, g.K - k0);
-            for (int f = 0; f < Filters; f++)
-            {
-                bias[f] = b == null || f >= kb ? 0f : b[k0 + f];
-            }
-
             float* block = y + ((long)k0 * outputs);
             if (straight && kb == Filters)
             {
-                Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, block, bias);
+                for (int f = 0; f < Filters; f++)
+                {
+                    bias[f] = b == null ? 0f : b[k0 + f];
+                }
+
+                Correlate<TOps, TVec, StartAtValues>(padded, offsets, crs, w + (long)k0 * crs, kb, span, block, bias);
                 continue;
             }
 
-            Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, rows, bias);
+            Correlate<TOps, TVec>(padded, offsets, crs, w + (long)k0 * crs, kb, span, rows);
 
-            // Copy out the real outputs: the first Q of each row of L (all P·Q at once when L = Q).
+            // Copy out the real outputs (the first Q of each row of L; all P·Q at once when L = Q), adding the bias.
             int runs = layout.Shifted ? 1 : g.P, run = layout.Shifted ? outputs : g.Q;
             for (int kk = 0; kk < kb; kk++)
             {
+                float biasValue = b == null ? 0f : b[k0 + kk];
+                var biasVector = TOps.Broadcast(biasValue);
                 for (int p = 0; p < runs; p++)
                 {
                     float* source = rows + ((long)kk * span) + ((long)p * layout.RowLength);
@@ -244,12 +248,12 @@ internal static unsafe partial class BlockedConvolution
                     int o = 0;
                     for (; o + TOps.Width <= run; o += TOps.Width)
                     {
-                        TOps.Store(target + o, TOps.Load(source + o));
+                        TOps.Store(target + o, TOps.Add(TOps.Load(source + o), biasVector));
                     }
 
                     for (; o < run; o++)
                     {
-                        target[o] = source[o];
+                        target[o] = source[o] + biasValue;
                     }
                 }
             }
@@ -263,11 +267,22 @@ internal static unsafe partial class BlockedConvolution
     /// of the 32 registers); with narrower ones two passes of four (8 accumulators): AVX2 has 16 registers, and 16
     /// accumulators with their two loads and a broadcast spilled, which ran 3×3 layers at half the GEMM's speed.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Correlate<TOps, TVec>(float* padded, int* offsets, int taps, float* weights, int filters, int span, float* rows)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged => Correlate<TOps, TVec, StartAtZero>(padded, offsets, taps, weights, filters, span, rows, null);
+
+    /// <summary>
+    /// <see cref="Correlate{TOps, TVec}"/> with each filter's sums starting at <paramref name="initial"/>[f] when
+    /// <typeparamref name="TStart"/> says so (a compile-time choice: starting short sums of 25 taps from memory instead
+    /// of cleared registers cost LeNet's first layer 3–7 %).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Correlate<TOps, TVec>(float* padded, int* offsets, int taps, float* weights, int filters, int span, float* rows,
-        float* initial = null)
+    private static void Correlate<TOps, TVec, TStart>(float* padded, int* offsets, int taps, float* weights, int filters, int span, float* rows,
+        float* initial)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
+        where TStart : struct, ISumStart
     {
         int width = TOps.Width;
         float* w0 = weights;
@@ -277,7 +292,7 @@ internal static unsafe partial class BlockedConvolution
         int pairs = span / (2 * width) * (2 * width);
         if (pairs < span)
         {
-            CorrelateLastVector<TOps, TVec>(padded + pairs, offsets, taps, w0, w1, w2, w3, w4, w5, w6, w7, span, rows + pairs, initial);
+            CorrelateLastVector<TOps, TVec, TStart>(padded + pairs, offsets, taps, w0, w1, w2, w3, w4, w5, w6, w7, span, rows + pairs, initial);
         }
 
         if (width < 16)
@@ -285,18 +300,19 @@ internal static unsafe partial class BlockedConvolution
             // Three vectors of o at a time, then pairs (an even number of vectors: six at a time go to triples).
             int triples = pairs / (6 * width) * (6 * width);
             float* upper = initial == null ? null : initial + 4;
-            CorrelateFourTriples<TOps, TVec>(padded, offsets, taps, w0, w1, w2, w3, triples, span, rows, initial);
-            CorrelateFourTriples<TOps, TVec>(padded, offsets, taps, w4, w5, w6, w7, triples, span, rows + 4L * span, upper);
-            CorrelateFour<TOps, TVec>(padded + triples, offsets, taps, w0, w1, w2, w3, pairs - triples, span, rows + triples, initial);
-            CorrelateFour<TOps, TVec>(padded + triples, offsets, taps, w4, w5, w6, w7, pairs - triples, span, rows + triples + 4L * span, upper);
+            CorrelateFourTriples<TOps, TVec, TStart>(padded, offsets, taps, w0, w1, w2, w3, triples, span, rows, initial);
+            CorrelateFourTriples<TOps, TVec, TStart>(padded, offsets, taps, w4, w5, w6, w7, triples, span, rows + 4L * span, upper);
+            CorrelateFour<TOps, TVec, TStart>(padded + triples, offsets, taps, w0, w1, w2, w3, pairs - triples, span, rows + triples, initial);
+            CorrelateFour<TOps, TVec, TStart>(padded + triples, offsets, taps, w4, w5, w6, w7, pairs - triples, span, rows + triples + 4L * span, upper);
             return;
         }
 
         for (int o = 0; o < pairs; o += 2 * width)
         {
-            TVec a0 = Initial<TOps, TVec>(initial, 0), a1 = Initial<TOps, TVec>(initial, 1), a2 = Initial<TOps, TVec>(initial, 2);
-            TVec a3 = Initial<TOps, TVec>(initial, 3), a4 = Initial<TOps, TVec>(initial, 4), a5 = Initial<TOps, TVec>(initial, 5);
-            TVec a6 = Initial<TOps, TVec>(initial, 6), a7 = Initial<TOps, TVec>(initial, 7);
+            TVec a0 = Start<TOps, TVec, TStart>(initial, 0), a1 = Start<TOps, TVec, TStart>(initial, 1);
+            TVec a2 = Start<TOps, TVec, TStart>(initial, 2), a3 = Start<TOps, TVec, TStart>(initial, 3);
+            TVec a4 = Start<TOps, TVec, TStart>(initial, 4), a5 = Start<TOps, TVec, TStart>(initial, 5);
+            TVec a6 = Start<TOps, TVec, TStart>(initial, 6), a7 = Start<TOps, TVec, TStart>(initial, 7);
             TVec c0 = a0, c1 = a1, c2 = a2, c3 = a3, c4 = a4, c5 = a5, c6 = a6, c7 = a7;
             float* origin = padded + o;
             for (int tap = 0; tap < taps; tap++)
@@ -349,25 +365,28 @@ internal static unsafe partial class BlockedConvolution
         }
     }
 
-    /// <summary>Where filter f's sums start: initial[f] in every lane (the bias), or zero.</summary>
+    /// <summary>Filter f's starting sums: initial[f] in every lane, or cleared.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TVec Initial<TOps, TVec>(float* initial, int f)
+    private static TVec Start<TOps, TVec, TStart>(float* initial, int f)
         where TOps : struct, IVectorOps<TVec>
-        where TVec : unmanaged => initial == null ? TOps.Zero : TOps.Broadcast(initial[f]);
+        where TVec : unmanaged
+        where TStart : struct, ISumStart => TStart.AtValues ? TOps.Broadcast(initial[f]) : TOps.Zero;
 
     /// <summary>
     /// The last, odd vector of o for all eight filters (8 accumulators): Span is rounded to whole vectors, not pairs —
     /// LeNet's 100-output second layer computes 112 outputs instead of 128.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void CorrelateLastVector<TOps, TVec>(float* origin, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, float* w4,
+    private static void CorrelateLastVector<TOps, TVec, TStart>(float* origin, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, float* w4,
         float* w5, float* w6, float* w7, int span, float* row, float* initial)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
+        where TStart : struct, ISumStart
     {
-        TVec a0 = Initial<TOps, TVec>(initial, 0), a1 = Initial<TOps, TVec>(initial, 1), a2 = Initial<TOps, TVec>(initial, 2);
-        TVec a3 = Initial<TOps, TVec>(initial, 3), a4 = Initial<TOps, TVec>(initial, 4), a5 = Initial<TOps, TVec>(initial, 5);
-        TVec a6 = Initial<TOps, TVec>(initial, 6), a7 = Initial<TOps, TVec>(initial, 7);
+        TVec a0 = Start<TOps, TVec, TStart>(initial, 0), a1 = Start<TOps, TVec, TStart>(initial, 1);
+        TVec a2 = Start<TOps, TVec, TStart>(initial, 2), a3 = Start<TOps, TVec, TStart>(initial, 3);
+        TVec a4 = Start<TOps, TVec, TStart>(initial, 4), a5 = Start<TOps, TVec, TStart>(initial, 5);
+        TVec a6 = Start<TOps, TVec, TStart>(initial, 6), a7 = Start<TOps, TVec, TStart>(initial, 7);
         for (int tap = 0; tap < taps; tap++)
         {
             TVec v = TOps.Load(origin + offsets[tap]);
@@ -393,16 +412,17 @@ internal static unsafe partial class BlockedConvolution
 
     /// <summary><see cref="CorrelateFour"/> three vectors of o at a time: 12 accumulators, 3 loads and a broadcast.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void CorrelateFourTriples<TOps, TVec>(float* padded, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, int count,
+    private static void CorrelateFourTriples<TOps, TVec, TStart>(float* padded, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, int count,
         int span, float* rows, float* initial)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
+        where TStart : struct, ISumStart
     {
         int width = TOps.Width;
         for (int o = 0; o < count; o += 3 * width)
         {
-            TVec a0 = Initial<TOps, TVec>(initial, 0), a1 = Initial<TOps, TVec>(initial, 1);
-            TVec a2 = Initial<TOps, TVec>(initial, 2), a3 = Initial<TOps, TVec>(initial, 3);
+            TVec a0 = Start<TOps, TVec, TStart>(initial, 0), a1 = Start<TOps, TVec, TStart>(initial, 1);
+            TVec a2 = Start<TOps, TVec, TStart>(initial, 2), a3 = Start<TOps, TVec, TStart>(initial, 3);
             TVec c0 = a0, c1 = a1, c2 = a2, c3 = a3;
             TVec d0 = a0, d1 = a1, d2 = a2, d3 = a3;
             float* origin = padded + o;
@@ -445,20 +465,21 @@ internal static unsafe partial class BlockedConvolution
     }
 
     /// <summary>
-    /// <see cref="Correlate"/> for four filters (weights <paramref name="w0"/> … <paramref name="w3"/>, rows f·span of
+    /// <see cref="Correlate{TOps, TVec, TStart}"/> for four filters (weights <paramref name="w0"/> … <paramref name="w3"/>, rows f·span of
     /// <paramref name="rows"/>) over the first <paramref name="pairs"/> outputs.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void CorrelateFour<TOps, TVec>(float* padded, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, int pairs,
+    private static void CorrelateFour<TOps, TVec, TStart>(float* padded, int* offsets, int taps, float* w0, float* w1, float* w2, float* w3, int pairs,
         int span, float* rows, float* initial)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
+        where TStart : struct, ISumStart
     {
         int width = TOps.Width;
         for (int o = 0; o < pairs; o += 2 * width)
         {
-            TVec a0 = Initial<TOps, TVec>(initial, 0), a1 = Initial<TOps, TVec>(initial, 1);
-            TVec a2 = Initial<TOps, TVec>(initial, 2), a3 = Initial<TOps, TVec>(initial, 3);
+            TVec a0 = Start<TOps, TVec, TStart>(initial, 0), a1 = Start<TOps, TVec, TStart>(initial, 1);
+            TVec a2 = Start<TOps, TVec, TStart>(initial, 2), a3 = Start<TOps, TVec, TStart>(initial, 3);
             TVec c0 = a0, c1 = a1, c2 = a2, c3 = a3;
             float* origin = padded + o;
             for (int tap = 0; tap < taps; tap++)
@@ -1035,4 +1056,22 @@ internal sealed class TransposedPlan : IBackwardDataPlan
             }
         }
     }
+}
+
+/// <summary>Where the blocked kernels' sums start, fixed when the JIT compiles them.</summary>
+internal interface ISumStart
+{
+    static abstract bool AtValues { get; }
+}
+
+/// <summary>Sums start at zero (cleared registers).</summary>
+internal readonly struct StartAtZero : ISumStart
+{
+    public static bool AtValues => false;
+}
+
+/// <summary>Sums start at one value per filter (the bias), broadcast.</summary>
+internal readonly struct StartAtValues : ISumStart
+{
+    public static bool AtValues => true;
 }
