@@ -286,7 +286,7 @@ internal sealed unsafe class PackedGemm : IDisposable
         if (Sse.IsSupported)
         {
             // The tile of C is read and written only after the k loop; requested now, its lines (out of cache by then
-            // in large products: C is touched once per K block) arrive while the loop runs. gemm-4096 +2–4 %.
+            // in large products: C is touched once per K block) arrive while the loop runs: gemm-4096 2–4 % faster.
             for (int i = 0; i < MR; i++)
             {
                 float* row = c + (long)i * ldc;
