@@ -560,7 +560,7 @@ internal static unsafe partial class BlockedConvolution
             long rowStep = (long)g.StrideH * paddedW;
             for (int phase = 0; phase < g.StrideH; phase++)
             {
-                int valid = Math.Min(rows, (paddedH - phase + g.StrideH - 1) / g.StrideH);
+                int valid = Math.Min(rows, g.StrideH == 1 ? paddedH : (paddedH - phase + 1) / 2); // strides are 1 or 2 (Suits)
                 for (int j = 0; j < layout.ColumnPlanes; j++, target += (long)rows * rowLength)
                 {
                     float* source = channel + ((long)phase * paddedW) + j;
@@ -577,9 +577,10 @@ internal static unsafe partial class BlockedConvolution
                     int i = 0;
                     if (vectorLength == width)
                     {
-                        for (; i < vectorRows; i++)
+                        float* from = source, to = target;
+                        for (; i < vectorRows; i++, from += rowStep, to += rowLength)
                         {
-                            TOps.Store(target + ((long)i * rowLength), TOps.Load(source + (i * rowStep)));
+                            TOps.Store(to, TOps.Load(from));
                         }
                     }
                     else
@@ -594,7 +595,8 @@ internal static unsafe partial class BlockedConvolution
                     }
 
                     // The last column phase of an odd padded width is one column short: zero there.
-                    int columns = Math.Min(rowLength, (paddedW - j + strideW - 1) / strideW);
+                    // (No division: one per plane was a fifth of LeNet's second layer's padding, 30 planes an image.)
+                    int columns = Math.Min(rowLength, strideW == 1 ? paddedW - j : (paddedW - j + 1) / 2);
                     for (; i < valid; i++)
                     {
                         float* from = source + (i * rowStep), to = target + ((long)i * rowLength);
