@@ -41,6 +41,8 @@ public sealed unsafe partial class CpuBackend
         private FusedActivation? _activation;
         private float* _x, _w, _b, _y;
 
+        public bool AnyWorker => true; // image n's output, whichever worker's scratch computes it
+
         /// <summary>
         /// Sets up y = f(conv(x, w) + b); f (the layer's fused activation, or none) is applied to each image's output
         /// while it is still in cache. <paramref name="direct"/> forces the direct kernel.
@@ -112,6 +114,8 @@ public sealed unsafe partial class CpuBackend
     {
         private Conv2dGeometry _g;
         private float* _dy, _w, _dx;
+
+        public bool AnyWorker => true;
 
         public void Set(in Conv2dGeometry g, float* dy, float* w, float* dx)
         {

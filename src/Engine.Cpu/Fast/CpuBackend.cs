@@ -245,6 +245,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
         private IBackwardDataPlan? _plan;
         private float* _dy, _dx;
 
+        public bool AnyWorker => true;
+
         public void Set(IBackwardDataPlan plan, float* dy, float* dx)
         {
             _plan = plan;

@@ -7,6 +7,12 @@ namespace GpuCnn.Cpu.Fast;
 /// <summary>Work split into numbered parts; <see cref="Run"/> is called once per part.</summary>
 internal interface IParallelJob
 {
+    /// <summary>
+    /// Whether each part's result is the same whichever worker runs it (the worker's scratch is only scratch): then
+    /// idle workers claim the next unstarted part, so a core slowed by other work holds up the job less.
+    /// </summary>
+    bool AnyWorker => false;
+
     /// <summary>Does part <paramref name="part"/> on worker <paramref name="worker"/> (whose scratch it may use).</summary>
     void Run(int part, int worker);
 }
@@ -14,7 +20,9 @@ internal interface IParallelJob
 /// <summary>
 /// A fixed team of threads (the caller plus Count − 1 workers) that runs jobs with a static assignment: part p
 /// always goes to worker p mod Count, so per-worker partial sums are combined in the same order every run
-/// (bitwise reproducible). Each worker owns a <see cref="PackedGemm"/>. Running a job allocates nothing.
+/// (bitwise reproducible). Jobs whose parts do not depend on the worker (<see cref="IParallelJob.AnyWorker"/>:
+/// one image of a convolution per part) are claimed part by part instead. Each worker owns a
+/// <see cref="PackedGemm"/>. Running a job allocates nothing.
 /// </summary>
 /// <remarks>
 /// Training issues a job every few hundred microseconds, so idle workers spin (pause instructions only) for a
@@ -33,6 +41,8 @@ internal sealed class CpuWorkers : IDisposable
     private readonly PackedGemm[] _gemms;
     private IParallelJob? _job;
     private int _parts;
+    private bool _claimed;
+    private int _nextPart;
     private long _generation;
     private int _remaining;
     private volatile bool _stopping;
@@ -77,6 +87,8 @@ internal sealed class CpuWorkers : IDisposable
 
         _job = job;
         _parts = parts;
+        _claimed = job.AnyWorker;
+        _nextPart = 0;
         _failure = null;
         Volatile.Write(ref _remaining, Count - 1);
         Interlocked.Increment(ref _generation);
@@ -137,6 +149,16 @@ internal sealed class CpuWorkers : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RunShare(int worker)
     {
+        if (_claimed)
+        {
+            for (int p = Interlocked.Increment(ref _nextPart) - 1; p < _parts; p = Interlocked.Increment(ref _nextPart) - 1)
+            {
+                _job!.Run(p, worker);
+            }
+
+            return;
+        }
+
         for (int p = worker; p < _parts; p += Count)
         {
             _job!.Run(p, worker);

@@ -1,0 +1,59 @@
+using GpuCnn.Cpu.Fast;
+
+namespace GpuCnn.Tests;
+
+/// <summary>
+/// How the CPU backend's thread team hands out a job's parts: fixed by part number where per-worker partial sums must
+/// combine in the same order every run, claimed by whichever worker is free where a part's result does not depend on
+/// the worker.
+/// </summary>
+public sealed class CpuWorkersTests
+{
+    [Fact]
+    public void Parts_any_worker_may_run_go_to_the_free_worker_while_another_is_held_up()
+    {
+        using var workers = new CpuWorkers(2, SimdWidth.Scalar);
+        var job = new FirstPartWaits(parts: 9, anyWorker: true);
+        workers.Run(job, 9);
+
+        // The worker holding part 0 waited for all the others; only the other worker can have run them.
+        Assert.True(job.OthersFinishedFirst, "part 0 waited 10 s and the other parts were not all done");
+        Assert.All(job.Workers.Skip(1), worker => Assert.NotEqual(job.Workers[0], worker));
+    }
+
+    [Fact]
+    public void Parts_with_per_worker_sums_keep_their_fixed_worker()
+    {
+        using var workers = new CpuWorkers(3, SimdWidth.Scalar);
+        var job = new FirstPartWaits(parts: 10, anyWorker: false, waitFor: TimeSpan.FromMilliseconds(200));
+        workers.Run(job, 10);
+
+        // Part p on worker p mod 3, however long part 0 took.
+        Assert.False(job.OthersFinishedFirst);
+        Assert.Equal(Enumerable.Range(0, 10).Select(p => p % 3), job.Workers);
+    }
+
+    /// <summary>Records which worker ran each part; part 0 waits until every other part is done (or a time limit).</summary>
+    private sealed class FirstPartWaits(int parts, bool anyWorker, TimeSpan? waitFor = null) : IParallelJob
+    {
+        private int _done;
+
+        public bool AnyWorker => anyWorker;
+
+        public int[] Workers { get; } = new int[parts];
+
+        public bool OthersFinishedFirst { get; private set; }
+
+        public void Run(int part, int worker)
+        {
+            Workers[part] = worker;
+            if (part == 0)
+            {
+                OthersFinishedFirst = SpinWait.SpinUntil(() => Volatile.Read(ref _done) == parts - 1, waitFor ?? TimeSpan.FromSeconds(10));
+                return;
+            }
+
+            Interlocked.Increment(ref _done);
+        }
+    }
+}
