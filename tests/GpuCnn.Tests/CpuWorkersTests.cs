@@ -33,6 +33,82 @@ public sealed class CpuWorkersTests
         Assert.Equal(Enumerable.Range(0, 10).Select(p => p % 3), job.Workers);
     }
 
+    [Fact]
+    public void Every_part_runs_once_and_only_while_its_job_runs_however_the_workers_are_delayed()
+    {
+        // Claimed and static jobs in turn, parts that sometimes sleep (a descheduled worker), workers that sometimes
+        // wake late: no part may be skipped, run twice, run after Run returned, or (static) run on another worker.
+        var jobs = new List<CountingJob>();
+        using (var workers = new CpuWorkers(3, SimdWidth.Scalar))
+        {
+            var random = new Random(7);
+            for (int round = 0; round < 1500; round++)
+            {
+                var job = new CountingJob(random.Next(1, 13), anyWorker: round % 3 != 0, sleepEvery: random.Next(5, 40), random.Next());
+                jobs.Add(job);
+                workers.Run(job, job.Parts);
+                job.Finished = true;
+                if (round % 100 == 0)
+                {
+                    Thread.Sleep(2); // the workers block (past their 0.5 ms of spinning) and must wake for the next job
+                }
+            }
+        }
+
+        // Checked once the team has stopped, so that a part run late by a worker is seen.
+        for (int round = 0; round < jobs.Count; round++)
+        {
+            Assert.True(jobs[round].Runs.All(runs => runs == 1), $"round {round}: parts ran {string.Join(",", jobs[round].Runs)} times");
+            Assert.False(jobs[round].RanAfterFinish, $"round {round}: a part ran after Run returned");
+            Assert.False(jobs[round].RanOnWrongWorker, $"round {round}: a static part ran on another worker");
+        }
+    }
+
+    private sealed class CountingJob(int parts, bool anyWorker, int sleepEvery, int seed) : IParallelJob
+    {
+        private readonly int[] _runs = new int[parts];
+
+        public int Parts => parts;
+
+        public bool AnyWorker => anyWorker;
+
+        public int[] Runs => _runs;
+
+        public volatile bool Finished;
+
+        public bool RanAfterFinish { get; private set; }
+
+        public bool RanOnWrongWorker { get; private set; }
+
+        public void Run(int part, int worker)
+        {
+            if (Finished)
+            {
+                RanAfterFinish = true;
+            }
+
+            if (!anyWorker && worker != part % 3)
+            {
+                RanOnWrongWorker = true;
+            }
+
+            Interlocked.Increment(ref _runs[part]);
+            if ((part + seed) % sleepEvery == 0)
+            {
+                Thread.Sleep(1);
+            }
+            else
+            {
+                Thread.SpinWait(50 * ((part + seed) % 7));
+            }
+
+            if (Finished)
+            {
+                RanAfterFinish = true;
+            }
+        }
+    }
+
     /// <summary>Records which worker ran each part; part 0 waits until every other part is done (or a time limit).</summary>
     private sealed class FirstPartWaits(int parts, bool anyWorker, TimeSpan? waitFor = null) : IParallelJob
     {

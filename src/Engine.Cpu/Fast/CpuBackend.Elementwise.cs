@@ -78,6 +78,8 @@ public sealed partial class CpuBackend
 
         public int Parts { get; set; }
 
+        public bool AnyWorker => true;
+
         public void Run(int part, int worker)
         {
             int chunk = (((Length + Parts - 1) / Parts) + 15) & ~15;

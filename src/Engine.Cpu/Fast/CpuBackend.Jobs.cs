@@ -21,6 +21,8 @@ public sealed unsafe partial class CpuBackend
         public GemmArgs Args;
         public int Parts;
 
+        public bool AnyWorker => true; // a range of C's columns, with the running worker's packing buffers
+
         public void Run(int part, int worker)
         {
             int chunk = (Args.N + Parts - 1) / Parts;
@@ -41,7 +43,7 @@ public sealed unsafe partial class CpuBackend
         private FusedActivation? _activation;
         private float* _x, _w, _b, _y;
 
-        public bool AnyWorker => true; // image n's output, whichever worker's scratch computes it
+        public bool AnyWorker => true; // image n's output, in the running worker's scratch
 
         /// <summary>
         /// Sets up y = f(conv(x, w) + b); f (the layer's fused activation, or none) is applied to each image's output
@@ -143,12 +145,14 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    /// <summary>Worker w's partial dW = Σ over its images of dy_n (K × P·Q) · cols(x_n)ᵀ; images split in fixed contiguous ranges.</summary>
+    /// <summary>Part p's partial dW = Σ over its images of dy_n (K × P·Q) · cols(x_n)ᵀ; images split in fixed contiguous ranges.</summary>
     private sealed class ConvBackwardFilterJob(CpuBackend owner) : IParallelJob
     {
         private Conv2dGeometry _g;
         private float* _x, _dy;
         private int _parts;
+
+        public bool AnyWorker => true; // part p's images sum into part p's own scratch, added in part order afterwards
 
         public void Set(in Conv2dGeometry g, float* x, float* dy, int parts)
         {
@@ -238,6 +242,8 @@ public sealed unsafe partial class CpuBackend
         private Pool2dGeometry _g;
         private float* _in, _out;
         private int* _switches;
+
+        public bool AnyWorker => true;
 
         public int Parts { get; set; }
 

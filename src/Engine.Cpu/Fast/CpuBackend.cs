@@ -300,13 +300,13 @@ public sealed unsafe partial class CpuBackend : HostBackend
         _convBackwardFilter.Set(g, px, pdy, parts);
         _workers.Run(_convBackwardFilter, parts);
 
-        // dw = the workers' partial sums, added in worker order.
+        // dw = the parts' partial sums, added in part order (whichever worker ran each).
         int size = g.WeightSize;
         var total = new Span<float>(pdw, size);
         new Span<float>(_scratch[0].Partial(size), size).CopyTo(total);
-        for (int worker = 1; worker < parts; worker++)
+        for (int part = 1; part < parts; part++)
         {
-            Add(new Span<float>(_scratch[worker].Partial(size), size), total);
+            Add(new Span<float>(_scratch[part].Partial(size), size), total);
         }
     }
 
