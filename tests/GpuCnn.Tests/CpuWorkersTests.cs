@@ -64,6 +64,30 @@ public sealed class CpuWorkersTests
         }
     }
 
+    [Fact]
+    public void Every_workers_scratch_is_grown_before_images_are_handed_out()
+    {
+        // Images go to whichever worker is free, so a worker may run its first image of a layer at any call; its scratch
+        // must already hold what an image needs, or the backend's memory keeps growing (and allocating) mid-training.
+        using var backend = new CpuBackend(threads: 3, Simd.Best);
+        var one = new Conv2dGeometry(N: 1, C: 8, H: 20, W: 20, K: 8, R: 3, S: 3, PadH: 1, PadW: 1);
+        var six = one with { N = 6 };
+        using var w = backend.Upload<float>(one.WeightShape, new float[one.WeightSize]);
+        using var x1 = backend.Upload<float>(one.InputShape, new float[one.InputSize]);
+        using var y1 = backend.Allocate<float>(one.OutputShape);
+        using var x6 = backend.Upload<float>(six.InputShape, new float[six.InputSize]);
+        using var y6 = backend.Allocate<float>(six.OutputShape);
+
+        backend.Conv2dForward(one, x1, w, null, y1); // one image: only the calling thread runs it
+        long afterOne = backend.BytesAllocated;
+        for (int i = 0; i < 5; i++)
+        {
+            backend.Conv2dForward(six, x6, w, null, y6); // six images over three workers
+        }
+
+        Assert.Equal(afterOne, backend.BytesAllocated);
+    }
+
     private sealed class CountingJob(int parts, bool anyWorker, int sleepEvery, int seed) : IParallelJob
     {
         private readonly int[] _runs = new int[parts];

@@ -45,6 +45,9 @@ public sealed unsafe partial class CpuBackend
 
         public bool AnyWorker => true; // image n's output, in the running worker's scratch
 
+        /// <summary>Floats of scratch each worker needs for one image (<see cref="RunImages"/> reserves them).</summary>
+        public int ScratchFloats { get; private set; }
+
         /// <summary>
         /// Sets up y = f(conv(x, w) + b); f (the layer's fused activation, or none) is applied to each image's output
         /// while it is still in cache. <paramref name="direct"/> forces the direct kernel.
@@ -53,6 +56,9 @@ public sealed unsafe partial class CpuBackend
         {
             _blocked = BlockedConvolution.Suits(g);
             _direct = !_blocked && (direct || DirectConvolution.SuitsForward(g));
+            int width = (int)owner.Width;
+            ScratchFloats = _blocked ? BlockedConvolution.ScratchLength(g, width) : _direct ? DirectConvolution.ScratchLength(g, width) :
+                IsPointwise(g) ? 0 : g.C * g.R * g.S * g.P * g.Q;
             _activation = activation;
             _g = g;
             _x = x;
@@ -69,7 +75,7 @@ public sealed unsafe partial class CpuBackend
             float* y = _y + (long)n * _g.K * pq;
             if (_blocked)
             {
-                float* scratch = owner._scratch[worker].Columns(BlockedConvolution.ScratchLength(_g, (int)owner.Width));
+                float* scratch = owner._scratch[worker].Columns(ScratchFloats);
                 BlockedConvolution.Forward(owner.Width, _g, x, _w, _b, y, scratch);
                 Activate(y, _g.K * pq);
                 return;
@@ -77,7 +83,7 @@ public sealed unsafe partial class CpuBackend
 
             if (_direct)
             {
-                float* scratch = owner._scratch[worker].Columns(DirectConvolution.ScratchLength(_g, (int)owner.Width));
+                float* scratch = owner._scratch[worker].Columns(ScratchFloats);
                 DirectConvolution.Forward(owner.Width, _g, x, _w, _b, y, scratch);
                 Activate(y, _g.K * pq);
                 return;
@@ -86,7 +92,7 @@ public sealed unsafe partial class CpuBackend
             float* cols = x;
             if (!IsPointwise(_g))
             {
-                cols = owner._scratch[worker].Columns(crs * pq);
+                cols = owner._scratch[worker].Columns(ScratchFloats);
                 Im2Col.Expand(_g, x, cols);
             }
 
@@ -119,6 +125,9 @@ public sealed unsafe partial class CpuBackend
 
         public bool AnyWorker => true;
 
+        /// <summary>Floats of scratch each worker needs for one image: its column matrix (none for a 1×1 layer).</summary>
+        public int ScratchFloats => IsPointwise(_g) ? 0 : _g.C * _g.R * _g.S * _g.P * _g.Q;
+
         public void Set(in Conv2dGeometry g, float* dy, float* w, float* dx)
         {
             _g = g;
@@ -138,7 +147,7 @@ public sealed unsafe partial class CpuBackend
                 return;
             }
 
-            float* cols = owner._scratch[worker].Columns(crs * pq);
+            float* cols = owner._scratch[worker].Columns(ScratchFloats);
             owner._workers.Gemm(worker).Run(new GemmArgs(true, false, crs, pq, _g.K, 1f, _w, crs, dy, pq, 0f, cols, pq));
             new Span<float>(dx, chw).Clear();
             Im2Col.Accumulate(_g, cols, dx);

@@ -132,7 +132,25 @@ public sealed unsafe partial class CpuBackend : HostBackend
     private void ConvForward(in Conv2dGeometry g, float* px, float* pw, float* pb, float* py, FusedActivation? fused)
     {
         _convForward.Set(g, px, pw, pb, py, fused);
-        _workers.Run(_convForward, g.N);
+        RunImages(_convForward, g.N, _convForward.ScratchFloats);
+    }
+
+    /// <summary>
+    /// Runs a job of one image per part, each worker's scratch first grown to what an image needs: images are claimed
+    /// by whichever worker is free, so without this a worker could first need its scratch — and allocate it — at any
+    /// later call (training is to allocate nothing after its first steps, and the backend's scratch to stop growing).
+    /// </summary>
+    private void RunImages(IParallelJob job, int images, int scratchFloats)
+    {
+        if (scratchFloats > 0)
+        {
+            foreach (var scratch in _scratch)
+            {
+                scratch.Columns(scratchFloats);
+            }
+        }
+
+        _workers.Run(job, images);
     }
 
     /// <summary>The geometry of one group of a grouped convolution: its channels, ungrouped.</summary>
@@ -205,7 +223,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
             float* rotated = _scratch[0].Rotated(g.WeightSize);
             DirectConvolution.RotateKernel(g, pw, rotated);
             _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, null, direct: g.K <= 16);
-            _workers.Run(_convForward, g.N);
+            RunImages(_convForward, g.N, _convForward.ScratchFloats);
             return;
         }
 
@@ -217,7 +235,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
         }
 
         _convBackwardData.Set(g, pdy, pw, pdx);
-        _workers.Run(_convBackwardData, g.N);
+        RunImages(_convBackwardData, g.N, _convBackwardData.ScratchFloats);
     }
 
     /// <summary>A planned backward-data, the plan made once per layer shape (the lambdas are static: no allocation per call).</summary>
@@ -232,7 +250,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
         plan.SetWeights(pw);
         _planJob.Set(plan, pdy, pdx);
-        _workers.Run(_planJob, g.N);
+        RunImages(_planJob, g.N, plan.ScratchFloats);
     }
 
     /// <summary>Backward-data plans per layer shape (N = 1): a geometry always gets the same kind.</summary>
