@@ -64,6 +64,21 @@ public sealed class CpuWorkersTests
         }
     }
 
+    [Theory]
+    [InlineData(0)] // the caller's first claim
+    [InlineData(5)] // most likely a worker's
+    public void A_part_that_throws_fails_its_job_and_the_next_job_runs_whole(int throwing)
+    {
+        using var workers = new CpuWorkers(2, SimdWidth.Scalar);
+        var failing = new ThrowingJob(throwing);
+        var error = Assert.Throws<InvalidOperationException>(() => workers.Run(failing, 8));
+        Assert.Equal($"part {throwing} failed", error.Message);
+
+        var next = new CountingJob(8, anyWorker: true, sleepEvery: 3, seed: 1);
+        workers.Run(next, next.Parts);
+        Assert.All(next.Runs, runs => Assert.Equal(1, runs));
+    }
+
     [Fact]
     public void Every_workers_scratch_is_grown_before_images_are_handed_out()
     {
@@ -86,6 +101,19 @@ public sealed class CpuWorkersTests
         }
 
         Assert.Equal(afterOne, backend.BytesAllocated);
+    }
+
+    private sealed class ThrowingJob(int throwing) : IParallelJob
+    {
+        public bool AnyWorker => true;
+
+        public void Run(int part, int worker)
+        {
+            if (part == throwing)
+            {
+                throw new InvalidOperationException($"part {part} failed");
+            }
+        }
     }
 
     private sealed class CountingJob(int parts, bool anyWorker, int sleepEvery, int seed) : IParallelJob

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -525,6 +526,7 @@ internal static unsafe partial class BlockedConvolution
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
+        Debug.Assert(g.StrideH is 1 or 2 && g.StrideW is 1 or 2, "Suits admits strides of 1 and 2; the phase counts below assume them");
         int width = TOps.Width, rows = layout.Rows, rowLength = layout.RowLength, strideW = g.StrideW, paddedW = layout.PaddedWidth;
         int paddedH = g.H + 2 * g.PadH;
         long imageFloats = (long)g.C * g.H * g.W;

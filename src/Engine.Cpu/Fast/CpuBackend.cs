@@ -139,6 +139,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
     /// Runs a job of one image per part, each worker's scratch first grown to what an image needs: images are claimed
     /// by whichever worker is free, so without this a worker could first need its scratch — and allocate it — at any
     /// later call (training is to allocate nothing after its first steps, and the backend's scratch to stop growing).
+    /// A single image reserves it on every worker too: batch-1 inference holds the team's scratch, not one worker's.
     /// </summary>
     private void RunImages(IParallelJob job, int images, int scratchFloats)
     {

@@ -117,8 +117,9 @@ internal sealed class CpuWorkers : IDisposable
         {
             if (_claimed)
             {
-                // Every part has been claimed. A worker that has not joined yet — descheduled, or still waking — has
-                // nothing left to do, so it is shut out rather than waited for; those that joined finish their parts.
+                // Every part has been claimed (or the caller's part threw, and Run rethrows below). A worker that has
+                // not joined yet — descheduled, or still waking — has nothing left to do, so it is shut out rather
+                // than waited for; those that joined finish their parts.
                 Interlocked.Or(ref _state, Closed);
             }
 

@@ -55,6 +55,8 @@ public sealed unsafe partial class CpuBackend
 
         public int Parts { get; set; }
 
+        public bool AnyWorker => true; // a range of channels; nothing kept per worker
+
         public void Set(in BatchNormShape s, bool forward, float* x, float* yOrDy, float* weight, float* bias, float* runningMean,
             float* runningVar, float* mean, float* invStd, float* dx, float* dweight, float* dbias)
         {
