@@ -23,7 +23,7 @@ internal interface IParallelJob
 /// the worker (<see cref="IParallelJob.AnyWorker"/>) are claimed one at a time from a counter, and once all are
 /// claimed the job is closed to workers that have not joined it: a worker slowed or descheduled by other work on its
 /// core then neither holds up the parts (the others take them) nor the job's end (it is not waited for). With a busy
-/// process pinned to one of two cores, LeNet's training step ran 0.33–0.41× the time of a fixed split, which waited
+/// process pinned to one of two cores, LeNet's batch-64 training step ran 0.33–0.41× the time of a fixed split, which waited
 /// milliseconds per job for the worker sharing that core. Other jobs keep a static assignment: part p on worker
 /// p mod Count, every worker waited for. Results never depend on which worker ran a part (per-part sums are added
 /// in part order), so they stay bitwise reproducible. Each worker owns a <see cref="PackedGemm"/>. Running a job
