@@ -732,24 +732,8 @@ internal static unsafe partial class BlockedConvolution
                         }
                     }
 
-                    int count = Math.Min(3, taps - t0);
-                    float* first = dw + ((long)k0 * channels + c) * taps + t0;
-                    long filterStride = (long)channels * taps;
-                    AddSums<TOps, TVec>(first, count, a0, a1, a2);
-                    if (k0 + 1 < filters)
-                    {
-                        AddSums<TOps, TVec>(first + filterStride, count, b0, b1, b2);
-                    }
-
-                    if (k0 + 2 < filters)
-                    {
-                        AddSums<TOps, TVec>(first + 2 * filterStride, count, c0, c1, c2);
-                    }
-
-                    if (k0 + 3 < filters)
-                    {
-                        AddSums<TOps, TVec>(first + 3 * filterStride, count, d0, d1, d2);
-                    }
+                    AddFourFilters<TOps, TVec>(dw + ((long)k0 * channels + c) * taps + t0, (long)channels * taps, Math.Min(3, taps - t0),
+                        filters - k0, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2);
                 }
             }
         }
@@ -798,23 +782,9 @@ internal static unsafe partial class BlockedConvolution
                         }
                     }
 
-                    int count = Math.Min(2, taps - t0);
-                    float* first = dw + ((long)k0 * channels + c) * taps + t0;
-                    AddSums<TOps, TVec>(first, count, a0, a1, TOps.Zero);
-                    if (k0 + 1 < filters)
-                    {
-                        AddSums<TOps, TVec>(first + filterStride, count, b0, b1, TOps.Zero);
-                    }
-
-                    if (k0 + 2 < filters)
-                    {
-                        AddSums<TOps, TVec>(first + 2 * filterStride, count, c0, c1, TOps.Zero);
-                    }
-
-                    if (k0 + 3 < filters)
-                    {
-                        AddSums<TOps, TVec>(first + 3 * filterStride, count, d0, d1, TOps.Zero);
-                    }
+                    var none = TOps.Zero;
+                    AddFourFilters<TOps, TVec>(dw + ((long)k0 * channels + c) * taps + t0, filterStride, Math.Min(2, taps - t0),
+                        filters - k0, a0, a1, none, b0, b1, none, c0, c1, none, d0, d1, none);
                 }
             }
         }
@@ -826,6 +796,34 @@ internal static unsafe partial class BlockedConvolution
         public float* Image(int n) => images + (n * imageStride);
 
         public float* Gradient(int n) => gradients + (n * gradientStride);
+    }
+
+    /// <summary>
+    /// Four filters' tap sums (a… for filter k0, b… k0 + 1, c…, d…; <paramref name="count"/> taps each, dw rows
+    /// <paramref name="filterStride"/> apart) added into dw, for the filters that exist (<paramref name="filters"/>
+    /// from k0 on: the kernels' lanes past K repeat the block's first filter and are dropped here).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddFourFilters<TOps, TVec>(float* first, long filterStride, int count, int filters, TVec a0, TVec a1, TVec a2,
+        TVec b0, TVec b1, TVec b2, TVec c0, TVec c1, TVec c2, TVec d0, TVec d1, TVec d2)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        AddSums<TOps, TVec>(first, count, a0, a1, a2);
+        if (filters > 1)
+        {
+            AddSums<TOps, TVec>(first + filterStride, count, b0, b1, b2);
+        }
+
+        if (filters > 2)
+        {
+            AddSums<TOps, TVec>(first + (2 * filterStride), count, c0, c1, c2);
+        }
+
+        if (filters > 3)
+        {
+            AddSums<TOps, TVec>(first + (3 * filterStride), count, d0, d1, d2);
+        }
     }
 
     private static void AddSums<TOps, TVec>(float* target, int count, TVec s0, TVec s1, TVec s2)
