@@ -39,9 +39,9 @@ public sealed unsafe partial class CpuBackend
     private sealed class ConvForwardJob(CpuBackend owner) : IParallelJob
     {
         private Conv2dGeometry _g;
-        private bool _direct, _blocked;
+        private bool _direct, _blocked, _winograd;
         private FusedActivation? _activation;
-        private float* _x, _w, _b, _y;
+        private float* _x, _w, _b, _y, _transformed;
 
         public bool AnyWorker => true; // image n's output, in the running worker's scratch
 
@@ -59,6 +59,20 @@ public sealed unsafe partial class CpuBackend
             int width = (int)owner.Width;
             ScratchFloats = _blocked ? BlockedConvolution.ScratchLength(g, width) : _direct ? DirectConvolution.ScratchLength(g, width) :
                 IsPointwise(g) ? 0 : g.C * g.R * g.S * g.P * g.Q;
+
+            // Winograd where it suits and the filters are finite; an image holding a NaN or ±∞ takes the path above.
+            _winograd = owner.Winograd switch
+            {
+                WinogradMode.Auto => WinogradConvolution.Pays(g, owner.Width),
+                WinogradMode.Always => WinogradConvolution.CanRun(g, owner.Width),
+                _ => false,
+            };
+            if (_winograd)
+            {
+                _transformed = owner._winogradWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));
+                _winograd = WinogradConvolution.TransformWeights(g, w, _transformed);
+                ScratchFloats = Math.Max(ScratchFloats, WinogradConvolution.ScratchLength(g, owner.Width));
+            }
             _activation = activation;
             _g = g;
             _x = x;
@@ -73,6 +87,12 @@ public sealed unsafe partial class CpuBackend
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
             float* x = _x + (long)n * _g.C * _g.H * _g.W;
             float* y = _y + (long)n * _g.K * pq;
+            if (_winograd && WinogradConvolution.Forward(owner.Width, _g, x, _transformed, _b, y, owner._scratch[worker].Columns(ScratchFloats)))
+            {
+                Activate(y, _g.K * pq);
+                return;
+            }
+
             if (_blocked)
             {
                 float* scratch = owner._scratch[worker].Columns(ScratchFloats);

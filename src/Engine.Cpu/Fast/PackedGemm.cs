@@ -278,7 +278,7 @@ internal sealed unsafe class PackedGemm : IDisposable
     /// tile are stored.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void MicroKernel<TOps, TVec>(int kc, float* a, float* b, float* c, int ldc, float* scale, int rows, int cols)
+    internal static void MicroKernel<TOps, TVec>(int kc, float* a, float* b, float* c, int ldc, float* scale, int rows, int cols)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {

@@ -1,0 +1,104 @@
+using GpuCnn.Cpu;
+using GpuCnn.Cpu.Fast;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>
+/// The CPU backend's Winograd F(2×2, 3×3) convolution (<see cref="WinogradConvolution"/>): forward and the
+/// backward-data that runs through it, against the reference in double, on each AVX path; NaN and ±∞ left to the
+/// direct kernels, bitwise.
+/// </summary>
+public sealed class WinogradConvolutionTests
+{
+    public static TheoryData<SimdWidth> Widths => new(Enum.GetValues<SimdWidth>().Where(w => w <= Simd.Best));
+
+    /// <summary>
+    /// Whole vectors of tiles (16×16); odd P and Q with six tiles a row (a vector's overhang, tiles split between two
+    /// B panels, K not a multiple of the micro-kernel's 6 rows); no padding; padding 2; several blocks of tile rows
+    /// (a 40×40 image of 64 → 64 channels) with 20 tiles a row; 300 channels (two depth blocks).
+    /// </summary>
+    public static readonly Conv2dGeometry[] Shapes =
+    [
+        new(N: 2, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, PadH: 1, PadW: 1),
+        new(N: 3, C: 19, H: 13, W: 11, K: 21, R: 3, S: 3, PadH: 1, PadW: 1),
+        new(N: 2, C: 16, H: 10, W: 21, K: 17, R: 3, S: 3),
+        new(N: 2, C: 17, H: 7, W: 9, K: 16, R: 3, S: 3, PadH: 2, PadW: 2),
+        new(N: 1, C: 64, H: 40, W: 40, K: 64, R: 3, S: 3, PadH: 1, PadW: 1),
+        new(N: 2, C: 300, H: 6, W: 5, K: 16, R: 3, S: 3, PadH: 1, PadW: 1),
+    ];
+
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void Winograd_forward_and_backward_data_match_the_reference(SimdWidth width)
+    {
+        Assert.SkipUnless(WinogradConvolution.CanRun(Shapes[0], width),
+            $"Winograd runs on the AVX2 and AVX-512 paths only (this is {width}, AVX2 {System.Runtime.Intrinsics.X86.Avx2.IsSupported})");
+        using var winograd = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Always };
+        using var direct = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Off };
+        foreach (var g in Shapes)
+        {
+            Assert.True(WinogradConvolution.CanRun(g, width), $"{g} should run by Winograd");
+            float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
+            float[] dy = TestData.Uniform(g.OutputSize, 4);
+            var y = new double[g.OutputSize];
+            var dx = new double[g.InputSize];
+            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), TestData.Widen(b), y);
+            ReferenceMath.Conv2dBackwardData<double>(g, TestData.Widen(dy), TestData.Widen(w), dx);
+
+            var (fast, fastDx) = Run(winograd, g, x, w, b, dy);
+            var (plain, plainDx) = Run(direct, g, x, w, b, dy);
+            // Sums of up to 2,700 products of values in [−1, 1], as with the direct kernels.
+            TensorAssert.Close(y, fast, g.OutputShape, 1e-4, 1e-4, $"{width} Winograd forward {g}");
+            TensorAssert.Close(dx, fastDx, g.InputShape, 1e-4, 1e-4, $"{width} Winograd backward-data {g}");
+
+            // The Winograd path really ran: its rounding differs from the direct kernels' somewhere.
+            Assert.False(fast.AsSpan().SequenceEqual(plain), $"{width} {g}: forward bitwise equal to the direct kernels");
+            Assert.False(fastDx.AsSpan().SequenceEqual(plainDx), $"{width} {g}: backward-data bitwise equal to the direct kernels");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void An_image_or_filter_holding_nan_or_infinity_is_computed_directly(SimdWidth width)
+    {
+        var g = Shapes[1];
+        Assert.SkipUnless(WinogradConvolution.CanRun(g, width),
+            $"Winograd runs on the AVX2 and AVX-512 paths only (this is {width})");
+        using var winograd = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Always };
+        using var direct = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Off };
+        float[] x = TestData.Uniform(g.InputSize, 5), w = TestData.Uniform(g.WeightSize, 6), b = TestData.Uniform(g.K, 7);
+        float[] dy = TestData.Uniform(g.OutputSize, 8);
+        int image = g.C * g.H * g.W, plane = g.K * g.P * g.Q;
+
+        // Image 1 holds an ∞ (in Winograd's transforms ∞ − ∞ = NaN, where PyTorch's direct sums give ±∞) and image 2 a
+        // NaN: both bitwise as the direct kernels; image 0 by Winograd, so not bitwise.
+        x[image + (3 * g.H * g.W) + (4 * g.W) + 5] = float.PositiveInfinity;
+        x[(2 * image) + 7] = float.NaN;
+        var (fast, _) = Run(winograd, g, x, w, b, dy);
+        var (plain, _) = Run(direct, g, x, w, b, dy);
+        Assert.Contains(fast.AsSpan(plane, plane).ToArray(), float.IsPositiveInfinity);
+        TensorAssert.Identical<float>(plain.AsSpan(plane, 2 * plane), fast.AsSpan(plane, 2 * plane), $"{width} images with ∞ and NaN");
+        Assert.False(fast.AsSpan(0, plane).SequenceEqual(plain.AsSpan(0, plane)), $"{width} the finite image ran by Winograd");
+
+        // A filter holding −∞: the whole layer directly.
+        x = TestData.Uniform(g.InputSize, 5);
+        w[(2 * g.C * 9) + 4] = float.NegativeInfinity;
+        (fast, _) = Run(winograd, g, x, w, b, dy);
+        (plain, _) = Run(direct, g, x, w, b, dy);
+        TensorAssert.Identical<float>(plain, fast, $"{width} a filter with −∞");
+    }
+
+    private static (float[] Y, float[] Dx) Run(CpuBackend backend, in Conv2dGeometry g, float[] x, float[] w, float[] b, float[] dy)
+    {
+        using var tx = backend.Upload<float>(g.InputShape, x);
+        using var tw = backend.Upload<float>(g.WeightShape, w);
+        using var tb = backend.Upload<float>(new Shape(g.K), b);
+        using var tdy = backend.Upload<float>(g.OutputShape, dy);
+        using var ty = backend.Allocate<float>(g.OutputShape);
+        using var tdx = backend.Allocate<float>(g.InputShape);
+        backend.Conv2dForward(g, tx, tw, tb, ty);
+        backend.Conv2dBackwardData(g, tdy, tw, tdx);
+        return (backend.DownloadArray(ty), backend.DownloadArray(tdx));
+    }
+}
