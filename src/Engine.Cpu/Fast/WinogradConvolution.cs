@@ -11,12 +11,13 @@ namespace GpuCnn.Cpu.Fast;
 /// M[ξν] (K × tiles) = U[ξν] (K × C) · V[ξν] (C × tiles), U = G g Gᵀ the transformed filters, V = Bᵀ d B the transformed
 /// patches. The derivation and the matrices are in docs/02-convolution.md.
 /// <para>
-/// Per image: the tiles are taken a block of tile rows at a time (V and M of a block stay within about 512 KB of
-/// cache); each input channel is staged as zero-padded rows split into even and odd columns, so that eight tiles'
-/// patch columns are four contiguous loads; the input transform writes V straight into the panels the GEMM
-/// micro-kernel reads (<see cref="PackedGemm.MicroKernel"/>); U is transformed and packed once per call
-/// (<see cref="TransformWeights"/>); the output transform adds the bias. The transforms run on 256-bit vectors of 8
-/// tiles on both AVX paths, the GEMM at the backend's width.
+/// Per image: the tiles are taken a block of tile rows at a time (a block's V within 512 KB, in L2); each input
+/// channel is staged as zero-padded rows split into even and odd columns, so that eight tiles' patch columns are four
+/// contiguous loads; the input transform writes V straight into the panels the GEMM micro-kernel reads (<see
+/// cref="PackedGemm.MicroKernel"/>); U is transformed and packed once per call (<see cref="TransformWeights"/>). Six
+/// filters at a time go through all 16 GEMMs and then the output transform (which adds the bias), so their M stays in
+/// L1 (with all of M materialised, 64 → 128 channels at 16×16 ran 1.45× slower on AVX-512). The transforms run on
+/// 256-bit vectors of 8 tiles on both AVX paths, the GEMM at the backend's width.
 /// </para>
 /// <para>
 /// Numerics: the transforms only add, subtract and halve, so the result differs from a direct correlation's by
@@ -40,7 +41,7 @@ internal static unsafe class WinogradConvolution
     /// <summary>Input channels per micro-kernel call (the GEMM's depth block).</summary>
     private const int DepthBlock = 256;
 
-    /// <summary>What one block's V and M may take: both stay in a 1 MB L2 cache beside the filters' panels.</summary>
+    /// <summary>What one block's V may take: it stays in L2 (256 KB to 1 MB measured within 4 % of one another on conv3x3-128).</summary>
     private const int BlockBytes = 512 * 1024;
 
     /// <summary>Whether the layer can run by Winograd: 3×3, stride 1, undilated, ungrouped, padding of at most 2, AVX2.</summary>
@@ -49,14 +50,17 @@ internal static unsafe class WinogradConvolution
         g.StrideH == 1 && g.StrideW == 1 && g.PadH <= 2 && g.PadW <= 2 && g.P >= 2 && g.Q >= 2;
 
     /// <summary>
-    /// Whether it also pays, measured against the blocked direct kernel one image per thread (2-core Zen 5,
-    /// docs/benchmarks.md): at least 32 input channels and 32 filters (16 → 16 at 32×32 ran 0.67× as fast, the
-    /// micro-kernel's calls too short at a depth of 16; 32 → 32 and up 1.0–1.6× faster); with 512-bit vectors, whose
-    /// micro-kernel is 32 tiles wide, also at least 48 tiles an image (8×8 outputs are 16 tiles: 64 → 64 ran 0.7×,
-    /// 128 → 128 0.85×, where 256-bit vectors ran them 1.3× and 1.6× faster).
+    /// Whether it also pays, as measured against the blocked direct kernel, one image per thread (2-core Zen 5; C → K
+    /// at H×W, Winograd's speed-up on AVX2 / AVX-512): at least 32 input channels and 32 filters (16 → 16 at 32×32:
+    /// 0.96× / 0.67×, the micro-kernel's calls too short at a depth of 16; 32 → 32 at 14×14: 1.02× / 0.87×, at 28×28:
+    /// 1.22× / 0.93×; 64 → 64 at 16×16: 1.75× / 1.49×). The direct kernel is twice as fast on 512-bit vectors and the
+    /// transforms are not, so there the layer must also be wider — a harmonic mean of C and K of at least 48 (32 → 64
+    /// and 64 → 32 at 14×14: 1.0× and 0.97×; 48 → 48: 1.16×) — and have at least 48 tiles (2×2 outputs) an image to
+    /// fill the micro-kernel's 32-tile panels (64 → 64 at 7×7, 16 tiles: 0.8×, where AVX2 ran it 1.26× faster).
     /// </summary>
     public static bool Pays(in Conv2dGeometry g, SimdWidth width) =>
-        CanRun(g, width) && g.C >= 32 && g.K >= 32 && (width == SimdWidth.Vector256 || ((g.P + 1) / 2 * ((g.Q + 1) / 2)) >= 48);
+        CanRun(g, width) && g.C >= 32 && g.K >= 32 &&
+        (width == SimdWidth.Vector256 || (2L * g.C * g.K >= 48L * (g.C + g.K) && (g.P + 1) / 2 * ((g.Q + 1) / 2) >= 48));
 
     /// <summary>Floats of the transformed filters: 16 matrices of K (rounded up to whole micro-kernel panels) × C.</summary>
     public static int TransformedWeightsLength(in Conv2dGeometry g) => Points * PaddedFilters(g) * g.C;
@@ -224,8 +228,7 @@ internal static unsafe class WinogradConvolution
                     long next = (long)nr * (g.C - 1); // lane i ≥ split: tile t + i, in the next panel at lane + i − nr
 
                     // Column by column of d B, each then combined down the rows (Bᵀ): point (ξ, j) = 4ξ + j. Columns d0–d3
-                    // of a patch row are even tx, odd tx, even tx + 1, odd tx + 1. A few vectors live at a time: AVX2's
-                    // 16 registers hold them (all 16 of d B at once spilled there, 1.5× the time).
+                    // of a patch row are even tx, odd tx, even tx + 1, odd tx + 1.
                     float* e = top + tx0;
                     Column(e, stride, 0, 1, 0, target, point, split, next, spill);
                     Column(e, stride, odd, 1, 1, target + point, point, split, next, spill);
@@ -476,7 +479,7 @@ internal static unsafe class WinogradConvolution
             StageStride = 2 * half;
             StagedLength = ((2 * BlockRows) + 2) * StageStride;
             // Each point's matrix a cache line past a multiple of the previous one's size: at power-of-two sizes the
-            // transforms' 16 streams would fall in one set of the L1 cache (the input transform ran 3× slower).
+            // transforms' 16 streams would fall in one set of the L1 cache (AVX2's input transform ran 1.75× slower).
             VPoint = (g.C * Columns) + Skew;
             MPoint = (PackedGemm.MR * Columns) + Skew;
             ScratchLength = StagedLength + (Points * (VPoint + MPoint));
