@@ -53,6 +53,7 @@ internal static class BenchCommand
             if (peak is { } p)
             {
                 io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"measured FMA peak: {p:F1} GFLOP/s (% peak: each row's GFLOP/s against it)"));
+                io.Out.WriteLine($"Winograd: {((Cpu.Fast.CpuBackend)backend).Winograd} (convolution rows count a direct convolution's FLOPs; a 3x3 layer run by Winograd does 2.25x fewer, so its share can pass 100 %)");
             }
 
             io.Out.WriteLine($"{"name",-24} {"median ms",12} {"GFLOP/s",10} {"% peak",7} {"runs",5} {"wall ms",10}");

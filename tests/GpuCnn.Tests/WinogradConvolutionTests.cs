@@ -81,9 +81,14 @@ public sealed class WinogradConvolutionTests
         TensorAssert.Identical<float>(plain.AsSpan(plane, 2 * plane), fast.AsSpan(plane, 2 * plane), $"{width} images with ∞ and NaN");
         Assert.False(fast.AsSpan(0, plane).SequenceEqual(plain.AsSpan(0, plane)), $"{width} the finite image ran by Winograd");
 
-        // A filter holding −∞: the whole layer directly.
+        // A filter holding −∞: the whole layer directly. 300 → 16 channels: the filters' transform is split between
+        // the two threads, and filter 9 lies in the second thread's panels.
+        g = Shapes[5];
         x = TestData.Uniform(g.InputSize, 5);
-        w[(2 * g.C * 9) + 4] = float.NegativeInfinity;
+        w = TestData.Uniform(g.WeightSize, 6);
+        b = TestData.Uniform(g.K, 7);
+        dy = TestData.Uniform(g.OutputSize, 8);
+        w[(9 * g.C * 9) + 4] = float.NegativeInfinity;
         (fast, _) = Run(winograd, g, x, w, b, dy);
         (plain, _) = Run(direct, g, x, w, b, dy);
         TensorAssert.Identical<float>(plain, fast, $"{width} a filter with −∞");

@@ -6,6 +6,7 @@ namespace GpuCnn.Cpu.Fast;
 public sealed unsafe partial class CpuBackend
 {
     private readonly ConvForwardJob _convForward;
+    private readonly WinogradWeightsJob _winogradWeightsJob;
     private readonly ConvBackwardDataJob _convBackwardData;
     private readonly ConvBackwardFilterJob _convBackwardFilter;
     private readonly GemmJob _gemm;
@@ -70,7 +71,7 @@ public sealed unsafe partial class CpuBackend
             if (_winograd)
             {
                 _transformed = owner._winogradWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));
-                _winograd = WinogradConvolution.TransformWeights(g, w, _transformed);
+                _winograd = owner._winogradWeightsJob.Transform(g, w, _transformed);
                 ScratchFloats = Math.Max(ScratchFloats, WinogradConvolution.ScratchLength(g, owner.Width));
             }
             _activation = activation;
@@ -132,6 +133,46 @@ public sealed unsafe partial class CpuBackend
         }
 
         private void Activate(float* y, int count) => _activation?.Apply(new Span<float>(y, count));
+    }
+
+    /// <summary>
+    /// The filters' Winograd transform (<see cref="WinogradConvolution.TransformWeights"/>),
+    /// a range of six-filter panels per part, across the team when there are enough of them (128 → 128: 0.10 ms on
+    /// one thread, 3 % of conv3x3-128's forward).
+    /// </summary>
+    private sealed class WinogradWeightsJob(CpuBackend owner) : IParallelJob
+    {
+        private readonly bool[] _finite = new bool[owner._workers.Count];
+        private Conv2dGeometry _g;
+        private float* _w, _u;
+        private int _parts;
+
+        public bool AnyWorker => true;
+
+        /// <summary>Transforms w into u; false when a transformed value is not finite.</summary>
+        public bool Transform(in Conv2dGeometry g, float* w, float* u)
+        {
+            _g = g;
+            _w = w;
+            _u = u;
+            _parts = (long)g.K * g.C >= 4096 ? Math.Min(owner._workers.Count, WinogradConvolution.FilterPanels(g)) : 1;
+            owner._workers.Run(this, _parts);
+            for (int part = 0; part < _parts; part++)
+            {
+                if (!_finite[part])
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+
+        public void Run(int part, int worker)
+        {
+            int panels = WinogradConvolution.FilterPanels(_g), first = part * panels / _parts, end = (part + 1) * panels / _parts;
+            _finite[part] = WinogradConvolution.TransformWeights(_g, _w, _u, first, end - first);
+        }
     }
 
     /// <summary>

@@ -30,6 +30,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
         _workers = new CpuWorkers(threads, width);
         _scratch = [.. Enumerable.Range(0, _workers.Count).Select(_ => new Scratch())];
         _convForward = new ConvForwardJob(this);
+        _winogradWeightsJob = new WinogradWeightsJob(this);
         _convBackwardData = new ConvBackwardDataJob(this);
         _convBackwardFilter = new ConvBackwardFilterJob(this);
         _gemm = new GemmJob(this);

@@ -62,6 +62,9 @@ internal static unsafe class WinogradConvolution
         CanRun(g, width) && g.C >= 32 && g.K >= 32 &&
         (width == SimdWidth.Vector256 || (2L * g.C * g.K >= 48L * (g.C + g.K) && (g.P + 1) / 2 * ((g.Q + 1) / 2) >= 48));
 
+    /// <summary>Panels of <see cref="PackedGemm.MR"/> filters in the transformed weights.</summary>
+    public static int FilterPanels(in Conv2dGeometry g) => PaddedFilters(g) / PackedGemm.MR;
+
     /// <summary>Floats of the transformed filters: 16 matrices of K (rounded up to whole micro-kernel panels) × C.</summary>
     public static int TransformedWeightsLength(in Conv2dGeometry g) => Points * PaddedFilters(g) * g.C;
 
@@ -74,16 +77,16 @@ internal static unsafe class WinogradConvolution
     /// U[ξν] = (G g Gᵀ)[ξ, ν] for every filter k and channel c, packed as the micro-kernel's A panels: point ξν's matrix
     /// at u + ξν·K'·C (K' = K rounded up to panels of <see cref="PackedGemm.MR"/> rows, the extra rows zero), row k in
     /// panel k / MR at column c: u[ξν·K'·C + (k − k mod MR)·C + c·MR + k mod MR]. Returns false (and the layer must not
-    /// use <see cref="Forward"/>) when a transformed value is not finite.
+    /// use <see cref="Forward"/>) when a transformed value is not finite. Only filter panels [first, first + count)
+    /// (of <see cref="FilterPanels"/>), so that threads can share the work.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static bool TransformWeights(in Conv2dGeometry g, float* w, float* u)
+    public static bool TransformWeights(in Conv2dGeometry g, float* w, float* u, int first, int count)
     {
         const int MR = PackedGemm.MR;
-        int padded = PaddedFilters(g);
-        long point = (long)padded * g.C;
+        long point = (long)PaddedFilters(g) * g.C;
         float check = 0f;
-        for (int k0 = 0; k0 < padded; k0 += MR)
+        for (int k0 = first * MR; k0 < (first + count) * MR; k0 += MR)
         {
             for (int c = 0; c < g.C; c++)
             {
