@@ -16,7 +16,8 @@ public sealed class WinogradConvolutionTests
     /// <summary>
     /// Whole vectors of tiles (16×16); odd P and Q with six tiles a row (a vector's overhang, tiles split between two
     /// B panels, K not a multiple of the micro-kernel's 6 rows); no padding; padding 2; several blocks of tile rows
-    /// (a 40×40 image of 64 → 64 channels) with 20 tiles a row; 300 channels (two depth blocks).
+    /// (a 40×40 image of 64 → 64 channels) with 20 tiles a row; 300 channels (two depth blocks); one channel and
+    /// three filters (a depth of 1, one panel of filters mostly zero rows).
     /// </summary>
     public static readonly Conv2dGeometry[] Shapes =
     [
@@ -26,6 +27,7 @@ public sealed class WinogradConvolutionTests
         new(N: 2, C: 17, H: 7, W: 9, K: 16, R: 3, S: 3, PadH: 2, PadW: 2),
         new(N: 1, C: 64, H: 40, W: 40, K: 64, R: 3, S: 3, PadH: 1, PadW: 1),
         new(N: 2, C: 300, H: 6, W: 5, K: 16, R: 3, S: 3, PadH: 1, PadW: 1),
+        new(N: 2, C: 1, H: 9, W: 8, K: 3, R: 3, S: 3, PadH: 1, PadW: 1),
     ];
 
     [Theory]
