@@ -17,7 +17,8 @@ public sealed class WinogradConvolutionTests
     /// Whole vectors of tiles (16×16); odd P and Q with six tiles a row (a vector's overhang, tiles split between two
     /// B panels, K not a multiple of the micro-kernel's 6 rows); no padding; padding 2; several blocks of tile rows
     /// (a 40×40 image of 64 → 64 channels) with 20 tiles a row; 300 channels (two depth blocks); one channel and
-    /// three filters (a depth of 1, one panel of filters mostly zero rows).
+    /// three filters (a depth of 1, one panel of filters mostly zero rows); 15 and 30 tiles of five a row, where the
+    /// last vector's overhang reaches past the panels the GEMM multiplies (256- and 512-bit panels of 16 and 32).
     /// </summary>
     public static readonly Conv2dGeometry[] Shapes =
     [
@@ -28,6 +29,8 @@ public sealed class WinogradConvolutionTests
         new(N: 1, C: 64, H: 40, W: 40, K: 64, R: 3, S: 3, PadH: 1, PadW: 1),
         new(N: 2, C: 300, H: 6, W: 5, K: 16, R: 3, S: 3, PadH: 1, PadW: 1),
         new(N: 2, C: 1, H: 9, W: 8, K: 3, R: 3, S: 3, PadH: 1, PadW: 1),
+        new(N: 1, C: 16, H: 6, W: 10, K: 7, R: 3, S: 3, PadH: 1, PadW: 1),
+        new(N: 1, C: 16, H: 12, W: 10, K: 7, R: 3, S: 3, PadH: 1, PadW: 1),
     ];
 
     [Theory]
@@ -74,14 +77,20 @@ public sealed class WinogradConvolutionTests
         int image = g.C * g.H * g.W, plane = g.K * g.P * g.Q;
 
         // Image 1 holds an ∞ (in Winograd's transforms ∞ − ∞ = NaN, where PyTorch's direct sums give ±∞) and image 2 a
-        // NaN: both bitwise as the direct kernels; image 0 by Winograd, so not bitwise.
+        // NaN, in x and in dy (backward-data's input): both bitwise as the direct kernels; image 0 by Winograd, so not
+        // bitwise.
         x[image + (3 * g.H * g.W) + (4 * g.W) + 5] = float.PositiveInfinity;
         x[(2 * image) + 7] = float.NaN;
-        var (fast, _) = Run(winograd, g, x, w, b, dy);
-        var (plain, _) = Run(direct, g, x, w, b, dy);
+        dy[plane + (5 * g.P * g.Q) + (6 * g.Q) + 2] = float.NegativeInfinity;
+        dy[(2 * plane) + 11] = float.NaN;
+        var (fast, fastDx) = Run(winograd, g, x, w, b, dy);
+        var (plain, plainDx) = Run(direct, g, x, w, b, dy);
         Assert.Contains(fast.AsSpan(plane, plane).ToArray(), float.IsPositiveInfinity);
+        Assert.Contains(fastDx.AsSpan(image, image).ToArray(), float.IsInfinity);
         TensorAssert.Identical<float>(plain.AsSpan(plane, 2 * plane), fast.AsSpan(plane, 2 * plane), $"{width} images with ∞ and NaN");
+        TensorAssert.Identical<float>(plainDx.AsSpan(image, 2 * image), fastDx.AsSpan(image, 2 * image), $"{width} dy with ∞ and NaN");
         Assert.False(fast.AsSpan(0, plane).SequenceEqual(plain.AsSpan(0, plane)), $"{width} the finite image ran by Winograd");
+        Assert.False(fastDx.AsSpan(0, image).SequenceEqual(plainDx.AsSpan(0, image)), $"{width} the finite dy ran by Winograd");
 
         // A filter holding −∞: the whole layer directly. 300 → 16 channels: the filters' transform is split between
         // the two threads, and filter 9 lies in the second thread's panels.
@@ -91,9 +100,44 @@ public sealed class WinogradConvolutionTests
         b = TestData.Uniform(g.K, 7);
         dy = TestData.Uniform(g.OutputSize, 8);
         w[(9 * g.C * 9) + 4] = float.NegativeInfinity;
-        (fast, _) = Run(winograd, g, x, w, b, dy);
-        (plain, _) = Run(direct, g, x, w, b, dy);
+        (fast, fastDx) = Run(winograd, g, x, w, b, dy);
+        (plain, plainDx) = Run(direct, g, x, w, b, dy);
         TensorAssert.Identical<float>(plain, fast, $"{width} a filter with −∞");
+        TensorAssert.Identical<float>(plainDx, fastDx, $"{width} backward-data through a filter with −∞");
+    }
+
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void Auto_runs_wide_3x3_layers_by_winograd_and_narrow_ones_directly(SimdWidth width)
+    {
+        var wide = new Conv2dGeometry(N: 1, C: 64, H: 16, W: 16, K: 64, R: 3, S: 3, PadH: 1, PadW: 1);
+        var narrow = new Conv2dGeometry(N: 1, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, PadH: 1, PadW: 1);
+        Assert.SkipUnless(WinogradConvolution.CanRun(wide, width), $"Winograd runs on the AVX2 and AVX-512 paths only (this is {width})");
+        using var auto = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Auto };
+        using var direct = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Off };
+        foreach (var (g, expected) in (ValueTuple<Conv2dGeometry, bool>[])[(wide, true), (narrow, false)])
+        {
+            float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
+            float[] dy = TestData.Uniform(g.OutputSize, 4);
+            var (fast, fastDx) = Run(auto, g, x, w, b, dy);
+            var (plain, plainDx) = Run(direct, g, x, w, b, dy);
+            Assert.Equal(expected, WinogradConvolution.Pays(g, width));
+            Assert.Equal(!expected, fast.AsSpan().SequenceEqual(plain));
+            Assert.Equal(!expected, fastDx.AsSpan().SequenceEqual(plainDx));
+        }
+    }
+
+    [Fact]
+    public void A_misspelt_winograd_setting_is_a_clear_error()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        using var run = CliProcess.Start(["env"], ["bench", "--device", "cpu", "--only", "gemm-256", "--quick"],
+            new Dictionary<string, string> { ["GPUCNN_CPU_WINOGRAD"] = "sometimes" });
+        string error = run.StandardError.ReadToEnd();
+        run.StandardOutput.ReadToEnd();
+        Assert.True(run.WaitForExit(60_000), "gpucnn did not finish");
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains("GPUCNN_CPU_WINOGRAD is 'sometimes'; expected off, auto or always.", error, StringComparison.Ordinal);
     }
 
     private static (float[] Y, float[] Dx) Run(CpuBackend backend, in Conv2dGeometry g, float[] x, float[] w, float[] b, float[] dy)

@@ -61,7 +61,7 @@ public sealed unsafe partial class CpuBackend
             ScratchFloats = _blocked ? BlockedConvolution.ScratchLength(g, width) : _direct ? DirectConvolution.ScratchLength(g, width) :
                 IsPointwise(g) ? 0 : g.C * g.R * g.S * g.P * g.Q;
 
-            // Winograd where it suits and the filters are finite; an image holding a NaN or ±∞ takes the path above.
+            // Winograd where it suits and the filters are finite; an image holding a NaN or ±∞ takes the path chosen above.
             _winograd = owner.Winograd switch
             {
                 WinogradMode.Auto => WinogradConvolution.Pays(g, owner.Width),

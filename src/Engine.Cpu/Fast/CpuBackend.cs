@@ -50,8 +50,26 @@ public sealed unsafe partial class CpuBackend : HostBackend
     /// cref="WinogradMode.Off"/> never. The environment variable GPUCNN_CPU_WINOGRAD (off, auto, always) sets the
     /// starting value.
     /// </summary>
-    public WinogradMode Winograd { get; set; } =
-        Enum.TryParse<WinogradMode>(Environment.GetEnvironmentVariable("GPUCNN_CPU_WINOGRAD"), ignoreCase: true, out var mode) ? mode : WinogradMode.Auto;
+    public WinogradMode Winograd { get; set; } = WinogradFromEnvironment();
+
+    private static WinogradMode WinogradFromEnvironment()
+    {
+        string? setting = Environment.GetEnvironmentVariable("GPUCNN_CPU_WINOGRAD");
+        if (string.IsNullOrEmpty(setting))
+        {
+            return WinogradMode.Auto;
+        }
+
+        foreach (var mode in Enum.GetValues<WinogradMode>())
+        {
+            if (string.Equals(setting.Trim(), mode.ToString(), StringComparison.OrdinalIgnoreCase))
+            {
+                return mode;
+            }
+        }
+
+        throw new InvalidOperationException($"GPUCNN_CPU_WINOGRAD is '{setting}'; expected off, auto or always.");
+    }
 
     /// <summary>The SIMD width in use.</summary>
     public SimdWidth Width { get; }

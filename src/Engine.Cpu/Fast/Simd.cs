@@ -254,6 +254,6 @@ public enum WinogradMode
     /// <summary>Where it was measured faster than the direct kernels (enough channels, and tiles to fill the micro-kernel).</summary>
     Auto = 1,
 
-    /// <summary>Wherever it can run (3×3, stride 1, AVX2): for tests and comparisons.</summary>
+    /// <summary>Wherever it can run (3×3, stride 1, undilated, ungrouped, padding ≤ 2, at least 2×2 outputs, AVX2): for tests and comparisons.</summary>
     Always = 2,
 }

@@ -15,16 +15,19 @@ namespace GpuCnn.Cpu.Fast;
 /// channel is staged as zero-padded rows split into even and odd columns, so that eight tiles' patch columns are four
 /// contiguous loads; the input transform writes V straight into the panels the GEMM micro-kernel reads (<see
 /// cref="PackedGemm.MicroKernel"/>); U is transformed and packed once per call (<see cref="TransformWeights"/>). Six
-/// filters at a time go through all 16 GEMMs and then the output transform (which adds the bias), so their M stays in
-/// L1 (with all of M materialised, 64 → 128 channels at 16×16 ran 1.45× slower on AVX-512). The transforms run on
+/// filters at a time go through all 16 GEMMs and then the output transform (which adds the bias), so their M (16 × 6
+/// rows of the block's tiles: 24 KB for conv3x3-128, 50 KB for conv3x3-64) stays in L1 or L2 (with all of M
+/// materialised, 64 → 128 channels at 16×16 ran 1.43× slower on AVX-512). The transforms run on
 /// 256-bit vectors of 8 tiles on both AVX paths, the GEMM at the backend's width.
 /// </para>
 /// <para>
 /// Numerics: the transforms only add, subtract and halve, so the result differs from a direct correlation's by
-/// float rounding (about the same size). NaN and ±∞ would not: a transform subtracts inputs, so an ∞ becomes ∞ − ∞ =
-/// NaN and an overflow can appear where a direct sum has none. An image holding a non-finite value is therefore left
-/// to the direct kernels (<see cref="Forward"/> returns false), as are filters holding one (<see
-/// cref="TransformWeights"/> returns false), which keeps the NaN and ∞ semantics of docs/01-architecture.md exact.
+/// float rounding (about the same size). NaN and ±∞ would not: an ∞ input gives ±∞ in several points of V, which
+/// the output transform subtracts (∞ − ∞ = NaN where a direct sum gives ±∞), or which meet an exact zero of U (0·∞).
+/// An image holding a non-finite value is therefore left to the direct kernels (<see cref="Forward"/> returns false),
+/// as are filters holding one (<see cref="TransformWeights"/> returns false): NaN and ±∞ in inputs and filters follow
+/// docs/01-architecture.md exactly. Finite values so large (near float's maximum) that a transform or a product
+/// overflows can still give ±∞ or NaN where a direct sum stays finite, as in any Winograd convolution.
 /// </para>
 /// </summary>
 internal static unsafe class WinogradConvolution
@@ -164,7 +167,7 @@ internal static unsafe class WinogradConvolution
             int rows = Math.Min(layout.BlockRows, layout.TileRows - ty0);
             TransformInput(g, layout, x, ty0, rows, staged, v);
 
-            // A panel of MR filters at a time through all 16 points, then straight to y while its M is in L1.
+            // A panel of MR filters at a time through all 16 points, then straight to y while its M is in cache.
             for (int k0 = 0; k0 < g.K; k0 += PackedGemm.MR)
             {
                 int filters = Math.Min(PackedGemm.MR, g.K - k0);
@@ -202,7 +205,7 @@ internal static unsafe class WinogradConvolution
     /// <summary>
     /// V for tile rows [ty0, ty0 + rows): per channel, the padded rows 2·ty0 … 2·(ty0 + rows) + 1 staged as even and
     /// odd columns, then Bᵀ d B for eight tiles at a time, each point's eight values stored in the B panel that holds
-    /// their tiles (V[ξν] at v + ξν·C·T, tile t of the block in panel t / nr at lane t mod nr, channel c its row).
+    /// their tiles (V[ξν] at v + ξν·VPoint, tile t of the block in panel t / nr at lane t mod nr, channel c its row).
     /// A tile row's last vector may run past the row: its extra lanes land on the next row's first tiles, written
     /// again when that row is transformed, or in the columns past the block's tiles, which no output reads.
     /// </summary>
@@ -458,9 +461,10 @@ internal static unsafe class WinogradConvolution
 
     /// <summary>
     /// One image's tiling and scratch: tiles of 2×2 outputs in TileRows × TileColumns (the last row or column may hang
-    /// past P or Q), BlockRows tile rows per block; the scratch holds one padded row, the staged rows of a block
-    /// (even columns, then odd, per row), and the block's V and M, each 16 matrices of Columns columns (the block's
-    /// tiles, plus a vector's overhang, rounded up to whole panels of Nr).
+    /// past P or Q), BlockRows tile rows per block; the scratch holds the staged rows of a block (even columns, then
+    /// odd, per row), the block's V (16 matrices of C rows) and the M of one panel of filters (16 matrices of
+    /// <see cref="PackedGemm.MR"/> rows), each of Columns columns (the block's tiles, plus a vector's overhang,
+    /// rounded up to whole panels of Nr).
     /// </summary>
     private readonly struct Layout
     {
