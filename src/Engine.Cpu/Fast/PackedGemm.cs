@@ -152,6 +152,33 @@ internal sealed unsafe class PackedGemm : IDisposable
                 continue;
             }
 
+            if (g.TransposeB && cols == nr && nr % 8 == 0 && Avx.IsSupported)
+            {
+                // A whole panel of a transposed op(B): panel row k holds nr floats of column pc + k of B's rows jc + jr
+                // …, each eight rows by eight columns one register transpose; the last kc mod 8 rows one float at a
+                // time.
+                float* rows = g.B + (long)(jc + jr) * g.Ldb + pc;
+                int k0 = 0;
+                for (; k0 + 8 <= kc; k0 += 8)
+                {
+                    for (int j0 = 0; j0 < nr; j0 += 8)
+                    {
+                        Transpose8x8(rows + (long)j0 * g.Ldb + k0, g.Ldb, panel + (long)k0 * nr + j0, nr);
+                    }
+                }
+
+                for (int k = k0; k < kc; k++)
+                {
+                    float* row = panel + (long)k * nr;
+                    for (int j = 0; j < nr; j++)
+                    {
+                        row[j] = rows[(long)j * g.Ldb + k];
+                    }
+                }
+
+                continue;
+            }
+
             for (int k = 0; k < kc; k++)
             {
                 float* row = panel + (long)k * nr;
@@ -174,6 +201,31 @@ internal sealed unsafe class PackedGemm : IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// target[i·targetStride + j] = source[j·sourceStride + i] for an 8 × 8 block: pairs of rows interleaved, then
+    /// quadruples of lanes, then the two 128-bit halves exchanged.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* source, int sourceStride, float* target, int targetStride)
+    {
+        Vector256<float> r0 = Avx.LoadVector256(source), r1 = Avx.LoadVector256(source + sourceStride);
+        Vector256<float> r2 = Avx.LoadVector256(source + (2 * sourceStride)), r3 = Avx.LoadVector256(source + (3 * sourceStride));
+        Vector256<float> r4 = Avx.LoadVector256(source + (4 * sourceStride)), r5 = Avx.LoadVector256(source + (5 * sourceStride));
+        Vector256<float> r6 = Avx.LoadVector256(source + (6 * sourceStride)), r7 = Avx.LoadVector256(source + (7 * sourceStride));
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1), t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5), t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
+        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE), u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
+        Vector256<float> v0 = Avx.Shuffle(t4, t6, 0x44), v1 = Avx.Shuffle(t4, t6, 0xEE), v2 = Avx.Shuffle(t5, t7, 0x44), v3 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(target, Avx.Permute2x128(u0, v0, 0x20));
+        Avx.Store(target + targetStride, Avx.Permute2x128(u1, v1, 0x20));
+        Avx.Store(target + (2 * targetStride), Avx.Permute2x128(u2, v2, 0x20));
+        Avx.Store(target + (3 * targetStride), Avx.Permute2x128(u3, v3, 0x20));
+        Avx.Store(target + (4 * targetStride), Avx.Permute2x128(u0, v0, 0x31));
+        Avx.Store(target + (5 * targetStride), Avx.Permute2x128(u1, v1, 0x31));
+        Avx.Store(target + (6 * targetStride), Avx.Permute2x128(u2, v2, 0x31));
+        Avx.Store(target + (7 * targetStride), Avx.Permute2x128(u3, v3, 0x31));
     }
 
     /// <summary>op(A)[ic.., pc..] (mc × kc) → panels of MR rows, column by column, zero-padded.</summary>
