@@ -18,7 +18,8 @@ public sealed class WinogradConvolutionTests
     /// B panels, K not a multiple of the micro-kernel's 6 rows); no padding; padding 2; several blocks of tile rows
     /// (a 40×40 image of 64 → 64 channels) with 20 tiles a row; 300 channels (two depth blocks); one channel and
     /// three filters (a depth of 1, one panel of filters mostly zero rows); 15 and 30 tiles of five a row, where the
-    /// last vector's overhang reaches past the panels the GEMM multiplies (256- and 512-bit panels of 16 and 32).
+    /// last vector's overhang reaches past the panels the GEMM multiplies (256- and 512-bit panels of 16 and 32); seven
+    /// 7×7 images, whose filter gradient takes each thread's images side by side.
     /// </summary>
     public static readonly Conv2dGeometry[] Shapes =
     [
@@ -31,6 +32,7 @@ public sealed class WinogradConvolutionTests
         new(N: 2, C: 1, H: 9, W: 8, K: 3, R: 3, S: 3, PadH: 1, PadW: 1),
         new(N: 1, C: 16, H: 6, W: 10, K: 7, R: 3, S: 3, PadH: 1, PadW: 1),
         new(N: 1, C: 16, H: 12, W: 10, K: 7, R: 3, S: 3, PadH: 1, PadW: 1),
+        new(N: 7, C: 16, H: 7, W: 7, K: 16, R: 3, S: 3, PadH: 1, PadW: 1),
     ];
 
     [Theory]
@@ -48,18 +50,23 @@ public sealed class WinogradConvolutionTests
             float[] dy = TestData.Uniform(g.OutputSize, 4);
             var y = new double[g.OutputSize];
             var dx = new double[g.InputSize];
+            var dw = new double[g.WeightSize];
             ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), TestData.Widen(b), y);
             ReferenceMath.Conv2dBackwardData<double>(g, TestData.Widen(dy), TestData.Widen(w), dx);
+            ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(dy), dw, []);
 
-            var (fast, fastDx) = Run(winograd, g, x, w, b, dy);
-            var (plain, plainDx) = Run(direct, g, x, w, b, dy);
-            // Sums of up to 2,700 products of values in [−1, 1], as with the direct kernels.
+            var (fast, fastDx, fastDw) = Run(winograd, g, x, w, b, dy);
+            var (plain, plainDx, plainDw) = Run(direct, g, x, w, b, dy);
+            // Sums of up to 2,700 products of values in [−1, 1], as with the direct kernels; the filter gradient's sums
+            // run over the batch's outputs (up to 3,200 products), held as the direct kernels' are.
             TensorAssert.Close(y, fast, g.OutputShape, 1e-4, 1e-4, $"{width} Winograd forward {g}");
             TensorAssert.Close(dx, fastDx, g.InputShape, 1e-4, 1e-4, $"{width} Winograd backward-data {g}");
+            TensorAssert.Close(dw, fastDw, g.WeightShape, 1e-4, 1e-4, $"{width} Winograd backward-filter {g}");
 
             // The Winograd path really ran: its rounding differs from the direct kernels' somewhere.
             Assert.False(fast.AsSpan().SequenceEqual(plain), $"{width} {g}: forward bitwise equal to the direct kernels");
             Assert.False(fastDx.AsSpan().SequenceEqual(plainDx), $"{width} {g}: backward-data bitwise equal to the direct kernels");
+            Assert.False(fastDw.AsSpan().SequenceEqual(plainDw), $"{width} {g}: backward-filter bitwise equal to the direct kernels");
         }
     }
 
@@ -82,15 +89,35 @@ public sealed class WinogradConvolutionTests
         x[image + (3 * g.H * g.W) + (4 * g.W) + 5] = float.PositiveInfinity;
         x[(2 * image) + 7] = float.NaN;
         dy[plane + (5 * g.P * g.Q) + (6 * g.Q) + 2] = float.NegativeInfinity;
-        dy[(2 * plane) + 11] = float.NaN;
-        var (fast, fastDx) = Run(winograd, g, x, w, b, dy);
-        var (plain, plainDx) = Run(direct, g, x, w, b, dy);
+        dy[(2 * plane) + (4 * g.Q) + 4] = float.NaN; // inside: where dy meets the zero padding, PyTorch's paths disagree (docs/01)
+        var (fast, fastDx, fastDw) = Run(winograd, g, x, w, b, dy);
+        var (plain, plainDx, plainDw) = Run(direct, g, x, w, b, dy);
         Assert.Contains(fast.AsSpan(plane, plane).ToArray(), float.IsPositiveInfinity);
         Assert.Contains(fastDx.AsSpan(image, image).ToArray(), float.IsInfinity);
         TensorAssert.Identical<float>(plain.AsSpan(plane, 2 * plane), fast.AsSpan(plane, 2 * plane), $"{width} images with ∞ and NaN");
         TensorAssert.Identical<float>(plainDx.AsSpan(image, 2 * image), fastDx.AsSpan(image, 2 * image), $"{width} dy with ∞ and NaN");
         Assert.False(fast.AsSpan(0, plane).SequenceEqual(plain.AsSpan(0, plane)), $"{width} the finite image ran by Winograd");
         Assert.False(fastDx.AsSpan(0, image).SequenceEqual(plainDx.AsSpan(0, image)), $"{width} the finite dy ran by Winograd");
+
+        // The filter gradient: images 1 and 2 by the direct kernels, image 0 by Winograd; NaN and ∞ land where the
+        // reference puts them.
+        var dw = new double[g.WeightSize];
+        ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(dy), dw, []);
+        Assert.Contains(dw, double.IsNaN);
+        Assert.Contains(dw, double.IsFinite);
+        TensorAssert.Close(dw, fastDw, g.WeightShape, 1e-4, 1e-4, $"{width} filter gradient with ∞ and NaN");
+        _ = plainDw;
+
+        // Small images side by side in the filter gradient, the first of the second thread's four holding a NaN: it
+        // goes to the direct kernels and the other three stay together.
+        var small = Shapes[^1];
+        float[] xs = TestData.Uniform(small.InputSize, 9), dys = TestData.Uniform(small.OutputSize, 10);
+        xs[(3 * small.C * small.H * small.W) + (2 * small.H * small.W) + (3 * small.W) + 3] = float.NaN;
+        var smallDw = new double[small.WeightSize];
+        ReferenceMath.Conv2dBackwardFilter<double>(small, TestData.Widen(xs), TestData.Widen(dys), smallDw, []);
+        var (_, _, groupedDw) = Run(winograd, small, xs, TestData.Uniform(small.WeightSize, 11), TestData.Uniform(small.K, 12), dys);
+        Assert.Contains(smallDw, double.IsNaN);
+        TensorAssert.Close(smallDw, groupedDw, small.WeightShape, 1e-4, 1e-4, $"{width} grouped filter gradient with a NaN image");
 
         // A filter holding −∞: the whole layer directly. 300 → 16 channels: the filters' transform is split between
         // the two threads, and filter 9 lies in the second thread's panels.
@@ -100,8 +127,8 @@ public sealed class WinogradConvolutionTests
         b = TestData.Uniform(g.K, 7);
         dy = TestData.Uniform(g.OutputSize, 8);
         w[(9 * g.C * 9) + 4] = float.NegativeInfinity;
-        (fast, fastDx) = Run(winograd, g, x, w, b, dy);
-        (plain, plainDx) = Run(direct, g, x, w, b, dy);
+        (fast, fastDx, _) = Run(winograd, g, x, w, b, dy);
+        (plain, plainDx, _) = Run(direct, g, x, w, b, dy);
         TensorAssert.Identical<float>(plain, fast, $"{width} a filter with −∞");
         TensorAssert.Identical<float>(plainDx, fastDx, $"{width} backward-data through a filter with −∞");
     }
@@ -119,11 +146,12 @@ public sealed class WinogradConvolutionTests
         {
             float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
             float[] dy = TestData.Uniform(g.OutputSize, 4);
-            var (fast, fastDx) = Run(auto, g, x, w, b, dy);
-            var (plain, plainDx) = Run(direct, g, x, w, b, dy);
+            var (fast, fastDx, fastDw) = Run(auto, g, x, w, b, dy);
+            var (plain, plainDx, plainDw) = Run(direct, g, x, w, b, dy);
             Assert.Equal(expected, WinogradConvolution.Pays(g, width));
             Assert.Equal(!expected, fast.AsSpan().SequenceEqual(plain));
             Assert.Equal(!expected, fastDx.AsSpan().SequenceEqual(plainDx));
+            Assert.Equal(!expected, fastDw.AsSpan().SequenceEqual(plainDw));
         }
     }
 
@@ -140,7 +168,7 @@ public sealed class WinogradConvolutionTests
         Assert.Contains("GPUCNN_CPU_WINOGRAD is 'sometimes'; expected off, auto or always.", error, StringComparison.Ordinal);
     }
 
-    private static (float[] Y, float[] Dx) Run(CpuBackend backend, in Conv2dGeometry g, float[] x, float[] w, float[] b, float[] dy)
+    private static (float[] Y, float[] Dx, float[] Dw) Run(CpuBackend backend, in Conv2dGeometry g, float[] x, float[] w, float[] b, float[] dy)
     {
         using var tx = backend.Upload<float>(g.InputShape, x);
         using var tw = backend.Upload<float>(g.WeightShape, w);
@@ -148,8 +176,10 @@ public sealed class WinogradConvolutionTests
         using var tdy = backend.Upload<float>(g.OutputShape, dy);
         using var ty = backend.Allocate<float>(g.OutputShape);
         using var tdx = backend.Allocate<float>(g.InputShape);
+        using var tdw = backend.Allocate<float>(g.WeightShape);
         backend.Conv2dForward(g, tx, tw, tb, ty);
         backend.Conv2dBackwardData(g, tdy, tw, tdx);
-        return (backend.DownloadArray(ty), backend.DownloadArray(tdx));
+        backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
+        return (backend.DownloadArray(ty), backend.DownloadArray(tdx), backend.DownloadArray(tdw));
     }
 }

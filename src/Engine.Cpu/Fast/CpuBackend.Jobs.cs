@@ -62,12 +62,7 @@ public sealed unsafe partial class CpuBackend
                 IsPointwise(g) ? 0 : g.C * g.R * g.S * g.P * g.Q;
 
             // Winograd where it suits and the filters are finite; an image holding a NaN or ±∞ takes the path chosen above.
-            _winograd = owner.Winograd switch
-            {
-                WinogradMode.Auto => WinogradConvolution.Pays(g, owner.Width),
-                WinogradMode.Always => WinogradConvolution.CanRun(g, owner.Width),
-                _ => false,
-            };
+            _winograd = owner.UsesWinograd(g);
             if (_winograd)
             {
                 _transformed = owner._winogradWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));
@@ -221,6 +216,7 @@ public sealed unsafe partial class CpuBackend
         private Conv2dGeometry _g;
         private float* _x, _dy;
         private int _parts;
+        private bool _winograd;
 
         public bool AnyWorker => true; // part p's images sum into part p's own scratch, added in part order afterwards
 
@@ -230,15 +226,60 @@ public sealed unsafe partial class CpuBackend
             _x = x;
             _dy = dy;
             _parts = parts;
+            _winograd = owner.UsesWinograd(g, filterGradient: true);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int part, int worker)
         {
-            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q, chw = _g.C * _g.H * _g.W;
             float* partial = owner._scratch[part].Partial(_g.WeightSize);
             int first = (int)((long)_g.N * part / _parts), last = (int)((long)_g.N * (part + 1) / _parts);
             new Span<float>(partial, _g.WeightSize).Clear();
+            if (!_winograd)
+            {
+                AccumulateDirect(first, last, partial, part, worker);
+                return;
+            }
+
+            // Winograd's sums stay in the transform domain over the part's images and join dw once at the end; an
+            // image holding a NaN or ±∞ (in x or dy) goes straight into dw by the direct kernels instead.
+            float* scratch = owner._scratch[part].Winograd(WinogradConvolution.GradientScratchLength(_g));
+            int chw = _g.C * _g.H * _g.W, kpq = _g.K * _g.P * _g.Q, group = WinogradConvolution.GradientImages(_g);
+            int* images = stackalloc int[group];
+            bool any = false;
+            for (int n = first; n < last; n += group)
+            {
+                int count = 0;
+                for (int i = n; i < Math.Min(n + group, last); i++)
+                {
+                    if (WinogradConvolution.GradientInputsFinite(_g, _x + ((long)i * chw), _dy + ((long)i * kpq)))
+                    {
+                        images[count++] = i;
+                    }
+                    else
+                    {
+                        AccumulateDirect(i, i + 1, partial, part, worker);
+                    }
+                }
+
+                if (count > 0)
+                {
+                    WinogradConvolution.AccumulateGradient(owner._workers.Gemm(worker), _g, _x, _dy, images, count, !any, scratch);
+                    any = true;
+                }
+            }
+
+            if (any)
+            {
+                WinogradConvolution.AddGradient(_g, scratch, partial);
+            }
+        }
+
+        /// <summary>Images [first, last) added into partial by the direct kernels.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void AccumulateDirect(int first, int last, float* partial, int part, int worker)
+        {
+            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q, chw = _g.C * _g.H * _g.W;
             if (FilterGradientByFilters.Preferred(_g, owner.Width))
             {
                 float* outer = owner._scratch[part].Columns(FilterGradientByFilters.ScratchLength(_g, owner.Width));

@@ -52,6 +52,14 @@ public sealed unsafe partial class CpuBackend : HostBackend
     /// </summary>
     public WinogradMode Winograd { get; set; } = WinogradFromEnvironment();
 
+    /// <summary>Whether a layer's forward pass (or its filter gradient) runs by Winograd under the current <see cref="Winograd"/> setting.</summary>
+    private bool UsesWinograd(in Conv2dGeometry g, bool filterGradient = false) => Winograd switch
+    {
+        WinogradMode.Auto => filterGradient ? WinogradConvolution.PaysForFilterGradient(g, Width) : WinogradConvolution.Pays(g, Width),
+        WinogradMode.Always => WinogradConvolution.CanRun(g, Width),
+        _ => false,
+    };
+
     private static WinogradMode WinogradFromEnvironment()
     {
         string? setting = Environment.GetEnvironmentVariable("GPUCNN_CPU_WINOGRAD");
@@ -549,8 +557,12 @@ public sealed unsafe partial class CpuBackend : HostBackend
         private float[] _columns = [];
         private float[] _partial = [];
         private float[] _rotated = [];
+        private float[] _winograd = [];
 
-        public long Bytes => ((long)_columns.Length + _partial.Length + _rotated.Length) * sizeof(float);
+        public long Bytes => ((long)_columns.Length + _partial.Length + _rotated.Length + _winograd.Length) * sizeof(float);
+
+        /// <summary>The Winograd filter gradient's transforms and sums (beside the columns a direct fallback uses).</summary>
+        public float* Winograd(int length) => Pin(ref _winograd, length);
 
         public float* Rotated(int length) => Pin(ref _rotated, length);
 

@@ -30,7 +30,7 @@ namespace GpuCnn.Cpu.Fast;
 /// overflows can still give ±∞ or NaN where a direct sum stays finite, as in any Winograd convolution.
 /// </para>
 /// </summary>
-internal static unsafe class WinogradConvolution
+internal static unsafe partial class WinogradConvolution
 {
     /// <summary>The 4×4 transform points ξν: GEMMs per block.</summary>
     private const int Points = 16;
@@ -165,7 +165,7 @@ internal static unsafe class WinogradConvolution
         for (int ty0 = 0; ty0 < layout.TileRows; ty0 += layout.BlockRows)
         {
             int rows = Math.Min(layout.BlockRows, layout.TileRows - ty0);
-            TransformInput(g, layout, x, ty0, rows, staged, v);
+            TransformInput(g, layout.TileColumns, layout.StageStride, layout.Nr, layout.VPoint, x, ty0, rows, staged, v);
 
             // A panel of MR filters at a time through all 16 points, then straight to y while its M is in cache.
             for (int k0 = 0; k0 < g.K; k0 += PackedGemm.MR)
@@ -207,28 +207,29 @@ internal static unsafe class WinogradConvolution
     /// odd columns, then Bᵀ d B for eight tiles at a time, each point's eight values stored in the B panel that holds
     /// their tiles (V[ξν] at v + ξν·VPoint, tile t of the block in panel t / nr at lane t mod nr, channel c its row).
     /// A tile row's last vector may run past the row: its extra lanes land on the next row's first tiles, written
-    /// again when that row is transformed, or in the columns past the block's tiles, which no output reads.
+    /// again when that row is transformed, or in the columns past the block's tiles, which no output reads. With nr at
+    /// least the block's tiles plus that overhang, all tiles are one panel: V[ξν] row-major, channel c's row nr floats
+    /// (the filter gradient's layout).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void TransformInput(in Conv2dGeometry g, in Layout layout, float* x, int ty0, int rows, float* staged, float* v)
+    private static void TransformInput(in Conv2dGeometry g, int tileColumns, int stride, int nr, long point, float* x, int ty0, int rows, float* staged, float* v)
     {
-        int stride = layout.StageStride, odd = layout.StageStride / 2, stagedRows = (2 * rows) + 2, nr = layout.Nr;
-        long point = layout.VPoint;
+        int odd = stride / 2, stagedRows = (2 * rows) + 2;
         float* spill = stackalloc float[TileVector];
         for (int c = 0; c < g.C; c++)
         {
             float* plane = x + ((long)c * g.H * g.W);
             for (int i = 0; i < stagedRows; i++)
             {
-                StageRow(g, layout, plane, (2 * ty0) + i - g.PadH, staged + (i * stride));
+                StageRow(plane, (2 * ty0) + i - g.PadH, g.H, g.W, g.PadW, odd, staged + (i * stride));
             }
 
             for (int ty = 0; ty < rows; ty++)
             {
                 float* top = staged + (2 * ty * stride);
-                for (int tx0 = 0; tx0 < layout.TileColumns; tx0 += TileVector)
+                for (int tx0 = 0; tx0 < tileColumns; tx0 += TileVector)
                 {
-                    int t = (ty * layout.TileColumns) + tx0, lane = t % nr;
+                    int t = (ty * tileColumns) + tx0, lane = t % nr;
                     float* target = v + ((long)(t - lane) * g.C) + ((long)c * nr) + lane;
                     int split = lane + TileVector <= nr ? TileVector : nr - lane;
                     long next = (long)nr * (g.C - 1); // lane i ≥ split: tile t + i, in the next panel at lane + i − nr
@@ -300,15 +301,14 @@ internal static unsafe class WinogradConvolution
     }
 
     /// <summary>
-    /// Padded row <paramref name="r"/> + PadH of a channel (source row r, zeros outside the image) as its even columns
-    /// then, <see cref="Layout.StageStride"/> / 2 floats on, its odd columns. Loads past the row's ends are masked (no
-    /// fault, zeros).
+    /// Row <paramref name="r"/> of a plane of height × width, padded by <paramref name="padLeft"/> zero columns on the
+    /// left and zeros past its end (all zeros for a row outside the plane), as its even columns then, <paramref
+    /// name="half"/> floats on, its odd columns. Loads past the row's ends are masked (no fault, zeros).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StageRow(in Conv2dGeometry g, in Layout layout, float* plane, int r, float* target)
+    private static void StageRow(float* plane, int r, int height, int width, int padLeft, int half, float* target)
     {
-        int half = layout.StageStride / 2;
-        if (r < 0 || r >= g.H)
+        if (r < 0 || r >= height)
         {
             for (int j = 0; j < 2 * half; j += TileVector)
             {
@@ -318,11 +318,11 @@ internal static unsafe class WinogradConvolution
             return;
         }
 
-        float* source = plane + ((long)r * g.W) - g.PadW; // padded column 0
+        float* source = plane + ((long)r * width) - padLeft; // padded column 0
         for (int j = 0; j < half; j += TileVector)
         {
-            int column = (2 * j) - g.PadW;
-            Vector256<float> lo = LoadInside(source + (2 * j), column, g.W), hi = LoadInside(source + (2 * j) + TileVector, column + TileVector, g.W);
+            int column = (2 * j) - padLeft;
+            Vector256<float> lo = LoadInside(source + (2 * j), column, width), hi = LoadInside(source + (2 * j) + TileVector, column + TileVector, width);
 
             // Even lanes of lo and hi, then odd ones; the shuffles leave 64-bit pairs in the order (lo, hi, lo, hi).
             var even = Avx.Shuffle(lo, hi, 0b10_00_10_00);
