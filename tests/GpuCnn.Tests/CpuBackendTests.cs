@@ -82,26 +82,12 @@ public sealed class CpuBackendTests
                 x[(g.H * g.W) + g.W + (g.W - 1)] = float.NaN;
             }
 
-            var y = new double[g.OutputSize];
-            var dx = new double[g.InputSize];
-            var dw = new double[g.WeightSize];
-            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), TestData.Widen(bias), y);
-            ReferenceMath.Conv2dBackwardData<double>(g, TestData.Widen(dy), TestData.Widen(w), dx);
-            ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(dy), dw, []);
+            var (y, dx, dw) = ConvolutionPasses.Reference(g, x, w, bias, dy);
 
-            using var tx = backend.Upload<float>(g.InputShape, x);
-            using var tw = backend.Upload<float>(g.WeightShape, w);
-            using var tb = backend.Upload<float>(new Shape(g.K), bias);
-            using var tdy = backend.Upload<float>(g.OutputShape, dy);
-            using var ty = backend.Allocate<float>(g.OutputShape);
-            using var tdx = backend.Allocate<float>(g.InputShape);
-            using var tdw = backend.Allocate<float>(g.WeightShape);
-            backend.Conv2dForward(g, tx, tw, tb, ty);
-            backend.Conv2dBackwardData(g, tdy, tw, tdx);
-            backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
-            TensorAssert.Close(y, backend.DownloadArray(ty), g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");
-            TensorAssert.Close(dx, backend.DownloadArray(tdx), g.InputShape, 1e-4, 1e-4, $"{width} conv backward-data {g}");
-            TensorAssert.Close(dw, backend.DownloadArray(tdw), g.WeightShape, 1e-4, 1e-4, $"{width} conv backward-filter {g}");
+            var (actualY, actualDx, actualDw) = ConvolutionPasses.Run(backend, g, x, w, bias, dy);
+            TensorAssert.Close(y, actualY, g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");
+            TensorAssert.Close(dx, actualDx, g.InputShape, 1e-4, 1e-4, $"{width} conv backward-data {g}");
+            TensorAssert.Close(dw, actualDw, g.WeightShape, 1e-4, 1e-4, $"{width} conv backward-filter {g}");
         }
     }
 

@@ -48,15 +48,10 @@ public sealed class WinogradConvolutionTests
             Assert.True(WinogradConvolution.CanRun(g, width), $"{g} should run by Winograd");
             float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
             float[] dy = TestData.Uniform(g.OutputSize, 4);
-            var y = new double[g.OutputSize];
-            var dx = new double[g.InputSize];
-            var dw = new double[g.WeightSize];
-            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), TestData.Widen(b), y);
-            ReferenceMath.Conv2dBackwardData<double>(g, TestData.Widen(dy), TestData.Widen(w), dx);
-            ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(dy), dw, []);
+            var (y, dx, dw) = ConvolutionPasses.Reference(g, x, w, b, dy);
 
-            var (fast, fastDx, fastDw) = Run(winograd, g, x, w, b, dy);
-            var (plain, plainDx, plainDw) = Run(direct, g, x, w, b, dy);
+            var (fast, fastDx, fastDw) = ConvolutionPasses.Run(winograd, g, x, w, b, dy);
+            var (plain, plainDx, plainDw) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
             // Sums of up to 2,700 products of values in [−1, 1], as with the direct kernels; the filter gradient's sums
             // run over the batch's outputs (up to 3,200 products), held as the direct kernels' are.
             TensorAssert.Close(y, fast, g.OutputShape, 1e-4, 1e-4, $"{width} Winograd forward {g}");
@@ -90,8 +85,8 @@ public sealed class WinogradConvolutionTests
         x[(2 * image) + 7] = float.NaN;
         dy[plane + (5 * g.P * g.Q) + (6 * g.Q) + 2] = float.NegativeInfinity;
         dy[(2 * plane) + (4 * g.Q) + 4] = float.NaN; // inside: where dy meets the zero padding, PyTorch's paths disagree (docs/01)
-        var (fast, fastDx, fastDw) = Run(winograd, g, x, w, b, dy);
-        var (plain, plainDx, plainDw) = Run(direct, g, x, w, b, dy);
+        var (fast, fastDx, fastDw) = ConvolutionPasses.Run(winograd, g, x, w, b, dy);
+        var (plain, plainDx, plainDw) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
         Assert.Contains(fast.AsSpan(plane, plane).ToArray(), float.IsPositiveInfinity);
         Assert.Contains(fastDx.AsSpan(image, image).ToArray(), float.IsInfinity);
         TensorAssert.Identical<float>(plain.AsSpan(plane, 2 * plane), fast.AsSpan(plane, 2 * plane), $"{width} images with ∞ and NaN");
@@ -115,7 +110,7 @@ public sealed class WinogradConvolutionTests
         xs[(3 * small.C * small.H * small.W) + (2 * small.H * small.W) + (3 * small.W) + 3] = float.NaN;
         var smallDw = new double[small.WeightSize];
         ReferenceMath.Conv2dBackwardFilter<double>(small, TestData.Widen(xs), TestData.Widen(dys), smallDw, []);
-        var (_, _, groupedDw) = Run(winograd, small, xs, TestData.Uniform(small.WeightSize, 11), TestData.Uniform(small.K, 12), dys);
+        var (_, _, groupedDw) = ConvolutionPasses.Run(winograd, small, xs, TestData.Uniform(small.WeightSize, 11), TestData.Uniform(small.K, 12), dys);
         Assert.Contains(smallDw, double.IsNaN);
         TensorAssert.Close(smallDw, groupedDw, small.WeightShape, 1e-4, 1e-4, $"{width} grouped filter gradient with a NaN image");
 
@@ -127,8 +122,8 @@ public sealed class WinogradConvolutionTests
         b = TestData.Uniform(g.K, 7);
         dy = TestData.Uniform(g.OutputSize, 8);
         w[(9 * g.C * 9) + 4] = float.NegativeInfinity;
-        (fast, fastDx, _) = Run(winograd, g, x, w, b, dy);
-        (plain, plainDx, _) = Run(direct, g, x, w, b, dy);
+        (fast, fastDx, _) = ConvolutionPasses.Run(winograd, g, x, w, b, dy);
+        (plain, plainDx, _) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
         TensorAssert.Identical<float>(plain, fast, $"{width} a filter with −∞");
         TensorAssert.Identical<float>(plainDx, fastDx, $"{width} backward-data through a filter with −∞");
     }
@@ -146,8 +141,8 @@ public sealed class WinogradConvolutionTests
         {
             float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
             float[] dy = TestData.Uniform(g.OutputSize, 4);
-            var (fast, fastDx, fastDw) = Run(auto, g, x, w, b, dy);
-            var (plain, plainDx, plainDw) = Run(direct, g, x, w, b, dy);
+            var (fast, fastDx, fastDw) = ConvolutionPasses.Run(auto, g, x, w, b, dy);
+            var (plain, plainDx, plainDw) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
             Assert.Equal(expected, WinogradConvolution.Pays(g, width));
             Assert.Equal(!expected, fast.AsSpan().SequenceEqual(plain));
             Assert.Equal(!expected, fastDx.AsSpan().SequenceEqual(plainDx));
@@ -166,20 +161,5 @@ public sealed class WinogradConvolutionTests
         Assert.True(run.WaitForExit(60_000), "gpucnn did not finish");
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("GPUCNN_CPU_WINOGRAD is 'sometimes'; expected off, auto or always.", error, StringComparison.Ordinal);
-    }
-
-    private static (float[] Y, float[] Dx, float[] Dw) Run(CpuBackend backend, in Conv2dGeometry g, float[] x, float[] w, float[] b, float[] dy)
-    {
-        using var tx = backend.Upload<float>(g.InputShape, x);
-        using var tw = backend.Upload<float>(g.WeightShape, w);
-        using var tb = backend.Upload<float>(new Shape(g.K), b);
-        using var tdy = backend.Upload<float>(g.OutputShape, dy);
-        using var ty = backend.Allocate<float>(g.OutputShape);
-        using var tdx = backend.Allocate<float>(g.InputShape);
-        using var tdw = backend.Allocate<float>(g.WeightShape);
-        backend.Conv2dForward(g, tx, tw, tb, ty);
-        backend.Conv2dBackwardData(g, tdy, tw, tdx);
-        backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
-        return (backend.DownloadArray(ty), backend.DownloadArray(tdx), backend.DownloadArray(tdw));
     }
 }

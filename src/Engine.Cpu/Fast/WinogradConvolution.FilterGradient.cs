@@ -24,7 +24,7 @@ internal static unsafe partial class WinogradConvolution
     /// least 48 tiles. Measured against the direct kernels, two threads, batch 64 (C → K at H×W, AVX2 / AVX-512):
     /// 64 → 64 at 14×14 1.46× / 1.26× faster, at 32×32 1.57× / 1.22×; 128 → 128 at 16×16 (batch 32) 1.5–1.7× / 1.44×;
     /// 32 → 32 at 14×14 1.04× (AVX2); but 64 → 64 at 7×7 0.86–0.92× / 0.77× even with 8 images' tiles side by side
-    /// (0.77× / 0.64× image by image), and 32 → 32 at 8×8 0.92× / 0.78×.
+    /// (0.77× / 0.64× image by image), and 32 → 32 at 8×8 (batch 128) 0.92× / 0.78×.
     /// </summary>
     public static bool PaysForFilterGradient(in Conv2dGeometry g, SimdWidth width) =>
         Pays(g, width) && (g.P + 1) / 2 * ((g.Q + 1) / 2) >= 48;
