@@ -5,9 +5,9 @@ using GpuCnn.Tests.Support;
 namespace GpuCnn.Tests;
 
 /// <summary>
-/// The CPU backend's Winograd F(2×2, 3×3) convolution (<see cref="WinogradConvolution"/>): forward and the
-/// backward-data that runs through it, against the reference in double, on each AVX path; NaN and ±∞ left to the
-/// direct kernels, bitwise.
+/// The CPU backend's Winograd convolution (<see cref="WinogradConvolution"/>): F(2×2, 3×3) forward and the
+/// backward-data that runs through it, F(3×3, 2×2) for the filter gradient, against the reference in double, on each
+/// AVX path; images and filters holding NaN or ±∞ left to the direct kernels.
 /// </summary>
 public sealed class WinogradConvolutionTests
 {
@@ -19,7 +19,8 @@ public sealed class WinogradConvolutionTests
     /// (a 40×40 image of 64 → 64 channels) with 20 tiles a row; 300 channels (two depth blocks); one channel and
     /// three filters (a depth of 1, one panel of filters mostly zero rows); 15 and 30 tiles of five a row, where the
     /// last vector's overhang reaches past the panels the GEMM multiplies (256- and 512-bit panels of 16 and 32); seven
-    /// 7×7 images, whose filter gradient takes each thread's images side by side.
+    /// 7×7 images, whose filter gradient takes each thread's images side by side; twenty 16×16 images, ten a thread in
+    /// groups of eight, so a later group adds to the first's sums.
     /// </summary>
     public static readonly Conv2dGeometry[] Shapes =
     [
@@ -33,11 +34,12 @@ public sealed class WinogradConvolutionTests
         new(N: 1, C: 16, H: 6, W: 10, K: 7, R: 3, S: 3, PadH: 1, PadW: 1),
         new(N: 1, C: 16, H: 12, W: 10, K: 7, R: 3, S: 3, PadH: 1, PadW: 1),
         new(N: 7, C: 16, H: 7, W: 7, K: 16, R: 3, S: 3, PadH: 1, PadW: 1),
+        new(N: 20, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, PadH: 1, PadW: 1),
     ];
 
     [Theory]
     [MemberData(nameof(Widths))]
-    public void Winograd_forward_and_backward_data_match_the_reference(SimdWidth width)
+    public void Winograd_passes_match_the_reference(SimdWidth width)
     {
         Assert.SkipUnless(WinogradConvolution.CanRun(Shapes[0], width),
             $"Winograd runs on the AVX2 and AVX-512 paths only (this is {width}, AVX2 {System.Runtime.Intrinsics.X86.Avx2.IsSupported})");
@@ -53,7 +55,7 @@ public sealed class WinogradConvolutionTests
             var (fast, fastDx, fastDw) = ConvolutionPasses.Run(winograd, g, x, w, b, dy);
             var (plain, plainDx, plainDw) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
             // Sums of up to 2,700 products of values in [−1, 1], as with the direct kernels; the filter gradient's sums
-            // run over the batch's outputs (up to 3,200 products), held as the direct kernels' are.
+            // run over the batch's outputs (up to 5,120 products), held as the direct kernels' are.
             TensorAssert.Close(y, fast, g.OutputShape, 1e-4, 1e-4, $"{width} Winograd forward {g}");
             TensorAssert.Close(dx, fastDx, g.InputShape, 1e-4, 1e-4, $"{width} Winograd backward-data {g}");
             TensorAssert.Close(dw, fastDw, g.WeightShape, 1e-4, 1e-4, $"{width} Winograd backward-filter {g}");
@@ -86,7 +88,7 @@ public sealed class WinogradConvolutionTests
         dy[plane + (5 * g.P * g.Q) + (6 * g.Q) + 2] = float.NegativeInfinity;
         dy[(2 * plane) + (4 * g.Q) + 4] = float.NaN; // inside: where dy meets the zero padding, PyTorch's paths disagree (docs/01)
         var (fast, fastDx, fastDw) = ConvolutionPasses.Run(winograd, g, x, w, b, dy);
-        var (plain, plainDx, plainDw) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
+        var (plain, plainDx, _) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
         Assert.Contains(fast.AsSpan(plane, plane).ToArray(), float.IsPositiveInfinity);
         Assert.Contains(fastDx.AsSpan(image, image).ToArray(), float.IsInfinity);
         TensorAssert.Identical<float>(plain.AsSpan(plane, 2 * plane), fast.AsSpan(plane, 2 * plane), $"{width} images with ∞ and NaN");
@@ -101,17 +103,17 @@ public sealed class WinogradConvolutionTests
         Assert.Contains(dw, double.IsNaN);
         Assert.Contains(dw, double.IsFinite);
         TensorAssert.Close(dw, fastDw, g.WeightShape, 1e-4, 1e-4, $"{width} filter gradient with ∞ and NaN");
-        _ = plainDw;
 
-        // Small images side by side in the filter gradient, the first of the second thread's four holding a NaN: it
-        // goes to the direct kernels and the other three stay together.
-        var small = Shapes[^1];
+        // Small images side by side in the filter gradient, the first of the second thread's four holding an ∞: it goes
+        // to the direct kernels (in the transforms ∞ − ∞ would make NaN where the reference has ±∞) and the other three
+        // stay together.
+        var small = Shapes[^2];
         float[] xs = TestData.Uniform(small.InputSize, 9), dys = TestData.Uniform(small.OutputSize, 10);
-        xs[(3 * small.C * small.H * small.W) + (2 * small.H * small.W) + (3 * small.W) + 3] = float.NaN;
+        xs[(3 * small.C * small.H * small.W) + (2 * small.H * small.W) + (3 * small.W) + 3] = float.PositiveInfinity;
         var smallDw = new double[small.WeightSize];
         ReferenceMath.Conv2dBackwardFilter<double>(small, TestData.Widen(xs), TestData.Widen(dys), smallDw, []);
         var (_, _, groupedDw) = ConvolutionPasses.Run(winograd, small, xs, TestData.Uniform(small.WeightSize, 11), TestData.Uniform(small.K, 12), dys);
-        Assert.Contains(smallDw, double.IsNaN);
+        Assert.Contains(smallDw, double.IsInfinity);
         TensorAssert.Close(smallDw, groupedDw, small.WeightShape, 1e-4, 1e-4, $"{width} grouped filter gradient with a NaN image");
 
         // A filter holding −∞: the whole layer directly. 300 → 16 channels: the filters' transform is split between
@@ -134,19 +136,25 @@ public sealed class WinogradConvolutionTests
     {
         var wide = new Conv2dGeometry(N: 1, C: 64, H: 16, W: 16, K: 64, R: 3, S: 3, PadH: 1, PadW: 1);
         var narrow = new Conv2dGeometry(N: 1, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, PadH: 1, PadW: 1);
+        var small = new Conv2dGeometry(N: 2, C: 64, H: 7, W: 7, K: 64, R: 3, S: 3, PadH: 1, PadW: 1); // 16 tiles an image
         Assert.SkipUnless(WinogradConvolution.CanRun(wide, width), $"Winograd runs on the AVX2 and AVX-512 paths only (this is {width})");
         using var auto = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Auto };
         using var direct = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Off };
-        foreach (var (g, expected) in (ValueTuple<Conv2dGeometry, bool>[])[(wide, true), (narrow, false)])
+
+        // Forward and backward-data, then the filter gradient: the small layer's forward only on 256-bit vectors, its
+        // filter gradient on neither.
+        foreach (var (g, passes, gradient) in (ValueTuple<Conv2dGeometry, bool, bool>[])
+                     [(wide, true, true), (narrow, false, false), (small, width == SimdWidth.Vector256, false)])
         {
             float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
             float[] dy = TestData.Uniform(g.OutputSize, 4);
             var (fast, fastDx, fastDw) = ConvolutionPasses.Run(auto, g, x, w, b, dy);
             var (plain, plainDx, plainDw) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
-            Assert.Equal(expected, WinogradConvolution.Pays(g, width));
-            Assert.Equal(!expected, fast.AsSpan().SequenceEqual(plain));
-            Assert.Equal(!expected, fastDx.AsSpan().SequenceEqual(plainDx));
-            Assert.Equal(!expected, fastDw.AsSpan().SequenceEqual(plainDw));
+            Assert.Equal(passes, WinogradConvolution.Pays(g, width));
+            Assert.Equal(gradient, WinogradConvolution.PaysForFilterGradient(g, width));
+            Assert.Equal(!passes, fast.AsSpan().SequenceEqual(plain));
+            Assert.Equal(!passes, fastDx.AsSpan().SequenceEqual(plainDx));
+            Assert.Equal(!gradient, fastDw.AsSpan().SequenceEqual(plainDw));
         }
     }
 

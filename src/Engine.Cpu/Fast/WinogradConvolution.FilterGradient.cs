@@ -11,8 +11,8 @@ namespace GpuCnn.Cpu.Fast;
 /// — a GEMM whose depth is the tiles — and dw[k, c] = Gᵀ Mw[k, c] G once at the end. V is the forward's input transform
 /// (row-major here: tiles along a row); Y = A dy Aᵀ, A = [1 0; 1 1; 1 −1; 0 −1], from dy staged like the input
 /// (even and odd columns, zeros past P and Q); each point's product runs on <see cref="PackedGemm"/> (A = Y, op(B) =
-/// Vᵀ packed by register transposes). An image or its dy holding a NaN or ±∞ is left to the direct kernels, as in the
-/// forward pass.
+/// Vᵀ, its whole panels packed by register transposes). An image or its dy holding a NaN or ±∞ is left to the direct
+/// kernels, as in the forward pass; finite values near float's maximum can still overflow in the transforms.
 /// </summary>
 internal static unsafe partial class WinogradConvolution
 {
@@ -50,6 +50,7 @@ internal static unsafe partial class WinogradConvolution
     public static void AccumulateGradient(PackedGemm gemm, in Conv2dGeometry g, float* x, float* dy, int* images, int count, bool first, float* scratch)
     {
         var layout = new GradientLayout(g);
+        System.Diagnostics.Debug.Assert(count >= 1 && count <= layout.Images, "at most GradientImages images at once");
         float* staged = scratch, v = staged + layout.StagedLength, y = v + (Points * layout.VPoint), mw = y + (Points * layout.YPoint);
         long kc = (long)g.K * g.C, chw = (long)g.C * g.H * g.W, kpq = (long)g.K * g.P * g.Q;
         for (int ty0 = 0; ty0 < layout.TileRows; ty0 += layout.BlockRows)
