@@ -45,8 +45,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     /// <summary>
     /// Where 3×3 stride-1 layers run by Winograd's F(2×2, 3×3) (<see cref="WinogradConvolution"/>, on the AVX paths),
-    /// forward and backward-data: 2.25× fewer multiplications, results that differ from a direct correlation's by
-    /// float rounding. <see cref="WinogradMode.Auto"/> (the default) where it was measured faster, <see
+    /// forward and backward-data, and their filter gradients by F(3×3, 2×2): 2.25× fewer multiplications, results that
+    /// differ from a direct correlation's by float rounding. <see cref="WinogradMode.Auto"/> (the default) where it was measured faster, <see
     /// cref="WinogradMode.Off"/> never. The environment variable GPUCNN_CPU_WINOGRAD (off, auto, always) sets the
     /// starting value.
     /// </summary>

@@ -244,16 +244,3 @@ public static class Simd
         }
     }
 }
-
-/// <summary>Where the CPU backend computes 3×3 stride-1 convolutions by Winograd's minimal filtering (<see cref="CpuBackend.Winograd"/>).</summary>
-public enum WinogradMode
-{
-    /// <summary>Never: every convolution computed directly.</summary>
-    Off = 0,
-
-    /// <summary>Where it was measured faster than the direct kernels (enough channels, and tiles to fill the micro-kernel).</summary>
-    Auto = 1,
-
-    /// <summary>Wherever it can run (3×3, stride 1, undilated, ungrouped, padding ≤ 2, at least 2×2 outputs, AVX2): for tests and comparisons.</summary>
-    Always = 2,
-}

@@ -4,6 +4,19 @@ using System.Runtime.Intrinsics.X86;
 
 namespace GpuCnn.Cpu.Fast;
 
+/// <summary>Where the CPU backend computes 3×3 stride-1 convolutions by Winograd's minimal filtering (<see cref="CpuBackend.Winograd"/>).</summary>
+public enum WinogradMode
+{
+    /// <summary>Never: every convolution computed directly.</summary>
+    Off = 0,
+
+    /// <summary>Where it was measured faster than the direct kernels (enough channels, and tiles to fill the micro-kernel).</summary>
+    Auto = 1,
+
+    /// <summary>Wherever it can run (3×3, stride 1, undilated, ungrouped, padding ≤ 2, at least 2×2 outputs, AVX2): for tests and comparisons.</summary>
+    Always = 2,
+}
+
 /// <summary>
 /// 3×3 stride-1 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin and Gray, 2015): each 2×2 block of
 /// outputs ("tile") is computed from its 4×4 input patch d as Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A, so the 36 multiplications
