@@ -137,14 +137,15 @@ public sealed class WinogradConvolutionTests
         var wide = new Conv2dGeometry(N: 1, C: 64, H: 16, W: 16, K: 64, R: 3, S: 3, PadH: 1, PadW: 1);
         var narrow = new Conv2dGeometry(N: 1, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, PadH: 1, PadW: 1);
         var small = new Conv2dGeometry(N: 2, C: 64, H: 7, W: 7, K: 64, R: 3, S: 3, PadH: 1, PadW: 1); // 16 tiles an image
+        var single = small with { N = 1 };
         Assert.SkipUnless(WinogradConvolution.CanRun(wide, width), $"Winograd runs on the AVX2 and AVX-512 paths only (this is {width})");
         using var auto = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Auto };
         using var direct = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Off };
 
-        // Forward and backward-data, then the filter gradient: the small layer's forward only on 256-bit vectors, its
-        // filter gradient on neither.
+        // Forward and backward-data, then the filter gradient: the small layer's forward on both paths (two images side
+        // by side fill a 512-bit panel), one image of it only on 256-bit vectors; its filter gradient on neither.
         foreach (var (g, passes, gradient) in (ValueTuple<Conv2dGeometry, bool, bool>[])
-                     [(wide, true, true), (narrow, false, false), (small, width == SimdWidth.Vector256, false)])
+                     [(wide, true, true), (narrow, false, false), (small, true, false), (single, width == SimdWidth.Vector256, false)])
         {
             float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
             float[] dy = TestData.Uniform(g.OutputSize, 4);

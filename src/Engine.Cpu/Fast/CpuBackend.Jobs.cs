@@ -36,18 +36,25 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    /// <summary>y_n (K × P·Q) = W (K × C·R·S) · cols(x_n) + b, one image per part.</summary>
+    /// <summary>
+    /// y_n (K × P·Q) = W (K × C·R·S) · cols(x_n) + b, one image per part — or, for small images by Winograd, a few
+    /// consecutive images per part.
+    /// </summary>
     private sealed class ConvForwardJob(CpuBackend owner) : IParallelJob
     {
         private Conv2dGeometry _g;
         private bool _direct, _blocked, _winograd;
+        private int _images = 1;
         private FusedActivation? _activation;
         private float* _x, _w, _b, _y, _transformed;
 
-        public bool AnyWorker => true; // image n's output, in the running worker's scratch
+        public bool AnyWorker => true; // part p's images' outputs, in the running worker's scratch
 
-        /// <summary>Floats of scratch each worker needs for one image (<see cref="RunImages"/> reserves them).</summary>
+        /// <summary>Floats of scratch each worker needs for one part (<see cref="RunImages"/> reserves them).</summary>
         public int ScratchFloats { get; private set; }
+
+        /// <summary>Parts of the job set up last: one per image, or per group of small images by Winograd.</summary>
+        public int Parts => (_g.N + _images - 1) / _images;
 
         /// <summary>
         /// Sets up y = f(conv(x, w) + b); f (the layer's fused activation, or none) is applied to each image's output
@@ -63,12 +70,15 @@ public sealed unsafe partial class CpuBackend
 
             // Winograd where it suits and the filters are finite; an image holding a NaN or ±∞ takes the path chosen above.
             _winograd = owner.UsesWinograd(g);
+            _images = 1;
             if (_winograd)
             {
                 _transformed = owner._winogradWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));
                 _winograd = owner._winogradWeightsJob.Transform(g, w, _transformed);
                 ScratchFloats = Math.Max(ScratchFloats, WinogradConvolution.ScratchLength(g, owner.Width));
+                _images = _winograd ? WinogradConvolution.ForwardImages(g, owner.Width) : 1;
             }
+
             _activation = activation;
             _g = g;
             _x = x;
@@ -78,17 +88,38 @@ public sealed unsafe partial class CpuBackend
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(int n, int worker)
+        public void Run(int part, int worker)
+        {
+            int first = part * _images, count = Math.Min(_images, _g.N - first);
+            long pq = (long)_g.P * _g.Q;
+            if (_winograd && WinogradConvolution.Forward(owner.Width, _g, _x + ((long)first * _g.C * _g.H * _g.W), _transformed, _b,
+                    _y + (first * _g.K * pq), owner._scratch[worker].Columns(ScratchFloats), count))
+            {
+                Activate(_y + (first * _g.K * pq), (int)(count * _g.K * pq));
+                return;
+            }
+
+            // Not by Winograd, or an image of the group holds a NaN or ±∞: image by image, that one directly.
+            for (int n = first; n < first + count; n++)
+            {
+                if (_winograd && WinogradConvolution.Forward(owner.Width, _g, _x + ((long)n * _g.C * _g.H * _g.W), _transformed, _b, _y + (n * _g.K * pq),
+                        owner._scratch[worker].Columns(ScratchFloats)))
+                {
+                    Activate(_y + (n * _g.K * pq), (int)(_g.K * pq));
+                    continue;
+                }
+
+                RunDirect(n, worker);
+            }
+        }
+
+        /// <summary>Image n by the kernel chosen for the layer (not Winograd).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void RunDirect(int n, int worker)
         {
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
             float* x = _x + (long)n * _g.C * _g.H * _g.W;
             float* y = _y + (long)n * _g.K * pq;
-            if (_winograd && WinogradConvolution.Forward(owner.Width, _g, x, _transformed, _b, y, owner._scratch[worker].Columns(ScratchFloats)))
-            {
-                Activate(y, _g.K * pq);
-                return;
-            }
-
             if (_blocked)
             {
                 float* scratch = owner._scratch[worker].Columns(ScratchFloats);

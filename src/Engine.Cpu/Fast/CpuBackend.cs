@@ -172,16 +172,16 @@ public sealed unsafe partial class CpuBackend : HostBackend
     private void ConvForward(in Conv2dGeometry g, float* px, float* pw, float* pb, float* py, FusedActivation? fused)
     {
         _convForward.Set(g, px, pw, pb, py, fused);
-        RunImages(_convForward, g.N, _convForward.ScratchFloats);
+        RunImages(_convForward, _convForward.Parts, _convForward.ScratchFloats);
     }
 
     /// <summary>
-    /// Runs a job of one image per part, each worker's scratch first grown to what an image needs: images are claimed
+    /// Runs a job of one image (or a group of images) per part, each worker's scratch first grown to what a part needs: parts are claimed
     /// by whichever worker is free, so without this a worker could first need its scratch — and allocate it — at any
     /// later call (training is to allocate nothing after its first steps, and the backend's scratch to stop growing).
     /// A single image reserves it on every worker too: batch-1 inference holds the team's scratch, not one worker's.
     /// </summary>
-    private void RunImages(IParallelJob job, int images, int scratchFloats)
+    private void RunImages(IParallelJob job, int parts, int scratchFloats)
     {
         if (scratchFloats > 0)
         {
@@ -191,7 +191,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
             }
         }
 
-        _workers.Run(job, images);
+        _workers.Run(job, parts);
     }
 
     /// <summary>The geometry of one group of a grouped convolution: its channels, ungrouped.</summary>
@@ -264,7 +264,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
             float* rotated = _scratch[0].Rotated(g.WeightSize);
             DirectConvolution.RotateKernel(g, pw, rotated);
             _convForward.Set(DirectConvolution.FullConvolution(g), pdy, rotated, null, pdx, null, direct: g.K <= 16);
-            RunImages(_convForward, g.N, _convForward.ScratchFloats);
+            RunImages(_convForward, _convForward.Parts, _convForward.ScratchFloats);
             return;
         }
 

@@ -59,7 +59,7 @@ internal static unsafe partial class WinogradConvolution
             int rows = Math.Min(layout.BlockRows, layout.TileRows - ty0), tiles = 0;
             for (int i = 0; i < count; i++, tiles += rows * layout.TileColumns)
             {
-                TransformInput(g, layout.TileColumns, layout.StageStride, layout.Columns, layout.VPoint, x + (images[i] * chw), ty0, rows, staged, v + tiles);
+                TransformInput(g, layout.TileColumns, layout.StageStride, layout.Columns, layout.VPoint, x + (images[i] * chw), ty0, rows, tiles, staged, v);
                 TransformGradient(g, layout, dy + (images[i] * kpq), ty0, rows, staged, y + tiles);
             }
 

@@ -60,6 +60,9 @@ internal static unsafe partial class WinogradConvolution
     /// <summary>What one block's V may take: it stays in L2 (256 KB to 1 MB measured within 4 % of one another on conv3x3-128).</summary>
     private const int BlockBytes = 512 * 1024;
 
+    /// <summary>Most whole images the forward pass takes at once (see <see cref="Layout"/>).</summary>
+    private const int MaxImages = 4;
+
     /// <summary>Whether the layer can run by Winograd: 3×3, stride 1, undilated, ungrouped, padding of at most 2, AVX2.</summary>
     public static bool CanRun(in Conv2dGeometry g, SimdWidth width) =>
         Avx2.IsSupported && Fma.IsSupported && width >= SimdWidth.Vector256 && g.IsPlain && g.R == 3 && g.S == 3 &&
@@ -71,12 +74,14 @@ internal static unsafe partial class WinogradConvolution
     /// 0.96× / 0.67×, the micro-kernel's calls too short at a depth of 16; 32 → 32 at 14×14: 1.02× / 0.87×, at 28×28:
     /// 1.22× / 0.93×; 64 → 64 at 16×16: 1.75× / 1.49×). The direct kernel is twice as fast on 512-bit vectors and the
     /// transforms are not, so there the layer must also be wider — a harmonic mean of C and K of at least 48 (32 → 64
-    /// and 64 → 32 at 14×14: 1.0× and 0.97×; 48 → 48: 1.16×) — and have at least 48 tiles (2×2 outputs) an image to
-    /// fill the micro-kernel's 32-tile panels (64 → 64 at 7×7, 16 tiles: 0.8×, where AVX2 ran it 1.26× faster).
+    /// and 64 → 32 at 14×14: 1.0× and 0.97×; 48 → 48: 1.16×) — and a part's tiles must fill the micro-kernel's 32-tile
+    /// panels: a 7×7 image has 16, so it pays only with two images side by side (batch 64, two threads: 64 → 64 at 7×7
+    /// 1.09×, 128 → 128 1.40×; one image at a time 0.8×, where AVX2 ran it 1.26× faster).
     /// </summary>
     public static bool Pays(in Conv2dGeometry g, SimdWidth width) =>
         CanRun(g, width) && g.C >= 32 && g.K >= 32 &&
-        (width == SimdWidth.Vector256 || (2L * g.C * g.K >= 48L * (g.C + g.K) && (g.P + 1) / 2 * ((g.Q + 1) / 2) >= 48));
+        (width == SimdWidth.Vector256 ||
+         (2L * g.C * g.K >= 48L * (g.C + g.K) && Math.Min(g.N, ForwardImages(g, width)) * ((g.P + 1) / 2) * ((g.Q + 1) / 2) >= 32));
 
     /// <summary>Panels of <see cref="PackedGemm.MR"/> filters in the transformed weights.</summary>
     public static int FilterPanels(in Conv2dGeometry g) => PaddedFilters(g) / PackedGemm.MR;
@@ -148,27 +153,35 @@ internal static unsafe partial class WinogradConvolution
         return (a0 * 0f) + (u1 * 0f) + (u2 * 0f) + (a2 * 0f);
     }
 
+    /// <summary>Images <see cref="Forward"/> takes at once (1, or a few small ones side by side).</summary>
+    public static int ForwardImages(in Conv2dGeometry g, SimdWidth width) => new Layout(g, (int)width).Images;
+
     /// <summary>
-    /// y_n (K, P, Q) = b + conv(x_n) for one image (b may be null), with the filters transformed by <see
-    /// cref="TransformWeights"/>. Returns false, having written nothing, when the image holds a NaN or ±∞: the caller
-    /// then computes y directly.
+    /// y_n (K, P, Q) = b + conv(x_n) for <paramref name="count"/> consecutive images (at most <see
+    /// cref="ForwardImages"/>; b may be null), with the filters transformed by <see cref="TransformWeights"/>. Returns
+    /// false, having written nothing, when an image holds a NaN or ±∞: the caller then computes y directly.
     /// </summary>
-    public static bool Forward(SimdWidth width, in Conv2dGeometry g, float* x, float* u, float* b, float* y, float* scratch) =>
+    public static bool Forward(SimdWidth width, in Conv2dGeometry g, float* x, float* u, float* b, float* y, float* scratch, int count = 1) =>
         width == SimdWidth.Vector512
-            ? Forward<Vec512, Vector512<float>>(g, x, u, b, y, scratch)
-            : Forward<Vec256, Vector256<float>>(g, x, u, b, y, scratch);
+            ? Forward<Vec512, Vector512<float>>(g, x, u, b, y, scratch, count)
+            : Forward<Vec256, Vector256<float>>(g, x, u, b, y, scratch, count);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static bool Forward<TOps, TVec>(in Conv2dGeometry g, float* x, float* u, float* b, float* y, float* scratch)
+    private static bool Forward<TOps, TVec>(in Conv2dGeometry g, float* x, float* u, float* b, float* y, float* scratch, int count)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
-        if (!AllFinite(x, g.C * g.H * g.W))
+        long chw = (long)g.C * g.H * g.W, kpq = (long)g.K * g.P * g.Q;
+        for (int i = 0; i < count; i++)
         {
-            return false;
+            if (!AllFinite(x + (i * chw), (int)chw))
+            {
+                return false;
+            }
         }
 
         var layout = new Layout(g, TOps.Width);
+        System.Diagnostics.Debug.Assert(count <= layout.Images, "at most ForwardImages images at once");
         float* staged = scratch, v = staged + layout.StagedLength, m = v + (Points * layout.VPoint);
         float* scale = stackalloc float[4];
         scale[0] = 1f; // α = 1, β = 0 for the first depth block, then α = 1, β = 1
@@ -177,15 +190,22 @@ internal static unsafe partial class WinogradConvolution
         scale[3] = 1f;
         for (int ty0 = 0; ty0 < layout.TileRows; ty0 += layout.BlockRows)
         {
-            int rows = Math.Min(layout.BlockRows, layout.TileRows - ty0);
-            TransformInput(g, layout.TileColumns, layout.StageStride, layout.Nr, layout.VPoint, x, ty0, rows, staged, v);
+            // A block of one image's tile rows, or whole images side by side (image i's tiles from i·rows·TileColumns).
+            int rows = Math.Min(layout.BlockRows, layout.TileRows - ty0), imageTiles = rows * layout.TileColumns;
+            for (int i = 0; i < count; i++)
+            {
+                TransformInput(g, layout.TileColumns, layout.StageStride, layout.Nr, layout.VPoint, x + (i * chw), ty0, rows, i * imageTiles, staged, v);
+            }
 
             // A panel of MR filters at a time through all 16 points, then straight to y while its M is in cache.
             for (int k0 = 0; k0 < g.K; k0 += PackedGemm.MR)
             {
                 int filters = Math.Min(PackedGemm.MR, g.K - k0);
-                Multiply<TOps, TVec>(g, layout, rows * layout.TileColumns, k0, filters, u, v, m, scale);
-                TransformOutput(g, layout, m, b, y, ty0, rows, k0, filters);
+                Multiply<TOps, TVec>(g, layout, count * imageTiles, k0, filters, u, v, m, scale);
+                for (int i = 0; i < count; i++)
+                {
+                    TransformOutput(g, layout, m, b, y + (i * kpq), ty0, rows, i * imageTiles, k0, filters);
+                }
             }
         }
 
@@ -225,7 +245,7 @@ internal static unsafe partial class WinogradConvolution
     /// (the filter gradient's layout).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void TransformInput(in Conv2dGeometry g, int tileColumns, int stride, int nr, long point, float* x, int ty0, int rows, float* staged, float* v)
+    private static void TransformInput(in Conv2dGeometry g, int tileColumns, int stride, int nr, long point, float* x, int ty0, int rows, int tileOffset, float* staged, float* v)
     {
         int odd = stride / 2, stagedRows = (2 * rows) + 2;
         float* spill = stackalloc float[TileVector];
@@ -242,7 +262,7 @@ internal static unsafe partial class WinogradConvolution
                 float* top = staged + (2 * ty * stride);
                 for (int tx0 = 0; tx0 < tileColumns; tx0 += TileVector)
                 {
-                    int t = (ty * tileColumns) + tx0, lane = t % nr;
+                    int t = tileOffset + (ty * tileColumns) + tx0, lane = t % nr;
                     float* target = v + ((long)(t - lane) * g.C) + ((long)c * nr) + lane;
                     int split = lane + TileVector <= nr ? TileVector : nr - lane;
                     long next = (long)nr * (g.C - 1); // lane i ≥ split: tile t + i, in the next panel at lane + i − nr
@@ -394,7 +414,7 @@ internal static unsafe partial class WinogradConvolution
     /// lies inside it (whole vectors stored as they are, a partial one through the spill).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void TransformOutput(in Conv2dGeometry g, in Layout layout, float* m, float* b, float* y, int ty0, int rows, int k0, int filters)
+    private static void TransformOutput(in Conv2dGeometry g, in Layout layout, float* m, float* b, float* y, int ty0, int rows, int tileOffset, int k0, int filters)
     {
         int columns = layout.Columns;
         long point = layout.MPoint;
@@ -409,7 +429,7 @@ internal static unsafe partial class WinogradConvolution
                 int p = 2 * (ty0 + ty), outputRows = Math.Min(2, g.P - p);
                 for (int tx0 = 0; tx0 < layout.TileColumns; tx0 += TileVector)
                 {
-                    float* source = filter + (ty * layout.TileColumns) + tx0;
+                    float* source = filter + tileOffset + (ty * layout.TileColumns) + tx0;
 
                     // M A per row ξ of the tile: (m0 + m1 + m2, m1 − m2 − m3).
                     Columns(source, point, out var z00, out var z01);
@@ -481,7 +501,7 @@ internal static unsafe partial class WinogradConvolution
     /// </summary>
     private readonly struct Layout
     {
-        public readonly int TileRows, TileColumns, BlockRows, Columns, Nr, StageStride, StagedLength, VPoint, MPoint, ScratchLength;
+        public readonly int TileRows, TileColumns, BlockRows, Images, Columns, Nr, StageStride, StagedLength, VPoint, MPoint, ScratchLength;
 
         public Layout(in Conv2dGeometry g, int width)
         {
@@ -490,9 +510,28 @@ internal static unsafe partial class WinogradConvolution
             Nr = 2 * width;
             long bytesPerTileRow = (long)Points * g.C * TileColumns * sizeof(float);
             BlockRows = (int)Math.Clamp(BlockBytes / bytesPerTileRow, 1, TileRows);
+
+            // Whole small images side by side: of 1 to 4 that fit, the count whose tiles fill the B panels best (a
+            // 7×7 image's 16 tiles are half a 512-bit panel; three 14×14 images fill 92 % of theirs, one 77 %).
+            int tiles = TileRows * TileColumns;
+            Images = 1;
+            if (BlockRows == TileRows)
+            {
+                double best = 0;
+                for (int count = 1; count <= MaxImages && count * bytesPerTileRow * TileRows <= BlockBytes; count++)
+                {
+                    double filled = (double)(count * tiles) / (((count * tiles) + Nr - 1) / Nr * Nr);
+                    if (filled > best + 1e-9)
+                    {
+                        best = filled;
+                        Images = count;
+                    }
+                }
+            }
+
             // The last vector of a tile row reaches (TileColumns rounded up to vectors) − TileColumns lanes past it.
             int overhang = ((TileColumns + TileVector - 1) / TileVector * TileVector) - TileColumns;
-            Columns = ((BlockRows * TileColumns) + overhang + Nr - 1) / Nr * Nr;
+            Columns = ((Images * BlockRows * TileColumns) + overhang + Nr - 1) / Nr * Nr;
 
             // A vector of tiles from tx0 reads even and odd columns tx0 … tx0 + 8; tx0 < TileColumns.
             int half = (TileColumns + TileVector + TileVector - 1) / TileVector * TileVector;
