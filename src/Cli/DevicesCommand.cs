@@ -24,7 +24,7 @@ internal static class DevicesCommand
 
             using var cpu = new CpuBackend();
             io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"cpu path: {cpu.Width} on {cpu.Threads} threads (instruction sets: {Simd.InstructionSets}); measured FMA peak {cpu.MeasurePeakGflops():F1} GFLOP/s"));
+                $"cpu path: {cpu.Width} on {cpu.Threads} threads (instruction sets: {Simd.InstructionSets}); measured FMA peak {cpu.MeasurePeakGflops():F1} GFLOP/s; 3x3 Winograd {cpu.Winograd}"));
             io.Out.WriteLine($"auto picks: {Backends.AutoChoice(devices)}");
             return 0;
         });

@@ -23,7 +23,7 @@ public sealed partial class CliTests
 
         Assert.Equal($"auto picks: {Backends.AutoChoice(Backends.List())}", result.LastLine);
         var path = Assert.Single(result.Out.Split('\n'), l => l.StartsWith("cpu path: ", StringComparison.Ordinal));
-        Assert.Matches(@"^cpu path: (Vector512|Vector256|Vector128|Scalar) on \d+ threads \(instruction sets: [^)]+\); measured FMA peak \d+\.\d GFLOP/s", path);
+        Assert.Matches(@"^cpu path: (Vector512|Vector256|Vector128|Scalar) on \d+ threads \(instruction sets: [^)]+\); measured FMA peak \d+\.\d GFLOP/s; 3x3 Winograd (Off|Auto|Always)$", path);
         Assert.True(double.Parse(path.Split("peak ")[1].Split(' ')[0], CultureInfo.InvariantCulture) > 0, path);
     }
 
