@@ -147,21 +147,6 @@ internal static unsafe partial class BlockedConvolution
     /// </summary>
     public static bool ReadsPastOutputs(in Conv2dGeometry g, int width) => new Layout(g, width).HasSlack;
 
-    /// <summary>Whether all values are finite (see <see cref="ReadsPastOutputs"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static bool AllFinite(float* x, long length)
-    {
-        for (long i = 0; i < length; i++)
-        {
-            if (!float.IsFinite(x[i]))
-            {
-                return false;
-            }
-        }
-
-        return true;
-    }
-
     /// <summary>
     /// dw (K,C,R,S) += Σ_n Σ_{p,q} dy_n[k,p,q]·x_n[c,p+r−Ph,q+s−Pw] over <paramref name="images"/> consecutive images
     /// with finite values.

@@ -102,7 +102,7 @@ public sealed unsafe partial class CpuBackend
             // Not by Winograd, or an image of the group holds a NaN or ±∞: image by image, that one directly.
             for (int n = first; n < first + count; n++)
             {
-                if (_winograd && WinogradConvolution.Forward(owner.Width, _g, _x + ((long)n * _g.C * _g.H * _g.W), _transformed, _b, _y + (n * _g.K * pq),
+                if (_winograd && count > 1 && WinogradConvolution.Forward(owner.Width, _g, _x + ((long)n * _g.C * _g.H * _g.W), _transformed, _b, _y + (n * _g.K * pq),
                         owner._scratch[worker].Columns(ScratchFloats)))
                 {
                     Activate(_y + (n * _g.K * pq), (int)(_g.K * pq));
@@ -324,7 +324,7 @@ public sealed unsafe partial class CpuBackend
             {
                 float* x = _x + (long)n * chw;
                 int count = Math.Min(group, last - n);
-                if (count > 0 && (!checkFinite || BlockedConvolution.AllFinite(x, (long)count * chw)))
+                if (count > 0 && (!checkFinite || Simd.AllFinite(x, (long)count * chw)))
                 {
                     // A group of images summed in the blocked kernel's accumulators; n moves past the group.
                     float* scratch = owner._scratch[part].Columns(BlockedConvolution.FilterGradientScratch(_g, (int)owner.Width, count));

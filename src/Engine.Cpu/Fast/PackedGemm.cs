@@ -203,29 +203,48 @@ internal sealed unsafe class PackedGemm : IDisposable
         }
     }
 
-    /// <summary>
-    /// target[i·targetStride + j] = source[j·sourceStride + i] for an 8 × 8 block: pairs of rows interleaved, then
-    /// quadruples of lanes, then the two 128-bit halves exchanged.
-    /// </summary>
+    /// <summary>target[i·targetStride + j] = source[j·sourceStride + i] for an 8 × 8 block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Transpose8x8(float* source, int sourceStride, float* target, int targetStride)
     {
-        Vector256<float> r0 = Avx.LoadVector256(source), r1 = Avx.LoadVector256(source + sourceStride);
-        Vector256<float> r2 = Avx.LoadVector256(source + (2 * sourceStride)), r3 = Avx.LoadVector256(source + (3 * sourceStride));
-        Vector256<float> r4 = Avx.LoadVector256(source + (4 * sourceStride)), r5 = Avx.LoadVector256(source + (5 * sourceStride));
-        Vector256<float> r6 = Avx.LoadVector256(source + (6 * sourceStride)), r7 = Avx.LoadVector256(source + (7 * sourceStride));
+        Quadruples(Avx.LoadVector256(source), Avx.LoadVector256(source + sourceStride), Avx.LoadVector256(source + (2 * sourceStride)),
+            Avx.LoadVector256(source + (3 * sourceStride)), out var u0, out var u1, out var u2, out var u3);
+        Quadruples(Avx.LoadVector256(source + (4 * sourceStride)), Avx.LoadVector256(source + (5 * sourceStride)),
+            Avx.LoadVector256(source + (6 * sourceStride)), Avx.LoadVector256(source + (7 * sourceStride)), out var v0, out var v1, out var v2, out var v3);
+        StoreColumns(u0, u1, u2, u3, v0, v1, v2, v3, target, targetStride);
+    }
+
+    /// <summary>
+    /// Four rows interleaved in pairs, then in quadruples of lanes: u_j holds column j (j &lt; 4) of the four rows in
+    /// its low half and column j + 4 in its high half.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quadruples(Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        out Vector256<float> u0, out Vector256<float> u1, out Vector256<float> u2, out Vector256<float> u3)
+    {
         Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1), t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
-        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5), t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
-        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE), u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
-        Vector256<float> v0 = Avx.Shuffle(t4, t6, 0x44), v1 = Avx.Shuffle(t4, t6, 0xEE), v2 = Avx.Shuffle(t5, t7, 0x44), v3 = Avx.Shuffle(t5, t7, 0xEE);
+        u0 = Avx.Shuffle(t0, t2, 0x44);
+        u1 = Avx.Shuffle(t0, t2, 0xEE);
+        u2 = Avx.Shuffle(t1, t3, 0x44);
+        u3 = Avx.Shuffle(t1, t3, 0xEE);
+    }
+
+    /// <summary>
+    /// Column j of an 8 × 8 block — rows 0–3 from u, rows 4–7 from v (<see cref="Quadruples"/>) — as eight floats at
+    /// target + j·stride, in order of j (with a stride below 8 each store overwrites the previous one's tail).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreColumns(Vector256<float> u0, Vector256<float> u1, Vector256<float> u2, Vector256<float> u3,
+        Vector256<float> v0, Vector256<float> v1, Vector256<float> v2, Vector256<float> v3, float* target, int stride)
+    {
         Avx.Store(target, Avx.Permute2x128(u0, v0, 0x20));
-        Avx.Store(target + targetStride, Avx.Permute2x128(u1, v1, 0x20));
-        Avx.Store(target + (2 * targetStride), Avx.Permute2x128(u2, v2, 0x20));
-        Avx.Store(target + (3 * targetStride), Avx.Permute2x128(u3, v3, 0x20));
-        Avx.Store(target + (4 * targetStride), Avx.Permute2x128(u0, v0, 0x31));
-        Avx.Store(target + (5 * targetStride), Avx.Permute2x128(u1, v1, 0x31));
-        Avx.Store(target + (6 * targetStride), Avx.Permute2x128(u2, v2, 0x31));
-        Avx.Store(target + (7 * targetStride), Avx.Permute2x128(u3, v3, 0x31));
+        Avx.Store(target + stride, Avx.Permute2x128(u1, v1, 0x20));
+        Avx.Store(target + (2 * stride), Avx.Permute2x128(u2, v2, 0x20));
+        Avx.Store(target + (3 * stride), Avx.Permute2x128(u3, v3, 0x20));
+        Avx.Store(target + (4 * stride), Avx.Permute2x128(u0, v0, 0x31));
+        Avx.Store(target + (5 * stride), Avx.Permute2x128(u1, v1, 0x31));
+        Avx.Store(target + (6 * stride), Avx.Permute2x128(u2, v2, 0x31));
+        Avx.Store(target + (7 * stride), Avx.Permute2x128(u3, v3, 0x31));
     }
 
     /// <summary>op(A)[ic.., pc..] (mc × kc) → panels of MR rows, column by column, zero-padded.</summary>
@@ -288,29 +307,15 @@ internal sealed unsafe class PackedGemm : IDisposable
             for (; k0 + 8 <= kc; k0 += 8)
             {
                 float* source = first + k0;
-                Vector256<float> r0 = Avx.LoadVector256(source), r1 = Avx.LoadVector256(source + lda);
-                Vector256<float> r2 = Avx.LoadVector256(source + 2 * lda), r3 = Avx.LoadVector256(source + 3 * lda);
-                Vector256<float> r4 = Avx.LoadVector256(source + 4 * lda), r5 = Avx.LoadVector256(source + 5 * lda);
+                Quadruples(Avx.LoadVector256(source), Avx.LoadVector256(source + lda), Avx.LoadVector256(source + 2 * lda),
+                    Avx.LoadVector256(source + 3 * lda), out var u0, out var u1, out var u2, out var u3);
 
-                // Pairs of rows interleaved, then quadruples of lanes: u_j holds column j (j < 4) in its low half and
-                // column j + 4 in its high half, for rows 0–3 (u) and rows 4–5 (v, rows 6–7 zero).
-                Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1);
-                Vector256<float> t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
-                Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5);
-                Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE);
-                Vector256<float> u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
-                Vector256<float> zero = Vector256<float>.Zero;
-                Vector256<float> v0 = Avx.Shuffle(t4, zero, 0x44), v1 = Avx.Shuffle(t4, zero, 0xEE);
-                Vector256<float> v2 = Avx.Shuffle(t5, zero, 0x44), v3 = Avx.Shuffle(t5, zero, 0xEE);
-                float* target = panel + k0 * MR;
-                Avx.Store(target, Avx.Permute2x128(u0, v0, 0x20));
-                Avx.Store(target + MR, Avx.Permute2x128(u1, v1, 0x20));
-                Avx.Store(target + 2 * MR, Avx.Permute2x128(u2, v2, 0x20));
-                Avx.Store(target + 3 * MR, Avx.Permute2x128(u3, v3, 0x20));
-                Avx.Store(target + 4 * MR, Avx.Permute2x128(u0, v0, 0x31));
-                Avx.Store(target + 5 * MR, Avx.Permute2x128(u1, v1, 0x31));
-                Avx.Store(target + 6 * MR, Avx.Permute2x128(u2, v2, 0x31));
-                Avx.Store(target + 7 * MR, Avx.Permute2x128(u3, v3, 0x31));
+                // Rows 4–5 with rows 6–7 zero: one interleave and shuffles against zero (eight full rows, as in
+                // Transpose8x8, cost one AVX2 core 2 % of gemm-1024).
+                Vector256<float> r4 = Avx.LoadVector256(source + 4 * lda), r5 = Avx.LoadVector256(source + 5 * lda);
+                Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5), zero = Vector256<float>.Zero;
+                StoreColumns(u0, u1, u2, u3, Avx.Shuffle(t4, zero, 0x44), Avx.Shuffle(t4, zero, 0xEE), Avx.Shuffle(t5, zero, 0x44),
+                    Avx.Shuffle(t5, zero, 0xEE), panel + k0 * MR, MR);
             }
         }
 

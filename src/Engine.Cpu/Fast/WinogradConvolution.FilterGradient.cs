@@ -27,7 +27,7 @@ internal static unsafe partial class WinogradConvolution
     /// (0.77× / 0.64× image by image), and 32 → 32 at 8×8 (batch 128) 0.92× / 0.78×.
     /// </summary>
     public static bool PaysForFilterGradient(in Conv2dGeometry g, SimdWidth width) =>
-        Pays(g, width) && (g.P + 1) / 2 * ((g.Q + 1) / 2) >= 48;
+        Pays(g, width) && Tiles(g) >= 48;
 
     /// <summary>Floats of scratch a part needs: one block's staged rows, V and Y, and Mw for the 16 points.</summary>
     public static int GradientScratchLength(in Conv2dGeometry g) => new GradientLayout(g).ScratchLength;
@@ -40,7 +40,7 @@ internal static unsafe partial class WinogradConvolution
 
     /// <summary>Whether an image and its dy hold no NaN or ±∞ (else it is left to the direct kernels).</summary>
     public static bool GradientInputsFinite(in Conv2dGeometry g, float* x, float* dy) =>
-        AllFinite(x, g.C * g.H * g.W) && AllFinite(dy, g.K * g.P * g.Q);
+        Simd.AllFinite(x, (long)g.C * g.H * g.W) && Simd.AllFinite(dy, (long)g.K * g.P * g.Q);
 
     /// <summary>
     /// Mw (in <paramref name="scratch"/>) = (<paramref name="first"/> ? 0 : Mw) + the contribution of images
@@ -170,10 +170,8 @@ internal static unsafe partial class WinogradConvolution
             long bytesPerTileRow = (long)Points * (g.C + g.K) * TileColumns * sizeof(float);
             BlockRows = (int)Math.Clamp(GradientBlockBytes / bytesPerTileRow, 1, TileRows);
             Images = BlockRows < TileRows ? 1 : (int)Math.Clamp(GradientBlockBytes / (bytesPerTileRow * TileRows), 1, 64);
-            int overhang = ((TileColumns + TileVector - 1) / TileVector * TileVector) - TileColumns;
-            Columns = ((Images * BlockRows * TileColumns) + overhang + TileVector - 1) / TileVector * TileVector;
-            int half = (TileColumns + TileVector + TileVector - 1) / TileVector * TileVector;
-            StageStride = 2 * half;
+            Columns = RoundUp((Images * BlockRows * TileColumns) + Overhang(TileColumns), TileVector);
+            StageStride = StagedRowLength(TileColumns);
             StagedLength = ((2 * BlockRows) + 2) * StageStride;
             VPoint = (g.C * Columns) + Skew;
             YPoint = (g.K * Columns) + Skew;

@@ -81,7 +81,7 @@ internal static unsafe partial class WinogradConvolution
     public static bool Pays(in Conv2dGeometry g, SimdWidth width) =>
         CanRun(g, width) && g.C >= 32 && g.K >= 32 &&
         (width == SimdWidth.Vector256 ||
-         (2L * g.C * g.K >= 48L * (g.C + g.K) && Math.Min(g.N, ForwardImages(g, width)) * ((g.P + 1) / 2) * ((g.Q + 1) / 2) >= 32));
+         (2L * g.C * g.K >= 48L * (g.C + g.K) && Math.Min(g.N, ForwardImages(g, width)) * Tiles(g) >= 32));
 
     /// <summary>Panels of <see cref="PackedGemm.MR"/> filters in the transformed weights.</summary>
     public static int FilterPanels(in Conv2dGeometry g) => PaddedFilters(g) / PackedGemm.MR;
@@ -92,7 +92,21 @@ internal static unsafe partial class WinogradConvolution
     /// <summary>Floats of scratch one image needs (see <see cref="Layout"/>).</summary>
     public static int ScratchLength(in Conv2dGeometry g, SimdWidth width) => new Layout(g, (int)width).ScratchLength;
 
-    private static int PaddedFilters(in Conv2dGeometry g) => (g.K + PackedGemm.MR - 1) / PackedGemm.MR * PackedGemm.MR;
+    private static int PaddedFilters(in Conv2dGeometry g) => RoundUp(g.K, PackedGemm.MR);
+
+    /// <summary>Tiles (2×2 outputs) of one image, the last row or column hanging past P or Q when it is odd.</summary>
+    private static int Tiles(in Conv2dGeometry g) => (g.P + 1) / 2 * ((g.Q + 1) / 2);
+
+    private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
+
+    /// <summary>Lanes past a tile row that its last vector of tiles reaches.</summary>
+    private static int Overhang(int tileColumns) => RoundUp(tileColumns, TileVector) - tileColumns;
+
+    /// <summary>
+    /// Floats of one staged row: its even columns, then its odd ones, each with room for a vector of tiles from the
+    /// last start (tx0 &lt; TileColumns reads columns tx0 … tx0 + 8).
+    /// </summary>
+    private static int StagedRowLength(int tileColumns) => 2 * RoundUp(tileColumns + TileVector, TileVector);
 
     /// <summary>
     /// U[ξν] = (G g Gᵀ)[ξ, ν] for every filter k and channel c, packed as the micro-kernel's A panels: point ξν's matrix
@@ -174,7 +188,7 @@ internal static unsafe partial class WinogradConvolution
         long chw = (long)g.C * g.H * g.W, kpq = (long)g.K * g.P * g.Q;
         for (int i = 0; i < count; i++)
         {
-            if (!AllFinite(x + (i * chw), (int)chw))
+            if (!Simd.AllFinite(x + (i * chw), chw))
             {
                 return false;
             }
@@ -210,29 +224,6 @@ internal static unsafe partial class WinogradConvolution
         }
 
         return true;
-    }
-
-    /// <summary>Whether x[0 … count) holds no NaN or ±∞ (0·x is 0 for every finite x, NaN otherwise).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static bool AllFinite(float* x, int count)
-    {
-        Vector256<float> zero = Vector256<float>.Zero, s0 = zero, s1 = zero, s2 = zero, s3 = zero;
-        int i = 0;
-        for (; i + (4 * TileVector) <= count; i += 4 * TileVector)
-        {
-            s0 = Fma.MultiplyAdd(Avx.LoadVector256(x + i), zero, s0);
-            s1 = Fma.MultiplyAdd(Avx.LoadVector256(x + i + TileVector), zero, s1);
-            s2 = Fma.MultiplyAdd(Avx.LoadVector256(x + i + (2 * TileVector)), zero, s2);
-            s3 = Fma.MultiplyAdd(Avx.LoadVector256(x + i + (3 * TileVector)), zero, s3);
-        }
-
-        float tail = 0f;
-        for (; i < count; i++)
-        {
-            tail += x[i] * 0f;
-        }
-
-        return tail == 0f && Vector256.EqualsAll(Avx.Add(Avx.Add(s0, s1), Avx.Add(s2, s3)), zero);
     }
 
     /// <summary>
@@ -513,14 +504,14 @@ internal static unsafe partial class WinogradConvolution
 
             // Whole small images side by side: of 1 to 4 that fit, the count whose tiles fill the B panels best (a
             // 7×7 image's 16 tiles are half a 512-bit panel; three 14×14 images fill 92 % of theirs, one 77 %).
-            int tiles = TileRows * TileColumns;
+            int tiles = Tiles(g);
             Images = 1;
             if (BlockRows == TileRows)
             {
                 double best = 0;
                 for (int count = 1; count <= MaxImages && count * bytesPerTileRow * TileRows <= BlockBytes; count++)
                 {
-                    double filled = (double)(count * tiles) / (((count * tiles) + Nr - 1) / Nr * Nr);
+                    double filled = (double)(count * tiles) / RoundUp(count * tiles, Nr);
                     if (filled > best + 1e-9)
                     {
                         best = filled;
@@ -529,13 +520,8 @@ internal static unsafe partial class WinogradConvolution
                 }
             }
 
-            // The last vector of a tile row reaches (TileColumns rounded up to vectors) − TileColumns lanes past it.
-            int overhang = ((TileColumns + TileVector - 1) / TileVector * TileVector) - TileColumns;
-            Columns = ((Images * BlockRows * TileColumns) + overhang + Nr - 1) / Nr * Nr;
-
-            // A vector of tiles from tx0 reads even and odd columns tx0 … tx0 + 8; tx0 < TileColumns.
-            int half = (TileColumns + TileVector + TileVector - 1) / TileVector * TileVector;
-            StageStride = 2 * half;
+            Columns = RoundUp((Images * BlockRows * TileColumns) + Overhang(TileColumns), Nr);
+            StageStride = StagedRowLength(TileColumns);
             StagedLength = ((2 * BlockRows) + 2) * StageStride;
             // Each point's matrix a cache line past a multiple of the previous one's size: at power-of-two sizes the
             // transforms' 16 streams would fall in one set of the L1 cache (AVX2's input transform ran 1.75× slower).
