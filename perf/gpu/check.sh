@@ -12,8 +12,8 @@
 #     profile go to $OUT (ncu: the GEMM at gemm-4096, the kernels of conv3x3-64, the filter gradient of conv3x3-128-bwd).
 # ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench ladder conv-ladder torch-bench lenet resnet repro fallback ptx
-# opencl ncu; default: all but ladder, ptx, opencl and ncu, whose results are recorded in docs/benchmarks.md; `all` runs
+# (names: machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback
+# ptx opencl ncu; default: all but groups, ladder, ptx, opencl and ncu, whose results are recorded in docs/benchmarks.md; `all` runs
 # every one). TEST_ARGS narrows the test suite (e.g. "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the
 # convolution routes the conv-ladder step compares (default: Im2ColGemm ImplicitGemm).
 set -uo pipefail
@@ -28,7 +28,7 @@ gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
 default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback"
-all_steps="machine devices selftest tests parity bench ladder conv-ladder torch-bench lenet resnet repro fallback ptx opencl ncu"
+all_steps="machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback ptx opencl ncu"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -83,6 +83,27 @@ if wanted ladder; then
   for algorithm in Tiled Tiled8x8; do
     echo "-- GPUCNN_GEMM_ALGORITHM=$algorithm"
     check "bench-$algorithm" 90 env GPUCNN_GEMM_ALGORITHM=$algorithm "$gpucnn" bench --device cuda --only gemm conv3x3
+  done
+fi
+
+if wanted groups; then
+  step "tile groups of 256, 128 and 64 threads (GPUCNN_TILE_GROUP_THREADS): selftest at each, then every bench row, alternating, twice"
+  for threads in 128 64; do
+    echo "-- selftest, GPUCNN_TILE_GROUP_THREADS=$threads"
+    check "selftest-groups-$threads" 120 env GPUCNN_TILE_GROUP_THREADS=$threads "$gpucnn" selftest --device cuda | tail -n 1
+  done
+  for round in 1 2; do
+    for threads in 256 128 64; do
+      echo "-- round $round, GPUCNN_TILE_GROUP_THREADS=$threads"
+      check "bench-groups-$threads" 90 env GPUCNN_TILE_GROUP_THREADS=$threads "$gpucnn" bench --device cuda \
+        --json "$work/groups-$round-$threads.json" | grep -E "^(gemm|conv|lenet)"
+    done
+  done
+  for threads in 256 64; do
+    echo "-- ResNet-8, 2 epochs, GPUCNN_TILE_GROUP_THREADS=$threads"
+    check "resnet-groups-$threads" 120 env GPUCNN_TILE_GROUP_THREADS=$threads "$gpucnn" train --device cuda --arch resnet8 --epochs 2 \
+      --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 --schedule cosine --augment crop=2 --normalize 0.1307,0.3081 --seed 1 \
+      --data "$data/mnist" --out "$work/resnet8-groups-$threads.safetensors" | grep -E "^epoch"
   done
 fi
 

@@ -9,8 +9,10 @@ namespace GpuCnn.Cli.Bench;
 /// for a 132-SM Hopper part, without running anything), and whether the row's dominant kernel — the one with the
 /// most thread-steps, threads × longest serial loop — fills the device: at least two groups per multiprocessor
 /// (264 on 132 SMs) and no thread looping serially over more than 4,096 elements. The waves column is groups over
-/// those 264 slots: the kernels with 8×8 register blocks fit two groups per multiprocessor, and their depth splits
-/// are chosen to fill whole waves (0.95 of one wave ran faster than 1.5 waves on an H100: docs/benchmarks.md).
+/// the groups of that size all multiprocessors hold at once, 512 threads each
+/// (<see cref="IlgpuBackend.GroupsPerMultiprocessor"/>): the kernels with 8×8 register blocks fit two groups of 256
+/// per multiprocessor, and their depth splits are chosen to fill whole waves (0.95 of one wave ran faster than 1.5
+/// waves on an H100: docs/benchmarks.md).
 /// </summary>
 internal static class LaunchReport
 {
@@ -36,7 +38,7 @@ internal static class LaunchReport
             {
                 string note = ReferenceEquals(r, dominant) ? (ok ? "dominant, ok" : "dominant, MISSES THE GOAL") : "";
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{operation.Name,-22} {r.Kernel,-28} {r.Groups,8} {(double)r.Groups / minGroups,6:0.00} {r.GroupSize,6} {r.SharedBytes,9} {r.SerialLoop,8}  {note}"));
+                    $"{operation.Name,-22} {r.Kernel,-28} {r.Groups,8} {(double)r.Groups / (profile.Multiprocessors * IlgpuBackend.GroupsPerMultiprocessor(r.GroupSize)),6:0.00} {r.GroupSize,6} {r.SharedBytes,9} {r.SerialLoop,8}  {note}"));
             }
         }
 

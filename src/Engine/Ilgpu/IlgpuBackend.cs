@@ -44,13 +44,56 @@ public sealed partial class IlgpuBackend : Backend
         {
             GemmDepthSplits = splits;
         }
+
+        string? groupThreads = Environment.GetEnvironmentVariable("GPUCNN_TILE_GROUP_THREADS");
+        if (!string.IsNullOrWhiteSpace(groupThreads))
+        {
+            TileGroupThreads = int.TryParse(groupThreads, out int threads) && IsTileGroupThreads(threads)
+                ? threads
+                : throw new InvalidOperationException($"GPUCNN_TILE_GROUP_THREADS is '{groupThreads}'; expected 256, 128 or 64.");
+        }
     }
 
     private DeviceProfile _profile;
 
-    // 16×16 groups (64×64 GEMM tiles, 128×128 for the 8×8 kernel) where the device allows; the CPU accelerator's
-    // default device runs at most 16 threads per group (and one OS thread per simulated thread).
-    private Index2D _gemmGroup => _profile.MaxGroupThreads >= 256 ? new Index2D(16, 16) : new Index2D(4, 4);
+    /// <summary>
+    /// Threads per group of the tiled kernels on GPUs — the 4×4 and 8×8 GEMMs and the implicit-GEMM convolution: 256
+    /// (the default), 128 or 64. Smaller groups compute smaller tiles of the same 4×4 or 8×8 register blocks, so a
+    /// product makes more of them and a multiprocessor holds more at once (<see cref="GroupsPerMultiprocessor"/>);
+    /// each group stages its operands for fewer threads. 4×4 GEMM groups: 16 × 16, 16 × 8 or 8 × 8 threads; 8×8 GEMM
+    /// groups are square, 16 × 16 at 256 and 8 × 8 below; implicit-GEMM groups are (threads / 8) × 8.
+    /// GPUCNN_TILE_GROUP_THREADS sets it for a process. ILGPU's CPU accelerator keeps its 16-thread groups.
+    /// </summary>
+    public int TileGroupThreads
+    {
+        get;
+        set => field = IsTileGroupThreads(value)
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, "Tile groups have 256, 128 or 64 threads.");
+    } = 256;
+
+    private static bool IsTileGroupThreads(int threads) => threads is 256 or 128 or 64;
+
+    // Groups of the 4×4 GEMM: 64×64 tiles at 16×16 threads; the CPU accelerator's default device runs at most 16
+    // threads per group (and one OS thread per simulated thread).
+    private Index2D _gemmGroup => _profile.MaxGroupThreads < 256 ? new Index2D(4, 4) : TileGroupThreads switch
+    {
+        256 => new Index2D(16, 16),
+        128 => new Index2D(16, 8),
+        _ => new Index2D(8, 8),
+    };
+
+    // The side of the 8×8 GEMM's square groups: 128×128 tiles at 16, 64×64 at 8.
+    private int _gemm8x8Side => _profile.MaxGroupThreads < 256 ? 4 : TileGroupThreads == 256 ? 16 : 8;
+
+    /// <summary>
+    /// Resident threads of the register-blocked kernels per multiprocessor: at 107–124 registers a thread, two groups
+    /// of 256 fit one (65,536 registers), and as many threads in smaller groups.
+    /// </summary>
+    private const int BlockedThreadsPerMultiprocessor = 512;
+
+    /// <summary>Groups of <paramref name="groupThreads"/> threads of the register-blocked kernels one multiprocessor runs at once.</summary>
+    public static int GroupsPerMultiprocessor(long groupThreads) => (int)Math.Max(1, BlockedThreadsPerMultiprocessor / groupThreads);
 
     private int _gemmTileK => _profile.MaxGroupThreads >= 256 ? 16 : 8;
 
@@ -443,11 +486,12 @@ public sealed partial class IlgpuBackend : Backend
         }
 
         bool large = algorithm == GemmAlgorithm.Tiled8x8;
-        var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, _gemmGroup.X) : GemmTiledKernels.Tiles(shape, _gemmGroup);
+        int side = _gemm8x8Side;
+        var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, side) : GemmTiledKernels.Tiles(shape, _gemmGroup);
         // Split-K when few tiles of C over a long depth would leave most of the device idle; each split a whole
         // number of staged tiles of either kernel.
         var (splits, depth) = large && GemmDepthSplits is null
-            ? WaveSplits(shape.K, 16, (long)tiles.X * tiles.Y)
+            ? WaveSplits(shape.K, 16, (long)tiles.X * tiles.Y, side * side)
             : StagedSplits(shape.K, DepthSplits(shape, (long)tiles.X * tiles.Y), 16);
 
         var target = c;
@@ -461,7 +505,7 @@ public sealed partial class IlgpuBackend : Backend
         if (large)
         {
             _launch.NextSerial(splits > 1 ? part.DepthPerSplit : shape.K);
-            _launch.Run(GemmTiled8x8Kernels.Tiled, GemmTiled8x8Kernels.Config(part, _gemmGroup.X, splits), a, b, target, part, bias, epilogue);
+            _launch.Run(GemmTiled8x8Kernels.Tiled, GemmTiled8x8Kernels.Config(part, side, splits), a, b, target, part, bias, epilogue);
         }
         else
         {
@@ -513,10 +557,12 @@ public sealed partial class IlgpuBackend : Backend
             return Math.Clamp(forced, 1, Math.Max(1, shape.K));
         }
 
-        // Aim at three groups per multiprocessor, each split at least two staged tiles deep: the launch report's goal
-        // (docs/benchmarks.md) is two groups per multiprocessor for every row's dominant kernel.
-        long target = 3L * _profile.Multiprocessors;
-        if (IsCpuAccelerator || tiles >= 2L * _profile.Multiprocessors || shape.K < 64)
+        // Aim at three groups of 256 threads per multiprocessor (as many threads in smaller groups), each split at
+        // least two staged tiles deep: the launch report's goal (docs/benchmarks.md) is two groups per multiprocessor
+        // for every row's dominant kernel.
+        long perGroup256 = 256 / (_gemmGroup.X * _gemmGroup.Y);
+        long target = 3L * _profile.Multiprocessors * perGroup256;
+        if (IsCpuAccelerator || tiles >= 2L * _profile.Multiprocessors * perGroup256 || shape.K < 64)
         {
             return 1;
         }
@@ -540,8 +586,8 @@ public sealed partial class IlgpuBackend : Backend
         _ => false,
     };
 
-    /// <summary>Threads per row of an implicit-GEMM group (8 rows): 32 on GPUs, 2 on the CPU accelerator's 16-thread groups.</summary>
-    private int ImplicitGemmThreadsX => _profile.MaxGroupThreads >= 256 ? 32 : 2;
+    /// <summary>Threads per row of an implicit-GEMM group (8 rows): <see cref="TileGroupThreads"/> / 8 on GPUs, 2 on the CPU accelerator's 16-thread groups.</summary>
+    private int ImplicitGemmThreadsX => _profile.MaxGroupThreads >= 256 ? TileGroupThreads / ConvolutionImplicitGemmKernels.ThreadRows : 2;
 
     /// <summary>
     /// y = f(conv(x, w) + b) by the implicit GEMM, its depth split (partial NCHW slices summed in order) when too few
@@ -598,7 +644,7 @@ public sealed partial class IlgpuBackend : Backend
         const int stage = ConvolutionImplicitGemmKernels.Depth;
         return GemmDepthSplits is { } forced
             ? StagedSplits(depth, Math.Clamp(forced, 1, Math.Max(1, depth)), stage)
-            : WaveSplits(depth, stage, tiles);
+            : WaveSplits(depth, stage, tiles, ImplicitGemmThreadsX * ConvolutionImplicitGemmKernels.ThreadRows);
     }
 
     /// <summary>
@@ -614,18 +660,19 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>
     /// Splits of a depth for the kernels with 8×8 register blocks (the 8×8 GEMM, the implicit GEMM), each split a whole
     /// number of <paramref name="stage"/>-deep stages and at least 32 deep (as <see cref="DepthSplits"/>): the count that
-    /// finishes soonest, counting time as waves × stages per split, where a wave is two groups per multiprocessor
-    /// (256 threads at 107–124 registers: two fit one). More splits must save at least 5 % of that time: each split's
+    /// finishes soonest, counting time as waves × stages per split, where a wave is the groups of
+    /// <paramref name="groupThreads"/> that every multiprocessor holds at once (<see cref="GroupsPerMultiprocessor"/>:
+    /// two of 256 threads). More splits must save at least 5 % of that time: each split's
     /// partial result is written and summed again. A count that leaves a partial wave loses to one that fills whole waves:
     /// conv3x3-128's filter gradient, 10 tiles over 1,024 stages on 132 multiprocessors, runs 25 splits of 41 stages
     /// in one wave (cost 41) rather than the earlier rule's 40 splits of 26 stages in a wave and a half (52): the whole
     /// conv3x3-128-bwd row took 0.36–0.37 ms against 0.43–0.44 in the same H100 run. No split on the CPU accelerator
     /// or for an empty product.
     /// </summary>
-    private (int Splits, int PerSplit) WaveSplits(int depth, int stage, long tiles)
+    private (int Splits, int PerSplit) WaveSplits(int depth, int stage, long tiles, int groupThreads)
     {
         int stages = (depth + stage - 1) / stage, fewestStages = Math.Max(2, 32 / stage);
-        long slots = 2L * _profile.Multiprocessors;
+        long slots = (long)GroupsPerMultiprocessor(groupThreads) * _profile.Multiprocessors;
         if (IsCpuAccelerator || tiles == 0 || stages < 2 * fewestStages)
         {
             return (1, depth);

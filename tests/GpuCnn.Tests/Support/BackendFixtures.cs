@@ -112,4 +112,28 @@ public sealed class CudaImplicitFixture() : BackendFixture("cuda", backend =>
     ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
 });
 
+/// <summary>
+/// CUDA forced onto the implicit-GEMM convolution and the 8×8 GEMM with tile groups of
+/// <paramref name="threads"/> threads (<see cref="GpuCnn.Ilgpu.IlgpuBackend.TileGroupThreads"/>): smaller tiles, more groups.
+/// </summary>
+public abstract class CudaTileGroupsFixture(int threads) : BackendFixture("cuda", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled8x8;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
+    ilgpu.TileGroupThreads = threads;
+});
+
+public sealed class CudaTileGroups128Fixture() : CudaTileGroupsFixture(128);
+
+public sealed class CudaTileGroups64Fixture() : CudaTileGroupsFixture(64);
+
+/// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
+public sealed class CudaTiled128Fixture() : BackendFixture("cuda", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled;
+    ilgpu.TileGroupThreads = 128;
+});
+
 public sealed class OpenCLFixture() : BackendFixture("opencl");
