@@ -13,7 +13,7 @@
 # ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback
-# ptx opencl ncu; default: all but groups, ladder, ptx, opencl and ncu, whose results are recorded in docs/benchmarks.md; `all` runs
+# ptx opencl ncu ncu-resnet; default: all but groups, ladder, ptx, opencl, ncu and ncu-resnet, whose results are recorded in docs/benchmarks.md; `all` runs
 # every one). TEST_ARGS narrows the test suite (e.g. "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the
 # convolution routes the conv-ladder step compares (default: Im2ColGemm ImplicitGemm).
 set -uo pipefail
@@ -28,7 +28,7 @@ gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
 default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback"
-all_steps="machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback ptx opencl ncu"
+all_steps="machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback ptx opencl ncu ncu-resnet"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -184,6 +184,22 @@ if wanted ncu; then
       --section Occupancy --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
       "$gpucnn" bench --device cuda --only conv3x3-128-bwd > "$out/ncu-filter-gradient.txt" 2>&1
     tail -n 100 "$out/ncu-filter-gradient.txt"
+  else
+    echo "ncu not found"
+  fi
+fi
+
+if wanted ncu-resnet; then
+  step "ncu: GPU time per kernel of ResNet-8 training steps (launches 3001-3900 of a training on the sample, batch 128; clock control off)"
+  echo "-- without the profiler: 2 epochs on the sample, same settings (per-epoch wall time)"
+  check resnet-sample 120 "$gpucnn" train --device cuda --arch resnet8 --epochs 2 --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 \
+    --normalize 0.1307,0.3081 --data "$data/mnist-sample" --out "$work/resnet8-sample.safetensors" | grep -E "^epoch"
+  if command -v ncu >/dev/null; then
+    check ncu-resnet 240 ncu --clock-control none -s 3000 -c 900 --metrics gpu__time_duration.sum --csv --page raw \
+      "$gpucnn" train --device cuda --arch resnet8 --epochs 1 --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 \
+      --normalize 0.1307,0.3081 --data "$data/mnist-sample" --out "$work/resnet8-ncu.safetensors" > "$out/ncu-resnet.csv" 2> "$work/ncu-resnet.err"
+    tail -n 3 "$work/ncu-resnet.err"
+    python3 perf/gpu/ncu_kernel_times.py "$out/ncu-resnet.csv" SoftmaxCrossEntropyBatch | head -n 45
   else
     echo "ncu not found"
   fi

@@ -19,6 +19,7 @@ internal sealed class IlgpuWorkspace(Accelerator accelerator) : IDisposable
         Partials,
         GemmSplits,
         BatchNormCoefficients,
+        BatchNormPartials,
     }
 
     private readonly MemoryBuffer1D<float, Stride1D.Dense>?[] _buffers = new MemoryBuffer1D<float, Stride1D.Dense>?[Enum.GetValues<Slot>().Length];

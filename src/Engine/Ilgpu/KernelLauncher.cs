@@ -177,6 +177,29 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         }
     }
 
+    public void Run<T1, T2, T3, T4>(Action<T1, T2, T3, T4> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+    {
+        if (!Note(kernel, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        {
+            return;
+        }
+
+        var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(config, a1, a2, a3, a4);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({config.GridDim} groups of {config.GroupDim})", e);
+        }
+    }
+
     public void Run<T1, T2, T3, T4, T5>(Action<T1, T2, T3, T4, T5> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5)
         where T1 : struct
         where T2 : struct

@@ -1,4 +1,6 @@
 using GpuCnn.Kernels;
+using ILGPU;
+using ILGPU.Runtime;
 
 namespace GpuCnn.Ilgpu;
 
@@ -12,9 +14,13 @@ public sealed partial class IlgpuBackend
     {
         if (shape.Training != 0)
         {
-            _launch.NextSerial(2L * ((shape.Count + 255) / 256));
-            _launch.Run(BatchNormKernels.BatchStatistics, Reduction(shape.Channels, shape.Count), View(x), View(mean), View(invStd),
-                View(runningMean), View(runningVar), shape);
+            var (chunks, chunkSize) = BatchNormChunks(shape);
+            var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, 2 * shape.Channels * chunks);
+            _launch.NextSerial(2L * ((chunkSize + 255) / 256));
+            _launch.Run(BatchNormKernels.ChunkStatistics, ChunkReduction(shape, chunks), View(x), partial, shape, chunkSize);
+            _launch.NextSerial(2L * chunks);
+            _launch.Run(BatchNormKernels.MergeStatistics, shape.Channels, partial, View(mean), View(invStd), View(runningMean),
+                View(runningVar), shape, chunkSize);
         }
         else
         {
@@ -29,9 +35,13 @@ public sealed partial class IlgpuBackend
         DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
         DeviceTensor<float> dweight, DeviceTensor<float> dbias)
     {
-        _launch.NextSerial((shape.Count + 255) / 256);
-        _launch.Run(BatchNormKernels.GradientSums, Reduction(shape.Channels, shape.Count), View(x), View(dy), View(mean), View(invStd),
-            View(dweight), View(dbias), shape);
+        var (chunks, chunkSize) = BatchNormChunks(shape);
+        var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, 2 * shape.Channels * chunks);
+        _launch.NextSerial((chunkSize + 255) / 256);
+        _launch.Run(BatchNormKernels.ChunkGradientSums, ChunkReduction(shape, chunks), View(x), View(dy), View(mean), View(invStd),
+            partial, shape, chunkSize);
+        _launch.NextSerial(chunks);
+        _launch.Run(BatchNormKernels.MergeGradientSums, shape.Channels, partial, View(dweight), View(dbias), chunks);
         if (dx is null)
         {
             return;
@@ -41,5 +51,27 @@ public sealed partial class IlgpuBackend
         _launch.Run(BatchNormKernels.InputGradientCoefficients, shape.Channels, View(weight), View(mean), View(invStd), View(dweight),
             View(dbias), coefficients, shape);
         _launch.Run(BatchNormKernels.InputGradient, x.Length, View(x), View(dy), coefficients, View(dx), shape);
+    }
+
+    /// <summary>
+    /// Chunks per channel of the per-channel sums, and values per chunk: about four groups per multiprocessor in all,
+    /// each chunk at least 2,048 values (8 per thread), one chunk on ILGPU's CPU accelerator; <see cref="ReductionChunks"/>
+    /// forces the count (tests).
+    /// </summary>
+    private (int Chunks, int ChunkSize) BatchNormChunks(BatchNormShape shape)
+    {
+        int most = Math.Max(1, shape.Count / 2048);
+        int chunks = ReductionChunks is { } forced
+            ? Math.Clamp(forced, 1, Math.Max(1, shape.Count))
+            : IsCpuAccelerator ? 1 : Math.Clamp((4 * _profile.Multiprocessors + shape.Channels - 1) / shape.Channels, 1, most);
+        int chunkSize = (shape.Count + chunks - 1) / chunks;
+        return ((shape.Count + chunkSize - 1) / chunkSize, chunkSize);
+    }
+
+    /// <summary>A (chunks, channels) grid of reduction groups for sums of a chunk's values (<see cref="Reduction"/>'s group size).</summary>
+    private KernelConfig ChunkReduction(BatchNormShape shape, int chunks)
+    {
+        var groups = Reduction(1, (shape.Count + chunks - 1) / chunks);
+        return new KernelConfig(new Index3D(chunks, shape.Channels, 1), groups.GroupDim, groups.SharedMemoryConfig);
     }
 }

@@ -22,42 +22,76 @@ public readonly record struct BatchNormShape(int Channels, int Inner, int Count,
 
 /// <summary>
 /// The ILGPU kernels of batch normalisation (compiled into GpuCnn.Kernels; see src/Ops/README.md). Per-channel sums
-/// use one group per channel and <see cref="ReductionKernels.GroupSum"/> (no atomics: the same bits every run); the
-/// per-element work is a separate, fully parallel launch.
+/// run in two passes: groups of a (chunk, channel) grid each sum a chunk with <see cref="ReductionKernels.GroupSum"/>,
+/// then one thread per channel adds its chunks in order (no atomics: the same bits every run). One group per channel
+/// had left most of a GPU idle: a 16-channel layer of ResNet-8 at batch 128 spent 270 µs on its statistics on an
+/// H100 (docs/benchmarks.md). The per-element work is a separate, fully parallel launch.
 /// </summary>
 internal static class BatchNormKernels
 {
     /// <summary>
-    /// Training statistics of channel Grid.IdxX: mean, invStd = 1/√(biased variance + ε) (two passes: the variance
-    /// is summed around the mean, not as E[x²] − mean²), and the running statistics' momentum update.
+    /// Training statistics, first pass: group (chunk, c) = (Grid.IdxX, Grid.IdxY) takes values
+    /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c and writes their sum and the sum of their squared
+    /// deviations from the chunk's own mean (two passes over the chunk) to partial[2·(c·chunks + chunk)] and the float
+    /// after it. <see cref="MergeStatistics"/> combines the chunks.
     /// </summary>
-    public static void BatchStatistics(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> invStd,
-        ArrayView<float> runningMean, ArrayView<float> runningVar, BatchNormShape s)
+    public static void ChunkStatistics(ArrayView<float> x, ArrayView<float> partial, BatchNormShape s, int chunkSize)
     {
-        int c = Grid.IdxX;
+        int chunk = Grid.IdxX, c = Grid.IdxY, chunks = Grid.DimX;
+        int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
         float sum = 0f;
-        for (int e = Group.IdxX; e < s.Count; e += Group.DimX)
+        for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
             sum += x[s.Index(c, e)];
         }
 
-        float mu = ReductionKernels.GroupSum(sum) / s.Count;
+        float chunkSum = ReductionKernels.GroupSum(sum);
+        float mu = chunkSum / (end - begin);
         Group.Barrier(); // every thread has read the sum before the next one overwrites the shared memory
         float squares = 0f;
-        for (int e = Group.IdxX; e < s.Count; e += Group.DimX)
+        for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
             float d = x[s.Index(c, e)] - mu;
             squares += d * d;
         }
 
-        float variance = ReductionKernels.GroupSum(squares) / s.Count;
+        float deviations = ReductionKernels.GroupSum(squares);
         if (Group.IdxX == 0)
         {
-            mean[c] = mu;
-            invStd[c] = 1f / XMath.Sqrt(variance + s.Epsilon);
-            runningMean[c] = ((1f - s.Momentum) * runningMean[c]) + (s.Momentum * mu);
-            runningVar[c] = ((1f - s.Momentum) * runningVar[c]) + (s.Momentum * variance * s.Count / (s.Count - 1));
+            partial[2 * ((c * chunks) + chunk)] = chunkSum;
+            partial[(2 * ((c * chunks) + chunk)) + 1] = deviations;
         }
+    }
+
+    /// <summary>
+    /// Training statistics, second pass, channel c: mean = Σ chunk sums / M; the squared deviations from it are, chunk
+    /// by chunk in order, the chunk's own plus n·(chunk mean − mean)² (exact in real arithmetic, the parallel form of
+    /// the two-pass variance; one chunk gives the two-pass sum itself); invStd = 1/√(biased variance + ε); the running
+    /// statistics' momentum update (unbiased variance).
+    /// </summary>
+    public static void MergeStatistics(Index1D c, ArrayView<float> partial, ArrayView<float> mean, ArrayView<float> invStd,
+        ArrayView<float> runningMean, ArrayView<float> runningVar, BatchNormShape s, int chunkSize)
+    {
+        int chunks = (s.Count + chunkSize - 1) / chunkSize, first = 2 * c * chunks;
+        float sum = 0f;
+        for (int chunk = 0; chunk < chunks; chunk++)
+        {
+            sum += partial[first + (2 * chunk)];
+        }
+
+        float mu = sum / s.Count, deviations = 0f;
+        for (int chunk = 0; chunk < chunks; chunk++)
+        {
+            int n = XMath.Min(chunkSize, s.Count - (chunk * chunkSize));
+            float offset = (partial[first + (2 * chunk)] / n) - mu;
+            deviations += partial[first + (2 * chunk) + 1] + (n * offset * offset);
+        }
+
+        float variance = deviations / s.Count;
+        mean[c] = mu;
+        invStd[c] = 1f / XMath.Sqrt(variance + s.Epsilon);
+        runningMean[c] = ((1f - s.Momentum) * runningMean[c]) + (s.Momentum * mu);
+        runningVar[c] = ((1f - s.Momentum) * runningVar[c]) + (s.Momentum * variance * s.Count / (s.Count - 1));
     }
 
     /// <summary>Evaluation statistics of channel c from the running ones.</summary>
@@ -76,13 +110,17 @@ internal static class BatchNormKernels
         y[i] = ((x[i] - mean[c]) * invStd[c] * weight[c]) + bias[c];
     }
 
-    /// <summary>dbias = Σ dy and dweight = Σ dy·x̂ over channel Grid.IdxX, in one pass.</summary>
-    public static void GradientSums(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> invStd,
-        ArrayView<float> dweight, ArrayView<float> dbias, BatchNormShape s)
+    /// <summary>
+    /// Gradient sums, first pass: group (chunk, c) = (Grid.IdxX, Grid.IdxY) sums dy and dy·x̂ over values
+    /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c into partial[2·(c·chunks + chunk)] and the float after it.
+    /// </summary>
+    public static void ChunkGradientSums(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> invStd,
+        ArrayView<float> partial, BatchNormShape s, int chunkSize)
     {
-        int c = Grid.IdxX;
+        int chunk = Grid.IdxX, c = Grid.IdxY, chunks = Grid.DimX;
+        int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
         float mu = mean[c], inv = invStd[c], sumDy = 0f, sumDyXhat = 0f;
-        for (int e = Group.IdxX; e < s.Count; e += Group.DimX)
+        for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
             int i = s.Index(c, e);
             sumDy += dy[i];
@@ -94,9 +132,24 @@ internal static class BatchNormKernels
         float dw = ReductionKernels.GroupSum(sumDyXhat);
         if (Group.IdxX == 0)
         {
-            dbias[c] = db;
-            dweight[c] = dw;
+            partial[2 * ((c * chunks) + chunk)] = db;
+            partial[(2 * ((c * chunks) + chunk)) + 1] = dw;
         }
+    }
+
+    /// <summary>Gradient sums, second pass: dbias[c] = Σ dy and dweight[c] = Σ dy·x̂, the chunks added in order.</summary>
+    public static void MergeGradientSums(Index1D c, ArrayView<float> partial, ArrayView<float> dweight, ArrayView<float> dbias, int chunks)
+    {
+        int first = 2 * c * chunks;
+        float db = 0f, dw = 0f;
+        for (int chunk = 0; chunk < chunks; chunk++)
+        {
+            db += partial[first + (2 * chunk)];
+            dw += partial[first + (2 * chunk) + 1];
+        }
+
+        dbias[c] = db;
+        dweight[c] = dw;
     }
 
     /// <summary>
