@@ -40,6 +40,46 @@ internal static class ReductionKernels
     }
 
     /// <summary>
+    /// output[i] = Σ_z partial[z·outputs + i] over <paramref name="slices"/> slices (a split GEMM's partial products),
+    /// for when the slices are many and the outputs few: a group of Tx × L threads takes Tx consecutive outputs (reads
+    /// coalesced along i), lane l adds slices l, l + L, … in order, and a fixed tree over the L lanes in shared memory
+    /// (Tx·L floats) finishes each sum. One thread per output walking 256 slices took 105 µs on an H100 (ResNet-8's
+    /// 16-channel filter gradients; docs/benchmarks.md).
+    /// </summary>
+    public static void SumSlices(ArrayView<float> partial, ArrayView<float> output, int outputs, int slices)
+    {
+        int x = Group.IdxX, lane = Group.IdxY, width = Group.DimX, lanes = Group.DimY;
+        int i = (Grid.IdxX * width) + x;
+        var shared = SharedMemory.GetDynamic<float>();
+        float sum = 0f;
+        if (i < outputs)
+        {
+            for (int z = lane; z < slices; z += lanes)
+            {
+                sum += partial[((long)z * outputs) + i];
+            }
+        }
+
+        int slot = (lane * width) + x;
+        shared[slot] = sum;
+        Group.Barrier();
+        for (int half = lanes >> 1; half > 0; half >>= 1)
+        {
+            if (lane < half)
+            {
+                shared[slot] += shared[slot + (half * width)];
+            }
+
+            Group.Barrier();
+        }
+
+        if (lane == 0 && i < outputs)
+        {
+            output[i] = shared[x];
+        }
+    }
+
+    /// <summary>
     /// The sum of <paramref name="value"/> over the group, valid in thread 0: a fixed tree over dynamic shared memory
     /// of at least Group.DimX floats (a power of two).
     /// </summary>

@@ -633,9 +633,17 @@ public sealed partial class IlgpuBackend : Backend
         _launch.NextSerial(perSplit);
         _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX, splits), x, dy,
             partial, g, perSplit);
-        _launch.NextSerial(splits);
-        _launch.Run(GemmTiledKernels.SumSplits, weights, partial, dw, new GemmShape(g.K, g.C * g.R * g.S, pixels, 0, 0, 1f, 0f), splits, dw,
-            Epilogue.None);
+        // The splits are many when the weights are few (one or two tiles): their sums get lanes of threads each.
+        int lanes = 1;
+        while (lanes < 8 && lanes * 2 <= splits && lanes * 2 <= _profile.MaxGroupThreads / 2)
+        {
+            lanes *= 2;
+        }
+
+        int width = Math.Min(32, _profile.MaxGroupThreads / lanes);
+        _launch.NextSerial((splits + lanes - 1) / lanes);
+        _launch.Run(ReductionKernels.SumSlices, new KernelConfig(new Index3D((weights + width - 1) / width, 1, 1), new Index3D(width, lanes, 1),
+            SharedMemoryConfig.RequestDynamic<float>(width * lanes)), partial, dw, weights, splits);
     }
 
     /// <summary>Depth splits of an implicit-GEMM launch, each a whole number of 8-deep stages: <see cref="WaveSplits"/>, or as forced.</summary>
