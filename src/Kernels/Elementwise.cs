@@ -13,17 +13,20 @@ internal static class ElementwiseKernels
     }
 
     /// <summary>
-    /// db[c] = Σ_{n,l} dy[n,c,l]: group c (of a power-of-two size, with that many floats of dynamic shared memory)
-    /// strides over the batch and positions, consecutive threads reading consecutive positions, then sums its
-    /// threads in a fixed tree (<see cref="ReductionKernels.GroupSum"/>).
+    /// db[c] = Σ_{n,l} dy[n,c,l], or one chunk of it: group (chunk, c) = (Grid.IdxX, Grid.IdxY) (of a power-of-two size,
+    /// with that many floats of dynamic shared memory) strides over the flattened positions m = n·L + l in
+    /// [chunk·chunkSize, (chunk + 1)·chunkSize), consecutive threads reading consecutive positions, sums its threads in a
+    /// fixed tree (<see cref="ReductionKernels.GroupSum"/>) and writes sums[chunk·C + c]: db itself for one chunk, else
+    /// the partial sums that <see cref="ReductionKernels.SumChunks"/> adds in order.
     /// </summary>
-    public static void BiasGradient(ArrayView<float> dy, ArrayView<float> db, int batch, int channels, int inner)
+    public static void BiasGradient(ArrayView<float> dy, ArrayView<float> sums, int batch, int channels, int inner, int chunkSize)
     {
-        int c = Grid.IdxX, step = Group.DimX, total = batch * inner, m = Group.IdxX;
+        int chunk = Grid.IdxX, c = Grid.IdxY, step = Group.DimX;
+        int m = (chunk * chunkSize) + Group.IdxX, end = XMath.Min(batch * inner, (chunk * chunkSize) + chunkSize);
 
         // Four independent sums keep four loads in flight (ILGPU does not unroll; one sum waits on every load).
         float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        for (; m + (3 * step) < total; m += 4 * step)
+        for (; m + (3 * step) < end; m += 4 * step)
         {
             s0 += ChannelValue(dy, m, channels, inner, c);
             s1 += ChannelValue(dy, m + step, channels, inner, c);
@@ -31,7 +34,7 @@ internal static class ElementwiseKernels
             s3 += ChannelValue(dy, m + (3 * step), channels, inner, c);
         }
 
-        for (; m < total; m += step)
+        for (; m < end; m += step)
         {
             s0 += ChannelValue(dy, m, channels, inner, c);
         }
@@ -39,7 +42,7 @@ internal static class ElementwiseKernels
         float sum = ReductionKernels.GroupSum((s0 + s1) + (s2 + s3));
         if (Group.IdxX == 0)
         {
-            db[c] = sum;
+            sums[(chunk * channels) + c] = sum;
         }
     }
 

@@ -495,8 +495,6 @@ public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixtur
 
 public sealed class CudaImplicitBackendOps(CudaImplicitFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitFixture>;
 
-public sealed class CudaTileGroups128BackendOps(CudaTileGroups128Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTileGroups128Fixture>;
-
 public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTileGroups64Fixture>;
 
 public sealed class CudaTiled128BackendOps(CudaTiled128Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTiled128Fixture>;

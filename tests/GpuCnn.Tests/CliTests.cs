@@ -135,8 +135,10 @@ public sealed partial class CliTests
         var result = CliRunner.Run("bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet1", "gemm-1024");
         Assert.True(result.ExitCode == 0, result.Error);
         Assert.Contains("planned for 132 multiprocessors", result.Out, StringComparison.Ordinal);
-        // LeNet's first-layer filter gradient: split into chunks of output rows so that it fills 132 multiprocessors.
-        Assert.Matches(@"conv-lenet1-bwd\s+BackwardFilterChunk\s+546\s+2\.07\s+256\s+0\s+56\s+dominant, ok", result.Out);
+        // LeNet's first-layer filter gradient by the implicit GEMM: one tile, its 50,176 pixels split into 251 runs of
+        // 25 stages, one wave of two groups per multiprocessor; its bias gradient in 24 chunks of the batch and positions per channel.
+        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradient\s+251\s+0\.95\s+256\s+20736\s+200\s+dominant", result.Out);
+        Assert.Matches(@"conv-lenet1-bwd\s+BiasGradient\s+144\s+", result.Out);
         // 64 tiles of 128 × 128, the depth split 4 ways: one wave of two groups per multiprocessor, 16 stages each.
         Assert.Matches(@"gemm-1024\s+Tiled\s+256\s+0\.97\s+256\s+\d+\s+256\s+dominant", result.Out);
         Assert.Equal(2, CliRunner.Run("bench", "--device", "cpu", "--launches").ExitCode);

@@ -575,14 +575,20 @@ public sealed partial class IlgpuBackend : Backend
     {
         ConvolutionAlgorithm.Im2ColGemm or ConvolutionAlgorithm.ImplicitGemm => true,
         ConvolutionAlgorithm.Direct => false,
-        _ => !IsCpuAccelerator && g.C * g.R * g.S > 32,
+        _ => !IsCpuAccelerator,
     };
 
-    /// <summary>The implicit GEMM for ungrouped forward passes, filter gradients and stride-1 backward data where GEMMs are chosen.</summary>
+    /// <summary>
+    /// The implicit GEMM for ungrouped forward passes, filter gradients and stride-1 backward data where GEMMs are
+    /// chosen: <see cref="ConvolutionAlgorithm.Auto"/> takes the GEMM routes for every plain convolution on GPUs. It
+    /// had kept filters of at most 32 weights (LeNet's first layer) on the direct kernels, until an H100 ran that
+    /// layer faster by the implicit GEMM (forward 0.048 against 0.059 ms, backward 0.244 against 0.320) and ResNet-8's
+    /// 1×1 stride-2 shortcuts spent 0.5 ms each in the direct backward data (docs/benchmarks.md).
+    /// </summary>
     private bool UseImplicitGemm(Conv2dGeometry g) => g.Groups == 1 && ConvolutionAlgorithm switch
     {
         ConvolutionAlgorithm.ImplicitGemm => true,
-        ConvolutionAlgorithm.Auto => !IsCpuAccelerator && g.C * g.R * g.S > 32,
+        ConvolutionAlgorithm.Auto => !IsCpuAccelerator,
         _ => false,
     };
 
@@ -720,8 +726,34 @@ public sealed partial class IlgpuBackend : Backend
     protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels,
         int inner)
     {
-        _launch.NextSerial(((long)batch * inner + 255) / 256);
-        _launch.Run(ElementwiseKernels.BiasGradient, Reduction(channels, batch * inner), View(dy), View(db), batch, channels, inner);
+        // Chunks of the batch and positions per channel, then the chunks added in order: one group per channel had
+        // left a GPU idle (LeNet's first layer: 6 groups).
+        var (chunks, chunkSize) = ChannelChunks(channels, batch * inner);
+        var sums = chunks == 1 ? View(db) : _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * channels);
+        var groups = Reduction(1, chunkSize);
+        _launch.NextSerial((chunkSize + 255) / 256);
+        _launch.Run(ElementwiseKernels.BiasGradient, new KernelConfig(new Index3D(chunks, channels, 1), groups.GroupDim, groups.SharedMemoryConfig),
+            View(dy), sums, batch, channels, inner, chunkSize);
+        if (chunks > 1)
+        {
+            _launch.NextSerial((chunks + 255) / 256);
+            _launch.Run(ReductionKernels.SumChunks, Reduction(channels, chunks), sums, View(db), View(db), channels, channels, chunks);
+        }
+    }
+
+    /// <summary>
+    /// Chunks per channel for per-channel sums of <paramref name="count"/> values each (bias gradients, batch norm's
+    /// statistics), and values per chunk: about four groups per multiprocessor in all, each chunk at least 2,048
+    /// values (8 per thread of a group), one chunk on ILGPU's CPU accelerator; <see cref="ReductionChunks"/> forces the
+    /// count (tests).
+    /// </summary>
+    private (int Chunks, int ChunkSize) ChannelChunks(int channels, int count)
+    {
+        int chunks = ReductionChunks is { } forced
+            ? Math.Clamp(forced, 1, Math.Max(1, count))
+            : IsCpuAccelerator ? 1 : Math.Clamp((4 * _profile.Multiprocessors + channels - 1) / channels, 1, Math.Max(1, count / 2048));
+        int chunkSize = Math.Max(1, (count + chunks - 1) / chunks);
+        return (Math.Max(1, (count + chunkSize - 1) / chunkSize), chunkSize);
     }
 
     /// <summary>
@@ -866,9 +898,8 @@ public enum GemmAlgorithm
 public enum ConvolutionAlgorithm
 {
     /// <summary>
-    /// Direct for filters of at most 32 weights (LeNet's first layer) and on the CPU accelerator; otherwise the implicit
-    /// GEMM for ungrouped layers (forward, filter gradient and stride-1 backward data), im2col + GEMM for strided
-    /// backward data.
+    /// On GPUs the implicit GEMM for plain layers (forward, filter gradient and stride-1 backward data), im2col + GEMM
+    /// for strided backward data, direct for grouped or dilated layers; direct on the CPU accelerator.
     /// </summary>
     Auto,
 

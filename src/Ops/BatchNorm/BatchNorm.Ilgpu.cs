@@ -14,7 +14,7 @@ public sealed partial class IlgpuBackend
     {
         if (shape.Training != 0)
         {
-            var (chunks, chunkSize) = BatchNormChunks(shape);
+            var (chunks, chunkSize) = ChannelChunks(shape.Channels, shape.Count);
             var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, 2 * shape.Channels * chunks);
             _launch.NextSerial(2L * ((chunkSize + 255) / 256));
             _launch.Run(BatchNormKernels.ChunkStatistics, ChunkReduction(shape, chunks), View(x), partial, shape, chunkSize);
@@ -35,7 +35,7 @@ public sealed partial class IlgpuBackend
         DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
         DeviceTensor<float> dweight, DeviceTensor<float> dbias)
     {
-        var (chunks, chunkSize) = BatchNormChunks(shape);
+        var (chunks, chunkSize) = ChannelChunks(shape.Channels, shape.Count);
         var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, 2 * shape.Channels * chunks);
         _launch.NextSerial((chunkSize + 255) / 256);
         _launch.Run(BatchNormKernels.ChunkGradientSums, ChunkReduction(shape, chunks), View(x), View(dy), View(mean), View(invStd),
@@ -51,21 +51,6 @@ public sealed partial class IlgpuBackend
         _launch.Run(BatchNormKernels.InputGradientCoefficients, shape.Channels, View(weight), View(mean), View(invStd), View(dweight),
             View(dbias), coefficients, shape);
         _launch.Run(BatchNormKernels.InputGradient, x.Length, View(x), View(dy), coefficients, View(dx), shape);
-    }
-
-    /// <summary>
-    /// Chunks per channel of the per-channel sums, and values per chunk: about four groups per multiprocessor in all,
-    /// each chunk at least 2,048 values (8 per thread), one chunk on ILGPU's CPU accelerator; <see cref="ReductionChunks"/>
-    /// forces the count (tests).
-    /// </summary>
-    private (int Chunks, int ChunkSize) BatchNormChunks(BatchNormShape shape)
-    {
-        int most = Math.Max(1, shape.Count / 2048);
-        int chunks = ReductionChunks is { } forced
-            ? Math.Clamp(forced, 1, Math.Max(1, shape.Count))
-            : IsCpuAccelerator ? 1 : Math.Clamp((4 * _profile.Multiprocessors + shape.Channels - 1) / shape.Channels, 1, most);
-        int chunkSize = (shape.Count + chunks - 1) / chunks;
-        return ((shape.Count + chunkSize - 1) / chunkSize, chunkSize);
     }
 
     /// <summary>A (chunks, channels) grid of reduction groups for sums of a chunk's values (<see cref="Reduction"/>'s group size).</summary>

@@ -124,8 +124,6 @@ public abstract class CudaTileGroupsFixture(int threads) : BackendFixture("cuda"
     ilgpu.TileGroupThreads = threads;
 });
 
-public sealed class CudaTileGroups128Fixture() : CudaTileGroupsFixture(128);
-
 public sealed class CudaTileGroups64Fixture() : CudaTileGroupsFixture(64);
 
 /// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
