@@ -13,7 +13,7 @@ internal static class ElementwiseKernels
     }
 
     /// <summary>
-    /// db[c] = Σ_{n,l} dy[n,c,l], or one chunk of it: group (chunk, c) = (Grid.IdxX, Grid.IdxY) (of a power-of-two size,
+    /// db[c] = Σ_{n,l} dy[n,c,l], or one chunk of it: group (c, chunk) = (Grid.IdxX, Grid.IdxY) (of a power-of-two size,
     /// with that many floats of dynamic shared memory) strides over the flattened positions m = n·L + l in
     /// [chunk·chunkSize, (chunk + 1)·chunkSize), consecutive threads reading consecutive positions, sums its threads in a
     /// fixed tree (<see cref="ReductionKernels.GroupSum"/>) and writes sums[chunk·C + c]: db itself for one chunk, else
@@ -21,7 +21,7 @@ internal static class ElementwiseKernels
     /// </summary>
     public static void BiasGradient(ArrayView<float> dy, ArrayView<float> sums, int batch, int channels, int inner, int chunkSize)
     {
-        int chunk = Grid.IdxX, c = Grid.IdxY, step = Group.DimX;
+        int c = Grid.IdxX, chunk = Grid.IdxY, step = Group.DimX;
         int m = (chunk * chunkSize) + Group.IdxX, end = XMath.Min(batch * inner, (chunk * chunkSize) + chunkSize);
 
         // Four independent sums keep four loads in flight (ILGPU does not unroll; one sum waits on every load).

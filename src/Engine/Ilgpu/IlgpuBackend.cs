@@ -732,7 +732,7 @@ public sealed partial class IlgpuBackend : Backend
         var sums = chunks == 1 ? View(db) : _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * channels);
         var groups = Reduction(1, chunkSize);
         _launch.NextSerial((chunkSize + 255) / 256);
-        _launch.Run(ElementwiseKernels.BiasGradient, new KernelConfig(new Index3D(chunks, channels, 1), groups.GroupDim, groups.SharedMemoryConfig),
+        _launch.Run(ElementwiseKernels.BiasGradient, new KernelConfig(new Index3D(channels, chunks, 1), groups.GroupDim, groups.SharedMemoryConfig),
             View(dy), sums, batch, channels, inner, chunkSize);
         if (chunks > 1)
         {

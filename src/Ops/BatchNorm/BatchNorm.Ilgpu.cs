@@ -53,10 +53,10 @@ public sealed partial class IlgpuBackend
         _launch.Run(BatchNormKernels.InputGradient, x.Length, View(x), View(dy), coefficients, View(dx), shape);
     }
 
-    /// <summary>A (chunks, channels) grid of reduction groups for sums of a chunk's values (<see cref="Reduction"/>'s group size).</summary>
+    /// <summary>A (channels, chunks) grid of reduction groups for sums of a chunk's values (<see cref="Reduction"/>'s group size).</summary>
     private KernelConfig ChunkReduction(BatchNormShape shape, int chunks)
     {
         var groups = Reduction(1, (shape.Count + chunks - 1) / chunks);
-        return new KernelConfig(new Index3D(chunks, shape.Channels, 1), groups.GroupDim, groups.SharedMemoryConfig);
+        return new KernelConfig(new Index3D(shape.Channels, chunks, 1), groups.GroupDim, groups.SharedMemoryConfig);
     }
 }

@@ -30,14 +30,14 @@ public readonly record struct BatchNormShape(int Channels, int Inner, int Count,
 internal static class BatchNormKernels
 {
     /// <summary>
-    /// Training statistics, first pass: group (chunk, c) = (Grid.IdxX, Grid.IdxY) takes values
+    /// Training statistics, first pass: group (c, chunk) = (Grid.IdxX, Grid.IdxY) takes values
     /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c and writes their sum and the sum of their squared
     /// deviations from the chunk's own mean (two passes over the chunk) to partial[2·(c·chunks + chunk)] and the float
     /// after it. <see cref="MergeStatistics"/> combines the chunks.
     /// </summary>
     public static void ChunkStatistics(ArrayView<float> x, ArrayView<float> partial, BatchNormShape s, int chunkSize)
     {
-        int chunk = Grid.IdxX, c = Grid.IdxY, chunks = Grid.DimX;
+        int c = Grid.IdxX, chunk = Grid.IdxY, chunks = Grid.DimY;
         int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
         float sum = 0f;
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
@@ -111,13 +111,13 @@ internal static class BatchNormKernels
     }
 
     /// <summary>
-    /// Gradient sums, first pass: group (chunk, c) = (Grid.IdxX, Grid.IdxY) sums dy and dy·x̂ over values
+    /// Gradient sums, first pass: group (c, chunk) = (Grid.IdxX, Grid.IdxY) sums dy and dy·x̂ over values
     /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c into partial[2·(c·chunks + chunk)] and the float after it.
     /// </summary>
     public static void ChunkGradientSums(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> invStd,
         ArrayView<float> partial, BatchNormShape s, int chunkSize)
     {
-        int chunk = Grid.IdxX, c = Grid.IdxY, chunks = Grid.DimX;
+        int c = Grid.IdxX, chunk = Grid.IdxY, chunks = Grid.DimY;
         int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
         float mu = mean[c], inv = invStd[c], sumDy = 0f, sumDyXhat = 0f;
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
