@@ -11,10 +11,13 @@
 #     tiled GEMM kernel at gemm-4096. At most 8 files come back, so only the log, the two bench tables and the
 #     profile go to $OUT (ncu: the GEMM at gemm-4096, the kernels of conv3x3-64, the filter gradient of conv3x3-128-bwd).
 # ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
+# `groups` times the tiled kernels' group sizes against each other (GPUCNN_TILE_GROUP_THREADS=256|128|64, every bench
+# row, alternating, twice); `ncu-resnet` sums Nsight Compute's GPU time per kernel over 900 launches of ResNet-8
+# training steps (perf/gpu/ncu_kernel_times.py).
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback
-# ptx opencl ncu ncu-resnet; default: all but groups, ladder, ptx, opencl, ncu and ncu-resnet, whose results are recorded in docs/benchmarks.md; `all` runs
-# every one). TEST_ARGS narrows the test suite (e.g. "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the
+# ptx opencl ncu ncu-resnet; default: all but groups, ladder, ptx, opencl, ncu and ncu-resnet, whose results are
+# recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g. "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the
 # convolution routes the conv-ladder step compares (default: Im2ColGemm ImplicitGemm).
 set -uo pipefail
 cd "$(dirname "$0")/../.."

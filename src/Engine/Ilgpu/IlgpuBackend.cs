@@ -136,7 +136,7 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>Which GEMM kernel runs (Auto: tiled on GPUs, the simple kernel on the CPU accelerator).</summary>
     public GemmAlgorithm GemmAlgorithm { get; set; }
 
-    /// <summary>Which convolution kernels run (Auto: direct for ≤ 32 weights per filter or on the CPU accelerator, im2col + tiled GEMM otherwise).</summary>
+    /// <summary>Which convolution kernels run (Auto: on GPUs the GEMM routes for plain layers, direct for grouped or dilated ones; direct on the CPU accelerator).</summary>
     public ConvolutionAlgorithm ConvolutionAlgorithm { get; set; }
 
     /// <summary>Floats of workspace the im2col route may use per chunk of images (default 64 Mi floats = 256 MiB).</summary>
