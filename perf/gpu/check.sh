@@ -13,12 +13,16 @@
 # ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
 # `groups` times the tiled kernels' group sizes against each other (GPUCNN_TILE_GROUP_THREADS=256|128|64, every bench
 # row, alternating, twice); `ncu-resnet` sums Nsight Compute's GPU time per kernel over 900 launches of ResNet-8
-# training steps (perf/gpu/ncu_kernel_times.py).
+# training steps (perf/gpu/ncu_kernel_times.py); `distributed` unpacks the Open MPI packages publish.sh carried and
+# trains on the GPU with 2 ranks sharing it (`--device cuda` takes the GPU of the local rank modulo the GPUs there)
+# against one process, twice for bitwise reproducibility, then runs the distributed test class.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback
-# ptx opencl ncu ncu-resnet; default: all but groups, ladder, ptx, opencl, ncu and ncu-resnet, whose results are
-# recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g. "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the
-# convolution routes the conv-ladder step compares (default: Im2ColGemm ImplicitGemm).
+# distributed ptx opencl ncu ncu-resnet; default: all but groups, ladder, distributed, ptx, opencl, ncu and
+# ncu-resnet, whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test
+# suite (e.g. "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder
+# step compares (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default
+# cuda; cpu tries the step on a machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpucnn-check}
@@ -31,7 +35,7 @@ gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
 default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback"
-all_steps="machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback ptx opencl ncu ncu-resnet"
+all_steps="machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -155,6 +159,36 @@ if wanted fallback; then
   step "auto falls back to the CPU after a real CUDA fault (an illegal-address write at launch 300)"
   check fallback 120 env GPUCNN_INJECT_FAULT_AT_LAUNCH=300 "$gpucnn" train --device auto --epochs 1 --data "$data/mnist-sample" --out "$work/fallback.safetensors" --verbose 2>&1 | tee "$work/fallback.txt"
   grep -q "falling back to the CPU" "$work/fallback.txt" && grep -q "test accuracy" "$work/fallback.txt" && echo "ok: fell back and finished on the CPU" || { echo "!! no fall-back seen"; failures+=("fallback-seen"); }
+fi
+
+if wanted distributed; then
+  step "data-parallel training on the GPU over Open MPI (carried in .gpu/mpi, unpacked to /tmp): 2 ranks sharing it against one process"
+  if compgen -G ".gpu/mpi/*.deb" >/dev/null; then
+    mpi=/tmp/gpucnn-mpi
+    rm -rf "$mpi" && for package in .gpu/mpi/*.deb; do dpkg -x "$package" "$mpi"; done
+    ln -sf orterun "$mpi/usr/bin/mpirun" # the tests call mpirun, which Debian's alternatives would have linked
+    mpienv=(env OPAL_PREFIX="$mpi/usr" PATH="$mpi/usr/bin:$PATH"
+      LD_LIBRARY_PATH="$mpi/usr/lib/x86_64-linux-gnu:$mpi/usr/lib/x86_64-linux-gnu/openmpi/lib:${LD_LIBRARY_PATH:-}")
+    "${mpienv[@]}" mpirun --version | head -n 1
+    ranks=(mpirun --allow-run-as-root --oversubscribe -np 2)
+    args=(train --device "${DISTRIBUTED_DEVICE:-cuda}" --epochs 1 --batch-size 128 --seed 1 --data "$data/mnist-sample")
+    echo "-- one process"
+    check distributed-one 120 "$gpucnn" "${args[@]}" --out "$work/one.safetensors" | grep -E "^epoch"
+    for run in 1 2; do
+      echo "-- 2 ranks, run $run"
+      check "distributed-two-$run" 180 "${mpienv[@]}" "${ranks[@]}" "$gpucnn" "${args[@]}" --distributed --verbose \
+        --out "$work/two-$run.safetensors" 2>&1 | grep -E "^epoch|rank|error"
+    done
+    echo "-- 2 ranks against one process, then the two 2-rank runs against each other"
+    python3 perf/gpu/compare_models.py "$work/one.safetensors" "$work/two-1.safetensors"
+    python3 perf/gpu/compare_models.py "$work/two-1.safetensors" "$work/two-2.safetensors" | tee "$work/two-repeat.txt"
+    grep -q "bitwise identical: True" "$work/two-repeat.txt" || { echo "!! the two 2-rank runs differ"; failures+=("distributed-reproducible"); }
+    echo "-- the distributed test class (2 ranks on the CPU)"
+    check distributed-tests 240 "${mpienv[@]}" "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.DistributedTests -noColor > "$work/distributed-tests.txt" 2>&1
+    grep -E "\[FAIL\]|Total:" "$work/distributed-tests.txt" | tail -n 20
+  else
+    echo "!! no Open MPI packages in .gpu/mpi (perf/gpu/publish.sh downloads them)"; failures+=("distributed-no-mpi")
+  fi
 fi
 
 if wanted ptx; then

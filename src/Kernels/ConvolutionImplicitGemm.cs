@@ -138,7 +138,7 @@ internal static class ConvolutionImplicitGemmKernels
     /// Launch: grid (⌈C·R·S / 8Tx⌉, ⌈K / 64⌉, splits), group (Tx, 8), the shared memory of <see cref="Config"/>. dW
     /// (K × C·R·S) = Σ over pixels j of dy[k, j]·cols[(c, r, s), j]; with pixelsPerSplit &gt; 0 split z sums pixels
     /// [z·pixelsPerSplit, (z + 1)·pixelsPerSplit) into slice z of <paramref name="dw"/> (K·C·R·S floats each), for
-    /// <see cref="GemmTiledKernels.SumSplits"/>.
+    /// <see cref="ReductionKernels.SumSlices"/>.
     /// </summary>
     public static void FilterGradient(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, Conv2dGeometry g, int pixelsPerSplit)
     {

@@ -6,7 +6,7 @@ namespace GpuCnn.Kernels;
 
 /// <summary>
 /// The third rung of the GEMM ladder: 8×8 register blocking with double-buffered staging. A square group of T × T
-/// threads (a power of two; 16 × 16 on GPUs) computes an 8T × 8T tile of C, so each pair of values read from shared
+/// threads (a power of two; 16 × 16 on GPUs, 8 × 8 with smaller tile groups) computes an 8T × 8T tile of C, so each pair of values read from shared
 /// memory feeds 4 multiply-adds instead of the 4×4 kernel's 2. Thread (tx, ty) owns rows 4ty + i and 4T + 4ty + i
 /// and columns 4tx + j and 4T + 4tx + j (i, j &lt; 4): its operands of one depth step are four runs of four
 /// consecutive floats, read from shared memory as four 16-byte loads (<see cref="Float4"/>; with scalar loads the

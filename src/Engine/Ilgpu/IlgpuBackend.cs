@@ -92,8 +92,11 @@ public sealed partial class IlgpuBackend : Backend
     /// </summary>
     private const int BlockedThreadsPerMultiprocessor = 512;
 
-    /// <summary>Groups of <paramref name="groupThreads"/> threads of the register-blocked kernels one multiprocessor runs at once.</summary>
-    public static int GroupsPerMultiprocessor(long groupThreads) => (int)Math.Max(1, BlockedThreadsPerMultiprocessor / groupThreads);
+    /// <summary>
+    /// Groups of <paramref name="groupThreads"/> threads of the register-blocked kernels one multiprocessor runs at once
+    /// (at most 32, Hopper's limit of resident groups).
+    /// </summary>
+    public static int GroupsPerMultiprocessor(long groupThreads) => (int)Math.Clamp(BlockedThreadsPerMultiprocessor / groupThreads, 1, 32);
 
     private int _gemmTileK => _profile.MaxGroupThreads >= 256 ? 16 : 8;
 
@@ -136,7 +139,7 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>Which GEMM kernel runs (Auto: tiled on GPUs, the simple kernel on the CPU accelerator).</summary>
     public GemmAlgorithm GemmAlgorithm { get; set; }
 
-    /// <summary>Which convolution kernels run (Auto: on GPUs the GEMM routes for plain layers, direct for grouped or dilated ones; direct on the CPU accelerator).</summary>
+    /// <summary>Which convolution kernels run (Auto: on GPUs the GEMM routes for ungrouped layers, direct for grouped ones; direct on the CPU accelerator).</summary>
     public ConvolutionAlgorithm ConvolutionAlgorithm { get; set; }
 
     /// <summary>Floats of workspace the im2col route may use per chunk of images (default 64 Mi floats = 256 MiB).</summary>
@@ -540,7 +543,10 @@ public sealed partial class IlgpuBackend : Backend
         return (long)shape.M * shape.N * shape.K >= 1L << 26 ? GemmAlgorithm.Tiled8x8 : GemmAlgorithm.Tiled;
     }
 
-    /// <summary>Forces the number of chunks of the direct filter gradient's split reduction (tests); null: chosen by size.</summary>
+    /// <summary>
+    /// Forces the number of chunks of the split reductions (tests): the direct filter gradient's, and the per-channel sums
+    /// of bias gradients and batch norm; null: chosen by size.
+    /// </summary>
     public int? ReductionChunks { get; set; }
 
     /// <summary>
@@ -580,7 +586,7 @@ public sealed partial class IlgpuBackend : Backend
 
     /// <summary>
     /// The implicit GEMM for ungrouped forward passes, filter gradients and stride-1 backward data where GEMMs are
-    /// chosen: <see cref="ConvolutionAlgorithm.Auto"/> takes the GEMM routes for every plain convolution on GPUs. It
+    /// chosen: <see cref="ConvolutionAlgorithm.Auto"/> takes it for every ungrouped convolution on GPUs. It
     /// had kept filters of at most 32 weights (LeNet's first layer) on the direct kernels, until an H100 ran that
     /// layer faster by the implicit GEMM (forward 0.048 against 0.059 ms, backward 0.244 against 0.320) and ResNet-8's
     /// 1×1 stride-2 shortcuts spent 0.5 ms each in the direct backward data (docs/benchmarks.md).
@@ -726,8 +732,8 @@ public sealed partial class IlgpuBackend : Backend
     protected override void BiasGradientCore(DeviceTensor<float> dy, DeviceTensor<float> db, int batch, int channels,
         int inner)
     {
-        // Chunks of the batch and positions per channel, then the chunks added in order: one group per channel had
-        // left a GPU idle (LeNet's first layer: 6 groups).
+        // Chunks of the batch and positions per channel, then the chunks added by a fixed tree per channel: one group
+        // per channel had left a GPU idle (LeNet's first layer: 6 groups).
         var (chunks, chunkSize) = ChannelChunks(channels, batch * inner);
         var sums = chunks == 1 ? View(db) : _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * channels);
         var groups = Reduction(1, chunkSize);
@@ -750,7 +756,7 @@ public sealed partial class IlgpuBackend : Backend
     private (int Chunks, int ChunkSize) ChannelChunks(int channels, int count)
     {
         int chunks = ReductionChunks is { } forced
-            ? Math.Clamp(forced, 1, Math.Max(1, count))
+            ? Math.Clamp(forced, 1, Math.Clamp(count, 1, 1024))
             : IsCpuAccelerator ? 1 : Math.Clamp((4 * _profile.Multiprocessors + channels - 1) / channels, 1, Math.Max(1, count / 2048));
         int chunkSize = Math.Max(1, (count + chunks - 1) / chunks);
         return (Math.Max(1, (count + chunkSize - 1) / chunkSize), chunkSize);
@@ -898,8 +904,9 @@ public enum GemmAlgorithm
 public enum ConvolutionAlgorithm
 {
     /// <summary>
-    /// On GPUs the implicit GEMM for plain layers (forward, filter gradient and stride-1 backward data), im2col + GEMM
-    /// for strided backward data, direct for grouped or dilated layers; direct on the CPU accelerator.
+    /// On GPUs the implicit GEMM for ungrouped layers (forward and filter gradient, dilated ones too; stride-1 backward
+    /// data of undilated ones), im2col + GEMM for strided backward data, direct for grouped layers and for dilated
+    /// layers' backward data; direct on the CPU accelerator.
     /// </summary>
     Auto,
 
