@@ -34,17 +34,20 @@ internal static class DataKernels
     }
 
     /// <summary>
-    /// One thread: metrics[slots.LossSum] += loss[0]·N (the batch's summed loss); metrics[slots.Correct] += the number
-    /// of rows whose first arg-max equals the label; metrics[slots.FirstNonFinite] = <paramref name="batchIndex"/> if
-    /// it is still negative and the loss is not finite (so the host learns where training diverged without a
-    /// per-batch download).
+    /// One group: metrics[slots.LossSum] += loss[0]·N (the batch's summed loss); metrics[slots.Correct] += the number
+    /// of rows whose first arg-max equals the label (thread t takes rows t, t + T, …; the counts meet in
+    /// <see cref="ReductionKernels.GroupSum"/>, exact as whole numbers); metrics[slots.FirstNonFinite] =
+    /// <paramref name="batchIndex"/> if it is still negative and the loss is not finite (so the host learns where
+    /// training diverged without a per-batch download). One thread walking the batch's logits had taken 120 µs a step
+    /// of ResNet-8 on an H100 (docs/benchmarks.md). Grid: one group of a power-of-two size, a float of shared memory
+    /// per thread.
     /// </summary>
-    public static void AccumulateMetrics(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> loss,
+    public static void AccumulateMetrics(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> loss,
         ArrayView<float> metrics, MetricSlots slots, int batchIndex)
     {
         int batch = labels.IntLength, classes = logits.IntLength / batch;
-        int correct = 0;
-        for (int n = 0; n < batch; n++)
+        float correct = 0f;
+        for (int n = Group.IdxX; n < batch; n += Group.DimX)
         {
             int best = 0;
             for (int j = 1; j < classes; j++)
@@ -57,8 +60,14 @@ internal static class DataKernels
 
             if (best == labels[n])
             {
-                correct++;
+                correct += 1f;
             }
+        }
+
+        correct = ReductionKernels.GroupSum(correct);
+        if (Group.IdxX != 0)
+        {
+            return;
         }
 
         metrics[slots.LossSum] += loss[0] * batch;

@@ -58,6 +58,34 @@ public abstract partial class BackendOpsTests
 
     [Fact]
     [Trait("Category", "CrossCheck")]
+    public void Metrics_count_every_row_of_a_batch_longer_than_a_group()
+    {
+        // 300 rows: more than a GPU kernel's group of 256 threads and the CPU accelerator's 16, so threads take several rows.
+        const int rows = 300, classes = 7;
+        var random = new Random(5);
+        float[] logits = [.. Enumerable.Range(0, rows * classes).Select(_ => MathF.Round(random.NextSingle() * 8f))]; // ties too
+        int[] labels = [.. Enumerable.Range(0, rows).Select(_ => random.Next(classes))];
+        int expected = Enumerable.Range(0, rows).Count(n =>
+        {
+            int best = 0;
+            for (int j = 1; j < classes; j++)
+            {
+                best = logits[(n * classes) + j] > logits[(n * classes) + best] ? j : best;
+            }
+
+            return best == labels[n];
+        });
+        using var dlogits = Put(logits, [rows, classes]);
+        using var dlabels = Backend.Upload<int>([rows], labels);
+        using var loss = Put([0.25f], [1]);
+        using var metrics = Put([0f, 0f, -1f], [3]);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, new Kernels.MetricSlots(0, 1, 2), 0);
+        Assert.Equal([0.25f * rows, expected, -1f], Backend.DownloadArray(metrics));
+        Assert.InRange(expected, 20, rows - 20); // the case is not trivial
+    }
+
+    [Fact]
+    [Trait("Category", "CrossCheck")]
     public void Views_share_storage_and_die_with_their_owner()
     {
         var owner = Put([1, 2, 3, 4, 5, 6], [1, 2, 3]);

@@ -845,8 +845,9 @@ public sealed partial class IlgpuBackend : Backend
     protected override void AccumulateMetricsCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
         DeviceTensor<float> loss, DeviceTensor<float> metrics, MetricSlots slots, int batchIndex)
     {
-        _launch.NextSerial((long)logits.Shape[0] * logits.Shape[1]);
-        _launch.Run(DataKernels.AccumulateMetrics, 1, View(logits), View(labels), View(loss), View(metrics), slots, batchIndex);
+        var group = Reduction(1, logits.Shape[0]);
+        _launch.NextSerial((long)(logits.Shape[0] + group.GroupDim.X - 1) / group.GroupDim.X * logits.Shape[1]);
+        _launch.Run(DataKernels.AccumulateMetrics, group, View(logits), View(labels), View(loss), View(metrics), slots, batchIndex);
     }
 
     /// <inheritdoc/>
