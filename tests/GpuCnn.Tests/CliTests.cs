@@ -130,6 +130,29 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void Tile_groups_of_64_threads_plan_four_times_the_groups_and_a_misspelt_size_is_a_clear_error()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "gemm-1024"];
+        using (var run = CliProcess.Start(["env"], args, new Dictionary<string, string> { ["GPUCNN_TILE_GROUP_THREADS"] = "64" }))
+        {
+            string output = run.StandardOutput.ReadToEnd();
+            run.StandardError.ReadToEnd();
+            Assert.True(run.WaitForExit(60_000), "gpucnn did not finish");
+            Assert.Equal(0, run.ExitCode);
+            // 256 tiles of 64 × 64, the depth split 4 ways: 1,024 groups of 64 threads, one wave of eight per multiprocessor.
+            Assert.Matches(@"gemm-1024\s+Tiled\s+1024\s+0\.97\s+64\s+\d+\s+256\s+dominant, ok", output);
+        }
+
+        using var misspelt = CliProcess.Start(["env"], args, new Dictionary<string, string> { ["GPUCNN_TILE_GROUP_THREADS"] = "100" });
+        string error = misspelt.StandardError.ReadToEnd();
+        misspelt.StandardOutput.ReadToEnd();
+        Assert.True(misspelt.WaitForExit(60_000), "gpucnn did not finish");
+        Assert.Equal(1, misspelt.ExitCode);
+        Assert.Equal("error: GPUCNN_TILE_GROUP_THREADS is '100'; expected 256, 128 or 64.", error.Trim());
+    }
+
+    [Fact]
     public void Bench_launches_plans_every_row_for_a_hopper_gpu_without_running_it()
     {
         var result = CliRunner.Run("bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet1", "gemm-1024");
