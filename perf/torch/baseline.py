@@ -14,9 +14,14 @@ import json
 import os
 import time
 
+import sys
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lenet_mnist import resnet8  # noqa: E402 (the module sits beside this one)
 
 
 def timer(device):
@@ -107,6 +112,23 @@ def rows(quick, device):
         conv1, conv2 = 2.0 * size * 6 * 784 * 25, 2.0 * size * 16 * 100 * 150
         dense = 2.0 * size * (400 * 120 + 120 * 84 + 84 * 10)
         out.append((f"lenet-step-{batch}{s}", conv1 * 2 + conv2 * 3 + dense * 3, step))
+    size = 8 if quick else 128
+    model = resnet8(1).to(device)  # gpucnn's resnet8, module for module (perf/torch/lenet_mnist.py), NCHW as ours
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+    xb = torch.rand(size, 1, 28, 28, device=device)
+    yb = torch.arange(size, device=device) % 10
+
+    def resnet_step(model=model, opt=opt, xb=xb, yb=yb):
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    # The convolutions' and the dense layer's FLOPs, forward and backward, as OperationCases.ResNet8StepFlops.
+    convs = [(16, 784, 9), (16, 784, 144), (16, 784, 144), (32, 196, 144), (32, 196, 288), (32, 196, 16),
+             (64, 49, 288), (64, 49, 576), (64, 49, 32)]
+    forward = sum(2.0 * size * k * pixels * weights for k, pixels, weights in convs) + 2.0 * size * 64 * 10
+    out.append((f"resnet8-step-128{s}", 3 * forward - 2.0 * size * 16 * 784 * 9, resnet_step))
     return out
 
 

@@ -150,6 +150,8 @@ public static partial class OperationCases
         {
             yield return LeNetStep($"lenet-step-{batch}{suffix}", quick ? batch / 16 : batch);
         }
+
+        yield return ResNet8Step($"resnet8-step-128{suffix}", quick ? 8 : 128);
     }
 
     /// <summary>y = conv(x, w) + b.</summary>
@@ -347,7 +349,32 @@ public static partial class OperationCases
 
     /// <summary>One LeNet-5 SGD-with-momentum step (rate 0, so every repetition sees the same weights) on a resident batch.</summary>
     public static OperationCase LeNetStep(string name, int batch) =>
-        new(name, $"batch {batch}", LeNetStepFlops(batch), backend => new LeNetStepRun(backend, batch));
+        new(name, $"batch {batch}", LeNetStepFlops(batch), backend => new ModelStepRun(backend, ArchitectureSpec.LeNet5, batch));
+
+    /// <summary>
+    /// One ResNet-8 SGD-with-momentum step (rate 0) on a resident batch of 1×28×28 inputs: batch norm in training mode,
+    /// residual blocks, 1×1 stride-2 shortcuts — the workload of the modern-layers issue, as one bench row.
+    /// </summary>
+    public static OperationCase ResNet8Step(string name, int batch) =>
+        new(name, $"batch {batch}", ResNet8StepFlops(batch), backend => new ModelStepRun(backend, ArchitectureSpec.ResNet8, batch));
+
+    /// <summary>
+    /// Forward, backward and update FLOPs of one ResNet-8 step on 1×28×28 inputs: its convolutions and dense layer (the
+    /// first convolution needs no input gradient); batch norm, activations, adds and pooling are not counted.
+    /// </summary>
+    public static double ResNet8StepFlops(int batch)
+    {
+        // (filters, output pixels, weights per filter) of each convolution, stem first.
+        (int K, int Pixels, int Weights)[] convolutions =
+        [
+            (16, 784, 9), (16, 784, 144), (16, 784, 144),
+            (32, 196, 144), (32, 196, 288), (32, 196, 16),
+            (64, 49, 288), (64, 49, 576), (64, 49, 32),
+        ];
+        double forward = convolutions.Sum(c => 2.0 * batch * c.K * c.Pixels * c.Weights) + (2.0 * batch * 64 * 10);
+        double stem = 2.0 * batch * 16 * 784 * 9;
+        return (3 * forward) - stem;
+    }
 
     /// <summary>Forward, backward and update FLOPs of one LeNet-5 step (the first layer needs no input gradient).</summary>
     public static double LeNetStepFlops(int batch)
@@ -490,8 +517,8 @@ public static partial class OperationCases
         }
     }
 
-    /// <summary>A LeNet-5 training step on a resident batch; its outputs are the logits of the last forward pass.</summary>
-    private sealed class LeNetStepRun : IPreparedCase
+    /// <summary>A training step of a 1×28×28, 10-class model on a resident batch; its outputs are the logits of the last forward pass.</summary>
+    private sealed class ModelStepRun : IPreparedCase
     {
         private readonly Backend _backend;
         private readonly Sequential _model;
@@ -500,10 +527,10 @@ public static partial class OperationCases
         private readonly DeviceTensor<int> _labels;
         private DeviceTensor<float>? _logits;
 
-        public LeNetStepRun(Backend backend, int batch)
+        public ModelStepRun(Backend backend, string architecture, int batch)
         {
             _backend = backend;
-            _model = Sequential.Create(ArchitectureSpec.LeNet5, [1, 28, 28], backend, seed: 1);
+            _model = Sequential.Create(architecture, [1, 28, 28], backend, seed: 1);
             _sgd = new Sgd(backend, _model.NamedParameters(), new SgdOptions(0f, 0.9f));
             _x = backend.Upload(Tensor.Random([batch, 1, 28, 28], 2, 0f, 1f));
             _labels = backend.Upload<int>([batch], [.. Enumerable.Range(0, batch).Select(i => i % 10)]);
