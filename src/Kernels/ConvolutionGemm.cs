@@ -57,40 +57,31 @@ internal static class ConvolutionGemmKernels
 
     /// <summary>
     /// col2im as a gather (no atomics): dx[n, c, h, w] = Σ_{r,s} dcols[(c·R + r)·S + s, (n − first)·P·Q + p·Q + q]
-    /// over the (r, s) whose output (p, q) = ((h + Ph − r)/Sh, (w + Pw − s)/Sw) is exact and in range.
+    /// over the (r, s) whose output (p, q) = ((h + Ph − r)/Sh, (w + Pw − s)/Sw) is exact and in range. Those are
+    /// r ≡ h + Ph (mod Sh) and s ≡ w + Pw (mod Sw), and p (q) falls by one per step of Sh (Sw) in r (s): one division
+    /// and one remainder per axis and thread instead of one per tap (integer division is a long instruction sequence
+    /// on GPUs), and only the contributing taps are visited, in the same order as before.
     /// </summary>
     public static void Col2Im(Index1D index, ArrayView<float> dcols, ArrayView<float> dx, Conv2dGeometry g, int first, int count)
     {
         int w = index % g.W, h = index / g.W % g.H, c = index / (g.W * g.H) % g.C, local = index / (g.W * g.H * g.C);
-        int pq = g.P * g.Q, width = count * pq;
+        int pq = g.P * g.Q, width = count * pq, column0 = local * pq;
+        int rowOffset = h + g.PadH, columnOffset = w + g.PadW;
+        int firstR = rowOffset % g.StrideH, firstS = columnOffset % g.StrideW;
+        int firstP = rowOffset / g.StrideH, firstQ = columnOffset / g.StrideW;
         float sum = 0f;
-        bool unitStride = g.StrideH == 1 && g.StrideW == 1; // the same for every thread: no divisions in the loop
-        for (int r = 0; r < g.R; r++)
+        for (int r = firstR, p = firstP; r < g.R && p >= 0; r += g.StrideH, p--)
         {
-            int ph = h + g.PadH - r;
-            if (ph < 0 || (!unitStride && ph % g.StrideH != 0))
-            {
-                continue;
-            }
-
-            int p = unitStride ? ph : ph / g.StrideH;
             if (p >= g.P)
             {
                 continue;
             }
 
-            for (int s = 0; s < g.S; s++)
+            for (int s = firstS, q = firstQ; s < g.S && q >= 0; s += g.StrideW, q--)
             {
-                int qw = w + g.PadW - s;
-                if (qw < 0 || (!unitStride && qw % g.StrideW != 0))
-                {
-                    continue;
-                }
-
-                int q = unitStride ? qw : qw / g.StrideW;
                 if (q < g.Q)
                 {
-                    sum += dcols[(((c * g.R) + r) * g.S + s) * width + (local * pq) + (p * g.Q) + q];
+                    sum += dcols[(((c * g.R) + r) * g.S + s) * width + column0 + (p * g.Q) + q];
                 }
             }
         }
