@@ -12,17 +12,19 @@
 #     profile go to $OUT (ncu: the GEMM at gemm-4096, the kernels of conv3x3-64, the filter gradient of conv3x3-128-bwd).
 # ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
 # `groups` times the tiled kernels' group sizes against each other (GPUCNN_TILE_GROUP_THREADS=256|128|64, every bench
-# row, alternating, twice); `ncu-resnet` sums Nsight Compute's GPU time per kernel over 900 launches of ResNet-8
-# training steps (perf/gpu/ncu_kernel_times.py); `distributed` unpacks the Open MPI packages publish.sh carried and
+# row, alternating, twice); `narrow` times the implicit GEMM's 32-filter tiles against its 64-filter ones (layers of
+# at most 32 filters; GPUCNN_IMPLICIT_GEMM_FILTERS=64|32; in the default run until a GPU has decided between them);
+# `ncu-resnet` sums Nsight Compute's GPU time per kernel over 900 launches of ResNet-8 training steps
+# (perf/gpu/ncu_kernel_times.py); `distributed` unpacks the Open MPI packages publish.sh carried and
 # trains on the GPU with 2 ranks sharing it (`--device cuda` takes the GPU of the local rank modulo the GPUs there)
 # against one process, twice for bitwise reproducibility, then runs the distributed test class.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback
-# distributed ptx opencl ncu ncu-resnet; default: all but groups, ladder, ptx, opencl, ncu and
-# ncu-resnet, whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test
-# suite (e.g. "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder
-# step compares (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default
-# cuda; cpu tries the step on a machine without a GPU).
+# (names: machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro
+# fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, ladder, ptx, opencl, ncu and ncu-resnet,
+# whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
+# "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
+# (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
+# the step on a machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpucnn-check}
@@ -34,8 +36,8 @@ rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.
 gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
-default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback distributed"
-all_steps="machine devices selftest tests parity bench groups ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
+default_steps="machine devices selftest tests parity bench narrow conv-ladder torch-bench lenet resnet repro fallback distributed"
+all_steps="machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -111,6 +113,25 @@ if wanted groups; then
     check "resnet-groups-$threads" 120 env GPUCNN_TILE_GROUP_THREADS=$threads "$gpucnn" train --device cuda --arch resnet8 --epochs 2 \
       --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 --schedule cosine --augment crop=2 --normalize 0.1307,0.3081 --seed 1 \
       --data "$data/mnist" --out "$work/resnet8-groups-$threads.safetensors" | grep -E "^epoch"
+  done
+fi
+
+if wanted narrow; then
+  step "implicit-GEMM tiles of 64 and 32 filters (GPUCNN_IMPLICIT_GEMM_FILTERS; 32 applies to layers of <= 32 filters): selftest, bench rows alternating twice, ResNet-8"
+  echo "-- selftest, GPUCNN_IMPLICIT_GEMM_FILTERS=32"
+  check selftest-narrow 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=32 "$gpucnn" selftest --device cuda | tail -n 1
+  for round in 1 2; do
+    for filters in 64 32; do
+      echo "-- round $round, GPUCNN_IMPLICIT_GEMM_FILTERS=$filters"
+      check "bench-filters-$filters" 90 env GPUCNN_IMPLICIT_GEMM_FILTERS=$filters "$gpucnn" bench --device cuda --only conv lenet-step resnet8 \
+        | grep -E "^(conv|lenet|resnet)"
+    done
+  done
+  for filters in 64 32; do
+    echo "-- ResNet-8, 2 epochs, GPUCNN_IMPLICIT_GEMM_FILTERS=$filters"
+    check "resnet-filters-$filters" 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=$filters "$gpucnn" train --device cuda --arch resnet8 --epochs 2 \
+      --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 --schedule cosine --augment crop=2 --normalize 0.1307,0.3081 --seed 1 \
+      --data "$data/mnist" --out "$work/resnet8-filters-$filters.safetensors" | grep -E "^epoch"
   done
 fi
 
@@ -194,7 +215,8 @@ fi
 if wanted ptx; then
   step "ptxas: registers, spills and shared memory of the GEMM and convolution kernels for sm_90"
   GPUCNN_PTX_DUMP="$work/ptx" check ptx-dump 120 "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.PtxCompilationTests -noColor > "$work/ptx.txt" 2>&1
-  for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_FilterGradient; do
+  for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_FilterGradient \
+    ConvolutionImplicitGemmKernels_ForwardNarrow_Identity_ ConvolutionImplicitGemmKernels_FilterGradientNarrow; do
     echo "-- $kernel"; ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o /dev/null 2>&1 | grep -E "registers|spill|error" | head -4
   done
 fi

@@ -35,7 +35,7 @@ namespace GpuCnn.Kernels;
 /// Groups are handled by neither kernel (the callers take the other routes for grouped convolutions).
 /// </para>
 /// </summary>
-internal static class ConvolutionImplicitGemmKernels
+internal static partial class ConvolutionImplicitGemmKernels
 {
     /// <summary>Filters per tile: 8 rows of threads with 8 filters each.</summary>
     public const int TileFilters = 64;

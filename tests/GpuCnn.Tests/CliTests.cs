@@ -153,6 +153,30 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void Narrow_implicit_gemm_tiles_plan_the_narrow_kernels_and_a_misspelt_count_is_a_clear_error()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet2-bwd"];
+        using (var run = CliProcess.Start(["env"], args, new Dictionary<string, string> { ["GPUCNN_IMPLICIT_GEMM_FILTERS"] = "32" }))
+        {
+            string output = run.StandardOutput.ReadToEnd();
+            run.StandardError.ReadToEnd();
+            Assert.True(run.WaitForExit(60_000), "gpucnn did not finish");
+            Assert.Equal(0, run.ExitCode);
+            // LeNet's second layer (16 filters from 6 channels): backward data (6 filters) and filter gradient on 32-filter tiles.
+            Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s", output);
+            Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", output);
+        }
+
+        using var misspelt = CliProcess.Start(["env"], args, new Dictionary<string, string> { ["GPUCNN_IMPLICIT_GEMM_FILTERS"] = "16" });
+        string error = misspelt.StandardError.ReadToEnd();
+        misspelt.StandardOutput.ReadToEnd();
+        Assert.True(misspelt.WaitForExit(60_000), "gpucnn did not finish");
+        Assert.Equal(1, misspelt.ExitCode);
+        Assert.Equal("error: GPUCNN_IMPLICIT_GEMM_FILTERS is '16'; expected 64 or 32.", error.Trim());
+    }
+
+    [Fact]
     public void Bench_launches_plans_every_row_for_a_hopper_gpu_without_running_it()
     {
         var result = CliRunner.Run("bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet1", "gemm-1024");

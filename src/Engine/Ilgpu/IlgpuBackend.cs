@@ -45,6 +45,14 @@ public sealed partial class IlgpuBackend : Backend
             GemmDepthSplits = splits;
         }
 
+        string? filters = Environment.GetEnvironmentVariable("GPUCNN_IMPLICIT_GEMM_FILTERS");
+        if (!string.IsNullOrWhiteSpace(filters))
+        {
+            ImplicitGemmFilters = int.TryParse(filters, out int count) && count is 64 or ConvolutionImplicitGemmKernels.NarrowFilters
+                ? count
+                : throw new InvalidOperationException($"GPUCNN_IMPLICIT_GEMM_FILTERS is '{filters}'; expected 64 or 32.");
+        }
+
         string? groupThreads = Environment.GetEnvironmentVariable("GPUCNN_TILE_GROUP_THREADS");
         if (!string.IsNullOrWhiteSpace(groupThreads))
         {
@@ -609,6 +617,12 @@ public sealed partial class IlgpuBackend : Backend
         Epilogue<TF> epilogue)
         where TF : struct, IActivationFunction
     {
+        if (UsesNarrowTiles(g))
+        {
+            RunImplicitGemmNarrow(g, x, w, y, bias, epilogue);
+            return;
+        }
+
         int depth = g.C * g.R * g.S, threadsX = ImplicitGemmThreadsX;
         var tiles = ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
         var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y);
@@ -630,21 +644,41 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>dW = dy · colsᵀ by the implicit GEMM over the N·P·Q output pixels, split across the grid and summed in order.</summary>
     private void RunImplicitFilterGradient(Conv2dGeometry g, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw)
     {
-        int pixels = g.N * g.P * g.Q, threadsX = ImplicitGemmThreadsX;
-        var tiles = ConvolutionImplicitGemmKernels.FilterGradientTiles(g, threadsX);
-        var (splits, perSplit) = ImplicitGemmSplits(pixels, (long)tiles.X * tiles.Y);
+        bool narrow = UsesNarrowTiles(g);
+        int pixels = g.N * g.P * g.Q, threadsX = narrow ? NarrowThreadsX : ImplicitGemmThreadsX;
+        var tiles = narrow
+            ? ConvolutionImplicitGemmKernels.NarrowFilterGradientTiles(g, threadsX)
+            : ConvolutionImplicitGemmKernels.FilterGradientTiles(g, threadsX);
+        var (splits, perSplit) = ImplicitGemmSplits(pixels, (long)tiles.X * tiles.Y, narrow);
         if (splits == 1)
         {
             _launch.NextSerial(pixels);
-            _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX), x, dy, dw, g, 0);
+            if (narrow)
+            {
+                _launch.Run(ConvolutionImplicitGemmKernels.FilterGradientNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX), x, dy, dw, g, 0);
+            }
+            else
+            {
+                _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX), x, dy, dw, g, 0);
+            }
+
             return;
         }
 
         int weights = g.K * g.C * g.R * g.S;
         var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * weights);
         _launch.NextSerial(perSplit);
-        _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX, splits), x, dy,
-            partial, g, perSplit);
+        if (narrow)
+        {
+            _launch.Run(ConvolutionImplicitGemmKernels.FilterGradientNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX, splits), x, dy,
+                partial, g, perSplit);
+        }
+        else
+        {
+            _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX, splits), x, dy,
+                partial, g, perSplit);
+        }
+
         // The splits are many when the weights are few (one or two tiles): their sums get lanes of threads each.
         int lanes = 1;
         while (lanes < 8 && lanes * 2 <= splits && lanes * 2 <= _profile.MaxGroupThreads / 2)
@@ -659,12 +693,63 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <summary>Depth splits of an implicit-GEMM launch, each a whole number of 8-deep stages: <see cref="WaveSplits"/>, or as forced.</summary>
-    private (int Splits, int PerSplit) ImplicitGemmSplits(int depth, long tiles)
+    private (int Splits, int PerSplit) ImplicitGemmSplits(int depth, long tiles, bool narrow = false)
     {
         const int stage = ConvolutionImplicitGemmKernels.Depth;
+        int groupThreads = narrow
+            ? NarrowThreadsX * ConvolutionImplicitGemmKernels.NarrowRows
+            : ImplicitGemmThreadsX * ConvolutionImplicitGemmKernels.ThreadRows;
         return GemmDepthSplits is { } forced
             ? StagedSplits(depth, Math.Clamp(forced, 1, Math.Max(1, depth)), stage)
-            : WaveSplits(depth, stage, tiles, ImplicitGemmThreadsX * ConvolutionImplicitGemmKernels.ThreadRows);
+            : WaveSplits(depth, stage, tiles, groupThreads);
+    }
+
+    /// <summary>
+    /// Filters per implicit-GEMM tile for layers of at most 32 filters (forward and filter gradient; for backward data,
+    /// of at most 32 input channels): 64 (the default, the kernels measured on H100s and H200s) or 32
+    /// (<see cref="ConvolutionImplicitGemmKernels.ForwardNarrow"/>, <see cref="ConvolutionImplicitGemmKernels.FilterGradientNarrow"/>:
+    /// a 16-filter layer no longer runs its tiles a quarter full). 32 is checked on ILGPU's CPU accelerator and not yet
+    /// timed on a GPU (`perf/gpu/check.sh narrow` times one against the other). GPUCNN_IMPLICIT_GEMM_FILTERS sets it for
+    /// a process.
+    /// </summary>
+    public int ImplicitGemmFilters
+    {
+        get;
+        set => field = value is 64 or ConvolutionImplicitGemmKernels.NarrowFilters
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, "Implicit-GEMM tiles have 64 or 32 filters.");
+    } = 64;
+
+    /// <summary>Whether <paramref name="g"/> runs on the 32-filter tiles.</summary>
+    private bool UsesNarrowTiles(Conv2dGeometry g) =>
+        ImplicitGemmFilters == ConvolutionImplicitGemmKernels.NarrowFilters && g.K <= ConvolutionImplicitGemmKernels.NarrowFilters;
+
+    /// <summary>Threads per row of a narrow group (4 rows): <see cref="TileGroupThreads"/> / 4 on GPUs, 4 on the CPU accelerator.</summary>
+    private int NarrowThreadsX => _profile.MaxGroupThreads >= 256
+        ? TileGroupThreads / ConvolutionImplicitGemmKernels.NarrowRows
+        : _profile.MaxGroupThreads / ConvolutionImplicitGemmKernels.NarrowRows;
+
+    /// <summary><see cref="RunImplicitGemm"/> on 32-filter tiles.</summary>
+    private void RunImplicitGemmNarrow<TF>(Conv2dGeometry g, ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, ArrayView<float> bias,
+        Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction
+    {
+        int depth = g.C * g.R * g.S, threadsX = NarrowThreadsX;
+        var tiles = ConvolutionImplicitGemmKernels.NarrowTiles(g, threadsX);
+        var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y, narrow: true);
+        _launch.NextSerial(splits == 1 ? depth : perSplit);
+        if (splits == 1)
+        {
+            _launch.Run(ConvolutionImplicitGemmKernels.ForwardNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX), x, w, y, g, 0, bias,
+                epilogue);
+            return;
+        }
+
+        var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * g.OutputSize);
+        _launch.Run(ConvolutionImplicitGemmKernels.ForwardNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX, splits), x, w, partial,
+            g, perSplit, bias, epilogue);
+        _launch.NextSerial(splits);
+        _launch.Run(ConvolutionImplicitGemmKernels.SumSplits, g.OutputSize, partial, y, g, splits, bias, epilogue);
     }
 
     /// <summary>

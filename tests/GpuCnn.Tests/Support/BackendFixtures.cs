@@ -102,6 +102,22 @@ public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu",
     ilgpu.GemmDepthSplits = 3;
 });
 
+/// <summary>The implicit GEMM on its 32-filter tiles (every test layer has at most 32 filters), unsplit and with its depth split in three.</summary>
+public sealed class IlgpuCpuImplicitNarrowFixture() : BackendFixture("ilgpu-cpu", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
+    ilgpu.ImplicitGemmFilters = 32;
+});
+
+public sealed class IlgpuCpuImplicitNarrowSplitFixture() : BackendFixture("ilgpu-cpu", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
+    ilgpu.ImplicitGemmFilters = 32;
+    ilgpu.GemmDepthSplits = 3;
+});
+
 public sealed class CudaFixture() : BackendFixture("cuda");
 
 /// <summary>CUDA forced onto the implicit-GEMM convolution and the 8×8 GEMM, whatever the shape (Auto keeps small shapes on the simple kernels).</summary>
@@ -125,6 +141,14 @@ public abstract class CudaTileGroupsFixture(int threads) : BackendFixture("cuda"
 });
 
 public sealed class CudaTileGroups64Fixture() : CudaTileGroupsFixture(64);
+
+/// <summary>CUDA's implicit GEMM (forced) on its 32-filter tiles.</summary>
+public sealed class CudaImplicitNarrowFixture() : BackendFixture("cuda", backend =>
+{
+    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
+    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
+    ilgpu.ImplicitGemmFilters = 32;
+});
 
 /// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
 public sealed class CudaTiled128Fixture() : BackendFixture("cuda", backend =>

@@ -2,7 +2,7 @@ using GpuCnn.Models;
 
 namespace GpuCnn.Tests.Support;
 
-/// <summary>Awkward shapes shared by the backend and gradient tests: batch 1, odd sizes, 1×1 and 5×1 kernels, stride 2 with padding.</summary>
+/// <summary>Awkward shapes shared by the backend and gradient tests: batch 1, odd sizes, 1×1 and 5×1 kernels, stride 2 with padding, 24 filters.</summary>
 public static class Cases
 {
     /// <summary>
@@ -29,6 +29,9 @@ public static class Cases
         ["groups 2 stride 2 pad 1"] = new(N: 2, C: 4, H: 6, W: 5, K: 6, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 2),
         ["depthwise dilation 2x1"] = new(N: 2, C: 3, H: 7, W: 6, K: 3, R: 3, S: 2, PadH: 1, DilationH: 2, DilationW: 1, Groups: 3),
         ["groups 2 of 1x1, 2 filters each"] = new(N: 1, C: 2, H: 4, W: 3, K: 4, R: 1, S: 1, Groups: 2),
+        // More than 16 filters and channels: both halves of a 32-filter tile's rows, the second one partly, in the forward
+        // pass and filter gradient and in backward data (whose filters are these channels).
+        ["24 filters from 20 channels"] = new(N: 1, C: 20, H: 5, W: 4, K: 24, R: 3, S: 3, PadH: 1, PadW: 1),
     };
 
     public static readonly IReadOnlyDictionary<string, Pool2dGeometry> Pools = new Dictionary<string, Pool2dGeometry>
