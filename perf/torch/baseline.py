@@ -55,6 +55,22 @@ def measure(fn, device):
     return times[len(times) // 2], reps
 
 
+def training_step(model, size, device):
+    """One SGD-with-momentum step at rate 0 (every repetition sees the same weights) on a resident batch of 1×28×28 inputs."""
+    model = model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+    xb = torch.rand(size, 1, 28, 28, device=device)
+    yb = torch.arange(size, device=device) % 10
+
+    def step():
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def rows(quick, device):
     s = "-quick" if quick else ""
     out = []
@@ -98,32 +114,13 @@ def rows(quick, device):
         size = batch // 16 if quick else batch
         model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
                               nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                              nn.Linear(84, 10)).to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
-        xb = torch.rand(size, 1, 28, 28, device=device)
-        yb = torch.arange(size, device=device) % 10
-
-        def step(model=model, opt=opt, xb=xb, yb=yb):
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
+                              nn.Linear(84, 10))
+        step = training_step(model, size, device)
         conv1, conv2 = 2.0 * size * 6 * 784 * 25, 2.0 * size * 16 * 100 * 150
         dense = 2.0 * size * (400 * 120 + 120 * 84 + 84 * 10)
         out.append((f"lenet-step-{batch}{s}", conv1 * 2 + conv2 * 3 + dense * 3, step))
     size = 8 if quick else 128
-    model = resnet8(1).to(device)  # gpucnn's resnet8, module for module (perf/torch/lenet_mnist.py), NCHW as ours
-    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
-    xb = torch.rand(size, 1, 28, 28, device=device)
-    yb = torch.arange(size, device=device) % 10
-
-    def resnet_step(model=model, opt=opt, xb=xb, yb=yb):
-        loss = F.cross_entropy(model(xb), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    resnet_step = training_step(resnet8(1), size, device)  # gpucnn's resnet8, module for module (perf/torch/lenet_mnist.py), NCHW as ours
     # The convolutions' and the dense layer's FLOPs, forward and backward, as OperationCases.ResNet8StepFlops.
     convs = [(16, 784, 9), (16, 784, 144), (16, 784, 144), (32, 196, 144), (32, 196, 288), (32, 196, 16),
              (64, 49, 288), (64, 49, 576), (64, 49, 32)]

@@ -134,22 +134,14 @@ public sealed partial class CliTests
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
         string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "gemm-1024"];
-        using (var run = CliProcess.Start(["env"], args, new Dictionary<string, string> { ["GPUCNN_TILE_GROUP_THREADS"] = "64" }))
-        {
-            string output = run.StandardOutput.ReadToEnd();
-            run.StandardError.ReadToEnd();
-            Assert.True(run.WaitForExit(60_000), "gpucnn did not finish");
-            Assert.Equal(0, run.ExitCode);
-            // 256 tiles of 64 × 64, the depth split 4 ways: 1,024 groups of 64 threads, one wave of eight per multiprocessor.
-            Assert.Matches(@"gemm-1024\s+Tiled\s+1024\s+0\.97\s+64\s+\d+\s+256\s+dominant, ok", output);
-        }
+        var planned = CliProcess.RunWithEnvironment(args, "GPUCNN_TILE_GROUP_THREADS", "64");
+        Assert.True(planned.ExitCode == 0, planned.Error);
+        // 256 tiles of 64 × 64, the depth split 4 ways: 1,024 groups of 64 threads, one wave of eight per multiprocessor.
+        Assert.Matches(@"gemm-1024\s+Tiled\s+1024\s+0\.97\s+64\s+\d+\s+256\s+dominant, ok", planned.Out);
 
-        using var misspelt = CliProcess.Start(["env"], args, new Dictionary<string, string> { ["GPUCNN_TILE_GROUP_THREADS"] = "100" });
-        string error = misspelt.StandardError.ReadToEnd();
-        misspelt.StandardOutput.ReadToEnd();
-        Assert.True(misspelt.WaitForExit(60_000), "gpucnn did not finish");
+        var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_TILE_GROUP_THREADS", "100");
         Assert.Equal(1, misspelt.ExitCode);
-        Assert.Equal("error: GPUCNN_TILE_GROUP_THREADS is '100'; expected 256, 128 or 64.", error.Trim());
+        Assert.Equal("error: GPUCNN_TILE_GROUP_THREADS is '100'; expected 256, 128 or 64.", misspelt.Error.Trim());
     }
 
     [Fact]
@@ -157,23 +149,15 @@ public sealed partial class CliTests
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
         string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet2-bwd"];
-        using (var run = CliProcess.Start(["env"], args, new Dictionary<string, string> { ["GPUCNN_IMPLICIT_GEMM_FILTERS"] = "32" }))
-        {
-            string output = run.StandardOutput.ReadToEnd();
-            run.StandardError.ReadToEnd();
-            Assert.True(run.WaitForExit(60_000), "gpucnn did not finish");
-            Assert.Equal(0, run.ExitCode);
-            // LeNet's second layer (16 filters from 6 channels): backward data (6 filters) and filter gradient on 32-filter tiles.
-            Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s", output);
-            Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", output);
-        }
+        var planned = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "32");
+        Assert.True(planned.ExitCode == 0, planned.Error);
+        // LeNet's second layer (16 filters from 6 channels): backward data (6 filters) and filter gradient on 32-filter tiles.
+        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s", planned.Out);
+        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", planned.Out);
 
-        using var misspelt = CliProcess.Start(["env"], args, new Dictionary<string, string> { ["GPUCNN_IMPLICIT_GEMM_FILTERS"] = "16" });
-        string error = misspelt.StandardError.ReadToEnd();
-        misspelt.StandardOutput.ReadToEnd();
-        Assert.True(misspelt.WaitForExit(60_000), "gpucnn did not finish");
+        var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "16");
         Assert.Equal(1, misspelt.ExitCode);
-        Assert.Equal("error: GPUCNN_IMPLICIT_GEMM_FILTERS is '16'; expected 64 or 32.", error.Trim());
+        Assert.Equal("error: GPUCNN_IMPLICIT_GEMM_FILTERS is '16'; expected 64 or 32.", misspelt.Error.Trim());
     }
 
     [Fact]

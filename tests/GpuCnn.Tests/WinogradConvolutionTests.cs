@@ -163,12 +163,8 @@ public sealed class WinogradConvolutionTests
     public void A_misspelt_winograd_setting_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
-        using var run = CliProcess.Start(["env"], ["bench", "--device", "cpu", "--only", "gemm-256", "--quick"],
-            new Dictionary<string, string> { ["GPUCNN_CPU_WINOGRAD"] = "sometimes" });
-        string error = run.StandardError.ReadToEnd();
-        run.StandardOutput.ReadToEnd();
-        Assert.True(run.WaitForExit(60_000), "gpucnn did not finish");
+        var run = CliProcess.RunWithEnvironment(["bench", "--device", "cpu", "--only", "gemm-256", "--quick"], "GPUCNN_CPU_WINOGRAD", "sometimes");
         Assert.Equal(1, run.ExitCode);
-        Assert.Contains("GPUCNN_CPU_WINOGRAD is 'sometimes'; expected off, auto or always.", error, StringComparison.Ordinal);
+        Assert.Contains("GPUCNN_CPU_WINOGRAD is 'sometimes'; expected off, auto or always.", run.Error, StringComparison.Ordinal);
     }
 }

@@ -37,4 +37,14 @@ public static class CliProcess
 
         return Process.Start(start)!;
     }
+
+    /// <summary>Runs the CLI with <paramref name="args"/> and one more environment variable, to its end (a minute at most).</summary>
+    public static CliRunner.Result RunWithEnvironment(string[] args, string variable, string value)
+    {
+        using var run = Start(["env"], args, new Dictionary<string, string> { [variable] = value });
+        var output = run.StandardOutput.ReadToEndAsync();
+        string error = run.StandardError.ReadToEnd();
+        Assert.True(run.WaitForExit(60_000), "gpucnn did not finish");
+        return new CliRunner.Result(run.ExitCode, output.Result, error);
+    }
 }
