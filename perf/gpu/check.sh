@@ -20,7 +20,7 @@
 # against one process, twice for bitwise reproducibility, then runs the distributed test class.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro
-# fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, ladder, ptx, opencl, ncu and ncu-resnet,
+# fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, ladder, opencl, ncu and ncu-resnet,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -36,7 +36,7 @@ rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.
 gpucnn=$bundle/gpucnn
 data=.gpu/data
 failures=()
-default_steps="machine devices selftest tests parity bench narrow conv-ladder torch-bench lenet resnet repro fallback distributed"
+default_steps="machine devices selftest tests parity bench narrow conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
 all_steps="machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done

@@ -724,10 +724,11 @@ public sealed partial class IlgpuBackend : Backend
     private bool UsesNarrowTiles(Conv2dGeometry g) =>
         ImplicitGemmFilters == ConvolutionImplicitGemmKernels.NarrowFilters && g.K <= ConvolutionImplicitGemmKernels.NarrowFilters;
 
-    /// <summary>Threads per row of a narrow group (4 rows): <see cref="TileGroupThreads"/> / 4 on GPUs, 4 on the CPU accelerator.</summary>
-    private int NarrowThreadsX => _profile.MaxGroupThreads >= 256
-        ? TileGroupThreads / ConvolutionImplicitGemmKernels.NarrowRows
-        : _profile.MaxGroupThreads / ConvolutionImplicitGemmKernels.NarrowRows;
+    /// <summary>
+    /// Threads per row of a narrow group (4 rows): <see cref="TileGroupThreads"/> / 4 on GPUs, 4 on the CPU accelerator's
+    /// 16-thread groups (the gradient staging needs a multiple of 8 threads).
+    /// </summary>
+    private int NarrowThreadsX => _profile.MaxGroupThreads >= 256 ? TileGroupThreads / ConvolutionImplicitGemmKernels.NarrowRows : 4;
 
     /// <summary><see cref="RunImplicitGemm"/> on 32-filter tiles.</summary>
     private void RunImplicitGemmNarrow<TF>(Conv2dGeometry g, ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, ArrayView<float> bias,
