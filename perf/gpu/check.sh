@@ -35,7 +35,10 @@ bundle=/tmp/gpucnn-bundle
 rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.xz
 gpucnn=$bundle/gpucnn
 data=.gpu/data
-failures=()
+# Failures go to a file: a check inside a pipeline (`check … | grep`) runs in a subshell, where an array would lose them.
+failed="$work/failed-steps"
+: > "$failed"
+fail() { echo "$1" >> "$failed"; }
 default_steps="machine devices selftest tests parity bench narrow conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
 all_steps="machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
@@ -46,7 +49,7 @@ check() { # check NAME SECONDS COMMAND...: runs under a time limit, records a fa
   local name=$1 limit=$2; shift 2
   timeout -k 5 "$limit" "$@"
   local rc=$?
-  if [ $rc -ne 0 ]; then echo "!! $name: exit code $rc$([ $rc -eq 124 ] && echo " (timed out after ${limit} s)")"; failures+=("$name"); fi
+  if [ $rc -ne 0 ]; then echo "!! $name: exit code $rc$([ $rc -eq 124 ] && echo " (timed out after ${limit} s)")"; fail "$name"; fi
   return $rc
 }
 
@@ -61,7 +64,7 @@ fi
 if wanted devices; then
   step "gpucnn devices"
   check devices 60 "$gpucnn" devices | tee "$work/devices.txt"
-  grep -q "auto picks: cuda" "$work/devices.txt" && echo "ok: auto picks cuda" || { echo "!! auto does not pick cuda"; failures+=("auto-picks-cuda"); }
+  grep -q "auto picks: cuda" "$work/devices.txt" && echo "ok: auto picks cuda" || { echo "!! auto does not pick cuda"; fail auto-picks-cuda; }
 fi
 
 if wanted selftest; then
@@ -173,13 +176,13 @@ if wanted repro; then
     check "reproducible-$run" 90 "$gpucnn" train --device cuda --epochs 2 --data "$data/mnist-sample" --out "$work/repeat-$run.safetensors" >/dev/null
   done
   sha256sum "$work"/repeat-*.safetensors
-  if [ "$(sha256sum "$work"/repeat-*.safetensors | cut -d' ' -f1 | sort -u | wc -l)" = 1 ]; then echo "ok: identical models"; else echo "!! the two runs differ"; failures+=("reproducible"); fi
+  if [ "$(sha256sum "$work"/repeat-*.safetensors | cut -d' ' -f1 | sort -u | wc -l)" = 1 ]; then echo "ok: identical models"; else echo "!! the two runs differ"; fail reproducible; fi
 fi
 
 if wanted fallback; then
   step "auto falls back to the CPU after a real CUDA fault (an illegal-address write at launch 300)"
   check fallback 120 env GPUCNN_INJECT_FAULT_AT_LAUNCH=300 "$gpucnn" train --device auto --epochs 1 --data "$data/mnist-sample" --out "$work/fallback.safetensors" --verbose 2>&1 | tee "$work/fallback.txt"
-  grep -q "falling back to the CPU" "$work/fallback.txt" && grep -q "test accuracy" "$work/fallback.txt" && echo "ok: fell back and finished on the CPU" || { echo "!! no fall-back seen"; failures+=("fallback-seen"); }
+  grep -q "falling back to the CPU" "$work/fallback.txt" && grep -q "test accuracy" "$work/fallback.txt" && echo "ok: fell back and finished on the CPU" || { echo "!! no fall-back seen"; fail fallback-seen; }
 fi
 
 if wanted distributed; then
@@ -193,6 +196,7 @@ if wanted distributed; then
     "${mpienv[@]}" mpirun --version | head -n 1
     ranks=(mpirun --allow-run-as-root --oversubscribe -np 2)
     args=(train --device "${DISTRIBUTED_DEVICE:-cuda}" --epochs 1 --batch-size 128 --seed 1 --data "$data/mnist-sample")
+    rm -f "$work"/one.safetensors "$work"/two-*.safetensors
     echo "-- one process"
     check distributed-one 120 "$gpucnn" "${args[@]}" --out "$work/one.safetensors" | grep -E "^epoch"
     for run in 1 2; do
@@ -203,12 +207,12 @@ if wanted distributed; then
     echo "-- 2 ranks against one process, then the two 2-rank runs against each other"
     python3 perf/gpu/compare_models.py "$work/one.safetensors" "$work/two-1.safetensors"
     python3 perf/gpu/compare_models.py "$work/two-1.safetensors" "$work/two-2.safetensors" | tee "$work/two-repeat.txt"
-    grep -q "bitwise identical: True" "$work/two-repeat.txt" || { echo "!! the two 2-rank runs differ"; failures+=("distributed-reproducible"); }
+    grep -q "bitwise identical: True" "$work/two-repeat.txt" || { echo "!! the two 2-rank runs differ"; fail distributed-reproducible; }
     echo "-- the distributed test class (2 ranks on the CPU)"
     check distributed-tests 240 "${mpienv[@]}" "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.DistributedTests -noColor > "$work/distributed-tests.txt" 2>&1
     grep -E "\[FAIL\]|Total:" "$work/distributed-tests.txt" | tail -n 20
   else
-    echo "!! no Open MPI packages in .gpu/mpi (perf/gpu/publish.sh downloads them)"; failures+=("distributed-no-mpi")
+    echo "!! no Open MPI packages in .gpu/mpi (perf/gpu/publish.sh downloads them)"; fail distributed-no-mpi
   fi
 fi
 
@@ -265,5 +269,5 @@ if wanted ncu-resnet; then
 fi
 
 step "done"
-if [ ${#failures[@]} -eq 0 ]; then echo "all steps passed"; exit 0; fi
-echo "failed steps: ${failures[*]}"; exit 1
+if [ ! -s "$failed" ]; then echo "all steps passed"; exit 0; fi
+echo "failed steps: $(tr '\n' ' ' < "$failed")"; exit 1
