@@ -41,6 +41,13 @@ internal static class BenchCommand
             }
 
             io.Out.WriteLine($"device: {backend.Name} ({backend.DeviceName})");
+            if (backend is Ilgpu.IlgpuBackend settings && (settings.IsGpu || parse.GetValue(launches)))
+            {
+                // What the GPUCNN_* switches chose (a GPU's, or the plan's), so that a log of one setting against another says which is which.
+                io.Out.WriteLine($"kernels: GEMM {settings.GemmAlgorithm}, convolution {settings.ConvolutionAlgorithm}, tile groups of " +
+                    $"{settings.TileGroupThreads} threads, implicit-GEMM tiles of {settings.ImplicitGemmFilters} filters for layers of ≤ 32");
+            }
+
             if (parse.GetValue(launches))
             {
                 var ilgpuBackend = backend as Ilgpu.IlgpuBackend ?? throw new UsageException("--launches needs an ILGPU device: cuda, opencl or ilgpu-cpu.");

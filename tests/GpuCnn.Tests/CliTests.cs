@@ -154,6 +154,7 @@ public sealed partial class CliTests
         // LeNet's second layer (16 filters from 6 channels): backward data (6 filters) and filter gradient on 32-filter tiles.
         Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s", planned.Out);
         Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", planned.Out);
+        Assert.Contains("implicit-GEMM tiles of 32 filters", planned.Out, StringComparison.Ordinal); // the report names the setting
 
         var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "16");
         Assert.Equal(1, misspelt.ExitCode);
