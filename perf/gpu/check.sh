@@ -35,6 +35,9 @@ bundle=/tmp/gpucnn-bundle
 rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf .gpu/bundle.tar.xz
 gpucnn=$bundle/gpucnn
 data=.gpu/data
+# ResNet-8 as every step trains it (2 epochs on the full MNIST; the steps add --out and, for profiles, their own data)
+resnet8=(train --device cuda --arch resnet8 --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 --normalize 0.1307,0.3081 --seed 1)
+resnet8_full=("${resnet8[@]}" --epochs 2 --schedule cosine --augment crop=2 --data "$data/mnist")
 # Failures go to a file: a check inside a pipeline (`check … | grep`) runs in a subshell, where an array would lose them.
 failed="$work/failed-steps"
 : > "$failed"
@@ -113,9 +116,8 @@ if wanted groups; then
   done
   for threads in 256 64; do
     echo "-- ResNet-8, 2 epochs, GPUCNN_TILE_GROUP_THREADS=$threads"
-    check "resnet-groups-$threads" 120 env GPUCNN_TILE_GROUP_THREADS=$threads "$gpucnn" train --device cuda --arch resnet8 --epochs 2 \
-      --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 --schedule cosine --augment crop=2 --normalize 0.1307,0.3081 --seed 1 \
-      --data "$data/mnist" --out "$work/resnet8-groups-$threads.safetensors" | grep -E "^epoch"
+    check "resnet-groups-$threads" 120 env GPUCNN_TILE_GROUP_THREADS=$threads "$gpucnn" "${resnet8_full[@]}" \
+      --out "$work/resnet8-groups-$threads.safetensors" | grep -E "^epoch"
   done
 fi
 
@@ -132,9 +134,8 @@ if wanted narrow; then
   done
   for filters in 64 32; do
     echo "-- ResNet-8, 2 epochs, GPUCNN_IMPLICIT_GEMM_FILTERS=$filters"
-    check "resnet-filters-$filters" 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=$filters "$gpucnn" train --device cuda --arch resnet8 --epochs 2 \
-      --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 --schedule cosine --augment crop=2 --normalize 0.1307,0.3081 --seed 1 \
-      --data "$data/mnist" --out "$work/resnet8-filters-$filters.safetensors" | grep -E "^epoch"
+    check "resnet-filters-$filters" 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=$filters "$gpucnn" "${resnet8_full[@]}" \
+      --out "$work/resnet8-filters-$filters.safetensors" | grep -E "^epoch"
   done
 fi
 
@@ -161,8 +162,7 @@ fi
 
 if wanted resnet; then
   step "ResNet-8 (batch norm, residual blocks, crop augmentation), full MNIST, 2 epochs, batch 128, cosine: ours on cuda"
-  check resnet-ours 150 "$gpucnn" train --device cuda --arch resnet8 --epochs 2 --batch-size 128 --lr 0.1 --momentum 0.9 \
-    --weight-decay 5e-4 --schedule cosine --augment crop=2 --normalize 0.1307,0.3081 --seed 1 --data "$data/mnist" --out "$work/resnet8.safetensors"
+  check resnet-ours 150 "$gpucnn" "${resnet8_full[@]}" --out "$work/resnet8.safetensors"
   step "ResNet-8, full MNIST, 2 epochs, same settings: PyTorch CUDA, NCHW (its default, and ours), then channels_last"
   check resnet-torch 120 python3 perf/torch/lenet_mnist.py --net resnet8 --device cuda --epochs 2 --batch-size 128 --lr 0.1 --momentum 0.9 \
     --weight-decay 5e-4 --schedule cosine --augment-crop 2 --seed 1 --data "$data/mnist"
@@ -255,12 +255,10 @@ fi
 if wanted ncu-resnet; then
   step "ncu: GPU time per kernel of ResNet-8 training steps (launches 3001-3900 of a training on the sample, batch 128; clock control off)"
   echo "-- without the profiler: 2 epochs on the sample, same settings (per-epoch wall time)"
-  check resnet-sample 120 "$gpucnn" train --device cuda --arch resnet8 --epochs 2 --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 \
-    --normalize 0.1307,0.3081 --data "$data/mnist-sample" --out "$work/resnet8-sample.safetensors" | grep -E "^epoch"
+  check resnet-sample 120 "$gpucnn" "${resnet8[@]}" --epochs 2 --data "$data/mnist-sample" --out "$work/resnet8-sample.safetensors" | grep -E "^epoch"
   if command -v ncu >/dev/null; then
     check ncu-resnet 240 ncu --clock-control none -s 3000 -c 900 --metrics gpu__time_duration.sum --csv --page raw \
-      "$gpucnn" train --device cuda --arch resnet8 --epochs 1 --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 5e-4 \
-      --normalize 0.1307,0.3081 --data "$data/mnist-sample" --out "$work/resnet8-ncu.safetensors" > "$out/ncu-resnet.csv" 2> "$work/ncu-resnet.err"
+      "$gpucnn" "${resnet8[@]}" --epochs 1 --data "$data/mnist-sample" --out "$work/resnet8-ncu.safetensors" > "$out/ncu-resnet.csv" 2> "$work/ncu-resnet.err"
     tail -n 3 "$work/ncu-resnet.err"
     python3 perf/gpu/ncu_kernel_times.py "$out/ncu-resnet.csv" SoftmaxCrossEntropyBatch | head -n 45
   else

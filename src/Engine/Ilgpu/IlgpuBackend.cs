@@ -617,66 +617,57 @@ public sealed partial class IlgpuBackend : Backend
         Epilogue<TF> epilogue)
         where TF : struct, IActivationFunction
     {
-        if (UsesNarrowTiles(g))
+        bool narrow = UsesNarrowTiles(g);
+        int depth = g.C * g.R * g.S, threadsX = narrow ? NarrowThreadsX : ImplicitGemmThreadsX;
+        var tiles = narrow ? ConvolutionImplicitGemmKernels.NarrowTiles(g, threadsX) : ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
+        var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y, narrow);
+        var target = splits == 1 ? y : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * g.OutputSize);
+        int depthPerSplit = splits == 1 ? 0 : perSplit;
+        _launch.NextSerial(splits == 1 ? depth : perSplit);
+        if (narrow)
         {
-            RunImplicitGemmNarrow(g, x, w, y, bias, epilogue);
-            return;
+            _launch.Run(ConvolutionImplicitGemmKernels.ForwardNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX, splits), x, w, target,
+                g, depthPerSplit, bias, epilogue);
+        }
+        else
+        {
+            _launch.Run(ConvolutionImplicitGemmKernels.Forward, ConvolutionImplicitGemmKernels.Config(g, threadsX, splits), x, w, target, g,
+                depthPerSplit, bias, epilogue);
         }
 
-        int depth = g.C * g.R * g.S, threadsX = ImplicitGemmThreadsX;
-        var tiles = ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
-        var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y);
-        if (splits == 1)
+        if (splits > 1)
         {
-            _launch.NextSerial(depth);
-            _launch.Run(ConvolutionImplicitGemmKernels.Forward, ConvolutionImplicitGemmKernels.Config(g, threadsX), x, w, y, g, 0, bias, epilogue);
-            return;
+            _launch.NextSerial(splits);
+            _launch.Run(ConvolutionImplicitGemmKernels.SumSplits, g.OutputSize, target, y, g, splits, bias, epilogue);
         }
-
-        var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * g.OutputSize);
-        _launch.NextSerial(perSplit);
-        _launch.Run(ConvolutionImplicitGemmKernels.Forward, ConvolutionImplicitGemmKernels.Config(g, threadsX, splits), x, w, partial, g,
-            perSplit, bias, epilogue);
-        _launch.NextSerial(splits);
-        _launch.Run(ConvolutionImplicitGemmKernels.SumSplits, g.OutputSize, partial, y, g, splits, bias, epilogue);
     }
 
-    /// <summary>dW = dy · colsᵀ by the implicit GEMM over the N·P·Q output pixels, split across the grid and summed in order.</summary>
+    /// <summary>dW = dy · colsᵀ by the implicit GEMM over the N·P·Q output pixels, split across the grid and the splits summed by <see cref="ReductionKernels.SumSlices"/>.</summary>
     private void RunImplicitFilterGradient(Conv2dGeometry g, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw)
     {
         bool narrow = UsesNarrowTiles(g);
-        int pixels = g.N * g.P * g.Q, threadsX = narrow ? NarrowThreadsX : ImplicitGemmThreadsX;
+        int pixels = g.N * g.P * g.Q, threadsX = narrow ? NarrowThreadsX : ImplicitGemmThreadsX, weights = g.K * g.C * g.R * g.S;
         var tiles = narrow
             ? ConvolutionImplicitGemmKernels.NarrowFilterGradientTiles(g, threadsX)
             : ConvolutionImplicitGemmKernels.FilterGradientTiles(g, threadsX);
         var (splits, perSplit) = ImplicitGemmSplits(pixels, (long)tiles.X * tiles.Y, narrow);
-        if (splits == 1)
-        {
-            _launch.NextSerial(pixels);
-            if (narrow)
-            {
-                _launch.Run(ConvolutionImplicitGemmKernels.FilterGradientNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX), x, dy, dw, g, 0);
-            }
-            else
-            {
-                _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX), x, dy, dw, g, 0);
-            }
-
-            return;
-        }
-
-        int weights = g.K * g.C * g.R * g.S;
-        var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * weights);
-        _launch.NextSerial(perSplit);
+        var target = splits == 1 ? dw : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * weights);
+        int pixelsPerSplit = splits == 1 ? 0 : perSplit;
+        _launch.NextSerial(splits == 1 ? pixels : perSplit);
         if (narrow)
         {
             _launch.Run(ConvolutionImplicitGemmKernels.FilterGradientNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX, splits), x, dy,
-                partial, g, perSplit);
+                target, g, pixelsPerSplit);
         }
         else
         {
             _launch.Run(ConvolutionImplicitGemmKernels.FilterGradient, ConvolutionImplicitGemmKernels.FilterGradientConfig(g, threadsX, splits), x, dy,
-                partial, g, perSplit);
+                target, g, pixelsPerSplit);
+        }
+
+        if (splits == 1)
+        {
+            return;
         }
 
         // The splits are many when the weights are few (one or two tiles): their sums get lanes of threads each.
@@ -689,11 +680,11 @@ public sealed partial class IlgpuBackend : Backend
         int width = Math.Min(32, _profile.MaxGroupThreads / lanes);
         _launch.NextSerial((splits + lanes - 1) / lanes);
         _launch.Run(ReductionKernels.SumSlices, new KernelConfig(new Index3D((weights + width - 1) / width, 1, 1), new Index3D(width, lanes, 1),
-            SharedMemoryConfig.RequestDynamic<float>(width * lanes)), partial, dw, weights, splits);
+            SharedMemoryConfig.RequestDynamic<float>(width * lanes)), target, dw, weights, splits);
     }
 
     /// <summary>Depth splits of an implicit-GEMM launch, each a whole number of 8-deep stages: <see cref="WaveSplits"/>, or as forced.</summary>
-    private (int Splits, int PerSplit) ImplicitGemmSplits(int depth, long tiles, bool narrow = false)
+    private (int Splits, int PerSplit) ImplicitGemmSplits(int depth, long tiles, bool narrow)
     {
         const int stage = ConvolutionImplicitGemmKernels.Depth;
         int groupThreads = narrow
@@ -730,28 +721,6 @@ public sealed partial class IlgpuBackend : Backend
     /// </summary>
     private int NarrowThreadsX => _profile.MaxGroupThreads >= 256 ? TileGroupThreads / ConvolutionImplicitGemmKernels.NarrowRows : 4;
 
-    /// <summary><see cref="RunImplicitGemm"/> on 32-filter tiles.</summary>
-    private void RunImplicitGemmNarrow<TF>(Conv2dGeometry g, ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, ArrayView<float> bias,
-        Epilogue<TF> epilogue)
-        where TF : struct, IActivationFunction
-    {
-        int depth = g.C * g.R * g.S, threadsX = NarrowThreadsX;
-        var tiles = ConvolutionImplicitGemmKernels.NarrowTiles(g, threadsX);
-        var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y, narrow: true);
-        _launch.NextSerial(splits == 1 ? depth : perSplit);
-        if (splits == 1)
-        {
-            _launch.Run(ConvolutionImplicitGemmKernels.ForwardNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX), x, w, y, g, 0, bias,
-                epilogue);
-            return;
-        }
-
-        var partial = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * g.OutputSize);
-        _launch.Run(ConvolutionImplicitGemmKernels.ForwardNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX, splits), x, w, partial,
-            g, perSplit, bias, epilogue);
-        _launch.NextSerial(splits);
-        _launch.Run(ConvolutionImplicitGemmKernels.SumSplits, g.OutputSize, partial, y, g, splits, bias, epilogue);
-    }
 
     /// <summary>
     /// About <paramref name="splits"/> splits of a depth, each a whole number of <paramref name="stage"/>-deep stages:

@@ -1,4 +1,5 @@
 using GpuCnn.Cpu;
+using GpuCnn.Ilgpu;
 
 namespace GpuCnn.Tests.Support;
 
@@ -8,6 +9,12 @@ namespace GpuCnn.Tests.Support;
 /// </summary>
 public abstract class BackendFixture : IDisposable
 {
+    /// <summary>An ILGPU device with <paramref name="settings"/> forced on it.</summary>
+    protected BackendFixture(string name, IlgpuSettings settings)
+        : this(name, settings.ApplyTo)
+    {
+    }
+
     protected BackendFixture(string name, Action<Backend>? configure = null)
     {
         Name = name;
@@ -57,105 +64,80 @@ public sealed class CpuFixture() : BackendFixture("cpu");
 
 public sealed class IlgpuCpuFixture() : BackendFixture("ilgpu-cpu");
 
-/// <summary>ILGPU's CPU accelerator forced onto the fast kernels: tiled GEMM and im2col + GEMM convolution.</summary>
-public sealed class IlgpuCpuTiledFixture() : BackendFixture("ilgpu-cpu", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.Im2ColGemm;
-    ilgpu.ConvolutionWorkspaceFloats = 300; // tiny, so the test shapes run in several chunks of images
-});
+/// <summary>ILGPU's CPU accelerator forced onto the fast kernels: tiled GEMM and im2col + GEMM convolution, the latter in several chunks of images (a tiny workspace).</summary>
+public sealed class IlgpuCpuTiledFixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled, Convolution: ConvolutionAlgorithm.Im2ColGemm, ConvolutionWorkspaceFloats: 300));
 
 /// <summary>ILGPU's CPU accelerator on the 8×8-blocked GEMM (32×32 tiles here, 128×128 on GPUs) and im2col + GEMM convolution.</summary>
-public sealed class IlgpuCpuTiled8x8Fixture() : BackendFixture("ilgpu-cpu", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled8x8;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.Im2ColGemm;
-});
+public sealed class IlgpuCpuTiled8x8Fixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.Im2ColGemm));
 
 /// <summary>
 /// ILGPU's CPU accelerator forced onto the split reductions a GPU takes for big shapes: 8×8-blocked GEMMs with the
-/// depth split in three (partial products summed by a second kernel) and direct filter gradients (with their bias) in three chunks.
+/// depth split in three (partial products summed by a second kernel) and direct filter gradients (with their bias),
+/// bias gradients and batch norm's sums in three chunks.
 /// </summary>
-public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled8x8;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.Direct;
-    ilgpu.GemmDepthSplits = 3;
-    ilgpu.ReductionChunks = 3;
-});
+public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.Direct, DepthSplits: 3, ReductionChunks: 3));
 
 /// <summary>
 /// ILGPU's CPU accelerator on the implicit-GEMM convolution (forward, filter gradient and stride-1 backward data;
 /// 64-filter × 16-pixel tiles here, 64 × 256 on GPUs), strided backward data by im2col + GEMM.
 /// </summary>
-public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu", backend =>
-    ((GpuCnn.Ilgpu.IlgpuBackend)backend).ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm);
+public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu", new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm));
 
 /// <summary>The implicit-GEMM convolution with its depth split in three (partial NCHW slices summed by a second kernel), as GPUs run few-tile layers.</summary>
-public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
-    ilgpu.GemmDepthSplits = 3;
-});
+public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, DepthSplits: 3));
 
 /// <summary>The implicit GEMM on its 32-filter tiles (every test layer has at most 32 filters), unsplit and with its depth split in three.</summary>
-public sealed class IlgpuCpuImplicitNarrowFixture() : BackendFixture("ilgpu-cpu", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
-    ilgpu.ImplicitGemmFilters = 32;
-});
+public sealed class IlgpuCpuImplicitNarrowFixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 32));
 
-public sealed class IlgpuCpuImplicitNarrowSplitFixture() : BackendFixture("ilgpu-cpu", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
-    ilgpu.ImplicitGemmFilters = 32;
-    ilgpu.GemmDepthSplits = 3;
-});
+public sealed class IlgpuCpuImplicitNarrowSplitFixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 32, DepthSplits: 3));
 
 public sealed class CudaFixture() : BackendFixture("cuda");
 
 /// <summary>CUDA forced onto the implicit-GEMM convolution and the 8×8 GEMM, whatever the shape (Auto keeps small shapes on the simple kernels).</summary>
-public sealed class CudaImplicitFixture() : BackendFixture("cuda", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled8x8;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
-});
+public sealed class CudaImplicitFixture() : BackendFixture("cuda",
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm));
 
 /// <summary>
-/// CUDA forced onto the implicit-GEMM convolution and the 8×8 GEMM with tile groups of
-/// <paramref name="threads"/> threads (<see cref="GpuCnn.Ilgpu.IlgpuBackend.TileGroupThreads"/>): smaller tiles, more groups.
+/// The same with tile groups of 64 threads (<see cref="IlgpuBackend.TileGroupThreads"/>): 64×64 GEMM tiles, implicit-GEMM
+/// groups of 8 × 8 threads.
 /// </summary>
-public abstract class CudaTileGroupsFixture(int threads) : BackendFixture("cuda", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled8x8;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
-    ilgpu.TileGroupThreads = threads;
-});
-
-public sealed class CudaTileGroups64Fixture() : CudaTileGroupsFixture(64);
+public sealed class CudaTileGroups64Fixture() : BackendFixture("cuda",
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, TileGroupThreads: 64));
 
 /// <summary>CUDA's implicit GEMM (forced) on its 32-filter tiles.</summary>
-public sealed class CudaImplicitNarrowFixture() : BackendFixture("cuda", backend =>
-{
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
-    ilgpu.ImplicitGemmFilters = 32;
-});
+public sealed class CudaImplicitNarrowFixture() : BackendFixture("cuda",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 32));
 
 /// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
-public sealed class CudaTiled128Fixture() : BackendFixture("cuda", backend =>
+public sealed class CudaTiled128Fixture() : BackendFixture("cuda", new IlgpuSettings(Gemm: GemmAlgorithm.Tiled, TileGroupThreads: 128));
+
+/// <summary>What a fixture forces on an ILGPU backend; null leaves the backend's own choice.</summary>
+public sealed record IlgpuSettings(
+    GemmAlgorithm? Gemm = null,
+    ConvolutionAlgorithm? Convolution = null,
+    int? DepthSplits = null,
+    int? ReductionChunks = null,
+    int? ImplicitGemmFilters = null,
+    int? TileGroupThreads = null,
+    long? ConvolutionWorkspaceFloats = null)
 {
-    var ilgpu = (GpuCnn.Ilgpu.IlgpuBackend)backend;
-    ilgpu.GemmAlgorithm = GpuCnn.Ilgpu.GemmAlgorithm.Tiled;
-    ilgpu.TileGroupThreads = 128;
-});
+    public void ApplyTo(Backend backend)
+    {
+        var ilgpu = (IlgpuBackend)backend;
+        ilgpu.GemmAlgorithm = Gemm ?? ilgpu.GemmAlgorithm;
+        ilgpu.ConvolutionAlgorithm = Convolution ?? ilgpu.ConvolutionAlgorithm;
+        ilgpu.GemmDepthSplits = DepthSplits ?? ilgpu.GemmDepthSplits;
+        ilgpu.ReductionChunks = ReductionChunks ?? ilgpu.ReductionChunks;
+        ilgpu.ImplicitGemmFilters = ImplicitGemmFilters ?? ilgpu.ImplicitGemmFilters;
+        ilgpu.TileGroupThreads = TileGroupThreads ?? ilgpu.TileGroupThreads;
+        ilgpu.ConvolutionWorkspaceFloats = ConvolutionWorkspaceFloats ?? ilgpu.ConvolutionWorkspaceFloats;
+    }
+}
 
 public sealed class OpenCLFixture() : BackendFixture("opencl");
