@@ -1,4 +1,5 @@
 using GpuCnn.Cpu;
+using GpuCnn.Models;
 using GpuCnn.Tests.Support;
 
 namespace GpuCnn.Tests;
@@ -55,6 +56,112 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(dx, Backend.DownloadArray(tdx), shape, Atol, Rtol, $"{what} dx");
         TensorAssert.Close(dweight, Backend.DownloadArray(tdw), channels, Atol, Rtol, $"{what} dweight");
         TensorAssert.Close(dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
+    }
+
+    /// <summary>Shapes for the fused batch norm: (N,C,H,W), (N, features), and a plane of 1,200 values (longer than the CPU's 1,024-value pieces).</summary>
+    public static TheoryData<string, bool, int[]> FusedBatchNormCases
+    {
+        get
+        {
+            var cases = new TheoryData<string, bool, int[]>();
+            foreach (string spec in (string[])[.. LayerRegistry.ActivationNames, "leakyrelu(0.1)"])
+            {
+                cases.Add(spec, true, [2, 3, 4, 5]);
+                cases.Add(spec, false, [7, 5]);
+            }
+
+            cases.Add("relu", true, [2, 2, 40, 30]);
+            cases.Add("sigmoid", true, [3, 2, 40, 30]);
+            return cases;
+        }
+    }
+
+    [Theory]
+    [Trait("Category", "CrossCheck")]
+    [MemberData(nameof(FusedBatchNormCases))]
+    public void BatchNorm_fuses_the_activation_after_it_forward_and_backward(string spec, bool training, int[] dims)
+    {
+        var f = Cases.Activation(spec);
+        var shape = new Shape(dims);
+        var s = GradientCheckTests.BatchNormShapeOf(shape, training);
+        var channels = new Shape(s.Channels);
+        float[] x = TestData.Uniform(shape.Size, 61, -2f, 3f), dy = TestData.Uniform(shape.Size, 62);
+        float[] weight = TestData.Uniform(s.Channels, 63), bias = TestData.Uniform(s.Channels, 64);
+        float[] runningMean = TestData.Uniform(s.Channels, 65), runningVar = TestData.Uniform(s.Channels, 66, 0.5f, 2f);
+
+        // Expected: batch norm, then f, in double; backward from dz = dy·f′ at the normalised value z.
+        double[] z = new double[shape.Size], mean = new double[s.Channels], invStd = new double[s.Channels];
+        ReferenceMath.BatchNormForward<double>(s, TestData.Widen(x), TestData.Widen(weight), TestData.Widen(bias), TestData.Widen(runningMean),
+            TestData.Widen(runningVar), z, mean, invStd);
+        double[] y = [.. z.Select(f.Evaluate)];
+        double[] dz = [.. z.Select((value, i) => f.EvaluateBackward(value, y[i], dy[i]))];
+        double[] dx = new double[shape.Size], dweight = new double[s.Channels], dbias = new double[s.Channels];
+        ReferenceMath.BatchNormBackward<double>(s, TestData.Widen(x), dz, TestData.Widen(weight), mean, invStd, dx, dweight, dbias);
+
+        using var tx = Put(x, shape);
+        using var tdy = Put(dy, shape);
+        using var tw = Put(weight, channels);
+        using var tb = Put(bias, channels);
+        using var trm = Put(runningMean, channels);
+        using var trv = Put(runningVar, channels);
+        using var ty = Poisoned(shape);
+        using var tmean = Poisoned(channels);
+        using var tinv = Poisoned(channels);
+        f.BatchNormForward(Backend, training, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
+        string what = $"{Backend.Name} batch norm + {spec} {(training ? "training" : "evaluation")} {shape}";
+        TensorAssert.Close(y, Backend.DownloadArray(ty), shape, Atol, Rtol, $"{what} y");
+        if (!f.CanFuse)
+        {
+            var refused = Assert.Throws<NotSupportedException>(() => f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, null, tmean, tinv));
+            Assert.Contains("no derivative from its output alone", refused.Message, StringComparison.Ordinal);
+            return;
+        }
+
+        using var tdx = Poisoned(shape);
+        using var tdw = Poisoned(channels);
+        using var tdb = Poisoned(channels);
+        f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, tdx, tdw, tdb);
+        TensorAssert.Close(dx, Backend.DownloadArray(tdx), shape, Atol, Rtol, $"{what} dx");
+        TensorAssert.Close(dweight, Backend.DownloadArray(tdw), channels, Atol, Rtol, $"{what} dweight");
+        TensorAssert.Close(dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
+
+        // A first layer wants no dx: the sums alone, the same.
+        using var alone = Poisoned(channels);
+        using var aloneBias = Poisoned(channels);
+        f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, null, alone, aloneBias);
+        TensorAssert.Close(dweight, Backend.DownloadArray(alone), channels, Atol, Rtol, $"{what} dweight without dx");
+        TensorAssert.Close(dbias, Backend.DownloadArray(aloneBias), channels, Atol, Rtol, $"{what} dbias without dx");
+    }
+
+    [Theory]
+    [Trait("Category", "CrossCheck")]
+    [MemberData(nameof(Cases.ActivationSpecs), MemberType = typeof(Cases))]
+    public void Add_fuses_the_activation_after_it(string spec)
+    {
+        const int count = 9_000; // several of the CPU's 4,096-value blocks, split across its workers
+        var f = Cases.Activation(spec);
+        float[] a = TestData.Uniform(count, 71, -2f, 2f), b = TestData.Uniform(count, 72, -2f, 2f);
+        double[] expected = [.. a.Select((value, i) => f.Evaluate((double)value + b[i]))];
+        using var ta = Put(a, [count]);
+        using var tb = Put(b, [count]);
+        using var ty = Poisoned([count]);
+        f.AddForward(Backend, ta, tb, ty);
+        TensorAssert.Close(expected, Backend.DownloadArray(ty), new Shape(count), Atol, Rtol, $"{Backend.Name} add + {spec}");
+        f.AddForward(Backend, ta, tb, ta); // in place, as the plain add allows
+        TensorAssert.Close(expected, Backend.DownloadArray(ta), new Shape(count), Atol, Rtol, $"{Backend.Name} add + {spec} in place");
+    }
+
+    [Fact]
+    public void Fused_batch_norm_backward_refuses_a_function_without_a_derivative_from_its_output()
+    {
+        using var x = Backend.Allocate<float>(new Shape(4, 3));
+        using var c = Backend.Allocate<float>(new Shape(3));
+        var error = Assert.Throws<ArgumentException>(() =>
+            Backend.BatchNormBackward(true, x, x, x, c, c, c, x, c, c, new Kernels.LeakyRelu(-0.2f)));
+        Assert.Contains("BatchNormBackward: leakyrelu(-0.2) has no derivative from its output alone", error.Message, StringComparison.Ordinal);
+        using var wrong = Backend.Allocate<float>(new Shape(4, 2));
+        var shape = Assert.Throws<ArgumentException>(() => Backend.BatchNormBackward(true, x, wrong, x, c, c, c, x, c, c, default(Kernels.Relu)));
+        Assert.Contains("BatchNormBackward: y has shape (4,2), expected (4,3)", shape.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -48,6 +48,43 @@ public sealed partial class GradientCheckTests
         TensorAssert.Close(FiniteDifferences.Central(bias, Loss), dbias, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂bias");
     }
 
+    /// <summary>
+    /// The oracle of the fused batch norm's cross-checks (BackendOpsTests): the gradient of f(batch_norm(x)) is batch
+    /// norm's backward from dz = dy·f′, f′ taken at the normalised value — checked here by finite differences.
+    /// </summary>
+    [Theory]
+    [InlineData("tanh", true)]
+    [InlineData("sigmoid", true)]
+    [InlineData("tanh", false)]
+    public void Batch_norm_with_the_activation_after_it_matches_finite_differences(string spec, bool training)
+    {
+        var f = Cases.Activation(spec);
+        var shape = new Shape(3, 2, 2, 3);
+        var s = BatchNormShapeOf(shape, training);
+        double[] x = TestData.Widen(TestData.Uniform(shape.Size, 121, -2f, 2f));
+        double[] weight = TestData.Widen(TestData.Uniform(s.Channels, 122, 0.5f, 1.5f));
+        double[] bias = TestData.Widen(TestData.Uniform(s.Channels, 123));
+        double[] runningVar = TestData.Widen(TestData.Uniform(s.Channels, 124, 0.5f, 2f));
+        double[] probe = TestData.Widen(TestData.Uniform(shape.Size, 125));
+        double[] mean = new double[s.Channels], invStd = new double[s.Channels], z = new double[shape.Size];
+        double Loss()
+        {
+            ReferenceMath.BatchNormForward<double>(s, x, weight, bias, new double[s.Channels], (double[])runningVar.Clone(), z, mean, invStd);
+            return z.Select((value, i) => f.Evaluate(value) * probe[i]).Sum();
+        }
+
+        Loss();
+        double[] dz = [.. z.Select((value, i) => f.EvaluateBackward(value, f.Evaluate(value), probe[i]))];
+        var dx = new double[shape.Size];
+        var dweight = new double[s.Channels];
+        var dbias = new double[s.Channels];
+        ReferenceMath.BatchNormBackward<double>(s, x, dz, weight, mean, invStd, dx, dweight, dbias);
+        string what = $"batch norm + {spec} {(training ? "training" : "evaluation")}";
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, shape, Atol, Rtol, $"{what} ∂L/∂x");
+        TensorAssert.Close(FiniteDifferences.Central(weight, Loss), dweight, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂weight");
+        TensorAssert.Close(FiniteDifferences.Central(bias, Loss), dbias, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂bias");
+    }
+
     [Fact]
     public void Batch_norm_running_statistics_follow_pytorch_formulas()
     {

@@ -34,6 +34,23 @@ public sealed class ModernLayerSpecTests
         Assert.Equal(new Shape(10, 64), state["11.weight"].Shape);
     }
 
+    [Fact]
+    public void Batch_norm_layers_and_residual_blocks_take_the_activation_after_them()
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create("resnet8", [1, 28, 28], backend);
+        var stemNorm = Assert.IsType<BatchNorm>(model.Layers[1]);
+        Assert.Equal("relu", stemNorm.FusedActivation?.Spec);
+        var block = Assert.IsType<Residual>(model.Layers[3]);
+        Assert.Equal("relu", block.FusedActivation?.Spec);
+        Assert.Equal("relu", Assert.IsType<BatchNorm>(block.Body[1]).FusedActivation?.Spec);
+        Assert.Null(Assert.IsType<BatchNorm>(block.Body[^1]).FusedActivation); // the body's last batch norm: the join comes next
+
+        // GELU's derivative needs its input: it stays a layer of its own.
+        using var gelu = Sequential.Create("conv(2,3,bias=false),batchnorm,gelu,flatten,dense(2)", [1, 5, 5], backend);
+        Assert.Null(Assert.IsType<BatchNorm>(gelu.Layers[1]).FusedActivation);
+    }
+
     [Theory]
     [InlineData("batchnorm(momentum=1.5)", "layer 1 'batchnorm(momentum=1.5)': batchnorm: momentum 1.5 lies outside (0, 1].")]
     [InlineData("batchnorm(momentum=0)", "batchnorm: momentum 0 lies outside (0, 1].")]

@@ -115,11 +115,16 @@ public static partial class OperationCases
         yield return CropFlipNormalize([random.Next(1, 9), random.Next(1, 4), random.Next(1, 12), random.Next(1, 12)], random.Next(0, 5), random.Next());
         yield return FlagNonFinite(1000, random.Next());
         yield return Optimizers(500, random.Next());
+
+        // The activation after a batch norm or a residual join, fused into it (after the cases above: their random shapes stay).
+        yield return BatchNorm([random.Next(1, 5), random.Next(1, 9), random.Next(1, 7), random.Next(2, 7)], random.Next(), "relu");
+        yield return BatchNorm([random.Next(2, 40), random.Next(1, 20)], random.Next(), "sigmoid");
+        yield return Add(3 * 101, random.Next(), "relu");
     }
 
     /// <summary>
     /// The fixed suite of `gpucnn bench`: GEMM, the LeNet and VGG-like convolution layers forward and backward, max
-    /// pooling with switches, and whole LeNet-5 training steps. Names are stable so runs on different machines and
+    /// pooling with switches, whole LeNet-5 and ResNet-8 training steps, and a batch norm + ReLU layer's step. Names are stable so runs on different machines and
     /// days compare row by row; <paramref name="quick"/> shrinks every shape and appends "-quick".
     /// </summary>
     public static IEnumerable<OperationCase> Benchmarks(bool quick)
@@ -152,6 +157,9 @@ public static partial class OperationCases
         }
 
         yield return ResNet8Step($"resnet8-step-128{suffix}", quick ? 8 : 128);
+
+        // ResNet-8's first-stage batch norm + ReLU at batch 128 (perf/GpuCnn.Perf's FusionBenchmarks has every stage, fused and not).
+        yield return BatchNormReluStep($"batchnorm-relu-16x28{suffix}", new Shape(quick ? 8 : 128, 16, 28, 28));
     }
 
     /// <summary>y = conv(x, w) + b.</summary>

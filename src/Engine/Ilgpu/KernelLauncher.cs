@@ -177,6 +177,33 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         }
     }
 
+    public void Run<T1, T2, T3, T4, T5, T6, T7, T8>(Action<Index1D, T1, T2, T3, T4, T5, T6, T7, T8> kernel, long threads, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6, T7 a7, T8 a8)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+        where T6 : struct
+        where T7 : struct
+        where T8 : struct
+    {
+        if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
+        {
+            return;
+        }
+
+        var loaded = Load(kernel, static (a, k) => a.LoadAutoGroupedStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(checked((int)threads), a1, a2, a3, a4, a5, a6, a7, a8);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({threads} threads)", e);
+        }
+    }
+
     public void Run<T1, T2, T3, T4>(Action<T1, T2, T3, T4> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4)
         where T1 : struct
         where T2 : struct
@@ -268,6 +295,34 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         {
             guard.Increment();
             loaded(config, a1, a2, a3, a4, a5, a6, a7);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({config.GridDim} groups of {config.GroupDim})", e);
+        }
+    }
+
+    public void Run<T1, T2, T3, T4, T5, T6, T7, T8, T9>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6, T7 a7, T8 a8, T9 a9)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+        where T6 : struct
+        where T7 : struct
+        where T8 : struct
+        where T9 : struct
+    {
+        if (!Note(kernel, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        {
+            return;
+        }
+
+        var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(config, a1, a2, a3, a4, a5, a6, a7, a8, a9);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {

@@ -15,6 +15,12 @@ public abstract class ActivationLayer : Layer
     /// </summary>
     internal bool FusedIntoPrevious { get; set; }
 
+    /// <summary>
+    /// Set with <see cref="FusedIntoPrevious"/> when the layer before also applies f′ in its backward (batch norm):
+    /// this layer's backward then hands dy on unchanged.
+    /// </summary>
+    internal bool GradientFusedIntoPrevious { get; set; }
+
     /// <summary>Whether a preceding dense or convolution layer may apply this function for it (opt-in by capability).</summary>
     public virtual bool CanFuse => false;
 
@@ -48,6 +54,23 @@ public abstract class ActivationLayer : Layer
     /// <summary>y = f(x · Wᵀ + b) on the backend, in one fused operation.</summary>
     public abstract void LinearForward(Backend backend, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float> b,
         DeviceTensor<float> y);
+
+    /// <summary>y = f(batch_norm(x)) on the backend, in one fused operation (arguments as <see cref="Backend.BatchNormForward{TF}"/>).</summary>
+    public abstract void BatchNormForward(Backend backend, bool training, DeviceTensor<float> x, DeviceTensor<float> weight,
+        DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, float momentum, float epsilon,
+        DeviceTensor<float> y, DeviceTensor<float> mean, DeviceTensor<float> invStd);
+
+    /// <summary>
+    /// The gradients of y = f(batch_norm(x)) from dy and y, f′ applied on the way (<see cref="Backend.BatchNormBackward{TF}"/>);
+    /// only for layers that <see cref="CanFuse"/>.
+    /// </summary>
+    public virtual void BatchNormBackward(Backend backend, bool training, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<float> dy, DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
+        DeviceTensor<float> dweight, DeviceTensor<float> dbias) =>
+        throw new NotSupportedException($"{Spec} has no derivative from its output alone.");
+
+    /// <summary>y = f(a + b) on the backend, in one fused operation (a residual block's join and the activation after it).</summary>
+    public abstract void AddForward(Backend backend, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y);
 }
 
 /// <summary>The activation layer of one function type.</summary>
@@ -88,6 +111,22 @@ public class ActivationLayer<TF>(TF function) : ActivationLayer
         backend.LinearForward(x, w, b, y, Function);
 
     /// <inheritdoc/>
+    public override void BatchNormForward(Backend backend, bool training, DeviceTensor<float> x, DeviceTensor<float> weight,
+        DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, float momentum, float epsilon,
+        DeviceTensor<float> y, DeviceTensor<float> mean, DeviceTensor<float> invStd)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        backend.BatchNormForward(training, x, weight, bias, runningMean, runningVar, momentum, epsilon, y, mean, invStd, Function);
+    }
+
+    /// <inheritdoc/>
+    public override void AddForward(Backend backend, DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        backend.Add(a, b, y, Function);
+    }
+
+    /// <inheritdoc/>
     protected override Shape InferOutputShape(Shape input) => input;
 
     /// <inheritdoc/>
@@ -111,6 +150,11 @@ public class ActivationLayer<TF>(TF function) : ActivationLayer
         if (!needInputGradient)
         {
             return null;
+        }
+
+        if (GradientFusedIntoPrevious)
+        {
+            return dy; // the layer before applies f′ as it takes dy
         }
 
         var x = _input ?? throw new InvalidOperationException($"{Spec}: backward before forward.");
@@ -140,5 +184,14 @@ public sealed class FusableActivationLayer<TF>(TF function) : ActivationLayer<TF
     {
         ArgumentNullException.ThrowIfNull(backend);
         backend.ActivationBackwardFromOutput(Function, y, dy, dx);
+    }
+
+    /// <inheritdoc/>
+    public override void BatchNormBackward(Backend backend, bool training, DeviceTensor<float> x, DeviceTensor<float> y,
+        DeviceTensor<float> dy, DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
+        DeviceTensor<float> dweight, DeviceTensor<float> dbias)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        backend.BatchNormBackward(training, x, y, dy, weight, mean, invStd, dx, dweight, dbias, Function);
     }
 }

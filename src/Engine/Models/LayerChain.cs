@@ -1,13 +1,19 @@
 namespace GpuCnn.Models;
 
 /// <summary>
-/// A layer that can apply the activation after it as it stores its output (dense and convolution layers): the chain
-/// hands it a fusable activation, which then passes its input on.
+/// A layer that can apply the activation after it as it stores its output (dense, convolution and batch-norm layers,
+/// residual blocks): the chain hands it a fusable activation, which then passes its input on.
 /// </summary>
 public interface IActivationHost
 {
     /// <summary>The activation applied as outputs are stored; null for none.</summary>
     ActivationLayer? FusedActivation { get; set; }
+
+    /// <summary>
+    /// Whether the backward also applies the activation's f′ to the gradient it receives (batch norm folds it into its
+    /// sums): the activation layer's backward then hands dy on. Otherwise that layer takes f′ from the output itself.
+    /// </summary>
+    bool AppliesActivationGradient => false;
 }
 
 /// <summary>
@@ -45,13 +51,14 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
             shape = Layers[i].OutputShape;
         }
 
-        // A dense or convolution layer followed by a fusable activation runs as one operation.
+        // A dense, convolution or batch-norm layer or a residual block followed by a fusable activation runs as one operation.
         for (int i = 0; i + 1 < Layers.Count; i++)
         {
             if (Layers[i] is IActivationHost host && Layers[i + 1] is ActivationLayer { CanFuse: true } activation)
             {
                 host.FusedActivation = activation;
                 activation.FusedIntoPrevious = true;
+                activation.GradientFusedIntoPrevious = host.AppliesActivationGradient;
             }
         }
 

@@ -14,7 +14,18 @@ public abstract partial class Backend
     /// </summary>
     public void BatchNormForward(bool training, DeviceTensor<float> x, DeviceTensor<float> weight, DeviceTensor<float> bias,
         DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, float momentum, float epsilon, DeviceTensor<float> y,
-        DeviceTensor<float> mean, DeviceTensor<float> invStd)
+        DeviceTensor<float> mean, DeviceTensor<float> invStd) =>
+        BatchNormForward(training, x, weight, bias, runningMean, runningVar, momentum, epsilon, y, mean, invStd, default(Identity));
+
+    /// <summary>
+    /// y = f(batch_norm(x)): <see cref="BatchNormForward(bool, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, float, float, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float})"/>
+    /// with the activation after it applied as each value is stored (a batch-norm layer followed by ReLU, as in every
+    /// ResNet block): one pass over the output instead of two.
+    /// </summary>
+    public void BatchNormForward<TF>(bool training, DeviceTensor<float> x, DeviceTensor<float> weight, DeviceTensor<float> bias,
+        DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, float momentum, float epsilon, DeviceTensor<float> y,
+        DeviceTensor<float> mean, DeviceTensor<float> invStd, TF activation)
+        where TF : struct, IActivationFunction
     {
         const string op = "BatchNormForward";
         if (!(momentum > 0f && momentum <= 1f))
@@ -35,7 +46,7 @@ public abstract partial class Backend
         }
 
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
-        BatchNormForwardCore(shape, x, weight, bias, runningMean, runningVar, y, mean, invStd);
+        BatchNormForwardCore(shape, x, weight, bias, runningMean, runningVar, y, mean, invStd, activation);
     }
 
     /// <summary>
@@ -50,6 +61,37 @@ public abstract partial class Backend
     {
         const string op = "BatchNormBackward";
         var shape = BatchNormShapeOf(op, x, training); // the backward needs neither momentum nor epsilon: invStd holds ε
+        CheckBatchNormBackward(op, shape, x, dy, weight, mean, invStd, dx, dweight, dbias);
+        BatchNormBackwardCore(shape, x, null, dy, weight, mean, invStd, dx, dweight, dbias, default(Identity));
+    }
+
+    /// <summary>
+    /// The gradients of y = f(batch_norm(x)) (<see cref="BatchNormForward{TF}"/>) from dy, given the forward's x, its
+    /// output y, mean and invStd: the gradient that reaches the normalisation is dz = dy·f′, taken from y alone, and
+    /// the rest is <see cref="BatchNormBackward(bool, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}?, DeviceTensor{float}, DeviceTensor{float})"/>
+    /// with dz for dy — dz is never stored on its own.
+    /// </summary>
+    public void BatchNormBackward<TF>(bool training, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> dy,
+        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
+        DeviceTensor<float> dweight, DeviceTensor<float> dbias, TF activation)
+        where TF : struct, IDerivativeFromOutput
+    {
+        const string op = "BatchNormBackward";
+        if (!activation.DerivableFromOutput)
+        {
+            throw new ArgumentException($"{op}: {activation.Spec} has no derivative from its output alone.", nameof(activation));
+        }
+
+        var shape = BatchNormShapeOf(op, x, training);
+        Checks.Tensor(op, nameof(y), y, this, x.Shape);
+        CheckBatchNormBackward(op, shape, x, dy, weight, mean, invStd, dx, dweight, dbias);
+        BatchNormBackwardCore(shape, x, y, dy, weight, mean, invStd, dx, dweight, dbias, activation);
+    }
+
+    private void CheckBatchNormBackward(string op, BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> dy,
+        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
+        DeviceTensor<float> dweight, DeviceTensor<float> dbias)
+    {
         Checks.Tensor(op, nameof(dy), dy, this, x.Shape);
         foreach (var (name, tensor) in (ReadOnlySpan<(string, DeviceTensor<float>)>)[(nameof(weight), weight), (nameof(mean), mean),
             (nameof(invStd), invStd), (nameof(dweight), dweight), (nameof(dbias), dbias)])
@@ -61,19 +103,21 @@ public abstract partial class Backend
         {
             Checks.Tensor(op, nameof(dx), dx, this, x.Shape);
         }
-
-        BatchNormBackwardCore(shape, x, dy, weight, mean, invStd, dx, dweight, dbias);
     }
 
-    /// <summary>The forward; arguments already checked.</summary>
-    protected abstract void BatchNormForwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
+    /// <summary>The forward, then f as each value is stored (<see cref="Identity"/>: none); arguments already checked.</summary>
+    protected abstract void BatchNormForwardCore<TF>(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
         DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, DeviceTensor<float> y,
-        DeviceTensor<float> mean, DeviceTensor<float> invStd);
+        DeviceTensor<float> mean, DeviceTensor<float> invStd, TF activation)
+        where TF : struct, IActivationFunction;
 
-    /// <summary>The backward; arguments already checked.</summary>
-    protected abstract void BatchNormBackwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> dy,
-        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
-        DeviceTensor<float> dweight, DeviceTensor<float> dbias);
+    /// <summary>
+    /// The backward from dz = dy·f′(y) (<see cref="Identity"/>: dz = dy, and y is null); arguments already checked.
+    /// </summary>
+    protected abstract void BatchNormBackwardCore<TF>(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float>? y,
+        DeviceTensor<float> dy, DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd,
+        DeviceTensor<float>? dx, DeviceTensor<float> dweight, DeviceTensor<float> dbias, TF activation)
+        where TF : struct, IDerivativeFromOutput;
 
     private BatchNormShape BatchNormShapeOf(string op, DeviceTensor<float> x, bool training)
     {

@@ -6,99 +6,99 @@ namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
 /// Batch normalisation on the fast CPU backend (compiled into GpuCnn.Engine.Cpu): channels split across the team,
-/// each channel's N runs of <c>inner</c> contiguous values summed and scaled with vectors.
+/// each channel's N runs of <c>inner</c> contiguous values summed and scaled with vectors. The jobs are specialised
+/// per fused activation (one reusable job per function type), so ReLU, the common case, costs one vector select in
+/// the loops that store y and read dy — no pass of its own, and no call per run, which small planes (7×7: 49 values
+/// a run) would feel.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
-    private readonly BatchNormJob _batchNorm = new();
-
     /// <inheritdoc/>
-    protected override void BatchNormForwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
+    protected override void BatchNormForwardCore<TF>(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
         DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, DeviceTensor<float> y,
-        DeviceTensor<float> mean, DeviceTensor<float> invStd)
+        DeviceTensor<float> mean, DeviceTensor<float> invStd, TF activation)
     {
+        var job = Work<BatchNormForwardJob<TF>>(typeof(BatchNormForwardJob<TF>));
         fixed (float* px = Data(x), pw = Data(weight), pb = Data(bias), prm = Data(runningMean), prv = Data(runningVar))
         fixed (float* py = Data(y), pmean = Data(mean), pinv = Data(invStd))
         {
-            _batchNorm.Set(shape, forward: true, px, py, pw, pb, prm, prv, pmean, pinv, null, null, null);
-            RunBatchNorm(shape);
+            job.Set(shape, px, py, pw, pb, prm, prv, pmean, pinv, activation);
+            RunBatchNorm(job, shape);
         }
     }
 
     /// <inheritdoc/>
-    protected override void BatchNormBackwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> dy,
-        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
-        DeviceTensor<float> dweight, DeviceTensor<float> dbias)
+    protected override void BatchNormBackwardCore<TF>(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float>? y,
+        DeviceTensor<float> dy, DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd,
+        DeviceTensor<float>? dx, DeviceTensor<float> dweight, DeviceTensor<float> dbias, TF activation)
     {
+        var job = Work<BatchNormBackwardJob<TF>>(typeof(BatchNormBackwardJob<TF>));
         fixed (float* px = Data(x), pdy = Data(dy), pw = Data(weight), pmean = Data(mean), pinv = Data(invStd))
-        fixed (float* pdx = dx is null ? null : Data(dx), pdw = Data(dweight), pdb = Data(dbias))
+        fixed (float* pdx = dx is null ? null : Data(dx), pdw = Data(dweight), pdb = Data(dbias), py = y is null ? null : Data(y))
         {
-            _batchNorm.Set(shape, forward: false, px, pdy, pw, null, null, null, pmean, pinv, pdx, pdw, pdb);
-            RunBatchNorm(shape);
+            job.Set(shape, px, py, pdy, pw, pmean, pinv, pdx, pdw, pdb, activation);
+            RunBatchNorm(job, shape);
         }
     }
 
-    private void RunBatchNorm(BatchNormShape shape)
+    private void RunBatchNorm(ChannelJob job, BatchNormShape shape)
     {
         // A channel per part; small tensors stay on the caller (waking the team costs more than the work).
-        int parts = (long)shape.Count * shape.Channels < 1 << 15 ? 1 : Math.Min(shape.Channels, _workers.Count * 4);
-        _batchNorm.Parts = parts;
-        _workers.Run(_batchNorm, parts);
+        job.Parts = (long)shape.Count * shape.Channels < 1 << 15 ? 1 : Math.Min(shape.Channels, _workers.Count * 4);
+        _workers.Run(job, job.Parts);
     }
 
-    /// <summary>One channel range of a batch-norm forward or backward.</summary>
-    private sealed class BatchNormJob : IParallelJob
+    /// <summary>A job over a range of channels per part.</summary>
+    private abstract class ChannelJob : IParallelJob
     {
-        private BatchNormShape _s;
-        private bool _forward;
-        private float* _x, _yOrDy, _weight, _bias, _runningMean, _runningVar, _mean, _invStd, _dx, _dweight, _dbias;
-
         public int Parts { get; set; }
 
         public bool AnyWorker => true; // a range of channels; nothing kept per worker
 
-        public void Set(in BatchNormShape s, bool forward, float* x, float* yOrDy, float* weight, float* bias, float* runningMean,
-            float* runningVar, float* mean, float* invStd, float* dx, float* dweight, float* dbias)
+        protected BatchNormShape Shape { get; set; }
+
+        public void Run(int part, int worker)
         {
-            _s = s;
-            _forward = forward;
+            int first = (int)((long)Shape.Channels * part / Parts), last = (int)((long)Shape.Channels * (part + 1) / Parts);
+            for (int c = first; c < last; c++)
+            {
+                RunChannel(c);
+            }
+        }
+
+        protected abstract void RunChannel(int c);
+    }
+
+    /// <summary>y = f(batch_norm(x)) channel by channel: the statistics, then each run scaled, shifted and activated in one loop.</summary>
+    private sealed class BatchNormForwardJob<TF> : ChannelJob
+        where TF : struct, IActivationFunction
+    {
+        private float* _x, _y, _weight, _bias, _runningMean, _runningVar, _mean, _invStd;
+        private TF _f;
+
+        public void Set(in BatchNormShape s, float* x, float* y, float* weight, float* bias, float* runningMean, float* runningVar,
+            float* mean, float* invStd, TF f)
+        {
+            Shape = s;
             _x = x;
-            _yOrDy = yOrDy;
+            _y = y;
             _weight = weight;
             _bias = bias;
             _runningMean = runningMean;
             _runningVar = runningVar;
             _mean = mean;
             _invStd = invStd;
-            _dx = dx;
-            _dweight = dweight;
-            _dbias = dbias;
+            _f = f;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(int part, int worker)
+        protected override void RunChannel(int c)
         {
-            int first = (int)((long)_s.Channels * part / Parts), last = (int)((long)_s.Channels * (part + 1) / Parts);
-            for (int c = first; c < last; c++)
-            {
-                if (_forward)
-                {
-                    Forward(c);
-                }
-                else
-                {
-                    Backward(c);
-                }
-            }
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Forward(int c)
-        {
-            int batch = _s.Count / _s.Inner, inner = _s.Inner, stride = _s.Channels * inner;
-            float* x = _x + ((long)c * inner), y = _yOrDy + ((long)c * inner);
+            var s = Shape;
+            int batch = s.Count / s.Inner, inner = s.Inner, stride = s.Channels * inner;
+            float* x = _x + ((long)c * inner), y = _y + ((long)c * inner);
             float mean, invStd;
-            if (_s.Training != 0)
+            if (s.Training != 0)
             {
                 float sum = 0f;
                 for (int n = 0; n < batch; n++)
@@ -106,21 +106,21 @@ public sealed unsafe partial class CpuBackend
                     sum += Sum(x + ((long)n * stride), inner);
                 }
 
-                mean = sum / _s.Count;
+                mean = sum / s.Count;
                 float squares = 0f;
                 for (int n = 0; n < batch; n++)
                 {
-                    squares += SquaredDeviations(x + ((long)n * stride), inner, mean);
+                    squares += BatchNormRuns.SquaredDeviations(x + ((long)n * stride), inner, mean);
                 }
 
-                invStd = 1f / MathF.Sqrt((squares / _s.Count) + _s.Epsilon);
-                _runningMean[c] = ((1f - _s.Momentum) * _runningMean[c]) + (_s.Momentum * mean);
-                _runningVar[c] = ((1f - _s.Momentum) * _runningVar[c]) + (_s.Momentum * squares / (_s.Count - 1));
+                invStd = 1f / MathF.Sqrt((squares / s.Count) + s.Epsilon);
+                _runningMean[c] = ((1f - s.Momentum) * _runningMean[c]) + (s.Momentum * mean);
+                _runningVar[c] = ((1f - s.Momentum) * _runningVar[c]) + (s.Momentum * squares / (s.Count - 1));
             }
             else
             {
                 mean = _runningMean[c];
-                invStd = 1f / MathF.Sqrt(_runningVar[c] + _s.Epsilon);
+                invStd = 1f / MathF.Sqrt(_runningVar[c] + s.Epsilon);
             }
 
             _mean[c] = mean;
@@ -128,19 +128,53 @@ public sealed unsafe partial class CpuBackend
             float scale = invStd * _weight[c], shift = _bias[c] - (mean * scale);
             for (int n = 0; n < batch; n++)
             {
-                Affine(x + ((long)n * stride), null, y + ((long)n * stride), inner, 0f, scale, shift);
+                BatchNormRuns.ScaleShiftActivate(x + ((long)n * stride), y + ((long)n * stride), inner, scale, shift, _f);
             }
         }
+    }
+
+    /// <summary>
+    /// The gradients of y = f(batch_norm(x)) channel by channel: the sums of dz = dy·f′(y) and dz·(x − mean), with dz
+    /// stored in dx's run as it is made (dx = dy's run itself without an activation), then dx from dz in place.
+    /// </summary>
+    private sealed class BatchNormBackwardJob<TF> : ChannelJob
+        where TF : struct, IDerivativeFromOutput
+    {
+        private float* _x, _y, _dy, _weight, _mean, _invStd, _dx, _dweight, _dbias;
+        private TF _f;
+
+        public void Set(in BatchNormShape s, float* x, float* y, float* dy, float* weight, float* mean, float* invStd, float* dx,
+            float* dweight, float* dbias, TF f)
+        {
+            Shape = s;
+            _x = x;
+            _y = y;
+            _dy = dy;
+            _weight = weight;
+            _mean = mean;
+            _invStd = invStd;
+            _dx = dx;
+            _dweight = dweight;
+            _dbias = dbias;
+            _f = f;
+        }
+
+        private static bool Activated => typeof(TF) != typeof(Identity);
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Backward(int c)
+        protected override void RunChannel(int c)
         {
-            int batch = _s.Count / _s.Inner, inner = _s.Inner, stride = _s.Channels * inner;
-            float* x = _x + ((long)c * inner), dy = _yOrDy + ((long)c * inner);
+            var s = Shape;
+            int batch = s.Count / s.Inner, inner = s.Inner, stride = s.Channels * inner;
+            long first = (long)c * inner;
+            float* x = _x + first, dy = _dy + first, y = _y + first, dx = _dx + first;
             float mean = _mean[c], invStd = _invStd[c], sumDy = 0f, sumDyCentred = 0f;
             for (int n = 0; n < batch; n++)
             {
-                var (a, b) = GradientSums(x + ((long)n * stride), dy + ((long)n * stride), inner, mean);
+                long at = (long)n * stride;
+                var (a, b) = !Activated ? BatchNormRuns.GradientSums(x + at, dy + at, inner, mean)
+                    : _dx is not null ? BatchNormRuns.GradientSumsThrough(x + at, y + at, dy + at, dx + at, inner, mean, _f)
+                    : GradientSumsWithoutDx(x + at, y + at, dy + at, inner, mean);
                 sumDy += a;
                 sumDyCentred += b;
             }
@@ -153,19 +187,40 @@ public sealed unsafe partial class CpuBackend
                 return;
             }
 
-            // dx = a·dy + b·x + d (see BatchNormKernels.InputGradientCoefficients).
+            // dx = a·dz + b·x + d (see BatchNormKernels.InputGradientCoefficients).
             float scale = _weight[c] * invStd;
-            float slope = _s.Training != 0 ? -scale * invStd * dweight / _s.Count : 0f;
-            float shift = _s.Training != 0 ? (-scale * sumDy / _s.Count) - (slope * mean) : 0f;
+            float slope = s.Training != 0 ? -scale * invStd * dweight / s.Count : 0f;
+            float shift = s.Training != 0 ? (-scale * sumDy / s.Count) - (slope * mean) : 0f;
             for (int n = 0; n < batch; n++)
             {
-                Affine(dy + ((long)n * stride), x + ((long)n * stride), _dx + (c * inner) + ((long)n * stride), inner, slope, scale, shift);
+                long at = (long)n * stride;
+                BatchNormRuns.InputGradient(Activated ? dx + at : dy + at, x + at, dx + at, inner, slope, scale, shift);
             }
         }
 
-        // SquaredDeviations keeps four independent vector accumulators, as CpuBackend.Sum does, for the same reason.
+        /// <summary>The sums through f′ when no dx is wanted (a first layer): dz made a piece at a time on the stack.</summary>
+        private (float SumDy, float SumDyCentred) GradientSumsWithoutDx(float* x, float* y, float* dy, int length, float mean)
+        {
+            const int piece = 1024;
+            float* dz = stackalloc float[piece];
+            float sumDy = 0f, sumDyCentred = 0f;
+            for (int start = 0; start < length; start += piece)
+            {
+                var (a, b) = BatchNormRuns.GradientSumsThrough(x + start, y + start, dy + start, dz, Math.Min(piece, length - start), mean, _f);
+                sumDy += a;
+                sumDyCentred += b;
+            }
+
+            return (sumDy, sumDyCentred);
+        }
+    }
+
+    /// <summary>Batch norm's loops over one run of contiguous values of a channel.</summary>
+    private static class BatchNormRuns
+    {
+        /// <summary>Σ (x − mean)², with four independent vector accumulators, as <see cref="Sum(float*, int)"/>.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static float SquaredDeviations(float* x, int length, float mean)
+        public static float SquaredDeviations(float* x, int length, float mean)
         {
             int n = Vector<float>.Count, i = 0;
             Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0, mu = new(mean);
@@ -196,9 +251,39 @@ public sealed unsafe partial class CpuBackend
             return sum;
         }
 
+        /// <summary>y = f(scale·x + shift): ReLU as a select in the same vector loop (a NaN stays NaN), another f after it on the run.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static void ScaleShiftActivate<TF>(float* x, float* y, int length, float scale, float shift, TF f)
+            where TF : struct, IActivationFunction
+        {
+            Vector<float> a = new(scale), d = new(shift);
+            int i = 0;
+            for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                var value = (a * Vector.Load(x + i)) + d;
+                if (typeof(TF) == typeof(Relu))
+                {
+                    value = Vector.ConditionalSelect(Vector.LessThan(value, Vector<float>.Zero), Vector<float>.Zero, value);
+                }
+
+                value.Store(y + i);
+            }
+
+            for (; i < length; i++)
+            {
+                float value = (scale * x[i]) + shift;
+                y[i] = typeof(TF) == typeof(Relu) ? f.Forward(value) : value;
+            }
+
+            if (typeof(TF) != typeof(Relu) && typeof(TF) != typeof(Identity))
+            {
+                ActivationLoops.Forward(f, new ReadOnlySpan<float>(y, length), new Span<float>(y, length)); // the run is in cache
+            }
+        }
+
         /// <summary>(Σ dy, Σ dy·(x − mean)) over one run.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static (float SumDy, float SumDyCentred) GradientSums(float* x, float* dy, int length, float mean)
+        public static (float SumDy, float SumDyCentred) GradientSums(float* x, float* dy, int length, float mean)
         {
             int n = Vector<float>.Count, i = 0;
             Vector<float> g0 = Vector<float>.Zero, g1 = g0, c0 = g0, c1 = g0, mu = new(mean);
@@ -229,26 +314,68 @@ public sealed unsafe partial class CpuBackend
             return (a, b);
         }
 
-        /// <summary>target = scale·source + slope·other + shift (other may be null: no term).</summary>
+        /// <summary>
+        /// <see cref="GradientSums"/> of dz = dy·f′(y), storing dz: for ReLU (dz = 0 where y ≤ 0, as PyTorch's
+        /// threshold_backward) in the same vector loop, for another f by its own loop over the run first.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void Affine(float* source, float* other, float* target, int length, float slope, float scale, float shift)
+        public static (float SumDy, float SumDyCentred) GradientSumsThrough<TF>(float* x, float* y, float* dy, float* dz, int length,
+            float mean, TF f)
+            where TF : struct, IDerivativeFromOutput
+        {
+            if (typeof(TF) != typeof(Relu))
+            {
+                ActivationLoops.BackwardFromOutput(f, new ReadOnlySpan<float>(y, length), new ReadOnlySpan<float>(dy, length), new Span<float>(dz, length));
+                return GradientSums(x, dz, length, mean);
+            }
+
+            int n = Vector<float>.Count, i = 0;
+            Vector<float> g0 = Vector<float>.Zero, g1 = g0, c0 = g0, c1 = g0, mu = new(mean);
+            for (; i <= length - (2 * n); i += 2 * n)
+            {
+                var e0 = Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y + i), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy + i));
+                var e1 = Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y + i + n), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy + i + n));
+                e0.Store(dz + i);
+                e1.Store(dz + i + n);
+                g0 += e0;
+                g1 += e1;
+                c0 += e0 * (Vector.Load(x + i) - mu);
+                c1 += e1 * (Vector.Load(x + i + n) - mu);
+            }
+
+            for (; i <= length - n; i += n)
+            {
+                var e = Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y + i), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy + i));
+                e.Store(dz + i);
+                g0 += e;
+                c0 += e * (Vector.Load(x + i) - mu);
+            }
+
+            float a = Vector.Sum(g0 + g1), b = Vector.Sum(c0 + c1);
+            for (; i < length; i++)
+            {
+                dz[i] = f.BackwardFromOutput(y[i], dy[i]);
+                a += dz[i];
+                b += dz[i] * (x[i] - mean);
+            }
+
+            return (a, b);
+        }
+
+        /// <summary>dx = scale·dz + slope·x + shift over one run; dx may be dz.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static void InputGradient(float* dz, float* x, float* dx, int length, float slope, float scale, float shift)
         {
             Vector<float> a = new(scale), b = new(slope), d = new(shift);
             int i = 0;
             for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
             {
-                var value = (a * Vector.Load(source + i)) + d;
-                if (other is not null)
-                {
-                    value += b * Vector.Load(other + i);
-                }
-
-                value.Store(target + i);
+                ((a * Vector.Load(dz + i)) + d + (b * Vector.Load(x + i))).Store(dx + i);
             }
 
             for (; i < length; i++)
             {
-                target[i] = (scale * source[i]) + (other is null ? 0f : slope * other[i]) + shift;
+                dx[i] = (scale * dz[i]) + shift + (slope * x[i]);
             }
         }
     }

@@ -8,9 +8,9 @@ namespace GpuCnn.Ilgpu;
 public sealed partial class IlgpuBackend
 {
     /// <inheritdoc/>
-    protected override void BatchNormForwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
+    protected override void BatchNormForwardCore<TF>(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
         DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, DeviceTensor<float> y,
-        DeviceTensor<float> mean, DeviceTensor<float> invStd)
+        DeviceTensor<float> mean, DeviceTensor<float> invStd, TF activation)
     {
         if (shape.Training != 0)
         {
@@ -27,19 +27,21 @@ public sealed partial class IlgpuBackend
             _launch.Run(BatchNormKernels.RunningStatistics, shape.Channels, View(runningMean), View(runningVar), View(mean), View(invStd), shape);
         }
 
-        _launch.Run(BatchNormKernels.Normalize, x.Length, View(x), View(y), View(weight), View(bias), View(mean), View(invStd), shape);
+        _launch.Run(BatchNormKernels.Normalize, x.Length, View(x), View(y), View(weight), View(bias), View(mean), View(invStd), shape,
+            activation);
     }
 
     /// <inheritdoc/>
-    protected override void BatchNormBackwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> dy,
-        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
-        DeviceTensor<float> dweight, DeviceTensor<float> dbias)
+    protected override void BatchNormBackwardCore<TF>(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float>? y,
+        DeviceTensor<float> dy, DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd,
+        DeviceTensor<float>? dx, DeviceTensor<float> dweight, DeviceTensor<float> dbias, TF activation)
     {
+        var output = View(y ?? dy); // Identity's derivative never reads it
         var (chunks, chunkSize) = ChannelChunks(shape.Channels, shape.Count);
         var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, 2 * shape.Channels * chunks);
         _launch.NextSerial((chunkSize + 255) / 256);
-        _launch.Run(BatchNormKernels.ChunkGradientSums, ChunkReduction(shape, chunks), View(x), View(dy), View(mean), View(invStd),
-            partial, shape, chunkSize);
+        _launch.Run(BatchNormKernels.ChunkGradientSums, ChunkReduction(shape, chunks), View(x), output, View(dy), View(mean), View(invStd),
+            partial, shape, chunkSize, activation);
         _launch.NextSerial(chunks);
         _launch.Run(BatchNormKernels.MergeGradientSums, shape.Channels, partial, View(dweight), View(dbias), chunks);
         if (dx is null)
@@ -50,7 +52,7 @@ public sealed partial class IlgpuBackend
         var coefficients = _workspace.Get(IlgpuWorkspace.Slot.BatchNormCoefficients, 3 * shape.Channels);
         _launch.Run(BatchNormKernels.InputGradientCoefficients, shape.Channels, View(weight), View(mean), View(invStd), View(dweight),
             View(dbias), coefficients, shape);
-        _launch.Run(BatchNormKernels.InputGradient, x.Length, View(x), View(dy), coefficients, View(dx), shape);
+        _launch.Run(BatchNormKernels.InputGradient, x.Length, View(x), output, View(dy), coefficients, View(dx), shape, activation);
     }
 
     /// <summary>A (channels, chunks) grid of reduction groups for sums of a chunk's values (<see cref="Reduction"/>'s group size).</summary>

@@ -102,20 +102,23 @@ internal static class BatchNormKernels
         invStd[c] = 1f / XMath.Sqrt(runningVar[c] + s.Epsilon);
     }
 
-    /// <summary>y = (x − mean)·invStd·weight + bias, one element per thread.</summary>
-    public static void Normalize(Index1D i, ArrayView<float> x, ArrayView<float> y, ArrayView<float> weight, ArrayView<float> bias,
-        ArrayView<float> mean, ArrayView<float> invStd, BatchNormShape s)
+    /// <summary>y = f((x − mean)·invStd·weight + bias), one element per thread (<see cref="Identity"/>: no activation).</summary>
+    public static void Normalize<TF>(Index1D i, ArrayView<float> x, ArrayView<float> y, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> mean, ArrayView<float> invStd, BatchNormShape s, TF f)
+        where TF : struct, IActivationFunction
     {
         int c = s.ChannelOf(i);
-        y[i] = ((x[i] - mean[c]) * invStd[c] * weight[c]) + bias[c];
+        y[i] = f.Forward(((x[i] - mean[c]) * invStd[c] * weight[c]) + bias[c]);
     }
 
     /// <summary>
-    /// Gradient sums, first pass: group (c, chunk) = (Grid.IdxX, Grid.IdxY) sums dy and dy·x̂ over values
-    /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c into partial[2·(c·chunks + chunk)] and the float after it.
+    /// Gradient sums, first pass: group (c, chunk) = (Grid.IdxX, Grid.IdxY) sums dz and dz·x̂ over values
+    /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c into partial[2·(c·chunks + chunk)] and the float after it,
+    /// where dz = dy·f′ from the fused output y (<see cref="Identity"/>: dz = dy, y unread).
     /// </summary>
-    public static void ChunkGradientSums(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> invStd,
-        ArrayView<float> partial, BatchNormShape s, int chunkSize)
+    public static void ChunkGradientSums<TF>(ArrayView<float> x, ArrayView<float> y, ArrayView<float> dy, ArrayView<float> mean,
+        ArrayView<float> invStd, ArrayView<float> partial, BatchNormShape s, int chunkSize, TF f)
+        where TF : struct, IDerivativeFromOutput
     {
         int c = Grid.IdxX, chunk = Grid.IdxY, chunks = Grid.DimY;
         int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
@@ -123,8 +126,9 @@ internal static class BatchNormKernels
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
             int i = s.Index(c, e);
-            sumDy += dy[i];
-            sumDyXhat += dy[i] * (x[i] - mu) * inv;
+            float dz = f.BackwardFromOutput(y[i], dy[i]);
+            sumDy += dz;
+            sumDyXhat += dz * (x[i] - mu) * inv;
         }
 
         float db = ReductionKernels.GroupSum(sumDy);
@@ -167,11 +171,15 @@ internal static class BatchNormKernels
         coefficients[(3 * c) + 2] = d;
     }
 
-    /// <summary>dx = a·dy + b·x + d with channel coefficients from <see cref="InputGradientCoefficients"/>.</summary>
-    public static void InputGradient(Index1D i, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> coefficients,
-        ArrayView<float> dx, BatchNormShape s)
+    /// <summary>
+    /// dx = a·dz + b·x + d with channel coefficients from <see cref="InputGradientCoefficients"/>, dz = dy·f′ from the
+    /// fused output y (<see cref="Identity"/>: dz = dy).
+    /// </summary>
+    public static void InputGradient<TF>(Index1D i, ArrayView<float> x, ArrayView<float> y, ArrayView<float> dy, ArrayView<float> coefficients,
+        ArrayView<float> dx, BatchNormShape s, TF f)
+        where TF : struct, IDerivativeFromOutput
     {
         int c = 3 * s.ChannelOf(i);
-        dx[i] = (coefficients[c] * dy[i]) + (coefficients[c + 1] * x[i]) + coefficients[c + 2];
+        dx[i] = (coefficients[c] * f.BackwardFromOutput(y[i], dy[i])) + (coefficients[c + 1] * x[i]) + coefficients[c + 2];
     }
 }

@@ -8,10 +8,10 @@ namespace GpuCnn.Models;
 /// normalises with the batch's statistics and updates the running ones; evaluation mode uses the running ones.
 /// Spec: <c>batchnorm</c> or <c>batchnorm(momentum=M,eps=E)</c> (PyTorch's defaults 0.1 and 1e-5).
 /// </summary>
-public sealed class BatchNorm : Layer
+public sealed class BatchNorm : Layer, IActivationHost
 {
     private Parameter? _weight, _bias;
-    private DeviceTensor<float>? _runningMean, _runningVar, _mean, _invStd, _input;
+    private DeviceTensor<float>? _runningMean, _runningVar, _mean, _invStd, _input, _output;
     private bool _forwardTraining;
 
     /// <summary>A layer with PyTorch's momentum (0, 1] and a positive ε.</summary>
@@ -43,6 +43,12 @@ public sealed class BatchNorm : Layer
 
     /// <summary>Added to the variance before the square root.</summary>
     public float Epsilon { get; }
+
+    /// <inheritdoc/>
+    public ActivationLayer? FusedActivation { get; set; }
+
+    /// <summary>True: the backward takes dy·f′ of a fused activation itself, as it sums.</summary>
+    public bool AppliesActivationGradient => true;
 
     /// <summary>Batches normalised in training mode (PyTorch's num_batches_tracked).</summary>
     public Counter BatchesTracked { get; } = new();
@@ -101,8 +107,16 @@ public sealed class BatchNorm : Layer
     {
         _input = x;
         _forwardTraining = Training;
-        var y = OutputBuffer(x.Shape[0]);
-        Backend.BatchNormForward(Training, x, _weight!.Value, _bias!.Value, _runningMean!, _runningVar!, Momentum, Epsilon, y, _mean!, _invStd!);
+        var y = _output = OutputBuffer(x.Shape[0]);
+        if (FusedActivation is { } f)
+        {
+            f.BatchNormForward(Backend, Training, x, _weight!.Value, _bias!.Value, _runningMean!, _runningVar!, Momentum, Epsilon, y, _mean!, _invStd!);
+        }
+        else
+        {
+            Backend.BatchNormForward(Training, x, _weight!.Value, _bias!.Value, _runningMean!, _runningVar!, Momentum, Epsilon, y, _mean!, _invStd!);
+        }
+
         if (Training)
         {
             BatchesTracked.Value++;
@@ -116,7 +130,15 @@ public sealed class BatchNorm : Layer
     {
         var x = _input ?? throw new InvalidOperationException($"{Spec}: backward before forward.");
         var dx = needInputGradient ? InputGradientBuffer(x.Shape[0]) : null;
-        Backend.BatchNormBackward(_forwardTraining, x, dy, _weight!.Value, _mean!, _invStd!, dx, _weight.Gradient, _bias!.Gradient);
+        if (FusedActivation is { } f)
+        {
+            f.BatchNormBackward(Backend, _forwardTraining, x, _output!, dy, _weight!.Value, _mean!, _invStd!, dx, _weight.Gradient, _bias!.Gradient);
+        }
+        else
+        {
+            Backend.BatchNormBackward(_forwardTraining, x, dy, _weight!.Value, _mean!, _invStd!, dx, _weight.Gradient, _bias!.Gradient);
+        }
+
         return dx;
     }
 

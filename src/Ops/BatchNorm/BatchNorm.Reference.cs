@@ -90,20 +90,33 @@ internal static partial class ReferenceMath
     }
 }
 
-/// <summary>Batch normalisation on the reference backend.</summary>
+/// <summary>Batch normalisation on the reference backend: a fused activation is the activation's own pass after it.</summary>
 public sealed partial class ReferenceBackend
 {
     /// <inheritdoc/>
-    protected override void BatchNormForwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
+    protected override void BatchNormForwardCore<TF>(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> weight,
         DeviceTensor<float> bias, DeviceTensor<float> runningMean, DeviceTensor<float> runningVar, DeviceTensor<float> y,
-        DeviceTensor<float> mean, DeviceTensor<float> invStd) =>
+        DeviceTensor<float> mean, DeviceTensor<float> invStd, TF activation)
+    {
         ReferenceMath.BatchNormForward<float>(shape, Data(x), Data(weight), Data(bias), Data(runningMean), Data(runningVar), Data(y),
             Data(mean), Data(invStd));
+        ReferenceMath.ActivationForward<float, TF>(activation, Data(y), Data(y));
+    }
 
     /// <inheritdoc/>
-    protected override void BatchNormBackwardCore(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float> dy,
-        DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx,
-        DeviceTensor<float> dweight, DeviceTensor<float> dbias) =>
-        ReferenceMath.BatchNormBackward<float>(shape, Data(x), Data(dy), Data(weight), Data(mean), Data(invStd),
+    protected override void BatchNormBackwardCore<TF>(BatchNormShape shape, DeviceTensor<float> x, DeviceTensor<float>? y,
+        DeviceTensor<float> dy, DeviceTensor<float> weight, DeviceTensor<float> mean, DeviceTensor<float> invStd,
+        DeviceTensor<float>? dx, DeviceTensor<float> dweight, DeviceTensor<float> dbias, TF activation)
+    {
+        // dz = dy·f′(y), the gradient that reaches the normalisation (dy itself without an activation).
+        float[] dz = Data(dy);
+        if (y is not null)
+        {
+            dz = new float[dy.Length];
+            ReferenceMath.ActivationBackwardFromOutput<float, TF>(activation, Data(y), Data(dy), dz);
+        }
+
+        ReferenceMath.BatchNormBackward<float>(shape, Data(x), dz, Data(weight), Data(mean), Data(invStd),
             dx is null ? [] : Data(dx), Data(dweight), Data(dbias));
+    }
 }

@@ -1,44 +1,75 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using GpuCnn.Kernels;
 
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>Add on the fast CPU backend, vectorised and split across the team (compiled into GpuCnn.Engine.Cpu).</summary>
-public sealed partial class CpuBackend
+public sealed unsafe partial class CpuBackend
 {
-    private readonly AddWork _add = new();
-
     /// <inheritdoc/>
-    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y)
+    protected override void AddCore<TF>(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y, TF activation)
     {
-        (_add.A, _add.B, _add.Y) = (Data(a), Data(b), Data(y));
-        RunSplit(_add, y.Length);
+        var work = Work<AddWork<TF>>(typeof(AddWork<TF>));
+        (work.A, work.B, work.Y, work.Function) = (Data(a), Data(b), Data(y), activation);
+        RunSplit(work, y.Length);
     }
 
-    /// <summary>y = a + b over a range.</summary>
-    private sealed class AddWork : ISplitWork
+    /// <summary>
+    /// y = f(a + b) over a range, one work object per function type: ReLU is a select in the adding loop; another f
+    /// runs over each block of sums while it is in cache.
+    /// </summary>
+    private sealed class AddWork<TF> : ISplitWork
+        where TF : struct, IActivationFunction
     {
+        private const int Block = 4096;
+
         public float[] A { get; set; } = [];
 
         public float[] B { get; set; } = [];
 
         public float[] Y { get; set; } = [];
 
+        public TF Function { get; set; }
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int start, int count)
         {
-            var left = A.AsSpan(start, count);
-            var right = B.AsSpan(start, count);
-            var sum = Y.AsSpan(start, count);
+            fixed (float* a = A, b = B, y = Y)
+            {
+                if (typeof(TF) == typeof(Identity) || typeof(TF) == typeof(Relu))
+                {
+                    Add(a + start, b + start, y + start, count);
+                    return;
+                }
+
+                for (int done = 0; done < count; done += Block)
+                {
+                    int length = Math.Min(Block, count - done);
+                    Add(a + start + done, b + start + done, y + start + done, length);
+                    ActivationLoops.Forward(Function, new ReadOnlySpan<float>(y + start + done, length), new Span<float>(y + start + done, length));
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Add(float* a, float* b, float* y, int count)
+        {
             int i = 0;
             for (; i <= count - Vector<float>.Count; i += Vector<float>.Count)
             {
-                (new Vector<float>(left[i..]) + new Vector<float>(right[i..])).CopyTo(sum[i..]);
+                var sum = Vector.Load(a + i) + Vector.Load(b + i);
+                if (typeof(TF) == typeof(Relu))
+                {
+                    sum = Vector.ConditionalSelect(Vector.LessThan(sum, Vector<float>.Zero), Vector<float>.Zero, sum); // a NaN stays NaN
+                }
+
+                sum.Store(y + i);
             }
 
             for (; i < count; i++)
             {
-                sum[i] = left[i] + right[i];
+                y[i] = typeof(TF) == typeof(Relu) ? Function.Forward(a[i] + b[i]) : a[i] + b[i];
             }
         }
     }

@@ -6,6 +6,6 @@ namespace GpuCnn.Ilgpu;
 public sealed partial class IlgpuBackend
 {
     /// <inheritdoc/>
-    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y) =>
-        _launch.Run(AddKernels.Add, y.Length, View(a), View(b), View(y));
+    protected override void AddCore<TF>(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y, TF activation) =>
+        _launch.Run(AddKernels.Add, y.Length, View(a), View(b), View(y), activation);
 }

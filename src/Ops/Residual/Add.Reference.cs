@@ -20,6 +20,9 @@ internal static partial class ReferenceMath
 public sealed partial class ReferenceBackend
 {
     /// <inheritdoc/>
-    protected override void AddCore(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y) =>
+    protected override void AddCore<TF>(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y, TF activation)
+    {
         ReferenceMath.Add<float>(Data(a), Data(b), Data(y));
+        ReferenceMath.ActivationForward<float, TF>(activation, Data(y), Data(y));
+    }
 }

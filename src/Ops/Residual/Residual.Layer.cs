@@ -6,7 +6,7 @@ namespace GpuCnn.Models;
 /// none). Spec: <c>residual(BODY)</c> or <c>residual(BODY; SHORTCUT)</c>, each a comma-separated layer list. The
 /// gradient reaches x through both branches and adds up: dx = dbody + dshortcut.
 /// </summary>
-public sealed class Residual : Layer
+public sealed class Residual : Layer, IActivationHost
 {
     private readonly LayerChain _body, _shortcut;
 
@@ -34,6 +34,9 @@ public sealed class Residual : Layer
 
         return new Residual(Branch(parts[0], "body"), parts.Count == 2 ? Branch(parts[1], "shortcut") : null);
     }
+
+    /// <inheritdoc/>
+    public ActivationLayer? FusedActivation { get; set; }
 
     /// <summary>The body's layers.</summary>
     public IReadOnlyList<Layer> Body => _body.Layers;
@@ -96,7 +99,15 @@ public sealed class Residual : Layer
         var body = _body.Forward(x);
         var shortcut = _shortcut.Forward(x);
         var y = OutputBuffer(x.Shape[0]);
-        Backend.Add(body, shortcut, y);
+        if (FusedActivation is { } f)
+        {
+            f.AddForward(Backend, body, shortcut, y); // f(body + shortcut) as the sums are stored
+        }
+        else
+        {
+            Backend.Add(body, shortcut, y);
+        }
+
         return y;
     }
 
