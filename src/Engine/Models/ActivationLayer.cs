@@ -10,7 +10,7 @@ namespace GpuCnn.Models;
 public abstract class ActivationLayer : Layer
 {
     /// <summary>
-    /// Set by the layer chain when the dense or convolution layer before applies this function as it stores: the
+    /// Set by the layer chain when the layer before (an <see cref="IActivationHost"/>) applies this function as it stores: the
     /// forward pass then hands its input on unchanged and the backward takes f′ from the output alone.
     /// </summary>
     internal bool FusedIntoPrevious { get; set; }
@@ -21,7 +21,7 @@ public abstract class ActivationLayer : Layer
     /// </summary>
     internal bool GradientFusedIntoPrevious { get; set; }
 
-    /// <summary>Whether a preceding dense or convolution layer may apply this function for it (opt-in by capability).</summary>
+    /// <summary>Whether a preceding dense, convolution or batch-norm layer or residual block may apply this function for it (opt-in by capability).</summary>
     public virtual bool CanFuse => false;
 
     /// <summary>f(x) in double, for tests and checks.</summary>

@@ -25,7 +25,7 @@ public interface IActivationFunction
 }
 
 /// <summary>
-/// The capability that lets a dense or convolution layer apply f as it stores its output and keep only y = f(z):
+/// The capability that lets the layer before (dense, convolution, batch norm, a residual join) apply f as it stores its output and keep only y = f(z):
 /// f′ is then a function of y alone. Fusion is opt-in: a function without this interface is never fused.
 /// </summary>
 public interface IDerivativeFromOutput : IActivationFunction
