@@ -58,7 +58,11 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
     }
 
-    /// <summary>Shapes for the fused batch norm: (N,C,H,W), (N, features), and a plane of 1,200 values (longer than the CPU's 1,024-value pieces).</summary>
+    /// <summary>
+    /// Fused batch norm cases: every activation in training on (N,C,H,W) and in evaluation on (N, features); for ReLU
+    /// and Sigmoid also the other way round, planes of 1,200 values (longer than the CPU's 1,024-value pieces), and a
+    /// tensor large enough for the CPU to split its channels across the team.
+    /// </summary>
     public static TheoryData<string, bool, int[]> FusedBatchNormCases
     {
         get
@@ -70,8 +74,14 @@ public abstract partial class BackendOpsTests
                 cases.Add(spec, false, [7, 5]);
             }
 
-            cases.Add("relu", true, [2, 2, 40, 30]);
-            cases.Add("sigmoid", true, [3, 2, 40, 30]);
+            foreach (string spec in (string[])["relu", "sigmoid"])
+            {
+                cases.Add(spec, false, [2, 3, 4, 5]);
+                cases.Add(spec, true, [7, 5]);
+                cases.Add(spec, true, [2, 2, 40, 30]);
+                cases.Add(spec, true, [8, 16, 17, 16]);
+            }
+
             return cases;
         }
     }
@@ -83,33 +93,21 @@ public abstract partial class BackendOpsTests
     {
         var f = Cases.Activation(spec);
         var shape = new Shape(dims);
-        var s = GradientCheckTests.BatchNormShapeOf(shape, training);
-        var channels = new Shape(s.Channels);
-        float[] x = TestData.Uniform(shape.Size, 61, -2f, 3f), dy = TestData.Uniform(shape.Size, 62);
-        float[] weight = TestData.Uniform(s.Channels, 63), bias = TestData.Uniform(s.Channels, 64);
-        float[] runningMean = TestData.Uniform(s.Channels, 65), runningVar = TestData.Uniform(s.Channels, 66, 0.5f, 2f);
-
-        // Expected: batch norm, then f, in double; backward from dz = dy·f′ at the normalised value z.
-        double[] z = new double[shape.Size], mean = new double[s.Channels], invStd = new double[s.Channels];
-        ReferenceMath.BatchNormForward<double>(s, TestData.Widen(x), TestData.Widen(weight), TestData.Widen(bias), TestData.Widen(runningMean),
-            TestData.Widen(runningVar), z, mean, invStd);
-        double[] y = [.. z.Select(f.Evaluate)];
-        double[] dz = [.. z.Select((value, i) => f.EvaluateBackward(value, y[i], dy[i]))];
-        double[] dx = new double[shape.Size], dweight = new double[s.Channels], dbias = new double[s.Channels];
-        ReferenceMath.BatchNormBackward<double>(s, TestData.Widen(x), dz, TestData.Widen(weight), mean, invStd, dx, dweight, dbias);
-
-        using var tx = Put(x, shape);
-        using var tdy = Put(dy, shape);
-        using var tw = Put(weight, channels);
-        using var tb = Put(bias, channels);
-        using var trm = Put(runningMean, channels);
-        using var trv = Put(runningVar, channels);
+        var data = FusedBatchNormData.Random(shape, training);
+        var expected = data.Expected(f);
+        var channels = new Shape(data.S.Channels);
+        using var tx = Put(data.X, shape);
+        using var tdy = Put(data.Dy, shape);
+        using var tw = Put(data.Weight, channels);
+        using var tb = Put(data.Bias, channels);
+        using var trm = Put(data.RunningMean, channels);
+        using var trv = Put(data.RunningVar, channels);
         using var ty = Poisoned(shape);
         using var tmean = Poisoned(channels);
         using var tinv = Poisoned(channels);
         f.BatchNormForward(Backend, training, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
         string what = $"{Backend.Name} batch norm + {spec} {(training ? "training" : "evaluation")} {shape}";
-        TensorAssert.Close(y, Backend.DownloadArray(ty), shape, Atol, Rtol, $"{what} y");
+        TensorAssert.Close(expected.Y, Backend.DownloadArray(ty), shape, Atol, Rtol, $"{what} y");
         if (!f.CanFuse)
         {
             var refused = Assert.Throws<NotSupportedException>(() => f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, null, tmean, tinv));
@@ -121,24 +119,124 @@ public abstract partial class BackendOpsTests
         using var tdw = Poisoned(channels);
         using var tdb = Poisoned(channels);
         f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, tdx, tdw, tdb);
-        TensorAssert.Close(dx, Backend.DownloadArray(tdx), shape, Atol, Rtol, $"{what} dx");
-        TensorAssert.Close(dweight, Backend.DownloadArray(tdw), channels, Atol, Rtol, $"{what} dweight");
-        TensorAssert.Close(dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
+        TensorAssert.Close(expected.Dx, Backend.DownloadArray(tdx), shape, Atol, Rtol, $"{what} dx");
+        TensorAssert.Close(expected.Dweight, Backend.DownloadArray(tdw), channels, Atol, Rtol, $"{what} dweight");
+        TensorAssert.Close(expected.Dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
 
         // A first layer wants no dx: the sums alone, the same.
         using var alone = Poisoned(channels);
         using var aloneBias = Poisoned(channels);
         f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, null, alone, aloneBias);
-        TensorAssert.Close(dweight, Backend.DownloadArray(alone), channels, Atol, Rtol, $"{what} dweight without dx");
-        TensorAssert.Close(dbias, Backend.DownloadArray(aloneBias), channels, Atol, Rtol, $"{what} dbias without dx");
+        TensorAssert.Close(expected.Dweight, Backend.DownloadArray(alone), channels, Atol, Rtol, $"{what} dweight without dx");
+        TensorAssert.Close(expected.Dbias, Backend.DownloadArray(aloneBias), channels, Atol, Rtol, $"{what} dbias without dx");
     }
 
     [Theory]
     [Trait("Category", "CrossCheck")]
-    [MemberData(nameof(Cases.ActivationSpecs), MemberType = typeof(Cases))]
-    public void Add_fuses_the_activation_after_it(string spec)
+    [InlineData("relu", "x")]
+    [InlineData("relu", "y")]
+    [InlineData("relu", "dy")]
+    [InlineData("sigmoid", "x")]
+    [InlineData("sigmoid", "dy")]
+    public void Fused_batch_norm_backward_may_write_dx_over_its_inputs(string spec, string over)
     {
-        const int count = 9_000; // several of the CPU's 4,096-value blocks, split across its workers
+        var f = Cases.Activation(spec);
+        var shape = new Shape(3, 4, 5, 7);
+        var data = FusedBatchNormData.Random(shape, training: true);
+        var channels = new Shape(data.S.Channels);
+        using var tw = Put(data.Weight, channels);
+        using var tb = Put(data.Bias, channels);
+        using var trm = Put(data.RunningMean, channels);
+        using var trv = Put(data.RunningVar, channels);
+        using var tmean = Poisoned(channels);
+        using var tinv = Poisoned(channels);
+        using var tdw = Poisoned(channels);
+        using var tdb = Poisoned(channels);
+        float[] Gradient(bool aliased)
+        {
+            using var tx = Put(data.X, shape);
+            using var tdy = Put(data.Dy, shape);
+            using var ty = Poisoned(shape);
+            using var separate = Poisoned(shape);
+            f.BatchNormForward(Backend, true, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
+            var dx = !aliased ? separate : over switch { "x" => tx, "y" => ty, _ => tdy };
+            f.BatchNormBackward(Backend, true, tx, ty, tdy, tw, tmean, tinv, dx, tdw, tdb);
+            return Backend.DownloadArray(dx);
+        }
+
+        TensorAssert.Identical(Gradient(aliased: false), Gradient(aliased: true), $"{Backend.Name} batch norm + {spec}, dx written over {over}");
+    }
+
+    [Fact]
+    [Trait("Category", "CrossCheck")]
+    public void Fused_relu_keeps_nan_as_pytorch_does()
+    {
+        // Add: relu(NaN + b) is NaN.
+        float[] a = TestData.Uniform(40, 73), b = TestData.Uniform(40, 74);
+        a[5] = float.NaN;
+        var relu = Cases.Activation("relu");
+        using var ta = Put(a, [40]);
+        using var tb = Put(b, [40]);
+        using var ty = Poisoned([40]);
+        relu.AddForward(Backend, ta, tb, ty);
+        TensorAssert.Close([.. a.Select((value, i) => relu.Evaluate((double)value + b[i]))], Backend.DownloadArray(ty), new Shape(40), Atol, Rtol,
+            $"{Backend.Name} add + relu with a NaN");
+        Assert.True(float.IsNaN(Backend.DownloadArray(ty)[5]));
+
+        // Batch norm: a NaN in channel 1 makes its statistics and every y of it NaN (ReLU keeps them); backward, dy
+        // passes where y is NaN, so that channel's dbias stays finite while dweight and dx are NaN — as the composition.
+        var shape = new Shape(2, 3, 4, 5);
+        var data = FusedBatchNormData.Random(shape, training: true);
+        data.X[(1 * 20) + 7] = float.NaN;
+        var expected = data.Expected(relu);
+        var channels = new Shape(3);
+        using var tx = Put(data.X, shape);
+        using var tdy = Put(data.Dy, shape);
+        using var tw = Put(data.Weight, channels);
+        using var tbias = Put(data.Bias, channels);
+        using var trm = Put(data.RunningMean, channels);
+        using var trv = Put(data.RunningVar, channels);
+        using var tz = Poisoned(shape);
+        using var tmean = Poisoned(channels);
+        using var tinv = Poisoned(channels);
+        using var tdx = Poisoned(shape);
+        using var tdw = Poisoned(channels);
+        using var tdb = Poisoned(channels);
+        relu.BatchNormForward(Backend, true, tx, tw, tbias, trm, trv, 0.1f, 1e-5f, tz, tmean, tinv);
+        relu.BatchNormBackward(Backend, true, tx, tz, tdy, tw, tmean, tinv, tdx, tdw, tdb);
+        string what = $"{Backend.Name} batch norm + relu with a NaN";
+        TensorAssert.Close(expected.Y, Backend.DownloadArray(tz), shape, Atol, Rtol, $"{what} y");
+        TensorAssert.Close(expected.Dx, Backend.DownloadArray(tdx), shape, Atol, Rtol, $"{what} dx");
+        TensorAssert.Close(expected.Dweight, Backend.DownloadArray(tdw), channels, Atol, Rtol, $"{what} dweight");
+        TensorAssert.Close(expected.Dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
+        Assert.True(double.IsFinite(expected.Dbias[1]) && double.IsNaN(expected.Dweight[1]), "the case tests what it says");
+    }
+
+    /// <summary>
+    /// Every activation on 9,000 values (several of the CPU's 4,096-value blocks); ReLU and Sigmoid also on 70,001, over
+    /// the CPU's split threshold: two ranges, the second starting inside a block.
+    /// </summary>
+    public static TheoryData<string, int> FusedAddCases
+    {
+        get
+        {
+            var cases = new TheoryData<string, int>();
+            foreach (string spec in (string[])[.. LayerRegistry.ActivationNames, "leakyrelu(0.1)", "leakyrelu(-0.2)"])
+            {
+                cases.Add(spec, 9_000);
+            }
+
+            cases.Add("relu", 70_001);
+            cases.Add("sigmoid", 70_001);
+            return cases;
+        }
+    }
+
+    [Theory]
+    [Trait("Category", "CrossCheck")]
+    [MemberData(nameof(FusedAddCases))]
+    public void Add_fuses_the_activation_after_it(string spec, int count)
+    {
         var f = Cases.Activation(spec);
         float[] a = TestData.Uniform(count, 71, -2f, 2f), b = TestData.Uniform(count, 72, -2f, 2f);
         double[] expected = [.. a.Select((value, i) => f.Evaluate((double)value + b[i]))];
@@ -149,6 +247,31 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(expected, Backend.DownloadArray(ty), new Shape(count), Atol, Rtol, $"{Backend.Name} add + {spec}");
         f.AddForward(Backend, ta, tb, ta); // in place, as the plain add allows
         TensorAssert.Close(expected, Backend.DownloadArray(ta), new Shape(count), Atol, Rtol, $"{Backend.Name} add + {spec} in place");
+    }
+
+    /// <summary>Inputs of a fused batch norm test, and what the composition gives in double.</summary>
+    private sealed record FusedBatchNormData(Kernels.BatchNormShape S, float[] X, float[] Dy, float[] Weight, float[] Bias, float[] RunningMean,
+        float[] RunningVar)
+    {
+        public static FusedBatchNormData Random(Shape shape, bool training)
+        {
+            var s = GradientCheckTests.BatchNormShapeOf(shape, training);
+            return new(s, TestData.Uniform(shape.Size, 61, -2f, 3f), TestData.Uniform(shape.Size, 62), TestData.Uniform(s.Channels, 63),
+                TestData.Uniform(s.Channels, 64), TestData.Uniform(s.Channels, 65), TestData.Uniform(s.Channels, 66, 0.5f, 2f));
+        }
+
+        /// <summary>Batch norm, then f, in double; backward from dz = dy·f′ at the normalised value z.</summary>
+        public (double[] Y, double[] Dx, double[] Dweight, double[] Dbias) Expected(ActivationLayer f)
+        {
+            double[] z = new double[X.Length], mean = new double[S.Channels], invStd = new double[S.Channels];
+            ReferenceMath.BatchNormForward<double>(S, TestData.Widen(X), TestData.Widen(Weight), TestData.Widen(Bias), TestData.Widen(RunningMean),
+                TestData.Widen(RunningVar), z, mean, invStd);
+            double[] y = [.. z.Select(f.Evaluate)];
+            double[] dz = [.. z.Select((value, i) => f.EvaluateBackward(value, y[i], Dy[i]))];
+            double[] dx = new double[X.Length], dweight = new double[S.Channels], dbias = new double[S.Channels];
+            ReferenceMath.BatchNormBackward<double>(S, TestData.Widen(X), dz, TestData.Widen(Weight), mean, invStd, dx, dweight, dbias);
+            return (y, dx, dweight, dbias);
+        }
     }
 
     [Fact]

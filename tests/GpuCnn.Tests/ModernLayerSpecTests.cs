@@ -46,6 +46,11 @@ public sealed class ModernLayerSpecTests
         Assert.Equal("relu", Assert.IsType<BatchNorm>(block.Body[1]).FusedActivation?.Spec);
         Assert.Null(Assert.IsType<BatchNorm>(block.Body[^1]).FusedActivation); // the body's last batch norm: the join comes next
 
+        // After a batch norm the activation's backward hands dy on (batch norm applies f′); after a join it takes f′ itself.
+        Assert.True(Assert.IsAssignableFrom<ActivationLayer>(model.Layers[2]).GradientFusedIntoPrevious);
+        Assert.False(Assert.IsAssignableFrom<ActivationLayer>(model.Layers[4]).GradientFusedIntoPrevious);
+        Assert.True(Assert.IsAssignableFrom<ActivationLayer>(model.Layers[4]).FusedIntoPrevious);
+
         // GELU's derivative needs its input: it stays a layer of its own.
         using var gelu = Sequential.Create("conv(2,3,bias=false),batchnorm,gelu,flatten,dense(2)", [1, 5, 5], backend);
         Assert.Null(Assert.IsType<BatchNorm>(gelu.Layers[1]).FusedActivation);

@@ -9,7 +9,7 @@ namespace GpuCnn.Cpu.Fast;
 /// each channel's N runs of <c>inner</c> contiguous values summed and scaled with vectors. The jobs are specialised
 /// per fused activation (one reusable job per function type), so ReLU, the common case, costs one vector select in
 /// the loops that store y and read dy — no pass of its own, and no call per run, which small planes (7×7: 49 values
-/// a run) would feel.
+/// a run) would feel. The backward makes dz = dy·f′(y) afresh where it reads dy, never stores it.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
@@ -134,8 +134,8 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <summary>
-    /// The gradients of y = f(batch_norm(x)) channel by channel: the sums of dz = dy·f′(y) and dz·(x − mean), with dz
-    /// stored in dx's run as it is made (dx = dy's run itself without an activation), then dx from dz in place.
+    /// The gradients of y = f(batch_norm(x)) channel by channel: the sums of dz = dy·f′(y) and dz·(x − mean), then dx
+    /// from dz, dz made afresh from y and dy in each pass rather than stored — so dx may be any of x, y and dy.
     /// </summary>
     private sealed class BatchNormBackwardJob<TF> : ChannelJob
         where TF : struct, IDerivativeFromOutput
@@ -172,9 +172,9 @@ public sealed unsafe partial class CpuBackend
             for (int n = 0; n < batch; n++)
             {
                 long at = (long)n * stride;
-                var (a, b) = !Activated ? BatchNormRuns.GradientSums(x + at, dy + at, inner, mean)
-                    : _dx is not null ? BatchNormRuns.GradientSumsThrough(x + at, y + at, dy + at, dx + at, inner, mean, _f)
-                    : GradientSumsWithoutDx(x + at, y + at, dy + at, inner, mean);
+                var (a, b) = Activated
+                    ? BatchNormRuns.GradientSumsThrough(x + at, y + at, dy + at, inner, mean, _f)
+                    : BatchNormRuns.GradientSums(x + at, dy + at, inner, mean);
                 sumDy += a;
                 sumDyCentred += b;
             }
@@ -194,30 +194,24 @@ public sealed unsafe partial class CpuBackend
             for (int n = 0; n < batch; n++)
             {
                 long at = (long)n * stride;
-                BatchNormRuns.InputGradient(Activated ? dx + at : dy + at, x + at, dx + at, inner, slope, scale, shift);
+                if (Activated)
+                {
+                    BatchNormRuns.InputGradientThrough(y + at, dy + at, x + at, dx + at, inner, slope, scale, shift, _f);
+                }
+                else
+                {
+                    BatchNormRuns.InputGradient(dy + at, x + at, dx + at, inner, slope, scale, shift);
+                }
             }
-        }
-
-        /// <summary>The sums through f′ when no dx is wanted (a first layer): dz made a piece at a time on the stack.</summary>
-        private (float SumDy, float SumDyCentred) GradientSumsWithoutDx(float* x, float* y, float* dy, int length, float mean)
-        {
-            const int piece = 1024;
-            float* dz = stackalloc float[piece];
-            float sumDy = 0f, sumDyCentred = 0f;
-            for (int start = 0; start < length; start += piece)
-            {
-                var (a, b) = BatchNormRuns.GradientSumsThrough(x + start, y + start, dy + start, dz, Math.Min(piece, length - start), mean, _f);
-                sumDy += a;
-                sumDyCentred += b;
-            }
-
-            return (sumDy, sumDyCentred);
         }
     }
 
     /// <summary>Batch norm's loops over one run of contiguous values of a channel.</summary>
     private static class BatchNormRuns
     {
+        /// <summary>Values of dz made at a time on the stack for an activation other than ReLU.</summary>
+        private const int Piece = 1024;
+
         /// <summary>Σ (x − mean)², with four independent vector accumulators, as <see cref="Sum(float*, int)"/>.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static float SquaredDeviations(float* x, int length, float mean)
@@ -315,28 +309,38 @@ public sealed unsafe partial class CpuBackend
         }
 
         /// <summary>
-        /// <see cref="GradientSums"/> of dz = dy·f′(y), storing dz: for ReLU (dz = 0 where y ≤ 0, as PyTorch's
-        /// threshold_backward) in the same vector loop, for another f by its own loop over the run first.
+        /// <see cref="GradientSums"/> of dz = dy·f′(y), dz not stored: for ReLU (dz = 0 where y ≤ 0, so a NaN y passes
+        /// dy on, as PyTorch's threshold_backward) a select in the summing loop; for another f, made a piece at a time
+        /// on the stack first.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static (float SumDy, float SumDyCentred) GradientSumsThrough<TF>(float* x, float* y, float* dy, float* dz, int length,
-            float mean, TF f)
+        [SkipLocalsInit] // the pieces are written before they are read
+        public static (float SumDy, float SumDyCentred) GradientSumsThrough<TF>(float* x, float* y, float* dy, int length, float mean, TF f)
             where TF : struct, IDerivativeFromOutput
         {
             if (typeof(TF) != typeof(Relu))
             {
-                ActivationLoops.BackwardFromOutput(f, new ReadOnlySpan<float>(y, length), new ReadOnlySpan<float>(dy, length), new Span<float>(dz, length));
-                return GradientSums(x, dz, length, mean);
+                float* dz = stackalloc float[Math.Min(length, Piece)];
+                float sumDz = 0f, sumDzCentred = 0f;
+                for (int start = 0; start < length; start += Piece)
+                {
+                    int count = Math.Min(Piece, length - start);
+                    ActivationLoops.BackwardFromOutput(f, new ReadOnlySpan<float>(y + start, count), new ReadOnlySpan<float>(dy + start, count),
+                        new Span<float>(dz, count));
+                    var (a, b) = GradientSums(x + start, dz, count, mean);
+                    sumDz += a;
+                    sumDzCentred += b;
+                }
+
+                return (sumDz, sumDzCentred);
             }
 
             int n = Vector<float>.Count, i = 0;
             Vector<float> g0 = Vector<float>.Zero, g1 = g0, c0 = g0, c1 = g0, mu = new(mean);
             for (; i <= length - (2 * n); i += 2 * n)
             {
-                var e0 = Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y + i), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy + i));
-                var e1 = Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y + i + n), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy + i + n));
-                e0.Store(dz + i);
-                e1.Store(dz + i + n);
+                var e0 = ReluGradient(y + i, dy + i);
+                var e1 = ReluGradient(y + i + n, dy + i + n);
                 g0 += e0;
                 g1 += e1;
                 c0 += e0 * (Vector.Load(x + i) - mu);
@@ -345,22 +349,62 @@ public sealed unsafe partial class CpuBackend
 
             for (; i <= length - n; i += n)
             {
-                var e = Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y + i), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy + i));
-                e.Store(dz + i);
+                var e = ReluGradient(y + i, dy + i);
                 g0 += e;
                 c0 += e * (Vector.Load(x + i) - mu);
             }
 
-            float a = Vector.Sum(g0 + g1), b = Vector.Sum(c0 + c1);
+            float sumDy = Vector.Sum(g0 + g1), sumDyCentred = Vector.Sum(c0 + c1);
             for (; i < length; i++)
             {
-                dz[i] = f.BackwardFromOutput(y[i], dy[i]);
-                a += dz[i];
-                b += dz[i] * (x[i] - mean);
+                float e = f.BackwardFromOutput(y[i], dy[i]);
+                sumDy += e;
+                sumDyCentred += e * (x[i] - mean);
             }
 
-            return (a, b);
+            return (sumDy, sumDyCentred);
         }
+
+        /// <summary>
+        /// <see cref="InputGradient"/> from dz = dy·f′(y), made as in <see cref="GradientSumsThrough"/>; every value is
+        /// read before dx's at the same place is written, so dx may be x, y or dy.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [SkipLocalsInit]
+        public static void InputGradientThrough<TF>(float* y, float* dy, float* x, float* dx, int length, float slope, float scale, float shift, TF f)
+            where TF : struct, IDerivativeFromOutput
+        {
+            if (typeof(TF) != typeof(Relu))
+            {
+                float* dz = stackalloc float[Math.Min(length, Piece)];
+                for (int start = 0; start < length; start += Piece)
+                {
+                    int count = Math.Min(Piece, length - start);
+                    ActivationLoops.BackwardFromOutput(f, new ReadOnlySpan<float>(y + start, count), new ReadOnlySpan<float>(dy + start, count),
+                        new Span<float>(dz, count));
+                    InputGradient(dz, x + start, dx + start, count, slope, scale, shift);
+                }
+
+                return;
+            }
+
+            Vector<float> a = new(scale), b = new(slope), d = new(shift);
+            int i = 0;
+            for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                ((a * ReluGradient(y + i, dy + i)) + d + (b * Vector.Load(x + i))).Store(dx + i);
+            }
+
+            for (; i < length; i++)
+            {
+                dx[i] = (scale * f.BackwardFromOutput(y[i], dy[i])) + shift + (slope * x[i]);
+            }
+        }
+
+        /// <summary>ReLU's dz = dy where y is not ≤ 0 (a NaN y passes dy on), one vector.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector<float> ReluGradient(float* y, float* dy) =>
+            Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy));
 
         /// <summary>dx = scale·dz + slope·x + shift over one run; dx may be dz.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -100,7 +100,10 @@ public sealed partial class ReferenceBackend
     {
         ReferenceMath.BatchNormForward<float>(shape, Data(x), Data(weight), Data(bias), Data(runningMean), Data(runningVar), Data(y),
             Data(mean), Data(invStd));
-        ReferenceMath.ActivationForward<float, TF>(activation, Data(y), Data(y));
+        if (typeof(TF) != typeof(Identity))
+        {
+            ReferenceMath.ActivationForward<float, TF>(activation, Data(y), Data(y));
+        }
     }
 
     /// <inheritdoc/>

@@ -1,4 +1,5 @@
 using System.Numerics;
+using GpuCnn.Kernels;
 
 namespace GpuCnn.Cpu;
 
@@ -23,6 +24,9 @@ public sealed partial class ReferenceBackend
     protected override void AddCore<TF>(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y, TF activation)
     {
         ReferenceMath.Add<float>(Data(a), Data(b), Data(y));
-        ReferenceMath.ActivationForward<float, TF>(activation, Data(y), Data(y));
+        if (typeof(TF) != typeof(Identity))
+        {
+            ReferenceMath.ActivationForward<float, TF>(activation, Data(y), Data(y));
+        }
     }
 }
