@@ -95,38 +95,26 @@ public abstract partial class BackendOpsTests
         var shape = new Shape(dims);
         var data = FusedBatchNormData.Random(shape, training);
         var expected = data.Expected(f);
-        var channels = new Shape(data.S.Channels);
-        using var tx = Put(data.X, shape);
-        using var tdy = Put(data.Dy, shape);
-        using var tw = Put(data.Weight, channels);
-        using var tb = Put(data.Bias, channels);
-        using var trm = Put(data.RunningMean, channels);
-        using var trv = Put(data.RunningVar, channels);
-        using var ty = Poisoned(shape);
-        using var tmean = Poisoned(channels);
-        using var tinv = Poisoned(channels);
-        f.BatchNormForward(Backend, training, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
+        using var t = new FusedBatchNormTensors(this, data, shape);
+        f.BatchNormForward(Backend, training, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
         string what = $"{Backend.Name} batch norm + {spec} {(training ? "training" : "evaluation")} {shape}";
-        TensorAssert.Close(expected.Y, Backend.DownloadArray(ty), shape, Atol, Rtol, $"{what} y");
+        TensorAssert.Close(expected.Y, Backend.DownloadArray(t.Y), shape, Atol, Rtol, $"{what} y");
         if (!f.CanFuse)
         {
-            var refused = Assert.Throws<NotSupportedException>(() => f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, null, tmean, tinv));
+            var refused = Assert.Throws<NotSupportedException>(() =>
+                f.BatchNormBackward(Backend, training, t.X, t.Y, t.Dy, t.Weight, t.Mean, t.InvStd, null, t.Dweight, t.Dbias));
             Assert.Contains("no derivative from its output alone", refused.Message, StringComparison.Ordinal);
             return;
         }
 
-        using var tdx = Poisoned(shape);
-        using var tdw = Poisoned(channels);
-        using var tdb = Poisoned(channels);
-        f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, tdx, tdw, tdb);
-        TensorAssert.Close(expected.Dx, Backend.DownloadArray(tdx), shape, Atol, Rtol, $"{what} dx");
-        TensorAssert.Close(expected.Dweight, Backend.DownloadArray(tdw), channels, Atol, Rtol, $"{what} dweight");
-        TensorAssert.Close(expected.Dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
+        f.BatchNormBackward(Backend, training, t.X, t.Y, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
+        t.Expect(expected, what, Atol, Rtol);
 
         // A first layer wants no dx: the sums alone, the same.
+        var channels = new Shape(data.S.Channels);
         using var alone = Poisoned(channels);
         using var aloneBias = Poisoned(channels);
-        f.BatchNormBackward(Backend, training, tx, ty, tdy, tw, tmean, tinv, null, alone, aloneBias);
+        f.BatchNormBackward(Backend, training, t.X, t.Y, t.Dy, t.Weight, t.Mean, t.InvStd, null, alone, aloneBias);
         TensorAssert.Close(expected.Dweight, Backend.DownloadArray(alone), channels, Atol, Rtol, $"{what} dweight without dx");
         TensorAssert.Close(expected.Dbias, Backend.DownloadArray(aloneBias), channels, Atol, Rtol, $"{what} dbias without dx");
     }
@@ -189,26 +177,12 @@ public abstract partial class BackendOpsTests
         var data = FusedBatchNormData.Random(shape, training: true);
         data.X[(1 * 20) + 7] = float.NaN;
         var expected = data.Expected(relu);
-        var channels = new Shape(3);
-        using var tx = Put(data.X, shape);
-        using var tdy = Put(data.Dy, shape);
-        using var tw = Put(data.Weight, channels);
-        using var tbias = Put(data.Bias, channels);
-        using var trm = Put(data.RunningMean, channels);
-        using var trv = Put(data.RunningVar, channels);
-        using var tz = Poisoned(shape);
-        using var tmean = Poisoned(channels);
-        using var tinv = Poisoned(channels);
-        using var tdx = Poisoned(shape);
-        using var tdw = Poisoned(channels);
-        using var tdb = Poisoned(channels);
-        relu.BatchNormForward(Backend, true, tx, tw, tbias, trm, trv, 0.1f, 1e-5f, tz, tmean, tinv);
-        relu.BatchNormBackward(Backend, true, tx, tz, tdy, tw, tmean, tinv, tdx, tdw, tdb);
+        using var t = new FusedBatchNormTensors(this, data, shape);
+        relu.BatchNormForward(Backend, true, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
+        relu.BatchNormBackward(Backend, true, t.X, t.Y, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
         string what = $"{Backend.Name} batch norm + relu with a NaN";
-        TensorAssert.Close(expected.Y, Backend.DownloadArray(tz), shape, Atol, Rtol, $"{what} y");
-        TensorAssert.Close(expected.Dx, Backend.DownloadArray(tdx), shape, Atol, Rtol, $"{what} dx");
-        TensorAssert.Close(expected.Dweight, Backend.DownloadArray(tdw), channels, Atol, Rtol, $"{what} dweight");
-        TensorAssert.Close(expected.Dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
+        TensorAssert.Close(expected.Y, Backend.DownloadArray(t.Y), shape, Atol, Rtol, $"{what} y");
+        t.Expect(expected, what, Atol, Rtol);
         Assert.True(double.IsFinite(expected.Dbias[1]) && double.IsNaN(expected.Dweight[1]), "the case tests what it says");
     }
 
@@ -247,6 +221,63 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(expected, Backend.DownloadArray(ty), new Shape(count), Atol, Rtol, $"{Backend.Name} add + {spec}");
         f.AddForward(Backend, ta, tb, ta); // in place, as the plain add allows
         TensorAssert.Close(expected, Backend.DownloadArray(ta), new Shape(count), Atol, Rtol, $"{Backend.Name} add + {spec} in place");
+    }
+
+    /// <summary>A fused batch norm test's tensors on the backend: the inputs uploaded, the outputs poisoned.</summary>
+    private sealed class FusedBatchNormTensors : IDisposable
+    {
+        private readonly BackendOpsTests _test;
+
+        public FusedBatchNormTensors(BackendOpsTests test, FusedBatchNormData data, Shape shape)
+        {
+            _test = test;
+            var channels = new Shape(data.S.Channels);
+            (X, Dy, Y, Dx) = (test.Put(data.X, shape), test.Put(data.Dy, shape), test.Poisoned(shape), test.Poisoned(shape));
+            (Weight, Bias) = (test.Put(data.Weight, channels), test.Put(data.Bias, channels));
+            (RunningMean, RunningVar) = (test.Put(data.RunningMean, channels), test.Put(data.RunningVar, channels));
+            (Mean, InvStd, Dweight, Dbias) = (test.Poisoned(channels), test.Poisoned(channels), test.Poisoned(channels), test.Poisoned(channels));
+        }
+
+        public DeviceTensor<float> X { get; }
+
+        public DeviceTensor<float> Dy { get; }
+
+        public DeviceTensor<float> Y { get; }
+
+        public DeviceTensor<float> Dx { get; }
+
+        public DeviceTensor<float> Weight { get; }
+
+        public DeviceTensor<float> Bias { get; }
+
+        public DeviceTensor<float> RunningMean { get; }
+
+        public DeviceTensor<float> RunningVar { get; }
+
+        public DeviceTensor<float> Mean { get; }
+
+        public DeviceTensor<float> InvStd { get; }
+
+        public DeviceTensor<float> Dweight { get; }
+
+        public DeviceTensor<float> Dbias { get; }
+
+        /// <summary>dx, dweight and dbias against the composition's.</summary>
+        public void Expect((double[] Y, double[] Dx, double[] Dweight, double[] Dbias) expected, string what, double atol, double rtol)
+        {
+            var backend = _test.Backend;
+            TensorAssert.Close(expected.Dx, backend.DownloadArray(Dx), X.Shape, atol, rtol, $"{what} dx");
+            TensorAssert.Close(expected.Dweight, backend.DownloadArray(Dweight), Weight.Shape, atol, rtol, $"{what} dweight");
+            TensorAssert.Close(expected.Dbias, backend.DownloadArray(Dbias), Weight.Shape, atol, rtol, $"{what} dbias");
+        }
+
+        public void Dispose()
+        {
+            foreach (var tensor in (DeviceTensor<float>[])[X, Dy, Y, Dx, Weight, Bias, RunningMean, RunningVar, Mean, InvStd, Dweight, Dbias])
+            {
+                tensor.Dispose();
+            }
+        }
     }
 
     /// <summary>Inputs of a fused batch norm test, and what the composition gives in double.</summary>
