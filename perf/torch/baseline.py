@@ -126,13 +126,14 @@ def rows(quick, device):
              (64, 49, 288), (64, 49, 576), (64, 49, 32)]
     forward = sum(2.0 * size * k * pixels * weights for k, pixels, weights in convs) + 2.0 * size * 64 * 10
     out.append((f"resnet8-step-128{s}", 3 * forward - 2.0 * size * 16 * 784 * 9, resnet_step))
-    for name, (c, hw) in ((f"batchnorm-relu-16x28{s}", (16, 28)),):
+    for name, shape in ((f"batchnorm-relu-16x28{s}", (size, 16, 28, 28)), (f"batchnorm1d-relu-512{s}", (16, 64) if quick else (256, 512))):
         # A batch norm + ReLU layer's training step, as OperationCases.BatchNormReluStep: batch statistics, then dx, dweight, dbias.
-        x = torch.randn(size, c, hw, hw, device=device, requires_grad=True)
+        c = shape[1]
+        x = torch.randn(*shape, device=device, requires_grad=True)
         weight = torch.rand(c, device=device, requires_grad=True)
         bias = torch.rand(c, device=device, requires_grad=True)
         running_mean, running_var = torch.zeros(c, device=device), torch.ones(c, device=device)
-        dy = torch.randn(size, c, hw, hw, device=device)
+        dy = torch.randn(*shape, device=device)
 
         def bn_relu(x=x, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var, dy=dy):
             y = F.relu(F.batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=0.1, eps=1e-5))

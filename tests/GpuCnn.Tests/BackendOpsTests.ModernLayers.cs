@@ -7,12 +7,15 @@ namespace GpuCnn.Tests;
 /// <summary>The modern layers' operations on every backend against the reference in double.</summary>
 public abstract partial class BackendOpsTests
 {
+    /// <summary>(N,C,H,W) and (N, features), the latter also with whole vectors of features and some left over (CpuBackendTests adds the CPU's split across its team).</summary>
     public static TheoryData<bool, int[]> BatchNormCases => new()
     {
         { true, [2, 3, 4, 5] },
         { true, [7, 5] },
+        { true, [9, 37] },
         { false, [2, 3, 4, 5] },
         { false, [7, 5] },
+        { false, [9, 37] },
     };
 
     [Theory]
@@ -60,8 +63,9 @@ public abstract partial class BackendOpsTests
 
     /// <summary>
     /// Fused batch norm cases: every activation in training on (N,C,H,W) and in evaluation on (N, features); for ReLU
-    /// and Sigmoid also the other way round, planes of 1,200 values (longer than the CPU's 1,024-value pieces), and a
-    /// tensor large enough for the CPU to split its channels across the team.
+    /// and Sigmoid also the other way round, planes of 1,200 values (longer than the CPU's 1,024-value pieces), and
+    /// (N, features) inputs with whole vectors of features and some left over (the CPU's feature-vectorised path).
+    /// Tensors large enough for the CPU to split their channels across its team: CpuBackendTests.
     /// </summary>
     public static TheoryData<string, bool, int[]> FusedBatchNormCases
     {
@@ -79,7 +83,8 @@ public abstract partial class BackendOpsTests
                 cases.Add(spec, false, [2, 3, 4, 5]);
                 cases.Add(spec, true, [7, 5]);
                 cases.Add(spec, true, [2, 2, 40, 30]);
-                cases.Add(spec, true, [8, 16, 17, 16]);
+                cases.Add(spec, true, [9, 37]);
+                cases.Add(spec, false, [9, 37]);
             }
 
             return cases;
@@ -223,19 +228,32 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(expected, Backend.DownloadArray(ta), new Shape(count), Atol, Rtol, $"{Backend.Name} add + {spec} in place");
     }
 
-    /// <summary>A fused batch norm test's tensors on the backend: the inputs uploaded, the outputs poisoned.</summary>
-    private sealed class FusedBatchNormTensors : IDisposable
+    /// <summary>A fused batch norm test's tensors on a backend: the inputs uploaded, the outputs poisoned (NaN).</summary>
+    internal sealed class FusedBatchNormTensors : IDisposable
     {
-        private readonly BackendOpsTests _test;
+        private readonly Backend _backend;
 
         public FusedBatchNormTensors(BackendOpsTests test, FusedBatchNormData data, Shape shape)
+            : this(test.Backend, data, shape)
         {
-            _test = test;
+        }
+
+        public FusedBatchNormTensors(Backend backend, FusedBatchNormData data, Shape shape)
+        {
+            _backend = backend;
             var channels = new Shape(data.S.Channels);
-            (X, Dy, Y, Dx) = (test.Put(data.X, shape), test.Put(data.Dy, shape), test.Poisoned(shape), test.Poisoned(shape));
-            (Weight, Bias) = (test.Put(data.Weight, channels), test.Put(data.Bias, channels));
-            (RunningMean, RunningVar) = (test.Put(data.RunningMean, channels), test.Put(data.RunningVar, channels));
-            (Mean, InvStd, Dweight, Dbias) = (test.Poisoned(channels), test.Poisoned(channels), test.Poisoned(channels), test.Poisoned(channels));
+            DeviceTensor<float> Put(float[] values, Shape at) => backend.Upload<float>(at, values);
+            DeviceTensor<float> Poisoned(Shape at)
+            {
+                var tensor = backend.Allocate<float>(at);
+                backend.Fill(tensor, float.NaN);
+                return tensor;
+            }
+
+            (X, Dy, Y, Dx) = (Put(data.X, shape), Put(data.Dy, shape), Poisoned(shape), Poisoned(shape));
+            (Weight, Bias) = (Put(data.Weight, channels), Put(data.Bias, channels));
+            (RunningMean, RunningVar) = (Put(data.RunningMean, channels), Put(data.RunningVar, channels));
+            (Mean, InvStd, Dweight, Dbias) = (Poisoned(channels), Poisoned(channels), Poisoned(channels), Poisoned(channels));
         }
 
         public DeviceTensor<float> X { get; }
@@ -265,7 +283,7 @@ public abstract partial class BackendOpsTests
         /// <summary>dx, dweight and dbias against the composition's.</summary>
         public void Expect((double[] Y, double[] Dx, double[] Dweight, double[] Dbias) expected, string what, double atol, double rtol)
         {
-            var backend = _test.Backend;
+            var backend = _backend;
             TensorAssert.Close(expected.Dx, backend.DownloadArray(Dx), X.Shape, atol, rtol, $"{what} dx");
             TensorAssert.Close(expected.Dweight, backend.DownloadArray(Dweight), Weight.Shape, atol, rtol, $"{what} dweight");
             TensorAssert.Close(expected.Dbias, backend.DownloadArray(Dbias), Weight.Shape, atol, rtol, $"{what} dbias");
@@ -281,7 +299,7 @@ public abstract partial class BackendOpsTests
     }
 
     /// <summary>Inputs of a fused batch norm test, and what the composition gives in double.</summary>
-    private sealed record FusedBatchNormData(Kernels.BatchNormShape S, float[] X, float[] Dy, float[] Weight, float[] Bias, float[] RunningMean,
+    internal sealed record FusedBatchNormData(Kernels.BatchNormShape S, float[] X, float[] Dy, float[] Weight, float[] Bias, float[] RunningMean,
         float[] RunningVar)
     {
         public static FusedBatchNormData Random(Shape shape, bool training)
@@ -291,14 +309,14 @@ public abstract partial class BackendOpsTests
                 TestData.Uniform(s.Channels, 64), TestData.Uniform(s.Channels, 65), TestData.Uniform(s.Channels, 66, 0.5f, 2f));
         }
 
-        /// <summary>Batch norm, then f, in double; backward from dz = dy·f′ at the normalised value z.</summary>
-        public (double[] Y, double[] Dx, double[] Dweight, double[] Dbias) Expected(ActivationLayer f)
+        /// <summary>Batch norm, then f (none when null), in double; backward from dz = dy·f′ at the normalised value z.</summary>
+        public (double[] Y, double[] Dx, double[] Dweight, double[] Dbias) Expected(ActivationLayer? f)
         {
             double[] z = new double[X.Length], mean = new double[S.Channels], invStd = new double[S.Channels];
             ReferenceMath.BatchNormForward<double>(S, TestData.Widen(X), TestData.Widen(Weight), TestData.Widen(Bias), TestData.Widen(RunningMean),
                 TestData.Widen(RunningVar), z, mean, invStd);
-            double[] y = [.. z.Select(f.Evaluate)];
-            double[] dz = [.. z.Select((value, i) => f.EvaluateBackward(value, y[i], Dy[i]))];
+            double[] y = f is null ? z : [.. z.Select(f.Evaluate)];
+            double[] dz = f is null ? TestData.Widen(Dy) : [.. z.Select((value, i) => f.EvaluateBackward(value, y[i], Dy[i]))];
             double[] dx = new double[X.Length], dweight = new double[S.Channels], dbias = new double[S.Channels];
             ReferenceMath.BatchNormBackward<double>(S, TestData.Widen(X), dz, TestData.Widen(Weight), mean, invStd, dx, dweight, dbias);
             return (y, dx, dweight, dbias);

@@ -91,6 +91,45 @@ public sealed class CpuBackendTests
         }
     }
 
+    /// <summary>
+    /// Batch norm, plain and with ReLU or Sigmoid fused, on inputs large enough for the CPU to split their channels
+    /// across its team: images channel by channel, and features (N, 300) a vector of channels at a time in parts of
+    /// whole vectors, the channels past the last whole vector one by one.
+    /// </summary>
+    [Theory]
+    [InlineData("none")]
+    [InlineData("relu")]
+    [InlineData("sigmoid")]
+    public void Batch_norm_split_across_the_team_matches_the_composition(string spec)
+    {
+        using var backend = new CpuBackend(threads: 3, Simd.Best);
+        var f = spec == "none" ? null : Cases.Activation(spec);
+        foreach (var dims in (int[][])[[8, 16, 17, 16], [1024, 300]])
+        {
+            foreach (bool training in (bool[])[true, false])
+            {
+                var shape = new Shape(dims);
+                var data = BackendOpsTests.FusedBatchNormData.Random(shape, training);
+                var expected = data.Expected(f);
+                using var t = new BackendOpsTests.FusedBatchNormTensors(backend, data, shape);
+                if (f is null)
+                {
+                    backend.BatchNormForward(training, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
+                    backend.BatchNormBackward(training, t.X, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
+                }
+                else
+                {
+                    f.BatchNormForward(backend, training, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
+                    f.BatchNormBackward(backend, training, t.X, t.Y, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
+                }
+
+                string what = $"batch norm + {spec} {(training ? "training" : "evaluation")} {shape}";
+                TensorAssert.Close(expected.Y, backend.DownloadArray(t.Y), shape, 1e-4, 1e-4, $"{what} y");
+                t.Expect(expected, what, 1e-4, 1e-4);
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Widths))]
     public void Vectorised_2x2_max_pooling_keeps_the_reference_rules_for_ties_and_nan(SimdWidth width)

@@ -124,7 +124,7 @@ public static partial class OperationCases
 
     /// <summary>
     /// The fixed suite of `gpucnn bench`: GEMM, the LeNet and VGG-like convolution layers forward and backward, max
-    /// pooling with switches, whole LeNet-5 and ResNet-8 training steps, and a batch norm + ReLU layer's step. Names are stable so runs on different machines and
+    /// pooling with switches, whole LeNet-5 and ResNet-8 training steps, and batch norm + ReLU layers' steps (2-D and 1-D). Names are stable so runs on different machines and
     /// days compare row by row; <paramref name="quick"/> shrinks every shape and appends "-quick".
     /// </summary>
     public static IEnumerable<OperationCase> Benchmarks(bool quick)
@@ -158,8 +158,10 @@ public static partial class OperationCases
 
         yield return ResNet8Step($"resnet8-step-128{suffix}", quick ? 8 : 128);
 
-        // ResNet-8's first-stage batch norm + ReLU at batch 128 (perf/GpuCnn.Perf's FusionBenchmarks has every stage, fused and not).
+        // ResNet-8's first-stage batch norm + ReLU at batch 128 (perf/GpuCnn.Perf's FusionBenchmarks has every stage, fused
+        // and not), and a BatchNorm1d + ReLU after a dense layer of 512 features at batch 256.
         yield return BatchNormReluStep($"batchnorm-relu-16x28{suffix}", new Shape(quick ? 8 : 128, 16, 28, 28));
+        yield return BatchNormReluStep($"batchnorm1d-relu-512{suffix}", new Shape(quick ? 16 : 256, quick ? 64 : 512));
     }
 
     /// <summary>y = conv(x, w) + b.</summary>

@@ -43,12 +43,24 @@ public sealed unsafe partial class CpuBackend
 
     private void RunBatchNorm(ChannelJob job, BatchNormShape shape)
     {
-        // A channel per part; small tensors stay on the caller (waking the team costs more than the work).
-        job.Parts = (long)shape.Count * shape.Channels < 1 << 15 ? 1 : Math.Min(shape.Channels, _workers.Count * 4);
+        // A part is a range of channels — of whole vectors of them after a dense layer (one value per channel and
+        // sample), at least two, so each row is read in runs of 64 bytes or more. Small tensors stay on the caller:
+        // waking the team costs more than the work — for features, whose passes are a few loads a value, up to 2^18
+        // values (a (256, 512) batch norm + ReLU step took 0.08 ms on one thread, 0.06–0.17 ms on two, 2026-11-26).
+        bool features = shape.Inner == 1;
+        int units = features ? (shape.Channels + Vector<float>.Count - 1) / Vector<float>.Count : shape.Channels;
+        int most = features ? Math.Max(1, units / 2) : units;
+        long alone = features ? 1 << 18 : 1 << 15;
+        job.Parts = (long)shape.Count * shape.Channels < alone ? 1 : Math.Min(most, _workers.Count * 4);
         _workers.Run(job, job.Parts);
     }
 
-    /// <summary>A job over a range of channels per part.</summary>
+    /// <summary>
+    /// A job over a range of channels per part: channel by channel over its runs of <c>inner</c> values, or — for one
+    /// value per channel and sample (BatchNorm1d after a dense layer, x (N, C)), where a run is a single value and a
+    /// call per run cost 7–11× PyTorch's time — a vector of consecutive channels at a time down the batch, then the
+    /// channels left over one by one. Both add the same terms in the same order, so the results are the same bits.
+    /// </summary>
     private abstract class ChannelJob : IParallelJob
     {
         public int Parts { get; set; }
@@ -59,14 +71,31 @@ public sealed unsafe partial class CpuBackend
 
         public void Run(int part, int worker)
         {
-            int first = (int)((long)Shape.Channels * part / Parts), last = (int)((long)Shape.Channels * (part + 1) / Parts);
-            for (int c = first; c < last; c++)
+            int width = Shape.Inner == 1 ? Vector<float>.Count : 1, units = (Shape.Channels + width - 1) / width;
+            int first = (int)((long)units * part / Parts) * width, last = Math.Min(Shape.Channels, (int)((long)units * (part + 1) / Parts) * width);
+            int c = first;
+            if (Shape.Inner == 1)
+            {
+                // At most 32 vectors at a time: their sums live on the stack.
+                for (int vectors; (vectors = Math.Min(32, (last - c) / width)) > 0; c += vectors * width)
+                {
+                    RunFeatures(c, vectors);
+                }
+            }
+
+            for (; c < last; c++)
             {
                 RunChannel(c);
             }
         }
 
         protected abstract void RunChannel(int c);
+
+        /// <summary>
+        /// Channels [c, c + vectors·Vector&lt;float&gt;.Count) of an (N, C) input, row by row down the batch (their
+        /// values are contiguous in a row), each lane's sums kept on the stack.
+        /// </summary>
+        protected abstract void RunFeatures(int c, int vectors);
     }
 
     /// <summary>y = f(batch_norm(x)) channel by channel: the statistics, then each run scaled, shifted and activated in one loop.</summary>
@@ -129,6 +158,90 @@ public sealed unsafe partial class CpuBackend
             for (int n = 0; n < batch; n++)
             {
                 BatchNormRuns.ScaleShiftActivate(x + ((long)n * stride), y + ((long)n * stride), inner, scale, shift, _f);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        protected override void RunFeatures(int c, int vectors)
+        {
+            var s = Shape;
+            int batch = s.Count, stride = s.Channels, width = Vector<float>.Count, count = vectors * width;
+            float* x = _x + c, y = _y + c;
+            float* mean = stackalloc float[count], scale = stackalloc float[count], shift = stackalloc float[count];
+            if (s.Training != 0)
+            {
+                float* squares = stackalloc float[count]; // stackalloc zeroes: the sums start at 0
+                for (int n = 0; n < batch; n++)
+                {
+                    for (int v = 0; v < count; v += width)
+                    {
+                        (Vector.Load(mean + v) + Vector.Load(x + ((long)n * stride) + v)).Store(mean + v);
+                    }
+                }
+
+                for (int v = 0; v < count; v += width)
+                {
+                    (Vector.Load(mean + v) / s.Count).Store(mean + v);
+                }
+
+                for (int n = 0; n < batch; n++)
+                {
+                    for (int v = 0; v < count; v += width)
+                    {
+                        var d = Vector.Load(x + ((long)n * stride) + v) - Vector.Load(mean + v);
+                        (Vector.Load(squares + v) + (d * d)).Store(squares + v);
+                    }
+                }
+
+                var keep = new Vector<float>(1f - s.Momentum);
+                var momentum = new Vector<float>(s.Momentum);
+                for (int v = 0; v < count; v += width)
+                {
+                    var mu = Vector.Load(mean + v);
+                    var sq = Vector.Load(squares + v);
+                    (Vector<float>.One / Vector.SquareRoot((sq / s.Count) + new Vector<float>(s.Epsilon))).Store(scale + v); // invStd for now
+                    ((keep * Vector.Load(_runningMean + c + v)) + (momentum * mu)).Store(_runningMean + c + v);
+                    ((keep * Vector.Load(_runningVar + c + v)) + (momentum * sq / (s.Count - 1))).Store(_runningVar + c + v);
+                }
+            }
+            else
+            {
+                for (int v = 0; v < count; v += width)
+                {
+                    Vector.Load(_runningMean + c + v).Store(mean + v);
+                    (Vector<float>.One / Vector.SquareRoot(Vector.Load(_runningVar + c + v) + new Vector<float>(s.Epsilon))).Store(scale + v);
+                }
+            }
+
+            for (int v = 0; v < count; v += width)
+            {
+                var mu = Vector.Load(mean + v);
+                var invStd = Vector.Load(scale + v);
+                mu.Store(_mean + c + v);
+                invStd.Store(_invStd + c + v);
+                var a = invStd * Vector.Load(_weight + c + v);
+                a.Store(scale + v);
+                (Vector.Load(_bias + c + v) - (mu * a)).Store(shift + v);
+            }
+
+            for (int n = 0; n < batch; n++)
+            {
+                float* row = y + ((long)n * stride);
+                for (int v = 0; v < count; v += width)
+                {
+                    var value = (Vector.Load(scale + v) * Vector.Load(x + ((long)n * stride) + v)) + Vector.Load(shift + v);
+                    if (typeof(TF) == typeof(Relu))
+                    {
+                        value = Vector.ConditionalSelect(Vector.LessThan(value, Vector<float>.Zero), Vector<float>.Zero, value);
+                    }
+
+                    value.Store(row + v);
+                }
+
+                if (typeof(TF) != typeof(Relu) && typeof(TF) != typeof(Identity))
+                {
+                    ActivationLoops.Forward(_f, new ReadOnlySpan<float>(row, count), new Span<float>(row, count));
+                }
             }
         }
     }
@@ -203,6 +316,81 @@ public sealed unsafe partial class CpuBackend
                     BatchNormRuns.InputGradient(dy + at, x + at, dx + at, inner, slope, scale, shift);
                 }
             }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        protected override void RunFeatures(int c, int vectors)
+        {
+            var s = Shape;
+            int batch = s.Count, stride = s.Channels, width = Vector<float>.Count, count = vectors * width;
+            float* x = _x + c, dy = _dy + c, y = _y + c, dx = _dx + c;
+            float* sumDy = stackalloc float[count], sumDyCentred = stackalloc float[count]; // zeroed: the sums start at 0
+            for (int n = 0; n < batch; n++)
+            {
+                long at = (long)n * stride;
+                for (int v = 0; v < count; v += width)
+                {
+                    var dz = Gradient(y + at + v, dy + at + v);
+                    (Vector.Load(sumDy + v) + dz).Store(sumDy + v);
+                    (Vector.Load(sumDyCentred + v) + (dz * (Vector.Load(x + at + v) - Vector.Load(_mean + c + v)))).Store(sumDyCentred + v);
+                }
+            }
+
+            // dx = a·dz + b·x + d per channel (see BatchNormKernels.InputGradientCoefficients); a, b, d kept over sumDy's
+            // and sumDyCentred's places once they are read.
+            float* scale = stackalloc float[count];
+            for (int v = 0; v < count; v += width)
+            {
+                var invStd = Vector.Load(_invStd + c + v);
+                var dbias = Vector.Load(sumDy + v);
+                var dweight = Vector.Load(sumDyCentred + v) * invStd;
+                dbias.Store(_dbias + c + v);
+                dweight.Store(_dweight + c + v);
+                var a = Vector.Load(_weight + c + v) * invStd;
+                var b = s.Training != 0 ? -a * invStd * dweight / s.Count : Vector<float>.Zero;
+                var d = s.Training != 0 ? (-a * dbias / s.Count) - (b * Vector.Load(_mean + c + v)) : Vector<float>.Zero;
+                a.Store(scale + v);
+                b.Store(sumDyCentred + v);
+                d.Store(sumDy + v);
+            }
+
+            if (_dx is null)
+            {
+                return;
+            }
+
+            for (int n = 0; n < batch; n++)
+            {
+                long at = (long)n * stride;
+                for (int v = 0; v < count; v += width)
+                {
+                    var dz = Gradient(y + at + v, dy + at + v);
+                    ((Vector.Load(scale + v) * dz) + Vector.Load(sumDy + v) + (Vector.Load(sumDyCentred + v) * Vector.Load(x + at + v))).Store(dx + at + v);
+                }
+            }
+        }
+
+        /// <summary>dz = dy·f′(y) for a vector of channels: ReLU by a select, another f lane by lane.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private Vector<float> Gradient(float* y, float* dy)
+        {
+            if (!Activated)
+            {
+                return Vector.Load(dy);
+            }
+
+            if (typeof(TF) == typeof(Relu))
+            {
+                return Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy));
+            }
+
+            float* dz = stackalloc float[Vector<float>.Count];
+            for (int i = 0; i < Vector<float>.Count; i++)
+            {
+                dz[i] = _f.BackwardFromOutput(y[i], dy[i]);
+            }
+
+            return Vector.Load(dz);
         }
     }
 
