@@ -260,20 +260,24 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     [Trait("Category", "GradientCheck")]
     public void BiasAdd_and_BiasGradient_match_reference()
     {
-        Shape shape = new(3, 4, 2, 5);
-        float[] y = TestData.Uniform(shape.Size, 16), b = TestData.Uniform(4, 17);
-        var expected = TestData.Widen(y);
-        ReferenceMath.BiasAdd<double>(expected, TestData.Widen(b), 3, 4, 10);
-        var expectedGrad = new double[4];
-        ReferenceMath.BiasGradient<double>(TestData.Widen(y), expectedGrad, 3, 4, 10);
+        // Planes, and a dense layer's (N, features): whole vectors of features and some left over.
+        foreach (var shape in (Shape[])[new(3, 4, 2, 5), new(9, 37)])
+        {
+            int batch = shape[0], channels = shape[1], inner = shape.SizeFrom(2);
+            float[] y = TestData.Uniform(shape.Size, 16), b = TestData.Uniform(channels, 17);
+            var expected = TestData.Widen(y);
+            ReferenceMath.BiasAdd<double>(expected, TestData.Widen(b), batch, channels, inner);
+            var expectedGrad = new double[channels];
+            ReferenceMath.BiasGradient<double>(TestData.Widen(y), expectedGrad, batch, channels, inner);
 
-        using var dy = Put(y, shape);
-        using var dbias = Put(b, [4]);
-        using var dgrad = Poisoned([4]);
-        Backend.BiasGradient(dy, dgrad);
-        Backend.BiasAdd(dy, dbias);
-        TensorAssert.Close(expected, Backend.DownloadArray(dy), shape, Atol, Rtol, $"{Backend.Name} bias add");
-        TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(4), Atol, Rtol, $"{Backend.Name} bias gradient");
+            using var dy = Put(y, shape);
+            using var dbias = Put(b, [channels]);
+            using var dgrad = Poisoned([channels]);
+            Backend.BiasGradient(dy, dgrad);
+            Backend.BiasAdd(dy, dbias);
+            TensorAssert.Close(expected, Backend.DownloadArray(dy), shape, Atol, Rtol, $"{Backend.Name} bias add {shape}");
+            TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(channels), Atol, Rtol, $"{Backend.Name} bias gradient {shape}");
+        }
     }
 
     [Theory]
