@@ -488,7 +488,25 @@ public sealed unsafe partial class CpuBackend : HostBackend
         DeviceTensor<float> velocity)
     {
         float[] p = Data(parameter), g = Data(gradient), v = Data(velocity);
-        for (int i = 0; i < parameter.Length; i++)
+        int i = 0;
+        if (h.Momentum != 0f)
+        {
+            // The loop below, a vector at a time: the same operations in the same order on each lane, so the same bits.
+            Vector<float> decay = new(h.WeightDecay), momentum = new(h.Momentum), keep = new(1f - h.Dampening), rate = new(h.LearningRate);
+            fixed (float* pp = p, pg = g, pv = v)
+            {
+                for (; i <= parameter.Length - Vector<float>.Count; i += Vector<float>.Count)
+                {
+                    var d = Vector.Load(pg + i) + (decay * Vector.Load(pp + i));
+                    var velocityNow = h.FirstStep != 0 ? d : (momentum * Vector.Load(pv + i)) + (keep * d);
+                    velocityNow.Store(pv + i);
+                    d = h.Nesterov != 0 ? d + (momentum * velocityNow) : velocityNow;
+                    (Vector.Load(pp + i) - (rate * d)).Store(pp + i);
+                }
+            }
+        }
+
+        for (; i < parameter.Length; i++)
         {
             float d = g[i] + h.WeightDecay * p[i];
             if (h.Momentum != 0f)
