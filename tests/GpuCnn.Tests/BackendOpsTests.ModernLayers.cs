@@ -134,30 +134,32 @@ public abstract partial class BackendOpsTests
     public void Fused_batch_norm_backward_may_write_dx_over_its_inputs(string spec, string over)
     {
         var f = Cases.Activation(spec);
-        var shape = new Shape(3, 4, 5, 7);
-        var data = FusedBatchNormData.Random(shape, training: true);
-        var channels = new Shape(data.S.Channels);
-        using var tw = Put(data.Weight, channels);
-        using var tb = Put(data.Bias, channels);
-        using var trm = Put(data.RunningMean, channels);
-        using var trv = Put(data.RunningVar, channels);
-        using var tmean = Poisoned(channels);
-        using var tinv = Poisoned(channels);
-        using var tdw = Poisoned(channels);
-        using var tdb = Poisoned(channels);
-        float[] Gradient(bool aliased)
+        foreach (var shape in (Shape[])[new(3, 4, 5, 7), new(9, 37)]) // planes, and features (the CPU's vector-of-channels path)
         {
-            using var tx = Put(data.X, shape);
-            using var tdy = Put(data.Dy, shape);
-            using var ty = Poisoned(shape);
-            using var separate = Poisoned(shape);
-            f.BatchNormForward(Backend, true, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
-            var dx = !aliased ? separate : over switch { "x" => tx, "y" => ty, _ => tdy };
-            f.BatchNormBackward(Backend, true, tx, ty, tdy, tw, tmean, tinv, dx, tdw, tdb);
-            return Backend.DownloadArray(dx);
-        }
+            var data = FusedBatchNormData.Random(shape, training: true);
+            var channels = new Shape(data.S.Channels);
+            using var tw = Put(data.Weight, channels);
+            using var tb = Put(data.Bias, channels);
+            using var trm = Put(data.RunningMean, channels);
+            using var trv = Put(data.RunningVar, channels);
+            using var tmean = Poisoned(channels);
+            using var tinv = Poisoned(channels);
+            using var tdw = Poisoned(channels);
+            using var tdb = Poisoned(channels);
+            float[] Gradient(bool aliased)
+            {
+                using var tx = Put(data.X, shape);
+                using var tdy = Put(data.Dy, shape);
+                using var ty = Poisoned(shape);
+                using var separate = Poisoned(shape);
+                f.BatchNormForward(Backend, true, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
+                var dx = !aliased ? separate : over switch { "x" => tx, "y" => ty, _ => tdy };
+                f.BatchNormBackward(Backend, true, tx, ty, tdy, tw, tmean, tinv, dx, tdw, tdb);
+                return Backend.DownloadArray(dx);
+            }
 
-        TensorAssert.Identical(Gradient(aliased: false), Gradient(aliased: true), $"{Backend.Name} batch norm + {spec}, dx written over {over}");
+            TensorAssert.Identical(Gradient(aliased: false), Gradient(aliased: true), $"{Backend.Name} batch norm + {spec} {shape}, dx written over {over}");
+        }
     }
 
     [Fact]
@@ -307,6 +309,16 @@ public abstract partial class BackendOpsTests
             var s = GradientCheckTests.BatchNormShapeOf(shape, training);
             return new(s, TestData.Uniform(shape.Size, 61, -2f, 3f), TestData.Uniform(shape.Size, 62), TestData.Uniform(s.Channels, 63),
                 TestData.Uniform(s.Channels, 64), TestData.Uniform(s.Channels, 65), TestData.Uniform(s.Channels, 66, 0.5f, 2f));
+        }
+
+        /// <summary>The forward's mean and invStd and the running statistics after it, in double.</summary>
+        public (double[] Mean, double[] InvStd, double[] RunningMean, double[] RunningVar) ExpectedStatistics()
+        {
+            double[] z = new double[X.Length], mean = new double[S.Channels], invStd = new double[S.Channels];
+            double[] runningMean = TestData.Widen(RunningMean), runningVar = TestData.Widen(RunningVar);
+            ReferenceMath.BatchNormForward<double>(S, TestData.Widen(X), TestData.Widen(Weight), TestData.Widen(Bias), runningMean, runningVar, z,
+                mean, invStd);
+            return (mean, invStd, runningMean, runningVar);
         }
 
         /// <summary>Batch norm, then f (none when null), in double; backward from dz = dy·f′ at the normalised value z.</summary>

@@ -94,7 +94,9 @@ public sealed class CpuBackendTests
     /// <summary>
     /// Batch norm, plain and with ReLU or Sigmoid fused, on inputs large enough for the CPU to split their channels
     /// across its team: images channel by channel, and features (N, 300) a vector of channels at a time in parts of
-    /// whole vectors, the channels past the last whole vector one by one.
+    /// whole vectors, the channels past the last whole vector one by one; and (4, 300) on one thread, more vectors than
+    /// the 32 whose sums go on the stack at once. The statistics are checked too: a channel done twice would move
+    /// the running ones twice.
     /// </summary>
     [Theory]
     [InlineData("none")]
@@ -104,7 +106,7 @@ public sealed class CpuBackendTests
     {
         using var backend = new CpuBackend(threads: 3, Simd.Best);
         var f = spec == "none" ? null : Cases.Activation(spec);
-        foreach (var dims in (int[][])[[8, 16, 17, 16], [1024, 300]])
+        foreach (var dims in (int[][])[[8, 16, 17, 16], [1024, 300], [4, 300]])
         {
             foreach (bool training in (bool[])[true, false])
             {
@@ -126,6 +128,12 @@ public sealed class CpuBackendTests
                 string what = $"batch norm + {spec} {(training ? "training" : "evaluation")} {shape}";
                 TensorAssert.Close(expected.Y, backend.DownloadArray(t.Y), shape, 1e-4, 1e-4, $"{what} y");
                 t.Expect(expected, what, 1e-4, 1e-4);
+                var statistics = data.ExpectedStatistics();
+                var channels = new Shape(shape[1]);
+                TensorAssert.Close(statistics.Mean, backend.DownloadArray(t.Mean), channels, 1e-4, 1e-4, $"{what} mean");
+                TensorAssert.Close(statistics.InvStd, backend.DownloadArray(t.InvStd), channels, 1e-4, 1e-4, $"{what} invStd");
+                TensorAssert.Close(statistics.RunningMean, backend.DownloadArray(t.RunningMean), channels, 1e-4, 1e-4, $"{what} running mean");
+                TensorAssert.Close(statistics.RunningVar, backend.DownloadArray(t.RunningVar), channels, 1e-4, 1e-4, $"{what} running var");
             }
         }
     }
@@ -134,11 +142,14 @@ public sealed class CpuBackendTests
     [MemberData(nameof(Widths))]
     public void Vectorised_2x2_max_pooling_keeps_the_reference_rules_for_ties_and_nan(SimdWidth width)
     {
-        // Output rows of 21: 16 lanes (two steps of 8 with 256-bit vectors) plus a scalar tail; values in eighths so ties are common.
+        // Output rows of 21: 16 lanes (two steps of 8 with 256-bit vectors), 4 more (one 128-bit step), a scalar tail;
+        // values in eighths so ties are common; two NaNs in output 17's window (the last one's index wins).
         var g = new Pool2dGeometry(N: 2, C: 3, H: 6, W: 42, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2);
         float[] x = TestData.Uniform(g.InputSize, 9).Select(v => MathF.Round(v * 4) / 8).ToArray();
         x[5] = float.NaN;
         x[42 + 17] = float.NaN;
+        x[35] = float.NaN;
+        x[42 + 34] = float.NaN;
         x[100] = float.NegativeInfinity;
         var expected = new double[g.OutputSize];
         var expectedSwitches = new int[g.OutputSize];

@@ -168,9 +168,11 @@ public sealed unsafe partial class CpuBackend
             int batch = s.Count, stride = s.Channels, width = Vector<float>.Count, count = vectors * width;
             float* x = _x + c, y = _y + c;
             float* mean = stackalloc float[count], scale = stackalloc float[count], shift = stackalloc float[count];
+            new Span<float>(mean, count).Clear(); // the sums start at 0
             if (s.Training != 0)
             {
-                float* squares = stackalloc float[count]; // stackalloc zeroes: the sums start at 0
+                float* squares = stackalloc float[count];
+                new Span<float>(squares, count).Clear();
                 for (int n = 0; n < batch; n++)
                 {
                     for (int v = 0; v < count; v += width)
@@ -324,7 +326,9 @@ public sealed unsafe partial class CpuBackend
             var s = Shape;
             int batch = s.Count, stride = s.Channels, width = Vector<float>.Count, count = vectors * width;
             float* x = _x + c, dy = _dy + c, y = _y + c, dx = _dx + c;
-            float* sumDy = stackalloc float[count], sumDyCentred = stackalloc float[count]; // zeroed: the sums start at 0
+            float* sumDy = stackalloc float[count], sumDyCentred = stackalloc float[count];
+            new Span<float>(sumDy, count).Clear(); // the sums start at 0
+            new Span<float>(sumDyCentred, count).Clear();
             for (int n = 0; n < batch; n++)
             {
                 long at = (long)n * stride;
@@ -347,8 +351,9 @@ public sealed unsafe partial class CpuBackend
                 dbias.Store(_dbias + c + v);
                 dweight.Store(_dweight + c + v);
                 var a = Vector.Load(_weight + c + v) * invStd;
-                var b = s.Training != 0 ? -a * invStd * dweight / s.Count : Vector<float>.Zero;
-                var d = s.Training != 0 ? (-a * dbias / s.Count) - (b * Vector.Load(_mean + c + v)) : Vector<float>.Zero;
+                var minusA = a * -1f; // the scalar −a: a sign flip (a vector's unary minus is 0 − a, +0 for +0)
+                var b = s.Training != 0 ? minusA * invStd * dweight / s.Count : Vector<float>.Zero;
+                var d = s.Training != 0 ? (minusA * dbias / s.Count) - (b * Vector.Load(_mean + c + v)) : Vector<float>.Zero;
                 a.Store(scale + v);
                 b.Store(sumDyCentred + v);
                 d.Store(sumDy + v);
