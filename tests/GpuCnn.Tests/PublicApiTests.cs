@@ -54,7 +54,7 @@ public sealed class PublicApiTests
                     continue; // property and event accessors are listed with their property or event
                 }
 
-                lines.Add($"{name}::{member.MemberType} {member}");
+                lines.Add($"{name}::{member.MemberType} {member}{Accessors(member)}");
             }
         }
 
@@ -70,6 +70,25 @@ public sealed class PublicApiTests
         Type t => t.IsNestedPublic || t.IsNestedFamily,
         _ => false,
     };
+
+    /// <summary>A property's visible accessors (" { get; protected set; }"): a setter made public or taken away is a change.</summary>
+    private static string Accessors(MemberInfo member)
+    {
+        if (member is not PropertyInfo property)
+        {
+            return "";
+        }
+
+        static string Accessor(MethodInfo? accessor, string name) => accessor switch
+        {
+            { IsPublic: true } => $" {name};",
+            { IsFamily: true } or { IsFamilyOrAssembly: true } => $" protected {name};",
+            _ => "",
+        };
+
+        bool init = property.SetMethod?.ReturnParameter.GetRequiredCustomModifiers().Any(m => m.Name == "IsExternalInit") == true;
+        return $" {{{Accessor(property.GetMethod, "get")}{Accessor(property.SetMethod, init ? "init" : "set")} }}";
+    }
 
     private static string Kind(Type type) =>
         type.IsEnum ? "enum" : type.IsInterface ? "interface" : type.IsValueType ? "struct" : type.IsAbstract && type.IsSealed ? "static class" : "class";

@@ -41,7 +41,9 @@ public sealed class Conv2d(int outChannels, (int H, int W) kernel, (int H, int W
     public bool HasBias { get; } = hasBias;
 
     /// <inheritdoc/>
-    public ActivationLayer? FusedActivation { get; set; }
+    public ActivationLayer? FusedActivation { get; private set; }
+
+    void IActivationHost.Fuse(ActivationLayer activation) => FusedActivation = activation;
 
     /// <inheritdoc/>
     public override string Spec =>

@@ -15,7 +15,9 @@ public sealed class Dense(int outFeatures) : Layer, IActivationHost
     public int OutFeatures { get; } = outFeatures;
 
     /// <inheritdoc/>
-    public ActivationLayer? FusedActivation { get; set; }
+    public ActivationLayer? FusedActivation { get; private set; }
+
+    void IActivationHost.Fuse(ActivationLayer activation) => FusedActivation = activation;
 
     /// <inheritdoc/>
     public override string Spec => $"dense({OutFeatures})";

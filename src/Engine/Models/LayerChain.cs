@@ -2,12 +2,19 @@ namespace GpuCnn.Models;
 
 /// <summary>
 /// A layer that can apply the activation after it as it stores its output (dense, convolution and batch-norm layers,
-/// residual blocks): the chain hands it a fusable activation, which then passes its input on.
+/// residual blocks): the chain hands it a fusable activation, which then passes its input on. Only the engine's own
+/// layers implement it (fusing needs an operation on every backend), and only the layer chain fuses.
 /// </summary>
 public interface IActivationHost
 {
-    /// <summary>The activation applied as outputs are stored; null for none.</summary>
-    ActivationLayer? FusedActivation { get; set; }
+    /// <summary>
+    /// The activation applied as outputs are stored; null for none. Read-only: the chain sets it when the model is
+    /// built, together with the activation layer's own flags, so the two can never disagree.
+    /// </summary>
+    ActivationLayer? FusedActivation { get; }
+
+    /// <summary>Takes on <paramref name="activation"/> (the layer chain, once, while building the model).</summary>
+    internal void Fuse(ActivationLayer activation);
 
     /// <summary>
     /// Whether the backward also applies the activation's f′ to the gradient it receives (batch norm folds it into its
@@ -56,7 +63,7 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
         {
             if (Layers[i] is IActivationHost host && Layers[i + 1] is ActivationLayer { CanFuse: true } activation)
             {
-                host.FusedActivation = activation;
+                host.Fuse(activation);
                 activation.FusedIntoPrevious = true;
                 activation.GradientFusedIntoPrevious = host.AppliesActivationGradient;
             }

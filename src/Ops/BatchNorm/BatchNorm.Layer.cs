@@ -45,7 +45,9 @@ public sealed class BatchNorm : Layer, IActivationHost
     public float Epsilon { get; }
 
     /// <inheritdoc/>
-    public ActivationLayer? FusedActivation { get; set; }
+    public ActivationLayer? FusedActivation { get; private set; }
+
+    void IActivationHost.Fuse(ActivationLayer activation) => FusedActivation = activation;
 
     /// <summary>True: the backward takes dy·f′ of a fused activation itself, as it sums.</summary>
     public bool AppliesActivationGradient => true;

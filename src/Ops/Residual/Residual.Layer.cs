@@ -36,7 +36,9 @@ public sealed class Residual : Layer, IActivationHost
     }
 
     /// <inheritdoc/>
-    public ActivationLayer? FusedActivation { get; set; }
+    public ActivationLayer? FusedActivation { get; private set; }
+
+    void IActivationHost.Fuse(ActivationLayer activation) => FusedActivation = activation;
 
     /// <summary>The body's layers.</summary>
     public IReadOnlyList<Layer> Body => _body.Layers;
