@@ -10,7 +10,8 @@
 #  8. auto's fall-back to the CPU after a real CUDA fault (GPUCNN_INJECT_FAULT_AT_LAUNCH); 9. an ncu profile of the
 #     tiled GEMM kernel at gemm-4096. At most 8 files come back, so only the log, the two bench tables and the
 #     profile go to $OUT (ncu: the GEMM at gemm-4096, the kernels of conv3x3-64, the filter gradient of conv3x3-128-bwd).
-# ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA.
+# ResNet-8 (batch norm, residual blocks, augmentation) trains on the full MNIST for 2 epochs, ours then PyTorch CUDA,
+# after `gpucnn profile` has timed its training step (and LeNet-5's) layer by layer.
 # `groups` times the tiled kernels' group sizes against each other (GPUCNN_TILE_GROUP_THREADS=256|128|64, every bench
 # row, alternating, twice); `narrow` times the implicit GEMM's 32-filter tiles against its 64-filter ones (layers of
 # at most 32 filters; GPUCNN_IMPLICIT_GEMM_FILTERS=64|32; in the default run until a GPU has decided between them);
@@ -161,6 +162,9 @@ if wanted lenet; then
 fi
 
 if wanted resnet; then
+  step "where a ResNet-8 and a LeNet-5 training step's GPU time goes, layer by layer (gpucnn profile: a synchronisation around each layer)"
+  check profile-resnet8 60 "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20
+  check profile-lenet5 60 "$gpucnn" profile --device cuda --arch lenet5 --batch-size 64 --steps 20
   step "ResNet-8 (batch norm, residual blocks, crop augmentation), full MNIST, 2 epochs, batch 128, cosine: ours on cuda"
   check resnet-ours 150 "$gpucnn" "${resnet8_full[@]}" --out "$work/resnet8.safetensors"
   step "ResNet-8, full MNIST, 2 epochs, same settings: PyTorch CUDA, NCHW (its default, and ours), then channels_last"

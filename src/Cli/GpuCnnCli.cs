@@ -24,6 +24,7 @@ internal static class GpuCnnCli
         root.Subcommands.Add(PredictCommand.Create(io));
         root.Subcommands.Add(ExportCommand.Create(io));
         root.Subcommands.Add(BenchCommand.Create(io));
+        root.Subcommands.Add(ProfileCommand.Create(io));
         root.Subcommands.Add(SelfTestCommand.Create(io));
 
         ParseResult parse = root.Parse(args);

@@ -101,6 +101,11 @@ public abstract class Layer
     /// <summary>The backend the layer was built on.</summary>
     protected Backend Backend => _backend ?? throw new InvalidOperationException($"{Spec}: the layer has not been built.");
 
+    /// <summary>Times the layers inside this one (a container's children) under <paramref name="name"/>'s prefix; none by default.</summary>
+    internal virtual void AttachTimer(LayerTimer? timer, string name)
+    {
+    }
+
     /// <summary>Infers shapes and creates parameters. Throws <see cref="ArgumentException"/> when the input does not fit.</summary>
     internal void Build(Backend backend, Shape input, Random init)
     {

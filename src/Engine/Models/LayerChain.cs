@@ -72,11 +72,28 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
         return shape;
     }
 
+    /// <summary>The profiler timing each layer of this chain, with the layers' state-dict prefixes; null when none.</summary>
+    private (LayerTimer Timer, string[] Names)? _timed;
+
+    /// <summary>
+    /// Times every layer of the chain, and of the chains inside its layers, with <paramref name="timer"/> under names
+    /// "{prefix}{index}" (null: stop timing).
+    /// </summary>
+    public void AttachTimer(LayerTimer? timer, string prefix)
+    {
+        _timed = timer is null ? null : (timer, [.. Layers.Select((_, i) => prefix + i.ToString(System.Globalization.CultureInfo.InvariantCulture))]);
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            Layers[i].AttachTimer(timer, _timed?.Names[i] ?? "");
+        }
+    }
+
     public DeviceTensor<float> Forward(DeviceTensor<float> x)
     {
         for (int i = 0; i < Layers.Count; i++)
         {
-            x = Layers[i].Forward(x); // indexed: a foreach over the interface would allocate an enumerator per batch
+            // indexed: a foreach over the interface would allocate an enumerator per batch
+            x = _timed is { } t ? t.Timer.Forward(Layers[i], t.Names[i], x) : Layers[i].Forward(x);
         }
 
         return x;
@@ -88,7 +105,8 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
         DeviceTensor<float>? gradient = dy;
         for (int i = Layers.Count - 1; i >= 0 && gradient is not null; i--)
         {
-            gradient = Layers[i].Backward(gradient, needInputGradient: i > 0 || needInputGradient);
+            bool need = i > 0 || needInputGradient;
+            gradient = _timed is { } t ? t.Timer.Backward(Layers[i], t.Names[i], gradient, need) : Layers[i].Backward(gradient, need);
         }
 
         return needInputGradient ? gradient : null;

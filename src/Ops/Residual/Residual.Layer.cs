@@ -80,6 +80,13 @@ public sealed class Residual : Layer, IActivationHost
     }
 
     /// <inheritdoc/>
+    internal override void AttachTimer(LayerTimer? timer, string name)
+    {
+        _body.AttachTimer(timer, name + ".body.");
+        _shortcut.AttachTimer(timer, name + ".shortcut.");
+    }
+
+    /// <inheritdoc/>
     private protected override Shape BuildOutput(Shape input, Random init)
     {
         var body = _body.Build(Backend, input, init, "body layer");

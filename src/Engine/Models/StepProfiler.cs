@@ -1,0 +1,217 @@
+using System.Diagnostics;
+
+namespace GpuCnn.Models;
+
+/// <summary>
+/// One layer's share of a training step (<see cref="StepProfiler"/>): medians over the timed steps, in milliseconds.
+/// </summary>
+/// <param name="Name">The layer's state-dict prefix: "3", or "3.body.0" for a layer inside a residual block.</param>
+/// <param name="Spec">The layer as written in the spec.</param>
+/// <param name="Depth">0 for the model's own layers, 1 inside a block, and so on; a block's time includes its layers'.</param>
+/// <param name="OutputShape">The per-sample output shape.</param>
+/// <param name="FusedIntoPrevious">An activation that the layer before applies as it stores (its own forward does nothing).</param>
+/// <param name="ForwardMs">The forward pass.</param>
+/// <param name="BackwardMs">The backward pass (parameter gradients, and the input gradient where the layer before needs it).</param>
+public sealed record LayerTime(string Name, string Spec, int Depth, Shape OutputShape, bool FusedIntoPrevious, double ForwardMs, double BackwardMs)
+{
+    /// <summary>Forward and backward together.</summary>
+    public double TotalMs => ForwardMs + BackwardMs;
+}
+
+/// <summary>Where a training step's time goes, layer by layer (<see cref="StepProfiler.Run"/>).</summary>
+/// <param name="BatchSize">Samples per step.</param>
+/// <param name="Steps">Steps timed (after the warm-up steps), each way.</param>
+/// <param name="Layers">Every layer in model order, the layers inside residual blocks after their block.</param>
+/// <param name="LossMs">Softmax cross-entropy and its gradient (median).</param>
+/// <param name="UpdateMs">The optimizer's step (median).</param>
+/// <param name="StepMs">
+/// A whole step as training runs it, without the synchronisation after every layer (median): what the rows add up to,
+/// less the waits the profiling itself adds on a GPU.
+/// </param>
+public sealed record StepProfile(int BatchSize, int Steps, IReadOnlyList<LayerTime> Layers, double LossMs, double UpdateMs, double StepMs)
+{
+    /// <summary>The model's own layers, the loss and the update, summed: the step as the profile saw it.</summary>
+    public double ProfiledMs => Layers.Where(l => l.Depth == 0).Sum(l => l.TotalMs) + LossMs + UpdateMs;
+}
+
+/// <summary>
+/// Times a training step layer by layer, as PyTorch's profiler does by operator: the backend is synchronised before and
+/// after each layer's forward and backward, so that a GPU's asynchronous launches are charged to the layer that made
+/// them. The steps train the model on the batch as <see cref="Trainer"/> would (the optimizer changes the weights:
+/// profile a model you can spare, or use a learning rate of zero) in the mode the model is in.
+/// </summary>
+public static class StepProfiler
+{
+    /// <summary>
+    /// Runs <paramref name="warmupSteps"/> + <paramref name="steps"/> whole steps on <paramref name="images"/> (N, input…)
+    /// and <paramref name="labels"/> (N), then as many again with every layer timed, and returns the medians.
+    /// </summary>
+    public static StepProfile Run(Sequential model, Optimizer optimizer, DeviceTensor<float> images, DeviceTensor<int> labels,
+        int steps = 10, int warmupSteps = 2)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(optimizer);
+        ArgumentNullException.ThrowIfNull(images);
+        ArgumentNullException.ThrowIfNull(labels);
+        Checks.Positive("StepProfiler", nameof(steps), steps);
+        if (warmupSteps < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(warmupSteps), warmupSteps, "StepProfiler: warmupSteps must be ≥ 0.");
+        }
+
+        int batch = images.Shape.Rank > 0 ? images.Shape[0] : 0;
+        if (labels.Shape.Rank != 1 || labels.Shape[0] != batch)
+        {
+            throw new ArgumentException($"StepProfiler: labels have shape {labels.Shape}, the images a batch of {batch}: expected ({batch}).", nameof(labels));
+        }
+
+        var backend = model.Backend;
+        using var dlogits = backend.Allocate<float>([batch, model.Classes]);
+        using var loss = backend.Allocate<float>([1]);
+        var timer = new LayerTimer(backend);
+        var stepTimes = new List<double>(steps);
+        var lossTimes = new List<double>(steps);
+        var updateTimes = new List<double>(steps);
+
+        for (int s = 0; s < warmupSteps + steps; s++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            var logits = model.Forward(images);
+            backend.SoftmaxCrossEntropy(logits, labels, dlogits, loss);
+            model.Backward(dlogits);
+            optimizer.Step();
+            backend.Synchronize();
+            Record(stepTimes, s >= warmupSteps, start);
+        }
+
+        model.AttachTimer(timer);
+        try
+        {
+            for (int s = 0; s < warmupSteps + steps; s++)
+            {
+                bool record = timer.Recording = s >= warmupSteps;
+                var logits = model.Forward(images);
+                backend.Synchronize();
+                long start = Stopwatch.GetTimestamp();
+                backend.SoftmaxCrossEntropy(logits, labels, dlogits, loss);
+                backend.Synchronize();
+                Record(lossTimes, record, start);
+                model.Backward(dlogits);
+                start = Stopwatch.GetTimestamp();
+                optimizer.Step();
+                backend.Synchronize();
+                Record(updateTimes, record, start);
+            }
+        }
+        finally
+        {
+            model.AttachTimer(null);
+        }
+
+        var layers = timer.Entries.Select(e => new LayerTime(e.Name, e.Layer.Spec, e.Depth, e.Layer.OutputShape,
+            e.Layer is ActivationLayer { FusedIntoPrevious: true }, Median(e.Forward), Median(e.Backward))).ToList();
+        return new StepProfile(batch, steps, layers, Median(lossTimes), Median(updateTimes), Median(stepTimes));
+    }
+
+    private static void Record(List<double> times, bool record, long start)
+    {
+        if (record)
+        {
+            times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+    }
+
+    /// <summary>The median; 0 for none.</summary>
+    internal static double Median(List<double> times)
+    {
+        if (times.Count == 0)
+        {
+            return 0;
+        }
+
+        var sorted = times.Order().ToList();
+        int half = sorted.Count / 2;
+        return sorted.Count % 2 == 1 ? sorted[half] : (sorted[half - 1] + sorted[half]) / 2;
+    }
+}
+
+/// <summary>
+/// What <see cref="StepProfiler"/> hangs on a model's layer chains: each layer's forward and backward between two
+/// synchronisations, in order of first appearance (a block before the layers inside it).
+/// </summary>
+internal sealed class LayerTimer(Backend backend)
+{
+    private readonly Dictionary<string, Entry> _byName = new(StringComparer.Ordinal);
+    private int _depth;
+
+    /// <summary>Whether calls are recorded (off during warm-up).</summary>
+    public bool Recording { get; set; }
+
+    /// <summary>Every layer seen, in order of its first forward.</summary>
+    public List<Entry> Entries { get; } = [];
+
+    public DeviceTensor<float> Forward(Layer layer, string name, DeviceTensor<float> x)
+    {
+        var entry = For(layer, name);
+        backend.Synchronize();
+        long start = Stopwatch.GetTimestamp();
+        _depth++;
+        try
+        {
+            var y = layer.Forward(x);
+            backend.Synchronize();
+            Add(entry.Forward, start);
+            return y;
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    public DeviceTensor<float>? Backward(Layer layer, string name, DeviceTensor<float> dy, bool needInputGradient)
+    {
+        var entry = For(layer, name);
+        backend.Synchronize();
+        long start = Stopwatch.GetTimestamp();
+        _depth++;
+        try
+        {
+            var dx = layer.Backward(dy, needInputGradient);
+            backend.Synchronize();
+            Add(entry.Backward, start);
+            return dx;
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    private void Add(List<double> times, long start)
+    {
+        if (Recording)
+        {
+            times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+    }
+
+    private Entry For(Layer layer, string name)
+    {
+        if (!_byName.TryGetValue(name, out var entry))
+        {
+            entry = new Entry(name, layer, _depth);
+            _byName[name] = entry;
+            Entries.Add(entry);
+        }
+
+        return entry;
+    }
+
+    internal sealed record Entry(string Name, Layer Layer, int Depth)
+    {
+        public List<double> Forward { get; } = [];
+
+        public List<double> Backward { get; } = [];
+    }
+}
