@@ -164,6 +164,44 @@ public sealed class CpuBackendTests
     }
 
     [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Global_average_pooling_four_planes_at_a_time_keeps_the_plane_by_plane_bits(int threads)
+    {
+        // 11 planes: two groups of four and a remainder of three on one thread; parts of 5 and 6 planes on two.
+        var g = new Pool2dGeometry(N: 1, C: 11, H: 7, W: 7, KernelH: 7, KernelW: 7, StrideH: 7, StrideW: 7);
+        float[] x = TestData.Uniform(g.InputSize, 21), dy = TestData.Uniform(g.OutputSize, 22);
+        x[(2 * 49) + 3] = float.NaN;
+        x[(8 * 49) + 48] = float.PositiveInfinity;
+        dy[2] = -0f;
+        dy[9] = float.NaN;
+        float scale = 1f / 49;
+        var expectedY = new float[g.OutputSize];
+        var expectedDx = new float[g.InputSize];
+        for (int plane = 0; plane < 11; plane++)
+        {
+            float sum = 0f;
+            for (int i = 0; i < 49; i++)
+            {
+                sum += x[(plane * 49) + i]; // the plane's values in row-major order, one add at a time in float
+            }
+
+            expectedY[plane] = sum * scale;
+            Array.Fill(expectedDx, 0f + (dy[plane] * scale), plane * 49, 49); // 0 + share: dy = −0 gives +0
+        }
+
+        using var backend = new CpuBackend(threads, Simd.Best);
+        using var tx = backend.Upload<float>(g.InputShape, x);
+        using var ty = backend.Allocate<float>(g.OutputShape);
+        using var tdy = backend.Upload<float>(g.OutputShape, dy);
+        using var tdx = backend.Allocate<float>(g.InputShape);
+        backend.AvgPool2dForward(g, tx, ty);
+        backend.AvgPool2dBackward(g, tdy, tdx);
+        Assert.Equal(expectedY.Select(BitConverter.SingleToInt32Bits), backend.DownloadArray(ty).Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(expectedDx.Select(BitConverter.SingleToInt32Bits), backend.DownloadArray(tdx).Select(BitConverter.SingleToInt32Bits));
+    }
+
+    [Theory]
     [MemberData(nameof(Widths))]
     public void Nan_and_infinity_in_a_convolution_follow_pytorch_at_every_width(SimdWidth width)
     {

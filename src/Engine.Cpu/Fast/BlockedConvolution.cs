@@ -603,8 +603,10 @@ internal static unsafe partial class BlockedConvolution
                             var evenLanes = Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
                             // Every other column: eight at a time, the even lanes of two vectors (ResNet-8's stride-2
                             // layers spent more on this copy, one float and one bounds check at a time, than on their
-                            // multiply-adds).
-                            for (; q + 8 <= columns && (2 * q) + 16 <= readable - ((long)phase * paddedW) - j - (i * rowStep); q += 8)
+                            // multiply-adds). The last eight may run past the row's columns, as the vectors above run
+                            // past rows: what they write there is overwritten below or by the rows and planes after.
+                            long readableHere = readable - ((long)phase * paddedW) - j - (i * rowStep);
+                            for (; q < columns && (2 * q) + 16 <= readableHere; q += 8)
                             {
                                 var low = Vector256.Load(from + (2 * q));
                                 var high = Vector256.Load(from + (2 * q) + 8);
@@ -617,7 +619,7 @@ internal static unsafe partial class BlockedConvolution
                             to[q] = from[strideW * q];
                         }
 
-                        for (; q < rowLength; q++)
+                        for (q = columns; q < rowLength; q++)
                         {
                             to[q] = 0f;
                         }

@@ -405,6 +405,20 @@ public sealed unsafe partial class CpuBackend
             int planes = _g.N * _g.C;
             int first = (int)((long)planes * part / Parts), last = (int)((long)planes * (part + 1) / Parts);
             int hw = _g.H * _g.W, pq = _g.P * _g.Q;
+            if (_op is Op.AvgForward or Op.AvgBackward && IsGlobal(_g))
+            {
+                if (_op == Op.AvgForward)
+                {
+                    GlobalAverage(_in, _out, first, last, hw);
+                }
+                else
+                {
+                    GlobalAverageBackward(_in, _out, first, last, hw);
+                }
+
+                return;
+            }
+
             for (int plane = first; plane < last; plane++)
             {
                 switch (_op)
@@ -501,8 +515,56 @@ public sealed unsafe partial class CpuBackend
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        /// <summary>A window that is the whole unpadded plane (global average pooling): one output per plane.</summary>
+        private static bool IsGlobal(in Pool2dGeometry g) =>
+            g.KernelH == g.H && g.KernelW == g.W && g.PadH == 0 && g.PadW == 0 && g.P == 1 && g.Q == 1;
 
+        /// <summary>
+        /// y[plane] = the mean of each plane, four planes at a time: four independent sums, each in the order of
+        /// <see cref="AvgForward"/> (the same bits), where one plane at a time waited on each add (a ResNet-8 step
+        /// spent 0.16 ms averaging its last 7×7 planes).
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void GlobalAverage(float* x, float* y, int first, int last, int hw)
+        {
+            float scale = 1f / (_g.KernelH * _g.KernelW);
+            int plane = first;
+            for (; plane + 4 <= last; plane += 4)
+            {
+                float* x0 = x + ((long)plane * hw);
+                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+                for (int i = 0; i < hw; i++)
+                {
+                    s0 += x0[i];
+                    s1 += x0[hw + i];
+                    s2 += x0[(2 * hw) + i];
+                    s3 += x0[(3 * hw) + i];
+                }
+
+                y[plane] = s0 * scale;
+                y[plane + 1] = s1 * scale;
+                y[plane + 2] = s2 * scale;
+                y[plane + 3] = s3 * scale;
+            }
+
+            for (; plane < last; plane++)
+            {
+                AvgForward(x + ((long)plane * hw), y + plane);
+            }
+        }
+
+        /// <summary>dx = dy·(1/hw) over each whole plane: <see cref="AvgBackward"/>'s 0 + share, written as one fill.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void GlobalAverageBackward(float* dy, float* dx, int first, int last, int hw)
+        {
+            float scale = 1f / (_g.KernelH * _g.KernelW);
+            for (int plane = first; plane < last; plane++)
+            {
+                new Span<float>(dx + ((long)plane * hw), hw).Fill(0f + (dy[plane] * scale)); // 0 + share: −0 becomes +0, as there
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void AvgBackward(float* dy, float* dx)
         {
             int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;

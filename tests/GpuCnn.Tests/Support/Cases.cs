@@ -40,6 +40,7 @@ public static class Cases
         ["overlap 3x3 s2"] = new(N: 2, C: 2, H: 7, W: 5, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2),
         ["3x2 s1 pad1"] = new(N: 1, C: 3, H: 6, W: 5, KernelH: 3, KernelW: 2, StrideH: 1, StrideW: 1, PadH: 1, PadW: 1),
         ["odd 2x2 s2 drops edge"] = new(N: 1, C: 2, H: 5, W: 5, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2),
+        ["global 5x6, 9 planes"] = new(N: 3, C: 3, H: 5, W: 6, KernelH: 5, KernelW: 6, StrideH: 5, StrideW: 6),
     };
 
     public static TheoryData<string> ConvolutionNames => new(Convolutions.Keys);
