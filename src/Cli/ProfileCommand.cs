@@ -20,10 +20,11 @@ internal static class ProfileCommand
         var steps = new Option<int>("--steps") { Description = "Steps timed, after 2 warm-up steps (medians are reported).", DefaultValueFactory = _ => 10 };
         var optimizer = new Option<string>("--optimizer") { Description = "sgd (momentum 0.9), adam or adamw; the learning rate is 0, so the weights stay as initialised.", DefaultValueFactory = _ => "sgd" };
         var device = CommonOptions.Device();
+        var inference = new Option<bool>("--inference") { Description = "Time inference instead: forward passes only, the model in evaluation mode." };
         var json = new Option<string?>("--json") { Description = "Also write the profile as JSON to this file." };
-        var command = new Command("profile", "Time a training step layer by layer (each layer's forward and backward between synchronisations).")
+        var command = new Command("profile", "Time a training step (or inference) layer by layer, each layer between synchronisations.")
         {
-            arch, inputShape, batchSize, steps, optimizer, device, json,
+            arch, inputShape, batchSize, steps, optimizer, inference, device, json,
         };
         command.SetAction(parse =>
         {
@@ -60,8 +61,11 @@ internal static class ProfileCommand
 
             io.Out.WriteLine($"device: {backend.Name} ({backend.DeviceName})");
             io.Out.WriteLine($"model: {model.Spec}");
-            io.Out.WriteLine($"batch {batch} of ({string.Join(",", sample.ToArray())}), {optimizerName}; medians of {timedSteps} steps after 2 warm-up steps, each layer's forward and backward between two synchronisations");
-            var profile = StepProfiler.Run(model, update, images, labels, timedSteps);
+            bool forwardOnly = parse.GetValue(inference);
+            io.Out.WriteLine(forwardOnly
+                ? $"inference, batch {batch} of ({string.Join(",", sample.ToArray())}), evaluation mode; medians of {timedSteps} passes after 2 warm-up passes, each layer's forward between two synchronisations"
+                : $"training, batch {batch} of ({string.Join(",", sample.ToArray())}), {optimizerName}; medians of {timedSteps} steps after 2 warm-up steps, each layer's forward and backward between two synchronisations");
+            var profile = forwardOnly ? StepProfiler.RunInference(model, images, timedSteps) : StepProfiler.Run(model, update, images, labels, timedSteps);
             Print(io.Out, profile, optimizerName);
 
             if (parse.GetValue(json) is { } path)
@@ -73,7 +77,8 @@ internal static class ProfileCommand
                     model = model.Spec,
                     input_shape = sample.ToArray(),
                     batch,
-                    optimizer = optimizerName,
+                    mode = profile.Training ? "training" : "inference",
+                    optimizer = profile.Training ? optimizerName : null,
                     steps = timedSteps,
                     layers = profile.Layers.Select(l => new
                     {
@@ -109,10 +114,18 @@ internal static class ProfileCommand
                 $"{name,-16} {spec,-SpecWidth} {string.Join("x", layer.OutputShape.ToArray()),-12} {layer.ForwardMs,11:F3} {layer.BackwardMs,12:F3} {layer.TotalMs,10:F3} {Share(layer.TotalMs, whole),7}{note}"));
         }
 
-        Row(output, "loss (softmax cross-entropy, forward and gradient)", profile.LossMs, whole);
-        Row(output, $"update ({optimizerName})", profile.UpdateMs, whole);
-        Row(output, "profiled step (the model's layers, loss and update)", whole, whole);
-        Row(output, "whole step, no synchronisation between layers", profile.StepMs, whole);
+        if (profile.Training)
+        {
+            Row(output, "loss (softmax cross-entropy, forward and gradient)", profile.LossMs, whole);
+            Row(output, $"update ({optimizerName})", profile.UpdateMs, whole);
+            Row(output, "profiled step (the model's layers, loss and update)", whole, whole);
+            Row(output, "whole step, no synchronisation between layers", profile.StepMs, whole);
+        }
+        else
+        {
+            Row(output, "profiled pass (the model's layers)", whole, whole);
+            Row(output, "whole pass, no synchronisation between layers", profile.StepMs, whole);
+        }
     }
 
     private static void Row(TextWriter output, string what, double ms, double whole) =>

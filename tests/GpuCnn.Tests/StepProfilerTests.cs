@@ -38,7 +38,7 @@ public sealed class StepProfilerTests
         double own = profile.Layers.Where(l => l.Depth == 0).Sum(l => l.TotalMs) + profile.LossMs + profile.UpdateMs;
         Assert.Equal(own, profile.ProfiledMs, 9);
         Assert.True(profile.StepMs > 0 && profile.LossMs > 0 && profile.UpdateMs > 0);
-        Assert.Equal((5, 3), (profile.BatchSize, profile.Steps));
+        Assert.Equal((true, 5, 3), (profile.Training, profile.BatchSize, profile.Steps));
         Assert.Equal(8, sgd.StepCount); // (1 + 3) whole steps, then as many timed
     }
 
@@ -75,6 +75,37 @@ public sealed class StepProfilerTests
     }
 
     [Fact]
+    public void Inference_times_forward_passes_in_evaluation_mode_and_changes_nothing()
+    {
+        using var backend = new CpuBackend(threads: 2, Simd.Best);
+        using var model = Sequential.Create(Spec, [2, 8, 8], backend, seed: 5);
+        using var x = backend.Upload(Tensor.Random([4, 2, 8, 8], seed: 6));
+        var before = model.StateDict();
+        float[] evaluated = backend.DownloadArray(EvalForward());
+
+        var profile = StepProfiler.RunInference(model, x, steps: 3, warmupSteps: 1);
+
+        Assert.False(profile.Training);
+        Assert.True(model.Training); // the mode it had
+        Assert.Equal(12, profile.Layers.Count);
+        Assert.All(profile.Layers, l => Assert.Equal(0, l.BackwardMs));
+        Assert.All(profile.Layers.Where(l => l.Spec.StartsWith("conv", StringComparison.Ordinal)), l => Assert.True(l.ForwardMs > 0, l.Name));
+        Assert.Equal((0d, 0d), (profile.LossMs, profile.UpdateMs));
+        Assert.True(profile.StepMs > 0);
+        // Evaluation mode: the batch norm's running statistics are used, not updated.
+        Assert.All(model.StateDict(), p => Assert.Equal(before[p.Key].Data, p.Value.Data));
+        Assert.Equal(evaluated, backend.DownloadArray(EvalForward()));
+
+        DeviceTensor<float> EvalForward()
+        {
+            model.Eval();
+            var y = model.Forward(x);
+            model.Train();
+            return y;
+        }
+    }
+
+    [Fact]
     public void Bad_arguments_name_what_is_wrong()
     {
         using var backend = new CpuBackend(threads: 1, Simd.Best);
@@ -107,6 +138,18 @@ public sealed class StepProfilerTests
         Assert.Equal(["name", "spec", "depth", "output_shape", "fused", "forward_ms", "backward_ms"], layers[0].EnumerateObject().Select(p => p.Name));
         Assert.Equal([4, 4, 4], layers[9].GetProperty("output_shape").EnumerateArray().Select(d => d.GetInt32()));
         Assert.True(root.GetProperty("step_ms").GetDouble() > 0);
+        Assert.Equal("training", root.GetProperty("mode").GetString());
+    }
+
+    [Fact]
+    public void Profile_command_times_inference_with_forward_rows_only()
+    {
+        var result = CliRunner.Run("profile", "--arch", Spec, "--input-shape", "2,8,8", "--batch-size", "4", "--steps", "2", "--device", "cpu", "--inference");
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("inference, batch 4 of (2,8,8), evaluation mode", result.Out, StringComparison.Ordinal);
+        Assert.Matches(@"(?m)^  3\.body\.0 +conv\(4,3,pad=1\) +4x8x8 +\d+\.\d{3} +0\.000 ", result.Out);
+        Assert.Matches(@"(?m)^whole pass, no synchronisation between layers +\d+\.\d{3}", result.Out);
+        Assert.DoesNotContain("update", result.Out, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -18,19 +18,23 @@ public sealed record LayerTime(string Name, string Spec, int Depth, Shape Output
     public double TotalMs => ForwardMs + BackwardMs;
 }
 
-/// <summary>Where a training step's time goes, layer by layer (<see cref="StepProfiler.Run"/>).</summary>
+/// <summary>
+/// Where a training step's time goes, layer by layer (<see cref="StepProfiler.Run"/>), or an inference pass's
+/// (<see cref="StepProfiler.RunInference"/>: forward passes only, so backward, loss and update are 0).
+/// </summary>
+/// <param name="Training">A training step (forward, loss, backward, update) rather than an inference pass.</param>
 /// <param name="BatchSize">Samples per step.</param>
 /// <param name="Steps">Steps timed (after the warm-up steps), each way.</param>
 /// <param name="Layers">Every layer in model order, the layers inside residual blocks after their block.</param>
 /// <param name="LossMs">Softmax cross-entropy and its gradient (median).</param>
 /// <param name="UpdateMs">The optimizer's step (median).</param>
 /// <param name="StepMs">
-/// A whole step as training runs it, without the synchronisation after every layer (median): what the rows add up to,
-/// less the waits the profiling itself adds on a GPU.
+/// A whole step as training (or inference) runs it, without the synchronisation after every layer (median): what the
+/// rows add up to, less the waits the profiling itself adds on a GPU.
 /// </param>
-public sealed record StepProfile(int BatchSize, int Steps, IReadOnlyList<LayerTime> Layers, double LossMs, double UpdateMs, double StepMs)
+public sealed record StepProfile(bool Training, int BatchSize, int Steps, IReadOnlyList<LayerTime> Layers, double LossMs, double UpdateMs, double StepMs)
 {
-    /// <summary>The model's own layers, the loss and the update, summed: the step as the profile saw it.</summary>
+    /// <summary>The model's own layers, the loss and the update, summed: the step (or pass) as the profile saw it.</summary>
     public double ProfiledMs => Layers.Where(l => l.Depth == 0).Sum(l => l.TotalMs) + LossMs + UpdateMs;
 }
 
@@ -53,11 +57,7 @@ public static class StepProfiler
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(images);
         ArgumentNullException.ThrowIfNull(labels);
-        Checks.Positive("StepProfiler", nameof(steps), steps);
-        if (warmupSteps < 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(warmupSteps), warmupSteps, "StepProfiler: warmupSteps must be ≥ 0.");
-        }
+        CheckSteps(steps, warmupSteps);
 
         int batch = images.Shape.Rank > 0 ? images.Shape[0] : 0;
         if (labels.Shape.Rank != 1 || labels.Shape[0] != batch)
@@ -108,10 +108,67 @@ public static class StepProfiler
             model.AttachTimer(null);
         }
 
-        var layers = timer.Entries.Select(e => new LayerTime(e.Name, e.Layer.Spec, e.Depth, e.Layer.OutputShape,
-            e.Layer is ActivationLayer { FusedIntoPrevious: true }, Median(e.Forward), Median(e.Backward))).ToList();
-        return new StepProfile(batch, steps, layers, Median(lossTimes), Median(updateTimes), Median(stepTimes));
+        return new StepProfile(true, batch, steps, Rows(timer), Median(lossTimes), Median(updateTimes), Median(stepTimes));
     }
+
+    /// <summary>
+    /// Times inference layer by layer: the model in evaluation mode (as <see cref="Sequential.Predict"/> runs it; its
+    /// mode is restored after), <paramref name="warmupSteps"/> + <paramref name="steps"/> whole forward passes over
+    /// <paramref name="images"/> (N, input…), then as many again with every layer timed. Nothing is changed.
+    /// </summary>
+    public static StepProfile RunInference(Sequential model, DeviceTensor<float> images, int steps = 10, int warmupSteps = 2)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(images);
+        CheckSteps(steps, warmupSteps);
+
+        var backend = model.Backend;
+        var timer = new LayerTimer(backend);
+        var passTimes = new List<double>(steps);
+        bool training = model.Training;
+        model.Eval();
+        try
+        {
+            for (int s = 0; s < warmupSteps + steps; s++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                model.Forward(images);
+                backend.Synchronize();
+                Record(passTimes, s >= warmupSteps, start);
+            }
+
+            model.AttachTimer(timer);
+            for (int s = 0; s < warmupSteps + steps; s++)
+            {
+                timer.Recording = s >= warmupSteps;
+                model.Forward(images);
+            }
+        }
+        finally
+        {
+            model.AttachTimer(null);
+            if (training)
+            {
+                model.Train();
+            }
+        }
+
+        return new StepProfile(false, images.Shape[0], steps, Rows(timer), 0, 0, Median(passTimes));
+    }
+
+    private static void CheckSteps(int steps, int warmupSteps)
+    {
+        Checks.Positive("StepProfiler", nameof(steps), steps);
+        if (warmupSteps < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(warmupSteps), warmupSteps, "StepProfiler: warmupSteps must be ≥ 0.");
+        }
+    }
+
+    /// <summary>A row per layer the timer saw, with the medians of its forward and backward passes (0 for none).</summary>
+    private static List<LayerTime> Rows(LayerTimer timer) =>
+        [.. timer.Entries.Select(e => new LayerTime(e.Name, e.Layer.Spec, e.Depth, e.Layer.OutputShape,
+            e.Layer is ActivationLayer { FusedIntoPrevious: true }, Median(e.Forward), Median(e.Backward)))];
 
     private static void Record(List<double> times, bool record, long start)
     {
