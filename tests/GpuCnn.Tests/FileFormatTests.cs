@@ -21,6 +21,23 @@ public sealed class FileFormatTests
         Assert.Equal(0f, train.Images.Data.Min());
     }
 
+    [Theory]
+    [InlineData("1x28x28")]
+    [InlineData("1,28,28")]
+    [InlineData("1X28X28")]
+    public void A_shape_reads_as_files_write_it_and_as_the_help_does(string text) =>
+        Assert.Equal(new Shape(1, 28, 28), ModelFile.ParseShape(text, "--input-shape"));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("1,,28")]
+    [InlineData("1,0,28")]
+    [InlineData("1,-2,28")]
+    [InlineData("a,b")]
+    public void A_shape_with_an_empty_zero_negative_or_non_numeric_part_is_refused(string text) =>
+        Assert.Equal($"--input-shape '{text}' is not a shape such as 1,28,28.",
+            Assert.Throws<ArgumentException>(() => ModelFile.ParseShape(text, "--input-shape")).Message);
+
     [Fact]
     public void Idx_parses_raw_bytes_and_rejects_bad_headers()
     {
