@@ -18,7 +18,7 @@ internal static class ProfileCommand
         var inputShape = new Option<string>("--input-shape") { Description = "Per-sample input shape C,H,W.", DefaultValueFactory = _ => "1,28,28" };
         var batchSize = CommonOptions.BatchSize(64);
         var steps = new Option<int>("--steps") { Description = "Steps timed, after 2 warm-up steps (medians are reported).", DefaultValueFactory = _ => 10 };
-        var optimizer = new Option<string>("--optimizer") { Description = "sgd (momentum 0.9), adam or adamw; the learning rate is 0, so the weights stay as initialised.", DefaultValueFactory = _ => "sgd" };
+        var optimizer = new Option<string>("--optimizer") { Description = "sgd (momentum 0.9), adam or adamw, at a learning rate of 0: the weights stay as initialised (batch norm's running statistics still move).", DefaultValueFactory = _ => "sgd" };
         var device = CommonOptions.Device();
         var inference = new Option<bool>("--inference") { Description = "Time inference instead: forward passes only, the model in evaluation mode." };
         var json = new Option<string?>("--json") { Description = "Also write the profile as JSON to this file." };
@@ -129,7 +129,7 @@ internal static class ProfileCommand
     }
 
     private static void Row(TextWriter output, string what, double ms, double whole) =>
-        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{what,-103} {ms,10:F3} {Share(ms, whole),7}"));
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{what,-91} {ms,10:F3} {Share(ms, whole),7}")); // under "total ms"
 
     private static string Share(double ms, double whole) =>
         whole > 0 ? (100 * ms / whole).ToString("F1", CultureInfo.InvariantCulture) + "%" : "-";

@@ -42,7 +42,9 @@ public sealed class CpuBackendTests
         // route), two with planes large enough for the blocked filter gradient (K not a multiple of its 4 filters, 15
         // taps not of its 3), one of small planes with more than 4 channels (blocked forward, GEMM filter gradient), a
         // large stride-2 layer (phase planes forward, phase-by-phase backward-data), strides 2×1, an even 4×4 kernel
-        // at stride 2 (phases of unequal tap counts), a 1×3 kernel at stride 2 (row phases without taps), one whose
+        // at stride 2 (phases of unequal tap counts), a 1×3 kernel at stride 2 (row phases without taps), two stride-2
+        // layers without padding (their phases cut from the image itself, reads bounded by its end; the 19-wide one in
+        // the shifted layout), one whose
         // blocked filter gradient sums several images at once, and the first, the small and the summed ones again with
         // a NaN pixel; and two past the blocked kernel's bounds of earlier sessions: 72 output channels (blocked forward
         // everywhere) and a padded image of 69,632 floats. The filter
@@ -66,6 +68,8 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 2, C: 4, H: 9, W: 8, K: 5, R: 2, S: 3, StrideH: 2, StrideW: 1, PadH: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 5, H: 10, W: 9, K: 4, R: 4, S: 4, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 4, H: 8, W: 9, K: 4, R: 1, S: 3, StrideH: 2, StrideW: 2, PadW: 1))
+                     .Append(new Conv2dGeometry(N: 2, C: 3, H: 9, W: 21, K: 4, R: 3, S: 3, StrideH: 2, StrideW: 2))
+                     .Append(new Conv2dGeometry(N: 2, C: 3, H: 9, W: 19, K: 4, R: 3, S: 3, StrideH: 2, StrideW: 2))
                      .Append(summed)
                      .Append(new Conv2dGeometry(N: 2, C: 6, H: 14, W: 13, K: 72, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
@@ -168,26 +172,28 @@ public sealed class CpuBackendTests
     [InlineData(2)]
     public void Global_average_pooling_four_planes_at_a_time_keeps_the_plane_by_plane_bits(int threads)
     {
-        // 11 planes: two groups of four and a remainder of three on one thread; parts of 5 and 6 planes on two.
-        var g = new Pool2dGeometry(N: 1, C: 11, H: 7, W: 7, KernelH: 7, KernelW: 7, StrideH: 7, StrideW: 7);
+        // 42 planes of 28×28 (enough values to split): parts of 10–11 planes on one thread, 5–6 on two, so groups of
+        // four start off multiples of four and every part ends in a remainder.
+        const int Planes = 42, Area = 28 * 28;
+        var g = new Pool2dGeometry(N: 2, C: Planes / 2, H: 28, W: 28, KernelH: 28, KernelW: 28, StrideH: 28, StrideW: 28);
         float[] x = TestData.Uniform(g.InputSize, 21), dy = TestData.Uniform(g.OutputSize, 22);
-        x[(2 * 49) + 3] = float.NaN;
-        x[(8 * 49) + 48] = float.PositiveInfinity;
+        x[(2 * Area) + 3] = float.NaN;
+        x[(9 * Area) + Area - 1] = float.PositiveInfinity;
         dy[2] = -0f;
         dy[9] = float.NaN;
-        float scale = 1f / 49;
+        float scale = 1f / Area;
         var expectedY = new float[g.OutputSize];
         var expectedDx = new float[g.InputSize];
-        for (int plane = 0; plane < 11; plane++)
+        for (int plane = 0; plane < Planes; plane++)
         {
             float sum = 0f;
-            for (int i = 0; i < 49; i++)
+            for (int i = 0; i < Area; i++)
             {
-                sum += x[(plane * 49) + i]; // the plane's values in row-major order, one add at a time in float
+                sum += x[(plane * Area) + i]; // the plane's values in row-major order, one add at a time in float
             }
 
             expectedY[plane] = sum * scale;
-            Array.Fill(expectedDx, 0f + (dy[plane] * scale), plane * 49, 49); // 0 + share: dy = −0 gives +0
+            Array.Fill(expectedDx, 0f + (dy[plane] * scale), plane * Area, Area); // 0 + share: dy = −0 gives +0
         }
 
         using var backend = new CpuBackend(threads, Simd.Best);

@@ -25,6 +25,7 @@ public sealed class FileFormatTests
     [InlineData("1x28x28")]
     [InlineData("1,28,28")]
     [InlineData("1X28X28")]
+    [InlineData("1, 28, 28")]
     public void A_shape_reads_as_files_write_it_and_as_the_help_does(string text) =>
         Assert.Equal(new Shape(1, 28, 28), ModelFile.ParseShape(text, "--input-shape"));
 
@@ -33,9 +34,10 @@ public sealed class FileFormatTests
     [InlineData("1,,28")]
     [InlineData("1,0,28")]
     [InlineData("1,-2,28")]
+    [InlineData("1,2 8,28")]
     [InlineData("a,b")]
     public void A_shape_with_an_empty_zero_negative_or_non_numeric_part_is_refused(string text) =>
-        Assert.Equal($"--input-shape '{text}' is not a shape such as 1,28,28.",
+        Assert.Equal($"--input-shape '{text}' is not a shape such as 1,28,28 or 1x28x28.",
             Assert.Throws<ArgumentException>(() => ModelFile.ParseShape(text, "--input-shape")).Message);
 
     [Fact]

@@ -29,14 +29,11 @@ public sealed class StepProfilerTests
         Assert.Equal(["relu", "relu", "relu"], profile.Layers.Where(l => l.FusedIntoPrevious).Select(l => l.Spec)); // after the batch norm, the first conv and the block
         Assert.Equal("conv(4,1)", profile.Layers.Single(l => l.Name == "3.shortcut.0").Spec);
         Assert.Equal(new Shape(4, 4, 4), profile.Layers.Single(l => l.Name == "5").OutputShape);
-        Assert.All(profile.Layers, l => Assert.True(l.ForwardMs >= 0 && l.BackwardMs >= 0, l.Name));
         Assert.All(profile.Layers.Where(l => l.Spec.StartsWith("conv", StringComparison.Ordinal)), l => Assert.True(l.ForwardMs > 0 && l.BackwardMs > 0, l.Name));
 
-        // A block's time includes its layers'; the profiled step is the model's own rows, the loss and the update.
+        // A block's time includes its layers' (their intervals lie inside its own; medians, so with a margin).
         var block = profile.Layers.Single(l => l.Name == "3");
         Assert.True(block.TotalMs >= profile.Layers.Where(l => l.Depth == 1).Sum(l => l.TotalMs) * 0.5);
-        double own = profile.Layers.Where(l => l.Depth == 0).Sum(l => l.TotalMs) + profile.LossMs + profile.UpdateMs;
-        Assert.Equal(own, profile.ProfiledMs, 9);
         Assert.True(profile.StepMs > 0 && profile.LossMs > 0 && profile.UpdateMs > 0);
         Assert.Equal((true, 5, 3), (profile.Training, profile.BatchSize, profile.Steps));
         Assert.Equal(8, sgd.StepCount); // (1 + 3) whole steps, then as many timed
@@ -72,6 +69,40 @@ public sealed class StepProfilerTests
         }
 
         Assert.Equal(Weights(profiled: false), Weights(profiled: true));
+    }
+
+    [Fact]
+    public void The_timer_comes_off_after_a_profile_and_after_a_layer_that_throws_inside_one()
+    {
+        using var backend = new CpuBackend(threads: 1, Simd.Best);
+        var failing = new ThrowsOnForward(2, 6); // the timed forwards of the first profile and of the inference one
+        using var model = new Sequential([.. ArchitectureSpec.Parse("conv(4,3,pad=1)"), failing, .. ArchitectureSpec.Parse("flatten,dense(3)")], [2, 8, 8], backend);
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0f));
+        using var x = backend.Upload(Tensor.Random([3, 2, 8, 8], seed: 2));
+        using var labels = backend.Upload<int>([3], [0, 1, 2]);
+
+        Assert.Throws<InvalidOperationException>(() => StepProfiler.Run(model, sgd, x, labels, steps: 1, warmupSteps: 0));
+        Assert.False(model.IsTimed);
+        StepProfiler.Run(model, sgd, x, labels, steps: 1, warmupSteps: 0);
+        Assert.False(model.IsTimed);
+        Assert.Throws<InvalidOperationException>(() => StepProfiler.RunInference(model, x, steps: 1, warmupSteps: 0));
+        Assert.False(model.IsTimed);
+        Assert.True(model.Training);
+    }
+
+    /// <summary>Hands x on, and throws on the forward calls numbered in <c>calls</c> (from 1).</summary>
+    private sealed class ThrowsOnForward(params int[] calls) : Layer
+    {
+        private int _calls;
+
+        public override string Spec => "throws";
+
+        public override DeviceTensor<float> Forward(DeviceTensor<float> x) =>
+            calls.Contains(++_calls) ? throw new InvalidOperationException("planted") : x;
+
+        public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient) => needInputGradient ? dy : null;
+
+        protected override Shape InferOutputShape(Shape input) => input;
     }
 
     [Fact]
@@ -154,7 +185,7 @@ public sealed class StepProfilerTests
 
     [Theory]
     [InlineData(2, "error: layer 1 'conv(4,3,pad=1)' on input (1,28): ", "--input-shape", "1,28")]
-    [InlineData(2, "error: --input-shape 'a,b' is not a shape such as 1,28,28.", "--input-shape", "a,b")]
+    [InlineData(2, "error: --input-shape 'a,b' is not a shape such as 1,28,28 or 1x28x28.", "--input-shape", "a,b")]
     [InlineData(2, "error: --steps must be a positive integer, got 0", "--steps", "0")]
     [InlineData(2, "error: --optimizer must be sgd, adam or adamw, got 'lbfgs'", "--optimizer", "lbfgs")]
     public void Profile_command_refuses_bad_options_in_one_line(int exitCode, string message, params string[] args)

@@ -89,7 +89,7 @@ public static class ModelFile
     /// <summary>"1x28x28" for (1,28,28).</summary>
     internal static string FormatShape(Shape shape) => string.Join("x", shape.ToArray());
 
-    /// <summary>Parses "1x28x28" (files' metadata) or "1,28,28" (as the command line's help writes it).</summary>
+    /// <summary>Parses "1x28x28" (files' metadata) or "1,28,28" (as the command line's help writes it; spaces around the numbers allowed).</summary>
     internal static Shape ParseShape(string text, string what)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -97,9 +97,10 @@ public static class ModelFile
         var dims = new int[parts.Length];
         for (int i = 0; i < parts.Length; i++)
         {
-            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out dims[i]) || dims[i] <= 0)
+            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.AllowLeadingWhite | System.Globalization.NumberStyles.AllowTrailingWhite,
+                    System.Globalization.CultureInfo.InvariantCulture, out dims[i]) || dims[i] <= 0)
             {
-                throw new ArgumentException($"{what} '{text}' is not a shape such as 1,28,28.");
+                throw new ArgumentException($"{what} '{text}' is not a shape such as 1,28,28 or 1x28x28.");
             }
         }
 

@@ -75,6 +75,9 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
     /// <summary>The profiler timing each layer of this chain, with the layers' state-dict prefixes; null when none.</summary>
     private (LayerTimer Timer, string[] Names)? _timed;
 
+    /// <summary>Whether a profiler's timer is attached (tests: a profile must always take it off).</summary>
+    internal bool IsTimed => _timed is not null;
+
     /// <summary>
     /// Times every layer of the chain, and of the chains inside its layers, with <paramref name="timer"/> under names
     /// "{prefix}{index}" (null: stop timing).

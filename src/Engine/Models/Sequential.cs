@@ -174,6 +174,9 @@ public sealed class Sequential : IDisposable
     /// <summary>Times every layer, nested ones included, with <paramref name="timer"/> (null: stop).</summary>
     internal void AttachTimer(LayerTimer? timer) => _chain.AttachTimer(timer, "");
 
+    /// <summary>Whether a profiler's timer is attached.</summary>
+    internal bool IsTimed => _chain.IsTimed;
+
     /// <summary>Back-propagates dlogits through every layer, leaving each parameter's gradient.</summary>
     public void Backward(DeviceTensor<float> dlogits) => _chain.Backward(dlogits, needInputGradient: false);
 

@@ -30,7 +30,8 @@ public sealed record LayerTime(string Name, string Spec, int Depth, Shape Output
 /// <param name="UpdateMs">The optimizer's step (median).</param>
 /// <param name="StepMs">
 /// A whole step as training (or inference) runs it, without the synchronisation after every layer (median): what the
-/// rows add up to, less the waits the profiling itself adds on a GPU.
+/// rows add up to, less the waits the profiling itself adds on a GPU, plus the model's input normalisation
+/// (<see cref="Sequential.Normalization"/>), which runs before the first layer and has no row.
 /// </param>
 public sealed record StepProfile(bool Training, int BatchSize, int Steps, IReadOnlyList<LayerTime> Layers, double LossMs, double UpdateMs, double StepMs)
 {
@@ -41,8 +42,9 @@ public sealed record StepProfile(bool Training, int BatchSize, int Steps, IReadO
 /// <summary>
 /// Times a training step layer by layer, as PyTorch's profiler does by operator: the backend is synchronised before and
 /// after each layer's forward and backward, so that a GPU's asynchronous launches are charged to the layer that made
-/// them. The steps train the model on the batch as <see cref="Trainer"/> would (the optimizer changes the weights:
-/// profile a model you can spare, or use a learning rate of zero) in the mode the model is in.
+/// them. The steps train the model on the batch as <see cref="Trainer"/> would, in the mode the model is in: the
+/// optimizer changes the weights and its own state, and batch norm its running statistics (profile a model you can
+/// spare; a learning rate of zero keeps the weights).
 /// </summary>
 public static class StepProfiler
 {
