@@ -7,8 +7,9 @@ using GpuCnn.Models;
 namespace GpuCnn.Cli;
 
 /// <summary>
-/// <c>gpucnn profile [--arch SPEC] [--input-shape C,H,W] [--batch-size N] [--steps N] [--optimizer O] [--device D] [--json FILE]</c>:
-/// where a training step's time goes, layer by layer (<see cref="StepProfiler"/>), on random inputs and labels.
+/// <c>gpucnn profile [--arch SPEC] [--input-shape C,H,W] [--batch-size N] [--steps N] [--optimizer O] [--inference] [--device D]
+/// [--json FILE]</c>: where a training step's (or an inference pass's) time goes, layer by layer (<see cref="StepProfiler"/>),
+/// on random inputs and labels.
 /// </summary>
 internal static class ProfileCommand
 {
