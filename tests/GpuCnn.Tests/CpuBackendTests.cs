@@ -60,6 +60,11 @@ public sealed class CpuBackendTests
         var large = new Conv2dGeometry(N: 2, C: 5, H: 26, W: 23, K: 10, R: 3, S: 3, PadH: 1, PadW: 1);
         var small = new Conv2dGeometry(N: 7, C: 6, H: 7, W: 6, K: 5, R: 3, S: 3, PadH: 1, PadW: 1);
         var summed = new Conv2dGeometry(N: 7, C: 6, H: 14, W: 13, K: 5, R: 3, S: 3, PadH: 1, PadW: 1); // 2–3 images a worker, summed together
+        // The direct filter gradient of few channels (C ≤ 4): LeNet's first layer's shape, filters in pairs and an odd
+        // last one, a 5-wide kernel in one block of five columns, 21-wide rows (a tail at every width), also with a
+        // NaN pixel; and 7-wide kernels in blocks of four, the second of three columns.
+        var fewChannels = new Conv2dGeometry(N: 3, C: 2, H: 12, W: 21, K: 5, R: 5, S: 5, PadH: 2, PadW: 2);
+        var wideKernel = new Conv2dGeometry(N: 2, C: 2, H: 10, W: 13, K: 4, R: 2, S: 7, PadW: 3);
         foreach (var (g, nan) in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 5, H: 19, W: 17, K: 3, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(large).Append(new Conv2dGeometry(N: 1, C: 6, H: 24, W: 30, K: 5, R: 5, S: 3, PadH: 2))
@@ -74,8 +79,9 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 2, C: 6, H: 14, W: 13, K: 72, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters).Append(columnShifted)
-                     .Append(straight)
-                     .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true)))
+                     .Append(straight).Append(fewChannels).Append(wideKernel)
+                     .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true))
+                     .Append((fewChannels, true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             float[] bias = TestData.Uniform(g.K, 7);
