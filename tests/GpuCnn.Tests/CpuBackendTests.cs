@@ -54,6 +54,8 @@ public sealed class CpuBackendTests
         // An unpadded-rows 5×5 layer of 11 input channels: backward-data kernel column by kernel column (ShiftedPlan,
         // one block of 8 channels and one of 3), also with a NaN pixel.
         var columnShifted = new Conv2dGeometry(N: 3, C: 11, H: 14, W: 13, K: 7, R: 5, S: 5, PadW: 1);
+        // The same plan without padding, 13-wide rows of dx added 8, 4 and 1 at a time.
+        var columnShiftedWide = new Conv2dGeometry(N: 2, C: 5, H: 8, W: 17, K: 4, R: 3, S: 5);
         // Shifted copies with P·Q whole vectors at every width: a full block of 8 filters is written straight into y,
         // the last 4 through the row scratch.
         var straight = new Conv2dGeometry(N: 2, C: 3, H: 16, W: 16, K: 12, R: 3, S: 3, PadH: 1, PadW: 1);
@@ -79,7 +81,7 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 2, C: 6, H: 14, W: 13, K: 72, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters).Append(columnShifted)
-                     .Append(straight).Append(fewChannels).Append(wideKernel)
+                     .Append(straight).Append(fewChannels).Append(wideKernel).Append(columnShiftedWide)
                      .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true))
                      .Append((fewChannels, true)))
         {

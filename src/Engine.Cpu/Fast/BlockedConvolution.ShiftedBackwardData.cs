@@ -52,16 +52,7 @@ internal static unsafe partial class BlockedConvolution
                         {
                             float* source = rows + ((long)cc * span) + ((h + g.PadH) * g.Q) + g.PadW - s;
                             float* target = dx + ((((long)(c0 + cc) * g.H) + h) * g.W);
-                            int w = firstW;
-                            for (; w + TOps.Width <= lastW; w += TOps.Width)
-                            {
-                                TOps.Store(target + w, TOps.Add(TOps.Load(target + w), TOps.Load(source + w)));
-                            }
-
-                            for (; w < lastW; w++)
-                            {
-                                target[w] += source[w];
-                            }
+                            Simd.AddFloats(source + firstW, target + firstW, lastW - firstW);
                         }
                     }
                 }

@@ -226,21 +226,9 @@ internal static unsafe partial class BlockedConvolution
             for (int kk = 0; kk < kb; kk++)
             {
                 float biasValue = b == null ? 0f : b[k0 + kk];
-                var biasVector = TOps.Broadcast(biasValue);
                 for (int p = 0; p < runs; p++)
                 {
-                    float* source = rows + ((long)kk * span) + ((long)p * layout.RowLength);
-                    float* target = block + ((long)kk * outputs) + ((long)p * run);
-                    int o = 0;
-                    for (; o + TOps.Width <= run; o += TOps.Width)
-                    {
-                        TOps.Store(target + o, TOps.Add(TOps.Load(source + o), biasVector));
-                    }
-
-                    for (; o < run; o++)
-                    {
-                        target[o] = source[o] + biasValue;
-                    }
+                    Simd.CopyAdding(rows + ((long)kk * span) + ((long)p * layout.RowLength), block + ((long)kk * outputs) + ((long)p * run), run, biasValue);
                 }
             }
         }
