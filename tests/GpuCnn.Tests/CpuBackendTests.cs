@@ -54,8 +54,9 @@ public sealed class CpuBackendTests
         // An unpadded-rows 5×5 layer of 11 input channels: backward-data kernel column by kernel column (ShiftedPlan,
         // one block of 8 channels and one of 3), also with a NaN pixel.
         var columnShifted = new Conv2dGeometry(N: 3, C: 11, H: 14, W: 13, K: 7, R: 5, S: 5, PadW: 1);
-        // The same plan without padding, 13-wide rows of dx added 8, 4 and 1 at a time.
+        // The same plan without padding: 13-wide rows of dx added 8, 4 and 1 at a time, and 20-wide ones 16 and 4.
         var columnShiftedWide = new Conv2dGeometry(N: 2, C: 5, H: 8, W: 17, K: 4, R: 3, S: 5);
+        var columnShiftedWider = new Conv2dGeometry(N: 2, C: 4, H: 6, W: 24, K: 3, R: 3, S: 5);
         // Shifted copies with P·Q whole vectors at every width: a full block of 8 filters is written straight into y,
         // the last 4 through the row scratch.
         var straight = new Conv2dGeometry(N: 2, C: 3, H: 16, W: 16, K: 12, R: 3, S: 3, PadH: 1, PadW: 1);
@@ -65,7 +66,7 @@ public sealed class CpuBackendTests
         // The direct filter gradient of few channels (C ≤ 4): LeNet's first layer's shape, filters in pairs and an odd
         // last one, a 5-wide kernel in one block of five columns, 21-wide rows (a tail at every width), also with a
         // NaN pixel; and 7-wide kernels in blocks of four, the second of three columns.
-        var fewChannels = new Conv2dGeometry(N: 3, C: 2, H: 12, W: 21, K: 5, R: 5, S: 5, PadH: 2, PadW: 2);
+        var fewChannels = new Conv2dGeometry(N: 5, C: 2, H: 12, W: 21, K: 5, R: 5, S: 5, PadH: 2, PadW: 2); // 5 images: parts sum 2
         var wideKernel = new Conv2dGeometry(N: 2, C: 2, H: 10, W: 13, K: 4, R: 2, S: 7, PadW: 3);
         foreach (var (g, nan) in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 5, H: 19, W: 17, K: 3, R: 3, S: 3, PadH: 1, PadW: 1))
@@ -81,7 +82,7 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 2, C: 6, H: 14, W: 13, K: 72, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters).Append(columnShifted)
-                     .Append(straight).Append(fewChannels).Append(wideKernel).Append(columnShiftedWide)
+                     .Append(straight).Append(fewChannels).Append(wideKernel).Append(columnShiftedWide).Append(columnShiftedWider)
                      .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true))
                      .Append((fewChannels, true)))
         {

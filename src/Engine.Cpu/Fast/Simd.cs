@@ -290,7 +290,7 @@ public static class Simd
 
     /// <summary>
     /// target[i] += source[i] for i below <paramref name="count"/>: the widest vectors first, then narrower ones, then
-    /// floats (an add is exact lane by lane, so the same bits at any width). Short rows matter: ten-float rows went
+    /// floats (an add is element-wise, so the same bits at any width; the widths are the hardware's, not a backend's). Short rows matter: ten-float rows went
     /// scalar under 512-bit vectors (LeNet's second layer's backward data spent 30 % of its time there).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
