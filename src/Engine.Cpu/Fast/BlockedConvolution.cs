@@ -846,7 +846,9 @@ internal static unsafe partial class BlockedConvolution
         }
     }
 
-    private static void AddSums<TOps, TVec>(float* target, int count, TVec s0, TVec s1, TVec s2)
+    /// <summary>target[j] += the lanes of s_j summed, for the first min(3, <paramref name="count"/>) columns.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void AddSums<TOps, TVec>(float* target, int count, TVec s0, TVec s1, TVec s2)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {

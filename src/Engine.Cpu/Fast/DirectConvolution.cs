@@ -359,17 +359,7 @@ internal static unsafe class DirectConvolution
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
-        target[0] += TOps.Sum(acc0);
-        if (columns > 1)
-        {
-            target[1] += TOps.Sum(acc1);
-        }
-
-        if (columns > 2)
-        {
-            target[2] += TOps.Sum(acc2);
-        }
-
+        BlockedConvolution.AddSums<TOps, TVec>(target, columns, acc0, acc1, acc2);
         if (columns > 3)
         {
             target[3] += TOps.Sum(acc3);
