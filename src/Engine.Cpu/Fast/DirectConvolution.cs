@@ -193,7 +193,7 @@ internal static unsafe class DirectConvolution
         }
 
         // Two filters at a time share each input load (2 gradient and 4 input loads feed 8 FMAs, where one filter took
-        // 5 loads for 4: LeNet's first layer's filter gradient ran at a third of the FMA peak, bound by loads); an odd
+        // 5 loads for 4: LeNet's first layer's filter gradient ran at 70 GFLOP/s, an eighth of the FMA peak); an odd
         // last filter alone. Every weight's sum takes the same terms in the same order either way: the same bits.
         long filterStride = (long)g.C * g.R * kernelW;
         for (int c = 0; c < g.C; c++)
