@@ -899,8 +899,7 @@ internal static unsafe partial class BlockedConvolution
         {
             for (int p = 0; p < g.P; p++)
             {
-                Buffer.MemoryCopy(dy + ((long)k * g.P + p) * g.Q, padded + (long)k * plan.Plane + (p + plan.TapsH - 1) * rowLength + plan.TapsW - 1,
-                    g.Q * sizeof(float), g.Q * sizeof(float));
+                Simd.CopyFloats(dy + ((long)k * g.P + p) * g.Q, padded + (long)k * plan.Plane + (p + plan.TapsH - 1) * rowLength + plan.TapsW - 1, g.Q);
             }
         }
 

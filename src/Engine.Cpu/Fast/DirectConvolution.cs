@@ -107,8 +107,7 @@ internal static unsafe class DirectConvolution
         {
             for (int h = 0; h < g.H; h++)
             {
-                Buffer.MemoryCopy(x + ((long)c * g.H + h) * g.W, scratch + ((long)c * paddedHeight + h + g.PadH) * rowLength + g.PadW,
-                    g.W * sizeof(float), g.W * sizeof(float));
+                Simd.CopyFloats(x + ((long)c * g.H + h) * g.W, scratch + ((long)c * paddedHeight + h + g.PadH) * rowLength + g.PadW, g.W);
             }
         }
 
@@ -167,7 +166,7 @@ internal static unsafe class DirectConvolution
 
                 for (int kk = 0; kk < kb; kk++)
                 {
-                    Buffer.MemoryCopy(rows + kk * vectorQ, y + ((long)(k0 + kk) * outH + p) * outW, outW * sizeof(float), outW * sizeof(float));
+                    Simd.CopyFloats(rows + kk * vectorQ, y + ((long)(k0 + kk) * outH + p) * outW, outW);
                 }
             }
         }
@@ -188,7 +187,7 @@ internal static unsafe class DirectConvolution
         for (int kp = 0; kp < g.K * outH; kp++)
         {
             float* target = gradient + (long)kp * vectorQ;
-            Buffer.MemoryCopy(dy + (long)kp * outW, target, outW * sizeof(float), outW * sizeof(float));
+            Simd.CopyFloats(dy + (long)kp * outW, target, outW);
             new Span<float>(target + outW, vectorQ - outW).Clear();
         }
 

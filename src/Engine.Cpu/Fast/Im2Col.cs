@@ -203,7 +203,7 @@ internal static unsafe class Im2Col
                             int count = last - first;
                             if (count > 0)
                             {
-                                Buffer.MemoryCopy(source + first + offset, target + first, count * sizeof(float), count * sizeof(float));
+                                Simd.CopyFloats(source + first + offset, target + first, count);
                             }
                         }
                         else
