@@ -42,10 +42,17 @@ public sealed partial class GradientCheckTests
         var dweight = new double[s.Channels];
         var dbias = new double[s.Channels];
         ReferenceMath.BatchNormBackward<double>(s, x, probe, weight, mean, invStd, dx, dweight, dbias);
-        string what = $"batch norm {(training ? "training" : "evaluation")} {shape}";
-        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, shape, Atol, Rtol, $"{what} ∂L/∂x");
-        TensorAssert.Close(FiniteDifferences.Central(weight, Loss), dweight, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂weight");
-        TensorAssert.Close(FiniteDifferences.Central(bias, Loss), dbias, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂bias");
+        ExpectBatchNormGradients($"batch norm {(training ? "training" : "evaluation")} {shape}", Loss, shape, x, weight, bias, dx, dweight, dbias);
+    }
+
+    /// <summary>dx, dweight and dbias against central differences of <paramref name="loss"/> in each.</summary>
+    private static void ExpectBatchNormGradients(string what, Func<double> loss, Shape shape, double[] x, double[] weight, double[] bias,
+        double[] dx, double[] dweight, double[] dbias)
+    {
+        var channels = new Shape(weight.Length);
+        TensorAssert.Close(FiniteDifferences.Central(x, loss), dx, shape, Atol, Rtol, $"{what} ∂L/∂x");
+        TensorAssert.Close(FiniteDifferences.Central(weight, loss), dweight, channels, Atol, Rtol, $"{what} ∂L/∂weight");
+        TensorAssert.Close(FiniteDifferences.Central(bias, loss), dbias, channels, Atol, Rtol, $"{what} ∂L/∂bias");
     }
 
     /// <summary>
@@ -79,10 +86,7 @@ public sealed partial class GradientCheckTests
         var dweight = new double[s.Channels];
         var dbias = new double[s.Channels];
         ReferenceMath.BatchNormBackward<double>(s, x, dz, weight, mean, invStd, dx, dweight, dbias);
-        string what = $"batch norm + {spec} {(training ? "training" : "evaluation")}";
-        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, shape, Atol, Rtol, $"{what} ∂L/∂x");
-        TensorAssert.Close(FiniteDifferences.Central(weight, Loss), dweight, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂weight");
-        TensorAssert.Close(FiniteDifferences.Central(bias, Loss), dbias, new Shape(s.Channels), Atol, Rtol, $"{what} ∂L/∂bias");
+        ExpectBatchNormGradients($"batch norm + {spec} {(training ? "training" : "evaluation")}", Loss, shape, x, weight, bias, dx, dweight, dbias);
     }
 
     [Fact]

@@ -440,7 +440,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
                 new Span<float>(pdb, channels).Clear();
                 for (int n = 0; n < batch; n++)
                 {
-                    AddRow(pdy + ((long)n * channels), pdb, pdb, channels);
+                    Simd.AddFloats(pdy + ((long)n * channels), pdb, channels);
                 }
             }
 
@@ -560,27 +560,11 @@ public sealed unsafe partial class CpuBackend : HostBackend
         for (int n = 0; n < rows; n++)
         {
             float* row = y + ((long)n * length);
-            AddRow(row, b, row, length);
+            Simd.AddFloats(b, row, length);
             if (typeof(TF) != typeof(Identity))
             {
                 ActivationLoops.Forward(f, new ReadOnlySpan<float>(row, length), new Span<float>(row, length)); // the row is in cache
             }
-        }
-    }
-
-    /// <summary>target = a + b over <paramref name="length"/> floats (target may be a or b).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AddRow(float* a, float* b, float* target, int length)
-    {
-        int i = 0;
-        for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
-        {
-            (Vector.Load(a + i) + Vector.Load(b + i)).Store(target + i);
-        }
-
-        for (; i < length; i++)
-        {
-            target[i] = a[i] + b[i];
         }
     }
 

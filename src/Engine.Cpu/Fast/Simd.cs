@@ -290,8 +290,9 @@ public static class Simd
 
     /// <summary>
     /// target[i] += source[i] for i below <paramref name="count"/>: the widest vectors first, then narrower ones, then
-    /// floats (an add is element-wise, so the same bits at any width; the widths are the hardware's, not a backend's). Short rows matter: ten-float rows went
-    /// scalar under 512-bit vectors (LeNet's second layer's backward data spent 30 % of its time there).
+    /// floats (an add is element-wise, so the same bits at any width; the widths are the hardware's, not a backend's).
+    /// Short rows matter: ten-float rows went scalar under 512-bit vectors (LeNet's second layer's backward data spent
+    /// 30 % of its time there).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static unsafe void AddFloats(float* source, float* target, int count)

@@ -721,7 +721,6 @@ public sealed partial class IlgpuBackend : Backend
     /// </summary>
     private int NarrowThreadsX => _profile.MaxGroupThreads >= 256 ? TileGroupThreads / ConvolutionImplicitGemmKernels.NarrowRows : 4;
 
-
     /// <summary>
     /// About <paramref name="splits"/> splits of a depth, each a whole number of <paramref name="stage"/>-deep stages:
     /// the depth per split, and how many splits that makes (rounding can leave fewer).
