@@ -14,14 +14,14 @@
 # after `gpucnn profile` has timed its training step (and LeNet-5's) layer by layer.
 # `groups` times the tiled kernels' group sizes against each other (GPUCNN_TILE_GROUP_THREADS=256|128|64, every bench
 # row, alternating, twice); `narrow` times the implicit GEMM's 32-filter tiles against its 64-filter ones (layers of
-# at most 32 filters; GPUCNN_IMPLICIT_GEMM_FILTERS=64|32; in the default run until a GPU has decided between them);
+# at most 32 filters; GPUCNN_IMPLICIT_GEMM_FILTERS=64|32; 32 became the default after an H200 run of this step);
 # `ncu-resnet` sums Nsight Compute's GPU time per kernel over 900 launches of ResNet-8 training steps
 # (perf/gpu/ncu_kernel_times.py); `distributed` unpacks the Open MPI packages publish.sh carried and
 # trains on the GPU with 2 ranks sharing it (`--device cuda` takes the GPU of the local rank modulo the GPUs there)
 # against one process, twice for bitwise reproducibility, then runs the distributed test class.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro
-# fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, ladder, opencl, ncu and ncu-resnet,
+# fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, narrow, ladder, opencl, ncu and ncu-resnet,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -43,7 +43,7 @@ resnet8_full=("${resnet8[@]}" --epochs 2 --schedule cosine --augment crop=2 --da
 failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
-default_steps="machine devices selftest tests parity bench narrow conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
+default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
 all_steps="machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
@@ -79,9 +79,11 @@ fi
 if wanted tests; then
   step "the test suite, self-contained (no .NET here): every class, the CUDA ones included"
   # shellcheck disable=SC2086 # TEST_ARGS is a list of runner options
-  check test-suite 300 "$bundle/GpuCnn.Tests" -parallel all -noColor -ctrf "$out/tests.ctrf.json" ${TEST_ARGS:-} > "$work/tests.txt" 2>&1
+  check test-suite 300 "$bundle/GpuCnn.Tests" -parallelMode all -noColor -result-ctrf "$out/tests.ctrf.json" ${TEST_ARGS:-} > "$work/tests.txt" 2>&1
   grep -E "\[FAIL\]|Total:" "$work/tests.txt" | tail -n 40
   grep -A6 "\[FAIL\]" "$work/tests.txt" | head -n 120
+  # A runner that died before its summary (this happened once, on a fresh machine, within a second) says why only here.
+  grep -q "Total:" "$work/tests.txt" || { echo "-- no summary; the runner's last lines:"; tail -n 30 "$work/tests.txt"; }
 fi
 
 if wanted parity; then
@@ -124,8 +126,8 @@ fi
 
 if wanted narrow; then
   step "implicit-GEMM tiles of 64 and 32 filters (GPUCNN_IMPLICIT_GEMM_FILTERS; 32 applies to layers of <= 32 filters): selftest, bench rows alternating twice, ResNet-8"
-  echo "-- selftest, GPUCNN_IMPLICIT_GEMM_FILTERS=32"
-  check selftest-narrow 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=32 "$gpucnn" selftest --device cuda | tail -n 1
+  echo "-- selftest, GPUCNN_IMPLICIT_GEMM_FILTERS=64"
+  check selftest-wide 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=64 "$gpucnn" selftest --device cuda | tail -n 1
   for round in 1 2; do
     for filters in 64 32; do
       echo "-- round $round, GPUCNN_IMPLICIT_GEMM_FILTERS=$filters"

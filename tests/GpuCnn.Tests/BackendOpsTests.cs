@@ -495,15 +495,15 @@ public sealed class IlgpuCpuImplicitBackendOps(IlgpuCpuImplicitFixture fixture) 
 
 public sealed class IlgpuCpuImplicitSplitBackendOps(IlgpuCpuImplicitSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
 
-public sealed class IlgpuCpuImplicitNarrowBackendOps(IlgpuCpuImplicitNarrowFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitNarrowFixture>;
+public sealed class IlgpuCpuImplicitWideBackendOps(IlgpuCpuImplicitWideFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideFixture>;
 
-public sealed class IlgpuCpuImplicitNarrowSplitBackendOps(IlgpuCpuImplicitNarrowSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitNarrowSplitFixture>;
+public sealed class IlgpuCpuImplicitWideSplitBackendOps(IlgpuCpuImplicitWideSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideSplitFixture>;
 
 public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;
 
 public sealed class CudaImplicitBackendOps(CudaImplicitFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitFixture>;
 
-public sealed class CudaImplicitNarrowBackendOps(CudaImplicitNarrowFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitNarrowFixture>;
+public sealed class CudaImplicitWideBackendOps(CudaImplicitWideFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitWideFixture>;
 
 public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTileGroups64Fixture>;
 

@@ -145,16 +145,22 @@ public sealed partial class CliTests
     }
 
     [Fact]
-    public void Narrow_implicit_gemm_tiles_plan_the_narrow_kernels_and_a_misspelt_count_is_a_clear_error()
+    public void Narrow_layers_plan_32_filter_tiles_unless_told_64_and_a_misspelt_count_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
         string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet2-bwd"];
-        var planned = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "32");
-        Assert.True(planned.ExitCode == 0, planned.Error);
         // LeNet's second layer (16 filters from 6 channels): backward data (6 filters) and filter gradient on 32-filter tiles.
-        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s", planned.Out);
-        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", planned.Out);
-        Assert.Contains("implicit-GEMM tiles of 32 filters", planned.Out, StringComparison.Ordinal); // the report names the setting
+        var narrow = CliRunner.Run(args);
+        Assert.True(narrow.ExitCode == 0, narrow.Error);
+        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s", narrow.Out);
+        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", narrow.Out);
+        Assert.Contains("implicit-GEMM tiles of 32 filters", narrow.Out, StringComparison.Ordinal);
+
+        var wide = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "64");
+        Assert.True(wide.ExitCode == 0, wide.Error);
+        Assert.Matches(@"conv-lenet2-bwd\s+Forward\s+245\s", wide.Out);
+        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradient\s+200\s", wide.Out);
+        Assert.Contains("implicit-GEMM tiles of 64 filters", wide.Out, StringComparison.Ordinal); // the report names the setting
 
         var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "16");
         Assert.Equal(1, misspelt.ExitCode);
@@ -167,9 +173,10 @@ public sealed partial class CliTests
         var result = CliRunner.Run("bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet1", "gemm-1024");
         Assert.True(result.ExitCode == 0, result.Error);
         Assert.Contains("planned for 132 multiprocessors", result.Out, StringComparison.Ordinal);
-        // LeNet's first-layer filter gradient by the implicit GEMM: one tile, its 50,176 pixels split into 251 runs of
-        // 25 stages, one wave of two groups per multiprocessor; its bias gradient in 24 chunks of the batch and positions per channel.
-        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradient\s+251\s+0\.95\s+256\s+20736\s+200\s+dominant", result.Out);
+        // LeNet's first-layer filter gradient by the implicit GEMM's 32-filter tiles: one tile, its 50,176 pixels split into
+        // 251 runs of 25 stages, one wave of two groups per multiprocessor; its bias gradient in 24 chunks of the batch and
+        // positions per channel.
+        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradientNarrow\s+251\s+0\.95\s+256\s+18688\s+200\s+dominant", result.Out);
         Assert.Matches(@"conv-lenet1-bwd\s+BiasGradient\s+144\s+", result.Out);
         // 64 tiles of 128 × 128, the depth split 4 ways: one wave of two groups per multiprocessor, 16 stages each.
         Assert.Matches(@"gemm-1024\s+Tiled\s+256\s+0\.97\s+256\s+\d+\s+256\s+dominant", result.Out);

@@ -697,11 +697,10 @@ public sealed partial class IlgpuBackend : Backend
 
     /// <summary>
     /// Filters per implicit-GEMM tile for layers of at most 32 filters (forward and filter gradient; for backward data,
-    /// of at most 32 input channels): 64 (the default, the kernels measured on H100s and H200s) or 32
-    /// (<see cref="ConvolutionImplicitGemmKernels.ForwardNarrow"/>, <see cref="ConvolutionImplicitGemmKernels.FilterGradientNarrow"/>:
-    /// a 16-filter layer no longer runs its tiles a quarter full). 32 is checked on ILGPU's CPU accelerator and not yet
-    /// timed on a GPU (`perf/gpu/check.sh narrow` times one against the other). GPUCNN_IMPLICIT_GEMM_FILTERS sets it for
-    /// a process.
+    /// of at most 32 input channels): 32 (the default: <see cref="ConvolutionImplicitGemmKernels.ForwardNarrow"/>,
+    /// <see cref="ConvolutionImplicitGemmKernels.FilterGradientNarrow"/>, so a 16-filter layer does not run its tiles a
+    /// quarter full; on an H200 a ResNet-8 step took 0.90× and a LeNet-5 step at batch 256 0.86× the time of 64-filter
+    /// tiles, docs/benchmarks.md) or 64 (the tiles of wider layers). GPUCNN_IMPLICIT_GEMM_FILTERS sets it for a process.
     /// </summary>
     public int ImplicitGemmFilters
     {
@@ -709,7 +708,7 @@ public sealed partial class IlgpuBackend : Backend
         set => field = value is 64 or ConvolutionImplicitGemmKernels.NarrowFilters
             ? value
             : throw new ArgumentOutOfRangeException(nameof(value), value, "Implicit-GEMM tiles have 64 or 32 filters.");
-    } = 64;
+    } = ConvolutionImplicitGemmKernels.NarrowFilters;
 
     /// <summary>Whether <paramref name="g"/> runs on the 32-filter tiles.</summary>
     private bool UsesNarrowTiles(Conv2dGeometry g) =>

@@ -90,12 +90,15 @@ public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu", new 
 public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, DepthSplits: 3));
 
-/// <summary>The implicit GEMM on its 32-filter tiles (every test layer has at most 32 filters), unsplit and with its depth split in three.</summary>
-public sealed class IlgpuCpuImplicitNarrowFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 32));
+/// <summary>
+/// The implicit GEMM on its 64-filter tiles for narrow layers too (the default gives layers of at most 32 filters, every
+/// test layer, 32-filter tiles), unsplit and with its depth split in three.
+/// </summary>
+public sealed class IlgpuCpuImplicitWideFixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64));
 
-public sealed class IlgpuCpuImplicitNarrowSplitFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 32, DepthSplits: 3));
+public sealed class IlgpuCpuImplicitWideSplitFixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, DepthSplits: 3));
 
 public sealed class CudaFixture() : BackendFixture("cuda");
 
@@ -110,9 +113,9 @@ public sealed class CudaImplicitFixture() : BackendFixture("cuda",
 public sealed class CudaTileGroups64Fixture() : BackendFixture("cuda",
     new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, TileGroupThreads: 64));
 
-/// <summary>CUDA's implicit GEMM (forced) on its 32-filter tiles.</summary>
-public sealed class CudaImplicitNarrowFixture() : BackendFixture("cuda",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 32));
+/// <summary>CUDA's implicit GEMM (forced) on its 64-filter tiles for narrow layers too.</summary>
+public sealed class CudaImplicitWideFixture() : BackendFixture("cuda",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64));
 
 /// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
 public sealed class CudaTiled128Fixture() : BackendFixture("cuda", new IlgpuSettings(Gemm: GemmAlgorithm.Tiled, TileGroupThreads: 128));
