@@ -79,7 +79,7 @@ fi
 if wanted tests; then
   step "the test suite, self-contained (no .NET here): every class, the CUDA ones included"
   # shellcheck disable=SC2086 # TEST_ARGS is a list of runner options
-  check test-suite 300 "$bundle/GpuCnn.Tests" -parallelMode all -noColor -result-ctrf "$out/tests.ctrf.json" ${TEST_ARGS:-} > "$work/tests.txt" 2>&1
+  check test-suite 300 "$bundle/GpuCnn.Tests" -parallelMode collections -noColor -result-ctrf "$out/tests.ctrf.json" ${TEST_ARGS:-} > "$work/tests.txt" 2>&1
   grep -E "\[FAIL\]|Total:" "$work/tests.txt" | tail -n 40
   grep -A6 "\[FAIL\]" "$work/tests.txt" | head -n 120
   # A runner that died before its summary (this happened once, on a fresh machine, within a second) says why only here.
