@@ -18,7 +18,7 @@ public abstract partial class HostBackend : Backend
     protected virtual long ScratchBytes => 0;
 
     /// <inheritdoc/>
-    public override void Synchronize()
+    protected override void SynchronizeCore()
     {
     }
 

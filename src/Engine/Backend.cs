@@ -32,6 +32,7 @@ public abstract partial class Backend : IDisposable
     public DeviceTensor<T> Allocate<T>(Shape shape)
         where T : unmanaged
     {
+        using var operation = EnterOperation();
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (shape.Rank == 0)
         {
@@ -53,6 +54,7 @@ public abstract partial class Backend : IDisposable
     public DeviceTensor<T> Upload<T>(Shape shape, ReadOnlySpan<T> values)
         where T : unmanaged
     {
+        using var operation = EnterOperation();
         var tensor = Allocate<T>(shape);
         Upload(values, tensor);
         return tensor;
@@ -61,6 +63,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>Allocates a tensor holding a copy of the host tensor.</summary>
     public DeviceTensor<float> Upload(Tensor tensor)
     {
+        using var operation = EnterOperation();
         ArgumentNullException.ThrowIfNull(tensor);
         return Upload<float>(tensor.Shape, tensor.Data);
     }
@@ -69,6 +72,7 @@ public abstract partial class Backend : IDisposable
     public void Upload<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination)
         where T : unmanaged
     {
+        using var operation = EnterOperation();
         Checks.Length("Upload", nameof(destination), destination, this, source.Length);
         UploadCore(source, destination);
     }
@@ -77,6 +81,7 @@ public abstract partial class Backend : IDisposable
     public void Download<T>(DeviceTensor<T> source, Span<T> destination)
         where T : unmanaged
     {
+        using var operation = EnterOperation();
         Checks.Owned("Download", nameof(source), source, this);
         if (destination.Length != source.Length)
         {
@@ -89,6 +94,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>Downloads a float tensor into a new host tensor of the same shape.</summary>
     public Tensor Download(DeviceTensor<float> source)
     {
+        using var operation = EnterOperation();
         Checks.Owned("Download", nameof(source), source, this);
         var host = new Tensor(source.Shape);
         DownloadCore(source, host.Data);
@@ -99,6 +105,7 @@ public abstract partial class Backend : IDisposable
     public T[] DownloadArray<T>(DeviceTensor<T> source)
         where T : unmanaged
     {
+        using var operation = EnterOperation();
         Checks.Owned("Download", nameof(source), source, this);
         var values = new T[source.Length];
         DownloadCore<T>(source, values);
@@ -108,12 +115,27 @@ public abstract partial class Backend : IDisposable
     /// <summary>Sets every element to <paramref name="value"/>.</summary>
     public void Fill(DeviceTensor<float> tensor, float value)
     {
+        using var operation = EnterOperation();
         Checks.Owned("Fill", nameof(tensor), tensor, this);
         FillCore(tensor, value);
     }
 
     /// <summary>Waits until all queued work has finished.</summary>
-    public abstract void Synchronize();
+    public void Synchronize()
+    {
+        using var operation = EnterOperation();
+        SynchronizeCore();
+    }
+
+    /// <summary>
+    /// Enters the backend's operation lock until the scope is disposed. Every public operation takes it first, so
+    /// threads sharing a backend take turns operation by operation: an operation's scratch buffers, the CPU backend's
+    /// worker team and a GPU's stream are the backend's, not the caller's. Re-entrant: an operation may call another.
+    /// A backend's own public operations beyond these (a benchmark's timing, say) take it too.
+    /// </summary>
+    protected Lock.Scope EnterOperation() => _operations.EnterScope();
+
+    private readonly Lock _operations = new();
 
     // ---------------------------------------------------------------- convolution
 
@@ -129,6 +151,7 @@ public abstract partial class Backend : IDisposable
         DeviceTensor<float> y, TF activation)
         where TF : struct, IActivationFunction
     {
+        using var operation = EnterOperation();
         const string op = "Conv2dForward";
         g.Validate(op);
         Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
@@ -148,6 +171,7 @@ public abstract partial class Backend : IDisposable
     /// </summary>
     public void Conv2dBackwardData(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w, DeviceTensor<float> dx)
     {
+        using var operation = EnterOperation();
         const string op = "Conv2dBackwardData";
         g.Validate(op);
         Checks.Dims(op, nameof(dy), dy, this, g.N, g.K, g.P, g.Q);
@@ -163,6 +187,7 @@ public abstract partial class Backend : IDisposable
     public void Conv2dBackwardFilter(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy,
         DeviceTensor<float> dw, DeviceTensor<float>? db)
     {
+        using var operation = EnterOperation();
         const string op = "Conv2dBackwardFilter";
         g.Validate(op);
         Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
@@ -181,6 +206,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>y (N,C,P,Q) = window max of x (N,C,H,W); switches (N,C,P,Q) = the arg-max's index h·W + w in its plane.</summary>
     public void MaxPool2dForward(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<int> switches)
     {
+        using var operation = EnterOperation();
         const string op = "MaxPool2dForward";
         g.Validate(op);
         Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
@@ -192,6 +218,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>dx (N,C,H,W) = each dy (N,C,P,Q) routed to its switch; overlapping windows add up.</summary>
     public void MaxPool2dBackward(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches, DeviceTensor<float> dx)
     {
+        using var operation = EnterOperation();
         const string op = "MaxPool2dBackward";
         g.Validate(op);
         Checks.Dims(op, nameof(dy), dy, this, g.N, g.C, g.P, g.Q);
@@ -203,6 +230,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>y (N,C,P,Q) = window mean of x (N,C,H,W), zero padding counted.</summary>
     public void AvgPool2dForward(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y)
     {
+        using var operation = EnterOperation();
         const string op = "AvgPool2dForward";
         g.Validate(op);
         Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
@@ -213,6 +241,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>dx (N,C,H,W) = Σ over the windows containing each element of dy / window area.</summary>
     public void AvgPool2dBackward(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx)
     {
+        using var operation = EnterOperation();
         const string op = "AvgPool2dBackward";
         g.Validate(op);
         Checks.Dims(op, nameof(dy), dy, this, g.N, g.C, g.P, g.Q);
@@ -229,6 +258,7 @@ public abstract partial class Backend : IDisposable
     public void Gemm(bool transposeA, bool transposeB, int m, int n, int k, float alpha, DeviceTensor<float> a,
         DeviceTensor<float> b, float beta, DeviceTensor<float> c)
     {
+        using var operation = EnterOperation();
         const string op = "Gemm";
         Checks.Positive(op, nameof(m), m);
         Checks.Positive(op, nameof(n), n);
@@ -253,6 +283,7 @@ public abstract partial class Backend : IDisposable
         TF activation)
         where TF : struct, IActivationFunction
     {
+        using var operation = EnterOperation();
         const string op = "LinearForward";
         Checks.Owned(op, nameof(w), w, this);
         if (w.Shape.Rank != 2)
@@ -271,6 +302,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>y (N, C, …) += b (C): the bias broadcast over the batch and every position after axis 1.</summary>
     public void BiasAdd(DeviceTensor<float> y, DeviceTensor<float> b)
     {
+        using var operation = EnterOperation();
         const string op = "BiasAdd";
         Checks.Owned(op, nameof(y), y, this);
         RequireRank(op, nameof(y), y.Shape, 2);
@@ -281,6 +313,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>db (C) = Σ dy (N, C, …) over the batch and every position after axis 1.</summary>
     public void BiasGradient(DeviceTensor<float> dy, DeviceTensor<float> db)
     {
+        using var operation = EnterOperation();
         const string op = "BiasGradient";
         Checks.Owned(op, nameof(dy), dy, this);
         RequireRank(op, nameof(dy), dy.Shape, 2);
@@ -292,6 +325,7 @@ public abstract partial class Backend : IDisposable
     public void ActivationForward<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y)
         where TF : struct, IActivationFunction
     {
+        using var operation = EnterOperation();
         const string op = "ActivationForward";
         Checks.Owned(op, nameof(x), x, this);
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
@@ -303,6 +337,7 @@ public abstract partial class Backend : IDisposable
         DeviceTensor<float> dx)
         where TF : struct, IActivationFunction
     {
+        using var operation = EnterOperation();
         const string op = "ActivationBackward";
         Checks.Owned(op, nameof(x), x, this);
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
@@ -318,6 +353,7 @@ public abstract partial class Backend : IDisposable
     public void ActivationBackwardFromOutput<TF>(TF f, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx)
         where TF : struct, IDerivativeFromOutput
     {
+        using var operation = EnterOperation();
         const string op = "ActivationBackwardFromOutput";
         if (!f.DerivableFromOutput)
         {
@@ -338,6 +374,7 @@ public abstract partial class Backend : IDisposable
     public void SoftmaxCrossEntropy(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits,
         DeviceTensor<float> loss, float labelSmoothing = 0f)
     {
+        using var operation = EnterOperation();
         const string op = "SoftmaxCrossEntropy";
         if (!(labelSmoothing >= 0f && labelSmoothing <= 1f))
         {
@@ -362,6 +399,7 @@ public abstract partial class Backend : IDisposable
     public void GatherRows<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset, DeviceTensor<T> destination)
         where T : unmanaged
     {
+        using var operation = EnterOperation();
         const string op = "GatherRows";
         Checks.Owned(op, nameof(source), source, this);
         Checks.Owned(op, nameof(indices), indices, this);
@@ -384,6 +422,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>predictions[offset + n] = arg-max over classes of logits (N, classes) (the first, on ties).</summary>
     public void Argmax(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset)
     {
+        using var operation = EnterOperation();
         const string op = "Argmax";
         Checks.Owned(op, nameof(logits), logits, this);
         Checks.Owned(op, nameof(predictions), predictions, this);
@@ -404,6 +443,7 @@ public abstract partial class Backend : IDisposable
     public void AccumulateMetrics(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss,
         DeviceTensor<float> metrics, MetricSlots slots, int batchIndex)
     {
+        using var operation = EnterOperation();
         const string op = "AccumulateMetrics";
         Checks.Owned(op, nameof(logits), logits, this);
         RequireMatrix(op, logits);
@@ -427,6 +467,7 @@ public abstract partial class Backend : IDisposable
     public void SgdUpdate(SgdOptions options, bool firstStep, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> velocity, float? learningRate = null)
     {
+        using var operation = EnterOperation();
         const string op = "SgdUpdate";
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -446,6 +487,7 @@ public abstract partial class Backend : IDisposable
     public void AdamUpdate(AdamOptions options, int step, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment, float? learningRate = null)
     {
+        using var operation = EnterOperation();
         const string op = "AdamUpdate";
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -467,6 +509,7 @@ public abstract partial class Backend : IDisposable
     protected abstract void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination) where T : unmanaged;
     protected abstract void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination) where T : unmanaged;
     protected abstract void FillCore(DeviceTensor<float> tensor, float value);
+    protected abstract void SynchronizeCore();
     protected abstract void Conv2dForwardCore<TF>(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> w, DeviceTensor<float>? b, DeviceTensor<float> y, TF activation) where TF : struct, IActivationFunction;
     protected abstract void Conv2dBackwardDataCore(Conv2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> w, DeviceTensor<float> dx);
     protected abstract void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy, DeviceTensor<float> dw, DeviceTensor<float>? db);
@@ -507,6 +550,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>Releases the device and everything allocated on it.</summary>
     public void Dispose()
     {
+        using var operation = EnterOperation();
         if (!_disposed)
         {
             _disposed = true;

@@ -89,7 +89,11 @@ public sealed unsafe partial class CpuBackend : HostBackend
     /// Measures the team's peak single-precision FMA throughput at <see cref="Width"/> in GFLOP/s (about a quarter
     /// of a second): the ceiling that benchmark rows are reported against. Not cached: clocks and neighbours change.
     /// </summary>
-    public double MeasurePeakGflops() => new FmaPeak(_workers, Width).MeasureGflops();
+    public double MeasurePeakGflops()
+    {
+        using var operation = EnterOperation(); // the worker team is the backend's
+        return new FmaPeak(_workers, Width).MeasureGflops();
+    }
 
     /// <inheritdoc/>
     public override string Name => "cpu";

@@ -7,7 +7,7 @@ namespace GpuCnn.Ilgpu;
 /// <summary>
 /// The backend that runs the kernels of GpuCnn.Kernels on one ILGPU accelerator (CUDA, OpenCL or ILGPU's CPU
 /// accelerator). Kernels are compiled once per accelerator, on first use, and kept. Every launch goes to the
-/// accelerator's default stream, so operations run in issue order; only downloads and <see cref="Synchronize"/> wait.
+/// accelerator's default stream, so operations run in issue order; only downloads and <see cref="Backend.Synchronize"/> wait.
 /// Create instances through <see cref="IlgpuDevices"/>.
 /// </summary>
 public sealed partial class IlgpuBackend : Backend
@@ -129,6 +129,7 @@ public sealed partial class IlgpuBackend : Backend
     public IReadOnlyList<LaunchRecord> PlanLaunches(DeviceProfile profile, Action body)
     {
         ArgumentNullException.ThrowIfNull(body);
+        using var operation = EnterOperation(); // no other thread's launch may run, or be recorded, while planning
         var saved = _profile;
         var records = new List<LaunchRecord>();
         (_profile, _launch.Recorder, _launch.DryRun) = (profile, records, true);
@@ -176,7 +177,7 @@ public sealed partial class IlgpuBackend : Backend
     public long LaunchCount => _guard.Count;
 
     /// <inheritdoc/>
-    public override void Synchronize() => Guard("synchronize", _accelerator.Synchronize);
+    protected override void SynchronizeCore() => Guard("synchronize", _accelerator.Synchronize);
 
     /// <summary>Whether this is a real accelerator (not ILGPU's CPU emulation), where device events time work.</summary>
     public bool IsGpu => _accelerator.AcceleratorType != AcceleratorType.CPU;
@@ -189,6 +190,7 @@ public sealed partial class IlgpuBackend : Backend
     public double DeviceMilliseconds(Action body)
     {
         ArgumentNullException.ThrowIfNull(body);
+        using var operation = EnterOperation(); // the events must bracket this body's work alone
         ProfilingMarker? start = null, end = null;
         try
         {

@@ -5,6 +5,13 @@ namespace GpuCnn.Models;
 /// nn.Sequential with Lazy modules. State-dict names are PyTorch's: "{layer index}.weight" / "{layer index}.bias",
 /// counting every layer of the spec, with containers nesting theirs ("3.body.0.weight").
 /// </summary>
+/// <remarks>
+/// A model serves one thread at a time: its layers keep activations and gradients in buffers of their own, reused
+/// by the next batch. <see cref="Forward"/>, <see cref="Backward"/>, <see cref="Predict"/>, <see cref="StateDict"/>
+/// and <see cref="LoadStateDict"/> called while another thread is inside one of them throw
+/// <see cref="InvalidOperationException"/> instead of mixing two batches. Threads may share a backend, each with a
+/// model of its own (the backend runs their operations in turn).
+/// </remarks>
 public sealed class Sequential : IDisposable
 {
     private readonly Dictionary<int, DeviceTensor<float>> _inputs = [];
@@ -14,6 +21,7 @@ public sealed class Sequential : IDisposable
     private bool _randomKeyFresh;
     private ChannelNormalization? _normalization;
     private DeviceTensor<float>? _mean, _std;
+    private int _user; // the managed thread id of the thread inside a guarded method; 0: none
 
     /// <summary>Builds the layers for per-sample inputs of <paramref name="inputShape"/> (e.g. (1,28,28)), seeded.</summary>
     public Sequential(IEnumerable<Layer> layers, Shape inputShape, Backend backend, int seed = 0)
@@ -134,6 +142,7 @@ public sealed class Sequential : IDisposable
     public DeviceTensor<float> Forward(DeviceTensor<float> x)
     {
         ArgumentNullException.ThrowIfNull(x);
+        using var use = Use("Sequential.Forward");
         bool fits = x.Shape.Rank == InputShape.Rank + 1;
         for (int i = 0; fits && i < InputShape.Rank; i++)
         {
@@ -178,13 +187,18 @@ public sealed class Sequential : IDisposable
     internal bool IsTimed => _chain.IsTimed;
 
     /// <summary>Back-propagates dlogits through every layer, leaving each parameter's gradient.</summary>
-    public void Backward(DeviceTensor<float> dlogits) => _chain.Backward(dlogits, needInputGradient: false);
+    public void Backward(DeviceTensor<float> dlogits)
+    {
+        using var use = Use("Sequential.Backward");
+        _chain.Backward(dlogits, needInputGradient: false);
+    }
 
     /// <summary>Logits (N, classes) for host images (N, C, H, W), computed in batches on the device.</summary>
     public Tensor Predict(Tensor images, int batchSize = 256)
     {
         ArgumentNullException.ThrowIfNull(images);
         Checks.Positive("Predict", nameof(batchSize), batchSize);
+        using var use = Use("Sequential.Predict");
         int count = images.Shape[0], sample = InputShape.Size;
         if (images.Shape.SizeFrom(1) != sample || images.Shape.Rank != InputShape.Rank + 1)
         {
@@ -234,6 +248,7 @@ public sealed class Sequential : IDisposable
     /// <summary>Copies the parameters, buffers and counters (as scalars) to host tensors keyed by state-dict name.</summary>
     public Dictionary<string, Tensor> StateDict()
     {
+        using var use = Use("Sequential.StateDict");
         var state = State().ToDictionary(p => p.Key, p => Backend.Download(p.Tensor));
         foreach (var (key, counter) in NamedCounters())
         {
@@ -257,6 +272,7 @@ public sealed class Sequential : IDisposable
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
     {
         ArgumentNullException.ThrowIfNull(state);
+        using var use = Use("Sequential.LoadStateDict");
         var named = State().ToList();
         var counters = NamedCounters().ToList();
         var expected = named.Select(n => (n.Key, n.Tensor.Shape)).Concat(counters.Select(c => (c.Key, Scalar))).ToList();
@@ -296,6 +312,36 @@ public sealed class Sequential : IDisposable
         foreach (var (key, counter) in counters)
         {
             counter.Value = (long)state[key].Data[0];
+        }
+    }
+
+    /// <summary>
+    /// Marks the model in use by this thread until the result is disposed; re-entrant on the same thread (Predict
+    /// runs Forward; a trainer holds the model for its whole run). Another thread inside a guarded method is an error
+    /// naming <paramref name="method"/>.
+    /// </summary>
+    internal ModelUse Use(string method)
+    {
+        int thread = Environment.CurrentManagedThreadId;
+        int user = Interlocked.CompareExchange(ref _user, thread, 0);
+        if (user != 0 && user != thread)
+        {
+            throw new InvalidOperationException(
+                $"{method}: the model is in use by another thread; a model serves one thread at a time (its layers keep " +
+                "each batch's activations and gradients), so give each thread its own model — models may share one backend.");
+        }
+
+        return new ModelUse(this, entered: user == 0);
+    }
+
+    internal readonly struct ModelUse(Sequential model, bool entered) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (entered)
+            {
+                Volatile.Write(ref model._user, 0);
+            }
         }
     }
 

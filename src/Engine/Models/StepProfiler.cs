@@ -59,6 +59,7 @@ public static class StepProfiler
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(images);
         ArgumentNullException.ThrowIfNull(labels);
+        using var use = model.Use("StepProfiler.Run");
         CheckSteps(steps, warmupSteps);
 
         int batch = images.Shape.Rank > 0 ? images.Shape[0] : 0;
@@ -122,6 +123,7 @@ public static class StepProfiler
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(images);
+        using var use = model.Use("StepProfiler.RunInference");
         CheckSteps(steps, warmupSteps);
 
         var backend = model.Backend;

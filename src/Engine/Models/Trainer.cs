@@ -44,6 +44,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(train);
+        using var use = Model.Use("Trainer.Fit");
         Options.Validate();
         CheckData(Model, train, "training data");
         if (test is not null)
@@ -154,6 +155,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(dataset);
         Checks.Positive("Evaluate", nameof(batchSize), batchSize);
+        using var use = model.Use("Trainer.Evaluate");
         CheckData(model, dataset, "evaluation data");
         using var data = new DeviceDataset(model.Backend, dataset);
         using var metrics = new RunningMetrics(model.Backend);

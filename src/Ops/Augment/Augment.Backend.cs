@@ -12,6 +12,7 @@ public abstract partial class Backend
     /// </summary>
     public void RandomCropFlip(DeviceTensor<float> x, DeviceTensor<float> y, int padding, bool flip, uint key)
     {
+        using var operation = EnterOperation();
         const string op = "RandomCropFlip";
         Checks.Owned(op, nameof(x), x, this);
         if (x.Shape.Rank != 4)
@@ -36,6 +37,7 @@ public abstract partial class Backend
     /// <summary>y = (x − mean[c]) / std[c] over x (N, C, …) per channel c, as torchvision's Normalize; y may be x.</summary>
     public void NormalizeChannels(DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> mean, DeviceTensor<float> std)
     {
+        using var operation = EnterOperation();
         const string op = "NormalizeChannels";
         Checks.Owned(op, nameof(x), x, this);
         if (x.Shape.Rank < 2)

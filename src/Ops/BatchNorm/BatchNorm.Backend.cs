@@ -27,6 +27,7 @@ public abstract partial class Backend
         DeviceTensor<float> mean, DeviceTensor<float> invStd, TF activation)
         where TF : struct, IActivationFunction
     {
+        using var operation = EnterOperation();
         const string op = "BatchNormForward";
         if (!(momentum > 0f && momentum <= 1f))
         {
@@ -59,6 +60,7 @@ public abstract partial class Backend
         DeviceTensor<float> mean, DeviceTensor<float> invStd, DeviceTensor<float>? dx, DeviceTensor<float> dweight,
         DeviceTensor<float> dbias)
     {
+        using var operation = EnterOperation();
         const string op = "BatchNormBackward";
         var shape = BatchNormShapeOf(op, x, training); // the backward needs neither momentum nor epsilon: invStd holds ε
         CheckBatchNormBackward(op, shape, x, dy, weight, mean, invStd, dx, dweight, dbias);
@@ -76,6 +78,7 @@ public abstract partial class Backend
         DeviceTensor<float> dweight, DeviceTensor<float> dbias, TF activation)
         where TF : struct, IDerivativeFromOutput
     {
+        using var operation = EnterOperation();
         const string op = "BatchNormBackward";
         if (!activation.DerivableFromOutput)
         {

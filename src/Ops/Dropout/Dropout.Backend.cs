@@ -10,6 +10,7 @@ public abstract partial class Backend
     /// </summary>
     public void Dropout(DeviceTensor<float> x, DeviceTensor<float> y, float p, uint key)
     {
+        using var operation = EnterOperation();
         const string op = "Dropout";
         if (!(p >= 0f && p < 1f))
         {

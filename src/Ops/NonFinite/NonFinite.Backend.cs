@@ -9,6 +9,7 @@ public abstract partial class Backend
     /// </summary>
     public void FlagNonFinite(DeviceTensor<float> x, DeviceTensor<float> flags, int slot)
     {
+        using var operation = EnterOperation();
         const string op = "FlagNonFinite";
         Checks.Owned(op, nameof(x), x, this);
         Checks.Owned(op, nameof(flags), flags, this);

@@ -14,6 +14,7 @@ public abstract partial class Backend
     public void Add<TF>(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y, TF activation)
         where TF : struct, IActivationFunction
     {
+        using var operation = EnterOperation();
         const string op = "Add";
         Checks.Owned(op, nameof(a), a, this);
         Checks.Tensor(op, nameof(b), b, this, a.Shape);
