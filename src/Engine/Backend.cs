@@ -133,7 +133,29 @@ public abstract partial class Backend : IDisposable
     /// worker team and a GPU's stream are the backend's, not the caller's. Re-entrant: an operation may call another.
     /// A backend's own public operations beyond these (a benchmark's timing, say) take it too.
     /// </summary>
-    protected Lock.Scope EnterOperation() => _operations.EnterScope();
+    protected Lock.Scope EnterOperation()
+    {
+        var scope = _operations.EnterScope();
+        try
+        {
+            OnOperationEntered();
+        }
+        catch
+        {
+            scope.Dispose();
+            throw;
+        }
+
+        return scope;
+    }
+
+    /// <summary>
+    /// Called on the calling thread each time it enters an operation, inside the lock: where a device API keeps
+    /// per-thread state (CUDA's current context), the backend makes it this thread's here.
+    /// </summary>
+    protected virtual void OnOperationEntered()
+    {
+    }
 
     private readonly Lock _operations = new();
 

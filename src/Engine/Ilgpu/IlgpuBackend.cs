@@ -233,7 +233,49 @@ public sealed partial class IlgpuBackend : Backend
         return tensor;
     }
 
-    internal void OnReleased(long bytes) => Interlocked.Add(ref _tensorBytes, -bytes);
+    /// <summary>
+    /// Frees a tensor's buffer, as an operation: the thread freeing it may not be the one that allocated it (a CUDA
+    /// free needs the context current on the calling thread).
+    /// </summary>
+    internal void Free(MemoryBuffer buffer)
+    {
+        using var operation = EnterOperation();
+        Interlocked.Add(ref _tensorBytes, -buffer.LengthInBytes);
+        if (_accelerator.IsDisposed)
+        {
+            return; // a disposed accelerator has freed its buffers with it
+        }
+
+        try
+        {
+            buffer.Dispose();
+        }
+        catch (Exception) when (Faulted)
+        {
+            // A faulted CUDA context refuses to free memory; the driver reclaims it with the context.
+        }
+    }
+
+    /// <summary>
+    /// CUDA's current context is per thread and ILGPU makes it current only on the thread that created the
+    /// accelerator: every other thread binds it as it enters an operation (a thread-static check once bound).
+    /// </summary>
+    protected override void OnOperationEntered()
+    {
+        if (_accelerator.IsDisposed)
+        {
+            return;
+        }
+
+        try
+        {
+            _accelerator.Bind(); // no delegate: this runs on every operation, and operations allocate nothing
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw _guard.Fail("binding the device to this thread", e);
+        }
+    }
 
     /// <inheritdoc/>
     protected override void UploadCore<T>(ReadOnlySpan<T> source, DeviceTensor<T> destination)

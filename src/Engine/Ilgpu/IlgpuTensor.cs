@@ -21,17 +21,5 @@ internal sealed class IlgpuTensor<T> : DeviceTensor<T>
 
     protected override DeviceTensor<T> CreateView(Shape shape) => new IlgpuTensor<T>((IlgpuBackend)Backend, shape, _buffer, this);
 
-    protected override void Release()
-    {
-        var backend = (IlgpuBackend)Backend;
-        backend.OnReleased(Bytes);
-        try
-        {
-            _buffer.Dispose();
-        }
-        catch (Exception) when (backend.Faulted)
-        {
-            // A faulted CUDA context refuses to free memory; the driver reclaims it with the context.
-        }
-    }
+    protected override void Release() => ((IlgpuBackend)Backend).Free(_buffer);
 }
