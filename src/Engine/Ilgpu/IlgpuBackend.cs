@@ -234,8 +234,8 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <summary>
-    /// Frees a tensor's buffer, as an operation: the thread freeing it may not be the one that allocated it (a CUDA
-    /// free needs the context current on the calling thread).
+    /// Frees a tensor's buffer, as an operation: the thread freeing it may not be one that ran an operation, and
+    /// ILGPU frees a CUDA buffer without binding its context.
     /// </summary>
     internal void Free(MemoryBuffer buffer)
     {
@@ -257,8 +257,9 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <summary>
-    /// CUDA's current context is per thread and ILGPU makes it current only on the thread that created the
-    /// accelerator: every other thread binds it as it enters an operation (a thread-static check once bound).
+    /// CUDA's current context is per thread. ILGPU binds it around most calls from a thread other than the creator's
+    /// (and restores the old binding after), but not around a buffer's free: the thread entering an operation makes
+    /// it current for good (a thread-static check once bound, and ILGPU's scoped bindings then change nothing).
     /// </summary>
     protected override void OnOperationEntered()
     {
