@@ -120,6 +120,10 @@ public static partial class OperationCases
         yield return BatchNorm([random.Next(1, 5), random.Next(1, 9), random.Next(1, 7), random.Next(2, 7)], random.Next(), "relu");
         yield return BatchNorm([random.Next(2, 40), random.Next(1, 20)], random.Next(), "sigmoid");
         yield return Add(3 * 101, random.Next(), "relu");
+
+        // Gradient clipping: one long tensor (split into chunks on GPUs), short ones; clipped, then left alone.
+        yield return ClipGradNorm([40_000, 37, 1, 500], 1.5f, random.Next());
+        yield return ClipGradNorm([300, 7], 1e6f, random.Next());
     }
 
     /// <summary>

@@ -1,0 +1,52 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace GpuCnn.Kernels;
+
+/// <summary>The ILGPU kernels of clip_grad_norm_ (compiled into GpuCnn.Kernels; see src/Ops/README.md).</summary>
+internal static class GradNormKernels
+{
+    /// <summary>
+    /// partial[chunk] = Σ x[i]² over the chunk's <paramref name="chunkSize"/> elements: one group per chunk, each thread
+    /// a strided share (consecutive threads read consecutive elements), then a fixed tree over the group
+    /// (<see cref="ReductionKernels.GroupSum"/>). A second pass adds the chunks (<see cref="ReductionKernels.SumChunks"/>).
+    /// </summary>
+    public static void SquaredNormChunks(ArrayView<float> x, ArrayView<float> partial, int length, int chunkSize)
+    {
+        int chunk = Grid.IdxX;
+        long begin = (long)chunk * chunkSize, end = Math.Min(begin + chunkSize, length);
+        float sum = 0f;
+        for (long i = begin + Group.IdxX; i < end; i += Group.DimX)
+        {
+            float v = x[i];
+            sum += v * v;
+        }
+
+        sum = ReductionKernels.GroupSum(sum);
+        if (Group.IdxX == 0)
+        {
+            partial[chunk] = sum;
+        }
+    }
+
+    /// <summary>
+    /// One thread: total = √(Σ sums) in slot order, coefficient[0] = min(1, maxNorm / (total + 1e-6)) written as a
+    /// comparison so that a NaN total stays NaN (a GPU's min would return the 1), coefficient[1] = total.
+    /// </summary>
+    public static void ClipCoefficient(Index1D index, ArrayView<float> sums, ArrayView<float> coefficient, int count, float maxNorm)
+    {
+        float squares = 0f;
+        for (int i = 0; i < count; i++)
+        {
+            squares += sums[i];
+        }
+
+        float total = XMath.Sqrt(squares);
+        float clip = maxNorm / (total + 1e-6f);
+        coefficient[0] = clip > 1f ? 1f : clip;
+        coefficient[1] = total;
+    }
+
+    /// <summary>x[i] *= coefficient[0].</summary>
+    public static void ScaleBy(Index1D index, ArrayView<float> x, ArrayView<float> coefficient) => x[index] *= coefficient[0];
+}

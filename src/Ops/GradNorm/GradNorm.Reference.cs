@@ -1,0 +1,63 @@
+using System.Numerics;
+
+namespace GpuCnn.Cpu;
+
+/// <summary>The naive clip_grad_norm_ (compiled into GpuCnn.Engine.Cpu).</summary>
+internal static partial class ReferenceMath
+{
+    /// <summary>Σ x², in index order.</summary>
+    public static T SquaredNorm<T>(ReadOnlySpan<T> x)
+        where T : IFloatingPointIeee754<T>
+    {
+        T sum = T.Zero;
+        foreach (var v in x)
+        {
+            sum += v * v;
+        }
+
+        return sum;
+    }
+
+    /// <summary>
+    /// (min(1, maxNorm / (total + 1e-6)), total), total = √(Σ sums) in slot order: PyTorch's clip_grad_norm_, whose
+    /// clamp keeps a NaN.
+    /// </summary>
+    public static (T Coefficient, T Total) ClipCoefficient<T>(ReadOnlySpan<T> sums, T maxNorm)
+        where T : IFloatingPointIeee754<T>
+    {
+        T squares = T.Zero;
+        foreach (var s in sums)
+        {
+            squares += s;
+        }
+
+        T total = T.Sqrt(squares);
+        T clip = maxNorm / (total + T.CreateTruncating(1e-6));
+        return (clip > T.One ? T.One : clip, total);
+    }
+}
+
+/// <summary>clip_grad_norm_ on the host backends (the fast CPU backend vectorises the norm and the scaling).</summary>
+public abstract partial class HostBackend
+{
+    /// <inheritdoc/>
+    protected override void SquaredNormCore(DeviceTensor<float> x, DeviceTensor<float> sums, int slot) =>
+        Data(sums)[slot] = ReferenceMath.SquaredNorm<float>(Data(x).AsSpan(0, x.Length));
+
+    /// <inheritdoc/>
+    protected override void ClipCoefficientCore(DeviceTensor<float> sums, float maxNorm, DeviceTensor<float> coefficient)
+    {
+        var (clip, total) = ReferenceMath.ClipCoefficient<float>(Data(sums).AsSpan(0, sums.Length), maxNorm);
+        (Data(coefficient)[0], Data(coefficient)[1]) = (clip, total);
+    }
+
+    /// <inheritdoc/>
+    protected override void ScaleByCore(DeviceTensor<float> x, DeviceTensor<float> coefficient)
+    {
+        float scale = Data(coefficient)[0];
+        foreach (ref float v in Data(x).AsSpan(0, x.Length))
+        {
+            v *= scale;
+        }
+    }
+}
