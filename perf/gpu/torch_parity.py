@@ -59,8 +59,9 @@ def main():
                 "--weight-decay", repr(case["weight_decay"]), "--device", a.device, "--out", out]
         if case["optimizer"] == "sgd":
             args += ["--momentum", repr(case["momentum"])]
-        # Several full-batch steps (one per epoch) under a schedule with warm-up, and label smoothing, where the case has them.
-        for key in ("schedule", "step_size", "gamma", "warmup", "label_smoothing"):
+        # Several full-batch steps (one per epoch) under a schedule with warm-up, label smoothing and gradient clipping,
+        # where the case has them.
+        for key in ("schedule", "step_size", "gamma", "warmup", "label_smoothing", "clip_grad_norm"):
             if key in case:
                 args += ["--" + key.replace("_", "-"), str(case[key])]
         run = subprocess.run(args, capture_output=True, text=True)

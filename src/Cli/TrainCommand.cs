@@ -33,6 +33,7 @@ internal static class TrainCommand
         var augment = new Option<string?>("--augment") { Description = "Augment training batches on the device: crop=PAD (random crop after zero padding), flip (horizontal), or both: crop=2,flip." };
         var normalize = new Option<string?>("--normalize") { Description = "Normalise inputs per channel, (x - MEAN) / STD, in training, testing and in the saved model: MEAN,STD or C means then C stds." };
         var labelSmoothing = new Option<float>("--label-smoothing") { Description = "PyTorch's cross_entropy label_smoothing for the training loss, in [0, 1].", DefaultValueFactory = _ => 0f };
+        var clipGradNorm = new Option<float?>("--clip-grad-norm") { Description = "Scale each step's gradients to a total L2 norm of at most this (PyTorch's clip_grad_norm_)." };
         var batchSize = CommonOptions.BatchSize(64);
         var lr = new Option<float?>("--lr") { Description = "Learning rate (default 0.05 for sgd, 0.001 for adam and adamw)." };
         var optimizer = new Option<string>("--optimizer") { Description = "sgd, adam or adamw (decoupled weight decay).", DefaultValueFactory = _ => "sgd" };
@@ -51,7 +52,8 @@ internal static class TrainCommand
         var command = new Command("train", "Train a network (default: LeNet-5 on the bundled MNIST sample).")
         {
             arch, data, images, labels, testImages, testLabels, init, epochs, batchSize, lr, optimizer, momentum, weightDecay,
-            schedule, stepSize, gamma, warmup, labelSmoothing, augment, normalize, seed, device, output, checkpoint, resume, distributed,
+            schedule, stepSize, gamma, warmup, labelSmoothing, clipGradNorm, augment, normalize, seed, device, output, checkpoint, resume,
+            distributed,
         };
         command.SetAction(parse =>
         {
@@ -78,6 +80,9 @@ internal static class TrainCommand
                 Gamma: CommonOptions.NonNegative("--gamma", parse.GetValue(gamma)),
                 Warmup: parse.GetValue(warmup) >= 0 ? parse.GetValue(warmup) : throw new UsageException($"--warmup must be ≥ 0, got {parse.GetValue(warmup)}."),
                 LabelSmoothing: smoothing is >= 0f and <= 1f ? smoothing : throw new UsageException($"--label-smoothing must lie in [0, 1], got {smoothing.ToString(CultureInfo.InvariantCulture)}."),
+                ClipGradNorm: parse.GetValue(clipGradNorm) is { } clip
+                    ? float.IsFinite(clip) && clip > 0f ? clip : throw new UsageException($"--clip-grad-norm must be finite and positive, got {clip.ToString(CultureInfo.InvariantCulture)}.")
+                    : null,
                 Augment: parse.GetValue(augment) is { } augmentText ? Usage(() => Augmentation.Parse(augmentText)) : null,
                 Normalize: parse.GetValue(normalize),
                 Seed: parse.GetValue(seed),
@@ -211,7 +216,7 @@ internal static class TrainCommand
                 DecoupledWeightDecay: settings.Optimizer == "adamw"));
         var trainer = new Trainer(model, optimizer, new TrainingOptions(settings.Epochs, settings.BatchSize, settings.Seed, Schedule: settings.Schedule,
             StepSize: settings.StepSize, Gamma: settings.Gamma, WarmupSteps: settings.Warmup, LabelSmoothing: settings.LabelSmoothing,
-            Augment: settings.Augment), ranks);
+            Augment: settings.Augment, ClipGradNorm: settings.ClipGradNorm), ranks);
 
         var checkpointSettings = CheckpointSettings(settings, train);
         TrainingState? start = null;
@@ -299,6 +304,7 @@ internal static class TrainCommand
             ["gamma"] = s.Schedule == LearningRateSchedule.Step ? s.Gamma.ToString("R", c) : "-",
             ["warmup"] = s.Warmup.ToString(c),
             ["label_smoothing"] = s.LabelSmoothing.ToString("R", c),
+            ["clip_grad_norm"] = s.ClipGradNorm?.ToString("R", c) ?? "-",
             ["augment"] = s.Augment?.ToString() ?? "-",
             ["normalize"] = s.Normalize is null ? "-" : ChannelNormalization.Parse(s.Normalize, train.Images.Shape[1]).ToString(), // canonical: "0.1, 0.2" resumes "0.1,0.2"
             ["train_samples"] = train.Count.ToString(c),
@@ -367,8 +373,8 @@ internal static class TrainCommand
 
 /// <summary>What a training run was asked to do.</summary>
 internal sealed record TrainSettings(string Arch, int Epochs, int BatchSize, string Optimizer, float LearningRate, float Momentum,
-    float WeightDecay, LearningRateSchedule Schedule, int StepSize, float Gamma, int Warmup, float LabelSmoothing, Augmentation? Augment,
-    string? Normalize, int Seed, string Out, string? Init, string? Checkpoint, string? Resume);
+    float WeightDecay, LearningRateSchedule Schedule, int StepSize, float Gamma, int Warmup, float LabelSmoothing, float? ClipGradNorm,
+    Augmentation? Augment, string? Normalize, int Seed, string Out, string? Init, string? Checkpoint, string? Resume);
 
 /// <summary>
 /// Passes progress on to the display, and warns when the mean training loss after the first batches

@@ -33,7 +33,6 @@ public abstract partial class Backend : IDisposable
         where T : unmanaged
     {
         using var operation = EnterOperation();
-        ObjectDisposedException.ThrowIf(_disposed, this);
         if (shape.Rank == 0)
         {
             throw new ArgumentException("Allocate: shape must have at least one dimension.", nameof(shape));
@@ -131,31 +130,23 @@ public abstract partial class Backend : IDisposable
     /// Enters the backend's operation lock until the scope is disposed. Every public operation takes it first, so
     /// threads sharing a backend take turns operation by operation: an operation's scratch buffers, the CPU backend's
     /// worker team and a GPU's stream are the backend's, not the caller's. Re-entrant: an operation may call another.
-    /// A backend's own public operations beyond these (a benchmark's timing, say) take it too.
+    /// A backend's own public operations beyond these (a benchmark's timing, say) take it too. A disposed backend
+    /// throws <see cref="ObjectDisposedException"/> here (another thread may have disposed it between two operations).
     /// </summary>
     protected Lock.Scope EnterOperation()
     {
         var scope = _operations.EnterScope();
-        try
-        {
-            OnOperationEntered();
-        }
-        catch
+        if (_disposed)
         {
             scope.Dispose();
-            throw;
+            throw new ObjectDisposedException(GetType().Name, $"{Name}: the backend has been disposed; nothing can run on it.");
         }
 
         return scope;
     }
 
-    /// <summary>
-    /// Called on the calling thread each time it enters an operation, inside the lock: where a device API keeps
-    /// per-thread state (CUDA's current context), the backend makes it this thread's here.
-    /// </summary>
-    protected virtual void OnOperationEntered()
-    {
-    }
+    /// <summary>The operation lock without the disposed check: for freeing a tensor, which may outlive its backend.</summary>
+    private protected Lock.Scope EnterRelease() => _operations.EnterScope();
 
     private readonly Lock _operations = new();
 
@@ -572,7 +563,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>Releases the device and everything allocated on it.</summary>
     public void Dispose()
     {
-        using var operation = EnterOperation();
+        using var operation = EnterRelease();
         if (!_disposed)
         {
             _disposed = true;

@@ -146,7 +146,7 @@ public sealed class ReliabilityTests
         using var temp = Fixtures.TempFolder();
         var data = TrainingTests.QuadrantData(16, seed: 1);
         var settings = new Cli.TrainSettings(Spec, Epochs: 1, BatchSize: 8, "sgd", 0.05f, 0.9f, 0f, LearningRateSchedule.Constant,
-            StepSize: 1, Gamma: 0.1f, Warmup: 0, LabelSmoothing: 0f, Augment: null, Normalize: null,
+            StepSize: 1, Gamma: 0.1f, Warmup: 0, LabelSmoothing: 0f, ClipGradNorm: null, Augment: null, Normalize: null,
             Seed: 1, Out: temp.File("m.safetensors"), Init: null, Checkpoint: null, Resume: null);
         var output = new StringWriter();
         var error = new StringWriter();

@@ -22,12 +22,45 @@ public abstract class SharedBackendTests(BackendFixture fixture)
         var backend = fixture.Require();
         var alone = Enumerable.Range(0, Threads).Select(t => Run(backend, seed: t + 1)).ToArray();
 
-        var shared = new float[Threads][];
-        using var start = new Barrier(Threads);
-        var threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        var shared = OnThreads(Threads, t => Run(backend, seed: t + 1));
+        for (int t = 0; t < Threads; t++)
         {
-            start.SignalAndWait();
-            shared[t] = Run(backend, seed: t + 1);
+            TensorAssert.Identical<float>(alone[t], shared[t], $"{fixture.Name}: thread {t}'s weights and predictions");
+        }
+    }
+
+    [Fact]
+    public void Tensors_freed_by_another_thread_give_their_memory_back()
+    {
+        var backend = fixture.Require();
+        long before = backend.BytesAllocated;
+        var models = OnThreads(2, t => Sequential.Create(Spec, [2, 8, 8], backend, seed: t));
+        Assert.True(backend.BytesAllocated > before);
+        foreach (var model in models)
+        {
+            model.Dispose(); // on this thread, not the one that built it
+        }
+
+        Assert.Equal(before, backend.BytesAllocated);
+    }
+
+    /// <summary>Runs <paramref name="work"/> on <paramref name="count"/> threads started together; a thread's exception fails the test here.</summary>
+    private static T[] OnThreads<T>(int count, Func<int, T> work)
+    {
+        var results = new T[count];
+        var failures = new Exception?[count];
+        using var start = new Barrier(count);
+        var threads = Enumerable.Range(0, count).Select(t => new Thread(() =>
+        {
+            try
+            {
+                start.SignalAndWait();
+                results[t] = work(t);
+            }
+            catch (Exception e)
+            {
+                failures[t] = e;
+            }
         })).ToArray();
         foreach (var thread in threads)
         {
@@ -36,13 +69,11 @@ public abstract class SharedBackendTests(BackendFixture fixture)
 
         foreach (var thread in threads)
         {
-            thread.Join();
+            Assert.True(thread.Join(TimeSpan.FromMinutes(5)), "a thread did not finish in 5 minutes");
         }
 
-        for (int t = 0; t < Threads; t++)
-        {
-            TensorAssert.Identical<float>(alone[t], shared[t], $"{fixture.Name}: thread {t}'s weights and predictions");
-        }
+        Assert.All(failures, f => Assert.Null(f));
+        return results;
     }
 
     /// <summary>A few SGD steps of a model seeded by <paramref name="seed"/>, then its weights and its predictions.</summary>
@@ -79,11 +110,26 @@ public sealed class CudaSharedBackend(CudaFixture fixture) : SharedBackendTests(
 public sealed class SharedModelTests
 {
     [Fact]
+    public void A_backend_disposed_by_another_thread_refuses_the_next_operation_by_name()
+    {
+        var backend = new CpuBackend(threads: 2, Simd.Best);
+        using var x = backend.Upload(Tensor.Random([4, 4], seed: 1));
+        using var y = backend.Allocate<float>([4, 4]);
+        var disposer = new Thread(backend.Dispose);
+        disposer.Start();
+        Assert.True(disposer.Join(TimeSpan.FromMinutes(1)));
+
+        var error = Assert.Throws<ObjectDisposedException>(() => backend.Gemm(false, false, 4, 4, 4, 1f, x, x, 0f, y));
+        Assert.Contains("cpu: the backend has been disposed; nothing can run on it.", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_model_in_use_by_another_thread_is_refused_by_name_and_free_again_after()
     {
         using var backend = new ReferenceBackend();
         var gate = new Gate();
         using var model = new Sequential([gate, .. ArchitectureSpec.Parse("flatten,dense(3)")], [1, 4, 4], backend);
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
         using var x = backend.Upload(Tensor.Random([2, 1, 4, 4], seed: 3));
         var images = Tensor.Random([2, 1, 4, 4], seed: 4);
 
@@ -100,6 +146,8 @@ public sealed class SharedModelTests
                 ("Sequential.StateDict", () => model.StateDict()),
                 ("Sequential.LoadStateDict", () => model.LoadStateDict(new Dictionary<string, Tensor>())),
                 ("Trainer.Evaluate", () => Trainer.Evaluate(model, new Dataset(images, [0, 1]))),
+                ("Trainer.Fit", () => new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 2)).Fit(new Dataset(images, [0, 1]))),
+                ("Sequential.Dispose", model.Dispose),
             })
             {
                 var error = Assert.Throws<InvalidOperationException>(call);

@@ -57,9 +57,11 @@ public abstract class TorchParityTests(BackendFixture fixture)
             args.AddRange(["--momentum", info.GetProperty("momentum").GetDouble().ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
         }
 
-        // Several full-batch steps (one per epoch) under a schedule with warm-up, and label smoothing, where the case has them.
+        // Several full-batch steps (one per epoch) under a schedule with warm-up, label smoothing and gradient clipping,
+        // where the case has them.
         foreach (var (key, option) in (ReadOnlySpan<(string, string)>)[("schedule", "--schedule"), ("step_size", "--step-size"),
-            ("gamma", "--gamma"), ("warmup", "--warmup"), ("label_smoothing", "--label-smoothing")])
+            ("gamma", "--gamma"), ("warmup", "--warmup"), ("label_smoothing", "--label-smoothing"),
+            ("clip_grad_norm", "--clip-grad-norm")])
         {
             if (info.TryGetProperty(key, out var value))
             {

@@ -78,7 +78,8 @@ public static class CheckpointFile
 
         foreach (var (key, value) in settings.Append(new("arch", model.Spec)))
         {
-            string saved = meta.GetValueOrDefault(key) ?? "(none)";
+            // A setting added after the checkpoint was written ("clip_grad_norm") was off then, as "-" says.
+            string saved = meta.GetValueOrDefault(key) ?? (value == "-" ? "-" : "(none)");
             if (saved != value)
             {
                 throw new ArgumentException($"checkpoint '{path}' was written with {key} {saved}, this run has {value}; resume with the same settings.");

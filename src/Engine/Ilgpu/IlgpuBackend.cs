@@ -125,6 +125,8 @@ public sealed partial class IlgpuBackend : Backend
     /// Records every launch that <paramref name="body"/> would make on a device of <paramref name="profile"/> — grid,
     /// group, shared memory, longest serial loop per thread — without running a kernel (the launch report of
     /// `gpucnn bench --launches`). The outputs of the body are left unwritten.
+    /// <paramref name="body"/> runs holding the backend's operation lock: it must not wait for another thread that
+    /// uses this backend.
     /// </summary>
     public IReadOnlyList<LaunchRecord> PlanLaunches(DeviceProfile profile, Action body)
     {
@@ -186,6 +188,8 @@ public sealed partial class IlgpuBackend : Backend
     /// Milliseconds the device spent from before to after the work <paramref name="body"/> issues, measured with
     /// device events on the stream (as CUDA events time PyTorch), so host-side launch cost before the first kernel
     /// is left out but gaps between kernels count. Synchronises.
+    /// <paramref name="body"/> runs holding the backend's operation lock (the events bracket its work alone): it must
+    /// not wait for another thread that uses this backend.
     /// </summary>
     public double DeviceMilliseconds(Action body)
     {
@@ -234,16 +238,17 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <summary>
-    /// Frees a tensor's buffer, as an operation: the thread freeing it may not be one that ran an operation, and
-    /// ILGPU frees a CUDA buffer without binding its context.
+    /// Frees a tensor's buffer under the operation lock (no other thread's operation is between its launches then;
+    /// ILGPU binds the context for the free itself), also after the backend was disposed, when the accelerator has
+    /// freed its buffers already.
     /// </summary>
     internal void Free(MemoryBuffer buffer)
     {
-        using var operation = EnterOperation();
+        using var operation = EnterRelease();
         Interlocked.Add(ref _tensorBytes, -buffer.LengthInBytes);
         if (_accelerator.IsDisposed)
         {
-            return; // a disposed accelerator has freed its buffers with it
+            return;
         }
 
         try
@@ -253,28 +258,6 @@ public sealed partial class IlgpuBackend : Backend
         catch (Exception) when (Faulted)
         {
             // A faulted CUDA context refuses to free memory; the driver reclaims it with the context.
-        }
-    }
-
-    /// <summary>
-    /// CUDA's current context is per thread. ILGPU binds it around most calls from a thread other than the creator's
-    /// (and restores the old binding after), but not around a buffer's free: the thread entering an operation makes
-    /// it current for good (a thread-static check once bound, and ILGPU's scoped bindings then change nothing).
-    /// </summary>
-    protected override void OnOperationEntered()
-    {
-        if (_accelerator.IsDisposed)
-        {
-            return;
-        }
-
-        try
-        {
-            _accelerator.Bind(); // no delegate: this runs on every operation, and operations allocate nothing
-        }
-        catch (Exception e) when (DeviceGuard.IsDriverError(e))
-        {
-            throw _guard.Fail("binding the device to this thread", e);
         }
     }
 

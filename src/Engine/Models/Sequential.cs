@@ -7,10 +7,13 @@ namespace GpuCnn.Models;
 /// </summary>
 /// <remarks>
 /// A model serves one thread at a time: its layers keep activations and gradients in buffers of their own, reused
-/// by the next batch. <see cref="Forward"/>, <see cref="Backward"/>, <see cref="Predict"/>, <see cref="StateDict"/>
-/// and <see cref="LoadStateDict"/> called while another thread is inside one of them throw
-/// <see cref="InvalidOperationException"/> instead of mixing two batches. Threads may share a backend, each with a
-/// model of its own (the backend runs their operations in turn).
+/// by the next batch. <see cref="Forward"/>, <see cref="Backward"/>, <see cref="Predict"/>, <see cref="StateDict"/>,
+/// <see cref="LoadStateDict"/>, <see cref="Normalization"/>'s setter and <see cref="Dispose"/> called while another
+/// thread is inside one of them (or inside a trainer's Fit or Evaluate, or a profile, which hold the model for their
+/// whole run) throw <see cref="InvalidOperationException"/> instead of mixing two batches. A trainer's callbacks run
+/// on its thread and may use the model; a handler that runs elsewhere (a <see cref="Progress{T}"/>'s, on the thread
+/// pool) must not. Threads may share a backend, each with a model of its own (the backend runs their operations in
+/// turn).
 /// </remarks>
 public sealed class Sequential : IDisposable
 {
@@ -90,6 +93,7 @@ public sealed class Sequential : IDisposable
                 throw new ArgumentException($"normalize: {value.Channels} channel(s) given, the model's input {InputShape} has {(InputShape.Rank < 1 ? 0 : InputShape[0])}.");
             }
 
+            using var use = Use("Sequential.Normalization");
             _mean?.Dispose();
             _std?.Dispose();
             (_mean, _std) = value is null ? (null, null) : (Backend.Upload<float>([value.Channels], [.. value.Mean]), Backend.Upload<float>([value.Channels], [.. value.Std]));
@@ -352,6 +356,7 @@ public sealed class Sequential : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        using var use = Use("Sequential.Dispose");
         _chain.Release();
         foreach (var input in _inputs.Values.Concat(_normalized.Values))
         {

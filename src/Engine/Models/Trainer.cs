@@ -77,6 +77,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var metrics = new RunningMetrics(backend);
         using var loss = backend.Allocate<float>([1]);
         using var batches = new BatchBuffers(backend, Model);
+        using var clipper = Options.ClipGradNorm is { } maxNorm ? new GradientClipper(backend, Optimizer.Parameters, maxNorm) : null;
         float baseRate = Optimizer.LearningRate;
         Optimizer.RestoreStepCount(state.OptimizerSteps);
         var ranked = ranks > 1 ? new RankSync(Model, Communicator) : null;
@@ -116,6 +117,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
 
                     ranked?.SumGradients(count > 0 ? (float)count / size : 0f);
                     local += count;
+                    clipper?.Clip();
                     Optimizer.Step();
                     double? early = null;
                     if (epoch == 1 && b + 1 == Math.Min(EarlyCheckBatches, batchCount) && progress is not null)

@@ -16,12 +16,14 @@ public enum LearningRateSchedule
 /// <summary>
 /// Trainer settings: epochs, batch size, the shuffling seed, the learning-rate schedule (with <see cref="StepSize"/>
 /// and <see cref="Gamma"/> for <see cref="LearningRateSchedule.Step"/>), a linear warm-up over the first
-/// <see cref="WarmupSteps"/> optimizer steps, PyTorch's label smoothing for the training loss, and augmentation of
-/// the training batches on the device.
+/// <see cref="WarmupSteps"/> optimizer steps, PyTorch's label smoothing for the training loss, augmentation of
+/// the training batches on the device, and gradient clipping: with <see cref="ClipGradNorm"/> set, every step's
+/// gradients are scaled to a total L2 norm of at most that before the update (PyTorch's clip_grad_norm_ between
+/// backward and step; with several ranks, of the averaged gradients; <see cref="GradientClipper"/>).
 /// </summary>
 public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int Seed = 0, bool Shuffle = true,
     LearningRateSchedule Schedule = LearningRateSchedule.Constant, int StepSize = 1, float Gamma = 0.1f, int WarmupSteps = 0,
-    float LabelSmoothing = 0f, Augmentation? Augment = null)
+    float LabelSmoothing = 0f, Augmentation? Augment = null, float? ClipGradNorm = null)
 {
     /// <summary>
     /// The learning rate of <paramref name="epoch"/> (1-based) for a base rate, at optimizer step
@@ -59,6 +61,11 @@ public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int See
         if (!(LabelSmoothing >= 0f && LabelSmoothing <= 1f))
         {
             throw new ArgumentOutOfRangeException(nameof(LabelSmoothing), LabelSmoothing, $"Training: label smoothing must lie in [0, 1], got {LabelSmoothing}.");
+        }
+
+        if (ClipGradNorm is { } clip && !(float.IsFinite(clip) && clip > 0f))
+        {
+            throw new ArgumentOutOfRangeException(nameof(ClipGradNorm), clip, $"Training: the gradient norm to clip to must be finite and positive, got {clip}.");
         }
     }
 }

@@ -160,6 +160,10 @@ TRAIN_CASES = {
     "adamw": ("conv(3,3),relu,flatten,dense(4)", [1, 6, 6], 5, dict(optimizer="adamw", lr=0.01, weight_decay=0.1)),
     "grouped_sgd": ("conv(4,3,pad=1,groups=2),relu,conv(4,3,stride=2,dilation=2,groups=4,bias=false),relu,flatten,dense(3)",
                     [2, 9, 9], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
+    # Three full-batch steps with every step's gradients clipped to a total L2 norm below theirs (clip_grad_norm_).
+    "clip_sgd": ("conv(4,3,pad=1),relu,maxpool(2),flatten,dense(6),tanh,dense(4)", [2, 8, 8], 6,
+                 dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01, epochs=3, schedule="constant", warmup=0,
+                      clip_grad_norm=0.2)),
     # Four full-batch steps (one per epoch): StepLR (per epoch) after a linear warm-up (per step), label smoothing.
     "smoothing_schedule": ("conv(4,3,pad=1,bias=false),batchnorm,relu,globalavgpool,flatten,dense(3)", [2, 6, 6], 6,
                            dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, label_smoothing=0.1, epochs=4,
@@ -240,6 +244,9 @@ def main():
             first_loss = loss.item() if first_loss is None else first_loss
             opt.zero_grad()
             loss.backward()
+            if "clip_grad_norm" in hp:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp["clip_grad_norm"])
+                assert norm > hp["clip_grad_norm"], f"{name}: the gradients' norm {norm} is not clipped"
             opt.step()
         loss = torch.tensor(first_loss)
         save_safetensors(f"{name}.after.safetensors", model.state_dict(), {"format": "pt"})

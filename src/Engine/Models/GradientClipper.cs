@@ -1,0 +1,70 @@
+namespace GpuCnn.Models;
+
+/// <summary>
+/// PyTorch's torch.nn.utils.clip_grad_norm_(parameters, max_norm) with the L2 norm: every gradient scaled by
+/// min(1, maxNorm / (‖g‖ + 1e-6)), ‖g‖ the norm of all the gradients together. On the device, without waiting
+/// (<see cref="Backend.SquaredNorm"/>, <see cref="Backend.ClipCoefficient"/>, <see cref="Backend.ScaleBy"/>); the
+/// total norm can be read after (<see cref="LastTotalNorm"/>, one small download). Allocates nothing per step.
+/// </summary>
+public sealed class GradientClipper : IDisposable
+{
+    private readonly Backend _backend;
+    private readonly Parameter[] _parameters;
+    private readonly DeviceTensor<float> _sums, _coefficient;
+
+    /// <summary>Clips the gradients of <paramref name="parameters"/> to a total L2 norm of <paramref name="maxNorm"/>.</summary>
+    public GradientClipper(Backend backend, IEnumerable<(string Key, Parameter Parameter)> parameters, float maxNorm)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(parameters);
+        if (!float.IsFinite(maxNorm) || maxNorm <= 0f)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"gradient clipping: the largest norm must be finite and positive, got {maxNorm}.");
+        }
+
+        _backend = backend;
+        _parameters = [.. parameters.Select(p => p.Parameter)];
+        if (_parameters.Length == 0)
+        {
+            throw new ArgumentException("gradient clipping: there are no parameters to clip.", nameof(parameters));
+        }
+
+        MaxNorm = maxNorm;
+        _sums = backend.Allocate<float>([_parameters.Length]);
+        _coefficient = backend.Allocate<float>([2]);
+        backend.Fill(_coefficient, float.NaN); // no clip yet
+    }
+
+    /// <summary>The largest total norm the gradients keep.</summary>
+    public float MaxNorm { get; }
+
+    /// <summary>Scales every gradient so that their total L2 norm is at most <see cref="MaxNorm"/> (PyTorch's formula).</summary>
+    public void Clip()
+    {
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            _backend.SquaredNorm(_parameters[i].Gradient, _sums, i);
+        }
+
+        _backend.ClipCoefficient(_sums, MaxNorm, _coefficient);
+        foreach (var parameter in _parameters)
+        {
+            _backend.ScaleBy(parameter.Gradient, _coefficient);
+        }
+    }
+
+    /// <summary>The gradients' total L2 norm before the last <see cref="Clip"/> (NaN before the first); waits for it.</summary>
+    public float LastTotalNorm()
+    {
+        Span<float> values = stackalloc float[2];
+        _backend.Download<float>(_coefficient, values);
+        return values[1];
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        _sums.Dispose();
+        _coefficient.Dispose();
+    }
+}
