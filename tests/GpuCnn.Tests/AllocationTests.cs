@@ -40,7 +40,7 @@ public sealed class AllocationTests
         }
 
         // LeNet-5 through the trainer, and a small ResNet with augmentation, input normalisation, label smoothing, a
-        // warm-up (into epoch 4: a new rate every batch) and AdamW: after the first epoch (buffers, kernels, views and
+        // warm-up (into epoch 4: a new rate every batch), gradient clipping and AdamW: after the first epoch (buffers, kernels, views and
         // plans created), a batch — gather, augment, forward, loss, metrics, backward, optimizer step — allocates no
         // memory at all on the training thread. A full GC before every batch clears what the runtime caches only weakly (reflection and
         // enum caches), so a batch that leans on such a cache fails here every time instead of only when a collection
@@ -57,7 +57,7 @@ public sealed class AllocationTests
             : new Sgd(backend, network.NamedParameters(), new SgdOptions(0.01f, 0.9f, WeightDecay: 1e-4f));
         var options = modern
             ? new TrainingOptions(Epochs: 6, BatchSize: 32, Schedule: LearningRateSchedule.Step, WarmupSteps: 10, LabelSmoothing: 0.1f,
-                Augment: new Augmentation(2, HorizontalFlip: true))
+                Augment: new Augmentation(2, HorizontalFlip: true), ClipGradNorm: 1f)
             : new TrainingOptions(Epochs: 6, BatchSize: 32);
         var perBatch = new List<(int Epoch, int Batch, long Bytes, long Compiled)>(capacity: 32); // sized up front: growing it would allocate
         long lastBytes = 0, lastCompiled = 0;
