@@ -222,7 +222,8 @@ internal static class TrainCommand
         TrainingState? start = null;
         if (settings.Resume is not null)
         {
-            start = CheckpointFile.Restore(CommonOptions.ExistingFile("--resume", settings.Resume), model, optimizer, checkpointSettings);
+            start = CheckpointFile.Restore(CommonOptions.ExistingFile("--resume", settings.Resume), model, optimizer, checkpointSettings,
+                SettingsAddedLater);
             io.Error.WriteLine($"resuming from {settings.Resume}: epoch {start.Epoch}, after batch {start.Batch}");
         }
 
@@ -286,6 +287,9 @@ internal static class TrainCommand
 
         return 0;
     }
+
+    /// <summary>Settings checkpoints did not always record, with the value the runs that wrote them had.</summary>
+    private static readonly Dictionary<string, string> SettingsAddedLater = new(StringComparer.Ordinal) { ["clip_grad_norm"] = "-" };
 
     /// <summary>What a resumed run must share with the run that wrote the checkpoint, for a bitwise continuation.</summary>
     private static Dictionary<string, string> CheckpointSettings(TrainSettings s, Dataset train)

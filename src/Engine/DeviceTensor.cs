@@ -46,6 +46,13 @@ public abstract class DeviceTensor<T> : IDisposable
         return CreateView(shape);
     }
 
+    /// <summary>Whether this tensor and <paramref name="other"/> are the same storage (one owner, or views of it).</summary>
+    public bool SharesStorageWith(DeviceTensor<T> other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return ReferenceEquals(_viewOf ?? this, other._viewOf ?? other);
+    }
+
     /// <summary>
     /// Whether the tensor is lent by a model or optimizer that owns it — a layer's output or input gradient, a
     /// parameter, a buffer, an optimizer's state — and reuses it: <see cref="Dispose"/> then does nothing (so

@@ -1,3 +1,4 @@
+using GpuCnn.IO;
 using GpuCnn.Models;
 using GpuCnn.Tests.Support;
 
@@ -40,6 +41,20 @@ public abstract class GradientClippingTests(BackendFixture fixture)
     }
 
     [Fact]
+    public void The_epsilon_counts_where_the_norm_is_tiny()
+    {
+        var backend = fixture.Require();
+        using var model = Sequential.Create(Spec, [3], backend);
+        var (weight, bias) = Gradients(model);
+        backend.Upload<float>([1e-6f, 0f, 0f, 0f, 0f, 0f], weight);
+        backend.Fill(bias, 0f);
+        using var clipper = new GradientClipper(backend, model.NamedParameters(), maxNorm: 1e-7f);
+        clipper.Clip();
+        // 1e-7 / (1e-6 + 1e-6) = 0.05: without the epsilon it would be 0.1.
+        Assert.Equal(5e-8f, backend.DownloadArray(weight)[0], 1e-12f);
+    }
+
+    [Fact]
     public void A_nan_or_infinite_gradient_spoils_the_step_as_it_does_in_pytorch()
     {
         var backend = fixture.Require();
@@ -79,6 +94,8 @@ public abstract class GradientClippingTests(BackendFixture fixture)
             Assert.Throws<ArgumentOutOfRangeException>(() => backend.SquaredNorm(weight, sums, 2)).Message);
         Assert.StartsWith("ClipCoefficient: the largest gradient norm must be finite and positive, got 0.",
             Assert.Throws<ArgumentOutOfRangeException>(() => backend.ClipCoefficient(sums, 0f, coefficient)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("ScaleBy: x and coefficient share storage; a GPU would read the coefficient while scaling it.",
+            Assert.Throws<ArgumentException>(() => backend.ScaleBy(coefficient.View([1, 2]), coefficient)).Message, StringComparison.Ordinal);
         Assert.StartsWith("gradient clipping: the largest norm must be finite and positive, got NaN.",
             Assert.Throws<ArgumentOutOfRangeException>(() => new GradientClipper(backend, model.NamedParameters(), float.NaN)).Message, StringComparison.Ordinal);
         Assert.StartsWith("Training: the gradient norm to clip to must be finite and positive, got -1.",
@@ -101,6 +118,8 @@ public sealed class IlgpuCpuGradientClipping(IlgpuCpuFixture fixture) : Gradient
 public sealed class IlgpuCpuSplitGradientClipping(IlgpuCpuSplitFixture fixture) : GradientClippingTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 
 public sealed class CudaGradientClipping(CudaFixture fixture) : GradientClippingTests(fixture), IClassFixture<CudaFixture>;
+
+public sealed class OpenCLGradientClipping(OpenCLFixture fixture) : GradientClippingTests(fixture), IClassFixture<OpenCLFixture>;
 
 /// <summary>The command line's --clip-grad-norm: refused when not positive, and part of what a checkpoint must match.</summary>
 public sealed class GradientClippingCliTests
@@ -127,5 +146,23 @@ public sealed class GradientClippingCliTests
         Assert.EndsWith("was written with clip_grad_norm 0.5, this run has -; resume with the same settings.", unclipped.ErrorLine, StringComparison.Ordinal);
         var clipped = CliRunner.Run([.. common, "--epochs", "2", "--clip-grad-norm", "0.5", "--resume", checkpoint]);
         Assert.True(clipped.ExitCode == 0, clipped.Error);
+        // A checkpoint from before the option (no clip_grad_norm, and no checksum then) resumes with clipping off only;
+        // one that lacks any other setting is refused.
+        Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "1", "--checkpoint", checkpoint]).ExitCode);
+        WriteWithout(checkpoint, "clip_grad_norm");
+        Assert.Equal(1, CliRunner.Run([.. common, "--epochs", "2", "--clip-grad-norm", "0.5", "--resume", checkpoint]).ExitCode);
+        var old = CliRunner.Run([.. common, "--epochs", "2", "--resume", checkpoint]);
+        Assert.True(old.ExitCode == 0, old.Error);
+        Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "1", "--checkpoint", checkpoint]).ExitCode);
+        WriteWithout(checkpoint, "augment");
+        Assert.EndsWith("was written with augment (none), this run has -; resume with the same settings.",
+            CliRunner.Run([.. common, "--epochs", "2", "--resume", checkpoint]).ErrorLine, StringComparison.Ordinal);
+    }
+
+    private static void WriteWithout(string checkpoint, string setting)
+    {
+        var contents = Safetensors.Read(checkpoint);
+        var metadata = contents.Metadata.Where(m => m.Key != setting && m.Key != "checksum").ToDictionary(m => m.Key, m => m.Value);
+        Safetensors.Write(checkpoint, contents.Tensors, metadata);
     }
 }

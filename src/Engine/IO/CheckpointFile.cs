@@ -57,8 +57,11 @@ public static class CheckpointFile
     /// <summary>
     /// Restores weights and optimizer state from a checkpoint written for the same spec and settings, and returns
     /// where training stood. Any mismatch is an error naming what differs; nothing is changed then.
+    /// <paramref name="addedLater"/> names settings that checkpoints written before they existed lack, with the value
+    /// those runs had (the command line's clip_grad_norm: "-"); any other setting the file lacks is a mismatch.
     /// </summary>
-    public static TrainingState Restore(string path, Sequential model, Optimizer optimizer, IReadOnlyDictionary<string, string> settings)
+    public static TrainingState Restore(string path, Sequential model, Optimizer optimizer, IReadOnlyDictionary<string, string> settings,
+        IReadOnlyDictionary<string, string>? addedLater = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(optimizer);
@@ -78,8 +81,7 @@ public static class CheckpointFile
 
         foreach (var (key, value) in settings.Append(new("arch", model.Spec)))
         {
-            // A setting added after the checkpoint was written ("clip_grad_norm") was off then, as "-" says.
-            string saved = meta.GetValueOrDefault(key) ?? (value == "-" ? "-" : "(none)");
+            string saved = meta.GetValueOrDefault(key) ?? addedLater?.GetValueOrDefault(key) ?? "(none)";
             if (saved != value)
             {
                 throw new ArgumentException($"checkpoint '{path}' was written with {key} {saved}, this run has {value}; resume with the same settings.");

@@ -48,9 +48,9 @@ public abstract partial class Backend
         const string op = "ScaleBy";
         Checks.Owned(op, nameof(x), x, this);
         Checks.Owned(op, nameof(coefficient), coefficient, this);
-        if (coefficient.Length == 0)
+        if (x.SharesStorageWith(coefficient))
         {
-            throw new ArgumentException($"{op}: coefficient {coefficient.Shape} holds no value.", nameof(coefficient));
+            throw new ArgumentException($"{op}: x and coefficient share storage; a GPU would read the coefficient while scaling it.", nameof(coefficient));
         }
 
         ScaleByCore(x, coefficient);

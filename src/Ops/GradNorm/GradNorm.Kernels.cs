@@ -30,8 +30,9 @@ internal static class GradNormKernels
     }
 
     /// <summary>
-    /// One thread: total = √(Σ sums) in slot order, coefficient[0] = min(1, maxNorm / (total + 1e-6)) written as a
-    /// comparison so that a NaN total stays NaN (a GPU's min would return the 1), coefficient[1] = total.
+    /// One thread: total = √(Σ sums) in slot order, coefficient[0] = min(1, maxNorm / (total + 1e-6)) rounded as PyTorch
+    /// rounds it and written as a comparison so that a NaN total stays NaN (a GPU's min would return the 1),
+    /// coefficient[1] = total.
     /// </summary>
     public static void ClipCoefficient(Index1D index, ArrayView<float> sums, ArrayView<float> coefficient, int count, float maxNorm)
     {
@@ -42,7 +43,7 @@ internal static class GradNormKernels
         }
 
         float total = XMath.Sqrt(squares);
-        float clip = maxNorm / (total + 1e-6f);
+        float clip = (1f / (total + 1e-6f)) * maxNorm; // PyTorch's float / tensor: the reciprocal, then a product
         coefficient[0] = clip > 1f ? 1f : clip;
         coefficient[1] = total;
     }

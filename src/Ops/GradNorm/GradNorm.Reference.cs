@@ -20,7 +20,8 @@ internal static partial class ReferenceMath
 
     /// <summary>
     /// (min(1, maxNorm / (total + 1e-6)), total), total = √(Σ sums) in slot order: PyTorch's clip_grad_norm_, whose
-    /// clamp keeps a NaN.
+    /// clamp keeps a NaN. PyTorch 1.13 divides a Python float by a tensor as the tensor's reciprocal times the float
+    /// (Tensor.__rdiv__): two roundings, kept here so the coefficient has its bits.
     /// </summary>
     public static (T Coefficient, T Total) ClipCoefficient<T>(ReadOnlySpan<T> sums, T maxNorm)
         where T : IFloatingPointIeee754<T>
@@ -32,7 +33,7 @@ internal static partial class ReferenceMath
         }
 
         T total = T.Sqrt(squares);
-        T clip = maxNorm / (total + T.CreateTruncating(1e-6));
+        T clip = (T.One / (total + T.CreateTruncating(1e-6))) * maxNorm; // PyTorch's float / tensor: reciprocal, then product
         return (clip > T.One ? T.One : clip, total);
     }
 }
