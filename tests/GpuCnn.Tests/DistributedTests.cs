@@ -10,14 +10,16 @@ public sealed class DistributedTests
 {
     private const string Spec = "conv(4,3,pad=1),relu,maxpool(2),flatten,dense(4)";
 
-    [Fact]
-    public void Two_ranks_train_as_one_process_and_repeat_bitwise()
+    [Theory]
+    [InlineData(null)]
+    [InlineData("0.05")] // clipping: the averaged gradients are clipped, as one process clips its batch's
+    public void Two_ranks_train_as_one_process_and_repeat_bitwise(string? clipGradNorm)
     {
         SkipWithoutMpirun();
         using var temp = Fixtures.TempFolder();
         ReliabilityTests.WriteQuadrants(temp, 200);
         string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "2", "--batch-size", "20",
-            "--device", "cpu"];
+            "--device", "cpu", .. clipGradNorm is null ? Array.Empty<string>() : ["--clip-grad-norm", clipGradNorm]];
         Assert.Equal(0, CliRunner.Run([.. common, "--out", temp.File("one.safetensors")]).ExitCode);
         Mpirun(2, [.. common, "--distributed", "--out", temp.File("two.safetensors")]);
         Mpirun(2, [.. common, "--distributed", "--out", temp.File("again.safetensors")]);
