@@ -140,10 +140,8 @@ def rows(quick, device):
             torch.autograd.grad(y, (x, weight, bias), dy)
 
         out.append((name, None, bn_relu))
-    # clip_grad_norm_ over ResNet-8's parameter tensors, as OperationCases' clip-grad-norm-resnet8 (same lengths, same order).
-    lengths = [144, 16, 16, 2304, 16, 16, 2304, 16, 16, 4608, 32, 32, 9216, 32, 32, 512, 32, 32,
-               18432, 64, 64, 36864, 64, 64, 2048, 64, 64, 640, 10]
-    params = [torch.zeros(n, device=device, requires_grad=True) for n in lengths]
+    # clip_grad_norm_ over ResNet-8's parameter tensors, as OperationCases' clip-grad-norm-resnet8 (the same model's).
+    params = [torch.zeros(p.numel(), device=device, requires_grad=True) for p in resnet8(1).parameters()]
     for p in params:
         p.grad = torch.randn(p.numel(), device=device)
     out.append((f"clip-grad-norm-resnet8{s}", None, lambda params=params: torch.nn.utils.clip_grad_norm_(params, 1.0)))

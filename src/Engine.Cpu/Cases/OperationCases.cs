@@ -167,21 +167,17 @@ public static partial class OperationCases
         yield return BatchNormReluStep($"batchnorm-relu-16x28{suffix}", new Shape(quick ? 8 : 128, 16, 28, 28));
         yield return BatchNormReluStep($"batchnorm1d-relu-512{suffix}", new Shape(quick ? 16 : 256, quick ? 64 : 512));
 
-        // clip_grad_norm_ over ResNet-8's 29 parameter tensors (77,754 weights; quick: the same): a launch-bound row on GPUs.
-        yield return ClipGradNorm(ResNet8ParameterLengths, 1f, 1) with { Name = $"clip-grad-norm-resnet8{suffix}" };
+        // clip_grad_norm_ over ResNet-8's parameter tensors (29, 77,754 weights; quick: the same): a launch-bound row on GPUs.
+        yield return ClipGradNorm(ParameterLengths(ArchitectureSpec.ResNet8), 1f, 1) with { Name = $"clip-grad-norm-resnet8{suffix}" };
     }
 
-    /// <summary>
-    /// The lengths of ResNet-8's parameter tensors in state-dict order: nine convolution weights (no biases), nine batch
-    /// norms' weight and bias, the dense layer's weight and bias (perf/torch/baseline.py has the same list).
-    /// </summary>
-    private static int[] ResNet8ParameterLengths =>
-    [
-        144, 16, 16, 2304, 16, 16, 2304, 16, 16,
-        4608, 32, 32, 9216, 32, 32, 512, 32, 32,
-        18432, 64, 64, 36864, 64, 64, 2048, 64, 64,
-        640, 10,
-    ];
+    /// <summary>The lengths of a 1×28×28 model's parameter tensors in state-dict order (built once on the reference backend).</summary>
+    private static int[] ParameterLengths(string spec)
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create(spec, [1, 28, 28], backend);
+        return [.. model.NamedParameters().Select(p => p.Parameter.Value.Length)];
+    }
 
     /// <summary>y = conv(x, w) + b.</summary>
     public static OperationCase ConvolutionForward(string name, Conv2dGeometry g, int seed) =>

@@ -8,8 +8,8 @@ public sealed partial class IlgpuBackend
     /// <inheritdoc/>
     protected override void SquaredNormCore(DeviceTensor<float> x, DeviceTensor<float> sums, int slot)
     {
-        // Chunks that fill the device, then the chunks added by one fixed tree (as the bias gradient's sums).
-        var (chunks, chunkSize) = SplitReduction(1, x.Length, 2);
+        // A group per chunk of at least 2,048 values, then the chunks added by one fixed tree (as the bias gradient's sums).
+        var (chunks, chunkSize) = ChannelChunks(1, x.Length);
         var total = View(sums).SubView(slot, 1);
         var partial = chunks == 1 ? total : _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks);
         _launch.NextSerial((chunkSize + 255) / 256);
