@@ -145,6 +145,11 @@ def rows(quick, device):
     for p in params:
         p.grad = torch.randn(p.numel(), device=device)
     out.append((f"clip-grad-norm-resnet8{s}", None, lambda params=params: torch.nn.utils.clip_grad_norm_(params, 1.0)))
+    # An SGD step over the same tensors, as OperationCases' sgd-resnet8 rows: foreach (one list, as ours) and a tensor at a time.
+    for name, foreach in ((f"sgd-resnet8{s}", True), (f"sgd-resnet8-per-tensor{s}", False)):
+        sgd = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=foreach)
+        sgd.step()  # the momentum buffers exist from here on, as ours are allocated up front
+        out.append((name, None, sgd.step))
     return out
 
 

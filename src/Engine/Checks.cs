@@ -66,6 +66,92 @@ internal static class Checks
         }
     }
 
+    /// <summary>
+    /// A list of tensors for a foreach operation: non-null, each entry on <paramref name="backend"/> and undisposed, and,
+    /// when <paramref name="shapedAs"/> is given, as long as it with each entry of the same shape as its entry there
+    /// (no allocation unless it fails: this runs on every optimizer step).
+    /// </summary>
+    public static void TensorList(string operation, string argument, IReadOnlyList<DeviceTensor<float>>? list, Backend backend,
+        IReadOnlyList<DeviceTensor<float>>? shapedAs)
+    {
+        if (list is null)
+        {
+            throw new ArgumentNullException(argument, $"{operation}: {argument} is null.");
+        }
+
+        if (shapedAs is not null && list.Count != shapedAs.Count)
+        {
+            throw new ArgumentException($"{operation}: {argument} lists {list.Count} tensors, expected one for each of {shapedAs.Count}.", argument);
+        }
+
+        for (int i = 0; i < list.Count; i++)
+        {
+            var tensor = list[i];
+            if (tensor is null || tensor.IsDisposed || !ReferenceEquals(tensor.Backend, backend)
+                || (shapedAs is not null && tensor.Shape != shapedAs[i].Shape))
+            {
+                string entry = $"{argument}[{i}]";
+                if (shapedAs is null)
+                {
+                    Owned(operation, entry, tensor, backend);
+                }
+                else
+                {
+                    Tensor(operation, entry, tensor, backend, shapedAs[i].Shape);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// No two entries of the lists an operation writes share storage: a GPU would update such a tensor from two threads
+    /// at once, where a loop over the list would update it twice. Each storage owner is stamped with
+    /// <paramref name="stamp"/> (new for every check, under the backend's lock), so the check is one pass and allocates
+    /// nothing unless it fails.
+    /// </summary>
+    public static void Unaliased(string operation, long stamp, params ReadOnlySpan<(string Name, IReadOnlyList<DeviceTensor<float>> List)> lists)
+    {
+        for (int a = 0; a < lists.Length; a++)
+        {
+            for (int i = 0; i < lists[a].List.Count; i++)
+            {
+                var storage = lists[a].List[i].Storage;
+                if (storage.ListedStamp == stamp)
+                {
+                    ThrowShared(operation, lists, a, i);
+                }
+
+                storage.ListedStamp = stamp;
+            }
+        }
+    }
+
+    private static void ThrowShared(string operation, ReadOnlySpan<(string Name, IReadOnlyList<DeviceTensor<float>> List)> lists, int a, int i)
+    {
+        for (int b = 0; b <= a; b++)
+        {
+            for (int j = 0; j < (b == a ? i : lists[b].List.Count); j++)
+            {
+                if (lists[b].List[j].SharesStorageWith(lists[a].List[i]))
+                {
+                    throw new ArgumentException($"{operation}: {lists[b].Name}[{j}] and {lists[a].Name}[{i}] share storage; every tensor it writes must be listed once.", lists[a].Name);
+                }
+            }
+        }
+    }
+
+    /// <summary>The tensor is none of the list's (no allocation unless it fails).</summary>
+    public static void Apart(string operation, string argument, DeviceTensor<float> tensor, string listArgument, IReadOnlyList<DeviceTensor<float>> list)
+    {
+        for (int i = 0; i < list.Count; i++)
+        {
+            if (tensor.SharesStorageWith(list[i]))
+            {
+                throw new ArgumentException($"{operation}: {argument} shares storage with {listArgument}[{i}]; a GPU would read it while writing it.", argument);
+            }
+        }
+    }
+
     /// <summary>The value must be finite and ≥ 0.</summary>
     public static void FiniteNonNegative(string operation, string argument, float value)
     {

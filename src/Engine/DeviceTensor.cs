@@ -53,6 +53,12 @@ public abstract class DeviceTensor<T> : IDisposable
         return ReferenceEquals(_viewOf ?? this, other._viewOf ?? other);
     }
 
+    /// <summary>The tensor that owns this one's storage (itself, unless it is a view).</summary>
+    internal DeviceTensor<T> Storage => _viewOf ?? this;
+
+    /// <summary>On a storage owner: the last list check that met it (<see cref="Checks.Unaliased"/>).</summary>
+    internal long ListedStamp { get; set; }
+
     /// <summary>
     /// Whether the tensor is lent by a model or optimizer that owns it — a layer's output or input gradient, a
     /// parameter, a buffer, an optimizer's state — and reuses it: <see cref="Dispose"/> then does nothing (so

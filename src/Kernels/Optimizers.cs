@@ -31,7 +31,11 @@ internal static class OptimizerKernels
     /// g = grad + λ·p; v = g on the first step, else μ·v + (1 − dampening)·g; d = g + μ·v (Nesterov) or v;
     /// p −= lr·d. Without momentum, p −= lr·g and v is untouched.
     /// </summary>
-    public static void Sgd(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, SgdParams h)
+    public static void Sgd(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, SgdParams h) =>
+        SgdAt(param, grad, velocity, i, h);
+
+    /// <summary>The SGD step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's, so both give the same bits).</summary>
+    public static void SgdAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, int i, SgdParams h)
     {
         float g = grad[i] + h.WeightDecay * param[i];
         if (h.Momentum != 0f)
@@ -49,7 +53,11 @@ internal static class OptimizerKernels
     /// p −= StepSize · m / (√v / SqrtCorrection2 + ε).
     /// </summary>
     public static void Adam(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m,
-        ArrayView<float> v, AdamParams h)
+        ArrayView<float> v, AdamParams h) =>
+        AdamAt(param, grad, m, v, i, h);
+
+    /// <summary>The Adam step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's).</summary>
+    public static void AdamAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamParams h)
     {
         float p = param[i] * h.DecayFactor;
         float g = grad[i] + h.WeightDecay * p;

@@ -124,11 +124,15 @@ public static partial class OperationCases
         // Gradient clipping: one long tensor (split into chunks on GPUs), short ones; clipped, then left alone.
         yield return ClipGradNorm([40_000, 37, 1, 500], 1.5f, random.Next());
         yield return ClipGradNorm([300, 7], 1e6f, random.Next());
+
+        // The optimizers' list forms over more tensors than one GPU launch takes (32).
+        yield return ListedOptimizers([.. Enumerable.Range(0, 35).Select(_ => random.Next(1, 100))], random.Next());
     }
 
     /// <summary>
     /// The fixed suite of `gpucnn bench`: GEMM, the LeNet and VGG-like convolution layers forward and backward, max
-    /// pooling with switches, whole LeNet-5 and ResNet-8 training steps, and batch norm + ReLU layers' steps (2-D and 1-D). Names are stable so runs on different machines and
+    /// pooling with switches, whole LeNet-5 and ResNet-8 training steps, batch norm + ReLU layers' steps (2-D and 1-D), and
+    /// ResNet-8's gradient clipping and SGD update (as a list and a tensor at a time). Names are stable so runs on different machines and
     /// days compare row by row; <paramref name="quick"/> shrinks every shape and appends "-quick".
     /// </summary>
     public static IEnumerable<OperationCase> Benchmarks(bool quick)
@@ -169,6 +173,10 @@ public static partial class OperationCases
 
         // clip_grad_norm_ over ResNet-8's parameter tensors (29, 77,754 weights; quick: the same): a launch-bound row on GPUs.
         yield return ClipGradNorm(ParameterLengths(ArchitectureSpec.ResNet8), 1f, 1) with { Name = $"clip-grad-norm-resnet8{suffix}" };
+
+        // An SGD step over the same tensors as one list (one launch on a GPU) and a tensor at a time (29): launch-bound rows.
+        yield return SgdStep($"sgd-resnet8{suffix}", ParameterLengths(ArchitectureSpec.ResNet8), listed: true);
+        yield return SgdStep($"sgd-resnet8-per-tensor{suffix}", ParameterLengths(ArchitectureSpec.ResNet8), listed: false);
     }
 
     /// <summary>The lengths of a 1×28×28 model's parameter tensors in state-dict order (built once on the reference backend).</summary>

@@ -3,13 +3,14 @@ namespace GpuCnn.Models;
 /// <summary>
 /// PyTorch's torch.nn.utils.clip_grad_norm_(parameters, max_norm) with the L2 norm: every gradient scaled by
 /// min(1, maxNorm / (‖g‖ + 1e-6)), ‖g‖ the norm of all the gradients together. On the device, without waiting
-/// (<see cref="Backend.SquaredNorm"/>, <see cref="Backend.ClipCoefficient"/>, <see cref="Backend.ScaleBy"/>); the
+/// (<see cref="Backend.SquaredNorms"/>, <see cref="Backend.ClipCoefficient"/>, the list form of <c>Backend.ScaleBy</c>:
+/// a few launches on a GPU for all the gradients); the
 /// total norm can be read after (<see cref="LastTotalNorm"/>, one small download). Allocates nothing per step.
 /// </summary>
 public sealed class GradientClipper : IDisposable
 {
     private readonly Backend _backend;
-    private readonly Parameter[] _parameters;
+    private readonly DeviceTensor<float>[] _gradients;
     private readonly DeviceTensor<float> _sums, _coefficient;
 
     /// <summary>Clips the gradients of <paramref name="parameters"/> to a total L2 norm of <paramref name="maxNorm"/>.</summary>
@@ -23,14 +24,14 @@ public sealed class GradientClipper : IDisposable
         }
 
         _backend = backend;
-        _parameters = [.. parameters.Select(p => p.Parameter)];
-        if (_parameters.Length == 0)
+        _gradients = [.. parameters.Select(p => p.Parameter.Gradient)];
+        if (_gradients.Length == 0)
         {
             throw new ArgumentException("gradient clipping: there are no parameters to clip.", nameof(parameters));
         }
 
         MaxNorm = maxNorm;
-        _sums = backend.Allocate<float>([_parameters.Length]);
+        _sums = backend.Allocate<float>([_gradients.Length]);
         _coefficient = backend.Allocate<float>([2]);
         backend.Fill(_coefficient, float.NaN); // no clip yet
     }
@@ -41,16 +42,9 @@ public sealed class GradientClipper : IDisposable
     /// <summary>Scales every gradient so that their total L2 norm is at most <see cref="MaxNorm"/> (PyTorch's formula).</summary>
     public void Clip()
     {
-        for (int i = 0; i < _parameters.Length; i++)
-        {
-            _backend.SquaredNorm(_parameters[i].Gradient, _sums, i);
-        }
-
+        _backend.SquaredNorms(_gradients, _sums);
         _backend.ClipCoefficient(_sums, MaxNorm, _coefficient);
-        foreach (var parameter in _parameters)
-        {
-            _backend.ScaleBy(parameter.Gradient, _coefficient);
-        }
+        _backend.ScaleBy(_gradients, _coefficient);
     }
 
     /// <summary>The gradients' total L2 norm before the last <see cref="Clip"/> (NaN before the first); waits for it.</summary>

@@ -10,6 +10,19 @@ public abstract class Optimizer : IDisposable
         ArgumentNullException.ThrowIfNull(parameters);
         Backend = backend;
         Parameters = [.. parameters];
+        for (int i = 0; i < Parameters.Count; i++)
+        {
+            for (int j = i + 1; j < Parameters.Count; j++)
+            {
+                if (Parameters[i].Parameter.Value.SharesStorageWith(Parameters[j].Parameter.Value))
+                {
+                    throw new ArgumentException($"Optimizer: {Parameters[i].Key} and {Parameters[j].Key} are the same tensor; list each parameter once.", nameof(parameters));
+                }
+            }
+        }
+
+        Values = [.. Parameters.Select(p => p.Parameter.Value)];
+        Gradients = [.. Parameters.Select(p => p.Parameter.Gradient)];
     }
 
     /// <summary>The parameters in update order.</summary>
@@ -23,6 +36,12 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>The backend.</summary>
     protected Backend Backend { get; }
+
+    /// <summary>The parameters' values, in update order (the tensor lists a step hands to the backend at once).</summary>
+    protected IReadOnlyList<DeviceTensor<float>> Values { get; }
+
+    /// <summary>The parameters' gradients, in update order.</summary>
+    protected IReadOnlyList<DeviceTensor<float>> Gradients { get; }
 
     /// <summary>Sets the step count, when resuming from a checkpoint.</summary>
     public void RestoreStepCount(int steps)
@@ -103,12 +122,7 @@ public sealed class Sgd : Optimizer
     /// <inheritdoc/>
     public override void Step()
     {
-        for (int i = 0; i < Parameters.Count; i++)
-        {
-            var p = Parameters[i].Parameter;
-            Backend.SgdUpdate(_options, StepCount == 0, p.Value, p.Gradient, _velocity[i], _learningRate);
-        }
-
+        Backend.SgdUpdate(_options, StepCount == 0, Values, Gradients, _velocity, _learningRate);
         StepCount++;
     }
 
@@ -160,11 +174,7 @@ public sealed class Adam : Optimizer
     public override void Step()
     {
         StepCount++;
-        for (int i = 0; i < Parameters.Count; i++)
-        {
-            var p = Parameters[i].Parameter;
-            Backend.AdamUpdate(_options, StepCount, p.Value, p.Gradient, _m[i], _v[i], _learningRate);
-        }
+        Backend.AdamUpdate(_options, StepCount, Values, Gradients, _m, _v, _learningRate);
     }
 
     /// <inheritdoc/>

@@ -5,7 +5,7 @@ public abstract partial class Backend
 {
     /// <summary>
     /// sums[slot] = Σ x² in float, in an order fixed by the length alone (bitwise reproducible): one gradient tensor's
-    /// squared L2 norm, the first half of clip_grad_norm_ (<see cref="ClipCoefficient"/>, <see cref="ScaleBy"/>).
+    /// squared L2 norm, the first half of clip_grad_norm_ (<see cref="ClipCoefficient"/>, <see cref="ScaleBy(DeviceTensor{float}, DeviceTensor{float})"/>; the list forms <see cref="SquaredNorms"/> and <see cref="ScaleBy(IReadOnlyList{DeviceTensor{float}}, DeviceTensor{float})"/> take every gradient at once).
     /// </summary>
     public void SquaredNorm(DeviceTensor<float> x, DeviceTensor<float> sums, int slot)
     {

@@ -13,8 +13,21 @@ internal static class GradNormKernels
     /// </summary>
     public static void SquaredNormChunks(ArrayView<float> x, ArrayView<float> partial, int length, int chunkSize)
     {
-        int chunk = Grid.IdxX;
-        long begin = (long)chunk * chunkSize, end = Math.Min(begin + chunkSize, length);
+        float sum = ChunkSquares(x.SubView(0, length), Grid.IdxX, chunkSize);
+        if (Group.IdxX == 0)
+        {
+            partial[Grid.IdxX] = sum;
+        }
+    }
+
+    /// <summary>
+    /// Σ x[i]² over chunk <paramref name="chunk"/> of <paramref name="chunkSize"/> elements of x (all of x's length),
+    /// valid in thread 0: each thread a strided share, then the group's fixed tree (this kernel's and the tensor-list
+    /// kernel's, so both give the same bits).
+    /// </summary>
+    public static float ChunkSquares(ArrayView<float> x, int chunk, int chunkSize)
+    {
+        long begin = (long)chunk * chunkSize, end = Math.Min(begin + chunkSize, x.Length);
         float sum = 0f;
         for (long i = begin + Group.IdxX; i < end; i += Group.DimX)
         {
@@ -22,11 +35,7 @@ internal static class GradNormKernels
             sum += v * v;
         }
 
-        sum = ReductionKernels.GroupSum(sum);
-        if (Group.IdxX == 0)
-        {
-            partial[chunk] = sum;
-        }
+        return ReductionKernels.GroupSum(sum);
     }
 
     /// <summary>

@@ -1,0 +1,135 @@
+using GpuCnn.Kernels;
+
+namespace GpuCnn;
+
+/// <summary>The public operations and their cores (compiled into GpuCnn.Engine).</summary>
+public abstract partial class Backend
+{
+    /// <summary>
+    /// One torch.optim.SGD step on every tensor of <paramref name="parameters"/> (PyTorch's foreach form): the same as
+    /// <see cref="SgdUpdate(SgdOptions, bool, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, float?)"/>
+    /// on each in turn, to the bit, in a few launches on a GPU instead of one per tensor. The lists are parallel;
+    /// a parameter or velocity may appear once only.
+    /// </summary>
+    public void SgdUpdate(SgdOptions options, bool firstStep, IReadOnlyList<DeviceTensor<float>> parameters,
+        IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> velocities, float? learningRate = null)
+    {
+        using var operation = EnterOperation();
+        const string op = "SgdUpdate";
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        float lr = learningRate ?? options.LearningRate;
+        Checks.FiniteNonNegative("SGD", "learning rate", lr);
+        Checks.TensorList(op, nameof(parameters), parameters, this, null);
+        Checks.TensorList(op, nameof(gradients), gradients, this, parameters);
+        Checks.TensorList(op, nameof(velocities), velocities, this, parameters);
+        Checks.Unaliased(op, ++_listStamp, (nameof(parameters), parameters), (nameof(velocities), velocities));
+        SgdUpdateCore(new SgdParams(lr, options.Momentum, options.Dampening, options.WeightDecay,
+            options.Nesterov ? 1 : 0, firstStep ? 1 : 0), parameters, gradients, velocities);
+    }
+
+    /// <summary>
+    /// One torch.optim.Adam or AdamW step (<paramref name="step"/> counts from 1) on every tensor of
+    /// <paramref name="parameters"/>: the single-tensor <c>AdamUpdate</c> on each in turn, to the bit, in a few launches
+    /// on a GPU. The lists are parallel; a parameter or moment may appear once only.
+    /// </summary>
+    public void AdamUpdate(AdamOptions options, int step, IReadOnlyList<DeviceTensor<float>> parameters,
+        IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> firstMoments,
+        IReadOnlyList<DeviceTensor<float>> secondMoments, float? learningRate = null)
+    {
+        using var operation = EnterOperation();
+        const string op = "AdamUpdate";
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        float lr = learningRate ?? options.LearningRate;
+        Checks.FiniteNonNegative("Adam", "learning rate", lr);
+        Checks.Positive(op, nameof(step), step);
+        Checks.TensorList(op, nameof(parameters), parameters, this, null);
+        Checks.TensorList(op, nameof(gradients), gradients, this, parameters);
+        Checks.TensorList(op, nameof(firstMoments), firstMoments, this, parameters);
+        Checks.TensorList(op, nameof(secondMoments), secondMoments, this, parameters);
+        Checks.Unaliased(op, ++_listStamp, (nameof(parameters), parameters), (nameof(firstMoments), firstMoments), (nameof(secondMoments), secondMoments));
+        AdamUpdateCore(AdamParams.ForStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, step,
+            options.DecoupledWeightDecay), parameters, gradients, firstMoments, secondMoments);
+    }
+
+    /// <summary>
+    /// sums[i] = Σ xs[i]² for every listed tensor: <see cref="SquaredNorm"/> on each in turn (slot i), to the bit, in a
+    /// few launches on a GPU. <paramref name="sums"/> holds one value per tensor and is none of them.
+    /// </summary>
+    public void SquaredNorms(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> sums)
+    {
+        using var operation = EnterOperation();
+        const string op = "SquaredNorms";
+        Checks.TensorList(op, nameof(xs), xs, this, null);
+        Checks.Length(op, nameof(sums), sums, this, xs.Count);
+        Checks.Apart(op, nameof(sums), sums, nameof(xs), xs);
+        SquaredNormsCore(xs, sums);
+    }
+
+    /// <summary>
+    /// x *= coefficient[0] for every listed tensor (<see cref="ScaleBy(DeviceTensor{float}, DeviceTensor{float})"/> on
+    /// each, in a few launches on a GPU); each tensor appears once, and none is the coefficient's.
+    /// </summary>
+    public void ScaleBy(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> coefficient)
+    {
+        using var operation = EnterOperation();
+        const string op = "ScaleBy";
+        Checks.TensorList(op, nameof(xs), xs, this, null);
+        Checks.Owned(op, nameof(coefficient), coefficient, this);
+        Checks.Unaliased(op, ++_listStamp, (nameof(xs), xs));
+        Checks.Apart(op, nameof(coefficient), coefficient, nameof(xs), xs);
+        ScaleByCore(xs, coefficient);
+    }
+
+    /// <summary>A new stamp for each list check (<see cref="Checks.Unaliased"/>), taken under the operation lock.</summary>
+    private long _listStamp;
+
+    /// <summary>SGD over lists; arguments already checked. The reference: each tensor in turn.</summary>
+    protected virtual void SgdUpdateCore(SgdParams h, IReadOnlyList<DeviceTensor<float>> parameters,
+        IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> velocities)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        ArgumentNullException.ThrowIfNull(gradients);
+        ArgumentNullException.ThrowIfNull(velocities);
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            SgdUpdateCore(h, parameters[i], gradients[i], velocities[i]);
+        }
+    }
+
+    /// <summary>Adam over lists; arguments already checked. The reference: each tensor in turn.</summary>
+    protected virtual void AdamUpdateCore(AdamParams h, IReadOnlyList<DeviceTensor<float>> parameters,
+        IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> firstMoments,
+        IReadOnlyList<DeviceTensor<float>> secondMoments)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        ArgumentNullException.ThrowIfNull(gradients);
+        ArgumentNullException.ThrowIfNull(firstMoments);
+        ArgumentNullException.ThrowIfNull(secondMoments);
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            AdamUpdateCore(h, parameters[i], gradients[i], firstMoments[i], secondMoments[i]);
+        }
+    }
+
+    /// <summary>Squared norms of a list; arguments already checked. The reference: each tensor in turn.</summary>
+    protected virtual void SquaredNormsCore(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> sums)
+    {
+        ArgumentNullException.ThrowIfNull(xs);
+        for (int i = 0; i < xs.Count; i++)
+        {
+            SquaredNormCore(xs[i], sums, i);
+        }
+    }
+
+    /// <summary>Scaling of a list; arguments already checked. The reference: each tensor in turn.</summary>
+    protected virtual void ScaleByCore(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> coefficient)
+    {
+        ArgumentNullException.ThrowIfNull(xs);
+        for (int i = 0; i < xs.Count; i++)
+        {
+            ScaleByCore(xs[i], coefficient);
+        }
+    }
+}
