@@ -126,6 +126,34 @@ internal static class Checks
         }
     }
 
+    /// <summary>
+    /// No entry of <paramref name="read"/> is one of the tensors <see cref="Unaliased"/> just stamped with
+    /// <paramref name="stamp"/>: a GPU thread would read it while another writes it (a gradient that is also a parameter
+    /// or a moment). One pass, no allocation unless it fails.
+    /// </summary>
+    public static void NotWritten(string operation, long stamp, string readName, IReadOnlyList<DeviceTensor<float>> read,
+        params ReadOnlySpan<(string Name, IReadOnlyList<DeviceTensor<float>> List)> written)
+    {
+        for (int i = 0; i < read.Count; i++)
+        {
+            if (read[i].Storage.ListedStamp != stamp)
+            {
+                continue;
+            }
+
+            for (int b = 0; b < written.Length; b++)
+            {
+                for (int j = 0; j < written[b].List.Count; j++)
+                {
+                    if (written[b].List[j].SharesStorageWith(read[i]))
+                    {
+                        throw new ArgumentException($"{operation}: {readName}[{i}] and {written[b].Name}[{j}] share storage; what it reads must not be what it writes.", readName);
+                    }
+                }
+            }
+        }
+    }
+
     private static void ThrowShared(string operation, ReadOnlySpan<(string Name, IReadOnlyList<DeviceTensor<float>> List)> lists, int a, int i)
     {
         for (int b = 0; b <= a; b++)
@@ -138,6 +166,20 @@ internal static class Checks
                 }
             }
         }
+    }
+
+    /// <summary>The elements of a list of tensors together, which must fit one tensor (fewer than 2³¹).</summary>
+    public static int TotalLength(string operation, string argument, IReadOnlyList<DeviceTensor<float>> list)
+    {
+        long total = 0;
+        for (int i = 0; i < list.Count; i++)
+        {
+            total += list[i].Length;
+        }
+
+        return total <= int.MaxValue
+            ? (int)total
+            : throw new ArgumentException($"{operation}: {argument} holds {total} elements in all, more than one tensor can ({int.MaxValue}).", argument);
     }
 
     /// <summary>The tensor is none of the list's (no allocation unless it fails).</summary>

@@ -35,7 +35,7 @@ internal static class OptimizerKernels
         SgdAt(param, grad, velocity, i, h);
 
     /// <summary>The SGD step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's, so both give the same bits).</summary>
-    public static void SgdAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, int i, SgdParams h)
+    internal static void SgdAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, int i, SgdParams h)
     {
         float g = grad[i] + h.WeightDecay * param[i];
         if (h.Momentum != 0f)
@@ -57,7 +57,7 @@ internal static class OptimizerKernels
         AdamAt(param, grad, m, v, i, h);
 
     /// <summary>The Adam step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's).</summary>
-    public static void AdamAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamParams h)
+    internal static void AdamAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamParams h)
     {
         float p = param[i] * h.DecayFactor;
         float g = grad[i] + h.WeightDecay * p;

@@ -84,6 +84,31 @@ public abstract class ForeachTests(BackendFixture fixture)
     }
 
     [Fact]
+    public void A_list_copies_into_one_flat_buffer_and_back()
+    {
+        var backend = fixture.Require();
+        using var source = new Tensors(backend, 1, seed: 4);
+        using var target = new Tensors(backend, 1, seed: 5);
+        using var flat = backend.Allocate<float>([Lengths.Sum()]);
+        float[] concatenation = [.. source[0].SelectMany(backend.DownloadArray)];
+
+        backend.CopyToFlat(source[0], flat, scale: 0.25f);
+        TensorAssert.Identical<float>([.. concatenation.Select(v => v * 0.25f)], backend.DownloadArray(flat), $"{backend.Name} scaled flat copy");
+        backend.CopyToFlat(source[0], flat);
+        TensorAssert.Identical<float>(concatenation, backend.DownloadArray(flat), $"{backend.Name} flat copy");
+        backend.CopyFromFlat(flat, target[0]);
+        source.AssertIdentical(target, "copied back");
+
+        using var other = backend.Allocate<float>([4]); // as long as the first two tensors together (7 + 1)
+        Assert.StartsWith($"CopyToFlat: flat has shape ({Lengths.Sum()}) ({Lengths.Sum()} elements), expected 11 elements.",
+            Assert.Throws<ArgumentException>(() => backend.CopyToFlat([other, source[0][0]], flat)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("CopyFromFlat: flat shares storage with xs[0]",
+            Assert.Throws<ArgumentException>(() => backend.CopyFromFlat(other, [other.View([2, 2])])).Message, StringComparison.Ordinal);
+        Assert.StartsWith("CopyFromFlat: xs[0] and xs[1] share storage",
+            Assert.Throws<ArgumentException>(() => backend.CopyFromFlat(flat, [other, other, .. source[0].Skip(2)])).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Empty_lists_do_nothing()
     {
         var backend = fixture.Require();
@@ -116,6 +141,10 @@ public abstract class ForeachTests(BackendFixture fixture)
             Assert.Throws<ArgumentException>(() => backend.SgdUpdate(sgd, true, [a, a.View([2, 2])], [c, e], [c, f])).Message, StringComparison.Ordinal);
         Assert.StartsWith("AdamUpdate: parameters[0] and secondMoments[0] share storage",
             Assert.Throws<ArgumentException>(() => backend.AdamUpdate(new AdamOptions(), 1, [a, b], [c, d], [c, d], [a, b])).Message, StringComparison.Ordinal);
+        Assert.StartsWith("SgdUpdate: gradients[1] and parameters[1] share storage; what it reads must not be what it writes.",
+            Assert.Throws<ArgumentException>(() => backend.SgdUpdate(sgd, true, [a, b], [c, b], [e.View([4]), d])).Message, StringComparison.Ordinal);
+        Assert.StartsWith("AdamUpdate: gradients[0] and secondMoments[0] share storage",
+            Assert.Throws<ArgumentException>(() => backend.AdamUpdate(new AdamOptions(), 1, [a], [f.View([4])], [c], [f.View([4])])).Message, StringComparison.Ordinal);
         Assert.StartsWith("SquaredNorms: sums shares storage with xs[1]; a GPU would read it while writing it.",
             Assert.Throws<ArgumentException>(() => backend.SquaredNorms([a, sums], sums)).Message, StringComparison.Ordinal);
         Assert.StartsWith("SquaredNorms: sums has shape (2) (2 elements), expected 3 elements.",
@@ -138,13 +167,16 @@ public abstract class ForeachTests(BackendFixture fixture)
     }
 
     [Fact]
-    public void An_optimizer_refuses_a_parameter_listed_twice()
+    public void An_optimizer_or_clipper_refuses_a_parameter_listed_twice()
     {
         var backend = fixture.Require();
         using var model = Sequential.Create("flatten,dense(2)", [3], backend);
         var weight = model.NamedParameters().First();
+        (string, Parameter)[] twice = [weight, ("again." + weight.Key, weight.Parameter)];
         Assert.Equal("Optimizer: 1.weight and again.1.weight are the same tensor; list each parameter once. (Parameter 'parameters')",
-            Assert.Throws<ArgumentException>(() => new Sgd(backend, [weight, ("again." + weight.Key, weight.Parameter)], new SgdOptions(0.1f))).Message);
+            Assert.Throws<ArgumentException>(() => new Sgd(backend, twice, new SgdOptions(0.1f))).Message);
+        Assert.StartsWith("gradient clipping: 1.weight and again.1.weight are the same tensor",
+            Assert.Throws<ArgumentException>(() => new GradientClipper(backend, twice, 1f)).Message, StringComparison.Ordinal);
     }
 
     /// <summary>Parallel lists of tensors of <see cref="Lengths"/> (values, then state) and one list of gradients.</summary>
@@ -226,11 +258,11 @@ public sealed class ForeachLaunchTests(IlgpuCpuFixture fixture) : IClassFixture<
         using var clipper = new GradientClipper(backend, model.NamedParameters(), 1f);
         Assert.Equal(29, sgd.Parameters.Count);
 
-        Assert.Equal(["Sgd"], Kernels(sgd.Step)); // a launch per tensor made 29
-        Assert.Equal(["Adam"], Kernels(adam.Step));
+        Assert.Equal(["SgdList"], Kernels(sgd.Step)); // a launch per tensor made 29
+        Assert.Equal(["AdamList"], Kernels(adam.Step));
         // The norms' chunk pass and chunk sum (the 36,864-weight layers run 18 chunks on an H100), the coefficient, the
         // scaling: 4 launches where a launch or two per tensor made 63.
-        Assert.Equal(["SquaredNormChunks", "SumChunks", "ClipCoefficient", "ScaleBy"], Kernels(clipper.Clip));
+        Assert.Equal(["SquaredNormChunksList", "SumChunksList", "ClipCoefficient", "ScaleByList"], Kernels(clipper.Clip));
 
         string[] Kernels(Action body) => [.. backend.PlanLaunches(IlgpuBackend.DeviceProfile.Hopper, body).Select(r => r.Kernel)];
     }

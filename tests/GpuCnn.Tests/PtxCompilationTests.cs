@@ -47,7 +47,7 @@ public sealed class PtxCompilationTests
         Assert.Contains(KernelMethods(), m => m.Name == "Tiled");
         Assert.Contains(KernelMethods(), m => Name(m) == "ElementwiseKernels.ActivationForward<Gelu>");
         Assert.Contains(KernelMethods(), m => Name(m) == "GemmTiled8x8Kernels.Tiled<Silu>");
-        Assert.Contains(KernelMethods(), m => Name(m) == "ForeachKernels.Sgd"); // views only inside a struct
+        Assert.Contains(KernelMethods(), m => Name(m) == "ForeachKernels.SgdList"); // views only inside a struct
     }
 
     /// <summary>

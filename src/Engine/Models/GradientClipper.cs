@@ -24,7 +24,9 @@ public sealed class GradientClipper : IDisposable
         }
 
         _backend = backend;
-        _gradients = [.. parameters.Select(p => p.Parameter.Gradient)];
+        (string Key, Parameter Parameter)[] listed = [.. parameters];
+        Parameter.CheckListedOnce("gradient clipping", listed, nameof(parameters));
+        _gradients = [.. listed.Select(p => p.Parameter.Gradient)];
         if (_gradients.Length == 0)
         {
             throw new ArgumentException("gradient clipping: there are no parameters to clip.", nameof(parameters));

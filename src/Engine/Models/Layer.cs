@@ -25,6 +25,24 @@ public sealed class Parameter
     /// <summary>The shape, in PyTorch's layout.</summary>
     public Shape Shape => Value.Shape;
 
+    /// <summary>
+    /// Refuses a list naming one parameter twice (an optimizer or clipper would update or scale it twice, and a GPU's
+    /// one launch for the list from two threads at once).
+    /// </summary>
+    internal static void CheckListedOnce(string who, IReadOnlyList<(string Key, Parameter Parameter)> parameters, string argument)
+    {
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            for (int j = i + 1; j < parameters.Count; j++)
+            {
+                if (parameters[i].Parameter.Value.SharesStorageWith(parameters[j].Parameter.Value))
+                {
+                    throw new ArgumentException($"{who}: {parameters[i].Key} and {parameters[j].Key} are the same tensor; list each parameter once.", argument);
+                }
+            }
+        }
+    }
+
     /// <summary>Frees both tensors (the owning layer, when its model is disposed).</summary>
     internal void Release()
     {

@@ -10,17 +10,7 @@ public abstract class Optimizer : IDisposable
         ArgumentNullException.ThrowIfNull(parameters);
         Backend = backend;
         Parameters = [.. parameters];
-        for (int i = 0; i < Parameters.Count; i++)
-        {
-            for (int j = i + 1; j < Parameters.Count; j++)
-            {
-                if (Parameters[i].Parameter.Value.SharesStorageWith(Parameters[j].Parameter.Value))
-                {
-                    throw new ArgumentException($"Optimizer: {Parameters[i].Key} and {Parameters[j].Key} are the same tensor; list each parameter once.", nameof(parameters));
-                }
-            }
-        }
-
+        Parameter.CheckListedOnce("Optimizer", Parameters, nameof(parameters));
         Values = [.. Parameters.Select(p => p.Parameter.Value)];
         Gradients = [.. Parameters.Select(p => p.Parameter.Gradient)];
     }

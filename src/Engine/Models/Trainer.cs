@@ -80,7 +80,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var clipper = Options.ClipGradNorm is { } maxNorm ? new GradientClipper(backend, Optimizer.Parameters, maxNorm) : null;
         float baseRate = Optimizer.LearningRate;
         Optimizer.RestoreStepCount(state.OptimizerSteps);
-        var ranked = ranks > 1 ? new RankSync(Model, Communicator) : null;
+        using var ranked = ranks > 1 ? new RankSync(Model, Communicator) : null;
         try
         {
             for (int epoch = state.Epoch; epoch <= Options.Epochs; epoch++)
@@ -292,13 +292,17 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         data.ValidateLabels(model.Classes, what);
     }
 
-    /// <summary>What the ranks exchange each step: gradients as one flat buffer, buffers from rank 0, the epoch's sums.</summary>
-    private sealed class RankSync(Sequential model, ICommunicator ranks)
+    /// <summary>
+    /// What the ranks exchange each step: gradients as one flat buffer, buffers from rank 0, the epoch's sums. Each list
+    /// goes through one device buffer (<see cref="Backend.CopyToFlat"/>), so that a GPU makes one copy each way rather
+    /// than a synchronous copy per tensor.
+    /// </summary>
+    private sealed class RankSync(Sequential model, ICommunicator ranks) : IDisposable
     {
-        private readonly List<Parameter> _parameters = [.. model.NamedParameters().Select(p => p.Parameter)];
-        private readonly List<DeviceTensor<float>> _buffers = [.. model.NamedBuffers().Select(b => b.Buffer)];
-        private readonly float[] _gradients = new float[model.NamedParameters().Sum(p => p.Parameter.Shape.Size)];
-        private readonly float[] _bufferValues = new float[model.NamedBuffers().Sum(b => b.Buffer.Length)];
+        private readonly DeviceTensor<float>[] _gradientList = [.. model.NamedParameters().Select(p => p.Parameter.Gradient)];
+        private readonly DeviceTensor<float>[] _bufferList = [.. model.NamedBuffers().Select(b => b.Buffer)];
+        private readonly Flat _gradients = new(model.Backend, model.NamedParameters().Sum(p => p.Parameter.Shape.Size));
+        private readonly Flat _buffers = new(model.Backend, model.NamedBuffers().Sum(b => b.Buffer.Length));
 
         /// <summary>
         /// This rank's contiguous share [begin, begin + count) of the global batch [start, start + size), rounded so that
@@ -315,58 +319,35 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         public void SumGradients(float weight)
         {
             var backend = model.Backend;
-            int at = 0;
-            foreach (var parameter in _parameters)
+            if (weight == 0f)
             {
-                var slice = _gradients.AsSpan(at, parameter.Shape.Size);
-                if (weight == 0f)
-                {
-                    slice.Clear(); // no samples here this step: nothing to add
-                }
-                else
-                {
-                    backend.Download(parameter.Gradient, slice);
-                    foreach (ref float g in slice)
-                    {
-                        g *= weight;
-                    }
-                }
-
-                at += slice.Length;
+                Array.Clear(_gradients.Host); // no samples here this step: nothing to add
+            }
+            else
+            {
+                backend.CopyToFlat(_gradientList, _gradients.Device!, weight);
+                backend.Download<float>(_gradients.Device!, _gradients.Host);
             }
 
-            ranks.AllReduceSum(_gradients);
-            at = 0;
-            foreach (var parameter in _parameters)
-            {
-                backend.Upload<float>(_gradients.AsSpan(at, parameter.Shape.Size), parameter.Gradient);
-                at += parameter.Shape.Size;
-            }
+            ranks.AllReduceSum(_gradients.Host);
+            backend.Upload<float>(_gradients.Host, _gradients.Device!);
+            backend.CopyFromFlat(_gradients.Device!, _gradientList);
         }
 
         /// <summary>Every rank takes rank 0's buffers (batch norm's running statistics).</summary>
         public void BroadcastBuffers()
         {
-            if (_bufferValues.Length == 0)
+            if (_buffers.Device is not { } device)
             {
                 return;
             }
 
             var backend = model.Backend;
-            int at = 0;
-            foreach (var buffer in _buffers)
-            {
-                backend.Download(buffer, _bufferValues.AsSpan(at, buffer.Length));
-                at += buffer.Length;
-            }
-
-            ranks.Broadcast(_bufferValues, 0);
-            at = 0;
-            foreach (var buffer in _buffers)
-            {
-                backend.Upload<float>(_bufferValues.AsSpan(at, buffer.Length), buffer);
-                at += buffer.Length;
-            }
+            backend.CopyToFlat(_bufferList, device);
+            backend.Download<float>(device, _buffers.Host);
+            ranks.Broadcast(_buffers.Host, 0);
+            backend.Upload<float>(_buffers.Host, device);
+            backend.CopyFromFlat(device, _bufferList);
         }
 
         /// <summary>The epoch's loss and correct sums over the ranks; diverged if any rank diverged.</summary>
@@ -375,6 +356,20 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             float[] all = [local.LossSum, local.Correct, local.DivergedAtBatch is null ? 0f : 1f];
             ranks.AllReduceSum(all);
             return new RunningMetrics.Sums(all[0], all[1], all[2] > 0f ? local.DivergedAtBatch ?? 0 : null);
+        }
+
+        public void Dispose()
+        {
+            _gradients.Device?.Dispose();
+            _buffers.Device?.Dispose();
+        }
+
+        /// <summary>A list's values on the host and, when there are any, in one device buffer.</summary>
+        private sealed class Flat(Backend backend, int length)
+        {
+            public float[] Host { get; } = new float[length];
+
+            public DeviceTensor<float>? Device { get; } = length > 0 ? backend.Allocate<float>([length]) : null;
         }
     }
 

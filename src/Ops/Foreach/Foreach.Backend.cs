@@ -9,7 +9,7 @@ public abstract partial class Backend
     /// One torch.optim.SGD step on every tensor of <paramref name="parameters"/> (PyTorch's foreach form): the same as
     /// <see cref="SgdUpdate(SgdOptions, bool, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, float?)"/>
     /// on each in turn, to the bit, in a few launches on a GPU instead of one per tensor. The lists are parallel;
-    /// a parameter or velocity may appear once only.
+    /// a parameter or velocity may appear once only, and no gradient may be one of them.
     /// </summary>
     public void SgdUpdate(SgdOptions options, bool firstStep, IReadOnlyList<DeviceTensor<float>> parameters,
         IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> velocities, float? learningRate = null)
@@ -24,6 +24,7 @@ public abstract partial class Backend
         Checks.TensorList(op, nameof(gradients), gradients, this, parameters);
         Checks.TensorList(op, nameof(velocities), velocities, this, parameters);
         Checks.Unaliased(op, ++_listStamp, (nameof(parameters), parameters), (nameof(velocities), velocities));
+        Checks.NotWritten(op, _listStamp, nameof(gradients), gradients, (nameof(parameters), parameters), (nameof(velocities), velocities));
         SgdUpdateCore(new SgdParams(lr, options.Momentum, options.Dampening, options.WeightDecay,
             options.Nesterov ? 1 : 0, firstStep ? 1 : 0), parameters, gradients, velocities);
     }
@@ -31,7 +32,8 @@ public abstract partial class Backend
     /// <summary>
     /// One torch.optim.Adam or AdamW step (<paramref name="step"/> counts from 1) on every tensor of
     /// <paramref name="parameters"/>: the single-tensor <c>AdamUpdate</c> on each in turn, to the bit, in a few launches
-    /// on a GPU. The lists are parallel; a parameter or moment may appear once only.
+    /// on a GPU. The lists are parallel; a parameter or moment may appear once only, and no
+    /// gradient may be one of them.
     /// </summary>
     public void AdamUpdate(AdamOptions options, int step, IReadOnlyList<DeviceTensor<float>> parameters,
         IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> firstMoments,
@@ -49,6 +51,8 @@ public abstract partial class Backend
         Checks.TensorList(op, nameof(firstMoments), firstMoments, this, parameters);
         Checks.TensorList(op, nameof(secondMoments), secondMoments, this, parameters);
         Checks.Unaliased(op, ++_listStamp, (nameof(parameters), parameters), (nameof(firstMoments), firstMoments), (nameof(secondMoments), secondMoments));
+        Checks.NotWritten(op, _listStamp, nameof(gradients), gradients, (nameof(parameters), parameters), (nameof(firstMoments), firstMoments),
+            (nameof(secondMoments), secondMoments));
         AdamUpdateCore(AdamParams.ForStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, step,
             options.DecoupledWeightDecay), parameters, gradients, firstMoments, secondMoments);
     }
@@ -81,6 +85,39 @@ public abstract partial class Backend
         Checks.Apart(op, nameof(coefficient), coefficient, nameof(xs), xs);
         ScaleByCore(xs, coefficient);
     }
+
+    /// <summary>
+    /// flat[o_i + j] = scale · xs[i][j], o_i the lengths of the tensors before xs[i] (PyTorch's
+    /// _flatten_dense_tensors, scaled): a list of tensors as one buffer, to download or to hand to a collective in one
+    /// call. <paramref name="flat"/> holds exactly their elements and is none of them. A scale of 1 copies every value (a NaN stays a NaN, its payload as the device's multiply leaves it).
+    /// </summary>
+    public void CopyToFlat(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> flat, float scale = 1f)
+    {
+        using var operation = EnterOperation();
+        const string op = "CopyToFlat";
+        Checks.TensorList(op, nameof(xs), xs, this, null);
+        Checks.Length(op, nameof(flat), flat, this, Checks.TotalLength(op, nameof(xs), xs));
+        Checks.Apart(op, nameof(flat), flat, nameof(xs), xs);
+        CopyToFlatCore(xs, flat, scale);
+    }
+
+    /// <summary>xs[i][j] = flat[o_i + j]: the inverse of <see cref="CopyToFlat"/> (scale 1); each tensor listed once.</summary>
+    public void CopyFromFlat(DeviceTensor<float> flat, IReadOnlyList<DeviceTensor<float>> xs)
+    {
+        using var operation = EnterOperation();
+        const string op = "CopyFromFlat";
+        Checks.TensorList(op, nameof(xs), xs, this, null);
+        Checks.Length(op, nameof(flat), flat, this, Checks.TotalLength(op, nameof(xs), xs));
+        Checks.Apart(op, nameof(flat), flat, nameof(xs), xs);
+        Checks.Unaliased(op, ++_listStamp, (nameof(xs), xs));
+        CopyFromFlatCore(flat, xs);
+    }
+
+    /// <summary>The list into one buffer, scaled; arguments already checked.</summary>
+    protected abstract void CopyToFlatCore(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> flat, float scale);
+
+    /// <summary>One buffer into the list; arguments already checked.</summary>
+    protected abstract void CopyFromFlatCore(DeviceTensor<float> flat, IReadOnlyList<DeviceTensor<float>> xs);
 
     /// <summary>A new stamp for each list check (<see cref="Checks.Unaliased"/>), taken under the operation lock.</summary>
     private long _listStamp;

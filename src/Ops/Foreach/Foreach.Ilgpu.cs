@@ -9,14 +9,27 @@ namespace GpuCnn.Ilgpu;
 /// </summary>
 public sealed partial class IlgpuBackend
 {
+    /// <summary>
+    /// Whether lists go to the device in one launch per 32 tensors. Not on OpenCL: ILGPU passes every view inside a
+    /// struct there as a kernel argument of its own (128 for Adam, over the 1 KB of parameters the OpenCL standard
+    /// guarantees), so OpenCL runs the single-tensor kernels in a loop, as the host backends do.
+    /// </summary>
+    private bool ListsInOneLaunch => _accelerator.AcceleratorType != ILGPU.Runtime.AcceleratorType.OpenCL;
+
     /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, IReadOnlyList<DeviceTensor<float>> parameters,
         IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> velocities)
     {
+        if (!ListsInOneLaunch)
+        {
+            base.SgdUpdateCore(h, parameters, gradients, velocities);
+            return;
+        }
+
         for (int first = 0, count; first < parameters.Count; first += count)
         {
             count = ElementBatch(parameters, first, out var ends);
-            _launch.Run(ForeachKernels.Sgd, ends[count - 1], ListOf(parameters, first, count), ListOf(gradients, first, count),
+            _launch.Run(ForeachKernels.SgdList, ends[count - 1], ListOf(parameters, first, count), ListOf(gradients, first, count),
                 ListOf(velocities, first, count), ends, h);
         }
     }
@@ -26,10 +39,16 @@ public sealed partial class IlgpuBackend
         IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> firstMoments,
         IReadOnlyList<DeviceTensor<float>> secondMoments)
     {
+        if (!ListsInOneLaunch)
+        {
+            base.AdamUpdateCore(h, parameters, gradients, firstMoments, secondMoments);
+            return;
+        }
+
         for (int first = 0, count; first < parameters.Count; first += count)
         {
             count = ElementBatch(parameters, first, out var ends);
-            _launch.Run(ForeachKernels.Adam, ends[count - 1], ListOf(parameters, first, count), ListOf(gradients, first, count),
+            _launch.Run(ForeachKernels.AdamList, ends[count - 1], ListOf(parameters, first, count), ListOf(gradients, first, count),
                 ListOf(firstMoments, first, count), ListOf(secondMoments, first, count), ends, h);
         }
     }
@@ -37,10 +56,58 @@ public sealed partial class IlgpuBackend
     /// <inheritdoc/>
     protected override void ScaleByCore(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> coefficient)
     {
+        if (!ListsInOneLaunch)
+        {
+            base.ScaleByCore(xs, coefficient);
+            return;
+        }
+
         for (int first = 0, count; first < xs.Count; first += count)
         {
             count = ElementBatch(xs, first, out var ends);
-            _launch.Run(ForeachKernels.ScaleBy, ends[count - 1], ListOf(xs, first, count), ends, View(coefficient));
+            _launch.Run(ForeachKernels.ScaleByList, ends[count - 1], ListOf(xs, first, count), ends, View(coefficient));
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void CopyToFlatCore(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> flat, float scale)
+    {
+        if (!ListsInOneLaunch)
+        {
+            for (int i = 0, at = 0; i < xs.Count; at += xs[i].Length, i++)
+            {
+                _launch.Run(ForeachKernels.ScaledCopy, xs[i].Length, View(xs[i]), View(flat).SubView(at, xs[i].Length), scale);
+            }
+
+            return;
+        }
+
+        for (int first = 0, count, at = 0; first < xs.Count; first += count)
+        {
+            count = ElementBatch(xs, first, out var ends);
+            _launch.Run(ForeachKernels.CopyToFlat, ends[count - 1], ListOf(xs, first, count), ends, View(flat).SubView(at, ends[count - 1]), scale);
+            at += ends[count - 1];
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void CopyFromFlatCore(DeviceTensor<float> flat, IReadOnlyList<DeviceTensor<float>> xs)
+    {
+        if (!ListsInOneLaunch)
+        {
+            for (int i = 0, at = 0; i < xs.Count; at += xs[i].Length, i++)
+            {
+                _launch.Run(ForeachKernels.ScaledCopy, xs[i].Length, View(flat).SubView(at, xs[i].Length), View(xs[i]), 1f);
+            }
+
+            return;
+        }
+
+        for (int first = 0, count, at = 0; first < xs.Count; first += count)
+        {
+            count = ElementBatch(xs, first, out var ends);
+            _launch.Run(ForeachKernels.CopyFromFlat, ends[count - 1], View(flat).SubView(at, ends[count - 1]), ListOf(xs, first, count), ends);
+            at += ends[count - 1];
         }
     }
 
@@ -52,6 +119,12 @@ public sealed partial class IlgpuBackend
     /// </remarks>
     protected override void SquaredNormsCore(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> sums)
     {
+        if (!ListsInOneLaunch)
+        {
+            base.SquaredNormsCore(xs, sums);
+            return;
+        }
+
         for (int first = 0, count; first < xs.Count; first += count)
         {
             SlotInts chunkEnds = default, chunkSizes = default;
@@ -73,11 +146,11 @@ public sealed partial class IlgpuBackend
             // One chunk each: the first pass's sums are the norms (group g is tensor g), as in the single-tensor form.
             var partial = mostChunks == 1 ? View(sums).SubView(first, count) : _workspace.Get(IlgpuWorkspace.Slot.Partials, chunksInAll);
             _launch.NextSerial((largestChunk + 255) / 256);
-            _launch.Run(ForeachKernels.SquaredNormChunks, Reduction(chunksInAll, largestChunk), ListOf(xs, first, count), chunkEnds, chunkSizes, partial);
+            _launch.Run(ForeachKernels.SquaredNormChunksList, Reduction(chunksInAll, largestChunk), ListOf(xs, first, count), chunkEnds, chunkSizes, partial);
             if (mostChunks > 1)
             {
                 _launch.NextSerial((mostChunks + 255) / 256);
-                _launch.Run(ForeachKernels.SumChunks, Reduction(count, mostChunks), partial, chunkEnds, View(sums), first);
+                _launch.Run(ForeachKernels.SumChunksList, Reduction(count, mostChunks), partial, chunkEnds, View(sums), first);
             }
         }
     }

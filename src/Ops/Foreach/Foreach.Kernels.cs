@@ -6,7 +6,7 @@ namespace GpuCnn.Kernels;
 /// Up to <see cref="Capacity"/> float tensors handed to one kernel launch, as PyTorch's multi_tensor_apply hands a
 /// list of tensors to one CUDA launch: a struct of views, which ILGPU maps field by field (CUDA receives it as one
 /// parameter of 32 × 16 bytes; an Adam launch's four lists and ends take 2.2 of CUDA's 4 KB of parameters). A kernel
-/// picks a slot by its index (a chain of selects; ILGPU has no arrays of views). Unused slots repeat a listed view,
+/// picks a slot by its index (a switch; ILGPU has no arrays of views). Unused slots repeat a listed view,
 /// which no thread indexes. 32 takes a ResNet-8's 29 parameter tensors in one launch.
 /// </summary>
 internal struct TensorList
@@ -244,7 +244,7 @@ internal struct SlotInts
 
     /// <summary>
     /// The slot whose range holds <paramref name="index"/> when these are running ends: how many ends lie at or below
-    /// it (31 comparisons and adds, no branch; the last end is never below an index that exists).
+    /// it (31 comparisons and adds; the last end is never below an index that exists).
     /// </summary>
     public readonly int SlotOf(int index) =>
         (index >= I0 ? 1 : 0) +
@@ -292,24 +292,41 @@ internal struct SlotInts
 internal static class ForeachKernels
 {
     /// <summary>One SGD step over every listed tensor: thread i updates element i of the list's concatenation.</summary>
-    public static void Sgd(Index1D index, TensorList param, TensorList grad, TensorList velocity, SlotInts ends, SgdParams h)
+    public static void SgdList(Index1D index, TensorList param, TensorList grad, TensorList velocity, SlotInts ends, SgdParams h)
     {
         int i = index, slot = ends.SlotOf(i);
         OptimizerKernels.SgdAt(param[slot], grad[slot], velocity[slot], i - ends.Start(slot), h);
     }
 
     /// <summary>One Adam or AdamW step over every listed tensor (element i of the list's concatenation).</summary>
-    public static void Adam(Index1D index, TensorList param, TensorList grad, TensorList m, TensorList v, SlotInts ends, AdamParams h)
+    public static void AdamList(Index1D index, TensorList param, TensorList grad, TensorList m, TensorList v, SlotInts ends, AdamParams h)
     {
         int i = index, slot = ends.SlotOf(i);
         OptimizerKernels.AdamAt(param[slot], grad[slot], m[slot], v[slot], i - ends.Start(slot), h);
     }
 
     /// <summary>x *= coefficient[0] over every listed tensor.</summary>
-    public static void ScaleBy(Index1D index, TensorList x, SlotInts ends, ArrayView<float> coefficient)
+    public static void ScaleByList(Index1D index, TensorList x, SlotInts ends, ArrayView<float> coefficient)
     {
         int i = index, slot = ends.SlotOf(i);
         x[slot][i - ends.Start(slot)] *= coefficient[0];
+    }
+
+    /// <summary>flat[i] = scale · x[t][i − start(t)]: the list's concatenation (flat is this launch's share of it).</summary>
+    public static void CopyToFlat(Index1D index, TensorList x, SlotInts ends, ArrayView<float> flat, float scale)
+    {
+        int i = index, slot = ends.SlotOf(i);
+        flat[i] = scale * x[slot][i - ends.Start(slot)];
+    }
+
+    /// <summary>y[i] = scale · x[i]: one tensor's share of a flat copy, where lists run a tensor at a time (OpenCL).</summary>
+    public static void ScaledCopy(Index1D index, ArrayView<float> x, ArrayView<float> y, float scale) => y[index] = scale * x[index];
+
+    /// <summary>x[t][i − start(t)] = flat[i]: the concatenation back into the list.</summary>
+    public static void CopyFromFlat(Index1D index, ArrayView<float> flat, TensorList x, SlotInts ends)
+    {
+        int i = index, slot = ends.SlotOf(i);
+        x[slot][i - ends.Start(slot)] = flat[i];
     }
 
     /// <summary>
@@ -317,7 +334,7 @@ internal static class ForeachKernels
     /// t = chunkEnds.SlotOf(g), of chunkSizes[t] elements, and writes its sum to partial[g]
     /// (<see cref="GradNormKernels.ChunkSquares"/>, as the single-tensor kernel sums a chunk).
     /// </summary>
-    public static void SquaredNormChunks(TensorList x, SlotInts chunkEnds, SlotInts chunkSizes, ArrayView<float> partial)
+    public static void SquaredNormChunksList(TensorList x, SlotInts chunkEnds, SlotInts chunkSizes, ArrayView<float> partial)
     {
         int chunk = Grid.IdxX, slot = chunkEnds.SlotOf(chunk);
         float sum = GradNormKernels.ChunkSquares(x[slot], chunk - chunkEnds.Start(slot), chunkSizes[slot]);
@@ -332,7 +349,7 @@ internal static class ForeachKernels
     /// share and then a fixed tree (as <see cref="ReductionKernels.SumChunks"/> adds one tensor's), into
     /// sums[firstSlot + t].
     /// </summary>
-    public static void SumChunks(ArrayView<float> partial, SlotInts chunkEnds, ArrayView<float> sums, int firstSlot)
+    public static void SumChunksList(ArrayView<float> partial, SlotInts chunkEnds, ArrayView<float> sums, int firstSlot)
     {
         int slot = Grid.IdxX;
         float sum = 0f;

@@ -25,7 +25,7 @@ internal static class GradNormKernels
     /// valid in thread 0: each thread a strided share, then the group's fixed tree (this kernel's and the tensor-list
     /// kernel's, so both give the same bits).
     /// </summary>
-    public static float ChunkSquares(ArrayView<float> x, int chunk, int chunkSize)
+    internal static float ChunkSquares(ArrayView<float> x, int chunk, int chunkSize)
     {
         long begin = (long)chunk * chunkSize, end = Math.Min(begin + chunkSize, x.Length);
         float sum = 0f;
