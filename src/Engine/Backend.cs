@@ -482,15 +482,21 @@ public abstract partial class Backend : IDisposable
     {
         using var operation = EnterOperation();
         const string op = "SgdUpdate";
+        var h = SgdStep(options, firstStep, learningRate);
+        Checks.Owned(op, nameof(parameter), parameter, this);
+        Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
+        Checks.Tensor(op, nameof(velocity), velocity, this, parameter.Shape);
+        SgdUpdateCore(h, parameter, gradient, velocity);
+    }
+
+    /// <summary>One SGD step's hyperparameters as the kernels take them, checked (both forms of <c>SgdUpdate</c>).</summary>
+    private static SgdParams SgdStep(SgdOptions options, bool firstStep, float? learningRate)
+    {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         float lr = learningRate ?? options.LearningRate;
         Checks.FiniteNonNegative("SGD", "learning rate", lr);
-        Checks.Owned(op, nameof(parameter), parameter, this);
-        Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
-        Checks.Tensor(op, nameof(velocity), velocity, this, parameter.Shape);
-        SgdUpdateCore(new SgdParams(lr, options.Momentum, options.Dampening, options.WeightDecay,
-            options.Nesterov ? 1 : 0, firstStep ? 1 : 0), parameter, gradient, velocity);
+        return new SgdParams(lr, options.Momentum, options.Dampening, options.WeightDecay, options.Nesterov ? 1 : 0, firstStep ? 1 : 0);
     }
 
     /// <summary>
@@ -502,17 +508,23 @@ public abstract partial class Backend : IDisposable
     {
         using var operation = EnterOperation();
         const string op = "AdamUpdate";
+        var h = AdamStep(op, options, step, learningRate);
+        Checks.Owned(op, nameof(parameter), parameter, this);
+        Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
+        Checks.Tensor(op, nameof(firstMoment), firstMoment, this, parameter.Shape);
+        Checks.Tensor(op, nameof(secondMoment), secondMoment, this, parameter.Shape);
+        AdamUpdateCore(h, parameter, gradient, firstMoment, secondMoment);
+    }
+
+    /// <summary>Step <paramref name="step"/>'s Adam hyperparameters as the kernels take them, checked (both forms of <c>AdamUpdate</c>).</summary>
+    private static AdamParams AdamStep(string op, AdamOptions options, int step, float? learningRate)
+    {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         float lr = learningRate ?? options.LearningRate;
         Checks.FiniteNonNegative("Adam", "learning rate", lr);
         Checks.Positive(op, nameof(step), step);
-        Checks.Owned(op, nameof(parameter), parameter, this);
-        Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
-        Checks.Tensor(op, nameof(firstMoment), firstMoment, this, parameter.Shape);
-        Checks.Tensor(op, nameof(secondMoment), secondMoment, this, parameter.Shape);
-        AdamUpdateCore(AdamParams.ForStep(lr, options.Beta1, options.Beta2, options.Epsilon,
-            options.WeightDecay, step, options.DecoupledWeightDecay), parameter, gradient, firstMoment, secondMoment);
+        return AdamParams.ForStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, step, options.DecoupledWeightDecay);
     }
 
     // ---------------------------------------------------------------- core implementations (arguments already checked)

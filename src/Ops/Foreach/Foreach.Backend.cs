@@ -16,17 +16,13 @@ public abstract partial class Backend
     {
         using var operation = EnterOperation();
         const string op = "SgdUpdate";
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        float lr = learningRate ?? options.LearningRate;
-        Checks.FiniteNonNegative("SGD", "learning rate", lr);
+        var h = SgdStep(options, firstStep, learningRate);
         Checks.TensorList(op, nameof(parameters), parameters, this, null);
         Checks.TensorList(op, nameof(gradients), gradients, this, parameters);
         Checks.TensorList(op, nameof(velocities), velocities, this, parameters);
         Checks.Unaliased(op, ++_listStamp, (nameof(parameters), parameters), (nameof(velocities), velocities));
         Checks.NotWritten(op, _listStamp, nameof(gradients), gradients, (nameof(parameters), parameters), (nameof(velocities), velocities));
-        SgdUpdateCore(new SgdParams(lr, options.Momentum, options.Dampening, options.WeightDecay,
-            options.Nesterov ? 1 : 0, firstStep ? 1 : 0), parameters, gradients, velocities);
+        SgdUpdateCore(h, parameters, gradients, velocities);
     }
 
     /// <summary>
@@ -41,11 +37,7 @@ public abstract partial class Backend
     {
         using var operation = EnterOperation();
         const string op = "AdamUpdate";
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        float lr = learningRate ?? options.LearningRate;
-        Checks.FiniteNonNegative("Adam", "learning rate", lr);
-        Checks.Positive(op, nameof(step), step);
+        var h = AdamStep(op, options, step, learningRate);
         Checks.TensorList(op, nameof(parameters), parameters, this, null);
         Checks.TensorList(op, nameof(gradients), gradients, this, parameters);
         Checks.TensorList(op, nameof(firstMoments), firstMoments, this, parameters);
@@ -53,8 +45,7 @@ public abstract partial class Backend
         Checks.Unaliased(op, ++_listStamp, (nameof(parameters), parameters), (nameof(firstMoments), firstMoments), (nameof(secondMoments), secondMoments));
         Checks.NotWritten(op, _listStamp, nameof(gradients), gradients, (nameof(parameters), parameters), (nameof(firstMoments), firstMoments),
             (nameof(secondMoments), secondMoments));
-        AdamUpdateCore(AdamParams.ForStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, step,
-            options.DecoupledWeightDecay), parameters, gradients, firstMoments, secondMoments);
+        AdamUpdateCore(h, parameters, gradients, firstMoments, secondMoments);
     }
 
     /// <summary>
