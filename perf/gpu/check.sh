@@ -15,12 +15,14 @@
 # `groups` times the tiled kernels' group sizes against each other (GPUCNN_TILE_GROUP_THREADS=256|128|64, every bench
 # row, alternating, twice); `narrow` times the implicit GEMM's 32-filter tiles against its 64-filter ones (layers of
 # at most 32 filters; GPUCNN_IMPLICIT_GEMM_FILTERS=64|32; 32 became the default after an H200 run of this step);
+# `lists` times the optimizer and clipping rows and the whole training steps with the tensor-list launches (one per
+# 32 tensors, the default) against a launch per tensor (GPUCNN_TENSOR_LISTS=1|0), alternating, twice;
 # `ncu-resnet` sums Nsight Compute's GPU time per kernel over 900 launches of ResNet-8 training steps
 # (perf/gpu/ncu_kernel_times.py); `distributed` unpacks the Open MPI packages publish.sh carried and
 # trains on the GPU with 2 ranks sharing it (`--device cuda` takes the GPU of the local rank modulo the GPUs there)
 # against one process, twice for bitwise reproducibility, then runs the distributed test class.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro
+# (names: machine devices selftest tests parity bench lists groups narrow ladder conv-ladder torch-bench lenet resnet repro
 # fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, narrow, ladder, opencl, ncu and ncu-resnet,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
@@ -43,8 +45,8 @@ resnet8_full=("${resnet8[@]}" --epochs 2 --schedule cosine --augment crop=2 --da
 failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
-default_steps="machine devices selftest tests parity bench conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench groups narrow ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
+default_steps="machine devices selftest tests parity bench lists conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
+all_steps="machine devices selftest tests parity bench lists groups narrow ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -121,6 +123,17 @@ if wanted groups; then
     echo "-- ResNet-8, 2 epochs, GPUCNN_TILE_GROUP_THREADS=$threads"
     check "resnet-groups-$threads" 120 env GPUCNN_TILE_GROUP_THREADS=$threads "$gpucnn" "${resnet8_full[@]}" \
       --out "$work/resnet8-groups-$threads.safetensors" | grep -E "^epoch"
+  done
+fi
+
+if wanted lists; then
+  step "tensor lists: a launch per 32 tensors against a launch per tensor (GPUCNN_TENSOR_LISTS), alternating, twice"
+  for round in 1 2; do
+    for lists in 0 1; do
+      echo "-- round $round, GPUCNN_TENSOR_LISTS=$lists"
+      check "bench-lists-$lists" 90 env GPUCNN_TENSOR_LISTS=$lists "$gpucnn" bench --device cuda --only sgd clip lenet-step resnet8 \
+        | grep -E "^(sgd|clip|lenet|resnet|kernel)"
+    done
   done
 fi
 

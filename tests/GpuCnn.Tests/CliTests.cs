@@ -168,6 +168,25 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void Tensor_lists_launch_once_unless_told_a_launch_per_tensor_and_a_misspelt_switch_is_a_clear_error()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "sgd-resnet8"];
+        var lists = CliRunner.Run(args);
+        Assert.True(lists.ExitCode == 0, lists.Error);
+        Assert.Equal(1, Regex.Count(lists.Out, @"^sgd-resnet8\s+SgdList\s+304\s", RegexOptions.Multiline));
+
+        var each = CliProcess.RunWithEnvironment(args, "GPUCNN_TENSOR_LISTS", "0");
+        Assert.True(each.ExitCode == 0, each.Error);
+        Assert.Equal(9, Regex.Count(each.Out, @"^sgd-resnet8\s+Sgd\s", RegexOptions.Multiline)); // a launch per tensor (the report lists the 29 as their 9 distinct grids)
+        Assert.DoesNotContain("SgdList", each.Out, StringComparison.Ordinal);
+
+        var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_TENSOR_LISTS", "yes");
+        Assert.Equal(1, misspelt.ExitCode);
+        Assert.Equal("error: GPUCNN_TENSOR_LISTS is 'yes'; expected 1 (a launch per 32 tensors) or 0 (a launch per tensor).", misspelt.Error.Trim());
+    }
+
+    [Fact]
     public void Bench_launches_plans_every_row_for_a_hopper_gpu_without_running_it()
     {
         var result = CliRunner.Run("bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet1", "gemm-1024");

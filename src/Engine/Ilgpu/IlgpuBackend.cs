@@ -53,6 +53,17 @@ public sealed partial class IlgpuBackend : Backend
                 : throw new InvalidOperationException($"GPUCNN_IMPLICIT_GEMM_FILTERS is '{filters}'; expected 64 or 32.");
         }
 
+        string? lists = Environment.GetEnvironmentVariable("GPUCNN_TENSOR_LISTS");
+        if (!string.IsNullOrWhiteSpace(lists))
+        {
+            TensorListLaunches = lists.Trim() switch
+            {
+                "1" => true,
+                "0" => false,
+                _ => throw new InvalidOperationException($"GPUCNN_TENSOR_LISTS is '{lists}'; expected 1 (a launch per 32 tensors) or 0 (a launch per tensor)."),
+            };
+        }
+
         string? groupThreads = Environment.GetEnvironmentVariable("GPUCNN_TILE_GROUP_THREADS");
         if (!string.IsNullOrWhiteSpace(groupThreads))
         {

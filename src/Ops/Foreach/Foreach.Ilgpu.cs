@@ -10,11 +10,15 @@ namespace GpuCnn.Ilgpu;
 public sealed partial class IlgpuBackend
 {
     /// <summary>
-    /// Whether lists go to the device in one launch per 32 tensors. Not on OpenCL: ILGPU passes every view inside a
-    /// struct there as a kernel argument of its own (128 for Adam, over the 1 KB of parameters the OpenCL standard
-    /// guarantees), so OpenCL runs the single-tensor kernels in a loop, as the host backends do.
+    /// Whether the tensor-list operations launch once per 32 tensors (the default) or once per tensor, as before them
+    /// (to time the two against each other on a GPU, or to step around a device that refuses the list kernels);
+    /// GPUCNN_TENSOR_LISTS=0|1 sets it for a process. OpenCL always runs a tensor at a time: ILGPU passes every view
+    /// inside a struct there as a kernel argument of its own (128 for Adam, over the 1 KB of parameters the OpenCL
+    /// standard guarantees).
     /// </summary>
-    private bool ListsInOneLaunch => _accelerator.AcceleratorType != ILGPU.Runtime.AcceleratorType.OpenCL;
+    public bool TensorListLaunches { get; set; } = true;
+
+    private bool ListsInOneLaunch => TensorListLaunches && _accelerator.AcceleratorType != ILGPU.Runtime.AcceleratorType.OpenCL;
 
     /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, IReadOnlyList<DeviceTensor<float>> parameters,
