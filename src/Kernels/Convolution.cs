@@ -94,6 +94,19 @@ internal static class ConvolutionKernels
     }
 
     /// <summary>
+    /// A 1×1 layer's backward data at stride (Sh, Sw), padding 0: dx[n,c,h,w] = z[n,c,h/Sh,w/Sw] where Sh divides h
+    /// and Sw divides w, else 0 (those inputs met no filter), z (N,C,P,Q) being the stride-1 backward data of dy. One
+    /// thread per dx element, so dx needs no fill first.
+    /// </summary>
+    public static void ScatterOntoStride(Index1D index, ArrayView<float> z, ArrayView<float> dx, Conv2dGeometry g)
+    {
+        int w = index % g.W;
+        int h = index / g.W % g.H;
+        int plane = index / (g.W * g.H); // n·C + c
+        dx[index] = h % g.StrideH == 0 && w % g.StrideW == 0 ? z[((plane * g.P) + (h / g.StrideH)) * g.Q + (w / g.StrideW)] : 0f;
+    }
+
+    /// <summary>
     /// Backward-data step 3, the full convolution: dx[n,c,h,x] = Σ_{j,r,s} E[n,k_j,h+r·Dh,x+s·Dw] · wrot[c,j,r,s]
     /// over the output channels k_j of c's group, a valid correlation of the dilated, padded output gradient with the
     /// rotated kernel.

@@ -125,6 +125,11 @@ public static partial class OperationCases
         yield return ClipGradNorm([40_000, 37, 1, 500], 1.5f, random.Next());
         yield return ClipGradNorm([300, 7], 1e6f, random.Next());
 
+        // A strided 1×1 layer (ResNet's shortcut; its own backward-data route on GPUs), odd sizes and unequal strides.
+        var pointwise = new Conv2dGeometry(N: 2, C: 5, H: 7, W: 8, K: 9, R: 1, S: 1, StrideH: 2, StrideW: 3);
+        yield return ConvolutionBackwardData("conv2d backward-data, 1x1 stride (2,3)", pointwise, 73);
+        yield return ConvolutionForward("conv2d forward, 1x1 stride (2,3)", pointwise, 74);
+
         // The optimizers' list forms over more tensors than one GPU launch takes (32).
         yield return ListedOptimizers([.. Enumerable.Range(0, 35).Select(_ => random.Next(1, 100))], random.Next());
     }
@@ -150,7 +155,10 @@ public static partial class OperationCases
             ("conv3x3-64", quick ? new(N: 2, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, PadH: 1, PadW: 1)
                                  : new(N: 64, C: 64, H: 32, W: 32, K: 64, R: 3, S: 3, PadH: 1, PadW: 1)),
             ("conv3x3-128", quick ? new(N: 2, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, PadH: 1, PadW: 1)
-                                  : new(N: 32, C: 128, H: 16, W: 16, K: 128, R: 3, S: 3, PadH: 1, PadW: 1))])
+                                  : new(N: 32, C: 128, H: 16, W: 16, K: 128, R: 3, S: 3, PadH: 1, PadW: 1)),
+            // ResNet-8's second shortcut (32 → 64 channels, 1×1 at stride 2) at batch 128.
+            ("conv1x1s2-64", quick ? new(N: 4, C: 8, H: 8, W: 8, K: 16, R: 1, S: 1, StrideH: 2, StrideW: 2)
+                                   : new(N: 128, C: 32, H: 14, W: 14, K: 64, R: 1, S: 1, StrideH: 2, StrideW: 2))])
         {
             yield return ConvolutionForward($"{name}-fwd{suffix}", g, 1);
             yield return ConvolutionBackward($"{name}-bwd{suffix}", g, 1);

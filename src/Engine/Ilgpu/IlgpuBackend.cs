@@ -383,6 +383,20 @@ public sealed partial class IlgpuBackend : Backend
             return;
         }
 
+        if (UseImplicitGemm(g) && g.IsPlain && g.R == 1 && g.S == 1 && g.PadH == 0 && g.PadW == 0)
+        {
+            // A strided 1×1 layer (ResNet's shortcut): the stride-1 backward data on the stride's grid — one implicit
+            // GEMM of dy with the transposed kernel (C, K) — then scattered onto it, zeros elsewhere. With col2im here,
+            // an H200 spent 3–5× a shortcut's forward pass on its backward (docs/benchmarks.md).
+            var onGrid = g with { H = g.P, W = g.Q, StrideH = 1, StrideW = 1 };
+            var transposed = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
+            var z = _workspace.Get(IlgpuWorkspace.Slot.Product, onGrid.InputSize);
+            _launch.Run(ConvolutionKernels.RotateKernel, g.WeightSize, View(w), transposed, g);
+            RunImplicitGemm(ConvolutionImplicitGemmKernels.BackwardDataGeometry(onGrid), View(dy), transposed, z, transposed, Epilogue.None);
+            _launch.Run(ConvolutionKernels.ScatterOntoStride, g.InputSize, z, View(dx), g);
+            return;
+        }
+
         if (UseIm2Col(g))
         {
             // dx = col2im(Wᵀ · dy): the GEMM form of the same full convolution (docs/02-convolution.md).
