@@ -90,16 +90,20 @@ public abstract class ForeachTests(BackendFixture fixture)
         using var source = new Tensors(backend, 1, seed: 4);
         using var target = new Tensors(backend, 1, seed: 5);
         using var flat = backend.Allocate<float>([Lengths.Sum()]);
+        // A NaN with a payload, a subnormal and −0 among them: at scale 1 every bit is copied.
+        backend.Upload<float>([BitConverter.Int32BitsToSingle(0x7FC12345), 1e-40f, -0f, 1f, 2f, 3f, 4f], source[0][0]);
         float[] concatenation = [.. source[0].SelectMany(backend.DownloadArray)];
 
         backend.CopyToFlat(source[0], flat, scale: 0.25f);
-        TensorAssert.Identical<float>([.. concatenation.Select(v => v * 0.25f)], backend.DownloadArray(flat), $"{backend.Name} scaled flat copy");
+        float[] scaled = backend.DownloadArray(flat);
+        TensorAssert.Identical<float>([.. concatenation.Skip(1).Select(v => v * 0.25f)], scaled.AsSpan(1), $"{backend.Name} scaled flat copy");
+        Assert.True(float.IsNaN(scaled[0]));
         backend.CopyToFlat(source[0], flat);
         TensorAssert.Identical<float>(concatenation, backend.DownloadArray(flat), $"{backend.Name} flat copy");
         backend.CopyFromFlat(flat, target[0]);
         source.AssertIdentical(target, "copied back");
 
-        using var other = backend.Allocate<float>([4]); // as long as the first two tensors together (7 + 1)
+        using var other = backend.Allocate<float>([4]); // half as long as the first two tensors together (7 + 1)
         Assert.StartsWith($"CopyToFlat: flat has shape ({Lengths.Sum()}) ({Lengths.Sum()} elements), expected 11 elements.",
             Assert.Throws<ArgumentException>(() => backend.CopyToFlat([other, source[0][0]], flat)).Message, StringComparison.Ordinal);
         Assert.StartsWith("CopyFromFlat: flat shares storage with xs[0]",
@@ -240,6 +244,9 @@ public sealed class IlgpuCpuForeach(IlgpuCpuFixture fixture) : ForeachTests(fixt
 
 /// <summary>Every norm cut into three chunks and added by the second pass (GPUs cut long tensors so).</summary>
 public sealed class IlgpuCpuSplitForeach(IlgpuCpuSplitFixture fixture) : ForeachTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
+
+/// <summary>The list forms a launch per tensor, as on OpenCL: the same bits again.</summary>
+public sealed class IlgpuCpuPerTensorForeach(IlgpuCpuPerTensorFixture fixture) : ForeachTests(fixture), IClassFixture<IlgpuCpuPerTensorFixture>;
 
 public sealed class CudaForeach(CudaFixture fixture) : ForeachTests(fixture), IClassFixture<CudaFixture>;
 

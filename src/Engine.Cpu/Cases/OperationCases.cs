@@ -129,9 +129,11 @@ public static partial class OperationCases
         var pointwise = new Conv2dGeometry(N: 2, C: 5, H: 7, W: 8, K: 9, R: 1, S: 1, StrideH: 2, StrideW: 3);
         yield return ConvolutionBackwardData("conv2d backward-data, 1x1 stride (2,3)", pointwise, 73);
         yield return ConvolutionForward("conv2d forward, 1x1 stride (2,3)", pointwise, 74);
+        yield return ConvolutionBackwardData("conv2d backward-data, 1x1 stride (1,2)", pointwise with { StrideH = 1, StrideW = 2 }, 75);
 
         // The optimizers' list forms over more tensors than one GPU launch takes (32).
         yield return ListedOptimizers([.. Enumerable.Range(0, 35).Select(_ => random.Next(1, 100))], random.Next());
+        yield return FlatCopies([.. Enumerable.Range(0, 34).Select(_ => random.Next(1, 60))], 0.5f, random.Next());
     }
 
     /// <summary>

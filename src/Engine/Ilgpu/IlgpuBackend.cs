@@ -387,7 +387,7 @@ public sealed partial class IlgpuBackend : Backend
         {
             // A strided 1×1 layer (ResNet's shortcut): the stride-1 backward data on the stride's grid — one implicit
             // GEMM of dy with the transposed kernel (C, K) — then scattered onto it, zeros elsewhere. With col2im here,
-            // an H200 spent 3–5× a shortcut's forward pass on its backward (docs/benchmarks.md).
+            // an H200 spent 3–5× a shortcut's forward pass on its whole backward (docs/benchmarks.md).
             var onGrid = g with { H = g.P, W = g.Q, StrideH = 1, StrideW = 1 };
             var transposed = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
             var z = _workspace.Get(IlgpuWorkspace.Slot.Product, onGrid.InputSize);

@@ -297,12 +297,29 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// goes through one device buffer (<see cref="Backend.CopyToFlat"/>), so that a GPU makes one copy each way rather
     /// than a synchronous copy per tensor.
     /// </summary>
-    private sealed class RankSync(Sequential model, ICommunicator ranks) : IDisposable
+    private sealed class RankSync : IDisposable
     {
-        private readonly DeviceTensor<float>[] _gradientList = [.. model.NamedParameters().Select(p => p.Parameter.Gradient)];
-        private readonly DeviceTensor<float>[] _bufferList = [.. model.NamedBuffers().Select(b => b.Buffer)];
-        private readonly Flat _gradients = new(model.Backend, model.NamedParameters().Sum(p => p.Parameter.Shape.Size));
-        private readonly Flat _buffers = new(model.Backend, model.NamedBuffers().Sum(b => b.Buffer.Length));
+        private readonly Sequential model;
+        private readonly ICommunicator ranks;
+        private readonly DeviceTensor<float>[] _gradientList, _bufferList;
+        private readonly Flat _gradients, _buffers;
+
+        public RankSync(Sequential model, ICommunicator ranks)
+        {
+            (this.model, this.ranks) = (model, ranks);
+            _gradientList = [.. model.NamedParameters().Select(p => p.Parameter.Gradient)];
+            _bufferList = [.. model.NamedBuffers().Select(b => b.Buffer)];
+            _gradients = new Flat(model.Backend, _gradientList.Sum(g => g.Length));
+            try
+            {
+                _buffers = new Flat(model.Backend, _bufferList.Sum(b => b.Length));
+            }
+            catch
+            {
+                _gradients.Device?.Dispose(); // out of device memory for the second: free the first
+                throw;
+            }
+        }
 
         /// <summary>
         /// This rank's contiguous share [begin, begin + count) of the global batch [start, start + size), rounded so that
@@ -319,19 +336,24 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         public void SumGradients(float weight)
         {
             var backend = model.Backend;
+            if (_gradients.Device is null)
+            {
+                return; // a model without parameters (every rank builds the same model, so none of them sums)
+            }
+
             if (weight == 0f)
             {
                 Array.Clear(_gradients.Host); // no samples here this step: nothing to add
             }
             else
             {
-                backend.CopyToFlat(_gradientList, _gradients.Device!, weight);
-                backend.Download<float>(_gradients.Device!, _gradients.Host);
+                backend.CopyToFlat(_gradientList, _gradients.Device, weight);
+                backend.Download<float>(_gradients.Device, _gradients.Host);
             }
 
             ranks.AllReduceSum(_gradients.Host);
-            backend.Upload<float>(_gradients.Host, _gradients.Device!);
-            backend.CopyFromFlat(_gradients.Device!, _gradientList);
+            backend.Upload<float>(_gradients.Host, _gradients.Device);
+            backend.CopyFromFlat(_gradients.Device, _gradientList);
         }
 
         /// <summary>Every rank takes rank 0's buffers (batch norm's running statistics).</summary>

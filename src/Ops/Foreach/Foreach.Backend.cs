@@ -80,7 +80,7 @@ public abstract partial class Backend
     /// <summary>
     /// flat[o_i + j] = scale · xs[i][j], o_i the lengths of the tensors before xs[i] (PyTorch's
     /// _flatten_dense_tensors, scaled): a list of tensors as one buffer, to download or to hand to a collective in one
-    /// call. <paramref name="flat"/> holds exactly their elements and is none of them. A scale of 1 copies every value (a NaN stays a NaN, its payload as the device's multiply leaves it).
+    /// call. <paramref name="flat"/> holds exactly their elements and is none of them. A scale of 1 copies the bits.
     /// </summary>
     public void CopyToFlat(IReadOnlyList<DeviceTensor<float>> xs, DeviceTensor<float> flat, float scale = 1f)
     {

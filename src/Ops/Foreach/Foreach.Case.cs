@@ -30,6 +30,23 @@ public static partial class OperationCases
             });
         });
 
+    /// <summary>Tensors of the lengths given packed into one buffer, scaled, then a second set unpacked from it.</summary>
+    public static OperationCase FlatCopies(int[] lengths, float scale, int seed) =>
+        new("copy a list of tensors to one buffer and back", $"({string.Join(", ", lengths)}) x {scale}", null, backend =>
+        {
+            ArgumentNullException.ThrowIfNull(lengths);
+            var random = new Random(seed);
+            var run = new PreparedRun(backend);
+            var sources = lengths.Select(n => run.Input([n], random)).ToArray();
+            var flat = run.Output([lengths.Sum()]);
+            var targets = lengths.Select(n => run.Output([n])).ToArray();
+            return run.Does(() =>
+            {
+                backend.CopyToFlat(sources, flat, scale);
+                backend.CopyFromFlat(flat, targets);
+            });
+        });
+
     /// <summary>
     /// One SGD step (momentum 0.9, weight decay 5e-4, PyTorch's ResNet recipe) over tensors of the lengths given: as a
     /// list (<paramref name="listed"/>: a few launches on a GPU) or a tensor at a time (a launch each), to show what the

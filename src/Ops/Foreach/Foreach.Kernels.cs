@@ -312,15 +312,20 @@ internal static class ForeachKernels
         x[slot][i - ends.Start(slot)] *= coefficient[0];
     }
 
-    /// <summary>flat[i] = scale · x[t][i − start(t)]: the list's concatenation (flat is this launch's share of it).</summary>
+    /// <summary>
+    /// flat[i] = scale · x[t][i − start(t)]: the list's concatenation (flat is this launch's share of it); at scale 1 a
+    /// copy of the bits (a multiply could quiet a NaN's payload, or flush a subnormal on a device without them).
+    /// </summary>
     public static void CopyToFlat(Index1D index, TensorList x, SlotInts ends, ArrayView<float> flat, float scale)
     {
         int i = index, slot = ends.SlotOf(i);
-        flat[i] = scale * x[slot][i - ends.Start(slot)];
+        float v = x[slot][i - ends.Start(slot)];
+        flat[i] = scale == 1f ? v : scale * v;
     }
 
     /// <summary>y[i] = scale · x[i]: one tensor's share of a flat copy, where lists run a tensor at a time (OpenCL).</summary>
-    public static void ScaledCopy(Index1D index, ArrayView<float> x, ArrayView<float> y, float scale) => y[index] = scale * x[index];
+    public static void ScaledCopy(Index1D index, ArrayView<float> x, ArrayView<float> y, float scale) =>
+        y[index] = scale == 1f ? x[index] : scale * x[index]; // at scale 1 the bits, as CopyToFlat
 
     /// <summary>x[t][i − start(t)] = flat[i]: the concatenation back into the list.</summary>
     public static void CopyFromFlat(Index1D index, ArrayView<float> flat, TensorList x, SlotInts ends)

@@ -11,9 +11,9 @@ public abstract partial class HostBackend
         {
             var target = destination.Slice(at, xs[i].Length);
             Data(xs[i]).AsSpan(0, xs[i].Length).CopyTo(target);
-            foreach (ref float v in target)
+            for (int j = 0; scale != 1f && j < target.Length; j++)
             {
-                v *= scale;
+                target[j] *= scale; // at scale 1 the copy's bits, as on the devices
             }
         }
     }

@@ -64,6 +64,9 @@ public sealed class CpuFixture() : BackendFixture("cpu");
 
 public sealed class IlgpuCpuFixture() : BackendFixture("ilgpu-cpu");
 
+/// <summary>ILGPU's CPU accelerator with the tensor-list operations a launch per tensor (GPUCNN_TENSOR_LISTS=0; OpenCL's way).</summary>
+public sealed class IlgpuCpuPerTensorFixture() : BackendFixture("ilgpu-cpu", backend => ((IlgpuBackend)backend).TensorListLaunches = false);
+
 /// <summary>ILGPU's CPU accelerator forced onto the fast kernels: tiled GEMM and im2col + GEMM convolution, the latter in several chunks of images (a tiny workspace).</summary>
 public sealed class IlgpuCpuTiledFixture() : BackendFixture("ilgpu-cpu",
     new IlgpuSettings(Gemm: GemmAlgorithm.Tiled, Convolution: ConvolutionAlgorithm.Im2ColGemm, ConvolutionWorkspaceFloats: 300));
