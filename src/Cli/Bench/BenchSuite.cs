@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using GpuCnn.Cpu;
+using GpuCnn.Models;
 
 namespace GpuCnn.Cli.Bench;
 
@@ -55,19 +56,13 @@ internal static class BenchSuite
             wall[i] = clock.Elapsed.TotalMilliseconds;
         }
 
-        double wallMedian = Median(wall);
-        double median = gpu is null ? wallMedian : Median(device);
+        double wallMedian = StepProfiler.Median(wall);
+        double median = gpu is null ? wallMedian : StepProfiler.Median(device);
         return new BenchResult(benchCase.Name, backend.Name, median, benchCase.Flops / (median * 1e6), repetitions, wallMedian);
     }
 
     private const double WarmUpMs = 300;
 
-    private static double Median(double[] values)
-    {
-        Array.Sort(values);
-        int n = values.Length;
-        return n % 2 == 1 ? values[n / 2] : (values[(n / 2) - 1] + values[n / 2]) / 2;
-    }
 
     /// <summary>Kernel launches of one LeNet-5 training step at <paramref name="batch"/> (after a warm-up step), for ILGPU backends.</summary>
     public static long LaunchesPerLeNetStep(Ilgpu.IlgpuBackend backend, int batch)

@@ -254,38 +254,10 @@ public static class Simd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static unsafe void CopyAdding(float* source, float* target, int count, float value)
     {
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            var add = Vector512.Create(value);
-            for (; i + 16 <= count; i += 16)
-            {
-                Vector512.Store(Vector512.Load(source + i) + add, target + i);
-            }
-        }
-
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var add = Vector256.Create(value);
-            for (; i + 8 <= count; i += 8)
-            {
-                Vector256.Store(Vector256.Load(source + i) + add, target + i);
-            }
-        }
-
-        if (Vector128.IsHardwareAccelerated)
-        {
-            var add = Vector128.Create(value);
-            for (; i + 4 <= count; i += 4)
-            {
-                Vector128.Store(Vector128.Load(source + i) + add, target + i);
-            }
-        }
-
-        for (; i < count; i++)
-        {
-            target[i] = source[i] + value;
-        }
+        int i = CopyAdding<Vec512, Vector512<float>>(Vector512.IsHardwareAccelerated, source, target, 0, count, value);
+        i = CopyAdding<Vec256, Vector256<float>>(Vector256.IsHardwareAccelerated, source, target, i, count, value);
+        i = CopyAdding<Vec128, Vector128<float>>(Vector128.IsHardwareAccelerated, source, target, i, count, value);
+        CopyAdding<Scalar, float>(true, source, target, i, count, value);
     }
 
     /// <summary>
@@ -297,35 +269,39 @@ public static class Simd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static unsafe void AddFloats(float* source, float* target, int count)
     {
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
+        int i = AddFloats<Vec512, Vector512<float>>(Vector512.IsHardwareAccelerated, source, target, 0, count);
+        i = AddFloats<Vec256, Vector256<float>>(Vector256.IsHardwareAccelerated, source, target, i, count);
+        i = AddFloats<Vec128, Vector128<float>>(Vector128.IsHardwareAccelerated, source, target, i, count);
+        AddFloats<Scalar, float>(true, source, target, i, count);
+    }
+
+    /// <summary><see cref="CopyAdding(float*, float*, int, float)"/> from <paramref name="i"/> on, whole vectors of one width; where it stopped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe int CopyAdding<TOps, TVec>(bool accelerated, float* source, float* target, int i, int count, float value)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        var add = TOps.Broadcast(value);
+        for (; accelerated && i + TOps.Width <= count; i += TOps.Width)
         {
-            for (; i + 16 <= count; i += 16)
-            {
-                Vector512.Store(Vector512.Load(target + i) + Vector512.Load(source + i), target + i);
-            }
+            TOps.Store(target + i, TOps.Add(TOps.Load(source + i), add));
         }
 
-        if (Vector256.IsHardwareAccelerated)
+        return i;
+    }
+
+    /// <summary><see cref="AddFloats(float*, float*, int)"/> from <paramref name="i"/> on, whole vectors of one width; where it stopped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe int AddFloats<TOps, TVec>(bool accelerated, float* source, float* target, int i, int count)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        for (; accelerated && i + TOps.Width <= count; i += TOps.Width)
         {
-            for (; i + 8 <= count; i += 8)
-            {
-                Vector256.Store(Vector256.Load(target + i) + Vector256.Load(source + i), target + i);
-            }
+            TOps.Store(target + i, TOps.Add(TOps.Load(target + i), TOps.Load(source + i)));
         }
 
-        if (Vector128.IsHardwareAccelerated)
-        {
-            for (; i + 4 <= count; i += 4)
-            {
-                Vector128.Store(Vector128.Load(target + i) + Vector128.Load(source + i), target + i);
-            }
-        }
-
-        for (; i < count; i++)
-        {
-            target[i] += source[i];
-        }
+        return i;
     }
 
     /// <summary>Copies <paramref name="count"/> floats in whole vectors, the last one overlapping, reading and writing nothing outside.</summary>

@@ -182,15 +182,15 @@ public static class StepProfiler
         }
     }
 
-    /// <summary>The median; 0 for none.</summary>
-    internal static double Median(List<double> times)
+    /// <summary>The median (of the middle two, for an even count); 0 for none. `gpucnn bench`'s rows take it too.</summary>
+    internal static double Median(IEnumerable<double> times)
     {
-        if (times.Count == 0)
+        var sorted = times.Order().ToList();
+        if (sorted.Count == 0)
         {
             return 0;
         }
 
-        var sorted = times.Order().ToList();
         int half = sorted.Count / 2;
         return sorted.Count % 2 == 1 ? sorted[half] : (sorted[half - 1] + sorted[half]) / 2;
     }

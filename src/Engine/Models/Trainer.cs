@@ -299,14 +299,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// </summary>
     private sealed class RankSync : IDisposable
     {
-        private readonly Sequential model;
-        private readonly ICommunicator ranks;
+        private readonly Sequential _model;
+        private readonly ICommunicator _ranks;
         private readonly DeviceTensor<float>[] _gradientList, _bufferList;
         private readonly Flat _gradients, _buffers;
 
         public RankSync(Sequential model, ICommunicator ranks)
         {
-            (this.model, this.ranks) = (model, ranks);
+            (_model, _ranks) = (model, ranks);
             _gradientList = [.. model.NamedParameters().Select(p => p.Parameter.Gradient)];
             _bufferList = [.. model.NamedBuffers().Select(b => b.Buffer)];
             _gradients = new Flat(model.Backend, _gradientList.Sum(g => g.Length));
@@ -327,15 +327,15 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         /// </summary>
         public (int Begin, int Count) Share(int start, int size)
         {
-            int begin = start + (int)(((long)size * ranks.Rank + ranks.Size - 1) / ranks.Size);
-            int end = start + (int)(((long)size * (ranks.Rank + 1) + ranks.Size - 1) / ranks.Size);
+            int begin = start + (int)(((long)size * _ranks.Rank + _ranks.Size - 1) / _ranks.Size);
+            int end = start + (int)(((long)size * (_ranks.Rank + 1) + _ranks.Size - 1) / _ranks.Size);
             return (begin, end - begin);
         }
 
         /// <summary>Each gradient ← Σ over ranks of weight_r · gradient_r (weight: the rank's share of the batch; the mean over it).</summary>
         public void SumGradients(float weight)
         {
-            var backend = model.Backend;
+            var backend = _model.Backend;
             if (_gradients.Device is null)
             {
                 return; // a model without parameters (every rank builds the same model, so none of them sums)
@@ -351,7 +351,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 backend.Download<float>(_gradients.Device, _gradients.Host);
             }
 
-            ranks.AllReduceSum(_gradients.Host);
+            _ranks.AllReduceSum(_gradients.Host);
             backend.Upload<float>(_gradients.Host, _gradients.Device);
             backend.CopyFromFlat(_gradients.Device, _gradientList);
         }
@@ -364,10 +364,10 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 return;
             }
 
-            var backend = model.Backend;
+            var backend = _model.Backend;
             backend.CopyToFlat(_bufferList, device);
             backend.Download<float>(device, _buffers.Host);
-            ranks.Broadcast(_buffers.Host, 0);
+            _ranks.Broadcast(_buffers.Host, 0);
             backend.Upload<float>(_buffers.Host, device);
             backend.CopyFromFlat(device, _bufferList);
         }
@@ -376,7 +376,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         public RunningMetrics.Sums Sum(RunningMetrics.Sums local)
         {
             float[] all = [local.LossSum, local.Correct, local.DivergedAtBatch is null ? 0f : 1f];
-            ranks.AllReduceSum(all);
+            _ranks.AllReduceSum(all);
             return new RunningMetrics.Sums(all[0], all[1], all[2] > 0f ? local.DivergedAtBatch ?? 0 : null);
         }
 

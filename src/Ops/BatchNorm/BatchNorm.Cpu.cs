@@ -326,7 +326,7 @@ public sealed unsafe partial class CpuBackend
             var s = Shape;
             int batch = s.Count, stride = s.Channels, width = Vector<float>.Count, count = vectors * width;
             float* x = _x + c, dy = _dy + c, y = _y + c, dx = _dx + c;
-            float* sumDy = stackalloc float[count], sumDyCentred = stackalloc float[count];
+            float* sumDy = stackalloc float[count], sumDyCentred = stackalloc float[count], lanes = stackalloc float[width];
             new Span<float>(sumDy, count).Clear(); // the sums start at 0
             new Span<float>(sumDyCentred, count).Clear();
             for (int n = 0; n < batch; n++)
@@ -334,7 +334,7 @@ public sealed unsafe partial class CpuBackend
                 long at = (long)n * stride;
                 for (int v = 0; v < count; v += width)
                 {
-                    var dz = Gradient(y + at + v, dy + at + v);
+                    var dz = Gradient(y + at + v, dy + at + v, lanes);
                     (Vector.Load(sumDy + v) + dz).Store(sumDy + v);
                     (Vector.Load(sumDyCentred + v) + (dz * (Vector.Load(x + at + v) - Vector.Load(_mean + c + v)))).Store(sumDyCentred + v);
                 }
@@ -369,15 +369,15 @@ public sealed unsafe partial class CpuBackend
                 long at = (long)n * stride;
                 for (int v = 0; v < count; v += width)
                 {
-                    var dz = Gradient(y + at + v, dy + at + v);
+                    var dz = Gradient(y + at + v, dy + at + v, lanes);
                     ((Vector.Load(scale + v) * dz) + Vector.Load(sumDy + v) + (Vector.Load(sumDyCentred + v) * Vector.Load(x + at + v))).Store(dx + at + v);
                 }
             }
         }
 
-        /// <summary>dz = dy·f′(y) for a vector of channels: ReLU by a select, another f lane by lane.</summary>
+        /// <summary>dz = dy·f′(y) for a vector of channels: ReLU by a select, another f lane by lane (through <paramref name="lanes"/>, a vector's floats of the caller's stack).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private Vector<float> Gradient(float* y, float* dy)
+        private Vector<float> Gradient(float* y, float* dy, float* lanes)
         {
             if (!Activated)
             {
@@ -389,13 +389,12 @@ public sealed unsafe partial class CpuBackend
                 return Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy));
             }
 
-            float* dz = stackalloc float[Vector<float>.Count];
             for (int i = 0; i < Vector<float>.Count; i++)
             {
-                dz[i] = _f.BackwardFromOutput(y[i], dy[i]);
+                lanes[i] = _f.BackwardFromOutput(y[i], dy[i]);
             }
 
-            return Vector.Load(dz);
+            return Vector.Load(lanes);
         }
     }
 
