@@ -67,7 +67,6 @@ internal static class BenchCommand
             var results = new List<BenchResult>();
             foreach (var benchCase in cases)
             {
-                io.Cancel.ThrowIfCancellationRequested();
                 var result = BenchSuite.Measure(backend, benchCase);
                 results.Add(result);
                 string share = result.Gflops is { } rowGflops && peak is { } ceiling ? (100 * rowGflops / ceiling).ToString("F1", CultureInfo.InvariantCulture) : "-";

@@ -21,6 +21,7 @@ internal static class ExportCommand
         {
             string modelPath = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
             string outputPath = CommonOptions.WritableFile("--output", parse.GetValue(output)!);
+            CommonOptions.Apart("--output", outputPath, ("--model", modelPath));
             Shape? sample = parse.GetValue(inputShape) is { } text ? ModelFile.ParseShape(text, "--input-shape") : (Shape?)null;
             using var backend = Backends.Open("reference");
             using var network = ModelFile.Load(modelPath, backend, parse.GetValue(arch), sample);

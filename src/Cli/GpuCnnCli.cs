@@ -12,12 +12,12 @@ internal sealed class UsageException(string message) : Exception(message);
 /// </summary>
 internal static class GpuCnnCli
 {
-    public static int Run(string[] args, TextWriter output, TextWriter error, CancellationToken cancel = default)
+    public static int Run(string[] args, TextWriter output, TextWriter error, Interrupt? interrupt = null)
     {
         var verbose = new Option<bool>("--verbose") { Description = "Show stack traces on errors.", Recursive = true };
         var root = new RootCommand("GpuCnn: train and run convolutional networks on CUDA, OpenCL or the CPU.");
         root.Options.Add(verbose);
-        var io = new CliIo(output, error, cancel);
+        var io = new CliIo(output, error, interrupt);
         root.Subcommands.Add(DevicesCommand.Create(io));
         root.Subcommands.Add(TrainCommand.Create(io));
         root.Subcommands.Add(EvalCommand.Create(io));
@@ -67,11 +67,58 @@ internal static class GpuCnnCli
             DeviceOutOfMemoryException => " (--batch-size)",
             GpuCnn.IO.FileFormatException when message.Contains("not a gpucnn checkpoint", StringComparison.Ordinal) => " (--init)",
             ArgumentException when message.Contains("no \"arch\" in its metadata", StringComparison.Ordinal) => " (--arch)",
+            ArgumentException when message.Contains("no \"input\" shape in its metadata", StringComparison.Ordinal) => " (--input-shape)",
             _ => "",
         };
         return message.ReplaceLineEndings(" ");
     }
 }
 
-/// <summary>Where commands write, and the token that Ctrl+C cancels.</summary>
-internal sealed record CliIo(TextWriter Out, TextWriter Error, CancellationToken Cancel);
+/// <summary>Where commands write, and Ctrl+C (null: not wired to a console, as in tests).</summary>
+internal sealed record CliIo(TextWriter Out, TextWriter Error, Interrupt? Interrupt)
+{
+    /// <summary>Cancelled by a first Ctrl+C while a command watches for it.</summary>
+    public CancellationToken Cancel => Interrupt?.Token ?? CancellationToken.None;
+
+    /// <summary>Until the result is disposed, a first Ctrl+C asks for a clean stop, described by <paramref name="plan"/>.</summary>
+    public IDisposable? Watch(string plan) => Interrupt?.Watch(plan);
+}
+
+/// <summary>
+/// Ctrl+C. While a command that can stop cleanly watches for it (train: after the current batch, writing a
+/// checkpoint), a first Ctrl+C asks it to; otherwise, and on a second Ctrl+C, the process ends at once, as any
+/// program's does.
+/// </summary>
+internal sealed class Interrupt : IDisposable
+{
+    private readonly CancellationTokenSource _requested = new();
+    private string? _plan;
+
+    public CancellationToken Token => _requested.Token;
+
+    public IDisposable Watch(string plan)
+    {
+        Volatile.Write(ref _plan, plan);
+        return new Unwatch(this);
+    }
+
+    /// <summary>On Ctrl+C: the watching command's plan when this is the first (and cancels <see cref="Token"/>); null: end the process.</summary>
+    public string? Request()
+    {
+        string? plan = Volatile.Read(ref _plan);
+        if (plan is null || _requested.IsCancellationRequested)
+        {
+            return null;
+        }
+
+        _requested.Cancel();
+        return plan;
+    }
+
+    public void Dispose() => _requested.Dispose();
+
+    private sealed class Unwatch(Interrupt interrupt) : IDisposable
+    {
+        public void Dispose() => Volatile.Write(ref interrupt._plan, null);
+    }
+}

@@ -75,6 +75,38 @@ internal static class CommonOptions
         }
     }
 
+    /// <summary>
+    /// Refuses an output that is the same file as another of the command's files (<paramref name="others"/>: what it
+    /// reads and its other outputs; null paths are not given): writing it would replace that file.
+    /// </summary>
+    public static void Apart(string option, string path, params (string Option, string? Path)[] others)
+    {
+        string file = SameFileKey(path);
+        foreach (var (otherOption, otherPath) in others)
+        {
+            if (otherPath is not null && SameFileKey(otherPath) == file)
+            {
+                throw new UsageException($"{option} '{path}' is the same file as {otherOption}, which writing it would replace; give another path.");
+            }
+        }
+    }
+
+    /// <summary>A key equal for two paths to one file: the full path after links, case-folded where file names ignore case.</summary>
+    private static string SameFileKey(string path)
+    {
+        string full = Path.GetFullPath(path);
+        try
+        {
+            full = new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full;
+        }
+        catch (IOException)
+        {
+            // A broken or looping link: compare the path as written.
+        }
+
+        return OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? full.ToUpperInvariant() : full;
+    }
+
     public static string ExistingFile(string option, string path) =>
         File.Exists(path) ? path : throw new FileNotFoundException($"{option}: file '{path}' does not exist.", path);
 

@@ -24,6 +24,7 @@ internal static class PredictCommand
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
             string modelPath = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
             string outputPath = CommonOptions.WritableFile("--output", parse.GetValue(output)!);
+            CommonOptions.Apart("--output", outputPath, ("--model", modelPath), ("--input", parse.GetValue(input)));
             var images = Npy.ReadTensor(CommonOptions.ExistingFile("--input", parse.GetValue(input)!));
             if (!parse.GetValue(allowNonFinite))
             {

@@ -91,6 +91,11 @@ internal static class TrainCommand
                 Checkpoint: parse.GetValue(checkpoint),
                 Resume: parse.GetValue(resume));
             _ = ArchitectureSpec.Parse(settings.Arch); // a bad spec is a usage error before any data is read
+            if (settings.Init is not null && settings.Resume is not null)
+            {
+                throw new UsageException("--init and --resume exclude each other: a checkpoint holds the weights it continues from.");
+            }
+
             using ICommunicator ranks = parse.GetValue(distributed) ? MpiCommunicator.Start() : SingleProcess.Instance;
             if (settings.BatchSize % ranks.Size != 0)
             {
@@ -98,13 +103,13 @@ internal static class TrainCommand
             }
 
             var rankIo = ranks.Rank == 0 ? io : io with { Out = TextWriter.Null, Error = TextWriter.Null }; // rank 0 speaks for the job; failures still reach stderr
+            var files = new DataFiles(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels), parse.GetValue(testImages), parse.GetValue(testLabels));
             if (ranks.Rank == 0)
             {
-                CheckOutputs(settings, io);
+                CheckOutputs(settings, files, io);
             }
 
-            var (train, test) = LoadData(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels),
-                parse.GetValue(testImages), parse.GetValue(testLabels));
+            var (train, test) = LoadData(files);
             string deviceName = parse.GetValue(device)!;
             using var backend = ranks.Size > 1 ? RankDevice(deviceName, rankIo) : CommonOptions.OpenDevice(deviceName, rankIo.Error);
             return ranks.Size > 1
@@ -136,7 +141,7 @@ internal static class TrainCommand
     /// Every file the run will write, checked before any data is read (a bad path must not cost a whole run), and
     /// hyperparameters that cannot be meant, warned about.
     /// </summary>
-    private static void CheckOutputs(TrainSettings settings, CliIo io)
+    private static void CheckOutputs(TrainSettings settings, DataFiles inputs, CliIo io)
     {
         string stem = Path.ChangeExtension(settings.Out, null);
         CommonOptions.WritableFile("--out", settings.Out);
@@ -145,6 +150,19 @@ internal static class TrainCommand
         if (settings.Checkpoint is not null)
         {
             CommonOptions.WritableFile("--checkpoint", settings.Checkpoint);
+        }
+
+        // No output may replace another or an input; the model may replace its --init weights (fine-tuning in place),
+        // and the checkpoint the one it resumes from.
+        (string, string?)[] data = [("--images", inputs.Images), ("--labels", inputs.Labels), ("--test-images", inputs.TestImages), ("--test-labels", inputs.TestLabels)];
+        (string, string?) plot = ("--out (its plot)", stem + ".png"), metrics = ("--out (its metrics)", stem + ".metrics.json");
+        (string, string?) checkpoint = ("--checkpoint", settings.Checkpoint), init = ("--init", settings.Init), resume = ("--resume", settings.Resume);
+        CommonOptions.Apart("--out", settings.Out, [plot, metrics, checkpoint, resume, .. data]);
+        CommonOptions.Apart("--out (its plot)", stem + ".png", [metrics, checkpoint, init, resume, .. data]);
+        CommonOptions.Apart("--out (its metrics)", stem + ".metrics.json", [checkpoint, init, resume, .. data]);
+        if (settings.Checkpoint is not null)
+        {
+            CommonOptions.Apart("--checkpoint", settings.Checkpoint, [init, .. data]);
         }
 
         if (settings.Optimizer == "sgd" && settings.Momentum >= 1f)
@@ -207,6 +225,7 @@ internal static class TrainCommand
             var weights = initPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
                 ? Onnx.OnnxModel.StateDict(Onnx.OnnxModel.Read(initPath), model)
                 : Safetensors.Read(initPath).Tensors;
+            ModelFile.RequireFiniteWeights(weights, initPath);
             model.LoadStateDict(weights);
         }
 
@@ -244,6 +263,7 @@ internal static class TrainCommand
         IReadOnlyList<EpochMetrics> history;
         using (var progress = new ProgressDisplay(io.Error))
         {
+            using var interruptible = io.Watch("finishing the current batch and writing a checkpoint");
             try
             {
                 var watched = new DivergenceWatch(progress, io.Error, model.Classes, settings.LearningRate);
@@ -324,8 +344,12 @@ internal static class TrainCommand
         return string.Create(c, $"epoch {e.Epoch}: loss {e.TrainLoss:F4}, accuracy {e.TrainAccuracy * 100:F2}%{test} ({e.Elapsed.TotalSeconds:F1} s)");
     }
 
-    private static (Dataset Train, Dataset? Test) LoadData(string? folder, string? images, string? labels, string? testImages, string? testLabels)
+    /// <summary>Where the data comes from: an MNIST folder (or the bundled sample), or .npy files.</summary>
+    private sealed record DataFiles(string? Folder, string? Images, string? Labels, string? TestImages, string? TestLabels);
+
+    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files)
     {
+        var (folder, images, labels, testImages, testLabels) = files;
         if (images is not null || labels is not null)
         {
             if (folder is not null)

@@ -96,6 +96,50 @@ public sealed partial class CliTests
         Assert.True(result.ExitCode == 0, result.Error);
         Assert.Contains("confusion matrix", result.Out, StringComparison.Ordinal);
         Assert.Matches(@"^accuracy: \d{1,3}\.\d\d% \(2000 samples\)$", result.LastLine);
+
+        // The test split alone is enough, and a file without metadata (as PyTorch saves one) takes --arch.
+        Directory.CreateDirectory(temp.File("t10k"));
+        foreach (string file in Directory.GetFiles(Fixtures.MnistSample, "t10k-*"))
+        {
+            File.Copy(file, Path.Combine(temp.File("t10k"), Path.GetFileName(file)));
+        }
+
+        Safetensors.Write(temp.File("bare.safetensors"), Safetensors.Read(temp.File("lenet.safetensors")).Tensors);
+        var bare = CliRunner.Run("eval", "--model", temp.File("bare.safetensors"), "--data", temp.File("t10k"), "--device", "reference");
+        Assert.Equal(1, bare.ExitCode);
+        Assert.EndsWith("has no \"arch\" in its metadata; give the architecture spec. (--arch)", bare.ErrorLine, StringComparison.Ordinal);
+        var named = CliRunner.Run("eval", "--model", temp.File("bare.safetensors"), "--data", temp.File("t10k"), "--device", "reference", "--arch", "lenet5");
+        Assert.True(named.ExitCode == 0, named.Error);
+        Assert.Equal(result.Out, named.Out);
+    }
+
+    [Fact]
+    public void A_model_file_with_non_finite_weights_or_a_broken_arch_is_refused_naming_the_file()
+    {
+        using var temp = Fixtures.TempFolder();
+        using (var backend = new ReferenceBackend())
+        using (var model = Sequential.Create("flatten,dense(4)", [1, 2, 2], backend, seed: 1))
+        {
+            var state = model.StateDict();
+            state["1.weight"].Data[5] = float.NaN;
+            Safetensors.Write(temp.File("nan.safetensors"), state, new Dictionary<string, string> { ["arch"] = "flatten,dense(4)", ["input"] = "1x2x2" });
+            Safetensors.Write(temp.File("arch.safetensors"), model.StateDict(), new Dictionary<string, string> { ["arch"] = "flatten,dense(4", ["input"] = "1x2x2" });
+        }
+
+        WriteQuadrants(temp, "train", 8, 1);
+        string nan = $"error: model file '{temp.File("nan.safetensors")}': tensor '1.weight' holds NaN at element 5; a model with NaN or infinite weights is not loaded.";
+        var predict = CliRunner.Run("predict", "--model", temp.File("nan.safetensors"), "--input", temp.File("train-x.npy"), "--output", temp.File("y.npy"));
+        Assert.Equal((1, nan), (predict.ExitCode, predict.ErrorLine));
+        var init = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "flatten,dense(4)",
+            "--init", temp.File("nan.safetensors"), "--device", "reference", "--out", temp.File("m.safetensors"));
+        Assert.Equal((1, nan), (init.ExitCode, init.ErrorLine));
+
+        // A defect inside a file is not a command-line mistake: exit code 1, and the file named.
+        var arch = CliRunner.Run("predict", "--model", temp.File("arch.safetensors"), "--input", temp.File("train-x.npy"), "--output", temp.File("y.npy"));
+        Assert.Equal(1, arch.ExitCode);
+        Assert.StartsWith($"error: model file '{temp.File("arch.safetensors")}': its metadata \"arch\" 'flatten,dense(4' on input (1,2,2) does not build: unbalanced '('",
+            arch.ErrorLine, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("y.npy")));
     }
 
     [Theory]
@@ -122,6 +166,7 @@ public sealed partial class CliTests
     [InlineData(2, "error: Cannot parse argument 'abc' for option '--lr' as a number.", "train", "--lr", "abc")]
     [InlineData(2, "error: Cannot parse argument '2.5' for option '--epochs' as an integer.", "train", "--epochs", "2.5")]
     [InlineData(2, "error: Option '--model' is required", "predict", "--input", "x.npy", "--output", "y.npy")]
+    [InlineData(2, "error: --init and --resume exclude each other: a checkpoint holds the weights it continues from.", "train", "--init", "a.safetensors", "--resume", "b.safetensors")]
     public void Bad_input_is_one_error_line_with_the_right_exit_code(int exitCode, string message, params string[] args)
     {
         var result = CliRunner.Run(args);

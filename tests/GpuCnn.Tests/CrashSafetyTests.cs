@@ -42,6 +42,47 @@ public sealed class CrashSafetyTests
     }
 
     [Fact]
+    public void No_output_replaces_an_input_or_another_output()
+    {
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 16);
+        string model = temp.File("m.safetensors"), images = temp.File("x.npy"), labels = temp.File("y.npy");
+        string[] train = ["train", "--arch", Spec, "--images", images, "--labels", labels, "--epochs", "1", "--batch-size", "8", "--device", "reference"];
+        Assert.Equal(0, CliRunner.Run([.. train, "--out", model]).ExitCode);
+        byte[] before = File.ReadAllBytes(model);
+
+        void Refused(string message, params string[] args)
+        {
+            var run = CliRunner.Run(args);
+            Assert.Equal(2, run.ExitCode);
+            Assert.Equal($"error: {message}, which writing it would replace; give another path.", run.ErrorLine);
+        }
+
+        Refused($"--output '{model}' is the same file as --model", "predict", "--model", model, "--input", images, "--output", model);
+        Refused($"--output '{images}' is the same file as --input", "predict", "--model", model, "--input", images, "--output", images);
+        Refused($"--output '{temp.File("./m.safetensors")}' is the same file as --model", "export", "--model", model, "--output", temp.File("./m.safetensors"));
+        Refused($"--out '{temp.File("net.png")}' is the same file as --out (its plot)", [.. train, "--out", temp.File("net.png")]);
+        Refused($"--out '{model}' is the same file as --checkpoint", [.. train, "--out", model, "--checkpoint", model]);
+        Refused($"--out '{labels}' is the same file as --labels", [.. train, "--out", labels]);
+        Refused($"--checkpoint '{model}' is the same file as --init", [.. train, "--out", temp.File("n.safetensors"), "--init", model, "--checkpoint", model]);
+        Assert.Equal(before, File.ReadAllBytes(model));
+
+        if (!OperatingSystem.IsWindows()) // where links need no privilege
+        {
+            // Through a symbolic link it is the same file too.
+            File.CreateSymbolicLink(temp.File("link.safetensors"), model);
+            Refused($"--output '{temp.File("link.safetensors")}' is the same file as --model", "predict", "--model", model, "--input", images, "--output", temp.File("link.safetensors"));
+        }
+
+        // What is meant: fine-tuning into the weights it starts from, and a checkpoint that goes on where it resumed.
+        Assert.Equal(0, CliRunner.Run([.. train, "--out", model, "--init", model]).ExitCode);
+        Assert.Equal(0, CliRunner.Run([.. train, "--out", temp.File("c.safetensors"), "--checkpoint", temp.File("c.checkpoint.safetensors")]).ExitCode);
+        var resumed = CliRunner.Run([.. train.Select(a => a == "1" ? "2" : a), "--out", temp.File("c.safetensors"), "--checkpoint", temp.File("c.checkpoint.safetensors"),
+            "--resume", temp.File("c.checkpoint.safetensors")]);
+        Assert.True(resumed.ExitCode == 0, resumed.Error);
+    }
+
+    [Fact]
     public void Hyperparameters_that_cannot_be_meant_are_warned_about_by_value()
     {
         using var temp = Fixtures.TempFolder();

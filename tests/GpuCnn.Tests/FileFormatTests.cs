@@ -114,8 +114,38 @@ public sealed class FileFormatTests
             Npy.Parse([.. Header("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }"), 0, 0, 0, 0, 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
         Assert.Contains("truncated", Assert.Throws<FileFormatException>(() =>
             Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"), 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
-        Assert.Contains("truncated", Assert.Throws<FileFormatException>(() =>
+        Assert.Contains("shape (100000,100000,100000) needs 4000000000000000 data bytes but only 4 follow (truncated)", Assert.Throws<FileFormatException>(() =>
             Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100000), }"), 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Gzipped_idx_stops_decompressing_where_its_header_says_the_data_ends()
+    {
+        using var temp = Fixtures.TempFolder();
+        byte[] Gzip(byte[] raw)
+        {
+            using var memory = new MemoryStream();
+            using (var gzip = new System.IO.Compression.GZipStream(memory, System.IO.Compression.CompressionLevel.SmallestSize))
+            {
+                gzip.Write(raw);
+            }
+
+            return memory.ToArray();
+        }
+
+        // 2 × 3 values, then 64 MB of zeros: a few kilobytes compressed.
+        byte[] header = [0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3];
+        File.WriteAllBytes(temp.File("bomb.gz"), Gzip([.. header, .. new byte[64 << 20]]));
+        Assert.True(new FileInfo(temp.File("bomb.gz")).Length < 1 << 20);
+        Assert.Contains("decompresses past the 18 bytes its header promises (trailing data)",
+            Assert.Throws<FileFormatException>(() => Idx.Read(temp.File("bomb.gz"))).Message, StringComparison.Ordinal);
+
+        // A header Parse refuses stops decompression too, and the error is the header's.
+        File.WriteAllBytes(temp.File("bad.gz"), Gzip([1, 0, 8, 1, .. new byte[64 << 20]]));
+        Assert.Contains("missing the 0x0000 magic number", Assert.Throws<FileFormatException>(() => Idx.Read(temp.File("bad.gz"))).Message, StringComparison.Ordinal);
+
+        File.WriteAllBytes(temp.File("good.gz"), Gzip([.. header, 1, 2, 3, 4, 5, 6]));
+        Assert.Equal([1, 2, 3, 4, 5, 6], Idx.Read(temp.File("good.gz")).Data);
     }
 
     [Fact]
@@ -148,6 +178,8 @@ public sealed class FileFormatTests
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "needs 12 bytes")]
     [InlineData("{\"a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "dtype I8 is not supported")]
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "not a positive integer")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "the header names 'a' twice")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[65536,65536,65536,65536],\"data_offsets\":[0,0]}}", 0, "tensor 'a': shape (65536,65536,65536,65536) holds more than 2147483647 elements")]
     [InlineData("[1,2]", 0, "not a JSON object")]
     [InlineData("{\"a\":", 0, "not valid JSON")]
     public void Safetensors_rejects_inconsistent_headers(string header, int dataBytes, string message)

@@ -56,6 +56,64 @@ public sealed class OnnxImportTests
     }
 
     [Fact]
+    public void A_padded_average_pool_and_a_fresh_batch_norm_as_pytorch_exports_them_give_pytorchs_logits()
+    {
+        // AvgPool2d(2, padding=1) is a Pad of zeros before an AveragePool; a fresh BatchNorm1d reads two of its four
+        // tensors through Identity nodes (the exporter keeps one initializer for equal tensors).
+        var contents = OnnxModel.Read(Fixtures.Torch("torch_fresh.onnx"));
+        var graph = ModelProto.Parser.ParseFrom(File.ReadAllBytes(Fixtures.Torch("torch_fresh.onnx"))).Graph;
+        Assert.Contains(graph.Node, n => n.OpType == "Pad");
+        Assert.Contains(graph.Node, n => n.OpType == "Identity");
+        Assert.Equal("conv(3,3x3,stride=1x1,pad=0x0,dilation=1x1,groups=1),relu,avgpool(2x2,stride=2x2,pad=1x1),flatten,dense(6),batchnorm(momentum=0.1,eps=1E-05),relu,dense(3)",
+            contents.Spec);
+        using var backend = Backends.Open("cpu");
+        using var model = OnnxModel.Load(Fixtures.Torch("torch_fresh.onnx"), backend);
+        var input = Npy.ReadTensor(Fixtures.Torch("torch_fresh.input.npy"));
+        var expected = Npy.ReadTensor(Fixtures.Torch("torch_fresh.logits.npy"));
+        TensorAssert.Close(expected.Data, model.Predict(input).Data, expected.Shape, 1e-5, 1e-4, "PyTorch's ONNX export");
+    }
+
+    [Fact]
+    public void A_pad_of_zeros_before_a_convolution_is_its_padding_and_pool_strides_default_to_one()
+    {
+        using var backend = Backends.Open("cpu");
+        using var model = Sequential.Create("conv(4,3,pad=1),relu,maxpool(2),flatten,dense(3)", [2, 6, 6], backend, seed: 4);
+        byte[] padded = Edit(OnnxModel.ToBytes(model), m =>
+        {
+            var conv = m.Graph.Node.First(n => n.OpType == "Conv");
+            conv.Attribute.Single(a => a.Name == "pads").Ints.Clear();
+            conv.Attribute.Single(a => a.Name == "pads").Ints.Add([0, 0, 0, 0]);
+            m.Graph.Initializer.Add(new TensorProto { Name = "amounts", DataType = (int)TensorProto.Types.DataType.Int64, Dims = { 8 }, Int64Data = { 0, 0, 1, 1, 0, 0, 1, 1 } });
+            var pad = new NodeProto { Name = "pad", OpType = "Pad", Input = { conv.Input[0], "amounts" }, Output = { "padded" } };
+            conv.Input[0] = "padded";
+            m.Graph.Node.Insert(m.Graph.Node.IndexOf(conv), pad);
+        });
+        using var temp = Fixtures.TempFolder();
+        File.WriteAllBytes(temp.File("padded.onnx"), padded);
+        using var loaded = OnnxModel.Load(temp.File("padded.onnx"), backend);
+        var images = Tensor.Random([3, 2, 6, 6], 5);
+        TensorAssert.Identical<float>(model.Predict(images).Data, loaded.Predict(images).Data, "a Pad before the Conv");
+
+        // ONNX's pooling strides default to 1, not to the kernel as PyTorch's do.
+        string spec = OnnxModel.Parse(Edit(padded, m => m.Graph.Node.First(n => n.OpType == "MaxPool").Attribute.Remove(
+            m.Graph.Node.First(n => n.OpType == "MaxPool").Attribute.Single(a => a.Name == "strides"))), "no strides").Spec;
+        Assert.Contains("maxpool(2x2,stride=1x1,pad=0x0)", spec, StringComparison.Ordinal);
+
+        // Zeros before a max pool are not its padding (it pads with −∞), so such a Pad is refused.
+        string beforeMax = Rejected(Edit(padded, m =>
+        {
+            var pool = m.Graph.Node.First(n => n.OpType == "MaxPool");
+            var pad = m.Graph.Node.First(n => n.OpType == "Pad");
+            m.Graph.Node.Remove(pad);
+            pad.Input[0] = pool.Input[0];
+            pool.Input[0] = pad.Output[0];
+            m.Graph.Node.Insert(m.Graph.Node.IndexOf(pool), pad);
+            m.Graph.Node.First(n => n.OpType == "Conv").Input[0] = m.Graph.Input[0].Name;
+        }));
+        Assert.Contains("node 'pad' (Pad): a Pad that adds zeros is supported only around H and W of an (N, C, H, W) tensor, before a Conv or an AveragePool", beforeMax, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Predict_eval_and_init_take_onnx_files()
     {
         using var temp = Fixtures.TempFolder();
@@ -86,6 +144,15 @@ public sealed class OnnxImportTests
             Rejected(Edit(valid, m => m.Graph.Node.First(n => n.OpType == "Relu").Input[0] = "nowhere")), StringComparison.Ordinal);
         Assert.Contains("operator Softmax is not supported (supported: Conv,",
             Rejected(Edit(valid, m => m.Graph.Node.First(n => n.OpType == "Relu").OpType = "Softmax")), StringComparison.Ordinal);
+
+        Assert.Contains("two initializers are named", Rejected(Edit(valid, m => m.Graph.Initializer.Add(m.Graph.Initializer[0]))), StringComparison.Ordinal);
+        Assert.Contains("'strides' is (0,0); 2 values in 1 … 65536 are supported",
+            Rejected(Edit(valid, m =>
+            {
+                var strides = m.Graph.Node.First(n => n.OpType == "Conv").Attribute.Single(a => a.Name == "strides");
+                strides.Ints.Clear();
+                strides.Ints.Add([0, 0]);
+            })), StringComparison.Ordinal);
 
         // A cycle: the first convolution reads the last node's output, so nothing is reachable from the input.
         string cycle = Rejected(Edit(valid, m => m.Graph.Node.First(n => n.OpType == "Conv").Input[0] = m.Graph.Node.Last().Output[0]));

@@ -44,7 +44,7 @@ public sealed class ReliabilityTests
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("was written with lr 0.05, this run has 0.5", result.ErrorLine, StringComparison.Ordinal);
 
-        var notCheckpoint = CliRunner.Run([.. common, "--epochs", "2", "--resume", temp.File("m.safetensors")]);
+        var notCheckpoint = CliRunner.Run([.. common[..^1], temp.File("m2.safetensors"), "--epochs", "2", "--resume", temp.File("m.safetensors")]);
         Assert.EndsWith("is not a gpucnn checkpoint (a model file? load it as initial weights instead). (--init)", notCheckpoint.ErrorLine, StringComparison.Ordinal);
     }
 
@@ -190,6 +190,24 @@ public sealed class ReliabilityTests
         Assert.True(resumed.ExitCode == 0, resumed.Error);
         Assert.Equal(0, CliRunner.Run([.. common, "--out", temp.File("straight.safetensors")]).ExitCode);
         AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
+    }
+
+    [Fact]
+    public void Ctrl_c_ends_a_command_that_cannot_stop_cleanly_at_once()
+    {
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");
+        // The reference backend's bench runs for minutes; only train turns a first Ctrl+C into a clean stop.
+        using var process = CliProcess.Start(["env", "--default-signal=INT"], ["bench", "--device", "reference"]);
+        string? line;
+        while ((line = process.StandardOutput.ReadLine()) is not null && !line.StartsWith("name ", StringComparison.Ordinal))
+        {
+        }
+
+        Assert.NotNull(line);
+        Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        Assert.True(process.WaitForExit(30_000), "bench went on after SIGINT");
+        Assert.Equal(130, process.ExitCode);
+        Assert.DoesNotContain("interrupt:", process.StandardError.ReadToEnd(), StringComparison.Ordinal);
     }
 
     internal static void AssertSameWeights(string expectedPath, string actualPath)

@@ -85,15 +85,15 @@ public static class Idx
     /// Loads the four standard MNIST files from a folder (train-images-idx3-ubyte, train-labels-idx1-ubyte,
     /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz). Pixels are scaled to [0, 1].
     /// </summary>
-    public static (Dataset Train, Dataset Test) ReadMnist(string folder)
+    public static (Dataset Train, Dataset Test) ReadMnist(string folder) => (ReadPair(Existing(folder), "train"), ReadPair(folder, "t10k"));
+
+    /// <summary>The test split alone (t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, raw or .gz), as <see cref="ReadMnist"/> reads it.</summary>
+    public static Dataset ReadMnistTest(string folder) => ReadPair(Existing(folder), "t10k");
+
+    private static string Existing(string folder)
     {
         ArgumentNullException.ThrowIfNull(folder);
-        if (!Directory.Exists(folder))
-        {
-            throw new DirectoryNotFoundException($"MNIST folder '{folder}' does not exist.");
-        }
-
-        return (ReadPair(folder, "train"), ReadPair(folder, "t10k"));
+        return Directory.Exists(folder) ? folder : throw new DirectoryNotFoundException($"MNIST folder '{folder}' does not exist.");
     }
 
     /// <summary>Images (N, H, W) as a float tensor (N, 1, H, W) scaled to [0, 1] and labels (N) as ints.</summary>
@@ -151,15 +151,29 @@ public static class Idx
             using var input = new GZipStream(new MemoryStream(compressed), CompressionMode.Decompress);
             using var output = new MemoryStream();
             var buffer = new byte[81920];
+            long? promised = null; // the length the header promises, once it has been decompressed
             int read;
             while ((read = input.Read(buffer)) > 0)
             {
-                if (output.Length + read > MaximumDecompressedBytes)
+                long limit = Math.Min(promised ?? MaximumDecompressedBytes, MaximumDecompressedBytes);
+                if (output.Length + read > limit)
                 {
-                    throw new FileFormatException($"IDX file '{name}': decompresses to more than {MaximumDecompressedBytes} bytes.");
+                    // Stop at once: a small file can decompress to gigabytes.
+                    throw new FileFormatException(promised is null || promised > MaximumDecompressedBytes
+                        ? $"IDX file '{name}': decompresses to more than {MaximumDecompressedBytes} bytes."
+                        : $"IDX file '{name}': decompresses past the {promised} bytes its header promises (trailing data).");
                 }
 
                 output.Write(buffer, 0, read);
+                if (promised is null && Promised(output.GetBuffer().AsSpan(0, (int)output.Length)) is var (valid, length))
+                {
+                    if (!valid)
+                    {
+                        break; // not a header Parse accepts: it says what is wrong without the rest
+                    }
+
+                    promised = length;
+                }
             }
 
             return output.ToArray();
@@ -168,5 +182,37 @@ public static class Idx
         {
             throw new FileFormatException($"IDX file '{name}': corrupt gzip data ({e.Message}).", e);
         }
+    }
+
+    /// <summary>
+    /// Whether the header at the start of <paramref name="bytes"/> is one <see cref="Parse"/> accepts and the file length it
+    /// promises (past <see cref="MaximumDecompressedBytes"/>: any larger value); null while the header is incomplete.
+    /// </summary>
+    private static (bool Valid, long Length)? Promised(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length < 4)
+        {
+            return null;
+        }
+
+        int rank = bytes[3];
+        if (bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || rank is < 1 or > 4)
+        {
+            return (false, 0);
+        }
+
+        int headerLength = 4 + (4 * rank);
+        if (bytes.Length < headerLength)
+        {
+            return null;
+        }
+
+        long length = 1;
+        for (int i = 0; i < rank && length <= MaximumDecompressedBytes; i++)
+        {
+            length *= BinaryPrimitives.ReadUInt32BigEndian(bytes[(4 + (4 * i))..]);
+        }
+
+        return (true, headerLength + length);
     }
 }

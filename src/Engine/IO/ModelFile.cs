@@ -33,15 +33,38 @@ public static class ModelFile
     /// <summary>Throws, naming the tensor, when any of <paramref name="tensors"/> holds NaN or ±∞: such a file would load as a broken model.</summary>
     internal static void RequireFinite(IReadOnlyDictionary<string, Tensor> tensors, string path)
     {
+        if (FirstNonFinite(tensors) is { } bad)
+        {
+            throw new InvalidOperationException($"not writing '{path}': {bad}; a model with NaN or infinite weights is not saved.");
+        }
+    }
+
+    /// <summary>
+    /// Throws, naming the file and the tensor, when weights read from <paramref name="path"/> hold NaN or ±∞: such a
+    /// model's every output would be NaN (its saving side refuses them, see <see cref="RequireFinite"/>).
+    /// </summary>
+    internal static void RequireFiniteWeights(IReadOnlyDictionary<string, Tensor> tensors, string path)
+    {
+        if (FirstNonFinite(tensors) is { } bad)
+        {
+            throw new FileFormatException($"model file '{path}': {bad}; a model with NaN or infinite weights is not loaded.");
+        }
+    }
+
+    /// <summary>"tensor '0.weight' holds NaN at element 3" for the first such value in key order; null when every value is finite.</summary>
+    internal static string? FirstNonFinite(IReadOnlyDictionary<string, Tensor> tensors)
+    {
         foreach (var (key, tensor) in tensors.OrderBy(t => t.Key, StringComparer.Ordinal))
         {
             int bad = Array.FindIndex(tensor.Data, v => !float.IsFinite(v));
             if (bad >= 0)
             {
-                throw new InvalidOperationException(
-                    $"not writing '{path}': tensor '{key}' holds {(float.IsNaN(tensor.Data[bad]) ? "NaN" : tensor.Data[bad] > 0 ? "+∞" : "−∞")} at element {bad}; a model with NaN or infinite weights is not saved.");
+                float value = tensor.Data[bad];
+                return $"tensor '{key}' holds {(float.IsNaN(value) ? "NaN" : value > 0 ? "+∞" : "−∞")} at element {bad}";
             }
         }
+
+        return null;
     }
 
     /// <summary>
@@ -59,6 +82,8 @@ public static class ModelFile
         }
 
         var contents = Safetensors.Read(path);
+        RequireFiniteWeights(contents.Tensors, path);
+        bool archGiven = arch is not null;
         arch ??= contents.Metadata.GetValueOrDefault("arch")
             ?? throw new ArgumentException($"model file '{path}' has no \"arch\" in its metadata; give the architecture spec.");
         if (inputShape is null)
@@ -68,7 +93,17 @@ public static class ModelFile
             inputShape = ParseShape(input, $"model file '{path}' input");
         }
 
-        var model = Sequential.Create(arch, inputShape.Value, backend);
+        Sequential model;
+        try
+        {
+            model = Sequential.Create(arch, inputShape.Value, backend);
+        }
+        catch (SpecException e) when (!archGiven)
+        {
+            // The file's own description is wrong: a defect of the file, not of the command line.
+            throw new FileFormatException($"model file '{path}': its metadata \"arch\" '{arch}' on input {inputShape.Value} does not build: {e.Message}", e);
+        }
+
         try
         {
             model.LoadStateDict(contents.Tensors);

@@ -124,17 +124,13 @@ public static partial class Npy
         }
 
         var (type, shape) = ParseHeader(header, name);
-        long count = 1;
+        // Exact however large the shape, so that the message below says what the shape really needs.
+        var expected = System.Numerics.BigInteger.One * ElementSize(type);
         foreach (int d in shape)
         {
-            count *= d;
-            if (count > bytes.Length)
-            {
-                break;
-            }
+            expected *= d;
         }
 
-        long expected = count * ElementSize(type);
         long available = bytes.Length - dataStart;
         if (expected != available)
         {

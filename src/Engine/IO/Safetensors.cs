@@ -66,8 +66,15 @@ public static class Safetensors
 
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             var entries = new List<(string Key, string Type, int[] Shape, long Begin, long End)>();
+            var names = new HashSet<string>(StringComparer.Ordinal);
             foreach (var property in document.RootElement.EnumerateObject())
             {
+                if (!names.Add(property.Name))
+                {
+                    // JSON parsers differ on which of two equal keys wins; a file that says two things is refused.
+                    throw new FileFormatException($"safetensors file '{name}': the header names '{property.Name}' twice.");
+                }
+
                 if (property.Name == "__metadata__")
                 {
                     ReadMetadata(property.Value, metadata, name);
@@ -211,7 +218,11 @@ public static class Safetensors
             }
 
             dims.Add(dim);
-            count = Math.Min(count * dim, long.MaxValue / 16);
+            count *= dim; // at most 2³¹ · 2³¹ before the check below stops it
+            if (count > int.MaxValue)
+            {
+                throw new FileFormatException($"{where}: shape ({string.Join(",", shape.EnumerateArray())}) holds more than {int.MaxValue} elements.");
+            }
         }
 
         if (!offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end) || begin < 0 || end < begin)

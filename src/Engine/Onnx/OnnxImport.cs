@@ -29,7 +29,17 @@ public static partial class OnnxModel
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(backend);
         var contents = Read(path);
-        var model = Sequential.Create(contents.Spec, contents.InputShape, backend);
+        ModelFile.RequireFiniteWeights(contents.Weights, path);
+        Sequential model;
+        try
+        {
+            model = Sequential.Create(contents.Spec, contents.InputShape, backend);
+        }
+        catch (SpecException e)
+        {
+            throw new FileFormatException($"ONNX file '{path}': its graph, read as '{contents.Spec}' on input {contents.InputShape}, does not build: {e.Message}", e);
+        }
+
         try
         {
             model.LoadStateDict(StateDict(contents, model));
@@ -71,7 +81,8 @@ public static partial class OnnxModel
     /// Reads an ONNX model made of the operators <see cref="OnnxModel"/> writes, and of what PyTorch's
     /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1)),
     /// MaxPool, AveragePool, GlobalAveragePool, Relu, LeakyRelu, Sigmoid, Tanh, Gelu (or its erf formula), SiLU as
-    /// x·σ(x), BatchNormalization, Dropout, Identity and a Pad of nothing (dropped), Constant nodes, Add of two branches
+    /// x·σ(x), BatchNormalization, Dropout, Identity, a Pad of zeros (dropped, or taken as the padding of the Conv or AveragePool
+    /// after it), Constant nodes and Identities of them, Add of two branches
     /// from one tensor (a residual block), and Sub + Div by per-channel constants first (the input normalisation). Anything else — another
     /// operator or attribute, a graph that is not such a chain, external data, a tensor whose data does not match its
     /// dims — is a <see cref="FileFormatException"/> naming the node.
@@ -105,6 +116,7 @@ public static partial class OnnxModel
         private readonly HashSet<NodeProto> _visited = [];
         private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
         private readonly GraphProto _graph;
+        private int[]? _padBefore; // the zeros of a Pad node, for the Conv or AveragePool after it
 
         public GraphReader(GraphProto graph, string name)
         {
@@ -112,7 +124,10 @@ public static partial class OnnxModel
             _name = name;
             foreach (var tensor in graph.Initializer)
             {
-                _initializers[tensor.Name] = tensor;
+                if (!_initializers.TryAdd(tensor.Name, tensor))
+                {
+                    throw new FileFormatException($"ONNX file '{name}': two initializers are named '{tensor.Name}'.");
+                }
             }
 
             // Constant nodes (what exporters write for small tensors such as Pad's pads) are initializers by another name.
@@ -123,8 +138,22 @@ public static partial class OnnxModel
                     throw Error(node, "only a Constant with one tensor 'value' is supported");
                 }
 
-                _initializers[node.Output[0]] = value;
-                _visited.Add(node);
+                AddConstant(node, value);
+            }
+
+            // An Identity of a constant is the constant: torch.onnx.export writes one where two parameters hold the same
+            // values (a fresh batch norm's running_var and weight, all ones) and it keeps one initializer for both.
+            for (bool found = true; found;)
+            {
+                found = false;
+                foreach (var node in graph.Node.Where(n => n.OpType == "Identity" && !_visited.Contains(n) && n.Input.Count == 1 && n.Output.Count == 1))
+                {
+                    if (_initializers.TryGetValue(node.Input[0], out var value))
+                    {
+                        AddConstant(node, value);
+                        found = true;
+                    }
+                }
             }
 
             var produced = new HashSet<string>(StringComparer.Ordinal);
@@ -348,8 +377,9 @@ public static partial class OnnxModel
                 {
                     Allow(node, "kernel_shape", "strides", "pads", "dilations", "group");
                     var weight = Weight(node, 1, key + "weight", rank: 4);
-                    int[] kernel = Ints(node, "kernel_shape", [weight.Shape[2], weight.Shape[3]], 2);
-                    int[] stride = Ints(node, "strides", [1, 1], 2), pads = Ints(node, "pads", [0, 0, 0, 0], 4), dilation = Ints(node, "dilations", [1, 1], 2);
+                    int[] kernel = Ints(node, "kernel_shape", [weight.Shape[2], weight.Shape[3]], 2, minimum: 1);
+                    int[] stride = Ints(node, "strides", [1, 1], 2, minimum: 1), dilation = Ints(node, "dilations", [1, 1], 2, minimum: 1);
+                    int[] pads = Padded(Ints(node, "pads", [0, 0, 0, 0], 4));
                     if (pads[0] != pads[2] || pads[1] != pads[3])
                     {
                         throw Error(node, "its padding is not the same on both sides of each axis");
@@ -418,10 +448,12 @@ public static partial class OnnxModel
                 case "AveragePool":
                 {
                     Allow(node, "kernel_shape", "strides", "pads", "ceil_mode", "count_include_pad");
-                    int[] kernel = Ints(node, "kernel_shape", null, 2), stride = Ints(node, "strides", kernel, 2), pads = Ints(node, "pads", [0, 0, 0, 0], 4);
+                    // ONNX's strides default to 1 (PyTorch's to the kernel, but its exporter always writes them).
+                    int[] kernel = Ints(node, "kernel_shape", null, 2, minimum: 1), stride = Ints(node, "strides", [1, 1], 2, minimum: 1);
                     bool average = node.OpType == "AveragePool";
+                    int[] own = Ints(node, "pads", [0, 0, 0, 0], 4), pads = Padded(own); // a Pad node's zeros are values: counted
                     if (Int(node, "ceil_mode", 0) != 0 || pads[0] != pads[2] || pads[1] != pads[3] ||
-                        (average && pads.Any(p => p != 0) && Int(node, "count_include_pad", 0) != 1))
+                        (average && own.Any(p => p != 0) && Int(node, "count_include_pad", 0) != 1))
                     {
                         throw Error(node, "ceil_mode, one-sided padding and padded averages without count_include_pad are not supported");
                     }
@@ -464,22 +496,49 @@ public static partial class OnnxModel
                     return null; // evaluation: the identity
                 case "Pad":
                 {
-                    // PyTorch writes AvgPool2d as a Pad (of nothing) and an AveragePool.
+                    // PyTorch writes AvgPool2d as a Pad and an AveragePool: of nothing, or of zeros around H and W that the
+                    // average counts (padding=p with count_include_pad=True). Zeros before a Conv or an AveragePool are
+                    // that node's padding; the next node takes them (_padBefore).
                     Allow(node, "mode");
                     var mode = node.Attribute.FirstOrDefault(a => a.Name == "mode");
-                    if ((mode is not null && mode.S.ToStringUtf8() != "constant") || Constant(node, 1).Any(p => p != 0f) ||
-                        (node.Input.Count > 2 && node.Input[2].Length > 0 && Constant(node, 2).Any(v => v != 0f)))
+                    float[] amounts = Constant(node, 1);
+                    if ((mode is not null && mode.S.ToStringUtf8() != "constant") || amounts.Any(p => p < 0f || p != MathF.Round(p)) ||
+                        (node.Input.Count > 2 && node.Input[2].Length > 0 && Constant(node, 2).Any(v => v != 0f)) || (node.Input.Count > 3 && node.Input[3].Length > 0))
                     {
-                        throw Error(node, "only a Pad that adds nothing is supported (padding belongs in the Conv or pooling node)");
+                        throw Error(node, "only a Pad of zeros (mode constant, value 0, no axes) is supported");
                     }
 
+                    if (amounts.All(p => p == 0f))
+                    {
+                        return null;
+                    }
+
+                    // (N, C, H, W): begins then ends; only H and W may be padded, as the next node's own pads would.
+                    if (amounts.Length != 8 || amounts[0] != 0f || amounts[1] != 0f || amounts[4] != 0f || amounts[5] != 0f ||
+                        Single(output) is not { OpType: "Conv" or "AveragePool" })
+                    {
+                        throw Error(node, "a Pad that adds zeros is supported only around H and W of an (N, C, H, W) tensor, before a Conv or an AveragePool");
+                    }
+
+                    _padBefore = [(int)amounts[2], (int)amounts[3], (int)amounts[6], (int)amounts[7]];
                     return null;
                 }
                 default:
                     throw Error(node, $"operator {node.OpType} is not supported (supported: Conv, Gemm, MatMul + Add, Flatten, Reshape to (N, −1), MaxPool, " +
                         "AveragePool, GlobalAveragePool, BatchNormalization, Relu, LeakyRelu, Sigmoid, Tanh, Gelu, SiLU and GELU formulas, Dropout, Identity, " +
-                        "a Pad of nothing, Constant, Add of two branches)");
+                        "a Pad of zeros, Constant, Add of two branches)");
             }
+        }
+
+        /// <summary>Takes <paramref name="node"/>'s one output as a constant tensor.</summary>
+        private void AddConstant(NodeProto node, TensorProto value)
+        {
+            if (!_initializers.TryAdd(node.Output[0], value))
+            {
+                throw Error(node, $"its output '{node.Output[0]}' is also an initializer or another constant");
+            }
+
+            _visited.Add(node);
         }
 
         private void Visit(NodeProto node)
@@ -577,7 +636,7 @@ public static partial class OnnxModel
             }
         }
 
-        private int[] Ints(NodeProto node, string name, int[]? fallback, int count)
+        private int[] Ints(NodeProto node, string name, int[]? fallback, int count, int minimum = 0)
         {
             var attribute = node.Attribute.FirstOrDefault(a => a.Name == name);
             if (attribute is null)
@@ -585,12 +644,24 @@ public static partial class OnnxModel
                 return fallback ?? throw Error(node, $"it has no '{name}'");
             }
 
-            if (attribute.Ints.Count != count || attribute.Ints.Any(v => v is < 0 or > 1 << 16))
+            if (attribute.Ints.Count != count || attribute.Ints.Any(v => v < minimum || v > 1 << 16))
             {
-                throw Error(node, $"'{name}' is ({string.Join(",", attribute.Ints)}); {count} values in 0 … 65536 are supported (2-D layers only)");
+                throw Error(node, $"'{name}' is ({string.Join(",", attribute.Ints)}); {count} values in {minimum} … 65536 are supported (2-D layers only)");
             }
 
             return [.. attribute.Ints.Select(v => (int)v)];
+        }
+
+        /// <summary>A node's pads (H begin, W begin, H end, W end) plus those of the Pad node before it, which it takes.</summary>
+        private int[] Padded(int[] pads)
+        {
+            if (_padBefore is { } before)
+            {
+                pads = [.. pads.Zip(before, (own, added) => own + added)];
+                _padBefore = null;
+            }
+
+            return pads;
         }
 
         private int Int(NodeProto node, string name, int fallback)

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""The PyTorch-exported ONNX fixture for OnnxImportTests: a Sequential CNN (conv, batch norm with moved running
-statistics, ReLU, max and average pooling, flatten, linear, 1-D batch norm) exported by torch.onnx.export at opset 17
-(the exporter folds the 2-D batch norm into its convolution; the 1-D one stays a BatchNormalization node), the input
-it was given and PyTorch's logits for it.
+"""The PyTorch-exported ONNX fixtures for OnnxImportTests, each with the input it was given and PyTorch's logits for it:
+
+- torch_cnn: a Sequential CNN (conv, batch norm with moved running statistics, ReLU, max and average pooling, flatten,
+  linear, 1-D batch norm) exported by torch.onnx.export at opset 17 (the exporter folds the 2-D batch norm into its
+  convolution; the 1-D one stays a BatchNormalization node);
+- torch_fresh: what the exporter writes differently for two common layers: AvgPool2d(padding=1) (count_include_pad,
+  the default) as a Pad of zeros and an AveragePool, and a freshly made BatchNorm1d, whose running_var and weight (all
+  ones) and running_mean and bias (all zeros) it stores once each, reaching the second name through an Identity node.
 
     /usr/bin/python3 tests/GpuCnn.Tests/Fixtures/torch/make_onnx_fixture.py     # PyTorch 1.13 CPU (Debian's python3-torch)
 """
@@ -33,6 +37,20 @@ def main():
     np.save(os.path.join(HERE, "torch_cnn.input.npy"), x.numpy())
     np.save(os.path.join(HERE, "torch_cnn.logits.npy"), logits.numpy())
     print("wrote torch_cnn.onnx, torch_cnn.input.npy, torch_cnn.logits.npy")
+
+    torch.manual_seed(18)
+    fresh = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AvgPool2d(2, padding=1),
+        nn.Flatten(), nn.Linear(3 * 5 * 5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+    fresh.eval()
+    x = torch.rand(4, 1, 10, 10)
+    with torch.no_grad():
+        logits = fresh(x)
+    torch.onnx.export(fresh, x, os.path.join(HERE, "torch_fresh.onnx"), opset_version=17, input_names=["input"],
+                      output_names=["logits"], do_constant_folding=False, dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    np.save(os.path.join(HERE, "torch_fresh.input.npy"), x.numpy())
+    np.save(os.path.join(HERE, "torch_fresh.logits.npy"), logits.numpy())
+    print("wrote torch_fresh.onnx, torch_fresh.input.npy, torch_fresh.logits.npy")
 
 
 if __name__ == "__main__":
