@@ -47,6 +47,11 @@ internal static class CommonOptions
     /// </summary>
     public static string WritableFile(string option, string path)
     {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            throw new UsageException($"{option} is empty; give a file path.");
+        }
+
         try
         {
             FileUtil.RequireWritable(path);

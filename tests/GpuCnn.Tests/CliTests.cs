@@ -166,6 +166,7 @@ public sealed partial class CliTests
     [InlineData(2, "error: Cannot parse argument 'abc' for option '--lr' as a number.", "train", "--lr", "abc")]
     [InlineData(2, "error: Cannot parse argument '2.5' for option '--epochs' as an integer.", "train", "--epochs", "2.5")]
     [InlineData(2, "error: Option '--model' is required", "predict", "--input", "x.npy", "--output", "y.npy")]
+    [InlineData(2, "error: --out is empty; give a file path.", "train", "--out", "")]
     [InlineData(2, "error: --init and --resume exclude each other: a checkpoint holds the weights it continues from.", "train", "--init", "a.safetensors", "--resume", "b.safetensors")]
     public void Bad_input_is_one_error_line_with_the_right_exit_code(int exitCode, string message, params string[] args)
     {
