@@ -19,6 +19,18 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def write(model, x, name):
+    """Exports the model (in evaluation mode) with x as its example input, and saves x and PyTorch's logits for it."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    torch.onnx.export(model, x, os.path.join(HERE, f"{name}.onnx"), opset_version=17, input_names=["input"],
+                      output_names=["logits"], do_constant_folding=False, dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    np.save(os.path.join(HERE, f"{name}.input.npy"), x.numpy())
+    np.save(os.path.join(HERE, f"{name}.logits.npy"), logits.numpy())
+    print(f"wrote {name}.onnx, {name}.input.npy, {name}.logits.npy")
+
+
 def main():
     torch.manual_seed(17)
     model = nn.Sequential(
@@ -29,28 +41,13 @@ def main():
     model.train()
     for _ in range(3):  # move the batch-norm running statistics off 0 and 1
         model(torch.rand(6, 1, 10, 10))
-    model.eval()
-    with torch.no_grad():
-        logits = model(x)
-    torch.onnx.export(model, x, os.path.join(HERE, "torch_cnn.onnx"), opset_version=17, input_names=["input"],
-                      output_names=["logits"], do_constant_folding=False, dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
-    np.save(os.path.join(HERE, "torch_cnn.input.npy"), x.numpy())
-    np.save(os.path.join(HERE, "torch_cnn.logits.npy"), logits.numpy())
-    print("wrote torch_cnn.onnx, torch_cnn.input.npy, torch_cnn.logits.npy")
+    write(model, x, "torch_cnn")
 
     torch.manual_seed(18)
     fresh = nn.Sequential(
         nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AvgPool2d(2, padding=1),
         nn.Flatten(), nn.Linear(3 * 5 * 5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
-    fresh.eval()
-    x = torch.rand(4, 1, 10, 10)
-    with torch.no_grad():
-        logits = fresh(x)
-    torch.onnx.export(fresh, x, os.path.join(HERE, "torch_fresh.onnx"), opset_version=17, input_names=["input"],
-                      output_names=["logits"], do_constant_folding=False, dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
-    np.save(os.path.join(HERE, "torch_fresh.input.npy"), x.numpy())
-    np.save(os.path.join(HERE, "torch_fresh.logits.npy"), logits.numpy())
-    print("wrote torch_fresh.onnx, torch_fresh.input.npy, torch_fresh.logits.npy")
+    write(fresh, torch.rand(4, 1, 10, 10), "torch_fresh")
 
 
 if __name__ == "__main__":
