@@ -140,6 +140,14 @@ public sealed partial class CliTests
         Assert.StartsWith($"error: model file '{temp.File("arch.safetensors")}': its metadata \"arch\" 'flatten,dense(4' on input (1,2,2) does not build: unbalanced '('",
             arch.ErrorLine, StringComparison.Ordinal);
         Assert.False(File.Exists(temp.File("y.npy")));
+
+        // A small file whose arch asks for far more values than it holds fails before they are allocated.
+        Safetensors.Write(temp.File("huge.safetensors"), new Dictionary<string, Tensor> { ["1.weight"] = new([1]) },
+            new Dictionary<string, string> { ["arch"] = "flatten,dense(1000000),dense(4)", ["input"] = "1x2x2" });
+        var huge = CliRunner.Run("predict", "--model", temp.File("huge.safetensors"), "--input", temp.File("train-x.npy"), "--output", temp.File("y.npy"));
+        Assert.Equal(1, huge.ExitCode);
+        Assert.EndsWith("layer 2 'dense(1000000)' on input (4): its weight (1000000,4) would hold 4000000 values, more than are left in the weights to load (1).",
+            huge.ErrorLine, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -96,6 +96,7 @@ public static class ModelFile
         Sequential model;
         try
         {
+            using var limit = Layer.LimitParameters(ValueCount(contents.Tensors));
             model = Sequential.Create(arch, inputShape.Value, backend);
         }
         catch (SpecException e) when (!archGiven)
@@ -120,6 +121,9 @@ public static class ModelFile
             throw;
         }
     }
+
+    /// <summary>How many values <paramref name="tensors"/> hold: the most a model built to take them may have.</summary>
+    internal static long ValueCount(IReadOnlyDictionary<string, Tensor> tensors) => tensors.Values.Sum(t => (long)t.Data.Length);
 
     /// <summary>"1x28x28" for (1,28,28).</summary>
     internal static string FormatShape(Shape shape) => string.Join("x", shape.ToArray());

@@ -172,9 +172,39 @@ public abstract class Layer
     /// <summary>The input-gradient buffer for a batch of <paramref name="batch"/>, allocated once per batch size.</summary>
     protected DeviceTensor<float> InputGradientBuffer(int batch) => Buffer(_inputGradients, batch, InputShape);
 
+    /// <summary>
+    /// While a model is built to take a file's weights, how many values its parameters may still have (the file's
+    /// count; null: no limit), so that a small file whose spec asks for billions fails before they are allocated.
+    /// </summary>
+    [ThreadStatic]
+    private static long? t_parameterBudget;
+
+    /// <summary>Limits the parameters of the models this thread builds until the result is disposed (see <see cref="IO.ModelFile"/>).</summary>
+    internal static IDisposable LimitParameters(long values)
+    {
+        t_parameterBudget = values;
+        return new BudgetScope();
+    }
+
+    private static void TakeFromBudget(string name, Shape shape)
+    {
+        if (t_parameterBudget is { } left)
+        {
+            t_parameterBudget = shape.Size <= left
+                ? left - shape.Size
+                : throw new ArgumentException($"its {name} {shape} would hold {shape.Size} values, more than are left in the weights to load ({left}).");
+        }
+    }
+
+    private sealed class BudgetScope : IDisposable
+    {
+        public void Dispose() => t_parameterBudget = null;
+    }
+
     /// <summary>A parameter initialised like PyTorch's default (kaiming_uniform with a = √5): U(−1/√fanIn, 1/√fanIn).</summary>
     protected Parameter CreateParameter(string name, Shape shape, int fanIn, Random init)
     {
+        TakeFromBudget(name, shape);
         double bound = 1.0 / Math.Sqrt(fanIn);
         var values = new float[shape.Size];
         for (int i = 0; i < values.Length; i++)
@@ -188,6 +218,7 @@ public abstract class Layer
     /// <summary>A parameter with every element <paramref name="value"/> (batch norm's weight 1 and bias 0).</summary>
     protected Parameter ConstantParameter(string name, Shape shape, float value)
     {
+        TakeFromBudget(name, shape);
         var tensor = Backend.Allocate<float>(shape);
         Backend.Fill(tensor, value);
         return new Parameter(name, tensor, Backend.Allocate<float>(shape));

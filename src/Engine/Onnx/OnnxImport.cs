@@ -33,6 +33,7 @@ public static partial class OnnxModel
         Sequential model;
         try
         {
+            using var limit = Layer.LimitParameters(ModelFile.ValueCount(contents.Weights));
             model = Sequential.Create(contents.Spec, contents.InputShape, backend);
         }
         catch (SpecException e)
