@@ -61,6 +61,55 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(dbias, Backend.DownloadArray(tdb), channels, Atol, Rtol, $"{what} dbias");
     }
 
+    [Theory]
+    [Trait("Category", "CrossCheck")]
+    [InlineData(4, 3, 1, 2)] // channel by channel, 8 values a channel
+    [InlineData(4, 37)] // features: whole vectors of channels and some left over, 4 values a channel
+    public void BatchNorm_keeps_its_precision_when_the_mean_dwarfs_the_spread(params int[] dims)
+    {
+        // Values near 300 that differ by hundredths: an affine dx = a·dz + b·x + d cancels terms of 10⁷ here and lost
+        // 1 % of dx, and an affine y = scale·x + shift terms of 10⁴; the centred forms keep float precision. The
+        // statistics are given (in double, rounded to float: the backward's inputs, evaluation's running statistics)
+        // so that only each pass's own arithmetic is measured.
+        var shape = new Shape(dims);
+        var s = GradientCheckTests.BatchNormShapeOf(shape, training: true);
+        var channels = new Shape(s.Channels);
+        float[] x = TestData.Uniform(shape.Size, 41, 300f, 300.01f), dy = TestData.Uniform(shape.Size, 42), weight = TestData.Uniform(s.Channels, 43, 0.5f, 2f);
+        double[] y = new double[shape.Size], exactMean = new double[s.Channels], exactInvStd = new double[s.Channels];
+        ReferenceMath.BatchNormForward<double>(s, TestData.Widen(x), TestData.Widen(weight), new double[s.Channels], new double[s.Channels],
+            new double[s.Channels], y, exactMean, exactInvStd);
+        float[] mean = [.. exactMean.Select(v => (float)v)], invStd = [.. exactInvStd.Select(v => (float)v)];
+        double[] dx = new double[shape.Size], dweight = new double[s.Channels], dbias = new double[s.Channels];
+        ReferenceMath.BatchNormBackward<double>(s, TestData.Widen(x), TestData.Widen(dy), TestData.Widen(weight), TestData.Widen(mean), TestData.Widen(invStd),
+            dx, dweight, dbias);
+
+        using var tx = Put(x, shape);
+        using var tdy = Put(dy, shape);
+        using var tw = Put(weight, channels);
+        using var tmean = Put(mean, channels);
+        using var tinv = Put(invStd, channels);
+        using var tdx = Poisoned(shape);
+        using var tdw = Poisoned(channels);
+        using var tdb = Poisoned(channels);
+        Backend.BatchNormBackward(true, tx, tdy, tw, tmean, tinv, tdx, tdw, tdb);
+        double largest = dx.Max(Math.Abs);
+        TensorAssert.Close(dx, Backend.DownloadArray(tdx), shape, 1e-4 * largest, 0, $"{Backend.Name} batch norm dx {shape} (largest {largest:G3})");
+
+        float[] variance = [.. exactInvStd.Select(v => (float)((1 / (v * v)) - 1e-5))];
+        float[] bias = TestData.Uniform(s.Channels, 44);
+        var evaluation = s with { Training = 0 };
+        double[] expectedY = new double[shape.Size], unusedMean = new double[s.Channels], unusedInvStd = new double[s.Channels];
+        ReferenceMath.BatchNormForward<double>(evaluation, TestData.Widen(x), TestData.Widen(weight), TestData.Widen(bias), TestData.Widen(mean),
+            TestData.Widen(variance), expectedY, unusedMean, unusedInvStd);
+        using var tb = Put(bias, channels);
+        using var trm = Put(mean, channels);
+        using var trv = Put(variance, channels);
+        using var ty = Poisoned(shape);
+        Backend.BatchNormForward(false, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
+        largest = expectedY.Max(Math.Abs);
+        TensorAssert.Close(expectedY, Backend.DownloadArray(ty), shape, 1e-4 * largest, 0, $"{Backend.Name} batch norm evaluation y {shape} (largest {largest:G3})");
+    }
+
     /// <summary>
     /// Fused batch norm cases: every activation in training on (N,C,H,W) and in evaluation on (N, features); for ReLU
     /// and Sigmoid also the other way round, planes of 1,200 values (longer than the CPU's 1,024-value pieces), and

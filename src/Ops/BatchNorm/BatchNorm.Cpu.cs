@@ -98,7 +98,7 @@ public sealed unsafe partial class CpuBackend
         protected abstract void RunFeatures(int c, int vectors);
     }
 
-    /// <summary>y = f(batch_norm(x)) channel by channel: the statistics, then each run scaled, shifted and activated in one loop.</summary>
+    /// <summary>y = f(batch_norm(x)) channel by channel: the statistics, then each run centred, scaled, shifted and activated in one loop.</summary>
     private sealed class BatchNormForwardJob<TF> : ChannelJob
         where TF : struct, IActivationFunction
     {
@@ -154,10 +154,10 @@ public sealed unsafe partial class CpuBackend
 
             _mean[c] = mean;
             _invStd[c] = invStd;
-            float scale = invStd * _weight[c], shift = _bias[c] - (mean * scale);
+            float scale = invStd * _weight[c];
             for (int n = 0; n < batch; n++)
             {
-                BatchNormRuns.ScaleShiftActivate(x + ((long)n * stride), y + ((long)n * stride), inner, scale, shift, _f);
+                BatchNormRuns.NormalizeActivate(x + ((long)n * stride), y + ((long)n * stride), inner, mean, scale, _bias[c], _f);
             }
         }
 
@@ -167,7 +167,7 @@ public sealed unsafe partial class CpuBackend
             var s = Shape;
             int batch = s.Count, stride = s.Channels, width = Vector<float>.Count, count = vectors * width;
             float* x = _x + c, y = _y + c;
-            float* mean = stackalloc float[count], scale = stackalloc float[count], shift = stackalloc float[count];
+            float* mean = stackalloc float[count], scale = stackalloc float[count];
             new Span<float>(mean, count).Clear(); // the sums start at 0
             if (s.Training != 0)
             {
@@ -221,9 +221,7 @@ public sealed unsafe partial class CpuBackend
                 var invStd = Vector.Load(scale + v);
                 mu.Store(_mean + c + v);
                 invStd.Store(_invStd + c + v);
-                var a = invStd * Vector.Load(_weight + c + v);
-                a.Store(scale + v);
-                (Vector.Load(_bias + c + v) - (mu * a)).Store(shift + v);
+                (invStd * Vector.Load(_weight + c + v)).Store(scale + v);
             }
 
             for (int n = 0; n < batch; n++)
@@ -231,7 +229,8 @@ public sealed unsafe partial class CpuBackend
                 float* row = y + ((long)n * stride);
                 for (int v = 0; v < count; v += width)
                 {
-                    var value = (Vector.Load(scale + v) * Vector.Load(x + ((long)n * stride) + v)) + Vector.Load(shift + v);
+                    // Centred before scaling, as the reference: scale·x − scale·mean would cancel where the mean is large.
+                    var value = ((Vector.Load(x + ((long)n * stride) + v) - Vector.Load(mean + v)) * Vector.Load(scale + v)) + Vector.Load(_bias + c + v);
                     if (typeof(TF) == typeof(Relu))
                     {
                         value = Vector.ConditionalSelect(Vector.LessThan(value, Vector<float>.Zero), Vector<float>.Zero, value);
@@ -302,20 +301,18 @@ public sealed unsafe partial class CpuBackend
                 return;
             }
 
-            // dx = a·dz + b·x + d (see BatchNormKernels.InputGradientCoefficients).
-            float scale = _weight[c] * invStd;
-            float slope = s.Training != 0 ? -scale * invStd * dweight / s.Count : 0f;
-            float shift = s.Training != 0 ? (-scale * sumDy / s.Count) - (slope * mean) : 0f;
+            // dx = a·(dz − (meanDz + (x − mean)·k)), or a·dz in evaluation (see BatchNormKernels.InputGradientCoefficients).
+            var terms = new InputGradientTerms(_weight[c] * invStd, sumDy / s.Count, mean, invStd * dweight / s.Count, s.Training != 0);
             for (int n = 0; n < batch; n++)
             {
                 long at = (long)n * stride;
                 if (Activated)
                 {
-                    BatchNormRuns.InputGradientThrough(y + at, dy + at, x + at, dx + at, inner, slope, scale, shift, _f);
+                    BatchNormRuns.InputGradientThrough(y + at, dy + at, x + at, dx + at, inner, terms, _f);
                 }
                 else
                 {
-                    BatchNormRuns.InputGradient(dy + at, x + at, dx + at, inner, slope, scale, shift);
+                    BatchNormRuns.InputGradient(dy + at, x + at, dx + at, inner, terms);
                 }
             }
         }
@@ -340,8 +337,8 @@ public sealed unsafe partial class CpuBackend
                 }
             }
 
-            // dx = a·dz + b·x + d per channel (see BatchNormKernels.InputGradientCoefficients); a, b, d kept over sumDy's
-            // and sumDyCentred's places once they are read.
+            // Per channel dx = a·(dz − (meanDz + (x − mean)·k)), or a·dz in evaluation (see
+            // BatchNormKernels.InputGradientCoefficients); meanDz and k kept over sumDy's and sumDyCentred's places once read.
             float* scale = stackalloc float[count];
             for (int v = 0; v < count; v += width)
             {
@@ -350,13 +347,9 @@ public sealed unsafe partial class CpuBackend
                 var dweight = Vector.Load(sumDyCentred + v) * invStd;
                 dbias.Store(_dbias + c + v);
                 dweight.Store(_dweight + c + v);
-                var a = Vector.Load(_weight + c + v) * invStd;
-                var minusA = a * -1f; // the scalar −a: a sign flip (a vector's unary minus is 0 − a, +0 for +0)
-                var b = s.Training != 0 ? minusA * invStd * dweight / s.Count : Vector<float>.Zero;
-                var d = s.Training != 0 ? (minusA * dbias / s.Count) - (b * Vector.Load(_mean + c + v)) : Vector<float>.Zero;
-                a.Store(scale + v);
-                b.Store(sumDyCentred + v);
-                d.Store(sumDy + v);
+                (Vector.Load(_weight + c + v) * invStd).Store(scale + v);
+                (dbias / s.Count).Store(sumDy + v);
+                (invStd * dweight / s.Count).Store(sumDyCentred + v);
             }
 
             if (_dx is null)
@@ -370,7 +363,10 @@ public sealed unsafe partial class CpuBackend
                 for (int v = 0; v < count; v += width)
                 {
                     var dz = Gradient(y + at + v, dy + at + v, lanes);
-                    ((Vector.Load(scale + v) * dz) + Vector.Load(sumDy + v) + (Vector.Load(sumDyCentred + v) * Vector.Load(x + at + v))).Store(dx + at + v);
+                    var gradient = s.Training != 0
+                        ? InputGradientTerms.Centred(Vector.Load(scale + v), dz, Vector.Load(sumDy + v), Vector.Load(x + at + v), Vector.Load(_mean + c + v), Vector.Load(sumDyCentred + v))
+                        : Vector.Load(scale + v) * dz;
+                    gradient.Store(dx + at + v);
                 }
             }
         }
@@ -437,16 +433,20 @@ public sealed unsafe partial class CpuBackend
             return sum;
         }
 
-        /// <summary>y = f(scale·x + shift): ReLU as a select in the same vector loop (a NaN stays NaN), another f after it on the run.</summary>
+        /// <summary>
+        /// y = f((x − mean)·scale + bias): ReLU as a select in the same vector loop (a NaN stays NaN), another f after it
+        /// on the run. Centred first, as the reference: the affine scale·x + (bias − mean·scale) cancels where the mean
+        /// is large against the spread.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static void ScaleShiftActivate<TF>(float* x, float* y, int length, float scale, float shift, TF f)
+        public static void NormalizeActivate<TF>(float* x, float* y, int length, float mean, float scale, float bias, TF f)
             where TF : struct, IActivationFunction
         {
-            Vector<float> a = new(scale), d = new(shift);
+            Vector<float> m = new(mean), a = new(scale), b = new(bias);
             int i = 0;
             for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
             {
-                var value = (a * Vector.Load(x + i)) + d;
+                var value = ((Vector.Load(x + i) - m) * a) + b;
                 if (typeof(TF) == typeof(Relu))
                 {
                     value = Vector.ConditionalSelect(Vector.LessThan(value, Vector<float>.Zero), Vector<float>.Zero, value);
@@ -457,7 +457,7 @@ public sealed unsafe partial class CpuBackend
 
             for (; i < length; i++)
             {
-                float value = (scale * x[i]) + shift;
+                float value = ((x[i] - mean) * scale) + bias;
                 y[i] = typeof(TF) == typeof(Relu) ? f.Forward(value) : value;
             }
 
@@ -563,7 +563,7 @@ public sealed unsafe partial class CpuBackend
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         [SkipLocalsInit]
-        public static void InputGradientThrough<TF>(float* y, float* dy, float* x, float* dx, int length, float slope, float scale, float shift, TF f)
+        public static void InputGradientThrough<TF>(float* y, float* dy, float* x, float* dx, int length, in InputGradientTerms terms, TF f)
             where TF : struct, IDerivativeFromOutput
         {
             if (typeof(TF) != typeof(Relu))
@@ -574,22 +574,23 @@ public sealed unsafe partial class CpuBackend
                     int count = Math.Min(Piece, length - start);
                     ActivationLoops.BackwardFromOutput(f, new ReadOnlySpan<float>(y + start, count), new ReadOnlySpan<float>(dy + start, count),
                         new Span<float>(dz, count));
-                    InputGradient(dz, x + start, dx + start, count, slope, scale, shift);
+                    InputGradient(dz, x + start, dx + start, count, terms);
                 }
 
                 return;
             }
 
-            Vector<float> a = new(scale), b = new(slope), d = new(shift);
+            Vector<float> a = new(terms.A), meanDz = new(terms.MeanDz), mean = new(terms.Mean), k = new(terms.K);
             int i = 0;
             for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
             {
-                ((a * ReluGradient(y + i, dy + i)) + d + (b * Vector.Load(x + i))).Store(dx + i);
+                var dz = ReluGradient(y + i, dy + i);
+                (terms.Training ? InputGradientTerms.Centred(a, dz, meanDz, Vector.Load(x + i), mean, k) : a * dz).Store(dx + i);
             }
 
             for (; i < length; i++)
             {
-                dx[i] = (scale * f.BackwardFromOutput(y[i], dy[i])) + shift + (slope * x[i]);
+                dx[i] = terms.Of(f.BackwardFromOutput(y[i], dy[i]), x[i]);
             }
         }
 
@@ -598,21 +599,37 @@ public sealed unsafe partial class CpuBackend
         private static Vector<float> ReluGradient(float* y, float* dy) =>
             Vector.ConditionalSelect(Vector.LessThanOrEqual(Vector.Load(y), Vector<float>.Zero), Vector<float>.Zero, Vector.Load(dy));
 
-        /// <summary>dx = scale·dz + slope·x + shift over one run; dx may be dz.</summary>
+        /// <summary>dx from dz over one run, with a channel's <paramref name="terms"/>; dx may be dz.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static void InputGradient(float* dz, float* x, float* dx, int length, float slope, float scale, float shift)
+        public static void InputGradient(float* dz, float* x, float* dx, int length, in InputGradientTerms terms)
         {
-            Vector<float> a = new(scale), b = new(slope), d = new(shift);
+            Vector<float> a = new(terms.A), meanDz = new(terms.MeanDz), mean = new(terms.Mean), k = new(terms.K);
             int i = 0;
             for (; i <= length - Vector<float>.Count; i += Vector<float>.Count)
             {
-                ((a * Vector.Load(dz + i)) + d + (b * Vector.Load(x + i))).Store(dx + i);
+                var g = Vector.Load(dz + i);
+                (terms.Training ? InputGradientTerms.Centred(a, g, meanDz, Vector.Load(x + i), mean, k) : a * g).Store(dx + i);
             }
 
             for (; i < length; i++)
             {
-                dx[i] = (scale * dz[i]) + shift + (slope * x[i]);
+                dx[i] = terms.Of(dz[i], x[i]);
             }
         }
     }
+}
+
+/// <summary>
+/// A channel's terms of batch normalisation's dx (see BatchNormKernels.InputGradientCoefficients): a = weight·invStd,
+/// meanDz = Σdz/M, the mean, k = invStd·dweight/M; dx = a·(dz − (meanDz + (x − mean)·k)) in training, a·dz in evaluation.
+/// </summary>
+internal readonly record struct InputGradientTerms(float A, float MeanDz, float Mean, float K, bool Training)
+{
+    /// <summary>One value's dx.</summary>
+    public float Of(float dz, float x) => Training ? A * (dz - (MeanDz + ((x - Mean) * K))) : A * dz;
+
+    /// <summary>Training's dx for a vector, in the same order as <see cref="Of"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<float> Centred(Vector<float> a, Vector<float> dz, Vector<float> meanDz, Vector<float> x, Vector<float> mean, Vector<float> k) =>
+        a * (dz - (meanDz + ((x - mean) * k)));
 }

@@ -49,7 +49,7 @@ public sealed partial class IlgpuBackend
             return;
         }
 
-        var coefficients = _workspace.Get(IlgpuWorkspace.Slot.BatchNormCoefficients, 3 * shape.Channels);
+        var coefficients = _workspace.Get(IlgpuWorkspace.Slot.BatchNormCoefficients, 4 * shape.Channels);
         _launch.Run(BatchNormKernels.InputGradientCoefficients, shape.Channels, View(weight), View(mean), View(invStd), View(dweight),
             View(dbias), coefficients, shape);
         _launch.Run(BatchNormKernels.InputGradient, x.Length, View(x), output, View(dy), coefficients, View(dx), shape, activation);

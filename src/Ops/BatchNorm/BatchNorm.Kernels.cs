@@ -157,29 +157,32 @@ internal static class BatchNormKernels
     }
 
     /// <summary>
-    /// Per channel, dx = a·dy + b·x + d: a = weight·invStd; in training b = −a·invStd·dweight/M and
-    /// d = −a·dbias/M − b·mean (the batch statistics' share), in evaluation b = d = 0. Writes (a, b, d) for c.
+    /// Per channel, the terms of dx = a·(dz − (meanDz + (x − mean)·k)) in training and a·dz in evaluation:
+    /// a = weight·invStd, meanDz = dbias/M, k = invStd·dweight/M — PyTorch's centred form, whose x − mean stays
+    /// exact where the mean is large against the spread (the affine form a·dz + b·x + d cancelled there). Writes
+    /// (a, meanDz, mean, k) for c.
     /// </summary>
     public static void InputGradientCoefficients(Index1D c, ArrayView<float> weight, ArrayView<float> mean, ArrayView<float> invStd,
         ArrayView<float> dweight, ArrayView<float> dbias, ArrayView<float> coefficients, BatchNormShape s)
     {
-        float a = weight[c] * invStd[c];
-        float b = s.Training != 0 ? -a * invStd[c] * dweight[c] / s.Count : 0f;
-        float d = s.Training != 0 ? (-a * dbias[c] / s.Count) - (b * mean[c]) : 0f;
-        coefficients[3 * c] = a;
-        coefficients[(3 * c) + 1] = b;
-        coefficients[(3 * c) + 2] = d;
+        coefficients[4 * c] = weight[c] * invStd[c];
+        coefficients[(4 * c) + 1] = dbias[c] / s.Count;
+        coefficients[(4 * c) + 2] = mean[c];
+        coefficients[(4 * c) + 3] = invStd[c] * dweight[c] / s.Count;
     }
 
     /// <summary>
-    /// dx = a·dz + b·x + d with channel coefficients from <see cref="InputGradientCoefficients"/>, dz = dy·f′ from the
-    /// fused output y (<see cref="Identity"/>: dz = dy).
+    /// dx from the channel terms of <see cref="InputGradientCoefficients"/>, dz = dy·f′ from the fused output y
+    /// (<see cref="Identity"/>: dz = dy).
     /// </summary>
     public static void InputGradient<TF>(Index1D i, ArrayView<float> x, ArrayView<float> y, ArrayView<float> dy, ArrayView<float> coefficients,
         ArrayView<float> dx, BatchNormShape s, TF f)
         where TF : struct, IDerivativeFromOutput
     {
-        int c = 3 * s.ChannelOf(i);
-        dx[i] = (coefficients[c] * f.BackwardFromOutput(y[i], dy[i])) + (coefficients[c + 1] * x[i]) + coefficients[c + 2];
+        int c = 4 * s.ChannelOf(i);
+        float dz = f.BackwardFromOutput(y[i], dy[i]);
+        dx[i] = s.Training != 0
+            ? coefficients[c] * (dz - (coefficients[c + 1] + ((x[i] - coefficients[c + 2]) * coefficients[c + 3])))
+            : coefficients[c] * dz;
     }
 }
