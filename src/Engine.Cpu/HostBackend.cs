@@ -53,9 +53,14 @@ public abstract partial class HostBackend : Backend
 
     /// <inheritdoc/>
     protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
-        DeviceTensor<float> dlogits, DeviceTensor<float> loss, float labelSmoothing) =>
-        Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits), Data(labels), Data(dlogits),
-            logits.Shape[0], logits.Shape[1], labelSmoothing);
+        DeviceTensor<float> dlogits, DeviceTensor<float> loss, float labelSmoothing)
+    {
+        // The labels are at hand here, so an outside one is an error, as in PyTorch (a GPU writes NaN instead).
+        int classes = logits.Shape[1];
+        int[] values = Data(labels);
+        Checks.Labels("SoftmaxCrossEntropy", values, classes);
+        Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits), values, Data(dlogits), logits.Shape[0], classes, labelSmoothing);
+    }
 
     /// <inheritdoc/>
     protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>

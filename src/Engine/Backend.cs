@@ -382,7 +382,9 @@ public abstract partial class Backend : IDisposable
     /// <summary>
     /// Fused softmax + cross-entropy over logits (N, K classes) and labels (N): loss (1) = mean over the batch of
     /// −Σ_j q_j·log softmax(z)_j with q = (1 − ε)·onehot(label) + ε/K, ε = <paramref name="labelSmoothing"/> as
-    /// PyTorch's cross_entropy(label_smoothing=ε); dlogits (N, K) = (softmax − q) / N. Labels must lie in [0, K).
+    /// PyTorch's cross_entropy(label_smoothing=ε); dlogits (N, K) = (softmax − q) / N. Labels must lie in [0, K): the
+    /// host backends throw <see cref="ArgumentException"/> naming the sample, an ILGPU device (which cannot
+    /// throw without a synchronisation) makes the loss and that sample's gradient row NaN.
     /// </summary>
     public void SoftmaxCrossEntropy(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> dlogits,
         DeviceTensor<float> loss, float labelSmoothing = 0f)

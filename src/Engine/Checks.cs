@@ -3,6 +3,18 @@ namespace GpuCnn;
 /// <summary>Argument checks whose messages name the operation, the argument, what was expected and what came.</summary>
 internal static class Checks
 {
+    /// <summary>Throws, naming the first bad sample, when a label lies outside [0, classes).</summary>
+    public static void Labels(string what, ReadOnlySpan<int> labels, int classes)
+    {
+        for (int i = 0; i < labels.Length; i++)
+        {
+            if ((uint)labels[i] >= (uint)classes)
+            {
+                throw new ArgumentException($"{what}: label {labels[i]} of sample {i} is outside the model's {classes} classes (0…{classes - 1}).");
+            }
+        }
+    }
+
     /// <summary>The tensor must live on <paramref name="backend"/>, be undisposed, and have exactly <paramref name="expected"/>.</summary>
     public static void Tensor<T>(string operation, string argument, DeviceTensor<T>? tensor, Backend backend, Shape expected)
         where T : unmanaged

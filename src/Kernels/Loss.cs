@@ -37,6 +37,18 @@ internal static class LossKernels
 
         float lse = max + XMath.Log(total);
         int label = labels[n];
+        if ((uint)label >= (uint)classes)
+        {
+            // A device cannot throw: an outside label gives NaN, read nowhere outside the row (Backend.SoftmaxCrossEntropy).
+            for (int j = 0; j < classes; j++)
+            {
+                dlogits[row + j] = float.NaN;
+            }
+
+            perSample[n] = float.NaN;
+            return;
+        }
+
         float scale = 1f / s.Batch, spread = s.LabelSmoothing / classes, onLabel = 1f - s.LabelSmoothing + spread;
         for (int j = 0; j < classes; j++)
         {

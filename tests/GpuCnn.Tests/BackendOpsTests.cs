@@ -336,6 +336,30 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     }
 
     [Theory]
+    [InlineData(9)]
+    [InlineData(-1)]
+    public void A_label_outside_the_classes_is_an_error_on_the_host_and_nan_on_a_device_never_a_read_outside(int label)
+    {
+        float[] z = TestData.Uniform(3 * 4, 22);
+        using var dz = Put(z, [3, 4]);
+        using var dlabels = Backend.Upload<int>([3], [0, label, 3]);
+        using var dgrad = Poisoned([3, 4]);
+        using var dloss = Poisoned([1]);
+        if (Backend is HostBackend)
+        {
+            var error = Assert.Throws<ArgumentException>(() => Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss));
+            Assert.Equal($"SoftmaxCrossEntropy: label {label} of sample 1 is outside the model's 4 classes (0…3).", error.Message);
+            return;
+        }
+
+        Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss);
+        Assert.True(float.IsNaN(Backend.DownloadArray(dloss)[0]), "the loss is not NaN");
+        float[] gradient = Backend.DownloadArray(dgrad);
+        Assert.All(gradient[4..8], v => Assert.True(float.IsNaN(v), "the bad sample's gradient row is not NaN"));
+        Assert.All(gradient[..4].Concat(gradient[8..]), v => Assert.True(float.IsFinite(v), "another row's gradient is not finite"));
+    }
+
+    [Theory]
     [Trait("Category", "CrossCheck")]
     [InlineData(0f, 0f, false)]
     [InlineData(0.9f, 0f, false)]

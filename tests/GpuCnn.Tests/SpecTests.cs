@@ -147,6 +147,19 @@ public sealed class SpecTests
         Assert.Contains(message, error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Specs_nested_too_deep_or_too_long_are_refused_before_any_recursion()
+    {
+        // A model file's metadata comes from anywhere: 30,000 nested blocks had overflowed the stack (uncatchable).
+        string deep = string.Concat(Enumerable.Repeat("residual(", 30_000)) + "relu" + new string(')', 30_000);
+        Assert.Equal($"architecture spec is {deep.Length} characters long; at most 65536 are supported.",
+            Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(deep)).Message);
+        string nested = string.Concat(Enumerable.Repeat("residual(", 33)) + "relu" + new string(')', 33);
+        Assert.Equal("parentheses nest deeper than 32 levels at character 297.", Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(nested)).Message);
+        string allowed = string.Concat(Enumerable.Repeat("residual(", 16)) + "relu" + new string(')', 16);
+        Assert.Single(ArchitectureSpec.Parse(allowed));
+    }
+
     [Theory]
     [InlineData("conv(6,5),relu,maxpool(2),conv(16,13),flatten,dense(10)", "layer 4 'conv(16,13)' on input (6,12,12): kernel 13x13 is larger than the padded input 12x12")]
     [InlineData("conv(6,5),dense(10)", "layer 2 'dense(10)' on input (6,24,24): needs a flat (features) input, got (6,24,24); add 'flatten' before it")]

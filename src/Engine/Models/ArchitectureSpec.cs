@@ -73,6 +73,11 @@ public static class ArchitectureSpec
         }
 
         spec = Resolve(spec);
+        if (spec.Length > MaximumLength)
+        {
+            throw new SpecException($"architecture spec is {spec.Length} characters long; at most {MaximumLength} are supported.");
+        }
+
         var parts = SplitTopLevel(spec);
         var layers = new List<Layer>(parts.Count);
         for (int i = 0; i < parts.Count; i++)
@@ -93,6 +98,12 @@ public static class ArchitectureSpec
     /// <summary>The canonical spec of a list of layers (what model files store).</summary>
     public static string Format(IEnumerable<Layer> layers) => string.Join(",", layers.Select(l => l.Spec));
 
+    /// <summary>The longest spec parsed (a model file's metadata is read from files of any origin).</summary>
+    public const int MaximumLength = 1 << 16;
+
+    /// <summary>The deepest nesting of parentheses parsed: residual blocks nest by recursion, which must not exhaust the stack.</summary>
+    public const int MaximumNesting = 32;
+
     /// <summary>Splits at <paramref name="separator"/> outside parentheses.</summary>
     internal static List<string> SplitTopLevel(string spec, char separator = ',')
     {
@@ -103,7 +114,11 @@ public static class ArchitectureSpec
             switch (spec[i])
             {
                 case '(':
-                    depth++;
+                    if (++depth > MaximumNesting)
+                    {
+                        throw new SpecException($"parentheses nest deeper than {MaximumNesting} levels at character {i + 1}.");
+                    }
+
                     break;
                 case ')':
                     if (--depth < 0)

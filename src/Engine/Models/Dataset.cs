@@ -32,14 +32,5 @@ public sealed class Dataset
     public int Count => Labels.Length;
 
     /// <summary>Throws when a label lies outside [0, classes), naming the first bad sample.</summary>
-    internal void ValidateLabels(int classes, string what)
-    {
-        for (int i = 0; i < Labels.Length; i++)
-        {
-            if ((uint)Labels[i] >= (uint)classes)
-            {
-                throw new ArgumentException($"{what}: label {Labels[i]} of sample {i} is outside the model's {classes} classes (0…{classes - 1}).");
-            }
-        }
-    }
+    internal void ValidateLabels(int classes, string what) => Checks.Labels(what, Labels, classes);
 }

@@ -69,6 +69,7 @@ public static class StepProfiler
         }
 
         var backend = model.Backend;
+        Checks.Labels("StepProfiler", backend.DownloadArray(labels), model.Classes); // as Fit checks its data's (a GPU would give NaN)
         using var dlogits = backend.Allocate<float>([batch, model.Classes]);
         using var loss = backend.Allocate<float>([1]);
         var timer = new LayerTimer(backend);
