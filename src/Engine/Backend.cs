@@ -175,6 +175,7 @@ public abstract partial class Backend : IDisposable
         }
 
         Checks.Dims(op, nameof(y), y, this, g.N, g.K, g.P, g.Q);
+        Checks.WrittenApart(op, nameof(y), y, (nameof(x), x), (nameof(w), w), (nameof(b), b));
         Conv2dForwardCore(g, x, w, b, y, activation);
     }
 
@@ -190,6 +191,7 @@ public abstract partial class Backend : IDisposable
         Checks.Dims(op, nameof(dy), dy, this, g.N, g.K, g.P, g.Q);
         Checks.Dims(op, nameof(w), w, this, g.K, g.GroupChannels, g.R, g.S);
         Checks.Dims(op, nameof(dx), dx, this, g.N, g.C, g.H, g.W);
+        Checks.WrittenApart(op, nameof(dx), dx, (nameof(dy), dy), (nameof(w), w));
         Conv2dBackwardDataCore(g, dy, w, dx);
     }
 
@@ -209,8 +211,10 @@ public abstract partial class Backend : IDisposable
         if (db is not null)
         {
             Checks.Dims(op, nameof(db), db, this, g.K);
+            Checks.WrittenApart(op, nameof(db), db, (nameof(x), x), (nameof(dy), dy), (nameof(dw), dw));
         }
 
+        Checks.WrittenApart(op, nameof(dw), dw, (nameof(x), x), (nameof(dy), dy));
         Conv2dBackwardFilterCore(g, x, dy, dw, db);
     }
 
@@ -225,6 +229,7 @@ public abstract partial class Backend : IDisposable
         Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
         Checks.Dims(op, nameof(y), y, this, g.N, g.C, g.P, g.Q);
         Checks.Dims(op, nameof(switches), switches, this, g.N, g.C, g.P, g.Q);
+        Checks.WrittenApart(op, nameof(y), y, (nameof(x), x));
         MaxPool2dForwardCore(g, x, y, switches);
     }
 
@@ -237,6 +242,7 @@ public abstract partial class Backend : IDisposable
         Checks.Dims(op, nameof(dy), dy, this, g.N, g.C, g.P, g.Q);
         Checks.Dims(op, nameof(switches), switches, this, g.N, g.C, g.P, g.Q);
         Checks.Dims(op, nameof(dx), dx, this, g.N, g.C, g.H, g.W);
+        Checks.WrittenApart(op, nameof(dx), dx, (nameof(dy), dy));
         MaxPool2dBackwardCore(g, dy, switches, dx);
     }
 
@@ -248,6 +254,7 @@ public abstract partial class Backend : IDisposable
         g.Validate(op);
         Checks.Dims(op, nameof(x), x, this, g.N, g.C, g.H, g.W);
         Checks.Dims(op, nameof(y), y, this, g.N, g.C, g.P, g.Q);
+        Checks.WrittenApart(op, nameof(y), y, (nameof(x), x));
         AvgPool2dForwardCore(g, x, y);
     }
 
@@ -259,6 +266,7 @@ public abstract partial class Backend : IDisposable
         g.Validate(op);
         Checks.Dims(op, nameof(dy), dy, this, g.N, g.C, g.P, g.Q);
         Checks.Dims(op, nameof(dx), dx, this, g.N, g.C, g.H, g.W);
+        Checks.WrittenApart(op, nameof(dx), dx, (nameof(dy), dy));
         AvgPool2dBackwardCore(g, dy, dx);
     }
 
@@ -279,6 +287,7 @@ public abstract partial class Backend : IDisposable
         Checks.Length(op, nameof(a), a, this, checked(m * k));
         Checks.Length(op, nameof(b), b, this, checked(k * n));
         Checks.Length(op, nameof(c), c, this, checked(m * n));
+        Checks.WrittenApart(op, nameof(c), c, (nameof(a), a), (nameof(b), b));
         if (!float.IsFinite(alpha) || !float.IsFinite(beta))
         {
             throw new ArgumentOutOfRangeException(nameof(alpha), $"{op}: alpha and beta must be finite, got {alpha} and {beta}.");
@@ -309,6 +318,7 @@ public abstract partial class Backend : IDisposable
         Checks.Dims(op, nameof(y), y, this, y.Shape[0], outFeatures);
         Checks.Length(op, nameof(x), x, this, checked(y.Shape[0] * inFeatures));
         Checks.Dims(op, nameof(b), b, this, outFeatures);
+        Checks.WrittenApart(op, nameof(y), y, (nameof(x), x), (nameof(w), w), (nameof(b), b));
         LinearForwardCore(x, w, b, y, activation);
     }
 
@@ -331,6 +341,7 @@ public abstract partial class Backend : IDisposable
         Checks.Owned(op, nameof(dy), dy, this);
         RequireRank(op, nameof(dy), dy.Shape, 2);
         Checks.Dims(op, nameof(db), db, this, dy.Shape[1]);
+        Checks.WrittenApart(op, nameof(db), db, (nameof(dy), dy));
         BiasGradientCore(dy, db, dy.Shape[0], dy.Shape[1], dy.Shape.SizeFrom(2));
     }
 
@@ -402,6 +413,8 @@ public abstract partial class Backend : IDisposable
         Checks.Dims(op, nameof(labels), labels, this, logits.Shape[0]);
         Checks.Tensor(op, nameof(dlogits), dlogits, this, logits.Shape);
         Checks.Dims(op, nameof(loss), loss, this, 1);
+        Checks.WrittenApart(op, nameof(dlogits), dlogits, (nameof(logits), logits), (nameof(loss), loss));
+        Checks.WrittenApart(op, nameof(loss), loss, (nameof(logits), logits));
         SoftmaxCrossEntropyCore(logits, labels, dlogits, loss, labelSmoothing);
     }
 

@@ -206,6 +206,22 @@ internal static class Checks
         }
     }
 
+    /// <summary>
+    /// The written tensor shares no storage with any read one: these operations read their inputs while writing
+    /// (tiles, windows, sums), so a shared one would be read after it was overwritten — a different wrong answer on
+    /// each backend. Null entries (absent optional inputs) are skipped; no allocation unless it fails.
+    /// </summary>
+    public static void WrittenApart(string operation, string written, DeviceTensor<float> output, params ReadOnlySpan<(string Name, DeviceTensor<float>? Tensor)> read)
+    {
+        foreach (var (name, tensor) in read)
+        {
+            if (tensor is not null && output.SharesStorageWith(tensor))
+            {
+                throw new ArgumentException($"{operation}: {written} shares storage with {name}, which it reads while {written} is written; give {written} a tensor of its own.", written);
+            }
+        }
+    }
+
     /// <summary>The value must be finite and ≥ 0.</summary>
     public static void FiniteNonNegative(string operation, string argument, float value)
     {

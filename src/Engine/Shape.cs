@@ -6,7 +6,8 @@ namespace GpuCnn;
 [CollectionBuilder(typeof(Shape), nameof(Create))]
 public readonly struct Shape : IEquatable<Shape>
 {
-    private readonly int[]? _dims;
+    private readonly int[]? _dims; // null in default(Shape), which is the scalar shape (), as new Shape() reads
+    private readonly int _size;
 
     /// <summary>Creates a shape; every dimension must be positive and the product must fit an <see cref="int"/>.</summary>
     public Shape(params int[] dims)
@@ -28,7 +29,7 @@ public readonly struct Shape : IEquatable<Shape>
         }
 
         _dims = (int[])dims.Clone();
-        Size = (int)size;
+        _size = (int)size;
     }
 
     /// <summary>Builds a shape from a collection expression such as <c>[2, 3]</c>.</summary>
@@ -41,7 +42,7 @@ public readonly struct Shape : IEquatable<Shape>
     public int Rank => _dims?.Length ?? 0;
 
     /// <summary>The number of elements (the product of the dimensions; 1 for a scalar shape).</summary>
-    public int Size { get; }
+    public int Size => _dims is null ? 1 : _size;
 
     /// <summary>Dimension <paramref name="axis"/>.</summary>
     public int this[int axis] => (_dims ?? [])[axis];

@@ -25,6 +25,7 @@ public static class CheckpointFile
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(settings);
+        optimizer.CheckUpdates(model, "CheckpointFile.Save");
         var backend = model.Backend;
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var (key, tensor) in model.StateDict())
@@ -66,6 +67,7 @@ public static class CheckpointFile
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(settings);
+        optimizer.CheckUpdates(model, "CheckpointFile.Restore");
         var contents = Safetensors.Read(path);
         var meta = contents.Metadata;
         if (meta.GetValueOrDefault("kind") != Kind)

@@ -43,6 +43,12 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
             throw taken.AlreadyBuilt();
         }
 
+        var listed = new HashSet<Layer>(ReferenceEqualityComparer.Instance);
+        if (Layers.FirstOrDefault(layer => !listed.Add(layer)) is { } twice)
+        {
+            throw new InvalidOperationException($"{twice.Spec}: one layer is listed twice; give each place its own layer (parse the spec again: ArchitectureSpec.Parse).");
+        }
+
         Shape shape = input;
         for (int i = 0; i < Layers.Count; i++)
         {

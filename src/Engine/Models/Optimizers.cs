@@ -11,12 +11,34 @@ public abstract class Optimizer : IDisposable
         Backend = backend;
         Parameters = [.. parameters];
         Parameter.CheckListedOnce("Optimizer", Parameters, nameof(parameters));
+        foreach (var (key, parameter) in Parameters)
+        {
+            Checks.Owned("Optimizer", $"parameter '{key}'", parameter.Value, backend); // on the first step would be after a whole forward and backward
+        }
+
         Values = [.. Parameters.Select(p => p.Parameter.Value)];
         Gradients = [.. Parameters.Select(p => p.Parameter.Gradient)];
     }
 
     /// <summary>The parameters in update order.</summary>
     public IReadOnlyList<(string Key, Parameter Parameter)> Parameters { get; }
+
+    /// <summary>
+    /// Throws unless every parameter this optimizer updates is one of <paramref name="model"/>'s: an optimizer made for
+    /// another model would step that model with stale gradients while this one never moves. A subset is fine (frozen
+    /// layers).
+    /// </summary>
+    internal void CheckUpdates(Sequential model, string what)
+    {
+        var own = model.NamedParameters().Select(p => p.Parameter).ToHashSet(ReferenceEqualityComparer.Instance);
+        foreach (var (key, parameter) in Parameters)
+        {
+            if (!own.Contains(parameter))
+            {
+                throw new ArgumentException($"{what}: the optimizer's parameter '{key}' is not a parameter of this model; give the optimizer the model's NamedParameters().");
+            }
+        }
+    }
 
     /// <summary>Steps taken so far.</summary>
     public int StepCount { get; protected set; }
@@ -163,8 +185,8 @@ public sealed class Adam : Optimizer
     /// <inheritdoc/>
     public override void Step()
     {
-        StepCount++;
-        Backend.AdamUpdate(_options, StepCount, Values, Gradients, _m, _v, _learningRate);
+        Backend.AdamUpdate(_options, StepCount + 1, Values, Gradients, _m, _v, _learningRate); // step t counts from 1 in the bias correction
+        StepCount++; // after, as Sgd's: a step that throws is not counted
     }
 
     /// <inheritdoc/>

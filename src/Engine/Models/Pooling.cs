@@ -86,7 +86,7 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
             return null;
         }
 
-        var dx = InputGradientBuffer(_batch);
+        var dx = InputGradientBuffer(_batch > 0 ? _batch : throw new InvalidOperationException($"{Spec}: backward before forward."));
         Backend.MaxPool2dBackward(Geometry(_batch), dy, _switches[_batch], dx);
         return dx;
     }
@@ -122,7 +122,7 @@ public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = nu
             return null;
         }
 
-        var dx = InputGradientBuffer(_batch);
+        var dx = InputGradientBuffer(_batch > 0 ? _batch : throw new InvalidOperationException($"{Spec}: backward before forward."));
         Backend.AvgPool2dBackward(Geometry(_batch), dy, dx);
         return dx;
     }

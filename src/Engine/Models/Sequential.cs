@@ -203,11 +203,13 @@ public sealed class Sequential : IDisposable
         ArgumentNullException.ThrowIfNull(images);
         Checks.Positive("Predict", nameof(batchSize), batchSize);
         using var use = Use("Sequential.Predict");
-        int count = images.Shape[0], sample = InputShape.Size;
-        if (images.Shape.SizeFrom(1) != sample || images.Shape.Rank != InputShape.Rank + 1)
+        // Every axis, not just the count: (N,H,W,C) images of a (C,H,W) model hold as many values but are not its input.
+        if (images.Shape.Rank != InputShape.Rank + 1 || !images.Shape.ToArray().AsSpan(1).SequenceEqual(InputShape.ToArray()))
         {
             throw new ArgumentException($"Predict: images have shape {images.Shape}, the model expects (N,{string.Join(",", InputShape.ToArray())}).", nameof(images));
         }
+
+        int count = images.Shape[0], sample = InputShape.Size;
 
         var logits = new Tensor(new Shape(count, Classes));
         bool training = Training;
@@ -238,6 +240,11 @@ public sealed class Sequential : IDisposable
     public string? FirstNonFiniteTensor()
     {
         var named = State().ToList();
+        if (named.Count == 0)
+        {
+            return null; // a model without parameters or buffers (flatten, pooling and activations only)
+        }
+
         using var flags = Backend.Upload<float>([named.Count], new float[named.Count]);
         for (int i = 0; i < named.Count; i++)
         {
@@ -302,7 +309,7 @@ public sealed class Sequential : IDisposable
         foreach (var (key, counter) in counters)
         {
             float count = state[key].Data[0];
-            if (count < 0 || count != MathF.Round(count))
+            if (!float.IsFinite(count) || count < 0 || count != MathF.Round(count))
             {
                 throw new ArgumentException($"weights: counter '{key}' is {count}, not a whole number of batches.", nameof(state));
             }

@@ -24,7 +24,15 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     public Sequential Model { get; } = model ?? throw new ArgumentNullException(nameof(model));
 
     /// <summary>The optimizer.</summary>
-    public Optimizer Optimizer { get; } = optimizer ?? throw new ArgumentNullException(nameof(optimizer));
+    public Optimizer Optimizer { get; } = Updating(optimizer, model);
+
+    private static Optimizer Updating(Optimizer optimizer, Sequential model)
+    {
+        ArgumentNullException.ThrowIfNull(optimizer);
+        ArgumentNullException.ThrowIfNull(model);
+        optimizer.CheckUpdates(model, "Trainer");
+        return optimizer;
+    }
 
     /// <summary>The settings.</summary>
     public TrainingOptions Options { get; } = options ?? throw new ArgumentNullException(nameof(options));

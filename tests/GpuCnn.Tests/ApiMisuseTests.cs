@@ -1,0 +1,163 @@
+using GpuCnn.Cpu;
+using GpuCnn.Cpu.Fast;
+using GpuCnn.IO;
+using GpuCnn.Kernels;
+using GpuCnn.Models;
+using GpuCnn.Tests.Support;
+
+namespace GpuCnn.Tests;
+
+/// <summary>
+/// The C# API used wrongly, as a helper's audit did it: every case is either right or one clear exception naming the
+/// mistake — never a silently wrong model, a leak, or an unrelated message later.
+/// </summary>
+public sealed class ApiMisuseTests
+{
+    private const string Spec = "conv(2,3,pad=1),relu,maxpool(2),flatten,dense(3)";
+
+    [Fact]
+    public void An_optimizer_of_another_model_is_refused_by_the_trainer_and_by_checkpoints()
+    {
+        using var backend = new CpuBackend();
+        using var first = Sequential.Create(Spec, [1, 4, 4], backend, seed: 1);
+        using var second = Sequential.Create(Spec, [1, 4, 4], backend, seed: 2);
+        using var sgd = new Sgd(backend, first.NamedParameters(), new SgdOptions(0.5f));
+        var error = Assert.Throws<ArgumentException>(() => new Trainer(second, sgd, new TrainingOptions(Epochs: 1, BatchSize: 2)));
+        Assert.Equal("Trainer: the optimizer's parameter '0.weight' is not a parameter of this model; give the optimizer the model's NamedParameters().", error.Message);
+
+        using var temp = Fixtures.TempFolder();
+        Assert.StartsWith("CheckpointFile.Save: the optimizer's parameter '0.weight'", Assert.Throws<ArgumentException>(() =>
+            CheckpointFile.Save(temp.File("c.safetensors"), second, sgd, TrainingState.Start, new Dictionary<string, string>())).Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("c.safetensors")));
+
+        // Some of the model's parameters (the others frozen) is what fine-tuning does, and allowed.
+        using var partial = new Sgd(backend, second.NamedParameters().Skip(2), new SgdOptions(0.5f));
+        _ = new Trainer(second, partial, new TrainingOptions(Epochs: 1, BatchSize: 2));
+    }
+
+    [Fact]
+    public void An_optimizer_over_another_backends_parameters_is_refused_when_made()
+    {
+        using var cpu = new CpuBackend();
+        using var reference = new ReferenceBackend();
+        using var model = Sequential.Create(Spec, [1, 4, 4], cpu, seed: 1);
+        var error = Assert.Throws<ArgumentException>(() => new Adam(reference, model.NamedParameters(), new AdamOptions(0.01f)));
+        Assert.StartsWith("Optimizer: parameter '0.weight' lives on backend", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Predict_refuses_images_whose_axes_differ_though_their_count_agrees()
+    {
+        using var backend = new CpuBackend();
+        using var model = Sequential.Create("conv(2,3),flatten,dense(3)", [3, 4, 5], backend, seed: 1);
+        var error = Assert.Throws<ArgumentException>(() => model.Predict(new Tensor([2, 4, 5, 3]))); // channels last
+        Assert.StartsWith("Predict: images have shape (2,4,5,3), the model expects (N,3,4,5).", error.Message, StringComparison.Ordinal);
+        Assert.Equal(new Shape(2, 3), model.Predict(new Tensor([2, 3, 4, 5])).Shape);
+    }
+
+    [Fact]
+    public void A_first_flatten_does_not_keep_every_input_it_was_given_alive()
+    {
+        using var backend = new CpuBackend();
+        using var model = Sequential.Create("flatten,dense(3)", [1, 2, 2], backend, seed: 1);
+        var first = Forget(backend, model);
+        for (int i = 0; i < 20; i++)
+        {
+            using var x = backend.Upload<float>([2, 1, 2, 2], new float[8]);
+            model.Forward(x);
+        }
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.False(first.IsAlive, "the first input, dropped by the caller, is still held by the model");
+    }
+
+    /// <summary>Runs the model on an input the caller then drops, undisposed; returns a weak reference to it.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static WeakReference Forget(Backend backend, Sequential model)
+    {
+        var x = backend.Upload<float>([2, 1, 2, 2], new float[8]);
+        model.Forward(x);
+        return new WeakReference(x);
+    }
+
+    [Fact]
+    public void A_default_shape_is_the_scalar_shape_it_equals()
+    {
+        var shape = new Shape();
+        Assert.Equal(new Shape(Array.Empty<int>()), shape);
+        Assert.Equal((0, 1), (shape.Rank, shape.Size));
+        Assert.Equal([5f], new Tensor(shape, [5f]).Data);
+    }
+
+    [Fact]
+    public void A_model_without_parameters_trains_and_its_parameters_are_checked_as_none()
+    {
+        using var backend = new CpuBackend();
+        using var model = Sequential.Create("flatten", [1, 2, 2], backend, seed: 1); // four logits straight from the pixels
+        Assert.Null(model.FirstNonFiniteTensor());
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
+        var data = new Dataset(Tensor.Random([8, 1, 2, 2], 3), [0, 1, 2, 3, 0, 1, 2, 3]);
+        var history = new Trainer(model, sgd, new TrainingOptions(Epochs: 2, BatchSize: 4)).Fit(data);
+        Assert.Equal(2, history.Count);
+    }
+
+    [Fact]
+    public void Misused_layers_and_state_fail_at_once_with_what_is_wrong()
+    {
+        using var backend = new CpuBackend();
+        var layers = ArchitectureSpec.Parse("conv(2,3),relu,flatten,dense(3)");
+        long before = backend.BytesAllocated;
+        var twice = Assert.Throws<InvalidOperationException>(() => new Sequential([layers[0], layers[1], layers[1], layers[2], layers[3]], [1, 4, 4], backend));
+        Assert.StartsWith("relu: one layer is listed twice", twice.Message, StringComparison.Ordinal);
+        Assert.Equal(before, backend.BytesAllocated); // nothing built before the check
+
+        using var model = Sequential.Create("conv(2,3,pad=1),batchnorm,maxpool(2),flatten,dense(3)", [1, 4, 4], backend, seed: 1);
+        using var dy = backend.Upload<float>([2, 3], new float[6]);
+        model.Forward(backend.Upload<float>([2, 1, 4, 4], new float[32]));
+        using var fresh = Sequential.Create("maxpool(2),flatten,dense(3)", [1, 4, 4], backend, seed: 1);
+        Assert.Equal("maxpool(2): backward before forward.", Assert.Throws<InvalidOperationException>(() => fresh.Layers[0].Backward(backend.Upload<float>([2, 1, 2, 2], new float[8]), true)).Message);
+
+        var state = model.StateDict();
+        state["1.num_batches_tracked"] = new Tensor(new Shape(), [float.PositiveInfinity]);
+        Assert.Contains("counter '1.num_batches_tracked' is Infinity, not a whole number of batches", Assert.Throws<ArgumentException>(() => model.LoadStateDict(state)).Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("reference")]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void An_output_that_is_an_input_is_refused_where_the_operation_reads_while_it_writes(string device)
+    {
+        using var backend = Backends.Open(device);
+        using var x = backend.Upload<float>([1, 1, 3, 3], [.. Enumerable.Range(1, 9).Select(i => (float)i)]);
+        using var w = backend.Upload<float>([1, 1, 3, 3], new float[9]);
+        var g = new Conv2dGeometry(1, 1, 3, 3, 1, 3, 3, PadH: 1, PadW: 1);
+        Assert.Equal("Conv2dForward: y shares storage with x, which it reads while y is written; give y a tensor of its own. (Parameter 'y')",
+            Assert.Throws<ArgumentException>(() => backend.Conv2dForward(g, x, w, null, x)).Message);
+        using var a = backend.Upload<float>([2, 2], [1, 2, 3, 4]);
+        Assert.StartsWith("Gemm: c shares storage with a", Assert.Throws<ArgumentException>(() => backend.Gemm(false, false, 2, 2, 2, 1f, a, a.View([2, 2]), 0f, a)).Message,
+            StringComparison.Ordinal);
+        using var labels = backend.Upload<int>([2], [0, 1]);
+        using var loss = backend.Allocate<float>([1]);
+        Assert.StartsWith("SoftmaxCrossEntropy: dlogits shares storage with logits", Assert.Throws<ArgumentException>(() => backend.SoftmaxCrossEntropy(a, labels, a, loss)).Message,
+            StringComparison.Ordinal);
+        Assert.Equal([1f, 2f, 3f, 4f], backend.DownloadArray(a)); // nothing was written
+
+        // Elementwise operations may work in place, as documented.
+        backend.ActivationForward(default(Relu), a, a);
+        Assert.Equal([1f, 2f, 3f, 4f], backend.DownloadArray(a));
+    }
+
+    [Fact]
+    public void An_adam_step_that_fails_is_not_counted()
+    {
+        using var backend = new CpuBackend();
+        var model = Sequential.Create(Spec, [1, 4, 4], backend, seed: 1);
+        using var adam = new Adam(backend, model.NamedParameters(), new AdamOptions(0.01f));
+        model.Dispose(); // the parameters with it
+        Assert.Throws<ObjectDisposedException>(adam.Step);
+        Assert.Equal(0, adam.StepCount);
+    }
+}
