@@ -24,7 +24,11 @@ public abstract partial class Backend : IDisposable
     /// A cap on <see cref="BytesAllocated"/> for tensors (like PyTorch's per-process memory fraction); an allocation
     /// past it throws <see cref="DeviceOutOfMemoryException"/>. Unlimited by default.
     /// </summary>
-    public long MemoryLimitBytes { get; set; } = long.MaxValue;
+    public long MemoryLimitBytes
+    {
+        get;
+        set => field = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "MemoryLimitBytes: a limit of memory must be ≥ 0 bytes.");
+    } = long.MaxValue;
 
     // ---------------------------------------------------------------- memory
 

@@ -151,6 +151,45 @@ public sealed class ApiMisuseTests
     }
 
     [Fact]
+    public void A_disposed_model_says_so_and_allocates_nothing_first()
+    {
+        using var backend = new CpuBackend();
+        var model = Sequential.Create(Spec, [1, 4, 4], backend, seed: 1);
+        model.Dispose();
+        model.Dispose(); // twice is fine
+        long before = backend.BytesAllocated;
+        Assert.StartsWith("Sequential.Predict: the model has been disposed.", Assert.Throws<ObjectDisposedException>(() => model.Predict(new Tensor([3, 1, 4, 4]))).Message,
+            StringComparison.Ordinal);
+        Assert.Throws<ObjectDisposedException>(() => model.StateDict());
+        Assert.Throws<ObjectDisposedException>(() => model.Normalization = new ChannelNormalization([0f], [1f]));
+        Assert.Equal(before, backend.BytesAllocated);
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.MemoryLimitBytes = -5);
+    }
+
+    [Fact]
+    public void A_model_that_passes_its_input_on_returns_a_lent_view_not_the_callers_tensor()
+    {
+        using var backend = new CpuBackend();
+        using var model = Sequential.Create("dropout(0.5)", [4], backend, seed: 1);
+        model.Eval(); // dropout passes x on
+        using var x = backend.Upload<float>([2, 4], [1, 2, 3, 4, 5, 6, 7, 8]);
+        using (var y = model.Forward(x))
+        {
+            Assert.True(y.IsLent);
+            Assert.Equal([1f, 2f, 3f, 4f, 5f, 6f, 7f, 8f], backend.DownloadArray(y));
+        }
+
+        Assert.False(x.IsDisposed); // the documented `using var y = model.Forward(x)` leaves the caller's x alone
+        model.Normalization = new ChannelNormalization([0f, 0f, 0f, 0f], [1f, 1f, 1f, 1f]);
+        using (var y = model.Forward(x))
+        {
+            Assert.True(y.IsLent); // the model's own normalised copy: lent too
+        }
+
+        Assert.Equal([1f, 2f, 3f, 4f, 5f, 6f, 7f, 8f], backend.DownloadArray(model.Forward(x)));
+    }
+
+    [Fact]
     public void An_adam_step_that_fails_is_not_counted()
     {
         using var backend = new CpuBackend();

@@ -25,6 +25,8 @@ public sealed class Sequential : IDisposable
     private ChannelNormalization? _normalization;
     private DeviceTensor<float>? _mean, _std;
     private int _user; // the managed thread id of the thread inside a guarded method; 0: none
+    private bool _disposed;
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<DeviceTensor<float>, DeviceTensor<float>> _passedOn = [];
 
     /// <summary>Builds the layers for per-sample inputs of <paramref name="inputShape"/> (e.g. (1,28,28)), seeded.</summary>
     public Sequential(IEnumerable<Layer> layers, Shape inputShape, Backend backend, int seed = 0)
@@ -147,6 +149,7 @@ public sealed class Sequential : IDisposable
     {
         ArgumentNullException.ThrowIfNull(x);
         using var use = Use("Sequential.Forward");
+        var given = x;
         bool fits = x.Shape.Rank == InputShape.Rank + 1;
         for (int i = 0; fits && i < InputShape.Rank; i++)
         {
@@ -162,7 +165,7 @@ public sealed class Sequential : IDisposable
         {
             if (!_normalized.TryGetValue(x.Shape[0], out var normalized))
             {
-                normalized = Backend.Allocate<float>(x.Shape);
+                normalized = Backend.Allocate<float>(x.Shape).Lend(); // what Forward returns when every layer passes it on
                 _normalized[x.Shape[0]] = normalized;
             }
 
@@ -181,7 +184,21 @@ public sealed class Sequential : IDisposable
             _chain.SetRandomKey(_randomKey);
         }
 
-        return _chain.Forward(x);
+        var y = _chain.Forward(x);
+        if (!ReferenceEquals(y, given))
+        {
+            return y;
+        }
+
+        // Every layer passed its input on (dropout in evaluation): the caller's own tensor would come back, and the
+        // documented `using var y = model.Forward(x)` would dispose it. A lent view of it comes back instead.
+        if (!_passedOn.TryGetValue(given, out var view) || view.IsDisposed)
+        {
+            view = given.View(given.Shape).Lend();
+            _passedOn.AddOrUpdate(given, view);
+        }
+
+        return view;
     }
 
     /// <summary>Times every layer, nested ones included, with <paramref name="timer"/> (null: stop).</summary>
@@ -333,6 +350,11 @@ public sealed class Sequential : IDisposable
     /// </summary>
     internal ModelUse Use(string method)
     {
+        if (_disposed)
+        {
+            throw new ObjectDisposedException(nameof(Sequential), $"{method}: the model has been disposed.");
+        }
+
         int thread = Environment.CurrentManagedThreadId;
         int user = Interlocked.CompareExchange(ref _user, thread, 0);
         if (user != 0 && user != thread)
@@ -363,11 +385,22 @@ public sealed class Sequential : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
         using var use = Use("Sequential.Dispose");
+        _disposed = true;
         _chain.Release();
-        foreach (var input in _inputs.Values.Concat(_normalized.Values))
+        foreach (var input in _inputs.Values)
         {
             input.Dispose();
+        }
+
+        foreach (var normalized in _normalized.Values)
+        {
+            normalized.Reclaim();
         }
 
         _mean?.Dispose();
