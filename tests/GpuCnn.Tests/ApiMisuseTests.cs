@@ -36,13 +36,15 @@ public sealed class ApiMisuseTests
     }
 
     [Fact]
-    public void An_optimizer_over_another_backends_parameters_is_refused_when_made()
+    public void An_optimizer_or_clipper_over_another_backends_parameters_is_refused_when_made()
     {
         using var cpu = new CpuBackend();
         using var reference = new ReferenceBackend();
         using var model = Sequential.Create(Spec, [1, 4, 4], cpu, seed: 1);
         var error = Assert.Throws<ArgumentException>(() => new Adam(reference, model.NamedParameters(), new AdamOptions(0.01f)));
         Assert.StartsWith("Optimizer: parameter '0.weight' lives on backend", error.Message, StringComparison.Ordinal);
+        Assert.StartsWith("gradient clipping: parameter '0.weight' lives on backend",
+            Assert.Throws<ArgumentException>(() => new GradientClipper(reference, model.NamedParameters(), 1f)).Message, StringComparison.Ordinal);
     }
 
     [Fact]

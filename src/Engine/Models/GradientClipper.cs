@@ -25,7 +25,7 @@ public sealed class GradientClipper : IDisposable
 
         _backend = backend;
         (string Key, Parameter Parameter)[] listed = [.. parameters];
-        Parameter.CheckListedOnce("gradient clipping", listed, nameof(parameters));
+        Parameter.CheckList("gradient clipping", backend, listed, nameof(parameters));
         _gradients = [.. listed.Select(p => p.Parameter.Gradient)];
         if (_gradients.Length == 0)
         {

@@ -27,12 +27,14 @@ public sealed class Parameter
 
     /// <summary>
     /// Refuses a list naming one parameter twice (an optimizer or clipper would update or scale it twice, and a GPU's
-    /// one launch for the list from two threads at once).
+    /// one launch for the list from two threads at once), or one that lives on another backend than
+    /// <paramref name="backend"/> (found when made, not at the first step after a whole forward and backward).
     /// </summary>
-    internal static void CheckListedOnce(string who, IReadOnlyList<(string Key, Parameter Parameter)> parameters, string argument)
+    internal static void CheckList(string who, Backend backend, IReadOnlyList<(string Key, Parameter Parameter)> parameters, string argument)
     {
         for (int i = 0; i < parameters.Count; i++)
         {
+            Checks.Owned(who, $"parameter '{parameters[i].Key}'", parameters[i].Parameter.Value, backend);
             for (int j = i + 1; j < parameters.Count; j++)
             {
                 if (parameters[i].Parameter.Value.SharesStorageWith(parameters[j].Parameter.Value))

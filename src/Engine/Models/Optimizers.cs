@@ -10,11 +10,7 @@ public abstract class Optimizer : IDisposable
         ArgumentNullException.ThrowIfNull(parameters);
         Backend = backend;
         Parameters = [.. parameters];
-        Parameter.CheckListedOnce("Optimizer", Parameters, nameof(parameters));
-        foreach (var (key, parameter) in Parameters)
-        {
-            Checks.Owned("Optimizer", $"parameter '{key}'", parameter.Value, backend); // on the first step would be after a whole forward and backward
-        }
+        Parameter.CheckList("Optimizer", backend, Parameters, nameof(parameters));
 
         Values = [.. Parameters.Select(p => p.Parameter.Value)];
         Gradients = [.. Parameters.Select(p => p.Parameter.Gradient)];
