@@ -46,11 +46,12 @@ internal static class GpuCnnCli
                 error.WriteLine(e.ToString());
             }
 
-            return IsUsage(e) ? 2 : 1;
+            return ExitCodeOf(e);
         }
     }
 
-    private static bool IsUsage(Exception e) => e is UsageException or SpecException;
+    /// <summary>2 for a mistake in the command line, 1 for any other failure.</summary>
+    internal static int ExitCodeOf(Exception e) => e is UsageException or SpecException ? 2 : 1;
 
     /// <summary>System.CommandLine names .NET types in its messages ("System.Nullable`1[System.Single]"); say what a user types.</summary>
     private static string Readable(string message) => System.Text.RegularExpressions.Regex.Replace(message,

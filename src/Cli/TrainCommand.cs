@@ -102,22 +102,39 @@ internal static class TrainCommand
                 throw new UsageException($"--batch-size {settings.BatchSize} is the global batch: the {ranks.Size} ranks must divide it.");
             }
 
-            var rankIo = ranks.Rank == 0 ? io : io with { Out = TextWriter.Null, Error = TextWriter.Null }; // rank 0 speaks for the job; failures still reach stderr
-            var files = new DataFiles(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels), parse.GetValue(testImages), parse.GetValue(testLabels));
-            if (ranks.Rank == 0)
+            try
             {
-                CheckOutputs(settings, files, io);
-            }
+                var rankIo = ranks.Rank == 0 ? io : io with { Out = TextWriter.Null, Error = TextWriter.Null }; // rank 0 speaks for the job; failures still reach stderr
+                var files = new DataFiles(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels), parse.GetValue(testImages), parse.GetValue(testLabels));
+                if (ranks.Rank == 0)
+                {
+                    CheckOutputs(settings, files, io);
+                }
 
-            var (train, test) = LoadData(files);
-            string deviceName = parse.GetValue(device)!;
-            using var backend = ranks.Size > 1 ? RankDevice(deviceName, rankIo) : CommonOptions.OpenDevice(deviceName, rankIo.Error);
-            return ranks.Size > 1
-                ? Train(rankIo, settings, train, test, backend, ranks)
-                : TrainWithFallback(io, settings, train, test, backend, auto: deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase));
+                var (train, test) = LoadData(files);
+                string deviceName = parse.GetValue(device)!;
+                using var backend = ranks.Size > 1 ? RankDevice(deviceName, rankIo) : CommonOptions.OpenDevice(deviceName, rankIo.Error);
+                return ranks.Size > 1
+                    ? Train(rankIo, settings, train, test, backend, ranks)
+                    : TrainWithFallback(io, settings, train, test, backend, auto: deviceName.Equals("auto", StringComparison.OrdinalIgnoreCase));
+            }
+            catch (Exception e) when (ranks is MpiCommunicator { Size: > 1 } job && !FoundByEveryRank(e))
+            {
+                // Alone, this rank's failure would leave the others waiting in their next collective until the timeout, and
+                // its own MPI_Finalize would wait for them: say what went wrong now, then end the whole job. (Ranks that
+                // differ, and a divergence, are found by every rank alike, from what the collectives carried: those end
+                // as a single process's errors do.)
+                io.Error.WriteLine($"error: rank {job.Rank} of {job.Size}: {GpuCnnCli.Describe(e)}");
+                job.Abort(GpuCnnCli.ExitCodeOf(e));
+                throw; // not reached: Abort ends the process
+            }
         });
         return command;
     }
+
+    /// <summary>Failures every rank meets alike, from what the collectives carried (so no rank is left waiting).</summary>
+    private static bool FoundByEveryRank(Exception e) =>
+        e is RanksDifferException or TrainingDivergedException || e.InnerException is TrainingDivergedException;
 
     /// <summary>
     /// A rank's device: its own GPU (the rank's index on its machine, modulo the GPUs) for cuda, and auto where CUDA
@@ -263,7 +280,8 @@ internal static class TrainCommand
         IReadOnlyList<EpochMetrics> history;
         using (var progress = new ProgressDisplay(io.Error))
         {
-            using var interruptible = io.Watch("finishing the current batch and writing a checkpoint");
+            // Under mpirun Ctrl+C reaches mpirun, which ends the job; a rank has no clean stop of its own to offer.
+            using var interruptible = ranks.Size == 1 ? io.Watch("finishing the current batch and writing a checkpoint") : null;
             try
             {
                 var watched = new DivergenceWatch(progress, io.Error, model.Classes, settings.LearningRate);
@@ -282,7 +300,7 @@ internal static class TrainCommand
             }
             catch (TrainingDivergedException e)
             {
-                string kept = settings.Checkpoint is null ? "" : $" The last good checkpoint {settings.Checkpoint} is intact;";
+                string kept = settings.Checkpoint is not null && File.Exists(settings.Checkpoint) ? $" The last good checkpoint {settings.Checkpoint} is intact;" : "";
                 throw new InvalidOperationException($"{e.Message}{kept} {settings.Out} was not written.", e);
             }
         }

@@ -103,6 +103,78 @@ public sealed class DistributedTests
         Assert.Equal(results[0].Test!.Accuracy, results[1].Test!.Accuracy);
     }
 
+    /// <summary>Trains <see cref="Spec"/> on thread ranks, each made by <paramref name="make"/> (rank → seed, learning rate); returns each rank's history or error.</summary>
+    private static (IReadOnlyList<GpuCnn.Models.EpochMetrics>? History, Exception? Error)[] ThreadRanks(int size, Func<int, (int Seed, float Rate)> make,
+        GpuCnn.Models.TrainingState? resume = null)
+    {
+        var data = TrainingTests.QuadrantData(48, seed: 2);
+        var ranks = ThreadCommunicator.Create(size);
+        var results = new (IReadOnlyList<GpuCnn.Models.EpochMetrics>?, Exception?)[size];
+        Parallel.For(0, size, new ParallelOptions { MaxDegreeOfParallelism = size }, rank =>
+        {
+            var (seed, rate) = make(rank);
+            using var backend = new GpuCnn.Cpu.Fast.CpuBackend(1, GpuCnn.Cpu.Fast.Simd.Best);
+            using var model = GpuCnn.Models.Sequential.Create(Spec, [1, 8, 8], backend, seed: seed);
+            using var sgd = new GpuCnn.Models.Sgd(backend, model.NamedParameters(), new GpuCnn.SgdOptions(rate, 0.9f));
+            try
+            {
+                results[rank] = (new GpuCnn.Models.Trainer(model, sgd, new GpuCnn.Models.TrainingOptions(1, 12, Seed: 1), ranks[rank]).Fit(data, resume: resume), null);
+            }
+            catch (InvalidOperationException e)
+            {
+                results[rank] = (null, e);
+            }
+        });
+        return results;
+    }
+
+    [Fact]
+    public void Ranks_started_to_train_different_things_all_stop_at_once_naming_the_first_difference()
+    {
+        // Another seed on rank 1: its weights differ from rank 0's, which a run would have averaged into a model no one asked for.
+        var seeds = ThreadRanks(2, rank => (rank == 0 ? 4 : 7, 0.1f));
+        Assert.All(seeds, r => Assert.Null(r.History));
+        Assert.StartsWith("distributed: rank 1 differs from rank 0 in the model's initial weights (--seed, --init or --resume) (rank 0's: ",
+            seeds[0].Error!.Message, StringComparison.Ordinal);
+        Assert.Contains("; rank 1's: ", seeds[1].Error!.Message, StringComparison.Ordinal); // the rank that differs says its own value too
+
+        var rates = ThreadRanks(2, rank => (4, rank == 1 ? 0.5f : 0.1f));
+        Assert.All(rates, r => Assert.StartsWith("distributed: rank 1 differs from rank 0 in the optimizer (rank 0's: Sgd SgdOptions { LearningRate = 0.1,",
+            r.Error!.Message, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_mid_epoch_resume_counts_the_checkpoints_partial_sums_once_over_the_ranks()
+    {
+        // Stopped after 2 of 4 batches with these sums; one process and two ranks must report the same epoch.
+        var resume = new GpuCnn.Models.TrainingState(1, 2, 2, 20f, 9f);
+        var one = ThreadRanks(1, _ => (4, 0.1f), resume)[0].History!;
+        var two = ThreadRanks(2, _ => (4, 0.1f), resume);
+        Assert.InRange(one[0].TrainAccuracy, 0, 1);
+        Assert.Equal(one[0].TrainAccuracy, two[0].History![0].TrainAccuracy, 6);
+        Assert.Equal(one[0].TrainLoss, two[1].History![0].TrainLoss, 5);
+    }
+
+    [Fact]
+    public async Task A_rank_that_fails_alone_ends_the_job_at_once_saying_why()
+    {
+        SkipWithoutMpirun();
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 40);
+        File.WriteAllText(temp.File("blocker"), "a file where a folder would have to be");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        // Only rank 0 checks the outputs: rank 1 goes on to its first collective. The default timeout is 10 minutes.
+        using var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"],
+            ["train", "--distributed", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1", "--batch-size", "8",
+                "--device", "cpu", "--out", temp.File("blocker/sub/m.safetensors")]);
+        var output = run.StandardOutput.ReadToEndAsync();
+        var errors = run.StandardError.ReadToEndAsync();
+        Assert.True(run.WaitForExit(90_000), "the job did not stop");
+        Assert.NotEqual(0, run.ExitCode);
+        Assert.Contains($"error: rank 0 of 2: --out '{temp.File("blocker/sub/m.safetensors")}': its folder", await errors + await output, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"took {clock.Elapsed}");
+    }
+
     [Fact]
     public void Distributed_without_mpirun_says_what_to_do()
     {

@@ -238,6 +238,19 @@ public sealed class MpiCommunicator : ICommunicator
         }
     }
 
+    /// <summary>
+    /// Ends every rank of the job at once with exit code <paramref name="code"/> (MPI_Abort): for a rank that fails
+    /// alone, whose peers would otherwise wait in their next collective until <see cref="Timeout"/> — and whose own
+    /// MPI_Finalize would wait for them. Say what went wrong before calling it; it does not return.
+    /// </summary>
+    public void Abort(int code)
+    {
+        Console.Out.Flush();
+        Console.Error.Flush();
+        _ = NativeMethods.MPI_Abort(_world, code);
+        Environment.Exit(code); // MPI_Abort does not return; should it, the process still ends
+    }
+
     /// <summary>Finalises MPI (every rank must).</summary>
     public void Dispose()
     {

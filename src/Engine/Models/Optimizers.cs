@@ -42,6 +42,9 @@ public abstract class Optimizer : IDisposable
     /// <summary>The learning rate the next step uses (a schedule may change it between epochs).</summary>
     public abstract float LearningRate { get; set; }
 
+    /// <summary>The optimizer's kind and hyperparameters, as ranks training together must share them.</summary>
+    internal abstract object Settings { get; }
+
     /// <summary>The backend.</summary>
     protected Backend Backend { get; }
 
@@ -117,6 +120,9 @@ public sealed class Sgd : Optimizer
     public SgdOptions Options => _learningRate == _options.LearningRate ? _options : _options with { LearningRate = _learningRate };
 
     /// <inheritdoc/>
+    internal override object Settings => Options;
+
+    /// <inheritdoc/>
     public override float LearningRate
     {
         get => _learningRate;
@@ -166,6 +172,9 @@ public sealed class Adam : Optimizer
 
     /// <summary>The hyperparameters (with the current learning rate).</summary>
     public AdamOptions Options => _learningRate == _options.LearningRate ? _options : _options with { LearningRate = _learningRate };
+
+    /// <inheritdoc/>
+    internal override object Settings => Options;
 
     /// <inheritdoc/>
     public override float LearningRate

@@ -78,6 +78,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             throw new ArgumentException($"Fit: resume state (epoch {state.Epoch}, batch {state.Batch}) does not fit {batchCount} batches per epoch.", nameof(resume));
         }
 
+        Distributed.RankAgreement.Require(Communicator, ranks > 1 ? Distributed.RankAgreement.Facts(this, train, test, state) : []);
         var backend = Model.Backend;
         var history = new List<EpochMetrics>();
         using var data = new DeviceDataset(backend, train);
@@ -97,7 +98,10 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 bool resumed = epoch == state.Epoch;
                 backend.Upload<int>(EpochOrder(train.Count, epoch), data.Order);
                 Model.Train();
-                metrics.Reset(resumed ? state.LossSum : 0f, resumed ? state.CorrectSum : 0f);
+                // A resumed epoch's sums so far come from the checkpoint once: rank 0 holds them, the other ranks start
+                // at 0 (each rank's sums are added over the ranks at the epoch's end).
+                bool carries = resumed && Communicator.Rank == 0;
+                metrics.Reset(carries ? state.LossSum : 0f, carries ? state.CorrectSum : 0f);
                 int local = 0; // samples this rank has seen this epoch (its shares, when several ranks train)
                 for (int b = resumed ? state.Batch : 0; b < batchCount; b++)
                 {
