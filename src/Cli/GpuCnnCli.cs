@@ -94,6 +94,7 @@ internal sealed class Interrupt : IDisposable
 {
     private readonly CancellationTokenSource _requested = new();
     private string? _plan;
+    private int _asked; // 1 once a clean stop was asked for (two handlers at once must not both see the first)
 
     public CancellationToken Token => _requested.Token;
 
@@ -107,7 +108,7 @@ internal sealed class Interrupt : IDisposable
     public string? Request()
     {
         string? plan = Volatile.Read(ref _plan);
-        if (plan is null || _requested.IsCancellationRequested)
+        if (plan is null || Interlocked.Exchange(ref _asked, 1) != 0)
         {
             return null;
         }

@@ -96,20 +96,31 @@ internal static class CommonOptions
         }
     }
 
-    /// <summary>A key equal for two paths to one file: the full path after links, case-folded where file names ignore case.</summary>
+    /// <summary>
+    /// A key equal for two paths to one file: the full path with every symbolic link along it resolved (as realpath
+    /// does), case-folded where file names ignore case. Hard links are not seen.
+    /// </summary>
     private static string SameFileKey(string path)
     {
         string full = Path.GetFullPath(path);
-        try
+        string resolved = Path.GetPathRoot(full) ?? "";
+        foreach (string part in full[resolved.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
         {
-            full = new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full;
-        }
-        catch (IOException)
-        {
-            // A broken or looping link: compare the path as written.
+            resolved = Path.Combine(resolved, part);
+            try
+            {
+                if (new FileInfo(resolved).ResolveLinkTarget(returnFinalTarget: true) is { } target)
+                {
+                    resolved = Path.GetFullPath(target.FullName);
+                }
+            }
+            catch (IOException)
+            {
+                // A broken or looping link: compare the path as written from here on.
+            }
         }
 
-        return OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? full.ToUpperInvariant() : full;
+        return OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? resolved.ToUpperInvariant() : resolved;
     }
 
     public static string ExistingFile(string option, string path) =>

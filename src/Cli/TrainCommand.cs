@@ -264,6 +264,9 @@ internal static class TrainCommand
         }
 
         string interruptPath = settings.Checkpoint ?? settings.Resume ?? Path.ChangeExtension(settings.Out, null) + ".checkpoint.safetensors";
+        // Whether --checkpoint holds this run's weights: written by it, or the file it resumed from.
+        bool checkpointGood = settings.Checkpoint is not null && settings.Resume is not null &&
+            Path.GetFullPath(settings.Checkpoint) == Path.GetFullPath(settings.Resume);
         void SaveCheckpoint(TrainingState state)
         {
             bool interrupted = io.Cancel.IsCancellationRequested;
@@ -273,6 +276,7 @@ internal static class TrainCommand
                 CommonOptions.WriteOutput(interrupted && settings.Checkpoint is null ? "the interrupt checkpoint" : "--checkpoint", path,
                     () => CheckpointFile.Save(path, model, optimizer, state, checkpointSettings),
                     File.Exists(path) ? " The previous checkpoint there is intact." : "");
+                checkpointGood |= path == settings.Checkpoint;
             }
         }
 
@@ -300,7 +304,7 @@ internal static class TrainCommand
             }
             catch (TrainingDivergedException e)
             {
-                string kept = settings.Checkpoint is not null && File.Exists(settings.Checkpoint) ? $" The last good checkpoint {settings.Checkpoint} is intact;" : "";
+                string kept = checkpointGood ? $" The last good checkpoint {settings.Checkpoint} is intact;" : "";
                 throw new InvalidOperationException($"{e.Message}{kept} {settings.Out} was not written.", e);
             }
         }

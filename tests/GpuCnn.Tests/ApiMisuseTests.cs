@@ -111,7 +111,7 @@ public sealed class ApiMisuseTests
         using var backend = new CpuBackend();
         var layers = ArchitectureSpec.Parse("conv(2,3),relu,flatten,dense(3)");
         long before = backend.BytesAllocated;
-        var twice = Assert.Throws<InvalidOperationException>(() => new Sequential([layers[0], layers[1], layers[1], layers[2], layers[3]], [1, 4, 4], backend));
+        var twice = Assert.Throws<ArgumentException>(() => new Sequential([layers[0], layers[1], layers[1], layers[2], layers[3]], [1, 4, 4], backend));
         Assert.StartsWith("relu: one layer is listed twice", twice.Message, StringComparison.Ordinal);
         Assert.Equal(before, backend.BytesAllocated); // nothing built before the check
 

@@ -72,6 +72,8 @@ public sealed class CrashSafetyTests
             // Through a symbolic link it is the same file too.
             File.CreateSymbolicLink(temp.File("link.safetensors"), model);
             Refused($"--output '{temp.File("link.safetensors")}' is the same file as --model", "predict", "--model", model, "--input", images, "--output", temp.File("link.safetensors"));
+            Directory.CreateSymbolicLink(temp.File("folder"), temp.Path); // and through a linked folder
+            Refused($"--output '{temp.File("folder/m.safetensors")}' is the same file as --model", "predict", "--model", model, "--input", images, "--output", temp.File("folder/m.safetensors"));
         }
 
         // What is meant: fine-tuning into the weights it starts from, and a checkpoint that goes on where it resumed.

@@ -144,6 +144,9 @@ public sealed class FileFormatTests
         File.WriteAllBytes(temp.File("bad.gz"), Gzip([1, 0, 8, 1, .. new byte[64 << 20]]));
         Assert.Contains("missing the 0x0000 magic number", Assert.Throws<FileFormatException>(() => Idx.Read(temp.File("bad.gz"))).Message, StringComparison.Ordinal);
 
+        File.WriteAllBytes(temp.File("zero.gz"), Gzip([0, 0, 8, 2, 0, 0, 0, 0, 0, 0, 0, 3, .. new byte[64 << 20]]));
+        Assert.Contains("dimension 0 is 0", Assert.Throws<FileFormatException>(() => Idx.Read(temp.File("zero.gz"))).Message, StringComparison.Ordinal);
+
         File.WriteAllBytes(temp.File("good.gz"), Gzip([.. header, 1, 2, 3, 4, 5, 6]));
         Assert.Equal([1, 2, 3, 4, 5, 6], Idx.Read(temp.File("good.gz")).Data);
     }

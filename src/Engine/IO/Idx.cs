@@ -208,9 +208,15 @@ public static class Idx
         }
 
         long length = 1;
-        for (int i = 0; i < rank && length <= MaximumDecompressedBytes; i++)
+        for (int i = 0; i < rank; i++)
         {
-            length *= BinaryPrimitives.ReadUInt32BigEndian(bytes[(4 + (4 * i))..]);
+            uint dimension = BinaryPrimitives.ReadUInt32BigEndian(bytes[(4 + (4 * i))..]);
+            if (dimension is 0 or > int.MaxValue)
+            {
+                return (false, 0); // Parse names the dimension
+            }
+
+            length = Math.Min(length * dimension, MaximumDecompressedBytes + 1L);
         }
 
         return (true, headerLength + length);

@@ -46,7 +46,7 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
         var listed = new HashSet<Layer>(ReferenceEqualityComparer.Instance);
         if (Layers.FirstOrDefault(layer => !listed.Add(layer)) is { } twice)
         {
-            throw new InvalidOperationException($"{twice.Spec}: one layer is listed twice; give each place its own layer (parse the spec again: ArchitectureSpec.Parse).");
+            throw new ArgumentException($"{twice.Spec}: one layer is listed twice; give each place its own layer (parse the spec again: ArchitectureSpec.Parse).");
         }
 
         Shape shape = input;

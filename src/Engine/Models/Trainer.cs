@@ -54,6 +54,12 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         ArgumentNullException.ThrowIfNull(train);
         using var use = Model.Use("Trainer.Fit");
         Options.Validate();
+        // First, before any check a rank could fail alone while the others wait for it in a collective.
+        if (Communicator.Size > 1)
+        {
+            Distributed.RankAgreement.Require(Communicator, Distributed.RankAgreement.Facts(this, train, test, resume ?? TrainingState.Start));
+        }
+
         CheckData(Model, train, "training data");
         if (test is not null)
         {
@@ -78,7 +84,6 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             throw new ArgumentException($"Fit: resume state (epoch {state.Epoch}, batch {state.Batch}) does not fit {batchCount} batches per epoch.", nameof(resume));
         }
 
-        Distributed.RankAgreement.Require(Communicator, ranks > 1 ? Distributed.RankAgreement.Facts(this, train, test, state) : []);
         var backend = Model.Backend;
         var history = new List<EpochMetrics>();
         using var data = new DeviceDataset(backend, train);
@@ -141,12 +146,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 }
 
                 var sums = CheckFinite(ranked is null ? metrics.Read() : ranked.Sum(metrics.Read()), epoch);
+                // Every rank evaluates with rank 0's running statistics, as it saves them; broadcast before the check, so
+                // that every rank checks the same buffers and a divergence stops all ranks alike.
+                ranked?.BroadcastBuffers();
                 if (Model.FirstNonFiniteTensor() is { } spoiled)
                 {
                     throw new TrainingDivergedException(epoch, spoiled, Optimizer.LearningRate, buffer: !Model.NamedParameters().Any(p => p.Key == spoiled));
                 }
 
-                ranked?.BroadcastBuffers(); // every rank evaluates with rank 0's running statistics, as it saves them
                 var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss, Communicator);
                 var result = new EpochMetrics(epoch, (double)sums.LossSum / train.Count, (double)sums.Correct / train.Count, evaluation?.Loss,
                     evaluation?.Accuracy, clock.Elapsed, evaluation);

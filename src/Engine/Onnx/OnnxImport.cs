@@ -144,15 +144,23 @@ public static partial class OnnxModel
 
             // An Identity of a constant is the constant: torch.onnx.export writes one where two parameters hold the same
             // values (a fresh batch norm's running_var and weight, all ones) and it keeps one initializer for both.
-            for (bool found = true; found;)
+            // Chains of them resolve in one pass over the nodes: each Identity follows its input back to a constant once.
+            var identities = graph.Node.Where(n => n.OpType == "Identity" && n.Input.Count == 1 && n.Output.Count == 1)
+                .GroupBy(n => n.Output[0], StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+            var walked = new HashSet<NodeProto>(); // resolved, or known not to lead to a constant
+            foreach (var node in identities.Values)
             {
-                found = false;
-                foreach (var node in graph.Node.Where(n => n.OpType == "Identity" && !_visited.Contains(n) && n.Input.Count == 1 && n.Output.Count == 1))
+                var chain = new List<NodeProto>();
+                for (var at = node; at is not null && walked.Add(at); at = identities.GetValueOrDefault(at.Input[0]))
                 {
-                    if (_initializers.TryGetValue(node.Input[0], out var value))
+                    chain.Add(at);
+                }
+
+                if (chain.Count > 0 && _initializers.TryGetValue(chain[^1].Input[0], out var value))
+                {
+                    for (int i = chain.Count - 1; i >= 0; i--)
                     {
-                        AddConstant(node, value);
-                        found = true;
+                        AddConstant(chain[i], value);
                     }
                 }
             }
@@ -512,6 +520,11 @@ public static partial class OnnxModel
                     if (amounts.All(p => p == 0f))
                     {
                         return null;
+                    }
+
+                    if (amounts.Any(p => p > 1 << 16))
+                    {
+                        throw Error(node, $"its pads ({string.Join(",", amounts)}) exceed 65536");
                     }
 
                     // (N, C, H, W): begins then ends; only H and W may be padded, as the next node's own pads would.
