@@ -416,7 +416,8 @@ public sealed partial class IlgpuBackend : Backend
         }
 
         // The full convolution in three visible steps: dilate + pad dy, rotate the kernel, correlate.
-        int paddedSize = g.N * g.K * (g.H + g.ExtentH - 1) * (g.W + g.ExtentW - 1);
+        int paddedSize = Elements("Conv2dBackwardData", "dilated, padded dy (use smaller batches)",
+            (long)g.N * g.K * (g.H + g.ExtentH - 1) * (g.W + g.ExtentW - 1)); // larger than dy by the stride², or the dilation's rim
         var padded = _workspace.Get(IlgpuWorkspace.Slot.DilatedGradient, paddedSize);
         var rotated = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
         _launch.Run(ConvolutionKernels.DilatePad, paddedSize, View(dy), padded, g);
@@ -552,6 +553,12 @@ public sealed partial class IlgpuBackend : Backend
         bool large = algorithm == GemmAlgorithm.Tiled8x8;
         int side = _gemm8x8Side;
         var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, side) : GemmTiledKernels.Tiles(shape, _gemmGroup);
+        if (tiles.Y > MaximumGridHeight)
+        {
+            // The rows of C's tiles run on the grid's y, which a GPU caps: a clear error, not a device fault.
+            throw new ArgumentException($"Gemm: {shape.M} rows of C make {tiles.Y} rows of tiles, more than a GPU grid's {MaximumGridHeight}; split the product by rows.");
+        }
+
         // Split-K when few tiles of C over a long depth would leave most of the device idle; each split a whole
         // number of staged tiles of either kernel.
         var (splits, depth) = large && GemmDepthSplits is null
@@ -562,7 +569,7 @@ public sealed partial class IlgpuBackend : Backend
         var part = shape;
         if (splits > 1)
         {
-            target = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * shape.M * shape.N);
+            target = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, Elements("Gemm", "partial sums of the depth splits", (long)splits * shape.M * shape.N));
             part = shape with { DepthPerSplit = depth };
         }
 
@@ -674,7 +681,7 @@ public sealed partial class IlgpuBackend : Backend
         int depth = g.C * g.R * g.S, threadsX = narrow ? NarrowThreadsX : ImplicitGemmThreadsX;
         var tiles = narrow ? ConvolutionImplicitGemmKernels.NarrowTiles(g, threadsX) : ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
         var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y, narrow);
-        var target = splits == 1 ? y : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * g.OutputSize);
+        var target = splits == 1 ? y : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, Elements("Conv2dForward", "partial sums of the depth splits", (long)splits * g.OutputSize));
         int depthPerSplit = splits == 1 ? 0 : perSplit;
         _launch.NextSerial(splits == 1 ? depth : perSplit);
         if (narrow)
@@ -704,7 +711,7 @@ public sealed partial class IlgpuBackend : Backend
             ? ConvolutionImplicitGemmKernels.NarrowFilterGradientTiles(g, threadsX)
             : ConvolutionImplicitGemmKernels.FilterGradientTiles(g, threadsX);
         var (splits, perSplit) = ImplicitGemmSplits(pixels, (long)tiles.X * tiles.Y, narrow);
-        var target = splits == 1 ? dw : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, splits * weights);
+        var target = splits == 1 ? dw : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, Elements("Conv2dBackwardFilter", "partial sums of the pixel splits", (long)splits * weights));
         int pixelsPerSplit = splits == 1 ? 0 : perSplit;
         _launch.NextSerial(splits == 1 ? pixels : perSplit);
         if (narrow)
@@ -823,11 +830,25 @@ public sealed partial class IlgpuBackend : Backend
         long Waves(long groups) => (groups + slots - 1) / slots;
     }
 
+    /// <summary>CUDA's limit on a grid's y and z sizes.</summary>
+    private const int MaximumGridHeight = 65_535;
+
+    /// <summary>
+    /// A scratch buffer's element count, computed in long: one that would not fit the int indices of the kernels is
+    /// refused naming the operation (it would wrap and be read past its end on a GPU).
+    /// </summary>
+    private static int Elements(string operation, string what, long count)
+    {
+        GeometryChecks.FitsInt(operation, what, count);
+        return (int)count;
+    }
+
     /// <summary>Images per im2col chunk: as many as fit the workspace budget (at least one).</summary>
     private int ChunkImages(Conv2dGeometry g)
     {
         long perImage = (long)(g.C * g.R * g.S + g.K) * g.P * g.Q;
-        return (int)Math.Clamp(ConvolutionWorkspaceFloats / perImage, 1, g.N);
+        Elements("convolution", "column matrix of one image", perImage);
+        return (int)Math.Clamp(Math.Min(ConvolutionWorkspaceFloats, int.MaxValue) / perImage, 1, g.N); // a chunk's columns index in int
     }
 
     /// <inheritdoc/>

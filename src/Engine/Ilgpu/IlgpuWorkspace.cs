@@ -34,7 +34,15 @@ internal sealed class IlgpuWorkspace(Accelerator accelerator) : IDisposable
             // Earlier launches on the stream may still read the old buffer.
             accelerator.Synchronize();
             buffer?.Dispose();
-            buffer = accelerator.Allocate1D<float>(length);
+            buffer = null;
+            try
+            {
+                buffer = accelerator.Allocate1D<float>(length);
+            }
+            catch (Exception e) when (DeviceGuard.IsOutOfMemory(e))
+            {
+                throw new DeviceOutOfMemoryException($"out of device memory allocating a {slot} workspace of {4L * length} bytes; use smaller batches.", e);
+            }
         }
 
         return buffer.View.SubView(0, length);
