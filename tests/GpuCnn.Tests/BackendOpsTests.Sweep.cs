@@ -105,6 +105,31 @@ public abstract partial class BackendOpsTests
         }
     }
 
+    [Fact]
+    [Trait("Category", "CrossCheck")]
+    public void Random_gemm_shapes_transposes_and_scales_match_reference()
+    {
+        // Sizes that are no multiple of any tile (the tiled kernels' edges), every transpose, β = 0 and β ≠ 0.
+        bool emulated = Backend is Ilgpu.IlgpuBackend;
+        var random = new Random(20261129);
+        for (int i = 0; i < (emulated ? 8 : 150); i++)
+        {
+            int largest = emulated ? 40 : 150;
+            int m = random.Next(1, largest), n = random.Next(1, largest), k = random.Next(1, largest);
+            bool ta = random.Next(2) == 0, tb = random.Next(2) == 0;
+            float alpha = (float)((random.NextDouble() * 2) - 1), beta = random.Next(2) == 0 ? 0f : (float)random.NextDouble();
+            float[] a = TestData.Uniform(m * k, 1300 + i), b = TestData.Uniform(k * n, 1400 + i), c = TestData.Uniform(m * n, 1500 + i);
+            double[] expected = TestData.Widen(c);
+            ReferenceMath.Gemm<double>(ta, tb, m, n, k, alpha, TestData.Widen(a), TestData.Widen(b), beta, expected);
+            using var deviceA = Put(a, [m * k]);
+            using var deviceB = Put(b, [k * n]);
+            using var deviceC = Put(c, [m * n]);
+            Backend.Gemm(ta, tb, m, n, k, alpha, deviceA, deviceB, beta, deviceC);
+            TensorAssert.Close(expected, Backend.DownloadArray(deviceC), new Shape(m, n), Atol, Rtol,
+                $"{Backend.Name} sweep case {i}: gemm {m}x{n}x{k}, transposes {ta}/{tb}, alpha {alpha:F3}, beta {beta:F3}");
+        }
+    }
+
     /// <summary>A legal convolution: rectangular kernels, strides, padding, dilation and groups, outputs of 1 included.</summary>
     private static Conv2dGeometry RandomConvolution(Random random, int largest)
     {
