@@ -25,10 +25,19 @@ public abstract partial class BackendOpsTests
     {
         var shape = new Shape(dims);
         var s = GradientCheckTests.BatchNormShapeOf(shape, training);
-        var channels = new Shape(s.Channels);
         float[] x = TestData.Uniform(shape.Size, 31, -2f, 3f), dy = TestData.Uniform(shape.Size, 32);
         float[] weight = TestData.Uniform(s.Channels, 33), bias = TestData.Uniform(s.Channels, 34);
         float[] runningMean = TestData.Uniform(s.Channels, 35), runningVar = TestData.Uniform(s.Channels, 36, 0.5f, 2f);
+        BatchNormMatchesReference(training, shape, x, dy, weight, bias, runningMean, runningVar,
+            $"{Backend.Name} batch norm {(training ? "training" : "evaluation")} {shape}");
+    }
+
+    /// <summary>Both passes of batch norm on the backend against the reference in double: y, the statistics, the running ones, dx, dweight, dbias.</summary>
+    private void BatchNormMatchesReference(bool training, Shape shape, float[] x, float[] dy, float[] weight, float[] bias, float[] runningMean,
+        float[] runningVar, string what)
+    {
+        var s = GradientCheckTests.BatchNormShapeOf(shape, training);
+        var channels = new Shape(s.Channels);
         double[] expectedMean = TestData.Widen(runningMean), expectedVar = TestData.Widen(runningVar);
         double[] y = new double[shape.Size], mean = new double[s.Channels], invStd = new double[s.Channels];
         double[] dx = new double[shape.Size], dweight = new double[s.Channels], dbias = new double[s.Channels];
@@ -50,7 +59,6 @@ public abstract partial class BackendOpsTests
         using var tdb = Poisoned(channels);
         Backend.BatchNormForward(training, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
         Backend.BatchNormBackward(training, tx, tdy, tw, tmean, tinv, tdx, tdw, tdb);
-        string what = $"{Backend.Name} batch norm {(training ? "training" : "evaluation")} {shape}";
         TensorAssert.Close(y, Backend.DownloadArray(ty), shape, Atol, Rtol, $"{what} y");
         TensorAssert.Close(mean, Backend.DownloadArray(tmean), channels, Atol, Rtol, $"{what} mean");
         TensorAssert.Close(invStd, Backend.DownloadArray(tinv), channels, Atol, Rtol, $"{what} invStd");
