@@ -70,6 +70,8 @@ public sealed class AugmentationTests
     [Theory]
     [InlineData("crop=0", "augment: 'crop=0' is not crop=PAD (PAD from 1 to 1000) or flip.")]
     [InlineData("rotate", "augment: 'rotate' is not crop=PAD")]
+    [InlineData("crop=2,crop=3", "augment: 'crop=2,crop=3' gives crop twice; give each once.")] // the last one had won, silently
+    [InlineData("flip,crop=2,flip", "augment: 'flip,crop=2,flip' gives flip twice; give each once.")]
     public void Bad_augmentation_says_what_is_wrong(string text, string message) =>
         Assert.Contains(message, Assert.Throws<ArgumentException>(() => Augmentation.Parse(text)).Message, StringComparison.Ordinal);
 

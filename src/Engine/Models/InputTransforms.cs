@@ -89,12 +89,17 @@ public sealed record Augmentation(int CropPadding, bool HorizontalFlip)
         foreach (string raw in text.Split(','))
         {
             string part = raw.Trim();
+            bool crop = part.StartsWith("crop=", StringComparison.OrdinalIgnoreCase);
+            if ((crop && padding > 0) || (!crop && flip && part.Equals("flip", StringComparison.OrdinalIgnoreCase)))
+            {
+                throw new ArgumentException($"augment: '{text}' gives {(crop ? "crop" : "flip")} twice; give each once.");
+            }
+
             if (part.Equals("flip", StringComparison.OrdinalIgnoreCase))
             {
                 flip = true;
             }
-            else if (part.StartsWith("crop=", StringComparison.OrdinalIgnoreCase) &&
-                     int.TryParse(part[5..], NumberStyles.None, CultureInfo.InvariantCulture, out padding) && padding is > 0 and <= 1000)
+            else if (crop && int.TryParse(part[5..], NumberStyles.None, CultureInfo.InvariantCulture, out padding) && padding is > 0 and <= 1000)
             {
             }
             else
