@@ -82,7 +82,6 @@ public static class ModelFile
         }
 
         var contents = Safetensors.Read(path);
-        RequireFiniteWeights(contents.Tensors, path);
         bool archGiven = arch is not null;
         arch ??= contents.Metadata.GetValueOrDefault("arch")
             ?? throw new ArgumentException($"model file '{path}' has no \"arch\" in its metadata; give the architecture spec.");
@@ -93,18 +92,7 @@ public static class ModelFile
             inputShape = ParseShape(input, $"model file '{path}' input");
         }
 
-        Sequential model;
-        try
-        {
-            using var limit = Layer.LimitParameters(ValueCount(contents.Tensors));
-            model = Sequential.Create(arch, inputShape.Value, backend);
-        }
-        catch (SpecException e) when (!archGiven)
-        {
-            // The file's own description is wrong: a defect of the file, not of the command line.
-            throw new FileFormatException($"model file '{path}': its metadata \"arch\" '{arch}' on input {inputShape.Value} does not build: {e.Message}", e);
-        }
-
+        var model = BuildFor(path, contents.Tensors, arch, inputShape.Value, backend, archGiven ? null : $"model file '{path}': its metadata \"arch\" '{arch}'");
         try
         {
             model.LoadStateDict(contents.Tensors);
@@ -122,8 +110,25 @@ public static class ModelFile
         }
     }
 
-    /// <summary>How many values <paramref name="tensors"/> hold: the most a model built to take them may have.</summary>
-    internal static long ValueCount(IReadOnlyDictionary<string, Tensor> tensors) => tensors.Values.Sum(t => (long)t.Data.Length);
+    /// <summary>
+    /// Builds the model a file's <paramref name="weights"/> are for, refusing first what would load as a broken one:
+    /// NaN or ±∞ weights, and parameters that would hold more values than the weights do (counted as the layers are
+    /// built, before they allocate). A spec that does not build is a defect of the file — <paramref name="specInFile"/>
+    /// says where the file keeps it — unless the user gave the spec (null): then it stays a spec error.
+    /// </summary>
+    internal static Sequential BuildFor(string path, IReadOnlyDictionary<string, Tensor> weights, string spec, Shape input, Backend backend, string? specInFile)
+    {
+        RequireFiniteWeights(weights, path);
+        try
+        {
+            using var limit = Layer.LimitParameters(weights.Values.Sum(t => (long)t.Data.Length));
+            return Sequential.Create(spec, input, backend);
+        }
+        catch (SpecException e) when (specInFile is not null)
+        {
+            throw new FileFormatException($"{specInFile} on input {input} does not build: {e.Message}", e);
+        }
+    }
 
     /// <summary>"1x28x28" for (1,28,28).</summary>
     internal static string FormatShape(Shape shape) => string.Join("x", shape.ToArray());

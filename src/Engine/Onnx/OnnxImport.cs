@@ -29,18 +29,7 @@ public static partial class OnnxModel
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(backend);
         var contents = Read(path);
-        ModelFile.RequireFiniteWeights(contents.Weights, path);
-        Sequential model;
-        try
-        {
-            using var limit = Layer.LimitParameters(ModelFile.ValueCount(contents.Weights));
-            model = Sequential.Create(contents.Spec, contents.InputShape, backend);
-        }
-        catch (SpecException e)
-        {
-            throw new FileFormatException($"ONNX file '{path}': its graph, read as '{contents.Spec}' on input {contents.InputShape}, does not build: {e.Message}", e);
-        }
-
+        var model = ModelFile.BuildFor(path, contents.Weights, contents.Spec, contents.InputShape, backend, $"ONNX file '{path}': its graph, read as '{contents.Spec}'");
         try
         {
             model.LoadStateDict(StateDict(contents, model));
