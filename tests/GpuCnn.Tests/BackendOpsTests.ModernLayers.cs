@@ -461,6 +461,39 @@ public abstract partial class BackendOpsTests
     }
 
     [Fact]
+    [Trait("Category", "CrossCheck")]
+    public void Dropout_and_crops_of_a_share_draw_what_the_whole_batch_draws_for_those_samples()
+    {
+        // Ranks sharing a global batch pass where their share starts: samples 4…8 of one call must equal a second call
+        // on those samples with firstSample 4 (the whole batch's draws, not those of samples 0…4 again).
+        Shape whole = new(9, 2, 4, 5), share = new(5, 2, 4, 5);
+        int start = 4, sample = share.SizeFrom(1);
+        float[] x = TestData.Uniform(whole.Size, 53, 0.5f, 2f);
+        float[] tail = x[(start * sample)..];
+        using var tx = Put(x, whole);
+        using var tshare = Put(tail, share);
+        using var wholeOut = Poisoned(whole);
+        using var shareOut = Poisoned(share);
+
+        Backend.Dropout(tx, wholeOut, 0.5f, 77);
+        Backend.Dropout(tshare, shareOut, 0.5f, 77, firstSample: start);
+        float[] expected = Backend.DownloadArray(wholeOut)[(start * sample)..];
+        TensorAssert.Identical<float>(expected, Backend.DownloadArray(shareOut), $"{Backend.Name} dropout of a share");
+        Backend.Dropout(tshare, shareOut, 0.5f, 77);
+        Assert.NotEqual(expected, Backend.DownloadArray(shareOut)); // from 0 the share would draw samples 0…4's masks
+
+        Backend.RandomCropFlip(tx, wholeOut, 2, flip: true, 78);
+        Backend.RandomCropFlip(tshare, shareOut, 2, flip: true, 78, firstSample: start);
+        expected = Backend.DownloadArray(wholeOut)[(start * sample)..];
+        TensorAssert.Identical<float>(expected, Backend.DownloadArray(shareOut), $"{Backend.Name} crops of a share");
+        Backend.RandomCropFlip(tshare, shareOut, 2, flip: true, 78);
+        Assert.NotEqual(expected, Backend.DownloadArray(shareOut));
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.Dropout(tx, wholeOut, 0.5f, 77, firstSample: -1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.RandomCropFlip(tx, wholeOut, 2, true, 78, firstSample: -1));
+    }
+
+    [Fact]
     public void Dropout_rejects_p_outside_zero_to_one()
     {
         using var x = Backend.Allocate<float>(new Shape(4));

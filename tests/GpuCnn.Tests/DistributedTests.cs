@@ -103,6 +103,39 @@ public sealed class DistributedTests
         Assert.Equal(results[0].Test!.Accuracy, results[1].Test!.Accuracy);
     }
 
+    /// <summary>
+    /// Dropout masks and augmentation crops are drawn by each sample's position in the global batch, so two ranks
+    /// (threads) train as one process does with the same global batch, to float rounding; drawn by local position,
+    /// sample i of every rank had shared one crop and mask and the weights differed in the first digits.
+    /// </summary>
+    [Fact]
+    public void Ranks_draw_dropout_masks_and_crops_as_one_process_does()
+    {
+        var data = TrainingTests.QuadrantData(64, seed: 2);
+        var options = new GpuCnn.Models.TrainingOptions(2, 16, Seed: 1, Augment: new GpuCnn.Models.Augmentation(2, HorizontalFlip: true));
+        Dictionary<string, float[]> Train(int size)
+        {
+            var ranks = ThreadCommunicator.Create(size);
+            var states = new Dictionary<string, float[]>[size];
+            Parallel.For(0, size, new ParallelOptions { MaxDegreeOfParallelism = size }, rank =>
+            {
+                using var backend = new GpuCnn.Cpu.Fast.CpuBackend(1, GpuCnn.Cpu.Fast.Simd.Best);
+                using var model = GpuCnn.Models.Sequential.Create("conv(4,3,pad=1),relu,dropout(0.5),flatten,dense(4)", [1, 8, 8], backend, seed: 4);
+                using var sgd = new GpuCnn.Models.Sgd(backend, model.NamedParameters(), new GpuCnn.SgdOptions(0.1f, 0.9f));
+                new GpuCnn.Models.Trainer(model, sgd, options, ranks[rank]).Fit(data);
+                states[rank] = model.StateDict().ToDictionary(p => p.Key, p => p.Value.Data);
+            });
+            return states[0];
+        }
+
+        var one = Train(1);
+        var two = Train(2);
+        foreach (var (key, values) in one)
+        {
+            TensorAssert.Close(values, two[key], new Shape(values.Length), 1e-6, 1e-5, key);
+        }
+    }
+
     /// <summary>Trains <see cref="Spec"/> on thread ranks, each made by <paramref name="make"/> (rank → seed, learning rate); returns each rank's history or error.</summary>
     private static (IReadOnlyList<GpuCnn.Models.EpochMetrics>? History, Exception? Error)[] ThreadRanks(int size, Func<int, (int Seed, float Rate)> make,
         GpuCnn.Models.TrainingState? resume = null)

@@ -96,10 +96,12 @@ public abstract class Layer
     public virtual void SetTraining(bool training) => Training = training;
 
     /// <summary>
-    /// The key of the random stream for the next forward pass (dropout's mask); containers derive a distinct key for
-    /// each child. Layers without randomness ignore it.
+    /// The key of the random stream for the next forward pass (dropout's mask) and the position of that pass's first
+    /// sample in the whole batch the draws are made for (0 in one process; a rank's share start when ranks share a
+    /// global batch, so that they draw what one process would). Containers derive a distinct key for each child and
+    /// pass the position on. Layers without randomness ignore both.
     /// </summary>
-    public virtual void SetRandomKey(uint key)
+    public virtual void SetRandomKey(uint key, int firstSample)
     {
     }
 

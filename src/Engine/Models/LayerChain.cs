@@ -121,11 +121,11 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
         return needInputGradient ? gradient : null;
     }
 
-    public void SetRandomKey(uint key)
+    public void SetRandomKey(uint key, int firstSample)
     {
         for (int i = 0; i < Layers.Count; i++)
         {
-            Layers[i].SetRandomKey(Kernels.CounterRandom.Derive(key, (uint)i));
+            Layers[i].SetRandomKey(Kernels.CounterRandom.Derive(key, (uint)i), firstSample);
         }
     }
 

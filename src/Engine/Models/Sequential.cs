@@ -21,6 +21,7 @@ public sealed class Sequential : IDisposable
     private readonly LayerChain _chain;
     private readonly Dictionary<int, DeviceTensor<float>> _normalized = [];
     private uint _randomKey;
+    private int _randomFirstSample;
     private bool _randomKeyFresh;
     private ChannelNormalization? _normalization;
     private DeviceTensor<float>? _mean, _std;
@@ -125,10 +126,13 @@ public sealed class Sequential : IDisposable
     /// The random stream of the next training forward pass (dropout's masks): the trainer sets it for every batch
     /// from the seed, epoch and batch, so a run repeats, and a resumed run continues, bitwise. When it is not set,
     /// each training forward advances it (different masks every batch, repeatable from the model's seed).
+    /// <paramref name="firstSample"/> is the position of the next batch's first sample in the whole batch the masks are
+    /// drawn for: ranks that share a global batch pass where their share starts, and so draw what one process would.
     /// </summary>
-    public void SetRandomKey(uint key)
+    public void SetRandomKey(uint key, int firstSample = 0)
     {
-        _randomKey = key;
+        ArgumentOutOfRangeException.ThrowIfNegative(firstSample);
+        (_randomKey, _randomFirstSample) = (key, firstSample);
         _randomKeyFresh = true;
     }
 
@@ -181,7 +185,7 @@ public sealed class Sequential : IDisposable
             }
 
             _randomKeyFresh = false;
-            _chain.SetRandomKey(_randomKey);
+            _chain.SetRandomKey(_randomKey, _randomFirstSample);
         }
 
         var y = _chain.Forward(x);

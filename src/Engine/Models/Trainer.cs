@@ -121,14 +121,16 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch, Optimizer.StepCount); // a field: no allocation
 
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
-                    uint key = BatchKey(epoch, b);
-                    Model.SetRandomKey(Kernels.CounterRandom.Derive(key, 1));
                     var (begin, count) = ranked is null ? (start, size) : ranked.Share(start, size);
+                    // Dropout and augmentation draw by position in the global batch: a rank's share draws what one
+                    // process would for those samples.
+                    uint key = BatchKey(epoch, b);
+                    Model.SetRandomKey(Kernels.CounterRandom.Derive(key, 1), begin - start);
                     ranked?.BroadcastBuffers();
                     if (count > 0)
                     {
                         var (_, dlogits) = ForwardBatch(Model, data, batches, begin, count, metrics, loss, b + 1, Options.LabelSmoothing,
-                            Options.Augment, Kernels.CounterRandom.Derive(key, 2));
+                            Options.Augment, Kernels.CounterRandom.Derive(key, 2), begin - start);
                         Model.Backward(dlogits);
                     }
 
@@ -220,7 +222,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             {
                 int size = Math.Min(batchSize, last - start);
                 var (logits, _) = ForwardBatch(model, data, batches, start, size, metrics, loss, start / batchSize + 1, labelSmoothing: 0f,
-                    augment: null, augmentKey: 0);
+                    augment: null, augmentKey: 0, firstSample: 0);
                 backend.Argmax(logits, predictions, start);
             }
         }
@@ -276,7 +278,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// </summary>
     private static (DeviceTensor<float> Logits, DeviceTensor<float> DLogits) ForwardBatch(Sequential model, DeviceDataset data,
         BatchBuffers batches, int start, int size, RunningMetrics metrics, DeviceTensor<float> loss, int batchIndex, float labelSmoothing,
-        Augmentation? augment, uint augmentKey)
+        Augmentation? augment, uint augmentKey, int firstSample)
     {
         var backend = model.Backend;
         var (x, y, dlogits) = batches.For(size);
@@ -285,7 +287,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         if (augment is not null)
         {
             var augmented = batches.Augmented(size);
-            backend.RandomCropFlip(x, augmented, augment.CropPadding, augment.HorizontalFlip, augmentKey);
+            backend.RandomCropFlip(x, augmented, augment.CropPadding, augment.HorizontalFlip, augmentKey, firstSample);
             x = augmented;
         }
 

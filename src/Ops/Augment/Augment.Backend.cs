@@ -8,9 +8,11 @@ public abstract partial class Backend
     /// <summary>
     /// y (N,C,H,W) = each sample of x randomly cropped from its copy zero-padded by <paramref name="padding"/> on every
     /// side and, with <paramref name="flip"/>, mirrored left to right with probability ½ (torchvision's
-    /// RandomCrop(padding=…) then RandomHorizontalFlip); the draws depend only on <paramref name="key"/> and the sample.
+    /// RandomCrop(padding=…) then RandomHorizontalFlip); the draws depend only on <paramref name="key"/> and the sample's
+    /// position in the whole batch, <paramref name="firstSample"/> + n for sample n of x (ranks that share a global batch
+    /// pass where their share starts, and so draw what one process would).
     /// </summary>
-    public void RandomCropFlip(DeviceTensor<float> x, DeviceTensor<float> y, int padding, bool flip, uint key)
+    public void RandomCropFlip(DeviceTensor<float> x, DeviceTensor<float> y, int padding, bool flip, uint key, int firstSample = 0)
     {
         using var operation = EnterOperation();
         const string op = "RandomCropFlip";
@@ -25,13 +27,18 @@ public abstract partial class Backend
             throw new ArgumentOutOfRangeException(nameof(padding), padding, $"{op}: padding must lie in [0, 1000], got {padding}.");
         }
 
+        if (firstSample < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(firstSample), firstSample, $"{op}: firstSample must be ≥ 0, got {firstSample}.");
+        }
+
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
         if (ReferenceEquals(x, y))
         {
             throw new ArgumentException($"{op}: y must not be x (the crop reads neighbours of the element it writes).", nameof(y));
         }
 
-        RandomCropFlipCore(x, y, new CropFlip(x.Shape[1], x.Shape[2], x.Shape[3], padding, flip ? 1 : 0, key));
+        RandomCropFlipCore(x, y, new CropFlip(x.Shape[1], x.Shape[2], x.Shape[3], padding, flip ? 1 : 0, key, firstSample));
     }
 
     /// <summary>y = (x − mean[c]) / std[c] over x (N, C, …) per channel c, as torchvision's Normalize; y may be x.</summary>

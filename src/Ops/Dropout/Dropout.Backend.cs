@@ -5,10 +5,12 @@ public abstract partial class Backend
 {
     /// <summary>
     /// Inverted dropout with a mask drawn from <paramref name="key"/>: y[i] = x[i]·(1/(1 − p)) where
-    /// <see cref="Kernels.CounterRandom.Uniform"/>(key, i) ≥ p, else 0. The mask depends only on the key and the
+    /// <see cref="Kernels.CounterRandom.Uniform"/>(key, first + i) ≥ p, else 0, where first = <paramref name="firstSample"/>
+    /// · (elements per sample of x (N, …)): the position of x's first sample in the whole batch, so that ranks sharing
+    /// a global batch draw what one process would (counters wrap modulo 2³²). The mask depends only on the key and the
     /// index, so the same call on dy gives the backward pass (dx = dy·mask/(1 − p)). y may be x.
     /// </summary>
-    public void Dropout(DeviceTensor<float> x, DeviceTensor<float> y, float p, uint key)
+    public void Dropout(DeviceTensor<float> x, DeviceTensor<float> y, float p, uint key, int firstSample = 0)
     {
         using var operation = EnterOperation();
         const string op = "Dropout";
@@ -19,9 +21,16 @@ public abstract partial class Backend
 
         Checks.Owned(op, nameof(x), x, this);
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
-        DropoutCore(x, y, p, 1f / (1f - p), key);
+        if (firstSample < 0 || (firstSample > 0 && x.Shape.Rank == 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(firstSample), firstSample,
+                $"{op}: firstSample must be ≥ 0, and 0 for a scalar x; got {firstSample} for x {x.Shape}.");
+        }
+
+        uint first = x.Shape.Rank == 0 || x.Shape[0] == 0 ? 0u : unchecked((uint)firstSample * (uint)(x.Length / x.Shape[0]));
+        DropoutCore(x, y, p, 1f / (1f - p), key, first);
     }
 
-    /// <summary>y = x·scale where the key's uniform ≥ p, else 0; arguments already checked.</summary>
-    protected abstract void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key);
+    /// <summary>y[i] = x[i]·scale where the key's uniform at first + i ≥ p, else 0; arguments already checked.</summary>
+    protected abstract void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key, uint first);
 }

@@ -4,6 +4,6 @@ namespace GpuCnn.Cpu.Fast;
 public sealed partial class CpuBackend
 {
     /// <inheritdoc/>
-    protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key) =>
-        ReferenceMath.Dropout<float>(Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length), p, scale, key);
+    protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key, uint first) =>
+        ReferenceMath.Dropout<float>(Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length), p, scale, key, first);
 }

@@ -6,6 +6,6 @@ namespace GpuCnn.Ilgpu;
 public sealed partial class IlgpuBackend
 {
     /// <inheritdoc/>
-    protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key) =>
-        _launch.Run(DropoutKernels.Dropout, x.Length, View(x), View(y), p, scale, key);
+    protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key, uint first) =>
+        _launch.Run(DropoutKernels.Dropout, x.Length, View(x), View(y), p, scale, key, first);
 }

@@ -13,6 +13,7 @@ namespace GpuCnn.Models;
 public sealed class Dropout : Layer
 {
     private uint _key, _forwardKey;
+    private int _firstSample, _forwardFirstSample;
     private bool _forwardDropped;
 
     /// <summary>A layer dropping with probability <paramref name="p"/> in [0, 1).</summary>
@@ -40,7 +41,7 @@ public sealed class Dropout : Layer
     public override string Spec => $"dropout({P.ToString("R", CultureInfo.InvariantCulture)})";
 
     /// <inheritdoc/>
-    public override void SetRandomKey(uint key) => _key = key;
+    public override void SetRandomKey(uint key, int firstSample) => (_key, _firstSample) = (key, firstSample);
 
     /// <inheritdoc/>
     protected override Shape InferOutputShape(Shape input) => input;
@@ -54,9 +55,9 @@ public sealed class Dropout : Layer
             return x;
         }
 
-        _forwardKey = _key;
+        (_forwardKey, _forwardFirstSample) = (_key, _firstSample);
         var y = OutputBuffer(x.Shape[0]);
-        Backend.Dropout(x, y, P, _forwardKey);
+        Backend.Dropout(x, y, P, _forwardKey, _forwardFirstSample);
         return y;
     }
 
@@ -69,7 +70,7 @@ public sealed class Dropout : Layer
         }
 
         var dx = InputGradientBuffer(dy.Shape[0]);
-        Backend.Dropout(dy, dx, P, _forwardKey); // the same mask and scale: dx = dy·mask/(1 − p)
+        Backend.Dropout(dy, dx, P, _forwardKey, _forwardFirstSample); // the same mask and scale: dx = dy·mask/(1 − p)
         return dx;
     }
 }

@@ -6,13 +6,13 @@ namespace GpuCnn.Cpu;
 /// <summary>The naive dropout (compiled into GpuCnn.Engine.Cpu).</summary>
 internal static partial class ReferenceMath
 {
-    /// <summary>y[i] = x[i]·scale where uniform(key, i) ≥ p, else 0 (inverted dropout, scale = 1/(1 − p)).</summary>
-    public static void Dropout<T>(ReadOnlySpan<T> x, Span<T> y, float p, T scale, uint key)
+    /// <summary>y[i] = x[i]·scale where uniform(key, first + i) ≥ p, else 0 (inverted dropout, scale = 1/(1 − p)).</summary>
+    public static void Dropout<T>(ReadOnlySpan<T> x, Span<T> y, float p, T scale, uint key, uint first = 0)
         where T : IFloatingPointIeee754<T>
     {
         for (int i = 0; i < x.Length; i++)
         {
-            y[i] = CounterRandom.Uniform(key, (uint)i) >= p ? x[i] * scale : T.Zero;
+            y[i] = CounterRandom.Uniform(key, unchecked(first + (uint)i)) >= p ? x[i] * scale : T.Zero;
         }
     }
 }
@@ -21,6 +21,6 @@ internal static partial class ReferenceMath
 public sealed partial class ReferenceBackend
 {
     /// <inheritdoc/>
-    protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key) =>
-        ReferenceMath.Dropout<float>(Data(x).AsSpan(0, x.Length), Data(y), p, scale, key);
+    protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key, uint first) =>
+        ReferenceMath.Dropout<float>(Data(x).AsSpan(0, x.Length), Data(y), p, scale, key, first);
 }

@@ -65,10 +65,10 @@ public sealed class Residual : Layer, IActivationHost
             .Concat(_shortcut.NamedCounters().Select(c => ("shortcut." + c.Name, c.Counter)));
 
     /// <inheritdoc/>
-    public override void SetRandomKey(uint key)
+    public override void SetRandomKey(uint key, int firstSample)
     {
-        _body.SetRandomKey(Kernels.CounterRandom.Derive(key, 1));
-        _shortcut.SetRandomKey(Kernels.CounterRandom.Derive(key, 2));
+        _body.SetRandomKey(Kernels.CounterRandom.Derive(key, 1), firstSample);
+        _shortcut.SetRandomKey(Kernels.CounterRandom.Derive(key, 2), firstSample);
     }
 
     /// <inheritdoc/>
