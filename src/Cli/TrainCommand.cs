@@ -128,6 +128,11 @@ internal static class TrainCommand
                 job.Abort(GpuCnnCli.ExitCodeOf(e));
                 throw; // not reached: Abort ends the process
             }
+            catch (Exception e) when (ranks is MpiCommunicator { Size: > 1, Rank: > 0 })
+            {
+                // Found by every rank alike: rank 0 says it for the job, as it says everything else.
+                return GpuCnnCli.ExitCodeOf(e);
+            }
         });
         return command;
     }

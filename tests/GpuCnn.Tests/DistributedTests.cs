@@ -209,6 +209,26 @@ public sealed class DistributedTests
     }
 
     [Fact]
+    public async Task Ranks_started_differently_stop_with_one_message_from_rank_0()
+    {
+        SkipWithoutMpirun();
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 40);
+        string[] Train(string seed) => ["train", "--distributed", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"),
+            "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--seed", seed, "--out", temp.File("m.safetensors")];
+        // Open MPI's MPMD form, `mpirun -np 1 A : -np 1 B`: one rank with --seed 1, one with --seed 2.
+        using var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "1"],
+            [.. Train("1"), ":", "-np", "1", .. CliProcess.Command, .. Train("2")]);
+        var output = run.StandardOutput.ReadToEndAsync();
+        string errors = await run.StandardError.ReadToEndAsync() + await output;
+        Assert.True(run.WaitForExit(90_000), "the job did not stop");
+        Assert.Equal(1, run.ExitCode);
+        string said = Assert.Single(errors.Split('\n'), l => l.Contains("differs from rank 0", StringComparison.Ordinal)); // each rank had printed it
+        Assert.StartsWith("error: distributed: rank 1 differs from rank 0 in the model's initial weights", said, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("m.safetensors")));
+    }
+
+    [Fact]
     public void Distributed_without_mpirun_says_what_to_do()
     {
         Assert.SkipWhen(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null, "this process runs under mpirun");
