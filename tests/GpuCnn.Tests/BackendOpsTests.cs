@@ -523,6 +523,10 @@ public sealed class IlgpuCpuImplicitWideBackendOps(IlgpuCpuImplicitWideFixture f
 
 public sealed class IlgpuCpuImplicitWideSplitBackendOps(IlgpuCpuImplicitWideSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideSplitFixture>;
 
+public sealed class IlgpuCpuGpuGroupsBackendOps(IlgpuCpuGpuGroupsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;
+
+public sealed class IlgpuCpuGpuGroupsTiledBackendOps(IlgpuCpuGpuGroupsTiledFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuGpuGroupsTiledFixture>;
+
 public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;
 
 public sealed class CudaImplicitBackendOps(CudaImplicitFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitFixture>;
@@ -534,3 +538,29 @@ public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) 
 public sealed class CudaTiled128BackendOps(CudaTiled128Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTiled128Fixture>;
 
 public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fixture), IClassFixture<OpenCLFixture>;
+
+/// <summary>
+/// The GPU-shaped CPU accelerator (<see cref="IlgpuCpuGpuGroupsFixture"/>) must take the launches a GPU takes, or its
+/// test classes would only repeat the small-group ones: 256-thread GEMM and convolution groups, 128×128 GEMM tiles.
+/// </summary>
+public sealed class GpuGroupsOnCpuTests(IlgpuCpuGpuGroupsFixture fixture) : IClassFixture<IlgpuCpuGpuGroupsFixture>
+{
+    [Fact]
+    public void The_gpu_shaped_cpu_accelerator_launches_what_a_gpu_launches()
+    {
+        var backend = (Ilgpu.IlgpuBackend)fixture.Require();
+        Assert.Equal(256, backend.Profile.MaxGroupThreads);
+        using var a = backend.Allocate<float>(new Shape(200, 64));
+        using var b = backend.Allocate<float>(new Shape(64, 200));
+        using var c = backend.Allocate<float>(new Shape(200, 200));
+        var gemm = backend.PlanLaunches(backend.Profile, () => backend.Gemm(false, false, 200, 200, 64, 1f, a, b, 0f, c));
+        Assert.Contains(gemm, r => r.GroupSize == 256 && r.Groups == 4); // 128×128 tiles: 2 × 2 of them
+
+        using var x = backend.Allocate<float>(new Shape(2, 8, 12, 12));
+        using var w = backend.Allocate<float>(new Shape(64, 8, 3, 3));
+        using var y = backend.Allocate<float>(new Shape(2, 64, 12, 12));
+        var convolution = backend.PlanLaunches(backend.Profile, () => backend.Conv2dForward(new Conv2dGeometry(2, 8, 12, 12, 64, 3, 3, PadH: 1, PadW: 1), x, w, null, y));
+        Assert.Contains(convolution, r => r.GroupSize == 256);
+        Assert.All(gemm.Concat(convolution), r => Assert.True(r.GroupSize is 256 or Ilgpu.IlgpuBackend.AutoGroupAssumed, $"{r.Kernel}: group of {r.GroupSize}"));
+    }
+}

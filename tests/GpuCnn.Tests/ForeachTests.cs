@@ -246,6 +246,8 @@ public sealed class IlgpuCpuForeach(IlgpuCpuFixture fixture) : ForeachTests(fixt
 public sealed class IlgpuCpuSplitForeach(IlgpuCpuSplitFixture fixture) : ForeachTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 
 /// <summary>The list forms a launch per tensor, as on OpenCL: the same bits again.</summary>
+public sealed class IlgpuCpuGpuGroupsForeach(IlgpuCpuGpuGroupsFixture fixture) : ForeachTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;
+
 public sealed class IlgpuCpuPerTensorForeach(IlgpuCpuPerTensorFixture fixture) : ForeachTests(fixture), IClassFixture<IlgpuCpuPerTensorFixture>;
 
 public sealed class CudaForeach(CudaFixture fixture) : ForeachTests(fixture), IClassFixture<CudaFixture>;

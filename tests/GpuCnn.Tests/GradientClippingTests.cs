@@ -115,6 +115,8 @@ public sealed class CpuGradientClipping(CpuFixture fixture) : GradientClippingTe
 
 public sealed class IlgpuCpuGradientClipping(IlgpuCpuFixture fixture) : GradientClippingTests(fixture), IClassFixture<IlgpuCpuFixture>;
 
+public sealed class IlgpuCpuGpuGroupsGradientClipping(IlgpuCpuGpuGroupsFixture fixture) : GradientClippingTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;
+
 public sealed class IlgpuCpuSplitGradientClipping(IlgpuCpuSplitFixture fixture) : GradientClippingTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 
 public sealed class CudaGradientClipping(CudaFixture fixture) : GradientClippingTests(fixture), IClassFixture<CudaFixture>;

@@ -203,6 +203,8 @@ public sealed class IlgpuCpuTiled8x8NonFiniteParity(IlgpuCpuTiled8x8Fixture fixt
 
 public sealed class IlgpuCpuSplitNonFiniteParity(IlgpuCpuSplitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 
+public sealed class IlgpuCpuGpuGroupsNonFiniteParity(IlgpuCpuGpuGroupsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;
+
 public sealed class IlgpuCpuImplicitNonFiniteParity(IlgpuCpuImplicitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuImplicitFixture>;
 
 public sealed class IlgpuCpuImplicitSplitNonFiniteParity(IlgpuCpuImplicitSplitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;

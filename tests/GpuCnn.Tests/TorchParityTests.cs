@@ -118,6 +118,8 @@ public sealed class ReferenceTorchParity(ReferenceFixture fixture) : TorchParity
 
 public sealed class CpuTorchParity(CpuFixture fixture) : TorchParityTests(fixture), IClassFixture<CpuFixture>;
 
+public sealed class IlgpuCpuGpuGroupsTorchParity(IlgpuCpuGpuGroupsFixture fixture) : TorchParityTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;
+
 public sealed class IlgpuCpuTorchParity(IlgpuCpuFixture fixture) : TorchParityTests(fixture), IClassFixture<IlgpuCpuFixture>;
 
 public sealed class CudaTorchParity(CudaFixture fixture) : TorchParityTests(fixture), IClassFixture<CudaFixture>;

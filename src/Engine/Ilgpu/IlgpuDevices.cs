@@ -42,6 +42,26 @@ public static class IlgpuDevices
     /// <summary>Opens ILGPU's CPU accelerator, which emulates GPU threads; use it to test kernels on tiny shapes.</summary>
     public static IlgpuBackend OpenCpuAccelerator() => OpenCpuAcceleratorCore();
 
+    /// <summary>
+    /// ILGPU's CPU accelerator simulating GPU-sized groups of <paramref name="groupThreads"/> threads (warps of 32, one
+    /// multiprocessor), so that the launch settings a GPU gets — 16×16 GEMM groups, 128×128 tiles, depth 16, 256-thread
+    /// reductions — run against the reference without a GPU. For tests: one OS thread per simulated thread.
+    /// </summary>
+    internal static IlgpuBackend OpenCpuAccelerator(int groupThreads)
+    {
+        var device = new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: groupThreads / 32, numMultiprocessors: 1);
+        var context = CreateContext(b => b.CPU(device));
+        try
+        {
+            return new IlgpuBackend("ilgpu-cpu", context, context.CreateCPUAccelerator(0));
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
     private static DeviceInfo Describe(string name, string kind, Func<IlgpuBackend> open)
     {
         try

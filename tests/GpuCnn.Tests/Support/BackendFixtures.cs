@@ -16,11 +16,17 @@ public abstract class BackendFixture : IDisposable
     }
 
     protected BackendFixture(string name, Action<Backend>? configure = null)
+        : this(name, () => Backends.Open(name), configure)
+    {
+    }
+
+    /// <summary>A backend <paramref name="open"/> makes, with <paramref name="configure"/> applied.</summary>
+    protected BackendFixture(string name, Func<Backend> open, Action<Backend>? configure = null)
     {
         Name = name;
         try
         {
-            Backend = Backends.Open(name);
+            Backend = open();
             configure?.Invoke(Backend);
         }
         catch (DeviceUnavailableException e) when (!e.DeviceFound)
@@ -102,6 +108,21 @@ public sealed class IlgpuCpuImplicitWideFixture() : BackendFixture("ilgpu-cpu",
 
 public sealed class IlgpuCpuImplicitWideSplitFixture() : BackendFixture("ilgpu-cpu",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, DepthSplits: 3));
+
+/// <summary>
+/// ILGPU's CPU accelerator simulating 256-thread groups, on the routes a GPU takes for big shapes: 8×8-blocked GEMM on
+/// 128×128 tiles at depth 16, implicit-GEMM convolution on 64 × 256 tiles, 256-thread reductions — what only CUDA
+/// would otherwise run.
+/// </summary>
+public sealed class IlgpuCpuGpuGroupsFixture() : BackendFixture("ilgpu-cpu", () => IlgpuDevices.OpenCpuAccelerator(groupThreads: 256),
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm).ApplyTo);
+
+/// <summary>
+/// The same simulated 256-thread groups on the 4×4 GEMM with tile groups of 128 threads (16 × 8, the one non-square
+/// group) and im2col + GEMM convolution in several chunks of images.
+/// </summary>
+public sealed class IlgpuCpuGpuGroupsTiledFixture() : BackendFixture("ilgpu-cpu", () => IlgpuDevices.OpenCpuAccelerator(groupThreads: 256),
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled, Convolution: ConvolutionAlgorithm.Im2ColGemm, TileGroupThreads: 128, ConvolutionWorkspaceFloats: 300).ApplyTo);
 
 public sealed class CudaFixture() : BackendFixture("cuda");
 
