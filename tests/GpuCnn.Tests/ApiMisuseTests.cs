@@ -85,6 +85,42 @@ public sealed class ApiMisuseTests
     }
 
     [Fact]
+    public void A_backward_goes_back_only_through_the_last_forward_and_says_when_there_is_none()
+    {
+        using var backend = new CpuBackend();
+        using var model = Sequential.Create(Spec, [1, 4, 4], backend, seed: 1);
+        using var x = backend.Upload<float>([4, 1, 4, 4], TestData.Uniform(64, 3));
+        using var labels = backend.Upload<int>([4], [0, 1, 2, 1]);
+        using var dlogits = backend.Allocate<float>([4, 3]);
+        using var loss = backend.Allocate<float>([1]);
+        var noForward = Assert.Throws<InvalidOperationException>(() => model.Backward(dlogits));
+        Assert.StartsWith("Sequential.Backward: there is no Forward to go back through; call Forward on the batch first", noForward.Message, StringComparison.Ordinal);
+
+        backend.SoftmaxCrossEntropy(model.Forward(x), labels, dlogits, loss);
+        model.Backward(dlogits);
+        float[] gradient = backend.DownloadArray(model.NamedParameters().First().Parameter.Gradient);
+
+        // A Predict between them had overwritten what the layers kept, and the gradients came out wrong without a word.
+        backend.SoftmaxCrossEntropy(model.Forward(x), labels, dlogits, loss);
+        _ = model.Predict(new Tensor(new Shape(4, 1, 4, 4), TestData.Uniform(64, 9)));
+        Assert.Contains("Predict, Trainer.Evaluate and Trainer.Fit run passes of their own",
+            Assert.Throws<InvalidOperationException>(() => model.Backward(dlogits)).Message, StringComparison.Ordinal);
+
+        // A dlogits of another batch had failed inside a GEMM, naming neither the model nor the batch.
+        _ = model.Forward(x);
+        using var wrong = backend.Allocate<float>([2, 3]);
+        Assert.Equal("Sequential.Backward: dlogits has shape (2,3); the last Forward was of 4 samples, so expected (4,3). (Parameter 'dlogits')",
+            Assert.Throws<ArgumentException>(() => model.Backward(wrong)).Message);
+
+        // After a fresh Forward the same gradients come back; in evaluation mode a Backward is allowed (PyTorch's eval() too).
+        model.Backward(dlogits);
+        TensorAssert.Identical<float>(gradient, backend.DownloadArray(model.NamedParameters().First().Parameter.Gradient), "after Forward again");
+        model.Eval();
+        _ = model.Forward(x);
+        model.Backward(dlogits);
+    }
+
+    [Fact]
     public void A_default_shape_is_the_scalar_shape_it_equals()
     {
         var shape = new Shape();

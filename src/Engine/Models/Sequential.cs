@@ -22,6 +22,7 @@ public sealed class Sequential : IDisposable
     private readonly Dictionary<int, DeviceTensor<float>> _normalized = [];
     private uint _randomKey;
     private int _randomFirstSample;
+    private int _backwardBatch; // the batch of the Forward a Backward goes back through; 0: none (or Predict, Evaluate, Fit ran since)
     private bool _randomKeyFresh;
     private ChannelNormalization? _normalization;
     private DeviceTensor<float>? _mean, _std;
@@ -189,6 +190,7 @@ public sealed class Sequential : IDisposable
         }
 
         var y = _chain.Forward(x);
+        _backwardBatch = x.Shape[0];
         if (!ReferenceEquals(y, given))
         {
             return y;
@@ -211,12 +213,33 @@ public sealed class Sequential : IDisposable
     /// <summary>Whether a profiler's timer is attached.</summary>
     internal bool IsTimed => _chain.IsTimed;
 
-    /// <summary>Back-propagates dlogits through every layer, leaving each parameter's gradient.</summary>
+    /// <summary>
+    /// Back-propagates dlogits (N, classes) through the last <see cref="Forward"/> (the layers keep what it saw),
+    /// writing each parameter's gradient. Gradients are overwritten, not accumulated as PyTorch's backward() does: to
+    /// sum over micro-batches, add them yourself between calls. <see cref="Predict"/>, <c>Trainer.Evaluate</c> and
+    /// <c>Trainer.Fit</c> run passes of their own, after which a Backward has nothing to go back through.
+    /// </summary>
     public void Backward(DeviceTensor<float> dlogits)
     {
+        ArgumentNullException.ThrowIfNull(dlogits);
         using var use = Use("Sequential.Backward");
+        if (_backwardBatch == 0)
+        {
+            throw new InvalidOperationException("Sequential.Backward: there is no Forward to go back through; call Forward on the batch " +
+                "first (Predict, Trainer.Evaluate and Trainer.Fit run passes of their own, which overwrite what the layers kept).");
+        }
+
+        if (dlogits.Shape != new Shape(_backwardBatch, Classes))
+        {
+            throw new ArgumentException($"Sequential.Backward: dlogits has shape {dlogits.Shape}; the last Forward was of {_backwardBatch} " +
+                $"samples, so expected ({_backwardBatch},{Classes}).", nameof(dlogits));
+        }
+
         _chain.Backward(dlogits, needInputGradient: false);
     }
+
+    /// <summary>After a pass of the engine's own (Predict, Evaluate, Fit, a profile): no Backward may follow it.</summary>
+    internal void ForgetForward() => _backwardBatch = 0;
 
     /// <summary>Logits (N, classes) for host images (N, C, H, W), computed in batches on the device.</summary>
     public Tensor Predict(Tensor images, int batchSize = 256)
@@ -248,6 +271,7 @@ public sealed class Sequential : IDisposable
         finally
         {
             SetTraining(training);
+            ForgetForward();
         }
 
         return logits;

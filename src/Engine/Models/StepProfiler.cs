@@ -110,6 +110,7 @@ public static class StepProfiler
         finally
         {
             model.AttachTimer(null);
+            model.ForgetForward();
         }
 
         return new StepProfile(true, batch, steps, Rows(timer), Median(lossTimes), Median(updateTimes), Median(stepTimes));
@@ -152,6 +153,7 @@ public static class StepProfiler
         finally
         {
             model.AttachTimer(null);
+            model.ForgetForward();
             if (training)
             {
                 model.Train();

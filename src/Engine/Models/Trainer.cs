@@ -167,6 +167,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         finally
         {
             Optimizer.LearningRate = baseRate;
+            Model.ForgetForward();
         }
 
         return history;
@@ -228,6 +229,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         }
         finally
         {
+            model.ForgetForward();
             if (training)
             {
                 model.Train();
