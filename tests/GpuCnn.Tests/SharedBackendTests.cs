@@ -147,6 +147,9 @@ public sealed class SharedModelTests
                 ("Sequential.LoadStateDict", () => model.LoadStateDict(new Dictionary<string, Tensor>())),
                 ("Trainer.Evaluate", () => Trainer.Evaluate(model, new Dataset(images, [0, 1]))),
                 ("Trainer.Fit", () => new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 2)).Fit(new Dataset(images, [0, 1]))),
+                ("Sequential.Train", model.Train), // a mode switched in the middle of a step had changed batch norm and dropout silently
+                ("Sequential.Eval", model.Eval),
+                ("Sequential.SetRandomKey", () => model.SetRandomKey(5)),
                 ("Sequential.Dispose", model.Dispose),
             })
             {
@@ -165,6 +168,34 @@ public sealed class SharedModelTests
         Assert.Equal(1, gate.Calls);
         Assert.Equal([2, 3], model.Predict(images).Shape.ToArray());
         Assert.Equal(2, gate.Calls);
+    }
+
+    [Fact]
+    public void An_optimizer_a_trainer_is_stepping_is_refused_to_another_thread()
+    {
+        using var backend = new ReferenceBackend();
+        var gate = new Gate();
+        using var model = new Sequential([gate, .. ArchitectureSpec.Parse("flatten,dense(3)")], [1, 4, 4], backend);
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
+        var images = Tensor.Random([2, 1, 4, 4], seed: 4);
+        var fit = new Thread(() => new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 2)).Fit(new Dataset(images, [0, 1])));
+        fit.Start();
+        Assert.True(gate.Entered.Wait(TimeSpan.FromSeconds(30)), "Fit never reached the layer");
+        try
+        {
+            // A step from here had updated the weights in the middle of the trainer's step, without a word.
+            Assert.Equal("Sgd.Step: the optimizer is in use by another thread (a Trainer's Fit steps it); an optimizer serves one thread at a time.",
+                Assert.Throws<InvalidOperationException>(sgd.Step).Message);
+        }
+        finally
+        {
+            gate.Open.Set();
+            fit.Join();
+        }
+
+        Assert.Equal(1, sgd.StepCount); // the trainer's one step; free again after
+        sgd.Step();
+        Assert.Equal(2, sgd.StepCount);
     }
 
     /// <summary>Hands x on; its first forward signals <see cref="Entered"/> and waits for <see cref="Open"/>.</summary>

@@ -16,8 +16,17 @@ public abstract class Optimizer : IDisposable
         Gradients = [.. Parameters.Select(p => p.Parameter.Gradient)];
     }
 
+    private readonly ThreadUse _use = new();
+
     /// <summary>The parameters in update order.</summary>
     public IReadOnlyList<(string Key, Parameter Parameter)> Parameters { get; }
+
+    /// <summary>
+    /// Enters a step (or a trainer's whole run): another thread stepping at the same time would apply updates to
+    /// weights in the middle of a training step, silently.
+    /// </summary>
+    internal ThreadUse.Scope Use(string method) => _use.Enter(method, static method =>
+        $"{method}: the optimizer is in use by another thread (a Trainer's Fit steps it); an optimizer serves one thread at a time.");
 
     /// <summary>
     /// Throws unless every parameter this optimizer updates is one of <paramref name="model"/>'s: an optimizer made for
@@ -136,6 +145,7 @@ public sealed class Sgd : Optimizer
     /// <inheritdoc/>
     public override void Step()
     {
+        using var use = Use("Sgd.Step");
         Backend.SgdUpdate(_options, StepCount == 0, Values, Gradients, _velocity, _learningRate);
         StepCount++;
     }
@@ -190,6 +200,7 @@ public sealed class Adam : Optimizer
     /// <inheritdoc/>
     public override void Step()
     {
+        using var use = Use("Adam.Step");
         Backend.AdamUpdate(_options, StepCount + 1, Values, Gradients, _m, _v, _learningRate); // step t counts from 1 in the bias correction
         StepCount++; // after, as Sgd's: a step that throws is not counted
     }

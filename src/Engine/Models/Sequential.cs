@@ -26,7 +26,7 @@ public sealed class Sequential : IDisposable
     private bool _randomKeyFresh;
     private ChannelNormalization? _normalization;
     private DeviceTensor<float>? _mean, _std;
-    private int _user; // the managed thread id of the thread inside a guarded method; 0: none
+    private readonly ThreadUse _use = new();
     private bool _disposed;
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<DeviceTensor<float>, DeviceTensor<float>> _passedOn = [];
 
@@ -133,6 +133,7 @@ public sealed class Sequential : IDisposable
     public void SetRandomKey(uint key, int firstSample = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(firstSample);
+        using var use = Use("Sequential.SetRandomKey");
         (_randomKey, _randomFirstSample) = (key, firstSample);
         _randomKeyFresh = true;
     }
@@ -145,6 +146,7 @@ public sealed class Sequential : IDisposable
 
     private void SetTraining(bool training)
     {
+        using var use = Use(training ? "Sequential.Train" : "Sequential.Eval");
         Training = training;
         _chain.SetTraining(training);
     }
@@ -229,7 +231,7 @@ public sealed class Sequential : IDisposable
                 "first (Predict, Trainer.Evaluate and Trainer.Fit run passes of their own, which overwrite what the layers kept).");
         }
 
-        if (dlogits.Shape != new Shape(_backwardBatch, Classes))
+        if (dlogits.Shape.Rank != 2 || dlogits.Shape[0] != _backwardBatch || dlogits.Shape[1] != Classes) // no Shape allocated per step
         {
             throw new ArgumentException($"Sequential.Backward: dlogits has shape {dlogits.Shape}; the last Forward was of {_backwardBatch} " +
                 $"samples, so expected ({_backwardBatch},{Classes}).", nameof(dlogits));
@@ -376,34 +378,16 @@ public sealed class Sequential : IDisposable
     /// runs Forward; a trainer holds the model for its whole run). Another thread inside a guarded method is an error
     /// naming <paramref name="method"/>.
     /// </summary>
-    internal ModelUse Use(string method)
+    internal ThreadUse.Scope Use(string method)
     {
         if (_disposed)
         {
             throw new ObjectDisposedException(nameof(Sequential), $"{method}: the model has been disposed.");
         }
 
-        int thread = Environment.CurrentManagedThreadId;
-        int user = Interlocked.CompareExchange(ref _user, thread, 0);
-        if (user != 0 && user != thread)
-        {
-            throw new InvalidOperationException(
-                $"{method}: the model is in use by another thread; a model serves one thread at a time (its layers keep " +
-                "each batch's activations and gradients), so give each thread its own model — models may share one backend.");
-        }
-
-        return new ModelUse(this, entered: user == 0);
-    }
-
-    internal readonly struct ModelUse(Sequential model, bool entered) : IDisposable
-    {
-        public void Dispose()
-        {
-            if (entered)
-            {
-                Volatile.Write(ref model._user, 0);
-            }
-        }
+        return _use.Enter(method, static method =>
+            $"{method}: the model is in use by another thread; a model serves one thread at a time (its layers keep " +
+            "each batch's activations and gradients), so give each thread its own model — models may share one backend.");
     }
 
     /// <summary>Parameters then buffers, each with its state-dict key.</summary>

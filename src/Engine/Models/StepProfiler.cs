@@ -60,6 +60,7 @@ public static class StepProfiler
         ArgumentNullException.ThrowIfNull(images);
         ArgumentNullException.ThrowIfNull(labels);
         using var use = model.Use("StepProfiler.Run");
+        using var stepping = optimizer.Use("StepProfiler.Run");
         CheckSteps(steps, warmupSteps);
 
         int batch = images.Shape.Rank > 0 ? images.Shape[0] : 0;

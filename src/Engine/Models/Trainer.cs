@@ -53,6 +53,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     {
         ArgumentNullException.ThrowIfNull(train);
         using var use = Model.Use("Trainer.Fit");
+        using var stepping = Optimizer.Use("Trainer.Fit");
         Options.Validate();
         // First, before any check a rank could fail alone while the others wait for it in a collective.
         if (Communicator.Size > 1)
