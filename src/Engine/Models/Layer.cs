@@ -69,9 +69,15 @@ public sealed class Counter
 /// </summary>
 public abstract class Layer
 {
-    private readonly Dictionary<int, DeviceTensor<float>> _outputs = [];
-    private readonly Dictionary<int, DeviceTensor<float>> _inputGradients = [];
+    private readonly BatchSizedCache<DeviceTensor<float>> _outputs, _inputGradients;
     private Backend? _backend;
+
+    /// <summary>A layer; its output and input-gradient buffers are made per batch size on first use.</summary>
+    protected Layer()
+    {
+        _outputs = new(batch => Backend.Allocate<float>(Batched(batch, OutputShape)).Lend(), static tensor => tensor.Reclaim());
+        _inputGradients = new(batch => Backend.Allocate<float>(Batched(batch, InputShape)).Lend(), static tensor => tensor.Reclaim());
+    }
 
     /// <summary>The layer as written in an architecture spec, e.g. <c>conv(6,5,pad=2)</c>.</summary>
     public abstract string Spec { get; }
@@ -171,10 +177,10 @@ public abstract class Layer
     }
 
     /// <summary>The output buffer for a batch of <paramref name="batch"/>, allocated once per batch size.</summary>
-    protected DeviceTensor<float> OutputBuffer(int batch) => Buffer(_outputs, batch, OutputShape);
+    protected DeviceTensor<float> OutputBuffer(int batch) => _outputs.Get(batch);
 
     /// <summary>The input-gradient buffer for a batch of <paramref name="batch"/>, allocated once per batch size.</summary>
-    protected DeviceTensor<float> InputGradientBuffer(int batch) => Buffer(_inputGradients, batch, InputShape);
+    protected DeviceTensor<float> InputGradientBuffer(int batch) => _inputGradients.Get(batch);
 
     /// <summary>
     /// While a model is built to take a file's weights, how many values its parameters may still have (the file's
@@ -234,10 +240,8 @@ public abstract class Layer
     /// <summary>Frees the layer's device memory (its model, when the model is disposed; layers are not the caller's to free).</summary>
     internal void Release()
     {
-        foreach (var tensor in _outputs.Values.Concat(_inputGradients.Values))
-        {
-            tensor.Reclaim();
-        }
+        _outputs.Clear();
+        _inputGradients.Clear();
 
         foreach (var parameter in Parameters)
         {
@@ -255,14 +259,4 @@ public abstract class Layer
     /// <inheritdoc/>
     public override string ToString() => Spec;
 
-    private DeviceTensor<float> Buffer(Dictionary<int, DeviceTensor<float>> cache, int batch, Shape sample)
-    {
-        if (!cache.TryGetValue(batch, out var tensor))
-        {
-            tensor = Backend.Allocate<float>(Batched(batch, sample)).Lend();
-            cache[batch] = tensor;
-        }
-
-        return tensor;
-    }
 }

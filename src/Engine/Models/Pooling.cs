@@ -46,35 +46,28 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
     public static MaxPool2d Parse(LayerArguments args) =>
         new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false));
 
-    private readonly Dictionary<int, DeviceTensor<int>> _switches = [];
+    private BatchSizedCache<DeviceTensor<int>>? _switchCache;
     private int _batch;
 
     /// <inheritdoc/>
     protected override string Kind => "maxpool";
 
+    // The switch masks per batch size, as the outputs are kept.
+    private BatchSizedCache<DeviceTensor<int>> Switches =>
+        _switchCache ??= new(batch => Backend.Allocate<int>(Batched(batch, OutputShape)), static switches => switches.Dispose());
+
     /// <inheritdoc/>
     protected override void ReleaseBuffers()
     {
-        foreach (var switches in _switches.Values)
-        {
-            switches.Dispose();
-        }
-
-        _switches.Clear();
+        _switchCache?.Clear();
     }
 
     /// <inheritdoc/>
     public override DeviceTensor<float> Forward(DeviceTensor<float> x)
     {
         _batch = x.Shape[0];
-        if (!_switches.TryGetValue(_batch, out var switches))
-        {
-            switches = Backend.Allocate<int>(Batched(_batch, OutputShape));
-            _switches[_batch] = switches;
-        }
-
         var y = OutputBuffer(_batch);
-        Backend.MaxPool2dForward(Geometry(_batch), x, y, switches);
+        Backend.MaxPool2dForward(Geometry(_batch), x, y, Switches.Get(_batch));
         return y;
     }
 
@@ -87,7 +80,7 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
         }
 
         var dx = InputGradientBuffer(_batch > 0 ? _batch : throw new InvalidOperationException($"{Spec}: backward before forward."));
-        Backend.MaxPool2dBackward(Geometry(_batch), dy, _switches[_batch], dx);
+        Backend.MaxPool2dBackward(Geometry(_batch), dy, Switches.Get(_batch), dx);
         return dx;
     }
 }

@@ -17,9 +17,9 @@ namespace GpuCnn.Models;
 /// </remarks>
 public sealed class Sequential : IDisposable
 {
-    private readonly Dictionary<int, DeviceTensor<float>> _inputs = [];
+    private readonly BatchSizedCache<DeviceTensor<float>> _inputs; // Predict's uploads
     private readonly LayerChain _chain;
-    private readonly Dictionary<int, DeviceTensor<float>> _normalized = [];
+    private readonly BatchSizedCache<DeviceTensor<float>> _normalized;
     private uint _randomKey;
     private int _randomFirstSample;
     private int _backwardBatch; // the batch of the Forward a Backward goes back through; 0: none (or Predict, Evaluate, Fit ran since)
@@ -35,6 +35,8 @@ public sealed class Sequential : IDisposable
     {
         ArgumentNullException.ThrowIfNull(layers);
         ArgumentNullException.ThrowIfNull(backend);
+        _inputs = new(batch => backend.Allocate<float>(new Shape([batch, .. inputShape.ToArray()])), static input => input.Dispose());
+        _normalized = new(batch => backend.Allocate<float>(new Shape([batch, .. inputShape.ToArray()])).Lend(), static normalized => normalized.Reclaim());
         _chain = new LayerChain([.. layers]);
         if (Layers.Count == 0)
         {
@@ -170,12 +172,7 @@ public sealed class Sequential : IDisposable
 
         if (_mean is not null)
         {
-            if (!_normalized.TryGetValue(x.Shape[0], out var normalized))
-            {
-                normalized = Backend.Allocate<float>(x.Shape).Lend(); // what Forward returns when every layer passes it on
-                _normalized[x.Shape[0]] = normalized;
-            }
-
+            var normalized = _normalized.Get(x.Shape[0]); // lent: what Forward returns when every layer passes it on
             Backend.NormalizeChannels(x, normalized, _mean, _std!);
             x = normalized;
         }
@@ -405,28 +402,12 @@ public sealed class Sequential : IDisposable
         using var use = Use("Sequential.Dispose");
         _disposed = true;
         _chain.Release();
-        foreach (var input in _inputs.Values)
-        {
-            input.Dispose();
-        }
-
-        foreach (var normalized in _normalized.Values)
-        {
-            normalized.Reclaim();
-        }
+        _inputs.Clear();
+        _normalized.Clear();
 
         _mean?.Dispose();
         _std?.Dispose();
     }
 
-    private DeviceTensor<float> InputBuffer(int batch)
-    {
-        if (!_inputs.TryGetValue(batch, out var tensor))
-        {
-            tensor = Backend.Allocate<float>(new Shape([batch, .. InputShape.ToArray()]));
-            _inputs[batch] = tensor;
-        }
-
-        return tensor;
-    }
+    private DeviceTensor<float> InputBuffer(int batch) => _inputs.Get(batch);
 }
