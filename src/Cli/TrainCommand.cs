@@ -266,6 +266,12 @@ internal static class TrainCommand
             start = CheckpointFile.Restore(CommonOptions.ExistingFile("--resume", settings.Resume), model, optimizer, checkpointSettings,
                 SettingsAddedLater);
             io.Error.WriteLine($"resuming from {settings.Resume}: epoch {start.Epoch}, after batch {start.Batch}");
+            if (start.WrittenOn is { } writtenOn && writtenOn != CheckpointFile.DeviceOf(backend))
+            {
+                io.Error.WriteLine($"note: the checkpoint was written on {writtenOn}, this run uses {CheckpointFile.DeviceOf(backend)}: it " +
+                    "continues, but its sums run in another order, so the weights will not be bitwise those of an uninterrupted run there.");
+            }
+
         }
 
         string interruptPath = settings.Checkpoint ?? settings.Resume ?? Path.ChangeExtension(settings.Out, null) + ".checkpoint.safetensors";

@@ -106,6 +106,29 @@ public sealed class CrashSafetyTests
     }
 
     [Fact]
+    public void Resuming_on_another_device_or_thread_count_says_the_run_will_not_be_bitwise_the_same()
+    {
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 32);
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--batch-size", "8",
+            "--out", temp.File("m.safetensors")];
+        string checkpoint = temp.File("c.safetensors");
+        Assert.Equal(0, CliRunner.Run([.. common, "--device", "cpu", "--epochs", "1", "--checkpoint", checkpoint]).ExitCode);
+        string cpu = $"cpu ({Environment.ProcessorCount} threads, ";
+        Assert.StartsWith(cpu, GpuCnn.IO.Safetensors.Read(checkpoint).Metadata["device"], StringComparison.Ordinal);
+
+        var same = CliRunner.Run([.. common, "--device", "cpu", "--epochs", "2", "--resume", checkpoint]);
+        Assert.Equal(0, same.ExitCode);
+        Assert.DoesNotContain("note: the checkpoint was written on", same.Error, StringComparison.Ordinal);
+
+        // The filter gradient's partial sums follow the thread count, so a resume elsewhere continues but is not bitwise.
+        var elsewhere = CliRunner.Run([.. common, "--device", "reference", "--epochs", "2", "--resume", checkpoint]);
+        Assert.Equal(0, elsewhere.ExitCode);
+        Assert.Contains($"note: the checkpoint was written on {cpu}", elsewhere.Error, StringComparison.Ordinal);
+        Assert.Contains("this run uses reference (", elsewhere.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_damaged_or_torn_checkpoint_is_reported_and_never_loaded()
     {
         using var temp = Fixtures.TempFolder();

@@ -50,6 +50,7 @@ public static class CheckpointFile
             ["steps"] = Text(state.OptimizerSteps),
             ["loss_sum"] = state.LossSum.ToString("R", CultureInfo.InvariantCulture),
             ["correct_sum"] = state.CorrectSum.ToString("R", CultureInfo.InvariantCulture),
+            ["device"] = DeviceOf(backend),
         };
         metadata[ChecksumKey] = Checksum(tensors, metadata);
         Safetensors.Write(path, tensors, metadata, model.CounterKeys.Select(key => "model." + key).ToHashSet(StringComparer.Ordinal));
@@ -102,7 +103,7 @@ public static class CheckpointFile
         }
 
         var position = new TrainingState(Integer(meta, "epoch", path), Integer(meta, "batch", path), Integer(meta, "steps", path),
-            Single(meta, "loss_sum", path), Single(meta, "correct_sum", path));
+            Single(meta, "loss_sum", path), Single(meta, "correct_sum", path)) { WrittenOn = meta.GetValueOrDefault("device") };
         model.LoadStateDict(weights);
         foreach (var (name, tensor) in state)
         {
@@ -111,6 +112,16 @@ public static class CheckpointFile
 
         optimizer.RestoreStepCount(position.OptimizerSteps);
         return position;
+    }
+
+    /// <summary>
+    /// The backend as checkpoints record it ("cpu (2 threads, Vector512 (X64))"): summation orders, hence the last bits,
+    /// depend on it — a run resumed elsewhere continues, but not bitwise as it would have where it began.
+    /// </summary>
+    public static string DeviceOf(Backend backend)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        return $"{backend.Name} ({backend.DeviceName})";
     }
 
     private const string ChecksumKey = "checksum";

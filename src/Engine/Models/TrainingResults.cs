@@ -20,10 +20,14 @@ public sealed record Evaluation(double Loss, double Accuracy, int Count, int[,] 
 
 /// <summary>
 /// Where a training run stands: the epoch in progress (1-based), batches of it already done, optimizer steps, and
-/// the epoch's metric sums so far. A run resumed from it continues bitwise as if never stopped (same backend).
+/// the epoch's metric sums so far. A run resumed from it continues bitwise as if never stopped (same backend, vector
+/// path and thread count).
 /// </summary>
 public sealed record TrainingState(int Epoch, int Batch, int OptimizerSteps, float LossSum, float CorrectSum)
 {
+    /// <summary>The backend the checkpoint was written on (<see cref="IO.CheckpointFile.DeviceOf"/>), when known.</summary>
+    public string? WrittenOn { get; init; }
+
     /// <summary>The state before anything ran.</summary>
     public static TrainingState Start { get; } = new(1, 0, 0, 0f, 0f);
 }
