@@ -147,6 +147,38 @@ public sealed class ApiMisuseTests
     }
 
     [Fact]
+    public void Disposed_optimizers_and_models_and_bad_options_are_named_where_they_are_given()
+    {
+        using var backend = new CpuBackend();
+        var model = Sequential.Create(Spec, [1, 4, 4], backend, seed: 1);
+        var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.5f));
+        // A batch size of 0 had been accepted here and refused only when Fit ran.
+        Assert.StartsWith("Training: batch size must be positive, got 0.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 0))).Message, StringComparison.Ordinal);
+
+        // Step after the model was disposed had said only "SgdUpdate: parameters[0] (2,1,3,3) has been disposed".
+        model.Dispose();
+        Assert.StartsWith("Sgd.Step: parameter '0.weight' has been freed: the model this optimizer updates has been disposed.",
+            Assert.Throws<ObjectDisposedException>(sgd.Step).Message, StringComparison.Ordinal);
+        sgd.Dispose();
+        Assert.Contains("Sgd.Step: the optimizer has been disposed.", Assert.Throws<ObjectDisposedException>(sgd.Step).Message, StringComparison.Ordinal);
+        using var other = Sequential.Create(Spec, [1, 4, 4], backend, seed: 1);
+        Assert.Contains("Trainer: the optimizer has been disposed.",
+            Assert.Throws<ObjectDisposedException>(() => new Trainer(other, sgd, new TrainingOptions(Epochs: 1, BatchSize: 2))).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_file_of_another_kind_is_named_as_not_safetensors()
+    {
+        using var temp = Fixtures.TempFolder();
+        File.WriteAllText(temp.File("notes.txt"), "these are not weights, just a text file somebody named wrongly\n");
+        using var backend = new CpuBackend();
+        var error = Assert.Throws<FileFormatException>(() => ModelFile.Load(temp.File("notes.txt"), backend));
+        Assert.Equal($"'{temp.File("notes.txt")}' is not a safetensors file: it does not begin with an 8-byte header length and a JSON header ('{{').",
+            error.Message);
+    }
+
+    [Fact]
     public void A_default_shape_is_the_scalar_shape_it_equals()
     {
         var shape = new Shape();

@@ -199,6 +199,7 @@ public sealed class FileFormatTests
     public void Safetensors_caps_the_header_before_reading_it()
     {
         var bytes = new byte[16];
+        bytes[8] = (byte)'{'; // a header that begins as one does (without it the file is named as not safetensors at all)
         BinaryPrimitives.WriteUInt64LittleEndian(bytes, 200_000_000);
         Assert.Contains("exceeds the 100000000-byte limit", Assert.Throws<FileFormatException>(() => Safetensors.Parse(bytes, "t")).Message, StringComparison.Ordinal);
         BinaryPrimitives.WriteUInt64LittleEndian(bytes, 9);

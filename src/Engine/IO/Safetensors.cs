@@ -31,6 +31,13 @@ public static class Safetensors
         }
 
         ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        if ((headerLength > MaximumHeaderBytes || headerLength > (ulong)(bytes.Length - 8)) && bytes.Length > 8 && bytes[8] != (byte)'{')
+        {
+            // Neither a plausible length nor a JSON header after it: another kind of file, not a damaged safetensors one.
+            throw new FileFormatException($"'{name}' is not a safetensors file: it does not begin with an 8-byte header length and a JSON " +
+                "header ('{').");
+        }
+
         if (headerLength > MaximumHeaderBytes)
         {
             throw new FileFormatException($"safetensors file '{name}': header length {headerLength} exceeds the {MaximumHeaderBytes}-byte limit.");

@@ -95,11 +95,36 @@ public abstract class Optimizer : IDisposable
         return learningRate;
     }
 
+    /// <summary>Whether <see cref="Dispose()"/> has freed the state.</summary>
+    public bool IsDisposed { get; private set; }
+
     /// <inheritdoc/>
     public void Dispose()
     {
+        IsDisposed = true;
         Dispose(true);
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>
+    /// Throws, naming <paramref name="method"/>, when this optimizer or the model whose parameters it updates has been
+    /// disposed (their tensors' own messages named only an operation's argument). Allocates nothing.
+    /// </summary>
+    internal void ThrowIfDisposed(string method)
+    {
+        if (IsDisposed)
+        {
+            throw new ObjectDisposedException(GetType().Name, $"{method}: the optimizer has been disposed.");
+        }
+
+        for (int i = 0; i < Values.Count; i++)
+        {
+            if (Values[i].IsDisposed)
+            {
+                throw new ObjectDisposedException(nameof(Sequential),
+                    $"{method}: parameter '{Parameters[i].Key}' has been freed: the model this optimizer updates has been disposed.");
+            }
+        }
     }
 
     /// <summary>Frees the state buffers.</summary>
@@ -146,6 +171,7 @@ public sealed class Sgd : Optimizer
     public override void Step()
     {
         using var use = Use("Sgd.Step");
+        ThrowIfDisposed("Sgd.Step");
         Backend.SgdUpdate(_options, StepCount == 0, Values, Gradients, _velocity, _learningRate);
         StepCount++;
     }
@@ -201,6 +227,7 @@ public sealed class Adam : Optimizer
     public override void Step()
     {
         using var use = Use("Adam.Step");
+        ThrowIfDisposed("Adam.Step");
         Backend.AdamUpdate(_options, StepCount + 1, Values, Gradients, _m, _v, _learningRate); // step t counts from 1 in the bias correction
         StepCount++; // after, as Sgd's: a step that throws is not counted
     }

@@ -30,19 +30,28 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     {
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(model);
+        optimizer.ThrowIfDisposed("Trainer");
         optimizer.CheckUpdates(model, "Trainer");
         return optimizer;
     }
 
-    /// <summary>The settings.</summary>
-    public TrainingOptions Options { get; } = options ?? throw new ArgumentNullException(nameof(options));
+    /// <summary>The settings (checked when the trainer is made, and again by Fit).</summary>
+    public TrainingOptions Options { get; } = Validated(options);
+
+    private static TrainingOptions Validated(TrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        return options;
+    }
 
     /// <summary>The ranks training together (<see cref="SingleProcess"/> unless given).</summary>
     public ICommunicator Communicator { get; } = communicator ?? SingleProcess.Instance;
 
     /// <summary>
     /// Trains until epoch <see cref="TrainingOptions.Epochs"/> (counted in total, from <paramref name="resume"/> if
-    /// given). <paramref name="onEpoch"/> sees each epoch's metrics; <paramref name="onCheckpoint"/> receives the
+    /// given; each call starts at epoch 1 unless resumed, so a second Fit repeats the same epochs' shuffles and
+    /// schedule — to go on, resume from the state <paramref name="onCheckpoint"/> last received with a larger Epochs). <paramref name="onEpoch"/> sees each epoch's metrics; <paramref name="onCheckpoint"/> receives the
     /// state after every finished epoch and, when <paramref name="cancel"/> fires, after the current batch, before
     /// <see cref="TrainingInterruptedException"/> is thrown. A NaN or infinite loss throws
     /// <see cref="TrainingDivergedException"/> at the end of its epoch, before any checkpoint of that epoch.
