@@ -86,6 +86,52 @@ public abstract class TorchParityTests(BackendFixture fixture)
         double loss = double.Parse(epochLine.Split("loss ")[1].Split(',')[0], System.Globalization.CultureInfo.InvariantCulture);
         Assert.Equal(info.GetProperty("loss").GetDouble(), loss, 4);
     }
+
+    /// <summary>
+    /// Several full-batch steps of SGD (Nesterov, dampening, no momentum) and Adam/AdamW (betas, eps) through the C#
+    /// API, from PyTorch's initial weights to its weights after the steps: the second and later steps are where momentum,
+    /// dampening and Adam's bias correction act (Adam's first step is ±lr whatever the gradients' size).
+    /// </summary>
+    [Theory]
+    [Trait("Category", "Torch")]
+    [MemberData(nameof(Fixtures.OptimizerCases), MemberType = typeof(Fixtures))]
+    public void Optimizer_steps_match_pytorch(string name)
+    {
+        var backend = fixture.Require();
+        var info = Fixtures.Manifest.GetProperty("optimizers").GetProperty(name);
+        float Number(string key) => info.GetProperty(key).GetSingle();
+        var input = info.GetProperty("input").GetString()!.Split('x').Select(int.Parse).ToArray();
+        using var model = Models.Sequential.Create(info.GetProperty("arch").GetString()!, new Shape(input), backend);
+        model.LoadStateDict(Safetensors.Read(Fixtures.Torch($"{name}.init.safetensors")).Tensors);
+        using Models.Optimizer optimizer = info.GetProperty("optimizer").GetString() switch
+        {
+            "sgd" => new Models.Sgd(backend, model.NamedParameters(), new SgdOptions(Number("lr"), Number("momentum"), Number("dampening"),
+                Number("weight_decay"), info.GetProperty("nesterov").GetBoolean())),
+            var kind => new Models.Adam(backend, model.NamedParameters(), new AdamOptions(Number("lr"), info.GetProperty("betas")[0].GetSingle(),
+                info.GetProperty("betas")[1].GetSingle(), Number("eps"), Number("weight_decay"), DecoupledWeightDecay: kind == "adamw")),
+        };
+
+        var images = Npy.ReadTensor(Fixtures.Torch($"{name}.images.npy"));
+        int[] labels = Npy.ReadLabels(Fixtures.Torch($"{name}.labels.npy"));
+        using var x = backend.Upload(images);
+        using var y = backend.Upload<int>([labels.Length], labels);
+        using var dlogits = backend.Allocate<float>([labels.Length, model.Classes]);
+        using var loss = backend.Allocate<float>([1]);
+        for (int step = 0; step < info.GetProperty("steps").GetInt32(); step++)
+        {
+            backend.SoftmaxCrossEntropy(model.Forward(x), y, dlogits, loss);
+            model.Backward(dlogits);
+            optimizer.Step();
+        }
+
+        var expected = Safetensors.Read(Fixtures.Torch($"{name}.after.safetensors")).Tensors;
+        var actual = model.StateDict();
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        foreach (var (key, tensor) in expected)
+        {
+            TensorAssert.Close(Array.ConvertAll(tensor.Data, v => (double)v), actual[key].Data, tensor.Shape, 1e-5, 1e-4, $"{backend.Name} {name} {key}");
+        }
+    }
 }
 
 /// <summary>The learning rate of every step against PyTorch's own schedulers (StepLR, CosineAnnealingLR, LinearLR warm-up).</summary>

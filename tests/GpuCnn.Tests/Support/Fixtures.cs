@@ -13,6 +13,9 @@ public static class Fixtures
 
     public static TheoryData<string> TrainCases => new(Manifest.GetProperty("train").EnumerateObject().Select(p => p.Name));
 
+    /// <summary>Several full-batch steps of an optimizer with settings the command line does not expose.</summary>
+    public static TheoryData<string> OptimizerCases => new(Manifest.GetProperty("optimizers").EnumerateObject().Select(p => p.Name));
+
     /// <summary>The bundled MNIST sample (data/mnist-sample, copied next to the CLI).</summary>
     public static string MnistSample => Path.Combine(AppContext.BaseDirectory, "data", "mnist-sample");
 

@@ -170,6 +170,18 @@ TRAIN_CASES = {
                                 schedule="step", step_size=2, gamma=0.5, warmup=3)),
 }
 
+# Several full-batch steps of each optimizer with the settings the command line does not expose (Nesterov, dampening,
+# no momentum, betas and eps): steps ≥ 2 are where momentum, dampening and Adam's bias correction show (Adam's first
+# step is ±lr whatever its gradients' size). The C# side runs them through the API (TorchParityTests).
+OPTIMIZER_CASES = {
+    "sgd_nesterov": dict(optimizer="sgd", lr=0.1, momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.01, steps=4),
+    "sgd_dampening": dict(optimizer="sgd", lr=0.1, momentum=0.8, dampening=0.3, nesterov=False, weight_decay=0.0, steps=4),
+    "sgd_plain": dict(optimizer="sgd", lr=0.2, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.01, steps=3),
+    "adam_betas": dict(optimizer="adam", lr=0.01, betas=[0.8, 0.95], eps=1e-6, weight_decay=0.001, steps=5),
+    "adamw_betas": dict(optimizer="adamw", lr=0.01, betas=[0.85, 0.99], eps=1e-7, weight_decay=0.1, steps=5),
+}
+OPTIMIZER_ARCH, OPTIMIZER_INPUT, OPTIMIZER_COUNT = "conv(3,3),tanh,flatten,dense(6),sigmoid,dense(4)", [2, 6, 6], 5
+
 # Learning rates per optimizer step from PyTorch's own schedulers: the epoch schedule (StepLR or CosineAnnealingLR,
 # stepped per epoch) times the warm-up (LinearLR from 1/N to 1 over N steps, stepped per batch).
 SCHEDULES = {
@@ -251,6 +263,29 @@ def main():
         loss = torch.tensor(first_loss)
         save_safetensors(f"{name}.after.safetensors", model.state_dict(), {"format": "pt"})
         manifest["train"][name] = {"arch": spec, "input": "x".join(map(str, shape)), "count": n, "loss": loss.item(), **hp}
+
+    manifest["optimizers"] = {}
+    for name, hp in OPTIMIZER_CASES.items():
+        torch.manual_seed(zlib.crc32(name.encode()))
+        model = build(OPTIMIZER_ARCH, OPTIMIZER_INPUT)
+        x = torch.randn([OPTIMIZER_COUNT] + OPTIMIZER_INPUT)
+        y = torch.randint(0, 4, (OPTIMIZER_COUNT,))
+        save_safetensors(f"{name}.init.safetensors", model.state_dict(), {"format": "pt"})
+        np.save(f"{name}.images.npy", x.numpy().astype(np.float32))
+        np.save(f"{name}.labels.npy", y.numpy().astype(np.int64))
+        if hp["optimizer"] == "sgd":
+            opt = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"], dampening=hp["dampening"],
+                                  nesterov=hp["nesterov"], weight_decay=hp["weight_decay"])
+        else:
+            kind = torch.optim.AdamW if hp["optimizer"] == "adamw" else torch.optim.Adam
+            opt = kind(model.parameters(), lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"])
+        for _ in range(hp["steps"]):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        save_safetensors(f"{name}.after.safetensors", model.state_dict(), {"format": "pt"})
+        manifest["optimizers"][name] = {"arch": OPTIMIZER_ARCH, "input": "x".join(map(str, OPTIMIZER_INPUT)), **hp}
 
     manifest["schedules"] = {name: dict(s, rates=schedule_rates(s)) for name, s in SCHEDULES.items()}
     with open("manifest.json", "w") as f:
