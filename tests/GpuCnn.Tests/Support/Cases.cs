@@ -29,6 +29,10 @@ public static class Cases
         ["groups 2 stride 2 pad 1"] = new(N: 2, C: 4, H: 6, W: 5, K: 6, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 2),
         ["depthwise dilation 2x1"] = new(N: 2, C: 3, H: 7, W: 6, K: 3, R: 3, S: 2, PadH: 1, DilationH: 2, DilationW: 1, Groups: 3),
         ["groups 2 of 1x1, 2 filters each"] = new(N: 1, C: 2, H: 4, W: 3, K: 4, R: 1, S: 1, Groups: 2),
+        // Padding beyond the kernel's reach (3 > R − 1): border outputs see only zeros, and the input gradient must drop
+        // the taps that land in the padding.
+        ["pad 3 beyond a 3x3 kernel"] = new(N: 1, C: 2, H: 4, W: 5, K: 2, R: 3, S: 3, PadH: 3, PadW: 3),
+        ["dilation 2 with stride 2"] = new(N: 2, C: 2, H: 9, W: 8, K: 3, R: 3, S: 2, StrideH: 2, StrideW: 2, PadH: 1, DilationH: 2, DilationW: 2),
         // More than 16 filters and channels: both halves of a 32-filter tile's rows, the second one partly, in the forward
         // pass and filter gradient and in backward data (whose filters are these channels).
         ["24 filters from 20 channels"] = new(N: 1, C: 20, H: 5, W: 4, K: 24, R: 3, S: 3, PadH: 1, PadW: 1),
