@@ -123,7 +123,7 @@ internal static class TrainCommand
                 // Alone, this rank's failure would leave the others waiting in their next collective until the timeout, and
                 // its own MPI_Finalize would wait for them: say what went wrong now, then end the whole job. (Ranks that
                 // differ, and a divergence, are found by every rank alike, from what the collectives carried: those end
-                // as a single process's errors do.)
+                // as a single process's errors do, rank 0 printing them — the catch below.)
                 io.Error.WriteLine($"error: rank {job.Rank} of {job.Size}: {GpuCnnCli.Describe(e)}");
                 job.Abort(GpuCnnCli.ExitCodeOf(e));
                 throw; // not reached: Abort ends the process
@@ -271,7 +271,6 @@ internal static class TrainCommand
                 io.Error.WriteLine($"note: the checkpoint was written on {writtenOn}, this run uses {CheckpointFile.DeviceOf(backend)}: it " +
                     "continues, but its sums run in another order, so the weights will not be bitwise those of an uninterrupted run there.");
             }
-
         }
 
         string interruptPath = settings.Checkpoint ?? settings.Resume ?? Path.ChangeExtension(settings.Out, null) + ".checkpoint.safetensors";

@@ -103,7 +103,7 @@ public sealed class ApiMisuseTests
         // A Predict between them had overwritten what the layers kept, and the gradients came out wrong without a word.
         backend.SoftmaxCrossEntropy(model.Forward(x), labels, dlogits, loss);
         _ = model.Predict(new Tensor(new Shape(4, 1, 4, 4), TestData.Uniform(64, 9)));
-        Assert.Contains("Predict, Trainer.Evaluate and Trainer.Fit run passes of their own",
+        Assert.Contains("Predict, Trainer.Evaluate, Trainer.Fit and a profile run passes of their own",
             Assert.Throws<InvalidOperationException>(() => model.Backward(dlogits)).Message, StringComparison.Ordinal);
 
         // A dlogits of another batch had failed inside a GEMM, naming neither the model nor the batch.
@@ -118,6 +118,29 @@ public sealed class ApiMisuseTests
         model.Eval();
         _ = model.Forward(x);
         model.Backward(dlogits);
+
+        // A Forward that fails part-way leaves nothing to go back through (the first layers hold the failed pass's input).
+        var failing = new Failing();
+        using var broken = new Sequential([.. ArchitectureSpec.Parse("conv(2,3,pad=1)"), failing, .. ArchitectureSpec.Parse("flatten,dense(3)")], [1, 4, 4], backend);
+        backend.SoftmaxCrossEntropy(broken.Forward(x), labels, dlogits, loss);
+        failing.Fails = true;
+        Assert.Throws<InvalidOperationException>(() => broken.Forward(x));
+        Assert.StartsWith("Sequential.Backward: there is no Forward to go back through", Assert.Throws<InvalidOperationException>(() => broken.Backward(dlogits)).Message,
+            StringComparison.Ordinal);
+    }
+
+    /// <summary>Hands x on, or throws when <see cref="Fails"/>.</summary>
+    private sealed class Failing : Layer
+    {
+        public bool Fails { get; set; }
+
+        public override string Spec => "failing";
+
+        public override DeviceTensor<float> Forward(DeviceTensor<float> x) => Fails ? throw new InvalidOperationException("failing: asked to") : x;
+
+        public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient) => needInputGradient ? dy : null;
+
+        protected override Shape InferOutputShape(Shape input) => input;
     }
 
     [Fact]

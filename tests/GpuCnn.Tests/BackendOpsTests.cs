@@ -547,7 +547,7 @@ public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fi
 /// The GPU-shaped CPU accelerator (<see cref="IlgpuCpuGpuGroupsFixture"/>) must take the launches a GPU takes, or its
 /// test classes would only repeat the small-group ones: 256-thread GEMM and convolution groups, 128×128 GEMM tiles.
 /// </summary>
-public sealed class GpuGroupsOnCpuTests(IlgpuCpuGpuGroupsFixture fixture) : IClassFixture<IlgpuCpuGpuGroupsFixture>
+public sealed class IlgpuCpuGpuGroupsLaunchTests(IlgpuCpuGpuGroupsFixture fixture) : IClassFixture<IlgpuCpuGpuGroupsFixture>
 {
     [Fact]
     public void The_gpu_shaped_cpu_accelerator_launches_what_a_gpu_launches()

@@ -186,6 +186,8 @@ public sealed class SharedModelTests
             // A step from here had updated the weights in the middle of the trainer's step, without a word.
             Assert.Equal("Sgd.Step: the optimizer is in use by another thread (a Trainer's Fit steps it); an optimizer serves one thread at a time.",
                 Assert.Throws<InvalidOperationException>(sgd.Step).Message);
+            Assert.StartsWith("Optimizer.Dispose: the optimizer is in use by another thread", Assert.Throws<InvalidOperationException>(sgd.Dispose).Message,
+                StringComparison.Ordinal); // its moments freed in the middle of the trainer's step
         }
         finally
         {

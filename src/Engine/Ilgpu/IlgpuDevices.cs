@@ -49,17 +49,13 @@ public static class IlgpuDevices
     /// </summary>
     internal static IlgpuBackend OpenCpuAccelerator(int groupThreads)
     {
-        var device = new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: groupThreads / 32, numMultiprocessors: 1);
-        var context = CreateContext(b => b.CPU(device));
-        try
+        ArgumentOutOfRangeException.ThrowIfLessThan(groupThreads, 32);
+        if (groupThreads % 32 != 0 || (groupThreads & (groupThreads - 1)) != 0)
         {
-            return new IlgpuBackend("ilgpu-cpu", context, context.CreateCPUAccelerator(0));
+            throw new ArgumentOutOfRangeException(nameof(groupThreads), groupThreads, "groupThreads: warps of 32, a power of two of them.");
         }
-        catch
-        {
-            context.Dispose();
-            throw;
-        }
+
+        return OpenCpuAcceleratorCore(new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: groupThreads / 32, numMultiprocessors: 1));
     }
 
     private static DeviceInfo Describe(string name, string kind, Func<IlgpuBackend> open)
@@ -142,9 +138,11 @@ public static class IlgpuDevices
         }
     }
 
-    private static IlgpuBackend OpenCpuAcceleratorCore()
+    private static IlgpuBackend OpenCpuAcceleratorCore() => OpenCpuAcceleratorCore(CPUDevice.Default);
+
+    private static IlgpuBackend OpenCpuAcceleratorCore(CPUDevice device)
     {
-        var context = CreateContext(b => b.CPU(CPUDeviceKind.Default));
+        var context = CreateContext(b => b.CPU(device));
         try
         {
             return new IlgpuBackend("ilgpu-cpu", context, context.CreateCPUAccelerator(0));

@@ -41,9 +41,6 @@ internal sealed class BatchSizedCache<T>(Func<int, T> create, Action<T> release)
         return buffer;
     }
 
-    /// <summary>The buffers held now.</summary>
-    public IEnumerable<T> Buffers => _entries.Select(e => e.Buffer);
-
     /// <summary>Frees every buffer.</summary>
     public void Clear()
     {

@@ -176,10 +176,10 @@ public abstract class Layer
     {
     }
 
-    /// <summary>The output buffer for a batch of <paramref name="batch"/>, allocated once per batch size.</summary>
+    /// <summary>The output buffer for a batch of <paramref name="batch"/>, kept for the four most recently used batch sizes.</summary>
     protected DeviceTensor<float> OutputBuffer(int batch) => _outputs.Get(batch);
 
-    /// <summary>The input-gradient buffer for a batch of <paramref name="batch"/>, allocated once per batch size.</summary>
+    /// <summary>The input-gradient buffer for a batch of <paramref name="batch"/>, kept as the outputs are.</summary>
     protected DeviceTensor<float> InputGradientBuffer(int batch) => _inputGradients.Get(batch);
 
     /// <summary>

@@ -3,6 +3,8 @@ namespace GpuCnn.Models;
 /// <summary>Updates parameters from their gradients; its state (momentum, moments) stays on the device.</summary>
 public abstract class Optimizer : IDisposable
 {
+    private readonly ThreadUse _use = new();
+
     /// <summary>Takes the parameters to update, with their state_dict keys.</summary>
     protected Optimizer(Backend backend, IEnumerable<(string Key, Parameter Parameter)> parameters)
     {
@@ -15,8 +17,6 @@ public abstract class Optimizer : IDisposable
         Values = [.. Parameters.Select(p => p.Parameter.Value)];
         Gradients = [.. Parameters.Select(p => p.Parameter.Gradient)];
     }
-
-    private readonly ThreadUse _use = new();
 
     /// <summary>The parameters in update order.</summary>
     public IReadOnlyList<(string Key, Parameter Parameter)> Parameters { get; }
@@ -101,6 +101,7 @@ public abstract class Optimizer : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        using var use = Use("Optimizer.Dispose"); // not while a trainer steps it on another thread
         IsDisposed = true;
         Dispose(true);
         GC.SuppressFinalize(this);

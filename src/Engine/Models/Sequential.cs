@@ -7,7 +7,8 @@ namespace GpuCnn.Models;
 /// </summary>
 /// <remarks>
 /// A model serves one thread at a time: its layers keep activations and gradients in buffers of their own, reused
-/// by the next batch. <see cref="Forward"/>, <see cref="Backward"/>, <see cref="Predict"/>, <see cref="StateDict"/>,
+/// by the next batch (for the four most recently used batch sizes). <see cref="Forward"/>, <see cref="Backward"/>,
+/// <see cref="Predict"/>, <see cref="Train"/>, <see cref="Eval"/>, <see cref="SetRandomKey"/>, <see cref="StateDict"/>,
 /// <see cref="LoadStateDict"/>, <see cref="Normalization"/>'s setter and <see cref="Dispose"/> called while another
 /// thread is inside one of them (or inside a trainer's Fit or Evaluate, or a profile, which hold the model for their
 /// whole run) throw <see cref="InvalidOperationException"/> instead of mixing two batches. A trainer's callbacks run
@@ -153,7 +154,10 @@ public sealed class Sequential : IDisposable
         _chain.SetTraining(training);
     }
 
-    /// <summary>logits (N, classes) for x (N, C, H, W) on the device; the result is owned by the last layer.</summary>
+    /// <summary>
+    /// logits (N, classes) for x (N, C, H, W) on the device; the result is owned by the last layer and lent until the
+    /// model's next pass (buffers are kept for the four most recently used batch sizes, so read it before then).
+    /// </summary>
     public DeviceTensor<float> Forward(DeviceTensor<float> x)
     {
         ArgumentNullException.ThrowIfNull(x);
@@ -182,12 +186,14 @@ public sealed class Sequential : IDisposable
             if (!_randomKeyFresh)
             {
                 _randomKey = Kernels.CounterRandom.Derive(_randomKey, 0x9E37u);
+                _randomFirstSample = 0; // a key of the model's own stream: its batch stands alone
             }
 
             _randomKeyFresh = false;
             _chain.SetRandomKey(_randomKey, _randomFirstSample);
         }
 
+        _backwardBatch = 0; // a pass that fails part-way leaves nothing a Backward could go back through
         var y = _chain.Forward(x);
         _backwardBatch = x.Shape[0];
         if (!ReferenceEquals(y, given))
@@ -225,7 +231,7 @@ public sealed class Sequential : IDisposable
         if (_backwardBatch == 0)
         {
             throw new InvalidOperationException("Sequential.Backward: there is no Forward to go back through; call Forward on the batch " +
-                "first (Predict, Trainer.Evaluate and Trainer.Fit run passes of their own, which overwrite what the layers kept).");
+                "first (Predict, Trainer.Evaluate, Trainer.Fit and a profile run passes of their own, which overwrite what the layers kept).");
         }
 
         if (dlogits.Shape.Rank != 2 || dlogits.Shape[0] != _backwardBatch || dlogits.Shape[1] != Classes) // no Shape allocated per step

@@ -51,8 +51,9 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// <summary>
     /// Trains until epoch <see cref="TrainingOptions.Epochs"/> (counted in total, from <paramref name="resume"/> if
     /// given; each call starts at epoch 1 unless resumed, so a second Fit repeats the same epochs' shuffles and
-    /// schedule — to go on, resume from the state <paramref name="onCheckpoint"/> last received with a larger Epochs). <paramref name="onEpoch"/> sees each epoch's metrics; <paramref name="onCheckpoint"/> receives the
-    /// state after every finished epoch and, when <paramref name="cancel"/> fires, after the current batch, before
+    /// schedule — to go on, resume from the state <paramref name="onCheckpoint"/> last received with a larger Epochs).
+    /// <paramref name="onEpoch"/> sees each epoch's metrics; <paramref name="onCheckpoint"/> receives the state after
+    /// every finished epoch and, when <paramref name="cancel"/> fires, after the current batch, before
     /// <see cref="TrainingInterruptedException"/> is thrown. A NaN or infinite loss throws
     /// <see cref="TrainingDivergedException"/> at the end of its epoch, before any checkpoint of that epoch.
     /// </summary>
