@@ -151,6 +151,11 @@ def rows(quick, device):
         sgd = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=foreach)
         sgd.step()  # the momentum buffers exist from here on, as ours are allocated up front
         out.append((name, None, sgd.step))
+    # The loss of a 1,000-class head at batch 256, forward and backward (the loss and dlogits), as OperationCases' softmax-ce row.
+    batch, classes = (16, 100) if quick else (256, 1000)
+    z = ((torch.rand(batch, classes, device=device) * 2 - 1) * 30).requires_grad_()
+    labels = torch.randint(0, classes, (batch,), device=device)
+    out.append((f"softmax-ce-{256}x{1000}{s}", None, lambda z=z, labels=labels: torch.autograd.grad(F.cross_entropy(z, labels), z)))
     return out
 
 

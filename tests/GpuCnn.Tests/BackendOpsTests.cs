@@ -323,6 +323,8 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     [InlineData(5, 10, 3f, 0.1f)]
     [InlineData(3, 4, 2f, 1f)]
     [InlineData(4500, 3, 3f, 0.1f)] // past 4,096 rows ILGPU runs a row kernel and a separate in-order sum
+    [InlineData(6, 37, 5f, 0f)] // the CPU backend's vectors of 16 and 8 logits and their tails
+    [InlineData(40, 1000, 30f, 0.1f)] // a 1,000-class head: the CPU backend splits the rows across its threads
     public void SoftmaxCrossEntropy_matches_reference(int batch, int classes, float scale, float smoothing)
     {
         float[] z = TestData.Uniform(batch * classes, 20, -scale, scale);

@@ -139,7 +139,7 @@ public static partial class OperationCases
     /// <summary>
     /// The fixed suite of `gpucnn bench`: GEMM, the LeNet and VGG-like convolution layers forward and backward, max
     /// pooling with switches, whole LeNet-5 and ResNet-8 training steps, batch norm + ReLU layers' steps (2-D and 1-D), and
-    /// ResNet-8's gradient clipping and SGD update (as a list and a tensor at a time). Names are stable so runs on different machines and
+    /// ResNet-8's gradient clipping and SGD update (as a list and a tensor at a time), a 1,000-class loss. Names are stable so runs on different machines and
     /// days compare row by row; <paramref name="quick"/> shrinks every shape and appends "-quick".
     /// </summary>
     public static IEnumerable<OperationCase> Benchmarks(bool quick)
@@ -187,6 +187,9 @@ public static partial class OperationCases
         // An SGD step over the same tensors as one list (one launch on a GPU) and a tensor at a time (29): launch-bound rows.
         yield return SgdStep($"sgd-resnet8{suffix}", ParameterLengths(ArchitectureSpec.ResNet8), listed: true);
         yield return SgdStep($"sgd-resnet8-per-tensor{suffix}", ParameterLengths(ArchitectureSpec.ResNet8), listed: false);
+
+        // The loss of a 1,000-class head at batch 256 (loss and dlogits in one call).
+        yield return SoftmaxCrossEntropy(quick ? 16 : 256, quick ? 100 : 1000, 1) with { Name = $"softmax-ce-256x1000{suffix}" };
     }
 
     /// <summary>The lengths of a 1×28×28 model's parameter tensors in state-dict order (built once on the reference backend).</summary>

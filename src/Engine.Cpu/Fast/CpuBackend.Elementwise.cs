@@ -14,10 +14,13 @@ public sealed partial class CpuBackend
     private readonly SplitJob _split = new();
     private readonly Dictionary<Type, object> _activationWork = [];
 
-    /// <summary>Splits [0, length) into one contiguous range per worker (one range for short tensors).</summary>
-    private void RunSplit(ISplitWork work, int length)
+    /// <summary>
+    /// Splits [0, length) into one contiguous range per worker (one range for short work: fewer than 32 Ki items of
+    /// <paramref name="itemSize"/> elements each).
+    /// </summary>
+    private void RunSplit(ISplitWork work, int length, int itemSize = 1)
     {
-        int parts = length < 1 << 15 ? 1 : _workers.Count;
+        int parts = (long)length * itemSize < 1 << 15 ? 1 : _workers.Count;
         _split.Work = work;
         _split.Length = length;
         _split.Parts = parts;

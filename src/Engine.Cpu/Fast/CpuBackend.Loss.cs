@@ -1,0 +1,173 @@
+using System.Numerics;
+using System.Runtime.Intrinsics;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// Softmax cross-entropy on the fast CPU backend (compiled into GpuCnn.Engine.Cpu): the reference's formulas with one
+/// exponential per logit — kept in dlogits while the row's sum forms, then scaled — and the rows split across the
+/// team; each row's loss goes to its own slot and the slots are added in row order after, so the result is the same
+/// for any thread count. (The reference took two exponentials per logit on one thread: 1.8 ms for 256 × 1,000 logits,
+/// 2.3× PyTorch's time.)
+/// </summary>
+public sealed partial class CpuBackend
+{
+    private readonly LossWork _lossWork = new();
+
+    /// <inheritdoc/>
+    protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
+        DeviceTensor<float> dlogits, DeviceTensor<float> loss, float labelSmoothing)
+    {
+        int batch = logits.Shape[0], classes = logits.Shape[1];
+        int[] values = Data(labels);
+        Checks.Labels("SoftmaxCrossEntropy", values, classes); // as the reference backend: an outside label is an error
+        var work = _lossWork;
+        if (work.RowLoss.Length < batch)
+        {
+            work.RowLoss = new float[batch]; // grows once per larger batch: steady-state training allocates nothing
+        }
+
+        (work.Logits, work.Labels, work.DLogits, work.Classes, work.Batch, work.Smoothing, work.Width) =
+            (Data(logits), values, Data(dlogits), classes, batch, labelSmoothing, Width);
+        RunSplit(work, batch, classes);
+        float total = 0f;
+        for (int n = 0; n < batch; n++)
+        {
+            total += work.RowLoss[n];
+        }
+
+        Data(loss)[0] = total / batch;
+    }
+
+    /// <summary>Rows [start, start + count) of the loss: their dlogits, and each row's summed loss in its slot.</summary>
+    private sealed class LossWork : ISplitWork
+    {
+        public float[] Logits { get; set; } = [];
+
+        public int[] Labels { get; set; } = [];
+
+        public float[] DLogits { get; set; } = [];
+
+        public float[] RowLoss { get; set; } = [];
+
+        public int Classes { get; set; }
+
+        public int Batch { get; set; }
+
+        public float Smoothing { get; set; }
+
+        public SimdWidth Width { get; set; }
+
+        public void Run(int start, int count)
+        {
+            float spread = Smoothing / Classes, invBatch = 1f / Batch;
+            for (int n = start; n < start + count; n++)
+            {
+                var z = Logits.AsSpan(n * Classes, Classes);
+                var d = DLogits.AsSpan(n * Classes, Classes);
+                float max = Max(z);
+                float sumExp = ShiftedExponentials(z, max, d);
+                float logSumExp = max + MathF.Log(sumExp), invSum = 1f / sumExp;
+                int label = Labels[n];
+                float labelTarget = 1f - Smoothing + spread, labelExp = d[label];
+
+                // dz = (softmax − q) / N with q = spread everywhere but the label; elementwise, so any vector width gives these bits.
+                int j = 0;
+                var scale = new Vector<float>(invSum);
+                var shift = new Vector<float>(spread);
+                var mean = new Vector<float>(invBatch);
+                for (; j <= Classes - Vector<float>.Count; j += Vector<float>.Count)
+                {
+                    (((new Vector<float>(d[j..]) * scale) - shift) * mean).CopyTo(d[j..]);
+                }
+
+                for (; j < Classes; j++)
+                {
+                    d[j] = ((d[j] * invSum) - spread) * invBatch;
+                }
+
+                d[label] = ((labelExp * invSum) - labelTarget) * invBatch;
+
+                // Σ_j q_j·(logsumexp − z_j): only the label's term without smoothing (an infinite logit elsewhere gives no NaN).
+                float rowLoss = labelTarget * (logSumExp - z[label]);
+                if (spread != 0f)
+                {
+                    for (j = 0; j < Classes; j++)
+                    {
+                        rowLoss += j == label ? 0f : spread * (logSumExp - z[j]);
+                    }
+                }
+
+                RowLoss[n] = rowLoss;
+            }
+        }
+
+        /// <summary>The largest logit (a NaN one makes its own exponential, hence the row, NaN whatever this returns).</summary>
+        private static float Max(ReadOnlySpan<float> z)
+        {
+            int j = 0;
+            float max = z[0];
+            if (z.Length >= Vector<float>.Count)
+            {
+                var most = new Vector<float>(z);
+                for (j = Vector<float>.Count; j <= z.Length - Vector<float>.Count; j += Vector<float>.Count)
+                {
+                    most = Vector.Max(most, new Vector<float>(z[j..]));
+                }
+
+                for (int k = 0; k < Vector<float>.Count; k++)
+                {
+                    max = float.Max(max, most[k]);
+                }
+            }
+
+            for (; j < z.Length; j++)
+            {
+                max = float.Max(max, z[j]);
+            }
+
+            return max;
+        }
+
+        /// <summary>e[j] = exp(z[j] − max) and their sum: vectors of <see cref="Width"/> where it has them, the tail one at a time.</summary>
+        private float ShiftedExponentials(ReadOnlySpan<float> z, float max, Span<float> e)
+        {
+            int j = 0;
+            float sum = 0f;
+            if (Width == SimdWidth.Vector512 && z.Length >= Vector512<float>.Count)
+            {
+                var shift = Vector512.Create(max);
+                var total = Vector512<float>.Zero;
+                for (; j <= z.Length - Vector512<float>.Count; j += Vector512<float>.Count)
+                {
+                    var v = Vector512.Exp(Vector512.Create(z[j..]) - shift);
+                    v.CopyTo(e[j..]);
+                    total += v;
+                }
+
+                sum = Vector512.Sum(total);
+            }
+            else if (Width == SimdWidth.Vector256 && z.Length >= Vector256<float>.Count)
+            {
+                var shift = Vector256.Create(max);
+                var total = Vector256<float>.Zero;
+                for (; j <= z.Length - Vector256<float>.Count; j += Vector256<float>.Count)
+                {
+                    var v = Vector256.Exp(Vector256.Create(z[j..]) - shift);
+                    v.CopyTo(e[j..]);
+                    total += v;
+                }
+
+                sum = Vector256.Sum(total);
+            }
+
+            for (; j < z.Length; j++)
+            {
+                e[j] = MathF.Exp(z[j] - max);
+                sum += e[j];
+            }
+
+            return sum;
+        }
+    }
+}
