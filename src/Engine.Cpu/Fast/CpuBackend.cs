@@ -239,6 +239,12 @@ public sealed unsafe partial class CpuBackend : HostBackend
                 return;
             }
 
+            if (IsDepthwise(g))
+            {
+                DepthwiseBackwardData(g, pdy, pw, pdx);
+                return;
+            }
+
             var group = GroupGeometry(g);
             fixed (float* output = Grow(ref _groupOutput, g.N * group.K * g.P * g.Q), input = Grow(ref _groupInput, g.N * group.C * g.H * g.W))
             {
@@ -335,6 +341,10 @@ public sealed unsafe partial class CpuBackend : HostBackend
             if (g.Groups == 1)
             {
                 ConvBackwardFilter(g, px, pdy, pdw);
+            }
+            else if (IsDepthwise(g))
+            {
+                DepthwiseBackwardFilter(g, px, pdy, pdw);
             }
             else
             {

@@ -32,6 +32,10 @@ public static class Cases
         // Padding beyond the kernel's reach (3 > R − 1): border outputs see only zeros, and the input gradient must drop
         // the taps that land in the padding.
         ["pad 3 beyond a 3x3 kernel"] = new(N: 1, C: 2, H: 4, W: 5, K: 2, R: 3, S: 3, PadH: 3, PadW: 3),
+        // Depthwise (the CPU backend's own backward route): rows long enough for its vector loops and their tails, and a stride.
+        ["depthwise 3x3 pad 1, rows of 21"] = new(N: 2, C: 4, H: 5, W: 21, K: 4, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 4),
+        ["depthwise stride 2 pad 2 dilation 2"] = new(N: 2, C: 5, H: 9, W: 19, K: 5, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 2, PadW: 2,
+            DilationH: 2, DilationW: 2, Groups: 5),
         ["dilation 2 with stride 2"] = new(N: 2, C: 2, H: 9, W: 8, K: 3, R: 3, S: 2, StrideH: 2, StrideW: 2, PadH: 1, DilationH: 2, DilationW: 2),
         // More than 16 filters and channels: both halves of a 32-filter tile's rows, the second one partly, in the forward
         // pass and filter gradient and in backward data (whose filters are these channels).
