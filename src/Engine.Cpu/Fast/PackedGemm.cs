@@ -205,7 +205,7 @@ internal sealed unsafe class PackedGemm : IDisposable
 
     /// <summary>target[i·targetStride + j] = source[j·sourceStride + i] for an 8 × 8 block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* source, int sourceStride, float* target, int targetStride)
+    internal static void Transpose8x8(float* source, int sourceStride, float* target, int targetStride)
     {
         Quadruples(Avx.LoadVector256(source), Avx.LoadVector256(source + sourceStride), Avx.LoadVector256(source + (2 * sourceStride)),
             Avx.LoadVector256(source + (3 * sourceStride)), out var u0, out var u1, out var u2, out var u3);

@@ -36,6 +36,9 @@ public static class Cases
         ["depthwise 3x3 pad 1, rows of 21"] = new(N: 2, C: 4, H: 5, W: 21, K: 4, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 4),
         ["depthwise stride 2 pad 2 dilation 2"] = new(N: 2, C: 5, H: 9, W: 19, K: 5, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 2, PadW: 2,
             DilationH: 2, DilationW: 2, Groups: 5),
+        // A 7×7 stride-2 stem: the CPU backend's filter gradient by filters, its dy transposed in 8 × 8 blocks with
+        // tails in both directions (20 filters, 42 outputs).
+        ["7x7 stride 2 stem, 20 filters"] = new(N: 2, C: 1, H: 13, W: 11, K: 20, R: 7, S: 7, StrideH: 2, StrideW: 2, PadH: 3, PadW: 3),
         ["dilation 2 with stride 2"] = new(N: 2, C: 2, H: 9, W: 8, K: 3, R: 3, S: 2, StrideH: 2, StrideW: 2, PadH: 1, DilationH: 2, DilationW: 2),
         // More than 16 filters and channels: both halves of a 32-filter tile's rows, the second one partly, in the forward
         // pass and filter gradient and in backward data (whose filters are these channels).
