@@ -5,8 +5,8 @@ namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
 /// Softmax cross-entropy on the fast CPU backend (compiled into GpuCnn.Engine.Cpu): the reference's formulas with one
-/// exponential per logit — kept in dlogits while the row's sum forms, then scaled — and the rows split across the
-/// team; each row's loss goes to its own slot and the slots are added in row order after, so the result is the same
+/// exponential per logit — vectors of the backend's width (.NET's Vector512/256.Exp), kept in dlogits while the row's
+/// sum forms, then scaled by reciprocals — and the rows split across the team; each row's loss goes to its own slot and the slots are added in row order after, so the result is the same
 /// for any thread count. (The reference took two exponentials per logit on one thread: 1.8 ms for 256 × 1,000 logits,
 /// 2.3× PyTorch's time.)
 /// </summary>
