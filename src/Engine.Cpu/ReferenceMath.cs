@@ -417,7 +417,9 @@ internal static partial class ReferenceMath
     /// <summary>
     /// logits (N, K classes), labels (N) -> dlogits (N, K), returns the mean loss against the smoothed target
     /// q = (1 − ε)·onehot(t) + ε/K (PyTorch's label_smoothing; ε = 0 is plain cross-entropy):
-    /// loss = (1/N) Σ_n Σ_j q_j·(logsumexp(z_n) − z_n[j]); dz = (softmax(z) − q) / N. Max-shifted for stability.
+    /// loss = (1/N) Σ_n Σ_j q_j·(logsumexp(z_n) − z_n[j]); dz = (softmax(z) − q) / N. Max-shifted for stability, and
+    /// taken as PyTorch's log_softmax is, (z − max) − log Σ e^(z − max): max + log Σ would round the log away at huge
+    /// logits (two tied at 10³⁰ gave a loss of 0 and a softmax of [1, 0]).
     /// </summary>
     public static T SoftmaxCrossEntropy<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> labels, Span<T> dlogits, int batch, int classes,
         double labelSmoothing = 0)
@@ -441,15 +443,15 @@ internal static partial class ReferenceMath
                 sumExp += T.Exp(z[j] - max);
             }
 
-            T logSumExp = max + T.Log(sumExp);
+            T logSum = T.Log(sumExp);
             for (int j = 0; j < classes; j++)
             {
                 T target = (j == labels[n] ? T.One - smoothing : T.Zero) + spread;
-                T softmax = T.Exp(z[j] - logSumExp);
+                T softmax = T.Exp(z[j] - max) / sumExp;
                 dlogits[n * classes + j] = (softmax - target) / count;
                 if (target != T.Zero)
                 {
-                    total += target * (logSumExp - z[j]); // skipped at 0: without smoothing, only the label's term (an infinite logit elsewhere gives no NaN)
+                    total += target * ((max - z[j]) + logSum); // skipped at 0: without smoothing, only the label's term (an infinite logit elsewhere gives no NaN)
                 }
             }
         }

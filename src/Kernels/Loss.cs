@@ -14,8 +14,8 @@ internal static class LossKernels
 {
     /// <summary>
     /// For row n of logits z (N, K classes) with label t and target q_j = (1 − ε)·[j = t] + ε/K: m = max z,
-    /// lse = m + log Σ e^(z−m), perSample[n] = Σ_j q_j·(lse − z_j) = lse − (1 − ε)·z_t − (ε/K)·Σ_j z_j,
-    /// dz[n,j] = (e^(z_j − lse) − q_j) / N.
+    /// S = Σ e^(z−m), perSample[n] = Σ_j q_j·((m − z_j) + log S) = log S + (1 − ε)·(m − z_t) + (ε/K)·Σ_j (m − z_j),
+    /// dz[n,j] = (e^(z_j − m)/S − q_j) / N — PyTorch's log_softmax order: m + log S would round log S away at huge logits.
     /// </summary>
     public static void SoftmaxCrossEntropyRows(Index1D n, ArrayView<float> logits, ArrayView<int> labels,
         ArrayView<float> dlogits, ArrayView<float> perSample, LossShape s)
@@ -28,14 +28,14 @@ internal static class LossKernels
             max = XMath.Max(max, logits[row + j]);
         }
 
-        float total = 0f, logitSum = 0f;
+        float total = 0f, shiftedSum = 0f;
         for (int j = 0; j < classes; j++)
         {
             total += XMath.Exp(logits[row + j] - max);
-            logitSum += logits[row + j];
+            shiftedSum += max - logits[row + j];
         }
 
-        float lse = max + XMath.Log(total);
+        float logTotal = XMath.Log(total), inverse = 1f / total;
         int label = labels[n];
         if ((uint)label >= (uint)classes)
         {
@@ -52,13 +52,13 @@ internal static class LossKernels
         float scale = 1f / s.Batch, spread = s.LabelSmoothing / classes, onLabel = 1f - s.LabelSmoothing + spread;
         for (int j = 0; j < classes; j++)
         {
-            float softmax = XMath.Exp(logits[row + j] - lse);
+            float softmax = XMath.Exp(logits[row + j] - max) * inverse;
             dlogits[row + j] = (softmax - (j == label ? onLabel : spread)) * scale;
         }
 
         perSample[n] = s.LabelSmoothing == 0f
-            ? lse - logits[row + label]
-            : lse - ((1f - s.LabelSmoothing) * logits[row + label]) - (spread * logitSum);
+            ? (max - logits[row + label]) + logTotal
+            : logTotal + ((1f - s.LabelSmoothing) * (max - logits[row + label])) + (spread * shiftedSum);
     }
 
     /// <summary>

@@ -341,6 +341,20 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(batch, classes), 1e-6, 1e-4, $"{Backend.Name} dlogits");
     }
 
+    [Fact]
+    public void Huge_tied_logits_keep_the_log_of_the_sum_as_pytorch_does()
+    {
+        // PyTorch: log_softmax = (z − max) − log Σ e^(z − max). As max + log Σ, log 2 vanished next to 10³⁰: the loss was 0
+        // and the reference's softmax [1, 0].
+        using var dz = Put([1e30f, 1e30f], [1, 2]);
+        using var dlabels = Backend.Upload<int>([1], [1]);
+        using var dgrad = Poisoned([1, 2]);
+        using var dloss = Poisoned([1]);
+        Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss);
+        TensorAssert.Close([Math.Log(2)], Backend.DownloadArray(dloss), new Shape(1), 1e-7, 1e-6, $"{Backend.Name} loss");
+        TensorAssert.Close([0.5, -0.5], Backend.DownloadArray(dgrad), new Shape(1, 2), 1e-7, 1e-6, $"{Backend.Name} dlogits");
+    }
+
     [Theory]
     [InlineData(9)]
     [InlineData(-1)]

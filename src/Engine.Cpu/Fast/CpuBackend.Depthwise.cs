@@ -14,7 +14,9 @@ namespace GpuCnn.Cpu.Fast;
 /// <item>dw[c,r,s] = Σ_n Σ_{p,q} x[n,c,h(p,r),w(q,s)]·dy[n,c,p,q] — a dot product of rows per tap, each channel summed over
 /// its images in order.</item>
 /// </list>
-/// A plane's sums run in a fixed order whatever the thread count.
+/// A plane's sums run in a fixed order whatever the thread count. The loops use <see cref="Vector{T}"/> and a 128-bit
+/// step whatever width the backend was made with (a backend forced to scalar or 128-bit still runs them), so the filter
+/// gradient's bits follow Vector&lt;float&gt;'s width, not the backend's.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
@@ -26,13 +28,13 @@ public sealed unsafe partial class CpuBackend
     private void DepthwiseBackwardData(in Conv2dGeometry g, float* dy, float* w, float* dx)
     {
         _depthwise.Set(g, dy, w, dx, filterGradient: false);
-        RunSplit(_depthwise, g.N * g.C, g.R * g.S * g.P * g.Q);
+        RunSplit(_depthwise, g.N * g.C, (long)g.R * g.S * g.P * g.Q);
     }
 
     private void DepthwiseBackwardFilter(in Conv2dGeometry g, float* x, float* dy, float* dw)
     {
         _depthwise.Set(g, dy, x, dw, filterGradient: true);
-        RunSplit(_depthwise, g.C, g.N * g.R * g.S * g.P * g.Q);
+        RunSplit(_depthwise, g.C, (long)g.N * g.R * g.S * g.P * g.Q);
     }
 
     /// <summary>Planes (backward data: n·C + c) or channels (filter gradient) [start, start + count).</summary>

@@ -15,15 +15,16 @@ public sealed partial class CpuBackend
     private readonly Dictionary<Type, object> _activationWork = [];
 
     /// <summary>
-    /// Splits [0, length) into one contiguous range per worker (one range for short work: fewer than 32 Ki items of
-    /// <paramref name="itemSize"/> elements each).
+    /// Splits [0, length) into one contiguous range per worker (one range for short work: fewer than 32 Ki elements).
+    /// Items of one element (floats) go in whole cache lines of 16; items of several (rows, planes, channels) one by one.
     /// </summary>
-    private void RunSplit(ISplitWork work, int length, int itemSize = 1)
+    private void RunSplit(ISplitWork work, int length, long itemSize = 1)
     {
-        int parts = (long)length * itemSize < 1 << 15 ? 1 : _workers.Count;
+        int parts = length * itemSize < 1 << 15 ? 1 : _workers.Count;
         _split.Work = work;
         _split.Length = length;
         _split.Parts = parts;
+        _split.Granularity = itemSize == 1 ? 16 : 1;
         _workers.Run(_split, parts);
     }
 
@@ -81,11 +82,14 @@ public sealed partial class CpuBackend
 
         public int Parts { get; set; }
 
+        /// <summary>Ranges are whole multiples of this many items (16 floats: a cache line).</summary>
+        public int Granularity { get; set; } = 16;
+
         public bool AnyWorker => true;
 
         public void Run(int part, int worker)
         {
-            int chunk = (((Length + Parts - 1) / Parts) + 15) & ~15;
+            int chunk = ((Length + Parts - 1) / Parts + Granularity - 1) / Granularity * Granularity;
             int start = part * chunk, count = Math.Min(chunk, Length - start);
             if (count > 0)
             {

@@ -67,7 +67,7 @@ public sealed partial class CpuBackend
                 var d = DLogits.AsSpan(n * Classes, Classes);
                 float max = Max(z);
                 float sumExp = ShiftedExponentials(z, max, d);
-                float logSumExp = max + MathF.Log(sumExp), invSum = 1f / sumExp;
+                float logSum = MathF.Log(sumExp), invSum = 1f / sumExp; // (z − max) − logSum, never max + logSum: see the reference
                 int label = Labels[n];
                 float labelTarget = 1f - Smoothing + spread, labelExp = d[label];
 
@@ -89,12 +89,12 @@ public sealed partial class CpuBackend
                 d[label] = ((labelExp * invSum) - labelTarget) * invBatch;
 
                 // Σ_j q_j·(logsumexp − z_j): only the label's term without smoothing (an infinite logit elsewhere gives no NaN).
-                float rowLoss = labelTarget * (logSumExp - z[label]);
+                float rowLoss = labelTarget * ((max - z[label]) + logSum);
                 if (spread != 0f)
                 {
                     for (j = 0; j < Classes; j++)
                     {
-                        rowLoss += j == label ? 0f : spread * (logSumExp - z[j]);
+                        rowLoss += j == label ? 0f : spread * ((max - z[j]) + logSum);
                     }
                 }
 
