@@ -53,6 +53,18 @@ public sealed class OwnershipTests
     }
 
     [Fact]
+    public void Layers_of_a_model_that_failed_to_build_say_so_when_reused()
+    {
+        using var backend = Backends.Open("cpu");
+        var layers = ArchitectureSpec.Parse("conv(4,3),relu,conv(4,5),flatten,dense(3)");
+        Assert.Throws<SpecException>(() => new Sequential(layers, [1, 4, 4], backend)); // the 5×5 layer meets a 2×2 input
+        // It had said the layers "already belong to a model", though no model exists.
+        var error = Assert.Throws<InvalidOperationException>(() => new Sequential(layers, [1, 12, 12], backend));
+        Assert.Equal("conv(4,3): this layer was built into a model that has since been disposed or failed to build, which freed it; layers are " +
+            "not reused (parse the spec again: ArchitectureSpec.Parse).", error.Message);
+    }
+
+    [Fact]
     public void Disposing_the_model_frees_everything_it_lent()
     {
         using var backend = Backends.Open("cpu");

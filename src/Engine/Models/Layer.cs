@@ -71,6 +71,7 @@ public abstract class Layer
 {
     private readonly BatchSizedCache<DeviceTensor<float>> _outputs, _inputGradients;
     private Backend? _backend;
+    private bool _released; // built, then freed with its model: a second model gets a message saying so
 
     /// <summary>A layer; its output and input-gradient buffers are made per batch size on first use.</summary>
     protected Layer()
@@ -153,8 +154,9 @@ public abstract class Layer
     internal bool IsBuilt => _backend is not null;
 
     /// <summary>The error for a layer given to a second model.</summary>
-    internal InvalidOperationException AlreadyBuilt() =>
-        new($"{Spec}: this layer already belongs to a model; give each model its own layers (parse the spec again: ArchitectureSpec.Parse).");
+    internal InvalidOperationException AlreadyBuilt() => new(_released
+        ? $"{Spec}: this layer was built into a model that has since been disposed or failed to build, which freed it; layers are not reused (parse the spec again: ArchitectureSpec.Parse)."
+        : $"{Spec}: this layer already belongs to a model; give each model its own layers (parse the spec again: ArchitectureSpec.Parse).");
 
     /// <summary>Builds what the layer contains (a container builds its children here) and returns the output shape.</summary>
     private protected virtual Shape BuildOutput(Shape input, Random init) => InferOutputShape(input);
@@ -240,6 +242,7 @@ public abstract class Layer
     /// <summary>Frees the layer's device memory (its model, when the model is disposed; layers are not the caller's to free).</summary>
     internal void Release()
     {
+        _released = IsBuilt;
         _outputs.Clear();
         _inputGradients.Clear();
 
