@@ -36,8 +36,9 @@ public sealed class Sequential : IDisposable
     {
         ArgumentNullException.ThrowIfNull(layers);
         ArgumentNullException.ThrowIfNull(backend);
-        _inputs = new(batch => backend.Allocate<float>(new Shape([batch, .. inputShape.ToArray()])), static input => input.Dispose());
-        _normalized = new(batch => backend.Allocate<float>(new Shape([batch, .. inputShape.ToArray()])).Lend(), static normalized => normalized.Reclaim());
+        _inputs = new(batch => backend.Allocate<float>(Batch(batch)), static input => input.Dispose());
+        _normalized = new(batch => backend.Allocate<float>(Batch(batch)).Lend(), static normalized => normalized.Reclaim());
+        Shape Batch(int batch) => new([batch, .. inputShape.ToArray()]);
         _chain = new LayerChain([.. layers]);
         if (Layers.Count == 0)
         {
