@@ -118,6 +118,60 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(expectedY, Backend.DownloadArray(ty), shape, 1e-4 * largest, 0, $"{Backend.Name} batch norm evaluation y {shape} (largest {largest:G3})");
     }
 
+    [Theory]
+    [Trait("Category", "CrossCheck")]
+    [InlineData(4, 3, 1, 2)] // channel by channel, 8 values a channel
+    [InlineData(4, 37)] // features: whole vectors of channels and some left over
+    public void BatchNorm_training_statistics_hold_for_channels_far_from_zero(params int[] dims)
+    {
+        // Channel 0 is 2e38 everywhere: its float sum overflowed, and a mean of infinity made its y NaN (PyTorch 1.13's
+        // CPU batch_norm gives −inf). Channel 1 is 1e19 ± 1e13: a float sum rounds the mean by a fair part of the
+        // spread, and the running variance came out 0.3 % off (PyTorch's 0.8 %). Sums of offsets from the channel's
+        // first value keep both to float rounding.
+        var shape = new Shape(dims);
+        var s = GradientCheckTests.BatchNormShapeOf(shape, training: true);
+        var channels = new Shape(s.Channels);
+        float[] x = TestData.Uniform(shape.Size, 45), spread = TestData.Uniform(s.Count, 46);
+        for (int e = 0; e < s.Count; e++)
+        {
+            x[s.Index(0, e)] = 2e38f;
+            x[s.Index(1, e)] = 1e19f + (1e13f * spread[e]);
+        }
+
+        float[] weight = TestData.Uniform(s.Channels, 47, 0.5f, 2f), bias = TestData.Uniform(s.Channels, 48);
+        float[] runningMean = new float[s.Channels], runningVar = [.. Enumerable.Repeat(1f, s.Channels)];
+        double[] y = new double[shape.Size], mean = new double[s.Channels], invStd = new double[s.Channels];
+        double[] expectedRunningMean = TestData.Widen(runningMean), expectedRunningVar = TestData.Widen(runningVar);
+        ReferenceMath.BatchNormForward<double>(s, TestData.Widen(x), TestData.Widen(weight), TestData.Widen(bias), expectedRunningMean,
+            expectedRunningVar, y, mean, invStd);
+
+        using var tx = Put(x, shape);
+        using var tw = Put(weight, channels);
+        using var tb = Put(bias, channels);
+        using var trm = Put(runningMean, channels);
+        using var trv = Put(runningVar, channels);
+        using var ty = Poisoned(shape);
+        using var tmean = Poisoned(channels);
+        using var tinv = Poisoned(channels);
+        Backend.BatchNormForward(true, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
+        string what = $"{Backend.Name} batch norm {shape}, channels of 2e38 and 1e19 ± 1e13";
+        TensorAssert.Close(mean, Backend.DownloadArray(tmean), channels, 1e-6, 1e-6, $"{what}: mean");
+        TensorAssert.Close(invStd, Backend.DownloadArray(tinv), channels, 1e-6, 1e-4, $"{what}: invStd");
+        TensorAssert.Close(expectedRunningMean, Backend.DownloadArray(trm), channels, 1e-6, 1e-6, $"{what}: running mean");
+        TensorAssert.Close(expectedRunningVar, Backend.DownloadArray(trv), channels, 1e-6, 1e-4, $"{what}: running var");
+
+        // y of channel 1 is (x − mean)·invStd with the mean rounded to a float 1e12 apart: a tenth of a standard
+        // deviation off in any float arithmetic (PyTorch's y differs by 0.06), so its values are left out.
+        float[] actual = Backend.DownloadArray(ty);
+        for (int e = 0; e < s.Count; e++)
+        {
+            y[s.Index(1, e)] = 0;
+            actual[s.Index(1, e)] = 0;
+        }
+
+        TensorAssert.Close(y, actual, shape, Atol, Rtol, $"{what}: y");
+    }
+
     /// <summary>
     /// Fused batch norm cases: every activation in training on (N,C,H,W) and in evaluation on (N, features); for ReLU
     /// and Sigmoid also the other way round, planes of 1,200 values (longer than the CPU's 1,024-value pieces), and

@@ -609,31 +609,32 @@ public sealed unsafe partial class CpuBackend : HostBackend
     }
 
     /// <summary>
-    /// Σ x[0 … length), with four independent vector accumulators: one would chain every add on the last, and the adds'
-    /// latency, not memory, would set the pace (a quarter of it with four). Bias gradients and batch norm use it.
+    /// Σ (x[i] − pivot) over [0, length), with four independent vector accumulators: one would chain every add on the
+    /// last, and the adds' latency, not memory, would set the pace (a quarter of it with four). Bias gradients sum with
+    /// pivot 0; batch norm from a channel's first value, so that a channel far from zero keeps its mean.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Sum(float* x, int length)
+    private static float Sum(float* x, int length, float pivot = 0f)
     {
         int n = Vector<float>.Count, i = 0;
-        Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
+        Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0, p = new(pivot);
         for (; i <= length - (4 * n); i += 4 * n)
         {
-            s0 += Vector.Load(x + i);
-            s1 += Vector.Load(x + i + n);
-            s2 += Vector.Load(x + i + (2 * n));
-            s3 += Vector.Load(x + i + (3 * n));
+            s0 += Vector.Load(x + i) - p;
+            s1 += Vector.Load(x + i + n) - p;
+            s2 += Vector.Load(x + i + (2 * n)) - p;
+            s3 += Vector.Load(x + i + (3 * n)) - p;
         }
 
         for (; i <= length - n; i += n)
         {
-            s0 += Vector.Load(x + i);
+            s0 += Vector.Load(x + i) - p;
         }
 
         float sum = Vector.Sum((s0 + s1) + (s2 + s3));
         for (; i < length; i++)
         {
-            sum += x[i];
+            sum += x[i] - pivot;
         }
 
         return sum;

@@ -129,17 +129,18 @@ public sealed unsafe partial class CpuBackend
             float mean, invStd;
             if (s.Training != 0)
             {
-                float sum = 0f;
+                // As the reference: offsets from the channel's first value, so that a channel far from zero keeps its mean.
+                float pivot = x[0], offsets = 0f;
                 for (int n = 0; n < batch; n++)
                 {
-                    sum += Sum(x + ((long)n * stride), inner);
+                    offsets += Sum(x + ((long)n * stride), inner, pivot);
                 }
 
-                mean = sum / s.Count;
-                float squares = 0f;
+                float offset = offsets / s.Count, squares = 0f;
+                mean = pivot + offset;
                 for (int n = 0; n < batch; n++)
                 {
-                    squares += BatchNormRuns.SquaredDeviations(x + ((long)n * stride), inner, mean);
+                    squares += BatchNormRuns.SquaredDeviations(x + ((long)n * stride), inner, pivot, offset);
                 }
 
                 invStd = 1f / MathF.Sqrt((squares / s.Count) + s.Epsilon);
@@ -173,11 +174,12 @@ public sealed unsafe partial class CpuBackend
             {
                 float* squares = stackalloc float[count];
                 new Span<float>(squares, count).Clear();
+                // mean holds the offsets from each channel's first value (row 0 of x) until their mean is added back.
                 for (int n = 0; n < batch; n++)
                 {
                     for (int v = 0; v < count; v += width)
                     {
-                        (Vector.Load(mean + v) + Vector.Load(x + ((long)n * stride) + v)).Store(mean + v);
+                        (Vector.Load(mean + v) + (Vector.Load(x + ((long)n * stride) + v) - Vector.Load(x + v))).Store(mean + v);
                     }
                 }
 
@@ -190,7 +192,7 @@ public sealed unsafe partial class CpuBackend
                 {
                     for (int v = 0; v < count; v += width)
                     {
-                        var d = Vector.Load(x + ((long)n * stride) + v) - Vector.Load(mean + v);
+                        var d = Vector.Load(x + ((long)n * stride) + v) - Vector.Load(x + v) - Vector.Load(mean + v);
                         (Vector.Load(squares + v) + (d * d)).Store(squares + v);
                     }
                 }
@@ -199,7 +201,8 @@ public sealed unsafe partial class CpuBackend
                 var momentum = new Vector<float>(s.Momentum);
                 for (int v = 0; v < count; v += width)
                 {
-                    var mu = Vector.Load(mean + v);
+                    var mu = Vector.Load(x + v) + Vector.Load(mean + v);
+                    mu.Store(mean + v);
                     var sq = Vector.Load(squares + v);
                     (Vector<float>.One / Vector.SquareRoot((sq / s.Count) + new Vector<float>(s.Epsilon))).Store(scale + v); // invStd for now
                     ((keep * Vector.Load(_runningMean + c + v)) + (momentum * mu)).Store(_runningMean + c + v);
@@ -400,18 +403,21 @@ public sealed unsafe partial class CpuBackend
         /// <summary>Values of dz made at a time on the stack for an activation other than ReLU.</summary>
         private const int Piece = 1024;
 
-        /// <summary>Σ (x − mean)², with four independent vector accumulators, as <see cref="Sum(float*, int)"/>.</summary>
+        /// <summary>
+        /// Σ (x − pivot − offset)², the squared deviations from the mean pivot + offset (as the reference: the offset,
+        /// unrounded by the pivot's magnitude), with four independent vector accumulators, as <see cref="Sum(float*, int, float)"/>.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static float SquaredDeviations(float* x, int length, float mean)
+        public static float SquaredDeviations(float* x, int length, float pivot, float offset)
         {
             int n = Vector<float>.Count, i = 0;
-            Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0, mu = new(mean);
+            Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0, p = new(pivot), o = new(offset);
             for (; i <= length - (4 * n); i += 4 * n)
             {
-                var d0 = Vector.Load(x + i) - mu;
-                var d1 = Vector.Load(x + i + n) - mu;
-                var d2 = Vector.Load(x + i + (2 * n)) - mu;
-                var d3 = Vector.Load(x + i + (3 * n)) - mu;
+                var d0 = Vector.Load(x + i) - p - o;
+                var d1 = Vector.Load(x + i + n) - p - o;
+                var d2 = Vector.Load(x + i + (2 * n)) - p - o;
+                var d3 = Vector.Load(x + i + (3 * n)) - p - o;
                 s0 += d0 * d0;
                 s1 += d1 * d1;
                 s2 += d2 * d2;
@@ -420,14 +426,15 @@ public sealed unsafe partial class CpuBackend
 
             for (; i <= length - n; i += n)
             {
-                var d = Vector.Load(x + i) - mu;
+                var d = Vector.Load(x + i) - p - o;
                 s0 += d * d;
             }
 
             float sum = Vector.Sum((s0 + s1) + (s2 + s3));
             for (; i < length; i++)
             {
-                sum += (x[i] - mean) * (x[i] - mean);
+                float d = x[i] - pivot - offset;
+                sum += d * d;
             }
 
             return sum;

@@ -19,7 +19,7 @@ public sealed partial class IlgpuBackend
             _launch.NextSerial(2L * ((chunkSize + 255) / 256));
             _launch.Run(BatchNormKernels.ChunkStatistics, ChunkReduction(shape, chunks), View(x), partial, shape, chunkSize);
             _launch.NextSerial(2L * chunks);
-            _launch.Run(BatchNormKernels.MergeStatistics, shape.Channels, partial, View(mean), View(invStd), View(runningMean),
+            _launch.Run(BatchNormKernels.MergeStatistics, shape.Channels, View(x), partial, View(mean), View(invStd), View(runningMean),
                 View(runningVar), shape, chunkSize);
         }
         else

@@ -31,7 +31,8 @@ internal static class BatchNormKernels
 {
     /// <summary>
     /// Training statistics, first pass: group (c, chunk) = (Grid.IdxX, Grid.IdxY) takes values
-    /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c and writes their sum and the sum of their squared
+    /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c and writes the sum of their offsets from the channel's
+    /// first value (the pivot, as the reference: a channel far from zero keeps its mean) and the sum of their squared
     /// deviations from the chunk's own mean (two passes over the chunk) to partial[2·(c·chunks + chunk)] and the float
     /// after it. <see cref="MergeStatistics"/> combines the chunks.
     /// </summary>
@@ -39,19 +40,19 @@ internal static class BatchNormKernels
     {
         int c = Grid.IdxX, chunk = Grid.IdxY, chunks = Grid.DimY;
         int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
-        float sum = 0f;
+        float pivot = x[s.Index(c, 0)], sum = 0f;
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
-            sum += x[s.Index(c, e)];
+            sum += x[s.Index(c, e)] - pivot;
         }
 
         float chunkSum = ReductionKernels.GroupSum(sum);
-        float mu = chunkSum / (end - begin);
+        float offset = chunkSum / (end - begin);
         Group.Barrier(); // every thread has read the sum before the next one overwrites the shared memory
         float squares = 0f;
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
-            float d = x[s.Index(c, e)] - mu;
+            float d = x[s.Index(c, e)] - pivot - offset;
             squares += d * d;
         }
 
@@ -64,13 +65,13 @@ internal static class BatchNormKernels
     }
 
     /// <summary>
-    /// Training statistics, second pass, channel c: mean = Σ chunk sums / M; the squared deviations from it are, chunk
-    /// by chunk in order, the chunk's own plus n·(chunk mean − mean)² (exact in real arithmetic, the parallel form of
-    /// the two-pass variance; one chunk gives the two-pass sum itself); invStd = 1/√(biased variance + ε); the running
-    /// statistics' momentum update (unbiased variance).
+    /// Training statistics, second pass, channel c: mean = pivot + Σ chunk offset sums / M; the squared deviations from
+    /// it are, chunk by chunk in order, the chunk's own plus n·(chunk mean − mean)² (exact in real arithmetic, the
+    /// parallel form of the two-pass variance; one chunk gives the two-pass sum itself); invStd = 1/√(biased variance
+    /// + ε); the running statistics' momentum update (unbiased variance).
     /// </summary>
-    public static void MergeStatistics(Index1D c, ArrayView<float> partial, ArrayView<float> mean, ArrayView<float> invStd,
-        ArrayView<float> runningMean, ArrayView<float> runningVar, BatchNormShape s, int chunkSize)
+    public static void MergeStatistics(Index1D c, ArrayView<float> x, ArrayView<float> partial, ArrayView<float> mean,
+        ArrayView<float> invStd, ArrayView<float> runningMean, ArrayView<float> runningVar, BatchNormShape s, int chunkSize)
     {
         int chunks = (s.Count + chunkSize - 1) / chunkSize, first = 2 * c * chunks;
         float sum = 0f;
@@ -79,12 +80,12 @@ internal static class BatchNormKernels
             sum += partial[first + (2 * chunk)];
         }
 
-        float mu = sum / s.Count, deviations = 0f;
+        float offset = sum / s.Count, mu = x[s.Index(c, 0)] + offset, deviations = 0f;
         for (int chunk = 0; chunk < chunks; chunk++)
         {
             int n = XMath.Min(chunkSize, s.Count - (chunk * chunkSize));
-            float offset = (partial[first + (2 * chunk)] / n) - mu;
-            deviations += partial[first + (2 * chunk) + 1] + (n * offset * offset);
+            float apart = (partial[first + (2 * chunk)] / n) - offset;
+            deviations += partial[first + (2 * chunk) + 1] + (n * apart * apart);
         }
 
         float variance = deviations / s.Count;

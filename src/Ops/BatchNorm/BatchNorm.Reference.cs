@@ -8,8 +8,8 @@ internal static partial class ReferenceMath
 {
     /// <summary>
     /// y (N,C,inner) = (x − mean)·invStd·weight + bias per channel. Training: mean and invStd (C) from the batch
-    /// (biased variance, summed around the mean), running statistics updated with momentum (unbiased variance);
-    /// evaluation: from the running statistics.
+    /// (biased variance, summed around the mean; both sums of offsets from the channel's first value), running
+    /// statistics updated with momentum (unbiased variance); evaluation: from the running statistics.
     /// </summary>
     public static void BatchNormForward<T>(BatchNormShape s, ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
         Span<T> runningMean, Span<T> runningVar, Span<T> y, Span<T> mean, Span<T> invStd)
@@ -20,16 +20,19 @@ internal static partial class ReferenceMath
         {
             if (s.Training != 0)
             {
-                T sum = T.Zero;
+                // Summed as offsets from the channel's first value, so that a channel far from zero keeps its
+                // mean: 2e38 in every place would overflow a float sum, and 1e19 ± 1e13 would round it by a fair part
+                // of the spread.
+                T pivot = x[s.Index(c, 0)], offsets = T.Zero;
                 for (int e = 0; e < s.Count; e++)
                 {
-                    sum += x[s.Index(c, e)];
+                    offsets += x[s.Index(c, e)] - pivot;
                 }
 
-                T mu = sum / count, squares = T.Zero;
+                T offset = offsets / count, mu = pivot + offset, squares = T.Zero;
                 for (int e = 0; e < s.Count; e++)
                 {
-                    T d = x[s.Index(c, e)] - mu;
+                    T d = x[s.Index(c, e)] - pivot - offset;
                     squares += d * d;
                 }
 
