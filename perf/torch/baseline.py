@@ -8,8 +8,13 @@ Same shapes, names and FLOP counts as src/Cli/Bench/BenchSuite.cs. float32; on C
 cudnn.benchmark = True and times come from CUDA events; on the CPU torch.set_num_threads(cores) (oneDNN for
 convolutions, the system BLAS — OpenBLAS on Debian when libopenblas0 is installed — for matmul). Each row: warm-up,
 then the median of repeated runs. With --ours, also prints our time over PyTorch's per row (below 1 = we are faster).
+
+On the CPU it also prints which kernel OpenBLAS chose: Debian's 0.3.21 falls back to its SSE3 `Prescott` kernel on
+processors newer than it knows (an Intel Xeon of 2026 ran gemm-1024 at 37 GFLOP/s so, 240 as `SkylakeX`), so a
+fair baseline may need OPENBLAS_CORETYPE=SkylakeX (AVX-512) or Haswell (AVX2) — record which one the ratios used.
 """
 import argparse
+import ctypes
 import json
 import os
 import time
@@ -159,6 +164,29 @@ def rows(quick, device):
     return out
 
 
+def openblas_core():
+    """The kernel the OpenBLAS that torch loaded chose (openblas_get_corename), or None where torch uses another BLAS."""
+    torch.ones(2, 2) @ torch.ones(2, 2)  # loads the BLAS
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and line.split()[-1].startswith("/")})
+    for path in paths:
+        try:
+            corename = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        corename.restype = ctypes.c_char_p
+        return corename().decode()
+    return None
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return []
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -175,7 +203,17 @@ def main():
         torch.backends.cudnn.benchmark = True
         print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     else:
-        print(f"device: cpu, {a.threads} threads, torch {torch.__version__}")
+        core = openblas_core()
+        print(f"device: cpu, {a.threads} threads, torch {torch.__version__}, OpenBLAS kernel {core or 'none (another BLAS)'}"
+              f"{' (OPENBLAS_CORETYPE=' + os.environ['OPENBLAS_CORETYPE'] + ')' if 'OPENBLAS_CORETYPE' in os.environ else ''}")
+        flags, avx512 = cpu_flags(), ("SkylakeX", "Cooperlake", "SapphireRapids")
+        if core and "OPENBLAS_CORETYPE" not in os.environ:
+            if "avx512f" in flags and core not in avx512:
+                print(f"warning: OpenBLAS runs its {core} kernel on a processor with AVX-512: matmul rows measure it without "
+                      f"AVX-512; OPENBLAS_CORETYPE=SkylakeX selects its AVX-512 kernel")
+            elif "avx2" in flags and core not in avx512 + ("Haswell", "Zen", "SkylakeX"):
+                print(f"warning: OpenBLAS runs its {core} kernel on a processor with AVX2: matmul rows measure it without "
+                      f"AVX2; OPENBLAS_CORETYPE=Haswell selects its AVX2 kernel")
     results = []
     print(f"{'name':<24} {'median ms':>12} {'GFLOP/s':>10}")
     for row in rows(a.quick, a.device):
