@@ -104,6 +104,39 @@ public sealed class CpuBackendTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void Small_planes_by_gemm_run_several_images_to_a_product_with_the_bits_of_each_image_alone(SimdWidth width)
+    {
+        // Layers the GEMM route takes (1×1, dilated, more than 256 filters) with planes under 256 outputs: two workers
+        // put several images in one product (13 images of 25 outputs: parts of 3, the last of 1). Each output is then
+        // the same sums in the same order as with the image alone, so the bits must match; the padded and dilated ones
+        // take the gathers' masked path at 256 and 512 bits.
+        using var backend = new CpuBackend(threads: 2, width);
+        foreach (var g in (Conv2dGeometry[])[
+            new(N: 13, C: 6, H: 10, W: 9, K: 13, R: 1, S: 1, StrideH: 2, StrideW: 2),
+            new(N: 12, C: 5, H: 7, W: 6, K: 9, R: 1, S: 1),
+            new(N: 12, C: 5, H: 5, W: 6, K: 7, R: 1, S: 1, PadH: 1, PadW: 1),
+            new(N: 12, C: 4, H: 8, W: 7, K: 7, R: 3, S: 3, PadH: 2, PadW: 2, DilationH: 2, DilationW: 2),
+            new(N: 9, C: 3, H: 9, W: 9, K: 300, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1)])
+        {
+            float[] x = TestData.Uniform(g.InputSize, 31), w = TestData.Uniform(g.WeightSize, 32), bias = TestData.Uniform(g.K, 33);
+            float[] dy = TestData.Uniform(g.OutputSize, 34);
+            var (expected, _, _) = ConvolutionPasses.Reference(g, x, w, bias, dy);
+            var (y, _, _) = ConvolutionPasses.Run(backend, g, x, w, bias, dy);
+            TensorAssert.Close(expected, y, g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");
+
+            var one = g with { N = 1 };
+            for (int n = 0; n < g.N; n++)
+            {
+                var (alone, _, _) = ConvolutionPasses.Run(backend, one, x[(n * one.InputSize)..((n + 1) * one.InputSize)], w, bias,
+                    dy[(n * one.OutputSize)..((n + 1) * one.OutputSize)]);
+                Assert.True(alone.Select(BitConverter.SingleToInt32Bits).SequenceEqual(y[(n * one.OutputSize)..((n + 1) * one.OutputSize)].Select(BitConverter.SingleToInt32Bits)),
+                    $"{width} conv forward {g}: image {n} alone gave other bits");
+            }
+        }
+    }
+
     /// <summary>
     /// Batch norm, plain and with ReLU or Sigmoid fused, on inputs large enough for the CPU to split their channels
     /// across its team: images channel by channel, and features (N, 300) a vector of channels at a time in parts of

@@ -657,6 +657,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
         public TransposedColumns TransposedColumns { get; } = new();
 
+        public ImageColumns ImageColumns { get; } = new();
+
         public float* Columns(int length) => Pin(ref _columns, length);
 
         public float* Partial(int length) => Pin(ref _partial, length);

@@ -96,6 +96,102 @@ internal sealed unsafe class TransposedColumns : IPanelSource
 }
 
 /// <summary>
+/// cols of consecutive images side by side (C·R·S × images·P·Q, image i's columns at i·P·Q), produced straight into the
+/// GEMM's packed panels (implicit im2col): the forward of a layer with small planes runs one product over several
+/// images instead of a narrow one per image, whose packing and edge tiles had cost more than its multiplications.
+/// </summary>
+internal sealed unsafe class ImageColumns : IPanelSource
+{
+    private int[] _offset = [], _top = [], _left = [], _tapOffset = [], _tapRow = [], _tapColumn = [];
+    private Conv2dGeometry _g;
+    private int _images;
+    private float* _x;
+
+    /// <summary>Points the source at <paramref name="images"/> images from <paramref name="x"/> on; the tables are rebuilt only when the geometry changes.</summary>
+    public void Set(in Conv2dGeometry g, int images, float* x)
+    {
+        _x = x;
+        if (g == _g && images == _images)
+        {
+            return;
+        }
+
+        (_g, _images) = (g, images);
+        int plane = g.P * g.Q, columns = images * plane, crs = g.C * g.R * g.S;
+        if (_offset.Length < columns)
+        {
+            (_offset, _top, _left) = (new int[columns], new int[columns], new int[columns]);
+        }
+
+        if (_tapOffset.Length < crs)
+        {
+            (_tapOffset, _tapRow, _tapColumn) = (new int[crs], new int[crs], new int[crs]);
+        }
+
+        // Column j: output pixel (p, q) of image j / (P·Q), whose window's top-left input pixel is (top, left).
+        for (int j = 0; j < columns; j++)
+        {
+            int image = j / plane, p = j % plane / g.Q, q = j % g.Q;
+            (_top[j], _left[j]) = (p * g.StrideH - g.PadH, q * g.StrideW - g.PadW);
+            _offset[j] = (image * g.C * g.H * g.W) + (_top[j] * g.W) + _left[j];
+        }
+
+        // Row (tap) i = (c, r, s): the input it reads lies tapOffset floats past a column's window.
+        for (int i = 0; i < crs; i++)
+        {
+            int c = i / (g.R * g.S), r = i / g.S % g.R, s = i % g.S;
+            (_tapRow[i], _tapColumn[i]) = (r * g.DilationH, s * g.DilationW);
+            _tapOffset[i] = (c * g.H * g.W) + (_tapRow[i] * g.W) + _tapColumn[i];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Pack(int pc, int kc, int jc, int nc, int nr, float* destination)
+    {
+        var g = _g;
+        bool padded = g.PadH != 0 || g.PadW != 0; // unpadded, every tap of every window lies inside the image
+        fixed (int* offset = _offset, tops = _top, lefts = _left, tapOffset = _tapOffset, tapRow = _tapRow, tapColumn = _tapColumn)
+        {
+            for (int jr = 0; jr < nc; jr += nr)
+            {
+                int cols = Math.Min(nr, nc - jr);
+                float* panel = destination + (long)jr * kc;
+                int* off = offset + jc + jr, top = tops + jc + jr, left = lefts + jc + jr;
+                var gather = Gather.For(nr, cols, off, top, left);
+                for (int k = 0; k < kc; k++)
+                {
+                    int tap = pc + k, h = tapRow[tap], w = tapColumn[tap];
+                    float* origin = _x + tapOffset[tap], row = panel + (long)k * nr;
+                    if (gather.Active)
+                    {
+                        if (padded)
+                        {
+                            gather.RunMasked(origin, row, h, w, g.H, g.W);
+                        }
+                        else
+                        {
+                            gather.Run(origin, row);
+                        }
+
+                        continue;
+                    }
+
+                    for (int j = 0; j < cols; j++)
+                    {
+                        row[j] = !padded || ((uint)(top[j] + h) < (uint)g.H && (uint)(left[j] + w) < (uint)g.W) ? origin[off[j]] : 0f;
+                    }
+
+                    for (int j = cols; j < nr; j++)
+                    {
+                        row[j] = 0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
 /// A whole panel row of the pack as AVX2 gathers (8 lanes each, 2 or 4 of them for panels of 16 or 32 columns; .NET
 /// exposes no 16-lane gather), the tables loaded once per panel; at the border the taps outside the image are masked
 /// to zero. The scalar copy of scattered floats was most of a small plane's filter gradient (a 7×7 plane is half border).
