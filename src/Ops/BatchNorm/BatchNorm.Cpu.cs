@@ -129,14 +129,15 @@ public sealed unsafe partial class CpuBackend
             float mean, invStd;
             if (s.Training != 0)
             {
-                // As the reference: offsets from the channel's first value, so that a channel far from zero keeps its mean.
-                float pivot = x[0], offsets = 0f;
+                // As the reference: the mean of the offsets from the channel's first value, each scaled by 1/count as it
+                // is added, so that a channel far from zero keeps its mean and no partial sum overflows.
+                float pivot = x[0], offset = 0f, share = 1f / s.Count;
                 for (int n = 0; n < batch; n++)
                 {
-                    offsets += Sum(x + ((long)n * stride), inner, pivot);
+                    offset += Sum(x + ((long)n * stride), inner, pivot, share);
                 }
 
-                float offset = offsets / s.Count, squares = 0f;
+                float squares = 0f;
                 mean = pivot + offset;
                 for (int n = 0; n < batch; n++)
                 {
@@ -174,18 +175,15 @@ public sealed unsafe partial class CpuBackend
             {
                 float* squares = stackalloc float[count];
                 new Span<float>(squares, count).Clear();
-                // mean holds the offsets from each channel's first value (row 0 of x) until their mean is added back.
+                // mean holds the mean offset from each channel's first value (row 0 of x), each offset scaled by 1/count
+                // as it is added, until the first value is added back.
+                var share = new Vector<float>(1f / s.Count);
                 for (int n = 0; n < batch; n++)
                 {
                     for (int v = 0; v < count; v += width)
                     {
-                        (Vector.Load(mean + v) + (Vector.Load(x + ((long)n * stride) + v) - Vector.Load(x + v))).Store(mean + v);
+                        Vector.FusedMultiplyAdd(Vector.Load(x + ((long)n * stride) + v) - Vector.Load(x + v), share, Vector.Load(mean + v)).Store(mean + v);
                     }
-                }
-
-                for (int v = 0; v < count; v += width)
-                {
-                    (Vector.Load(mean + v) / s.Count).Store(mean + v);
                 }
 
                 for (int n = 0; n < batch; n++)
@@ -405,7 +403,7 @@ public sealed unsafe partial class CpuBackend
 
         /// <summary>
         /// Σ (x − pivot − offset)², the squared deviations from the mean pivot + offset (as the reference: the offset,
-        /// unrounded by the pivot's magnitude), with four independent vector accumulators, as <see cref="Sum(float*, int, float)"/>.
+        /// unrounded by the pivot's magnitude), with four independent vector accumulators, as <see cref="Sum(float*, int, float, float)"/>.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static float SquaredDeviations(float* x, int length, float pivot, float offset)

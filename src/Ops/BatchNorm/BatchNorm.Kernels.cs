@@ -31,23 +31,23 @@ internal static class BatchNormKernels
 {
     /// <summary>
     /// Training statistics, first pass: group (c, chunk) = (Grid.IdxX, Grid.IdxY) takes values
-    /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c and writes the sum of their offsets from the channel's
-    /// first value (the pivot, as the reference: a channel far from zero keeps its mean) and the sum of their squared
-    /// deviations from the chunk's own mean (two passes over the chunk) to partial[2·(c·chunks + chunk)] and the float
-    /// after it. <see cref="MergeStatistics"/> combines the chunks.
+    /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c and writes the mean of their offsets from the channel's
+    /// first value (the pivot, as the reference: a channel far from zero keeps its mean; each offset scaled by 1/n as
+    /// it is added, so no partial sum passes the largest) and the sum of their squared deviations from the chunk's own
+    /// mean (two passes over the chunk) to partial[2·(c·chunks + chunk)] and the float after it.
+    /// <see cref="MergeStatistics"/> combines the chunks.
     /// </summary>
     public static void ChunkStatistics(ArrayView<float> x, ArrayView<float> partial, BatchNormShape s, int chunkSize)
     {
         int c = Grid.IdxX, chunk = Grid.IdxY, chunks = Grid.DimY;
         int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
-        float pivot = x[s.Index(c, 0)], sum = 0f;
+        float pivot = x[s.Index(c, 0)], share = 1f / (end - begin), sum = 0f;
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
-            sum += x[s.Index(c, e)] - pivot;
+            sum += (x[s.Index(c, e)] - pivot) * share;
         }
 
-        float chunkSum = ReductionKernels.GroupSum(sum);
-        float offset = chunkSum / (end - begin);
+        float offset = ReductionKernels.GroupSum(sum);
         Group.Barrier(); // every thread has read the sum before the next one overwrites the shared memory
         float squares = 0f;
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
@@ -59,32 +59,33 @@ internal static class BatchNormKernels
         float deviations = ReductionKernels.GroupSum(squares);
         if (Group.IdxX == 0)
         {
-            partial[2 * ((c * chunks) + chunk)] = chunkSum;
+            partial[2 * ((c * chunks) + chunk)] = offset;
             partial[(2 * ((c * chunks) + chunk)) + 1] = deviations;
         }
     }
 
     /// <summary>
-    /// Training statistics, second pass, channel c: mean = pivot + Σ chunk offset sums / M; the squared deviations from
-    /// it are, chunk by chunk in order, the chunk's own plus n·(chunk mean − mean)² (exact in real arithmetic, the
-    /// parallel form of the two-pass variance; one chunk gives the two-pass sum itself); invStd = 1/√(biased variance
-    /// + ε); the running statistics' momentum update (unbiased variance).
+    /// Training statistics, second pass, channel c: mean = pivot + Σ chunk mean offset·n/M (chunk by chunk in order);
+    /// the squared deviations from it are, chunk by chunk, the chunk's own plus n·(chunk mean − mean)² (exact in real
+    /// arithmetic, the parallel form of the two-pass variance; one chunk gives the two-pass sum itself); invStd =
+    /// 1/√(biased variance + ε); the running statistics' momentum update (unbiased variance).
     /// </summary>
     public static void MergeStatistics(Index1D c, ArrayView<float> x, ArrayView<float> partial, ArrayView<float> mean,
         ArrayView<float> invStd, ArrayView<float> runningMean, ArrayView<float> runningVar, BatchNormShape s, int chunkSize)
     {
         int chunks = (s.Count + chunkSize - 1) / chunkSize, first = 2 * c * chunks;
-        float sum = 0f;
-        for (int chunk = 0; chunk < chunks; chunk++)
-        {
-            sum += partial[first + (2 * chunk)];
-        }
-
-        float offset = sum / s.Count, mu = x[s.Index(c, 0)] + offset, deviations = 0f;
+        float offset = 0f;
         for (int chunk = 0; chunk < chunks; chunk++)
         {
             int n = XMath.Min(chunkSize, s.Count - (chunk * chunkSize));
-            float apart = (partial[first + (2 * chunk)] / n) - offset;
+            offset += partial[first + (2 * chunk)] * ((float)n / s.Count);
+        }
+
+        float mu = x[s.Index(c, 0)] + offset, deviations = 0f;
+        for (int chunk = 0; chunk < chunks; chunk++)
+        {
+            int n = XMath.Min(chunkSize, s.Count - (chunk * chunkSize));
+            float apart = partial[first + (2 * chunk)] - offset;
             deviations += partial[first + (2 * chunk) + 1] + (n * apart * apart);
         }
 

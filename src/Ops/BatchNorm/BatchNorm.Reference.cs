@@ -8,7 +8,7 @@ internal static partial class ReferenceMath
 {
     /// <summary>
     /// y (N,C,inner) = (x − mean)·invStd·weight + bias per channel. Training: mean and invStd (C) from the batch
-    /// (biased variance, summed around the mean; both sums of offsets from the channel's first value), running
+    /// (biased variance, summed around the mean; both from offsets from the channel's first value), running
     /// statistics updated with momentum (unbiased variance); evaluation: from the running statistics.
     /// </summary>
     public static void BatchNormForward<T>(BatchNormShape s, ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
@@ -20,16 +20,17 @@ internal static partial class ReferenceMath
         {
             if (s.Training != 0)
             {
-                // Summed as offsets from the channel's first value, so that a channel far from zero keeps its
-                // mean: 2e38 in every place would overflow a float sum, and 1e19 ± 1e13 would round it by a fair part
-                // of the spread.
-                T pivot = x[s.Index(c, 0)], offsets = T.Zero;
+                // The mean of the offsets from the channel's first value, each divided by the count as it is added,
+                // so that a channel far from zero keeps its mean and no partial sum passes the largest offset: 2e38 in
+                // every place would overflow a float sum of values, 1e19 ± 1e13 would round the mean by a fair part of
+                // the spread, and 1e37 then 63 × −1e37 would overflow a sum of offsets.
+                T pivot = x[s.Index(c, 0)], offset = T.Zero;
                 for (int e = 0; e < s.Count; e++)
                 {
-                    offsets += x[s.Index(c, e)] - pivot;
+                    offset += (x[s.Index(c, e)] - pivot) / count;
                 }
 
-                T offset = offsets / count, mu = pivot + offset, squares = T.Zero;
+                T mu = pivot + offset, squares = T.Zero;
                 for (int e = 0; e < s.Count; e++)
                 {
                     T d = x[s.Index(c, e)] - pivot - offset;
