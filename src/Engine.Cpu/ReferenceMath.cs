@@ -426,7 +426,7 @@ internal static partial class ReferenceMath
         where T : IFloatingPointIeee754<T>
     {
         T smoothing = T.CreateChecked(labelSmoothing), spread = smoothing / T.CreateChecked(classes);
-        T total = T.Zero;
+        double total = 0; // the loss's terms added in double: in float, 100,000 rows' losses lost 8e-4 of their mean
         T count = T.CreateChecked(batch);
         for (int n = 0; n < batch; n++)
         {
@@ -451,12 +451,12 @@ internal static partial class ReferenceMath
                 dlogits[n * classes + j] = (softmax - target) / count;
                 if (target != T.Zero)
                 {
-                    total += target * ((max - z[j]) + logSum); // skipped at 0: without smoothing, only the label's term (an infinite logit elsewhere gives no NaN)
+                    total += double.CreateChecked(target * ((max - z[j]) + logSum)); // skipped at 0: without smoothing, only the label's term (an infinite logit elsewhere gives no NaN)
                 }
             }
         }
 
-        return total / count;
+        return T.CreateChecked(total / batch);
     }
 
     // ------------------------------------------------------------------ batches

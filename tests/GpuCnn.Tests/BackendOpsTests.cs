@@ -341,6 +341,37 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(batch, classes), 1e-6, 1e-4, $"{Backend.Name} dlogits");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void The_loss_of_a_large_batch_keeps_float_precision(bool infiniteLastRow)
+    {
+        // 100,000 rows of logits (0, 1.5), label 0, each row's loss log(1 + e^1.5): their float sum, row by row, had
+        // lost 8e-4 of the mean (PyTorch 1.13: 1.70141411, 5e-7 from the exact value, the rounding of one row's loss).
+        // With logits (−3e38, 3e38) in the last row its loss is +∞, and so the mean, as PyTorch's.
+        const int Batch = 100_000;
+        float[] z = new float[2 * Batch];
+        for (int n = 0; n < Batch; n++)
+        {
+            z[(2 * n) + 1] = 1.5f;
+        }
+
+        if (infiniteLastRow)
+        {
+            (z[^2], z[^1]) = (-3e38f, 3e38f);
+        }
+
+        using var dz = Put(z, [Batch, 2]);
+        using var dlabels = Backend.Upload<int>([Batch], new int[Batch]);
+        using var dgrad = Poisoned([Batch, 2]);
+        using var dloss = Poisoned([1]);
+        Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss);
+        float loss = Backend.DownloadArray(dloss)[0];
+        double row = Math.Log(1 + Math.Exp(1.5));
+        Assert.True(infiniteLastRow ? float.IsPositiveInfinity(loss) : Math.Abs(loss - row) <= 2e-6 * row,
+            $"{Backend.Name}: the mean loss of {Batch} rows is {loss:R}, expected {(infiniteLastRow ? "+∞" : row.ToString("R", System.Globalization.CultureInfo.InvariantCulture))}");
+    }
+
     [Fact]
     public void Huge_tied_logits_keep_the_log_of_the_sum_as_pytorch_does()
     {

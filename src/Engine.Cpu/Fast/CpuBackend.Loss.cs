@@ -30,13 +30,13 @@ public sealed partial class CpuBackend
         (work.Logits, work.Labels, work.DLogits, work.Classes, work.Batch, work.Smoothing, work.Width) =
             (Data(logits), values, Data(dlogits), classes, batch, labelSmoothing, Width);
         RunSplit(work, batch, classes);
-        float total = 0f;
+        double total = 0; // in double: a float sum of 100,000 rows' losses lost 8e-4 of their mean (PyTorch: 5e-7)
         for (int n = 0; n < batch; n++)
         {
             total += work.RowLoss[n];
         }
 
-        Data(loss)[0] = total / batch;
+        Data(loss)[0] = (float)(total / batch);
     }
 
     /// <summary>Rows [start, start + count) of the loss: their dlogits, and each row's summed loss in its slot.</summary>
