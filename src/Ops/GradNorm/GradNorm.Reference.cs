@@ -5,17 +5,17 @@ namespace GpuCnn.Cpu;
 /// <summary>The naive clip_grad_norm_ (compiled into GpuCnn.Engine.Cpu).</summary>
 internal static partial class ReferenceMath
 {
-    /// <summary>Σ x², in index order.</summary>
+    /// <summary>Σ x², in index order, each square added in double (in float a million squares of 0.1 lost 1.4 %).</summary>
     public static T SquaredNorm<T>(ReadOnlySpan<T> x)
         where T : IFloatingPointIeee754<T>
     {
-        T sum = T.Zero;
+        double sum = 0;
         foreach (var v in x)
         {
-            sum += v * v;
+            sum += double.CreateChecked(v * v);
         }
 
-        return sum;
+        return T.CreateChecked(sum);
     }
 
     /// <summary>
