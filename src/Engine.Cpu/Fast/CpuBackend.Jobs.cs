@@ -85,6 +85,10 @@ public sealed unsafe partial class CpuBackend
             {
                 (_images, _imagesPerProduct) = (images, true);
                 ScratchFloats = g.K * images * g.P * g.Q;
+                foreach (var scratch in owner._scratch)
+                {
+                    scratch.ImageColumns.Set(g, images, null); // every worker's tables now: parts go to whichever is free
+                }
             }
 
             _activation = activation;

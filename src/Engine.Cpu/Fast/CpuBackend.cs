@@ -628,33 +628,31 @@ public sealed unsafe partial class CpuBackend : HostBackend
     }
 
     /// <summary>
-    /// Σ (x[i] − pivot)·scale over [0, length), each term scaled as it is added, with four independent vector
-    /// accumulators: one would chain every add on the last, and the adds' latency, not memory, would set the pace (a
-    /// quarter of it with four). Bias gradients sum with pivot 0 and scale 1 (x + s, exactly); batch norm takes the
-    /// mean of the offsets from a channel's first value, scale 1/count, so that no partial sum passes the largest offset.
+    /// Σ x[0 … length), with four independent vector accumulators: one would chain every add on the last, and the adds'
+    /// latency, not memory, would set the pace (a quarter of it with four). Bias gradients use it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Sum(float* x, int length, float pivot = 0f, float scale = 1f)
+    private static float Sum(float* x, int length)
     {
         int n = Vector<float>.Count, i = 0;
-        Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0, p = new(pivot), a = new(scale);
+        Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
         for (; i <= length - (4 * n); i += 4 * n)
         {
-            s0 = Vector.FusedMultiplyAdd(Vector.Load(x + i) - p, a, s0);
-            s1 = Vector.FusedMultiplyAdd(Vector.Load(x + i + n) - p, a, s1);
-            s2 = Vector.FusedMultiplyAdd(Vector.Load(x + i + (2 * n)) - p, a, s2);
-            s3 = Vector.FusedMultiplyAdd(Vector.Load(x + i + (3 * n)) - p, a, s3);
+            s0 += Vector.Load(x + i);
+            s1 += Vector.Load(x + i + n);
+            s2 += Vector.Load(x + i + (2 * n));
+            s3 += Vector.Load(x + i + (3 * n));
         }
 
         for (; i <= length - n; i += n)
         {
-            s0 = Vector.FusedMultiplyAdd(Vector.Load(x + i) - p, a, s0);
+            s0 += Vector.Load(x + i);
         }
 
         float sum = Vector.Sum((s0 + s1) + (s2 + s3));
         for (; i < length; i++)
         {
-            sum = MathF.FusedMultiplyAdd(x[i] - pivot, scale, sum);
+            sum += x[i];
         }
 
         return sum;

@@ -129,12 +129,11 @@ public sealed unsafe partial class CpuBackend
             float mean, invStd;
             if (s.Training != 0)
             {
-                // As the reference: the mean of the offsets from the channel's first value, each scaled by 1/count as it
-                // is added, so that a channel far from zero keeps its mean and no partial sum overflows.
-                float pivot = x[0], offset = 0f, share = 1f / s.Count;
+                // As the reference: the mean of the offsets from the channel's first value (see BatchNormRuns.MeanOffset).
+                float pivot = x[0], offset = 0f, share = 2f / s.Count;
                 for (int n = 0; n < batch; n++)
                 {
-                    offset += Sum(x + ((long)n * stride), inner, pivot, share);
+                    offset += BatchNormRuns.MeanOffset(x + ((long)n * stride), inner, 0.5f * pivot, share);
                 }
 
                 float squares = 0f;
@@ -175,14 +174,15 @@ public sealed unsafe partial class CpuBackend
             {
                 float* squares = stackalloc float[count];
                 new Span<float>(squares, count).Clear();
-                // mean holds the mean offset from each channel's first value (row 0 of x), each offset scaled by 1/count
-                // as it is added, until the first value is added back.
-                var share = new Vector<float>(1f / s.Count);
+                // mean holds the mean offset from each channel's first value (row 0 of x), as BatchNormRuns.MeanOffset
+                // takes it, until the first value is added back.
+                var (half, share) = (new Vector<float>(0.5f), new Vector<float>(2f / s.Count));
                 for (int n = 0; n < batch; n++)
                 {
                     for (int v = 0; v < count; v += width)
                     {
-                        Vector.FusedMultiplyAdd(Vector.Load(x + ((long)n * stride) + v) - Vector.Load(x + v), share, Vector.Load(mean + v)).Store(mean + v);
+                        var offset = Vector.FusedMultiplyAdd(Vector.Load(x + ((long)n * stride) + v), half, -(half * Vector.Load(x + v)));
+                        Vector.FusedMultiplyAdd(offset, share, Vector.Load(mean + v)).Store(mean + v);
                     }
                 }
 
@@ -402,8 +402,43 @@ public sealed unsafe partial class CpuBackend
         private const int Piece = 1024;
 
         /// <summary>
+        /// Σ (x/2 − halfPivot)·share, with four independent vector accumulators, as <see cref="Sum(float*, int)"/>: with
+        /// halfPivot = pivot/2 and share = 2/count, a run's part of the mean offset from the pivot (as the reference).
+        /// The halves are exact, so x/2 − pivot/2 is (x − pivot)/2 rounded once — but cannot overflow where the values
+        /// span more than float's range (±2e38) — and each term is scaled as it is added, so no partial sum passes the
+        /// largest offset (1e38 then −1e38s overflowed a plain sum of offsets).
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static float MeanOffset(float* x, int length, float halfPivot, float share)
+        {
+            int n = Vector<float>.Count, i = 0;
+            Vector<float> s0 = Vector<float>.Zero, s1 = s0, s2 = s0, s3 = s0, half = new(0.5f), p = new(-halfPivot), a = new(share);
+            for (; i <= length - (4 * n); i += 4 * n)
+            {
+                s0 = Vector.FusedMultiplyAdd(Vector.FusedMultiplyAdd(Vector.Load(x + i), half, p), a, s0);
+                s1 = Vector.FusedMultiplyAdd(Vector.FusedMultiplyAdd(Vector.Load(x + i + n), half, p), a, s1);
+                s2 = Vector.FusedMultiplyAdd(Vector.FusedMultiplyAdd(Vector.Load(x + i + (2 * n)), half, p), a, s2);
+                s3 = Vector.FusedMultiplyAdd(Vector.FusedMultiplyAdd(Vector.Load(x + i + (3 * n)), half, p), a, s3);
+            }
+
+            for (; i <= length - n; i += n)
+            {
+                s0 = Vector.FusedMultiplyAdd(Vector.FusedMultiplyAdd(Vector.Load(x + i), half, p), a, s0);
+            }
+
+            float sum = Vector.Sum((s0 + s1) + (s2 + s3));
+            for (; i < length; i++)
+            {
+                sum = MathF.FusedMultiplyAdd(MathF.FusedMultiplyAdd(x[i], 0.5f, -halfPivot), share, sum);
+            }
+
+            return sum;
+        }
+
+        /// <summary>
         /// Σ (x − pivot − offset)², the squared deviations from the mean pivot + offset (as the reference: the offset,
-        /// unrounded by the pivot's magnitude), with four independent vector accumulators, as <see cref="Sum(float*, int, float, float)"/>.
+        /// unrounded by the pivot's magnitude), with four independent vector accumulators, as <see cref="Sum(float*, int)"/>.
+        /// Where x − pivot overflows (values spanning more than float's range) the square is +∞, as it would be anyway.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static float SquaredDeviations(float* x, int length, float pivot, float offset)

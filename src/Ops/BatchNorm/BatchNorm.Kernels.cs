@@ -32,19 +32,19 @@ internal static class BatchNormKernels
     /// <summary>
     /// Training statistics, first pass: group (c, chunk) = (Grid.IdxX, Grid.IdxY) takes values
     /// [chunk·chunkSize, (chunk + 1)·chunkSize) of channel c and writes the mean of their offsets from the channel's
-    /// first value (the pivot, as the reference: a channel far from zero keeps its mean; each offset scaled by 1/n as
-    /// it is added, so no partial sum passes the largest) and the sum of their squared deviations from the chunk's own
-    /// mean (two passes over the chunk) to partial[2·(c·chunks + chunk)] and the float after it.
-    /// <see cref="MergeStatistics"/> combines the chunks.
+    /// first value (the pivot, as the reference: a channel far from zero keeps its mean; each offset taken from halves
+    /// and scaled by 1/n as it is added, so neither it nor a partial sum overflows) and the sum of their squared
+    /// deviations from the chunk's own mean (two passes over the chunk) to partial[2·(c·chunks + chunk)] and the float
+    /// after it. <see cref="MergeStatistics"/> combines the chunks.
     /// </summary>
     public static void ChunkStatistics(ArrayView<float> x, ArrayView<float> partial, BatchNormShape s, int chunkSize)
     {
         int c = Grid.IdxX, chunk = Grid.IdxY, chunks = Grid.DimY;
         int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
-        float pivot = x[s.Index(c, 0)], share = 1f / (end - begin), sum = 0f;
+        float pivot = x[s.Index(c, 0)], share = 2f / (end - begin), sum = 0f;
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
-            sum += (x[s.Index(c, e)] - pivot) * share;
+            sum += ((0.5f * x[s.Index(c, e)]) - (0.5f * pivot)) * share; // from halves: finite where x − pivot is not
         }
 
         float offset = ReductionKernels.GroupSum(sum);

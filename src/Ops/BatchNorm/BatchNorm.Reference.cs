@@ -20,14 +20,15 @@ internal static partial class ReferenceMath
         {
             if (s.Training != 0)
             {
-                // The mean of the offsets from the channel's first value, each divided by the count as it is added,
-                // so that a channel far from zero keeps its mean and no partial sum passes the largest offset: 2e38 in
-                // every place would overflow a float sum of values, 1e19 ± 1e13 would round the mean by a fair part of
-                // the spread, and 1e37 then 63 × −1e37 would overflow a sum of offsets.
-                T pivot = x[s.Index(c, 0)], offset = T.Zero;
+                // The mean of the offsets from the channel's first value, so that a channel far from zero keeps its
+                // mean: 2e38 in every place would overflow a float sum of values, and 1e19 ± 1e13 round the mean by a fair
+                // part of the spread. Each offset is taken from halves (exact, so x/2 − p/2 is (x − p)/2 rounded once,
+                // but finite where the values span more than float's range, ±2e38) and scaled as it is added, so no
+                // partial sum passes the largest offset (1e38 then −1e38s overflowed a plain sum of offsets).
+                T pivot = x[s.Index(c, 0)], offset = T.Zero, half = T.CreateChecked(0.5), share = T.CreateChecked(2) / count;
                 for (int e = 0; e < s.Count; e++)
                 {
-                    offset += (x[s.Index(c, e)] - pivot) / count;
+                    offset += ((half * x[s.Index(c, e)]) - (half * pivot)) * share;
                 }
 
                 T mu = pivot + offset, squares = T.Zero;
