@@ -109,9 +109,9 @@ public sealed class CpuBackendTests
     public void Small_planes_by_gemm_run_several_images_to_a_product_with_the_bits_of_each_image_alone(SimdWidth width)
     {
         // Layers the GEMM route takes (1×1, dilated, more than 256 filters) with planes under 256 outputs: two workers
-        // put several images in one product (13 images of 25 outputs: parts of 3, the last of 1). Each output is then
-        // the same sums in the same order as with the image alone, so the bits must match; the padded and dilated ones
-        // take the gathers' masked path at 256 and 512 bits.
+        // put several images in one product, forward and backward-data (13 images of 25 outputs: parts of 3, the last
+        // of 1). Each output is then the same sums in the same order as with the image alone, so the bits must match;
+        // the padded and dilated ones take the gathers' masked path at 256 and 512 bits.
         using var backend = new CpuBackend(threads: 2, width);
         foreach (var g in (Conv2dGeometry[])[
             new(N: 13, C: 6, H: 10, W: 9, K: 13, R: 1, S: 1, StrideH: 2, StrideW: 2),
@@ -122,17 +122,20 @@ public sealed class CpuBackendTests
         {
             float[] x = TestData.Uniform(g.InputSize, 31), w = TestData.Uniform(g.WeightSize, 32), bias = TestData.Uniform(g.K, 33);
             float[] dy = TestData.Uniform(g.OutputSize, 34);
-            var (expected, _, _) = ConvolutionPasses.Reference(g, x, w, bias, dy);
-            var (y, _, _) = ConvolutionPasses.Run(backend, g, x, w, bias, dy);
-            TensorAssert.Close(expected, y, g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");
+            var (expectedY, expectedDx, _) = ConvolutionPasses.Reference(g, x, w, bias, dy);
+            var (y, dx, _) = ConvolutionPasses.Run(backend, g, x, w, bias, dy);
+            TensorAssert.Close(expectedY, y, g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");
+            TensorAssert.Close(expectedDx, dx, g.InputShape, 1e-4, 1e-4, $"{width} conv backward-data {g}");
 
             var one = g with { N = 1 };
             for (int n = 0; n < g.N; n++)
             {
-                var (alone, _, _) = ConvolutionPasses.Run(backend, one, x[(n * one.InputSize)..((n + 1) * one.InputSize)], w, bias,
-                    dy[(n * one.OutputSize)..((n + 1) * one.OutputSize)]);
-                Assert.True(alone.Select(BitConverter.SingleToInt32Bits).SequenceEqual(y[(n * one.OutputSize)..((n + 1) * one.OutputSize)].Select(BitConverter.SingleToInt32Bits)),
+                Range input = (n * one.InputSize)..((n + 1) * one.InputSize), output = (n * one.OutputSize)..((n + 1) * one.OutputSize);
+                var (aloneY, aloneDx, _) = ConvolutionPasses.Run(backend, one, x[input], w, bias, dy[output]);
+                Assert.True(aloneY.Select(BitConverter.SingleToInt32Bits).SequenceEqual(y[output].Select(BitConverter.SingleToInt32Bits)),
                     $"{width} conv forward {g}: image {n} alone gave other bits");
+                Assert.True(aloneDx.Select(BitConverter.SingleToInt32Bits).SequenceEqual(dx[input].Select(BitConverter.SingleToInt32Bits)),
+                    $"{width} conv backward-data {g}: image {n} alone gave other bits");
             }
         }
     }

@@ -16,6 +16,19 @@ public sealed unsafe partial class CpuBackend
     private static bool IsPointwise(in Conv2dGeometry g) =>
         g.R == 1 && g.S == 1 && g.StrideH == 1 && g.StrideW == 1 && g.PadH == 0 && g.PadW == 0;
 
+    /// <summary>
+    /// Images per product for a layer's forward or backward-data run by GEMM: enough for about 256 columns, where one
+    /// image's P·Q is fewer (a narrow product per image spends its time packing the filters and storing edge tiles:
+    /// conv1x1s2-64, 49 columns, ran at 10–20 % of the FMA peak), while every worker keeps two parts; 1 for the
+    /// per-image route.
+    /// </summary>
+    private static int ImagesPerProduct(in Conv2dGeometry g, int workers)
+    {
+        int plane = g.P * g.Q;
+        int images = Math.Min((256 + plane - 1) / plane, g.N / (2 * workers));
+        return plane >= 256 || (long)images * g.C * g.H * g.W >= 1 << 28 ? 1 : Math.Max(1, images); // the gathers' int offsets
+    }
+
     /// <summary>Columns [chunk] of a GEMM.</summary>
     private sealed class GemmJob(CpuBackend owner) : IParallelJob
     {
@@ -177,18 +190,6 @@ public sealed unsafe partial class CpuBackend
         }
 
         /// <summary>
-        /// Images per product for a layer run by GEMM: enough for about 256 columns, where one image's P·Q is fewer (a
-        /// narrow product per image spends its time packing the filters and storing edge tiles: conv1x1s2-64, 49
-        /// columns, ran at 10–20 % of the FMA peak), while every worker keeps two parts; 1 for the per-image route.
-        /// </summary>
-        private static int ImagesPerProduct(in Conv2dGeometry g, int workers)
-        {
-            int plane = g.P * g.Q;
-            int images = Math.Min((256 + plane - 1) / plane, g.N / (2 * workers));
-            return plane >= 256 || (long)images * g.C * g.H * g.W >= 1 << 28 ? 1 : Math.Max(1, images); // the gathers' int offsets
-        }
-
-        /// <summary>
         /// Images first … first + count − 1 as one product W · [cols(x_first) … cols(x_last)] into scratch (K × count·P·Q),
         /// then each image's columns copied to y. The bias is in the product's rows before it (β = 1), as on the
         /// per-image route: each output is the same sums in the same order, the same bits however the images are grouped.
@@ -272,11 +273,15 @@ public sealed unsafe partial class CpuBackend
     {
         private Conv2dGeometry _g;
         private float* _dy, _w, _dx;
+        private int _images = 1;
 
         public bool AnyWorker => true;
 
-        /// <summary>Floats of scratch each worker needs for one image: its column matrix (none for a 1×1 layer).</summary>
-        public int ScratchFloats => IsPointwise(_g) ? 0 : _g.C * _g.R * _g.S * _g.P * _g.Q;
+        /// <summary>Parts of the job set up last: one per image, or per group of images of small planes.</summary>
+        public int Parts => (_g.N + _images - 1) / _images;
+
+        /// <summary>Floats of scratch each worker needs for one part: its column matrix (none for one image of a 1×1 layer).</summary>
+        public int ScratchFloats => IsPointwise(_g) && _images == 1 ? 0 : _g.C * _g.R * _g.S * _images * _g.P * _g.Q;
 
         public void Set(in Conv2dGeometry g, float* dy, float* w, float* dx)
         {
@@ -284,23 +289,41 @@ public sealed unsafe partial class CpuBackend
             _dy = dy;
             _w = w;
             _dx = dx;
+            _images = ImagesPerProduct(g, owner._workers.Count);
         }
 
-        public void Run(int n, int worker)
+        /// <summary>
+        /// cols = Wᵀ · [dy_first … dy_last] (C·R·S × images·P·Q) for the part's images, then each image's columns folded
+        /// into its dx: small planes several images to a product, as the forward (<see cref="ImagesPerProduct"/>); each
+        /// column the same sums in the same order, the same bits however the images are grouped.
+        /// </summary>
+        public void Run(int part, int worker)
         {
-            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q, chw = _g.C * _g.H * _g.W;
-            float* dy = _dy + (long)n * _g.K * pq;
-            float* dx = _dx + (long)n * chw;
-            if (IsPointwise(_g))
+            int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q, chw = _g.C * _g.H * _g.W, first = part * _images;
+            int count = Math.Min(_images, _g.N - first), columns = count * pq;
+            float* dy = _dy + ((long)first * _g.K * pq);
+            float* dx = _dx + ((long)first * chw);
+            if (IsPointwise(_g) && count == 1)
             {
                 owner._workers.Gemm(worker).Run(new GemmArgs(true, false, crs, pq, _g.K, 1f, _w, crs, dy, pq, 0f, dx, pq));
                 return;
             }
 
-            float* cols = owner._scratch[worker].Columns(ScratchFloats);
-            owner._workers.Gemm(worker).Run(new GemmArgs(true, false, crs, pq, _g.K, 1f, _w, crs, dy, pq, 0f, cols, pq));
-            new Span<float>(dx, chw).Clear();
-            Im2Col.Accumulate(_g, cols, dx);
+            var scratch = owner._scratch[worker];
+            float* cols = scratch.Columns(ScratchFloats);
+            IPanelSource? images = null;
+            if (count > 1)
+            {
+                scratch.ImageRows.Set(dy, pq, (long)_g.K * pq);
+                images = scratch.ImageRows;
+            }
+
+            owner._workers.Gemm(worker).Run(new GemmArgs(true, false, crs, columns, _g.K, 1f, _w, crs, dy, columns, 0f, cols, columns), images);
+            new Span<float>(dx, count * chw).Clear();
+            for (int i = 0; i < count; i++)
+            {
+                Im2Col.Accumulate(_g, cols + (i * pq), dx + ((long)i * chw), columns);
+            }
         }
     }
 

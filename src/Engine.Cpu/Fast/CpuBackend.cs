@@ -287,7 +287,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
         }
 
         _convBackwardData.Set(g, pdy, pw, pdx);
-        RunImages(_convBackwardData, g.N, _convBackwardData.ScratchFloats);
+        RunImages(_convBackwardData, _convBackwardData.Parts, _convBackwardData.ScratchFloats);
     }
 
     /// <summary>A planned backward-data, the plan made once per layer shape (the lambdas are static: no allocation per call).</summary>
@@ -676,6 +676,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
         public TransposedColumns TransposedColumns { get; } = new();
 
         public ImageColumns ImageColumns { get; } = new();
+
+        public ImageRows ImageRows { get; } = new();
 
         public float* Columns(int length) => Pin(ref _columns, length);
 

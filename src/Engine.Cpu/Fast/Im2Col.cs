@@ -192,6 +192,47 @@ internal sealed unsafe class ImageColumns : IPanelSource
 }
 
 /// <summary>
+/// Several images' matrices side by side: rows × images·L, image i's L columns at i·L, read from matrices (rows × L,
+/// row-major) <c>imageStride</c> floats apart — dy of consecutive images for one backward-data product over them.
+/// </summary>
+internal sealed unsafe class ImageRows : IPanelSource
+{
+    private float* _first;
+    private int _length;
+    private long _imageStride;
+
+    /// <summary>Points the source at the matrix of the first image: rows of <paramref name="length"/> floats, images <paramref name="imageStride"/> floats apart.</summary>
+    public void Set(float* first, int length, long imageStride)
+    {
+        _first = first;
+        (_length, _imageStride) = (length, imageStride);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Pack(int pc, int kc, int jc, int nc, int nr, float* destination)
+    {
+        for (int jr = 0; jr < nc; jr += nr)
+        {
+            int cols = Math.Min(nr, nc - jr);
+            float* panel = destination + (long)jr * kc;
+            for (int k = 0; k < kc; k++)
+            {
+                float* row = panel + (long)k * nr;
+                // The panel's columns in runs that stay inside one image's row.
+                for (int j = 0, run; j < cols; j += run)
+                {
+                    int column = jc + jr + j, image = column / _length, at = column - (image * _length);
+                    run = Math.Min(cols - j, _length - at);
+                    new ReadOnlySpan<float>(_first + (image * _imageStride) + ((long)(pc + k) * _length) + at, run).CopyTo(new Span<float>(row + j, run));
+                }
+
+                new Span<float>(row + cols, nr - cols).Clear();
+            }
+        }
+    }
+}
+
+/// <summary>
 /// A whole panel row of the pack as AVX2 gathers (8 lanes each, 2 or 4 of them for panels of 16 or 32 columns; .NET
 /// exposes no 16-lane gather), the tables loaded once per panel; at the border the taps outside the image are masked
 /// to zero. The scalar copy of scattered floats was most of a small plane's filter gradient (a 7×7 plane is half border).
@@ -320,9 +361,13 @@ internal static unsafe class Im2Col
         }
     }
 
-    /// <summary>dx (C,H,W) of one image += the columns folded back: the transpose of <see cref="Expand"/>.</summary>
+    /// <summary>
+    /// dx (C,H,W) of one image += the columns folded back: the transpose of <see cref="Expand"/>. Row t of the columns
+    /// starts at cols + t·<paramref name="rowStride"/> (P·Q for one image's own matrix; more where several images'
+    /// columns lie side by side).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Accumulate(in Conv2dGeometry g, float* cols, float* dx)
+    public static void Accumulate(in Conv2dGeometry g, float* cols, float* dx, long rowStride)
     {
         int p = g.P, q = g.Q;
         for (int c = 0; c < g.C; c++)
@@ -331,7 +376,7 @@ internal static unsafe class Im2Col
             {
                 for (int s = 0; s < g.S; s++)
                 {
-                    float* row = cols + (long)((c * g.R + r) * g.S + s) * p * q;
+                    float* row = cols + ((c * g.R + r) * g.S + s) * rowStride;
                     for (int op = 0; op < p; op++)
                     {
                         int h = op * g.StrideH + (r * g.DilationH) - g.PadH;
