@@ -149,19 +149,12 @@ public abstract partial class BackendOpsTests
         ReferenceMath.BatchNormForward<double>(s, TestData.Widen(x), TestData.Widen(weight), TestData.Widen(bias), expectedRunningMean,
             expectedRunningVar, y, mean, invStd);
 
-        using var tx = Put(x, shape);
-        using var tw = Put(weight, channels);
-        using var tb = Put(bias, channels);
-        using var trm = Put(runningMean, channels);
-        using var trv = Put(runningVar, channels);
-        using var ty = Poisoned(shape);
-        using var tmean = Poisoned(channels);
-        using var tinv = Poisoned(channels);
-        Backend.BatchNormForward(true, tx, tw, tb, trm, trv, 0.1f, 1e-5f, ty, tmean, tinv);
+        using var t = new FusedBatchNormTensors(this, new FusedBatchNormData(s, x, new float[shape.Size], weight, bias, runningMean, runningVar), shape);
+        Backend.BatchNormForward(true, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
         string what = $"{Backend.Name} batch norm {shape}, channels of 2e38, 1e19 ± 1e13, ±1e38 and ±2e38";
         // The means to a few float roundings of the channel's largest value: −2e38 + 2e38·(1 ± 2⁻²⁴) is a mean of 2e31
         // where chunks' shares are inexact.
-        float[] actualMean = Backend.DownloadArray(tmean), actualRunningMean = Backend.DownloadArray(trm);
+        float[] actualMean = Backend.DownloadArray(t.Mean), actualRunningMean = Backend.DownloadArray(t.RunningMean);
         for (int c = 0; c < s.Channels; c++)
         {
             double largest = Enumerable.Range(0, s.Count).Max(e => Math.Abs((double)x[s.Index(c, e)]));
@@ -174,7 +167,7 @@ public abstract partial class BackendOpsTests
         // the bias, as PyTorch's. y of channel 1 is (x − mean)·invStd with the mean rounded to a float 1e12 apart: a
         // tenth of a standard deviation off in any float arithmetic (PyTorch's y differs by 0.06). These are left out
         // of the comparisons with the reference in double and checked here.
-        float[] actualInvStd = Backend.DownloadArray(tinv), actualRunningVar = Backend.DownloadArray(trv), actual = Backend.DownloadArray(ty);
+        float[] actualInvStd = Backend.DownloadArray(t.InvStd), actualRunningVar = Backend.DownloadArray(t.RunningVar), actual = Backend.DownloadArray(t.Y);
         foreach (int c in (int[])[2, 3])
         {
             Assert.True(actualInvStd[c] == 0f && float.IsPositiveInfinity(actualRunningVar[c]),
