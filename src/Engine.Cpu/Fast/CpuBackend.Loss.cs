@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace GpuCnn.Cpu.Fast;
@@ -129,39 +130,39 @@ public sealed partial class CpuBackend
             return max;
         }
 
-        /// <summary>e[j] = exp(z[j] − max) and their sum: vectors of <see cref="Width"/> where it has them, the tail one at a time.</summary>
-        private float ShiftedExponentials(ReadOnlySpan<float> z, float max, Span<float> e)
+        /// <summary>
+        /// e[j] = exp(z[j] − max) and their sum: vectors of <see cref="Width"/> at 512 and 256 bits, the rest (and narrower
+        /// widths) one at a time.
+        /// </summary>
+        private unsafe float ShiftedExponentials(ReadOnlySpan<float> z, float max, Span<float> e)
+        {
+            fixed (float* pz = z, pe = e)
+            {
+                return Width switch
+                {
+                    SimdWidth.Vector512 => ShiftedExponentials<Vec512, Vector512<float>>(pz, z.Length, max, pe),
+                    SimdWidth.Vector256 => ShiftedExponentials<Vec256, Vector256<float>>(pz, z.Length, max, pe),
+                    _ => ShiftedExponentials<Scalar, float>(pz, z.Length, max, pe),
+                };
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static unsafe float ShiftedExponentials<TOps, TVec>(float* z, int length, float max, float* e)
+            where TOps : struct, IVectorOps<TVec>
+            where TVec : unmanaged
         {
             int j = 0;
-            float sum = 0f;
-            if (Width == SimdWidth.Vector512 && z.Length >= Vector512<float>.Count)
+            TVec shift = TOps.Broadcast(max), total = TOps.Zero;
+            for (; j <= length - TOps.Width; j += TOps.Width)
             {
-                var shift = Vector512.Create(max);
-                var total = Vector512<float>.Zero;
-                for (; j <= z.Length - Vector512<float>.Count; j += Vector512<float>.Count)
-                {
-                    var v = Vector512.Exp(Vector512.Create(z[j..]) - shift);
-                    v.CopyTo(e[j..]);
-                    total += v;
-                }
-
-                sum = Vector512.Sum(total);
-            }
-            else if (Width == SimdWidth.Vector256 && z.Length >= Vector256<float>.Count)
-            {
-                var shift = Vector256.Create(max);
-                var total = Vector256<float>.Zero;
-                for (; j <= z.Length - Vector256<float>.Count; j += Vector256<float>.Count)
-                {
-                    var v = Vector256.Exp(Vector256.Create(z[j..]) - shift);
-                    v.CopyTo(e[j..]);
-                    total += v;
-                }
-
-                sum = Vector256.Sum(total);
+                var v = TOps.Exp(TOps.Subtract(TOps.Load(z + j), shift));
+                TOps.Store(e + j, v);
+                total = TOps.Add(total, v);
             }
 
-            for (; j < z.Length; j++)
+            float sum = TOps.Sum(total);
+            for (; j < length; j++)
             {
                 e[j] = MathF.Exp(z[j] - max);
                 sum += e[j];

@@ -453,8 +453,13 @@ public sealed unsafe partial class CpuBackend : HostBackend
             // in double: a million rows of 0.1 one after another had come to 1 % too much (PyTorch: 1e-7). A batch of
             // up to 256 rows is one block, its float sum exactly as before.
             const int Block = 256;
-            double[] total = _biasTotals.Length >= channels ? _biasTotals : _biasTotals = new double[channels];
-            Array.Clear(total, 0, channels);
+            bool blocked = batch > Block;
+            double[] total = !blocked || _biasTotals.Length >= channels ? _biasTotals : _biasTotals = new double[channels];
+            if (blocked)
+            {
+                Array.Clear(total, 0, channels);
+            }
+
             fixed (float* pdy = Data(dy), pdb = Data(db))
             {
                 for (int first = 0; first < batch; first += Block)
@@ -465,13 +470,13 @@ public sealed unsafe partial class CpuBackend : HostBackend
                         Simd.AddFloats(pdy + ((long)n * channels), pdb, channels);
                     }
 
-                    for (int c = 0; c < channels && batch > Block; c++)
+                    for (int c = 0; blocked && c < channels; c++)
                     {
                         total[c] += pdb[c];
                     }
                 }
 
-                for (int c = 0; c < channels && batch > Block; c++)
+                for (int c = 0; blocked && c < channels; c++)
                 {
                     pdb[c] = (float)total[c];
                 }
