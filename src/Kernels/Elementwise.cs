@@ -25,21 +25,21 @@ internal static class ElementwiseKernels
         int m = (chunk * chunkSize) + Group.IdxX, end = XMath.Min(batch * inner, (chunk * chunkSize) + chunkSize);
 
         // Four independent sums keep four loads in flight (ILGPU does not unroll; one sum waits on every load).
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+        CompensatedSum s0 = default, s1 = default, s2 = default, s3 = default;
         for (; m + (3 * step) < end; m += 4 * step)
         {
-            s0 += ChannelValue(dy, m, channels, inner, c);
-            s1 += ChannelValue(dy, m + step, channels, inner, c);
-            s2 += ChannelValue(dy, m + (2 * step), channels, inner, c);
-            s3 += ChannelValue(dy, m + (3 * step), channels, inner, c);
+            s0.Add(ChannelValue(dy, m, channels, inner, c));
+            s1.Add(ChannelValue(dy, m + step, channels, inner, c));
+            s2.Add(ChannelValue(dy, m + (2 * step), channels, inner, c));
+            s3.Add(ChannelValue(dy, m + (3 * step), channels, inner, c));
         }
 
         for (; m < end; m += step)
         {
-            s0 += ChannelValue(dy, m, channels, inner, c);
+            s0.Add(ChannelValue(dy, m, channels, inner, c));
         }
 
-        float sum = ReductionKernels.GroupSum((s0 + s1) + (s2 + s3));
+        float sum = ReductionKernels.GroupSum((s0.Value + s1.Value) + (s2.Value + s3.Value));
         if (Group.IdxX == 0)
         {
             sums[(chunk * channels) + c] = sum;

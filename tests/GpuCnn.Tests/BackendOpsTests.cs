@@ -385,7 +385,7 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         using var tdb = Poisoned([channels]);
         Backend.BiasGradient(tdy, tdb);
         double expected = (double)0.1f * dy.Length;
-        TensorAssert.Close([expected], Backend.DownloadArray(tdb), new Shape(1), 0, 5e-4, $"{Backend.Name} bias gradient of {dy.Length} values of 0.1 ({batch}, {channels}, {inner})");
+        TensorAssert.Close([expected], Backend.DownloadArray(tdb), new Shape(1), 0, 1e-6, $"{Backend.Name} bias gradient of {dy.Length} values of 0.1 ({batch}, {channels}, {inner})");
     }
 
     [Fact]

@@ -130,18 +130,30 @@ public sealed unsafe partial class CpuBackend
             if (s.Training != 0)
             {
                 // As the reference: the mean of the offsets from the channel's first value (see BatchNormRuns.MeanOffset).
-                float pivot = x[0], offset = 0f, share = 2f / s.Count;
+                // Each image's run in pieces of float lanes, the pieces added in double (BatchNormRuns.Piece).
+                float pivot = x[0], share = 2f / s.Count;
+                double offsetSum = 0, squareSum = 0;
                 for (int n = 0; n < batch; n++)
                 {
-                    offset += BatchNormRuns.MeanOffset(x + ((long)n * stride), inner, 0.5f * pivot, share);
+                    for (int start = 0; start < inner; start += BatchNormRuns.Piece)
+                    {
+                        float* piece = x + ((long)n * stride) + start;
+                        offsetSum += BatchNormRuns.MeanOffset(piece, Math.Min(BatchNormRuns.Piece, inner - start), 0.5f * pivot, share);
+                    }
                 }
 
-                float squares = 0f;
+                float offset = (float)offsetSum;
                 mean = pivot + offset;
                 for (int n = 0; n < batch; n++)
                 {
-                    squares += BatchNormRuns.SquaredDeviations(x + ((long)n * stride), inner, pivot, offset);
+                    for (int start = 0; start < inner; start += BatchNormRuns.Piece)
+                    {
+                        float* piece = x + ((long)n * stride) + start;
+                        squareSum += BatchNormRuns.SquaredDeviations(piece, Math.Min(BatchNormRuns.Piece, inner - start), pivot, offset);
+                    }
                 }
+
+                float squares = (float)squareSum;
 
                 invStd = 1f / MathF.Sqrt((squares / s.Count) + s.Epsilon);
                 _runningMean[c] = ((1f - s.Momentum) * _runningMean[c]) + (s.Momentum * mean);
@@ -283,17 +295,23 @@ public sealed unsafe partial class CpuBackend
             int batch = s.Count / s.Inner, inner = s.Inner, stride = s.Channels * inner;
             long first = (long)c * inner;
             float* x = _x + first, dy = _dy + first, y = _y + first, dx = _dx + first;
-            float mean = _mean[c], invStd = _invStd[c], sumDy = 0f, sumDyCentred = 0f;
+            float mean = _mean[c], invStd = _invStd[c];
+            double dySum = 0, centredSum = 0; // pieces of float lanes added in double, as the forward's sums
             for (int n = 0; n < batch; n++)
             {
-                long at = (long)n * stride;
-                var (a, b) = Activated
-                    ? BatchNormRuns.GradientSumsThrough(x + at, y + at, dy + at, inner, mean, _f)
-                    : BatchNormRuns.GradientSums(x + at, dy + at, inner, mean);
-                sumDy += a;
-                sumDyCentred += b;
+                for (int start = 0; start < inner; start += BatchNormRuns.Piece)
+                {
+                    long at = ((long)n * stride) + start;
+                    int length = Math.Min(BatchNormRuns.Piece, inner - start);
+                    var (a, b) = Activated
+                        ? BatchNormRuns.GradientSumsThrough(x + at, y + at, dy + at, length, mean, _f)
+                        : BatchNormRuns.GradientSums(x + at, dy + at, length, mean);
+                    dySum += a;
+                    centredSum += b;
+                }
             }
 
+            float sumDy = (float)dySum, sumDyCentred = (float)centredSum;
             float dweight = sumDyCentred * invStd;
             _dbias[c] = sumDy;
             _dweight[c] = dweight;
@@ -398,8 +416,11 @@ public sealed unsafe partial class CpuBackend
     /// <summary>Batch norm's loops over one run of contiguous values of a channel.</summary>
     private static class BatchNormRuns
     {
-        /// <summary>Values of dz made at a time on the stack for an activation other than ReLU.</summary>
-        private const int Piece = 1024;
+        /// <summary>
+        /// Values summed in float lanes before the sum goes on in double (a million values a channel in float lanes had
+        /// come to 2e-5 off), and of dz made at a time on the stack for an activation other than ReLU.
+        /// </summary>
+        public const int Piece = 1024;
 
         /// <summary>
         /// Σ (x/2 − halfPivot)·share, with four independent vector accumulators, as <see cref="Sum(float*, int)"/>: with

@@ -41,22 +41,23 @@ internal static class BatchNormKernels
     {
         int c = Grid.IdxX, chunk = Grid.IdxY, chunks = Grid.DimY;
         int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
-        float pivot = x[s.Index(c, 0)], share = 2f / (end - begin), sum = 0f;
+        float pivot = x[s.Index(c, 0)], share = 2f / (end - begin);
+        var sum = default(CompensatedSum);
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
-            sum += ((0.5f * x[s.Index(c, e)]) - (0.5f * pivot)) * share; // from halves: finite where x − pivot is not
+            sum.Add(((0.5f * x[s.Index(c, e)]) - (0.5f * pivot)) * share); // from halves: finite where x − pivot is not
         }
 
-        float offset = ReductionKernels.GroupSum(sum);
+        float offset = ReductionKernels.GroupSum(sum.Value);
         Group.Barrier(); // every thread has read the sum before the next one overwrites the shared memory
-        float squares = 0f;
+        var squares = default(CompensatedSum);
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
             float d = x[s.Index(c, e)] - pivot - offset;
-            squares += d * d;
+            squares.Add(d * d);
         }
 
-        float deviations = ReductionKernels.GroupSum(squares);
+        float deviations = ReductionKernels.GroupSum(squares.Value);
         if (Group.IdxX == 0)
         {
             partial[2 * ((c * chunks) + chunk)] = offset;
@@ -124,18 +125,19 @@ internal static class BatchNormKernels
     {
         int c = Grid.IdxX, chunk = Grid.IdxY, chunks = Grid.DimY;
         int begin = chunk * chunkSize, end = XMath.Min(s.Count, begin + chunkSize);
-        float mu = mean[c], inv = invStd[c], sumDy = 0f, sumDyXhat = 0f;
+        float mu = mean[c], inv = invStd[c];
+        CompensatedSum sumDy = default, sumDyXhat = default;
         for (int e = begin + Group.IdxX; e < end; e += Group.DimX)
         {
             int i = s.Index(c, e);
             float dz = f.BackwardFromOutput(y[i], dy[i]);
-            sumDy += dz;
-            sumDyXhat += dz * (x[i] - mu) * inv;
+            sumDy.Add(dz);
+            sumDyXhat.Add(dz * (x[i] - mu) * inv);
         }
 
-        float db = ReductionKernels.GroupSum(sumDy);
+        float db = ReductionKernels.GroupSum(sumDy.Value);
         Group.Barrier();
-        float dw = ReductionKernels.GroupSum(sumDyXhat);
+        float dw = ReductionKernels.GroupSum(sumDyXhat.Value);
         if (Group.IdxX == 0)
         {
             partial[2 * ((c * chunks) + chunk)] = db;

@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace GpuCnn.Cpu.Fast;
 
@@ -9,39 +10,54 @@ public sealed unsafe partial class CpuBackend
     /// <remarks>
     /// Four vector accumulators (a sum's dependency chain is what limits a scalar loop: a LeNet-5's 61,706 weights took
     /// longer than its update), added in a fixed order, then the tail: the same bits run after run on one vector width.
+    /// A tensor longer than <see cref="SumPiece"/> is summed so piece by piece, the pieces in double: a million squares
+    /// of 0.1 in float lanes had come to 2e-5 off.
     /// </remarks>
     protected override void SquaredNormCore(DeviceTensor<float> x, DeviceTensor<float> sums, int slot)
     {
-        int n = x.Length, width = Vector<float>.Count, i = 0;
-        Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        int n = x.Length;
+        double total = 0;
         fixed (float* px = Data(x))
         {
-            for (; i <= n - (4 * width); i += 4 * width)
+            for (int first = 0; first < n; first += SumPiece)
             {
-                var v0 = Vector.Load(px + i);
-                var v1 = Vector.Load(px + i + width);
-                var v2 = Vector.Load(px + i + (2 * width));
-                var v3 = Vector.Load(px + i + (3 * width));
-                s0 = Vector.FusedMultiplyAdd(v0, v0, s0);
-                s1 = Vector.FusedMultiplyAdd(v1, v1, s1);
-                s2 = Vector.FusedMultiplyAdd(v2, v2, s2);
-                s3 = Vector.FusedMultiplyAdd(v3, v3, s3);
+                total += SquaredSum(px + first, Math.Min(SumPiece, n - first));
             }
-
-            for (; i <= n - width; i += width)
-            {
-                var v = Vector.Load(px + i);
-                s0 = Vector.FusedMultiplyAdd(v, v, s0);
-            }
-
-            float sum = Vector.Sum((s0 + s1) + (s2 + s3));
-            for (; i < n; i++)
-            {
-                sum += px[i] * px[i];
-            }
-
-            Data(sums)[slot] = sum;
         }
+
+        Data(sums)[slot] = (float)total;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float SquaredSum(float* px, int n)
+    {
+        int width = Vector<float>.Count, i = 0;
+        Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (; i <= n - (4 * width); i += 4 * width)
+        {
+            var v0 = Vector.Load(px + i);
+            var v1 = Vector.Load(px + i + width);
+            var v2 = Vector.Load(px + i + (2 * width));
+            var v3 = Vector.Load(px + i + (3 * width));
+            s0 = Vector.FusedMultiplyAdd(v0, v0, s0);
+            s1 = Vector.FusedMultiplyAdd(v1, v1, s1);
+            s2 = Vector.FusedMultiplyAdd(v2, v2, s2);
+            s3 = Vector.FusedMultiplyAdd(v3, v3, s3);
+        }
+
+        for (; i <= n - width; i += width)
+        {
+            var v = Vector.Load(px + i);
+            s0 = Vector.FusedMultiplyAdd(v, v, s0);
+        }
+
+        float sum = Vector.Sum((s0 + s1) + (s2 + s3));
+        for (; i < n; i++)
+        {
+            sum += px[i] * px[i];
+        }
+
+        return sum;
     }
 
     /// <inheritdoc/>

@@ -28,14 +28,14 @@ internal static class GradNormKernels
     internal static float ChunkSquares(ArrayView<float> x, int chunk, int chunkSize)
     {
         long begin = (long)chunk * chunkSize, end = Math.Min(begin + chunkSize, x.Length);
-        float sum = 0f;
+        var sum = default(CompensatedSum);
         for (long i = begin + Group.IdxX; i < end; i += Group.DimX)
         {
             float v = x[i];
-            sum += v * v;
+            sum.Add(v * v);
         }
 
-        return ReductionKernels.GroupSum(sum);
+        return ReductionKernels.GroupSum(sum.Value);
     }
 
     /// <summary>
@@ -45,13 +45,13 @@ internal static class GradNormKernels
     /// </summary>
     public static void ClipCoefficient(Index1D index, ArrayView<float> sums, ArrayView<float> coefficient, int count, float maxNorm)
     {
-        float squares = 0f;
+        var squares = default(CompensatedSum);
         for (int i = 0; i < count; i++)
         {
-            squares += sums[i];
+            squares.Add(sums[i]);
         }
 
-        float total = XMath.Sqrt(squares);
+        float total = XMath.Sqrt(squares.Value);
         float clip = (1f / (total + 1e-6f)) * maxNorm; // PyTorch's float / tensor: the reciprocal, then a product
         coefficient[0] = clip > 1f ? 1f : clip;
         coefficient[1] = total;
