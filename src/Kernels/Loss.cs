@@ -14,7 +14,7 @@ internal static class LossKernels
 {
     /// <summary>
     /// For row n of logits z (N, K classes) with label t and target q_j = (1 − ε)·[j = t] + ε/K: m = max z,
-    /// S = Σ e^(z−m), perSample[n] = Σ_j q_j·((m − z_j) + log S) = log S + (1 − ε)·(m − z_t) + (ε/K)·Σ_j (m − z_j),
+    /// S = Σ e^(z−m), perSample[n] = Σ_j q_j·((m − z_j) + log S) (term by term, in the CPU backend's order),
     /// dz[n,j] = (e^(z_j − m)/S − q_j) / N — PyTorch's log_softmax order: m + log S would round log S away at huge logits.
     /// </summary>
     public static void SoftmaxCrossEntropyRows(Index1D n, ArrayView<float> logits, ArrayView<int> labels,
@@ -28,11 +28,10 @@ internal static class LossKernels
             max = XMath.Max(max, logits[row + j]);
         }
 
-        float total = 0f, shiftedSum = 0f;
+        float total = 0f;
         for (int j = 0; j < classes; j++)
         {
             total += XMath.Exp(logits[row + j] - max);
-            shiftedSum += max - logits[row + j];
         }
 
         float logTotal = XMath.Log(total), inverse = 1f / total;
@@ -56,9 +55,19 @@ internal static class LossKernels
             dlogits[row + j] = (softmax - (j == label ? onLabel : spread)) * scale;
         }
 
-        perSample[n] = s.LabelSmoothing == 0f
-            ? (max - logits[row + label]) + logTotal
-            : logTotal + ((1f - s.LabelSmoothing) * (max - logits[row + label])) + (spread * shiftedSum);
+        // Σ_j q_j·((m − z_j) + log S), each term scaled as it is added (as the reference and the CPU backend: Σ_j (m − z_j)
+        // first overflowed float for logits of ±1e38 and gave +∞ where the loss is 1e37); only the label's term without
+        // smoothing (an infinite logit elsewhere gives no NaN).
+        float rowLoss = onLabel * ((max - logits[row + label]) + logTotal);
+        if (spread != 0f)
+        {
+            for (int j = 0; j < classes; j++)
+            {
+                rowLoss += j == label ? 0f : spread * ((max - logits[row + j]) + logTotal);
+            }
+        }
+
+        perSample[n] = rowLoss;
     }
 
     /// <summary>

@@ -402,6 +402,24 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close([0.5, -0.5], Backend.DownloadArray(dgrad), new Shape(1, 2), 1e-7, 1e-6, $"{Backend.Name} dlogits");
     }
 
+    [Fact]
+    public void Label_smoothing_keeps_a_huge_loss_finite_where_it_is()
+    {
+        // Logits of ±1e38 smoothed: the loss is 0.925·2e38 + 2·0.025·2e38 = 1.95e38, a float. Σ_j (m − z_j) = 6e38 taken
+        // first overflowed on ILGPU (+∞, as PyTorch 1.13 in float; in double it gives 1.95e38); each term scaled as it is
+        // added keeps it.
+        float[] z = [1e38f, -1e38f, -1e38f, -1e38f];
+        using var dz = Put(z, [1, 4]);
+        using var dlabels = Backend.Upload<int>([1], [1]);
+        using var dgrad = Poisoned([1, 4]);
+        using var dloss = Poisoned([1]);
+        Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss, labelSmoothing: 0.1f);
+        double[] expectedGrad = new double[4];
+        double expected = ReferenceMath.SoftmaxCrossEntropy<double>(TestData.Widen(z), [1], expectedGrad, 1, 4, (double)0.1f);
+        TensorAssert.Close([expected], Backend.DownloadArray(dloss), new Shape(1), 0, 1e-6, $"{Backend.Name} smoothed loss of ±1e38 logits");
+        TensorAssert.Close(expectedGrad, Backend.DownloadArray(dgrad), new Shape(1, 4), 1e-7, 1e-6, $"{Backend.Name} dlogits");
+    }
+
     [Theory]
     [InlineData(9)]
     [InlineData(-1)]

@@ -4,7 +4,7 @@ using GpuCnn.Tests.Support;
 namespace GpuCnn.Tests;
 
 /// <summary>
-/// Sums over a million values a channel on the routes that differ in how they add them: the reference (in double),
+/// Sums over long channels (a million values, or 65,536 rows) on the routes that differ in how they add them: the reference (in double),
 /// the CPU backend (float vector lanes in pieces, the pieces in double) and ILGPU (each thread's run compensated, then a
 /// tree) — on ILGPU's CPU accelerator the groups are a few threads wide, its longest runs; its other test classes
 /// take the same reductions at ten times the cost of these shapes (the bias gradient's and the squared norm's long
@@ -14,18 +14,21 @@ public abstract class LongSumTests(BackendFixture fixture)
 {
     private Backend Backend => fixture.Require();
 
-    [Fact]
-    public void BatchNorm_sums_over_a_million_values_a_channel_keep_float_precision()
+    [Theory]
+    [InlineData(4, 2, 500, 500)] // channels of images: a run per image
+    [InlineData(65_536, 32)] // features: rows of whole vectors of channels (the CPU's lanes each down 65,536 rows)
+    public void BatchNorm_sums_over_long_channels_keep_float_precision(params int[] dims)
     {
         // Long per-channel sums in float drift by up to 2⁻²⁴ a term where the terms are alike (dy near 0.1 here): the
         // reference had added in float (its mean 6e-6 off), the CPU backend in vector lanes per image (dbias 2e-5 off),
         // ILGPU in threads' long runs (invStd 4e-6 off). Each sum is held to 1e-6 of its terms' magnitudes. PyTorch
         // 1.13's CPU batch norm on such a tensor: its dbias 1.8e-4 off, the rest within 1e-7.
-        var shape = new Shape(4, 2, 500, 500);
+        var shape = new Shape(dims);
         var s = GradientCheckTests.BatchNormShapeOf(shape, training: true);
         var channels = new Shape(s.Channels);
         float[] x = TestData.Uniform(shape.Size, 49, 0.5f, 1.5f), dy = TestData.Uniform(shape.Size, 50, 0.1f, 0.1001f);
-        float[] weight = [1.5f, 0.5f], bias = [0.25f, -0.25f], runningMean = [0f, 0f], runningVar = [1f, 1f];
+        float[] weight = TestData.Uniform(s.Channels, 51, 0.5f, 1.5f), bias = TestData.Uniform(s.Channels, 52);
+        float[] runningMean = new float[s.Channels], runningVar = [.. Enumerable.Repeat(1f, s.Channels)];
         double[] expectedRunningMean = TestData.Widen(runningMean), expectedRunningVar = TestData.Widen(runningVar);
         double[] y = new double[shape.Size], mean = new double[s.Channels], invStd = new double[s.Channels];
         double[] dx = new double[shape.Size], dweight = new double[s.Channels], dbias = new double[s.Channels];

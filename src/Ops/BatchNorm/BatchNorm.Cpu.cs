@@ -188,24 +188,42 @@ public sealed unsafe partial class CpuBackend
                 new Span<float>(squares, count).Clear();
                 // mean holds the mean offset from each channel's first value (row 0 of x), as BatchNormRuns.MeanOffset
                 // takes it, until the first value is added back.
+                // Rows in blocks of BatchNormRuns.Piece, each block's lanes in float, the blocks added in double.
                 var (half, share) = (new Vector<float>(0.5f), new Vector<float>(2f / s.Count));
-                for (int n = 0; n < batch; n++)
+                double* totals = stackalloc double[count];
+                new Span<double>(totals, count).Clear();
+                for (int first = 0; first < batch; first += BatchNormRuns.Piece)
                 {
-                    for (int v = 0; v < count; v += width)
+                    for (int n = first; n < Math.Min(batch, first + BatchNormRuns.Piece); n++)
                     {
-                        var offset = Vector.FusedMultiplyAdd(Vector.Load(x + ((long)n * stride) + v), half, -(half * Vector.Load(x + v)));
-                        Vector.FusedMultiplyAdd(offset, share, Vector.Load(mean + v)).Store(mean + v);
+                        for (int v = 0; v < count; v += width)
+                        {
+                            var offset = Vector.FusedMultiplyAdd(Vector.Load(x + ((long)n * stride) + v), half, -(half * Vector.Load(x + v)));
+                            Vector.FusedMultiplyAdd(offset, share, Vector.Load(mean + v)).Store(mean + v);
+                        }
                     }
+
+                    BatchNormRuns.AddBlock(mean, totals, count);
                 }
 
-                for (int n = 0; n < batch; n++)
+                BatchNormRuns.RoundTotals(totals, mean, count);
+                new Span<double>(totals, count).Clear();
+
+                for (int first = 0; first < batch; first += BatchNormRuns.Piece)
                 {
-                    for (int v = 0; v < count; v += width)
+                    for (int n = first; n < Math.Min(batch, first + BatchNormRuns.Piece); n++)
                     {
-                        var d = Vector.Load(x + ((long)n * stride) + v) - Vector.Load(x + v) - Vector.Load(mean + v);
-                        (Vector.Load(squares + v) + (d * d)).Store(squares + v);
+                        for (int v = 0; v < count; v += width)
+                        {
+                            var d = Vector.Load(x + ((long)n * stride) + v) - Vector.Load(x + v) - Vector.Load(mean + v);
+                            (Vector.Load(squares + v) + (d * d)).Store(squares + v);
+                        }
                     }
+
+                    BatchNormRuns.AddBlock(squares, totals, count);
                 }
+
+                BatchNormRuns.RoundTotals(totals, squares, count);
 
                 var keep = new Vector<float>(1f - s.Momentum);
                 var momentum = new Vector<float>(s.Momentum);
@@ -345,16 +363,28 @@ public sealed unsafe partial class CpuBackend
             float* sumDy = stackalloc float[count], sumDyCentred = stackalloc float[count], lanes = stackalloc float[width];
             new Span<float>(sumDy, count).Clear(); // the sums start at 0
             new Span<float>(sumDyCentred, count).Clear();
-            for (int n = 0; n < batch; n++)
+            double* dyTotals = stackalloc double[count], centredTotals = stackalloc double[count]; // blocks of rows, as the forward's
+            new Span<double>(dyTotals, count).Clear();
+            new Span<double>(centredTotals, count).Clear();
+            for (int first = 0; first < batch; first += BatchNormRuns.Piece)
             {
-                long at = (long)n * stride;
-                for (int v = 0; v < count; v += width)
+                for (int n = first; n < Math.Min(batch, first + BatchNormRuns.Piece); n++)
                 {
-                    var dz = Gradient(y + at + v, dy + at + v, lanes);
-                    (Vector.Load(sumDy + v) + dz).Store(sumDy + v);
-                    (Vector.Load(sumDyCentred + v) + (dz * (Vector.Load(x + at + v) - Vector.Load(_mean + c + v)))).Store(sumDyCentred + v);
+                    long at = (long)n * stride;
+                    for (int v = 0; v < count; v += width)
+                    {
+                        var dz = Gradient(y + at + v, dy + at + v, lanes);
+                        (Vector.Load(sumDy + v) + dz).Store(sumDy + v);
+                        (Vector.Load(sumDyCentred + v) + (dz * (Vector.Load(x + at + v) - Vector.Load(_mean + c + v)))).Store(sumDyCentred + v);
+                    }
                 }
+
+                BatchNormRuns.AddBlock(sumDy, dyTotals, count);
+                BatchNormRuns.AddBlock(sumDyCentred, centredTotals, count);
             }
+
+            BatchNormRuns.RoundTotals(dyTotals, sumDy, count);
+            BatchNormRuns.RoundTotals(centredTotals, sumDyCentred, count);
 
             // Per channel dx = a·(dz − (meanDz + (x − mean)·k)), or a·dz in evaluation (see
             // BatchNormKernels.InputGradientCoefficients); meanDz and k kept over sumDy's and sumDyCentred's places once read.
@@ -417,10 +447,30 @@ public sealed unsafe partial class CpuBackend
     private static class BatchNormRuns
     {
         /// <summary>
-        /// Values summed in float lanes before the sum goes on in double (a million values a channel in float lanes had
-        /// come to 2e-5 off), and of dz made at a time on the stack for an activation other than ReLU.
+        /// Values (or rows of an (N, C) input) summed in float lanes before the sum goes on in double (a million values a
+        /// channel in float lanes had come to 2e-5 off), and of dz made at a time on the stack for an activation other
+        /// than ReLU.
         /// </summary>
         public const int Piece = 1024;
+
+        /// <summary>totals[i] += sums[i], then sums[i] = 0: the end of a block of rows whose sums ran in float lanes.</summary>
+        public static void AddBlock(float* sums, double* totals, int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                totals[i] += sums[i];
+                sums[i] = 0f;
+            }
+        }
+
+        /// <summary>sums[i] = totals[i] rounded to float (one block: its float sum exactly).</summary>
+        public static void RoundTotals(double* totals, float* sums, int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                sums[i] = (float)totals[i];
+            }
+        }
 
         /// <summary>
         /// Σ (x/2 − halfPivot)·share, with four independent vector accumulators, as <see cref="Sum(float*, int)"/>: with
