@@ -42,7 +42,12 @@ internal sealed unsafe class PackedGemm : IDisposable
 {
     public const int MR = 6;
     private const int KC = 256;
-    private const int MC = 96;
+    /// <summary>
+    /// Rows of A packed per block (192 × KC floats, 192 KB: in any L2 here): each of B's KC × NR panels is read from
+    /// wherever the packed B lies once per block. 96 had gemm-4096 on AVX-512 3–5 % slower (B's 2 MB block beyond the
+    /// L2), no difference at 512–1024 or on AVX2 (docs/benchmarks.md, fifteenth session).
+    /// </summary>
+    private const int MC = 192;
     private const int NC = 2048;
 
     /// <summary>Floats past the last A panel that <see cref="PackSixRows"/> may write.</summary>

@@ -447,11 +447,11 @@ public sealed unsafe partial class CpuBackend
     private static class BatchNormRuns
     {
         /// <summary>
-        /// Values (or rows of an (N, C) input) summed in float lanes before the sum goes on in double (a million values a
-        /// channel in float lanes had come to 2e-5 off), and of dz made at a time on the stack for an activation other
-        /// than ReLU.
+        /// Values (or rows of an (N, C) input) summed in float lanes before the sum goes on in double, as the bias
+        /// gradient's (a million values a channel in float lanes had come to 2e-5 off), and of dz made at a time on the
+        /// stack for an activation other than ReLU.
         /// </summary>
-        public const int Piece = 1024;
+        public const int Piece = SumPiece;
 
         /// <summary>totals[i] += sums[i], then sums[i] = 0: the end of a block of rows whose sums ran in float lanes.</summary>
         public static void AddBlock(float* sums, double* totals, int count)

@@ -28,6 +28,7 @@ public sealed unsafe partial class CpuBackend
         Data(sums)[slot] = (float)total;
     }
 
+    /// <summary>Σ px[i]² over one piece, in four vector accumulators.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float SquaredSum(float* px, int n)
     {
