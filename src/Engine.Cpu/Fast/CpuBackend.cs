@@ -449,36 +449,32 @@ public sealed unsafe partial class CpuBackend : HostBackend
         if (inner == 1)
         {
             // A dense layer's (N, C): the rows added up, a vector of channels at a time — each lane the same terms in the
-            // same order as channel by channel, without a call per value. Blocks of 64 rows in float, the blocks added
-            // in double: a million rows of 0.1 one after another had come to 1 % too much, in blocks of 256 2.4e-6
-            // (PyTorch: 1e-7). A batch of up to 64 rows is one block, a plain float sum.
-            const int Block = 64;
-            bool blocked = batch > Block;
+            // same order as channel by channel, without a call per value; blocks of RowBlock rows in float, the blocks
+            // in double. A batch of up to RowBlock rows is one block, a plain float sum.
+            bool blocked = batch > RowBlock;
             double[] total = !blocked || _biasTotals.Length >= channels ? _biasTotals : _biasTotals = new double[channels];
-            if (blocked)
-            {
-                Array.Clear(total, 0, channels);
-            }
-
             fixed (float* pdy = Data(dy), pdb = Data(db))
+            fixed (double* ptotal = total)
             {
-                for (int first = 0; first < batch; first += Block)
+                new Span<double>(ptotal, blocked ? channels : 0).Clear();
+                for (int first = 0, rows; first < batch; first += rows)
                 {
+                    rows = Math.Min(RowBlock, batch - first);
                     new Span<float>(pdb, channels).Clear();
-                    for (int n = first; n < Math.Min(batch, first + Block); n++)
+                    for (int n = first; n < first + rows; n++)
                     {
                         Simd.AddFloats(pdy + ((long)n * channels), pdb, channels);
                     }
 
-                    for (int c = 0; blocked && c < channels; c++)
+                    if (blocked)
                     {
-                        total[c] += pdb[c];
+                        AddBlock(pdb, ptotal, channels);
                     }
                 }
 
-                for (int c = 0; blocked && c < channels; c++)
+                if (blocked)
                 {
-                    pdb[c] = (float)total[c];
+                    RoundTotals(ptotal, pdb, channels);
                 }
             }
 
@@ -494,9 +490,10 @@ public sealed unsafe partial class CpuBackend : HostBackend
                 for (int n = 0; n < batch; n++)
                 {
                     float* run = values + ((long)((n * channels) + c) * inner);
-                    for (int first = 0; first < inner; first += SumPiece)
+                    for (int first = 0, length; first < inner; first += length)
                     {
-                        sum += Sum(run + first, Math.Min(SumPiece, inner - first));
+                        length = Math.Min(SumPiece, inner - first);
+                        sum += Sum(run + first, length);
                     }
                 }
 
@@ -510,6 +507,32 @@ public sealed unsafe partial class CpuBackend : HostBackend
     /// 250,000 summed in float lanes had come to 5.6e-5 off (PyTorch's cascade sum: 1e-7).
     /// </summary>
     private const int SumPiece = 1024;
+
+    /// <summary>
+    /// Rows of an (N, C) tensor summed down each lane in float before the sums go on in double: a lane is one chain of
+    /// additions, so alike terms drift by a rounding per row (a million rows of 0.1 in one chain had come to 1 % too
+    /// much; in blocks of 256, 2.4e-6; of 1,024, 1e-5).
+    /// </summary>
+    private const int RowBlock = 64;
+
+    /// <summary>totals[i] += sums[i], then sums[i] = 0: the end of a block whose sums ran in float.</summary>
+    private static void AddBlock(float* sums, double* totals, int count)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            totals[i] += sums[i];
+            sums[i] = 0f;
+        }
+    }
+
+    /// <summary>sums[i] = totals[i] rounded to float (after one block, that block's float sum exactly).</summary>
+    private static void RoundTotals(double* totals, float* sums, int count)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            sums[i] = (float)totals[i];
+        }
+    }
 
     /// <summary>The reusable fused-activation object for <typeparamref name="TF"/> set to <paramref name="f"/>; null for none.</summary>
     private FusedActivation? Fused<TF>(TF f)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using GpuCnn.Kernels;
@@ -59,7 +60,8 @@ public sealed unsafe partial class CpuBackend
     /// A job over a range of channels per part: channel by channel over its runs of <c>inner</c> values, or — for one
     /// value per channel and sample (BatchNorm1d after a dense layer, x (N, C)), where a run is a single value and a
     /// call per run cost 7–11× PyTorch's time — a vector of consecutive channels at a time down the batch, then the
-    /// channels left over one by one. Both add the same terms in the same order, so the results are the same bits.
+    /// channels left over one by one. Both are the same bits run after run; a lane (float blocks of RowBlock rows, then
+    /// double) and a left-over channel (each row's value into double) may differ in the last bit.
     /// </summary>
     private abstract class ChannelJob : IParallelJob
     {
@@ -130,15 +132,15 @@ public sealed unsafe partial class CpuBackend
             if (s.Training != 0)
             {
                 // As the reference: the mean of the offsets from the channel's first value (see BatchNormRuns.MeanOffset).
-                // Each image's run in pieces of float lanes, the pieces added in double (BatchNormRuns.Piece).
+                // Each image's run in pieces of float lanes, the pieces added in double (SumPiece, as the bias gradient).
                 float pivot = x[0], share = 2f / s.Count;
                 double offsetSum = 0, squareSum = 0;
                 for (int n = 0; n < batch; n++)
                 {
-                    for (int start = 0; start < inner; start += BatchNormRuns.Piece)
+                    for (int start = 0, length; start < inner; start += length)
                     {
-                        float* piece = x + ((long)n * stride) + start;
-                        offsetSum += BatchNormRuns.MeanOffset(piece, Math.Min(BatchNormRuns.Piece, inner - start), 0.5f * pivot, share);
+                        length = Math.Min(SumPiece, inner - start);
+                        offsetSum += BatchNormRuns.MeanOffset(x + ((long)n * stride) + start, length, 0.5f * pivot, share);
                     }
                 }
 
@@ -146,10 +148,10 @@ public sealed unsafe partial class CpuBackend
                 mean = pivot + offset;
                 for (int n = 0; n < batch; n++)
                 {
-                    for (int start = 0; start < inner; start += BatchNormRuns.Piece)
+                    for (int start = 0, length; start < inner; start += length)
                     {
-                        float* piece = x + ((long)n * stride) + start;
-                        squareSum += BatchNormRuns.SquaredDeviations(piece, Math.Min(BatchNormRuns.Piece, inner - start), pivot, offset);
+                        length = Math.Min(SumPiece, inner - start);
+                        squareSum += BatchNormRuns.SquaredDeviations(x + ((long)n * stride) + start, length, pivot, offset);
                     }
                 }
 
@@ -188,13 +190,14 @@ public sealed unsafe partial class CpuBackend
                 new Span<float>(squares, count).Clear();
                 // mean holds the mean offset from each channel's first value (row 0 of x), as BatchNormRuns.MeanOffset
                 // takes it, until the first value is added back.
-                // Rows in blocks of BatchNormRuns.Piece, each block's lanes in float, the blocks added in double.
+                // Rows in blocks of RowBlock, each block's lanes in float, the blocks added in double.
                 var (half, share) = (new Vector<float>(0.5f), new Vector<float>(2f / s.Count));
                 double* totals = stackalloc double[count];
                 new Span<double>(totals, count).Clear();
-                for (int first = 0; first < batch; first += BatchNormRuns.Piece)
+                for (int first = 0, rows; first < batch; first += rows)
                 {
-                    for (int n = first; n < Math.Min(batch, first + BatchNormRuns.Piece); n++)
+                    rows = Math.Min(RowBlock, batch - first);
+                    for (int n = first; n < first + rows; n++)
                     {
                         for (int v = 0; v < count; v += width)
                         {
@@ -203,15 +206,16 @@ public sealed unsafe partial class CpuBackend
                         }
                     }
 
-                    BatchNormRuns.AddBlock(mean, totals, count);
+                    AddBlock(mean, totals, count);
                 }
 
-                BatchNormRuns.RoundTotals(totals, mean, count);
+                RoundTotals(totals, mean, count);
                 new Span<double>(totals, count).Clear();
 
-                for (int first = 0; first < batch; first += BatchNormRuns.Piece)
+                for (int first = 0, rows; first < batch; first += rows)
                 {
-                    for (int n = first; n < Math.Min(batch, first + BatchNormRuns.Piece); n++)
+                    rows = Math.Min(RowBlock, batch - first);
+                    for (int n = first; n < first + rows; n++)
                     {
                         for (int v = 0; v < count; v += width)
                         {
@@ -220,10 +224,10 @@ public sealed unsafe partial class CpuBackend
                         }
                     }
 
-                    BatchNormRuns.AddBlock(squares, totals, count);
+                    AddBlock(squares, totals, count);
                 }
 
-                BatchNormRuns.RoundTotals(totals, squares, count);
+                RoundTotals(totals, squares, count);
 
                 var keep = new Vector<float>(1f - s.Momentum);
                 var momentum = new Vector<float>(s.Momentum);
@@ -317,10 +321,10 @@ public sealed unsafe partial class CpuBackend
             double dySum = 0, centredSum = 0; // pieces of float lanes added in double, as the forward's sums
             for (int n = 0; n < batch; n++)
             {
-                for (int start = 0; start < inner; start += BatchNormRuns.Piece)
+                for (int start = 0, length; start < inner; start += length)
                 {
                     long at = ((long)n * stride) + start;
-                    int length = Math.Min(BatchNormRuns.Piece, inner - start);
+                    length = Math.Min(SumPiece, inner - start);
                     var (a, b) = Activated
                         ? BatchNormRuns.GradientSumsThrough(x + at, y + at, dy + at, length, mean, _f)
                         : BatchNormRuns.GradientSums(x + at, dy + at, length, mean);
@@ -366,9 +370,10 @@ public sealed unsafe partial class CpuBackend
             double* dyTotals = stackalloc double[count], centredTotals = stackalloc double[count]; // blocks of rows, as the forward's
             new Span<double>(dyTotals, count).Clear();
             new Span<double>(centredTotals, count).Clear();
-            for (int first = 0; first < batch; first += BatchNormRuns.Piece)
+            for (int first = 0, rows; first < batch; first += rows)
             {
-                for (int n = first; n < Math.Min(batch, first + BatchNormRuns.Piece); n++)
+                rows = Math.Min(RowBlock, batch - first);
+                for (int n = first; n < first + rows; n++)
                 {
                     long at = (long)n * stride;
                     for (int v = 0; v < count; v += width)
@@ -379,12 +384,12 @@ public sealed unsafe partial class CpuBackend
                     }
                 }
 
-                BatchNormRuns.AddBlock(sumDy, dyTotals, count);
-                BatchNormRuns.AddBlock(sumDyCentred, centredTotals, count);
+                AddBlock(sumDy, dyTotals, count);
+                AddBlock(sumDyCentred, centredTotals, count);
             }
 
-            BatchNormRuns.RoundTotals(dyTotals, sumDy, count);
-            BatchNormRuns.RoundTotals(centredTotals, sumDyCentred, count);
+            RoundTotals(dyTotals, sumDy, count);
+            RoundTotals(centredTotals, sumDyCentred, count);
 
             // Per channel dx = a·(dz − (meanDz + (x − mean)·k)), or a·dz in evaluation (see
             // BatchNormKernels.InputGradientCoefficients); meanDz and k kept over sumDy's and sumDyCentred's places once read.
@@ -446,31 +451,8 @@ public sealed unsafe partial class CpuBackend
     /// <summary>Batch norm's loops over one run of contiguous values of a channel.</summary>
     private static class BatchNormRuns
     {
-        /// <summary>
-        /// Values (or rows of an (N, C) input) summed in float lanes before the sum goes on in double, as the bias
-        /// gradient's (a million values a channel in float lanes had come to 2e-5 off), and of dz made at a time on the
-        /// stack for an activation other than ReLU.
-        /// </summary>
-        public const int Piece = SumPiece;
-
-        /// <summary>totals[i] += sums[i], then sums[i] = 0: the end of a block of rows whose sums ran in float lanes.</summary>
-        public static void AddBlock(float* sums, double* totals, int count)
-        {
-            for (int i = 0; i < count; i++)
-            {
-                totals[i] += sums[i];
-                sums[i] = 0f;
-            }
-        }
-
-        /// <summary>sums[i] = totals[i] rounded to float (one block: its float sum exactly).</summary>
-        public static void RoundTotals(double* totals, float* sums, int count)
-        {
-            for (int i = 0; i < count; i++)
-            {
-                sums[i] = (float)totals[i];
-            }
-        }
+        /// <summary>Values of dz made at a time on the stack for an activation other than ReLU: a piece (SumPiece) at most.</summary>
+        private const int Piece = SumPiece;
 
         /// <summary>
         /// Σ (x/2 − halfPivot)·share, with four independent vector accumulators, as <see cref="Sum(float*, int)"/>: with
@@ -613,8 +595,8 @@ public sealed unsafe partial class CpuBackend
 
         /// <summary>
         /// <see cref="GradientSums"/> of dz = dy·f′(y), dz not stored: for ReLU (dz = 0 where y ≤ 0, so a NaN y passes
-        /// dy on, as PyTorch's threshold_backward) a select in the summing loop; for another f, made a piece at a time
-        /// on the stack first.
+        /// dy on, as PyTorch's threshold_backward) a select in the summing loop; for another f, made on the stack first
+        /// (a piece: at most <see cref="Piece"/> values).
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         [SkipLocalsInit] // the pieces are written before they are read
@@ -623,19 +605,10 @@ public sealed unsafe partial class CpuBackend
         {
             if (typeof(TF) != typeof(Relu))
             {
-                float* dz = stackalloc float[Math.Min(length, Piece)];
-                float sumDz = 0f, sumDzCentred = 0f;
-                for (int start = 0; start < length; start += Piece)
-                {
-                    int count = Math.Min(Piece, length - start);
-                    ActivationLoops.BackwardFromOutput(f, new ReadOnlySpan<float>(y + start, count), new ReadOnlySpan<float>(dy + start, count),
-                        new Span<float>(dz, count));
-                    var (a, b) = GradientSums(x + start, dz, count, mean);
-                    sumDz += a;
-                    sumDzCentred += b;
-                }
-
-                return (sumDz, sumDzCentred);
+                Debug.Assert(length <= Piece, "callers sum a channel a piece at a time");
+                float* dz = stackalloc float[length];
+                ActivationLoops.BackwardFromOutput(f, new ReadOnlySpan<float>(y, length), new ReadOnlySpan<float>(dy, length), new Span<float>(dz, length));
+                return GradientSums(x, dz, length, mean);
             }
 
             int n = Vector<float>.Count, i = 0;

@@ -19,9 +19,10 @@ public sealed unsafe partial class CpuBackend
         double total = 0;
         fixed (float* px = Data(x))
         {
-            for (int first = 0; first < n; first += SumPiece)
+            for (int first = 0, length; first < n; first += length)
             {
-                total += SquaredSum(px + first, Math.Min(SumPiece, n - first));
+                length = Math.Min(SumPiece, n - first);
+                total += SquaredSum(px + first, length);
             }
         }
 
