@@ -516,6 +516,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
     private const int RowBlock = 64;
 
     /// <summary>totals[i] += sums[i], then sums[i] = 0: the end of a block whose sums ran in float.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AddBlock(float* sums, double* totals, int count)
     {
         for (int i = 0; i < count; i++)
@@ -526,6 +527,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
     }
 
     /// <summary>sums[i] = totals[i] rounded to float (after one block, that block's float sum exactly).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RoundTotals(double* totals, float* sums, int count)
     {
         for (int i = 0; i < count; i++)
