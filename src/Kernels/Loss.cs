@@ -56,7 +56,7 @@ internal static class LossKernels
         }
 
         // Σ_j q_j·((m − z_j) + log S), each term scaled as it is added (as the reference and the CPU backend: Σ_j (m − z_j)
-        // first overflowed float for logits of ±1e38 and gave +∞ where the loss is 1e37); only the label's term without
+        // first overflowed float for logits of ±1e38 and gave +∞ where the loss is 1.95e38); only the label's term without
         // smoothing (an infinite logit elsewhere gives no NaN).
         float rowLoss = onLabel * ((max - logits[row + label]) + logTotal);
         if (spread != 0f)

@@ -378,7 +378,8 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     public void Bias_gradients_over_a_million_values_keep_float_precision(int batch, int channels, int inner)
     {
         // A million values of 0.1 added one after another in float had come to 1 % too much (PyTorch 1.13: 1e-7 off on
-        // the dense layer's); in blocks or in double they keep to float rounding. ILGPU's chunked sums: 1.5e-4.
+        // the dense layer's); in blocks or in double they keep to float rounding. ILGPU's chunked sums had come to 1.5e-4
+        // off on its CPU accelerator (a few threads each adding long runs) before each run was compensated.
         float[] dy = new float[batch * channels * inner];
         Array.Fill(dy, 0.1f);
         using var tdy = Put(dy, [batch, channels, inner]);

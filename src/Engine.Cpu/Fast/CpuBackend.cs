@@ -457,10 +457,10 @@ public sealed unsafe partial class CpuBackend : HostBackend
             fixed (double* ptotal = total)
             {
                 new Span<double>(ptotal, blocked ? channels : 0).Clear();
+                new Span<float>(pdb, channels).Clear(); // and AddBlock clears it after each block
                 for (int first = 0, rows; first < batch; first += rows)
                 {
                     rows = Math.Min(RowBlock, batch - first);
-                    new Span<float>(pdb, channels).Clear();
                     for (int n = first; n < first + rows; n++)
                     {
                         Simd.AddFloats(pdy + ((long)n * channels), pdb, channels);
