@@ -45,7 +45,8 @@ internal static class BenchCommand
             {
                 // What the GPUCNN_* switches chose (a GPU's, or the plan's), so that a log of one setting against another says which is which.
                 io.Out.WriteLine($"kernels: GEMM {settings.GemmAlgorithm}, convolution {settings.ConvolutionAlgorithm}, tile groups of " +
-                    $"{settings.TileGroupThreads} threads, implicit-GEMM tiles of {settings.ImplicitGemmFilters} filters for layers of ≤ 32");
+                    $"{settings.TileGroupThreads} threads, implicit-GEMM tiles of {settings.ImplicitGemmFilters} filters for layers of ≤ 32" +
+                    (settings.SplitMinimumGroups > 0 ? $", depth splits of at least {settings.SplitMinimumGroups} groups" : ""));
             }
 
             if (parse.GetValue(launches))

@@ -7,8 +7,9 @@ namespace GpuCnn.Kernels;
 public readonly record struct LossShape(int Classes, int Batch, float LabelSmoothing);
 
 /// <summary>
-/// Fused softmax + cross-entropy, mean over the batch. One thread per sample writes that sample's loss and its
-/// row of the logits gradient; one thread then sums the per-sample losses in order (no atomics). See docs/04-loss.md.
+/// Fused softmax + cross-entropy, mean over the batch. One thread per sample (a group per sample for many classes)
+/// writes that sample's loss and its row of the logits gradient; one thread then sums the per-sample losses in order
+/// (no atomics). See docs/04-loss.md.
 /// </summary>
 internal static class LossKernels
 {
@@ -86,6 +87,68 @@ internal static class LossKernels
         if (Group.IdxX == 0)
         {
             MeanInOrder(0, perSample, loss, s.Batch);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="SoftmaxCrossEntropyRows"/> for rows of many classes, one group a row (grid: the batch; a power-of-two
+    /// group with as many floats of dynamic shared memory): thread t takes classes t, t + T, …, and fixed trees over the
+    /// group give the row's max, Σ e^(z−m) and the smoothing terms' sum, so a 1,000-class head runs on every
+    /// multiprocessor rather than one thread's loop a row. The same formulas; the sums in a tree's order.
+    /// </summary>
+    public static void SoftmaxCrossEntropyRowGroups(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> dlogits,
+        ArrayView<float> perSample, LossShape s)
+    {
+        int n = Grid.IdxX, t = Group.IdxX, threads = Group.DimX, classes = s.Classes;
+        int row = n * classes;
+        float max = float.NegativeInfinity;
+        for (int j = t; j < classes; j += threads)
+        {
+            max = XMath.Max(max, logits[row + j]);
+        }
+
+        max = ReductionKernels.GroupMax(max);
+        Group.Barrier(); // every thread has read the max before the sum's tree overwrites the shared memory
+        float total = 0f;
+        for (int j = t; j < classes; j += threads)
+        {
+            total += XMath.Exp(logits[row + j] - max);
+        }
+
+        total = ReductionKernels.GroupSum(total);
+        Group.Barrier();
+        float logTotal = XMath.Log(total), inverse = 1f / total;
+        int label = labels[n];
+        if ((uint)label >= (uint)classes)
+        {
+            for (int j = t; j < classes; j += threads)
+            {
+                dlogits[row + j] = float.NaN;
+            }
+
+            if (t == 0)
+            {
+                perSample[n] = float.NaN;
+            }
+
+            return;
+        }
+
+        float scale = 1f / s.Batch, spread = s.LabelSmoothing / classes, onLabel = 1f - s.LabelSmoothing + spread;
+        float smoothing = 0f;
+        for (int j = t; j < classes; j += threads)
+        {
+            float z = logits[row + j];
+            float softmax = XMath.Exp(z - max) * inverse;
+            dlogits[row + j] = (softmax - (j == label ? onLabel : spread)) * scale;
+            smoothing += j == label || spread == 0f ? 0f : spread * ((max - z) + logTotal);
+        }
+
+        // As the row kernel: each smoothing term scaled as it is added, only the label's term without smoothing.
+        smoothing = ReductionKernels.GroupSum(smoothing);
+        if (t == 0)
+        {
+            perSample[n] = (onLabel * ((max - logits[row + label]) + logTotal)) + smoothing;
         }
     }
 

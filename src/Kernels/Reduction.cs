@@ -101,8 +101,8 @@ internal static class ReductionKernels
     }
 
     /// <summary>
-    /// The sum of <paramref name="value"/> over the group, valid in thread 0: a fixed tree over dynamic shared memory
-    /// of at least Group.DimX floats (a power of two).
+    /// The sum of <paramref name="value"/> over the group, in every thread: a fixed tree over dynamic shared memory of
+    /// at least Group.DimX floats (a power of two). A barrier must come between it and the next write to that memory.
     /// </summary>
     public static float GroupSum(float value)
     {
@@ -115,6 +115,26 @@ internal static class ReductionKernels
             if (t < half)
             {
                 shared[t] += shared[t + half];
+            }
+
+            Group.Barrier();
+        }
+
+        return shared[0];
+    }
+
+    /// <summary>The largest <paramref name="value"/> over the group, in every thread: <see cref="GroupSum"/>'s tree with max.</summary>
+    public static float GroupMax(float value)
+    {
+        var shared = SharedMemory.GetDynamic<float>();
+        int t = Group.IdxX;
+        shared[t] = value;
+        Group.Barrier();
+        for (int half = Group.DimX >> 1; half > 0; half >>= 1)
+        {
+            if (t < half)
+            {
+                shared[t] = XMath.Max(shared[t], shared[t + half]);
             }
 
             Group.Barrier();

@@ -324,7 +324,9 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     [InlineData(3, 4, 2f, 1f)]
     [InlineData(4500, 3, 3f, 0.1f)] // past 4,096 rows ILGPU runs a row kernel and a separate in-order sum
     [InlineData(6, 37, 5f, 0f)] // the CPU backend's vectors of 16 and 8 logits and their tails
-    [InlineData(40, 1000, 30f, 0.1f)] // a 1,000-class head: the CPU backend splits the rows across its threads
+    [InlineData(40, 1000, 30f, 0.1f)] // a 1,000-class head: the CPU backend splits the rows across its threads, ILGPU runs a group a row
+    [InlineData(3, 256, 5f, 0f)] // the fewest classes ILGPU runs a group a row for (IlgpuBackend.LossRowGroupClasses)
+    [InlineData(2, 300, 1000f, 1f)] // classes that leave some of a group's threads one class fewer; all smoothing
     public void SoftmaxCrossEntropy_matches_reference(int batch, int classes, float scale, float smoothing)
     {
         float[] z = TestData.Uniform(batch * classes, 20, -scale, scale);
@@ -422,27 +424,28 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     }
 
     [Theory]
-    [InlineData(9)]
-    [InlineData(-1)]
-    public void A_label_outside_the_classes_is_an_error_on_the_host_and_nan_on_a_device_never_a_read_outside(int label)
+    [InlineData(9, 4)]
+    [InlineData(-1, 4)]
+    [InlineData(300, 300)] // ILGPU's group-a-row loss
+    public void A_label_outside_the_classes_is_an_error_on_the_host_and_nan_on_a_device_never_a_read_outside(int label, int classes)
     {
-        float[] z = TestData.Uniform(3 * 4, 22);
-        using var dz = Put(z, [3, 4]);
+        float[] z = TestData.Uniform(3 * classes, 22);
+        using var dz = Put(z, [3, classes]);
         using var dlabels = Backend.Upload<int>([3], [0, label, 3]);
-        using var dgrad = Poisoned([3, 4]);
+        using var dgrad = Poisoned([3, classes]);
         using var dloss = Poisoned([1]);
         if (Backend is HostBackend)
         {
             var error = Assert.Throws<ArgumentException>(() => Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss));
-            Assert.Equal($"SoftmaxCrossEntropy: label {label} of sample 1 is outside the model's 4 classes (0…3).", error.Message);
+            Assert.Equal($"SoftmaxCrossEntropy: label {label} of sample 1 is outside the model's {classes} classes (0…{classes - 1}).", error.Message);
             return;
         }
 
         Backend.SoftmaxCrossEntropy(dz, dlabels, dgrad, dloss);
         Assert.True(float.IsNaN(Backend.DownloadArray(dloss)[0]), "the loss is not NaN");
         float[] gradient = Backend.DownloadArray(dgrad);
-        Assert.All(gradient[4..8], v => Assert.True(float.IsNaN(v), "the bad sample's gradient row is not NaN"));
-        Assert.All(gradient[..4].Concat(gradient[8..]), v => Assert.True(float.IsFinite(v), "another row's gradient is not finite"));
+        Assert.All(gradient[classes..(2 * classes)], v => Assert.True(float.IsNaN(v), "the bad sample's gradient row is not NaN"));
+        Assert.All(gradient[..classes].Concat(gradient[(2 * classes)..]), v => Assert.True(float.IsFinite(v), "another row's gradient is not finite"));
     }
 
     [Theory]

@@ -257,6 +257,29 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void A_floor_on_the_groups_splits_deeper_where_the_depth_allows_and_a_many_class_loss_runs_a_group_a_row()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "gemm-1024", "conv3x3-64-bwd", "conv1x1s2-64-fwd", "softmax-ce"];
+        var floored = CliProcess.RunWithEnvironment(args, "GPUCNN_SPLIT_MINIMUM_GROUPS", "264");
+        Assert.True(floored.ExitCode == 0, floored.Error);
+        Assert.Contains("depth splits of at least 264 groups", floored.Out, StringComparison.Ordinal);
+        // 64 tiles: 4 splits made 256 groups, 5 would leave a partial wave, so the floor takes the cheapest above it (8).
+        Assert.Matches(@"gemm-1024\s+Tiled\s+512\s+1\.94\s+256\s+\d+\s+128\s+dominant, ok", floored.Out);
+        Assert.Matches(@"conv3x3-64-bwd\s+FilterGradient\s+264\s+1\.00\s+", floored.Out);
+        // A depth of 64 (8 stages) splits at most twice: 50 groups cannot reach the floor, so the row keeps its one wave.
+        Assert.Matches(@"conv1x1s2-64-fwd\s+Forward\s+25\s+", floored.Out);
+        // 256 rows of 1,000 classes: a group of 256 threads a row, four classes a thread, three passes; then the mean.
+        Assert.Matches(@"softmax-ce-256x1000\s+SoftmaxCrossEntropyRowGroups\s+256\s+\S+\s+256\s+1024\s+12\s+dominant", floored.Out);
+        Assert.Matches(@"softmax-ce-256x1000\s+MeanInOrder\s+1\s+", floored.Out);
+
+        var plain = CliRunner.Run(args);
+        Assert.True(plain.ExitCode == 0, plain.Error);
+        Assert.DoesNotContain("depth splits of at least", plain.Out, StringComparison.Ordinal);
+        Assert.Matches(@"conv3x3-64-bwd\s+FilterGradient\s+252\s+0\.95\s+", plain.Out);
+    }
+
+    [Fact]
     public void The_command_line_adds_the_flag_that_helps_to_engine_messages_that_name_none()
     {
         Assert.Equal("cuda: out of device memory allocating Single(64,6,28,28) (1.2 MiB); use smaller batches. (--batch-size)",

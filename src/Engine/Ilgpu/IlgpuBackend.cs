@@ -1,3 +1,4 @@
+using System.Numerics;
 using GpuCnn.Kernels;
 using ILGPU;
 using ILGPU.Runtime;
@@ -43,6 +44,11 @@ public sealed partial class IlgpuBackend : Backend
         if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_DEPTH_SPLITS"), out int splits) && splits > 0)
         {
             GemmDepthSplits = splits;
+        }
+
+        if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_SPLIT_MINIMUM_GROUPS"), out int minimumGroups) && minimumGroups > 0)
+        {
+            SplitMinimumGroups = minimumGroups;
         }
 
         string? filters = Environment.GetEnvironmentVariable("GPUCNN_IMPLICIT_GEMM_FILTERS");
@@ -623,6 +629,13 @@ public sealed partial class IlgpuBackend : Backend
     /// </summary>
     public int? GemmDepthSplits { get; set; }
 
+    /// <summary>
+    /// The fewest groups <see cref="WaveSplits"/> may launch where the depth allows as many splits (0, the default: no
+    /// floor, the count that finishes soonest). 264 (two groups of 256 threads per multiprocessor of a 132-SM GPU) asks
+    /// for the launch report's goal as written, for measuring it against the default (GPUCNN_SPLIT_MINIMUM_GROUPS).
+    /// </summary>
+    public int SplitMinimumGroups { get; set; }
+
     /// <summary>Splits of the depth so that a 4×4-blocked GEMM with fewer tiles of C than the device has multiprocessors fills it.</summary>
     private int DepthSplits(GemmShape shape, long tiles)
     {
@@ -811,18 +824,27 @@ public sealed partial class IlgpuBackend : Backend
             return (1, depth);
         }
 
-        // More splits than fill four waves never pay: the cost only falls while the waves stay few.
-        long mostSplits = Math.Min(stages / fewestStages, (4 * slots / tiles) + 1);
-        int bestPerSplit = stages;
-        long bestCost = Waves(tiles) * stages;
-        for (int splits = 2; splits <= mostSplits; splits++)
+        // More splits than fill four waves never pay: the cost only falls while the waves stay few. A floor on the
+        // groups that the depth can reach passes over the counts below it (those a depth rounds down included).
+        long deepest = stages / fewestStages;
+        long floor = tiles * deepest >= SplitMinimumGroups ? SplitMinimumGroups : 0;
+        long mostSplits = Math.Min(deepest, Math.Max((4 * slots / tiles) + 1, (floor + tiles - 1) / tiles));
+        int bestPerSplit = 0;
+        long bestCost = 0;
+        for (int splits = 1; splits <= mostSplits; splits++)
         {
             int perSplit = (stages + splits - 1) / splits;
-            long cost = Waves(tiles * ((stages + perSplit - 1) / perSplit)) * perSplit;
-            if (cost * 20 < bestCost * 19)
+            long groups = tiles * ((stages + perSplit - 1) / perSplit);
+            long cost = Waves(groups) * perSplit;
+            if (groups >= floor && (bestPerSplit == 0 || cost * 20 < bestCost * 19))
             {
                 (bestCost, bestPerSplit) = (cost, perSplit);
             }
+        }
+
+        if (bestPerSplit == 0)
+        {
+            bestPerSplit = (int)((stages + mostSplits - 1) / mostSplits); // the floor is in reach only before rounding
         }
 
         return StagedSplits(depth, (stages + bestPerSplit - 1) / bestPerSplit, stage);
@@ -918,6 +940,9 @@ public sealed partial class IlgpuBackend : Backend
         DeviceTensor<float> dx) =>
         _launch.Run(ElementwiseKernels.ActivationBackwardFromOutput, y.Length, View(y), View(dy), View(dx), f);
 
+    /// <summary>Classes from which the loss runs a group a row (<see cref="LossKernels.SoftmaxCrossEntropyRowGroups"/>), not a thread.</summary>
+    internal const int LossRowGroupClasses = 256;
+
     /// <inheritdoc/>
     protected override void SoftmaxCrossEntropyCore(DeviceTensor<float> logits, DeviceTensor<int> labels,
         DeviceTensor<float> dlogits, DeviceTensor<float> loss, float labelSmoothing)
@@ -925,6 +950,19 @@ public sealed partial class IlgpuBackend : Backend
         int batch = logits.Shape[0], classes = logits.Shape[1];
         var shape = new LossShape(classes, batch, labelSmoothing);
         var perSample = _workspace.Get(IlgpuWorkspace.Slot.PerSampleLoss, batch);
+        if (classes >= LossRowGroupClasses)
+        {
+            // A group a row: a thread's loop over 1,000 classes a row had left a 256-row batch on one multiprocessor.
+            int threads = (int)Math.Min(Math.Min(256, BitOperations.RoundUpToPowerOf2((uint)classes / 4)),
+                BitOperations.RoundUpToPowerOf2((uint)_profile.MaxGroupThreads + 1) / 2);
+            _launch.NextSerial((long)((classes + threads - 1) / threads) * 3);
+            _launch.Run(LossKernels.SoftmaxCrossEntropyRowGroups, new KernelConfig(batch, threads, SharedMemoryConfig.RequestDynamic<float>(threads)),
+                View(logits), View(labels), View(dlogits), perSample, shape);
+            _launch.NextSerial(batch);
+            _launch.Run(LossKernels.MeanInOrder, 1, perSample, View(loss), batch);
+            return;
+        }
+
         if (batch <= 4096)
         {
             // One launch: a single group does the rows, then one thread sums them in order.
