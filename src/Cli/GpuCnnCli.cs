@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using GpuCnn.Models;
 
 namespace GpuCnn.Cli;
@@ -12,7 +13,25 @@ internal sealed class UsageException(string message) : Exception(message);
 /// </summary>
 internal static class GpuCnnCli
 {
+    /// <summary>
+    /// Runs one command in the invariant culture: "--lr 0.05" is 0.05 and accuracies print with a point on every
+    /// machine (a German locale had read 0.05 as 5 and "--momentum 1.5" as 15). The caller's culture comes back after.
+    /// </summary>
     public static int Run(string[] args, TextWriter output, TextWriter error, Interrupt? interrupt = null)
+    {
+        var (culture, uiCulture) = (CultureInfo.CurrentCulture, CultureInfo.CurrentUICulture);
+        CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
+        try
+        {
+            return RunInvariant(args, output, error, interrupt);
+        }
+        finally
+        {
+            (CultureInfo.CurrentCulture, CultureInfo.CurrentUICulture) = (culture, uiCulture);
+        }
+    }
+
+    private static int RunInvariant(string[] args, TextWriter output, TextWriter error, Interrupt? interrupt)
     {
         var verbose = new Option<bool>("--verbose") { Description = "Show stack traces on errors.", Recursive = true };
         var root = new RootCommand("GpuCnn: train and run convolutional networks on CUDA, OpenCL or the CPU.");

@@ -85,6 +85,32 @@ public sealed class CrashSafetyTests
     }
 
     [Fact]
+    public void The_command_line_reads_and_prints_numbers_alike_in_every_culture()
+    {
+        var german = System.Globalization.CultureInfo.GetCultureInfo("de-DE");
+        Assert.SkipWhen(german.NumberFormat.NumberDecimalSeparator != ",", ".NET has no culture data here (globalization-invariant mode)");
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 16);
+        var (culture, uiCulture) = (System.Globalization.CultureInfo.CurrentCulture, System.Globalization.CultureInfo.CurrentUICulture);
+        System.Globalization.CultureInfo.CurrentCulture = System.Globalization.CultureInfo.CurrentUICulture = german;
+        try
+        {
+            // Under a German locale System.CommandLine had read "1.5" as 15 (the point groups thousands there).
+            var run = CliRunner.Run("train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1",
+                "--batch-size", "8", "--momentum", "1.5", "--device", "reference", "--out", temp.File("m.safetensors"));
+            Assert.True(run.ExitCode == 0, run.Error);
+            Assert.Contains("warning: --momentum 1.5 is ≥ 1", run.Error, StringComparison.Ordinal);
+            Assert.Matches(@"accuracy \d{1,3}\.\d\d%", run.Out);
+            Assert.StartsWith("error: Unrecognized command or argument '--frobnicate'", CliRunner.Run("train", "--frobnicate").Error, StringComparison.Ordinal);
+            Assert.Same(german, System.Globalization.CultureInfo.CurrentCulture); // the caller's culture comes back
+        }
+        finally
+        {
+            (System.Globalization.CultureInfo.CurrentCulture, System.Globalization.CultureInfo.CurrentUICulture) = (culture, uiCulture);
+        }
+    }
+
+    [Fact]
     public void Hyperparameters_that_cannot_be_meant_are_warned_about_by_value()
     {
         using var temp = Fixtures.TempFolder();

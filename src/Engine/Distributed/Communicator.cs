@@ -96,7 +96,7 @@ public sealed class MpiCommunicator : ICommunicator
     /// GPUCNN_MPI_TIMEOUT_S seconds (a slow first step — compiling GPU kernels, loading data — must fit in it).
     /// </summary>
     public static TimeSpan Timeout =>
-        TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("GPUCNN_MPI_TIMEOUT_S"), out double s) && s > 0 ? s : 600);
+        TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("GPUCNN_MPI_TIMEOUT_S"), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double s) && s > 0 ? s : 600);
 
     /// <summary>
     /// Initialises MPI. Throws <see cref="InvalidOperationException"/> saying what to do when the process was not

@@ -362,7 +362,7 @@ public sealed class Sequential : IDisposable
             float count = state[key].Data[0];
             if (!float.IsFinite(count) || count < 0 || count != MathF.Round(count))
             {
-                throw new ArgumentException($"weights: counter '{key}' is {count}, not a whole number of batches.", nameof(state));
+                throw new ArgumentException($"weights: counter '{key}' is {count.ToString(System.Globalization.CultureInfo.InvariantCulture)}, not a whole number of batches.", nameof(state));
             }
         }
 

@@ -31,7 +31,7 @@ public abstract partial class Backend
         const string op = "BatchNormForward";
         if (!(momentum > 0f && momentum <= 1f))
         {
-            throw new ArgumentOutOfRangeException(nameof(momentum), momentum, $"{op}: momentum must lie in (0, 1], got {momentum}.");
+            throw new ArgumentOutOfRangeException(nameof(momentum), momentum, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: momentum must lie in (0, 1], got {momentum}."));
         }
 
         if (!(epsilon > 0f) || !float.IsFinite(epsilon))
