@@ -47,7 +47,7 @@ public sealed partial class CliTests
         using var metrics = JsonDocument.Parse(File.ReadAllText(temp.File("quad.metrics.json")));
         Assert.Equal(3, metrics.RootElement.GetProperty("epochs").GetArrayLength());
         double accuracy = metrics.RootElement.GetProperty("test").GetProperty("accuracy").GetDouble();
-        Assert.EndsWith($"{accuracy * 100:F2}%", result.LastLine, StringComparison.Ordinal);
+        Assert.EndsWith((accuracy * 100).ToString("F2", CultureInfo.InvariantCulture) + "%", result.LastLine, StringComparison.Ordinal);
     }
 
     [Theory]
