@@ -14,8 +14,9 @@ internal sealed class UsageException(string message) : Exception(message);
 internal static class GpuCnnCli
 {
     /// <summary>
-    /// Runs one command in the invariant culture: "--lr 0.05" is 0.05 and accuracies print with a point on every
-    /// machine (a German locale had read 0.05 as 5 and "--momentum 1.5" as 15). The caller's culture comes back after.
+    /// Runs one command in the invariant culture: "--lr 0.05" is 0.05 and accuracies print with a point whatever the
+    /// caller's culture. The gpucnn executable is globalization-invariant anyway; a host that runs commands in process
+    /// in a German culture (the tests) had had "--momentum 1.5" read as 15. The caller's culture comes back after.
     /// </summary>
     public static int Run(string[] args, TextWriter output, TextWriter error, Interrupt? interrupt = null)
     {

@@ -294,7 +294,7 @@ public abstract partial class Backend : IDisposable
         Checks.WrittenApart(op, nameof(c), c, (nameof(a), a), (nameof(b), b));
         if (!float.IsFinite(alpha) || !float.IsFinite(beta))
         {
-            throw new ArgumentOutOfRangeException(nameof(alpha), $"{op}: alpha and beta must be finite, got {alpha} and {beta}.");
+            throw new ArgumentOutOfRangeException(nameof(alpha), string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: alpha and beta must be finite, got {alpha} and {beta}."));
         }
 
         GemmCore(new GemmShape(m, n, k, transposeA ? 1 : 0, transposeB ? 1 : 0, alpha, beta), a, b, c);
@@ -408,7 +408,7 @@ public abstract partial class Backend : IDisposable
         const string op = "SoftmaxCrossEntropy";
         if (!(labelSmoothing >= 0f && labelSmoothing <= 1f))
         {
-            throw new ArgumentOutOfRangeException(nameof(labelSmoothing), labelSmoothing, $"{op}: label smoothing must lie in [0, 1], got {labelSmoothing}.");
+            throw new ArgumentOutOfRangeException(nameof(labelSmoothing), labelSmoothing, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: label smoothing must lie in [0, 1], got {labelSmoothing}."));
         }
 
         Checks.Owned(op, nameof(logits), logits, this);

@@ -227,7 +227,7 @@ internal static class Checks
     {
         if (!float.IsFinite(value) || value < 0f)
         {
-            throw new ArgumentOutOfRangeException(argument, value, $"{operation}: {argument} must be a finite number ≥ 0, got {value}.");
+            throw new ArgumentOutOfRangeException(argument, value, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{operation}: {argument} must be a finite number ≥ 0, got {value}."));
         }
     }
 

@@ -38,7 +38,7 @@ public sealed record AdamOptions(float LearningRate = 1e-3f, float Beta1 = 0.9f,
         Checks.FiniteNonNegative("Adam", "weight decay", WeightDecay);
         if (!(Beta1 >= 0f && Beta1 < 1f) || !(Beta2 >= 0f && Beta2 < 1f))
         {
-            throw new ArgumentOutOfRangeException(nameof(Beta1), $"Adam: betas must lie in [0, 1), got ({Beta1}, {Beta2}).");
+            throw new ArgumentOutOfRangeException(nameof(Beta1), string.Create(System.Globalization.CultureInfo.InvariantCulture, $"Adam: betas must lie in [0, 1), got ({Beta1}, {Beta2})."));
         }
     }
 }

@@ -267,7 +267,7 @@ public sealed partial class CliTests
         // 64 tiles: 4 splits made 256 groups, 5 would leave a partial wave, so the floor takes the cheapest above it (8).
         Assert.Matches(@"gemm-1024\s+Tiled\s+512\s+1\.94\s+256\s+\d+\s+128\s+dominant, ok", floored.Out);
         Assert.Matches(@"conv3x3-64-bwd\s+FilterGradient\s+264\s+1\.00\s+", floored.Out);
-        // A depth of 64 (8 stages) splits at most twice: 50 groups cannot reach the floor, so the row keeps its one wave.
+        // A depth of 32 (4 stages of 8) is too short to split at all: the row keeps its 25 groups.
         Assert.Matches(@"conv1x1s2-64-fwd\s+Forward\s+25\s+", floored.Out);
         // 256 rows of 1,000 classes: a group of 256 threads a row, four classes a thread, three passes; then the mean.
         Assert.Matches(@"softmax-ce-256x1000\s+SoftmaxCrossEntropyRowGroups\s+256\s+\S+\s+256\s+1024\s+12\s+dominant", floored.Out);

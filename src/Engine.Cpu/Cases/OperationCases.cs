@@ -310,7 +310,7 @@ public static partial class OperationCases
 
     /// <summary>C = α·op(A)·op(B) + β·C.</summary>
     public static OperationCase Gemm(string name, int m, int n, int k, bool transposeA, bool transposeB, float alpha, float beta, int seed) =>
-        new(name, $"{m}x{n}x{k} tA={transposeA} tB={transposeB} a={alpha} b={beta}", 2.0 * m * n * k, backend =>
+        new(name, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{m}x{n}x{k} tA={transposeA} tB={transposeB} a={alpha} b={beta}"), 2.0 * m * n * k, backend =>
         {
             var random = new Random(seed);
             var run = new PreparedRun(backend);
@@ -340,7 +340,7 @@ public static partial class OperationCases
 
     /// <summary>Fused softmax + cross-entropy: the loss and dlogits, on logits spread over ±30.</summary>
     public static OperationCase SoftmaxCrossEntropy(int batch, int classes, int seed, float labelSmoothing = 0f) =>
-        new(labelSmoothing == 0f ? "softmax cross-entropy" : $"softmax cross-entropy, label smoothing {labelSmoothing}", $"({batch},{classes})", null, backend =>
+        new(labelSmoothing == 0f ? "softmax cross-entropy" : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"softmax cross-entropy, label smoothing {labelSmoothing}"), $"({batch},{classes})", null, backend =>
         {
             var random = new Random(seed);
             var run = new PreparedRun(backend);

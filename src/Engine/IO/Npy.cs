@@ -40,7 +40,7 @@ public static partial class Npy
                 double v = Element(i);
                 if (v != Math.Floor(v) || v < int.MinValue || v > int.MaxValue)
                 {
-                    throw new FileFormatException($"{what}: element {i} is {v}, not an integer label.");
+                    throw new FileFormatException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{what}: element {i} is {v}, not an integer label."));
                 }
 
                 values[i] = (int)v;

@@ -20,7 +20,7 @@ public sealed class GradientClipper : IDisposable
         ArgumentNullException.ThrowIfNull(parameters);
         if (!float.IsFinite(maxNorm) || maxNorm <= 0f)
         {
-            throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"gradient clipping: the largest norm must be finite and positive, got {maxNorm}.");
+            throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"gradient clipping: the largest norm must be finite and positive, got {maxNorm}."));
         }
 
         _backend = backend;

@@ -60,12 +60,12 @@ public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int See
 
         if (!(LabelSmoothing >= 0f && LabelSmoothing <= 1f))
         {
-            throw new ArgumentOutOfRangeException(nameof(LabelSmoothing), LabelSmoothing, $"Training: label smoothing must lie in [0, 1], got {LabelSmoothing}.");
+            throw new ArgumentOutOfRangeException(nameof(LabelSmoothing), LabelSmoothing, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"Training: label smoothing must lie in [0, 1], got {LabelSmoothing}."));
         }
 
         if (ClipGradNorm is { } clip && !(float.IsFinite(clip) && clip > 0f))
         {
-            throw new ArgumentOutOfRangeException(nameof(ClipGradNorm), clip, $"Training: the gradient norm to clip to must be finite and positive, got {clip}.");
+            throw new ArgumentOutOfRangeException(nameof(ClipGradNorm), clip, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"Training: the gradient norm to clip to must be finite and positive, got {clip}."));
         }
     }
 }

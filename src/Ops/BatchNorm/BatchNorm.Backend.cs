@@ -36,7 +36,7 @@ public abstract partial class Backend
 
         if (!(epsilon > 0f) || !float.IsFinite(epsilon))
         {
-            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, $"{op}: epsilon must be positive and finite, got {epsilon}.");
+            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: epsilon must be positive and finite, got {epsilon}."));
         }
 
         var shape = BatchNormShapeOf(op, x, training) with { Momentum = momentum, Epsilon = epsilon };

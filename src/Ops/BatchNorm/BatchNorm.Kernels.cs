@@ -66,8 +66,8 @@ internal static class BatchNormKernels
     }
 
     /// <summary>
-    /// Training statistics, second pass, channel c: mean = pivot + Σ chunk mean offset·n/M (chunk by chunk in order, as
-    /// the sum of squared deviations, compensated);
+    /// Training statistics, second pass, channel c: mean = pivot + Σ chunk mean offset·n/M (chunk by chunk in order;
+    /// this sum and the squared deviations' below are compensated);
     /// the squared deviations from it are, chunk by chunk, the chunk's own plus n·(chunk mean − mean)² (exact in real
     /// arithmetic, the parallel form of the two-pass variance; one chunk gives the two-pass sum itself); invStd =
     /// 1/√(biased variance + ε); the running statistics' momentum update (unbiased variance).

@@ -16,7 +16,7 @@ public abstract partial class Backend
         const string op = "Dropout";
         if (!(p >= 0f && p < 1f))
         {
-            throw new ArgumentOutOfRangeException(nameof(p), p, $"{op}: p must lie in [0, 1), got {p}.");
+            throw new ArgumentOutOfRangeException(nameof(p), p, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: p must lie in [0, 1), got {p}."));
         }
 
         Checks.Owned(op, nameof(x), x, this);

@@ -5,7 +5,7 @@ public static partial class OperationCases
 {
     /// <summary>Inverted dropout with a seeded mask.</summary>
     public static OperationCase Dropout(int count, float p, int seed) =>
-        new($"dropout({p})", $"({count})", null, backend =>
+        new(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"dropout({p})"), $"({count})", null, backend =>
         {
             var random = new Random(seed);
             var run = new PreparedRun(backend);

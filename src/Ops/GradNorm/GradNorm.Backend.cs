@@ -35,7 +35,7 @@ public abstract partial class Backend
         Checks.Length(op, nameof(coefficient), coefficient, this, 2);
         if (!float.IsFinite(maxNorm) || maxNorm <= 0f)
         {
-            throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"{op}: the largest gradient norm must be finite and positive, got {maxNorm}.");
+            throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: the largest gradient norm must be finite and positive, got {maxNorm}."));
         }
 
         ClipCoefficientCore(sums, maxNorm, coefficient);
