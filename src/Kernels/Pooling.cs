@@ -51,6 +51,57 @@ internal static class PoolingKernels
         switches[index] = bestAt;
     }
 
+    /// <summary>
+    /// Whether every input element lies in exactly one window: 2×2 windows at stride 2, no padding, even planes — most
+    /// CNNs' pooling, which <see cref="MaxForwardHalving"/> and <see cref="MaxBackwardHalving"/> run a thread per window.
+    /// </summary>
+    public static bool Halves(in Pool2dGeometry g) =>
+        g.KernelH == 2 && g.KernelW == 2 && g.StrideH == 2 && g.StrideW == 2 && g.PadH == 0 && g.PadW == 0 && g.H % 2 == 0 && g.W % 2 == 0;
+
+    /// <summary>
+    /// <see cref="MaxForward"/> for <see cref="Halves"/> geometries, one thread per output: its window's four values in
+    /// row-major order, the same rule for ties and NaN, without the general kernel's bounds tests and window loops.
+    /// </summary>
+    public static void MaxForwardHalving(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<int> switches,
+        Pool2dGeometry g)
+    {
+        int q = index % g.Q, rows = index / g.Q;
+        int p = rows % g.P, plane = rows / g.P;
+        int first = (2 * p * g.W) + (2 * q), planeStart = plane * g.H * g.W;
+        float best = x[planeStart + first];
+        int bestAt = first;
+        for (int i = 1; i < 4; i++)
+        {
+            int at = first + ((i >> 1) * g.W) + (i & 1);
+            float v = x[planeStart + at];
+            if (v > best || float.IsNaN(v)) // as MaxForward: the first maximum stays, every NaN is taken
+            {
+                best = v;
+                bestAt = at;
+            }
+        }
+
+        y[index] = best;
+        switches[index] = bestAt;
+    }
+
+    /// <summary>
+    /// <see cref="MaxBackward"/> for <see cref="Halves"/> geometries, one thread per output: its window's four elements
+    /// of dx, dy at the switch and 0 elsewhere (0 + dy, as the general kernel's sum from 0: the same bits).
+    /// </summary>
+    public static void MaxBackwardHalving(Index1D index, ArrayView<float> dy, ArrayView<int> switches, ArrayView<float> dx,
+        Pool2dGeometry g)
+    {
+        int q = index % g.Q, rows = index / g.Q;
+        int p = rows % g.P, plane = rows / g.P;
+        int first = (2 * p * g.W) + (2 * q), planeStart = plane * g.H * g.W, at = switches[index];
+        float gradient = 0f + dy[index];
+        dx[planeStart + first] = at == first ? gradient : 0f;
+        dx[planeStart + first + 1] = at == first + 1 ? gradient : 0f;
+        dx[planeStart + first + g.W] = at == first + g.W ? gradient : 0f;
+        dx[planeStart + first + g.W + 1] = at == first + g.W + 1 ? gradient : 0f;
+    }
+
     /// <summary>dx[n,c,h,w] = Σ dy[n,c,p,q] over the windows (p,q) that contain (h,w) and whose switch is h·W + w.</summary>
     public static void MaxBackward(Index1D index, ArrayView<float> dy, ArrayView<int> switches, ArrayView<float> dx,
         Pool2dGeometry g)

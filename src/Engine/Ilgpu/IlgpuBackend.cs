@@ -506,13 +506,28 @@ public sealed partial class IlgpuBackend : Backend
         DeviceTensor<int> switches)
     {
         _launch.NextSerial(g.KernelH * g.KernelW);
+        if (PoolingKernels.Halves(g))
+        {
+            _launch.Run(PoolingKernels.MaxForwardHalving, g.OutputSize, View(x), View(y), View(switches), g);
+            return;
+        }
+
         _launch.Run(PoolingKernels.MaxForward, g.OutputSize, View(x), View(y), View(switches), g);
     }
 
     /// <inheritdoc/>
     protected override void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches,
-        DeviceTensor<float> dx) =>
+        DeviceTensor<float> dx)
+    {
+        if (PoolingKernels.Halves(g))
+        {
+            // A thread per window writes its four elements: a thread per element had gathered over window ranges.
+            _launch.Run(PoolingKernels.MaxBackwardHalving, g.OutputSize, View(dy), View(switches), View(dx), g);
+            return;
+        }
+
         _launch.Run(PoolingKernels.MaxBackward, g.InputSize, View(dy), View(switches), View(dx), g);
+    }
 
     /// <inheritdoc/>
     protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y)

@@ -48,6 +48,7 @@ public static class Cases
     public static readonly IReadOnlyDictionary<string, Pool2dGeometry> Pools = new Dictionary<string, Pool2dGeometry>
     {
         ["4x4 2x2 s2"] = new(N: 1, C: 1, H: 4, W: 4, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2),
+        ["2x2 s2, 6 planes of 6x8"] = new(N: 2, C: 3, H: 6, W: 8, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2), // ILGPU's thread-per-window kernels
         ["overlap 3x3 s2"] = new(N: 2, C: 2, H: 7, W: 5, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2),
         ["3x2 s1 pad1"] = new(N: 1, C: 3, H: 6, W: 5, KernelH: 3, KernelW: 2, StrideH: 1, StrideW: 1, PadH: 1, PadW: 1),
         ["odd 2x2 s2 drops edge"] = new(N: 1, C: 2, H: 5, W: 5, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2),
