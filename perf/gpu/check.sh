@@ -66,6 +66,7 @@ if wanted machine; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | head -3
   ldconfig -p | grep -E "libcuda\.so" | head -3; echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   grep -m1 "model name" /proc/cpuinfo; nproc
+  echo "LANG=${LANG:-} LC_ALL=${LC_ALL:-} (the tests run in de-DE whatever it is; gpucnn in the invariant culture)"
 fi
 
 if wanted devices; then
