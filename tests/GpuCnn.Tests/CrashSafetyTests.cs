@@ -85,6 +85,24 @@ public sealed class CrashSafetyTests
     }
 
     [Fact]
+    public void The_suite_runs_in_a_culture_that_writes_a_decimal_comma()
+    {
+        // Support/TestCulture.cs: without it a number formatted in the current culture would pass unnoticed here.
+        Assert.SkipWhen(Environment.GetEnvironmentVariable("GPUCNN_TEST_CULTURE") is { Length: > 0 }, "GPUCNN_TEST_CULTURE chose the culture");
+        try
+        {
+            _ = System.Globalization.CultureInfo.GetCultureInfo("de-DE");
+        }
+        catch (System.Globalization.CultureNotFoundException)
+        {
+            Assert.Skip(".NET has no culture data here (globalization-invariant mode)");
+        }
+
+        Assert.Equal("de-DE", System.Globalization.CultureInfo.CurrentCulture.Name);
+        Assert.Equal("1,5", 1.5.ToString(System.Globalization.CultureInfo.CurrentCulture));
+    }
+
+    [Fact]
     public void The_command_line_reads_and_prints_numbers_alike_in_every_culture()
     {
         System.Globalization.CultureInfo german;
