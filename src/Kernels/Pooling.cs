@@ -53,7 +53,7 @@ internal static class PoolingKernels
 
     /// <summary>
     /// Whether every input element lies in exactly one window: 2×2 windows at stride 2, no padding, even planes — most
-    /// CNNs' pooling, which <see cref="MaxForwardHalving"/> and <see cref="MaxBackwardHalving"/> run a thread per window.
+    /// CNNs' pooling, which the *Halving kernels run a thread per window.
     /// </summary>
     public static bool Halves(in Pool2dGeometry g) =>
         g.KernelH == 2 && g.KernelW == 2 && g.StrideH == 2 && g.StrideW == 2 && g.PadH == 0 && g.PadW == 0 && g.H % 2 == 0 && g.W % 2 == 0;
@@ -155,6 +155,39 @@ internal static class PoolingKernels
         }
 
         y[index] = sum / (g.KernelH * g.KernelW);
+    }
+
+    /// <summary>
+    /// <see cref="AverageForward"/> for <see cref="Halves"/> geometries, one thread per output: its four values
+    /// added in the same order from 0 and divided by 4, without the bounds tests and window loops.
+    /// </summary>
+    public static void AverageForwardHalving(Index1D index, ArrayView<float> x, ArrayView<float> y, Pool2dGeometry g)
+    {
+        int q = index % g.Q, rows = index / g.Q;
+        int p = rows % g.P, plane = rows / g.P;
+        int first = (plane * g.H * g.W) + (2 * p * g.W) + (2 * q);
+        float sum = 0f;
+        sum += x[first];
+        sum += x[first + 1];
+        sum += x[first + g.W];
+        sum += x[first + g.W + 1];
+        y[index] = sum / 4;
+    }
+
+    /// <summary>
+    /// <see cref="AverageBackward"/> for <see cref="Halves"/> geometries, one thread per output: its window's four
+    /// elements of dx, each (0 + dy) / 4 — the general kernel's sum over the one window that holds each.
+    /// </summary>
+    public static void AverageBackwardHalving(Index1D index, ArrayView<float> dy, ArrayView<float> dx, Pool2dGeometry g)
+    {
+        int q = index % g.Q, rows = index / g.Q;
+        int p = rows % g.P, plane = rows / g.P;
+        int first = (plane * g.H * g.W) + (2 * p * g.W) + (2 * q);
+        float share = (0f + dy[index]) / 4;
+        dx[first] = share;
+        dx[first + 1] = share;
+        dx[first + g.W] = share;
+        dx[first + g.W + 1] = share;
     }
 
     /// <summary>dx[n,c,h,w] = Σ dy[n,c,p,q] / (KernelH·KernelW) over the windows (p,q) that contain (h,w).</summary>

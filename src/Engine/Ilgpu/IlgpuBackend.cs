@@ -533,12 +533,24 @@ public sealed partial class IlgpuBackend : Backend
     protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y)
     {
         _launch.NextSerial(g.KernelH * g.KernelW);
+        if (PoolingKernels.Halves(g))
+        {
+            _launch.Run(PoolingKernels.AverageForwardHalving, g.OutputSize, View(x), View(y), g);
+            return;
+        }
+
         _launch.Run(PoolingKernels.AverageForward, g.OutputSize, View(x), View(y), g);
     }
 
     /// <inheritdoc/>
     protected override void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx)
     {
+        if (PoolingKernels.Halves(g))
+        {
+            _launch.Run(PoolingKernels.AverageBackwardHalving, g.OutputSize, View(dy), View(dx), g);
+            return;
+        }
+
         _launch.NextSerial(g.KernelH * g.KernelW);
         _launch.Run(PoolingKernels.AverageBackward, g.InputSize, View(dy), View(dx), g);
     }
@@ -649,7 +661,11 @@ public sealed partial class IlgpuBackend : Backend
     /// floor, the count that finishes soonest). 264 (two groups of 256 threads per multiprocessor of a 132-SM GPU) asks
     /// for the launch report's goal as written, for measuring it against the default (GPUCNN_SPLIT_MINIMUM_GROUPS).
     /// </summary>
-    public int SplitMinimumGroups { get; set; }
+    public int SplitMinimumGroups
+    {
+        get;
+        set => field = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "A floor on the groups is 0 (none) or more.");
+    }
 
     /// <summary>Splits of the depth so that a 4×4-blocked GEMM with fewer tiles of C than the device has multiprocessors fills it.</summary>
     private int DepthSplits(GemmShape shape, long tiles)
