@@ -260,13 +260,14 @@ public sealed partial class CliTests
     public void A_floor_on_the_groups_splits_deeper_where_the_depth_allows_and_a_many_class_loss_runs_a_group_a_row()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
-        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "gemm-1024", "conv3x3-64-bwd", "conv1x1s2-64-fwd", "softmax-ce"];
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "gemm-1024", "conv-lenet1-bwd", "conv1x1s2-64-fwd", "softmax-ce"];
         var floored = CliProcess.RunWithEnvironment(args, "GPUCNN_SPLIT_MINIMUM_GROUPS", "264");
         Assert.True(floored.ExitCode == 0, floored.Error);
         Assert.Contains("depth splits of at least 264 groups", floored.Out, StringComparison.Ordinal);
         // 64 tiles: 4 splits made 256 groups, 5 would leave a partial wave, so the floor takes the cheapest above it (8).
         Assert.Matches(@"gemm-1024\s+Tiled\s+512\s+1\.94\s+256\s+\d+\s+128\s+dominant, ok", floored.Out);
-        Assert.Matches(@"conv3x3-64-bwd\s+FilterGradient\s+264\s+1\.00\s+", floored.Out);
+        // LeNet's first filter gradient: one 32-filter tile, 251 splits of its 50,176 positions by default, 523 floored.
+        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradientNarrow\s+523\s+1\.98\s+", floored.Out);
         // A depth of 32 (4 stages of 8) is too short to split at all: the row keeps its 25 groups.
         Assert.Matches(@"conv1x1s2-64-fwd\s+Forward\s+25\s+", floored.Out);
         // 256 rows of 1,000 classes: a group of 256 threads a row, four classes a thread, three passes; then the mean.
@@ -276,7 +277,7 @@ public sealed partial class CliTests
         var plain = CliRunner.Run(args);
         Assert.True(plain.ExitCode == 0, plain.Error);
         Assert.DoesNotContain("depth splits of at least", plain.Out, StringComparison.Ordinal);
-        Assert.Matches(@"conv3x3-64-bwd\s+FilterGradient\s+252\s+0\.95\s+", plain.Out);
+        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradientNarrow\s+251\s+0\.95\s+", plain.Out);
     }
 
     [Fact]
