@@ -59,15 +59,25 @@ internal static class PoolingKernels
         g.KernelH == 2 && g.KernelW == 2 && g.StrideH == 2 && g.StrideW == 2 && g.PadH == 0 && g.PadW == 0 && g.H % 2 == 0 && g.W % 2 == 0;
 
     /// <summary>
+    /// Output <paramref name="index"/>'s window in a <see cref="Halves"/> geometry: its top-left element's index within
+    /// its plane (h·W + w, as a switch), and where that plane starts in x.
+    /// </summary>
+    private static int HalvingWindow(int index, Pool2dGeometry g, out int planeStart)
+    {
+        int q = index % g.Q, rows = index / g.Q;
+        int p = rows % g.P, plane = rows / g.P;
+        planeStart = plane * g.H * g.W;
+        return (2 * p * g.W) + (2 * q);
+    }
+
+    /// <summary>
     /// <see cref="MaxForward"/> for <see cref="Halves"/> geometries, one thread per output: its window's four values in
     /// row-major order, the same rule for ties and NaN, without the general kernel's bounds tests and window loops.
     /// </summary>
     public static void MaxForwardHalving(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<int> switches,
         Pool2dGeometry g)
     {
-        int q = index % g.Q, rows = index / g.Q;
-        int p = rows % g.P, plane = rows / g.P;
-        int first = (2 * p * g.W) + (2 * q), planeStart = plane * g.H * g.W;
+        int first = HalvingWindow(index, g, out int planeStart);
         float best = x[planeStart + first];
         int bestAt = first;
         for (int i = 1; i < 4; i++)
@@ -92,9 +102,7 @@ internal static class PoolingKernels
     public static void MaxBackwardHalving(Index1D index, ArrayView<float> dy, ArrayView<int> switches, ArrayView<float> dx,
         Pool2dGeometry g)
     {
-        int q = index % g.Q, rows = index / g.Q;
-        int p = rows % g.P, plane = rows / g.P;
-        int first = (2 * p * g.W) + (2 * q), planeStart = plane * g.H * g.W, at = switches[index];
+        int first = HalvingWindow(index, g, out int planeStart), at = switches[index];
         float gradient = 0f + dy[index];
         dx[planeStart + first] = at == first ? gradient : 0f;
         dx[planeStart + first + 1] = at == first + 1 ? gradient : 0f;
@@ -163,9 +171,8 @@ internal static class PoolingKernels
     /// </summary>
     public static void AverageForwardHalving(Index1D index, ArrayView<float> x, ArrayView<float> y, Pool2dGeometry g)
     {
-        int q = index % g.Q, rows = index / g.Q;
-        int p = rows % g.P, plane = rows / g.P;
-        int first = (plane * g.H * g.W) + (2 * p * g.W) + (2 * q);
+        int first = HalvingWindow(index, g, out int planeStart);
+        first += planeStart;
         float sum = 0f;
         sum += x[first];
         sum += x[first + 1];
@@ -180,9 +187,8 @@ internal static class PoolingKernels
     /// </summary>
     public static void AverageBackwardHalving(Index1D index, ArrayView<float> dy, ArrayView<float> dx, Pool2dGeometry g)
     {
-        int q = index % g.Q, rows = index / g.Q;
-        int p = rows % g.P, plane = rows / g.P;
-        int first = (plane * g.H * g.W) + (2 * p * g.W) + (2 * q);
+        int first = HalvingWindow(index, g, out int planeStart);
+        first += planeStart;
         float share = (0f + dy[index]) / 4;
         dx[first] = share;
         dx[first + 1] = share;

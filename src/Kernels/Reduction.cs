@@ -104,7 +104,14 @@ internal static class ReductionKernels
     /// The sum of <paramref name="value"/> over the group, in every thread: a fixed tree over dynamic shared memory of
     /// at least Group.DimX floats (a power of two). A barrier must come between it and the next write to that memory.
     /// </summary>
-    public static float GroupSum(float value)
+    public static float GroupSum(float value) => GroupTree<Add>(value);
+
+    /// <summary>The largest <paramref name="value"/> over the group, in every thread: <see cref="GroupSum"/>'s tree with max.</summary>
+    public static float GroupMax(float value) => GroupTree<Maximum>(value);
+
+    /// <summary>The group's values combined pairwise by <typeparamref name="TPair"/> in a fixed tree (see <see cref="GroupSum"/>).</summary>
+    private static float GroupTree<TPair>(float value)
+        where TPair : struct, IPairOperation
     {
         var shared = SharedMemory.GetDynamic<float>();
         int t = Group.IdxX;
@@ -114,7 +121,7 @@ internal static class ReductionKernels
         {
             if (t < half)
             {
-                shared[t] += shared[t + half];
+                shared[t] = default(TPair).Combine(shared[t], shared[t + half]);
             }
 
             Group.Barrier();
@@ -123,23 +130,19 @@ internal static class ReductionKernels
         return shared[0];
     }
 
-    /// <summary>The largest <paramref name="value"/> over the group, in every thread: <see cref="GroupSum"/>'s tree with max.</summary>
-    public static float GroupMax(float value)
+    /// <summary>How a group tree combines two values.</summary>
+    private interface IPairOperation
     {
-        var shared = SharedMemory.GetDynamic<float>();
-        int t = Group.IdxX;
-        shared[t] = value;
-        Group.Barrier();
-        for (int half = Group.DimX >> 1; half > 0; half >>= 1)
-        {
-            if (t < half)
-            {
-                shared[t] = XMath.Max(shared[t], shared[t + half]);
-            }
+        float Combine(float left, float right);
+    }
 
-            Group.Barrier();
-        }
+    private readonly struct Add : IPairOperation
+    {
+        public float Combine(float left, float right) => left + right;
+    }
 
-        return shared[0];
+    private readonly struct Maximum : IPairOperation
+    {
+        public float Combine(float left, float right) => XMath.Max(left, right);
     }
 }

@@ -1,4 +1,3 @@
-using System.Numerics;
 using GpuCnn.Kernels;
 using ILGPU;
 using ILGPU.Runtime;
@@ -984,11 +983,9 @@ public sealed partial class IlgpuBackend : Backend
         if (classes >= LossRowGroupClasses)
         {
             // A group a row: a thread's loop over 1,000 classes a row had left a 256-row batch on one multiprocessor.
-            int threads = (int)Math.Min(Math.Min(256, BitOperations.RoundUpToPowerOf2((uint)classes / 4)),
-                BitOperations.RoundUpToPowerOf2((uint)_profile.MaxGroupThreads + 1) / 2);
-            _launch.NextSerial((long)((classes + threads - 1) / threads) * 3);
-            _launch.Run(LossKernels.SoftmaxCrossEntropyRowGroups, new KernelConfig(batch, threads, SharedMemoryConfig.RequestDynamic<float>(threads)),
-                View(logits), View(labels), View(dlogits), perSample, shape);
+            var rows = Reduction(batch, classes / 4); // four classes a thread, up to 256 threads a row
+            _launch.NextSerial((long)((classes + rows.GroupDim.X - 1) / rows.GroupDim.X) * 3);
+            _launch.Run(LossKernels.SoftmaxCrossEntropyRowGroups, rows, View(logits), View(labels), View(dlogits), perSample, shape);
             _launch.NextSerial(batch);
             _launch.Run(LossKernels.MeanInOrder, 1, perSample, View(loss), batch);
             return;
