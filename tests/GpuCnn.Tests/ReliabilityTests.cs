@@ -170,7 +170,9 @@ public sealed class ReliabilityTests
     {
         Assert.SkipUnless(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");
         using var temp = Fixtures.TempFolder();
-        WriteQuadrants(temp, 3000);
+        // 2,000 images: an epoch of one to three seconds on the reference backend, so that the signal sent when epoch 1
+        // ends lands in epoch 2 or 3 even on a loaded machine (3,000 had this test at 30 s).
+        WriteQuadrants(temp, 2000);
         string[] common = ["train", "--arch", "conv(8,3,pad=1),relu,conv(8,3,pad=1),relu,flatten,dense(4)", "--images", temp.File("x.npy"),
             "--labels", temp.File("y.npy"), "--device", "reference", "--epochs", "3", "--batch-size", "16"];
         // A job started in the background by a non-interactive shell (`dotnet test … &`, nohup) inherits SIGINT as
