@@ -103,6 +103,22 @@ for name, make, params in [("sgd", lambda ps: torch.optim.SGD(ps, lr=0.1, moment
     opt.step()
     case("opt_" + name, name, {"p": p0, "g": g, "after": p.detach()}, **params)
 
+# 2×2 windows at stride 2 over even planes (the ILGPU halving kernels take these; 6×7 above does not): NaN first in a
+# window, NaN last after a larger finite value, NaN then +∞, two NaNs, +∞, all −∞; −∞ and NaN in the second channel.
+# Drawn after every case above, so that their random values stay as they were.
+x = spiked([1, 2, 6, 8], [(0, NAN), (2, 5.0), (11, NAN), (4, NAN), (13, INF), (7, NAN), (14, NAN), (17, INF), (18, -INF), (19, -INF),
+                          (26, -INF), (27, -INF), (86, -INF), (95, NAN)])
+xr = x.clone().requires_grad_(True)
+y, idx = F.max_pool2d(xr, 2, stride=2, return_indices=True)
+dy = torch.randn_like(y)
+dy.view(-1)[3], dy.view(-1)[20] = NAN, INF
+y.backward(dy)
+case("maxpool_2x2_even", "maxpool", {"x": x, "y": y, "switches": idx.float(), "dy": dy, "dx": xr.grad}, kernel=2, stride=2, pad=0)
+xr = x.clone().requires_grad_(True)
+y = F.avg_pool2d(xr, 2, stride=2)
+y.backward(dy)
+case("avgpool_2x2_even", "avgpool", {"x": x, "y": y, "dy": dy, "dx": xr.grad}, kernel=2, stride=2, pad=0)
+
 with open(f"{OUT}/manifest.json", "w") as f:
     json.dump(manifest, f, indent=2)
 print("wrote", len(manifest["cases"]), "non-finite fixtures")
