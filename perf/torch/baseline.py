@@ -116,6 +116,10 @@ def rows(quick, device):
     dy = torch.randn_like(y)
     out.append((f"maxpool2x2-fwd{s}", None, lambda x=x: F.max_pool2d(x.detach(), 2, return_indices=True)))
     out.append((f"maxpool2x2-bwd{s}", None, lambda dy=dy, idx=idx, x=x: F.max_unpool2d(dy, idx, 2, output_size=x.shape[2:])))
+    out.append((f"avgpool2x2-fwd{s}", None, lambda x=x: F.avg_pool2d(x.detach(), 2)))
+    # the gradient alone, as the gpucnn row: autograd's avg_pool2d_backward without a forward
+    out.append((f"avgpool2x2-bwd{s}", None, lambda dy=dy, x=x: torch.ops.aten.avg_pool2d_backward(dy, x.detach(), [2, 2], [2, 2], [0, 0],
+                                                                                               False, True, None)))
     for batch in (64, 256):
         size = batch // 16 if quick else batch
         model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),

@@ -213,6 +213,48 @@ public sealed class CpuBackendTests
     }
 
     [Theory]
+    [MemberData(nameof(Widths))]
+    public void Vectorised_2x2_average_pooling_keeps_the_generic_loops_bits(SimdWidth width)
+    {
+        // Output rows of 21 (16 lanes and a last vector ending at the row's end), 9 (an odd W: column 18 in no window), 5
+        // and 3 (one at a time below four), over an odd H (its last row in no window); NaN, ±∞ and a window of −0s.
+        foreach (var (h, w) in ((int, int)[])[(7, 42), (4, 19), (6, 10), (5, 6)])
+        {
+            var g = new Pool2dGeometry(N: 2, C: 3, H: h, W: w, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2);
+            float[] x = TestData.Uniform(g.InputSize, 11), dy = TestData.Uniform(g.OutputSize, 12);
+            (x[3], x[w + 7], x[(2 * w) + 1]) = (float.NaN, float.PositiveInfinity, float.NegativeInfinity);
+            (x[(2 * w) + 4], x[(2 * w) + 5], x[(3 * w) + 4], x[(3 * w) + 5]) = (-0f, -0f, -0f, -0f);
+            (dy[1], dy[2], dy[g.Q + 1]) = (-0f, float.NaN, float.PositiveInfinity);
+            var expectedY = new float[g.OutputSize];
+            var expectedDx = new float[g.InputSize]; // inputs in no window stay 0
+            for (int plane = 0; plane < g.N * g.C; plane++)
+            {
+                for (int p = 0; p < g.P; p++)
+                {
+                    for (int q = 0; q < g.Q; q++)
+                    {
+                        int first = (plane * h * w) + (2 * p * w) + (2 * q), output = (plane * g.P * g.Q) + (p * g.Q) + q;
+                        // the generic loop: a sum from 0 in row-major window order, times ¼; each input 0 + its one share
+                        expectedY[output] = ((((0f + x[first]) + x[first + 1]) + x[first + w]) + x[first + w + 1]) * 0.25f;
+                        float share = 0f + (dy[output] * 0.25f);
+                        (expectedDx[first], expectedDx[first + 1], expectedDx[first + w], expectedDx[first + w + 1]) = (share, share, share, share);
+                    }
+                }
+            }
+
+            using var backend = new CpuBackend(threads: 2, width);
+            using var tx = backend.Upload<float>(g.InputShape, x);
+            using var ty = backend.Allocate<float>(g.OutputShape);
+            using var tdy = backend.Upload<float>(g.OutputShape, dy);
+            using var tdx = backend.Upload<float>(g.InputShape, [.. Enumerable.Repeat(float.NaN, g.InputSize)]); // every input written
+            backend.AvgPool2dForward(g, tx, ty);
+            backend.AvgPool2dBackward(g, tdy, tdx);
+            Assert.Equal(expectedY.Select(BitConverter.SingleToInt32Bits), backend.DownloadArray(ty).Select(BitConverter.SingleToInt32Bits));
+            Assert.Equal(expectedDx.Select(BitConverter.SingleToInt32Bits), backend.DownloadArray(tdx).Select(BitConverter.SingleToInt32Bits));
+        }
+    }
+
+    [Theory]
     [InlineData(1)]
     [InlineData(2)]
     public void Global_average_pooling_four_planes_at_a_time_keeps_the_plane_by_plane_bits(int threads)

@@ -138,7 +138,7 @@ public static partial class OperationCases
 
     /// <summary>
     /// The fixed suite of `gpucnn bench`: GEMM, the LeNet and VGG-like convolution layers forward and backward, max
-    /// pooling with switches, whole LeNet-5 and ResNet-8 training steps, batch norm + ReLU layers' steps (2-D and 1-D), and
+    /// pooling with switches and average pooling, whole LeNet-5 and ResNet-8 training steps, batch norm + ReLU layers' steps (2-D and 1-D), and
     /// ResNet-8's gradient clipping and SGD update (as a list and a tensor at a time), a 1,000-class loss. Names are stable so runs on different machines and
     /// days compare row by row; <paramref name="quick"/> shrinks every shape and appends "-quick".
     /// </summary>
@@ -169,6 +169,8 @@ public static partial class OperationCases
         var pool = quick ? new Pool2dGeometry(4, 8, 16, 16, 2, 2, 2, 2) : new Pool2dGeometry(64, 64, 32, 32, 2, 2, 2, 2);
         yield return MaxPool($"maxpool2x2-fwd{suffix}", pool, backward: false, 1);
         yield return MaxPool($"maxpool2x2-bwd{suffix}", pool, backward: true, 1, timeBackwardOnly: true);
+        yield return AvgPool($"avgpool2x2-fwd{suffix}", pool, backward: false, 1);
+        yield return AvgPool($"avgpool2x2-bwd{suffix}", pool, backward: true, 1, timeBackwardOnly: true);
         foreach (int batch in (int[])[64, 256])
         {
             yield return LeNetStep($"lenet-step-{batch}{suffix}", quick ? batch / 16 : batch);
@@ -288,8 +290,11 @@ public static partial class OperationCases
             });
         });
 
-    /// <summary>Average pooling (zero padding counted), and with <paramref name="backward"/> its gradient.</summary>
-    public static OperationCase AvgPool(string name, Pool2dGeometry g, bool backward, int seed) =>
+    /// <summary>
+    /// Average pooling (zero padding counted), and with <paramref name="backward"/> its gradient (alone with
+    /// <paramref name="timeBackwardOnly"/>: it does not read the forward's output).
+    /// </summary>
+    public static OperationCase AvgPool(string name, Pool2dGeometry g, bool backward, int seed, bool timeBackwardOnly = false) =>
         new(name, Describe(g), null, backend =>
         {
             var random = new Random(seed);
@@ -298,6 +303,11 @@ public static partial class OperationCases
             var y = run.Output(g.OutputShape);
             var dy = run.Input(g.OutputShape, random);
             var dx = backward ? run.Output(g.InputShape) : null;
+            if (timeBackwardOnly)
+            {
+                return run.Does(() => backend.AvgPool2dBackward(g, dy, dx!));
+            }
+
             return run.Does(() =>
             {
                 backend.AvgPool2dForward(g, x, y);

@@ -509,8 +509,14 @@ public sealed unsafe partial class CpuBackend
             {
                 switch (_op)
                 {
-                    case Op.MaxForward when MaxPool2x2.Suits(_g):
-                        MaxPool2x2.Plane(owner.Width, _in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq, _g.W, _g.P, _g.Q);
+                    case Op.MaxForward when Pool2x2.Suits(_g):
+                        Pool2x2.MaxPlane(owner.Width, _in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq, _g.W, _g.P, _g.Q);
+                        break;
+                    case Op.AvgForward when Pool2x2.Suits(_g):
+                        Pool2x2.AveragePlane(owner.Width, _in + (long)plane * hw, _out + (long)plane * pq, _g.W, _g.P, _g.Q);
+                        break;
+                    case Op.AvgBackward when Pool2x2.Suits(_g):
+                        Pool2x2.AverageBackwardPlane(owner.Width, _in + (long)plane * pq, _out + (long)plane * hw, _g.W, _g.H, _g.P, _g.Q);
                         break;
                     case Op.MaxForward: MaxForward(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq); break;
                     case Op.MaxBackward: MaxBackward(_in + (long)plane * pq, _switches + (long)plane * pq, _out + (long)plane * hw); break;
@@ -550,7 +556,7 @@ public sealed unsafe partial class CpuBackend
                                 continue;
                             }
 
-                            MaxPool2x2.TakeScalar(ref best, ref at, x[h * width + w], h * width + w);
+                            Pool2x2.TakeScalar(ref best, ref at, x[h * width + w], h * width + w);
                         }
                     }
 

@@ -4,12 +4,13 @@ using System.Runtime.Intrinsics;
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
-/// Max pooling for the common 2×2 window, stride 2, no padding, vectorised: the even and odd columns of both input
-/// rows are split apart with shuffles, then compared lane by lane with the same rule as the reference and PyTorch
-/// (first maximum in row-major order, but every NaN is taken, so the last NaN wins), selecting values and switch
-/// indices without branches.
+/// Pooling over the common 2×2 window, stride 2, no padding, vectorised. Max pooling splits the even and odd columns
+/// of both input rows apart with shuffles, then compares them lane by lane with the same rule as the reference and
+/// PyTorch (first maximum in row-major order, but every NaN is taken, so the last NaN wins), selecting values and
+/// switch indices without branches. Average pooling adds the same four vectors in the generic loop's order, and its
+/// gradient writes each output's share to its window's four inputs.
 /// </summary>
-internal static class MaxPool2x2
+internal static class Pool2x2
 {
     public static bool Suits(in Pool2dGeometry g) =>
         g.KernelH == 2 && g.KernelW == 2 && g.StrideH == 2 && g.StrideW == 2 && g.PadH == 0 && g.PadW == 0;
@@ -20,7 +21,7 @@ internal static class MaxPool2x2
     /// a time.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void Plane(SimdWidth simd, float* x, float* y, int* switches, int width, int outH, int outW)
+    public static unsafe void MaxPlane(SimdWidth simd, float* x, float* y, int* switches, int width, int outH, int outW)
     {
         int vectorEnd = simd == SimdWidth.Vector512 ? outW / 16 * 16 : 0;
         int halfEnd = simd >= SimdWidth.Vector256 ? outW / 8 * 8 : 0;
@@ -96,6 +97,135 @@ internal static class MaxPool2x2
                 y[(long)p * outW + q] = best;
                 switches[(long)p * outW + q] = at;
             }
+        }
+    }
+
+    /// <summary>
+    /// Average pooling over one plane: y = ((((0 + x₀₀) + x₀₁) + x₁₀) + x₁₁)·¼, the generic loop's sum in its order
+    /// (the same bits; 0 + makes a window of −0 give +0 as there), a vector of outputs at a time. A row's last vector
+    /// ends at the row's end, recomputing a few outputs to the same values; rows under four outputs go one at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void AveragePlane(SimdWidth simd, float* x, float* y, int width, int outH, int outW)
+    {
+        int step = Step(simd, outW);
+        for (int p = 0; p < outH; p++)
+        {
+            float* row0 = x + (long)2 * p * width, row1 = row0 + width, output = y + (long)p * outW;
+            for (int q = 0; step > 0; q += step)
+            {
+                q = Math.Min(q, outW - step);
+                AverageVector(step, row0 + 2 * q, row1 + 2 * q, output + q);
+                if (q + step == outW)
+                {
+                    break;
+                }
+            }
+
+            for (int q = 0; step == 0 && q < outW; q++)
+            {
+                output[q] = ((((0f + row0[2 * q]) + row0[(2 * q) + 1]) + row1[2 * q]) + row1[(2 * q) + 1]) * 0.25f;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The gradient of <see cref="AveragePlane"/>: each input of output (p, q)'s window gets 0 + dy[p, q]·¼ (the generic
+    /// loop's cleared plane plus the one share that reaches it); a last row or column in no window (odd H or W) is 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void AverageBackwardPlane(SimdWidth simd, float* dy, float* dx, int width, int height, int outH, int outW)
+    {
+        if (height != 2 * outH || width != 2 * outW)
+        {
+            new Span<float>(dx, height * width).Clear();
+        }
+
+        int step = Step(simd, outW);
+        for (int p = 0; p < outH; p++)
+        {
+            float* row0 = dx + (long)2 * p * width, row1 = row0 + width, gradient = dy + (long)p * outW;
+            for (int q = 0; step > 0; q += step)
+            {
+                q = Math.Min(q, outW - step);
+                SpreadVector(step, gradient + q, row0 + 2 * q, row1 + 2 * q);
+                if (q + step == outW)
+                {
+                    break;
+                }
+            }
+
+            for (int q = 0; step == 0 && q < outW; q++)
+            {
+                float share = 0f + (gradient[q] * 0.25f);
+                row0[2 * q] = row0[(2 * q) + 1] = row1[2 * q] = row1[(2 * q) + 1] = share;
+            }
+        }
+    }
+
+    /// <summary>Outputs per vector for rows of <paramref name="outW"/> outputs: the widest that fits, or 0 (one at a time).</summary>
+    private static int Step(SimdWidth simd, int outW) =>
+        simd == SimdWidth.Vector512 && outW >= 16 ? 16 : simd >= SimdWidth.Vector256 && outW >= 8 ? 8 : simd >= SimdWidth.Vector128 && outW >= 4 ? 4 : 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void AverageVector(int step, float* row0, float* row1, float* output)
+    {
+        if (step == 16)
+        {
+            var split = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+            var (left0, right0) = Deinterleave(Vector512.Load(row0), Vector512.Load(row0 + 16), split);
+            var (left1, right1) = Deinterleave(Vector512.Load(row1), Vector512.Load(row1 + 16), split);
+            (((((Vector512<float>.Zero + left0) + right0) + left1) + right1) * 0.25f).Store(output);
+        }
+        else if (step == 8)
+        {
+            var split = Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
+            var (left0, right0) = Deinterleave(Vector256.Load(row0), Vector256.Load(row0 + 8), split);
+            var (left1, right1) = Deinterleave(Vector256.Load(row1), Vector256.Load(row1 + 8), split);
+            (((((Vector256<float>.Zero + left0) + right0) + left1) + right1) * 0.25f).Store(output);
+        }
+        else
+        {
+            var split = Vector128.Create(0, 2, 1, 3);
+            var (left0, right0) = Deinterleave(Vector128.Load(row0), Vector128.Load(row0 + 4), split);
+            var (left1, right1) = Deinterleave(Vector128.Load(row1), Vector128.Load(row1 + 4), split);
+            (((((Vector128<float>.Zero + left0) + right0) + left1) + right1) * 0.25f).Store(output);
+        }
+    }
+
+    /// <summary>Shares 0 + dy·¼ of <paramref name="step"/> outputs, each written twice side by side to both rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void SpreadVector(int step, float* dy, float* row0, float* row1)
+    {
+        if (step == 16)
+        {
+            var share = Vector512<float>.Zero + (Vector512.Load(dy) * 0.25f);
+            var low = Vector512.Shuffle(share, Vector512.Create(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
+            var high = Vector512.Shuffle(share, Vector512.Create(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
+            low.Store(row0);
+            high.Store(row0 + 16);
+            low.Store(row1);
+            high.Store(row1 + 16);
+        }
+        else if (step == 8)
+        {
+            var share = Vector256<float>.Zero + (Vector256.Load(dy) * 0.25f);
+            var low = Vector256.Shuffle(share, Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3));
+            var high = Vector256.Shuffle(share, Vector256.Create(4, 4, 5, 5, 6, 6, 7, 7));
+            low.Store(row0);
+            high.Store(row0 + 8);
+            low.Store(row1);
+            high.Store(row1 + 8);
+        }
+        else
+        {
+            var share = Vector128<float>.Zero + (Vector128.Load(dy) * 0.25f);
+            var low = Vector128.Shuffle(share, Vector128.Create(0, 0, 1, 1));
+            var high = Vector128.Shuffle(share, Vector128.Create(2, 2, 3, 3));
+            low.Store(row0);
+            high.Store(row0 + 4);
+            low.Store(row1);
+            high.Store(row1 + 4);
         }
     }
 
