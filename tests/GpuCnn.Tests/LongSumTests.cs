@@ -15,7 +15,7 @@ public abstract class LongSumTests(BackendFixture fixture)
     private Backend Backend => fixture.Require();
 
     [Theory]
-    [InlineData(4, 2, 500, 500)] // channels of images: a run per image
+    [InlineData(4, 1, 500, 500)] // a channel of images: a run per image (one channel: the runs as long, half the ILGPU CPU accelerator's 40 s)
     [InlineData(65_536, 32)] // features: rows of whole vectors of channels (the CPU's lanes each down 65,536 rows)
     public void BatchNorm_sums_over_long_channels_keep_float_precision(params int[] dims)
     {
