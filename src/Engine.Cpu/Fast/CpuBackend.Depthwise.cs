@@ -1,193 +1,109 @@
-using System.Numerics;
-using System.Runtime.Intrinsics;
-
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
-/// The backward passes of depthwise convolutions (groups = channels = filters: one 2-D kernel per channel) on the fast
-/// CPU backend (compiled into GpuCnn.Engine.Cpu). The general grouped route ran them as C one-channel convolutions in
-/// turn, each gathered, started on the team and scattered back: 2–5.7× PyTorch's time for 64 and 128 channels at
-/// 28×28. Here every plane is a job of its own:
-/// <list type="bullet">
-/// <item>dx[n,c] = Σ_{r,s} w[c,r,s]·dy[n,c] shifted to the taps' rows and columns — each tap adds a row of dy into a row
-/// of dx (a vector loop at stride 1), taps landing in the padding dropped;</item>
-/// <item>dw[c,r,s] = Σ_n Σ_{p,q} x[n,c,h(p,r),w(q,s)]·dy[n,c,p,q] — a dot product of rows per tap, each channel summed over
-/// its images in order.</item>
-/// </list>
-/// A plane's sums run in a fixed order whatever the thread count. The loops use <see cref="Vector{T}"/> and a 128-bit
-/// step whatever width the backend was made with (a backend forced to scalar or 128-bit still runs them), so the filter
-/// gradient's bits follow Vector&lt;float&gt;'s width, not the backend's.
+/// Depthwise convolutions (groups = channels = filters: one 2-D kernel per channel) on the fast CPU backend (compiled
+/// into GpuCnn.Engine.Cpu). The general grouped route ran them as C one-channel convolutions in turn, each gathered,
+/// started on the team and scattered back: 2–5.7× PyTorch's time for 64 and 128 channels at 28×28. Here the forward
+/// and backward data run plane by plane and the filter gradient channel by channel (over its images in order), each in
+/// the running worker's scratch (<see cref="DepthwiseConvolution"/>), the layer's fused activation applied to each
+/// output plane while it is in cache. Every sum runs in a fixed order whatever the thread count.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
-    private readonly DepthwiseWork _depthwise = new();
+    private DepthwisePlanesJob? _depthwisePlanes;
 
     /// <summary>One kernel per channel and one channel per kernel.</summary>
     private static bool IsDepthwise(in Conv2dGeometry g) => g.Groups > 1 && g.Groups == g.C && g.K == g.C;
 
-    private void DepthwiseBackwardData(in Conv2dGeometry g, float* dy, float* w, float* dx)
+    private void DepthwiseForward(in Conv2dGeometry g, float* x, float* w, float* b, float* y, FusedActivation? activation) =>
+        RunDepthwise(DepthwisePlanesJob.Pass.Forward, g, x, w, b, y, activation);
+
+    private void DepthwiseBackwardData(in Conv2dGeometry g, float* dy, float* w, float* dx) =>
+        RunDepthwise(DepthwisePlanesJob.Pass.BackwardData, g, dy, w, null, dx, null);
+
+    private void DepthwiseBackwardFilter(in Conv2dGeometry g, float* x, float* dy, float* dw) =>
+        RunDepthwise(DepthwisePlanesJob.Pass.FilterGradient, g, x, dy, null, dw, null);
+
+    private void RunDepthwise(DepthwisePlanesJob.Pass pass, in Conv2dGeometry g, float* source, float* other, float* b, float* result,
+        FusedActivation? activation)
     {
-        _depthwise.Set(g, dy, w, dx, filterGradient: false);
-        RunSplit(_depthwise, g.N * g.C, (long)g.R * g.S * g.P * g.Q);
+        var job = _depthwisePlanes ??= new DepthwisePlanesJob(this);
+        job.Set(pass, g, source, other, b, result, activation);
+        int items = pass == DepthwisePlanesJob.Pass.FilterGradient ? g.C : g.N * g.C;
+        int parts = (long)g.N * g.C * g.R * g.S * g.H * g.W < 1 << 15 ? 1 : Math.Min(items, _workers.Count * 4);
+        job.Parts = parts;
+        RunImages(job, parts, job.ScratchFloats);
     }
 
-    private void DepthwiseBackwardFilter(in Conv2dGeometry g, float* x, float* dy, float* dw)
+    /// <summary>
+    /// A contiguous range of planes (n·C + c) forward or backward data, or of channels' filter gradients (each over its
+    /// images in order: the same bits whatever the thread count), in the running worker's scratch (<see cref="RunImages"/>
+    /// grows every worker's first).
+    /// </summary>
+    private sealed class DepthwisePlanesJob(CpuBackend owner) : IParallelJob
     {
-        _depthwise.Set(g, dy, x, dw, filterGradient: true);
-        RunSplit(_depthwise, g.C, (long)g.N * g.R * g.S * g.P * g.Q);
-    }
+        public enum Pass
+        {
+            Forward,
+            BackwardData,
+            FilterGradient,
+        }
 
-    /// <summary>Planes (backward data: n·C + c) or channels (filter gradient) [start, start + count).</summary>
-    private sealed class DepthwiseWork : ISplitWork
-    {
+        private Pass _pass;
         private Conv2dGeometry _g;
-        private float* _dy, _other, _result;
-        private bool _filterGradient;
+        private float* _source, _other, _b, _result;
+        private FusedActivation? _activation;
 
-        public void Set(in Conv2dGeometry g, float* dy, float* other, float* result, bool filterGradient)
+        public bool AnyWorker => true;
+
+        public int Parts { get; set; }
+
+        /// <summary>Floats of scratch a worker needs for the pass set up last.</summary>
+        public int ScratchFloats => _pass switch
         {
+            Pass.Forward => DepthwiseConvolution.ForwardScratch(_g),
+            Pass.BackwardData => DepthwiseConvolution.BackwardDataScratch(_g),
+            _ => DepthwiseConvolution.FilterGradientScratch(_g),
+        };
+
+        /// <summary>Forward: x, w, b into y; backward data: dy, w into dx; filter gradient: x, dy into dw.</summary>
+        public void Set(Pass pass, in Conv2dGeometry g, float* source, float* other, float* b, float* result, FusedActivation? activation)
+        {
+            _pass = pass;
             _g = g;
-            _dy = dy;
+            _source = source;
             _other = other;
+            _b = b;
             _result = result;
-            _filterGradient = filterGradient;
+            _activation = activation;
         }
 
-        public void Run(int start, int count)
-        {
-            for (int i = start; i < start + count; i++)
-            {
-                if (_filterGradient)
-                {
-                    FilterGradient(i);
-                }
-                else
-                {
-                    BackwardData(i);
-                }
-            }
-        }
-
-        private void BackwardData(int plane)
+        public void Run(int part, int worker)
         {
             var g = _g;
-            int c = plane % g.C, hw = g.H * g.W, pq = g.P * g.Q;
-            float* dx = _result + ((long)plane * hw), dy = _dy + ((long)plane * pq), w = _other + ((long)c * g.R * g.S);
-            new Span<float>(dx, hw).Clear();
-            for (int r = 0; r < g.R; r++)
+            int items = _pass == Pass.FilterGradient ? g.C : g.N * g.C;
+            int first = (int)((long)items * part / Parts), last = (int)((long)items * (part + 1) / Parts);
+            long input = (long)g.H * g.W, output = (long)g.P * g.Q, kernel = (long)g.R * g.S;
+            float* scratch = owner._scratch[worker].Columns(ScratchFloats);
+            for (int i = first; i < last; i++)
             {
-                for (int s = 0; s < g.S; s++)
+                switch (_pass)
                 {
-                    float tap = w[(r * g.S) + s];
-                    var (q0, q1, column) = Columns(g, s);
-                    for (int p = 0; p < g.P && q0 < q1; p++)
-                    {
-                        int h = (p * g.StrideH) + (r * g.DilationH) - g.PadH;
-                        if (h >= 0 && h < g.H)
-                        {
-                            AddScaled(tap, dy + ((long)p * g.Q), dx + ((long)h * g.W) + column, q0, q1, g.StrideW);
-                        }
-                    }
+                    case Pass.Forward:
+                        float* y = _result + (i * output);
+                        DepthwiseConvolution.Forward(owner.Width, g, _source + (i * input), _other + (i % g.C * kernel), _b == null ? 0f : _b[i % g.C], y,
+                            scratch);
+                        _activation?.Apply(new Span<float>(y, (int)output));
+                        break;
+                    case Pass.BackwardData:
+                        DepthwiseConvolution.BackwardData(owner.Width, g, _source + (i * output), _other + (i % g.C * kernel), _result + (i * input), scratch);
+                        break;
+                    default:
+                        DepthwiseConvolution.FilterGradient(owner.Width, g, _source + (i * input), g.C * input, _other + (i * output), g.C * output,
+                            _result + (i * kernel), scratch);
+                        break;
                 }
             }
-        }
-
-        private void FilterGradient(int c)
-        {
-            var g = _g;
-            int hw = g.H * g.W, pq = g.P * g.Q;
-            float* dw = _result + ((long)c * g.R * g.S);
-            for (int r = 0; r < g.R; r++)
-            {
-                for (int s = 0; s < g.S; s++)
-                {
-                    var (q0, q1, column) = Columns(g, s);
-                    float sum = 0f;
-                    for (int n = 0; n < g.N && q0 < q1; n++)
-                    {
-                        long plane = ((long)n * g.C) + c;
-                        float* x = _other + (plane * hw), dy = _dy + (plane * pq);
-                        for (int p = 0; p < g.P; p++)
-                        {
-                            int h = (p * g.StrideH) + (r * g.DilationH) - g.PadH;
-                            if (h >= 0 && h < g.H)
-                            {
-                                sum += Dot(dy + ((long)p * g.Q), x + ((long)h * g.W) + column, q0, q1, g.StrideW);
-                            }
-                        }
-                    }
-
-                    dw[(r * g.S) + s] = sum;
-                }
-            }
-        }
-
-        /// <summary>
-        /// The output columns [q0, q1) whose tap s lands inside the input, and the input column of output column 0
-        /// for that tap (q·Sw + column is the input column of q).
-        /// </summary>
-        private static (int First, int End, int Column) Columns(in Conv2dGeometry g, int s)
-        {
-            int column = (s * g.DilationW) - g.PadW;
-            int first = column >= 0 ? 0 : (-column + g.StrideW - 1) / g.StrideW;
-            int last = g.W - 1 - column; // the input column of output column 0's last reach
-            int end = last < 0 ? 0 : Math.Min(g.Q, (last / g.StrideW) + 1);
-            return (first, Math.Max(first, end), column);
-        }
-
-        /// <summary>target[q·stride] += tap·source[q] for q in [first, end): a vector loop at stride 1.</summary>
-        private static void AddScaled(float tap, float* source, float* target, int first, int end, int stride)
-        {
-            int q = first;
-            if (stride == 1)
-            {
-                var scale = new Vector<float>(tap);
-                for (; q <= end - Vector<float>.Count; q += Vector<float>.Count)
-                {
-                    Vector.Store(Vector.Load(target + q) + (scale * Vector.Load(source + q)), target + q);
-                }
-
-                if (Vector128.IsHardwareAccelerated && q <= end - 4)
-                {
-                    // Rows of 28 or 14 leave four: one 128-bit step rather than four scalar ones.
-                    Vector128.Store(Vector128.Load(target + q) + (Vector128.Create(tap) * Vector128.Load(source + q)), target + q);
-                    q += 4;
-                }
-            }
-
-            for (; q < end; q++)
-            {
-                target[q * stride] += tap * source[q];
-            }
-        }
-
-        /// <summary>Σ source[q]·target[q·stride] for q in [first, end): vector lanes summed in lane order, then the tail.</summary>
-        private static float Dot(float* source, float* target, int first, int end, int stride)
-        {
-            int q = first;
-            float sum = 0f;
-            if (stride == 1 && end - first >= Vector<float>.Count)
-            {
-                var lanes = Vector<float>.Zero;
-                for (; q <= end - Vector<float>.Count; q += Vector<float>.Count)
-                {
-                    lanes += Vector.Load(source + q) * Vector.Load(target + q);
-                }
-
-                sum = Vector.Sum(lanes);
-                if (Vector128.IsHardwareAccelerated && q <= end - 4)
-                {
-                    sum += Vector128.Sum(Vector128.Load(source + q) * Vector128.Load(target + q));
-                    q += 4;
-                }
-            }
-
-            for (; q < end; q++)
-            {
-                sum += source[q] * target[q * stride];
-            }
-
-            return sum;
         }
     }
 }

@@ -159,6 +159,12 @@ public sealed unsafe partial class CpuBackend : HostBackend
                 return;
             }
 
+            if (IsDepthwise(g))
+            {
+                DepthwiseForward(g, px, pw, pb, py, fused);
+                return;
+            }
+
             // Each group an ungrouped convolution of its channels, gathered into contiguous scratch and scattered back.
             var group = GroupGeometry(g);
             fixed (float* input = Grow(ref _groupInput, g.N * group.C * g.H * g.W), output = Grow(ref _groupOutput, g.N * group.K * g.P * g.Q))

@@ -1,0 +1,307 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// One plane of a depthwise convolution (one 2-D kernel per channel), forward and backward data, with each vector of
+/// outputs' taps summed in a register and stored once. The plane is first laid out in scratch with its zeros, so that
+/// every tap of every output is one load:
+/// <list type="bullet">
+/// <item>forward: x zero-padded, split into Sw column phases (phase k holds padded columns k, k + Sw, …), so that tap
+/// (r, s) of output row p reads row p·Sh + r·Dh of phase (s·Dw) mod Sw from column q + ⌊s·Dw / Sw⌋ on — contiguous in q
+/// at any stride;</item>
+/// <item>backward data: dy spread to rows p·Sh + (R−1)·Dh − Ph and columns q·Sw + (S−1)·Dw − Pw of a zero plane of
+/// (H + (R−1)·Dh) × (W + (S−1)·Dw), then correlated at stride 1 with the kernel rotated by 180° — the full convolution
+/// of the padded error with the rotated kernel (docs/02-convolution.md), zeros where the stride skipped positions.</item>
+/// </list>
+/// The sums run from the bias (or 0) over the taps in order with fused multiply-adds at every width, so a plane's bits
+/// do not depend on the vector width or the thread count. Adding each tap's row into the output through memory, as
+/// this backend did before, stalled on 4K aliasing between the input and output rows: the same 64-channel 28×28
+/// layer took 1.8 or 32 ms a batch of 16 depending on where its tensors happened to lie.
+/// </summary>
+internal static unsafe class DepthwiseConvolution
+{
+    /// <summary>Floats of scratch one plane's forward pass needs (its phases, then the taps' offsets and weights).</summary>
+    public static int ForwardScratch(in Conv2dGeometry g) => ForwardLayout(g).Length + (2 * g.R * g.S);
+
+    /// <summary>Floats of scratch one plane's backward-data pass needs.</summary>
+    public static int BackwardDataScratch(in Conv2dGeometry g) => BackwardLayout(g).Length + (2 * g.R * g.S);
+
+    /// <summary>Floats of scratch one channel's filter gradient needs (the forward's, then a double per tap).</summary>
+    public static int FilterGradientScratch(in Conv2dGeometry g) => ForwardScratch(g) + 1 + (2 * g.R * g.S);
+
+    /// <summary>y (P×Q) = f(b + Σ_{r,s} w[r,s]·x[p·Sh + r·Dh − Ph, q·Sw + s·Dw − Pw]) for one plane (f applied by the caller).</summary>
+    public static void Forward(SimdWidth width, in Conv2dGeometry g, float* x, float* w, float bias, float* y, float* scratch)
+    {
+        var layout = ForwardLayout(g);
+        Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, layout, scratch);
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, g.StrideW, scratch + layout.Length);
+        taps.Set(w, rotated: false);
+        Correlate(width, scratch, layout.Width, taps, g.StrideH, bias, y, g.P, g.Q);
+    }
+
+    /// <summary>dx (H×W) = Σ over the windows that hold each input of w[r,s]·dy[p,q], for one plane.</summary>
+    public static void BackwardData(SimdWidth width, in Conv2dGeometry g, float* dy, float* w, float* dx, float* scratch)
+    {
+        var layout = BackwardLayout(g);
+        Spread(dy, g.P, g.Q, ((g.R - 1) * g.DilationH) - g.PadH, ((g.S - 1) * g.DilationW) - g.PadW, g.StrideH, g.StrideW, layout, scratch);
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, 1, scratch + layout.Length);
+        taps.Set(w, rotated: true);
+        Correlate(width, scratch, layout.Width, taps, 1, 0f, dx, g.H, g.W);
+    }
+
+    /// <summary>
+    /// dw (R×S) of one channel = Σ_n Σ_{p,q} dy_n[p,q]·x_n[p·Sh + r·Dh − Ph, q·Sw + s·Dw − Pw], x_n and dy_n the channel's
+    /// planes of image n (<paramref name="x"/> + n·<paramref name="xImage"/>, likewise dy). Each image's plane is laid out
+    /// as the forward's; each tap's products over it are summed in vector lanes (four taps at a time, four independent
+    /// chains), a row's columns in the widest vectors that fit and then narrower ones, each width's lanes then summed in
+    /// order, and the images' sums in double.
+    /// </summary>
+    public static void FilterGradient(SimdWidth width, in Conv2dGeometry g, float* x, long xImage, float* dy, long dyImage, float* dw,
+        float* scratch)
+    {
+        var layout = ForwardLayout(g);
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, g.StrideW, scratch + layout.Length);
+        taps.Set(null, rotated: false);
+        double* totals = (double*)(scratch + ((layout.Length + (2 * taps.Count) + 1) & ~1));
+        new Span<double>(totals, taps.Count).Clear();
+        for (int n = 0; n < g.N; n++)
+        {
+            Spread(x + (n * xImage), g.H, g.W, g.PadH, g.PadW, 1, 1, layout, scratch);
+            float* gradient = dy + (n * dyImage);
+
+            // A row's columns in 16s, then at most one 8, one 4 and three one at a time (28: 16 + 8 + 4).
+            int q = 0;
+            if (width >= SimdWidth.Vector512 && g.Q >= 16)
+            {
+                q = AddTapSums<Vec512, Vector512<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, g.Q / 16 * 16, totals);
+            }
+
+            if (width >= SimdWidth.Vector256 && g.Q - q >= 8)
+            {
+                q = AddTapSums<Vec256, Vector256<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, q + ((g.Q - q) / 8 * 8), totals);
+            }
+
+            if (width >= SimdWidth.Vector128 && g.Q - q >= 4)
+            {
+                q = AddTapSums<Vec128, Vector128<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, q + ((g.Q - q) / 4 * 4), totals);
+            }
+
+            if (q < g.Q)
+            {
+                AddTapSums<Scalar, float>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, g.Q, totals);
+            }
+        }
+
+        for (int t = 0; t < taps.Count; t++)
+        {
+            dw[t] = (float)totals[t];
+        }
+    }
+
+    /// <summary>
+    /// totals[t] += Σ_p Σ_{q in [first, end)} dy[p,q]·plane[p·rowStride·width + offset[t] + q] for one image, four taps at
+    /// a time; returns <paramref name="end"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int AddTapSums<TOps, TVec>(float* plane, int planeWidth, Taps taps, int rowStride, float* dy, int rows, int columns,
+        int first, int end, double* totals)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int step = TOps.Width;
+        for (int t0 = 0; t0 < taps.Count; t0 += 4)
+        {
+            // Taps past the last repeat it; their sums are not kept.
+            int o0 = taps.Offsets[t0], o1 = taps.Offsets[Math.Min(t0 + 1, taps.Count - 1)];
+            int o2 = taps.Offsets[Math.Min(t0 + 2, taps.Count - 1)], o3 = taps.Offsets[Math.Min(t0 + 3, taps.Count - 1)];
+            TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
+            for (int p = 0; p < rows; p++)
+            {
+                float* row = plane + ((long)p * rowStride * planeWidth), gradient = dy + ((long)p * columns);
+                for (int q = first; q < end; q += step)
+                {
+                    TVec d = TOps.Load(gradient + q);
+                    a0 = TOps.MultiplyAdd(d, TOps.Load(row + o0 + q), a0);
+                    a1 = TOps.MultiplyAdd(d, TOps.Load(row + o1 + q), a1);
+                    a2 = TOps.MultiplyAdd(d, TOps.Load(row + o2 + q), a2);
+                    a3 = TOps.MultiplyAdd(d, TOps.Load(row + o3 + q), a3);
+                }
+            }
+
+            totals[t0] += TOps.Sum(a0);
+            if (t0 + 1 < taps.Count)
+            {
+                totals[t0 + 1] += TOps.Sum(a1);
+            }
+
+            if (t0 + 2 < taps.Count)
+            {
+                totals[t0 + 2] += TOps.Sum(a2);
+            }
+
+            if (t0 + 3 < taps.Count)
+            {
+                totals[t0 + 3] += TOps.Sum(a3);
+            }
+        }
+
+        return end;
+    }
+
+    /// <summary>A plane in scratch: <see cref="Phases"/> column phases, each <see cref="Rows"/> rows of <see cref="Width"/> floats.</summary>
+    private readonly record struct Layout(int Phases, int Rows, int Width, int FullWidth)
+    {
+        public int Length => Phases * Rows * Width;
+    }
+
+    private static Layout ForwardLayout(in Conv2dGeometry g)
+    {
+        int fullWidth = g.W + (2 * g.PadW);
+        return new Layout(g.StrideW, g.H + (2 * g.PadH), (fullWidth + g.StrideW - 1) / g.StrideW, fullWidth);
+    }
+
+    private static Layout BackwardLayout(in Conv2dGeometry g)
+    {
+        int fullWidth = g.W + ((g.S - 1) * g.DilationW);
+        return new Layout(1, g.H + ((g.R - 1) * g.DilationH), fullWidth, fullWidth);
+    }
+
+    /// <summary>
+    /// The layout's plane cleared, then source (rows × columns) written to full row top + i·rowStep, column
+    /// left + j·columnStep (column c in phase c mod Phases at c / Phases); values landing outside it are dropped (a
+    /// padding wider than the kernel reaches: those dy belong to no input).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Spread(float* source, int rows, int columns, int top, int left, int rowStep, int columnStep, Layout layout, float* plane)
+    {
+        new Span<float>(plane, layout.Length).Clear();
+        long phaseLength = (long)layout.Rows * layout.Width;
+        for (int i = 0; i < rows; i++)
+        {
+            int row = top + (i * rowStep);
+            if ((uint)row >= (uint)layout.Rows)
+            {
+                continue;
+            }
+
+            float* from = source + ((long)i * columns);
+            if (layout.Phases == 1 && columnStep == 1 && left >= 0 && left + columns <= layout.FullWidth)
+            {
+                Buffer.MemoryCopy(from, plane + ((long)row * layout.Width) + left, columns * sizeof(float), columns * sizeof(float));
+                continue;
+            }
+
+            if (columnStep == 1)
+            {
+                // Phase k's column t is full column k + t·Phases, source column k + t·Phases − left.
+                for (int k = 0; k < layout.Phases; k++)
+                {
+                    float* target = plane + (k * phaseLength) + ((long)row * layout.Width);
+                    for (int t = 0, j = k - left; t < layout.Width; t++, j += layout.Phases)
+                    {
+                        if ((uint)j < (uint)columns)
+                        {
+                            target[t] = from[j];
+                        }
+                    }
+                }
+
+                continue;
+            }
+
+            for (int j = 0; j < columns; j++)
+            {
+                int column = left + (j * columnStep);
+                if ((uint)column < (uint)layout.FullWidth)
+                {
+                    plane[((column % layout.Phases) * phaseLength) + ((long)row * layout.Width) + (column / layout.Phases)] = from[j];
+                }
+            }
+        }
+    }
+
+    /// <summary>Each tap's offset from an output's first read (row p·rowStride, column q of phase 0) and its weight, in (r, s) order.</summary>
+    private readonly struct Taps(Layout layout, int r, int s, int dilationH, int dilationW, int strideW, float* storage)
+    {
+        public readonly int Count = r * s;
+        public readonly int* Offsets = (int*)storage;
+        public readonly float* Weights = storage + (r * s);
+
+        /// <summary>
+        /// Tap (i, j) reads row i·Dh down and column j·Dw across, in phase (j·Dw) mod Sw; weights w[i, j], or
+        /// w[R−1−i, S−1−j] rotated (none without w: the filter gradient reads only the offsets).
+        /// </summary>
+        public void Set(float* w, bool rotated)
+        {
+            for (int i = 0, t = 0; i < r; i++)
+            {
+                for (int j = 0; j < s; j++, t++)
+                {
+                    int column = j * dilationW;
+                    Offsets[t] = ((column % strideW) * layout.Rows * layout.Width) + (i * dilationH * layout.Width) + (column / strideW);
+                    Weights[t] = w == null ? 0f : rotated ? w[((r - 1 - i) * s) + (s - 1 - j)] : w[t];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// out (rows × columns) = start + Σ_t weight[t]·plane[p·rowStride·width + offset[t] + q], a vector of q at a time at
+    /// the widest width that fits a row (a row's last vector ends at its end, computing a few outputs again to the
+    /// same values), one at a time below four.
+    /// </summary>
+    private static void Correlate(SimdWidth width, float* plane, int planeWidth, Taps taps, int rowStride, float start, float* output,
+        int rows, int columns)
+    {
+        if (width >= SimdWidth.Vector512 && columns >= 16)
+        {
+            Correlate<Vec512, Vector512<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns);
+        }
+        else if (width >= SimdWidth.Vector256 && columns >= 8)
+        {
+            Correlate<Vec256, Vector256<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns);
+        }
+        else if (width >= SimdWidth.Vector128 && columns >= 4)
+        {
+            Correlate<Vec128, Vector128<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns);
+        }
+        else
+        {
+            Correlate<Scalar, float>(plane, planeWidth, taps, rowStride, start, output, rows, columns);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Correlate<TOps, TVec>(float* plane, int planeWidth, Taps taps, int rowStride, float start, float* output, int rows,
+        int columns)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+    {
+        int step = TOps.Width, count = taps.Count;
+        int* offsets = taps.Offsets;
+        float* weights = taps.Weights;
+        var first = TOps.Broadcast(start);
+        for (int p = 0; p < rows; p++)
+        {
+            float* row = plane + ((long)p * rowStride * planeWidth), target = output + ((long)p * columns);
+            for (int q = 0; ; q += step)
+            {
+                q = Math.Min(q, columns - step);
+                float* origin = row + q;
+                var sum = first;
+                for (int t = 0; t < count; t++)
+                {
+                    sum = TOps.MultiplyAdd(TOps.Broadcast(weights[t]), TOps.Load(origin + offsets[t]), sum);
+                }
+
+                TOps.Store(target + q, sum);
+                if (q + step == columns)
+                {
+                    break;
+                }
+            }
+        }
+    }
+}
