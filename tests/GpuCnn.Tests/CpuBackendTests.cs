@@ -254,6 +254,86 @@ public sealed class CpuBackendTests
         }
     }
 
+    [Fact]
+    public void Depthwise_convolution_gives_the_same_bits_on_any_thread_count()
+    {
+        // Big enough to split across the team (planes for the forward and backward data, channels for the filter
+        // gradient); stride 2 on the columns, so the forward reads two column phases.
+        var g = new Conv2dGeometry(N: 4, C: 8, H: 16, W: 19, K: 8, R: 3, S: 3, StrideH: 1, StrideW: 2, PadH: 1, PadW: 1, Groups: 8);
+        float[] x = TestData.Uniform(g.InputSize, 31), w = TestData.Uniform(g.WeightSize, 32), b = TestData.Uniform(g.K, 33);
+        float[] dy = TestData.Uniform(g.OutputSize, 34);
+        int[][]? expected = null;
+        foreach (int threads in (int[])[1, 2, 3])
+        {
+            using var backend = new CpuBackend(threads, Simd.Best);
+            using var tx = backend.Upload<float>(g.InputShape, x);
+            using var tw = backend.Upload<float>(g.WeightShape, w);
+            using var tb = backend.Upload<float>([g.K], b);
+            using var tdy = backend.Upload<float>(g.OutputShape, dy);
+            using var ty = backend.Allocate<float>(g.OutputShape);
+            using var tdx = backend.Allocate<float>(g.InputShape);
+            using var tdw = backend.Allocate<float>(g.WeightShape);
+            backend.Conv2dForward(g, tx, tw, tb, ty);
+            backend.Conv2dBackwardData(g, tdy, tw, tdx);
+            backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
+            int[][] bits = [.. new[] { ty, tdx, tdw }.Select(t => backend.DownloadArray(t).Select(BitConverter.SingleToInt32Bits).ToArray())];
+            expected ??= bits;
+            for (int i = 0; i < bits.Length; i++)
+            {
+                Assert.True(expected[i].SequenceEqual(bits[i]), $"{threads} threads: {(i == 0 ? "y" : i == 1 ? "dx" : "dw")} differs from one thread's");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(3, 3, 2, 2, 1, 1)] // ResNet's stem pooling
+    [InlineData(3, 3, 1, 1, 1, 1)]
+    [InlineData(2, 2, 1, 1, 0, 0)] // overlapping windows, no padding
+    [InlineData(3, 2, 3, 2, 1, 0)] // every stride and padding different across the axes
+    [InlineData(5, 5, 2, 3, 2, 2)]
+    public void Vectorised_pooling_over_any_window_keeps_the_generic_loops_bits(int kh, int kw, int sh, int sw, int ph, int pw)
+    {
+        // The generic loops run on a backend without 256-bit vectors; rows of 8 to 37 outputs (the last vector ending
+        // at the row's end); values in eighths (ties), NaN, ±∞, a row of −∞ at the top border where padding must not win.
+        foreach (int w in (int[])[17, 40, 75])
+        {
+            var g = new Pool2dGeometry(N: 2, C: 3, H: 11, W: w, KernelH: kh, KernelW: kw, StrideH: sh, StrideW: sw, PadH: ph, PadW: pw);
+            float[] x = TestData.Uniform(g.InputSize, 13).Select(v => MathF.Round(v * 4) / 8).ToArray();
+            (x[4], x[w + 9], x[(3 * w) + 5], x[(3 * w) + 6]) = (float.NaN, float.PositiveInfinity, float.NaN, float.NaN);
+            Array.Fill(x, float.NegativeInfinity, 11 * w, w); // plane 1's first row
+            x[^1] = float.NegativeInfinity;
+            float[]? expectedY = null, expectedAverage = null;
+            int[]? expectedSwitches = null;
+            foreach (var width in (SimdWidth[])[SimdWidth.Vector128, SimdWidth.Vector256, SimdWidth.Vector512])
+            {
+                if (width > Simd.Best)
+                {
+                    continue;
+                }
+
+                using var backend = new CpuBackend(threads: 2, width);
+                using var tx = backend.Upload<float>(g.InputShape, x);
+                using var ty = backend.Allocate<float>(g.OutputShape);
+                using var average = backend.Allocate<float>(g.OutputShape);
+                using var switches = backend.Allocate<int>(g.OutputShape);
+                backend.MaxPool2dForward(g, tx, ty, switches);
+                backend.AvgPool2dForward(g, tx, average);
+                int[] actualSwitches = backend.DownloadArray(switches);
+                int[] actualY = [.. backend.DownloadArray(ty).Select(BitConverter.SingleToInt32Bits)];
+                int[] actualAverage = [.. backend.DownloadArray(average).Select(BitConverter.SingleToInt32Bits)];
+                if (expectedSwitches is null)
+                {
+                    (expectedSwitches, expectedY, expectedAverage) = (actualSwitches, backend.DownloadArray(ty), backend.DownloadArray(average));
+                    continue;
+                }
+
+                Assert.Equal(expectedSwitches, actualSwitches);
+                Assert.Equal(expectedY!.Select(BitConverter.SingleToInt32Bits), actualY);
+                Assert.Equal(expectedAverage!.Select(BitConverter.SingleToInt32Bits), actualAverage);
+            }
+        }
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]

@@ -88,13 +88,15 @@ public static partial class OperationCases
         yield return ConvolutionBackwardFilter("conv2d backward-filter + bias, 70 filters", wide, 72);
 
         // Depthwise layers (a kernel per channel): the CPU backend's plane-by-plane route at rows of 9 and 37 outputs
-        // (its vectors and a last one ending at the row's end), stride 2 with dilation, and stride 3 over 8 outputs.
+        // (its vectors and a last one ending at the row's end), stride 2 with dilation, stride 3 over 8 outputs, and a
+        // plane narrower than its stride.
         foreach (var (name, depthwise) in (ValueTuple<string, Conv2dGeometry>[])[
             ("3x3", new(N: 2, C: 4, H: 7, W: 9, K: 4, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 4)),
             ("3x3 37 wide", new(N: 1, C: 3, H: 4, W: 37, K: 3, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 3)),
             ("3x3 stride 2 dilation 2", new(N: 2, C: 3, H: 11, W: 12, K: 3, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 2, PadW: 2,
                 DilationH: 2, DilationW: 2, Groups: 3)),
-            ("5x5 stride 3", new(N: 1, C: 2, H: 13, W: 20, K: 2, R: 5, S: 5, StrideH: 3, StrideW: 3, PadH: 4, PadW: 4, Groups: 2))])
+            ("5x5 stride 3", new(N: 1, C: 2, H: 13, W: 20, K: 2, R: 5, S: 5, StrideH: 3, StrideW: 3, PadH: 4, PadW: 4, Groups: 2)),
+            ("3x1 stride 2 over a 1-wide plane", new(N: 2, C: 2, H: 5, W: 1, K: 2, R: 3, S: 1, StrideH: 2, StrideW: 2, PadH: 1, Groups: 2))])
         {
             yield return ConvolutionForward($"depthwise {name} forward", depthwise, 80);
             yield return ConvolutionBackwardData($"depthwise {name} backward-data", depthwise, 81);

@@ -63,7 +63,8 @@ public sealed unsafe partial class CpuBackend
         {
             Pass.Forward => DepthwiseConvolution.ForwardScratch(_g),
             Pass.BackwardData => DepthwiseConvolution.BackwardDataScratch(_g),
-            _ => DepthwiseConvolution.FilterGradientScratch(_g),
+            Pass.FilterGradient => DepthwiseConvolution.FilterGradientScratch(_g),
+            _ => throw new InvalidOperationException($"No depthwise pass {_pass}."),
         };
 
         /// <summary>Forward: x, w, b into y; backward data: dy, w into dx; filter gradient: x, dy into dw.</summary>
@@ -98,10 +99,12 @@ public sealed unsafe partial class CpuBackend
                     case Pass.BackwardData:
                         DepthwiseConvolution.BackwardData(owner.Width, g, _source + (i * output), _other + (i % g.C * kernel), _result + (i * input), scratch);
                         break;
-                    default:
+                    case Pass.FilterGradient:
                         DepthwiseConvolution.FilterGradient(owner.Width, g, _source + (i * input), g.C * input, _other + (i * output), g.C * output,
                             _result + (i * kernel), scratch);
                         break;
+                    default:
+                        throw new InvalidOperationException($"No depthwise pass {_pass}.");
                 }
             }
         }

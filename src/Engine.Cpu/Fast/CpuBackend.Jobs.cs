@@ -516,7 +516,14 @@ public sealed unsafe partial class CpuBackend
                         Pool2x2.AveragePlane(owner.Width, _in + (long)plane * hw, _out + (long)plane * pq, _g.W, _g.P, _g.Q);
                         break;
                     case Op.AvgBackward when Pool2x2.Suits(_g):
-                        Pool2x2.AverageBackwardPlane(owner.Width, _in + (long)plane * pq, _out + (long)plane * hw, _g.W, _g.H, _g.P, _g.Q);
+                        Pool2x2.AverageBackwardPlane(owner.Width, _in + (long)plane * pq, _out + (long)plane * hw, _g.H, _g.W, _g.P, _g.Q);
+                        break;
+                    case Op.MaxForward when PoolWindows.Suits(_g, owner.Width):
+                        PoolWindows.MaxPlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq,
+                            owner._scratch[worker].Columns(PoolWindows.ScratchLength(_g)));
+                        break;
+                    case Op.AvgForward when PoolWindows.Suits(_g, owner.Width):
+                        PoolWindows.AveragePlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, owner._scratch[worker].Columns(PoolWindows.ScratchLength(_g)));
                         break;
                     case Op.MaxForward: MaxForward(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq); break;
                     case Op.MaxBackward: MaxBackward(_in + (long)plane * pq, _switches + (long)plane * pq, _out + (long)plane * hw); break;

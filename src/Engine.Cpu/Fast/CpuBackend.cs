@@ -417,7 +417,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
             int planes = g.N * g.C;
             int parts = (long)g.InputSize < 1 << 15 ? 1 : Math.Min(planes, _workers.Count * 4);
             _planes.Parts = parts;
-            _workers.Run(_planes, parts);
+            bool windows = op is PlaneJob.Op.MaxForward or PlaneJob.Op.AvgForward && !Pool2x2.Suits(g) && PoolWindows.Suits(g, Width);
+            RunImages(_planes, parts, windows ? PoolWindows.ScratchLength(g) : 0);
         }
     }
 

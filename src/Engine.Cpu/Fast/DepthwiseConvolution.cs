@@ -36,8 +36,8 @@ internal static unsafe class DepthwiseConvolution
     public static void Forward(SimdWidth width, in Conv2dGeometry g, float* x, float* w, float bias, float* y, float* scratch)
     {
         var layout = ForwardLayout(g);
-        Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, layout, scratch);
-        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, g.StrideW, scratch + layout.Length);
+        layout.Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, scratch + layout.Length);
         taps.Set(w, rotated: false);
         Correlate(width, scratch, layout.Width, taps, g.StrideH, bias, y, g.P, g.Q);
     }
@@ -46,8 +46,8 @@ internal static unsafe class DepthwiseConvolution
     public static void BackwardData(SimdWidth width, in Conv2dGeometry g, float* dy, float* w, float* dx, float* scratch)
     {
         var layout = BackwardLayout(g);
-        Spread(dy, g.P, g.Q, ((g.R - 1) * g.DilationH) - g.PadH, ((g.S - 1) * g.DilationW) - g.PadW, g.StrideH, g.StrideW, layout, scratch);
-        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, 1, scratch + layout.Length);
+        layout.Spread(dy, g.P, g.Q, ((g.R - 1) * g.DilationH) - g.PadH, ((g.S - 1) * g.DilationW) - g.PadW, g.StrideH, g.StrideW, scratch);
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, scratch + layout.Length);
         taps.Set(w, rotated: true);
         Correlate(width, scratch, layout.Width, taps, 1, 0f, dx, g.H, g.W);
     }
@@ -63,13 +63,13 @@ internal static unsafe class DepthwiseConvolution
         float* scratch)
     {
         var layout = ForwardLayout(g);
-        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, g.StrideW, scratch + layout.Length);
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, scratch + layout.Length);
         taps.Set(null, rotated: false);
         double* totals = (double*)(scratch + ((layout.Length + (2 * taps.Count) + 1) & ~1));
         new Span<double>(totals, taps.Count).Clear();
         for (int n = 0; n < g.N; n++)
         {
-            Spread(x + (n * xImage), g.H, g.W, g.PadH, g.PadW, 1, 1, layout, scratch);
+            layout.Spread(x + (n * xImage), g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
             float* gradient = dy + (n * dyImage);
 
             // A row's columns in 16s, then at most one 8, one 4 and three one at a time (28: 16 + 8 + 4).
@@ -151,80 +151,16 @@ internal static unsafe class DepthwiseConvolution
         return end;
     }
 
-    /// <summary>A plane in scratch: <see cref="Phases"/> column phases, each <see cref="Rows"/> rows of <see cref="Width"/> floats.</summary>
-    private readonly record struct Layout(int Phases, int Rows, int Width, int FullWidth)
-    {
-        public int Length => Phases * Rows * Width;
-    }
+    private static PlaneLayout ForwardLayout(in Conv2dGeometry g) => PlaneLayout.Padded(g.H, g.W, g.PadH, g.PadW, g.StrideW);
 
-    private static Layout ForwardLayout(in Conv2dGeometry g)
-    {
-        int fullWidth = g.W + (2 * g.PadW);
-        return new Layout(g.StrideW, g.H + (2 * g.PadH), (fullWidth + g.StrideW - 1) / g.StrideW, fullWidth);
-    }
-
-    private static Layout BackwardLayout(in Conv2dGeometry g)
+    private static PlaneLayout BackwardLayout(in Conv2dGeometry g)
     {
         int fullWidth = g.W + ((g.S - 1) * g.DilationW);
-        return new Layout(1, g.H + ((g.R - 1) * g.DilationH), fullWidth, fullWidth);
-    }
-
-    /// <summary>
-    /// The layout's plane cleared, then source (rows × columns) written to full row top + i·rowStep, column
-    /// left + j·columnStep (column c in phase c mod Phases at c / Phases); values landing outside it are dropped (a
-    /// padding wider than the kernel reaches: those dy belong to no input).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Spread(float* source, int rows, int columns, int top, int left, int rowStep, int columnStep, Layout layout, float* plane)
-    {
-        new Span<float>(plane, layout.Length).Clear();
-        long phaseLength = (long)layout.Rows * layout.Width;
-        for (int i = 0; i < rows; i++)
-        {
-            int row = top + (i * rowStep);
-            if ((uint)row >= (uint)layout.Rows)
-            {
-                continue;
-            }
-
-            float* from = source + ((long)i * columns);
-            if (layout.Phases == 1 && columnStep == 1 && left >= 0 && left + columns <= layout.FullWidth)
-            {
-                Buffer.MemoryCopy(from, plane + ((long)row * layout.Width) + left, columns * sizeof(float), columns * sizeof(float));
-                continue;
-            }
-
-            if (columnStep == 1)
-            {
-                // Phase k's column t is full column k + t·Phases, source column k + t·Phases − left.
-                for (int k = 0; k < layout.Phases; k++)
-                {
-                    float* target = plane + (k * phaseLength) + ((long)row * layout.Width);
-                    for (int t = 0, j = k - left; t < layout.Width; t++, j += layout.Phases)
-                    {
-                        if ((uint)j < (uint)columns)
-                        {
-                            target[t] = from[j];
-                        }
-                    }
-                }
-
-                continue;
-            }
-
-            for (int j = 0; j < columns; j++)
-            {
-                int column = left + (j * columnStep);
-                if ((uint)column < (uint)layout.FullWidth)
-                {
-                    plane[((column % layout.Phases) * phaseLength) + ((long)row * layout.Width) + (column / layout.Phases)] = from[j];
-                }
-            }
-        }
+        return new PlaneLayout(1, g.H + ((g.R - 1) * g.DilationH), fullWidth, fullWidth);
     }
 
     /// <summary>Each tap's offset from an output's first read (row p·rowStride, column q of phase 0) and its weight, in (r, s) order.</summary>
-    private readonly struct Taps(Layout layout, int r, int s, int dilationH, int dilationW, int strideW, float* storage)
+    private readonly struct Taps(PlaneLayout layout, int r, int s, int dilationH, int dilationW, float* storage)
     {
         public readonly int Count = r * s;
         public readonly int* Offsets = (int*)storage;
@@ -240,8 +176,7 @@ internal static unsafe class DepthwiseConvolution
             {
                 for (int j = 0; j < s; j++, t++)
                 {
-                    int column = j * dilationW;
-                    Offsets[t] = ((column % strideW) * layout.Rows * layout.Width) + (i * dilationH * layout.Width) + (column / strideW);
+                    Offsets[t] = layout.ColumnOffset(j * dilationW) + (i * dilationH * layout.Width);
                     Weights[t] = w == null ? 0f : rotated ? w[((r - 1 - i) * s) + (s - 1 - j)] : w[t];
                 }
             }

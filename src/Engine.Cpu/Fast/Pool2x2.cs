@@ -134,7 +134,7 @@ internal static class Pool2x2
     /// loop's cleared plane plus the one share that reaches it); a last row or column in no window (odd H or W) is 0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void AverageBackwardPlane(SimdWidth simd, float* dy, float* dx, int width, int height, int outH, int outW)
+    public static unsafe void AverageBackwardPlane(SimdWidth simd, float* dy, float* dx, int height, int width, int outH, int outW)
     {
         if (height != 2 * outH || width != 2 * outW)
         {

@@ -36,6 +36,12 @@ public static class Cases
         ["depthwise 3x3 pad 1, rows of 21"] = new(N: 2, C: 4, H: 5, W: 21, K: 4, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 4),
         ["depthwise stride 2 pad 2 dilation 2"] = new(N: 2, C: 5, H: 9, W: 19, K: 5, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 2, PadW: 2,
             DilationH: 2, DilationW: 2, Groups: 5),
+        // Depthwise planes laid out in scratch: padding beyond the kernel's reach (dy past it dropped), a 1×1 kernel with
+        // padding, a plane one column wide, a 7×7 kernel at strides 3 and 1.
+        ["depthwise pad 3 beyond a 3x3 kernel"] = new(N: 2, C: 3, H: 4, W: 5, K: 3, R: 3, S: 3, PadH: 3, PadW: 3, Groups: 3),
+        ["depthwise 1x1 pad 1"] = new(N: 1, C: 2, H: 4, W: 5, K: 2, R: 1, S: 1, PadH: 1, PadW: 1, Groups: 2),
+        ["depthwise 1x3 pad 1 over a 1-wide plane"] = new(N: 2, C: 2, H: 4, W: 1, K: 2, R: 1, S: 3, PadW: 1, Groups: 2),
+        ["depthwise 7x7 pad 3 stride 3x1"] = new(N: 1, C: 2, H: 9, W: 10, K: 2, R: 7, S: 7, StrideH: 3, StrideW: 1, PadH: 3, PadW: 3, Groups: 2),
         // A 7×7 stride-2 stem: the CPU backend's filter gradient by filters, its dy transposed in 8 × 8 blocks with
         // tails in both directions (20 filters, 42 outputs).
         ["7x7 stride 2 stem, 20 filters"] = new(N: 2, C: 1, H: 13, W: 11, K: 20, R: 7, S: 7, StrideH: 2, StrideW: 2, PadH: 3, PadW: 3),
@@ -51,6 +57,7 @@ public static class Cases
         ["2x2 s2, 6 planes of 6x8"] = new(N: 2, C: 3, H: 6, W: 8, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2), // ILGPU's thread-per-window kernels
         ["overlap 3x3 s2"] = new(N: 2, C: 2, H: 7, W: 5, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2),
         ["3x2 s1 pad1"] = new(N: 1, C: 3, H: 6, W: 5, KernelH: 3, KernelW: 2, StrideH: 1, StrideW: 1, PadH: 1, PadW: 1),
+        ["3x3 s2 pad 1, rows of 9"] = new(N: 1, C: 2, H: 7, W: 17, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1), // the CPU's vectors
         ["odd 2x2 s2 drops edge"] = new(N: 1, C: 2, H: 5, W: 5, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2),
         ["global 5x6, 9 planes"] = new(N: 3, C: 3, H: 5, W: 6, KernelH: 5, KernelW: 6, StrideH: 5, StrideW: 6),
     };

@@ -1,0 +1,103 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace GpuCnn.Cpu.Fast;
+
+/// <summary>
+/// Max and average pooling over any window, stride and padding (2×2 at stride 2 has <see cref="Pool2x2"/>), eight
+/// outputs of a row at a time: the plane is laid out in scratch zero-padded and split into StrideW column phases
+/// (<see cref="PlaneLayout"/>), so that each tap of eight outputs is one 256-bit load. The same results as the generic
+/// loops (<c>PlaneJob</c>), bit for bit: max pooling takes, tap by tap in window order, a value that is greater, NaN,
+/// or the first real one — padding columns are masked out lane by lane and padding rows skipped, so padding never
+/// wins — and records its index; average pooling adds the taps in window order from 0 (a padding zero added to a
+/// sum that started at +0 changes no bit) and multiplies by 1/(KH·KW). A row's last vector ends at its end, computing
+/// a few outputs again to the same values.
+/// </summary>
+internal static unsafe class PoolWindows
+{
+    /// <summary>Whether a plane takes this route: 256-bit vectors and output rows of at least eight.</summary>
+    public static bool Suits(in Pool2dGeometry g, SimdWidth width) => width >= SimdWidth.Vector256 && g.Q >= 8;
+
+    /// <summary>Floats of scratch one plane needs.</summary>
+    public static int ScratchLength(in Pool2dGeometry g) => Layout(g).Length;
+
+    /// <summary>y (P×Q) and switches (indices into the H×W plane) of one plane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void MaxPlane(in Pool2dGeometry g, float* x, float* y, int* switches, float* scratch)
+    {
+        var layout = Layout(g);
+        layout.Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
+        int outH = g.P, outW = g.Q, height = g.H, width = g.W, kh = g.KernelH, kw = g.KernelW, sh = g.StrideH, sw = g.StrideW;
+        var lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * sw;
+        var columns = Vector256.Create((uint)width);
+        for (int p = 0; p < outH; p++)
+        {
+            for (int q = 0; ; q += 8)
+            {
+                q = Math.Min(q, outW - 8);
+                var best = Vector256.Create(float.NegativeInfinity);
+                var at = Vector256.Create(-1);
+                for (int r = 0; r < kh; r++)
+                {
+                    int h = (p * sh) + r - g.PadH;
+                    if ((uint)h >= (uint)height)
+                    {
+                        continue; // a padding row: never taken
+                    }
+
+                    float* row = scratch + ((long)((p * sh) + r) * layout.Width) + q;
+                    for (int s = 0; s < kw; s++)
+                    {
+                        var v = Vector256.Load(row + layout.ColumnOffset(s));
+                        var column = Vector256.Create((q * sw) + s - g.PadW) + lanes;
+                        var real = Vector256.LessThan(column.AsUInt32(), columns).AsInt32();
+                        var take = real & (Vector256.GreaterThan(v, best) | ~Vector256.Equals(v, v)).AsInt32() | (real & Vector256.LessThan(at, Vector256<int>.Zero));
+                        best = Vector256.ConditionalSelect(take.AsSingle(), v, best);
+                        at = Vector256.ConditionalSelect(take, Vector256.Create(h * width) + column, at);
+                    }
+                }
+
+                best.Store(y + ((long)p * outW) + q);
+                at.Store(switches + ((long)p * outW) + q);
+                if (q + 8 == outW)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// <summary>y (P×Q) of one plane: each window's sum in window order from 0, times 1/(KH·KW) (padding counted).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void AveragePlane(in Pool2dGeometry g, float* x, float* y, float* scratch)
+    {
+        var layout = Layout(g);
+        layout.Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
+        int outH = g.P, outW = g.Q, kh = g.KernelH, kw = g.KernelW, sh = g.StrideH;
+        float scale = 1f / (kh * kw);
+        for (int p = 0; p < outH; p++)
+        {
+            for (int q = 0; ; q += 8)
+            {
+                q = Math.Min(q, outW - 8);
+                var sum = Vector256<float>.Zero;
+                for (int r = 0; r < kh; r++)
+                {
+                    float* row = scratch + ((long)((p * sh) + r) * layout.Width) + q;
+                    for (int s = 0; s < kw; s++)
+                    {
+                        sum += Vector256.Load(row + layout.ColumnOffset(s));
+                    }
+                }
+
+                (sum * scale).Store(y + ((long)p * outW) + q);
+                if (q + 8 == outW)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    private static PlaneLayout Layout(in Pool2dGeometry g) => PlaneLayout.Padded(g.H, g.W, g.PadH, g.PadW, g.StrideW);
+}
