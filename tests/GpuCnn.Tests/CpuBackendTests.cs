@@ -294,7 +294,8 @@ public sealed class CpuBackendTests
     public void Vectorised_pooling_over_any_window_keeps_the_generic_loops_bits(int kh, int kw, int sh, int sw, int ph, int pw)
     {
         // The generic loops run on a backend without 256-bit vectors; rows of 8 to 37 outputs (the last vector ending
-        // at the row's end); values in eighths (ties), NaN, ±∞, a row of −∞ at the top border where padding must not win.
+        // at the row's end); values in eighths (ties), NaN, ±∞, a row of −∞ at the top border where padding must not win;
+        // average pooling's gradient too (gathered at stride 1), from a dy with a NaN and a −0, every dx written.
         foreach (int w in (int[])[17, 40, 75])
         {
             var g = new Pool2dGeometry(N: 2, C: 3, H: 11, W: w, KernelH: kh, KernelW: kw, StrideH: sh, StrideW: sw, PadH: ph, PadW: pw);
@@ -302,7 +303,9 @@ public sealed class CpuBackendTests
             (x[4], x[w + 9], x[(3 * w) + 5], x[(3 * w) + 6]) = (float.NaN, float.PositiveInfinity, float.NaN, float.NaN);
             Array.Fill(x, float.NegativeInfinity, 11 * w, w); // plane 1's first row
             x[^1] = float.NegativeInfinity;
-            float[]? expectedY = null, expectedAverage = null;
+            float[] dy = TestData.Uniform(g.OutputSize, 14);
+            (dy[2], dy[9]) = (float.NaN, -0f);
+            float[]? expectedY = null, expectedAverage = null, expectedDx = null;
             int[]? expectedSwitches = null;
             foreach (var width in (SimdWidth[])[SimdWidth.Vector128, SimdWidth.Vector256, SimdWidth.Vector512])
             {
@@ -316,17 +319,22 @@ public sealed class CpuBackendTests
                 using var ty = backend.Allocate<float>(g.OutputShape);
                 using var average = backend.Allocate<float>(g.OutputShape);
                 using var switches = backend.Allocate<int>(g.OutputShape);
+                using var tdy = backend.Upload<float>(g.OutputShape, dy);
+                using var tdx = backend.Upload<float>(g.InputShape, [.. Enumerable.Repeat(float.NaN, g.InputSize)]);
                 backend.MaxPool2dForward(g, tx, ty, switches);
                 backend.AvgPool2dForward(g, tx, average);
+                backend.AvgPool2dBackward(g, tdy, tdx);
                 int[] actualSwitches = backend.DownloadArray(switches);
                 int[] actualY = [.. backend.DownloadArray(ty).Select(BitConverter.SingleToInt32Bits)];
                 int[] actualAverage = [.. backend.DownloadArray(average).Select(BitConverter.SingleToInt32Bits)];
                 if (expectedSwitches is null)
                 {
                     (expectedSwitches, expectedY, expectedAverage) = (actualSwitches, backend.DownloadArray(ty), backend.DownloadArray(average));
+                    expectedDx = backend.DownloadArray(tdx);
                     continue;
                 }
 
+                Assert.Equal(expectedDx!.Select(BitConverter.SingleToInt32Bits), backend.DownloadArray(tdx).Select(BitConverter.SingleToInt32Bits));
                 Assert.Equal(expectedSwitches, actualSwitches);
                 Assert.Equal(expectedY!.Select(BitConverter.SingleToInt32Bits), actualY);
                 Assert.Equal(expectedAverage!.Select(BitConverter.SingleToInt32Bits), actualAverage);

@@ -522,6 +522,10 @@ public sealed unsafe partial class CpuBackend
                         PoolWindows.MaxPlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq,
                             owner._scratch[worker].Columns(PoolWindows.ScratchLength(_g)));
                         break;
+                    case Op.AvgBackward when PoolWindows.SuitsAverageBackward(_g, owner.Width):
+                        PoolWindows.AverageBackwardPlane(_g, _in + (long)plane * pq, _out + (long)plane * hw,
+                            owner._scratch[worker].Columns(PoolWindows.AverageBackwardScratchLength(_g)));
+                        break;
                     case Op.AvgForward when PoolWindows.Suits(_g, owner.Width):
                         PoolWindows.AveragePlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, owner._scratch[worker].Columns(PoolWindows.ScratchLength(_g)));
                         break;

@@ -10,8 +10,8 @@ namespace GpuCnn.Cpu.Fast;
 /// loops (<c>PlaneJob</c>), bit for bit: max pooling takes, tap by tap in window order, a value that is greater, NaN,
 /// or the first real one — padding columns are masked out lane by lane and padding rows skipped, so padding never
 /// wins — and records its index; average pooling adds the taps in window order from 0 (a padding zero added to a
-/// sum that started at +0 changes no bit) and multiplies by 1/(KH·KW). A row's last vector ends at its end, computing
-/// a few outputs again to the same values.
+/// sum that started at +0 changes no bit) and multiplies by 1/(KH·KW); its gradient at stride 1 gathers each input's
+/// shares from a zero-padded dy. A row's last vector ends at its end, computing a few outputs again to the same values.
 /// </summary>
 internal static unsafe class PoolWindows
 {
@@ -30,6 +30,8 @@ internal static unsafe class PoolWindows
         int outH = g.P, outW = g.Q, height = g.H, width = g.W, kh = g.KernelH, kw = g.KernelW, sh = g.StrideH, sw = g.StrideW;
         var lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * sw;
         var columns = Vector256.Create((uint)width);
+        int* offsets = stackalloc int[kw];
+        ColumnOffsets(layout, kw, offsets);
         for (int p = 0; p < outH; p++)
         {
             for (int q = 0; ; q += 8)
@@ -48,7 +50,7 @@ internal static unsafe class PoolWindows
                     float* row = scratch + ((long)((p * sh) + r) * layout.Width) + q;
                     for (int s = 0; s < kw; s++)
                     {
-                        var v = Vector256.Load(row + layout.ColumnOffset(s));
+                        var v = Vector256.Load(row + offsets[s]);
                         var column = Vector256.Create((q * sw) + s - g.PadW) + lanes;
                         var real = Vector256.LessThan(column.AsUInt32(), columns).AsInt32();
                         var take = real & (Vector256.GreaterThan(v, best) | ~Vector256.Equals(v, v)).AsInt32() | (real & Vector256.LessThan(at, Vector256<int>.Zero));
@@ -75,6 +77,8 @@ internal static unsafe class PoolWindows
         layout.Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
         int outH = g.P, outW = g.Q, kh = g.KernelH, kw = g.KernelW, sh = g.StrideH;
         float scale = 1f / (kh * kw);
+        int* offsets = stackalloc int[kw];
+        ColumnOffsets(layout, kw, offsets);
         for (int p = 0; p < outH; p++)
         {
             for (int q = 0; ; q += 8)
@@ -86,7 +90,7 @@ internal static unsafe class PoolWindows
                     float* row = scratch + ((long)((p * sh) + r) * layout.Width) + q;
                     for (int s = 0; s < kw; s++)
                     {
-                        sum += Vector256.Load(row + layout.ColumnOffset(s));
+                        sum += Vector256.Load(row + offsets[s]);
                     }
                 }
 
@@ -99,5 +103,66 @@ internal static unsafe class PoolWindows
         }
     }
 
+    /// <summary>
+    /// Whether average pooling's gradient takes this route: stride 1, padding within the window, input rows of at
+    /// least eight, 256-bit vectors.
+    /// </summary>
+    public static bool SuitsAverageBackward(in Pool2dGeometry g, SimdWidth width) =>
+        width >= SimdWidth.Vector256 && g.StrideH == 1 && g.StrideW == 1 && g.PadH < g.KernelH && g.PadW < g.KernelW && g.W >= 8;
+
+    /// <summary>Floats of scratch one plane's average-pooling gradient needs.</summary>
+    public static int AverageBackwardScratchLength(in Pool2dGeometry g) => BackwardLayout(g).Length;
+
+    /// <summary>
+    /// dx (H×W) of one plane at stride 1, gathered: dx[h, w] = Σ_a Σ_b dy'[h + a, w + b]·(1/(KH·KW)) for a &lt; KH, b &lt; KW,
+    /// dy' being dy with KH−1−PH zero rows above and KW−1−PW zero columns before it — the windows (p, q) that hold
+    /// (h, w) in ascending order, each share dy/(KH·KW) added from 0 as the generic scatter adds them (a padding
+    /// zero's share changes no bit).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void AverageBackwardPlane(in Pool2dGeometry g, float* dy, float* dx, float* scratch)
+    {
+        var layout = BackwardLayout(g);
+        layout.Spread(dy, g.P, g.Q, g.KernelH - 1 - g.PadH, g.KernelW - 1 - g.PadW, 1, 1, scratch);
+        int height = g.H, width = g.W, kh = g.KernelH, kw = g.KernelW;
+        var scale = Vector256.Create(1f / (kh * kw));
+        for (int h = 0; h < height; h++)
+        {
+            for (int w = 0; ; w += 8)
+            {
+                w = Math.Min(w, width - 8);
+                var sum = Vector256<float>.Zero;
+                for (int a = 0; a < kh; a++)
+                {
+                    float* row = scratch + ((long)(h + a) * layout.Width) + w;
+                    for (int b = 0; b < kw; b++)
+                    {
+                        sum += Vector256.Load(row + b) * scale; // a share, then the add: not fused, as the scatter
+                    }
+                }
+
+                sum.Store(dx + ((long)h * width) + w);
+                if (w + 8 == width)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Each window column's offset in the layout (its phase and column), worked out once a plane: a division per tap
+    /// and vector had cost the forward passes most of their time.
+    /// </summary>
+    private static void ColumnOffsets(PlaneLayout layout, int kernelW, int* offsets)
+    {
+        for (int s = 0; s < kernelW; s++)
+        {
+            offsets[s] = layout.ColumnOffset(s);
+        }
+    }
+
     private static PlaneLayout Layout(in Pool2dGeometry g) => PlaneLayout.Padded(g.H, g.W, g.PadH, g.PadW, g.StrideW);
+
+    private static PlaneLayout BackwardLayout(in Pool2dGeometry g) => new(1, g.H + g.KernelH - 1, g.W + g.KernelW - 1, g.W + g.KernelW - 1);
 }
