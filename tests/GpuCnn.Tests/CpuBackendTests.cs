@@ -266,17 +266,8 @@ public sealed class CpuBackendTests
         foreach (int threads in (int[])[1, 2, 3])
         {
             using var backend = new CpuBackend(threads, Simd.Best);
-            using var tx = backend.Upload<float>(g.InputShape, x);
-            using var tw = backend.Upload<float>(g.WeightShape, w);
-            using var tb = backend.Upload<float>([g.K], b);
-            using var tdy = backend.Upload<float>(g.OutputShape, dy);
-            using var ty = backend.Allocate<float>(g.OutputShape);
-            using var tdx = backend.Allocate<float>(g.InputShape);
-            using var tdw = backend.Allocate<float>(g.WeightShape);
-            backend.Conv2dForward(g, tx, tw, tb, ty);
-            backend.Conv2dBackwardData(g, tdy, tw, tdx);
-            backend.Conv2dBackwardFilter(g, tx, tdy, tdw, null);
-            int[][] bits = [.. new[] { ty, tdx, tdw }.Select(t => backend.DownloadArray(t).Select(BitConverter.SingleToInt32Bits).ToArray())];
+            var (y, dx, dw) = ConvolutionPasses.Run(backend, g, x, w, b, dy);
+            int[][] bits = [.. new[] { y, dx, dw }.Select(values => values.Select(BitConverter.SingleToInt32Bits).ToArray())];
             expected ??= bits;
             for (int i = 0; i < bits.Length; i++)
             {
