@@ -53,7 +53,8 @@ internal static unsafe class PoolWindows
                         var v = Vector256.Load(row + offsets[s]);
                         var column = Vector256.Create((q * sw) + s - g.PadW) + lanes;
                         var real = Vector256.LessThan(column.AsUInt32(), columns).AsInt32();
-                        var take = real & (Vector256.GreaterThan(v, best) | ~Vector256.Equals(v, v)).AsInt32() | (real & Vector256.LessThan(at, Vector256<int>.Zero));
+                        // a real value greater than the best, NaN, or the window's first real one
+                        var take = real & ((Vector256.GreaterThan(v, best) | ~Vector256.Equals(v, v)).AsInt32() | Vector256.LessThan(at, Vector256<int>.Zero));
                         best = Vector256.ConditionalSelect(take.AsSingle(), v, best);
                         at = Vector256.ConditionalSelect(take, Vector256.Create(h * width) + column, at);
                     }
