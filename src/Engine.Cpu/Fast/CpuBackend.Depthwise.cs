@@ -1,10 +1,11 @@
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
-/// Depthwise convolutions (groups = channels = filters: one 2-D kernel per channel) on the fast CPU backend (compiled
-/// into GpuCnn.Engine.Cpu). The general grouped route ran them as C one-channel convolutions in turn, each gathered,
-/// started on the team and scattered back: 2–5.7× PyTorch's time for 64 and 128 channels at 28×28. Here the forward
-/// and backward data run plane by plane and the filter gradient channel by channel (over its images in order), each in
+/// Depthwise convolutions (groups = channels, filters a multiple m of them: a 2-D kernel per filter over one channel) on
+/// the fast CPU backend (compiled into GpuCnn.Engine.Cpu). The general grouped route ran them as C one-channel
+/// convolutions in turn, each gathered, started on the team and scattered back: 2–5.7× PyTorch's time for 64 and 128
+/// channels at 28×28. Here the forward and backward data run plane by plane and the filter gradient filter by filter
+/// (over its images in order), each in
 /// the running worker's scratch (<see cref="DepthwiseConvolution"/>), the layer's fused activation applied to each
 /// output plane while it is in cache. Every sum runs in a fixed order whatever the thread count.
 /// </summary>
@@ -12,8 +13,11 @@ public sealed unsafe partial class CpuBackend
 {
     private DepthwisePlanesJob? _depthwisePlanes;
 
-    /// <summary>One kernel per channel and one channel per kernel.</summary>
-    private static bool IsDepthwise(in Conv2dGeometry g) => g.Groups > 1 && g.Groups == g.C && g.K == g.C;
+    /// <summary>
+    /// A kernel per filter over one channel each: groups = channels, and filters a multiple m of them (filter k reads
+    /// channel k / m; m = 1 is the common depthwise layer).
+    /// </summary>
+    private static bool IsDepthwise(in Conv2dGeometry g) => g.Groups > 1 && g.Groups == g.C && g.K % g.C == 0;
 
     private void DepthwiseForward(in Conv2dGeometry g, float* x, float* w, float* b, float* y, FusedActivation? activation) =>
         RunDepthwise(DepthwisePlanesJob.Pass.Forward, g, x, w, b, y, activation);
@@ -29,7 +33,12 @@ public sealed unsafe partial class CpuBackend
     {
         var job = _depthwisePlanes ??= new DepthwisePlanesJob(this);
         job.Set(pass, g, source, other, b, result, activation);
-        int items = pass == DepthwisePlanesJob.Pass.FilterGradient ? g.C : g.N * g.C;
+        int items = pass switch
+        {
+            DepthwisePlanesJob.Pass.Forward => g.N * g.K,
+            DepthwisePlanesJob.Pass.BackwardData => g.N * g.C,
+            _ => g.K,
+        };
         int parts = (long)g.N * g.C * g.R * g.S * g.H * g.W < 1 << 15 ? 1 : Math.Min(items, _workers.Count * 4);
         job.Parts = parts;
         RunImages(job, parts, job.ScratchFloats);
@@ -82,7 +91,13 @@ public sealed unsafe partial class CpuBackend
         public void Run(int part, int worker)
         {
             var g = _g;
-            int items = _pass == Pass.FilterGradient ? g.C : g.N * g.C;
+            int multiplier = g.K / g.C;
+            int items = _pass switch
+            {
+                Pass.Forward => g.N * g.K,
+                Pass.BackwardData => g.N * g.C,
+                _ => g.K,
+            };
             int first = (int)((long)items * part / Parts), last = (int)((long)items * (part + 1) / Parts);
             long input = (long)g.H * g.W, output = (long)g.P * g.Q, kernel = (long)g.R * g.S;
             float* scratch = owner._scratch[worker].Columns(ScratchFloats);
@@ -91,16 +106,20 @@ public sealed unsafe partial class CpuBackend
                 switch (_pass)
                 {
                     case Pass.Forward:
+                        // Output plane i = n·K + k reads input plane n·C + k / m.
+                        int k = i % g.K, n = i / g.K;
                         float* y = _result + (i * output);
-                        DepthwiseConvolution.Forward(owner.Width, g, _source + (i * input), _other + (i % g.C * kernel), _b == null ? 0f : _b[i % g.C], y,
-                            scratch);
+                        DepthwiseConvolution.Forward(owner.Width, g, _source + ((((long)n * g.C) + (k / multiplier)) * input), _other + (k * kernel),
+                            _b == null ? 0f : _b[k], y, scratch);
                         _activation?.Apply(new Span<float>(y, (int)output));
                         break;
                     case Pass.BackwardData:
-                        DepthwiseConvolution.BackwardData(owner.Width, g, _source + (i * output), _other + (i % g.C * kernel), _result + (i * input), scratch);
+                        // Input plane i = n·C + c takes output planes n·K + c·m … n·K + c·m + m − 1.
+                        DepthwiseConvolution.BackwardData(owner.Width, g, _source + ((long)i * multiplier * output), _other + ((long)(i % g.C) * multiplier * kernel),
+                            _result + (i * input), scratch);
                         break;
                     case Pass.FilterGradient:
-                        DepthwiseConvolution.FilterGradient(owner.Width, g, _source + (i * input), g.C * input, _other + (i * output), g.C * output,
+                        DepthwiseConvolution.FilterGradient(owner.Width, g, _source + (i / multiplier * input), g.C * input, _other + (i * output), g.K * output,
                             _result + (i * kernel), scratch);
                         break;
                     default:

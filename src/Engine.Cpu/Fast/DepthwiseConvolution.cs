@@ -4,8 +4,8 @@ using System.Runtime.Intrinsics;
 namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
-/// Depthwise convolution (one 2-D kernel per channel): one plane's forward and backward data, each vector of outputs'
-/// taps summed in a register and stored once, and one channel's filter gradient. The plane is first laid out in scratch with its zeros, so that
+/// Depthwise convolution (a 2-D kernel per filter over one channel; K / C filters a channel): one plane's forward and
+/// backward data, each vector of outputs' taps summed in a register and stored once, and one filter's gradient. The plane is first laid out in scratch with its zeros, so that
 /// every tap of every output is one load:
 /// <list type="bullet">
 /// <item>forward: x zero-padded, split into Sw column phases (phase k holds padded columns k, k + Sw, …), so that tap
@@ -26,8 +26,13 @@ internal static unsafe class DepthwiseConvolution
     /// <summary>Floats of scratch one plane's forward pass needs (its phases, then the taps' offsets and weights).</summary>
     public static int ForwardScratch(in Conv2dGeometry g) => ForwardLayout(g).Length + (2 * g.R * g.S);
 
-    /// <summary>Floats of scratch one plane's backward-data pass needs.</summary>
-    public static int BackwardDataScratch(in Conv2dGeometry g) => BackwardLayout(g).Length + (2 * g.R * g.S);
+    /// <summary>Floats of scratch one plane's backward-data pass needs (a dy plane per filter of its channel, then the taps).</summary>
+    public static int BackwardDataScratch(in Conv2dGeometry g)
+    {
+        long floats = (long)g.K / g.C * (BackwardLayout(g).Length + (2L * g.R * g.S));
+        return floats <= int.MaxValue / 2 ? (int)floats
+            : throw new NotSupportedException($"A depthwise layer's {g.K / g.C} filters a channel need {floats} floats of scratch; the CPU backend takes at most {int.MaxValue / 2}.");
+    }
 
     /// <summary>Floats of scratch one channel's filter gradient needs (the forward's, then a double per tap).</summary>
     public static int FilterGradientScratch(in Conv2dGeometry g) => ForwardScratch(g) + 1 + (2 * g.R * g.S);
@@ -37,17 +42,27 @@ internal static unsafe class DepthwiseConvolution
     {
         var layout = ForwardLayout(g);
         layout.Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
-        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, scratch + layout.Length);
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, 1, scratch + layout.Length);
         taps.Set(w, rotated: false);
         Correlate(width, scratch, layout.Width, taps, g.StrideH, bias, y, g.P, g.Q);
     }
 
-    /// <summary>dx (H×W) = Σ over the windows that hold each input of w[r,s]·dy[p,q], for one plane.</summary>
+    /// <summary>
+    /// dx (H×W) of one input plane = Σ over its K / C filters m and the windows that hold each input of
+    /// w_m[r,s]·dy_m[p,q]; the filters' dy planes and kernels lie one after another from <paramref name="dy"/> and
+    /// <paramref name="w"/>.
+    /// </summary>
     public static void BackwardData(SimdWidth width, in Conv2dGeometry g, float* dy, float* w, float* dx, float* scratch)
     {
         var layout = BackwardLayout(g);
-        layout.Spread(dy, g.P, g.Q, ((g.R - 1) * g.DilationH) - g.PadH, ((g.S - 1) * g.DilationW) - g.PadW, g.StrideH, g.StrideW, scratch);
-        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, scratch + layout.Length);
+        int planes = g.K / g.C;
+        for (int m = 0; m < planes; m++)
+        {
+            layout.Spread(dy + ((long)m * g.P * g.Q), g.P, g.Q, ((g.R - 1) * g.DilationH) - g.PadH, ((g.S - 1) * g.DilationW) - g.PadW, g.StrideH,
+                g.StrideW, scratch + ((long)m * layout.Length));
+        }
+
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, planes, scratch + ((long)planes * layout.Length));
         taps.Set(w, rotated: true);
         Correlate(width, scratch, layout.Width, taps, 1, 0f, dx, g.H, g.W);
     }
@@ -63,7 +78,7 @@ internal static unsafe class DepthwiseConvolution
         float* scratch)
     {
         var layout = ForwardLayout(g);
-        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, scratch + layout.Length);
+        var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, 1, scratch + layout.Length);
         taps.Set(null, rotated: false);
         double* totals = (double*)(scratch + ((layout.Length + (2 * taps.Count) + 1) & ~1));
         new Span<double>(totals, taps.Count).Clear();
@@ -159,25 +174,33 @@ internal static unsafe class DepthwiseConvolution
         return new PlaneLayout(1, g.H + ((g.R - 1) * g.DilationH), fullWidth, fullWidth);
     }
 
-    /// <summary>Each tap's offset from an output's first read (row p·rowStride, column q of phase 0) and its weight, in (r, s) order.</summary>
-    private readonly struct Taps(PlaneLayout layout, int r, int s, int dilationH, int dilationW, float* storage)
+    /// <summary>
+    /// Each tap's offset from an output's first read (row p·rowStride, column q of phase 0) and its weight, in (plane,
+    /// r, s) order over <paramref name="planes"/> planes laid out one after another (backward data with a channel
+    /// multiplier: a channel's m filters' dy planes).
+    /// </summary>
+    private readonly struct Taps(PlaneLayout layout, int r, int s, int dilationH, int dilationW, int planes, float* storage)
     {
-        public readonly int Count = r * s;
+        public readonly int Count = planes * r * s;
         public readonly int* Offsets = (int*)storage;
-        public readonly float* Weights = storage + (r * s);
+        public readonly float* Weights = storage + (planes * r * s);
 
         /// <summary>
-        /// Tap (i, j) reads row i·Dh down and column j·Dw across, in phase (j·Dw) mod Sw; weights w[i, j], or
-        /// w[R−1−i, S−1−j] rotated (none without w: the filter gradient reads only the offsets).
+        /// Tap (i, j) of plane m reads m·Length on, row i·Dh down and column j·Dw across, in phase (j·Dw) mod Sw;
+        /// weights w[m, i, j], or w[m, R−1−i, S−1−j] rotated (none without w: the filter gradient reads only the offsets).
         /// </summary>
         public void Set(float* w, bool rotated)
         {
-            for (int i = 0, t = 0; i < r; i++)
+            for (int m = 0, t = 0; m < planes; m++)
             {
-                for (int j = 0; j < s; j++, t++)
+                float* kernel = w == null ? null : w + (m * r * s);
+                for (int i = 0; i < r; i++)
                 {
-                    Offsets[t] = layout.ColumnOffset(j * dilationW) + (i * dilationH * layout.Width);
-                    Weights[t] = w == null ? 0f : rotated ? w[((r - 1 - i) * s) + (s - 1 - j)] : w[t];
+                    for (int j = 0; j < s; j++, t++)
+                    {
+                        Offsets[t] = (m * layout.Length) + layout.ColumnOffset(j * dilationW) + (i * dilationH * layout.Width);
+                        Weights[t] = kernel == null ? 0f : rotated ? kernel[((r - 1 - i) * s) + (s - 1 - j)] : kernel[(i * s) + j];
+                    }
                 }
             }
         }

@@ -37,11 +37,13 @@ public static class Cases
         ["depthwise stride 2 pad 2 dilation 2"] = new(N: 2, C: 5, H: 9, W: 19, K: 5, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 2, PadW: 2,
             DilationH: 2, DilationW: 2, Groups: 5),
         // Depthwise planes laid out in scratch: padding beyond the kernel's reach (dy past it dropped), a 1×1 kernel with
-        // padding, a plane one column wide, a 7×7 kernel at strides 3 and 1.
+        // padding, a plane one column wide, a 7×7 kernel at strides 3 and 1, a channel multiplier of 3.
         ["depthwise pad 3 beyond a 3x3 kernel"] = new(N: 2, C: 3, H: 4, W: 5, K: 3, R: 3, S: 3, PadH: 3, PadW: 3, Groups: 3),
         ["depthwise 1x1 pad 1"] = new(N: 1, C: 2, H: 4, W: 5, K: 2, R: 1, S: 1, PadH: 1, PadW: 1, Groups: 2),
         ["depthwise 1x3 pad 1 over a 1-wide plane"] = new(N: 2, C: 2, H: 4, W: 1, K: 2, R: 1, S: 3, PadW: 1, Groups: 2),
         ["depthwise 7x7 pad 3 stride 3x1"] = new(N: 1, C: 2, H: 9, W: 10, K: 2, R: 7, S: 7, StrideH: 3, StrideW: 1, PadH: 3, PadW: 3, Groups: 2),
+        ["depthwise, 3 filters a channel, stride 2"] = new(N: 2, C: 2, H: 7, W: 11, K: 6, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1,
+            Groups: 2),
         // A 7×7 stride-2 stem: the CPU backend's filter gradient by filters, its dy transposed in 8 × 8 blocks with
         // tails in both directions (20 filters, 42 outputs).
         ["7x7 stride 2 stem, 20 filters"] = new(N: 2, C: 1, H: 13, W: 11, K: 20, R: 7, S: 7, StrideH: 2, StrideW: 2, PadH: 3, PadW: 3),
