@@ -84,32 +84,34 @@ def rows(quick, device):
         a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
         out.append((f"gemm-{n}{s}", 2.0 * size ** 3, lambda a=a, b=b: torch.mm(a, b)))
     convs = [
-        (f"conv-lenet1{s}", (4 if quick else 64, 1, 28, 28, 6, 5, 2, 1)),
-        (f"conv-lenet2{s}", (4 if quick else 64, 6, 14, 14, 16, 5, 0, 1)),
-        (f"conv3x3-64{s}", (2, 16, 16, 16, 16, 3, 1, 1) if quick else (64, 64, 32, 32, 64, 3, 1, 1)),
-        (f"conv3x3-128{s}", (2, 32, 8, 8, 32, 3, 1, 1) if quick else (32, 128, 16, 16, 128, 3, 1, 1)),
-        (f"conv1x1s2-64{s}", (4, 8, 8, 8, 16, 1, 0, 2) if quick else (128, 32, 14, 14, 64, 1, 0, 2)),  # ResNet-8's shortcut
+        ("conv-lenet1", (4 if quick else 64, 1, 28, 28, 6, 5, 2, 1)),
+        ("conv-lenet2", (4 if quick else 64, 6, 14, 14, 16, 5, 0, 1)),
+        ("conv3x3-64", (2, 16, 16, 16, 16, 3, 1, 1) if quick else (64, 64, 32, 32, 64, 3, 1, 1)),
+        ("conv3x3-128", (2, 32, 8, 8, 32, 3, 1, 1) if quick else (32, 128, 16, 16, 128, 3, 1, 1)),
+        ("conv1x1s2-64", (4, 8, 8, 8, 16, 1, 0, 2) if quick else (128, 32, 14, 14, 64, 1, 0, 2)),  # ResNet-8's shortcut
+        ("conv-dw3x3-64", (2, 8, 8, 8, 8, 3, 1, 1, 8) if quick else (64, 64, 28, 28, 64, 3, 1, 1, 64)),  # depthwise (groups last)
     ]
-    for name, (n, c, h, w, k, r, pad, stride) in convs:
+    for name, (n, c, h, w, k, r, pad, stride, *grouped) in convs:
+        groups = grouped[0] if grouped else 1
         x = torch.randn(n, c, h, w, device=device, requires_grad=True)
-        weight = torch.randn(k, c, r, r, device=device, requires_grad=True) * 0.1
+        weight = torch.randn(k, c // groups, r, r, device=device, requires_grad=True) * 0.1
         weight = weight.detach().requires_grad_(True)
         bias = torch.randn(k, device=device, requires_grad=True)
         p = (h + 2 * pad - r) // stride + 1
-        flops = 2.0 * n * k * p * p * c * r * r
-        y = F.conv2d(x, weight, bias, padding=pad, stride=stride)
+        flops = 2.0 * n * k * p * p * (c // groups) * r * r
+        y = F.conv2d(x, weight, bias, padding=pad, stride=stride, groups=groups)
         dy = torch.randn_like(y)
 
-        def forward(x=x, weight=weight, bias=bias, pad=pad, stride=stride):
+        def forward(x=x, weight=weight, bias=bias, pad=pad, stride=stride, groups=groups):
             with torch.no_grad():
-                F.conv2d(x, weight, bias, padding=pad, stride=stride)
+                F.conv2d(x, weight, bias, padding=pad, stride=stride, groups=groups)
 
         def backward(y=y, x=x, weight=weight, bias=bias, dy=dy):
             # backward-data + backward-filter + bias gradient, as the gpucnn row (the graph is kept, so no forward)
             torch.autograd.grad(y, (x, weight, bias), dy, retain_graph=True)
 
-        out.append((f"{name}-fwd", flops, forward))
-        out.append((f"{name}-bwd", 2 * flops, backward))
+        out.append((f"{name}-fwd{s}", flops, forward))  # gpucnn's names: the -quick suffix last
+        out.append((f"{name}-bwd{s}", 2 * flops, backward))
     shape = (4, 8, 16, 16) if quick else (64, 64, 32, 32)
     x = torch.randn(*shape, device=device, requires_grad=True)
     y, idx = F.max_pool2d(x, 2, return_indices=True)

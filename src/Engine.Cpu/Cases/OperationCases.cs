@@ -176,7 +176,10 @@ public static partial class OperationCases
                                   : new(N: 32, C: 128, H: 16, W: 16, K: 128, R: 3, S: 3, PadH: 1, PadW: 1)),
             // ResNet-8's second shortcut (32 → 64 channels, 1×1 at stride 2) at batch 128.
             ("conv1x1s2-64", quick ? new(N: 4, C: 8, H: 8, W: 8, K: 16, R: 1, S: 1, StrideH: 2, StrideW: 2)
-                                   : new(N: 128, C: 32, H: 14, W: 14, K: 64, R: 1, S: 1, StrideH: 2, StrideW: 2))])
+                                   : new(N: 128, C: 32, H: 14, W: 14, K: 64, R: 1, S: 1, StrideH: 2, StrideW: 2)),
+            // A MobileNet-style depthwise 3×3 layer: a kernel per channel, 64 channels at 28×28, batch 64.
+            ("conv-dw3x3-64", quick ? new(N: 2, C: 8, H: 8, W: 8, K: 8, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 8)
+                                    : new(N: 64, C: 64, H: 28, W: 28, K: 64, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 64))])
         {
             yield return ConvolutionForward($"{name}-fwd{suffix}", g, 1);
             yield return ConvolutionBackward($"{name}-bwd{suffix}", g, 1);

@@ -427,7 +427,7 @@ public sealed partial class IlgpuBackend : Backend
         var rotated = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
         _launch.Run(ConvolutionKernels.DilatePad, paddedSize, View(dy), padded, g);
         _launch.Run(ConvolutionKernels.RotateKernel, g.WeightSize, View(w), rotated, g);
-        _launch.NextSerial((long)g.K * g.R * g.S);
+        _launch.NextSerial((long)g.GroupFilters * g.R * g.S); // each input element sums its group's filters only
         _launch.Run(ConvolutionKernels.FullConvolution, g.InputSize, padded, rotated, View(dx), g);
     }
 
