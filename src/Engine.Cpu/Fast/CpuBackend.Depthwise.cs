@@ -33,13 +33,7 @@ public sealed unsafe partial class CpuBackend
     {
         var job = _depthwisePlanes ??= new DepthwisePlanesJob(this);
         job.Set(pass, g, source, other, b, result, activation);
-        int items = pass switch
-        {
-            DepthwisePlanesJob.Pass.Forward => g.N * g.K,
-            DepthwisePlanesJob.Pass.BackwardData => g.N * g.C,
-            _ => g.K,
-        };
-        int parts = (long)g.N * g.C * g.R * g.S * g.H * g.W < 1 << 15 ? 1 : Math.Min(items, _workers.Count * 4);
+        int parts = (long)g.N * g.C * g.R * g.S * g.H * g.W < 1 << 15 ? 1 : Math.Min(job.Items, _workers.Count * 4);
         job.Parts = parts;
         RunImages(job, parts, job.ScratchFloats);
     }
@@ -67,6 +61,14 @@ public sealed unsafe partial class CpuBackend
 
         public int Parts { get; set; }
 
+        /// <summary>What the pass set up last divides among the parts: output planes, input planes or filters.</summary>
+        public int Items => _pass switch
+        {
+            Pass.Forward => _g.N * _g.K,
+            Pass.BackwardData => _g.N * _g.C,
+            _ => _g.K,
+        };
+
         /// <summary>Floats of scratch a worker needs for the pass set up last.</summary>
         public int ScratchFloats => _pass switch
         {
@@ -91,13 +93,7 @@ public sealed unsafe partial class CpuBackend
         public void Run(int part, int worker)
         {
             var g = _g;
-            int multiplier = g.K / g.C;
-            int items = _pass switch
-            {
-                Pass.Forward => g.N * g.K,
-                Pass.BackwardData => g.N * g.C,
-                _ => g.K,
-            };
+            int multiplier = g.K / g.C, items = Items;
             int first = (int)((long)items * part / Parts), last = (int)((long)items * (part + 1) / Parts);
             long input = (long)g.H * g.W, output = (long)g.P * g.Q, kernel = (long)g.R * g.S;
             float* scratch = owner._scratch[worker].Columns(ScratchFloats);

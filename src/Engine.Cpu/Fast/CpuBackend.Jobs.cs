@@ -475,6 +475,14 @@ public sealed unsafe partial class CpuBackend
 
         public int Parts { get; set; }
 
+        /// <summary>Floats of scratch a worker needs for the operation set up last: a plane laid out by <see cref="PoolWindows"/>, or none.</summary>
+        public int ScratchFloats => Pool2x2.Suits(_g) ? 0 : _op switch
+        {
+            Op.MaxForward or Op.AvgForward when PoolWindows.Suits(_g, owner.Width) => PoolWindows.ScratchLength(_g),
+            Op.AvgBackward when PoolWindows.SuitsAverageBackward(_g, owner.Width) => PoolWindows.AverageBackwardScratchLength(_g),
+            _ => 0,
+        };
+
         public void Set(Op op, in Pool2dGeometry g, float* input, float* output, int* switches)
         {
             _op = op;
@@ -487,7 +495,6 @@ public sealed unsafe partial class CpuBackend
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int part, int worker)
         {
-            _ = owner;
             int planes = _g.N * _g.C;
             int first = (int)((long)planes * part / Parts), last = (int)((long)planes * (part + 1) / Parts);
             int hw = _g.H * _g.W, pq = _g.P * _g.Q;
@@ -520,14 +527,14 @@ public sealed unsafe partial class CpuBackend
                         break;
                     case Op.MaxForward when PoolWindows.Suits(_g, owner.Width):
                         PoolWindows.MaxPlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq,
-                            owner._scratch[worker].Columns(PoolWindows.ScratchLength(_g)));
+                            owner._scratch[worker].Columns(ScratchFloats));
                         break;
                     case Op.AvgBackward when PoolWindows.SuitsAverageBackward(_g, owner.Width):
                         PoolWindows.AverageBackwardPlane(_g, _in + (long)plane * pq, _out + (long)plane * hw,
-                            owner._scratch[worker].Columns(PoolWindows.AverageBackwardScratchLength(_g)));
+                            owner._scratch[worker].Columns(ScratchFloats));
                         break;
                     case Op.AvgForward when PoolWindows.Suits(_g, owner.Width):
-                        PoolWindows.AveragePlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, owner._scratch[worker].Columns(PoolWindows.ScratchLength(_g)));
+                        PoolWindows.AveragePlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, owner._scratch[worker].Columns(ScratchFloats));
                         break;
                     case Op.MaxForward: MaxForward(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq); break;
                     case Op.MaxBackward: MaxBackward(_in + (long)plane * pq, _switches + (long)plane * pq, _out + (long)plane * hw); break;

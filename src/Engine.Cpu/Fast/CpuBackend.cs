@@ -417,10 +417,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
             int planes = g.N * g.C;
             int parts = (long)g.InputSize < 1 << 15 ? 1 : Math.Min(planes, _workers.Count * 4);
             _planes.Parts = parts;
-            int scratch = Pool2x2.Suits(g) ? 0
-                : op is PlaneJob.Op.MaxForward or PlaneJob.Op.AvgForward && PoolWindows.Suits(g, Width) ? PoolWindows.ScratchLength(g)
-                : op is PlaneJob.Op.AvgBackward && PoolWindows.SuitsAverageBackward(g, Width) ? PoolWindows.AverageBackwardScratchLength(g) : 0;
-            RunImages(_planes, parts, scratch);
+            RunImages(_planes, parts, _planes.ScratchFloats);
         }
     }
 

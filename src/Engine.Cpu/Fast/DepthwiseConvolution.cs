@@ -87,26 +87,18 @@ internal static unsafe class DepthwiseConvolution
             layout.Spread(x + (n * xImage), g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
             float* gradient = dy + (n * dyImage);
 
-            // A row's columns in 16s, then at most one 8, one 4 and three one at a time (28: 16 + 8 + 4).
-            int q = 0;
-            if (width >= SimdWidth.Vector512 && g.Q >= 16)
+            // A row's columns in the widest vectors that fit, then narrower ones (28: 16 + 8 + 4).
+            for (int q = 0; q < g.Q;)
             {
-                q = AddTapSums<Vec512, Vector512<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, g.Q / 16 * 16, totals);
-            }
-
-            if (width >= SimdWidth.Vector256 && g.Q - q >= 8)
-            {
-                q = AddTapSums<Vec256, Vector256<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, q + ((g.Q - q) / 8 * 8), totals);
-            }
-
-            if (width >= SimdWidth.Vector128 && g.Q - q >= 4)
-            {
-                q = AddTapSums<Vec128, Vector128<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, q + ((g.Q - q) / 4 * 4), totals);
-            }
-
-            if (q < g.Q)
-            {
-                AddTapSums<Scalar, float>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, g.Q, totals);
+                var fitting = Simd.WidestFitting(width, g.Q - q);
+                int end = q + ((g.Q - q) / (int)fitting * (int)fitting);
+                q = fitting switch
+                {
+                    SimdWidth.Vector512 => AddTapSums<Vec512, Vector512<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, end, totals),
+                    SimdWidth.Vector256 => AddTapSums<Vec256, Vector256<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, end, totals),
+                    SimdWidth.Vector128 => AddTapSums<Vec128, Vector128<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, end, totals),
+                    _ => AddTapSums<Scalar, float>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, end, totals),
+                };
             }
         }
 
@@ -214,21 +206,12 @@ internal static unsafe class DepthwiseConvolution
     private static void Correlate(SimdWidth width, float* plane, int planeWidth, Taps taps, int rowStride, float start, float* output,
         int rows, int columns)
     {
-        if (width >= SimdWidth.Vector512 && columns >= 16)
+        switch (Simd.WidestFitting(width, columns))
         {
-            Correlate<Vec512, Vector512<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns);
-        }
-        else if (width >= SimdWidth.Vector256 && columns >= 8)
-        {
-            Correlate<Vec256, Vector256<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns);
-        }
-        else if (width >= SimdWidth.Vector128 && columns >= 4)
-        {
-            Correlate<Vec128, Vector128<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns);
-        }
-        else
-        {
-            Correlate<Scalar, float>(plane, planeWidth, taps, rowStride, start, output, rows, columns);
+            case SimdWidth.Vector512: Correlate<Vec512, Vector512<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns); break;
+            case SimdWidth.Vector256: Correlate<Vec256, Vector256<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns); break;
+            case SimdWidth.Vector128: Correlate<Vec128, Vector128<float>>(plane, planeWidth, taps, rowStride, start, output, rows, columns); break;
+            default: Correlate<Scalar, float>(plane, planeWidth, taps, rowStride, start, output, rows, columns); break;
         }
     }
 

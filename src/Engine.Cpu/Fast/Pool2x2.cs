@@ -164,8 +164,7 @@ internal static class Pool2x2
     }
 
     /// <summary>Outputs per vector for rows of <paramref name="outW"/> outputs: the widest that fits, or 0 (one at a time).</summary>
-    private static int Step(SimdWidth simd, int outW) =>
-        simd == SimdWidth.Vector512 && outW >= 16 ? 16 : simd >= SimdWidth.Vector256 && outW >= 8 ? 8 : simd >= SimdWidth.Vector128 && outW >= 4 ? 4 : 0;
+    private static int Step(SimdWidth simd, int outW) => Simd.WidestFitting(simd, outW) is var width and not SimdWidth.Scalar ? (int)width : 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void AverageVector(int step, float* row0, float* row1, float* output)

@@ -243,6 +243,15 @@ public static class Simd
         Vector128.IsHardwareAccelerated ? SimdWidth.Vector128 : SimdWidth.Scalar;
 
     /// <summary>
+    /// The widest width up to <paramref name="limit"/> whose vector holds no more than <paramref name="count"/> floats
+    /// (a row of that many outputs in whole vectors, the last one overlapping): Scalar below four.
+    /// </summary>
+    internal static SimdWidth WidestFitting(SimdWidth limit, int count) =>
+        limit >= SimdWidth.Vector512 && count >= 16 ? SimdWidth.Vector512 :
+        limit >= SimdWidth.Vector256 && count >= 8 ? SimdWidth.Vector256 :
+        limit >= SimdWidth.Vector128 && count >= 4 ? SimdWidth.Vector128 : SimdWidth.Scalar;
+
+    /// <summary>
     /// Whether x[0 … length) holds no NaN or ±∞: 0·x is 0 for every finite x and NaN otherwise, summed in four
     /// independent vector accumulators (a branch per float was the scalar way).
     /// </summary>
