@@ -21,10 +21,12 @@
 # (perf/gpu/ncu_kernel_times.py); `distributed` unpacks the Open MPI packages publish.sh carried and
 # trains on the GPU with 2 ranks sharing it (`--device cuda` takes the GPU of the local rank modulo the GPUs there)
 # against one process, twice for bitwise reproducibility, then runs the distributed test class; `floor` times depth
-# splits that reach 264 groups wherever the depth allows (GPUCNN_SPLIT_MINIMUM_GROUPS=264) against the default.
+# splits that reach 264 groups wherever the depth allows (GPUCNN_SPLIT_MINIMUM_GROUPS=264) against the default;
+# `depthwise` times the depthwise kernels (Auto) against the generic direct ones (GPUCNN_CONV_ALGORITHM=Direct) on the
+# depthwise rows, alternating, twice.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench lists groups narrow floor ladder conv-ladder torch-bench lenet resnet repro
-# fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, narrow, floor, ladder, opencl, ncu and ncu-resnet,
+# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise ladder conv-ladder torch-bench lenet resnet repro
+# fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, narrow, floor, depthwise, ladder, opencl, ncu and ncu-resnet,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -47,7 +49,7 @@ failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
 default_steps="machine devices selftest tests parity bench lists conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench lists groups narrow floor ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
+all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -178,6 +180,16 @@ if wanted floor; then
       echo "-- round $round, GPUCNN_SPLIT_MINIMUM_GROUPS=$floor"
       check "bench-floor-$floor" 90 env GPUCNN_SPLIT_MINIMUM_GROUPS=$floor "$gpucnn" bench --device cuda --only gemm-1024 conv lenet-step resnet8-step \
         | grep -E "^(gemm|conv|lenet|resnet)"
+    done
+  done
+fi
+
+if wanted depthwise; then
+  step "depthwise layers: the depthwise kernels (Auto) against the generic direct kernels (Direct), alternating, twice"
+  for round in 1 2; do
+    for algorithm in Auto Direct; do
+      echo "-- round $round, GPUCNN_CONV_ALGORITHM=$algorithm"
+      check "depthwise-$algorithm" 60 env GPUCNN_CONV_ALGORITHM=$algorithm "$gpucnn" bench --device cuda --only conv-dw
     done
   done
 fi

@@ -179,7 +179,10 @@ public static partial class OperationCases
                                    : new(N: 128, C: 32, H: 14, W: 14, K: 64, R: 1, S: 1, StrideH: 2, StrideW: 2)),
             // A MobileNet-style depthwise 3×3 layer: a kernel per channel, 64 channels at 28×28, batch 64.
             ("conv-dw3x3-64", quick ? new(N: 2, C: 8, H: 8, W: 8, K: 8, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 8)
-                                    : new(N: 64, C: 64, H: 28, W: 28, K: 64, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 64))])
+                                    : new(N: 64, C: 64, H: 28, W: 28, K: 64, R: 3, S: 3, PadH: 1, PadW: 1, Groups: 64)),
+            // MobileNet's downsampling depthwise layer: 128 channels, 28×28 → 14×14 at stride 2, batch 64.
+            ("conv-dw3x3s2-128", quick ? new(N: 2, C: 8, H: 8, W: 8, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 8)
+                                       : new(N: 64, C: 128, H: 28, W: 28, K: 128, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 128))])
         {
             yield return ConvolutionForward($"{name}-fwd{suffix}", g, 1);
             yield return ConvolutionBackward($"{name}-bwd{suffix}", g, 1);

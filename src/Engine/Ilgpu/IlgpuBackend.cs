@@ -354,6 +354,13 @@ public sealed partial class IlgpuBackend : Backend
             return;
         }
 
+        if (UseDepthwise(g) && DepthwiseKernels.Plan(g, backwardData: false, DepthwiseGroupThreads) is { } depthwise)
+        {
+            _launch.NextSerial((long)g.R * g.S * DepthwiseKernels.RowsPerThread);
+            _launch.Run(DepthwiseKernels.Correlate, DepthwiseKernels.Config(depthwise), View(x), View(w), bias, View(y), depthwise, epilogue);
+            return;
+        }
+
         if (!UseIm2Col(g))
         {
             _launch.NextSerial(g.GroupChannels * g.R * g.S);
@@ -385,6 +392,18 @@ public sealed partial class IlgpuBackend : Backend
             var swapped = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
             _launch.Run(ConvolutionKernels.RotateKernel, g.WeightSize, View(w), swapped, g);
             RunImplicitGemm(ConvolutionImplicitGemmKernels.BackwardDataGeometry(g), View(dy), swapped, View(dx), swapped, Epilogue.None);
+            return;
+        }
+
+        if (UseDepthwise(g) && DepthwiseKernels.Plan(g, backwardData: true, DepthwiseGroupThreads) is { } depthwise)
+        {
+            // dx = the stride-1 correlation of the spread, padded dy with the rotated kernel (C, m, R, S): the forward
+            // pass's kernel, each dx plane summing its m filters' dy planes.
+            var rotatedKernel = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
+            _launch.Run(ConvolutionKernels.RotateKernel, g.WeightSize, View(w), rotatedKernel, g);
+            _launch.NextSerial((long)g.GroupFilters * g.R * g.S * DepthwiseKernels.RowsPerThread);
+            _launch.Run(DepthwiseKernels.Correlate, DepthwiseKernels.Config(depthwise), View(dy), rotatedKernel, rotatedKernel, View(dx),
+                depthwise, Epilogue.None);
             return;
         }
 
@@ -435,6 +454,12 @@ public sealed partial class IlgpuBackend : Backend
     protected override void Conv2dBackwardFilterCore(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy,
         DeviceTensor<float> dw, DeviceTensor<float>? db)
     {
+        if (UseDepthwise(g) && DepthwiseKernels.PlanFilterGradient(g, DepthwiseGroupThreads, db is not null) is { } depthwise)
+        {
+            RunDepthwiseFilterGradient(g, depthwise, x, dy, dw, db);
+            return;
+        }
+
         if (UseImplicitGemm(g))
         {
             RunImplicitFilterGradient(g, View(x), View(dy), View(dw));
@@ -708,6 +733,40 @@ public sealed partial class IlgpuBackend : Backend
         ConvolutionAlgorithm.Auto => !IsCpuAccelerator,
         _ => false,
     };
+
+    /// <summary>
+    /// Whether a layer takes the depthwise kernels (<see cref="DepthwiseKernels"/>): a filter per input channel
+    /// (groups = C, K = m·C), on every accelerator but under <see cref="ConvolutionAlgorithm.Direct"/>, which keeps the
+    /// generic kernels of the ladder's first rung.
+    /// </summary>
+    private bool UseDepthwise(Conv2dGeometry g) => g.Groups > 1 && g.GroupChannels == 1 && ConvolutionAlgorithm != ConvolutionAlgorithm.Direct;
+
+    /// <summary>Threads a depthwise group has at most: 256 on GPUs, the CPU accelerator's group size there.</summary>
+    private int DepthwiseGroupThreads => Math.Min(256, _profile.MaxGroupThreads);
+
+    /// <summary>
+    /// A depthwise layer's filter (and bias) gradient: a group per (chunk of tiles, channel), enough chunks for about a
+    /// wave of groups, then the chunks added in order by <see cref="ReductionKernels.SumChunks"/>.
+    /// </summary>
+    private void RunDepthwiseFilterGradient(Conv2dGeometry g, DepthwiseGeometry d, DeviceTensor<float> x, DeviceTensor<float> dy,
+        DeviceTensor<float> dw, DeviceTensor<float>? db)
+    {
+        int threads = DepthwiseGroupThreads, tiles = g.N * d.TilesH * d.TilesW;
+        long wave = IsCpuAccelerator ? 16 : (long)_profile.Multiprocessors * Math.Max(1, _profile.ThreadsPerMultiprocessor / threads);
+        int chunks = (int)Math.Clamp(ReductionChunks ?? ((wave + g.K - 1) / g.K), 1, Math.Min(tiles, 1024));
+        int perChunk = (tiles + chunks - 1) / chunks;
+        chunks = (tiles + perChunk - 1) / perChunk;
+        int outputs = g.WeightSize + (db is null ? 0 : g.K);
+        var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials,
+            Elements("Conv2dBackwardFilter", "partial sums of the depthwise chunks", (long)chunks * outputs));
+        int lanes = Math.Max(1, threads / ((g.R * g.S) + (db is null ? 0 : 1)));
+        _launch.NextSerial((long)perChunk * ((d.TileRows * d.TileW) + lanes - 1) / lanes);
+        _launch.Run(DepthwiseKernels.FilterGradient, DepthwiseKernels.FilterGradientConfig(d, chunks, threads, db is not null),
+            View(x), View(dy), partial, d, perChunk, db is null ? 0 : 1);
+        _launch.NextSerial((chunks + 255) / 256);
+        _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db),
+            outputs, g.WeightSize, chunks);
+    }
 
     /// <summary>Threads per row of an implicit-GEMM group (8 rows): <see cref="TileGroupThreads"/> / 8 on GPUs, 2 on the CPU accelerator's 16-thread groups.</summary>
     private int ImplicitGemmThreadsX => _profile.MaxGroupThreads >= 256 ? TileGroupThreads / ConvolutionImplicitGemmKernels.ThreadRows : 2;
