@@ -23,10 +23,12 @@
 # against one process, twice for bitwise reproducibility, then runs the distributed test class; `floor` times depth
 # splits that reach 264 groups wherever the depth allows (GPUCNN_SPLIT_MINIMUM_GROUPS=264) against the default;
 # `depthwise` times the depthwise kernels (Auto) against the generic direct ones (GPUCNN_CONV_ALGORITHM=Direct) on the
-# depthwise rows, alternating, twice.
+# depthwise rows, alternating, twice; `ncu-depthwise` profiles the depthwise kernels of conv-dw3x3-64-bwd (backward
+# data, filter gradient) and conv-dw3x3s2-128-fwd.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench lists groups narrow floor depthwise ladder conv-ladder torch-bench lenet resnet repro
-# fallback distributed ptx opencl ncu ncu-resnet; default: all but groups, narrow, floor, depthwise, ladder, opencl, ncu and ncu-resnet,
+# fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, depthwise, ladder, opencl, ncu,
+# ncu-resnet and ncu-depthwise,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -49,7 +51,7 @@ failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
 default_steps="machine devices selftest tests parity bench lists conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet"
+all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -278,9 +280,23 @@ if wanted ptx; then
   step "ptxas: registers, spills and shared memory of the GEMM and convolution kernels for sm_90"
   GPUCNN_PTX_DUMP="$work/ptx" check ptx-dump 120 "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.PtxCompilationTests -noColor > "$work/ptx.txt" 2>&1
   for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_FilterGradient \
-    ConvolutionImplicitGemmKernels_ForwardNarrow_Identity_ ConvolutionImplicitGemmKernels_FilterGradientNarrow; do
+    ConvolutionImplicitGemmKernels_ForwardNarrow_Identity_ ConvolutionImplicitGemmKernels_FilterGradientNarrow \
+    DepthwiseKernels_Correlate_Identity_ DepthwiseKernels_FilterGradient; do
     echo "-- $kernel"; ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o /dev/null 2>&1 | grep -E "registers|spill|error" | head -4
   done
+fi
+
+if wanted ncu-depthwise; then
+  step "ncu: the depthwise kernels (conv-dw3x3-64-bwd's backward data and filter gradient, conv-dw3x3s2-128-fwd's forward; clock control off)"
+  if command -v ncu >/dev/null; then
+    sections=(--section SpeedOfLight --section LaunchStats --section Occupancy --section MemoryWorkloadAnalysis --section WarpStateStats)
+    { check ncu-depthwise-bwd 90 ncu --clock-control none -k regex:"Correlate|FilterGradient" -c 2 "${sections[@]}" "$gpucnn" bench --device cuda --only conv-dw3x3-64-bwd
+      check ncu-depthwise-s2 60 ncu --clock-control none -k regex:Correlate -c 1 "${sections[@]}" "$gpucnn" bench --device cuda --only conv-dw3x3s2-128-fwd
+    } > "$out/ncu-depthwise.txt" 2>&1
+    grep -E "==PROF==|Kernel|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy|Compute \(SM\)" "$out/ncu-depthwise.txt" | head -60
+  else
+    echo "ncu not found"; fail ncu-depthwise
+  fi
 fi
 
 if wanted opencl; then

@@ -142,28 +142,70 @@ internal static class DepthwiseKernels
     /// <summary>
     /// Copies term <paramref name="term"/>'s input region of each of the group's planes into the stage: InRows × InCols
     /// values from row <paramref name="top"/>, column <paramref name="left"/> of the spread, padded input (zeros
-    /// outside it, between spread rows and columns, and for planes past the last). Rows go to the threads in turn,
-    /// a row's columns across up to 32 lanes, so that reads are consecutive along a row.
+    /// outside it, between spread rows and columns, and for planes past the last). Thread t copies elements t,
+    /// t + threads, … of the stage, so that every lane works and reads run along rows; its (plane, row, column) steps
+    /// without a division.
     /// </summary>
     private static void Stage(ArrayView<float> x, ArrayView<float> shared, DepthwiseGeometry d, int firstPlane, int term,
         int top, int left)
     {
-        int threads = Group.DimX, lanes = threads < 32 ? threads : 32;
-        int lane = Group.IdxX % lanes, rowStep = threads / lanes;
-        for (int row = Group.IdxX / lanes; row < d.Planes * d.InRows; row += rowStep)
+        int threads = Group.DimX, region = d.RegionSize, cols = d.InCols;
+        int e = Group.IdxX, planeInGroup = e / region, row = (e - (planeInGroup * region)) / cols;
+        int col = e - (planeInGroup * region) - (row * cols);
+        int stepPlanes = threads / region, stepRows = (threads - (stepPlanes * region)) / cols;
+        int stepCols = threads - (stepPlanes * region) - (stepRows * cols);
+        int startOf = -1, start = 0;
+        for (; e < d.Planes * region; e += threads)
         {
-            int planeInGroup = row / d.InRows, regionRow = row - (planeInGroup * d.InRows);
-            int outPlane = firstPlane + planeInGroup, target = row * d.InCols;
-            int spreadRow = top + regionRow, inRow = spreadRow / d.SpreadH;
-            bool rowExists = outPlane < d.PlaneCount && spreadRow >= 0 && spreadRow - (inRow * d.SpreadH) == 0 && inRow < d.InH;
-            int source = rowExists ? d.InputPlaneStart(outPlane, term) + (inRow * d.InW) : 0;
-            for (int col = lane; col < d.InCols; col += lanes)
+            int outPlane = firstPlane + planeInGroup;
+            float value = 0f;
+            if (outPlane < d.PlaneCount)
             {
-                int spreadCol = left + col, inCol = spreadCol / d.SpreadW;
-                bool exists = rowExists && spreadCol >= 0 && spreadCol - (inCol * d.SpreadW) == 0 && inCol < d.InW;
-                shared[target + col] = exists ? x[source + inCol] : 0f;
+                int inRow = SpreadIndex(top + row, d.SpreadH, d.InH), inCol = SpreadIndex(left + col, d.SpreadW, d.InW);
+                if (inRow >= 0 && inCol >= 0)
+                {
+                    if (startOf != outPlane)
+                    {
+                        (startOf, start) = (outPlane, d.InputPlaneStart(outPlane, term));
+                    }
+
+                    value = x[start + (inRow * d.InW) + inCol];
+                }
+            }
+
+            shared[e] = value;
+            col += stepCols;
+            row += stepRows;
+            planeInGroup += stepPlanes;
+            if (col >= cols)
+            {
+                col -= cols;
+                row++;
+            }
+
+            if (row >= d.InRows)
+            {
+                row -= d.InRows;
+                planeInGroup++;
             }
         }
+    }
+
+    /// <summary>The input index at <paramref name="spread"/> position <paramref name="at"/>, or −1 where the spread input has a zero there (padding, or between spread elements).</summary>
+    private static int SpreadIndex(int at, int spread, int size)
+    {
+        if (at < 0)
+        {
+            return -1;
+        }
+
+        if (spread == 1)
+        {
+            return at < size ? at : -1;
+        }
+
+        int index = at / spread;
+        return index * spread == at && index < size ? index : -1;
     }
 
     /// <summary>
