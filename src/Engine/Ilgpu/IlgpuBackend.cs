@@ -166,7 +166,7 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>Which GEMM kernel runs (Auto: tiled on GPUs, the simple kernel on the CPU accelerator).</summary>
     public GemmAlgorithm GemmAlgorithm { get; set; }
 
-    /// <summary>Which convolution kernels run (Auto: on GPUs the GEMM routes for ungrouped layers, direct for grouped ones; direct on the CPU accelerator).</summary>
+    /// <summary>Which convolution kernels run (Auto: on GPUs the GEMM routes for ungrouped layers, direct for grouped ones; direct on the CPU accelerator; depthwise layers their own kernels under every setting but Direct).</summary>
     public ConvolutionAlgorithm ConvolutionAlgorithm { get; set; }
 
     /// <summary>Floats of workspace the im2col route may use per chunk of images (default 64 Mi floats = 256 MiB).</summary>
@@ -1159,11 +1159,15 @@ public enum ConvolutionAlgorithm
     /// <summary>
     /// On GPUs the implicit GEMM for ungrouped layers (forward and filter gradient, dilated ones too; stride-1 backward
     /// data of undilated ones), im2col + GEMM for strided backward data, direct for grouped layers and for dilated
-    /// layers' backward data; direct on the CPU accelerator.
+    /// layers' backward data; direct on the CPU accelerator. Depthwise layers (groups = C) take their own tiled
+    /// kernels here and under the GEMM settings.
     /// </summary>
     Auto,
 
-    /// <summary>One thread per output element; backward-data as the explicit rotated-kernel full convolution.</summary>
+    /// <summary>
+    /// One thread per output element; backward-data as the explicit rotated-kernel full convolution; depthwise layers
+    /// too (the first rung of the ladder).
+    /// </summary>
     Direct,
 
     /// <summary>im2col into a reusable workspace, then the tiled GEMM, in chunks of images.</summary>
