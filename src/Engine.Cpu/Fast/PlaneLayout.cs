@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace GpuCnn.Cpu.Fast;
 
@@ -54,6 +55,12 @@ internal readonly record struct PlaneLayout(int Phases, int Rows, int Width, int
                 continue;
             }
 
+            if (columnStep == 1 && Phases == 2 && left >= 0 && left + columns <= FullWidth)
+            {
+                SplitPairs(from, columns, left, plane + ((long)row * Width), plane + phaseLength + ((long)row * Width));
+                continue;
+            }
+
             if (columnStep == 1)
             {
                 // Phase k's column t is full column k + t·Phases, source column j = k + t·Phases − left: the columns
@@ -72,6 +79,21 @@ internal readonly record struct PlaneLayout(int Phases, int Rows, int Width, int
                 continue;
             }
 
+            if (Phases == 1)
+            {
+                // A spread row (backward data at a stride): source column j to column left + j·columnStep, the j in
+                // range found once rather than a test and a division each.
+                float* target = plane + ((long)row * Width);
+                int first = left >= 0 ? 0 : (-left + columnStep - 1) / columnStep;
+                int end = FullWidth - 1 - left < 0 ? 0 : Math.Min(columns, ((FullWidth - 1 - left) / columnStep) + 1);
+                for (int j = first, column = left + (first * columnStep); j < end; j++, column += columnStep)
+                {
+                    target[column] = from[j];
+                }
+
+                continue;
+            }
+
             for (int j = 0; j < columns; j++)
             {
                 int column = left + (j * columnStep);
@@ -80,6 +102,38 @@ internal readonly record struct PlaneLayout(int Phases, int Rows, int Width, int
                     plane[((column % Phases) * phaseLength) + ((long)row * Width) + (column / Phases)] = from[j];
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// One source row into two column phases (stride 2): source column j is full column left + j, which goes to phase
+    /// (left + j) mod 2 at (left + j) / 2 — eight columns at a time split into their even and odd ones by two shuffles.
+    /// </summary>
+    private static unsafe void SplitPairs(float* from, int columns, int left, float* phase0, float* phase1)
+    {
+        int j = 0;
+        if ((left & 1) != 0)
+        {
+            phase1[left >> 1] = from[0]; // from here on left + j is even
+            j = 1;
+        }
+
+        if (Sse.IsSupported)
+        {
+            for (; j + 8 <= columns; j += 8)
+            {
+                var low = Sse.LoadVector128(from + j);
+                var high = Sse.LoadVector128(from + j + 4);
+                int at = (left + j) >> 1;
+                Sse.Store(phase0 + at, Sse.Shuffle(low, high, 0b10_00_10_00)); // columns 0, 2, 4, 6
+                Sse.Store(phase1 + at, Sse.Shuffle(low, high, 0b11_01_11_01)); // columns 1, 3, 5, 7
+            }
+        }
+
+        for (; j < columns; j++)
+        {
+            int column = left + j;
+            ((column & 1) == 0 ? phase0 : phase1)[column >> 1] = from[j];
         }
     }
 }
