@@ -118,6 +118,8 @@ internal readonly record struct PlaneLayout(int Phases, int Rows, int Width, int
             j = 1;
         }
 
+        // shufps directly: the same split through Pool2x2.Deinterleave's tuple ran the stride-2 depthwise forward 1.5×
+        // its time (three rounds of three).
         if (Sse.IsSupported)
         {
             for (; j + 8 <= columns; j += 8)
