@@ -54,7 +54,8 @@ internal readonly record struct DepthwiseGeometry(
 /// staged in shared memory: forward and backward data by <see cref="Correlate{TF}"/> (see
 /// <see cref="DepthwiseGeometry"/>), the filter and bias gradient by <see cref="FilterGradient"/> in chunks that
 /// <see cref="ReductionKernels.SumChunks"/> adds in order. Every sum has a fixed order, so results are bitwise
-/// reproducible. The generic direct kernels (<see cref="ConvolutionKernels"/>) index every tap through global memory
+/// reproducible on a device (the filter gradient's chunks follow its multiprocessors, so two GPU models may differ
+/// in the last bits). The generic direct kernels (<see cref="ConvolutionKernels"/>) index every tap through global memory
 /// with integer divisions per output; here a group reads each input element once into shared memory and each thread
 /// sums four outputs down a column from it. Padding is staged as zeros and multiplied like any input (so a padded
 /// layer whose weight is ±∞ gives NaN at the border, as the CPU backend's depthwise route does; docs/02-convolution.md).
@@ -87,7 +88,7 @@ internal static class DepthwiseKernels
 
         var shared = SharedMemory.GetDynamic<float>();
         int rowStep = d.ThreadRows * d.StrideH * d.InCols; // between a thread's outputs in the stage
-        int column = planeInGroup * d.RegionSize + (ty * d.StrideH * d.InCols) + (tx * d.StrideW);
+        int firstTap = planeInGroup * d.RegionSize + (ty * d.StrideH * d.InCols) + (tx * d.StrideW); // in the stage
         float sum0 = 0f, sum1 = 0f, sum2 = 0f, sum3 = 0f;
         for (int term = 0; term < d.Terms; term++)
         {
@@ -106,7 +107,7 @@ internal static class DepthwiseKernels
                     for (int s = 0; s < d.S; s++)
                     {
                         float weight = w[filter + (r * d.S) + s];
-                        int at = column + (r * d.DilationH * d.InCols) + (s * d.DilationW);
+                        int at = firstTap + (r * d.DilationH * d.InCols) + (s * d.DilationW);
                         sum0 += shared[at] * weight;
                         sum1 += shared[at + rowStep] * weight;
                         sum2 += shared[at + (2 * rowStep)] * weight;
@@ -141,13 +142,13 @@ internal static class DepthwiseKernels
 
     /// <summary>
     /// Copies term <paramref name="term"/>'s input region of each of the group's planes into the stage: InRows × InCols
-    /// values from row <paramref name="top"/>, column <paramref name="left"/> of the spread, padded input (zeros
+    /// values from row <paramref name="regionTop"/>, column <paramref name="regionLeft"/> of the spread, padded input (zeros
     /// outside it, between spread rows and columns, and for planes past the last). Thread t copies elements t,
     /// t + threads, … of the stage, so that every lane works and reads run along rows; its (plane, row, column) steps
     /// without a division.
     /// </summary>
     private static void Stage(ArrayView<float> x, ArrayView<float> shared, DepthwiseGeometry d, int firstPlane, int term,
-        int top, int left)
+        int regionTop, int regionLeft)
     {
         int threads = Group.DimX, region = d.RegionSize, cols = d.InCols;
         int e = Group.IdxX, planeInGroup = e / region, row = (e - (planeInGroup * region)) / cols;
@@ -161,7 +162,7 @@ internal static class DepthwiseKernels
             float value = 0f;
             if (outPlane < d.PlaneCount)
             {
-                int inRow = SpreadIndex(top + row, d.SpreadH, d.InH), inCol = SpreadIndex(left + col, d.SpreadW, d.InW);
+                int inRow = SpreadIndex(regionTop + row, d.SpreadH, d.InH), inCol = SpreadIndex(regionLeft + col, d.SpreadW, d.InW);
                 if (inRow >= 0 && inCol >= 0)
                 {
                     if (startOf != outPlane)
@@ -216,6 +217,7 @@ internal static class DepthwiseKernels
     /// group's threads are split into lanes = threads / taps per tap, lane l adding positions l, l + lanes, … of the
     /// tile into its own shared accumulator; at the end each tap's lanes are added in order. partial[chunk, i] (i as
     /// in <see cref="ReductionKernels.SumChunks"/>: k·R·S + tap for a weight, K·R·S + k for a bias) holds the sum.
+    /// <paramref name="withBias"/> is 1 or 0 (an int, as the epilogues' flags).
     /// </summary>
     public static void FilterGradient(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> partial, DepthwiseGeometry d,
         int tilesPerChunk, int withBias)
@@ -304,13 +306,17 @@ internal static class DepthwiseKernels
     {
         int multiplier = g.GroupFilters;
         var d = backwardData
-            ? new DepthwiseGeometry(g.N, g.K, g.P, g.Q, g.StrideH, g.StrideW, g.C, g.H, g.W, g.R, g.S, 1, 1,
-                g.ExtentH - 1 - g.PadH, g.ExtentW - 1 - g.PadW, g.DilationH, g.DilationW, multiplier, 1, 0, 0, 0, 0, 0)
-            : new DepthwiseGeometry(g.N, g.C, g.H, g.W, 1, 1, g.K, g.P, g.Q, g.R, g.S, g.StrideH, g.StrideW,
-                g.PadH, g.PadW, g.DilationH, g.DilationW, 1, multiplier, 0, 0, 0, 0, 0);
+            ? new DepthwiseGeometry(N: g.N, InChannels: g.K, InH: g.P, InW: g.Q, SpreadH: g.StrideH, SpreadW: g.StrideW,
+                OutChannels: g.C, OutH: g.H, OutW: g.W, R: g.R, S: g.S, StrideH: 1, StrideW: 1,
+                PadH: g.ExtentH - 1 - g.PadH, PadW: g.ExtentW - 1 - g.PadW, DilationH: g.DilationH, DilationW: g.DilationW,
+                Terms: multiplier, FiltersPerInput: 1, TileW: 0, ThreadRows: 0, Planes: 0, InRows: 0, InCols: 0)
+            : new DepthwiseGeometry(N: g.N, InChannels: g.C, InH: g.H, InW: g.W, SpreadH: 1, SpreadW: 1,
+                OutChannels: g.K, OutH: g.P, OutW: g.Q, R: g.R, S: g.S, StrideH: g.StrideH, StrideW: g.StrideW,
+                PadH: g.PadH, PadW: g.PadW, DilationH: g.DilationH, DilationW: g.DilationW,
+                Terms: 1, FiltersPerInput: multiplier, TileW: 0, ThreadRows: 0, Planes: 0, InRows: 0, InCols: 0);
         int tileW = Math.Min(Math.Min(32, groupThreads), PowerOfTwoAtLeast(d.OutW));
         int threadRows = Math.Min(groupThreads / tileW, PowerOfTwoAtLeast((d.OutH + RowsPerThread - 1) / RowsPerThread));
-        int planes = Math.Max(1, groupThreads / (tileW * threadRows));
+        int planes = Math.Min(Math.Max(1, groupThreads / (tileW * threadRows)), PowerOfTwoAtLeast(d.PlaneCount));
         while (true)
         {
             var tiled = Tiled(d, tileW, threadRows, planes);
@@ -388,15 +394,21 @@ internal static class DepthwiseKernels
             SharedMemoryConfig.RequestDynamic<float>(d.RegionSize + (d.TileRows * d.TileW) + slots));
     }
 
-    /// <summary><paramref name="d"/> with the tile shape given and the input region it reads.</summary>
+    /// <summary>
+    /// <paramref name="d"/> with the tile shape given and the input region it reads (a side past
+    /// <see cref="MaxSharedFloats"/> counted as just past it, so that absurd strides or dilations fail the size test
+    /// rather than overflow it).
+    /// </summary>
     private static DepthwiseGeometry Tiled(DepthwiseGeometry d, int tileW, int threadRows, int planes) => d with
     {
         TileW = tileW,
         ThreadRows = threadRows,
         Planes = planes,
-        InRows = ((threadRows * RowsPerThread) - 1) * d.StrideH + (d.DilationH * (d.R - 1)) + 1,
-        InCols = (tileW - 1) * d.StrideW + (d.DilationW * (d.S - 1)) + 1,
+        InRows = RegionSide(((threadRows * RowsPerThread) - 1L) * d.StrideH + ((long)d.DilationH * (d.R - 1)) + 1),
+        InCols = RegionSide(((tileW - 1L) * d.StrideW) + ((long)d.DilationW * (d.S - 1)) + 1),
     };
+
+    private static int RegionSide(long floats) => (int)Math.Min(floats, MaxSharedFloats + 1);
 
     private static int PowerOfTwoAtLeast(int value)
     {

@@ -4,10 +4,30 @@ namespace GpuCnn.Tests;
 
 /// <summary>
 /// The math helpers the kernels share, run as plain C#: the same code ILGPU compiles for every accelerator, except
-/// that XMath.Exp is the host's exp here and PTX ex2.approx (a couple of ulp) on CUDA; the GPU check covers that.
+/// that XMath.Exp is the host's exp here and PTX ex2.approx (a couple of ulp) on CUDA; the GPU check covers that. And
+/// the host-side launch plans that decide what a kernel may index.
 /// </summary>
 public sealed class KernelMathTests
 {
+    [Fact]
+    public void Depthwise_tiling_fits_its_stage_and_leaves_what_cannot_fit_to_the_direct_kernels()
+    {
+        // A MobileNet layer: a 32×32 tile a plane, its stage within the limit.
+        var g = new Conv2dGeometry(64, 64, 28, 28, 64, 3, 3, PadH: 1, PadW: 1, Groups: 64);
+        var d = Assert.NotNull(DepthwiseKernels.Plan(g, backwardData: false, 256));
+        Assert.Equal((32, 8, 1), (d.TileW, d.ThreadRows, d.Planes));
+        Assert.Equal((34, 34), (d.InRows, d.InCols));
+
+        // Small planes share a group, but not more planes than the layer has.
+        var tiny = Assert.NotNull(DepthwiseKernels.Plan(g with { N = 1, C = 2, K = 2, Groups = 2, H = 5, W = 5 }, backwardData: false, 256));
+        Assert.Equal((8, 2, 2), (tiny.TileW, tiny.ThreadRows, tiny.Planes));
+
+        // A stride whose region would overflow an int: no plan (the generic kernels run it), not a wrapped size.
+        var absurd = new Conv2dGeometry(1, 2, 1, 1, 2, 1, 1, StrideH: 1_000_000_000, StrideW: 1_000_000_000, Groups: 2);
+        Assert.Null(DepthwiseKernels.Plan(absurd, backwardData: false, 256));
+        Assert.Null(DepthwiseKernels.PlanFilterGradient(absurd, 256, withBias: true));
+    }
+
     [Fact]
     public void Tanh_is_within_a_few_ulp_of_double_tanh_everywhere()
     {

@@ -398,7 +398,7 @@ public sealed partial class IlgpuBackend : Backend
         if (UseDepthwise(g) && DepthwiseKernels.Plan(g, backwardData: true, DepthwiseGroupThreads) is { } depthwise)
         {
             // dx = the stride-1 correlation of the spread, padded dy with the rotated kernel (C, m, R, S): the forward
-            // pass's kernel, each dx plane summing its m filters' dy planes.
+            // pass's kernel, each dx plane summing its m filters' dy planes (no bias: the kernel stands in for one).
             var rotatedKernel = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
             _launch.Run(ConvolutionKernels.RotateKernel, g.WeightSize, View(w), rotatedKernel, g);
             _launch.NextSerial((long)g.GroupFilters * g.R * g.S * DepthwiseKernels.RowsPerThread);
