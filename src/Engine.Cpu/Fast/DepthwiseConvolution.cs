@@ -34,8 +34,11 @@ internal static unsafe class DepthwiseConvolution
             : throw new NotSupportedException($"A depthwise layer's {g.K / g.C} filters a channel need {floats} floats of scratch; the CPU backend takes at most {int.MaxValue / 2}.");
     }
 
-    /// <summary>Floats of scratch one channel's filter gradient needs (the forward's, then a double per tap).</summary>
-    public static int FilterGradientScratch(in Conv2dGeometry g) => ForwardScratch(g) + 1 + (2 * g.R * g.S);
+    /// <summary>
+    /// Floats of scratch one channel's filter gradient needs: the forward's, a double per tap, then dy's rows at a pitch of
+    /// whole vectors, and a vector of slack for the masked tails' reads past the plane.
+    /// </summary>
+    public static int FilterGradientScratch(in Conv2dGeometry g) => ForwardScratch(g) + 1 + (2 * g.R * g.S) + (g.P * GradientPitch(g.Q)) + 16;
 
     /// <summary>y (P×Q) = f(b + Σ_{r,s} w[r,s]·x[p·Sh + r·Dh − Ph, q·Sw + s·Dw − Pw]) for one plane (f applied by the caller).</summary>
     public static void Forward(SimdWidth width, in Conv2dGeometry g, float* x, float* w, float bias, float* y, float* scratch)
@@ -70,9 +73,10 @@ internal static unsafe class DepthwiseConvolution
     /// <summary>
     /// dw (R×S) of one channel = Σ_n Σ_{p,q} dy_n[p,q]·x_n[p·Sh + r·Dh − Ph, q·Sw + s·Dw − Pw], x_n and dy_n the channel's
     /// planes of image n (<paramref name="x"/> + n·<paramref name="xImage"/>, likewise dy). Each image's plane is laid out
-    /// as the forward's; each tap's products over it are summed in vector lanes (four taps at a time, four independent
-    /// chains), a row's columns in the widest vectors that fit and then narrower ones, each width's lanes then summed in
-    /// order, and the images' sums in double.
+    /// as the forward's and its dy rows copied to whole vectors; each tap's products over it are summed in vector lanes
+    /// (four taps at a time, four independent chains) — a row in one width, the widest whose vector is at most twice
+    /// the row, its last vector's lanes past the row masked after the multiply (so whatever lies there, NaN included,
+    /// adds nothing) — the lanes then summed in order, and the images' sums in double.
     /// </summary>
     public static void FilterGradient(SimdWidth width, in Conv2dGeometry g, float* x, long xImage, float* dy, long dyImage, float* dw,
         float* scratch)
@@ -81,24 +85,24 @@ internal static unsafe class DepthwiseConvolution
         var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, 1, scratch + layout.Length);
         taps.Set(null, rotated: false);
         double* totals = (double*)(scratch + ((layout.Length + (2 * taps.Count) + 1) & ~1));
+        float* gradientRows = (float*)(totals + taps.Count);
+        int pitch = GradientPitch(g.Q);
         new Span<double>(totals, taps.Count).Clear();
+        var rowWidth = Simd.WidestFitting(width, 2 * g.Q); // 14 columns: one 16-lane vector, not 8 + 4 + 2 singly
         for (int n = 0; n < g.N; n++)
         {
             layout.Spread(x + (n * xImage), g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
-            float* gradient = dy + (n * dyImage);
-
-            // A row's columns in the widest vectors that fit, then narrower ones (28: 16 + 8 + 4).
-            for (int q = 0; q < g.Q;)
+            for (int p = 0; p < g.P; p++)
             {
-                var fitting = Simd.WidestFitting(width, g.Q - q);
-                int end = q + ((g.Q - q) / (int)fitting * (int)fitting);
-                q = fitting switch
-                {
-                    SimdWidth.Vector512 => AddTapSums<Vec512, Vector512<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, end, totals),
-                    SimdWidth.Vector256 => AddTapSums<Vec256, Vector256<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, end, totals),
-                    SimdWidth.Vector128 => AddTapSums<Vec128, Vector128<float>>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, end, totals),
-                    _ => AddTapSums<Scalar, float>(scratch, layout.Width, taps, g.StrideH, gradient, g.P, g.Q, q, end, totals),
-                };
+                Simd.CopyFloats(dy + (n * dyImage) + ((long)p * g.Q), gradientRows + ((long)p * pitch), g.Q);
+            }
+
+            switch (rowWidth)
+            {
+                case SimdWidth.Vector512: AddTapSums<Vec512, Vector512<float>>(scratch, layout.Width, taps, g.StrideH, gradientRows, pitch, g.P, g.Q, totals); break;
+                case SimdWidth.Vector256: AddTapSums<Vec256, Vector256<float>>(scratch, layout.Width, taps, g.StrideH, gradientRows, pitch, g.P, g.Q, totals); break;
+                case SimdWidth.Vector128: AddTapSums<Vec128, Vector128<float>>(scratch, layout.Width, taps, g.StrideH, gradientRows, pitch, g.P, g.Q, totals); break;
+                default: AddTapSums<Scalar, float>(scratch, layout.Width, taps, g.StrideH, gradientRows, pitch, g.P, g.Q, totals); break;
             }
         }
 
@@ -108,17 +112,20 @@ internal static unsafe class DepthwiseConvolution
         }
     }
 
+    /// <summary>dy's rows in the filter gradient's scratch: the row rounded up to whole 16-float vectors.</summary>
+    private static int GradientPitch(int columns) => (columns + 15) & ~15;
+
     /// <summary>
-    /// totals[t] += Σ_p Σ_{q in [first, end)} dy[p,q]·plane[p·rowStride·width + offset[t] + q] for one image, four taps at
-    /// a time; returns <paramref name="end"/>.
+    /// totals[t] += Σ_p Σ_q dy[p·pitch + q]·plane[p·rowStride·width + offset[t] + q] over the rows × columns of one image,
+    /// four taps at a time; the last vector of a row past <paramref name="columns"/> keeps only its first lanes' products.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int AddTapSums<TOps, TVec>(float* plane, int planeWidth, Taps taps, int rowStride, float* dy, int rows, int columns,
-        int first, int end, double* totals)
+    private static void AddTapSums<TOps, TVec>(float* plane, int planeWidth, Taps taps, int rowStride, float* dy, int pitch, int rows,
+        int columns, double* totals)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
-        int step = TOps.Width;
+        int step = TOps.Width, whole = columns / step * step, tail = columns - whole;
         for (int t0 = 0; t0 < taps.Count; t0 += 4)
         {
             // Taps past the last repeat it; their sums are not kept.
@@ -127,14 +134,23 @@ internal static unsafe class DepthwiseConvolution
             TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero;
             for (int p = 0; p < rows; p++)
             {
-                float* row = plane + ((long)p * rowStride * planeWidth), gradient = dy + ((long)p * columns);
-                for (int q = first; q < end; q += step)
+                float* row = plane + ((long)p * rowStride * planeWidth), gradient = dy + ((long)p * pitch);
+                for (int q = 0; q < whole; q += step)
                 {
                     TVec d = TOps.Load(gradient + q);
                     a0 = TOps.MultiplyAdd(d, TOps.Load(row + o0 + q), a0);
                     a1 = TOps.MultiplyAdd(d, TOps.Load(row + o1 + q), a1);
                     a2 = TOps.MultiplyAdd(d, TOps.Load(row + o2 + q), a2);
                     a3 = TOps.MultiplyAdd(d, TOps.Load(row + o3 + q), a3);
+                }
+
+                if (tail > 0)
+                {
+                    TVec d = TOps.Load(gradient + whole);
+                    a0 = TOps.Add(a0, TOps.KeepFirst(TOps.Multiply(d, TOps.Load(row + o0 + whole)), tail));
+                    a1 = TOps.Add(a1, TOps.KeepFirst(TOps.Multiply(d, TOps.Load(row + o1 + whole)), tail));
+                    a2 = TOps.Add(a2, TOps.KeepFirst(TOps.Multiply(d, TOps.Load(row + o2 + whole)), tail));
+                    a3 = TOps.Add(a3, TOps.KeepFirst(TOps.Multiply(d, TOps.Load(row + o3 + whole)), tail));
                 }
             }
 
@@ -154,8 +170,6 @@ internal static unsafe class DepthwiseConvolution
                 totals[t0 + 3] += TOps.Sum(a3);
             }
         }
-
-        return end;
     }
 
     private static PlaneLayout ForwardLayout(in Conv2dGeometry g) => PlaneLayout.Padded(g.H, g.W, g.PadH, g.PadW, g.StrideW);
