@@ -316,7 +316,7 @@ internal static class DepthwiseKernels
                 Terms: 1, FiltersPerInput: multiplier, TileW: 0, ThreadRows: 0, Planes: 0, InRows: 0, InCols: 0);
         int tileW = Math.Min(Math.Min(32, groupThreads), PowerOfTwoAtLeast(d.OutW));
         int threadRows = Math.Min(groupThreads / tileW, PowerOfTwoAtLeast((d.OutH + RowsPerThread - 1) / RowsPerThread));
-        int planes = Math.Min(Math.Max(1, groupThreads / (tileW * threadRows)), PowerOfTwoAtLeast(d.PlaneCount));
+        int planes = Math.Min(Math.Max(1, groupThreads / (tileW * threadRows)), Math.Max(1, d.PlaneCount));
         while (true)
         {
             var tiled = Tiled(d, tileW, threadRows, planes);
@@ -413,7 +413,7 @@ internal static class DepthwiseKernels
     private static int PowerOfTwoAtLeast(int value)
     {
         int power = 1;
-        while (power < value)
+        while (power < value && power < 1 << 30)
         {
             power *= 2;
         }

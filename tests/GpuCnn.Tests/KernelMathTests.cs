@@ -19,8 +19,8 @@ public sealed class KernelMathTests
         Assert.Equal((34, 34), (d.InRows, d.InCols));
 
         // Small planes share a group, but not more planes than the layer has.
-        var tiny = Assert.NotNull(DepthwiseKernels.Plan(g with { N = 1, C = 2, K = 2, Groups = 2, H = 5, W = 5 }, backwardData: false, 256));
-        Assert.Equal((8, 2, 2), (tiny.TileW, tiny.ThreadRows, tiny.Planes));
+        var tiny = Assert.NotNull(DepthwiseKernels.Plan(g with { N = 1, C = 3, K = 3, Groups = 3, H = 5, W = 5 }, backwardData: false, 256));
+        Assert.Equal((8, 2, 3), (tiny.TileW, tiny.ThreadRows, tiny.Planes));
 
         // A stride whose region would overflow an int: no plan (the generic kernels run it), not a wrapped size.
         var absurd = new Conv2dGeometry(1, 2, 1, 1, 2, 1, 1, StrideH: 1_000_000_000, StrideW: 1_000_000_000, Groups: 2);
