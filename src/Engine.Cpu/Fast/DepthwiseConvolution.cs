@@ -38,7 +38,12 @@ internal static unsafe class DepthwiseConvolution
     /// Floats of scratch one channel's filter gradient needs: the forward's, a double per tap, then dy's rows at a pitch of
     /// whole vectors, and a vector of slack for the masked tails' reads past the plane.
     /// </summary>
-    public static int FilterGradientScratch(in Conv2dGeometry g) => ForwardScratch(g) + 1 + (2 * g.R * g.S) + (g.P * GradientPitch(g.Q)) + 16;
+    public static int FilterGradientScratch(in Conv2dGeometry g)
+    {
+        long floats = ForwardScratch(g) + 1L + (2L * g.R * g.S) + 15 + ((long)g.P * GradientPitch(g.Q)) + 16;
+        return floats <= int.MaxValue / 2 ? (int)floats
+            : throw new NotSupportedException($"A depthwise filter gradient over {g.P}×{g.Q} outputs needs {floats} floats of scratch; the CPU backend takes at most {int.MaxValue / 2}.");
+    }
 
     /// <summary>y (P×Q) = f(b + Σ_{r,s} w[r,s]·x[p·Sh + r·Dh − Ph, q·Sw + s·Dw − Pw]) for one plane (f applied by the caller).</summary>
     public static void Forward(SimdWidth width, in Conv2dGeometry g, float* x, float* w, float bias, float* y, float* scratch)
@@ -85,10 +90,17 @@ internal static unsafe class DepthwiseConvolution
         var taps = new Taps(layout, g.R, g.S, g.DilationH, g.DilationW, 1, scratch + layout.Length);
         taps.Set(null, rotated: false);
         double* totals = (double*)(scratch + ((layout.Length + (2 * taps.Count) + 1) & ~1));
-        float* gradientRows = (float*)(totals + taps.Count);
+        float* gradientRows = (float*)(((nint)(totals + taps.Count) + 63) & ~(nint)63); // rows on cache lines (scratch starts on one)
         int pitch = GradientPitch(g.Q);
         new Span<double>(totals, taps.Count).Clear();
-        var rowWidth = Simd.WidestFitting(width, 2 * g.Q); // 14 columns: one 16-lane vector, not 8 + 4 + 2 singly
+        // Whole vectors where a width divides the row (8 columns: one 8-lane vector), else the widest vector at most
+        // twice the row with its tail masked (14 columns: one 16-lane vector, not 8 + 4 + 2 singly).
+        var rowWidth = Simd.WidestFitting(width, g.Q);
+        if (g.Q % (int)rowWidth != 0)
+        {
+            rowWidth = Simd.WidestFitting(width, 2 * g.Q);
+        }
+
         for (int n = 0; n < g.N; n++)
         {
             layout.Spread(x + (n * xImage), g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);

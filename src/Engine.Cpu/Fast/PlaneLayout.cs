@@ -112,7 +112,7 @@ internal readonly record struct PlaneLayout(int Phases, int Rows, int Width, int
     private static unsafe void SplitPairs(float* from, int columns, int left, float* phase0, float* phase1)
     {
         int j = 0;
-        if ((left & 1) != 0)
+        if ((left & 1) != 0 && columns > 0)
         {
             phase1[left >> 1] = from[0]; // from here on left + j is even
             j = 1;
