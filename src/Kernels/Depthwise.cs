@@ -225,7 +225,7 @@ internal static class DepthwiseKernels
         int k = Grid.IdxX % d.OutChannels, chunk = Grid.IdxX / d.OutChannels;
         int threads = Group.DimX, thread = Group.IdxX;
         int rs = d.R * d.S, taps = rs + withBias;
-        int lanes = threads / taps > 0 ? threads / taps : 1, slots = taps * lanes;
+        int lanes = TapLanes(taps, threads), slots = taps * lanes;
         int tileRows = d.TileRows, tileW = d.TileW, tilesW = d.TilesW, tilesPerImage = d.TilesH * tilesW;
         var shared = SharedMemory.GetDynamic<float>();
         int dyStage = d.RegionSize, accumulators = dyStage + (tileRows * tileW);
@@ -356,10 +356,8 @@ internal static class DepthwiseKernels
             return null;
         }
 
-        int taps = (g.R * g.S) + (withBias ? 1 : 0);
-        int slots = taps * Math.Max(1, groupThreads / taps);
         var one = d with { Planes = 1 };
-        while ((long)one.RegionSize + (one.TileRows * one.TileW) + slots > MaxSharedFloats)
+        while (FilterGradientSharedFloats(one, groupThreads, withBias) > MaxSharedFloats)
         {
             if (one.ThreadRows > 1)
             {
@@ -388,10 +386,18 @@ internal static class DepthwiseKernels
     /// <summary>The launch of <see cref="FilterGradient"/>: a group of <paramref name="groupThreads"/> per (chunk, channel).</summary>
     public static KernelConfig FilterGradientConfig(DepthwiseGeometry d, int chunks, int groupThreads, bool withBias)
     {
-        int taps = (d.R * d.S) + (withBias ? 1 : 0);
-        int slots = taps * Math.Max(1, groupThreads / taps);
         return new KernelConfig(chunks * d.OutChannels, groupThreads,
-            SharedMemoryConfig.RequestDynamic<float>(d.RegionSize + (d.TileRows * d.TileW) + slots));
+            SharedMemoryConfig.RequestDynamic<float>((int)FilterGradientSharedFloats(d, groupThreads, withBias)));
+    }
+
+    /// <summary>Threads of a <see cref="FilterGradient"/> group that share each of its taps (one when taps outnumber threads).</summary>
+    public static int TapLanes(int taps, int threads) => threads / taps > 0 ? threads / taps : 1;
+
+    /// <summary><see cref="FilterGradient"/>'s stage: x's region, dy's tile and an accumulator per (tap, lane).</summary>
+    private static long FilterGradientSharedFloats(DepthwiseGeometry d, int threads, bool withBias)
+    {
+        int taps = (d.R * d.S) + (withBias ? 1 : 0);
+        return (long)d.RegionSize + (d.TileRows * d.TileW) + ((long)taps * TapLanes(taps, threads));
     }
 
     /// <summary>

@@ -752,6 +752,7 @@ public sealed partial class IlgpuBackend : Backend
         DeviceTensor<float> dw, DeviceTensor<float>? db)
     {
         int threads = DepthwiseGroupThreads, tiles = g.N * d.TilesH * d.TilesW;
+        // About a wave of groups; on the CPU accelerator a few, so that its tests run the chunked sum too.
         long wave = IsCpuAccelerator ? 16 : (long)_profile.Multiprocessors * Math.Max(1, _profile.ThreadsPerMultiprocessor / threads);
         int chunks = (int)Math.Clamp(ReductionChunks ?? ((wave + g.K - 1) / g.K), 1, Math.Min(tiles, 1024));
         int perChunk = (tiles + chunks - 1) / chunks;
@@ -759,7 +760,7 @@ public sealed partial class IlgpuBackend : Backend
         int outputs = g.WeightSize + (db is null ? 0 : g.K);
         var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials,
             Elements("Conv2dBackwardFilter", "partial sums of the depthwise chunks", (long)chunks * outputs));
-        int lanes = Math.Max(1, threads / ((g.R * g.S) + (db is null ? 0 : 1)));
+        int lanes = DepthwiseKernels.TapLanes((g.R * g.S) + (db is null ? 0 : 1), threads);
         _launch.NextSerial((long)perChunk * ((d.TileRows * d.TileW) + lanes - 1) / lanes);
         _launch.Run(DepthwiseKernels.FilterGradient, DepthwiseKernels.FilterGradientConfig(d, chunks, threads, db is not null),
             View(x), View(dy), partial, d, perChunk, db is null ? 0 : 1);
