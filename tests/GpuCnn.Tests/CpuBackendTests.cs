@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using GpuCnn.Cpu;
 using GpuCnn.Cpu.Fast;
 using GpuCnn.Models;
@@ -68,6 +69,18 @@ public sealed class CpuBackendTests
         // NaN pixel; and 7-wide kernels in blocks of four, the second of three columns.
         var fewChannels = new Conv2dGeometry(N: 5, C: 2, H: 12, W: 21, K: 5, R: 5, S: 5, PadH: 2, PadW: 2); // 5 images: parts sum 2
         var wideKernel = new Conv2dGeometry(N: 2, C: 2, H: 10, W: 13, K: 4, R: 2, S: 7, PadW: 3);
+        // Small planes of 32 filters a block, vectorised over filters (AVX-512): 7 columns in one run of seven, an odd
+        // number of runs (the last alone); 13 columns in two runs, the second of six pixels; 5 columns, one run with two
+        // pixels dropped; stride 2 from 14×14 to 7×7 and from 26 columns (two vectors a padded row) to 13; 64 filters in
+        // two blocks, a 5×5 kernel padded by 2.
+        Conv2dGeometry[] filterVector = [
+            new(N: 3, C: 5, H: 7, W: 7, K: 32, R: 3, S: 3, PadH: 1, PadW: 1),
+            new(N: 2, C: 3, H: 6, W: 13, K: 64, R: 3, S: 3, PadH: 1, PadW: 1),
+            new(N: 2, C: 3, H: 5, W: 5, K: 32, R: 3, S: 3, PadH: 1, PadW: 1),
+            new(N: 2, C: 4, H: 14, W: 14, K: 32, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
+            new(N: 1, C: 2, H: 9, W: 26, K: 32, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
+            new(N: 2, C: 3, H: 7, W: 7, K: 64, R: 5, S: 5, PadH: 2, PadW: 2)];
+        Assert.All(filterVector, g => Assert.Equal(width == SimdWidth.Vector512 && Avx512F.VL.IsSupported, FilterVectorConvolution.Suits(g, width)));
         foreach (var (g, nan) in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 5, H: 19, W: 17, K: 3, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(large).Append(new Conv2dGeometry(N: 1, C: 6, H: 24, W: 30, K: 5, R: 5, S: 3, PadH: 2))
@@ -83,8 +96,9 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters).Append(columnShifted)
                      .Append(straight).Append(fewChannels).Append(wideKernel).Append(columnShiftedWide).Append(columnShiftedWider)
+                     .Concat(filterVector)
                      .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true))
-                     .Append((fewChannels, true)))
+                     .Append((fewChannels, true)).Append((filterVector[0], true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             float[] bias = TestData.Uniform(g.K, 7);

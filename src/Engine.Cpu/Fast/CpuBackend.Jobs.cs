@@ -56,7 +56,7 @@ public sealed unsafe partial class CpuBackend
     private sealed class ConvForwardJob(CpuBackend owner) : IParallelJob
     {
         private Conv2dGeometry _g;
-        private bool _direct, _blocked, _winograd, _imagesPerProduct;
+        private bool _direct, _blocked, _winograd, _imagesPerProduct, _filterVector;
         private int _images = 1;
         private FusedActivation? _activation;
         private float* _x, _w, _b, _y, _transformed;
@@ -75,6 +75,22 @@ public sealed unsafe partial class CpuBackend
         /// </summary>
         public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, FusedActivation? activation, bool direct = false)
         {
+            // Small planes vectorised across filters (AVX-512), the filters packed in blocks once per call.
+            _filterVector = owner.UsesFilterVectors(g);
+            if (_filterVector)
+            {
+                _transformed = owner._transformedWeights.Columns(FilterVectorConvolution.PackedWeightsLength(g));
+                FilterVectorConvolution.PackWeights(g, w, _transformed);
+                ScratchFloats = FilterVectorConvolution.ScratchLength(g);
+                (_winograd, _imagesPerProduct, _images, _blocked, _direct) = (false, false, 1, false, false);
+                (_g, _activation) = (g, activation);
+                _x = x;
+                _w = w;
+                _b = b;
+                _y = y;
+                return;
+            }
+
             _blocked = BlockedConvolution.Suits(g);
             _direct = !_blocked && (direct || DirectConvolution.SuitsForward(g));
             int width = (int)owner.Width;
@@ -86,7 +102,7 @@ public sealed unsafe partial class CpuBackend
             _images = 1;
             if (_winograd)
             {
-                _transformed = owner._winogradWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));
+                _transformed = owner._transformedWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));
                 _winograd = owner._winogradWeightsJob.Transform(g, w, _transformed);
                 ScratchFloats = Math.Max(ScratchFloats, WinogradConvolution.ScratchLength(g, owner.Width));
                 _images = _winograd ? WinogradConvolution.ForwardImages(g, owner.Width) : 1;
@@ -151,6 +167,13 @@ public sealed unsafe partial class CpuBackend
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
             float* x = _x + (long)n * _g.C * _g.H * _g.W;
             float* y = _y + (long)n * _g.K * pq;
+            if (_filterVector)
+            {
+                FilterVectorConvolution.Forward(_g, x, _transformed, _b, y, owner._scratch[worker].Columns(ScratchFloats));
+                Activate(y, _g.K * pq);
+                return;
+            }
+
             if (_blocked)
             {
                 float* scratch = owner._scratch[worker].Columns(ScratchFloats);

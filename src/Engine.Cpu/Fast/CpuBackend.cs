@@ -40,8 +40,11 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     private readonly Dictionary<Type, FusedActivation> _fused = [];
 
-    /// <summary>The filters of the current Winograd convolution, transformed (shared by the workers, read-only while they run).</summary>
-    private readonly Scratch _winogradWeights = new();
+    /// <summary>
+    /// The filters of the current Winograd or filter-vectorised convolution, transformed or packed (shared by the
+    /// workers, read-only while they run).
+    /// </summary>
+    private readonly Scratch _transformedWeights = new();
 
     /// <summary>
     /// Where 3×3 stride-1 layers run by Winograd's F(2×2, 3×3) (<see cref="WinogradConvolution"/>, on the AVX paths),
@@ -58,6 +61,23 @@ public sealed unsafe partial class CpuBackend : HostBackend
         WinogradMode.Auto => filterGradient ? WinogradConvolution.PaysForFilterGradient(g, Width) : WinogradConvolution.Pays(g, Width),
         WinogradMode.Always => WinogradConvolution.CanRun(g, Width),
         _ => false,
+    };
+
+    /// <summary>
+    /// Whether a layer's forward pass (or a stride-1 backward-data, run as one) is vectorised across filters
+    /// (<see cref="FilterVectorConvolution"/>): where it suits and pays, unless Winograd is forced and can run, or
+    /// GPUCNN_CPU_FILTER_VECTORS is off (for comparing the routes).
+    /// </summary>
+    private bool UsesFilterVectors(in Conv2dGeometry g) =>
+        FilterVectorsAllowed && FilterVectorConvolution.Suits(g, Width) &&
+        !(Winograd == WinogradMode.Always && WinogradConvolution.CanRun(g, Width)) &&
+        FilterVectorConvolution.Pays(g, UsesWinograd(g));
+
+    private static readonly bool FilterVectorsAllowed = Environment.GetEnvironmentVariable("GPUCNN_CPU_FILTER_VECTORS") switch
+    {
+        null or "" or "auto" => true,
+        "off" => false,
+        var setting => throw new InvalidOperationException($"GPUCNN_CPU_FILTER_VECTORS is '{setting}'; expected off or auto."),
     };
 
     private static WinogradMode WinogradFromEnvironment()
@@ -102,7 +122,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
     public override string DeviceName => $"{Threads} threads, {Width} ({RuntimeInformation.ProcessArchitecture})";
 
     /// <inheritdoc/>
-    protected override long ScratchBytes => _workers.ScratchBytes + _scratch.Sum(s => s.Bytes) + _winogradWeights.Bytes;
+    protected override long ScratchBytes => _workers.ScratchBytes + _scratch.Sum(s => s.Bytes) + _transformedWeights.Bytes;
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
