@@ -79,7 +79,8 @@ public sealed class CpuBackendTests
             new(N: 2, C: 3, H: 5, W: 5, K: 32, R: 3, S: 3, PadH: 1, PadW: 1),
             new(N: 2, C: 4, H: 14, W: 14, K: 32, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
             new(N: 1, C: 2, H: 9, W: 26, K: 32, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
-            new(N: 2, C: 3, H: 7, W: 7, K: 64, R: 5, S: 5, PadH: 2, PadW: 2)];
+            new(N: 2, C: 3, H: 7, W: 7, K: 64, R: 5, S: 5, PadH: 2, PadW: 2),
+            new(N: 1, C: 4, H: 7, W: 7, K: 96, R: 3, S: 3, PadH: 1, PadW: 1)]; // batch 1: its three blocks split between the three workers
         Assert.All(filterVector, g => Assert.Equal(width == SimdWidth.Vector512 && Avx512F.VL.IsSupported, FilterVectorConvolution.Suits(g, width)));
         foreach (var (g, nan) in Cases.Convolutions.Values.Append(new Conv2dGeometry(N: 5, C: 3, H: 9, W: 11, K: 13, R: 1, S: 1))
                      .Append(new Conv2dGeometry(N: 2, C: 5, H: 19, W: 17, K: 3, R: 3, S: 3, PadH: 1, PadW: 1))
@@ -115,6 +116,28 @@ public sealed class CpuBackendTests
             TensorAssert.Close(y, actualY, g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");
             TensorAssert.Close(dx, actualDx, g.InputShape, 1e-4, 1e-4, $"{width} conv backward-data {g}");
             TensorAssert.Close(dw, actualDw, g.WeightShape, 1e-4, 1e-4, $"{width} conv backward-filter {g}");
+        }
+    }
+
+    [Fact]
+    public void Images_split_by_filter_blocks_give_the_bits_of_the_whole_batch()
+    {
+        // Vectorised across filters, a batch smaller than the team splits each image's blocks of 32 filters between
+        // workers; each output is still one worker's sum, so an image alone (1 of 3 workers' parts: all three blocks
+        // on different workers) must give the bits it gets inside a batch of three (a worker each, all blocks).
+        var batch = new Conv2dGeometry(N: 3, C: 6, H: 7, W: 7, K: 96, R: 3, S: 3, PadH: 1, PadW: 1);
+        Assert.SkipUnless(FilterVectorConvolution.Suits(batch, SimdWidth.Vector512), "vectorised across filters on AVX-512 only");
+        using var backend = new CpuBackend(threads: 3, SimdWidth.Vector512);
+        float[] x = TestData.Uniform(batch.InputSize, 41), w = TestData.Uniform(batch.WeightSize, 42), bias = TestData.Uniform(batch.K, 43);
+        float[] dy = TestData.Uniform(batch.OutputSize, 44);
+        var (y, dx, _) = ConvolutionPasses.Run(backend, batch, x, w, bias, dy);
+        var one = batch with { N = 1 };
+        for (int n = 0; n < batch.N; n++)
+        {
+            Range input = (n * one.InputSize)..((n + 1) * one.InputSize), output = (n * one.OutputSize)..((n + 1) * one.OutputSize);
+            var (aloneY, aloneDx, _) = ConvolutionPasses.Run(backend, one, x[input], w, bias, dy[output]);
+            TensorAssert.Identical<float>(y[output], aloneY, $"forward of image {n} alone");
+            TensorAssert.Identical<float>(dx[input], aloneDx, $"backward-data of image {n} alone");
         }
     }
 

@@ -57,7 +57,7 @@ public sealed unsafe partial class CpuBackend
     {
         private Conv2dGeometry _g;
         private bool _direct, _blocked, _winograd, _imagesPerProduct, _filterVector;
-        private int _images = 1;
+        private int _images = 1, _blockSplits = 1;
         private FusedActivation? _activation;
         private float* _x, _w, _b, _y, _transformed;
 
@@ -66,8 +66,11 @@ public sealed unsafe partial class CpuBackend
         /// <summary>Floats of scratch each worker needs for one part (<see cref="RunImages"/> reserves them).</summary>
         public int ScratchFloats { get; private set; }
 
-        /// <summary>Parts of the job set up last: one per image, or per group of small images by Winograd.</summary>
-        public int Parts => (_g.N + _images - 1) / _images;
+        /// <summary>
+        /// Parts of the job set up last: one per image, or per group of small images by Winograd or GEMM, or per block
+        /// range of an image vectorised across filters when the batch is smaller than the team.
+        /// </summary>
+        public int Parts => _filterVector ? _g.N * _blockSplits : (_g.N + _images - 1) / _images;
 
         /// <summary>
         /// Sets up y = f(conv(x, w) + b); f (the layer's fused activation, or none) is applied to each image's output
@@ -82,6 +85,11 @@ public sealed unsafe partial class CpuBackend
                 _transformed = owner._transformedWeights.Columns(FilterVectorConvolution.PackedWeightsLength(g));
                 FilterVectorConvolution.PackWeights(g, w, _transformed);
                 ScratchFloats = FilterVectorConvolution.ScratchLength(g);
+
+                // A batch smaller than the team splits each image's blocks of filters between workers (each output is
+                // still one worker's sum: the same bits), so that batch-1 inference does not run on one core.
+                int workers = owner._workers.Count;
+                _blockSplits = g.N >= workers ? 1 : Math.Min(g.K / FilterVectorConvolution.BlockFilters, (workers + g.N - 1) / g.N);
                 (_winograd, _imagesPerProduct, _images, _blocked, _direct) = (false, false, 1, false, false);
                 (_g, _activation) = (g, activation);
                 _x = x;
@@ -131,8 +139,20 @@ public sealed unsafe partial class CpuBackend
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int part, int worker)
         {
-            int first = part * _images, count = Math.Min(_images, _g.N - first);
             long pq = (long)_g.P * _g.Q;
+            if (_filterVector)
+            {
+                int n = part / _blockSplits, split = part % _blockSplits, blocks = _g.K / FilterVectorConvolution.BlockFilters;
+                int firstBlock = split * blocks / _blockSplits, endBlock = (split + 1) * blocks / _blockSplits;
+                float* y = _y + (n * _g.K * pq);
+                FilterVectorConvolution.Forward(_g, _x + ((long)n * _g.C * _g.H * _g.W), _transformed, _b, y,
+                    owner._scratch[worker].Columns(ScratchFloats), firstBlock, endBlock - firstBlock);
+                long offset = firstBlock * FilterVectorConvolution.BlockFilters * pq;
+                Activate(y + offset, (int)(((endBlock - firstBlock) * FilterVectorConvolution.BlockFilters * pq)));
+                return;
+            }
+
+            int first = part * _images, count = Math.Min(_images, _g.N - first);
             if (_winograd && WinogradConvolution.Forward(owner.Width, _g, _x + ((long)first * _g.C * _g.H * _g.W), _transformed, _b,
                     _y + (first * _g.K * pq), owner._scratch[worker].Columns(ScratchFloats), count))
             {
@@ -167,13 +187,6 @@ public sealed unsafe partial class CpuBackend
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
             float* x = _x + (long)n * _g.C * _g.H * _g.W;
             float* y = _y + (long)n * _g.K * pq;
-            if (_filterVector)
-            {
-                FilterVectorConvolution.Forward(_g, x, _transformed, _b, y, owner._scratch[worker].Columns(ScratchFloats));
-                Activate(y, _g.K * pq);
-                return;
-            }
-
             if (_blocked)
             {
                 float* scratch = owner._scratch[worker].Columns(ScratchFloats);

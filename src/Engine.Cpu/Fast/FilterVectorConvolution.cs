@@ -32,7 +32,7 @@ internal static unsafe class FilterVectorConvolution
 
     /// <summary>
     /// Where it was measured faster than the route the layer would take otherwise (docs/benchmarks.md, nineteenth
-    /// session): against the blocked direct kernel everywhere it suits; against Winograd up to 64 input channels
+    /// session): against the blocked direct kernel and im2col + GEMM everywhere it suits; against Winograd up to 64 input channels
     /// (ResNet-8's 64 → 64 at 7×7: 0.6–0.7× its time), not beyond (256 → 256 at 7×7: 0.9–1.3×), where the input
     /// planes no longer stay in L1 while each block of filters passes over them.
     /// </summary>
@@ -41,19 +41,31 @@ internal static unsafe class FilterVectorConvolution
     /// <summary>Floats of the packed weights: [K / 32][C·R·S][32].</summary>
     public static int PackedWeightsLength(in Conv2dGeometry g) => g.K * g.C * g.R * g.S;
 
-    /// <summary>packed[kb][t][j] = w[kb·32 + j][t] for t = (c, r, s) in the weights' order.</summary>
+    /// <summary>
+    /// packed[kb][t][j] = w[kb·32 + j][t] for t = (c, r, s) in the weights' order: eight taps by eight filters at a time
+    /// as one register transpose (a float at a time, packing 64 → 64 filters of 3×3 took as long as the layer's whole
+    /// forward pass on one image).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackWeights(in Conv2dGeometry g, float* w, float* packed)
     {
-        int taps = g.C * g.R * g.S;
+        int taps = g.C * g.R * g.S, wholeTaps = taps / 8 * 8;
         for (int kb = 0; kb < g.K / BlockFilters; kb++)
         {
-            float* block = packed + ((long)kb * taps * BlockFilters);
-            for (int j = 0; j < BlockFilters; j++)
+            float* block = packed + ((long)kb * taps * BlockFilters), filters = w + ((long)kb * BlockFilters * taps);
+            for (int t = 0; t < wholeTaps; t += 8)
             {
-                float* filter = w + ((long)((kb * BlockFilters) + j) * taps);
-                for (int t = 0; t < taps; t++)
+                for (int j = 0; j < BlockFilters; j += 8)
                 {
-                    block[(t * BlockFilters) + j] = filter[t];
+                    PackedGemm.Transpose8x8(filters + ((long)j * taps) + t, taps, block + (t * BlockFilters) + j, BlockFilters);
+                }
+            }
+
+            for (int t = wholeTaps; t < taps; t++)
+            {
+                for (int j = 0; j < BlockFilters; j++)
+                {
+                    block[(t * BlockFilters) + j] = filters[((long)j * taps) + t];
                 }
             }
         }
@@ -70,23 +82,31 @@ internal static unsafe class FilterVectorConvolution
     public static int ScratchLength(in Conv2dGeometry g) =>
         (g.C * PaddedPlane(g)) + Slack(g) + (g.C * g.R * g.S) + (((2 * RunLength) + 1) * BlockFilters);
 
-    /// <summary>A run hanging past its row (or a pair's second run past the last) reads up to this far past the planes.</summary>
-    private static int Slack(in Conv2dGeometry g) => (RunLength * g.StrideW) + (RunLength * g.StrideW * RunsPerRow(g)) + PaddedWidth(g) * (g.StrideH + 1) + 16;
+    /// <summary>
+    /// Floats past the planes that are read or written: a run hanging past Q reads at most six pixels (at the column
+    /// stride) past the last plane's last column, and the padding's last vector writes up to 15 floats past it. What
+    /// lies there only ever reaches the sums of dropped pixels.
+    /// </summary>
+    private static int Slack(in Conv2dGeometry g) => Math.Max(16, RunLength * g.StrideW);
 
-    public static void Forward(in Conv2dGeometry g, float* x, float* packed, float* b, float* y, float* scratch)
+    /// <summary>
+    /// y (K, P, Q) = b + conv(x) for one image, filter blocks firstBlock … firstBlock + blocks − 1 only (b may be null;
+    /// packed from <see cref="PackWeights"/>).
+    /// </summary>
+    public static void Forward(in Conv2dGeometry g, float* x, float* packed, float* b, float* y, float* scratch, int firstBlock, int blocks)
     {
         if (g.StrideW == 1)
         {
-            Forward<One>(g, x, packed, b, y, scratch);
+            Forward<One>(g, x, packed, b, y, scratch, firstBlock, blocks);
         }
         else
         {
-            Forward<Two>(g, x, packed, b, y, scratch);
+            Forward<Two>(g, x, packed, b, y, scratch, firstBlock, blocks);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Forward<TStride>(in Conv2dGeometry g, float* x, float* packed, float* b, float* y, float* scratch)
+    private static void Forward<TStride>(in Conv2dGeometry g, float* x, float* packed, float* b, float* y, float* scratch, int firstBlock, int blocks)
         where TStride : struct, IConstant
     {
         int paddedW = PaddedWidth(g), plane = PaddedPlane(g), taps = g.C * g.R * g.S, pq = g.P * g.Q;
@@ -106,7 +126,7 @@ internal static unsafe class FilterVectorConvolution
         }
 
         int runsPerRow = RunsPerRow(g), runs = g.P * runsPerRow;
-        for (int kb = 0; kb < g.K / BlockFilters; kb++)
+        for (int kb = firstBlock; kb < firstBlock + blocks; kb++)
         {
             float* weights = packed + ((long)kb * taps * BlockFilters);
             var bias0 = b == null ? Vector512<float>.Zero : Vector512.Load(b + (kb * BlockFilters));
