@@ -174,6 +174,9 @@ public static partial class OperationCases
                                  : new(N: 64, C: 64, H: 32, W: 32, K: 64, R: 3, S: 3, PadH: 1, PadW: 1)),
             ("conv3x3-128", quick ? new(N: 2, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, PadH: 1, PadW: 1)
                                   : new(N: 32, C: 128, H: 16, W: 16, K: 128, R: 3, S: 3, PadH: 1, PadW: 1)),
+            // ResNet-8's last 3×3 layer (64 → 64 channels at 7×7) at batch 128: planes smaller than a vector's run of pixels.
+            ("conv3x3-64-7x7", quick ? new(N: 2, C: 16, H: 7, W: 7, K: 32, R: 3, S: 3, PadH: 1, PadW: 1)
+                                     : new(N: 128, C: 64, H: 7, W: 7, K: 64, R: 3, S: 3, PadH: 1, PadW: 1)),
             // ResNet-8's second shortcut (32 → 64 channels, 1×1 at stride 2) at batch 128.
             ("conv1x1s2-64", quick ? new(N: 4, C: 8, H: 8, W: 8, K: 16, R: 1, S: 1, StrideH: 2, StrideW: 2)
                                    : new(N: 128, C: 32, H: 14, W: 14, K: 64, R: 1, S: 1, StrideH: 2, StrideW: 2)),

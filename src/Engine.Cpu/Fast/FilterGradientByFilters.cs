@@ -193,7 +193,7 @@ internal static unsafe class FilterGradientByFilters
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
-        int width = TOps.Width, strideW = g.StrideW, outW = g.Q;
+        int width = TOps.Width, strideW = g.StrideW, outW = g.Q, outH = g.P; // P and Q once: through `in g` the JIT divides again each row
         long rowStep = (long)g.StrideH * paddedW;
         long t0 = offsets[0], t1 = offsets[1], t2 = offsets[2], t3 = offsets[3], t4 = offsets[4], t5 = offsets[5];
         long t6 = offsets[6], t7 = offsets[7], t8 = offsets[8], t9 = offsets[9], t10 = offsets[10], t11 = offsets[11];
@@ -205,7 +205,7 @@ internal static unsafe class FilterGradientByFilters
         TVec b4 = TOps.Load(upper + 4 * kp), b5 = TOps.Load(upper + 5 * kp), b6 = TOps.Load(upper + 6 * kp), b7 = TOps.Load(upper + 7 * kp);
         TVec b8 = TOps.Load(upper + 8 * kp), b9 = TOps.Load(upper + 9 * kp), b10 = TOps.Load(upper + 10 * kp), b11 = TOps.Load(upper + 11 * kp);
         float* e = gradient;
-        for (int p = 0; p < g.P; p++)
+        for (int p = 0; p < outH; p++)
         {
             float* pixel = image + (p * rowStep);
             for (int q = 0; q < outW; q++, pixel += strideW, e += kp)
@@ -282,7 +282,7 @@ internal static unsafe class FilterGradientByFilters
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
     {
-        int width = TOps.Width, strideW = g.StrideW, outW = g.Q;
+        int width = TOps.Width, strideW = g.StrideW, outW = g.Q, outH = g.P; // P and Q once: through `in g` the JIT divides again each row
         long rowStep = (long)g.StrideH * paddedW;
         long t0 = offsets[0], t1 = offsets[1], t2 = offsets[2], t3 = offsets[3], t4 = offsets[4], t5 = offsets[5];
         float* upper = sums + width;
@@ -291,7 +291,7 @@ internal static unsafe class FilterGradientByFilters
         TVec b0 = TOps.Load(upper), b1 = TOps.Load(upper + kp), b2 = TOps.Load(upper + 2 * kp);
         TVec b3 = TOps.Load(upper + 3 * kp), b4 = TOps.Load(upper + 4 * kp), b5 = TOps.Load(upper + 5 * kp);
         float* e = gradient;
-        for (int p = 0; p < g.P; p++)
+        for (int p = 0; p < outH; p++)
         {
             float* pixel = image + (p * rowStep);
             for (int q = 0; q < outW; q++, pixel += strideW, e += kp)
