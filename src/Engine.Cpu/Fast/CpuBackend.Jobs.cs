@@ -433,7 +433,7 @@ public sealed unsafe partial class CpuBackend
         private void AccumulateDirect(int first, int last, float* partial, int part, int worker)
         {
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q, chw = _g.C * _g.H * _g.W;
-            if (FilterGradientByFilters.Preferred(_g, owner.Width))
+            if (FilterGradientByFilters.Preferred(_g))
             {
                 float* outer = owner._scratch[part].Columns(FilterGradientByFilters.ScratchLength(_g, owner.Width));
                 FilterGradientByFilters.Accumulate(owner.Width, _g, _x + (long)first * chw, _dy + (long)first * _g.K * pq, last - first, partial, outer);

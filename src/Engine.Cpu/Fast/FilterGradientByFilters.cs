@@ -9,30 +9,31 @@ namespace GpuCnn.Cpu.Fast;
 /// Sw·q + s. Per output, two vectors of dyᵀ (2·width filters) and one broadcast pixel per tap feed two FMAs per tap into
 /// accumulators that stay in registers over every output of an image: no lanes to add at the end, no row padding in o,
 /// and every product is a term of the true sum (a NaN pixel reaches exactly the weights it should). With 512-bit vectors
-/// twelve taps at a time (24 accumulators, 2 loads and 12 broadcasts per 24 FMAs: the forward kernel's ratio); below,
-/// six (12 accumulators in AVX2's 16 registers). <see cref="BlockedConvolution"/>'s filter gradient, vectorised over o,
-/// sums dot products and adds their lanes per group of images; its 4 filters × 3 taps read 7 vectors per 12 FMAs and
-/// ran conv3x3-128's filter gradient at ~59 % of the FMA peak.
+/// twelve taps at a time (24 accumulators, 2 loads and 12 broadcasts per 24 FMAs: the forward kernel's ratio; with at
+/// most 16 filters one vector, 12 accumulators); below, six (12 accumulators in AVX2's 16 registers).
+/// <see cref="BlockedConvolution"/>'s filter gradient, vectorised over o, sums dot products and adds their lanes per
+/// group of images; its 4 filters × 3 taps read 7 vectors per 12 FMAs and ran conv3x3-128's filter gradient at ~59 % of
+/// the FMA peak.
 /// </summary>
 internal static unsafe class FilterGradientByFilters
 {
     /// <summary>
-    /// Plain layers with a kernel larger than 1×1, at least 16 output channels (two 256-bit vectors: with 512-bit
-    /// vectors, layers of at most 16 channels run on 256-bit ones, still twelve taps at a time) and a padded image of
-    /// at most 1 MB.
+    /// Plain layers with a kernel larger than 1×1, at least 16 output channels (two 256-bit vectors, or one 512-bit
+    /// vector: with 512-bit vectors, layers of at most 16 channels take one vector a step, still twelve taps) and a
+    /// padded image of at most 1 MB.
     /// </summary>
     public static bool Suits(in Conv2dGeometry g) =>
         g.IsPlain && g.R * g.S > 1 && g.K >= 16 && (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 18 && g.C * g.R * g.S <= 4096;
 
     /// <summary>
     /// Whether this kernel runs a layer's filter gradient: where it suits, but not layers of at most 4 input channels
-    /// (the direct kernel: ResNet-8's 1 → 16 stem ran 0.60 ms here against 0.51) nor, with 512-bit vectors, layers of
-    /// at most 16 filters on planes of 192 or more outputs that the blocked kernel serves (this kernel runs them on
-    /// 256-bit vectors: ResNet-8's 16 → 16 at 28×28 took 2.41 ms against the blocked kernel's 1.81).
+    /// (the direct kernel: ResNet-8's 1 → 16 stem ran 0.60 ms here against 0.51). Layers of at most 16 filters on
+    /// 512-bit vectors take one vector of filters a step; until the nineteenth session they ran two 256-bit ones, and
+    /// those on planes of 192 or more outputs went to <see cref="BlockedConvolution"/>'s kernel (ResNet-8's 16 → 16 at
+    /// 28×28: 2.41 ms here against its 1.81 then; one 512-bit vector: 0.78× its time, ten paired rounds at batch 128).
     /// </summary>
-    public static bool Preferred(in Conv2dGeometry g, SimdWidth width) =>
-        Suits(g) && !(g.C <= 4 && DirectConvolution.SuitsFilterGradient(g)) &&
-        !(width == SimdWidth.Vector512 && g.K <= 16 && g.P * g.Q >= 192 && BlockedConvolution.FilterGradientGroup(g, 16) > 0);
+    public static bool Preferred(in Conv2dGeometry g) =>
+        Suits(g) && !(g.C <= 4 && DirectConvolution.SuitsFilterGradient(g));
 
     /// <summary>Floats of scratch for <see cref="Accumulate"/>: the padded image, dyᵀ of one image and dwᵀ.</summary>
     public static int ScratchLength(in Conv2dGeometry g, SimdWidth width)
@@ -41,12 +42,12 @@ internal static unsafe class FilterGradientByFilters
         return layout.Image + layout.Gradient + (layout.TapsPadded * layout.FiltersPadded);
     }
 
-    /// <summary>The vector width and tap chunk a layer runs with (see <see cref="Suits"/>).</summary>
+    /// <summary>The vector width, vectors of filters a step and tap chunk a layer runs with (see <see cref="Suits"/>).</summary>
     private static Layout Plan(in Conv2dGeometry g, SimdWidth width) => width switch
     {
-        SimdWidth.Vector512 when g.K <= 16 => new Layout(g, 8, 12),
-        SimdWidth.Vector512 => new Layout(g, 16, 12),
-        _ => new Layout(g, (int)width, 6),
+        SimdWidth.Vector512 when g.K <= 16 => new Layout(g, 16, 12, 1),
+        SimdWidth.Vector512 => new Layout(g, 16, 12, 2),
+        _ => new Layout(g, (int)width, 6, 2),
     };
 
     /// <summary>dw (K,C,R,S) += Σ_n Σ_{p,q} dy_n[k,p,q]·x_n[c,Sh·p+r−Ph,Sw·q+s−Pw] over <paramref name="images"/> consecutive images.</summary>
@@ -65,10 +66,11 @@ internal static unsafe class FilterGradientByFilters
     /// <summary>Sizes: K rounded up to blocks of two vectors, C·R·S to whole tap chunks, and the scratch regions (cache-line multiples).</summary>
     private readonly struct Layout
     {
-        public Layout(in Conv2dGeometry g, int width, int tapChunk)
+        public Layout(in Conv2dGeometry g, int width, int tapChunk, int vectors)
         {
             Width = width;
-            FiltersPadded = (g.K + 2 * width - 1) / (2 * width) * (2 * width);
+            Vectors = vectors;
+            FiltersPadded = (g.K + vectors * width - 1) / (vectors * width) * (vectors * width);
             TapChunk = tapChunk;
             TapsPadded = (g.C * g.R * g.S + TapChunk - 1) / TapChunk * TapChunk;
             PaddedWidth = g.W + 2 * g.PadW;
@@ -78,6 +80,9 @@ internal static unsafe class FilterGradientByFilters
         }
 
         public int Width { get; }
+
+        /// <summary>Vectors of filters each output's step multiplies: two, or one where 16 filters fill a 512-bit vector.</summary>
+        public int Vectors { get; }
 
         public int FiltersPadded { get; }
 
@@ -126,13 +131,17 @@ internal static unsafe class FilterGradientByFilters
 
             Transpose(dyn, g.K, outputs, gradient, kp);
 
-            for (int k0 = 0; k0 < kp; k0 += 2 * width)
+            for (int k0 = 0; k0 < kp; k0 += layout.Vectors * width)
             {
                 for (int t0 = 0; t0 < layout.TapsPadded; t0 += layout.TapChunk)
                 {
-                    if (layout.TapChunk == 12)
+                    if (layout.TapChunk == 12 && layout.Vectors == 1)
                     {
-                        TwelveTaps<TOps, TVec>(g, image, gradient + k0, kp, offsets + t0, sums + ((long)t0 * kp) + k0, paddedW);
+                        TwelveTaps<TOps, TVec, One>(g, image, gradient + k0, kp, offsets + t0, sums + ((long)t0 * kp) + k0, paddedW);
+                    }
+                    else if (layout.TapChunk == 12)
+                    {
+                        TwelveTaps<TOps, TVec, Two>(g, image, gradient + k0, kp, offsets + t0, sums + ((long)t0 * kp) + k0, paddedW);
                     }
                     else
                     {
@@ -186,13 +195,15 @@ internal static unsafe class FilterGradientByFilters
 
     /// <summary>
     /// sums[t·kp + j] += Σ_{p,q} image[(Sh·p)·Wp + Sw·q + offsets[t]]·gradient[(p·Q + q)·kp + j] for twelve taps t and
-    /// the 2·width filters j of this block.
+    /// the filters j of this block: one or two vectors of them (<typeparamref name="TVectors"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void TwelveTaps<TOps, TVec>(in Conv2dGeometry g, float* image, float* gradient, int kp, long* offsets, float* sums, int paddedW)
+    private static void TwelveTaps<TOps, TVec, TVectors>(in Conv2dGeometry g, float* image, float* gradient, int kp, long* offsets, float* sums, int paddedW)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
+        where TVectors : struct, IConstant
     {
+        bool pair = TVectors.Value == 2;
         int width = TOps.Width, strideW = g.StrideW, outW = g.Q, outH = g.P; // P and Q once: through `in g` the JIT divides again each row
         long rowStep = (long)g.StrideH * paddedW;
         long t0 = offsets[0], t1 = offsets[1], t2 = offsets[2], t3 = offsets[3], t4 = offsets[4], t5 = offsets[5];
@@ -201,52 +212,106 @@ internal static unsafe class FilterGradientByFilters
         TVec a4 = TOps.Load(sums + 4 * kp), a5 = TOps.Load(sums + 5 * kp), a6 = TOps.Load(sums + 6 * kp), a7 = TOps.Load(sums + 7 * kp);
         TVec a8 = TOps.Load(sums + 8 * kp), a9 = TOps.Load(sums + 9 * kp), a10 = TOps.Load(sums + 10 * kp), a11 = TOps.Load(sums + 11 * kp);
         float* upper = sums + width;
-        TVec b0 = TOps.Load(upper), b1 = TOps.Load(upper + kp), b2 = TOps.Load(upper + 2 * kp), b3 = TOps.Load(upper + 3 * kp);
-        TVec b4 = TOps.Load(upper + 4 * kp), b5 = TOps.Load(upper + 5 * kp), b6 = TOps.Load(upper + 6 * kp), b7 = TOps.Load(upper + 7 * kp);
-        TVec b8 = TOps.Load(upper + 8 * kp), b9 = TOps.Load(upper + 9 * kp), b10 = TOps.Load(upper + 10 * kp), b11 = TOps.Load(upper + 11 * kp);
+        TVec b0 = TOps.Zero, b1 = TOps.Zero, b2 = TOps.Zero, b3 = TOps.Zero, b4 = TOps.Zero, b5 = TOps.Zero;
+        TVec b6 = TOps.Zero, b7 = TOps.Zero, b8 = TOps.Zero, b9 = TOps.Zero, b10 = TOps.Zero, b11 = TOps.Zero;
+        if (pair)
+        {
+            (b0, b1, b2, b3) = (TOps.Load(upper), TOps.Load(upper + kp), TOps.Load(upper + 2 * kp), TOps.Load(upper + 3 * kp));
+            (b4, b5, b6, b7) = (TOps.Load(upper + 4 * kp), TOps.Load(upper + 5 * kp), TOps.Load(upper + 6 * kp), TOps.Load(upper + 7 * kp));
+            (b8, b9, b10, b11) = (TOps.Load(upper + 8 * kp), TOps.Load(upper + 9 * kp), TOps.Load(upper + 10 * kp), TOps.Load(upper + 11 * kp));
+        }
+
         float* e = gradient;
         for (int p = 0; p < outH; p++)
         {
             float* pixel = image + (p * rowStep);
             for (int q = 0; q < outW; q++, pixel += strideW, e += kp)
             {
-                TVec e0 = TOps.Load(e), e1 = TOps.Load(e + width);
+                TVec e0 = TOps.Load(e), e1 = pair ? TOps.Load(e + width) : e0;
                 TVec f = TOps.Broadcast(pixel[t0]);
                 a0 = TOps.MultiplyAdd(e0, f, a0);
-                b0 = TOps.MultiplyAdd(e1, f, b0);
+                if (pair)
+                {
+                    b0 = TOps.MultiplyAdd(e1, f, b0);
+                }
+
                 f = TOps.Broadcast(pixel[t1]);
                 a1 = TOps.MultiplyAdd(e0, f, a1);
-                b1 = TOps.MultiplyAdd(e1, f, b1);
+                if (pair)
+                {
+                    b1 = TOps.MultiplyAdd(e1, f, b1);
+                }
+
                 f = TOps.Broadcast(pixel[t2]);
                 a2 = TOps.MultiplyAdd(e0, f, a2);
-                b2 = TOps.MultiplyAdd(e1, f, b2);
+                if (pair)
+                {
+                    b2 = TOps.MultiplyAdd(e1, f, b2);
+                }
+
                 f = TOps.Broadcast(pixel[t3]);
                 a3 = TOps.MultiplyAdd(e0, f, a3);
-                b3 = TOps.MultiplyAdd(e1, f, b3);
+                if (pair)
+                {
+                    b3 = TOps.MultiplyAdd(e1, f, b3);
+                }
+
                 f = TOps.Broadcast(pixel[t4]);
                 a4 = TOps.MultiplyAdd(e0, f, a4);
-                b4 = TOps.MultiplyAdd(e1, f, b4);
+                if (pair)
+                {
+                    b4 = TOps.MultiplyAdd(e1, f, b4);
+                }
+
                 f = TOps.Broadcast(pixel[t5]);
                 a5 = TOps.MultiplyAdd(e0, f, a5);
-                b5 = TOps.MultiplyAdd(e1, f, b5);
+                if (pair)
+                {
+                    b5 = TOps.MultiplyAdd(e1, f, b5);
+                }
+
                 f = TOps.Broadcast(pixel[t6]);
                 a6 = TOps.MultiplyAdd(e0, f, a6);
-                b6 = TOps.MultiplyAdd(e1, f, b6);
+                if (pair)
+                {
+                    b6 = TOps.MultiplyAdd(e1, f, b6);
+                }
+
                 f = TOps.Broadcast(pixel[t7]);
                 a7 = TOps.MultiplyAdd(e0, f, a7);
-                b7 = TOps.MultiplyAdd(e1, f, b7);
+                if (pair)
+                {
+                    b7 = TOps.MultiplyAdd(e1, f, b7);
+                }
+
                 f = TOps.Broadcast(pixel[t8]);
                 a8 = TOps.MultiplyAdd(e0, f, a8);
-                b8 = TOps.MultiplyAdd(e1, f, b8);
+                if (pair)
+                {
+                    b8 = TOps.MultiplyAdd(e1, f, b8);
+                }
+
                 f = TOps.Broadcast(pixel[t9]);
                 a9 = TOps.MultiplyAdd(e0, f, a9);
-                b9 = TOps.MultiplyAdd(e1, f, b9);
+                if (pair)
+                {
+                    b9 = TOps.MultiplyAdd(e1, f, b9);
+                }
+
                 f = TOps.Broadcast(pixel[t10]);
                 a10 = TOps.MultiplyAdd(e0, f, a10);
-                b10 = TOps.MultiplyAdd(e1, f, b10);
+                if (pair)
+                {
+                    b10 = TOps.MultiplyAdd(e1, f, b10);
+                }
+
                 f = TOps.Broadcast(pixel[t11]);
                 a11 = TOps.MultiplyAdd(e0, f, a11);
-                b11 = TOps.MultiplyAdd(e1, f, b11);
+                if (pair)
+                {
+                    b11 = TOps.MultiplyAdd(e1, f, b11);
+                }
+
             }
         }
 
@@ -262,6 +327,11 @@ internal static unsafe class FilterGradientByFilters
         TOps.Store(sums + 9 * kp, a9);
         TOps.Store(sums + 10 * kp, a10);
         TOps.Store(sums + 11 * kp, a11);
+        if (!pair)
+        {
+            return;
+        }
+
         TOps.Store(upper, b0);
         TOps.Store(upper + kp, b1);
         TOps.Store(upper + 2 * kp, b2);

@@ -310,20 +310,4 @@ internal static unsafe class FilterVectorConvolution
         p60.Store(tile + 192);
         p61.Store(tile + 208);
     }
-
-    /// <summary>A compile-time count (a stride, runs per step): the JIT drops the code it rules out.</summary>
-    private interface IConstant
-    {
-        static abstract int Value { get; }
-    }
-
-    private readonly struct One : IConstant
-    {
-        public static int Value => 1;
-    }
-
-    private readonly struct Two : IConstant
-    {
-        public static int Value => 2;
-    }
 }

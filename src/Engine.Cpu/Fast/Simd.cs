@@ -373,3 +373,19 @@ public static class Simd
         }
     }
 }
+
+/// <summary>A compile-time count (a stride, runs or vectors per step): the JIT drops the code a kernel rules out with it.</summary>
+internal interface IConstant
+{
+    static abstract int Value { get; }
+}
+
+internal readonly struct One : IConstant
+{
+    public static int Value => 1;
+}
+
+internal readonly struct Two : IConstant
+{
+    public static int Value => 2;
+}
