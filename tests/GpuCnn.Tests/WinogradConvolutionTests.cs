@@ -156,12 +156,46 @@ public sealed class WinogradConvolutionTests
             var (plain, plainDx, plainDw) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
             Assert.Equal(passes, WinogradConvolution.Pays(g, width));
             Assert.Equal(gradient, WinogradConvolution.PaysForFilterGradient(g, width));
-            bool byWinograd = passes && !(FilterVectorConvolution.Suits(g, width) && FilterVectorConvolution.Pays(g, winograd: true));
+            bool byWinograd = passes && !(FilterVectorConvolution.Suits(g, width) && FilterVectorConvolution.Pays(g, width, winograd: true));
             Assert.Equal(g == small && width == SimdWidth.Vector512 && Avx512F.VL.IsSupported, passes && !byWinograd);
             Assert.Equal(!byWinograd, fast.AsSpan().SequenceEqual(plain));
             Assert.Equal(!byWinograd, fastDx.AsSpan().SequenceEqual(plainDx));
             Assert.Equal(!gradient, fastDw.AsSpan().SequenceEqual(plainDw));
         }
+    }
+
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void What_winograd_leaves_to_the_direct_kernels_takes_the_route_of_winograd_off(SimdWidth width)
+    {
+        // Layers Winograd runs under Auto that are vectorised across filters with Winograd off: 64 → 64 at 7×7 on AVX2,
+        // 96 → 32 at 7×7 on AVX-512 (more than 64 input channels). An image (or dy) holding a NaN, and then every image
+        // under a filter holding −∞, must get Off's bits — from the kernel vectorised across filters, not the blocked one.
+        var g = width == SimdWidth.Vector512
+            ? new Conv2dGeometry(N: 3, C: 96, H: 7, W: 7, K: 32, R: 3, S: 3, PadH: 1, PadW: 1)
+            : new Conv2dGeometry(N: 3, C: 64, H: 7, W: 7, K: 64, R: 3, S: 3, PadH: 1, PadW: 1);
+        Assert.SkipUnless(WinogradConvolution.Pays(g, width) && FilterVectorConvolution.Suits(g, width),
+            $"Winograd and the kernel vectorised across filters both run on the AVX2 and AVX-512 paths only (this is {width})");
+        Assert.False(FilterVectorConvolution.Pays(g, width, winograd: true));
+        Assert.True(FilterVectorConvolution.Pays(g, width, winograd: false));
+        using var auto = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Auto };
+        using var off = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Off };
+        float[] x = TestData.Uniform(g.InputSize, 21), w = TestData.Uniform(g.WeightSize, 22), b = TestData.Uniform(g.K, 23);
+        float[] dy = TestData.Uniform(g.OutputSize, 24);
+        int image = g.C * g.H * g.W, plane = g.K * g.P * g.Q;
+        x[image + (2 * g.H * g.W) + 10] = float.NaN;
+        dy[plane + (3 * g.P * g.Q) + 11] = float.NaN;
+        var (fast, fastDx, _) = ConvolutionPasses.Run(auto, g, x, w, b, dy);
+        var (plain, plainDx, _) = ConvolutionPasses.Run(off, g, x, w, b, dy);
+        TensorAssert.Identical<float>(plain.AsSpan(plane, plane), fast.AsSpan(plane, plane), $"{width} the image holding a NaN");
+        TensorAssert.Identical<float>(plainDx.AsSpan(image, image), fastDx.AsSpan(image, image), $"{width} the dy holding a NaN");
+        Assert.False(fast.AsSpan(0, plane).SequenceEqual(plain.AsSpan(0, plane)), $"{width} the finite image ran by Winograd");
+
+        w[(5 * g.C * 9) + 4] = float.NegativeInfinity;
+        (fast, fastDx, _) = ConvolutionPasses.Run(auto, g, x, w, b, dy);
+        (plain, plainDx, _) = ConvolutionPasses.Run(off, g, x, w, b, dy);
+        TensorAssert.Identical<float>(plain, fast, $"{width} a filter with −∞");
+        TensorAssert.Identical<float>(plainDx, fastDx, $"{width} backward-data through a filter with −∞");
     }
 
     [Fact]

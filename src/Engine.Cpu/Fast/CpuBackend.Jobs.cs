@@ -56,10 +56,10 @@ public sealed unsafe partial class CpuBackend
     private sealed class ConvForwardJob(CpuBackend owner) : IParallelJob
     {
         private Conv2dGeometry _g;
-        private bool _direct, _blocked, _winograd, _imagesPerProduct, _filterVector;
+        private bool _direct, _blocked, _winograd, _imagesPerProduct, _filterVector, _imagesByFilterVectors;
         private int _images = 1, _blockSplits = 1;
         private FusedActivation? _activation;
-        private float* _x, _w, _b, _y, _transformed;
+        private float* _x, _w, _b, _y, _transformed, _packed;
 
         public bool AnyWorker => true; // part p's images' outputs, in the running worker's scratch
 
@@ -78,42 +78,52 @@ public sealed unsafe partial class CpuBackend
         /// </summary>
         public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, FusedActivation? activation, bool direct = false)
         {
-            // Small planes vectorised across filters (AVX-512), the filters packed in blocks once per call.
-            _filterVector = owner.UsesFilterVectors(g);
+            // Small planes vectorised across filters, the filters packed in blocks once per call. Where Winograd would
+            // run instead but the filters hold a NaN or ±∞ (or, image by image, an image does), the direct route is
+            // the one the layer takes with Winograd off — this one where it pays there — so the bits are Off's.
+            bool filterVectorsOff = owner.UsesFilterVectors(g, winograd: false);
+            _filterVector = owner.UsesFilterVectors(g, owner.UsesWinograd(g));
+            _winograd = !_filterVector && owner.UsesWinograd(g);
+            if (_winograd)
+            {
+                _transformed = owner._transformedWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));
+                _winograd = owner._winogradWeightsJob.Transform(g, w, _transformed);
+                _filterVector = !_winograd && filterVectorsOff;
+            }
+
+            _imagesByFilterVectors = _filterVector || (_winograd && filterVectorsOff);
+            if (_imagesByFilterVectors)
+            {
+                _packed = (_winograd ? owner._packedWeights : owner._transformedWeights).Columns(FilterVectorConvolution.PackedWeightsLength(g));
+                FilterVectorConvolution.PackWeights(g, owner.Width, w, _packed);
+            }
+
+            (_g, _activation) = (g, activation);
+            _x = x;
+            _w = w;
+            _b = b;
+            _y = y;
             if (_filterVector)
             {
-                _transformed = owner._transformedWeights.Columns(FilterVectorConvolution.PackedWeightsLength(g));
-                FilterVectorConvolution.PackWeights(g, w, _transformed);
-                ScratchFloats = FilterVectorConvolution.ScratchLength(g);
-
                 // A batch smaller than the team splits each image's blocks of filters between workers (each output is
                 // still one worker's sum: the same bits), so that batch-1 inference does not run on one core.
+                ScratchFloats = FilterVectorConvolution.ScratchLength(g, owner.Width);
                 int workers = owner._workers.Count;
-                _blockSplits = g.N >= workers ? 1 : Math.Min(g.K / FilterVectorConvolution.BlockFilters, (workers + g.N - 1) / g.N);
-                (_winograd, _imagesPerProduct, _images, _blocked, _direct) = (false, false, 1, false, false);
-                (_g, _activation) = (g, activation);
-                _x = x;
-                _w = w;
-                _b = b;
-                _y = y;
+                _blockSplits = g.N >= workers ? 1 : Math.Min(g.K / FilterVectorConvolution.BlockFilters(owner.Width), (workers + g.N - 1) / g.N);
+                (_imagesPerProduct, _images, _blocked, _direct) = (false, 1, false, false);
                 return;
             }
 
             _blocked = BlockedConvolution.Suits(g);
             _direct = !_blocked && (direct || DirectConvolution.SuitsForward(g));
             int width = (int)owner.Width;
-            ScratchFloats = _blocked ? BlockedConvolution.ScratchLength(g, width) : _direct ? DirectConvolution.ScratchLength(g, width) :
-                IsPointwise(g) ? 0 : g.C * g.R * g.S * g.P * g.Q;
-
-            // Winograd where it suits and the filters are finite; an image holding a NaN or ±∞ takes the path chosen above.
-            _winograd = owner.UsesWinograd(g);
+            ScratchFloats = _imagesByFilterVectors ? FilterVectorConvolution.ScratchLength(g, owner.Width) : _blocked ? BlockedConvolution.ScratchLength(g, width) :
+                _direct ? DirectConvolution.ScratchLength(g, width) : IsPointwise(g) ? 0 : g.C * g.R * g.S * g.P * g.Q;
             _images = 1;
             if (_winograd)
             {
-                _transformed = owner._transformedWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));
-                _winograd = owner._winogradWeightsJob.Transform(g, w, _transformed);
                 ScratchFloats = Math.Max(ScratchFloats, WinogradConvolution.ScratchLength(g, owner.Width));
-                _images = _winograd ? WinogradConvolution.ForwardImages(g, owner.Width) : 1;
+                _images = WinogradConvolution.ForwardImages(g, owner.Width);
             }
 
             // By GEMM: small planes several images to a product (its columns side by side), the product in scratch.
@@ -128,12 +138,6 @@ public sealed unsafe partial class CpuBackend
                 }
             }
 
-            _activation = activation;
-            _g = g;
-            _x = x;
-            _w = w;
-            _b = b;
-            _y = y;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -142,13 +146,13 @@ public sealed unsafe partial class CpuBackend
             long pq = (long)_g.P * _g.Q;
             if (_filterVector)
             {
-                int n = part / _blockSplits, split = part % _blockSplits, blocks = _g.K / FilterVectorConvolution.BlockFilters;
+                int n = part / _blockSplits, split = part % _blockSplits, size = FilterVectorConvolution.BlockFilters(owner.Width), blocks = _g.K / size;
                 int firstBlock = split * blocks / _blockSplits, endBlock = (split + 1) * blocks / _blockSplits;
                 float* y = _y + (n * _g.K * pq);
-                FilterVectorConvolution.Forward(_g, _x + ((long)n * _g.C * _g.H * _g.W), _transformed, _b, y,
+                FilterVectorConvolution.Forward(_g, owner.Width, _x + ((long)n * _g.C * _g.H * _g.W), _packed, _b, y,
                     owner._scratch[worker].Columns(ScratchFloats), firstBlock, endBlock - firstBlock);
-                long offset = firstBlock * FilterVectorConvolution.BlockFilters * pq;
-                Activate(y + offset, (int)(((endBlock - firstBlock) * FilterVectorConvolution.BlockFilters * pq)));
+                long offset = firstBlock * size * pq;
+                Activate(y + offset, (int)((endBlock - firstBlock) * size * pq));
                 return;
             }
 
@@ -187,6 +191,14 @@ public sealed unsafe partial class CpuBackend
             int crs = _g.C * _g.R * _g.S, pq = _g.P * _g.Q;
             float* x = _x + (long)n * _g.C * _g.H * _g.W;
             float* y = _y + (long)n * _g.K * pq;
+            if (_imagesByFilterVectors)
+            {
+                FilterVectorConvolution.Forward(_g, owner.Width, x, _packed, _b, y, owner._scratch[worker].Columns(ScratchFloats), 0,
+                    _g.K / FilterVectorConvolution.BlockFilters(owner.Width));
+                Activate(y, _g.K * pq);
+                return;
+            }
+
             if (_blocked)
             {
                 float* scratch = owner._scratch[worker].Columns(ScratchFloats);

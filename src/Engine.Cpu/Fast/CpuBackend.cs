@@ -46,6 +46,9 @@ public sealed unsafe partial class CpuBackend : HostBackend
     /// </summary>
     private readonly Scratch _transformedWeights = new();
 
+    /// <summary>The filters packed for <see cref="FilterVectorConvolution"/> beside Winograd's, for the images Winograd leaves to it.</summary>
+    private readonly Scratch _packedWeights = new();
+
     /// <summary>
     /// Where 3×3 stride-1 layers run by Winograd's F(2×2, 3×3) (<see cref="WinogradConvolution"/>, on the AVX paths),
     /// forward and backward-data, and their filter gradients by F(3×3, 2×2): 2.25× fewer multiplications, results that
@@ -65,13 +68,14 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     /// <summary>
     /// Whether a layer's forward pass (or a stride-1 backward-data, run as one) is vectorised across filters
-    /// (<see cref="FilterVectorConvolution"/>): where it suits and pays, unless Winograd is forced and can run, or
-    /// GPUCNN_CPU_FILTER_VECTORS is off (for comparing the routes).
+    /// (<see cref="FilterVectorConvolution"/>) when Winograd would (<paramref name="winograd"/>) or would not run it:
+    /// where it suits and pays, unless Winograd is forced and can run, or GPUCNN_CPU_FILTER_VECTORS is off (for
+    /// comparing the routes).
     /// </summary>
-    private bool UsesFilterVectors(in Conv2dGeometry g) =>
+    private bool UsesFilterVectors(in Conv2dGeometry g, bool winograd) =>
         FilterVectorsAllowed && FilterVectorConvolution.Suits(g, Width) &&
-        !(Winograd == WinogradMode.Always && WinogradConvolution.CanRun(g, Width)) &&
-        FilterVectorConvolution.Pays(g, UsesWinograd(g));
+        !(winograd && Winograd == WinogradMode.Always) &&
+        FilterVectorConvolution.Pays(g, Width, winograd);
 
     private static readonly bool FilterVectorsAllowed = Environment.GetEnvironmentVariable("GPUCNN_CPU_FILTER_VECTORS") switch
     {
@@ -122,7 +126,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
     public override string DeviceName => $"{Threads} threads, {Width} ({RuntimeInformation.ProcessArchitecture})";
 
     /// <inheritdoc/>
-    protected override long ScratchBytes => _workers.ScratchBytes + _scratch.Sum(s => s.Bytes) + _transformedWeights.Bytes;
+    protected override long ScratchBytes => _workers.ScratchBytes + _scratch.Sum(s => s.Bytes) + _transformedWeights.Bytes + _packedWeights.Bytes;
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
