@@ -208,14 +208,14 @@ internal static unsafe class DirectConvolution
                     if (kernelW == 5)
                     {
                         // LeNet's 5×5 kernels in one block of five columns (blocks of four computed 8 for 5: 0.73× the time).
-                        Columns2<TOps, TVec, FiveColumns>(gradRows, (long)outH * vectorQ, vectorQ, inputRows, rowLength, outH, outW,
+                        Columns2<TOps, TVec, Five>(gradRows, (long)outH * vectorQ, vectorQ, inputRows, rowLength, outH, outW,
                             dw + (k * filterStride) + weight, filterStride, kernelW);
                         continue;
                     }
 
                     for (int s0 = 0; s0 < kernelW; s0 += 4)
                     {
-                        Columns2<TOps, TVec, FourColumns>(gradRows, (long)outH * vectorQ, vectorQ, inputRows + s0, rowLength, outH, outW,
+                        Columns2<TOps, TVec, Four>(gradRows, (long)outH * vectorQ, vectorQ, inputRows + s0, rowLength, outH, outW,
                             dw + (k * filterStride) + weight + s0, filterStride, kernelW - s0);
                     }
                 }
@@ -278,14 +278,15 @@ internal static unsafe class DirectConvolution
     /// <summary>
     /// <see cref="Columns1"/> for two filters at once (their gradient rows <paramref name="filterGradStride"/> apart,
     /// their weights <paramref name="filterStride"/> apart), each input load feeding both; four kernel columns at a
-    /// time, or five (<typeparamref name="TBlock"/>).
+    /// time (any kernel width, in blocks: the last one's columns past S computed and dropped), or five (a 5-wide kernel
+    /// in one block): <typeparamref name="TBlock"/>, fixed when the JIT compiles it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Columns2<TOps, TVec, TBlock>(float* gradRows, long filterGradStride, int gradStride, float* inputRows, int rowLength,
         int outH, int outW, float* target, long filterStride, int columns)
         where TOps : struct, IVectorOps<TVec>
         where TVec : unmanaged
-        where TBlock : struct, IColumnBlock
+        where TBlock : struct, IConstant
     {
         int width = TOps.Width;
         TVec a0 = TOps.Zero, a1 = TOps.Zero, a2 = TOps.Zero, a3 = TOps.Zero, a4 = TOps.Zero;
@@ -310,7 +311,7 @@ internal static unsafe class DirectConvolution
                 x = TOps.Load(inputRow + q + 3);
                 a3 = TOps.MultiplyAdd(d, x, a3);
                 b3 = TOps.MultiplyAdd(e, x, b3);
-                if (TBlock.Columns == 5)
+                if (TBlock.Value == 5)
                 {
                     x = TOps.Load(inputRow + q + 4);
                     a4 = TOps.MultiplyAdd(d, x, a4);
@@ -334,7 +335,7 @@ internal static unsafe class DirectConvolution
                 x = TOps.KeepFirst(TOps.Load(inputRow + q + 3), valid);
                 a3 = TOps.MultiplyAdd(d, x, a3);
                 b3 = TOps.MultiplyAdd(e, x, b3);
-                if (TBlock.Columns == 5)
+                if (TBlock.Value == 5)
                 {
                     x = TOps.KeepFirst(TOps.Load(inputRow + q + 4), valid);
                     a4 = TOps.MultiplyAdd(d, x, a4);
@@ -345,7 +346,7 @@ internal static unsafe class DirectConvolution
 
         AddSums<TOps, TVec>(target, columns, a0, a1, a2, a3);
         AddSums<TOps, TVec>(target + filterStride, columns, b0, b1, b2, b3);
-        if (TBlock.Columns == 5)
+        if (TBlock.Value == 5)
         {
             target[4] += TOps.Sum(a4);
             target[filterStride + 4] += TOps.Sum(b4);
@@ -364,22 +365,4 @@ internal static unsafe class DirectConvolution
             target[3] += TOps.Sum(acc3);
         }
     }
-}
-
-/// <summary>Kernel columns a step of the direct filter gradient takes at once, fixed when the JIT compiles it.</summary>
-internal interface IColumnBlock
-{
-    static abstract int Columns { get; }
-}
-
-/// <summary>Four columns: any kernel width, in blocks (the last one's columns past S computed and dropped).</summary>
-internal readonly struct FourColumns : IColumnBlock
-{
-    public static int Columns => 4;
-}
-
-/// <summary>Five columns: a 5-wide kernel in one block.</summary>
-internal readonly struct FiveColumns : IColumnBlock
-{
-    public static int Columns => 5;
 }

@@ -374,7 +374,10 @@ public static class Simd
     }
 }
 
-/// <summary>A compile-time count (a stride, runs or vectors per step): the JIT drops the code a kernel rules out with it.</summary>
+/// <summary>
+/// A compile-time count (a stride, runs or vectors per step, kernel columns per block): the JIT drops the code a kernel
+/// rules out with it.
+/// </summary>
 internal interface IConstant
 {
     static abstract int Value { get; }
@@ -388,4 +391,14 @@ internal readonly struct One : IConstant
 internal readonly struct Two : IConstant
 {
     public static int Value => 2;
+}
+
+internal readonly struct Four : IConstant
+{
+    public static int Value => 4;
+}
+
+internal readonly struct Five : IConstant
+{
+    public static int Value => 5;
 }
