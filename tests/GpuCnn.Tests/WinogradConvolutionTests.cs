@@ -199,6 +199,15 @@ public sealed class WinogradConvolutionTests
     }
 
     [Fact]
+    public void A_misspelt_filter_vector_setting_is_a_clear_error()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        var run = CliProcess.RunWithEnvironment(["bench", "--device", "cpu", "--only", "gemm-256", "--quick"], "GPUCNN_CPU_FILTER_VECTORS", "on");
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains("GPUCNN_CPU_FILTER_VECTORS is 'on'; expected off or auto.", run.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_misspelt_winograd_setting_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");

@@ -74,7 +74,8 @@ public sealed unsafe partial class CpuBackend
 
         /// <summary>
         /// Sets up y = f(conv(x, w) + b); f (the layer's fused activation, or none) is applied to each image's output
-        /// while it is still in cache. <paramref name="direct"/> forces the direct kernel.
+        /// while it is still in cache. <paramref name="direct"/> forces the direct kernel where neither the blocked
+        /// kernel nor the one vectorised across filters takes the layer.
         /// </summary>
         public void Set(in Conv2dGeometry g, float* x, float* w, float* b, float* y, FusedActivation? activation, bool direct = false)
         {
@@ -137,7 +138,6 @@ public sealed unsafe partial class CpuBackend
                     scratch.ImageColumns.Set(g, images, null); // every worker's tables now: parts go to whichever is free
                 }
             }
-
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -73,16 +73,19 @@ public sealed unsafe partial class CpuBackend : HostBackend
     /// comparing the routes).
     /// </summary>
     private bool UsesFilterVectors(in Conv2dGeometry g, bool winograd) =>
-        FilterVectorsAllowed && FilterVectorConvolution.Suits(g, Width) &&
+        _filterVectorsAllowed && FilterVectorConvolution.Suits(g, Width) &&
         !(winograd && Winograd == WinogradMode.Always) &&
         FilterVectorConvolution.Pays(g, Width, winograd);
 
-    private static readonly bool FilterVectorsAllowed = Environment.GetEnvironmentVariable("GPUCNN_CPU_FILTER_VECTORS") switch
+    private readonly bool _filterVectorsAllowed = FilterVectorsFromEnvironment();
+
+    private static bool FilterVectorsFromEnvironment()
     {
-        null or "" or "auto" => true,
-        "off" => false,
-        var setting => throw new InvalidOperationException($"GPUCNN_CPU_FILTER_VECTORS is '{setting}'; expected off or auto."),
-    };
+        string? setting = Environment.GetEnvironmentVariable("GPUCNN_CPU_FILTER_VECTORS")?.Trim();
+        return string.IsNullOrEmpty(setting) || string.Equals(setting, "auto", StringComparison.OrdinalIgnoreCase) ? true :
+            string.Equals(setting, "off", StringComparison.OrdinalIgnoreCase) ? false :
+            throw new InvalidOperationException($"GPUCNN_CPU_FILTER_VECTORS is '{setting}'; expected off or auto.");
+    }
 
     private static WinogradMode WinogradFromEnvironment()
     {
