@@ -81,6 +81,17 @@ public sealed class CpuBackendTests
             new(N: 1, C: 2, H: 9, W: 26, K: 32, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
             new(N: 2, C: 3, H: 7, W: 7, K: 64, R: 5, S: 5, PadH: 2, PadW: 2),
             new(N: 1, C: 4, H: 7, W: 7, K: 96, R: 3, S: 3, PadH: 1, PadW: 1)]; // batch 1: its three blocks split between the three workers
+        // Strided backward-data vectorised across input channels, phase by phase (TransposedPlan): 32 channels at stride 2
+        // into 7×7 phases, and into 28 rows of 26 columns (phases of 14 × 13); on AVX2 (blocks of 8) also 8 channels of
+        // 13×13 (phases of 7 and 6 columns), a 4×4 kernel (2 × 2 taps a phase) and strides of 2 × 1.
+        Conv2dGeometry[] phases = [
+            new(N: 2, C: 32, H: 14, W: 14, K: 16, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
+            new(N: 1, C: 32, H: 28, W: 26, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
+            new(N: 2, C: 8, H: 13, W: 13, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
+            new(N: 2, C: 16, H: 10, W: 10, K: 8, R: 4, S: 4, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
+            new(N: 2, C: 8, H: 9, W: 7, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 1, PadH: 1, PadW: 1)];
+        bool vectors = width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported;
+        Assert.All(phases, g => Assert.Equal(vectors && g.C % FilterVectorConvolution.BlockFilters(width) == 0, FilterVectorConvolution.SuitsPhases(g, width)));
         Assert.All(filterVector, g => Assert.Equal(
             width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported,
             FilterVectorConvolution.Suits(g, width)));
@@ -99,9 +110,9 @@ public sealed class CpuBackendTests
                      .Append(new Conv2dGeometry(N: 1, C: 17, H: 62, W: 62, K: 6, R: 3, S: 3, PadH: 1, PadW: 1))
                      .Append(new Conv2dGeometry(N: 3, C: 6, H: 10, W: 9, K: 16, R: 5, S: 5, PadH: 2, PadW: 2)).Append(byFilters).Append(columnShifted)
                      .Append(straight).Append(fewChannels).Append(wideKernel).Append(columnShiftedWide).Append(columnShiftedWider)
-                     .Concat(filterVector)
+                     .Concat(filterVector).Concat(phases)
                      .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true))
-                     .Append((fewChannels, true)).Append((filterVector[0], true)))
+                     .Append((fewChannels, true)).Append((filterVector[0], true)).Append((phases[0], true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             float[] bias = TestData.Uniform(g.K, 7);

@@ -872,9 +872,33 @@ internal static unsafe partial class BlockedConvolution
         g.IsPlain && g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && (g.StrideH == 2 || g.StrideW == 2) && g.R * g.S > 1 && g.C >= 4 &&
         g.K * ((g.R + 1) / 2) * ((g.S + 1) / 2) <= 4096 && (long)g.K * (g.H + g.R) * (g.W + g.S) <= 1 << 16;
 
+    /// <summary>dy in the plan's padded layout: row p at row p + TapsH − 1, column q at column q + TapsW − 1, zeros elsewhere.</summary>
+    public static void PadGradient(TransposedPlan plan, float* dy, float* padded)
+    {
+        var g = plan.Geometry;
+        new Span<float>(padded, plan.PaddedLength).Clear();
+        for (int k = 0; k < g.K; k++)
+        {
+            for (int p = 0; p < g.P; p++)
+            {
+                Simd.CopyFloats(dy + ((long)k * g.P + p) * g.Q, padded + (long)k * plan.Plane + (p + plan.TapsH - 1) * plan.RowLength + plan.TapsW - 1, g.Q);
+            }
+        }
+    }
+
     /// <summary>dx_n (C,H,W) = the input gradient of one image from dy_n (K,P,Q), phase by phase (see <see cref="TransposedPlan"/>).</summary>
     public static void BackwardData(SimdWidth width, TransposedPlan plan, float* dy, float* dx, float* scratch)
     {
+        if (plan.ByFilterVectors)
+        {
+            fixed (float* packed = plan.PackedWeights)
+            {
+                FilterVectorConvolution.BackwardData(width, plan, packed, dy, dx, scratch);
+            }
+
+            return;
+        }
+
         switch (width)
         {
             case SimdWidth.Vector512: BackwardData<Vec512, Vector512<float>>(plan, dy, dx, scratch); break;
@@ -891,17 +915,8 @@ internal static unsafe partial class BlockedConvolution
     {
         var g = plan.Geometry;
         int rowLength = plan.RowLength, span = plan.Span;
-
-        // dy in its padded layout: row p at row p + JmaxH − 1, column q at column q + JmaxW − 1.
         float* padded = scratch;
-        new Span<float>(padded, plan.PaddedLength).Clear();
-        for (int k = 0; k < g.K; k++)
-        {
-            for (int p = 0; p < g.P; p++)
-            {
-                Simd.CopyFloats(dy + ((long)k * g.P + p) * g.Q, padded + (long)k * plan.Plane + (p + plan.TapsH - 1) * rowLength + plan.TapsW - 1, g.Q);
-            }
-        }
+        PadGradient(plan, dy, padded);
 
         float* rows = padded + plan.PaddedLength;
         fixed (float* weights = plan.Weights)
@@ -1018,7 +1033,23 @@ internal sealed class TransposedPlan : IBackwardDataPlan
 
         Phases = [.. phases];
         Weights = new float[weightStart];
+        Width = (SimdWidth)width;
+        ByFilterVectors = FilterVectorsAllowed && FilterVectorConvolution.SuitsPhases(g, Width);
+        PackedWeights = ByFilterVectors ? new float[weightStart] : [];
     }
+
+    /// <summary>GPUCNN_CPU_FILTER_VECTORS=off keeps the blocked kernel here too (read once: plans are cached per shape).</summary>
+    private static bool FilterVectorsAllowed =>
+        !string.Equals(Environment.GetEnvironmentVariable("GPUCNN_CPU_FILTER_VECTORS")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
+
+    private SimdWidth Width { get; }
+
+    /// <summary>Whether the phases run vectorised across input channels (<see cref="FilterVectorConvolution.SuitsPhases"/>).</summary>
+    public bool ByFilterVectors { get; }
+
+    /// <summary><see cref="Weights"/> packed per phase in blocks of input channels, when <see cref="ByFilterVectors"/>.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1819", Justification = "Pinned by the kernel; written per call.")]
+    public float[] PackedWeights { get; }
 
     /// <summary>One phase's taps: their reads in the padded dy, and where its weights start in <see cref="Weights"/>.</summary>
     public sealed record Phase(int RowPhase, int ColumnPhase, int TapsH, int TapsW, int[] Offsets, int WeightStart)
@@ -1053,8 +1084,8 @@ internal sealed class TransposedPlan : IBackwardDataPlan
 
     public int PaddedLength { get; }
 
-    /// <summary>Floats of scratch per image: padded dy and one block of output rows.</summary>
-    public int ScratchFloats => PaddedLength + (BlockedConvolution.Filters * Span);
+    /// <summary>Floats of scratch per image: padded dy and one block of output rows (or of runs' sums).</summary>
+    public int ScratchFloats => PaddedLength + (ByFilterVectors ? FilterVectorConvolution.PhaseScratch(Width) : BlockedConvolution.Filters * Span);
 
     public unsafe void Run(SimdWidth width, float* dy, float* dx, float* scratch) => BlockedConvolution.BackwardData(width, this, dy, dx, scratch);
 
@@ -1077,6 +1108,14 @@ internal sealed class TransposedPlan : IBackwardDataPlan
                         }
                     }
                 }
+            }
+        }
+
+        if (ByFilterVectors)
+        {
+            fixed (float* weights = Weights, packed = PackedWeights)
+            {
+                FilterVectorConvolution.PackPhases(this, Width, weights, packed);
             }
         }
     }

@@ -29,7 +29,7 @@ internal static unsafe class FilterVectorConvolution
         (width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported) &&
         g.Groups == 1 && g.K % BlockFilters(width) == 0 &&
         g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.DilationH == 1 && g.DilationW == 1 && g.R * g.S > 1 &&
-        g.P * g.Q <= 256 && (g.Q <= RunLength || RunsPerRow(g) * RunLength * 8 <= g.Q * 9) &&
+        g.P * g.Q <= 256 && RunsFit(g.Q) &&
         (long)g.C * g.R * g.S <= 8192 && (long)g.C * PaddedPlane(g) <= 1 << 20;
 
     /// <summary>
@@ -49,18 +49,25 @@ internal static unsafe class FilterVectorConvolution
     /// as one register transpose (a float at a time, packing 64 → 64 filters of 3×3 took as long as the layer's whole
     /// forward pass on one image).
     /// </summary>
+    public static void PackWeights(in Conv2dGeometry g, SimdWidth width, float* w, float* packed) =>
+        PackBlocks(w, g.K, g.C * g.R * g.S, width, packed);
+
+    /// <summary>
+    /// packed[kb][t][j] = source[kb·F + j][t]: <paramref name="filters"/> rows of <paramref name="taps"/> floats (a
+    /// multiple of F rows) in blocks of F.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void PackWeights(in Conv2dGeometry g, SimdWidth width, float* w, float* packed)
+    private static void PackBlocks(float* source, int filters, int taps, SimdWidth width, float* packed)
     {
-        int taps = g.C * g.R * g.S, wholeTaps = taps / 8 * 8, size = BlockFilters(width);
-        for (int kb = 0; kb < g.K / size; kb++)
+        int wholeTaps = taps / 8 * 8, size = BlockFilters(width);
+        for (int kb = 0; kb < filters / size; kb++)
         {
-            float* block = packed + ((long)kb * taps * size), filters = w + ((long)kb * size * taps);
+            float* block = packed + ((long)kb * taps * size), rows = source + ((long)kb * size * taps);
             for (int t = 0; t < wholeTaps; t += 8)
             {
                 for (int j = 0; j < size; j += 8)
                 {
-                    PackedGemm.Transpose8x8(filters + ((long)j * taps) + t, taps, block + (t * size) + j, size);
+                    PackedGemm.Transpose8x8(rows + ((long)j * taps) + t, taps, block + (t * size) + j, size);
                 }
             }
 
@@ -68,18 +75,51 @@ internal static unsafe class FilterVectorConvolution
             {
                 for (int j = 0; j < size; j++)
                 {
-                    block[(t * size) + j] = filters[((long)j * taps) + t];
+                    block[(t * size) + j] = rows[((long)j * taps) + t];
                 }
             }
         }
     }
+
+    /// <summary>
+    /// Whether a strided layer's backward-data (<see cref="TransposedPlan"/>: a stride-1 correlation of dy per phase of
+    /// dx) runs here, vectorised across input channels: whole blocks of them, and in every phase runs of seven dx
+    /// columns that drop at most one pixel in nine (the phase grid at most 256 outputs).
+    /// </summary>
+    public static bool SuitsPhases(in Conv2dGeometry g, SimdWidth width)
+    {
+        if (!(width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported) ||
+            g.C % BlockFilters(width) != 0)
+        {
+            return false;
+        }
+
+        int wide = (g.W + g.StrideW - 1) / g.StrideW, narrow = g.W / g.StrideW, rows = (g.H + g.StrideH - 1) / g.StrideH;
+        return RunsFit(wide) && RunsFit(narrow) && (long)rows * wide <= 256;
+    }
+
+    private static bool RunsFit(int columns) => columns > 0 && (columns <= RunLength || RunsPerRow(columns) * RunLength * 8 <= columns * 9);
+
+    /// <summary>The plan's weights (per phase, per input channel, its taps) packed per phase in blocks of input channels.</summary>
+    public static void PackPhases(TransposedPlan plan, SimdWidth width, float* weights, float* packed)
+    {
+        foreach (var phase in plan.Phases)
+        {
+            PackBlocks(weights + phase.WeightStart, plan.Geometry.C, phase.Taps, width, packed + phase.WeightStart);
+        }
+    }
+
+    /// <summary>Floats of scratch the phases need past the padded dy: one pair of runs' sums (and the transpose's eighth row).</summary>
+    public static int PhaseScratch(SimdWidth width) => ((2 * RunLength) + 1) * BlockFilters(width);
 
     private static int PaddedWidth(in Conv2dGeometry g) => g.W + (2 * g.PadW);
 
     private static int PaddedPlane(in Conv2dGeometry g) => (g.H + (2 * g.PadH)) * PaddedWidth(g);
 
     /// <summary>Runs of seven pixels over the output rows.</summary>
-    private static int RunsPerRow(in Conv2dGeometry g) => (g.Q + RunLength - 1) / RunLength;
+    private static int RunsPerRow(in Conv2dGeometry g) => RunsPerRow(g.Q);
+
+    private static int RunsPerRow(int columns) => (columns + RunLength - 1) / RunLength;
 
     /// <summary>Floats of scratch one image needs: its padded planes with slack, the tap offsets, a tile of sums (with an eighth pixel's row the transpose reads).</summary>
     public static int ScratchLength(in Conv2dGeometry g, SimdWidth width) =>
@@ -156,6 +196,108 @@ internal static unsafe class FilterVectorConvolution
                 Accumulate<TOps, TVec, TVectors, TStride, Two>(originA, originB, offsets, taps, weights, bias0, bias1, tile);
                 Scatter(tile, size, block, pq, (pA * g.Q) + qA, Math.Min(RunLength, g.Q - qA));
                 Scatter(tile + tileRun, size, block, pq, (pB * g.Q) + qB, Math.Min(RunLength, g.Q - qB));
+            }
+        }
+    }
+
+    /// <summary>
+    /// dx_n (C,H,W) of a strided layer, phase by phase (<see cref="TransposedPlan"/>): dy is padded as the blocked
+    /// kernel pads it (<see cref="BlockedConvolution.PadGradient"/>), and each phase's dx pixels, in runs of seven along
+    /// its columns, sum their taps for a block of input channels at a time; each sum is stored once, at the stride.
+    /// </summary>
+    public static void BackwardData(SimdWidth width, TransposedPlan plan, float* packed, float* dy, float* dx, float* scratch)
+    {
+        if (width == SimdWidth.Vector512)
+        {
+            BackwardData<Vec512, Vector512<float>, Two>(plan, packed, dy, dx, scratch);
+        }
+        else
+        {
+            BackwardData<Vec256, Vector256<float>, One>(plan, packed, dy, dx, scratch);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void BackwardData<TOps, TVec, TVectors>(TransposedPlan plan, float* packed, float* dy, float* dx, float* scratch)
+        where TOps : struct, IVectorOps<TVec>
+        where TVec : unmanaged
+        where TVectors : struct, IConstant
+    {
+        var g = plan.Geometry;
+        int size = TVectors.Value * TOps.Width, planeDx = g.H * g.W;
+        float* padded = scratch, tile = scratch + plan.PaddedLength;
+        BlockedConvolution.PadGradient(plan, dy, padded);
+        for (int index = 0; index < plan.Phases.Length; index++)
+        {
+            var phase = plan.Phases[index];
+
+            // The phase's dx rows h = Sh·i + φh − Ph and columns x = Sw·j + φw − Pw inside dx: i in [firstI, endI), j in [firstJ, endJ).
+            int firstI = Math.Max(0, (g.PadH - phase.RowPhase + g.StrideH - 1) / g.StrideH);
+            int endI = Math.Min(plan.RowsOut, ((g.H - 1 + g.PadH - phase.RowPhase) / g.StrideH) + 1);
+            int firstJ = Math.Max(0, (g.PadW - phase.ColumnPhase + g.StrideW - 1) / g.StrideW);
+            int endJ = Math.Min(plan.ColumnsOut, ((g.W - 1 + g.PadW - phase.ColumnPhase) / g.StrideW) + 1);
+            if (endI <= firstI || endJ <= firstJ)
+            {
+                continue;
+            }
+
+            int firstH = (g.StrideH * firstI) + phase.RowPhase - g.PadH, firstX = (g.StrideW * firstJ) + phase.ColumnPhase - g.PadW;
+            if (phase.Taps == 0)
+            {
+                for (int c = 0; c < g.C; c++)
+                {
+                    for (int i = firstI, h = firstH; i < endI; i++, h += g.StrideH)
+                    {
+                        for (int j = firstJ, x = firstX; j < endJ; j++, x += g.StrideW)
+                        {
+                            dx[((long)c * planeDx) + (h * g.W) + x] = 0f;
+                        }
+                    }
+                }
+
+                continue;
+            }
+
+            int runsPerRow = RunsPerRow(endJ - firstJ), runs = (endI - firstI) * runsPerRow;
+            fixed (int* offsets = phase.Offsets)
+            {
+                for (int cb = 0; cb < g.C / size; cb++)
+                {
+                    float* weights = packed + phase.WeightStart + ((long)cb * size * phase.Taps), block = dx + ((long)cb * size * planeDx);
+                    for (int run = 0; run < runs; run += 2)
+                    {
+                        int iA = firstI + (run / runsPerRow), jA = firstJ + (run % runsPerRow * RunLength);
+                        float* originA = padded + (iA * plan.RowLength) + jA;
+                        int hA = (g.StrideH * iA) + phase.RowPhase - g.PadH, xA = (g.StrideW * jA) + phase.ColumnPhase - g.PadW;
+                        if (run + 1 == runs)
+                        {
+                            Accumulate<TOps, TVec, TVectors, One, One>(originA, originA, offsets, phase.Taps, weights, TOps.Zero, TOps.Zero, tile);
+                            StoreStrided(tile, size, block, planeDx, (hA * g.W) + xA, g.StrideW, Math.Min(RunLength, endJ - jA));
+                            break;
+                        }
+
+                        int iB = firstI + ((run + 1) / runsPerRow), jB = firstJ + ((run + 1) % runsPerRow * RunLength);
+                        float* originB = padded + (iB * plan.RowLength) + jB;
+                        int hB = (g.StrideH * iB) + phase.RowPhase - g.PadH, xB = (g.StrideW * jB) + phase.ColumnPhase - g.PadW;
+                        Accumulate<TOps, TVec, TVectors, One, Two>(originA, originB, offsets, phase.Taps, weights, TOps.Zero, TOps.Zero, tile);
+                        StoreStrided(tile, size, block, planeDx, (hA * g.W) + xA, g.StrideW, Math.Min(RunLength, endJ - jA));
+                        StoreStrided(tile + (RunLength * size), size, block, planeDx, (hB * g.W) + xB, g.StrideW, Math.Min(RunLength, endJ - jB));
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>tile[i][f] (pixel i of a run, channel f of the block) to dx[f][first + i·stride] for the run's first <paramref name="pixels"/> pixels.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreStrided(float* tile, int size, float* dx, int plane, int first, int stride, int pixels)
+    {
+        for (int f = 0; f < size; f++)
+        {
+            float* target = dx + ((long)f * plane) + first;
+            for (int i = 0; i < pixels; i++)
+            {
+                target[i * stride] = tile[(i * size) + f];
             }
         }
     }
