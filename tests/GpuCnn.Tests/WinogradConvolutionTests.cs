@@ -124,9 +124,16 @@ public sealed class WinogradConvolutionTests
         w = TestData.Uniform(g.WeightSize, 6);
         b = TestData.Uniform(g.K, 7);
         dy = TestData.Uniform(g.OutputSize, 8);
-        w[(9 * g.C * 9) + 4] = float.NegativeInfinity;
-        (fast, fastDx, _) = ConvolutionPasses.Run(winograd, g, x, w, b, dy);
-        (plain, plainDx, _) = ConvolutionPasses.Run(direct, g, x, w, b, dy);
+        AssertAFilterWithMinusInfinityGivesTheBitsOf(direct, winograd, g, x, w, b, dy, (9 * g.C * 9) + 4, width);
+    }
+
+    /// <summary>With w[<paramref name="index"/>] = −∞, <paramref name="tried"/>'s forward and backward-data bitwise <paramref name="expected"/>'s.</summary>
+    private static void AssertAFilterWithMinusInfinityGivesTheBitsOf(CpuBackend expected, CpuBackend tried, Conv2dGeometry g, float[] x, float[] w,
+        float[] b, float[] dy, int index, SimdWidth width)
+    {
+        w[index] = float.NegativeInfinity;
+        var (fast, fastDx, _) = ConvolutionPasses.Run(tried, g, x, w, b, dy);
+        var (plain, plainDx, _) = ConvolutionPasses.Run(expected, g, x, w, b, dy);
         TensorAssert.Identical<float>(plain, fast, $"{width} a filter with −∞");
         TensorAssert.Identical<float>(plainDx, fastDx, $"{width} backward-data through a filter with −∞");
     }
@@ -191,28 +198,17 @@ public sealed class WinogradConvolutionTests
         TensorAssert.Identical<float>(plainDx.AsSpan(image, image), fastDx.AsSpan(image, image), $"{width} the dy holding a NaN");
         Assert.False(fast.AsSpan(0, plane).SequenceEqual(plain.AsSpan(0, plane)), $"{width} the finite image ran by Winograd");
 
-        w[(5 * g.C * 9) + 4] = float.NegativeInfinity;
-        (fast, fastDx, _) = ConvolutionPasses.Run(auto, g, x, w, b, dy);
-        (plain, plainDx, _) = ConvolutionPasses.Run(off, g, x, w, b, dy);
-        TensorAssert.Identical<float>(plain, fast, $"{width} a filter with −∞");
-        TensorAssert.Identical<float>(plainDx, fastDx, $"{width} backward-data through a filter with −∞");
+        AssertAFilterWithMinusInfinityGivesTheBitsOf(off, auto, g, x, w, b, dy, (5 * g.C * 9) + 4, width);
     }
 
-    [Fact]
-    public void A_misspelt_filter_vector_setting_is_a_clear_error()
+    [Theory]
+    [InlineData("GPUCNN_CPU_WINOGRAD", "sometimes", "GPUCNN_CPU_WINOGRAD is 'sometimes'; expected off, auto or always.")]
+    [InlineData("GPUCNN_CPU_FILTER_VECTORS", "on", "GPUCNN_CPU_FILTER_VECTORS is 'on'; expected off or auto.")]
+    public void A_misspelt_cpu_route_setting_is_a_clear_error(string variable, string value, string message)
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
-        var run = CliProcess.RunWithEnvironment(["bench", "--device", "cpu", "--only", "gemm-256", "--quick"], "GPUCNN_CPU_FILTER_VECTORS", "on");
+        var run = CliProcess.RunWithEnvironment(["bench", "--device", "cpu", "--only", "gemm-256", "--quick"], variable, value);
         Assert.Equal(1, run.ExitCode);
-        Assert.Contains("GPUCNN_CPU_FILTER_VECTORS is 'on'; expected off or auto.", run.Error, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public void A_misspelt_winograd_setting_is_a_clear_error()
-    {
-        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
-        var run = CliProcess.RunWithEnvironment(["bench", "--device", "cpu", "--only", "gemm-256", "--quick"], "GPUCNN_CPU_WINOGRAD", "sometimes");
-        Assert.Equal(1, run.ExitCode);
-        Assert.Contains("GPUCNN_CPU_WINOGRAD is 'sometimes'; expected off, auto or always.", run.Error, StringComparison.Ordinal);
+        Assert.Contains(message, run.Error, StringComparison.Ordinal);
     }
 }
