@@ -26,8 +26,7 @@ internal static unsafe class FilterVectorConvolution
     /// most seven is one run): 7, 13–14 or 20–21 columns, or up to 7. On the AVX-512 and AVX2 paths.
     /// </summary>
     public static bool Suits(in Conv2dGeometry g, SimdWidth width) =>
-        (width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported) &&
-        g.Groups == 1 && g.K % BlockFilters(width) == 0 &&
+        RunsOn(width) && g.Groups == 1 && g.K % BlockFilters(width) == 0 &&
         g.StrideH is 1 or 2 && g.StrideW is 1 or 2 && g.DilationH == 1 && g.DilationW == 1 && g.R * g.S > 1 &&
         g.P * g.Q <= 256 && RunsFit(g.Q) &&
         (long)g.C * g.R * g.S <= 8192 && (long)g.C * PaddedPlane(g) <= 1 << 20;
@@ -45,9 +44,9 @@ internal static unsafe class FilterVectorConvolution
     public static int PackedWeightsLength(in Conv2dGeometry g) => g.K * g.C * g.R * g.S;
 
     /// <summary>
-    /// packed[kb][t][j] = w[kb·F + j][t] for blocks of F filters and t = (c, r, s) in the weights' order: eight taps by eight filters at a time
-    /// as one register transpose (a float at a time, packing 64 → 64 filters of 3×3 took as long as the layer's whole
-    /// forward pass on one image).
+    /// packed[kb][t][j] = w[kb·F + j][t] for blocks of F filters and t = (c, r, s) in the weights' order: eight taps by
+    /// eight filters at a time as one register transpose (a float at a time, packing 64 → 64 filters of 3×3 took as
+    /// long as the layer's whole forward pass on one image).
     /// </summary>
     public static void PackWeights(in Conv2dGeometry g, SimdWidth width, float* w, float* packed) =>
         PackBlocks(w, g.K, g.C * g.R * g.S, width, packed);
@@ -88,8 +87,7 @@ internal static unsafe class FilterVectorConvolution
     /// </summary>
     public static bool SuitsPhases(in Conv2dGeometry g, SimdWidth width)
     {
-        if (!(width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported) ||
-            g.C % BlockFilters(width) != 0)
+        if (!RunsOn(width) || g.C % BlockFilters(width) != 0)
         {
             return false;
         }
@@ -97,6 +95,10 @@ internal static unsafe class FilterVectorConvolution
         int wide = (g.W + g.StrideW - 1) / g.StrideW, narrow = g.W / g.StrideW, rows = (g.H + g.StrideH - 1) / g.StrideH;
         return RunsFit(wide) && RunsFit(narrow) && (long)rows * wide <= 256;
     }
+
+    /// <summary>The AVX-512 path (with 256-bit masked stores) and the AVX2 + FMA path.</summary>
+    private static bool RunsOn(SimdWidth width) =>
+        width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported;
 
     private static bool RunsFit(int columns) => columns > 0 && (columns <= RunLength || RunsPerRow(columns) * RunLength * 8 <= columns * 9);
 
@@ -109,7 +111,7 @@ internal static unsafe class FilterVectorConvolution
         }
     }
 
-    /// <summary>Floats of scratch the phases need past the padded dy: one pair of runs' sums (and the transpose's eighth row).</summary>
+    /// <summary>Floats of scratch the phases need past the padded dy: one pair of runs' sums, and a row to spare.</summary>
     public static int PhaseScratch(SimdWidth width) => ((2 * RunLength) + 1) * BlockFilters(width);
 
     private static int PaddedWidth(in Conv2dGeometry g) => g.W + (2 * g.PadW);
@@ -121,7 +123,10 @@ internal static unsafe class FilterVectorConvolution
 
     private static int RunsPerRow(int columns) => (columns + RunLength - 1) / RunLength;
 
-    /// <summary>Floats of scratch one image needs: its padded planes with slack, the tap offsets, a tile of sums (with an eighth pixel's row the transpose reads).</summary>
+    /// <summary>
+    /// Floats of scratch one image needs: its padded planes with slack, the tap offsets, a pair of runs' sums (and an
+    /// eighth pixel's row, which the transpose reads and drops).
+    /// </summary>
     public static int ScratchLength(in Conv2dGeometry g, SimdWidth width) =>
         (g.C * PaddedPlane(g)) + Slack(g) + (g.C * g.R * g.S) + (((2 * RunLength) + 1) * BlockFilters(width));
 
