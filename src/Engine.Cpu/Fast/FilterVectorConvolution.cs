@@ -351,7 +351,7 @@ internal static unsafe class FilterVectorConvolution
     /// tile[i][j] (pixel i of the run, filter j of its <paramref name="size"/>) to y[j][first + i] for the run's first
     /// <paramref name="pixels"/> pixels: eight filters at a time transposed, each filter's pixels one masked store.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // not inlined (its stackalloc): optimised from the first call
     private static void Scatter(float* tile, int size, float* y, int pq, int first, int pixels)
     {
         float* transposed = stackalloc float[64];
