@@ -89,6 +89,7 @@ def rows(quick, device):
         ("conv3x3-64", (2, 16, 16, 16, 16, 3, 1, 1) if quick else (64, 64, 32, 32, 64, 3, 1, 1)),
         ("conv3x3-128", (2, 32, 8, 8, 32, 3, 1, 1) if quick else (32, 128, 16, 16, 128, 3, 1, 1)),
         ("conv3x3-64-7x7", (2, 16, 7, 7, 32, 3, 1, 1) if quick else (128, 64, 7, 7, 64, 3, 1, 1)),  # ResNet-8's last 3x3 layer
+        ("conv3x3s2-64-7x7", (2, 32, 8, 8, 32, 3, 1, 2) if quick else (128, 32, 14, 14, 64, 3, 1, 2)),  # its stride-2 3x3 layer
         ("conv1x1s2-64", (4, 8, 8, 8, 16, 1, 0, 2) if quick else (128, 32, 14, 14, 64, 1, 0, 2)),  # ResNet-8's shortcut
         ("conv-dw3x3-64", (2, 8, 8, 8, 8, 3, 1, 1, 8) if quick else (64, 64, 28, 28, 64, 3, 1, 1, 64)),  # depthwise (groups last)
         ("conv-dw3x3s2-128", (2, 8, 8, 8, 8, 3, 1, 2, 8) if quick else (64, 128, 28, 28, 128, 3, 1, 2, 128)),  # MobileNet's downsampling one

@@ -177,6 +177,9 @@ public static partial class OperationCases
             // ResNet-8's last 3×3 layer (64 → 64 channels at 7×7) at batch 128: planes smaller than a vector's run of pixels.
             ("conv3x3-64-7x7", quick ? new(N: 2, C: 16, H: 7, W: 7, K: 32, R: 3, S: 3, PadH: 1, PadW: 1)
                                      : new(N: 128, C: 64, H: 7, W: 7, K: 64, R: 3, S: 3, PadH: 1, PadW: 1)),
+            // ResNet-8's stride-2 3×3 layer into its last stage (32 → 64 channels, 14×14 → 7×7) at batch 128.
+            ("conv3x3s2-64-7x7", quick ? new(N: 2, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1)
+                                       : new(N: 128, C: 32, H: 14, W: 14, K: 64, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1)),
             // ResNet-8's second shortcut (32 → 64 channels, 1×1 at stride 2) at batch 128.
             ("conv1x1s2-64", quick ? new(N: 4, C: 8, H: 8, W: 8, K: 16, R: 1, S: 1, StrideH: 2, StrideW: 2)
                                    : new(N: 128, C: 32, H: 14, W: 14, K: 64, R: 1, S: 1, StrideH: 2, StrideW: 2)),
