@@ -132,15 +132,16 @@ public sealed class CpuBackendTests
         }
     }
 
-    [Fact]
-    public void Images_split_by_filter_blocks_give_the_bits_of_the_whole_batch()
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void Images_split_by_filter_blocks_give_the_bits_of_the_whole_batch(SimdWidth width)
     {
-        // Vectorised across filters, a batch smaller than the team splits each image's blocks of 32 filters between
-        // workers; each output is still one worker's sum, so an image alone (1 of 3 workers' parts: all three blocks
-        // on different workers) must give the bits it gets inside a batch of three (a worker each, all blocks).
+        // Vectorised across filters, a batch smaller than the team splits each image's blocks of filters (32 on
+        // AVX-512, 8 on AVX2) between workers; each output is still one worker's sum, so an image alone (its blocks
+        // split three ways) must give the bits it gets inside a batch of three (a worker each, all blocks).
         var batch = new Conv2dGeometry(N: 3, C: 6, H: 7, W: 7, K: 96, R: 3, S: 3, PadH: 1, PadW: 1);
-        Assert.SkipUnless(FilterVectorConvolution.Suits(batch, SimdWidth.Vector512), "vectorised across filters on AVX-512 only");
-        using var backend = new CpuBackend(threads: 3, SimdWidth.Vector512);
+        Assert.SkipUnless(FilterVectorConvolution.Suits(batch, width), $"vectorised across filters on the AVX-512 and AVX2 paths only (this is {width})");
+        using var backend = new CpuBackend(threads: 3, width);
         float[] x = TestData.Uniform(batch.InputSize, 41), w = TestData.Uniform(batch.WeightSize, 42), bias = TestData.Uniform(batch.K, 43);
         float[] dy = TestData.Uniform(batch.OutputSize, 44);
         var (y, dx, _) = ConvolutionPasses.Run(backend, batch, x, w, bias, dy);

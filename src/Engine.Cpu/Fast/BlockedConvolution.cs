@@ -1038,13 +1038,9 @@ internal sealed class TransposedPlan : IBackwardDataPlan
         Phases = [.. phases];
         Weights = new float[weightStart];
         Width = (SimdWidth)width;
-        ByFilterVectors = FilterVectorsAllowed && FilterVectorConvolution.SuitsPhases(g, Width);
+        ByFilterVectors = CpuBackend.FilterVectorsFromEnvironment() && FilterVectorConvolution.SuitsPhases(g, Width);
         PackedWeights = ByFilterVectors ? new float[weightStart] : [];
     }
-
-    /// <summary>GPUCNN_CPU_FILTER_VECTORS=off keeps the blocked kernel here too (read once: plans are cached per shape).</summary>
-    private static bool FilterVectorsAllowed =>
-        !string.Equals(Environment.GetEnvironmentVariable("GPUCNN_CPU_FILTER_VECTORS")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
 
     private SimdWidth Width { get; }
 

@@ -83,8 +83,9 @@ public sealed unsafe partial class CpuBackend
             // run instead but the filters hold a NaN or ±∞ (or, image by image, an image does), the direct route is
             // the one the layer takes with Winograd off — this one where it pays there — so the bits are Off's.
             bool filterVectorsOff = owner.UsesFilterVectors(g, winograd: false);
-            _filterVector = owner.UsesFilterVectors(g, owner.UsesWinograd(g));
-            _winograd = !_filterVector && owner.UsesWinograd(g);
+            bool winograd = owner.UsesWinograd(g);
+            _filterVector = owner.UsesFilterVectors(g, winograd);
+            _winograd = !_filterVector && winograd;
             if (_winograd)
             {
                 _transformed = owner._transformedWeights.Columns(WinogradConvolution.TransformedWeightsLength(g));

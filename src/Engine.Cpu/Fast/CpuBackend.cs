@@ -79,7 +79,8 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     private readonly bool _filterVectorsAllowed = FilterVectorsFromEnvironment();
 
-    private static bool FilterVectorsFromEnvironment()
+    /// <summary>GPUCNN_CPU_FILTER_VECTORS: off, or auto (the default); anything else is an error naming it.</summary>
+    internal static bool FilterVectorsFromEnvironment()
     {
         string? setting = Environment.GetEnvironmentVariable("GPUCNN_CPU_FILTER_VECTORS")?.Trim();
         return string.IsNullOrEmpty(setting) || string.Equals(setting, "auto", StringComparison.OrdinalIgnoreCase) ? true :
