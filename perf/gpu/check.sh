@@ -24,9 +24,10 @@
 # splits that reach 264 groups wherever the depth allows (GPUCNN_SPLIT_MINIMUM_GROUPS=264) against the default;
 # `depthwise` times the depthwise kernels (Auto) against the generic direct ones (GPUCNN_CONV_ALGORITHM=Direct) on the
 # depthwise rows, alternating, twice; `ncu-depthwise` profiles the depthwise kernels of conv-dw3x3-64-bwd (backward
-# data, filter gradient) and conv-dw3x3s2-128-fwd.
+# data, filter gradient) and conv-dw3x3s2-128-fwd; `fewtaps` times the few-taps filter gradients against the implicit GEMM's on
+# the rows with first layers and 1x1 shortcuts (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0), alternating, three rounds.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise ladder conv-ladder torch-bench lenet resnet repro
+# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps ladder conv-ladder torch-bench lenet resnet repro
 # fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl, ncu,
 # ncu-resnet and ncu-depthwise,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
@@ -50,8 +51,8 @@ resnet8_full=("${resnet8[@]}" --epochs 2 --schedule cosine --augment crop=2 --da
 failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
-default_steps="machine devices selftest tests parity bench lists depthwise conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
+default_steps="machine devices selftest tests parity bench lists depthwise fewtaps conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
+all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -196,6 +197,24 @@ if wanted depthwise; then
   done
 fi
 
+if wanted fewtaps; then
+  step "few-taps filter gradients (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64, the default) against the implicit GEMM's (=0), alternating, order flipped each round"
+  for round in 1 2 3; do
+    settings="64 0"; [ $round -eq 2 ] && settings="0 64"
+    for taps in $settings; do
+      echo "-- round $round, GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps"
+      check "fewtaps-$taps" 90 env GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps "$gpucnn" bench --device cuda --only conv-lenet1 conv1x1s2 lenet-step resnet8-step
+    done
+  done
+  for taps in 64 0; do
+    echo "-- GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps: ResNet-8's and LeNet-5's first layers and 1x1 shortcuts, layer by layer"
+    GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps check "fewtaps-profile-$taps" 60 "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
+      | grep -E "^0 |shortcut.0|profiled step|whole step"
+    GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps check "fewtaps-profile-lenet-$taps" 60 "$gpucnn" profile --device cuda --arch lenet5 --batch-size 64 --steps 20 \
+      | grep -E "^0 |profiled step|whole step"
+  done
+fi
+
 if wanted conv-ladder; then
   step "the convolution routes on the convolution rows and the LeNet step, same run (GPUCNN_CONV_ALGORITHM)"
   for algorithm in ${CONV_ALGORITHMS:-Im2ColGemm ImplicitGemm}; do
@@ -281,7 +300,7 @@ if wanted ptx; then
   GPUCNN_PTX_DUMP="$work/ptx" check ptx-dump 120 "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.PtxCompilationTests -noColor > "$work/ptx.txt" 2>&1
   for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_FilterGradient \
     ConvolutionImplicitGemmKernels_ForwardNarrow_Identity_ ConvolutionImplicitGemmKernels_FilterGradientNarrow \
-    DepthwiseKernels_Correlate_Identity_ DepthwiseKernels_FilterGradient; do
+    DepthwiseKernels_Correlate_Identity_ DepthwiseKernels_FilterGradient ConvolutionFewTapsKernels_FilterGradient; do
     echo "-- $kernel"; ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o /dev/null 2>&1 | grep -E "registers|spill|error" | head -4
   done
 fi

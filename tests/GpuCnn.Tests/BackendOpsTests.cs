@@ -606,6 +606,8 @@ public sealed class IlgpuCpuSplitBackendOps(IlgpuCpuSplitFixture fixture) : Back
 
 public sealed class IlgpuCpuImplicitBackendOps(IlgpuCpuImplicitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitFixture>;
 
+public sealed class IlgpuCpuFewTapsBackendOps(IlgpuCpuFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
+
 public sealed class IlgpuCpuImplicitSplitBackendOps(IlgpuCpuImplicitSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
 
 public sealed class IlgpuCpuImplicitWideBackendOps(IlgpuCpuImplicitWideFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideFixture>;
@@ -627,6 +629,52 @@ public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) 
 public sealed class CudaTiled128BackendOps(CudaTiled128Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTiled128Fixture>;
 
 public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fixture), IClassFixture<OpenCLFixture>;
+
+/// <summary>
+/// Which filter gradients take the few-taps kernel (<see cref="Kernels.ConvolutionFewTapsKernels"/>), planned for an
+/// H100 — the test classes of <see cref="IlgpuCpuFewTapsFixture"/> check its sums only if they get there.
+/// </summary>
+public sealed class FewTapsLaunchTests(IlgpuCpuFewTapsFixture fixture) : IClassFixture<IlgpuCpuFewTapsFixture>
+{
+    private static readonly string[] FewTaps = ["FilterGradient", "SumChunks"];
+
+    [Fact]
+    public void Layers_of_few_taps_take_the_few_taps_filter_gradient_and_others_the_implicit_gemm()
+    {
+        var backend = (Ilgpu.IlgpuBackend)fixture.Require();
+        Assert.Equal(64, backend.FewTapsFilterGradient);
+        // ResNet-8's first layer (9 taps), with and without a bias: the chunks, then their sum (the bias's too).
+        var stem = new Conv2dGeometry(128, 1, 28, 28, 16, 3, 3, PadH: 1, PadW: 1);
+        var withBias = Plan(stem, bias: true);
+        Assert.Equal(FewTaps, withBias.Select(r => r.Kernel));
+        Assert.True(withBias[0].Groups >= 264, $"{withBias[0].Groups} groups");
+        Assert.Equal(16 * 9 + 16, withBias[1].Groups); // a group per weight and per bias
+        Assert.Equal(FewTaps, Plan(stem, bias: false).Select(r => r.Kernel));
+        // 64 taps (a 1×1 layer of 64 channels) still; 72 (3×3 of 8 channels) on the implicit GEMM.
+        Assert.Equal(FewTaps, Plan(new Conv2dGeometry(32, 64, 14, 14, 32, 1, 1), bias: false).Select(r => r.Kernel));
+        Assert.Equal("FilterGradientNarrow", Plan(new Conv2dGeometry(32, 8, 14, 14, 16, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
+        // Too many weights for its stage: 64 filters × 64 taps, the accumulators and both stages past 32 KB.
+        Assert.NotEqual(FewTaps, Plan(new Conv2dGeometry(32, 64, 14, 14, 64, 1, 1), bias: false).Select(r => r.Kernel));
+        backend.FewTapsFilterGradient = 0;
+        try
+        {
+            Assert.Equal("FilterGradientNarrow", Plan(stem, bias: false)[0].Kernel);
+        }
+        finally
+        {
+            backend.FewTapsFilterGradient = 64;
+        }
+
+        List<Ilgpu.LaunchRecord> Plan(Conv2dGeometry g, bool bias)
+        {
+            using var x = backend.Allocate<float>(g.InputShape);
+            using var dy = backend.Allocate<float>(g.OutputShape);
+            using var dw = backend.Allocate<float>(g.WeightShape);
+            using var db = backend.Allocate<float>(new Shape(g.K));
+            return [.. backend.PlanLaunches(Ilgpu.IlgpuBackend.DeviceProfile.Hopper, () => backend.Conv2dBackwardFilter(g, x, dy, dw, bias ? db : null))];
+        }
+    }
+}
 
 /// <summary>
 /// The GPU-shaped CPU accelerator (<see cref="IlgpuCpuGpuGroupsFixture"/>) must take the launches a GPU takes, or its

@@ -105,6 +105,8 @@ public sealed class IlgpuCpuModelGradientCheck(IlgpuCpuFixture fixture) : ModelG
 
 public sealed class IlgpuCpuImplicitModelGradientCheck(IlgpuCpuImplicitFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuImplicitFixture>;
 
+public sealed class IlgpuCpuFewTapsModelGradientCheck(IlgpuCpuFewTapsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
+
 public sealed class CudaModelGradientCheck(CudaFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<CudaFixture>;
 
 public sealed class IlgpuCpuGpuGroupsModelGradientCheck(IlgpuCpuGpuGroupsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;

@@ -207,6 +207,8 @@ public sealed class IlgpuCpuGpuGroupsNonFiniteParity(IlgpuCpuGpuGroupsFixture fi
 
 public sealed class IlgpuCpuImplicitNonFiniteParity(IlgpuCpuImplicitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuImplicitFixture>;
 
+public sealed class IlgpuCpuFewTapsNonFiniteParity(IlgpuCpuFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
+
 public sealed class IlgpuCpuImplicitSplitNonFiniteParity(IlgpuCpuImplicitSplitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
 
 public sealed class CudaNonFiniteParity(CudaFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaFixture>;

@@ -58,6 +58,14 @@ public sealed partial class IlgpuBackend : Backend
                 : throw new InvalidOperationException($"GPUCNN_IMPLICIT_GEMM_FILTERS is '{filters}'; expected 64 or 32.");
         }
 
+        string? fewTaps = Environment.GetEnvironmentVariable("GPUCNN_FEW_TAPS_FILTER_GRADIENT");
+        if (!string.IsNullOrWhiteSpace(fewTaps))
+        {
+            FewTapsFilterGradient = int.TryParse(fewTaps, out int taps) && taps >= 0
+                ? taps
+                : throw new InvalidOperationException($"GPUCNN_FEW_TAPS_FILTER_GRADIENT is '{fewTaps}'; expected the most taps (C·R·S) it takes, 0 for none.");
+        }
+
         string? lists = Environment.GetEnvironmentVariable("GPUCNN_TENSOR_LISTS");
         if (!string.IsNullOrWhiteSpace(lists))
         {
@@ -460,6 +468,12 @@ public sealed partial class IlgpuBackend : Backend
             return;
         }
 
+        if (UseImplicitGemm(g) && UsesFewTaps(g, db is not null))
+        {
+            RunFewTapsFilterGradient(g, x, dy, dw, db);
+            return;
+        }
+
         if (UseImplicitGemm(g))
         {
             RunImplicitFilterGradient(g, View(x), View(dy), View(dw));
@@ -764,6 +778,45 @@ public sealed partial class IlgpuBackend : Backend
         _launch.NextSerial((long)perChunk * ((d.TileRows * d.TileW) + lanes - 1) / lanes);
         _launch.Run(DepthwiseKernels.FilterGradient, DepthwiseKernels.FilterGradientConfig(d, chunks, threads, db is not null),
             View(x), View(dy), partial, d, perChunk, db is null ? 0 : 1);
+        _launch.NextSerial((chunks + 255) / 256);
+        _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db),
+            outputs, g.WeightSize, chunks);
+    }
+
+    /// <summary>
+    /// Filter gradients of layers of at most this many taps (C·R·S) that would take the implicit GEMM take
+    /// <see cref="ConvolutionFewTapsKernels"/> instead (a split reduction over the pixels, the bias gradient riding
+    /// along), when its stage fits: 64 by default, 0 turns it off. GPUCNN_FEW_TAPS_FILTER_GRADIENT sets it for a process.
+    /// </summary>
+    public int FewTapsFilterGradient
+    {
+        get;
+        set => field = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "A number of taps, 0 (off) or more.");
+    } = 64;
+
+    /// <summary>Whether <paramref name="g"/>'s filter gradient takes <see cref="ConvolutionFewTapsKernels"/> (the implicit GEMM's layers only).</summary>
+    private bool UsesFewTaps(Conv2dGeometry g, bool withBias) =>
+        (long)g.C * g.R * g.S <= FewTapsFilterGradient && ConvolutionFewTapsKernels.SharedFloats(g, withBias) <= ConvolutionFewTapsKernels.MaxSharedFloats;
+
+    /// <summary>
+    /// A few-taps filter gradient (and bias gradient): chunks of the pixels for about four groups of 256 threads a
+    /// multiprocessor (a few on the CPU accelerator, so that its tests add chunks too), then the chunks added in order by
+    /// <see cref="ReductionKernels.SumChunks"/>.
+    /// </summary>
+    private void RunFewTapsFilterGradient(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy, DeviceTensor<float> dw,
+        DeviceTensor<float>? db)
+    {
+        const int batch = ConvolutionFewTapsKernels.BatchPixels;
+        int threads = Math.Min(256, _profile.MaxGroupThreads), pixels = g.N * g.P * g.Q, batches = (pixels + batch - 1) / batch;
+        int chunks = Math.Clamp(ReductionChunks ?? (IsCpuAccelerator ? 3 : 4 * _profile.Multiprocessors), 1, Math.Min(1024, batches));
+        int perChunk = (batches + chunks - 1) / chunks * batch;
+        chunks = (pixels + perChunk - 1) / perChunk;
+        int outputs = g.WeightSize + (db is null ? 0 : g.K);
+        var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials,
+            Elements("Conv2dBackwardFilter", "partial sums of the few-taps chunks", (long)chunks * outputs));
+        _launch.NextSerial((long)perChunk * ((outputs + threads - 1) / threads));
+        _launch.Run(ConvolutionFewTapsKernels.FilterGradient, ConvolutionFewTapsKernels.Config(g, chunks, threads, db is not null),
+            View(x), View(dy), partial, g, perChunk, db is null ? 0 : 1);
         _launch.NextSerial((chunks + 255) / 256);
         _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db),
             outputs, g.WeightSize, chunks);

@@ -91,23 +91,31 @@ public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu",
 
 /// <summary>
 /// ILGPU's CPU accelerator on the implicit-GEMM convolution (forward, filter gradient and stride-1 backward data;
-/// 64-filter × 16-pixel tiles here, 64 × 256 on GPUs), strided backward data by im2col + GEMM.
+/// 64-filter × 16-pixel tiles here, 64 × 256 on GPUs), strided backward data by im2col + GEMM; every filter gradient
+/// on the GEMM (the few-taps kernel off: it would take every test layer).
 /// </summary>
-public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu", new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm));
+public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0));
+
+/// <summary>
+/// The implicit-GEMM convolution with the filter gradients of layers of at most 64 taps on
+/// <see cref="Kernels.ConvolutionFewTapsKernels"/> (the default, and here every test layer's), in three chunks.
+/// </summary>
+public sealed class IlgpuCpuFewTapsFixture() : BackendFixture("ilgpu-cpu", new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm));
 
 /// <summary>The implicit-GEMM convolution with its depth split in three (partial NCHW slices summed by a second kernel), as GPUs run few-tile layers.</summary>
 public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, DepthSplits: 3));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, DepthSplits: 3, FewTapsFilterGradient: 0));
 
 /// <summary>
 /// The implicit GEMM on its 64-filter tiles for narrow layers too (the default gives layers of at most 32 filters, every
 /// test layer, 32-filter tiles), unsplit and with its depth split in three.
 /// </summary>
 public sealed class IlgpuCpuImplicitWideFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FewTapsFilterGradient: 0));
 
 public sealed class IlgpuCpuImplicitWideSplitFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, DepthSplits: 3));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, DepthSplits: 3, FewTapsFilterGradient: 0));
 
 /// <summary>
 /// ILGPU's CPU accelerator simulating 256-thread groups, on the routes a GPU takes for big shapes: 8×8-blocked GEMM on
@@ -137,9 +145,9 @@ public sealed class CudaImplicitFixture() : BackendFixture("cuda",
 public sealed class CudaTileGroups64Fixture() : BackendFixture("cuda",
     new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, TileGroupThreads: 64));
 
-/// <summary>CUDA's implicit GEMM (forced) on its 64-filter tiles for narrow layers too.</summary>
+/// <summary>CUDA's implicit GEMM (forced) on its 64-filter tiles for narrow layers too, every filter gradient on the GEMM.</summary>
 public sealed class CudaImplicitWideFixture() : BackendFixture("cuda",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FewTapsFilterGradient: 0));
 
 /// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
 public sealed class CudaTiled128Fixture() : BackendFixture("cuda", new IlgpuSettings(Gemm: GemmAlgorithm.Tiled, TileGroupThreads: 128));
@@ -152,7 +160,8 @@ public sealed record IlgpuSettings(
     int? ReductionChunks = null,
     int? ImplicitGemmFilters = null,
     int? TileGroupThreads = null,
-    long? ConvolutionWorkspaceFloats = null)
+    long? ConvolutionWorkspaceFloats = null,
+    int? FewTapsFilterGradient = null)
 {
     public void ApplyTo(Backend backend)
     {
@@ -164,6 +173,7 @@ public sealed record IlgpuSettings(
         ilgpu.ImplicitGemmFilters = ImplicitGemmFilters ?? ilgpu.ImplicitGemmFilters;
         ilgpu.TileGroupThreads = TileGroupThreads ?? ilgpu.TileGroupThreads;
         ilgpu.ConvolutionWorkspaceFloats = ConvolutionWorkspaceFloats ?? ilgpu.ConvolutionWorkspaceFloats;
+        ilgpu.FewTapsFilterGradient = FewTapsFilterGradient ?? ilgpu.FewTapsFilterGradient;
     }
 }
 
