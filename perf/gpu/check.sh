@@ -25,7 +25,7 @@
 # `depthwise` times the depthwise kernels (Auto) against the generic direct ones (GPUCNN_CONV_ALGORITHM=Direct) on the
 # depthwise rows, alternating, twice; `ncu-depthwise` profiles the depthwise kernels of conv-dw3x3-64-bwd (backward
 # data, filter gradient) and conv-dw3x3s2-128-fwd; `fewtaps` times the few-taps filter gradients against the implicit GEMM's on
-# the rows with first layers and 1x1 shortcuts (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0), alternating, three rounds.
+# the convolution rows of LeNet and the 1x1 shortcut and the training steps (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0|160), three rounds.
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps ladder conv-ladder torch-bench lenet resnet repro
 # fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl, ncu,
@@ -198,20 +198,20 @@ if wanted depthwise; then
 fi
 
 if wanted fewtaps; then
-  step "few-taps filter gradients (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64, the default) against the implicit GEMM's (=0), alternating, order flipped each round"
+  step "few-taps filter gradients: layers of <= 64 taps (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64, the default), none (=0: the implicit GEMM's), <= 160 (LeNet's second layer, ResNet-8's 16-channel ones), rotated each round"
   for round in 1 2 3; do
-    settings="64 0"; [ $round -eq 2 ] && settings="0 64"
+    case $round in 1) settings="64 0 160";; 2) settings="0 160 64";; *) settings="160 64 0";; esac
     for taps in $settings; do
       echo "-- round $round, GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps"
-      check "fewtaps-$taps" 90 env GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps "$gpucnn" bench --device cuda --only conv-lenet1 conv1x1s2 lenet-step resnet8-step
+      check "fewtaps-$taps" 90 env GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps "$gpucnn" bench --device cuda --only conv-lenet conv1x1s2 lenet-step resnet8-step
     done
   done
-  for taps in 64 0; do
-    echo "-- GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps: ResNet-8's and LeNet-5's first layers and 1x1 shortcuts, layer by layer"
+  for taps in 64 0 160; do
+    echo "-- GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps: ResNet-8 and LeNet-5 layer by layer (first layers, 16-channel 3x3 layers, 1x1 shortcuts)"
     GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps check "fewtaps-profile-$taps" 60 "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
-      | grep -E "^0 |shortcut.0|profiled step|whole step"
+      | grep -E "^0 |3.body.[03]|5.body.0|shortcut.0|profiled step|whole step"
     GPUCNN_FEW_TAPS_FILTER_GRADIENT=$taps check "fewtaps-profile-lenet-$taps" 60 "$gpucnn" profile --device cuda --arch lenet5 --batch-size 64 --steps 20 \
-      | grep -E "^0 |profiled step|whole step"
+      | grep -E "^[03] |profiled step|whole step"
   done
 fi
 

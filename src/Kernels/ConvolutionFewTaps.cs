@@ -19,8 +19,8 @@ internal static class ConvolutionFewTapsKernels
     /// <summary>Pixels staged per batch (a power of two: the staging loops split an index by shifts).</summary>
     public const int BatchPixels = 32;
 
-    /// <summary>The most floats a group stages (32 KB of the 48 KB a CUDA group may have).</summary>
-    public const int MaxSharedFloats = 8192;
+    /// <summary>The most floats a group stages (40 KB of the 48 KB a CUDA group may have).</summary>
+    public const int MaxSharedFloats = 10240;
 
     /// <summary>Floats per staged row: 32 pixels and one of padding, so that a warp's 32 taps read 32 different banks.</summary>
     private const int Row = BatchPixels + 1;
