@@ -246,11 +246,12 @@ public sealed partial class CliTests
         var result = CliRunner.Run("bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet1", "gemm-1024");
         Assert.True(result.ExitCode == 0, result.Error);
         Assert.Contains("planned for 132 multiprocessors", result.Out, StringComparison.Ordinal);
-        // LeNet's first-layer filter gradient by the implicit GEMM's 32-filter tiles: one tile, its 50,176 pixels split into
-        // 251 runs of 25 stages, one wave of two groups per multiprocessor; its bias gradient in 24 chunks of the batch and
-        // positions per channel.
-        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradientNarrow\s+251\s+0\.95\s+256\s+18688\s+200\s+dominant", result.Out);
-        Assert.Matches(@"conv-lenet1-bwd\s+BiasGradient\s+144\s+", result.Out);
+        // LeNet's first-layer filter gradient by the few-taps kernel (25 taps): its 50,176 pixels in 523 chunks of 96, four
+        // groups per multiprocessor, 5,528 bytes of stage; then a group per weight and bias adds the chunks (the bias
+        // gradient rides along).
+        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradient\s+523\s+1\.98\s+256\s+5528\s+96\s+dominant, ok", result.Out);
+        Assert.Matches(@"conv-lenet1-bwd\s+SumChunks\s+156\s+", result.Out);
+        Assert.DoesNotMatch(@"conv-lenet1-bwd\s+BiasGradient", result.Out);
         // 64 tiles of 128 × 128, the depth split 4 ways: one wave of two groups per multiprocessor, 16 stages each.
         Assert.Matches(@"gemm-1024\s+Tiled\s+256\s+0\.97\s+256\s+\d+\s+256\s+dominant", result.Out);
         Assert.Equal(2, CliRunner.Run("bench", "--device", "cpu", "--launches").ExitCode);
@@ -260,14 +261,14 @@ public sealed partial class CliTests
     public void A_floor_on_the_groups_splits_deeper_where_the_depth_allows_and_a_many_class_loss_runs_a_group_a_row()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
-        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "gemm-1024", "conv-lenet1-bwd", "conv1x1s2-64-fwd", "softmax-ce"];
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "gemm-1024", "conv-lenet2-bwd", "conv1x1s2-64-fwd", "softmax-ce"];
         var floored = CliProcess.RunWithEnvironment(args, "GPUCNN_SPLIT_MINIMUM_GROUPS", "264");
         Assert.True(floored.ExitCode == 0, floored.Error);
         Assert.Contains("depth splits of at least 264 groups", floored.Out, StringComparison.Ordinal);
         // 64 tiles: 4 splits made 256 groups, 5 would leave a partial wave, so the floor takes the cheapest above it (8).
         Assert.Matches(@"gemm-1024\s+Tiled\s+512\s+1\.94\s+256\s+\d+\s+128\s+dominant, ok", floored.Out);
-        // LeNet's first filter gradient: one 32-filter tile, 251 splits of its 50,176 positions by default, 523 floored.
-        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradientNarrow\s+523\s+1\.98\s+", floored.Out);
+        // LeNet's second layer's backward data (6 filters of 16 channels, depth 400): 5 splits of 49 tiles by default, 10 floored.
+        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+490\s+1\.86\s+", floored.Out);
         // A depth of 32 (4 stages of 8) is too short to split at all: the row keeps its 25 groups.
         Assert.Matches(@"conv1x1s2-64-fwd\s+Forward\s+25\s+", floored.Out);
         // 256 rows of 1,000 classes: a group of 256 threads a row, four classes a thread, three passes; then the mean.
@@ -277,7 +278,7 @@ public sealed partial class CliTests
         var plain = CliRunner.Run(args);
         Assert.True(plain.ExitCode == 0, plain.Error);
         Assert.DoesNotContain("depth splits of at least", plain.Out, StringComparison.Ordinal);
-        Assert.Matches(@"conv-lenet1-bwd\s+FilterGradientNarrow\s+251\s+0\.95\s+", plain.Out);
+        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s+0\.93\s+", plain.Out);
     }
 
     [Fact]
