@@ -92,6 +92,11 @@ public sealed class CpuBackendTests
             new(N: 2, C: 8, H: 9, W: 7, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 1, PadH: 1, PadW: 1)];
         bool vectors = width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported;
         Assert.All(phases, g => Assert.Equal(vectors && g.C % FilterVectorConvolution.BlockFilters(width) == 0, FilterVectorConvolution.SuitsPhases(g, width)));
+        // 1×1 layers of fewer than 32 channels take the filter gradient by filters (a GEMM of C columns an image before),
+        // with a NaN pixel the stride skips too; from 32 channels their GEMM.
+        var oneByOne = Cases.Convolutions["1x1 stride 2, 16 filters from 6 channels"];
+        Assert.True(FilterGradientByFilters.Preferred(oneByOne));
+        Assert.False(FilterGradientByFilters.Preferred(oneByOne with { C = 32 }));
         Assert.All(filterVector, g => Assert.Equal(
             width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported,
             FilterVectorConvolution.Suits(g, width)));
@@ -112,7 +117,7 @@ public sealed class CpuBackendTests
                      .Append(straight).Append(fewChannels).Append(wideKernel).Append(columnShiftedWide).Append(columnShiftedWider)
                      .Concat(filterVector).Concat(phases)
                      .Select(g => (g, false)).Append((large, true)).Append((small, true)).Append((summed, true)).Append((byFilters, true)).Append((columnShifted, true))
-                     .Append((fewChannels, true)).Append((filterVector[0], true)).Append((phases[0], true)))
+                     .Append((fewChannels, true)).Append((filterVector[0], true)).Append((phases[0], true)).Append((oneByOne, true)))
         {
             float[] x = TestData.Uniform(g.InputSize, 4), w = TestData.Uniform(g.WeightSize, 5), dy = TestData.Uniform(g.OutputSize, 6);
             float[] bias = TestData.Uniform(g.K, 7);

@@ -51,6 +51,9 @@ public static class Cases
         // More than 16 filters and channels: both halves of a 32-filter tile's rows, the second one partly, in the forward
         // pass and filter gradient and in backward data (whose filters are these channels).
         ["24 filters from 20 channels"] = new(N: 1, C: 20, H: 5, W: 4, K: 24, R: 3, S: 3, PadH: 1, PadW: 1),
+        // A 1×1 layer of 16 filters and few channels at a stride: the CPU backend's filter gradient by filters (a GEMM of 6
+        // columns an image before).
+        ["1x1 stride 2, 16 filters from 6 channels"] = new(N: 2, C: 6, H: 9, W: 7, K: 16, R: 1, S: 1, StrideH: 2, StrideW: 2),
         // A first layer of 270 output pixels: the few-taps filter gradient's three chunks of 96 (the last one 78, ending
         // inside a batch of 32, and inside an image).
         ["first layer, 3 channels, 270 pixels"] = new(N: 3, C: 3, H: 10, W: 9, K: 5, R: 3, S: 3, PadH: 1, PadW: 1),
