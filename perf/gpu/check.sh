@@ -29,7 +29,7 @@
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps ladder conv-ladder torch-bench lenet resnet repro
 # fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl, ncu,
-# ncu-resnet and ncu-depthwise,
+# ncu-resnet, ncu-depthwise and fewtaps,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -51,7 +51,7 @@ resnet8_full=("${resnet8[@]}" --epochs 2 --schedule cosine --augment crop=2 --da
 failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
-default_steps="machine devices selftest tests parity bench lists depthwise fewtaps conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
+default_steps="machine devices selftest tests parity bench lists depthwise conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
 all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
