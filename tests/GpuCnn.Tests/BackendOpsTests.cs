@@ -653,8 +653,10 @@ public sealed class FewTapsLaunchTests(IlgpuCpuFewTapsFixture fixture) : IClassF
         // 64 taps (a 1×1 layer of 64 channels) still; 72 (3×3 of 8 channels) on the implicit GEMM.
         Assert.Equal(FewTaps, Plan(new Conv2dGeometry(32, 64, 14, 14, 32, 1, 1), bias: false).Select(r => r.Kernel));
         Assert.Equal("FilterGradientNarrow", Plan(new Conv2dGeometry(32, 8, 14, 14, 16, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
-        // Too many weights for its stage: 128 filters × 64 taps, the accumulators and both stages past 40 KB.
-        Assert.NotEqual(FewTaps, Plan(new Conv2dGeometry(32, 64, 14, 14, 128, 1, 1), bias: false).Select(r => r.Kernel));
+        // Too many weights: 64 filters × 64 taps (4,096; at most 2,048 are taken).
+        Assert.NotEqual(FewTaps, Plan(new Conv2dGeometry(32, 64, 14, 14, 64, 1, 1), bias: false).Select(r => r.Kernel));
+        // A stage too large for 32 KB: 2,048 filters of one tap, each with a row of 33 staged gradients.
+        Assert.NotEqual(FewTaps, Plan(new Conv2dGeometry(2, 1, 14, 14, 2048, 1, 1), bias: false).Select(r => r.Kernel));
         backend.FewTapsFilterGradient = 0;
         try
         {

@@ -683,8 +683,8 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <summary>
-    /// Forces the number of chunks of the split reductions (tests): the direct filter gradient's, and the per-channel sums
-    /// of bias gradients and batch norm; null: chosen by size.
+    /// Forces the number of chunks of the split reductions (tests): the direct, depthwise and few-taps filter gradients',
+    /// and the per-channel sums of bias gradients and batch norm; null: chosen by size.
     /// </summary>
     public int? ReductionChunks { get; set; }
 
@@ -794,9 +794,14 @@ public sealed partial class IlgpuBackend : Backend
         set => field = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "A number of taps, 0 (off) or more.");
     } = 64;
 
-    /// <summary>Whether <paramref name="g"/>'s filter gradient takes <see cref="ConvolutionFewTapsKernels"/> (the implicit GEMM's layers only).</summary>
+    /// <summary>
+    /// Whether <paramref name="g"/>'s filter gradient takes <see cref="ConvolutionFewTapsKernels"/> (the implicit GEMM's
+    /// layers only): at most <see cref="FewTapsFilterGradient"/> taps, at most <see cref="ConvolutionFewTapsKernels.MaxWeights"/>
+    /// weights, and a stage that fits.
+    /// </summary>
     private bool UsesFewTaps(Conv2dGeometry g, bool withBias) =>
-        (long)g.C * g.R * g.S <= FewTapsFilterGradient && ConvolutionFewTapsKernels.SharedFloats(g, withBias) <= ConvolutionFewTapsKernels.MaxSharedFloats;
+        (long)g.C * g.R * g.S <= FewTapsFilterGradient && g.WeightSize <= ConvolutionFewTapsKernels.MaxWeights &&
+        ConvolutionFewTapsKernels.SharedFloats(g, withBias) <= ConvolutionFewTapsKernels.MaxSharedFloats;
 
     /// <summary>
     /// A few-taps filter gradient (and bias gradient): chunks of the pixels for about four groups of 256 threads a

@@ -92,14 +92,16 @@ public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu",
 /// <summary>
 /// ILGPU's CPU accelerator on the implicit-GEMM convolution (forward, filter gradient and stride-1 backward data;
 /// 64-filter × 16-pixel tiles here, 64 × 256 on GPUs), strided backward data by im2col + GEMM; every filter gradient
-/// on the GEMM (the few-taps kernel off: it would take every test layer).
+/// on the GEMM (the few-taps kernel off: it would take nearly every test layer, all of at most 64 taps).
 /// </summary>
 public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0));
 
 /// <summary>
 /// The implicit-GEMM convolution with the filter gradients of layers of at most 64 taps on
-/// <see cref="Kernels.ConvolutionFewTapsKernels"/> (the default, and here every test layer's), in three chunks.
+/// <see cref="Kernels.ConvolutionFewTapsKernels"/> (the default; here nearly every test layer's), in three chunks. On
+/// GPUs <see cref="CudaFixture"/> (Auto) runs it with 256-thread groups; the fixtures that force the implicit GEMM turn it
+/// off, so that their filter gradients stay on the GEMM.
 /// </summary>
 public sealed class IlgpuCpuFewTapsFixture() : BackendFixture("ilgpu-cpu", new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm));
 
@@ -123,7 +125,7 @@ public sealed class IlgpuCpuImplicitWideSplitFixture() : BackendFixture("ilgpu-c
 /// would otherwise run.
 /// </summary>
 public sealed class IlgpuCpuGpuGroupsFixture() : BackendFixture("ilgpu-cpu", () => IlgpuDevices.OpenCpuAccelerator(groupThreads: 256),
-    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm).ApplyTo);
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0).ApplyTo);
 
 /// <summary>
 /// The same simulated 256-thread groups on the 4×4 GEMM with tile groups of 128 threads (16 × 8, the one non-square
@@ -136,14 +138,14 @@ public sealed class CudaFixture() : BackendFixture("cuda");
 
 /// <summary>CUDA forced onto the implicit-GEMM convolution and the 8×8 GEMM, whatever the shape (Auto keeps small shapes on the simple kernels).</summary>
 public sealed class CudaImplicitFixture() : BackendFixture("cuda",
-    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm));
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0));
 
 /// <summary>
 /// The same with tile groups of 64 threads (<see cref="IlgpuBackend.TileGroupThreads"/>): 64×64 GEMM tiles, implicit-GEMM
 /// groups of 8 × 8 threads.
 /// </summary>
 public sealed class CudaTileGroups64Fixture() : BackendFixture("cuda",
-    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, TileGroupThreads: 64));
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, TileGroupThreads: 64, FewTapsFilterGradient: 0));
 
 /// <summary>CUDA's implicit GEMM (forced) on its 64-filter tiles for narrow layers too, every filter gradient on the GEMM.</summary>
 public sealed class CudaImplicitWideFixture() : BackendFixture("cuda",
