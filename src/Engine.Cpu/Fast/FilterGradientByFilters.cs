@@ -21,9 +21,9 @@ internal static unsafe class FilterGradientByFilters
     /// Plain layers with at least 16 output channels (two 256-bit vectors, or one 512-bit vector: with 512-bit vectors,
     /// layers of at most 16 channels take one vector a step, still twelve taps) and a padded image of at most 1 MB, whose
     /// kernel is larger than 1×1 or has fewer than 32 taps: a 1×1 layer's filter gradient is otherwise a GEMM per image
-    /// with C columns, which fill the GEMM's 32-column micro-tiles from 32 channels on (ResNet-8's 16 → 32 shortcut and a
-    /// 16 → 16 1×1 layer at 28×28: 0.74–0.77× and 0.35–0.39× the GEMM's time here, both vector paths; 32 channels and more
-    /// within noise of it).
+    /// with C columns, which fill the GEMM's 32-column micro-tiles from 32 channels on (a 16 → 16 1×1 layer's filter gradient
+    /// at 28×28: 0.35–0.39× the GEMM's time here, ResNet-8's 16 → 32 shortcut's whole backward 0.74–0.77×, both vector
+    /// paths; 32 channels and more within noise of it).
     /// </summary>
     public static bool Suits(in Conv2dGeometry g) =>
         g.IsPlain && (g.R * g.S > 1 || g.C < 32) && g.K >= 16 && (long)g.C * (g.H + 2 * g.PadH) * (g.W + 2 * g.PadW) <= 1 << 18 &&

@@ -504,8 +504,7 @@ public sealed partial class IlgpuBackend : Backend
                 var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * outputs);
                 _launch.NextSerial((long)rowsPerChunk * g.Q);
                 _launch.Run(ConvolutionKernels.BackwardFilterChunk, chunks * outputs, View(x), View(dy), partial, g, outputs, rowsPerChunk);
-                _launch.NextSerial((chunks + 255) / 256);
-                _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db), outputs, g.WeightSize, chunks);
+                SumFilterGradientChunks(g, partial, dw, db, chunks);
                 return;
             }
 
@@ -517,6 +516,18 @@ public sealed partial class IlgpuBackend : Backend
         {
             BiasGradientCore(dy, db, g.N, g.K, g.P * g.Q);
         }
+    }
+
+    /// <summary>
+    /// The second pass of a chunked filter gradient: partial[chunk, i] for the weights (i &lt; g.WeightSize) and, when
+    /// <paramref name="db"/> is given, the biases after them, added in a fixed tree into dw and db.
+    /// </summary>
+    private void SumFilterGradientChunks(Conv2dGeometry g, ArrayView<float> partial, DeviceTensor<float> dw, DeviceTensor<float>? db, int chunks)
+    {
+        int outputs = g.WeightSize + (db is null ? 0 : g.K);
+        _launch.NextSerial((chunks + 255) / 256);
+        _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db),
+            outputs, g.WeightSize, chunks);
     }
 
     /// <summary>Threads that fill the device (a few on ILGPU's CPU accelerator, where each is an OS thread).</summary>
@@ -778,9 +789,7 @@ public sealed partial class IlgpuBackend : Backend
         _launch.NextSerial((long)perChunk * ((d.TileRows * d.TileW) + lanes - 1) / lanes);
         _launch.Run(DepthwiseKernels.FilterGradient, DepthwiseKernels.FilterGradientConfig(d, chunks, threads, db is not null),
             View(x), View(dy), partial, d, perChunk, db is null ? 0 : 1);
-        _launch.NextSerial((chunks + 255) / 256);
-        _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db),
-            outputs, g.WeightSize, chunks);
+        SumFilterGradientChunks(g, partial, dw, db, chunks);
     }
 
     /// <summary>
@@ -822,9 +831,7 @@ public sealed partial class IlgpuBackend : Backend
         _launch.NextSerial((long)perChunk * ((outputs + threads - 1) / threads));
         _launch.Run(ConvolutionFewTapsKernels.FilterGradient, ConvolutionFewTapsKernels.Config(g, chunks, threads, db is not null),
             View(x), View(dy), partial, g, perChunk, db is null ? 0 : 1);
-        _launch.NextSerial((chunks + 255) / 256);
-        _launch.Run(ReductionKernels.SumChunks, Reduction(outputs, chunks), partial, View(dw), db is null ? View(dw) : View(db),
-            outputs, g.WeightSize, chunks);
+        SumFilterGradientChunks(g, partial, dw, db, chunks);
     }
 
     /// <summary>Threads per row of an implicit-GEMM group (8 rows): <see cref="TileGroupThreads"/> / 8 on GPUs, 2 on the CPU accelerator's 16-thread groups.</summary>
