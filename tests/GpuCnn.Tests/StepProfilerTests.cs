@@ -36,7 +36,7 @@ public sealed class StepProfilerTests
         Assert.True(block.TotalMs >= profile.Layers.Where(l => l.Depth == 1).Sum(l => l.TotalMs) * 0.5);
         Assert.True(profile.StepMs > 0 && profile.LossMs > 0 && profile.UpdateMs > 0);
         Assert.Equal((true, 5, 3), (profile.Training, profile.BatchSize, profile.Steps));
-        Assert.Equal(8, sgd.StepCount); // (1 + 3) whole steps, then as many timed
+        Assert.Equal(8, sgd.StepCount); // (1 + 3) whole steps, each followed by a timed one
     }
 
     [Fact]
@@ -88,6 +88,45 @@ public sealed class StepProfilerTests
         Assert.Throws<InvalidOperationException>(() => StepProfiler.RunInference(model, x, steps: 1, warmupSteps: 0));
         Assert.False(model.IsTimed);
         Assert.True(model.Training);
+    }
+
+    [Fact]
+    public void Whole_steps_and_layer_timed_steps_alternate()
+    {
+        // In turn, so that both see the machine in the same state (one run after the other, the whole steps had run
+        // while .NET was still optimising methods in the background).
+        using var backend = new CpuBackend(threads: 1, Simd.Best);
+        var watcher = new TimedWatcher();
+        using var model = new Sequential([.. ArchitectureSpec.Parse("conv(4,3,pad=1)"), watcher, .. ArchitectureSpec.Parse("flatten,dense(3)")], [2, 8, 8], backend);
+        watcher.Model = model;
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0f));
+        using var x = backend.Upload(Tensor.Random([3, 2, 8, 8], seed: 2));
+        using var labels = backend.Upload<int>([3], [0, 1, 2]);
+
+        StepProfiler.Run(model, sgd, x, labels, steps: 2, warmupSteps: 1);
+        StepProfiler.RunInference(model, x, steps: 1, warmupSteps: 1);
+
+        Assert.Equal([false, true, false, true, false, true, false, true, false, true], watcher.Timed);
+    }
+
+    /// <summary>Hands x on, noting for each forward whether the model's layers were being timed.</summary>
+    private sealed class TimedWatcher : Layer
+    {
+        public Sequential? Model { get; set; }
+
+        public List<bool> Timed { get; } = [];
+
+        public override string Spec => "watch";
+
+        public override DeviceTensor<float> Forward(DeviceTensor<float> x)
+        {
+            Timed.Add(Model!.IsTimed);
+            return x;
+        }
+
+        public override DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient) => needInputGradient ? dy : null;
+
+        protected override Shape InferOutputShape(Shape input) => input;
     }
 
     /// <summary>Hands x on, and throws on the forward calls numbered in <c>calls</c> (from 1).</summary>

@@ -50,7 +50,7 @@ public static class StepProfiler
 {
     /// <summary>
     /// Runs <paramref name="warmupSteps"/> + <paramref name="steps"/> whole steps on <paramref name="images"/> (N, input…)
-    /// and <paramref name="labels"/> (N), then as many again with every layer timed, and returns the medians.
+    /// and <paramref name="labels"/> (N), each followed by a step with every layer timed, and returns the medians.
     /// </summary>
     public static StepProfile Run(Sequential model, Optimizer optimizer, DeviceTensor<float> images, DeviceTensor<int> labels,
         int steps = 10, int warmupSteps = 2)
@@ -78,26 +78,28 @@ public static class StepProfiler
         var lossTimes = new List<double>(steps);
         var updateTimes = new List<double>(steps);
 
-        for (int s = 0; s < warmupSteps + steps; s++)
-        {
-            long start = Stopwatch.GetTimestamp();
-            var logits = model.Forward(images);
-            backend.SoftmaxCrossEntropy(logits, labels, dlogits, loss);
-            model.Backward(dlogits);
-            optimizer.Step();
-            backend.Synchronize();
-            Record(stepTimes, s >= warmupSteps, start);
-        }
-
-        model.AttachTimer(timer);
+        // A whole step and a layer-timed one alternate, so that both see the same machine: timed one after the other,
+        // the whole steps ran while .NET was still compiling methods at full optimisation in the background (it does
+        // after 30 calls) and read 10–26 % above the layers' sum for ResNet-8 on the CPU; with tiered compilation
+        // off, 97–99 % (docs/benchmarks.md, twenty-first session).
         try
         {
             for (int s = 0; s < warmupSteps + steps; s++)
             {
-                bool record = timer.Recording = s >= warmupSteps;
-                var logits = model.Forward(images);
-                backend.Synchronize();
+                bool record = s >= warmupSteps;
                 long start = Stopwatch.GetTimestamp();
+                var logits = model.Forward(images);
+                backend.SoftmaxCrossEntropy(logits, labels, dlogits, loss);
+                model.Backward(dlogits);
+                optimizer.Step();
+                backend.Synchronize();
+                Record(stepTimes, record, start);
+
+                model.AttachTimer(timer);
+                timer.Recording = record;
+                logits = model.Forward(images);
+                backend.Synchronize();
+                start = Stopwatch.GetTimestamp();
                 backend.SoftmaxCrossEntropy(logits, labels, dlogits, loss);
                 backend.Synchronize();
                 Record(lossTimes, record, start);
@@ -106,6 +108,7 @@ public static class StepProfiler
                 optimizer.Step();
                 backend.Synchronize();
                 Record(updateTimes, record, start);
+                model.AttachTimer(null);
             }
         }
         finally
@@ -120,7 +123,7 @@ public static class StepProfiler
     /// <summary>
     /// Times inference layer by layer: the model in evaluation mode (as <see cref="Sequential.Predict"/> runs it; its
     /// mode is restored after), <paramref name="warmupSteps"/> + <paramref name="steps"/> whole forward passes over
-    /// <paramref name="images"/> (N, input…), then as many again with every layer timed. Nothing is changed.
+    /// <paramref name="images"/> (N, input…), each followed by a pass with every layer timed. Nothing is changed.
     /// </summary>
     public static StepProfile RunInference(Sequential model, DeviceTensor<float> images, int steps = 10, int warmupSteps = 2)
     {
@@ -142,13 +145,11 @@ public static class StepProfiler
                 model.Forward(images);
                 backend.Synchronize();
                 Record(passTimes, s >= warmupSteps, start);
-            }
 
-            model.AttachTimer(timer);
-            for (int s = 0; s < warmupSteps + steps; s++)
-            {
+                model.AttachTimer(timer);
                 timer.Recording = s >= warmupSteps;
                 model.Forward(images);
+                model.AttachTimer(null);
             }
         }
         finally
