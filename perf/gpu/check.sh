@@ -25,11 +25,13 @@
 # `depthwise` times the depthwise kernels (Auto) against the generic direct ones (GPUCNN_CONV_ALGORITHM=Direct) on the
 # depthwise rows, alternating, twice; `ncu-depthwise` profiles the depthwise kernels of conv-dw3x3-64-bwd (backward
 # data, filter gradient) and conv-dw3x3s2-128-fwd; `fewtaps` times the few-taps filter gradients against the implicit GEMM's on
-# the convolution rows of LeNet and the 1x1 shortcut and the training steps (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0|160), three rounds.
+# the convolution rows of LeNet and the 1x1 shortcut and the training steps (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0|160), three rounds;
+# `blocked` the same rows with the blocked few-taps filter gradient (16 filters of a tap a thread, in registers; off by
+# default until this step has timed it) taking layers of at most 64 and 160 taps (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|64|160).
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps ladder conv-ladder torch-bench lenet resnet repro
-# fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl, ncu,
-# ncu-resnet, ncu-depthwise and fewtaps,
+# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked ladder conv-ladder torch-bench lenet
+# resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl, ncu,
+# ncu-resnet, ncu-depthwise, fewtaps and blocked,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -52,7 +54,7 @@ failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
 default_steps="machine devices selftest tests parity bench lists depthwise conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
+all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -215,6 +217,24 @@ if wanted fewtaps; then
   done
 fi
 
+if wanted blocked; then
+  step "blocked few-taps filter gradients: off (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0, the default), layers of <= 64 taps (=64: against the few-taps kernel), <= 160 (=160: LeNet's second layer and ResNet-8's 16-channel 3x3 layers too, against the implicit GEMM), rotated each round"
+  for round in 1 2 3; do
+    case $round in 1) settings="0 64 160";; 2) settings="64 160 0";; *) settings="160 0 64";; esac
+    for taps in $settings; do
+      echo "-- round $round, GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps"
+      check "blocked-$taps" 90 env GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps "$gpucnn" bench --device cuda --only conv-lenet conv1x1s2 lenet-step resnet8-step
+    done
+  done
+  for taps in 0 64 160; do
+    echo "-- GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps: ResNet-8 and LeNet-5 layer by layer (first layers, 16-channel 3x3 layers, 1x1 shortcuts)"
+    GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps check "blocked-profile-$taps" 60 "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
+      | grep -E "^0 |3.body.[03]|5.body.0|shortcut.0|profiled step|whole step"
+    GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps check "blocked-profile-lenet-$taps" 60 "$gpucnn" profile --device cuda --arch lenet5 --batch-size 64 --steps 20 \
+      | grep -E "^[03] |profiled step|whole step"
+  done
+fi
+
 if wanted conv-ladder; then
   step "the convolution routes on the convolution rows and the LeNet step, same run (GPUCNN_CONV_ALGORITHM)"
   for algorithm in ${CONV_ALGORITHMS:-Im2ColGemm ImplicitGemm}; do
@@ -300,7 +320,8 @@ if wanted ptx; then
   GPUCNN_PTX_DUMP="$work/ptx" check ptx-dump 120 "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.PtxCompilationTests -noColor > "$work/ptx.txt" 2>&1
   for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_FilterGradient \
     ConvolutionImplicitGemmKernels_ForwardNarrow_Identity_ ConvolutionImplicitGemmKernels_FilterGradientNarrow \
-    DepthwiseKernels_Correlate_Identity_ DepthwiseKernels_FilterGradient ConvolutionFewTapsKernels_FilterGradient; do
+    DepthwiseKernels_Correlate_Identity_ DepthwiseKernels_FilterGradient ConvolutionFewTapsKernels_FilterGradient \
+    ConvolutionFewTapsKernels_FilterGradientBlocked; do
     echo "-- $kernel"; ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o /dev/null 2>&1 | grep -E "registers|spill|error" | head -4
   done
 fi

@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Runtime;
+using Float4 = GpuCnn.Kernels.GemmTiled8x8Kernels.Float4;
 
 namespace GpuCnn.Kernels;
 
@@ -126,6 +127,158 @@ internal static class ConvolutionFewTapsKernels
             partial[((long)chunk * outputs) + i] = shared[accumulators + i];
         }
     }
+
+    /// <summary>Filters a thread of <see cref="FilterGradientBlocked"/> sums at once, in registers.</summary>
+    public const int BlockFilters = 16;
+
+    /// <summary>
+    /// The same partial sums as <see cref="FilterGradient"/> with the products blocked in registers, for layers of more
+    /// taps: a thread owns one column u of the batch's stage — tap u, or, with the bias, the column of ones after the
+    /// taps — and a block of 16 filters b, and per staged pixel j adds x_col[u, j]·dy[16b + f, j] for f &lt; 16 to 16
+    /// accumulators it keeps over the whole chunk: one shared float and four 16-byte loads (the same four for every
+    /// thread of the block, a broadcast) per 16 multiply-adds, where <see cref="FilterGradient"/> reads two floats per
+    /// one. dy is staged transposed (pixel by pixel, filters padded to whole blocks of zeros). Thread i takes block
+    /// i / (T + bias) and column i mod (T + bias); a group needs at least that many threads (<see cref="BlockedThreads"/>).
+    /// Each accumulator adds its pixels in order, so partial[z, ·] has a fixed order; laid out as
+    /// <see cref="FilterGradient"/>'s. Launch: <see cref="BlockedConfig"/>.
+    /// </summary>
+    public static void FilterGradientBlocked(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> partial, Conv2dGeometry g,
+        int pixelsPerChunk, int withBias)
+    {
+        int thread = Group.IdxX, threads = Group.DimX, chunk = Grid.IdxX;
+        int rs = g.R * g.S, taps = g.C * rs, columns = taps + withBias, weights = g.K * taps, outputs = weights + (withBias * g.K);
+        int padded = BlockFilters * ((g.K + BlockFilters - 1) / BlockFilters), pq = g.P * g.Q, hw = g.H * g.W;
+        var shared4 = SharedMemory.GetDynamic<Float4>();
+        var shared = shared4.Cast<float>();
+        var ints = shared.Cast<int>();
+        // Slots: pixel table | dyᵀ stage (32 pixels × padded filters; 16-byte aligned) | tap table (3 × T ints) | column
+        // stage (T + bias rows).
+        int dyStage = PixelTable, tapOffsets = dyStage + (BatchPixels * padded), tapRows = tapOffsets + taps;
+        int tapColumns = tapRows + taps, columnStage = tapColumns + taps;
+
+        for (int t = thread; t < taps; t += threads)
+        {
+            int c = t / rs, rest = t - (c * rs), r = rest / g.S, s = rest - (r * g.S);
+            int row = r * g.DilationH, column = s * g.DilationW;
+            ints[tapOffsets + t] = (c * hw) + (row * g.W) + column;
+            ints[tapRows + t] = row;
+            ints[tapColumns + t] = column;
+        }
+
+        int block = thread / columns, own = thread - (block * columns);
+        bool owner = block * BlockFilters < g.K;
+        Float4 a0 = default, a1 = default, a2 = default, a3 = default;
+        int first = chunk * pixelsPerChunk, end = first + pixelsPerChunk < g.N * pq ? first + pixelsPerChunk : g.N * pq;
+        for (int j0 = first; j0 < end; j0 += BatchPixels)
+        {
+            // The batch's pixels, as in FilterGradient (only the staging reads the table).
+            for (int j = thread; j < BatchPixels; j += threads)
+            {
+                int pixel = j0 + j, n = pixel / pq, rest = pixel - (n * pq), p = rest / g.Q;
+                int top = (p * g.StrideH) - g.PadH, left = ((rest - (p * g.Q)) * g.StrideW) - g.PadW;
+                ints[j] = (n * g.C * hw) + (top * g.W) + left;
+                ints[BatchPixels + j] = top;
+                ints[(2 * BatchPixels) + j] = left;
+                ints[(3 * BatchPixels) + j] = pixel < end ? (n * g.K * pq) + rest : -1;
+            }
+
+            Group.Barrier(); // the table is written, and every thread has finished the previous batch's products
+            for (int e = thread; e < padded * BatchPixels; e += threads)
+            {
+                // Consecutive threads read consecutive pixels of one filter from dy.
+                int k = e / BatchPixels, j = e & (BatchPixels - 1), at = ints[(3 * BatchPixels) + j];
+                shared[dyStage + (j * padded) + k] = at >= 0 && k < g.K ? dy[at + (k * pq)] : 0f;
+            }
+
+            for (int e = thread; e < columns * BatchPixels; e += threads)
+            {
+                int t = e / BatchPixels, j = e & (BatchPixels - 1);
+                float value = 0f;
+                if (t < taps)
+                {
+                    int h = ints[BatchPixels + j] + ints[tapRows + t], w = ints[(2 * BatchPixels) + j] + ints[tapColumns + t];
+                    bool inside = ints[(3 * BatchPixels) + j] >= 0 && (uint)h < (uint)g.H && (uint)w < (uint)g.W;
+                    value = inside ? x[ints[j] + ints[tapOffsets + t]] : 0f;
+                }
+                else
+                {
+                    value = 1f; // the bias's column: Σ_j dy[k, j] (dy is 0 past the chunk's end)
+                }
+
+                shared[columnStage + (t * Row) + j] = value;
+            }
+
+            Group.Barrier();
+            if (owner)
+            {
+                int column = columnStage + (own * Row), gradients = (dyStage + (block * BlockFilters)) / 4;
+                for (int j = 0; j < BatchPixels; j++)
+                {
+                    float v = shared[column + j];
+                    a0 = MultiplyAdd(a0, v, shared4[gradients]);
+                    a1 = MultiplyAdd(a1, v, shared4[gradients + 1]);
+                    a2 = MultiplyAdd(a2, v, shared4[gradients + 2]);
+                    a3 = MultiplyAdd(a3, v, shared4[gradients + 3]);
+                    gradients += padded / 4;
+                }
+            }
+        }
+
+        if (owner)
+        {
+            // Filter k's sum of column u is output k·T + u (a weight) or, for the column of ones, K·T + k (its bias).
+            var target = partial.SubView((long)chunk * outputs, outputs);
+            int k = block * BlockFilters;
+            StoreBlocked(target, g.K, taps, weights, own, k, a0);
+            StoreBlocked(target, g.K, taps, weights, own, k + 4, a1);
+            StoreBlocked(target, g.K, taps, weights, own, k + 8, a2);
+            StoreBlocked(target, g.K, taps, weights, own, k + 12, a3);
+        }
+    }
+
+    /// <summary>acc + v·d, lane by lane.</summary>
+    private static Float4 MultiplyAdd(Float4 acc, float v, Float4 d) => new()
+    {
+        X = acc.X + (v * d.X),
+        Y = acc.Y + (v * d.Y),
+        Z = acc.Z + (v * d.Z),
+        W = acc.W + (v * d.W),
+    };
+
+    /// <summary>The sums of filters k … k + 3 (those below K) for column u.</summary>
+    private static void StoreBlocked(ArrayView<float> target, int filters, int taps, int weights, int u, int k, Float4 sums)
+    {
+        StoreBlocked(target, filters, taps, weights, u, k, sums.X);
+        StoreBlocked(target, filters, taps, weights, u, k + 1, sums.Y);
+        StoreBlocked(target, filters, taps, weights, u, k + 2, sums.Z);
+        StoreBlocked(target, filters, taps, weights, u, k + 3, sums.W);
+    }
+
+    private static void StoreBlocked(ArrayView<float> target, int filters, int taps, int weights, int u, int k, float sum)
+    {
+        if (k < filters)
+        {
+            target[u < taps ? (k * taps) + u : weights + k] = sum;
+        }
+    }
+
+    /// <summary>The shared floats a group of <see cref="FilterGradientBlocked"/> needs for <paramref name="g"/>.</summary>
+    public static long BlockedSharedFloats(Conv2dGeometry g, bool withBias)
+    {
+        long taps = (long)g.C * g.R * g.S, padded = BlockFilters * (((long)g.K + BlockFilters - 1) / BlockFilters);
+        return PixelTable + (BatchPixels * padded) + (3 * taps) + ((taps + (withBias ? 1 : 0)) * Row);
+    }
+
+    /// <summary>The threads a group of <see cref="FilterGradientBlocked"/> needs: one per block of filters and column, in whole warps.</summary>
+    public static long BlockedThreads(Conv2dGeometry g, bool withBias)
+    {
+        long items = (((long)g.K + BlockFilters - 1) / BlockFilters) * (((long)g.C * g.R * g.S) + (withBias ? 1 : 0));
+        return (items + 31) / 32 * 32;
+    }
+
+    /// <summary>The launch of <see cref="FilterGradientBlocked"/>: a group of <paramref name="groupThreads"/> per chunk.</summary>
+    public static KernelConfig BlockedConfig(Conv2dGeometry g, int chunks, int groupThreads, bool withBias) =>
+        new(chunks, groupThreads, SharedMemoryConfig.RequestDynamic<Float4>((int)((BlockedSharedFloats(g, withBias) + 3) / 4)));
 
     /// <summary>The shared floats a group of <see cref="FilterGradient"/> needs for <paramref name="g"/>.</summary>
     public static long SharedFloats(Conv2dGeometry g, bool withBias)

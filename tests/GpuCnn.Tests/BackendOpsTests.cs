@@ -608,6 +608,8 @@ public sealed class IlgpuCpuImplicitBackendOps(IlgpuCpuImplicitFixture fixture) 
 
 public sealed class IlgpuCpuFewTapsBackendOps(IlgpuCpuFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
+public sealed class IlgpuCpuBlockedFewTapsBackendOps(IlgpuCpuBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
+
 public sealed class IlgpuCpuImplicitSplitBackendOps(IlgpuCpuImplicitSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
 
 public sealed class IlgpuCpuImplicitWideBackendOps(IlgpuCpuImplicitWideFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideFixture>;
@@ -674,6 +676,62 @@ public sealed class FewTapsLaunchTests(IlgpuCpuFewTapsFixture fixture) : IClassF
             using var dw = backend.Allocate<float>(g.WeightShape);
             using var db = backend.Allocate<float>(new Shape(g.K));
             return [.. backend.PlanLaunches(Ilgpu.IlgpuBackend.DeviceProfile.Hopper, () => backend.Conv2dBackwardFilter(g, x, dy, dw, bias ? db : null))];
+        }
+    }
+}
+
+/// <summary>
+/// Which filter gradients take the blocked few-taps kernel (<see cref="Kernels.ConvolutionFewTapsKernels.FilterGradientBlocked"/>)
+/// when it is on, planned for an H100 — <see cref="IlgpuCpuBlockedFewTapsFixture"/>'s test classes check its sums only
+/// if they get there — and that it is off by default.
+/// </summary>
+public sealed class BlockedFewTapsLaunchTests(IlgpuCpuBlockedFewTapsFixture fixture) : IClassFixture<IlgpuCpuBlockedFewTapsFixture>
+{
+    private static readonly string[] Blocked = ["FilterGradientBlocked", "SumChunks"];
+
+    [Fact]
+    public void Layers_whose_blocks_fit_a_group_take_the_blocked_kernel_when_it_is_on()
+    {
+        var backend = (Ilgpu.IlgpuBackend)fixture.Require();
+        Assert.Equal(4096, backend.BlockedFewTapsFilterGradient);
+        // ResNet-8's 16 → 16 3×3 layer: 144 taps, one block of 16 filters, 160 threads (144 in whole warps), a chunk a
+        // group: 100,352 pixels in chunks of four batches of 32 for about six groups (1,024 threads) a multiprocessor.
+        var resnet = new Conv2dGeometry(128, 16, 28, 28, 16, 3, 3, PadH: 1, PadW: 1);
+        var plan = Plan(resnet, bias: false);
+        Assert.Equal(Blocked, plan.Select(r => r.Kernel));
+        Assert.Equal((784L, 160L, 128L), (plan[0].Groups, plan[0].GroupSize, plan[0].SerialLoop));
+        // With the bias, its column of ones: 145 columns. 16 → 32 at stride 2: two blocks, 288 threads.
+        Assert.Equal(Blocked, Plan(resnet, bias: true).Select(r => r.Kernel));
+        Assert.Equal(288L, Plan(new Conv2dGeometry(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1), bias: false)[0].GroupSize);
+        // The first layer too (before the few-taps kernel); 32 → 32 at 3×3 (288 taps) stages 46 KB: the implicit GEMM.
+        Assert.Equal(Blocked, Plan(new Conv2dGeometry(128, 1, 28, 28, 16, 3, 3, PadH: 1, PadW: 1), bias: false).Select(r => r.Kernel));
+        Assert.Equal("FilterGradientNarrow", Plan(new Conv2dGeometry(128, 32, 14, 14, 32, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
+        // The 16 → 32 layer's 288 threads are more than this accelerator's groups of 256 hold.
+        Assert.NotEqual(Blocked, Plan(new Conv2dGeometry(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1), bias: false, backend.Profile).Select(r => r.Kernel));
+        backend.BlockedFewTapsFilterGradient = 0;
+        try
+        {
+            Assert.Equal("FilterGradientNarrow", Plan(resnet, bias: false)[0].Kernel);
+            Assert.Equal("FilterGradient", Plan(new Conv2dGeometry(128, 1, 28, 28, 16, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
+        }
+        finally
+        {
+            backend.BlockedFewTapsFilterGradient = 4096;
+        }
+
+        if (Environment.GetEnvironmentVariable("GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT") is null)
+        {
+            using var fresh = Backends.Open("ilgpu-cpu");
+            Assert.Equal(0, ((Ilgpu.IlgpuBackend)fresh).BlockedFewTapsFilterGradient); // off until timed on a GPU
+        }
+
+        List<Ilgpu.LaunchRecord> Plan(Conv2dGeometry g, bool bias, Ilgpu.IlgpuBackend.DeviceProfile? profile = null)
+        {
+            using var x = backend.Allocate<float>(g.InputShape);
+            using var dy = backend.Allocate<float>(g.OutputShape);
+            using var dw = backend.Allocate<float>(g.WeightShape);
+            using var db = backend.Allocate<float>(new Shape(g.K));
+            return [.. backend.PlanLaunches(profile ?? Ilgpu.IlgpuBackend.DeviceProfile.Hopper, () => backend.Conv2dBackwardFilter(g, x, dy, dw, bias ? db : null))];
         }
     }
 }

@@ -107,6 +107,8 @@ public sealed class IlgpuCpuImplicitModelGradientCheck(IlgpuCpuImplicitFixture f
 
 public sealed class IlgpuCpuFewTapsModelGradientCheck(IlgpuCpuFewTapsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
+public sealed class IlgpuCpuBlockedFewTapsModelGradientCheck(IlgpuCpuBlockedFewTapsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
+
 public sealed class CudaModelGradientCheck(CudaFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<CudaFixture>;
 
 public sealed class IlgpuCpuGpuGroupsModelGradientCheck(IlgpuCpuGpuGroupsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;

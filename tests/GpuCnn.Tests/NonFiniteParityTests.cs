@@ -209,6 +209,8 @@ public sealed class IlgpuCpuImplicitNonFiniteParity(IlgpuCpuImplicitFixture fixt
 
 public sealed class IlgpuCpuFewTapsNonFiniteParity(IlgpuCpuFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
+public sealed class IlgpuCpuBlockedFewTapsNonFiniteParity(IlgpuCpuBlockedFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
+
 public sealed class IlgpuCpuImplicitSplitNonFiniteParity(IlgpuCpuImplicitSplitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
 
 public sealed class CudaNonFiniteParity(CudaFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaFixture>;

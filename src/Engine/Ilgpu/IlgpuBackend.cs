@@ -66,6 +66,14 @@ public sealed partial class IlgpuBackend : Backend
                 : throw new InvalidOperationException($"GPUCNN_FEW_TAPS_FILTER_GRADIENT is '{fewTaps}'; expected the most taps (C·R·S) it takes, 0 for none.");
         }
 
+        string? blocked = Environment.GetEnvironmentVariable("GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT");
+        if (!string.IsNullOrWhiteSpace(blocked))
+        {
+            BlockedFewTapsFilterGradient = int.TryParse(blocked, out int taps) && taps >= 0
+                ? taps
+                : throw new InvalidOperationException($"GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT is '{blocked}'; expected the most taps (C·R·S) it takes, 0 for none.");
+        }
+
         string? lists = Environment.GetEnvironmentVariable("GPUCNN_TENSOR_LISTS");
         if (!string.IsNullOrWhiteSpace(lists))
         {
@@ -468,9 +476,15 @@ public sealed partial class IlgpuBackend : Backend
             return;
         }
 
+        if (UseImplicitGemm(g) && UsesBlockedFewTaps(g, db is not null))
+        {
+            RunFewTapsFilterGradient(g, x, dy, dw, db, blocked: true);
+            return;
+        }
+
         if (UseImplicitGemm(g) && UsesFewTaps(g, db is not null))
         {
-            RunFewTapsFilterGradient(g, x, dy, dw, db);
+            RunFewTapsFilterGradient(g, x, dy, dw, db, blocked: false);
             return;
         }
 
@@ -813,24 +827,62 @@ public sealed partial class IlgpuBackend : Backend
         ConvolutionFewTapsKernels.SharedFloats(g, withBias) <= ConvolutionFewTapsKernels.MaxSharedFloats;
 
     /// <summary>
-    /// A few-taps filter gradient (and bias gradient): chunks of the pixels for about four groups of 256 threads a
-    /// multiprocessor (a few on the CPU accelerator, so that its tests add chunks too), then the chunks added in order by
-    /// <see cref="ReductionKernels.SumChunks"/>.
+    /// Filter gradients of layers of at most this many taps (C·R·S) that would take the implicit GEMM take
+    /// <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/> (16 filters of a tap a thread, in registers) when a
+    /// group holds a thread for each block of filters and tap and its stage fits; before the few-taps kernel, which
+    /// takes what it leaves. 0 (off) by default: not yet timed on a GPU (perf/gpu/check.sh's `blocked` step compares
+    /// it). GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT sets it for a process.
+    /// </summary>
+    public int BlockedFewTapsFilterGradient
+    {
+        get;
+        set => field = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "A number of taps, 0 (off) or more.");
+    }
+
+    /// <summary>
+    /// Whether <paramref name="g"/>'s filter gradient takes <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/>
+    /// (the implicit GEMM's layers only): at most <see cref="BlockedFewTapsFilterGradient"/> taps, a group's threads
+    /// enough for one per block of 16 filters and tap, a stage that fits.
+    /// </summary>
+    private bool UsesBlockedFewTaps(Conv2dGeometry g, bool withBias) =>
+        (long)g.C * g.R * g.S <= BlockedFewTapsFilterGradient &&
+        ConvolutionFewTapsKernels.BlockedThreads(g, withBias) <= Math.Min(1024, _profile.MaxGroupThreads) &&
+        ConvolutionFewTapsKernels.BlockedSharedFloats(g, withBias) <= ConvolutionFewTapsKernels.MaxSharedFloats;
+
+    /// <summary>
+    /// A few-taps filter gradient (and bias gradient), <paramref name="blocked"/> or not: chunks of the pixels for a few
+    /// groups a multiprocessor (three on the CPU accelerator, so that its tests add chunks too), then the chunks added in
+    /// order by <see cref="ReductionKernels.SumChunks"/>.
     /// </summary>
     private void RunFewTapsFilterGradient(Conv2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> dy, DeviceTensor<float> dw,
-        DeviceTensor<float>? db)
+        DeviceTensor<float>? db, bool blocked)
     {
         const int batch = ConvolutionFewTapsKernels.BatchPixels;
-        int threads = Math.Min(256, _profile.MaxGroupThreads), pixels = g.N * g.P * g.Q, batches = (pixels + batch - 1) / batch;
-        int chunks = Math.Clamp(ReductionChunks ?? (IsCpuAccelerator ? 3 : 4 * _profile.Multiprocessors), 1, Math.Min(1024, batches));
+        bool withBias = db is not null;
+        int threads = blocked ? (int)ConvolutionFewTapsKernels.BlockedThreads(g, withBias) : Math.Min(256, _profile.MaxGroupThreads);
+        // Four groups of 256 a multiprocessor (the few-taps kernel as measured); the blocked kernel's smaller groups
+        // take more, for about as many threads to hide their gathers' latency (4 to 8 groups).
+        int groupsPerMultiprocessor = blocked ? Math.Clamp(1024 / threads, 4, 8) : 4;
+        int pixels = g.N * g.P * g.Q, batches = (pixels + batch - 1) / batch;
+        int chunks = Math.Clamp(ReductionChunks ?? (IsCpuAccelerator ? 3 : groupsPerMultiprocessor * _profile.Multiprocessors), 1, Math.Min(1024, batches));
         int perChunk = (batches + chunks - 1) / chunks * batch;
         chunks = (pixels + perChunk - 1) / perChunk;
-        int outputs = g.WeightSize + (db is null ? 0 : g.K);
+        int outputs = g.WeightSize + (withBias ? g.K : 0);
         var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials,
             Elements("Conv2dBackwardFilter", "partial sums of the few-taps chunks", (long)chunks * outputs));
-        _launch.NextSerial((long)perChunk * ((outputs + threads - 1) / threads));
-        _launch.Run(ConvolutionFewTapsKernels.FilterGradient, ConvolutionFewTapsKernels.Config(g, chunks, threads, db is not null),
-            View(x), View(dy), partial, g, perChunk, db is null ? 0 : 1);
+        if (blocked)
+        {
+            _launch.NextSerial(perChunk);
+            _launch.Run(ConvolutionFewTapsKernels.FilterGradientBlocked, ConvolutionFewTapsKernels.BlockedConfig(g, chunks, threads, withBias),
+                View(x), View(dy), partial, g, perChunk, withBias ? 1 : 0);
+        }
+        else
+        {
+            _launch.NextSerial((long)perChunk * ((outputs + threads - 1) / threads));
+            _launch.Run(ConvolutionFewTapsKernels.FilterGradient, ConvolutionFewTapsKernels.Config(g, chunks, threads, withBias),
+                View(x), View(dy), partial, g, perChunk, withBias ? 1 : 0);
+        }
+
         SumFilterGradientChunks(g, partial, dw, db, chunks);
     }
 

@@ -105,6 +105,14 @@ public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu",
 /// </summary>
 public sealed class IlgpuCpuFewTapsFixture() : BackendFixture("ilgpu-cpu", new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm));
 
+/// <summary>
+/// Simulated 256-thread groups with the filter gradients on <see cref="Kernels.ConvolutionFewTapsKernels.FilterGradientBlocked"/>
+/// wherever a group holds a thread per block of 16 filters and tap (off by default until timed on a GPU), in three
+/// chunks; the implicit GEMM for the rest.
+/// </summary>
+public sealed class IlgpuCpuBlockedFewTapsFixture() : BackendFixture("ilgpu-cpu", () => IlgpuDevices.OpenCpuAccelerator(groupThreads: 256),
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, BlockedFewTapsFilterGradient: 4096).ApplyTo);
+
 /// <summary>The implicit-GEMM convolution with its depth split in three (partial NCHW slices summed by a second kernel), as GPUs run few-tile layers.</summary>
 public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, DepthSplits: 3, FewTapsFilterGradient: 0));
@@ -163,7 +171,8 @@ public sealed record IlgpuSettings(
     int? ImplicitGemmFilters = null,
     int? TileGroupThreads = null,
     long? ConvolutionWorkspaceFloats = null,
-    int? FewTapsFilterGradient = null)
+    int? FewTapsFilterGradient = null,
+    int? BlockedFewTapsFilterGradient = null)
 {
     public void ApplyTo(Backend backend)
     {
@@ -176,6 +185,7 @@ public sealed record IlgpuSettings(
         ilgpu.TileGroupThreads = TileGroupThreads ?? ilgpu.TileGroupThreads;
         ilgpu.ConvolutionWorkspaceFloats = ConvolutionWorkspaceFloats ?? ilgpu.ConvolutionWorkspaceFloats;
         ilgpu.FewTapsFilterGradient = FewTapsFilterGradient ?? ilgpu.FewTapsFilterGradient;
+        ilgpu.BlockedFewTapsFilterGradient = BlockedFewTapsFilterGradient ?? ilgpu.BlockedFewTapsFilterGradient;
     }
 }
 
