@@ -628,6 +628,8 @@ public sealed class CudaImplicitWideBackendOps(CudaImplicitWideFixture fixture) 
 
 public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTileGroups64Fixture>;
 
+public sealed class CudaBlockedFewTapsBackendOps(CudaBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
+
 public sealed class CudaTiled128BackendOps(CudaTiled128Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTiled128Fixture>;
 
 public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fixture), IClassFixture<OpenCLFixture>;

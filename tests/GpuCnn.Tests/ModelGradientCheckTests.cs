@@ -111,4 +111,6 @@ public sealed class IlgpuCpuBlockedFewTapsModelGradientCheck(IlgpuCpuBlockedFewT
 
 public sealed class CudaModelGradientCheck(CudaFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<CudaFixture>;
 
+public sealed class CudaBlockedFewTapsModelGradientCheck(CudaBlockedFewTapsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
+
 public sealed class IlgpuCpuGpuGroupsModelGradientCheck(IlgpuCpuGpuGroupsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;

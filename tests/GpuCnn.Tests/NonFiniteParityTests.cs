@@ -215,4 +215,6 @@ public sealed class IlgpuCpuImplicitSplitNonFiniteParity(IlgpuCpuImplicitSplitFi
 
 public sealed class CudaNonFiniteParity(CudaFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaFixture>;
 
+public sealed class CudaBlockedFewTapsNonFiniteParity(CudaBlockedFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
+
 public sealed class OpenCLNonFiniteParity(OpenCLFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<OpenCLFixture>;

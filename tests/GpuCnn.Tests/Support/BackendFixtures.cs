@@ -159,6 +159,9 @@ public sealed class CudaTileGroups64Fixture() : BackendFixture("cuda",
 public sealed class CudaImplicitWideFixture() : BackendFixture("cuda",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FewTapsFilterGradient: 0));
 
+/// <summary>CUDA with the blocked few-taps filter gradient on wherever it fits (off by default until timed there).</summary>
+public sealed class CudaBlockedFewTapsFixture() : BackendFixture("cuda", new IlgpuSettings(BlockedFewTapsFilterGradient: 4096));
+
 /// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
 public sealed class CudaTiled128Fixture() : BackendFixture("cuda", new IlgpuSettings(Gemm: GemmAlgorithm.Tiled, TileGroupThreads: 128));
 
