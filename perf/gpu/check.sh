@@ -14,7 +14,8 @@
 # after `gpucnn profile` has timed its training step (and LeNet-5's) layer by layer.
 # `groups` times the tiled kernels' group sizes against each other (GPUCNN_TILE_GROUP_THREADS=256|128|64, every bench
 # row, alternating, twice); `narrow` times the implicit GEMM's 32-filter tiles against its 64-filter ones (layers of
-# at most 32 filters; GPUCNN_IMPLICIT_GEMM_FILTERS=64|32; 32 became the default after an H200 run of this step);
+# at most 32 filters; GPUCNN_IMPLICIT_GEMM_FILTERS=64|32; 32 became the default after an H200 run of this step) and
+# the 16-filter forward tiles (=16: layers of at most 16 filters; not yet timed);
 # `lists` times the optimizer and clipping rows and the whole training steps with the tensor-list launches (one per
 # 32 tensors, the default) against a launch per tensor (GPUCNN_TENSOR_LISTS=1|0), alternating, twice;
 # `ncu-resnet` sums Nsight Compute's GPU time per kernel over 900 launches of ResNet-8 training steps
@@ -160,17 +161,20 @@ if wanted lists; then
 fi
 
 if wanted narrow; then
-  step "implicit-GEMM tiles of 64 and 32 filters (GPUCNN_IMPLICIT_GEMM_FILTERS; 32 applies to layers of <= 32 filters): selftest, bench rows alternating twice, ResNet-8"
-  echo "-- selftest, GPUCNN_IMPLICIT_GEMM_FILTERS=64"
-  check selftest-wide 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=64 "$gpucnn" selftest --device cuda | tail -n 1
+  step "implicit-GEMM tiles of 64, 32 and 16 filters (GPUCNN_IMPLICIT_GEMM_FILTERS; 32 applies to layers of <= 32 filters, 16 to the forwards and stride-1 backward data of layers of <= 16): selftest, bench rows rotated, ResNet-8"
+  for filters in 64 16; do
+    echo "-- selftest, GPUCNN_IMPLICIT_GEMM_FILTERS=$filters"
+    check "selftest-filters-$filters" 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=$filters "$gpucnn" selftest --device cuda | tail -n 1
+  done
   for round in 1 2; do
-    for filters in 64 32; do
+    case $round in 1) settings="64 32 16";; *) settings="16 32 64";; esac
+    for filters in $settings; do
       echo "-- round $round, GPUCNN_IMPLICIT_GEMM_FILTERS=$filters"
       check "bench-filters-$filters" 90 env GPUCNN_IMPLICIT_GEMM_FILTERS=$filters "$gpucnn" bench --device cuda --only conv lenet-step resnet8 \
         | grep -E "^(conv|lenet|resnet)"
     done
   done
-  for filters in 64 32; do
+  for filters in 64 32 16; do
     echo "-- ResNet-8, 2 epochs, GPUCNN_IMPLICIT_GEMM_FILTERS=$filters"
     check "resnet-filters-$filters" 120 env GPUCNN_IMPLICIT_GEMM_FILTERS=$filters "$gpucnn" "${resnet8_full[@]}" \
       --out "$work/resnet8-filters-$filters.safetensors" | grep -E "^epoch"
@@ -319,7 +323,7 @@ if wanted ptx; then
   step "ptxas: registers, spills and shared memory of the GEMM and convolution kernels for sm_90"
   GPUCNN_PTX_DUMP="$work/ptx" check ptx-dump 120 "$bundle/GpuCnn.Tests" -class GpuCnn.Tests.PtxCompilationTests -noColor > "$work/ptx.txt" 2>&1
   for kernel in GemmTiled8x8Kernels_Tiled_Identity_ ConvolutionImplicitGemmKernels_Forward_Identity_ ConvolutionImplicitGemmKernels_FilterGradient \
-    ConvolutionImplicitGemmKernels_ForwardNarrow_Identity_ ConvolutionImplicitGemmKernels_FilterGradientNarrow \
+    ConvolutionImplicitGemmKernels_ForwardNarrow_Identity_ ConvolutionImplicitGemmKernels_ForwardNarrow16_Identity_ ConvolutionImplicitGemmKernels_FilterGradientNarrow \
     DepthwiseKernels_Correlate_Identity_ DepthwiseKernels_FilterGradient ConvolutionFewTapsKernels_FilterGradient \
     ConvolutionFewTapsKernels_FilterGradientBlocked; do
     echo "-- $kernel"; ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o /dev/null 2>&1 | grep -E "registers|spill|error" | head -4

@@ -44,8 +44,12 @@ internal static class BenchCommand
             if (backend is Ilgpu.IlgpuBackend settings && (settings.IsGpu || parse.GetValue(launches)))
             {
                 // What the GPUCNN_* switches chose (a GPU's, or the plan's), so that a log of one setting against another says which is which.
+                string tiles = settings.ImplicitGemmFilters == 16
+                    ? "implicit-GEMM tiles of 16 filters for forwards of ≤ 16 (32 for the rest of ≤ 32)"
+                    : $"implicit-GEMM tiles of {settings.ImplicitGemmFilters} filters for layers of ≤ 32";
                 io.Out.WriteLine($"kernels: GEMM {settings.GemmAlgorithm}, convolution {settings.ConvolutionAlgorithm}, tile groups of " +
-                    $"{settings.TileGroupThreads} threads, implicit-GEMM tiles of {settings.ImplicitGemmFilters} filters for layers of ≤ 32" +
+                    $"{settings.TileGroupThreads} threads, {tiles}, few-taps filter gradients of ≤ {settings.FewTapsFilterGradient} taps " +
+                    $"(blocked: ≤ {settings.BlockedFewTapsFilterGradient})" +
                     (settings.SplitMinimumGroups > 0 ? $", depth splits of at least {settings.SplitMinimumGroups} groups" : ""));
             }
 

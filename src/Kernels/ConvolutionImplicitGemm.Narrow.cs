@@ -12,6 +12,9 @@ namespace GpuCnn.Kernels;
 /// (i, j &lt; 4), 32 accumulators read from shared memory as three 16-byte loads per depth step, so each thread still
 /// gathers exactly one column of the tile, as in the 64-filter kernels, whose gather, staging and stepping helpers
 /// these share. Kept as separate kernels so that the 64-filter ones compile as they were measured.
+/// <see cref="ForwardNarrow16"/> is the forward on tiles of 16 filters (thread (tx, ty) owns filters 4ty + i: 16
+/// accumulators, two 16-byte loads per depth step), for layers of at most 16 — one generic body, the thread's block
+/// of results (<see cref="INarrowBlock{TSelf}"/>) its type argument.
 /// </summary>
 internal static partial class ConvolutionImplicitGemmKernels
 {
@@ -21,10 +24,13 @@ internal static partial class ConvolutionImplicitGemmKernels
     /// <summary>Rows of threads in a narrow group (the group is Tx × 4).</summary>
     public const int NarrowRows = 4;
 
-    /// <summary>Floats per depth row of the narrow filter tile: 32 padded by 4 (16-byte rows; eight depths, eight banks).</summary>
-    private const int NarrowFilterRow = NarrowFilters + 4;
+    /// <summary>Filters per tile of <see cref="ForwardNarrow16"/>: 4 rows of threads with 4 filters each.</summary>
+    public const int Narrow16Filters = 16;
 
-    /// <summary>A thread's second run of four filters starts this far after its first.</summary>
+    /// <summary>Floats per depth row of a narrow filter tile of <paramref name="filters"/>: padded by 4 (16-byte rows; eight depths, eight banks).</summary>
+    private static int NarrowFilterRow(int filters) => filters + 4;
+
+    /// <summary>A thread's second run of four filters (32-filter tiles) starts this far after its first.</summary>
     private const int NarrowHalf = NarrowFilters / 2;
 
     /// <summary>
@@ -33,12 +39,29 @@ internal static partial class ConvolutionImplicitGemmKernels
     /// </summary>
     public static void ForwardNarrow<TF>(ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, Conv2dGeometry g, int depthPerSplit,
         ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction =>
+        ForwardNarrowTiles<TF, Block8x4>(x, w, y, g, depthPerSplit, bias, epilogue);
+
+    /// <summary>
+    /// <see cref="Forward"/> on 16-filter tiles. Launch: grid (⌈N·P·Q / 4Tx⌉, ⌈K / 16⌉, splits), group (Tx, 4),
+    /// <see cref="NarrowConfig"/> for 16 filters.
+    /// </summary>
+    public static void ForwardNarrow16<TF>(ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, Conv2dGeometry g, int depthPerSplit,
+        ArrayView<float> bias, Epilogue<TF> epilogue)
+        where TF : struct, IActivationFunction =>
+        ForwardNarrowTiles<TF, Block4x4>(x, w, y, g, depthPerSplit, bias, epilogue);
+
+    /// <summary>The narrow forward, on tiles of <typeparamref name="TBlock"/>'s filters.</summary>
+    private static void ForwardNarrowTiles<TF, TBlock>(ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, Conv2dGeometry g,
+        int depthPerSplit, ArrayView<float> bias, Epilogue<TF> epilogue)
         where TF : struct, IActivationFunction
+        where TBlock : struct, INarrowBlock<TBlock>
     {
+        int tileFilters = default(TBlock).Filters, filterRow = NarrowFilterRow(tileFilters);
         int tx = Group.IdxX, ty = Group.IdxY, threadsX = Group.DimX;
         int threads = threadsX * NarrowRows, thread = (ty * threadsX) + tx;
         int depth = g.C * g.R * g.S;
-        int filter0 = Grid.IdxY * NarrowFilters, column0 = Grid.IdxX * threads;
+        int filter0 = Grid.IdxY * tileFilters, column0 = Grid.IdxX * threads;
         bool split = depthPerSplit > 0;
         int kBegin = split ? Grid.IdxZ * depthPerSplit : 0;
         int kEnd = split ? XMath.Min(depth, kBegin + depthPerSplit) : depth;
@@ -46,16 +69,16 @@ internal static partial class ConvolutionImplicitGemmKernels
         var window = Pixel.At(column0 + thread, g).Window(g);
         var shared4 = SharedMemory.GetDynamic<Float4>();
         var shared = shared4.Cast<float>();
-        int stageSize = Depth * (NarrowFilterRow + threads), tileBOffset = Depth * NarrowFilterRow;
+        int stageSize = Depth * (filterRow + threads), tileBOffset = Depth * filterRow;
 
         var tap = Tap.At(kBegin, g);
         var staged = Gather(x, g, window, tap, kBegin, kEnd);
         PutColumn(shared, tileBOffset, threads, thread, staged.Values);
-        StageNarrowFilters(w, shared, 0, g.K, depth, filter0, kBegin, kEnd, thread, threads);
+        StageNarrowFilters(w, shared, 0, tileFilters, g.K, depth, filter0, kBegin, kEnd, thread, threads);
         tap = staged.Next;
         Group.Barrier();
 
-        Block8x4 c = default;
+        TBlock c = default;
         int stage = 0;
         for (int k0 = kBegin; k0 < kEnd; k0 += Depth)
         {
@@ -66,12 +89,12 @@ internal static partial class ConvolutionImplicitGemmKernels
                 tap = staged.Next;
             }
 
-            c = MultiplyNarrowStage(c, shared4, stage * stageSize, tileBOffset, tx, ty, threads);
+            c = c.MultiplyStage(shared4, stage * stageSize, tileBOffset, tx, ty, threads);
             if (more)
             {
                 int other = (stage ^ 1) * stageSize;
                 PutColumn(shared, other + tileBOffset, threads, thread, staged.Values);
-                StageNarrowFilters(w, shared, other, g.K, depth, filter0, k0 + Depth, kEnd, thread, threads);
+                StageNarrowFilters(w, shared, other, tileFilters, g.K, depth, filter0, k0 + Depth, kEnd, thread, threads);
             }
 
             Group.Barrier();
@@ -88,15 +111,7 @@ internal static partial class ConvolutionImplicitGemmKernels
             V3 = OutputOffset(low + 3, g),
         };
         var target = split ? y.SubView((long)Grid.IdxZ * g.OutputSize, g.OutputSize) : y;
-        int filter = filter0 + (4 * ty);
-        StoreNarrowRow(target, g, filter, pixels, c.R0, bias, epilogue, split);
-        StoreNarrowRow(target, g, filter + 1, pixels, c.R1, bias, epilogue, split);
-        StoreNarrowRow(target, g, filter + 2, pixels, c.R2, bias, epilogue, split);
-        StoreNarrowRow(target, g, filter + 3, pixels, c.R3, bias, epilogue, split);
-        StoreNarrowRow(target, g, filter + NarrowHalf, pixels, c.R4, bias, epilogue, split);
-        StoreNarrowRow(target, g, filter + NarrowHalf + 1, pixels, c.R5, bias, epilogue, split);
-        StoreNarrowRow(target, g, filter + NarrowHalf + 2, pixels, c.R6, bias, epilogue, split);
-        StoreNarrowRow(target, g, filter + NarrowHalf + 3, pixels, c.R7, bias, epilogue, split);
+        c.StoreRows(target, g, filter0 + (4 * ty), pixels, bias, epilogue, split);
     }
 
     /// <summary>
@@ -117,7 +132,7 @@ internal static partial class ConvolutionImplicitGemmKernels
         var tap = ownTap < taps ? Tap.At(ownTap, g) : new Tap(-1, 0, 0);
         var shared4 = SharedMemory.GetDynamic<Float4>();
         var shared = shared4.Cast<float>();
-        int stageSize = Depth * (NarrowFilterRow + threads), tileBOffset = Depth * NarrowFilterRow;
+        int stageSize = Depth * (NarrowFilterRow(NarrowFilters) + threads), tileBOffset = Depth * NarrowFilterRow(NarrowFilters);
         var cursor = Pixel.At(jBegin, g);
         var dyPixel = Pixel.At(jBegin + (thread & (Depth - 1)), g);
 
@@ -138,7 +153,7 @@ internal static partial class ConvolutionImplicitGemmKernels
                 cursor = staged.Next;
             }
 
-            c = MultiplyNarrowStage(c, shared4, stage * stageSize, tileBOffset, tx, ty, threads);
+            c = c.MultiplyStage(shared4, stage * stageSize, tileBOffset, tx, ty, threads);
             if (more)
             {
                 int other = (stage ^ 1) * stageSize;
@@ -163,11 +178,11 @@ internal static partial class ConvolutionImplicitGemmKernels
         StoreNarrowTaps(target, g, filter + NarrowHalf + 3, column, c.R7);
     }
 
-    /// <summary>Narrow tiles along the output pixels (x) and the filters (y).</summary>
-    public static Index2D NarrowTiles(Conv2dGeometry g, int threadsX)
+    /// <summary>Narrow tiles of <paramref name="filters"/> (32 or 16) along the output pixels (x) and the filters (y).</summary>
+    public static Index2D NarrowTiles(Conv2dGeometry g, int threadsX, int filters = NarrowFilters)
     {
         int columns = threadsX * NarrowRows;
-        return new Index2D(((g.N * g.P * g.Q) + columns - 1) / columns, (g.K + NarrowFilters - 1) / NarrowFilters);
+        return new Index2D(((g.N * g.P * g.Q) + columns - 1) / columns, (g.K + filters - 1) / filters);
     }
 
     /// <summary>Narrow filter-gradient tiles along the taps (x) and the filters (y).</summary>
@@ -177,37 +192,27 @@ internal static partial class ConvolutionImplicitGemmKernels
         return new Index2D(((g.C * g.R * g.S) + columns - 1) / columns, (g.K + NarrowFilters - 1) / NarrowFilters);
     }
 
-    /// <summary>The launch shape of the narrow kernels over <paramref name="tiles"/>: groups of Tx × 4 threads, two stages of shared memory.</summary>
-    public static KernelConfig NarrowConfig(Index2D tiles, int threadsX, int splits = 1) =>
+    /// <summary>
+    /// The launch shape of the narrow kernels over <paramref name="tiles"/> of <paramref name="filters"/>: groups of
+    /// Tx × 4 threads, two stages of shared memory.
+    /// </summary>
+    public static KernelConfig NarrowConfig(Index2D tiles, int threadsX, int splits = 1, int filters = NarrowFilters) =>
         new(new Index3D(tiles.X, tiles.Y, splits), new Index3D(threadsX, NarrowRows, 1),
-            SharedMemoryConfig.RequestDynamic<Float4>(2 * Depth * (NarrowFilterRow + (threadsX * NarrowRows)) / 4));
+            SharedMemoryConfig.RequestDynamic<Float4>(2 * Depth * (NarrowFilterRow(filters) + (threadsX * NarrowRows)) / 4));
 
     /// <summary>
-    /// One stage of a narrow product: acc[i][j] += Σ_kk tileA[kk, filter i] · tileB[kk, column j] for this thread's
-    /// filters 4ty + i, 16 + 4ty + i and columns 4tx + j; offsets in floats.
+    /// tile[kk, m] = W[filter0 + m, k0 + kk] (0 outside), <paramref name="tileFilters"/> × 8 values; consecutive threads
+    /// read consecutive taps.
     /// </summary>
-    private static Block8x4 MultiplyNarrowStage(Block8x4 acc, ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threads)
+    private static void StageNarrowFilters(ArrayView<float> w, ArrayView<float> shared, int at, int tileFilters, int filters, int depth,
+        int filter0, int k0, int kEnd, int thread, int threads)
     {
-        int filters = (tileA / 4) + ty, columns = ((tileA + tileBOffset) / 4) + tx;
-        for (int kk = 0; kk < Depth; kk++)
-        {
-            acc = Block8x4.MultiplyAdd(acc, shared[filters], shared[filters + (NarrowHalf / 4)], shared[columns]);
-            filters += NarrowFilterRow / 4;
-            columns += threads / 4;
-        }
-
-        return acc;
-    }
-
-    /// <summary>tile[kk, m] = W[filter0 + m, k0 + kk] (0 outside), 32 × 8 values; consecutive threads read consecutive taps.</summary>
-    private static void StageNarrowFilters(ArrayView<float> w, ArrayView<float> shared, int at, int filters, int depth, int filter0, int k0,
-        int kEnd, int thread, int threads)
-    {
-        for (int i = thread; i < Depth * NarrowFilters; i += threads)
+        int row = NarrowFilterRow(tileFilters);
+        for (int i = thread; i < Depth * tileFilters; i += threads)
         {
             int m = i >> 3, kk = i & (Depth - 1);
             int filter = filter0 + m, tap = k0 + kk;
-            shared[at + (kk * NarrowFilterRow) + m] = filter < filters && tap < kEnd ? w[(filter * depth) + tap] : 0f;
+            shared[at + (kk * row) + m] = filter < filters && tap < kEnd ? w[(filter * depth) + tap] : 0f;
         }
     }
 
@@ -220,7 +225,7 @@ internal static partial class ConvolutionImplicitGemmKernels
         {
             int m = i >> 3, kk = i & (Depth - 1);
             int filter = filter0 + m;
-            shared[at + (kk * NarrowFilterRow) + m] = inDepth && filter < g.K ? dy[(((pixel.N * g.K) + filter) * pq) + spatial] : 0f;
+            shared[at + (kk * NarrowFilterRow(NarrowFilters)) + m] = inDepth && filter < g.K ? dy[(((pixel.N * g.K) + filter) * pq) + spatial] : 0f;
         }
     }
 
@@ -261,8 +266,27 @@ internal static partial class ConvolutionImplicitGemmKernels
         public int V0, V1, V2, V3;
     }
 
-    /// <summary>A thread's 8 × 4 results of a narrow tile: row i of its eight filters, four columns each.</summary>
+    /// <summary>What the narrow forward needs of a thread's block of results: its tile's filters, a stage's products, the stores.</summary>
+    private interface INarrowBlock<TSelf>
+        where TSelf : struct, INarrowBlock<TSelf>
+    {
+        /// <summary>Filters per tile (4 rows of threads).</summary>
+        int Filters { get; }
+
+        /// <summary>
+        /// This block plus one stage of a narrow product: acc[i][j] += Σ_kk tileA[kk, filter i] · tileB[kk, column j] for
+        /// this thread's filters and columns 4tx + j; offsets in floats.
+        /// </summary>
+        TSelf MultiplyStage(ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threads);
+
+        /// <summary>Stores the block's rows, the first of them filter <paramref name="filter"/> (4ty of the tile).</summary>
+        void StoreRows<TF>(ArrayView<float> y, Conv2dGeometry g, int filter, Offsets4 pixels, ArrayView<float> bias, Epilogue<TF> epilogue, bool raw)
+            where TF : struct, IActivationFunction;
+    }
+
+    /// <summary>A thread's 8 × 4 results of a 32-filter tile: row i of its eight filters, four columns each.</summary>
     private readonly struct Block8x4(Float4 r0, Float4 r1, Float4 r2, Float4 r3, Float4 r4, Float4 r5, Float4 r6, Float4 r7)
+        : INarrowBlock<Block8x4>
     {
         public Float4 R0 { get; } = r0;
 
@@ -280,23 +304,92 @@ internal static partial class ConvolutionImplicitGemmKernels
 
         public Float4 R7 { get; } = r7;
 
+        public int Filters => NarrowFilters;
+
+        /// <summary>Filters 4ty + i and 16 + 4ty + i.</summary>
+        public Block8x4 MultiplyStage(ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threads)
+        {
+            var acc = this;
+            int filters = (tileA / 4) + ty, columns = ((tileA + tileBOffset) / 4) + tx;
+            for (int kk = 0; kk < Depth; kk++)
+            {
+                acc = MultiplyAdd(acc, shared[filters], shared[filters + (NarrowHalf / 4)], shared[columns]);
+                filters += NarrowFilterRow(NarrowFilters) / 4;
+                columns += threads / 4;
+            }
+
+            return acc;
+        }
+
+        public void StoreRows<TF>(ArrayView<float> y, Conv2dGeometry g, int filter, Offsets4 pixels, ArrayView<float> bias, Epilogue<TF> epilogue, bool raw)
+            where TF : struct, IActivationFunction
+        {
+            StoreNarrowRow(y, g, filter, pixels, R0, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + 1, pixels, R1, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + 2, pixels, R2, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + 3, pixels, R3, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + NarrowHalf, pixels, R4, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + NarrowHalf + 1, pixels, R5, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + NarrowHalf + 2, pixels, R6, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + NarrowHalf + 3, pixels, R7, bias, epilogue, raw);
+        }
+
         /// <summary>acc + a ⊗ b: row i gains a_i · b, the eight a_i as two runs of four (filters 4ty + i and 16 + 4ty + i).</summary>
         public static Block8x4 MultiplyAdd(Block8x4 acc, Float4 low, Float4 high, Float4 b) => new(
-            MultiplyAdd(acc.R0, low.X, b),
-            MultiplyAdd(acc.R1, low.Y, b),
-            MultiplyAdd(acc.R2, low.Z, b),
-            MultiplyAdd(acc.R3, low.W, b),
-            MultiplyAdd(acc.R4, high.X, b),
-            MultiplyAdd(acc.R5, high.Y, b),
-            MultiplyAdd(acc.R6, high.Z, b),
-            MultiplyAdd(acc.R7, high.W, b));
-
-        private static Float4 MultiplyAdd(Float4 acc, float a, Float4 b) => new()
-        {
-            X = acc.X + (a * b.X),
-            Y = acc.Y + (a * b.Y),
-            Z = acc.Z + (a * b.Z),
-            W = acc.W + (a * b.W),
-        };
+            AddScaled(acc.R0, low.X, b),
+            AddScaled(acc.R1, low.Y, b),
+            AddScaled(acc.R2, low.Z, b),
+            AddScaled(acc.R3, low.W, b),
+            AddScaled(acc.R4, high.X, b),
+            AddScaled(acc.R5, high.Y, b),
+            AddScaled(acc.R6, high.Z, b),
+            AddScaled(acc.R7, high.W, b));
     }
+
+    /// <summary>A thread's 4 × 4 results of a 16-filter tile: row i of filters 4ty + i, four columns each.</summary>
+    private readonly struct Block4x4(Float4 r0, Float4 r1, Float4 r2, Float4 r3) : INarrowBlock<Block4x4>
+    {
+        public Float4 R0 { get; } = r0;
+
+        public Float4 R1 { get; } = r1;
+
+        public Float4 R2 { get; } = r2;
+
+        public Float4 R3 { get; } = r3;
+
+        public int Filters => Narrow16Filters;
+
+        public Block4x4 MultiplyStage(ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threads)
+        {
+            var acc = this;
+            int filters = (tileA / 4) + ty, columns = ((tileA + tileBOffset) / 4) + tx;
+            for (int kk = 0; kk < Depth; kk++)
+            {
+                Float4 a = shared[filters], b = shared[columns];
+                acc = new(AddScaled(acc.R0, a.X, b), AddScaled(acc.R1, a.Y, b), AddScaled(acc.R2, a.Z, b), AddScaled(acc.R3, a.W, b));
+                filters += NarrowFilterRow(Narrow16Filters) / 4;
+                columns += threads / 4;
+            }
+
+            return acc;
+        }
+
+        public void StoreRows<TF>(ArrayView<float> y, Conv2dGeometry g, int filter, Offsets4 pixels, ArrayView<float> bias, Epilogue<TF> epilogue, bool raw)
+            where TF : struct, IActivationFunction
+        {
+            StoreNarrowRow(y, g, filter, pixels, R0, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + 1, pixels, R1, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + 2, pixels, R2, bias, epilogue, raw);
+            StoreNarrowRow(y, g, filter + 3, pixels, R3, bias, epilogue, raw);
+        }
+    }
+
+    /// <summary>acc + a·b, lane by lane.</summary>
+    private static Float4 AddScaled(Float4 acc, float a, Float4 b) => new()
+    {
+        X = acc.X + (a * b.X),
+        Y = acc.Y + (a * b.Y),
+        Z = acc.Z + (a * b.Z),
+        W = acc.W + (a * b.W),
+    };
 }

@@ -608,6 +608,8 @@ public sealed class IlgpuCpuImplicitBackendOps(IlgpuCpuImplicitFixture fixture) 
 
 public sealed class IlgpuCpuFewTapsBackendOps(IlgpuCpuFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
+public sealed class IlgpuCpuNarrow16BackendOps(IlgpuCpuNarrow16Fixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuNarrow16Fixture>;
+
 public sealed class IlgpuCpuBlockedFewTapsBackendOps(IlgpuCpuBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
 
 public sealed class IlgpuCpuImplicitSplitBackendOps(IlgpuCpuImplicitSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
@@ -627,6 +629,8 @@ public sealed class CudaImplicitBackendOps(CudaImplicitFixture fixture) : Backen
 public sealed class CudaImplicitWideBackendOps(CudaImplicitWideFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitWideFixture>;
 
 public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTileGroups64Fixture>;
+
+public sealed class CudaNarrow16BackendOps(CudaNarrow16Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaNarrow16Fixture>;
 
 public sealed class CudaBlockedFewTapsBackendOps(CudaBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
 

@@ -199,7 +199,7 @@ public sealed partial class CliTests
     }
 
     [Fact]
-    public void Narrow_layers_plan_32_filter_tiles_unless_told_64_and_a_misspelt_count_is_a_clear_error()
+    public void Narrow_layers_plan_32_filter_tiles_unless_told_64_or_16_and_a_misspelt_count_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
         string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet2-bwd"];
@@ -216,9 +216,16 @@ public sealed partial class CliTests
         Assert.Matches(@"conv-lenet2-bwd\s+FilterGradient\s+200\s", wide.Out);
         Assert.Contains("implicit-GEMM tiles of 64 filters", wide.Out, StringComparison.Ordinal); // the report names the setting
 
-        var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "16");
+        // 16: the backward data's 6 filters on 16-filter tiles, the filter gradient's 16 still on 32-filter ones.
+        var narrower = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "16");
+        Assert.True(narrower.ExitCode == 0, narrower.Error);
+        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow16\s+245\s", narrower.Out);
+        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", narrower.Out);
+        Assert.Contains("implicit-GEMM tiles of 16 filters for forwards of ≤ 16", narrower.Out, StringComparison.Ordinal);
+
+        var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "8");
         Assert.Equal(1, misspelt.ExitCode);
-        Assert.Equal("error: GPUCNN_IMPLICIT_GEMM_FILTERS is '16'; expected 64 or 32.", misspelt.Error.Trim());
+        Assert.Equal("error: GPUCNN_IMPLICIT_GEMM_FILTERS is '8'; expected 64, 32 or 16.", misspelt.Error.Trim());
     }
 
     [Fact]

@@ -209,11 +209,15 @@ public sealed class IlgpuCpuImplicitNonFiniteParity(IlgpuCpuImplicitFixture fixt
 
 public sealed class IlgpuCpuFewTapsNonFiniteParity(IlgpuCpuFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
+public sealed class IlgpuCpuNarrow16NonFiniteParity(IlgpuCpuNarrow16Fixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuNarrow16Fixture>;
+
 public sealed class IlgpuCpuBlockedFewTapsNonFiniteParity(IlgpuCpuBlockedFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
 
 public sealed class IlgpuCpuImplicitSplitNonFiniteParity(IlgpuCpuImplicitSplitFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
 
 public sealed class CudaNonFiniteParity(CudaFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaFixture>;
+
+public sealed class CudaNarrow16NonFiniteParity(CudaNarrow16Fixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaNarrow16Fixture>;
 
 public sealed class CudaBlockedFewTapsNonFiniteParity(CudaBlockedFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
 

@@ -54,8 +54,9 @@ public sealed partial class IlgpuBackend : Backend
         if (!string.IsNullOrWhiteSpace(filters))
         {
             ImplicitGemmFilters = int.TryParse(filters, out int count) && count is 64 or ConvolutionImplicitGemmKernels.NarrowFilters
+                or ConvolutionImplicitGemmKernels.Narrow16Filters
                 ? count
-                : throw new InvalidOperationException($"GPUCNN_IMPLICIT_GEMM_FILTERS is '{filters}'; expected 64 or 32.");
+                : throw new InvalidOperationException($"GPUCNN_IMPLICIT_GEMM_FILTERS is '{filters}'; expected 64, 32 or 16.");
         }
 
         string? fewTaps = Environment.GetEnvironmentVariable("GPUCNN_FEW_TAPS_FILTER_GRADIENT");
@@ -898,13 +899,21 @@ public sealed partial class IlgpuBackend : Backend
         where TF : struct, IActivationFunction
     {
         bool narrow = UsesNarrowTiles(g);
+        int tileFilters = ImplicitGemmFilters == ConvolutionImplicitGemmKernels.Narrow16Filters && g.K <= ConvolutionImplicitGemmKernels.Narrow16Filters
+            ? ConvolutionImplicitGemmKernels.Narrow16Filters
+            : ConvolutionImplicitGemmKernels.NarrowFilters;
         int depth = g.C * g.R * g.S, threadsX = narrow ? NarrowThreadsX : ImplicitGemmThreadsX;
-        var tiles = narrow ? ConvolutionImplicitGemmKernels.NarrowTiles(g, threadsX) : ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
+        var tiles = narrow ? ConvolutionImplicitGemmKernels.NarrowTiles(g, threadsX, tileFilters) : ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
         var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y, narrow);
         var target = splits == 1 ? y : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, Elements("Conv2dForward", "partial sums of the depth splits", (long)splits * g.OutputSize));
         int depthPerSplit = splits == 1 ? 0 : perSplit;
         _launch.NextSerial(splits == 1 ? depth : perSplit);
-        if (narrow)
+        if (narrow && tileFilters == ConvolutionImplicitGemmKernels.Narrow16Filters)
+        {
+            _launch.Run(ConvolutionImplicitGemmKernels.ForwardNarrow16, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX, splits, tileFilters),
+                x, w, target, g, depthPerSplit, bias, epilogue);
+        }
+        else if (narrow)
         {
             _launch.Run(ConvolutionImplicitGemmKernels.ForwardNarrow, ConvolutionImplicitGemmKernels.NarrowConfig(tiles, threadsX, splits), x, w, target,
                 g, depthPerSplit, bias, epilogue);
@@ -980,19 +989,22 @@ public sealed partial class IlgpuBackend : Backend
     /// of at most 32 input channels): 32 (the default: <see cref="ConvolutionImplicitGemmKernels.ForwardNarrow"/>,
     /// <see cref="ConvolutionImplicitGemmKernels.FilterGradientNarrow"/>, so a 16-filter layer does not run its tiles a
     /// quarter full; on an H200 a ResNet-8 step took 0.90× and a LeNet-5 step at batch 256 0.86× the time of 64-filter
-    /// tiles, docs/benchmarks.md) or 64 (the tiles of wider layers). GPUCNN_IMPLICIT_GEMM_FILTERS sets it for a process.
+    /// tiles, docs/benchmarks.md), 16 (as 32, but the forward — and stride-1 backward data — of layers of at most 16
+    /// filters on 16-filter tiles, <see cref="ConvolutionImplicitGemmKernels.ForwardNarrow16"/>; not yet timed on a GPU:
+    /// perf/gpu/check.sh's `narrow` step compares it) or 64 (the tiles of wider layers). GPUCNN_IMPLICIT_GEMM_FILTERS
+    /// sets it for a process.
     /// </summary>
     public int ImplicitGemmFilters
     {
         get;
-        set => field = value is 64 or ConvolutionImplicitGemmKernels.NarrowFilters
+        set => field = value is 64 or ConvolutionImplicitGemmKernels.NarrowFilters or ConvolutionImplicitGemmKernels.Narrow16Filters
             ? value
-            : throw new ArgumentOutOfRangeException(nameof(value), value, "Implicit-GEMM tiles have 64 or 32 filters.");
+            : throw new ArgumentOutOfRangeException(nameof(value), value, "Implicit-GEMM tiles have 64, 32 or 16 filters.");
     } = ConvolutionImplicitGemmKernels.NarrowFilters;
 
-    /// <summary>Whether <paramref name="g"/> runs on the 32-filter tiles.</summary>
+    /// <summary>Whether <paramref name="g"/> runs on narrow tiles (32 filters, or 16 for the forward when so set).</summary>
     private bool UsesNarrowTiles(Conv2dGeometry g) =>
-        ImplicitGemmFilters == ConvolutionImplicitGemmKernels.NarrowFilters && g.K <= ConvolutionImplicitGemmKernels.NarrowFilters;
+        ImplicitGemmFilters <= ConvolutionImplicitGemmKernels.NarrowFilters && g.K <= ConvolutionImplicitGemmKernels.NarrowFilters;
 
     /// <summary>
     /// Threads per row of a narrow group (4 rows): <see cref="TileGroupThreads"/> / 4 on GPUs, 4 on the CPU accelerator's

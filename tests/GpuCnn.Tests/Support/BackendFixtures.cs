@@ -124,6 +124,13 @@ public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu",
 public sealed class IlgpuCpuImplicitWideFixture() : BackendFixture("ilgpu-cpu",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FewTapsFilterGradient: 0));
 
+/// <summary>
+/// The implicit GEMM with the forwards (and stride-1 backward data) of layers of at most 16 filters on 16-filter tiles
+/// (<see cref="Kernels.ConvolutionImplicitGemmKernels.ForwardNarrow16"/>; off by default until timed on a GPU).
+/// </summary>
+public sealed class IlgpuCpuNarrow16Fixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 16));
+
 public sealed class IlgpuCpuImplicitWideSplitFixture() : BackendFixture("ilgpu-cpu",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, DepthSplits: 3, FewTapsFilterGradient: 0));
 
@@ -158,6 +165,9 @@ public sealed class CudaTileGroups64Fixture() : BackendFixture("cuda",
 /// <summary>CUDA's implicit GEMM (forced) on its 64-filter tiles for narrow layers too, every filter gradient on the GEMM.</summary>
 public sealed class CudaImplicitWideFixture() : BackendFixture("cuda",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FewTapsFilterGradient: 0));
+
+/// <summary>CUDA with 16-filter implicit-GEMM tiles for the forwards of layers of at most 16 filters (off by default until timed there).</summary>
+public sealed class CudaNarrow16Fixture() : BackendFixture("cuda", new IlgpuSettings(ImplicitGemmFilters: 16));
 
 /// <summary>CUDA with the blocked few-taps filter gradient on wherever it fits (off by default until timed there).</summary>
 public sealed class CudaBlockedFewTapsFixture() : BackendFixture("cuda", new IlgpuSettings(BlockedFewTapsFilterGradient: 4096));
