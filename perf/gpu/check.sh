@@ -28,7 +28,8 @@
 # data, filter gradient) and conv-dw3x3s2-128-fwd; `fewtaps` times the few-taps filter gradients against the implicit GEMM's on
 # the convolution rows of LeNet and the 1x1 shortcut and the training steps (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0|160), three rounds;
 # `blocked` the same rows with the blocked few-taps filter gradient (16 filters of a tap a thread, in registers; off by
-# default until this step has timed it) taking layers of at most 64 and 160 taps (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|64|160).
+# default until this step has timed it) taking the layers of at most 160 taps that the few-taps kernel leaves, then all
+# of them (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|160, GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0).
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked ladder conv-ladder torch-bench lenet
 # resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl, ncu,
@@ -222,20 +223,24 @@ if wanted fewtaps; then
 fi
 
 if wanted blocked; then
-  step "blocked few-taps filter gradients: off (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0, the default), layers of <= 64 taps (=64: against the few-taps kernel), <= 160 (=160: LeNet's second layer and ResNet-8's 16-channel 3x3 layers too, against the implicit GEMM), rotated each round"
+  step "blocked few-taps filter gradients: off (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0, the default); <= 160 taps (LeNet's second layer and ResNet-8's 16-channel 3x3 layers, against the implicit GEMM; first layers stay on the few-taps kernel); <= 160 with the few-taps kernel off (first layers too), rotated each round"
+  settings_of() { case $1 in off) echo "0 64";; blocked) echo "160 64";; *) echo "160 0";; esac; }
   for round in 1 2 3; do
-    case $round in 1) settings="0 64 160";; 2) settings="64 160 0";; *) settings="160 0 64";; esac
-    for taps in $settings; do
-      echo "-- round $round, GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps"
-      check "blocked-$taps" 90 env GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps "$gpucnn" bench --device cuda --only conv-lenet conv1x1s2 lenet-step resnet8-step
+    case $round in 1) order="off blocked all";; 2) order="blocked all off";; *) order="all off blocked";; esac
+    for setting in $order; do
+      read -r blocked fewtaps <<< "$(settings_of $setting)"
+      echo "-- round $round, $setting: GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$blocked GPUCNN_FEW_TAPS_FILTER_GRADIENT=$fewtaps"
+      check "blocked-$setting" 90 env GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$blocked GPUCNN_FEW_TAPS_FILTER_GRADIENT=$fewtaps \
+        "$gpucnn" bench --device cuda --only conv-lenet conv1x1s2 lenet-step resnet8-step
     done
   done
-  for taps in 0 64 160; do
-    echo "-- GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps: ResNet-8 and LeNet-5 layer by layer (first layers, 16-channel 3x3 layers, 1x1 shortcuts)"
-    GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps check "blocked-profile-$taps" 60 "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
-      | grep -E "^0 |3.body.[03]|5.body.0|shortcut.0|profiled step|whole step"
-    GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$taps check "blocked-profile-lenet-$taps" 60 "$gpucnn" profile --device cuda --arch lenet5 --batch-size 64 --steps 20 \
-      | grep -E "^[03] |profiled step|whole step"
+  for setting in off blocked all; do
+    read -r blocked fewtaps <<< "$(settings_of $setting)"
+    echo "-- $setting: ResNet-8 and LeNet-5 layer by layer (first layers, 16-channel 3x3 layers, 1x1 shortcuts)"
+    GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$blocked GPUCNN_FEW_TAPS_FILTER_GRADIENT=$fewtaps check "blocked-profile-$setting" 60 \
+      "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 | grep -E "^0 |3.body.[03]|5.body.0|shortcut.0|profiled step|whole step"
+    GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$blocked GPUCNN_FEW_TAPS_FILTER_GRADIENT=$fewtaps check "blocked-profile-lenet-$setting" 60 \
+      "$gpucnn" profile --device cuda --arch lenet5 --batch-size 64 --steps 20 | grep -E "^[03] |profiled step|whole step"
   done
 fi
 

@@ -44,23 +44,14 @@ internal static class ConvolutionFewTapsKernels
         int pixelsPerChunk, int withBias)
     {
         int thread = Group.IdxX, threads = Group.DimX, chunk = Grid.IdxX;
-        int rs = g.R * g.S, taps = g.C * rs, weights = g.K * taps, outputs = weights + (withBias * g.K);
-        int pq = g.P * g.Q, hw = g.H * g.W;
+        int taps = g.C * g.R * g.S, weights = g.K * taps, outputs = weights + (withBias * g.K), pq = g.P * g.Q, hw = g.H * g.W;
         var shared = SharedMemory.GetDynamic<float>();
         var ints = shared.Cast<int>();
         // Slots: pixel table | tap table (3 × T ints) | accumulators (outputs) | dy stage (K rows) | column stage (T rows).
         int tapOffsets = PixelTable, tapRows = tapOffsets + taps, tapColumns = tapRows + taps;
         int accumulators = tapColumns + taps, dyStage = accumulators + outputs, columnStage = dyStage + (g.K * Row);
 
-        // Each tap (c, r, s): its offset from a window's start in x, and its row and column within the window.
-        for (int t = thread; t < taps; t += threads)
-        {
-            int c = t / rs, rest = t - (c * rs), r = rest / g.S, s = rest - (r * g.S);
-            int row = r * g.DilationH, column = s * g.DilationW;
-            ints[tapOffsets + t] = (c * hw) + (row * g.W) + column;
-            ints[tapRows + t] = row;
-            ints[tapColumns + t] = column;
-        }
+        WriteTapTable(ints, g, tapOffsets, thread, threads);
 
         for (int i = thread; i < outputs; i += threads)
         {
@@ -70,17 +61,8 @@ internal static class ConvolutionFewTapsKernels
         int first = chunk * pixelsPerChunk, end = first + pixelsPerChunk < g.N * pq ? first + pixelsPerChunk : g.N * pq;
         for (int j0 = first; j0 < end; j0 += BatchPixels)
         {
-            // The batch's pixels (n, p, q): where each window starts in x, its top and left, where the pixel is in dy
-            // (−1 past the chunk's end). Only the staging below reads the table, and it finished before the last barrier.
-            for (int j = thread; j < BatchPixels; j += threads)
-            {
-                int pixel = j0 + j, n = pixel / pq, rest = pixel - (n * pq), p = rest / g.Q;
-                int top = (p * g.StrideH) - g.PadH, left = ((rest - (p * g.Q)) * g.StrideW) - g.PadW;
-                ints[j] = (n * g.C * hw) + (top * g.W) + left;
-                ints[BatchPixels + j] = top;
-                ints[(2 * BatchPixels) + j] = left;
-                ints[(3 * BatchPixels) + j] = pixel < end ? (n * g.K * pq) + rest : -1;
-            }
+            // Only the staging below reads the pixel table, and it finished before the last barrier.
+            WritePixelTable(ints, g, pq, hw, j0, end, thread, threads);
 
             Group.Barrier(); // the table is written, and every thread has finished the previous batch's products
             for (int e = thread; e < g.K * BatchPixels; e += threads)
@@ -92,9 +74,7 @@ internal static class ConvolutionFewTapsKernels
             for (int e = thread; e < taps * BatchPixels; e += threads)
             {
                 int t = e / BatchPixels, j = e & (BatchPixels - 1);
-                int h = ints[BatchPixels + j] + ints[tapRows + t], w = ints[(2 * BatchPixels) + j] + ints[tapColumns + t];
-                bool inside = ints[(3 * BatchPixels) + j] >= 0 && (uint)h < (uint)g.H && (uint)w < (uint)g.W;
-                shared[columnStage + (t * Row) + j] = inside ? x[ints[j] + ints[tapOffsets + t]] : 0f;
+                shared[columnStage + (t * Row) + j] = Gathered(x, ints, g, tapOffsets, tapRows, tapColumns, t, j);
             }
 
             Group.Barrier();
@@ -132,13 +112,20 @@ internal static class ConvolutionFewTapsKernels
     public const int BlockFilters = 16;
 
     /// <summary>
+    /// The most threads a group of <see cref="FilterGradientBlocked"/> may have: the kernels load without a launch
+    /// bound, so the compiler may give a thread more than the 64 registers that 1,024 threads leave it; 512 leave 128.
+    /// </summary>
+    public const int MaxBlockedThreads = 512;
+
+    /// <summary>
     /// The same partial sums as <see cref="FilterGradient"/> with the products blocked in registers, for layers of more
     /// taps: a thread owns one column u of the batch's stage — tap u, or, with the bias, the column of ones after the
     /// taps — and a block of 16 filters b, and per staged pixel j adds x_col[u, j]·dy[16b + f, j] for f &lt; 16 to 16
     /// accumulators it keeps over the whole chunk: one shared float and four 16-byte loads (the same four for every
     /// thread of the block, a broadcast) per 16 multiply-adds, where <see cref="FilterGradient"/> reads two floats per
     /// one. dy is staged transposed (pixel by pixel, filters padded to whole blocks of zeros). Thread i takes block
-    /// i / (T + bias) and column i mod (T + bias); a group needs at least that many threads (<see cref="BlockedThreads"/>).
+    /// i / (T + bias) and column i mod (T + bias); a group needs at least that many threads (<see cref="BlockedThreads"/>,
+    /// at most <see cref="MaxBlockedThreads"/>).
     /// Each accumulator adds its pixels in order, so partial[z, ·] has a fixed order; laid out as
     /// <see cref="FilterGradient"/>'s. Launch: <see cref="BlockedConfig"/>.
     /// </summary>
@@ -146,24 +133,17 @@ internal static class ConvolutionFewTapsKernels
         int pixelsPerChunk, int withBias)
     {
         int thread = Group.IdxX, threads = Group.DimX, chunk = Grid.IdxX;
-        int rs = g.R * g.S, taps = g.C * rs, columns = taps + withBias, weights = g.K * taps, outputs = weights + (withBias * g.K);
-        int padded = BlockFilters * ((g.K + BlockFilters - 1) / BlockFilters), pq = g.P * g.Q, hw = g.H * g.W;
+        int taps = g.C * g.R * g.S, columns = taps + withBias, weights = g.K * taps, outputs = weights + (withBias * g.K);
+        int padded = BlockFilters * ((g.K + BlockFilters - 1) / BlockFilters), dyRow = padded + 4, pq = g.P * g.Q, hw = g.H * g.W;
         var shared4 = SharedMemory.GetDynamic<Float4>();
         var shared = shared4.Cast<float>();
         var ints = shared.Cast<int>();
-        // Slots: pixel table | dyᵀ stage (32 pixels × padded filters; 16-byte aligned) | tap table (3 × T ints) | column
-        // stage (T + bias rows).
-        int dyStage = PixelTable, tapOffsets = dyStage + (BatchPixels * padded), tapRows = tapOffsets + taps;
+        // Slots: pixel table | dyᵀ stage (32 pixels × padded filters, rows of padded + 4 floats: 16-byte aligned) | tap
+        // table (3 × T ints) | column stage (T + bias rows).
+        int dyStage = PixelTable, tapOffsets = dyStage + (BatchPixels * dyRow), tapRows = tapOffsets + taps;
         int tapColumns = tapRows + taps, columnStage = tapColumns + taps;
 
-        for (int t = thread; t < taps; t += threads)
-        {
-            int c = t / rs, rest = t - (c * rs), r = rest / g.S, s = rest - (r * g.S);
-            int row = r * g.DilationH, column = s * g.DilationW;
-            ints[tapOffsets + t] = (c * hw) + (row * g.W) + column;
-            ints[tapRows + t] = row;
-            ints[tapColumns + t] = column;
-        }
+        WriteTapTable(ints, g, tapOffsets, thread, threads);
 
         int block = thread / columns, own = thread - (block * columns);
         bool owner = block * BlockFilters < g.K;
@@ -171,41 +151,23 @@ internal static class ConvolutionFewTapsKernels
         int first = chunk * pixelsPerChunk, end = first + pixelsPerChunk < g.N * pq ? first + pixelsPerChunk : g.N * pq;
         for (int j0 = first; j0 < end; j0 += BatchPixels)
         {
-            // The batch's pixels, as in FilterGradient (only the staging reads the table).
-            for (int j = thread; j < BatchPixels; j += threads)
-            {
-                int pixel = j0 + j, n = pixel / pq, rest = pixel - (n * pq), p = rest / g.Q;
-                int top = (p * g.StrideH) - g.PadH, left = ((rest - (p * g.Q)) * g.StrideW) - g.PadW;
-                ints[j] = (n * g.C * hw) + (top * g.W) + left;
-                ints[BatchPixels + j] = top;
-                ints[(2 * BatchPixels) + j] = left;
-                ints[(3 * BatchPixels) + j] = pixel < end ? (n * g.K * pq) + rest : -1;
-            }
+            // Only the staging below reads the pixel table, and it finished before the last barrier.
+            WritePixelTable(ints, g, pq, hw, j0, end, thread, threads);
 
             Group.Barrier(); // the table is written, and every thread has finished the previous batch's products
             for (int e = thread; e < padded * BatchPixels; e += threads)
             {
-                // Consecutive threads read consecutive pixels of one filter from dy.
+                // Consecutive threads read consecutive pixels of one filter from dy (coalesced) and store them a row
+                // apart; rows of padded + 4 floats spread those stores over 8 banks, where rows of 16 or 32 put them in 2 or 1.
                 int k = e / BatchPixels, j = e & (BatchPixels - 1), at = ints[(3 * BatchPixels) + j];
-                shared[dyStage + (j * padded) + k] = at >= 0 && k < g.K ? dy[at + (k * pq)] : 0f;
+                shared[dyStage + (j * dyRow) + k] = at >= 0 && k < g.K ? dy[at + (k * pq)] : 0f;
             }
 
             for (int e = thread; e < columns * BatchPixels; e += threads)
             {
                 int t = e / BatchPixels, j = e & (BatchPixels - 1);
-                float value = 0f;
-                if (t < taps)
-                {
-                    int h = ints[BatchPixels + j] + ints[tapRows + t], w = ints[(2 * BatchPixels) + j] + ints[tapColumns + t];
-                    bool inside = ints[(3 * BatchPixels) + j] >= 0 && (uint)h < (uint)g.H && (uint)w < (uint)g.W;
-                    value = inside ? x[ints[j] + ints[tapOffsets + t]] : 0f;
-                }
-                else
-                {
-                    value = 1f; // the bias's column: Σ_j dy[k, j] (dy is 0 past the chunk's end)
-                }
-
-                shared[columnStage + (t * Row) + j] = value;
+                // Past the taps, the bias's column of ones: Σ_j dy[k, j] (dy is 0 past the chunk's end).
+                shared[columnStage + (t * Row) + j] = t < taps ? Gathered(x, ints, g, tapOffsets, tapRows, tapColumns, t, j) : 1f;
             }
 
             Group.Barrier();
@@ -219,7 +181,7 @@ internal static class ConvolutionFewTapsKernels
                     a1 = MultiplyAdd(a1, v, shared4[gradients + 1]);
                     a2 = MultiplyAdd(a2, v, shared4[gradients + 2]);
                     a3 = MultiplyAdd(a3, v, shared4[gradients + 3]);
-                    gradients += padded / 4;
+                    gradients += dyRow / 4;
                 }
             }
         }
@@ -266,7 +228,7 @@ internal static class ConvolutionFewTapsKernels
     public static long BlockedSharedFloats(Conv2dGeometry g, bool withBias)
     {
         long taps = (long)g.C * g.R * g.S, padded = BlockFilters * (((long)g.K + BlockFilters - 1) / BlockFilters);
-        return PixelTable + (BatchPixels * padded) + (3 * taps) + ((taps + (withBias ? 1 : 0)) * Row);
+        return PixelTable + (BatchPixels * (padded + 4)) + (3 * taps) + ((taps + (withBias ? 1 : 0)) * Row);
     }
 
     /// <summary>The threads a group of <see cref="FilterGradientBlocked"/> needs: one per block of filters and column, in whole warps.</summary>
@@ -279,6 +241,52 @@ internal static class ConvolutionFewTapsKernels
     /// <summary>The launch of <see cref="FilterGradientBlocked"/>: a group of <paramref name="groupThreads"/> per chunk.</summary>
     public static KernelConfig BlockedConfig(Conv2dGeometry g, int chunks, int groupThreads, bool withBias) =>
         new(chunks, groupThreads, SharedMemoryConfig.RequestDynamic<Float4>((int)((BlockedSharedFloats(g, withBias) + 3) / 4)));
+
+    /// <summary>
+    /// The tap table at <paramref name="at"/>: for each tap (c, r, s), its offset from a window's start in x, then (T
+    /// ints on) its row and (2T on) its column within the window.
+    /// </summary>
+    private static void WriteTapTable(ArrayView<int> ints, Conv2dGeometry g, int at, int thread, int threads)
+    {
+        int rs = g.R * g.S, taps = g.C * rs, hw = g.H * g.W;
+        for (int t = thread; t < taps; t += threads)
+        {
+            int c = t / rs, rest = t - (c * rs), r = rest / g.S, s = rest - (r * g.S);
+            int row = r * g.DilationH, column = s * g.DilationW;
+            ints[at + t] = (c * hw) + (row * g.W) + column;
+            ints[at + taps + t] = row;
+            ints[at + (2 * taps) + t] = column;
+        }
+    }
+
+    /// <summary>
+    /// The pixel table of the batch from pixel <paramref name="j0"/> (n, p, q): where each window starts in x, its top
+    /// and left, where the pixel is in dy (−1 past the chunk's end), 32 ints each. <paramref name="pq"/> = P·Q, worked
+    /// out once by the caller (P and Q divide), as <paramref name="hw"/> = H·W.
+    /// </summary>
+    private static void WritePixelTable(ArrayView<int> ints, Conv2dGeometry g, int pq, int hw, int j0, int end, int thread, int threads)
+    {
+        for (int j = thread; j < BatchPixels; j += threads)
+        {
+            int pixel = j0 + j, n = pixel / pq, rest = pixel - (n * pq), p = rest / g.Q;
+            int top = (p * g.StrideH) - g.PadH, left = ((rest - (p * g.Q)) * g.StrideW) - g.PadW;
+            ints[j] = (n * g.C * hw) + (top * g.W) + left;
+            ints[BatchPixels + j] = top;
+            ints[(2 * BatchPixels) + j] = left;
+            ints[(3 * BatchPixels) + j] = pixel < end ? (n * g.K * pq) + rest : -1;
+        }
+    }
+
+    /// <summary>
+    /// cols[t, j]: the x value tap t of the batch's pixel j reads, 0 in the padding and past the chunk's end; the tap
+    /// table's three parts start at <paramref name="tapOffsets"/>, <paramref name="tapRows"/>, <paramref name="tapColumns"/>.
+    /// </summary>
+    private static float Gathered(ArrayView<float> x, ArrayView<int> ints, Conv2dGeometry g, int tapOffsets, int tapRows, int tapColumns, int t, int j)
+    {
+        int h = ints[BatchPixels + j] + ints[tapRows + t], w = ints[(2 * BatchPixels) + j] + ints[tapColumns + t];
+        bool inside = ints[(3 * BatchPixels) + j] >= 0 && (uint)h < (uint)g.H && (uint)w < (uint)g.W;
+        return inside ? x[ints[j] + ints[tapOffsets + t]] : 0f;
+    }
 
     /// <summary>The shared floats a group of <see cref="FilterGradient"/> needs for <paramref name="g"/>.</summary>
     public static long SharedFloats(Conv2dGeometry g, bool withBias)

@@ -89,7 +89,7 @@ internal static partial class ConvolutionImplicitGemmKernels
                 tap = staged.Next;
             }
 
-            c = c.MultiplyStage(shared4, stage * stageSize, tileBOffset, tx, ty, threads);
+            c = MultiplyStage(c, shared4, stage * stageSize, tileBOffset, tx, ty, threads);
             if (more)
             {
                 int other = (stage ^ 1) * stageSize;
@@ -153,7 +153,7 @@ internal static partial class ConvolutionImplicitGemmKernels
                 cursor = staged.Next;
             }
 
-            c = c.MultiplyStage(shared4, stage * stageSize, tileBOffset, tx, ty, threads);
+            c = MultiplyStage(c, shared4, stage * stageSize, tileBOffset, tx, ty, threads);
             if (more)
             {
                 int other = (stage ^ 1) * stageSize;
@@ -199,6 +199,24 @@ internal static partial class ConvolutionImplicitGemmKernels
     public static KernelConfig NarrowConfig(Index2D tiles, int threadsX, int splits = 1, int filters = NarrowFilters) =>
         new(new Index3D(tiles.X, tiles.Y, splits), new Index3D(threadsX, NarrowRows, 1),
             SharedMemoryConfig.RequestDynamic<Float4>(2 * Depth * (NarrowFilterRow(filters) + (threadsX * NarrowRows)) / 4));
+
+    /// <summary>
+    /// One stage of a narrow product: acc[i][j] += Σ_kk tileA[kk, filter i] · tileB[kk, column j] for this thread's
+    /// filters (from 4ty) and columns 4tx + j; offsets in floats.
+    /// </summary>
+    private static TBlock MultiplyStage<TBlock>(TBlock acc, ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threads)
+        where TBlock : struct, INarrowBlock<TBlock>
+    {
+        int filters = (tileA / 4) + ty, columns = ((tileA + tileBOffset) / 4) + tx;
+        for (int kk = 0; kk < Depth; kk++)
+        {
+            acc = acc.Step(shared, filters, columns);
+            filters += NarrowFilterRow(acc.Filters) / 4;
+            columns += threads / 4;
+        }
+
+        return acc;
+    }
 
     /// <summary>
     /// tile[kk, m] = W[filter0 + m, k0 + kk] (0 outside), <paramref name="tileFilters"/> × 8 values; consecutive threads
@@ -274,10 +292,11 @@ internal static partial class ConvolutionImplicitGemmKernels
         int Filters { get; }
 
         /// <summary>
-        /// This block plus one stage of a narrow product: acc[i][j] += Σ_kk tileA[kk, filter i] · tileB[kk, column j] for
-        /// this thread's filters and columns 4tx + j; offsets in floats.
+        /// This block plus one depth step: acc[i][j] += tileA[filter i] · tileB[column j] for this thread's filters, the
+        /// first four at Float4 <paramref name="filters"/> of <paramref name="shared"/>, and its four columns at Float4
+        /// <paramref name="columns"/>.
         /// </summary>
-        TSelf MultiplyStage(ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threads);
+        TSelf Step(ArrayView<Float4> shared, int filters, int columns);
 
         /// <summary>Stores the block's rows, the first of them filter <paramref name="filter"/> (4ty of the tile).</summary>
         void StoreRows<TF>(ArrayView<float> y, Conv2dGeometry g, int filter, Offsets4 pixels, ArrayView<float> bias, Epilogue<TF> epilogue, bool raw)
@@ -307,31 +326,15 @@ internal static partial class ConvolutionImplicitGemmKernels
         public int Filters => NarrowFilters;
 
         /// <summary>Filters 4ty + i and 16 + 4ty + i.</summary>
-        public Block8x4 MultiplyStage(ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threads)
-        {
-            var acc = this;
-            int filters = (tileA / 4) + ty, columns = ((tileA + tileBOffset) / 4) + tx;
-            for (int kk = 0; kk < Depth; kk++)
-            {
-                acc = MultiplyAdd(acc, shared[filters], shared[filters + (NarrowHalf / 4)], shared[columns]);
-                filters += NarrowFilterRow(NarrowFilters) / 4;
-                columns += threads / 4;
-            }
+        public Block8x4 Step(ArrayView<Float4> shared, int filters, int columns) =>
+            MultiplyAdd(this, shared[filters], shared[filters + (NarrowHalf / 4)], shared[columns]);
 
-            return acc;
-        }
-
+        /// <summary>The two runs of four filters, each as a <see cref="Block4x4"/> stores its rows.</summary>
         public void StoreRows<TF>(ArrayView<float> y, Conv2dGeometry g, int filter, Offsets4 pixels, ArrayView<float> bias, Epilogue<TF> epilogue, bool raw)
             where TF : struct, IActivationFunction
         {
-            StoreNarrowRow(y, g, filter, pixels, R0, bias, epilogue, raw);
-            StoreNarrowRow(y, g, filter + 1, pixels, R1, bias, epilogue, raw);
-            StoreNarrowRow(y, g, filter + 2, pixels, R2, bias, epilogue, raw);
-            StoreNarrowRow(y, g, filter + 3, pixels, R3, bias, epilogue, raw);
-            StoreNarrowRow(y, g, filter + NarrowHalf, pixels, R4, bias, epilogue, raw);
-            StoreNarrowRow(y, g, filter + NarrowHalf + 1, pixels, R5, bias, epilogue, raw);
-            StoreNarrowRow(y, g, filter + NarrowHalf + 2, pixels, R6, bias, epilogue, raw);
-            StoreNarrowRow(y, g, filter + NarrowHalf + 3, pixels, R7, bias, epilogue, raw);
+            new Block4x4(R0, R1, R2, R3).StoreRows(y, g, filter, pixels, bias, epilogue, raw);
+            new Block4x4(R4, R5, R6, R7).StoreRows(y, g, filter + NarrowHalf, pixels, bias, epilogue, raw);
         }
 
         /// <summary>acc + a ⊗ b: row i gains a_i · b, the eight a_i as two runs of four (filters 4ty + i and 16 + 4ty + i).</summary>
@@ -359,19 +362,10 @@ internal static partial class ConvolutionImplicitGemmKernels
 
         public int Filters => Narrow16Filters;
 
-        public Block4x4 MultiplyStage(ArrayView<Float4> shared, int tileA, int tileBOffset, int tx, int ty, int threads)
+        public Block4x4 Step(ArrayView<Float4> shared, int filters, int columns)
         {
-            var acc = this;
-            int filters = (tileA / 4) + ty, columns = ((tileA + tileBOffset) / 4) + tx;
-            for (int kk = 0; kk < Depth; kk++)
-            {
-                Float4 a = shared[filters], b = shared[columns];
-                acc = new(AddScaled(acc.R0, a.X, b), AddScaled(acc.R1, a.Y, b), AddScaled(acc.R2, a.Z, b), AddScaled(acc.R3, a.W, b));
-                filters += NarrowFilterRow(Narrow16Filters) / 4;
-                columns += threads / 4;
-            }
-
-            return acc;
+            Float4 a = shared[filters], b = shared[columns];
+            return new(AddScaled(R0, a.X, b), AddScaled(R1, a.Y, b), AddScaled(R2, a.Z, b), AddScaled(R3, a.W, b));
         }
 
         public void StoreRows<TF>(ArrayView<float> y, Conv2dGeometry g, int filter, Offsets4 pixels, ArrayView<float> bias, Epilogue<TF> epilogue, bool raw)

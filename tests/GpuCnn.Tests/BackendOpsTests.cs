@@ -75,6 +75,11 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         Backend.Conv2dBackwardFilter(g, dx, dgy, dgw, dgb);
         TensorAssert.Close(expectedW, Backend.DownloadArray(dgw), g.WeightShape, Atol, Rtol, $"{Backend.Name} conv backward-filter {name}");
         TensorAssert.Close(expectedB, Backend.DownloadArray(dgb), new Shape(g.K), Atol, Rtol, $"{Backend.Name} conv bias gradient {name}");
+
+        // Without a bias (bias=false layers): the routes that add the bias gradient on the way leave it out.
+        using var dgwAlone = Poisoned(g.WeightShape);
+        Backend.Conv2dBackwardFilter(g, dx, dgy, dgwAlone, db: null);
+        TensorAssert.Close(expectedW, Backend.DownloadArray(dgwAlone), g.WeightShape, Atol, Rtol, $"{Backend.Name} conv backward-filter without a bias {name}");
     }
 
     [Theory]
@@ -699,26 +704,47 @@ public sealed class BlockedFewTapsLaunchTests(IlgpuCpuBlockedFewTapsFixture fixt
     public void Layers_whose_blocks_fit_a_group_take_the_blocked_kernel_when_it_is_on()
     {
         var backend = (Ilgpu.IlgpuBackend)fixture.Require();
-        Assert.Equal(4096, backend.BlockedFewTapsFilterGradient);
+        Assert.Equal((4096, 0), (backend.BlockedFewTapsFilterGradient, backend.FewTapsFilterGradient));
         // ResNet-8's 16 → 16 3×3 layer: 144 taps, one block of 16 filters, 160 threads (144 in whole warps), a chunk a
         // group: 100,352 pixels in chunks of four batches of 32 for about six groups (1,024 threads) a multiprocessor.
         var resnet = new Conv2dGeometry(128, 16, 28, 28, 16, 3, 3, PadH: 1, PadW: 1);
+        var stem = new Conv2dGeometry(128, 1, 28, 28, 16, 3, 3, PadH: 1, PadW: 1);
         var plan = Plan(resnet, bias: false);
         Assert.Equal(Blocked, plan.Select(r => r.Kernel));
         Assert.Equal((784L, 160L, 128L), (plan[0].Groups, plan[0].GroupSize, plan[0].SerialLoop));
         // With the bias, its column of ones: 145 columns. 16 → 32 at stride 2: two blocks, 288 threads.
         Assert.Equal(Blocked, Plan(resnet, bias: true).Select(r => r.Kernel));
         Assert.Equal(288L, Plan(new Conv2dGeometry(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1), bias: false)[0].GroupSize);
-        // The first layer too (before the few-taps kernel); 32 → 32 at 3×3 (288 taps) stages 46 KB: the implicit GEMM.
-        Assert.Equal(Blocked, Plan(new Conv2dGeometry(128, 1, 28, 28, 16, 3, 3, PadH: 1, PadW: 1), bias: false).Select(r => r.Kernel));
+        // The first layer too, with the few-taps kernel off; 32 → 32 at 3×3 (288 taps) stages 46 KB: the implicit GEMM.
+        Assert.Equal(Blocked, Plan(stem, bias: false).Select(r => r.Kernel));
         Assert.Equal("FilterGradientNarrow", Plan(new Conv2dGeometry(128, 32, 14, 14, 32, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
-        // The 16 → 32 layer's 288 threads are more than this accelerator's groups of 256 hold.
+        // More than 512 threads (16 → 64 at 3×3: four blocks of 144 taps; its stage fits): not here.
+        Assert.NotEqual(Blocked, Plan(new Conv2dGeometry(32, 16, 14, 14, 64, 3, 3, PadH: 1, PadW: 1), bias: false).Select(r => r.Kernel));
+        // The 16 → 32 layer's 288 threads are more than this accelerator's groups of 128 hold; the test layers that its
+        // classes check here do take it (two blocks, the second partial; a chunk ending inside a batch; a 1×1 layer).
         Assert.NotEqual(Blocked, Plan(new Conv2dGeometry(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1), bias: false, backend.Profile).Select(r => r.Kernel));
+        foreach (string name in (string[])["7x7 stride 2 stem, 20 filters", "first layer, 3 channels, 270 pixels", "1x1 stride 2, 16 filters from 6 channels"])
+        {
+            Assert.Equal(Blocked, Plan(Cases.Convolutions[name], bias: true, backend.Profile).Select(r => r.Kernel));
+        }
+
+        // The few-taps kernel, when on, keeps its layers (the stem), and the blocked one takes the rest.
+        backend.FewTapsFilterGradient = 64;
+        try
+        {
+            Assert.Equal(["FilterGradient", "SumChunks"], Plan(stem, bias: false).Select(r => r.Kernel));
+            Assert.Equal(Blocked, Plan(resnet, bias: false).Select(r => r.Kernel));
+        }
+        finally
+        {
+            backend.FewTapsFilterGradient = 0;
+        }
+
         backend.BlockedFewTapsFilterGradient = 0;
         try
         {
             Assert.Equal("FilterGradientNarrow", Plan(resnet, bias: false)[0].Kernel);
-            Assert.Equal("FilterGradient", Plan(new Conv2dGeometry(128, 1, 28, 28, 16, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
+            Assert.Equal("FilterGradientNarrow", Plan(stem, bias: false)[0].Kernel);
         }
         finally
         {

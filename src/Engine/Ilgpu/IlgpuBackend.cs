@@ -477,15 +477,15 @@ public sealed partial class IlgpuBackend : Backend
             return;
         }
 
-        if (UseImplicitGemm(g) && UsesBlockedFewTaps(g, db is not null))
-        {
-            RunFewTapsFilterGradient(g, x, dy, dw, db, blocked: true);
-            return;
-        }
-
         if (UseImplicitGemm(g) && UsesFewTaps(g, db is not null))
         {
             RunFewTapsFilterGradient(g, x, dy, dw, db, blocked: false);
+            return;
+        }
+
+        if (UseImplicitGemm(g) && UsesBlockedFewTaps(g, db is not null))
+        {
+            RunFewTapsFilterGradient(g, x, dy, dw, db, blocked: true);
             return;
         }
 
@@ -830,9 +830,10 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>
     /// Filter gradients of layers of at most this many taps (C·R·S) that would take the implicit GEMM take
     /// <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/> (16 filters of a tap a thread, in registers) when a
-    /// group holds a thread for each block of filters and tap and its stage fits; before the few-taps kernel, which
-    /// takes what it leaves. 0 (off) by default: not yet timed on a GPU (perf/gpu/check.sh's `blocked` step compares
-    /// it). GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT sets it for a process.
+    /// group holds a thread for each block of filters and tap and its stage fits — those the few-taps kernel
+    /// (<see cref="FewTapsFilterGradient"/>, measured) leaves; with that one off, all. 0 (off) by default: not yet timed
+    /// on a GPU (perf/gpu/check.sh's `blocked` step compares it). GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT sets it for a
+    /// process.
     /// </summary>
     public int BlockedFewTapsFilterGradient
     {
@@ -843,11 +844,12 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>
     /// Whether <paramref name="g"/>'s filter gradient takes <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/>
     /// (the implicit GEMM's layers only): at most <see cref="BlockedFewTapsFilterGradient"/> taps, a group's threads
-    /// enough for one per block of 16 filters and tap, a stage that fits.
+    /// enough for one per block of 16 filters and tap (at most <see cref="ConvolutionFewTapsKernels.MaxBlockedThreads"/>),
+    /// a stage that fits.
     /// </summary>
     private bool UsesBlockedFewTaps(Conv2dGeometry g, bool withBias) =>
         (long)g.C * g.R * g.S <= BlockedFewTapsFilterGradient &&
-        ConvolutionFewTapsKernels.BlockedThreads(g, withBias) <= Math.Min(1024, _profile.MaxGroupThreads) &&
+        ConvolutionFewTapsKernels.BlockedThreads(g, withBias) <= Math.Min(ConvolutionFewTapsKernels.MaxBlockedThreads, _profile.MaxGroupThreads) &&
         ConvolutionFewTapsKernels.BlockedSharedFloats(g, withBias) <= ConvolutionFewTapsKernels.MaxSharedFloats;
 
     /// <summary>

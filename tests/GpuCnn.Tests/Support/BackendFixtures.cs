@@ -106,12 +106,13 @@ public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu",
 public sealed class IlgpuCpuFewTapsFixture() : BackendFixture("ilgpu-cpu", new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm));
 
 /// <summary>
-/// Simulated 256-thread groups with the filter gradients on <see cref="Kernels.ConvolutionFewTapsKernels.FilterGradientBlocked"/>
+/// Simulated 128-thread groups with the filter gradients on <see cref="Kernels.ConvolutionFewTapsKernels.FilterGradientBlocked"/>
 /// wherever a group holds a thread per block of 16 filters and tap (off by default until timed on a GPU), in three
-/// chunks; the implicit GEMM for the rest.
+/// chunks — the few-taps kernel off, which would otherwise keep the layers of at most 64 taps, nearly every test
+/// layer; the implicit GEMM for the rest.
 /// </summary>
-public sealed class IlgpuCpuBlockedFewTapsFixture() : BackendFixture("ilgpu-cpu", () => IlgpuDevices.OpenCpuAccelerator(groupThreads: 256),
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, BlockedFewTapsFilterGradient: 4096).ApplyTo);
+public sealed class IlgpuCpuBlockedFewTapsFixture() : BackendFixture("ilgpu-cpu", () => IlgpuDevices.OpenCpuAccelerator(groupThreads: 128),
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0, BlockedFewTapsFilterGradient: 4096).ApplyTo);
 
 /// <summary>The implicit-GEMM convolution with its depth split in three (partial NCHW slices summed by a second kernel), as GPUs run few-tile layers.</summary>
 public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu",
@@ -169,8 +170,8 @@ public sealed class CudaImplicitWideFixture() : BackendFixture("cuda",
 /// <summary>CUDA with 16-filter implicit-GEMM tiles for the forwards of layers of at most 16 filters (off by default until timed there).</summary>
 public sealed class CudaNarrow16Fixture() : BackendFixture("cuda", new IlgpuSettings(ImplicitGemmFilters: 16));
 
-/// <summary>CUDA with the blocked few-taps filter gradient on wherever it fits (off by default until timed there).</summary>
-public sealed class CudaBlockedFewTapsFixture() : BackendFixture("cuda", new IlgpuSettings(BlockedFewTapsFilterGradient: 4096));
+/// <summary>CUDA with the blocked few-taps filter gradient on wherever it fits, the few-taps kernel off (off by default until timed there).</summary>
+public sealed class CudaBlockedFewTapsFixture() : BackendFixture("cuda", new IlgpuSettings(FewTapsFilterGradient: 0, BlockedFewTapsFilterGradient: 4096));
 
 /// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
 public sealed class CudaTiled128Fixture() : BackendFixture("cuda", new IlgpuSettings(Gemm: GemmAlgorithm.Tiled, TileGroupThreads: 128));
