@@ -22,7 +22,7 @@ public sealed class StepProfilerTests
         using var x = backend.Upload(Tensor.Random([5, 2, 8, 8], seed: 2));
         using var labels = backend.Upload<int>([5], [0, 1, 2, 0, 1]);
 
-        var profile = StepProfiler.Run(model, sgd, x, labels, steps: 3, warmupSteps: 1);
+        var profile = StepProfiler.Run(model, sgd, x, labels, steps: 3, warmupSteps: 1, warmupTime: TimeSpan.Zero);
 
         Assert.Equal(["0", "1", "2", "3", "3.body.0", "3.body.1", "3.body.2", "3.shortcut.0", "4", "5", "6", "7"], profile.Layers.Select(l => l.Name));
         Assert.Equal([0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0], profile.Layers.Select(l => l.Depth));
@@ -53,7 +53,7 @@ public sealed class StepProfilerTests
             using var loss = backend.Allocate<float>([1]);
             if (profiled)
             {
-                StepProfiler.Run(model, sgd, x, labels, steps: 2, warmupSteps: 1); // 6 steps
+                StepProfiler.Run(model, sgd, x, labels, steps: 2, warmupSteps: 1, warmupTime: TimeSpan.Zero); // 6 steps
             }
             else
             {
@@ -81,11 +81,11 @@ public sealed class StepProfilerTests
         using var x = backend.Upload(Tensor.Random([3, 2, 8, 8], seed: 2));
         using var labels = backend.Upload<int>([3], [0, 1, 2]);
 
-        Assert.Throws<InvalidOperationException>(() => StepProfiler.Run(model, sgd, x, labels, steps: 1, warmupSteps: 0));
+        Assert.Throws<InvalidOperationException>(() => StepProfiler.Run(model, sgd, x, labels, steps: 1, warmupSteps: 0, warmupTime: TimeSpan.Zero));
         Assert.False(model.IsTimed);
-        StepProfiler.Run(model, sgd, x, labels, steps: 1, warmupSteps: 0);
+        StepProfiler.Run(model, sgd, x, labels, steps: 1, warmupSteps: 0, warmupTime: TimeSpan.Zero);
         Assert.False(model.IsTimed);
-        Assert.Throws<InvalidOperationException>(() => StepProfiler.RunInference(model, x, steps: 1, warmupSteps: 0));
+        Assert.Throws<InvalidOperationException>(() => StepProfiler.RunInference(model, x, steps: 1, warmupSteps: 0, warmupTime: TimeSpan.Zero));
         Assert.False(model.IsTimed);
         Assert.True(model.Training);
     }
@@ -103,8 +103,8 @@ public sealed class StepProfilerTests
         using var x = backend.Upload(Tensor.Random([3, 2, 8, 8], seed: 2));
         using var labels = backend.Upload<int>([3], [0, 1, 2]);
 
-        StepProfiler.Run(model, sgd, x, labels, steps: 2, warmupSteps: 1);
-        StepProfiler.RunInference(model, x, steps: 1, warmupSteps: 1);
+        StepProfiler.Run(model, sgd, x, labels, steps: 2, warmupSteps: 1, warmupTime: TimeSpan.Zero);
+        StepProfiler.RunInference(model, x, steps: 1, warmupSteps: 1, warmupTime: TimeSpan.Zero);
 
         Assert.Equal([false, true, false, true, false, true, false, true, false, true], watcher.Timed);
     }
@@ -153,7 +153,7 @@ public sealed class StepProfilerTests
         var before = model.StateDict();
         float[] evaluated = backend.DownloadArray(EvalForward());
 
-        var profile = StepProfiler.RunInference(model, x, steps: 3, warmupSteps: 1);
+        var profile = StepProfiler.RunInference(model, x, steps: 3, warmupSteps: 1, warmupTime: TimeSpan.Zero);
 
         Assert.False(profile.Training);
         Assert.True(model.Training); // the mode it had
@@ -186,6 +186,25 @@ public sealed class StepProfilerTests
         var e = Assert.Throws<ArgumentException>(() => StepProfiler.Run(model, sgd, x, labels));
         Assert.Contains("labels have shape (4), the images a batch of 5", e.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentOutOfRangeException>(() => StepProfiler.Run(model, sgd, x, labels, steps: 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => StepProfiler.Run(model, sgd, x, labels, warmupTime: TimeSpan.FromSeconds(-1)));
+    }
+
+    [Fact]
+    public void The_warm_up_lasts_its_least_time_as_well_as_its_steps()
+    {
+        // So that .NET has compiled the step's code at full optimisation before anything is timed.
+        using var backend = new CpuBackend(threads: 1, Simd.Best);
+        using var model = Sequential.Create(Spec, [2, 8, 8], backend, seed: 1);
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0f));
+        using var x = backend.Upload(Tensor.Random([4, 2, 8, 8], seed: 2));
+        using var labels = backend.Upload<int>([4], [0, 1, 2, 0]);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+
+        StepProfiler.Run(model, sgd, x, labels, steps: 1, warmupSteps: 0, warmupTime: TimeSpan.FromSeconds(0.2));
+
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(0.2), $"{clock.Elapsed}");
+        Assert.True(sgd.StepCount >= 4, $"{sgd.StepCount} steps"); // at least one warm-up pair before the timed one
+        Assert.Equal(TimeSpan.FromSeconds(0.5), StepProfiler.DefaultWarmupTime);
     }
 
     [Fact]

@@ -49,11 +49,21 @@ public sealed record StepProfile(bool Training, int BatchSize, int Steps, IReadO
 public static class StepProfiler
 {
     /// <summary>
-    /// Runs <paramref name="warmupSteps"/> + <paramref name="steps"/> whole steps on <paramref name="images"/> (N, input…)
-    /// and <paramref name="labels"/> (N), each followed by a step with every layer timed, and returns the medians.
+    /// The least time the warm-up lasts unless told otherwise: .NET compiles a method at full optimisation only after 30
+    /// calls and a 100 ms pause in new compilations, so a profile of a few milliseconds a step timed code that training
+    /// leaves behind in its first second (LeNet-5 at batch 64 on the CPU: 1.84–2.25 ms a step with 2 warm-up steps,
+    /// 1.64–1.79 with tiered compilation off; docs/benchmarks.md, twenty-first session).
+    /// </summary>
+    public static TimeSpan DefaultWarmupTime { get; } = TimeSpan.FromSeconds(0.5);
+
+    /// <summary>
+    /// Runs whole steps on <paramref name="images"/> (N, input…) and <paramref name="labels"/> (N), each followed by a
+    /// step with every layer timed: warm-up pairs until at least <paramref name="warmupSteps"/> have run and
+    /// <paramref name="warmupTime"/> (default <see cref="DefaultWarmupTime"/>) has passed, then
+    /// <paramref name="steps"/> pairs timed; returns the medians.
     /// </summary>
     public static StepProfile Run(Sequential model, Optimizer optimizer, DeviceTensor<float> images, DeviceTensor<int> labels,
-        int steps = 10, int warmupSteps = 2)
+        int steps = 10, int warmupSteps = 2, TimeSpan? warmupTime = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(optimizer);
@@ -61,7 +71,7 @@ public static class StepProfiler
         ArgumentNullException.ThrowIfNull(labels);
         using var use = model.Use("StepProfiler.Run");
         using var stepping = optimizer.Use("StepProfiler.Run");
-        CheckSteps(steps, warmupSteps);
+        CheckSteps(steps, warmupSteps, warmupTime);
 
         int batch = images.Shape.Rank > 0 ? images.Shape[0] : 0;
         if (labels.Shape.Rank != 1 || labels.Shape[0] != batch)
@@ -82,11 +92,12 @@ public static class StepProfiler
         // the whole steps ran while .NET was still compiling methods at full optimisation in the background (it does
         // after 30 calls) and read 10–26 % above the layers' sum for ResNet-8 on the CPU; with tiered compilation
         // off, 97–99 % (docs/benchmarks.md, twenty-first session).
+        var counter = new StepCounter(steps, warmupSteps, warmupTime ?? DefaultWarmupTime);
         try
         {
-            for (int s = 0; s < warmupSteps + steps; s++)
+            while (counter.Next())
             {
-                bool record = s >= warmupSteps;
+                bool record = counter.Recording;
                 long start = Stopwatch.GetTimestamp();
                 var logits = model.Forward(images);
                 backend.SoftmaxCrossEntropy(logits, labels, dlogits, loss);
@@ -122,32 +133,34 @@ public static class StepProfiler
 
     /// <summary>
     /// Times inference layer by layer: the model in evaluation mode (as <see cref="Sequential.Predict"/> runs it; its
-    /// mode is restored after), <paramref name="warmupSteps"/> + <paramref name="steps"/> whole forward passes over
-    /// <paramref name="images"/> (N, input…), each followed by a pass with every layer timed. Nothing is changed.
+    /// mode is restored after), whole forward passes over <paramref name="images"/> (N, input…), each followed by a pass
+    /// with every layer timed, warmed up as <see cref="Run"/> does. Nothing is changed.
     /// </summary>
-    public static StepProfile RunInference(Sequential model, DeviceTensor<float> images, int steps = 10, int warmupSteps = 2)
+    public static StepProfile RunInference(Sequential model, DeviceTensor<float> images, int steps = 10, int warmupSteps = 2,
+        TimeSpan? warmupTime = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(images);
         using var use = model.Use("StepProfiler.RunInference");
-        CheckSteps(steps, warmupSteps);
+        CheckSteps(steps, warmupSteps, warmupTime);
 
         var backend = model.Backend;
         var timer = new LayerTimer(backend);
         var passTimes = new List<double>(steps);
         bool training = model.Training;
         model.Eval();
+        var counter = new StepCounter(steps, warmupSteps, warmupTime ?? DefaultWarmupTime);
         try
         {
-            for (int s = 0; s < warmupSteps + steps; s++)
+            while (counter.Next())
             {
                 long start = Stopwatch.GetTimestamp();
                 model.Forward(images);
                 backend.Synchronize();
-                Record(passTimes, s >= warmupSteps, start);
+                Record(passTimes, counter.Recording, start);
 
                 model.AttachTimer(timer);
-                timer.Recording = s >= warmupSteps;
+                timer.Recording = counter.Recording;
                 model.Forward(images);
                 model.AttachTimer(null);
             }
@@ -165,12 +178,44 @@ public static class StepProfiler
         return new StepProfile(false, images.Shape[0], steps, Rows(timer), 0, 0, Median(passTimes));
     }
 
-    private static void CheckSteps(int steps, int warmupSteps)
+    /// <summary>
+    /// Counts the profile's steps: warm-up until <c>warmupSteps</c> have run and <c>warmupTime</c> has passed (both only
+    /// grow, so once recording, it stays so), then <c>steps</c> recorded.
+    /// </summary>
+    private sealed class StepCounter(int steps, int warmupSteps, TimeSpan warmupTime)
+    {
+        private readonly long _start = Stopwatch.GetTimestamp();
+        private int _run, _recorded;
+
+        /// <summary>Whether the step <see cref="Next"/> began is timed.</summary>
+        public bool Recording { get; private set; }
+
+        /// <summary>Begins the next step; false when all <c>steps</c> have been recorded.</summary>
+        public bool Next()
+        {
+            if (_recorded == steps)
+            {
+                return false;
+            }
+
+            Recording = _run >= warmupSteps && Stopwatch.GetElapsedTime(_start) >= warmupTime;
+            _run++;
+            _recorded += Recording ? 1 : 0;
+            return true;
+        }
+    }
+
+    private static void CheckSteps(int steps, int warmupSteps, TimeSpan? warmupTime)
     {
         Checks.Positive("StepProfiler", nameof(steps), steps);
         if (warmupSteps < 0)
         {
             throw new ArgumentOutOfRangeException(nameof(warmupSteps), warmupSteps, "StepProfiler: warmupSteps must be ≥ 0.");
+        }
+
+        if (warmupTime < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(warmupTime), warmupTime, "StepProfiler: warmupTime must be ≥ 0.");
         }
     }
 
