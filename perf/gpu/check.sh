@@ -336,7 +336,8 @@ if wanted ptx; then
   done
   # The blocked few-taps kernel launches up to 512 threads a group without a launch bound: 65,536 registers / 512 = 128.
   used=$(ptxas -arch=sm_90 -v "$work/ptx/ConvolutionFewTapsKernels_FilterGradientBlocked.ptx" -o /dev/null 2>&1 | grep -oE "Used [0-9]+ registers" | grep -oE "[0-9]+" | head -1)
-  if [ -n "$used" ] && [ "$used" -gt 128 ]; then echo "FilterGradientBlocked uses $used registers: more than a 512-thread group can have"; fail ptx-blocked-registers; fi
+  if [ -z "$used" ]; then echo "!! no register count for FilterGradientBlocked"; fail ptx-blocked-registers
+  elif [ "$used" -gt 128 ]; then echo "FilterGradientBlocked uses $used registers: more than a 512-thread group can have"; fail ptx-blocked-registers; fi
 fi
 
 if wanted ncu-depthwise; then

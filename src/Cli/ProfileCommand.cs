@@ -13,12 +13,15 @@ namespace GpuCnn.Cli;
 /// </summary>
 internal static class ProfileCommand
 {
+    /// <summary>The profiler's least warm-up, as the text says it (invariant: the tests run in a German culture).</summary>
+    private static string WarmupSeconds => StepProfiler.DefaultWarmupTime.TotalSeconds.ToString(CultureInfo.InvariantCulture);
+
     public static Command Create(CliIo io)
     {
         var arch = new Option<string>("--arch") { Description = "Architecture spec, or a built-in architecture: lenet5 or resnet8.", DefaultValueFactory = _ => "lenet5" };
         var inputShape = new Option<string>("--input-shape") { Description = "Per-sample input shape C,H,W.", DefaultValueFactory = _ => "1,28,28" };
         var batchSize = CommonOptions.BatchSize(64);
-        var steps = new Option<int>("--steps") { Description = "Steps timed, after a warm-up of at least 2 steps and 0.5 s (medians are reported).", DefaultValueFactory = _ => 10 };
+        var steps = new Option<int>("--steps") { Description = $"Steps timed, after a warm-up of at least 2 steps and {WarmupSeconds} s (medians are reported).", DefaultValueFactory = _ => 10 };
         var optimizer = new Option<string>("--optimizer") { Description = "sgd (momentum 0.9), adam or adamw, at a learning rate of 0: the weights stay as initialised (batch norm's running statistics still move).", DefaultValueFactory = _ => "sgd" };
         var device = CommonOptions.Device();
         var inference = new Option<bool>("--inference") { Description = "Time inference instead: forward passes only, the model in evaluation mode." };
@@ -64,8 +67,8 @@ internal static class ProfileCommand
             io.Out.WriteLine($"model: {model.Spec}");
             bool forwardOnly = parse.GetValue(inference);
             io.Out.WriteLine(forwardOnly
-                ? $"inference, batch {batch} of ({string.Join(",", sample.ToArray())}), evaluation mode; medians of {timedSteps} passes after at least 2 warm-up passes and 0.5 s, each layer's forward between two synchronisations"
-                : $"training, batch {batch} of ({string.Join(",", sample.ToArray())}), {optimizerName}; medians of {timedSteps} steps after at least 2 warm-up steps and 0.5 s, each layer's forward and backward between two synchronisations");
+                ? $"inference, batch {batch} of ({string.Join(",", sample.ToArray())}), evaluation mode; medians of {timedSteps} passes after at least 2 warm-up passes and {WarmupSeconds} s, each layer's forward between two synchronisations"
+                : $"training, batch {batch} of ({string.Join(",", sample.ToArray())}), {optimizerName}; medians of {timedSteps} steps after at least 2 warm-up steps and {WarmupSeconds} s, each layer's forward and backward between two synchronisations");
             var profile = forwardOnly ? StepProfiler.RunInference(model, images, timedSteps) : StepProfiler.Run(model, update, images, labels, timedSteps);
             Print(io.Out, profile, optimizerName);
 

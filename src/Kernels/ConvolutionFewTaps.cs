@@ -262,7 +262,7 @@ internal static class ConvolutionFewTapsKernels
     /// <summary>
     /// The pixel table of the batch from pixel <paramref name="j0"/> (n, p, q): where each window starts in x, its top
     /// and left, where the pixel is in dy (−1 past the chunk's end), 32 ints each. <paramref name="pq"/> = P·Q, worked
-    /// out once by the caller (P and Q divide), as <paramref name="hw"/> = H·W.
+    /// out once by the caller (P and Q are each worked out by a division), as <paramref name="hw"/> = H·W.
     /// </summary>
     private static void WritePixelTable(ArrayView<int> ints, Conv2dGeometry g, int pq, int hw, int j0, int end, int thread, int threads)
     {

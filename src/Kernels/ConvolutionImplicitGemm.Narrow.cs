@@ -284,7 +284,10 @@ internal static partial class ConvolutionImplicitGemmKernels
         public int V0, V1, V2, V3;
     }
 
-    /// <summary>What the narrow forward needs of a thread's block of results: its tile's filters, a stage's products, the stores.</summary>
+    /// <summary>
+    /// What the narrow kernels need of a thread's block of results: its tile's filters, a depth step's products (the
+    /// stage loop is <see cref="MultiplyStage{TBlock}"/>), the forward's stores.
+    /// </summary>
     private interface INarrowBlock<TSelf>
         where TSelf : struct, INarrowBlock<TSelf>
     {

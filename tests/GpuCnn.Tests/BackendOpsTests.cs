@@ -718,8 +718,11 @@ public sealed class BlockedFewTapsLaunchTests(IlgpuCpuBlockedFewTapsFixture fixt
         // The first layer too, with the few-taps kernel off; 32 → 32 at 3×3 (288 taps) stages 46 KB: the implicit GEMM.
         Assert.Equal(Blocked, Plan(stem, bias: false).Select(r => r.Kernel));
         Assert.Equal("FilterGradientNarrow", Plan(new Conv2dGeometry(128, 32, 14, 14, 32, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
-        // More than 512 threads (16 → 64 at 3×3: four blocks of 144 taps; its stage fits): not here.
-        Assert.NotEqual(Blocked, Plan(new Conv2dGeometry(32, 16, 14, 14, 64, 3, 3, PadH: 1, PadW: 1), bias: false).Select(r => r.Kernel));
+        // At most 512 threads: 128 → 64 at 1×1 (four blocks of 128 taps) exactly 512; 16 → 64 at 3×3 (four blocks of 144
+        // taps, its stage fits) 576, so the implicit GEMM's 64-filter tiles.
+        Assert.Equal(Blocked, Plan(new Conv2dGeometry(32, 128, 14, 14, 64, 1, 1), bias: false).Select(r => r.Kernel));
+        Assert.Equal(512L, Plan(new Conv2dGeometry(32, 128, 14, 14, 64, 1, 1), bias: false)[0].GroupSize);
+        Assert.Equal("FilterGradient", Plan(new Conv2dGeometry(32, 16, 14, 14, 64, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
         // The 16 → 32 layer's 288 threads are more than this accelerator's groups of 128 hold; the test layers that its
         // classes check here do take it (two blocks, the second partial; a chunk ending inside a batch; a 1×1 layer).
         Assert.NotEqual(Blocked, Plan(new Conv2dGeometry(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1), bias: false, backend.Profile).Select(r => r.Kernel));

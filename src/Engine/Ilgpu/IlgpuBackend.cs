@@ -863,8 +863,8 @@ public sealed partial class IlgpuBackend : Backend
         const int batch = ConvolutionFewTapsKernels.BatchPixels;
         bool withBias = db is not null;
         int threads = blocked ? (int)ConvolutionFewTapsKernels.BlockedThreads(g, withBias) : Math.Min(256, _profile.MaxGroupThreads);
-        // Four groups of 256 a multiprocessor (the few-taps kernel as measured); the blocked kernel's smaller groups
-        // take more, for about as many threads to hide their gathers' latency (4 to 8 groups).
+        // Four groups of 256 a multiprocessor (the few-taps kernel as measured); the blocked kernel's groups, of 32 to
+        // 512 threads, 1,024 / threads of them (4 to 8), for about as many threads to hide their gathers' latency.
         int groupsPerMultiprocessor = blocked ? Math.Clamp(1024 / threads, 4, 8) : 4;
         int pixels = g.N * g.P * g.Q, batches = (pixels + batch - 1) / batch;
         int chunks = Math.Clamp(ReductionChunks ?? (IsCpuAccelerator ? 3 : groupsPerMultiprocessor * _profile.Multiprocessors), 1, Math.Min(1024, batches));

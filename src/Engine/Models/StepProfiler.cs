@@ -51,8 +51,8 @@ public static class StepProfiler
     /// <summary>
     /// The least time the warm-up lasts unless told otherwise: .NET compiles a method at full optimisation only after 30
     /// calls and a 100 ms pause in new compilations, so a profile of a few milliseconds a step timed code that training
-    /// leaves behind in its first second (LeNet-5 at batch 64 on the CPU: 1.84–2.25 ms a step with 2 warm-up steps,
-    /// 1.64–1.79 with tiered compilation off; docs/benchmarks.md, twenty-first session).
+    /// leaves behind in its first second (LeNet-5 at batch 64 on the CPU, 2 warm-up steps: 1.09–1.31× the time with
+    /// tiered compilation off; docs/benchmarks.md, twenty-first session). A floor: a longer warm-up runs as long.
     /// </summary>
     public static TimeSpan DefaultWarmupTime { get; } = TimeSpan.FromSeconds(0.5);
 
