@@ -15,7 +15,7 @@
 # `groups` times the tiled kernels' group sizes against each other (GPUCNN_TILE_GROUP_THREADS=256|128|64, every bench
 # row, alternating, twice); `narrow` times the implicit GEMM's 32-filter tiles against its 64-filter ones (layers of
 # at most 32 filters; GPUCNN_IMPLICIT_GEMM_FILTERS=64|32; 32 became the default after an H200 run of this step) and
-# the 16-filter forward tiles (=16: layers of at most 16 filters; not yet timed);
+# the 16-filter forward tiles (=16: the forwards of layers of at most 16 filters; the default after a later run);
 # `lists` times the optimizer and clipping rows and the whole training steps with the tensor-list launches (one per
 # 32 tensors, the default) against a launch per tensor (GPUCNN_TENSOR_LISTS=1|0), alternating, twice;
 # `ncu-resnet` sums Nsight Compute's GPU time per kernel over 900 launches of ResNet-8 training steps
@@ -27,13 +27,15 @@
 # depthwise rows, alternating, twice; `ncu-depthwise` profiles the depthwise kernels of conv-dw3x3-64-bwd (backward
 # data, filter gradient) and conv-dw3x3s2-128-fwd; `fewtaps` times the few-taps filter gradients against the implicit GEMM's on
 # the convolution rows of LeNet and the 1x1 shortcut and the training steps (GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0|160), three rounds;
-# `blocked` the same rows with the blocked few-taps filter gradient (16 filters of a tap a thread, in registers; off by
-# default until this step has timed it) taking the layers of at most 160 taps that the few-taps kernel leaves, then all
-# of them (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|160, GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0).
+# `blocked` the same rows with the blocked few-taps filter gradient (16 filters of a tap a thread, in registers; on by
+# default for layers of at most 160 taps since an H200 run of this step) taking the layers of at most 160 taps that the
+# few-taps kernel leaves or gives up (groups of 128 threads or more), then all of them
+# (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|160, GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0); `defaults` times today's
+# defaults against those before the blocked kernel and the 16-filter tiles were turned on (rows, steps, ResNet-8 trained).
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked ladder conv-ladder torch-bench lenet
-# resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl, ncu,
-# ncu-resnet, ncu-depthwise, fewtaps and blocked,
+# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked defaults ladder conv-ladder torch-bench
+# lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl,
+# ncu, ncu-resnet, ncu-depthwise, fewtaps, blocked and defaults,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -56,7 +58,7 @@ failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
 default_steps="machine devices selftest tests parity bench lists depthwise conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
+all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -224,7 +226,7 @@ if wanted fewtaps; then
 fi
 
 if wanted blocked; then
-  step "blocked few-taps filter gradients: off (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0, the default); <= 160 taps (LeNet's second layer and ResNet-8's 16-channel 3x3 layers, against the implicit GEMM; first layers stay on the few-taps kernel); <= 160 with the few-taps kernel off (first layers too), rotated each round"
+  step "blocked few-taps filter gradients: off (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0); <= 160 taps (the default: LeNet's second layer and ResNet-8's 16-channel 3x3 layers, against the implicit GEMM, and the few-taps kernel's layers whose blocked groups have 128 threads or more; first layers stay on the few-taps kernel); <= 160 with the few-taps kernel off (first layers too), rotated each round"
   settings_of() { case $1 in off) echo "0 64";; blocked) echo "160 64";; *) echo "160 0";; esac; }
   for round in 1 2 3; do
     case $round in 1) order="off blocked all";; 2) order="blocked all off";; *) order="all off blocked";; esac
@@ -242,6 +244,27 @@ if wanted blocked; then
       "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 | grep -E "^0 |3.body.[03]|5.body.0|shortcut.0|profiled step|whole step"
     GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$blocked GPUCNN_FEW_TAPS_FILTER_GRADIENT=$fewtaps check "blocked-profile-lenet-$setting" 60 \
       "$gpucnn" profile --device cuda --arch lenet5 --batch-size 64 --steps 20 | grep -E "^[03] |profiled step|whole step"
+  done
+fi
+
+if wanted defaults; then
+  step "today's defaults against those before the blocked few-taps filter gradient and the 16-filter forward tiles (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0 GPUCNN_IMPLICIT_GEMM_FILTERS=32), rotated, three rounds; ResNet-8 trained with each"
+  before=(GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0 GPUCNN_IMPLICIT_GEMM_FILTERS=32)
+  for round in 1 2 3; do
+    case $round in 2) order="before now";; *) order="now before";; esac
+    for setting in $order; do
+      echo "-- round $round, $setting"
+      if [ "$setting" = now ]; then settings=(); else settings=("${before[@]}"); fi
+      check "defaults-$setting" 90 env "${settings[@]}" "$gpucnn" bench --device cuda --only conv lenet-step resnet8-step | grep -E "^(kernels|conv|lenet|resnet)"
+    done
+  done
+  for setting in now before; do
+    if [ "$setting" = now ]; then settings=(); else settings=("${before[@]}"); fi
+    echo "-- ResNet-8, 2 epochs, $setting"
+    check "defaults-resnet-$setting" 120 env "${settings[@]}" "$gpucnn" "${resnet8_full[@]}" --out "$work/resnet8-$setting.safetensors" | grep -E "^epoch"
+    echo "-- $setting: ResNet-8 layer by layer"
+    check "defaults-profile-$setting" 60 env "${settings[@]}" "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
+      | grep -E "^0 |3.body.[03]|5.body.0|shortcut.0|profiled step|whole step"
   done
 fi
 

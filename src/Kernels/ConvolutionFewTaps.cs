@@ -118,6 +118,13 @@ internal static class ConvolutionFewTapsKernels
     public const int MaxBlockedThreads = 512;
 
     /// <summary>
+    /// The fewest threads a group of <see cref="FilterGradientBlocked"/> has for it to take a layer that
+    /// <see cref="FilterGradient"/> could take too: groups of a warp or less (a few taps, at most 16 filters) leave its
+    /// multiprocessors short of threads, and it lost to <see cref="FilterGradient"/> there on an H200.
+    /// </summary>
+    public const int PreferredBlockedThreads = 128;
+
+    /// <summary>
     /// The same partial sums as <see cref="FilterGradient"/> with the products blocked in registers, for layers of more
     /// taps: a thread owns one column u of the batch's stage — tap u, or, with the bias, the column of ones after the
     /// taps — and a block of 16 filters b, and per staged pixel j adds x_col[u, j]·dy[16b + f, j] for f &lt; 16 to 16

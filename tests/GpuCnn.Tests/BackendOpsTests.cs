@@ -613,7 +613,7 @@ public sealed class IlgpuCpuImplicitBackendOps(IlgpuCpuImplicitFixture fixture) 
 
 public sealed class IlgpuCpuFewTapsBackendOps(IlgpuCpuFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
-public sealed class IlgpuCpuNarrow16BackendOps(IlgpuCpuNarrow16Fixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuNarrow16Fixture>;
+public sealed class IlgpuCpuNarrow32BackendOps(IlgpuCpuNarrow32Fixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuNarrow32Fixture>;
 
 public sealed class IlgpuCpuBlockedFewTapsBackendOps(IlgpuCpuBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
 
@@ -635,7 +635,7 @@ public sealed class CudaImplicitWideBackendOps(CudaImplicitWideFixture fixture) 
 
 public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTileGroups64Fixture>;
 
-public sealed class CudaNarrow16BackendOps(CudaNarrow16Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaNarrow16Fixture>;
+public sealed class CudaNarrow32BackendOps(CudaNarrow32Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaNarrow32Fixture>;
 
 public sealed class CudaBlockedFewTapsBackendOps(CudaBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
 
@@ -652,10 +652,10 @@ public sealed class FewTapsLaunchTests(IlgpuCpuFewTapsFixture fixture) : IClassF
     private static readonly string[] FewTaps = ["FilterGradient", "SumChunks"];
 
     [Fact]
-    public void Layers_of_few_taps_take_the_few_taps_filter_gradient_and_others_the_implicit_gemm()
+    public void Layers_of_few_taps_take_the_few_taps_filter_gradient_and_others_the_blocked_one_or_the_implicit_gemm()
     {
         var backend = (Ilgpu.IlgpuBackend)fixture.Require();
-        Assert.Equal(64, backend.FewTapsFilterGradient);
+        Assert.Equal((64, 160), (backend.FewTapsFilterGradient, backend.BlockedFewTapsFilterGradient));
         // ResNet-8's first layer (9 taps), with and without a bias: the chunks, then their sum (the bias's too).
         var stem = new Conv2dGeometry(128, 1, 28, 28, 16, 3, 3, PadH: 1, PadW: 1);
         var withBias = Plan(stem, bias: true);
@@ -663,14 +663,32 @@ public sealed class FewTapsLaunchTests(IlgpuCpuFewTapsFixture fixture) : IClassF
         Assert.True(withBias[0].Groups >= 264, $"{withBias[0].Groups} groups");
         Assert.Equal(16 * 9 + 16, withBias[1].Groups); // a group per weight and per bias
         Assert.Equal(FewTaps, Plan(stem, bias: false).Select(r => r.Kernel));
-        // 64 taps (a 1×1 layer of 64 channels) still; 72 (3×3 of 8 channels) on the implicit GEMM.
-        Assert.Equal(FewTaps, Plan(new Conv2dGeometry(32, 64, 14, 14, 32, 1, 1), bias: false).Select(r => r.Kernel));
-        Assert.Equal("FilterGradientNarrow", Plan(new Conv2dGeometry(32, 8, 14, 14, 16, 3, 3, PadH: 1, PadW: 1), bias: false)[0].Kernel);
+        // 64 taps (a 1×1 layer of 64 channels, 8 filters: a blocked group would have 64 threads) still; 72 (3×3 of 8
+        // channels) beyond it, to the blocked kernel, or with that off to the implicit GEMM.
+        Assert.Equal(FewTaps, Plan(new Conv2dGeometry(32, 64, 14, 14, 8, 1, 1), bias: false).Select(r => r.Kernel));
+        var beyond = new Conv2dGeometry(32, 8, 14, 14, 16, 3, 3, PadH: 1, PadW: 1);
+        Assert.Equal("FilterGradientBlocked", Plan(beyond, bias: false)[0].Kernel);
+        // Where both fit, the blocked kernel takes the layers whose groups have at least 128 threads: ResNet-8's 32 → 64
+        // shortcut (32 taps, four blocks of filters); 16 → 32 (16 taps, two blocks: 32 threads) stays.
+        Assert.Equal("FilterGradientBlocked", Plan(new Conv2dGeometry(128, 32, 14, 14, 64, 1, 1, 2, 2), bias: false)[0].Kernel);
+        Assert.Equal(FewTaps, Plan(new Conv2dGeometry(128, 16, 28, 28, 32, 1, 1, 2, 2), bias: false).Select(r => r.Kernel));
+        backend.BlockedFewTapsFilterGradient = 0;
+        try
+        {
+            Assert.Equal("FilterGradientNarrow", Plan(beyond, bias: false)[0].Kernel);
+            Assert.Equal(FewTaps, Plan(new Conv2dGeometry(128, 32, 14, 14, 64, 1, 1, 2, 2), bias: false).Select(r => r.Kernel));
+        }
+        finally
+        {
+            backend.BlockedFewTapsFilterGradient = 160;
+        }
+
         // Too many weights: 64 filters × 64 taps (4,096; at most 2,048 are taken).
         Assert.NotEqual(FewTaps, Plan(new Conv2dGeometry(32, 64, 14, 14, 64, 1, 1), bias: false).Select(r => r.Kernel));
         // A stage too large for 32 KB: 2,048 filters of one tap, each with a row of 33 staged gradients.
         Assert.NotEqual(FewTaps, Plan(new Conv2dGeometry(2, 1, 14, 14, 2048, 1, 1), bias: false).Select(r => r.Kernel));
         backend.FewTapsFilterGradient = 0;
+        backend.BlockedFewTapsFilterGradient = 0;
         try
         {
             Assert.Equal("FilterGradientNarrow", Plan(stem, bias: false)[0].Kernel);
@@ -678,6 +696,7 @@ public sealed class FewTapsLaunchTests(IlgpuCpuFewTapsFixture fixture) : IClassF
         finally
         {
             backend.FewTapsFilterGradient = 64;
+            backend.BlockedFewTapsFilterGradient = 160;
         }
 
         List<Ilgpu.LaunchRecord> Plan(Conv2dGeometry g, bool bias)
@@ -693,8 +712,8 @@ public sealed class FewTapsLaunchTests(IlgpuCpuFewTapsFixture fixture) : IClassF
 
 /// <summary>
 /// Which filter gradients take the blocked few-taps kernel (<see cref="Kernels.ConvolutionFewTapsKernels.FilterGradientBlocked"/>)
-/// when it is on, planned for an H100 — <see cref="IlgpuCpuBlockedFewTapsFixture"/>'s test classes check its sums only
-/// if they get there — and that it is off by default.
+/// wherever it fits, planned for an H100 — <see cref="IlgpuCpuBlockedFewTapsFixture"/>'s test classes check its sums only
+/// if they get there — beside the few-taps kernel, and that it takes layers of at most 160 taps by default.
 /// </summary>
 public sealed class BlockedFewTapsLaunchTests(IlgpuCpuBlockedFewTapsFixture fixture) : IClassFixture<IlgpuCpuBlockedFewTapsFixture>
 {
@@ -731,12 +750,15 @@ public sealed class BlockedFewTapsLaunchTests(IlgpuCpuBlockedFewTapsFixture fixt
             Assert.Equal(Blocked, Plan(Cases.Convolutions[name], bias: true, backend.Profile).Select(r => r.Kernel));
         }
 
-        // The few-taps kernel, when on, keeps its layers (the stem), and the blocked one takes the rest.
+        // The few-taps kernel, when on, keeps its layers whose blocked groups are small (the stem: 32 threads) and the
+        // blocked one takes the rest (the 16 → 16 layer's 144 taps; a 1×1 layer of 64 channels, 64 → 32: 128 threads).
         backend.FewTapsFilterGradient = 64;
         try
         {
             Assert.Equal(["FilterGradient", "SumChunks"], Plan(stem, bias: false).Select(r => r.Kernel));
             Assert.Equal(Blocked, Plan(resnet, bias: false).Select(r => r.Kernel));
+            Assert.Equal(Blocked, Plan(new Conv2dGeometry(32, 64, 14, 14, 32, 1, 1), bias: false).Select(r => r.Kernel));
+            Assert.Equal(["FilterGradient", "SumChunks"], Plan(new Conv2dGeometry(32, 64, 14, 14, 16, 1, 1), bias: false).Select(r => r.Kernel));
         }
         finally
         {
@@ -757,7 +779,7 @@ public sealed class BlockedFewTapsLaunchTests(IlgpuCpuBlockedFewTapsFixture fixt
         if (Environment.GetEnvironmentVariable("GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT") is null)
         {
             using var fresh = Backends.Open("ilgpu-cpu");
-            Assert.Equal(0, ((Ilgpu.IlgpuBackend)fresh).BlockedFewTapsFilterGradient); // off until timed on a GPU
+            Assert.Equal(160, ((Ilgpu.IlgpuBackend)fresh).BlockedFewTapsFilterGradient); // as timed on an H200
         }
 
         List<Ilgpu.LaunchRecord> Plan(Conv2dGeometry g, bool bias, Ilgpu.IlgpuBackend.DeviceProfile? profile = null)

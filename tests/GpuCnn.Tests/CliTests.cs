@@ -199,29 +199,34 @@ public sealed partial class CliTests
     }
 
     [Fact]
-    public void Narrow_layers_plan_32_filter_tiles_unless_told_64_or_16_and_a_misspelt_count_is_a_clear_error()
+    public void Narrow_layers_plan_16_filter_forwards_unless_told_32_or_64_and_a_misspelt_count_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
         string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet2-bwd"];
-        // LeNet's second layer (16 filters from 6 channels): backward data (6 filters) and filter gradient on 32-filter tiles.
-        var narrow = CliRunner.Run(args);
+        // LeNet's second layer (16 filters from 6 channels): backward data (6 filters) on 16-filter tiles; the filter
+        // gradient (150 taps and the bias, one block of 16 filters) on the blocked few-taps kernel, 160 threads a group.
+        var narrowest = CliRunner.Run(args);
+        Assert.True(narrowest.ExitCode == 0, narrowest.Error);
+        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow16\s+245\s", narrowest.Out);
+        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientBlocked\s+200\s+\S+\s+160\s", narrowest.Out);
+        Assert.Contains("implicit-GEMM tiles of 16 filters for forwards of ≤ 16", narrowest.Out, StringComparison.Ordinal);
+        Assert.Contains("few-taps filter gradients of ≤ 64 taps (blocked: ≤ 160)", narrowest.Out, StringComparison.Ordinal);
+
+        var narrow = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "32");
         Assert.True(narrow.ExitCode == 0, narrow.Error);
         Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s", narrow.Out);
-        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", narrow.Out);
-        Assert.Contains("implicit-GEMM tiles of 32 filters", narrow.Out, StringComparison.Ordinal);
+        Assert.Contains("implicit-GEMM tiles of 32 filters for layers of ≤ 32", narrow.Out, StringComparison.Ordinal); // the report names the setting
 
         var wide = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "64");
         Assert.True(wide.ExitCode == 0, wide.Error);
         Assert.Matches(@"conv-lenet2-bwd\s+Forward\s+245\s", wide.Out);
-        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradient\s+200\s", wide.Out);
-        Assert.Contains("implicit-GEMM tiles of 64 filters", wide.Out, StringComparison.Ordinal); // the report names the setting
+        Assert.Contains("implicit-GEMM tiles of 64 filters", wide.Out, StringComparison.Ordinal);
 
-        // 16: the backward data's 6 filters on 16-filter tiles, the filter gradient's 16 still on 32-filter ones.
-        var narrower = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "16");
-        Assert.True(narrower.ExitCode == 0, narrower.Error);
-        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow16\s+245\s", narrower.Out);
-        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", narrower.Out);
-        Assert.Contains("implicit-GEMM tiles of 16 filters for forwards of ≤ 16", narrower.Out, StringComparison.Ordinal);
+        // The blocked kernel off: the filter gradient on the implicit GEMM's 32-filter tiles.
+        var unblocked = CliProcess.RunWithEnvironment(args, "GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT", "0");
+        Assert.True(unblocked.ExitCode == 0, unblocked.Error);
+        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientNarrow\s+200\s", unblocked.Out);
+        Assert.Contains("(blocked: ≤ 0)", unblocked.Out, StringComparison.Ordinal);
 
         var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_IMPLICIT_GEMM_FILTERS", "8");
         Assert.Equal(1, misspelt.ExitCode);
@@ -275,7 +280,7 @@ public sealed partial class CliTests
         // 64 tiles: 4 splits made 256 groups, 5 would leave a partial wave, so the floor takes the cheapest above it (8).
         Assert.Matches(@"gemm-1024\s+Tiled\s+512\s+1\.94\s+256\s+\d+\s+128\s+dominant, ok", floored.Out);
         // LeNet's second layer's backward data (6 filters of 16 channels, depth 400): 5 splits of 49 tiles by default, 10 floored.
-        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+490\s+1\.86\s+", floored.Out);
+        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow16\s+490\s+1\.86\s+", floored.Out);
         // A depth of 32 (4 stages of 8) is too short to split at all: the row keeps its 25 groups.
         Assert.Matches(@"conv1x1s2-64-fwd\s+Forward\s+25\s+", floored.Out);
         // 256 rows of 1,000 classes: a group of 256 threads a row, four classes a thread, three passes; then the mean.
@@ -285,7 +290,7 @@ public sealed partial class CliTests
         var plain = CliRunner.Run(args);
         Assert.True(plain.ExitCode == 0, plain.Error);
         Assert.DoesNotContain("depth splits of at least", plain.Out, StringComparison.Ordinal);
-        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow\s+245\s+0\.93\s+", plain.Out);
+        Assert.Matches(@"conv-lenet2-bwd\s+ForwardNarrow16\s+245\s+0\.93\s+", plain.Out);
     }
 
     [Fact]

@@ -107,13 +107,13 @@ public sealed class IlgpuCpuImplicitModelGradientCheck(IlgpuCpuImplicitFixture f
 
 public sealed class IlgpuCpuFewTapsModelGradientCheck(IlgpuCpuFewTapsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
-public sealed class IlgpuCpuNarrow16ModelGradientCheck(IlgpuCpuNarrow16Fixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuNarrow16Fixture>;
+public sealed class IlgpuCpuNarrow32ModelGradientCheck(IlgpuCpuNarrow32Fixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuNarrow32Fixture>;
 
 public sealed class IlgpuCpuBlockedFewTapsModelGradientCheck(IlgpuCpuBlockedFewTapsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
 
 public sealed class CudaModelGradientCheck(CudaFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<CudaFixture>;
 
-public sealed class CudaNarrow16ModelGradientCheck(CudaNarrow16Fixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<CudaNarrow16Fixture>;
+public sealed class CudaNarrow32ModelGradientCheck(CudaNarrow32Fixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<CudaNarrow32Fixture>;
 
 public sealed class CudaBlockedFewTapsModelGradientCheck(CudaBlockedFewTapsFixture fixture) : ModelGradientCheckTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
 

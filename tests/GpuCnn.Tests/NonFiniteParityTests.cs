@@ -209,7 +209,7 @@ public sealed class IlgpuCpuImplicitNonFiniteParity(IlgpuCpuImplicitFixture fixt
 
 public sealed class IlgpuCpuFewTapsNonFiniteParity(IlgpuCpuFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
-public sealed class IlgpuCpuNarrow16NonFiniteParity(IlgpuCpuNarrow16Fixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuNarrow16Fixture>;
+public sealed class IlgpuCpuNarrow32NonFiniteParity(IlgpuCpuNarrow32Fixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuNarrow32Fixture>;
 
 public sealed class IlgpuCpuBlockedFewTapsNonFiniteParity(IlgpuCpuBlockedFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
 
@@ -217,7 +217,7 @@ public sealed class IlgpuCpuImplicitSplitNonFiniteParity(IlgpuCpuImplicitSplitFi
 
 public sealed class CudaNonFiniteParity(CudaFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaFixture>;
 
-public sealed class CudaNarrow16NonFiniteParity(CudaNarrow16Fixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaNarrow16Fixture>;
+public sealed class CudaNarrow32NonFiniteParity(CudaNarrow32Fixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaNarrow32Fixture>;
 
 public sealed class CudaBlockedFewTapsNonFiniteParity(CudaBlockedFewTapsFixture fixture) : NonFiniteParityTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
 

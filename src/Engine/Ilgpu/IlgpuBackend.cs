@@ -477,15 +477,9 @@ public sealed partial class IlgpuBackend : Backend
             return;
         }
 
-        if (UseImplicitGemm(g) && UsesFewTaps(g, db is not null))
+        if (UseImplicitGemm(g) && FewTapsRoute(g, db is not null) is { } blocked)
         {
-            RunFewTapsFilterGradient(g, x, dy, dw, db, blocked: false);
-            return;
-        }
-
-        if (UseImplicitGemm(g) && UsesBlockedFewTaps(g, db is not null))
-        {
-            RunFewTapsFilterGradient(g, x, dy, dw, db, blocked: true);
+            RunFewTapsFilterGradient(g, x, dy, dw, db, blocked);
             return;
         }
 
@@ -831,18 +825,36 @@ public sealed partial class IlgpuBackend : Backend
     /// Filter gradients of layers of at most this many taps (C·R·S) that would take the implicit GEMM take
     /// <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/> (16 filters of a tap a thread, in registers) when a
     /// group holds a thread for each block of filters and tap and its stage fits — those the few-taps kernel
-    /// (<see cref="FewTapsFilterGradient"/>, measured) leaves; with that one off, all. 0 (off) by default: not yet timed
-    /// on a GPU (perf/gpu/check.sh's `blocked` step compares it). GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT sets it for a
-    /// process.
+    /// (<see cref="FewTapsFilterGradient"/>) leaves or gives up (<see cref="FewTapsRoute"/>); with that one off, all.
+    /// 160 by default (ResNet-8's 16-channel 3×3 layers, LeNet-5's second): on an H200 the backward of ResNet-8's
+    /// 16 → 16 layer took 0.65× and of LeNet-5's second layer 0.85× the implicit GEMM's time, a ResNet-8 step 0.92× and a
+    /// LeNet-5 step at batch 256 0.94× (perf/gpu/check.sh's `blocked` step, docs/benchmarks.md); 0 turns it off.
+    /// GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT sets it for a process.
     /// </summary>
     public int BlockedFewTapsFilterGradient
     {
         get;
         set => field = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "A number of taps, 0 (off) or more.");
+    } = 160;
+
+    /// <summary>
+    /// Which few-taps kernel takes <paramref name="g"/>'s filter gradient (the implicit GEMM's layers only): true the
+    /// blocked one, false the few-taps one, null neither. Where both fit, the blocked kernel takes the layers whose groups
+    /// hold at least <see cref="ConvolutionFewTapsKernels.PreferredBlockedThreads"/> threads and the few-taps kernel the
+    /// rest: on an H200 the backward of ResNet-8's 32 → 64 shortcut (1×1, 32 taps; groups of 128 threads) took 0.85× the
+    /// time with the blocked kernel, LeNet-5's first layer's (25 taps, 6 filters; 32 threads) 1.12×, ResNet-8's first
+    /// layer's and 16 → 32 shortcut's (9 and 16 taps; 32 threads) 1.35× and 1.10× (docs/benchmarks.md).
+    /// </summary>
+    private bool? FewTapsRoute(Conv2dGeometry g, bool withBias)
+    {
+        bool fewTaps = UsesFewTaps(g, withBias), blocked = UsesBlockedFewTaps(g, withBias);
+        return blocked && (!fewTaps || ConvolutionFewTapsKernels.BlockedThreads(g, withBias) >= ConvolutionFewTapsKernels.PreferredBlockedThreads)
+            ? true
+            : fewTaps ? false : null;
     }
 
     /// <summary>
-    /// Whether <paramref name="g"/>'s filter gradient takes <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/>
+    /// Whether <paramref name="g"/>'s filter gradient can take <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/>
     /// (the implicit GEMM's layers only): at most <see cref="BlockedFewTapsFilterGradient"/> taps, a group's threads
     /// enough for one per block of 16 filters and tap (at most <see cref="ConvolutionFewTapsKernels.MaxBlockedThreads"/>),
     /// a stage that fits.
@@ -988,13 +1000,13 @@ public sealed partial class IlgpuBackend : Backend
 
     /// <summary>
     /// Filters per implicit-GEMM tile for layers of at most 32 filters (forward and filter gradient; for backward data,
-    /// of at most 32 input channels): 32 (the default: <see cref="ConvolutionImplicitGemmKernels.ForwardNarrow"/>,
+    /// of at most 32 input channels): 16 (the default: as 32, but the forward — and stride-1 backward data — of layers of
+    /// at most 16 filters on 16-filter tiles, <see cref="ConvolutionImplicitGemmKernels.ForwardNarrow16"/>; on an H200 a
+    /// LeNet-5 step at batch 256 took 0.95× the time of 32-filter tiles, a ResNet-8 step 0.99×, perf/gpu/check.sh's
+    /// `narrow` step), 32 (<see cref="ConvolutionImplicitGemmKernels.ForwardNarrow"/>,
     /// <see cref="ConvolutionImplicitGemmKernels.FilterGradientNarrow"/>, so a 16-filter layer does not run its tiles a
     /// quarter full; on an H200 a ResNet-8 step took 0.90× and a LeNet-5 step at batch 256 0.86× the time of 64-filter
-    /// tiles, docs/benchmarks.md), 16 (as 32, but the forward — and stride-1 backward data — of layers of at most 16
-    /// filters on 16-filter tiles, <see cref="ConvolutionImplicitGemmKernels.ForwardNarrow16"/>; not yet timed on a GPU:
-    /// perf/gpu/check.sh's `narrow` step compares it) or 64 (the tiles of wider layers). GPUCNN_IMPLICIT_GEMM_FILTERS
-    /// sets it for a process.
+    /// tiles, docs/benchmarks.md) or 64 (the tiles of wider layers). GPUCNN_IMPLICIT_GEMM_FILTERS sets it for a process.
     /// </summary>
     public int ImplicitGemmFilters
     {
@@ -1002,7 +1014,7 @@ public sealed partial class IlgpuBackend : Backend
         set => field = value is 64 or ConvolutionImplicitGemmKernels.NarrowFilters or ConvolutionImplicitGemmKernels.Narrow16Filters
             ? value
             : throw new ArgumentOutOfRangeException(nameof(value), value, "Implicit-GEMM tiles have 64, 32 or 16 filters.");
-    } = ConvolutionImplicitGemmKernels.NarrowFilters;
+    } = ConvolutionImplicitGemmKernels.Narrow16Filters;
 
     /// <summary>Whether <paramref name="g"/> runs on narrow tiles (32 filters, or 16 for the forward when so set).</summary>
     private bool UsesNarrowTiles(Conv2dGeometry g) =>

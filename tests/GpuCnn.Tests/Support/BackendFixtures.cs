@@ -95,7 +95,7 @@ public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu",
 /// on the GEMM (the few-taps kernel off: it would take nearly every test layer, all of at most 64 taps).
 /// </summary>
 public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, FilterGradientsOnGemm: true));
 
 /// <summary>
 /// The implicit-GEMM convolution with the filter gradients of layers of at most 64 taps on
@@ -107,8 +107,8 @@ public sealed class IlgpuCpuFewTapsFixture() : BackendFixture("ilgpu-cpu", new I
 
 /// <summary>
 /// Simulated 128-thread groups with the filter gradients on <see cref="Kernels.ConvolutionFewTapsKernels.FilterGradientBlocked"/>
-/// wherever a group holds a thread per block of 16 filters and tap (off by default until timed on a GPU), in three
-/// chunks — the few-taps kernel off, which would otherwise keep the layers of at most 64 taps, nearly every test
+/// wherever a group holds a thread per block of 16 filters and tap, whatever its taps, in three chunks — the few-taps
+/// kernel off, which would otherwise keep the layers of at most 64 taps whose groups are small, nearly every test
 /// layer; the implicit GEMM for the rest. 128 threads hold every test layer the classes check on it (two blocks of
 /// filters included), and the three classes took 46 s here against 64 s on 256-thread groups (an OS thread per
 /// simulated thread); groups up to 512 run on CUDA only (<see cref="CudaBlockedFewTapsFixture"/>).
@@ -118,24 +118,26 @@ public sealed class IlgpuCpuBlockedFewTapsFixture() : BackendFixture("ilgpu-cpu"
 
 /// <summary>The implicit-GEMM convolution with its depth split in three (partial NCHW slices summed by a second kernel), as GPUs run few-tile layers.</summary>
 public sealed class IlgpuCpuImplicitSplitFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, DepthSplits: 3, FewTapsFilterGradient: 0));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, DepthSplits: 3, FilterGradientsOnGemm: true));
 
 /// <summary>
 /// The implicit GEMM on its 64-filter tiles for narrow layers too (the default gives layers of at most 32 filters, every
-/// test layer, 32-filter tiles), unsplit and with its depth split in three.
+/// test layer, 32-filter tiles, and the forwards of those of at most 16 16-filter ones), unsplit and with its depth
+/// split in three.
 /// </summary>
 public sealed class IlgpuCpuImplicitWideFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FewTapsFilterGradient: 0));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FilterGradientsOnGemm: true));
 
 /// <summary>
-/// The implicit GEMM with the forwards (and stride-1 backward data) of layers of at most 16 filters on 16-filter tiles
-/// (<see cref="Kernels.ConvolutionImplicitGemmKernels.ForwardNarrow16"/>; off by default until timed on a GPU).
+/// The implicit GEMM with the forwards (and stride-1 backward data) of layers of at most 16 filters on 32-filter tiles
+/// (<see cref="Kernels.ConvolutionImplicitGemmKernels.ForwardNarrow"/>, GPUCNN_IMPLICIT_GEMM_FILTERS=32) instead of the
+/// default 16-filter ones.
 /// </summary>
-public sealed class IlgpuCpuNarrow16Fixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 16));
+public sealed class IlgpuCpuNarrow32Fixture() : BackendFixture("ilgpu-cpu",
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 32));
 
 public sealed class IlgpuCpuImplicitWideSplitFixture() : BackendFixture("ilgpu-cpu",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, DepthSplits: 3, FewTapsFilterGradient: 0));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, DepthSplits: 3, FilterGradientsOnGemm: true));
 
 /// <summary>
 /// ILGPU's CPU accelerator simulating 256-thread groups, on the routes a GPU takes for big shapes: 8×8-blocked GEMM on
@@ -143,7 +145,7 @@ public sealed class IlgpuCpuImplicitWideSplitFixture() : BackendFixture("ilgpu-c
 /// would otherwise run.
 /// </summary>
 public sealed class IlgpuCpuGpuGroupsFixture() : BackendFixture("ilgpu-cpu", () => IlgpuDevices.OpenCpuAccelerator(groupThreads: 256),
-    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0).ApplyTo);
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, FilterGradientsOnGemm: true).ApplyTo);
 
 /// <summary>
 /// The same simulated 256-thread groups on the 4×4 GEMM with tile groups of 128 threads (16 × 8, the one non-square
@@ -156,23 +158,26 @@ public sealed class CudaFixture() : BackendFixture("cuda");
 
 /// <summary>CUDA forced onto the implicit-GEMM convolution and the 8×8 GEMM, whatever the shape (Auto keeps small shapes on the simple kernels).</summary>
 public sealed class CudaImplicitFixture() : BackendFixture("cuda",
-    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0));
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, FilterGradientsOnGemm: true));
 
 /// <summary>
 /// The same with tile groups of 64 threads (<see cref="IlgpuBackend.TileGroupThreads"/>): 64×64 GEMM tiles, implicit-GEMM
 /// groups of 8 × 8 threads.
 /// </summary>
 public sealed class CudaTileGroups64Fixture() : BackendFixture("cuda",
-    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, TileGroupThreads: 64, FewTapsFilterGradient: 0));
+    new IlgpuSettings(Gemm: GemmAlgorithm.Tiled8x8, Convolution: ConvolutionAlgorithm.ImplicitGemm, TileGroupThreads: 64, FilterGradientsOnGemm: true));
 
 /// <summary>CUDA's implicit GEMM (forced) on its 64-filter tiles for narrow layers too, every filter gradient on the GEMM.</summary>
 public sealed class CudaImplicitWideFixture() : BackendFixture("cuda",
-    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FewTapsFilterGradient: 0));
+    new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, ImplicitGemmFilters: 64, FilterGradientsOnGemm: true));
 
-/// <summary>CUDA with 16-filter implicit-GEMM tiles for the forwards of layers of at most 16 filters (off by default until timed there).</summary>
-public sealed class CudaNarrow16Fixture() : BackendFixture("cuda", new IlgpuSettings(ImplicitGemmFilters: 16));
+/// <summary>CUDA with 32-filter implicit-GEMM tiles for the forwards of layers of at most 16 filters too (the default: 16-filter ones).</summary>
+public sealed class CudaNarrow32Fixture() : BackendFixture("cuda", new IlgpuSettings(ImplicitGemmFilters: 32));
 
-/// <summary>CUDA with the blocked few-taps filter gradient on wherever it fits, the few-taps kernel off (off by default until timed there).</summary>
+/// <summary>
+/// CUDA with the blocked few-taps filter gradient wherever it fits, the few-taps kernel off (by default the blocked
+/// kernel takes layers of at most 160 taps, the few-taps kernel keeps most of those of at most 64).
+/// </summary>
 public sealed class CudaBlockedFewTapsFixture() : BackendFixture("cuda", new IlgpuSettings(FewTapsFilterGradient: 0, BlockedFewTapsFilterGradient: 4096));
 
 /// <summary>CUDA's 4×4 GEMM (forced) with groups of 16 × 8 threads, the one non-square group.</summary>
@@ -188,7 +193,8 @@ public sealed record IlgpuSettings(
     int? TileGroupThreads = null,
     long? ConvolutionWorkspaceFloats = null,
     int? FewTapsFilterGradient = null,
-    int? BlockedFewTapsFilterGradient = null)
+    int? BlockedFewTapsFilterGradient = null,
+    bool FilterGradientsOnGemm = false)
 {
     public void ApplyTo(Backend backend)
     {
@@ -200,8 +206,9 @@ public sealed record IlgpuSettings(
         ilgpu.ImplicitGemmFilters = ImplicitGemmFilters ?? ilgpu.ImplicitGemmFilters;
         ilgpu.TileGroupThreads = TileGroupThreads ?? ilgpu.TileGroupThreads;
         ilgpu.ConvolutionWorkspaceFloats = ConvolutionWorkspaceFloats ?? ilgpu.ConvolutionWorkspaceFloats;
-        ilgpu.FewTapsFilterGradient = FewTapsFilterGradient ?? ilgpu.FewTapsFilterGradient;
-        ilgpu.BlockedFewTapsFilterGradient = BlockedFewTapsFilterGradient ?? ilgpu.BlockedFewTapsFilterGradient;
+        // The GEMM's filter gradients: both few-taps kernels off (they would take nearly every test layer).
+        ilgpu.FewTapsFilterGradient = FilterGradientsOnGemm ? 0 : FewTapsFilterGradient ?? ilgpu.FewTapsFilterGradient;
+        ilgpu.BlockedFewTapsFilterGradient = FilterGradientsOnGemm ? 0 : BlockedFewTapsFilterGradient ?? ilgpu.BlockedFewTapsFilterGradient;
     }
 }
 
