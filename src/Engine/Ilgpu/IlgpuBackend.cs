@@ -827,7 +827,7 @@ public sealed partial class IlgpuBackend : Backend
     /// group holds a thread for each block of filters and tap and its stage fits — those the few-taps kernel
     /// (<see cref="FewTapsFilterGradient"/>) leaves or gives up (<see cref="FewTapsRoute"/>); with that one off, all.
     /// 160 by default (ResNet-8's 16-channel 3×3 layers, LeNet-5's second): on an H200 the backward of ResNet-8's
-    /// 16 → 16 layer took 0.65× and of LeNet-5's second layer 0.85× the implicit GEMM's time, a ResNet-8 step 0.92× and a
+    /// 16 → 16 layer took 0.65× and of LeNet-5's second layer 0.84× the implicit GEMM's time, a ResNet-8 step 0.92× and a
     /// LeNet-5 step at batch 256 0.94× (perf/gpu/check.sh's `blocked` step, docs/benchmarks.md); 0 turns it off.
     /// GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT sets it for a process.
     /// </summary>
@@ -841,9 +841,10 @@ public sealed partial class IlgpuBackend : Backend
     /// Which few-taps kernel takes <paramref name="g"/>'s filter gradient (the implicit GEMM's layers only): true the
     /// blocked one, false the few-taps one, null neither. Where both fit, the blocked kernel takes the layers whose groups
     /// hold at least <see cref="ConvolutionFewTapsKernels.PreferredBlockedThreads"/> threads and the few-taps kernel the
-    /// rest: on an H200 the backward of ResNet-8's 32 → 64 shortcut (1×1, 32 taps; groups of 128 threads) took 0.85× the
-    /// time with the blocked kernel, LeNet-5's first layer's (25 taps, 6 filters; 32 threads) 1.12×, ResNet-8's first
-    /// layer's and 16 → 32 shortcut's (9 and 16 taps; 32 threads) 1.35× and 1.10× (docs/benchmarks.md).
+    /// rest: on an H200 the backward of `conv1x1s2-64` (ResNet-8's 32 → 64 shortcut: 32 taps, 128 threads, 160 with the
+    /// bias) took 0.86× the time with the blocked kernel, LeNet-5's first layer's (25 taps, 6 filters; 32 threads)
+    /// 1.11×, ResNet-8's first layer's and 16 → 32 shortcut's (9 and 16 taps; 32 threads) 1.35× and 1.10×
+    /// (docs/benchmarks.md).
     /// </summary>
     private bool? FewTapsRoute(Conv2dGeometry g, bool withBias)
     {
