@@ -30,12 +30,13 @@
 # `blocked` the same rows with the blocked few-taps filter gradient (16 filters of a tap a thread, in registers; on by
 # default for layers of at most 160 taps since an H200 run of this step) taking the layers of at most 160 taps that the
 # few-taps kernel leaves or gives up (groups of 128 threads or more), then all of them
-# (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|160, GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0); `defaults` times today's
+# (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|160, GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0); `blocked-small` times it on
+# 96-thread groups (a 72-tap layer of 16 filters) against the implicit GEMM, layer by layer; `defaults` times today's
 # defaults against those before the blocked kernel and the 16-filter tiles were turned on (rows, steps, ResNet-8 trained).
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked defaults ladder conv-ladder torch-bench
-# lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow, floor, ladder, opencl,
-# ncu, ncu-resnet, ncu-depthwise, fewtaps, blocked and defaults,
+# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small defaults ladder
+# conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow,
+# floor, ladder, opencl, ncu, ncu-resnet, ncu-depthwise, fewtaps, blocked, blocked-small and defaults,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -58,7 +59,7 @@ failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
 default_steps="machine devices selftest tests parity bench lists depthwise conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
+all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -247,6 +248,19 @@ if wanted blocked; then
   done
 fi
 
+if wanted blocked-small; then
+  step "the blocked few-taps filter gradient on 96-thread groups (a 72-tap layer of 16 filters, 8 -> 16 channels at 3x3; with its bias) against the implicit GEMM (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=160|0), layer by layer, rotated, three rounds"
+  small_net="conv(8,3,pad=1),relu,conv(16,3,pad=1),relu,conv(16,3,pad=1),relu,flatten,dense(10)"
+  for round in 1 2 3; do
+    case $round in 2) order="0 160";; *) order="160 0";; esac
+    for blocked in $order; do
+      echo "-- round $round, GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$blocked (layer 2: 72 taps, 96 threads; layer 4: 144 taps, 160 threads)"
+      GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$blocked check "blocked-small-$blocked" 60 "$gpucnn" profile --device cuda --arch "$small_net" \
+        --input-shape 1,28,28 --batch-size 128 --steps 20 | grep -E "^[024] |profiled step|whole step"
+    done
+  done
+fi
+
 if wanted defaults; then
   step "today's defaults against those before the blocked few-taps filter gradient and the 16-filter forward tiles (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0 GPUCNN_IMPLICIT_GEMM_FILTERS=32), rotated, three rounds; ResNet-8 trained with each"
   before=(GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0 GPUCNN_IMPLICIT_GEMM_FILTERS=32)
@@ -255,15 +269,15 @@ if wanted defaults; then
     for setting in $order; do
       echo "-- round $round, $setting"
       if [ "$setting" = now ]; then settings=(); else settings=("${before[@]}"); fi
-      check "defaults-$setting" 90 env "${settings[@]}" "$gpucnn" bench --device cuda --only conv lenet-step resnet8-step | grep -E "^(kernels|conv|lenet|resnet)"
+      check "defaults-$setting" 90 env ${settings[@]+"${settings[@]}"} "$gpucnn" bench --device cuda --only conv lenet-step resnet8-step | grep -E "^(kernels|conv|lenet|resnet)"
     done
   done
   for setting in now before; do
     if [ "$setting" = now ]; then settings=(); else settings=("${before[@]}"); fi
     echo "-- ResNet-8, 2 epochs, $setting"
-    check "defaults-resnet-$setting" 120 env "${settings[@]}" "$gpucnn" "${resnet8_full[@]}" --out "$work/resnet8-$setting.safetensors" | grep -E "^epoch"
+    check "defaults-resnet-$setting" 120 env ${settings[@]+"${settings[@]}"} "$gpucnn" "${resnet8_full[@]}" --out "$work/resnet8-$setting.safetensors" | grep -E "^epoch"
     echo "-- $setting: ResNet-8 layer by layer"
-    check "defaults-profile-$setting" 60 env "${settings[@]}" "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
+    check "defaults-profile-$setting" 60 env ${settings[@]+"${settings[@]}"} "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
       | grep -E "^0 |3.body.[03]|5.body.0|shortcut.0|profiled step|whole step"
   done
 fi

@@ -804,7 +804,9 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>
     /// Filter gradients of layers of at most this many taps (C·R·S) that would take the implicit GEMM take
     /// <see cref="ConvolutionFewTapsKernels"/> instead (a split reduction over the pixels, the bias gradient riding
-    /// along), when its stage fits: 64 by default, 0 turns it off. GPUCNN_FEW_TAPS_FILTER_GRADIENT sets it for a process.
+    /// along), when its stage fits and the blocked kernel does not take them (<see cref="FewTapsRoute"/>: its groups
+    /// would have 128 threads or more): 64 by default, 0 turns it off. GPUCNN_FEW_TAPS_FILTER_GRADIENT sets it for a
+    /// process.
     /// </summary>
     public int FewTapsFilterGradient
     {
@@ -813,7 +815,7 @@ public sealed partial class IlgpuBackend : Backend
     } = 64;
 
     /// <summary>
-    /// Whether <paramref name="g"/>'s filter gradient takes <see cref="ConvolutionFewTapsKernels"/> (the implicit GEMM's
+    /// Whether <paramref name="g"/>'s filter gradient can take <see cref="ConvolutionFewTapsKernels"/> (the implicit GEMM's
     /// layers only): at most <see cref="FewTapsFilterGradient"/> taps, at most <see cref="ConvolutionFewTapsKernels.MaxWeights"/>
     /// weights, and a stage that fits.
     /// </summary>
@@ -843,7 +845,7 @@ public sealed partial class IlgpuBackend : Backend
     /// hold at least <see cref="ConvolutionFewTapsKernels.PreferredBlockedThreads"/> threads and the few-taps kernel the
     /// rest: on an H200 the backward of `conv1x1s2-64` (ResNet-8's 32 → 64 shortcut: 32 taps, 128 threads, 160 with the
     /// bias) took 0.86× the time with the blocked kernel, LeNet-5's first layer's (25 taps, 6 filters; 32 threads)
-    /// 1.11×, ResNet-8's first layer's and 16 → 32 shortcut's (9 and 16 taps; 32 threads) 1.35× and 1.10×
+    /// 1.11×, ResNet-8's first layer's and 16 → 32 shortcut's (9 and 16 taps; 32 threads) 1.33× and 1.11×
     /// (docs/benchmarks.md).
     /// </summary>
     private bool? FewTapsRoute(Conv2dGeometry g, bool withBias)
