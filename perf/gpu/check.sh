@@ -31,12 +31,13 @@
 # default for layers of at most 160 taps since an H200 run of this step) taking the layers of at most 160 taps that the
 # few-taps kernel leaves or gives up (groups of 128 threads or more), then all of them
 # (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|160, GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0); `blocked-small` times it on
-# 96-thread groups (a 72-tap layer of 16 filters) against the implicit GEMM, layer by layer; `defaults` times today's
+# 96-thread groups (a 72-tap layer of 16 filters) against the implicit GEMM, layer by layer; `blocked-chunks` its chunks
+# a multiprocessor (GPUCNN_BLOCKED_FEW_TAPS_CHUNKS=2..16 against the default); `defaults` times today's
 # defaults against those before the blocked kernel and the 16-filter tiles were turned on (rows, steps, ResNet-8 trained).
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
-# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small defaults ladder
-# conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but groups, narrow,
-# floor, ladder, opencl, ncu, ncu-resnet, ncu-depthwise, fewtaps, blocked, blocked-small and defaults,
+# (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small blocked-chunks
+# defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but
+# groups, narrow, floor, ladder, opencl, ncu, ncu-resnet, ncu-depthwise, fewtaps, blocked, blocked-small, blocked-chunks and defaults,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -59,7 +60,7 @@ failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
 default_steps="machine devices selftest tests parity bench lists depthwise conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
+all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small blocked-chunks defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -258,6 +259,25 @@ if wanted blocked-small; then
       GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=$blocked check "blocked-small-$blocked" 60 "$gpucnn" profile --device cuda --arch "$small_net" \
         --input-shape 1,28,28 --batch-size 128 --steps 20 | grep -E "^[024] |profiled step|whole step"
     done
+  done
+fi
+
+if wanted blocked-chunks; then
+  step "the blocked few-taps filter gradient's chunks a multiprocessor (GPUCNN_BLOCKED_FEW_TAPS_CHUNKS; default 1,024 / its group's threads, 4 to 8: 6 for ResNet-8's 16 -> 16 layers, 4 for its 16 -> 32 one), rotated, twice; then ResNet-8 layer by layer at each"
+  for round in 1 2; do
+    case $round in 1) order="default 2 4 8 12 16";; *) order="16 12 8 4 2 default";; esac
+    for chunks in $order; do
+      echo "-- round $round, chunks a multiprocessor: $chunks"
+      if [ "$chunks" = default ]; then settings=(); else settings=(GPUCNN_BLOCKED_FEW_TAPS_CHUNKS=$chunks); fi
+      check "blocked-chunks-$chunks" 60 env ${settings[@]+"${settings[@]}"} "$gpucnn" bench --device cuda --only lenet-step resnet8-step \
+        | grep -E "^(lenet|resnet)"
+    done
+  done
+  for chunks in default 2 4 8 12 16; do
+    echo "-- chunks a multiprocessor: $chunks, ResNet-8 layer by layer"
+    if [ "$chunks" = default ]; then settings=(); else settings=(GPUCNN_BLOCKED_FEW_TAPS_CHUNKS=$chunks); fi
+    check "blocked-chunks-profile-$chunks" 60 env ${settings[@]+"${settings[@]}"} "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
+      | grep -E "3.body.[03]|5.body.0|profiled step|whole step"
   done
 fi
 

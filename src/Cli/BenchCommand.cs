@@ -49,7 +49,8 @@ internal static class BenchCommand
                     : $"implicit-GEMM tiles of {settings.ImplicitGemmFilters} filters for layers of ≤ 32";
                 io.Out.WriteLine($"kernels: GEMM {settings.GemmAlgorithm}, convolution {settings.ConvolutionAlgorithm}, tile groups of " +
                     $"{settings.TileGroupThreads} threads, {tiles}, few-taps filter gradients of ≤ {settings.FewTapsFilterGradient} taps " +
-                    $"(blocked: ≤ {settings.BlockedFewTapsFilterGradient})" +
+                    $"(blocked: ≤ {settings.BlockedFewTapsFilterGradient}" +
+                    (settings.BlockedFewTapsChunksPerMultiprocessor is { } chunks ? $", chunks a multiprocessor: {chunks})" : ")") +
                     (settings.SplitMinimumGroups > 0 ? $", depth splits of at least {settings.SplitMinimumGroups} groups" : ""));
             }
 

@@ -722,7 +722,7 @@ public sealed class BlockedFewTapsLaunchTests(IlgpuCpuBlockedFewTapsFixture fixt
     private static readonly string[] Blocked = ["FilterGradientBlocked", "SumChunks"];
 
     [Fact]
-    public void Layers_whose_blocks_fit_a_group_take_the_blocked_kernel_when_it_is_on()
+    public void Layers_whose_blocks_fit_a_group_take_the_blocked_kernel_in_chunks_for_the_multiprocessors()
     {
         var backend = (Ilgpu.IlgpuBackend)fixture.Require();
         Assert.Equal((4096, 0), (backend.BlockedFewTapsFilterGradient, backend.FewTapsFilterGradient));
@@ -733,6 +733,18 @@ public sealed class BlockedFewTapsLaunchTests(IlgpuCpuBlockedFewTapsFixture fixt
         var plan = Plan(resnet, bias: false);
         Assert.Equal(Blocked, plan.Select(r => r.Kernel));
         Assert.Equal((784L, 160L, 128L), (plan[0].Groups, plan[0].GroupSize, plan[0].SerialLoop));
+        // Four chunks a multiprocessor when told (528 asked for): six batches of 32 a chunk, 523 chunks.
+        backend.BlockedFewTapsChunksPerMultiprocessor = 4;
+        try
+        {
+            Assert.Equal((523L, 192L), (Plan(resnet, bias: false)[0].Groups, Plan(resnet, bias: false)[0].SerialLoop));
+        }
+        finally
+        {
+            backend.BlockedFewTapsChunksPerMultiprocessor = null;
+        }
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.BlockedFewTapsChunksPerMultiprocessor = 0);
         // With the bias, its column of ones: 145 columns. 16 → 32 at stride 2: two blocks, 288 threads.
         Assert.Equal(Blocked, Plan(resnet, bias: true).Select(r => r.Kernel));
         Assert.Equal(288L, Plan(new Conv2dGeometry(128, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1), bias: false)[0].GroupSize);

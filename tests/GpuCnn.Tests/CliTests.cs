@@ -234,6 +234,23 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void The_blocked_filter_gradients_chunks_follow_the_multiprocessors_unless_told_and_a_bad_count_is_a_clear_error()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "conv-lenet2-bwd"];
+        // 6,400 pixels in 200 batches of 32: a chunk each by default (792 asked for); one a multiprocessor (132) makes
+        // chunks of two batches, 100 of them.
+        var one = CliProcess.RunWithEnvironment(args, "GPUCNN_BLOCKED_FEW_TAPS_CHUNKS", "1");
+        Assert.True(one.ExitCode == 0, one.Error);
+        Assert.Matches(@"conv-lenet2-bwd\s+FilterGradientBlocked\s+100\s+\S+\s+160\s+\d+\s+64\s", one.Out);
+        Assert.Contains("(blocked: ≤ 160, chunks a multiprocessor: 1)", one.Out, StringComparison.Ordinal);
+
+        var bad = CliProcess.RunWithEnvironment(args, "GPUCNN_BLOCKED_FEW_TAPS_CHUNKS", "0");
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Equal("error: GPUCNN_BLOCKED_FEW_TAPS_CHUNKS is '0'; expected the chunks a multiprocessor, 1 to 32.", bad.Error.Trim());
+    }
+
+    [Fact]
     public void Tensor_lists_launch_once_unless_told_a_launch_per_tensor_and_a_misspelt_switch_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");

@@ -75,6 +75,15 @@ public sealed partial class IlgpuBackend : Backend
                 : throw new InvalidOperationException($"GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT is '{blocked}'; expected the most taps (C·R·S) it takes, 0 for none.");
         }
 
+        string? blockedChunks = Environment.GetEnvironmentVariable("GPUCNN_BLOCKED_FEW_TAPS_CHUNKS");
+        if (!string.IsNullOrWhiteSpace(blockedChunks))
+        {
+            BlockedFewTapsChunksPerMultiprocessor = int.TryParse(blockedChunks, out int perMultiprocessor) && perMultiprocessor is >= 1 and <= MaxBlockedFewTapsChunksPerMultiprocessor
+                ? perMultiprocessor
+                : throw new InvalidOperationException(
+                    $"GPUCNN_BLOCKED_FEW_TAPS_CHUNKS is '{blockedChunks}'; expected the chunks a multiprocessor, 1 to {MaxBlockedFewTapsChunksPerMultiprocessor}.");
+        }
+
         string? lists = Environment.GetEnvironmentVariable("GPUCNN_TENSOR_LISTS");
         if (!string.IsNullOrWhiteSpace(lists))
         {
@@ -839,6 +848,23 @@ public sealed partial class IlgpuBackend : Backend
         set => field = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "A number of taps, 0 (off) or more.");
     } = 160;
 
+    /// <summary>The most chunks a multiprocessor that <see cref="BlockedFewTapsChunksPerMultiprocessor"/> may ask for.</summary>
+    public const int MaxBlockedFewTapsChunksPerMultiprocessor = 32;
+
+    /// <summary>
+    /// Chunks of pixels a multiprocessor for <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/> (a group
+    /// each; at most 1,024 in all and one per batch of 32 pixels); null, the default: 1,024 / its group's threads,
+    /// between 4 and 8, for about 1,024 threads a multiprocessor — not yet measured against other counts
+    /// (perf/gpu/check.sh's `blocked-chunks` step compares them). GPUCNN_BLOCKED_FEW_TAPS_CHUNKS sets it for a process.
+    /// </summary>
+    public int? BlockedFewTapsChunksPerMultiprocessor
+    {
+        get;
+        set => field = value is null or (>= 1 and <= MaxBlockedFewTapsChunksPerMultiprocessor)
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, $"Chunks a multiprocessor: 1 to {MaxBlockedFewTapsChunksPerMultiprocessor}, or null.");
+    }
+
     /// <summary>
     /// Which few-taps kernel takes <paramref name="g"/>'s filter gradient (the implicit GEMM's layers only): true the
     /// blocked one, false the few-taps one, null neither. Where both fit, the blocked kernel takes the layers whose groups
@@ -879,8 +905,9 @@ public sealed partial class IlgpuBackend : Backend
         bool withBias = db is not null;
         int threads = blocked ? (int)ConvolutionFewTapsKernels.BlockedThreads(g, withBias) : Math.Min(256, _profile.MaxGroupThreads);
         // Four groups of 256 a multiprocessor (the few-taps kernel as measured); the blocked kernel's groups, of 32 to
-        // 512 threads, 1,024 / threads of them (4 to 8), for about as many threads to hide their gathers' latency.
-        int groupsPerMultiprocessor = blocked ? Math.Clamp(1024 / threads, 4, 8) : 4;
+        // 512 threads, 1,024 / threads of them (4 to 8), for about as many threads to hide their gathers' latency, unless
+        // told (BlockedFewTapsChunksPerMultiprocessor).
+        int groupsPerMultiprocessor = blocked ? BlockedFewTapsChunksPerMultiprocessor ?? Math.Clamp(1024 / threads, 4, 8) : 4;
         int pixels = g.N * g.P * g.Q, batches = (pixels + batch - 1) / batch;
         int chunks = Math.Clamp(ReductionChunks ?? (IsCpuAccelerator ? 3 : groupsPerMultiprocessor * _profile.Multiprocessors), 1, Math.Min(1024, batches));
         int perChunk = (batches + chunks - 1) / chunks * batch;
