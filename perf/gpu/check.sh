@@ -32,12 +32,14 @@
 # few-taps kernel leaves or gives up (groups of 128 threads or more), then all of them
 # (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|160, GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0); `blocked-small` times it on
 # 96-thread groups (a 72-tap layer of 16 filters) against the implicit GEMM, layer by layer; `blocked-chunks` its chunks
-# a multiprocessor (GPUCNN_BLOCKED_FEW_TAPS_CHUNKS=2..16 against the default); `defaults` times today's
+# a multiprocessor (GPUCNN_BLOCKED_FEW_TAPS_CHUNKS=2..16 against the default); `bn-merge` batch norm's chunk merges
+# staged in shared memory (GPUCNN_BATCH_NORM_STAGED_MERGE=1, off until timed) against the default; `defaults` times today's
 # defaults against those before the blocked kernel and the 16-filter tiles were turned on (rows, steps, ResNet-8 trained).
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small blocked-chunks
-# defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default: all but
-# groups, narrow, floor, ladder, opencl, ncu, ncu-resnet, ncu-depthwise, fewtaps, blocked, blocked-small, blocked-chunks and defaults,
+# bn-merge defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise; default:
+# all but groups, narrow, floor, ladder, opencl, ncu, ncu-resnet, ncu-depthwise, fewtaps, blocked, blocked-small, blocked-chunks, bn-merge
+# and defaults,
 # whose results are recorded in docs/benchmarks.md; `all` runs every one). TEST_ARGS narrows the test suite (e.g.
 # "-class GpuCnn.Tests.CudaBackendOps"); CONV_ALGORITHMS names the convolution routes the conv-ladder step compares
 # (default: Im2ColGemm ImplicitGemm); DISTRIBUTED_DEVICE the device of the distributed step (default cuda; cpu tries
@@ -60,7 +62,7 @@ failed="$work/failed-steps"
 : > "$failed"
 fail() { echo "$1" >> "$failed"; }
 default_steps="machine devices selftest tests parity bench lists depthwise conv-ladder torch-bench lenet resnet repro fallback distributed ptx"
-all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small blocked-chunks defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
+all_steps="machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small blocked-chunks bn-merge defaults ladder conv-ladder torch-bench lenet resnet repro fallback distributed ptx opencl ncu ncu-resnet ncu-depthwise"
 if [ $# -eq 0 ]; then chosen=" $default_steps "; elif [ "$1" = all ]; then chosen=" $all_steps "; else chosen=" $* "; fi
 for name in $chosen; do [[ " $all_steps " == *" $name "* ]] || { echo "unknown step: $name (steps: $all_steps)"; exit 2; }; done
 wanted() { [[ "$chosen" == *" $1 "* ]]; }
@@ -278,6 +280,23 @@ if wanted blocked-chunks; then
     if [ "$chunks" = default ]; then settings=(); else settings=(GPUCNN_BLOCKED_FEW_TAPS_CHUNKS=$chunks); fi
     check "blocked-chunks-profile-$chunks" 60 env ${settings[@]+"${settings[@]}"} "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
       | grep -E "3.body.[03]|5.body.0|profiled step|whole step"
+  done
+fi
+
+if wanted bn-merge; then
+  step "batch norm's chunk merges from shared memory, staged by a group a channel (GPUCNN_BATCH_NORM_STAGED_MERGE=1; the same bits) against a thread a channel reading memory (=0, the default), rotated, three rounds; ResNet-8 layer by layer with each"
+  for round in 1 2 3; do
+    case $round in 2) order="1 0";; *) order="0 1";; esac
+    for staged in $order; do
+      echo "-- round $round, GPUCNN_BATCH_NORM_STAGED_MERGE=$staged"
+      check "bn-merge-$staged" 60 env GPUCNN_BATCH_NORM_STAGED_MERGE=$staged "$gpucnn" bench --device cuda --only batchnorm lenet-step resnet8-step \
+        | grep -E "^(batchnorm|lenet|resnet)"
+    done
+  done
+  for staged in 0 1; do
+    echo "-- GPUCNN_BATCH_NORM_STAGED_MERGE=$staged: ResNet-8 layer by layer (its batch norms)"
+    check "bn-merge-profile-$staged" 60 env GPUCNN_BATCH_NORM_STAGED_MERGE=$staged "$gpucnn" profile --device cuda --arch resnet8 --batch-size 128 --steps 20 \
+      | grep -E "batchnorm|profiled step|whole step"
   done
 fi
 

@@ -51,7 +51,8 @@ internal static class BenchCommand
                     $"{settings.TileGroupThreads} threads, {tiles}, few-taps filter gradients of ≤ {settings.FewTapsFilterGradient} taps " +
                     $"(blocked: ≤ {settings.BlockedFewTapsFilterGradient}" +
                     (settings.BlockedFewTapsChunksPerMultiprocessor is { } chunks ? $", chunks a multiprocessor: {chunks})" : ")") +
-                    (settings.SplitMinimumGroups > 0 ? $", depth splits of at least {settings.SplitMinimumGroups} groups" : ""));
+                    (settings.SplitMinimumGroups > 0 ? $", depth splits of at least {settings.SplitMinimumGroups} groups" : "") +
+                    (settings.StagedBatchNormMerge ? ", batch norm's merges staged in shared memory" : ""));
             }
 
             if (parse.GetValue(launches))

@@ -251,6 +251,30 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void Batch_norm_merges_its_chunks_from_memory_unless_told_staged_and_a_misspelt_switch_is_a_clear_error()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "batchnorm-relu-16x28"];
+        // 16 channels of 100,352 values: 33 chunks each, merged by a thread a channel, or by a group a channel (66
+        // floats staged: 96 threads) when told.
+        var fromMemory = CliRunner.Run(args);
+        Assert.True(fromMemory.ExitCode == 0, fromMemory.Error);
+        Assert.Matches(@"batchnorm-relu-16x28\s+MergeStatistics\s+1\s", fromMemory.Out);
+        Assert.DoesNotContain("Staged", fromMemory.Out, StringComparison.Ordinal);
+
+        var staged = CliProcess.RunWithEnvironment(args, "GPUCNN_BATCH_NORM_STAGED_MERGE", "1");
+        Assert.True(staged.ExitCode == 0, staged.Error);
+        Assert.Matches(@"batchnorm-relu-16x28\s+MergeStatisticsStaged\s+16\s+\S+\s+96\s+264\s", staged.Out);
+        Assert.Matches(@"batchnorm-relu-16x28\s+MergeGradientSumsStaged\s+16\s+\S+\s+96\s+264\s", staged.Out);
+        Assert.Contains("batch norm's merges staged in shared memory", staged.Out, StringComparison.Ordinal);
+
+        var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_BATCH_NORM_STAGED_MERGE", "yes");
+        Assert.Equal(1, misspelt.ExitCode);
+        Assert.Equal("error: GPUCNN_BATCH_NORM_STAGED_MERGE is 'yes'; expected 1 (merge each channel's chunks from shared memory) or 0 (from memory).",
+            misspelt.Error.Trim());
+    }
+
+    [Fact]
     public void Tensor_lists_launch_once_unless_told_a_launch_per_tensor_and_a_misspelt_switch_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");

@@ -84,6 +84,18 @@ public sealed partial class IlgpuBackend : Backend
                     $"GPUCNN_BLOCKED_FEW_TAPS_CHUNKS is '{blockedChunks}'; expected the chunks a multiprocessor, 1 to {MaxBlockedFewTapsChunksPerMultiprocessor}.");
         }
 
+        string? stagedMerge = Environment.GetEnvironmentVariable("GPUCNN_BATCH_NORM_STAGED_MERGE");
+        if (!string.IsNullOrWhiteSpace(stagedMerge))
+        {
+            StagedBatchNormMerge = stagedMerge.Trim() switch
+            {
+                "1" => true,
+                "0" => false,
+                _ => throw new InvalidOperationException(
+                    $"GPUCNN_BATCH_NORM_STAGED_MERGE is '{stagedMerge}'; expected 1 (merge each channel's chunks from shared memory) or 0 (from memory)."),
+            };
+        }
+
         string? lists = Environment.GetEnvironmentVariable("GPUCNN_TENSOR_LISTS");
         if (!string.IsNullOrWhiteSpace(lists))
         {

@@ -302,6 +302,33 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         }
     }
 
+    public void Run<T1, T2, T3, T4, T5, T6, T7, T8>(Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6, T7 a7, T8 a8)
+        where T1 : struct
+        where T2 : struct
+        where T3 : struct
+        where T4 : struct
+        where T5 : struct
+        where T6 : struct
+        where T7 : struct
+        where T8 : struct
+    {
+        if (!Note(kernel, config.GridDim.Size, config.GroupDim.Size, config.SharedMemoryConfig.ArraySize))
+        {
+            return;
+        }
+
+        var loaded = Load(kernel, static (a, k) => a.LoadStreamKernel(k));
+        try
+        {
+            guard.Increment();
+            loaded(config, a1, a2, a3, a4, a5, a6, a7, a8);
+        }
+        catch (Exception e) when (DeviceGuard.IsDriverError(e))
+        {
+            throw guard.Fail($"launching kernel {kernel.Method.Name} ({config.GridDim} groups of {config.GroupDim})", e);
+        }
+    }
+
     public void Run<T1, T2, T3, T4, T5, T6, T7, T8, T9>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel, KernelConfig config, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6, T7 a7, T8 a8, T9 a9)
         where T1 : struct
         where T2 : struct

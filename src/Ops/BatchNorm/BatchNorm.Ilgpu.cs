@@ -19,8 +19,16 @@ public sealed partial class IlgpuBackend
             _launch.NextSerial(2L * ((chunkSize + 255) / 256));
             _launch.Run(BatchNormKernels.ChunkStatistics, ChunkReduction(shape, chunks), View(x), partial, shape, chunkSize);
             _launch.NextSerial(2L * chunks);
-            _launch.Run(BatchNormKernels.MergeStatistics, shape.Channels, View(x), partial, View(mean), View(invStd), View(runningMean),
-                View(runningVar), shape, chunkSize);
+            if (StagedBatchNormMerge)
+            {
+                _launch.Run(BatchNormKernels.MergeStatisticsStaged, StagedMerge(shape.Channels, chunks), View(x), partial, View(mean), View(invStd),
+                    View(runningMean), View(runningVar), shape, chunkSize);
+            }
+            else
+            {
+                _launch.Run(BatchNormKernels.MergeStatistics, shape.Channels, View(x), partial, View(mean), View(invStd), View(runningMean),
+                    View(runningVar), shape, chunkSize);
+            }
         }
         else
         {
@@ -43,7 +51,14 @@ public sealed partial class IlgpuBackend
         _launch.Run(BatchNormKernels.ChunkGradientSums, ChunkReduction(shape, chunks), View(x), output, View(dy), View(mean), View(invStd),
             partial, shape, chunkSize, activation);
         _launch.NextSerial(chunks);
-        _launch.Run(BatchNormKernels.MergeGradientSums, shape.Channels, partial, View(dweight), View(dbias), chunks);
+        if (StagedBatchNormMerge)
+        {
+            _launch.Run(BatchNormKernels.MergeGradientSumsStaged, StagedMerge(shape.Channels, chunks), partial, View(dweight), View(dbias), chunks);
+        }
+        else
+        {
+            _launch.Run(BatchNormKernels.MergeGradientSums, shape.Channels, partial, View(dweight), View(dbias), chunks);
+        }
         if (dx is null)
         {
             return;
@@ -53,6 +68,22 @@ public sealed partial class IlgpuBackend
         _launch.Run(BatchNormKernels.InputGradientCoefficients, shape.Channels, View(weight), View(mean), View(invStd), View(dweight),
             View(dbias), coefficients, shape);
         _launch.Run(BatchNormKernels.InputGradient, x.Length, View(x), output, View(dy), coefficients, View(dx), shape, activation);
+    }
+
+    /// <summary>
+    /// Whether batch norm merges each channel's chunks (statistics forward, gradient sums backward) from shared memory,
+    /// staged by a group a channel (<see cref="BatchNormKernels.MergeStatisticsStaged"/>,
+    /// <see cref="BatchNormKernels.MergeGradientSumsStaged"/>), instead of a thread a channel reading them from memory
+    /// one chunk at a time: the same sums in the same order, the same bits. Off by default: not yet timed on a GPU
+    /// (perf/gpu/check.sh's `bn-merge` step compares it). GPUCNN_BATCH_NORM_STAGED_MERGE=1|0 sets it for a process.
+    /// </summary>
+    public bool StagedBatchNormMerge { get; set; }
+
+    /// <summary>A group a channel for the staged merges: a thread per staged float, in whole warps, at most 256 (and the device's most).</summary>
+    private KernelConfig StagedMerge(int channels, int chunks)
+    {
+        int threads = Math.Min(Math.Min(256, _profile.MaxGroupThreads), (2 * chunks + 31) / 32 * 32);
+        return new KernelConfig(channels, threads, SharedMemoryConfig.RequestDynamic<float>(2 * chunks));
     }
 
     /// <summary>A (channels, chunks) grid of reduction groups for sums of a chunk's values (<see cref="Reduction"/>'s group size).</summary>
