@@ -6,18 +6,34 @@ namespace GpuCnn.Tests;
 /// <summary>
 /// Batch norm's merges of its chunks staged in shared memory (<see cref="IlgpuBackend.StagedBatchNormMerge"/>, off by
 /// default until timed on a GPU) add the same sums in the same order as the merges from memory, so every output —
-/// mean, invStd, running statistics, y, dweight, dbias, dx — must have the same bits; the classes force several
-/// chunks a channel (three on ILGPU's CPU accelerator; a GPU's own count on CUDA).
+/// mean, invStd, running statistics, y, dweight, dbias, dx — must have the same bits. Each case forces its chunks a
+/// channel (<see cref="IlgpuBackend.ReductionChunks"/>): a few, and enough that a group stages more floats than it has
+/// threads (40 floats over the CPU accelerator's 16 threads; 1,200 over a GPU's 256).
 /// </summary>
 public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
 {
     [Theory]
-    [InlineData(2, 3, 4, 5)] // (N, C, H, W): 40 values a channel
-    [InlineData(4, 2, 40, 30)] // 4,800 values a channel, chunks of 1,600
-    [InlineData(9, 37)] // (N, features)
-    public void Staged_merges_give_the_same_bits_as_merges_from_memory(params int[] dims)
+    [InlineData(3, 2, 3, 4, 5)] // (N, C, H, W): 40 values a channel in chunks of 14
+    [InlineData(20, 4, 2, 40, 30)] // 4,800 values a channel in chunks of 240
+    [InlineData(600, 2, 1, 50, 48)] // 4,800 values in chunks of 8
+    [InlineData(3, 9, 37)] // (N, features)
+    public void Staged_merges_give_the_same_bits_as_merges_from_memory(int chunks, params int[] dims)
     {
         var backend = (IlgpuBackend)fixture.Require();
+        int? chunksBefore = backend.ReductionChunks;
+        backend.ReductionChunks = chunks;
+        try
+        {
+            Compare(backend, chunks, dims);
+        }
+        finally
+        {
+            backend.ReductionChunks = chunksBefore;
+        }
+    }
+
+    private static void Compare(IlgpuBackend backend, int chunks, int[] dims)
+    {
         var shape = new Shape(dims);
         var s = GradientCheckTests.BatchNormShapeOf(shape, training: true);
         float[] x = TestData.Uniform(shape.Size, 61, -3f, 5f), dy = TestData.Uniform(shape.Size, 62);
@@ -30,7 +46,7 @@ public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
         foreach (string name in fromMemory.Keys)
         {
             Assert.True(fromMemory[name].Select(BitConverter.SingleToInt32Bits).SequenceEqual(staged[name].Select(BitConverter.SingleToInt32Bits)),
-                $"{backend.Name} batch norm {shape}: the staged merge's {name} differs from the merge from memory's in its bits");
+                $"{backend.Name} batch norm {shape}, {chunks} chunks a channel: the staged merge's {name} differs from the merge from memory's in its bits");
         }
 
         Dictionary<string, float[]> Run(bool staged, string statistics, string gradientSums)
@@ -40,13 +56,16 @@ public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
             try
             {
                 using var t = new BackendOpsTests.FusedBatchNormTensors(backend, data, shape);
-                var kernels = backend.PlanLaunches(backend.Profile, () =>
+                var plan = backend.PlanLaunches(backend.Profile, () =>
                 {
                     backend.BatchNormForward(true, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
                     backend.BatchNormBackward(true, t.X, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
-                }).Select(r => r.Kernel).ToList();
+                }).ToList();
+                var kernels = plan.Select(r => r.Kernel).ToList();
                 Assert.Contains(statistics, kernels);
                 Assert.Contains(gradientSums, kernels);
+                var merge = plan.Single(r => r.Kernel == statistics);
+                Assert.True(staged ? merge.Groups == s.Channels : merge.SerialLoop == 2L * chunks, $"{statistics}: {merge}");
                 Assert.True(kernels.Count(k => k == "ChunkStatistics") == 1 && kernels.Count(k => k == "ChunkGradientSums") == 1,
                     $"one chunked pass each way: {string.Join(", ", kernels)}");
 
@@ -72,8 +91,8 @@ public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
     }
 }
 
-/// <summary>ILGPU's CPU accelerator, batch norm's sums in three chunks a channel (<see cref="IlgpuCpuSplitFixture"/>).</summary>
+/// <summary>ILGPU's CPU accelerator (<see cref="IlgpuCpuSplitFixture"/>: its reductions in three chunks, each case sets its own).</summary>
 public sealed class IlgpuCpuStagedBatchNormMerge(IlgpuCpuSplitFixture fixture) : StagedBatchNormMergeTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 
-/// <summary>CUDA, with the chunks a GPU takes (a few groups a multiprocessor, shared among the channels).</summary>
+/// <summary>CUDA, with 256-thread staging groups.</summary>
 public sealed class CudaStagedBatchNormMerge(CudaFixture fixture) : StagedBatchNormMergeTests(fixture), IClassFixture<CudaFixture>;
