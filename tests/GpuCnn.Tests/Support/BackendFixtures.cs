@@ -92,7 +92,7 @@ public sealed class IlgpuCpuSplitFixture() : BackendFixture("ilgpu-cpu",
 /// <summary>
 /// ILGPU's CPU accelerator on the implicit-GEMM convolution (forward, filter gradient and stride-1 backward data;
 /// 64-filter × 16-pixel tiles here, 64 × 256 on GPUs), strided backward data by im2col + GEMM; every filter gradient
-/// on the GEMM (the few-taps kernel off: it would take nearly every test layer, all of at most 64 taps).
+/// on the GEMM (both few-taps kernels off: they would take nearly every test layer, all of at most 64 taps).
 /// </summary>
 public sealed class IlgpuCpuImplicitFixture() : BackendFixture("ilgpu-cpu",
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, FilterGradientsOnGemm: true));
