@@ -272,7 +272,7 @@ if wanted blocked-chunks; then
       echo "-- round $round, chunks a multiprocessor: $chunks"
       if [ "$chunks" = default ]; then settings=(); else settings=(GPUCNN_BLOCKED_FEW_TAPS_CHUNKS=$chunks); fi
       check "blocked-chunks-$chunks" 60 env ${settings[@]+"${settings[@]}"} "$gpucnn" bench --device cuda --only lenet-step resnet8-step \
-        | grep -E "^(lenet|resnet)"
+        | grep -E "^(kernels|lenet|resnet)"
     done
   done
   for chunks in default 2 4 8 12 16; do
@@ -290,7 +290,7 @@ if wanted bn-merge; then
     for staged in $order; do
       echo "-- round $round, GPUCNN_BATCH_NORM_STAGED_MERGE=$staged"
       check "bn-merge-$staged" 60 env GPUCNN_BATCH_NORM_STAGED_MERGE=$staged "$gpucnn" bench --device cuda --only batchnorm lenet-step resnet8-step \
-        | grep -E "^(batchnorm|lenet|resnet)"
+        | grep -E "^(kernels|batchnorm|lenet|resnet)"
     done
   done
   for staged in 0 1; do
