@@ -120,7 +120,7 @@ public sealed class StepProfilerTests
 
         public override DeviceTensor<float> Forward(DeviceTensor<float> x)
         {
-            Timed.Add(Model!.IsTimed);
+            Timed.Add(Model!.IsTiming);
             return x;
         }
 

@@ -84,6 +84,9 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
     /// <summary>Whether a profiler's timer is attached (tests: a profile must always take it off).</summary>
     internal bool IsTimed => _timed is not null;
 
+    /// <summary>Whether a profiler's timer is attached and timing the layers now.</summary>
+    internal bool IsTiming => _timed is { } t && t.Timer.Timing;
+
     /// <summary>
     /// Times every layer of the chain, and of the chains inside its layers, with <paramref name="timer"/> under names
     /// "{prefix}{index}" (null: stop timing).

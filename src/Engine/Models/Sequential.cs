@@ -219,6 +219,9 @@ public sealed class Sequential : IDisposable
     /// <summary>Whether a profiler's timer is attached.</summary>
     internal bool IsTimed => _chain.IsTimed;
 
+    /// <summary>Whether a profiler's timer is attached and timing the layers now.</summary>
+    internal bool IsTiming => _chain.IsTiming;
+
     /// <summary>
     /// Back-propagates dlogits (N, classes) through the last <see cref="Forward"/> (the layers keep what it saw),
     /// writing each parameter's gradient. Gradients are overwritten, not accumulated as PyTorch's backward() does: to

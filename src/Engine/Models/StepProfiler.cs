@@ -95,9 +95,11 @@ public static class StepProfiler
         var counter = new StepCounter(steps, warmupSteps, warmupTime ?? DefaultWarmupTime);
         try
         {
+            model.AttachTimer(timer); // once: the whole steps pass through it untimed
             while (counter.Next())
             {
                 bool record = counter.Recording;
+                timer.Timing = false;
                 long start = Stopwatch.GetTimestamp();
                 var logits = model.Forward(images);
                 backend.SoftmaxCrossEntropy(logits, labels, dlogits, loss);
@@ -106,8 +108,7 @@ public static class StepProfiler
                 backend.Synchronize();
                 Record(stepTimes, record, start);
 
-                model.AttachTimer(timer);
-                timer.Recording = record;
+                (timer.Timing, timer.Recording) = (true, record);
                 logits = model.Forward(images);
                 backend.Synchronize();
                 start = Stopwatch.GetTimestamp();
@@ -119,7 +120,6 @@ public static class StepProfiler
                 optimizer.Step();
                 backend.Synchronize();
                 Record(updateTimes, record, start);
-                model.AttachTimer(null);
             }
         }
         finally
@@ -152,17 +152,17 @@ public static class StepProfiler
         var counter = new StepCounter(steps, warmupSteps, warmupTime ?? DefaultWarmupTime);
         try
         {
+            model.AttachTimer(timer);
             while (counter.Next())
             {
+                timer.Timing = false;
                 long start = Stopwatch.GetTimestamp();
                 model.Forward(images);
                 backend.Synchronize();
                 Record(passTimes, counter.Recording, start);
 
-                model.AttachTimer(timer);
-                timer.Recording = counter.Recording;
+                (timer.Timing, timer.Recording) = (true, counter.Recording);
                 model.Forward(images);
-                model.AttachTimer(null);
             }
         }
         finally
@@ -258,11 +258,22 @@ internal sealed class LayerTimer(Backend backend)
     /// <summary>Whether calls are recorded (off during warm-up).</summary>
     public bool Recording { get; set; }
 
+    /// <summary>
+    /// Whether the layers are timed, each between two synchronisations; off, they run straight through, as without a
+    /// timer (the profile's whole steps: attached once, nothing is rebuilt between steps).
+    /// </summary>
+    public bool Timing { get; set; } = true;
+
     /// <summary>Every layer seen, in order of its first forward.</summary>
     public List<Entry> Entries { get; } = [];
 
     public DeviceTensor<float> Forward(Layer layer, string name, DeviceTensor<float> x)
     {
+        if (!Timing)
+        {
+            return layer.Forward(x);
+        }
+
         var entry = For(layer, name);
         backend.Synchronize();
         long start = Stopwatch.GetTimestamp();
@@ -282,6 +293,11 @@ internal sealed class LayerTimer(Backend backend)
 
     public DeviceTensor<float>? Backward(Layer layer, string name, DeviceTensor<float> dy, bool needInputGradient)
     {
+        if (!Timing)
+        {
+            return layer.Backward(dy, needInputGradient);
+        }
+
         var entry = For(layer, name);
         backend.Synchronize();
         long start = Stopwatch.GetTimestamp();
