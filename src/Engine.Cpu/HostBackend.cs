@@ -1,11 +1,14 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using GpuCnn.Kernels;
 
 namespace GpuCnn.Cpu;
 
 /// <summary>
 /// What the backends whose "device" is host memory share (the reference and the fast CPU backend): tensors are
-/// plain arrays, every operation is synchronous, batch gathering is a row copy, and the small per-batch loops
-/// (loss, metrics, arg-max, Adam — a few thousand elements) run the reference's code in both.
+/// pinned arrays whose values start on a cache line (<see cref="HostTensor{T}"/>), every operation is synchronous,
+/// batch gathering is a row copy, and the small per-batch loops (loss, metrics, arg-max, Adam — a few thousand
+/// elements) run the reference's code in both.
 /// </summary>
 public abstract partial class HostBackend : Backend
 {
@@ -39,7 +42,7 @@ public abstract partial class HostBackend : Backend
     protected override void DownloadCore<T>(DeviceTensor<T> source, Span<T> destination) => Data(source).CopyTo(destination);
 
     /// <inheritdoc/>
-    protected override void FillCore(DeviceTensor<float> tensor, float value) => Data(tensor).AsSpan().Fill(value);
+    protected override void FillCore(DeviceTensor<float> tensor, float value) => Data(tensor).Fill(value);
 
     /// <inheritdoc/>
     protected override void GatherRowsCore<T>(DeviceTensor<T> source, DeviceTensor<int> indices, int offset,
@@ -57,14 +60,14 @@ public abstract partial class HostBackend : Backend
     {
         // The labels are at hand here, so an outside one is an error, as in PyTorch (a GPU writes NaN instead).
         int classes = logits.Shape[1];
-        int[] values = Data(labels);
+        var values = Data(labels);
         Checks.Labels("SoftmaxCrossEntropy", values, classes);
         Data(loss)[0] = ReferenceMath.SoftmaxCrossEntropy<float>(Data(logits), values, Data(dlogits), logits.Shape[0], classes, labelSmoothing);
     }
 
     /// <inheritdoc/>
     protected override void ArgmaxCore(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset) =>
-        ReferenceMath.Argmax<float>(Data(logits), Data(predictions).AsSpan(offset), logits.Shape[0], logits.Shape[1]);
+        ReferenceMath.Argmax<float>(Data(logits), Data(predictions)[offset..], logits.Shape[0], logits.Shape[1]);
 
     /// <inheritdoc/>
     protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
@@ -72,21 +75,62 @@ public abstract partial class HostBackend : Backend
         ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay, h.DecayFactor,
             Data(parameter), Data(gradient), Data(firstMoment), Data(secondMoment));
 
-    /// <summary>The array behind a tensor of this backend.</summary>
-    protected static T[] Data<T>(DeviceTensor<T> tensor)
+    /// <summary>The values of a tensor of this backend (a view's: its own length, from the same first value).</summary>
+    protected static Span<T> Data<T>(DeviceTensor<T> tensor)
         where T : unmanaged => ((HostTensor<T>)tensor).Values;
+
+    /// <summary>
+    /// The first value of a tensor of this backend, for the kernels and for jobs that keep it across threads: tensors
+    /// never move (<see cref="HostTensor{T}"/>).
+    /// </summary>
+    private protected static unsafe T* First<T>(DeviceTensor<T> tensor)
+        where T : unmanaged => ((HostTensor<T>)tensor).First;
 }
 
-/// <summary>A "device" tensor of a host backend: a plain array (views share it).</summary>
-internal sealed class HostTensor<T>(HostBackend backend, Shape shape, HostTensor<T>? viewOf = null)
-    : DeviceTensor<T>(backend, shape, viewOf)
+/// <summary>
+/// A "device" tensor of a host backend (views share its storage). The values start on a 64-byte cache line, as
+/// PyTorch's and oneDNN's allocations do: an array's own data starts 16 bytes into its object (24 bytes past a line
+/// in .NET 10's large-object heap), so every 64-byte vector load or store of a tensor split across two lines, and a
+/// 32-byte one every other time. The storage is pinned (the pinned-object heap never moves it), so the kernels and the
+/// jobs of the CPU backend's threads may keep its address.
+/// </summary>
+internal sealed unsafe class HostTensor<T> : DeviceTensor<T>
     where T : unmanaged
 {
-    public T[] Values { get; } = viewOf?.Values ?? GC.AllocateUninitializedArray<T>(shape.Size);
+    private const int LineBytes = 64;
 
-    public long Bytes => (long)Values.Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+    private readonly HostBackend _backend;
+    private readonly T[] _storage;
+    private readonly int _offset;
 
-    protected override DeviceTensor<T> CreateView(Shape shape) => new HostTensor<T>(backend, shape, this);
+    public HostTensor(HostBackend backend, Shape shape, HostTensor<T>? viewOf = null)
+        : base(backend, shape, viewOf)
+    {
+        _backend = backend;
+        if (viewOf is not null)
+        {
+            (_storage, _offset) = (viewOf._storage, viewOf._offset);
+            return;
+        }
 
-    protected override void Release() => backend.OnReleased(Bytes);
+        int padding = LineBytes / sizeof(T);
+        _storage = GC.AllocateUninitializedArray<T>(checked(shape.Size + padding), pinned: true);
+        nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_storage));
+        _offset = (int)(((LineBytes - (start % LineBytes)) % LineBytes) / sizeof(T));
+    }
+
+    /// <summary>The tensor's values.</summary>
+    public Span<T> Values => _storage.AsSpan(_offset, Shape.Size);
+
+    /// <summary>The first value (fixed for the tensor's life).</summary>
+    public T* First => (T*)Unsafe.AsPointer(ref _storage[_offset]);
+
+    /// <summary>The first value's address.</summary>
+    public nint Address => (nint)First;
+
+    public long Bytes => (long)Shape.Size * sizeof(T);
+
+    protected override DeviceTensor<T> CreateView(Shape shape) => new HostTensor<T>(_backend, shape, this);
+
+    protected override void Release() => _backend.OnReleased(Bytes);
 }

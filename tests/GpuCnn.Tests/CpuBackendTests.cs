@@ -16,6 +16,28 @@ public sealed class CpuBackendTests
     public static TheoryData<SimdWidth> Widths => new(Enum.GetValues<SimdWidth>().Where(w => w <= Simd.Best));
 
     [Theory]
+    [InlineData("cpu")]
+    [InlineData("reference")]
+    public void Host_tensors_start_on_a_cache_line_and_hold_their_values(string name)
+    {
+        using var backend = Backends.Open(name);
+        foreach (int[] dims in (int[][])[[1], [3], [17], [1000], [7, 13, 5], [64, 64, 32, 32]])
+        {
+            var shape = new Shape(dims);
+            float[] values = TestData.Uniform(shape.Size, 4);
+            using var tensor = backend.Upload<float>(shape, values);
+            using var labels = backend.Upload<int>([dims[0]], [.. Enumerable.Range(0, dims[0])]);
+            var view = tensor.View([shape.Size]);
+            nint first = ((HostTensor<float>)tensor).Address;
+            Assert.True(first % 64 == 0, $"{name} {shape}: values start {first % 64} bytes past a 64-byte line");
+            Assert.True(((HostTensor<int>)labels).Address % 64 == 0, $"{name} int{labels.Shape}");
+            Assert.Equal(first, ((HostTensor<float>)view).Address);
+            Assert.Equal(values, backend.DownloadArray(view));
+            Assert.Equal(shape.Size * sizeof(float), ((HostTensor<float>)tensor).Bytes);
+        }
+    }
+
+    [Theory]
     [MemberData(nameof(Widths))]
     public void Gemm_crosses_every_block_boundary_at_every_width(SimdWidth width)
     {

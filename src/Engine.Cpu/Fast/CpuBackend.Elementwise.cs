@@ -9,7 +9,7 @@ namespace GpuCnn.Cpu.Fast;
 /// contiguous ranges, one per worker, so a memory-bound pass uses both cores' bandwidth. Work objects are reused per
 /// activation type, so a call allocates nothing.
 /// </summary>
-public sealed partial class CpuBackend
+public sealed unsafe partial class CpuBackend
 {
     private readonly SplitJob _split = new();
     private readonly Dictionary<Type, object> _activationWork = [];
@@ -32,7 +32,9 @@ public sealed partial class CpuBackend
     protected override void ActivationForwardCore<TF>(TF f, DeviceTensor<float> x, DeviceTensor<float> y)
     {
         var work = Work<ActivationWork<TF>>(typeof(ActivationWork<TF>));
-        (work.Function, work.Backward, work.X, work.Y) = (f, false, Data(x), Data(y));
+        (work.Function, work.Backward) = (f, false);
+        work.X = First(x);
+        work.Y = First(y);
         RunSplit(work, x.Length);
     }
 
@@ -41,7 +43,11 @@ public sealed partial class CpuBackend
         DeviceTensor<float> dy, DeviceTensor<float> dx)
     {
         var work = Work<ActivationWork<TF>>(typeof(ActivationWork<TF>));
-        (work.Function, work.Backward, work.X, work.Y, work.Dy, work.Dx) = (f, true, Data(x), Data(y), Data(dy), Data(dx));
+        (work.Function, work.Backward) = (f, true);
+        work.X = First(x);
+        work.Y = First(y);
+        work.Dy = First(dy);
+        work.Dx = First(dx);
         RunSplit(work, x.Length);
     }
 
@@ -50,7 +56,10 @@ public sealed partial class CpuBackend
         DeviceTensor<float> dx)
     {
         var work = Work<FromOutputWork<TF>>(typeof(FromOutputWork<TF>));
-        (work.Function, work.Y, work.Dy, work.Dx) = (f, Data(y), Data(dy), Data(dx));
+        work.Function = f;
+        work.Y = First(y);
+        work.Dy = First(dy);
+        work.Dx = First(dx);
         RunSplit(work, y.Length);
     }
 
@@ -106,24 +115,24 @@ public sealed partial class CpuBackend
 
         public bool Backward { get; set; }
 
-        public float[] X { get; set; } = [];
+        public float* X { get; set; }
 
-        public float[] Y { get; set; } = [];
+        public float* Y { get; set; }
 
-        public float[] Dy { get; set; } = [];
+        public float* Dy { get; set; }
 
-        public float[] Dx { get; set; } = [];
+        public float* Dx { get; set; }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int start, int count)
         {
             if (Backward)
             {
-                ActivationLoops.Backward(Function, X.AsSpan(start, count), Y.AsSpan(start, count), Dy.AsSpan(start, count), Dx.AsSpan(start, count));
+                ActivationLoops.Backward(Function, new Span<float>(X + start, count), new Span<float>(Y + start, count), new Span<float>(Dy + start, count), new Span<float>(Dx + start, count));
             }
             else
             {
-                ActivationLoops.Forward(Function, X.AsSpan(start, count), Y.AsSpan(start, count));
+                ActivationLoops.Forward(Function, new Span<float>(X + start, count), new Span<float>(Y + start, count));
             }
         }
     }
@@ -134,14 +143,14 @@ public sealed partial class CpuBackend
     {
         public TF Function { get; set; }
 
-        public float[] Y { get; set; } = [];
+        public float* Y { get; set; }
 
-        public float[] Dy { get; set; } = [];
+        public float* Dy { get; set; }
 
-        public float[] Dx { get; set; } = [];
+        public float* Dx { get; set; }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int start, int count) =>
-            ActivationLoops.BackwardFromOutput(Function, Y.AsSpan(start, count), Dy.AsSpan(start, count), Dx.AsSpan(start, count));
+            ActivationLoops.BackwardFromOutput(Function, new Span<float>(Y + start, count), new Span<float>(Dy + start, count), new Span<float>(Dx + start, count));
     }
 }

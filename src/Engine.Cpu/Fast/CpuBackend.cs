@@ -422,31 +422,27 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     /// <inheritdoc/>
     protected override void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y,
-        DeviceTensor<int> switches) => RunPlanes(PlaneJob.Op.MaxForward, g, Data(x), Data(y), Data(switches));
+        DeviceTensor<int> switches) => RunPlanes(PlaneJob.Op.MaxForward, g, First(x), First(y), First(switches));
 
     /// <inheritdoc/>
     protected override void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches,
-        DeviceTensor<float> dx) => RunPlanes(PlaneJob.Op.MaxBackward, g, Data(dy), Data(dx), Data(switches));
+        DeviceTensor<float> dx) => RunPlanes(PlaneJob.Op.MaxBackward, g, First(dy), First(dx), First(switches));
 
     /// <inheritdoc/>
     protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y) =>
-        RunPlanes(PlaneJob.Op.AvgForward, g, Data(x), Data(y), null);
+        RunPlanes(PlaneJob.Op.AvgForward, g, First(x), First(y), null);
 
     /// <inheritdoc/>
     protected override void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx) =>
-        RunPlanes(PlaneJob.Op.AvgBackward, g, Data(dy), Data(dx), null);
+        RunPlanes(PlaneJob.Op.AvgBackward, g, First(dy), First(dx), null);
 
-    private void RunPlanes(PlaneJob.Op op, Pool2dGeometry g, float[] input, float[] output, int[]? switches)
+    private void RunPlanes(PlaneJob.Op op, Pool2dGeometry g, float* input, float* output, int* switches)
     {
-        fixed (float* pin = input, pout = output)
-        fixed (int* psw = switches)
-        {
-            _planes.Set(op, g, pin, pout, psw);
-            int planes = g.N * g.C;
-            int parts = (long)g.InputSize < 1 << 15 ? 1 : Math.Min(planes, _workers.Count * 4);
-            _planes.Parts = parts;
-            RunImages(_planes, parts, _planes.ScratchFloats);
-        }
+        _planes.Set(op, g, input, output, switches);
+        int planes = g.N * g.C;
+        int parts = (long)g.InputSize < 1 << 15 ? 1 : Math.Min(planes, _workers.Count * 4);
+        _planes.Parts = parts;
+        RunImages(_planes, parts, _planes.ScratchFloats);
     }
 
     // ------------------------------------------------------------------ elementwise
@@ -465,7 +461,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
             return;
         }
 
-        var values = Data(y).AsSpan(0, y.Length);
+        var values = Data(y);
         var bias = Data(b);
         for (int n = 0; n < batch; n++)
         {
@@ -596,7 +592,7 @@ public sealed unsafe partial class CpuBackend : HostBackend
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> velocity)
     {
-        float[] p = Data(parameter), g = Data(gradient), v = Data(velocity);
+        Span<float> p = Data(parameter), g = Data(gradient), v = Data(velocity);
         int i = 0;
         if (h.Momentum != 0f)
         {

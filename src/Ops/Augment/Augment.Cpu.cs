@@ -11,8 +11,8 @@ public sealed partial class CpuBackend
     protected override void RandomCropFlipCore(DeviceTensor<float> x, DeviceTensor<float> y, CropFlip crop)
     {
         var s = crop;
-        var input = Data(x).AsSpan(0, x.Length);
-        var output = Data(y).AsSpan(0, y.Length);
+        var input = Data(x);
+        var output = Data(y);
         int plane = s.Height * s.Width;
         for (int n = 0; n < x.Shape[0]; n++)
         {
@@ -49,5 +49,5 @@ public sealed partial class CpuBackend
     /// <inheritdoc/>
     protected override void NormalizeChannelsCore(DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> mean,
         DeviceTensor<float> std, int channels, int inner) =>
-        ReferenceMath.NormalizeChannels<float>(Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length), Data(mean), Data(std), channels, inner);
+        ReferenceMath.NormalizeChannels<float>(Data(x), Data(y), Data(mean), Data(std), channels, inner);
 }

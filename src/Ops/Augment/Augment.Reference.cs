@@ -54,5 +54,5 @@ public sealed partial class ReferenceBackend
     /// <inheritdoc/>
     protected override void NormalizeChannelsCore(DeviceTensor<float> x, DeviceTensor<float> y, DeviceTensor<float> mean,
         DeviceTensor<float> std, int channels, int inner) =>
-        ReferenceMath.NormalizeChannels<float>(Data(x).AsSpan(0, x.Length), Data(y), Data(mean), Data(std), channels, inner);
+        ReferenceMath.NormalizeChannels<float>(Data(x), Data(y), Data(mean), Data(std), channels, inner);
 }

@@ -124,7 +124,7 @@ public sealed partial class ReferenceBackend
         DeviceTensor<float>? dx, DeviceTensor<float> dweight, DeviceTensor<float> dbias, TF activation)
     {
         // dz = dy·f′(y), the gradient that reaches the normalisation (dy itself without an activation).
-        float[] dz = Data(dy);
+        Span<float> dz = Data(dy);
         if (y is not null)
         {
             dz = new float[dy.Length];

@@ -5,5 +5,5 @@ public sealed partial class CpuBackend
 {
     /// <inheritdoc/>
     protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key, uint first) =>
-        ReferenceMath.Dropout<float>(Data(x).AsSpan(0, x.Length), Data(y).AsSpan(0, y.Length), p, scale, key, first);
+        ReferenceMath.Dropout<float>(Data(x), Data(y), p, scale, key, first);
 }

@@ -22,5 +22,5 @@ public sealed partial class ReferenceBackend
 {
     /// <inheritdoc/>
     protected override void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key, uint first) =>
-        ReferenceMath.Dropout<float>(Data(x).AsSpan(0, x.Length), Data(y), p, scale, key, first);
+        ReferenceMath.Dropout<float>(Data(x), Data(y), p, scale, key, first);
 }

@@ -43,12 +43,12 @@ public abstract partial class HostBackend
 {
     /// <inheritdoc/>
     protected override void SquaredNormCore(DeviceTensor<float> x, DeviceTensor<float> sums, int slot) =>
-        Data(sums)[slot] = ReferenceMath.SquaredNorm<float>(Data(x).AsSpan(0, x.Length));
+        Data(sums)[slot] = ReferenceMath.SquaredNorm<float>(Data(x));
 
     /// <inheritdoc/>
     protected override void ClipCoefficientCore(DeviceTensor<float> sums, float maxNorm, DeviceTensor<float> coefficient)
     {
-        var (clip, total) = ReferenceMath.ClipCoefficient<float>(Data(sums).AsSpan(0, sums.Length), maxNorm);
+        var (clip, total) = ReferenceMath.ClipCoefficient<float>(Data(sums), maxNorm);
         (Data(coefficient)[0], Data(coefficient)[1]) = (clip, total);
     }
 
@@ -56,7 +56,7 @@ public abstract partial class HostBackend
     protected override void ScaleByCore(DeviceTensor<float> x, DeviceTensor<float> coefficient)
     {
         float scale = Data(coefficient)[0];
-        foreach (ref float v in Data(x).AsSpan(0, x.Length))
+        foreach (ref float v in Data(x))
         {
             v *= scale;
         }

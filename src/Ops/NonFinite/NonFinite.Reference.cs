@@ -25,5 +25,5 @@ public abstract partial class HostBackend
 {
     /// <inheritdoc/>
     protected override void FlagNonFiniteCore(DeviceTensor<float> x, DeviceTensor<float> flags, int slot) =>
-        ReferenceMath.FlagNonFinite<float>(Data(x).AsSpan(0, x.Length), Data(flags), slot);
+        ReferenceMath.FlagNonFinite<float>(Data(x), Data(flags), slot);
 }

@@ -11,7 +11,10 @@ public sealed unsafe partial class CpuBackend
     protected override void AddCore<TF>(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y, TF activation)
     {
         var work = Work<AddWork<TF>>(typeof(AddWork<TF>));
-        (work.A, work.B, work.Y, work.Function) = (Data(a), Data(b), Data(y), activation);
+        work.A = First(a);
+        work.B = First(b);
+        work.Y = First(y);
+        work.Function = activation;
         RunSplit(work, y.Length);
     }
 
@@ -24,31 +27,29 @@ public sealed unsafe partial class CpuBackend
     {
         private const int Block = 4096;
 
-        public float[] A { get; set; } = [];
+        public float* A { get; set; }
 
-        public float[] B { get; set; } = [];
+        public float* B { get; set; }
 
-        public float[] Y { get; set; } = [];
+        public float* Y { get; set; }
 
         public TF Function { get; set; }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int start, int count)
         {
-            fixed (float* a = A, b = B, y = Y)
+            float* a = A, b = B, y = Y;
+            if (typeof(TF) == typeof(Identity) || typeof(TF) == typeof(Relu))
             {
-                if (typeof(TF) == typeof(Identity) || typeof(TF) == typeof(Relu))
-                {
-                    Add(a + start, b + start, y + start, count);
-                    return;
-                }
+                Add(a + start, b + start, y + start, count);
+                return;
+            }
 
-                for (int done = 0; done < count; done += Block)
-                {
-                    int length = Math.Min(Block, count - done);
-                    Add(a + start + done, b + start + done, y + start + done, length);
-                    ActivationLoops.Forward(Function, new ReadOnlySpan<float>(y + start + done, length), new Span<float>(y + start + done, length));
-                }
+            for (int done = 0; done < count; done += Block)
+            {
+                int length = Math.Min(Block, count - done);
+                Add(a + start + done, b + start + done, y + start + done, length);
+                ActivationLoops.Forward(Function, new ReadOnlySpan<float>(y + start + done, length), new Span<float>(y + start + done, length));
             }
         }
 
