@@ -79,9 +79,12 @@ internal static unsafe class GemmVersusBlas
         // The BLAS's matrices on 64-byte lines too, as the backend's tensors are: a managed array's data is not (24
         // bytes past a line on the large-object heap), and split vector loads and stores would handicap one side.
         nuint bytes = (nuint)n * (nuint)n * sizeof(float);
-        float* pa = (float*)NativeMemory.AlignedAlloc(bytes, 64), pb = (float*)NativeMemory.AlignedAlloc(bytes, 64), pc = (float*)NativeMemory.AlignedAlloc(bytes, 64);
+        float* pa = null, pb = null, pc = null;
         try
         {
+            pa = (float*)NativeMemory.AlignedAlloc(bytes, 64);
+            pb = (float*)NativeMemory.AlignedAlloc(bytes, 64);
+            pc = (float*)NativeMemory.AlignedAlloc(bytes, 64);
             a.CopyTo(new Span<float>(pa, n * n));
             b.CopyTo(new Span<float>(pb, n * n));
             for (int i = -1; i < pairs; i++) // pair −1 warms both up

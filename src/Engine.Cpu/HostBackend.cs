@@ -6,7 +6,7 @@ namespace GpuCnn.Cpu;
 
 /// <summary>
 /// What the backends whose "device" is host memory share (the reference and the fast CPU backend): tensors are
-/// pinned arrays whose values start on a cache line (<see cref="HostTensor{T}"/>), every operation is synchronous,
+/// arrays (from 4 KB on pinned, their values on a cache line: <see cref="HostTensor{T}"/>), every operation is synchronous,
 /// batch gathering is a row copy, and the small per-batch loops (loss, metrics, arg-max, Adam — a few thousand
 /// elements) run the reference's code in both.
 /// </summary>
@@ -75,33 +75,37 @@ public abstract partial class HostBackend : Backend
         ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay, h.DecayFactor,
             Data(parameter), Data(gradient), Data(firstMoment), Data(secondMoment));
 
-    /// <summary>The values of a tensor of this backend (a view's: its own length, from the same first value).</summary>
+    /// <summary>
+    /// The values of a tensor of this backend (a view's: its own length, from the same first value). Kernels and jobs
+    /// that run on other threads take their addresses inside a <c>fixed</c> statement around the whole call: small
+    /// tensors' arrays are not pinned otherwise, and the pin also keeps the tensor alive while the team runs.
+    /// </summary>
     protected static Span<T> Data<T>(DeviceTensor<T> tensor)
         where T : unmanaged => ((HostTensor<T>)tensor).Values;
 
-    /// <summary>
-    /// The first value of a tensor of this backend, for the kernels and for jobs that keep it across threads: tensors
-    /// never move (<see cref="HostTensor{T}"/>).
-    /// </summary>
-    private protected static unsafe T* First<T>(DeviceTensor<T> tensor)
-        where T : unmanaged => ((HostTensor<T>)tensor).First;
 }
 
 /// <summary>
-/// A "device" tensor of a host backend (views share its storage). The values start on a 64-byte cache line, as
-/// PyTorch's and oneDNN's allocations do: an array's own data starts 16 bytes into its object (24 bytes past a line
-/// in .NET 10's large-object heap), so every 64-byte vector load or store of a tensor split across two lines, and a
-/// 32-byte one every other time. The storage is pinned (the pinned-object heap never moves it), so the kernels and the
-/// jobs of the CPU backend's threads may keep its address.
+/// A "device" tensor of a host backend (views share its storage). The values of a tensor of 4 KB or more start on a
+/// 64-byte cache line, as PyTorch's and oneDNN's allocations do: an array's own data starts 16 bytes into its object
+/// (24 bytes past a line on .NET 10's large-object heap), so every 64-byte vector load or store of a tensor split across
+/// two lines, and a 32-byte one every other time. Such a tensor is a pinned array one line longer than its values (the
+/// pinned-object heap never moves it; its address may be kept). Smaller tensors — losses, labels, biases, a batch's
+/// logits — stay plain arrays: on the pinned-object heap, which only a full collection frees, allocating and dropping
+/// 2.5 KB tensors in a loop ran 4.7× slower and collected generation 2 every few hundred allocations.
 /// </summary>
 internal sealed unsafe class HostTensor<T> : DeviceTensor<T>
     where T : unmanaged
 {
     private const int LineBytes = 64;
 
+    /// <summary>Tensors of at least this many bytes start on a cache line.</summary>
+    public const int AlignedBytes = 4096;
+
     private readonly HostBackend _backend;
     private readonly T[] _storage;
     private readonly int _offset;
+    private readonly bool _pinned;
 
     public HostTensor(HostBackend backend, Shape shape, HostTensor<T>? viewOf = null)
         : base(backend, shape, viewOf)
@@ -109,12 +113,18 @@ internal sealed unsafe class HostTensor<T> : DeviceTensor<T>
         _backend = backend;
         if (viewOf is not null)
         {
-            (_storage, _offset) = (viewOf._storage, viewOf._offset);
+            (_storage, _offset, _pinned) = (viewOf._storage, viewOf._offset, viewOf._pinned);
             return;
         }
 
-        int padding = LineBytes / sizeof(T);
-        _storage = GC.AllocateUninitializedArray<T>(checked(shape.Size + padding), pinned: true);
+        if ((long)shape.Size * sizeof(T) < AlignedBytes || LineBytes % sizeof(T) != 0)
+        {
+            _storage = GC.AllocateUninitializedArray<T>(shape.Size);
+            return;
+        }
+
+        _storage = GC.AllocateUninitializedArray<T>(checked(shape.Size + (LineBytes / sizeof(T))), pinned: true);
+        _pinned = true;
         nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_storage));
         _offset = (int)(((LineBytes - (start % LineBytes)) % LineBytes) / sizeof(T));
     }
@@ -122,11 +132,11 @@ internal sealed unsafe class HostTensor<T> : DeviceTensor<T>
     /// <summary>The tensor's values.</summary>
     public Span<T> Values => _storage.AsSpan(_offset, Shape.Size);
 
-    /// <summary>The first value (fixed for the tensor's life).</summary>
-    public T* First => (T*)Unsafe.AsPointer(ref _storage[_offset]);
+    /// <summary>Where the values start now (for good where <see cref="IsPinned"/>).</summary>
+    public nint Address => (nint)Unsafe.AsPointer(ref _storage[_offset]);
 
-    /// <summary>The first value's address.</summary>
-    public nint Address => (nint)First;
+    /// <summary>Whether the storage is pinned and the values start on a cache line.</summary>
+    public bool IsPinned => _pinned;
 
     public long Bytes => (long)Shape.Size * sizeof(T);
 

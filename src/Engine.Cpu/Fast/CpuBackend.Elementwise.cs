@@ -33,9 +33,11 @@ public sealed unsafe partial class CpuBackend
     {
         var work = Work<ActivationWork<TF>>(typeof(ActivationWork<TF>));
         (work.Function, work.Backward) = (f, false);
-        work.X = First(x);
-        work.Y = First(y);
-        RunSplit(work, x.Length);
+        fixed (float* px = Data(x), py = Data(y)) // pinned, and alive, while the team runs
+        {
+            (work.X, work.Y) = ((nint)px, (nint)py);
+            RunSplit(work, x.Length);
+        }
     }
 
     /// <inheritdoc/>
@@ -44,11 +46,11 @@ public sealed unsafe partial class CpuBackend
     {
         var work = Work<ActivationWork<TF>>(typeof(ActivationWork<TF>));
         (work.Function, work.Backward) = (f, true);
-        work.X = First(x);
-        work.Y = First(y);
-        work.Dy = First(dy);
-        work.Dx = First(dx);
-        RunSplit(work, x.Length);
+        fixed (float* px = Data(x), py = Data(y), pdy = Data(dy), pdx = Data(dx))
+        {
+            (work.X, work.Y, work.Dy, work.Dx) = ((nint)px, (nint)py, (nint)pdy, (nint)pdx);
+            RunSplit(work, x.Length);
+        }
     }
 
     /// <inheritdoc/>
@@ -57,10 +59,11 @@ public sealed unsafe partial class CpuBackend
     {
         var work = Work<FromOutputWork<TF>>(typeof(FromOutputWork<TF>));
         work.Function = f;
-        work.Y = First(y);
-        work.Dy = First(dy);
-        work.Dx = First(dx);
-        RunSplit(work, y.Length);
+        fixed (float* py = Data(y), pdy = Data(dy), pdx = Data(dx))
+        {
+            (work.Y, work.Dy, work.Dx) = ((nint)py, (nint)pdy, (nint)pdx);
+            RunSplit(work, y.Length);
+        }
     }
 
     /// <summary>The reusable work object of a type (one per activation function type).</summary>
@@ -115,24 +118,24 @@ public sealed unsafe partial class CpuBackend
 
         public bool Backward { get; set; }
 
-        public float* X { get; set; }
+        public nint X { get; set; }
 
-        public float* Y { get; set; }
+        public nint Y { get; set; }
 
-        public float* Dy { get; set; }
+        public nint Dy { get; set; }
 
-        public float* Dx { get; set; }
+        public nint Dx { get; set; }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int start, int count)
         {
             if (Backward)
             {
-                ActivationLoops.Backward(Function, new Span<float>(X + start, count), new Span<float>(Y + start, count), new Span<float>(Dy + start, count), new Span<float>(Dx + start, count));
+                ActivationLoops.Backward(Function, new Span<float>((float*)X + start, count), new Span<float>((float*)Y + start, count), new Span<float>((float*)Dy + start, count), new Span<float>((float*)Dx + start, count));
             }
             else
             {
-                ActivationLoops.Forward(Function, new Span<float>(X + start, count), new Span<float>(Y + start, count));
+                ActivationLoops.Forward(Function, new Span<float>((float*)X + start, count), new Span<float>((float*)Y + start, count));
             }
         }
     }
@@ -143,14 +146,14 @@ public sealed unsafe partial class CpuBackend
     {
         public TF Function { get; set; }
 
-        public float* Y { get; set; }
+        public nint Y { get; set; }
 
-        public float* Dy { get; set; }
+        public nint Dy { get; set; }
 
-        public float* Dx { get; set; }
+        public nint Dx { get; set; }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int start, int count) =>
-            ActivationLoops.BackwardFromOutput(Function, new Span<float>(Y + start, count), new Span<float>(Dy + start, count), new Span<float>(Dx + start, count));
+            ActivationLoops.BackwardFromOutput(Function, new Span<float>((float*)Y + start, count), new Span<float>((float*)Dy + start, count), new Span<float>((float*)Dx + start, count));
     }
 }

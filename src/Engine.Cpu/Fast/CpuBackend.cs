@@ -422,27 +422,31 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     /// <inheritdoc/>
     protected override void MaxPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y,
-        DeviceTensor<int> switches) => RunPlanes(PlaneJob.Op.MaxForward, g, First(x), First(y), First(switches));
+        DeviceTensor<int> switches) => RunPlanes(PlaneJob.Op.MaxForward, g, Data(x), Data(y), Data(switches));
 
     /// <inheritdoc/>
     protected override void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches,
-        DeviceTensor<float> dx) => RunPlanes(PlaneJob.Op.MaxBackward, g, First(dy), First(dx), First(switches));
+        DeviceTensor<float> dx) => RunPlanes(PlaneJob.Op.MaxBackward, g, Data(dy), Data(dx), Data(switches));
 
     /// <inheritdoc/>
     protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y) =>
-        RunPlanes(PlaneJob.Op.AvgForward, g, First(x), First(y), null);
+        RunPlanes(PlaneJob.Op.AvgForward, g, Data(x), Data(y), []);
 
     /// <inheritdoc/>
     protected override void AvgPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx) =>
-        RunPlanes(PlaneJob.Op.AvgBackward, g, First(dy), First(dx), null);
+        RunPlanes(PlaneJob.Op.AvgBackward, g, Data(dy), Data(dx), []);
 
-    private void RunPlanes(PlaneJob.Op op, Pool2dGeometry g, float* input, float* output, int* switches)
+    private void RunPlanes(PlaneJob.Op op, Pool2dGeometry g, Span<float> input, Span<float> output, Span<int> switches)
     {
-        _planes.Set(op, g, input, output, switches);
-        int planes = g.N * g.C;
-        int parts = (long)g.InputSize < 1 << 15 ? 1 : Math.Min(planes, _workers.Count * 4);
-        _planes.Parts = parts;
-        RunImages(_planes, parts, _planes.ScratchFloats);
+        fixed (float* pin = input, pout = output)
+        fixed (int* psw = switches) // null for average pooling
+        {
+            _planes.Set(op, g, pin, pout, psw);
+            int planes = g.N * g.C;
+            int parts = (long)g.InputSize < 1 << 15 ? 1 : Math.Min(planes, _workers.Count * 4);
+            _planes.Parts = parts;
+            RunImages(_planes, parts, _planes.ScratchFloats);
+        }
     }
 
     // ------------------------------------------------------------------ elementwise

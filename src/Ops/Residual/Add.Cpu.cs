@@ -11,11 +11,12 @@ public sealed unsafe partial class CpuBackend
     protected override void AddCore<TF>(DeviceTensor<float> a, DeviceTensor<float> b, DeviceTensor<float> y, TF activation)
     {
         var work = Work<AddWork<TF>>(typeof(AddWork<TF>));
-        work.A = First(a);
-        work.B = First(b);
-        work.Y = First(y);
         work.Function = activation;
-        RunSplit(work, y.Length);
+        fixed (float* pa = Data(a), pb = Data(b), py = Data(y)) // pinned, and alive, while the team runs
+        {
+            (work.A, work.B, work.Y) = ((nint)pa, (nint)pb, (nint)py);
+            RunSplit(work, y.Length);
+        }
     }
 
     /// <summary>
@@ -27,18 +28,18 @@ public sealed unsafe partial class CpuBackend
     {
         private const int Block = 4096;
 
-        public float* A { get; set; }
+        public nint A { get; set; }
 
-        public float* B { get; set; }
+        public nint B { get; set; }
 
-        public float* Y { get; set; }
+        public nint Y { get; set; }
 
         public TF Function { get; set; }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int start, int count)
         {
-            float* a = A, b = B, y = Y;
+            float* a = (float*)A, b = (float*)B, y = (float*)Y;
             if (typeof(TF) == typeof(Identity) || typeof(TF) == typeof(Relu))
             {
                 Add(a + start, b + start, y + start, count);
