@@ -251,7 +251,13 @@ internal static partial class ReferenceMath
         {
             for (int o = 0; o < g.P * g.Q; o++)
             {
-                dx[plane * g.H * g.W + switches[plane * g.P * g.Q + o]] += dy[plane * g.P * g.Q + o];
+                int at = switches[plane * g.P * g.Q + o];
+                if (at < 0 || at >= g.H * g.W)
+                {
+                    throw Checks.SwitchOutsidePlane(g, (long)plane * g.P * g.Q + o, at); // it would land in another plane, or outside dx
+                }
+
+                dx[plane * g.H * g.W + at] += dy[plane * g.P * g.Q + o];
             }
         }
     }

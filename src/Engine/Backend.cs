@@ -58,8 +58,23 @@ public abstract partial class Backend : IDisposable
         where T : unmanaged
     {
         using var operation = EnterOperation();
+        if (values.Length != shape.Size)
+        {
+            // Before allocating: a tensor made and then refused would stay counted against the memory limit.
+            throw new ArgumentException($"Upload: shape {shape} holds {shape.Size} elements, the values {values.Length}.", nameof(values));
+        }
+
         var tensor = Allocate<T>(shape);
-        Upload(values, tensor);
+        try
+        {
+            Upload(values, tensor);
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+
         return tensor;
     }
 
@@ -237,7 +252,11 @@ public abstract partial class Backend : IDisposable
         MaxPool2dForwardCore(g, x, y, switches);
     }
 
-    /// <summary>dx (N,C,H,W) = each dy (N,C,P,Q) routed to its switch; overlapping windows add up.</summary>
+    /// <summary>
+    /// dx (N,C,H,W) = each dy (N,C,P,Q) routed to its switch; overlapping windows add up. The switches must be those
+    /// MaxPool2dForward wrote for this geometry: on the host backends one outside its plane is an
+    /// <see cref="ArgumentException"/> (dx then unspecified), on a GPU it sends nothing (docs/03-pooling.md).
+    /// </summary>
     public void MaxPool2dBackward(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches, DeviceTensor<float> dx)
     {
         using var operation = EnterOperation();
@@ -505,6 +524,10 @@ public abstract partial class Backend : IDisposable
         Checks.Owned(op, nameof(parameter), parameter, this);
         Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
         Checks.Tensor(op, nameof(velocity), velocity, this, parameter.Shape);
+        // As in the list form: what is written shares no storage with anything else (the backends read and write in
+        // different orders, so a shared buffer would give each its own wrong answer).
+        Checks.WrittenApart(op, nameof(parameter), parameter, (nameof(gradient), gradient), (nameof(velocity), velocity));
+        Checks.WrittenApart(op, nameof(velocity), velocity, (nameof(gradient), gradient));
         SgdUpdateCore(h, parameter, gradient, velocity);
     }
 
@@ -532,6 +555,10 @@ public abstract partial class Backend : IDisposable
         Checks.Tensor(op, nameof(gradient), gradient, this, parameter.Shape);
         Checks.Tensor(op, nameof(firstMoment), firstMoment, this, parameter.Shape);
         Checks.Tensor(op, nameof(secondMoment), secondMoment, this, parameter.Shape);
+        Checks.WrittenApart(op, nameof(parameter), parameter, (nameof(gradient), gradient), (nameof(firstMoment), firstMoment),
+            (nameof(secondMoment), secondMoment));
+        Checks.WrittenApart(op, nameof(firstMoment), firstMoment, (nameof(gradient), gradient), (nameof(secondMoment), secondMoment));
+        Checks.WrittenApart(op, nameof(secondMoment), secondMoment, (nameof(gradient), gradient));
         AdamUpdateCore(h, parameter, gradient, firstMoment, secondMoment);
     }
 

@@ -222,6 +222,19 @@ internal static class Checks
         }
     }
 
+    /// <summary>
+    /// The error for a max-pooling switch that names no element of its plane (an index outside [0, H·W)): switches
+    /// that MaxPool2dForward did not write, or wrote for another geometry. <paramref name="index"/> is the switch's
+    /// flat position in the (N, C, P, Q) tensor.
+    /// </summary>
+    public static ArgumentException SwitchOutsidePlane(Pool2dGeometry g, long index, int value)
+    {
+        long q = index % g.Q, p = index / g.Q % g.P, c = index / ((long)g.P * g.Q) % g.C, n = index / ((long)g.P * g.Q * g.C);
+        return new ArgumentException(
+            $"MaxPool2dBackward: switches[{n},{c},{p},{q}] = {value} is not an element of its {g.H}x{g.W} plane (0 … {(long)g.H * g.W - 1}); " +
+            "pass the switches MaxPool2dForward wrote for this geometry.");
+    }
+
     /// <summary>The value must be finite and ≥ 0.</summary>
     public static void FiniteNonNegative(string operation, string argument, float value)
     {

@@ -88,11 +88,12 @@ public readonly record struct Conv2dGeometry(
         {
             throw new ArgumentException(
                 $"{operation}: kernel {R}x{S} at dilation {DilationH}x{DilationW} spans {(long)DilationH * (R - 1) + 1}x{(long)DilationW * (S - 1) + 1}, " +
-                $"which is larger than the padded input {H + 2 * PadH}x{W + 2 * PadW} (input {H}x{W}, padding {PadH}x{PadW}).");
+                $"which is larger than the padded input {H + 2L * PadH}x{W + 2L * PadW} (input {H}x{W}, padding {PadH}x{PadW}).");
         }
-        GeometryChecks.FitsInt(operation, "input", (long)N * C * H * W);
-        GeometryChecks.FitsInt(operation, "weights", (long)K * (C / Groups) * R * S);
-        GeometryChecks.FitsInt(operation, "output", (long)N * K * P * Q);
+        GeometryChecks.FitsInt(operation, "input", GeometryChecks.Product(N, C, H, W));
+        GeometryChecks.PaddedFits(operation, N, C, H, W, PadH, PadW);
+        GeometryChecks.FitsInt(operation, "weights", GeometryChecks.Product(K, C / Groups, R, S));
+        GeometryChecks.FitsInt(operation, "output", GeometryChecks.Product(N, K, P, Q));
     }
 
     /// <inheritdoc/>
@@ -143,14 +144,15 @@ public readonly record struct Pool2dGeometry(
         GeometryChecks.NonNegative(operation, "padding height", PadH);
         GeometryChecks.NonNegative(operation, "padding width", PadW);
         // PyTorch's rule: a pad larger than half the window would create windows that see only padding.
-        if (2 * PadH > KernelH || 2 * PadW > KernelW)
+        if (2L * PadH > KernelH || 2L * PadW > KernelW)
         {
             throw new ArgumentException(
                 $"{operation}: padding {PadH}x{PadW} must be at most half the window {KernelH}x{KernelW}.");
         }
 
         GeometryChecks.WindowFits(operation, "window", KernelH, KernelW, H, W, PadH, PadW);
-        GeometryChecks.FitsInt(operation, "input", (long)N * C * H * W);
+        GeometryChecks.FitsInt(operation, "input", GeometryChecks.Product(N, C, H, W));
+        GeometryChecks.PaddedFits(operation, N, C, H, W, PadH, PadW);
     }
 
     /// <inheritdoc/>
@@ -176,12 +178,26 @@ internal static class GeometryChecks
         }
     }
 
-    public static void WindowFits(string operation, string what, int kh, int kw, int h, int w, int padH, int padW)
+    /// <summary>
+    /// The zero-padded input, which the kernels index (and the CPU backend may lay out) in int arithmetic, holds fewer
+    /// than 2³¹ elements: checked in long before anything computes H + 2·PadH, which a huge padding would wrap.
+    /// </summary>
+    public static void PaddedFits(string operation, int n, int c, int h, int w, int padH, int padW)
     {
-        if (kh > h + 2 * padH || kw > w + 2 * padW)
+        long paddedH = h + 2L * padH, paddedW = w + 2L * padW;
+        if (paddedH > int.MaxValue || paddedW > int.MaxValue || (long)n * c > int.MaxValue || (long)n * c * paddedH > int.MaxValue / paddedW)
         {
             throw new ArgumentException(
-                $"{operation}: {what} {kh}x{kw} is larger than the padded input {h + 2 * padH}x{w + 2 * padW} " +
+                $"{operation}: padding {padH}x{padW} makes the padded input ({n},{c},{paddedH},{paddedW}) larger than {int.MaxValue} elements.");
+        }
+    }
+
+    public static void WindowFits(string operation, string what, int kh, int kw, int h, int w, int padH, int padW)
+    {
+        if (kh > h + 2L * padH || kw > w + 2L * padW)
+        {
+            throw new ArgumentException(
+                $"{operation}: {what} {kh}x{kw} is larger than the padded input {h + 2L * padH}x{w + 2L * padW} " +
                 $"(input {h}x{w}, padding {padH}x{padW}).", what);
         }
     }
@@ -190,7 +206,25 @@ internal static class GeometryChecks
     {
         if (count > int.MaxValue)
         {
-            throw new ArgumentException($"{operation}: the {what} would hold {count} elements, more than {int.MaxValue}.", what);
+            string held = count == long.MaxValue ? $"at least {count}" : $"{count}";
+            throw new ArgumentException($"{operation}: the {what} would hold {held} elements, more than {int.MaxValue}.", what);
         }
+    }
+
+    /// <summary>The product of positive sizes, or long.MaxValue where it would not fit a long (four ints can pass 2⁶³).</summary>
+    public static long Product(params ReadOnlySpan<int> sizes)
+    {
+        long product = 1;
+        foreach (int size in sizes)
+        {
+            if (size > 0 && product > long.MaxValue / size)
+            {
+                return long.MaxValue;
+            }
+
+            product *= size;
+        }
+
+        return product;
     }
 }

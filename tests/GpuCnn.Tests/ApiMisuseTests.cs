@@ -178,6 +178,13 @@ public sealed class ApiMisuseTests
         // A batch size of 0 had been accepted here and refused only when Fit ran.
         Assert.StartsWith("Training: batch size must be positive, got 0.",
             Assert.Throws<ArgumentOutOfRangeException>(() => new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 0))).Message, StringComparison.Ordinal);
+        // The schedule asked directly, without Fit's check: the same errors, not a DivideByZeroException or NaN.
+        Assert.StartsWith("Training: step size must be positive, got 0.", Assert.Throws<ArgumentOutOfRangeException>(
+            () => new TrainingOptions(Schedule: LearningRateSchedule.Step, StepSize: 0).LearningRateAt(0.1f, 1)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("Training: epochs must be positive, got 0.", Assert.Throws<ArgumentOutOfRangeException>(
+            () => new TrainingOptions(Epochs: 0, Schedule: LearningRateSchedule.Cosine).LearningRateAt(0.1f, 1)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("LearningRateAt: epoch must be positive, got 0.", Assert.Throws<ArgumentOutOfRangeException>(
+            () => new TrainingOptions(Epochs: 3).LearningRateAt(0.1f, 0)).Message, StringComparison.Ordinal);
 
         // Step after the model was disposed had said only "SgdUpdate: parameters[0] (2,1,3,3) has been disposed".
         model.Dispose();
@@ -264,9 +271,95 @@ public sealed class ApiMisuseTests
             StringComparison.Ordinal);
         Assert.Equal([1f, 2f, 3f, 4f], backend.DownloadArray(a)); // nothing was written
 
+        // The single-tensor optimizer steps as their list forms: nothing written shares storage with anything else.
+        using var b = backend.Upload<float>([2, 2], [5, 6, 7, 8]);
+        using var c = backend.Upload<float>([2, 2], [9, 10, 11, 12]);
+        Assert.StartsWith("SgdUpdate: parameter shares storage with gradient", Assert.Throws<ArgumentException>(
+            () => backend.SgdUpdate(new SgdOptions(0.1f, 0.9f), true, a, a.View([2, 2]), b)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("SgdUpdate: velocity shares storage with gradient", Assert.Throws<ArgumentException>(
+            () => backend.SgdUpdate(new SgdOptions(0.1f, 0.9f), true, a, b, b.View([4]).View([2, 2]))).Message, StringComparison.Ordinal);
+        Assert.StartsWith("AdamUpdate: firstMoment shares storage with secondMoment", Assert.Throws<ArgumentException>(
+            () => backend.AdamUpdate(new AdamOptions(), 1, a, b, c, c)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("AdamUpdate: parameter shares storage with firstMoment", Assert.Throws<ArgumentException>(
+            () => backend.AdamUpdate(new AdamOptions(), 1, a, b, a.View([2, 2]), c)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("AdamUpdate: secondMoment shares storage with gradient", Assert.Throws<ArgumentException>(
+            () => backend.AdamUpdate(new AdamOptions(), 1, a, b, c, b)).Message, StringComparison.Ordinal);
+        Assert.Equal([1f, 2f, 3f, 4f], backend.DownloadArray(a));
+        Assert.Equal([5f, 6f, 7f, 8f], backend.DownloadArray(b));
+        Assert.Equal([9f, 10f, 11f, 12f], backend.DownloadArray(c));
+
+        // A crop reads the neighbours of what it writes: a view of x is x.
+        Assert.StartsWith("RandomCropFlip: y shares storage with x", Assert.Throws<ArgumentException>(
+            () => backend.RandomCropFlip(x, x.View([1, 1, 3, 3]), 1, true, 7u)).Message, StringComparison.Ordinal);
+        Assert.Equal([.. Enumerable.Range(1, 9).Select(i => (float)i)], backend.DownloadArray(x));
+
         // Elementwise operations may work in place, as documented.
         backend.ActivationForward(default(Relu), a, a);
         Assert.Equal([1f, 2f, 3f, 4f], backend.DownloadArray(a));
+    }
+
+    [Theory]
+    [InlineData("reference")]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void Max_pooling_switches_outside_their_plane_never_reach_another_planes_gradient(string device)
+    {
+        // Four planes of 16 × 16 (the CPU backend splits them between its workers), 2 × 2 windows: switches from a
+        // forward, then two bad ones — past the plane's end in plane 3, negative in plane 1 — put in.
+        using var backend = Backends.Open(device);
+        var g = new Pool2dGeometry(2, 2, 16, 16, 2, 2, 2, 2);
+        using var x = backend.Upload<float>([2, 2, 16, 16], [.. Enumerable.Range(0, 1024).Select(i => (float)((i * 37) % 101))]);
+        using var y = backend.Allocate<float>([2, 2, 8, 8]);
+        using var switches = backend.Allocate<int>([2, 2, 8, 8]);
+        backend.MaxPool2dForward(g, x, y, switches);
+        int[] bad = backend.DownloadArray(switches);
+        bad[(3 * 64) + 9] = 256; // plane 3, window (1, 1): one past its plane's last element
+        bad[(1 * 64) + 2] = -1; // plane 1, window (0, 2)
+        backend.Upload<int>(bad, switches);
+        using var dy = backend.Upload<float>([2, 2, 8, 8], [.. Enumerable.Range(1, 256).Select(i => (float)i)]);
+        using var dx = backend.Allocate<float>([2, 2, 16, 16]);
+
+        if (device == "ilgpu-cpu")
+        {
+            // A GPU would need a synchronising read-back to check; its kernels gather, so a bad switch sends nothing.
+            backend.MaxPool2dBackward(g, dy, switches, dx);
+            float[] expected = new float[1024];
+            for (int o = 0; o < 256; o++)
+            {
+                if (bad[o] is >= 0 and < 256)
+                {
+                    expected[(o / 64 * 256) + bad[o]] += o + 1;
+                }
+            }
+
+            Assert.Equal(expected, backend.DownloadArray(dx));
+            return;
+        }
+
+        // The host backends name the first bad switch (the same one on every run, whichever worker met it).
+        Assert.Equal("MaxPool2dBackward: switches[0,1,0,2] = -1 is not an element of its 16x16 plane (0 … 255); pass the switches MaxPool2dForward wrote for this geometry.",
+            Assert.Throws<ArgumentException>(() => backend.MaxPool2dBackward(g, dy, switches, dx)).Message);
+        bad[(1 * 64) + 2] = 40; // inside the plane, though outside its window: not checked (it costs a division per window)
+        backend.Upload<int>(bad, switches);
+        Assert.StartsWith("MaxPool2dBackward: switches[1,1,1,1] = 256 is not an element of its 16x16 plane",
+            Assert.Throws<ArgumentException>(() => backend.MaxPool2dBackward(g, dy, switches, dx)).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Geometry_that_would_wrap_int_arithmetic_is_refused()
+    {
+        // 2·PadH wraps to −2 in int: the checks passed and the kernels indexed before their planes.
+        Assert.Contains("padding 2147483647x2147483647 must be at most half the window 2x2",
+            Assert.Throws<ArgumentException>(() => new Pool2dGeometry(1, 1, 10, 10, 2, 2, 2, 2, int.MaxValue, int.MaxValue).Validate("pool")).Message, StringComparison.Ordinal);
+        Assert.Equal("conv: padding 2147483647x2147483647 makes the padded input (1,1,4294967310,4294967310) larger than 2147483647 elements.",
+            Assert.Throws<ArgumentException>(() => new Conv2dGeometry(1, 1, 16, 16, 8, 3, 3, PadH: int.MaxValue, PadW: int.MaxValue).Validate("conv")).Message);
+        Assert.StartsWith("conv: padding 30000x30000 makes the padded input (1,1,60016,60016) larger than",
+            Assert.Throws<ArgumentException>(() => new Conv2dGeometry(1, 1, 16, 16, 8, 3, 3, StrideH: 30000, StrideW: 30000, PadH: 30000, PadW: 30000).Validate("conv")).Message,
+            StringComparison.Ordinal);
+        // N·C·H·W past 2⁶³ had wrapped in long.
+        Assert.StartsWith("conv: the input would hold at least 9223372036854775807 elements",
+            Assert.Throws<ArgumentException>(() => new Conv2dGeometry(65536, 65536, 65536, 65536, 1, 1, 1).Validate("conv")).Message, StringComparison.Ordinal);
+        new Conv2dGeometry(1, 1, 16, 16, 8, 3, 3, StrideH: 100, StrideW: 100, PadH: 100, PadW: 100).Validate("conv"); // large, still fine
     }
 
     [Fact]

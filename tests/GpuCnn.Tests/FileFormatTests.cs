@@ -119,6 +119,26 @@ public sealed class FileFormatTests
     }
 
     [Fact]
+    public void Npy_write_refuses_an_array_whose_data_does_not_match_its_shape_or_type()
+    {
+        // Written, such a file is one that every reader refuses later, far from the code that made it.
+        using var temp = Fixtures.TempFolder();
+        string path = temp.File("a.npy");
+        Assert.Equal("Npy.Write: shape (2, 3) of f4 needs 24 bytes of data, the array holds 4. (Parameter 'array')",
+            Assert.Throws<ArgumentException>(() => Npy.Write(path, new Npy.Array([2, 3], "f4", new byte[4]))).Message);
+        Assert.StartsWith("npy: element type 'f2' is not one of f4, f8, u1, i4, i8.",
+            Assert.Throws<ArgumentException>(() => Npy.Write(path, new Npy.Array([2], "f2", new byte[4]))).Message, StringComparison.Ordinal);
+        Assert.StartsWith("Npy.Write: shape (2, -1) has a dimension that is not positive",
+            Assert.Throws<ArgumentException>(() => Npy.Write(path, new Npy.Array([2, -1], "u1", []))).Message, StringComparison.Ordinal);
+        Assert.StartsWith("Npy.Write: shape (0, 3) has a dimension that is not positive",
+            Assert.Throws<ArgumentException>(() => Npy.Write(path, new Npy.Array([0, 3], "i8", []))).Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => new Npy.Array([1], "f2", new byte[2]).ToSingle());
+        Assert.False(File.Exists(path));
+        Npy.Write(path, new Npy.Array([2, 3], "i8", new byte[48]));
+        Assert.Equal(6, Npy.Read(path).Count);
+    }
+
+    [Fact]
     public void Gzipped_idx_stops_decompressing_where_its_header_says_the_data_ends()
     {
         using var temp = Fixtures.TempFolder();

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using GpuCnn.Cpu;
+using GpuCnn.Cpu.Fast;
 using GpuCnn.Ilgpu;
 using GpuCnn.IO;
 using GpuCnn.Models;
@@ -137,6 +138,69 @@ public sealed class ReliabilityTests
         var error = Assert.Throws<DeviceOutOfMemoryException>(() => Sequential.Create(ArchitectureSpec.LeNet5, [1, 28, 28], backend));
         Assert.Matches(@"^ilgpu-cpu: out of device memory allocating Single\(\d+(,\d+)*\) \([\d.]+ [KMG]?i?B\) with [\d.]+ [KMG]?i?B already in use and a limit of 1000 B", error.Message);
         Assert.EndsWith("use smaller batches.", error.Message, StringComparison.Ordinal); // the engine names no CLI flag
+    }
+
+    [Theory]
+    [InlineData("reference")]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void Running_out_of_device_memory_half_way_leaves_nothing_allocated(string device)
+    {
+        // A caller who catches the error and retries with a smaller model or batch must get all the memory back: try
+        // every limit up to what ResNet-8 (convolutions, batch norm, residual blocks) and its Adam state need, so that
+        // the allocation that fails is each one in turn — a layer's weight, its gradient, a bias, a running mean, a moment.
+        using var backend = Backends.Open(device);
+        long model, adam;
+        using (var probe = Sequential.Create(ArchitectureSpec.ResNet8, [1, 12, 12], backend))
+        {
+            model = backend.BytesAllocated;
+            using var state = new Adam(backend, probe.NamedParameters(), new AdamOptions());
+            adam = backend.BytesAllocated - model;
+        }
+
+        long idle = backend.BytesAllocated; // the CPU backend's own scratch, made at its first operation
+        model -= idle;
+        int failures = 0;
+        for (long limit = idle; limit < idle + model; limit += 1 + (model / 97))
+        {
+            backend.MemoryLimitBytes = limit;
+            Assert.Throws<DeviceOutOfMemoryException>(() => Sequential.Create(ArchitectureSpec.ResNet8, [1, 12, 12], backend));
+            Assert.True(backend.BytesAllocated == idle, $"{backend.BytesAllocated - idle} bytes left allocated after a build failed at a limit of {limit}");
+            failures++;
+        }
+
+        backend.MemoryLimitBytes = long.MaxValue;
+        using var net = Sequential.Create(ArchitectureSpec.ResNet8, [1, 12, 12], backend);
+        for (long limit = idle + model; limit < idle + model + adam; limit += 1 + (adam / 13))
+        {
+            backend.MemoryLimitBytes = limit;
+            Assert.Throws<DeviceOutOfMemoryException>(() => new Adam(backend, net.NamedParameters(), new AdamOptions()));
+            Assert.Equal(idle + model, backend.BytesAllocated);
+            failures++;
+        }
+
+        // The tensors that fail a check after they would have been made are not made at all.
+        backend.MemoryLimitBytes = long.MaxValue;
+        var mismatch = Assert.Throws<ArgumentException>(() => backend.Upload<float>([2, 3], new float[5]));
+        Assert.StartsWith("Upload: shape (2,3) holds 6 elements, the values 5.", mismatch.Message, StringComparison.Ordinal);
+        Assert.Equal(idle + model, backend.BytesAllocated);
+        Assert.True(failures > 100, $"only {failures} limits tried");
+    }
+
+    [Fact]
+    public void A_normalisation_that_cannot_be_made_leaves_the_models_in_place()
+    {
+        using var backend = new CpuBackend();
+        using var model = Sequential.Create(Spec, [3, 4, 4], backend, seed: 1);
+        model.Normalization = new ChannelNormalization([0.5f, 0.5f, 0.5f], [2f, 2f, 2f]);
+        using var x = backend.Upload<float>([1, 3, 4, 4], [.. Enumerable.Range(0, 48).Select(i => i / 48f)]);
+        float[] before = backend.DownloadArray(model.Forward(x));
+
+        backend.MemoryLimitBytes = backend.BytesAllocated + 12; // room for the new means, not for the deviations too
+        Assert.Throws<DeviceOutOfMemoryException>(() => model.Normalization = new ChannelNormalization([0f, 0f, 0f], [1f, 1f, 1f]));
+        backend.MemoryLimitBytes = long.MaxValue;
+        Assert.Equal([0.5f, 0.5f, 0.5f], model.Normalization!.Mean);
+        Assert.Equal(before, backend.DownloadArray(model.Forward(x))); // still normalised as before, not from freed tensors
     }
 
     [Fact]

@@ -187,6 +187,16 @@ public sealed class StepProfilerTests
         Assert.Contains("labels have shape (4), the images a batch of 5", e.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentOutOfRangeException>(() => StepProfiler.Run(model, sgd, x, labels, steps: 0));
         Assert.Throws<ArgumentOutOfRangeException>(() => StepProfiler.Run(model, sgd, x, labels, warmupTime: TimeSpan.FromSeconds(-1)));
+
+        // Another model's optimizer would step that model with its stale gradients while this one never moved.
+        using var other = Sequential.Create(Spec, [2, 8, 8], backend, seed: 2);
+        using var five = backend.Upload<int>([5], [0, 1, 2, 0, 1]);
+        float[] before = backend.DownloadArray(other.NamedParameters().First().Parameter.Value);
+        using var othersSgd = new Sgd(backend, other.NamedParameters(), new SgdOptions(0.1f));
+        Assert.StartsWith("StepProfiler.Run: the optimizer's parameter '0.weight' is not a parameter of this model",
+            Assert.Throws<ArgumentException>(() => StepProfiler.Run(model, othersSgd, x, five, steps: 1, warmupSteps: 0, warmupTime: TimeSpan.Zero)).Message,
+            StringComparison.Ordinal);
+        Assert.Equal(before, backend.DownloadArray(other.NamedParameters().First().Parameter.Value));
     }
 
     [Fact]

@@ -519,6 +519,10 @@ public sealed unsafe partial class CpuBackend
         private Pool2dGeometry _g;
         private float* _in, _out;
         private int* _switches;
+        private long _badSwitch;
+
+        /// <summary>After a max-pooling backward: the first switch (flat index) outside its plane, which was skipped; or −1.</summary>
+        public long BadSwitch => _badSwitch == long.MaxValue ? -1 : _badSwitch;
 
         public bool AnyWorker => true;
 
@@ -539,6 +543,7 @@ public sealed unsafe partial class CpuBackend
             _in = input;
             _out = output;
             _switches = switches;
+            _badSwitch = long.MaxValue;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -586,7 +591,7 @@ public sealed unsafe partial class CpuBackend
                         PoolWindows.AveragePlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, owner._scratch[worker].Columns(ScratchFloats));
                         break;
                     case Op.MaxForward: MaxForward(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq); break;
-                    case Op.MaxBackward: MaxBackward(_in + (long)plane * pq, _switches + (long)plane * pq, _out + (long)plane * hw); break;
+                    case Op.MaxBackward: MaxBackward(plane, _in + (long)plane * pq, _switches + (long)plane * pq, _out + (long)plane * hw); break;
                     case Op.AvgForward: AvgForward(_in + (long)plane * hw, _out + (long)plane * pq); break;
                     default: AvgBackward(_in + (long)plane * pq, _out + (long)plane * hw); break;
                 }
@@ -634,13 +639,30 @@ public sealed unsafe partial class CpuBackend
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void MaxBackward(float* dy, int* switches, float* dx)
+        private void MaxBackward(int plane, float* dy, int* switches, float* dx)
         {
-            int outputs = _g.P * _g.Q;
-            new Span<float>(dx, _g.H * _g.W).Clear();
+            int outputs = _g.P * _g.Q, planeSize = _g.H * _g.W;
+            new Span<float>(dx, planeSize).Clear();
             for (int o = 0; o < outputs; o++)
             {
-                dx[switches[o]] += dy[o];
+                int at = switches[o];
+                if ((uint)at >= (uint)planeSize)
+                {
+                    // Not from a forward of this geometry: written through, it would land in another plane or outside dx.
+                    KeepFirstBadSwitch((long)plane * outputs + o);
+                    continue;
+                }
+
+                dx[at] += dy[o];
+            }
+        }
+
+        /// <summary>Keeps the smallest bad switch index any worker saw, so that the error names the same one every run.</summary>
+        private void KeepFirstBadSwitch(long index)
+        {
+            long seen;
+            while (index < (seen = Volatile.Read(ref _badSwitch)) && Interlocked.CompareExchange(ref _badSwitch, index, seen) != seen)
+            {
             }
         }
 

@@ -426,7 +426,14 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
     /// <inheritdoc/>
     protected override void MaxPool2dBackwardCore(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<int> switches,
-        DeviceTensor<float> dx) => RunPlanes(PlaneJob.Op.MaxBackward, g, Data(dy), Data(dx), Data(switches));
+        DeviceTensor<float> dx)
+    {
+        RunPlanes(PlaneJob.Op.MaxBackward, g, Data(dy), Data(dx), Data(switches));
+        if (_planes.BadSwitch is >= 0 and long bad)
+        {
+            throw Checks.SwitchOutsidePlane(g, bad, Data(switches)[(int)bad]); // as the reference backend
+        }
+    }
 
     /// <inheritdoc/>
     protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y) =>

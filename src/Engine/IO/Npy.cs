@@ -159,6 +159,22 @@ public static partial class Npy
     public static void Write(string path, Array array)
     {
         ArgumentNullException.ThrowIfNull(array);
+        ArgumentNullException.ThrowIfNull(array.Shape);
+        ArgumentNullException.ThrowIfNull(array.Data);
+        // Refused here rather than written as a file that every reader then refuses.
+        var bytes = System.Numerics.BigInteger.One * ElementSize(array.Type);
+        foreach (int dim in array.Shape)
+        {
+            bytes = dim > 0 ? bytes * dim : throw new ArgumentException(
+                $"Npy.Write: shape ({string.Join(", ", array.Shape)}) has a dimension that is not positive (Npy.Read would refuse the file).", nameof(array));
+        }
+
+        if (bytes != array.Data.Length)
+        {
+            throw new ArgumentException(
+                $"Npy.Write: shape ({string.Join(", ", array.Shape)}) of {array.Type} needs {bytes} bytes of data, the array holds {array.Data.Length}.", nameof(array));
+        }
+
         string descr = array.Type == "u1" ? "|u1" : "<" + array.Type;
         string shape = array.Shape.Length == 1 ? $"({array.Shape[0]},)" : $"({string.Join(", ", array.Shape)})";
         string dict = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}";
@@ -225,7 +241,8 @@ public static partial class Npy
     {
         "u1" => 1,
         "f4" or "i4" => 4,
-        _ => 8,
+        "f8" or "i8" => 8,
+        _ => throw new ArgumentException($"npy: element type '{type}' is not one of f4, f8, u1, i4, i8.", nameof(type)),
     };
 
     [GeneratedRegex(@"'descr'\s*:\s*'([^']*)'")]

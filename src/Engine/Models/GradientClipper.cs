@@ -34,7 +34,16 @@ public sealed class GradientClipper : IDisposable
 
         MaxNorm = maxNorm;
         _sums = backend.Allocate<float>([_gradients.Length]);
-        _coefficient = backend.Allocate<float>([2]);
+        try
+        {
+            _coefficient = backend.Allocate<float>([2]);
+        }
+        catch
+        {
+            _sums.Dispose(); // out of device memory: nothing stays allocated
+            throw;
+        }
+
         backend.Fill(_coefficient, float.NaN); // no clip yet
     }
 

@@ -224,7 +224,7 @@ public abstract class Layer
             values[i] = (float)((init.NextDouble() * 2 - 1) * bound);
         }
 
-        return new Parameter(name, Backend.Upload<float>(shape, values), Backend.Allocate<float>(shape));
+        return Keep(name, Backend.Upload<float>(shape, values));
     }
 
     /// <summary>A parameter with every element <paramref name="value"/> (batch norm's weight 1 and bias 0).</summary>
@@ -232,8 +232,42 @@ public abstract class Layer
     {
         TakeFromBudget(name, shape);
         var tensor = Backend.Allocate<float>(shape);
-        Backend.Fill(tensor, value);
-        return new Parameter(name, tensor, Backend.Allocate<float>(shape));
+        try
+        {
+            Backend.Fill(tensor, value);
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+
+        return Keep(name, tensor);
+    }
+
+    /// <summary>
+    /// The parameters this layer has made, in order: what <see cref="Release"/> frees, so that a build that fails
+    /// half-way (out of device memory at the bias, say) frees the weight it made before.
+    /// </summary>
+    private readonly List<Parameter> _made = [];
+
+    /// <summary>A parameter of <paramref name="value"/> and a new gradient, kept for <see cref="Release"/>.</summary>
+    private Parameter Keep(string name, DeviceTensor<float> value)
+    {
+        DeviceTensor<float> gradient;
+        try
+        {
+            gradient = Backend.Allocate<float>(value.Shape);
+        }
+        catch
+        {
+            value.Dispose();
+            throw;
+        }
+
+        var parameter = new Parameter(name, value, gradient);
+        _made.Add(parameter);
+        return parameter;
     }
 
     /// <summary>Prepends the batch to a per-sample shape.</summary>
@@ -246,7 +280,7 @@ public abstract class Layer
         _outputs.Clear();
         _inputGradients.Clear();
 
-        foreach (var parameter in Parameters)
+        foreach (var parameter in _made)
         {
             parameter.Release();
         }

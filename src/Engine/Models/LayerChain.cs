@@ -56,9 +56,17 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
             {
                 Layers[i].Build(backend, shape, init);
             }
-            catch (Exception e) when (e is ArgumentException or SpecException)
+            catch (Exception e)
             {
-                throw new SpecException($"{what} {i + 1} '{Layers[i].Spec}' on input {shape}: {Unprefixed(e.Message)}");
+                // Free what the layers built so far made, the failing one's first parameters included (out of device
+                // memory at a bias, say): a caller who catches the error and builds a smaller model gets it back.
+                Release();
+                if (e is ArgumentException or SpecException)
+                {
+                    throw new SpecException($"{what} {i + 1} '{Layers[i].Spec}' on input {shape}: {Unprefixed(e.Message)}");
+                }
+
+                throw;
             }
 
             shape = Layers[i].OutputShape;

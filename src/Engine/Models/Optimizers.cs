@@ -84,8 +84,49 @@ public abstract class Optimizer : IDisposable
     protected DeviceTensor<float> ZeroState(Parameter parameter)
     {
         var state = Backend.Allocate<float>(parameter.Shape);
-        Backend.Fill(state, 0f);
+        try
+        {
+            Backend.Fill(state, 0f);
+        }
+        catch
+        {
+            state.Dispose();
+            throw;
+        }
+
         return state.Lend(); // StateTensors hands it out; Dispose frees it
+    }
+
+    /// <summary>
+    /// A zero-filled state buffer for every parameter, in order; when one cannot be made (the device out of memory),
+    /// those made before it are freed, so that a failed constructor leaves nothing allocated.
+    /// </summary>
+    private protected DeviceTensor<float>[] ZeroStates()
+    {
+        var states = new List<DeviceTensor<float>>(Parameters.Count);
+        try
+        {
+            foreach (var (_, parameter) in Parameters)
+            {
+                states.Add(ZeroState(parameter));
+            }
+        }
+        catch
+        {
+            Free(states);
+            throw;
+        }
+
+        return [.. states];
+    }
+
+    /// <summary>Frees state buffers this optimizer made.</summary>
+    private protected static void Free(IEnumerable<DeviceTensor<float>> states)
+    {
+        foreach (var state in states)
+        {
+            state.Reclaim();
+        }
     }
 
     /// <summary>Checks a new learning rate.</summary>
@@ -145,7 +186,7 @@ public sealed class Sgd : Optimizer
         options.Validate();
         _options = options;
         _learningRate = options.LearningRate;
-        _velocity = [.. Parameters.Select(p => ZeroState(p.Parameter))];
+        _velocity = ZeroStates();
     }
 
     private readonly SgdOptions _options;
@@ -180,10 +221,7 @@ public sealed class Sgd : Optimizer
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
-        foreach (var v in _velocity)
-        {
-            v.Reclaim();
-        }
+        Free(_velocity);
     }
 }
 
@@ -200,8 +238,16 @@ public sealed class Adam : Optimizer
         options.Validate();
         _options = options;
         _learningRate = options.LearningRate;
-        _m = [.. Parameters.Select(p => ZeroState(p.Parameter))];
-        _v = [.. Parameters.Select(p => ZeroState(p.Parameter))];
+        _m = ZeroStates();
+        try
+        {
+            _v = ZeroStates();
+        }
+        catch
+        {
+            Free(_m);
+            throw;
+        }
     }
 
     private readonly AdamOptions _options;
@@ -236,9 +282,6 @@ public sealed class Adam : Optimizer
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
-        foreach (var t in _m.Concat(_v))
-        {
-            t.Reclaim();
-        }
+        Free(_m.Concat(_v));
     }
 }

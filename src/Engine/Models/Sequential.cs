@@ -55,7 +55,7 @@ public sealed class Sequential : IDisposable
         }
         catch (SpecException)
         {
-            Dispose();
+            Dispose(); // the chain has freed its layers already; this frees the model's own buffers
             throw;
         }
 
@@ -102,9 +102,25 @@ public sealed class Sequential : IDisposable
             }
 
             using var use = Use("Sequential.Normalization");
+            DeviceTensor<float>? mean = null, std = null;
+            if (value is not null)
+            {
+                // The new tensors first: if they cannot be made, the model keeps its current normalisation.
+                mean = Backend.Upload<float>([value.Channels], [.. value.Mean]);
+                try
+                {
+                    std = Backend.Upload<float>([value.Channels], [.. value.Std]);
+                }
+                catch
+                {
+                    mean.Dispose();
+                    throw;
+                }
+            }
+
             _mean?.Dispose();
             _std?.Dispose();
-            (_mean, _std) = value is null ? (null, null) : (Backend.Upload<float>([value.Channels], [.. value.Mean]), Backend.Upload<float>([value.Channels], [.. value.Std]));
+            (_mean, _std) = (mean, std);
             _normalization = value;
         }
     }

@@ -71,6 +71,8 @@ public static class StepProfiler
         ArgumentNullException.ThrowIfNull(labels);
         using var use = model.Use("StepProfiler.Run");
         using var stepping = optimizer.Use("StepProfiler.Run");
+        optimizer.ThrowIfDisposed("StepProfiler.Run");
+        optimizer.CheckUpdates(model, "StepProfiler.Run"); // as Trainer: another model's optimizer would step that model
         CheckSteps(steps, warmupSteps, warmupTime);
 
         int batch = images.Shape.Rank > 0 ? images.Shape[0] : 0;

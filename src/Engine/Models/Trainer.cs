@@ -430,23 +430,41 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     }
 
     /// <summary>A dataset resident on the device, plus the sample order (in file order until training shuffles it).</summary>
-    private sealed class DeviceDataset(Backend backend, Dataset dataset) : IDisposable
+    private sealed class DeviceDataset : IDisposable
     {
-        public DeviceTensor<float> Images { get; } = backend.Upload(dataset.Images);
+        private readonly Dataset _dataset;
 
-        public DeviceTensor<int> Labels { get; } = backend.Upload<int>([dataset.Count], dataset.Labels);
+        public DeviceDataset(Backend backend, Dataset dataset)
+        {
+            _dataset = dataset;
+            Images = backend.Upload(dataset.Images);
+            try
+            {
+                Labels = backend.Upload<int>([dataset.Count], dataset.Labels);
+                Order = backend.Upload<int>([dataset.Count], Enumerable.Range(0, dataset.Count).ToArray());
+            }
+            catch
+            {
+                Dispose(); // out of device memory after the images: free them
+                throw;
+            }
+        }
 
-        public DeviceTensor<int> Order { get; } = backend.Upload<int>([dataset.Count], Enumerable.Range(0, dataset.Count).ToArray());
+        public DeviceTensor<float> Images { get; }
 
-        public int Count => dataset.Count;
+        public DeviceTensor<int> Labels { get; } = null!;
 
-        public int[] HostLabels => dataset.Labels;
+        public DeviceTensor<int> Order { get; } = null!;
+
+        public int Count => _dataset.Count;
+
+        public int[] HostLabels => _dataset.Labels;
 
         public void Dispose()
         {
             Images.Dispose();
-            Labels.Dispose();
-            Order.Dispose();
+            Labels?.Dispose();
+            Order?.Dispose();
         }
     }
 

@@ -32,6 +32,11 @@ public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int See
     /// </summary>
     public float LearningRateAt(float baseRate, int epoch, int step = int.MaxValue)
     {
+        // What the schedules divide by (Fit validates all options; a direct caller gets the same errors, not a
+        // DivideByZeroException or NaN).
+        Checks.Positive("Training", "epochs", Epochs);
+        Checks.Positive("Training", "step size", StepSize);
+        Checks.Positive("LearningRateAt", nameof(epoch), epoch);
         double factor = Schedule switch
         {
             LearningRateSchedule.Cosine => 0.5 * (1 + Math.Cos(Math.PI * (epoch - 1) / Epochs)),

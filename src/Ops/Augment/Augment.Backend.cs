@@ -33,10 +33,7 @@ public abstract partial class Backend
         }
 
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
-        if (ReferenceEquals(x, y))
-        {
-            throw new ArgumentException($"{op}: y must not be x (the crop reads neighbours of the element it writes).", nameof(y));
-        }
+        Checks.WrittenApart(op, nameof(y), y, (nameof(x), x)); // the crop reads neighbours of the element it writes: x itself or a view of it
 
         RandomCropFlipCore(x, y, new CropFlip(x.Shape[1], x.Shape[2], x.Shape[3], padding, flip ? 1 : 0, key, firstSample));
     }
