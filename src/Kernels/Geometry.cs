@@ -91,7 +91,7 @@ public readonly record struct Conv2dGeometry(
                 $"which is larger than the padded input {H + 2L * PadH}x{W + 2L * PadW} (input {H}x{W}, padding {PadH}x{PadW}).");
         }
         GeometryChecks.FitsInt(operation, "input", GeometryChecks.Product(N, C, H, W));
-        GeometryChecks.PaddedFits(operation, N, C, H, W, PadH, PadW);
+        GeometryChecks.PaddedFits(operation, C, H, W, PadH, PadW);
         GeometryChecks.FitsInt(operation, "weights", GeometryChecks.Product(K, C / Groups, R, S));
         GeometryChecks.FitsInt(operation, "output", GeometryChecks.Product(N, K, P, Q));
     }
@@ -152,7 +152,7 @@ public readonly record struct Pool2dGeometry(
 
         GeometryChecks.WindowFits(operation, "window", KernelH, KernelW, H, W, PadH, PadW);
         GeometryChecks.FitsInt(operation, "input", GeometryChecks.Product(N, C, H, W));
-        GeometryChecks.PaddedFits(operation, N, C, H, W, PadH, PadW);
+        GeometryChecks.PaddedFits(operation, C, H, W, PadH, PadW);
     }
 
     /// <inheritdoc/>
@@ -179,16 +179,17 @@ internal static class GeometryChecks
     }
 
     /// <summary>
-    /// The zero-padded input, which the kernels index (and the CPU backend may lay out) in int arithmetic, holds fewer
-    /// than 2³¹ elements: checked in long before anything computes H + 2·PadH, which a huge padding would wrap.
+    /// One zero-padded image, which the kernels index and the CPU backend lays out plane by plane or image by image in
+    /// int arithmetic, holds fewer than 2³¹ elements: checked in long, before anything computes H + 2·PadH, which a
+    /// huge padding would wrap.
     /// </summary>
-    public static void PaddedFits(string operation, int n, int c, int h, int w, int padH, int padW)
+    public static void PaddedFits(string operation, int c, int h, int w, int padH, int padW)
     {
         long paddedH = h + 2L * padH, paddedW = w + 2L * padW;
-        if (paddedH > int.MaxValue || paddedW > int.MaxValue || (long)n * c > int.MaxValue || (long)n * c * paddedH > int.MaxValue / paddedW)
+        if (paddedH > int.MaxValue || paddedW > int.MaxValue || c * paddedH > int.MaxValue / paddedW)
         {
             throw new ArgumentException(
-                $"{operation}: padding {padH}x{padW} makes the padded input ({n},{c},{paddedH},{paddedW}) larger than {int.MaxValue} elements.");
+                $"{operation}: padding {padH}x{padW} makes one padded image ({c},{paddedH},{paddedW}) larger than {int.MaxValue} elements.");
         }
     }
 

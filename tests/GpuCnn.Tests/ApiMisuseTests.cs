@@ -304,31 +304,31 @@ public sealed class ApiMisuseTests
     [InlineData("ilgpu-cpu")]
     public void Max_pooling_switches_outside_their_plane_never_reach_another_planes_gradient(string device)
     {
-        // Four planes of 16 × 16 (the CPU backend splits them between its workers), 2 × 2 windows: switches from a
-        // forward, then two bad ones — past the plane's end in plane 3, negative in plane 1 — put in.
+        // 32 planes of 32 × 32 (32,768 inputs: the CPU backend splits the planes into parts across its workers), 2 × 2
+        // windows: switches from a forward, then two bad ones put in — negative in plane 5, past the end in plane 30.
         using var backend = Backends.Open(device);
-        var g = new Pool2dGeometry(2, 2, 16, 16, 2, 2, 2, 2);
-        using var x = backend.Upload<float>([2, 2, 16, 16], [.. Enumerable.Range(0, 1024).Select(i => (float)((i * 37) % 101))]);
-        using var y = backend.Allocate<float>([2, 2, 8, 8]);
-        using var switches = backend.Allocate<int>([2, 2, 8, 8]);
+        var g = new Pool2dGeometry(4, 8, 32, 32, 2, 2, 2, 2);
+        using var x = backend.Upload<float>([4, 8, 32, 32], [.. Enumerable.Range(0, 32768).Select(i => (float)((i * 37) % 101))]);
+        using var y = backend.Allocate<float>([4, 8, 16, 16]);
+        using var switches = backend.Allocate<int>([4, 8, 16, 16]);
         backend.MaxPool2dForward(g, x, y, switches);
         int[] bad = backend.DownloadArray(switches);
-        bad[(3 * 64) + 9] = 256; // plane 3, window (1, 1): one past its plane's last element
-        bad[(1 * 64) + 2] = -1; // plane 1, window (0, 2)
+        bad[(30 * 256) + 17] = 1024; // plane 30 (n 3, c 6), window (1, 1): one past its plane's last element
+        bad[(5 * 256) + 2] = -1; // plane 5 (n 0, c 5), window (0, 2)
         backend.Upload<int>(bad, switches);
-        using var dy = backend.Upload<float>([2, 2, 8, 8], [.. Enumerable.Range(1, 256).Select(i => (float)i)]);
-        using var dx = backend.Allocate<float>([2, 2, 16, 16]);
+        using var dy = backend.Upload<float>([4, 8, 16, 16], [.. Enumerable.Range(1, 8192).Select(i => (float)i)]);
+        using var dx = backend.Allocate<float>([4, 8, 32, 32]);
 
         if (device == "ilgpu-cpu")
         {
             // A GPU would need a synchronising read-back to check; its kernels gather, so a bad switch sends nothing.
             backend.MaxPool2dBackward(g, dy, switches, dx);
-            float[] expected = new float[1024];
-            for (int o = 0; o < 256; o++)
+            float[] expected = new float[32768];
+            for (int o = 0; o < 8192; o++)
             {
-                if (bad[o] is >= 0 and < 256)
+                if (bad[o] is >= 0 and < 1024)
                 {
-                    expected[(o / 64 * 256) + bad[o]] += o + 1;
+                    expected[(o / 256 * 1024) + bad[o]] += o + 1;
                 }
             }
 
@@ -336,12 +336,16 @@ public sealed class ApiMisuseTests
             return;
         }
 
-        // The host backends name the first bad switch (the same one on every run, whichever worker met it).
-        Assert.Equal("MaxPool2dBackward: switches[0,1,0,2] = -1 is not an element of its 16x16 plane (0 … 255); pass the switches MaxPool2dForward wrote for this geometry.",
-            Assert.Throws<ArgumentException>(() => backend.MaxPool2dBackward(g, dy, switches, dx)).Message);
-        bad[(1 * 64) + 2] = 40; // inside the plane, though outside its window: not checked (it costs a division per window)
+        // The host backends name the first bad switch: the same one on every run, whichever worker met it first.
+        for (int run = 0; run < 3; run++)
+        {
+            Assert.Equal("MaxPool2dBackward: switches[0,5,0,2] = -1 is not an element of its 32x32 plane (0 … 1023); pass the switches MaxPool2dForward wrote for this geometry.",
+                Assert.Throws<ArgumentException>(() => backend.MaxPool2dBackward(g, dy, switches, dx)).Message);
+        }
+
+        bad[(5 * 256) + 2] = 40; // inside the plane, though outside its window: not checked (it costs a division per window)
         backend.Upload<int>(bad, switches);
-        Assert.StartsWith("MaxPool2dBackward: switches[1,1,1,1] = 256 is not an element of its 16x16 plane",
+        Assert.StartsWith("MaxPool2dBackward: switches[3,6,1,1] = 1024 is not an element of its 32x32 plane",
             Assert.Throws<ArgumentException>(() => backend.MaxPool2dBackward(g, dy, switches, dx)).Message, StringComparison.Ordinal);
     }
 
@@ -351,15 +355,38 @@ public sealed class ApiMisuseTests
         // 2·PadH wraps to −2 in int: the checks passed and the kernels indexed before their planes.
         Assert.Contains("padding 2147483647x2147483647 must be at most half the window 2x2",
             Assert.Throws<ArgumentException>(() => new Pool2dGeometry(1, 1, 10, 10, 2, 2, 2, 2, int.MaxValue, int.MaxValue).Validate("pool")).Message, StringComparison.Ordinal);
-        Assert.Equal("conv: padding 2147483647x2147483647 makes the padded input (1,1,4294967310,4294967310) larger than 2147483647 elements.",
+        Assert.Equal("conv: padding 2147483647x2147483647 makes one padded image (1,4294967310,4294967310) larger than 2147483647 elements.",
             Assert.Throws<ArgumentException>(() => new Conv2dGeometry(1, 1, 16, 16, 8, 3, 3, PadH: int.MaxValue, PadW: int.MaxValue).Validate("conv")).Message);
-        Assert.StartsWith("conv: padding 30000x30000 makes the padded input (1,1,60016,60016) larger than",
+        Assert.StartsWith("conv: padding 30000x30000 makes one padded image (1,60016,60016) larger than",
             Assert.Throws<ArgumentException>(() => new Conv2dGeometry(1, 1, 16, 16, 8, 3, 3, StrideH: 30000, StrideW: 30000, PadH: 30000, PadW: 30000).Validate("conv")).Message,
             StringComparison.Ordinal);
         // N·C·H·W past 2⁶³ had wrapped in long.
         Assert.StartsWith("conv: the input would hold at least 9223372036854775807 elements",
             Assert.Throws<ArgumentException>(() => new Conv2dGeometry(65536, 65536, 65536, 65536, 1, 1, 1).Validate("conv")).Message, StringComparison.Ordinal);
         new Conv2dGeometry(1, 1, 16, 16, 8, 3, 3, StrideH: 100, StrideW: 100, PadH: 100, PadW: 100).Validate("conv"); // large, still fine
+        new Conv2dGeometry(1024, 64, 180, 180, 64, 3, 3, PadH: 1, PadW: 1).Validate("conv"); // a batch whose padded whole passes 2³¹: each image is laid out alone
+    }
+
+    [Fact]
+    public void A_residual_block_around_another_models_layer_is_refused_and_that_model_keeps_its_weights()
+    {
+        // The refusal comes from inside the block's own chain, after the outer checks passed: freeing what the failed
+        // build had made must not reach the other model's layer.
+        using var backend = new CpuBackend();
+        using var first = Sequential.Create("residual(conv(2,3,pad=1),relu),flatten,dense(3)", [2, 4, 4], backend, seed: 1);
+        using var x = backend.Upload<float>([1, 2, 4, 4], [.. Enumerable.Range(0, 32).Select(i => i / 32f)]);
+        float[] before = backend.DownloadArray(first.Forward(x));
+        long allocated = backend.BytesAllocated;
+        var taken = ((Residual)first.Layers[0]).Body[0];
+
+        Assert.Contains("this layer already belongs to a model", Assert.Throws<InvalidOperationException>(
+            () => new Sequential([new Residual([taken]), new Flatten(), new Dense(3)], [2, 4, 4], backend)).Message, StringComparison.Ordinal);
+        // A block after a layer that does not fit is never built; the failed build frees its own layers only.
+        Assert.Contains("is larger than the padded input", Assert.Throws<SpecException>(
+            () => new Sequential([new Conv2d(4, (9, 9), (1, 1), (0, 0)), new Residual([taken]), new Flatten(), new Dense(3)], [2, 4, 4], backend)).Message,
+            StringComparison.Ordinal);
+        Assert.Equal(allocated, backend.BytesAllocated);
+        Assert.Equal(before, backend.DownloadArray(first.Forward(x)));
     }
 
     [Fact]

@@ -566,6 +566,30 @@ public abstract partial class BackendOpsTests
     }
 
     [Fact]
+    public void Dropout_keeps_nan_and_infinity_as_nan_where_it_drops_them_as_pytorch_does()
+    {
+        // PyTorch multiplies by the scaled mask, so a dropped NaN or ±∞ is 0·NaN or 0·∞ = NaN: it is not hidden from the
+        // loss (a choice between x·scale and 0 had made it vanish). Its backward is the same operation on dy.
+        const uint key = 99;
+        float[] values = [float.NaN, float.PositiveInfinity, float.NegativeInfinity, -1.5f, 2f];
+        float[] x = [.. Enumerable.Range(0, 200).Select(i => values[i % values.Length])];
+        using var tx = Put(x, [x.Length]);
+        using var ty = Poisoned([x.Length]);
+        Backend.Dropout(tx, ty, 0.5f, key);
+        float[] y = Backend.DownloadArray(ty);
+        int droppedNonFinite = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            bool kept = Kernels.CounterRandom.Uniform(key, (uint)i) >= 0.5f;
+            float expected = kept ? x[i] * 2f : float.IsFinite(x[i]) ? 0f : float.NaN;
+            Assert.True(expected.Equals(y[i]), $"{Backend.Name} element {i}: dropout of {x[i]} ({(kept ? "kept" : "dropped")}) gave {y[i]}, expected {expected}");
+            droppedNonFinite += !kept && !float.IsFinite(x[i]) ? 1 : 0;
+        }
+
+        Assert.True(droppedNonFinite > 20, $"only {droppedNonFinite} non-finite values dropped");
+    }
+
+    [Fact]
     public void Dropout_rejects_p_outside_zero_to_one()
     {
         using var x = Backend.Allocate<float>(new Shape(4));

@@ -145,6 +145,24 @@ public sealed class OnnxImportTests
         Assert.Contains("operator Softmax is not supported (supported: Conv,",
             Rejected(Edit(valid, m => m.Graph.Node.First(n => n.OpType == "Relu").OpType = "Softmax")), StringComparison.Ordinal);
 
+        // An attribute that changes what an activation computes is refused, not ignored: GELU's tanh approximation.
+        AttributeProto Text(string name, string value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
+        Assert.Contains("approximate='tanh' is not supported (only the exact GELU, 'none')", Rejected(Edit(valid, m =>
+        {
+            var node = m.Graph.Node.First(n => n.OpType == "Relu");
+            node.OpType = "Gelu";
+            node.Attribute.Add(Text("approximate", "tanh"));
+        })), StringComparison.Ordinal);
+        Assert.Contains("attribute 'alpha' is not supported (supported: )", Rejected(Edit(valid, m =>
+            m.Graph.Node.First(n => n.OpType == "Relu").Attribute.Add(Text("alpha", "1")))), StringComparison.Ordinal);
+        byte[] exact = Edit(valid, m =>
+        {
+            var node = m.Graph.Node.First(n => n.OpType == "Relu");
+            node.OpType = "Gelu";
+            node.Attribute.Add(Text("approximate", "none"));
+        });
+        Assert.Contains("gelu", OnnxModel.Parse(exact, "exact.onnx").Spec, StringComparison.Ordinal);
+
         Assert.Contains("two initializers are named", Rejected(Edit(valid, m => m.Graph.Initializer.Add(m.Graph.Initializer[0]))), StringComparison.Ordinal);
         Assert.Contains("'strides' is (0,0); 2 values in 1 … 65536 are supported",
             Rejected(Edit(valid, m =>

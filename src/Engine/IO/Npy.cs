@@ -161,7 +161,13 @@ public static partial class Npy
         ArgumentNullException.ThrowIfNull(array);
         ArgumentNullException.ThrowIfNull(array.Shape);
         ArgumentNullException.ThrowIfNull(array.Data);
+        ArgumentNullException.ThrowIfNull(array.Type);
         // Refused here rather than written as a file that every reader then refuses.
+        if (array.Shape.Length > 8)
+        {
+            throw new ArgumentException($"Npy.Write: {array.Shape.Length} dimensions; Npy.Read takes at most 8.", nameof(array));
+        }
+
         var bytes = System.Numerics.BigInteger.One * ElementSize(array.Type);
         foreach (int dim in array.Shape)
         {

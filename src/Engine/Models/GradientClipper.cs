@@ -44,7 +44,15 @@ public sealed class GradientClipper : IDisposable
             throw;
         }
 
-        backend.Fill(_coefficient, float.NaN); // no clip yet
+        try
+        {
+            backend.Fill(_coefficient, float.NaN); // no clip yet
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>The largest total norm the gradients keep.</summary>

@@ -49,6 +49,8 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
             throw new ArgumentException($"{twice.Spec}: one layer is listed twice; give each place its own layer (parse the spec again: ArchitectureSpec.Parse).");
         }
 
+        _claimed = true;
+
         Shape shape = input;
         for (int i = 0; i < Layers.Count; i++)
         {
@@ -159,9 +161,21 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
 
     public string Spec => ArchitectureSpec.Format(Layers);
 
+    /// <summary>
+    /// Whether <see cref="Build"/> found every layer free and took them: until then (and when its checks refuse a layer
+    /// of another model's, a residual block's inner chain included) <see cref="Release"/> frees nothing, since the
+    /// layers may be another model's.
+    /// </summary>
+    private bool _claimed;
+
     /// <summary>Frees every layer's device memory (the owning model or residual block, when it is freed).</summary>
     public void Release()
     {
+        if (!_claimed)
+        {
+            return;
+        }
+
         foreach (var layer in Layers)
         {
             layer.Release();

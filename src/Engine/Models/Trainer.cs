@@ -489,8 +489,20 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         {
             if (!_buffers.TryGetValue(size, out var buffers))
             {
-                buffers = (backend.Allocate<float>(new Shape([size, .. model.InputShape.ToArray()])),
-                    backend.Allocate<int>([size]), backend.Allocate<float>([size, model.Classes]));
+                var x = backend.Allocate<float>(new Shape([size, .. model.InputShape.ToArray()]));
+                DeviceTensor<int>? y = null;
+                try
+                {
+                    y = backend.Allocate<int>([size]);
+                    buffers = (x, y, backend.Allocate<float>([size, model.Classes]));
+                }
+                catch
+                {
+                    x.Dispose(); // out of device memory part-way: keep nothing the buffers would not free
+                    y?.Dispose();
+                    throw;
+                }
+
                 _buffers[size] = buffers;
             }
 

@@ -32,11 +32,15 @@ public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int See
     /// </summary>
     public float LearningRateAt(float baseRate, int epoch, int step = int.MaxValue)
     {
-        // What the schedules divide by (Fit validates all options; a direct caller gets the same errors, not a
-        // DivideByZeroException or NaN).
-        Checks.Positive("Training", "epochs", Epochs);
-        Checks.Positive("Training", "step size", StepSize);
+        // Fit validates the options before it asks; a direct caller gets the same errors, not a DivideByZeroException,
+        // NaN or a negative rate (allocation-free unless it throws: the trainer asks every batch).
+        Validate();
         Checks.Positive("LearningRateAt", nameof(epoch), epoch);
+        if (step < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(step), step, $"LearningRateAt: step must be ≥ 0, got {step}.");
+        }
+
         double factor = Schedule switch
         {
             LearningRateSchedule.Cosine => 0.5 * (1 + Math.Cos(Math.PI * (epoch - 1) / Epochs)),

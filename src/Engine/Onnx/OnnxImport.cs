@@ -484,8 +484,16 @@ public static partial class OnnxModel
                 case "Relu":
                 case "Sigmoid":
                 case "Tanh":
-                case "Gelu":
+                    Allow(node);
                     return node.OpType.ToLowerInvariant();
+                case "Gelu":
+                {
+                    // Opset 20's Gelu may be the tanh approximation (PyTorch's GELU(approximate='tanh')): refused, not read
+                    // as the exact erf form, which differs from it by up to 5e-4.
+                    Allow(node, "approximate");
+                    string approximate = node.Attribute.FirstOrDefault(a => a.Name == "approximate")?.S.ToStringUtf8() ?? "none";
+                    return approximate == "none" ? "gelu" : throw Error(node, $"approximate='{approximate}' is not supported (only the exact GELU, 'none')");
+                }
                 case "LeakyRelu":
                     Allow(node, "alpha");
                     return Text($"leakyrelu({Float(node, "alpha", 0.01f).ToString("R", CultureInfo.InvariantCulture)})");

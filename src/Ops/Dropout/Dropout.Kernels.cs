@@ -30,7 +30,7 @@ public static class CounterRandom
 /// <summary>The ILGPU kernel of <c>Backend.Dropout</c> (compiled into GpuCnn.Kernels; see src/Ops/README.md).</summary>
 internal static class DropoutKernels
 {
-    /// <summary>y = x·scale where uniform(key, first + i) ≥ p, else 0 (scale = 1/(1 − p)); y may be x.</summary>
+    /// <summary>y = x·m, m = scale where uniform(key, first + i) ≥ p, else 0 (scale = 1/(1 − p)): a dropped NaN or ±∞ gives NaN, as in PyTorch; y may be x.</summary>
     public static void Dropout(Index1D i, ArrayView<float> x, ArrayView<float> y, float p, float scale, uint key, uint first) =>
-        y[i] = CounterRandom.Uniform(key, first + (uint)i.X) >= p ? x[i] * scale : 0f;
+        y[i] = x[i] * (CounterRandom.Uniform(key, first + (uint)i.X) >= p ? scale : 0f);
 }
