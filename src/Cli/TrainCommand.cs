@@ -244,11 +244,25 @@ internal static class TrainCommand
         if (settings.Init is not null)
         {
             string initPath = CommonOptions.ExistingFile("--init", settings.Init);
-            var weights = initPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
-                ? Onnx.OnnxModel.StateDict(Onnx.OnnxModel.Read(initPath), model)
-                : Safetensors.Read(initPath).Tensors;
+            IReadOnlyDictionary<string, Tensor> weights;
+            ChannelNormalization? trainedWith;
+            if (initPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+            {
+                var onnx = Onnx.OnnxModel.Read(initPath);
+                (weights, trainedWith) = (Onnx.OnnxModel.StateDict(onnx, model), onnx.Normalization);
+            }
+            else
+            {
+                var file = Safetensors.Read(initPath);
+                weights = file.Tensors;
+                trainedWith = file.Metadata.GetValueOrDefault("normalize") is { } normalize
+                    ? ChannelNormalization.Parse(normalize, sample[0])
+                    : null;
+            }
+
             ModelFile.RequireFiniteWeights(weights, initPath);
             model.LoadStateDict(weights);
+            AdoptNormalization(io, model, trainedWith, initPath, writes);
         }
 
         using Optimizer optimizer = settings.Optimizer == "sgd"
@@ -259,12 +273,18 @@ internal static class TrainCommand
             StepSize: settings.StepSize, Gamma: settings.Gamma, WarmupSteps: settings.Warmup, LabelSmoothing: settings.LabelSmoothing,
             Augment: settings.Augment, ClipGradNorm: settings.ClipGradNorm), ranks);
 
-        var checkpointSettings = CheckpointSettings(settings, train);
+        var checkpointSettings = CheckpointSettings(settings, train, model.Normalization);
         TrainingState? start = null;
         if (settings.Resume is not null)
         {
             start = CheckpointFile.Restore(CommonOptions.ExistingFile("--resume", settings.Resume), model, optimizer, checkpointSettings,
                 SettingsAddedLater);
+            if (Trainer.LastEpochNeeded(start) > settings.Epochs)
+            {
+                throw new UsageException($"--resume '{settings.Resume}' is {Trainer.Describe(start)}, past --epochs {settings.Epochs}: nothing is left to train. " +
+                    $"Give --epochs {Trainer.LastEpochNeeded(start)} to write its model, more to train on.");
+            }
+
             io.Error.WriteLine($"resuming from {settings.Resume}: epoch {start.Epoch}, after batch {start.Batch}");
             if (start.WrittenOn is { } writtenOn && writtenOn != CheckpointFile.DeviceOf(backend))
             {
@@ -344,7 +364,36 @@ internal static class TrainCommand
     private static readonly Dictionary<string, string> SettingsAddedLater = new(StringComparer.Ordinal) { ["clip_grad_norm"] = "-" };
 
     /// <summary>What a resumed run must share with the run that wrote the checkpoint, for a bitwise continuation.</summary>
-    private static Dictionary<string, string> CheckpointSettings(TrainSettings s, Dataset train)
+    /// <summary>
+    /// The weights of --init were trained on inputs normalised as <paramref name="trainedWith"/>: without --normalize the
+    /// run takes that normalisation (and the model it writes keeps it — fine-tuning in place had dropped it, and with it
+    /// what eval and predict feed the model); a --normalize that differs is used, with a warning.
+    /// </summary>
+    private static void AdoptNormalization(CliIo io, Sequential model, ChannelNormalization? trainedWith, string initPath, bool writes)
+    {
+        if (trainedWith is null || trainedWith.Equals(model.Normalization))
+        {
+            return;
+        }
+
+        if (model.Normalization is { } given)
+        {
+            if (writes)
+            {
+                io.Error.WriteLine($"warning: --normalize {given} differs from {trainedWith}, which the weights of --init '{initPath}' were trained with; training uses {given}.");
+            }
+
+            return;
+        }
+
+        model.Normalization = trainedWith;
+        if (writes)
+        {
+            io.Error.WriteLine($"note: --init '{initPath}' was trained on inputs normalised by {trainedWith}; this run normalises them so too.");
+        }
+    }
+
+    private static Dictionary<string, string> CheckpointSettings(TrainSettings s, Dataset train, ChannelNormalization? normalization)
     {
         var c = CultureInfo.InvariantCulture;
         return new Dictionary<string, string>
@@ -362,7 +411,7 @@ internal static class TrainCommand
             ["label_smoothing"] = s.LabelSmoothing.ToString("R", c),
             ["clip_grad_norm"] = s.ClipGradNorm?.ToString("R", c) ?? "-",
             ["augment"] = s.Augment?.ToString() ?? "-",
-            ["normalize"] = s.Normalize is null ? "-" : ChannelNormalization.Parse(s.Normalize, train.Images.Shape[1]).ToString(), // canonical: "0.1, 0.2" resumes "0.1,0.2"
+            ["normalize"] = normalization?.ToString() ?? "-", // the model's, canonical ("0.1, 0.2" resumes "0.1,0.2"), taken from --init's file where it came from there
             ["train_samples"] = train.Count.ToString(c),
         };
     }

@@ -467,6 +467,14 @@ public abstract partial class Backend : IDisposable
             throw new ArgumentOutOfRangeException(nameof(offset), offset, $"{op}: rows {offset}…{offset + rows} lie outside the {indices.Length} indices.");
         }
 
+        // An in-place gather (a shuffle) would read rows it has already overwritten on the host, and race on a GPU.
+        string? shared = destination.SharesStorageWith(source) ? nameof(source)
+            : destination is DeviceTensor<int> written && written.SharesStorageWith(indices) ? nameof(indices) : null;
+        if (shared is not null)
+        {
+            throw new ArgumentException($"{op}: destination shares storage with {shared}, which it reads while destination is written; give destination a tensor of its own.", nameof(destination));
+        }
+
         GatherRowsCore(source, indices, offset, destination, rows, rowLength);
     }
 

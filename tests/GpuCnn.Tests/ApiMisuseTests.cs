@@ -288,6 +288,14 @@ public sealed class ApiMisuseTests
         Assert.Equal([5f, 6f, 7f, 8f], backend.DownloadArray(b));
         Assert.Equal([9f, 10f, 11f, 12f], backend.DownloadArray(c));
 
+        // A gather in place (a shuffle) would read rows it had overwritten.
+        using var order = backend.Upload<int>([2], [1, 0]);
+        Assert.StartsWith("GatherRows: destination shares storage with source", Assert.Throws<ArgumentException>(
+            () => backend.GatherRows(a, order, 0, a.View([2, 2]))).Message, StringComparison.Ordinal);
+        Assert.StartsWith("GatherRows: destination shares storage with indices", Assert.Throws<ArgumentException>(
+            () => backend.GatherRows(labels, order, 0, order)).Message, StringComparison.Ordinal);
+        Assert.Equal([1f, 2f, 3f, 4f], backend.DownloadArray(a));
+
         // A crop reads the neighbours of what it writes: a view of x is x.
         Assert.StartsWith("RandomCropFlip: y shares storage with x", Assert.Throws<ArgumentException>(
             () => backend.RandomCropFlip(x, x.View([1, 1, 3, 3]), 1, true, 7u)).Message, StringComparison.Ordinal);
@@ -347,6 +355,34 @@ public sealed class ApiMisuseTests
         backend.Upload<int>(bad, switches);
         Assert.StartsWith("MaxPool2dBackward: switches[3,6,1,1] = 1024 is not an element of its 32x32 plane",
             Assert.Throws<ArgumentException>(() => backend.MaxPool2dBackward(g, dy, switches, dx)).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_convolution_whose_column_matrix_passes_int_is_refused_on_the_cpu_backend_not_written_past()
+    {
+        // Every tensor is small (9·500·500 inputs, 31·31·9 weights), but no direct, blocked, Winograd or filter-vector
+        // kernel takes a 31 × 31 layer of 9 channels and one filter, so it goes by im2col: C·R·S·P·Q = 2,162,250,000
+        // column floats, an int product that had wrapped negative, reserved no scratch, and written past an empty array.
+        using var backend = new CpuBackend();
+        var g = new Conv2dGeometry(1, 9, 500, 500, 1, 31, 31, PadH: 15, PadW: 15);
+        using var x = backend.Allocate<float>([1, 9, 500, 500]);
+        using var w = backend.Allocate<float>([1, 9, 31, 31]);
+        using var y = backend.Allocate<float>([1, 1, 500, 500]);
+        backend.Fill(x, 1f);
+        backend.Fill(w, 1f);
+        Assert.Equal("convolution: the column matrix of one image would hold 2162250000 elements, more than 2147483647. (Parameter 'column matrix of one image')",
+            Assert.Throws<ArgumentException>(() => backend.Conv2dForward(g, x, w, null, y)).Message);
+
+        // Its backward data runs as a forward convolution of one channel (direct); at stride 2 and 36 channels it goes
+        // by GEMM and col2im, whose columns (36·31·31 × 250·250) pass int the same way.
+        var strided = new Conv2dGeometry(1, 36, 500, 500, 1, 31, 31, StrideH: 2, StrideW: 2, PadH: 15, PadW: 15);
+        using var dy = backend.Allocate<float>([1, 1, 250, 250]);
+        using var wide = backend.Allocate<float>([1, 36, 31, 31]);
+        using var dx = backend.Allocate<float>([1, 36, 500, 500]);
+        backend.Fill(dy, 1f);
+        backend.Fill(wide, 1f);
+        Assert.StartsWith("convolution: the column matrix of one image would hold 2162250000 elements",
+            Assert.Throws<ArgumentException>(() => backend.Conv2dBackwardData(strided, dy, wide, dx)).Message, StringComparison.Ordinal);
     }
 
     [Fact]

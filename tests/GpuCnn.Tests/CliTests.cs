@@ -374,6 +374,29 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void Init_takes_the_normalisation_its_weights_were_trained_with_and_fine_tuning_in_place_keeps_it()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 16, 1);
+        string model = temp.File("m.safetensors");
+        string[] train = ["train", "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "conv(2,3),relu,flatten,dense(4)",
+            "--epochs", "1", "--batch-size", "8", "--device", "cpu"];
+        Assert.Equal(0, CliRunner.Run([.. train, "--normalize", "0.25,2", "--out", model]).ExitCode);
+
+        // In place without --normalize: the file's normalisation is taken, said, and written again (it had been dropped).
+        var again = CliRunner.Run([.. train, "--init", model, "--out", model]);
+        Assert.True(again.ExitCode == 0, again.Error);
+        Assert.Contains($"note: --init '{model}' was trained on inputs normalised by 0.25,2; this run normalises them so too.", again.Error, StringComparison.Ordinal);
+        Assert.Equal("0.25,2", Safetensors.Read(model).Metadata["normalize"]);
+
+        // Another --normalize is this run's choice: used, with a warning.
+        var other = CliRunner.Run([.. train, "--init", model, "--normalize", "0,1", "--out", temp.File("n.safetensors")]);
+        Assert.True(other.ExitCode == 0, other.Error);
+        Assert.Contains("warning: --normalize 0,1 differs from 0.25,2, which the weights of --init", other.Error, StringComparison.Ordinal);
+        Assert.Equal("0,1", Safetensors.Read(temp.File("n.safetensors")).Metadata["normalize"]);
+    }
+
+    [Fact]
     public void Labels_outside_the_class_count_and_count_mismatches_are_refused()
     {
         using var temp = Fixtures.TempFolder();

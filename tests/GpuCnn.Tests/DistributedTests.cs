@@ -104,6 +104,58 @@ public sealed class DistributedTests
     }
 
     /// <summary>
+    /// 35 samples in global batches of 16 leave a last batch of 3: split 2 + 1, the rank with one sample had stopped the
+    /// run in batch norm after a dense layer (one value per channel) at the end of epoch 1, where one process trains the
+    /// batch of 3. A partial batch now goes to as many ranks as can take two samples each.
+    /// </summary>
+    [Fact]
+    public void A_last_partial_batch_gives_no_rank_a_single_sample()
+    {
+        var data = TrainingTests.QuadrantData(35, seed: 5);
+        var ranks = ThreadCommunicator.Create(2);
+        var states = new Dictionary<string, float[]>[2];
+        Parallel.For(0, 2, new ParallelOptions { MaxDegreeOfParallelism = 2 }, rank =>
+        {
+            using var backend = new GpuCnn.Cpu.Fast.CpuBackend(1, GpuCnn.Cpu.Fast.Simd.Best);
+            using var model = GpuCnn.Models.Sequential.Create("conv(4,3,pad=1),relu,flatten,dense(8),batchnorm,relu,dense(4)", [1, 8, 8], backend, seed: 4);
+            using var sgd = new GpuCnn.Models.Sgd(backend, model.NamedParameters(), new GpuCnn.SgdOptions(0.1f, 0.9f));
+            new GpuCnn.Models.Trainer(model, sgd, new GpuCnn.Models.TrainingOptions(2, 16, Seed: 1), ranks[rank]).Fit(data);
+            states[rank] = model.StateDict().ToDictionary(p => p.Key, p => p.Value.Data);
+        });
+
+        foreach (var (key, values) in states[0])
+        {
+            Assert.True(values.All(float.IsFinite), key);
+            TensorAssert.Identical<float>(values, states[1][key], key);
+        }
+
+        Assert.Equal(6f, states[0]["4.num_batches_tracked"][0]); // three batches an epoch, the last one on rank 0 alone
+    }
+
+    /// <summary>
+    /// A NaN in rank 1's share of batch 2 makes that batch's loss NaN there only: every rank must stop naming batch 2
+    /// (rank 0's own record, none, had been reported as "batch 0").
+    /// </summary>
+    [Fact]
+    public void A_divergence_on_one_rank_is_named_by_its_batch_on_every_rank()
+    {
+        var data = TrainingTests.QuadrantData(32, seed: 6);
+        data.Images.Data[(27 * 64) + 5] = float.NaN; // sample 27: batch 2 (16…31), rank 1's half (24…31)
+        var ranks = ThreadCommunicator.Create(2);
+        var stopped = new GpuCnn.Models.TrainingDivergedException?[2];
+        Parallel.For(0, 2, new ParallelOptions { MaxDegreeOfParallelism = 2 }, rank =>
+        {
+            using var backend = new GpuCnn.Cpu.Fast.CpuBackend(1, GpuCnn.Cpu.Fast.Simd.Best);
+            using var model = GpuCnn.Models.Sequential.Create("conv(2,3,pad=1),relu,flatten,dense(4)", [1, 8, 8], backend, seed: 4);
+            using var sgd = new GpuCnn.Models.Sgd(backend, model.NamedParameters(), new GpuCnn.SgdOptions(0.1f));
+            stopped[rank] = Assert.Throws<GpuCnn.Models.TrainingDivergedException>(
+                () => new GpuCnn.Models.Trainer(model, sgd, new GpuCnn.Models.TrainingOptions(1, 16, Seed: 1), ranks[rank]).Fit(data));
+        });
+
+        Assert.All(stopped, e => Assert.Equal((1, 2), (e!.Epoch, e.Batch)));
+    }
+
+    /// <summary>
     /// Dropout masks and augmentation crops are drawn by each sample's position in the global batch, so two ranks
     /// (threads) train as one process does with the same global batch, to float rounding; drawn by local position,
     /// sample i of every rank had shared one crop and mask and the weights differed in the first digits.

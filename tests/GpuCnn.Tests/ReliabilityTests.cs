@@ -32,6 +32,17 @@ public sealed class ReliabilityTests
         Assert.Single(resumed.Out.Split('\n'), l => l.StartsWith("epoch ", StringComparison.Ordinal)); // only epoch 2 ran
 
         AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
+
+        // The checkpoint is now after epoch 2: fewer --epochs would train nothing and write a model of more epochs than
+        // asked for (with an empty plot and metrics over the run's own); the same --epochs writes its model again.
+        var fewer = CliRunner.Run([.. common, "--epochs", "1", "--resume", temp.File("c.safetensors"), "--out", temp.File("fewer.safetensors")]);
+        Assert.Equal(2, fewer.ExitCode);
+        Assert.Equal($"error: --resume '{temp.File("c.safetensors")}' is after epoch 2, past --epochs 1: nothing is left to train. Give --epochs 2 to write its model, more to train on.",
+            fewer.ErrorLine);
+        Assert.False(File.Exists(temp.File("fewer.safetensors")));
+        var same = CliRunner.Run([.. common, "--epochs", "2", "--resume", temp.File("c.safetensors"), "--out", temp.File("again.safetensors")]);
+        Assert.True(same.ExitCode == 0, same.Error);
+        AssertSameWeights(temp.File("straight.safetensors"), temp.File("again.safetensors"));
     }
 
     [Fact]

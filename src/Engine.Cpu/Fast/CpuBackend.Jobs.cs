@@ -22,6 +22,17 @@ public sealed unsafe partial class CpuBackend
     /// conv1x1s2-64, 49 columns, ran at 10–20 % of the FMA peak), while every worker keeps two parts; 1 for the
     /// per-image route.
     /// </summary>
+    /// <summary>
+    /// A part's column matrix (C·R·S × images·P·Q floats), counted in long: past int's range — a 31 × 31 kernel over
+    /// 500 × 500 images of 9 channels makes 2.2·10⁹ — it is refused as the ILGPU backend refuses it, where the int
+    /// product had wrapped to a size the job then wrote past.
+    /// </summary>
+    private static int ScratchLength(long floats)
+    {
+        GeometryChecks.FitsInt("convolution", "column matrix of one image", floats);
+        return (int)floats;
+    }
+
     private static int ImagesPerProduct(in Conv2dGeometry g, int workers)
     {
         int plane = g.P * g.Q;
@@ -120,7 +131,7 @@ public sealed unsafe partial class CpuBackend
             _direct = !_blocked && (direct || DirectConvolution.SuitsForward(g));
             int width = (int)owner.Width;
             ScratchFloats = _imagesByFilterVectors ? FilterVectorConvolution.ScratchLength(g, owner.Width) : _blocked ? BlockedConvolution.ScratchLength(g, width) :
-                _direct ? DirectConvolution.ScratchLength(g, width) : IsPointwise(g) ? 0 : g.C * g.R * g.S * g.P * g.Q;
+                _direct ? DirectConvolution.ScratchLength(g, width) : IsPointwise(g) ? 0 : ScratchLength((long)g.C * g.R * g.S * g.P * g.Q);
             _images = 1;
             if (_winograd)
             {
@@ -330,7 +341,7 @@ public sealed unsafe partial class CpuBackend
         public int Parts => (_g.N + _images - 1) / _images;
 
         /// <summary>Floats of scratch each worker needs for one part: its column matrix (none for one image of a 1×1 layer).</summary>
-        public int ScratchFloats => IsPointwise(_g) && _images == 1 ? 0 : _g.C * _g.R * _g.S * _images * _g.P * _g.Q;
+        public int ScratchFloats { get; private set; }
 
         public void Set(in Conv2dGeometry g, float* dy, float* w, float* dx)
         {
@@ -339,6 +350,7 @@ public sealed unsafe partial class CpuBackend
             _w = w;
             _dx = dx;
             _images = ImagesPerProduct(g, owner._workers.Count);
+            ScratchFloats = IsPointwise(g) && _images == 1 ? 0 : ScratchLength((long)g.C * g.R * g.S * _images * g.P * g.Q);
         }
 
         /// <summary>

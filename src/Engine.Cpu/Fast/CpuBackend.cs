@@ -765,6 +765,13 @@ public sealed unsafe partial class CpuBackend : HostBackend
         private static float* Pin(ref float[] buffer, int length)
         {
             const int LineFloats = 16;
+            if ((uint)length > Array.MaxLength - LineFloats)
+            {
+                // Lengths are counted in long and checked where they are made; a negative or huge one here would have
+                // returned a short buffer for the caller to write past.
+                throw new ArgumentOutOfRangeException(nameof(length), length, $"CPU backend: a scratch buffer of {length} floats cannot be made.");
+            }
+
             if (buffer.Length < length + LineFloats)
             {
                 buffer = GC.AllocateUninitializedArray<float>(length + LineFloats, pinned: true);

@@ -87,7 +87,13 @@ internal static unsafe partial class WinogradConvolution
     public static int FilterPanels(in Conv2dGeometry g) => PaddedFilters(g) / PackedGemm.MR;
 
     /// <summary>Floats of the transformed filters: 16 matrices of K (rounded up to whole micro-kernel panels) × C.</summary>
-    public static int TransformedWeightsLength(in Conv2dGeometry g) => Points * PaddedFilters(g) * g.C;
+    public static int TransformedWeightsLength(in Conv2dGeometry g)
+    {
+        // 16/9 of the weights' size, which only the weights' own limit bounds: counted in long.
+        long floats = (long)Points * PaddedFilters(g) * g.C;
+        GeometryChecks.FitsInt("convolution", "Winograd-transformed weights", floats);
+        return (int)floats;
+    }
 
     /// <summary>Floats of scratch one image needs (see <see cref="Layout"/>).</summary>
     public static int ScratchLength(in Conv2dGeometry g, SimdWidth width) => new Layout(g, (int)width).ScratchLength;

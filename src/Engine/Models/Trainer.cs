@@ -95,6 +95,12 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             throw new ArgumentException($"Fit: resume state (epoch {state.Epoch}, batch {state.Batch}) does not fit {batchCount} batches per epoch.", nameof(resume));
         }
 
+        if (LastEpochNeeded(state) > Options.Epochs)
+        {
+            // Nothing would train, and the caller would take a model of more epochs than it asked for as its result.
+            throw new ArgumentException($"Fit: the resume state is {Describe(state)}, past the {Options.Epochs} epoch(s) asked for.", nameof(resume));
+        }
+
         var backend = Model.Backend;
         var history = new List<EpochMetrics>();
         using var data = new DeviceDataset(backend, train);
@@ -144,6 +150,15 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                             Options.Augment, Kernels.CounterRandom.Derive(key, 2), begin - start);
                         Model.Backward(dlogits);
                     }
+                    else
+                    {
+                        // No samples here this step (a partial batch's share): the ranks that had some counted it in
+                        // their batch norms' num_batches_tracked, as one process would; every rank keeps the same state.
+                        foreach (var (_, counter) in Model.NamedCounters())
+                        {
+                            counter.Value++;
+                        }
+                    }
 
                     ranked?.SumGradients(count > 0 ? (float)count / size : 0f);
                     local += count;
@@ -167,7 +182,9 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     throw new TrainingDivergedException(epoch, spoiled, Optimizer.LearningRate, buffer: !Model.NamedParameters().Any(p => p.Key == spoiled));
                 }
 
-                var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize, testData, batches, metrics, loss, Communicator);
+                // Each rank evaluates its share of the test set in chunks of its training share (the global batch over
+                // the ranks): chunks of the global batch had needed N times the activations training fitted in.
+                var evaluation = testData is null ? null : Evaluate(Model, Options.BatchSize / ranks, testData, batches, metrics, loss, Communicator);
                 var result = new EpochMetrics(epoch, (double)sums.LossSum / train.Count, (double)sums.Correct / train.Count, evaluation?.Loss,
                     evaluation?.Accuracy, clock.Elapsed, evaluation);
                 history.Add(result);
@@ -357,12 +374,21 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
 
         /// <summary>
         /// This rank's contiguous share [begin, begin + count) of the global batch [start, start + size), rounded so that
-        /// rank 0 has samples whenever the batch has any (its running statistics are the ones broadcast).
+        /// rank 0 has samples whenever the batch has any (its running statistics are the ones broadcast). A whole batch
+        /// splits evenly; the epoch's last, partial one over as many ranks as can each take two samples or more — a
+        /// share of one would stop training in batch norm after a dense layer ("more than one value per channel"),
+        /// which one process training the same batch does not meet; the other ranks take none.
         /// </summary>
         public (int Begin, int Count) Share(int start, int size)
         {
-            int begin = start + (int)(((long)size * _ranks.Rank + _ranks.Size - 1) / _ranks.Size);
-            int end = start + (int)(((long)size * (_ranks.Rank + 1) + _ranks.Size - 1) / _ranks.Size);
+            int ranks = size % _ranks.Size == 0 ? _ranks.Size : Math.Clamp(size / 2, 1, _ranks.Size);
+            if (_ranks.Rank >= ranks)
+            {
+                return (start + size, 0);
+            }
+
+            int begin = start + (int)(((long)size * _ranks.Rank + ranks - 1) / ranks);
+            int end = start + (int)(((long)size * (_ranks.Rank + 1) + ranks - 1) / ranks);
             return (begin, end - begin);
         }
 
@@ -406,12 +432,25 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             backend.CopyFromFlat(device, _bufferList);
         }
 
-        /// <summary>The epoch's loss and correct sums over the ranks; diverged if any rank diverged.</summary>
+        /// <summary>
+        /// The epoch's loss and correct sums over the ranks; diverged at the first batch any rank diverged at (a slot per
+        /// rank for it: the reduction only sums).
+        /// </summary>
         public RunningMetrics.Sums Sum(RunningMetrics.Sums local)
         {
-            float[] all = [local.LossSum, local.Correct, local.DivergedAtBatch is null ? 0f : 1f];
+            var all = new float[2 + _ranks.Size];
+            (all[0], all[1], all[2 + _ranks.Rank]) = (local.LossSum, local.Correct, local.DivergedAtBatch ?? 0);
             _ranks.AllReduceSum(all);
-            return new RunningMetrics.Sums(all[0], all[1], all[2] > 0f ? local.DivergedAtBatch ?? 0 : null);
+            int? first = null;
+            for (int r = 0; r < _ranks.Size; r++)
+            {
+                if (all[2 + r] > 0f && (first is null || all[2 + r] < first))
+                {
+                    first = (int)all[2 + r];
+                }
+            }
+
+            return new RunningMetrics.Sums(all[0], all[1], first);
         }
 
         public void Dispose()
@@ -428,6 +467,13 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             public DeviceTensor<float>? Device { get; } = length > 0 ? backend.Allocate<float>([length]) : null;
         }
     }
+
+    /// <summary>The last epoch a run resumed from <paramref name="state"/> has trained in: its epoch when inside it, the one before at its start.</summary>
+    internal static int LastEpochNeeded(TrainingState state) => state.Batch > 0 ? state.Epoch : state.Epoch - 1;
+
+    /// <summary>"epoch 3 after batch 5" or "after epoch 8".</summary>
+    internal static string Describe(TrainingState state) =>
+        state.Batch > 0 ? $"epoch {state.Epoch} after batch {state.Batch}" : $"after epoch {state.Epoch - 1}";
 
     /// <summary>A dataset resident on the device, plus the sample order (in file order until training shuffles it).</summary>
     private sealed class DeviceDataset : IDisposable

@@ -30,7 +30,7 @@ public sealed class ThreadCommunicator : ICommunicator
     public void AllReduceSum(float[] values)
     {
         _shared.Slots[Rank] = (float[])values.Clone();
-        _shared.Barrier.SignalAndWait();
+        Wait();
         Array.Clear(values);
         foreach (float[] part in _shared.Slots)
         {
@@ -40,7 +40,7 @@ public sealed class ThreadCommunicator : ICommunicator
             }
         }
 
-        _shared.Barrier.SignalAndWait();
+        Wait();
     }
 
     public void Broadcast(float[] values, int root)
@@ -50,13 +50,25 @@ public sealed class ThreadCommunicator : ICommunicator
             _shared.Slots[root] = (float[])values.Clone();
         }
 
-        _shared.Barrier.SignalAndWait();
+        Wait();
         _shared.Slots[root].CopyTo(values, 0);
-        _shared.Barrier.SignalAndWait();
+        Wait();
     }
 
     public void Dispose()
     {
+    }
+
+    /// <summary>
+    /// Waits for every rank, for a bounded time: a rank that threw never arrives, and a test must then fail rather than
+    /// hang the run (as MPI's ranks stop within a bounded time when one dies).
+    /// </summary>
+    private void Wait()
+    {
+        if (!_shared.Barrier.SignalAndWait(TimeSpan.FromSeconds(120)))
+        {
+            throw new TimeoutException($"ThreadCommunicator: rank {Rank} waited 120 s for the other ranks; one of them stopped or hangs.");
+        }
     }
 
     private sealed class Shared(int size)
