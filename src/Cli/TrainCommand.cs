@@ -245,7 +245,8 @@ internal static class TrainCommand
         {
             string initPath = CommonOptions.ExistingFile("--init", settings.Init);
             IReadOnlyDictionary<string, Tensor> weights;
-            ChannelNormalization? trainedWith;
+            ChannelNormalization? trainedWith = null;
+            string? recorded = null;
             if (initPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
             {
                 var onnx = Onnx.OnnxModel.Read(initPath);
@@ -254,15 +255,17 @@ internal static class TrainCommand
             else
             {
                 var file = Safetensors.Read(initPath);
-                weights = file.Tensors;
-                trainedWith = file.Metadata.GetValueOrDefault("normalize") is { } normalize
-                    ? ChannelNormalization.Parse(normalize, sample[0])
-                    : null;
+                (weights, recorded) = (file.Tensors, file.Metadata.GetValueOrDefault("normalize"));
             }
 
             ModelFile.RequireFiniteWeights(weights, initPath);
-            model.LoadStateDict(weights);
-            AdoptNormalization(io, model, trainedWith, initPath, writes);
+            model.LoadStateDict(weights); // first: weights that do not fit say so before their metadata is read
+            if (recorded is not null)
+            {
+                trainedWith = FileNormalization(recorded, sample[0], "--init", initPath);
+            }
+
+            AdoptNormalization(io, model, trainedWith, "the weights of --init", initPath, writes);
         }
 
         using Optimizer optimizer = settings.Optimizer == "sgd"
@@ -273,8 +276,16 @@ internal static class TrainCommand
             StepSize: settings.StepSize, Gamma: settings.Gamma, WarmupSteps: settings.Warmup, LabelSmoothing: settings.LabelSmoothing,
             Augment: settings.Augment, ClipGradNorm: settings.ClipGradNorm), ranks);
 
-        var checkpointSettings = CheckpointSettings(settings, train, model.Normalization);
         TrainingState? start = null;
+        if (settings.Resume is not null && model.Normalization is null &&
+            Safetensors.Read(CommonOptions.ExistingFile("--resume", settings.Resume)).Metadata.GetValueOrDefault("normalize") is { } resumed and not "-")
+        {
+            // The run it continues normalised its inputs (by --normalize, or as its --init file's weights had been, and
+            // --init cannot be given again with --resume): so does this one.
+            AdoptNormalization(io, model, FileNormalization(resumed, sample[0], "--resume", settings.Resume), "the checkpoint of --resume", settings.Resume, writes);
+        }
+
+        var checkpointSettings = CheckpointSettings(settings, train, model.Normalization);
         if (settings.Resume is not null)
         {
             start = CheckpointFile.Restore(CommonOptions.ExistingFile("--resume", settings.Resume), model, optimizer, checkpointSettings,
@@ -282,7 +293,7 @@ internal static class TrainCommand
             if (Trainer.LastEpochNeeded(start) > settings.Epochs)
             {
                 throw new UsageException($"--resume '{settings.Resume}' is {Trainer.Describe(start)}, past --epochs {settings.Epochs}: nothing is left to train. " +
-                    $"Give --epochs {Trainer.LastEpochNeeded(start)} to write its model, more to train on.");
+                    $"Give --epochs {Trainer.LastEpochNeeded(start)} to {(start.Batch > 0 ? "finish its epoch and " : "")}write its model, more to train on.");
             }
 
             io.Error.WriteLine($"resuming from {settings.Resume}: epoch {start.Epoch}, after batch {start.Batch}");
@@ -350,7 +361,8 @@ internal static class TrainCommand
         CommonOptions.WriteOutput("--out (its plot)", stem + ".png", () => TrainingPlot.Write(stem + ".png", history));
         // The last epoch already evaluated the final weights; a run resumed past its last epoch has no such epoch.
         Evaluation? final = test is null ? null : history.Count > 0 ? history[^1].Test : Trainer.Evaluate(model, test, settings.BatchSize);
-        CommonOptions.WriteOutput("--out (its metrics)", stem + ".metrics.json", () => MetricsFile.Write(stem + ".metrics.json", settings, backend, history, final));
+        CommonOptions.WriteOutput("--out (its metrics)", stem + ".metrics.json", () => MetricsFile.Write(stem + ".metrics.json",
+            settings with { Normalize = model.Normalization?.ToString() }, backend, history, final)); // the normalisation used, wherever it came from
         io.Out.WriteLine($"wrote {settings.Out}, {stem}.png, {stem}.metrics.json");
         if (final is not null)
         {
@@ -363,13 +375,12 @@ internal static class TrainCommand
     /// <summary>Settings checkpoints did not always record, with the value the runs that wrote them had.</summary>
     private static readonly Dictionary<string, string> SettingsAddedLater = new(StringComparer.Ordinal) { ["clip_grad_norm"] = "-" };
 
-    /// <summary>What a resumed run must share with the run that wrote the checkpoint, for a bitwise continuation.</summary>
     /// <summary>
     /// The weights of --init were trained on inputs normalised as <paramref name="trainedWith"/>: without --normalize the
     /// run takes that normalisation (and the model it writes keeps it — fine-tuning in place had dropped it, and with it
     /// what eval and predict feed the model); a --normalize that differs is used, with a warning.
     /// </summary>
-    private static void AdoptNormalization(CliIo io, Sequential model, ChannelNormalization? trainedWith, string initPath, bool writes)
+    private static void AdoptNormalization(CliIo io, Sequential model, ChannelNormalization? trainedWith, string what, string path, bool writes)
     {
         if (trainedWith is null || trainedWith.Equals(model.Normalization))
         {
@@ -380,7 +391,7 @@ internal static class TrainCommand
         {
             if (writes)
             {
-                io.Error.WriteLine($"warning: --normalize {given} differs from {trainedWith}, which the weights of --init '{initPath}' were trained with; training uses {given}.");
+                io.Error.WriteLine($"warning: --normalize {given} differs from {trainedWith}, which {what} '{path}' were trained with; training uses {given}.");
             }
 
             return;
@@ -389,10 +400,24 @@ internal static class TrainCommand
         model.Normalization = trainedWith;
         if (writes)
         {
-            io.Error.WriteLine($"note: --init '{initPath}' was trained on inputs normalised by {trainedWith}; this run normalises them so too.");
+            io.Error.WriteLine($"note: {what} '{path}' were trained on inputs normalised by {trainedWith}; this run normalises them so too.");
         }
     }
 
+    /// <summary>A file's recorded normalisation for <paramref name="channels"/> inputs; one that does not fit names the option and file.</summary>
+    private static ChannelNormalization FileNormalization(string text, int channels, string option, string path)
+    {
+        try
+        {
+            return ChannelNormalization.Parse(text, channels);
+        }
+        catch (ArgumentException e)
+        {
+            throw new FileFormatException($"{option} '{path}': its recorded normalisation does not fit these {channels}-channel inputs: {e.Message}", e);
+        }
+    }
+
+    /// <summary>What a resumed run must share with the run that wrote the checkpoint, for a bitwise continuation.</summary>
     private static Dictionary<string, string> CheckpointSettings(TrainSettings s, Dataset train, ChannelNormalization? normalization)
     {
         var c = CultureInfo.InvariantCulture;

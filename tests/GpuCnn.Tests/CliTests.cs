@@ -386,7 +386,7 @@ public sealed partial class CliTests
         // In place without --normalize: the file's normalisation is taken, said, and written again (it had been dropped).
         var again = CliRunner.Run([.. train, "--init", model, "--out", model]);
         Assert.True(again.ExitCode == 0, again.Error);
-        Assert.Contains($"note: --init '{model}' was trained on inputs normalised by 0.25,2; this run normalises them so too.", again.Error, StringComparison.Ordinal);
+        Assert.Contains($"note: the weights of --init '{model}' were trained on inputs normalised by 0.25,2; this run normalises them so too.", again.Error, StringComparison.Ordinal);
         Assert.Equal("0.25,2", Safetensors.Read(model).Metadata["normalize"]);
 
         // Another --normalize is this run's choice: used, with a warning.
@@ -394,6 +394,14 @@ public sealed partial class CliTests
         Assert.True(other.ExitCode == 0, other.Error);
         Assert.Contains("warning: --normalize 0,1 differs from 0.25,2, which the weights of --init", other.Error, StringComparison.Ordinal);
         Assert.Equal("0,1", Safetensors.Read(temp.File("n.safetensors")).Metadata["normalize"]);
+
+        // Resumed (where --init may not be given again), the run normalises as the one it continues did.
+        Assert.Equal(0, CliRunner.Run([.. train, "--init", model, "--checkpoint", temp.File("c.safetensors"), "--out", temp.File("first.safetensors")]).ExitCode);
+        var resumed = CliRunner.Run([.. train[..7], "--epochs", "2", .. train[9..], "--resume", temp.File("c.safetensors"), "--out", temp.File("resumed.safetensors")]);
+        Assert.True(resumed.ExitCode == 0, resumed.Error);
+        Assert.Contains($"note: the checkpoint of --resume '{temp.File("c.safetensors")}' were trained on inputs normalised by 0.25,2", resumed.Error, StringComparison.Ordinal);
+        Assert.Equal("0.25,2", Safetensors.Read(temp.File("resumed.safetensors")).Metadata["normalize"]);
+        Assert.Contains("\"normalize\": \"0.25,2\"", File.ReadAllText(temp.File("resumed.metrics.json")), StringComparison.Ordinal);
     }
 
     [Fact]

@@ -17,12 +17,6 @@ public sealed unsafe partial class CpuBackend
         g.R == 1 && g.S == 1 && g.StrideH == 1 && g.StrideW == 1 && g.PadH == 0 && g.PadW == 0;
 
     /// <summary>
-    /// Images per product for a layer's forward or backward-data run by GEMM: enough for about 256 columns, where one
-    /// image's P·Q is fewer (a narrow product per image spends its time packing the filters and storing edge tiles:
-    /// conv1x1s2-64, 49 columns, ran at 10–20 % of the FMA peak), while every worker keeps two parts; 1 for the
-    /// per-image route.
-    /// </summary>
-    /// <summary>
     /// A part's column matrix (C·R·S × images·P·Q floats), counted in long: past int's range — a 31 × 31 kernel over
     /// 500 × 500 images of 9 channels makes 2.2·10⁹ — it is refused as the ILGPU backend refuses it, where the int
     /// product had wrapped to a size the job then wrote past.
@@ -33,6 +27,12 @@ public sealed unsafe partial class CpuBackend
         return (int)floats;
     }
 
+    /// <summary>
+    /// Images per product for a layer's forward or backward-data run by GEMM: enough for about 256 columns, where one
+    /// image's P·Q is fewer (a narrow product per image spends its time packing the filters and storing edge tiles:
+    /// conv1x1s2-64, 49 columns, ran at 10–20 % of the FMA peak), while every worker keeps two parts; 1 for the
+    /// per-image route.
+    /// </summary>
     private static int ImagesPerProduct(in Conv2dGeometry g, int workers)
     {
         int plane = g.P * g.Q;

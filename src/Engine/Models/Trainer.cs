@@ -138,7 +138,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch, Optimizer.StepCount); // a field: no allocation
 
                     int start = b * Options.BatchSize, size = Math.Min(Options.BatchSize, train.Count - start);
-                    var (begin, count) = ranked is null ? (start, size) : ranked.Share(start, size);
+                    var (begin, count) = ranked is null ? (start, size) : ranked.Share(start, size, whole: size == Options.BatchSize);
                     // Dropout and augmentation draw by position in the global batch: a rank's share draws what one
                     // process would for those samples.
                     uint key = BatchKey(epoch, b);
@@ -379,9 +379,9 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         /// share of one would stop training in batch norm after a dense layer ("more than one value per channel"),
         /// which one process training the same batch does not meet; the other ranks take none.
         /// </summary>
-        public (int Begin, int Count) Share(int start, int size)
+        public (int Begin, int Count) Share(int start, int size, bool whole)
         {
-            int ranks = size % _ranks.Size == 0 ? _ranks.Size : Math.Clamp(size / 2, 1, _ranks.Size);
+            int ranks = whole ? _ranks.Size : Math.Clamp(size / 2, 1, _ranks.Size);
             if (_ranks.Rank >= ranks)
             {
                 return (start + size, 0);
