@@ -364,23 +364,26 @@ public sealed class ApiMisuseTests
         // kernel takes a 31 × 31 layer of 9 channels and one filter, so it goes by im2col: C·R·S·P·Q = 2,162,250,000
         // column floats, an int product that had wrapped negative, reserved no scratch, and written past an empty array.
         using var backend = new CpuBackend();
+        DeviceTensor<float> Ones(Shape shape)
+        {
+            var tensor = backend.Allocate<float>(shape);
+            backend.Fill(tensor, 1f);
+            return tensor;
+        }
+
         var g = new Conv2dGeometry(1, 9, 500, 500, 1, 31, 31, PadH: 15, PadW: 15);
-        using var x = backend.Allocate<float>([1, 9, 500, 500]);
-        using var w = backend.Allocate<float>([1, 9, 31, 31]);
+        using var x = Ones([1, 9, 500, 500]);
+        using var w = Ones([1, 9, 31, 31]);
         using var y = backend.Allocate<float>([1, 1, 500, 500]);
-        backend.Fill(x, 1f);
-        backend.Fill(w, 1f);
         Assert.Equal("convolution: the column matrix of one image would hold 2162250000 elements, more than 2147483647. (Parameter 'column matrix of one image')",
             Assert.Throws<ArgumentException>(() => backend.Conv2dForward(g, x, w, null, y)).Message);
 
         // Its backward data runs as a forward convolution of one channel (direct); at stride 2 and 36 channels it goes
         // by GEMM and col2im, whose columns (36·31·31 × 250·250) pass int the same way.
         var strided = new Conv2dGeometry(1, 36, 500, 500, 1, 31, 31, StrideH: 2, StrideW: 2, PadH: 15, PadW: 15);
-        using var dy = backend.Allocate<float>([1, 1, 250, 250]);
-        using var wide = backend.Allocate<float>([1, 36, 31, 31]);
+        using var dy = Ones([1, 1, 250, 250]);
+        using var wide = Ones([1, 36, 31, 31]);
         using var dx = backend.Allocate<float>([1, 36, 500, 500]);
-        backend.Fill(dy, 1f);
-        backend.Fill(wide, 1f);
         Assert.StartsWith("convolution: the column matrix of one image would hold 2162250000 elements",
             Assert.Throws<ArgumentException>(() => backend.Conv2dBackwardData(strided, dy, wide, dx)).Message, StringComparison.Ordinal);
     }
