@@ -53,6 +53,26 @@ public abstract partial class Backend : IDisposable
         return AllocateCore<T>(shape);
     }
 
+    /// <summary>
+    /// A new tensor with every element <paramref name="value"/>; freed again if the fill fails, so that what builds
+    /// models and optimizers leaves nothing allocated behind an error.
+    /// </summary>
+    internal DeviceTensor<float> AllocateFilled(Shape shape, float value)
+    {
+        var tensor = Allocate<float>(shape);
+        try
+        {
+            Fill(tensor, value);
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+
+        return tensor;
+    }
+
     /// <summary>Allocates a tensor holding a copy of <paramref name="values"/>.</summary>
     public DeviceTensor<T> Upload<T>(Shape shape, ReadOnlySpan<T> values)
         where T : unmanaged
@@ -468,11 +488,10 @@ public abstract partial class Backend : IDisposable
         }
 
         // An in-place gather (a shuffle) would read rows it has already overwritten on the host, and race on a GPU.
-        string? shared = destination.SharesStorageWith(source) ? nameof(source)
-            : destination is DeviceTensor<int> written && written.SharesStorageWith(indices) ? nameof(indices) : null;
-        if (shared is not null)
+        Checks.WrittenApart(op, nameof(destination), destination, (nameof(source), source));
+        if (destination is DeviceTensor<int> written)
         {
-            throw new ArgumentException($"{op}: destination shares storage with {shared}, which it reads while destination is written; give destination a tensor of its own.", nameof(destination));
+            Checks.WrittenApart(op, nameof(destination), written, (nameof(indices), indices));
         }
 
         GatherRowsCore(source, indices, offset, destination, rows, rowLength);

@@ -211,7 +211,8 @@ internal static class Checks
     /// (tiles, windows, sums), so a shared one would be read after it was overwritten — a different wrong answer on
     /// each backend. Null entries (absent optional inputs) are skipped; no allocation unless it fails.
     /// </summary>
-    public static void WrittenApart(string operation, string written, DeviceTensor<float> output, params ReadOnlySpan<(string Name, DeviceTensor<float>? Tensor)> read)
+    public static void WrittenApart<T>(string operation, string written, DeviceTensor<T> output, params ReadOnlySpan<(string Name, DeviceTensor<T>? Tensor)> read)
+        where T : unmanaged
     {
         foreach (var (name, tensor) in read)
         {

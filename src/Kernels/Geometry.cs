@@ -212,6 +212,16 @@ internal static class GeometryChecks
         }
     }
 
+    /// <summary>
+    /// A scratch buffer's element count, computed in long by the caller: one past int's range, which the kernels' int
+    /// indices (and the CPU backend's int lengths) would wrap, is refused naming the operation; otherwise the count.
+    /// </summary>
+    public static int Elements(string operation, string what, long count)
+    {
+        FitsInt(operation, what, count);
+        return (int)count;
+    }
+
     /// <summary>The product of positive sizes, or long.MaxValue where it would not fit a long (four ints can pass 2⁶³).</summary>
     public static long Product(params ReadOnlySpan<int> sizes)
     {

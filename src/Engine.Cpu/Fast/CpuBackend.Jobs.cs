@@ -21,11 +21,7 @@ public sealed unsafe partial class CpuBackend
     /// 500 × 500 images of 9 channels makes 2.2·10⁹ — it is refused as the ILGPU backend refuses it, where the int
     /// product had wrapped to a size the job then wrote past.
     /// </summary>
-    private static int ScratchLength(long floats)
-    {
-        GeometryChecks.FitsInt("convolution", "column matrix of one image", floats);
-        return (int)floats;
-    }
+    private static int ScratchLength(long floats) => GeometryChecks.Elements("convolution", "column matrix of one image", floats);
 
     /// <summary>
     /// Images per product for a layer's forward or backward-data run by GEMM: enough for about 256 columns, where one

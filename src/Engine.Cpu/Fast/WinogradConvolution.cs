@@ -87,13 +87,8 @@ internal static unsafe partial class WinogradConvolution
     public static int FilterPanels(in Conv2dGeometry g) => PaddedFilters(g) / PackedGemm.MR;
 
     /// <summary>Floats of the transformed filters: 16 matrices of K (rounded up to whole micro-kernel panels) × C.</summary>
-    public static int TransformedWeightsLength(in Conv2dGeometry g)
-    {
-        // 16/9 of the weights' size, which only the weights' own limit bounds: counted in long.
-        long floats = (long)Points * PaddedFilters(g) * g.C;
-        GeometryChecks.FitsInt("convolution", "Winograd-transformed weights", floats);
-        return (int)floats;
-    }
+    public static int TransformedWeightsLength(in Conv2dGeometry g) => // 16/9 of the weights, which only their own limit bounds
+        GeometryChecks.Elements("convolution", "Winograd-transformed weights", (long)Points * PaddedFilters(g) * g.C);
 
     /// <summary>Floats of scratch one image needs (see <see cref="Layout"/>).</summary>
     public static int ScratchLength(in Conv2dGeometry g, SimdWidth width) => new Layout(g, (int)width).ScratchLength;

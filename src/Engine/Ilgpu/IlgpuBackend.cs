@@ -478,7 +478,7 @@ public sealed partial class IlgpuBackend : Backend
         }
 
         // The full convolution in three visible steps: dilate + pad dy, rotate the kernel, correlate.
-        int paddedSize = Elements("Conv2dBackwardData", "dilated, padded dy (use smaller batches)",
+        int paddedSize = GeometryChecks.Elements("Conv2dBackwardData", "dilated, padded dy (use smaller batches)",
             (long)g.N * g.K * (g.H + g.ExtentH - 1) * (g.W + g.ExtentW - 1)); // larger than dy by the stride², or the dilation's rim
         var padded = _workspace.Get(IlgpuWorkspace.Slot.DilatedGradient, paddedSize);
         var rotated = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
@@ -681,7 +681,7 @@ public sealed partial class IlgpuBackend : Backend
         var part = shape;
         if (splits > 1)
         {
-            target = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, Elements("Gemm", "partial sums of the depth splits", (long)splits * shape.M * shape.N));
+            target = _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, GeometryChecks.Elements("Gemm", "partial sums of the depth splits", (long)splits * shape.M * shape.N));
             part = shape with { DepthPerSplit = depth };
         }
 
@@ -814,7 +814,7 @@ public sealed partial class IlgpuBackend : Backend
         chunks = (tiles + perChunk - 1) / perChunk;
         int outputs = g.WeightSize + (db is null ? 0 : g.K);
         var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials,
-            Elements("Conv2dBackwardFilter", "partial sums of the depthwise chunks", (long)chunks * outputs));
+            GeometryChecks.Elements("Conv2dBackwardFilter", "partial sums of the depthwise chunks", (long)chunks * outputs));
         int lanes = DepthwiseKernels.TapLanes((g.R * g.S) + (db is null ? 0 : 1), threads);
         _launch.NextSerial((long)perChunk * ((d.TileRows * d.TileW) + lanes - 1) / lanes);
         _launch.Run(DepthwiseKernels.FilterGradient, DepthwiseKernels.FilterGradientConfig(d, chunks, threads, db is not null),
@@ -926,7 +926,7 @@ public sealed partial class IlgpuBackend : Backend
         chunks = (pixels + perChunk - 1) / perChunk;
         int outputs = g.WeightSize + (withBias ? g.K : 0);
         var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials,
-            Elements("Conv2dBackwardFilter", "partial sums of the few-taps chunks", (long)chunks * outputs));
+            GeometryChecks.Elements("Conv2dBackwardFilter", "partial sums of the few-taps chunks", (long)chunks * outputs));
         if (blocked)
         {
             _launch.NextSerial(perChunk);
@@ -961,7 +961,7 @@ public sealed partial class IlgpuBackend : Backend
         int depth = g.C * g.R * g.S, threadsX = narrow ? NarrowThreadsX : ImplicitGemmThreadsX;
         var tiles = narrow ? ConvolutionImplicitGemmKernels.NarrowTiles(g, threadsX, tileFilters) : ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
         var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y, narrow);
-        var target = splits == 1 ? y : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, Elements("Conv2dForward", "partial sums of the depth splits", (long)splits * g.OutputSize));
+        var target = splits == 1 ? y : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, GeometryChecks.Elements("Conv2dForward", "partial sums of the depth splits", (long)splits * g.OutputSize));
         int depthPerSplit = splits == 1 ? 0 : perSplit;
         _launch.NextSerial(splits == 1 ? depth : perSplit);
         if (narrow && tileFilters == ConvolutionImplicitGemmKernels.Narrow16Filters)
@@ -996,7 +996,7 @@ public sealed partial class IlgpuBackend : Backend
             ? ConvolutionImplicitGemmKernels.NarrowFilterGradientTiles(g, threadsX)
             : ConvolutionImplicitGemmKernels.FilterGradientTiles(g, threadsX);
         var (splits, perSplit) = ImplicitGemmSplits(pixels, (long)tiles.X * tiles.Y, narrow);
-        var target = splits == 1 ? dw : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, Elements("Conv2dBackwardFilter", "partial sums of the pixel splits", (long)splits * weights));
+        var target = splits == 1 ? dw : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, GeometryChecks.Elements("Conv2dBackwardFilter", "partial sums of the pixel splits", (long)splits * weights));
         int pixelsPerSplit = splits == 1 ? 0 : perSplit;
         _launch.NextSerial(splits == 1 ? pixels : perSplit);
         if (narrow)
@@ -1130,21 +1130,12 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>CUDA's limit on a grid's y and z sizes.</summary>
     private const int MaximumGridHeight = 65_535;
 
-    /// <summary>
-    /// A scratch buffer's element count, computed in long: one that would not fit the int indices of the kernels is
-    /// refused naming the operation (it would wrap and be read past its end on a GPU).
-    /// </summary>
-    private static int Elements(string operation, string what, long count)
-    {
-        GeometryChecks.FitsInt(operation, what, count);
-        return (int)count;
-    }
 
     /// <summary>Images per im2col chunk: as many as fit the workspace budget (at least one).</summary>
     private int ChunkImages(Conv2dGeometry g)
     {
         long perImage = (long)(g.C * g.R * g.S + g.K) * g.P * g.Q;
-        Elements("convolution", "column matrix of one image", perImage);
+        GeometryChecks.Elements("convolution", "column matrix of one image", perImage);
         return (int)Math.Clamp(Math.Min(ConvolutionWorkspaceFloats, int.MaxValue) / perImage, 1, g.N); // a chunk's columns index in int
     }
 

@@ -36,21 +36,11 @@ public sealed class GradientClipper : IDisposable
         _sums = backend.Allocate<float>([_gradients.Length]);
         try
         {
-            _coefficient = backend.Allocate<float>([2]);
+            _coefficient = backend.AllocateFilled([2], float.NaN); // NaN: no clip yet
         }
         catch
         {
             _sums.Dispose(); // out of device memory: nothing stays allocated
-            throw;
-        }
-
-        try
-        {
-            backend.Fill(_coefficient, float.NaN); // no clip yet
-        }
-        catch
-        {
-            Dispose();
             throw;
         }
     }

@@ -231,18 +231,7 @@ public abstract class Layer
     protected Parameter ConstantParameter(string name, Shape shape, float value)
     {
         TakeFromBudget(name, shape);
-        var tensor = Backend.Allocate<float>(shape);
-        try
-        {
-            Backend.Fill(tensor, value);
-        }
-        catch
-        {
-            tensor.Dispose();
-            throw;
-        }
-
-        return Keep(name, tensor);
+        return Keep(name, Backend.AllocateFilled(shape, value));
     }
 
     /// <summary>

@@ -83,18 +83,7 @@ public abstract class Optimizer : IDisposable
     /// <summary>A state buffer shaped like <paramref name="parameter"/>, zero-filled.</summary>
     protected DeviceTensor<float> ZeroState(Parameter parameter)
     {
-        var state = Backend.Allocate<float>(parameter.Shape);
-        try
-        {
-            Backend.Fill(state, 0f);
-        }
-        catch
-        {
-            state.Dispose();
-            throw;
-        }
-
-        return state.Lend(); // StateTensors hands it out; Dispose frees it
+        return Backend.AllocateFilled(parameter.Shape, 0f).Lend(); // StateTensors hands it out; Dispose frees it
     }
 
     /// <summary>

@@ -96,10 +96,8 @@ public sealed class BatchNorm : Layer, IActivationHost
         var channels = new Shape(InputShape[0]);
         _weight = ConstantParameter("weight", channels, 1f);
         _bias = ConstantParameter("bias", channels, 0f);
-        _runningMean = Backend.Allocate<float>(channels).Lend();
-        Backend.Fill(_runningMean, 0f);
-        _runningVar = Backend.Allocate<float>(channels).Lend();
-        Backend.Fill(_runningVar, 1f);
+        _runningMean = Backend.AllocateFilled(channels, 0f).Lend();
+        _runningVar = Backend.AllocateFilled(channels, 1f).Lend();
         _mean = Backend.Allocate<float>(channels).Lend();
         _invStd = Backend.Allocate<float>(channels).Lend();
     }
