@@ -33,7 +33,7 @@
 # (GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT=0|160, GPUCNN_FEW_TAPS_FILTER_GRADIENT=64|0); `blocked-small` times it on
 # 96-thread groups (a 72-tap layer of 16 filters) against the implicit GEMM, layer by layer; `blocked-chunks` its chunks
 # a multiprocessor (GPUCNN_BLOCKED_FEW_TAPS_CHUNKS=2..16 against the default); `bn-merge` batch norm's chunk merges
-# staged in shared memory (GPUCNN_BATCH_NORM_STAGED_MERGE=1, off until timed) against the default; `defaults` times today's
+# staged in shared memory (GPUCNN_BATCH_NORM_STAGED_MERGE=1, the default since an H200 run of this step) against merges from memory (=0); `defaults` times today's
 # defaults against those before the blocked kernel and the 16-filter tiles were turned on (rows, steps, ResNet-8 trained).
 # Steps can be chosen to fit what is left of a lease: `bash perf/gpu/check.sh bench torch-bench` runs only those
 # (names: machine devices selftest tests parity bench lists groups narrow floor depthwise fewtaps blocked blocked-small blocked-chunks
@@ -284,7 +284,7 @@ if wanted blocked-chunks; then
 fi
 
 if wanted bn-merge; then
-  step "batch norm's chunk merges from shared memory, staged by a group a channel (GPUCNN_BATCH_NORM_STAGED_MERGE=1; the same bits) against a thread a channel reading memory (=0, the default), rotated, three rounds; ResNet-8 layer by layer with each"
+  step "batch norm's chunk merges from shared memory, staged by a group a channel (GPUCNN_BATCH_NORM_STAGED_MERGE=1, the default; the same bits) against a thread a channel reading memory (=0), rotated, three rounds; ResNet-8 layer by layer with each"
   for round in 1 2 3; do
     case $round in 2) order="1 0";; *) order="0 1";; esac
     for staged in $order; do

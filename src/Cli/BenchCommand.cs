@@ -52,7 +52,7 @@ internal static class BenchCommand
                     $"(blocked: ≤ {settings.BlockedFewTapsFilterGradient}" +
                     (settings.BlockedFewTapsChunksPerMultiprocessor is { } chunks ? $", chunks a multiprocessor: {chunks})" : ")") +
                     (settings.SplitMinimumGroups > 0 ? $", depth splits of at least {settings.SplitMinimumGroups} groups" : "") +
-                    (settings.StagedBatchNormMerge ? ", batch norm's merges staged in shared memory" : ""));
+                    (settings.StagedBatchNormMerge ? "" : ", batch norm's merges from memory"));
             }
 
             if (parse.GetValue(launches))

@@ -251,22 +251,26 @@ public sealed partial class CliTests
     }
 
     [Fact]
-    public void Batch_norm_merges_its_chunks_from_memory_unless_told_staged_and_a_misspelt_switch_is_a_clear_error()
+    public void Batch_norm_stages_its_chunk_merges_unless_told_from_memory_and_a_misspelt_switch_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
-        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "batchnorm-relu-16x28"];
-        // 16 channels of 100,352 values: 33 chunks each, merged by a thread a channel, or by a group a channel (66
-        // floats staged: 96 threads) when told.
-        var fromMemory = CliRunner.Run(args);
-        Assert.True(fromMemory.ExitCode == 0, fromMemory.Error);
-        Assert.Matches(@"batchnorm-relu-16x28\s+MergeStatistics\s+1\s", fromMemory.Out);
-        Assert.DoesNotContain("Staged", fromMemory.Out, StringComparison.Ordinal);
-
-        var staged = CliProcess.RunWithEnvironment(args, "GPUCNN_BATCH_NORM_STAGED_MERGE", "1");
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "batchnorm"];
+        // batchnorm-relu-16x28: 16 channels of 100,352 values, 33 chunks each, merged by a group a channel (66 floats
+        // staged: 96 threads), or by a thread a channel when told; batchnorm1d-relu-512: 512 features of 256 values, one
+        // chunk each, always by a thread a channel (nothing to stage).
+        var staged = CliRunner.Run(args);
         Assert.True(staged.ExitCode == 0, staged.Error);
         Assert.Matches(@"batchnorm-relu-16x28\s+MergeStatisticsStaged\s+16\s+\S+\s+96\s+264\s", staged.Out);
         Assert.Matches(@"batchnorm-relu-16x28\s+MergeGradientSumsStaged\s+16\s+\S+\s+96\s+264\s", staged.Out);
-        Assert.Contains("batch norm's merges staged in shared memory", staged.Out, StringComparison.Ordinal);
+        Assert.Matches(@"batchnorm1d-relu-512\s+MergeStatistics\s+\d+\s", staged.Out);
+        Assert.DoesNotMatch(@"batchnorm1d-relu-512\s+\w+Staged", staged.Out);
+        Assert.DoesNotContain("merges from memory", staged.Out, StringComparison.Ordinal);
+
+        var fromMemory = CliProcess.RunWithEnvironment(args, "GPUCNN_BATCH_NORM_STAGED_MERGE", "0");
+        Assert.True(fromMemory.ExitCode == 0, fromMemory.Error);
+        Assert.Matches(@"batchnorm-relu-16x28\s+MergeStatistics\s+1\s", fromMemory.Out);
+        Assert.DoesNotContain("Staged", fromMemory.Out, StringComparison.Ordinal);
+        Assert.Contains("batch norm's merges from memory", fromMemory.Out, StringComparison.Ordinal);
 
         var misspelt = CliProcess.RunWithEnvironment(args, "GPUCNN_BATCH_NORM_STAGED_MERGE", "yes");
         Assert.Equal(1, misspelt.ExitCode);

@@ -4,8 +4,8 @@ using GpuCnn.Tests.Support;
 namespace GpuCnn.Tests;
 
 /// <summary>
-/// Batch norm's merges of its chunks staged in shared memory (<see cref="IlgpuBackend.StagedBatchNormMerge"/>, off by
-/// default until timed on a GPU) add the same sums in the same order as the merges from memory, so every output —
+/// Batch norm's merges of its chunks staged in shared memory (<see cref="IlgpuBackend.StagedBatchNormMerge"/>, on by
+/// default) add the same sums in the same order as the merges from memory, so every output —
 /// mean, invStd, running statistics, y, dweight, dbias, dx — must have the same bits. Each case forces its chunks a
 /// channel (<see cref="IlgpuBackend.ReductionChunks"/>): a few, and enough that a group stages more floats than it has
 /// threads (40 floats over the CPU accelerator's 16 threads; 1,200 over a GPU's 256).
@@ -29,6 +29,36 @@ public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
         finally
         {
             backend.ReductionChunks = chunksBefore;
+        }
+    }
+
+    [Fact]
+    public void A_channel_of_one_chunk_is_merged_from_memory_even_with_staging_on()
+    {
+        var backend = (IlgpuBackend)fixture.Require();
+        int? chunksBefore = backend.ReductionChunks;
+        bool stagedBefore = backend.StagedBatchNormMerge;
+        backend.ReductionChunks = 1;
+        backend.StagedBatchNormMerge = true;
+        try
+        {
+            var shape = new Shape(4, 3, 5, 5);
+            var s = GradientCheckTests.BatchNormShapeOf(shape, training: true);
+            var data = new BackendOpsTests.FusedBatchNormData(s, TestData.Uniform(shape.Size, 71), TestData.Uniform(shape.Size, 72),
+                TestData.Uniform(s.Channels, 73), TestData.Uniform(s.Channels, 74), new float[s.Channels], new float[s.Channels]);
+            using var t = new BackendOpsTests.FusedBatchNormTensors(backend, data, shape);
+            var kernels = backend.PlanLaunches(backend.Profile, () =>
+            {
+                backend.BatchNormForward(true, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
+                backend.BatchNormBackward(true, t.X, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
+            }).Select(r => r.Kernel).ToList();
+            Assert.True(kernels.Contains("MergeStatistics") && kernels.Contains("MergeGradientSums") && !kernels.Any(k => k.EndsWith("Staged", StringComparison.Ordinal)),
+                $"one chunk a channel: {string.Join(", ", kernels)}");
+        }
+        finally
+        {
+            backend.ReductionChunks = chunksBefore;
+            backend.StagedBatchNormMerge = stagedBefore;
         }
     }
 

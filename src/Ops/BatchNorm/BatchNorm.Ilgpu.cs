@@ -19,7 +19,7 @@ public sealed partial class IlgpuBackend
             _launch.NextSerial(2L * ((chunkSize + 255) / 256));
             _launch.Run(BatchNormKernels.ChunkStatistics, ChunkReduction(shape, chunks), View(x), partial, shape, chunkSize);
             _launch.NextSerial(2L * chunks);
-            if (StagedBatchNormMerge)
+            if (StagesMerge(chunks))
             {
                 _launch.Run(BatchNormKernels.MergeStatisticsStaged, StagedMerge(shape.Channels, chunks), View(x), partial, View(mean), View(invStd),
                     View(runningMean), View(runningVar), shape, chunkSize);
@@ -51,7 +51,7 @@ public sealed partial class IlgpuBackend
         _launch.Run(BatchNormKernels.ChunkGradientSums, ChunkReduction(shape, chunks), View(x), output, View(dy), View(mean), View(invStd),
             partial, shape, chunkSize, activation);
         _launch.NextSerial(chunks);
-        if (StagedBatchNormMerge)
+        if (StagesMerge(chunks))
         {
             _launch.Run(BatchNormKernels.MergeGradientSumsStaged, StagedMerge(shape.Channels, chunks), partial, View(dweight), View(dbias), chunks);
         }
@@ -74,10 +74,15 @@ public sealed partial class IlgpuBackend
     /// Whether batch norm merges each channel's chunks (statistics forward, gradient sums backward) from shared memory,
     /// staged by a group a channel (<see cref="BatchNormKernels.MergeStatisticsStaged"/>,
     /// <see cref="BatchNormKernels.MergeGradientSumsStaged"/>), instead of a thread a channel reading them from memory
-    /// one chunk at a time: the same sums in the same order, the same bits. Off by default: not yet timed on a GPU
-    /// (perf/gpu/check.sh's `bn-merge` step compares it). GPUCNN_BATCH_NORM_STAGED_MERGE=1|0 sets it for a process.
+    /// one chunk at a time: the same sums in the same order, the same bits. On by default since an H200 timed it
+    /// (docs/benchmarks.md, twenty-fifth session: ResNet-8's 16-channel batch norms, 33 chunks a channel, 0.8× the time
+    /// each way). A channel of one chunk is always merged from memory: there is nothing to stage.
+    /// GPUCNN_BATCH_NORM_STAGED_MERGE=1|0 sets it for a process.
     /// </summary>
-    public bool StagedBatchNormMerge { get; set; }
+    public bool StagedBatchNormMerge { get; set; } = true;
+
+    /// <summary>Whether a merge of <paramref name="chunks"/> chunks a channel is staged (<see cref="StagedBatchNormMerge"/>).</summary>
+    private bool StagesMerge(int chunks) => StagedBatchNormMerge && chunks > 1;
 
     /// <summary>A group a channel for the staged merges: a thread per staged float, in whole warps, at most 256 (and the device's most).</summary>
     private KernelConfig StagedMerge(int channels, int chunks)
