@@ -310,7 +310,9 @@ internal static class TrainCommand
             Path.GetFullPath(settings.Checkpoint) == Path.GetFullPath(settings.Resume);
         void SaveCheckpoint(TrainingState state)
         {
-            bool interrupted = io.Cancel.IsCancellationRequested;
+            // The state after the last epoch is a finished run's, whenever Ctrl+C came: it goes to --checkpoint only,
+            // never over the interrupt checkpoint or the --resume file.
+            bool interrupted = io.Cancel.IsCancellationRequested && state.Epoch <= settings.Epochs;
             if (writes && (settings.Checkpoint is not null || interrupted))
             {
                 string path = interrupted ? interruptPath : settings.Checkpoint!;
@@ -323,10 +325,11 @@ internal static class TrainCommand
 
         io.Error.WriteLine($"training {model.Spec} on {train.Count} samples ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
         IReadOnlyList<EpochMetrics> history;
+        bool interruptedWhenDone;
         using (var progress = new ProgressDisplay(io.Error))
         {
             // Under mpirun Ctrl+C reaches mpirun, which ends the job; a rank has no clean stop of its own to offer.
-            using var interruptible = ranks.Size == 1 ? io.Watch("finishing the current batch and writing a checkpoint") : null;
+            using var interruptible = ranks.Size == 1 ? io.Watch("finishing the current batch (or the epoch's evaluation) and writing a checkpoint") : null;
             try
             {
                 var watched = new DivergenceWatch(progress, io.Error, model.Classes, settings.LearningRate);
@@ -335,6 +338,7 @@ internal static class TrainCommand
                     progress.Clear();
                     io.Out.WriteLine(FormatEpoch(epoch));
                 }, watched, start, SaveCheckpoint, io.Cancel);
+                interruptedWhenDone = io.Cancel.IsCancellationRequested; // it came after the last batch: training had finished
             }
             catch (TrainingInterruptedException e)
             {
@@ -367,6 +371,13 @@ internal static class TrainCommand
         if (final is not null)
         {
             io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"test accuracy: {final.Accuracy * 100:F2}%"));
+        }
+
+        if (interruptedWhenDone)
+        {
+            // A script's `gpucnn train … && next` must stop as it would have a moment earlier; nothing was lost.
+            io.Error.WriteLine($"interrupted after the last epoch's last batch: training had finished, so {settings.Out} and its plot and metrics were written.");
+            return 130;
         }
 
         return 0;

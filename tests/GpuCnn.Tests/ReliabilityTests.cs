@@ -271,6 +271,72 @@ public sealed class ReliabilityTests
     }
 
     [Fact]
+    public void Ctrl_c_after_an_epochs_last_batch_stops_at_that_epochs_end_and_after_the_last_one_keeps_the_finished_run()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 40);
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--device", "reference",
+            "--batch-size", "8", "--epochs", "2"];
+        Assert.Equal(0, CliRunner.Run([.. common, "--out", temp.File("straight.safetensors")]).ExitCode);
+
+        // Ctrl+C while epoch 1 ends (its line is printed after its evaluation, before its checkpoint): training stops
+        // there, with the checkpoint of the epoch's end, and resumes to the same weights.
+        var first = RunInterruptedAtLine("epoch 1:", [.. common, "--out", temp.File("m.safetensors")]);
+        string checkpoint = temp.File("m.checkpoint.safetensors");
+        Assert.True(first.ExitCode == 130, $"exit code {first.ExitCode}: {first.Error}");
+        Assert.Contains($"interrupted at epoch 2, after batch 0: checkpoint written to {checkpoint}", first.Error, StringComparison.Ordinal);
+        Assert.Single(first.Out.Split('\n'), l => l.StartsWith("epoch ", StringComparison.Ordinal));
+        Assert.False(File.Exists(temp.File("m.safetensors")));
+        var resumed = CliRunner.Run([.. common, "--resume", checkpoint, "--out", temp.File("resumed.safetensors")]);
+        Assert.True(resumed.ExitCode == 0, resumed.Error);
+        AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
+
+        // Ctrl+C while the last epoch ends: training had finished, so the model, plot and metrics are written and no
+        // interrupt checkpoint is; the exit code still says the run was interrupted, so that `train && next` stops.
+        var last = RunInterruptedAtLine("epoch 2:", [.. common, "--out", temp.File("late.safetensors")]);
+        Assert.True(last.ExitCode == 130, $"exit code {last.ExitCode}: {last.Error}");
+        Assert.Contains("interrupted after the last epoch's last batch: training had finished", last.Error, StringComparison.Ordinal);
+        AssertSameWeights(temp.File("straight.safetensors"), temp.File("late.safetensors"));
+        Assert.True(File.Exists(temp.File("late.metrics.json")));
+        Assert.False(File.Exists(temp.File("late.checkpoint.safetensors")));
+
+        // Resumed without --checkpoint, the --resume file is the interrupt checkpoint: a finished run leaves it as it was.
+        Assert.Equal(0, CliRunner.Run([.. common[..^1], "1", "--checkpoint", temp.File("c.safetensors"), // --epochs 1
+            "--out", temp.File("one.safetensors")]).ExitCode);
+        byte[] before = File.ReadAllBytes(temp.File("c.safetensors"));
+        var finished = RunInterruptedAtLine("epoch 2:", [.. common, "--resume", temp.File("c.safetensors"), "--out", temp.File("two.safetensors")]);
+        Assert.True(finished.ExitCode == 130, $"exit code {finished.ExitCode}: {finished.Error}");
+        Assert.Equal(before, File.ReadAllBytes(temp.File("c.safetensors")));
+        AssertSameWeights(temp.File("straight.safetensors"), temp.File("two.safetensors"));
+    }
+
+    /// <summary>Runs the CLI in-process and presses Ctrl+C (as Program's handler does) when it prints a line starting so.</summary>
+    private static CliRunner.Result RunInterruptedAtLine(string prefix, string[] args)
+    {
+        using var interrupt = new Cli.Interrupt();
+        var output = new InterruptingWriter(interrupt, prefix);
+        var error = new StringWriter();
+        int code = Cli.GpuCnnCli.Run(args, output, error, interrupt);
+        Assert.True(output.Pressed, $"no line started with '{prefix}': {output}");
+        return new CliRunner.Result(code, output.ToString(), error.ToString());
+    }
+
+    private sealed class InterruptingWriter(Cli.Interrupt interrupt, string prefix) : StringWriter(System.Globalization.CultureInfo.InvariantCulture)
+    {
+        public bool Pressed { get; private set; }
+
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (!Pressed && value is not null && value.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                Pressed = true;
+                Assert.NotNull(interrupt.Request()); // train watches for it: a clean stop, not the end of the process
+            }
+        }
+    }
+
+    [Fact]
     public void Ctrl_c_ends_a_command_that_cannot_stop_cleanly_at_once()
     {
         Assert.SkipUnless(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");

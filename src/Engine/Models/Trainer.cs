@@ -53,8 +53,10 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// given; each call starts at epoch 1 unless resumed, so a second Fit repeats the same epochs' shuffles and
     /// schedule — to go on, resume from the state <paramref name="onCheckpoint"/> last received with a larger Epochs).
     /// <paramref name="onEpoch"/> sees each epoch's metrics; <paramref name="onCheckpoint"/> receives the state after
-    /// every finished epoch and, when <paramref name="cancel"/> fires, after the current batch, before
-    /// <see cref="TrainingInterruptedException"/> is thrown. A NaN or infinite loss throws
+    /// every finished epoch and, when <paramref name="cancel"/> fires, after the current batch (or at the end of the
+    /// epoch whose last batch, evaluation or <paramref name="onEpoch"/> it fired in), before
+    /// <see cref="TrainingInterruptedException"/> is thrown; once the last epoch's last batch has run, Fit finishes
+    /// (nothing is left to stop), and the caller can see the token to say so. A NaN or infinite loss throws
     /// <see cref="TrainingDivergedException"/> at the end of its epoch, before any checkpoint of that epoch.
     /// </summary>
     public IReadOnlyList<EpochMetrics> Fit(Dataset train, Dataset? test = null, Action<EpochMetrics>? onEpoch = null,
@@ -189,7 +191,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     evaluation?.Accuracy, clock.Elapsed, evaluation);
                 history.Add(result);
                 onEpoch?.Invoke(result);
-                onCheckpoint?.Invoke(new TrainingState(epoch + 1, 0, Optimizer.StepCount, 0f, 0f));
+                var next = new TrainingState(epoch + 1, 0, Optimizer.StepCount, 0f, 0f);
+                onCheckpoint?.Invoke(next);
+                if (ranked is null && epoch < Options.Epochs && cancel.IsCancellationRequested)
+                {
+                    // Asked during the epoch's last batch, its evaluation or onEpoch: stop at the epoch's end, where the
+                    // checkpoint just written holds it, rather than after the next epoch's first batch check.
+                    throw new TrainingInterruptedException(next);
+                }
             }
         }
         finally
