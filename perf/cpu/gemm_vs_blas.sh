@@ -8,13 +8,13 @@
 # cores our team needs next.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [[ -z "${OPENBLAS_CORETYPE:-}" ]]; then
-  if grep -q -m1 avx512f /proc/cpuinfo && [[ "${DOTNET_EnableAVX512:-1}" != 0 ]]; then
-    export OPENBLAS_CORETYPE=SkylakeX
-  else
-    export OPENBLAS_CORETYPE=Haswell
-  fi
+# The path's kernel replaces any OPENBLAS_CORETYPE inherited from the environment (these machines preset Haswell,
+# which would hold OpenBLAS to AVX2 against our AVX-512 path); GEMM_VS_BLAS_CORETYPE names another on purpose.
+if grep -q -m1 avx512f /proc/cpuinfo && [[ "${DOTNET_EnableAVX512:-1}" != 0 ]]; then path_kernel=SkylakeX; else path_kernel=Haswell; fi
+if [[ -n "${OPENBLAS_CORETYPE:-}" && "$OPENBLAS_CORETYPE" != "${GEMM_VS_BLAS_CORETYPE:-$path_kernel}" ]]; then
+  echo "note: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE from the environment replaced by ${GEMM_VS_BLAS_CORETYPE:-$path_kernel}" >&2
 fi
+export OPENBLAS_CORETYPE=${GEMM_VS_BLAS_CORETYPE:-$path_kernel}
 export OPENBLAS_THREAD_TIMEOUT=4
 dotnet build perf/GpuCnn.Perf -c Release -v quiet -nologo > /dev/null
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + changes')"

@@ -15,15 +15,7 @@ internal static class MetricsFile
         {
             settings,
             device = new { name = backend.Name, description = backend.DeviceName },
-            epochs = history.Select(e => new
-            {
-                epoch = e.Epoch,
-                train_loss = e.TrainLoss,
-                train_accuracy = e.TrainAccuracy,
-                test_loss = e.TestLoss,
-                test_accuracy = e.TestAccuracy,
-                seconds = e.Elapsed.TotalSeconds,
-            }),
+            epochs = history.Select(EpochEntry.Of),
             test = final is null ? null : new
             {
                 loss = final.Loss,
@@ -34,5 +26,35 @@ internal static class MetricsFile
         };
         byte[] json = JsonSerializer.SerializeToUtf8Bytes(document, Indented);
         FileUtil.WriteAtomically(path, stream => stream.Write(json));
+    }
+
+    /// <summary>Epochs as a checkpoint carries them (the metrics file's entries, on one line), so that a resumed run's plot and metrics cover them.</summary>
+    public static string FormatHistory(IEnumerable<EpochMetrics> history) =>
+        JsonSerializer.Serialize(history.Select(EpochEntry.Of), Compact);
+
+    /// <summary>The epochs <see cref="FormatHistory"/> wrote (without their confusion matrices); a malformed list names <paramref name="source"/>.</summary>
+    public static IReadOnlyList<EpochMetrics> ParseHistory(string json, string source)
+    {
+        List<EpochEntry>? entries;
+        try
+        {
+            entries = JsonSerializer.Deserialize<List<EpochEntry>>(json, Compact);
+        }
+        catch (JsonException e)
+        {
+            throw new FileFormatException($"{source}: its epoch history is not a valid list ({e.Message}).", e);
+        }
+
+        return entries is null || entries.Any(e => e is null)
+            ? throw new FileFormatException($"{source}: its epoch history is not a list of epochs.")
+            : entries.Select(e => new EpochMetrics(e.Epoch, e.TrainLoss, e.TrainAccuracy, e.TestLoss, e.TestAccuracy, TimeSpan.FromSeconds(e.Seconds))).ToList();
+    }
+
+    private static readonly JsonSerializerOptions Compact = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    /// <summary>One epoch of the metrics file (and of a checkpoint's history).</summary>
+    private sealed record EpochEntry(int Epoch, double TrainLoss, double TrainAccuracy, double? TestLoss, double? TestAccuracy, double Seconds)
+    {
+        public static EpochEntry Of(EpochMetrics e) => new(e.Epoch, e.TrainLoss, e.TrainAccuracy, e.TestLoss, e.TestAccuracy, e.Elapsed.TotalSeconds);
     }
 }

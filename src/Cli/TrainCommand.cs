@@ -277,8 +277,8 @@ internal static class TrainCommand
             Augment: settings.Augment, ClipGradNorm: settings.ClipGradNorm), ranks);
 
         TrainingState? start = null;
-        if (settings.Resume is not null && model.Normalization is null &&
-            Safetensors.Read(CommonOptions.ExistingFile("--resume", settings.Resume)).Metadata.GetValueOrDefault("normalize") is { } resumed and not "-")
+        var resumeMetadata = settings.Resume is null ? null : Safetensors.Read(CommonOptions.ExistingFile("--resume", settings.Resume)).Metadata;
+        if (settings.Resume is not null && model.Normalization is null && resumeMetadata?.GetValueOrDefault("normalize") is { } resumed and not "-")
         {
             // The run it continues normalised its inputs (by --normalize, or as its --init file's weights had been, and
             // --init cannot be given again with --resume): so does this one.
@@ -286,7 +286,9 @@ internal static class TrainCommand
         }
 
         var checkpointSettings = CheckpointSettings(settings, train, model.Normalization);
-        if (settings.Resume is not null)
+        var earlier = new List<EpochMetrics>(); // the epochs before --resume's checkpoint, as it recorded them
+        var trained = new List<EpochMetrics>(); // this run's, as they finish
+        if (settings.Resume is not null && resumeMetadata is not null)
         {
             start = CheckpointFile.Restore(CommonOptions.ExistingFile("--resume", settings.Resume), model, optimizer, checkpointSettings,
                 SettingsAddedLater);
@@ -302,6 +304,23 @@ internal static class TrainCommand
                 io.Error.WriteLine($"note: the checkpoint was written on {writtenOn}, this run uses {CheckpointFile.DeviceOf(backend)}: it " +
                     "continues, but its sums run in another order, so the weights will not be bitwise those of an uninterrupted run there.");
             }
+
+            if (resumeMetadata.GetValueOrDefault(RanksKey) is { } writtenBy && writtenBy != Text(ranks.Size))
+            {
+                io.Error.WriteLine($"note: the checkpoint was written by {writtenBy} rank(s), this run has {ranks.Size}: it continues, but its " +
+                    "gradients are summed in another order (and batch norm takes its statistics over each rank's share of a batch), so the " +
+                    "weights will not be bitwise those of an uninterrupted run.");
+            }
+
+            if (resumeMetadata.GetValueOrDefault(HistoryKey) is { } recorded)
+            {
+                // The epochs before the checkpoint's position (a mid-epoch checkpoint's own epoch runs again).
+                earlier.AddRange(MetricsFile.ParseHistory(recorded, $"--resume '{settings.Resume}'").Where(e => e.Epoch < start.Epoch));
+            }
+            else if (start.Epoch > 1 && writes)
+            {
+                io.Error.WriteLine($"note: the checkpoint records no epoch history (written before checkpoints did): the plot and metrics will cover epochs {start.Epoch} on.");
+            }
         }
 
         string interruptPath = settings.Checkpoint ?? settings.Resume ?? Path.ChangeExtension(settings.Out, null) + ".checkpoint.safetensors";
@@ -316,8 +335,14 @@ internal static class TrainCommand
             if (writes && (settings.Checkpoint is not null || interrupted))
             {
                 string path = interrupted ? interruptPath : settings.Checkpoint!;
+                // Recorded, not compared on resume: the epochs so far (for a resumed run's plot and metrics) and the ranks.
+                var recorded = new Dictionary<string, string>(checkpointSettings)
+                {
+                    [HistoryKey] = MetricsFile.FormatHistory(earlier.Concat(trained)),
+                    [RanksKey] = Text(ranks.Size),
+                };
                 CommonOptions.WriteOutput(interrupted && settings.Checkpoint is null ? "the interrupt checkpoint" : "--checkpoint", path,
-                    () => CheckpointFile.Save(path, model, optimizer, state, checkpointSettings),
+                    () => CheckpointFile.Save(path, model, optimizer, state, recorded),
                     File.Exists(path) ? " The previous checkpoint there is intact." : "");
                 checkpointGood |= path == settings.Checkpoint;
             }
@@ -335,6 +360,7 @@ internal static class TrainCommand
                 var watched = new DivergenceWatch(progress, io.Error, model.Classes, settings.LearningRate);
                 history = trainer.Fit(train, test, epoch =>
                 {
+                    trained.Add(epoch);
                     progress.Clear();
                     io.Out.WriteLine(FormatEpoch(epoch));
                 }, watched, start, SaveCheckpoint, io.Cancel);
@@ -362,11 +388,12 @@ internal static class TrainCommand
         string saved = settings.Checkpoint is null ? "" : $" The checkpoint {settings.Checkpoint} holds the weights of the last epoch.";
         CommonOptions.WriteOutput("--out", settings.Out, () => ModelFile.Save(model, settings.Out), saved);
         string stem = Path.ChangeExtension(settings.Out, null);
-        CommonOptions.WriteOutput("--out (its plot)", stem + ".png", () => TrainingPlot.Write(stem + ".png", history));
+        var everyEpoch = earlier.Concat(history).ToList();
+        CommonOptions.WriteOutput("--out (its plot)", stem + ".png", () => TrainingPlot.Write(stem + ".png", everyEpoch));
         // The last epoch already evaluated the final weights; a run resumed past its last epoch has no such epoch.
         Evaluation? final = test is null ? null : history.Count > 0 ? history[^1].Test : Trainer.Evaluate(model, test, settings.BatchSize);
         CommonOptions.WriteOutput("--out (its metrics)", stem + ".metrics.json", () => MetricsFile.Write(stem + ".metrics.json",
-            settings with { Normalize = model.Normalization?.ToString() }, backend, history, final)); // the normalisation used, wherever it came from
+            settings with { Normalize = model.Normalization?.ToString() }, backend, everyEpoch, final)); // the normalisation used, wherever it came from
         io.Out.WriteLine($"wrote {settings.Out}, {stem}.png, {stem}.metrics.json");
         if (final is not null)
         {
@@ -382,6 +409,15 @@ internal static class TrainCommand
 
         return 0;
     }
+
+    /// <summary>
+    /// Checkpoint metadata the command records but does not compare on resume: the epochs so far (their metrics, so that
+    /// a resumed run's plot and metrics file cover the whole run) and the ranks that trained (resuming with another
+    /// count continues, with a note).
+    /// </summary>
+    private const string HistoryKey = "history", RanksKey = "ranks";
+
+    private static string Text(int value) => value.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>Settings checkpoints did not always record, with the value the runs that wrote them had.</summary>
     private static readonly Dictionary<string, string> SettingsAddedLater = new(StringComparer.Ordinal) { ["clip_grad_norm"] = "-" };

@@ -48,6 +48,12 @@ public sealed class DistributedTests
         string resumed = Mpirun(2, [.. common, "--epochs", "2", "--resume", temp.File("c.safetensors"), "--out", temp.File("resumed.safetensors")]);
         Assert.Single(resumed.Split('\n'), l => l.Contains("epoch 2:", StringComparison.Ordinal)); // rank 0 alone prints (and only epoch 2 ran)
         ReliabilityTests.AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
+
+        // One process resuming the two ranks' checkpoint continues, and says why its weights will differ.
+        Assert.Equal("2", IO.Safetensors.Read(temp.File("c.safetensors")).Metadata["ranks"]);
+        var alone = CliRunner.Run([.. common[..^1], "--epochs", "2", "--resume", temp.File("c.safetensors"), "--out", temp.File("alone.safetensors")]);
+        Assert.True(alone.ExitCode == 0, alone.Error);
+        Assert.Contains("note: the checkpoint was written by 2 rank(s), this run has 1: it continues", alone.Error, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -167,20 +167,13 @@ public sealed class GradientClippingCliTests
         // A checkpoint from before the option (no clip_grad_norm, and no checksum then) resumes with clipping off only;
         // one that lacks any other setting is refused.
         Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "1", "--checkpoint", checkpoint]).ExitCode);
-        WriteWithout(checkpoint, "clip_grad_norm");
+        ReliabilityTests.WriteWithout(checkpoint, "clip_grad_norm");
         Assert.Equal(1, CliRunner.Run([.. common, "--epochs", "2", "--clip-grad-norm", "0.5", "--resume", checkpoint]).ExitCode);
         var old = CliRunner.Run([.. common, "--epochs", "2", "--resume", checkpoint]);
         Assert.True(old.ExitCode == 0, old.Error);
         Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "1", "--checkpoint", checkpoint]).ExitCode);
-        WriteWithout(checkpoint, "augment");
+        ReliabilityTests.WriteWithout(checkpoint, "augment");
         Assert.EndsWith("was written with augment (none), this run has -; resume with the same settings.",
             CliRunner.Run([.. common, "--epochs", "2", "--resume", checkpoint]).ErrorLine, StringComparison.Ordinal);
-    }
-
-    private static void WriteWithout(string checkpoint, string setting)
-    {
-        var contents = Safetensors.Read(checkpoint);
-        var metadata = contents.Metadata.Where(m => m.Key != setting && m.Key != "checksum").ToDictionary(m => m.Key, m => m.Value);
-        Safetensors.Write(checkpoint, contents.Tensors, metadata);
     }
 }

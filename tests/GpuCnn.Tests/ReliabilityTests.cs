@@ -46,6 +46,49 @@ public sealed class ReliabilityTests
     }
 
     [Fact]
+    public void A_resumed_runs_plot_and_metrics_cover_the_epochs_before_its_checkpoint_which_records_its_ranks()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 40);
+        // A constant rate: a cosine schedule's epoch 2 depends on --epochs, which the first run sets lower.
+        string[] common = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--batch-size", "8",
+            "--device", "reference", "--schedule", "constant"];
+        Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "3", "--out", temp.File("straight.safetensors")]).ExitCode);
+        string checkpoint = temp.File("c.safetensors");
+        Assert.Equal(0, CliRunner.Run([.. common, "--epochs", "2", "--checkpoint", checkpoint, "--out", temp.File("two.safetensors")]).ExitCode);
+        Assert.Equal("1", Safetensors.Read(checkpoint).Metadata["ranks"]);
+
+        var resumed = CliRunner.Run([.. common, "--epochs", "3", "--resume", checkpoint, "--out", temp.File("resumed.safetensors")]);
+        Assert.True(resumed.ExitCode == 0, resumed.Error);
+        Assert.DoesNotContain("note:", resumed.Error, StringComparison.Ordinal); // same device, same ranks, a history
+        // Epochs 1 and 2 from the checkpoint, 3 from this run: the losses of the uninterrupted run, digit for digit.
+        Assert.Equal(TrainLosses(temp.File("straight.metrics.json")), TrainLosses(temp.File("resumed.metrics.json")));
+
+        // A checkpoint from before they were recorded: the run resumes and says its plot and metrics start at epoch 3.
+        WriteWithout(checkpoint, "history");
+        WriteWithout(checkpoint, "ranks");
+        var old = CliRunner.Run([.. common, "--epochs", "3", "--resume", checkpoint, "--out", temp.File("old.safetensors")]);
+        Assert.True(old.ExitCode == 0, old.Error);
+        Assert.Contains("note: the checkpoint records no epoch history (written before checkpoints did): the plot and metrics will cover epochs 3 on.",
+            old.Error, StringComparison.Ordinal);
+        Assert.Equal(new[] { 3 }, TrainLosses(temp.File("old.metrics.json")).Select(e => e.Epoch));
+
+        // A history that is not one names the file.
+        var contents = Safetensors.Read(temp.File("c.safetensors"));
+        Safetensors.Write(checkpoint, contents.Tensors, new Dictionary<string, string>(contents.Metadata) { ["history"] = "[{\"epoch\": \"two\"}]" });
+        var damaged = CliRunner.Run([.. common, "--epochs", "3", "--resume", checkpoint, "--out", temp.File("damaged.safetensors")]);
+        Assert.Equal(1, damaged.ExitCode);
+        Assert.StartsWith($"error: --resume '{checkpoint}': its epoch history is not a valid list", damaged.ErrorLine, StringComparison.Ordinal);
+
+        static List<(int Epoch, double Loss)> TrainLosses(string metrics)
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(metrics));
+            return [.. document.RootElement.GetProperty("epochs").EnumerateArray()
+                .Select(e => (e.GetProperty("epoch").GetInt32(), e.GetProperty("train_loss").GetDouble()))];
+        }
+    }
+
+    [Fact]
     public void Resuming_with_different_settings_is_refused()
     {
         using var temp = Fixtures.TempFolder();
@@ -378,6 +421,14 @@ public sealed class ReliabilityTests
         var data = TrainingTests.QuadrantData(count, seed: 1);
         Npy.Write(temp.File("x.npy"), data.Images);
         Npy.Write(temp.File("y.npy"), new Npy.Array([count], "i4", [.. data.Labels.SelectMany(BitConverter.GetBytes)]));
+    }
+
+    /// <summary>Rewrites a checkpoint as one written before <paramref name="key"/> was recorded (and checksums) were.</summary>
+    internal static void WriteWithout(string checkpoint, string key)
+    {
+        var contents = Safetensors.Read(checkpoint);
+        var metadata = contents.Metadata.Where(m => m.Key != key && m.Key != "checksum").ToDictionary(m => m.Key, m => m.Value);
+        Safetensors.Write(checkpoint, contents.Tensors, metadata);
     }
 
     /// <summary>IProgress that runs on the reporting thread (Progress&lt;T&gt; posts to the thread pool).</summary>
