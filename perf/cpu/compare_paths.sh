@@ -3,7 +3,8 @@
 # each round runs `gpucnn bench --device cpu` and perf/torch/baseline.py on the AVX-512 path, then both again on the
 # AVX2 path (ours with DOTNET_EnableAVX512=0; PyTorch held to AVX2 with ATEN_CPU_CAPABILITY=avx2
 # DNNL_MAX_CPU_ISA=AVX2), the order of the sides flipped every other round. OpenBLAS gets its kernel of each path
-# (SkylakeX, Haswell): Debian's 0.3.21 would run its SSE3 kernel on processors newer than it knows. Prints each row's
+# (SkylakeX, Haswell) whatever the environment presets: Debian's 0.3.21 would run its SSE3 kernel on processors newer
+# than it knows, and some machines here preset Haswell (their OPENBLAS_L2_SIZE is left: 0.3.21 does not read it). Prints each row's
 # median ms per side and path and ours/torch (below 1: we are faster) as a Markdown table; the JSON files stay in $OUT.
 # Needs: apt-get install python3-torch libopenblas0-pthread
 #   perf/cpu/compare_paths.sh [rounds] [--only PREFIX…]            (default 3 rounds, every row)
@@ -34,7 +35,7 @@ torch() { # torch PATH ROUND
     env ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell OPENBLAS_THREAD_TIMEOUT=4 \
       $python perf/torch/baseline.py --device cpu ${only[@]+"${only[@]}"} --json "$out/torch-$1-$2.json" > "$out/torch-$1-$2.log"
   else
-    env OPENBLAS_CORETYPE=SkylakeX OPENBLAS_THREAD_TIMEOUT=4 \
+    env -u ATEN_CPU_CAPABILITY -u DNNL_MAX_CPU_ISA OPENBLAS_CORETYPE=SkylakeX OPENBLAS_THREAD_TIMEOUT=4 \
       $python perf/torch/baseline.py --device cpu ${only[@]+"${only[@]}"} --json "$out/torch-$1-$2.json" > "$out/torch-$1-$2.log"
   fi
 }
@@ -63,7 +64,7 @@ for name in table["avx512"][0]:
         if name not in torch:
             cells += [f"{statistics.median(ours[name]):.3f}", "-", "-"]
             continue
-        per_round = ", ".join(f"{o / t:.2f}" for o, t in zip(ours[name], torch[name]))
+        per_round = ", ".join(f"{o / t:.2f}" for o, t in zip(ours[name], torch[name])) if len(ours[name]) == len(torch[name]) else "rounds missing"
         ratio = statistics.median(ours[name]) / statistics.median(torch[name])
         cells += [f"{statistics.median(ours[name]):.3f}", f"{statistics.median(torch[name]):.3f}", f"{ratio:.2f} ({per_round})"]
     print(f"| {name} | " + " | ".join(cells) + " |")

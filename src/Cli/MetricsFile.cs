@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using GpuCnn.IO;
 using GpuCnn.Models;
 
@@ -7,7 +8,13 @@ namespace GpuCnn.Cli;
 /// <summary>The metrics file a training run leaves: settings, device, per-epoch metrics, final test results.</summary>
 internal static class MetricsFile
 {
-    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() } };
+    private static readonly JsonSerializerOptions Indented = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, // "Infinity" for a test loss that overflowed
+        Converters = { new JsonStringEnumConverter() },
+    };
 
     public static void Write(string path, TrainSettings settings, Backend backend, IReadOnlyList<EpochMetrics> history, Evaluation? final)
     {
@@ -45,12 +52,20 @@ internal static class MetricsFile
             throw new FileFormatException($"{source}: its epoch history is not a valid list ({e.Message}).", e);
         }
 
-        return entries is null || entries.Any(e => e is null)
-            ? throw new FileFormatException($"{source}: its epoch history is not a list of epochs.")
-            : entries.Select(e => new EpochMetrics(e.Epoch, e.TrainLoss, e.TrainAccuracy, e.TestLoss, e.TestAccuracy, TimeSpan.FromSeconds(e.Seconds))).ToList();
+        if (entries is null || entries.Any(e => e is null) || entries.Where((e, i) => e.Epoch < 1 || (i > 0 && e.Epoch <= entries[i - 1].Epoch)).Any())
+        {
+            throw new FileFormatException($"{source}: its epoch history is not a list of epochs numbered from 1 upwards.");
+        }
+
+        return entries.Select(e => new EpochMetrics(e.Epoch, e.TrainLoss, e.TrainAccuracy, e.TestLoss, e.TestAccuracy, TimeSpan.FromSeconds(e.Seconds))).ToList();
     }
 
-    private static readonly JsonSerializerOptions Compact = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    private static readonly JsonSerializerOptions Compact = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        RespectRequiredConstructorParameters = true, // an entry without "epoch" or a loss is malformed, not zero
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, // an evaluation's loss can overflow to ∞
+    };
 
     /// <summary>One epoch of the metrics file (and of a checkpoint's history).</summary>
     private sealed record EpochEntry(int Epoch, double TrainLoss, double TrainAccuracy, double? TestLoss, double? TestAccuracy, double Seconds)

@@ -305,7 +305,7 @@ internal static class TrainCommand
                     "continues, but its sums run in another order, so the weights will not be bitwise those of an uninterrupted run there.");
             }
 
-            if (resumeMetadata.GetValueOrDefault(RanksKey) is { } writtenBy && writtenBy != Text(ranks.Size))
+            if (resumeMetadata.GetValueOrDefault(RanksKey) is { } writtenBy && writtenBy != Invariant(ranks.Size))
             {
                 io.Error.WriteLine($"note: the checkpoint was written by {writtenBy} rank(s), this run has {ranks.Size}: it continues, but its " +
                     "gradients are summed in another order (and batch norm takes its statistics over each rank's share of a batch), so the " +
@@ -317,9 +317,14 @@ internal static class TrainCommand
                 // The epochs before the checkpoint's position (a mid-epoch checkpoint's own epoch runs again).
                 earlier.AddRange(MetricsFile.ParseHistory(recorded, $"--resume '{settings.Resume}'").Where(e => e.Epoch < start.Epoch));
             }
-            else if (start.Epoch > 1 && writes)
+
+            var unrecorded = Enumerable.Range(1, start.Epoch - 1).Except(earlier.Select(e => e.Epoch)).ToList();
+            if (unrecorded.Count > 0)
             {
-                io.Error.WriteLine($"note: the checkpoint records no epoch history (written before checkpoints did): the plot and metrics will cover epochs {start.Epoch} on.");
+                string epochs = unrecorded.Count == unrecorded[^1] - unrecorded[0] + 1 && unrecorded.Count > 1
+                    ? $"epochs {unrecorded[0]}–{unrecorded[^1]}" : $"epoch(s) {string.Join(", ", unrecorded)}";
+                io.Error.WriteLine($"note: the checkpoint records no metrics for {epochs} (written before checkpoints carried them, or " +
+                    "resumed from one that was): the plot and metrics leave them out.");
             }
         }
 
@@ -330,7 +335,7 @@ internal static class TrainCommand
         void SaveCheckpoint(TrainingState state)
         {
             // The state after the last epoch is a finished run's, whenever Ctrl+C came: it goes to --checkpoint only,
-            // never over the interrupt checkpoint or the --resume file.
+            // and a --resume file that --checkpoint does not name (the interrupt checkpoint's default) keeps its state.
             bool interrupted = io.Cancel.IsCancellationRequested && state.Epoch <= settings.Epochs;
             if (writes && (settings.Checkpoint is not null || interrupted))
             {
@@ -339,7 +344,7 @@ internal static class TrainCommand
                 var recorded = new Dictionary<string, string>(checkpointSettings)
                 {
                     [HistoryKey] = MetricsFile.FormatHistory(earlier.Concat(trained)),
-                    [RanksKey] = Text(ranks.Size),
+                    [RanksKey] = Invariant(ranks.Size),
                 };
                 CommonOptions.WriteOutput(interrupted && settings.Checkpoint is null ? "the interrupt checkpoint" : "--checkpoint", path,
                     () => CheckpointFile.Save(path, model, optimizer, state, recorded),
@@ -354,7 +359,7 @@ internal static class TrainCommand
         using (var progress = new ProgressDisplay(io.Error))
         {
             // Under mpirun Ctrl+C reaches mpirun, which ends the job; a rank has no clean stop of its own to offer.
-            using var interruptible = ranks.Size == 1 ? io.Watch("finishing the current batch (or the epoch's evaluation) and writing a checkpoint") : null;
+            using var interruptible = ranks.Size == 1 ? io.Watch("finishing the current batch (or the epoch's evaluation) and writing a checkpoint, or the finished run's model") : null;
             try
             {
                 var watched = new DivergenceWatch(progress, io.Error, model.Classes, settings.LearningRate);
@@ -369,7 +374,8 @@ internal static class TrainCommand
             catch (TrainingInterruptedException e)
             {
                 progress.Clear();
-                io.Error.WriteLine($"interrupted at epoch {e.State.Epoch}, after batch {e.State.Batch}: checkpoint written to {interruptPath}.");
+                string where = e.State.Batch == 0 ? $"after epoch {e.State.Epoch - 1}" : $"at epoch {e.State.Epoch}, after batch {e.State.Batch}";
+                io.Error.WriteLine($"interrupted {where}: checkpoint written to {interruptPath}.");
                 io.Error.WriteLine($"resume with the same command plus: --resume {interruptPath}");
                 return 130; // the shell convention for a run ended by SIGINT
             }
@@ -417,7 +423,7 @@ internal static class TrainCommand
     /// </summary>
     private const string HistoryKey = "history", RanksKey = "ranks";
 
-    private static string Text(int value) => value.ToString(CultureInfo.InvariantCulture);
+    private static string Invariant(int value) => value.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>Settings checkpoints did not always record, with the value the runs that wrote them had.</summary>
     private static readonly Dictionary<string, string> SettingsAddedLater = new(StringComparer.Ordinal) { ["clip_grad_norm"] = "-" };

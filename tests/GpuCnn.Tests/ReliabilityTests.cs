@@ -64,21 +64,32 @@ public sealed class ReliabilityTests
         // Epochs 1 and 2 from the checkpoint, 3 from this run: the losses of the uninterrupted run, digit for digit.
         Assert.Equal(TrainLosses(temp.File("straight.metrics.json")), TrainLosses(temp.File("resumed.metrics.json")));
 
-        // A checkpoint from before they were recorded: the run resumes and says its plot and metrics start at epoch 3.
+        // A checkpoint from before they were recorded: the run resumes and says its plot and metrics leave epochs 1–2 out;
+        // a checkpoint of that run holds epochs 3 on, and a run resumed from it says so again.
         WriteWithout(checkpoint, "history");
         WriteWithout(checkpoint, "ranks");
-        var old = CliRunner.Run([.. common, "--epochs", "3", "--resume", checkpoint, "--out", temp.File("old.safetensors")]);
+        var old = CliRunner.Run([.. common, "--epochs", "3", "--resume", checkpoint, "--checkpoint", temp.File("later.safetensors"),
+            "--out", temp.File("old.safetensors")]);
         Assert.True(old.ExitCode == 0, old.Error);
-        Assert.Contains("note: the checkpoint records no epoch history (written before checkpoints did): the plot and metrics will cover epochs 3 on.",
+        Assert.Contains("note: the checkpoint records no metrics for epochs 1–2 (written before checkpoints carried them, or resumed from one that was)",
             old.Error, StringComparison.Ordinal);
         Assert.Equal(new[] { 3 }, TrainLosses(temp.File("old.metrics.json")).Select(e => e.Epoch));
+        var later = CliRunner.Run([.. common, "--epochs", "4", "--resume", temp.File("later.safetensors"), "--out", temp.File("later.safetensors.out")]);
+        Assert.True(later.ExitCode == 0, later.Error);
+        Assert.Contains("note: the checkpoint records no metrics for epochs 1–2 (", later.Error, StringComparison.Ordinal);
+        Assert.Equal(new[] { 3, 4 }, TrainLosses(temp.File("later.safetensors.metrics.json")).Select(e => e.Epoch));
 
-        // A history that is not one names the file.
-        var contents = Safetensors.Read(temp.File("c.safetensors"));
-        Safetensors.Write(checkpoint, contents.Tensors, new Dictionary<string, string>(contents.Metadata) { ["history"] = "[{\"epoch\": \"two\"}]" });
-        var damaged = CliRunner.Run([.. common, "--epochs", "3", "--resume", checkpoint, "--out", temp.File("damaged.safetensors")]);
-        Assert.Equal(1, damaged.ExitCode);
-        Assert.StartsWith($"error: --resume '{checkpoint}': its epoch history is not a valid list", damaged.ErrorLine, StringComparison.Ordinal);
+        // A history that is not one names the file (the checkpoint holds no checksum since WriteWithout: it is read as is).
+        var contents = Safetensors.Read(checkpoint);
+        foreach (var (history, said) in new[] { ("[{\"epoch\": \"two\"}]", "is not a valid list"), ("[{}]", "is not a valid list"),
+            ("[{\"epoch\":2,\"train_loss\":1,\"train_accuracy\":0,\"test_loss\":null,\"test_accuracy\":null,\"seconds\":1}," +
+             "{\"epoch\":1,\"train_loss\":1,\"train_accuracy\":0,\"test_loss\":null,\"test_accuracy\":null,\"seconds\":1}]", "is not a list of epochs numbered from 1 upwards") })
+        {
+            Safetensors.Write(checkpoint, contents.Tensors, new Dictionary<string, string>(contents.Metadata) { ["history"] = history });
+            var damaged = CliRunner.Run([.. common, "--epochs", "3", "--resume", checkpoint, "--out", temp.File("damaged.safetensors")]);
+            Assert.Equal(1, damaged.ExitCode);
+            Assert.StartsWith($"error: --resume '{checkpoint}': its epoch history {said}", damaged.ErrorLine, StringComparison.Ordinal);
+        }
 
         static List<(int Epoch, double Loss)> TrainLosses(string metrics)
         {
@@ -138,6 +149,31 @@ public sealed class ReliabilityTests
                 start, save is null ? null : s => save(model, optimizer, s), token);
             return model;
         }
+    }
+
+    [Fact]
+    public void A_stop_asked_for_as_an_epoch_ends_stops_there_with_one_checkpoint_and_after_the_last_epoch_lets_fit_finish()
+    {
+        var data = TrainingTests.QuadrantData(16, seed: 1); // two batches an epoch
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create(Spec, [1, 8, 8], backend, seed: 3);
+        using var optimizer = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
+        var trainer = new Trainer(model, optimizer, new TrainingOptions(Epochs: 2, BatchSize: 8, Seed: 2));
+        var saved = new List<TrainingState>();
+
+        // Asked for in onEpoch (after the epoch's evaluation): the epoch's checkpoint is the stop's, written once.
+        using var cancel = new CancellationTokenSource();
+        var stopped = Assert.Throws<TrainingInterruptedException>(() =>
+            trainer.Fit(data, null, e => { if (e.Epoch == 1) { cancel.Cancel(); } }, null, null, saved.Add, cancel.Token));
+        Assert.Equal(new TrainingState(2, 0, 2, 0f, 0f), stopped.State);
+        Assert.Equal([stopped.State], saved);
+
+        // Asked for as the last epoch ends: nothing is left to stop, so Fit returns and the caller sees the token.
+        saved.Clear();
+        using var late = new CancellationTokenSource();
+        var history = trainer.Fit(data, null, e => { if (e.Epoch == 2) { late.Cancel(); } }, null, stopped.State, saved.Add, late.Token);
+        Assert.Equal(2, Assert.Single(history).Epoch);
+        Assert.Equal(new TrainingState(3, 0, 4, 0f, 0f), Assert.Single(saved));
     }
 
     [Fact]
@@ -327,7 +363,7 @@ public sealed class ReliabilityTests
         var first = RunInterruptedAtLine("epoch 1:", [.. common, "--out", temp.File("m.safetensors")]);
         string checkpoint = temp.File("m.checkpoint.safetensors");
         Assert.True(first.ExitCode == 130, $"exit code {first.ExitCode}: {first.Error}");
-        Assert.Contains($"interrupted at epoch 2, after batch 0: checkpoint written to {checkpoint}", first.Error, StringComparison.Ordinal);
+        Assert.Contains($"interrupted after epoch 1: checkpoint written to {checkpoint}", first.Error, StringComparison.Ordinal);
         Assert.Single(first.Out.Split('\n'), l => l.StartsWith("epoch ", StringComparison.Ordinal));
         Assert.False(File.Exists(temp.File("m.safetensors")));
         var resumed = CliRunner.Run([.. common, "--resume", checkpoint, "--out", temp.File("resumed.safetensors")]);

@@ -866,7 +866,8 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>
     /// Chunks of pixels a multiprocessor for <see cref="ConvolutionFewTapsKernels.FilterGradientBlocked"/> (a group
     /// each; at most 1,024 in all and one per batch of 32 pixels); null, the default: 1,024 / its group's threads,
-    /// between 4 and 8, for about 1,024 threads a multiprocessor: on an H200 no count from 4 to 16 beat it and 2 lost
+    /// between 4 and 8, for about 1,024 threads a multiprocessor: on an H200 none from 4 to 16 differed from it beyond noise on the training
+    /// steps and 2 lost
     /// (perf/gpu/check.sh's `blocked-chunks` step; docs/benchmarks.md). GPUCNN_BLOCKED_FEW_TAPS_CHUNKS sets it for a process.
     /// </summary>
     public int? BlockedFewTapsChunksPerMultiprocessor

@@ -191,12 +191,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                     evaluation?.Accuracy, clock.Elapsed, evaluation);
                 history.Add(result);
                 onEpoch?.Invoke(result);
+                // Asked during the epoch's last batch, its evaluation or onEpoch: stop at the epoch's end, whose checkpoint
+                // holds it, rather than after the next epoch's first batch. Read before the checkpoint, so that the
+                // checkpoint handler has seen the request too (one coming later stops after the next batch).
+                bool stop = ranked is null && epoch < Options.Epochs && cancel.IsCancellationRequested;
                 var next = new TrainingState(epoch + 1, 0, Optimizer.StepCount, 0f, 0f);
                 onCheckpoint?.Invoke(next);
-                if (ranked is null && epoch < Options.Epochs && cancel.IsCancellationRequested)
+                if (stop)
                 {
-                    // Asked during the epoch's last batch, its evaluation or onEpoch: stop at the epoch's end, where the
-                    // checkpoint just written holds it, rather than after the next epoch's first batch check.
                     throw new TrainingInterruptedException(next);
                 }
             }

@@ -76,7 +76,7 @@ public sealed partial class IlgpuBackend
     /// <see cref="BatchNormKernels.MergeGradientSumsStaged"/>), instead of a thread a channel reading them from memory
     /// one chunk at a time: the same sums in the same order, the same bits. On by default since an H200 timed it
     /// (docs/benchmarks.md, twenty-fifth session: ResNet-8's 16-channel batch norms, 33 chunks a channel, 0.8× the time
-    /// each way). A channel of one chunk is always merged from memory: there is nothing to stage.
+    /// forward, 0.85–0.87× backward). A channel of one chunk is always merged from memory: there is nothing to stage.
     /// GPUCNN_BATCH_NORM_STAGED_MERGE=1|0 sets it for a process.
     /// </summary>
     public bool StagedBatchNormMerge { get; set; } = true;
