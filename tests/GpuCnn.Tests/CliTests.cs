@@ -254,21 +254,21 @@ public sealed partial class CliTests
     public void Batch_norm_stages_its_chunk_merges_unless_told_from_memory_and_a_misspelt_switch_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
-        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--only", "batchnorm"];
-        // batchnorm-relu-16x28: 16 channels of 100,352 values, 33 chunks each, merged by a group a channel (66 floats
-        // staged: 96 threads), or by a thread a channel when told; batchnorm1d-relu-512: 512 features of 256 values, one
-        // chunk each, always by a thread a channel (nothing to stage).
+        string[] args = ["bench", "--device", "ilgpu-cpu", "--launches", "--quick", "--only", "batchnorm"];
+        // batchnorm-relu-16x28-quick: 16 channels of 6,272 values, 3 chunks each (a chunk holds at least 2,048), merged
+        // by a group a channel (6 floats staged: 32 threads), or by a thread a channel when told; batchnorm1d-relu-512-quick:
+        // 64 features of 16 values, one chunk each, always by a thread a channel (nothing to stage).
         var staged = CliRunner.Run(args);
         Assert.True(staged.ExitCode == 0, staged.Error);
-        Assert.Matches(@"batchnorm-relu-16x28\s+MergeStatisticsStaged\s+16\s+\S+\s+96\s+264\s", staged.Out);
-        Assert.Matches(@"batchnorm-relu-16x28\s+MergeGradientSumsStaged\s+16\s+\S+\s+96\s+264\s", staged.Out);
-        Assert.Matches(@"batchnorm1d-relu-512\s+MergeStatistics\s+\d+\s", staged.Out);
-        Assert.DoesNotMatch(@"batchnorm1d-relu-512\s+\w+Staged", staged.Out);
+        Assert.Matches(@"batchnorm-relu-16x28-quick\s+MergeStatisticsStaged\s+16\s+\S+\s+32\s+24\s", staged.Out);
+        Assert.Matches(@"batchnorm-relu-16x28-quick\s+MergeGradientSumsStaged\s+16\s+\S+\s+32\s+24\s", staged.Out);
+        Assert.Matches(@"batchnorm1d-relu-512-quick\s+MergeStatistics\s+\d+\s", staged.Out);
+        Assert.DoesNotMatch(@"batchnorm1d-relu-512-quick\s+\w+Staged", staged.Out);
         Assert.DoesNotContain("merges from memory", staged.Out, StringComparison.Ordinal);
 
         var fromMemory = CliProcess.RunWithEnvironment(args, "GPUCNN_BATCH_NORM_STAGED_MERGE", "0");
         Assert.True(fromMemory.ExitCode == 0, fromMemory.Error);
-        Assert.Matches(@"batchnorm-relu-16x28\s+MergeStatistics\s+1\s", fromMemory.Out);
+        Assert.Matches(@"batchnorm-relu-16x28-quick\s+MergeStatistics\s+1\s", fromMemory.Out);
         Assert.DoesNotContain("Staged", fromMemory.Out, StringComparison.Ordinal);
         Assert.Contains("batch norm's merges from memory", fromMemory.Out, StringComparison.Ordinal);
 
