@@ -19,10 +19,10 @@ internal static class ExportCommand
         };
         command.SetAction(parse =>
         {
+            Shape? sample = parse.GetValue(inputShape) is { } text ? CommonOptions.InputShape(text) : (Shape?)null; // usage errors first
             string modelPath = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
             string outputPath = CommonOptions.WritableFile("--output", parse.GetValue(output)!);
             CommonOptions.Apart("--output", outputPath, ("--model", modelPath));
-            Shape? sample = parse.GetValue(inputShape) is { } text ? ModelFile.ParseShape(text, "--input-shape") : (Shape?)null;
             using var backend = Backends.Open("reference");
             using var network = ModelFile.Load(modelPath, backend, parse.GetValue(arch), sample);
             CommonOptions.WriteOutput("--output", outputPath, () => OnnxModel.Export(network, outputPath));

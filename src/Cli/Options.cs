@@ -1,3 +1,4 @@
+using System.Globalization;
 using GpuCnn.IO;
 using System.CommandLine;
 using GpuCnn.Cpu;
@@ -18,6 +19,36 @@ internal static class CommonOptions
         Description = "Samples per batch.",
         DefaultValueFactory = _ => fallback,
     };
+
+    /// <summary>
+    /// A number option read with a decimal point only. System.CommandLine's own parse also takes thousands separators,
+    /// so in the invariant culture "--lr 0,05" (a decimal comma) had been read as 5.
+    /// </summary>
+    public static Option<float> Number(string name, string description, float fallback) => new(name)
+    {
+        Description = description,
+        DefaultValueFactory = _ => fallback,
+        CustomParser = result => ParseNumber(result, name) ?? fallback,
+    };
+
+    /// <summary>As <see cref="Number"/>, for an option without a default (null when not given).</summary>
+    public static Option<float?> OptionalNumber(string name, string description) => new(name)
+    {
+        Description = description,
+        CustomParser = result => ParseNumber(result, name),
+    };
+
+    private static float? ParseNumber(System.CommandLine.Parsing.ArgumentResult result, string name)
+    {
+        string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "";
+        if (float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float value))
+        {
+            return value;
+        }
+
+        result.AddError($"Cannot parse argument '{text}' for option '{name}' as a number{(text.Contains(',', StringComparison.Ordinal) ? " (a point marks decimals: 0.05, not 0,05)" : "")}.");
+        return null;
+    }
 
     public static Backend OpenDevice(string name, TextWriter error)
     {
@@ -86,9 +117,14 @@ internal static class CommonOptions
     /// </summary>
     public static void Apart(string option, string path, params (string Option, string? Path)[] others)
     {
-        string file = SameFileKey(path);
+        string file = SameFileKey(NotEmpty(option, path));
         foreach (var (otherOption, otherPath) in others)
         {
+            if (otherPath is not null)
+            {
+                NotEmpty(otherOption, otherPath); // (an unset variable in a script): named here, before any other check
+            }
+
             if (otherPath is not null && SameFileKey(otherPath) == file)
             {
                 throw new UsageException($"{option} '{path}' is the same file as {otherOption}, which writing it would replace; give another path.");
@@ -124,7 +160,23 @@ internal static class CommonOptions
     }
 
     public static string ExistingFile(string option, string path) =>
-        File.Exists(path) ? path : throw new FileNotFoundException($"{option}: file '{path}' does not exist.", path);
+        File.Exists(NotEmpty(option, path)) ? path : throw new FileNotFoundException($"{option}: file '{path}' does not exist.", path);
+
+    private static string NotEmpty(string option, string path) =>
+        string.IsNullOrWhiteSpace(path) ? throw new UsageException($"{option} is empty; give a file path.") : path;
+
+    /// <summary>An --input-shape such as 1,28,28; one that is not a shape is a usage error.</summary>
+    public static Shape InputShape(string text)
+    {
+        try
+        {
+            return ModelFile.ParseShape(text, "--input-shape");
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+    }
 
     /// <summary>The bundled MNIST sample, next to the program (or in the repository when run from source).</summary>
     public static string BundledSample()

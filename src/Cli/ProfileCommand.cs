@@ -45,15 +45,7 @@ internal static class ProfileCommand
 
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
             int timedSteps = CommonOptions.Positive("--steps", parse.GetValue(steps));
-            Shape sample;
-            try
-            {
-                sample = ModelFile.ParseShape(parse.GetValue(inputShape)!, "--input-shape");
-            }
-            catch (ArgumentException e)
-            {
-                throw new UsageException(e.Message);
-            }
+            Shape sample = CommonOptions.InputShape(parse.GetValue(inputShape)!);
 
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
             using var model = Sequential.Create(parse.GetValue(arch)!, sample, backend, seed: 1);

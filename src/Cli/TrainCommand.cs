@@ -28,17 +28,17 @@ internal static class TrainCommand
         var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 8 };
         var schedule = new Option<string>("--schedule") { Description = "Learning-rate schedule over epochs: cosine, step or constant.", DefaultValueFactory = _ => "cosine" };
         var stepSize = new Option<int>("--step-size") { Description = "With --schedule step: epochs between multiplications by --gamma.", DefaultValueFactory = _ => 1 };
-        var gamma = new Option<float>("--gamma") { Description = "With --schedule step: the factor applied every --step-size epochs.", DefaultValueFactory = _ => 0.1f };
+        var gamma = CommonOptions.Number("--gamma", "With --schedule step: the factor applied every --step-size epochs.", 0.1f);
         var warmup = new Option<int>("--warmup") { Description = "Linear warm-up over the first N optimizer steps (batches), then the schedule.", DefaultValueFactory = _ => 0 };
         var augment = new Option<string?>("--augment") { Description = "Augment training batches on the device: crop=PAD (random crop after zero padding), flip (horizontal), or both: crop=2,flip." };
         var normalize = new Option<string?>("--normalize") { Description = "Normalise inputs per channel, (x - MEAN) / STD, in training, testing and in the saved model: MEAN,STD or C means then C stds." };
-        var labelSmoothing = new Option<float>("--label-smoothing") { Description = "PyTorch's cross_entropy label_smoothing for the training loss, in [0, 1].", DefaultValueFactory = _ => 0f };
-        var clipGradNorm = new Option<float?>("--clip-grad-norm") { Description = "Scale each step's gradients to a total L2 norm of at most this (PyTorch's clip_grad_norm_)." };
+        var labelSmoothing = CommonOptions.Number("--label-smoothing", "PyTorch's cross_entropy label_smoothing for the training loss, in [0, 1].", 0f);
+        var clipGradNorm = CommonOptions.OptionalNumber("--clip-grad-norm", "Scale each step's gradients to a total L2 norm of at most this (PyTorch's clip_grad_norm_).");
         var batchSize = CommonOptions.BatchSize(64);
-        var lr = new Option<float?>("--lr") { Description = "Learning rate (default 0.05 for sgd, 0.001 for adam and adamw)." };
+        var lr = CommonOptions.OptionalNumber("--lr", "Learning rate (default 0.05 for sgd, 0.001 for adam and adamw).");
         var optimizer = new Option<string>("--optimizer") { Description = "sgd, adam or adamw (decoupled weight decay).", DefaultValueFactory = _ => "sgd" };
-        var momentum = new Option<float>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9f };
-        var weightDecay = new Option<float?>("--weight-decay") { Description = "PyTorch's weight_decay: L2 for sgd and adam (default 0), decoupled for adamw (default 0.01)." };
+        var momentum = CommonOptions.Number("--momentum", "SGD momentum.", 0.9f);
+        var weightDecay = CommonOptions.OptionalNumber("--weight-decay", "PyTorch's weight_decay: L2 for sgd and adam (default 0), decoupled for adamw (default 0.01).");
         var seed = new Option<int>("--seed") { Description = "Seed for initialisation and shuffling.", DefaultValueFactory = _ => 1 };
         var device = CommonOptions.Device();
         var output = new Option<string?>("--out") { Description = "Model file to write (default: the built-in architecture's name, or lenet5, .safetensors)." };
@@ -255,6 +255,11 @@ internal static class TrainCommand
             else
             {
                 var file = Safetensors.Read(initPath);
+                if (CheckpointFile.IsCheckpoint(file.Metadata))
+                {
+                    throw CheckpointFile.NotAModel(initPath, "--init");
+                }
+
                 (weights, recorded) = (file.Tensors, file.Metadata.GetValueOrDefault("normalize"));
             }
 

@@ -100,6 +100,27 @@ public sealed class ReliabilityTests
     }
 
     [Fact]
+    public void A_checkpoint_given_where_a_model_goes_is_named_as_one()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 16);
+        string checkpoint = temp.File("c.safetensors");
+        string[] train = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--device", "reference",
+            "--batch-size", "8", "--epochs", "1"];
+        Assert.Equal(0, CliRunner.Run([.. train, "--checkpoint", checkpoint, "--out", temp.File("m.safetensors")]).ExitCode);
+        string said = $"'{checkpoint}' is a gpucnn training checkpoint, not a model: continue it with train --resume, or use the model train --out wrote.";
+
+        // Its weights are "model.…": loaded as a model they had been "tensor '0.weight' is missing", naming no file.
+        var predict = CliRunner.Run(["predict", "--model", checkpoint, "--input", temp.File("x.npy"), "--output", temp.File("p.npy")]);
+        Assert.Equal(1, predict.ExitCode);
+        Assert.StartsWith($"error: model file {said}", predict.ErrorLine, StringComparison.Ordinal);
+        var init = CliRunner.Run([.. train, "--init", checkpoint, "--out", temp.File("again.safetensors")]);
+        Assert.Equal(1, init.ExitCode);
+        Assert.StartsWith($"error: --init {said}", init.ErrorLine, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("p.npy")) || File.Exists(temp.File("again.safetensors")));
+    }
+
+    [Fact]
     public void Resuming_with_different_settings_is_refused()
     {
         using var temp = Fixtures.TempFolder();

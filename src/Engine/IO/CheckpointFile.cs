@@ -17,6 +17,13 @@ public static class CheckpointFile
 {
     private const string Kind = "gpucnn-checkpoint";
 
+    /// <summary>Whether a safetensors file's metadata is a checkpoint's (its weights are "model.…", beside optimizer state).</summary>
+    internal static bool IsCheckpoint(IReadOnlyDictionary<string, string> metadata) => metadata.GetValueOrDefault("kind") == Kind;
+
+    /// <summary>The error for a checkpoint given where a model file is expected.</summary>
+    internal static FileFormatException NotAModel(string path, string what) =>
+        new($"{what} '{path}' is a gpucnn training checkpoint, not a model: continue it with train --resume, or use the model train --out wrote.");
+
     /// <summary>Writes a checkpoint atomically.</summary>
     public static void Save(string path, Sequential model, Optimizer optimizer, TrainingState state,
         IReadOnlyDictionary<string, string> settings)

@@ -82,6 +82,11 @@ public static class ModelFile
         }
 
         var contents = Safetensors.Read(path);
+        if (CheckpointFile.IsCheckpoint(contents.Metadata))
+        {
+            throw CheckpointFile.NotAModel(path, "model file");
+        }
+
         bool archGiven = arch is not null;
         arch ??= contents.Metadata.GetValueOrDefault("arch")
             ?? throw new ArgumentException($"model file '{path}' has no \"arch\" in its metadata; give the architecture spec.");
