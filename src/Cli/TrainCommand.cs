@@ -91,6 +91,21 @@ internal static class TrainCommand
                 Checkpoint: parse.GetValue(checkpoint),
                 Resume: parse.GetValue(resume));
             _ = ArchitectureSpec.Parse(settings.Arch); // a bad spec is a usage error before any data is read
+            // Options given that this run's other choices leave unused: said, so that nobody believes they took effect.
+            var unused = new List<string>();
+            if (optimizerName != "sgd" && parse.GetResult(momentum) is { Implicit: false })
+            {
+                unused.Add($"--momentum applies to --optimizer sgd only; {optimizerName} ignores it (its first moment decays by beta1 = 0.9).");
+            }
+
+            foreach (var (option, name) in new (Option, string)[] { (stepSize, "--step-size"), (gamma, "--gamma") })
+            {
+                if (settings.Schedule != LearningRateSchedule.Step && parse.GetResult(option) is { Implicit: false })
+                {
+                    unused.Add($"{name} applies to --schedule step only; the {settings.Schedule.ToString().ToLowerInvariant()} schedule ignores it.");
+                }
+            }
+
             if (settings.Init is not null && settings.Resume is not null)
             {
                 throw new UsageException("--init and --resume exclude each other: a checkpoint holds the weights it continues from.");
@@ -108,6 +123,7 @@ internal static class TrainCommand
                 var files = new DataFiles(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels), parse.GetValue(testImages), parse.GetValue(testLabels));
                 if (ranks.Rank == 0)
                 {
+                    unused.ForEach(warning => io.Error.WriteLine($"warning: {warning}"));
                     CheckOutputs(settings, files, io);
                 }
 

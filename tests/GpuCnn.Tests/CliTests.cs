@@ -192,6 +192,25 @@ public sealed partial class CliTests
         Assert.StartsWith(message, result.ErrorLine, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("warning: --momentum applies to --optimizer sgd only; adam ignores it", "--optimizer", "adam", "--momentum", "0.5")]
+    [InlineData("warning: --gamma applies to --schedule step only; the cosine schedule ignores it.", "--gamma", "0.5")]
+    [InlineData("warning: --step-size applies to --schedule step only; the constant schedule ignores it.", "--schedule", "constant", "--step-size", "3")]
+    public void An_option_the_runs_other_choices_leave_unused_is_warned_about(string warning, params string[] options)
+    {
+        using var temp = Fixtures.TempFolder();
+        var result = CliRunner.Run(["train", "--epochs", "1", "--device", "reference", "--arch", "flatten,dense(10)", .. options,
+            "--out", temp.File("m.safetensors")]);
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains(warning, result.Error, StringComparison.Ordinal);
+
+        // Where they apply, or left at their defaults, nothing is said.
+        var quiet = CliRunner.Run(["train", "--epochs", "1", "--device", "reference", "--arch", "flatten,dense(10)", "--schedule", "step",
+            "--gamma", "0.5", "--momentum", "0.5", "--out", temp.File("quiet.safetensors")]);
+        Assert.True(quiet.ExitCode == 0, quiet.Error);
+        Assert.DoesNotContain("warning:", quiet.Error, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Tile_groups_of_64_threads_plan_four_times_the_groups_and_a_misspelt_size_is_a_clear_error()
     {
