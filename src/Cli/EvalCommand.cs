@@ -18,7 +18,7 @@ internal static class EvalCommand
         command.SetAction(parse =>
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
-            string path = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
+            string path = CommonOptions.ModelWithArch(CommonOptions.ExistingFile("--model", parse.GetValue(model)!), parse.GetValue(arch));
             string folder = parse.GetValue(data) ?? CommonOptions.BundledSample();
             var test = Idx.ReadMnistTest(folder);
             DataChecks.RequireFinite(test.Images, folder); // IDX pixels are bytes; checked all the same, as every loader is

@@ -160,7 +160,18 @@ internal static class CommonOptions
     }
 
     public static string ExistingFile(string option, string path) =>
-        File.Exists(NotEmpty(option, path)) ? path : throw new FileNotFoundException($"{option}: file '{path}' does not exist.", path);
+        File.Exists(NotEmpty(option, path)) ? path
+        : Directory.Exists(path) ? throw new IOException($"{option}: '{path}' is a folder, not a file.")
+        : throw new FileNotFoundException($"{option}: file '{path}' does not exist.", path);
+
+    /// <summary>
+    /// --model for eval and predict, whose --arch (with the data's sample shape) is for files without an architecture:
+    /// an ONNX file's graph is its own, so --arch with one is a usage error naming the option.
+    /// </summary>
+    public static string ModelWithArch(string path, string? arch) =>
+        arch is not null && path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
+            ? throw new UsageException($"--arch is for safetensors files without an architecture: model file '{path}' is ONNX, whose graph is its architecture; leave --arch out.")
+            : path;
 
     private static string NotEmpty(string option, string path) =>
         string.IsNullOrWhiteSpace(path) ? throw new UsageException($"{option} is empty; give a file path.") : path;

@@ -22,7 +22,7 @@ internal static class PredictCommand
         command.SetAction(parse =>
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
-            string modelPath = CommonOptions.ExistingFile("--model", parse.GetValue(model)!);
+            string modelPath = CommonOptions.ModelWithArch(CommonOptions.ExistingFile("--model", parse.GetValue(model)!), parse.GetValue(arch));
             string outputPath = CommonOptions.WritableFile("--output", parse.GetValue(output)!);
             CommonOptions.Apart("--output", outputPath, ("--model", modelPath), ("--input", parse.GetValue(input)));
             var images = Npy.ReadTensor(CommonOptions.ExistingFile("--input", parse.GetValue(input)!));

@@ -192,6 +192,31 @@ public sealed partial class CliTests
         Assert.StartsWith(message, result.ErrorLine, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_folder_given_for_a_file_a_file_for_a_folder_and_arch_with_an_onnx_model_are_named_as_such()
+    {
+        using var temp = Fixtures.TempFolder();
+        string file = temp.File("notes.txt"), onnx = temp.File("m.onnx");
+        File.WriteAllText(file, "not data");
+        File.WriteAllText(onnx, "not read: --arch is refused first");
+
+        var model = CliRunner.Run("eval", "--model", temp.Path);
+        Assert.Equal(1, model.ExitCode);
+        Assert.StartsWith($"error: --model: '{temp.Path}' is a folder, not a file.", model.ErrorLine, StringComparison.Ordinal);
+        var images = CliRunner.Run("train", "--images", temp.Path, "--labels", file, "--out", temp.File("m.safetensors"));
+        Assert.Equal(1, images.ExitCode);
+        Assert.Contains($"'{temp.Path}' is a folder, not a file.", images.ErrorLine, StringComparison.Ordinal);
+        var data = CliRunner.Run("train", "--data", file, "--out", temp.File("m.safetensors"));
+        Assert.Equal(1, data.ExitCode);
+        Assert.StartsWith($"error: MNIST folder '{file}' is a file; give the folder that holds the four IDX files.", data.ErrorLine, StringComparison.Ordinal);
+
+        // --arch with the data's sample shape is for files without an architecture; an ONNX graph is its own.
+        var arch = CliRunner.Run("predict", "--model", onnx, "--arch", "lenet5", "--input", file, "--output", temp.File("p.npy"));
+        Assert.Equal(2, arch.ExitCode);
+        Assert.StartsWith($"error: --arch is for safetensors files without an architecture: model file '{onnx}' is ONNX", arch.ErrorLine, StringComparison.Ordinal);
+        Assert.Equal(2, CliRunner.Run("eval", "--model", onnx, "--arch", "lenet5").ExitCode);
+    }
+
     [Theory]
     [InlineData("warning: --momentum applies to --optimizer sgd only; adam ignores it", "--optimizer", "adam", "--momentum", "0.5")]
     [InlineData("warning: --gamma applies to --schedule step only; the cosine schedule ignores it.", "--gamma", "0.5")]

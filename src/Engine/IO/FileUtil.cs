@@ -183,7 +183,8 @@ internal static class FileUtil
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{what} '{path}' does not exist.", path);
+            throw Directory.Exists(path) ? new IOException($"{what} '{path}' is a folder, not a file.")
+                : new FileNotFoundException($"{what} '{path}' does not exist.", path);
         }
 
         long length = new FileInfo(path).Length;

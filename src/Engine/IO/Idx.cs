@@ -93,7 +93,9 @@ public static class Idx
     private static string Existing(string folder)
     {
         ArgumentNullException.ThrowIfNull(folder);
-        return Directory.Exists(folder) ? folder : throw new DirectoryNotFoundException($"MNIST folder '{folder}' does not exist.");
+        return Directory.Exists(folder) ? folder
+            : File.Exists(folder) ? throw new DirectoryNotFoundException($"MNIST folder '{folder}' is a file; give the folder that holds the four IDX files.")
+            : throw new DirectoryNotFoundException($"MNIST folder '{folder}' does not exist.");
     }
 
     /// <summary>Images (N, H, W) as a float tensor (N, 1, H, W) scaled to [0, 1] and labels (N) as ints.</summary>
