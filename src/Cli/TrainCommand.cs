@@ -333,6 +333,17 @@ internal static class TrainCommand
                     "weights will not be bitwise those of an uninterrupted run.");
             }
 
+            // Cosine's rate at an epoch depends on the total (but epoch 1's, always the full rate): a checkpoint past epoch 1
+            // trained with another span than this run's.
+            bool spanUsed = start.Epoch > 2 || (start.Epoch == 2 && start.Batch > 0);
+            if (settings.Schedule == LearningRateSchedule.Cosine && spanUsed && resumeMetadata.GetValueOrDefault(EpochsKey) is { } asked &&
+                asked != Invariant(settings.Epochs))
+            {
+                io.Error.WriteLine($"note: the checkpoint's run asked for --epochs {asked}, this one for {settings.Epochs}: the cosine schedule " +
+                    $"now spans {settings.Epochs} epochs, so the rates from epoch {start.Epoch} on follow it, and the weights will not be those " +
+                    $"of an uninterrupted {settings.Epochs}-epoch run, whose earlier epochs had the same span.");
+            }
+
             if (resumeMetadata.GetValueOrDefault(HistoryKey) is { } recorded)
             {
                 // The epochs before the checkpoint's position (a mid-epoch checkpoint's own epoch runs again).
@@ -366,6 +377,7 @@ internal static class TrainCommand
                 {
                     [HistoryKey] = MetricsFile.FormatHistory(earlier.Concat(trained)),
                     [RanksKey] = Invariant(ranks.Size),
+                    [EpochsKey] = Invariant(settings.Epochs),
                 };
                 CommonOptions.WriteOutput(interrupted && settings.Checkpoint is null ? "the interrupt checkpoint" : "--checkpoint", path,
                     () => CheckpointFile.Save(path, model, optimizer, state, recorded),
@@ -439,10 +451,10 @@ internal static class TrainCommand
 
     /// <summary>
     /// Checkpoint metadata the command records but does not compare on resume: the epochs so far (their metrics, so that
-    /// a resumed run's plot and metrics file cover the whole run) and the ranks that trained (resuming with another
-    /// count continues, with a note).
+    /// a resumed run's plot and metrics file cover the whole run), the ranks that trained and the --epochs asked for
+    /// (resuming with another count, or another span of a cosine schedule, continues, with a note).
     /// </summary>
-    private const string HistoryKey = "history", RanksKey = "ranks";
+    private const string HistoryKey = "history", RanksKey = "ranks", EpochsKey = "epochs";
 
     private static string Invariant(int value) => value.ToString(CultureInfo.InvariantCulture);
 

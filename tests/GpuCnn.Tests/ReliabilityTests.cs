@@ -100,6 +100,29 @@ public sealed class ReliabilityTests
     }
 
     [Fact]
+    public void Resuming_a_cosine_run_with_more_epochs_says_the_schedule_now_spans_them()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 16);
+        string checkpoint = temp.File("c.safetensors");
+        string[] train = ["train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--device", "reference",
+            "--batch-size", "8", "--checkpoint", checkpoint];
+        Assert.Equal(0, CliRunner.Run([.. train, "--epochs", "2", "--out", temp.File("two.safetensors")]).ExitCode);
+        Assert.Equal("2", Safetensors.Read(checkpoint).Metadata["epochs"]);
+
+        var longer = CliRunner.Run([.. train, "--epochs", "4", "--resume", checkpoint, "--out", temp.File("four.safetensors")]);
+        Assert.True(longer.ExitCode == 0, longer.Error);
+        Assert.Contains("note: the checkpoint's run asked for --epochs 2, this one for 4: the cosine schedule now spans 4 epochs, so the " +
+            "rates from epoch 3 on follow it", longer.Error, StringComparison.Ordinal);
+
+        // After epoch 1 alone, the span had not mattered (epoch 1 runs at the full rate whatever it is): nothing to say.
+        Assert.Equal(0, CliRunner.Run([.. train, "--epochs", "1", "--out", temp.File("one.safetensors")]).ExitCode);
+        var fromOne = CliRunner.Run([.. train, "--epochs", "3", "--resume", checkpoint, "--out", temp.File("three.safetensors")]);
+        Assert.True(fromOne.ExitCode == 0, fromOne.Error);
+        Assert.DoesNotContain("note:", fromOne.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_checkpoint_given_where_a_model_goes_is_named_as_one()
     {
         using var temp = Fixtures.TempFolder();
