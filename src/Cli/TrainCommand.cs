@@ -407,8 +407,7 @@ internal static class TrainCommand
             catch (TrainingInterruptedException e)
             {
                 progress.Clear();
-                string where = e.State.Batch == 0 ? $"after epoch {e.State.Epoch - 1}" : $"at epoch {e.State.Epoch}, after batch {e.State.Batch}";
-                io.Error.WriteLine($"interrupted {where}: checkpoint written to {interruptPath}.");
+                io.Error.WriteLine($"interrupted {Trainer.Describe(e.State)}: checkpoint written to {interruptPath}.");
                 io.Error.WriteLine($"resume with the same command plus: --resume {interruptPath}");
                 return 130; // the shell convention for a run ended by SIGINT
             }

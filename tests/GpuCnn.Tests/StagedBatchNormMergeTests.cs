@@ -47,11 +47,7 @@ public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
             var data = new BackendOpsTests.FusedBatchNormData(s, TestData.Uniform(shape.Size, 71), TestData.Uniform(shape.Size, 72),
                 TestData.Uniform(s.Channels, 73), TestData.Uniform(s.Channels, 74), new float[s.Channels], new float[s.Channels]);
             using var t = new BackendOpsTests.FusedBatchNormTensors(backend, data, shape);
-            var kernels = backend.PlanLaunches(backend.Profile, () =>
-            {
-                backend.BatchNormForward(true, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
-                backend.BatchNormBackward(true, t.X, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
-            }).Select(r => r.Kernel).ToList();
+            var kernels = backend.PlanLaunches(backend.Profile, () => TrainingStep(backend, t)).Select(r => r.Kernel).ToList();
             Assert.True(kernels.Contains("MergeStatistics") && kernels.Contains("MergeGradientSums") && !kernels.Any(k => k.EndsWith("Staged", StringComparison.Ordinal)),
                 $"one chunk a channel: {string.Join(", ", kernels)}");
         }
@@ -60,6 +56,13 @@ public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
             backend.ReductionChunks = chunksBefore;
             backend.StagedBatchNormMerge = stagedBefore;
         }
+    }
+
+    /// <summary>Batch norm's training step on the tensors: statistics and y forward, dx, dweight and dbias backward.</summary>
+    private static void TrainingStep(IlgpuBackend backend, BackendOpsTests.FusedBatchNormTensors t)
+    {
+        backend.BatchNormForward(true, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
+        backend.BatchNormBackward(true, t.X, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
     }
 
     private static void Compare(IlgpuBackend backend, int chunks, int[] dims)
@@ -86,11 +89,7 @@ public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
             try
             {
                 using var t = new BackendOpsTests.FusedBatchNormTensors(backend, data, shape);
-                var plan = backend.PlanLaunches(backend.Profile, () =>
-                {
-                    backend.BatchNormForward(true, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
-                    backend.BatchNormBackward(true, t.X, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
-                }).ToList();
+                var plan = backend.PlanLaunches(backend.Profile, () => TrainingStep(backend, t)).ToList();
                 var kernels = plan.Select(r => r.Kernel).ToList();
                 Assert.Contains(statistics, kernels);
                 Assert.Contains(gradientSums, kernels);
@@ -99,8 +98,7 @@ public abstract class StagedBatchNormMergeTests(BackendFixture fixture)
                 Assert.True(kernels.Count(k => k == "ChunkStatistics") == 1 && kernels.Count(k => k == "ChunkGradientSums") == 1,
                     $"one chunked pass each way: {string.Join(", ", kernels)}");
 
-                backend.BatchNormForward(true, t.X, t.Weight, t.Bias, t.RunningMean, t.RunningVar, 0.1f, 1e-5f, t.Y, t.Mean, t.InvStd);
-                backend.BatchNormBackward(true, t.X, t.Dy, t.Weight, t.Mean, t.InvStd, t.Dx, t.Dweight, t.Dbias);
+                TrainingStep(backend, t);
                 return new()
                 {
                     ["mean"] = backend.DownloadArray(t.Mean),

@@ -482,9 +482,9 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// <summary>The last epoch a run resumed from <paramref name="state"/> has trained in: its epoch when inside it, the one before at its start.</summary>
     internal static int LastEpochNeeded(TrainingState state) => state.Batch > 0 ? state.Epoch : state.Epoch - 1;
 
-    /// <summary>"epoch 3 after batch 5" or "after epoch 8".</summary>
+    /// <summary>"in epoch 3 after batch 5" or "after epoch 8".</summary>
     internal static string Describe(TrainingState state) =>
-        state.Batch > 0 ? $"epoch {state.Epoch} after batch {state.Batch}" : $"after epoch {state.Epoch - 1}";
+        state.Batch > 0 ? $"in epoch {state.Epoch} after batch {state.Batch}" : $"after epoch {state.Epoch - 1}";
 
     /// <summary>A dataset resident on the device, plus the sample order (in file order until training shuffles it).</summary>
     private sealed class DeviceDataset : IDisposable
