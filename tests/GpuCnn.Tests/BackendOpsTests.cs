@@ -6,82 +6,11 @@ namespace GpuCnn.Tests;
 /// <summary>
 /// One test body per operation, run once per backend by the subclasses at the end of this file. Each body runs the
 /// operation on the backend (outputs poisoned with NaN first, so an unwritten element fails) and compares it with
-/// <see cref="ReferenceMath"/> evaluated in double on the same float inputs.
+/// <see cref="ReferenceMath"/> evaluated in double on the same float inputs. The convolution and GEMM bodies, which the
+/// classes forcing one kernel route run alone, are in <see cref="ConvolutionAndGemmOpsTests"/>.
 /// </summary>
-/// <remarks>
-/// Tolerances: every output here is a float32 sum of at most ~250 products of values in [−2, 2]; float rounding
-/// then stays below ~250 · 6e-8 · 4 ≈ 6e-5 absolute, so atol 1e-4 with rtol 1e-4 leaves no room for a wrong index.
-/// </remarks>
-public abstract partial class BackendOpsTests(BackendFixture fixture)
+public abstract partial class BackendOpsTests(BackendFixture fixture) : ConvolutionAndGemmOpsTests(fixture)
 {
-    private const double Atol = 1e-4;
-    private const double Rtol = 1e-4;
-
-    protected Backend Backend => fixture.Require();
-
-    [Theory]
-    [Trait("Category", "CrossCheck")]
-    [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
-    public void Conv2dForward_matches_reference(string name)
-    {
-        var g = Cases.Convolutions[name];
-        foreach (bool withBias in (bool[])[true, false])
-        {
-            float[] x = TestData.Uniform(g.InputSize, 1), w = TestData.Uniform(g.WeightSize, 2), b = TestData.Uniform(g.K, 3);
-            var expected = new double[g.OutputSize];
-            ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), withBias ? TestData.Widen(b) : [], expected);
-
-            using var dx = Put(x, g.InputShape);
-            using var dw = Put(w, g.WeightShape);
-            using var db = Put(b, [g.K]);
-            using var dy = Poisoned(g.OutputShape);
-            Backend.Conv2dForward(g, dx, dw, withBias ? db : null, dy);
-            TensorAssert.Close(expected, Backend.DownloadArray(dy), g.OutputShape, Atol, Rtol, $"{Backend.Name} conv forward {name} bias={withBias}");
-        }
-    }
-
-    [Theory]
-    [Trait("Category", "GradientCheck")]
-    [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
-    public void Conv2dBackwardData_matches_reference(string name)
-    {
-        var g = Cases.Convolutions[name];
-        float[] gy = TestData.Uniform(g.OutputSize, 4), w = TestData.Uniform(g.WeightSize, 5);
-        var expected = new double[g.InputSize];
-        ReferenceMath.Conv2dBackwardData<double>(g, TestData.Widen(gy), TestData.Widen(w), expected);
-
-        using var dgy = Put(gy, g.OutputShape);
-        using var dw = Put(w, g.WeightShape);
-        using var dgx = Poisoned(g.InputShape);
-        Backend.Conv2dBackwardData(g, dgy, dw, dgx);
-        TensorAssert.Close(expected, Backend.DownloadArray(dgx), g.InputShape, Atol, Rtol, $"{Backend.Name} conv backward-data {name}");
-    }
-
-    [Theory]
-    [Trait("Category", "GradientCheck")]
-    [MemberData(nameof(Cases.ConvolutionNames), MemberType = typeof(Cases))]
-    public void Conv2dBackwardFilter_matches_reference(string name)
-    {
-        var g = Cases.Convolutions[name];
-        float[] x = TestData.Uniform(g.InputSize, 6), gy = TestData.Uniform(g.OutputSize, 7);
-        var expectedW = new double[g.WeightSize];
-        var expectedB = new double[g.K];
-        ReferenceMath.Conv2dBackwardFilter<double>(g, TestData.Widen(x), TestData.Widen(gy), expectedW, expectedB);
-
-        using var dx = Put(x, g.InputShape);
-        using var dgy = Put(gy, g.OutputShape);
-        using var dgw = Poisoned(g.WeightShape);
-        using var dgb = Poisoned([g.K]);
-        Backend.Conv2dBackwardFilter(g, dx, dgy, dgw, dgb);
-        TensorAssert.Close(expectedW, Backend.DownloadArray(dgw), g.WeightShape, Atol, Rtol, $"{Backend.Name} conv backward-filter {name}");
-        TensorAssert.Close(expectedB, Backend.DownloadArray(dgb), new Shape(g.K), Atol, Rtol, $"{Backend.Name} conv bias gradient {name}");
-
-        // Without a bias (bias=false layers): the routes that add the bias gradient on the way leave it out.
-        using var dgwAlone = Poisoned(g.WeightShape);
-        Backend.Conv2dBackwardFilter(g, dx, dgy, dgwAlone, db: null);
-        TensorAssert.Close(expectedW, Backend.DownloadArray(dgwAlone), g.WeightShape, Atol, Rtol, $"{Backend.Name} conv backward-filter without a bias {name}");
-    }
-
     [Theory]
     [Trait("Category", "CrossCheck")]
     [MemberData(nameof(Cases.PoolNames), MemberType = typeof(Cases))]
@@ -143,109 +72,13 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
         TensorAssert.Close(expectedGx, Backend.DownloadArray(dgx), g.InputShape, Atol, Rtol, $"{Backend.Name} avg pool backward {name}");
     }
 
-    [Theory]
-    [Trait("Category", "CrossCheck")]
-    [InlineData(1, 1, 1)]
-    [InlineData(7, 5, 3)]
-    [InlineData(17, 33, 9)]
-    [InlineData(3, 1, 20)]
-    [InlineData(9, 35, 70)]
-    public void Gemm_matches_reference_for_every_transpose(int m, int n, int k)
-    {
-        foreach (var (ta, tb) in (ValueTuple<bool, bool>[])[(false, false), (true, false), (false, true), (true, true)])
-        {
-            float[] a = TestData.Uniform(m * k, 13), b = TestData.Uniform(k * n, 14), c = TestData.Uniform(m * n, 15);
-
-            // β = 0: C is poisoned and must be overwritten, not read.
-            var expected = new double[m * n];
-            ReferenceMath.Gemm<double>(ta, tb, m, n, k, 1.0, TestData.Widen(a), TestData.Widen(b), 0.0, expected);
-            using var da = Put(a, [m * k]);
-            using var db = Put(b, [k * n]);
-            using var dc = Poisoned([m * n]);
-            Backend.Gemm(ta, tb, m, n, k, 1f, da, db, 0f, dc);
-            TensorAssert.Close(expected, Backend.DownloadArray(dc), new Shape(m, n), Atol, Rtol, $"{Backend.Name} gemm {m}x{n}x{k} tA={ta} tB={tb} beta=0");
-
-            // α = −1.5, β = 0.5: C accumulates.
-            var expectedAcc = TestData.Widen(c);
-            ReferenceMath.Gemm<double>(ta, tb, m, n, k, -1.5, TestData.Widen(a), TestData.Widen(b), 0.5, expectedAcc);
-            Backend.Upload<float>(c, dc);
-            Backend.Gemm(ta, tb, m, n, k, -1.5f, da, db, 0.5f, dc);
-            TensorAssert.Close(expectedAcc, Backend.DownloadArray(dc), new Shape(m, n), Atol, Rtol, $"{Backend.Name} gemm {m}x{n}x{k} tA={ta} tB={tb} beta=0.5");
-        }
-    }
-
-    [Theory]
-    [Trait("Category", "CrossCheck")]
-    [MemberData(nameof(Cases.ActivationSpecs), MemberType = typeof(Cases))]
-    public void Conv2dForward_fuses_bias_and_activation(string spec)
-    {
-        var f = Cases.Activation(spec);
-        foreach (var g in Cases.Convolutions.Values)
-        {
-            foreach (bool bias in (ReadOnlySpan<bool>)[true, false]) // without one, the GEMM routes' epilogue applies f alone
-            {
-                float[] x = TestData.Uniform(g.InputSize, 26), w = TestData.Uniform(g.WeightSize, 27), b = bias ? TestData.Uniform(g.K, 28) : [];
-                var expected = new double[g.OutputSize];
-                ReferenceMath.Conv2dForward<double>(g, TestData.Widen(x), TestData.Widen(w), TestData.Widen(b), expected);
-                expected = [.. expected.Select(f.Evaluate)];
-
-                using var dx = Put(x, g.InputShape);
-                using var dw = Put(w, g.WeightShape);
-                using var db = bias ? Put(b, [g.K]) : null;
-                using var dy = Poisoned(g.OutputShape);
-                f.Conv2dForward(Backend, g, dx, dw, db, dy);
-                TensorAssert.Close(expected, Backend.DownloadArray(dy), g.OutputShape, Atol, Rtol, $"{Backend.Name} conv + {spec} {g} bias {bias}");
-            }
-        }
-    }
-
-    [Theory]
-    [Trait("Category", "CrossCheck")]
-    [MemberData(nameof(Cases.ActivationSpecsAndNone), MemberType = typeof(Cases))]
-    public void LinearForward_fuses_gemm_bias_and_activation(string spec)
-    {
-        const int batch = 5, inFeatures = 37, outFeatures = 19;
-        float[] x = TestData.Uniform(batch * inFeatures, 23), w = TestData.Uniform(outFeatures * inFeatures, 24), b = TestData.Uniform(outFeatures, 25);
-        var expected = new double[batch * outFeatures];
-        ReferenceMath.Gemm<double>(false, true, batch, outFeatures, inFeatures, 1.0, TestData.Widen(x), TestData.Widen(w), 0.0, expected);
-        ReferenceMath.BiasAdd<double>(expected, TestData.Widen(b), batch, outFeatures, 1);
-        var f = spec == "none" ? null : Cases.Activation(spec);
-        if (f is not null)
-        {
-            expected = [.. expected.Select(f.Evaluate)];
-        }
-
-        using var dx = Put(x, [batch, inFeatures]);
-        using var dw = Put(w, [outFeatures, inFeatures]);
-        using var db = Put(b, [outFeatures]);
-        using var dy = Poisoned([batch, outFeatures]);
-        if (f is null)
-        {
-            Backend.LinearForward(dx, dw, db, dy, default(Kernels.Identity));
-        }
-        else
-        {
-            f.LinearForward(Backend, dx, dw, db, dy);
-        }
-
-        TensorAssert.Close(expected, Backend.DownloadArray(dy), new Shape(batch, outFeatures), Atol, Rtol, $"{Backend.Name} linear {spec}");
-    }
-
-    /// <summary>The shared operation catalogue, the same cases `gpucnn selftest` runs, as "index: name shape".</summary>
-    public static TheoryData<string> CatalogueCases => new(OperationCases.CrossChecks(CatalogueSeed).Select((c, i) => $"{i}: {c}"));
-
-    private const int CatalogueSeed = 5;
+    /// <summary>The shared operation catalogue's other cases (`gpucnn selftest` runs them all), as "index: name shape".</summary>
+    public static TheoryData<string> CatalogueCases => CatalogueCasesWhere(c => !IsConvolutionOrGemm(c));
 
     [Theory]
     [Trait("Category", "CrossCheck")]
     [MemberData(nameof(CatalogueCases))]
-    public void Catalogue_case_matches_the_reference(string name)
-    {
-        var operation = OperationCases.CrossChecks(CatalogueSeed).ElementAt(int.Parse(name[..name.IndexOf(':', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture));
-        using var reference = new ReferenceBackend();
-        var (diff, passed) = operation.Compare(Backend, reference);
-        Assert.True(passed, $"{Backend.Name} {operation}: max |diff| {diff:G3}");
-    }
+    public void Catalogue_case_matches_the_reference(string name) => CatalogueCaseMatchesTheReference(name);
 
     [Fact]
     [Trait("Category", "CrossCheck")]
@@ -512,35 +345,6 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
     }
 
     [Fact]
-    [Trait("Category", "CrossCheck")]
-    public void Backward_passes_are_bitwise_reproducible()
-    {
-        var g = Cases.Convolutions["batch2 stride2 pad1 odd"];
-        var pool = Cases.Pools["overlap 3x3 s2"];
-        float[] Run()
-        {
-            using var x = Put(TestData.Uniform(g.InputSize, 50), g.InputShape);
-            using var gy = Put(TestData.Uniform(g.OutputSize, 51), g.OutputShape);
-            using var w = Put(TestData.Uniform(g.WeightSize, 52), g.WeightShape);
-            using var gw = Poisoned(g.WeightShape);
-            using var gb = Poisoned([g.K]);
-            using var gx = Poisoned(g.InputShape);
-            Backend.Conv2dBackwardFilter(g, x, gy, gw, gb);
-            Backend.Conv2dBackwardData(g, gy, w, gx);
-            using var px = Put(TestData.Uniform(pool.InputSize, 53), pool.InputShape);
-            using var py = Poisoned(pool.OutputShape);
-            using var sw = PoisonedSwitches(pool.OutputShape);
-            using var pgy = Put(TestData.Uniform(pool.OutputSize, 54), pool.OutputShape);
-            using var pgx = Poisoned(pool.InputShape);
-            Backend.MaxPool2dForward(pool, px, py, sw);
-            Backend.MaxPool2dBackward(pool, pgy, sw, pgx);
-            return [.. Backend.DownloadArray(gw), .. Backend.DownloadArray(gb), .. Backend.DownloadArray(gx), .. Backend.DownloadArray(pgx)];
-        }
-
-        TensorAssert.Identical<float>(Run(), Run(), $"{Backend.Name} backward passes");
-    }
-
-    [Fact]
     [Trait("Category", "Validation")]
     public void Bad_arguments_name_the_operation_argument_and_shapes()
     {
@@ -578,23 +382,6 @@ public abstract partial class BackendOpsTests(BackendFixture fixture)
             Assert.Contains("lives on backend 'reference'", wrongDevice.Message, StringComparison.Ordinal);
         }
     }
-
-    protected DeviceTensor<float> Put(float[] values, Shape shape) => Backend.Upload<float>(shape, values);
-
-    /// <summary>An output tensor filled with NaN, so any element the operation fails to write shows up.</summary>
-    protected DeviceTensor<float> Poisoned(Shape shape)
-    {
-        var tensor = Backend.Allocate<float>(shape);
-        Backend.Fill(tensor, float.NaN);
-        return tensor;
-    }
-
-    private DeviceTensor<int> PoisonedSwitches(Shape shape)
-    {
-        var values = new int[shape.Size];
-        Array.Fill(values, -7);
-        return Backend.Upload<int>(shape, values);
-    }
 }
 
 public sealed class ReferenceBackendOps(ReferenceFixture fixture) : BackendOpsTests(fixture), IClassFixture<ReferenceFixture>;
@@ -603,25 +390,25 @@ public sealed class CpuBackendOps(CpuFixture fixture) : BackendOpsTests(fixture)
 
 public sealed class IlgpuCpuBackendOps(IlgpuCpuFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFixture>;
 
-public sealed class IlgpuCpuTiledBackendOps(IlgpuCpuTiledFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuTiledFixture>;
+public sealed class IlgpuCpuTiledBackendOps(IlgpuCpuTiledFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuTiledFixture>;
 
-public sealed class IlgpuCpuTiled8x8BackendOps(IlgpuCpuTiled8x8Fixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuTiled8x8Fixture>;
+public sealed class IlgpuCpuTiled8x8BackendOps(IlgpuCpuTiled8x8Fixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuTiled8x8Fixture>;
 
 public sealed class IlgpuCpuSplitBackendOps(IlgpuCpuSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuSplitFixture>;
 
-public sealed class IlgpuCpuImplicitBackendOps(IlgpuCpuImplicitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitFixture>;
+public sealed class IlgpuCpuImplicitBackendOps(IlgpuCpuImplicitFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuImplicitFixture>;
 
-public sealed class IlgpuCpuFewTapsBackendOps(IlgpuCpuFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
+public sealed class IlgpuCpuFewTapsBackendOps(IlgpuCpuFewTapsFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuFewTapsFixture>;
 
-public sealed class IlgpuCpuNarrow32BackendOps(IlgpuCpuNarrow32Fixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuNarrow32Fixture>;
+public sealed class IlgpuCpuNarrow32BackendOps(IlgpuCpuNarrow32Fixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuNarrow32Fixture>;
 
 public sealed class IlgpuCpuBlockedFewTapsBackendOps(IlgpuCpuBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
 
-public sealed class IlgpuCpuImplicitSplitBackendOps(IlgpuCpuImplicitSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
+public sealed class IlgpuCpuImplicitSplitBackendOps(IlgpuCpuImplicitSplitFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
 
-public sealed class IlgpuCpuImplicitWideBackendOps(IlgpuCpuImplicitWideFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideFixture>;
+public sealed class IlgpuCpuImplicitWideBackendOps(IlgpuCpuImplicitWideFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideFixture>;
 
-public sealed class IlgpuCpuImplicitWideSplitBackendOps(IlgpuCpuImplicitWideSplitFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideSplitFixture>;
+public sealed class IlgpuCpuImplicitWideSplitBackendOps(IlgpuCpuImplicitWideSplitFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuImplicitWideSplitFixture>;
 
 public sealed class IlgpuCpuGpuGroupsBackendOps(IlgpuCpuGpuGroupsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;
 
@@ -629,17 +416,17 @@ public sealed class IlgpuCpuGpuGroupsTiledBackendOps(IlgpuCpuGpuGroupsTiledFixtu
 
 public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;
 
-public sealed class CudaImplicitBackendOps(CudaImplicitFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitFixture>;
+public sealed class CudaImplicitBackendOps(CudaImplicitFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<CudaImplicitFixture>;
 
-public sealed class CudaImplicitWideBackendOps(CudaImplicitWideFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaImplicitWideFixture>;
+public sealed class CudaImplicitWideBackendOps(CudaImplicitWideFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<CudaImplicitWideFixture>;
 
-public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTileGroups64Fixture>;
+public sealed class CudaTileGroups64BackendOps(CudaTileGroups64Fixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<CudaTileGroups64Fixture>;
 
-public sealed class CudaNarrow32BackendOps(CudaNarrow32Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaNarrow32Fixture>;
+public sealed class CudaNarrow32BackendOps(CudaNarrow32Fixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<CudaNarrow32Fixture>;
 
-public sealed class CudaBlockedFewTapsBackendOps(CudaBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
+public sealed class CudaBlockedFewTapsBackendOps(CudaBlockedFewTapsFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<CudaBlockedFewTapsFixture>;
 
-public sealed class CudaTiled128BackendOps(CudaTiled128Fixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaTiled128Fixture>;
+public sealed class CudaTiled128BackendOps(CudaTiled128Fixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<CudaTiled128Fixture>;
 
 public sealed class OpenCLBackendOps(OpenCLFixture fixture) : BackendOpsTests(fixture), IClassFixture<OpenCLFixture>;
 

@@ -175,6 +175,13 @@ public sealed partial class IlgpuBackend : Backend
         public static DeviceProfile Hopper => new(true, 132, 2048, 1024);
     }
 
+    /// <summary>Told the kernel method of every launch from this backend while set (for tests: which kernels an operation reaches).</summary>
+    internal Action<System.Reflection.MethodInfo>? LaunchObserver
+    {
+        get => _launch.Observer;
+        set => _launch.Observer = value;
+    }
+
     /// <summary>
     /// Records every launch that <paramref name="body"/> would make on a device of <paramref name="profile"/> — grid,
     /// group, shared memory, longest serial loop per thread — without running a kernel (the launch report of

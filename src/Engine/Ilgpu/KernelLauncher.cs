@@ -21,6 +21,9 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
     /// <summary>When set, every launch is described here (kernel, grid, group, shared memory, serial loop).</summary>
     public List<LaunchRecord>? Recorder { get; set; }
 
+    /// <summary>When set, told every kernel launched or planned (tests check which kernel families an operation reaches).</summary>
+    public Action<MethodInfo>? Observer { get; set; }
+
     /// <summary>Record launches without running them (planning a launch report for another device).</summary>
     public bool DryRun { get; set; }
 
@@ -33,6 +36,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         long serial = _serial;
         _serial = 1;
         Recorder?.Add(new LaunchRecord(kernel.Method.Name, groups, groupSize, sharedBytes, serial));
+        Observer?.Invoke(kernel.Method);
         return !DryRun;
     }
 
