@@ -402,7 +402,12 @@ public sealed class IlgpuCpuFewTapsBackendOps(IlgpuCpuFewTapsFixture fixture) : 
 
 public sealed class IlgpuCpuNarrow32BackendOps(IlgpuCpuNarrow32Fixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuNarrow32Fixture>;
 
-public sealed class IlgpuCpuBlockedFewTapsBackendOps(IlgpuCpuBlockedFewTapsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
+/// <summary>
+/// The convolution and GEMM bodies alone: the simulated 128-thread groups change every kernel's group, but no GPU stops
+/// at 128, and the other operations' kernels are tested with the groups the CPU accelerator and GPUs give them (16 and
+/// 256 threads: <see cref="IlgpuCpuBackendOps"/>, <see cref="IlgpuCpuGpuGroupsBackendOps"/>).
+/// </summary>
+public sealed class IlgpuCpuBlockedFewTapsBackendOps(IlgpuCpuBlockedFewTapsFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuBlockedFewTapsFixture>;
 
 public sealed class IlgpuCpuImplicitSplitBackendOps(IlgpuCpuImplicitSplitFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuImplicitSplitFixture>;
 
@@ -412,7 +417,11 @@ public sealed class IlgpuCpuImplicitWideSplitBackendOps(IlgpuCpuImplicitWideSpli
 
 public sealed class IlgpuCpuGpuGroupsBackendOps(IlgpuCpuGpuGroupsFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuGpuGroupsFixture>;
 
-public sealed class IlgpuCpuGpuGroupsTiledBackendOps(IlgpuCpuGpuGroupsTiledFixture fixture) : BackendOpsTests(fixture), IClassFixture<IlgpuCpuGpuGroupsTiledFixture>;
+/// <summary>
+/// The convolution and GEMM bodies alone: every other operation runs the same 256-thread kernels here as in
+/// <see cref="IlgpuCpuGpuGroupsBackendOps"/>, which tests them.
+/// </summary>
+public sealed class IlgpuCpuGpuGroupsTiledBackendOps(IlgpuCpuGpuGroupsTiledFixture fixture) : ConvolutionAndGemmOpsTests(fixture), IClassFixture<IlgpuCpuGpuGroupsTiledFixture>;
 
 public sealed class CudaBackendOps(CudaFixture fixture) : BackendOpsTests(fixture), IClassFixture<CudaFixture>;
 
