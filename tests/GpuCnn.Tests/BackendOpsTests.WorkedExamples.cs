@@ -5,7 +5,6 @@ namespace GpuCnn.Tests;
 /// <summary>The seed's worked examples and the pinned pooling rules, with answers worked out by hand.</summary>
 public abstract partial class BackendOpsTests
 {
-
     [Fact]
     [Trait("Category", "CrossCheck")]
     public void Worked_example_4x4_map_2x2_pool_stride_2_gives_2x2_with_switches()

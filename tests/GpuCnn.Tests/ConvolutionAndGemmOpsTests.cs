@@ -10,9 +10,11 @@ namespace GpuCnn.Tests;
 /// implicit GEMM, few-taps, depthwise) and GEMMs (dense layers included) — run once per backend by the classes at the
 /// end of <see cref="BackendOpsTests"/>, which adds every other operation. The classes that force one route of these
 /// (tiled GEMMs, the implicit GEMM's tile widths and depth splits, the few-taps filter gradients) derive from this class
-/// alone: every other operation launches the same kernels under them as under their backend's defaults, and is tested
-/// there (<see cref="IlgpuCpuBackendOps"/>, <see cref="CudaBackendOps"/>). On ILGPU backends each test declared in <see cref="BackendOpsTests"/> is checked, as it ends, to have launched
-/// no kernel of these families (<see cref="RoutedFamilies"/>), so a test cannot sit on the wrong side of the line.
+/// alone: those settings choose nothing else, so every other operation launches the kernels the classes of the same
+/// group size test (<see cref="IlgpuCpuBackendOps"/>, <see cref="IlgpuCpuGpuGroupsBackendOps"/>,
+/// <see cref="CudaBackendOps"/>; the 128-thread class's groups lie between the 16 and 256 tested, and no GPU has them).
+/// On ILGPU backends each test declared in <see cref="BackendOpsTests"/> is checked, as it ends, to have launched no
+/// kernel of these families (<see cref="RoutedFamilies"/>), so a test cannot sit on the wrong side of the line.
 /// </summary>
 /// <remarks>
 /// Tolerances: every output here is a float32 sum of at most ~250 products of values in [−2, 2]; float rounding

@@ -8,7 +8,7 @@ namespace GpuCnn.Tests;
 /// the CPU backend (float vector lanes in pieces, the pieces in double) and ILGPU (each thread's run compensated, then a
 /// tree) — on ILGPU's CPU accelerator the groups are a few threads wide, its longest runs; its other test classes
 /// take the same reductions at ten times the cost of these shapes (the bias gradient's and the squared norm's long
-/// sums, cheap, run on all of them: BackendOpsTests, GradientClippingTests).
+/// sums, cheap, run on the backends' own classes and the forced split reductions: BackendOpsTests, GradientClippingTests).
 /// </summary>
 public abstract class LongSumTests(BackendFixture fixture)
 {

@@ -110,8 +110,9 @@ public sealed class IlgpuCpuFewTapsFixture() : BackendFixture("ilgpu-cpu", new I
 /// wherever a group holds a thread per block of 16 filters and tap, whatever its taps, in three chunks — the few-taps
 /// kernel off, which would otherwise keep the layers of at most 64 taps whose groups are small, nearly every test
 /// layer; the implicit GEMM for the rest. 128 threads hold every test layer the classes check on it (two blocks of
-/// filters included), and the three classes took 46 s here against 64 s on 256-thread groups (an OS thread per
-/// simulated thread); groups up to 512 run on CUDA only (<see cref="CudaBlockedFewTapsFixture"/>).
+/// filters included), and the three classes took 46 s here against 64 s on 256-thread groups when they ran every
+/// operation (an OS thread per simulated thread); groups up to 512 run on CUDA only
+/// (<see cref="CudaBlockedFewTapsFixture"/>).
 /// </summary>
 public sealed class IlgpuCpuBlockedFewTapsFixture() : BackendFixture("ilgpu-cpu", () => IlgpuDevices.OpenCpuAccelerator(groupThreads: 128),
     new IlgpuSettings(Convolution: ConvolutionAlgorithm.ImplicitGemm, FewTapsFilterGradient: 0, BlockedFewTapsFilterGradient: 4096).ApplyTo);
