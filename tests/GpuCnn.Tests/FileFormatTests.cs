@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using GpuCnn.IO;
+using GpuCnn.Models;
 using GpuCnn.Tests.Support;
 
 namespace GpuCnn.Tests;
@@ -169,6 +170,28 @@ public sealed class FileFormatTests
 
         File.WriteAllBytes(temp.File("good.gz"), Gzip([.. header, 1, 2, 3, 4, 5, 6]));
         Assert.Equal([1, 2, 3, 4, 5, 6], Idx.Read(temp.File("good.gz")).Data);
+    }
+
+    [Theory]
+    [InlineData("normalize", "0.1,0.2,0.3", "its metadata \"normalize\": normalize:")]
+    [InlineData("input", "65536x65536x65536", "input '65536x65536x65536': ")]
+    public void A_model_files_bad_metadata_is_an_error_naming_the_file(string key, string value, string said)
+    {
+        using var backend = Backends.Open("reference");
+        using var temp = Fixtures.TempFolder();
+        using (var model = Sequential.Create("flatten,dense(2)", [1, 2, 2], backend, seed: 1))
+        {
+            model.Normalization = new ChannelNormalization([0.5f], [0.25f]);
+            ModelFile.Save(model, temp.File("m.safetensors"));
+        }
+
+        var contents = Safetensors.Read(temp.File("m.safetensors"));
+        var metadata = new Dictionary<string, string>(contents.Metadata) { [key] = value };
+        Safetensors.Write(temp.File("m.safetensors"), contents.Tensors, metadata);
+        var error = Assert.ThrowsAny<Exception>(() => ModelFile.Load(temp.File("m.safetensors"), backend));
+        Assert.True(error is FileFormatException or ArgumentException, error.ToString());
+        Assert.Contains($"model file '{temp.File("m.safetensors")}'", error.Message, StringComparison.Ordinal);
+        Assert.Contains(said, error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -21,6 +21,7 @@ public sealed class OnnxExportTests
             "residual(conv(6,3,pad=1),gelu,conv(6,1)),silu,avgpool(3,stride=2),dropout(0.3),residual(conv(8,3,pad=1),relu; conv(8,1))," +
             "globalavgpool,flatten,dense(8),batchnorm(momentum=0.01,eps=0.001),tanh,dense(4)", "3x12x12"
         },
+        { "dense(6),batchnorm,relu,dense(3)", "4" }, // (N, features): the normalisation's constants (1, F), not (1, F, 1, 1)
     };
 
     [Theory]

@@ -177,6 +177,78 @@ public sealed class OnnxImportTests
         Assert.Contains("torch_cnn.onnx", cycle, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Gelu_is_read_only_with_its_own_constants()
+    {
+        using var backend = Backends.Open("cpu");
+        using var model = Sequential.Create("flatten,dense(4),gelu,dense(4),silu,dense(2)", [1, 2, 2], backend, seed: 3);
+        byte[] valid = OnnxModel.ToBytes(model);
+        Assert.Equal(model.Spec, OnnxModel.Parse(valid, "m.onnx").Spec);
+
+        // Each of GELU's constants changed (½ to 1, √2 to 2, 1 to 2): another function, refused rather than read as GELU.
+        foreach (var (from, to) in (ValueTuple<float, float>[])[(0.5f, 1f), (MathF.Sqrt(2f), 2f), (1f, 2f)])
+        {
+            string error = Assert.Throws<FileFormatException>(() => OnnxModel.Parse(Edit(valid, m =>
+            {
+                var scalar = m.Graph.Initializer.Concat(m.Graph.Node.Where(n => n.OpType == "Constant").Select(n => n.Attribute[0].T))
+                    .Single(t => t.Dims.Count == 0 && BitConverter.ToSingle(t.RawData.Span) == from);
+                scalar.RawData = ByteString.CopyFrom(BitConverter.GetBytes(to));
+            }), "m.onnx")).Message;
+            Assert.Contains("do not compute x·½(1 + erf(x/√2)) (GELU) with its constants √2, 1 and ½", error, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Residual_blocks_nested_past_the_specs_limit_are_refused_before_the_stack_runs_out()
+    {
+        // residual(relu,residual(relu,…)) 100,000 deep: each level's input feeds a Relu and the Add that closes the level.
+        var graph = new GraphProto();
+        graph.Input.Add(Declared("x", [1, 4]));
+        const int Depth = 100_000;
+        for (int k = 0; k < Depth; k++)
+        {
+            graph.Node.Add(new NodeProto { OpType = "Relu", Name = $"relu{k}", Input = { k == 0 ? "x" : $"r{k - 1}" }, Output = { $"r{k}" } });
+        }
+
+        for (int k = Depth - 1; k >= 0; k--)
+        {
+            string inner = k == Depth - 1 ? $"r{k}" : $"a{k + 1}";
+            graph.Node.Add(new NodeProto { OpType = "Add", Name = $"add{k}", Input = { inner, k == 0 ? "x" : $"r{k - 1}" }, Output = { $"a{k}" } });
+        }
+
+        graph.Output.Add(Declared("a0", [1, 4]));
+        var bytes = new ModelProto { IrVersion = 8, Graph = graph, OpsetImport = { new OperatorSetIdProto { Version = 17 } } }.ToByteArray();
+        string error = Assert.Throws<FileFormatException>(() => OnnxModel.Parse(bytes, "deep.onnx")).Message;
+        Assert.Contains("residual blocks nest deeper than 32 levels", error, StringComparison.Ordinal);
+        Assert.Contains("deep.onnx", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_input_declared_larger_than_a_tensor_can_hold_is_a_format_error()
+    {
+        byte[] valid = File.ReadAllBytes(Fixtures.Torch("torch_cnn.onnx"));
+        string error = Rejected(Edit(valid, m =>
+        {
+            var dims = m.Graph.Input[0].Type.TensorType.Shape.Dim;
+            for (int i = 1; i < dims.Count; i++)
+            {
+                dims[i].DimValue = 2048;
+            }
+        }));
+        Assert.Contains("declares (2048,2048,2048) a sample: more than 2147483647 values", error, StringComparison.Ordinal);
+    }
+
+    private static ValueInfoProto Declared(string name, long[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (long d in dims)
+        {
+            shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
+        }
+
+        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = shape } } };
+    }
+
     private static string Rejected(byte[] bytes) =>
         Assert.Throws<FileFormatException>(() => OnnxModel.Parse(bytes, "torch_cnn.onnx")).Message;
 

@@ -103,7 +103,14 @@ public static class ModelFile
             model.LoadStateDict(contents.Tensors);
             if (contents.Metadata.GetValueOrDefault("normalize") is { } normalize)
             {
-                model.Normalization = ChannelNormalization.Parse(normalize, inputShape.Value[0]);
+                try
+                {
+                    model.Normalization = ChannelNormalization.Parse(normalize, inputShape.Value[0]);
+                }
+                catch (ArgumentException e)
+                {
+                    throw new FileFormatException($"model file '{path}': its metadata \"normalize\": {e.Message}", e);
+                }
             }
 
             return model;
@@ -153,6 +160,13 @@ public static class ModelFile
             }
         }
 
-        return new Shape(dims);
+        try
+        {
+            return new Shape(dims);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"{what} '{text}': {e.Message}", e);
+        }
     }
 }

@@ -45,8 +45,9 @@ public static partial class OnnxModel
         string x = input;
         if (model.Normalization is { } norm)
         {
-            // (x − mean) / std per channel, as the model applies it to what it is given.
-            var shape = new long[] { 1, norm.Channels, 1, 1 };
+            // (x − mean) / std per channel, as the model applies it to what it is given: (1, C, 1, 1) against (N, C, H, W),
+            // (1, F) against (N, F).
+            long[] shape = [1, norm.Channels, .. Enumerable.Repeat(1L, model.InputShape.Rank - 1)];
             x = graph.Node("Sub", [x, graph.Constant("normalize.mean", [.. norm.Mean], shape)]);
             x = graph.Node("Div", [x, graph.Constant("normalize.std", [.. norm.Std], shape)]);
         }

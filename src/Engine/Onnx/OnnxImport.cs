@@ -223,7 +223,7 @@ public static partial class OnnxModel
             }
 
             var layers = new List<string>();
-            x = Chain(x, _graph.Output[0].Name, layers, "");
+            x = Chain(x, _graph.Output[0].Name, layers, "", 0);
             if (x != _graph.Output[0].Name)
             {
                 throw new FileFormatException($"ONNX file '{_name}': the chain from the input ends at '{x}', not at the output '{_graph.Output[0].Name}'.");
@@ -238,8 +238,12 @@ public static partial class OnnxModel
             return new OnnxContents(string.Join(",", layers), sample, _weights, normalization);
         }
 
-        /// <summary>Follows single-consumer nodes from <paramref name="x"/> until <paramref name="end"/> or a node with several inputs from the chain.</summary>
-        private string Chain(string x, string end, List<string> layers, string prefix)
+        /// <summary>
+        /// Follows single-consumer nodes from <paramref name="x"/> until <paramref name="end"/> or a node with several inputs
+        /// from the chain, inside <paramref name="depth"/> residual blocks (at most the spec's nesting: a hostile file's
+        /// thousands would overflow the stack, which nothing can catch).
+        /// </summary>
+        private string Chain(string x, string end, List<string> layers, string prefix, int depth)
         {
             while (x != end && _consumers.TryGetValue(x, out var next))
             {
@@ -254,12 +258,17 @@ public static partial class OnnxModel
                 {
                     // A residual block: two branches from x that meet in an Add.
                     var join = Join(x, next);
+                    if (depth >= ArchitectureSpec.MaximumNesting)
+                    {
+                        throw Error(join, $"residual blocks nest deeper than {ArchitectureSpec.MaximumNesting} levels");
+                    }
+
                     var body = new List<string>();
                     var shortcut = new List<string>();
                     // An identity branch (x straight into the Add) is the shortcut, whichever order the nodes come in.
                     var (first, second) = next[0] == join ? (next[1], next[0]) : (next[0], next[1]);
-                    string left = Branch(first, x, join, body, $"{prefix}{layers.Count}.body.");
-                    string right = Branch(second, x, join, shortcut, $"{prefix}{layers.Count}.shortcut.");
+                    string left = Branch(first, x, join, body, $"{prefix}{layers.Count}.body.", depth + 1);
+                    string right = Branch(second, x, join, shortcut, $"{prefix}{layers.Count}.shortcut.", depth + 1);
                     if (!join.Input.Contains(left) || !join.Input.Contains(right))
                     {
                         throw Error(join, "its inputs are not the ends of the two branches that start at the same tensor");
@@ -301,14 +310,14 @@ public static partial class OnnxModel
         }
 
         /// <summary>One branch of a residual block: the layers from <paramref name="first"/> (or none, when it is the Add itself) to the join.</summary>
-        private string Branch(NodeProto first, string x, NodeProto join, List<string> layers, string prefix)
+        private string Branch(NodeProto first, string x, NodeProto join, List<string> layers, string prefix, int depth)
         {
             if (first == join)
             {
                 return x; // the identity shortcut
             }
 
-            return Chain(Step(first, layers, prefix), "", layers, prefix);
+            return Chain(Step(first, layers, prefix), "", layers, prefix, depth);
         }
 
         /// <summary>The Add where two branches from <paramref name="x"/> meet (the first Add reached along the first branch).</summary>
@@ -345,6 +354,7 @@ public static partial class OnnxModel
             var mul = next.FirstOrDefault(n => n.OpType == "Mul");
             if (sigmoid is not null && mul is not null && mul.Input.Contains(sigmoid.Output[0]))
             {
+
                 Visit(sigmoid);
                 Visit(mul);
                 return ("silu", mul.Output[0]);
@@ -354,6 +364,13 @@ public static partial class OnnxModel
             if (div is not null && mul is not null && Single(div.Output[0]) is { OpType: "Erf" } erf && Single(erf.Output[0]) is { OpType: "Add" } add &&
                 mul.Input.Contains(add.Output[0]) && Single(mul.Output[0]) is { OpType: "Mul" } half)
             {
+                // Each constant checked: another divisor, addend or factor computes another function, never to be read as GELU.
+                if (div.Input.Count != 2 || div.Input[0] != x || !IsScalar(div.Input[1], MathF.Sqrt(2f)) || !Operands(add, erf.Output[0], null, 1f) ||
+                    !Operands(mul, x, add.Output[0]) || !Operands(half, mul.Output[0], null, 0.5f))
+                {
+                    throw Error(half, "Div, Erf, Add and Mul from one tensor do not compute x·½(1 + erf(x/√2)) (GELU) with its constants √2, 1 and ½");
+                }
+
                 foreach (var node in (NodeProto[])[div, erf, add, mul, half])
                 {
                     Visit(node);
@@ -364,6 +381,23 @@ public static partial class OnnxModel
 
             return null;
         }
+
+        /// <summary>
+        /// Whether <paramref name="node"/>'s two inputs are <paramref name="tensor"/> and <paramref name="other"/> in either
+        /// order, or, with <paramref name="other"/> null, <paramref name="tensor"/> and a one-value constant equal to
+        /// <paramref name="constant"/> (to float rounding).
+        /// </summary>
+        private bool Operands(NodeProto node, string tensor, string? other, float constant = 0f) =>
+            node.Input.Count == 2 && node.Input.Contains(tensor) &&
+            (other is not null
+                ? node.Input.Contains(other)
+                : IsScalar(node.Input[node.Input[0] == tensor ? 1 : 0], constant));
+
+        private bool IsScalar(string name, float value) =>
+            _initializers.TryGetValue(name, out var proto) && proto.Dims.Aggregate(1L, (n, d) => n * d) == 1 &&
+            proto.DataType == (int)TensorProto.Types.DataType.Float &&
+            (proto.RawData.Length == 4 ? BitConverter.ToSingle(proto.RawData.Span) : proto.FloatData.Count == 1 ? proto.FloatData[0] : float.NaN) is float v &&
+            Math.Abs(v - value) <= 1e-6f * Math.Abs(value);
 
         /// <summary>The spec of the layer <paramref name="node"/> is, its weights stored under <paramref name="key"/>; null for nodes that are dropped.</summary>
         private string? Layer(NodeProto node, string key, out string output)
@@ -634,6 +668,11 @@ public static partial class OnnxModel
             if (dims is null || dims.Count < 2 || dims.Skip(1).Any(d => d.ValueCase != TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue || d.DimValue is <= 0 or > 1 << 20))
             {
                 throw new FileFormatException($"ONNX file '{_name}': input '{input.Name}' has no fixed shape after its batch axis (N, C, H, W) or (N, features).");
+            }
+
+            if (dims.Skip(1).Aggregate(1L, (size, d) => Math.Min(size * d.DimValue, 1L << 40)) > int.MaxValue)
+            {
+                throw new FileFormatException($"ONNX file '{_name}': input '{input.Name}' declares ({string.Join(",", dims.Skip(1).Select(d => d.DimValue))}) a sample: more than {int.MaxValue} values.");
             }
 
             return new Shape([.. dims.Skip(1).Select(d => (int)d.DimValue)]);
