@@ -178,6 +178,24 @@ public sealed class OnnxImportTests
     }
 
     [Fact]
+    public void Init_weights_from_an_onnx_file_fit_a_model_whose_dropout_layers_it_leaves_out()
+    {
+        // ONNX has no dropout, so the file's layers are numbered without them; the model's (as nn.Sequential's) count them.
+        const string Spec = "conv(4,3,pad=1),relu,dropout(0.2),residual(dropout(0.1),conv(4,3,pad=1),batchnorm,relu),flatten,dropout(0.5),dense(3)";
+        using var backend = Backends.Open("cpu");
+        using var trained = Sequential.Create(Spec, [1, 6, 6], backend, seed: 4);
+        var contents = OnnxModel.Parse(OnnxModel.ToBytes(trained), "m.onnx");
+        Assert.DoesNotContain("dropout", contents.Spec, StringComparison.Ordinal);
+
+        using var fresh = Sequential.Create(Spec, [1, 6, 6], backend, seed: 5);
+        fresh.LoadStateDict(OnnxModel.StateDict(contents, fresh));
+        foreach (var (key, tensor) in trained.StateDict().Where(p => !p.Key.EndsWith("num_batches_tracked", StringComparison.Ordinal)))
+        {
+            Assert.Equal(tensor.Data, fresh.StateDict()[key].Data);
+        }
+    }
+
+    [Fact]
     public void Gelu_is_read_only_with_its_own_constants()
     {
         using var backend = Backends.Open("cpu");

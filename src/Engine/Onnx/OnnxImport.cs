@@ -52,19 +52,50 @@ public static partial class OnnxModel
 
     /// <summary>
     /// The file's weights as a state dict for <paramref name="model"/> (one of the same layers, as `--init` loads):
-    /// batch-norm counters, which ONNX keeps none of, start at 0.
+    /// batch-norm counters, which ONNX keeps none of, start at 0. The file's layers are numbered without the dropout
+    /// layers ONNX leaves out; the keys follow <paramref name="model"/>'s numbering, which counts them (as PyTorch's
+    /// nn.Sequential does).
     /// </summary>
     public static IReadOnlyDictionary<string, Tensor> StateDict(OnnxContents contents, Sequential model)
     {
         ArgumentNullException.ThrowIfNull(contents);
         ArgumentNullException.ThrowIfNull(model);
-        var weights = new Dictionary<string, Tensor>(contents.Weights, StringComparer.Ordinal);
+        var weights = contents.Weights.ToDictionary(p => ModelKey(p.Key, model.Layers), p => p.Value, StringComparer.Ordinal);
         foreach (var (key, _) in model.NamedCounters())
         {
             weights.TryAdd(key, new Tensor([], [0f]));
         }
 
         return weights;
+    }
+
+    /// <summary>"4.weight", numbered among the layers ONNX keeps, as the key of the same layer among <paramref name="layers"/>.</summary>
+    private static string ModelKey(string key, IReadOnlyList<Layer> layers)
+    {
+        int dot = key.IndexOf('.', StringComparison.Ordinal);
+        if (dot < 0 || !int.TryParse(key.AsSpan(0, dot), NumberStyles.None, CultureInfo.InvariantCulture, out int kept))
+        {
+            return key;
+        }
+
+        int index = -1;
+        for (int i = 0, seen = -1; i < layers.Count && index < 0; i++)
+        {
+            index = layers[i] is not Dropout && ++seen == kept ? i : -1;
+        }
+
+        if (index < 0)
+        {
+            return key; // more layers in the file than in the model: loading names the key the model lacks
+        }
+
+        string rest = key[(dot + 1)..];
+        return layers[index] switch
+        {
+            Residual r when rest.StartsWith("body.", StringComparison.Ordinal) => $"{index}.body.{ModelKey(rest["body.".Length..], r.Body)}",
+            Residual r when rest.StartsWith("shortcut.", StringComparison.Ordinal) => $"{index}.shortcut.{ModelKey(rest["shortcut.".Length..], r.Shortcut)}",
+            _ => $"{index}.{rest}",
+        };
     }
 
     /// <summary>
