@@ -79,9 +79,12 @@ public static partial class OnnxModel
         }
 
         int index = -1;
-        for (int i = 0, seen = -1; i < layers.Count && index < 0; i++)
+        for (int i = 0, seen = 0; i < layers.Count && index < 0; i++)
         {
-            index = layers[i] is not Dropout && ++seen == kept ? i : -1;
+            if (layers[i] is not Dropout && seen++ == kept)
+            {
+                index = i;
+            }
         }
 
         if (index < 0)
@@ -385,7 +388,6 @@ public static partial class OnnxModel
             var mul = next.FirstOrDefault(n => n.OpType == "Mul");
             if (sigmoid is not null && mul is not null && mul.Input.Contains(sigmoid.Output[0]))
             {
-
                 Visit(sigmoid);
                 Visit(mul);
                 return ("silu", mul.Output[0]);
@@ -425,7 +427,7 @@ public static partial class OnnxModel
                 : IsScalar(node.Input[node.Input[0] == tensor ? 1 : 0], constant));
 
         private bool IsScalar(string name, float value) =>
-            _initializers.TryGetValue(name, out var proto) && proto.Dims.Aggregate(1L, (n, d) => n * d) == 1 &&
+            _initializers.TryGetValue(name, out var proto) && proto.Dims.All(d => d == 1) &&
             proto.DataType == (int)TensorProto.Types.DataType.Float &&
             (proto.RawData.Length == 4 ? BitConverter.ToSingle(proto.RawData.Span) : proto.FloatData.Count == 1 ? proto.FloatData[0] : float.NaN) is float v &&
             Math.Abs(v - value) <= 1e-6f * Math.Abs(value);
