@@ -22,6 +22,9 @@ public sealed class OnnxExportTests
             "globalavgpool,flatten,dense(8),batchnorm(momentum=0.01,eps=0.001),tanh,dense(4)", "3x12x12"
         },
         { "dense(6),batchnorm,relu,dense(3)", "4" }, // (N, features): the normalisation's constants (1, F), not (1, F, 1, 1)
+        // Branches that start with a SiLU or GELU (two consumers of the block's input each), and a body that splits again
+        // before its join (found along the shortcut).
+        { "conv(4,3,pad=1),residual(silu,conv(4,3,pad=1)),residual(gelu,conv(4,3,pad=1); silu,conv(4,1)),residual(conv(4,3,pad=1),residual(relu),tanh; conv(4,1)),flatten,dense(3)", "2x6x6" },
     };
 
     [Theory]

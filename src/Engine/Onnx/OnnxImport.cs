@@ -281,17 +281,17 @@ public static partial class OnnxModel
         {
             while (x != end && _consumers.TryGetValue(x, out var next))
             {
-                if (next.Count == 2 && Pattern(x, next) is { } fused)
+                var starts = Starts(x, next);
+                if (starts.Count == 1 && starts[0].Fused is { } fused)
                 {
-                    layers.Add(fused.Spec);
-                    x = fused.Output;
+                    x = Take(fused, layers);
                     continue;
                 }
 
-                if (next.Count == 2)
+                if (starts.Count == 2)
                 {
                     // A residual block: two branches from x that meet in an Add.
-                    var join = Join(x, next);
+                    var join = Join(x, starts);
                     if (depth >= ArchitectureSpec.MaximumNesting)
                     {
                         throw Error(join, $"residual blocks nest deeper than {ArchitectureSpec.MaximumNesting} levels");
@@ -300,7 +300,7 @@ public static partial class OnnxModel
                     var body = new List<string>();
                     var shortcut = new List<string>();
                     // An identity branch (x straight into the Add) is the shortcut, whichever order the nodes come in.
-                    var (first, second) = next[0] == join ? (next[1], next[0]) : (next[0], next[1]);
+                    var (first, second) = starts[0].Node == join ? (starts[1], starts[0]) : (starts[0], starts[1]);
                     string left = Branch(first, x, join, body, $"{prefix}{layers.Count}.body.", depth + 1);
                     string right = Branch(second, x, join, shortcut, $"{prefix}{layers.Count}.shortcut.", depth + 1);
                     if (!join.Input.Contains(left) || !join.Input.Contains(right))
@@ -314,12 +314,12 @@ public static partial class OnnxModel
                     continue;
                 }
 
-                if (next.Count != 1)
+                if (starts.Count != 1)
                 {
                     throw Error(next[0], $"'{x}' feeds {next.Count} nodes; a chain, or two branches that meet in an Add, is supported");
                 }
 
-                var node = next[0];
+                var node = starts[0].Node;
                 if (node.OpType == "Add" && node.Input.Count(i => !_initializers.ContainsKey(i)) == 2)
                 {
                     return x; // the end of a branch: the caller's residual block takes the Add
@@ -343,73 +343,105 @@ public static partial class OnnxModel
             return output;
         }
 
-        /// <summary>One branch of a residual block: the layers from <paramref name="first"/> (or none, when it is the Add itself) to the join.</summary>
-        private string Branch(NodeProto first, string x, NodeProto join, List<string> layers, string prefix, int depth)
+        /// <summary>Takes a SiLU or GELU written out in nodes as the next layer; returns its output.</summary>
+        private string Take(FusedActivation fused, List<string> layers)
         {
-            if (first == join)
+            foreach (var node in fused.Nodes)
+            {
+                Visit(node);
+            }
+
+            layers.Add(fused.Spec);
+            return fused.Output;
+        }
+
+        /// <summary>One branch of a residual block: the layers from <paramref name="start"/> (or none, when it is the Add itself) to the join.</summary>
+        private string Branch(BranchStart start, string x, NodeProto join, List<string> layers, string prefix, int depth)
+        {
+            if (start.Node == join)
             {
                 return x; // the identity shortcut
             }
 
-            return Chain(Step(first, layers, prefix), "", layers, prefix, depth);
+            return Chain(start.Fused is { } fused ? Take(fused, layers) : Step(start.Node, layers, prefix), "", layers, prefix, depth);
         }
 
-        /// <summary>The Add where two branches from <paramref name="x"/> meet (the first Add reached along the first branch).</summary>
-        private NodeProto Join(string x, List<NodeProto> next)
+        /// <summary>
+        /// The Add where two branches from <paramref name="x"/> meet: x itself when it goes straight in, else the first Add
+        /// reached along a branch of one node after another (the first branch, or the second where the first splits).
+        /// </summary>
+        private NodeProto Join(string x, List<BranchStart> starts)
         {
-            if (next.FirstOrDefault(n => n.OpType == "Add") is { } direct)
+            if (starts.FirstOrDefault(s => s.Fused is null && s.Node.OpType == "Add") is { } direct)
             {
-                return direct;
+                return direct.Node;
             }
 
-            var seen = new HashSet<NodeProto>();
-            var node = next[0];
-            while (seen.Add(node))
+            foreach (var start in starts)
             {
-                if (!_consumers.TryGetValue(node.Output[0], out var after) || after.Count != 1)
+                var seen = new HashSet<string>(StringComparer.Ordinal);
+                for (string at = start.Output; seen.Add(at) && _consumers.TryGetValue(at, out var after) && after.Count == 1; at = after[0].Output[0])
                 {
-                    break;
-                }
-
-                node = after[0];
-                if (node.OpType == "Add")
-                {
-                    return node;
+                    if (after[0].OpType == "Add")
+                    {
+                        return after[0];
+                    }
                 }
             }
 
-            throw Error(next[0], $"'{x}' feeds two branches that do not meet in an Add");
+            throw Error(starts[0].Node, $"'{x}' feeds two branches that do not meet in an Add");
         }
 
-        /// <summary>x·σ(x) (SiLU) and x·½(1 + erf(x/√2)) (GELU), as two consumers of x; null when it is neither.</summary>
-        private (string Spec, string Output)? Pattern(string x, List<NodeProto> next)
+        /// <summary>A layer x·σ(x) (SiLU) or x·½(1 + erf(x/√2)) (GELU): its nodes, the first of which consume x.</summary>
+        private sealed record FusedActivation(string Spec, string Output, NodeProto[] Nodes);
+
+        /// <summary>Where a branch from a tensor starts: one node, or a SiLU or GELU written out (its two consumers of the tensor).</summary>
+        private sealed record BranchStart(NodeProto Node, FusedActivation? Fused)
         {
-            var sigmoid = next.FirstOrDefault(n => n.OpType == "Sigmoid");
-            var mul = next.FirstOrDefault(n => n.OpType == "Mul");
-            if (sigmoid is not null && mul is not null && mul.Input.Contains(sigmoid.Output[0]))
+            public string Output => Fused?.Output ?? Node.Output[0];
+        }
+
+        /// <summary>The consumers of <paramref name="x"/> grouped into what they start: each SiLU or GELU pattern one start.</summary>
+        private List<BranchStart> Starts(string x, List<NodeProto> next)
+        {
+            var starts = new List<BranchStart>();
+            var left = new List<NodeProto>(next);
+            while (Pattern(x, left) is { } fused)
             {
-                Visit(sigmoid);
-                Visit(mul);
-                return ("silu", mul.Output[0]);
+                starts.Add(new BranchStart(fused.Nodes[0], fused));
+                left.RemoveAll(fused.Nodes.Contains);
             }
 
-            var div = next.FirstOrDefault(n => n.OpType == "Div");
-            if (div is not null && mul is not null && Single(div.Output[0]) is { OpType: "Erf" } erf && Single(erf.Output[0]) is { OpType: "Add" } add &&
-                mul.Input.Contains(add.Output[0]) && Single(mul.Output[0]) is { OpType: "Mul" } half)
+            starts.AddRange(left.Select(n => new BranchStart(n, null)));
+            // In the order the graph lists them (an exporter writes the body first), as single nodes are.
+            return [.. starts.OrderBy(s => (s.Fused?.Nodes ?? [s.Node]).Select(n => next.IndexOf(n)).Where(i => i >= 0).Min())];
+        }
+
+        /// <summary>A SiLU or GELU among <paramref name="next"/>, the consumers of x; null when there is none.</summary>
+        private FusedActivation? Pattern(string x, List<NodeProto> next)
+        {
+            foreach (var sigmoid in next.Where(n => n.OpType == "Sigmoid"))
             {
-                // Each constant checked: another divisor, addend or factor computes another function, never to be read as GELU.
-                if (div.Input.Count != 2 || div.Input[0] != x || !IsScalar(div.Input[1], MathF.Sqrt(2f)) || !Operands(add, erf.Output[0], null, 1f) ||
-                    !Operands(mul, x, add.Output[0]) || !Operands(half, mul.Output[0], null, 0.5f))
+                if (next.FirstOrDefault(n => n.OpType == "Mul" && n.Input.Contains(sigmoid.Output[0])) is { } mul)
                 {
-                    throw Error(half, "Div, Erf, Add and Mul from one tensor do not compute x·½(1 + erf(x/√2)) (GELU) with its constants √2, 1 and ½");
+                    return new FusedActivation("silu", mul.Output[0], [sigmoid, mul]);
                 }
+            }
 
-                foreach (var node in (NodeProto[])[div, erf, add, mul, half])
+            foreach (var div in next.Where(n => n.OpType == "Div"))
+            {
+                if (Single(div.Output[0]) is { OpType: "Erf" } erf && Single(erf.Output[0]) is { OpType: "Add" } add &&
+                    next.FirstOrDefault(n => n.OpType == "Mul" && n.Input.Contains(add.Output[0])) is { } mul && Single(mul.Output[0]) is { OpType: "Mul" } half)
                 {
-                    Visit(node);
-                }
+                    // Each constant checked: another divisor, addend or factor computes another function, never to be read as GELU.
+                    if (div.Input.Count != 2 || div.Input[0] != x || !IsScalar(div.Input[1], MathF.Sqrt(2f)) || !Operands(add, erf.Output[0], null, 1f) ||
+                        !Operands(mul, x, add.Output[0]) || !Operands(half, mul.Output[0], null, 0.5f))
+                    {
+                        throw Error(half, "Div, Erf, Add and Mul from one tensor do not compute x·½(1 + erf(x/√2)) (GELU) with its constants √2, 1 and ½");
+                    }
 
-                return ("gelu", half.Output[0]);
+                    return new FusedActivation("gelu", half.Output[0], [div, mul, erf, add, half]);
+                }
             }
 
             return null;
