@@ -174,7 +174,7 @@ public sealed class FileFormatTests
 
     [Theory]
     [InlineData("normalize", "0.1,0.2,0.3", "its metadata \"normalize\": normalize:")]
-    [InlineData("input", "65536x65536x65536", "input '65536x65536x65536': ")]
+    [InlineData("input", "65536x65536x65536", "its metadata \"input\" '65536x65536x65536': ")]
     public void A_model_files_bad_metadata_is_an_error_naming_the_file(string key, string value, string said)
     {
         using var backend = Backends.Open("reference");
@@ -188,8 +188,7 @@ public sealed class FileFormatTests
         var contents = Safetensors.Read(temp.File("m.safetensors"));
         var metadata = new Dictionary<string, string>(contents.Metadata) { [key] = value };
         Safetensors.Write(temp.File("m.safetensors"), contents.Tensors, metadata);
-        var error = Assert.ThrowsAny<Exception>(() => ModelFile.Load(temp.File("m.safetensors"), backend));
-        Assert.True(error is FileFormatException or ArgumentException, error.ToString());
+        var error = Assert.Throws<FileFormatException>(() => ModelFile.Load(temp.File("m.safetensors"), backend));
         Assert.Contains($"model file '{temp.File("m.safetensors")}'", error.Message, StringComparison.Ordinal);
         Assert.Contains(said, error.Message, StringComparison.Ordinal);
     }

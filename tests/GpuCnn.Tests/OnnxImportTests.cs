@@ -193,6 +193,11 @@ public sealed class OnnxImportTests
         {
             Assert.Equal(tensor.Data, fresh.StateDict()[key].Data);
         }
+
+        // A spec with fewer layers than the file: the tensor without a layer is named, not a key clash.
+        using var shorter = Sequential.Create("flatten,dropout(0.5),dense(3)", [1, 6, 6], backend);
+        var error = Assert.Throws<ArgumentException>(() => OnnxModel.StateDict(contents, shorter));
+        Assert.Contains("is for a layer the model does not have: the file has more layers than the spec (dropout aside)", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -94,7 +94,14 @@ public static class ModelFile
         {
             string input = contents.Metadata.GetValueOrDefault("input")
                 ?? throw new ArgumentException($"model file '{path}' has no \"input\" shape in its metadata; give the input shape.");
-            inputShape = ParseShape(input, $"model file '{path}' input");
+            try
+            {
+                inputShape = ParseShape(input, $"model file '{path}': its metadata \"input\"");
+            }
+            catch (ArgumentException e)
+            {
+                throw new FileFormatException(e.Message, e);
+            }
         }
 
         var model = BuildFor(path, contents.Tensors, arch, inputShape.Value, backend, archGiven ? null : $"model file '{path}': its metadata \"arch\" '{arch}'");

@@ -60,7 +60,10 @@ public static partial class OnnxModel
     {
         ArgumentNullException.ThrowIfNull(contents);
         ArgumentNullException.ThrowIfNull(model);
-        var weights = contents.Weights.ToDictionary(p => ModelKey(p.Key, model.Layers), p => p.Value, StringComparer.Ordinal);
+        var weights = contents.Weights.ToDictionary(
+            p => ModelKey(p.Key, model.Layers)
+                ?? throw new ArgumentException($"weights: tensor '{p.Key}' is for a layer the model does not have: the file has more layers than the spec (dropout aside)."),
+            p => p.Value, StringComparer.Ordinal);
         foreach (var (key, _) in model.NamedCounters())
         {
             weights.TryAdd(key, new Tensor([], [0f]));
@@ -69,8 +72,11 @@ public static partial class OnnxModel
         return weights;
     }
 
-    /// <summary>"4.weight", numbered among the layers ONNX keeps, as the key of the same layer among <paramref name="layers"/>.</summary>
-    private static string ModelKey(string key, IReadOnlyList<Layer> layers)
+    /// <summary>
+    /// "4.weight", numbered among the layers ONNX keeps, as the key of the same layer among <paramref name="layers"/>;
+    /// null when <paramref name="layers"/> has fewer.
+    /// </summary>
+    private static string? ModelKey(string key, IReadOnlyList<Layer> layers)
     {
         int dot = key.IndexOf('.', StringComparison.Ordinal);
         if (dot < 0 || !int.TryParse(key.AsSpan(0, dot), NumberStyles.None, CultureInfo.InvariantCulture, out int kept))
@@ -89,14 +95,16 @@ public static partial class OnnxModel
 
         if (index < 0)
         {
-            return key; // more layers in the file than in the model: loading names the key the model lacks
+            return null;
         }
 
         string rest = key[(dot + 1)..];
         return layers[index] switch
         {
-            Residual r when rest.StartsWith("body.", StringComparison.Ordinal) => $"{index}.body.{ModelKey(rest["body.".Length..], r.Body)}",
-            Residual r when rest.StartsWith("shortcut.", StringComparison.Ordinal) => $"{index}.shortcut.{ModelKey(rest["shortcut.".Length..], r.Shortcut)}",
+            Residual r when rest.StartsWith("body.", StringComparison.Ordinal) =>
+                ModelKey(rest["body.".Length..], r.Body) is { } inner ? $"{index}.body.{inner}" : null,
+            Residual r when rest.StartsWith("shortcut.", StringComparison.Ordinal) =>
+                ModelKey(rest["shortcut.".Length..], r.Shortcut) is { } inner ? $"{index}.shortcut.{inner}" : null,
             _ => $"{index}.{rest}",
         };
     }
@@ -281,7 +289,12 @@ public static partial class OnnxModel
         {
             while (x != end && _consumers.TryGetValue(x, out var next))
             {
-                var starts = Starts(x, next);
+                if (next.Count > 4)
+                {
+                    throw Error(next[0], $"'{x}' feeds {next.Count} nodes; a chain, or two branches that meet in an Add, is supported");
+                }
+
+                var starts = Starts(x, next); // at most two SiLU or GELU patterns of two consumers each
                 if (starts.Count == 1 && starts[0].Fused is { } fused)
                 {
                     x = Take(fused, layers);
@@ -320,7 +333,7 @@ public static partial class OnnxModel
                 }
 
                 var node = starts[0].Node;
-                if (node.OpType == "Add" && node.Input.Count(i => !_initializers.ContainsKey(i)) == 2)
+                if (IsJoin(node))
                 {
                     return x; // the end of a branch: the caller's residual block takes the Add
                 }
@@ -372,7 +385,7 @@ public static partial class OnnxModel
         /// </summary>
         private NodeProto Join(string x, List<BranchStart> starts)
         {
-            if (starts.FirstOrDefault(s => s.Fused is null && s.Node.OpType == "Add") is { } direct)
+            if (starts.FirstOrDefault(s => s.Fused is null && IsJoin(s.Node)) is { } direct)
             {
                 return direct.Node;
             }
@@ -382,7 +395,7 @@ public static partial class OnnxModel
                 var seen = new HashSet<string>(StringComparer.Ordinal);
                 for (string at = start.Output; seen.Add(at) && _consumers.TryGetValue(at, out var after) && after.Count == 1; at = after[0].Output[0])
                 {
-                    if (after[0].OpType == "Add")
+                    if (IsJoin(after[0]))
                     {
                         return after[0];
                     }
@@ -391,6 +404,9 @@ public static partial class OnnxModel
 
             throw Error(starts[0].Node, $"'{x}' feeds two branches that do not meet in an Add");
         }
+
+        /// <summary>An Add of two computed tensors (not a bias Add after a MatMul): where two branches meet.</summary>
+        private bool IsJoin(NodeProto node) => node.OpType == "Add" && node.Input.Count(i => !_initializers.ContainsKey(i)) == 2;
 
         /// <summary>A layer x·σ(x) (SiLU) or x·½(1 + erf(x/√2)) (GELU): its nodes, the first of which consume x.</summary>
         private sealed record FusedActivation(string Spec, string Output, NodeProto[] Nodes);
