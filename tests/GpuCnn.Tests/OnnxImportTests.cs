@@ -56,6 +56,18 @@ public sealed class OnnxImportTests
     }
 
     [Fact]
+    public void Gelu_and_silu_as_pytorch_writes_them_out_give_pytorchs_logits()
+    {
+        // Opset 17 has no GELU or SiLU: torch.onnx.export writes Div by √2, Erf, Add 1, Mul by x, Mul by ½, and Sigmoid, Mul.
+        using var backend = Backends.Open("cpu");
+        using var model = OnnxModel.Load(Fixtures.Torch("torch_act.onnx"), backend);
+        Assert.Equal("conv(4,3),gelu,conv(4,3),silu,flatten,dense(3)", model.Spec);
+        var input = Npy.ReadTensor(Fixtures.Torch("torch_act.input.npy"));
+        var expected = Npy.ReadTensor(Fixtures.Torch("torch_act.logits.npy"));
+        TensorAssert.Close(expected.Data, model.Predict(input).Data, expected.Shape, 1e-5, 1e-4, "PyTorch's ONNX export of GELU and SiLU");
+    }
+
+    [Fact]
     public void A_padded_average_pool_and_a_fresh_batch_norm_as_pytorch_exports_them_give_pytorchs_logits()
     {
         // AvgPool2d(2, padding=1) is a Pad of zeros before an AveragePool; a fresh BatchNorm1d reads two of its four

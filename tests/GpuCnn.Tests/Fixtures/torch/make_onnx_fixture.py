@@ -6,7 +6,9 @@
   convolution; the 1-D one stays a BatchNormalization node);
 - torch_fresh: what the exporter writes differently for two common layers: AvgPool2d(padding=1) (count_include_pad,
   the default) as a Pad of zeros and an AveragePool, and a freshly made BatchNorm1d, whose running_var and weight (all
-  ones) and running_mean and bias (all zeros) it stores once each, reaching the second name through an Identity node.
+  ones) and running_mean and bias (all zeros) it stores once each, reaching the second name through an Identity node;
+- torch_act: GELU and SiLU, which opset 17 has no operator for: the exporter writes them out (Div by √2, Erf, Add 1,
+  Mul by x, Mul by ½; Sigmoid and Mul by x), with its own constants.
 
     /usr/bin/python3 tests/GpuCnn.Tests/Fixtures/torch/make_onnx_fixture.py     # PyTorch 1.13 CPU (Debian's python3-torch)
 """
@@ -48,6 +50,10 @@ def main():
         nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AvgPool2d(2, padding=1),
         nn.Flatten(), nn.Linear(3 * 5 * 5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
     write(fresh, torch.rand(4, 1, 10, 10), "torch_fresh")
+
+    torch.manual_seed(19)
+    act = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Conv2d(4, 4, 3), nn.SiLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    write(act, torch.rand(3, 1, 8, 8), "torch_act")
 
 
 if __name__ == "__main__":
