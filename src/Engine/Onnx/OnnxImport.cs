@@ -380,8 +380,9 @@ public static partial class OnnxModel
         }
 
         /// <summary>
-        /// The Add where two branches from <paramref name="x"/> meet: x itself when it goes straight in, else the first Add
-        /// reached along a branch of one node after another (the first branch, or the second where the first splits).
+        /// The Add where two branches from <paramref name="x"/> meet: the one x goes straight into (an identity shortcut),
+        /// else the first reached along a branch of one node after another (the first branch, or the second where the first
+        /// splits).
         /// </summary>
         private NodeProto Join(string x, List<BranchStart> starts)
         {
