@@ -25,6 +25,9 @@ public sealed class OnnxExportTests
         // Branches that start with a SiLU or GELU (two consumers of the block's input each), and a body that splits again
         // before its join (found along the shortcut).
         { "conv(4,3,pad=1),residual(silu,conv(4,3,pad=1)),residual(gelu,conv(4,3,pad=1); silu,conv(4,1)),residual(conv(4,3,pad=1),residual(relu),tanh; conv(4,1)),flatten,dense(3)", "2x6x6" },
+        // Branches that start with residual blocks of their own: the block's input feeds one node more for each block
+        // that starts there (three levels: four consumers); a shortcut that starts with one.
+        { "conv(4,3,pad=1),residual(residual(conv(4,3,pad=1),relu),conv(4,3,pad=1)),residual(residual(residual(relu)),tanh; conv(4,1)),residual(conv(4,1); residual(conv(4,3,pad=1)),relu),flatten,dense(3)", "2x6x6" },
     };
 
     [Theory]

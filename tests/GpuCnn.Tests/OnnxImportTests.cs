@@ -240,6 +240,64 @@ public sealed class OnnxImportTests
     }
 
     [Fact]
+    public void Branches_that_meet_elsewhere_than_in_an_add_or_feed_too_many_nodes_are_refused()
+    {
+        using var backend = Backends.Open("cpu");
+        using var model = Sequential.Create("conv(4,3,pad=1),residual(relu; tanh),flatten,dense(3)", [1, 6, 6], backend, seed: 2);
+        byte[] valid = OnnxModel.ToBytes(model);
+        string mul = Assert.Throws<FileFormatException>(() => OnnxModel.Parse(Edit(valid, m => m.Graph.Node.Single(n => n.OpType == "Add" && n.Input.Count(i => m.Graph.Initializer.All(t => t.Name != i)) == 2).OpType = "Mul"), "m.onnx")).Message;
+        Assert.Contains("meet here, not in an Add of two tensors", mul, StringComparison.Ordinal);
+        Assert.Contains("m.onnx", mul, StringComparison.Ordinal);
+
+        // The convolution's output feeding nine Relus, each of them on to nothing the output needs.
+        string many = Assert.Throws<FileFormatException>(() => OnnxModel.Parse(Edit(valid, m =>
+        {
+            string conv = m.Graph.Node.First(n => n.OpType == "Conv").Output[0];
+            for (int i = 0; i < 8; i++)
+            {
+                m.Graph.Node.Add(new NodeProto { OpType = "Relu", Name = $"extra{i}", Input = { conv }, Output = { $"extra{i}" } });
+            }
+        }), "m.onnx")).Message;
+        Assert.Contains("feeds 10 nodes", many, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_normalisation_is_read_only_from_constants_that_vary_along_the_channels()
+    {
+        using var backend = Backends.Open("cpu");
+        using var model = Sequential.Create("conv(4,3),flatten,dense(3)", [3, 5, 3], backend, seed: 2);
+        model.Normalization = new ChannelNormalization([0.1f, 0.2f, 0.3f], [0.5f, 0.6f, 0.7f]);
+        byte[] valid = OnnxModel.ToBytes(model);
+        Assert.Equal(model.Normalization, OnnxModel.Parse(valid, "m.onnx").Normalization);
+
+        // (3,) against (N, 3, 5, 3) varies along W in ONNX (the width is 3 too): never read per channel.
+        string alongWidth = Assert.Throws<FileFormatException>(() => OnnxModel.Parse(Reshaped(valid, "normalize.mean", [3]), "m.onnx")).Message;
+        Assert.Contains("'normalize.mean' of shape (3)", alongWidth, StringComparison.Ordinal);
+        Assert.Contains("(C, 1, 1), (1, C, 1, 1) or one value", alongWidth, StringComparison.Ordinal);
+        // (3, 1, 1) is per channel; one value (a scalar or (1, 1, 1, 1)) is every channel's.
+        Assert.Equal(model.Normalization, OnnxModel.Parse(Reshaped(valid, "normalize.mean", [3, 1, 1]), "m.onnx").Normalization);
+        byte[] scalars = Edit(valid, m =>
+        {
+            foreach (var (name, dims, value) in new[] { ("normalize.mean", Array.Empty<long>(), 0.25f), ("normalize.std", new long[] { 1, 1, 1, 1 }, 0.5f) })
+            {
+                var tensor = m.Graph.Initializer.Single(t => t.Name == name);
+                tensor.Dims.Clear();
+                tensor.Dims.AddRange(dims);
+                tensor.RawData = ByteString.CopyFrom(BitConverter.GetBytes(value));
+            }
+        });
+        Assert.Equal(new ChannelNormalization([0.25f, 0.25f, 0.25f], [0.5f, 0.5f, 0.5f]), OnnxModel.Parse(scalars, "m.onnx").Normalization);
+    }
+
+    /// <summary><paramref name="bytes"/> with initializer <paramref name="name"/>'s dims replaced (its values kept).</summary>
+    private static byte[] Reshaped(byte[] bytes, string name, long[] dims) => Edit(bytes, m =>
+    {
+        var tensor = m.Graph.Initializer.Single(t => t.Name == name);
+        tensor.Dims.Clear();
+        tensor.Dims.AddRange(dims);
+    });
+
+    [Fact]
     public void An_input_declared_larger_than_a_tensor_can_hold_is_a_format_error()
     {
         byte[] valid = File.ReadAllBytes(Fixtures.Torch("torch_cnn.onnx"));

@@ -19,6 +19,7 @@ public static partial class OnnxModel
     public const long MaximumBytes = 1L << 31;
 
     private const long MaximumElements = 1L << 28; // per tensor: 1 GiB of float32
+    private const int MaximumConsumers = 8;
 
     /// <summary>
     /// Loads an ONNX file as a model on <paramref name="backend"/> (see <see cref="Parse"/> for what it accepts);
@@ -145,6 +146,8 @@ public static partial class OnnxModel
         private readonly string _name;
         private readonly Dictionary<string, TensorProto> _initializers = new(StringComparer.Ordinal);
         private readonly Dictionary<string, List<NodeProto>> _consumers = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, NodeProto> _producers = new(StringComparer.Ordinal);
+        private readonly Dictionary<NodeProto, int> _order = []; // a topological order (none for nodes on a cycle)
         private readonly HashSet<NodeProto> _visited = [];
         private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
         private readonly GraphProto _graph;
@@ -210,6 +213,8 @@ public static partial class OnnxModel
                     {
                         throw Error(node, $"its output '{output}' is also another node's output");
                     }
+
+                    _producers[output] = node;
                 }
 
                 foreach (string input in node.Input.Where(i => i.Length > 0 && !_initializers.ContainsKey(i)))
@@ -231,6 +236,39 @@ public static partial class OnnxModel
                     throw Error(node, $"its input '{missing}' is neither a graph input, an initializer nor another node's output");
                 }
             }
+
+            OrderTopologically();
+        }
+
+        /// <summary>Numbers the nodes so that each comes after those it reads from (Kahn's algorithm); nodes on a cycle get no number.</summary>
+        private void OrderTopologically()
+        {
+            var waiting = new Dictionary<NodeProto, int>();
+            var ready = new Queue<NodeProto>();
+            foreach (var node in _graph.Node.Where(n => n.OpType != "Constant"))
+            {
+                int inputs = node.Input.Count(i => _producers.ContainsKey(i) && !_initializers.ContainsKey(i));
+                waiting[node] = inputs;
+                if (inputs == 0)
+                {
+                    ready.Enqueue(node);
+                }
+            }
+
+            while (ready.TryDequeue(out var node))
+            {
+                _order[node] = _order.Count;
+                foreach (string output in node.Output)
+                {
+                    foreach (var consumer in _consumers.GetValueOrDefault(output) ?? [])
+                    {
+                        if (--waiting[consumer] == 0)
+                        {
+                            ready.Enqueue(consumer);
+                        }
+                    }
+                }
+            }
         }
 
         public OnnxContents Read()
@@ -246,22 +284,19 @@ public static partial class OnnxModel
             ChannelNormalization? normalization = null;
             if (Single(x) is { OpType: "Sub" } sub && Single(sub.Output[0]) is { OpType: "Div" } div)
             {
-                float[] mean = Constant(sub, 1), std = Constant(div, 1);
-                if (mean.Length == sample[0] && std.Length == sample[0])
+                float[] mean = ChannelValues(sub, sample), std = ChannelValues(div, sample);
+                try
                 {
-                    try
-                    {
-                        normalization = new ChannelNormalization(mean, std);
-                    }
-                    catch (ArgumentException e)
-                    {
-                        throw Error(div, e.Message);
-                    }
-
-                    Visit(sub);
-                    Visit(div);
-                    x = div.Output[0];
+                    normalization = new ChannelNormalization(mean, std);
                 }
+                catch (ArgumentException e)
+                {
+                    throw Error(div, e.Message);
+                }
+
+                Visit(sub);
+                Visit(div);
+                x = div.Output[0];
             }
 
             var layers = new List<string>();
@@ -283,39 +318,34 @@ public static partial class OnnxModel
         /// <summary>
         /// Follows single-consumer nodes from <paramref name="x"/> until <paramref name="end"/> or a node with several inputs
         /// from the chain, inside <paramref name="depth"/> residual blocks (at most the spec's nesting: a hostile file's
-        /// thousands would overflow the stack, which nothing can catch).
+        /// thousands would overflow the stack, which nothing can catch). <paramref name="first"/>, when given, are the
+        /// branches this chain takes from x (a residual block's body or shortcut: the rest of x's consumers are the other's).
         /// </summary>
-        private string Chain(string x, string end, List<string> layers, string prefix, int depth)
+        private string Chain(string x, string end, List<string> layers, string prefix, int depth, List<BranchStart>? first = null)
         {
-            while (x != end && _consumers.TryGetValue(x, out var next))
+            while (x != end && (first is not null || _consumers.ContainsKey(x)))
             {
-                if (next.Count > 4)
-                {
-                    throw Error(next[0], $"'{x}' feeds {next.Count} nodes; a chain, or two branches that meet in an Add, is supported");
-                }
-
-                var starts = Starts(x, next); // at most two SiLU or GELU patterns of two consumers each
+                var starts = first ?? StartsFrom(x);
+                first = null;
                 if (starts.Count == 1 && starts[0].Fused is { } fused)
                 {
                     x = Take(fused, layers);
                     continue;
                 }
 
-                if (starts.Count == 2)
+                if (starts.Count >= 2)
                 {
-                    // A residual block: two branches from x that meet in an Add.
-                    var join = Join(x, starts);
+                    // A residual block: branches from x that meet in an Add (more than two where a branch starts with a block of its own).
                     if (depth >= ArchitectureSpec.MaximumNesting)
                     {
-                        throw Error(join, $"residual blocks nest deeper than {ArchitectureSpec.MaximumNesting} levels");
+                        throw Error(starts[0].Node, $"residual blocks nest deeper than {ArchitectureSpec.MaximumNesting} levels");
                     }
 
+                    var (join, bodyStarts, shortcutStarts) = Join(x, starts);
                     var body = new List<string>();
                     var shortcut = new List<string>();
-                    // An identity branch (x straight into the Add) is the shortcut, whichever order the nodes come in.
-                    var (first, second) = starts[0].Node == join ? (starts[1], starts[0]) : (starts[0], starts[1]);
-                    string left = Branch(first, x, join, body, $"{prefix}{layers.Count}.body.", depth + 1);
-                    string right = Branch(second, x, join, shortcut, $"{prefix}{layers.Count}.shortcut.", depth + 1);
+                    string left = Branch(bodyStarts, x, join, body, $"{prefix}{layers.Count}.body.", depth + 1);
+                    string right = Branch(shortcutStarts, x, join, shortcut, $"{prefix}{layers.Count}.shortcut.", depth + 1);
                     if (!join.Input.Contains(left) || !join.Input.Contains(right))
                     {
                         throw Error(join, "its inputs are not the ends of the two branches that start at the same tensor");
@@ -325,11 +355,6 @@ public static partial class OnnxModel
                     layers.Add(shortcut.Count == 0 ? $"residual({string.Join(",", body)})" : $"residual({string.Join(",", body)}; {string.Join(",", shortcut)})");
                     x = join.Output[0];
                     continue;
-                }
-
-                if (starts.Count != 1)
-                {
-                    throw Error(next[0], $"'{x}' feeds {next.Count} nodes; a chain, or two branches that meet in an Add, is supported");
                 }
 
                 var node = starts[0].Node;
@@ -342,6 +367,19 @@ public static partial class OnnxModel
             }
 
             return x;
+        }
+
+        /// <summary>What x's consumers start, each SiLU or GELU pattern one start.</summary>
+        private List<BranchStart> StartsFrom(string x)
+        {
+            var next = _consumers[x];
+            // Nested blocks that start together feed one node more each; a hostile file's thousands would make grouping them quadratic.
+            if (next.Count > MaximumConsumers)
+            {
+                throw Error(next[0], $"'{x}' feeds {next.Count} nodes; a chain, or branches that meet in Adds (at most {MaximumConsumers} consumers of one tensor), is supported");
+            }
+
+            return Starts(x, next);
         }
 
         /// <summary>Takes <paramref name="node"/> as the next layer (none for the nodes evaluation drops) and returns the tensor the chain continues from.</summary>
@@ -368,42 +406,85 @@ public static partial class OnnxModel
             return fused.Output;
         }
 
-        /// <summary>One branch of a residual block: the layers from <paramref name="start"/> (or none, when it is the Add itself) to the join.</summary>
-        private string Branch(BranchStart start, string x, NodeProto join, List<string> layers, string prefix, int depth)
-        {
-            if (start.Node == join)
-            {
-                return x; // the identity shortcut
-            }
-
-            return Chain(start.Fused is { } fused ? Take(fused, layers) : Step(start.Node, layers, prefix), "", layers, prefix, depth);
-        }
+        /// <summary>
+        /// One branch of a residual block: the layers from <paramref name="starts"/> (none, when the one start is the Add
+        /// itself) to the join.
+        /// </summary>
+        private string Branch(List<BranchStart> starts, string x, NodeProto join, List<string> layers, string prefix, int depth) =>
+            starts is [{ Fused: null } identity] && identity.Node == join ? x : Chain(x, "", layers, prefix, depth, starts);
 
         /// <summary>
-        /// The Add where two branches from <paramref name="x"/> meet: the one x goes straight into (an identity shortcut),
-        /// else the first reached along a branch of one node after another (the first branch, or the second where the first
-        /// splits).
+        /// Where the branches from <paramref name="x"/> meet: the first node, in topological order, that every branch reaches
+        /// (each node visited once, carrying the set of branches that reach it), which must be an Add of two computed tensors.
+        /// Its two inputs split the branches into the body (the side of the first-listed branch, as an exporter writes the
+        /// body first; never an identity) and the shortcut.
         /// </summary>
-        private NodeProto Join(string x, List<BranchStart> starts)
+        private (NodeProto Join, List<BranchStart> Body, List<BranchStart> Shortcut) Join(string x, List<BranchStart> starts)
         {
-            if (starts.FirstOrDefault(s => s.Fused is null && IsJoin(s.Node)) is { } direct)
+            var reached = new Dictionary<NodeProto, int>(); // node -> bit set of the starts that reach it
+            var pending = new PriorityQueue<NodeProto, int>();
+            void Reach(NodeProto node, int branches)
             {
-                return direct.Node;
+                if (!_order.TryGetValue(node, out int order))
+                {
+                    return; // on a cycle: never reached in order, so the branches do not meet
+                }
+
+                if (reached.TryGetValue(node, out int before))
+                {
+                    reached[node] = before | branches;
+                }
+                else
+                {
+                    reached[node] = branches;
+                    pending.Enqueue(node, order);
+                }
             }
 
-            foreach (var start in starts)
+            for (int i = 0; i < starts.Count; i++)
             {
-                var seen = new HashSet<string>(StringComparer.Ordinal);
-                for (string at = start.Output; seen.Add(at) && _consumers.TryGetValue(at, out var after) && after.Count == 1; at = after[0].Output[0])
+                foreach (var node in starts[i].Fused?.Nodes ?? [starts[i].Node])
                 {
-                    if (IsJoin(after[0]))
+                    Reach(node, 1 << i);
+                }
+            }
+
+            int all = (1 << starts.Count) - 1;
+            while (pending.TryDequeue(out var node, out _))
+            {
+                int branches = reached[node];
+                if (branches == all)
+                {
+                    if (!IsJoin(node))
                     {
-                        return after[0];
+                        throw Error(node, $"the branches from '{x}' meet here, not in an Add of two tensors");
+                    }
+
+                    string[] inputs = [.. node.Input.Where(i => !_initializers.ContainsKey(i))];
+                    int[] sides = [.. inputs.Select(i => i == x
+                        ? 1 << starts.FindIndex(s => s.Fused is null && s.Node == node)
+                        : _producers.TryGetValue(i, out var producer) ? reached.GetValueOrDefault(producer) : 0)];
+                    if (sides[0] == 0 || sides[1] == 0 || (sides[0] & sides[1]) != 0 || (sides[0] | sides[1]) != all)
+                    {
+                        throw Error(node, $"its inputs are not the ends of branches that start at '{x}'");
+                    }
+
+                    // The body is the side of the first-listed branch, unless that side is x itself (an identity shortcut).
+                    int first = (sides[0] & 1) != 0 ? 0 : 1;
+                    int body = inputs[first] == x ? sides[1 - first] : sides[first];
+                    return (node, [.. starts.Where((_, i) => (body >> i & 1) != 0)], [.. starts.Where((_, i) => (body >> i & 1) == 0)]);
+                }
+
+                foreach (string output in node.Output)
+                {
+                    foreach (var consumer in _consumers.GetValueOrDefault(output) ?? [])
+                    {
+                        Reach(consumer, branches);
                     }
                 }
             }
 
-            throw Error(starts[0].Node, $"'{x}' feeds two branches that do not meet in an Add");
+            throw Error(starts[0].Node, $"'{x}' feeds branches that do not meet in an Add");
         }
 
         /// <summary>An Add of two computed tensors (not a bias Add after a MatMul): where two branches meet.</summary>
@@ -715,6 +796,39 @@ public static partial class OnnxModel
             index < node.Input.Count && _initializers.TryGetValue(node.Input[index], out var proto)
                 ? Decode(proto, node).Data
                 : throw Error(node, $"its input {index} is not a constant tensor (an initializer)");
+
+        /// <summary>
+        /// The per-channel values of <paramref name="node"/>'s second input (a normalisation's mean or std). It must vary
+        /// along the channels alone: ONNX aligns dims from the right, so against (N, C, H, W) a (C, 1, 1) or (1, C, 1, 1)
+        /// constant is per channel and a (C,) one would vary along W. One value serves every channel.
+        /// </summary>
+        private float[] ChannelValues(NodeProto node, Shape sample)
+        {
+            if (node.Input.Count != 2 || !_initializers.TryGetValue(node.Input[1], out var proto))
+            {
+                throw Error(node, "it has two inputs, the second a constant tensor (an initializer), as an input normalisation");
+            }
+
+            var constant = Decode(proto, node);
+            int offset = sample.Rank + 1 - constant.Shape.Rank; // the input axis of the constant's first dim
+            int channels = sample[0];
+            if (offset >= 0 && !Enumerable.Range(0, constant.Shape.Rank).Any(i => constant.Shape[i] != 1 && offset + i != 1))
+            {
+                if (constant.Data.Length == channels)
+                {
+                    return constant.Data;
+                }
+
+                if (constant.Data.Length == 1)
+                {
+                    return [.. Enumerable.Repeat(constant.Data[0], channels)];
+                }
+            }
+
+            string layout = sample.Rank == 1 ? "(F,), (1, F)" : "(C, 1, 1), (1, C, 1, 1)";
+            throw Error(node, $"its constant '{proto.Name}' of shape ({string.Join(", ", proto.Dims)}) does not vary along the channels alone " +
+                $"against the input (N, {string.Join(", ", sample.ToArray())}); an input normalisation takes {layout} or one value");
+        }
 
         /// <summary>A float or int64 initializer as floats; its element count checked against its data before anything is allocated.</summary>
         private Tensor Decode(TensorProto proto, NodeProto node)
