@@ -129,6 +129,8 @@ public sealed class SpecTests
     {
         Assert.Equal("conv(8,3),leakyrelu(0.01),maxpool(2),flatten,dense(4)",
             ArchitectureSpec.Format(ArchitectureSpec.Parse(" Conv(8, 3, stride=1) , LeakyReLU , maxpool(2,stride=2), flatten ,dense(4)")));
+        // Option names too, as they are looked up: Pad is pad (it had been read, then called unknown).
+        Assert.Equal("conv(6,5,pad=2),batchnorm(momentum=0.2)", ArchitectureSpec.Format(ArchitectureSpec.Parse("conv(6,5,Pad=2),batchnorm(Momentum=0.2)")));
     }
 
     [Theory]
@@ -140,6 +142,11 @@ public sealed class SpecTests
     [InlineData("conv(6,5", "unbalanced '('")]
     [InlineData("dense(10,3)", "layer 1 'dense(10,3)': dense takes 1 positional argument(s), got 2")]
     [InlineData("conv(6,3x3x3)", "layer 1 'conv(6,3x3x3)': kernel '3x3x3' is not an integer or HxW")]
+    [InlineData("conv(6,3x)", "layer 1 'conv(6,3x)': kernel '3x' is not a positive integer or HxW")]
+    [InlineData("conv(2000000,3)", "layer 1 'conv(2000000,3)': output channels '2000000' is larger than 1,000,000, the most a spec takes")]
+    [InlineData("dense(99999999999)", "layer 1 'dense(99999999999)': output features '99999999999' is larger than 1,000,000")]
+    [InlineData("dense(0)", "layer 1 'dense(0)': output features '0' is not a positive integer.")]
+    [InlineData("conv(6,5,Pad=2,PAD=1)", "layer 1 'conv(6,5,Pad=2,PAD=1)': 'PAD' given twice")]
     [InlineData("leakyrelu(abc)", "layer 1 'leakyrelu(abc)': negative slope 'abc' is not a number")]
     public void Bad_specs_point_at_the_offending_layer(string spec, string message)
     {

@@ -45,6 +45,27 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_second_fit_goes_on_from_the_optimizers_state()
+    {
+        // Two Fits of one epoch against a Fit of one epoch, then one resumed at epoch 1 with the step count given:
+        // the same shuffles, so the same weights only if the plain second Fit kept Adam's step count beside its moments.
+        float[] Train(bool resumeSecond)
+        {
+            using var backend = new ReferenceBackend();
+            using var model = Sequential.Create(Spec, [1, 8, 8], backend, seed: 5);
+            using var optimizer = new Adam(backend, model.NamedParameters(), new AdamOptions(0.01f));
+            var data = QuadrantData(20, seed: 7);
+            var trainer = new Trainer(model, optimizer, new TrainingOptions(Epochs: 1, BatchSize: 10, Seed: 6));
+            trainer.Fit(data);
+            trainer.Fit(data, resume: resumeSecond ? new TrainingState(1, 0, optimizer.StepCount, 0, 0) : null);
+            Assert.Equal(4, optimizer.StepCount);
+            return [.. model.StateDict().OrderBy(p => p.Key, StringComparer.Ordinal).SelectMany(p => p.Value.Data)];
+        }
+
+        Support.TensorAssert.Identical<float>(Train(resumeSecond: true), Train(resumeSecond: false), "a plain second Fit against one resumed at the step count");
+    }
+
+    [Fact]
     public void Disposing_a_model_returns_all_of_its_device_memory()
     {
         using var backend = IlgpuDevices.OpenCpuAccelerator();

@@ -7,8 +7,9 @@ public sealed class LayerArguments
 {
     private readonly List<string> _positional = [];
     private readonly Dictionary<string, string> _named = new(StringComparer.OrdinalIgnoreCase);
-    private readonly HashSet<string> _used = [];
+    private readonly HashSet<string> _used = new(StringComparer.OrdinalIgnoreCase); // as the names are looked up
     private int _positionalUsed;
+    private const int MaximumSize = 1_000_000; // a size or count in a spec: larger ones are typos, and keep the shape arithmetic far from overflow
 
     private readonly string? _text;
     private bool _parsed, _rawUsed;
@@ -165,16 +166,30 @@ public sealed class LayerArguments
             throw new SpecException($"{what} '{text}' is not an integer or HxW.");
         }
 
-        int h = ParseInt(parts[0], what, positive);
-        return parts.Length == 1 ? (h, h) : (h, ParseInt(parts[1], what, positive));
+        int h = ParseInt(parts[0], what, positive, text);
+        return parts.Length == 1 ? (h, h) : (h, ParseInt(parts[1], what, positive, text));
     }
 
-    private static int ParseInt(string text, string what, bool positive)
+    /// <summary><paramref name="text"/> as an integer; <paramref name="pair"/>, when it is one side of a pair, is what the error quotes.</summary>
+    private static int ParseInt(string text, string what, bool positive, string? pair = null)
     {
-        if (!int.TryParse(text.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int value) ||
-            (positive && value == 0) || value > 1_000_000)
+        string quoted = pair ?? text, form = pair is null ? "integer" : "integer or HxW";
+        if (!int.TryParse(text.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int value))
         {
-            throw new SpecException($"{what} '{text}' is not {(positive ? "a positive" : "a non-negative")} integer (or HxW).");
+            // Digits past int's range are a size too large, not a malformed one.
+            throw new SpecException(text.Trim() is { Length: > 0 } digits && digits.All(char.IsAsciiDigit)
+                ? $"{what} '{quoted}' is larger than {MaximumSize.ToString("N0", CultureInfo.InvariantCulture)}, the most a spec takes."
+                : $"{what} '{quoted}' is not {(positive ? "a positive" : "a non-negative")} {form}.");
+        }
+
+        if (positive && value == 0)
+        {
+            throw new SpecException($"{what} '{quoted}' is not a positive {form}.");
+        }
+
+        if (value > MaximumSize)
+        {
+            throw new SpecException($"{what} '{quoted}' is larger than {MaximumSize.ToString("N0", CultureInfo.InvariantCulture)}, the most a spec takes.");
         }
 
         return value;

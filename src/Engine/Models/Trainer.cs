@@ -52,6 +52,8 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// Trains until epoch <see cref="TrainingOptions.Epochs"/> (counted in total, from <paramref name="resume"/> if
     /// given; each call starts at epoch 1 unless resumed, so a second Fit repeats the same epochs' shuffles and
     /// schedule — to go on, resume from the state <paramref name="onCheckpoint"/> last received with a larger Epochs).
+    /// The optimizer goes on from its own state either way (its momentum or moments and, unless
+    /// <paramref name="resume"/> gives one, its step count: Adam's bias correction and the warm-up count on).
     /// <paramref name="onEpoch"/> sees each epoch's metrics; <paramref name="onCheckpoint"/> receives the state after
     /// every finished epoch and, when <paramref name="cancel"/> fires, after the current batch (or at the end of the
     /// epoch whose last batch, evaluation or <paramref name="onEpoch"/> it fired in), before
@@ -112,7 +114,12 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var batches = new BatchBuffers(backend, Model);
         using var clipper = Options.ClipGradNorm is { } maxNorm ? new GradientClipper(backend, Optimizer.Parameters, maxNorm) : null;
         float baseRate = Optimizer.LearningRate;
-        Optimizer.RestoreStepCount(state.OptimizerSteps);
+        if (resume is not null)
+        {
+            // Only a resumed run sets the count: a plain second Fit keeps the moments, and a count restarted at 0 beside
+            // them would take SGD's next step as its first (momentum dropped) and undo Adam's bias correction.
+            Optimizer.RestoreStepCount(state.OptimizerSteps);
+        }
         using var ranked = ranks > 1 ? new RankSync(Model, Communicator) : null;
         try
         {
