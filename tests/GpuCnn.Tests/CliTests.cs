@@ -124,6 +124,9 @@ public sealed partial class CliTests
             state["1.weight"].Data[5] = float.NaN;
             Safetensors.Write(temp.File("nan.safetensors"), state, new Dictionary<string, string> { ["arch"] = "flatten,dense(4)", ["input"] = "1x2x2" });
             Safetensors.Write(temp.File("arch.safetensors"), model.StateDict(), new Dictionary<string, string> { ["arch"] = "flatten,dense(4", ["input"] = "1x2x2" });
+            var withExtra = model.StateDict();
+            withExtra["2.weight"] = new Tensor([1]);
+            Safetensors.Write(temp.File("extra.safetensors"), withExtra, new Dictionary<string, string> { ["arch"] = "flatten,dense(4)", ["input"] = "1x2x2" });
         }
 
         WriteQuadrants(temp, "train", 8, 1);
@@ -140,6 +143,10 @@ public sealed partial class CliTests
         Assert.StartsWith($"error: model file '{temp.File("arch.safetensors")}': its metadata \"arch\" 'flatten,dense(4' on input (1,2,2) does not build: unbalanced '('",
             arch.ErrorLine, StringComparison.Ordinal);
         Assert.False(File.Exists(temp.File("y.npy")));
+        var extra = CliRunner.Run("predict", "--model", temp.File("extra.safetensors"), "--input", temp.File("train-x.npy"), "--output", temp.File("y.npy"));
+        Assert.Equal(1, extra.ExitCode);
+        Assert.StartsWith($"error: model file '{temp.File("extra.safetensors")}': its weights do not fit its metadata \"arch\": weights: tensor '2.weight' does not belong to this model",
+            extra.ErrorLine, StringComparison.Ordinal);
 
         // A small file whose arch asks for far more values than it holds fails before they are allocated.
         Safetensors.Write(temp.File("huge.safetensors"), new Dictionary<string, Tensor> { ["1.weight"] = new([1]) },

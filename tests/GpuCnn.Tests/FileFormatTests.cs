@@ -56,6 +56,7 @@ public sealed class FileFormatTests
         Assert.Contains("dimension 0 is 4294967295", Assert.Throws<FileFormatException>(() => Idx.Parse([0, 0, 8, 1, 255, 255, 255, 255, 1], "t")).Message, StringComparison.Ordinal);
 
         // Huge dimensions whose product overflows: rejected against the file size, before any allocation.
+        Assert.Contains("the header promises 2147483647x5x7 values but only 1 bytes follow (truncated)", Assert.Throws<FileFormatException>(() => Idx.Parse([0, 0, 8, 3, 127, 255, 255, 255, 0, 0, 0, 5, 0, 0, 0, 7, 1], "t")).Message, StringComparison.Ordinal);
         Assert.Contains("truncated", Assert.Throws<FileFormatException>(() => Idx.Parse([0, 0, 8, 3, 127, 255, 255, 255, 127, 255, 255, 255, 127, 255, 255, 255, 1], "t")).Message, StringComparison.Ordinal);
     }
 
@@ -117,6 +118,11 @@ public sealed class FileFormatTests
             Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"), 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
         Assert.Contains("shape (100000,100000,100000) needs 4000000000000000 data bytes but only 4 follow (truncated)", Assert.Throws<FileFormatException>(() =>
             Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100000), }"), 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
+        // A key twice (NumPy takes the last, a first-match reader the first: the same bytes in two layouts) or one more.
+        Assert.Contains("the header's keys are 'descr', 'fortran_order', 'shape', 'shape'", Assert.Throws<FileFormatException>(() =>
+            Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), 'shape': (2, 3), }"), .. new byte[24]], "t")).Message, StringComparison.Ordinal);
+        Assert.Contains("the header's keys are 'descr', 'extra', 'fortran_order', 'shape'", Assert.Throws<FileFormatException>(() =>
+            Npy.Parse([.. Header("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'extra': 1, }"), 0, 0, 0, 0], "t")).Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -167,6 +173,10 @@ public sealed class FileFormatTests
 
         File.WriteAllBytes(temp.File("zero.gz"), Gzip([0, 0, 8, 2, 0, 0, 0, 0, 0, 0, 0, 3, .. new byte[64 << 20]]));
         Assert.Contains("dimension 0 is 0", Assert.Throws<FileFormatException>(() => Idx.Read(temp.File("zero.gz"))).Message, StringComparison.Ordinal);
+
+        // A header promising 2³¹ values (past what an array holds) is refused at once, not after gigabytes.
+        File.WriteAllBytes(temp.File("huge.gz"), Gzip([0, 0, 8, 3, 0, 0x20, 0, 0, 0, 0, 0, 32, 0, 0, 0, 32, .. new byte[1 << 20]]));
+        Assert.Contains("its header promises more than 1073741824 bytes", Assert.Throws<FileFormatException>(() => Idx.Read(temp.File("huge.gz"))).Message, StringComparison.Ordinal);
 
         File.WriteAllBytes(temp.File("good.gz"), Gzip([.. header, 1, 2, 3, 4, 5, 6]));
         Assert.Equal([1, 2, 3, 4, 5, 6], Idx.Read(temp.File("good.gz")).Data);
@@ -225,6 +235,8 @@ public sealed class FileFormatTests
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "not a positive integer")]
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "the header names 'a' twice")]
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[65536,65536,65536,65536],\"data_offsets\":[0,0]}}", 0, "tensor 'a': shape (65536,65536,65536,65536) holds more than 2147483647 elements")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\"0\",\"4\"]}}", 4, "data_offsets [0, 4] are not a valid range")] // strings: TryGetInt64 had thrown InvalidOperationException
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[null,[4]]}}", 4, "are not a valid range")]
     [InlineData("[1,2]", 0, "not a JSON object")]
     [InlineData("{\"a\":", 0, "not valid JSON")]
     public void Safetensors_rejects_inconsistent_headers(string header, int dataBytes, string message)

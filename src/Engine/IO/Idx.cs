@@ -10,7 +10,7 @@ namespace GpuCnn.IO;
 /// </summary>
 public static class Idx
 {
-    private const long MaximumDecompressedBytes = 1L << 31;
+    private const long MaximumDecompressedBytes = 1L << 30; // a 1 GiB array; MNIST's largest file is 47 MB
 
     /// <summary>An IDX array of unsigned bytes with its dimensions.</summary>
     public sealed record Array(int[] Dimensions, byte[] Data);
@@ -63,11 +63,7 @@ public static class Idx
             }
 
             dimensions[i] = (int)dimension;
-            count *= dimension;
-            if (count > bytes.Length)
-            {
-                break; // the length check below reports it; stop before the product can overflow
-            }
+            count = Math.Min(count, 1L << 31) * dimension; // capped past any length a span has, never overflowing
         }
 
         long available = bytes.Length - headerLength;
@@ -174,7 +170,13 @@ public static class Idx
                         break; // not a header Parse accepts: it says what is wrong without the rest
                     }
 
+                    if (length > MaximumDecompressedBytes)
+                    {
+                        throw new FileFormatException($"IDX file '{name}': its header promises more than {MaximumDecompressedBytes} bytes, the most a gzipped IDX file may hold here.");
+                    }
+
                     promised = length;
+                    output.Capacity = (int)Math.Max(length, output.Length); // one allocation of the promised size instead of doubling towards it
                 }
             }
 

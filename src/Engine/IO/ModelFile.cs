@@ -107,7 +107,16 @@ public static class ModelFile
         var model = BuildFor(path, contents.Tensors, arch, inputShape.Value, backend, archGiven ? null : $"model file '{path}': its metadata \"arch\" '{arch}'");
         try
         {
-            model.LoadStateDict(contents.Tensors);
+            try
+            {
+                model.LoadStateDict(contents.Tensors);
+            }
+            catch (ArgumentException e) when (!archGiven)
+            {
+                // The file's own arch and weights disagree: a defect of the file, not of anything the user gave.
+                throw new FileFormatException($"model file '{path}': its weights do not fit its metadata \"arch\": {e.Message}", e);
+            }
+
             if (contents.Metadata.GetValueOrDefault("normalize") is { } normalize)
             {
                 try

@@ -200,6 +200,13 @@ public static partial class Npy
 
     private static (string Type, int[] Shape) ParseHeader(string header, string name)
     {
+        // Exactly NumPy's three keys, once each: a repeated 'shape' would be read as its first here and its last by NumPy.
+        string[] keys = [.. KeyPattern().Matches(header).Select(m => m.Groups[1].Value).Order(StringComparer.Ordinal)];
+        if (!keys.SequenceEqual(["descr", "fortran_order", "shape"]))
+        {
+            throw new FileFormatException($"npy file '{name}': the header's keys are {string.Join(", ", keys.Select(k => $"'{k}'"))}; 'descr', 'fortran_order' and 'shape' once each are expected: {header.Trim()}");
+        }
+
         var descr = DescrPattern().Match(header);
         var order = OrderPattern().Match(header);
         var shape = ShapePattern().Match(header);
@@ -259,4 +266,7 @@ public static partial class Npy
 
     [GeneratedRegex(@"'shape'\s*:\s*\(([^)]*)\)")]
     private static partial Regex ShapePattern();
+
+    [GeneratedRegex(@"['""]([^'""]*)['""]\s*:")]
+    private static partial Regex KeyPattern();
 }
