@@ -40,6 +40,11 @@ internal static class PredictCommand
             var sample = new Shape(images.Shape.ToArray()[1..]);
             string? spec = parse.GetValue(arch);
             using var network = ModelFile.Load(modelPath, backend, spec, spec is null ? (Shape?)null : sample);
+            if (sample != network.InputShape)
+            {
+                throw new UsageException($"--input: images of shape {sample} each, the model takes {network.InputShape}.");
+            }
+
             var logits = network.Predict(images, batch);
             CommonOptions.WriteOutput("--output", outputPath, () => Npy.Write(outputPath, logits));
             io.Out.WriteLine($"wrote {parse.GetValue(output)}: logits {logits.Shape}");

@@ -153,6 +153,16 @@ internal static class TrainCommand
         return command;
     }
 
+    /// <summary>
+    /// What to run to go on from <paramref name="checkpoint"/>: --resume cannot be repeated, and excludes --init (the
+    /// checkpoint holds the weights, and the normalisation --init brought).
+    /// </summary>
+    internal static string ResumeHint(TrainSettings settings, string checkpoint) =>
+        settings.Resume == checkpoint ? "resume with the same command (its --resume is the checkpoint just written)"
+        : settings.Resume is not null ? $"resume with the same command, --resume {checkpoint} in place of --resume {settings.Resume}"
+        : settings.Init is not null ? $"resume with the same command without --init, plus: --resume {checkpoint}"
+        : $"resume with the same command plus: --resume {checkpoint}";
+
     /// <summary>Failures every rank meets alike, from what the collectives carried (so no rank is left waiting).</summary>
     private static bool FoundByEveryRank(Exception e) =>
         e is RanksDifferException or TrainingDivergedException || e.InnerException is TrainingDivergedException;
@@ -408,7 +418,7 @@ internal static class TrainCommand
             {
                 progress.Clear();
                 io.Error.WriteLine($"interrupted {Trainer.Describe(e.State)}: checkpoint written to {interruptPath}.");
-                io.Error.WriteLine($"resume with the same command plus: --resume {interruptPath}");
+                io.Error.WriteLine(ResumeHint(settings, interruptPath));
                 return 130; // the shell convention for a run ended by SIGINT
             }
             catch (TrainingDivergedException e)

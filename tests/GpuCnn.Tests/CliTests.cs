@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using GpuCnn.Cpu;
 using GpuCnn.IO;
 using GpuCnn.Models;
+using GpuCnn.Onnx;
 using GpuCnn.Tests.Support;
 
 namespace GpuCnn.Tests;
@@ -483,6 +484,43 @@ public sealed partial class CliTests
         var mismatch = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("short-y.npy"), "--device", "reference");
         Assert.Equal(2, mismatch.ExitCode);
         Assert.StartsWith("error: --images/--labels: 8 images but 3 labels", mismatch.ErrorLine, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Predict_names_input_when_its_images_are_not_the_models_shape()
+    {
+        using var temp = Fixtures.TempFolder();
+        using (var backend = new ReferenceBackend())
+        using (var model = Sequential.Create("flatten,dense(4)", [1, 4, 4], backend, seed: 1))
+        {
+            ModelFile.Save(model, temp.File("m.safetensors"));
+        }
+
+        WriteQuadrants(temp, "train", 8, 1); // 1x8x8 images
+        var result = CliRunner.Run("predict", "--model", temp.File("m.safetensors"), "--input", temp.File("train-x.npy"), "--output", temp.File("y.npy"));
+        Assert.Equal((2, "error: --input: images of shape (1,8,8) each, the model takes (1,4,4)."), (result.ExitCode, result.ErrorLine));
+        Assert.False(File.Exists(temp.File("y.npy")));
+    }
+
+    [Fact]
+    public void Train_writes_onnx_where_out_names_an_onnx_file_and_fine_tunes_it_in_place()
+    {
+        // --out m.onnx had been written as safetensors under that name: unreadable as ONNX, and --init m.onnx --out m.onnx
+        // replaced the user's ONNX model with it.
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 8, 1);
+        string[] common = ["train", "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "conv(3,3),relu,flatten,dense(4)",
+            "--device", "reference", "--epochs", "1", "--out", temp.File("m.onnx")];
+        var first = CliRunner.Run(common);
+        Assert.True(first.ExitCode == 0, first.Error);
+        var trained = OnnxModel.Read(temp.File("m.onnx"));
+        Assert.Equal("conv(3,3),relu,flatten,dense(4)", ArchitectureSpec.Format(ArchitectureSpec.Parse(trained.Spec)));
+
+        var again = CliRunner.Run([.. common, "--init", temp.File("m.onnx")]);
+        Assert.True(again.ExitCode == 0, again.Error);
+        var tuned = OnnxModel.Read(temp.File("m.onnx"));
+        Assert.Equal(trained.Spec, tuned.Spec);
+        Assert.NotEqual(trained.Weights["0.weight"].Data, tuned.Weights["0.weight"].Data);
     }
 
     private static void WriteQuadrants(TempFolder temp, string prefix, int count, int seed)

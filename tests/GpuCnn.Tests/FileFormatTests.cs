@@ -276,4 +276,37 @@ public sealed class FileFormatTests
         Assert.Equal([1f, 2f], Npy.ReadTensor(path).Data);
         Assert.Single(Directory.GetFiles(temp.Path));
     }
+
+    [Fact]
+    public void Writes_refuse_a_path_that_names_a_folder_or_a_special_file_before_anything_is_made()
+    {
+        using var temp = Fixtures.TempFolder();
+        // "new/" had made the folder, passed the check, and failed only at the final rename, after a whole run.
+        string folder = temp.File("new") + Path.DirectorySeparatorChar;
+        Assert.Contains("ends in a separator: it names a folder, not a file", Assert.Throws<IOException>(() => FileUtil.RequireWritable(folder)).Message, StringComparison.Ordinal);
+        Assert.Throws<IOException>(() => FileUtil.WriteAtomically(folder, s => s.WriteByte(1)));
+        Assert.False(Directory.Exists(folder));
+
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        // A pipe stays a pipe (as root, a rename over /dev/null had replaced the device with a regular file).
+        string pipe = temp.File("pipe");
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", pipe))
+        {
+            mkfifo.WaitForExit();
+            Assert.Equal(0, mkfifo.ExitCode);
+        }
+
+        foreach (string special in new[] { pipe, "/dev/null" })
+        {
+            Assert.Contains("is a device, pipe or socket, not a file", Assert.Throws<IOException>(() => FileUtil.RequireWritable(special)).Message, StringComparison.Ordinal);
+        }
+
+        Assert.Throws<IOException>(() => FileUtil.WriteAtomically(pipe, s => s.WriteByte(1)));
+        Assert.Equal([pipe], Directory.GetFileSystemEntries(temp.Path));
+        Assert.False(File.GetAttributes(pipe).HasFlag(FileAttributes.Directory));
+    }
 }

@@ -365,6 +365,19 @@ public sealed class ReliabilityTests
     }
 
     [Fact]
+    public void The_resume_hint_is_a_command_that_runs()
+    {
+        // "The same command plus --resume" repeated a --resume, or kept an --init that --resume excludes.
+        var plain = new Cli.TrainSettings(Spec, Epochs: 1, BatchSize: 8, "sgd", 0.05f, 0.9f, 0f, LearningRateSchedule.Constant,
+            StepSize: 1, Gamma: 0.1f, Warmup: 0, LabelSmoothing: 0f, ClipGradNorm: null, Augment: null, Normalize: null,
+            Seed: 1, Out: "m.safetensors", Init: null, Checkpoint: null, Resume: null);
+        Assert.Equal("resume with the same command plus: --resume ck", Cli.TrainCommand.ResumeHint(plain, "ck"));
+        Assert.Equal("resume with the same command without --init, plus: --resume ck", Cli.TrainCommand.ResumeHint(plain with { Init = "w.safetensors" }, "ck"));
+        Assert.Equal("resume with the same command, --resume ck in place of --resume old", Cli.TrainCommand.ResumeHint(plain with { Resume = "old" }, "ck"));
+        Assert.Equal("resume with the same command (its --resume is the checkpoint just written)", Cli.TrainCommand.ResumeHint(plain with { Resume = "ck" }, "ck"));
+    }
+
+    [Fact]
     public void Ctrl_c_writes_a_checkpoint_and_says_how_to_resume()
     {
         Assert.SkipUnless(OperatingSystem.IsLinux(), "sends SIGINT with kill(1)");

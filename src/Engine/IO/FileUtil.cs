@@ -17,6 +17,7 @@ internal static class FileUtil
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(write);
         string full = Path.GetFullPath(path);
+        RequireFileTarget(path, full);
         string folder = Path.GetDirectoryName(full) ?? ".";
         Directory.CreateDirectory(folder);
         DeleteStaleTemporaries(full);
@@ -78,6 +79,54 @@ internal static class FileUtil
     }
 
     /// <summary>
+    /// Refuses a target that a file renamed over it would wrongly replace, or that names no file: a path ending in a
+    /// separator (its folder would be made, then the rename fail after all the work), and an existing device, pipe or
+    /// socket (renaming over /dev/null as root replaces the device with a file).
+    /// </summary>
+    private static void RequireFileTarget(string path, string full)
+    {
+        if (Path.EndsInDirectorySeparator(path))
+        {
+            throw new IOException($"'{path}' ends in a separator: it names a folder, not a file.");
+        }
+
+        if (IsSpecialFile(full))
+        {
+            throw new IOException($"'{path}' is a device, pipe or socket, not a file; the output is written as a file renamed into place.");
+        }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="full"/> exists as something other than a regular file or a folder, links followed
+    /// (statx(2): one layout on every Linux architecture; false elsewhere, and when it does not exist).
+    /// </summary>
+    private static bool IsSpecialFile(string full)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+
+        try
+        {
+            var buffer = new byte[256]; // struct statx
+            const int CurrentFolder = -100; // AT_FDCWD (the path is absolute anyway)
+            const uint TypeField = 1; // STATX_TYPE
+            if (NativeMethods.Statx(CurrentFolder, System.Text.Encoding.UTF8.GetBytes(full + "\0"), 0, TypeField, buffer) != 0)
+            {
+                return false; // absent, or not reachable: the write itself says why
+            }
+
+            int type = System.Runtime.InteropServices.MemoryMarshal.Read<ushort>(buffer.AsSpan(28)) & 0xF000; // stx_mode's S_IFMT bits
+            return type is not (0x8000 or 0x4000); // S_IFREG, S_IFDIR
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false; // a libc without statx (before glibc 2.28)
+        }
+    }
+
+    /// <summary>
     /// Checks, without writing it, that <paramref name="path"/> can be written: its folder exists or is created, and a
     /// file can be created (and is removed again) in it. Throws an <see cref="IOException"/> saying why not.
     /// </summary>
@@ -89,6 +138,8 @@ internal static class FileUtil
         {
             throw new IOException($"'{path}' is a folder, not a file.");
         }
+
+        RequireFileTarget(path, full);
 
         string folder = Path.GetDirectoryName(full) ?? ".";
         try
@@ -225,4 +276,8 @@ internal static class NativeMethods
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close")]
     internal static extern int Close(int descriptor);
+
+    /// <summary>statx(2) on a NUL-terminated UTF-8 path into a 256-byte struct statx.</summary>
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "statx")]
+    internal static extern int Statx(int folder, byte[] path, int flags, uint mask, byte[] buffer);
 }

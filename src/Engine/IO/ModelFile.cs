@@ -10,12 +10,23 @@ namespace GpuCnn.IO;
 /// </summary>
 public static class ModelFile
 {
-    /// <summary>Saves the model's parameters and description (atomically); refuses weights that are not all finite.</summary>
+    /// <summary>
+    /// Saves the model's parameters and description (atomically); refuses weights that are not all finite. A path ending
+    /// in ".onnx" is written as ONNX (<see cref="Onnx.OnnxModel.Export"/>: the evaluation-mode graph, without dropout), as
+    /// <see cref="Load"/> reads it.
+    /// </summary>
     public static void Save(Sequential model, string path)
     {
         ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(path);
         var state = model.StateDict();
         RequireFinite(state, path);
+        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            Onnx.OnnxModel.Export(model, path);
+            return;
+        }
+
         var metadata = new Dictionary<string, string>
         {
             ["format"] = "pt",
