@@ -169,7 +169,7 @@ internal static class CommonOptions
     /// an ONNX file's graph is its own, so --arch with one is a usage error naming the option.
     /// </summary>
     public static string ModelWithArch(string path, string? arch) =>
-        arch is not null && path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
+        arch is not null && ModelFile.IsOnnx(path)
             ? throw new UsageException($"--arch is for safetensors files without an architecture: model file '{path}' is ONNX, whose graph is its architecture; leave --arch out.")
             : path;
 

@@ -256,12 +256,33 @@ internal static class TrainCommand
         }
     }
 
+    /// <summary>
+    /// Refuses, before training, an ONNX --out that would not read back: the untrained model's graph is the trained one's
+    /// (e.g. a residual body of dropout alone exports as Add(x, x), which the reader does not take).
+    /// </summary>
+    private static void RequireOnnxReadsBack(Sequential model, string path)
+    {
+        try
+        {
+            Onnx.OnnxModel.Parse(Onnx.OnnxModel.ToBytes(model), path);
+        }
+        catch (FileFormatException e)
+        {
+            throw new UsageException($"--out '{path}': this model would be written as ONNX that does not read back ({e.Message}); write it as .safetensors.");
+        }
+    }
+
     private static int Train(CliIo io, TrainSettings settings, Dataset train, Dataset? test, Backend backend, ICommunicator? ranks = null)
     {
         ranks ??= SingleProcess.Instance;
         bool writes = ranks.Rank == 0;
         var sample = new Shape(train.Images.Shape.ToArray()[1..]);
         using var model = Sequential.Create(settings.Arch, sample, backend, settings.Seed);
+        if (ModelFile.IsOnnx(settings.Out))
+        {
+            RequireOnnxReadsBack(model, settings.Out);
+        }
+
         if (settings.Normalize is not null)
         {
             model.Normalization = Usage(() => ChannelNormalization.Parse(settings.Normalize, sample[0]));
@@ -273,7 +294,7 @@ internal static class TrainCommand
             IReadOnlyDictionary<string, Tensor> weights;
             ChannelNormalization? trainedWith = null;
             string? recorded = null;
-            if (initPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+            if (ModelFile.IsOnnx(initPath))
             {
                 var onnx = Onnx.OnnxModel.Read(initPath);
                 (weights, trainedWith) = (Onnx.OnnxModel.StateDict(onnx, model), onnx.Normalization);

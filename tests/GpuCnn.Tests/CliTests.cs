@@ -127,6 +127,7 @@ public sealed partial class CliTests
             Safetensors.Write(temp.File("arch.safetensors"), model.StateDict(), new Dictionary<string, string> { ["arch"] = "flatten,dense(4", ["input"] = "1x2x2" });
             var withExtra = model.StateDict();
             withExtra["2.weight"] = new Tensor([1]);
+            ModelFile.Save(model, temp.File("ok.safetensors"));
             Safetensors.Write(temp.File("extra.safetensors"), withExtra, new Dictionary<string, string> { ["arch"] = "flatten,dense(4)", ["input"] = "1x2x2" });
         }
 
@@ -148,6 +149,13 @@ public sealed partial class CliTests
         Assert.Equal(1, extra.ExitCode);
         Assert.StartsWith($"error: model file '{temp.File("extra.safetensors")}': its weights do not fit its metadata \"arch\": weights: tensor '2.weight' does not belong to this model",
             extra.ErrorLine, StringComparison.Ordinal);
+        using (var reference = new ReferenceBackend())
+        {
+            // An input shape the caller gives is the caller's: the file is not blamed for weights that do not fit it.
+            var given = Record.Exception(() => ModelFile.Load(temp.File("ok.safetensors"), reference, inputShape: new Shape(1, 3, 3)));
+            Assert.IsNotType<FileFormatException>(given);
+            Assert.IsType<SpecException>(given); // the layer that does not fit the given shape, named
+        }
 
         // A small file whose arch asks for far more values than it holds fails before they are allocated.
         Safetensors.Write(temp.File("huge.safetensors"), new Dictionary<string, Tensor> { ["1.weight"] = new([1]) },
@@ -487,6 +495,21 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void The_catalogue_and_selftest_comparisons_fail_on_a_nan_or_an_infinity_the_reference_lacks()
+    {
+        // 1e-3·(1 + ∞) had passed any device value against a reference ∞; LINQ's Max had ranked a NaN difference last.
+        Assert.True(GpuCnn.Cpu.OperationCase.Agrees(float.PositiveInfinity, float.PositiveInfinity));
+        Assert.True(GpuCnn.Cpu.OperationCase.Agrees(float.NaN, float.NaN));
+        Assert.False(GpuCnn.Cpu.OperationCase.Agrees(float.PositiveInfinity, 0f));
+        Assert.False(GpuCnn.Cpu.OperationCase.Agrees(float.PositiveInfinity, float.NegativeInfinity));
+        Assert.False(GpuCnn.Cpu.OperationCase.Agrees(1f, float.NaN));
+        Assert.True(GpuCnn.Cpu.OperationCase.Agrees(1000f, 1000.5f));
+        Assert.False(GpuCnn.Cpu.OperationCase.Agrees(1f, 1.01f));
+        Assert.True(double.IsNaN(GpuCnn.Cli.SelfTest.MaxDiff([1, 2], [1, double.NaN])));
+        Assert.Equal(0.5, GpuCnn.Cli.SelfTest.MaxDiff([1, 2], [1.5, 2]));
+    }
+
+    [Fact]
     public void Predict_names_input_when_its_images_are_not_the_models_shape()
     {
         using var temp = Fixtures.TempFolder();
@@ -521,6 +544,13 @@ public sealed partial class CliTests
         var tuned = OnnxModel.Read(temp.File("m.onnx"));
         Assert.Equal(trained.Spec, tuned.Spec);
         Assert.NotEqual(trained.Weights["0.weight"].Data, tuned.Weights["0.weight"].Data);
+
+        // A model whose ONNX would not read back (a residual body of dropout alone is Add(x, x)) is refused before training.
+        var unreadable = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "conv(3,3),residual(dropout(0.5)),flatten,dense(4)",
+            "--device", "reference", "--epochs", "1", "--out", temp.File("odd.onnx"));
+        Assert.Equal(2, unreadable.ExitCode);
+        Assert.StartsWith($"error: --out '{temp.File("odd.onnx")}': this model would be written as ONNX that does not read back", unreadable.ErrorLine, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("odd.onnx")));
     }
 
     private static void WriteQuadrants(TempFolder temp, string prefix, int count, int seed)

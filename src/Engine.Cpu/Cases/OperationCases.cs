@@ -22,7 +22,7 @@ public sealed record OperationCase(string Name, string Shape, double? Flops, Fun
 {
     /// <summary>
     /// Runs on <paramref name="device"/> and <paramref name="reference"/> and compares every output:
-    /// |d − r| ≤ 1e-3·(1 + |r|) (float sums of a few hundred terms, in any order); NaN only where the reference has NaN.
+    /// |d − r| ≤ 1e-3·(1 + |r|) (float sums of a few hundred terms, in any order); NaN and ±∞ only where the reference has the same.
     /// </summary>
     public (double MaxDiff, bool Passed) Compare(Backend device, Backend reference)
     {
@@ -33,15 +33,24 @@ public sealed record OperationCase(string Name, string Shape, double? Flops, Fun
         bool passed = expected.Length == actual.Length;
         for (int i = 0; passed && i < expected.Length; i++)
         {
-            double diff = Math.Abs((double)expected[i] - actual[i]);
-            passed = !double.IsNaN(diff) || (float.IsNaN(expected[i]) && float.IsNaN(actual[i]));
-            diff = double.IsNaN(diff) ? 0 : diff;
-            passed &= diff <= 1e-3 * (1 + Math.Abs(expected[i]));
-            worst = Math.Max(worst, diff);
+            passed = Agrees(expected[i], actual[i]);
+            if (float.IsFinite(expected[i]) && float.IsFinite(actual[i]))
+            {
+                worst = Math.Max(worst, Math.Abs((double)expected[i] - actual[i]));
+            }
         }
 
         return (worst, passed);
     }
+
+    /// <summary>
+    /// Whether a device value agrees with the reference's: within 1e-3·(1 + |r|) when both are finite; otherwise only
+    /// exactly (NaN with NaN, ∞ with the same ∞) — a tolerance of 1e-3·(1 + ∞) would pass anything against ∞.
+    /// </summary>
+    public static bool Agrees(float reference, float device) =>
+        float.IsFinite(reference) && float.IsFinite(device)
+            ? Math.Abs((double)reference - device) <= 1e-3 * (1 + Math.Abs(reference))
+            : reference.Equals(device);
 
     /// <inheritdoc/>
     public override string ToString() => $"{Name} {Shape}";

@@ -176,7 +176,9 @@ public static class Idx
                     }
 
                     promised = length;
-                    output.Capacity = (int)Math.Max(length, output.Length); // one allocation of the promised size instead of doubling towards it
+                    // One allocation of the promised size instead of doubling towards it — at most what the compressed bytes
+                    // can hold (deflate expands at most 1,032-fold), so that a tiny file cannot make it allocate 1 GiB at once.
+                    output.Capacity = (int)Math.Max(Math.Min(length, compressed.Length * 1032L), output.Length);
                 }
             }
 

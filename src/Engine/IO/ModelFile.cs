@@ -21,7 +21,7 @@ public static class ModelFile
         ArgumentNullException.ThrowIfNull(path);
         var state = model.StateDict();
         RequireFinite(state, path);
-        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        if (IsOnnx(path))
         {
             Onnx.OnnxModel.Export(model, path);
             return;
@@ -40,6 +40,9 @@ public static class ModelFile
 
         Safetensors.Write(path, state, metadata, model.CounterKeys);
     }
+
+    /// <summary>Whether <paramref name="path"/> names an ONNX file (".onnx", any case): what Save writes and Load reads by.</summary>
+    internal static bool IsOnnx(string path) => path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Throws, naming the tensor, when any of <paramref name="tensors"/> holds NaN or ±∞: such a file would load as a broken model.</summary>
     internal static void RequireFinite(IReadOnlyDictionary<string, Tensor> tensors, string path)
@@ -85,7 +88,7 @@ public static class ModelFile
     public static Sequential Load(string path, Backend backend, string? arch = null, Shape? inputShape = null)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        if (IsOnnx(path))
         {
             return arch is null && inputShape is null
                 ? Onnx.OnnxModel.Load(path, backend)
@@ -98,7 +101,7 @@ public static class ModelFile
             throw CheckpointFile.NotAModel(path, "model file");
         }
 
-        bool archGiven = arch is not null;
+        bool archGiven = arch is not null, shapeGiven = inputShape is not null;
         arch ??= contents.Metadata.GetValueOrDefault("arch")
             ?? throw new ArgumentException($"model file '{path}' has no \"arch\" in its metadata; give the architecture spec.");
         if (inputShape is null)
@@ -115,16 +118,16 @@ public static class ModelFile
             }
         }
 
-        var model = BuildFor(path, contents.Tensors, arch, inputShape.Value, backend, archGiven ? null : $"model file '{path}': its metadata \"arch\" '{arch}'");
+        var model = BuildFor(path, contents.Tensors, arch, inputShape.Value, backend, archGiven || shapeGiven ? null : $"model file '{path}': its metadata \"arch\" '{arch}'");
         try
         {
             try
             {
                 model.LoadStateDict(contents.Tensors);
             }
-            catch (ArgumentException e) when (!archGiven)
+            catch (ArgumentException e) when (!archGiven && !shapeGiven)
             {
-                // The file's own arch and weights disagree: a defect of the file, not of anything the user gave.
+                // The file's own arch, input and weights disagree: a defect of the file, not of anything the user gave.
                 throw new FileFormatException($"model file '{path}': its weights do not fit its metadata \"arch\": {e.Message}", e);
             }
 

@@ -235,7 +235,7 @@ public static class Safetensors
         if (offsets[0].ValueKind != JsonValueKind.Number || offsets[1].ValueKind != JsonValueKind.Number || // TryGetInt64 throws on others
             !offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end) || begin < 0 || end < begin)
         {
-            throw new FileFormatException($"{where}: data_offsets [{offsets[0]}, {offsets[1]}] are not a valid range.");
+            throw new FileFormatException($"{where}: data_offsets [{offsets[0].GetRawText()}, {offsets[1].GetRawText()}] are not a valid range.");
         }
 
         if (end - begin != count * size)

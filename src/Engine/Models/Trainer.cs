@@ -51,9 +51,12 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// <summary>
     /// Trains until epoch <see cref="TrainingOptions.Epochs"/> (counted in total, from <paramref name="resume"/> if
     /// given; each call starts at epoch 1 unless resumed, so a second Fit repeats the same epochs' shuffles and
-    /// schedule — to go on, resume from the state <paramref name="onCheckpoint"/> last received with a larger Epochs).
+    /// epoch-based schedule — to go on, resume from the state <paramref name="onCheckpoint"/> last received with a larger Epochs).
     /// The optimizer goes on from its own state either way (its momentum or moments and, unless
     /// <paramref name="resume"/> gives one, its step count: Adam's bias correction and the warm-up count on).
+    /// The optimizer's learning rate at the call is the schedule's base rate: Fit sets the scheduled rate before every
+    /// batch and puts the base rate back when it returns, so a rate set during Fit (in <paramref name="onEpoch"/>, as
+    /// a plateau rule would) lasts until the next batch only — a schedule is chosen through <see cref="TrainingOptions"/>.
     /// <paramref name="onEpoch"/> sees each epoch's metrics; <paramref name="onCheckpoint"/> receives the state after
     /// every finished epoch and, when <paramref name="cancel"/> fires, after the current batch (or at the end of the
     /// epoch whose last batch, evaluation or <paramref name="onEpoch"/> it fired in), before

@@ -147,8 +147,8 @@ public static partial class OnnxModel
         private readonly Dictionary<string, TensorProto> _initializers = new(StringComparer.Ordinal);
         private readonly Dictionary<string, List<NodeProto>> _consumers = new(StringComparer.Ordinal);
         private readonly Dictionary<string, NodeProto> _producers = new(StringComparer.Ordinal);
-        private readonly Dictionary<NodeProto, int> _order = []; // a topological order (none for nodes on a cycle)
-        private readonly HashSet<NodeProto> _visited = [];
+        private readonly Dictionary<NodeProto, int> _order = new(ReferenceEqualityComparer.Instance); // a topological order (none for nodes on a cycle)
+        private readonly HashSet<NodeProto> _visited = new(ReferenceEqualityComparer.Instance); // by reference: a node's own hash code walks all its contents
         private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
         private readonly GraphProto _graph;
         private int[]? _padBefore; // the zeros of a Pad node, for the Conv or AveragePool after it
@@ -181,7 +181,7 @@ public static partial class OnnxModel
             // Chains of them resolve in one pass over the nodes: each Identity follows its input back to a constant once.
             var identities = graph.Node.Where(n => n.OpType == "Identity" && n.Input.Count == 1 && n.Output.Count == 1)
                 .GroupBy(n => n.Output[0], StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
-            var walked = new HashSet<NodeProto>(); // resolved, or known not to lead to a constant
+            var walked = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance); // resolved, or known not to lead to a constant
             foreach (var node in identities.Values)
             {
                 var chain = new List<NodeProto>();
@@ -243,7 +243,7 @@ public static partial class OnnxModel
         /// <summary>Numbers the nodes so that each comes after those it reads from (Kahn's algorithm); nodes on a cycle get no number.</summary>
         private void OrderTopologically()
         {
-            var waiting = new Dictionary<NodeProto, int>();
+            var waiting = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
             var ready = new Queue<NodeProto>();
             foreach (var node in _graph.Node.Where(n => n.OpType != "Constant"))
             {
@@ -421,7 +421,7 @@ public static partial class OnnxModel
         /// </summary>
         private (NodeProto Join, List<BranchStart> Body, List<BranchStart> Shortcut) Join(string x, List<BranchStart> starts)
         {
-            var reached = new Dictionary<NodeProto, int>(); // node -> bit set of the starts that reach it
+            var reached = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance); // node -> bit set of the starts that reach it
             var pending = new PriorityQueue<NodeProto, int>();
             void Reach(NodeProto node, int branches)
             {
