@@ -488,28 +488,38 @@ internal static partial class ReferenceMath
         }
     }
 
-    /// <summary>logits (N, classes) -> predictions (N): the first index of each row's maximum.</summary>
+    /// <summary>logits (N, classes) -> predictions (N): each row's <see cref="RowArgmax"/>.</summary>
     public static void Argmax<T>(ReadOnlySpan<T> logits, Span<int> predictions, int batch, int classes)
         where T : IFloatingPointIeee754<T>
     {
         for (int n = 0; n < batch; n++)
         {
-            int best = 0;
-            for (int j = 1; j < classes; j++)
-            {
-                if (logits[n * classes + j] > logits[n * classes + best])
-                {
-                    best = j;
-                }
-            }
-
-            predictions[n] = best;
+            predictions[n] = RowArgmax(logits.Slice(n * classes, classes));
         }
     }
 
     /// <summary>
+    /// The index of <paramref name="row"/>'s maximum as torch.argmax gives it: the first NaN if there is one (NaN ranks
+    /// above every number), else the first of equal maxima.
+    /// </summary>
+    public static int RowArgmax<T>(ReadOnlySpan<T> row)
+        where T : IFloatingPointIeee754<T>
+    {
+        int best = 0;
+        for (int j = 1; j < row.Length && !T.IsNaN(row[best]); j++)
+        {
+            if (row[j] > row[best] || T.IsNaN(row[j]))
+            {
+                best = j;
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>
     /// logits (N, classes), labels (N), loss (1) -> metrics at the caller's slots: LossSum += loss·N; Correct += rows
-    /// whose first arg-max equals the label; FirstNonFinite = batchIndex if still negative and the loss is not finite.
+    /// whose <see cref="RowArgmax"/> equals the label; FirstNonFinite = batchIndex if still negative and the loss is not finite.
     /// </summary>
     public static void AccumulateMetrics(ReadOnlySpan<float> logits, ReadOnlySpan<int> labels, float loss, Span<float> metrics,
         MetricSlots slots, int batch, int classes, int batchIndex)
@@ -517,16 +527,7 @@ internal static partial class ReferenceMath
         int correct = 0;
         for (int n = 0; n < batch; n++)
         {
-            int best = 0;
-            for (int j = 1; j < classes; j++)
-            {
-                if (logits[n * classes + j] > logits[n * classes + best])
-                {
-                    best = j;
-                }
-            }
-
-            correct += best == labels[n] ? 1 : 0;
+            correct += RowArgmax(logits.Slice(n * classes, classes)) == labels[n] ? 1 : 0;
         }
 
         metrics[slots.LossSum] += loss * batch;

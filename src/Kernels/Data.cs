@@ -18,24 +18,32 @@ internal static class DataKernels
         destination[index] = from >= 0 && from < sourceRows ? source[from * rowLength + column] : default;
     }
 
-    /// <summary>predictions[offset + n] = the first j maximising logits[n, j].</summary>
-    public static void Argmax(Index1D n, ArrayView<float> logits, ArrayView<int> predictions, int offset, int classes)
+    /// <summary>predictions[offset + n] = row n's <see cref="RowArgmax"/>.</summary>
+    public static void Argmax(Index1D n, ArrayView<float> logits, ArrayView<int> predictions, int offset, int classes) =>
+        predictions[offset + n] = RowArgmax(logits, n * classes, classes);
+
+    /// <summary>
+    /// The index of the maximum of logits[start .. start + classes) as torch.argmax gives it: the first NaN if there is
+    /// one (NaN ranks above every number), else the first of equal maxima.
+    /// </summary>
+    private static int RowArgmax(ArrayView<float> logits, int start, int classes)
     {
         int best = 0;
-        for (int j = 1; j < classes; j++)
+        for (int j = 1; j < classes && !float.IsNaN(logits[start + best]); j++) // an ILGPU intrinsic
         {
-            if (logits[n * classes + j] > logits[n * classes + best])
+            float value = logits[start + j];
+            if (value > logits[start + best] || float.IsNaN(value))
             {
                 best = j;
             }
         }
 
-        predictions[offset + n] = best;
+        return best;
     }
 
     /// <summary>
     /// One group: metrics[slots.LossSum] += loss[0]·N (the batch's summed loss); metrics[slots.Correct] += the number
-    /// of rows whose first arg-max equals the label (thread t takes rows t, t + T, …; the counts meet in
+    /// of rows whose <see cref="RowArgmax"/> equals the label (thread t takes rows t, t + T, …; the counts meet in
     /// <see cref="ReductionKernels.GroupSum"/>, exact as whole numbers); metrics[slots.FirstNonFinite] =
     /// <paramref name="batchIndex"/> if it is still negative and the loss is not finite (so the host learns where
     /// training diverged without a per-batch download). One thread walking the batch's logits had taken 120 µs a step
@@ -49,16 +57,7 @@ internal static class DataKernels
         float correct = 0f;
         for (int n = Group.IdxX; n < batch; n += Group.DimX)
         {
-            int best = 0;
-            for (int j = 1; j < classes; j++)
-            {
-                if (logits[n * classes + j] > logits[n * classes + best])
-                {
-                    best = j;
-                }
-            }
-
-            if (best == labels[n])
+            if (RowArgmax(logits, n * classes, classes) == labels[n])
             {
                 correct += 1f;
             }

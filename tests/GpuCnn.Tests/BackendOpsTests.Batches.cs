@@ -58,6 +58,25 @@ public abstract partial class BackendOpsTests
 
     [Fact]
     [Trait("Category", "CrossCheck")]
+    public void Argmax_and_metrics_take_a_rows_first_nan_as_torch_argmax_does()
+    {
+        // torch.tensor(rows).argmax(1) in PyTorch 1.13: tensor([1, 1, 1, 0, 0]) — NaN ranks above every number, +∞ included.
+        float[] logits = [1f, float.NaN, 3f, /**/ float.PositiveInfinity, float.NaN, 1f, /**/ 1f, 3f, 3f,
+            /**/ float.NegativeInfinity, float.NegativeInfinity, float.NegativeInfinity, /**/ float.NaN, 2f, float.NaN];
+        using var dlogits = Put(logits, [5, 3]);
+        using var predictions = Backend.Upload<int>([5], [-1, -1, -1, -1, -1]);
+        Backend.Argmax(dlogits, predictions, 0);
+        Assert.Equal([1, 1, 1, 0, 0], Backend.DownloadArray(predictions));
+
+        using var dlabels = Backend.Upload<int>([5], [1, 0, 1, 0, 1]); // right: rows 0, 2 and 3
+        using var loss = Put([1f], [1]);
+        using var metrics = Put([0f, 0f, -1f], [3]);
+        Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, new Kernels.MetricSlots(0, 1, 2), 0);
+        Assert.Equal(3f, Backend.DownloadArray(metrics)[1]);
+    }
+
+    [Fact]
+    [Trait("Category", "CrossCheck")]
     public void Metrics_count_every_row_of_a_batch_longer_than_a_group()
     {
         // 300 rows: more than a GPU kernel's group of 256 threads and the CPU accelerator's 16, so threads take several rows.
