@@ -112,13 +112,15 @@ internal static class TrainCommand
             }
 
             using ICommunicator ranks = parse.GetValue(distributed) ? MpiCommunicator.Start() : SingleProcess.Instance;
-            if (settings.BatchSize % ranks.Size != 0)
-            {
-                throw new UsageException($"--batch-size {settings.BatchSize} is the global batch: the {ranks.Size} ranks must divide it.");
-            }
-
             try
             {
+                if (settings.BatchSize % ranks.Size != 0)
+                {
+                    // Inside the try: a rank launched with another --batch-size (mpirun's "a : b") says so and ends the job,
+                    // where its MPI_Finalize would have waited for ranks that wait for it.
+                    throw new UsageException($"--batch-size {settings.BatchSize} is the global batch: the {ranks.Size} ranks must divide it.");
+                }
+
                 var rankIo = ranks.Rank == 0 ? io : io with { Out = TextWriter.Null, Error = TextWriter.Null }; // rank 0 speaks for the job; failures still reach stderr
                 var files = new DataFiles(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels), parse.GetValue(testImages), parse.GetValue(testLabels));
                 if (ranks.Rank == 0)

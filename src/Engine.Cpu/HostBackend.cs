@@ -30,7 +30,18 @@ public abstract partial class HostBackend : Backend
     /// <inheritdoc/>
     protected override DeviceTensor<T> AllocateCore<T>(Shape shape)
     {
-        var tensor = new HostTensor<T>(this, shape);
+        HostTensor<T> tensor;
+        try
+        {
+            tensor = new HostTensor<T>(this, shape);
+        }
+        catch (Exception e) when (e is OutOfMemoryException or OverflowException)
+        {
+            // As the devices say it (the CLI's hint to use smaller batches hangs on it): past .NET's array limit, or no memory.
+            throw new DeviceOutOfMemoryException(
+                $"{Name}: out of memory allocating {typeof(T).Name}{shape} ({FormatBytes((long)shape.Size * Unsafe.SizeOf<T>())}) with {FormatBytes(BytesAllocated)} in use; use smaller batches.", e);
+        }
+
         Interlocked.Add(ref _bytes, tensor.Bytes);
         return tensor;
     }

@@ -327,9 +327,9 @@ public abstract partial class Backend : IDisposable
         Checks.Positive(op, nameof(m), m);
         Checks.Positive(op, nameof(n), n);
         Checks.Positive(op, nameof(k), k);
-        Checks.Length(op, nameof(a), a, this, checked(m * k));
-        Checks.Length(op, nameof(b), b, this, checked(k * n));
-        Checks.Length(op, nameof(c), c, this, checked(m * n));
+        Checks.Length(op, nameof(a), a, this, (long)m * k); // in long: a product past int is a wrong size, not an overflow
+        Checks.Length(op, nameof(b), b, this, (long)k * n);
+        Checks.Length(op, nameof(c), c, this, (long)m * n);
         Checks.WrittenApart(op, nameof(c), c, (nameof(a), a), (nameof(b), b));
         if (!float.IsFinite(alpha) || !float.IsFinite(beta))
         {
@@ -359,7 +359,7 @@ public abstract partial class Backend : IDisposable
         int outFeatures = w.Shape[0], inFeatures = w.Shape[1];
         Checks.Owned(op, nameof(y), y, this);
         Checks.Dims(op, nameof(y), y, this, y.Shape[0], outFeatures);
-        Checks.Length(op, nameof(x), x, this, checked(y.Shape[0] * inFeatures));
+        Checks.Length(op, nameof(x), x, this, (long)y.Shape[0] * inFeatures);
         Checks.Dims(op, nameof(b), b, this, outFeatures);
         Checks.WrittenApart(op, nameof(y), y, (nameof(x), x), (nameof(w), w), (nameof(b), b));
         LinearForwardCore(x, w, b, y, activation);
@@ -528,9 +528,11 @@ public abstract partial class Backend : IDisposable
         Checks.Dims(op, nameof(labels), labels, this, logits.Shape[0]);
         Checks.Dims(op, nameof(loss), loss, this, 1);
         Checks.Owned(op, nameof(metrics), metrics, this);
-        if (Math.Min(slots.LossSum, Math.Min(slots.Correct, slots.FirstNonFinite)) < 0 || slots.Length > metrics.Length)
+        // Each slot on its own (Length adds 1 to the largest: int.MaxValue wrapped negative and passed), and no slot twice.
+        if ((uint)slots.LossSum >= (uint)metrics.Length || (uint)slots.Correct >= (uint)metrics.Length || (uint)slots.FirstNonFinite >= (uint)metrics.Length ||
+            slots.LossSum == slots.Correct || slots.LossSum == slots.FirstNonFinite || slots.Correct == slots.FirstNonFinite)
         {
-            throw new ArgumentOutOfRangeException(nameof(slots), slots, $"{op}: slots {slots} do not fit metrics {metrics.Shape}.");
+            throw new ArgumentOutOfRangeException(nameof(slots), slots, $"{op}: slots {slots} are not three different places in metrics {metrics.Shape}.");
         }
 
         AccumulateMetricsCore(logits, labels, loss, metrics, slots, batchIndex);

@@ -48,7 +48,7 @@ internal static class Checks
     }
 
     /// <summary>The tensor must live on <paramref name="backend"/>, be undisposed, and hold <paramref name="length"/> elements.</summary>
-    public static void Length<T>(string operation, string argument, DeviceTensor<T>? tensor, Backend backend, int length)
+    public static void Length<T>(string operation, string argument, DeviceTensor<T>? tensor, Backend backend, long length)
         where T : unmanaged
     {
         Owned(operation, argument, tensor, backend);

@@ -9,7 +9,7 @@ public abstract class DeviceTensor<T> : IDisposable
     where T : unmanaged
 {
     private readonly DeviceTensor<T>? _viewOf;
-    private bool _disposed;
+    private int _disposed; // 1 once disposed: set by one Interlocked exchange, so two threads disposing at once release once
 
     /// <summary>Creates the handle; backends call this. <paramref name="viewOf"/> is the owner of shared storage.</summary>
     protected DeviceTensor(Backend backend, Shape shape, DeviceTensor<T>? viewOf = null)
@@ -29,7 +29,7 @@ public abstract class DeviceTensor<T> : IDisposable
     public int Length => Shape.Size;
 
     /// <summary>Whether this tensor, or the tensor whose storage it views, has been disposed.</summary>
-    public bool IsDisposed => _disposed || (_viewOf?.IsDisposed ?? false);
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0 || (_viewOf?.IsDisposed ?? false);
 
     /// <summary>
     /// A view of the same storage with another shape of the same size (no copy), as PyTorch's view. Disposing the
@@ -38,6 +38,11 @@ public abstract class DeviceTensor<T> : IDisposable
     public DeviceTensor<T> View(Shape shape)
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
+        if (shape.Rank == 0)
+        {
+            throw new ArgumentException($"View: a tensor has at least one dimension (as Allocate takes it); view {Shape} as ({Shape.Size}) instead.", nameof(shape));
+        }
+
         if (shape.Size != Shape.Size)
         {
             throw new ArgumentException($"View: cannot view {Shape} ({Shape.Size} elements) as {shape} ({shape.Size} elements).", nameof(shape));
@@ -89,9 +94,8 @@ public abstract class DeviceTensor<T> : IDisposable
             return;
         }
 
-        if (!_disposed)
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            _disposed = true;
             if (_viewOf is null)
             {
                 Release();

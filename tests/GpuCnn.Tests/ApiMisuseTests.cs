@@ -288,6 +288,26 @@ public sealed class ApiMisuseTests
         Assert.Equal([5f, 6f, 7f, 8f], backend.DownloadArray(b));
         Assert.Equal([9f, 10f, 11f, 12f], backend.DownloadArray(c));
 
+        // Batch norm's per-channel sums are written, then read again for dx (a dbias over dweight turned ILGPU's dx wrong);
+        // its statistics are written beside the running ones it reads. y over x and dx over dy stay allowed.
+        using var bx = backend.Upload<float>([2, 2], [1, 2, 3, 4]);
+        using var ones = backend.Upload<float>([2], [1, 1]);
+        using var zeros = backend.Upload<float>([2], [0, 0]);
+        using var mean = backend.Allocate<float>([2]);
+        using var invStd = backend.Allocate<float>([2]);
+        using var sums = backend.Allocate<float>([2]);
+        Assert.StartsWith("BatchNormBackward: dweight shares storage with dbias", Assert.Throws<ArgumentException>(
+            () => backend.BatchNormBackward(true, bx, b, ones, zeros, ones, null, sums, sums)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("BatchNormForward: mean shares storage with runningMean", Assert.Throws<ArgumentException>(
+            () => backend.BatchNormForward(true, bx, ones, zeros, mean, invStd, 0.1f, 1e-5f, c, mean, sums)).Message, StringComparison.Ordinal);
+        using (var running = backend.Upload<float>([2], [0, 1]))
+        using (var runningVar = backend.Upload<float>([2], [1, 1]))
+        using (var dbias = backend.Allocate<float>([2]))
+        {
+            backend.BatchNormForward(true, bx, ones, zeros, running, runningVar, 0.1f, 1e-5f, bx, mean, invStd); // y over x
+            backend.BatchNormBackward(true, c, b, ones, mean, invStd, b, sums, dbias); // dx over dy
+        }
+
         // A gather in place (a shuffle) would read rows it had overwritten.
         using var order = backend.Upload<int>([2], [1, 0]);
         Assert.StartsWith("GatherRows: destination shares storage with source", Assert.Throws<ArgumentException>(
@@ -304,6 +324,27 @@ public sealed class ApiMisuseTests
         // Elementwise operations may work in place, as documented.
         backend.ActivationForward(default(Relu), a, a);
         Assert.Equal([1f, 2f, 3f, 4f], backend.DownloadArray(a));
+    }
+
+    [Theory]
+    [InlineData("reference")]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void Sizes_past_int_and_views_without_dimensions_are_argument_errors_not_crashes(string device)
+    {
+        using var backend = Backends.Open(device);
+        using var a = backend.Upload<float>([2, 2], [1, 2, 3, 4]);
+        // 65,536² overflowed int inside the check (an OverflowException naming nothing).
+        Assert.StartsWith("Gemm: a has shape (2,2) (4 elements), expected 4294967296 elements", Assert.Throws<ArgumentException>(
+            () => backend.Gemm(false, false, 65536, 1, 65536, 1f, a, a, 0f, a)).Message, StringComparison.Ordinal);
+        // A rank-0 view had passed the checks and then failed on y.Shape[0] (IndexOutOfRange) where Allocate refuses rank 0.
+        using var one = backend.Allocate<float>([1]);
+        Assert.StartsWith("View: a tensor has at least one dimension", Assert.Throws<ArgumentException>(() => one.View([])).Message, StringComparison.Ordinal);
+        if (device != "ilgpu-cpu")
+        {
+            // The host backends' own out-of-memory (past .NET's array limit here) reads as a device's does.
+            Assert.Throws<DeviceOutOfMemoryException>(() => backend.Allocate<float>([int.MaxValue]));
+        }
     }
 
     [Theory]

@@ -54,6 +54,10 @@ public abstract partial class BackendOpsTests
         Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, slots, 9);
         Assert.Equal(8f, Backend.DownloadArray(metrics)[4]);
         Assert.Throws<ArgumentOutOfRangeException>(() => Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, slots with { Correct = 5 }, 10));
+        // int.MaxValue + 1 had wrapped the slots' length negative: the kernel then wrote 8 GB past the buffer.
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, slots with { Correct = int.MaxValue }, 10));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.AccumulateMetrics(dlogits, dlabels, loss, metrics, slots with { Correct = 3 }, 10)); // the loss's slot
+        Assert.Equal(8f, Backend.DownloadArray(metrics)[4]);
     }
 
     [Fact]

@@ -78,6 +78,26 @@ public sealed class DistributedTests
         Assert.False(File.Exists(temp.File("m.safetensors")));
     }
 
+    [Theory]
+    [InlineData("9", null, "--batch-size 9 is the global batch: the 2 ranks must divide it.")]
+    [InlineData("8", "abc", "GPUCNN_MPI_TIMEOUT_S 'abc' is not a positive number of seconds.")] // "Infinity" had thrown mid-collective
+    public async Task A_usage_error_under_mpirun_is_said_and_ends_the_job(string batch, string? timeout, string said)
+    {
+        SkipWithoutMpirun();
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 40);
+        using var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"],
+            ["train", "--distributed", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1", "--batch-size", batch,
+                "--device", "cpu", "--out", temp.File("m.safetensors")],
+            timeout is null ? [] : new Dictionary<string, string> { ["GPUCNN_MPI_TIMEOUT_S"] = timeout });
+        var output = run.StandardOutput.ReadToEndAsync();
+        var errors = run.StandardError.ReadToEndAsync();
+        Assert.True(run.WaitForExit(60_000), "the job did not stop");
+        Assert.NotEqual(0, run.ExitCode);
+        Assert.Contains(said, await errors + await output, StringComparison.Ordinal);
+        Assert.False(File.Exists(temp.File("m.safetensors")));
+    }
+
     /// <summary>
     /// Batch norm under data parallelism, without MPI (ranks as threads): each rank normalises with its own batch's
     /// statistics, rank 0's running statistics are broadcast before every step and before evaluation, so at the end

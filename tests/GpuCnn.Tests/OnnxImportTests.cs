@@ -214,22 +214,31 @@ public sealed class OnnxImportTests
         }
     }
 
-    [Fact]
-    public void Residual_blocks_nested_past_the_specs_limit_are_refused_before_the_stack_runs_out()
+    [Theory]
+    [InlineData(100_000, false)]
+    [InlineData(20_000, true)] // each level's join found by a walk through everything inside it: 32 walks, then the refusal
+    public void Residual_blocks_nested_past_the_specs_limit_are_refused_before_the_stack_runs_out(int depth, bool reluShortcuts)
     {
-        // residual(relu,residual(relu,…)) 100,000 deep: each level's input feeds a Relu and the Add that closes the level.
+        // residual(relu,residual(relu,…)) deep: each level's input feeds a Relu and the Add that closes the level (or a
+        // second Relu into it: residual(relu,…; relu)).
         var graph = new GraphProto();
         graph.Input.Add(Declared("x", [1, 4]));
-        const int Depth = 100_000;
-        for (int k = 0; k < Depth; k++)
+        for (int k = 0; k < depth; k++)
         {
             graph.Node.Add(new NodeProto { OpType = "Relu", Name = $"relu{k}", Input = { k == 0 ? "x" : $"r{k - 1}" }, Output = { $"r{k}" } });
         }
 
-        for (int k = Depth - 1; k >= 0; k--)
+        for (int k = depth - 1; k >= 0; k--)
         {
-            string inner = k == Depth - 1 ? $"r{k}" : $"a{k + 1}";
-            graph.Node.Add(new NodeProto { OpType = "Add", Name = $"add{k}", Input = { inner, k == 0 ? "x" : $"r{k - 1}" }, Output = { $"a{k}" } });
+            string inner = k == depth - 1 ? $"r{k}" : $"a{k + 1}";
+            string input = k == 0 ? "x" : $"r{k - 1}";
+            if (reluShortcuts)
+            {
+                graph.Node.Add(new NodeProto { OpType = "Relu", Name = $"s{k}", Input = { input }, Output = { $"s{k}" } });
+                input = $"s{k}";
+            }
+
+            graph.Node.Add(new NodeProto { OpType = "Add", Name = $"add{k}", Input = { inner, input }, Output = { $"a{k}" } });
         }
 
         graph.Output.Add(Declared("a0", [1, 4]));

@@ -47,7 +47,7 @@ public sealed record OperationCase(string Name, string Shape, double? Flops, Fun
     /// Whether a device value agrees with the reference's: within 1e-3·(1 + |r|) when both are finite; otherwise only
     /// exactly (NaN with NaN, ∞ with the same ∞) — a tolerance of 1e-3·(1 + ∞) would pass anything against ∞.
     /// </summary>
-    public static bool Agrees(float reference, float device) =>
+    internal static bool Agrees(float reference, float device) =>
         float.IsFinite(reference) && float.IsFinite(device)
             ? Math.Abs((double)reference - device) <= 1e-3 * (1 + Math.Abs(reference))
             : reference.Equals(device);

@@ -64,6 +64,7 @@ public sealed class MpiCommunicator : ICommunicator
 {
     private const string Library = "libmpi.so.40";
     private readonly IntPtr _world, _float;
+    private readonly TimeSpan _timeout = Timeout; // read once, checked in Start
     private float[] _gathered = [];
     private bool _finalized;
 
@@ -93,10 +94,27 @@ public sealed class MpiCommunicator : ICommunicator
 
     /// <summary>
     /// How long a collective may wait for the other ranks before this rank aborts the job: 10 minutes, or
-    /// GPUCNN_MPI_TIMEOUT_S seconds (a slow first step — compiling GPU kernels, loading data — must fit in it).
+    /// GPUCNN_MPI_TIMEOUT_S seconds (a slow first step — compiling GPU kernels, loading data — must fit in it; "Infinity"
+    /// or any value past 10⁹ s is 10⁹ s, about 31 years). Anything else than a positive number is an
+    /// <see cref="InvalidOperationException"/> naming the value, which <see cref="Start"/> raises before MPI starts.
     /// </summary>
-    public static TimeSpan Timeout =>
-        TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("GPUCNN_MPI_TIMEOUT_S"), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double s) && s > 0 ? s : 600);
+    public static TimeSpan Timeout
+    {
+        get
+        {
+            if (Environment.GetEnvironmentVariable("GPUCNN_MPI_TIMEOUT_S") is not { Length: > 0 } text)
+            {
+                return TimeSpan.FromMinutes(10);
+            }
+
+            if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double seconds) || !(seconds > 0))
+            {
+                throw new InvalidOperationException($"GPUCNN_MPI_TIMEOUT_S '{text}' is not a positive number of seconds.");
+            }
+
+            return TimeSpan.FromSeconds(Math.Min(seconds, 1e9)); // TimeSpan.FromSeconds overflows past about 9.2e11 s
+        }
+    }
 
     /// <summary>
     /// Initialises MPI. Throws <see cref="InvalidOperationException"/> saying what to do when the process was not
@@ -108,6 +126,8 @@ public sealed class MpiCommunicator : ICommunicator
         {
             throw new InvalidOperationException("--distributed needs mpirun: start the ranks with `mpirun -np N gpucnn train --distributed …` (Open MPI).");
         }
+
+        _ = Timeout; // a bad GPUCNN_MPI_TIMEOUT_S is said now, not thrown mid-collective with a buffer still pinned for MPI
 
         // GPUCNN_MPI_LIBRARY names another libmpi.so.40 (an Open MPI outside the loader's path, as cluster modules install it).
         string path = Environment.GetEnvironmentVariable("GPUCNN_MPI_LIBRARY") is { Length: > 0 } custom ? custom : Library;
@@ -216,7 +236,7 @@ public sealed class MpiCommunicator : ICommunicator
     private void Wait(IntPtr request, string what)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var timeout = Timeout;
+        var timeout = _timeout;
         var spin = new SpinWait();
         while (true)
         {

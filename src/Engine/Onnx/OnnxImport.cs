@@ -148,6 +148,8 @@ public static partial class OnnxModel
         private readonly Dictionary<string, List<NodeProto>> _consumers = new(StringComparer.Ordinal);
         private readonly Dictionary<string, NodeProto> _producers = new(StringComparer.Ordinal);
         private readonly Dictionary<NodeProto, int> _order = new(ReferenceEqualityComparer.Instance); // a topological order (none for nodes on a cycle)
+        private readonly List<NodeProto> _ordered = []; // the nodes in that order
+        private readonly List<int[]> _successors = []; // by order: the orders of the nodes that read each node's outputs
         private readonly HashSet<NodeProto> _visited = new(ReferenceEqualityComparer.Instance); // by reference: a node's own hash code walks all its contents
         private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
         private readonly GraphProto _graph;
@@ -258,6 +260,7 @@ public static partial class OnnxModel
             while (ready.TryDequeue(out var node))
             {
                 _order[node] = _order.Count;
+                _ordered.Add(node);
                 foreach (string output in node.Output)
                 {
                     foreach (var consumer in _consumers.GetValueOrDefault(output) ?? [])
@@ -268,6 +271,13 @@ public static partial class OnnxModel
                         }
                     }
                 }
+            }
+
+            // Successors as numbers, once: a join's walk then touches no dictionary of names (a hostile file's 32 nested
+            // levels walk everything inside them 32 times).
+            foreach (var node in _ordered)
+            {
+                _successors.Add([.. node.Output.SelectMany(o => _consumers.GetValueOrDefault(o) ?? []).Where(_order.ContainsKey).Select(c => _order[c])]);
             }
         }
 
@@ -421,23 +431,25 @@ public static partial class OnnxModel
         /// </summary>
         private (NodeProto Join, List<BranchStart> Body, List<BranchStart> Shortcut) Join(string x, List<BranchStart> starts)
         {
-            var reached = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance); // node -> bit set of the starts that reach it
-            var pending = new PriorityQueue<NodeProto, int>();
-            void Reach(NodeProto node, int branches)
+            // Two branches, one of them x straight into an Add: that Add is the join (its other input can only come from
+            // the other branch; the caller checks it does), found without a walk through everything nested inside.
+            if (starts.Count == 2 && starts.FindIndex(s => s.Fused is null && IsJoin(s.Node)) is var identity and >= 0)
             {
-                if (!_order.TryGetValue(node, out int order))
-                {
-                    return; // on a cycle: never reached in order, so the branches do not meet
-                }
+                return (starts[identity].Node, [starts[1 - identity]], [starts[identity]]);
+            }
 
-                if (reached.TryGetValue(node, out int before))
+            var reached = new Dictionary<int, int>(); // node (by order) -> bit set of the starts that reach it
+            var pending = new PriorityQueue<int, int>();
+            void Reach(int order, int branches)
+            {
+                if (reached.TryGetValue(order, out int before))
                 {
-                    reached[node] = before | branches;
+                    reached[order] = before | branches;
                 }
                 else
                 {
-                    reached[node] = branches;
-                    pending.Enqueue(node, order);
+                    reached[order] = branches;
+                    pending.Enqueue(order, order);
                 }
             }
 
@@ -445,16 +457,20 @@ public static partial class OnnxModel
             {
                 foreach (var node in starts[i].Fused?.Nodes ?? [starts[i].Node])
                 {
-                    Reach(node, 1 << i);
+                    if (_order.TryGetValue(node, out int order)) // none on a cycle: never reached in order, so the branches do not meet
+                    {
+                        Reach(order, 1 << i);
+                    }
                 }
             }
 
             int all = (1 << starts.Count) - 1;
-            while (pending.TryDequeue(out var node, out _))
+            while (pending.TryDequeue(out int at, out _))
             {
-                int branches = reached[node];
+                int branches = reached[at];
                 if (branches == all)
                 {
+                    var node = _ordered[at];
                     if (!IsJoin(node))
                     {
                         throw Error(node, $"the branches from '{x}' meet here, not in an Add of two tensors");
@@ -463,7 +479,7 @@ public static partial class OnnxModel
                     string[] inputs = [.. node.Input.Where(i => !_initializers.ContainsKey(i))];
                     int[] sides = [.. inputs.Select(i => i == x
                         ? 1 << starts.FindIndex(s => s.Fused is null && s.Node == node)
-                        : _producers.TryGetValue(i, out var producer) ? reached.GetValueOrDefault(producer) : 0)];
+                        : _producers.TryGetValue(i, out var producer) && _order.TryGetValue(producer, out int from) ? reached.GetValueOrDefault(from) : 0)];
                     if (sides[0] == 0 || sides[1] == 0 || (sides[0] & sides[1]) != 0 || (sides[0] | sides[1]) != all)
                     {
                         throw Error(node, $"its inputs are not the ends of branches that start at '{x}'");
@@ -475,12 +491,9 @@ public static partial class OnnxModel
                     return (node, [.. starts.Where((_, i) => (body >> i & 1) != 0)], [.. starts.Where((_, i) => (body >> i & 1) == 0)]);
                 }
 
-                foreach (string output in node.Output)
+                foreach (int next in _successors[at])
                 {
-                    foreach (var consumer in _consumers.GetValueOrDefault(output) ?? [])
-                    {
-                        Reach(consumer, branches);
-                    }
+                    Reach(next, branches);
                 }
             }
 

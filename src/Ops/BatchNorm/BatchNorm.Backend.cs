@@ -47,6 +47,16 @@ public abstract partial class Backend
         }
 
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
+        // y may be x (each value is read before it is written); no other written tensor may share storage with what the
+        // operation reads or with another written one.
+        Checks.WrittenApart(op, nameof(y), y, (nameof(weight), weight), (nameof(bias), bias), (nameof(runningMean), runningMean),
+            (nameof(runningVar), runningVar), (nameof(mean), mean), (nameof(invStd), invStd));
+        Checks.WrittenApart(op, nameof(mean), mean, (nameof(x), x), (nameof(weight), weight), (nameof(bias), bias), (nameof(runningMean), runningMean),
+            (nameof(runningVar), runningVar), (nameof(invStd), invStd));
+        Checks.WrittenApart(op, nameof(invStd), invStd, (nameof(x), x), (nameof(weight), weight), (nameof(bias), bias), (nameof(runningMean), runningMean),
+            (nameof(runningVar), runningVar));
+        Checks.WrittenApart(op, nameof(runningMean), runningMean, (nameof(x), x), (nameof(weight), weight), (nameof(bias), bias), (nameof(runningVar), runningVar));
+        Checks.WrittenApart(op, nameof(runningVar), runningVar, (nameof(x), x), (nameof(weight), weight), (nameof(bias), bias));
         BatchNormForwardCore(shape, x, weight, bias, runningMean, runningVar, y, mean, invStd, activation);
     }
 
@@ -88,6 +98,8 @@ public abstract partial class Backend
         var shape = BatchNormShapeOf(op, x, training);
         Checks.Tensor(op, nameof(y), y, this, x.Shape);
         CheckBatchNormBackward(op, shape, x, dy, weight, mean, invStd, dx, dweight, dbias);
+        Checks.WrittenApart(op, nameof(dweight), dweight, (nameof(y), y));
+        Checks.WrittenApart(op, nameof(dbias), dbias, (nameof(y), y));
         BatchNormBackwardCore(shape, x, y, dy, weight, mean, invStd, dx, dweight, dbias, activation);
     }
 
@@ -105,7 +117,15 @@ public abstract partial class Backend
         if (dx is not null)
         {
             Checks.Tensor(op, nameof(dx), dx, this, x.Shape);
+            // dx may be x, y or dy (each value is read before it is written), not a per-channel tensor.
+            Checks.WrittenApart(op, nameof(dx), dx, (nameof(weight), weight), (nameof(mean), mean), (nameof(invStd), invStd),
+                (nameof(dweight), dweight), (nameof(dbias), dbias));
         }
+
+        // The per-channel sums are written, then read again for dx (a dbias over dweight had turned ILGPU's dx wrong).
+        Checks.WrittenApart(op, nameof(dweight), dweight, (nameof(x), x), (nameof(dy), dy), (nameof(weight), weight), (nameof(mean), mean),
+            (nameof(invStd), invStd), (nameof(dbias), dbias));
+        Checks.WrittenApart(op, nameof(dbias), dbias, (nameof(x), x), (nameof(dy), dy), (nameof(weight), weight), (nameof(mean), mean), (nameof(invStd), invStd));
     }
 
     /// <summary>The forward, then f as each value is stored (<see cref="Identity"/>: none); arguments already checked.</summary>
