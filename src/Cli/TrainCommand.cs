@@ -123,6 +123,7 @@ internal static class TrainCommand
 
                 var rankIo = ranks.Rank == 0 ? io : io with { Out = TextWriter.Null, Error = TextWriter.Null }; // rank 0 speaks for the job; failures still reach stderr
                 var files = new DataFiles(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels), parse.GetValue(testImages), parse.GetValue(testLabels));
+                RequireDataOptions(files);
                 if (ranks.Rank == 0)
                 {
                     unused.ForEach(warning => io.Error.WriteLine($"warning: {warning}"));
@@ -266,9 +267,10 @@ internal static class TrainCommand
     {
         try
         {
-            Onnx.OnnxModel.Parse(Onnx.OnnxModel.ToBytes(model), path);
+            var contents = Onnx.OnnxModel.Parse(Onnx.OnnxModel.ToBytes(model), path);
+            ArchitectureSpec.Parse(contents.Spec);
         }
-        catch (FileFormatException e)
+        catch (Exception e) when (e is FileFormatException or SpecException)
         {
             throw new UsageException($"--out '{path}': this model would be written as ONNX that does not read back ({e.Message}); write it as .safetensors.");
         }
@@ -422,10 +424,11 @@ internal static class TrainCommand
         io.Error.WriteLine($"training {model.Spec} on {train.Count} samples ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
         IReadOnlyList<EpochMetrics> history;
         bool interruptedWhenDone;
+        // Under mpirun Ctrl+C reaches mpirun, which ends the job; a rank has no clean stop of its own to offer. Watched
+        // until the model, plot and metrics are written: a Ctrl+C among them must not kill the process between two files.
+        using var interruptible = ranks.Size == 1 ? io.Watch("finishing the current batch (or the epoch's evaluation) and writing a checkpoint, or the finished run's model") : null;
         using (var progress = new ProgressDisplay(io.Error))
         {
-            // Under mpirun Ctrl+C reaches mpirun, which ends the job; a rank has no clean stop of its own to offer.
-            using var interruptible = ranks.Size == 1 ? io.Watch("finishing the current batch (or the epoch's evaluation) and writing a checkpoint, or the finished run's model") : null;
             try
             {
                 var watched = new DivergenceWatch(progress, io.Error, model.Classes, settings.LearningRate);
@@ -471,6 +474,7 @@ internal static class TrainCommand
             io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"test accuracy: {final.Accuracy * 100:F2}%"));
         }
 
+        interruptedWhenDone |= io.Cancel.IsCancellationRequested; // or during the writes, which went on
         if (interruptedWhenDone)
         {
             // A script's `gpucnn train … && next` must stop as it would have a moment earlier; nothing was lost.
@@ -571,7 +575,8 @@ internal static class TrainCommand
     /// <summary>Where the data comes from: an MNIST folder (or the bundled sample), or .npy files.</summary>
     private sealed record DataFiles(string? Folder, string? Images, string? Labels, string? TestImages, string? TestLabels);
 
-    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files)
+    /// <summary>The data options' combinations, refused before anything is made (CheckOutputs creates output folders).</summary>
+    private static void RequireDataOptions(DataFiles files)
     {
         var (folder, images, labels, testImages, testLabels) = files;
         if (images is not null || labels is not null)
@@ -590,14 +595,21 @@ internal static class TrainCommand
             {
                 throw new UsageException("--test-images and --test-labels go together.");
             }
-
-            var train = NpyDataset(images, labels, "--images/--labels");
-            return (train, testImages is null ? null : NpyDataset(testImages, testLabels!, "--test-images/--test-labels"));
         }
-
-        if (testImages is not null || testLabels is not null)
+        else if (testImages is not null || testLabels is not null)
         {
             throw new UsageException("--test-images/--test-labels need --images/--labels.");
+        }
+    }
+
+    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files)
+    {
+        RequireDataOptions(files);
+        var (folder, images, labels, testImages, testLabels) = files;
+        if (images is not null && labels is not null)
+        {
+            var train = NpyDataset(images, labels, "--images/--labels");
+            return (train, testImages is null ? null : NpyDataset(testImages, testLabels!, "--test-images/--test-labels"));
         }
 
         var (mnistTrain, mnistTest) = Idx.ReadMnist(folder ?? CommonOptions.BundledSample());

@@ -85,5 +85,5 @@ internal static class DataKernels
 public readonly record struct MetricSlots(int LossSum, int Correct, int FirstNonFinite)
 {
     /// <summary>The largest slot index plus one: the buffer length these slots need.</summary>
-    public int Length => checked(Math.Max(LossSum, Math.Max(Correct, FirstNonFinite)) + 1);
+    public long Length => Math.Max(LossSum, Math.Max(Correct, FirstNonFinite)) + 1L; // long: a slot of int.MaxValue needs 2³¹
 }

@@ -209,6 +209,15 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void A_data_option_mistake_is_said_before_any_output_folder_is_made()
+    {
+        using var temp = Fixtures.TempFolder();
+        var result = CliRunner.Run("train", "--images", temp.File("x.npy"), "--out", Path.Combine(temp.File("new"), "m.safetensors"));
+        Assert.Equal((2, "error: --images and --labels go together."), (result.ExitCode, result.ErrorLine));
+        Assert.False(Directory.Exists(temp.File("new"))); // the output check had made it first
+    }
+
+    [Fact]
     public void A_folder_given_for_a_file_a_file_for_a_folder_and_arch_with_an_onnx_model_are_named_as_such()
     {
         using var temp = Fixtures.TempFolder();

@@ -11,12 +11,12 @@ internal sealed class RunningMetrics(Backend backend) : IDisposable
 {
     private static readonly MetricSlots Slots = new(LossSum: 0, Correct: 1, FirstNonFinite: 2);
 
-    private readonly DeviceTensor<float> _buffer = backend.Allocate<float>([Slots.Length]);
+    private readonly DeviceTensor<float> _buffer = backend.Allocate<float>([(int)Slots.Length]);
 
     /// <summary>Starts the sums at the given values (a resumed epoch continues its own), with no divergence seen.</summary>
     public void Reset(float lossSum, float correct)
     {
-        Span<float> values = stackalloc float[Slots.Length];
+        Span<float> values = stackalloc float[(int)Slots.Length];
         values[Slots.LossSum] = lossSum;
         values[Slots.Correct] = correct;
         values[Slots.FirstNonFinite] = -1f;

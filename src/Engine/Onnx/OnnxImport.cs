@@ -432,8 +432,9 @@ public static partial class OnnxModel
         private (NodeProto Join, List<BranchStart> Body, List<BranchStart> Shortcut) Join(string x, List<BranchStart> starts)
         {
             // Two branches, one of them x straight into an Add: that Add is the join (its other input can only come from
-            // the other branch; the caller checks it does), found without a walk through everything nested inside.
-            if (starts.Count == 2 && starts.FindIndex(s => s.Fused is null && IsJoin(s.Node)) is var identity and >= 0)
+            // the other branch; the caller checks it does), found without a walk through everything nested inside. Not
+            // for Add(x, x), both of whose starts are the Add: the walk refuses it.
+            if (starts.Count == 2 && starts[0].Node != starts[1].Node && starts.FindIndex(s => s.Fused is null && IsJoin(s.Node)) is var identity and >= 0)
             {
                 return (starts[identity].Node, [starts[1 - identity]], [starts[identity]]);
             }
