@@ -344,7 +344,17 @@ public sealed class ApiMisuseTests
         {
             // The host backends' own out-of-memory (past .NET's array limit here) reads as a device's does.
             Assert.Throws<DeviceOutOfMemoryException>(() => backend.Allocate<float>([int.MaxValue]));
+            return;
         }
+
+        // 4,200,000 filters make 65,625 rows of 64-filter tiles, past a GPU grid's y: said before the launch (ILGPU's own
+        // "gridDim" error had named neither the kernel nor the operation).
+        ((GpuCnn.Ilgpu.IlgpuBackend)backend).ConvolutionAlgorithm = GpuCnn.Ilgpu.ConvolutionAlgorithm.ImplicitGemm;
+        using var x = backend.Upload<float>([1, 1, 1, 1], [1f]);
+        using var w = backend.Allocate<float>([4_200_000, 1, 1, 1]);
+        using var y = backend.Allocate<float>([1, 4_200_000, 1, 1]);
+        Assert.StartsWith("Conv2d (implicit GEMM): 4200000 filters make 65625 rows of tiles, more than a GPU grid's 65535", Assert.Throws<ArgumentException>(
+            () => backend.Conv2dForward(new Conv2dGeometry(1, 1, 1, 1, 4_200_000, 1, 1), x, w, null, y)).Message, StringComparison.Ordinal);
     }
 
     [Theory]

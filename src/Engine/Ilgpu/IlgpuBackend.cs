@@ -28,7 +28,7 @@ public sealed partial class IlgpuBackend : Backend
             accelerator.MaxNumThreadsPerMultiprocessor, accelerator.MaxNumThreadsPerGroup);
         _guard = new DeviceGuard(name);
         _launch = new KernelLauncher(accelerator, _guard);
-        _workspace = new IlgpuWorkspace(accelerator);
+        _workspace = new IlgpuWorkspace(accelerator, _guard);
         InjectFaultIfAsked();
         if (Enum.TryParse<GemmAlgorithm>(Environment.GetEnvironmentVariable("GPUCNN_GEMM_ALGORITHM"), ignoreCase: true, out var gemm))
         {
@@ -486,7 +486,7 @@ public sealed partial class IlgpuBackend : Backend
 
         // The full convolution in three visible steps: dilate + pad dy, rotate the kernel, correlate.
         int paddedSize = GeometryChecks.Elements("Conv2dBackwardData", "dilated, padded dy (use smaller batches)",
-            (long)g.N * g.K * (g.H + g.ExtentH - 1) * (g.W + g.ExtentW - 1)); // larger than dy by the stride², or the dilation's rim
+            (long)g.N * g.K * ((long)g.H + g.ExtentH - 1) * ((long)g.W + g.ExtentW - 1)); // larger than dy by the stride², or the dilation's rim
         var padded = _workspace.Get(IlgpuWorkspace.Slot.DilatedGradient, paddedSize);
         var rotated = _workspace.Get(IlgpuWorkspace.Slot.RotatedKernel, g.WeightSize);
         _launch.Run(ConvolutionKernels.DilatePad, paddedSize, View(dy), padded, g);
@@ -538,7 +538,7 @@ public sealed partial class IlgpuBackend : Backend
             var (chunks, rowsPerChunk) = SplitReduction(outputs, g.N * g.P, g.Q);
             if (chunks > 1)
             {
-                var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, chunks * outputs);
+                var partial = _workspace.Get(IlgpuWorkspace.Slot.Partials, GeometryChecks.Elements("Conv2dBackwardFilter", "filter-gradient partial sums", (long)chunks * outputs));
                 _launch.NextSerial((long)rowsPerChunk * g.Q);
                 _launch.Run(ConvolutionKernels.BackwardFilterChunk, chunks * outputs, View(x), View(dy), partial, g, outputs, rowsPerChunk);
                 SumFilterGradientChunks(g, partial, dw, db, chunks);
@@ -968,6 +968,7 @@ public sealed partial class IlgpuBackend : Backend
             : ConvolutionImplicitGemmKernels.NarrowFilters;
         int depth = g.C * g.R * g.S, threadsX = narrow ? NarrowThreadsX : ImplicitGemmThreadsX;
         var tiles = narrow ? ConvolutionImplicitGemmKernels.NarrowTiles(g, threadsX, tileFilters) : ConvolutionImplicitGemmKernels.Tiles(g, threadsX);
+        RequireGridHeight("Conv2d (implicit GEMM)", tiles.Y, $"{g.K} filters");
         var (splits, perSplit) = ImplicitGemmSplits(depth, (long)tiles.X * tiles.Y, narrow);
         var target = splits == 1 ? y : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, GeometryChecks.Elements("Conv2dForward", "partial sums of the depth splits", (long)splits * g.OutputSize));
         int depthPerSplit = splits == 1 ? 0 : perSplit;
@@ -1003,6 +1004,7 @@ public sealed partial class IlgpuBackend : Backend
         var tiles = narrow
             ? ConvolutionImplicitGemmKernels.NarrowFilterGradientTiles(g, threadsX)
             : ConvolutionImplicitGemmKernels.FilterGradientTiles(g, threadsX);
+        RequireGridHeight("Conv2dBackwardFilter (implicit GEMM)", tiles.Y, $"{g.K} filters");
         var (splits, perSplit) = ImplicitGemmSplits(pixels, (long)tiles.X * tiles.Y, narrow);
         var target = splits == 1 ? dw : _workspace.Get(IlgpuWorkspace.Slot.GemmSplits, GeometryChecks.Elements("Conv2dBackwardFilter", "partial sums of the pixel splits", (long)splits * weights));
         int pixelsPerSplit = splits == 1 ? 0 : perSplit;
@@ -1082,6 +1084,7 @@ public sealed partial class IlgpuBackend : Backend
     /// </summary>
     private static (int Splits, int PerSplit) StagedSplits(int depth, int splits, int stage)
     {
+        splits = Math.Min(splits, MaximumGridHeight); // the splits run on the grid's z, which a GPU caps as its y (a forced count could pass it)
         int perSplit = ((depth + splits - 1) / splits + stage - 1) / stage * stage;
         return ((depth + perSplit - 1) / perSplit, perSplit);
     }
@@ -1137,6 +1140,15 @@ public sealed partial class IlgpuBackend : Backend
 
     /// <summary>CUDA's limit on a grid's y and z sizes.</summary>
     private const int MaximumGridHeight = 65_535;
+
+    /// <summary>Refuses a launch whose tiles' rows would pass a GPU grid's y (a clear error, not ILGPU's "gridDim").</summary>
+    private static void RequireGridHeight(string operation, int rows, string what)
+    {
+        if (rows > MaximumGridHeight)
+        {
+            throw new ArgumentException($"{operation}: {what} make {rows} rows of tiles, more than a GPU grid's {MaximumGridHeight}.");
+        }
+    }
 
 
     /// <summary>Images per im2col chunk: as many as fit the workspace budget (at least one).</summary>

@@ -7,7 +7,7 @@ namespace GpuCnn.Ilgpu;
 /// Scratch buffers reused across calls: each slot grows to the largest size asked of it and is then kept, so a
 /// training loop allocates nothing after its first step.
 /// </summary>
-internal sealed class IlgpuWorkspace(Accelerator accelerator) : IDisposable
+internal sealed class IlgpuWorkspace(Accelerator accelerator, DeviceGuard guard) : IDisposable
 {
     public enum Slot
     {
@@ -28,20 +28,26 @@ internal sealed class IlgpuWorkspace(Accelerator accelerator) : IDisposable
 
     public ArrayView<float> Get(Slot slot, int length)
     {
+        // A size that wrapped past int is the caller's bug: said here, where ILGPU's own assertion would end the process.
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
         ref var buffer = ref _buffers[(int)slot];
         if (buffer is null || buffer.Length < length)
         {
-            // Earlier launches on the stream may still read the old buffer.
-            accelerator.Synchronize();
-            buffer?.Dispose();
-            buffer = null;
             try
             {
+                // Earlier launches on the stream may still read the old buffer; the wait is where their faults surface.
+                accelerator.Synchronize();
+                buffer?.Dispose();
+                buffer = null;
                 buffer = accelerator.Allocate1D<float>(length);
             }
             catch (Exception e) when (DeviceGuard.IsOutOfMemory(e))
             {
                 throw new DeviceOutOfMemoryException($"out of device memory allocating a {slot} workspace of {4L * length} bytes; use smaller batches.", e);
+            }
+            catch (Exception e) when (DeviceGuard.IsDriverError(e))
+            {
+                throw guard.Fail($"growing the {slot} workspace to {length} floats", e);
             }
         }
 

@@ -31,6 +31,16 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
     public void NextSerial(long elements) => _serial = Math.Max(1, elements);
 
     /// <summary>Records a launch; false when it must not run (dry run).</summary>
+    /// <summary>
+    /// An implicitly grouped launch's thread count, refused with the kernel named where ILGPU's own int arithmetic,
+    /// (n + group − 1) / group with groups of up to 1,024, would wrap (a raw ArgumentOutOfRangeException before, or an
+    /// OverflowException taken for a device fault past int).
+    /// </summary>
+    private static int Threads(Delegate kernel, long threads) =>
+        threads <= int.MaxValue - 1024
+            ? (int)threads
+            : throw new ArgumentException($"kernel {kernel.Method.Name}: {threads} threads in one launch, more than {int.MaxValue - 1024}; use smaller tensors.");
+
     private bool Note(Delegate kernel, long groups, long groupSize, long sharedBytes)
     {
         long serial = _serial;
@@ -53,7 +63,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(checked((int)threads), a1, a2);
+            loaded(Threads(kernel, threads), a1, a2);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -75,7 +85,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(checked((int)threads), a1, a2, a3);
+            loaded(Threads(kernel, threads), a1, a2, a3);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -98,7 +108,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(checked((int)threads), a1, a2, a3, a4);
+            loaded(Threads(kernel, threads), a1, a2, a3, a4);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -122,7 +132,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(checked((int)threads), a1, a2, a3, a4, a5);
+            loaded(Threads(kernel, threads), a1, a2, a3, a4, a5);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -147,7 +157,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(checked((int)threads), a1, a2, a3, a4, a5, a6);
+            loaded(Threads(kernel, threads), a1, a2, a3, a4, a5, a6);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -173,7 +183,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(checked((int)threads), a1, a2, a3, a4, a5, a6, a7);
+            loaded(Threads(kernel, threads), a1, a2, a3, a4, a5, a6, a7);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -200,7 +210,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(checked((int)threads), a1, a2, a3, a4, a5, a6, a7, a8);
+            loaded(Threads(kernel, threads), a1, a2, a3, a4, a5, a6, a7, a8);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {

@@ -15,7 +15,7 @@ public sealed partial class IlgpuBackend
         if (shape.Training != 0)
         {
             var (chunks, chunkSize) = ChannelChunks(shape.Channels, shape.Count);
-            var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, 2 * shape.Channels * chunks);
+            var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, GeometryChecks.Elements("BatchNormForward", "per-chunk sums", 2L * shape.Channels * chunks));
             _launch.NextSerial(2L * ((chunkSize + 255) / 256));
             _launch.Run(BatchNormKernels.ChunkStatistics, ChunkReduction(shape, chunks), View(x), partial, shape, chunkSize);
             _launch.NextSerial(2L * chunks);
@@ -46,7 +46,7 @@ public sealed partial class IlgpuBackend
     {
         var output = View(y ?? dy); // Identity's derivative never reads it
         var (chunks, chunkSize) = ChannelChunks(shape.Channels, shape.Count);
-        var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, 2 * shape.Channels * chunks);
+        var partial = _workspace.Get(IlgpuWorkspace.Slot.BatchNormPartials, GeometryChecks.Elements("BatchNormBackward", "per-chunk sums", 2L * shape.Channels * chunks));
         _launch.NextSerial((chunkSize + 255) / 256);
         _launch.Run(BatchNormKernels.ChunkGradientSums, ChunkReduction(shape, chunks), View(x), output, View(dy), View(mean), View(invStd),
             partial, shape, chunkSize, activation);
@@ -64,7 +64,7 @@ public sealed partial class IlgpuBackend
             return;
         }
 
-        var coefficients = _workspace.Get(IlgpuWorkspace.Slot.BatchNormCoefficients, 4 * shape.Channels);
+        var coefficients = _workspace.Get(IlgpuWorkspace.Slot.BatchNormCoefficients, GeometryChecks.Elements("BatchNormBackward", "per-channel coefficients", 4L * shape.Channels));
         _launch.Run(BatchNormKernels.InputGradientCoefficients, shape.Channels, View(weight), View(mean), View(invStd), View(dweight),
             View(dbias), coefficients, shape);
         _launch.Run(BatchNormKernels.InputGradient, x.Length, View(x), output, View(dy), coefficients, View(dx), shape, activation);
