@@ -9,7 +9,7 @@ internal static class EvalCommand
 {
     public static Command Create(CliIo io)
     {
-        var model = new Option<string>("--model") { Description = "Model file (.safetensors).", Required = true };
+        var model = new Option<string>("--model") { Description = "Model file (.safetensors or .onnx).", Required = true };
         var data = new Option<string?>("--data") { Description = "MNIST folder (default: the bundled sample); its t10k files are evaluated (the train files need not be there)." };
         var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch); the input shape is the data's." };
         var device = CommonOptions.Device();

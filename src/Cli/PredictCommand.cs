@@ -8,7 +8,7 @@ internal static class PredictCommand
 {
     public static Command Create(CliIo io)
     {
-        var model = new Option<string>("--model") { Description = "Model file (.safetensors).", Required = true };
+        var model = new Option<string>("--model") { Description = "Model file (.safetensors or .onnx).", Required = true };
         var input = new Option<string>("--input") { Description = "Images (N, C, H, W) as .npy.", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the logits (N, classes) as float32 .npy.", Required = true };
         var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch)." };

@@ -24,7 +24,7 @@ internal static class TrainCommand
         var labels = new Option<string?>("--labels") { Description = "Training labels (N) as .npy." };
         var testImages = new Option<string?>("--test-images") { Description = "Test images as .npy (with --test-labels)." };
         var testLabels = new Option<string?>("--test-labels") { Description = "Test labels as .npy." };
-        var init = new Option<string?>("--init") { Description = "Start from these weights (.safetensors, PyTorch state_dict names)." };
+        var init = new Option<string?>("--init") { Description = "Start from these weights (.safetensors with PyTorch state_dict names, or .onnx)." };
         var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 8 };
         var schedule = new Option<string>("--schedule") { Description = "Learning-rate schedule over epochs: cosine, step or constant.", DefaultValueFactory = _ => "cosine" };
         var stepSize = new Option<int>("--step-size") { Description = "With --schedule step: epochs between multiplications by --gamma.", DefaultValueFactory = _ => 1 };

@@ -311,6 +311,19 @@ public sealed partial class CliTests
         Assert.Equal("error: GPUCNN_IMPLICIT_GEMM_FILTERS is '8'; expected 64, 32 or 16.", misspelt.Error.Trim());
     }
 
+    [Theory]
+    [InlineData("GPUCNN_GEMM_ALGORITHM", "Tiled8X", "error: GPUCNN_GEMM_ALGORITHM is 'Tiled8X'; expected Auto, Naive, Tiled, Tiled8x8.")]
+    [InlineData("GPUCNN_CONV_ALGORITHM", "7", "error: GPUCNN_CONV_ALGORITHM is '7'; expected ")] // Enum.TryParse had taken a number naming nothing
+    [InlineData("GPUCNN_DEPTH_SPLITS", "four", "error: GPUCNN_DEPTH_SPLITS is 'four'; expected a positive integer.")]
+    [InlineData("GPUCNN_SPLIT_MINIMUM_GROUPS", "0", "error: GPUCNN_SPLIT_MINIMUM_GROUPS is '0'; expected a positive integer.")]
+    public void A_misspelt_kernel_setting_is_an_error_not_the_default_measured_under_its_name(string variable, string value, string said)
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");
+        var result = CliProcess.RunWithEnvironment(["bench", "--device", "ilgpu-cpu", "--launches", "--only", "gemm-256"], variable, value);
+        Assert.Equal(1, result.ExitCode);
+        Assert.StartsWith(said, result.Error.Trim(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void The_blocked_filter_gradients_chunks_follow_the_multiprocessors_unless_told_and_a_bad_count_is_a_clear_error()
     {

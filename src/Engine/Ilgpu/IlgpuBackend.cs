@@ -30,22 +30,24 @@ public sealed partial class IlgpuBackend : Backend
         _launch = new KernelLauncher(accelerator, _guard);
         _workspace = new IlgpuWorkspace(accelerator, _guard);
         InjectFaultIfAsked();
-        if (Enum.TryParse<GemmAlgorithm>(Environment.GetEnvironmentVariable("GPUCNN_GEMM_ALGORITHM"), ignoreCase: true, out var gemm))
+        // For measuring one kernel against another (gpucnn bench); a misspelt value is refused, as the other settings' are,
+        // never silently measured as the default.
+        if (Setting<GemmAlgorithm>("GPUCNN_GEMM_ALGORITHM") is { } gemm)
         {
-            GemmAlgorithm = gemm; // for measuring one kernel against another (gpucnn bench)
+            GemmAlgorithm = gemm;
         }
 
-        if (Enum.TryParse<ConvolutionAlgorithm>(Environment.GetEnvironmentVariable("GPUCNN_CONV_ALGORITHM"), ignoreCase: true, out var conv))
+        if (Setting<ConvolutionAlgorithm>("GPUCNN_CONV_ALGORITHM") is { } conv)
         {
             ConvolutionAlgorithm = conv;
         }
 
-        if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_DEPTH_SPLITS"), out int splits) && splits > 0)
+        if (PositiveSetting("GPUCNN_DEPTH_SPLITS") is { } splits)
         {
             GemmDepthSplits = splits;
         }
 
-        if (int.TryParse(Environment.GetEnvironmentVariable("GPUCNN_SPLIT_MINIMUM_GROUPS"), out int minimumGroups) && minimumGroups > 0)
+        if (PositiveSetting("GPUCNN_SPLIT_MINIMUM_GROUPS") is { } minimumGroups)
         {
             SplitMinimumGroups = minimumGroups;
         }
@@ -209,10 +211,22 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <summary>Which GEMM kernel runs (Auto: tiled on GPUs, the simple kernel on the CPU accelerator).</summary>
-    public GemmAlgorithm GemmAlgorithm { get; set; }
+    public GemmAlgorithm GemmAlgorithm
+    {
+        get => _gemmAlgorithm;
+        set => _gemmAlgorithm = Enum.IsDefined(value) ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "GemmAlgorithm: not one of its named values.");
+    }
+
+    private GemmAlgorithm _gemmAlgorithm;
 
     /// <summary>Which convolution kernels run (Auto: on GPUs the GEMM routes for ungrouped layers, direct for grouped ones; direct on the CPU accelerator; depthwise layers their own kernels under every setting but Direct).</summary>
-    public ConvolutionAlgorithm ConvolutionAlgorithm { get; set; }
+    public ConvolutionAlgorithm ConvolutionAlgorithm
+    {
+        get => _convolutionAlgorithm;
+        set => _convolutionAlgorithm = Enum.IsDefined(value) ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "ConvolutionAlgorithm: not one of its named values.");
+    }
+
+    private ConvolutionAlgorithm _convolutionAlgorithm;
 
     /// <summary>Floats of workspace the im2col route may use per chunk of images (default 64 Mi floats = 256 MiB).</summary>
     public long ConvolutionWorkspaceFloats { get; set; } = 64L << 20;
@@ -1140,6 +1154,36 @@ public sealed partial class IlgpuBackend : Backend
 
     /// <summary>CUDA's limit on a grid's y and z sizes.</summary>
     private const int MaximumGridHeight = 65_535;
+
+    /// <summary>An enum setting from the environment by name (any case); null when unset; an unknown name is an error.</summary>
+    private static TEnum? Setting<TEnum>(string variable)
+        where TEnum : struct, Enum
+    {
+        string? text = Environment.GetEnvironmentVariable(variable);
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return null;
+        }
+
+        // Names only: Enum.TryParse also takes "7", which names no algorithm.
+        return Enum.GetNames<TEnum>().FirstOrDefault(n => n.Equals(text.Trim(), StringComparison.OrdinalIgnoreCase)) is { } name
+            ? Enum.Parse<TEnum>(name)
+            : throw new InvalidOperationException($"{variable} is '{text}'; expected {string.Join(", ", Enum.GetNames<TEnum>())}.");
+    }
+
+    /// <summary>A positive integer setting from the environment; null when unset; anything else is an error.</summary>
+    private static int? PositiveSetting(string variable)
+    {
+        string? text = Environment.GetEnvironmentVariable(variable);
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return null;
+        }
+
+        return int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int value) && value > 0
+            ? value
+            : throw new InvalidOperationException($"{variable} is '{text}'; expected a positive integer.");
+    }
 
     /// <summary>Refuses a launch whose tiles' rows would pass a GPU grid's y (a clear error, not ILGPU's "gridDim").</summary>
     private static void RequireGridHeight(string operation, int rows, string what)
