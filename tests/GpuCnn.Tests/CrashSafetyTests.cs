@@ -149,6 +149,7 @@ public sealed class CrashSafetyTests
         Assert.Contains("warning: --momentum 1.5 is ≥ 1", run.Error, StringComparison.Ordinal);
         var sensible = CliRunner.Run("train", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1",
             "--batch-size", "8", "--device", "reference", "--out", temp.File("m.safetensors"));
+        Assert.True(sensible.ExitCode == 0, sensible.Error); // a run that failed would print no warning either
         Assert.DoesNotContain("warning:", sensible.Error, StringComparison.Ordinal);
 
         // A learning rate that blows the weights up in the first batches (the loss stays finite, so nothing stops the run).

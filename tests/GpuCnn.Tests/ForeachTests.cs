@@ -68,6 +68,7 @@ public abstract class ForeachTests(BackendFixture fixture)
         using var listedSums = backend.Allocate<float>([Lengths.Length]);
         using var eachSums = backend.Allocate<float>([Lengths.Length]);
         using var coefficient = backend.Upload<float>([2], [0.37f, float.NaN]);
+        float[][] before = [.. listed[0].Select(backend.DownloadArray)];
 
         backend.SquaredNorms(listed[0], listedSums);
         backend.ScaleBy(listed[0], coefficient);
@@ -81,6 +82,12 @@ public abstract class ForeachTests(BackendFixture fixture)
         TensorAssert.Identical<float>(backend.DownloadArray(eachSums), sums, $"{backend.Name} squared norms");
         Assert.InRange(sums.Sum(), 0.9 * Lengths.Sum() / 3, 1.1 * Lengths.Sum() / 3); // values in U(−1, 1): E x² = 1/3
         listed.AssertIdentical(each, "ScaleBy");
+        // Against the host too (where the list form is the loop itself, the comparison above is the same code twice).
+        TensorAssert.Close(before.Select(t => t.Sum(v => (double)v * v)).ToArray(), sums, new Shape(Lengths.Length), 1e-6, 1e-5, $"{backend.Name} squared norms against the host");
+        for (int i = 0; i < Lengths.Length; i++)
+        {
+            TensorAssert.Identical<float>([.. before[i].Select(v => v * 0.37f)], backend.DownloadArray(listed[0][i]), $"{backend.Name} tensor {i} scaled by 0.37");
+        }
     }
 
     [Fact]

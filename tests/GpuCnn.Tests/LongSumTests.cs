@@ -19,14 +19,19 @@ public abstract class LongSumTests(BackendFixture fixture)
     [InlineData(65_536, 32)] // features: rows of whole vectors of channels (the CPU's lanes each down 65,536 rows)
     public void BatchNorm_sums_over_long_channels_keep_float_precision(params int[] dims)
     {
-        // Long per-channel sums in float drift by up to 2⁻²⁴ a term where the terms are alike (dy = 0.1 here): the
-        // reference had added in float (its mean 6e-6 off), the CPU backend in vector lanes per image (dbias 2e-5 off),
-        // ILGPU in threads' long runs (invStd 4e-6 off). Each sum is held to 1e-6 of its terms' magnitudes. PyTorch
-        // 1.13's CPU batch norm on such a tensor: its dbias 1.8e-4 off, the rest within 1e-7.
+        // Long per-channel sums in float drift by up to 2⁻²⁴ a term where the terms are alike (dy = 0.1 + 0.05·x here,
+        // all in [0.125, 0.175]): the reference had added in float (its mean 6e-6 off), the CPU backend in vector lanes
+        // per image (dbias 2e-5 off), ILGPU in threads' long runs (invStd 4e-6 off). Each sum is held to 1e-6 of its
+        // terms' magnitudes. PyTorch 1.13's CPU batch norm on such a tensor (dy = 0.1): its dbias 1.8e-4 off, the rest
+        // within 1e-7. dy follows x so that dweight = Σ dy·x̂ (0.05·σ a value) and dx are far from 0: with a constant
+        // dy both were 0, and a backend returning zeros there would have passed.
         var shape = new Shape(dims);
         var s = GradientCheckTests.BatchNormShapeOf(shape, training: true);
         float[] x = TestData.Uniform(shape.Size, 49, 0.5f, 1.5f), dy = new float[shape.Size];
-        Array.Fill(dy, 0.1f); // alike terms drift alike: random ones would round half up, half down
+        for (int i = 0; i < dy.Length; i++)
+        {
+            dy[i] = 0.1f + (0.05f * x[i]); // alike terms drift alike: random ones would round half up, half down
+        }
         float[] weight = TestData.Uniform(s.Channels, 51, 0.5f, 1.5f), bias = TestData.Uniform(s.Channels, 52);
         float[] runningMean = new float[s.Channels], runningVar = [.. Enumerable.Repeat(1f, s.Channels)];
         double[] expectedRunningMean = TestData.Widen(runningMean), expectedRunningVar = TestData.Widen(runningVar);

@@ -171,7 +171,8 @@ public sealed class ReliabilityTests
         var settings = new Dictionary<string, string> { ["test"] = "1" };
         using var backend = IlgpuDevices.OpenCpuAccelerator();
 
-        float[] straight = Weights(Train(backend, data, options, null, null, null));
+        var straightEpochs = new List<EpochMetrics>();
+        float[] straight = Weights(Train(backend, data, options, null, null, null, epochs: straightEpochs));
 
         // Stop after batch 3 of epoch 2 (as Ctrl+C does): the trainer finishes the batch and hands over its state.
         using var cancel = new CancellationTokenSource();
@@ -180,16 +181,20 @@ public sealed class ReliabilityTests
             (epoch, batch) => { if (epoch == 2 && batch == 3) { cancel.Cancel(); } }, cancel.Token));
         Assert.Equal(new TrainingState(2, 3, 5 + 3, interrupted.State.LossSum, interrupted.State.CorrectSum), interrupted.State);
 
-        float[] resumed = Weights(Train(backend, data, options, temp.File("c.safetensors"), null, null));
+        var resumedEpochs = new List<EpochMetrics>();
+        float[] resumed = Weights(Train(backend, data, options, temp.File("c.safetensors"), null, null, epochs: resumedEpochs));
         TensorAssert.Identical<float>(straight, resumed, "straight vs interrupted and resumed");
+        // The interrupted epoch's loss and accuracy count its first three batches once, from the checkpoint's partial sums.
+        Assert.Equal([2, 3], resumedEpochs.Select(e => e.Epoch));
+        Assert.Equal(straightEpochs.Skip(1).Select(e => (e.TrainLoss, e.TrainAccuracy)), resumedEpochs.Select(e => (e.TrainLoss, e.TrainAccuracy)));
 
         Sequential Train(Backend on, Dataset d, TrainingOptions o, string? resumeFrom, Action<Sequential, Optimizer, TrainingState>? save,
-            Action<int, int>? afterBatch, CancellationToken token = default)
+            Action<int, int>? afterBatch, CancellationToken token = default, List<EpochMetrics>? epochs = null)
         {
             var model = Sequential.Create(spec, [1, 8, 8], on, seed: 3);
             using var optimizer = new Sgd(on, model.NamedParameters(), new SgdOptions(0.1f, 0.9f, WeightDecay: 0.01f, Nesterov: true));
             var start = resumeFrom is null ? null : CheckpointFile.Restore(resumeFrom, model, optimizer, settings);
-            new Trainer(model, optimizer, o).Fit(d, null, null, afterBatch is null ? null : new SyncProgress(p => afterBatch(p.Epoch, p.Batch)),
+            new Trainer(model, optimizer, o).Fit(d, null, epochs is null ? null : epochs.Add, afterBatch is null ? null : new SyncProgress(p => afterBatch(p.Epoch, p.Batch)),
                 start, save is null ? null : s => save(model, optimizer, s), token);
             return model;
         }
