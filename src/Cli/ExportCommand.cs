@@ -9,7 +9,7 @@ internal static class ExportCommand
 {
     public static Command Create(CliIo io)
     {
-        var model = new Option<string>("--model") { Description = "Model file (.safetensors).", Required = true };
+        var model = new Option<string>("--model") { Description = "Model file (.safetensors or .onnx).", Required = true };
         var output = new Option<string>("--output") { Description = "Where to write the ONNX model (.onnx).", Required = true };
         var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch)." };
         var inputShape = new Option<string?>("--input-shape") { Description = "Per-sample input shape C,H,W, for files without one in their metadata." };

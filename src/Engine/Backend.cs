@@ -497,7 +497,10 @@ public abstract partial class Backend : IDisposable
         GatherRowsCore(source, indices, offset, destination, rows, rowLength);
     }
 
-    /// <summary>predictions[offset + n] = arg-max over classes of logits (N, classes) (the first, on ties).</summary>
+    /// <summary>
+    /// predictions[offset + n] = arg-max over classes of logits (N, classes) as torch.argmax takes it: a row's first NaN
+    /// if it has one (NaN ranks above every number), else the first of equal maxima.
+    /// </summary>
     public void Argmax(DeviceTensor<float> logits, DeviceTensor<int> predictions, int offset)
     {
         using var operation = EnterOperation();
@@ -515,8 +518,9 @@ public abstract partial class Backend : IDisposable
 
     /// <summary>
     /// Running sums in the slots of <paramref name="metrics"/> that <paramref name="slots"/> names: LossSum += loss·N,
-    /// Correct += the number of rows of logits (N, classes) whose arg-max equals the label, FirstNonFinite =
-    /// <paramref name="batchIndex"/> when it is still negative and the loss is NaN or infinite (start it at −1).
+    /// Correct += the number of rows of logits (N, classes) whose arg-max (as <see cref="Argmax"/>) equals the label,
+    /// FirstNonFinite = <paramref name="batchIndex"/> when it is still negative and the loss is NaN or infinite (start it
+    /// at −1). The three slots must be three different places in metrics.
     /// </summary>
     public void AccumulateMetrics(DeviceTensor<float> logits, DeviceTensor<int> labels, DeviceTensor<float> loss,
         DeviceTensor<float> metrics, MetricSlots slots, int batchIndex)

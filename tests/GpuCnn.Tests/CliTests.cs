@@ -316,8 +316,8 @@ public sealed partial class CliTests
     [Theory]
     [InlineData("GPUCNN_GEMM_ALGORITHM", "Tiled8X", "error: GPUCNN_GEMM_ALGORITHM is 'Tiled8X'; expected Auto, Naive, Tiled, Tiled8x8.")]
     [InlineData("GPUCNN_CONV_ALGORITHM", "7", "error: GPUCNN_CONV_ALGORITHM is '7'; expected ")] // Enum.TryParse had taken a number naming nothing
-    [InlineData("GPUCNN_DEPTH_SPLITS", "four", "error: GPUCNN_DEPTH_SPLITS is 'four'; expected a positive integer.")]
-    [InlineData("GPUCNN_SPLIT_MINIMUM_GROUPS", "0", "error: GPUCNN_SPLIT_MINIMUM_GROUPS is '0'; expected a positive integer.")]
+    [InlineData("GPUCNN_DEPTH_SPLITS", "four", "error: GPUCNN_DEPTH_SPLITS is 'four'; expected an integer ≥ 1.")]
+    [InlineData("GPUCNN_SPLIT_MINIMUM_GROUPS", "-1", "error: GPUCNN_SPLIT_MINIMUM_GROUPS is '-1'; expected an integer ≥ 0.")] // 0 is no floor, the default
     public void A_misspelt_kernel_setting_is_an_error_not_the_default_measured_under_its_name(string variable, string value, string said)
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");

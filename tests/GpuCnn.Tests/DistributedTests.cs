@@ -80,7 +80,7 @@ public sealed class DistributedTests
 
     [Theory]
     [InlineData("9", null, "--batch-size 9 is the global batch: the 2 ranks must divide it.")]
-    [InlineData("8", "abc", "GPUCNN_MPI_TIMEOUT_S 'abc' is not a positive number of seconds.")] // "Infinity" had thrown mid-collective
+    [InlineData("8", "abc", "GPUCNN_MPI_TIMEOUT_S 'abc' is not a number of seconds of at least 1.")] // "Infinity" had thrown mid-collective
     public async Task A_usage_error_under_mpirun_is_said_and_ends_the_job(string batch, string? timeout, string said)
     {
         SkipWithoutMpirun();

@@ -34,10 +34,8 @@ public sealed record OperationCase(string Name, string Shape, double? Flops, Fun
         for (int i = 0; passed && i < expected.Length; i++)
         {
             passed = Agrees(expected[i], actual[i]);
-            if (float.IsFinite(expected[i]) && float.IsFinite(actual[i]))
-            {
-                worst = Math.Max(worst, Math.Abs((double)expected[i] - actual[i]));
-            }
+            worst = float.IsFinite(expected[i]) && float.IsFinite(actual[i]) ? Math.Max(worst, Math.Abs((double)expected[i] - actual[i]))
+                : passed ? worst : double.PositiveInfinity; // a non-finite mismatch reads as one
         }
 
         return (worst, passed);

@@ -95,21 +95,22 @@ public sealed class MpiCommunicator : ICommunicator
     /// <summary>
     /// How long a collective may wait for the other ranks before this rank aborts the job: 10 minutes, or
     /// GPUCNN_MPI_TIMEOUT_S seconds (a slow first step — compiling GPU kernels, loading data — must fit in it; "Infinity"
-    /// or any value past 10⁹ s is 10⁹ s, about 31 years). Anything else than a positive number is an
+    /// or any value past 10⁹ s is 10⁹ s, about 31 years). Anything but a number of at least 1 is an
     /// <see cref="InvalidOperationException"/> naming the value, which <see cref="Start"/> raises before MPI starts.
     /// </summary>
     public static TimeSpan Timeout
     {
         get
         {
-            if (Environment.GetEnvironmentVariable("GPUCNN_MPI_TIMEOUT_S") is not { Length: > 0 } text)
+            if (Environment.GetEnvironmentVariable("GPUCNN_MPI_TIMEOUT_S") is not { } text || string.IsNullOrWhiteSpace(text))
             {
                 return TimeSpan.FromMinutes(10);
             }
 
-            if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double seconds) || !(seconds > 0))
+            if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double seconds) || !(seconds >= 1))
             {
-                throw new InvalidOperationException($"GPUCNN_MPI_TIMEOUT_S '{text}' is not a positive number of seconds.");
+                // Below a second every collective would time out at once (1e-9 is a zero TimeSpan).
+                throw new InvalidOperationException($"GPUCNN_MPI_TIMEOUT_S '{text}' is not a number of seconds of at least 1.");
             }
 
             return TimeSpan.FromSeconds(Math.Min(seconds, 1e9)); // TimeSpan.FromSeconds overflows past about 9.2e11 s

@@ -42,12 +42,12 @@ public sealed partial class IlgpuBackend : Backend
             ConvolutionAlgorithm = conv;
         }
 
-        if (PositiveSetting("GPUCNN_DEPTH_SPLITS") is { } splits)
+        if (IntegerSetting("GPUCNN_DEPTH_SPLITS", 1) is { } splits)
         {
             GemmDepthSplits = splits;
         }
 
-        if (PositiveSetting("GPUCNN_SPLIT_MINIMUM_GROUPS") is { } minimumGroups)
+        if (IntegerSetting("GPUCNN_SPLIT_MINIMUM_GROUPS", 0) is { } minimumGroups) // 0: no floor, the default (check.sh times both)
         {
             SplitMinimumGroups = minimumGroups;
         }
@@ -58,7 +58,7 @@ public sealed partial class IlgpuBackend : Backend
             ImplicitGemmFilters = int.TryParse(filters, out int count) && count is 64 or ConvolutionImplicitGemmKernels.NarrowFilters
                 or ConvolutionImplicitGemmKernels.Narrow16Filters
                 ? count
-                : throw new InvalidOperationException($"GPUCNN_IMPLICIT_GEMM_FILTERS is '{filters}'; expected 64, 32 or 16.");
+                : throw new SettingException($"GPUCNN_IMPLICIT_GEMM_FILTERS is '{filters}'; expected 64, 32 or 16.");
         }
 
         string? fewTaps = Environment.GetEnvironmentVariable("GPUCNN_FEW_TAPS_FILTER_GRADIENT");
@@ -66,7 +66,7 @@ public sealed partial class IlgpuBackend : Backend
         {
             FewTapsFilterGradient = int.TryParse(fewTaps, out int taps) && taps >= 0
                 ? taps
-                : throw new InvalidOperationException($"GPUCNN_FEW_TAPS_FILTER_GRADIENT is '{fewTaps}'; expected the most taps (C·R·S) it takes, 0 for none.");
+                : throw new SettingException($"GPUCNN_FEW_TAPS_FILTER_GRADIENT is '{fewTaps}'; expected the most taps (C·R·S) it takes, 0 for none.");
         }
 
         string? blocked = Environment.GetEnvironmentVariable("GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT");
@@ -74,7 +74,7 @@ public sealed partial class IlgpuBackend : Backend
         {
             BlockedFewTapsFilterGradient = int.TryParse(blocked, out int taps) && taps >= 0
                 ? taps
-                : throw new InvalidOperationException($"GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT is '{blocked}'; expected the most taps (C·R·S) it takes, 0 for none.");
+                : throw new SettingException($"GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT is '{blocked}'; expected the most taps (C·R·S) it takes, 0 for none.");
         }
 
         string? blockedChunks = Environment.GetEnvironmentVariable("GPUCNN_BLOCKED_FEW_TAPS_CHUNKS");
@@ -105,7 +105,7 @@ public sealed partial class IlgpuBackend : Backend
             {
                 "1" => true,
                 "0" => false,
-                _ => throw new InvalidOperationException($"GPUCNN_TENSOR_LISTS is '{lists}'; expected 1 (a launch per 32 tensors) or 0 (a launch per tensor)."),
+                _ => throw new SettingException($"GPUCNN_TENSOR_LISTS is '{lists}'; expected 1 (a launch per 32 tensors) or 0 (a launch per tensor)."),
             };
         }
 
@@ -114,7 +114,7 @@ public sealed partial class IlgpuBackend : Backend
         {
             TileGroupThreads = int.TryParse(groupThreads, out int threads) && IsTileGroupThreads(threads)
                 ? threads
-                : throw new InvalidOperationException($"GPUCNN_TILE_GROUP_THREADS is '{groupThreads}'; expected 256, 128 or 64.");
+                : throw new SettingException($"GPUCNN_TILE_GROUP_THREADS is '{groupThreads}'; expected 256, 128 or 64.");
         }
     }
 
@@ -686,11 +686,7 @@ public sealed partial class IlgpuBackend : Backend
         bool large = algorithm == GemmAlgorithm.Tiled8x8;
         int side = _gemm8x8Side;
         var tiles = large ? GemmTiled8x8Kernels.Tiles(shape, side) : GemmTiledKernels.Tiles(shape, _gemmGroup);
-        if (tiles.Y > MaximumGridHeight)
-        {
-            // The rows of C's tiles run on the grid's y, which a GPU caps: a clear error, not a device fault.
-            throw new ArgumentException($"Gemm: {shape.M} rows of C make {tiles.Y} rows of tiles, more than a GPU grid's {MaximumGridHeight}; split the product by rows.");
-        }
+        RequireGridHeight("Gemm", tiles.Y, $"{shape.M} rows of C"); // C's rows of tiles run on the grid's y, which a GPU caps
 
         // Split-K when few tiles of C over a long depth would leave most of the device idle; each split a whole
         // number of staged tiles of either kernel.
@@ -1128,7 +1124,7 @@ public sealed partial class IlgpuBackend : Backend
         // groups that the depth can reach passes over the counts below it (those a depth rounds down included).
         long deepest = stages / fewestStages;
         long floor = tiles * deepest >= SplitMinimumGroups ? SplitMinimumGroups : 0;
-        long mostSplits = Math.Min(deepest, Math.Max((4 * slots / tiles) + 1, (floor + tiles - 1) / tiles));
+        long mostSplits = Math.Min(Math.Min(deepest, MaximumGridHeight), Math.Max((4 * slots / tiles) + 1, (floor + tiles - 1) / tiles)); // splits run on the grid's z
         int bestPerSplit = 0;
         long bestCost = 0;
         for (int splits = 1; splits <= mostSplits; splits++)
@@ -1168,11 +1164,11 @@ public sealed partial class IlgpuBackend : Backend
         // Names only: Enum.TryParse also takes "7", which names no algorithm.
         return Enum.GetNames<TEnum>().FirstOrDefault(n => n.Equals(text.Trim(), StringComparison.OrdinalIgnoreCase)) is { } name
             ? Enum.Parse<TEnum>(name)
-            : throw new InvalidOperationException($"{variable} is '{text}'; expected {string.Join(", ", Enum.GetNames<TEnum>())}.");
+            : throw new SettingException($"{variable} is '{text}'; expected {string.Join(", ", Enum.GetNames<TEnum>())}.");
     }
 
-    /// <summary>A positive integer setting from the environment; null when unset; anything else is an error.</summary>
-    private static int? PositiveSetting(string variable)
+    /// <summary>An integer setting of at least <paramref name="minimum"/> from the environment; null when unset; anything else is an error.</summary>
+    private static int? IntegerSetting(string variable, int minimum)
     {
         string? text = Environment.GetEnvironmentVariable(variable);
         if (string.IsNullOrWhiteSpace(text))
@@ -1180,9 +1176,9 @@ public sealed partial class IlgpuBackend : Backend
             return null;
         }
 
-        return int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int value) && value > 0
+        return int.TryParse(text.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int value) && value >= minimum
             ? value
-            : throw new InvalidOperationException($"{variable} is '{text}'; expected a positive integer.");
+            : throw new SettingException($"{variable} is '{text}'; expected an integer ≥ {minimum}.");
     }
 
     /// <summary>Refuses a launch whose tiles' rows would pass a GPU grid's y (a clear error, not ILGPU's "gridDim").</summary>
@@ -1190,7 +1186,7 @@ public sealed partial class IlgpuBackend : Backend
     {
         if (rows > MaximumGridHeight)
         {
-            throw new ArgumentException($"{operation}: {what} make {rows} rows of tiles, more than a GPU grid's {MaximumGridHeight}.");
+            throw new ArgumentException($"{operation}: {what} make {rows} rows of tiles, more than a GPU grid's {MaximumGridHeight}; split the work along them.");
         }
     }
 
@@ -1393,6 +1389,9 @@ public enum GemmAlgorithm
     /// <summary>Shared-memory tiles with 8×8 register blocking (128×128 tiles on GPUs).</summary>
     Tiled8x8,
 }
+
+/// <summary>A GPUCNN_* environment setting with a value it does not know: the user's mistake, never a device that failed to start.</summary>
+public sealed class SettingException(string message) : InvalidOperationException(message);
 
 /// <summary>The convolution kernels an <see cref="IlgpuBackend"/> runs.</summary>
 public enum ConvolutionAlgorithm

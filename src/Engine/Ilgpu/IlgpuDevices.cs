@@ -88,7 +88,7 @@ public static class IlgpuDevices
 
             return new IlgpuBackend("cuda", context, context.CreateCudaAccelerator(index % count));
         }
-        catch (Exception e) when (e is not DeviceUnavailableException)
+        catch (Exception e) when (e is not DeviceUnavailableException and not SettingException)
         {
             context.Dispose();
             throw new DeviceUnavailableException($"cuda: the CUDA device failed to start: {e.Message}", e) { DeviceFound = true };
@@ -126,7 +126,7 @@ public static class IlgpuDevices
 
             return new IlgpuBackend("opencl", context, gpu.CreateAccelerator(context));
         }
-        catch (Exception e) when (e is not DeviceUnavailableException)
+        catch (Exception e) when (e is not DeviceUnavailableException and not SettingException)
         {
             context.Dispose();
             throw new DeviceUnavailableException($"opencl: the OpenCL device failed to start: {e.Message}", e) { DeviceFound = true };

@@ -30,7 +30,6 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
     /// <summary>The longest serial loop of one thread of the next launch (for the launch report; 1 when not said).</summary>
     public void NextSerial(long elements) => _serial = Math.Max(1, elements);
 
-    /// <summary>Records a launch; false when it must not run (dry run).</summary>
     /// <summary>
     /// An implicitly grouped launch's thread count, refused with the kernel named where ILGPU's own int arithmetic,
     /// (n + group − 1) / group with groups of up to 1,024, would wrap (a raw ArgumentOutOfRangeException before, or an
@@ -41,6 +40,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
             ? (int)threads
             : throw new ArgumentException($"kernel {kernel.Method.Name}: {threads} threads in one launch, more than {int.MaxValue - 1024}; use smaller tensors.");
 
+    /// <summary>Records a launch; false when it must not run (dry run).</summary>
     private bool Note(Delegate kernel, long groups, long groupSize, long sharedBytes)
     {
         long serial = _serial;
@@ -54,6 +54,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T1 : struct
         where T2 : struct
     {
+        int count = Threads(kernel, threads); // refused before it is recorded or counted
         if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
@@ -63,7 +64,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(Threads(kernel, threads), a1, a2);
+            loaded(count, a1, a2);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -76,6 +77,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T2 : struct
         where T3 : struct
     {
+        int count = Threads(kernel, threads); // refused before it is recorded or counted
         if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
@@ -85,7 +87,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(Threads(kernel, threads), a1, a2, a3);
+            loaded(count, a1, a2, a3);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -99,6 +101,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T3 : struct
         where T4 : struct
     {
+        int count = Threads(kernel, threads); // refused before it is recorded or counted
         if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
@@ -108,7 +111,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(Threads(kernel, threads), a1, a2, a3, a4);
+            loaded(count, a1, a2, a3, a4);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -123,6 +126,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T4 : struct
         where T5 : struct
     {
+        int count = Threads(kernel, threads); // refused before it is recorded or counted
         if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
@@ -132,7 +136,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(Threads(kernel, threads), a1, a2, a3, a4, a5);
+            loaded(count, a1, a2, a3, a4, a5);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -148,6 +152,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T5 : struct
         where T6 : struct
     {
+        int count = Threads(kernel, threads); // refused before it is recorded or counted
         if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
@@ -157,7 +162,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(Threads(kernel, threads), a1, a2, a3, a4, a5, a6);
+            loaded(count, a1, a2, a3, a4, a5, a6);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -174,6 +179,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T6 : struct
         where T7 : struct
     {
+        int count = Threads(kernel, threads); // refused before it is recorded or counted
         if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
@@ -183,7 +189,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(Threads(kernel, threads), a1, a2, a3, a4, a5, a6, a7);
+            loaded(count, a1, a2, a3, a4, a5, a6, a7);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
@@ -201,6 +207,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         where T7 : struct
         where T8 : struct
     {
+        int count = Threads(kernel, threads); // refused before it is recorded or counted
         if (!Note(kernel, (threads + AutoGroup - 1) / AutoGroup, AutoGroup, 0))
         {
             return;
@@ -210,7 +217,7 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
         try
         {
             guard.Increment();
-            loaded(Threads(kernel, threads), a1, a2, a3, a4, a5, a6, a7, a8);
+            loaded(count, a1, a2, a3, a4, a5, a6, a7, a8);
         }
         catch (Exception e) when (DeviceGuard.IsDriverError(e))
         {
