@@ -98,6 +98,29 @@ public sealed class DistributedTests
         Assert.False(File.Exists(temp.File("m.safetensors")));
     }
 
+    [Fact]
+    public async Task A_rank_started_with_another_batch_size_ends_the_job_saying_so()
+    {
+        // mpirun's "a : b" starts the ranks with different command lines: rank 1's --batch-size 9 is not divided by 2.
+        // Its check once sat before the try that aborts the job: its MPI_Finalize then waited for rank 0, which waited in
+        // its first collective until the timeout (10 minutes), and the error was never printed.
+        SkipWithoutMpirun();
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 40);
+        string[] Rank(string batch) => ["train", "--distributed", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"),
+            "--epochs", "1", "--batch-size", batch, "--device", "cpu", "--out", temp.File("m.safetensors")];
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "1"],
+            [.. Rank("8"), ":", "-np", "1", .. CliProcess.Command, .. Rank("9")], new Dictionary<string, string> { ["GPUCNN_MPI_TIMEOUT_S"] = "60" });
+        var output = run.StandardOutput.ReadToEndAsync();
+        var errors = run.StandardError.ReadToEndAsync();
+        Assert.True(run.WaitForExit(90_000), "the job did not stop");
+        Assert.NotEqual(0, run.ExitCode);
+        Assert.Contains("rank 1 of 2: --batch-size 9 is the global batch: the 2 ranks must divide it.", await errors + await output, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(45), $"took {clock.Elapsed}: the job waited for a timeout");
+        Assert.False(File.Exists(temp.File("m.safetensors")));
+    }
+
     /// <summary>
     /// Batch norm under data parallelism, without MPI (ranks as threads): each rank normalises with its own batch's
     /// statistics, rank 0's running statistics are broadcast before every step and before evaluation, so at the end
