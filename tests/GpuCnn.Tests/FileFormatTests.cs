@@ -250,6 +250,27 @@ public sealed class FileFormatTests
     }
 
     [Fact]
+    public void Float64_values_past_float32s_range_are_named_not_turned_into_infinities()
+    {
+        // 1e39 read as +∞ had then been reported as a non-finite value the file did not hold (or passed through predict).
+        using var temp = Fixtures.TempFolder();
+        Npy.Write(temp.File("x.npy"), new Npy.Array([3], "f8", [.. new[] { 1.0, -1e39, 2.0 }.SelectMany(BitConverter.GetBytes)]));
+        Assert.Equal($"npy file '{temp.File("x.npy")}': element 1 is -1E+39, beyond float32's range (±3.4e38).",
+            Assert.Throws<FileFormatException>(() => Npy.ReadTensor(temp.File("x.npy"))).Message);
+        Npy.Write(temp.File("inf.npy"), new Npy.Array([2], "f8", [.. new[] { double.PositiveInfinity, 3.0e38 }.SelectMany(BitConverter.GetBytes)]));
+        Assert.Equal([float.PositiveInfinity, 3.0e38f], Npy.ReadTensor(temp.File("inf.npy")).Data); // a true ∞, and a value that fits, pass as they are
+
+        byte[] json = Encoding.UTF8.GetBytes("{\"w\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]}}");
+        var bytes = new byte[8 + json.Length + 16];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)json.Length);
+        json.CopyTo(bytes, 8);
+        BitConverter.GetBytes(0.5).CopyTo(bytes, 8 + json.Length);
+        BitConverter.GetBytes(5e40).CopyTo(bytes, 8 + json.Length + 8);
+        Assert.Equal("safetensors file 't': tensor 'w': element 1 is 5E+40, beyond float32's range (±3.4e38).",
+            Assert.Throws<FileFormatException>(() => Safetensors.Parse(bytes, "t")).Message);
+    }
+
+    [Fact]
     public void Safetensors_caps_the_header_before_reading_it()
     {
         var bytes = new byte[16];

@@ -19,13 +19,23 @@ public static partial class Npy
         /// <summary>The element count.</summary>
         public int Count => Data.Length / ElementSize(Type);
 
-        /// <summary>The values as float32 (converted from any supported type).</summary>
-        public float[] ToSingle()
+        /// <summary>
+        /// The values as float32 (converted from any supported type); a finite float64 past float32's range (±3.4e38) is
+        /// a <see cref="FileFormatException"/> naming the element, never a silent ±∞.
+        /// </summary>
+        public float[] ToSingle() => ToSingle("npy array");
+
+        internal float[] ToSingle(string what)
         {
             var values = new float[Count];
             for (int i = 0; i < values.Length; i++)
             {
-                values[i] = (float)Element(i);
+                double v = Element(i);
+                values[i] = (float)v;
+                if (float.IsInfinity(values[i]) && double.IsFinite(v))
+                {
+                    throw new FileFormatException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{what}: element {i} is {v:R}, beyond float32's range (±3.4e38)."));
+                }
             }
 
             return values;
@@ -71,7 +81,7 @@ public static partial class Npy
             throw new FileFormatException($"npy file '{path}': a scalar, not an array.");
         }
 
-        return new Tensor(new Shape(array.Shape), array.ToSingle());
+        return new Tensor(new Shape(array.Shape), array.ToSingle($"npy file '{path}'"));
     }
 
     /// <summary>Reads integer labels (N) from any supported dtype.</summary>

@@ -95,7 +95,7 @@ public static class Safetensors
             var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             foreach (var (key, type, shape, begin, end) in entries)
             {
-                var values = Decode(data[(int)begin..(int)end], type);
+                var values = Decode(data[(int)begin..(int)end], type, $"safetensors file '{name}': tensor '{key}'");
                 tensors[key] = new Tensor(new Shape(shape), values); // a scalar (shape []) stays rank 0, as PyTorch's num_batches_tracked
             }
 
@@ -269,7 +269,8 @@ public static class Safetensors
         }
     }
 
-    private static float[] Decode(ReadOnlySpan<byte> bytes, string type)
+    /// <summary>The values as float32; a finite F64 past float32's range is an error naming the element (<paramref name="where"/>), never a silent ±∞.</summary>
+    private static float[] Decode(ReadOnlySpan<byte> bytes, string type, string where)
     {
         int size = type switch { "F32" => 4, "F64" or "I64" => 8, _ => 2 };
         var values = new float[bytes.Length / size];
@@ -279,7 +280,7 @@ public static class Safetensors
             values[i] = type switch
             {
                 "F32" => BinaryPrimitives.ReadSingleLittleEndian(item),
-                "F64" => (float)BinaryPrimitives.ReadDoubleLittleEndian(item),
+                "F64" => Narrowed(BinaryPrimitives.ReadDoubleLittleEndian(item), i, where),
                 "I64" => BinaryPrimitives.ReadInt64LittleEndian(item),
                 "F16" => (float)BinaryPrimitives.ReadHalfLittleEndian(item),
                 _ => BitConverter.Int32BitsToSingle(BinaryPrimitives.ReadUInt16LittleEndian(item) << 16), // BF16
@@ -288,4 +289,9 @@ public static class Safetensors
 
         return values;
     }
+
+    private static float Narrowed(double value, int index, string where) =>
+        (float)value is var narrowed && float.IsInfinity(narrowed) && double.IsFinite(value)
+            ? throw new FileFormatException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{where}: element {index} is {value:R}, beyond float32's range (±3.4e38)."))
+            : narrowed;
 }
