@@ -79,6 +79,15 @@ internal static class FileUtil
     }
 
     /// <summary>
+    /// A file's float64 value as float32; a finite one past float32's range (±3.4e38) is a format error naming element
+    /// <paramref name="index"/> of <paramref name="where"/>, never a silent ±∞ (a true ±∞ or NaN stays itself).
+    /// </summary>
+    public static float ToFloat32(double value, int index, string where) =>
+        (float)value is var narrowed && float.IsInfinity(narrowed) && double.IsFinite(value)
+            ? throw new FileFormatException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{where}: element {index} is {value:R}, beyond float32's range (±3.4e38)."))
+            : narrowed;
+
+    /// <summary>
     /// Refuses a target that a file renamed over it would wrongly replace, or that names no file: a path ending in a
     /// separator (its folder would be made, then the rename fail after all the work), and an existing device, pipe or
     /// socket (renaming over /dev/null as root replaces the device with a file).

@@ -30,12 +30,7 @@ public static partial class Npy
             var values = new float[Count];
             for (int i = 0; i < values.Length; i++)
             {
-                double v = Element(i);
-                values[i] = (float)v;
-                if (float.IsInfinity(values[i]) && double.IsFinite(v))
-                {
-                    throw new FileFormatException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{what}: element {i} is {v:R}, beyond float32's range (±3.4e38)."));
-                }
+                values[i] = FileUtil.ToFloat32(Element(i), i, what);
             }
 
             return values;

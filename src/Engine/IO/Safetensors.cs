@@ -280,7 +280,7 @@ public static class Safetensors
             values[i] = type switch
             {
                 "F32" => BinaryPrimitives.ReadSingleLittleEndian(item),
-                "F64" => Narrowed(BinaryPrimitives.ReadDoubleLittleEndian(item), i, where),
+                "F64" => FileUtil.ToFloat32(BinaryPrimitives.ReadDoubleLittleEndian(item), i, where),
                 "I64" => BinaryPrimitives.ReadInt64LittleEndian(item),
                 "F16" => (float)BinaryPrimitives.ReadHalfLittleEndian(item),
                 _ => BitConverter.Int32BitsToSingle(BinaryPrimitives.ReadUInt16LittleEndian(item) << 16), // BF16
@@ -289,9 +289,4 @@ public static class Safetensors
 
         return values;
     }
-
-    private static float Narrowed(double value, int index, string where) =>
-        (float)value is var narrowed && float.IsInfinity(narrowed) && double.IsFinite(value)
-            ? throw new FileFormatException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{where}: element {index} is {value:R}, beyond float32's range (±3.4e38)."))
-            : narrowed;
 }

@@ -82,7 +82,7 @@ public sealed partial class IlgpuBackend : Backend
         {
             BlockedFewTapsChunksPerMultiprocessor = int.TryParse(blockedChunks, out int perMultiprocessor) && perMultiprocessor is >= 1 and <= MaxBlockedFewTapsChunksPerMultiprocessor
                 ? perMultiprocessor
-                : throw new InvalidOperationException(
+                : throw new SettingException(
                     $"GPUCNN_BLOCKED_FEW_TAPS_CHUNKS is '{blockedChunks}'; expected the chunks a multiprocessor, 1 to {MaxBlockedFewTapsChunksPerMultiprocessor}.");
         }
 
@@ -93,7 +93,7 @@ public sealed partial class IlgpuBackend : Backend
             {
                 "1" => true,
                 "0" => false,
-                _ => throw new InvalidOperationException(
+                _ => throw new SettingException(
                     $"GPUCNN_BATCH_NORM_STAGED_MERGE is '{stagedMerge}'; expected 1 (merge each channel's chunks from shared memory) or 0 (from memory)."),
             };
         }

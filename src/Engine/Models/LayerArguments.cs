@@ -176,10 +176,10 @@ public sealed class LayerArguments
         string quoted = pair ?? text, form = pair is null ? "integer" : "integer or HxW";
         if (!int.TryParse(text.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int value))
         {
-            // Digits past int's range are a size too large, not a malformed one.
-            throw new SpecException(text.Trim() is { Length: > 0 } digits && digits.All(char.IsAsciiDigit)
-                ? $"{what} '{quoted}' is larger than {MaximumSize.ToString("N0", CultureInfo.InvariantCulture)}, the most a spec takes."
-                : $"{what} '{quoted}' is not {(positive ? "a positive" : "a non-negative")} {form}.");
+            // Digits past int's range are a size too large (said below), not a malformed one.
+            value = text.Trim() is { Length: > 0 } digits && digits.All(char.IsAsciiDigit)
+                ? int.MaxValue
+                : throw new SpecException($"{what} '{quoted}' is not {(positive ? "a positive" : "a non-negative")} {form}.");
         }
 
         if (positive && value == 0)
