@@ -330,4 +330,43 @@ public sealed class FileFormatTests
         Assert.Equal([pipe], Directory.GetFileSystemEntries(temp.Path));
         Assert.False(File.GetAttributes(pipe).HasFlag(FileAttributes.Directory));
     }
+
+    [Fact]
+    public void Writes_go_through_a_symbolic_link_to_the_file_it_names_and_keep_the_link()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "symbolic links need a privilege on Windows");
+        using var temp = Fixtures.TempFolder();
+        Directory.CreateDirectory(temp.File("runs"));
+        string real = temp.File("runs/real.npy"), link = temp.File("link.npy"), chain = temp.File("chain.npy");
+        Npy.Write(real, new Tensor([1], [0f]));
+        File.CreateSymbolicLink(link, Path.Combine("runs", "real.npy")); // relative: read from the link's folder
+        File.CreateSymbolicLink(chain, link);
+
+        // The rename had replaced the link with a file and left its target old.
+        Npy.Write(chain, new Tensor([2], [1f, 2f]));
+        Assert.Equal([1f, 2f], Npy.ReadTensor(real).Data);
+        Assert.NotNull(new FileInfo(chain).LinkTarget);
+        Assert.NotNull(new FileInfo(link).LinkTarget);
+        Assert.Equal(["real.npy"], Directory.GetFileSystemEntries(temp.File("runs")).Select(Path.GetFileName));
+
+        // A link to a file not made yet makes that file, as open(2) would.
+        string ahead = temp.File("ahead.npy");
+        File.CreateSymbolicLink(ahead, temp.File("runs/made.npy"));
+        FileUtil.RequireWritable(ahead);
+        Npy.Write(ahead, new Tensor([1], [3f]));
+        Assert.Equal([3f], Npy.ReadTensor(temp.File("runs/made.npy")).Data);
+        Assert.NotNull(new FileInfo(ahead).LinkTarget);
+
+        // A link to a folder names a folder; a loop is refused naming the path, and both links stay as they were.
+        File.CreateSymbolicLink(temp.File("to-folder"), temp.File("runs"));
+        Assert.Contains("is a folder, not a file", Assert.Throws<IOException>(() => FileUtil.RequireWritable(temp.File("to-folder"))).Message, StringComparison.Ordinal);
+        File.CreateSymbolicLink(temp.File("a"), temp.File("b"));
+        File.CreateSymbolicLink(temp.File("b"), temp.File("a"));
+        foreach (Action write in new Action[] { () => FileUtil.RequireWritable(temp.File("a")), () => FileUtil.WriteAtomically(temp.File("a"), s => s.WriteByte(1)) })
+        {
+            Assert.Contains($"'{temp.File("a")}' is a symbolic link that cannot be followed", Assert.Throws<IOException>(write).Message, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(temp.File("b"), new FileInfo(temp.File("a")).LinkTarget);
+    }
 }

@@ -8,6 +8,8 @@ internal static class FileUtil
     /// renamed over the target, so a crash never leaves a half-written or clobbered file.
     /// </summary>
     /// <remarks>
+    /// A symbolic link is written through, as open(2) would: the file it finally points to is replaced and the link
+    /// stays (renaming over the link itself would turn it into a file and leave its target old).
     /// Temporaries that a killed process left for the same file (named after a process that no longer runs) are
     /// deleted first. <c>GPUCNN_TEST_PAUSE_IN_WRITE_MS</c> holds every write that long between writing its temporary
     /// and renaming it (the crash tests kill processes inside that window).
@@ -16,7 +18,7 @@ internal static class FileUtil
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(write);
-        string full = Path.GetFullPath(path);
+        string full = ThroughLinks(path, Path.GetFullPath(path));
         RequireFileTarget(path, full);
         string folder = Path.GetDirectoryName(full) ?? ".";
         Directory.CreateDirectory(folder);
@@ -106,6 +108,24 @@ internal static class FileUtil
     }
 
     /// <summary>
+    /// The file that <paramref name="full"/> finally names when it is a symbolic link (a chain followed to its end,
+    /// a relative target read from the link's folder; the target need not exist yet); otherwise itself.
+    /// </summary>
+    private static string ThroughLinks(string path, string full)
+    {
+        try
+        {
+            var info = new FileInfo(full);
+            FileSystemInfo? target = info.LinkTarget is null ? null : info.ResolveLinkTarget(returnFinalTarget: true);
+            return target is null ? full : Path.GetFullPath(target.FullName);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"'{path}' is a symbolic link that cannot be followed: {Reason(e)}.", e); // a loop, or an unreadable link
+        }
+    }
+
+    /// <summary>
     /// Whether <paramref name="full"/> exists as something other than a regular file or a folder, links followed
     /// (statx(2): one layout on every Linux architecture; false elsewhere, and when it does not exist).
     /// </summary>
@@ -142,7 +162,7 @@ internal static class FileUtil
     public static void RequireWritable(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        string full = Path.GetFullPath(path);
+        string full = ThroughLinks(path, Path.GetFullPath(path));
         if (Directory.Exists(full))
         {
             throw new IOException($"'{path}' is a folder, not a file.");
