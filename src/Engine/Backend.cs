@@ -11,7 +11,7 @@ namespace GpuCnn;
 /// </summary>
 public abstract partial class Backend : IDisposable
 {
-    /// <summary>The selection name: "reference", "ilgpu-cpu", "cuda", "opencl".</summary>
+    /// <summary>The selection name: "reference", "cpu", "ilgpu-cpu", "cuda", "opencl".</summary>
     public abstract string Name { get; }
 
     /// <summary>A human-readable device description.</summary>

@@ -525,7 +525,7 @@ public abstract partial class BackendOpsTests
         const uint key = 12345;
         float[] x = TestData.Uniform(count, 41, 0.5f, 2f);
         var expected = new double[count];
-        ReferenceMath.Dropout<double>(TestData.Widen(x), expected, p, 1f / (1f - p), key);
+        ReferenceMath.Dropout<double>(TestData.Widen(x), expected, p, Backend.InvertedScale(p), key);
 
         using var tx = Put(x, [count]);
         using var ty = Poisoned([count]);
@@ -534,7 +534,7 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close(expected, y, new Shape(count), 0, 1e-7, $"{Backend.Name} dropout({p})");
 
         // PyTorch's inverted dropout: a kept element is x·(1/(1 − p)) in float; about a fraction p is zeroed.
-        float scale = 1f / (1f - p);
+        float scale = Backend.InvertedScale(p);
         int dropped = 0;
         for (int i = 0; i < count; i++)
         {

@@ -30,4 +30,35 @@ public sealed class ReadmeExampleTests
         Assert.Equal(model.Predict(test.Images).Data, logits.Data);
         Assert.Equal(epochs[^1].TestAccuracy!.Value, result.Accuracy, 6);
     }
+
+    [Fact]
+    public void Readme_example_is_the_consumer_sample_that_ci_builds_and_runs_through_the_package()
+    {
+        // samples/Consumer carries the README's block between two markers; .ci/run builds it against the packed package
+        // and runs it, so the README's code is compiled and run as a user would (it had read a folder only this
+        // repository has, and nothing compiled it as written).
+        string? root = AppContext.BaseDirectory;
+        while (root is not null && !File.Exists(Path.Combine(root, "GpuCnn.sln")))
+        {
+            root = Path.GetDirectoryName(root);
+        }
+
+        Assert.SkipWhen(root is null, "the repository is not above this test executable (a published copy): README.md and samples/ are not here");
+        string readme = File.ReadAllText(Path.Combine(root!, "README.md")).ReplaceLineEndings("\n");
+        string sample = File.ReadAllText(Path.Combine(root!, "samples", "Consumer", "Program.cs")).ReplaceLineEndings("\n");
+        string readmeBlock = Between(readme, "## Train from C#\n\n```csharp\n", "```");
+        string sampleBlock = Between(sample, "// README: Train from C#\n", "// end of the README's block\n");
+        Assert.Contains("Idx.ReadMnist(", readmeBlock, StringComparison.Ordinal);
+        Assert.Equal(readmeBlock, sampleBlock);
+    }
+
+    private static string Between(string text, string start, string end)
+    {
+        int from = text.IndexOf(start, StringComparison.Ordinal);
+        Assert.True(from >= 0, $"'{start.Trim()}' is missing");
+        from += start.Length;
+        int to = text.IndexOf(end, from, StringComparison.Ordinal);
+        Assert.True(to >= 0, $"'{end.Trim()}' is missing after '{start.Trim()}'");
+        return text[from..to];
+    }
 }

@@ -33,6 +33,26 @@ public abstract class TorchParityTests(BackendFixture fixture)
         TensorAssert.Close(Array.ConvertAll(expected.Data, v => (double)v), actual.Data, actual.Shape, 1e-5, 1e-4, $"{backend.Name} {name} logits");
     }
 
+    [Fact]
+    [Trait("Category", "Torch")]
+    public void Dropout_scales_kept_elements_exactly_as_pytorch_rounds_them()
+    {
+        // PyTorch forms 1 − p in double: dropout(0.9) scales by 10, where 1f/(1f − 0.9f) is 9.999998.
+        var backend = fixture.Require();
+        using var ones = backend.Upload(new Tensor([4096], Enumerable.Repeat(1f, 4096).ToArray()));
+        using var y = backend.Allocate<float>([4096]);
+        var scales = Fixtures.Manifest.GetProperty("dropout_scales").EnumerateObject().ToList();
+        Assert.True(scales.Count >= 10, "the fixture lists the scales of at least 10 values of p");
+        foreach (var scale in scales)
+        {
+            float p = float.Parse(scale.Name, System.Globalization.CultureInfo.InvariantCulture), expected = scale.Value.GetSingle();
+            backend.Dropout(ones, y, p, key: 7);
+            float[] kept = [.. backend.DownloadArray(y).Where(v => v != 0f)];
+            Assert.NotEmpty(kept);
+            Assert.All(kept, v => Assert.Equal(expected, v));
+        }
+    }
+
     [Theory]
     [Trait("Category", "Torch")]
     [MemberData(nameof(Fixtures.TrainCases), MemberType = typeof(Fixtures))]

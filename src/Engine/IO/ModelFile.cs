@@ -19,13 +19,14 @@ public static class ModelFile
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(path);
-        var state = model.StateDict();
-        RequireFinite(state, path);
         if (IsOnnx(path))
         {
-            Onnx.OnnxModel.Export(model, path);
+            Onnx.OnnxModel.Export(model, path); // which refuses non-finite weights too
             return;
         }
+
+        var state = model.StateDict();
+        RequireFinite(state, path);
 
         var metadata = new Dictionary<string, string>
         {

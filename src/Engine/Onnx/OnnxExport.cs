@@ -22,25 +22,35 @@ public static partial class OnnxModel
     /// <summary>The operator-set version written.</summary>
     public const int Opset = 17;
 
-    /// <summary>Writes <paramref name="model"/> to <paramref name="path"/> as ONNX, atomically.</summary>
+    /// <summary>
+    /// Writes <paramref name="model"/> to <paramref name="path"/> as ONNX, atomically; a model holding a NaN or ±∞
+    /// weight is refused (<see cref="InvalidOperationException"/> naming the tensor), as every model file is.
+    /// </summary>
     public static void Export(Sequential model, string path)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(path);
-        var proto = Build(model);
+        var proto = Build(model, $"not writing '{path}'");
         FileUtil.WriteAtomically(path, proto.WriteTo);
     }
 
-    /// <summary>The ONNX model of <paramref name="model"/>, as protobuf bytes.</summary>
+    /// <summary>The ONNX model of <paramref name="model"/>, as protobuf bytes; NaN or ±∞ weights are refused as by <see cref="Export"/>.</summary>
     public static byte[] ToBytes(Sequential model)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return Build(model).ToByteArray();
+        return Build(model, "not exporting the model").ToByteArray();
     }
 
-    private static ModelProto Build(Sequential model)
+    private static ModelProto Build(Sequential model, string refusal)
     {
-        var graph = new GraphBuilder(model.StateDict());
+        var state = model.StateDict();
+        if (ModelFile.FirstNonFinite(state) is { } bad)
+        {
+            // Such a file would load as a broken model, and our own Load refuses it.
+            throw new InvalidOperationException($"{refusal}: {bad}; a model with NaN or infinite weights is not exported.");
+        }
+
+        var graph = new GraphBuilder(state);
         var input = graph.Declare("input", model.InputShape);
         string x = input;
         if (model.Normalization is { } norm)

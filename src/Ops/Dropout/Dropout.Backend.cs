@@ -4,7 +4,8 @@ namespace GpuCnn;
 public abstract partial class Backend
 {
     /// <summary>
-    /// Inverted dropout with a mask drawn from <paramref name="key"/>: y[i] = x[i]·(1/(1 − p)) where
+    /// Inverted dropout with a mask drawn from <paramref name="key"/>: y[i] = x[i]·(1/(1 − p)) (rounded as PyTorch's,
+    /// <see cref="InvertedScale"/>) where
     /// <see cref="Kernels.CounterRandom.Uniform"/>(key, first + i) ≥ p, else 0, where first = <paramref name="firstSample"/>
     /// · (elements per sample of x (N, …)): the position of x's first sample in the whole batch, so that ranks sharing
     /// a global batch draw what one process would (counters wrap modulo 2³²). The mask depends only on the key and the
@@ -28,7 +29,21 @@ public abstract partial class Backend
         }
 
         uint first = x.Shape.Rank == 0 || x.Shape[0] == 0 ? 0u : unchecked((uint)firstSample * (uint)(x.Length / x.Shape[0]));
-        DropoutCore(x, y, p, 1f / (1f - p), key, first);
+        DropoutCore(x, y, p, InvertedScale(p), key, first);
+    }
+
+    /// <summary>
+    /// PyTorch's scale 1/(1 − p): p is a Python float (a double), 1 − p is formed in double and the division done in
+    /// float. Our p is a float, so its shortest decimal (0.9f → "0.9", what was written) stands for that double: dropout(0.9)
+    /// scales by 10 as PyTorch does, not by 9.999998 (1f − 0.9f is 0.100000024). Allocates nothing.
+    /// </summary>
+    internal static float InvertedScale(float p)
+    {
+        Span<char> digits = stackalloc char[32];
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        bool formatted = p.TryFormat(digits, out int length, "R", invariant);
+        System.Diagnostics.Debug.Assert(formatted, "a float's shortest form fits in 32 characters");
+        return 1f / (float)(1.0 - double.Parse(digits[..length], invariant));
     }
 
     /// <summary>y[i] = x[i]·scale where the key's uniform at first + i ≥ p, else 0; arguments already checked.</summary>

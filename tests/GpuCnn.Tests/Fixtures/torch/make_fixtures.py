@@ -215,6 +215,9 @@ def schedule_rates(s):
         epoch_sched.step()
     return rates
 
+DROPOUT_PS = [0.1, 0.25, 0.3, 0.33, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999]
+
+
 def main():
     manifest = {"torch": torch.__version__, "predict": {}, "train": {}}
     for name, (spec, shape, n) in PREDICT_CASES.items():
@@ -288,6 +291,12 @@ def main():
         manifest["optimizers"][name] = {"arch": OPTIMIZER_ARCH, "input": "x".join(map(str, OPTIMIZER_INPUT)), **hp}
 
     manifest["schedules"] = {name: dict(s, rates=schedule_rates(s)) for name, s in SCHEDULES.items()}
+    # What a kept element of ones becomes in training: PyTorch's scale 1/(1 - p), rounded as PyTorch rounds it.
+    torch.manual_seed(zlib.crc32(b"dropout_scales"))
+    manifest["dropout_scales"] = {}
+    for p in DROPOUT_PS:
+        y = F.dropout(torch.ones(4096), p, training=True)
+        manifest["dropout_scales"][repr(p)] = float(y[y != 0][0].item())
     with open("manifest.json", "w") as f:
         json.dump(manifest, f, indent=2)
     print("wrote", len(PREDICT_CASES), "predict and", len(TRAIN_CASES), "train fixtures")
