@@ -115,13 +115,16 @@ public sealed class CpuBackendTests
             new(N: 1, C: 4, H: 7, W: 7, K: 96, R: 3, S: 3, PadH: 1, PadW: 1)]; // batch 1: its three blocks split between the three workers
         // Strided backward-data vectorised across input channels, phase by phase (TransposedPlan): 32 channels at stride 2
         // into 7×7 phases, and into 28 rows of 26 columns (phases of 14 × 13); on AVX2 (blocks of 8) also 8 channels of
-        // 13×13 (phases of 7 and 6 columns), a 4×4 kernel (2 × 2 taps a phase) and strides of 2 × 1.
+        // 13×13 (phases of 7 and 6 columns), a 4×4 kernel (2 × 2 taps a phase) and strides of 2 × 1; and rows of one
+        // pixel (a 1-D signal) at stride 2, whose second row phase lies wholly outside dx (it had been written: zeros
+        // over the next channel's row, and past the end of the last image).
         Conv2dGeometry[] phases = [
             new(N: 2, C: 32, H: 14, W: 14, K: 16, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
             new(N: 1, C: 32, H: 28, W: 26, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
             new(N: 2, C: 8, H: 13, W: 13, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
             new(N: 2, C: 16, H: 10, W: 10, K: 8, R: 4, S: 4, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1),
-            new(N: 2, C: 8, H: 9, W: 7, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 1, PadH: 1, PadW: 1)];
+            new(N: 2, C: 8, H: 9, W: 7, K: 8, R: 3, S: 3, StrideH: 2, StrideW: 1, PadH: 1, PadW: 1),
+            new(N: 2, C: 32, H: 1, W: 14, K: 8, R: 1, S: 3, StrideH: 2, StrideW: 2, PadW: 1)];
         bool vectors = width == SimdWidth.Vector512 ? Avx512F.VL.IsSupported : width == SimdWidth.Vector256 && Avx2.IsSupported && Fma.IsSupported;
         Assert.All(phases, g => Assert.Equal(vectors && g.C % FilterVectorConvolution.BlockFilters(width) == 0, FilterVectorConvolution.SuitsPhases(g, width)));
         // 1×1 layers of fewer than 32 channels take the filter gradient by filters (a GEMM of C columns an image before),

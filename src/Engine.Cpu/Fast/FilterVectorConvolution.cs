@@ -238,9 +238,9 @@ internal static unsafe class FilterVectorConvolution
 
             // The phase's dx rows h = Sh·i + φh − Ph and columns x = Sw·j + φw − Pw inside dx: i in [firstI, endI), j in [firstJ, endJ).
             int firstI = Math.Max(0, (g.PadH - phase.RowPhase + g.StrideH - 1) / g.StrideH);
-            int endI = Math.Min(plan.RowsOut, ((g.H - 1 + g.PadH - phase.RowPhase) / g.StrideH) + 1);
+            int endI = Math.Min(plan.RowsOut, CountUpTo(g.H - 1 + g.PadH - phase.RowPhase, g.StrideH));
             int firstJ = Math.Max(0, (g.PadW - phase.ColumnPhase + g.StrideW - 1) / g.StrideW);
-            int endJ = Math.Min(plan.ColumnsOut, ((g.W - 1 + g.PadW - phase.ColumnPhase) / g.StrideW) + 1);
+            int endJ = Math.Min(plan.ColumnsOut, CountUpTo(g.W - 1 + g.PadW - phase.ColumnPhase, g.StrideW));
             if (endI <= firstI || endJ <= firstJ)
             {
                 continue;
@@ -292,6 +292,12 @@ internal static unsafe class FilterVectorConvolution
             }
         }
     }
+
+    /// <summary>
+    /// How many i ≥ 0 have stride·i ≤ <paramref name="last"/>: 0 when it is negative (a phase wholly past dx's last row,
+    /// as the second row phase of a one-row image: C#'s division rounds −1/2 to 0, which had counted one row).
+    /// </summary>
+    private static int CountUpTo(int last, int stride) => last < 0 ? 0 : (last / stride) + 1;
 
     /// <summary>tile[i][f] (pixel i of a run, channel f of the block) to dx[f][first + i·stride] for the run's first <paramref name="pixels"/> pixels.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

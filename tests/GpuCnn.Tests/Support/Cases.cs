@@ -57,6 +57,10 @@ public static class Cases
         // A first layer of 270 output pixels: the few-taps filter gradient's three chunks of 96 (the last one 78, ending
         // inside a batch of 32, and inside an image).
         ["first layer, 3 channels, 270 pixels"] = new(N: 3, C: 3, H: 10, W: 9, K: 5, R: 3, S: 3, PadH: 1, PadW: 1),
+        // 1-D signals stored as one row or one column, at stride 2: the second phase along the unit side holds no pixel of
+        // the input (the CPU backend's phase-by-phase backward-data had written one there).
+        ["1-D row at stride 2, 1x3 kernel"] = new(N: 2, C: 4, H: 1, W: 9, K: 3, R: 1, S: 3, StrideH: 2, StrideW: 2, PadW: 1),
+        ["1-D column at stride 2, 3x1 kernel"] = new(N: 2, C: 4, H: 9, W: 1, K: 3, R: 3, S: 1, StrideH: 2, StrideW: 2, PadH: 1),
     };
 
     public static readonly IReadOnlyDictionary<string, Pool2dGeometry> Pools = new Dictionary<string, Pool2dGeometry>
