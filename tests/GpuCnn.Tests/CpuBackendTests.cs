@@ -172,6 +172,26 @@ public sealed class CpuBackendTests
         }
     }
 
+    [Fact]
+    public void Rows_wider_than_a_thread_stack_holds_run_forward_and_backward()
+    {
+        var width = Simd.Best; // the kernel is one generic body for every width
+        // A 1-D signal of 600,000 samples in 2 channels: past the blocked kernel's 2¹⁸ floats, so the direct kernel runs
+        // it forward, and its full convolution backward. Its four output rows had been on the stack, 16 bytes a column:
+        // 9.6 MB, past Linux's 8 MB (a .NET thread elsewhere has 1.5 MB: 95,000 columns) — a stack overflow, which no
+        // catch can stop, killed the process.
+        var g = new Conv2dGeometry(N: 2, C: 2, H: 1, W: 600_000, K: 4, R: 1, S: 3, PadW: 1);
+        Assert.True(DirectConvolution.SuitsForward(g) && !BlockedConvolution.Suits(g));
+        using var backend = new CpuBackend(threads: 2, width);
+        float[] x = TestData.Uniform(g.InputSize, 61), w = TestData.Uniform(g.WeightSize, 62), bias = TestData.Uniform(g.K, 63);
+        float[] dy = TestData.Uniform(g.OutputSize, 64);
+        var (y, dx, dw) = ConvolutionPasses.Reference(g, x, w, bias, dy);
+        var (actualY, actualDx, actualDw) = ConvolutionPasses.Run(backend, g, x, w, bias, dy);
+        TensorAssert.Close(y, actualY, g.OutputShape, 1e-4, 1e-4, $"{width} conv forward {g}");
+        TensorAssert.Close(dx, actualDx, g.InputShape, 1e-4, 1e-4, $"{width} conv backward-data {g}");
+        TensorAssert.Close(dw, actualDw, g.WeightShape, 1e-3, 1e-4, $"{width} conv backward-filter {g}"); // sums of 1.2 million products
+    }
+
     [Theory]
     [MemberData(nameof(Widths))]
     public void Images_split_by_filter_blocks_give_the_bits_of_the_whole_batch(SimdWidth width)
@@ -276,6 +296,28 @@ public sealed class CpuBackendTests
                 TensorAssert.Close(statistics.RunningVar, backend.DownloadArray(t.RunningVar), channels, 1e-4, 1e-4, $"{what} running var");
             }
         }
+    }
+
+    [Fact]
+    public void Pooling_windows_wider_than_a_thread_stack_holds_run()
+    {
+        // A window 2.1 million columns wide: its column offsets had been on the stack (8.4 MB, past Linux's 8 MB: a
+        // stack overflow killed the process); eleven windows 10,000 apart.
+        var g = new Pool2dGeometry(N: 1, C: 1, H: 1, W: 2_200_000, KernelH: 1, KernelW: 2_100_000, StrideH: 1, StrideW: 10_000);
+        Assert.True(PoolWindows.Suits(g, Simd.Best) || Simd.Best < SimdWidth.Vector256);
+        float[] x = TestData.Uniform(g.InputSize, 13);
+        var (expected, expectedSwitches, average) = (new double[g.OutputSize], new int[g.OutputSize], new double[g.OutputSize]);
+        ReferenceMath.MaxPool2dForward<double>(g, TestData.Widen(x), expected, expectedSwitches);
+        ReferenceMath.AvgPool2dForward<double>(g, TestData.Widen(x), average);
+        using var backend = new CpuBackend(threads: 2, Simd.Best);
+        using var tx = backend.Upload<float>(g.InputShape, x);
+        using var ty = backend.Allocate<float>(g.OutputShape);
+        using var switches = backend.Allocate<int>(g.OutputShape);
+        backend.MaxPool2dForward(g, tx, ty, switches);
+        Assert.Equal(expectedSwitches, backend.DownloadArray(switches));
+        TensorAssert.Close(expected, backend.DownloadArray(ty), g.OutputShape, 0, 0, "max pool over 2.1 million columns");
+        backend.AvgPool2dForward(g, tx, ty);
+        TensorAssert.Close(average, backend.DownloadArray(ty), g.OutputShape, 1e-5, 1e-4, "average pool over 2.1 million columns"); // float sums of 2.1 million
     }
 
     [Theory]

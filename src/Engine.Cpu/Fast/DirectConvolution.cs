@@ -57,11 +57,14 @@ internal static unsafe class DirectConvolution
         }
     }
 
-    /// <summary>Floats of scratch one image needs: the padded input, then the row-padded output gradient.</summary>
+    /// <summary>
+    /// Floats of scratch one image needs: the padded input, then the row-padded output gradient (filter gradient) or
+    /// four output rows (forward; on the stack they had grown with the width, 16 bytes a column, past a thread's stack).
+    /// </summary>
     public static int ScratchLength(in Conv2dGeometry g, int width)
     {
         var (rowLength, paddedHeight, vectorQ) = Layout(g, width);
-        return g.C * paddedHeight * rowLength + g.K * g.P * vectorQ;
+        return g.C * paddedHeight * rowLength + Math.Max(g.K * g.P, 4) * vectorQ;
     }
 
     /// <summary>y_n (K,P,Q) = b + conv(x_n) for one image.</summary>
@@ -122,7 +125,7 @@ internal static unsafe class DirectConvolution
         int width = TOps.Width;
         var (rowLength, paddedHeight, vectorQ) = Layout(g, width);
         float* padded = PadInput<TOps, TVec>(g, x, scratch);
-        float* rows = stackalloc float[4 * vectorQ];
+        float* rows = padded + ((long)g.C * paddedHeight * rowLength);
         int outH = g.P, outW = g.Q, channels = g.C, kernelH = g.R, kernelW = g.S, crs = channels * kernelH * kernelW;
         for (int k0 = 0; k0 < g.K; k0 += 4)
         {

@@ -18,8 +18,8 @@ internal static unsafe class PoolWindows
     /// <summary>Whether a plane takes this route: 256-bit vectors and output rows of at least eight.</summary>
     public static bool Suits(in Pool2dGeometry g, SimdWidth width) => width >= SimdWidth.Vector256 && g.Q >= 8;
 
-    /// <summary>Floats of scratch one plane needs.</summary>
-    public static int ScratchLength(in Pool2dGeometry g) => Layout(g).Length;
+    /// <summary>Floats of scratch one plane needs: the spread plane, then the window's column offsets (not on the stack, where a wide window would overflow it).</summary>
+    public static int ScratchLength(in Pool2dGeometry g) => Layout(g).Length + g.KernelW;
 
     /// <summary>y (P×Q) and switches (indices into the H×W plane) of one plane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -30,7 +30,7 @@ internal static unsafe class PoolWindows
         int outH = g.P, outW = g.Q, height = g.H, width = g.W, kh = g.KernelH, kw = g.KernelW, sh = g.StrideH, sw = g.StrideW;
         var lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * sw;
         var columns = Vector256.Create((uint)width);
-        int* offsets = stackalloc int[kw];
+        int* offsets = (int*)(scratch + layout.Length);
         ColumnOffsets(layout, kw, offsets);
         for (int p = 0; p < outH; p++)
         {
@@ -78,7 +78,7 @@ internal static unsafe class PoolWindows
         layout.Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
         int outH = g.P, outW = g.Q, kh = g.KernelH, kw = g.KernelW, sh = g.StrideH;
         float scale = 1f / (kh * kw);
-        int* offsets = stackalloc int[kw];
+        int* offsets = (int*)(scratch + layout.Length);
         ColumnOffsets(layout, kw, offsets);
         for (int p = 0; p < outH; p++)
         {
