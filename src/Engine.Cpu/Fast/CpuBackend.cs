@@ -9,7 +9,8 @@ namespace GpuCnn.Cpu.Fast;
 /// The fast CPU backend: a packed, cache-blocked GEMM with AVX-512 / AVX2 / 128-bit / scalar micro-kernels,
 /// convolution as im2col + GEMM per image, pooling and elementwise work split across cores by a fixed thread
 /// team, and grow-only scratch so a training loop allocates nothing after its first step. Results are bitwise
-/// reproducible run after run on the same machine (static work split, ordered reductions).
+/// reproducible run after run on the same machine and thread count (a part's result does not depend on the worker
+/// that claims it; ordered reductions); routes are chosen by shape, batch size included (docs/07-cpu-backend.md).
 /// </summary>
 public sealed unsafe partial class CpuBackend : HostBackend
 {
