@@ -180,6 +180,7 @@ public sealed class ReliabilityTests
             (model, optimizer, state) => CheckpointFile.Save(temp.File("c.safetensors"), model, optimizer, state, settings),
             (epoch, batch) => { if (epoch == 2 && batch == 3) { cancel.Cancel(); } }, cancel.Token));
         Assert.Equal(new TrainingState(2, 3, 5 + 3, interrupted.State.LossSum, interrupted.State.CorrectSum), interrupted.State);
+        Assert.Equal(cancel.Token, interrupted.CancellationToken); // what `catch (OperationCanceledException e) when (e.CancellationToken == token)` tests
 
         var resumedEpochs = new List<EpochMetrics>();
         float[] resumed = Weights(Train(backend, data, options, temp.File("c.safetensors"), null, null, epochs: resumedEpochs));
@@ -215,6 +216,7 @@ public sealed class ReliabilityTests
         var stopped = Assert.Throws<TrainingInterruptedException>(() =>
             trainer.Fit(data, null, e => { if (e.Epoch == 1) { cancel.Cancel(); } }, null, null, saved.Add, cancel.Token));
         Assert.Equal(new TrainingState(2, 0, 2, 0f, 0f), stopped.State);
+        Assert.Equal(cancel.Token, stopped.CancellationToken);
         Assert.Equal([stopped.State], saved);
 
         // Asked for as the last epoch ends: nothing is left to stop, so Fit returns and the caller sees the token.

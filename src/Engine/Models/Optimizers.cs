@@ -1,6 +1,12 @@
 namespace GpuCnn.Models;
 
 /// <summary>Updates parameters from their gradients; its state (momentum, moments) stays on the device.</summary>
+/// <remarks>
+/// To write one's own: derive, make state buffers with <see cref="ZeroState"/>, step <see cref="Values"/> from
+/// <see cref="Gradients"/> with the backend's operations and count <see cref="StepCount"/>, name the state in
+/// <see cref="StateTensors"/> (checkpoints save and restore it) and <see cref="Free"/> it in <see cref="Dispose(bool)"/>
+/// (samples/Consumer/CustomOptimizer.cs).
+/// </remarks>
 public abstract class Optimizer : IDisposable
 {
     private readonly ThreadUse _use = new();
@@ -51,8 +57,11 @@ public abstract class Optimizer : IDisposable
     /// <summary>The learning rate the next step uses (a schedule may change it between epochs).</summary>
     public abstract float LearningRate { get; set; }
 
-    /// <summary>The optimizer's kind and hyperparameters, as ranks training together must share them.</summary>
-    internal abstract object Settings { get; }
+    /// <summary>
+    /// The optimizer's hyperparameters, as ranks training together must share them (with its type's name); an
+    /// optimizer of the user's own has none to compare.
+    /// </summary>
+    internal virtual object Settings => string.Empty;
 
     /// <summary>The backend.</summary>
     protected Backend Backend { get; }
@@ -109,9 +118,10 @@ public abstract class Optimizer : IDisposable
         return [.. states];
     }
 
-    /// <summary>Frees state buffers this optimizer made.</summary>
-    private protected static void Free(IEnumerable<DeviceTensor<float>> states)
+    /// <summary>Frees state buffers this optimizer made with <see cref="ZeroState"/> (from <see cref="Dispose(bool)"/>).</summary>
+    protected static void Free(IEnumerable<DeviceTensor<float>> states)
     {
+        ArgumentNullException.ThrowIfNull(states);
         foreach (var state in states)
         {
             state.Reclaim();

@@ -61,7 +61,9 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// every finished epoch and, when <paramref name="cancel"/> fires, after the current batch (or at the end of the
     /// epoch whose last batch, evaluation or <paramref name="onEpoch"/> it fired in), before
     /// <see cref="TrainingInterruptedException"/> is thrown; once the last epoch's last batch has run, Fit finishes
-    /// (nothing is left to stop), and the caller can see the token to say so. A NaN or infinite loss throws
+    /// (nothing is left to stop), and the caller can see the token to say so. With several ranks <paramref name="cancel"/>
+    /// is not watched (one rank stopping alone would leave the others waiting in a collective): mpirun's Ctrl+C ends
+    /// every rank, and training resumes from the last epoch's checkpoint. A NaN or infinite loss throws
     /// <see cref="TrainingDivergedException"/> at the end of its epoch, before any checkpoint of that epoch.
     /// </summary>
     public IReadOnlyList<EpochMetrics> Fit(Dataset train, Dataset? test = null, Action<EpochMetrics>? onEpoch = null,
@@ -144,7 +146,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                         var partial = CheckFinite(metrics.Read(), epoch);
                         var stopped = new TrainingState(epoch, b, Optimizer.StepCount, partial.LossSum, partial.Correct);
                         onCheckpoint?.Invoke(stopped);
-                        throw new TrainingInterruptedException(stopped);
+                        throw new TrainingInterruptedException(stopped, cancel);
                     }
 
                     Optimizer.LearningRate = Options.LearningRateAt(baseRate, epoch, Optimizer.StepCount); // a field: no allocation
@@ -209,7 +211,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 onCheckpoint?.Invoke(next);
                 if (stop)
                 {
-                    throw new TrainingInterruptedException(next);
+                    throw new TrainingInterruptedException(next, cancel);
                 }
             }
         }

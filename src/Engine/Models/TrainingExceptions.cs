@@ -1,8 +1,12 @@
 namespace GpuCnn.Models;
 
-/// <summary>Training stopped on request (e.g. Ctrl+C) after finishing a batch; <see cref="State"/> says where.</summary>
-public sealed class TrainingInterruptedException(TrainingState state)
-    : OperationCanceledException($"training interrupted at epoch {state.Epoch}, after batch {state.Batch}")
+/// <summary>
+/// Training stopped on request (e.g. Ctrl+C) after finishing a batch; <see cref="State"/> says where, and
+/// <see cref="OperationCanceledException.CancellationToken"/> is the token that asked (so <c>catch
+/// (OperationCanceledException e) when (e.CancellationToken == token)</c> catches it).
+/// </summary>
+public sealed class TrainingInterruptedException(TrainingState state, CancellationToken cancellationToken = default)
+    : OperationCanceledException($"training interrupted at epoch {state.Epoch}, after batch {state.Batch}", cancellationToken)
 {
     /// <summary>Where training stopped.</summary>
     public TrainingState State { get; } = state;
