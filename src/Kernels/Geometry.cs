@@ -104,7 +104,8 @@ public readonly record struct Conv2dGeometry(
 
 /// <summary>
 /// The shape of one 2-D pooling: input x (N, C, H, W), a KernelH×KernelW window moved by the stride over the
-/// input zero-padded by PadH/PadW on each side, output y (N, C, P, Q) with P = ⌊(H + 2·PadH − KernelH) / StrideH⌋ + 1.
+/// input padded by PadH/PadW on each side, output y (N, C, P, Q) with P = ⌊(H + 2·PadH − KernelH) / StrideH⌋ + 1.
+/// Max pooling never takes a padding position (PyTorch's −∞ padding); average pooling counts it as a zero.
 /// </summary>
 public readonly record struct Pool2dGeometry(
     int N, int C, int H, int W,

@@ -110,6 +110,8 @@ public sealed class ModernLayerSpecTests
     [InlineData("dropout(1)", "dropout: p 1 lies outside [0, 1).")]
     [InlineData("dropout(-0.1)", "dropout: p -0.1 lies outside [0, 1).")]
     [InlineData("dropout", "layer 1 'dropout': missing p.")]
+    [InlineData("dropout(p=0.5)", "layer 1 'dropout(p=0.5)': p is given by position, not by name: write 0.5 for p=0.5.")] // had said "missing p"
+    [InlineData("conv(6,kernel=5)", "layer 1 'conv(6,kernel=5)': kernel is given by position, not by name: write 5 for kernel=5.")]
     public void Bad_dropout_probabilities_are_refused(string spec, string message) =>
         Assert.Contains(message, Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(spec)).Message, StringComparison.Ordinal);
 

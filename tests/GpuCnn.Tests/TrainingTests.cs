@@ -27,6 +27,29 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_last_batch_of_one_before_a_feature_batch_norm_is_refused_before_training_naming_the_layer()
+    {
+        // 9 samples in batches of 4: the last batch holds one. The backend's error had come mid-epoch, naming neither the
+        // layer nor the cause ("BatchNormForward: … (x is (1,4))").
+        using var backend = new ReferenceBackend();
+        var data = QuadrantData(9, seed: 1);
+        using var model = Sequential.Create("flatten,dense(4),residual(dense(4),batchnorm,relu),dense(4)", [1, 8, 8], backend, seed: 3);
+        using var optimizer = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
+        string before = string.Join(",", model.StateDict().Values.SelectMany(t => t.Data));
+        var error = Assert.Throws<ArgumentException>(() => new Trainer(model, optimizer, new TrainingOptions(Epochs: 1, BatchSize: 4)).Fit(data));
+        Assert.Equal("Fit: batch norm '2.body.1' would train on 1 value per channel ((4) a sample), and needs more than one, as PyTorch's " +
+            "batch_norm: the epoch's last batch holds 1 of the 9 samples (batch size 4); choose a batch size that leaves more than one.", error.Message);
+        Assert.Equal(0, optimizer.StepCount);
+        Assert.Equal(before, string.Join(",", model.StateDict().Values.SelectMany(t => t.Data)));
+
+        // A batch norm over maps has values enough in one sample; another batch size leaves two in the last batch.
+        using var maps = Sequential.Create("conv(2,3,pad=1),batchnorm,relu,flatten,dense(4)", [1, 8, 8], backend, seed: 3);
+        using var mapsOptimizer = new Sgd(backend, maps.NamedParameters(), new SgdOptions(0.1f));
+        Assert.Single(new Trainer(maps, mapsOptimizer, new TrainingOptions(Epochs: 1, BatchSize: 4)).Fit(data));
+        Assert.Single(new Trainer(model, optimizer, new TrainingOptions(Epochs: 1, BatchSize: 7)).Fit(data));
+    }
+
+    [Fact]
     public void Reference_and_ilgpu_cpu_train_to_the_same_weights_and_runs_repeat_bitwise()
     {
         float[] Train(Backend backend)

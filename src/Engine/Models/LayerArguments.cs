@@ -141,7 +141,10 @@ public sealed class LayerArguments
         Parse();
         if (index >= _positional.Count || _positional[index].Length == 0)
         {
-            throw new SpecException($"missing {what}.");
+            // dropout(p=0.5): the value was given, by a name this argument does not take.
+            throw _named.TryGetValue(what, out string? value)
+                ? new SpecException($"{what} is given by position, not by name: write {value} for {what}={value}.")
+                : new SpecException($"missing {what}.");
         }
 
         _positionalUsed = Math.Max(_positionalUsed, index + 1);

@@ -97,6 +97,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             throw new ArgumentException($"Fit: the batch size {Options.BatchSize} is the global batch; the {ranks} ranks must divide it.");
         }
 
+        CheckBatchNormBatches(train.Count, ranks);
         var state = resume ?? TrainingState.Start;
         int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
         if (state.Epoch < 1 || state.Batch < 0 || state.Batch > batchCount)
@@ -348,6 +349,55 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         backend.SoftmaxCrossEntropy(logits, y, dlogits, loss, labelSmoothing);
         metrics.Accumulate(logits, y, loss, batchIndex);
         return (logits, dlogits);
+    }
+
+    /// <summary>
+    /// Refuses, before the first step, a run in which some rank would train a batch norm on one value per channel
+    /// (PyTorch's "Expected more than 1 value per channel when training"): the epoch's last batch holding one sample
+    /// before a batch norm after a dense layer or a 1×1 map. The backend's own error came in the middle of the first
+    /// epoch and named neither the layer nor the cause. Every rank decides alike (from the facts they agreed on).
+    /// </summary>
+    private void CheckBatchNormBatches(int samples, int ranks)
+    {
+        int last = samples % Options.BatchSize;
+        // The smallest share any rank trains: a whole batch splits evenly; a partial one over as many ranks as can take
+        // two samples each (RankSync.Share).
+        int smallest = Options.BatchSize / ranks;
+        if (last > 0)
+        {
+            smallest = Math.Min(smallest, last / Math.Clamp(last / 2, 1, ranks));
+        }
+
+        foreach (var (name, layer) in BatchNorms(Model.Layers, ""))
+        {
+            long valuesPerChannel = (long)smallest * layer.InputShape.SizeFrom(1);
+            if (valuesPerChannel < 2)
+            {
+                string cause = last == 1
+                    ? $"the epoch's last batch holds 1 of the {samples} samples (batch size {Options.BatchSize}); choose a batch size that leaves more than one"
+                    : $"each of the {ranks} ranks trains {smallest} sample(s) of a batch of {Options.BatchSize}; give a larger batch";
+                throw new ArgumentException($"Fit: batch norm '{name}' would train on {valuesPerChannel} value per channel ({layer.InputShape} a sample), and needs more than one, as PyTorch's batch_norm: {cause}.");
+            }
+        }
+    }
+
+    /// <summary>The model's batch norms with their state_dict prefixes ("3", "1.body.4"), residual blocks' included.</summary>
+    private static IEnumerable<(string Name, BatchNorm Layer)> BatchNorms(IReadOnlyList<Layer> layers, string prefix)
+    {
+        for (int i = 0; i < layers.Count; i++)
+        {
+            if (layers[i] is BatchNorm norm)
+            {
+                yield return ($"{prefix}{i}", norm);
+            }
+            else if (layers[i] is Residual block)
+            {
+                foreach (var inner in BatchNorms(block.Body, $"{prefix}{i}.body.").Concat(BatchNorms(block.Shortcut, $"{prefix}{i}.shortcut.")))
+                {
+                    yield return inner;
+                }
+            }
+        }
     }
 
     private static void CheckData(Sequential model, Dataset data, string what)

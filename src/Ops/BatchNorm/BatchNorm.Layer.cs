@@ -14,7 +14,10 @@ public sealed class BatchNorm : Layer, IActivationHost
     private DeviceTensor<float>? _runningMean, _runningVar, _mean, _invStd, _input, _output;
     private bool _forwardTraining;
 
-    /// <summary>A layer with PyTorch's momentum (0, 1] and a positive ε.</summary>
+    /// <summary>
+    /// A layer with a momentum in (0, 1] and a positive ε (PyTorch also takes a momentum of 0, which freezes the running
+    /// statistics, and ε = 0; both are refused here).
+    /// </summary>
     public BatchNorm(float momentum = 0.1f, float epsilon = 1e-5f)
     {
         if (!(momentum > 0f && momentum <= 1f))
