@@ -189,9 +189,9 @@ internal static class Checks
             total += list[i].Length;
         }
 
-        return total <= int.MaxValue
+        return total <= Shape.MaximumElements
             ? (int)total
-            : throw new ArgumentException($"{operation}: {argument} holds {total} elements in all, more than one tensor can ({int.MaxValue}).", argument);
+            : throw new ArgumentException($"{operation}: {argument} holds {total} elements in all, more than one tensor can ({Shape.MaximumElements}).", argument);
     }
 
     /// <summary>The tensor is none of the list's (no allocation unless it fails).</summary>

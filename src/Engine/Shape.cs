@@ -9,7 +9,13 @@ public readonly struct Shape : IEquatable<Shape>
     private readonly int[]? _dims; // null in default(Shape), which is the scalar shape (), as new Shape() reads
     private readonly int _size;
 
-    /// <summary>Creates a shape; every dimension must be positive and the product must fit an <see cref="int"/>.</summary>
+    /// <summary>
+    /// The most elements a tensor holds: 2³¹ − 1 less 4,096 (2,147,479,551), so that no kernel's int loop counter or
+    /// launch size wraps on a GPU large enough to hold such a tensor (.NET's arrays stop 4,040 higher anyway).
+    /// </summary>
+    public const int MaximumElements = GeometryChecks.MaximumElements;
+
+    /// <summary>Creates a shape; every dimension must be positive and the product at most <see cref="MaximumElements"/>.</summary>
     public Shape(params int[] dims)
     {
         ArgumentNullException.ThrowIfNull(dims);
@@ -22,9 +28,9 @@ public readonly struct Shape : IEquatable<Shape>
             }
 
             size *= dims[i];
-            if (size > int.MaxValue)
+            if (size > MaximumElements)
             {
-                throw new ArgumentOutOfRangeException(nameof(dims), $"Shape ({string.Join(",", dims)}) holds more than {int.MaxValue} elements.");
+                throw new ArgumentOutOfRangeException(nameof(dims), $"Shape ({string.Join(",", dims)}) holds more than {MaximumElements} elements.");
             }
         }
 

@@ -163,6 +163,14 @@ public readonly record struct Pool2dGeometry(
 
 internal static class GeometryChecks
 {
+    /// <summary>
+    /// The most elements one tensor or workspace holds: 2³¹ − 1 less 4,096, because the kernels run their loop counters
+    /// in int and step them up to three groups of 1,024 past a tensor's end before the bound test (a tensor within that
+    /// of 2³¹ would wrap them negative on a GPU large enough to hold it), and ILGPU rounds a launch up to whole groups in
+    /// int. .NET's own arrays stop at 2,147,483,591 elements, so a host tensor loses 4,040 at most.
+    /// </summary>
+    public const int MaximumElements = int.MaxValue - 4096;
+
     public static void Positive(string operation, string name, int value)
     {
         if (value <= 0)
@@ -187,10 +195,10 @@ internal static class GeometryChecks
     public static void PaddedFits(string operation, int c, int h, int w, int padH, int padW)
     {
         long paddedH = h + 2L * padH, paddedW = w + 2L * padW;
-        if (paddedH > int.MaxValue || paddedW > int.MaxValue || c * paddedH > int.MaxValue / paddedW)
+        if (paddedH > MaximumElements || paddedW > MaximumElements || c * paddedH > MaximumElements / paddedW)
         {
             throw new ArgumentException(
-                $"{operation}: padding {padH}x{padW} makes one padded image ({c},{paddedH},{paddedW}) larger than {int.MaxValue} elements.");
+                $"{operation}: padding {padH}x{padW} makes one padded image ({c},{paddedH},{paddedW}) larger than {MaximumElements} elements.");
         }
     }
 
@@ -206,10 +214,10 @@ internal static class GeometryChecks
 
     public static void FitsInt(string operation, string what, long count)
     {
-        if (count > int.MaxValue)
+        if (count > MaximumElements)
         {
             string held = count == long.MaxValue ? $"at least {count}" : $"{count}";
-            throw new ArgumentException($"{operation}: the {what} would hold {held} elements, more than {int.MaxValue}.", what);
+            throw new ArgumentException($"{operation}: the {what} would hold {held} elements, more than {MaximumElements}.", what);
         }
     }
 

@@ -220,7 +220,7 @@ internal static class PoolingKernels
     private static void WindowRange(int padded, int kernel, int stride, int outSize, out int first, out int last)
     {
         int lowest = padded - kernel + 1;
-        first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
+        first = lowest <= 0 ? 0 : ((lowest - 1) / stride) + 1; // ⌈lowest / stride⌉ without lowest + stride − 1, which a huge stride wraps
         last = padded / stride;
         if (last > outSize - 1)
         {

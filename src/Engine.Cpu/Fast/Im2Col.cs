@@ -402,7 +402,7 @@ internal static unsafe class Im2Col
     /// <summary>The output columns [first, last) whose input column oq·stride + offset lies inside [0, width).</summary>
     private static void ValidRange(int width, int stride, int offset, int outputs, out int first, out int last)
     {
-        first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+        first = offset >= 0 ? 0 : ((-offset - 1) / stride) + 1; // ⌈−offset / stride⌉ without −offset + stride − 1, which a huge stride wraps
         last = Math.Min(outputs, (width - 1 - offset) / stride + 1);
         if (width - 1 - offset < 0)
         {

@@ -226,9 +226,9 @@ public static class Safetensors
 
             dims.Add(dim);
             count *= dim; // at most 2³¹ · 2³¹ before the check below stops it
-            if (count > int.MaxValue)
+            if (count > Shape.MaximumElements)
             {
-                throw new FileFormatException($"{where}: shape ({string.Join(",", shape.EnumerateArray())}) holds more than {int.MaxValue} elements.");
+                throw new FileFormatException($"{where}: shape ({string.Join(",", shape.EnumerateArray())}) holds more than {Shape.MaximumElements} elements.");
             }
         }
 

@@ -880,9 +880,9 @@ public static partial class OnnxModel
                 throw new FileFormatException($"ONNX file '{_name}': input '{input.Name}' has no fixed shape after its batch axis (N, C, H, W) or (N, features).");
             }
 
-            if (dims.Skip(1).Aggregate(1L, (size, d) => Math.Min(size * d.DimValue, 1L << 40)) > int.MaxValue)
+            if (dims.Skip(1).Aggregate(1L, (size, d) => Math.Min(size * d.DimValue, 1L << 40)) > Shape.MaximumElements)
             {
-                throw new FileFormatException($"ONNX file '{_name}': input '{input.Name}' declares ({string.Join(",", dims.Skip(1).Select(d => d.DimValue))}) a sample: more than {int.MaxValue} values.");
+                throw new FileFormatException($"ONNX file '{_name}': input '{input.Name}' declares ({string.Join(",", dims.Skip(1).Select(d => d.DimValue))}) a sample: more than {Shape.MaximumElements} values.");
             }
 
             return new Shape([.. dims.Skip(1).Select(d => (int)d.DimValue)]);

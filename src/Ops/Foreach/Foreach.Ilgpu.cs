@@ -161,13 +161,14 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// How many tensors from <paramref name="first"/> on the next launch takes — at most <see cref="TensorList.Capacity"/>,
-    /// fewer than 2³¹ elements in all (one thread each) — and their running ends (unused slots repeat the last).
+    /// at most <see cref="Shape.MaximumElements"/> elements in all (one thread each, within what a launch takes: a batch
+    /// refused by the launcher would leave the list half stepped) — and their running ends (unused slots repeat the last).
     /// </summary>
     private static int ElementBatch(IReadOnlyList<DeviceTensor<float>> tensors, int first, out SlotInts ends)
     {
         ends = default;
         int count = 0, total = 0;
-        while (count < TensorList.Capacity && first + count < tensors.Count && (long)total + tensors[first + count].Length <= int.MaxValue)
+        while (count < TensorList.Capacity && first + count < tensors.Count && (long)total + tensors[first + count].Length <= Shape.MaximumElements)
         {
             total += tensors[first + count].Length;
             ends.Set(count++, total);

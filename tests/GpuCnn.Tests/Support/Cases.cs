@@ -61,6 +61,8 @@ public static class Cases
         // the input (the CPU backend's phase-by-phase backward-data had written one there).
         ["1-D row at stride 2, 1x3 kernel"] = new(N: 2, C: 4, H: 1, W: 9, K: 3, R: 1, S: 3, StrideH: 2, StrideW: 2, PadW: 1),
         ["1-D column at stride 2, 3x1 kernel"] = new(N: 2, C: 4, H: 9, W: 1, K: 3, R: 3, S: 1, StrideH: 2, StrideW: 2, PadH: 1),
+        // A stride past the padded input (one output a side), as large as an int goes: nothing may add it to another.
+        ["stride 2^31 - 1 with padding 2"] = new(N: 2, C: 2, H: 5, W: 4, K: 3, R: 3, S: 3, StrideH: int.MaxValue, StrideW: int.MaxValue, PadH: 2, PadW: 2),
     };
 
     public static readonly IReadOnlyDictionary<string, Pool2dGeometry> Pools = new Dictionary<string, Pool2dGeometry>
@@ -72,6 +74,11 @@ public static class Cases
         ["3x3 s2 pad 1, rows of 9"] = new(N: 1, C: 2, H: 7, W: 17, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1), // the CPU's vectors
         ["odd 2x2 s2 drops edge"] = new(N: 1, C: 2, H: 5, W: 5, KernelH: 2, KernelW: 2, StrideH: 2, StrideW: 2),
         ["global 5x6, 9 planes"] = new(N: 3, C: 3, H: 5, W: 6, KernelH: 5, KernelW: 6, StrideH: 5, StrideW: 6),
+        // Strides past the window (inputs in no window), over planes one row or one column wide, and one past the input
+        // as large as an int goes (pooling's backward had wrapped it, reading before dy).
+        ["1x2 s3 over one row"] = new(N: 2, C: 2, H: 1, W: 9, KernelH: 1, KernelW: 2, StrideH: 1, StrideW: 3),
+        ["3x1 s4 pad 1 over one column"] = new(N: 1, C: 3, H: 11, W: 1, KernelH: 3, KernelW: 1, StrideH: 4, StrideW: 1, PadH: 1),
+        ["2x2 at stride 2^31 - 1"] = new(N: 1, C: 2, H: 4, W: 4, KernelH: 2, KernelW: 2, StrideH: int.MaxValue, StrideW: int.MaxValue),
     };
 
     public static TheoryData<string> ConvolutionNames => new(Convolutions.Keys);
