@@ -165,7 +165,7 @@ internal static class GeometryChecks
 {
     /// <summary>
     /// The most elements one tensor or workspace holds: 2³¹ − 1 less 4,096, because the kernels run their loop counters
-    /// in int and step them up to three groups of 1,024 past a tensor's end before the bound test (a tensor within that
+    /// in int and step them up to 4,095 past a tensor's end (four groups of 1,024, less one) before the bound test (a tensor within that
     /// of 2³¹ would wrap them negative on a GPU large enough to hold it), and ILGPU rounds a launch up to whole groups in
     /// int. .NET's own arrays stop at 2,147,483,591 elements, so a host tensor loses 4,040 at most.
     /// </summary>
