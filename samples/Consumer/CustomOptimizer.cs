@@ -3,7 +3,7 @@ using GpuCnn.Models;
 
 /// <summary>
 /// An optimizer of the user's own, written against the package's public surface alone (Program.cs fine-tunes with it):
-/// SGD with a momentum of one half through the backend's step, one buffer a parameter made with ZeroState, saved and
+/// SGD with a momentum of one half through the backend's step, one buffer a parameter made with ZeroStates, saved and
 /// restored by checkpoints through StateTensors, and freed with Free.
 /// </summary>
 internal sealed class HalfMomentumSgd : Optimizer
@@ -17,7 +17,7 @@ internal sealed class HalfMomentumSgd : Optimizer
     {
         _options = new SgdOptions(learningRate, Momentum: 0.5f);
         _learningRate = Checked(learningRate);
-        _velocity = [.. Parameters.Select(p => ZeroState(p.Parameter))];
+        _velocity = ZeroStates(); // one a parameter, all freed again if the device runs out part-way
     }
 
     public override float LearningRate

@@ -27,6 +27,12 @@ internal static class BenchCommand
         var command = new Command("bench", "Time the fixed benchmark suite on one device.") { device, quick, json, only, launches };
         command.SetAction(parse =>
         {
+            if (parse.GetValue(launches) && parse.GetValue(json) is not null)
+            {
+                // It had checked the file, printed the plan and written nothing.
+                throw new UsageException("--json writes timed rows; --launches times nothing (it prints its plan): give one of them.");
+            }
+
             if (parse.GetValue(json) is { } target)
             {
                 CommonOptions.WritableFile("--json", target); // before minutes of timing

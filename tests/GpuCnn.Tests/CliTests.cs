@@ -264,6 +264,33 @@ public sealed partial class CliTests
     }
 
     [Fact]
+    public void Bench_sizes_its_runs_from_a_warm_run_not_the_compiling_first_one()
+    {
+        // A row whose first run takes 700 ms (a kernel compiling) and later ones 2 ms: 20 runs, as for any fast row; sized
+        // from the first run it had got 3 (every GPU row that met a new kernel, in the H200 log).
+        int runs = 0;
+        var slowFirst = new OperationCase("slow-first", "()", null, _ => new Sleeper(() => Thread.Sleep(runs++ == 0 ? 700 : 2)));
+        using var backend = new ReferenceBackend();
+        var result = GpuCnn.Cli.Bench.BenchSuite.Measure(backend, slowFirst);
+        Assert.Equal(20, result.Repetitions);
+
+        var both = CliRunner.Run("bench", "--device", "cpu", "--launches", "--json", "plan.json");
+        Assert.Equal(2, both.ExitCode);
+        Assert.Contains("--json writes timed rows; --launches times nothing", both.Error, StringComparison.Ordinal);
+    }
+
+    private sealed class Sleeper(Action run) : IPreparedCase
+    {
+        public void Run() => run();
+
+        public float[] Outputs() => [];
+
+        public void Dispose()
+        {
+        }
+    }
+
+    [Fact]
     public void Tile_groups_of_64_threads_plan_four_times_the_groups_and_a_misspelt_size_is_a_clear_error()
     {
         Assert.SkipWhen(OperatingSystem.IsWindows(), "starts the CLI through env");

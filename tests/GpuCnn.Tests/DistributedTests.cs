@@ -184,6 +184,36 @@ public sealed class DistributedTests
     }
 
     /// <summary>
+    /// Fewer samples than one global batch: 3 samples, batch 4, 4 ranks — rank 0 trains all three (a share of one would
+    /// stop batch norm after a dense layer), the others none. The batch-norm check had counted a whole batch's share
+    /// (4 / 4 = 1) that no rank trains, and refused the run.
+    /// </summary>
+    [Fact]
+    public void Fewer_samples_than_a_batch_train_on_one_rank_past_the_batch_norm_check()
+    {
+        var data = TrainingTests.QuadrantData(3, seed: 5);
+        var ranks = ThreadCommunicator.Create(4);
+        var states = new Dictionary<string, float[]>[4];
+        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, rank =>
+        {
+            using var backend = new GpuCnn.Cpu.ReferenceBackend();
+            using var model = GpuCnn.Models.Sequential.Create("flatten,dense(8),batchnorm,relu,dense(4)", [1, 8, 8], backend, seed: 4);
+            using var sgd = new GpuCnn.Models.Sgd(backend, model.NamedParameters(), new GpuCnn.SgdOptions(0.1f));
+            new GpuCnn.Models.Trainer(model, sgd, new GpuCnn.Models.TrainingOptions(1, 4, Seed: 1), ranks[rank]).Fit(data);
+            states[rank] = model.StateDict().ToDictionary(p => p.Key, p => p.Value.Data);
+        });
+
+        Assert.Equal(1f, states[0]["2.num_batches_tracked"][0]);
+        for (int rank = 1; rank < 4; rank++)
+        {
+            foreach (var (key, values) in states[0])
+            {
+                TensorAssert.Identical<float>(values, states[rank][key], $"rank {rank} {key}");
+            }
+        }
+    }
+
+    /// <summary>
     /// A NaN in rank 1's share of batch 2 makes that batch's loss NaN there only: every rank must stop naming batch 2
     /// (rank 0's own record, none, had been reported as "batch 0").
     /// </summary>

@@ -347,9 +347,21 @@ public sealed class FileFormatTests
         Assert.Equal([1f, 2f], Npy.ReadTensor(real).Data);
         Assert.NotNull(new FileInfo(chain).LinkTarget);
         Assert.NotNull(new FileInfo(link).LinkTarget);
-        Assert.Equal(["real.npy"], Directory.GetFileSystemEntries(temp.File("runs")).Select(Path.GetFileName));
+        Assert.Equal(["real.npy"], Directory.GetFiles(temp.File("runs")).Select(Path.GetFileName));
 
-        // A link to a file not made yet makes that file, as open(2) would.
+        // A relative target's ".." goes up from where the link really lies: through a linked folder, runs/inner's
+        // "../models" is runs/models (.NET's path arithmetic had cancelled it against the link's own name: a models
+        // folder made beside the link, and the real file left old).
+        Directory.CreateDirectory(temp.File("runs/inner"));
+        Directory.CreateDirectory(temp.File("runs/models"));
+        Npy.Write(temp.File("runs/models/best.npy"), new Tensor([1], [0f]));
+        File.CreateSymbolicLink(temp.File("runs/inner/best.npy"), Path.Combine("..", "models", "best.npy"));
+        Directory.CreateSymbolicLink(temp.File("inner"), temp.File("runs/inner"));
+        Npy.Write(temp.File("inner/best.npy"), new Tensor([1], [5f]));
+        Assert.Equal([5f], Npy.ReadTensor(temp.File("runs/models/best.npy")).Data);
+        Assert.False(Directory.Exists(temp.File("models")));
+
+        // A link to a file not made yet makes that file (its folders too).
         string ahead = temp.File("ahead.npy");
         File.CreateSymbolicLink(ahead, temp.File("runs/made.npy"));
         FileUtil.RequireWritable(ahead);
@@ -368,5 +380,14 @@ public sealed class FileFormatTests
         }
 
         Assert.Equal(temp.File("b"), new FileInfo(temp.File("a")).LinkTarget);
+
+        if (OperatingSystem.IsLinux())
+        {
+            // /dev/stdout on a pipe: /proc/self/fd/N names "pipe:[…]", no path; the link itself is refused as a pipe.
+            using var pipe = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.Out);
+            string descriptor = $"/proc/self/fd/{pipe.SafePipeHandle.DangerousGetHandle()}";
+            Assert.Contains("is a device, pipe or socket, not a file", Assert.Throws<IOException>(() => FileUtil.RequireWritable(descriptor)).Message, StringComparison.Ordinal);
+            Assert.Contains("is a device, pipe or socket, not a file", Assert.Throws<IOException>(() => FileUtil.WriteAtomically(descriptor, s => s.WriteByte(1))).Message, StringComparison.Ordinal);
+        }
     }
 }

@@ -23,7 +23,12 @@ public abstract class ModelGradientCheckTests(BackendFixture fixture)
     public static TheoryData<string, string> Models => new()
     {
         { "conv,tanh,avgpool,strided conv,sigmoid,dense,gelu,dense", "conv(3,3,pad=1),tanh,avgpool(2),conv(4,3,stride=2,pad=1),sigmoid,flatten,dense(5),gelu,dense(3)" },
-        { "batch norm in training mode, fused silu and tanh", "conv(4,3,pad=1,bias=false),batchnorm,silu,globalavgpool,flatten,dense(6),batchnorm,tanh,dense(3)" },
+        { "batch norm in training mode, silu after it, fused tanh", "conv(4,3,pad=1,bias=false),batchnorm,silu,globalavgpool,flatten,dense(6),batchnorm,tanh,dense(3)" },
+        { "batch norm over maps with fused tanh, dense with fused sigmoid", "conv(4,3,pad=1,bias=false),batchnorm,tanh,flatten,dense(6),sigmoid,dense(3)" },
+        // Parameter-free layers first (their input gradient is not computed), then a batch norm with a fused relu asked
+        // for no input gradient; a residual block first, whose leaky relu of negative slope stays unfused.
+        { "pooling first, then batch norm with fused relu and no input gradient", "maxpool(2,stride=1),batchnorm,relu,conv(3,3,pad=1),flatten,dense(3)" },
+        { "residual first, leaky relu of negative slope", "residual(conv(2,3,pad=1),leakyrelu(-0.2)),flatten,dense(3)" },
         { "residual with a projection, fused sigmoid", "conv(4,3,pad=1),residual(conv(4,3,pad=1),tanh,conv(4,3,pad=1); conv(4,1)),sigmoid,flatten,dense(3)" },
         { "identity residual, leaky relu, max pooling", "conv(4,3,pad=1),leakyrelu(0.1),residual(conv(4,3,pad=1),gelu,conv(4,3,pad=1)),maxpool(2),flatten,dense(3)" },
         { "groups, dilation, no bias", "conv(4,3,pad=1,groups=2),silu,conv(4,3,dilation=2,groups=4,bias=false),flatten,dense(3)" },

@@ -1,3 +1,4 @@
+using GpuCnn.IO;
 using GpuCnn.Models;
 using GpuCnn.Onnx;
 using GpuCnn.Tests.Support;
@@ -46,6 +47,27 @@ public sealed class OnnxExportTests
         using var results = session.Run([feed]);
         float[] theirs = [.. results.Single(r => r.Name == "logits").AsEnumerable<float>()];
         TensorAssert.Close(ours, theirs, new Shape([5, model.Classes]), 1e-5, 1e-4, $"{spec}: ONNX Runtime against predict");
+    }
+
+    [Fact]
+    public void A_model_holding_a_non_finite_weight_is_written_by_no_route()
+    {
+        // OnnxModel.Export had written it, and ModelFile.Load then refused the file; every model file refuses it now.
+        using var backend = new GpuCnn.Cpu.ReferenceBackend();
+        using var model = Sequential.Create("flatten,dense(3)", [1, 2, 2], backend, seed: 1);
+        var state = model.StateDict();
+        state["1.weight"].Data[5] = float.NaN;
+        model.LoadStateDict(state);
+        using var temp = Fixtures.TempFolder();
+        const string Bad = "tensor '1.weight' holds NaN at element 5; a model with NaN or infinite weights is not";
+        foreach (string file in (string[])["m.onnx", "m.safetensors"])
+        {
+            Assert.Contains(Bad, Assert.Throws<InvalidOperationException>(() => ModelFile.Save(model, temp.File(file))).Message, StringComparison.Ordinal);
+        }
+
+        Assert.Contains(Bad, Assert.Throws<InvalidOperationException>(() => OnnxModel.Export(model, temp.File("e.onnx"))).Message, StringComparison.Ordinal);
+        Assert.Contains(Bad, Assert.Throws<InvalidOperationException>(() => OnnxModel.ToBytes(model)).Message, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFileSystemEntries(temp.Path));
     }
 
     [Fact]

@@ -24,22 +24,29 @@ internal static class BenchSuite
     /// The warm-up repeats for <see cref="WarmUpMs"/>: .NET compiles code outside the kernels (argument checks, job
     /// dispatch) at full optimisation only after 30 calls and a 100 ms delay, and without that a row of a few
     /// milliseconds measured partly unoptimised code that a training run leaves behind in its first second
-    /// (LeNet's second layer forward: 0.117 ms against 0.111 with tiered compilation off).
+    /// (LeNet's second layer forward: 0.117 ms against 0.111 with tiered compilation off). The number of runs comes
+    /// from the last warm-up run: the first one's compiling had held every row that meets a new kernel to 3 runs (the
+    /// H200 log's gemm and first convolution rows), where PyTorch's side sizes from warm runs.
     /// </summary>
     public static BenchResult Measure(Backend backend, OperationCase benchCase)
     {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(benchCase);
         using var body = benchCase.Prepare(backend);
         var clock = Stopwatch.StartNew();
-        body.Run();
+        body.Run(); // compiles
         backend.Synchronize();
-        double warmup = clock.Elapsed.TotalMilliseconds;
-        while (clock.Elapsed.TotalMilliseconds < WarmUpMs)
+        double warm;
+        do
         {
+            var run = Stopwatch.StartNew();
             body.Run();
             backend.Synchronize();
+            warm = run.Elapsed.TotalMilliseconds;
         }
+        while (clock.Elapsed.TotalMilliseconds < WarmUpMs);
 
-        int repetitions = (int)Math.Clamp(500 / Math.Max(warmup, 1e-3), 3, 20);
+        int repetitions = (int)Math.Clamp(500 / Math.Max(warm, 1e-3), 3, 20);
         var wall = new double[repetitions];
         var device = new double[repetitions];
         var gpu = backend as Ilgpu.IlgpuBackend is { IsGpu: true } ilgpu ? ilgpu : null;

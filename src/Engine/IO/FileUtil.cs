@@ -18,6 +18,7 @@ internal static class FileUtil
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(write);
+        RequireFileTarget(path, Path.GetFullPath(path)); // statx follows links: /dev/stdout on a pipe is refused as a pipe
         string full = ThroughLinks(path, Path.GetFullPath(path));
         RequireFileTarget(path, full);
         string folder = Path.GetDirectoryName(full) ?? ".";
@@ -108,20 +109,74 @@ internal static class FileUtil
     }
 
     /// <summary>
-    /// The file that <paramref name="full"/> finally names when it is a symbolic link (a chain followed to its end,
-    /// a relative target read from the link's folder; the target need not exist yet); otherwise itself.
+    /// The file that <paramref name="full"/> finally names: every symbolic link on the way resolved on disk (realpath(3)
+    /// of what exists: a relative target's ".." is taken from where the link really lies, not from the path as written,
+    /// which .NET would cancel against the folder before it), and a last link to a file not made yet followed to it.
     /// </summary>
     private static string ThroughLinks(string path, string full)
     {
-        try
+        for (int hop = 0; hop <= 40; hop++)
         {
-            var info = new FileInfo(full);
-            FileSystemInfo? target = info.LinkTarget is null ? null : info.ResolveLinkTarget(returnFinalTarget: true);
-            return target is null ? full : Path.GetFullPath(target.FullName);
+            full = RealPath(full);
+            string? target;
+            try
+            {
+                target = new FileInfo(full).LinkTarget;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new IOException($"'{path}' is a symbolic link that cannot be followed: {Reason(e)}.", e);
+            }
+
+            if (target is null)
+            {
+                return full;
+            }
+
+            // A link that realpath left standing names nothing yet (or loops): go on from its target.
+            full = Path.Combine(Path.GetDirectoryName(full) ?? ".", target);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+
+        throw new IOException($"'{path}' is a symbolic link that cannot be followed: Too many levels of symbolic links.");
+    }
+
+    /// <summary>
+    /// realpath(3) of the longest part of <paramref name="full"/> that resolves, with the rest appended as written; the
+    /// path itself on Windows and where libc has no realpath.
+    /// </summary>
+    private static string RealPath(string full)
+    {
+        if (OperatingSystem.IsWindows())
         {
-            throw new IOException($"'{path}' is a symbolic link that cannot be followed: {Reason(e)}.", e); // a loop, or an unreadable link
+            return full;
+        }
+
+        string existing = full, rest = "";
+        while (true)
+        {
+            try
+            {
+                nint resolved = NativeMethods.RealPath(System.Text.Encoding.UTF8.GetBytes(existing + "\0"), 0);
+                if (resolved != 0)
+                {
+                    string real = System.Runtime.InteropServices.Marshal.PtrToStringUTF8(resolved)!;
+                    NativeMethods.Free(resolved);
+                    return rest.Length == 0 ? real : Path.Join(real, rest);
+                }
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+                return full;
+            }
+
+            string? parent = Path.GetDirectoryName(existing);
+            if (parent is null)
+            {
+                return full;
+            }
+
+            rest = rest.Length == 0 ? Path.GetFileName(existing) : Path.Join(Path.GetFileName(existing), rest);
+            existing = parent;
         }
     }
 
@@ -162,6 +217,7 @@ internal static class FileUtil
     public static void RequireWritable(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
+        RequireFileTarget(path, Path.GetFullPath(path));
         string full = ThroughLinks(path, Path.GetFullPath(path));
         if (Directory.Exists(full))
         {
@@ -293,7 +349,7 @@ internal static class FileUtil
     }
 }
 
-/// <summary>The three libc calls that sync a folder (.NET opens no directory as a file).</summary>
+/// <summary>The libc calls the file helpers need: syncing a folder (.NET opens no directory as a file), a file's type, and real paths.</summary>
 internal static class NativeMethods
 {
     /// <summary>open(2) on a NUL-terminated UTF-8 path.</summary>
@@ -305,6 +361,13 @@ internal static class NativeMethods
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close")]
     internal static extern int Close(int descriptor);
+
+    /// <summary>realpath(3) of a NUL-terminated UTF-8 path: a string malloc made (free it with <see cref="Free"/>), or 0.</summary>
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "realpath")]
+    internal static extern nint RealPath(byte[] path, nint resolved);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "free")]
+    internal static extern void Free(nint pointer);
 
     /// <summary>statx(2) on a NUL-terminated UTF-8 path into a 256-byte struct statx.</summary>
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "statx")]

@@ -1194,9 +1194,9 @@ public sealed partial class IlgpuBackend : Backend
     /// <summary>Images per im2col chunk: as many as fit the workspace budget (at least one).</summary>
     private int ChunkImages(Conv2dGeometry g)
     {
-        long perImage = (long)(g.C * g.R * g.S + g.K) * g.P * g.Q;
+        long perImage = (((long)g.C * g.R * g.S) + g.K) * g.P * g.Q;
         GeometryChecks.Elements("convolution", "column matrix of one image", perImage);
-        return (int)Math.Clamp(Math.Min(ConvolutionWorkspaceFloats, int.MaxValue) / perImage, 1, g.N); // a chunk's columns index in int
+        return (int)Math.Clamp(Math.Min(ConvolutionWorkspaceFloats, Shape.MaximumElements) / perImage, 1, g.N); // a chunk's columns index in int
     }
 
     /// <inheritdoc/>

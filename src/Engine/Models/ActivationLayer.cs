@@ -22,7 +22,14 @@ public abstract class ActivationLayer : Layer
     internal bool GradientFusedIntoPrevious { get; set; }
 
     /// <summary>Whether a preceding dense, convolution or batch-norm layer or residual block may apply this function for it (opt-in by capability).</summary>
-    public virtual bool CanFuse => false;
+    /// <remarks>
+    /// Only the engine's own activations fuse: a subclass elsewhere cannot see that it was fused, so it would apply its
+    /// function a second time after the layer before had (tanh(tanh(z))).
+    /// </remarks>
+    public bool CanFuse => FusesInto;
+
+    /// <summary>What <see cref="CanFuse"/> says; overridden by the engine's fusable activations only.</summary>
+    private protected virtual bool FusesInto => false;
 
     /// <summary>f(x) in double, for tests and checks.</summary>
     public abstract double Evaluate(double x);
@@ -177,7 +184,7 @@ public sealed class FusableActivationLayer<TF>(TF function) : ActivationLayer<TF
     where TF : struct, IDerivativeFromOutput
 {
     /// <inheritdoc/>
-    public override bool CanFuse => Function.DerivableFromOutput;
+    private protected override bool FusesInto => Function.DerivableFromOutput;
 
     /// <inheritdoc/>
     public override void ApplyBackwardFromOutput(Backend backend, DeviceTensor<float> y, DeviceTensor<float> dy, DeviceTensor<float> dx)

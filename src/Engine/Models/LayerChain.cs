@@ -74,6 +74,12 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
             shape = Layers[i].OutputShape;
         }
 
+        _firstLearned = Layers.Count;
+        for (int i = Layers.Count - 1; i >= 0; i--)
+        {
+            _firstLearned = Layers[i].NamedParameters().Any() ? i : _firstLearned;
+        }
+
         // A dense, convolution or batch-norm layer or a residual block followed by a fusable activation runs as one operation.
         for (int i = 0; i + 1 < Layers.Count; i++)
         {
@@ -121,13 +127,21 @@ internal sealed class LayerChain(IReadOnlyList<Layer> layers)
         return x;
     }
 
-    /// <summary>Back-propagates dy, leaving every parameter's gradient; returns dx when asked (dy itself for an empty chain).</summary>
+    /// <summary>The first layer with parameters (its own or, in a residual block, its layers'); Layers.Count when none has any.</summary>
+    private int _firstLearned;
+
+    /// <summary>
+    /// Back-propagates dy, leaving every parameter's gradient; returns dx when asked (dy itself for an empty chain). A
+    /// layer is asked for its input gradient only when something before it learns or the caller wants dx: after
+    /// parameter-free layers (flatten, dense(…) on MNIST) the first dense layer's dx — a GEMM as large as its weight
+    /// gradient — had been computed and dropped.
+    /// </summary>
     public DeviceTensor<float>? Backward(DeviceTensor<float> dy, bool needInputGradient)
     {
         DeviceTensor<float>? gradient = dy;
         for (int i = Layers.Count - 1; i >= 0 && gradient is not null; i--)
         {
-            bool need = i > 0 || needInputGradient;
+            bool need = i > _firstLearned || needInputGradient;
             gradient = _timed is { } t ? t.Timer.Backward(Layers[i], t.Names[i], gradient, need) : Layers[i].Backward(gradient, need);
         }
 

@@ -2,7 +2,8 @@ namespace GpuCnn.Models;
 
 /// <summary>Updates parameters from their gradients; its state (momentum, moments) stays on the device.</summary>
 /// <remarks>
-/// To write one's own: derive, make state buffers with <see cref="ZeroState"/>, step <see cref="Values"/> from
+/// To write one's own: derive, make state buffers with <see cref="ZeroStates"/> (one a parameter; nothing is left
+/// allocated when the device runs out part-way) or <see cref="ZeroState"/>, step <see cref="Values"/> from
 /// <see cref="Gradients"/> with the backend's operations and count <see cref="StepCount"/>, name the state in
 /// <see cref="StateTensors"/> (checkpoints save and restore it) and <see cref="Free"/> it in <see cref="Dispose(bool)"/>
 /// (samples/Consumer/CustomOptimizer.cs).
@@ -99,7 +100,7 @@ public abstract class Optimizer : IDisposable
     /// A zero-filled state buffer for every parameter, in order; when one cannot be made (the device out of memory),
     /// those made before it are freed, so that a failed constructor leaves nothing allocated.
     /// </summary>
-    private protected DeviceTensor<float>[] ZeroStates()
+    protected DeviceTensor<float>[] ZeroStates()
     {
         var states = new List<DeviceTensor<float>>(Parameters.Count);
         try

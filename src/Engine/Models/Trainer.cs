@@ -97,7 +97,6 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             throw new ArgumentException($"Fit: the batch size {Options.BatchSize} is the global batch; the {ranks} ranks must divide it.");
         }
 
-        CheckBatchNormBatches(train.Count, ranks);
         var state = resume ?? TrainingState.Start;
         int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
         if (state.Epoch < 1 || state.Batch < 0 || state.Batch > batchCount)
@@ -110,6 +109,8 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             // Nothing would train, and the caller would take a model of more epochs than it asked for as its result.
             throw new ArgumentException($"Fit: the resume state is {Describe(state)}, past the {Options.Epochs} epoch(s) asked for.", nameof(resume));
         }
+
+        CheckBatchNormBatches(train.Count, ranks);
 
         var backend = Model.Backend;
         var history = new List<EpochMetrics>();
@@ -361,8 +362,8 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     {
         int last = samples % Options.BatchSize;
         // The smallest share any rank trains: a whole batch splits evenly; a partial one over as many ranks as can take
-        // two samples each (RankSync.Share).
-        int smallest = Options.BatchSize / ranks;
+        // two samples each (RankSync.Share). Fewer samples than a batch make no whole one.
+        int smallest = samples >= Options.BatchSize ? Options.BatchSize / ranks : int.MaxValue;
         if (last > 0)
         {
             smallest = Math.Min(smallest, last / Math.Clamp(last / 2, 1, ranks));
