@@ -54,6 +54,7 @@ public class WinogradBenchmarks : IFlopCount
         _x = _backend.Upload(Tensor.Random(g.InputShape, 1));
         _w = _backend.Upload(Tensor.Random(g.WeightShape, 2));
         _y = _backend.Allocate<float>(g.OutputShape);
+        _backend.Conv2dForward(G, _x, _w, null, _y); // the backward benchmarks' dy (allocated memory may hold a NaN, which Winograd routes around)
         _dx = _backend.Allocate<float>(g.InputShape);
         _dw = _backend.Allocate<float>(g.WeightShape);
         Console.WriteLine($"// {Shape}: Winograd by the rules (forward/filter gradient) {Auto}");

@@ -450,7 +450,7 @@ public static partial class OperationCases
         new(name, $"batch {batch}", ResNet8StepFlops(batch), backend => new ModelStepRun(backend, ArchitectureSpec.ResNet8, batch));
 
     /// <summary>
-    /// Forward, backward and update FLOPs of one ResNet-8 step on 1×28×28 inputs: its convolutions and dense layer (the
+    /// Forward and backward FLOPs of one ResNet-8 step (its update's few are not counted) on 1×28×28 inputs: its convolutions and dense layer (the
     /// first convolution needs no input gradient); batch norm, activations, adds and pooling are not counted.
     /// </summary>
     public static double ResNet8StepFlops(int batch)
@@ -467,7 +467,7 @@ public static partial class OperationCases
         return (3 * forward) - stem;
     }
 
-    /// <summary>Forward, backward and update FLOPs of one LeNet-5 step (the first layer needs no input gradient).</summary>
+    /// <summary>Forward and backward FLOPs of one LeNet-5 step (the first layer needs no input gradient; the update's are not counted).</summary>
     public static double LeNetStepFlops(int batch)
     {
         double conv1 = 2.0 * batch * 6 * 28 * 28 * 1 * 25, conv2 = 2.0 * batch * 16 * 10 * 10 * 6 * 25;
