@@ -14,7 +14,8 @@ internal static class EvalCommand
         var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch); the input shape is the data's." };
         var device = CommonOptions.Device();
         var batchSize = CommonOptions.BatchSize(256);
-        var command = new Command("eval", "Evaluate a model: accuracy and confusion matrix.") { model, data, arch, device, batchSize };
+        var normalize = CommonOptions.Normalize();
+        var command = new Command("eval", "Evaluate a model: accuracy and confusion matrix.") { model, data, arch, normalize, device, batchSize };
         command.SetAction(parse =>
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
@@ -25,6 +26,7 @@ internal static class EvalCommand
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
             string? spec = parse.GetValue(arch);
             using var network = ModelFile.Load(path, backend, spec, spec is null ? (Shape?)null : new Shape(test.Images.Shape.ToArray()[1..]));
+            CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), path);
             var result = Trainer.Evaluate(network, test, batch);
             WriteConfusion(io.Out, result);
             io.Out.WriteLine($"loss: {result.Loss:F4}");
@@ -36,20 +38,24 @@ internal static class EvalCommand
 
     public static void WriteConfusion(TextWriter output, Evaluation result)
     {
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(result);
+        // Columns as wide as the largest count and a space (six at least): a count of 100,000 had run into its neighbour.
+        int width = Math.Max(6, result.Confusion.Cast<int>().Append(result.Classes - 1).Max().ToString(System.Globalization.CultureInfo.InvariantCulture).Length + 1);
         output.WriteLine("confusion matrix (rows: true class, columns: predicted):");
-        output.Write("      ");
+        output.Write(new string(' ', width));
         for (int j = 0; j < result.Classes; j++)
         {
-            output.Write($"{j,6}");
+            output.Write(j.ToString(System.Globalization.CultureInfo.InvariantCulture).PadLeft(width));
         }
 
         output.WriteLine();
         for (int i = 0; i < result.Classes; i++)
         {
-            output.Write($"{i,6}");
+            output.Write(i.ToString(System.Globalization.CultureInfo.InvariantCulture).PadLeft(width));
             for (int j = 0; j < result.Classes; j++)
             {
-                output.Write($"{result.Confusion[i, j],6}");
+                output.Write(result.Confusion[i, j].ToString(System.Globalization.CultureInfo.InvariantCulture).PadLeft(width));
             }
 
             output.WriteLine();

@@ -13,9 +13,10 @@ internal static class ExportCommand
         var output = new Option<string>("--output") { Description = "Where to write the ONNX model (.onnx).", Required = true };
         var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch)." };
         var inputShape = new Option<string?>("--input-shape") { Description = "Per-sample input shape C,H,W, for files without one in their metadata." };
+        var normalize = CommonOptions.Normalize();
         var command = new Command("export", "Write a model as ONNX (opset 17): Conv, Gemm, pooling, activations, BatchNormalization, Add.")
         {
-            model, output, arch, inputShape,
+            model, output, arch, inputShape, normalize,
         };
         command.SetAction(parse =>
         {
@@ -25,6 +26,7 @@ internal static class ExportCommand
             CommonOptions.Apart("--output", outputPath, ("--model", modelPath));
             using var backend = Backends.Open("reference");
             using var network = ModelFile.Load(modelPath, backend, parse.GetValue(arch), sample);
+            CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), modelPath);
             CommonOptions.WriteOutput("--output", outputPath, () => OnnxModel.Export(network, outputPath));
             io.Out.WriteLine($"wrote {outputPath}: ONNX opset {OnnxModel.Opset}, input (N,{string.Join(",", network.InputShape.ToArray())}), output (N,{network.Classes})");
             return 0;

@@ -18,7 +18,8 @@ internal static class PredictCommand
         {
             Description = "Let images with NaN or ±∞ through (their logits then hold NaN, as in PyTorch); rejected by default.",
         };
-        var command = new Command("predict", "Write a model's logits for images in a .npy file.") { model, input, output, arch, device, batchSize, allowNonFinite };
+        var normalize = CommonOptions.Normalize();
+        var command = new Command("predict", "Write a model's logits for images in a .npy file.") { model, input, output, arch, normalize, device, batchSize, allowNonFinite };
         command.SetAction(parse =>
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
@@ -36,6 +37,8 @@ internal static class PredictCommand
                 throw new UsageException($"--input: images must be (N, C, H, W), got shape {images.Shape}.");
             }
 
+            CommonOptions.NoteRawPixels(io.Error, images, "--input");
+
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
             var sample = new Shape(images.Shape.ToArray()[1..]);
             string? spec = parse.GetValue(arch);
@@ -44,6 +47,8 @@ internal static class PredictCommand
             {
                 throw new UsageException($"--input: images of shape {sample} each, the model takes {network.InputShape}.");
             }
+
+            CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), modelPath);
 
             var logits = network.Predict(images, batch);
             CommonOptions.WriteOutput("--output", outputPath, () => Npy.Write(outputPath, logits));

@@ -130,7 +130,7 @@ internal static class TrainCommand
                     CheckOutputs(settings, files, io);
                 }
 
-                var (train, test) = LoadData(files);
+                var (train, test) = LoadData(files, rankIo.Error);
                 string deviceName = parse.GetValue(device)!;
                 using var backend = ranks.Size > 1 ? RankDevice(deviceName, rankIo) : CommonOptions.OpenDevice(deviceName, rankIo.Error);
                 return ranks.Size > 1
@@ -602,24 +602,25 @@ internal static class TrainCommand
         }
     }
 
-    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files)
+    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files, TextWriter notes)
     {
         RequireDataOptions(files);
         var (folder, images, labels, testImages, testLabels) = files;
         if (images is not null && labels is not null)
         {
-            var train = NpyDataset(images, labels, "--images/--labels");
-            return (train, testImages is null ? null : NpyDataset(testImages, testLabels!, "--test-images/--test-labels"));
+            var train = NpyDataset(images, labels, "--images/--labels", notes);
+            return (train, testImages is null ? null : NpyDataset(testImages, testLabels!, "--test-images/--test-labels", notes));
         }
 
         var (mnistTrain, mnistTest) = Idx.ReadMnist(folder ?? CommonOptions.BundledSample());
         return (mnistTrain, mnistTest);
     }
 
-    private static Dataset NpyDataset(string imagesPath, string labelsPath, string what)
+    private static Dataset NpyDataset(string imagesPath, string labelsPath, string what, TextWriter notes)
     {
         var images = Npy.ReadTensor(CommonOptions.ExistingFile(what.Split('/')[0], imagesPath));
         DataChecks.RequireFinite(images, imagesPath);
+        CommonOptions.NoteRawPixels(notes, images, what.Split('/')[0]);
         int[] labels = Npy.ReadLabels(CommonOptions.ExistingFile(what.Split('/')[1], labelsPath));
         if (images.Shape.Rank != 4)
         {

@@ -604,6 +604,77 @@ public sealed partial class CliTests
         Assert.False(File.Exists(temp.File("odd.onnx")));
     }
 
+    [Fact]
+    public void Predict_eval_and_export_take_a_normalisation_for_files_without_one_and_raw_pixels_get_a_note()
+    {
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 8, 1);
+        using (var reference = new ReferenceBackend())
+        {
+            // As PyTorch saves one: weights, but no normalisation (torchvision's Normalize lived outside the model).
+            using var small = Sequential.Create("flatten,dense(4)", [1, 8, 8], reference, seed: 2);
+            ModelFile.Save(small, temp.File("plain.safetensors"));
+            small.Normalization = ChannelNormalization.Parse("0.5,0.25", 1);
+            ModelFile.Save(small, temp.File("own.safetensors"));
+            using var mnist = Sequential.Create("flatten,dense(10)", [1, 28, 28], reference, seed: 3);
+            ModelFile.Save(mnist, temp.File("mnist.safetensors"));
+        }
+
+        var images = Npy.ReadTensor(temp.File("train-x.npy"));
+        Npy.Write(temp.File("normalised-x.npy"), new Tensor(images.Shape, [.. images.Data.Select(v => (v - 0.5f) / 0.25f)]));
+        string[] Predict(string model, string input, string output) => ["predict", "--model", temp.File(model), "--input", temp.File(input), "--output", temp.File(output), "--device", "reference"];
+        var given = CliRunner.Run([.. Predict("plain.safetensors", "train-x.npy", "given.npy"), "--normalize", "0.5,0.25"]);
+        var byHand = CliRunner.Run(Predict("plain.safetensors", "normalised-x.npy", "by-hand.npy"));
+        Assert.True(given.ExitCode == 0 && byHand.ExitCode == 0, given.Error + byHand.Error);
+        TensorAssert.Close(Array.ConvertAll(Npy.ReadTensor(temp.File("by-hand.npy")).Data, v => (double)v), Npy.ReadTensor(temp.File("given.npy")).Data,
+            new Shape(8, 4), 1e-5, 1e-5, "--normalize against inputs normalised by hand");
+
+        // A file's own normalisation is what its weights were trained with: the same is accepted, another refused.
+        Assert.Equal(0, CliRunner.Run([.. Predict("own.safetensors", "train-x.npy", "own.npy"), "--normalize", "0.5,0.25"]).ExitCode);
+        var other = CliRunner.Run([.. Predict("own.safetensors", "train-x.npy", "other.npy"), "--normalize", "0.1,0.3"]);
+        Assert.Equal(2, other.ExitCode);
+        Assert.Contains($"model file '{temp.File("own.safetensors")}' records its own input normalisation, 0.5,0.25", other.ErrorLine, StringComparison.Ordinal);
+
+        // export and eval take it too.
+        var export = CliRunner.Run("export", "--model", temp.File("plain.safetensors"), "--output", temp.File("plain.onnx"), "--normalize", "0.5,0.25");
+        Assert.True(export.ExitCode == 0, export.Error);
+        using (var reference = new ReferenceBackend())
+        using (var exported = ModelFile.Load(temp.File("plain.onnx"), reference))
+        {
+            Assert.Equal(ChannelNormalization.Parse("0.5,0.25", 1), exported.Normalization);
+        }
+
+        var eval = CliRunner.Run("eval", "--model", temp.File("mnist.safetensors"), "--device", "reference", "--normalize", "0.1307,0.3081");
+        Assert.True(eval.ExitCode == 0, eval.Error);
+        var miscounted = CliRunner.Run("eval", "--model", temp.File("mnist.safetensors"), "--device", "reference", "--normalize", "1,2,3");
+        Assert.Equal((2, "error: --normalize: normalize: '1,2,3' has 3 numbers; give MEAN,STD or 1 means then 1 standard deviations for 1-channel inputs."),
+            (miscounted.ExitCode, miscounted.ErrorLine));
+
+        // Raw 8-bit pixels in an .npy are used as they are (IDX files are scaled to [0, 1]): a note says so.
+        Npy.Write(temp.File("raw-x.npy"), new Tensor(images.Shape, [.. images.Data.Select(v => MathF.Min(255, MathF.Round(v * 200)))]));
+        var raw = CliRunner.Run(Predict("plain.safetensors", "raw-x.npy", "raw.npy"));
+        Assert.Equal(0, raw.ExitCode);
+        Assert.Contains("note: --input holds whole numbers from 0 to ", raw.Error, StringComparison.Ordinal);
+        Assert.Contains("(raw 8-bit pixels?)", raw.Error, StringComparison.Ordinal);
+        var rawTraining = CliRunner.Run("train", "--images", temp.File("raw-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "flatten,dense(4)",
+            "--device", "reference", "--epochs", "1", "--out", temp.File("raw.safetensors"));
+        Assert.Equal(0, rawTraining.ExitCode);
+        Assert.Contains("note: --images holds whole numbers from 0 to ", rawTraining.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain("note:", given.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Confusion_matrix_columns_stay_apart_at_any_count()
+    {
+        // A count of 100,000 or more had run into its neighbour in columns six wide.
+        var writer = new StringWriter();
+        GpuCnn.Cli.EvalCommand.WriteConfusion(writer, new Evaluation(0.5, 0.9, 1_234_568, new[,] { { 1_234_567, 0 }, { 1, 0 } }));
+        string[] lines = writer.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Equal(["0", "1"], lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(["0", "1234567", "0"], lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(["1", "1", "0"], lines[3].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+    }
+
     private static void WriteQuadrants(TempFolder temp, string prefix, int count, int seed)
     {
         var data = TrainingTests.QuadrantData(count, seed);
