@@ -165,10 +165,6 @@ internal static class CommonOptions
         : throw new FileNotFoundException($"{option}: file '{path}' does not exist.", path);
 
     /// <summary>
-    /// --model for eval and predict, whose --arch (with the data's sample shape) is for files without an architecture:
-    /// an ONNX file's graph is its own, so --arch with one is a usage error naming the option.
-    /// </summary>
-    /// <summary>
     /// --normalize for predict, eval and export: the input normalisation of a model file that records none (a state_dict
     /// saved by PyTorch, whose transforms.Normalize lived outside the model) — without it such a model was fed raw pixels.
     /// </summary>
@@ -229,11 +225,15 @@ internal static class CommonOptions
 
         if (most > 1f)
         {
-            error.WriteLine($"note: {option} holds whole numbers from 0 to {most} (raw 8-bit pixels?); they are used as they are, where IDX files " +
+            error.WriteLine($"note: {option} holds whole numbers from 0 to {most.ToString(CultureInfo.InvariantCulture)} (raw 8-bit pixels?); they are used as they are, where IDX files " +
                 "(--data, the bundled sample) are read scaled to [0, 1]: divide by 255 (or give --normalize) if the model takes [0, 1].");
         }
     }
 
+    /// <summary>
+    /// --model for eval and predict, whose --arch (with the data's sample shape) is for files without an architecture:
+    /// an ONNX file's graph is its own, so --arch with one is a usage error naming the option.
+    /// </summary>
     public static string ModelWithArch(string path, string? arch) =>
         arch is not null && ModelFile.IsOnnx(path)
             ? throw new UsageException($"--arch is for safetensors files without an architecture: model file '{path}' is ONNX, whose graph is its architecture; leave --arch out.")
