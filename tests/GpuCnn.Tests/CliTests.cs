@@ -267,12 +267,13 @@ public sealed partial class CliTests
     public void Bench_sizes_its_runs_from_a_warm_run_not_the_compiling_first_one()
     {
         // A row whose first run takes 700 ms (a kernel compiling) and later ones 2 ms: 20 runs, as for any fast row; sized
-        // from the first run it had got 3 (every GPU row that met a new kernel, in the H200 log).
+        // from the first run it had got 3 (every GPU row that met a new kernel, in the H200 log). More than 3 is asked,
+        // not 20: a loaded host may stretch the last warm 2 ms past the 25 ms that 20 runs need.
         int runs = 0;
         var slowFirst = new OperationCase("slow-first", "()", null, _ => new Sleeper(() => Thread.Sleep(runs++ == 0 ? 700 : 2)));
         using var backend = new ReferenceBackend();
         var result = GpuCnn.Cli.Bench.BenchSuite.Measure(backend, slowFirst);
-        Assert.Equal(20, result.Repetitions);
+        Assert.True(result.Repetitions > 3, $"{result.Repetitions} runs: sized from the compiling first run");
 
         var both = CliRunner.Run("bench", "--device", "cpu", "--launches", "--json", "plan.json");
         Assert.Equal(2, both.ExitCode);

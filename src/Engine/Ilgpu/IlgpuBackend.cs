@@ -61,29 +61,20 @@ public sealed partial class IlgpuBackend : Backend
                 : throw new SettingException($"GPUCNN_IMPLICIT_GEMM_FILTERS is '{filters}'; expected 64, 32 or 16.");
         }
 
-        string? fewTaps = Environment.GetEnvironmentVariable("GPUCNN_FEW_TAPS_FILTER_GRADIENT");
-        if (!string.IsNullOrWhiteSpace(fewTaps))
+        if (IntegerSetting("GPUCNN_FEW_TAPS_FILTER_GRADIENT", 0, expected: "the most taps (C·R·S) it takes, 0 for none") is { } fewTaps)
         {
-            FewTapsFilterGradient = int.TryParse(fewTaps, out int taps) && taps >= 0
-                ? taps
-                : throw new SettingException($"GPUCNN_FEW_TAPS_FILTER_GRADIENT is '{fewTaps}'; expected the most taps (C·R·S) it takes, 0 for none.");
+            FewTapsFilterGradient = fewTaps;
         }
 
-        string? blocked = Environment.GetEnvironmentVariable("GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT");
-        if (!string.IsNullOrWhiteSpace(blocked))
+        if (IntegerSetting("GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT", 0, expected: "the most taps (C·R·S) it takes, 0 for none") is { } blockedTaps)
         {
-            BlockedFewTapsFilterGradient = int.TryParse(blocked, out int taps) && taps >= 0
-                ? taps
-                : throw new SettingException($"GPUCNN_BLOCKED_FEW_TAPS_FILTER_GRADIENT is '{blocked}'; expected the most taps (C·R·S) it takes, 0 for none.");
+            BlockedFewTapsFilterGradient = blockedTaps;
         }
 
-        string? blockedChunks = Environment.GetEnvironmentVariable("GPUCNN_BLOCKED_FEW_TAPS_CHUNKS");
-        if (!string.IsNullOrWhiteSpace(blockedChunks))
+        if (IntegerSetting("GPUCNN_BLOCKED_FEW_TAPS_CHUNKS", 1, MaxBlockedFewTapsChunksPerMultiprocessor,
+                $"the chunks a multiprocessor, 1 to {MaxBlockedFewTapsChunksPerMultiprocessor}") is { } perMultiprocessor)
         {
-            BlockedFewTapsChunksPerMultiprocessor = int.TryParse(blockedChunks, out int perMultiprocessor) && perMultiprocessor is >= 1 and <= MaxBlockedFewTapsChunksPerMultiprocessor
-                ? perMultiprocessor
-                : throw new SettingException(
-                    $"GPUCNN_BLOCKED_FEW_TAPS_CHUNKS is '{blockedChunks}'; expected the chunks a multiprocessor, 1 to {MaxBlockedFewTapsChunksPerMultiprocessor}.");
+            BlockedFewTapsChunksPerMultiprocessor = perMultiprocessor;
         }
 
         string? stagedMerge = Environment.GetEnvironmentVariable("GPUCNN_BATCH_NORM_STAGED_MERGE");
@@ -1167,8 +1158,11 @@ public sealed partial class IlgpuBackend : Backend
             : throw new SettingException($"{variable} is '{text}'; expected {string.Join(", ", Enum.GetNames<TEnum>())}.");
     }
 
-    /// <summary>An integer setting of at least <paramref name="minimum"/> from the environment; null when unset; anything else is an error.</summary>
-    private static int? IntegerSetting(string variable, int minimum)
+    /// <summary>
+    /// An integer setting from <paramref name="minimum"/> to <paramref name="maximum"/> from the environment; null when
+    /// unset; anything else is an error saying what is <paramref name="expected"/> (by default "an integer ≥ minimum").
+    /// </summary>
+    private static int? IntegerSetting(string variable, int minimum, int maximum = int.MaxValue, string? expected = null)
     {
         string? text = Environment.GetEnvironmentVariable(variable);
         if (string.IsNullOrWhiteSpace(text))
@@ -1176,9 +1170,9 @@ public sealed partial class IlgpuBackend : Backend
             return null;
         }
 
-        return int.TryParse(text.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int value) && value >= minimum
+        return int.TryParse(text.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int value) && value >= minimum && value <= maximum
             ? value
-            : throw new SettingException($"{variable} is '{text}'; expected an integer ≥ {minimum}.");
+            : throw new SettingException($"{variable} is '{text}'; expected {expected ?? $"an integer ≥ {minimum}"}.");
     }
 
     /// <summary>Refuses a launch whose tiles' rows would pass a GPU grid's y (a clear error, not ILGPU's "gridDim").</summary>

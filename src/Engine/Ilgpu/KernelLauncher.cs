@@ -33,12 +33,12 @@ internal sealed class KernelLauncher(Accelerator accelerator, DeviceGuard guard)
     /// <summary>
     /// An implicitly grouped launch's thread count, refused with the kernel named where ILGPU's own int arithmetic,
     /// (n + group − 1) / group with groups of up to 1,024, would wrap (a raw ArgumentOutOfRangeException before, or an
-    /// OverflowException taken for a device fault past int).
+    /// OverflowException taken for a device fault past int). The limit is the tensors' own, <see cref="Shape.MaximumElements"/>.
     /// </summary>
     private static int Threads(Delegate kernel, long threads) =>
-        threads <= int.MaxValue - 1024
+        threads <= Shape.MaximumElements
             ? (int)threads
-            : throw new ArgumentException($"kernel {kernel.Method.Name}: {threads} threads in one launch, more than {int.MaxValue - 1024}; use smaller tensors.");
+            : throw new ArgumentException($"kernel {kernel.Method.Name}: {threads} threads in one launch, more than {Shape.MaximumElements}; use smaller tensors.");
 
     /// <summary>Records a launch; false when it must not run (dry run).</summary>
     private bool Note(Delegate kernel, long groups, long groupSize, long sharedBytes)
