@@ -399,11 +399,9 @@ internal static class TrainCommand
         // Whether --checkpoint holds this run's weights: written by it, or the file it resumed from.
         bool checkpointGood = settings.Checkpoint is not null && settings.Resume is not null &&
             Path.GetFullPath(settings.Checkpoint) == Path.GetFullPath(settings.Resume);
-        void SaveCheckpoint(TrainingState state)
+        TrainingState? interruptWritten = null;
+        void SaveCheckpoint(TrainingState state, bool interrupted)
         {
-            // The state after the last epoch is a finished run's, whenever Ctrl+C came: it goes to --checkpoint only,
-            // and a --resume file that --checkpoint does not name (the interrupt checkpoint's default) keeps its state.
-            bool interrupted = io.Cancel.IsCancellationRequested && state.Epoch <= settings.Epochs;
             if (writes && (settings.Checkpoint is not null || interrupted))
             {
                 string path = interrupted ? interruptPath : settings.Checkpoint!;
@@ -418,15 +416,16 @@ internal static class TrainCommand
                     () => CheckpointFile.Save(path, model, optimizer, state, recorded),
                     File.Exists(path) ? " The previous checkpoint there is intact." : "");
                 checkpointGood |= path == settings.Checkpoint;
+                interruptWritten = interrupted ? state : null;
             }
         }
 
         io.Error.WriteLine($"training {model.Spec} on {train.Count} samples ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
         IReadOnlyList<EpochMetrics> history;
         bool interruptedWhenDone;
-        // Under mpirun Ctrl+C reaches mpirun, which ends the job; a rank has no clean stop of its own to offer. Watched
-        // until the model, plot and metrics are written: a Ctrl+C among them must not kill the process between two files.
-        using var interruptible = ranks.Size == 1 ? io.Watch("finishing the current batch (or the epoch's evaluation) and writing a checkpoint, or the finished run's model") : null;
+        // Watched until the model, plot and metrics are written: a Ctrl+C among them must not kill the process between two
+        // files. Under mpirun every rank is signalled, and the ranks agree on the batch to stop after.
+        using var interruptible = io.Watch("finishing the current batch (or the epoch's evaluation) and writing a checkpoint, or the finished run's model");
         using (var progress = new ProgressDisplay(io.Error))
         {
             try
@@ -437,11 +436,21 @@ internal static class TrainCommand
                     trained.Add(epoch);
                     progress.Clear();
                     io.Out.WriteLine(FormatEpoch(epoch));
-                }, watched, start, SaveCheckpoint, io.Cancel);
+                }, watched, start, state =>
+                {
+                    // The state after the last epoch is a finished run's, whenever Ctrl+C came: it goes to --checkpoint only,
+                    // and a --resume file that --checkpoint does not name (the interrupt checkpoint's default) keeps its state.
+                    SaveCheckpoint(state, io.Cancel.IsCancellationRequested && state.Epoch <= settings.Epochs);
+                }, io.Cancel);
                 interruptedWhenDone = io.Cancel.IsCancellationRequested; // it came after the last batch: training had finished
             }
             catch (TrainingInterruptedException e)
             {
+                if (interruptWritten != e.State)
+                {
+                    SaveCheckpoint(e.State, interrupted: true); // another rank was asked to stop, before this one heard of it
+                }
+
                 progress.Clear();
                 io.Error.WriteLine($"interrupted {Trainer.Describe(e.State)}: checkpoint written to {interruptPath}.");
                 io.Error.WriteLine(ResumeHint(settings, interruptPath));

@@ -269,6 +269,83 @@ public sealed class DistributedTests
         }
     }
 
+    /// <summary>
+    /// A stop asked on one rank (its token fired after batch <paramref name="askedEpoch"/>.<paramref name="askedBatch"/>)
+    /// stops every rank after the same batch — the request travels with the next batch's gradient sum, or with the
+    /// epoch's end — each receiving the same checkpoint state and throwing with its own token; Fit called again from
+    /// that state trains on to the uninterrupted run's weights, bit for bit. The token of a rank was once not watched at
+    /// all: with several ranks no stop was possible but mpirun's, which ends the job without a checkpoint.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 3, 1, 4)] // during epoch 1: after the next batch (the 4th) every rank stops
+    [InlineData(1, 5, 2, 0)] // before the epoch's last batch: its sum carries it, the stop comes at the epoch's end
+    [InlineData(1, 6, 2, 0)] // after the last batch: the epoch's end agrees on it
+    [InlineData(2, 6, 0, 0)] // after the last epoch's last batch: nothing is left to stop, Fit finishes
+    public void A_stop_asked_on_one_rank_stops_every_rank_after_the_same_batch(int askedEpoch, int askedBatch, int stopEpoch, int stopBatch)
+    {
+        var data = TrainingTests.QuadrantData(48, seed: 2); // 6 batches of 8 an epoch
+        var options = new GpuCnn.Models.TrainingOptions(2, 8, Seed: 1);
+        (Dictionary<string, float[]> Weights, GpuCnn.Models.TrainingState? Stopped, List<GpuCnn.Models.TrainingState> Checkpoints, bool OwnToken)[] Train(
+            int size, bool interrupt)
+        {
+            var ranks = ThreadCommunicator.Create(size);
+            var results = new (Dictionary<string, float[]>, GpuCnn.Models.TrainingState?, List<GpuCnn.Models.TrainingState>, bool)[size];
+            Parallel.For(0, size, new ParallelOptions { MaxDegreeOfParallelism = size }, rank =>
+            {
+                using var backend = new GpuCnn.Cpu.Fast.CpuBackend(1, GpuCnn.Cpu.Fast.Simd.Best);
+                using var model = GpuCnn.Models.Sequential.Create("conv(4,3,pad=1),batchnorm,relu,flatten,dense(4)", [1, 8, 8], backend, seed: 4);
+                using var sgd = new GpuCnn.Models.Sgd(backend, model.NamedParameters(), new GpuCnn.SgdOptions(0.1f, 0.9f));
+                var trainer = new GpuCnn.Models.Trainer(model, sgd, options, ranks[rank]);
+                using var cancel = new CancellationTokenSource();
+                var asker = new ReliabilityTests.SyncProgress(p =>
+                {
+                    if (interrupt && rank == size - 1 && p.Epoch == askedEpoch && p.Batch == askedBatch)
+                    {
+                        cancel.Cancel();
+                    }
+                });
+                var checkpoints = new List<GpuCnn.Models.TrainingState>();
+                GpuCnn.Models.TrainingState? stopped = null;
+                bool ownToken = false;
+                try
+                {
+                    trainer.Fit(data, progress: asker, onCheckpoint: checkpoints.Add, cancel: cancel.Token);
+                }
+                catch (GpuCnn.Models.TrainingInterruptedException e)
+                {
+                    (stopped, ownToken) = (e.State, e.CancellationToken == cancel.Token);
+                    trainer.Fit(data, resume: e.State); // continued from the stop, with the same model and optimizer
+                }
+
+                results[rank] = (model.StateDict().ToDictionary(p => p.Key, p => p.Value.Data), stopped, checkpoints, ownToken);
+            });
+            return results;
+        }
+
+        var straight = Train(2, interrupt: false);
+        var stopped = Train(2, interrupt: true);
+        foreach (var rank in stopped)
+        {
+            if (stopEpoch == 0)
+            {
+                Assert.Null(rank.Stopped);
+            }
+            else
+            {
+                var state = Assert.IsType<GpuCnn.Models.TrainingState>(rank.Stopped);
+                Assert.Equal((stopEpoch, stopBatch), (state.Epoch, state.Batch));
+                Assert.Equal(state, rank.Checkpoints[^1]); // the checkpoint before the exception
+                Assert.Equal(stopped[0].Stopped, state); // partial sums included
+                Assert.True(rank.OwnToken);
+            }
+
+            foreach (var (key, values) in straight[0].Weights)
+            {
+                TensorAssert.Identical<float>(values, rank.Weights[key], key); // every rank, continued, as the straight run
+            }
+        }
+    }
+
     /// <summary>Trains <see cref="Spec"/> on thread ranks, each made by <paramref name="make"/> (rank → seed, learning rate); returns each rank's history or error.</summary>
     private static (IReadOnlyList<GpuCnn.Models.EpochMetrics>? History, Exception? Error)[] ThreadRanks(int size, Func<int, (int Seed, float Rate)> make,
         GpuCnn.Models.TrainingState? resume = null)
@@ -382,6 +459,69 @@ public sealed class DistributedTests
         Assert.Equal(1, run.ExitCode);
         Assert.Equal("error: --distributed needs Open MPI's libmpi.so.40, which was not found at /nonexistent/libmpi.so.40 (Debian/Ubuntu: apt-get install openmpi-bin).",
             Assert.Single(errors.Split('\n'), l => l.StartsWith("error:", StringComparison.Ordinal)).TrimEnd());
+    }
+
+    /// <summary>
+    /// A stop asked of rank 1 alone (SIGUSR1 to its process; Ctrl+C and `kill -USR1` to mpirun reach every rank) stops
+    /// both ranks after the same batch: rank 0, which was not asked, writes the interrupt checkpoint and says so, every
+    /// rank ends with 130, and the job resumed from the checkpoint ends with the uninterrupted run's weights. Before, a
+    /// rank's signal was not watched: SIGUSR1 killed rank 1 and mpirun ended the job without a checkpoint.
+    /// </summary>
+    [Fact]
+    public async Task A_stop_asked_of_one_rank_stops_the_job_with_rank_0s_checkpoint_and_resumes_bitwise()
+    {
+        SkipWithoutMpirun();
+        using var temp = Fixtures.TempFolder();
+        ReliabilityTests.WriteQuadrants(temp, 2000);
+        // 20 epochs of about 0.2 s: the signal, sent once epoch 1 is printed, lands long before the end.
+        string[] common = ["train", "--distributed", "--arch", "conv(16,3,pad=1),relu,conv(16,3,pad=1),relu,maxpool(2),flatten,dense(4)", "--images",
+            temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "20", "--batch-size", "20", "--device", "cpu"];
+        using (var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"], [.. common, "--out", temp.File("m.safetensors")]))
+        {
+            var errors = run.StandardError.ReadToEndAsync();
+            string? line;
+            while ((line = run.StandardOutput.ReadLine()) is not null && !line.Contains("epoch 1:", StringComparison.Ordinal))
+            {
+            }
+
+            Assert.NotNull(line);
+            System.Diagnostics.Process.Start("kill", ["-USR1", RankProcess(run.Id, 1).ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+            string output = run.StandardOutput.ReadToEnd();
+            Assert.True(run.WaitForExit(60_000), "the job went on after the stop");
+            string said = await errors;
+            Assert.True(run.ExitCode == 130, $"exit code {run.ExitCode}:\n{output}\n{said}");
+            Assert.DoesNotContain("epoch 20:", output, StringComparison.Ordinal);
+            Assert.Contains($"checkpoint written to {temp.File("m.checkpoint.safetensors")}", said + output, StringComparison.Ordinal);
+            Assert.False(File.Exists(temp.File("m.safetensors")));
+        }
+
+        Mpirun(2, [.. common, "--resume", temp.File("m.checkpoint.safetensors"), "--out", temp.File("resumed.safetensors")]);
+        Mpirun(2, [.. common, "--out", temp.File("straight.safetensors")]);
+        ReliabilityTests.AssertSameWeights(temp.File("straight.safetensors"), temp.File("resumed.safetensors"));
+    }
+
+    /// <summary>The process id of rank <paramref name="rank"/> among the children of mpirun (<paramref name="mpirun"/>), found through /proc.</summary>
+    private static int RankProcess(int mpirun, int rank)
+    {
+        foreach (string folder in Directory.GetDirectories("/proc"))
+        {
+            try
+            {
+                string status = File.ReadAllText(Path.Combine(folder, "status"));
+                bool child = status.Split('\n').Any(l => l.StartsWith("PPid:", StringComparison.Ordinal) && int.Parse(l[5..].Trim(),
+                    System.Globalization.CultureInfo.InvariantCulture) == mpirun);
+                if (child && File.ReadAllText(Path.Combine(folder, "environ")).Split('\0').Contains($"OMPI_COMM_WORLD_RANK={rank}"))
+                {
+                    return int.Parse(Path.GetFileName(folder), System.Globalization.CultureInfo.InvariantCulture);
+                }
+            }
+            catch (IOException)
+            {
+                // not a process, or one that ended while read
+            }
+        }
+
+        throw new InvalidOperationException($"no child of mpirun ({mpirun}) is rank {rank}");
     }
 
     /// <summary>Runs the CLI as <paramref name="ranks"/> ranks and returns rank 0's output; fails with every rank's errors.</summary>

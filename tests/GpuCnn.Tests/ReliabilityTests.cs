@@ -494,7 +494,43 @@ public sealed class ReliabilityTests
         Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
         Assert.True(process.WaitForExit(30_000), "bench went on after SIGINT");
         Assert.Equal(130, process.ExitCode);
-        Assert.DoesNotContain("interrupt:", process.StandardError.ReadToEnd(), StringComparison.Ordinal);
+        Assert.DoesNotContain("interrupt (", process.StandardError.ReadToEnd(), StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// SIGTERM (a job scheduler's notice before it kills, mpirun's to every rank on Ctrl+C) and SIGUSR1 (which mpirun
+    /// forwards without ending the job) stop training as Ctrl+C does: after the current batch, with a checkpoint. Before,
+    /// SIGTERM ended the process at once and SIGUSR1 killed it.
+    /// </summary>
+    [Theory]
+    [InlineData("TERM")]
+    [InlineData("USR1")]
+    public async Task Sigterm_and_sigusr1_stop_training_cleanly_as_ctrl_c_does(string signal)
+    {
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "sends signals with kill(1)");
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, 2000);
+        // 40 epochs of about 0.1 s: the signal, sent once epoch 1 is printed, lands long before the end.
+        using var process = CliProcess.Start(["env"], ["train", "--arch", "conv(16,3,pad=1),relu,conv(16,3,pad=1),relu,maxpool(2),flatten,dense(4)",
+            "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--device", "cpu", "--batch-size", "20", "--epochs", "40",
+            "--out", temp.File("m.safetensors")]);
+        var errors = process.StandardError.ReadToEndAsync();
+        string? line;
+        while ((line = process.StandardOutput.ReadLine()) is not null && !line.StartsWith("epoch 1:", StringComparison.Ordinal))
+        {
+        }
+
+        Assert.NotNull(line);
+        Process.Start("kill", [$"-{signal}", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        string output = process.StandardOutput.ReadToEnd();
+        Assert.True(process.WaitForExit(60_000), $"train went on after SIG{signal}");
+        string said = await errors;
+        Assert.True(process.ExitCode == 130, $"exit code {process.ExitCode}: {said}");
+        Assert.Contains($"interrupt (SIG{signal}): finishing the current batch", said, StringComparison.Ordinal);
+        Assert.Contains($"checkpoint written to {temp.File("m.checkpoint.safetensors")}", said, StringComparison.Ordinal);
+        Assert.DoesNotContain("epoch 40:", output, StringComparison.Ordinal);
+        Assert.InRange(int.Parse(Safetensors.Read(temp.File("m.checkpoint.safetensors")).Metadata["epoch"], System.Globalization.CultureInfo.InvariantCulture), 1, 40);
+        Assert.False(File.Exists(temp.File("m.safetensors")));
     }
 
     internal static void AssertSameWeights(string expectedPath, string actualPath)
@@ -532,7 +568,7 @@ public sealed class ReliabilityTests
     }
 
     /// <summary>IProgress that runs on the reporting thread (Progress&lt;T&gt; posts to the thread pool).</summary>
-    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    internal sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);
     }

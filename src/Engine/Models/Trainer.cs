@@ -61,9 +61,10 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     /// every finished epoch and, when <paramref name="cancel"/> fires, after the current batch (or at the end of the
     /// epoch whose last batch, evaluation or <paramref name="onEpoch"/> it fired in), before
     /// <see cref="TrainingInterruptedException"/> is thrown; once the last epoch's last batch has run, Fit finishes
-    /// (nothing is left to stop), and the caller can see the token to say so. With several ranks <paramref name="cancel"/>
-    /// is not watched (one rank stopping alone would leave the others waiting in a collective): mpirun's Ctrl+C ends
-    /// every rank, and training resumes from the last epoch's checkpoint. A NaN or infinite loss throws
+    /// (nothing is left to stop), and the caller can see the token to say so. With several ranks the ranks agree: a
+    /// token fired on any rank stops every rank after the same batch (the one whose gradients were being summed when it
+    /// fired, or the next), each receiving the same state and throwing, its own token in the exception (one rank
+    /// stopping alone would leave the others waiting in a collective). A NaN or infinite loss throws
     /// <see cref="TrainingDivergedException"/> at the end of its epoch, before any checkpoint of that epoch.
     /// </summary>
     public IReadOnlyList<EpochMetrics> Fit(Dataset train, Dataset? test = null, Action<EpochMetrics>? onEpoch = null,
@@ -128,6 +129,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             Optimizer.RestoreStepCount(state.OptimizerSteps);
         }
         using var ranked = ranks > 1 ? new RankSync(Model, Communicator) : null;
+        bool agreedStop = false; // with several ranks: a rank's token fired during the last gradient sum
         try
         {
             for (int epoch = state.Epoch; epoch <= Options.Epochs; epoch++)
@@ -143,9 +145,10 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 int local = 0; // samples this rank has seen this epoch (its shares, when several ranks train)
                 for (int b = resumed ? state.Batch : 0; b < batchCount; b++)
                 {
-                    if (ranked is null && cancel.IsCancellationRequested)
+                    if (ranked is null ? cancel.IsCancellationRequested : agreedStop)
                     {
-                        var partial = CheckFinite(metrics.Read(), epoch);
+                        var partial = CheckFinite(ranked is null ? metrics.Read() : ranked.Sum(metrics.Read()), epoch);
+                        ranked?.BroadcastBuffers(); // every rank stops holding the state rank 0 saves
                         var stopped = new TrainingState(epoch, b, Optimizer.StepCount, partial.LossSum, partial.Correct);
                         onCheckpoint?.Invoke(stopped);
                         throw new TrainingInterruptedException(stopped, cancel);
@@ -176,7 +179,8 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                         }
                     }
 
-                    ranked?.SumGradients(count > 0 ? (float)count / size : 0f);
+                    // A stop asked on any rank travels with the gradients: every rank learns it from the same sum.
+                    agreedStop = ranked?.SumGradients(count > 0 ? (float)count / size : 0f, cancel.IsCancellationRequested) ?? false;
                     local += count;
                     clipper?.Clip();
                     Optimizer.Step();
@@ -208,7 +212,8 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
                 // Asked during the epoch's last batch, its evaluation or onEpoch: stop at the epoch's end, whose checkpoint
                 // holds it, rather than after the next epoch's first batch. Read before the checkpoint, so that the
                 // checkpoint handler has seen the request too (one coming later stops after the next batch).
-                bool stop = ranked is null && epoch < Options.Epochs && cancel.IsCancellationRequested;
+                bool stop = epoch < Options.Epochs &&
+                    (ranked is null ? cancel.IsCancellationRequested : agreedStop || ranked.AgreeToStop(cancel.IsCancellationRequested));
                 var next = new TrainingState(epoch + 1, 0, Optimizer.StepCount, 0f, 0f);
                 onCheckpoint?.Invoke(next);
                 if (stop)
@@ -428,13 +433,14 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         private readonly ICommunicator _ranks;
         private readonly DeviceTensor<float>[] _gradientList, _bufferList;
         private readonly Flat _gradients, _buffers;
+        private readonly float[] _vote = new float[1];
 
         public RankSync(Sequential model, ICommunicator ranks)
         {
             (_model, _ranks) = (model, ranks);
             _gradientList = [.. model.NamedParameters().Select(p => p.Parameter.Gradient)];
             _bufferList = [.. model.NamedBuffers().Select(b => b.Buffer)];
-            _gradients = new Flat(model.Backend, _gradientList.Sum(g => g.Length));
+            _gradients = new Flat(model.Backend, _gradientList.Sum(g => g.Length), votes: 1);
             try
             {
                 _buffers = new Flat(model.Backend, _bufferList.Sum(b => b.Length));
@@ -466,28 +472,42 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             return (begin, end - begin);
         }
 
-        /// <summary>Each gradient ← Σ over ranks of weight_r · gradient_r (weight: the rank's share of the batch; the mean over it).</summary>
-        public void SumGradients(float weight)
+        /// <summary>
+        /// Each gradient ← Σ over ranks of weight_r · gradient_r (weight: the rank's share of the batch; the mean over
+        /// it). Returns whether any rank asked to <paramref name="stop"/>: its vote is one more float of the same sum.
+        /// </summary>
+        public bool SumGradients(float weight, bool stop)
         {
             var backend = _model.Backend;
-            if (_gradients.Device is null)
+            var values = _gradients.Values;
+            if (_gradients.Device is not { } device)
             {
-                return; // a model without parameters (every rank builds the same model, so none of them sums)
+                return AgreeToStop(stop); // a model without parameters (every rank builds the same model, so none of them sums)
             }
 
             if (weight == 0f)
             {
-                Array.Clear(_gradients.Host); // no samples here this step: nothing to add
+                values.Clear(); // no samples here this step: nothing to add
             }
             else
             {
-                backend.CopyToFlat(_gradientList, _gradients.Device, weight);
-                backend.Download<float>(_gradients.Device, _gradients.Host);
+                backend.CopyToFlat(_gradientList, device, weight);
+                backend.Download<float>(device, values);
             }
 
+            _gradients.Host[^1] = stop ? 1f : 0f;
             _ranks.AllReduceSum(_gradients.Host);
-            backend.Upload<float>(_gradients.Host, _gradients.Device);
-            backend.CopyFromFlat(_gradients.Device, _gradientList);
+            backend.Upload<float>(values, device);
+            backend.CopyFromFlat(device, _gradientList);
+            return _gradients.Host[^1] > 0f;
+        }
+
+        /// <summary>Whether any rank asked to <paramref name="stop"/> (every rank must call it).</summary>
+        public bool AgreeToStop(bool stop)
+        {
+            _vote[0] = stop ? 1f : 0f;
+            _ranks.AllReduceSum(_vote);
+            return _vote[0] > 0f;
         }
 
         /// <summary>Every rank takes rank 0's buffers (batch norm's running statistics).</summary>
@@ -533,10 +553,15 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             _buffers.Device?.Dispose();
         }
 
-        /// <summary>A list's values on the host and, when there are any, in one device buffer.</summary>
-        private sealed class Flat(Backend backend, int length)
+        /// <summary>
+        /// A list's values on the host and, when there are any, in one device buffer; the host array holds
+        /// <paramref name="votes"/> more floats after them, summed in the same collective.
+        /// </summary>
+        private sealed class Flat(Backend backend, int length, int votes = 0)
         {
-            public float[] Host { get; } = new float[length];
+            public float[] Host { get; } = new float[length + votes];
+
+            public Span<float> Values => Host.AsSpan(0, length);
 
             public DeviceTensor<float>? Device { get; } = length > 0 ? backend.Allocate<float>([length]) : null;
         }
