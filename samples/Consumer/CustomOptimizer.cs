@@ -29,14 +29,13 @@ internal sealed class HalfMomentumSgd : Optimizer
     public override IEnumerable<(string Name, DeviceTensor<float> Tensor)> StateTensors() =>
         Parameters.Select((p, i) => ($"{p.Key}.momentum_buffer", _velocity[i]));
 
-    public override void Step()
+    // Step() calls it, refusing a second thread and a disposed optimizer, and counts the step after it.
+    protected override void StepCore()
     {
         for (int i = 0; i < Values.Count; i++)
         {
             Backend.SgdUpdate(_options, StepCount == 0, Values[i], Gradients[i], _velocity[i], _learningRate);
         }
-
-        StepCount++;
     }
 
     protected override void Dispose(bool disposing) => Free(_velocity);

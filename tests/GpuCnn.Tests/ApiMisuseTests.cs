@@ -488,6 +488,9 @@ public sealed class ApiMisuseTests
     {
         using var backend = new CpuBackend();
         var model = Sequential.Create(Spec, [1, 4, 4], backend, seed: 1);
+        var layers = model.Layers;
+        using var x = backend.Upload(Tensor.Random([2, 1, 4, 4], seed: 2));
+        using var pooled = backend.Upload(Tensor.Random([2, 2, 4, 4], seed: 3));
         model.Dispose();
         model.Dispose(); // twice is fine
         long before = backend.BytesAllocated;
@@ -495,8 +498,56 @@ public sealed class ApiMisuseTests
             StringComparison.Ordinal);
         Assert.Throws<ObjectDisposedException>(() => model.StateDict());
         Assert.Throws<ObjectDisposedException>(() => model.Normalization = new ChannelNormalization([0f], [1f]));
+        Assert.StartsWith("Sequential.FirstNonFiniteTensor: the model has been disposed.", Assert.Throws<ObjectDisposedException>(model.FirstNonFiniteTensor).Message,
+            StringComparison.Ordinal);
+        // Its layers, still reachable, refuse too: a max pooling had computed and kept new output and switch buffers no one frees.
+        Assert.StartsWith("maxpool(2): the model this layer was built into has been disposed", Assert.Throws<ObjectDisposedException>(() => layers[2].Forward(pooled)).Message,
+            StringComparison.Ordinal);
+        Assert.StartsWith("conv(2,3,pad=1): the model this layer was built into has been disposed", Assert.Throws<ObjectDisposedException>(() => layers[0].Forward(x)).Message,
+            StringComparison.Ordinal);
         Assert.Equal(before, backend.BytesAllocated);
         Assert.Throws<ArgumentOutOfRangeException>(() => backend.MemoryLimitBytes = -5);
+    }
+
+    /// <summary>
+    /// An optimizer disposed after its trainer was made, or before a checkpoint is restored into it, is refused before
+    /// anything changes: Fit had run a batch first (batch norm's running statistics and batch count moved), and Restore
+    /// had replaced the weights before failing on the optimizer's state.
+    /// </summary>
+    [Fact]
+    public void A_disposed_optimizer_is_refused_before_the_model_changes()
+    {
+        using var backend = new CpuBackend();
+        using var model = Sequential.Create("conv(2,3,pad=1),batchnorm,relu,flatten,dense(3)", [1, 4, 4], backend, seed: 1);
+        using var temp = Fixtures.TempFolder();
+        var settings = new Dictionary<string, string>();
+        using (var kept = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.5f)))
+        {
+            CheckpointFile.Save(temp.File("c.safetensors"), model, kept, TrainingState.Start, settings);
+        }
+
+        var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.5f));
+        var trainer = new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 2));
+        sgd.Dispose();
+        sgd.Dispose(); // twice is fine
+        var before = model.StateDict();
+        var images = new Dataset(Tensor.Random([4, 1, 4, 4], seed: 5), [0, 1, 2, 0]);
+        Assert.Equal("Trainer.Fit: the optimizer has been disposed.", Assert.Throws<ObjectDisposedException>(() => trainer.Fit(images)).Message.Split('\n')[0]);
+        foreach (var key in model.StateDict().Keys)
+        {
+            model.LoadStateDict(new Dictionary<string, Tensor>(before) { [key] = new Tensor(before[key].Shape) }); // zeroes one tensor at a time…
+            Assert.StartsWith("CheckpointFile.Restore: the optimizer has been disposed.", Assert.Throws<ObjectDisposedException>(() =>
+                CheckpointFile.Restore(temp.File("c.safetensors"), model, sgd, settings)).Message, StringComparison.Ordinal);
+            Assert.All(model.StateDict()[key].Data, v => Assert.Equal(0f, v)); // …which the failed restore left as it was
+        }
+
+        model.LoadStateDict(before);
+        Assert.Equal("weights: tensor '1.running_mean' is null; the model needs it with shape (2). (Parameter 'state')",
+            Assert.Throws<ArgumentException>(() => model.LoadStateDict(new Dictionary<string, Tensor>(before) { ["1.running_mean"] = null! })).Message);
+        foreach (var (key, tensor) in model.StateDict())
+        {
+            Assert.Equal(before[key].Data, tensor.Data); // num_batches_tracked included: Fit ran no batch
+        }
     }
 
     [Fact]

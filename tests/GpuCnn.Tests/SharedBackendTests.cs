@@ -152,6 +152,7 @@ public sealed class SharedModelTests
                 ("Sequential.Train", model.Train), // a mode switched in the middle of a step had changed batch norm and dropout silently
                 ("Sequential.Eval", model.Eval),
                 ("Sequential.SetRandomKey", () => model.SetRandomKey(5)),
+                ("Sequential.FirstNonFiniteTensor", () => model.FirstNonFiniteTensor()), // it had read the weights in the middle of a step
                 ("Sequential.Dispose", model.Dispose),
             })
             {
@@ -172,13 +173,19 @@ public sealed class SharedModelTests
         Assert.Equal(2, gate.Calls);
     }
 
-    [Fact]
-    public void An_optimizer_a_trainer_is_stepping_is_refused_to_another_thread()
+    /// <summary>
+    /// Sgd's own step, and the step of an optimizer written outside the engine (which could not reach the guard, and
+    /// updated the weights in the middle of the trainer's step, counting a step the trainer then took as its second).
+    /// </summary>
+    [Theory]
+    [InlineData("Sgd")]
+    [InlineData("PlainSgd")]
+    public void An_optimizer_a_trainer_is_stepping_is_refused_to_another_thread(string kind)
     {
         using var backend = new ReferenceBackend();
         var gate = new Gate();
         using var model = new Sequential([gate, .. ArchitectureSpec.Parse("flatten,dense(3)")], [1, 4, 4], backend);
-        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
+        using Optimizer sgd = kind == "Sgd" ? new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f)) : new PlainSgd(backend, model.NamedParameters());
         var images = Tensor.Random([2, 1, 4, 4], seed: 4);
         var fit = new Thread(() => new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 2)).Fit(new Dataset(images, [0, 1])));
         fit.Start();
@@ -186,7 +193,7 @@ public sealed class SharedModelTests
         try
         {
             // A step from here had updated the weights in the middle of the trainer's step, without a word.
-            Assert.Equal("Sgd.Step: the optimizer is in use by another thread (a Trainer's Fit steps it); an optimizer serves one thread at a time.",
+            Assert.Equal($"{kind}.Step: the optimizer is in use by another thread (a Trainer's Fit steps it); an optimizer serves one thread at a time.",
                 Assert.Throws<InvalidOperationException>(sgd.Step).Message);
             Assert.StartsWith("Optimizer.Dispose: the optimizer is in use by another thread", Assert.Throws<InvalidOperationException>(sgd.Dispose).Message,
                 StringComparison.Ordinal); // its moments freed in the middle of the trainer's step
@@ -200,6 +207,32 @@ public sealed class SharedModelTests
         Assert.Equal(1, sgd.StepCount); // the trainer's one step; free again after
         sgd.Step();
         Assert.Equal(2, sgd.StepCount);
+    }
+
+    /// <summary>An optimizer as a library user writes one: plain SGD through the backend's step.</summary>
+    private sealed class PlainSgd(Backend backend, IEnumerable<(string Key, Parameter Parameter)> parameters) : Optimizer(backend, parameters)
+    {
+        private readonly DeviceTensor<float>[] _unused = [.. parameters.Select(p => backend.AllocateFilled(p.Parameter.Shape, 0f))];
+
+        public override float LearningRate { get; set; } = 0.1f;
+
+        public override IEnumerable<(string Name, DeviceTensor<float> Tensor)> StateTensors() => [];
+
+        protected override void StepCore()
+        {
+            for (int i = 0; i < Values.Count; i++)
+            {
+                Backend.SgdUpdate(new SgdOptions(LearningRate), StepCount == 0, Values[i], Gradients[i], _unused[i], LearningRate);
+            }
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            foreach (var tensor in _unused)
+            {
+                tensor.Dispose();
+            }
+        }
     }
 
     /// <summary>Hands x on; its first forward signals <see cref="Entered"/> and waits for <see cref="Open"/>.</summary>

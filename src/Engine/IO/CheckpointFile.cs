@@ -32,6 +32,10 @@ public static class CheckpointFile
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(settings);
+        // Held throughout: another thread's step between the weights and the optimizer state would save a state no run had.
+        using var use = model.Use("CheckpointFile.Save");
+        using var stepping = optimizer.Use("CheckpointFile.Save");
+        optimizer.ThrowIfDisposed("CheckpointFile.Save");
         optimizer.CheckUpdates(model, "CheckpointFile.Save");
         var backend = model.Backend;
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -75,6 +79,9 @@ public static class CheckpointFile
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(settings);
+        using var use = model.Use("CheckpointFile.Restore");
+        using var stepping = optimizer.Use("CheckpointFile.Restore");
+        optimizer.ThrowIfDisposed("CheckpointFile.Restore"); // before anything is changed: the weights had been loaded first
         optimizer.CheckUpdates(model, "CheckpointFile.Restore");
         var contents = Safetensors.Read(path);
         var meta = contents.Metadata;

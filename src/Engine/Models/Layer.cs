@@ -179,10 +179,30 @@ public abstract class Layer
     }
 
     /// <summary>The output buffer for a batch of <paramref name="batch"/>, kept for the four most recently used batch sizes.</summary>
-    protected DeviceTensor<float> OutputBuffer(int batch) => _outputs.Get(batch);
+    protected DeviceTensor<float> OutputBuffer(int batch)
+    {
+        ThrowIfReleased();
+        return _outputs.Get(batch);
+    }
 
     /// <summary>The input-gradient buffer for a batch of <paramref name="batch"/>, kept as the outputs are.</summary>
-    protected DeviceTensor<float> InputGradientBuffer(int batch) => _inputGradients.Get(batch);
+    protected DeviceTensor<float> InputGradientBuffer(int batch)
+    {
+        ThrowIfReleased();
+        return _inputGradients.Get(batch);
+    }
+
+    /// <summary>
+    /// Throws once the model this layer was built into has been disposed: a layer reached through
+    /// <see cref="Sequential.Layers"/> would otherwise make buffers again that nothing frees.
+    /// </summary>
+    private protected void ThrowIfReleased()
+    {
+        if (_released)
+        {
+            throw new ObjectDisposedException(Spec, $"{Spec}: the model this layer was built into has been disposed, which freed the layer.");
+        }
+    }
 
     /// <summary>
     /// While a model is built to take a file's weights, how many values its parameters may still have (the file's

@@ -4,7 +4,8 @@ namespace GpuCnn.Models;
 /// <remarks>
 /// To write one's own: derive, make state buffers with <see cref="ZeroStates"/> (one a parameter; nothing is left
 /// allocated when the device runs out part-way) or <see cref="ZeroState"/>, step <see cref="Values"/> from
-/// <see cref="Gradients"/> with the backend's operations and count <see cref="StepCount"/>, name the state in
+/// <see cref="Gradients"/> with the backend's operations in <see cref="StepCore"/> (<see cref="Step"/> guards and
+/// counts it), name the state in
 /// <see cref="StateTensors"/> (checkpoints save and restore it) and <see cref="Free"/> it in <see cref="Dispose(bool)"/>
 /// (samples/Consumer/CustomOptimizer.cs).
 /// </remarks>
@@ -23,7 +24,10 @@ public abstract class Optimizer : IDisposable
 
         Values = [.. Parameters.Select(p => p.Parameter.Value)];
         Gradients = [.. Parameters.Select(p => p.Parameter.Gradient)];
+        _stepName = $"{GetType().Name}.Step";
     }
+
+    private readonly string _stepName; // made once: a step allocates nothing
 
     /// <summary>The parameters in update order.</summary>
     public IReadOnlyList<(string Key, Parameter Parameter)> Parameters { get; }
@@ -52,8 +56,8 @@ public abstract class Optimizer : IDisposable
         }
     }
 
-    /// <summary>Steps taken so far.</summary>
-    public int StepCount { get; protected set; }
+    /// <summary>Steps taken so far (a step that threw is not counted).</summary>
+    public int StepCount { get; private set; }
 
     /// <summary>The learning rate the next step uses (a schedule may change it between epochs).</summary>
     public abstract float LearningRate { get; set; }
@@ -82,13 +86,30 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>
     /// The state tensors, named "{parameter key}.{slot}" with PyTorch's slot names (momentum_buffer; exp_avg,
-    /// exp_avg_sq), for checkpoints. Writing into them restores the state.
+    /// exp_avg_sq), for checkpoints. Writing into them restores the state together with
+    /// <see cref="RestoreStepCount"/>, as PyTorch's load_state_dict restores the buffers and the step: the count decides
+    /// SGD's first step (which takes the gradient as its momentum) and Adam's bias correction.
     /// </summary>
     public abstract IEnumerable<(string Name, DeviceTensor<float> Tensor)> StateTensors();
 
-    /// <summary>Applies one update to every parameter from its current gradient.</summary>
+    /// <summary>
+    /// Applies one update to every parameter from its current gradient (<see cref="StepCore"/>) and counts it; refused
+    /// while another thread steps this optimizer or a trainer runs it, or once it or its model has been disposed.
+    /// </summary>
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1716", Justification = "PyTorch's name for it.")]
-    public abstract void Step();
+    public void Step()
+    {
+        using var use = Use(_stepName);
+        ThrowIfDisposed(_stepName);
+        StepCore();
+        StepCount++; // after: a step that throws is not counted
+    }
+
+    /// <summary>
+    /// One update of every parameter from its current gradient; <see cref="StepCount"/> is the steps before it (0 on
+    /// the first).
+    /// </summary>
+    protected abstract void StepCore();
 
     /// <summary>A state buffer shaped like <paramref name="parameter"/>, zero-filled.</summary>
     protected DeviceTensor<float> ZeroState(Parameter parameter)
@@ -143,6 +164,11 @@ public abstract class Optimizer : IDisposable
     public void Dispose()
     {
         using var use = Use("Optimizer.Dispose"); // not while a trainer steps it on another thread
+        if (IsDisposed)
+        {
+            return; // a second Dispose frees nothing twice
+        }
+
         IsDisposed = true;
         Dispose(true);
         GC.SuppressFinalize(this);
@@ -210,13 +236,7 @@ public sealed class Sgd : Optimizer
         Parameters.Select((p, i) => ($"{p.Key}.momentum_buffer", _velocity[i]));
 
     /// <inheritdoc/>
-    public override void Step()
-    {
-        using var use = Use("Sgd.Step");
-        ThrowIfDisposed("Sgd.Step");
-        Backend.SgdUpdate(_options, StepCount == 0, Values, Gradients, _velocity, _learningRate);
-        StepCount++;
-    }
+    protected override void StepCore() => Backend.SgdUpdate(_options, StepCount == 0, Values, Gradients, _velocity, _learningRate);
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
@@ -271,13 +291,8 @@ public sealed class Adam : Optimizer
         Parameters.SelectMany((p, i) => new[] { ($"{p.Key}.exp_avg", _m[i]), ($"{p.Key}.exp_avg_sq", _v[i]) });
 
     /// <inheritdoc/>
-    public override void Step()
-    {
-        using var use = Use("Adam.Step");
-        ThrowIfDisposed("Adam.Step");
+    protected override void StepCore() =>
         Backend.AdamUpdate(_options, StepCount + 1, Values, Gradients, _m, _v, _learningRate); // step t counts from 1 in the bias correction
-        StepCount++; // after, as Sgd's: a step that throws is not counted
-    }
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)

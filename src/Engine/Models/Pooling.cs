@@ -53,8 +53,14 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
     protected override string Kind => "maxpool";
 
     // The switch masks per batch size, as the outputs are kept.
-    private BatchSizedCache<DeviceTensor<int>> Switches =>
-        _switchCache ??= new(batch => Backend.Allocate<int>(Batched(batch, OutputShape)), static switches => switches.Dispose());
+    private BatchSizedCache<DeviceTensor<int>> Switches
+    {
+        get
+        {
+            ThrowIfReleased();
+            return _switchCache ??= new(batch => Backend.Allocate<int>(Batched(batch, OutputShape)), static switches => switches.Dispose());
+        }
+    }
 
     /// <inheritdoc/>
     protected override void ReleaseBuffers()

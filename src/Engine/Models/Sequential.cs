@@ -309,6 +309,7 @@ public sealed class Sequential : IDisposable
     /// </summary>
     public string? FirstNonFiniteTensor()
     {
+        using var use = Use("Sequential.FirstNonFiniteTensor"); // not while another thread steps the weights
         var named = State().ToList();
         if (named.Count == 0)
         {
@@ -364,6 +365,11 @@ public sealed class Sequential : IDisposable
                 throw new ArgumentException($"weights: tensor '{key}' is missing; the model needs it with shape {shape}.", nameof(state));
             }
 
+            if (value is null)
+            {
+                throw new ArgumentException($"weights: tensor '{key}' is null; the model needs it with shape {shape}.", nameof(state));
+            }
+
             if (value.Shape != shape)
             {
                 throw new ArgumentException($"weights: tensor '{key}' has shape {value.Shape}, the model needs {shape}.", nameof(state));
@@ -403,14 +409,25 @@ public sealed class Sequential : IDisposable
     /// </summary>
     internal ThreadUse.Scope Use(string method)
     {
+        ThrowIfDisposed(method);
+        var scope = _use.Enter(method, static method =>
+            $"{method}: the model is in use by another thread; a model serves one thread at a time (its layers keep " +
+            "each batch's activations and gradients), so give each thread its own model — models may share one backend.");
+        if (_disposed)
+        {
+            scope.Dispose(); // disposed by another thread between the check and the entry
+            ThrowIfDisposed(method);
+        }
+
+        return scope;
+    }
+
+    private void ThrowIfDisposed(string method)
+    {
         if (_disposed)
         {
             throw new ObjectDisposedException(nameof(Sequential), $"{method}: the model has been disposed.");
         }
-
-        return _use.Enter(method, static method =>
-            $"{method}: the model is in use by another thread; a model serves one thread at a time (its layers keep " +
-            "each batch's activations and gradients), so give each thread its own model — models may share one backend.");
     }
 
     /// <summary>Parameters then buffers, each with its state-dict key.</summary>
@@ -420,12 +437,17 @@ public sealed class Sequential : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        if (_disposed)
+        ThreadUse.Scope use;
+        try
         {
-            return;
+            use = Use("Sequential.Dispose");
+        }
+        catch (ObjectDisposedException)
+        {
+            return; // disposed already (perhaps by another thread a moment ago): a second Dispose does nothing
         }
 
-        using var use = Use("Sequential.Dispose");
+        using var entered = use;
         _disposed = true;
         _chain.Release();
         _inputs.Clear();

@@ -74,6 +74,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         ArgumentNullException.ThrowIfNull(train);
         using var use = Model.Use("Trainer.Fit");
         using var stepping = Optimizer.Use("Trainer.Fit");
+        Optimizer.ThrowIfDisposed("Trainer.Fit"); // disposed since the trainer was made: refused before a batch changes batch norm's statistics
         Options.Validate();
         // First, before any check a rank could fail alone while the others wait for it in a collective.
         if (Communicator.Size > 1)
@@ -122,13 +123,15 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var batches = new BatchBuffers(backend, Model);
         using var clipper = Options.ClipGradNorm is { } maxNorm ? new GradientClipper(backend, Optimizer.Parameters, maxNorm) : null;
         float baseRate = Optimizer.LearningRate;
+        using var ranked = ranks > 1 ? new RankSync(Model, Communicator) : null;
         if (resume is not null)
         {
             // Only a resumed run sets the count: a plain second Fit keeps the moments, and a count restarted at 0 beside
-            // them would take SGD's next step as its first (momentum dropped) and undo Adam's bias correction.
+            // them would take SGD's next step as its first (momentum dropped) and undo Adam's bias correction. After
+            // the allocations: a device out of memory leaves the count as it was.
             Optimizer.RestoreStepCount(state.OptimizerSteps);
         }
-        using var ranked = ranks > 1 ? new RankSync(Model, Communicator) : null;
+
         bool agreedStop = false; // with several ranks: a rank's token fired during the last gradient sum
         try
         {
