@@ -83,7 +83,7 @@ public abstract partial class HostBackend : Backend
     /// <inheritdoc/>
     protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
-        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.Beta2, h.Epsilon, h.WeightDecay, h.DecayFactor,
+        ReferenceMath.AdamUpdate<float>(h.StepSize, h.SqrtCorrection2, h.Beta1, h.OneMinusBeta1, h.Beta2, h.OneMinusBeta2, h.Epsilon, h.WeightDecay, h.DecayFactor,
             Data(parameter), Data(gradient), Data(firstMoment), Data(secondMoment));
 
     /// <summary>

@@ -81,6 +81,6 @@ public sealed partial class ReferenceBackend : HostBackend
     /// <inheritdoc/>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
         DeviceTensor<float> velocity) =>
-        ReferenceMath.SgdUpdate<float>(h.LearningRate, h.Momentum, h.Dampening, h.WeightDecay, h.Nesterov != 0,
+        ReferenceMath.SgdUpdate<float>(h.LearningRate, h.Momentum, h.OneMinusDampening, h.WeightDecay, h.Nesterov != 0,
             h.FirstStep != 0, Data(parameter), Data(gradient), Data(velocity));
 }

@@ -540,17 +540,20 @@ internal static partial class ReferenceMath
 
     // ------------------------------------------------------------------ optimizers
 
-    /// <summary>torch.optim.SGD on one tensor: g = grad + λp; v = g (first step) or μv + (1−d)g; p −= lr·(g + μv or v).</summary>
-    public static void SgdUpdate<T>(T lr, T momentum, T dampening, T weightDecay, bool nesterov, bool firstStep,
+    /// <summary>
+    /// torch.optim.SGD on one tensor: g = grad + λp (when λ ≠ 0); v = g (first step) or μv + (1−d)g; p −= lr·(g + μv
+    /// or v). <paramref name="oneMinusDampening"/> is 1 − d, formed by the caller as PyTorch forms it.
+    /// </summary>
+    public static void SgdUpdate<T>(T lr, T momentum, T oneMinusDampening, T weightDecay, bool nesterov, bool firstStep,
         Span<T> parameter, ReadOnlySpan<T> gradient, Span<T> velocity)
         where T : IFloatingPointIeee754<T>
     {
         for (int i = 0; i < parameter.Length; i++)
         {
-            T g = gradient[i] + weightDecay * parameter[i];
+            T g = T.IsZero(weightDecay) ? gradient[i] : gradient[i] + weightDecay * parameter[i];
             if (!T.IsZero(momentum))
             {
-                velocity[i] = firstStep ? g : momentum * velocity[i] + (T.One - dampening) * g;
+                velocity[i] = firstStep ? g : momentum * velocity[i] + oneMinusDampening * g;
                 g = nesterov ? g + momentum * velocity[i] : velocity[i];
             }
 
@@ -560,19 +563,20 @@ internal static partial class ReferenceMath
 
     /// <summary>
     /// torch.optim.Adam / AdamW on one tensor: p ← decayFactor·p (AdamW's decoupled decay, 1 − lr·λ; 1 for Adam);
-    /// g = grad + weightDecay·p (Adam's L2 term; 0 for AdamW); m = β1m + (1−β1)g; v = β2v + (1−β2)g²;
-    /// p −= stepSize·m / (√v / √c2 + ε) with stepSize = lr / (1 − β1^t), c2 = 1 − β2^t.
+    /// g = grad + weightDecay·p (Adam's L2 term, when not 0; 0 for AdamW); m = β1m + (1−β1)g; v = β2v + (1−β2)g²;
+    /// p −= stepSize·m / (√v / √c2 + ε) with stepSize = lr / (1 − β1^t), c2 = 1 − β2^t. The 1 − β are the caller's,
+    /// formed as PyTorch forms them.
     /// </summary>
-    public static void AdamUpdate<T>(T stepSize, T sqrtCorrection2, T beta1, T beta2, T epsilon, T weightDecay, T decayFactor,
-        Span<T> parameter, ReadOnlySpan<T> gradient, Span<T> m, Span<T> v)
+    public static void AdamUpdate<T>(T stepSize, T sqrtCorrection2, T beta1, T oneMinusBeta1, T beta2, T oneMinusBeta2, T epsilon,
+        T weightDecay, T decayFactor, Span<T> parameter, ReadOnlySpan<T> gradient, Span<T> m, Span<T> v)
         where T : IFloatingPointIeee754<T>
     {
         for (int i = 0; i < parameter.Length; i++)
         {
             parameter[i] *= decayFactor;
-            T g = gradient[i] + weightDecay * parameter[i];
-            m[i] = beta1 * m[i] + (T.One - beta1) * g;
-            v[i] = beta2 * v[i] + (T.One - beta2) * g * g;
+            T g = T.IsZero(weightDecay) ? gradient[i] : gradient[i] + weightDecay * parameter[i];
+            m[i] = beta1 * m[i] + oneMinusBeta1 * g;
+            v[i] = beta2 * v[i] + oneMinusBeta2 * g * g;
             parameter[i] -= stepSize * m[i] / (T.Sqrt(v[i]) / sqrtCorrection2 + epsilon);
         }
     }

@@ -571,7 +571,22 @@ public abstract partial class Backend : IDisposable
         options.Validate();
         float lr = learningRate ?? options.LearningRate;
         Checks.FiniteNonNegative("SGD", "learning rate", lr);
-        return new SgdParams(lr, options.Momentum, options.Dampening, options.WeightDecay, options.Nesterov ? 1 : 0, firstStep ? 1 : 0);
+        return new SgdParams(lr, options.Momentum, (float)(1 - AsWritten(options.Dampening)), options.WeightDecay, options.Nesterov ? 1 : 0,
+            firstStep ? 1 : 0);
+    }
+
+    /// <summary>
+    /// The double a setting held as a float stands for: its shortest decimal (0.9999f → "0.9999" → 0.9999), which is
+    /// what was written and what PyTorch's Python float holds. 1 − 0.9999f in float is 1.7e-4 away from PyTorch's
+    /// 1 − 0.9999 rounded to float. Allocates nothing.
+    /// </summary>
+    internal static double AsWritten(float value)
+    {
+        Span<char> digits = stackalloc char[32];
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        bool formatted = value.TryFormat(digits, out int length, "R", invariant);
+        System.Diagnostics.Debug.Assert(formatted, "a float's shortest form fits in 32 characters");
+        return double.Parse(digits[..length], System.Globalization.NumberStyles.Float, invariant);
     }
 
     /// <summary>
@@ -603,7 +618,8 @@ public abstract partial class Backend : IDisposable
         float lr = learningRate ?? options.LearningRate;
         Checks.FiniteNonNegative("Adam", "learning rate", lr);
         Checks.Positive(op, nameof(step), step);
-        return AdamParams.ForStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, step, options.DecoupledWeightDecay);
+        return AdamParams.ForStep(AsWritten(lr), AsWritten(options.Beta1), AsWritten(options.Beta2), AsWritten(options.Epsilon),
+            AsWritten(options.WeightDecay), step, options.DecoupledWeightDecay);
     }
 
     // ---------------------------------------------------------------- core implementations (arguments already checked)

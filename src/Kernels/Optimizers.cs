@@ -3,24 +3,28 @@ using ILGPU.Algorithms;
 
 namespace GpuCnn.Kernels;
 
-/// <summary>SGD hyperparameters in PyTorch's terms (torch.optim.SGD).</summary>
-public readonly record struct SgdParams(float LearningRate, float Momentum, float Dampening, float WeightDecay,
+/// <summary>
+/// SGD hyperparameters in PyTorch's terms (torch.optim.SGD); <paramref name="OneMinusDampening"/> is formed in double
+/// from the dampening as written, as PyTorch forms <c>alpha=1 - dampening</c> from a Python float.
+/// </summary>
+public readonly record struct SgdParams(float LearningRate, float Momentum, float OneMinusDampening, float WeightDecay,
     int Nesterov, int FirstStep);
 
 /// <summary>
-/// One Adam or AdamW step in PyTorch's terms (torch.optim.Adam, torch.optim.AdamW). StepSize = lr / (1 − β1^t) and
-/// SqrtCorrection2 = √(1 − β2^t) are computed once on the host in double, as PyTorch does. Adam's weight decay is
+/// One Adam or AdamW step in PyTorch's terms (torch.optim.Adam, torch.optim.AdamW). StepSize = lr / (1 − β1^t),
+/// SqrtCorrection2 = √(1 − β2^t) and 1 − β are computed once on the host in double from the settings as PyTorch's
+/// Python floats hold them, then rounded to float as PyTorch rounds a scalar for a float tensor. Adam's weight decay is
 /// L2 (WeightDecay·p added to the gradient, DecayFactor 1); AdamW's is decoupled (WeightDecay 0, the parameter first
 /// scaled by DecayFactor = 1 − lr·λ).
 /// </summary>
-public readonly record struct AdamParams(float StepSize, float SqrtCorrection2, float Beta1, float Beta2, float Epsilon,
-    float WeightDecay, float DecayFactor)
+public readonly record struct AdamParams(float StepSize, float SqrtCorrection2, float Beta1, float OneMinusBeta1, float Beta2,
+    float OneMinusBeta2, float Epsilon, float WeightDecay, float DecayFactor)
 {
     /// <summary>The parameters of step <paramref name="step"/> (counting from 1).</summary>
     public static AdamParams ForStep(double learningRate, double beta1, double beta2, double epsilon, double weightDecay,
         int step, bool decoupled = false) =>
         new((float)(learningRate / (1 - Math.Pow(beta1, step))), (float)Math.Sqrt(1 - Math.Pow(beta2, step)),
-            (float)beta1, (float)beta2, (float)epsilon, decoupled ? 0f : (float)weightDecay,
+            (float)beta1, (float)(1 - beta1), (float)beta2, (float)(1 - beta2), (float)epsilon, decoupled ? 0f : (float)weightDecay,
             decoupled ? (float)(1 - (learningRate * weightDecay)) : 1f);
 }
 
@@ -28,8 +32,8 @@ public readonly record struct AdamParams(float StepSize, float SqrtCorrection2, 
 internal static class OptimizerKernels
 {
     /// <summary>
-    /// g = grad + λ·p; v = g on the first step, else μ·v + (1 − dampening)·g; d = g + μ·v (Nesterov) or v;
-    /// p −= lr·d. Without momentum, p −= lr·g and v is untouched.
+    /// g = grad + λ·p (nothing added when λ = 0, as PyTorch skips it: 0·∞ would be NaN); v = g on the first step, else
+    /// μ·v + (1 − dampening)·g; d = g + μ·v (Nesterov) or v; p −= lr·d. Without momentum, p −= lr·g and v is untouched.
     /// </summary>
     public static void Sgd(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, SgdParams h) =>
         SgdAt(param, grad, velocity, i, h);
@@ -37,10 +41,10 @@ internal static class OptimizerKernels
     /// <summary>The SGD step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's, so both give the same bits).</summary>
     internal static void SgdAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, int i, SgdParams h)
     {
-        float g = grad[i] + h.WeightDecay * param[i];
+        float g = h.WeightDecay != 0f ? grad[i] + h.WeightDecay * param[i] : grad[i];
         if (h.Momentum != 0f)
         {
-            float v = h.FirstStep != 0 ? g : h.Momentum * velocity[i] + (1f - h.Dampening) * g;
+            float v = h.FirstStep != 0 ? g : h.Momentum * velocity[i] + h.OneMinusDampening * g;
             velocity[i] = v;
             g = h.Nesterov != 0 ? g + h.Momentum * v : v;
         }
@@ -49,7 +53,7 @@ internal static class OptimizerKernels
     }
 
     /// <summary>
-    /// p ← DecayFactor·p (AdamW); g = grad + λ·p (Adam); m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
+    /// p ← DecayFactor·p (AdamW); g = grad + λ·p (Adam, when λ ≠ 0); m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
     /// p −= StepSize · m / (√v / SqrtCorrection2 + ε).
     /// </summary>
     public static void Adam(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m,
@@ -60,9 +64,9 @@ internal static class OptimizerKernels
     internal static void AdamAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamParams h)
     {
         float p = param[i] * h.DecayFactor;
-        float g = grad[i] + h.WeightDecay * p;
-        float mi = h.Beta1 * m[i] + (1f - h.Beta1) * g;
-        float vi = h.Beta2 * v[i] + (1f - h.Beta2) * g * g;
+        float g = h.WeightDecay != 0f ? grad[i] + h.WeightDecay * p : grad[i];
+        float mi = h.Beta1 * m[i] + h.OneMinusBeta1 * g;
+        float vi = h.Beta2 * v[i] + h.OneMinusBeta2 * g * g;
         m[i] = mi;
         v[i] = vi;
         float denominator = XMath.Sqrt(vi) / h.SqrtCorrection2 + h.Epsilon;

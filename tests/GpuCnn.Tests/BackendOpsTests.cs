@@ -307,13 +307,41 @@ public abstract partial class BackendOpsTests(BackendFixture fixture) : Convolut
         for (int step = 1; step <= 3; step++)
         {
             float[] grad = TestData.Uniform(shape.Size, 30 + step);
-            ReferenceMath.SgdUpdate<double>(options.LearningRate, momentum, 0, weightDecay, nesterov, step == 1, expectedP, TestData.Widen(grad), expectedV);
+            ReferenceMath.SgdUpdate<double>(options.LearningRate, momentum, 1, weightDecay, nesterov, step == 1, expectedP, TestData.Widen(grad), expectedV);
             using var dgrad = Put(grad, shape);
             Backend.SgdUpdate(options, step == 1, dp, dgrad, dv);
         }
 
         TensorAssert.Close(expectedP, Backend.DownloadArray(dp), shape, 1e-6, 1e-5, $"{Backend.Name} SGD parameters");
         TensorAssert.Close(expectedV, Backend.DownloadArray(dv), shape, 1e-6, 1e-5, $"{Backend.Name} SGD velocity");
+    }
+
+    /// <summary>
+    /// A float setting acts as the decimal written, as PyTorch's Python float does: the moments after one step of
+    /// gradient 1 are exactly 1 − β rounded from double (1f − 0.9999f is 1.00016594e-4, 1.7e-4 away), SGD's dampened
+    /// velocity exactly 1 − 0.99 rounded (1f − 0.99f is 9e-7 away), and a zero weight decay adds nothing to an
+    /// infinite parameter (0·∞ had made it NaN where PyTorch keeps it).
+    /// </summary>
+    [Fact]
+    public void Optimizer_settings_act_as_the_decimals_written()
+    {
+        Shape shape = new(2);
+        using var p = Put([1f, float.PositiveInfinity], shape);
+        using var g = Put([1f, 1f], shape);
+        using var m = Put([0f, 0f], shape);
+        using var v = Put([0f, 0f], shape);
+        Backend.AdamUpdate(new AdamOptions(LearningRate: 1e-3f, Beta1: 0.9f, Beta2: 0.9999f), 1, p, g, m, v);
+        Assert.Equal((float)(1 - 0.9), Backend.DownloadArray(m)[0]);
+        Assert.Equal((float)(1 - 0.9999), Backend.DownloadArray(v)[0]);
+        Assert.Equal(float.PositiveInfinity, Backend.DownloadArray(p)[1]);
+
+        using var zero = Put([0f, 0f], shape);
+        using var velocity = Put([0f, 0f], shape);
+        var sgd = new SgdOptions(0.1f, Momentum: 0.9f, Dampening: 0.99f);
+        Backend.SgdUpdate(sgd, true, p, zero, velocity); // the first step's velocity is the gradient, 0
+        Backend.SgdUpdate(sgd, false, p, g, velocity); // then 0.9·0 + (1 − 0.99)·1
+        Assert.Equal((float)(1 - 0.99), Backend.DownloadArray(velocity)[0]);
+        Assert.Equal(float.PositiveInfinity, Backend.DownloadArray(p)[1]);
     }
 
     [Theory]
@@ -334,7 +362,8 @@ public abstract partial class BackendOpsTests(BackendFixture fixture) : Convolut
             float[] grad = TestData.Uniform(shape.Size, 40 + step);
             double stepSize = options.LearningRate / (1 - Math.Pow(options.Beta1, step));
             double sqrtC2 = Math.Sqrt(1 - Math.Pow(options.Beta2, step));
-            ReferenceMath.AdamUpdate<double>(stepSize, sqrtC2, options.Beta1, options.Beta2, options.Epsilon, decoupled ? 0 : options.WeightDecay,
+            ReferenceMath.AdamUpdate<double>(stepSize, sqrtC2, options.Beta1, 1 - options.Beta1, options.Beta2, 1 - options.Beta2, options.Epsilon,
+                decoupled ? 0 : options.WeightDecay,
                 decoupled ? 1 - (options.LearningRate * (double)options.WeightDecay) : 1, expectedP, TestData.Widen(grad), expectedM, expectedV);
             using var dgrad = Put(grad, shape);
             Backend.AdamUpdate(options, step, dp, dgrad, dm, dv);

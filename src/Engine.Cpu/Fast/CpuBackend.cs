@@ -609,12 +609,12 @@ public sealed unsafe partial class CpuBackend : HostBackend
         if (h.Momentum != 0f)
         {
             // The loop below, a vector at a time: the same operations in the same order on each lane, so the same bits.
-            Vector<float> decay = new(h.WeightDecay), momentum = new(h.Momentum), keep = new(1f - h.Dampening), rate = new(h.LearningRate);
+            Vector<float> decay = new(h.WeightDecay), momentum = new(h.Momentum), keep = new(h.OneMinusDampening), rate = new(h.LearningRate);
             fixed (float* pp = p, pg = g, pv = v)
             {
                 for (; i <= parameter.Length - Vector<float>.Count; i += Vector<float>.Count)
                 {
-                    var d = Vector.Load(pg + i) + (decay * Vector.Load(pp + i));
+                    var d = h.WeightDecay != 0f ? Vector.Load(pg + i) + (decay * Vector.Load(pp + i)) : Vector.Load(pg + i);
                     var velocityNow = h.FirstStep != 0 ? d : (momentum * Vector.Load(pv + i)) + (keep * d);
                     velocityNow.Store(pv + i);
                     d = h.Nesterov != 0 ? d + (momentum * velocityNow) : velocityNow;
@@ -625,10 +625,10 @@ public sealed unsafe partial class CpuBackend : HostBackend
 
         for (; i < parameter.Length; i++)
         {
-            float d = g[i] + h.WeightDecay * p[i];
+            float d = h.WeightDecay != 0f ? g[i] + h.WeightDecay * p[i] : g[i];
             if (h.Momentum != 0f)
             {
-                v[i] = h.FirstStep != 0 ? d : h.Momentum * v[i] + (1f - h.Dampening) * d;
+                v[i] = h.FirstStep != 0 ? d : h.Momentum * v[i] + h.OneMinusDampening * d;
                 d = h.Nesterov != 0 ? d + h.Momentum * v[i] : v[i];
             }
 

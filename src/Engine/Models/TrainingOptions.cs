@@ -44,7 +44,7 @@ public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int See
         double factor = Schedule switch
         {
             LearningRateSchedule.Cosine => 0.5 * (1 + Math.Cos(Math.PI * (epoch - 1) / Epochs)),
-            LearningRateSchedule.Step => Math.Pow(Gamma, (epoch - 1) / StepSize),
+            LearningRateSchedule.Step => Math.Pow(Backend.AsWritten(Gamma), (epoch - 1) / StepSize), // γ as written, as PyTorch holds it
             _ => 1,
         };
         if (step < WarmupSteps)
@@ -52,7 +52,7 @@ public sealed record TrainingOptions(int Epochs = 4, int BatchSize = 64, int See
             factor *= (step + 1.0) / WarmupSteps;
         }
 
-        return (float)(baseRate * factor);
+        return (float)(Backend.AsWritten(baseRate) * factor); // the rate as written: PyTorch multiplies the Python float 0.1, not 0.1f
     }
 
     /// <summary>Throws naming the bad setting.</summary>

@@ -37,14 +37,7 @@ public abstract partial class Backend
     /// float. Our p is a float, so its shortest decimal (0.9f → "0.9", what was written) stands for that double: dropout(0.9)
     /// scales by 10 as PyTorch does, not by 9.999998 (1f − 0.9f is 0.100000024). Allocates nothing.
     /// </summary>
-    internal static float InvertedScale(float p)
-    {
-        Span<char> digits = stackalloc char[32];
-        var invariant = System.Globalization.CultureInfo.InvariantCulture;
-        bool formatted = p.TryFormat(digits, out int length, "R", invariant);
-        System.Diagnostics.Debug.Assert(formatted, "a float's shortest form fits in 32 characters");
-        return 1f / (float)(1.0 - double.Parse(digits[..length], invariant));
-    }
+    internal static float InvertedScale(float p) => 1f / (float)(1.0 - AsWritten(p));
 
     /// <summary>y[i] = x[i]·scale where the key's uniform at first + i ≥ p, else 0; arguments already checked.</summary>
     protected abstract void DropoutCore(DeviceTensor<float> x, DeviceTensor<float> y, float p, float scale, uint key, uint first);

@@ -16,6 +16,9 @@ public static class Fixtures
     /// <summary>Several full-batch steps of an optimizer with settings the command line does not expose.</summary>
     public static TheoryData<string> OptimizerCases => new(Manifest.GetProperty("optimizers").EnumerateObject().Select(p => p.Name));
 
+    /// <summary>Many steps of an optimizer's update formula alone, on one tensor with given gradients.</summary>
+    public static TheoryData<string> UpdateCases => new(Manifest.GetProperty("updates").EnumerateObject().Select(p => p.Name));
+
     /// <summary>The bundled MNIST sample (data/mnist-sample, copied next to the CLI).</summary>
     public static string MnistSample => Path.Combine(AppContext.BaseDirectory, "data", "mnist-sample");
 

@@ -182,6 +182,19 @@ OPTIMIZER_CASES = {
 }
 OPTIMIZER_ARCH, OPTIMIZER_INPUT, OPTIMIZER_COUNT = "conv(3,3),tanh,flatten,dense(6),sigmoid,dense(4)", [2, 6, 6], 5
 
+# The update formulas alone, over many steps of given gradients (no model, so nothing but the optimizer differs): a
+# hyperparameter held as a float must act as the decimal written (1 - 0.9999 formed from 0.9999f is off by 1.7e-4), and
+# a zero weight decay adds nothing (0 * inf would make an infinite parameter NaN). The last values of every parameter
+# are +inf, -inf and NaN.
+UPDATE_CASES = {
+    "adam_long": dict(optimizer="adam", lr=1e-3, betas=[0.9, 0.9999], eps=1e-8, weight_decay=0.0, steps=300),
+    "adam_l2": dict(optimizer="adam", lr=3e-3, betas=[0.8, 0.999], eps=1e-6, weight_decay=0.01, steps=100),
+    "adamw_long": dict(optimizer="adamw", lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.05, steps=200),
+    "sgd_high_dampening": dict(optimizer="sgd", lr=0.05, momentum=0.9, dampening=0.99, nesterov=False, weight_decay=0.0, steps=100),
+    "sgd_nesterov_decay": dict(optimizer="sgd", lr=0.02, momentum=0.95, dampening=0.0, nesterov=True, weight_decay=0.003, steps=100),
+}
+UPDATE_SIZE = 128
+
 # Learning rates per optimizer step from PyTorch's own schedulers: the epoch schedule (StepLR or CosineAnnealingLR,
 # stepped per epoch) times the warm-up (LinearLR from 1/N to 1 over N steps, stepped per batch).
 SCHEDULES = {
@@ -289,6 +302,28 @@ def main():
             opt.step()
         save_safetensors(f"{name}.after.safetensors", model.state_dict(), {"format": "pt"})
         manifest["optimizers"][name] = {"arch": OPTIMIZER_ARCH, "input": "x".join(map(str, OPTIMIZER_INPUT)), **hp}
+
+    manifest["updates"] = {}
+    for name, hp in UPDATE_CASES.items():
+        torch.manual_seed(zlib.crc32(name.encode()))
+        param = torch.randn(UPDATE_SIZE)
+        grads = torch.randn(hp["steps"], UPDATE_SIZE) * torch.logspace(-3, 1, UPDATE_SIZE)  # gradients of many sizes
+        if hp["weight_decay"] == 0.0:
+            param[-3:] = torch.tensor([float("inf"), float("-inf"), float("nan")])
+        np.save(f"{name}.param.npy", param.numpy())
+        np.save(f"{name}.grads.npy", grads.numpy())
+        p = param.clone().requires_grad_(True)
+        if hp["optimizer"] == "sgd":
+            opt = torch.optim.SGD([p], lr=hp["lr"], momentum=hp["momentum"], dampening=hp["dampening"], nesterov=hp["nesterov"],
+                                  weight_decay=hp["weight_decay"])
+        else:
+            kind = torch.optim.AdamW if hp["optimizer"] == "adamw" else torch.optim.Adam
+            opt = kind([p], lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"])
+        for step in range(hp["steps"]):
+            p.grad = grads[step].clone()
+            opt.step()
+        np.save(f"{name}.after.npy", p.detach().numpy())
+        manifest["updates"][name] = hp
 
     manifest["schedules"] = {name: dict(s, rates=schedule_rates(s)) for name, s in SCHEDULES.items()}
     # What a kept element of ones becomes in training: PyTorch's scale 1/(1 - p), rounded as PyTorch rounds it.
