@@ -1,3 +1,4 @@
+using GpuCnn.Cpu;
 using GpuCnn.Tests.Support;
 
 namespace GpuCnn.Tests;
@@ -54,5 +55,41 @@ public abstract partial class BackendOpsTests
         using var dgx = Poisoned(g.InputShape);
         Backend.MaxPool2dBackward(g, dgy, switches, dgx);
         TensorAssert.Close([0, 11, 0], Backend.DownloadArray(dgx), g.InputShape, 0, 0, $"{Backend.Name} overlapping max pool backward");
+    }
+
+    /// <summary>
+    /// Average pooling divides each window's sum by its area, as PyTorch and the reference do: 17/9 is 1.8888888 in
+    /// float, where the CPU backend's 17·(1/9) had been 1.888889 — on the generic route, the eight-wide window route,
+    /// global pooling and the backward passes.
+    /// </summary>
+    [Fact]
+    public void Average_pooling_divides_by_the_window_as_pytorch_does()
+    {
+        float expected = 17f / 9f;
+        // Every 3×3 window of this 3×10 plane sums to 17 (its first row repeats 5, 6, 6; the others are 0): eight outputs.
+        float[] plane = new float[30];
+        for (int w = 0; w < 10; w++)
+        {
+            plane[w] = w % 3 == 0 ? 5 : 6;
+        }
+
+        var windows = new Pool2dGeometry(N: 1, C: 1, H: 3, W: 10, KernelH: 3, KernelW: 3, StrideH: 1, StrideW: 1);
+        var global = new Pool2dGeometry(N: 4, C: 1, H: 3, W: 3, KernelH: 3, KernelW: 3, StrideH: 3, StrideW: 3);
+        foreach (var g in new[] { windows, global })
+        {
+            using var x = Put(g == windows ? plane : [.. Enumerable.Repeat<float[]>([5, 6, 6, 0, 0, 0, 0, 0, 0], 4).SelectMany(p => p)], g.InputShape);
+            using var y = Poisoned(g.OutputShape);
+            Backend.AvgPool2dForward(g, x, y);
+            Assert.All(Backend.DownloadArray(y), v => Assert.Equal(expected, v));
+
+            // Backward: each share is dy / 9, added from 0 in window order, as the reference adds them.
+            float[] dyValues = [.. Enumerable.Repeat(17f, g.N * g.C * g.P * g.Q)];
+            var reference = new float[g.N * g.C * g.H * g.W];
+            ReferenceMath.AvgPool2dBackward<float>(g, dyValues, reference);
+            using var dy = Put(dyValues, g.OutputShape);
+            using var dx = Poisoned(g.InputShape);
+            Backend.AvgPool2dBackward(g, dy, dx);
+            TensorAssert.Identical<float>(reference, Backend.DownloadArray(dx), $"{Backend.Name} average pooling backward {g}");
+        }
     }
 }

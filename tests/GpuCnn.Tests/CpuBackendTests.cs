@@ -481,7 +481,7 @@ public sealed class CpuBackendTests
         x[(9 * Area) + Area - 1] = float.PositiveInfinity;
         dy[2] = -0f;
         dy[9] = float.NaN;
-        float scale = 1f / Area;
+        const float Divisor = Area; // divided by, as PyTorch does
         var expectedY = new float[g.OutputSize];
         var expectedDx = new float[g.InputSize];
         for (int plane = 0; plane < Planes; plane++)
@@ -492,8 +492,8 @@ public sealed class CpuBackendTests
                 sum += x[(plane * Area) + i]; // the plane's values in row-major order, one add at a time in float
             }
 
-            expectedY[plane] = sum * scale;
-            Array.Fill(expectedDx, 0f + (dy[plane] * scale), plane * Area, Area); // 0 + share: dy = −0 gives +0
+            expectedY[plane] = sum / Divisor;
+            Array.Fill(expectedDx, 0f + (dy[plane] / Divisor), plane * Area, Area); // 0 + share: dy = −0 gives +0
         }
 
         using var backend = new CpuBackend(threads, Simd.Best);

@@ -680,7 +680,7 @@ public sealed unsafe partial class CpuBackend
         {
             int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
             int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
-            float scale = 1f / (kh * kw);
+            float area = kh * kw; // divided by, as PyTorch and the reference do: times 1/9 is an ulp off 17/9
             for (int p = 0; p < outH; p++)
             {
                 for (int q = 0; q < outW; q++)
@@ -699,7 +699,7 @@ public sealed unsafe partial class CpuBackend
                         }
                     }
 
-                    y[p * outW + q] = sum * scale;
+                    y[p * outW + q] = sum / area;
                 }
             }
         }
@@ -716,7 +716,7 @@ public sealed unsafe partial class CpuBackend
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void GlobalAverage(float* x, float* y, int first, int last, int hw)
         {
-            float scale = 1f / (_g.KernelH * _g.KernelW);
+            float area = _g.KernelH * _g.KernelW;
             int plane = first;
             for (; plane + 4 <= last; plane += 4)
             {
@@ -730,10 +730,10 @@ public sealed unsafe partial class CpuBackend
                     s3 += x0[(3 * hw) + i];
                 }
 
-                y[plane] = s0 * scale;
-                y[plane + 1] = s1 * scale;
-                y[plane + 2] = s2 * scale;
-                y[plane + 3] = s3 * scale;
+                y[plane] = s0 / area;
+                y[plane + 1] = s1 / area;
+                y[plane + 2] = s2 / area;
+                y[plane + 3] = s3 / area;
             }
 
             for (; plane < last; plane++)
@@ -746,10 +746,10 @@ public sealed unsafe partial class CpuBackend
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void GlobalAverageBackward(float* dy, float* dx, int first, int last, int hw)
         {
-            float scale = 1f / (_g.KernelH * _g.KernelW);
+            float area = _g.KernelH * _g.KernelW;
             for (int plane = first; plane < last; plane++)
             {
-                new Span<float>(dx + ((long)plane * hw), hw).Fill(0f + (dy[plane] * scale)); // 0 + share: −0 becomes +0, as there
+                new Span<float>(dx + ((long)plane * hw), hw).Fill(0f + (dy[plane] / area)); // 0 + share: −0 becomes +0, as there
             }
         }
 
@@ -758,13 +758,13 @@ public sealed unsafe partial class CpuBackend
         {
             int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
             int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
-            float scale = 1f / (kh * kw);
+            float area = kh * kw;
             new Span<float>(dx, height * width).Clear();
             for (int p = 0; p < outH; p++)
             {
                 for (int q = 0; q < outW; q++)
                 {
-                    float share = dy[p * outW + q] * scale;
+                    float share = dy[p * outW + q] / area;
                     for (int r = 0; r < kh; r++)
                     {
                         int h = p * sh + r - ph;

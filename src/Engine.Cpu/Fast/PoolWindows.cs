@@ -70,14 +70,14 @@ internal static unsafe class PoolWindows
         }
     }
 
-    /// <summary>y (P×Q) of one plane: each window's sum in window order from 0, times 1/(KH·KW) (padding counted).</summary>
+    /// <summary>y (P×Q) of one plane: each window's sum in window order from 0, over KH·KW (padding counted).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AveragePlane(in Pool2dGeometry g, float* x, float* y, float* scratch)
     {
         var layout = Layout(g);
         layout.Spread(x, g.H, g.W, g.PadH, g.PadW, 1, 1, scratch);
         int outH = g.P, outW = g.Q, kh = g.KernelH, kw = g.KernelW, sh = g.StrideH;
-        float scale = 1f / (kh * kw);
+        var area = Vector256.Create((float)(kh * kw)); // divided by, as PyTorch does: times 1/9 is an ulp off 17/9
         int* offsets = (int*)(scratch + layout.Length);
         ColumnOffsets(layout, kw, offsets);
         for (int p = 0; p < outH; p++)
@@ -95,7 +95,7 @@ internal static unsafe class PoolWindows
                     }
                 }
 
-                (sum * scale).Store(y + ((long)p * outW) + q);
+                (sum / area).Store(y + ((long)p * outW) + q);
                 if (q + 8 == outW)
                 {
                     break;
@@ -115,7 +115,7 @@ internal static unsafe class PoolWindows
     public static int AverageBackwardScratchLength(in Pool2dGeometry g) => BackwardLayout(g).Length;
 
     /// <summary>
-    /// dx (H×W) of one plane at stride 1, gathered: dx[h, w] = Σ_a Σ_b dy'[h + a, w + b]·(1/(KH·KW)) for a &lt; KH, b &lt; KW,
+    /// dx (H×W) of one plane at stride 1, gathered: dx[h, w] = Σ_a Σ_b dy'[h + a, w + b] / (KH·KW) for a &lt; KH, b &lt; KW,
     /// dy' being dy with KH−1−PH zero rows above and KW−1−PW zero columns before it — the windows (p, q) that hold
     /// (h, w) in ascending order, each share dy/(KH·KW) added from 0 as the generic scatter adds them (a padding
     /// zero's share changes no bit).
@@ -126,7 +126,13 @@ internal static unsafe class PoolWindows
         var layout = BackwardLayout(g);
         layout.Spread(dy, g.P, g.Q, g.KernelH - 1 - g.PadH, g.KernelW - 1 - g.PadW, 1, 1, scratch);
         int height = g.H, width = g.W, kh = g.KernelH, kw = g.KernelW;
-        var scale = Vector256.Create(1f / (kh * kw));
+        // Each share dy / (KH·KW) once, in place (a division a tap would cost a vdivps per add): the padding's zeros stay 0.
+        float area = kh * kw;
+        for (long i = 0; i < layout.Length; i++)
+        {
+            scratch[i] /= area;
+        }
+
         for (int h = 0; h < height; h++)
         {
             for (int w = 0; ; w += 8)
@@ -138,7 +144,7 @@ internal static unsafe class PoolWindows
                     float* row = scratch + ((long)(h + a) * layout.Width) + w;
                     for (int b = 0; b < kw; b++)
                     {
-                        sum += Vector256.Load(row + b) * scale; // a share, then the add: not fused, as the scatter
+                        sum += Vector256.Load(row + b); // a share, added as the scatter adds it
                     }
                 }
 
