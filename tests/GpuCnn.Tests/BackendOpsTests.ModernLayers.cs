@@ -508,7 +508,7 @@ public abstract partial class BackendOpsTests
         var single = Assert.Throws<ArgumentException>(() => Backend.BatchNormForward(true, x, c, c, c, c, 0.1f, 1e-5f, x, c, c));
         Assert.Contains("BatchNormForward: training needs more than one value per channel (x is (1,3))", single.Message, StringComparison.Ordinal);
         var momentum = Assert.Throws<ArgumentOutOfRangeException>(() => Backend.BatchNormForward(false, x, c, c, c, c, 1.5f, 1e-5f, x, c, c));
-        Assert.Contains("momentum must lie in (0, 1], got 1.5", momentum.Message, StringComparison.Ordinal);
+        Assert.Contains("momentum must lie in [0, 1], got 1.5", momentum.Message, StringComparison.Ordinal);
         using var wrong = Backend.Allocate<float>(new Shape(4));
         var channels = Assert.Throws<ArgumentException>(() => Backend.BatchNormForward(false, x, wrong, c, c, c, 0.1f, 1e-5f, x, c, c));
         Assert.Contains("BatchNormForward: weight has shape (4), expected (3)", channels.Message, StringComparison.Ordinal);

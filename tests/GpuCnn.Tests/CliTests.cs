@@ -178,7 +178,7 @@ public sealed partial class CliTests
     [InlineData(2, "error: layer 3 'conv(16,40)' on input (6,14,14): kernel 40x40 is larger than the padded input 14x14", "train", "--arch", "conv(6,5,pad=2),maxpool(2),conv(16,40),flatten,dense(10)", "--epochs", "1")]
     [InlineData(2, "error: layer 2 'residual(conv(8,3,stride=2,pad=1); conv(4,1))' on input (4,28,28): the body gives (8,14,14) but the shortcut gives (4,28,28); they must match to be added.", "train", "--arch", "conv(4,3,pad=1),residual(conv(8,3,stride=2,pad=1); conv(4,1)),flatten,dense(10)", "--epochs", "1")]
     [InlineData(2, "error: --images and --labels go together", "train", "--images", "x.npy")]
-    [InlineData(2, "error: layer 2 'batchnorm(momentum=2)': batchnorm: momentum 2 lies outside (0, 1].", "train", "--arch", "conv(4,3),batchnorm(momentum=2),flatten,dense(10)")]
+    [InlineData(2, "error: layer 2 'batchnorm(momentum=2)': batchnorm: momentum 2 lies outside [0, 1].", "train", "--arch", "conv(4,3),batchnorm(momentum=2),flatten,dense(10)")]
     [InlineData(2, "error: layer 2 'dropout(1.5)': dropout: p 1.5 lies outside [0, 1).", "train", "--arch", "conv(4,3),dropout(1.5),flatten,dense(10)")]
     [InlineData(2, "error: layer 2 'globalavgpool' on input (784): needs a (C,H,W) input, got (784); global pooling averages each channel's plane", "train", "--arch", "flatten,globalavgpool,dense(10)", "--epochs", "1")]
     [InlineData(2, "error: augment: 'rotate' is not crop=PAD (PAD from 1 to 1000) or flip.", "train", "--augment", "rotate")]

@@ -57,13 +57,32 @@ public sealed class ModernLayerSpecTests
     }
 
     [Theory]
-    [InlineData("batchnorm(momentum=1.5)", "layer 1 'batchnorm(momentum=1.5)': batchnorm: momentum 1.5 lies outside (0, 1].")]
-    [InlineData("batchnorm(momentum=0)", "batchnorm: momentum 0 lies outside (0, 1].")]
-    [InlineData("batchnorm(eps=-1)", "batchnorm: eps -1 is not a positive finite number.")]
+    [InlineData("batchnorm(momentum=1.5)", "layer 1 'batchnorm(momentum=1.5)': batchnorm: momentum 1.5 lies outside [0, 1].")]
+    [InlineData("batchnorm(momentum=-0.1)", "batchnorm: momentum -0.1 lies outside [0, 1].")]
+    [InlineData("batchnorm(eps=-1)", "batchnorm: eps -1 is not a finite number ≥ 0.")]
     [InlineData("batchnorm(decay=0.1)", "batchnorm has no option 'decay'")]
     [InlineData("conv(4,3,bias=maybe)", "bias 'maybe' is not true or false.")]
     public void Bad_modern_layer_arguments_say_what_is_wrong(string spec, string message) =>
         Assert.Contains(message, Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(spec)).Message, StringComparison.Ordinal);
+
+    /// <summary>
+    /// PyTorch's momentum 0 (running statistics frozen) and ε = 0 are legal there, and were refused here — which also
+    /// refused every ONNX file of a batch norm with momentum=None, written as momentum 1.
+    /// </summary>
+    [Fact]
+    public void Batch_norm_takes_momentum_0_which_freezes_the_running_statistics_and_eps_0()
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create("batchnorm(momentum=0,eps=0)", [3], backend);
+        using var x = backend.Upload(Tensor.Random([4, 3], seed: 1));
+        model.Forward(x); // training mode: the batch's statistics, counted, not folded into the running ones
+        var state = model.StateDict();
+        Assert.All(state["0.running_mean"].Data, v => Assert.Equal(0f, v));
+        Assert.All(state["0.running_var"].Data, v => Assert.Equal(1f, v));
+        Assert.Equal(1f, state["0.num_batches_tracked"].Data[0]);
+        model.Eval();
+        Assert.Equal(backend.DownloadArray(x), backend.DownloadArray(model.Forward(x))); // (x − 0) / √(1 + 0)
+    }
 
     [Fact]
     public void Global_pooling_after_a_flat_tensor_names_the_layer_and_shape()

@@ -49,6 +49,10 @@ public sealed class OnnxImportTests
         AssertPytorchsLogits("torch_cnn", "conv(4,3,pad=1),relu,maxpool(2),conv(6,3),leakyrelu(0.1),avgpool(2),flatten,dense(8),batchnorm,tanh,dense(3)");
 
     [Fact]
+    public void A_batch_norm_with_pytorchs_cumulative_momentum_gives_pytorchs_logits() =>
+        AssertPytorchsLogits("torch_cumulative", "flatten,dense(6),batchnorm(momentum=0),relu,dense(3)"); // momentum=None, written as 1: it had been refused
+
+    [Fact]
     public void Gelu_and_silu_as_pytorch_writes_them_out_give_pytorchs_logits() =>
         AssertPytorchsLogits("torch_act", "conv(4,3),gelu,conv(4,3),silu,flatten,dense(3)"); // opset 17 has neither: Div by √2, Erf, Add 1, Mul by x, Mul by ½; Sigmoid, Mul
 

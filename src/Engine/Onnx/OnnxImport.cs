@@ -686,7 +686,9 @@ public static partial class OnnxModel
                     Weight(node, 3, key + "running_mean", rank: 1);
                     Weight(node, 4, key + "running_var", rank: 1);
                     // ONNX's momentum is the running statistics' weight, PyTorch's and ours the new batch's: 1 − it, rounded
-                    // to 7 decimals (a float near 1 resolves 6e-8) so that 0.1, written as 0.9, reads back as 0.1.
+                    // to 7 decimals (a float near 1 resolves 6e-8) so that 0.1, written as 0.9, reads back as 0.1. PyTorch
+                    // writes 1 for momentum=None (a cumulative average, which ONNX cannot say) as for 0: it reads as 0,
+                    // statistics frozen should the model be trained on; evaluation never uses it.
                     string momentum = Math.Round(1.0 - Float(node, "momentum", 0.9f), 7).ToString(CultureInfo.InvariantCulture);
                     string epsilon = Float(node, "epsilon", 1e-5f).ToString("R", CultureInfo.InvariantCulture);
                     return Text($"batchnorm(momentum={momentum},eps={epsilon})");

@@ -29,14 +29,14 @@ public abstract partial class Backend
     {
         using var operation = EnterOperation();
         const string op = "BatchNormForward";
-        if (!(momentum > 0f && momentum <= 1f))
+        if (!(momentum >= 0f && momentum <= 1f))
         {
-            throw new ArgumentOutOfRangeException(nameof(momentum), momentum, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: momentum must lie in (0, 1], got {momentum}."));
+            throw new ArgumentOutOfRangeException(nameof(momentum), momentum, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: momentum must lie in [0, 1], got {momentum}."));
         }
 
-        if (!(epsilon > 0f) || !float.IsFinite(epsilon))
+        if (!(epsilon >= 0f) || !float.IsFinite(epsilon))
         {
-            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: epsilon must be positive and finite, got {epsilon}."));
+            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{op}: epsilon must be finite and ≥ 0, got {epsilon}."));
         }
 
         var shape = BatchNormShapeOf(op, x, training) with { Momentum = momentum, Epsilon = epsilon };

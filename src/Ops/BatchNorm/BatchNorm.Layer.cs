@@ -15,19 +15,19 @@ public sealed class BatchNorm : Layer, IActivationHost
     private bool _forwardTraining;
 
     /// <summary>
-    /// A layer with a momentum in (0, 1] and a positive ε (PyTorch also takes a momentum of 0, which freezes the running
-    /// statistics, and ε = 0; both are refused here).
+    /// A layer with a momentum in [0, 1] (0 freezes the running statistics, as in PyTorch) and a finite ε ≥ 0 (PyTorch
+    /// takes 0 too: a constant channel then gives NaN, as there).
     /// </summary>
     public BatchNorm(float momentum = 0.1f, float epsilon = 1e-5f)
     {
-        if (!(momentum > 0f && momentum <= 1f))
+        if (!(momentum >= 0f && momentum <= 1f))
         {
-            throw new SpecException($"batchnorm: momentum {Text(momentum)} lies outside (0, 1].");
+            throw new SpecException($"batchnorm: momentum {Text(momentum)} lies outside [0, 1].");
         }
 
-        if (!(epsilon > 0f) || !float.IsFinite(epsilon))
+        if (!(epsilon >= 0f) || !float.IsFinite(epsilon))
         {
-            throw new SpecException($"batchnorm: eps {Text(epsilon)} is not a positive finite number.");
+            throw new SpecException($"batchnorm: eps {Text(epsilon)} is not a finite number ≥ 0.");
         }
 
         Momentum = momentum;

@@ -8,7 +8,9 @@
   the default) as a Pad of zeros and an AveragePool, and a freshly made BatchNorm1d, whose running_var and weight (all
   ones) and running_mean and bias (all zeros) it stores once each, reaching the second name through an Identity node;
 - torch_act: GELU and SiLU, which opset 17 has no operator for: the exporter writes them out (Div by √2, Erf, Add 1,
-  Mul by x, Mul by ½; Sigmoid and Mul by x), with its own constants.
+  Mul by x, Mul by ½; Sigmoid and Mul by x), with its own constants;
+- torch_cumulative: a BatchNorm1d with momentum=None (a cumulative average in training), which the exporter writes as
+  momentum 1, as it would momentum=0.
 
     /usr/bin/python3 tests/GpuCnn.Tests/Fixtures/torch/make_onnx_fixture.py     # PyTorch 1.13 CPU (Debian's python3-torch)
 """
@@ -54,6 +56,13 @@ def main():
     torch.manual_seed(19)
     act = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Conv2d(4, 4, 3), nn.SiLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
     write(act, torch.rand(3, 1, 8, 8), "torch_act")
+
+    torch.manual_seed(20)
+    cumulative = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.BatchNorm1d(6, momentum=None), nn.ReLU(), nn.Linear(6, 3))
+    cumulative.train()
+    for _ in range(3):
+        cumulative(torch.rand(5, 1, 3, 4))
+    write(cumulative, torch.rand(4, 1, 3, 4), "torch_cumulative")
 
 
 if __name__ == "__main__":
