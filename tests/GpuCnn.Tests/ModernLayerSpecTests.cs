@@ -125,6 +125,35 @@ public sealed class ModernLayerSpecTests
         }
     }
 
+    /// <summary>
+    /// A state dict without num_batches_tracked (written before PyTorch 0.4.1 had it, or converted without it) loads with
+    /// the count at 0, as PyTorch's load_state_dict takes it; it had been refused as missing. A missing weight or
+    /// running statistic is still an error.
+    /// </summary>
+    [Fact]
+    public void A_state_dict_without_num_batches_tracked_loads_with_the_count_at_0()
+    {
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create("conv(2,3,bias=false),batchnorm,flatten,dense(3)", [1, 5, 5], backend, seed: 1);
+        using var x = backend.Upload<float>([4, 1, 5, 5], TestData.Uniform(100, 1));
+        model.Forward(x);
+        var saved = model.StateDict();
+        using var fresh = Sequential.Create("conv(2,3,bias=false),batchnorm,flatten,dense(3)", [1, 5, 5], backend, seed: 2);
+        using var temp = Fixtures.TempFolder();
+        Safetensors.Write(temp.File("old.safetensors"), saved.Where(p => p.Key != "1.num_batches_tracked").ToDictionary(p => p.Key, p => p.Value));
+        using var loaded = ModelFile.Load(temp.File("old.safetensors"), backend, "conv(2,3,bias=false),batchnorm,flatten,dense(3)", new Shape(1, 5, 5));
+        Assert.Equal(0, loaded.NamedCounters().Single().Counter.Value);
+        foreach (var (key, tensor) in saved.Where(p => p.Key != "1.num_batches_tracked"))
+        {
+            TensorAssert.Identical<float>(tensor.Data, loaded.StateDict()[key].Data, key);
+        }
+
+        var before = fresh.StateDict();
+        Assert.StartsWith("weights: tensor '1.running_var' is missing", Assert.Throws<ArgumentException>(() =>
+            fresh.LoadStateDict(saved.Where(p => p.Key != "1.running_var").ToDictionary(p => p.Key, p => p.Value))).Message, StringComparison.Ordinal);
+        Assert.Equal(before["0.weight"].Data, fresh.StateDict()["0.weight"].Data); // nothing changed
+    }
+
     [Theory]
     [InlineData("dropout(1)", "dropout: p 1 lies outside [0, 1).")]
     [InlineData("dropout(-0.1)", "dropout: p -0.1 lies outside [0, 1).")]

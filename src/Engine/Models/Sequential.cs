@@ -349,7 +349,9 @@ public sealed class Sequential : IDisposable
 
     /// <summary>
     /// Loads parameters and buffers by state-dict name. Strict, as PyTorch's load_state_dict: every key must be
-    /// present with exactly the model's shape, and no key may be left over; on any mismatch nothing is changed.
+    /// present with exactly the model's shape, and no key may be left over; on any mismatch nothing is changed. A
+    /// counter (batch norm's num_batches_tracked) may be missing, as PyTorch accepts from state dicts written before
+    /// it existed and from converted ones: it starts at 0.
     /// </summary>
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
     {
@@ -357,11 +359,16 @@ public sealed class Sequential : IDisposable
         using var use = Use("Sequential.LoadStateDict");
         var named = State().ToList();
         var counters = NamedCounters().ToList();
-        var expected = named.Select(n => (n.Key, n.Tensor.Shape)).Concat(counters.Select(c => (c.Key, Scalar))).ToList();
-        foreach (var (key, shape) in expected)
+        var expected = named.Select(n => (n.Key, n.Tensor.Shape, Counter: false)).Concat(counters.Select(c => (c.Key, Scalar, Counter: true))).ToList();
+        foreach (var (key, shape, counter) in expected)
         {
             if (!state.TryGetValue(key, out var value))
             {
+                if (counter)
+                {
+                    continue; // counted from 0
+                }
+
                 throw new ArgumentException($"weights: tensor '{key}' is missing; the model needs it with shape {shape}.", nameof(state));
             }
 
@@ -382,9 +389,10 @@ public sealed class Sequential : IDisposable
             throw new ArgumentException($"weights: tensor '{extra}' does not belong to this model (its tensors are {string.Join(", ", expected.Select(n => n.Key))}).", nameof(state));
         }
 
+        float CountOf(string key) => state.TryGetValue(key, out var count) ? count.Data[0] : 0f;
         foreach (var (key, counter) in counters)
         {
-            float count = state[key].Data[0];
+            float count = CountOf(key);
             if (!float.IsFinite(count) || count < 0 || count != MathF.Round(count))
             {
                 throw new ArgumentException($"weights: counter '{key}' is {count.ToString(System.Globalization.CultureInfo.InvariantCulture)}, not a whole number of batches.", nameof(state));
@@ -398,7 +406,7 @@ public sealed class Sequential : IDisposable
 
         foreach (var (key, counter) in counters)
         {
-            counter.Value = (long)state[key].Data[0];
+            counter.Value = (long)CountOf(key);
         }
     }
 
