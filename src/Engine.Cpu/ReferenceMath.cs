@@ -267,6 +267,23 @@ internal static partial class ReferenceMath
         where T : IFloatingPointIeee754<T>
     {
         T area = T.CreateChecked(g.KernelH * g.KernelW);
+        if (g.IsGlobal)
+        {
+            // Each plane's mean: its sum in double (PyTorch's mean sums nearly exactly), rounded, then divided.
+            for (int plane = 0; plane < g.N * g.C; plane++)
+            {
+                double sum = 0;
+                foreach (T value in x.Slice(plane * g.H * g.W, g.H * g.W))
+                {
+                    sum += double.CreateChecked(value);
+                }
+
+                y[plane] = T.CreateChecked(sum) / area;
+            }
+
+            return;
+        }
+
         for (int plane = 0; plane < g.N * g.C; plane++)
         {
             for (int p = 0; p < g.P; p++)

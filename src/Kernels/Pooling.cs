@@ -166,6 +166,22 @@ internal static class PoolingKernels
     }
 
     /// <summary>
+    /// <see cref="AverageForward"/> for a window that is the whole plane (<see cref="Pool2dGeometry.IsGlobal"/>), one
+    /// thread per plane: the plane's sum in double, rounded to float, then divided, as the reference.
+    /// </summary>
+    public static void GlobalAverageForward(Index1D plane, ArrayView<float> x, ArrayView<float> y, Pool2dGeometry g)
+    {
+        int area = g.H * g.W;
+        double sum = 0;
+        for (int i = 0; i < area; i++)
+        {
+            sum += x[(plane * area) + i];
+        }
+
+        y[plane] = (float)sum / area;
+    }
+
+    /// <summary>
     /// <see cref="AverageForward"/> for <see cref="Halves"/> geometries, one thread per output: its four values
     /// added in the same order from 0 and divided by 4, without the bounds tests and window loops.
     /// </summary>
@@ -196,7 +212,10 @@ internal static class PoolingKernels
         dx[first + g.W + 1] = share;
     }
 
-    /// <summary>dx[n,c,h,w] = Σ dy[n,c,p,q] / (KernelH·KernelW) over the windows (p,q) that contain (h,w).</summary>
+    /// <summary>
+    /// dx[n,c,h,w] = Σ (dy[n,c,p,q] / (KernelH·KernelW)) over the windows (p,q) that contain (h,w), in window order from
+    /// 0: each share divided, then added, as PyTorch and the reference do (a sum divided once rounds otherwise).
+    /// </summary>
     public static void AverageBackward(Index1D index, ArrayView<float> dy, ArrayView<float> dx, Pool2dGeometry g)
     {
         int col = index % g.W;
@@ -204,16 +223,16 @@ internal static class PoolingKernels
         int plane = index / (g.W * g.H);
         WindowRange(h + g.PadH, g.KernelH, g.StrideH, g.P, out int p0, out int p1);
         WindowRange(col + g.PadW, g.KernelW, g.StrideW, g.Q, out int q0, out int q1);
-        float sum = 0f;
+        float area = g.KernelH * g.KernelW, sum = 0f;
         for (int p = p0; p <= p1; p++)
         {
             for (int q = q0; q <= q1; q++)
             {
-                sum += dy[(plane * g.P + p) * g.Q + q];
+                sum += dy[(plane * g.P + p) * g.Q + q] / area;
             }
         }
 
-        dx[index] = sum / (g.KernelH * g.KernelW);
+        dx[index] = sum;
     }
 
     /// <summary>The output positions o with o·stride ≤ padded ≤ o·stride + kernel − 1, clipped to [0, outSize).</summary>

@@ -82,14 +82,44 @@ public abstract partial class BackendOpsTests
             Backend.AvgPool2dForward(g, x, y);
             Assert.All(Backend.DownloadArray(y), v => Assert.Equal(expected, v));
 
-            // Backward: each share is dy / 9, added from 0 in window order, as the reference adds them.
-            float[] dyValues = [.. Enumerable.Repeat(17f, g.N * g.C * g.P * g.Q)];
+            // Backward: each share is dy / 9, added from 0 in window order, as the reference and PyTorch add them
+            // (ILGPU's kernel had summed the dy first and divided once: other bits where windows overlap).
+            float[] dyValues = TestData.Uniform(g.N * g.C * g.P * g.Q, 23);
             var reference = new float[g.N * g.C * g.H * g.W];
             ReferenceMath.AvgPool2dBackward<float>(g, dyValues, reference);
             using var dy = Put(dyValues, g.OutputShape);
             using var dx = Poisoned(g.InputShape);
             Backend.AvgPool2dBackward(g, dy, dx);
             TensorAssert.Identical<float>(reference, Backend.DownloadArray(dx), $"{Backend.Name} average pooling backward {g}");
+        }
+    }
+
+    /// <summary>
+    /// Global average pooling takes each plane's mean as PyTorch's AdaptiveAvgPool2d(1) does, nearly exactly: the sum in
+    /// double, rounded, then divided (every backend the same bits). One float add at a time had been 2.5e-6 off on a
+    /// 56×56 plane where PyTorch's mean is 1e-7 off; a 2×2 plane, which the halving kernels also suit, is summed so too.
+    /// </summary>
+    [Fact]
+    public void Global_average_pooling_takes_each_planes_mean_from_a_double_sum()
+    {
+        foreach (int side in new[] { 2, 56 })
+        {
+            var g = new Pool2dGeometry(N: 2, C: 3, H: side, W: side, KernelH: side, KernelW: side, StrideH: side, StrideW: side);
+            float[] values = [.. TestData.Uniform(g.N * g.C * side * side, 31).Select(v => v + 2f)]; // in [1, 3]: every add rounds
+            using var x = Put(values, g.InputShape);
+            using var y = Poisoned(g.OutputShape);
+            Backend.AvgPool2dForward(g, x, y);
+            float[] actual = Backend.DownloadArray(y);
+            for (int plane = 0; plane < g.N * g.C; plane++)
+            {
+                double sum = 0;
+                foreach (float v in values.AsSpan(plane * side * side, side * side))
+                {
+                    sum += v;
+                }
+
+                Assert.Equal((float)sum / (side * side), actual[plane]);
+            }
         }
     }
 }

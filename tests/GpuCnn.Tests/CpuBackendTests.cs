@@ -486,13 +486,13 @@ public sealed class CpuBackendTests
         var expectedDx = new float[g.InputSize];
         for (int plane = 0; plane < Planes; plane++)
         {
-            float sum = 0f;
+            double sum = 0;
             for (int i = 0; i < Area; i++)
             {
-                sum += x[(plane * Area) + i]; // the plane's values in row-major order, one add at a time in float
+                sum += x[(plane * Area) + i]; // the plane's values in row-major order, one add at a time in double
             }
 
-            expectedY[plane] = sum / Divisor;
+            expectedY[plane] = (float)sum / Divisor;
             Array.Fill(expectedDx, 0f + (dy[plane] / Divisor), plane * Area, Area); // 0 + share: dy = −0 gives +0
         }
 

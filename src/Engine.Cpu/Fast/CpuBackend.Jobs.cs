@@ -560,7 +560,7 @@ public sealed unsafe partial class CpuBackend
             int planes = _g.N * _g.C;
             int first = (int)((long)planes * part / Parts), last = (int)((long)planes * (part + 1) / Parts);
             int hw = _g.H * _g.W, pq = _g.P * _g.Q;
-            if (_op is Op.AvgForward or Op.AvgBackward && IsGlobal(_g))
+            if (_op is Op.AvgForward or Op.AvgBackward && _g.IsGlobal)
             {
                 if (_op == Op.AvgForward)
                 {
@@ -704,14 +704,10 @@ public sealed unsafe partial class CpuBackend
             }
         }
 
-        /// <summary>A window that is the whole unpadded plane (global average pooling): one output per plane.</summary>
-        private static bool IsGlobal(in Pool2dGeometry g) =>
-            g.KernelH == g.H && g.KernelW == g.W && g.PadH == 0 && g.PadW == 0 && g.P == 1 && g.Q == 1;
-
         /// <summary>
-        /// y[plane] = the mean of each plane, four planes at a time: four independent sums, each in the order of
-        /// <see cref="AvgForward"/> (the same bits), where one plane at a time waited on each add (a ResNet-8 step
-        /// spent 0.16 ms averaging its last 7×7 planes).
+        /// y[plane] = the mean of each plane (<see cref="Pool2dGeometry.IsGlobal"/>): its sum in double in row-major
+        /// order, rounded, divided — the reference's bits — four planes at a time, four independent sums, where one
+        /// plane at a time waited on each add (a ResNet-8 step spent 0.16 ms averaging its last 7×7 planes).
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void GlobalAverage(float* x, float* y, int first, int last, int hw)
@@ -721,7 +717,7 @@ public sealed unsafe partial class CpuBackend
             for (; plane + 4 <= last; plane += 4)
             {
                 float* x0 = x + ((long)plane * hw);
-                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+                double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
                 for (int i = 0; i < hw; i++)
                 {
                     s0 += x0[i];
@@ -730,15 +726,22 @@ public sealed unsafe partial class CpuBackend
                     s3 += x0[(3 * hw) + i];
                 }
 
-                y[plane] = s0 / area;
-                y[plane + 1] = s1 / area;
-                y[plane + 2] = s2 / area;
-                y[plane + 3] = s3 / area;
+                y[plane] = (float)s0 / area;
+                y[plane + 1] = (float)s1 / area;
+                y[plane + 2] = (float)s2 / area;
+                y[plane + 3] = (float)s3 / area;
             }
 
             for (; plane < last; plane++)
             {
-                AvgForward(x + ((long)plane * hw), y + plane);
+                float* x0 = x + ((long)plane * hw);
+                double sum = 0;
+                for (int i = 0; i < hw; i++)
+                {
+                    sum += x0[i];
+                }
+
+                y[plane] = (float)sum / area;
             }
         }
 

@@ -624,6 +624,12 @@ public sealed partial class IlgpuBackend : Backend
     protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y)
     {
         _launch.NextSerial(g.KernelH * g.KernelW);
+        if (g.IsGlobal)
+        {
+            _launch.Run(PoolingKernels.GlobalAverageForward, g.N * g.C, View(x), View(y), g); // before Halves: a 2×2 plane is both
+            return;
+        }
+
         if (PoolingKernels.Halves(g))
         {
             _launch.Run(PoolingKernels.AverageForwardHalving, g.OutputSize, View(x), View(y), g);
