@@ -399,7 +399,7 @@ internal static class TrainCommand
         // Whether --checkpoint holds this run's weights: written by it, or the file it resumed from.
         bool checkpointGood = settings.Checkpoint is not null && settings.Resume is not null &&
             Path.GetFullPath(settings.Checkpoint) == Path.GetFullPath(settings.Resume);
-        TrainingState? interruptWritten = null;
+        (string Path, TrainingState State)? lastWritten = null;
         void SaveCheckpoint(TrainingState state, bool interrupted)
         {
             if (writes && (settings.Checkpoint is not null || interrupted))
@@ -416,7 +416,7 @@ internal static class TrainCommand
                     () => CheckpointFile.Save(path, model, optimizer, state, recorded),
                     File.Exists(path) ? " The previous checkpoint there is intact." : "");
                 checkpointGood |= path == settings.Checkpoint;
-                interruptWritten = interrupted ? state : null;
+                lastWritten = (path, state);
             }
         }
 
@@ -442,13 +442,16 @@ internal static class TrainCommand
                     // and a --resume file that --checkpoint does not name (the interrupt checkpoint's default) keeps its state.
                     SaveCheckpoint(state, io.Cancel.IsCancellationRequested && state.Epoch <= settings.Epochs);
                 }, io.Cancel);
-                interruptedWhenDone = io.Cancel.IsCancellationRequested; // it came after the last batch: training had finished
+                // It came after the last batch: training had finished. Asked of any rank (every rank returns here).
+                interruptedWhenDone = AnyRankAsked(ranks, io.Cancel.IsCancellationRequested);
             }
             catch (TrainingInterruptedException e)
             {
-                if (interruptWritten != e.State)
+                if (lastWritten != (interruptPath, e.State))
                 {
-                    SaveCheckpoint(e.State, interrupted: true); // another rank was asked to stop, before this one heard of it
+                    // Another rank was asked to stop, before this one heard of it (with --checkpoint, Fit's call wrote
+                    // this state to that same path already).
+                    SaveCheckpoint(e.State, interrupted: true);
                 }
 
                 progress.Clear();
@@ -502,6 +505,14 @@ internal static class TrainCommand
     private const string HistoryKey = "history", RanksKey = "ranks", EpochsKey = "epochs";
 
     private static string Invariant(int value) => value.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Whether any rank was <paramref name="asked"/> to stop (every rank must call it; one process: its own answer).</summary>
+    private static bool AnyRankAsked(ICommunicator ranks, bool asked)
+    {
+        float[] vote = [asked ? 1f : 0f];
+        ranks.AllReduceSum(vote);
+        return vote[0] > 0f;
+    }
 
     /// <summary>Settings checkpoints did not always record, with the value the runs that wrote them had.</summary>
     private static readonly Dictionary<string, string> SettingsAddedLater = new(StringComparer.Ordinal) { ["clip_grad_norm"] = "-" };

@@ -132,11 +132,17 @@ public readonly record struct Pool2dGeometry(
     public int[] OutputShape => [N, C, P, Q];
 
     /// <summary>
-    /// Whether the window is the whole unpadded plane (global pooling, PyTorch's AdaptiveAvgPool2d(1)): one output per
-    /// plane. Average pooling then sums in double, as PyTorch's mean sums far more exactly than one float add at a
-    /// time (2.5e-6 relative on a 56×56 plane against 1e-7).
+    /// Set by global pooling (PyTorch's AdaptiveAvgPool2d(1), whose window is the whole unpadded plane): average
+    /// pooling then takes each plane's mean from a sum in double, as PyTorch's mean sums far more exactly than one float
+    /// add at a time (2.5e-6 relative on a 56×56 plane against 1e-7). An average pool whose window merely covers the
+    /// plane adds in float, as PyTorch's AvgPool2d does.
     /// </summary>
-    public bool IsGlobal => KernelH == H && KernelW == W && PadH == 0 && PadW == 0;
+    public bool PlaneMean { get => _planeMean != 0; init => _planeMean = value ? 1 : 0; }
+
+    private readonly int _planeMean; // an int: ILGPU takes no bool in a kernel's arguments (not blittable)
+
+    /// <summary>Whether this is global pooling's geometry: <see cref="PlaneMean"/> over a window that is the whole unpadded plane.</summary>
+    public bool IsGlobal => PlaneMean && KernelH == H && KernelW == W && PadH == 0 && PadW == 0;
 
     /// <summary>Throws <see cref="ArgumentException"/> naming <paramref name="operation"/> and the bad field.</summary>
     public void Validate(string operation)

@@ -98,27 +98,34 @@ public abstract partial class BackendOpsTests
     /// Global average pooling takes each plane's mean as PyTorch's AdaptiveAvgPool2d(1) does, nearly exactly: the sum in
     /// double, rounded, then divided (every backend the same bits). One float add at a time had been 2.5e-6 off on a
     /// 56×56 plane where PyTorch's mean is 1e-7 off; a 2×2 plane, which the halving kernels also suit, is summed so too.
+    /// An average pool whose window merely covers the plane still adds in float, as PyTorch's AvgPool2d(H) does.
     /// </summary>
     [Fact]
     public void Global_average_pooling_takes_each_planes_mean_from_a_double_sum()
     {
         foreach (int side in new[] { 2, 56 })
         {
-            var g = new Pool2dGeometry(N: 2, C: 3, H: side, W: side, KernelH: side, KernelW: side, StrideH: side, StrideW: side);
+            var window = new Pool2dGeometry(N: 2, C: 3, H: side, W: side, KernelH: side, KernelW: side, StrideH: side, StrideW: side);
+            var g = window with { PlaneMean = true };
             float[] values = [.. TestData.Uniform(g.N * g.C * side * side, 31).Select(v => v + 2f)]; // in [1, 3]: every add rounds
             using var x = Put(values, g.InputShape);
             using var y = Poisoned(g.OutputShape);
             Backend.AvgPool2dForward(g, x, y);
-            float[] actual = Backend.DownloadArray(y);
+            float[] mean = Backend.DownloadArray(y);
+            Backend.AvgPool2dForward(window, x, y);
+            float[] average = Backend.DownloadArray(y);
             for (int plane = 0; plane < g.N * g.C; plane++)
             {
                 double sum = 0;
+                float floatSum = 0f;
                 foreach (float v in values.AsSpan(plane * side * side, side * side))
                 {
                     sum += v;
+                    floatSum += v;
                 }
 
-                Assert.Equal((float)sum / (side * side), actual[plane]);
+                Assert.Equal((float)sum / (side * side), mean[plane]);
+                Assert.Equal(floatSum / (side * side), average[plane]);
             }
         }
     }

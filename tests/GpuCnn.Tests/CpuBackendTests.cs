@@ -475,7 +475,7 @@ public sealed class CpuBackendTests
         // 42 planes of 28×28 (enough values to split): parts of 10–11 planes on one thread, 5–6 on two, so groups of
         // four start off multiples of four and every part ends in a remainder.
         const int Planes = 42, Area = 28 * 28;
-        var g = new Pool2dGeometry(N: 2, C: Planes / 2, H: 28, W: 28, KernelH: 28, KernelW: 28, StrideH: 28, StrideW: 28);
+        var g = new Pool2dGeometry(N: 2, C: Planes / 2, H: 28, W: 28, KernelH: 28, KernelW: 28, StrideH: 28, StrideW: 28) { PlaneMean = true };
         float[] x = TestData.Uniform(g.InputSize, 21), dy = TestData.Uniform(g.OutputSize, 22);
         x[(2 * Area) + 3] = float.NaN;
         x[(9 * Area) + Area - 1] = float.PositiveInfinity;

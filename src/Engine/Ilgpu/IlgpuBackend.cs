@@ -18,12 +18,15 @@ public sealed partial class IlgpuBackend : Backend
     private readonly IlgpuWorkspace _workspace;
     private readonly DeviceGuard _guard;
     private long _tensorBytes;
+    private readonly bool _float64;
 
     internal IlgpuBackend(string name, Context context, Accelerator accelerator)
     {
         Name = name;
         _context = context;
         _accelerator = accelerator;
+        // An OpenCL device without cl_khr_fp64 (many Intel and mobile GPUs) cannot compile a kernel that adds doubles.
+        _float64 = accelerator.Capabilities is not ILGPU.Runtime.OpenCL.CLCapabilityContext { Float64: false };
         _profile = new DeviceProfile(accelerator.AcceleratorType != AcceleratorType.CPU, accelerator.NumMultiprocessors,
             accelerator.MaxNumThreadsPerMultiprocessor, accelerator.MaxNumThreadsPerGroup);
         _guard = new DeviceGuard(name);
@@ -624,11 +627,13 @@ public sealed partial class IlgpuBackend : Backend
     protected override void AvgPool2dForwardCore(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y)
     {
         _launch.NextSerial(g.KernelH * g.KernelW);
-        if (g.IsGlobal)
+        if (g.IsGlobal && _float64)
         {
             _launch.Run(PoolingKernels.GlobalAverageForward, g.N * g.C, View(x), View(y), g); // before Halves: a 2×2 plane is both
             return;
         }
+
+        // Without doubles (an OpenCL device without cl_khr_fp64) a plane's mean is summed in float below: less exact.
 
         if (PoolingKernels.Halves(g))
         {

@@ -94,7 +94,8 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>
     /// Applies one update to every parameter from its current gradient (<see cref="StepCore"/>) and counts it; refused
-    /// while another thread steps this optimizer or a trainer runs it, or once it or its model has been disposed.
+    /// to a thread other than the one stepping it or running a trainer with it, and once it or its model has been
+    /// disposed.
     /// </summary>
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1716", Justification = "PyTorch's name for it.")]
     public void Step()

@@ -35,7 +35,10 @@ public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride,
 
     /// <summary>The geometry for a batch.</summary>
     protected Pool2dGeometry Geometry(int batch) =>
-        new(batch, InputShape[0], InputShape[1], InputShape[2], Kernel.H, Kernel.W, Stride.H, Stride.W, Padding.H, Padding.W);
+        new(batch, InputShape[0], InputShape[1], InputShape[2], Kernel.H, Kernel.W, Stride.H, Stride.W, Padding.H, Padding.W) { PlaneMean = PlaneMean };
+
+    /// <summary>Set by global pooling, whose average is each plane's mean (<see cref="Pool2dGeometry.PlaneMean"/>).</summary>
+    internal bool PlaneMean { get; init; }
 }
 
 /// <summary>PyTorch's MaxPool2d; keeps the switch mask of its last forward for the backward.</summary>
@@ -142,7 +145,7 @@ public sealed class GlobalAvgPool2d : Layer
     private protected override Shape BuildOutput(Shape input, Random init)
     {
         var output = InferOutputShape(input);
-        _pool = new AvgPool2d((input[1], input[2]));
+        _pool = new AvgPool2d((input[1], input[2])) { PlaneMean = true };
         _pool.Build(Backend, input, init);
         return output;
     }

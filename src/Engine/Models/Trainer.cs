@@ -13,7 +13,8 @@ namespace GpuCnn.Models;
 /// — are summed over the ranks in one call on one flat buffer, so every rank applies the same step. Buffers (batch
 /// norm's running statistics) are broadcast from rank 0 before each step, as DDP's broadcast_buffers does, so batch
 /// norm normalises with each rank's own batch statistics (no SyncBN). Evaluation splits the test set across the ranks
-/// and sums the counts. Ctrl+C is not caught per rank (mpirun ends the job); resume from the last epoch's checkpoint.
+/// and sums the counts. A stop asked of any rank (the token given to Fit) rides the next gradient sum as one more float
+/// (or a one-float vote at an epoch's end), so that every rank stops after the same batch.
 /// </remarks>
 public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptions options, ICommunicator? communicator = null)
 {
@@ -426,7 +427,8 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     }
 
     /// <summary>
-    /// What the ranks exchange each step: gradients as one flat buffer, buffers from rank 0, the epoch's sums. Each list
+    /// What the ranks exchange each step: gradients as one flat buffer (and after them whether any rank was asked to
+    /// stop), buffers from rank 0, the epoch's sums. Each list
     /// goes through one device buffer (<see cref="Backend.CopyToFlat"/>), so that a GPU makes one copy each way rather
     /// than a synchronous copy per tensor.
     /// </summary>

@@ -138,6 +138,9 @@ PREDICT_CASES = {
     "dropout": ("conv(3,3),relu,dropout(0.25),flatten,dense(8),dropout(0.5),relu,dense(3)", [1, 6, 6], 4),
     "grouped": ("conv(6,3,pad=2,dilation=2,groups=3),relu,conv(6,3x2,dilation=1x2,groups=6,bias=false),batchnorm,relu,"
                 "conv(4,1,groups=2),flatten,dense(3)", [3, 9, 9], 2),
+    # Depthwise convolutions with channel multipliers 3 and 2 (each group one input channel, several outputs).
+    "multiplier": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
+                   [1, 9, 9], 2),
 }
 
 # Training batches run through a predict case before its weights are saved, so its running statistics are not the
@@ -168,6 +171,9 @@ TRAIN_CASES = {
     "smoothing_schedule": ("conv(4,3,pad=1,bias=false),batchnorm,relu,globalavgpool,flatten,dense(3)", [2, 6, 6], 6,
                            dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, label_smoothing=0.1, epochs=4,
                                 schedule="step", step_size=2, gamma=0.5, warmup=3)),
+    # Depthwise convolutions with channel multipliers: their filter and input gradients, group by group.
+    "multiplier_sgd": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
+                       [1, 9, 9], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
 }
 
 # Several full-batch steps of each optimizer with the settings the command line does not expose (Nesterov, dampening,
@@ -184,8 +190,8 @@ OPTIMIZER_ARCH, OPTIMIZER_INPUT, OPTIMIZER_COUNT = "conv(3,3),tanh,flatten,dense
 
 # The update formulas alone, over many steps of given gradients (no model, so nothing but the optimizer differs): a
 # hyperparameter held as a float must act as the decimal written (1 - 0.9999 formed from 0.9999f is off by 1.7e-4), and
-# a zero weight decay adds nothing (0 * inf would make an infinite parameter NaN). The last values of every parameter
-# are +inf, -inf and NaN.
+# a zero weight decay adds nothing (0 * inf would make an infinite parameter NaN). In the cases without weight decay the
+# parameter's last values are +inf, -inf and NaN.
 UPDATE_CASES = {
     "adam_long": dict(optimizer="adam", lr=1e-3, betas=[0.9, 0.9999], eps=1e-8, weight_decay=0.0, steps=300),
     "adam_l2": dict(optimizer="adam", lr=3e-3, betas=[0.8, 0.999], eps=1e-6, weight_decay=0.01, steps=100),
