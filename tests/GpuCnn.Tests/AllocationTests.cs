@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using GpuCnn.Cpu.Fast;
 using GpuCnn.Models;
+using GpuCnn.Tests.Support;
 
 namespace GpuCnn.Tests;
 
@@ -90,7 +91,7 @@ public sealed class AllocationTests
         start.ArgumentList.Add("-method");
         start.ArgumentList.Add($"{typeof(AllocationTests).FullName}.{method}");
         start.Environment[ChildVariable] = testCase;
-        using var child = Process.Start(start)!;
+        using var child = CliProcess.Watched(Process.Start(start)!);
         var error = child.StandardError.ReadToEndAsync();
         string output = child.StandardOutput.ReadToEnd();
         Assert.True(child.WaitForExit(120_000), "the child test process did not finish in 2 minutes");

@@ -268,7 +268,7 @@ public sealed partial class CliTests
     {
         // A row whose first run takes 700 ms (a kernel compiling) and later ones 2 ms: 20 runs, as for any fast row; sized
         // from the first run it had got 3 (every GPU row that met a new kernel, in the H200 log). More than 3 is asked,
-        // not 20: a loaded host may stretch the last warm 2 ms past the 25 ms that 20 runs need.
+        // not 20: a loaded host may stretch every warm 2 ms (the fastest of three or more counts) past the 25 ms that 20 runs need.
         int runs = 0;
         var slowFirst = new OperationCase("slow-first", "()", null, _ => new Sleeper(() => Thread.Sleep(runs++ == 0 ? 700 : 2)));
         using var backend = new ReferenceBackend();

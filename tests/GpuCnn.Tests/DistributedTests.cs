@@ -68,7 +68,8 @@ public sealed class DistributedTests
         using var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"],
             ["train", "--distributed", "--arch", Spec, "--images", temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "1", "--batch-size", "8",
                 "--device", "cpu", "--out", temp.File("m.safetensors")],
-            new Dictionary<string, string> { [fault] = "1", ["GPUCNN_MPI_TIMEOUT_S"] = "3" });
+            // 3 s for the hung rank; the dead one is mpirun's to notice, and rank 0's timeout must not beat it on a loaded host.
+            new Dictionary<string, string> { [fault] = "1", ["GPUCNN_MPI_TIMEOUT_S"] = fault == "GPUCNN_TEST_HANG_RANK" ? "3" : "30" });
         var output = run.StandardOutput.ReadToEndAsync();
         var errors = run.StandardError.ReadToEndAsync();
         Assert.True(run.WaitForExit(90_000), "the job did not stop");
@@ -472,8 +473,8 @@ public sealed class DistributedTests
     {
         SkipWithoutMpirun();
         using var temp = Fixtures.TempFolder();
-        ReliabilityTests.WriteQuadrants(temp, 2000);
-        // 20 epochs of about 0.2 s: the signal, sent once epoch 1 is printed, lands long before the end.
+        ReliabilityTests.WriteQuadrants(temp, 1000);
+        // 20 epochs of about 0.1 s: the signal, sent once epoch 1 is printed, lands long before the end (kill takes milliseconds).
         string[] common = ["train", "--distributed", "--arch", "conv(16,3,pad=1),relu,conv(16,3,pad=1),relu,maxpool(2),flatten,dense(4)", "--images",
             temp.File("x.npy"), "--labels", temp.File("y.npy"), "--epochs", "20", "--batch-size", "20", "--device", "cpu"];
         using (var run = CliProcess.Start(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"], [.. common, "--out", temp.File("m.safetensors")]))

@@ -25,8 +25,9 @@ internal static class BenchSuite
     /// dispatch) at full optimisation only after 30 calls and a 100 ms delay, and without that a row of a few
     /// milliseconds measured partly unoptimised code that a training run leaves behind in its first second
     /// (LeNet's second layer forward: 0.117 ms against 0.111 with tiered compilation off). The number of runs comes
-    /// from the last warm-up run: the first one's compiling had held every row that meets a new kernel to 3 runs (the
-    /// H200 log's gemm and first convolution rows), where PyTorch's side sizes from warm runs.
+    /// from the fastest warm-up run after the first (three at least): the first one's compiling had held every row that
+    /// meets a new kernel to 3 runs (the H200 log's gemm and first convolution rows), where PyTorch's side sizes from
+    /// warm runs, and a single warm run stalled by the host (a collection elsewhere in the process) could do the same.
     /// </summary>
     public static BenchResult Measure(Backend backend, OperationCase benchCase)
     {
@@ -36,15 +37,17 @@ internal static class BenchSuite
         var clock = Stopwatch.StartNew();
         body.Run(); // compiles
         backend.Synchronize();
-        double warm;
+        double warm = double.PositiveInfinity;
+        int warmRuns = 0;
         do
         {
             var run = Stopwatch.StartNew();
             body.Run();
             backend.Synchronize();
-            warm = run.Elapsed.TotalMilliseconds;
+            warm = Math.Min(warm, run.Elapsed.TotalMilliseconds);
+            warmRuns++;
         }
-        while (clock.Elapsed.TotalMilliseconds < WarmUpMs);
+        while (clock.Elapsed.TotalMilliseconds < WarmUpMs || warmRuns < 3);
 
         int repetitions = (int)Math.Clamp(500 / Math.Max(warm, 1e-3), 3, 20);
         var wall = new double[repetitions];

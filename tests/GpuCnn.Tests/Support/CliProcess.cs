@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 
 namespace GpuCnn.Tests.Support;
@@ -35,7 +36,51 @@ public static class CliProcess
             start.Environment[name] = value;
         }
 
-        return Process.Start(start)!;
+        return Watched(Process.Start(start)!);
+    }
+
+    /// <summary>How long a child process may run before <see cref="Watched"/> kills it: far past any test's child.</summary>
+    public static TimeSpan Deadline { get; } = TimeSpan.FromMinutes(5);
+
+    private static readonly ConcurrentDictionary<Process, Timer> s_watchdogs = new(); // keeps each timer alive until its process ends
+
+    /// <summary>
+    /// Kills <paramref name="process"/> and its children if it still runs after <see cref="Deadline"/>: a child that
+    /// hangs (mpirun waiting for a rank, a deadlock) then ends the test's blocking reads and waits, and the test fails
+    /// with what the child printed, rather than holding the whole run until CI's limit without a word.
+    /// </summary>
+    public static Process Watched(Process process)
+    {
+        ArgumentNullException.ThrowIfNull(process);
+        var watchdog = new Timer(static state =>
+        {
+            try
+            {
+                var child = (Process)state!;
+                if (!child.HasExited)
+                {
+                    child.Kill(entireProcessTree: true);
+                }
+            }
+            catch (InvalidOperationException)
+            {
+                // disposed by its test, or ended meanwhile
+            }
+            catch (System.ComponentModel.Win32Exception)
+            {
+                // ended while being killed
+            }
+        }, process, Deadline, Timeout.InfiniteTimeSpan);
+        s_watchdogs[process] = watchdog;
+        process.EnableRaisingEvents = true;
+        process.Exited += (_, _) =>
+        {
+            if (s_watchdogs.TryRemove(process, out var done))
+            {
+                done.Dispose();
+            }
+        };
+        return process;
     }
 
     /// <summary>Runs the CLI with <paramref name="args"/> and one more environment variable, to its end (a minute at most).</summary>
