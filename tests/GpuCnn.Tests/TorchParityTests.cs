@@ -108,7 +108,7 @@ public abstract class TorchParityTests(BackendFixture fixture)
     }
 
     /// <summary>
-    /// The update formulas alone over 100–300 steps of PyTorch's gradients, on one tensor: a float hyperparameter acts
+    /// The update formulas alone over 100–150 steps of PyTorch's gradients, on one tensor: a float hyperparameter acts
     /// as the decimal written, as PyTorch's Python float does (1 − β2 for β2 = 0.9999 formed in float had been off by
     /// 1.7e-4, 1 − dampening for 0.99 by 9e-7, the step size by a float step now and then), and a zero weight decay
     /// adds nothing (0·∞ had turned an infinite parameter into NaN where PyTorch keeps it).

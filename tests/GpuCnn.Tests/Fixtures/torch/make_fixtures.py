@@ -193,9 +193,9 @@ OPTIMIZER_ARCH, OPTIMIZER_INPUT, OPTIMIZER_COUNT = "conv(3,3),tanh,flatten,dense
 # a zero weight decay adds nothing (0 * inf would make an infinite parameter NaN). In the cases without weight decay the
 # parameter's last values are +inf, -inf and NaN.
 UPDATE_CASES = {
-    "adam_long": dict(optimizer="adam", lr=1e-3, betas=[0.9, 0.9999], eps=1e-8, weight_decay=0.0, steps=300),
+    "adam_long": dict(optimizer="adam", lr=1e-3, betas=[0.9, 0.9999], eps=1e-8, weight_decay=0.0, steps=150),
     "adam_l2": dict(optimizer="adam", lr=3e-3, betas=[0.8, 0.999], eps=1e-6, weight_decay=0.01, steps=100),
-    "adamw_long": dict(optimizer="adamw", lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.05, steps=200),
+    "adamw_long": dict(optimizer="adamw", lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.05, steps=100),
     "sgd_high_dampening": dict(optimizer="sgd", lr=0.05, momentum=0.9, dampening=0.99, nesterov=False, weight_decay=0.0, steps=100),
     "sgd_nesterov_decay": dict(optimizer="sgd", lr=0.02, momentum=0.95, dampening=0.0, nesterov=True, weight_decay=0.003, steps=100),
 }
