@@ -153,4 +153,6 @@ internal sealed unsafe class HostTensor<T> : DeviceTensor<T>
     protected override DeviceTensor<T> CreateView(Shape shape) => new HostTensor<T>(_backend, shape, this);
 
     protected override void Release() => _backend.OnReleased(Bytes);
+
+    private protected override void Forget() => _backend.OnReleased(Bytes);
 }

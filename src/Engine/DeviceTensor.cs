@@ -12,11 +12,37 @@ public abstract class DeviceTensor<T> : IDisposable
     private int _disposed; // 1 once disposed: set by one Interlocked exchange, so two threads disposing at once release once
 
     /// <summary>Creates the handle; backends call this. <paramref name="viewOf"/> is the owner of shared storage.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA1816", Justification = "A view has no storage for its finalizer to forget.")]
     protected DeviceTensor(Backend backend, Shape shape, DeviceTensor<T>? viewOf = null)
     {
         Backend = backend;
         Shape = shape;
         _viewOf = viewOf?._viewOf ?? viewOf;
+        if (_viewOf is not null)
+        {
+            GC.SuppressFinalize(this); // a view owns no storage: nothing to forget
+        }
+    }
+
+    /// <summary>
+    /// An owner dropped without <see cref="Dispose"/>: its storage goes with it (a host array to the garbage collector,
+    /// an ILGPU buffer to ILGPU's own finalizer), and the backend stops counting it, so that
+    /// <see cref="Backend.BytesAllocated"/> and a memory limit do not count memory that is gone.
+    /// </summary>
+    ~DeviceTensor()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            Forget();
+        }
+    }
+
+    /// <summary>
+    /// Stops counting this owner's storage, from the finalizer thread: no locks, no device calls (ILGPU's buffer frees
+    /// itself there).
+    /// </summary>
+    private protected virtual void Forget()
+    {
     }
 
     /// <summary>The backend that owns the storage.</summary>

@@ -281,6 +281,40 @@ public sealed class ReliabilityTests
         Assert.EndsWith("use smaller batches.", error.Message, StringComparison.Ordinal); // the engine names no CLI flag
     }
 
+    /// <summary>
+    /// A tensor dropped without Dispose stops being counted once the collector has taken it: its memory is gone with it
+    /// (a host array; an ILGPU buffer frees itself), and a memory limit had gone on counting it — the next allocation
+    /// under the limit failed as if the device were full.
+    /// </summary>
+    [Theory]
+    [InlineData("reference")]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void A_tensor_dropped_without_dispose_stops_counting_once_collected(string device)
+    {
+        using var backend = Backends.Open(device);
+        long before = backend.BytesAllocated;
+        backend.MemoryLimitBytes = before + (3 * 4096 * sizeof(float));
+        using var kept = backend.Allocate<float>([4096]);
+        using var view = kept.View([64, 64]); // a view's finalizer frees nothing of its owner's
+        DropTensors(backend, 2); // the limit reached
+        Assert.Throws<DeviceOutOfMemoryException>(() => backend.Allocate<float>([4096]));
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.Equal(before + (4096 * sizeof(float)), backend.BytesAllocated);
+        using var again = backend.Allocate<float>([2 * 4096]); // room again, as in the memory itself
+        Assert.False(kept.IsDisposed);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void DropTensors(Backend backend, int count)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            backend.Allocate<float>([4096]); // never disposed
+        }
+    }
+
     [Theory]
     [InlineData("reference")]
     [InlineData("cpu")]

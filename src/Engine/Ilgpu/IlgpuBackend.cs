@@ -311,6 +311,8 @@ public sealed partial class IlgpuBackend : Backend
     /// ILGPU binds the context for the free itself), also after the backend was disposed, when the accelerator has
     /// freed its buffers already.
     /// </summary>
+    internal void Forget(long bytes) => Interlocked.Add(ref _tensorBytes, -bytes); // a tensor finalized undisposed
+
     internal void Free(MemoryBuffer buffer)
     {
         using var operation = EnterRelease();

@@ -22,4 +22,6 @@ internal sealed class IlgpuTensor<T> : DeviceTensor<T>
     protected override DeviceTensor<T> CreateView(Shape shape) => new IlgpuTensor<T>((IlgpuBackend)Backend, shape, _buffer, this);
 
     protected override void Release() => ((IlgpuBackend)Backend).Free(_buffer);
+
+    private protected override void Forget() => ((IlgpuBackend)Backend).Forget(Bytes);
 }
