@@ -27,6 +27,13 @@ public abstract partial class HostBackend : Backend
 
     internal void OnReleased(long bytes) => Interlocked.Add(ref _bytes, -bytes);
 
+    /// <summary>A tensor finalized undisposed: no longer counted, and counted among <see cref="Backend.TensorsForgotten"/>.</summary>
+    internal void OnForgotten(long bytes)
+    {
+        OnReleased(bytes);
+        Forgotten();
+    }
+
     /// <inheritdoc/>
     protected override DeviceTensor<T> AllocateCore<T>(Shape shape)
     {
@@ -154,5 +161,11 @@ internal sealed unsafe class HostTensor<T> : DeviceTensor<T>
 
     protected override void Release() => _backend.OnReleased(Bytes);
 
-    private protected override void Forget() => _backend.OnReleased(Bytes);
+    private protected override void Forget()
+    {
+        if (_storage is not null) // null: the constructor threw (out of memory), and nothing was counted
+        {
+            _backend.OnForgotten(Bytes);
+        }
+    }
 }

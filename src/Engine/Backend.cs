@@ -20,6 +20,18 @@ public abstract partial class Backend : IDisposable
     /// <summary>Bytes of device memory currently held by tensors and workspaces of this backend.</summary>
     public abstract long BytesAllocated { get; }
 
+    private long _tensorsForgotten;
+
+    /// <summary>
+    /// Tensors of this backend finalized without Dispose (their storage went with them, and they stopped being counted
+    /// in <see cref="BytesAllocated"/>): the leak tests read it after a full collection, since a leak no longer shows
+    /// in the bytes once the collector has run.
+    /// </summary>
+    internal long TensorsForgotten => Interlocked.Read(ref _tensorsForgotten);
+
+    /// <summary>Counts a tensor finalized undisposed (from its finalizer).</summary>
+    private protected void Forgotten() => Interlocked.Increment(ref _tensorsForgotten);
+
     /// <summary>
     /// A cap on <see cref="BytesAllocated"/> for tensors (like PyTorch's per-process memory fraction); an allocation
     /// past it throws <see cref="DeviceOutOfMemoryException"/>. Unlimited by default.

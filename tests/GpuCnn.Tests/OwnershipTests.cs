@@ -81,6 +81,7 @@ public sealed class OwnershipTests
         long before = backend.BytesAllocated;
         TrainOneStep();
         Assert.Equal(before, backend.BytesAllocated);
+        TensorAssert.NothingDroppedUndisposed(backend);
     }
 
     [Fact]

@@ -297,21 +297,24 @@ public sealed class ReliabilityTests
         backend.MemoryLimitBytes = before + (3 * 4096 * sizeof(float));
         using var kept = backend.Allocate<float>([4096]);
         using var view = kept.View([64, 64]); // a view's finalizer frees nothing of its owner's
-        DropTensors(backend, 2); // the limit reached
+        var held = new List<DeviceTensor<float>>();
+        AllocateUndisposed(backend, held, 2); // the limit reached
         Assert.Throws<DeviceOutOfMemoryException>(() => backend.Allocate<float>([4096]));
+        held.Clear(); // dropped, never disposed (held until now: a collection before the check would have taken them)
         GC.Collect();
         GC.WaitForPendingFinalizers();
         Assert.Equal(before + (4096 * sizeof(float)), backend.BytesAllocated);
+        Assert.Equal(2, backend.TensorsForgotten);
         using var again = backend.Allocate<float>([2 * 4096]); // room again, as in the memory itself
         Assert.False(kept.IsDisposed);
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
-    private static void DropTensors(Backend backend, int count)
+    private static void AllocateUndisposed(Backend backend, List<DeviceTensor<float>> into, int count)
     {
         for (int i = 0; i < count; i++)
         {
-            backend.Allocate<float>([4096]); // never disposed
+            into.Add(backend.Allocate<float>([4096]));
         }
     }
 
@@ -361,6 +364,7 @@ public sealed class ReliabilityTests
         Assert.StartsWith("Upload: shape (2,3) holds 6 elements, the values 5.", mismatch.Message, StringComparison.Ordinal);
         Assert.Equal(idle + model, backend.BytesAllocated);
         Assert.True(failures > 100, $"only {failures} limits tried");
+        TensorAssert.NothingDroppedUndisposed(backend); // a failed build's tensors freed, not left to the collector
     }
 
     [Fact]

@@ -44,6 +44,7 @@ public abstract class SharedBackendTests(BackendFixture fixture)
         }
 
         Assert.Equal(before, backend.BytesAllocated);
+        TensorAssert.NothingDroppedUndisposed(backend);
     }
 
     /// <summary>Runs <paramref name="work"/> on <paramref name="count"/> threads started together; a thread's exception fails the test here.</summary>

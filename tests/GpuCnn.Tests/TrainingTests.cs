@@ -1,6 +1,7 @@
 using GpuCnn.Cpu;
 using GpuCnn.Ilgpu;
 using GpuCnn.Models;
+using GpuCnn.Tests.Support;
 
 namespace GpuCnn.Tests;
 
@@ -103,6 +104,7 @@ public sealed class TrainingTests
 
         // Workspaces (grow-only scratch) stay with the backend; every tensor the model and optimizer made is gone.
         Assert.Equal(0, backend.BytesAllocated - before - backend.WorkspaceBytes);
+        TensorAssert.NothingDroppedUndisposed(backend);
     }
 
     [Fact]

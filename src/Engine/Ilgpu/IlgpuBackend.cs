@@ -306,13 +306,18 @@ public sealed partial class IlgpuBackend : Backend
         return tensor;
     }
 
+    /// <summary>A tensor finalized undisposed (its buffer frees itself): no longer counted, and counted among <see cref="Backend.TensorsForgotten"/>.</summary>
+    internal void Forget(long bytes)
+    {
+        Interlocked.Add(ref _tensorBytes, -bytes);
+        Forgotten();
+    }
+
     /// <summary>
     /// Frees a tensor's buffer under the operation lock (no other thread's operation is between its launches then;
     /// ILGPU binds the context for the free itself), also after the backend was disposed, when the accelerator has
     /// freed its buffers already.
     /// </summary>
-    internal void Forget(long bytes) => Interlocked.Add(ref _tensorBytes, -bytes); // a tensor finalized undisposed
-
     internal void Free(MemoryBuffer buffer)
     {
         using var operation = EnterRelease();

@@ -42,44 +42,58 @@ public static class CliProcess
     /// <summary>How long a child process may run before <see cref="Watched"/> kills it: far past any test's child.</summary>
     public static TimeSpan Deadline { get; } = TimeSpan.FromMinutes(5);
 
-    private static readonly ConcurrentDictionary<Process, Timer> s_watchdogs = new(); // keeps each timer alive until its process ends
+    private static readonly ConcurrentDictionary<int, Timer> s_watchdogs = new(); // keeps each timer alive until it fires or its process ends
 
     /// <summary>
     /// Kills <paramref name="process"/> and its children if it still runs after <see cref="Deadline"/>: a child that
     /// hangs (mpirun waiting for a rank, a deadlock) then ends the test's blocking reads and waits, and the test fails
-    /// with what the child printed, rather than holding the whole run until CI's limit without a word.
+    /// with what the child printed, rather than holding the whole run until CI's limit without a word. The process is
+    /// found again by its id and start time, so a child whose Process object its test has disposed (after a failed
+    /// wait) is killed too.
     /// </summary>
     public static Process Watched(Process process)
     {
         ArgumentNullException.ThrowIfNull(process);
-        var watchdog = new Timer(static state =>
+        int id = process.Id;
+        DateTime started;
+        try
         {
+            started = process.StartTime;
+        }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            return process; // ended already: nothing to watch
+        }
+
+        var watchdog = new Timer(_ =>
+        {
+            if (s_watchdogs.TryRemove(id, out var fired))
+            {
+                fired.Dispose();
+            }
+
             try
             {
-                var child = (Process)state!;
-                if (!child.HasExited)
+                using var child = Process.GetProcessById(id);
+                if (child.StartTime == started && !child.HasExited)
                 {
                     child.Kill(entireProcessTree: true);
                 }
             }
-            catch (InvalidOperationException)
+            catch (Exception)
             {
-                // disposed by its test, or ended meanwhile
+                // gone already (no such process, or one that ended while being killed): nothing to stop
             }
-            catch (System.ComponentModel.Win32Exception)
-            {
-                // ended while being killed
-            }
-        }, process, Deadline, Timeout.InfiniteTimeSpan);
-        s_watchdogs[process] = watchdog;
-        process.EnableRaisingEvents = true;
+        }, null, Deadline, Timeout.InfiniteTimeSpan);
+        s_watchdogs[id] = watchdog;
         process.Exited += (_, _) =>
         {
-            if (s_watchdogs.TryRemove(process, out var done))
+            if (s_watchdogs.TryRemove(id, out var done))
             {
                 done.Dispose();
             }
         };
+        process.EnableRaisingEvents = true; // after the handler: an exit in between still reaches it
         return process;
     }
 

@@ -121,4 +121,16 @@ public static class TensorAssert
 
         return $"({string.Join(",", index)})";
     }
+
+    /// <summary>
+    /// After a full collection, no tensor of <paramref name="backend"/> was finalized undisposed: since a dropped tensor
+    /// stops being counted once collected, a leak shows in <see cref="Backend.BytesAllocated"/> only until then.
+    /// </summary>
+    public static void NothingDroppedUndisposed(Backend backend)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.True(backend.TensorsForgotten == 0, $"{backend.TensorsForgotten} tensor(s) of {backend.Name} were dropped without Dispose (leaked, then collected)");
+    }
 }
