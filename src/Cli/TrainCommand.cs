@@ -443,7 +443,7 @@ internal static class TrainCommand
                     SaveCheckpoint(state, io.Cancel.IsCancellationRequested && state.Epoch <= settings.Epochs);
                 }, io.Cancel);
                 // It came after the last batch: training had finished. Asked of any rank (every rank returns here).
-                interruptedWhenDone = AnyRankAsked(ranks, io.Cancel.IsCancellationRequested);
+                interruptedWhenDone = ranks.AnyRank(io.Cancel.IsCancellationRequested, new float[1]);
             }
             catch (TrainingInterruptedException e)
             {
@@ -505,14 +505,6 @@ internal static class TrainCommand
     private const string HistoryKey = "history", RanksKey = "ranks", EpochsKey = "epochs";
 
     private static string Invariant(int value) => value.ToString(CultureInfo.InvariantCulture);
-
-    /// <summary>Whether any rank was <paramref name="asked"/> to stop (every rank must call it; one process: its own answer).</summary>
-    private static bool AnyRankAsked(ICommunicator ranks, bool asked)
-    {
-        float[] vote = [asked ? 1f : 0f];
-        ranks.AllReduceSum(vote);
-        return vote[0] > 0f;
-    }
 
     /// <summary>Settings checkpoints did not always record, with the value the runs that wrote them had.</summary>
     private static readonly Dictionary<string, string> SettingsAddedLater = new(StringComparer.Ordinal) { ["clip_grad_norm"] = "-" };

@@ -24,6 +24,21 @@ public interface ICommunicator : IDisposable
     void Broadcast(float[] values, int root);
 }
 
+/// <summary>Collectives built on <see cref="ICommunicator"/>'s two.</summary>
+internal static class CommunicatorVotes
+{
+    /// <summary>
+    /// Whether any rank votes <paramref name="yes"/> (every rank must call it), summed through <paramref name="slot"/>,
+    /// a one-float array the caller keeps (a vote a step allocates nothing); one process: its own vote.
+    /// </summary>
+    public static bool AnyRank(this ICommunicator ranks, bool yes, float[] slot)
+    {
+        slot[0] = yes ? 1f : 0f;
+        ranks.AllReduceSum(slot);
+        return slot[0] > 0f;
+    }
+}
+
 /// <summary>One process alone: the collectives change nothing.</summary>
 public sealed class SingleProcess : ICommunicator
 {

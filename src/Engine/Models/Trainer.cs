@@ -508,12 +508,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         }
 
         /// <summary>Whether any rank asked to <paramref name="stop"/> (every rank must call it).</summary>
-        public bool AgreeToStop(bool stop)
-        {
-            _vote[0] = stop ? 1f : 0f;
-            _ranks.AllReduceSum(_vote);
-            return _vote[0] > 0f;
-        }
+        public bool AgreeToStop(bool stop) => _ranks.AnyRank(stop, _vote);
 
         /// <summary>Every rank takes rank 0's buffers (batch norm's running statistics).</summary>
         public void BroadcastBuffers()
