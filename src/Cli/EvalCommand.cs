@@ -4,25 +4,25 @@ using GpuCnn.Models;
 
 namespace GpuCnn.Cli;
 
-/// <summary><c>gpucnn eval --model M --data DIR</c>: accuracy and confusion matrix on the test split.</summary>
+/// <summary><c>gpucnn eval --model M --data DIR</c> (or <c>--images X --labels Y</c>): accuracy and confusion matrix on the test split.</summary>
 internal static class EvalCommand
 {
     public static Command Create(CliIo io)
     {
         var model = new Option<string>("--model") { Description = "Model file (.safetensors or .onnx).", Required = true };
         var data = new Option<string?>("--data") { Description = "MNIST folder (default: the bundled sample); its t10k files are evaluated (the train files need not be there)." };
+        var images = new Option<string?>("--images") { Description = "Images (N, C, H, W) as .npy (with --labels), in place of --data." };
+        var labels = new Option<string?>("--labels") { Description = "Labels (N) as .npy." };
         var arch = new Option<string?>("--arch") { Description = "Architecture spec, for files without one in their metadata (e.g. saved by PyTorch); the input shape is the data's." };
         var device = CommonOptions.Device();
         var batchSize = CommonOptions.BatchSize(256);
         var normalize = CommonOptions.Normalize();
-        var command = new Command("eval", "Evaluate a model: accuracy and confusion matrix.") { model, data, arch, normalize, device, batchSize };
+        var command = new Command("eval", "Evaluate a model: accuracy and confusion matrix.") { model, data, images, labels, arch, normalize, device, batchSize };
         command.SetAction(parse =>
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
             string path = CommonOptions.ModelWithArch(CommonOptions.ExistingFile("--model", parse.GetValue(model)!), parse.GetValue(arch));
-            string folder = parse.GetValue(data) ?? CommonOptions.BundledSample();
-            var test = Idx.ReadMnistTest(folder);
-            DataChecks.RequireFinite(test.Images, folder); // IDX pixels are bytes; checked all the same, as every loader is
+            var test = TestData(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels), io.Error);
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
             string? spec = parse.GetValue(arch);
             using var network = ModelFile.Load(path, backend, spec, spec is null ? (Shape?)null : new Shape(test.Images.Shape.ToArray()[1..]));
@@ -34,6 +34,21 @@ internal static class EvalCommand
             return 0;
         });
         return command;
+    }
+
+    private static Dataset TestData(string? folder, string? images, string? labels, TextWriter notes)
+    {
+        if (images is null && labels is null)
+        {
+            folder ??= CommonOptions.BundledSample();
+            var test = Idx.ReadMnistTest(folder);
+            DataChecks.RequireFinite(test.Images, folder); // IDX pixels are bytes; checked all the same, as every loader is
+            return test;
+        }
+
+        return folder is not null ? throw new UsageException("give either --data or --images/--labels, not both.")
+            : images is null || labels is null ? throw new UsageException("--images and --labels go together.")
+            : CommonOptions.NpyDataset("--images", images, "--labels", labels, notes);
     }
 
     public static void WriteConfusion(TextWriter output, Evaluation result)

@@ -208,7 +208,7 @@ internal static class CommonOptions
     /// some above 1): an .npy file is read as it holds, where IDX files (--data, the bundled sample) are scaled to [0, 1],
     /// so a model trained on one and fed the other sees inputs 255 times off — a silent 10 % accuracy.
     /// </summary>
-    public static void NoteRawPixels(TextWriter error, Tensor images, string option)
+    public static void NoteRawPixels(TextWriter error, Tensor images, string option, bool modelRecordsNormalization = false)
     {
         ArgumentNullException.ThrowIfNull(error);
         ArgumentNullException.ThrowIfNull(images);
@@ -225,9 +225,57 @@ internal static class CommonOptions
 
         if (most > 1f)
         {
+            // A model that records its normalisation refuses --normalize (ApplyNormalize): only the division helps there.
             error.WriteLine($"note: {option} holds whole numbers from 0 to {most.ToString(CultureInfo.InvariantCulture)} (raw 8-bit pixels?); they are used as they are, where IDX files " +
-                "(--data, the bundled sample) are read scaled to [0, 1]: divide by 255 (or give --normalize) if the model takes [0, 1].");
+                $"(--data, the bundled sample) are read scaled to [0, 1]: divide by 255{(modelRecordsNormalization ? "" : " (or give --normalize)")} if the model takes [0, 1].");
         }
+    }
+
+    /// <summary>
+    /// Images from an .npy file as the engine takes them, (N, C, H, W): (N, H, W) — Keras' MNIST, or IDX's layout — is
+    /// one channel, said in a note; channels-last images (N, H, W, C), which would otherwise build a model of H channels on
+    /// W × C pictures and train on without a word, are refused with the transpose that fixes them. They are told apart by
+    /// square pictures of 1, 3 or 4 channels, a shape no channels-first image set has.
+    /// </summary>
+    public static Tensor ImagesNchw(Tensor images, string option, string path, TextWriter notes)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        ArgumentNullException.ThrowIfNull(notes);
+        var s = images.Shape;
+        if (s.Rank == 3)
+        {
+            notes.WriteLine($"note: {option} '{path}' holds {s}, (N, H, W): read as one channel, ({s[0]},1,{s[1]},{s[2]}).");
+            return new Tensor(new Shape(s[0], 1, s[1], s[2]), images.Data);
+        }
+
+        if (s.Rank != 4)
+        {
+            throw new UsageException($"{option} '{path}': images must be (N, C, H, W) or (N, H, W), got {s}.");
+        }
+
+        if (s[3] is 1 or 3 or 4 && s[1] == s[2] && s[1] > 4)
+        {
+            throw new UsageException($"{option} '{path}': images {s} look channels-last, (N, H, W, C); the engine takes (N, C, H, W): " +
+                "save them as x.transpose(0, 3, 1, 2).");
+        }
+
+        return images;
+    }
+
+    /// <summary>Images and labels from two .npy files (train's --images/--labels and --test-images/--test-labels, eval's).</summary>
+    public static Models.Dataset NpyDataset(string imagesOption, string imagesPath, string labelsOption, string labelsPath, TextWriter notes)
+    {
+        var images = Npy.ReadTensor(ExistingFile(imagesOption, imagesPath));
+        DataChecks.RequireFinite(images, imagesPath);
+        NoteRawPixels(notes, images, imagesOption);
+        images = ImagesNchw(images, imagesOption, imagesPath, notes);
+        int[] labels = Npy.ReadLabels(ExistingFile(labelsOption, labelsPath));
+        if (images.Shape[0] != labels.Length)
+        {
+            throw new UsageException($"{imagesOption}/{labelsOption}: {images.Shape[0]} images but {labels.Length} labels; the counts must match.");
+        }
+
+        return new Models.Dataset(images, labels);
     }
 
     /// <summary>

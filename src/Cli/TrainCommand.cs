@@ -30,7 +30,7 @@ internal static class TrainCommand
         var stepSize = new Option<int>("--step-size") { Description = "With --schedule step: epochs between multiplications by --gamma.", DefaultValueFactory = _ => 1 };
         var gamma = CommonOptions.Number("--gamma", "With --schedule step: the factor applied every --step-size epochs.", 0.1f);
         var warmup = new Option<int>("--warmup") { Description = "Linear warm-up over the first N optimizer steps (batches), then the schedule.", DefaultValueFactory = _ => 0 };
-        var augment = new Option<string?>("--augment") { Description = "Augment training batches on the device: crop=PAD (random crop after zero padding), flip (horizontal), or both: crop=2,flip." };
+        var augment = new Option<string?>("--augment") { Description = "Augment training batches on the device: crop=PAD (random crop after zero padding, before --normalize), flip (horizontal), or both: crop=2,flip." };
         var normalize = new Option<string?>("--normalize") { Description = "Normalise inputs per channel, (x - MEAN) / STD, in training, testing and in the saved model: MEAN,STD or C means then C stds." };
         var labelSmoothing = CommonOptions.Number("--label-smoothing", "PyTorch's cross_entropy label_smoothing for the training loss, in [0, 1].", 0f);
         var clipGradNorm = CommonOptions.OptionalNumber("--clip-grad-norm", "Scale each step's gradients to a total L2 norm of at most this (PyTorch's clip_grad_norm_).");
@@ -205,7 +205,8 @@ internal static class TrainCommand
 
         // No output may replace another or an input; the model may replace its --init weights (fine-tuning in place),
         // and the checkpoint the one it resumes from.
-        (string, string?)[] data = [("--images", inputs.Images), ("--labels", inputs.Labels), ("--test-images", inputs.TestImages), ("--test-labels", inputs.TestLabels)];
+        (string, string?)[] data = [("--images", inputs.Images), ("--labels", inputs.Labels), ("--test-images", inputs.TestImages), ("--test-labels", inputs.TestLabels),
+            .. inputs.Images is null ? Idx.MnistFiles(inputs.Folder ?? CommonOptions.BundledSample()).Select(file => ((string, string?))(inputs.Folder is null ? "the bundled sample" : "--data", file)) : []];
         (string, string?) plot = ("--out (its plot)", stem + ".png"), metrics = ("--out (its metrics)", stem + ".metrics.json");
         (string, string?) checkpoint = ("--checkpoint", settings.Checkpoint), init = ("--init", settings.Init), resume = ("--resume", settings.Resume);
         CommonOptions.Apart("--out", settings.Out, [plot, metrics, checkpoint, resume, .. data]);
@@ -420,7 +421,7 @@ internal static class TrainCommand
             }
         }
 
-        io.Error.WriteLine($"training {model.Spec} on {train.Count} samples ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
+        io.Error.WriteLine($"training {model.Spec} on {train.Count} samples of {sample} ({(test is null ? "no test set" : $"{test.Count} test samples")}), device {backend.Name}");
         IReadOnlyList<EpochMetrics> history;
         bool interruptedWhenDone;
         // Watched until the model, plot and metrics are written: a Ctrl+C among them must not kill the process between two
@@ -620,32 +621,14 @@ internal static class TrainCommand
         var (folder, images, labels, testImages, testLabels) = files;
         if (images is not null && labels is not null)
         {
-            var train = NpyDataset(images, labels, "--images/--labels", notes);
-            return (train, testImages is null ? null : NpyDataset(testImages, testLabels!, "--test-images/--test-labels", notes));
+            var train = CommonOptions.NpyDataset("--images", images, "--labels", labels, notes);
+            return (train, testImages is null ? null : CommonOptions.NpyDataset("--test-images", testImages, "--test-labels", testLabels!, notes));
         }
 
         var (mnistTrain, mnistTest) = Idx.ReadMnist(folder ?? CommonOptions.BundledSample());
         return (mnistTrain, mnistTest);
     }
 
-    private static Dataset NpyDataset(string imagesPath, string labelsPath, string what, TextWriter notes)
-    {
-        var images = Npy.ReadTensor(CommonOptions.ExistingFile(what.Split('/')[0], imagesPath));
-        DataChecks.RequireFinite(images, imagesPath);
-        CommonOptions.NoteRawPixels(notes, images, what.Split('/')[0]);
-        int[] labels = Npy.ReadLabels(CommonOptions.ExistingFile(what.Split('/')[1], labelsPath));
-        if (images.Shape.Rank != 4)
-        {
-            throw new UsageException($"{what}: images must be (N, C, H, W), got {images.Shape}.");
-        }
-
-        if (images.Shape[0] != labels.Length)
-        {
-            throw new UsageException($"{what}: {images.Shape[0]} images but {labels.Length} labels; the counts must match.");
-        }
-
-        return new Dataset(images, labels);
-    }
 }
 
 /// <summary>What a training run was asked to do.</summary>

@@ -657,11 +657,96 @@ public sealed partial class CliTests
         Assert.Equal(0, raw.ExitCode);
         Assert.Contains("note: --input holds whole numbers from 0 to ", raw.Error, StringComparison.Ordinal);
         Assert.Contains("(raw 8-bit pixels?)", raw.Error, StringComparison.Ordinal);
+        Assert.Contains("divide by 255 (or give --normalize) if", raw.Error, StringComparison.Ordinal);
+        // A model that records its own normalisation refuses --normalize, so the note does not offer it.
+        var rawOwn = CliRunner.Run(Predict("own.safetensors", "raw-x.npy", "raw-own.npy"));
+        Assert.Equal(0, rawOwn.ExitCode);
+        Assert.Contains("divide by 255 if the model takes [0, 1]", rawOwn.Error, StringComparison.Ordinal);
         var rawTraining = CliRunner.Run("train", "--images", temp.File("raw-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "flatten,dense(4)",
             "--device", "reference", "--epochs", "1", "--out", temp.File("raw.safetensors"));
         Assert.Equal(0, rawTraining.ExitCode);
         Assert.Contains("note: --images holds whole numbers from 0 to ", rawTraining.Error, StringComparison.Ordinal);
         Assert.DoesNotContain("note:", given.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Images_without_a_channel_axis_take_one_and_channels_last_images_are_refused_with_the_transpose()
+    {
+        // (N, H, W) arrays (Keras' MNIST) had been refused; (N, H, W, C) ones had trained a model of H channels on W × C
+        // pictures without a word (or failed far off, in a pooling layer).
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 8, 1);
+        var images = Npy.ReadTensor(temp.File("train-x.npy"));
+        Npy.Write(temp.File("hw-x.npy"), new Tensor([8, 8, 8], images.Data)); // (N, 1, 8, 8) without its channel axis
+        Npy.Write(temp.File("hwc-x.npy"), new Tensor([8, 8, 8, 1], images.Data)); // the same pixels, channels last
+        string[] Train(string x, string output) => ["train", "--images", temp.File(x), "--labels", temp.File("train-y.npy"), "--arch", "conv(2,3),relu,flatten,dense(4)",
+            "--device", "reference", "--epochs", "1", "--batch-size", "4", "--out", temp.File(output)];
+        var channels = CliRunner.Run(Train("train-x.npy", "nchw.safetensors"));
+        var withoutAxis = CliRunner.Run(Train("hw-x.npy", "nhw.safetensors"));
+        Assert.True(channels.ExitCode == 0 && withoutAxis.ExitCode == 0, channels.Error + withoutAxis.Error);
+        Assert.Contains($"note: --images '{temp.File("hw-x.npy")}' holds (8,8,8), (N, H, W): read as one channel, (8,1,8,8).", withoutAxis.Error, StringComparison.Ordinal);
+        Assert.Contains("on 8 samples of (1,8,8) (no test set)", withoutAxis.Error, StringComparison.Ordinal); // the shape the model is built for
+        Assert.Equal(Safetensors.Read(temp.File("nchw.safetensors")).Tensors["0.weight"].Data, Safetensors.Read(temp.File("nhw.safetensors")).Tensors["0.weight"].Data);
+
+        var channelsLast = CliRunner.Run(Train("hwc-x.npy", "nhwc.safetensors"));
+        Assert.Equal((2, $"error: --images '{temp.File("hwc-x.npy")}': images (8,8,8,1) look channels-last, (N, H, W, C); the engine takes (N, C, H, W): " +
+            "save them as x.transpose(0, 3, 1, 2)."), (channelsLast.ExitCode, channelsLast.ErrorLine));
+        Assert.False(File.Exists(temp.File("nhwc.safetensors")));
+
+        // predict fits them to the model the same way, and names channels-last images against the model's shape.
+        string[] Predict(string x, string output) => ["predict", "--model", temp.File("nchw.safetensors"), "--input", temp.File(x), "--output", temp.File(output), "--device", "reference"];
+        Assert.Equal(0, CliRunner.Run(Predict("train-x.npy", "nchw.npy")).ExitCode);
+        var predicted = CliRunner.Run(Predict("hw-x.npy", "nhw.npy"));
+        Assert.True(predicted.ExitCode == 0, predicted.Error);
+        Assert.Equal(Npy.ReadTensor(temp.File("nchw.npy")).Data, Npy.ReadTensor(temp.File("nhw.npy")).Data);
+        var predictedLast = CliRunner.Run(Predict("hwc-x.npy", "nhwc.npy"));
+        Assert.Equal((2, "error: --input: images of shape (8,8,1) each, the model takes (1,8,8); they look channels-last, (N, H, W, C): save them as x.transpose(0, 3, 1, 2)."),
+            (predictedLast.ExitCode, predictedLast.ErrorLine));
+    }
+
+    [Fact]
+    public void Eval_takes_npy_images_and_labels_as_train_does()
+    {
+        // eval had read MNIST folders only: a model trained on .npy data could not be evaluated on its own test set.
+        using var temp = Fixtures.TempFolder();
+        WriteQuadrants(temp, "train", 8, 1);
+        WriteQuadrants(temp, "test", 12, 2);
+        var train = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("train-y.npy"), "--test-images", temp.File("test-x.npy"),
+            "--test-labels", temp.File("test-y.npy"), "--arch", "conv(2,3),relu,flatten,dense(4)", "--device", "reference", "--epochs", "2", "--batch-size", "4",
+            "--out", temp.File("m.safetensors"));
+        Assert.True(train.ExitCode == 0, train.Error);
+        var eval = CliRunner.Run("eval", "--model", temp.File("m.safetensors"), "--images", temp.File("test-x.npy"), "--labels", temp.File("test-y.npy"), "--device", "reference");
+        Assert.True(eval.ExitCode == 0, eval.Error);
+        // The same figures as the training run's last test evaluation.
+        string last = train.Out.Split('\n').Last(line => line.StartsWith("test accuracy: ", StringComparison.Ordinal)).Trim();
+        Assert.Contains(last[5..] + " (12 samples)", eval.Out, StringComparison.Ordinal);
+
+        var both = CliRunner.Run("eval", "--model", temp.File("m.safetensors"), "--data", temp.Path, "--images", temp.File("test-x.npy"), "--labels", temp.File("test-y.npy"));
+        Assert.Equal((2, "error: give either --data or --images/--labels, not both."), (both.ExitCode, both.ErrorLine));
+        var alone = CliRunner.Run("eval", "--model", temp.File("m.safetensors"), "--labels", temp.File("test-y.npy"));
+        Assert.Equal((2, "error: --images and --labels go together."), (alone.ExitCode, alone.ErrorLine));
+    }
+
+    [Fact]
+    public void Training_outputs_may_not_replace_the_mnist_files_it_reads()
+    {
+        // --out and --checkpoint had been kept apart from .npy inputs only: --out onto --data's test labels replaced them.
+        using var temp = Fixtures.TempFolder();
+        string folder = temp.File("mnist");
+        Directory.CreateDirectory(folder);
+        foreach (string file in Directory.GetFiles(GpuCnn.Cli.CommonOptions.BundledSample()))
+        {
+            File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
+        }
+
+        string labels = Path.Combine(folder, "t10k-labels-idx1-ubyte.gz");
+        byte[] before = File.ReadAllBytes(labels);
+        var replaced = CliRunner.Run("train", "--data", folder, "--epochs", "1", "--device", "reference", "--out", labels);
+        Assert.Equal((2, $"error: --out '{labels}' is the same file as --data, which writing it would replace; give another path."), (replaced.ExitCode, replaced.ErrorLine));
+        var checkpoint = CliRunner.Run("train", "--data", folder, "--epochs", "1", "--device", "reference", "--out", temp.File("m.safetensors"),
+            "--checkpoint", Path.Combine(folder, "train-images-idx3-ubyte.gz"));
+        Assert.Equal(2, checkpoint.ExitCode);
+        Assert.Equal(before, File.ReadAllBytes(labels));
     }
 
     [Fact]

@@ -59,7 +59,9 @@ public static class Idx
             uint dimension = BinaryPrimitives.ReadUInt32BigEndian(bytes[(4 + 4 * i)..]);
             if (dimension is 0 or > int.MaxValue)
             {
-                throw new FileFormatException($"IDX file '{name}': dimension {i} is {dimension}.");
+                throw new FileFormatException(dimension == 0
+                    ? $"IDX file '{name}': dimension {i} is 0; the file holds no values."
+                    : $"IDX file '{name}': dimension {i} is {dimension}, past the largest array this reader makes.");
             }
 
             dimensions[i] = (int)dimension;
@@ -128,19 +130,19 @@ public static class Idx
         ToDataset(Read(Locate(folder, $"{prefix}-images-idx3-ubyte")), Read(Locate(folder, $"{prefix}-labels-idx1-ubyte")),
             Path.Combine(folder, prefix));
 
-    private static string Locate(string folder, string stem)
-    {
-        foreach (string candidate in (string[])[stem, stem + ".gz", stem.Replace("-idx", ".idx", StringComparison.Ordinal)])
-        {
-            string path = Path.Combine(folder, candidate);
-            if (File.Exists(path))
-            {
-                return path;
-            }
-        }
+    /// <summary>
+    /// The files <see cref="ReadMnist"/> reads from <paramref name="folder"/>, those of them that exist: what a command
+    /// writing files must not write over.
+    /// </summary>
+    internal static IEnumerable<string> MnistFiles(string folder) =>
+        ((string[])["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+            .Select(stem => Find(folder, stem)).OfType<string>();
 
-        throw new FileNotFoundException($"MNIST folder '{folder}' has no {stem} (or {stem}.gz).", Path.Combine(folder, stem));
-    }
+    private static string Locate(string folder, string stem) =>
+        Find(folder, stem) ?? throw new FileNotFoundException($"MNIST folder '{folder}' has no {stem} (or {stem}.gz).", Path.Combine(folder, stem));
+
+    private static string? Find(string folder, string stem) =>
+        ((string[])[stem, stem + ".gz", stem.Replace("-idx", ".idx", StringComparison.Ordinal)]).Select(name => Path.Combine(folder, name)).FirstOrDefault(File.Exists);
 
     private static byte[] Gunzip(byte[] compressed, string name)
     {

@@ -6,14 +6,21 @@ using System.Text.RegularExpressions;
 namespace GpuCnn.IO;
 
 /// <summary>
-/// NumPy's .npy format, versions 1.0–3.0, C order, little-endian float32, float64, uint8, int32 and int64.
-/// Reading checks the header against the file's length before allocating; writing produces version 1.0.
+/// NumPy's .npy format, versions 1.0–3.0: what <c>np.load</c> reads of bool, signed and unsigned integers of 1–8 bytes
+/// and float16/32/64, little- or big-endian, in C or Fortran order. Reading checks the header against the file's length
+/// before allocating, and hands back little-endian values in C order; writing produces version 1.0, C order.
 /// </summary>
 public static partial class Npy
 {
     private static readonly byte[] Magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
-    /// <summary>An array read from .npy: its shape, element type ("f4", "f8", "u1", "i4", "i8") and raw values.</summary>
+    /// <summary>The longest header read: NumPy writes a few hundred bytes at most.</summary>
+    private const int MaximumHeaderBytes = 1 << 20;
+
+    /// <summary>
+    /// An array read from .npy: its shape, element type (NumPy's kind and size without the byte order: "f2", "f4", "f8",
+    /// "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1") and raw values, little-endian in C order.
+    /// </summary>
     public sealed record Array(int[] Shape, string Type, byte[] Data)
     {
         /// <summary>The element count.</summary>
@@ -56,11 +63,18 @@ public static partial class Npy
 
         private double Element(int i) => Type switch
         {
+            "f2" => (double)BinaryPrimitives.ReadHalfLittleEndian(Data.AsSpan(i * 2)),
             "f4" => BinaryPrimitives.ReadSingleLittleEndian(Data.AsSpan(i * 4)),
             "f8" => BinaryPrimitives.ReadDoubleLittleEndian(Data.AsSpan(i * 8)),
-            "u1" => Data[i],
+            "i1" => (sbyte)Data[i],
+            "i2" => BinaryPrimitives.ReadInt16LittleEndian(Data.AsSpan(i * 2)),
             "i4" => BinaryPrimitives.ReadInt32LittleEndian(Data.AsSpan(i * 4)),
-            _ => BinaryPrimitives.ReadInt64LittleEndian(Data.AsSpan(i * 8)),
+            "i8" => BinaryPrimitives.ReadInt64LittleEndian(Data.AsSpan(i * 8)),
+            "u1" or "b1" => Data[i],
+            "u2" => BinaryPrimitives.ReadUInt16LittleEndian(Data.AsSpan(i * 2)),
+            "u4" => BinaryPrimitives.ReadUInt32LittleEndian(Data.AsSpan(i * 4)),
+            "u8" => BinaryPrimitives.ReadUInt64LittleEndian(Data.AsSpan(i * 8)),
+            _ => throw new InvalidOperationException($"npy: element type '{Type}' is not one this reader makes."),
         };
     }
 
@@ -74,6 +88,11 @@ public static partial class Npy
         if (array.Shape.Length == 0)
         {
             throw new FileFormatException($"npy file '{path}': a scalar, not an array.");
+        }
+
+        if (array.Count == 0)
+        {
+            throw new FileFormatException($"npy file '{path}': shape ({string.Join(",", array.Shape)}) is empty; it holds no values.");
         }
 
         return new Tensor(new Shape(array.Shape), array.ToSingle($"npy file '{path}'"));
@@ -113,9 +132,14 @@ public static partial class Npy
 
         long headerLength = lengthSize == 2 ? BinaryPrimitives.ReadUInt16LittleEndian(bytes[8..]) : BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]);
         long dataStart = 8 + lengthSize + headerLength;
-        if (headerLength > 1 << 20 || dataStart > bytes.Length)
+        if (dataStart > bytes.Length)
         {
             throw new FileFormatException($"npy file '{name}': header length {headerLength} runs past the end of the {bytes.Length}-byte file.");
+        }
+
+        if (headerLength > MaximumHeaderBytes)
+        {
+            throw new FileFormatException($"npy file '{name}': a header of {headerLength} bytes; this reader takes at most {MaximumHeaderBytes} (NumPy's own limit is smaller).");
         }
 
         string header;
@@ -128,7 +152,7 @@ public static partial class Npy
             throw new FileFormatException($"npy file '{name}': the header is not valid text.", e);
         }
 
-        var (type, shape) = ParseHeader(header, name);
+        var (type, bigEndian, fortranOrder, shape) = ParseHeader(header, name);
         // Exact however large the shape, so that the message below says what the shape really needs.
         var expected = System.Numerics.BigInteger.One * ElementSize(type);
         foreach (int d in shape)
@@ -144,7 +168,55 @@ public static partial class Npy
                 : $"npy file '{name}': {available - expected} bytes of trailing data after shape ({string.Join(",", shape)}).");
         }
 
-        return new Array(shape, type, bytes[(int)dataStart..].ToArray());
+        byte[] data = bytes[(int)dataStart..].ToArray();
+        if (bigEndian)
+        {
+            ReverseEachElement(data, ElementSize(type));
+        }
+
+        return new Array(shape, type, fortranOrder ? ToCOrder(data, shape, ElementSize(type)) : data);
+    }
+
+    /// <summary>Big-endian elements to little-endian, in place.</summary>
+    private static void ReverseEachElement(byte[] data, int size)
+    {
+        for (int i = 0; i < data.Length; i += size)
+        {
+            data.AsSpan(i, size).Reverse();
+        }
+    }
+
+    /// <summary>
+    /// A Fortran-ordered array (the first index fastest) rearranged into C order (the last index fastest), as np.load
+    /// hands it over: element (i₀, …, iₖ) lies at Σ iⱼ·Πₗ₍ₗ₎dₗ over l &lt; j in Fortran order, over l &gt; j in C order.
+    /// </summary>
+    private static byte[] ToCOrder(byte[] fortran, int[] shape, int size)
+    {
+        var c = new byte[fortran.Length];
+        int count = fortran.Length / size, rank = shape.Length;
+        var index = new int[rank]; // the C-order position's multi-index, counted up as the C offset walks on
+        var fortranStrides = new long[rank];
+        for (int j = 0, stride = 1; j < rank; stride *= shape[j], j++)
+        {
+            fortranStrides[j] = stride;
+        }
+
+        for (int offset = 0; offset < count; offset++)
+        {
+            long source = 0;
+            for (int j = 0; j < rank; j++)
+            {
+                source += index[j] * fortranStrides[j];
+            }
+
+            fortran.AsSpan((int)(source * size), size).CopyTo(c.AsSpan(offset * size, size));
+            for (int j = rank - 1; j >= 0 && ++index[j] == shape[j]; j--)
+            {
+                index[j] = 0;
+            }
+        }
+
+        return c;
     }
 
     /// <summary>Writes float32 values with the given shape (version 1.0, C order).</summary>
@@ -176,8 +248,8 @@ public static partial class Npy
         var bytes = System.Numerics.BigInteger.One * ElementSize(array.Type);
         foreach (int dim in array.Shape)
         {
-            bytes = dim > 0 ? bytes * dim : throw new ArgumentException(
-                $"Npy.Write: shape ({string.Join(", ", array.Shape)}) has a dimension that is not positive (Npy.Read would refuse the file).", nameof(array));
+            bytes = dim >= 0 ? bytes * dim : throw new ArgumentException(
+                $"Npy.Write: shape ({string.Join(", ", array.Shape)}) has a negative dimension.", nameof(array));
         }
 
         if (bytes != array.Data.Length)
@@ -186,7 +258,7 @@ public static partial class Npy
                 $"Npy.Write: shape ({string.Join(", ", array.Shape)}) of {array.Type} needs {bytes} bytes of data, the array holds {array.Data.Length}.", nameof(array));
         }
 
-        string descr = array.Type == "u1" ? "|u1" : "<" + array.Type;
+        string descr = (ElementSize(array.Type) == 1 ? "|" : "<") + array.Type;
         string shape = array.Shape.Length == 1 ? $"({array.Shape[0]},)" : $"({string.Join(", ", array.Shape)})";
         string dict = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}";
         int unpadded = 6 + 2 + 2 + dict.Length + 1;
@@ -203,7 +275,7 @@ public static partial class Npy
         });
     }
 
-    private static (string Type, int[] Shape) ParseHeader(string header, string name)
+    private static (string Type, bool BigEndian, bool FortranOrder, int[] Shape) ParseHeader(string header, string name)
     {
         // Exactly NumPy's three keys, once each: a repeated 'shape' would be read as its first here and its last by NumPy.
         string[] keys = [.. KeyPattern().Matches(header).Select(m => m.Groups[1].Value).Order(StringComparer.Ordinal)];
@@ -220,28 +292,25 @@ public static partial class Npy
             throw new FileFormatException($"npy file '{name}': the header lacks 'descr', 'fortran_order' or 'shape': {header.Trim()}");
         }
 
-        if (order.Groups[1].Value != "False")
+        // NumPy's descr: a byte order ('<' little, '>' big, '=' this machine's, '|' none), a kind and a size.
+        string d = descr.Groups[1].Value;
+        bool ordered = d.Length > 0 && d[0] is '<' or '>' or '=' or '|';
+        char byteOrder = ordered ? d[0] : '|';
+        string type = ordered ? d[1..] : d;
+        if (!ElementTypes.Contains(type))
         {
-            throw new FileFormatException($"npy file '{name}': Fortran-ordered arrays are not supported; save with C order.");
+            throw new FileFormatException($"npy file '{name}': dtype '{d}' is not supported; expected a float (f2, f4, f8), an integer " +
+                "(i1–i8, u1–u8) or bool (b1), little- or big-endian.");
         }
 
-        string d = descr.Groups[1].Value;
-        string type = d switch
-        {
-            "<f4" => "f4",
-            "<f8" => "f8",
-            "|u1" or "<u1" or "u1" => "u1",
-            "<i4" => "i4",
-            "<i8" => "i8",
-            _ => throw new FileFormatException($"npy file '{name}': dtype '{d}' is not supported; expected <f4, <f8, |u1, <i4 or <i8."),
-        };
+        bool bigEndian = ElementSize(type) > 1 && (byteOrder == '>' || (byteOrder == '=' && !BitConverter.IsLittleEndian));
 
         var dims = new List<int>();
         foreach (string part in shape.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int dim) || dim <= 0)
+            if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int dim))
             {
-                throw new FileFormatException($"npy file '{name}': shape entry '{part}' is not a positive integer.");
+                throw new FileFormatException($"npy file '{name}': shape entry '{part}' is not a non-negative integer.");
             }
 
             dims.Add(dim);
@@ -252,24 +321,23 @@ public static partial class Npy
             throw new FileFormatException($"npy file '{name}': {dims.Count} dimensions; at most 8 are supported.");
         }
 
-        return (type, [.. dims]);
+        return (type, bigEndian, order.Groups[1].Value == "True", [.. dims]);
     }
 
-    private static int ElementSize(string type) => type switch
-    {
-        "u1" => 1,
-        "f4" or "i4" => 4,
-        "f8" or "i8" => 8,
-        _ => throw new ArgumentException($"npy: element type '{type}' is not one of f4, f8, u1, i4, i8.", nameof(type)),
-    };
+    /// <summary>The element types read (NumPy's kind and size), in <see cref="Array.Type"/>'s spelling.</summary>
+    private static readonly string[] ElementTypes = ["f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"];
 
-    [GeneratedRegex(@"'descr'\s*:\s*'([^']*)'")]
+    private static int ElementSize(string type) => System.Array.IndexOf(ElementTypes, type) >= 0 ? type[1] - '0'
+        : throw new ArgumentException($"npy: element type '{type}' is not one of {string.Join(", ", ElementTypes)}.", nameof(type));
+
+    // Keys and values in either quote, as Python's repr and other writers give them.
+    [GeneratedRegex(@"['""]descr['""]\s*:\s*['""]([^'""]*)['""]")]
     private static partial Regex DescrPattern();
 
-    [GeneratedRegex(@"'fortran_order'\s*:\s*(True|False)")]
+    [GeneratedRegex(@"['""]fortran_order['""]\s*:\s*(True|False)")]
     private static partial Regex OrderPattern();
 
-    [GeneratedRegex(@"'shape'\s*:\s*\(([^)]*)\)")]
+    [GeneratedRegex(@"['""]shape['""]\s*:\s*\(([^)]*)\)")]
     private static partial Regex ShapePattern();
 
     [GeneratedRegex(@"['""]([^'""]*)['""]\s*:")]

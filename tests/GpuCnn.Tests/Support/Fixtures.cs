@@ -2,10 +2,13 @@ using System.Text.Json;
 
 namespace GpuCnn.Tests.Support;
 
-/// <summary>The PyTorch fixtures in Fixtures/torch (made by make_fixtures.py there) and scratch folders.</summary>
+/// <summary>The PyTorch fixtures in Fixtures/torch (made by make_fixtures.py there), NumPy's in Fixtures/npy, and scratch folders.</summary>
 public static class Fixtures
 {
     public static string Torch(string file) => Path.Combine(AppContext.BaseDirectory, "Fixtures", "torch", file);
+
+    /// <summary>A file NumPy wrote (make_npy_fixtures.py in Fixtures/npy).</summary>
+    public static string Npy(string file) => Path.Combine(AppContext.BaseDirectory, "Fixtures", "npy", file);
 
     public static JsonElement Manifest { get; } = JsonDocument.Parse(File.ReadAllText(Torch("manifest.json"))).RootElement;
 
