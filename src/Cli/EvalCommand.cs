@@ -48,7 +48,7 @@ internal static class EvalCommand
 
         return folder is not null ? throw new UsageException("give either --data or --images/--labels, not both.")
             : images is null || labels is null ? throw new UsageException("--images and --labels go together.")
-            : CommonOptions.NpyDataset("--images", images, "--labels", labels, notes);
+            : CommonOptions.NpyDataset("--images", images, "--labels", labels, notes, normalizeAccepted: false); // the model is read later
     }
 
     public static void WriteConfusion(TextWriter output, Evaluation result)

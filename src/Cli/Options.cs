@@ -262,12 +262,16 @@ internal static class CommonOptions
         return images;
     }
 
-    /// <summary>Images and labels from two .npy files (train's --images/--labels and --test-images/--test-labels, eval's).</summary>
-    public static Models.Dataset NpyDataset(string imagesOption, string imagesPath, string labelsOption, string labelsPath, TextWriter notes)
+    /// <summary>
+    /// Images and labels from two .npy files (train's --images/--labels and --test-images/--test-labels, eval's, whose
+    /// model may refuse --normalize: the raw-pixels note offers it only where <paramref name="normalizeAccepted"/>).
+    /// </summary>
+    public static Models.Dataset NpyDataset(string imagesOption, string imagesPath, string labelsOption, string labelsPath, TextWriter notes,
+        bool normalizeAccepted)
     {
         var images = Npy.ReadTensor(ExistingFile(imagesOption, imagesPath));
         DataChecks.RequireFinite(images, imagesPath);
-        NoteRawPixels(notes, images, imagesOption);
+        NoteRawPixels(notes, images, imagesOption, modelRecordsNormalization: !normalizeAccepted);
         images = ImagesNchw(images, imagesOption, imagesPath, notes);
         int[] labels = Npy.ReadLabels(ExistingFile(labelsOption, labelsPath));
         if (images.Shape[0] != labels.Length)

@@ -621,8 +621,8 @@ internal static class TrainCommand
         var (folder, images, labels, testImages, testLabels) = files;
         if (images is not null && labels is not null)
         {
-            var train = CommonOptions.NpyDataset("--images", images, "--labels", labels, notes);
-            return (train, testImages is null ? null : CommonOptions.NpyDataset("--test-images", testImages, "--test-labels", testLabels!, notes));
+            var train = CommonOptions.NpyDataset("--images", images, "--labels", labels, notes, normalizeAccepted: true);
+            return (train, testImages is null ? null : CommonOptions.NpyDataset("--test-images", testImages, "--test-labels", testLabels!, notes, normalizeAccepted: true));
         }
 
         var (mnistTrain, mnistTest) = Idx.ReadMnist(folder ?? CommonOptions.BundledSample());

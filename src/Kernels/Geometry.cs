@@ -167,6 +167,8 @@ public readonly record struct Pool2dGeometry(
         GeometryChecks.WindowFits(operation, "window", KernelH, KernelW, H, W, PadH, PadW);
         GeometryChecks.FitsInt(operation, "input", GeometryChecks.Product(N, C, H, W));
         GeometryChecks.PaddedFits(operation, C, H, W, PadH, PadW);
+        // The output can outgrow the input (a 2×2 window at stride 1 and padding 1 makes 2×2 of 1×1).
+        GeometryChecks.FitsInt(operation, "output", GeometryChecks.Product(N, C, P, Q));
     }
 
     /// <inheritdoc/>

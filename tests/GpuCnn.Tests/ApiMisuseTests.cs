@@ -459,6 +459,32 @@ public sealed class ApiMisuseTests
             Assert.Throws<ArgumentException>(() => new Conv2dGeometry(65536, 65536, 65536, 65536, 1, 1, 1).Validate("conv")).Message, StringComparison.Ordinal);
         new Conv2dGeometry(1, 1, 16, 16, 8, 3, 3, StrideH: 100, StrideW: 100, PadH: 100, PadW: 100).Validate("conv"); // large, still fine
         new Conv2dGeometry(1024, 64, 180, 180, 64, 3, 3, PadH: 1, PadW: 1).Validate("conv"); // a batch whose padded whole passes 2³¹: each image is laid out alone
+        // A pooling's output can outgrow its input (a 2×2 window at stride 1 and padding 1 adds a row and a column),
+        // Within one padded image, but two images of it pass one tensor.
+        Assert.Equal("pool: the output would hold 2147483648 elements, more than 2147479551. (Parameter 'output')",
+            Assert.Throws<ArgumentException>(() => new Pool2dGeometry(2, 1, 32767, 32767, 2, 2, 1, 1, 1, 1).Validate("pool")).Message);
+    }
+
+    [Fact]
+    public void A_batch_too_large_for_a_layers_tensors_is_refused_naming_the_layer()
+    {
+        // Every build-time check takes one sample: a batch whose conv output passed one tensor's limit failed at the
+        // allocation with "Shape (1000,600,60,60) holds more than …", naming neither the layer nor the batch size.
+        using var backend = new ReferenceBackend();
+        using var model = Sequential.Create("conv(4,3,pad=1),residual(conv(600,1),relu; conv(600,1)),globalavgpool,flatten,dense(2)", [1, 60, 60], backend, seed: 1);
+        Assert.Equal((994, 1), model.LargestBatch()); // 600·60·60 inside the block: 2,147,479,551 / 2,160,000
+        var data = new Dataset(new Tensor([995, 1, 60, 60]), new int[995]);
+        using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
+        long allocated = backend.BytesAllocated;
+        var trainer = new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 1000));
+        Assert.Equal("Fit: a batch of 995 samples passes the 2147479551 elements one tensor holds at layer 2 'residual(conv(600,1),relu; conv(600,1))'; " +
+            "use a batch size of at most 994.", Assert.Throws<ArgumentException>(() => trainer.Fit(data)).Message);
+        Assert.Equal(allocated, backend.BytesAllocated); // refused before a batch's buffers were made
+
+        // A forward pass of its own gets the layer named, where its buffer would not fit.
+        using var input = backend.Upload<float>([995, 1, 60, 60], new float[995 * 3600]);
+        Assert.StartsWith("conv(600,1): a batch of 995 makes a tensor of 995 × (600,60,60) = 2149200000 elements, more than 2147479551; use batches of at most 994.",
+            Assert.Throws<ArgumentException>(() => model.Forward(input)).Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -279,8 +279,15 @@ public abstract class Layer
         return parameter;
     }
 
-    /// <summary>Prepends the batch to a per-sample shape.</summary>
-    protected static Shape Batched(int batch, Shape sample) => new([batch, .. sample.ToArray()]);
+    /// <summary>
+    /// Prepends the batch to a per-sample shape; a batch too large for one tensor is refused naming this layer (a bare
+    /// shape error from deep in a forward pass had named neither the layer nor the batch).
+    /// </summary>
+    protected Shape Batched(int batch, Shape sample) =>
+        (long)batch * sample.Size <= Shape.MaximumElements ? new([batch, .. sample.ToArray()])
+        : throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{Spec}: a batch of {batch} makes a tensor of {batch} × {sample} = {(long)batch * sample.Size} elements, more than {Shape.MaximumElements}; " +
+            $"use batches of at most {Shape.MaximumElements / sample.Size}."));
 
     /// <summary>Frees the layer's device memory (its model, when the model is disposed; layers are not the caller's to free).</summary>
     internal void Release()

@@ -266,7 +266,48 @@ public sealed class Sequential : IDisposable
     /// <summary>After a pass of the engine's own (Predict, Evaluate, Fit, a profile): no Backward may follow it.</summary>
     internal void ForgetForward() => _backwardBatch = 0;
 
-    /// <summary>Logits (N, classes) for host images (N, C, H, W), computed in batches on the device.</summary>
+    /// <summary>
+    /// The largest batch whose tensors all fit one tensor's limit (<see cref="Shape.MaximumElements"/>): the input and
+    /// every layer's input and output, nested ones included (what a layer keeps of a batch — gradients, switches,
+    /// masks — is no larger); with the top-level layer that binds it (−1: the input itself).
+    /// </summary>
+    internal (int Batch, int Layer) LargestBatch()
+    {
+        long widest = InputShape.Size;
+        int binding = -1;
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            if (Widest(Layers[i]) is var size && size > widest)
+            {
+                (widest, binding) = (size, i);
+            }
+        }
+
+        return ((int)(Shape.MaximumElements / widest), binding);
+
+        static long Widest(Layer layer) => Math.Max(Math.Max(layer.InputShape.Size, layer.OutputShape.Size),
+            layer is Residual block ? block.Body.Concat(block.Shortcut).Select(Widest).DefaultIfEmpty(0).Max() : 0);
+    }
+
+    /// <summary>
+    /// Refuses a batch of <paramref name="batch"/> samples when a tensor of it would pass one tensor's limit, naming the
+    /// layer and the largest batch that fits (before a run starts, not at an allocation half-way through it).
+    /// </summary>
+    internal void RequireBatchFits(string operation, int batch)
+    {
+        var (largest, layer) = LargestBatch();
+        if (batch > largest)
+        {
+            string where = layer < 0 ? "the input" : $"layer {layer + 1} '{Layers[layer].Spec}'";
+            throw new ArgumentException($"{operation}: a batch of {batch} samples passes the {Shape.MaximumElements} elements one tensor holds at {where}; " +
+                $"use a batch size of at most {largest}.");
+        }
+    }
+
+    /// <summary>
+    /// Logits (N, classes) for host images (N, C, H, W), computed in batches on the device (of at most
+    /// <paramref name="batchSize"/>, fewer where a layer's tensors would pass one tensor's limit: the logits do not depend on it).
+    /// </summary>
     public Tensor Predict(Tensor images, int batchSize = 256)
     {
         ArgumentNullException.ThrowIfNull(images);
@@ -279,6 +320,7 @@ public sealed class Sequential : IDisposable
         }
 
         int count = images.Shape[0], sample = InputShape.Size;
+        batchSize = Math.Min(batchSize, LargestBatch().Batch);
 
         var logits = new Tensor(new Shape(count, Classes));
         bool training = Training;

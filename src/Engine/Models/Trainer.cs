@@ -100,6 +100,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             throw new ArgumentException($"Fit: the batch size {Options.BatchSize} is the global batch; the {ranks} ranks must divide it.");
         }
 
+        Model.RequireBatchFits("Fit", Math.Min(Options.BatchSize / ranks, train.Count)); // a rank's share of a batch
         var state = resume ?? TrainingState.Start;
         int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
         if (state.Epoch < 1 || state.Batch < 0 || state.Batch > batchCount)
@@ -274,6 +275,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         RunningMetrics metrics, DeviceTensor<float> loss, ICommunicator ranks)
     {
         var backend = model.Backend;
+        batchSize = Math.Min(batchSize, model.LargestBatch().Batch); // smaller where a batch that large could not run at all
         metrics.Reset(0f, 0f);
         using var predictions = backend.Allocate<int>([data.Count]);
         bool training = model.Training;
