@@ -96,6 +96,17 @@ public sealed class OnnxImportTests
             m.Graph.Node.First(n => n.OpType == "MaxPool").Attribute.Single(a => a.Name == "strides"))), "no strides").Spec;
         Assert.Contains("maxpool(2x2,stride=1x1,pad=0x0)", spec, StringComparison.Ordinal);
 
+        // What pooling does not offer is named one by one (a single message had listed three reasons).
+        static NodeProto MaxPool(ModelProto m) => m.Graph.Node.First(n => n.OpType == "MaxPool");
+        Assert.Contains("(MaxPool): ceil_mode is not supported (export with ceil_mode=False)", Rejected(Edit(padded, m =>
+            MaxPool(m).Attribute.Add(new AttributeProto { Name = "ceil_mode", Type = AttributeProto.Types.AttributeType.Int, I = 1 }))), StringComparison.Ordinal);
+        Assert.Contains("(MaxPool): one-sided padding (0,0,1,1: top, left, bottom, right) is not supported", Rejected(Edit(padded, m =>
+        {
+            var pool = MaxPool(m);
+            pool.Attribute.Remove(pool.Attribute.SingleOrDefault(a => a.Name == "pads"));
+            pool.Attribute.Add(new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0, 0, 1, 1 } });
+        })), StringComparison.Ordinal);
+
         // Zeros before a max pool are not its padding (it pads with −∞), so such a Pad is refused.
         string beforeMax = Rejected(Edit(padded, m =>
         {

@@ -131,11 +131,15 @@ public sealed class SpecTests
             ArchitectureSpec.Format(ArchitectureSpec.Parse(" Conv(8, 3, stride=1) , LeakyReLU , maxpool(2,stride=2), flatten ,dense(4)")));
         // Option names too, as they are looked up: Pad is pad (it had been read, then called unknown).
         Assert.Equal("conv(6,5,pad=2),batchnorm(momentum=0.2)", ArchitectureSpec.Format(ArchitectureSpec.Parse("conv(6,5,Pad=2),batchnorm(Momentum=0.2)")));
+        // Empty parentheses are no arguments, as PyTorch's ReLU() (they had been one empty argument: "relu takes 0
+        // positional argument(s), got 1").
+        Assert.Equal("relu,globalavgpool,flatten,dense(2)", ArchitectureSpec.Format(ArchitectureSpec.Parse("relu(),globalavgpool( ),flatten(),dense(2)")));
     }
 
     [Theory]
     [InlineData("conv(6,5),relu,maxpool(0)", "layer 3 'maxpool(0)': kernel '0' is not a positive integer")]
     [InlineData("conv(6),relu", "layer 1 'conv(6)': missing kernel")]
+    [InlineData("conv(),relu", "layer 1 'conv()': missing output channels")]
     [InlineData("conv(6,5),softmax", "layer 2 'softmax': unknown layer 'softmax'")]
     [InlineData("conv(6,5,padding_mode=zeros)", "layer 1 'conv(6,5,padding_mode=zeros)': conv has no option 'padding_mode'")]
     [InlineData("conv(6,5),,relu", "layer 2 '': empty layer")]

@@ -10,7 +10,7 @@ namespace GpuCnn.Cpu.Fast;
 /// loops (<c>PlaneJob</c>), bit for bit: max pooling takes, tap by tap in window order, a value that is greater, NaN,
 /// or the first real one — padding columns are masked out lane by lane and padding rows skipped, so padding never
 /// wins — and records its index; average pooling adds the taps in window order from 0 (a padding zero added to a
-/// sum that started at +0 changes no bit) and multiplies by 1/(KH·KW); its gradient at stride 1 gathers each input's
+/// sum that started at +0 changes no bit) and divides by KH·KW, as PyTorch does; its gradient at stride 1 gathers each input's
 /// shares from a zero-padded dy. A row's last vector ends at its end, computing a few outputs again to the same values.
 /// </summary>
 internal static unsafe class PoolWindows

@@ -36,6 +36,11 @@ public sealed class LayerArguments
         }
 
         _parsed = true;
+        if (string.IsNullOrWhiteSpace(_text))
+        {
+            return; // "relu()": no arguments, as "relu" (one empty argument had been "takes 0 positional argument(s), got 1")
+        }
+
         foreach (string raw in _text.Split(','))
         {
             string part = raw.Trim();
