@@ -22,33 +22,44 @@ internal static class EvalCommand
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
             string path = CommonOptions.ModelWithArch(CommonOptions.ExistingFile("--model", parse.GetValue(model)!), parse.GetValue(arch));
-            var test = TestData(parse.GetValue(data), parse.GetValue(images), parse.GetValue(labels), io.Error);
+            string? folder = parse.GetValue(data), imagesPath = parse.GetValue(images), labelsPath = parse.GetValue(labels), spec = parse.GetValue(arch);
+            if (imagesPath is null && labelsPath is null)
+            {
+                folder ??= CommonOptions.BundledSample();
+                var mnist = Idx.ReadMnistTest(folder);
+                DataChecks.RequireFinite(mnist.Images, folder); // IDX pixels are bytes; checked all the same, as every loader is
+                using var mnistBackend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
+                using var mnistModel = ModelFile.Load(path, mnistBackend, spec, spec is null ? (Shape?)null : new Shape(mnist.Images.Shape.ToArray()[1..]));
+                return Report(mnistModel, mnist);
+            }
+
+            if (folder is not null)
+            {
+                throw new UsageException("give either --data or --images/--labels, not both.");
+            }
+
+            if (imagesPath is null || labelsPath is null)
+            {
+                throw new UsageException("--images and --labels go together.");
+            }
+
+            var (x, y) = CommonOptions.ReadNpyData("--images", imagesPath, "--labels", labelsPath);
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
-            string? spec = parse.GetValue(arch);
-            using var network = ModelFile.Load(path, backend, spec, spec is null ? (Shape?)null : new Shape(test.Images.Shape.ToArray()[1..]));
-            CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), path);
-            var result = Trainer.Evaluate(network, test, batch);
-            WriteConfusion(io.Out, result);
-            io.Out.WriteLine($"loss: {result.Loss:F4}");
-            io.Out.WriteLine($"accuracy: {result.Accuracy * 100:F2}% ({result.Count} samples)");
-            return 0;
+            using var network = CommonOptions.LoadFitting(path, backend, spec, ref x, "--images", imagesPath, io.Error);
+            CommonOptions.NoteRawPixels(io.Error, x, "--images", offerNormalize: network.Normalization is null && parse.GetValue(normalize) is null);
+            return Report(network, new Dataset(x, y));
+
+            int Report(Sequential network, Dataset test)
+            {
+                CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), path);
+                var result = Trainer.Evaluate(network, test, batch);
+                WriteConfusion(io.Out, result);
+                io.Out.WriteLine($"loss: {result.Loss:F4}");
+                io.Out.WriteLine($"accuracy: {result.Accuracy * 100:F2}% ({result.Count} samples)");
+                return 0;
+            }
         });
         return command;
-    }
-
-    private static Dataset TestData(string? folder, string? images, string? labels, TextWriter notes)
-    {
-        if (images is null && labels is null)
-        {
-            folder ??= CommonOptions.BundledSample();
-            var test = Idx.ReadMnistTest(folder);
-            DataChecks.RequireFinite(test.Images, folder); // IDX pixels are bytes; checked all the same, as every loader is
-            return test;
-        }
-
-        return folder is not null ? throw new UsageException("give either --data or --images/--labels, not both.")
-            : images is null || labels is null ? throw new UsageException("--images and --labels go together.")
-            : CommonOptions.NpyDataset("--images", images, "--labels", labels, notes, normalizeAccepted: false); // the model is read later
     }
 
     public static void WriteConfusion(TextWriter output, Evaluation result)

@@ -206,9 +206,11 @@ internal static class CommonOptions
     /// <summary>
     /// A note on <paramref name="error"/> when <paramref name="images"/> look like raw 8-bit pixels (integers from 0 to 255,
     /// some above 1): an .npy file is read as it holds, where IDX files (--data, the bundled sample) are scaled to [0, 1],
-    /// so a model trained on one and fed the other sees inputs 255 times off — a silent 10 % accuracy.
+    /// so a model trained on one and fed the other sees inputs 255 times off — a silent 10 % accuracy. It offers
+    /// --normalize only where <paramref name="offerNormalize"/> (not given already, and not refused: a model that
+    /// records its own normalisation refuses another, <see cref="ApplyNormalize"/>).
     /// </summary>
-    public static void NoteRawPixels(TextWriter error, Tensor images, string option, bool modelRecordsNormalization = false)
+    public static void NoteRawPixels(TextWriter error, Tensor images, string option, bool offerNormalize)
     {
         ArgumentNullException.ThrowIfNull(error);
         ArgumentNullException.ThrowIfNull(images);
@@ -225,61 +227,100 @@ internal static class CommonOptions
 
         if (most > 1f)
         {
-            // A model that records its normalisation refuses --normalize (ApplyNormalize): only the division helps there.
             error.WriteLine($"note: {option} holds whole numbers from 0 to {most.ToString(CultureInfo.InvariantCulture)} (raw 8-bit pixels?); they are used as they are, where IDX files " +
-                $"(--data, the bundled sample) are read scaled to [0, 1]: divide by 255{(modelRecordsNormalization ? "" : " (or give --normalize)")} if the model takes [0, 1].");
+                $"(--data, the bundled sample) are read scaled to [0, 1]: divide by 255{(offerNormalize ? " (or give --normalize)" : "")} if the model takes [0, 1].");
         }
     }
 
     /// <summary>
-    /// Images from an .npy file as the engine takes them, (N, C, H, W): (N, H, W) — Keras' MNIST, or IDX's layout — is
-    /// one channel, said in a note; channels-last images (N, H, W, C), which would otherwise build a model of H channels on
-    /// W × C pictures and train on without a word, are refused with the transpose that fixes them. They are told apart by
-    /// square pictures of 1, 3 or 4 channels, a shape no channels-first image set has.
+    /// Images from an .npy file in the layout the model takes, (N, C, H, W) for images. Given the model's per-sample
+    /// shape <paramref name="takes"/> (a model file's): as they are when they match it, with a channel axis when they are
+    /// (N, H, W) of a one-channel model, and otherwise refused, naming channels-last images, (N, H, W, C), where that
+    /// is what they are. Without it (train, --arch: the model is built for the images): (N, H, W) takes a channel;
+    /// channels-last images of square pictures and 1, 3 or 4 channels — which would otherwise build a model of H
+    /// channels on W × C pictures and train on without a word — are refused with the transpose that fixes them, and
+    /// other 4-D arrays whose last axis is 1, 3 or 4 and the shortest get a note (a signal (N, C, L, 1) is such a shape
+    /// too); other ranks, (N, features) say, pass as they are.
     /// </summary>
-    public static Tensor ImagesNchw(Tensor images, string option, string path, TextWriter notes)
+    public static Tensor FitImages(Tensor images, Shape? takes, string option, string path, TextWriter notes)
     {
         ArgumentNullException.ThrowIfNull(images);
         ArgumentNullException.ThrowIfNull(notes);
         var s = images.Shape;
-        if (s.Rank == 3)
+        if (s.Rank < 2)
+        {
+            throw new UsageException($"{option} '{path}': images must be (N, C, H, W), got {s}.");
+        }
+
+        var sample = new Shape(s.ToArray()[1..]);
+        if (sample == takes)
+        {
+            return images;
+        }
+
+        if (s.Rank == 3 && (takes is null || (takes.Value.Rank == 3 && takes.Value[0] == 1 && takes.Value[1] == s[1] && takes.Value[2] == s[2])))
         {
             notes.WriteLine($"note: {option} '{path}' holds {s}, (N, H, W): read as one channel, ({s[0]},1,{s[1]},{s[2]}).");
             return new Tensor(new Shape(s[0], 1, s[1], s[2]), images.Data);
         }
 
-        if (s.Rank != 4)
+        const string transpose = "save them as x.transpose(0, 3, 1, 2)";
+        if (takes is { } model)
         {
-            throw new UsageException($"{option} '{path}': images must be (N, C, H, W) or (N, H, W), got {s}.");
+            string hint = model.Rank == 3 && sample.Rank == 3 && sample[0] == model[1] && sample[1] == model[2] && sample[2] == model[0]
+                ? $"; they look channels-last, (N, H, W, C): {transpose}" : "";
+            throw new UsageException($"{option} '{path}': images of shape {sample} each, the model takes {model}{hint}.");
         }
 
-        if (s[3] is 1 or 3 or 4 && s[1] == s[2] && s[1] > 4)
+        if (s.Rank == 4 && s[3] is 1 or 3 or 4 && s[1] == s[2] && s[1] > 4)
         {
-            throw new UsageException($"{option} '{path}': images {s} look channels-last, (N, H, W, C); the engine takes (N, C, H, W): " +
-                "save them as x.transpose(0, 3, 1, 2).");
+            throw new UsageException($"{option} '{path}': images {s} look channels-last, (N, H, W, C); the engine takes (N, C, H, W): {transpose}.");
+        }
+
+        if (s.Rank == 4 && s[3] is 1 or 3 or 4 && s[1] > s[3] && s[2] > s[3])
+        {
+            notes.WriteLine($"note: {option} '{path}' holds {s}: taken as (N, C, H, W); if they are channels-last, (N, H, W, C), {transpose}.");
         }
 
         return images;
     }
 
     /// <summary>
-    /// Images and labels from two .npy files (train's --images/--labels and --test-images/--test-labels, eval's, whose
-    /// model may refuse --normalize: the raw-pixels note offers it only where <paramref name="normalizeAccepted"/>).
+    /// The model of eval and predict — built by --arch for the images' shape, or as its file says — with the images
+    /// fitted to it (<see cref="FitImages"/>: a model file's own shape decides their layout).
     /// </summary>
-    public static Models.Dataset NpyDataset(string imagesOption, string imagesPath, string labelsOption, string labelsPath, TextWriter notes,
-        bool normalizeAccepted)
+    public static Models.Sequential LoadFitting(string modelPath, Backend backend, string? arch, ref Tensor images, string option, string path, TextWriter notes)
+    {
+        if (arch is not null)
+        {
+            images = FitImages(images, takes: null, option, path, notes);
+        }
+
+        var model = ModelFile.Load(modelPath, backend, arch, arch is null ? (Shape?)null : new Shape(images.Shape.ToArray()[1..]));
+        try
+        {
+            images = FitImages(images, model.InputShape, option, path, notes);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Images and labels from two .npy files (train's --images/--labels and --test-images/--test-labels, eval's), unfitted.</summary>
+    public static (Tensor Images, int[] Labels) ReadNpyData(string imagesOption, string imagesPath, string labelsOption, string labelsPath)
     {
         var images = Npy.ReadTensor(ExistingFile(imagesOption, imagesPath));
         DataChecks.RequireFinite(images, imagesPath);
-        NoteRawPixels(notes, images, imagesOption, modelRecordsNormalization: !normalizeAccepted);
-        images = ImagesNchw(images, imagesOption, imagesPath, notes);
         int[] labels = Npy.ReadLabels(ExistingFile(labelsOption, labelsPath));
         if (images.Shape[0] != labels.Length)
         {
             throw new UsageException($"{imagesOption}/{labelsOption}: {images.Shape[0]} images but {labels.Length} labels; the counts must match.");
         }
 
-        return new Models.Dataset(images, labels);
+        return (images, labels);
     }
 
     /// <summary>

@@ -32,22 +32,9 @@ internal static class PredictCommand
                 DataChecks.RequireFinite(images, parse.GetValue(input)!);
             }
 
-            if (images.Shape.Rank < 2)
-            {
-                throw new UsageException($"--input: images must be (N, C, H, W), got shape {images.Shape}.");
-            }
-
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
-            string? spec = parse.GetValue(arch);
-            if (spec is not null && images.Shape.Rank is 3 or 4)
-            {
-                images = CommonOptions.ImagesNchw(images, "--input", parse.GetValue(input)!, io.Error); // the --arch model is built for them
-            }
-
-            using var network = ModelFile.Load(modelPath, backend, spec, spec is null ? (Shape?)null : new Shape(images.Shape.ToArray()[1..]));
-            images = FitToModel(images, network.InputShape, parse.GetValue(input)!, io.Error);
-
-            CommonOptions.NoteRawPixels(io.Error, images, "--input", network.Normalization is not null);
+            using var network = CommonOptions.LoadFitting(modelPath, backend, parse.GetValue(arch), ref images, "--input", parse.GetValue(input)!, io.Error);
+            CommonOptions.NoteRawPixels(io.Error, images, "--input", offerNormalize: network.Normalization is null && parse.GetValue(normalize) is null);
 
             CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), modelPath);
 
@@ -57,28 +44,5 @@ internal static class PredictCommand
             return 0;
         });
         return command;
-    }
-
-    /// <summary>
-    /// The images as the model takes them: (N, H, W) for a one-channel model gets its channel (said in a note); any
-    /// other difference is refused, naming channels-last images, (N, H, W, C), where that is what they are.
-    /// </summary>
-    private static Tensor FitToModel(Tensor images, Shape takes, string path, TextWriter notes)
-    {
-        var sample = new Shape(images.Shape.ToArray()[1..]);
-        if (sample == takes)
-        {
-            return images;
-        }
-
-        if (takes.Rank == 3 && takes[0] == 1 && sample.Rank == 2 && sample[0] == takes[1] && sample[1] == takes[2])
-        {
-            notes.WriteLine($"note: --input '{path}' holds {images.Shape}, (N, H, W): read as one channel, as the model takes {takes}.");
-            return new Tensor(new Shape([images.Shape[0], .. takes.ToArray()]), images.Data);
-        }
-
-        string hint = takes.Rank == 3 && sample.Rank == 3 && sample[0] == takes[1] && sample[1] == takes[2] && sample[2] == takes[0]
-            ? "; they look channels-last, (N, H, W, C): save them as x.transpose(0, 3, 1, 2)" : "";
-        throw new UsageException($"--input: images of shape {sample} each, the model takes {takes}{hint}.");
     }
 }

@@ -130,7 +130,7 @@ internal static class TrainCommand
                     CheckOutputs(settings, files, io);
                 }
 
-                var (train, test) = LoadData(files, rankIo.Error);
+                var (train, test) = LoadData(files, rankIo.Error, offerNormalize: settings.Normalize is null);
                 string deviceName = parse.GetValue(device)!;
                 using var backend = ranks.Size > 1 ? RankDevice(deviceName, rankIo) : CommonOptions.OpenDevice(deviceName, rankIo.Error);
                 return ranks.Size > 1
@@ -615,18 +615,25 @@ internal static class TrainCommand
         }
     }
 
-    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files, TextWriter notes)
+    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files, TextWriter notes, bool offerNormalize)
     {
         RequireDataOptions(files);
         var (folder, images, labels, testImages, testLabels) = files;
         if (images is not null && labels is not null)
         {
-            var train = CommonOptions.NpyDataset("--images", images, "--labels", labels, notes, normalizeAccepted: true);
-            return (train, testImages is null ? null : CommonOptions.NpyDataset("--test-images", testImages, "--test-labels", testLabels!, notes, normalizeAccepted: true));
+            var train = NpyDataset("--images", images, "--labels", labels);
+            return (train, testImages is null ? null : NpyDataset("--test-images", testImages, "--test-labels", testLabels!));
         }
 
         var (mnistTrain, mnistTest) = Idx.ReadMnist(folder ?? CommonOptions.BundledSample());
         return (mnistTrain, mnistTest);
+
+        Dataset NpyDataset(string imagesOption, string imagesPath, string labelsOption, string labelsPath)
+        {
+            var (x, y) = CommonOptions.ReadNpyData(imagesOption, imagesPath, labelsOption, labelsPath);
+            CommonOptions.NoteRawPixels(notes, x, imagesOption, offerNormalize);
+            return new Dataset(CommonOptions.FitImages(x, takes: null, imagesOption, imagesPath, notes), y); // the model is built for them
+        }
     }
 
 }

@@ -471,13 +471,13 @@ public sealed class ApiMisuseTests
         // Every build-time check takes one sample: a batch whose conv output passed one tensor's limit failed at the
         // allocation with "Shape (1000,600,60,60) holds more than …", naming neither the layer nor the batch size.
         using var backend = new ReferenceBackend();
-        using var model = Sequential.Create("conv(4,3,pad=1),residual(conv(600,1),relu; conv(600,1)),globalavgpool,flatten,dense(2)", [1, 60, 60], backend, seed: 1);
-        Assert.Equal((994, 1), model.LargestBatch()); // 600·60·60 inside the block: 2,147,479,551 / 2,160,000
+        using var model = Sequential.Create("conv(4,3,pad=1),residual(conv(600,1),relu,conv(4,1)),globalavgpool,flatten,dense(2)", [1, 60, 60], backend, seed: 1);
+        Assert.Equal((994, 1), model.LargestBatch()); // 600·60·60 inside the block, whose own output is 4·60·60: 2,147,479,551 / 2,160,000
         var data = new Dataset(new Tensor([995, 1, 60, 60]), new int[995]);
         using var sgd = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f));
         long allocated = backend.BytesAllocated;
         var trainer = new Trainer(model, sgd, new TrainingOptions(Epochs: 1, BatchSize: 1000));
-        Assert.Equal("Fit: a batch of 995 samples passes the 2147479551 elements one tensor holds at layer 2 'residual(conv(600,1),relu; conv(600,1))'; " +
+        Assert.Equal("Fit: a batch of 995 samples passes the 2147479551 elements one tensor holds at layer 2 'residual(conv(600,1),relu,conv(4,1))'; " +
             "use a batch size of at most 994.", Assert.Throws<ArgumentException>(() => trainer.Fit(data)).Message);
         Assert.Equal(allocated, backend.BytesAllocated); // refused before a batch's buffers were made
 

@@ -573,7 +573,7 @@ public sealed partial class CliTests
 
         WriteQuadrants(temp, "train", 8, 1); // 1x8x8 images
         var result = CliRunner.Run("predict", "--model", temp.File("m.safetensors"), "--input", temp.File("train-x.npy"), "--output", temp.File("y.npy"));
-        Assert.Equal((2, "error: --input: images of shape (1,8,8) each, the model takes (1,4,4)."), (result.ExitCode, result.ErrorLine));
+        Assert.Equal((2, $"error: --input '{temp.File("train-x.npy")}': images of shape (1,8,8) each, the model takes (1,4,4)."), (result.ExitCode, result.ErrorLine));
         Assert.False(File.Exists(temp.File("y.npy")));
     }
 
@@ -692,6 +692,13 @@ public sealed partial class CliTests
         Assert.Equal((2, $"error: --images '{temp.File("hwc-x.npy")}': images (8,8,8,1) look channels-last, (N, H, W, C); the engine takes (N, C, H, W): " +
             "save them as x.transpose(0, 3, 1, 2)."), (channelsLast.ExitCode, channelsLast.ErrorLine));
         Assert.False(File.Exists(temp.File("nhwc.safetensors")));
+        // Non-square pictures cannot be told apart from (N, C, H, W) alone: they train, with a note.
+        Npy.Write(temp.File("hwc-wide-x.npy"), new Tensor([8, 16, 4, 1], images.Data));
+        var wide = CliRunner.Run(["train", "--images", temp.File("hwc-wide-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "flatten,dense(4)",
+            "--device", "reference", "--epochs", "1", "--batch-size", "4", "--out", temp.File("wide.safetensors")]);
+        Assert.True(wide.ExitCode == 0, wide.Error);
+        Assert.Contains($"note: --images '{temp.File("hwc-wide-x.npy")}' holds (8,16,4,1): taken as (N, C, H, W); if they are channels-last, (N, H, W, C), save them as x.transpose(0, 3, 1, 2).",
+            wide.Error, StringComparison.Ordinal);
 
         // predict fits them to the model the same way, and names channels-last images against the model's shape.
         string[] Predict(string x, string output) => ["predict", "--model", temp.File("nchw.safetensors"), "--input", temp.File(x), "--output", temp.File(output), "--device", "reference"];
@@ -700,8 +707,12 @@ public sealed partial class CliTests
         Assert.True(predicted.ExitCode == 0, predicted.Error);
         Assert.Equal(Npy.ReadTensor(temp.File("nchw.npy")).Data, Npy.ReadTensor(temp.File("nhw.npy")).Data);
         var predictedLast = CliRunner.Run(Predict("hwc-x.npy", "nhwc.npy"));
-        Assert.Equal((2, "error: --input: images of shape (8,8,1) each, the model takes (1,8,8); they look channels-last, (N, H, W, C): save them as x.transpose(0, 3, 1, 2)."),
-            (predictedLast.ExitCode, predictedLast.ErrorLine));
+        Assert.Equal((2, $"error: --input '{temp.File("hwc-x.npy")}': images of shape (8,8,1) each, the model takes (1,8,8); they look channels-last, (N, H, W, C): " +
+            "save them as x.transpose(0, 3, 1, 2)."), (predictedLast.ExitCode, predictedLast.ErrorLine));
+        // eval fits them to the model the same way (it had guessed from the images alone).
+        var evaluated = CliRunner.Run("eval", "--model", temp.File("nchw.safetensors"), "--images", temp.File("hwc-x.npy"), "--labels", temp.File("train-y.npy"), "--device", "reference");
+        Assert.Equal((2, $"error: --images '{temp.File("hwc-x.npy")}': images of shape (8,8,1) each, the model takes (1,8,8); they look channels-last, (N, H, W, C): " +
+            "save them as x.transpose(0, 3, 1, 2)."), (evaluated.ExitCode, evaluated.ErrorLine));
     }
 
     [Fact]
@@ -720,6 +731,15 @@ public sealed partial class CliTests
         // The same figures as the training run's last test evaluation.
         string last = train.Out.Split('\n').Last(line => line.StartsWith("test accuracy: ", StringComparison.Ordinal)).Trim();
         Assert.Contains(last[5..] + " (12 samples)", eval.Out, StringComparison.Ordinal);
+
+        // Features (N, F) for a model of dense layers, as predict takes them.
+        var features = Npy.ReadTensor(temp.File("train-x.npy"));
+        Npy.Write(temp.File("features.npy"), new Tensor([8, 64], features.Data));
+        Assert.Equal(0, CliRunner.Run("train", "--images", temp.File("features.npy"), "--labels", temp.File("train-y.npy"), "--arch", "dense(4)", "--device", "reference",
+            "--epochs", "1", "--out", temp.File("mlp.safetensors")).ExitCode);
+        var mlp = CliRunner.Run("eval", "--model", temp.File("mlp.safetensors"), "--images", temp.File("features.npy"), "--labels", temp.File("train-y.npy"), "--device", "reference");
+        Assert.True(mlp.ExitCode == 0, mlp.Error);
+        Assert.Contains("(8 samples)", mlp.Out, StringComparison.Ordinal);
 
         var both = CliRunner.Run("eval", "--model", temp.File("m.safetensors"), "--data", temp.Path, "--images", temp.File("test-x.npy"), "--labels", temp.File("test-y.npy"));
         Assert.Equal((2, "error: give either --data or --images/--labels, not both."), (both.ExitCode, both.ErrorLine));
@@ -743,10 +763,17 @@ public sealed partial class CliTests
         byte[] before = File.ReadAllBytes(labels);
         var replaced = CliRunner.Run("train", "--data", folder, "--epochs", "1", "--device", "reference", "--out", labels);
         Assert.Equal((2, $"error: --out '{labels}' is the same file as --data, which writing it would replace; give another path."), (replaced.ExitCode, replaced.ErrorLine));
-        var checkpoint = CliRunner.Run("train", "--data", folder, "--epochs", "1", "--device", "reference", "--out", temp.File("m.safetensors"),
-            "--checkpoint", Path.Combine(folder, "train-images-idx3-ubyte.gz"));
-        Assert.Equal(2, checkpoint.ExitCode);
+        string images = Path.Combine(folder, "train-images-idx3-ubyte.gz");
+        byte[] imagesBefore = File.ReadAllBytes(images);
+        var checkpoint = CliRunner.Run("train", "--data", folder, "--epochs", "1", "--device", "reference", "--out", temp.File("m.safetensors"), "--checkpoint", images);
+        Assert.Equal((2, $"error: --checkpoint '{images}' is the same file as --data, which writing it would replace; give another path."), (checkpoint.ExitCode, checkpoint.ErrorLine));
+        // A name the reader looks for first, absent here, would be read next time in place of the .gz beside it.
+        string shadow = Path.Combine(folder, "t10k-images-idx3-ubyte");
+        var shadowing = CliRunner.Run("train", "--data", folder, "--epochs", "1", "--device", "reference", "--out", shadow);
+        Assert.Equal(2, shadowing.ExitCode);
+        Assert.False(File.Exists(shadow));
         Assert.Equal(before, File.ReadAllBytes(labels));
+        Assert.Equal(imagesBefore, File.ReadAllBytes(images));
     }
 
     [Fact]

@@ -156,6 +156,10 @@ public sealed class FileFormatTests
 
         // Keys and values in double quotes, as some writers other than NumPy give them, read as in single ones.
         Assert.Equal([2f], Npy.Parse([.. Header("{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (1,), }"), 0, 0, 0, 64], "t").ToSingle());
+        // NumPy's bool is any byte but 0; a label too large for int32 says so.
+        Assert.Equal([1, 0, 1], Npy.Parse([.. Header("{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }"), 2, 0, 255], "t").ToInt32("flags"));
+        Assert.Equal("labels: element 1 is 1099511627776, outside int32: not a class label.", Assert.Throws<FileFormatException>(() =>
+            Npy.Parse([.. Header("{'descr': '<u8', 'fortran_order': False, 'shape': (2,), }"), .. new byte[8], 0, 0, 0, 0, 0, 1, 0, 0], "t").ToInt32("labels")).Message);
         // A header past the reader's limit says so, not that it runs past the end of the file.
         byte[] huge = [0x93, .. "NUMPY"u8, 2, 0, 0, 0, 0x20, 0, .. new byte[(1 << 21) + 4]];
         Assert.Equal("npy file 't': a header of 2097152 bytes; this reader takes at most 1048576 (NumPy's own limit is smaller).",

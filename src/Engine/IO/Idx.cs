@@ -131,18 +131,19 @@ public static class Idx
             Path.Combine(folder, prefix));
 
     /// <summary>
-    /// The files <see cref="ReadMnist"/> reads from <paramref name="folder"/>, those of them that exist: what a command
-    /// writing files must not write over.
+    /// Every name <see cref="ReadMnist"/> looks for in <paramref name="folder"/>, present or not: what a command writing
+    /// files must not write to (a file at an absent name would be read next time in place of the one that is there).
     /// </summary>
     internal static IEnumerable<string> MnistFiles(string folder) =>
-        ((string[])["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
-            .Select(stem => Find(folder, stem)).OfType<string>();
+        ((string[])["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]).SelectMany(stem => Candidates(folder, stem));
 
     private static string Locate(string folder, string stem) =>
-        Find(folder, stem) ?? throw new FileNotFoundException($"MNIST folder '{folder}' has no {stem} (or {stem}.gz).", Path.Combine(folder, stem));
+        Candidates(folder, stem).FirstOrDefault(File.Exists)
+            ?? throw new FileNotFoundException($"MNIST folder '{folder}' has no {stem} (or {stem}.gz).", Path.Combine(folder, stem));
 
-    private static string? Find(string folder, string stem) =>
-        ((string[])[stem, stem + ".gz", stem.Replace("-idx", ".idx", StringComparison.Ordinal)]).Select(name => Path.Combine(folder, name)).FirstOrDefault(File.Exists);
+    /// <summary>The names a file of MNIST goes by, in the order they are looked for.</summary>
+    private static IEnumerable<string> Candidates(string folder, string stem) =>
+        ((string[])[stem, stem + ".gz", stem.Replace("-idx", ".idx", StringComparison.Ordinal)]).Select(name => Path.Combine(folder, name));
 
     private static byte[] Gunzip(byte[] compressed, string name)
     {

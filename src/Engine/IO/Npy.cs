@@ -50,9 +50,14 @@ public static partial class Npy
             for (int i = 0; i < values.Length; i++)
             {
                 double v = Element(i);
-                if (v != Math.Floor(v) || v < int.MinValue || v > int.MaxValue)
+                if (v != Math.Floor(v))
                 {
                     throw new FileFormatException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{what}: element {i} is {v}, not an integer label."));
+                }
+
+                if (v < int.MinValue || v > int.MaxValue)
+                {
+                    throw new FileFormatException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{what}: element {i} is {v}, outside int32: not a class label."));
                 }
 
                 values[i] = (int)v;
@@ -70,7 +75,8 @@ public static partial class Npy
             "i2" => BinaryPrimitives.ReadInt16LittleEndian(Data.AsSpan(i * 2)),
             "i4" => BinaryPrimitives.ReadInt32LittleEndian(Data.AsSpan(i * 4)),
             "i8" => BinaryPrimitives.ReadInt64LittleEndian(Data.AsSpan(i * 8)),
-            "u1" or "b1" => Data[i],
+            "u1" => Data[i],
+            "b1" => Data[i] != 0 ? 1 : 0, // NumPy's bool is any byte but 0
             "u2" => BinaryPrimitives.ReadUInt16LittleEndian(Data.AsSpan(i * 2)),
             "u4" => BinaryPrimitives.ReadUInt32LittleEndian(Data.AsSpan(i * 4)),
             "u8" => BinaryPrimitives.ReadUInt64LittleEndian(Data.AsSpan(i * 8)),
@@ -292,7 +298,7 @@ public static partial class Npy
             throw new FileFormatException($"npy file '{name}': the header lacks 'descr', 'fortran_order' or 'shape': {header.Trim()}");
         }
 
-        // NumPy's descr: a byte order ('<' little, '>' big, '=' this machine's, '|' none), a kind and a size.
+        // NumPy's descr: a byte order ('<' little, '>' big, '=', '|' or none: this machine's), a kind and a size.
         string d = descr.Groups[1].Value;
         bool ordered = d.Length > 0 && d[0] is '<' or '>' or '=' or '|';
         char byteOrder = ordered ? d[0] : '|';
@@ -303,7 +309,7 @@ public static partial class Npy
                 "(i1–i8, u1–u8) or bool (b1), little- or big-endian.");
         }
 
-        bool bigEndian = ElementSize(type) > 1 && (byteOrder == '>' || (byteOrder == '=' && !BitConverter.IsLittleEndian));
+        bool bigEndian = ElementSize(type) > 1 && (byteOrder == '>' || (byteOrder != '<' && !BitConverter.IsLittleEndian));
 
         var dims = new List<int>();
         foreach (string part in shape.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))

@@ -76,8 +76,8 @@ public abstract class Layer
     /// <summary>A layer; its output and input-gradient buffers are made per batch size on first use.</summary>
     protected Layer()
     {
-        _outputs = new(batch => Backend.Allocate<float>(Batched(batch, OutputShape)).Lend(), static tensor => tensor.Reclaim());
-        _inputGradients = new(batch => Backend.Allocate<float>(Batched(batch, InputShape)).Lend(), static tensor => tensor.Reclaim());
+        _outputs = new(batch => Backend.Allocate<float>(BatchedBuffer(batch, OutputShape)).Lend(), static tensor => tensor.Reclaim());
+        _inputGradients = new(batch => Backend.Allocate<float>(BatchedBuffer(batch, InputShape)).Lend(), static tensor => tensor.Reclaim());
     }
 
     /// <summary>The layer as written in an architecture spec, e.g. <c>conv(6,5,pad=2)</c>.</summary>
@@ -279,11 +279,14 @@ public abstract class Layer
         return parameter;
     }
 
+    /// <summary>Prepends the batch to a per-sample shape.</summary>
+    protected static Shape Batched(int batch, Shape sample) => new([batch, .. sample.ToArray()]);
+
     /// <summary>
-    /// Prepends the batch to a per-sample shape; a batch too large for one tensor is refused naming this layer (a bare
-    /// shape error from deep in a forward pass had named neither the layer nor the batch).
+    /// <see cref="Batched"/> for a buffer this layer allocates: a batch too large for one tensor is refused naming the
+    /// layer (a bare shape error from deep in a forward pass had named neither the layer nor the batch).
     /// </summary>
-    protected Shape Batched(int batch, Shape sample) =>
+    private protected Shape BatchedBuffer(int batch, Shape sample) =>
         (long)batch * sample.Size <= Shape.MaximumElements ? new([batch, .. sample.ToArray()])
         : throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"{Spec}: a batch of {batch} makes a tensor of {batch} × {sample} = {(long)batch * sample.Size} elements, more than {Shape.MaximumElements}; " +

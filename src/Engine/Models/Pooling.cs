@@ -61,7 +61,7 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
         get
         {
             ThrowIfReleased();
-            return _switchCache ??= new(batch => Backend.Allocate<int>(Batched(batch, OutputShape)), static switches => switches.Dispose());
+            return _switchCache ??= new(batch => Backend.Allocate<int>(BatchedBuffer(batch, OutputShape)), static switches => switches.Dispose());
         }
     }
 

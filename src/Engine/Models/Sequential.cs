@@ -269,7 +269,9 @@ public sealed class Sequential : IDisposable
     /// <summary>
     /// The largest batch whose tensors all fit one tensor's limit (<see cref="Shape.MaximumElements"/>): the input and
     /// every layer's input and output, nested ones included (what a layer keeps of a batch — gradients, switches,
-    /// masks — is no larger); with the top-level layer that binds it (−1: the input itself).
+    /// masks — is no larger); with the top-level layer that binds it (−1: the input itself). A backend's own scratch
+    /// is not counted (ILGPU's padded dy for a dilated layer's backward data can be twice the layer's output): it is
+    /// refused where it is made, asking for smaller batches.
     /// </summary>
     internal (int Batch, int Layer) LargestBatch()
     {

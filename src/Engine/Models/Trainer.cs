@@ -100,7 +100,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
             throw new ArgumentException($"Fit: the batch size {Options.BatchSize} is the global batch; the {ranks} ranks must divide it.");
         }
 
-        Model.RequireBatchFits("Fit", Math.Min(Options.BatchSize / ranks, train.Count)); // a rank's share of a batch
+        Model.RequireBatchFits("Fit", LargestShare(train.Count));
         var state = resume ?? TrainingState.Start;
         int batchCount = (train.Count + Options.BatchSize - 1) / Options.BatchSize;
         if (state.Epoch < 1 || state.Batch < 0 || state.Batch > batchCount)
@@ -249,6 +249,18 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         using var loss = model.Backend.Allocate<float>([1]);
         using var batches = new BatchBuffers(model.Backend, model);
         return Evaluate(model, batchSize, data, batches, metrics, loss, SingleProcess.Instance);
+    }
+
+    /// <summary>
+    /// The most samples one rank takes of any batch of an epoch of <paramref name="count"/> samples: a whole batch's
+    /// share, or the last partial batch's, which <see cref="RankSync.Share"/> spreads over fewer ranks.
+    /// </summary>
+    private int LargestShare(int count)
+    {
+        int ranks = Communicator.Size, last = count % Options.BatchSize;
+        int whole = count >= Options.BatchSize ? Options.BatchSize / ranks : 0;
+        int sharing = Math.Clamp(last / 2, 1, ranks); // as Share: a partial batch over at most half its samples' ranks
+        return Math.Max(whole, last == 0 ? 0 : (last + sharing - 1) / sharing);
     }
 
     /// <summary>The random key of training batch <paramref name="batch"/> (0-based) of <paramref name="epoch"/>: it depends only on (seed, epoch, batch).</summary>
