@@ -127,6 +127,26 @@ public sealed class WinogradConvolutionTests
         AssertAFilterWithMinusInfinityGivesTheBitsOf(direct, winograd, g, x, w, b, dy, (9 * g.C * 9) + 4, width);
     }
 
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void A_finite_image_whose_transforms_overflow_is_computed_directly(SimdWidth width)
+    {
+        // 3e38 at one pixel and filters in [−1, 1]: every direct sum stays finite (PyTorch's too), where U·V (U up to
+        // 2.25·|w|) passed float's maximum and 82 outputs had come out ±∞ or NaN.
+        var g = Shapes[1];
+        Assert.SkipUnless(WinogradConvolution.CanRun(g, width), $"Winograd runs on the AVX2 and AVX-512 paths only (this is {width})");
+        using var winograd = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Always };
+        using var direct = new CpuBackend(threads: 2, width) { Winograd = WinogradMode.Off };
+        float[] x = TestData.Uniform(g.InputSize, 5), w = TestData.Uniform(g.WeightSize, 6), b = TestData.Uniform(g.K, 7);
+        int image = g.C * g.H * g.W, plane = g.K * g.P * g.Q;
+        x[image + (5 * g.H * g.W) + (7 * g.W) + 7] = 3e38f;
+        var (fast, _, _) = ConvolutionPasses.Run(winograd, g, x, w, b, TestData.Uniform(g.OutputSize, 8));
+        var (plain, _, _) = ConvolutionPasses.Run(direct, g, x, w, b, TestData.Uniform(g.OutputSize, 8));
+        Assert.All(plain, v => Assert.True(float.IsFinite(v)));
+        TensorAssert.Identical<float>(plain.AsSpan(plane, plane), fast.AsSpan(plane, plane), $"{width} the image holding 3e38");
+        Assert.False(fast.AsSpan(0, plane).SequenceEqual(plain.AsSpan(0, plane)), $"{width} the other images ran by Winograd");
+    }
+
     /// <summary>With w[<paramref name="index"/>] = −∞, <paramref name="tried"/>'s forward and backward-data bitwise <paramref name="expected"/>'s.</summary>
     private static void AssertAFilterWithMinusInfinityGivesTheBitsOf(CpuBackend expected, CpuBackend tried, Conv2dGeometry g, float[] x, float[] w,
         float[] b, float[] dy, int index, SimdWidth width)

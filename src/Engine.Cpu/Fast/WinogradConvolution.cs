@@ -174,7 +174,8 @@ internal static unsafe partial class WinogradConvolution
     /// <summary>
     /// y_n (K, P, Q) = b + conv(x_n) for <paramref name="count"/> consecutive images (at most <see
     /// cref="ForwardImages"/>; b may be null), with the filters transformed by <see cref="TransformWeights"/>. Returns
-    /// false, having written nothing, when an image holds a NaN or ±∞: the caller then computes y directly.
+    /// false when an image holds a NaN or ±∞ (having written nothing), or when an output came out non-finite from
+    /// finite images (an overflow inside the transforms, or a true one): the caller then computes y directly.
     /// </summary>
     public static bool Forward(SimdWidth width, in Conv2dGeometry g, float* x, float* u, float* b, float* y, float* scratch, int count = 1) =>
         width == SimdWidth.Vector512
@@ -221,6 +222,16 @@ internal static unsafe partial class WinogradConvolution
                 {
                     TransformOutput(g, layout, m, b, y + (i * kpq), ty0, rows, i * imageTiles, k0, filters);
                 }
+            }
+        }
+
+        // Finite inputs whose transforms overflowed where a direct sum would not (values near float's maximum: Bᵀ d B
+        // adds up to 16 of them): the caller computes the images again directly, over what was written here.
+        for (int i = 0; i < count; i++)
+        {
+            if (!Simd.AllFinite(y + (i * kpq), kpq))
+            {
+                return false;
             }
         }
 
