@@ -54,11 +54,29 @@ public sealed class PublicApiTests
                     continue; // property and event accessors are listed with their property or event
                 }
 
-                lines.Add($"{name}::{member.MemberType} {member}{Accessors(member)}");
+                lines.Add($"{name}::{member.MemberType} {Modifiers(member)}{member}{Accessors(member)}");
             }
         }
 
         return [.. lines.Order(StringComparer.Ordinal)];
+    }
+
+    /// <summary>
+    /// "protected " and "static " where they apply (a member's own text shows neither): a public member made protected,
+    /// or an instance member made static or back — a break for code compiled against the package — is a change.
+    /// </summary>
+    private static string Modifiers(MemberInfo member)
+    {
+        MethodBase? method = member switch
+        {
+            MethodBase m => m,
+            PropertyInfo p => p.GetAccessors(nonPublic: true).FirstOrDefault(a => a.IsPublic || a.IsFamily || a.IsFamilyOrAssembly),
+            EventInfo e => e.AddMethod,
+            _ => null,
+        };
+        bool isProtected = method is { IsPublic: false } || member is FieldInfo { IsPublic: false };
+        bool isStatic = method?.IsStatic ?? member is FieldInfo { IsStatic: true };
+        return (isProtected ? "protected " : "") + (isStatic ? "static " : "");
     }
 
     private static bool Visible(MemberInfo member) => member switch
