@@ -225,8 +225,9 @@ internal static unsafe partial class WinogradConvolution
             }
         }
 
-        // Finite inputs whose transforms overflowed where a direct sum would not (values near float's maximum: Bᵀ d B
-        // adds up to 16 of them): the caller computes the images again directly, over what was written here.
+        // Finite inputs whose transforms overflowed where a direct sum would not (values near float's maximum: U holds
+        // up to 2.25 times a weight, V sums up to four inputs): the caller computes the images again directly, over
+        // what was written here.
         for (int i = 0; i < count; i++)
         {
             if (!Simd.AllFinite(y + (i * kpq), kpq))
