@@ -47,7 +47,7 @@ internal static class EvalCommand
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
             using var network = CommonOptions.LoadFitting(path, backend, spec, ref x, "--images", imagesPath, io.Error);
             CommonOptions.NoteRawPixels(io.Error, x, "--images", offerNormalize: network.Normalization is null && parse.GetValue(normalize) is null);
-            return Report(network, new Dataset(x, y));
+            return Report(network, new Dataset(x, y) { Source = $"--images '{imagesPath}', --labels '{labelsPath}'" });
 
             int Report(Sequential network, Dataset test)
             {

@@ -632,7 +632,10 @@ internal static class TrainCommand
         {
             var (x, y) = CommonOptions.ReadNpyData(imagesOption, imagesPath, labelsOption, labelsPath);
             CommonOptions.NoteRawPixels(notes, x, imagesOption, offerNormalize);
-            return new Dataset(CommonOptions.FitImages(x, takes: null, imagesOption, imagesPath, notes), y); // the model is built for them
+            return new Dataset(CommonOptions.FitImages(x, takes: null, imagesOption, imagesPath, notes), y) // the model is built for them
+            {
+                Source = $"{imagesOption} '{imagesPath}', {labelsOption} '{labelsPath}'",
+            };
         }
     }
 

@@ -538,7 +538,9 @@ public sealed partial class CliTests
         var outside = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("bad-y.npy"),
             "--arch", "flatten,dense(4)", "--device", "reference", "--out", temp.File("m.safetensors"));
         Assert.Equal(1, outside.ExitCode);
-        Assert.StartsWith("error: training data: label 9 of sample 3 is outside the model's 4 classes", outside.ErrorLine, StringComparison.Ordinal);
+        // The files are named (it had said "training data" alone).
+        Assert.StartsWith($"error: training data (--images '{temp.File("train-x.npy")}', --labels '{temp.File("bad-y.npy")}'): label 9 of sample 3 is outside the model's 4 classes",
+            outside.ErrorLine, StringComparison.Ordinal);
 
         Npy.Write(temp.File("short-y.npy"), new Npy.Array([3], "i4", new byte[12]));
         var mismatch = CliRunner.Run("train", "--images", temp.File("train-x.npy"), "--labels", temp.File("short-y.npy"), "--device", "reference");

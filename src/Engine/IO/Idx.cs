@@ -123,7 +123,7 @@ public static class Idx
         }
 
         var shape = new Shape(images.Dimensions[0], 1, images.Dimensions[1], images.Dimensions[2]);
-        return new Dataset(new Tensor(shape, pixels), System.Array.ConvertAll(labels.Data, b => (int)b));
+        return new Dataset(new Tensor(shape, pixels), System.Array.ConvertAll(labels.Data, b => (int)b)) { Source = name };
     }
 
     private static Dataset ReadPair(string folder, string prefix) =>

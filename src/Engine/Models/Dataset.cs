@@ -28,6 +28,9 @@ public sealed class Dataset
     /// <summary>The labels.</summary>
     public int[] Labels { get; }
 
+    /// <summary>Where the samples came from (files or a folder), named in the errors about them; null when not said.</summary>
+    public string? Source { get; init; }
+
     /// <summary>The number of samples.</summary>
     public int Count => Labels.Length;
 

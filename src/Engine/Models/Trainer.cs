@@ -426,6 +426,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
 
     private static void CheckData(Sequential model, Dataset data, string what)
     {
+        what = data.Source is { } source ? $"{what} ({source})" : what;
         var expected = new Shape([data.Count, .. model.InputShape.ToArray()]);
         if (data.Images.Shape != expected)
         {
