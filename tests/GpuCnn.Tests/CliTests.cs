@@ -711,7 +711,7 @@ public sealed partial class CliTests
         var predictedLast = CliRunner.Run(Predict("hwc-x.npy", "nhwc.npy"));
         Assert.Equal((2, $"error: --input '{temp.File("hwc-x.npy")}': images of shape (8,8,1) each, the model takes (1,8,8); they look channels-last, (N, H, W, C): " +
             "save them as x.transpose(0, 3, 1, 2)."), (predictedLast.ExitCode, predictedLast.ErrorLine));
-        // eval fits them to the model the same way (it had guessed from the images alone).
+        // eval fits them to the model the same way.
         var evaluated = CliRunner.Run("eval", "--model", temp.File("nchw.safetensors"), "--images", temp.File("hwc-x.npy"), "--labels", temp.File("train-y.npy"), "--device", "reference");
         Assert.Equal((2, $"error: --images '{temp.File("hwc-x.npy")}': images of shape (8,8,1) each, the model takes (1,8,8); they look channels-last, (N, H, W, C): " +
             "save them as x.transpose(0, 3, 1, 2)."), (evaluated.ExitCode, evaluated.ErrorLine));
