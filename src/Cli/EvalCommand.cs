@@ -17,10 +17,12 @@ internal static class EvalCommand
         var device = CommonOptions.Device();
         var batchSize = CommonOptions.BatchSize(256);
         var normalize = CommonOptions.Normalize();
-        var command = new Command("eval", "Evaluate a model: accuracy and confusion matrix.") { model, data, images, labels, arch, normalize, device, batchSize };
+        var layout = CommonOptions.Layout();
+        var command = new Command("eval", "Evaluate a model: accuracy and confusion matrix.") { model, data, images, labels, layout, arch, normalize, device, batchSize };
         command.SetAction(parse =>
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
+            var imageLayout = CommonOptions.ParseLayout(parse.GetValue(layout)!);
             string path = CommonOptions.ModelWithArch(CommonOptions.ExistingFile("--model", parse.GetValue(model)!), parse.GetValue(arch));
             string? folder = parse.GetValue(data), imagesPath = parse.GetValue(images), labelsPath = parse.GetValue(labels), spec = parse.GetValue(arch);
             if (imagesPath is null && labelsPath is null)
@@ -45,7 +47,7 @@ internal static class EvalCommand
 
             var (x, y) = CommonOptions.ReadNpyData("--images", imagesPath, "--labels", labelsPath);
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
-            using var network = CommonOptions.LoadFitting(path, backend, spec, ref x, "--images", imagesPath, io.Error);
+            using var network = CommonOptions.LoadFitting(path, backend, spec, ref x, "--images", imagesPath, io.Error, imageLayout);
             CommonOptions.NoteRawPixels(io.Error, x, "--images", offerNormalize: network.Normalization is null && parse.GetValue(normalize) is null);
             return Report(network, new Dataset(x, y) { Source = $"--images '{imagesPath}', --labels '{labelsPath}'" });
 

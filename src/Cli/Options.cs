@@ -168,6 +168,34 @@ internal static class CommonOptions
     /// --normalize for predict, eval and export: the input normalisation of a model file that records none (a state_dict
     /// saved by PyTorch, whose transforms.Normalize lived outside the model) — without it such a model was fed raw pixels.
     /// </summary>
+    /// <summary>How .npy images are laid out (train, eval, predict).</summary>
+    public enum ImageLayout
+    {
+        /// <summary>(N, C, H, W); (N, H, W) takes a channel; channels-last images told apart where they can be.</summary>
+        Auto,
+
+        /// <summary>(N, C, H, W) as they are, whatever their shape suggests.</summary>
+        Nchw,
+
+        /// <summary>(N, H, W, C), channels last (Keras, TensorFlow, PIL arrays): transposed on reading.</summary>
+        Nhwc,
+    }
+
+    public static Option<string> Layout() => new("--layout")
+    {
+        Description = ".npy images' layout: auto ((N, C, H, W); (N, H, W) takes a channel; channels-last images refused where they can be told apart), " +
+            "nchw (as they are) or nhwc (channels last, transposed on reading).",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    public static ImageLayout ParseLayout(string text) => text.ToLowerInvariant() switch
+    {
+        "auto" => ImageLayout.Auto,
+        "nchw" => ImageLayout.Nchw,
+        "nhwc" => ImageLayout.Nhwc,
+        _ => throw new UsageException($"--layout must be auto, nchw or nhwc, got '{text}'."),
+    };
+
     public static Option<string?> Normalize() => new("--normalize")
     {
         Description = "Input normalisation (x - MEAN) / STD per channel for a model file that records none (e.g. saved by PyTorch): MEAN,STD or C means then C stds.",
@@ -242,10 +270,16 @@ internal static class CommonOptions
     /// other 4-D arrays whose last axis is 1, 3 or 4 and the shortest get a note (a signal (N, C, L, 1) is such a shape
     /// too); other ranks, (N, features) say, pass as they are.
     /// </summary>
-    public static Tensor FitImages(Tensor images, Shape? takes, string option, string path, TextWriter notes)
+    public static Tensor FitImages(Tensor images, Shape? takes, string option, string path, TextWriter notes, ImageLayout layout = ImageLayout.Auto)
     {
         ArgumentNullException.ThrowIfNull(images);
         ArgumentNullException.ThrowIfNull(notes);
+        if (layout == ImageLayout.Nhwc && images.Shape.Rank == 4)
+        {
+            images = ChannelsFirst(images);
+            layout = ImageLayout.Nchw; // what they are now
+        }
+
         var s = images.Shape;
         if (s.Rank < 2)
         {
@@ -268,38 +302,69 @@ internal static class CommonOptions
         if (takes is { } model)
         {
             string hint = model.Rank == 3 && sample.Rank == 3 && sample[0] == model[1] && sample[1] == model[2] && sample[2] == model[0]
-                ? $"; they look channels-last, (N, H, W, C): {transpose}" : "";
+                ? $"; they look channels-last, (N, H, W, C): give --layout nhwc, or {transpose}" : "";
             throw new UsageException($"{option} '{path}': images of shape {sample} each, the model takes {model}{hint}.");
+        }
+
+        if (layout == ImageLayout.Nchw)
+        {
+            return images;
         }
 
         if (s.Rank == 4 && s[3] is 1 or 3 or 4 && s[1] == s[2] && s[1] > 4)
         {
-            throw new UsageException($"{option} '{path}': images {s} look channels-last, (N, H, W, C); the engine takes (N, C, H, W): {transpose}.");
+            throw new UsageException($"{option} '{path}': images {s} look channels-last, (N, H, W, C); the engine takes (N, C, H, W): give --layout nhwc, " +
+                $"or {transpose} (--layout nchw takes them as they are).");
         }
 
         if (s.Rank == 4 && s[3] is 1 or 3 or 4 && s[1] > s[3] && s[2] > s[3])
         {
-            notes.WriteLine($"note: {option} '{path}' holds {s}: taken as (N, C, H, W); if they are channels-last, (N, H, W, C), {transpose}.");
+            notes.WriteLine($"note: {option} '{path}' holds {s}: taken as (N, C, H, W); if they are channels-last, (N, H, W, C), give --layout nhwc.");
         }
 
         return images;
+    }
+
+    /// <summary>(N, H, W, C) images as (N, C, H, W): x.transpose(0, 3, 1, 2).</summary>
+    private static Tensor ChannelsFirst(Tensor images)
+    {
+        var s = images.Shape;
+        int n = s[0], h = s[1], w = s[2], c = s[3];
+        var data = new float[images.Data.Length];
+        for (int i = 0; i < n; i++)
+        {
+            for (int y = 0; y < h; y++)
+            {
+                for (int x = 0; x < w; x++)
+                {
+                    for (int k = 0; k < c; k++)
+                    {
+                        data[(((((long)i * c) + k) * h) + y) * w + x] = images.Data[(((((long)i * h) + y) * w) + x) * c + k];
+                    }
+                }
+            }
+        }
+
+        return new Tensor(new Shape(n, c, h, w), data);
     }
 
     /// <summary>
     /// The model of eval and predict — built by --arch for the images' shape, or as its file says — with the images
     /// fitted to it (<see cref="FitImages"/>: a model file's own shape decides their layout).
     /// </summary>
-    public static Models.Sequential LoadFitting(string modelPath, Backend backend, string? arch, ref Tensor images, string option, string path, TextWriter notes)
+    public static Models.Sequential LoadFitting(string modelPath, Backend backend, string? arch, ref Tensor images, string option, string path, TextWriter notes,
+        ImageLayout layout)
     {
         if (arch is not null)
         {
-            images = FitImages(images, takes: null, option, path, notes);
+            images = FitImages(images, takes: null, option, path, notes, layout);
+            layout = ImageLayout.Nchw; // fitted: the model is built for them
         }
 
         var model = ModelFile.Load(modelPath, backend, arch, arch is null ? (Shape?)null : new Shape(images.Shape.ToArray()[1..]));
         try
         {
-            images = FitImages(images, model.InputShape, option, path, notes);
+            images = FitImages(images, model.InputShape, option, path, notes, layout);
             return model;
         }
         catch

@@ -19,10 +19,12 @@ internal static class PredictCommand
             Description = "Let images with NaN or ±∞ through (their logits then hold NaN, as in PyTorch); rejected by default.",
         };
         var normalize = CommonOptions.Normalize();
-        var command = new Command("predict", "Write a model's logits for images in a .npy file.") { model, input, output, arch, normalize, device, batchSize, allowNonFinite };
+        var layout = CommonOptions.Layout();
+        var command = new Command("predict", "Write a model's logits for images in a .npy file.") { model, input, output, layout, arch, normalize, device, batchSize, allowNonFinite };
         command.SetAction(parse =>
         {
             int batch = CommonOptions.Positive("--batch-size", parse.GetValue(batchSize));
+            var imageLayout = CommonOptions.ParseLayout(parse.GetValue(layout)!);
             string modelPath = CommonOptions.ModelWithArch(CommonOptions.ExistingFile("--model", parse.GetValue(model)!), parse.GetValue(arch));
             string outputPath = CommonOptions.WritableFile("--output", parse.GetValue(output)!);
             CommonOptions.Apart("--output", outputPath, ("--model", modelPath), ("--input", parse.GetValue(input)));
@@ -33,7 +35,8 @@ internal static class PredictCommand
             }
 
             using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
-            using var network = CommonOptions.LoadFitting(modelPath, backend, parse.GetValue(arch), ref images, "--input", parse.GetValue(input)!, io.Error);
+            using var network = CommonOptions.LoadFitting(modelPath, backend, parse.GetValue(arch), ref images, "--input", parse.GetValue(input)!, io.Error,
+                imageLayout);
             CommonOptions.NoteRawPixels(io.Error, images, "--input", offerNormalize: network.Normalization is null && parse.GetValue(normalize) is null);
 
             CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), modelPath);

@@ -44,6 +44,7 @@ internal static class TrainCommand
         var output = new Option<string?>("--out") { Description = "Model file to write (default: the built-in architecture's name, or lenet5, .safetensors)." };
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Write a checkpoint (weights, optimizer state, position) here after every epoch." };
         var resume = new Option<string?>("--resume") { Description = "Continue from this checkpoint (--epochs counts the total)." };
+        var layout = CommonOptions.Layout();
         var distributed = new Option<bool>("--distributed")
         {
             Description = "Data-parallel over the ranks of `mpirun -np N` (Open MPI): --batch-size is the global batch; rank 0 prints and writes.",
@@ -52,7 +53,7 @@ internal static class TrainCommand
         var command = new Command("train", "Train a network (default: LeNet-5 on the bundled MNIST sample).")
         {
             arch, data, images, labels, testImages, testLabels, init, epochs, batchSize, lr, optimizer, momentum, weightDecay,
-            schedule, stepSize, gamma, warmup, labelSmoothing, clipGradNorm, augment, normalize, seed, device, output, checkpoint, resume,
+            schedule, stepSize, gamma, warmup, labelSmoothing, clipGradNorm, augment, normalize, layout, seed, device, output, checkpoint, resume,
             distributed,
         };
         command.SetAction(parse =>
@@ -91,6 +92,7 @@ internal static class TrainCommand
                 Checkpoint: parse.GetValue(checkpoint),
                 Resume: parse.GetValue(resume));
             _ = ArchitectureSpec.Parse(settings.Arch); // a bad spec is a usage error before any data is read
+            var imageLayout = CommonOptions.ParseLayout(parse.GetValue(layout)!);
             // Options given that this run's other choices leave unused: said, so that nobody believes they took effect.
             var unused = new List<string>();
             if (optimizerName != "sgd" && parse.GetResult(momentum) is { Implicit: false })
@@ -130,7 +132,7 @@ internal static class TrainCommand
                     CheckOutputs(settings, files, io);
                 }
 
-                var (train, test) = LoadData(files, rankIo.Error, offerNormalize: settings.Normalize is null);
+                var (train, test) = LoadData(files, rankIo.Error, offerNormalize: settings.Normalize is null, imageLayout);
                 string deviceName = parse.GetValue(device)!;
                 using var backend = ranks.Size > 1 ? RankDevice(deviceName, rankIo) : CommonOptions.OpenDevice(deviceName, rankIo.Error);
                 return ranks.Size > 1
@@ -615,7 +617,7 @@ internal static class TrainCommand
         }
     }
 
-    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files, TextWriter notes, bool offerNormalize)
+    private static (Dataset Train, Dataset? Test) LoadData(DataFiles files, TextWriter notes, bool offerNormalize, CommonOptions.ImageLayout layout)
     {
         RequireDataOptions(files);
         var (folder, images, labels, testImages, testLabels) = files;
@@ -632,7 +634,7 @@ internal static class TrainCommand
         {
             var (x, y) = CommonOptions.ReadNpyData(imagesOption, imagesPath, labelsOption, labelsPath);
             CommonOptions.NoteRawPixels(notes, x, imagesOption, offerNormalize);
-            return new Dataset(CommonOptions.FitImages(x, takes: null, imagesOption, imagesPath, notes), y) // the model is built for them
+            return new Dataset(CommonOptions.FitImages(x, takes: null, imagesOption, imagesPath, notes, layout), y) // the model is built for them
             {
                 Source = $"{imagesOption} '{imagesPath}', {labelsOption} '{labelsPath}'",
             };

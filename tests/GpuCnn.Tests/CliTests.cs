@@ -692,14 +692,24 @@ public sealed partial class CliTests
 
         var channelsLast = CliRunner.Run(Train("hwc-x.npy", "nhwc.safetensors"));
         Assert.Equal((2, $"error: --images '{temp.File("hwc-x.npy")}': images (8,8,8,1) look channels-last, (N, H, W, C); the engine takes (N, C, H, W): " +
-            "save them as x.transpose(0, 3, 1, 2)."), (channelsLast.ExitCode, channelsLast.ErrorLine));
+            "give --layout nhwc, or save them as x.transpose(0, 3, 1, 2) (--layout nchw takes them as they are)."), (channelsLast.ExitCode, channelsLast.ErrorLine));
         Assert.False(File.Exists(temp.File("nhwc.safetensors")));
+        // --layout nhwc transposes them (the same model as from the channels-first file); nchw takes them as they are.
+        var transposed = CliRunner.Run([.. Train("hwc-x.npy", "transposed.safetensors"), "--layout", "nhwc"]);
+        Assert.True(transposed.ExitCode == 0, transposed.Error);
+        Assert.Equal(Safetensors.Read(temp.File("nchw.safetensors")).Tensors["0.weight"].Data, Safetensors.Read(temp.File("transposed.safetensors")).Tensors["0.weight"].Data);
+        var insisted = CliRunner.Run(["train", "--images", temp.File("hwc-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "flatten,dense(4)",
+            "--device", "reference", "--epochs", "1", "--out", temp.File("insisted.safetensors"), "--layout", "nchw"]);
+        Assert.True(insisted.ExitCode == 0, insisted.Error);
+        Assert.Contains("on 8 samples of (8,8,1) (no test set)", insisted.Error, StringComparison.Ordinal);
+        var misspelt = CliRunner.Run([.. Train("hwc-x.npy", "misspelt.safetensors"), "--layout", "hwc"]);
+        Assert.Equal((2, "error: --layout must be auto, nchw or nhwc, got 'hwc'."), (misspelt.ExitCode, misspelt.ErrorLine));
         // Non-square pictures cannot be told apart from (N, C, H, W) alone: they train, with a note.
         Npy.Write(temp.File("hwc-wide-x.npy"), new Tensor([8, 16, 4, 1], images.Data));
         var wide = CliRunner.Run(["train", "--images", temp.File("hwc-wide-x.npy"), "--labels", temp.File("train-y.npy"), "--arch", "flatten,dense(4)",
             "--device", "reference", "--epochs", "1", "--batch-size", "4", "--out", temp.File("wide.safetensors")]);
         Assert.True(wide.ExitCode == 0, wide.Error);
-        Assert.Contains($"note: --images '{temp.File("hwc-wide-x.npy")}' holds (8,16,4,1): taken as (N, C, H, W); if they are channels-last, (N, H, W, C), save them as x.transpose(0, 3, 1, 2).",
+        Assert.Contains($"note: --images '{temp.File("hwc-wide-x.npy")}' holds (8,16,4,1): taken as (N, C, H, W); if they are channels-last, (N, H, W, C), give --layout nhwc.",
             wide.Error, StringComparison.Ordinal);
 
         // predict fits them to the model the same way, and names channels-last images against the model's shape.
@@ -710,11 +720,14 @@ public sealed partial class CliTests
         Assert.Equal(Npy.ReadTensor(temp.File("nchw.npy")).Data, Npy.ReadTensor(temp.File("nhw.npy")).Data);
         var predictedLast = CliRunner.Run(Predict("hwc-x.npy", "nhwc.npy"));
         Assert.Equal((2, $"error: --input '{temp.File("hwc-x.npy")}': images of shape (8,8,1) each, the model takes (1,8,8); they look channels-last, (N, H, W, C): " +
-            "save them as x.transpose(0, 3, 1, 2)."), (predictedLast.ExitCode, predictedLast.ErrorLine));
+            "give --layout nhwc, or save them as x.transpose(0, 3, 1, 2)."), (predictedLast.ExitCode, predictedLast.ErrorLine));
+        var predictedTransposed = CliRunner.Run([.. Predict("hwc-x.npy", "transposed.npy"), "--layout", "nhwc"]);
+        Assert.True(predictedTransposed.ExitCode == 0, predictedTransposed.Error);
+        Assert.Equal(Npy.ReadTensor(temp.File("nchw.npy")).Data, Npy.ReadTensor(temp.File("transposed.npy")).Data);
         // eval fits them to the model the same way.
         var evaluated = CliRunner.Run("eval", "--model", temp.File("nchw.safetensors"), "--images", temp.File("hwc-x.npy"), "--labels", temp.File("train-y.npy"), "--device", "reference");
         Assert.Equal((2, $"error: --images '{temp.File("hwc-x.npy")}': images of shape (8,8,1) each, the model takes (1,8,8); they look channels-last, (N, H, W, C): " +
-            "save them as x.transpose(0, 3, 1, 2)."), (evaluated.ExitCode, evaluated.ErrorLine));
+            "give --layout nhwc, or save them as x.transpose(0, 3, 1, 2)."), (evaluated.ExitCode, evaluated.ErrorLine));
     }
 
     [Fact]
