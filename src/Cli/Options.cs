@@ -268,7 +268,8 @@ internal static class CommonOptions
     /// channels-last images of square pictures and 1, 3 or 4 channels — which would otherwise build a model of H
     /// channels on W × C pictures and train on without a word — are refused with the transpose that fixes them, and
     /// other 4-D arrays whose last axis is 1, 3 or 4 and the shortest get a note (a signal (N, C, L, 1) is such a shape
-    /// too); other ranks, (N, features) say, pass as they are.
+    /// too); other ranks, (N, features) say, pass as they are. <paramref name="layout"/> (--layout) overrides the
+    /// guesses: Nhwc transposes 4-D images to channels first before anything else, Nchw takes them as they are.
     /// </summary>
     public static Tensor FitImages(Tensor images, Shape? takes, string option, string path, TextWriter notes, ImageLayout layout = ImageLayout.Auto)
     {
