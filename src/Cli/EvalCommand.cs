@@ -25,41 +25,47 @@ internal static class EvalCommand
             var imageLayout = CommonOptions.ParseLayout(parse.GetValue(layout)!);
             string path = CommonOptions.ModelWithArch(CommonOptions.ExistingFile("--model", parse.GetValue(model)!), parse.GetValue(arch));
             string? folder = parse.GetValue(data), imagesPath = parse.GetValue(images), labelsPath = parse.GetValue(labels), spec = parse.GetValue(arch);
-            if (imagesPath is null && labelsPath is null)
-            {
-                folder ??= CommonOptions.BundledSample();
-                var mnist = Idx.ReadMnistTest(folder);
-                DataChecks.RequireFinite(mnist.Images, folder); // IDX pixels are bytes; checked all the same, as every loader is
-                using var mnistBackend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
-                using var mnistModel = ModelFile.Load(path, mnistBackend, spec, spec is null ? (Shape?)null : new Shape(mnist.Images.Shape.ToArray()[1..]));
-                return Report(mnistModel, mnist);
-            }
-
-            if (folder is not null)
+            bool fromNpy = imagesPath is not null || labelsPath is not null;
+            if (fromNpy && folder is not null)
             {
                 throw new UsageException("give either --data or --images/--labels, not both.");
             }
 
-            if (imagesPath is null || labelsPath is null)
+            if (fromNpy && (imagesPath is null || labelsPath is null))
             {
                 throw new UsageException("--images and --labels go together.");
             }
 
-            var (x, y) = CommonOptions.ReadNpyData("--images", imagesPath, "--labels", labelsPath);
-            using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
-            using var network = CommonOptions.LoadFitting(path, backend, spec, ref x, "--images", imagesPath, io.Error, imageLayout);
-            CommonOptions.NoteRawPixels(io.Error, x, "--images", offerNormalize: network.Normalization is null && parse.GetValue(normalize) is null);
-            return Report(network, new Dataset(x, y) { Source = $"--images '{imagesPath}', --labels '{labelsPath}'" });
-
-            int Report(Sequential network, Dataset test)
+            Tensor x;
+            int[] y;
+            string option, where, source;
+            if (fromNpy)
             {
-                CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), path);
-                var result = Trainer.Evaluate(network, test, batch);
-                WriteConfusion(io.Out, result);
-                io.Out.WriteLine($"loss: {result.Loss:F4}");
-                io.Out.WriteLine($"accuracy: {result.Accuracy * 100:F2}% ({result.Count} samples)");
-                return 0;
+                (x, y) = CommonOptions.ReadNpyData("--images", imagesPath!, "--labels", labelsPath!);
+                (option, where, source) = ("--images", imagesPath!, $"--images '{imagesPath}', --labels '{labelsPath}'");
             }
+            else
+            {
+                folder ??= CommonOptions.BundledSample();
+                var mnist = Idx.ReadMnistTest(folder);
+                DataChecks.RequireFinite(mnist.Images, folder); // IDX pixels are bytes; checked all the same, as every loader is
+                (x, y, option, where, source) = (mnist.Images, mnist.Labels, "--data", folder, mnist.Source!);
+            }
+
+            using var backend = CommonOptions.OpenDevice(parse.GetValue(device)!, io.Error);
+            // IDX images are (N, 1, H, W) already; .npy ones are fitted as --layout says.
+            using var network = CommonOptions.LoadFitting(path, backend, spec, ref x, option, where, io.Error, fromNpy ? imageLayout : CommonOptions.ImageLayout.Nchw);
+            if (fromNpy)
+            {
+                CommonOptions.NoteRawPixels(io.Error, x, "--images", offerNormalize: network.Normalization is null && parse.GetValue(normalize) is null);
+            }
+
+            CommonOptions.ApplyNormalize(network, parse.GetValue(normalize), path);
+            var result = Trainer.Evaluate(network, new Dataset(x, y) { Source = source }, batch);
+            WriteConfusion(io.Out, result);
+            io.Out.WriteLine($"loss: {result.Loss:F4}");
+            io.Out.WriteLine($"accuracy: {result.Accuracy * 100:F2}% ({result.Count} samples)");
+            return 0;
         });
         return command;
     }
