@@ -41,15 +41,17 @@ internal static class OptimizerKernels
     /// <summary>The SGD step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's, so both give the same bits).</summary>
     internal static void SgdAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, int i, SgdParams h)
     {
-        float g = h.WeightDecay != 0f ? grad[i] + h.WeightDecay * param[i] : grad[i];
+        // Unfused: each product and sum rounded alone, as the host backends and PyTorch's CPU kernels round them.
+        float g = h.WeightDecay != 0f ? Unfused.Add(grad[i], Unfused.Multiply(h.WeightDecay, param[i])) : grad[i];
         if (h.Momentum != 0f)
         {
-            float v = h.FirstStep != 0 ? g : h.Momentum * velocity[i] + h.OneMinusDampening * g;
+            float v = h.FirstStep != 0 ? g
+                : Unfused.Add(Unfused.Multiply(h.Momentum, velocity[i]), Unfused.Multiply(h.OneMinusDampening, g));
             velocity[i] = v;
-            g = h.Nesterov != 0 ? g + h.Momentum * v : v;
+            g = h.Nesterov != 0 ? Unfused.Add(g, Unfused.Multiply(h.Momentum, v)) : v;
         }
 
-        param[i] -= h.LearningRate * g;
+        param[i] = Unfused.Subtract(param[i], Unfused.Multiply(h.LearningRate, g));
     }
 
     /// <summary>
@@ -63,13 +65,14 @@ internal static class OptimizerKernels
     /// <summary>The Adam step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's).</summary>
     internal static void AdamAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamParams h)
     {
-        float p = param[i] * h.DecayFactor;
-        float g = h.WeightDecay != 0f ? grad[i] + h.WeightDecay * p : grad[i];
-        float mi = h.Beta1 * m[i] + h.OneMinusBeta1 * g;
-        float vi = h.Beta2 * v[i] + h.OneMinusBeta2 * g * g;
+        // Unfused: each product and sum rounded alone (the quotients and the root are never fused).
+        float p = Unfused.Multiply(param[i], h.DecayFactor);
+        float g = h.WeightDecay != 0f ? Unfused.Add(grad[i], Unfused.Multiply(h.WeightDecay, p)) : grad[i];
+        float mi = Unfused.Add(Unfused.Multiply(h.Beta1, m[i]), Unfused.Multiply(h.OneMinusBeta1, g));
+        float vi = Unfused.Add(Unfused.Multiply(h.Beta2, v[i]), Unfused.Multiply(Unfused.Multiply(h.OneMinusBeta2, g), g));
         m[i] = mi;
         v[i] = vi;
         float denominator = XMath.Sqrt(vi) / h.SqrtCorrection2 + h.Epsilon;
-        param[i] = p - (h.StepSize * mi / denominator);
+        param[i] = Unfused.Subtract(p, h.StepSize * mi / denominator);
     }
 }
