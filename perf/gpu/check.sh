@@ -415,13 +415,15 @@ if wanted ptx; then
   if [ -z "$used" ]; then echo "!! no register count for FilterGradientBlocked"; fail ptx-blocked-registers
   elif [ "$used" -gt 128 ]; then echo "FilterGradientBlocked uses $used registers: more than a 512-thread group can have"; fail ptx-blocked-registers; fi
   # The optimizer updates round each product and sum alone (Unfused.cs: mul.rn/add.rn, which ptxas never fuses), so
-  # the machine code must hold no FFMA; their inline PTX's out-values go through the local depot, which ptxas should fold.
-  for kernel in OptimizerKernels_Sgd OptimizerKernels_Adam ForeachKernels_SgdList ForeachKernels_AdamList; do
+  # SGD's machine code must hold no FFMA (Adam's holds the FFMAs of its correctly rounded division and square root: the
+  # bitwise test against the reference backend checks it); their inline PTX's out-values go through the local depot,
+  # which ptxas folds (0 bytes stack frame).
+  for kernel in OptimizerKernels_Sgd ForeachKernels_SgdList OptimizerKernels_Adam ForeachKernels_AdamList; do
     ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o "$work/$kernel.cubin" 2>&1 | grep -E "stack frame|registers|error" | tr '\n' ' '
     if command -v cuobjdump >/dev/null; then
       fused=$(cuobjdump -sass "$work/$kernel.cubin" | grep -c FFMA)
       echo "-- $kernel: $fused FFMA"
-      [ "$fused" -eq 0 ] || fail "ptx-unfused-$kernel"
+      [[ "$kernel" != *Sgd* || "$fused" -eq 0 ]] || fail "ptx-unfused-$kernel"
     else
       echo "-- $kernel: cuobjdump not found (FFMA not counted)"
     fi
