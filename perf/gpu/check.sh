@@ -414,16 +414,15 @@ if wanted ptx; then
   used=$(ptxas -arch=sm_90 -v "$work/ptx/ConvolutionFewTapsKernels_FilterGradientBlocked.ptx" -o /dev/null 2>&1 | grep -oE "Used [0-9]+ registers" | grep -oE "[0-9]+" | head -1)
   if [ -z "$used" ]; then echo "!! no register count for FilterGradientBlocked"; fail ptx-blocked-registers
   elif [ "$used" -gt 128 ]; then echo "FilterGradientBlocked uses $used registers: more than a 512-thread group can have"; fail ptx-blocked-registers; fi
-  # The optimizer updates round each product and sum alone (Unfused.cs: mul.rn/add.rn, which ptxas never fuses), so
-  # SGD's machine code must hold no FFMA (Adam's holds the FFMAs of its correctly rounded division and square root: the
-  # bitwise test against the reference backend checks it); their inline PTX's out-values go through the local depot,
-  # which ptxas folds (0 bytes stack frame).
+  # The optimizer updates round as PyTorch's CPU kernels do (Rounded.cs: fma.rn and mul.rn, which ptxas leaves as
+  # written; the test suite's PyTorch fixtures check the bits): for the record, the FFMAs of the machine code (SGD's
+  # PTX states 4 fused multiply-adds; Adam's division and square root are FFMA sequences too) and the stack frame (the
+  # inline PTX's out-values go through a local depot, which ptxas should fold to 0 bytes).
   for kernel in OptimizerKernels_Sgd ForeachKernels_SgdList OptimizerKernels_Adam ForeachKernels_AdamList; do
     ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o "$work/$kernel.cubin" 2>&1 | grep -E "stack frame|registers|error" | tr '\n' ' '
     if command -v cuobjdump >/dev/null; then
       fused=$(cuobjdump -sass "$work/$kernel.cubin" | grep -c FFMA)
       echo "-- $kernel: $fused FFMA"
-      [[ "$kernel" != *Sgd* || "$fused" -eq 0 ]] || fail "ptx-unfused-$kernel"
     else
       echo "-- $kernel: cuobjdump not found (FFMA not counted)"
     fi

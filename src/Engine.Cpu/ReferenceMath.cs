@@ -559,7 +559,9 @@ internal static partial class ReferenceMath
 
     /// <summary>
     /// torch.optim.SGD on one tensor: g = grad + λp (when λ ≠ 0); v = g (first step) or μv + (1−d)g; p −= lr·(g + μv
-    /// or v). <paramref name="oneMinusDampening"/> is 1 − d, formed by the caller as PyTorch forms it.
+    /// or v). <paramref name="oneMinusDampening"/> is 1 − d, formed by the caller as PyTorch forms it. Rounded as
+    /// PyTorch's CPU kernels round it: each <c>x.add(y, alpha=a)</c> is one fused multiply-add (a·y + x), and
+    /// <c>buf.mul_(μ)</c> a rounded product (docs/05-optimizers.md).
     /// </summary>
     public static void SgdUpdate<T>(T lr, T momentum, T oneMinusDampening, T weightDecay, bool nesterov, bool firstStep,
         Span<T> parameter, ReadOnlySpan<T> gradient, Span<T> velocity)
@@ -567,14 +569,14 @@ internal static partial class ReferenceMath
     {
         for (int i = 0; i < parameter.Length; i++)
         {
-            T g = T.IsZero(weightDecay) ? gradient[i] : gradient[i] + weightDecay * parameter[i];
+            T g = T.IsZero(weightDecay) ? gradient[i] : T.FusedMultiplyAdd(parameter[i], weightDecay, gradient[i]);
             if (!T.IsZero(momentum))
             {
-                velocity[i] = firstStep ? g : momentum * velocity[i] + oneMinusDampening * g;
-                g = nesterov ? g + momentum * velocity[i] : velocity[i];
+                velocity[i] = firstStep ? g : T.FusedMultiplyAdd(g, oneMinusDampening, velocity[i] * momentum);
+                g = nesterov ? T.FusedMultiplyAdd(velocity[i], momentum, g) : velocity[i];
             }
 
-            parameter[i] -= lr * g;
+            parameter[i] = T.FusedMultiplyAdd(g, -lr, parameter[i]);
         }
     }
 
@@ -582,7 +584,9 @@ internal static partial class ReferenceMath
     /// torch.optim.Adam / AdamW on one tensor: p ← decayFactor·p (AdamW's decoupled decay, 1 − lr·λ; 1 for Adam);
     /// g = grad + weightDecay·p (Adam's L2 term, when not 0; 0 for AdamW); m = β1m + (1−β1)g; v = β2v + (1−β2)g²;
     /// p −= stepSize·m / (√v / √c2 + ε) with stepSize = lr / (1 − β1^t), c2 = 1 − β2^t. The 1 − β are the caller's,
-    /// formed as PyTorch forms them.
+    /// formed as PyTorch forms them. Rounded as PyTorch's CPU kernels round it: <c>add(x, alpha=a)</c> and
+    /// <c>addcmul</c> fused (a·y + x, (a·y)·z + x), every other product, quotient and sum rounded on its own
+    /// (<c>addcdiv</c>: p + (−stepSize·m) / denominator).
     /// </summary>
     public static void AdamUpdate<T>(T stepSize, T sqrtCorrection2, T beta1, T oneMinusBeta1, T beta2, T oneMinusBeta2, T epsilon,
         T weightDecay, T decayFactor, Span<T> parameter, ReadOnlySpan<T> gradient, Span<T> m, Span<T> v)
@@ -591,10 +595,10 @@ internal static partial class ReferenceMath
         for (int i = 0; i < parameter.Length; i++)
         {
             parameter[i] *= decayFactor;
-            T g = T.IsZero(weightDecay) ? gradient[i] : gradient[i] + weightDecay * parameter[i];
-            m[i] = beta1 * m[i] + oneMinusBeta1 * g;
-            v[i] = beta2 * v[i] + oneMinusBeta2 * g * g;
-            parameter[i] -= stepSize * m[i] / (T.Sqrt(v[i]) / sqrtCorrection2 + epsilon);
+            T g = T.IsZero(weightDecay) ? gradient[i] : T.FusedMultiplyAdd(parameter[i], weightDecay, gradient[i]);
+            m[i] = T.FusedMultiplyAdd(g, oneMinusBeta1, m[i] * beta1);
+            v[i] = T.FusedMultiplyAdd(oneMinusBeta2 * g, g, v[i] * beta2);
+            parameter[i] += -stepSize * m[i] / ((T.Sqrt(v[i]) / sqrtCorrection2) + epsilon);
         }
     }
 

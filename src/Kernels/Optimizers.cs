@@ -34,6 +34,8 @@ internal static class OptimizerKernels
     /// <summary>
     /// g = grad + λ·p (nothing added when λ = 0, as PyTorch skips it: 0·∞ would be NaN); v = g on the first step, else
     /// μ·v + (1 − dampening)·g; d = g + μ·v (Nesterov) or v; p −= lr·d. Without momentum, p −= lr·g and v is untouched.
+    /// Rounded as PyTorch's CPU kernels round it (docs/05-optimizers.md): each <c>add(x, alpha=a)</c> is one fused
+    /// multiply-add, <c>buf.mul_(μ)</c> a rounded product.
     /// </summary>
     public static void Sgd(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, SgdParams h) =>
         SgdAt(param, grad, velocity, i, h);
@@ -41,22 +43,21 @@ internal static class OptimizerKernels
     /// <summary>The SGD step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's, so both give the same bits).</summary>
     internal static void SgdAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, int i, SgdParams h)
     {
-        // Unfused: each product and sum rounded alone, as the host backends and PyTorch's CPU kernels round them.
-        float g = h.WeightDecay != 0f ? Unfused.Add(grad[i], Unfused.Multiply(h.WeightDecay, param[i])) : grad[i];
+        float g = h.WeightDecay != 0f ? Rounded.MultiplyAdd(param[i], h.WeightDecay, grad[i]) : grad[i];
         if (h.Momentum != 0f)
         {
-            float v = h.FirstStep != 0 ? g
-                : Unfused.Add(Unfused.Multiply(h.Momentum, velocity[i]), Unfused.Multiply(h.OneMinusDampening, g));
+            float v = h.FirstStep != 0 ? g : Rounded.MultiplyAdd(g, h.OneMinusDampening, Rounded.Multiply(velocity[i], h.Momentum));
             velocity[i] = v;
-            g = h.Nesterov != 0 ? Unfused.Add(g, Unfused.Multiply(h.Momentum, v)) : v;
+            g = h.Nesterov != 0 ? Rounded.MultiplyAdd(v, h.Momentum, g) : v;
         }
 
-        param[i] = Unfused.Subtract(param[i], Unfused.Multiply(h.LearningRate, g));
+        param[i] = Rounded.MultiplyAdd(g, -h.LearningRate, param[i]);
     }
 
     /// <summary>
     /// p ← DecayFactor·p (AdamW); g = grad + λ·p (Adam, when λ ≠ 0); m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
-    /// p −= StepSize · m / (√v / SqrtCorrection2 + ε).
+    /// p −= StepSize · m / (√v / SqrtCorrection2 + ε). Rounded as PyTorch's CPU kernels round it (docs/05-optimizers.md):
+    /// <c>add(x, alpha=a)</c> and <c>addcmul</c> fused, the products, quotients, root and the last sum each rounded.
     /// </summary>
     public static void Adam(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m,
         ArrayView<float> v, AdamParams h) =>
@@ -65,14 +66,13 @@ internal static class OptimizerKernels
     /// <summary>The Adam step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's).</summary>
     internal static void AdamAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamParams h)
     {
-        // Unfused: each product and sum rounded alone (the quotients and the root are never fused).
-        float p = Unfused.Multiply(param[i], h.DecayFactor);
-        float g = h.WeightDecay != 0f ? Unfused.Add(grad[i], Unfused.Multiply(h.WeightDecay, p)) : grad[i];
-        float mi = Unfused.Add(Unfused.Multiply(h.Beta1, m[i]), Unfused.Multiply(h.OneMinusBeta1, g));
-        float vi = Unfused.Add(Unfused.Multiply(h.Beta2, v[i]), Unfused.Multiply(Unfused.Multiply(h.OneMinusBeta2, g), g));
+        float p = Rounded.Multiply(param[i], h.DecayFactor);
+        float g = h.WeightDecay != 0f ? Rounded.MultiplyAdd(p, h.WeightDecay, grad[i]) : grad[i];
+        float mi = Rounded.MultiplyAdd(g, h.OneMinusBeta1, Rounded.Multiply(m[i], h.Beta1));
+        float vi = Rounded.MultiplyAdd(Rounded.Multiply(h.OneMinusBeta2, g), g, Rounded.Multiply(v[i], h.Beta2));
         m[i] = mi;
         v[i] = vi;
-        float denominator = XMath.Sqrt(vi) / h.SqrtCorrection2 + h.Epsilon;
-        param[i] = Unfused.Subtract(p, h.StepSize * mi / denominator);
+        float denominator = Rounded.Add(XMath.Sqrt(vi) / h.SqrtCorrection2, h.Epsilon);
+        param[i] = Rounded.Add(p, Rounded.Multiply(-h.StepSize, mi) / denominator);
     }
 }

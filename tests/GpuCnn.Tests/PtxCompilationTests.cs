@@ -22,22 +22,45 @@ public sealed class PtxCompilationTests
     [MemberData(nameof(Kernels))]
     public void Kernel_compiles_to_ptx(string name)
     {
-        var method = KernelMethods().Single(m => Name(m) == name);
+        string ptx = CompileToPtx(KernelMethods().Single(m => Name(m) == name));
+        Assert.Contains(".entry", ptx, StringComparison.Ordinal);
+        Assert.Contains(".target sm_80", ptx, StringComparison.Ordinal);
+        // A .NET method ILGPU cannot translate becomes a call of an undefined function, which CUDA refuses to load.
+        Assert.DoesNotContain(".extern .func", ptx, StringComparison.Ordinal);
+        if (Environment.GetEnvironmentVariable("GPUCNN_PTX_DUMP") is { Length: > 0 } folder)
+        {
+            // For ptxas's register and spill report on a machine with the CUDA toolkit (perf/gpu/check.sh).
+            Directory.CreateDirectory(folder);
+            File.WriteAllText(Path.Combine(folder, new string([.. name.Select(c => char.IsLetterOrDigit(c) ? c : '_')]) + ".ptx"), ptx);
+        }
+    }
+
+    /// <summary>
+    /// The optimizer updates state their rounding (Rounded.cs): PyTorch's fused multiply-adds as <c>fma.rn.f32</c> and
+    /// their rounded products as <c>mul.rn.f32</c>, which ptxas leaves as written; plain <c>mul.f32</c>/<c>add.f32</c>
+    /// it would fuse as it chose.
+    /// </summary>
+    [Theory]
+    [InlineData(nameof(OptimizerKernels.Sgd), 4, 1)]
+    [InlineData(nameof(OptimizerKernels.Adam), 3, 5)]
+    public void Optimizer_kernels_state_their_rounding(string kernel, int fused, int products)
+    {
+        string ptx = CompileToPtx(typeof(OptimizerKernels).GetMethod(kernel)!);
+        Assert.Equal(fused, Count(ptx, "fma.rn.f32"));
+        Assert.Equal(products, Count(ptx, "mul.rn.f32"));
+
+        static int Count(string text, string instruction) => text.Split(instruction).Length - 1;
+    }
+
+    private static string CompileToPtx(MethodInfo method)
+    {
         using var context = Context.Create(b => b.Cuda().EnableAlgorithms().Optimize(OptimizationLevel.O2));
         var architecture = new CudaArchitecture(8, 0);
         using var backend = new PTXBackend(context, new CudaCapabilityContext(architecture), architecture, new CudaInstructionSet(8, 0), null!);
         var entry = method.GetParameters()[0].ParameterType == typeof(Index1D)
             ? EntryPointDescription.FromImplicitlyGroupedKernel(method)
             : EntryPointDescription.FromExplicitlyGroupedKernel(method);
-        var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
-        Assert.Contains(".entry", compiled.PTXAssembly, StringComparison.Ordinal);
-        Assert.Contains(".target sm_80", compiled.PTXAssembly, StringComparison.Ordinal);
-        if (Environment.GetEnvironmentVariable("GPUCNN_PTX_DUMP") is { Length: > 0 } folder)
-        {
-            // For ptxas's register and spill report on a machine with the CUDA toolkit (perf/gpu/check.sh).
-            Directory.CreateDirectory(folder);
-            File.WriteAllText(Path.Combine(folder, new string([.. name.Select(c => char.IsLetterOrDigit(c) ? c : '_')]) + ".ptx"), compiled.PTXAssembly);
-        }
+        return ((PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty)).PTXAssembly;
     }
 
     [Fact]

@@ -608,32 +608,24 @@ public sealed unsafe partial class CpuBackend : HostBackend
         int i = 0;
         if (h.Momentum != 0f)
         {
-            // The loop below, a vector at a time: the same operations in the same order on each lane, so the same bits.
-            Vector<float> decay = new(h.WeightDecay), momentum = new(h.Momentum), keep = new(h.OneMinusDampening), rate = new(h.LearningRate);
+            // The loop below, a vector at a time: the same operations in the same order on each lane, so the same bits
+            // (PyTorch's rounding: ReferenceMath.SgdUpdate).
+            Vector<float> decay = new(h.WeightDecay), momentum = new(h.Momentum), keep = new(h.OneMinusDampening), rate = new(-h.LearningRate);
             fixed (float* pp = p, pg = g, pv = v)
             {
                 for (; i <= parameter.Length - Vector<float>.Count; i += Vector<float>.Count)
                 {
-                    var d = h.WeightDecay != 0f ? Vector.Load(pg + i) + (decay * Vector.Load(pp + i)) : Vector.Load(pg + i);
-                    var velocityNow = h.FirstStep != 0 ? d : (momentum * Vector.Load(pv + i)) + (keep * d);
+                    var d = h.WeightDecay != 0f ? Vector.FusedMultiplyAdd(Vector.Load(pp + i), decay, Vector.Load(pg + i)) : Vector.Load(pg + i);
+                    var velocityNow = h.FirstStep != 0 ? d : Vector.FusedMultiplyAdd(d, keep, Vector.Load(pv + i) * momentum);
                     velocityNow.Store(pv + i);
-                    d = h.Nesterov != 0 ? d + (momentum * velocityNow) : velocityNow;
-                    (Vector.Load(pp + i) - (rate * d)).Store(pp + i);
+                    d = h.Nesterov != 0 ? Vector.FusedMultiplyAdd(velocityNow, momentum, d) : velocityNow;
+                    Vector.FusedMultiplyAdd(d, rate, Vector.Load(pp + i)).Store(pp + i);
                 }
             }
         }
 
-        for (; i < parameter.Length; i++)
-        {
-            float d = h.WeightDecay != 0f ? g[i] + h.WeightDecay * p[i] : g[i];
-            if (h.Momentum != 0f)
-            {
-                v[i] = h.FirstStep != 0 ? d : h.Momentum * v[i] + h.OneMinusDampening * d;
-                d = h.Nesterov != 0 ? d + h.Momentum * v[i] : v[i];
-            }
-
-            p[i] -= h.LearningRate * d;
-        }
+        ReferenceMath.SgdUpdate(h.LearningRate, h.Momentum, h.OneMinusDampening, h.WeightDecay, h.Nesterov != 0, h.FirstStep != 0,
+            p[i..], g[i..], v[i..]);
     }
 
     // ------------------------------------------------------------------ vector helpers
