@@ -418,13 +418,13 @@ if wanted ptx; then
   # written; the test suite's PyTorch fixtures check the bits): for the record, the FFMAs of the machine code (SGD's
   # PTX states 4 fused multiply-adds; Adam's division and square root are FFMA sequences too) and the stack frame (the
   # inline PTX's out-values go through a local depot, which ptxas should fold to 0 bytes).
-  for kernel in OptimizerKernels_Sgd ForeachKernels_SgdList OptimizerKernels_Adam ForeachKernels_AdamList; do
-    ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o "$work/$kernel.cubin" 2>&1 | grep -E "stack frame|registers|error" | tr '\n' ' '
+  for kernel in OptimizerKernels_Sgd_FusedMultiplyAdd_ ForeachKernels_SgdList OptimizerKernels_Adam_FusedMultiplyAdd_ ForeachKernels_AdamList; do
+    echo "-- $kernel"
+    ptxas -arch=sm_90 -v "$work/ptx/$kernel.ptx" -o "$work/$kernel.cubin" 2>&1 | grep -E "stack frame|registers|error"
     if command -v cuobjdump >/dev/null; then
-      fused=$(cuobjdump -sass "$work/$kernel.cubin" | grep -c FFMA)
-      echo "-- $kernel: $fused FFMA"
+      echo "    $(cuobjdump -sass "$work/$kernel.cubin" | grep -c FFMA) FFMA"
     else
-      echo "-- $kernel: cuobjdump not found (FFMA not counted)"
+      echo "    cuobjdump not found (FFMA not counted)"
     fi
   done
 fi

@@ -34,42 +34,50 @@ internal static class OptimizerKernels
     /// <summary>
     /// g = grad + λ·p (nothing added when λ = 0, as PyTorch skips it: 0·∞ would be NaN); v = g on the first step, else
     /// μ·v + (1 − dampening)·g; d = g + μ·v (Nesterov) or v; p −= lr·d. Without momentum, p −= lr·g and v is untouched.
-    /// Rounded as PyTorch's CPU kernels round it (docs/05-optimizers.md): each <c>add(x, alpha=a)</c> is one fused
-    /// multiply-add, <c>buf.mul_(μ)</c> a rounded product.
+    /// Rounded as PyTorch's CPU kernels round it (docs/05-optimizers.md): each <c>add(x, alpha=a)</c> one multiply-add
+    /// (<typeparamref name="TMultiplyAdd"/>: fused, or a float product and sum on a device without doubles),
+    /// <c>buf.mul_(μ)</c> a rounded product.
     /// </summary>
-    public static void Sgd(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, SgdParams h) =>
-        SgdAt(param, grad, velocity, i, h);
+    public static void Sgd<TMultiplyAdd>(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, SgdParams h)
+        where TMultiplyAdd : struct, IMultiplyAdd =>
+        SgdAt<TMultiplyAdd>(param, grad, velocity, i, h);
 
     /// <summary>The SGD step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's, so both give the same bits).</summary>
-    internal static void SgdAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, int i, SgdParams h)
+    internal static void SgdAt<TMultiplyAdd>(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> velocity, int i, SgdParams h)
+        where TMultiplyAdd : struct, IMultiplyAdd
     {
-        float g = h.WeightDecay != 0f ? Rounded.MultiplyAdd(param[i], h.WeightDecay, grad[i]) : grad[i];
+        var fused = default(TMultiplyAdd);
+        float g = h.WeightDecay != 0f ? fused.MultiplyAdd(param[i], h.WeightDecay, grad[i]) : grad[i];
         if (h.Momentum != 0f)
         {
-            float v = h.FirstStep != 0 ? g : Rounded.MultiplyAdd(g, h.OneMinusDampening, Rounded.Multiply(velocity[i], h.Momentum));
+            float v = h.FirstStep != 0 ? g : fused.MultiplyAdd(g, h.OneMinusDampening, Rounded.Multiply(velocity[i], h.Momentum));
             velocity[i] = v;
-            g = h.Nesterov != 0 ? Rounded.MultiplyAdd(v, h.Momentum, g) : v;
+            g = h.Nesterov != 0 ? fused.MultiplyAdd(v, h.Momentum, g) : v;
         }
 
-        param[i] = Rounded.MultiplyAdd(g, -h.LearningRate, param[i]);
+        param[i] = fused.MultiplyAdd(g, -h.LearningRate, param[i]);
     }
 
     /// <summary>
     /// p ← DecayFactor·p (AdamW); g = grad + λ·p (Adam, when λ ≠ 0); m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
     /// p −= StepSize · m / (√v / SqrtCorrection2 + ε). Rounded as PyTorch's CPU kernels round it (docs/05-optimizers.md):
-    /// <c>add(x, alpha=a)</c> and <c>addcmul</c> fused, the products, quotients, root and the last sum each rounded.
+    /// <c>add(x, alpha=a)</c> and <c>addcmul</c> one multiply-add each (<typeparamref name="TMultiplyAdd"/>), the
+    /// products, quotients, root and the last sum each rounded.
     /// </summary>
-    public static void Adam(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m,
-        ArrayView<float> v, AdamParams h) =>
-        AdamAt(param, grad, m, v, i, h);
+    public static void Adam<TMultiplyAdd>(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m,
+        ArrayView<float> v, AdamParams h)
+        where TMultiplyAdd : struct, IMultiplyAdd =>
+        AdamAt<TMultiplyAdd>(param, grad, m, v, i, h);
 
     /// <summary>The Adam step of element <paramref name="i"/> (this kernel's and the tensor-list kernel's).</summary>
-    internal static void AdamAt(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamParams h)
+    internal static void AdamAt<TMultiplyAdd>(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamParams h)
+        where TMultiplyAdd : struct, IMultiplyAdd
     {
+        var fused = default(TMultiplyAdd);
         float p = Rounded.Multiply(param[i], h.DecayFactor);
-        float g = h.WeightDecay != 0f ? Rounded.MultiplyAdd(p, h.WeightDecay, grad[i]) : grad[i];
-        float mi = Rounded.MultiplyAdd(g, h.OneMinusBeta1, Rounded.Multiply(m[i], h.Beta1));
-        float vi = Rounded.MultiplyAdd(Rounded.Multiply(h.OneMinusBeta2, g), g, Rounded.Multiply(v[i], h.Beta2));
+        float g = h.WeightDecay != 0f ? fused.MultiplyAdd(p, h.WeightDecay, grad[i]) : grad[i];
+        float mi = fused.MultiplyAdd(g, h.OneMinusBeta1, Rounded.Multiply(m[i], h.Beta1));
+        float vi = fused.MultiplyAdd(Rounded.Multiply(h.OneMinusBeta2, g), g, Rounded.Multiply(v[i], h.Beta2));
         m[i] = mi;
         v[i] = vi;
         float denominator = Rounded.Add(XMath.Sqrt(vi) / h.SqrtCorrection2, h.Epsilon);

@@ -1352,14 +1352,35 @@ public sealed partial class IlgpuBackend : Backend
     }
 
     /// <inheritdoc/>
+    /// <remarks>PyTorch's fused multiply-adds where the device has doubles; a float product and sum where it has none.</remarks>
     protected override void SgdUpdateCore(SgdParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
-        DeviceTensor<float> velocity) =>
-        _launch.Run(OptimizerKernels.Sgd, parameter.Length, View(parameter), View(gradient), View(velocity), h);
+        DeviceTensor<float> velocity)
+    {
+        if (_float64)
+        {
+            _launch.Run(OptimizerKernels.Sgd<FusedMultiplyAdd>, parameter.Length, View(parameter), View(gradient), View(velocity), h);
+        }
+        else
+        {
+            _launch.Run(OptimizerKernels.Sgd<SinglePrecisionMultiplyAdd>, parameter.Length, View(parameter), View(gradient), View(velocity), h);
+        }
+    }
 
     /// <inheritdoc/>
+    /// <remarks>As <see cref="SgdUpdateCore(SgdParams, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float})"/>.</remarks>
     protected override void AdamUpdateCore(AdamParams h, DeviceTensor<float> parameter, DeviceTensor<float> gradient,
-        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment) =>
-        _launch.Run(OptimizerKernels.Adam, parameter.Length, View(parameter), View(gradient), View(firstMoment), View(secondMoment), h);
+        DeviceTensor<float> firstMoment, DeviceTensor<float> secondMoment)
+    {
+        if (_float64)
+        {
+            _launch.Run(OptimizerKernels.Adam<FusedMultiplyAdd>, parameter.Length, View(parameter), View(gradient), View(firstMoment), View(secondMoment), h);
+        }
+        else
+        {
+            _launch.Run(OptimizerKernels.Adam<SinglePrecisionMultiplyAdd>, parameter.Length, View(parameter), View(gradient), View(firstMoment),
+                View(secondMoment), h);
+        }
+    }
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)

@@ -291,18 +291,21 @@ internal struct SlotInts
 /// </summary>
 internal static class ForeachKernels
 {
-    /// <summary>One SGD step over every listed tensor: thread i updates element i of the list's concatenation.</summary>
+    /// <summary>
+    /// One SGD step over every listed tensor: thread i updates element i of the list's concatenation. Fused multiply-adds
+    /// as PyTorch's: list launches run on CUDA and ILGPU's CPU accelerator only (not OpenCL), which have doubles.
+    /// </summary>
     public static void SgdList(Index1D index, TensorList param, TensorList grad, TensorList velocity, SlotInts ends, SgdParams h)
     {
         int i = index, slot = ends.SlotOf(i);
-        OptimizerKernels.SgdAt(param[slot], grad[slot], velocity[slot], i - ends.Start(slot), h);
+        OptimizerKernels.SgdAt<FusedMultiplyAdd>(param[slot], grad[slot], velocity[slot], i - ends.Start(slot), h);
     }
 
-    /// <summary>One Adam or AdamW step over every listed tensor (element i of the list's concatenation).</summary>
+    /// <summary>One Adam or AdamW step over every listed tensor (element i of the list's concatenation), as SgdList.</summary>
     public static void AdamList(Index1D index, TensorList param, TensorList grad, TensorList m, TensorList v, SlotInts ends, AdamParams h)
     {
         int i = index, slot = ends.SlotOf(i);
-        OptimizerKernels.AdamAt(param[slot], grad[slot], m[slot], v[slot], i - ends.Start(slot), h);
+        OptimizerKernels.AdamAt<FusedMultiplyAdd>(param[slot], grad[slot], m[slot], v[slot], i - ends.Start(slot), h);
     }
 
     /// <summary>x *= coefficient[0] over every listed tensor.</summary>
