@@ -70,7 +70,7 @@ internal static class Rounded
 /// How a kernel computes a · b + c where PyTorch's kernels fuse it: a type argument of the optimizer kernels, chosen per
 /// device by the ILGPU backend (a kernel is compiled for the one it is given, so a device never sees the other's code).
 /// </summary>
-public interface IMultiplyAdd
+internal interface IMultiplyAdd
 {
     /// <summary>a · b + c.</summary>
     float MultiplyAdd(float a, float b, float c);
@@ -81,7 +81,7 @@ public interface IMultiplyAdd
 /// <see cref="Rounded.MultiplyAddInDouble"/> (ILGPU 1.5.3 maps no .NET method to its own multiply-add, and a call of
 /// <c>MathF.FusedMultiplyAdd</c> becomes an undefined external function in PTX, even in a branch never taken).
 /// </summary>
-public readonly struct FusedMultiplyAdd : IMultiplyAdd
+internal readonly struct FusedMultiplyAdd : IMultiplyAdd
 {
     /// <inheritdoc/>
     public float MultiplyAdd(float a, float b, float c)
@@ -101,7 +101,7 @@ public readonly struct FusedMultiplyAdd : IMultiplyAdd
 /// cannot compile: rounded twice, or once where the device's compiler fuses them (OpenCL C allows it by default).
 /// Within float rounding of PyTorch, not to its bit (docs/05-optimizers.md).
 /// </summary>
-public readonly struct SinglePrecisionMultiplyAdd : IMultiplyAdd
+internal readonly struct SinglePrecisionMultiplyAdd : IMultiplyAdd
 {
     /// <inheritdoc/>
     public float MultiplyAdd(float a, float b, float c) => (a * b) + c;
