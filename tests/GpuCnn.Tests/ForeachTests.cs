@@ -36,6 +36,39 @@ public abstract class ForeachTests(BackendFixture fixture)
         listed.AssertIdentical(each, "SGD");
     }
 
+    /// <summary>
+    /// Without momentum the velocities may be an empty list (Sgd keeps no buffers then, as PyTorch keeps none): the
+    /// same bits as a step per tensor with a buffer, which stays untouched; with momentum an empty list is refused.
+    /// </summary>
+    [Fact]
+    public void Plain_sgd_over_a_list_takes_no_velocities()
+    {
+        var backend = fixture.Require();
+        var options = new SgdOptions(0.05f, WeightDecay: 0.01f);
+        using var listed = new Tensors(backend, 2, seed: 3);
+        using var each = new Tensors(backend, 2, seed: 3);
+        float[][] buffers = [.. each[1].Select(backend.DownloadArray)];
+        for (int step = 0; step < 2; step++)
+        {
+            listed.Gradients(seed: 30 + step);
+            each.Gradients(seed: 30 + step);
+            backend.SgdUpdate(options, step == 0, listed[0], listed.Gradient, []);
+            for (int i = 0; i < Lengths.Length; i++)
+            {
+                backend.SgdUpdate(options, step == 0, each[0][i], each.Gradient[i], each[1][i]);
+            }
+        }
+
+        for (int i = 0; i < Lengths.Length; i++)
+        {
+            TensorAssert.Identical<float>(backend.DownloadArray(each[0][i]), backend.DownloadArray(listed[0][i]), $"{backend.Name} plain SGD: tensor {i}");
+            TensorAssert.Identical<float>(buffers[i], backend.DownloadArray(each[1][i]), $"{backend.Name} plain SGD: velocity {i} untouched");
+        }
+
+        var refused = Assert.Throws<ArgumentException>(() => backend.SgdUpdate(options with { Momentum = 0.9f }, false, listed[0], listed.Gradient, []));
+        Assert.Contains("SgdUpdate: velocities lists 0 tensors, expected one for each of 36", refused.Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

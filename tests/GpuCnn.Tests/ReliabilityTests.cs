@@ -158,6 +158,47 @@ public sealed class ReliabilityTests
         Assert.EndsWith("is not a gpucnn checkpoint (a model file? load it as initial weights instead). (--init)", notCheckpoint.ErrorLine, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// SGD without momentum keeps no momentum buffer (PyTorch's is None): no state, no memory the size of the model.
+    /// A checkpoint that carries zero buffers, as plain SGD wrote them before, still restores.
+    /// </summary>
+    [Fact]
+    public void Plain_sgd_keeps_no_momentum_buffers_and_restores_a_checkpoint_that_carries_them()
+    {
+        using var temp = Fixtures.TempFolder();
+        using var backend = new ReferenceBackend();
+        var settings = new Dictionary<string, string> { ["optimizer"] = "sgd" };
+        using var model = Sequential.Create(Spec, [1, 8, 8], backend, seed: 3);
+        using (var withBuffers = new Sgd(backend, model.NamedParameters(), new SgdOptions(0.1f, 0.9f)))
+        {
+            Assert.Equal(model.NamedParameters().Count(), withBuffers.StateTensors().Count());
+            CheckpointFile.Save(temp.File("c.safetensors"), model, withBuffers, new TrainingState(1, 0, 4, 0f, 0f), settings);
+        }
+
+        using var resumed = Sequential.Create(Spec, [1, 8, 8], backend, seed: 4);
+        using var plain = new Sgd(backend, resumed.NamedParameters(), new SgdOptions(0.1f));
+        Assert.Empty(plain.StateTensors());
+        Assert.Equal(new TrainingState(1, 0, 4, 0f, 0f), CheckpointFile.Restore(temp.File("c.safetensors"), resumed, plain, settings) with { WrittenOn = null });
+        Assert.Equal(4, plain.StepCount);
+        foreach (var (key, tensor) in model.StateDict())
+        {
+            TensorAssert.Identical<float>(tensor.Data, resumed.StateDict()[key].Data, key);
+        }
+
+        // Its steps are p −= lr·g, as before.
+        var before = resumed.StateDict();
+        foreach (var (_, parameter) in resumed.NamedParameters())
+        {
+            backend.Fill(parameter.Gradient, 1f);
+        }
+
+        plain.Step();
+        foreach (var (key, tensor) in resumed.StateDict())
+        {
+            TensorAssert.Identical<float>(Array.ConvertAll(before[key].Data, v => v - 0.1f), tensor.Data, key + " after a step");
+        }
+    }
+
     [Theory]
     [InlineData(LearningRateSchedule.Cosine, 0, Spec)]
     [InlineData(LearningRateSchedule.Step, 11, Spec)] // the interruption (step 8) falls inside the warm-up; crops and flips too

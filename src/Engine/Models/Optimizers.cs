@@ -205,7 +205,10 @@ public sealed class Sgd : Optimizer
 {
     private readonly DeviceTensor<float>[] _velocity;
 
-    /// <summary>Creates the optimizer; its momentum buffers start at zero.</summary>
+    /// <summary>
+    /// Creates the optimizer; its momentum buffers start at zero. Without momentum it keeps none, as PyTorch keeps
+    /// none (its momentum_buffer is None): no state, and no memory the size of the model.
+    /// </summary>
     public Sgd(Backend backend, IEnumerable<(string Key, Parameter Parameter)> parameters, SgdOptions options)
         : base(backend, parameters)
     {
@@ -213,7 +216,7 @@ public sealed class Sgd : Optimizer
         options.Validate();
         _options = options;
         _learningRate = options.LearningRate;
-        _velocity = ZeroStates();
+        _velocity = options.Momentum != 0f ? ZeroStates() : [];
     }
 
     private readonly SgdOptions _options;
@@ -233,8 +236,9 @@ public sealed class Sgd : Optimizer
     }
 
     /// <inheritdoc/>
+    /// <remarks>None without momentum (a checkpoint written with zero buffers before then still restores: they are not read).</remarks>
     public override IEnumerable<(string Name, DeviceTensor<float> Tensor)> StateTensors() =>
-        Parameters.Select((p, i) => ($"{p.Key}.momentum_buffer", _velocity[i]));
+        _velocity.Select((velocity, i) => ($"{Parameters[i].Key}.momentum_buffer", velocity));
 
     /// <inheritdoc/>
     protected override void StepCore() => Backend.SgdUpdate(_options, StepCount == 0, Values, Gradients, _velocity, _learningRate);

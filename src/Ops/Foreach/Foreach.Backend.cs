@@ -9,7 +9,8 @@ public abstract partial class Backend
     /// One torch.optim.SGD step on every tensor of <paramref name="parameters"/> (PyTorch's foreach form): the same as
     /// <see cref="SgdUpdate(SgdOptions, bool, DeviceTensor{float}, DeviceTensor{float}, DeviceTensor{float}, float?)"/>
     /// on each in turn, to the bit, in a few launches on a GPU instead of one per tensor. The lists are parallel;
-    /// a parameter or velocity may appear once only, and no gradient may be one of them.
+    /// a parameter or velocity may appear once only, and no gradient may be one of them. Without momentum the
+    /// velocities may be an empty list (PyTorch keeps no momentum buffer then; nothing reads one).
     /// </summary>
     public void SgdUpdate(SgdOptions options, bool firstStep, IReadOnlyList<DeviceTensor<float>> parameters,
         IReadOnlyList<DeviceTensor<float>> gradients, IReadOnlyList<DeviceTensor<float>> velocities, float? learningRate = null)
@@ -19,6 +20,15 @@ public abstract partial class Backend
         var h = SgdStep(options, firstStep, learningRate);
         Checks.TensorList(op, nameof(parameters), parameters, this, null);
         Checks.TensorList(op, nameof(gradients), gradients, this, parameters);
+        if (velocities is { Count: 0 } && h.Momentum == 0f && parameters.Count > 0)
+        {
+            // The kernels neither read nor write a velocity without momentum: the gradients stand in for the list.
+            Checks.Unaliased(op, ++_listStamp, (nameof(parameters), parameters));
+            Checks.NotWritten(op, _listStamp, nameof(gradients), gradients, (nameof(parameters), parameters));
+            SgdUpdateCore(h, parameters, gradients, gradients);
+            return;
+        }
+
         Checks.TensorList(op, nameof(velocities), velocities, this, parameters);
         Checks.Unaliased(op, ++_listStamp, (nameof(parameters), parameters), (nameof(velocities), velocities));
         Checks.NotWritten(op, _listStamp, nameof(gradients), gradients, (nameof(parameters), parameters), (nameof(velocities), velocities));
