@@ -262,7 +262,10 @@ internal static partial class ReferenceMath
         }
     }
 
-    /// <summary>x (N,C,H,W) -> y (N,C,P,Q): the window sum / (KernelH·KernelW), padding counted as zeros.</summary>
+    /// <summary>
+    /// x (N,C,H,W) -> y (N,C,P,Q): the window sum / its area (KernelH·KernelW, less what ceil mode's last window runs
+    /// past the padded input: <see cref="Pool2dGeometry.WindowArea"/>), padding counted as zeros.
+    /// </summary>
     public static void AvgPool2dForward<T>(Pool2dGeometry g, ReadOnlySpan<T> x, Span<T> y)
         where T : IFloatingPointIeee754<T>
     {
@@ -304,17 +307,16 @@ internal static partial class ReferenceMath
                         }
                     }
 
-                    y[(plane * g.P + p) * g.Q + q] = sum / area;
+                    y[(plane * g.P + p) * g.Q + q] = sum / T.CreateChecked(g.WindowArea(p, q));
                 }
             }
         }
     }
 
-    /// <summary>dy (N,C,P,Q) -> dx (N,C,H,W): every window position receives dy / (KernelH·KernelW) (scatter form).</summary>
+    /// <summary>dy (N,C,P,Q) -> dx (N,C,H,W): every window position receives dy / the window's area (scatter form).</summary>
     public static void AvgPool2dBackward<T>(Pool2dGeometry g, ReadOnlySpan<T> dy, Span<T> dx)
         where T : IFloatingPointIeee754<T>
     {
-        T area = T.CreateChecked(g.KernelH * g.KernelW);
         dx.Fill(T.Zero);
         for (int plane = 0; plane < g.N * g.C; plane++)
         {
@@ -322,7 +324,7 @@ internal static partial class ReferenceMath
             {
                 for (int q = 0; q < g.Q; q++)
                 {
-                    T share = dy[(plane * g.P + p) * g.Q + q] / area;
+                    T share = dy[(plane * g.P + p) * g.Q + q] / T.CreateChecked(g.WindowArea(p, q));
                     for (int r = 0; r < g.KernelH; r++)
                     {
                         for (int s = 0; s < g.KernelW; s++)

@@ -104,8 +104,11 @@ public readonly record struct Conv2dGeometry(
 
 /// <summary>
 /// The shape of one 2-D pooling: input x (N, C, H, W), a KernelH×KernelW window moved by the stride over the
-/// input padded by PadH/PadW on each side, output y (N, C, P, Q) with P = ⌊(H + 2·PadH − KernelH) / StrideH⌋ + 1.
-/// Max pooling never takes a padding position (PyTorch's −∞ padding); average pooling counts it as a zero.
+/// input padded by PadH/PadW on each side, output y (N, C, P, Q) with P = ⌊(H + 2·PadH − KernelH) / StrideH⌋ + 1, or
+/// with <see cref="CeilMode"/> ⌈…⌉ + 1 less any last window that would start past the input and its near padding
+/// (PyTorch's ceil_mode): that last window runs off the far edge and is cut there. Max pooling never takes a padding
+/// position (PyTorch's −∞ padding); average pooling counts padding as zeros and divides by the window's part inside the
+/// padded input (<see cref="WindowArea"/>: the whole window but where ceil mode cuts it, as PyTorch's count_include_pad).
 /// </summary>
 public readonly record struct Pool2dGeometry(
     int N, int C, int H, int W,
@@ -114,10 +117,47 @@ public readonly record struct Pool2dGeometry(
     int PadH = 0, int PadW = 0)
 {
     /// <summary>Output height P.</summary>
-    public int P => (H + 2 * PadH - KernelH) / StrideH + 1;
+    public int P => OutputExtent(H, PadH, KernelH, StrideH, _ceilMode);
 
     /// <summary>Output width Q.</summary>
-    public int Q => (W + 2 * PadW - KernelW) / StrideW + 1;
+    public int Q => OutputExtent(W, PadW, KernelW, StrideW, _ceilMode);
+
+    /// <summary>
+    /// PyTorch's ceil_mode: the output counts a last, partial window wherever the stride leaves input over (a 3×3
+    /// window at stride 2 over 6 rows: 3 outputs, not 2), so no input is dropped.
+    /// </summary>
+    public bool CeilMode { get => _ceilMode != 0; init => _ceilMode = value ? 1 : 0; }
+
+    private readonly int _ceilMode; // an int: ILGPU takes no bool in a kernel's arguments
+
+    /// <summary>Whether ceil mode's last window (a row or a column of them) runs past the padded input.</summary>
+    public bool WindowsOverhang =>
+        (long)(P - 1) * StrideH + KernelH > H + (2L * PadH) || (long)(Q - 1) * StrideW + KernelW > W + (2L * PadW);
+
+    /// <summary>
+    /// The divisor of average pooling's window (p, q): its rows and columns inside the padded input, KernelH·KernelW
+    /// unless ceil mode's last window runs past it (PyTorch's count_include_pad divisor).
+    /// </summary>
+    public int WindowArea(int p, int q)
+    {
+        int h0 = (p * StrideH) - PadH, w0 = (q * StrideW) - PadW;
+        int rows = Math.Min(h0 + KernelH, H + PadH) - h0, columns = Math.Min(w0 + KernelW, W + PadW) - w0;
+        return rows * columns;
+    }
+
+    private static int OutputExtent(int size, int pad, int kernel, int stride, int ceilMode)
+    {
+        int span = size + (2 * pad) - kernel;
+        if (ceilMode == 0 || span < 0)
+        {
+            return (span / stride) + 1;
+        }
+
+        // ⌈span / stride⌉ without span + stride − 1, which a huge stride wraps; then PyTorch's rule: the last window
+        // must start inside the input or its near padding.
+        int outputs = (span / stride) + (span % stride != 0 ? 1 : 0) + 1;
+        return (long)(outputs - 1) * stride >= size + pad ? outputs - 1 : outputs;
+    }
 
     /// <summary>Input element count N·C·H·W.</summary>
     public int InputSize => N * C * H * W;
@@ -173,7 +213,7 @@ public readonly record struct Pool2dGeometry(
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"x ({N},{C},{H},{W}), window {KernelH}x{KernelW}, stride {StrideH}x{StrideW}, pad {PadH}x{PadW}";
+        $"x ({N},{C},{H},{W}), window {KernelH}x{KernelW}, stride {StrideH}x{StrideW}, pad {PadH}x{PadW}" + (CeilMode ? ", ceil mode" : "");
 }
 
 internal static class GeometryChecks

@@ -136,7 +136,10 @@ internal static class PoolingKernels
         dx[index] = sum;
     }
 
-    /// <summary>y = the window's sum / (KernelH·KernelW), zero padding counted (PyTorch's count_include_pad).</summary>
+    /// <summary>
+    /// y = the window's sum / its area (KernelH·KernelW but where ceil mode cuts the last window), zero padding counted
+    /// (PyTorch's count_include_pad).
+    /// </summary>
     public static void AverageForward(Index1D index, ArrayView<float> x, ArrayView<float> y, Pool2dGeometry g)
     {
         int q = index % g.Q;
@@ -162,7 +165,7 @@ internal static class PoolingKernels
             }
         }
 
-        y[index] = sum / (g.KernelH * g.KernelW);
+        y[index] = sum / g.WindowArea(p, q);
     }
 
     /// <summary>
@@ -213,7 +216,7 @@ internal static class PoolingKernels
     }
 
     /// <summary>
-    /// dx[n,c,h,w] = Σ (dy[n,c,p,q] / (KernelH·KernelW)) over the windows (p,q) that contain (h,w), in window order from
+    /// dx[n,c,h,w] = Σ (dy[n,c,p,q] / area of (p,q)) over the windows (p,q) that contain (h,w), in window order from
     /// 0: each share divided, then added, as PyTorch and the reference do (a sum divided once rounds otherwise).
     /// </summary>
     public static void AverageBackward(Index1D index, ArrayView<float> dy, ArrayView<float> dx, Pool2dGeometry g)
@@ -223,12 +226,12 @@ internal static class PoolingKernels
         int plane = index / (g.W * g.H);
         WindowRange(h + g.PadH, g.KernelH, g.StrideH, g.P, out int p0, out int p1);
         WindowRange(col + g.PadW, g.KernelW, g.StrideW, g.Q, out int q0, out int q1);
-        float area = g.KernelH * g.KernelW, sum = 0f;
+        float sum = 0f;
         for (int p = p0; p <= p1; p++)
         {
             for (int q = q0; q <= q1; q++)
             {
-                sum += dy[(plane * g.P + p) * g.Q + q] / area;
+                sum += dy[(plane * g.P + p) * g.Q + q] / g.WindowArea(p, q);
             }
         }
 

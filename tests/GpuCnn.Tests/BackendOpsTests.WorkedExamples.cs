@@ -26,6 +26,39 @@ public abstract partial class BackendOpsTests
         TensorAssert.Close([0, 0, 0, 0, 0, 1, 0, 2, 3, 0, 0, 0, 0, 0, 0, 4], Backend.DownloadArray(dgx), g.InputShape, 0, 0, $"{Backend.Name} 4x4 max pool backward");
     }
 
+    /// <summary>
+    /// Ceil mode on a 1×5 row, window 1×2, stride 2: a third window holds the last element alone. Max pooling takes it;
+    /// average pooling divides it by 1, the window's part inside the input (PyTorch: avg_pool2d(ceil_mode=True) gives
+    /// [1.5, 3.5, 5]). With padding 1 the outputs stay 3 where ⌈⌉ gives 4, since a fourth window would start past the
+    /// input and its near padding; its first window holds padding and x0 (divided by 2, padding counted).
+    /// </summary>
+    [Fact]
+    [Trait("Category", "CrossCheck")]
+    public void Ceil_mode_adds_a_last_window_cut_at_the_edge()
+    {
+        var g = new Pool2dGeometry(N: 1, C: 1, H: 1, W: 5, KernelH: 1, KernelW: 2, StrideH: 1, StrideW: 2) { CeilMode = true };
+        Assert.Equal((1, 3), (g.P, g.Q));
+        Assert.Equal(2, (g with { CeilMode = false }).Q);
+        using var x = Put([1, 2, 3, 4, 5], g.InputShape);
+        using var y = Poisoned(g.OutputShape);
+        using var switches = Backend.Allocate<int>(g.OutputShape);
+        Backend.MaxPool2dForward(g, x, y, switches);
+        TensorAssert.Close([2, 4, 5], Backend.DownloadArray(y), g.OutputShape, 0, 0, $"{Backend.Name} ceil-mode max pool");
+        Assert.Equal([1, 3, 4], Backend.DownloadArray(switches));
+        Backend.AvgPool2dForward(g, x, y);
+        TensorAssert.Close([1.5, 3.5, 5], Backend.DownloadArray(y), g.OutputShape, 0, 0, $"{Backend.Name} ceil-mode average pool");
+        using var dy = Put([2, 4, 6], g.OutputShape);
+        using var dx = Poisoned(g.InputShape);
+        Backend.AvgPool2dBackward(g, dy, dx);
+        TensorAssert.Close([1, 1, 2, 2, 6], Backend.DownloadArray(dx), g.InputShape, 0, 0, $"{Backend.Name} ceil-mode average pool backward");
+
+        var padded = g with { PadW = 1 }; // windows at −1..0, 1..2, 3..4: ⌈(5 + 2 − 2) / 2⌉ + 1 = 4 less the one starting at 5
+        Assert.Equal(3, padded.Q);
+        using var py = Poisoned(padded.OutputShape);
+        Backend.AvgPool2dForward(padded, x, py);
+        TensorAssert.Close([0.5, 2.5, 4.5], Backend.DownloadArray(py), padded.OutputShape, 0, 0, $"{Backend.Name} padded ceil-mode average pool");
+    }
+
     [Fact]
     [Trait("Category", "CrossCheck")]
     public void Max_pool_tie_goes_to_the_first_maximum_in_row_major_order()

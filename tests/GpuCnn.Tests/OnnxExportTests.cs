@@ -23,6 +23,8 @@ public sealed class OnnxExportTests
             "globalavgpool,flatten,dense(8),batchnorm(momentum=0.01,eps=0.001),tanh,dense(4)", "3x12x12"
         },
         { "dense(6),batchnorm,relu,dense(3)", "4" }, // (N, features): the normalisation's constants (1, F), not (1, F, 1, 1)
+        // ceil_mode: last windows cut at the far edge; the average's at the padded edge, padding counted in its divisor.
+        { "conv(4,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(3,stride=2,pad=1,ceil_mode=true),flatten,dense(3)", "2x11x10" },
         // Branches that start with a SiLU or GELU (two consumers of the block's input each), and a body that splits again
         // before its join (found along the shortcut).
         { "conv(4,3,pad=1),residual(silu,conv(4,3,pad=1)),residual(gelu,conv(4,3,pad=1); silu,conv(4,1)),residual(conv(4,3,pad=1),residual(relu),tanh; conv(4,1)),flatten,dense(3)", "2x6x6" },

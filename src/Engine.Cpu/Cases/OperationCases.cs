@@ -516,13 +516,13 @@ public static partial class OperationCases
         }
     }
 
-    /// <summary>A random valid pooling window.</summary>
+    /// <summary>A random valid pooling window, in ceil mode half the time.</summary>
     public static Pool2dGeometry RandomPool(Random random)
     {
         ArgumentNullException.ThrowIfNull(random);
         int k = random.Next(1, 4), stride = random.Next(1, k + 1);
         return new Pool2dGeometry(random.Next(1, 3), random.Next(1, 4), random.Next(k + 2, 11), random.Next(k + 2, 11), k, k, stride, stride,
-            random.Next(0, (k / 2) + 1), random.Next(0, (k / 2) + 1));
+            random.Next(0, (k / 2) + 1), random.Next(0, (k / 2) + 1)) { CeilMode = random.Next(2) == 0 };
     }
 
     /// <summary>Uniform values in [−scale, scale].</summary>

@@ -681,6 +681,7 @@ public sealed unsafe partial class CpuBackend
             int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
             int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
             float area = kh * kw; // divided by, as PyTorch and the reference do: times 1/9 is an ulp off 17/9
+            bool overhang = _g.WindowsOverhang; // ceil mode's last windows: divided by their part inside the padded input
             for (int p = 0; p < outH; p++)
             {
                 for (int q = 0; q < outW; q++)
@@ -699,7 +700,7 @@ public sealed unsafe partial class CpuBackend
                         }
                     }
 
-                    y[p * outW + q] = sum / area;
+                    y[p * outW + q] = sum / (overhang ? _g.WindowArea(p, q) : area);
                 }
             }
         }
@@ -762,12 +763,13 @@ public sealed unsafe partial class CpuBackend
             int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
             int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
             float area = kh * kw;
+            bool overhang = _g.WindowsOverhang;
             new Span<float>(dx, height * width).Clear();
             for (int p = 0; p < outH; p++)
             {
                 for (int q = 0; q < outW; q++)
                 {
-                    float share = dy[p * outW + q] / area;
+                    float share = dy[p * outW + q] / (overhang ? _g.WindowArea(p, q) : area);
                     for (int r = 0; r < kh; r++)
                     {
                         int h = p * sh + r - ph;

@@ -13,7 +13,7 @@ namespace GpuCnn.Cpu.Fast;
 internal static class Pool2x2
 {
     public static bool Suits(in Pool2dGeometry g) =>
-        g.KernelH == 2 && g.KernelW == 2 && g.StrideH == 2 && g.StrideW == 2 && g.PadH == 0 && g.PadW == 0;
+        g.KernelH == 2 && g.KernelW == 2 && g.StrideH == 2 && g.StrideW == 2 && g.PadH == 0 && g.PadW == 0 && !g.WindowsOverhang;
 
     /// <summary>
     /// One plane: x (H,W) → y, switches (P,Q), 16 outputs at a time with 512-bit vectors, 8 with 256-bit ones (the AVX2

@@ -15,8 +15,11 @@ namespace GpuCnn.Cpu.Fast;
 /// </summary>
 internal static unsafe class PoolWindows
 {
-    /// <summary>Whether a plane takes this route: 256-bit vectors and output rows of at least eight.</summary>
-    public static bool Suits(in Pool2dGeometry g, SimdWidth width) => width >= SimdWidth.Vector256 && g.Q >= 8;
+    /// <summary>
+    /// Whether a plane takes this route: 256-bit vectors and output rows of at least eight, every window inside the
+    /// padded plane (not ceil mode's last ones that run past it).
+    /// </summary>
+    public static bool Suits(in Pool2dGeometry g, SimdWidth width) => width >= SimdWidth.Vector256 && g.Q >= 8 && !g.WindowsOverhang;
 
     /// <summary>Floats of scratch one plane needs: the spread plane, then the window's column offsets (not on the stack, where a wide window would overflow it).</summary>
     public static int ScratchLength(in Pool2dGeometry g) => Layout(g).Length + g.KernelW;
@@ -109,7 +112,8 @@ internal static unsafe class PoolWindows
     /// least eight, 256-bit vectors.
     /// </summary>
     public static bool SuitsAverageBackward(in Pool2dGeometry g, SimdWidth width) =>
-        width >= SimdWidth.Vector256 && g.StrideH == 1 && g.StrideW == 1 && g.PadH < g.KernelH && g.PadW < g.KernelW && g.W >= 8;
+        width >= SimdWidth.Vector256 && g.StrideH == 1 && g.StrideW == 1 && g.PadH < g.KernelH && g.PadW < g.KernelW && g.W >= 8
+        && !g.WindowsOverhang; // (at stride 1 ceil mode adds no window)
 
     /// <summary>Floats of scratch one plane's average-pooling gradient needs.</summary>
     public static int AverageBackwardScratchLength(in Pool2dGeometry g) => BackwardLayout(g).Length;

@@ -1,7 +1,7 @@
 namespace GpuCnn.Models;
 
-/// <summary>Shared shape logic of the pooling layers: window, stride (defaults to the window), padding.</summary>
-public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride, (int H, int W) padding) : Layer
+/// <summary>Shared shape logic of the pooling layers: window, stride (defaults to the window), padding, ceil mode.</summary>
+public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride, (int H, int W) padding, bool ceilMode = false) : Layer
 {
     /// <summary>The window.</summary>
     public (int H, int W) Kernel { get; } = kernel;
@@ -12,13 +12,18 @@ public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride,
     /// <summary>Padding on each side.</summary>
     public (int H, int W) Padding { get; } = padding;
 
+    /// <summary>
+    /// PyTorch's ceil_mode: a last, partial window where the stride leaves input over (<see cref="Pool2dGeometry.CeilMode"/>).
+    /// </summary>
+    public bool CeilMode { get; } = ceilMode;
+
     /// <summary>The spec name: maxpool or avgpool.</summary>
     protected abstract string Kind { get; }
 
     /// <inheritdoc/>
     public override string Spec =>
         $"{Kind}({SpecText.Pair(Kernel)}{(Stride == Kernel ? "" : ",stride=" + SpecText.Pair(Stride))}" +
-        $"{(Padding == (0, 0) ? "" : ",pad=" + SpecText.Pair(Padding))})";
+        $"{(Padding == (0, 0) ? "" : ",pad=" + SpecText.Pair(Padding))}{(CeilMode ? ",ceil_mode=true" : "")})";
 
     /// <inheritdoc/>
     protected override Shape InferOutputShape(Shape input)
@@ -35,19 +40,23 @@ public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride,
 
     /// <summary>The geometry for a batch.</summary>
     protected Pool2dGeometry Geometry(int batch) =>
-        new(batch, InputShape[0], InputShape[1], InputShape[2], Kernel.H, Kernel.W, Stride.H, Stride.W, Padding.H, Padding.W) { PlaneMean = PlaneMean };
+        new(batch, InputShape[0], InputShape[1], InputShape[2], Kernel.H, Kernel.W, Stride.H, Stride.W, Padding.H, Padding.W)
+        {
+            PlaneMean = PlaneMean,
+            CeilMode = CeilMode,
+        };
 
     /// <summary>Set by global pooling, whose average is each plane's mean (<see cref="Pool2dGeometry.PlaneMean"/>).</summary>
     internal bool PlaneMean { get; init; }
 }
 
 /// <summary>PyTorch's MaxPool2d; keeps the switch mask of its last forward for the backward.</summary>
-public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default)
-    : Pool2dLayer(kernel, stride, padding)
+public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default, bool ceilMode = false)
+    : Pool2dLayer(kernel, stride, padding, ceilMode)
 {
-    /// <summary>The layer for <c>maxpool(K[,stride=S][,pad=P])</c>.</summary>
+    /// <summary>The layer for <c>maxpool(K[,stride=S][,pad=P][,ceil_mode=true])</c>.</summary>
     public static MaxPool2d Parse(LayerArguments args) =>
-        new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false));
+        new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false), args.NamedBool("ceil_mode", false));
 
     private BatchSizedCache<DeviceTensor<int>>? _switchCache;
     private int _batch;
@@ -94,13 +103,13 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
     }
 }
 
-/// <summary>PyTorch's AvgPool2d (zero padding counted in the mean).</summary>
-public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default)
-    : Pool2dLayer(kernel, stride, padding)
+/// <summary>PyTorch's AvgPool2d (zero padding counted in the mean; ceil mode's cut windows divided by what is left of them).</summary>
+public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default, bool ceilMode = false)
+    : Pool2dLayer(kernel, stride, padding, ceilMode)
 {
-    /// <summary>The layer for <c>avgpool(K[,stride=S][,pad=P])</c>.</summary>
+    /// <summary>The layer for <c>avgpool(K[,stride=S][,pad=P][,ceil_mode=true])</c>.</summary>
     public static AvgPool2d Parse(LayerArguments args) =>
-        new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false));
+        new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false), args.NamedBool("ceil_mode", false));
 
     private int _batch;
 

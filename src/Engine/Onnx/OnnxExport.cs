@@ -13,7 +13,8 @@ namespace GpuCnn.Onnx;
 /// (N, C, H, W) with N left free, one output "logits" (N, classes), the weights as initializers under their state-dict
 /// names. Every layer the engine has maps to standard operators: Conv (strides, pads, dilations, group), Gemm for
 /// dense layers, Relu, LeakyRelu, Sigmoid, Tanh, GELU as x·½(1 + erf(x/√2)) and SiLU as x·σ(x) (opset 17 has neither
-/// as one operator), MaxPool, AveragePool (count_include_pad, as PyTorch and the engine divide by the whole window),
+/// as one operator), MaxPool, AveragePool (count_include_pad, as PyTorch and the engine divide by the whole window; both
+/// with ceil_mode),
 /// GlobalAveragePool, BatchNormalization with the running statistics (evaluation mode), Flatten, Add for residual
 /// blocks; dropout is the identity in evaluation and writes nothing; a model's input normalisation becomes Sub and Div.
 /// </summary>
@@ -169,7 +170,7 @@ public static partial class OnnxModel
         private static AttributeProto[] PoolAttributes(Pool2dLayer pool) =>
         [
             Ints("kernel_shape", pool.Kernel.H, pool.Kernel.W), Ints("strides", pool.Stride.H, pool.Stride.W),
-            Ints("pads", pool.Padding.H, pool.Padding.W, pool.Padding.H, pool.Padding.W),
+            Ints("pads", pool.Padding.H, pool.Padding.W, pool.Padding.H, pool.Padding.W), Int("ceil_mode", pool.CeilMode ? 1 : 0),
         ];
 
         private static ValueInfoProto ValueInfo(string name, Shape sample)

@@ -661,11 +661,6 @@ public static partial class OnnxModel
                     int[] kernel = Ints(node, "kernel_shape", null, 2, minimum: 1), stride = Ints(node, "strides", [1, 1], 2, minimum: 1);
                     bool average = node.OpType == "AveragePool";
                     int[] own = Ints(node, "pads", [0, 0, 0, 0], 4), pads = Padded(own); // a Pad node's zeros are values: counted
-                    if (Int(node, "ceil_mode", 0) != 0)
-                    {
-                        throw Error(node, "ceil_mode is not supported (export with ceil_mode=False)");
-                    }
-
                     if (pads[0] != pads[2] || pads[1] != pads[3])
                     {
                         throw Error(node, $"one-sided padding ({string.Join(",", pads)}: top, left, bottom, right) is not supported");
@@ -676,8 +671,8 @@ public static partial class OnnxModel
                         throw Error(node, "a padded average without count_include_pad (PyTorch's count_include_pad=False) is not supported");
                     }
 
-                    string kind = average ? "avgpool" : "maxpool";
-                    return Text($"{kind}({kernel[0]}x{kernel[1]},stride={stride[0]}x{stride[1]},pad={pads[0]}x{pads[1]})");
+                    string kind = average ? "avgpool" : "maxpool", ceil = Int(node, "ceil_mode", 0) != 0 ? ",ceil_mode=true" : "";
+                    return Text($"{kind}({kernel[0]}x{kernel[1]},stride={stride[0]}x{stride[1]},pad={pads[0]}x{pads[1]}{ceil})");
                 }
 
                 case "GlobalAveragePool":

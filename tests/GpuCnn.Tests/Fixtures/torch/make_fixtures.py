@@ -58,7 +58,8 @@ def build(spec, in_shape):
         elif name in ("maxpool", "avgpool"):
             k = pair(pos[0])
             cls = nn.MaxPool2d if name == "maxpool" else nn.AvgPool2d
-            layer = cls(k, stride=pair(named["stride"]) if "stride" in named else None, padding=pair(named.get("pad", "0")))
+            layer = cls(k, stride=pair(named["stride"]) if "stride" in named else None, padding=pair(named.get("pad", "0")),
+                        ceil_mode=named.get("ceil_mode", "false") == "true")
         elif name == "relu":
             layer = nn.ReLU()
         elif name == "leakyrelu":
@@ -138,6 +139,10 @@ PREDICT_CASES = {
     "dropout": ("conv(3,3),relu,dropout(0.25),flatten,dense(8),dropout(0.5),relu,dense(3)", [1, 6, 6], 4),
     "grouped": ("conv(6,3,pad=2,dilation=2,groups=3),relu,conv(6,3x2,dilation=1x2,groups=6,bias=false),batchnorm,relu,"
                 "conv(4,1,groups=2),flatten,dense(3)", [3, 9, 9], 2),
+    # ceil_mode: a last window cut at the far edge (max), and at the padded edge with padding counted (the average's
+    # divisor is what is left of the window inside the padded input).
+    "ceil": ("conv(3,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(3,stride=2,pad=1,ceil_mode=true),flatten,dense(4)",
+             [2, 11, 10], 3),
     # Depthwise convolutions with channel multipliers 3 and 2 (each group one input channel, several outputs).
     "multiplier": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
                    [1, 9, 9], 2),
@@ -171,6 +176,9 @@ TRAIN_CASES = {
     "smoothing_schedule": ("conv(4,3,pad=1,bias=false),batchnorm,relu,globalavgpool,flatten,dense(3)", [2, 6, 6], 6,
                            dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, label_smoothing=0.1, epochs=4,
                                 schedule="step", step_size=2, gamma=0.5, warmup=3)),
+    # ceil_mode pooling's gradients: the cut windows' switches and shares.
+    "ceil_sgd": ("conv(3,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(2,ceil_mode=true),flatten,dense(4)", [2, 11, 10], 4,
+                 dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
     # Depthwise convolutions with channel multipliers: their filter and input gradients, group by group.
     "multiplier_sgd": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
                        [1, 9, 9], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
