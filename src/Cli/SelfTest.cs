@@ -79,7 +79,7 @@ internal static class SelfTest
             ReferenceMath.MaxPool2dBackward<double>(p, probe, switches, dmax);
             ReferenceMath.AvgPool2dBackward<double>(p, probe, davg);
             double diff = MaxDiff(FiniteDifferences.Central(x, Loss), dmax.Zip(davg, (u, v) => u + v).ToArray());
-            yield return new SelfTestResult("gradient check: max+avg pool (reference)", $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}", diff, diff < 1e-6);
+            yield return new SelfTestResult("gradient check: max+avg pool (reference)", $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}{(p.CeilMode ? " ceil" : "")}", diff, diff < 1e-6);
         }
 
         {

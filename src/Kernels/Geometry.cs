@@ -141,14 +141,15 @@ public readonly record struct Pool2dGeometry(
     public int WindowArea(int p, int q)
     {
         int h0 = (p * StrideH) - PadH, w0 = (q * StrideW) - PadW;
-        int rows = Math.Min(h0 + KernelH, H + PadH) - h0, columns = Math.Min(w0 + KernelW, W + PadW) - w0;
+        // (h0 + KernelH would wrap for windows near int's range; h0 < H + PadH always, so these cannot.)
+        int rows = Math.Min(KernelH, H + PadH - h0), columns = Math.Min(KernelW, W + PadW - w0);
         return rows * columns;
     }
 
     private static int OutputExtent(int size, int pad, int kernel, int stride, int ceilMode)
     {
         int span = size + (2 * pad) - kernel;
-        if (ceilMode == 0 || span < 0)
+        if (ceilMode == 0 || span < 0) // (a window past the padded input: Validate refuses it, P says 1 meanwhile)
         {
             return (span / stride) + 1;
         }

@@ -25,6 +25,8 @@ public sealed class OnnxExportTests
         { "dense(6),batchnorm,relu,dense(3)", "4" }, // (N, features): the normalisation's constants (1, F), not (1, F, 1, 1)
         // ceil_mode: last windows cut at the far edge; the average's at the padded edge, padding counted in its divisor.
         { "conv(4,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(3,stride=2,pad=1,ceil_mode=true),flatten,dense(3)", "2x11x10" },
+        // ... and a last window that would start past the input and its near padding is dropped (5 → 3 → 2, not 4 → 3).
+        { "conv(2,1),avgpool(2,pad=1,ceil_mode=true),maxpool(2,pad=1,ceil_mode=true),flatten,dense(3)", "1x5x5" },
         // Branches that start with a SiLU or GELU (two consumers of the block's input each), and a body that splits again
         // before its join (found along the shortcut).
         { "conv(4,3,pad=1),residual(silu,conv(4,3,pad=1)),residual(gelu,conv(4,3,pad=1); silu,conv(4,1)),residual(conv(4,3,pad=1),residual(relu),tanh; conv(4,1)),flatten,dense(3)", "2x6x6" },
@@ -49,6 +51,21 @@ public sealed class OnnxExportTests
         using var results = session.Run([feed]);
         float[] theirs = [.. results.Single(r => r.Name == "logits").AsEnumerable<float>()];
         TensorAssert.Close(ours, theirs, new Shape([5, model.Classes]), 1e-5, 1e-4, $"{spec}: ONNX Runtime against predict");
+    }
+
+    /// <summary>
+    /// A ceil-mode pool whose last window PyTorch's rule drops on one axis (H: window 2, stride 2, pad 1 over 5 rows)
+    /// and keeps on the other (W: window 3 over 6 columns, a fourth window cut at the edge) has no ONNX form: ONNX's one
+    /// ceil_mode would keep both (ONNX Runtime counts 4 rows).
+    /// </summary>
+    [Fact]
+    public void A_ceil_mode_pool_that_onnx_would_count_otherwise_is_refused_by_name()
+    {
+        using var backend = new GpuCnn.Cpu.ReferenceBackend();
+        using var model = Sequential.Create("avgpool(2x3,stride=2,pad=1,ceil_mode=true),flatten,dense(3)", [1, 5, 6], backend, seed: 1);
+        var refused = Assert.Throws<NotSupportedException>(() => OnnxModel.ToBytes(model));
+        Assert.Contains("ONNX export: layer 'avgpool(2x3,stride=2,pad=1,ceil_mode=true)' on (1,5,6): its last window is dropped on one axis", refused.Message,
+            StringComparison.Ordinal);
     }
 
     [Fact]

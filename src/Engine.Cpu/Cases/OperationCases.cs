@@ -482,7 +482,7 @@ public static partial class OperationCases
         (g.IsPlain ? "" : $" d{g.DilationH}x{g.DilationW} g{g.Groups}");
 
     private static string Describe(Pool2dGeometry p) =>
-        $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}x{p.StrideW} p{p.PadH}x{p.PadW}";
+        $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}x{p.StrideW} p{p.PadH}x{p.PadW}" + (p.CeilMode ? " ceil" : "");
 
     /// <summary>A random valid convolution; <paramref name="small"/> keeps it small enough for finite differences.</summary>
     public static Conv2dGeometry RandomConvolution(Random random, bool small = false)

@@ -13,8 +13,8 @@ namespace GpuCnn.Onnx;
 /// (N, C, H, W) with N left free, one output "logits" (N, classes), the weights as initializers under their state-dict
 /// names. Every layer the engine has maps to standard operators: Conv (strides, pads, dilations, group), Gemm for
 /// dense layers, Relu, LeakyRelu, Sigmoid, Tanh, GELU as x·½(1 + erf(x/√2)) and SiLU as x·σ(x) (opset 17 has neither
-/// as one operator), MaxPool, AveragePool (count_include_pad, as PyTorch and the engine divide by the whole window; both
-/// with ceil_mode),
+/// as one operator), MaxPool, AveragePool (count_include_pad, as PyTorch and the engine divide by the whole window, or
+/// by its part inside the padded input where ceil_mode cuts it; ceil_mode as ONNX counts windows, below),
 /// GlobalAveragePool, BatchNormalization with the running statistics (evaluation mode), Flatten, Add for residual
 /// blocks; dropout is the identity in evaluation and writes nothing; a model's input normalisation becomes Sub and Div.
 /// </summary>
@@ -170,8 +170,38 @@ public static partial class OnnxModel
         private static AttributeProto[] PoolAttributes(Pool2dLayer pool) =>
         [
             Ints("kernel_shape", pool.Kernel.H, pool.Kernel.W), Ints("strides", pool.Stride.H, pool.Stride.W),
-            Ints("pads", pool.Padding.H, pool.Padding.W, pool.Padding.H, pool.Padding.W), Int("ceil_mode", pool.CeilMode ? 1 : 0),
+            Ints("pads", pool.Padding.H, pool.Padding.W, pool.Padding.H, pool.Padding.W), Int("ceil_mode", OnnxCeilMode(pool) ? 1 : 0),
         ];
+
+        /// <summary>
+        /// ONNX's ceil_mode (opset 17, as ONNX Runtime runs it) counts ⌈(H + 2P − K)/S⌉ + 1 windows; PyTorch's, and the
+        /// layer's, drop a last one that would start past the input and its near padding. Where that drop happens on an
+        /// axis the layer's windows there are floor mode's, so: ceil_mode 1 where no axis drops, 0 where every axis that
+        /// ceil mode changes drops, and no ONNX form where the axes differ.
+        /// </summary>
+        private static bool OnnxCeilMode(Pool2dLayer pool)
+        {
+            if (!pool.CeilMode)
+            {
+                return false;
+            }
+
+            var ceil = new Pool2dGeometry(1, pool.InputShape[0], pool.InputShape[1], pool.InputShape[2], pool.Kernel.H, pool.Kernel.W,
+                pool.Stride.H, pool.Stride.W, pool.Padding.H, pool.Padding.W) { CeilMode = true };
+            var floor = ceil with { CeilMode = false };
+            int onnxP = Onnx(ceil.H, ceil.PadH, ceil.KernelH, ceil.StrideH), onnxQ = Onnx(ceil.W, ceil.PadW, ceil.KernelW, ceil.StrideW);
+            if (ceil.P == onnxP && ceil.Q == onnxQ)
+            {
+                return true;
+            }
+
+            return ceil.P == floor.P && ceil.Q == floor.Q
+                ? false
+                : throw new NotSupportedException($"ONNX export: layer '{pool.Spec}' on {pool.InputShape}: its last window is dropped on one " +
+                    "axis (PyTorch's ceil_mode rule) and kept on the other, which ONNX's ceil_mode cannot say.");
+
+            static int Onnx(int size, int pad, int kernel, int stride) => ((size + (2 * pad) - kernel + stride - 1) / stride) + 1;
+        }
 
         private static ValueInfoProto ValueInfo(string name, Shape sample)
         {

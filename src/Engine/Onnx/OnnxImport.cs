@@ -671,7 +671,17 @@ public static partial class OnnxModel
                         throw Error(node, "a padded average without count_include_pad (PyTorch's count_include_pad=False) is not supported");
                     }
 
-                    string kind = average ? "avgpool" : "maxpool", ceil = Int(node, "ceil_mode", 0) != 0 ? ",ceil_mode=true" : "";
+                    bool ceilMode = Int(node, "ceil_mode", 0) != 0;
+                    // ONNX's ceil_mode (as ONNX Runtime runs it) counts ⌈(H + 2P − K)/S⌉ + 1 windows; PyTorch's, and the layer's,
+                    // drop a last one that would start past the input and its near padding, which can happen only with a
+                    // stride beyond the window less the padding (H = 5, window 2, stride 2, pad 1: ONNX 4, the layer 3).
+                    if (ceilMode && (stride[0] > kernel[0] - pads[0] || stride[1] > kernel[1] - pads[1]))
+                    {
+                        throw Error(node, $"ceil_mode with stride {stride[0]}x{stride[1]} beyond the window less the padding " +
+                            $"({kernel[0] - pads[0]}x{kernel[1] - pads[1]}) is not supported: ONNX can count a last window there that PyTorch's pooling drops");
+                    }
+
+                    string kind = average ? "avgpool" : "maxpool", ceil = ceilMode ? ",ceil_mode=true" : "";
                     return Text($"{kind}({kernel[0]}x{kernel[1]},stride={stride[0]}x{stride[1]},pad={pads[0]}x{pads[1]}{ceil})");
                 }
 

@@ -177,7 +177,7 @@ TRAIN_CASES = {
                            dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, label_smoothing=0.1, epochs=4,
                                 schedule="step", step_size=2, gamma=0.5, warmup=3)),
     # ceil_mode pooling's gradients: the cut windows' switches and shares.
-    "ceil_sgd": ("conv(3,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(2,ceil_mode=true),flatten,dense(4)", [2, 11, 10], 4,
+    "ceil_sgd": ("conv(3,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(3,stride=2,pad=1,ceil_mode=true),flatten,dense(4)", [2, 11, 10], 4,
                  dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
     # Depthwise convolutions with channel multipliers: their filter and input gradients, group by group.
     "multiplier_sgd": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
