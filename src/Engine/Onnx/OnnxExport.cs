@@ -189,7 +189,7 @@ public static partial class OnnxModel
             var ceil = new Pool2dGeometry(1, pool.InputShape[0], pool.InputShape[1], pool.InputShape[2], pool.Kernel.H, pool.Kernel.W,
                 pool.Stride.H, pool.Stride.W, pool.Padding.H, pool.Padding.W) { CeilMode = true };
             var floor = ceil with { CeilMode = false };
-            int onnxP = Onnx(ceil.H, ceil.PadH, ceil.KernelH, ceil.StrideH), onnxQ = Onnx(ceil.W, ceil.PadW, ceil.KernelW, ceil.StrideW);
+            long onnxP = Onnx(ceil.H, ceil.PadH, ceil.KernelH, ceil.StrideH), onnxQ = Onnx(ceil.W, ceil.PadW, ceil.KernelW, ceil.StrideW);
             if (ceil.P == onnxP && ceil.Q == onnxQ)
             {
                 return true;
@@ -200,7 +200,7 @@ public static partial class OnnxModel
                 : throw new NotSupportedException($"ONNX export: layer '{pool.Spec}' on {pool.InputShape}: its last window is dropped on one " +
                     "axis (PyTorch's ceil_mode rule) and kept on the other, which ONNX's ceil_mode cannot say.");
 
-            static int Onnx(int size, int pad, int kernel, int stride) => ((size + (2 * pad) - kernel + stride - 1) / stride) + 1;
+            static long Onnx(int size, int pad, int kernel, int stride) => ((size + (2L * pad) - kernel + stride - 1) / stride) + 1;
         }
 
         private static ValueInfoProto ValueInfo(string name, Shape sample)
