@@ -130,18 +130,36 @@ public readonly record struct Pool2dGeometry(
 
     private readonly int _ceilMode; // an int: ILGPU takes no bool in a kernel's arguments
 
+    /// <summary>
+    /// Whether average pooling counts the padding in its divisor (PyTorch's count_include_pad, true by default); without
+    /// it a window is divided by its part inside the input alone. Max pooling never takes padding either way.
+    /// </summary>
+    public bool CountIncludePad { get => _excludePad == 0; init => _excludePad = value ? 0 : 1; }
+
+    private readonly int _excludePad; // 0 by default: a record struct's default counts the padding, as PyTorch does
+
+    /// <summary>Whether every average-pooling window has the divisor KernelH·KernelW (see <see cref="WindowArea"/>).</summary>
+    public bool UniformWindowArea => !WindowsOverhang && (CountIncludePad || (PadH == 0 && PadW == 0));
+
     /// <summary>Whether ceil mode's last window (a row or a column of them) runs past the padded input.</summary>
     public bool WindowsOverhang =>
         (long)(P - 1) * StrideH + KernelH > H + (2L * PadH) || (long)(Q - 1) * StrideW + KernelW > W + (2L * PadW);
 
     /// <summary>
     /// The divisor of average pooling's window (p, q): its rows and columns inside the padded input, KernelH·KernelW
-    /// unless ceil mode's last window runs past it (PyTorch's count_include_pad divisor).
+    /// unless ceil mode's last window runs past it (PyTorch's count_include_pad divisor); without
+    /// <see cref="CountIncludePad"/>, its rows and columns inside the input alone.
     /// </summary>
     public int WindowArea(int p, int q)
     {
         int h0 = (p * StrideH) - PadH, w0 = (q * StrideW) - PadW;
         // (h0 + KernelH would wrap for windows near int's range; h0 < H + PadH always, so these cannot.)
+        if (_excludePad != 0)
+        {
+            // Every window holds an input element (h0 < H), so both differences are positive.
+            return (Math.Min(KernelH, H - h0) - Math.Max(0, -h0)) * (Math.Min(KernelW, W - w0) - Math.Max(0, -w0));
+        }
+
         int rows = Math.Min(KernelH, H + PadH - h0), columns = Math.Min(KernelW, W + PadW - w0);
         return rows * columns;
     }
@@ -214,7 +232,8 @@ public readonly record struct Pool2dGeometry(
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"x ({N},{C},{H},{W}), window {KernelH}x{KernelW}, stride {StrideH}x{StrideW}, pad {PadH}x{PadW}" + (CeilMode ? ", ceil mode" : "");
+        $"x ({N},{C},{H},{W}), window {KernelH}x{KernelW}, stride {StrideH}x{StrideW}, pad {PadH}x{PadW}" + (CeilMode ? ", ceil mode" : "") +
+        (CountIncludePad ? "" : ", padding not counted");
 }
 
 internal static class GeometryChecks

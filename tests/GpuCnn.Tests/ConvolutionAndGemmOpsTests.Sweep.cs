@@ -101,14 +101,21 @@ public abstract partial class ConvolutionAndGemmOpsTests
         }
     }
 
-    /// <summary>A legal pooling window: rectangular, overlapping or gapped, padded up to half the window, in ceil mode half the time.</summary>
+    /// <summary>
+    /// A legal pooling window: rectangular, overlapping or gapped, padded up to half the window, in ceil mode half the
+    /// time, its padding uncounted by averages half the time.
+    /// </summary>
     private static Pool2dGeometry RandomPooling(Random random, int largest)
     {
         while (true)
         {
             int kh = random.Next(1, 5), kw = random.Next(1, 5);
             var p = new Pool2dGeometry(random.Next(1, 4), random.Next(1, 5), random.Next(1, largest + 1), random.Next(1, largest + 1),
-                kh, kw, random.Next(1, 4), random.Next(1, 4), random.Next((kh / 2) + 1), random.Next((kw / 2) + 1)) { CeilMode = random.Next(2) == 0 };
+                kh, kw, random.Next(1, 4), random.Next(1, 4), random.Next((kh / 2) + 1), random.Next((kw / 2) + 1))
+            {
+                CeilMode = random.Next(2) == 0,
+                CountIncludePad = random.Next(2) == 0,
+            };
             if (p.H + (2 * p.PadH) >= p.KernelH && p.W + (2 * p.PadW) >= p.KernelW)
             {
                 return p;

@@ -27,6 +27,8 @@ public sealed class OnnxExportTests
         { "conv(4,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(3,stride=2,pad=1,ceil_mode=true),flatten,dense(3)", "2x11x10" },
         // ... and a last window that would start past the input and its near padding is dropped (5 → 3 → 2, not 4 → 3).
         { "conv(2,1),avgpool(2,pad=1,ceil_mode=true),maxpool(2,pad=1,ceil_mode=true),flatten,dense(3)", "1x5x5" },
+        // count_include_pad=false: each window divided by its part inside the input, ceil mode's cut window too.
+        { "conv(3,3,pad=1),relu,avgpool(3,stride=2,pad=1,count_include_pad=false),avgpool(3,stride=2,pad=1,ceil_mode=true,count_include_pad=false),flatten,dense(3)", "2x9x10" },
         // Branches that start with a SiLU or GELU (two consumers of the block's input each), and a body that splits again
         // before its join (found along the shortcut).
         { "conv(4,3,pad=1),residual(silu,conv(4,3,pad=1)),residual(gelu,conv(4,3,pad=1); silu,conv(4,1)),residual(conv(4,3,pad=1),residual(relu),tanh; conv(4,1)),flatten,dense(3)", "2x6x6" },

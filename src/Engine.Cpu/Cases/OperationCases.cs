@@ -482,7 +482,8 @@ public static partial class OperationCases
         (g.IsPlain ? "" : $" d{g.DilationH}x{g.DilationW} g{g.Groups}");
 
     private static string Describe(Pool2dGeometry p) =>
-        $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}x{p.StrideW} p{p.PadH}x{p.PadW}" + (p.CeilMode ? " ceil" : "");
+        $"x({p.N},{p.C},{p.H},{p.W}) k{p.KernelH}x{p.KernelW} s{p.StrideH}x{p.StrideW} p{p.PadH}x{p.PadW}" + (p.CeilMode ? " ceil" : "") +
+        (p.CountIncludePad ? "" : " pad-uncounted");
 
     /// <summary>A random valid convolution; <paramref name="small"/> keeps it small enough for finite differences.</summary>
     public static Conv2dGeometry RandomConvolution(Random random, bool small = false)
@@ -516,13 +517,13 @@ public static partial class OperationCases
         }
     }
 
-    /// <summary>A random valid pooling window, in ceil mode half the time.</summary>
+    /// <summary>A random valid pooling window, in ceil mode half the time, its padding uncounted by averages half the time.</summary>
     public static Pool2dGeometry RandomPool(Random random)
     {
         ArgumentNullException.ThrowIfNull(random);
         int k = random.Next(1, 4), stride = random.Next(1, k + 1);
         return new Pool2dGeometry(random.Next(1, 3), random.Next(1, 4), random.Next(k + 2, 11), random.Next(k + 2, 11), k, k, stride, stride,
-            random.Next(0, (k / 2) + 1), random.Next(0, (k / 2) + 1)) { CeilMode = random.Next(2) == 0 };
+            random.Next(0, (k / 2) + 1), random.Next(0, (k / 2) + 1)) { CeilMode = random.Next(2) == 0, CountIncludePad = random.Next(2) == 0 };
     }
 
     /// <summary>Uniform values in [−scale, scale].</summary>

@@ -539,7 +539,8 @@ public sealed unsafe partial class CpuBackend
         /// <summary>Floats of scratch a worker needs for the operation set up last: a plane laid out by <see cref="PoolWindows"/>, or none.</summary>
         public int ScratchFloats => Pool2x2.Suits(_g) ? 0 : _op switch
         {
-            Op.MaxForward or Op.AvgForward when PoolWindows.Suits(_g, owner.Width) => PoolWindows.ScratchLength(_g),
+            Op.MaxForward when PoolWindows.Suits(_g, owner.Width) => PoolWindows.ScratchLength(_g),
+            Op.AvgForward when PoolWindows.SuitsAverage(_g, owner.Width) => PoolWindows.ScratchLength(_g),
             Op.AvgBackward when PoolWindows.SuitsAverageBackward(_g, owner.Width) => PoolWindows.AverageBackwardScratchLength(_g),
             _ => 0,
         };
@@ -595,7 +596,7 @@ public sealed unsafe partial class CpuBackend
                         PoolWindows.AverageBackwardPlane(_g, _in + (long)plane * pq, _out + (long)plane * hw,
                             owner._scratch[worker].Columns(ScratchFloats));
                         break;
-                    case Op.AvgForward when PoolWindows.Suits(_g, owner.Width):
+                    case Op.AvgForward when PoolWindows.SuitsAverage(_g, owner.Width):
                         PoolWindows.AveragePlane(_g, _in + (long)plane * hw, _out + (long)plane * pq, owner._scratch[worker].Columns(ScratchFloats));
                         break;
                     case Op.MaxForward: MaxForward(_in + (long)plane * hw, _out + (long)plane * pq, _switches + (long)plane * pq); break;
@@ -681,7 +682,7 @@ public sealed unsafe partial class CpuBackend
             int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
             int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
             float area = kh * kw; // divided by, as PyTorch and the reference do: times 1/9 is an ulp off 17/9
-            bool overhang = _g.WindowsOverhang; // ceil mode's last windows: divided by their part inside the padded input
+            bool uniform = _g.UniformWindowArea; // else ceil mode's cut windows or uncounted padding: each window's own divisor
             for (int p = 0; p < outH; p++)
             {
                 for (int q = 0; q < outW; q++)
@@ -700,7 +701,7 @@ public sealed unsafe partial class CpuBackend
                         }
                     }
 
-                    y[p * outW + q] = sum / (overhang ? _g.WindowArea(p, q) : area);
+                    y[p * outW + q] = sum / (uniform ? area : _g.WindowArea(p, q));
                 }
             }
         }
@@ -763,13 +764,13 @@ public sealed unsafe partial class CpuBackend
             int outH = _g.P, outW = _g.Q, height = _g.H, width = _g.W, kh = _g.KernelH, kw = _g.KernelW;
             int sh = _g.StrideH, sw = _g.StrideW, ph = _g.PadH, pw = _g.PadW;
             float area = kh * kw;
-            bool overhang = _g.WindowsOverhang;
+            bool uniform = _g.UniformWindowArea;
             new Span<float>(dx, height * width).Clear();
             for (int p = 0; p < outH; p++)
             {
                 for (int q = 0; q < outW; q++)
                 {
-                    float share = dy[p * outW + q] / (overhang ? _g.WindowArea(p, q) : area);
+                    float share = dy[p * outW + q] / (uniform ? area : _g.WindowArea(p, q));
                     for (int r = 0; r < kh; r++)
                     {
                         int h = p * sh + r - ph;

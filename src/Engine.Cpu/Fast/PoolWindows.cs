@@ -21,6 +21,9 @@ internal static unsafe class PoolWindows
     /// </summary>
     public static bool Suits(in Pool2dGeometry g, SimdWidth width) => width >= SimdWidth.Vector256 && g.Q >= 8 && !g.WindowsOverhang;
 
+    /// <summary>Whether average pooling takes this route: as <see cref="Suits"/>, every window divided by KernelH·KernelW.</summary>
+    public static bool SuitsAverage(in Pool2dGeometry g, SimdWidth width) => Suits(g, width) && g.UniformWindowArea;
+
     /// <summary>Floats of scratch one plane needs: the spread plane, then the window's column offsets (not on the stack, where a wide window would overflow it).</summary>
     public static int ScratchLength(in Pool2dGeometry g) => Layout(g).Length + g.KernelW;
 
@@ -113,7 +116,7 @@ internal static unsafe class PoolWindows
     /// </summary>
     public static bool SuitsAverageBackward(in Pool2dGeometry g, SimdWidth width) =>
         width >= SimdWidth.Vector256 && g.StrideH == 1 && g.StrideW == 1 && g.PadH < g.KernelH && g.PadW < g.KernelW && g.W >= 8
-        && !g.WindowsOverhang; // (at stride 1 ceil mode adds no window)
+        && g.UniformWindowArea; // (at stride 1 ceil mode adds no window; uncounted padding gives windows their own divisors)
 
     /// <summary>Floats of scratch one plane's average-pooling gradient needs.</summary>
     public static int AverageBackwardScratchLength(in Pool2dGeometry g) => BackwardLayout(g).Length;

@@ -44,10 +44,14 @@ public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride,
         {
             PlaneMean = PlaneMean,
             CeilMode = CeilMode,
+            CountIncludePad = CountsPadding,
         };
 
     /// <summary>Set by global pooling, whose average is each plane's mean (<see cref="Pool2dGeometry.PlaneMean"/>).</summary>
     internal bool PlaneMean { get; init; }
+
+    /// <summary>Whether the average counts padding in its divisor (always for max pooling, which ignores it).</summary>
+    private protected virtual bool CountsPadding => true;
 }
 
 /// <summary>PyTorch's MaxPool2d; keeps the switch mask of its last forward for the backward.</summary>
@@ -103,13 +107,28 @@ public sealed class MaxPool2d((int H, int W) kernel, (int H, int W)? stride = nu
     }
 }
 
-/// <summary>PyTorch's AvgPool2d (zero padding counted in the mean; ceil mode's cut windows divided by what is left of them).</summary>
-public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default, bool ceilMode = false)
+/// <summary>
+/// PyTorch's AvgPool2d: zero padding counted in the mean (count_include_pad, PyTorch's default) or not
+/// (<paramref name="countIncludePad"/> false: each window divided by its part inside the input); ceil mode's cut windows
+/// divided by what is left of them.
+/// </summary>
+public sealed class AvgPool2d((int H, int W) kernel, (int H, int W)? stride = null, (int H, int W) padding = default, bool ceilMode = false,
+    bool countIncludePad = true)
     : Pool2dLayer(kernel, stride, padding, ceilMode)
 {
-    /// <summary>The layer for <c>avgpool(K[,stride=S][,pad=P][,ceil_mode=true])</c>.</summary>
+    /// <summary>The layer for <c>avgpool(K[,stride=S][,pad=P][,ceil_mode=true][,count_include_pad=false])</c>.</summary>
     public static AvgPool2d Parse(LayerArguments args) =>
-        new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false), args.NamedBool("ceil_mode", false));
+        new(args.Pair(0, "kernel"), args.OptionalNamedPair("stride"), args.NamedPair("pad", (0, 0), positive: false), args.NamedBool("ceil_mode", false),
+            args.NamedBool("count_include_pad", true));
+
+    /// <summary>Whether the padding counts in each window's divisor (PyTorch's count_include_pad).</summary>
+    public bool CountIncludePad { get; } = countIncludePad;
+
+    /// <inheritdoc/>
+    private protected override bool CountsPadding => CountIncludePad;
+
+    /// <inheritdoc/>
+    public override string Spec => CountIncludePad ? base.Spec : base.Spec[..^1] + ",count_include_pad=false)";
 
     private int _batch;
 

@@ -13,8 +13,7 @@ namespace GpuCnn.Onnx;
 /// (N, C, H, W) with N left free, one output "logits" (N, classes), the weights as initializers under their state-dict
 /// names. Every layer the engine has maps to standard operators: Conv (strides, pads, dilations, group), Gemm for
 /// dense layers, Relu, LeakyRelu, Sigmoid, Tanh, GELU as x·½(1 + erf(x/√2)) and SiLU as x·σ(x) (opset 17 has neither
-/// as one operator), MaxPool, AveragePool (count_include_pad, as PyTorch and the engine divide by the whole window, or
-/// by its part inside the padded input where ceil_mode cuts it; ceil_mode as ONNX counts windows, below),
+/// as one operator), MaxPool, AveragePool (count_include_pad as the layer's; ceil_mode as ONNX counts windows, below),
 /// GlobalAveragePool, BatchNormalization with the running statistics (evaluation mode), Flatten, Add for residual
 /// blocks; dropout is the identity in evaluation and writes nothing; a model's input normalisation becomes Sub and Div.
 /// </summary>
@@ -145,7 +144,7 @@ public static partial class OnnxModel
             Dense => Node("Gemm", [x, Weight(key + "weight"), Weight(key + "bias")], null, Int("transB", 1)),
             Flatten => Node("Flatten", [x], null, Int("axis", 1)),
             MaxPool2d pool => Node("MaxPool", [x], null, PoolAttributes(pool)),
-            AvgPool2d pool => Node("AveragePool", [x], null, [.. PoolAttributes(pool), Int("count_include_pad", 1)]),
+            AvgPool2d pool => Node("AveragePool", [x], null, [.. PoolAttributes(pool), Int("count_include_pad", pool.CountIncludePad ? 1 : 0)]),
             GlobalAvgPool2d => Node("GlobalAveragePool", [x]),
             BatchNorm norm => Node("BatchNormalization",
                 [x, Weight(key + "weight"), Weight(key + "bias"), Weight(key + "running_mean"), Weight(key + "running_var")], null,

@@ -666,9 +666,11 @@ public static partial class OnnxModel
                         throw Error(node, $"one-sided padding ({string.Join(",", pads)}: top, left, bottom, right) is not supported");
                     }
 
-                    if (average && own.Any(p => p != 0) && Int(node, "count_include_pad", 0) != 1)
+                    // A Pad node's zeros are values, which every average counts; its own padding counts only with count_include_pad.
+                    bool excludePad = average && own.Any(p => p != 0) && Int(node, "count_include_pad", 0) != 1;
+                    if (excludePad && !pads.SequenceEqual(own))
                     {
-                        throw Error(node, "a padded average without count_include_pad (PyTorch's count_include_pad=False) is not supported");
+                        throw Error(node, "an average without count_include_pad after a Pad node (zeros counted beside padding not counted) is not supported");
                     }
 
                     bool ceilMode = Int(node, "ceil_mode", 0) != 0;
@@ -681,8 +683,8 @@ public static partial class OnnxModel
                             $"({kernel[0] - pads[0]}x{kernel[1] - pads[1]}) is not supported: ONNX can count a last window there that PyTorch's pooling drops");
                     }
 
-                    string kind = average ? "avgpool" : "maxpool", ceil = ceilMode ? ",ceil_mode=true" : "";
-                    return Text($"{kind}({kernel[0]}x{kernel[1]},stride={stride[0]}x{stride[1]},pad={pads[0]}x{pads[1]}{ceil})");
+                    string kind = average ? "avgpool" : "maxpool", ceil = ceilMode ? ",ceil_mode=true" : "", exclude = excludePad ? ",count_include_pad=false" : "";
+                    return Text($"{kind}({kernel[0]}x{kernel[1]},stride={stride[0]}x{stride[1]},pad={pads[0]}x{pads[1]}{ceil}{exclude})");
                 }
 
                 case "GlobalAveragePool":

@@ -58,8 +58,9 @@ def build(spec, in_shape):
         elif name in ("maxpool", "avgpool"):
             k = pair(pos[0])
             cls = nn.MaxPool2d if name == "maxpool" else nn.AvgPool2d
+            extra = {"count_include_pad": named.get("count_include_pad", "true") == "true"} if name == "avgpool" else {}
             layer = cls(k, stride=pair(named["stride"]) if "stride" in named else None, padding=pair(named.get("pad", "0")),
-                        ceil_mode=named.get("ceil_mode", "false") == "true")
+                        ceil_mode=named.get("ceil_mode", "false") == "true", **extra)
         elif name == "relu":
             layer = nn.ReLU()
         elif name == "leakyrelu":
@@ -143,6 +144,9 @@ PREDICT_CASES = {
     # divisor is what is left of the window inside the padded input).
     "ceil": ("conv(3,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(3,stride=2,pad=1,ceil_mode=true),flatten,dense(4)",
              [2, 11, 10], 3),
+    # count_include_pad=False: each window divided by its part inside the input (with ceil mode's cut windows too).
+    "exclude_pad": ("conv(3,3,pad=1),relu,avgpool(3,stride=2,pad=1,count_include_pad=false),"
+                    "avgpool(2,pad=1,ceil_mode=true,count_include_pad=false),flatten,dense(4)", [2, 9, 10], 3),
     # Depthwise convolutions with channel multipliers 3 and 2 (each group one input channel, several outputs).
     "multiplier": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
                    [1, 9, 9], 2),
@@ -179,6 +183,9 @@ TRAIN_CASES = {
     # ceil_mode pooling's gradients: the cut windows' switches and shares.
     "ceil_sgd": ("conv(3,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(3,stride=2,pad=1,ceil_mode=true),flatten,dense(4)", [2, 11, 10], 4,
                  dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
+    # count_include_pad=False's gradients: each window's share divided by its part inside the input.
+    "exclude_pad_sgd": ("conv(3,3,pad=1),relu,avgpool(3,stride=2,pad=1,ceil_mode=true,count_include_pad=false),flatten,dense(4)",
+                        [2, 9, 10], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
     # Depthwise convolutions with channel multipliers: their filter and input gradients, group by group.
     "multiplier_sgd": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
                        [1, 9, 9], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
