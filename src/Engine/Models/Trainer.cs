@@ -259,7 +259,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     {
         int ranks = Communicator.Size, last = count % Options.BatchSize;
         int whole = count >= Options.BatchSize ? Options.BatchSize / ranks : 0;
-        int sharing = Math.Clamp(last / 2, 1, ranks); // as Share: a partial batch over at most half its samples' ranks
+        int sharing = RankSync.Sharers(last, whole: false, ranks);
         return Math.Max(whole, last == 0 ? 0 : (last + sharing - 1) / sharing);
     }
 
@@ -385,11 +385,11 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
     {
         int last = samples % Options.BatchSize;
         // The smallest share any rank trains: a whole batch splits evenly; a partial one over as many ranks as can take
-        // two samples each (RankSync.Share). Fewer samples than a batch make no whole one.
+        // two samples each (RankSync.Sharers). Fewer samples than a batch make no whole one.
         int smallest = samples >= Options.BatchSize ? Options.BatchSize / ranks : int.MaxValue;
         if (last > 0)
         {
-            smallest = Math.Min(smallest, last / Math.Clamp(last / 2, 1, ranks));
+            smallest = Math.Min(smallest, last / RankSync.Sharers(last, whole: false, ranks));
         }
 
         foreach (var (name, layer) in BatchNorms(Model.Layers, ""))
@@ -473,6 +473,13 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         }
 
         /// <summary>
+        /// How many of <paramref name="ranks"/> ranks share a batch of <paramref name="size"/> samples: all of them for a
+        /// whole batch; for the epoch's last, partial one as many as can each take two samples or more (at least one).
+        /// The one rule Share splits by and the trainer's up-front checks size shares by.
+        /// </summary>
+        public static int Sharers(int size, bool whole, int ranks) => whole ? ranks : Math.Clamp(size / 2, 1, ranks);
+
+        /// <summary>
         /// This rank's contiguous share [begin, begin + count) of the global batch [start, start + size), rounded so that
         /// rank 0 has samples whenever the batch has any (its running statistics are the ones broadcast). A whole batch
         /// splits evenly; the epoch's last, partial one over as many ranks as can each take two samples or more — a
@@ -481,7 +488,7 @@ public sealed class Trainer(Sequential model, Optimizer optimizer, TrainingOptio
         /// </summary>
         public (int Begin, int Count) Share(int start, int size, bool whole)
         {
-            int ranks = whole ? _ranks.Size : Math.Clamp(size / 2, 1, _ranks.Size);
+            int ranks = Sharers(size, whole, _ranks.Size);
             if (_ranks.Rank >= ranks)
             {
                 return (start + size, 0);
