@@ -86,6 +86,25 @@ public sealed partial class GradientCheckTests
     }
 
     [Theory]
+    [MemberData(nameof(Cases.PadNames), MemberType = typeof(Cases))]
+    public void Padding_gradient_matches_finite_differences(string name)
+    {
+        var g = Cases.Pads[name];
+        double[] x = TestData.Widen(TestData.Uniform(g.InputSize, 17));
+        double[] probe = TestData.Widen(TestData.Uniform(g.OutputSize, 18));
+        double Loss()
+        {
+            var y = new double[g.OutputSize];
+            ReferenceMath.Pad2dForward<double>(g, x, y, -0.75); // the value is a constant: it moves L, not ∂L/∂x
+            return Dot(y, probe);
+        }
+
+        var dx = new double[g.InputSize];
+        ReferenceMath.Pad2dBackward<double>(g, probe, dx);
+        TensorAssert.Close(FiniteDifferences.Central(x, Loss), dx, g.InputShape, Atol, Rtol, $"pad ∂L/∂x {name}");
+    }
+
+    [Theory]
     [MemberData(nameof(Cases.ActivationSpecs), MemberType = typeof(Cases))]
     public void Activation_gradient_matches_finite_differences(string spec)
     {

@@ -33,6 +33,8 @@ public abstract class ModelGradientCheckTests(BackendFixture fixture)
         { "identity residual, leaky relu, max pooling", "conv(4,3,pad=1),leakyrelu(0.1),residual(conv(4,3,pad=1),gelu,conv(4,3,pad=1)),maxpool(2),flatten,dense(3)" },
         { "groups, dilation, no bias", "conv(4,3,pad=1,groups=2),silu,conv(4,3,dilation=2,groups=4,bias=false),flatten,dense(3)" },
         { "dropout with a fixed mask", "conv(3,3,pad=1),tanh,flatten,dense(8),dropout(0.3),sigmoid,dense(3)" },
+        // Padding as a layer: one-sided zeros before a convolution (its input gradient cropped back), a crop after it.
+        { "one-sided padding, a crop", "conv(3,3),tanh,pad(0,1,2,0),conv(4,3,stride=2),pad(-1,0,0,-1,value=0.5),sigmoid,flatten,dense(3)" },
     };
 
     [Theory]

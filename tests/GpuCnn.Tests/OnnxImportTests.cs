@@ -148,8 +148,8 @@ public sealed class OnnxImportTests
             pool.Attribute.Add(new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0, 0, 1, 1 } });
         })), StringComparison.Ordinal);
 
-        // Zeros before a max pool are not its padding (it pads with −∞), so such a Pad is refused.
-        string beforeMax = Rejected(Edit(padded, m =>
+        // Zeros before a max pool are not its padding (it pads with −∞): such a Pad is a pad layer, whose zeros the maximum takes.
+        string beforeMax = OnnxModel.Parse(Edit(padded, m =>
         {
             var pool = m.Graph.Node.First(n => n.OpType == "MaxPool");
             var pad = m.Graph.Node.First(n => n.OpType == "Pad");
@@ -158,8 +158,102 @@ public sealed class OnnxImportTests
             pool.Input[0] = pad.Output[0];
             m.Graph.Node.Insert(m.Graph.Node.IndexOf(pool), pad);
             m.Graph.Node.First(n => n.OpType == "Conv").Input[0] = m.Graph.Input[0].Name;
-        }));
-        Assert.Contains("node 'pad' (Pad): a Pad that adds zeros is supported only around H and W of an (N, C, H, W) tensor, before a Conv or an AveragePool", beforeMax, StringComparison.Ordinal);
+        }), "before max").Spec;
+        Assert.Contains("relu,pad(1,1,1,1),maxpool(2x2,stride=2x2,pad=0x0)", beforeMax, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Padding more on one side than the other (what exporters write for "same" padding at stride 2): the difference is
+    /// a pad layer before the Conv or the AveragePool, which keeps the rest; ONNX Runtime gives the same logits.
+    /// Where zeros before the node would change it — a MaxPool, an average without count_include_pad, ceil mode — it is
+    /// refused by name.
+    /// </summary>
+    [Fact]
+    public void One_sided_padding_becomes_a_pad_layer_where_zeros_before_the_node_are_the_same()
+    {
+        using var backend = Backends.Open("cpu");
+        using var model = Sequential.Create("conv(4,3,pad=1),relu,avgpool(3,stride=2,pad=1),flatten,dense(3)", [2, 7, 8], backend, seed: 6);
+        static void SetPads(NodeProto node, params long[] pads)
+        {
+            node.Attribute.Remove(node.Attribute.Single(a => a.Name == "pads"));
+            node.Attribute.Add(new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { pads } });
+        }
+
+        byte[] oneSided = Edit(OnnxModel.ToBytes(model), m =>
+        {
+            SetPads(m.Graph.Node.First(n => n.OpType == "Conv"), 1, 0, 2, 1); // top 1, left 0, bottom 2, right 1
+            SetPads(m.Graph.Node.First(n => n.OpType == "AveragePool"), 0, 1, 1, 1);
+        });
+        var contents = OnnxModel.Parse(oneSided, "one-sided");
+        Assert.StartsWith("pad(0,1,0,1),conv(4,3x3,stride=1x1,pad=1x0,", contents.Spec, StringComparison.Ordinal);
+        Assert.Contains("relu,pad(0,0,0,1),avgpool(3x3,stride=2x2,pad=0x1)", contents.Spec, StringComparison.Ordinal);
+        using var temp = Fixtures.TempFolder();
+        File.WriteAllBytes(temp.File("one-sided.onnx"), oneSided);
+        using var loaded = OnnxModel.Load(temp.File("one-sided.onnx"), backend);
+        Assert.Equal(["1.weight", "1.bias", "6.weight", "6.bias"], loaded.NamedParameters().Select(p => p.Key)); // the pad layers take indices 0 and 3
+        var images = Tensor.Random([3, 2, 7, 8], 7);
+        OnnxExportTests.SkipWithoutOnnxRuntime();
+        TensorAssert.Close(loaded.Predict(images).Data, OnnxExportTests.OnnxRuntimeLogits(oneSided, images), new Shape(3, 3), 1e-5, 1e-4,
+            "one-sided padding: ONNX Runtime against predict");
+
+        byte[] WithPool(string op, long countIncludePad, long ceilMode) => Edit(oneSided, m =>
+        {
+            var pool = m.Graph.Node.First(n => n.OpType == "AveragePool");
+            pool.OpType = op;
+            pool.Attribute.Remove(pool.Attribute.Single(a => a.Name == "count_include_pad"));
+            if (op == "AveragePool")
+            {
+                pool.Attribute.Add(new AttributeProto { Name = "count_include_pad", Type = AttributeProto.Types.AttributeType.Int, I = countIncludePad });
+            }
+
+            pool.Attribute.Single(a => a.Name == "ceil_mode").I = ceilMode;
+        });
+        Assert.Contains("(MaxPool): one-sided padding (0,1,1,1: top, left, bottom, right) is not supported here: a MaxPool's padding is never taken",
+            Rejected(WithPool("MaxPool", 1, 0)), StringComparison.Ordinal);
+        Assert.Contains("(AveragePool): one-sided padding (0,1,1,1: top, left, bottom, right) is not supported here: without count_include_pad",
+            Rejected(WithPool("AveragePool", 0, 0)), StringComparison.Ordinal);
+        Assert.Contains("(AveragePool): one-sided padding (0,1,1,1: top, left, bottom, right) is not supported here: ceil mode's last window",
+            Rejected(WithPool("AveragePool", 1, 1)), StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A Pad node that no Conv or AveragePool can take — a value other than zero, a crop (negative pads), zeros before
+    /// anything else — is a pad layer; other modes and padding of N or C are refused by name.
+    /// </summary>
+    [Fact]
+    public void A_constant_pad_or_crop_is_a_pad_layer_and_other_pads_are_refused_by_name()
+    {
+        using var backend = Backends.Open("cpu");
+        using var model = Sequential.Create("conv(2,3),relu,flatten,dense(3)", [1, 6, 6], backend, seed: 8);
+        byte[] WithPad(long[] amounts, float? value = null, string? mode = null) => Edit(OnnxModel.ToBytes(model), m =>
+        {
+            var relu = m.Graph.Node.First(n => n.OpType == "Relu");
+            m.Graph.Initializer.Add(new TensorProto { Name = "amounts", DataType = (int)TensorProto.Types.DataType.Int64, Dims = { amounts.Length }, Int64Data = { amounts } });
+            var pad = new NodeProto { Name = "pad", OpType = "Pad", Input = { relu.Output[0], "amounts" }, Output = { "padded" } };
+            if (value is { } v)
+            {
+                m.Graph.Initializer.Add(new TensorProto { Name = "value", DataType = (int)TensorProto.Types.DataType.Float, FloatData = { v } });
+                pad.Input.Add("value");
+            }
+
+            if (mode is not null)
+            {
+                pad.Attribute.Add(new AttributeProto { Name = "mode", Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(mode) });
+            }
+
+            m.Graph.Node.First(n => n.OpType == "Flatten").Input[0] = "padded";
+            m.Graph.Node.Insert(m.Graph.Node.IndexOf(relu) + 1, pad); // (the dense weights no longer fit: Parse reads the layers alone)
+        });
+
+        Assert.Contains("relu,pad(-1,2,1,0,value=0.5),flatten", OnnxModel.Parse(WithPad([0, 0, 1, -1, 0, 0, 0, 2], 0.5f), "value").Spec, StringComparison.Ordinal);
+        Assert.Contains("relu,pad(0,1,0,1),flatten", OnnxModel.Parse(WithPad([0, 0, 0, 0, 0, 0, 1, 1]), "zeros").Spec, StringComparison.Ordinal);
+        Assert.Contains("relu,flatten", OnnxModel.Parse(WithPad([0, 0, 0, 0, 0, 0, 0, 0]), "none").Spec, StringComparison.Ordinal);
+        Assert.Contains("node 'pad' (Pad): only a constant Pad (mode constant, no axes) is supported",
+            Rejected(WithPad([0, 0, 1, 1, 0, 0, 1, 1], mode: "reflect")), StringComparison.Ordinal);
+        Assert.Contains("node 'pad' (Pad): a Pad is supported only around H and W of an (N, C, H, W) tensor",
+            Rejected(WithPad([0, 1, 0, 0, 0, 0, 0, 0])), StringComparison.Ordinal);
+        Assert.Contains("node 'pad' (Pad): its constant_value (NaN) is not one finite number",
+            Rejected(WithPad([0, 0, 1, 1, 0, 0, 1, 1], float.NaN)), StringComparison.Ordinal);
     }
 
     [Fact]

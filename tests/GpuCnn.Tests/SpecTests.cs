@@ -33,6 +33,7 @@ public sealed class SpecTests
     [InlineData("conv(4,3,pad=1),gelu,silu,flatten,dense(5)")]
     [InlineData("conv(32,3,pad=1),residual(conv(32,3,stride=2,pad=1),relu,conv(32,3,pad=1); conv(32,1,stride=2)),flatten,dense(10)")]
     [InlineData("residual(conv(3,3,pad=1)),residual(residual(relu),tanh; maxpool(1)),flatten,dense(2)")]
+    [InlineData("pad(1),conv(4,3),pad(0,1,0,1),conv(4,3,stride=2),pad(-1,2,3,-4,value=-0.5),flatten,dense(2)")]
     public void New_layers_and_nested_residual_blocks_round_trip(string spec) =>
         Assert.Equal(spec, ArchitectureSpec.Format(ArchitectureSpec.Parse(spec)));
 
@@ -152,6 +153,12 @@ public sealed class SpecTests
     [InlineData("dense(0)", "layer 1 'dense(0)': output features '0' is not a positive integer.")]
     [InlineData("conv(6,5,Pad=2,PAD=1)", "layer 1 'conv(6,5,Pad=2,PAD=1)': 'PAD' given twice")]
     [InlineData("leakyrelu(abc)", "layer 1 'leakyrelu(abc)': negative slope 'abc' is not a number")]
+    [InlineData("pad(1,2),conv(2,3)", "layer 1 'pad(1,2)': pad takes one amount for every side or four (left, right, top, bottom), got 2.")]
+    [InlineData("pad(1,2,3,x)", "layer 1 'pad(1,2,3,x)': bottom padding 'x' is not an integer.")]
+    [InlineData("pad(--1)", "layer 1 'pad(--1)': padding '--1' is not an integer.")]
+    [InlineData("pad(-2000000)", "layer 1 'pad(-2000000)': padding '-2000000' lies beyond ±1,000,000, the most a spec takes.")]
+    [InlineData("pad(1,value=inf)", "layer 1 'pad(1,value=inf)': value 'inf' is not a number.")]
+    [InlineData("pad(1,mode=reflect)", "layer 1 'pad(1,mode=reflect)': pad has no option 'mode'.")]
     public void Bad_specs_point_at_the_offending_layer(string spec, string message)
     {
         var error = Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(spec));
@@ -176,6 +183,7 @@ public sealed class SpecTests
     [InlineData("conv(6,5),dense(10)", "layer 2 'dense(10)' on input (6,24,24): needs a flat (features) input, got (6,24,24); add 'flatten' before it")]
     [InlineData("conv(6,5),relu", "ends with shape (6,24,24)")]
     [InlineData("flatten,dense(4),conv(2,1)", "layer 3 'conv(2,1)' on input (4): needs a (C,H,W) input")]
+    [InlineData("pad(-14,-14,0,0),flatten,dense(2)", "layer 1 'pad(-14,-14,0,0)' on input (1,28,28): padding (left -14, right -14, top 0, bottom 0) crops the 28x28 input to 28x0; at least 1x1 must be left.")]
     public void Shape_errors_name_the_layer_and_its_input(string spec, string message)
     {
         using var backend = new ReferenceBackend();

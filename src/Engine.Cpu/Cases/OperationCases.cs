@@ -157,6 +157,12 @@ public static partial class OperationCases
         // The optimizers' list forms over more tensors than one GPU launch takes (32).
         yield return ListedOptimizers([.. Enumerable.Range(0, 35).Select(_ => random.Next(1, 100))], random.Next());
         yield return FlatCopies([.. Enumerable.Range(0, 34).Select(_ => random.Next(1, 60))], 0.5f, random.Next());
+
+        // Constant padding and cropping (the pad layer): random amounts of either sign, zeros and another value.
+        for (int i = 0; i < ShapesPerFamily; i++)
+        {
+            yield return Pad(RandomPad(random), i == 0 ? 0f : -1.5f, random.Next());
+        }
     }
 
     /// <summary>

@@ -64,6 +64,25 @@ public sealed class LayerArguments
     /// <summary>Positional argument <paramref name="index"/> as a positive integer.</summary>
     public int PositiveInt(int index, string what) => ParseInt(Positional(index, what), what, positive: true);
 
+    /// <summary>How many positional arguments were given.</summary>
+    public int PositionalCount
+    {
+        get
+        {
+            Parse();
+            return _positional.Count;
+        }
+    }
+
+    /// <summary>Positional argument <paramref name="index"/> as an integer of either sign (a padding that crops is negative).</summary>
+    public int SignedInt(int index, string what)
+    {
+        string text = Positional(index, what).Trim();
+        bool negative = text.StartsWith('-');
+        int magnitude = ParseInt(negative ? text[1..] : text, what, positive: false, signed: true, pair: negative ? text : null);
+        return negative ? -magnitude : magnitude;
+    }
+
     /// <summary>Positional argument <paramref name="index"/> as an integer or HxW pair.</summary>
     public (int, int) Pair(int index, string what) => ParsePair(Positional(index, what), what, positive: true);
 
@@ -178,16 +197,19 @@ public sealed class LayerArguments
         return parts.Length == 1 ? (h, h) : (h, ParseInt(parts[1], what, positive, text));
     }
 
-    /// <summary><paramref name="text"/> as an integer; <paramref name="pair"/>, when it is one side of a pair, is what the error quotes.</summary>
-    private static int ParseInt(string text, string what, bool positive, string? pair = null)
+    /// <summary>
+    /// <paramref name="text"/> as an integer; <paramref name="pair"/>, when it is one side of a pair (or the whole of a
+    /// signed number whose sign the caller took), is what the error quotes.
+    /// </summary>
+    private static int ParseInt(string text, string what, bool positive, string? pair = null, bool signed = false)
     {
-        string quoted = pair ?? text, form = pair is null ? "integer" : "integer or HxW";
+        string quoted = pair ?? text, form = signed ? "integer" : pair is null ? "integer" : "integer or HxW";
         if (!int.TryParse(text.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int value))
         {
             // Digits past int's range are a size too large (said below), not a malformed one.
             value = text.Trim() is { Length: > 0 } digits && digits.All(char.IsAsciiDigit)
                 ? int.MaxValue
-                : throw new SpecException($"{what} '{quoted}' is not {(positive ? "a positive" : "a non-negative")} {form}.");
+                : throw new SpecException($"{what} '{quoted}' is not {(signed ? "an" : positive ? "a positive" : "a non-negative")} {form}.");
         }
 
         if (positive && value == 0)
@@ -197,7 +219,10 @@ public sealed class LayerArguments
 
         if (value > MaximumSize)
         {
-            throw new SpecException($"{what} '{quoted}' is larger than {MaximumSize.ToString("N0", CultureInfo.InvariantCulture)}, the most a spec takes.");
+            string most = MaximumSize.ToString("N0", CultureInfo.InvariantCulture);
+            throw new SpecException(signed
+                ? $"{what} '{quoted}' lies beyond ±{most}, the most a spec takes."
+                : $"{what} '{quoted}' is larger than {most}, the most a spec takes.");
         }
 
         return value;

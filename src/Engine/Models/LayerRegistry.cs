@@ -15,6 +15,7 @@ public static class LayerRegistry
         ["maxpool"] = MaxPool2d.Parse,
         ["avgpool"] = AvgPool2d.Parse,
         ["globalavgpool"] = _ => new GlobalAvgPool2d(),
+        ["pad"] = ConstantPad2d.Parse,
         ["flatten"] = _ => new Flatten(),
         ["dense"] = Dense.Parse,
         ["residual"] = Residual.Parse,

@@ -14,7 +14,7 @@ namespace GpuCnn.Onnx;
 /// names. Every layer the engine has maps to standard operators: Conv (strides, pads, dilations, group), Gemm for
 /// dense layers, Relu, LeakyRelu, Sigmoid, Tanh, GELU as x·½(1 + erf(x/√2)) and SiLU as x·σ(x) (opset 17 has neither
 /// as one operator), MaxPool, AveragePool (count_include_pad as the layer's; ceil_mode as ONNX counts windows, below),
-/// GlobalAveragePool, BatchNormalization with the running statistics (evaluation mode), Flatten, Add for residual
+/// GlobalAveragePool, BatchNormalization with the running statistics (evaluation mode), Pad (constant) for the pad layer, Flatten, Add for residual
 /// blocks; dropout is the identity in evaluation and writes nothing; a model's input normalisation becomes Sub and Div.
 /// </summary>
 public static partial class OnnxModel
@@ -125,6 +125,15 @@ public static partial class OnnxModel
 
         public string Scalar(float value) => Constant($"const_{_nodes++}", [value], []);
 
+        /// <summary>A one-dimensional int64 initializer (a Pad node's pads).</summary>
+        public string Int64s(params long[] values)
+        {
+            var tensor = new TensorProto { Name = $"const_{_nodes++}", DataType = (int)TensorProto.Types.DataType.Int64, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.AsSpan())) };
+            tensor.Dims.Add(values.Length);
+            Graph.Initializer.Add(tensor);
+            return tensor.Name;
+        }
+
         public string Chain(IReadOnlyList<Layer> layers, string x, string prefix)
         {
             for (int i = 0; i < layers.Count; i++)
@@ -146,6 +155,8 @@ public static partial class OnnxModel
             MaxPool2d pool => Node("MaxPool", [x], null, PoolAttributes(pool)),
             AvgPool2d pool => Node("AveragePool", [x], null, [.. PoolAttributes(pool), Int("count_include_pad", pool.CountIncludePad ? 1 : 0)]),
             GlobalAvgPool2d => Node("GlobalAveragePool", [x]),
+            // (N, C, H, W)'s begins, then its ends; a negative amount crops, in ONNX as in the layer.
+            ConstantPad2d pad => Node("Pad", [x, Int64s(0, 0, pad.Top, pad.Left, 0, 0, pad.Bottom, pad.Right), Scalar(pad.Value)], null, String("mode", "constant")),
             BatchNorm norm => Node("BatchNormalization",
                 [x, Weight(key + "weight"), Weight(key + "bias"), Weight(key + "running_mean"), Weight(key + "running_var")], null,
                 Float("epsilon", norm.Epsilon), Float("momentum", 1f - norm.Momentum)),
@@ -221,6 +232,9 @@ public static partial class OnnxModel
         private static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
 
         private static AttributeProto Float(string name, float value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
+
+        private static AttributeProto String(string name, string value) =>
+            new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
 
         private static AttributeProto Ints(string name, params long[] values)
         {

@@ -114,8 +114,9 @@ public static partial class OnnxModel
     /// Reads an ONNX model made of the operators <see cref="OnnxModel"/> writes, and of what PyTorch's
     /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1)),
     /// MaxPool, AveragePool, GlobalAveragePool, Relu, LeakyRelu, Sigmoid, Tanh, Gelu (or its erf formula), SiLU as
-    /// x·σ(x), BatchNormalization, Dropout, Identity, a Pad of zeros (dropped, or taken as the padding of the Conv or AveragePool
-    /// after it), Constant nodes and Identities of them, Add of two branches
+    /// x·σ(x), BatchNormalization, Dropout, Identity, a constant Pad of H and W (zeros before a Conv or an AveragePool are
+    /// that node's padding, any other a pad layer; one-sided padding of a Conv or an AveragePool becomes a pad layer of
+    /// the difference before it), Constant nodes and Identities of them, Add of two branches
     /// from one tensor (a residual block), and Sub + Div by per-channel constants first (the input normalisation). Anything else — another
     /// operator or attribute, a graph that is not such a chain, external data, a tensor whose data does not match its
     /// dims — is a <see cref="FileFormatException"/> naming the node.
@@ -396,7 +397,7 @@ public static partial class OnnxModel
         private string Step(NodeProto node, List<string> layers, string prefix)
         {
             Visit(node);
-            if (Layer(node, $"{prefix}{layers.Count}.", out string output) is { } spec)
+            if (Layer(node, layers, prefix, out string output) is { } spec)
             {
                 layers.Add(spec);
             }
@@ -576,23 +577,25 @@ public static partial class OnnxModel
             (proto.RawData.Length == 4 ? BitConverter.ToSingle(proto.RawData.Span) : proto.FloatData.Count == 1 ? proto.FloatData[0] : float.NaN) is float v &&
             Math.Abs(v - value) <= 1e-6f * Math.Abs(value);
 
-        /// <summary>The spec of the layer <paramref name="node"/> is, its weights stored under <paramref name="key"/>; null for nodes that are dropped.</summary>
-        private string? Layer(NodeProto node, string key, out string output)
+        /// <summary>
+        /// The spec of the layer <paramref name="node"/> is, its weights stored under the key of the next layer of
+        /// <paramref name="layers"/>; null for nodes that are dropped. A Conv or AveragePool padded more on one side than
+        /// the other adds a pad layer of the difference first (<see cref="SplitPadding"/>).
+        /// </summary>
+        private string? Layer(NodeProto node, List<string> layers, string prefix, out string output)
         {
             output = node.Output[0];
+            string key = $"{prefix}{layers.Count}.";
             switch (node.OpType)
             {
                 case "Conv":
                 {
                     Allow(node, "kernel_shape", "strides", "pads", "dilations", "group");
+                    int[] pads = SplitPadding(Padded(Ints(node, "pads", [0, 0, 0, 0], 4)), layers);
+                    key = $"{prefix}{layers.Count}.";
                     var weight = Weight(node, 1, key + "weight", rank: 4);
                     int[] kernel = Ints(node, "kernel_shape", [weight.Shape[2], weight.Shape[3]], 2, minimum: 1);
                     int[] stride = Ints(node, "strides", [1, 1], 2, minimum: 1), dilation = Ints(node, "dilations", [1, 1], 2, minimum: 1);
-                    int[] pads = Padded(Ints(node, "pads", [0, 0, 0, 0], 4));
-                    if (pads[0] != pads[2] || pads[1] != pads[3])
-                    {
-                        throw Error(node, "its padding is not the same on both sides of each axis");
-                    }
 
                     bool bias = node.Input.Count > 2 && node.Input[2].Length > 0;
                     if (bias)
@@ -661,11 +664,6 @@ public static partial class OnnxModel
                     int[] kernel = Ints(node, "kernel_shape", null, 2, minimum: 1), stride = Ints(node, "strides", [1, 1], 2, minimum: 1);
                     bool average = node.OpType == "AveragePool";
                     int[] own = Ints(node, "pads", [0, 0, 0, 0], 4), pads = Padded(own); // a Pad node's zeros are values: counted
-                    if (pads[0] != pads[2] || pads[1] != pads[3])
-                    {
-                        throw Error(node, $"one-sided padding ({string.Join(",", pads)}: top, left, bottom, right) is not supported");
-                    }
-
                     // A Pad node's zeros are values, which every average counts; its own padding counts only with count_include_pad.
                     bool excludePad = average && own.Any(p => p != 0) && Int(node, "count_include_pad", 0) != 1;
                     if (excludePad && !pads.SequenceEqual(own))
@@ -674,6 +672,22 @@ public static partial class OnnxModel
                     }
 
                     bool ceilMode = Int(node, "ceil_mode", 0) != 0;
+                    if (pads[0] != pads[2] || pads[1] != pads[3])
+                    {
+                        // Zeros that every window counts can stand in a pad layer before the pooling; a maximum's padding
+                        // (−∞, never taken), an average's uncounted padding and ceil mode's cut windows cannot.
+                        string why = !average ? "a MaxPool's padding is never taken, which zeros before it would be"
+                            : excludePad ? "without count_include_pad the padding is not counted, which zeros before it would be"
+                            : ceilMode ? "ceil mode's last window depends on where the padding lies"
+                            : "";
+                        if (why.Length > 0)
+                        {
+                            throw Error(node, $"one-sided padding ({string.Join(",", pads)}: top, left, bottom, right) is not supported here: {why}");
+                        }
+
+                        pads = SplitPadding(pads, layers);
+                    }
+
                     // ONNX's ceil_mode (as ONNX Runtime runs it) counts ⌈(H + 2P − K)/S⌉ + 1 windows; PyTorch's, and the layer's,
                     // drop a last one that would start past the input and its near padding, which can happen only with a
                     // stride beyond the window less the padding (H = 5, window 2, stride 2, pad 1: ONNX 4, the layer 3).
@@ -733,14 +747,25 @@ public static partial class OnnxModel
                 {
                     // PyTorch writes AvgPool2d as a Pad and an AveragePool: of nothing, or of zeros around H and W that the
                     // average counts (padding=p with count_include_pad=True). Zeros before a Conv or an AveragePool are
-                    // that node's padding; the next node takes them (_padBefore).
+                    // that node's padding; the next node takes them (_padBefore). Any other constant padding or crop of H
+                    // and W (ZeroPad2d, ConstantPad2d, one-sided padding) is a pad layer.
                     Allow(node, "mode");
                     var mode = node.Attribute.FirstOrDefault(a => a.Name == "mode");
                     float[] amounts = Constant(node, 1);
-                    if ((mode is not null && mode.S.ToStringUtf8() != "constant") || amounts.Any(p => p < 0f || p != MathF.Round(p)) ||
-                        (node.Input.Count > 2 && node.Input[2].Length > 0 && Constant(node, 2).Any(v => v != 0f)) || (node.Input.Count > 3 && node.Input[3].Length > 0))
+                    float[] value = node.Input.Count > 2 && node.Input[2].Length > 0 ? Constant(node, 2) : [0f];
+                    if ((mode is not null && mode.S.ToStringUtf8() != "constant") || (node.Input.Count > 3 && node.Input[3].Length > 0))
                     {
-                        throw Error(node, "only a Pad of zeros (mode constant, value 0, no axes) is supported");
+                        throw Error(node, "only a constant Pad (mode constant, no axes) is supported");
+                    }
+
+                    if (value.Length != 1 || !float.IsFinite(value[0]))
+                    {
+                        throw Error(node, $"its constant_value ({string.Join(",", value)}) is not one finite number");
+                    }
+
+                    if (amounts.Any(p => p != MathF.Round(p) || Math.Abs(p) > 1 << 16))
+                    {
+                        throw Error(node, $"its pads ({string.Join(",", amounts)}) are not whole numbers within ±65536");
                     }
 
                     if (amounts.All(p => p == 0f))
@@ -748,25 +773,26 @@ public static partial class OnnxModel
                         return null;
                     }
 
-                    if (amounts.Any(p => p > 1 << 16))
+                    // (N, C, H, W): begins then ends; only H and W may be padded or cropped.
+                    if (amounts.Length != 8 || amounts[0] != 0f || amounts[1] != 0f || amounts[4] != 0f || amounts[5] != 0f)
                     {
-                        throw Error(node, $"its pads ({string.Join(",", amounts)}) exceed 65536");
+                        throw Error(node, "a Pad is supported only around H and W of an (N, C, H, W) tensor");
                     }
 
-                    // (N, C, H, W): begins then ends; only H and W may be padded, as the next node's own pads would.
-                    if (amounts.Length != 8 || amounts[0] != 0f || amounts[1] != 0f || amounts[4] != 0f || amounts[5] != 0f ||
-                        Single(output) is not { OpType: "Conv" or "AveragePool" })
+                    int top = (int)amounts[2], left = (int)amounts[3], bottom = (int)amounts[6], right = (int)amounts[7];
+                    if (value[0] == 0f && amounts.All(p => p >= 0f) && Single(output) is { OpType: "Conv" or "AveragePool" })
                     {
-                        throw Error(node, "a Pad that adds zeros is supported only around H and W of an (N, C, H, W) tensor, before a Conv or an AveragePool");
+                        _padBefore = [top, left, bottom, right];
+                        return null;
                     }
 
-                    _padBefore = [(int)amounts[2], (int)amounts[3], (int)amounts[6], (int)amounts[7]];
-                    return null;
+                    string valueText = value[0] == 0f ? "" : ",value=" + value[0].ToString("R", CultureInfo.InvariantCulture);
+                    return Text($"pad({left},{right},{top},{bottom}{valueText})");
                 }
                 default:
                     throw Error(node, $"operator {node.OpType} is not supported (supported: Conv, Gemm, MatMul + Add, Flatten, Reshape to (N, −1), MaxPool, " +
                         "AveragePool, GlobalAveragePool, BatchNormalization, Relu, LeakyRelu, Sigmoid, Tanh, Gelu, SiLU and GELU formulas, Dropout, Identity, " +
-                        "a Pad of zeros, Constant, Add of two branches)");
+                        "a constant Pad, Constant, Add of two branches)");
             }
         }
 
@@ -928,6 +954,23 @@ public static partial class OnnxModel
             }
 
             return [.. attribute.Ints.Select(v => (int)v)];
+        }
+
+        /// <summary>
+        /// Padding more on one side of an axis than on the other (ONNX's auto_pad SAME as exporters write it, a Pad node
+        /// before a Conv): what exceeds the smaller side becomes a pad layer of zeros added to <paramref name="layers"/>,
+        /// and the rest — the same on both sides — is returned for the node's own padding.
+        /// </summary>
+        private static int[] SplitPadding(int[] pads, List<string> layers)
+        {
+            if (pads[0] == pads[2] && pads[1] == pads[3])
+            {
+                return pads;
+            }
+
+            int h = Math.Min(pads[0], pads[2]), w = Math.Min(pads[1], pads[3]);
+            layers.Add(Text($"pad({pads[1] - w},{pads[3] - w},{pads[0] - h},{pads[2] - h})"));
+            return [h, w, h, w];
         }
 
         /// <summary>A node's pads (H begin, W begin, H end, W end) plus those of the Pad node before it, which it takes.</summary>

@@ -1,3 +1,4 @@
+using GpuCnn.Kernels;
 using GpuCnn.Models;
 
 namespace GpuCnn.Tests.Support;
@@ -80,6 +81,18 @@ public static class Cases
         ["3x1 s4 pad 1 over one column"] = new(N: 1, C: 3, H: 11, W: 1, KernelH: 3, KernelW: 1, StrideH: 4, StrideW: 1, PadH: 1),
         ["2x2 at stride 2^31 - 1"] = new(N: 1, C: 2, H: 4, W: 4, KernelH: 2, KernelW: 2, StrideH: int.MaxValue, StrideW: int.MaxValue),
     };
+
+    public static readonly IReadOnlyDictionary<string, Pad2dGeometry> Pads = new Dictionary<string, Pad2dGeometry>
+    {
+        ["1 on every side"] = new(N: 2, C: 3, H: 4, W: 5, Left: 1, Right: 1, Top: 1, Bottom: 1),
+        ["one-sided, right and bottom"] = new(N: 1, C: 2, H: 5, W: 3, Left: 0, Right: 1, Top: 0, Bottom: 1), // ONNX's SAME at stride 2
+        // Negative amounts crop: inputs that reach no output take a zero gradient.
+        ["crop left and bottom, pad the rest"] = new(N: 2, C: 1, H: 6, W: 7, Left: -2, Right: 3, Top: 1, Bottom: -3),
+        ["crop to one element"] = new(N: 1, C: 2, H: 3, W: 4, Left: -1, Right: -2, Top: -1, Bottom: -1),
+        ["a plane of one element padded by 3"] = new(N: 3, C: 1, H: 1, W: 1, Left: 3, Right: 2, Top: 0, Bottom: 3),
+    };
+
+    public static TheoryData<string> PadNames => new(Pads.Keys);
 
     public static TheoryData<string> ConvolutionNames => new(Convolutions.Keys);
 

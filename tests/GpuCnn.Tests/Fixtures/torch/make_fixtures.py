@@ -61,6 +61,10 @@ def build(spec, in_shape):
             extra = {"count_include_pad": named.get("count_include_pad", "true") == "true"} if name == "avgpool" else {}
             layer = cls(k, stride=pair(named["stride"]) if "stride" in named else None, padding=pair(named.get("pad", "0")),
                         ceil_mode=named.get("ceil_mode", "false") == "true", **extra)
+        elif name == "pad":
+            amounts = tuple(int(a) for a in pos) * (4 if len(pos) == 1 else 1)  # (left, right, top, bottom)
+            value = float(named.get("value", "0"))
+            layer = nn.ConstantPad2d(amounts, value) if value != 0 else nn.ZeroPad2d(amounts)
         elif name == "relu":
             layer = nn.ReLU()
         elif name == "leakyrelu":
@@ -147,6 +151,8 @@ PREDICT_CASES = {
     # count_include_pad=False: each window divided by its part inside the input (with ceil mode's cut windows too).
     "exclude_pad": ("conv(3,3,pad=1),relu,avgpool(3,stride=2,pad=1,count_include_pad=false),"
                     "avgpool(2,pad=1,ceil_mode=true,count_include_pad=false),flatten,dense(4)", [2, 9, 10], 3),
+    # ZeroPad2d one-sided before a convolution, ConstantPad2d cropping two sides and padding one, ZeroPad2d(1).
+    "pad": ("pad(1,0,2,1),conv(3,3),relu,pad(-1,2,0,-1,value=0.25),maxpool(2),pad(1),avgpool(2),flatten,dense(4)", [2, 9, 8], 3),
     # Depthwise convolutions with channel multipliers 3 and 2 (each group one input channel, several outputs).
     "multiplier": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
                    [1, 9, 9], 2),
@@ -186,6 +192,9 @@ TRAIN_CASES = {
     # count_include_pad=False's gradients: each window's share divided by its part inside the input.
     "exclude_pad_sgd": ("conv(3,3,pad=1),relu,avgpool(3,stride=2,pad=1,ceil_mode=true,count_include_pad=false),flatten,dense(4)",
                         [2, 9, 10], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
+    # Padding's gradients: dy's part over the input, none for the cropped rows and columns.
+    "pad_sgd": ("pad(1,0,2,1),conv(3,3),relu,pad(-1,2,0,-1,value=0.25),maxpool(2),pad(1),avgpool(2),flatten,dense(4)", [2, 9, 8], 4,
+                dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
     # Depthwise convolutions with channel multipliers: their filter and input gradients, group by group.
     "multiplier_sgd": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
                        [1, 9, 9], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
