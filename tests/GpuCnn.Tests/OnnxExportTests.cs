@@ -31,6 +31,9 @@ public sealed class OnnxExportTests
         { "conv(3,3,pad=1),relu,avgpool(3,stride=2,pad=1,count_include_pad=false),avgpool(3,stride=2,pad=1,ceil_mode=true,count_include_pad=false),flatten,dense(3)", "2x9x10" },
         // Padding layers: one-sided with a crop, a value other than zero before a max pool, a crop of every side.
         { "pad(1,0,2,-1),conv(4,3),relu,pad(1,value=-0.5),maxpool(2),pad(-1),flatten,dense(3)", "2x8x9" },
+        // ... and zeros before a convolution and average pools, which must come back as layers: an AveragePool could
+        // not take pad(2) (more than half its window) or, in ceil mode, a one-sided pad.
+        { "pad(1),conv(4,3),relu,pad(2),avgpool(2),pad(0,1,0,1),avgpool(2,ceil_mode=true),flatten,dense(3)", "2x7x8" },
         // Branches that start with a SiLU or GELU (two consumers of the block's input each), and a body that splits again
         // before its join (found along the shortcut).
         { "conv(4,3,pad=1),residual(silu,conv(4,3,pad=1)),residual(gelu,conv(4,3,pad=1); silu,conv(4,1)),residual(conv(4,3,pad=1),residual(relu),tanh; conv(4,1)),flatten,dense(3)", "2x6x6" },
@@ -50,7 +53,10 @@ public sealed class OnnxExportTests
         model.Eval();
         float[] ours = model.Predict(images).Data;
 
-        float[] theirs = OnnxRuntimeLogits(OnnxModel.ToBytes(model), images);
+        // ONNX Runtime's graph optimizer moves a Pad of zeros into the pool after it (its PadFusion, 1.31.1), which is not
+        // the same computation for a max pool, a ceil-mode pool or padding past half the window (docs/09): models with pad
+        // layers run as the file says, without it.
+        float[] theirs = OnnxRuntimeLogits(OnnxModel.ToBytes(model), images, optimized: !spec.Contains("pad(", StringComparison.Ordinal));
         TensorAssert.Close(ours, theirs, new Shape([5, model.Classes]), 1e-5, 1e-4, $"{spec}: ONNX Runtime against predict");
     }
 
@@ -128,10 +134,14 @@ public sealed class OnnxExportTests
         return (model, images);
     }
 
-    /// <summary>The logits ONNX Runtime computes from <paramref name="model"/>'s bytes (input "input", output "logits").</summary>
-    internal static float[] OnnxRuntimeLogits(byte[] model, Tensor images)
+    /// <summary>
+    /// The logits ONNX Runtime computes from <paramref name="model"/>'s bytes (input "input", output "logits"), with its
+    /// graph optimizations as a user gets them or, not <paramref name="optimized"/>, none.
+    /// </summary>
+    internal static float[] OnnxRuntimeLogits(byte[] model, Tensor images, bool optimized = true)
     {
-        using var session = new InferenceSession(model);
+        using var options = new SessionOptions { GraphOptimizationLevel = optimized ? GraphOptimizationLevel.ORT_ENABLE_ALL : GraphOptimizationLevel.ORT_DISABLE_ALL };
+        using var session = new InferenceSession(model, options);
         var feed = NamedOnnxValue.CreateFromTensor("input", new DenseTensor<float>(images.Data, images.Shape.ToArray()));
         using var results = session.Run([feed]);
         return [.. results.Single(r => r.Name == "logits").AsEnumerable<float>()];

@@ -30,6 +30,11 @@ public sealed class ParserFuzzTests
     public void Onnx_parser_survives_mutations() =>
         Fuzz(File.ReadAllBytes(Fixtures.Torch("torch_cnn.onnx")), bytes => GpuCnn.Onnx.OnnxModel.Parse(bytes, "fuzz"), seed: 4, lengthFields: [1, 4, 12]);
 
+    /// <summary>PyTorch's padding, whose pads come from a chain of shape arithmetic that the importer folds (its mutated constants included).</summary>
+    [Fact]
+    public void Onnx_constant_folding_survives_mutations() =>
+        Fuzz(File.ReadAllBytes(Fixtures.Torch("torch_pad.onnx")), bytes => GpuCnn.Onnx.OnnxModel.Parse(bytes, "fuzz"), seed: 5, lengthFields: [1, 4, 12]);
+
     private static byte[] ValidIdx()
     {
         var bytes = new byte[4 + 12 + 2 * 5 * 7];

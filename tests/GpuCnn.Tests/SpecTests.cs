@@ -125,6 +125,26 @@ public sealed class SpecTests
         protected override void ReleaseBuffers() => _seen?.Dispose();
     }
 
+    /// <summary>A culture whose minus is U+2212 (Swedish) formats no spec with it: negative paddings read back.</summary>
+    [Fact]
+    public void Specs_format_negative_numbers_in_the_invariant_culture()
+    {
+        var swedish = System.Globalization.CultureInfo.GetCultureInfo("sv-SE");
+        Assert.SkipUnless(swedish.NumberFormat.NegativeSign == "\u2212", "no ICU culture data here (sv-SE's minus is not U+2212)");
+        var saved = System.Globalization.CultureInfo.CurrentCulture;
+        try
+        {
+            System.Globalization.CultureInfo.CurrentCulture = swedish;
+            const string spec = "pad(-1,2,3,-4,value=-0.5),pad(-2),leakyrelu(-0.2),flatten,dense(2)";
+            Assert.Equal(spec, ArchitectureSpec.Format(ArchitectureSpec.Parse(spec)));
+            Assert.Equal("pad(1,value=-0)", new ConstantPad2d(1, -0f).Spec); // a negative zero keeps its sign
+        }
+        finally
+        {
+            System.Globalization.CultureInfo.CurrentCulture = saved;
+        }
+    }
+
     [Fact]
     public void Whitespace_case_and_defaults_are_normalised()
     {
@@ -159,6 +179,7 @@ public sealed class SpecTests
     [InlineData("pad(-2000000)", "layer 1 'pad(-2000000)': padding '-2000000' lies beyond ±1,000,000, the most a spec takes.")]
     [InlineData("pad(1,value=inf)", "layer 1 'pad(1,value=inf)': value 'inf' is not a number.")]
     [InlineData("pad(1,mode=reflect)", "layer 1 'pad(1,mode=reflect)': pad has no option 'mode'.")]
+    [InlineData("pad(- 1)", "layer 1 'pad(- 1)': padding '- 1' is not an integer.")]
     public void Bad_specs_point_at_the_offending_layer(string spec, string message)
     {
         var error = Assert.Throws<SpecException>(() => ArchitectureSpec.Parse(spec));
@@ -183,6 +204,7 @@ public sealed class SpecTests
     [InlineData("conv(6,5),dense(10)", "layer 2 'dense(10)' on input (6,24,24): needs a flat (features) input, got (6,24,24); add 'flatten' before it")]
     [InlineData("conv(6,5),relu", "ends with shape (6,24,24)")]
     [InlineData("flatten,dense(4),conv(2,1)", "layer 3 'conv(2,1)' on input (4): needs a (C,H,W) input")]
+    [InlineData("pad(2,-31,0,0),flatten,dense(2)", "layer 1 'pad(2,-31,0,0)' on input (1,28,28): padding (left 2, right -31, top 0, bottom 0) crops more than the 28x28 input has (PyTorch refuses it too).")]
     [InlineData("pad(-14,-14,0,0),flatten,dense(2)", "layer 1 'pad(-14,-14,0,0)' on input (1,28,28): padding (left -14, right -14, top 0, bottom 0) crops the 28x28 input to 28x0; at least 1x1 must be left.")]
     public void Shape_errors_name_the_layer_and_its_input(string spec, string message)
     {

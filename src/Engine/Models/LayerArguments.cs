@@ -79,7 +79,8 @@ public sealed class LayerArguments
     {
         string text = Positional(index, what).Trim();
         bool negative = text.StartsWith('-');
-        int magnitude = ParseInt(negative ? text[1..] : text, what, positive: false, signed: true, pair: negative ? text : null);
+        // (A space after the sign is refused: ParseInt trims what it is given.)
+        int magnitude = ParseInt(negative && !text[1..].StartsWith(' ') ? text[1..] : text, what, positive: false, signed: true, pair: negative ? text : null);
         return negative ? -magnitude : magnitude;
     }
 

@@ -114,9 +114,10 @@ public static partial class OnnxModel
     /// Reads an ONNX model made of the operators <see cref="OnnxModel"/> writes, and of what PyTorch's
     /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1)),
     /// MaxPool, AveragePool, GlobalAveragePool, Relu, LeakyRelu, Sigmoid, Tanh, Gelu (or its erf formula), SiLU as
-    /// x·σ(x), BatchNormalization, Dropout, Identity, a constant Pad of H and W (zeros before a Conv or an AveragePool are
-    /// that node's padding, any other a pad layer; one-sided padding of a Conv or an AveragePool becomes a pad layer of
-    /// the difference before it), Constant nodes and Identities of them, Add of two branches
+    /// x·σ(x), BatchNormalization, Dropout, Identity, a constant Pad of H and W (a pad layer, or PyTorch's AvgPool2d
+    /// padding: zeros with no constant_value before an AveragePool that can take them), one-sided padding of a Conv or
+    /// an AveragePool (a pad layer of the difference before it), shape arithmetic on constants (folded:
+    /// <see cref="OnnxConstantFolding"/>), Constant nodes and Identities of them, Add of two branches
     /// from one tensor (a residual block), and Sub + Div by per-channel constants first (the input normalisation). Anything else — another
     /// operator or attribute, a graph that is not such a chain, external data, a tensor whose data does not match its
     /// dims — is a <see cref="FileFormatException"/> naming the node.
@@ -154,7 +155,7 @@ public static partial class OnnxModel
         private readonly HashSet<NodeProto> _visited = new(ReferenceEqualityComparer.Instance); // by reference: a node's own hash code walks all its contents
         private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
         private readonly GraphProto _graph;
-        private int[]? _padBefore; // the zeros of a Pad node, for the Conv or AveragePool after it
+        private int[]? _padBefore; // the zeros of a Pad node, for the AveragePool after it (TakesPadding)
 
         public GraphReader(GraphProto graph, string name)
         {
@@ -202,6 +203,8 @@ public static partial class OnnxModel
                 }
             }
 
+            FoldConstants(graph);
+
             var produced = new HashSet<string>(StringComparer.Ordinal);
             foreach (var node in graph.Node.Where(n => n.OpType != "Constant"))
             {
@@ -241,6 +244,54 @@ public static partial class OnnxModel
             }
 
             OrderTopologically();
+        }
+
+        /// <summary>
+        /// Shape arithmetic on constants becomes constants (<see cref="OnnxConstantFolding"/>): each candidate node is
+        /// folded once, as soon as every input it has is a constant, so chains fold in one pass whatever the nodes' order.
+        /// </summary>
+        private void FoldConstants(GraphProto graph)
+        {
+            var waiting = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal); // a tensor not yet constant → the candidates reading it
+            var ready = new Queue<NodeProto>();
+            foreach (var node in graph.Node.Where(OnnxConstantFolding.IsCandidate))
+            {
+                var missing = node.Input.Where(i => i.Length > 0 && !_initializers.ContainsKey(i)).Distinct(StringComparer.Ordinal).ToList();
+                if (missing.Count == 0)
+                {
+                    ready.Enqueue(node);
+                }
+
+                foreach (string input in missing)
+                {
+                    if (!waiting.TryGetValue(input, out var list))
+                    {
+                        waiting[input] = list = [];
+                    }
+
+                    list.Add(node);
+                }
+            }
+
+            while (ready.TryDequeue(out var node))
+            {
+                if (_visited.Contains(node) || node.Input.Any(i => i.Length > 0 && !_initializers.ContainsKey(i)))
+                {
+                    continue; // folded already, or still waiting on another input
+                }
+
+                TensorProto?[] inputs = [.. node.Input.Select(i => i.Length == 0 ? null : _initializers[i])];
+                if (OnnxConstantFolding.Fold(node, inputs) is not { } value || _initializers.ContainsKey(node.Output[0]))
+                {
+                    continue; // not arithmetic this folds (or an output named twice, which the checks below report)
+                }
+
+                AddConstant(node, value);
+                foreach (var next in waiting.GetValueOrDefault(node.Output[0]) ?? [])
+                {
+                    ready.Enqueue(next);
+                }
+            }
         }
 
         /// <summary>Numbers the nodes so that each comes after those it reads from (Kahn's algorithm); nodes on a cycle get no number.</summary>
@@ -591,7 +642,7 @@ public static partial class OnnxModel
                 case "Conv":
                 {
                     Allow(node, "kernel_shape", "strides", "pads", "dilations", "group");
-                    int[] pads = SplitPadding(Padded(Ints(node, "pads", [0, 0, 0, 0], 4)), layers);
+                    int[] pads = SplitPadding(Ints(node, "pads", [0, 0, 0, 0], 4), layers);
                     key = $"{prefix}{layers.Count}.";
                     var weight = Weight(node, 1, key + "weight", rank: 4);
                     int[] kernel = Ints(node, "kernel_shape", [weight.Shape[2], weight.Shape[3]], 2, minimum: 1);
@@ -663,13 +714,9 @@ public static partial class OnnxModel
                     // ONNX's strides default to 1 (PyTorch's to the kernel, but its exporter always writes them).
                     int[] kernel = Ints(node, "kernel_shape", null, 2, minimum: 1), stride = Ints(node, "strides", [1, 1], 2, minimum: 1);
                     bool average = node.OpType == "AveragePool";
-                    int[] own = Ints(node, "pads", [0, 0, 0, 0], 4), pads = Padded(own); // a Pad node's zeros are values: counted
-                    // A Pad node's zeros are values, which every average counts; its own padding counts only with count_include_pad.
+                    // A Pad node's zeros, when this node takes them (TakesPadding), are padding that every window counts.
+                    int[] own = Ints(node, "pads", [0, 0, 0, 0], 4), pads = Padded(own);
                     bool excludePad = average && own.Any(p => p != 0) && Int(node, "count_include_pad", 0) != 1;
-                    if (excludePad && !pads.SequenceEqual(own))
-                    {
-                        throw Error(node, "an average without count_include_pad after a Pad node (zeros counted beside padding not counted) is not supported");
-                    }
 
                     bool ceilMode = Int(node, "ceil_mode", 0) != 0;
                     if (pads[0] != pads[2] || pads[1] != pads[3])
@@ -745,10 +792,11 @@ public static partial class OnnxModel
                     return null; // evaluation: the identity
                 case "Pad":
                 {
-                    // PyTorch writes AvgPool2d as a Pad and an AveragePool: of nothing, or of zeros around H and W that the
-                    // average counts (padding=p with count_include_pad=True). Zeros before a Conv or an AveragePool are
-                    // that node's padding; the next node takes them (_padBefore). Any other constant padding or crop of H
-                    // and W (ZeroPad2d, ConstantPad2d, one-sided padding) is a pad layer.
+                    // PyTorch writes AvgPool2d(padding=p) as a Pad of zeros with no constant_value input and an
+                    // AveragePool: the pool takes those zeros as its padding where it can (TakesPadding; _padBefore), so
+                    // the layers stay numbered as PyTorch's modules. Any other constant padding or crop of H and W — a
+                    // ZeroPad2d or ConstantPad2d (whose Pad has a constant_value, as ours has), one-sided padding — is a
+                    // pad layer.
                     Allow(node, "mode");
                     var mode = node.Attribute.FirstOrDefault(a => a.Name == "mode");
                     float[] amounts = Constant(node, 1);
@@ -780,7 +828,7 @@ public static partial class OnnxModel
                     }
 
                     int top = (int)amounts[2], left = (int)amounts[3], bottom = (int)amounts[6], right = (int)amounts[7];
-                    if (value[0] == 0f && amounts.All(p => p >= 0f) && Single(output) is { OpType: "Conv" or "AveragePool" })
+                    if (node.Input.Count < 3 && Single(output) is { OpType: "AveragePool" } pool && TakesPadding(pool, [top, left, bottom, right]))
                     {
                         _padBefore = [top, left, bottom, right];
                         return null;
@@ -957,6 +1005,19 @@ public static partial class OnnxModel
         }
 
         /// <summary>
+        /// Whether AveragePool <paramref name="pool"/> can take a Pad node's zeros (H begin, W begin, H end, W end) as
+        /// padding it counts: the sum with its own padding the same on both sides and at most half the window (PyTorch's
+        /// rule), and its own padding counted too (count_include_pad) or none.
+        /// </summary>
+        private bool TakesPadding(NodeProto pool, int[] zeros)
+        {
+            int[] own = Ints(pool, "pads", [0, 0, 0, 0], 4), kernel = Ints(pool, "kernel_shape", null, 2, minimum: 1);
+            int[] sum = [.. own.Zip(zeros, (a, b) => a + b)];
+            return zeros.All(p => p >= 0) && sum[0] == sum[2] && sum[1] == sum[3] && 2L * sum[0] <= kernel[0] && 2L * sum[1] <= kernel[1] &&
+                (own.All(p => p == 0) || Int(pool, "count_include_pad", 0) == 1);
+        }
+
+        /// <summary>
         /// Padding more on one side of an axis than on the other (ONNX's auto_pad SAME as exporters write it, a Pad node
         /// before a Conv): what exceeds the smaller side becomes a pad layer of zeros added to <paramref name="layers"/>,
         /// and the rest — the same on both sides — is returned for the node's own padding.
@@ -973,7 +1034,7 @@ public static partial class OnnxModel
             return [h, w, h, w];
         }
 
-        /// <summary>A node's pads (H begin, W begin, H end, W end) plus those of the Pad node before it, which it takes.</summary>
+        /// <summary>An AveragePool's pads (H begin, W begin, H end, W end) plus those of the Pad node before it, which it takes.</summary>
         private int[] Padded(int[] pads)
         {
             if (_padBefore is { } before)

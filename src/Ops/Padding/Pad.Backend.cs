@@ -7,8 +7,8 @@ public abstract partial class Backend
 {
     /// <summary>
     /// y (N, C, Top + H + Bottom, Left + W + Right) = x (N, C, H, W) surrounded by <paramref name="value"/> (PyTorch's
-    /// ConstantPad2d; ZeroPad2d with 0); a negative amount crops that side instead. Any value is taken, ±∞ and NaN
-    /// included (a −∞ border before max pooling is one PyTorch itself uses).
+    /// ConstantPad2d; ZeroPad2d with 0); a negative amount crops that side instead (the crops of an axis together at
+    /// most its size, as PyTorch requires). Any value is taken here, ±∞ and NaN included; the pad layer takes finite ones.
     /// </summary>
     public void Pad2dForward(Pad2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y, float value)
     {

@@ -24,16 +24,23 @@ public static partial class OperationCases
         });
 
     /// <summary>
-    /// A random valid padding of a small input: each side padded or cropped by up to 3 (at least one row and column
-    /// left), so the CPU backend's row copies meet every arrangement of border, copy and crop.
+    /// A random valid padding of a small input: each side padded or cropped by up to 3, so the CPU backend's row copies
+    /// meet every arrangement of border, copy and crop (a whole axis cropped away and padded again included).
     /// </summary>
     public static Pad2dGeometry RandomPad(Random random)
     {
         int h = random.Next(1, 9), w = random.Next(1, 20);
         int left = random.Next(-3, 4), right = random.Next(-3, 4), top = random.Next(-3, 4), bottom = random.Next(-3, 4);
-        // Keep at least one output row and column: a crop of the whole plane is refused (no tensor has a zero dimension).
-        right = Math.Max(right, 1 - left - w);
-        bottom = Math.Max(bottom, 1 - top - h);
+        (left, right) = Valid(left, right, w);
+        (top, bottom) = Valid(top, bottom, h);
         return new Pad2dGeometry(random.Next(1, 4), random.Next(1, 4), h, w, left, right, top, bottom);
+
+        // The crops take at most the axis (PyTorch's rule), and one output row or column is left (no tensor has a zero dimension).
+        static (int Before, int After) Valid(int before, int after, int size)
+        {
+            before = Math.Max(before, -size);
+            after = Math.Max(after, -(size + Math.Min(before, 0)));
+            return (before, Math.Max(after, 1 - before - size));
+        }
     }
 }

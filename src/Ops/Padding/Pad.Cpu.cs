@@ -44,7 +44,7 @@ public sealed unsafe partial class CpuBackend
         {
             var g = Geometry;
             // The columns q of an output row that read the input: [first, end), empty when the crop leaves none.
-            int first = Math.Clamp(g.Left, 0, g.Q), end = Math.Clamp(g.Left + g.W, first, g.Q);
+            int first = Math.Clamp(g.Left, 0, g.Q), end = (int)Math.Clamp((long)g.Left + g.W, first, g.Q); // (in long: Left + W may pass int)
             for (int plane = start; plane < start + count; plane++)
             {
                 float* x = (float*)Source + ((long)plane * g.H * g.W), y = (float*)Target + ((long)plane * g.P * g.Q);

@@ -5,8 +5,8 @@ namespace GpuCnn.Kernels;
 /// <summary>
 /// The shape of one 2-D constant padding (PyTorch's ConstantPad2d and ZeroPad2d): input x (N, C, H, W), output y (N, C,
 /// P, Q) with P = Top + H + Bottom and Q = Left + W + Right. Each amount may be negative, which crops that many rows or
-/// columns instead (as PyTorch's). Output element (p, q) is input element (p − Top, q − Left) where that lies inside x,
-/// else the padding value.
+/// columns instead (as PyTorch's, which crops the input first: the crops of an axis may not take more than it has).
+/// Output element (p, q) is input element (p − Top, q − Left) where that lies inside x, else the padding value.
 /// </summary>
 public readonly record struct Pad2dGeometry(int N, int C, int H, int W, int Left, int Right, int Top, int Bottom)
 {
@@ -37,6 +37,12 @@ public readonly record struct Pad2dGeometry(int N, int C, int H, int W, int Left
         GeometryChecks.Positive(operation, "W", W);
         // In long: amounts near int's range would wrap P and Q.
         long p = (long)Top + H + Bottom, q = (long)Left + W + Right;
+        if ((long)H + Math.Min(Top, 0) + Math.Min(Bottom, 0) < 0 || (long)W + Math.Min(Left, 0) + Math.Min(Right, 0) < 0)
+        {
+            throw new ArgumentException(
+                $"{operation}: padding (left {Left}, right {Right}, top {Top}, bottom {Bottom}) crops more than the {H}x{W} input has (PyTorch refuses it too).");
+        }
+
         if (p < 1 || q < 1)
         {
             throw new ArgumentException(

@@ -61,9 +61,16 @@ public sealed class ConstantPad2d : Layer
     public float Value { get; }
 
     /// <inheritdoc/>
-    public override string Spec =>
-        string.Create(CultureInfo.InvariantCulture, $"pad({(Left == Right && Right == Top && Top == Bottom ? $"{Left}" : $"{Left},{Right},{Top},{Bottom}")}") +
-        (Value == 0f ? ")" : $",value={Value.ToString("R", CultureInfo.InvariantCulture)})");
+    public override string Spec
+    {
+        get
+        {
+            // Invariant digits and signs: a culture's own minus (U+2212 in Swedish) would not read back.
+            int[] amounts = Left == Right && Right == Top && Top == Bottom ? [Left] : [Left, Right, Top, Bottom];
+            string value = Value == 0f && !float.IsNegative(Value) ? "" : ",value=" + Value.ToString("R", CultureInfo.InvariantCulture);
+            return $"pad({string.Join(",", amounts.Select(a => a.ToString(CultureInfo.InvariantCulture)))}{value})";
+        }
+    }
 
     /// <inheritdoc/>
     protected override Shape InferOutputShape(Shape input)

@@ -11,6 +11,9 @@
   Mul by x, Mul by ½; Sigmoid and Mul by x), with its own constants;
 - torch_cumulative: a BatchNorm1d with momentum=None (a cumulative average in training), which the exporter writes as
   momentum 1, as it would momentum=0.
+- torch_pad: ZeroPad2d one-sided before a strided convolution (TensorFlow's "same" at stride 2: a Pad the importer
+  folds into the Conv, whose one-sided part becomes a pad layer again), ConstantPad2d of 0.5 with a crop, ZeroPad2d(1)
+  before a max pool (zeros the maximum takes: a pad layer, not the pool's padding).
 
     /usr/bin/python3 tests/GpuCnn.Tests/Fixtures/torch/make_onnx_fixture.py     # PyTorch 1.13 CPU (Debian's python3-torch)
 """
@@ -63,6 +66,11 @@ def main():
     for _ in range(3):
         cumulative(torch.rand(5, 1, 3, 4))
     write(cumulative, torch.rand(4, 1, 3, 4), "torch_cumulative")
+
+    torch.manual_seed(21)
+    pad = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(2, 4, 3, stride=2), nn.ReLU(), nn.ConstantPad2d((1, -1, 2, 0), 0.5),
+                        nn.ZeroPad2d(1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 2, 3))
+    write(pad, torch.randn(3, 2, 8, 7), "torch_pad")
 
 
 if __name__ == "__main__":
