@@ -75,6 +75,24 @@ public sealed class OnnxImportTests
         Assert.Contains("(Pad): its input 1 is not a constant tensor (an initializer)", Rejected(unfoldable), StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// PyTorch's tutorial LeNet, an nn.Module whose forward flattens with x.view(−1, 16 * 4 * 4): a Reshape to (−1, F)
+    /// before a Linear of F input features is a flatten; before anything else, or to another F, it is refused by name.
+    /// </summary>
+    [Fact]
+    public void A_tutorial_lenet_that_flattens_with_view_gives_pytorchs_logits()
+    {
+        AssertPytorchsLogits("torch_view", "conv(6,5),relu,maxpool(2),conv(16,5),relu,maxpool(2),flatten,dense(120),relu,dense(84),relu,dense(10)");
+        byte[] tutorial = File.ReadAllBytes(Fixtures.Torch("torch_view.onnx"));
+        string otherFeatures = Rejected(Edit(tutorial, m =>
+        {
+            var shape = m.Graph.Node.Single(n => n.OpType == "Reshape").Input[1];
+            var constant = m.Graph.Node.Single(n => n.Output[0] == shape);
+            constant.Attribute[0].T = new TensorProto { DataType = (int)TensorProto.Types.DataType.Int64, Dims = { 2 }, Int64Data = { -1, 128 } };
+        }));
+        Assert.Contains("(Reshape): only a reshape to (N, −1), or to (−1, F) before a Gemm or MatMul of F input features, is supported", otherFeatures, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_padded_average_pool_and_a_fresh_batch_norm_as_pytorch_exports_them_give_pytorchs_logits()
     {

@@ -112,7 +112,7 @@ public static partial class OnnxModel
 
     /// <summary>
     /// Reads an ONNX model made of the operators <see cref="OnnxModel"/> writes, and of what PyTorch's
-    /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1)),
+    /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1), or to (−1, F) before a Gemm or MatMul of F input features),
     /// MaxPool, AveragePool, GlobalAveragePool, Relu, LeakyRelu, Sigmoid, Tanh, Gelu (or its erf formula), SiLU as
     /// x·σ(x), BatchNormalization, Dropout, Identity, a constant Pad of H and W (a pad layer, or PyTorch's AvgPool2d
     /// padding: zeros with no constant_value before an AveragePool that can take them), one-sided padding of a Conv or
@@ -704,7 +704,11 @@ public static partial class OnnxModel
                 case "Reshape":
                 {
                     float[] shape = Constant(node, 1);
-                    return shape.Length == 2 && shape[1] == -1 && shape[0] is 0 or -1 ? "flatten" : throw Error(node, "only a reshape to (N, −1) is supported");
+                    // (N, −1), or x.view(−1, F) before a Linear of F input features (PyTorch's tutorial LeNet): the same
+                    // flatten, since that Linear's weights then hold only where F is the C·H·W the flatten gives.
+                    bool flatten = shape.Length == 2 && ((shape[1] == -1 && shape[0] is 0 or -1) ||
+                        (shape[0] == -1 && shape[1] >= 1 && Single(output) is { } next && InputFeatures(next) == shape[1]));
+                    return flatten ? "flatten" : throw Error(node, "only a reshape to (N, −1), or to (−1, F) before a Gemm or MatMul of F input features, is supported");
                 }
 
                 case "MaxPool":
@@ -717,7 +721,6 @@ public static partial class OnnxModel
                     // A Pad node's zeros, when this node takes them (TakesPadding), are padding that every window counts.
                     int[] own = Ints(node, "pads", [0, 0, 0, 0], 4), pads = Padded(own);
                     bool excludePad = average && own.Any(p => p != 0) && Int(node, "count_include_pad", 0) != 1;
-
                     bool ceilMode = Int(node, "ceil_mode", 0) != 0;
                     if (pads[0] != pads[2] || pads[1] != pads[3])
                     {
@@ -800,7 +803,8 @@ public static partial class OnnxModel
                     Allow(node, "mode");
                     var mode = node.Attribute.FirstOrDefault(a => a.Name == "mode");
                     float[] amounts = Constant(node, 1);
-                    float[] value = node.Input.Count > 2 && node.Input[2].Length > 0 ? Constant(node, 2) : [0f];
+                    bool valueGiven = node.Input.Count > 2 && node.Input[2].Length > 0;
+                    float[] value = valueGiven ? Constant(node, 2) : [0f];
                     if ((mode is not null && mode.S.ToStringUtf8() != "constant") || (node.Input.Count > 3 && node.Input[3].Length > 0))
                     {
                         throw Error(node, "only a constant Pad (mode constant, no axes) is supported");
@@ -828,7 +832,7 @@ public static partial class OnnxModel
                     }
 
                     int top = (int)amounts[2], left = (int)amounts[3], bottom = (int)amounts[6], right = (int)amounts[7];
-                    if (node.Input.Count < 3 && Single(output) is { OpType: "AveragePool" } pool && TakesPadding(pool, [top, left, bottom, right]))
+                    if (!valueGiven && Single(output) is { OpType: "AveragePool" } pool && TakesPadding(pool, [top, left, bottom, right]))
                     {
                         _padBefore = [top, left, bottom, right];
                         return null;
@@ -838,7 +842,7 @@ public static partial class OnnxModel
                     return Text($"pad({left},{right},{top},{bottom}{valueText})");
                 }
                 default:
-                    throw Error(node, $"operator {node.OpType} is not supported (supported: Conv, Gemm, MatMul + Add, Flatten, Reshape to (N, −1), MaxPool, " +
+                    throw Error(node, $"operator {node.OpType} is not supported (supported: Conv, Gemm, MatMul + Add, Flatten, Reshape to (N, −1) or (−1, F), MaxPool, " +
                         "AveragePool, GlobalAveragePool, BatchNormalization, Relu, LeakyRelu, Sigmoid, Tanh, Gelu, SiLU and GELU formulas, Dropout, Identity, " +
                         "a constant Pad, Constant, Add of two branches)");
             }
@@ -1003,6 +1007,17 @@ public static partial class OnnxModel
 
             return [.. attribute.Ints.Select(v => (int)v)];
         }
+
+        /// <summary>The input features of a Gemm or MatMul by a constant weight; −1 for any other node.</summary>
+        private long InputFeatures(NodeProto node) =>
+            node.Input.Count > 1 && _initializers.TryGetValue(node.Input[1], out var weight) && weight.Dims.Count == 2
+                ? node.OpType switch
+                {
+                    "Gemm" => weight.Dims[node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I == 1 ? 1 : 0],
+                    "MatMul" => weight.Dims[0],
+                    _ => -1,
+                }
+                : -1;
 
         /// <summary>
         /// Whether AveragePool <paramref name="pool"/> can take a Pad node's zeros (H begin, W begin, H end, W end) as

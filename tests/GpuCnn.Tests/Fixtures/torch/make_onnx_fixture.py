@@ -14,6 +14,8 @@
 - torch_pad: ZeroPad2d one-sided before a strided convolution (TensorFlow's "same" at stride 2: a Pad the importer
   folds into the Conv, whose one-sided part becomes a pad layer again), ConstantPad2d of 0.5 with a crop, ZeroPad2d(1)
   before a max pool (zeros the maximum takes: a pad layer, not the pool's padding).
+- torch_view: the LeNet of PyTorch's "60-minute blitz" tutorial, an nn.Module whose forward flattens with
+  x.view(-1, 16 * 4 * 4) (a Reshape to (−1, features) before the first Linear) and calls F.relu and F.max_pool2d.
 
     /usr/bin/python3 tests/GpuCnn.Tests/Fixtures/torch/make_onnx_fixture.py     # PyTorch 1.13 CPU (Debian's python3-torch)
 """
@@ -21,9 +23,30 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class TutorialNet(nn.Module):
+    """PyTorch's tutorial LeNet (for 28×28 inputs): layers called in forward, x.view(-1, features) before fc1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 4 * 4, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = x.view(-1, 16 * 4 * 4)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
 
 
 def write(model, x, name):
@@ -71,6 +94,9 @@ def main():
     pad = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(2, 4, 3, stride=2), nn.ReLU(), nn.ConstantPad2d((1, -1, 2, 0), 0.5),
                         nn.ZeroPad2d(1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 2, 3))
     write(pad, torch.randn(3, 2, 8, 7), "torch_pad")
+
+    torch.manual_seed(22)
+    write(TutorialNet(), torch.rand(2, 1, 28, 28), "torch_view")
 
 
 if __name__ == "__main__":
