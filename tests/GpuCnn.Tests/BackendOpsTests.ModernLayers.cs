@@ -241,6 +241,35 @@ public abstract partial class BackendOpsTests
         }
     }
 
+    /// <summary>
+    /// ReLU6 clips at both ends on every path — the CPU's vector loops included (1,000 values in [−12, 12]: whole
+    /// vectors and a tail) — and its gradient is cut at both, from x and from y alone; 0, −0 and 6 themselves too.
+    /// </summary>
+    [Fact]
+    [Trait("Category", "CrossCheck")]
+    public void Relu6_clips_at_zero_and_six_forward_and_backward()
+    {
+        var f = Cases.Activation("relu6");
+        Shape shape = new(1000);
+        float[] x = [.. TestData.Uniform(shape.Size, 61).Select(v => 12f * v)], gy = TestData.Uniform(shape.Size, 62);
+        (x[0], x[1], x[2], x[3], x[4]) = (6f, 0f, -0f, MathF.BitDecrement(6f), MathF.BitIncrement(6f));
+        using var dx = Put(x, shape);
+        using var dy = Poisoned(shape);
+        f.Apply(Backend, dx, dy);
+        float[] y = Backend.DownloadArray(dy);
+        TensorAssert.Close([.. x.Select(v => f.Evaluate(v))], y, shape, 0, 0, $"{Backend.Name} relu6 forward");
+        Assert.True(y.Count(v => v == 6f) > 100 && y.Count(v => v == 0f) > 100, "both clips reached");
+
+        double[] expectedGx = [.. Enumerable.Range(0, shape.Size).Select(i => f.EvaluateBackward(x[i], y[i], gy[i]))];
+        using var dgy = Put(gy, shape);
+        using var dgx = Poisoned(shape);
+        f.ApplyBackward(Backend, dx, dy, dgy, dgx);
+        TensorAssert.Close(expectedGx, Backend.DownloadArray(dgx), shape, 0, 0, $"{Backend.Name} relu6 backward");
+        using var fromOutput = Poisoned(shape);
+        f.ApplyBackwardFromOutput(Backend, dy, dgy, fromOutput);
+        TensorAssert.Close(expectedGx, Backend.DownloadArray(fromOutput), shape, 0, 0, $"{Backend.Name} relu6 backward from y");
+    }
+
     [Theory]
     [Trait("Category", "CrossCheck")]
     [MemberData(nameof(FusedBatchNormCases))]

@@ -93,6 +93,27 @@ public sealed class OnnxImportTests
         Assert.Contains("(Reshape): only a reshape to (N, −1), or to (−1, F) before a Gemm or MatMul of F input features, is supported", otherFeatures, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A small MobileNetV2 as torch.onnx.export writes it: batch norms folded into the convolutions, ReLU6 as a Clip to
+    /// [0, 6], inverted residual blocks whose Add lists the shortcut first; a Clip to another range is refused by name.
+    /// </summary>
+    [Fact]
+    public void A_pytorch_mobilenet_v2_with_relu6_gives_pytorchs_logits()
+    {
+        const string block = "residual(conv(32,1),relu6,conv(32,3,pad=1,groups=32),relu6,conv(8,1))";
+        AssertPytorchsLogits("torch_mobile", $"conv(8,3,stride=2,pad=1),relu6,{block},{block},conv(16,1),relu6,globalavgpool,flatten,dense(5)");
+        Assert.Contains("(Clip): a Clip to [-1, 1] is not supported (only [0, 6], ReLU6, and [0, ∞), ReLU)", Rejected(Edit(
+            File.ReadAllBytes(Fixtures.Torch("torch_mobile.onnx")), m =>
+            {
+                var clip = m.Graph.Node.First(n => n.OpType == "Clip");
+                foreach (var (index, value) in (ReadOnlySpan<(int, float)>)[(1, -1f), (2, 1f)])
+                {
+                    m.Graph.Node.Single(n => n.Output[0] == clip.Input[index]).Attribute[0].T =
+                        new TensorProto { DataType = (int)TensorProto.Types.DataType.Float, FloatData = { value } };
+                }
+            })), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_padded_average_pool_and_a_fresh_batch_norm_as_pytorch_exports_them_give_pytorchs_logits()
     {

@@ -6,7 +6,7 @@ namespace GpuCnn.Cpu.Fast;
 
 /// <summary>
 /// The activations over float spans, specialised by the JIT for each function struct (no call per element once
-/// inlined); ReLU, the common case, takes a vectorised path.
+/// inlined); ReLU, the common case, and ReLU6 (MobileNet's) take vectorised paths.
 /// </summary>
 internal static class ActivationLoops
 {
@@ -23,6 +23,26 @@ internal static class ActivationLoops
                 // Not Vector.Max, which returns 0 for NaN: a NaN must stay NaN (PyTorch's relu).
                 var v = new Vector<float>(x[i..]);
                 Vector.ConditionalSelect(Vector.LessThan(v, Vector<float>.Zero), Vector<float>.Zero, v).CopyTo(y[i..]);
+            }
+
+            for (; i < x.Length; i++)
+            {
+                y[i] = f.Forward(x[i]);
+            }
+
+            return;
+        }
+
+        if (typeof(TF) == typeof(Relu6))
+        {
+            var ceiling = new Vector<float>(Relu6.Ceiling);
+            int i = 0;
+            for (; i <= x.Length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                // Selects, not Min/Max, so that a NaN stays NaN (PyTorch's clamp).
+                var v = new Vector<float>(x[i..]);
+                v = Vector.ConditionalSelect(Vector.LessThan(v, Vector<float>.Zero), Vector<float>.Zero, v);
+                Vector.ConditionalSelect(Vector.GreaterThan(v, ceiling), ceiling, v).CopyTo(y[i..]);
             }
 
             for (; i < x.Length; i++)
@@ -50,6 +70,12 @@ internal static class ActivationLoops
             return;
         }
 
+        if (typeof(TF) == typeof(Relu6))
+        {
+            Relu6Mask(y, dy, dx); // y ≤ 0 ⇔ x ≤ 0 and y ≥ 6 ⇔ x ≥ 6: the same mask as hardtanh_backward's on x
+            return;
+        }
+
         for (int i = 0; i < x.Length; i++)
         {
             dx[i] = f.Backward(x[i], y[i], dy[i]);
@@ -64,6 +90,12 @@ internal static class ActivationLoops
         if (typeof(TF) == typeof(Relu))
         {
             ReluMask(y, dy, dx);
+            return;
+        }
+
+        if (typeof(TF) == typeof(Relu6))
+        {
+            Relu6Mask(y, dy, dx);
             return;
         }
 
@@ -87,6 +119,25 @@ internal static class ActivationLoops
         for (; i < y.Length; i++)
         {
             dx[i] = default(Relu).BackwardFromOutput(y[i], dy[i]);
+        }
+    }
+
+    /// <summary>dx = 0 where y ≤ 0 or y ≥ 6, else dy (a NaN output passes dy through, as in PyTorch), vectorised.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Relu6Mask(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx)
+    {
+        var ceiling = new Vector<float>(Relu6.Ceiling);
+        int i = 0;
+        for (; i <= y.Length - Vector<float>.Count; i += Vector<float>.Count)
+        {
+            var v = new Vector<float>(y[i..]);
+            var blocked = Vector.LessThanOrEqual(v, Vector<float>.Zero) | Vector.GreaterThanOrEqual(v, ceiling);
+            Vector.ConditionalSelect(blocked, Vector<float>.Zero, new Vector<float>(dy[i..])).CopyTo(dx[i..]);
+        }
+
+        for (; i < y.Length; i++)
+        {
+            dx[i] = default(Relu6).BackwardFromOutput(y[i], dy[i]);
         }
     }
 }

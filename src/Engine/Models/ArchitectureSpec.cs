@@ -27,7 +27,7 @@ public sealed class SpecException : FormatException
 /// Parses architecture specs: layers separated by top-level commas, e.g. LeNet-5's
 /// <c>conv(6,5,pad=2),relu,maxpool(2),conv(16,5),relu,maxpool(2),flatten,dense(120),relu,dense(84),relu,dense(10)</c>.
 /// Grammar: <c>conv(OUT,K[,stride=S][,pad=P][,dilation=D][,groups=G][,bias=false])</c>, <c>maxpool(K[,stride=S][,pad=P][,ceil_mode=true])</c>,
-/// <c>avgpool(…[,count_include_pad=false])</c>, <c>globalavgpool</c>, <c>pad(P)</c> or <c>pad(LEFT,RIGHT,TOP,BOTTOM[,value=V])</c>, <c>batchnorm[(momentum=M,eps=E)]</c>, <c>dropout(P)</c>, <c>relu</c>,
+/// <c>avgpool(…[,count_include_pad=false])</c>, <c>globalavgpool</c>, <c>pad(P)</c> or <c>pad(LEFT,RIGHT,TOP,BOTTOM[,value=V])</c>, <c>batchnorm[(momentum=M,eps=E)]</c>, <c>dropout(P)</c>, <c>relu</c>, <c>relu6</c>,
 /// <c>leakyrelu[(A)]</c>, <c>sigmoid</c>, <c>tanh</c>, <c>gelu</c>, <c>silu</c>, <c>flatten</c>, <c>dense(OUT)</c>,
 /// <c>residual(BODY[; SHORTCUT])</c>; K, S, P, D are an integer or HxW such as 3x1. The names and their parsers live
 /// in <see cref="LayerRegistry"/>; each layer formats its own spec. A whole spec may instead be the name of a

@@ -22,6 +22,7 @@ public static class LayerRegistry
         ["batchnorm"] = BatchNorm.Parse,
         ["dropout"] = Dropout.Parse,
         ["relu"] = Activation(default(Relu)),
+        ["relu6"] = Activation(default(Relu6)),
         ["leakyrelu"] = args => ActivationLayer.Create(new LeakyRelu(args.OptionalFloat(0, "negative slope", 0.01f))),
         ["sigmoid"] = Activation(default(Sigmoid)),
         ["tanh"] = Activation(default(Tanh)),

@@ -14,7 +14,7 @@ namespace GpuCnn.Onnx;
 /// names. Every layer the engine has maps to standard operators: Conv (strides, pads, dilations, group), Gemm for
 /// dense layers, Relu, LeakyRelu, Sigmoid, Tanh, GELU as x·½(1 + erf(x/√2)) and SiLU as x·σ(x) (opset 17 has neither
 /// as one operator), MaxPool, AveragePool (count_include_pad as the layer's; ceil_mode as ONNX counts windows, below),
-/// GlobalAveragePool, BatchNormalization with the running statistics (evaluation mode), Pad (constant) for the pad layer, Flatten, Add for residual
+/// GlobalAveragePool, BatchNormalization with the running statistics (evaluation mode), Pad (constant) for the pad layer, Clip for ReLU6, Flatten, Add for residual
 /// blocks; dropout is the identity in evaluation and writes nothing; a model's input normalisation becomes Sub and Div.
 /// </summary>
 public static partial class OnnxModel
@@ -169,6 +169,7 @@ public static partial class OnnxModel
         private string Activation(ActivationLayer activation, string x) => activation switch
         {
             ActivationLayer<Relu> => Node("Relu", [x]),
+            ActivationLayer<Relu6> => Node("Clip", [x, Scalar(0f), Scalar(Relu6.Ceiling)]),
             ActivationLayer<LeakyRelu> leaky => Node("LeakyRelu", [x], null, Float("alpha", leaky.Function.Alpha)),
             ActivationLayer<Sigmoid> => Node("Sigmoid", [x]),
             ActivationLayer<Tanh> => Node("Tanh", [x]),

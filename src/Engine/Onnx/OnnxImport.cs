@@ -113,7 +113,7 @@ public static partial class OnnxModel
     /// <summary>
     /// Reads an ONNX model made of the operators <see cref="OnnxModel"/> writes, and of what PyTorch's
     /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1), or to (−1, F) before a Gemm or MatMul of F input features),
-    /// MaxPool, AveragePool, GlobalAveragePool, Relu, LeakyRelu, Sigmoid, Tanh, Gelu (or its erf formula), SiLU as
+    /// MaxPool, AveragePool, GlobalAveragePool, Relu, Clip to [0, 6] (ReLU6), LeakyRelu, Sigmoid, Tanh, Gelu (or its erf formula), SiLU as
     /// x·σ(x), BatchNormalization, Dropout, Identity, a constant Pad of H and W (a pad layer, or PyTorch's AvgPool2d
     /// padding: zeros with no constant_value before an AveragePool that can take them), one-sided padding of a Conv or
     /// an AveragePool (a pad layer of the difference before it), shape arithmetic on constants (folded:
@@ -787,6 +787,20 @@ public static partial class OnnxModel
                     string approximate = node.Attribute.FirstOrDefault(a => a.Name == "approximate")?.S.ToStringUtf8() ?? "none";
                     return approximate == "none" ? "gelu" : throw Error(node, $"approximate='{approximate}' is not supported (only the exact GELU, 'none')");
                 }
+                case "Clip":
+                {
+                    // ReLU6 (PyTorch writes nn.ReLU6 as a Clip to [0, 6]); a Clip to [0, ∞) is a ReLU.
+                    Allow(node);
+                    float[] low = node.Input.Count > 1 && node.Input[1].Length > 0 ? Constant(node, 1) : [float.NegativeInfinity];
+                    float[] high = node.Input.Count > 2 && node.Input[2].Length > 0 ? Constant(node, 2) : [float.PositiveInfinity];
+                    return (low, high) switch
+                    {
+                        ([0f], [Kernels.Relu6.Ceiling]) => "relu6",
+                        ([0f], [float.PositiveInfinity]) => "relu",
+                        _ => throw Error(node, $"a Clip to [{string.Join(",", low)}, {string.Join(",", high)}] is not supported (only [0, 6], ReLU6, and [0, ∞), ReLU)"),
+                    };
+                }
+
                 case "LeakyRelu":
                     Allow(node, "alpha");
                     return Text($"leakyrelu({Float(node, "alpha", 0.01f).ToString("R", CultureInfo.InvariantCulture)})");
@@ -843,7 +857,7 @@ public static partial class OnnxModel
                 }
                 default:
                     throw Error(node, $"operator {node.OpType} is not supported (supported: Conv, Gemm, MatMul + Add, Flatten, Reshape to (N, −1) or (−1, F), MaxPool, " +
-                        "AveragePool, GlobalAveragePool, BatchNormalization, Relu, LeakyRelu, Sigmoid, Tanh, Gelu, SiLU and GELU formulas, Dropout, Identity, " +
+                        "AveragePool, GlobalAveragePool, BatchNormalization, Relu, Clip to [0, 6] (ReLU6), LeakyRelu, Sigmoid, Tanh, Gelu, SiLU and GELU formulas, Dropout, Identity, " +
                         "a constant Pad, Constant, Add of two branches)");
             }
         }

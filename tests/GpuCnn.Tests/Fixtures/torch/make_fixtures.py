@@ -67,6 +67,8 @@ def build(spec, in_shape):
             layer = nn.ConstantPad2d(amounts, value) if value != 0 else nn.ZeroPad2d(amounts)
         elif name == "relu":
             layer = nn.ReLU()
+        elif name == "relu6":
+            layer = nn.ReLU6()
         elif name == "leakyrelu":
             layer = nn.LeakyReLU(float(pos[0]) if pos else 0.01)
         elif name == "sigmoid":
@@ -153,10 +155,17 @@ PREDICT_CASES = {
                     "avgpool(2,pad=1,ceil_mode=true,count_include_pad=false),flatten,dense(4)", [2, 9, 10], 3),
     # ZeroPad2d one-sided before a convolution, ConstantPad2d cropping two sides and padding one, ZeroPad2d(1).
     "pad": ("pad(1,0,2,1),conv(3,3),relu,pad(-1,2,0,-1,value=0.25),maxpool(2),pad(1),avgpool(2),flatten,dense(4)", [2, 9, 8], 3),
+    # MobileNetV2's inverted residual: 1x1 expansion, ReLU6, depthwise 3x3, ReLU6, linear 1x1 projection, identity shortcut
+    # (the input scaled by 8 first, so that ReLU6 clips at 6 too).
+    "relu6": ("conv(8,3,pad=1),relu6,residual(conv(16,1,bias=false),batchnorm,relu6,conv(16,3,pad=1,groups=16,bias=false),batchnorm,relu6,"
+              "conv(8,1,bias=false),batchnorm),relu6,globalavgpool,flatten,dense(3)", [2, 6, 6], 3),
     # Depthwise convolutions with channel multipliers 3 and 2 (each group one input channel, several outputs).
     "multiplier": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
                    [1, 9, 9], 2),
 }
+
+# Inputs scaled up for cases that must reach an activation's upper clip (ReLU6 at 6); the rest as drawn.
+INPUT_SCALE = {"relu6": 8.0, "relu6_sgd": 8.0}
 
 # Training batches run through a predict case before its weights are saved, so its running statistics are not the
 # initial ones (and num_batches_tracked counts them).
@@ -195,6 +204,10 @@ TRAIN_CASES = {
     # Padding's gradients: dy's part over the input, none for the cropped rows and columns.
     "pad_sgd": ("pad(1,0,2,1),conv(3,3),relu,pad(-1,2,0,-1,value=0.25),maxpool(2),pad(1),avgpool(2),flatten,dense(4)", [2, 9, 8], 4,
                 dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
+    # ReLU6's gradient, cut at 0 and at 6, through an inverted residual block in training mode.
+    "relu6_sgd": ("conv(8,3,pad=1),relu6,residual(conv(16,1,bias=false),batchnorm,relu6,conv(16,3,pad=1,groups=16,bias=false),batchnorm,relu6,"
+                  "conv(8,1,bias=false),batchnorm),relu6,globalavgpool,flatten,dense(3)", [2, 6, 6], 4,
+                  dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
     # Depthwise convolutions with channel multipliers: their filter and input gradients, group by group.
     "multiplier_sgd": ("conv(2,3,pad=1),conv(6,3,pad=1,groups=2),relu,conv(12,3,stride=2,groups=6,bias=false),relu,flatten,dense(3)",
                        [1, 9, 9], 4, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
@@ -266,7 +279,7 @@ def main():
     for name, (spec, shape, n) in PREDICT_CASES.items():
         torch.manual_seed(zlib.crc32(name.encode()))  # per case: a new case leaves the others' files as they were
         model = build(spec, shape)
-        x = torch.randn([n] + shape)
+        x = torch.randn([n] + shape) * INPUT_SCALE.get(name, 1.0)
         with torch.no_grad():
             for _ in range(PREDICT_WARMUP.get(name, 0)):
                 model(torch.randn([n] + shape) * 2 + 0.5)
@@ -280,7 +293,7 @@ def main():
     for name, (spec, shape, n, hp) in TRAIN_CASES.items():
         torch.manual_seed(zlib.crc32(name.encode()))
         model = build(spec, shape)
-        x = torch.randn([n] + shape)
+        x = torch.randn([n] + shape) * INPUT_SCALE.get(name, 1.0)
         classes = model[-1].out_features
         y = torch.randint(0, classes, (n,))
         save_safetensors(f"{name}.init.safetensors", model.state_dict(), {"format": "pt"})

@@ -39,7 +39,7 @@ def case(name, op, tensors, **params):
 # Activations: y = f(x), dx = dy·f′ from autograd; x holds NaN, ±∞, ±0 and ordinary values, dy a NaN and an ∞ too.
 x0 = torch.tensor([NAN, INF, -INF, 0.0, -0.0, 1.5, -1.5, 30.0, -30.0, 0.25, -0.25, 100.0])
 dy0 = torch.tensor([1.0, 2.0, -1.0, 0.5, 0.5, NAN, 1.0, INF, 1.0, -2.0, 3.0, 1.0])
-for spec, fn in [("relu", F.relu), ("leakyrelu(0.1)", lambda t: F.leaky_relu(t, 0.1)), ("sigmoid", torch.sigmoid),
+for spec, fn in [("relu", F.relu), ("relu6", F.relu6), ("leakyrelu(0.1)", lambda t: F.leaky_relu(t, 0.1)), ("sigmoid", torch.sigmoid),
                  ("tanh", torch.tanh), ("gelu", F.gelu), ("silu", F.silu)]:
     x = x0.clone().requires_grad_(True)
     y = fn(x)

@@ -14,6 +14,10 @@
 - torch_pad: ZeroPad2d one-sided before a strided convolution (TensorFlow's "same" at stride 2: a Pad the importer
   folds into the Conv, whose one-sided part becomes a pad layer again), ConstantPad2d of 0.5 with a crop, ZeroPad2d(1)
   before a max pool (zeros the maximum takes: a pad layer, not the pool's padding).
+- torch_mobile: a small MobileNetV2 (a strided stem, two inverted residual blocks — 1x1 expansion, ReLU6, depthwise
+  3x3, ReLU6, linear 1x1 projection, identity shortcut — a 1x1 head, global pooling, dropout, linear), batch norm
+  statistics moved and weights large enough that ReLU6 clips at 6; the exporter folds each batch norm into its
+  convolution and writes ReLU6 as a Clip to [0, 6];
 - torch_view: the LeNet of PyTorch's "60-minute blitz" tutorial, an nn.Module whose forward flattens with
   x.view(-1, 16 * 4 * 4) (a Reshape to (−1, features) before the first Linear) and calls F.relu and F.max_pool2d.
 
@@ -47,6 +51,21 @@ class TutorialNet(nn.Module):
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
         return self.fc3(x)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block with an identity shortcut: x + project(depthwise(expand(x)))."""
+
+    def __init__(self, channels, expansion):
+        super().__init__()
+        hidden = channels * expansion
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        return x + self.block(x)
 
 
 def write(model, x, name):
@@ -97,6 +116,21 @@ def main():
 
     torch.manual_seed(22)
     write(TutorialNet(), torch.rand(2, 1, 28, 28), "torch_view")
+
+    torch.manual_seed(23)
+    mobile = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+        InvertedResidual(8, 4), InvertedResidual(8, 4),
+        nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(16, 5))
+    mobile.train()
+    for _ in range(3):  # move the batch-norm running statistics off 0 and 1
+        mobile(torch.rand(4, 3, 16, 16))
+    for m in mobile.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.uniform_(2.0, 6.0)  # so that ReLU6 clips at 6 as well as at 0
+    write(mobile, torch.rand(3, 3, 16, 16), "torch_mobile")
 
 
 if __name__ == "__main__":
