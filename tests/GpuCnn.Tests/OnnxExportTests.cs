@@ -22,9 +22,9 @@ public sealed class OnnxExportTests
             "residual(conv(6,3,pad=1),gelu,conv(6,1)),silu,avgpool(3,stride=2),dropout(0.3),residual(conv(8,3,pad=1),relu; conv(8,1))," +
             "globalavgpool,flatten,dense(8),batchnorm(momentum=0.01,eps=0.001),tanh,dense(4)", "3x12x12"
         },
-        { "dense(6),batchnorm,relu,dense(3)", "4" },
+        { "dense(6),batchnorm,relu,dense(3)", "4" }, // (N, features): the normalisation's constants (1, F), not (1, F, 1, 1)
         // ReLU6 as a Clip to [0, 6], after a depthwise convolution and after a residual join.
-        { "conv(8,3,pad=1),relu6,residual(conv(8,3,pad=1,groups=8),relu6,conv(8,1)),relu6,flatten,dense(3)", "2x5x5" }, // (N, features): the normalisation's constants (1, F), not (1, F, 1, 1)
+        { "conv(8,3,pad=1),relu6,residual(conv(8,3,pad=1,groups=8),relu6,conv(8,1)),relu6,flatten,dense(3)", "2x5x5" },
         // ceil_mode: last windows cut at the far edge; the average's at the padded edge, padding counted in its divisor.
         { "conv(4,3),relu,maxpool(3,stride=2,ceil_mode=true),avgpool(3,stride=2,pad=1,ceil_mode=true),flatten,dense(3)", "2x11x10" },
         // ... and a last window that would start past the input and its near padding is dropped (5 → 3 → 2, not 4 → 3).

@@ -62,12 +62,13 @@ public sealed class OnnxImportTests
     /// <summary>
     /// ZeroPad2d and ConstantPad2d as torch.onnx.export writes them: the pads computed by a chain of shape arithmetic
     /// (Shape, Gather, Mul, Sub, ConstantOfShape, Concat, Reshape, a Slice of step −1, Transpose, Cast) that the importer
-    /// folds; zeros before the strided Conv are its padding again, one-sided, so a pad layer of it comes back.
+    /// folds; each Pad is a pad layer, as each module is one in PyTorch (the layers numbered alike).
     /// </summary>
     [Fact]
     public void Pytorchs_zero_and_constant_padding_give_pytorchs_logits()
     {
         AssertPytorchsLogits("torch_pad", "pad(0,1,0,1),conv(4,3,stride=2),relu,pad(1,-1,2,0,value=0.5),pad(1),maxpool(2),flatten,dense(3)");
+        AssertPytorchsLogits("torch_pad_folded", "pad(0,1,0,1),conv(4,3,stride=2),relu,pad(1,-1,2,0,value=0.5),pad(1),maxpool(2),flatten,dense(3)");
 
         // What the folding does not take stays a node, and the Pad that reads it says its pads are not a constant.
         byte[] unfoldable = Edit(File.ReadAllBytes(Fixtures.Torch("torch_pad.onnx")), m =>
@@ -158,6 +159,33 @@ public sealed class OnnxImportTests
             Assert.Contains("(AveragePool): ceil_mode with stride 2x2 beyond the window less the padding (1x1) is not supported",
                 Rejected(padded), StringComparison.Ordinal);
         }
+    }
+
+    /// <summary>
+    /// PyTorch's form of AvgPool2d(padding=p) — a Pad of zeros without a constant_value — is taken by the pool only where
+    /// the pool can hold it as padding: past half its window, or beside padding of its own it does not count, it stays
+    /// a pad layer (the same values either way).
+    /// </summary>
+    [Theory]
+    [InlineData(1, 0, 1, "avgpool(2x2,stride=2x2,pad=1x1)")]
+    [InlineData(2, 0, 1, "pad(2,2,2,2),avgpool(2x2,stride=2x2,pad=0x0)")]
+    [InlineData(1, 1, 0, "pad(1,1,1,1),avgpool(4x4,stride=2x2,pad=1x1,count_include_pad=false)")]
+    [InlineData(1, 1, 1, "avgpool(4x4,stride=2x2,pad=2x2)")]
+    public void A_pad_of_zeros_is_the_average_pools_padding_only_where_it_can_be(int zeros, int own, int countIncludePad, string expected)
+    {
+        using var backend = Backends.Open("cpu");
+        using var model = Sequential.Create($"conv(2,1),avgpool({(own > 0 ? 4 : 2)},stride=2{(own > 0 ? $",pad={own}" : "")}),flatten,dense(3)", [1, 6, 6], backend, seed: 4);
+        byte[] padded = Edit(OnnxModel.ToBytes(model), m =>
+        {
+            var pool = m.Graph.Node.First(n => n.OpType == "AveragePool");
+            pool.Attribute.Single(a => a.Name == "count_include_pad").I = countIncludePad;
+            m.Graph.Initializer.Add(new TensorProto { Name = "amounts", DataType = (int)TensorProto.Types.DataType.Int64, Dims = { 8 },
+                Int64Data = { 0, 0, zeros, zeros, 0, 0, zeros, zeros } });
+            var pad = new NodeProto { Name = "pad", OpType = "Pad", Input = { pool.Input[0], "amounts" }, Output = { "padded" } };
+            pool.Input[0] = "padded";
+            m.Graph.Node.Insert(m.Graph.Node.IndexOf(pool), pad);
+        });
+        Assert.Contains($"conv(2,1x1,stride=1x1,pad=0x0,dilation=1x1,groups=1),{expected},flatten", OnnxModel.Parse(padded, "pad").Spec, StringComparison.Ordinal);
     }
 
     [Fact]

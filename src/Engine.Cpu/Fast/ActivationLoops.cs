@@ -72,7 +72,7 @@ internal static class ActivationLoops
 
         if (typeof(TF) == typeof(Relu6))
         {
-            Relu6Mask(y, dy, dx); // y ≤ 0 ⇔ x ≤ 0 and y ≥ 6 ⇔ x ≥ 6: the same mask as hardtanh_backward's on x
+            Relu6Mask(y, dy, dx); // 0 < y < 6 ⇔ 0 < x < 6: the same mask as hardtanh_backward's on x
             return;
         }
 
@@ -122,7 +122,7 @@ internal static class ActivationLoops
         }
     }
 
-    /// <summary>dx = 0 where y ≤ 0 or y ≥ 6, else dy (a NaN output passes dy through, as in PyTorch), vectorised.</summary>
+    /// <summary>dx = dy where 0 &lt; y &lt; 6, else 0 (a NaN too, as PyTorch's vectorised hardtanh_backward), vectorised.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Relu6Mask(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx)
     {
@@ -131,8 +131,8 @@ internal static class ActivationLoops
         for (; i <= y.Length - Vector<float>.Count; i += Vector<float>.Count)
         {
             var v = new Vector<float>(y[i..]);
-            var blocked = Vector.LessThanOrEqual(v, Vector<float>.Zero) | Vector.GreaterThanOrEqual(v, ceiling);
-            Vector.ConditionalSelect(blocked, Vector<float>.Zero, new Vector<float>(dy[i..])).CopyTo(dx[i..]);
+            var passed = Vector.GreaterThan(v, Vector<float>.Zero) & Vector.LessThan(v, ceiling); // false for NaN
+            Vector.ConditionalSelect(passed, new Vector<float>(dy[i..]), Vector<float>.Zero).CopyTo(dx[i..]);
         }
 
         for (; i < y.Length; i++)

@@ -6,8 +6,8 @@ namespace GpuCnn.Onnx;
 /// <summary>
 /// The shape arithmetic an exporter leaves in a graph for values that are constant. torch.onnx.export (PyTorch 1.13,
 /// opset 11 and later) writes F.pad's amounts — ZeroPad2d, ConstantPad2d — as Constant → Shape → Gather → Mul/Sub →
-/// ConstantOfShape → Concat → Reshape → Slice (step −1) → Transpose → Reshape → Cast before the Pad, and its own
-/// constant folding leaves the chain in place (it folds no Slice of step −1). Such nodes are evaluated here, on int64
+/// ConstantOfShape → Concat → Reshape → Slice (step −1) → Transpose → Reshape → Cast before the Pad; its own constant
+/// folding leaves the chain from the Slice on in place (it folds no Slice of step −1), and all of it when turned off. Such nodes are evaluated here, on int64
 /// tensors of at most <see cref="MaximumValues"/> values, when every input is a constant; what this does not fold stays
 /// a node, and the importer then names it as it would have (not on the path from the input, or an input that is not a
 /// constant). Nothing is folded that depends on the graph's input.
@@ -16,6 +16,9 @@ internal static class OnnxConstantFolding
 {
     /// <summary>The most values a folded tensor, or an int64 tensor read by one, may hold.</summary>
     public const int MaximumValues = 1024;
+
+    /// <summary>The most dims such a tensor may have (a rank past it would cost work per element, not values).</summary>
+    public const int MaximumRank = 8;
 
     private const int Int64 = (int)TensorProto.Types.DataType.Int64;
 
@@ -49,8 +52,8 @@ internal static class OnnxConstantFolding
                 "Reshape" => Reshape(node, inputs),
                 "Slice" => Slice(inputs),
                 "Transpose" => Transpose(node, inputs),
-                "Unsqueeze" => Unsqueeze(inputs),
-                "Squeeze" => Squeeze(inputs),
+                "Unsqueeze" => Unsqueeze(node, inputs),
+                "Squeeze" => Squeeze(node, inputs),
                 _ => null,
             };
         }
@@ -76,9 +79,17 @@ internal static class OnnxConstantFolding
         public int Rank => Dims.Length;
     }
 
-    /// <summary>The values <paramref name="dims"/> hold; null past <see cref="MaximumValues"/> or for a negative dim (never wraps).</summary>
-    private static long? Count(IEnumerable<long> dims)
+    /// <summary>
+    /// The values <paramref name="dims"/> hold; null past <see cref="MaximumValues"/> or <see cref="MaximumRank"/>, or
+    /// for a negative dim (never wraps).
+    /// </summary>
+    private static long? Count(IReadOnlyCollection<long> dims)
     {
+        if (dims.Count > MaximumRank)
+        {
+            return null;
+        }
+
         long count = 1;
         foreach (long d in dims)
         {
@@ -108,7 +119,7 @@ internal static class OnnxConstantFolding
 
     private static IntTensor? Shape(NodeProto node, TensorProto?[] inputs)
     {
-        if (inputs is not [{ } data] || node.Attribute.Count > 0) // (opset 15's start and end: not written by the exporters read here)
+        if (inputs is not [{ } data] || node.Attribute.Count > 0 || data.Dims.Count > MaximumRank) // (opset 15's start and end: not written by the exporters read here)
         {
             return null;
         }
@@ -164,8 +175,15 @@ internal static class OnnxConstantFolding
 
     private static IntTensor? Concat(NodeProto node, TensorProto?[] inputs)
     {
+        // The parts' sizes first, from their dims: a file may name one tensor a million times.
+        if (inputs.Length == 0 || Attribute(node, "axis")?.I is not (0 or -1) ||
+            inputs.Any(p => p is not { Dims.Count: 1 }) || inputs.Sum(p => Math.Min(p!.Dims[0], MaximumValues + 1L)) > MaximumValues)
+        {
+            return null;
+        }
+
         var parts = inputs.Select(Read).ToList();
-        if (parts.Count == 0 || parts.Any(p => p is not { Rank: 1 }) || Attribute(node, "axis")?.I is not (0 or -1))
+        if (parts.Any(p => p is null))
         {
             return null;
         }
@@ -183,7 +201,7 @@ internal static class OnnxConstantFolding
 
         long[] dims = [.. shape.Values.Select((d, i) => d == 0 && i < data.Rank ? data.Dims[i] : d)];
         int inferred = Array.IndexOf(dims, -1L);
-        if (dims.Count(d => d == -1) > 1 || Count(dims.Where(d => d != -1)) is not { } known)
+        if (dims.Count(d => d == -1) > 1 || Count([.. dims.Where(d => d != -1)]) is not { } known)
         {
             return null;
         }
@@ -212,7 +230,7 @@ internal static class OnnxConstantFolding
         long[] axes = inputs.Length > 3 && inputs[3] is not null ? Read(inputs[3])?.Values ?? [] : [.. Enumerable.Range(0, starts.Values.Length).Select(i => (long)i)];
         long[] steps = inputs.Length > 4 && inputs[4] is not null ? Read(inputs[4])?.Values ?? [] : [.. Enumerable.Repeat(1L, starts.Values.Length)];
         int count = starts.Values.Length;
-        if (ends.Values.Length != count || axes.Length != count || steps.Length != count || steps.Any(s => s == 0 || Math.Abs(s) > int.MaxValue))
+        if (ends.Values.Length != count || axes.Length != count || steps.Length != count || steps.Any(s => s is 0 or < -int.MaxValue or > int.MaxValue))
         {
             return null;
         }
@@ -235,16 +253,18 @@ internal static class OnnxConstantFolding
             }
 
             long size = data.Dims[axis], s = steps[i];
-            long start = Clamp(starts.Values[i] < 0 ? starts.Values[i] + size : starts.Values[i], s, size);
-            long end = Clamp(ends.Values[i] < 0 ? ends.Values[i] + size : ends.Values[i], s, size);
-            long n = s > 0 ? Math.Max(0, (end - start + s - 1) / s) : Math.Max(0, (start - end - s - 1) / -s);
+            long start = Clamp(starts.Values[i] < 0 ? starts.Values[i] + size : starts.Values[i], s, size, start: true);
+            long end = Clamp(ends.Values[i] < 0 ? ends.Values[i] + size : ends.Values[i], s, size, start: false);
+            long n = size == 0 ? 0 : s > 0 ? Math.Max(0, (end - start + s - 1) / s) : Math.Max(0, (start - end - s - 1) / -s);
             (first[axis], step[axis], length[axis]) = (start, s, n);
         }
 
         return Gathered(data, length, index => Enumerable.Range(0, rank).Select(a => first[a] + (index[a] * step[a])).ToArray());
 
-        // Positive steps clamp to [0, size], negative ones to [−1, size − 1] (ONNX's rule).
-        static long Clamp(long at, long step, long size) => step > 0 ? Math.Clamp(at, 0, size) : Math.Clamp(at, -1, size - 1);
+        // ONNX's rule: with a positive step start and end clamp to [0, size]; with a negative one the start to
+        // [0, size − 1] and the end to [−1, size − 1].
+        static long Clamp(long at, long step, long size, bool start) =>
+            step > 0 ? Math.Clamp(at, 0, size) : Math.Clamp(at, start ? 0 : -1, Math.Max(size - 1, start ? 0 : -1));
     }
 
     private static IntTensor? Transpose(NodeProto node, TensorProto?[] inputs)
@@ -273,9 +293,10 @@ internal static class OnnxConstantFolding
         });
     }
 
-    private static IntTensor? Unsqueeze(TensorProto?[] inputs)
+    /// <summary>Opset 13's Unsqueeze (axes an input; the older attribute form is left alone).</summary>
+    private static IntTensor? Unsqueeze(NodeProto node, TensorProto?[] inputs)
     {
-        if (inputs.Length != 2 || Read(inputs[0]) is not { } data || Read(inputs[1]) is not { Rank: 1 } axes)
+        if (node.Attribute.Count > 0 || inputs.Length != 2 || Read(inputs[0]) is not { } data || Read(inputs[1]) is not { Rank: 1 } axes)
         {
             return null;
         }
@@ -296,9 +317,10 @@ internal static class OnnxConstantFolding
         return data with { Dims = [.. dims] };
     }
 
-    private static IntTensor? Squeeze(TensorProto?[] inputs)
+    /// <summary>Opset 13's Squeeze (axes an optional input; the older attribute form is left alone, not read as "every 1").</summary>
+    private static IntTensor? Squeeze(NodeProto node, TensorProto?[] inputs)
     {
-        if (inputs.Length is < 1 or > 2 || Read(inputs[0]) is not { } data)
+        if (node.Attribute.Count > 0 || inputs.Length is < 1 or > 2 || Read(inputs[0]) is not { } data)
         {
             return null;
         }

@@ -2,8 +2,9 @@ namespace GpuCnn.Kernels;
 
 /// <summary>
 /// ReLU6 (MobileNet's, PyTorch's nn.ReLU6 = hardtanh(x, 0, 6)): y = min(max(x, 0), 6), a NaN staying NaN and −0 staying
-/// −0 as PyTorch's clamp does; f′ as PyTorch's hardtanh_backward: 0 where x ≤ 0 or x ≥ 6, else 1 — the same from the
-/// output (y ≤ 0 ⇔ x ≤ 0, y ≥ 6 ⇔ x ≥ 6), and a NaN passes dy through.
+/// −0 as PyTorch's clamp does; f′ = 1 where 0 &lt; x &lt; 6, else 0 — the same from the output (0 &lt; y &lt; 6 ⇔ 0 &lt; x &lt; 6).
+/// A NaN takes no gradient, as in PyTorch 1.13's vectorised hardtanh_backward (its scalar loop, which only the last
+/// elements of a tensor that does not fill whole vectors reach, passes dy through instead).
 /// </summary>
 public readonly struct Relu6 : IDerivativeFromOutput
 {
@@ -23,14 +24,14 @@ public readonly struct Relu6 : IDerivativeFromOutput
     public double Forward(double x) => x < 0 ? 0 : x > Ceiling ? Ceiling : x;
 
     /// <inheritdoc/>
-    public float Backward(float x, float y, float dy) => x <= 0f || x >= Ceiling ? 0f : dy;
+    public float Backward(float x, float y, float dy) => x > 0f && x < Ceiling ? dy : 0f;
 
     /// <inheritdoc/>
-    public double Backward(double x, double y, double dy) => x <= 0 || x >= Ceiling ? 0 : dy;
+    public double Backward(double x, double y, double dy) => x > 0 && x < Ceiling ? dy : 0;
 
     /// <inheritdoc/>
-    public float BackwardFromOutput(float y, float dy) => y <= 0f || y >= Ceiling ? 0f : dy;
+    public float BackwardFromOutput(float y, float dy) => y > 0f && y < Ceiling ? dy : 0f;
 
     /// <inheritdoc/>
-    public double BackwardFromOutput(double y, double dy) => y <= 0 || y >= Ceiling ? 0 : dy;
+    public double BackwardFromOutput(double y, double dy) => y > 0 && y < Ceiling ? dy : 0;
 }

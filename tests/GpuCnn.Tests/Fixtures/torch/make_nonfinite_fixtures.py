@@ -39,12 +39,22 @@ def case(name, op, tensors, **params):
 # Activations: y = f(x), dx = dy·f′ from autograd; x holds NaN, ±∞, ±0 and ordinary values, dy a NaN and an ∞ too.
 x0 = torch.tensor([NAN, INF, -INF, 0.0, -0.0, 1.5, -1.5, 30.0, -30.0, 0.25, -0.25, 100.0])
 dy0 = torch.tensor([1.0, 2.0, -1.0, 0.5, 0.5, NAN, 1.0, INF, 1.0, -2.0, 3.0, 1.0])
-for spec, fn in [("relu", F.relu), ("relu6", F.relu6), ("leakyrelu(0.1)", lambda t: F.leaky_relu(t, 0.1)), ("sigmoid", torch.sigmoid),
+for spec, fn in [("relu", F.relu), ("leakyrelu(0.1)", lambda t: F.leaky_relu(t, 0.1)), ("sigmoid", torch.sigmoid),
                  ("tanh", torch.tanh), ("gelu", F.gelu), ("silu", F.silu)]:
     x = x0.clone().requires_grad_(True)
     y = fn(x)
     y.backward(dy0)
     case("act_" + spec.split("(")[0], "activation", {"x": x0, "dy": dy0, "y": y, "dx": x.grad}, spec=spec)
+
+# ReLU6 on 16 values, 0 and 6 themselves and just past 6 among them: PyTorch's hardtanh_backward gives a NaN no gradient
+# in its vectorised loop, which 16 values fill (8 or 16 lanes), but passes dy through in its scalar loop for a
+# tensor's last few; the engine follows the vectorised loop, what a layer's tensors meet.
+x6 = torch.cat([x0, torch.tensor([6.0, 5.5, 6.5, 3.0])])
+dy6 = torch.cat([dy0, torch.tensor([1.0, -1.0, 2.0, 0.5])])
+x = x6.clone().requires_grad_(True)
+y = F.relu6(x)
+y.backward(dy6)
+case("act_relu6", "activation", {"x": x6, "dy": dy6, "y": y, "dx": x.grad}, spec="relu6")
 
 # Max pooling with switches: NaN in windows (two in one), ±∞, padding; then the backward through the switches.
 x = spiked([1, 2, 6, 7], [(0, NAN), (8, NAN), (9, INF), (16, -INF), (30, NAN), (31, NAN), (50, INF), (60, -INF), (61, -INF), (67, -INF), (68, -INF)])

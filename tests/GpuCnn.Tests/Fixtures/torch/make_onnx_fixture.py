@@ -11,9 +11,10 @@
   Mul by x, Mul by ½; Sigmoid and Mul by x), with its own constants;
 - torch_cumulative: a BatchNorm1d with momentum=None (a cumulative average in training), which the exporter writes as
   momentum 1, as it would momentum=0.
-- torch_pad: ZeroPad2d one-sided before a strided convolution (TensorFlow's "same" at stride 2: a Pad the importer
-  folds into the Conv, whose one-sided part becomes a pad layer again), ConstantPad2d of 0.5 with a crop, ZeroPad2d(1)
-  before a max pool (zeros the maximum takes: a pad layer, not the pool's padding).
+- torch_pad: ZeroPad2d one-sided before a strided convolution (TensorFlow's "same" at stride 2: a pad layer, as
+  PyTorch's module is one), ConstantPad2d of 0.5 with a crop, ZeroPad2d(1)
+  before a max pool (zeros the maximum takes: a pad layer, not the pool's padding); torch_pad_folded the same model
+  exported with the exporter's constant folding on (its default), which leaves the pads' chain from the Slice on;
 - torch_mobile: a small MobileNetV2 (a strided stem, two inverted residual blocks — 1x1 expansion, ReLU6, depthwise
   3x3, ReLU6, linear 1x1 projection, identity shortcut — a 1x1 head, global pooling, dropout, linear), batch norm
   statistics moved and weights large enough that ReLU6 clips at 6; the exporter folds each batch norm into its
@@ -68,13 +69,13 @@ class InvertedResidual(nn.Module):
         return x + self.block(x)
 
 
-def write(model, x, name):
+def write(model, x, name, fold=False):
     """Exports the model (in evaluation mode) with x as its example input, and saves x and PyTorch's logits for it."""
     model.eval()
     with torch.no_grad():
         logits = model(x)
     torch.onnx.export(model, x, os.path.join(HERE, f"{name}.onnx"), opset_version=17, input_names=["input"],
-                      output_names=["logits"], do_constant_folding=False, dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+                      output_names=["logits"], do_constant_folding=fold, dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
     np.save(os.path.join(HERE, f"{name}.input.npy"), x.numpy())
     np.save(os.path.join(HERE, f"{name}.logits.npy"), logits.numpy())
     print(f"wrote {name}.onnx, {name}.input.npy, {name}.logits.npy")
@@ -113,6 +114,7 @@ def main():
     pad = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(2, 4, 3, stride=2), nn.ReLU(), nn.ConstantPad2d((1, -1, 2, 0), 0.5),
                         nn.ZeroPad2d(1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 2, 3))
     write(pad, torch.randn(3, 2, 8, 7), "torch_pad")
+    write(pad, torch.randn(3, 2, 8, 7), "torch_pad_folded", fold=True)  # the exporter's default: part of the chain folded
 
     torch.manual_seed(22)
     write(TutorialNet(), torch.rand(2, 1, 28, 28), "torch_view")
