@@ -95,6 +95,30 @@ public sealed class OnnxImportTests
     }
 
     /// <summary>
+    /// x.view(x.size(0), −1): with a dynamic batch the exporter takes the batch from the tensor's Shape in nodes (Shape,
+    /// Gather, Unsqueeze, Concat with −1), which the importer reads as Reshape(x, (0, −1)); with a fixed batch it writes
+    /// the constant (3, −1), which matches the batch the input declares. Another batch, or the Shape of another tensor,
+    /// is refused.
+    /// </summary>
+    [Fact]
+    public void A_view_of_the_tensors_own_batch_is_a_flatten_with_a_dynamic_or_a_fixed_batch()
+    {
+        AssertPytorchsLogits("torch_view_batch", "conv(4,3),relu,flatten,dense(3)");
+        AssertPytorchsLogits("torch_view_static", "conv(4,3),relu,flatten,dense(3)");
+
+        byte[] otherBatch = Edit(File.ReadAllBytes(Fixtures.Torch("torch_view_static.onnx")), m =>
+        {
+            m.Graph.Initializer.Add(new TensorProto { Name = "two", DataType = (int)TensorProto.Types.DataType.Int64, Dims = { 2 }, Int64Data = { 2, -1 } });
+            m.Graph.Node.Single(r => r.OpType == "Reshape").Input[1] = "two"; // (the folded chain it had read is left over, taken)
+        });
+        Assert.Contains("(Reshape): only a reshape to (N, −1)", Rejected(otherBatch), StringComparison.Ordinal);
+
+        byte[] otherTensor = Edit(File.ReadAllBytes(Fixtures.Torch("torch_view_batch.onnx")), m =>
+            m.Graph.Node.Single(n => n.OpType == "Shape").Input[0] = m.Graph.Node.Single(n => n.OpType == "Conv").Output[0]);
+        Assert.Contains("(Reshape): the branches from '/conv/Conv_output_0' meet here, not in an Add", Rejected(otherTensor), StringComparison.Ordinal);
+    }
+
+    /// <summary>
     /// A small MobileNetV2 as torch.onnx.export writes it: batch norms folded into the convolutions, ReLU6 as a Clip to
     /// [0, 6], inverted residual blocks whose Add lists the shortcut first; a Clip to another range is refused by name.
     /// </summary>

@@ -73,6 +73,9 @@ internal static class OnnxConstantFolding
         return proto;
     }
 
+    /// <summary>An int64 tensor's values (at most <see cref="MaximumValues"/>); null for any other tensor.</summary>
+    public static long[]? Int64Values(TensorProto? proto) => Read(proto)?.Values;
+
     /// <summary>An int64 tensor: its dims and values in row-major order.</summary>
     private sealed record IntTensor(long[] Dims, long[] Values)
     {

@@ -112,7 +112,7 @@ public static partial class OnnxModel
 
     /// <summary>
     /// Reads an ONNX model made of the operators <see cref="OnnxModel"/> writes, and of what PyTorch's
-    /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1), or to (−1, F) before a Gemm or MatMul of F input features),
+    /// torch.onnx.export writes for a Sequential CNN: Conv, Gemm or MatMul + Add, Flatten (or Reshape to (N, −1) — N from the tensor's own Shape too, x.view(x.size(0), −1) —, or to (−1, F) before a Gemm or MatMul of F input features),
     /// MaxPool, AveragePool, GlobalAveragePool, Relu, Clip to [0, 6] (ReLU6), LeakyRelu, Sigmoid, Tanh, Gelu (or its erf formula), SiLU as
     /// x·σ(x), BatchNormalization, Dropout, Identity, a constant Pad of H and W (a pad layer, or PyTorch's AvgPool2d
     /// padding: zeros with no constant_value before an AveragePool that can take them), one-sided padding of a Conv or
@@ -156,6 +156,7 @@ public static partial class OnnxModel
         private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
         private readonly GraphProto _graph;
         private int[]? _padBefore; // the zeros of a Pad node, for the AveragePool after it (TakesPadding)
+        private long? _declaredBatch; // the input's batch dim where the file fixes it
 
         public GraphReader(GraphProto graph, string name)
         {
@@ -204,6 +205,7 @@ public static partial class OnnxModel
             }
 
             FoldConstants(graph);
+            TakeBatchSizedReshapes(graph);
 
             var produced = new HashSet<string>(StringComparer.Ordinal);
             foreach (var node in graph.Node.Where(n => n.OpType != "Constant"))
@@ -223,7 +225,8 @@ public static partial class OnnxModel
                     _producers[output] = node;
                 }
 
-                foreach (string input in node.Input.Where(i => i.Length > 0 && !_initializers.ContainsKey(i)))
+                // (Nodes taken already — folded, or a batch-sized reshape's Shape — consume nothing the chain follows.)
+                foreach (string input in node.Input.Where(i => i.Length > 0 && !_initializers.ContainsKey(i) && !_visited.Contains(node)))
                 {
                     if (!_consumers.TryGetValue(input, out var list))
                     {
@@ -294,6 +297,52 @@ public static partial class OnnxModel
             }
         }
 
+        /// <summary>
+        /// x.view(x.size(0), −1) as torch.onnx.export writes it for a dynamic batch: Reshape(x, Concat(Unsqueeze(Gather(
+        /// Shape(x), 0), [0]), [−1])) — x's own batch, then −1. The constant (0, −1) says the same to a Reshape (a 0 keeps
+        /// that dim), so the Concat's output becomes that constant and the chain's nodes are taken; the Reshape is then a
+        /// flatten. Each tensor of the chain must feed only the next node, and the Shape must be of the Reshape's own input.
+        /// </summary>
+        private void TakeBatchSizedReshapes(GraphProto graph)
+        {
+            var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+            var readers = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (var node in graph.Node)
+            {
+                foreach (string output in node.Output)
+                {
+                    producers.TryAdd(output, node);
+                }
+
+                foreach (string input in node.Input)
+                {
+                    readers[input] = readers.GetValueOrDefault(input) + 1;
+                }
+            }
+
+            NodeProto? Feeding(string tensor, string op, int inputs) =>
+                producers.TryGetValue(tensor, out var node) && node.OpType == op && node.Input.Count == inputs && node.Output.Count == 1 &&
+                !_visited.Contains(node) && readers.GetValueOrDefault(tensor) == 1 ? node : null;
+            bool Holds(string tensor, long value) =>
+                _initializers.TryGetValue(tensor, out var proto) && OnnxConstantFolding.Int64Values(proto) is [var only] && only == value;
+            long Axis(NodeProto node) => node.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0;
+
+            foreach (var reshape in graph.Node.Where(n => n.OpType == "Reshape" && n.Input.Count == 2))
+            {
+                if (Feeding(reshape.Input[1], "Concat", 2) is not { } concat || Axis(concat) != 0 || !Holds(concat.Input[1], -1) ||
+                    Feeding(concat.Input[0], "Unsqueeze", 2) is not { Attribute.Count: 0 } unsqueeze || !Holds(unsqueeze.Input[1], 0) ||
+                    Feeding(unsqueeze.Input[0], "Gather", 2) is not { } gather || Axis(gather) != 0 || !Holds(gather.Input[1], 0) ||
+                    Feeding(gather.Input[0], "Shape", 1) is not { Attribute.Count: 0 } shape || shape.Input[0] != reshape.Input[0] ||
+                    _initializers.ContainsKey(concat.Output[0]))
+                {
+                    continue;
+                }
+
+                AddConstant(concat, new TensorProto { Name = concat.Output[0], DataType = (int)TensorProto.Types.DataType.Int64, Dims = { 2 }, Int64Data = { 0, -1 } });
+                _visited.UnionWith([unsqueeze, gather, shape]);
+            }
+        }
+
         /// <summary>Numbers the nodes so that each comes after those it reads from (Kahn's algorithm); nodes on a cycle get no number.</summary>
         private void OrderTopologically()
         {
@@ -342,6 +391,8 @@ public static partial class OnnxModel
             }
 
             var sample = SampleShape(inputs[0]);
+            var batch = inputs[0].Type?.TensorType?.Shape?.Dim.FirstOrDefault();
+            _declaredBatch = batch?.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? batch.DimValue : null;
             string x = inputs[0].Name;
             ChannelNormalization? normalization = null;
             if (Single(x) is { OpType: "Sub" } sub && Single(sub.Output[0]) is { OpType: "Div" } div)
@@ -704,9 +755,10 @@ public static partial class OnnxModel
                 case "Reshape":
                 {
                     float[] shape = Constant(node, 1);
-                    // (N, −1), or x.view(−1, F) before a Linear of F input features (PyTorch's tutorial LeNet): the same
-                    // flatten, since that Linear's weights then hold only where F is the C·H·W the flatten gives.
-                    bool flatten = shape.Length == 2 && ((shape[1] == -1 && shape[0] is 0 or -1) ||
+                    // (N, −1) — N as 0, −1, or the batch an input of fixed batch declares (x.view(x.size(0), −1) exported
+                    // without a dynamic batch) — or x.view(−1, F) before a Linear of F input features (PyTorch's tutorial
+                    // LeNet): the same flatten, since that Linear's weights then hold only where F is the C·H·W it gives.
+                    bool flatten = shape.Length == 2 && ((shape[1] == -1 && (shape[0] is 0 or -1 || shape[0] == _declaredBatch)) ||
                         (shape[0] == -1 && shape[1] >= 1 && Single(output) is { } next && InputFeatures(next) == shape[1]));
                     return flatten ? "flatten" : throw Error(node, "only a reshape to (N, −1), or to (−1, F) before a Gemm or MatMul of F input features, is supported");
                 }

@@ -19,6 +19,8 @@
   3x3, ReLU6, linear 1x1 projection, identity shortcut — a 1x1 head, global pooling, dropout, linear), batch norm
   statistics moved and weights large enough that ReLU6 clips at 6; the exporter folds each batch norm into its
   convolution and writes ReLU6 as a Clip to [0, 6];
+- torch_view_batch and torch_view_static: a net that flattens with x.view(x.size(0), -1), exported with a dynamic
+  batch (the batch taken from the tensor's Shape in nodes) and with a fixed one (a constant (3, -1));
 - torch_view: the LeNet of PyTorch's "60-minute blitz" tutorial, an nn.Module whose forward flattens with
   x.view(-1, 16 * 4 * 4) (a Reshape to (−1, features) before the first Linear) and calls F.relu and F.max_pool2d.
 
@@ -69,13 +71,27 @@ class InvertedResidual(nn.Module):
         return x + self.block(x)
 
 
-def write(model, x, name, fold=False):
+class SizeViewNet(nn.Module):
+    """Flattens with x.view(x.size(0), -1), as much PyTorch code does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def write(model, x, name, fold=False, dynamic=True):
     """Exports the model (in evaluation mode) with x as its example input, and saves x and PyTorch's logits for it."""
     model.eval()
     with torch.no_grad():
         logits = model(x)
+    axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic else None
     torch.onnx.export(model, x, os.path.join(HERE, f"{name}.onnx"), opset_version=17, input_names=["input"],
-                      output_names=["logits"], do_constant_folding=fold, dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+                      output_names=["logits"], do_constant_folding=fold, dynamic_axes=axes)
     np.save(os.path.join(HERE, f"{name}.input.npy"), x.numpy())
     np.save(os.path.join(HERE, f"{name}.logits.npy"), logits.numpy())
     print(f"wrote {name}.onnx, {name}.input.npy, {name}.logits.npy")
@@ -118,6 +134,11 @@ def main():
 
     torch.manual_seed(22)
     write(TutorialNet(), torch.rand(2, 1, 28, 28), "torch_view")
+
+    torch.manual_seed(24)
+    size_view = SizeViewNet()
+    write(size_view, torch.rand(3, 1, 8, 8), "torch_view_batch")  # the batch from Shape → Gather → Unsqueeze → Concat
+    write(size_view, torch.rand(3, 1, 8, 8), "torch_view_static", dynamic=False)  # the batch a constant, 3
 
     torch.manual_seed(23)
     mobile = nn.Sequential(
