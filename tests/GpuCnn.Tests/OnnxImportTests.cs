@@ -116,6 +116,14 @@ public sealed class OnnxImportTests
         byte[] otherTensor = Edit(File.ReadAllBytes(Fixtures.Torch("torch_view_batch.onnx")), m =>
             m.Graph.Node.Single(n => n.OpType == "Shape").Input[0] = m.Graph.Node.Single(n => n.OpType == "Conv").Output[0]);
         Assert.Contains("(Reshape): the branches from '/conv/Conv_output_0' meet here, not in an Add", Rejected(otherTensor), StringComparison.Ordinal);
+
+        // x.view(x.size(1), −1) is not a flatten: the Gather must take the batch, index 0.
+        byte[] channels = Edit(File.ReadAllBytes(Fixtures.Torch("torch_view_batch.onnx")), m =>
+        {
+            m.Graph.Initializer.Add(new TensorProto { Name = "one", DataType = (int)TensorProto.Types.DataType.Int64, Int64Data = { 1 } });
+            m.Graph.Node.Single(n => n.OpType == "Gather").Input[1] = "one";
+        });
+        Assert.Contains("(Reshape): the branches from '/Relu_output_0' meet here, not in an Add", Rejected(channels), StringComparison.Ordinal);
     }
 
     /// <summary>

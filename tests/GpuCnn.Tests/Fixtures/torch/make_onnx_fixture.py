@@ -20,7 +20,7 @@
   statistics moved and weights large enough that ReLU6 clips at 6; the exporter folds each batch norm into its
   convolution and writes ReLU6 as a Clip to [0, 6];
 - torch_view_batch and torch_view_static: a net that flattens with x.view(x.size(0), -1), exported with a dynamic
-  batch (the batch taken from the tensor's Shape in nodes) and with a fixed one (a constant (3, -1));
+  batch (the batch taken from the tensor's Shape in nodes) and with a fixed one ((3, -1) from constants);
 - torch_view: the LeNet of PyTorch's "60-minute blitz" tutorial, an nn.Module whose forward flattens with
   x.view(-1, 16 * 4 * 4) (a Reshape to (−1, features) before the first Linear) and calls F.relu and F.max_pool2d.
 
@@ -138,7 +138,7 @@ def main():
     torch.manual_seed(24)
     size_view = SizeViewNet()
     write(size_view, torch.rand(3, 1, 8, 8), "torch_view_batch")  # the batch from Shape → Gather → Unsqueeze → Concat
-    write(size_view, torch.rand(3, 1, 8, 8), "torch_view_static", dynamic=False)  # the batch a constant, 3
+    write(size_view, torch.rand(3, 1, 8, 8), "torch_view_static", dynamic=False)  # the batch a constant, 3 (Unsqueezes, a Concat)
 
     torch.manual_seed(23)
     mobile = nn.Sequential(
