@@ -301,7 +301,10 @@ public abstract partial class Backend : IDisposable
         MaxPool2dBackwardCore(g, dy, switches, dx);
     }
 
-    /// <summary>y (N,C,P,Q) = window mean of x (N,C,H,W), zero padding counted.</summary>
+    /// <summary>
+    /// y (N,C,P,Q) = window mean of x (N,C,H,W): each window's sum divided by <see cref="Pool2dGeometry.WindowArea"/>,
+    /// zero padding counted unless <see cref="Pool2dGeometry.CountIncludePad"/> is false.
+    /// </summary>
     public void AvgPool2dForward(Pool2dGeometry g, DeviceTensor<float> x, DeviceTensor<float> y)
     {
         using var operation = EnterOperation();
@@ -313,7 +316,7 @@ public abstract partial class Backend : IDisposable
         AvgPool2dForwardCore(g, x, y);
     }
 
-    /// <summary>dx (N,C,H,W) = Σ over the windows containing each element of dy / window area.</summary>
+    /// <summary>dx (N,C,H,W) = Σ over the windows containing each element of dy / that window's <see cref="Pool2dGeometry.WindowArea"/>.</summary>
     public void AvgPool2dBackward(Pool2dGeometry g, DeviceTensor<float> dy, DeviceTensor<float> dx)
     {
         using var operation = EnterOperation();

@@ -63,6 +63,8 @@ public abstract class ForeachTests(BackendFixture fixture)
         {
             TensorAssert.Identical<float>(backend.DownloadArray(each[0][i]), backend.DownloadArray(listed[0][i]), $"{backend.Name} plain SGD: tensor {i}");
             TensorAssert.Identical<float>(buffers[i], backend.DownloadArray(each[1][i]), $"{backend.Name} plain SGD: velocity {i} untouched");
+            // The list form passes the gradients where the velocities would go: nothing may write them.
+            TensorAssert.Identical<float>(backend.DownloadArray(each.Gradient[i]), backend.DownloadArray(listed.Gradient[i]), $"{backend.Name} plain SGD: gradient {i} untouched");
         }
 
         var refused = Assert.Throws<ArgumentException>(() => backend.SgdUpdate(options with { Momentum = 0.9f }, false, listed[0], listed.Gradient, []));

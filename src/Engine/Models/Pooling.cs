@@ -39,7 +39,7 @@ public abstract class Pool2dLayer((int H, int W) kernel, (int H, int W)? stride,
     }
 
     /// <summary>The geometry for a batch.</summary>
-    protected Pool2dGeometry Geometry(int batch) =>
+    protected internal Pool2dGeometry Geometry(int batch) =>
         new(batch, InputShape[0], InputShape[1], InputShape[2], Kernel.H, Kernel.W, Stride.H, Stride.W, Padding.H, Padding.W)
         {
             PlaneMean = PlaneMean,

@@ -197,8 +197,7 @@ public static partial class OnnxModel
                 return false;
             }
 
-            var ceil = new Pool2dGeometry(1, pool.InputShape[0], pool.InputShape[1], pool.InputShape[2], pool.Kernel.H, pool.Kernel.W,
-                pool.Stride.H, pool.Stride.W, pool.Padding.H, pool.Padding.W) { CeilMode = true };
+            var ceil = pool.Geometry(1);
             var floor = ceil with { CeilMode = false };
             long onnxP = Onnx(ceil.H, ceil.PadH, ceil.KernelH, ceil.StrideH), onnxQ = Onnx(ceil.W, ceil.PadW, ceil.KernelW, ceil.StrideW);
             if (ceil.P == onnxP && ceil.Q == onnxQ)
